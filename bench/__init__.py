@@ -1,0 +1,1 @@
+"""Benchmarks (run on demand; CI runs only their smoke mode)."""

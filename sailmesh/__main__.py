@@ -1,0 +1,5 @@
+"""Entry point for `python -m sailmesh`."""
+
+from sailmesh.cli.main import main
+
+raise SystemExit(main())

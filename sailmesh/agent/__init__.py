@@ -1,0 +1,1 @@
+"""The per-workload agent: Envoy bootstrap, process lifecycle and drain, health and readiness."""

@@ -1,0 +1,1 @@
+"""Cross-resource analyzers with Istio's IST message codes (istioctl analyze)."""

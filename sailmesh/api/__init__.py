@@ -1,0 +1,1 @@
+"""Istio and core resource models, parsing and per-resource validation."""

@@ -1,0 +1,73 @@
+"""The generic Resource: one parsed config object with where it came from."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_NAMESPACE = "default"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a resource was read from: file and 1-based line of the document start."""
+
+    file: str = ""
+    line: int = 0
+    # 1-based line of each field path ("spec.http[0].route[1].weight") inside the document.
+    lines: Mapping[str, int] = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    def line_of(self, path: str) -> int:
+        """Best line for a field path: the path itself, else its nearest recorded parent."""
+        p = path
+        while p:
+            if p in self.lines:
+                return self.lines[p]
+            cut = max(p.rfind("."), p.rfind("["))
+            p = p[:cut] if cut > 0 else ""
+        return self.line
+
+
+@dataclass(frozen=True)
+class ResourceKey:
+    """Identity of a resource: kind, namespace, name (group-less, as Istio messages print it)."""
+
+    kind: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}" if self.namespace else f"{self.kind} {self.name}"
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One config object. `spec` is the raw, camelCase spec as written (read-only by convention)."""
+
+    api_version: str
+    kind: str
+    name: str
+    namespace: str
+    spec: Mapping[str, Any]
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    source: Source = field(default_factory=Source, compare=False)
+    # The whole document as parsed (metadata, status, data, ...), for kinds with more than spec.
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    generation: int = 0
+
+    @property
+    def group(self) -> str:
+        return self.api_version.rpartition("/")[0] if "/" in self.api_version else ""
+
+    @property
+    def version(self) -> str:
+        return self.api_version.rpartition("/")[2]
+
+    @property
+    def key(self) -> ResourceKey:
+        return ResourceKey(self.kind, self.namespace, self.name)
+
+    def __str__(self) -> str:
+        return str(self.key)

@@ -1,0 +1,1 @@
+"""Certificate authority: root CA, CSR signing for SPIFFE identities, rotation."""

@@ -1,0 +1,1 @@
+"""The `sailmesh` command line (istioctl/kubectl-style verbs)."""

@@ -1,0 +1,62 @@
+"""`sailmesh` entry point: dispatches each verb to its own module under sailmesh.cli."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+
+from sailmesh import __version__
+
+# verb -> (module under sailmesh.cli, one-line help). Each module defines
+# `add_arguments(parser)` and `run(args) -> int`.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "validate": ("validate", "validate Istio config files (exit 0 when all valid)"),
+    "analyze": ("analyze", "analyze config for cross-resource mistakes (istioctl analyze)"),
+    "controlplane": ("controlplane", "run the control plane (config store, registry, xDS server)"),
+    "agent": ("agent", "run the per-workload agent that starts and configures Envoy"),
+    "up": ("up", "start the embedded mesh from a directory of config and workloads"),
+    "down": ("down", "stop the running embedded mesh"),
+    "demo": ("demo", "run the Bookinfo demo mesh in the foreground"),
+    "apply": ("apply", "apply config to the running mesh (like kubectl apply)"),
+    "delete": ("delete", "delete config from the running mesh"),
+    "get": ("get", "list config in the running mesh"),
+    "proxy-status": ("proxy_status", "show every connected proxy and its sync state"),
+}
+
+
+def _available(module: str) -> bool:
+    return importlib.util.find_spec(f"sailmesh.cli.{module}") is not None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sailmesh", description="An Istio-compatible service mesh.")
+    parser.add_argument("--version", action="version", version=f"sailmesh {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for verb, (module, help_text) in COMMANDS.items():
+        if not _available(module):
+            continue
+        mod = importlib.import_module(f"sailmesh.cli.{module}")
+        p = sub.add_parser(verb, help=help_text, description=help_text)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 0 if args.command is None else 2
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""The exception tree: every error sailmesh raises on purpose derives from SailmeshError."""
+
+from __future__ import annotations
+
+
+class SailmeshError(Exception):
+    """Base of every error sailmesh raises on purpose."""
+
+
+class ParseError(SailmeshError):
+    """A file could not be read or parsed into resources (bad YAML, binary, too large, ...)."""
+
+    def __init__(self, message: str, *, file: str = "", line: int = 0) -> None:
+        self.file = file
+        self.line = line
+        where = f"{file}:{line}: " if file and line else (f"{file}: " if file else "")
+        super().__init__(f"{where}{message}")
+        self.message = message
+
+
+class ValidationError(SailmeshError):
+    """A resource violates Istio's rules; `issues` holds every problem found."""
+
+    def __init__(self, issues: list[object]) -> None:
+        self.issues = list(issues)
+        super().__init__("\n".join(str(i) for i in self.issues))
+
+
+class ConfigError(SailmeshError):
+    """The config store cannot accept or serve a request (unknown resource, conflict, ...)."""
+
+
+class NotFoundError(ConfigError):
+    """A requested resource does not exist."""
+
+
+class RegistryError(SailmeshError):
+    """Service or workload registration failed."""
+
+
+class GenerationError(SailmeshError):
+    """Translating mesh config into Envoy resources failed."""
+
+
+class XdsError(SailmeshError):
+    """The xDS server or client hit a protocol error."""
+
+
+class CAError(SailmeshError):
+    """The certificate authority refused or failed to sign."""
+
+
+class AgentError(SailmeshError):
+    """The per-workload agent could not start, configure or stop Envoy."""
+
+
+class PlatformError(SailmeshError):
+    """The local platform could not start or stop workloads."""

@@ -1,0 +1,1 @@
+"""Pure translators from (MeshSnapshot, ProxyView) to Envoy protos."""

@@ -1,0 +1,1 @@
+"""Platforms that run workloads: the local process supervisor (embedded mode)."""

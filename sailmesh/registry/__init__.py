@@ -1,0 +1,1 @@
+"""Service registry: core Services, ServiceEntry, WorkloadEntry/Group and local workloads."""

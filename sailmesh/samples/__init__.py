@@ -1,0 +1,1 @@
+"""Sample applications used by the demo and the tests."""

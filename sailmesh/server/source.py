@@ -1,0 +1,56 @@
+"""The contract between the ADS server and whatever produces resources for it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from envoy.config.core.v3 import base_pb2
+from google.protobuf.any_pb2 import Any as AnyProto
+
+CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
+ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+# Push order that keeps Envoy from referencing what it has not got yet (Istio's order).
+PUSH_ORDER = (CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET)
+WILDCARD_TYPES = frozenset({CLUSTER, LISTENER})
+
+
+@dataclass(frozen=True)
+class Generated:
+    """The resources of one type for one proxy. Each resource is a packed Any, keyed by its name."""
+
+    resources: Mapping[str, AnyProto]
+
+
+@dataclass(frozen=True)
+class PushRequest:
+    """A change the source asks the server to send: which types may have changed, for which proxies."""
+
+    version: str
+    type_urls: frozenset[str] | None = None  # None = every type
+    proxies: frozenset[str] | None = None  # node ids; None = every proxy
+    reason: str = ""
+
+
+class ResourceSource(Protocol):
+    """Produces resources for a connected proxy. Implemented by the control plane (generate + snapshot)."""
+
+    def proxy_connected(self, node: base_pb2.Node) -> object:
+        """Validate and remember a new proxy; returns an opaque proxy handle, raises XdsError to refuse."""
+        ...
+
+    def proxy_disconnected(self, handle: object) -> None:
+        """Forget a proxy."""
+        ...
+
+    def generate(self, handle: object, type_url: str) -> Generated:
+        """Every resource of type_url for this proxy at the current snapshot (the server filters names)."""
+        ...
+
+    def version(self) -> str:
+        """The current snapshot version (the server stamps responses with it)."""
+        ...

@@ -1,0 +1,71 @@
+"""Grouped, frozen settings: the only place environment variables are read."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+ENV_PREFIX = "SAILMESH_"
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(ENV_PREFIX + name, default)
+
+
+@dataclass(frozen=True)
+class MeshDefaults:
+    """Mesh-wide identity and naming, as Istio's MeshConfig defaults them."""
+
+    trust_domain: str = "cluster.local"
+    domain_suffix: str = "cluster.local"
+    root_namespace: str = "istio-system"
+    default_namespace: str = "default"
+
+
+@dataclass(frozen=True)
+class ControlPlanePorts:
+    """Control-plane listening ports (Istio's istiod ports)."""
+
+    host: str = "127.0.0.1"
+    xds_plaintext: int = 15010
+    xds_tls: int = 15012
+    monitoring: int = 15014
+    webhook: int = 15017
+
+
+@dataclass(frozen=True)
+class ProxyPorts:
+    """Per-proxy ports (Istio's sidecar ports)."""
+
+    admin: int = 15000
+    outbound: int = 15001
+    inbound: int = 15006
+    agent_metrics: int = 15020
+    health: int = 15021
+    stats: int = 15090
+
+
+@dataclass(frozen=True)
+class Debounce:
+    """Push debouncing: a quiet period and a maximum delay (Istio's PILOT_DEBOUNCE_AFTER/MAX)."""
+
+    after_s: float = 0.1
+    max_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, grouped."""
+
+    mesh: MeshDefaults = field(default_factory=MeshDefaults)
+    controlplane: ControlPlanePorts = field(default_factory=ControlPlanePorts)
+    proxy: ProxyPorts = field(default_factory=ProxyPorts)
+    debounce: Debounce = field(default_factory=Debounce)
+    state_dir: str = field(default_factory=lambda: _env("STATE_DIR", os.path.expanduser("~/.sailmesh")))
+    envoy_path: str = field(default_factory=lambda: _env("ENVOY", ""))
+    log_level: str = field(default_factory=lambda: _env("LOG_LEVEL", "info"))
+
+
+def load() -> Settings:
+    """Settings from the environment."""
+    return Settings()

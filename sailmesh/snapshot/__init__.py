@@ -1,0 +1,1 @@
+"""MeshSnapshot: immutable indexes of config, services and endpoints; ProxyView: one proxy's scope."""

@@ -1,0 +1,1 @@
+"""Istio standard metrics, tracing and access-log configuration."""

@@ -1,0 +1,1 @@
+"""Public test helpers: process fixtures, free ports, polling with a deadline."""

@@ -1,0 +1,23 @@
+"""Shared pytest setup: child processes find the package; paths to Istio's conformance data."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+CONFORMANCE = SHARED / "conformance"
+
+# Child processes (agents, sample apps, the control plane) import sailmesh from this checkout.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+
+
+@pytest.fixture(scope="session")
+def conformance() -> pathlib.Path:
+    """Istio's conformance data (../shared/conformance); tests that need it skip without it."""
+    if not CONFORMANCE.is_dir():
+        pytest.skip(f"Istio conformance data not found at {CONFORMANCE} (needs the ../shared folder)")
+    return CONFORMANCE
