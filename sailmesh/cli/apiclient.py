@@ -1,0 +1,28 @@
+"""A small synchronous client for the running control plane's HTTP API (used by apply/delete/get)."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+from sailmesh.errors import PlatformError
+
+
+def call(api_url: str, method: str, path: str, body: Any = None, timeout: float = 30.0) -> tuple[int, Any]:
+    """JSON in, (status, JSON) out; connection problems raise PlatformError with a clear message."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(api_url + path, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        try:
+            return e.code, json.loads(e.read() or b"null")
+        except ValueError:
+            return e.code, {"errors": [f"HTTP {e.code} from the control plane"]}
+    except (urllib.error.URLError, OSError) as e:
+        raise PlatformError(f"cannot reach the control plane at {api_url}: {e}") from e

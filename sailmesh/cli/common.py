@@ -1,0 +1,35 @@
+"""Helpers shared by CLI verbs: the state-dir option, finding the running mesh, printing errors."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from sailmesh import settings as settings_mod
+from sailmesh.errors import PlatformError
+from sailmesh.platform.state import MeshState
+
+
+def add_state_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--state-dir",
+        default=None,
+        help="where the running mesh keeps its state and logs (default ~/.sailmesh, env SAILMESH_STATE_DIR)",
+    )
+
+
+def state_dir(args: argparse.Namespace) -> str:
+    return args.state_dir or settings_mod.load().state_dir
+
+
+def running_mesh(args: argparse.Namespace) -> MeshState:
+    return MeshState.load(state_dir(args))
+
+
+def fail(message: str, code: int = 1) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+
+__all__ = ["PlatformError", "add_state_dir", "fail", "running_mesh", "state_dir"]

@@ -1,0 +1,78 @@
+"""`sailmesh get KIND [NAME] [-n NS] [-o yaml|json]`: list config in the running mesh, like kubectl get."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.parse
+
+import yaml
+
+from sailmesh.cli.apiclient import call
+from sailmesh.cli.common import add_state_dir, fail, running_mesh
+from sailmesh.errors import PlatformError
+
+ALIASES = {
+    "vs": "VirtualService", "virtualservice": "VirtualService", "virtualservices": "VirtualService",
+    "dr": "DestinationRule", "destinationrule": "DestinationRule", "destinationrules": "DestinationRule",
+    "gw": "Gateway", "gateway": "Gateway", "gateways": "Gateway",
+    "se": "ServiceEntry", "serviceentry": "ServiceEntry", "serviceentries": "ServiceEntry",
+    "sidecar": "Sidecar", "sidecars": "Sidecar",
+    "we": "WorkloadEntry", "workloadentry": "WorkloadEntry", "workloadentries": "WorkloadEntry",
+    "wg": "WorkloadGroup", "workloadgroup": "WorkloadGroup", "workloadgroups": "WorkloadGroup",
+    "pa": "PeerAuthentication", "peerauthentication": "PeerAuthentication", "peerauthentications": "PeerAuthentication",
+    "ap": "AuthorizationPolicy", "authorizationpolicy": "AuthorizationPolicy",
+    "authorizationpolicies": "AuthorizationPolicy",
+    "ra": "RequestAuthentication", "requestauthentication": "RequestAuthentication",
+    "requestauthentications": "RequestAuthentication",
+    "telemetry": "Telemetry", "telemetries": "Telemetry",
+    "svc": "Service", "service": "Service", "services": "Service",
+    "ns": "Namespace", "namespace": "Namespace", "namespaces": "Namespace",
+    "sa": "ServiceAccount", "serviceaccount": "ServiceAccount", "serviceaccounts": "ServiceAccount",
+    "localworkload": "LocalWorkload", "localworkloads": "LocalWorkload", "lw": "LocalWorkload",
+    "envoyfilter": "EnvoyFilter", "envoyfilters": "EnvoyFilter",
+    "all": "",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("kind", help="resource kind (vs, dr, gw, se, svc, ... or all)")
+    parser.add_argument("name", nargs="?", default="")
+    parser.add_argument("-n", "--namespace", default="")
+    parser.add_argument("-A", "--all-namespaces", action="store_true")
+    parser.add_argument("-o", "--output", choices=("table", "yaml", "json"), default="table")
+    add_state_dir(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    kind = ALIASES.get(args.kind.lower(), args.kind)
+    query = {"kind": kind, "name": args.name}
+    if args.namespace and not args.all_namespaces:
+        query["namespace"] = args.namespace
+    try:
+        mesh = running_mesh(args)
+        status, body = call(mesh.api_url, "GET", "/api/v1/resources?" + urllib.parse.urlencode(query))
+    except PlatformError as e:
+        return fail(str(e))
+    if status != 200:
+        return fail("; ".join((body or {}).get("errors", [f"HTTP {status}"])))
+    items = body.get("items", [])
+    if args.name and not items:
+        return fail(f'{kind or "resource"} "{args.name}" not found')
+    if args.output == "yaml":
+        sys.stdout.write(yaml.safe_dump_all(items, sort_keys=False) if items else "")
+    elif args.output == "json":
+        print(json.dumps(items if not args.name else items[0], indent=2))
+    else:
+        if not items:
+            print("No resources found.")
+            return 0
+        rows = [("KIND", "NAMESPACE", "NAME")]
+        for it in items:
+            meta = it.get("metadata", {})
+            rows.append((it.get("kind", ""), meta.get("namespace", ""), meta.get("name", "")))
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        for r in rows:
+            print("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return 0

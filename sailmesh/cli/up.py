@@ -1,0 +1,87 @@
+"""`sailmesh up -f DIR`: run the embedded mesh in the foreground until Ctrl-C or `sailmesh down`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+
+from sailmesh import settings as settings_mod
+from sailmesh.cli.common import add_state_dir, fail, state_dir
+from sailmesh.errors import PlatformError
+from sailmesh.platform.local import LocalMesh, MeshOptions
+from sailmesh.platform.state import MeshState, pid_alive
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-f", "--filename", dest="dirs", action="append", required=True,
+                        help="directory (or file) of config and LocalWorkload declarations; repeatable")
+    add_mesh_options(parser)
+
+
+def add_mesh_options(parser: argparse.ArgumentParser) -> None:
+    add_state_dir(parser)
+    parser.add_argument("--base-ip", default="127.0.10.2", help="first workload loopback address")
+    parser.add_argument("--gateway-ip", default="127.0.0.1", help="address the ingress gateway listens on")
+    parser.add_argument("--xds-port", type=int, default=15010, help="control-plane plaintext xDS port")
+    parser.add_argument("--http-port", type=int, default=15014, help="control-plane HTTP API/monitoring port")
+    parser.add_argument("--delta", action="store_true", help="sidecars use delta xDS (DELTA_GRPC)")
+
+
+def options(args: argparse.Namespace, dirs: list[str]) -> MeshOptions:
+    return MeshOptions(
+        config_dirs=dirs, state_dir=state_dir(args), base_ip=args.base_ip, gateway_ip=args.gateway_ip,
+        xds_port=args.xds_port, http_port=args.http_port, delta=args.delta,
+    )
+
+
+async def serve(mesh: LocalMesh, banner: list[str]) -> int:
+    """Start the mesh, print the banner, run until a signal, stop cleanly."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await mesh.start()
+    except PlatformError as e:
+        return fail(str(e))
+    for line in banner:
+        mesh.say(line)
+    mesh.say("press Ctrl-C (or run `sailmesh down`) to stop")
+    reported: set[str] = set()
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=1.0)
+        except TimeoutError:
+            try:
+                await mesh.restart_controlplane_if_dead()
+            except PlatformError as e:
+                mesh.say(f"warning: {e}")
+            for dead in mesh.failed():
+                if dead not in reported:
+                    reported.add(dead)
+                    mesh.say(f"warning: process exited: {dead}")
+    mesh.say("stopping: draining sidecars, then apps, gateway, control plane")
+    await mesh.stop()
+    mesh.say("stopped")
+    return 0
+
+
+def refuse_if_running(sdir: str) -> str | None:
+    try:
+        existing = MeshState.load(sdir)
+    except PlatformError:
+        return None
+    if pid_alive(existing.supervisor_pid) and existing.supervisor_pid != os.getpid():
+        return f"a mesh is already running from {sdir} (pid {existing.supervisor_pid}); run `sailmesh down` first"
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    sdir = state_dir(args)
+    if msg := refuse_if_running(sdir):
+        return fail(msg)
+    mesh = LocalMesh(options(args, args.dirs), settings_mod.load(), say=lambda s: print(s, flush=True))
+    banner = [f"control plane API: {mesh.api_url}   xDS: {mesh.xds_address}", f"logs: {mesh.logs_dir}"]
+    return asyncio.run(serve(mesh, banner))

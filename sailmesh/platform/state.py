@@ -1,0 +1,74 @@
+"""The running embedded mesh's state file: where its control plane listens and which processes it owns."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+
+from sailmesh.errors import PlatformError
+
+STATE_FILE = "mesh.json"
+REGISTRY_FILE = "workloads.json"
+
+
+@dataclass
+class ProcessRecord:
+    """One process the supervisor started."""
+
+    name: str
+    role: str  # controlplane | gateway | agent | app
+    pid: int
+    log: str
+    address: str = ""
+
+
+@dataclass
+class MeshState:
+    """What `sailmesh up` writes so that `down`, `apply`, `get` and `proxy-status` can find the mesh."""
+
+    supervisor_pid: int
+    api_url: str  # control-plane HTTP API, e.g. http://127.0.0.1:15014
+    xds_address: str  # host:port of the plaintext ADS server
+    config_dirs: list[str] = field(default_factory=list)
+    gateway_urls: list[str] = field(default_factory=list)
+    processes: list[ProcessRecord] = field(default_factory=list)
+
+    def save(self, state_dir: str) -> None:
+        os.makedirs(state_dir, exist_ok=True)
+        tmp = os.path.join(state_dir, STATE_FILE + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(asdict(self), fh, indent=2)
+        os.replace(tmp, os.path.join(state_dir, STATE_FILE))
+
+    @classmethod
+    def load(cls, state_dir: str) -> MeshState:
+        path = os.path.join(state_dir, STATE_FILE)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = json.load(fh)
+        except FileNotFoundError as e:
+            raise PlatformError(f"no running mesh found (no {path}); start one with `sailmesh up` or `demo`") from e
+        except (OSError, ValueError) as e:
+            raise PlatformError(f"cannot read mesh state {path}: {e}") from e
+        procs = [ProcessRecord(**p) for p in data.pop("processes", [])]
+        return cls(processes=procs, **data)
+
+
+def remove(state_dir: str) -> None:
+    """Forget the mesh state (after a clean stop)."""
+    try:
+        os.remove(os.path.join(state_dir, STATE_FILE))
+    except FileNotFoundError:
+        pass
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process with this pid exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

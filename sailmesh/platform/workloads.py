@@ -1,0 +1,118 @@
+"""Plan local workload instances from LocalWorkload resources: names, loopback addresses, ports, env."""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sailmesh.api.resource import Resource
+from sailmesh.errors import PlatformError
+
+LOCAL_WORKLOAD_KIND = "LocalWorkload"
+LOCAL_WORKLOAD_GROUP = "local.sailmesh.io"
+
+
+@dataclass(frozen=True)
+class PortDecl:
+    """One containerPort of a workload."""
+
+    container_port: int
+    name: str = ""
+    protocol: str = "HTTP"
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One planned instance ("pod") of a LocalWorkload."""
+
+    name: str  # reviews-v2-0
+    workload: str  # reviews-v2
+    namespace: str
+    ip: str
+    labels: Mapping[str, str]
+    service_account: str
+    command: tuple[str, ...]
+    env: Mapping[str, str]
+    ports: tuple[PortDecl, ...]
+    app_ports: Mapping[int, int] = field(default_factory=dict)  # containerPort -> app port
+    sidecar: bool = True
+    origin: str = ""
+
+
+def _ports(spec: Mapping[str, Any], res: Resource) -> tuple[PortDecl, ...]:
+    out = []
+    for i, p in enumerate(spec.get("ports") or []):
+        try:
+            out.append(PortDecl(int(p["containerPort"]), str(p.get("name", "")), str(p.get("protocol", "HTTP"))))
+        except (KeyError, TypeError, ValueError) as e:
+            raise PlatformError(f"{res}: spec.ports[{i}]: needs an integer containerPort") from e
+    return tuple(out)
+
+
+def plan(
+    resources: Iterable[Resource],
+    base_ip: str,
+    pick_port: Callable[[str], int],
+) -> list[Instance]:
+    """Instances for every LocalWorkload, addresses counted up from base_ip (e.g. 127.0.10.2)."""
+    ip = ipaddress.IPv4Address(base_ip)
+    out: list[Instance] = []
+    workloads = sorted(
+        (r for r in resources if r.kind == LOCAL_WORKLOAD_KIND), key=lambda r: (r.namespace, r.name)
+    )
+    for res in workloads:
+        spec = res.spec
+        cmd = spec.get("command")
+        if not isinstance(cmd, list) or not cmd or not all(isinstance(c, str) for c in cmd):
+            raise PlatformError(f"{res}: spec.command must be a non-empty list of strings")
+        command = tuple(sys.executable if i == 0 and c in ("python", "python3") else c for i, c in enumerate(cmd))
+        env = {str(k): str(v) for k, v in (spec.get("env") or {}).items()}
+        ports = _ports(spec, res)
+        replicas = int(spec.get("replicas", 1))
+        sidecar = bool(spec.get("sidecar", True))
+        for n in range(replicas):
+            if not ip.is_loopback:
+                raise PlatformError(f"ran out of loopback addresses at {ip}")
+            addr = str(ip)
+            ip += 1
+            out.append(
+                Instance(
+                    name=f"{res.name}-{n}",
+                    workload=res.name,
+                    namespace=res.namespace,
+                    ip=addr,
+                    labels=dict(res.labels),
+                    service_account=str(spec.get("serviceAccount") or "default"),
+                    command=command,
+                    env=env,
+                    ports=ports,
+                    # with a sidecar, the sidecar owns containerPort and the app listens on a free port
+                    app_ports={p.container_port: pick_port(addr) if sidecar else p.container_port for p in ports},
+                    sidecar=sidecar,
+                    origin=f"{LOCAL_WORKLOAD_KIND} {res.namespace}/{res.name}",
+                )
+            )
+    return out
+
+
+def app_env(inst: Instance, proxy_port: int) -> dict[str, str]:
+    """The environment an app process runs with: where to listen, its identity, and its sidecar as proxy."""
+    env = dict(inst.env)
+    first = next(iter(inst.app_ports.values()), 0)
+    env.update(
+        HOST=inst.ip,
+        PORT=str(first),
+        POD_NAME=inst.name,
+        POD_NAMESPACE=inst.namespace,
+        POD_IP=inst.ip,
+        SERVICE_ACCOUNT=inst.service_account,
+    )
+    for cp, ap in inst.app_ports.items():
+        env[f"PORT_{cp}"] = str(ap)
+    if inst.sidecar:
+        proxy = f"http://{inst.ip}:{proxy_port}"
+        env.update(HTTP_PROXY=proxy, http_proxy=proxy, NO_PROXY="", no_proxy="")
+    return env

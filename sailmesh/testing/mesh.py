@@ -1,0 +1,102 @@
+"""Run a whole embedded mesh (`sailmesh up`/`demo`) as a subprocess for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from sailmesh.testing.waiting import free_port, random_loopback_block, wait_for
+
+
+class RunningMesh:
+    """One embedded mesh on its own loopback block and free ports; stop() (or the context) tears it down."""
+
+    def __init__(self, state_dir: str, dirs: Sequence[str] = (), demo: bool = False, ready_timeout: float = 120.0,
+                 extra: Sequence[str] = ()) -> None:
+        block = random_loopback_block()
+        self.state_dir = state_dir
+        self.gateway_ip = f"{block}.1"
+        self.base_ip = f"{block}.2"
+        self.xds_port = free_port()
+        self.http_port = free_port()
+        self.api_url = f"http://127.0.0.1:{self.http_port}"
+        self.log_path = os.path.join(state_dir, "supervisor.log")
+        os.makedirs(state_dir, exist_ok=True)
+        args = ["demo"] if demo else ["up", *[a for d in dirs for a in ("-f", d)]]
+        args += ["--state-dir", state_dir, "--base-ip", self.base_ip, "--gateway-ip", self.gateway_ip,
+                 "--xds-port", str(self.xds_port), "--http-port", str(self.http_port), *extra]
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "sailmesh", *args], stdout=self._log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_for(self._ready, timeout=ready_timeout, interval=0.1, what="the mesh to be ready")
+        except BaseException:
+            self.stop()
+            raise
+
+    def output(self) -> str:
+        with open(self.log_path, encoding="utf-8", errors="replace") as fh:
+            return fh.read()
+
+    def _ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"sailmesh exited with {self.proc.returncode}:\n{self.output()}")
+        return "are ready" in self.output()
+
+    def gateway_url(self, port: int = 8080) -> str:
+        return f"http://{self.gateway_ip}:{port}"
+
+    def cli(self, *args: str, check: bool = False, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """Run a `sailmesh` verb against this mesh."""
+        r = subprocess.run([sys.executable, "-m", "sailmesh", *args, "--state-dir", self.state_dir],
+                           capture_output=True, text=True, timeout=timeout)
+        if check and r.returncode != 0:
+            raise AssertionError(f"sailmesh {' '.join(args)} failed ({r.returncode}):\n{r.stdout}{r.stderr}")
+        return r
+
+    def stop(self, timeout: float = 60.0) -> int | None:
+        """Ctrl-C-equivalent stop; kills the whole process group if it does not finish in time."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        self._kill_leftovers()
+        self._log.close()
+        return self.proc.returncode
+
+    def _kill_leftovers(self) -> None:
+        # Every child runs in its own session; find them through the state file's pids and kill what is left.
+        import json
+
+        path = os.path.join(self.state_dir, "mesh.json")
+        pids: list[int] = []
+        if os.path.exists(path):
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    pids = [p["pid"] for p in json.load(fh).get("processes", [])]
+            except (OSError, ValueError, KeyError):
+                pids = []
+        for pid in pids:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait()
+
+    def __enter__(self) -> RunningMesh:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
