@@ -75,6 +75,7 @@ class EnvoySupervisor:
         self.error: AgentError | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._stopping = asyncio.Event()
+        self._draining = False  # no restarts once the drain has begun
         self._watcher: asyncio.Task[None] | None = None
 
     @property
@@ -130,7 +131,7 @@ class EnvoySupervisor:
             assert proc is not None
             started = time.monotonic()
             rc = await proc.wait()
-            if self._stopping.is_set():
+            if self._stopping.is_set() or self._draining:
                 return
             lived = time.monotonic() - started
             quick_failures = quick_failures + 1 if lived < self.options.stable_s else 1
@@ -158,6 +159,7 @@ class EnvoySupervisor:
         """Drain listeners gracefully; return True once no request is in flight, False at the timeout."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        self._draining = True
         if self.pid is None:
             return True
         try:

@@ -87,7 +87,7 @@ class TinyAds(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         self.nodes: list[base_pb2.Node] = []
         self.streams = 0
 
-    async def StreamAggregatedResources(self, request_iterator: Any, context: Any) -> AsyncIterator[Any]:  # noqa: N802
+    async def StreamAggregatedResources(self, request_iterator: Any, context: Any) -> AsyncIterator[Any]:
         self.streams += 1
         async for req in request_iterator:
             if req.HasField("node"):
@@ -101,7 +101,7 @@ class TinyAds(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 resources=[_pack(r) for r in self.resources[req.type_url]],
             )
 
-    async def DeltaAggregatedResources(self, request_iterator: Any, context: Any) -> AsyncIterator[Any]:  # noqa: N802
+    async def DeltaAggregatedResources(self, request_iterator: Any, context: Any) -> AsyncIterator[Any]:
         self.streams += 1
         async for req in request_iterator:
             if req.HasField("node"):
@@ -190,7 +190,7 @@ async def start_agent(
         "--app-ports", f"9080:{app_port}", "--xds-address", f"127.0.0.1:{xds_port}",
         "--drain-seconds", str(drain), "--state-dir", str(state), *extra,
     ]  # fmt: skip
-    log = open(state / "agent.log", "wb")  # noqa: SIM115
+    log = open(state / "agent.log", "wb")
     try:
         proc = await asyncio.create_subprocess_exec(*cmd, cwd=ROOT, stdout=log, stderr=log, env=dict(os.environ))
     finally:
@@ -277,9 +277,7 @@ async def test_ready_after_first_xds_config_then_serves_traffic(
         await _kill(pod)
 
 
-async def test_readiness_waits_for_the_control_plane(
-    tmp_path: Path, session: aiohttp.ClientSession
-) -> None:
+async def test_readiness_waits_for_the_control_plane(tmp_path: Path, session: aiohttp.ClientSession) -> None:
     # Istio's rule: ready only once CDS and LDS have each been received (accepted or rejected) at least once.
     ip = _pod_ip()
     app_port = free_port(ip)
