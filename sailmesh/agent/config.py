@@ -27,6 +27,9 @@ class AgentConfig:
     admin_port: int = 15000
     stats_port: int = 15090
     health_port: int = 15021
+    status_port: int = 15020  # merged Prometheus metrics, /quitquitquit
+    app_metrics_port: int = 0  # scrape the app's metrics into the merged page (0 = do not)
+    app_metrics_path: str = "/metrics"
     drain_seconds: float = 5.0
     concurrency: int = 2
     log_level: str = "warning"
@@ -68,6 +71,11 @@ class AgentConfig:
     def admin_url(self) -> str:
         """Base URL of this Envoy's admin interface."""
         return f"http://{self.ip}:{self.admin_port}"
+
+    @property
+    def app_metrics_url(self) -> str:
+        """Where the app's own Prometheus metrics are, or ""."""
+        return f"http://{self.ip}:{self.app_metrics_port}{self.app_metrics_path}" if self.app_metrics_port else ""
 
     @property
     def app_ports_text(self) -> str:

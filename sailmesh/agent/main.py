@@ -16,6 +16,7 @@ from sailmesh.agent.app import AppProcess, app_environment
 from sailmesh.agent.config import AgentConfig
 from sailmesh.agent.envoy import EnvoyOptions, EnvoySupervisor
 from sailmesh.agent.health import HealthServer, Readiness
+from sailmesh.agent.status import METRICS_PATH, StatusServer
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +62,21 @@ async def run_agent(
     )
     readiness = Readiness(admin, require_xds=require_xds, generation=lambda: envoy.restarts)
     health = HealthServer(readiness, cfg.ip, cfg.health_port)
+    status = StatusServer(
+        readiness,
+        cfg.ip,
+        cfg.status_port,
+        envoy_metrics_url=cfg.admin_url + METRICS_PATH,
+        quit_event=stop,
+        restarts=lambda: envoy.restarts,
+        app_metrics_url=cfg.app_metrics_url,
+    )
     app = AppProcess(command, app_environment(cfg)) if command else None
     exit_code = 0
     waiters: list[asyncio.Task[Any]] = []
     try:
         await health.start()
+        await status.start()
         await envoy.start()
         if app is not None:
             await app.start()
@@ -99,6 +110,7 @@ async def run_agent(
             await app.stop()
         rc = await envoy.stop()
         log.info("envoy stopped (exit code %s)", rc)
+        await status.stop()
         await health.stop()
         await admin.close()
     return exit_code

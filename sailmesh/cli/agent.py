@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--admin-port", type=int, default=ports.admin)
     parser.add_argument("--stats-port", type=int, default=ports.stats)
     parser.add_argument("--health-port", type=int, default=ports.health)
+    parser.add_argument("--status-port", type=int, default=ports.agent_metrics, help="merged metrics, /quitquitquit")
+    parser.add_argument("--app-metrics-port", type=int, default=0, help="merge the app's metrics from this port")
+    parser.add_argument("--app-metrics-path", default="/metrics")
     parser.add_argument("--drain-seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--log-level", default="warning", help="Envoy's log level")
@@ -58,6 +61,9 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         admin_port=args.admin_port,
         stats_port=args.stats_port,
         health_port=args.health_port,
+        status_port=args.status_port,
+        app_metrics_port=args.app_metrics_port,
+        app_metrics_path=args.app_metrics_path,
         drain_seconds=args.drain_seconds,
         concurrency=args.concurrency,
         log_level=args.log_level,

@@ -142,7 +142,11 @@ class Backend:
             await asyncio.sleep(1.0)  # the request under test is in flight for 1 s (not a synchronisation)
             return web.Response(text="slow done")
 
+        async def metrics(_r: web.Request) -> web.Response:
+            return web.Response(text="# TYPE app_requests_total counter\napp_requests_total 7\n")
+
         app = web.Application()
+        app.router.add_get("/metrics", metrics)
         app.router.add_get("/", hello)
         app.router.add_get("/slow", slow)
         return app
@@ -180,7 +184,14 @@ async def _status(session: aiohttp.ClientSession, url: str) -> int:
 
 
 async def start_agent(
-    tmp_path: Path, ip: str, xds_port: int, ads: TinyAds, app_port: int, *extra: str, drain: float = 3.0
+    tmp_path: Path,
+    ip: str,
+    xds_port: int,
+    ads: TinyAds,
+    app_port: int,
+    *extra: str,
+    drain: float = 3.0,
+    env: dict[str, str] | None = None,
 ) -> Pod:
     state = tmp_path / "state"
     state.mkdir()
@@ -192,7 +203,9 @@ async def start_agent(
     ]  # fmt: skip
     log = open(state / "agent.log", "wb")
     try:
-        proc = await asyncio.create_subprocess_exec(*cmd, cwd=ROOT, stdout=log, stderr=log, env=dict(os.environ))
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, cwd=ROOT, stdout=log, stderr=log, env={**os.environ, **(env or {})}
+        )
     finally:
         log.close()
     return Pod(ip=ip, state=state, proc=proc, ads=ads, drain_seconds=drain)
@@ -383,3 +396,47 @@ async def test_agent_supervises_the_app(tmp_path: Path, session: aiohttp.ClientS
     finally:
         await _kill(pod)
         await server.stop(None)
+
+
+async def test_status_port_merges_metrics_and_quitquitquit_stops(
+    tmp_path: Path, mesh: tuple[str, int, TinyAds, Backend, int], session: aiohttp.ClientSession
+) -> None:
+    # Istio's 15020: Envoy's + the app's + the agent's metrics on one page; POST /quitquitquit drains and exits.
+    ip, app_port, ads, _b, xds_port = mesh
+    pod = await start_agent(tmp_path, ip, xds_port, ads, app_port, "--app-metrics-port", str(app_port))
+    try:
+        await _wait_ready(pod, session)
+        async with session.get(f"http://{ip}:15020/stats/prometheus") as r:
+            assert r.status == 200
+            text = await r.text()
+        assert 'envoy_cluster_upstream_cx_total{cluster_name="xds-grpc"}' in text
+        assert "app_requests_total 7" in text
+        assert "sailmesh_agent_ready 1" in text and "sailmesh_agent_scrape_app_up 1" in text
+        async with session.post(f"http://{ip}:15020/quitquitquit") as r:
+            assert r.status == 200
+        assert await asyncio.wait_for(pod.proc.wait(), pod.drain_seconds + 5) == 0, pod.logs()
+    finally:
+        await _kill(pod)
+
+
+async def test_missing_envoy_binary_exits_1(tmp_path: Path) -> None:
+    ip = _pod_ip()
+    pod = await start_agent(tmp_path, ip, free_port(), TinyAds({}), 1, env={"SAILMESH_ENVOY": str(tmp_path / "nope")})
+    try:
+        assert await asyncio.wait_for(pod.proc.wait(), 15) == 1
+        assert "cannot start Envoy" in pod.logs()
+    finally:
+        await _kill(pod)
+
+
+async def test_agent_exits_when_the_app_fails(
+    tmp_path: Path, mesh: tuple[str, int, TinyAds, Backend, int], session: aiohttp.ClientSession
+) -> None:
+    ip, app_port, ads, _b, xds_port = mesh
+    app = [sys.executable, "-c", "import sys; sys.exit(3)"]
+    pod = await start_agent(tmp_path, ip, xds_port, ads, app_port, "--", *app)
+    try:
+        assert await asyncio.wait_for(pod.proc.wait(), 15) == 1, pod.logs()
+        assert "app exited with code 3" in pod.logs()
+    finally:
+        await _kill(pod)
