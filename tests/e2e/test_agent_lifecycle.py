@@ -339,26 +339,34 @@ async def test_killed_envoy_is_restarted(pod: Pod, session: aiohttp.ClientSessio
     assert pod.proc.returncode is None
 
 
+@pytest.mark.parametrize("proxy_type", ["sidecar", "router"])
 async def test_sigterm_drains_in_flight_request_then_exits_zero(
-    pod: Pod, mesh: tuple[str, int, TinyAds, Backend, int], session: aiohttp.ClientSession
+    tmp_path: Path, mesh: tuple[str, int, TinyAds, Backend, int], session: aiohttp.ClientSession, proxy_type: str
 ) -> None:
-    backend = mesh[3]
-    await _wait_ready(pod, session)
-    slow = asyncio.create_task(session.get(f"http://{pod.ip}:9080/slow"))
-    await asyncio.wait_for(backend.slow_started.wait(), 5)
-    started = time.monotonic()
-    pod.proc.send_signal(signal.SIGTERM)
-    # Readiness goes 503 as soon as draining starts, so load balancers stop sending.
-    await await_for(lambda: _not_ready(pod, session), timeout=2, what="readiness 503 while draining")
-    async with await slow as r:
-        assert r.status == 200
-        assert await r.text() == "slow done"
-    rc = await asyncio.wait_for(pod.proc.wait(), pod.drain_seconds + 5)
-    elapsed = time.monotonic() - started
-    print(f"agent exited {rc} {elapsed:.2f}s after SIGTERM")
-    assert rc == 0, pod.logs()
-    # It waited for the request (about 1 s), not for the whole drain period.
-    assert elapsed < pod.drain_seconds, pod.logs()
+    ip, app_port, ads, backend, xds_port = mesh
+    pod = await start_agent(tmp_path, ip, xds_port, ads, app_port, "--type", proxy_type)
+    try:
+        await _wait_ready(pod, session)
+        slow = asyncio.create_task(session.get(f"http://{pod.ip}:9080/slow"))
+        await asyncio.wait_for(backend.slow_started.wait(), 5)
+        started = time.monotonic()
+        pod.proc.send_signal(signal.SIGTERM)
+        # Readiness goes 503 as soon as draining starts, so load balancers stop sending.
+        await await_for(lambda: _not_ready(pod, session), timeout=2, what="readiness 503 while draining")
+        async with await slow as r:
+            assert r.status == 200
+            assert await r.text() == "slow done"
+            # Envoy's drain reached the listener (sidecars: inboundonly + traffic_direction INBOUND):
+            # it asks the client to close the connection after this response.
+            assert r.headers.get("connection", "").lower() == "close"
+        rc = await asyncio.wait_for(pod.proc.wait(), pod.drain_seconds + 5)
+        elapsed = time.monotonic() - started
+        print(f"{proxy_type} agent exited {rc} {elapsed:.2f}s after SIGTERM")
+        assert rc == 0, pod.logs()
+        # It waited for the request (about 1 s), not for the whole drain period.
+        assert elapsed < pod.drain_seconds, pod.logs()
+    finally:
+        await _kill(pod)
 
 
 async def _not_ready(pod: Pod, session: aiohttp.ClientSession) -> bool:
