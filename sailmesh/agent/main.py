@@ -33,6 +33,22 @@ def write_bootstrap(cfg: AgentConfig, state_dir: Path, extra_static: dict[str, A
     return path
 
 
+async def _drain(envoy: EnvoySupervisor, cfg: AgentConfig, hurry: asyncio.Event | None) -> None:
+    """Drain Envoy (readiness is already 503) until no request is in flight, the drain time passes, or hurry."""
+    log.info("shutting down: readiness 503, draining Envoy for up to %.1fs", cfg.drain_seconds)
+    drain = asyncio.create_task(envoy.drain(inbound_only=cfg.proxy_type == "sidecar", timeout=cfg.drain_seconds))
+    hurried = asyncio.create_task((hurry or asyncio.Event()).wait())
+    await asyncio.wait([drain, hurried], return_when=asyncio.FIRST_COMPLETED)
+    for task in (hurried, drain):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    if not drain.cancelled() and drain.result():
+        log.info("drained: no request in flight")
+    elif drain.cancelled():
+        log.warning("second signal: not waiting for the drain to finish")
+
+
 async def run_agent(
     cfg: AgentConfig,
     state_dir: Path,
@@ -91,17 +107,8 @@ async def run_agent(
             rc = app_waiter.result()
             log.warning("app exited with code %s; stopping", rc)
             exit_code = 0 if rc == 0 else 1
-        log.info("shutting down: readiness 503, draining Envoy for up to %.1fs", cfg.drain_seconds)
         readiness.draining = True
-        drain = asyncio.create_task(envoy.drain(inbound_only=cfg.proxy_type == "sidecar", timeout=cfg.drain_seconds))
-        hurried = asyncio.create_task((hurry or asyncio.Event()).wait())
-        await asyncio.wait([drain, hurried], return_when=asyncio.FIRST_COMPLETED)
-        hurried.cancel()
-        if not drain.done():
-            drain.cancel()
-            log.warning("second signal: not waiting for the drain to finish")
-        elif drain.result():
-            log.info("drained: no request in flight")
+        await _drain(envoy, cfg, hurry)
     finally:
         for w in waiters:
             w.cancel()

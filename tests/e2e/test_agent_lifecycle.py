@@ -448,3 +448,24 @@ async def test_agent_exits_when_the_app_fails(
         assert "app exited with code 3" in pod.logs()
     finally:
         await _kill(pod)
+
+
+async def test_second_signal_skips_the_drain_wait(
+    pod: Pod, mesh: tuple[str, int, TinyAds, Backend, int], session: aiohttp.ClientSession
+) -> None:
+    backend = mesh[3]
+    await _wait_ready(pod, session)
+    slow = asyncio.create_task(session.get(f"http://{pod.ip}:9080/slow"))
+    try:
+        await asyncio.wait_for(backend.slow_started.wait(), 5)
+        pod.proc.send_signal(signal.SIGTERM)
+        await await_for(lambda: _not_ready(pod, session), timeout=2, what="draining")
+        pod.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(pod.proc.wait(), 5) == 0, pod.logs()
+        assert "second signal" in pod.logs()
+        with pytest.raises(aiohttp.ClientError):  # Envoy was stopped under the 1 s request: no waiting
+            await asyncio.wait_for(slow, 5)
+    finally:
+        slow.cancel()
+        with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError):
+            await slow
