@@ -469,3 +469,19 @@ async def test_second_signal_skips_the_drain_wait(
         slow.cancel()
         with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError):
             await slow
+
+
+async def test_envoy_dies_with_a_killed_agent(pod: Pod, session: aiohttp.ClientSession) -> None:
+    await _wait_ready(pod, session)
+    envoy_pid = pod.envoy_pid()
+    pod.proc.kill()
+    await pod.proc.wait()
+
+    def envoy_gone() -> bool:
+        try:
+            with open(f"/proc/{envoy_pid}/stat") as f:
+                return f.read().split(")")[-1].split()[0] == "Z"  # a zombie until its new parent reaps it
+        except OSError:
+            return True
+
+    await await_for(lambda: asyncio.sleep(0, envoy_gone()), timeout=5, what="Envoy killed with its agent")
