@@ -1,0 +1,204 @@
+"""Envoy's bootstrap for one workload, built purely from an AgentConfig (Istio's envoy_bootstrap.json, trimmed)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sailmesh import __version__
+from sailmesh.agent.config import AgentConfig
+
+XDS_CLUSTER = "xds-grpc"
+PROMETHEUS_CLUSTER = "prometheus_stats"
+PROMETHEUS_LISTENER = "prometheus_stats"
+PROMETHEUS_PATH = "/stats/prometheus"
+HTTP_PROTOCOL_OPTIONS = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+DOWNSTREAM_CONNECTIONS = (
+    "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig"
+)
+
+# Istio's tag extraction (tools/packaging/common/envoy_bootstrap.json), so Prometheus labels read the same.
+_ISTIO_TAGS: tuple[tuple[str, str], ...] = (
+    ("cluster_name", r"^cluster\.((.+?(\..+?\.svc\.cluster\.local)?)\.)"),
+    ("tcp_prefix", r"^tcp\.((.*?)\.)\w+?$"),
+    ("response_code", r"(response_code=\.=(.+?);\.;)|_rq(_(\d{3}))$"),
+    ("response_code_class", r"_rq(_(\dxx))$"),
+    (
+        "http_conn_manager_listener_prefix",
+        r"^listener(?=\.).*?\.http\.(((?:[_.[:digit:]]*|[_\[\]aAbBcCdDeEfF[:digit:]]*))\.)",
+    ),
+    ("http_conn_manager_prefix", r"^http\.(((?:[_.[:digit:]]*|[_\[\]aAbBcCdDeEfF[:digit:]]*))\.)"),
+    ("listener_address", r"^listener\.(((?:[_.[:digit:]]*|[_\[\]aAbBcCdDeEfF[:digit:]]*))\.)"),
+    ("mongo_prefix", r"^mongo\.(.+?)\.(collection|cmd|cx_|op_|delays_|decoding_)(.*?)$"),
+)
+# The labels of Istio's standard metrics, extracted from `name=.=value;.;` segments of the stat name.
+_ISTIO_METRIC_LABELS = (
+    "reporter", "source_namespace", "source_workload", "source_workload_namespace", "source_principal",
+    "source_app", "source_version", "source_cluster", "destination_namespace", "destination_workload",
+    "destination_workload_namespace", "destination_principal", "destination_app", "destination_version",
+    "destination_service", "destination_service_name", "destination_service_namespace", "destination_port",
+    "destination_cluster", "request_protocol", "request_operation", "request_host", "response_flags",
+    "grpc_response_status", "connection_security_policy", "source_canonical_service",
+    "destination_canonical_service", "source_canonical_revision", "destination_canonical_revision",
+)  # fmt: skip
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.3f}s"
+
+
+def _socket_address(host: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _is_ip(host: str) -> bool:
+    parts = host.split(".")
+    return len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts)
+
+
+def node(cfg: AgentConfig) -> dict[str, Any]:
+    """The node Envoy presents to the control plane: Istio's id, cluster and metadata keys."""
+    metadata: dict[str, Any] = {
+        "NAMESPACE": cfg.namespace,
+        "NAME": cfg.name,
+        "LABELS": dict(cfg.labels),
+        "SERVICE_ACCOUNT": cfg.service_account,
+        "INSTANCE_IPS": cfg.ip,
+        "APP_PORTS": cfg.app_ports_text,
+        "PROXY_TYPE": cfg.proxy_type,
+        "WORKLOAD_NAME": cfg.labels.get("app.kubernetes.io/name") or cfg.app,
+        "CLUSTER_ID": cfg.cluster_id,
+        "MESH_ID": cfg.mesh_id,
+        "SAILMESH_VERSION": cfg.version or __version__,
+        "ENVOY_STATUS_PORT": cfg.health_port,
+        "ENVOY_PROMETHEUS_PORT": cfg.stats_port,
+    }
+    return {"id": cfg.node_id, "cluster": cfg.node_cluster, "metadata": metadata}
+
+
+def xds_cluster(cfg: AgentConfig) -> dict[str, Any]:
+    """The static gRPC cluster to the control plane (HTTP/2 is mandatory or Envoy never connects)."""
+    return {
+        "name": XDS_CLUSTER,
+        "type": "STATIC" if _is_ip(cfg.xds_host) else "STRICT_DNS",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": XDS_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket_address(cfg.xds_host, cfg.xds_port)}}]}],
+        },
+        "circuit_breakers": {
+            "thresholds": [
+                {"priority": p, "max_connections": 100000, "max_pending_requests": 100000, "max_requests": 100000}
+                for p in ("DEFAULT", "HIGH")
+            ]
+        },
+        "upstream_connection_options": {"tcp_keepalive": {"keepalive_time": 300}},
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": HTTP_PROTOCOL_OPTIONS,
+                "explicit_http_config": {
+                    "http2_protocol_options": {"connection_keepalive": {"interval": "30s", "timeout": "10s"}}
+                },
+            }
+        },
+    }
+
+
+def prometheus_cluster(cfg: AgentConfig) -> dict[str, Any]:
+    """A static cluster pointing at Envoy's own admin, which the 15090 listener forwards to."""
+    return {
+        "name": PROMETHEUS_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "0.250s",
+        "load_assignment": {
+            "cluster_name": PROMETHEUS_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket_address(cfg.ip, cfg.admin_port)}}]}],
+        },
+    }
+
+
+def prometheus_listener(cfg: AgentConfig) -> dict[str, Any]:
+    """Istio's 15090 listener: only `/stats/prometheus` of the admin interface, nothing else."""
+    hcm = {
+        "@type": HCM,
+        "stat_prefix": "stats",
+        "codec_type": "AUTO",
+        "route_config": {
+            "virtual_hosts": [
+                {
+                    "name": "backend",
+                    "domains": ["*"],
+                    "routes": [
+                        {"match": {"prefix": PROMETHEUS_PATH}, "route": {"cluster": PROMETHEUS_CLUSTER}},
+                    ],
+                }
+            ]
+        },
+        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}}],
+    }
+    return {
+        "name": PROMETHEUS_LISTENER,
+        "address": _socket_address(cfg.ip, cfg.stats_port),
+        "filter_chains": [
+            {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+        ],
+    }
+
+
+def dynamic_resources(cfg: AgentConfig) -> dict[str, Any]:
+    """LDS and CDS over one ADS stream (SotW or delta) to the xds-grpc cluster."""
+    source = {
+        "ads": {},
+        "initial_fetch_timeout": _duration(cfg.initial_fetch_timeout_s),
+        "resource_api_version": "V3",
+    }
+    return {
+        "ads_config": {
+            "api_type": "DELTA_GRPC" if cfg.delta else "GRPC",
+            "transport_api_version": "V3",
+            "set_node_on_first_message_only": True,
+            "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+        },
+        "lds_config": dict(source),
+        "cds_config": dict(source),
+    }
+
+
+def stats_config() -> dict[str, Any]:
+    """Istio's tag extraction instead of Envoy's defaults."""
+    tags = [{"tag_name": name, "regex": regex} for name, regex in _ISTIO_TAGS]
+    tags += [{"tag_name": label, "regex": rf"({label}=\.=(.*?);\.;)"} for label in _ISTIO_METRIC_LABELS]
+    return {"use_all_default_tags": False, "stats_tags": tags}
+
+
+def build(cfg: AgentConfig, extra_static: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
+    """The full bootstrap; `extra_static` adds listeners/clusters to static_resources (used by tests)."""
+    extra = extra_static or {}
+    return {
+        "node": node(cfg),
+        "admin": {"address": _socket_address(cfg.ip, cfg.admin_port)},
+        "static_resources": {
+            "listeners": [prometheus_listener(cfg), *extra.get("listeners", [])],
+            "clusters": [xds_cluster(cfg), prometheus_cluster(cfg), *extra.get("clusters", [])],
+        },
+        "dynamic_resources": dynamic_resources(cfg),
+        "stats_config": stats_config(),
+        "overload_manager": {
+            "resource_monitors": [
+                {
+                    "name": "envoy.resource_monitors.global_downstream_max_connections",
+                    "typed_config": {
+                        "@type": DOWNSTREAM_CONNECTIONS,
+                        "max_active_downstream_connections": cfg.max_downstream_connections,
+                    },
+                }
+            ]
+        },
+    }
+
+
+def to_json(bootstrap: dict[str, Any]) -> str:
+    """Serialise a bootstrap for Envoy's `-c` (JSON is valid YAML)."""
+    return json.dumps(bootstrap, indent=2, sort_keys=False)

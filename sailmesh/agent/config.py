@@ -1,0 +1,120 @@
+"""AgentConfig: everything one agent needs to know about its workload, its Envoy and its control plane."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sailmesh.errors import AgentError
+
+PROXY_TYPES = ("sidecar", "router")
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """One workload instance ("pod") and the Envoy that fronts it."""
+
+    ip: str
+    name: str
+    namespace: str = "default"
+    proxy_type: str = "sidecar"
+    labels: dict[str, str] = field(default_factory=dict)
+    service_account: str = "default"
+    # containerPort -> the port the app really listens on (Istio-style "9080:41234").
+    app_ports: tuple[tuple[int, int], ...] = ()
+    xds_host: str = "127.0.0.1"
+    xds_port: int = 15010
+    delta: bool = False
+    admin_port: int = 15000
+    stats_port: int = 15090
+    health_port: int = 15021
+    status_port: int = 15020  # merged Prometheus metrics, /quitquitquit
+    app_metrics_port: int = 0  # scrape the app's metrics into the merged page (0 = do not)
+    app_metrics_path: str = "/metrics"
+    drain_seconds: float = 5.0
+    concurrency: int = 2
+    log_level: str = "warning"
+    # How long Envoy waits for its first CDS/LDS before starting anyway (Istio uses 0 = forever;
+    # a bounded value lets Envoy go LIVE without a control plane; readiness still waits for config).
+    initial_fetch_timeout_s: float = 10.0
+    max_downstream_connections: int = 100_000
+    domain_suffix: str = "cluster.local"
+    cluster_id: str = "Kubernetes"
+    mesh_id: str = "cluster.local"
+    version: str = ""
+
+    def __post_init__(self) -> None:
+        if self.proxy_type not in PROXY_TYPES:
+            raise AgentError(f"proxy type must be one of {PROXY_TYPES}, not {self.proxy_type!r}")
+        if not self.ip.startswith("127."):
+            raise AgentError(f"admin and health endpoints bind the pod ip, which must be loopback: {self.ip!r}")
+        if not self.name or not self.namespace:
+            raise AgentError("name and namespace are required")
+        if self.drain_seconds < 0:
+            raise AgentError("drain seconds must not be negative")
+
+    @property
+    def app(self) -> str:
+        """The workload's app name as Istio derives it (app label, else app.kubernetes.io/name, else name)."""
+        return self.labels.get("app") or self.labels.get("app.kubernetes.io/name") or self.name
+
+    @property
+    def node_id(self) -> str:
+        """Istio's proxy id: `sidecar~10.0.0.1~pod.ns~ns.svc.cluster.local`."""
+        return f"{self.proxy_type}~{self.ip}~{self.name}.{self.namespace}~{self.namespace}.svc.{self.domain_suffix}"
+
+    @property
+    def node_cluster(self) -> str:
+        """Istio's service cluster: `<app>.<namespace>`."""
+        return f"{self.app}.{self.namespace}"
+
+    @property
+    def admin_url(self) -> str:
+        """Base URL of this Envoy's admin interface."""
+        return f"http://{self.ip}:{self.admin_port}"
+
+    @property
+    def app_metrics_url(self) -> str:
+        """Where the app's own Prometheus metrics are, or ""."""
+        return f"http://{self.ip}:{self.app_metrics_port}{self.app_metrics_path}" if self.app_metrics_port else ""
+
+    @property
+    def app_ports_text(self) -> str:
+        """The APP_PORTS metadata value, e.g. `9080:41234,9090:41235`."""
+        return ",".join(f"{c}:{a}" for c, a in self.app_ports)
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    """`app=x,version=v1` -> {"app": "x", "version": "v1"}."""
+    labels: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise AgentError(f"label {part!r} is not key=value")
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+def parse_app_ports(text: str) -> tuple[tuple[int, int], ...]:
+    """`9080:41234,9090` -> ((9080, 41234), (9090, 9090)); a bare port maps to itself."""
+    ports: list[tuple[int, int]] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        container, _, app = part.partition(":")
+        try:
+            pair = (int(container), int(app or container))
+        except ValueError as e:
+            raise AgentError(f"app port {part!r} is not PORT[:APP_PORT]") from e
+        if not all(0 < p < 65536 for p in pair):
+            raise AgentError(f"app port {part!r} is out of range")
+        ports.append(pair)
+    return tuple(ports)
+
+
+def parse_address(text: str, default_port: int) -> tuple[str, int]:
+    """`host:port` (or `host`) -> (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        return text, default_port
+    try:
+        return host, int(port)
+    except ValueError as e:
+        raise AgentError(f"address {text!r} is not HOST:PORT") from e

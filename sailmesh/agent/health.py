@@ -1,0 +1,94 @@
+"""Readiness on `<ip>:15021/healthz/ready`: 200 once Envoy is LIVE with its first xDS config, 503 otherwise."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from aiohttp import web
+
+from sailmesh.agent.admin import EnvoyAdmin
+from sailmesh.errors import AgentError
+
+log = logging.getLogger(__name__)
+
+READY_PATH = "/healthz/ready"
+
+
+class Readiness:
+    """Istio's readiness rule: not draining, Envoy `/ready` is LIVE, and CDS and LDS were each received once."""
+
+    def __init__(self, admin: EnvoyAdmin, require_xds: bool = True, generation: Callable[[], int] = lambda: 0) -> None:
+        self.admin = admin
+        self.require_xds = require_xds
+        self.draining = False
+        self._generation = generation  # changes when Envoy restarts: its counters start again at zero
+        self._config_seen_in: int | None = None
+
+    async def check(self) -> str | None:
+        """None when ready, else why not (the 503 body)."""
+        if self.draining:
+            return "draining"
+        try:
+            state = await self.admin.server_state()
+        except AgentError:
+            return "Envoy admin is not reachable (Envoy not running yet?)"
+        if state != "LIVE":
+            return f"Envoy server state is {state or 'unknown'}"
+        if not self.require_xds:
+            return None
+        gen = self._generation()
+        if self._config_seen_in == gen:
+            return None
+        try:
+            s = await self.admin.xds_stats()
+        except AgentError as e:
+            return str(e)
+        cds_ok, cds_bad = s["cluster_manager.cds.update_success"], s["cluster_manager.cds.update_rejected"]
+        lds_ok, lds_bad = s["listener_manager.lds.update_success"], s["listener_manager.lds.update_rejected"]
+        if cds_ok + cds_bad == 0 or lds_ok + lds_bad == 0:
+            # Istio's wording, so operators recognise it.
+            return (
+                "config not received from XDS server (is the control plane running?): "
+                f"cds updates: {cds_ok} successful, {cds_bad} rejected; "
+                f"lds updates: {lds_ok} successful, {lds_bad} rejected"
+            )
+        self._config_seen_in = gen
+        return None
+
+
+class HealthServer:
+    """The agent's status port (Istio's 15021), loopback only."""
+
+    def __init__(self, readiness: Readiness, host: str, port: int) -> None:
+        if not host.startswith("127."):
+            raise AgentError(f"the health endpoint binds loopback only, not {host!r}")
+        self.readiness = readiness
+        self.host = host
+        self.port = port
+        self._runner: web.AppRunner | None = None
+
+    async def _ready(self, _request: web.Request) -> web.Response:
+        reason = await self.readiness.check()
+        if reason is None:
+            return web.Response(status=200, text="")
+        return web.Response(status=503, text=reason + "\n")
+
+    async def start(self) -> None:
+        """Bind and serve."""
+        app = web.Application()
+        app.router.add_get(READY_PATH, self._ready)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as e:
+            await self._runner.cleanup()
+            raise AgentError(f"cannot bind readiness endpoint {self.host}:{self.port}: {e}") from e
+
+    async def stop(self) -> None:
+        """Stop serving."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

@@ -1,0 +1,141 @@
+"""The agent's lifetime: bootstrap, health, Envoy (and optionally the app) until a signal, then drain and exit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sailmesh.agent import bootstrap
+from sailmesh.agent.admin import EnvoyAdmin
+from sailmesh.agent.app import AppProcess, app_environment
+from sailmesh.agent.config import AgentConfig
+from sailmesh.agent.envoy import EnvoyOptions, EnvoySupervisor
+from sailmesh.agent.health import HealthServer, Readiness
+from sailmesh.agent.status import METRICS_PATH, StatusServer
+
+log = logging.getLogger(__name__)
+
+BOOTSTRAP_FILE = "envoy-bootstrap.json"
+LOG_FILE = "envoy.log"
+PID_FILE = "envoy.pid"
+
+
+def write_bootstrap(cfg: AgentConfig, state_dir: Path, extra_static: dict[str, Any] | None = None) -> Path:
+    """Write the bootstrap into state_dir (created, private) and return its path."""
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = state_dir / BOOTSTRAP_FILE
+    path.write_text(bootstrap.to_json(bootstrap.build(cfg, extra_static)))
+    return path
+
+
+async def _drain(envoy: EnvoySupervisor, cfg: AgentConfig, hurry: asyncio.Event | None) -> None:
+    """Drain Envoy (readiness is already 503) until no request is in flight, the drain time passes, or hurry."""
+    log.info("shutting down: readiness 503, draining Envoy for up to %.1fs", cfg.drain_seconds)
+    drain = asyncio.create_task(envoy.drain(inbound_only=cfg.proxy_type == "sidecar", timeout=cfg.drain_seconds))
+    hurried = asyncio.create_task((hurry or asyncio.Event()).wait())
+    await asyncio.wait([drain, hurried], return_when=asyncio.FIRST_COMPLETED)
+    for task in (hurried, drain):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    if not drain.cancelled() and drain.result():
+        log.info("drained: no request in flight")
+    elif drain.cancelled():
+        log.warning("second signal: not waiting for the drain to finish")
+
+
+async def run_agent(
+    cfg: AgentConfig,
+    state_dir: Path,
+    stop: asyncio.Event,
+    hurry: asyncio.Event | None = None,
+    command: Sequence[str] = (),
+    require_xds: bool = True,
+    envoy_log_to_file: bool = True,
+    extra_static: dict[str, Any] | None = None,
+) -> int:
+    """Run until `stop` is set (or Envoy gives up, or the app exits); drain; return the exit code.
+
+    `hurry` (a second signal) cuts the drain wait short.
+    """
+    path = write_bootstrap(cfg, state_dir, extra_static)
+    admin = EnvoyAdmin(cfg.admin_url)
+    envoy = EnvoySupervisor(
+        EnvoyOptions(
+            bootstrap_path=path,
+            drain_seconds=cfg.drain_seconds,
+            concurrency=cfg.concurrency,
+            log_level=cfg.log_level,
+            log_path=state_dir / LOG_FILE if envoy_log_to_file else None,
+            pid_path=state_dir / PID_FILE,
+        ),
+        admin,
+    )
+    readiness = Readiness(admin, require_xds=require_xds, generation=lambda: envoy.restarts)
+    health = HealthServer(readiness, cfg.ip, cfg.health_port)
+    status = StatusServer(
+        readiness,
+        cfg.ip,
+        cfg.status_port,
+        envoy_metrics_url=cfg.admin_url + METRICS_PATH,
+        quit_event=stop,
+        restarts=lambda: envoy.restarts,
+        app_metrics_url=cfg.app_metrics_url,
+    )
+    app = AppProcess(command, app_environment(cfg)) if command else None
+    exit_code = 0
+    waiters: list[asyncio.Task[Any]] = []
+    try:
+        await health.start()
+        await status.start()
+        await envoy.start()
+        if app is not None:
+            await app.start()
+        waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(envoy.gave_up.wait())]
+        app_waiter = asyncio.create_task(app.wait()) if app is not None else None
+        if app_waiter is not None:
+            waiters.append(app_waiter)
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        if envoy.gave_up.is_set():
+            exit_code = 1
+        elif app_waiter is not None and app_waiter.done():
+            rc = app_waiter.result()
+            log.warning("app exited with code %s; stopping", rc)
+            exit_code = 0 if rc == 0 else 1
+        readiness.draining = True
+        await _drain(envoy, cfg, hurry)
+    finally:
+        for w in waiters:
+            w.cancel()
+        readiness.draining = True
+        if app is not None:
+            await app.stop()
+        rc = await envoy.stop()
+        log.info("envoy stopped (exit code %s)", rc)
+        await status.stop()
+        await health.stop()
+        await admin.close()
+    return exit_code
+
+
+async def serve(cfg: AgentConfig, state_dir: Path, command: Sequence[str] = ()) -> int:
+    """run_agent with SIGTERM/SIGINT wired: the first drains, a second stops at once."""
+    stop, hurry = asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        (hurry if stop.is_set() else stop).set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        return await run_agent(cfg, state_dir, stop, hurry, command)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(ValueError, RuntimeError):
+                loop.remove_signal_handler(sig)

@@ -1,0 +1,122 @@
+"""The agent's status port (Istio's 15020): merged Prometheus metrics, readiness, and POST /quitquitquit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+import aiohttp
+from aiohttp import web
+
+from sailmesh.agent.health import READY_PATH, Readiness
+from sailmesh.errors import AgentError
+
+log = logging.getLogger(__name__)
+
+METRICS_PATH = "/stats/prometheus"
+
+
+class StatusServer:
+    """Serves Envoy's, the app's (optional) and the agent's own metrics as one Prometheus page."""
+
+    def __init__(
+        self,
+        readiness: Readiness,
+        host: str,
+        port: int,
+        envoy_metrics_url: str,
+        quit_event: asyncio.Event,
+        restarts: Callable[[], int],
+        app_metrics_url: str = "",
+    ) -> None:
+        if not host.startswith("127."):
+            raise AgentError(f"the status endpoint binds loopback only, not {host!r}")
+        self.readiness = readiness
+        self.host = host
+        self.port = port
+        self.envoy_metrics_url = envoy_metrics_url
+        self.app_metrics_url = app_metrics_url
+        self.quit_event = quit_event
+        self._restarts = restarts
+        self._started = time.time()
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    async def _scrape(self, url: str) -> str | None:
+        assert self._session is not None
+        try:
+            async with self._session.get(url) as resp:
+                if resp.status != 200:
+                    return None
+                return await resp.text()
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            return None
+
+    def _own_metrics(self, ready: bool, envoy_up: bool, app_up: bool | None) -> str:
+        lines = [
+            "# HELP sailmesh_agent_envoy_restarts_total Times the agent restarted a crashed Envoy.",
+            "# TYPE sailmesh_agent_envoy_restarts_total counter",
+            f"sailmesh_agent_envoy_restarts_total {self._restarts()}",
+            "# HELP sailmesh_agent_ready 1 when the readiness probe would answer 200.",
+            "# TYPE sailmesh_agent_ready gauge",
+            f"sailmesh_agent_ready {int(ready)}",
+            "# HELP sailmesh_agent_scrape_envoy_up 1 when Envoy's metrics could be read for this page.",
+            "# TYPE sailmesh_agent_scrape_envoy_up gauge",
+            f"sailmesh_agent_scrape_envoy_up {int(envoy_up)}",
+            "# HELP sailmesh_agent_start_time_seconds When the agent started (Unix time).",
+            "# TYPE sailmesh_agent_start_time_seconds gauge",
+            f"sailmesh_agent_start_time_seconds {self._started:.3f}",
+        ]
+        if app_up is not None:
+            lines += [
+                "# HELP sailmesh_agent_scrape_app_up 1 when the app's metrics could be read for this page.",
+                "# TYPE sailmesh_agent_scrape_app_up gauge",
+                f"sailmesh_agent_scrape_app_up {int(app_up)}",
+            ]
+        return "\n".join(lines) + "\n"
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        envoy_text, app_text, reason = await asyncio.gather(
+            self._scrape(self.envoy_metrics_url),
+            self._scrape(self.app_metrics_url) if self.app_metrics_url else asyncio.sleep(0, None),
+            self.readiness.check(),
+        )
+        parts = [p.rstrip("\n") + "\n" for p in (envoy_text, app_text) if p]
+        app_up = None if not self.app_metrics_url else app_text is not None
+        parts.append(self._own_metrics(reason is None, envoy_text is not None, app_up))
+        return web.Response(text="".join(parts), content_type="text/plain", charset="utf-8")
+
+    async def _ready(self, _request: web.Request) -> web.Response:
+        reason = await self.readiness.check()
+        return web.Response(status=200) if reason is None else web.Response(status=503, text=reason + "\n")
+
+    async def _quit(self, _request: web.Request) -> web.Response:
+        log.info("POST /quitquitquit: shutting down")
+        self.quit_event.set()
+        return web.Response(text="OK\n")
+
+    async def start(self) -> None:
+        """Bind and serve."""
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3))
+        app = web.Application()
+        app.router.add_get(METRICS_PATH, self._metrics)
+        app.router.add_get(READY_PATH, self._ready)
+        app.router.add_post("/quitquitquit", self._quit)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        try:
+            await web.TCPSite(self._runner, self.host, self.port, reuse_address=True).start()
+        except OSError as e:
+            await self.stop()
+            raise AgentError(f"cannot bind status endpoint {self.host}:{self.port}: {e}") from e
+
+    async def stop(self) -> None:
+        """Stop serving."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

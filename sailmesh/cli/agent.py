@@ -1,0 +1,91 @@
+"""`sailmesh agent`: run the per-workload agent (Istio's pilot-agent) in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from sailmesh import settings
+from sailmesh.agent.config import AgentConfig, parse_address, parse_app_ports, parse_labels
+from sailmesh.agent.main import serve
+from sailmesh.errors import AgentError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The agent's flags; anything after `--` is the app command to supervise."""
+    ports = settings.ProxyPorts()
+    cp = settings.ControlPlanePorts()
+    parser.add_argument("--type", dest="proxy_type", choices=("sidecar", "router"), default="sidecar")
+    parser.add_argument("--ip", required=True, help="the pod ip: a loopback address such as 127.0.1.2")
+    parser.add_argument("--name", required=True, help="pod name, e.g. reviews-v1-0")
+    parser.add_argument("--namespace", default=settings.MeshDefaults().default_namespace)
+    parser.add_argument("--labels", default="", help="pod labels, e.g. app=reviews,version=v1")
+    parser.add_argument("--service-account", default="default")
+    parser.add_argument("--app-ports", default="", help="containerPort:appPort pairs, e.g. 9080:41234")
+    parser.add_argument("--xds-address", default=f"{cp.host}:{cp.xds_plaintext}", help="control plane HOST:PORT")
+    parser.add_argument("--delta", action="store_true", help="use delta xDS instead of state of the world")
+    parser.add_argument("--admin-port", type=int, default=ports.admin)
+    parser.add_argument("--stats-port", type=int, default=ports.stats)
+    parser.add_argument("--health-port", type=int, default=ports.health)
+    parser.add_argument("--status-port", type=int, default=ports.agent_metrics, help="merged metrics, /quitquitquit")
+    parser.add_argument("--app-metrics-port", type=int, default=0, help="merge the app's metrics from this port")
+    parser.add_argument("--app-metrics-path", default="/metrics")
+    parser.add_argument("--drain-seconds", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--log-level", default="warning", help="Envoy's log level")
+    parser.add_argument("--initial-fetch-timeout", type=float, default=10.0,
+                        help="seconds Envoy waits for its first CDS/LDS before starting without them")  # fmt: skip
+    parser.add_argument("--max-connections", type=int, default=100_000, help="max downstream connections")
+    parser.add_argument("--state-dir", default="", help="where the bootstrap, Envoy's log and pid go")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log the agent's own debug messages")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND... : the app to run and supervise")
+
+
+def config_from_args(args: argparse.Namespace) -> AgentConfig:
+    """Flags -> AgentConfig (raises AgentError on bad values)."""
+    host, port = parse_address(args.xds_address, settings.ControlPlanePorts().xds_plaintext)
+    return AgentConfig(
+        ip=args.ip,
+        name=args.name,
+        namespace=args.namespace,
+        proxy_type=args.proxy_type,
+        labels=parse_labels(args.labels),
+        service_account=args.service_account,
+        app_ports=parse_app_ports(args.app_ports),
+        xds_host=host,
+        xds_port=port,
+        delta=args.delta,
+        admin_port=args.admin_port,
+        stats_port=args.stats_port,
+        health_port=args.health_port,
+        status_port=args.status_port,
+        app_metrics_port=args.app_metrics_port,
+        app_metrics_path=args.app_metrics_path,
+        drain_seconds=args.drain_seconds,
+        concurrency=args.concurrency,
+        log_level=args.log_level,
+        initial_fetch_timeout_s=args.initial_fetch_timeout,
+        max_downstream_connections=args.max_connections,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run until SIGTERM/SIGINT, drain, exit 0."""
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s agent: %(message)s",
+        stream=sys.stderr,
+    )
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    try:
+        cfg = config_from_args(args)
+        state_dir = Path(args.state_dir or Path(settings.load().state_dir) / "agents" / cfg.namespace / cfg.name)
+        return asyncio.run(serve(cfg, state_dir, command))
+    except AgentError as e:
+        print(f"sailmesh agent: {e}", file=sys.stderr)
+        return 1
