@@ -30,12 +30,13 @@ def _available(module: str) -> bool:
     return importlib.util.find_spec(f"sailmesh.cli.{module}") is not None
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with `only`, import just that verb's module (agents and apps start lighter)."""
     parser = argparse.ArgumentParser(prog="sailmesh", description="An Istio-compatible service mesh.")
     parser.add_argument("--version", action="version", version=f"sailmesh {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for verb, (module, help_text) in COMMANDS.items():
-        if not _available(module):
+        if (only and verb != only) or not _available(module):
             continue
         mod = importlib.import_module(f"sailmesh.cli.{module}")
         p = sub.add_parser(verb, help=help_text, description=help_text)
@@ -45,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()
