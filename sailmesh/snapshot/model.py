@@ -12,6 +12,7 @@ from sailmesh.settings import MeshDefaults
 
 Protocol = str  # Istio protocol names: HTTP, HTTP2, GRPC, HTTPS, TLS, TCP, MONGO, REDIS, MYSQL, UNKNOWN
 EMPTY: Mapping[str, str] = MappingProxyType({})
+NO_PORTS: Mapping[str, int] = MappingProxyType({})
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class ServicePort:
     name: str = ""
     protocol: Protocol = "TCP"
     target_port: int = 0  # 0 = same as port
+    target_port_name: str = ""  # a named targetPort (resolved per workload through Workload.ports)
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,10 @@ class Workload:
     network: str = ""
     healthy: bool = True
     origin: str = ""  # "LocalWorkload default/reviews-v1", "WorkloadEntry default/vm-1"
+    # Named ports: container port name -> containerPort (pods, local workloads), or a WorkloadEntry's
+    # `ports` map (service port name -> port on this workload).
+    ports: Mapping[str, int] = NO_PORTS
+    weight: int = 1  # WorkloadEntry weight (load-balancing weight of its endpoints)
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,7 @@ class Endpoint:
     locality: str = ""
     weight: int = 1
     healthy: bool = True
+    network: str = ""
 
 
 @dataclass(frozen=True)
@@ -83,7 +90,8 @@ class MeshSnapshot:
 
     version: int
     mesh: MeshDefaults
-    # kind -> resources of that kind (valid ones only), sorted by (namespace, name)
+    # kind -> resources of that kind (valid ones only), oldest first: sorted by Istio's
+    # (creationTimestamp, name, namespace), so "the oldest wins" is "the first wins"
     config: Mapping[str, tuple[Resource, ...]]
     services: Mapping[str, Service]  # hostname -> service
     endpoints: Mapping[tuple[str, int], tuple[Endpoint, ...]]  # (hostname, service port) -> endpoints
