@@ -88,6 +88,7 @@ class FileStore:
         self._task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()  # set once the watcher runs and a rescan after it has completed
         self.scans = 0
+        self.watch_failures = 0  # consecutive failures to watch the directory (it is missing, ...)
 
     # -- ConfigStore ------------------------------------------------------------------------------
     @property
@@ -143,6 +144,20 @@ class FileStore:
 
     async def _run(self) -> None:
         assert self._stop is not None
+        while not self._stop.is_set():
+            try:
+                await self._watch_once()
+                self.watch_failures = 0
+            except (OSError, RuntimeError) as e:
+                # The directory vanished or the watcher failed: keep serving the last config, retry later.
+                self.watch_failures += 1
+                level = logging.WARNING if self.watch_failures == 1 else logging.DEBUG
+                log.log(level, "watching config directory %s failed (%s); keeping the last config", self.root, e)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), self.rescan_ms / 1000)
+
+    async def _watch_once(self) -> None:
+        assert self._stop is not None
         async for events in watchfiles.awatch(
             self.root,
             stop_event=self._stop,
@@ -156,13 +171,15 @@ class FileStore:
                 # what events miss: changes before the watcher started, symlink swaps, odd filesystems.
                 await self.sync(path for _, path in events)
             except OSError as e:  # the directory itself went away or became unreadable: keep serving
-                log.warning("config directory %s: %s", self.root, e)
+                log.warning("config directory %s: %s; keeping the last config", self.root, e)
             if not self.ready.is_set():
                 self.ready.set()
 
     # -- scanning (runs in a worker thread: reads files, never touches the memory store) ------------
     def _scan(self, force: set[str]) -> _Plan:
         self.scans += 1
+        if not os.path.exists(self.root):  # unmounted or being replaced: never read that as "delete everything"
+            raise FileNotFoundError(f"config directory {self.root} does not exist")
         plan = _Plan()
         for path in iter_files(self.root):
             path = os.path.abspath(path)

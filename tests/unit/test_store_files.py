@@ -147,3 +147,20 @@ async def test_change_before_watcher_starts_is_caught_by_rescan(tmp_path: pathli
 
 async def _async(value: object) -> object:
     return value
+
+
+async def test_directory_removed_keeps_config_then_recovers(tmp_path: pathlib.Path) -> None:
+    root = tmp_path / "cfg"
+    root.mkdir()
+    (root / "a.yaml").write_text(vs_yaml("keep", 30))
+    s = FileStore(str(root), rescan_ms=100, debounce_ms=20)
+    await s.start()
+    try:
+        root.rename(tmp_path / "away")  # atomic: the directory vanishes with its file in it
+        await await_for(lambda: _async(s.watch_failures > 2), what="retries with the directory gone")
+        assert weight_of(s, "keep") == 30  # a vanished directory is not "every file deleted"
+        (tmp_path / "away" / "a.yaml").write_text(vs_yaml("keep", 40))
+        (tmp_path / "away").rename(root)
+        await await_for(lambda: _async(weight_of(s, "keep") == 40), timeout=15, what="directory back")
+    finally:
+        await s.close()
