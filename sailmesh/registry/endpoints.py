@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 
+from sailmesh.api.types import selector_matches
 from sailmesh.registry.model import Endpoint, ServicePort, Workload
 from sailmesh.registry.services import ServiceRecord
 from sailmesh.registry.workloads import is_entry
@@ -95,4 +96,42 @@ def compute(records: Iterable[ServiceRecord], workloads: Iterable[Workload]) -> 
     out: dict[tuple[str, int], tuple[Endpoint, ...]] = {}
     for rec in records:
         out.update(endpoints_of(rec, index))
+    return MappingProxyType(out)
+
+
+def _same(a: Workload | None, b: Workload | None) -> bool:
+    return a is b or a == b
+
+
+def update(
+    previous: EndpointMap,
+    records: Sequence[ServiceRecord],
+    old_workloads: Iterable[Workload],
+    new_workloads: Sequence[Workload],
+) -> EndpointMap:
+    """Endpoints after a workload-only change: recompute just the services whose selector matches a workload
+    that appeared, disappeared or changed (its old or new labels). Equal to compute(records, new_workloads)."""
+    old_by = {(w.namespace, w.name, w.origin): w for w in old_workloads}
+    new_by = {(w.namespace, w.name, w.origin): w for w in new_workloads}
+    changed = [w for k, w in old_by.items() if not _same(new_by.get(k), w)]
+    changed += [w for k, w in new_by.items() if not _same(old_by.get(k), w)]
+    if not changed:
+        return previous
+
+    def touched(rec: ServiceRecord) -> bool:
+        svc = rec.service
+        return bool(svc.selector) and any(
+            w.namespace == svc.namespace and selector_matches(svc.selector, w.labels) for w in changed
+        )
+
+    affected = [rec for rec in records if touched(rec)]
+    if not affected:
+        return previous
+    namespaces = {rec.service.namespace for rec in affected}
+    index = WorkloadIndex(w for w in new_workloads if w.namespace in namespaces)
+    out = dict(previous)
+    for rec in affected:
+        for key, eps in endpoints_of(rec, index).items():
+            if out.get(key) != eps:
+                out[key] = eps
     return MappingProxyType(out)

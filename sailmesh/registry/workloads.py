@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -37,7 +37,7 @@ class WorkloadSource(Protocol):
     @property
     def revision(self) -> int: ...
 
-    def workloads(self) -> list[Workload]: ...
+    def workloads(self) -> Sequence[Workload]: ...
 
 
 def _freeze(w: Workload) -> Workload:
@@ -64,13 +64,17 @@ class LocalRegistry:
         self._items: dict[ResourceKey, Workload] = {}
         self._revision = 0
         self._watchers: set[_Watcher] = set()
+        self._sorted: tuple[Workload, ...] | None = None
 
     @property
     def revision(self) -> int:
         return self._revision
 
-    def workloads(self) -> list[Workload]:
-        return [self._items[k] for k in sorted(self._items, key=lambda k: (k.namespace, k.name))]
+    def workloads(self) -> tuple[Workload, ...]:
+        """Every workload, sorted by (namespace, name); the same tuple until something changes."""
+        if self._sorted is None:
+            self._sorted = tuple(self._items[k] for k in sorted(self._items, key=lambda k: (k.namespace, k.name)))
+        return self._sorted
 
     def get(self, name: str, namespace: str) -> Workload | None:
         return self._items.get(workload_key(name, namespace))
@@ -110,6 +114,7 @@ class LocalRegistry:
         return w
 
     def _changed(self, key: ResourceKey) -> None:
+        self._sorted = None
         self._revision += 1
         change = WorkloadChange(frozenset({key}), self._revision)
         for w in list(self._watchers):
@@ -205,7 +210,10 @@ def is_entry(workload: Workload) -> bool:
 
 def all_workloads(local: Iterable[Workload], entries: Iterable[Resource]) -> tuple[Workload, ...]:
     """Local workloads plus every WorkloadEntry with an address, sorted by (namespace, name)."""
-    found = list(local) + [workload_from_entry(e) for e in entries if e.kind == "WorkloadEntry"]
+    from_entries = [workload_from_entry(e) for e in entries if e.kind == "WorkloadEntry"]
+    if not from_entries and isinstance(local, tuple):
+        return local  # LocalRegistry.workloads(): already sorted, every workload has an address
+    found = [*local, *from_entries]
     return tuple(sorted((w for w in found if w.address), key=lambda w: (w.namespace, w.name, w.origin)))
 
 

@@ -10,7 +10,7 @@ from typing import Protocol
 
 from sailmesh.api.resource import Resource, ResourceKey
 from sailmesh.registry import endpoints as endpoints_mod
-from sailmesh.registry.services import build_index
+from sailmesh.registry.services import ServiceIndex, build_index
 from sailmesh.registry.workloads import WORKLOAD_KIND, WorkloadSource, all_workloads
 from sailmesh.settings import MeshDefaults
 from sailmesh.snapshot.model import Endpoint, MeshSnapshot, Service, Workload
@@ -97,6 +97,21 @@ def _reuse_map(old: Mapping[str, Service] | None, new: Mapping[str, Service]) ->
     return old if old is not None and old == new else new
 
 
+# The service index of the last build, reused while the Service/ServiceEntry tuples are the same objects
+# (snapshots are immutable, so identity means equal content). Keeps build() pure: a cache, not state.
+_INDEX_CACHE: list[tuple[tuple[Resource, ...], tuple[Resource, ...], MeshDefaults, ServiceIndex]] = []
+
+
+def _service_index(config: Mapping[str, tuple[Resource, ...]], mesh: MeshDefaults) -> ServiceIndex:
+    svcs, entries = config.get("Service", ()), config.get("ServiceEntry", ())
+    for a, b, m, cached in _INDEX_CACHE:
+        if a is svcs and b is entries and m == mesh:
+            return cached
+    index = build_index([*svcs, *entries], mesh)
+    _INDEX_CACHE[:] = [(svcs, entries, mesh, index)]
+    return index
+
+
 def build(
     previous: MeshSnapshot | None,
     store: ConfigStore,
@@ -131,10 +146,9 @@ def build(
     services_changed = full or bool(kinds & SERVICE_KINDS)
     workloads_changed = full or bool(kinds & ENDPOINT_KINDS)
 
-    index = None
     services: Mapping[str, Service]
+    index = _service_index(config, mesh)
     if services_changed or previous is None:
-        index = build_index([*config.get("Service", ()), *config.get("ServiceEntry", ())], mesh)
         services = _reuse_map(previous.services if previous else None, index.services())
     else:
         services = previous.services
@@ -142,25 +156,25 @@ def build(
     workloads: tuple[Workload, ...]
     if workloads_changed or previous is None:
         workloads = all_workloads(registry.workloads(), config.get("WorkloadEntry", ()))
-        if previous is not None and workloads == previous.workloads:
+        if previous is not None and workloads is not previous.workloads and workloads == previous.workloads:
             workloads = previous.workloads
     else:
         workloads = previous.workloads
 
     endpoints: Mapping[tuple[str, int], tuple[Endpoint, ...]]
-    if previous is not None and services is previous.services and workloads is previous.workloads:
+    if previous is None:
+        endpoints = endpoints_mod.compute(index.records, workloads)
+    elif services is previous.services and workloads is previous.workloads:
         endpoints = previous.endpoints
+    elif services is previous.services:
+        # Workloads only: recompute the services whose selectors match what changed.
+        endpoints = endpoints_mod.update(previous.endpoints, index.records, previous.workloads, workloads)
     else:
-        if index is None:
-            index = build_index([*config.get("Service", ()), *config.get("ServiceEntry", ())], mesh)
         fresh = endpoints_mod.compute(index.records, workloads)
-        if previous is None:
-            endpoints = fresh
-        else:
-            old = previous.endpoints
-            reused = {k: (old[k] if k in old and old[k] == v else v) for k, v in fresh.items()}
-            same = len(reused) == len(old) and all(reused[k] is old.get(k) for k in reused)
-            endpoints = old if same else MappingProxyType(reused)
+        old = previous.endpoints
+        reused = {k: (old[k] if k in old and old[k] == v else v) for k, v in fresh.items()}
+        same = len(reused) == len(old) and all(reused[k] is old.get(k) for k in reused)
+        endpoints = old if same else MappingProxyType(reused)
 
     return MeshSnapshot(
         version=(previous.version + 1) if previous else 1,

@@ -133,3 +133,28 @@ def test_no_change_and_mesh_change() -> None:
     assert s2.version == 2 and s2.config is s1.config and s2.endpoints is s1.endpoints
     s3 = build(s2, store, reg, Changes(), MeshDefaults(domain_suffix="mesh.local"))
     assert "reviews.default.svc.mesh.local" in s3.services
+
+
+def test_workload_churn_incremental_matches_full() -> None:
+    # Random registrations, relabels (a workload moving between services), health flips and removals:
+    # every incremental snapshot equals a from-scratch build.
+    import random
+
+    rnd = random.Random(7)
+    store, reg = bookinfo()
+    snap = build(None, store, reg, Changes.everything())
+    apps = ["productpage", "details", "ratings", "reviews", "nothing"]
+    for step in range(60):
+        name = f"w{rnd.randrange(12)}"
+        op = rnd.random()
+        if op < 0.2:
+            reg.unregister(name, "default")
+        elif op < 0.4 and reg.get(name, "default") is not None:
+            reg.set_healthy(name, "default", not reg.get(name, "default").healthy)  # type: ignore[union-attr]
+        else:
+            reg.register(Workload(name, "default", f"127.0.9.{step + 1}", {"app": rnd.choice(apps)}))
+        prev = snap
+        snap = build(prev, store, reg, Changes(frozenset({workload_key(name, "default")})))
+        full = build(None, store, reg, Changes.everything())
+        assert snap.endpoints == full.endpoints and snap.workloads == full.workloads, step
+        assert snap.services is prev.services and snap.config is prev.config
