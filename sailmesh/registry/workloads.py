@@ -211,8 +211,6 @@ def is_entry(workload: Workload) -> bool:
 def all_workloads(local: Iterable[Workload], entries: Iterable[Resource]) -> tuple[Workload, ...]:
     """Local workloads plus every WorkloadEntry with an address, sorted by (namespace, name)."""
     from_entries = [workload_from_entry(e) for e in entries if e.kind == "WorkloadEntry"]
-    if not from_entries and isinstance(local, tuple):
-        return local  # LocalRegistry.workloads(): already sorted, every workload has an address
     found = [*local, *from_entries]
     return tuple(sorted((w for w in found if w.address), key=lambda w: (w.namespace, w.name, w.origin)))
 
