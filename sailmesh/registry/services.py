@@ -62,8 +62,17 @@ def _port_number(value: Any) -> int:
 def _export_to(values: Any) -> tuple[str, ...]:
     if isinstance(values, str):
         values = [v.strip() for v in values.split(",")]
-    out = tuple(str(v) for v in values or () if str(v))
+    out = tuple(str(v) for v in _list(values) if str(v))
     return out or ("*",)
+
+
+def _list(value: Any) -> list[Any]:
+    """A YAML list, or [] for anything else (stores may hold unvalidated config: never iterate a string)."""
+    return value if isinstance(value, list) else []
+
+
+def _spec(r: Resource) -> Mapping[str, Any]:
+    return r.spec if isinstance(r.spec, Mapping) else {}
 
 
 def _frozen(m: Any) -> Mapping[str, str]:
@@ -72,23 +81,23 @@ def _frozen(m: Any) -> Mapping[str, str]:
 
 def service_from_kube(r: Resource, mesh: MeshDefaults) -> ServiceRecord:
     """A core Service: FQDN, ports with Istio's protocol inference, targetPort (number or name), selector."""
-    spec = r.spec
+    spec = _spec(r)
     ports: list[ServicePort] = []
-    for p in spec.get("ports") or []:
+    for p in _list(spec.get("ports")):
         if not isinstance(p, Mapping):
             continue
         number = _port_number(p.get("port"))
-        if number <= 0:
+        if not 0 < number < 65536:
             continue
         name = str(p.get("name") or "")
         target = p.get("targetPort")
         target_number = _port_number(target)
-        target_name = str(target) if isinstance(target, str) and not target.isdigit() else ""
+        target_name = target if isinstance(target, str) and target and not target.isdigit() else ""
         proto = protocol.infer(number, name, p.get("appProtocol"), str(p.get("protocol") or "TCP"))
         ports.append(ServicePort(number, name, proto, target_number, target_name))
     selector = _frozen(spec.get("selector")) or None  # Kubernetes: an empty selector is no selector
     cluster_ip = str(spec.get("clusterIP") or "")
-    ips = [str(a) for a in spec.get("clusterIPs") or [] if a and a != "None"]
+    ips = [str(a) for a in _list(spec.get("clusterIPs")) if a and a != "None"]
     addresses = tuple(dict.fromkeys(([cluster_ip] if cluster_ip and cluster_ip != "None" else []) + ips))
     resolution: Resolution = "STATIC"
     external = False
@@ -116,13 +125,13 @@ def service_from_kube(r: Resource, mesh: MeshDefaults) -> ServiceRecord:
 
 def services_from_entry(r: Resource) -> list[ServiceRecord]:
     """A ServiceEntry: one service per host, sharing ports, resolution, location, addresses and endpoints."""
-    spec = r.spec
+    spec = _spec(r)
     ports: list[ServicePort] = []
-    for p in spec.get("ports") or []:
+    for p in _list(spec.get("ports")):
         if not isinstance(p, Mapping):
             continue
         number = _port_number(p.get("number"))
-        if number <= 0:
+        if not 0 < number < 65536:
             continue
         # Istio converts ServiceEntry ports with protocol.Parse(port.protocol): no name inference.
         proto = protocol.parse(str(p.get("protocol") or ""))
@@ -135,11 +144,11 @@ def services_from_entry(r: Resource) -> list[ServiceRecord]:
     origin = f"ServiceEntry {r.namespace}/{r.name}"
     inline = tuple(
         workload_from_spec(f"{r.name}-endpoint-{i}", r.namespace, e, origin)
-        for i, e in enumerate(spec.get("endpoints") or [])
+        for i, e in enumerate(_list(spec.get("endpoints")))
         if isinstance(e, Mapping) and e.get("address")
     )
     out = []
-    for host in spec.get("hosts") or []:
+    for host in _list(spec.get("hosts")):
         host = str(host)
         svc = Service(
             hostname=host,
@@ -150,7 +159,7 @@ def services_from_entry(r: Resource) -> list[ServiceRecord]:
             labels=_frozen(r.labels),
             resolution=resolution,
             mesh_external=external,
-            addresses=tuple(str(a) for a in spec.get("addresses") or ()),
+            addresses=tuple(str(a) for a in _list(spec.get("addresses"))),
             export_to=_export_to(spec.get("exportTo")),
             origin=origin,
         )

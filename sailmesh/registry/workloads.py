@@ -179,6 +179,8 @@ def _healthy(resource: Resource) -> bool:
 def workload_from_spec(name: str, namespace: str, spec: Mapping[str, Any], origin: str, healthy: bool = True,
                        labels: Mapping[str, str] | None = None) -> Workload:
     """A Workload from a WorkloadEntry-shaped spec (also ServiceEntry inline endpoints)."""
+    if not isinstance(spec, Mapping):
+        spec = {}
     weight = spec.get("weight")
     return _freeze(
         Workload(
@@ -220,8 +222,9 @@ def entry_for_group(group: Resource, address: str, network: str = "") -> dict[st
 
     Named `<group>-<address with dots as dashes>[-<network>]`; labels and spec from the group's template.
     """
-    template = group.spec.get("template") if isinstance(group.spec.get("template"), Mapping) else {}
-    meta = group.spec.get("metadata") if isinstance(group.spec.get("metadata"), Mapping) else {}
+    gspec = group.spec if isinstance(group.spec, Mapping) else {}
+    template = gspec.get("template") if isinstance(gspec.get("template"), Mapping) else {}
+    meta = gspec.get("metadata") if isinstance(gspec.get("metadata"), Mapping) else {}
     name = f"{group.name}-{address.replace('.', '-').replace(':', '-')}" + (f"-{network}" if network else "")
     spec = dict(template or {})
     spec["address"] = address

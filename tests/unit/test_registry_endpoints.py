@@ -172,3 +172,30 @@ spec: {address: 10.3.0.1, labels: {app: ratings, version: vm}, serviceAccount: r
     [ep] = eps[("ratings.default.svc.cluster.local", 9080)]
     assert (ep.address, ep.port, ep.service_account, dict(ep.labels)) == (
         "10.3.0.1", 19080, "ratings-vm", {"app": "ratings", "version": "vm"})
+
+
+def test_unvalidated_garbage_never_raises() -> None:
+    # Stores may run without a validator: the registry must survive any shape of spec.
+    import random
+
+    from sailmesh.api.parse import resource_from_dict
+
+    rnd = random.Random(3)
+    values: list[Any] = [None, "x", "a,b", 0, -1, 70000, 9080, True, [], {}, ["a"], {"a": 1}, [{"x": 1}],
+                         [{"port": "http", "number": "80", "targetPort": ""}], {"app": "web"}]
+    fields = {
+        "Service": ["ports", "selector", "clusterIP", "clusterIPs", "type", "externalName"],
+        "ServiceEntry": ["hosts", "ports", "resolution", "location", "addresses", "exportTo", "endpoints",
+                         "workloadSelector"],
+        "WorkloadEntry": ["address", "labels", "ports", "weight", "serviceAccount", "locality", "network"],
+    }
+    for _ in range(300):
+        docs = []
+        for kind, names in fields.items():
+            spec: Any = {n: rnd.choice(values) for n in names if rnd.random() < 0.7}
+            if rnd.random() < 0.1:
+                spec = rnd.choice(["str", [1, 2], 5])
+            docs.append(resource_from_dict({"apiVersion": "v1", "kind": kind,
+                                            "metadata": {"name": f"n{rnd.randrange(3)}"}, "spec": spec}))
+        index = build_index(docs, MESH)
+        endpoints.compute(index.records, all_workloads([], docs))
