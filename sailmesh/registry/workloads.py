@@ -1,0 +1,245 @@
+"""Workloads: the local registry the embedded platform feeds, and WorkloadEntry / WorkloadGroup resources."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Protocol
+
+from sailmesh.api.resource import Resource, ResourceKey
+from sailmesh.errors import RegistryError
+from sailmesh.registry.model import Workload
+
+WORKLOAD_KIND = "Workload"  # kind of the ResourceKeys that name registry workloads in change sets
+ENTRY_ORIGIN = "WorkloadEntry"
+
+
+def workload_key(name: str, namespace: str) -> ResourceKey:
+    return ResourceKey(WORKLOAD_KIND, namespace, name)
+
+
+@dataclass(frozen=True)
+class WorkloadChange:
+    """Workloads registered, updated or removed since the last change the watcher read."""
+
+    keys: frozenset[ResourceKey]
+    revision: int
+
+    def merge(self, other: WorkloadChange) -> WorkloadChange:
+        return WorkloadChange(self.keys | other.keys, max(self.revision, other.revision))
+
+
+class WorkloadSource(Protocol):
+    """What a snapshot build needs from a registry: the current workloads and a revision."""
+
+    @property
+    def revision(self) -> int: ...
+
+    def workloads(self) -> Sequence[Workload]: ...
+
+
+def _freeze(w: Workload) -> Workload:
+    return Workload(
+        name=w.name,
+        namespace=w.namespace,
+        address=w.address,
+        labels=MappingProxyType(dict(w.labels)),
+        service_account=w.service_account,
+        app_ports=MappingProxyType(dict(w.app_ports)),
+        locality=w.locality,
+        network=w.network,
+        healthy=w.healthy,
+        origin=w.origin,
+        ports=MappingProxyType(dict(w.ports)),
+        weight=w.weight,
+    )
+
+
+class LocalRegistry:
+    """Workloads the embedded platform runs. Call it from the event loop's thread (or before the loop)."""
+
+    def __init__(self) -> None:
+        self._items: dict[ResourceKey, Workload] = {}
+        self._revision = 0
+        self._watchers: set[_Watcher] = set()
+        self._sorted: tuple[Workload, ...] | None = None
+
+    @property
+    def revision(self) -> int:
+        return self._revision
+
+    def workloads(self) -> tuple[Workload, ...]:
+        """Every workload, sorted by (namespace, name); the same tuple until something changes."""
+        if self._sorted is None:
+            self._sorted = tuple(self._items[k] for k in sorted(self._items, key=lambda k: (k.namespace, k.name)))
+        return self._sorted
+
+    def get(self, name: str, namespace: str) -> Workload | None:
+        return self._items.get(workload_key(name, namespace))
+
+    def register(self, workload: Workload) -> bool:
+        """Add or replace a workload; returns whether anything changed (no event when it did not)."""
+        if not workload.name or not workload.namespace or not workload.address:
+            raise RegistryError(f"workload needs a name, namespace and address: {workload!r}")
+        key = workload_key(workload.name, workload.namespace)
+        w = _freeze(workload)
+        if self._items.get(key) == w:
+            return False
+        self._items[key] = w
+        self._changed(key)
+        return True
+
+    def unregister(self, name: str, namespace: str) -> bool:
+        key = workload_key(name, namespace)
+        if self._items.pop(key, None) is None:
+            return False
+        self._changed(key)
+        return True
+
+    def set_healthy(self, name: str, namespace: str, healthy: bool) -> bool:
+        """Mark a workload ready or not (its endpoints stay, with their health status)."""
+        w = self.get(name, namespace)
+        if w is None:
+            raise RegistryError(f"no workload {namespace}/{name}")
+        from dataclasses import replace
+
+        return self.register(replace(w, healthy=healthy))
+
+    def watch(self) -> _Watcher:
+        """Change events from now on; unread events are merged into one."""
+        w = _Watcher(self)
+        self._watchers.add(w)
+        return w
+
+    def _changed(self, key: ResourceKey) -> None:
+        self._sorted = None
+        self._revision += 1
+        change = WorkloadChange(frozenset({key}), self._revision)
+        for w in list(self._watchers):
+            w.offer(change)
+
+
+class _Watcher:
+    """An async iterator of WorkloadChange; registered when created."""
+
+    def __init__(self, owner: LocalRegistry) -> None:
+        self._owner = owner
+        self._pending: WorkloadChange | None = None
+        self._event = asyncio.Event()
+        self._closed = False
+
+    def offer(self, change: WorkloadChange) -> None:
+        self._pending = change if self._pending is None else self._pending.merge(change)
+        self._event.set()
+
+    def __aiter__(self) -> _Watcher:
+        return self
+
+    async def __anext__(self) -> WorkloadChange:
+        while self._pending is None:
+            if self._closed:
+                raise StopAsyncIteration
+            self._event.clear()
+            await self._event.wait()
+        change, self._pending = self._pending, None
+        return change
+
+    def close(self) -> None:
+        self._closed = True
+        self._owner._watchers.discard(self)
+        self._event.set()
+
+
+def _int_map(value: Any) -> dict[str, int]:
+    if not isinstance(value, Mapping):
+        return {}
+    out: dict[str, int] = {}
+    for k, v in value.items():
+        if isinstance(v, int) and not isinstance(v, bool):
+            out[str(k)] = v
+    return out
+
+
+def _str_map(value: Any) -> dict[str, str]:
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, Mapping) else {}
+
+
+def _healthy(resource: Resource) -> bool:
+    """Istio's WorkloadEntry health: a `Healthy` status condition set to False marks it unhealthy."""
+    status = resource.raw.get("status") if isinstance(resource.raw, Mapping) else None
+    conditions = status.get("conditions") if isinstance(status, Mapping) else None
+    for c in conditions if isinstance(conditions, list) else []:
+        if isinstance(c, Mapping) and c.get("type") == "Healthy":
+            return str(c.get("status", "True")).lower() != "false"
+    return True
+
+
+def workload_from_spec(name: str, namespace: str, spec: Mapping[str, Any], origin: str, healthy: bool = True,
+                       labels: Mapping[str, str] | None = None) -> Workload:
+    """A Workload from a WorkloadEntry-shaped spec (also ServiceEntry inline endpoints)."""
+    if not isinstance(spec, Mapping):
+        spec = {}
+    weight = spec.get("weight")
+    return _freeze(
+        Workload(
+            name=name,
+            namespace=namespace,
+            address=str(spec.get("address") or ""),
+            labels={**(labels or {}), **_str_map(spec.get("labels"))},
+            service_account=str(spec.get("serviceAccount") or "default"),
+            locality=str(spec.get("locality") or ""),
+            network=str(spec.get("network") or ""),
+            healthy=healthy,
+            origin=origin,
+            ports=_int_map(spec.get("ports")),
+            weight=weight if isinstance(weight, int) and not isinstance(weight, bool) and weight > 0 else 1,
+        )
+    )
+
+
+def workload_from_entry(entry: Resource) -> Workload:
+    """The Workload a WorkloadEntry resource describes (address, labels, ports, SA, weight, locality, network)."""
+    return workload_from_spec(entry.name, entry.namespace, entry.spec, f"{ENTRY_ORIGIN} {entry.namespace}/{entry.name}",
+                              healthy=_healthy(entry))
+
+
+def is_entry(workload: Workload) -> bool:
+    """Whether the workload came from a WorkloadEntry (its `ports` map is keyed by service port name)."""
+    return workload.origin.startswith(ENTRY_ORIGIN + " ")
+
+
+def all_workloads(local: Iterable[Workload], entries: Iterable[Resource]) -> tuple[Workload, ...]:
+    """Local workloads plus every WorkloadEntry with an address, sorted by (namespace, name)."""
+    from_entries = [workload_from_entry(e) for e in entries if e.kind == "WorkloadEntry"]
+    found = [*local, *from_entries]
+    return tuple(sorted((w for w in found if w.address), key=lambda w: (w.namespace, w.name, w.origin)))
+
+
+def entry_for_group(group: Resource, address: str, network: str = "") -> dict[str, Any]:
+    """The WorkloadEntry document Istio's auto-registration creates for a proxy joining a WorkloadGroup.
+
+    Named `<group>-<address with dots as dashes>[-<network>]`; labels and spec from the group's template.
+    """
+    gspec = group.spec if isinstance(group.spec, Mapping) else {}
+    template = gspec.get("template") if isinstance(gspec.get("template"), Mapping) else {}
+    meta = gspec.get("metadata") if isinstance(gspec.get("metadata"), Mapping) else {}
+    name = f"{group.name}-{address.replace('.', '-').replace(':', '-')}" + (f"-{network}" if network else "")
+    spec = dict(template or {})
+    spec["address"] = address
+    if network:
+        spec["network"] = network
+    labels = {**_str_map((meta or {}).get("labels")), **_str_map(spec.get("labels"))}
+    spec["labels"] = labels
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "WorkloadEntry",
+        "metadata": {
+            "name": name,
+            "namespace": group.namespace,
+            "labels": labels,
+            "annotations": {**_str_map((meta or {}).get("annotations")), "istio.io/autoRegistrationGroup": group.name},
+        },
+        "spec": spec,
+    }

@@ -1,0 +1,186 @@
+"""Build the next MeshSnapshot from the store, the registry and a change set, reusing what did not change."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Protocol
+
+from sailmesh.api.resource import Resource, ResourceKey
+from sailmesh.registry import endpoints as endpoints_mod
+from sailmesh.registry.services import ServiceIndex, build_index
+from sailmesh.registry.workloads import WORKLOAD_KIND, WorkloadSource, all_workloads
+from sailmesh.settings import MeshDefaults
+from sailmesh.snapshot.model import Endpoint, MeshSnapshot, Service, Workload
+from sailmesh.store.base import ConfigStore, sort_by_creation
+
+SERVICE_KINDS = frozenset({"Service", "ServiceEntry"})
+# Kinds whose changes only move endpoints (never services, routes or listeners).
+ENDPOINT_KINDS = frozenset({WORKLOAD_KIND, "WorkloadEntry"})
+DNS_RESOLUTIONS = frozenset({"DNS", "DNS_ROUND_ROBIN"})
+
+
+class _Keyed(Protocol):
+    @property
+    def keys(self) -> frozenset[ResourceKey]: ...
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What changed since the last snapshot: resource keys (config kinds, or "Workload"), or everything."""
+
+    keys: frozenset[ResourceKey] = frozenset()
+    full: bool = False
+
+    def merge(self, other: Changes) -> Changes:
+        return Changes(self.keys | other.keys, self.full or other.full)
+
+    @property
+    def kinds(self) -> frozenset[str]:
+        return frozenset(k.kind for k in self.keys)
+
+    @staticmethod
+    def of(event: _Keyed) -> Changes:
+        """From a store ChangeSet or a registry WorkloadChange (anything with `keys`)."""
+        return Changes(frozenset(event.keys))
+
+    @staticmethod
+    def everything() -> Changes:
+        return Changes(full=True)
+
+
+class ChangeKind(enum.Enum):
+    """How much a change set can alter proxies' config: nothing, endpoints only (EDS push), or anything."""
+
+    NONE = "none"
+    ENDPOINTS = "endpoints"
+    FULL = "full"
+
+
+def classify(changes: Changes, previous: MeshSnapshot | None = None, current: MeshSnapshot | None = None) -> ChangeKind:
+    """ENDPOINTS when only workloads / WorkloadEntries changed, unless (given both snapshots) an endpoint of a
+    DNS service changed: those endpoints travel inside the cluster (CDS), as in Istio."""
+    if changes.full:
+        return ChangeKind.FULL
+    if not changes.keys:
+        return ChangeKind.NONE
+    if not changes.kinds <= ENDPOINT_KINDS:
+        return ChangeKind.FULL
+    if previous is not None and current is not None:
+        if current.services is not previous.services and current.services != previous.services:
+            return ChangeKind.FULL
+        for host, _ in changed_endpoints(previous, current):
+            svc = current.services.get(host) or previous.services.get(host)
+            if svc is not None and svc.resolution in DNS_RESOLUTIONS:
+                return ChangeKind.FULL
+    return ChangeKind.ENDPOINTS
+
+
+def changed_endpoints(previous: MeshSnapshot, current: MeshSnapshot) -> frozenset[tuple[str, int]]:
+    """(hostname, port) keys whose endpoints differ between two snapshots (added, removed or changed)."""
+    if current.endpoints is previous.endpoints:
+        return frozenset()
+    keys = set(previous.endpoints) | set(current.endpoints)
+    return frozenset(k for k in keys if previous.endpoints.get(k, ()) != current.endpoints.get(k, ()))
+
+
+def _group(resources: Iterable[Resource]) -> dict[str, tuple[Resource, ...]]:
+    by_kind: dict[str, list[Resource]] = {}
+    for r in resources:
+        by_kind.setdefault(r.kind, []).append(r)
+    return {k: tuple(sort_by_creation(v)) for k, v in sorted(by_kind.items())}
+
+
+def _reuse_map(old: Mapping[str, Service] | None, new: Mapping[str, Service]) -> Mapping[str, Service]:
+    return old if old is not None and old == new else new
+
+
+# The service index of the last build, reused while the Service/ServiceEntry tuples are the same objects
+# (snapshots are immutable, so identity means equal content). Keeps build() pure: a cache, not state.
+_INDEX_CACHE: list[tuple[tuple[Resource, ...], tuple[Resource, ...], MeshDefaults, ServiceIndex]] = []
+
+
+def _service_index(config: Mapping[str, tuple[Resource, ...]], mesh: MeshDefaults) -> ServiceIndex:
+    svcs, entries = config.get("Service", ()), config.get("ServiceEntry", ())
+    for a, b, m, cached in _INDEX_CACHE:
+        if a is svcs and b is entries and m == mesh:
+            return cached
+    index = build_index([*svcs, *entries], mesh)
+    _INDEX_CACHE[:] = [(svcs, entries, mesh, index)]
+    return index
+
+
+def build(
+    previous: MeshSnapshot | None,
+    store: ConfigStore,
+    registry: WorkloadSource,
+    changes: Changes,
+    mesh: MeshDefaults | None = None,
+) -> MeshSnapshot:
+    """The next snapshot. Reads only the store and the registry; parts the change set cannot have touched are
+    taken from `previous` as they are (same objects), so consumers can skip work by identity."""
+    mesh = mesh or (previous.mesh if previous else MeshDefaults())
+    full = previous is None or changes.full or mesh != previous.mesh
+    kinds = changes.kinds
+
+    # Config: per kind, rebuilt only for the kinds that changed.
+    config: Mapping[str, tuple[Resource, ...]]
+    if full or previous is None:
+        config = MappingProxyType(_group(store.list()))
+    else:
+        config_kinds = kinds - {WORKLOAD_KIND}
+        if not config_kinds:
+            config = previous.config
+        else:
+            merged = dict(previous.config)
+            for kind in config_kinds:
+                fresh = tuple(sort_by_creation(store.list(kind)))
+                if fresh:
+                    merged[kind] = fresh
+                else:
+                    merged.pop(kind, None)
+            config = MappingProxyType(dict(sorted(merged.items())))
+
+    services_changed = full or bool(kinds & SERVICE_KINDS)
+    workloads_changed = full or bool(kinds & ENDPOINT_KINDS)
+
+    services: Mapping[str, Service]
+    index = _service_index(config, mesh)
+    if services_changed or previous is None:
+        services = _reuse_map(previous.services if previous else None, index.services())
+    else:
+        services = previous.services
+
+    workloads: tuple[Workload, ...]
+    if workloads_changed or previous is None:
+        workloads = all_workloads(registry.workloads(), config.get("WorkloadEntry", ()))
+        if previous is not None and workloads is not previous.workloads and workloads == previous.workloads:
+            workloads = previous.workloads
+    else:
+        workloads = previous.workloads
+
+    endpoints: Mapping[tuple[str, int], tuple[Endpoint, ...]]
+    if previous is None:
+        endpoints = endpoints_mod.compute(index.records, workloads)
+    elif services is previous.services and workloads is previous.workloads:
+        endpoints = previous.endpoints
+    elif services is previous.services:
+        # Workloads only: recompute the services whose selectors match what changed.
+        endpoints = endpoints_mod.update(previous.endpoints, index.records, previous.workloads, workloads)
+    else:
+        fresh = endpoints_mod.compute(index.records, workloads)
+        old = previous.endpoints
+        reused = {k: (old[k] if k in old and old[k] == v else v) for k, v in fresh.items()}
+        same = len(reused) == len(old) and all(reused[k] is old.get(k) for k in reused)
+        endpoints = old if same else MappingProxyType(reused)
+
+    return MeshSnapshot(
+        version=(previous.version + 1) if previous else 1,
+        mesh=mesh,
+        config=config,
+        services=services,
+        endpoints=endpoints,
+        workloads=workloads,
+    )

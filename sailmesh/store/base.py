@@ -1,0 +1,191 @@
+"""The ConfigStore contract: list/get/watch resources, change sets, rejections, creation order."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from sailmesh.api.resource import Resource, ResourceKey
+
+Validator = Callable[[Resource], "list[object]"]
+Resources = list[Resource]
+Rejections = list["Rejection"]
+
+
+def no_validation(resource: Resource) -> list[object]:
+    """The default validator: accepts everything (the control plane plugs api.validate in)."""
+    return []
+
+
+@dataclass(frozen=True)
+class ChangeSet:
+    """Keys of the resources that changed (created, updated or deleted) and the store revision after."""
+
+    keys: frozenset[ResourceKey]
+    revision: int
+
+    def merge(self, other: ChangeSet) -> ChangeSet:
+        return ChangeSet(self.keys | other.keys, max(self.revision, other.revision))
+
+    @property
+    def kinds(self) -> frozenset[str]:
+        return frozenset(k.kind for k in self.keys)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A file or resource the store refused, with every reason; `kept` = its previous version stays in force."""
+
+    file: str
+    key: ResourceKey | None
+    errors: tuple[object, ...]
+    kept: bool = False
+
+    def __str__(self) -> str:
+        what = f"{self.file}" + (f" ({self.key})" if self.key else "")
+        note = " (previous version kept in force)" if self.kept else ""
+        return f"{what} rejected{note}:\n" + "\n".join(f"  {e}" for e in self.errors)
+
+
+@dataclass(frozen=True)
+class StoreIssue:
+    """A problem the store itself finds (duplicate, missing name), printed like api.validate's issues."""
+
+    resource: ResourceKey
+    field: str
+    message: str
+    file: str = ""
+    line: int = 0
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}: " if self.file else ""
+        at = f"{self.field}: " if self.field else ""
+        return f"{where}{self.resource}: {at}{self.message}"
+
+
+@dataclass
+class ApplyResult:
+    """What an apply did, per key."""
+
+    created: list[ResourceKey] = field(default_factory=list)
+    updated: list[ResourceKey] = field(default_factory=list)
+    unchanged: list[ResourceKey] = field(default_factory=list)
+    revision: int = 0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.created or self.updated)
+
+
+class ConfigStore(Protocol):
+    """Where mesh config comes from. Implemented by MemoryStore, FileStore (and a Kubernetes store)."""
+
+    @property
+    def revision(self) -> int:
+        """Increases by one on every change that altered at least one resource."""
+        ...
+
+    def list(self, kind: str | None = None) -> Resources:
+        """Every resource in force (of one kind), oldest first (see creation_sort_key)."""
+        ...
+
+    def get(self, kind: str, namespace: str, name: str) -> Resource | None:
+        """One resource, or None."""
+        ...
+
+    def watch(self) -> AsyncIterator[ChangeSet]:
+        """Change sets from now on; change sets the consumer has not read yet are merged into one."""
+        ...
+
+    def rejected(self) -> Rejections:
+        """Files or resources currently refused, with their errors (for `sailmesh get` and status)."""
+        ...
+
+
+def creation_timestamp(resource: Resource) -> str:
+    """metadata.creationTimestamp as written or assigned by the store ("" if none)."""
+    meta = resource.raw.get("metadata") if isinstance(resource.raw, dict) else None
+    ts = meta.get("creationTimestamp") if isinstance(meta, dict) else None
+    if isinstance(ts, dt.datetime):  # YAML parses unquoted timestamps
+        return ts.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return str(ts) if ts else ""
+
+
+def creation_seconds(resource: Resource) -> float:
+    """creationTimestamp as seconds since the epoch; resources without one sort last."""
+    ts = creation_timestamp(resource)
+    if not ts:
+        return float("inf")
+    try:
+        return dt.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return float("inf")
+
+
+def creation_sort_key(resource: Resource) -> tuple[float, str, str]:
+    """Istio's order for "the oldest wins": creation time, then name, then namespace (sortConfigByCreationTime)."""
+    return (creation_seconds(resource), resource.name, resource.namespace)
+
+
+def sort_by_creation(resources: Iterable[Resource]) -> Resources:
+    return sorted(resources, key=creation_sort_key)
+
+
+class Broadcaster:
+    """Fans change sets out to watchers; a slow watcher gets one merged change set, never a backlog.
+
+    Publish from the event loop's thread (or before the loop runs).
+    """
+
+    def __init__(self) -> None:
+        self._subs: set[_Subscription] = set()
+
+    def publish(self, change: ChangeSet) -> None:
+        for s in list(self._subs):
+            s.offer(change)
+
+    def subscribe(self) -> _Subscription:
+        sub = _Subscription(self)
+        self._subs.add(sub)
+        return sub
+
+    def _drop(self, sub: _Subscription) -> None:
+        self._subs.discard(sub)
+
+
+class _Subscription:
+    """One watcher: registered when created (no change is missed between watch() and the first await)."""
+
+    def __init__(self, owner: Broadcaster) -> None:
+        self._owner = owner
+        self._pending: ChangeSet | None = None
+        self._event = asyncio.Event()
+        self._closed = False
+
+    def offer(self, change: ChangeSet) -> None:
+        self._pending = change if self._pending is None else self._pending.merge(change)
+        self._event.set()
+
+    def __aiter__(self) -> _Subscription:
+        return self
+
+    async def __anext__(self) -> ChangeSet:
+        while self._pending is None:
+            if self._closed:
+                raise StopAsyncIteration
+            self._event.clear()
+            await self._event.wait()
+        change, self._pending = self._pending, None
+        return change
+
+    def close(self) -> None:
+        """Stop watching; a pending __anext__ ends the iteration."""
+        self._closed = True
+        self._owner._drop(self)
+        self._event.set()
+
+    async def aclose(self) -> None:
+        self.close()

@@ -1,0 +1,131 @@
+"""In-memory config store: all-or-nothing validated applies, generations, creation times, change events."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import time
+from collections.abc import Iterable
+
+from sailmesh.api.resource import Resource, ResourceKey
+from sailmesh.errors import ValidationError
+from sailmesh.store.base import (
+    ApplyResult,
+    Broadcaster,
+    ChangeSet,
+    Rejections,
+    Resources,
+    StoreIssue,
+    Validator,
+    _Subscription,
+    creation_timestamp,
+    no_validation,
+    sort_by_creation,
+)
+
+
+def _same_content(a: Resource, b: Resource) -> bool:
+    """Equal as config (spec, labels, annotations, apiVersion); generation and source do not count."""
+    return (a.api_version, a.spec, a.labels, a.annotations) == (b.api_version, b.spec, b.labels, b.annotations)
+
+
+def _with_metadata(resource: Resource, created: str, generation: int) -> Resource:
+    raw = dict(resource.raw) if resource.raw else {}
+    meta = dict(raw.get("metadata") or {}) if isinstance(raw.get("metadata"), dict) else {}
+    meta["creationTimestamp"] = created
+    meta["generation"] = generation
+    raw["metadata"] = meta
+    return dataclasses.replace(resource, raw=raw, generation=generation)
+
+
+class MemoryStore:
+    """A ConfigStore in memory. Mutate it from the event loop's thread (or before the loop runs)."""
+
+    def __init__(self, validator: Validator = no_validation) -> None:
+        self.validator = validator
+        self._items: dict[ResourceKey, Resource] = {}
+        self._revision = 0
+        self._last_created_us = 0
+        self._events = Broadcaster()
+
+    # -- reading ---------------------------------------------------------------------------------
+    @property
+    def revision(self) -> int:
+        return self._revision
+
+    def list(self, kind: str | None = None) -> Resources:
+        items = self._items.values() if kind is None else (r for r in self._items.values() if r.kind == kind)
+        return sort_by_creation(items)
+
+    def get(self, kind: str, namespace: str, name: str) -> Resource | None:
+        return self._items.get(ResourceKey(kind, namespace, name))
+
+    def keys(self) -> set[ResourceKey]:
+        return set(self._items)
+
+    def watch(self) -> _Subscription:
+        return self._events.subscribe()
+
+    def rejected(self) -> Rejections:
+        return []  # an invalid apply raises ValidationError; nothing stays rejected
+
+    # -- writing ---------------------------------------------------------------------------------
+    def check(self, resources: Iterable[Resource]) -> list[object]:
+        """Every issue the validator (and the store's own key checks) find, without applying."""
+        issues: list[object] = []
+        for r in resources:
+            if not r.name:
+                issues.append(StoreIssue(r.key, "metadata.name", "is required", r.source.file, r.source.line))
+                continue
+            issues.extend(self.validator(r))
+        return issues
+
+    def apply(self, resources: Iterable[Resource]) -> ApplyResult:
+        """Validate every resource, then apply all of them, or none (raises ValidationError)."""
+        batch = list(resources)
+        issues = self.check(batch)
+        if issues:
+            raise ValidationError(issues)
+        return self.commit(batch, ())
+
+    def delete(self, keys: Iterable[ResourceKey]) -> list[ResourceKey]:
+        """Remove resources; returns the keys that existed. Emits one change set."""
+        gone = [k for k in dict.fromkeys(keys) if k in self._items]
+        if gone:
+            self.commit((), gone)
+        return gone
+
+    def commit(self, upserts: Iterable[Resource], deletes: Iterable[ResourceKey]) -> ApplyResult:
+        """Apply without validation (callers validated): one revision and one change set, or none."""
+        result = ApplyResult()
+        changed: set[ResourceKey] = set()
+        for key in deletes:
+            if self._items.pop(key, None) is not None:
+                changed.add(key)
+        for r in upserts:
+            old = self._items.get(r.key)
+            if old is None:
+                self._items[r.key] = _with_metadata(r, creation_timestamp(r) or self._now(), max(r.generation, 1))
+                result.created.append(r.key)
+                changed.add(r.key)
+            elif _same_content(old, r):
+                # Same config: keep identity/generation, but follow the source (line numbers may move).
+                if old.source != r.source:
+                    self._items[r.key] = dataclasses.replace(old, source=r.source)
+                result.unchanged.append(r.key)
+            else:
+                self._items[r.key] = _with_metadata(r, creation_timestamp(old), old.generation + 1)
+                result.updated.append(r.key)
+                changed.add(r.key)
+        if changed:
+            self._revision += 1
+            self._events.publish(ChangeSet(frozenset(changed), self._revision))
+        result.revision = self._revision
+        return result
+
+    def _now(self) -> str:
+        """A strictly increasing creation time (microseconds), so apply order is creation order."""
+        now_us = max(time.time_ns() // 1000, self._last_created_us + 1)
+        self._last_created_us = now_us
+        when = dt.datetime.fromtimestamp(now_us // 1_000_000, dt.UTC).replace(microsecond=now_us % 1_000_000)
+        return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -1,0 +1,105 @@
+"""MemoryStore: all-or-nothing validated applies, generations, creation order, deletes and watch events."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from sailmesh.api.parse import parse_text
+from sailmesh.api.resource import Resource, ResourceKey
+from sailmesh.errors import ValidationError
+from sailmesh.store.base import ChangeSet, creation_timestamp
+from sailmesh.store.memory import MemoryStore
+
+
+def vs(name: str, weight: int = 100, ns: str = "default", created: str = "") -> Resource:
+    meta = f"  creationTimestamp: '{created}'\n" if created else ""
+    text = f"""
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: {name}
+  namespace: {ns}
+{meta}spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {{host: reviews, subset: v1}}
+      weight: {weight}
+"""
+    r = parse_text(text, f"{name}.yaml")
+    assert not r.errors
+    return r.resources[0]
+
+
+def weight_validator(r: Resource) -> list[object]:
+    """Rejects any route weight above 100 (a stand-in for api.validate)."""
+    out: list[object] = []
+    for http in r.spec.get("http", []):
+        for dest in http.get("route", []):
+            if dest.get("weight", 0) > 100:
+                out.append(f"{r.source.file}:{r.source.line}: {r.key}: weight: must be at most 100")
+    return out
+
+
+def test_apply_assigns_creation_and_generation_and_reports() -> None:
+    s = MemoryStore()
+    res = s.apply([vs("a"), vs("b")])
+    assert res.created == [ResourceKey("VirtualService", "default", "a"), ResourceKey("VirtualService", "default", "b")]
+    assert s.revision == 1
+    a = s.get("VirtualService", "default", "a")
+    assert a is not None and a.generation == 1 and creation_timestamp(a)
+    # Same content again: nothing changes, no revision bump, generation kept.
+    res = s.apply([vs("a")])
+    assert res.unchanged == [a.key] and not res.changed and s.revision == 1
+    # Changed spec: generation bumps, creation time is kept.
+    res = s.apply([vs("a", weight=90)])
+    a2 = s.get("VirtualService", "default", "a")
+    assert res.updated == [a.key] and a2 is not None and a2.generation == 2 and s.revision == 2
+    assert creation_timestamp(a2) == creation_timestamp(a)
+
+
+def test_invalid_apply_applies_nothing() -> None:
+    s = MemoryStore(weight_validator)
+    with pytest.raises(ValidationError) as e:
+        s.apply([vs("good"), vs("bad", weight=200)])
+    assert "weight: must be at most 100" in str(e.value) and len(e.value.issues) == 1
+    assert s.list() == [] and s.revision == 0
+
+
+def test_list_is_oldest_first_istio_order() -> None:
+    # Istio's sortConfigByCreationTime: creationTimestamp, then name, then namespace.
+    s = MemoryStore()
+    s.apply([vs("zz", created="2024-01-01T00:00:00Z"), vs("bb", ns="x", created="2024-01-01T00:00:01Z"),
+             vs("bb", ns="a", created="2024-01-01T00:00:01Z"), vs("aa", ns="z", created="2024-01-01T00:00:01Z")])
+    s.apply([vs("new")])  # assigned now: newest
+    order = [(r.namespace, r.name) for r in s.list("VirtualService")]
+    assert order == [("default", "zz"), ("z", "aa"), ("a", "bb"), ("x", "bb"), ("default", "new")]
+    # Store-assigned times follow apply order even within one batch.
+    s2 = MemoryStore()
+    s2.apply([vs("c"), vs("a"), vs("b")])
+    assert [r.name for r in s2.list()] == ["c", "a", "b"]
+
+
+async def test_watch_events_merge_and_skip_no_ops() -> None:
+    s = MemoryStore()
+    w = s.watch()
+    s.apply([vs("a")])
+    first = await asyncio.wait_for(w.__anext__(), 5)
+    assert first == ChangeSet(frozenset({ResourceKey("VirtualService", "default", "a")}), 1)
+    # Two changes before the watcher reads: one merged change set.
+    s.apply([vs("b")])
+    s.delete([ResourceKey("VirtualService", "default", "a")])
+    merged = await asyncio.wait_for(w.__anext__(), 5)
+    assert merged.keys == {ResourceKey("VirtualService", "default", "a"), ResourceKey("VirtualService", "default", "b")}
+    assert merged.revision == 3
+    # A no-op apply and a delete of a missing key emit nothing.
+    s.apply([vs("b")])
+    assert s.delete([ResourceKey("VirtualService", "default", "nope")]) == []
+    nxt = asyncio.ensure_future(w.__anext__())
+    await asyncio.sleep(0.05)  # give a wrong event the chance to arrive
+    assert not nxt.done()
+    w.close()
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(nxt, 5)
