@@ -36,8 +36,7 @@ def service_table(node: Any) -> str:
 def index_page(services: dict[str, Any]) -> str:
     """GET / : what the app is and links that generate a request as a normal user or a tester."""
     return (
-        HEAD
-        + "<div class=\"container\">\n<h3>Hello! This is a simple bookstore application consisting of three services"
+        HEAD + '<div class="container">\n<h3>Hello! This is a simple bookstore application consisting of three services'
         " as shown below</h3>\n"
         + service_table(services)
         + "\n<h4>Click on one of the links below to auto generate a request to the backend as a real user or a"

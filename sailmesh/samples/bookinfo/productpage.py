@@ -77,9 +77,7 @@ def service_tree(config: ProductpageConfig) -> dict[str, Any]:
     return {"name": details["name"], "endpoint": "details", "children": [details, reviews]}
 
 
-async def call_backend(
-    request: web.Request, url: str, attempts: int, error: str
-) -> tuple[int, dict[str, Any]]:
+async def call_backend(request: web.Request, url: str, attempts: int, error: str) -> tuple[int, dict[str, Any]]:
     """GET url with the forwarded headers, up to attempts times; (200, body) or (last status or 500, error)."""
     config: ProductpageConfig = request.app[CONFIG]  # type: ignore[assignment]
     headers = outbound_headers(request)
