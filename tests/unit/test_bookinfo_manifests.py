@@ -114,3 +114,35 @@ def test_destination_rules_cover_every_workload_version() -> None:
 def test_networking_folder_loads_alone() -> None:
     kinds = sorted(r.kind for r in load("networking"))
     assert kinds == ["DestinationRule"] * 4 + ["Gateway", "VirtualService"]
+
+
+def test_task_virtual_services_use_defined_subsets() -> None:
+    """tasks/ holds Istio's request-routing, fault-injection and traffic-shifting VirtualServices; each file stands
+    alone (applied one at a time), every destination names a subset of destination-rule-all.yaml, weights total 100."""
+    rules = by_kind(load("networking/destination-rule-all.yaml"), "DestinationRule")
+    subsets = {host: {s["name"] for s in rule.spec["subsets"]} for host, rule in rules.items()}
+    files = sorted((BOOKINFO / "tasks").glob("*.yaml"))
+    assert {f.name for f in files} >= {
+        "virtual-service-all-v1.yaml",
+        "virtual-service-reviews-test-v2.yaml",
+        "virtual-service-ratings-test-delay.yaml",
+        "virtual-service-ratings-test-abort.yaml",
+        "virtual-service-reviews-50-v3.yaml",
+        "virtual-service-reviews-v3.yaml",
+    }
+    for f in files:
+        services = load(f"tasks/{f.name}")
+        assert services and all(vs.kind == "VirtualService" for vs in services), f.name
+        assert len({vs.name for vs in services}) == len(services), f.name
+        for vs in services:
+            assert vs.spec["hosts"] == [vs.name]
+            for http in vs.spec["http"]:
+                routes = http["route"]
+                for r in routes:
+                    assert r["destination"]["host"] == vs.name
+                    assert r["destination"]["subset"] in subsets[vs.name], (f.name, r)
+                if len(routes) > 1:
+                    assert sum(r["weight"] for r in routes) == 100, f.name
+    delay = load("tasks/virtual-service-ratings-test-delay.yaml")[0].spec["http"][0]
+    assert delay["match"] == [{"headers": {"end-user": {"exact": "jason"}}}]
+    assert delay["fault"] == {"delay": {"percentage": {"value": 100.0}, "fixedDelay": "7s"}}
