@@ -11,7 +11,8 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 
-from tests.e2e.test_bookinfo_harness import App, backend_env, hostport, running_sync
+from sailmesh.testing.waiting import free_port
+from tests.e2e.test_bookinfo_harness import App, backend_env, running, running_sync
 
 pytestmark = pytest.mark.e2e
 
@@ -23,23 +24,24 @@ EMPTY_STAR = '<span class="glyphicon glyphicon-star-empty"></span>'
 
 @pytest.fixture(scope="module")
 def bookinfo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, App]]:
-    """details, ratings, reviews v1/v2/v3 and one productpage per reviews version."""
+    """details, ratings, reviews v1/v2/v3 and one productpage per reviews version, all started at once."""
     logs: pathlib.Path = tmp_path_factory.mktemp("bookinfo")
-    with running_sync(logs, ("details", {}), ("ratings", {})) as (details, ratings):
-        ratings_env = {"RATINGS_HOSTNAME": "127.0.0.1", "RATINGS_SERVICE_PORT": str(ratings.port)}
-        versions = (
-            ("v1", {"SERVICE_VERSION": "v1", "HOSTNAME": "reviews-v1-0"}),
-            ("v2", {"SERVICE_VERSION": "v2", "HOSTNAME": "reviews-v2-0", "CLUSTER_NAME": "east"}),
-            ("v3", {"STARS": "red", "HOSTNAME": "reviews-v3-0"}),
-        )
-        with running_sync(logs, *(("reviews", {**env, **ratings_env}) for _, env in versions)) as reviews:
-            pages = [("productpage", backend_env(hostport(details), hostport(r), hostport(ratings))) for r in reviews]
-            with running_sync(logs, *pages) as productpages:
-                apps = {"details": details, "ratings": ratings}
-                for (version, _), r, p in zip(versions, reviews, productpages, strict=True):
-                    apps[f"reviews-{version}"] = r
-                    apps[f"productpage-{version}"] = p
-                yield apps
+    ports = {name: free_port() for name in ("details", "ratings", "reviews-v1", "reviews-v2", "reviews-v3")}
+    ratings_env = {"RATINGS_HOSTNAME": "127.0.0.1", "RATINGS_SERVICE_PORT": str(ports["ratings"])}
+    specs: dict[str, tuple[str, dict[str, str]]] = {
+        "details": ("details", {"PORT": str(ports["details"])}),
+        "ratings": ("ratings", {"PORT": str(ports["ratings"])}),
+        "reviews-v1": ("reviews", {"SERVICE_VERSION": "v1", "HOSTNAME": "reviews-v1-0"}),
+        "reviews-v2": ("reviews", {"SERVICE_VERSION": "v2", "HOSTNAME": "reviews-v2-0", "CLUSTER_NAME": "east"}),
+        "reviews-v3": ("reviews", {"STARS": "red", "HOSTNAME": "reviews-v3-0"}),
+    }
+    for version in ("v1", "v2", "v3"):
+        specs[f"reviews-{version}"][1].update(PORT=str(ports[f"reviews-{version}"]), **ratings_env)
+        addr = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
+        env = backend_env(addr["details"], addr[f"reviews-{version}"], addr["ratings"])
+        specs[f"productpage-{version}"] = ("productpage", env)
+    with running_sync(logs, *specs.values()) as apps:
+        yield dict(zip(specs, apps, strict=True))
 
 
 async def fetch(url: str, **kwargs: object) -> tuple[int, str, aiohttp.ClientResponse]:
@@ -193,3 +195,16 @@ async def test_index_health_and_static(bookinfo: dict[str, App]) -> None:
     status, css, resp = await fetch(base + "/static/bookinfo.css")
     assert status == 200 and resp.content_type == "text/css" and "glyphicon-star" in css
     assert (await fetch(base + "/static/missing.css"))[0] == 404
+
+
+async def test_ratings_v_faulty_fails_about_half(tmp_path: pathlib.Path) -> None:
+    """The original's SERVICE_VERSION=v-faulty: each request fails with 503 with probability 1/2."""
+    async with running(tmp_path, ("ratings", {"SERVICE_VERSION": "v-faulty"})) as (ratings,):
+        statuses = []
+        async with aiohttp.ClientSession() as client:
+            for _ in range(60):
+                async with client.get(ratings.url + "/ratings/0") as resp:
+                    statuses.append(resp.status)
+                    if resp.status == 503:
+                        assert await resp.json() == {"error": "Service unavailable"}
+    assert set(statuses) == {200, 503}  # all 60 equal has probability 2**-59

@@ -56,7 +56,7 @@ def app_env(**extra: str) -> dict[str, str]:
 
 def start_app(module: str, log_dir: pathlib.Path, **env: str) -> App:
     """Spawn one service on a free loopback port; stderr goes to a file in log_dir."""
-    port = free_port()
+    port = int(env.pop("PORT", 0)) or free_port()
     log_path = log_dir / f"{module}-{port}.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
@@ -80,6 +80,15 @@ def stop_app(app: App) -> int:
             app.proc.kill()
             app.proc.wait()
     return app.proc.returncode
+
+
+def stop_all(apps: list[App]) -> None:
+    """SIGTERM every app first, then wait for each (so shutdowns overlap)."""
+    for app in apps:
+        if app.proc.poll() is None:
+            app.proc.terminate()
+    for app in apps:
+        stop_app(app)
 
 
 async def wait_healthy(apps: list[App], timeout: float = 20.0) -> None:
@@ -132,8 +141,7 @@ def running_sync(log_dir: pathlib.Path, *specs: tuple[str, dict[str, str]]) -> I
         wait_healthy_sync(apps)
         yield apps
     finally:
-        for app in apps:
-            stop_app(app)
+        stop_all(apps)
 
 
 @asynccontextmanager
@@ -146,8 +154,7 @@ async def running(log_dir: pathlib.Path, *specs: tuple[str, dict[str, str]]) -> 
         await wait_healthy(apps)
         yield apps
     finally:
-        for app in apps:
-            stop_app(app)
+        stop_all(apps)
 
 
 @contextmanager

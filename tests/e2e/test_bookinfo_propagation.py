@@ -171,7 +171,7 @@ async def test_reviews_timeout_then_one_retry(tmp_path: pathlib.Path, recorders:
     assert resp.status == 200
     assert len(recorders["details"].requests) == 1
     assert len(recorders["reviews"].requests) == 2
-    assert 1.2 - 0.05 <= elapsed < 3.0, elapsed  # 0.4 (details) + 2 x 0.4 (reviews)
+    assert 1.2 - 0.05 <= elapsed < 6.0, elapsed  # 0.4 (details) + 2 x 0.4 (reviews); 6 s would be the defaults
     assert "Error fetching product details!" in html and DETAILS_ERROR in html
     assert "Error fetching product reviews!" in html and REVIEWS_ERROR in html
 
@@ -240,7 +240,7 @@ async def test_reviews_when_ratings_unavailable(tmp_path: pathlib.Path, recorder
                 assert resp.status == 200
                 body = await resp.json()
             assert [r["rating"] for r in body["reviews"]] == [error, error], app.log()
-            assert time.monotonic() - started < 2.0
+            assert time.monotonic() - started < 2.4  # below the 2.5 s default: RATINGS_TIMEOUT_SECONDS applies
 
 
 async def test_outbound_calls_go_through_http_proxy(tmp_path: pathlib.Path, recorders: dict[str, Recorder]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from sailmesh.samples.bookinfo import pages
@@ -9,7 +11,7 @@ from sailmesh.samples.bookinfo.common import ConfigError, forward_headers, secon
 from sailmesh.samples.bookinfo.details import book_details
 from sailmesh.samples.bookinfo.headers import PRODUCTPAGE_FORWARD, REVIEWS_FORWARD
 from sailmesh.samples.bookinfo.productpage import PRODUCTS, ProductpageConfig, service_tree
-from sailmesh.samples.bookinfo.ratings import parse_product_id
+from sailmesh.samples.bookinfo.ratings import UNAVAILABLE_PERIOD, UNHEALTHY_PERIOD, _unavailable, parse_product_id
 from sailmesh.samples.bookinfo.reviews import RATINGS_UNAVAILABLE, ReviewsConfig, reviews_document
 from sailmesh.samples.bookinfo.session import decode_session, encode_session
 
@@ -165,3 +167,13 @@ def test_product_page_markup() -> None:
     assert "Error fetching product details!" in errors and "<p>E1</p>" in errors
     assert "Error fetching product reviews!" in errors and "<p>E2</p>" in errors
     assert 'action="login"' in errors and 'name="username"' in errors
+
+
+def test_ratings_unavailable_versions_alternate() -> None:
+    """v-unavailable flips every 60 s, v-unhealthy every 15 min, starting available (the original's timers)."""
+    now = time.monotonic()
+    assert not _unavailable({"version": "v-unavailable", "started": now})
+    assert _unavailable({"version": "v-unavailable", "started": now - UNAVAILABLE_PERIOD * 1.5})
+    assert not _unavailable({"version": "v-unavailable", "started": now - UNAVAILABLE_PERIOD * 2.5})
+    assert _unavailable({"version": "v-unhealthy", "started": now - UNHEALTHY_PERIOD * 1.1})
+    assert not _unavailable({"version": "v1", "started": now - UNAVAILABLE_PERIOD * 1.5})
