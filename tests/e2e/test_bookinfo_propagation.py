@@ -299,3 +299,11 @@ async def test_outbound_calls_go_through_http_proxy(tmp_path: pathlib.Path, reco
     assert recorders["details"].requests[0]["x-request-id"] == "via-proxy"
     assert "<dt>Publisher:</dt>PublisherA" in html and "recorded review" in html
     assert json.dumps(recorders["ratings"].requests[0]["path"]) == '"/ratings/0"'
+
+
+async def test_flood_factor_sends_extra_reviews_calls(tmp_path: pathlib.Path, recorders: dict[str, Recorder]) -> None:
+    """The original's FLOOD_FACTOR: each /productpage also sends that many extra (ignored) reviews requests."""
+    async with running(tmp_path, ("productpage", page_env(recorders, FLOOD_FACTOR="3"))) as (page,):
+        async with aiohttp.ClientSession() as client, client.get(page.url + "/productpage") as resp:
+            assert resp.status == 200
+    assert len(recorders["reviews"].requests) == 4 and len(recorders["details"].requests) == 1

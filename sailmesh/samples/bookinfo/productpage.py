@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import pathlib
@@ -14,7 +15,7 @@ import aiohttp
 from aiohttp import web
 
 from sailmesh.samples.bookinfo import pages
-from sailmesh.samples.bookinfo.common import client_session, forward_headers, run, seconds, service_url
+from sailmesh.samples.bookinfo.common import ConfigError, client_session, forward_headers, run, seconds, service_url
 from sailmesh.samples.bookinfo.headers import PRODUCTPAGE_FORWARD
 from sailmesh.samples.bookinfo.session import COOKIE_NAME, DEFAULT_SECRET, decode_session, encode_session
 
@@ -37,7 +38,6 @@ PRODUCTS: tuple[dict[str, Any], ...] = (
     },
 )
 
-CONFIG = web.AppKey("productpage_config", object)
 CLIENT = web.AppKey("productpage_client", aiohttp.ClientSession)
 
 
@@ -50,6 +50,7 @@ class ProductpageConfig:
     ratings_url: str
     timeout: float
     secret: str
+    flood_factor: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ProductpageConfig:
@@ -61,7 +62,21 @@ class ProductpageConfig:
             ratings_url=service_url("RATINGS_HOSTNAME", "ratings", "RATINGS_SERVICE_PORT", e) + "/ratings",
             timeout=seconds(e.get("BACKEND_TIMEOUT_SECONDS"), "BACKEND_TIMEOUT_SECONDS", 3.0),
             secret=e.get("SESSION_SECRET") or DEFAULT_SECRET,
+            flood_factor=_count(e.get("FLOOD_FACTOR")),
         )
+
+
+def _count(raw: str | None) -> int:
+    try:
+        value = int(raw or 0)
+    except ValueError as e:
+        raise ConfigError(f"FLOOD_FACTOR={raw!r} is not an integer") from e
+    if value < 0:
+        raise ConfigError(f"FLOOD_FACTOR={raw!r} must not be negative")
+    return value
+
+
+CONFIG = web.AppKey("productpage_config", ProductpageConfig)
 
 
 def service_tree(config: ProductpageConfig) -> dict[str, Any]:
@@ -79,7 +94,7 @@ def service_tree(config: ProductpageConfig) -> dict[str, Any]:
 
 async def call_backend(request: web.Request, url: str, attempts: int, error: str) -> tuple[int, dict[str, Any]]:
     """GET url with the forwarded headers, up to attempts times; (200, body) or (last status or 500, error)."""
-    config: ProductpageConfig = request.app[CONFIG]  # type: ignore[assignment]
+    config = request.app[CONFIG]
     headers = outbound_headers(request)
     status = 500
     for _ in range(attempts):
@@ -90,8 +105,8 @@ async def call_backend(request: web.Request, url: str, attempts: int, error: str
                 status = resp.status
                 if resp.status == 200:
                     body = await resp.json(content_type=None)
-                    if isinstance(body, dict | list):
-                        return 200, body  # type: ignore[return-value]
+                    if isinstance(body, dict):
+                        return 200, body
                     status = 500
         except (aiohttp.ClientError, TimeoutError, ValueError) as e:
             log.warning("request to %s failed: %r", url, e)
@@ -101,7 +116,7 @@ async def call_backend(request: web.Request, url: str, attempts: int, error: str
 
 def current_user(request: web.Request) -> str:
     """The signed-in user from the session cookie ("" when signed out)."""
-    config: ProductpageConfig = request.app[CONFIG]  # type: ignore[assignment]
+    config = request.app[CONFIG]
     return decode_session(config.secret, request.cookies.get(COOKIE_NAME))
 
 
@@ -120,25 +135,25 @@ def _id(request: web.Request) -> str:
 
 async def get_details(request: web.Request, product_id: str) -> tuple[int, dict[str, Any]]:
     """details/<id>: one attempt."""
-    config: ProductpageConfig = request.app[CONFIG]  # type: ignore[assignment]
+    config = request.app[CONFIG]
     return await call_backend(request, f"{config.details_url}/{product_id}", 1, DETAILS_ERROR)
 
 
 async def get_reviews(request: web.Request, product_id: str) -> tuple[int, dict[str, Any]]:
     """reviews/<id>: two attempts (the original's deliberate 3 s timeout + one retry, used by Istio's fault task)."""
-    config: ProductpageConfig = request.app[CONFIG]  # type: ignore[assignment]
+    config = request.app[CONFIG]
     return await call_backend(request, f"{config.reviews_url}/{product_id}", 2, REVIEWS_ERROR)
 
 
 async def get_ratings(request: web.Request, product_id: str) -> tuple[int, dict[str, Any]]:
     """ratings/<id>: one attempt."""
-    config: ProductpageConfig = request.app[CONFIG]  # type: ignore[assignment]
+    config = request.app[CONFIG]
     return await call_backend(request, f"{config.ratings_url}/{product_id}", 1, RATINGS_ERROR)
 
 
 async def index(request: web.Request) -> web.Response:
     """GET /."""
-    config: ProductpageConfig = request.app[CONFIG]  # type: ignore[assignment]
+    config = request.app[CONFIG]
     return web.Response(text=pages.index_page(service_tree(config)), content_type="text/html")
 
 
@@ -150,6 +165,11 @@ async def health(request: web.Request) -> web.Response:
 async def productpage(request: web.Request) -> web.Response:
     """GET /productpage: product 0 with its details and reviews; always 200, errors shown in the page."""
     details_status, details = await get_details(request, "0")
+    config = request.app[CONFIG]
+    if config.flood_factor:
+        # The original's load generator: FLOOD_FACTOR extra reviews calls in parallel, answers ignored.
+        url = f"{config.reviews_url}/0"
+        await asyncio.gather(*(call_backend(request, url, 1, REVIEWS_ERROR) for _ in range(config.flood_factor)))
     reviews_status, reviews = await get_reviews(request, "0")
     html = pages.product_page(PRODUCTS[0], details_status, details, reviews_status, reviews, current_user(request))
     return web.Response(text=html, content_type="text/html")
@@ -165,7 +185,7 @@ def _back(request: web.Request) -> str:
 
 async def login(request: web.Request) -> web.Response:
     """POST /login with form field username: sign in (session cookie) and go back."""
-    config: ProductpageConfig = request.app[CONFIG]  # type: ignore[assignment]
+    config = request.app[CONFIG]
     form = await request.post()
     username = str(form.get("username") or request.query.get("username") or "")
     resp = web.HTTPFound(_back(request))

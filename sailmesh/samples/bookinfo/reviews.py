@@ -30,7 +30,6 @@ RATINGS_UNAVAILABLE = "Ratings service is currently unavailable"
 VERSIONS = {"v1": (False, "black"), "v2": (True, "black"), "v3": (True, "red")}
 STARS = {"none": (False, "black"), "black": (True, "black"), "red": (True, "red")}
 
-CONFIG = web.AppKey("reviews_config", object)
 CLIENT = web.AppKey("reviews_client", aiohttp.ClientSession)
 
 
@@ -66,6 +65,9 @@ class ReviewsConfig:
             podname=e.get("HOSTNAME") or e.get("POD_NAME") or socket.gethostname(),
             clustername=e.get("CLUSTER_NAME") or "null",  # Java prints a missing value as "null"
         )
+
+
+CONFIG = web.AppKey("reviews_config", ReviewsConfig)
 
 
 def reviews_document(config: ReviewsConfig, product_id: int, stars: Mapping[str, int] | None) -> dict[str, Any]:
@@ -105,7 +107,7 @@ async def fetch_ratings(
 
 async def reviews(request: web.Request) -> web.Response:
     """GET /reviews/<id>."""
-    config: ReviewsConfig = request.app[CONFIG]  # type: ignore[assignment]
+    config = request.app[CONFIG]
     product_id = int(request.match_info["product_id"])
     stars = None
     if config.ratings_enabled:
