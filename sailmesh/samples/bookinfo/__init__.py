@@ -1,0 +1,1 @@
+"""Istio's Bookinfo sample (productpage, details, reviews, ratings) as small aiohttp services."""
