@@ -106,6 +106,7 @@ def app_env(inst: Instance, proxy_port: int) -> dict[str, str]:
         HOST=inst.ip,
         PORT=str(first),
         POD_NAME=inst.name,
+        HOSTNAME=inst.name,
         POD_NAMESPACE=inst.namespace,
         POD_IP=inst.ip,
         SERVICE_ACCOUNT=inst.service_account,

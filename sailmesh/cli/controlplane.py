@@ -1,0 +1,46 @@
+"""`sailmesh controlplane`: run the control plane (config store, registry, xDS server, HTTP API)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+
+from sailmesh import settings as settings_mod
+from sailmesh.cli.common import fail
+from sailmesh.controlplane.app import ControlPlane, ControlPlaneOptions
+from sailmesh.errors import SailmeshError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config-dir", action="append", default=[],
+                        help="directory of YAML config to watch (a git checkout works); repeatable")
+    parser.add_argument("--workload-file", default="", help="local workload registry file (embedded platform)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback by default)")
+    parser.add_argument("--xds-port", type=int, default=15010, help="plaintext ADS port (0 = any free port)")
+    parser.add_argument("--http-port", type=int, default=15014, help="HTTP API and /metrics port")
+    parser.add_argument("-v", "--verbose", action="store_true")
+
+
+async def _serve(cp: ControlPlane) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await cp.start()
+    except (SailmeshError, OSError) as e:
+        await cp.stop()
+        return fail(f"control plane failed to start: {e}")
+    await stop.wait()
+    await cp.stop()
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    opts = ControlPlaneOptions(config_dirs=args.config_dir, workload_file=args.workload_file, host=args.host,
+                               xds_port=args.xds_port, http_port=args.http_port)
+    return asyncio.run(_serve(ControlPlane(opts, settings_mod.load())))

@@ -1,0 +1,274 @@
+"""The control-plane process: stores + registry -> debounce -> snapshot -> generators -> ADS push."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import watchfiles
+from aiohttp import web
+from google.protobuf import json_format
+
+from sailmesh.api.parse import resource_from_dict
+from sailmesh.api.resource import Resource, Source
+from sailmesh.controlplane.debounce import Debouncer
+from sailmesh.controlplane.http_api import make_app
+from sailmesh.controlplane.source import MeshSource
+from sailmesh.errors import ParseError, RegistryError, SailmeshError, ValidationError
+from sailmesh.generate.cache import ChangeSet
+from sailmesh.platform import workload_file
+from sailmesh.registry.workloads import LocalRegistry
+from sailmesh.server.ads import AdsServer
+from sailmesh.server.source import PushRequest, short_name
+from sailmesh.settings import Settings
+from sailmesh.snapshot.build import ChangeKind, Changes, build, changed_endpoints, classify
+from sailmesh.snapshot.model import MeshSnapshot, ProxyView
+from sailmesh.store.base import Validator, no_validation
+from sailmesh.store.files import FileStore
+from sailmesh.store.layered import LayeredStore
+from sailmesh.store.memory import MemoryStore
+
+log = logging.getLogger("sailmesh.controlplane")
+
+
+def default_validator() -> Validator:
+    """api.validate.validate (Istio's rules) when present."""
+    try:
+        from sailmesh.api.validate import validate
+    except ImportError:  # pragma: no cover - only before the validation layer exists
+        return no_validation
+    return validate
+
+
+@dataclass
+class ControlPlaneOptions:
+    """Where the control plane reads config and listens."""
+
+    config_dirs: Sequence[str] = ()
+    workload_file: str = ""
+    host: str = "127.0.0.1"
+    xds_port: int = 15010
+    http_port: int = 15014
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ControlPlane:
+    """One control plane. start() loads everything and serves; stop() ends streams (proxies keep config)."""
+
+    def __init__(self, opts: ControlPlaneOptions, settings: Settings, validator: Validator | None = None) -> None:
+        self.opts = opts
+        self.settings = settings
+        self.validator = validator or default_validator()
+        self.files = [FileStore(d, self.validator) for d in opts.config_dirs]
+        self.memory = MemoryStore(self.validator)
+        self.store = LayeredStore([*self.files, self.memory])
+        self.registry = LocalRegistry()
+        self.snapshot: MeshSnapshot | None = None
+        self.source: MeshSource | None = None
+        self.server: AdsServer | None = None
+        self.debouncer: Debouncer[Changes] = Debouncer(self._push, Changes.merge, settings.debounce)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._runner: web.AppRunner | None = None
+        self._ready = False
+        self.started_at = time.time()
+        self.pushes = 0
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    async def start(self) -> None:
+        for fs in self.files:
+            await fs.start()
+        self._load_workloads()
+        self.snapshot = build(None, self.store, self.registry, Changes.everything(), self.settings.mesh)
+        self.source = MeshSource(self.snapshot)
+        self.server = AdsServer(self.source)
+        self.opts.xds_port = await self.server.serve(self.opts.host, self.opts.xds_port)
+        for sub in [*(fs.watch() for fs in self.files), self.memory.watch(), self.registry.watch()]:
+            self._tasks.append(asyncio.create_task(self._pump(sub)))
+        if self.opts.workload_file:
+            self._tasks.append(asyncio.create_task(self._watch_workload_file()))
+        self.debouncer.start()
+        self._runner = web.AppRunner(make_app(self), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.opts.host, self.opts.http_port)
+        await site.start()
+        self._ready = True
+        log.info("control plane ready: xDS %s:%d, HTTP %s:%d, %d resources, %d services, %d workloads",
+                 self.opts.host, self.opts.xds_port, self.opts.host, self.opts.http_port,
+                 sum(len(v) for v in self.snapshot.config.values()), len(self.snapshot.services),
+                 len(self.snapshot.workloads))
+        for rej in self.store.rejected():
+            log.warning("rejected: %s", rej)
+
+    async def stop(self) -> None:
+        self._ready = False
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        await self.debouncer.close()
+        if self.server is not None:
+            await self.server.stop(0)
+        for fs in self.files:
+            await fs.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # -- change flow ------------------------------------------------------------------------------
+    async def _pump(self, events: AsyncIterator[Any]) -> None:
+        async for event in events:
+            self.debouncer.submit(Changes.of(event))
+
+    async def _push(self, changes: Changes) -> None:
+        assert self.snapshot is not None and self.source is not None and self.server is not None
+        prev = self.snapshot
+        cur = build(prev, self.store, self.registry, changes, self.settings.mesh)
+        kind = classify(changes, prev, cur)
+        self.snapshot = cur
+        if kind is ChangeKind.NONE:
+            return
+        if kind is ChangeKind.ENDPOINTS:
+            gen_changes = ChangeSet.endpoints_only({host for host, _ in changed_endpoints(prev, cur)})
+        else:
+            gen_changes = ChangeSet()
+        types = self.source.update(cur, gen_changes)
+        if types:
+            self.pushes += 1
+            reason = ",".join(sorted({k.kind for k in changes.keys})) or "full"
+            self.server.push(PushRequest(version=str(cur.version), type_urls=types, reason=reason))
+            log.info("push v%d (%s): %s", cur.version, reason, ",".join(sorted(short_name(t) for t in types)))
+        for rej in self.store.rejected():
+            log.warning("rejected: %s", rej)
+
+    # -- local workloads --------------------------------------------------------------------------
+    def _load_workloads(self) -> None:
+        if not self.opts.workload_file:
+            return
+        try:
+            wanted = {(w.namespace, w.name): w for w in workload_file.read(self.opts.workload_file)}
+        except RegistryError as e:
+            log.error("%s", e)
+            return
+        for w in self.registry.workloads():
+            if (w.namespace, w.name) not in wanted:
+                self.registry.unregister(w.name, w.namespace)
+        for w in wanted.values():
+            self.registry.register(w)
+
+    async def _watch_workload_file(self) -> None:
+        path = os.path.abspath(self.opts.workload_file)
+        folder = os.path.dirname(path)
+        async for _ in watchfiles.awatch(folder, watch_filter=lambda _c, p: os.path.abspath(p) == path,
+                                         debounce=50, step=20):
+            self._load_workloads()
+
+    # -- HTTP API backend ---------------------------------------------------------------------------
+    def is_ready(self) -> bool:
+        return self._ready
+
+    def _resources(self, docs: list[dict[str, Any]]) -> tuple[list[Resource], list[str]]:
+        out, errors = [], []
+        for d in docs:
+            src = Source(str(d.get("file", "")), int(d.get("line", 0) or 0))
+            try:
+                out.append(resource_from_dict(d.get("doc"), src))
+            except ParseError as e:
+                errors.append(str(e))
+        return out, errors
+
+    async def apply_documents(self, docs: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+        resources, errors = self._resources(docs)
+        if errors:
+            return [], errors
+        try:
+            result = self.memory.apply(resources)
+        except ValidationError as e:
+            return [], [str(i) for i in e.issues]
+        except SailmeshError as e:
+            return [], [str(e)]
+        out = [f"{k} created" for k in result.created] + [f"{k} configured" for k in result.updated]
+        out += [f"{k} unchanged" for k in result.unchanged]
+        return out, []
+
+    async def delete_documents(self, docs: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+        resources, errors = self._resources(docs)
+        if errors:
+            return [], errors
+        keys = [r.key for r in resources]
+        gone = set(self.memory.delete(keys))
+        out = []
+        for k in keys:
+            if k in gone:
+                out.append(f"{k} deleted")
+            elif any(fs.get(k.kind, k.namespace, k.name) for fs in self.files):
+                out.append(f"{k} is defined in a watched directory; remove it there")
+            else:
+                out.append(f"{k} not found")
+        return out, []
+
+    def list_resources(self, kind: str, namespace: str, name: str) -> list[dict[str, Any]]:
+        items = []
+        for r in self.store.list(kind or None):
+            if (namespace and r.namespace != namespace) or (name and r.name != name):
+                continue
+            doc = dict(r.raw) or {"apiVersion": r.api_version, "kind": r.kind, "spec": dict(r.spec)}
+            meta = dict(doc.get("metadata") or {})
+            meta.setdefault("name", r.name)
+            if r.namespace:
+                meta.setdefault("namespace", r.namespace)
+            doc["metadata"] = meta
+            items.append(doc)
+        return items
+
+    def rejected(self) -> list[str]:
+        return [str(r) for r in self.store.rejected()]
+
+    def sync_status(self) -> list[dict[str, Any]]:
+        if self.server is None:
+            return []
+        out = []
+        for c in self.server.connections():
+            parts = c.node_id.split("~")
+            out.append({
+                "proxy": c.node_id,
+                "name": parts[2] if len(parts) == 4 else c.node_id,
+                "type": parts[0] if len(parts) == 4 else "",
+                "controlplane": f"sailmesh@{self.opts.host}:{self.opts.xds_port}",
+                "version": self.snapshot.version if self.snapshot else 0,
+                "delta": c.delta,
+                "connectedAt": c.connected_at,
+                "types": {t.short.upper(): {"sent": t.sent_version, "acked": t.acked_version, "nack": t.nack_detail,
+                                            "resources": t.resource_count} for t in c.types.values()},
+            })
+        return sorted(out, key=lambda p: p["proxy"])
+
+    def metrics_text(self) -> str:
+        text = self.server.metrics.registry.render() if self.server else ""
+        version = self.snapshot.version if self.snapshot else 0
+        return text + f"# TYPE sailmesh_snapshot_version gauge\nsailmesh_snapshot_version {version}\n"
+
+    def config_dump(self, proxy_id: str, type_name: str) -> dict[str, Any] | None:
+        if self.source is None or self.snapshot is None:
+            return None
+        view: ProxyView | None = next((v for v in self.source.proxies.values()
+                                       if v.id == proxy_id or proxy_id in v.id.split("~")[2:3]), None)
+        if view is None:
+            return None
+        from sailmesh.server.source import CLUSTER, ENDPOINT, LISTENER, ROUTE
+
+        types = {"clusters": CLUSTER, "listeners": LISTENER, "routes": ROUTE, "endpoints": ENDPOINT}
+        wanted = [types[t] for t in type_name.split(",") if t in types] or list(types.values())
+        dump: dict[str, Any] = {"proxy": view.id, "version": self.snapshot.version}
+        for name, url in types.items():
+            if url in wanted:
+                res = self.source.generate(view, url).resources
+                dump[name] = {k: json_format.MessageToDict(v) for k, v in sorted(res.items())}
+        return dump
+
+

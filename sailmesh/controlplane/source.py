@@ -1,0 +1,51 @@
+"""MeshSource: the ADS server's ResourceSource, backed by the current snapshot and the generated cache."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from envoy.config.core.v3 import base_pb2
+from google.protobuf import json_format
+
+from sailmesh.generate.cache import ChangeSet, GeneratedCache
+from sailmesh.server.source import Generated
+from sailmesh.snapshot.model import MeshSnapshot, ProxyView
+from sailmesh.snapshot.scope import proxy_view_from_node
+
+log = logging.getLogger(__name__)
+
+
+class MeshSource:
+    """Serves every connected proxy from one immutable snapshot; update() swaps in the next one."""
+
+    def __init__(self, snapshot: MeshSnapshot) -> None:
+        self.snapshot = snapshot
+        self.cache = GeneratedCache()
+        self.cache.advance(snapshot, ChangeSet())
+        self.proxies: dict[int, ProxyView] = {}
+
+    def update(self, snapshot: MeshSnapshot, changes: ChangeSet) -> frozenset[str]:
+        """Move to snapshot; returns the type URLs whose resources may have changed."""
+        types = self.cache.advance(snapshot, changes)
+        self.snapshot = snapshot
+        return types
+
+    def proxy_connected(self, node: base_pb2.Node) -> object:
+        metadata: dict[str, Any] = json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {}
+        view = proxy_view_from_node(node.id, metadata)  # raises XdsError for a malformed node
+        self.proxies[id(view)] = view
+        log.info("proxy connected: %s", view.id)
+        return view
+
+    def proxy_disconnected(self, handle: object) -> None:
+        if isinstance(handle, ProxyView):
+            self.proxies.pop(id(handle), None)
+            log.info("proxy disconnected: %s", handle.id)
+
+    def generate(self, handle: object, type_url: str) -> Generated:
+        assert isinstance(handle, ProxyView)
+        return Generated(self.cache.get(self.snapshot, handle, type_url))
+
+    def version(self) -> str:
+        return str(self.snapshot.version)
