@@ -17,6 +17,13 @@ SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 # Push order that keeps Envoy from referencing what it has not got yet (Istio's order).
 PUSH_ORDER = (CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET)
 WILDCARD_TYPES = frozenset({CLUSTER, LISTENER})
+# Istio's short names for the types (metric labels, proxy-status columns).
+SHORT_NAMES = {CLUSTER: "cds", ENDPOINT: "eds", LISTENER: "lds", ROUTE: "rds", SECRET: "sds"}
+
+
+def short_name(type_url: str) -> str:
+    """Istio's short name of a type URL (cds, eds, ...), or the message name for other types."""
+    return SHORT_NAMES.get(type_url, type_url.rsplit(".", 1)[-1])
 
 
 @dataclass(frozen=True)
