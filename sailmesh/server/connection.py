@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import secrets
@@ -18,11 +19,14 @@ from google.protobuf.message import Message
 from sailmesh.errors import GenerationError
 from sailmesh.server.metrics import XdsMetrics
 from sailmesh.server.push import PendingPush, ordered
-from sailmesh.server.source import Generated, PushRequest, ResourceSource, short_name
+from sailmesh.server.source import CLUSTER, Generated, PushRequest, ResourceSource, short_name
 
 log = logging.getLogger("sailmesh.server")
 
 Send = Callable[[Message], Awaitable[None]]
+
+# How long a push waits for the proxy to ACK clusters before sending the listeners and routes using them.
+CLUSTER_ACK_TIMEOUT_S = 5.0
 
 
 def digest_resources(resources: Mapping[str, AnyProto]) -> bytes:
@@ -96,6 +100,7 @@ class ConnectionStatus:
     delta: bool
     types: dict[str, TypeStatus]
     pushes: int
+    awaiting_ack: str  # short type name the current push waits for ("cds"), or ""
 
 
 class Connection:
@@ -119,6 +124,8 @@ class Connection:
         self._pending: PendingPush | None = None
         self._wake = asyncio.Event()
         self._closed = False
+        self._awaiting: str | None = None  # a type whose ACK the current push waits for
+        self._await_deadline = 0.0
         self._nonce_prefix = secrets.token_hex(4)
         self._nonce_seq = 0
 
@@ -144,20 +151,41 @@ class Connection:
 
     # -- the serving loop --
     async def run(self, send: Send) -> None:
-        """Serve requests first, then the merged push, until closed."""
+        """Serve requests first, then the merged push type by type, until closed.
+
+        Within a push, after clusters are sent the rest of the push waits for their ACK (or NACK, or
+        CLUSTER_ACK_TIMEOUT_S), so listeners and routes never reach the proxy before the clusters they use.
+        Requests are still served while waiting; pushes arriving meanwhile merge into the next one.
+        """
+        inflight: list[str] = []
+        push: PendingPush | None = None
         while not self._closed:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._requests and not self._closed:
+            if self._requests:
                 await self.handle_request(self._requests.popleft(), send)
-            if self._pending is not None and not self._closed and not self._requests:
-                push, self._pending = self._pending, None
-                self.pushes += 1
-                for type_url in ordered(self.types):
-                    if push.wants(type_url):
-                        await self.respond(self.types[type_url], send, force=False, started=push.started)
-            if self._requests or self._pending is not None:
-                self._wake.set()
+                continue
+            if self._awaiting is not None and time.monotonic() >= self._await_deadline:
+                log.warning("%s did not ACK %s in %.0fs, pushing on", self.node_id, short_name(self._awaiting),
+                            CLUSTER_ACK_TIMEOUT_S)
+                self._awaiting = None
+            if self._awaiting is None:
+                if not inflight and self._pending is not None:
+                    push, self._pending = self._pending, None
+                    self.pushes += 1
+                    inflight = [t for t in ordered(self.types) if push.wants(t)]
+                if inflight and push is not None:
+                    type_url = inflight.pop(0)
+                    sent = await self.respond(self.types[type_url], send, force=False, started=push.started)
+                    if sent and type_url == CLUSTER and inflight:
+                        self._awaiting = CLUSTER
+                        self._await_deadline = time.monotonic() + CLUSTER_ACK_TIMEOUT_S
+                    continue
+            # Nothing to do until a request, a push or the ACK deadline (no await between check and clear).
+            self._wake.clear()
+            if self._awaiting is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), max(0.0, self._await_deadline - time.monotonic()))
+            else:
+                await self._wake.wait()
 
     def next_nonce(self) -> str:
         self._nonce_seq += 1
@@ -179,6 +207,8 @@ class Connection:
             return None
 
     def on_ack(self, st: WatchState, version: str, nonce: str) -> None:
+        if st.type_url == self._awaiting:
+            self._awaiting = None
         st.acked_version = version
         st.acked_nonce = nonce
         st.nack_detail = ""
@@ -187,6 +217,8 @@ class Connection:
             st.push_started = None
 
     def on_nack(self, st: WatchState, detail: str) -> None:
+        if st.type_url == self._awaiting:
+            self._awaiting = None
         st.nack_detail = detail
         st.nacked_version = st.sent_version
         st.nacked_digest = st.sent_digest
@@ -209,7 +241,8 @@ class Connection:
     async def handle_request(self, request: Message, send: Send) -> None:
         raise NotImplementedError
 
-    async def respond(self, st: WatchState, send: Send, *, force: bool, started: float | None) -> None:
+    async def respond(self, st: WatchState, send: Send, *, force: bool, started: float | None) -> bool:
+        """Send this type if needed; True if a response was sent."""
         raise NotImplementedError
 
     def status(self) -> ConnectionStatus:
@@ -231,4 +264,4 @@ class Connection:
             for t, st in self.types.items()
         }
         return ConnectionStatus(self.conn_id, self.node_id, self.node.cluster, self.connected_at, self.delta, types,
-                                self.pushes)
+                                self.pushes, short_name(self._awaiting) if self._awaiting else "")

@@ -55,10 +55,10 @@ class DeltaConnection(Connection):
 
     async def respond(
         self, st: WatchState, send: Send, *, force: bool, started: float | None, asked: set[str] | None = None
-    ) -> None:
+    ) -> bool:
         generated = self.generate(st.type_url)
         if generated is None:
-            return
+            return False
         available = generated.resources
         if st.wildcard:
             wanted = available
@@ -74,7 +74,7 @@ class DeltaConnection(Connection):
         # Names just asked for that do not exist: say so, so the proxy stops waiting for them.
         removed += sorted(n for n in (asked or ()) if n != "*" and n not in wanted and n not in st.client_versions)
         if not changed and not removed and not force:
-            return
+            return False
         version = self.next_version(st)
         nonce = self.next_nonce()
         response = discovery_pb2.DeltaDiscoveryResponse(
@@ -91,3 +91,4 @@ class DeltaConnection(Connection):
         except Exception:
             self.metrics.send_errors.inc(type=short_name(st.type_url))
             raise
+        return True

@@ -46,10 +46,10 @@ class SotwConnection(Connection):
             st.wildcard, st.names = wildcard, new_names
             await self.respond(st, send, force=True, started=None)
 
-    async def respond(self, st: WatchState, send: Send, *, force: bool, started: float | None) -> None:
+    async def respond(self, st: WatchState, send: Send, *, force: bool, started: float | None) -> bool:
         generated = self.generate(st.type_url)
         if generated is None:
-            return
+            return False
         resources = generated.resources
         if st.wildcard:
             if resources is st.last_generated and st.sent_digest:
@@ -61,9 +61,9 @@ class SotwConnection(Connection):
             resources = {n: resources[n] for n in st.names if n in resources}
             digest = digest_resources(resources)
         if digest == st.nacked_digest:
-            return  # the proxy rejected exactly this: do not send it again
+            return False  # the proxy rejected exactly this: do not send it again
         if not force and digest == st.sent_digest:
-            return  # byte-identical to what the proxy has
+            return False  # byte-identical to what the proxy has
         version = self.next_version(st)
         nonce = self.next_nonce()
         response = discovery_pb2.DiscoveryResponse(version_info=version, type_url=st.type_url, nonce=nonce)
@@ -75,3 +75,4 @@ class SotwConnection(Connection):
         except Exception:
             self.metrics.send_errors.inc(type=short_name(st.type_url))
             raise
+        return True

@@ -201,7 +201,10 @@ class AdsClient:
             request.node.CopyFrom(self.node)
             self._sent_node = True
         async with self._write_lock:
-            await self._call.write(request)
+            try:
+                await self._call.write(request)
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                pass  # the stream ended; the read loop records the status the server gave
 
     async def subscribe(self, type_url: str, names: Iterable[str]) -> None:
         """Set the names subscribed for a type (empty for CDS/LDS = wildcard) and send the request."""

@@ -207,3 +207,31 @@ async def test_server_restart_keeps_traffic_and_envoy_resyncs(tmp_path, server, 
             assert await envoy.stat("control_plane.connected_state") == 1
         finally:
             await again.stop(0)
+
+
+@pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
+async def test_new_cluster_and_route_in_one_push_never_fail_requests(tmp_path, server, source, backend_port, delta):
+    """Clusters (and their endpoints) reach Envoy before the route that uses them: no 503 while switching."""
+    port = source.listener_port
+    async with running_envoy(ads_bootstrap("order-test", server.port, delta=delta), tmp_path) as envoy:
+        await envoy.wait_ready()
+        await body_becomes(port, "/p", "backend /p")
+        await server_synced(server, "order-test")
+        c2 = backend_cluster()
+        c2.name, c2.eds_cluster_config.service_name = "backend2", "backend2-eds"
+        e2 = backend_endpoints(backend_port)
+        e2.cluster_name = "backend2-eds"
+        rc = routes()
+        rc.virtual_hosts[0].routes[0].route.cluster = "backend2"
+        rc.virtual_hosts[0].routes[0].route.prefix_rewrite = "/via2/"
+        source.set(CLUSTER, {"backend": backend_cluster(), "backend2": c2})
+        source.set(ENDPOINT, {"backend-eds": backend_endpoints(backend_port), "backend2-eds": e2})
+        source.set(ROUTE, {ROUTE_NAME: rc})
+        server.push(PushRequest(version=source.version()))
+        seen: list[tuple[int, str]] = []
+
+        async def switched() -> bool:
+            seen.append(await get(port, "/p"))
+            return seen[-1] == (200, "backend /via2/p")
+        await await_for(switched, timeout=10, interval=0.001, what="traffic on the new cluster")
+        assert all(s in ((200, "backend /p"), (200, "backend /via2/p")) for s in seen), seen

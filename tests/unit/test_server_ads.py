@@ -249,16 +249,21 @@ async def test_push_to_listed_proxies_only(server, source):
 
 @pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
 async def test_refused_node_gets_a_grpc_error(server, source, delta):
-    client = AdsClient(target(server), "banned-1", delta=delta)
-    await client.start()
-    try:
-        await await_for(lambda: asyncio.sleep(0, client.done), timeout=5)
-        assert client.error is not None
-        assert client.error.code() == grpc.StatusCode.PERMISSION_DENIED
-        assert "banned node" in client.error.details()
+    async with grpc.aio.insecure_channel(target(server)) as channel:
+        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+        if delta:
+            call = stub.DeltaAggregatedResources()
+            req = discovery_pb2.DeltaDiscoveryRequest(type_url=CLUSTER)
+        else:
+            call = stub.StreamAggregatedResources()
+            req = discovery_pb2.DiscoveryRequest(type_url=CLUSTER)
+        req.node.id = "banned-1"
+        await call.write(req)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call.read()
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "banned node" in err.value.details()
         assert server.connection_count() == 0 and "banned-1" not in source.connected
-    finally:
-        await client.close()
 
 
 async def test_disconnect_forgets_the_proxy(server, source):
@@ -342,3 +347,53 @@ async def test_a_proxy_that_does_not_read_does_not_block_others(server, source):
                 server.push(PushRequest(version=source.version(), type_urls=frozenset({CLUSTER})))
                 await await_for(lambda i=i: asyncio.sleep(0, f"n{i}" in client.resources(CLUSTER)), timeout=10)
         stuck.cancel()
+
+
+async def _raw_sotw(server: AdsServer, channel: grpc.aio.Channel, node_id: str):
+    """A hand-driven SotW stream subscribed to CDS and LDS; returns the call and both first responses."""
+    call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources()
+    first = discovery_pb2.DiscoveryRequest(type_url=CLUSTER)
+    first.node.id = node_id
+    await call.write(first)
+    cds = await call.read()
+    await call.write(discovery_pb2.DiscoveryRequest(type_url=CLUSTER, version_info=cds.version_info,
+                                                    response_nonce=cds.nonce))
+    await call.write(discovery_pb2.DiscoveryRequest(type_url=LISTENER))
+    lds = await call.read()
+    await call.write(discovery_pb2.DiscoveryRequest(type_url=LISTENER, version_info=lds.version_info,
+                                                    response_nonce=lds.nonce))
+    return call, cds, lds
+
+
+async def test_push_waits_for_the_cluster_ack_before_listeners(server, source):
+    async with grpc.aio.insecure_channel(target(server)) as channel:
+        call, _, lds = await _raw_sotw(server, channel, "p1")
+        await synced_on_server(server, "p1", (CLUSTER, LISTENER))
+        source.set(CLUSTER, {"c1": eds_cluster("c1"), "c2": eds_cluster("c2")})
+        source.set(LISTENER, {"l1": rds_listener("l1", "r1"), "l2": rds_listener("l2", "r2", 10001)})
+        server.push(PushRequest(version=source.version()))
+        cds = await call.read()
+        assert cds.type_url == CLUSTER and len(cds.resources) == 2
+        st = status(server, "p1")
+        assert st.awaiting_ack == "cds"  # the loop holds the listeners back ...
+        assert st.types[LISTENER].sent_nonce == lds.nonce
+        await call.write(discovery_pb2.DiscoveryRequest(type_url=CLUSTER, version_info=cds.version_info,
+                                                        response_nonce=cds.nonce))
+        lds2 = await asyncio.wait_for(call.read(), 5)  # ... until the clusters are ACKed
+        assert lds2.type_url == LISTENER and len(lds2.resources) == 2
+        assert status(server, "p1").awaiting_ack == ""
+        call.cancel()
+
+
+async def test_push_goes_on_when_clusters_are_never_acked(server, source, monkeypatch):
+    monkeypatch.setattr("sailmesh.server.connection.CLUSTER_ACK_TIMEOUT_S", 0.2)
+    async with grpc.aio.insecure_channel(target(server)) as channel:
+        call, _, _ = await _raw_sotw(server, channel, "p1")
+        await synced_on_server(server, "p1", (CLUSTER, LISTENER))
+        source.set(CLUSTER, {"c2": eds_cluster("c2")})
+        source.set(LISTENER, {"l2": rds_listener("l2", "r2")})
+        server.push(PushRequest(version=source.version()))
+        assert (await call.read()).type_url == CLUSTER
+        lds2 = await asyncio.wait_for(call.read(), 5)
+        assert lds2.type_url == LISTENER
+        call.cancel()
