@@ -16,6 +16,7 @@ from google.protobuf.message import Message
 from sailmesh.errors import XdsError
 from sailmesh.server.connection import Connection, ConnectionStatus
 from sailmesh.server.delta import DeltaConnection
+from sailmesh.server.hashing import HashCache
 from sailmesh.server.metrics import XdsMetrics
 from sailmesh.server.sotw import SotwConnection
 from sailmesh.server.source import PushRequest, ResourceSource
@@ -38,6 +39,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         self.source = source
         self.metrics = metrics or XdsMetrics()
         self._connections: dict[str, Connection] = {}
+        self.hashes = HashCache()
         self._ids = itertools.count(1)
         self._server: grpc.aio.Server | None = None
         self.port = 0
@@ -113,7 +115,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"proxy {node.id} refused: {e}")
         conn_id = f"{node.id}-{next(self._ids)}"
         cls = DeltaConnection if delta else SotwConnection
-        conn = cls(conn_id, node, handle, self.source, self.metrics)
+        conn = cls(conn_id, node, handle, self.source, self.metrics, self.hashes)
         self._connections[conn_id] = conn
         self.metrics.connected.inc()
         log.info("proxy %s connected (%s, %s)", node.id, conn_id, "delta" if delta else "sotw")

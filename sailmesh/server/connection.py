@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from envoy.config.core.v3 import base_pb2
-from google.protobuf.any_pb2 import Any as AnyProto
 from google.protobuf.message import Message
 
 from sailmesh.errors import GenerationError
+from sailmesh.server.hashing import HashCache
 from sailmesh.server.metrics import XdsMetrics
 from sailmesh.server.push import PendingPush, ordered
 from sailmesh.server.source import CLUSTER, Generated, PushRequest, ResourceSource, short_name
@@ -27,25 +26,6 @@ Send = Callable[[Message], Awaitable[None]]
 
 # How long a push waits for the proxy to ACK clusters before sending the listeners and routes using them.
 CLUSTER_ACK_TIMEOUT_S = 5.0
-
-
-def digest_resources(resources: Mapping[str, AnyProto]) -> bytes:
-    """A stable hash of a set of packed resources (their names, type URLs and serialized bytes)."""
-    h = hashlib.blake2b(digest_size=16)
-    for name in sorted(resources):
-        anyp = resources[name]
-        h.update(name.encode())
-        h.update(b"\0")
-        h.update(anyp.type_url.encode())
-        h.update(b"\0")
-        h.update(len(anyp.value).to_bytes(8, "little"))
-        h.update(anyp.value)
-    return h.digest()
-
-
-def resource_version(anyp: AnyProto) -> str:
-    """The per-resource version used by delta xDS: a hash of the resource's bytes."""
-    return hashlib.blake2b(anyp.value, digest_size=8).hexdigest()
 
 
 @dataclass
@@ -67,7 +47,6 @@ class WatchState:
     nacked_version: str = ""
     nacked_digest: bytes = b""
     push_started: float | None = None  # earliest unACKed push request time (convergence)
-    last_generated: Mapping[str, AnyProto] | None = None  # identity shortcut for the digest
     client_versions: dict[str, str] = field(default_factory=dict)  # delta: what the client holds
 
 
@@ -109,7 +88,13 @@ class Connection:
     delta = False
 
     def __init__(
-        self, conn_id: str, node: base_pb2.Node, handle: object, source: ResourceSource, metrics: XdsMetrics
+        self,
+        conn_id: str,
+        node: base_pb2.Node,
+        handle: object,
+        source: ResourceSource,
+        metrics: XdsMetrics,
+        hashes: HashCache | None = None,
     ) -> None:
         self.conn_id = conn_id
         self.node = node
@@ -117,6 +102,7 @@ class Connection:
         self.handle = handle
         self.source = source
         self.metrics = metrics
+        self.hashes = hashes or HashCache()
         self.connected_at = time.time()
         self.types: dict[str, WatchState] = {}
         self.pushes = 0

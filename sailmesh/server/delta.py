@@ -5,7 +5,7 @@ from __future__ import annotations
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import Message
 
-from sailmesh.server.connection import Connection, Send, WatchState, resource_version
+from sailmesh.server.connection import Connection, Send, WatchState
 from sailmesh.server.source import WILDCARD_TYPES, short_name
 
 
@@ -67,7 +67,7 @@ class DeltaConnection(Connection):
         changed: list[discovery_pb2.Resource] = []
         for name in sorted(wanted):
             anyp = wanted[name]
-            version = resource_version(anyp)
+            version = self.hashes.version(anyp)
             if st.client_versions.get(name) != version:
                 changed.append(discovery_pb2.Resource(name=name, version=version, resource=anyp))
         removed = [n for n in st.client_versions if n not in wanted]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import Message
 
-from sailmesh.server.connection import Connection, Send, WatchState, digest_resources
+from sailmesh.server.connection import Connection, Send, WatchState
 from sailmesh.server.source import WILDCARD_TYPES, short_name
 
 
@@ -50,16 +50,8 @@ class SotwConnection(Connection):
         generated = self.generate(st.type_url)
         if generated is None:
             return False
-        resources = generated.resources
-        if st.wildcard:
-            if resources is st.last_generated and st.sent_digest:
-                digest = st.sent_digest  # the source handed back the very same mapping: nothing to hash
-            else:
-                digest = digest_resources(resources)
-            st.last_generated = resources
-        else:
-            resources = {n: resources[n] for n in st.names if n in resources}
-            digest = digest_resources(resources)
+        names = None if st.wildcard else frozenset(st.names)
+        resources, digest = self.hashes.subset(generated.resources, names)
         if digest == st.nacked_digest:
             return False  # the proxy rejected exactly this: do not send it again
         if not force and digest == st.sent_digest:

@@ -28,7 +28,12 @@ def short_name(type_url: str) -> str:
 
 @dataclass(frozen=True)
 class Generated:
-    """The resources of one type for one proxy. Each resource is a packed Any, keyed by its name."""
+    """The resources of one type for one proxy. Each resource is a packed Any, keyed by its name.
+
+    Treat a returned mapping and its Anys as immutable: the server caches hashes by object identity, so a
+    change must come as a new mapping (and new Anys). Returning the very same objects to proxies that share a
+    scope is what makes pushes cheap.
+    """
 
     resources: Mapping[str, AnyProto]
 
