@@ -397,3 +397,24 @@ async def test_push_goes_on_when_clusters_are_never_acked(server, source, monkey
         lds2 = await asyncio.wait_for(call.read(), 5)
         assert lds2.type_url == LISTENER
         call.cancel()
+
+
+async def test_generation_error_keeps_the_last_config(server, source, monkeypatch):
+    from sailmesh.errors import GenerationError
+
+    async with AdsClient(target(server), "p1") as client:
+        await synced_on_server(server, "p1")
+        before = len(client.responses(CLUSTER))
+        real = source.generate
+
+        def failing(handle, type_url):
+            if type_url == CLUSTER:
+                raise GenerationError("cluster c1: broken config")
+            return real(handle, type_url)
+        monkeypatch.setattr(source, "generate", failing)
+        source.set(CLUSTER, {"c2": eds_cluster("c2")})
+        source.set(ROUTE, {"r1": route("r1", "new")})
+        server.push(PushRequest(version=source.version()))
+        await await_for(lambda: asyncio.sleep(0, b"new" in client.resources(ROUTE)["r1"].value), timeout=5)
+        assert len(client.responses(CLUSTER)) == before and set(client.resources(CLUSTER)) == {"c1"}
+        assert status(server, "p1").types[CLUSTER].synced
