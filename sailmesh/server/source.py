@@ -17,11 +17,23 @@ SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 # Push order that keeps Envoy from referencing what it has not got yet (Istio's order).
 PUSH_ORDER = (CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET)
 WILDCARD_TYPES = frozenset({CLUSTER, LISTENER})
+# Istio's short names for the types (metric labels, proxy-status columns).
+SHORT_NAMES = {CLUSTER: "cds", ENDPOINT: "eds", LISTENER: "lds", ROUTE: "rds", SECRET: "sds"}
+
+
+def short_name(type_url: str) -> str:
+    """Istio's short name of a type URL (cds, eds, ...), or the message name for other types."""
+    return SHORT_NAMES.get(type_url, type_url.rsplit(".", 1)[-1])
 
 
 @dataclass(frozen=True)
 class Generated:
-    """The resources of one type for one proxy. Each resource is a packed Any, keyed by its name."""
+    """The resources of one type for one proxy. Each resource is a packed Any, keyed by its name.
+
+    Treat a returned mapping and its Anys as immutable: the server caches hashes by object identity, so a
+    change must come as a new mapping (and new Anys). Returning the very same objects to proxies that share a
+    scope is what makes pushes cheap.
+    """
 
     resources: Mapping[str, AnyProto]
 

@@ -1,0 +1,144 @@
+"""The ADS gRPC server: StreamAggregatedResources (SotW) and DeltaAggregatedResources on grpc.aio."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from google.protobuf.message import Message
+
+from sailmesh.errors import XdsError
+from sailmesh.server.connection import Connection, ConnectionStatus
+from sailmesh.server.delta import DeltaConnection
+from sailmesh.server.hashing import HashCache
+from sailmesh.server.metrics import XdsMetrics
+from sailmesh.server.sotw import SotwConnection
+from sailmesh.server.source import PushRequest, ResourceSource
+
+log = logging.getLogger("sailmesh.server")
+
+# Generous message limits: a proxy in a large mesh gets many megabytes of clusters.
+_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+
+
+class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
+    """Serves one ResourceSource to every connected proxy; push() fans a change out to their queues."""
+
+    def __init__(self, source: ResourceSource, metrics: XdsMetrics | None = None) -> None:
+        self.source = source
+        self.metrics = metrics or XdsMetrics()
+        self._connections: dict[str, Connection] = {}
+        self.hashes = HashCache()
+        self._ids = itertools.count(1)
+        self._server: grpc.aio.Server | None = None
+        self.port = 0
+        self.host = ""
+
+    # -- lifecycle --
+    async def serve(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Start listening (loopback by default); returns the bound port."""
+        if self._server is not None:
+            raise XdsError("the ADS server is already serving")
+        server = grpc.aio.server(options=_OPTIONS)
+        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self, server)
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        bound = server.add_insecure_port(address)
+        if not bound:
+            raise XdsError(f"cannot listen on {address}")
+        await server.start()
+        self._server, self.host, self.port = server, host, bound
+        log.info("ADS listening on %s:%d", host, bound)
+        return bound
+
+    async def stop(self, grace: float | None = 0.0) -> None:
+        """Stop listening and end every stream (proxies keep their config and reconnect elsewhere/later)."""
+        server, self._server = self._server, None
+        for conn in list(self._connections.values()):
+            conn.close()
+        if server is not None:
+            await server.stop(grace)
+
+    # -- pushes and introspection --
+    def push(self, request: PushRequest) -> int:
+        """Queue a push to every connection (or those whose node id is listed); returns how many were queued."""
+        now = time.monotonic()
+        queued = 0
+        for conn in self._connections.values():
+            if request.proxies is None or conn.node_id in request.proxies:
+                conn.enqueue_push(request, now)
+                queued += 1
+        return queued
+
+    def connections(self) -> list[ConnectionStatus]:
+        """A snapshot of every connection's state, for proxy-status and the dashboard."""
+        return [conn.status() for conn in self._connections.values()]
+
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    # -- the two RPCs --
+    async def StreamAggregatedResources(
+        self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest], context: grpc.aio.ServicerContext
+    ) -> None:
+        await self._serve_stream(request_iterator, context, delta=False)
+
+    async def DeltaAggregatedResources(
+        self, request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest], context: grpc.aio.ServicerContext
+    ) -> None:
+        await self._serve_stream(request_iterator, context, delta=True)
+
+    async def _serve_stream(
+        self, request_iterator: AsyncIterator[Message], context: grpc.aio.ServicerContext, *, delta: bool
+    ) -> None:
+        try:
+            first = await anext(aiter(request_iterator))
+        except StopAsyncIteration:
+            return
+        node = first.node  # type: ignore[attr-defined]
+        if not node.id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first request must carry node.id")
+        try:
+            handle = self.source.proxy_connected(node)
+        except XdsError as e:
+            log.warning("refused proxy %s: %s", node.id, e)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"proxy {node.id} refused: {e}")
+        conn_id = f"{node.id}-{next(self._ids)}"
+        cls = DeltaConnection if delta else SotwConnection
+        conn = cls(conn_id, node, handle, self.source, self.metrics, self.hashes)
+        self._connections[conn_id] = conn
+        self.metrics.connected.inc()
+        log.info("proxy %s connected (%s, %s)", node.id, conn_id, "delta" if delta else "sotw")
+        conn.enqueue_request(first)
+        reader = asyncio.create_task(self._read(request_iterator, conn))
+        try:
+            await conn.run(context.write)
+        finally:
+            conn.close()
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            self._connections.pop(conn_id, None)
+            self.metrics.connected.dec()
+            self.source.proxy_disconnected(handle)
+            log.info("proxy %s disconnected (%s)", node.id, conn_id)
+
+    @staticmethod
+    async def _read(request_iterator: AsyncIterator[Message], conn: Connection) -> None:
+        try:
+            async for request in request_iterator:
+                conn.enqueue_request(request)
+        except (grpc.RpcError, asyncio.InvalidStateError) as e:
+            log.debug("stream %s ended: %s", conn.conn_id, e)
+        finally:
+            conn.close()

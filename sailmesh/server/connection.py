@@ -1,0 +1,253 @@
+"""One proxy's ADS stream: per-type watch state, its own push queue, and the loop that serves both."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from envoy.config.core.v3 import base_pb2
+from google.protobuf.message import Message
+
+from sailmesh.errors import GenerationError
+from sailmesh.server.hashing import HashCache
+from sailmesh.server.metrics import XdsMetrics
+from sailmesh.server.push import PendingPush, ordered
+from sailmesh.server.source import CLUSTER, Generated, PushRequest, ResourceSource, short_name
+
+log = logging.getLogger("sailmesh.server")
+
+Send = Callable[[Message], Awaitable[None]]
+
+# How long a push waits for the proxy to ACK clusters before sending the listeners and routes using them.
+CLUSTER_ACK_TIMEOUT_S = 5.0
+
+
+@dataclass
+class WatchState:
+    """What one connection subscribed to for one type, and what was sent, ACKed and NACKed."""
+
+    type_url: str
+    wildcard: bool = False
+    names: set[str] = field(default_factory=set)
+    sent_version: str = ""
+    sent_nonce: str = ""
+    sent_digest: bytes = b""
+    sent_at: float = 0.0
+    sent_count: int = 0  # responses sent
+    resource_count: int = 0
+    acked_version: str = ""
+    acked_nonce: str = ""
+    nack_detail: str = ""
+    nacked_version: str = ""
+    nacked_digest: bytes = b""
+    push_started: float | None = None  # earliest unACKed push request time (convergence)
+    client_versions: dict[str, str] = field(default_factory=dict)  # delta: what the client holds
+
+
+@dataclass(frozen=True)
+class TypeStatus:
+    """One type of one connection, for proxy-status."""
+
+    type_url: str
+    short: str
+    wildcard: bool
+    names: tuple[str, ...]
+    sent_version: str
+    sent_nonce: str
+    acked_version: str
+    nack_detail: str
+    nacked_version: str
+    resource_count: int
+    responses: int
+    synced: bool  # the last response sent was ACKed
+
+
+@dataclass(frozen=True)
+class ConnectionStatus:
+    """One connected proxy, for proxy-status."""
+
+    conn_id: str
+    node_id: str
+    cluster: str
+    connected_at: float  # wall clock (time.time())
+    delta: bool
+    types: dict[str, TypeStatus]
+    pushes: int
+    awaiting_ack: str  # short type name the current push waits for ("cds"), or ""
+
+
+class Connection:
+    """Base of the SotW and delta connections: request queue + merged push queue served by one coroutine."""
+
+    delta = False
+
+    def __init__(
+        self,
+        conn_id: str,
+        node: base_pb2.Node,
+        handle: object,
+        source: ResourceSource,
+        metrics: XdsMetrics,
+        hashes: HashCache | None = None,
+    ) -> None:
+        self.conn_id = conn_id
+        self.node = node
+        self.node_id = node.id
+        self.handle = handle
+        self.source = source
+        self.metrics = metrics
+        self.hashes = hashes or HashCache()
+        self.connected_at = time.time()
+        self.types: dict[str, WatchState] = {}
+        self.pushes = 0
+        self._requests: deque[Message] = deque()
+        self._pending: PendingPush | None = None
+        self._wake = asyncio.Event()
+        self._closed = False
+        self._awaiting: str | None = None  # a type whose ACK the current push waits for
+        self._await_deadline = 0.0
+        self._nonce_prefix = secrets.token_hex(4)
+        self._nonce_seq = 0
+
+    # -- queueing (called from the reader task and from AdsServer.push; never blocks) --
+    def enqueue_request(self, request: Message) -> None:
+        self._requests.append(request)
+        self._wake.set()
+
+    def enqueue_push(self, request: PushRequest, now: float) -> None:
+        if self._pending is None:
+            self._pending = PendingPush.of(request, now)
+        else:
+            self._pending.merge(request)
+        self._wake.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+
+    @property
+    def pending_push(self) -> PendingPush | None:
+        return self._pending
+
+    # -- the serving loop --
+    async def run(self, send: Send) -> None:
+        """Serve requests first, then the merged push type by type, until closed.
+
+        Within a push, after clusters are sent the rest of the push waits for their ACK (or NACK, or
+        CLUSTER_ACK_TIMEOUT_S), so listeners and routes never reach the proxy before the clusters they use.
+        Requests are still served while waiting; pushes arriving meanwhile merge into the next one.
+        """
+        inflight: list[str] = []
+        push: PendingPush | None = None
+        while not self._closed:
+            if self._requests:
+                await self.handle_request(self._requests.popleft(), send)
+                continue
+            if self._awaiting is not None and time.monotonic() >= self._await_deadline:
+                log.warning("%s did not ACK %s in %.0fs, pushing on", self.node_id, short_name(self._awaiting),
+                            CLUSTER_ACK_TIMEOUT_S)
+                self._awaiting = None
+            if self._awaiting is None:
+                if not inflight and self._pending is not None:
+                    push, self._pending = self._pending, None
+                    self.pushes += 1
+                    inflight = [t for t in ordered(self.types) if push.wants(t)]
+                if inflight and push is not None:
+                    type_url = inflight.pop(0)
+                    sent = await self.respond(self.types[type_url], send, force=False, started=push.started)
+                    if sent and type_url == CLUSTER and inflight:
+                        self._awaiting = CLUSTER
+                        self._await_deadline = time.monotonic() + CLUSTER_ACK_TIMEOUT_S
+                    continue
+            # Nothing to do until a request, a push or the ACK deadline (no await between check and clear).
+            self._wake.clear()
+            if self._awaiting is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), max(0.0, self._await_deadline - time.monotonic()))
+            else:
+                await self._wake.wait()
+
+    def next_nonce(self) -> str:
+        self._nonce_seq += 1
+        return f"{self._nonce_prefix}-{self._nonce_seq}"
+
+    def next_version(self, st: WatchState) -> str:
+        """The version stamped on a response: the source's snapshot version, made unique per type if reused."""
+        version = self.source.version()
+        if version == st.sent_version or version == st.nacked_version:
+            version = f"{version}.{st.sent_count + 1}"
+        return version
+
+    def generate(self, type_url: str) -> Generated | None:
+        try:
+            return self.source.generate(self.handle, type_url)
+        except GenerationError as e:
+            log.warning("generating %s for %s failed, keeping the last config: %s", short_name(type_url),
+                        self.node_id, e)
+            return None
+
+    def on_ack(self, st: WatchState, version: str, nonce: str) -> None:
+        if st.type_url == self._awaiting:
+            self._awaiting = None
+        st.acked_version = version
+        st.acked_nonce = nonce
+        st.nack_detail = ""
+        if st.push_started is not None:
+            self.metrics.convergence.observe(time.monotonic() - st.push_started, type=short_name(st.type_url))
+            st.push_started = None
+
+    def on_nack(self, st: WatchState, detail: str) -> None:
+        if st.type_url == self._awaiting:
+            self._awaiting = None
+        st.nack_detail = detail
+        st.nacked_version = st.sent_version
+        st.nacked_digest = st.sent_digest
+        st.push_started = None
+        self.metrics.rejects.inc(type=short_name(st.type_url))
+        log.warning("%s rejected %s version %s: %s", self.node_id, short_name(st.type_url), st.sent_version,
+                    detail[:500])
+
+    def mark_sent(self, st: WatchState, version: str, nonce: str, count: int, started: float | None) -> None:
+        st.sent_version = version
+        st.sent_nonce = nonce
+        st.sent_at = time.monotonic()
+        st.sent_count += 1
+        st.resource_count = count
+        if started is not None and st.push_started is None:
+            st.push_started = started
+        self.metrics.pushes.inc(type=short_name(st.type_url))
+
+    # -- protocol specific --
+    async def handle_request(self, request: Message, send: Send) -> None:
+        raise NotImplementedError
+
+    async def respond(self, st: WatchState, send: Send, *, force: bool, started: float | None) -> bool:
+        """Send this type if needed; True if a response was sent."""
+        raise NotImplementedError
+
+    def status(self) -> ConnectionStatus:
+        types = {
+            t: TypeStatus(
+                type_url=t,
+                short=short_name(t),
+                wildcard=st.wildcard,
+                names=tuple(sorted(st.names)),
+                sent_version=st.sent_version,
+                sent_nonce=st.sent_nonce,
+                acked_version=st.acked_version,
+                nack_detail=st.nack_detail,
+                nacked_version=st.nacked_version,
+                resource_count=st.resource_count,
+                responses=st.sent_count,
+                synced=bool(st.sent_nonce) and st.acked_nonce == st.sent_nonce,
+            )
+            for t, st in self.types.items()
+        }
+        return ConnectionStatus(self.conn_id, self.node_id, self.node.cluster, self.connected_at, self.delta, types,
+                                self.pushes, short_name(self._awaiting) if self._awaiting else "")

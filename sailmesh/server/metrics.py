@@ -1,0 +1,182 @@
+"""A small in-process metrics registry (counters, gauges, histograms) that renders Prometheus text."""
+
+from __future__ import annotations
+
+import bisect
+import math
+import threading
+from collections.abc import Sequence
+
+LabelValues = tuple[str, ...]
+
+# Istio's pilot_proxy_convergence_time buckets (seconds).
+CONVERGENCE_BUCKETS = (0.1, 0.5, 1.0, 3.0, 5.0, 10.0, 20.0, 30.0)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(names: Sequence[str], values: Sequence[str], extra: str = "") -> str:
+    parts = [f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True)]
+    if extra:
+        parts.append(extra)
+    return "{" + ",".join(parts) + "}" if parts else ""
+
+
+def _num(value: float) -> str:
+    if value == math.inf:
+        return "+Inf"
+    if float(value).is_integer():
+        return str(int(value))
+    return repr(float(value))
+
+
+class _Metric:
+    kind = ""
+
+    def __init__(self, name: str, help_text: str, labelnames: Sequence[str]) -> None:
+        self.name = name
+        self.help = help_text
+        self.labelnames = tuple(labelnames)
+        self._lock = threading.Lock()
+
+    def _key(self, labels: dict[str, str]) -> LabelValues:
+        if set(labels) != set(self.labelnames):
+            raise ValueError(f"{self.name}: labels {sorted(labels)} != {sorted(self.labelnames)}")
+        return tuple(str(labels[n]) for n in self.labelnames)
+
+    def render(self) -> list[str]:
+        raise NotImplementedError
+
+
+class Counter(_Metric):
+    """A monotonically increasing count per label set."""
+
+    kind = "counter"
+
+    def __init__(self, name: str, help_text: str, labelnames: Sequence[str] = ()) -> None:
+        super().__init__(name, help_text, labelnames)
+        self._values: dict[LabelValues, float] = {}
+
+    def inc(self, amount: float = 1.0, **labels: str) -> None:
+        key = self._key(labels)
+        with self._lock:
+            self._values[key] = self._values.get(key, 0.0) + amount
+
+    def value(self, **labels: str) -> float:
+        return self._values.get(self._key(labels), 0.0)
+
+    def render(self) -> list[str]:
+        return [f"{self.name}{_labels(self.labelnames, k)} {_num(v)}" for k, v in sorted(self._values.items())]
+
+
+class Gauge(Counter):
+    """A value that goes up and down per label set."""
+
+    kind = "gauge"
+
+    def set(self, value: float, **labels: str) -> None:
+        key = self._key(labels)
+        with self._lock:
+            self._values[key] = value
+
+    def dec(self, amount: float = 1.0, **labels: str) -> None:
+        self.inc(-amount, **labels)
+
+
+class Histogram(_Metric):
+    """Observations counted into cumulative buckets, with a sum and a count, per label set."""
+
+    kind = "histogram"
+
+    def __init__(self, name: str, help_text: str, buckets: Sequence[float], labelnames: Sequence[str] = ()) -> None:
+        super().__init__(name, help_text, labelnames)
+        self.buckets = tuple(sorted(buckets))
+        self._counts: dict[LabelValues, list[int]] = {}
+        self._sums: dict[LabelValues, float] = {}
+
+    def observe(self, value: float, **labels: str) -> None:
+        key = self._key(labels)
+        with self._lock:
+            counts = self._counts.setdefault(key, [0] * (len(self.buckets) + 1))
+            counts[bisect.bisect_left(self.buckets, value)] += 1
+            self._sums[key] = self._sums.get(key, 0.0) + value
+
+    def count(self, **labels: str) -> int:
+        return sum(self._counts.get(self._key(labels), []))
+
+    def render(self) -> list[str]:
+        lines: list[str] = []
+        for key, counts in sorted(self._counts.items()):
+            cumulative = 0
+            for bound, n in zip((*self.buckets, math.inf), counts, strict=True):
+                cumulative += n
+                le = f'le="{_num(bound)}"'
+                lines.append(f"{self.name}_bucket{_labels(self.labelnames, key, le)} {cumulative}")
+            lines.append(f"{self.name}_sum{_labels(self.labelnames, key)} {_num(self._sums[key])}")
+            lines.append(f"{self.name}_count{_labels(self.labelnames, key)} {cumulative}")
+        return lines
+
+
+class Registry:
+    """Holds metrics by name; render() produces the Prometheus text exposition format."""
+
+    def __init__(self) -> None:
+        self._metrics: dict[str, _Metric] = {}
+
+    def _add(self, metric: _Metric) -> _Metric:
+        existing = self._metrics.get(metric.name)
+        if existing is not None:
+            if type(existing) is not type(metric) or existing.labelnames != metric.labelnames:
+                raise ValueError(f"metric {metric.name} already registered differently")
+            return existing
+        self._metrics[metric.name] = metric
+        return metric
+
+    def counter(self, name: str, help_text: str, labelnames: Sequence[str] = ()) -> Counter:
+        metric = self._add(Counter(name, help_text, labelnames))
+        assert isinstance(metric, Counter)
+        return metric
+
+    def gauge(self, name: str, help_text: str, labelnames: Sequence[str] = ()) -> Gauge:
+        metric = self._add(Gauge(name, help_text, labelnames))
+        assert isinstance(metric, Gauge)
+        return metric
+
+    def histogram(
+        self, name: str, help_text: str, buckets: Sequence[float], labelnames: Sequence[str] = ()
+    ) -> Histogram:
+        metric = self._add(Histogram(name, help_text, buckets, labelnames))
+        assert isinstance(metric, Histogram)
+        return metric
+
+    def render(self) -> str:
+        lines: list[str] = []
+        for metric in self._metrics.values():
+            lines.append(f"# HELP {metric.name} {metric.help}")
+            lines.append(f"# TYPE {metric.name} {metric.kind}")
+            lines.extend(metric.render())
+        return "\n".join(lines) + "\n"
+
+
+class XdsMetrics:
+    """The ADS server's metrics, named as Istio's pilot exports them."""
+
+    def __init__(self, registry: Registry | None = None) -> None:
+        self.registry = registry or Registry()
+        r = self.registry
+        self.pushes = r.counter("pilot_xds_pushes", "Pilot build and send errors for lds, rds, cds and eds.",
+                                ["type"])
+        self.connected = r.gauge("pilot_xds", "Number of endpoints connected to this pilot using XDS.", [])
+        self.rejects = r.counter("pilot_total_xds_rejects",
+                                 "Total number of XDS responses from pilot rejected by proxy.", ["type"])
+        self.expired_nonce = r.counter("pilot_xds_expired_nonce", "Total number of XDS requests with an expired nonce.",
+                                       ["type"])
+        self.convergence = r.histogram(
+            "pilot_proxy_convergence_time",
+            "Delay in seconds between config change and a proxy receiving all required configuration.",
+            CONVERGENCE_BUCKETS,
+            ["type"],
+        )
+        self.send_errors = r.counter("pilot_xds_send_errors", "Errors while sending an xDS response.", ["type"])

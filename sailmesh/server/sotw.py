@@ -1,0 +1,70 @@
+"""State-of-the-world ADS: full resource sets per type, ACK/NACK by nonce, name-subscription changes."""
+
+from __future__ import annotations
+
+from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf.message import Message
+
+from sailmesh.server.connection import Connection, Send, WatchState
+from sailmesh.server.source import WILDCARD_TYPES, short_name
+
+
+def _is_wildcard(type_url: str, names: list[str]) -> bool:
+    """Listener and Cluster with no names (legacy) or "*" are wildcard subscriptions."""
+    return "*" in names or (type_url in WILDCARD_TYPES and not names)
+
+
+class SotwConnection(Connection):
+    """A StreamAggregatedResources stream."""
+
+    delta = False
+
+    async def handle_request(self, request: Message, send: Send) -> None:
+        assert isinstance(request, discovery_pb2.DiscoveryRequest)
+        type_url = request.type_url
+        st = self.types.get(type_url)
+        names = list(request.resource_names)
+        if st is None or not request.response_nonce:
+            # A new subscription, or the proxy (re)connected and asks again: always answer.
+            st = WatchState(type_url) if st is None else st
+            self.types[type_url] = st
+            st.wildcard = _is_wildcard(type_url, names)
+            st.names = {n for n in names if n != "*"}
+            await self.respond(st, send, force=True, started=None)
+            return
+        if request.response_nonce != st.sent_nonce:
+            # Stale: the proxy answers an older response; a newer one is on its way (Envoy repeats the names).
+            self.metrics.expired_nonce.inc(type=short_name(type_url))
+            return
+        if request.HasField("error_detail"):
+            self.on_nack(st, request.error_detail.message or f"code {request.error_detail.code}")
+            return
+        self.on_ack(st, request.version_info, request.response_nonce)
+        wildcard = _is_wildcard(type_url, names)
+        new_names = {n for n in names if n != "*"}
+        if wildcard != st.wildcard or (not wildcard and new_names != st.names):
+            st.wildcard, st.names = wildcard, new_names
+            await self.respond(st, send, force=True, started=None)
+
+    async def respond(self, st: WatchState, send: Send, *, force: bool, started: float | None) -> bool:
+        generated = self.generate(st.type_url)
+        if generated is None:
+            return False
+        names = None if st.wildcard else frozenset(st.names)
+        resources, digest = self.hashes.subset(generated.resources, names)
+        if digest == st.nacked_digest:
+            return False  # the proxy rejected exactly this: do not send it again
+        if not force and digest == st.sent_digest:
+            return False  # byte-identical to what the proxy has
+        version = self.next_version(st)
+        nonce = self.next_nonce()
+        response = discovery_pb2.DiscoveryResponse(version_info=version, type_url=st.type_url, nonce=nonce)
+        response.resources.extend(resources[n] for n in sorted(resources))
+        st.sent_digest = digest
+        self.mark_sent(st, version, nonce, len(resources), started)
+        try:
+            await send(response)
+        except Exception:
+            self.metrics.send_errors.inc(type=short_name(st.type_url))
+            raise
+        return True

@@ -1,0 +1,329 @@
+"""A light asyncio ADS client that behaves like Envoy (SotW or delta): wildcard CDS+LDS, then EDS/RDS by name."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+import grpc
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import base_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from google.protobuf import struct_pb2
+from google.protobuf.any_pb2 import Any as AnyProto
+from google.rpc import status_pb2
+
+from sailmesh.errors import XdsError
+from sailmesh.server.source import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, WILDCARD_TYPES
+
+_MESSAGES = {
+    CLUSTER: cluster_pb2.Cluster,
+    ENDPOINT: endpoint_pb2.ClusterLoadAssignment,
+    LISTENER: listener_pb2.Listener,
+    ROUTE: route_pb2.RouteConfiguration,
+    SECRET: secret_pb2.Secret,
+}
+_HCM_TYPE = "type.googleapis.com/" + hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name
+
+# nack(type_url, resources by name) -> an error message to reject the response, or None to accept it.
+NackPolicy = Callable[[str, Mapping[str, AnyProto]], str | None]
+
+
+def unpack(anyp: AnyProto) -> object:
+    """The resource message inside a packed Any (for the xDS types this client knows)."""
+    cls = _MESSAGES.get(anyp.type_url)
+    if cls is None:
+        raise XdsError(f"unknown resource type {anyp.type_url}")
+    msg = cls()
+    anyp.Unpack(msg)
+    return msg
+
+
+def resource_name(anyp: AnyProto) -> str:
+    msg = unpack(anyp)
+    return msg.cluster_name if isinstance(msg, endpoint_pb2.ClusterLoadAssignment) else msg.name  # type: ignore[attr-defined]
+
+
+def eds_names(clusters: Iterable[AnyProto]) -> set[str]:
+    """EDS names Envoy would ask for: service_name of EDS clusters, else the cluster name."""
+    names: set[str] = set()
+    for anyp in clusters:
+        c = unpack(anyp)
+        assert isinstance(c, cluster_pb2.Cluster)
+        if c.WhichOneof("cluster_discovery_type") == "type" and c.type == cluster_pb2.Cluster.EDS:
+            names.add(c.eds_cluster_config.service_name or c.name)
+    return names
+
+
+def rds_names(listeners: Iterable[AnyProto]) -> set[str]:
+    """Route configuration names referenced by the listeners' HTTP connection managers (rds)."""
+    names: set[str] = set()
+    for anyp in listeners:
+        lis = unpack(anyp)
+        assert isinstance(lis, listener_pb2.Listener)
+        chains = list(lis.filter_chains)
+        if lis.HasField("default_filter_chain"):
+            chains.append(lis.default_filter_chain)
+        for chain in chains:
+            for f in chain.filters:
+                if f.typed_config.type_url == _HCM_TYPE:
+                    hcm = hcm_pb2.HttpConnectionManager()
+                    f.typed_config.Unpack(hcm)
+                    if hcm.HasField("rds"):
+                        names.add(hcm.rds.route_config_name)
+    return names
+
+
+@dataclass
+class Received:
+    """One response as the client saw it."""
+
+    at: float  # monotonic
+    type_url: str
+    version: str
+    nonce: str
+    names: tuple[str, ...]
+    removed: tuple[str, ...] = ()
+    nacked: bool = False
+
+
+@dataclass
+class TypeRecord:
+    """What the client holds for one type."""
+
+    resources: dict[str, AnyProto] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)  # delta: per-resource versions
+    names: set[str] = field(default_factory=set)  # subscribed names (empty + wildcard for CDS/LDS)
+    version: str = ""  # last accepted version (SotW) / system version (delta)
+    nonce: str = ""  # last received nonce
+    responses: int = 0
+    nacks: int = 0
+    first_at: float | None = None
+    last_at: float | None = None
+
+
+class AdsClient:
+    """One simulated proxy on one ADS stream; one coroutine, no threads. Use start()/close() or `async with`."""
+
+    def __init__(
+        self,
+        target: str,
+        node_id: str,
+        *,
+        cluster: str = "sailmesh-test",
+        delta: bool = False,
+        metadata: Mapping[str, str] | None = None,
+        nack: NackPolicy | None = None,
+        follow: bool = True,
+        keep_log: bool = True,
+        initial_versions: Mapping[str, Mapping[str, str]] | None = None,
+        channel: grpc.aio.Channel | None = None,
+    ) -> None:
+        self.target = target
+        self.node = base_pb2.Node(id=node_id, cluster=cluster)
+        if metadata:
+            self.node.metadata.CopyFrom(struct_pb2.Struct(fields={k: struct_pb2.Value(string_value=v)
+                                                                 for k, v in metadata.items()}))
+        self.delta = delta
+        self.nack = nack
+        self.follow = follow
+        self.keep_log = keep_log
+        self.initial_versions = {t: dict(v) for t, v in (initial_versions or {}).items()}
+        self.records: dict[str, TypeRecord] = {}
+        self.log: list[Received] = []
+        self.error: grpc.aio.AioRpcError | None = None
+        self.started_at = 0.0
+        self.synced_at: float | None = None
+        self.synced = asyncio.Event()
+        self._own_channel = channel is None
+        self._channel = channel
+        self._call: grpc.aio.StreamStreamCall | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._write_lock = asyncio.Lock()
+        self._sent_node = False
+
+    async def __aenter__(self) -> AdsClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- lifecycle --
+    async def start(self) -> None:
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(self.target)
+        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self._channel)
+        self._call = stub.DeltaAggregatedResources() if self.delta else stub.StreamAggregatedResources()
+        self.started_at = time.monotonic()
+        self._task = asyncio.create_task(self._loop())
+        for type_url in (CLUSTER, LISTENER):
+            await self.subscribe(type_url, ())
+
+    async def close(self) -> None:
+        if self._call is not None:
+            self._call.cancel()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._channel is not None and self._own_channel:
+            await self._channel.close()
+
+    @property
+    def done(self) -> bool:
+        return self._task is not None and self._task.done()
+
+    # -- what tests read --
+    def resources(self, type_url: str) -> dict[str, AnyProto]:
+        rec = self.records.get(type_url)
+        return dict(rec.resources) if rec else {}
+
+    def record(self, type_url: str) -> TypeRecord:
+        return self.records.setdefault(type_url, TypeRecord())
+
+    def responses(self, type_url: str | None = None) -> list[Received]:
+        return [r for r in self.log if type_url is None or r.type_url == type_url]
+
+    # -- requests --
+    async def send(self, request: discovery_pb2.DiscoveryRequest | discovery_pb2.DeltaDiscoveryRequest) -> None:
+        """Write one raw request on the stream (tests use it for stale nonces and odd requests)."""
+        if self._call is None:
+            raise XdsError("client not started")
+        if not self._sent_node:
+            request.node.CopyFrom(self.node)
+            self._sent_node = True
+        async with self._write_lock:
+            try:
+                await self._call.write(request)
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                pass  # the stream ended; the read loop records the status the server gave
+
+    async def subscribe(self, type_url: str, names: Iterable[str]) -> None:
+        """Set the names subscribed for a type (empty for CDS/LDS = wildcard) and send the request."""
+        rec = self.record(type_url)
+        new = set(names)
+        if self.delta:
+            first = rec.responses == 0 and not rec.names and not rec.nonce
+            add, drop = sorted(new - rec.names), sorted(rec.names - new)
+            rec.names = new
+            for name in drop:  # like Envoy, forget what is no longer wanted
+                rec.resources.pop(name, None)
+                rec.versions.pop(name, None)
+            req = discovery_pb2.DeltaDiscoveryRequest(
+                type_url=type_url, resource_names_subscribe=add, resource_names_unsubscribe=drop)
+            if first:
+                versions = self.initial_versions.get(type_url, {})
+                req.initial_resource_versions.update(versions)
+                rec.versions.update(versions)
+            elif not add and not drop:
+                return
+            await self.send(req)
+        else:
+            rec.names = new
+            await self.send(discovery_pb2.DiscoveryRequest(
+                type_url=type_url, resource_names=sorted(new), version_info=rec.version, response_nonce=rec.nonce))
+
+    # -- the read loop --
+    async def _loop(self) -> None:
+        assert self._call is not None
+        try:
+            async for response in self._call:
+                if self.delta:
+                    await self._on_delta(response)
+                else:
+                    await self._on_sotw(response)
+                self._check_synced()
+        except grpc.aio.AioRpcError as e:
+            if e.code() != grpc.StatusCode.CANCELLED:
+                self.error = e
+
+    async def _on_sotw(self, resp: discovery_pb2.DiscoveryResponse) -> None:
+        t = resp.type_url
+        rec = self.record(t)
+        now = time.monotonic()
+        rec.nonce = resp.nonce
+        got = {resource_name(a): a for a in resp.resources}
+        detail = self.nack(t, got) if self.nack else None
+        if self.keep_log:
+            self.log.append(Received(now, t, resp.version_info, resp.nonce, tuple(got), nacked=detail is not None))
+        if detail is not None:
+            rec.nacks += 1
+            await self.send(discovery_pb2.DiscoveryRequest(
+                type_url=t, version_info=rec.version, response_nonce=resp.nonce, resource_names=sorted(rec.names),
+                error_detail=status_pb2.Status(code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message=detail)))
+            return
+        rec.resources = got
+        rec.version = resp.version_info
+        self._touch(rec, now)
+        await self.send(discovery_pb2.DiscoveryRequest(
+            type_url=t, version_info=resp.version_info, response_nonce=resp.nonce, resource_names=sorted(rec.names)))
+        await self._follow(t, rec)
+
+    async def _on_delta(self, resp: discovery_pb2.DeltaDiscoveryResponse) -> None:
+        t = resp.type_url
+        rec = self.record(t)
+        now = time.monotonic()
+        rec.nonce = resp.nonce
+        got = {r.name: r.resource for r in resp.resources}
+        detail = self.nack(t, got) if self.nack else None
+        if self.keep_log:
+            self.log.append(Received(now, t, resp.system_version_info, resp.nonce, tuple(got),
+                                     tuple(resp.removed_resources), nacked=detail is not None))
+        if detail is not None:
+            rec.nacks += 1
+            await self.send(discovery_pb2.DeltaDiscoveryRequest(
+                type_url=t, response_nonce=resp.nonce,
+                error_detail=status_pb2.Status(code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message=detail)))
+            return
+        for r in resp.resources:
+            rec.resources[r.name] = r.resource
+            rec.versions[r.name] = r.version
+        for name in resp.removed_resources:
+            rec.resources.pop(name, None)
+            rec.versions.pop(name, None)
+        rec.version = resp.system_version_info
+        self._touch(rec, now)
+        await self.send(discovery_pb2.DeltaDiscoveryRequest(type_url=t, response_nonce=resp.nonce))
+        await self._follow(t, rec)
+
+    @staticmethod
+    def _touch(rec: TypeRecord, now: float) -> None:
+        rec.responses += 1
+        rec.last_at = now
+        if rec.first_at is None:
+            rec.first_at = now
+
+    async def _follow(self, type_url: str, rec: TypeRecord) -> None:
+        """Subscribe to the endpoints and routes that clusters and listeners reference, as Envoy does."""
+        if not self.follow:
+            return
+        if type_url == CLUSTER:
+            wanted, child = eds_names(rec.resources.values()), ENDPOINT
+        elif type_url == LISTENER:
+            wanted, child = rds_names(rec.resources.values()), ROUTE
+        else:
+            return
+        current = self.records.get(child)
+        if current is None and not wanted:
+            return
+        if current is None or current.names != wanted:
+            await self.subscribe(child, wanted)
+
+    def _check_synced(self) -> None:
+        """Synced: every subscribed type answered (wildcard types, and named types with names)."""
+        if self.synced.is_set():
+            return
+        for t, rec in self.records.items():
+            if (t in WILDCARD_TYPES or rec.names) and rec.responses == 0:
+                return
+        if CLUSTER in self.records and LISTENER in self.records:
+            self.synced_at = time.monotonic()
+            self.synced.set()

@@ -1,0 +1,420 @@
+"""The ADS server against the fake Envoy-like client over real gRPC on loopback (SotW and delta)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import config_source_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+
+from sailmesh.server.ads import AdsServer
+from sailmesh.server.source import CLUSTER, ENDPOINT, LISTENER, ROUTE, PushRequest
+from sailmesh.server.static_source import StaticSource, pack
+from sailmesh.testing.ads_client import AdsClient
+from sailmesh.testing.waiting import await_for
+
+ADS = config_source_pb2.ConfigSource(ads=config_source_pb2.AggregatedConfigSource(),
+                                     resource_api_version=config_source_pb2.V3)
+
+
+def eds_cluster(name: str) -> cluster_pb2.Cluster:
+    eds = cluster_pb2.Cluster.EdsClusterConfig(eds_config=ADS, service_name=name)
+    return cluster_pb2.Cluster(name=name, type=cluster_pb2.Cluster.EDS, eds_cluster_config=eds)
+
+
+def cla(name: str, port: int = 8080) -> endpoint_pb2.ClusterLoadAssignment:
+    c = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
+    ep = c.endpoints.add().lb_endpoints.add().endpoint
+    ep.address.socket_address.address = "127.0.0.1"
+    ep.address.socket_address.port_value = port
+    return c
+
+
+def rds_listener(name: str, route: str, port: int = 10000) -> listener_pb2.Listener:
+    hcm = hcm_pb2.HttpConnectionManager(stat_prefix=name, rds=hcm_pb2.Rds(route_config_name=route, config_source=ADS))
+    lis = listener_pb2.Listener(name=name)
+    lis.address.socket_address.address = "127.0.0.1"
+    lis.address.socket_address.port_value = port
+    f = lis.filter_chains.add().filters.add(name="envoy.filters.network.http_connection_manager")
+    f.typed_config.CopyFrom(pack(hcm))
+    return lis
+
+
+def route(name: str, body: str = "ok", cluster: str = "") -> route_pb2.RouteConfiguration:
+    rc = route_pb2.RouteConfiguration(name=name)
+    vh = rc.virtual_hosts.add(name="all", domains=["*"])
+    r = vh.routes.add()
+    r.match.prefix = "/"
+    if cluster:
+        r.route.cluster = cluster
+    else:
+        r.direct_response.status = 200
+        r.direct_response.body.inline_string = body
+    return rc
+
+
+@pytest.fixture
+def source() -> StaticSource:
+    s = StaticSource(refuse=lambda node: "banned node" if node.id.startswith("banned") else None)
+    s.set(CLUSTER, {"c1": eds_cluster("c1")})
+    s.set(ENDPOINT, {"c1": cla("c1"), "c2": cla("c2")})
+    s.set(LISTENER, {"l1": rds_listener("l1", "r1")})
+    s.set(ROUTE, {"r1": route("r1"), "r2": route("r2", "two")})
+    return s
+
+
+@pytest.fixture
+async def server(source: StaticSource):
+    srv = AdsServer(source)
+    await srv.serve("127.0.0.1", 0)
+    try:
+        yield srv
+    finally:
+        await srv.stop(0)
+
+
+def target(server: AdsServer) -> str:
+    return f"127.0.0.1:{server.port}"
+
+
+def status(server: AdsServer, node_id: str):
+    return next(c for c in server.connections() if c.node_id == node_id)
+
+
+ALL = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
+
+
+async def synced_on_server(server: AdsServer, node_id: str, types: tuple[str, ...] = ALL):
+    async def check() -> bool:
+        conns = [c for c in server.connections() if c.node_id == node_id]
+        return bool(conns) and all(t in conns[0].types and conns[0].types[t].synced for t in types)
+    await await_for(check, timeout=5, what=f"{node_id} synced on the server")
+
+
+async def idle(server: AdsServer, node_id: str) -> None:
+    """The connection has no queued push left and every response sent is ACKed."""
+    conn = server._connections[next(k for k, c in server._connections.items() if c.node_id == node_id)]
+
+    async def check() -> bool:
+        return conn.pending_push is None and all(t.synced or t.nack_detail for t in conn.status().types.values())
+    await await_for(check, timeout=5, what="connection idle")
+
+
+@pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
+async def test_client_subscribes_follows_references_and_acks(server, delta):
+    async with AdsClient(target(server), "p1", delta=delta) as client:
+        await asyncio.wait_for(client.synced.wait(), 5)
+        assert set(client.resources(CLUSTER)) == {"c1"}
+        assert set(client.resources(ENDPOINT)) == {"c1"}  # only what the cluster references
+        assert set(client.resources(LISTENER)) == {"l1"}
+        assert set(client.resources(ROUTE)) == {"r1"}
+        await synced_on_server(server, "p1")
+        st = status(server, "p1")
+        assert st.delta is delta
+        assert st.types[CLUSTER].wildcard and st.types[LISTENER].wildcard
+        assert not st.types[ROUTE].wildcard and st.types[ROUTE].names == ("r1",)
+        for t in (CLUSTER, ENDPOINT, LISTENER, ROUTE):
+            assert st.types[t].acked_version == st.types[t].sent_version != ""
+            assert st.types[t].resource_count == 1
+            assert st.types[t].nack_detail == ""
+
+
+async def test_push_sends_types_in_push_order(server, source):
+    async with AdsClient(target(server), "p1") as client:
+        await synced_on_server(server, "p1")
+        before = len(client.log)
+        source.set(ROUTE, {"r1": route("r1", "v2")})
+        source.set(LISTENER, {"l1": rds_listener("l1", "r1", port=10001)})
+        source.set(ENDPOINT, {"c1": cla("c1", 9090)})
+        source.set(CLUSTER, {"c1": eds_cluster("c1"), "c9": cluster_pb2.Cluster(name="c9")})
+        server.push(PushRequest(version=source.version()))
+        await await_for(lambda: asyncio.sleep(0, len(client.log) >= before + 4), timeout=5, what="4 responses")
+        order = [r.type_url for r in client.log[before:before + 4]]
+        assert order == [CLUSTER, ENDPOINT, LISTENER, ROUTE]
+
+
+async def test_ack_records_convergence_time_and_push_counters(server, source):
+    async with AdsClient(target(server), "p1"):
+        await synced_on_server(server, "p1")
+        source.set(CLUSTER, {"c1": eds_cluster("c1"), "c3": cluster_pb2.Cluster(name="c3")})
+        server.push(PushRequest(version=source.version(), type_urls=frozenset({CLUSTER})))
+        await await_for(lambda: asyncio.sleep(0, server.metrics.convergence.count(type="cds") == 1), timeout=5)
+        text = server.metrics.registry.render()
+        assert 'pilot_proxy_convergence_time_bucket{type="cds",le="0.1"} 1' in text
+        assert 'pilot_proxy_convergence_time_bucket{type="cds",le="30"} 1' in text
+        assert server.metrics.pushes.value(type="cds") == 2  # the first response and the push
+        assert "pilot_xds 1" in text
+
+
+async def test_nack_is_recorded_and_the_same_version_is_not_resent(server, source):
+    def reject_bad_routes(type_url, resources):
+        if type_url == ROUTE and any(b"BAD" in a.value for a in resources.values()):
+            return "route r1: invalid regex BAD"
+        return None
+
+    async with AdsClient(target(server), "p1", nack=reject_bad_routes) as client:
+        await synced_on_server(server, "p1")
+        good = client.resources(ROUTE)["r1"]
+        source.set(ROUTE, {"r1": route("r1", "BAD")})
+        server.push(PushRequest(version=source.version()))
+        await await_for(lambda: asyncio.sleep(0, status(server, "p1").types[ROUTE].nack_detail), timeout=5)
+        st = status(server, "p1").types[ROUTE]
+        assert st.nack_detail == "route r1: invalid regex BAD"
+        assert st.nacked_version == st.sent_version != st.acked_version
+        assert server.metrics.rejects.value(type="rds") == 1
+        assert client.resources(ROUTE)["r1"] == good  # the proxy keeps the last accepted config
+        rds_before = len(client.responses(ROUTE))
+        # Another push with the same (rejected) content: nothing is sent again.
+        source.bump()
+        server.push(PushRequest(version=source.version()))
+        await idle(server, "p1")
+        assert len(client.responses(ROUTE)) == rds_before
+        # A fixed route is sent, ACKed, and the NACK detail clears.
+        source.set(ROUTE, {"r1": route("r1", "fixed")})
+        server.push(PushRequest(version=source.version()))
+        await await_for(lambda: asyncio.sleep(0, status(server, "p1").types[ROUTE].synced), timeout=5)
+        assert status(server, "p1").types[ROUTE].nack_detail == ""
+        assert b"fixed" in client.resources(ROUTE)["r1"].value
+
+
+async def test_stale_nonce_is_ignored(server):
+    async with AdsClient(target(server), "p1") as client:
+        await synced_on_server(server, "p1")
+        before = len(client.log)
+        # A request answering a nonce the server no longer considers current, asking for other names.
+        await client.send(discovery_pb2.DiscoveryRequest(type_url=ROUTE, resource_names=["r1", "r2"],
+                                                         response_nonce="stale-nonce", version_info="x"))
+        await await_for(lambda: asyncio.sleep(0, server.metrics.expired_nonce.value(type="rds") == 1), timeout=5)
+        await idle(server, "p1")
+        assert len(client.log) == before
+        assert status(server, "p1").types[ROUTE].names == ("r1",)
+
+
+@pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
+async def test_changed_subscription_is_answered(server, delta):
+    async with AdsClient(target(server), "p1", delta=delta) as client:
+        await synced_on_server(server, "p1")
+        await client.subscribe(ROUTE, {"r1", "r2"})
+        await await_for(lambda: asyncio.sleep(0, set(client.resources(ROUTE)) == {"r1", "r2"}), timeout=5)
+        assert status(server, "p1").types[ROUTE].names == ("r1", "r2")
+        await client.subscribe(ROUTE, {"r2"})
+        await await_for(lambda: asyncio.sleep(0, status(server, "p1").types[ROUTE].names == ("r2",)), timeout=5)
+        if not delta:  # SotW answers with the new set; delta just forgets the name
+            await await_for(lambda: asyncio.sleep(0, set(client.resources(ROUTE)) == {"r2"}), timeout=5)
+
+
+async def test_queued_pushes_merge_into_one(server, source):
+    async with AdsClient(target(server), "p1") as client:
+        await synced_on_server(server, "p1")
+        pushes_before = status(server, "p1").pushes
+        cds_before = len(client.responses(CLUSTER))
+        for i in range(10):  # no await in between: the connection sees them as one queued push
+            source.set(CLUSTER, {"c1": eds_cluster("c1"), f"x{i}": cluster_pb2.Cluster(name=f"x{i}")})
+            server.push(PushRequest(version=source.version(), type_urls=frozenset({CLUSTER}), reason=f"change {i}"))
+        await idle(server, "p1")
+        assert status(server, "p1").pushes == pushes_before + 1
+        assert len(client.responses(CLUSTER)) == cds_before + 1
+        assert set(client.resources(CLUSTER)) == {"c1", "x9"}
+
+
+async def test_byte_identical_resources_are_not_resent(server, source):
+    async with AdsClient(target(server), "p1") as client:
+        await synced_on_server(server, "p1")
+        before = len(client.log)
+        pushes = status(server, "p1").pushes
+        source.set(CLUSTER, {"c1": eds_cluster("c1")})  # new version, same bytes
+        server.push(PushRequest(version=source.version()))
+        await await_for(lambda: asyncio.sleep(0, status(server, "p1").pushes == pushes + 1), timeout=5)
+        await idle(server, "p1")
+        assert len(client.log) == before
+
+
+async def test_push_to_listed_proxies_only(server, source):
+    async with AdsClient(target(server), "p1") as a, AdsClient(target(server), "p2") as b:
+        await synced_on_server(server, "p1")
+        await synced_on_server(server, "p2")
+        source.set(ROUTE, {"r1": route("r1", "only-p2"), "r2": route("r2")})
+        assert server.push(PushRequest(version=source.version(), proxies=frozenset({"p2"}))) == 1
+        await await_for(lambda: asyncio.sleep(0, b"only-p2" in b.resources(ROUTE)["r1"].value), timeout=5)
+        await idle(server, "p1")
+        assert b"only-p2" not in a.resources(ROUTE)["r1"].value
+
+
+@pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
+async def test_refused_node_gets_a_grpc_error(server, source, delta):
+    async with grpc.aio.insecure_channel(target(server)) as channel:
+        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+        if delta:
+            call = stub.DeltaAggregatedResources()
+            req = discovery_pb2.DeltaDiscoveryRequest(type_url=CLUSTER)
+        else:
+            call = stub.StreamAggregatedResources()
+            req = discovery_pb2.DiscoveryRequest(type_url=CLUSTER)
+        req.node.id = "banned-1"
+        await call.write(req)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call.read()
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "banned node" in err.value.details()
+        assert server.connection_count() == 0 and "banned-1" not in source.connected
+
+
+async def test_disconnect_forgets_the_proxy(server, source):
+    async with AdsClient(target(server), "p1"):
+        await synced_on_server(server, "p1")
+        assert "p1" in source.connected
+    await await_for(lambda: asyncio.sleep(0, server.connection_count() == 0), timeout=5)
+    assert "p1" not in source.connected
+    assert server.metrics.connected.value() == 0
+
+
+async def test_delta_sends_only_changes_and_removals(server, source):
+    async with AdsClient(target(server), "p1", delta=True) as client:
+        await synced_on_server(server, "p1")
+        source.set(ENDPOINT, {"c1": cla("c1"), "c2": cla("c2", 9999)})
+        source.set(CLUSTER, {"c2": eds_cluster("c2"), "c3": cluster_pb2.Cluster(name="c3")})
+        before = len(client.log)
+        server.push(PushRequest(version=source.version()))
+        await await_for(lambda: asyncio.sleep(0, set(client.resources(ENDPOINT)) == {"c2"}), timeout=5)
+        cds = next(r for r in client.log[before:] if r.type_url == CLUSTER)
+        assert set(cds.names) == {"c2", "c3"} and cds.removed == ("c1",)
+        assert set(client.resources(CLUSTER)) == {"c2", "c3"}
+        # Only c3 changes: only c3 travels.
+        before = len(client.log)
+        source.set(CLUSTER, {"c2": eds_cluster("c2"), "c3": cluster_pb2.Cluster(name="c3", alt_stat_name="x")})
+        server.push(PushRequest(version=source.version(), type_urls=frozenset({CLUSTER})))
+        await await_for(lambda: asyncio.sleep(0, len(client.responses(CLUSTER)) > 0 and
+                                              client.log[-1].type_url == CLUSTER and len(client.log) > before),
+                        timeout=5)
+        assert client.log[-1].names == ("c3",) and client.log[-1].removed == ()
+
+
+async def test_delta_reconnect_honours_initial_resource_versions(server, source):
+    async with AdsClient(target(server), "p1", delta=True) as first:
+        await synced_on_server(server, "p1")
+        held = {t: dict(first.record(t).versions) for t in (CLUSTER, ENDPOINT, LISTENER, ROUTE)}
+        resources = {t: first.resources(t) for t in held}
+    source.set(LISTENER, {"l1": rds_listener("l1", "r1", port=10002)})  # changed while disconnected
+    again = AdsClient(target(server), "p1", delta=True, initial_versions=held)
+    for t, res in resources.items():  # a restarted Envoy keeps what it had
+        again.record(t).resources.update(res)
+    async with again:
+        await synced_on_server(server, "p1")
+        first_cds = again.responses(CLUSTER)[0]
+        first_lds = again.responses(LISTENER)[0]
+        assert first_cds.names == () and first_cds.removed == ()  # nothing changed: an empty answer
+        assert first_lds.names == ("l1",)  # only the changed listener is sent again
+
+
+async def test_delta_nack_is_recorded_and_not_resent(server, source):
+    def reject(type_url, resources):
+        return "bad route" if type_url == ROUTE and any(b"BAD" in a.value for a in resources.values()) else None
+
+    async with AdsClient(target(server), "p1", delta=True, nack=reject) as client:
+        await synced_on_server(server, "p1")
+        source.set(ROUTE, {"r1": route("r1", "BAD"), "r2": route("r2")})
+        server.push(PushRequest(version=source.version()))
+        await await_for(lambda: asyncio.sleep(0, status(server, "p1").types[ROUTE].nack_detail == "bad route"),
+                        timeout=5)
+        n = len(client.responses(ROUTE))
+        source.bump()
+        server.push(PushRequest(version=source.version()))
+        await idle(server, "p1")
+        assert len(client.responses(ROUTE)) == n
+        assert b"BAD" not in client.resources(ROUTE)["r1"].value
+
+
+async def test_a_proxy_that_does_not_read_does_not_block_others(server, source):
+    big = {f"big{i}": cluster_pb2.Cluster(name=f"big{i}", alt_stat_name="x" * 200_000) for i in range(10)}
+    source.set(CLUSTER, big)
+    async with grpc.aio.insecure_channel(target(server)) as channel:
+        stuck = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources()
+        req = discovery_pb2.DiscoveryRequest(type_url=CLUSTER)
+        req.node.id = "stuck"
+        await stuck.write(req)  # and never read: its window fills up, its sends block
+        await await_for(lambda: asyncio.sleep(0, any(c.node_id == "stuck" for c in server.connections())), timeout=5)
+        async with AdsClient(target(server), "p1") as client:
+            await asyncio.wait_for(client.synced.wait(), 10)
+            for i in range(3):
+                source.set(CLUSTER, {**big, f"n{i}": cluster_pb2.Cluster(name=f"n{i}")})
+                server.push(PushRequest(version=source.version(), type_urls=frozenset({CLUSTER})))
+                await await_for(lambda i=i: asyncio.sleep(0, f"n{i}" in client.resources(CLUSTER)), timeout=10)
+        stuck.cancel()
+
+
+async def _raw_sotw(server: AdsServer, channel: grpc.aio.Channel, node_id: str):
+    """A hand-driven SotW stream subscribed to CDS and LDS; returns the call and both first responses."""
+    call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources()
+    first = discovery_pb2.DiscoveryRequest(type_url=CLUSTER)
+    first.node.id = node_id
+    await call.write(first)
+    cds = await call.read()
+    await call.write(discovery_pb2.DiscoveryRequest(type_url=CLUSTER, version_info=cds.version_info,
+                                                    response_nonce=cds.nonce))
+    await call.write(discovery_pb2.DiscoveryRequest(type_url=LISTENER))
+    lds = await call.read()
+    await call.write(discovery_pb2.DiscoveryRequest(type_url=LISTENER, version_info=lds.version_info,
+                                                    response_nonce=lds.nonce))
+    return call, cds, lds
+
+
+async def test_push_waits_for_the_cluster_ack_before_listeners(server, source):
+    async with grpc.aio.insecure_channel(target(server)) as channel:
+        call, _, lds = await _raw_sotw(server, channel, "p1")
+        await synced_on_server(server, "p1", (CLUSTER, LISTENER))
+        source.set(CLUSTER, {"c1": eds_cluster("c1"), "c2": eds_cluster("c2")})
+        source.set(LISTENER, {"l1": rds_listener("l1", "r1"), "l2": rds_listener("l2", "r2", 10001)})
+        server.push(PushRequest(version=source.version()))
+        cds = await call.read()
+        assert cds.type_url == CLUSTER and len(cds.resources) == 2
+        st = status(server, "p1")
+        assert st.awaiting_ack == "cds"  # the loop holds the listeners back ...
+        assert st.types[LISTENER].sent_nonce == lds.nonce
+        await call.write(discovery_pb2.DiscoveryRequest(type_url=CLUSTER, version_info=cds.version_info,
+                                                        response_nonce=cds.nonce))
+        lds2 = await asyncio.wait_for(call.read(), 5)  # ... until the clusters are ACKed
+        assert lds2.type_url == LISTENER and len(lds2.resources) == 2
+        assert status(server, "p1").awaiting_ack == ""
+        call.cancel()
+
+
+async def test_push_goes_on_when_clusters_are_never_acked(server, source, monkeypatch):
+    monkeypatch.setattr("sailmesh.server.connection.CLUSTER_ACK_TIMEOUT_S", 0.2)
+    async with grpc.aio.insecure_channel(target(server)) as channel:
+        call, _, _ = await _raw_sotw(server, channel, "p1")
+        await synced_on_server(server, "p1", (CLUSTER, LISTENER))
+        source.set(CLUSTER, {"c2": eds_cluster("c2")})
+        source.set(LISTENER, {"l2": rds_listener("l2", "r2")})
+        server.push(PushRequest(version=source.version()))
+        assert (await call.read()).type_url == CLUSTER
+        lds2 = await asyncio.wait_for(call.read(), 5)
+        assert lds2.type_url == LISTENER
+        call.cancel()
+
+
+async def test_generation_error_keeps_the_last_config(server, source, monkeypatch):
+    from sailmesh.errors import GenerationError
+
+    async with AdsClient(target(server), "p1") as client:
+        await synced_on_server(server, "p1")
+        before = len(client.responses(CLUSTER))
+        real = source.generate
+
+        def failing(handle, type_url):
+            if type_url == CLUSTER:
+                raise GenerationError("cluster c1: broken config")
+            return real(handle, type_url)
+        monkeypatch.setattr(source, "generate", failing)
+        source.set(CLUSTER, {"c2": eds_cluster("c2")})
+        source.set(ROUTE, {"r1": route("r1", "new")})
+        server.push(PushRequest(version=source.version()))
+        await await_for(lambda: asyncio.sleep(0, b"new" in client.resources(ROUTE)["r1"].value), timeout=5)
+        assert len(client.responses(CLUSTER)) == before and set(client.resources(CLUSTER)) == {"c1"}
+        assert status(server, "p1").types[CLUSTER].synced

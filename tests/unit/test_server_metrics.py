@@ -1,0 +1,70 @@
+"""The in-process metrics registry renders Prometheus text exposition format."""
+
+from __future__ import annotations
+
+import pytest
+
+from sailmesh.server.metrics import CONVERGENCE_BUCKETS, Registry, XdsMetrics
+from sailmesh.server.push import PendingPush, ordered
+from sailmesh.server.source import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, PushRequest
+
+
+def test_counter_gauge_histogram_render():
+    r = Registry()
+    c = r.counter("pushes_total", "Pushes.", ["type"])
+    c.inc(type="cds")
+    c.inc(2, type="cds")
+    c.inc(type='we"ird')
+    g = r.gauge("connected", "Connected.")
+    g.inc()
+    g.inc()
+    g.dec()
+    h = r.histogram("latency_seconds", "Latency.", [0.1, 1.0], ["type"])
+    h.observe(0.05, type="rds")
+    h.observe(0.1, type="rds")  # le is inclusive
+    h.observe(5, type="rds")
+    text = r.render()
+    assert "# TYPE pushes_total counter" in text
+    assert 'pushes_total{type="cds"} 3' in text
+    assert 'pushes_total{type="we\\"ird"} 1' in text
+    assert "connected 1" in text
+    assert 'latency_seconds_bucket{type="rds",le="0.1"} 2' in text
+    assert 'latency_seconds_bucket{type="rds",le="1"} 2' in text
+    assert 'latency_seconds_bucket{type="rds",le="+Inf"} 3' in text
+    assert 'latency_seconds_sum{type="rds"} 5.15' in text
+    assert 'latency_seconds_count{type="rds"} 3' in text
+    assert h.count(type="rds") == 3
+
+
+def test_labels_must_match_and_names_are_unique():
+    r = Registry()
+    c = r.counter("x", "X.", ["type"])
+    with pytest.raises(ValueError):
+        c.inc(kind="a")
+    assert r.counter("x", "X.", ["type"]) is c
+    with pytest.raises(ValueError):
+        r.gauge("x", "X.", ["type"])
+
+
+def test_istio_metric_names_and_convergence_buckets():
+    m = XdsMetrics()
+    # Istio: pilot_proxy_convergence_time buckets [0.1, 0.5, 1, 3, 5, 10, 20, 30].
+    assert CONVERGENCE_BUCKETS == (0.1, 0.5, 1, 3, 5, 10, 20, 30)
+    m.pushes.inc(type="cds")
+    m.convergence.observe(0.2, type="cds")
+    text = m.registry.render()
+    for name in ("pilot_xds_pushes", "pilot_proxy_convergence_time", "pilot_total_xds_rejects", "pilot_xds"):
+        assert f"# TYPE {name} " in text
+    assert 'pilot_proxy_convergence_time_bucket{type="cds",le="0.5"} 1' in text
+
+
+def test_push_order_and_merging():
+    # Istio's order: clusters, endpoints, listeners, routes, secrets; unknown types last.
+    assert ordered([ROUTE, "type.googleapis.com/x.Y", LISTENER, SECRET, ENDPOINT, CLUSTER]) == [
+        CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, "type.googleapis.com/x.Y"]
+    p = PendingPush.of(PushRequest("v1", frozenset({CLUSTER}), reason="a"), now=1.0)
+    p.merge(PushRequest("v2", frozenset({ROUTE}), reason="b"))
+    assert p.type_urls == {CLUSTER, ROUTE} and p.version == "v2" and p.started == 1.0 and p.merged == 2
+    assert p.wants(ROUTE) and not p.wants(LISTENER)
+    p.merge(PushRequest("v3"))
+    assert p.type_urls is None and p.wants(LISTENER)
