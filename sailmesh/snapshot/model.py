@@ -33,7 +33,7 @@ class Service:
     namespace: str
     ports: tuple[ServicePort, ...]
     selector: Mapping[str, str] | None = None  # None = no selector (endpoints come from elsewhere)
-    labels: Mapping[str, str] = EMPTY
+    labels: Mapping[str, str] = field(default_factory=lambda: EMPTY)
     resolution: Literal["STATIC", "DNS", "DNS_ROUND_ROBIN", "NONE"] = "STATIC"
     mesh_external: bool = False
     addresses: tuple[str, ...] = ()
@@ -51,7 +51,7 @@ class Workload:
     name: str
     namespace: str
     address: str
-    labels: Mapping[str, str] = EMPTY
+    labels: Mapping[str, str] = field(default_factory=lambda: EMPTY)
     service_account: str = "default"
     # containerPort -> port the app really listens on (embedded mode: the sidecar owns containerPort)
     app_ports: Mapping[int, int] = field(default_factory=dict)
@@ -69,7 +69,7 @@ class Endpoint:
     service_port: int
     address: str
     port: int
-    labels: Mapping[str, str] = EMPTY
+    labels: Mapping[str, str] = field(default_factory=lambda: EMPTY)
     service_account: str = "default"
     workload: str = ""  # "namespace/name" of the Workload, "" for DNS/static endpoints
     locality: str = ""
@@ -102,7 +102,7 @@ class ProxyView:
     ip: str
     namespace: str
     workload_name: str = ""
-    labels: Mapping[str, str] = EMPTY
+    labels: Mapping[str, str] = field(default_factory=lambda: EMPTY)
     service_account: str = "default"
     app_ports: Mapping[int, int] = field(default_factory=dict)  # containerPort -> app port
 
