@@ -1,0 +1,147 @@
+"""What one proxy can see: visible services, host resolution and matching, config ordering and lookup."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sailmesh.api.resource import Resource
+from sailmesh.snapshot.model import MeshSnapshot, ProxyView, Service
+
+MESH_GATEWAY = "mesh"
+
+
+def fqdn(host: str, namespace: str, domain_suffix: str) -> str:
+    """Istio's ResolveShortnameToFQDN: a name without dots is a service in `namespace`."""
+    if not host or host == "*" or "." in host:
+        return host
+    return f"{host}.{namespace}.svc.{domain_suffix}"
+
+
+def host_matches(host: str, pattern: str) -> bool:
+    """Whether a concrete or wildcard `host` falls under `pattern` (`*`, `*.suffix` or exact)."""
+    if pattern == "*" or pattern == host:
+        return True
+    if pattern.startswith("*."):
+        suffix = pattern[1:]
+        if host.startswith("*."):
+            return host[1:].endswith(suffix)
+        return host.endswith(suffix)
+    return False
+
+
+def hosts_intersect(a: str, b: str) -> bool:
+    """Istio's host.Name.Matches: either side may be a wildcard."""
+    return host_matches(a, b) or host_matches(b, a)
+
+
+def exported_to(export_to: Iterable[str], owner_ns: str, viewer_ns: str) -> bool:
+    """Istio exportTo: `*` (default) everyone, `.` the owner's namespace, names listed, `~` nobody."""
+    values = list(export_to) or ["*"]
+    for v in values:
+        if v == "*" or v == viewer_ns or (v == "." and owner_ns == viewer_ns):
+            return True
+    return False
+
+
+def creation_order(r: Resource) -> tuple[str, str, str]:
+    """Istio's config order: oldest first (creationTimestamp), then name, then namespace."""
+    meta = r.raw.get("metadata") if isinstance(r.raw, Mapping) else None
+    ts = str(meta.get("creationTimestamp") or "") if isinstance(meta, Mapping) else ""
+    # resources without a timestamp (files) sort after timestamped ones, by name then namespace
+    return (ts or "~", r.name, r.namespace)
+
+
+def _resource_export(r: Resource) -> list[str]:
+    value = r.spec.get("exportTo") or []
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def visible_services(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Service]:
+    """Services exported to the proxy's namespace, sorted by hostname."""
+    out = [s for s in snapshot.services.values() if exported_to(s.export_to, s.namespace, proxy.namespace)]
+    return sorted(out, key=lambda s: s.hostname)
+
+
+def virtual_services(snapshot: MeshSnapshot, proxy_ns: str, gateway: str) -> list[Resource]:
+    """VirtualServices bound to `gateway` (`mesh` or `ns/name`) visible from `proxy_ns`, oldest first."""
+    out = []
+    for vs in snapshot.of_kind("VirtualService"):
+        if gateway == MESH_GATEWAY and not exported_to(_resource_export(vs), vs.namespace, proxy_ns):
+            continue
+        if gateway in bound_gateways(vs):
+            out.append(vs)
+    return sorted(out, key=creation_order)
+
+
+def bound_gateways(vs: Resource) -> set[str]:
+    """The gateways a VirtualService applies to as `mesh` or `ns/name` (none listed = `mesh`)."""
+    names = vs.spec.get("gateways") or [MESH_GATEWAY]
+    return {gateway_ref(str(g), vs.namespace) for g in names}
+
+
+def gateway_ref(name: str, namespace: str) -> str:
+    """`name` -> `namespace/name`; `ns/name` and `mesh` stay."""
+    if name == MESH_GATEWAY or "/" in name:
+        return name
+    return f"{namespace}/{name}"
+
+
+def vs_hosts(vs: Resource, domain_suffix: str) -> list[str]:
+    """A VirtualService's hosts as FQDNs (short names resolved in its namespace)."""
+    return [fqdn(str(h), vs.namespace, domain_suffix) for h in vs.spec.get("hosts") or []]
+
+
+def destination_rule(snapshot: MeshSnapshot, proxy_ns: str, service: Service) -> Resource | None:
+    """The DestinationRule for a service as Istio picks it.
+
+    Lookup order: the proxy's namespace, the service's namespace, the root namespace; inside each,
+    an exact host beats the most specific wildcard; ties go to the oldest rule.
+    """
+    root = snapshot.mesh.root_namespace
+    suffix = snapshot.mesh.domain_suffix
+    rules = sorted(snapshot.of_kind("DestinationRule"), key=creation_order)
+    for ns in (proxy_ns, service.namespace, root):
+        best: tuple[int, Resource] | None = None
+        for dr in rules:
+            if dr.namespace != ns:
+                continue
+            if not exported_to(_resource_export(dr), dr.namespace, proxy_ns) and ns != proxy_ns:
+                continue
+            host = fqdn(str(dr.spec.get("host") or ""), dr.namespace, suffix)
+            if not host_matches(service.hostname, host):
+                continue
+            specificity = 1 << 30 if host == service.hostname else len(host)
+            if best is None or specificity > best[0]:
+                best = (specificity, dr)
+        if best:
+            return best[1]
+    return None
+
+
+def subset_of(dr: Resource | None, name: str) -> Mapping[str, Any] | None:
+    """A named subset of a DestinationRule."""
+    if dr is None or not name:
+        return None
+    for s in dr.spec.get("subsets") or []:
+        if isinstance(s, Mapping) and s.get("name") == name:
+            return s
+    return None
+
+
+def inbound_ports(snapshot: MeshSnapshot, proxy: ProxyView) -> list[tuple[int, int, str]]:
+    """(containerPort, app port, protocol) for each port the sidecar owns on the proxy's address.
+
+    Ports come from the proxy's APP_PORTS and from the target ports of the services in its namespace
+    that select it; the protocol is the selecting service port's (TCP when no service names it).
+    """
+    protocols: dict[int, str] = {}
+    for svc in sorted(snapshot.services.values(), key=lambda s: s.hostname):
+        if svc.namespace != proxy.namespace or not svc.selector:
+            continue
+        if not all(proxy.labels.get(k) == v for k, v in svc.selector.items()):
+            continue
+        for p in svc.ports:
+            protocols.setdefault(p.target_port or p.port, p.protocol)
+    ports = set(proxy.app_ports) | set(protocols)
+    return [(p, proxy.app_ports.get(p, p), protocols.get(p, "TCP")) for p in sorted(ports)]
