@@ -9,6 +9,8 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
+if not SHARED.is_dir():  # helper worktrees live one level deeper (/work/wt/<name>)
+    SHARED = ROOT.parent.parent / "shared"
 CONFORMANCE = SHARED / "conformance"
 
 # Child processes (agents, sample apps, the control plane) import sailmesh from this checkout.
