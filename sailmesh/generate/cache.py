@@ -62,7 +62,7 @@ class ChangeSet:
 
     full: config, services or workloads changed (everything may change). Otherwise only the endpoints of
     `endpoint_hosts` changed: EDS is regenerated, and clusters too when one of those hosts is DNS-resolved
-    (its endpoints live inside the cluster).
+    (its endpoints live inside the cluster) or has resolution NONE (its cluster kind depends on them).
     """
 
     full: bool = True
@@ -80,7 +80,7 @@ def affected_types(snapshot: MeshSnapshot, changes: ChangeSet) -> frozenset[str]
     out = {ENDPOINT}
     for host in changes.endpoint_hosts:
         svc = snapshot.services.get(host)
-        if svc is not None and svc.resolution in ("DNS", "DNS_ROUND_ROBIN"):
+        if svc is not None and svc.resolution in ("DNS", "DNS_ROUND_ROBIN", "NONE"):
             out.add(CLUSTER)
     return frozenset(out)
 

@@ -13,7 +13,7 @@ from envoy.type.v3 import percent_pb2
 
 from sailmesh.generate import names
 from sailmesh.generate.common import MAX_UINT32, ads, duration, go_duration, pack, u32
-from sailmesh.generate.endpoints import assignment, select, subset_labels
+from sailmesh.generate.endpoints import assignment, discovery, select, subset_labels
 from sailmesh.generate.policy import effective_policy
 from sailmesh.generate.scope import destination_rule, inbound_ports, visible_services
 from sailmesh.snapshot.model import Endpoint, MeshSnapshot, ProxyView, Service, ServicePort
@@ -186,7 +186,10 @@ def outbound_cluster(
     """One `outbound|port|subset|host` cluster."""
     name = names.outbound_cluster(port.port, subset, svc.hostname)
     c = _base(name)
-    if svc.resolution in ("DNS", "DNS_ROUND_ROBIN"):
+    kind = discovery(snapshot, svc)
+    if kind == "forward":
+        _forward_proxy(c)
+    elif kind == "dns":
         c.type = Cluster.STRICT_DNS if svc.resolution == "DNS" else Cluster.LOGICAL_DNS
         c.dns_lookup_family = Cluster.V4_ONLY
         c.respect_dns_ttl = True
@@ -203,6 +206,8 @@ def outbound_cluster(
         {"services": [{"host": svc.hostname, "name": svc.name, "namespace": svc.namespace}], "subset": subset}
     )
     _apply_policy(c, port.protocol, policy)
+    if kind == "forward":
+        c.lb_policy = Cluster.CLUSTER_PROVIDED  # the forward proxy picks the host itself
     return c
 
 
@@ -250,15 +255,18 @@ def passthrough() -> Cluster:
     Istio's ORIGINAL_DST cluster needs iptables redirection (the original destination of an explicitly
     proxied connection is the proxy itself), so embedded mode resolves the request's host instead.
     """
-    c = Cluster(
-        name=names.PASSTHROUGH_CLUSTER,
-        connect_timeout=duration(DEFAULT_CONNECT_TIMEOUT_S),
-        lb_policy=Cluster.CLUSTER_PROVIDED,
-    )
-    c.cluster_type.name = "envoy.clusters.dynamic_forward_proxy"
-    c.cluster_type.typed_config.CopyFrom(pack(dfp_cluster_pb2.ClusterConfig(dns_cache_config=dns_cache_config())))
-    c.circuit_breakers.CopyFrom(default_thresholds())
+    c = _base(names.PASSTHROUGH_CLUSTER)
+    _forward_proxy(c)
     return c
+
+
+def _forward_proxy(c: Cluster) -> None:
+    """Make c a dynamic forward proxy cluster (the HCM's dynamic_forward_proxy filter resolves the Host)."""
+    c.lb_policy = Cluster.CLUSTER_PROVIDED
+    c.cluster_type.name = "envoy.clusters.dynamic_forward_proxy"
+    # Plain HTTP upstreams: no SNI/SAN to derive from the Host, so Envoy wants this acknowledged.
+    config = dfp_cluster_pb2.ClusterConfig(dns_cache_config=dns_cache_config(), allow_insecure_cluster_options=True)
+    c.cluster_type.typed_config.CopyFrom(pack(config))
 
 
 def build_clusters(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Cluster]:

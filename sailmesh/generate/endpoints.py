@@ -13,7 +13,23 @@ from sailmesh.generate.common import socket_address, u32
 from sailmesh.generate.scope import destination_rule, subset_of, visible_services
 from sailmesh.snapshot.model import Endpoint, MeshSnapshot, ProxyView, Service
 
-EDS_RESOLUTIONS = frozenset({"STATIC", "NONE"})
+DNS_RESOLUTIONS = frozenset({"DNS", "DNS_ROUND_ROBIN"})
+
+
+def discovery(snapshot: MeshSnapshot, svc: Service) -> str:
+    """How a service's clusters find endpoints: "dns", "eds", or "forward" (dynamic forward proxy).
+
+    resolution NONE is Istio's ORIGINAL_DST; explicitly proxied requests have no original destination,
+    so a NONE service without known endpoints (a passthrough ServiceEntry) forwards to the request's
+    Host, and one with endpoints (a headless Service) uses EDS like STATIC.
+    """
+    if svc.resolution in DNS_RESOLUTIONS:
+        return "dns"
+    if svc.resolution == "NONE" and not svc.selector and not any(
+        snapshot.endpoints.get((svc.hostname, p.port)) for p in svc.ports
+    ):
+        return "forward"
+    return "eds"
 
 
 def _locality(text: str) -> base_pb2.Locality:
@@ -79,7 +95,7 @@ def build_endpoints(snapshot: MeshSnapshot, proxy: ProxyView) -> list[endpoint_p
     """A ClusterLoadAssignment for every EDS cluster the proxy has (outbound default and subset clusters)."""
     out = []
     for svc in visible_services(snapshot, proxy):
-        if svc.resolution not in EDS_RESOLUTIONS:
+        if discovery(snapshot, svc) != "eds":
             continue
         subsets = subset_labels(snapshot, proxy.namespace, svc)
         for port in svc.ports:

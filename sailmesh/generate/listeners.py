@@ -36,17 +36,19 @@ def _filter(name: str, msg: object) -> hcm_pb2.HttpFilter:
     return hcm_pb2.HttpFilter(name=name, typed_config=pack(msg))  # type: ignore[arg-type]
 
 
-def outbound_http_filters(forward_proxy: bool) -> list[hcm_pb2.HttpFilter]:
+def outbound_http_filters() -> list[hcm_pb2.HttpFilter]:
     """Istio's outbound chain: fault and CORS (configured per route), then the router, always last.
 
     fault and cors are always present (as in Istio), so a VirtualService that adds a fault or CORS
-    policy only changes routes (RDS), never the listener.
+    policy only changes routes (RDS), never the listener. The dynamic forward proxy filter acts only on
+    requests routed to forward-proxy clusters (PassthroughCluster, resolution NONE services).
     """
-    chain = [_filter(FAULT_FILTER, fault_pb2.HTTPFault()), _filter(CORS_FILTER, cors_pb2.Cors())]
-    if forward_proxy:
-        chain.append(_filter(DFP_FILTER, dfp.FilterConfig(dns_cache_config=dns_cache_config())))
-    chain.append(_filter(ROUTER_FILTER, router_pb2.Router()))
-    return chain
+    return [
+        _filter(FAULT_FILTER, fault_pb2.HTTPFault()),
+        _filter(CORS_FILTER, cors_pb2.Cors()),
+        _filter(DFP_FILTER, dfp.FilterConfig(dns_cache_config=dns_cache_config())),
+        _filter(ROUTER_FILTER, router_pb2.Router()),
+    ]
 
 
 def http_connection_manager(
@@ -94,7 +96,7 @@ def _listener(name: str, ip: str, port: int, direction: int, network_filter: lc.
 def virtual_outbound(proxy: ProxyView, port: int) -> listener_pb2.Listener:
     """`virtualOutbound`: the explicit HTTP proxy apps reach through HTTP_PROXY, routed by `http_proxy` (RDS)."""
     h = http_connection_manager(
-        "outbound_0.0.0.0_" + str(port), outbound_http_filters(forward_proxy=True), rds=names.HTTP_PROXY_ROUTE
+        "outbound_0.0.0.0_" + str(port), outbound_http_filters(), rds=names.HTTP_PROXY_ROUTE
     )
     return _listener(
         names.VIRTUAL_OUTBOUND, proxy.ip, port, base_pb2.OUTBOUND, lc.Filter(name=HCM_NAME, typed_config=pack(h))
@@ -149,7 +151,7 @@ def gateway_listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> list[listener
     out = []
     for port in ports:
         h = http_connection_manager(
-            f"outbound_0.0.0.0_{port}", outbound_http_filters(forward_proxy=False),
+            f"outbound_0.0.0.0_{port}", outbound_http_filters(),
             rds=names.gateway_route(port), remote_address=True,
         )
         nf = lc.Filter(name=HCM_NAME, typed_config=pack(h))

@@ -22,7 +22,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from google.protobuf import json_format
 
 from sailmesh.generate.proxy import CLUSTER, ENDPOINT, LISTENER, ROUTE
-from sailmesh.snapshot.model import MeshSnapshot, ProxyView, Workload
+from sailmesh.snapshot.model import MeshSnapshot, ProxyView, Service, ServicePort, Workload
 from sailmesh.testing.waiting import free_port, random_loopback_block, wait_for
 from tests.unit.test_generate_support import (
     bookinfo_services,
@@ -178,9 +178,9 @@ def run_envoy(tmp: pathlib.Path, b: bootstrap_pb2.Bootstrap) -> tuple[subprocess
         stdout=log, stderr=subprocess.STDOUT,
     )
 
-    def ready() -> bool:
+    def ready_or_exited() -> bool:
         if proc.poll() is not None:
-            raise AssertionError("envoy exited: " + (tmp / "envoy.log").read_text()[-3000:])
+            return True
         c = http.client.HTTPConnection("127.0.0.1", admin, timeout=1)
         try:
             c.request("GET", "/ready")
@@ -189,7 +189,8 @@ def run_envoy(tmp: pathlib.Path, b: bootstrap_pb2.Bootstrap) -> tuple[subprocess
             c.close()
 
     try:
-        wait_for(ready, timeout=15, what="envoy ready")
+        wait_for(ready_or_exited, timeout=15, what="envoy ready")
+        assert proc.poll() is None, "envoy exited: " + (tmp / "envoy.log").read_text()[-3000:]
     except BaseException:
         proc.kill()
         proc.wait()
@@ -250,10 +251,14 @@ def test_sidecar_routes_real_traffic(conformance: pathlib.Path, tmp_path: pathli
     bi = conformance / "bookinfo"
     block = random_loopback_block()
     app_port = free_port(f"{block}.1")
+    outside_port = free_port(f"{block}.99")
+    passthrough_port = free_port(f"{block}.98")
+    external = Service(f"{block}.99", f"{block}.99", "default", (ServicePort(outside_port, "http", "HTTP"),),
+                       resolution="NONE")  # a ServiceEntry with resolution NONE
     snap = make_snapshot(
         resources(bi / "destination-rule-all.yaml", bi / "virtual-service-reviews-test-v2.yaml",
                   bi / "fault-injection-details-v1.yaml"),
-        bookinfo_services(), pods(block))
+        [*bookinfo_services(), external], pods(block))
     for w in snap.workloads:
         if w.name != "productpage-v1-0":
             b = Backend(w.name, w.address, 9080)
@@ -262,13 +267,13 @@ def test_sidecar_routes_real_traffic(conformance: pathlib.Path, tmp_path: pathli
     app = Backend("productpage-app", f"{block}.1", app_port)
     threading.Thread(target=app.serve_forever, daemon=True).start()
     backends.append(app)
-    outside_port = free_port(f"{block}.99")
-    outside = Backend("outside", f"{block}.99", outside_port)
-    threading.Thread(target=outside.serve_forever, daemon=True).start()
-    backends.append(outside)
+    for name, host, port in (("outside", f"{block}.99", outside_port), ("unknown", f"{block}.98", passthrough_port)):
+        b = Backend(name, host, port)
+        threading.Thread(target=b.serve_forever, daemon=True).start()
+        backends.append(b)
 
     proxy = sidecar(ip=f"{block}.1", app_ports={9080: app_port})
-    envoy(static_bootstrap(snap, proxy, free_port()))
+    admin = envoy(static_bootstrap(snap, proxy, free_port()))
     ip = proxy.ip
 
     # explicit proxying through virtualOutbound (absolute URI, Host: reviews:9080)
@@ -284,8 +289,16 @@ def test_sidecar_routes_real_traffic(conformance: pathlib.Path, tmp_path: pathli
     status, body = get(ip, 15001, "http://ratings:9080/ratings/0")
     assert status == 200 and json.loads(body)["name"] == "ratings-v1-0"  # no VirtualService: default route
     # unknown host: allow_any -> PassthroughCluster (dynamic forward proxy)
+    status, body = get(ip, 15001, f"http://{block}.98:{passthrough_port}/x")
+    assert status == 200 and json.loads(body)["name"] == "unknown"
+    # resolution NONE ServiceEntry host: its own outbound cluster, forwarding to the requested host
     status, body = get(ip, 15001, f"http://{block}.99:{outside_port}/x")
     assert status == 200 and json.loads(body)["name"] == "outside"
+    _, stats = get("127.0.0.1", admin, "/stats?filter=upstream_rq_total$")
+    counts = dict(line.split(": ") for line in stats.decode().splitlines())
+    assert counts[f"cluster.outbound|{outside_port}||{block}.99.upstream_rq_total"] == "1"
+    assert counts["cluster.PassthroughCluster.upstream_rq_total"] == "1"
+    assert counts["cluster.outbound|9080|v2|reviews.default.svc.cluster.local.upstream_rq_total"] == "1"
     # inbound: the sidecar owns containerPort 9080 on the pod IP and forwards to the app port
     status, body = get(ip, 9080, "/productpage")
     assert status == 200 and json.loads(body) | {"host": ""} == {"name": "productpage-app", "path": "/productpage",

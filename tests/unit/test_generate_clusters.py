@@ -213,3 +213,21 @@ def test_export_to_hides_services_from_other_namespaces() -> None:
     snap = make_snapshot(services=[private], workloads=[workload("s", "127.0.2.1", app="secret")])
     assert "outbound|9080||secret.default.svc.cluster.local" in clusters(snap, sidecar(ns="default"))
     assert "outbound|9080||secret.default.svc.cluster.local" not in clusters(snap, sidecar(ns="bar"))
+
+
+def test_resolution_none_without_endpoints_forwards_to_the_requested_host() -> None:
+    # Istio's ORIGINAL_DST has no meaning for explicitly proxied requests: forward to the Host instead.
+    se = dataclasses.replace(service("x", ports=[(80, "HTTP")], selector={}), hostname="*.example.com",
+                             resolution="NONE")
+    snap = make_snapshot(services=[se])
+    c = clusters(snap)["outbound|80||*.example.com"]
+    assert c.cluster_type.name == "envoy.clusters.dynamic_forward_proxy" and c.lb_policy == C.CLUSTER_PROVIDED
+    from sailmesh.generate.proxy import ENDPOINT, generate_for
+
+    assert generate_for(snap, sidecar(), ENDPOINT) == {}
+
+
+def test_headless_service_with_endpoints_uses_eds() -> None:
+    headless = service("db", resolution="NONE")
+    snap = make_snapshot(services=[headless], workloads=[workload("db-0", "127.0.2.2", app="db")])
+    assert clusters(snap)["outbound|9080||db.default.svc.cluster.local"].type == C.EDS
