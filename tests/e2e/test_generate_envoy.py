@@ -160,6 +160,10 @@ class Backend(http.server.ThreadingHTTPServer):
         super().server_bind()
 
 
+def start(b: Backend) -> None:
+    threading.Thread(target=b.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+
 @pytest.fixture
 def backends() -> Iterator[list[Backend]]:
     """Backends the test starts; each is shut down afterwards, even on failure."""
@@ -262,14 +266,14 @@ def test_sidecar_routes_real_traffic(conformance: pathlib.Path, tmp_path: pathli
     for w in snap.workloads:
         if w.name != "productpage-v1-0":
             b = Backend(w.name, w.address, 9080)
-            threading.Thread(target=b.serve_forever, daemon=True).start()
+            start(b)
             backends.append(b)
     app = Backend("productpage-app", f"{block}.1", app_port)
-    threading.Thread(target=app.serve_forever, daemon=True).start()
+    start(app)
     backends.append(app)
     for name, host, port in (("outside", f"{block}.99", outside_port), ("unknown", f"{block}.98", passthrough_port)):
         b = Backend(name, host, port)
-        threading.Thread(target=b.serve_forever, daemon=True).start()
+        start(b)
         backends.append(b)
 
     proxy = sidecar(ip=f"{block}.1", app_ports={9080: app_port})
@@ -311,7 +315,7 @@ def test_gateway_routes_real_traffic(conformance: pathlib.Path, tmp_path: pathli
     snap = make_snapshot(resources(conformance / "bookinfo" / "bookinfo-gateway.yaml"), bookinfo_services(),
                          pods(block))
     pp = Backend("productpage-v1-0", f"{block}.1", 9080)
-    threading.Thread(target=pp.serve_forever, daemon=True).start()
+    start(pp)
     backends.append(pp)
     gw = gateway_proxy(f"{block}.100")
     envoy(static_bootstrap(snap, gw, free_port()))
