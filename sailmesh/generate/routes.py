@@ -13,10 +13,10 @@ from sailmesh.api.types import selector_matches
 from sailmesh.generate import names
 from sailmesh.generate.httproute import RouteContext, default_route, translate_http
 from sailmesh.generate.scope import (
-    MESH_GATEWAY,
     creation_order,
     host_matches,
     hosts_intersect,
+    index_of,
     virtual_services,
     visible_services,
     vs_hosts,
@@ -34,14 +34,13 @@ def service_routes(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, port:
     name, then namespace) and so do we; the others are ignored for that host.
     """
     ctx = RouteContext(snapshot, proxy, port)
-    for vs in virtual_services(snapshot, proxy.namespace, MESH_GATEWAY):
-        if any(host_matches(svc.hostname, h) for h in vs_hosts(vs, snapshot.mesh.domain_suffix)):
-            routes: list[rc.Route] = []
-            for http in vs.spec.get("http") or []:
-                if isinstance(http, Mapping):
-                    routes.extend(translate_http(vs, http, ctx))
-            if routes:
-                return routes
+    for vs in index_of(snapshot).mesh_virtual_services_for(proxy.namespace, svc.hostname):
+        routes: list[rc.Route] = []
+        for http in vs.spec.get("http") or []:
+            if isinstance(http, Mapping):
+                routes.extend(translate_http(vs, http, ctx))
+        if routes:
+            return routes
     return [default_route(names.outbound_cluster(port, "", svc.hostname), ctx, svc.hostname)]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -57,21 +58,118 @@ def _resource_export(r: Resource) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list) else []
 
 
+class SnapshotIndex:
+    """Lookups over one snapshot, built lazily and memoized (generators call them per service and port)."""
+
+    def __init__(self, snapshot: MeshSnapshot) -> None:
+        self.snapshot = snapshot
+        self._rules: dict[str, list[tuple[str, Resource]]] | None = None
+        self._dr: dict[tuple[str, str], Resource | None] = {}
+        self._vs: dict[tuple[str, str], list[Resource]] = {}
+        self._visible: dict[str, list[Service]] = {}
+        self._by_host: dict[str, tuple[dict[str, list[tuple[int, Resource]]], list[tuple[int, str, Resource]]]] = {}
+
+    def visible_services(self, namespace: str) -> list[Service]:
+        hit = self._visible.get(namespace)
+        if hit is None:
+            hit = sorted(
+                (s for s in self.snapshot.services.values() if exported_to(s.export_to, s.namespace, namespace)),
+                key=lambda s: s.hostname,
+            )
+            self._visible[namespace] = hit
+        return hit
+
+    def virtual_services(self, proxy_ns: str, gateway: str) -> list[Resource]:
+        key = (proxy_ns if gateway == MESH_GATEWAY else "", gateway)
+        hit = self._vs.get(key)
+        if hit is None:
+            hit = []
+            for vs in self.snapshot.of_kind("VirtualService"):
+                if gateway == MESH_GATEWAY and not exported_to(_resource_export(vs), vs.namespace, proxy_ns):
+                    continue
+                if gateway in bound_gateways(vs):
+                    hit.append(vs)
+            hit.sort(key=creation_order)
+            self._vs[key] = hit
+        return hit
+
+    def mesh_virtual_services_for(self, proxy_ns: str, hostname: str) -> list[Resource]:
+        """Mesh VirtualServices visible from proxy_ns whose hosts match `hostname`, oldest first."""
+        table = self._by_host.get(proxy_ns)
+        if table is None:
+            exact: dict[str, list[tuple[int, Resource]]] = {}
+            wild: list[tuple[int, str, Resource]] = []
+            for i, vs in enumerate(self.virtual_services(proxy_ns, MESH_GATEWAY)):
+                for h in dict.fromkeys(vs_hosts(vs, self.snapshot.mesh.domain_suffix)):
+                    if "*" in h:
+                        wild.append((i, h, vs))
+                    else:
+                        exact.setdefault(h, []).append((i, vs))
+            table = self._by_host[proxy_ns] = (exact, wild)
+        exact, wild = table
+        found = exact.get(hostname, []) + [(i, vs) for i, h, vs in wild if host_matches(hostname, h)]
+        seen: set[int] = set()
+        out = []
+        for i, vs in sorted(found, key=lambda t: t[0]):
+            if i not in seen:
+                seen.add(i)
+                out.append(vs)
+        return out
+
+    def _rules_by_ns(self) -> dict[str, list[tuple[str, Resource]]]:
+        if self._rules is None:
+            suffix = self.snapshot.mesh.domain_suffix
+            self._rules = {}
+            for dr in sorted(self.snapshot.of_kind("DestinationRule"), key=creation_order):
+                host = fqdn(str(dr.spec.get("host") or ""), dr.namespace, suffix)
+                self._rules.setdefault(dr.namespace, []).append((host, dr))
+        return self._rules
+
+    def destination_rule(self, proxy_ns: str, service: Service) -> Resource | None:
+        key = (proxy_ns, service.hostname)
+        if key in self._dr:
+            return self._dr[key]
+        rules = self._rules_by_ns()
+        found: Resource | None = None
+        for ns in (proxy_ns, service.namespace, self.snapshot.mesh.root_namespace):
+            best: tuple[int, Resource] | None = None
+            for host, dr in rules.get(ns, ()):
+                if ns != proxy_ns and not exported_to(_resource_export(dr), dr.namespace, proxy_ns):
+                    continue
+                if not host_matches(service.hostname, host):
+                    continue
+                specificity = 1 << 30 if host == service.hostname else len(host)
+                if best is None or specificity > best[0]:
+                    best = (specificity, dr)
+            if best:
+                found = best[1]
+                break
+        self._dr[key] = found
+        return found
+
+
+_INDEXES: dict[int, tuple[weakref.ref[MeshSnapshot], SnapshotIndex]] = {}
+
+
+def index_of(snapshot: MeshSnapshot) -> SnapshotIndex:
+    """The memoized index of a snapshot (dropped when the snapshot is garbage collected)."""
+    key = id(snapshot)
+    hit = _INDEXES.get(key)
+    if hit is not None and hit[0]() is snapshot:
+        return hit[1]
+    idx = SnapshotIndex(snapshot)
+    _INDEXES[key] = (weakref.ref(snapshot, lambda _r, k=key: _INDEXES.pop(k, None)), idx)
+    return idx
+
+
 def visible_services(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Service]:
     """Services exported to the proxy's namespace, sorted by hostname."""
-    out = [s for s in snapshot.services.values() if exported_to(s.export_to, s.namespace, proxy.namespace)]
-    return sorted(out, key=lambda s: s.hostname)
+    return index_of(snapshot).visible_services(proxy.namespace)
 
 
 def virtual_services(snapshot: MeshSnapshot, proxy_ns: str, gateway: str) -> list[Resource]:
     """VirtualServices bound to `gateway` (`mesh` or `ns/name`) visible from `proxy_ns`, oldest first."""
-    out = []
-    for vs in snapshot.of_kind("VirtualService"):
-        if gateway == MESH_GATEWAY and not exported_to(_resource_export(vs), vs.namespace, proxy_ns):
-            continue
-        if gateway in bound_gateways(vs):
-            out.append(vs)
-    return sorted(out, key=creation_order)
+    return index_of(snapshot).virtual_services(proxy_ns, gateway)
 
 
 def bound_gateways(vs: Resource) -> set[str]:
@@ -98,25 +196,7 @@ def destination_rule(snapshot: MeshSnapshot, proxy_ns: str, service: Service) ->
     Lookup order: the proxy's namespace, the service's namespace, the root namespace; inside each,
     an exact host beats the most specific wildcard; ties go to the oldest rule.
     """
-    root = snapshot.mesh.root_namespace
-    suffix = snapshot.mesh.domain_suffix
-    rules = sorted(snapshot.of_kind("DestinationRule"), key=creation_order)
-    for ns in (proxy_ns, service.namespace, root):
-        best: tuple[int, Resource] | None = None
-        for dr in rules:
-            if dr.namespace != ns:
-                continue
-            if not exported_to(_resource_export(dr), dr.namespace, proxy_ns) and ns != proxy_ns:
-                continue
-            host = fqdn(str(dr.spec.get("host") or ""), dr.namespace, suffix)
-            if not host_matches(service.hostname, host):
-                continue
-            specificity = 1 << 30 if host == service.hostname else len(host)
-            if best is None or specificity > best[0]:
-                best = (specificity, dr)
-        if best:
-            return best[1]
-    return None
+    return index_of(snapshot).destination_rule(proxy_ns, service)
 
 
 def subset_of(dr: Resource | None, name: str) -> Mapping[str, Any] | None:
