@@ -17,6 +17,7 @@ from sailmesh.generate.scope import (
     host_matches,
     hosts_intersect,
     index_of,
+    outbound_policy,
     virtual_services,
     visible_services,
     vs_hosts,
@@ -34,7 +35,7 @@ def service_routes(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, port:
     name, then namespace) and so do we; the others are ignored for that host.
     """
     ctx = RouteContext(snapshot, proxy, port)
-    for vs in index_of(snapshot).mesh_virtual_services_for(proxy.namespace, svc.hostname):
+    for vs in index_of(snapshot).mesh_virtual_services_for(proxy, svc.hostname):
         routes: list[rc.Route] = []
         for http in vs.spec.get("http") or []:
             if isinstance(http, Mapping):
@@ -58,6 +59,21 @@ def allow_any_vhost() -> rc.VirtualHost:
                 name=names.ALLOW_ANY_VHOST,
                 match=rc.RouteMatch(prefix="/"),
                 route=rc.RouteAction(cluster=names.PASSTHROUGH_CLUSTER),
+            )
+        ],
+    )
+
+
+def block_all_vhost() -> rc.VirtualHost:
+    """Istio's `block_all` virtual host (outboundTrafficPolicy REGISTRY_ONLY): unknown hosts get 502."""
+    return rc.VirtualHost(
+        name=names.BLOCK_ALL_VHOST,
+        domains=["*"],
+        routes=[
+            rc.Route(
+                name=names.BLOCK_ALL_VHOST,
+                match=rc.RouteMatch(prefix="/"),
+                direct_response=rc.DirectResponseAction(status=502),
             )
         ],
     )
@@ -90,15 +106,16 @@ def sidecar_routes(snapshot: MeshSnapshot, proxy: ProxyView) -> list[route_pb2.R
             vh = _vhost(vname, names.domains_with_port(aliases, port, plain=port == 80), routes, proxy_used)
             if vh is not None:
                 proxy_hosts.append(vh)
+    fallback = block_all_vhost if outbound_policy(snapshot, proxy) == "REGISTRY_ONLY" else allow_any_vhost
     out = [
         route_pb2.RouteConfiguration(
-            name=names.port_route(port), virtual_hosts=[*vhosts, allow_any_vhost()], validate_clusters=NO
+            name=names.port_route(port), virtual_hosts=[*vhosts, fallback()], validate_clusters=NO
         )
         for port, vhosts in sorted(per_port.items())
     ]
     out.append(
         route_pb2.RouteConfiguration(
-            name=names.HTTP_PROXY_ROUTE, virtual_hosts=[*proxy_hosts, allow_any_vhost()], validate_clusters=NO
+            name=names.HTTP_PROXY_ROUTE, virtual_hosts=[*proxy_hosts, fallback()], validate_clusters=NO
         )
     )
     return out

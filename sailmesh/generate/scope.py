@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
 from sailmesh.api.resource import Resource
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView, Service
 
 MESH_GATEWAY = "mesh"
+# exact host -> [(order, VirtualService)], and [(order, wildcard host, VirtualService)]
+HostTable = tuple[dict[str, list[tuple[int, Resource]]], list[tuple[int, str, Resource]]]
 
 
 def fqdn(host: str, namespace: str, domain_suffix: str) -> str:
@@ -58,6 +60,41 @@ def _resource_export(r: Resource) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list) else []
 
 
+def _select_sidecar(snapshot: MeshSnapshot, proxy: ProxyView) -> Resource | None:
+    sidecars = sorted(snapshot.of_kind("Sidecar"), key=creation_order)
+    for sc in sidecars:
+        ws = sc.spec.get("workloadSelector")
+        labels = ws.get("labels") if isinstance(ws, Mapping) else None
+        if sc.namespace == proxy.namespace and labels and all(
+            proxy.labels.get(str(k)) == str(v) for k, v in labels.items()
+        ):
+            return sc
+    for ns in (proxy.namespace, snapshot.mesh.root_namespace):
+        for sc in sidecars:
+            ws = sc.spec.get("workloadSelector")
+            if sc.namespace == ns and not (isinstance(ws, Mapping) and ws.get("labels")):
+                return sc
+    return None
+
+
+def egress_imports(egress: list[tuple[str, str]], namespace: str, hostname: str) -> bool:
+    """Whether Sidecar egress hosts (`ns/host`, `*/`, `./`, `~/`) import a host of `namespace`."""
+    for ns, host in egress:
+        if ns == "~" or (ns != "*" and ns != namespace):
+            continue
+        if host == "*" or hosts_intersect(hostname, host):
+            return True
+    return False
+
+
+def outbound_policy(snapshot: MeshSnapshot, proxy: ProxyView) -> str:
+    """outboundTrafficPolicy mode from the proxy's Sidecar: ALLOW_ANY (Istio's default) or REGISTRY_ONLY."""
+    sc = index_of(snapshot).sidecar(proxy)
+    policy = sc.spec.get("outboundTrafficPolicy") if sc is not None else None
+    mode = policy.get("mode") if isinstance(policy, Mapping) else None
+    return "REGISTRY_ONLY" if mode == "REGISTRY_ONLY" else "ALLOW_ANY"
+
+
 class SnapshotIndex:
     """Lookups over one snapshot, built lazily and memoized (generators call them per service and port)."""
 
@@ -66,17 +103,53 @@ class SnapshotIndex:
         self._rules: dict[str, list[tuple[str, Resource]]] | None = None
         self._dr: dict[tuple[str, str], Resource | None] = {}
         self._vs: dict[tuple[str, str], list[Resource]] = {}
-        self._visible: dict[str, list[Service]] = {}
-        self._by_host: dict[str, tuple[dict[str, list[tuple[int, Resource]]], list[tuple[int, str, Resource]]]] = {}
+        self._visible: dict[Hashable, list[Service]] = {}
+        self._by_host: dict[Hashable, HostTable] = {}
+        self._sidecar: dict[Hashable, Resource | None] = {}
 
-    def visible_services(self, namespace: str) -> list[Service]:
-        hit = self._visible.get(namespace)
+    def sidecar(self, proxy: ProxyView) -> Resource | None:
+        """The Sidecar resource that configures a sidecar proxy (Istio's selection order).
+
+        A Sidecar in the proxy's namespace whose workloadSelector matches its labels, else the
+        namespace's Sidecar without a selector, else the root namespace's Sidecar without a selector.
+        Gateways are not configured by Sidecars.
+        """
+        if proxy.type != "sidecar":
+            return None
+        key = ("sidecar", proxy.scope_key)
+        if key not in self._sidecar:
+            self._sidecar[key] = _select_sidecar(self.snapshot, proxy)
+        return self._sidecar[key]
+
+    def egress(self, proxy: ProxyView) -> list[tuple[str, str]] | None:
+        """(namespace, host) pairs of the proxy's Sidecar egress listeners; None = everything is imported."""
+        sc = self.sidecar(proxy)
+        if sc is None or not sc.spec.get("egress"):
+            return None
+        out = []
+        for listener in sc.spec.get("egress") or []:
+            if not isinstance(listener, Mapping):
+                continue
+            for h in listener.get("hosts") or []:
+                ns, _, host = str(h).partition("/")
+                out.append((proxy.namespace if ns == "." else ns, host))
+        return out
+
+    def visible_services(self, proxy: ProxyView) -> list[Service]:
+        key = proxy.scope_key
+        hit = self._visible.get(key)
         if hit is None:
+            egress = self.egress(proxy)
             hit = sorted(
-                (s for s in self.snapshot.services.values() if exported_to(s.export_to, s.namespace, namespace)),
+                (
+                    s
+                    for s in self.snapshot.services.values()
+                    if exported_to(s.export_to, s.namespace, proxy.namespace)
+                    and (egress is None or egress_imports(egress, s.namespace, s.hostname))
+                ),
                 key=lambda s: s.hostname,
             )
-            self._visible[namespace] = hit
+            self._visible[key] = hit
         return hit
 
     def virtual_services(self, proxy_ns: str, gateway: str) -> list[Resource]:
@@ -93,19 +166,25 @@ class SnapshotIndex:
             self._vs[key] = hit
         return hit
 
-    def mesh_virtual_services_for(self, proxy_ns: str, hostname: str) -> list[Resource]:
-        """Mesh VirtualServices visible from proxy_ns whose hosts match `hostname`, oldest first."""
-        table = self._by_host.get(proxy_ns)
+    def mesh_virtual_services_for(self, proxy: ProxyView, hostname: str) -> list[Resource]:
+        """Mesh VirtualServices the proxy imports whose hosts match `hostname`, oldest first."""
+        key = proxy.scope_key
+        table = self._by_host.get(key)
         if table is None:
             exact: dict[str, list[tuple[int, Resource]]] = {}
             wild: list[tuple[int, str, Resource]] = []
-            for i, vs in enumerate(self.virtual_services(proxy_ns, MESH_GATEWAY)):
-                for h in dict.fromkeys(vs_hosts(vs, self.snapshot.mesh.domain_suffix)):
+            egress = self.egress(proxy)
+            suffix = self.snapshot.mesh.domain_suffix
+            for i, vs in enumerate(self.virtual_services(proxy.namespace, MESH_GATEWAY)):
+                hosts = vs_hosts(vs, suffix)
+                if egress is not None and not any(egress_imports(egress, vs.namespace, h) for h in hosts):
+                    continue
+                for h in dict.fromkeys(hosts):
                     if "*" in h:
                         wild.append((i, h, vs))
                     else:
                         exact.setdefault(h, []).append((i, vs))
-            table = self._by_host[proxy_ns] = (exact, wild)
+            table = self._by_host[key] = (exact, wild)
         exact, wild = table
         found = exact.get(hostname, []) + [(i, vs) for i, h, vs in wild if host_matches(hostname, h)]
         seen: set[int] = set()
@@ -164,7 +243,7 @@ def index_of(snapshot: MeshSnapshot) -> SnapshotIndex:
 
 def visible_services(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Service]:
     """Services exported to the proxy's namespace, sorted by hostname."""
-    return index_of(snapshot).visible_services(proxy.namespace)
+    return index_of(snapshot).visible_services(proxy)
 
 
 def virtual_services(snapshot: MeshSnapshot, proxy_ns: str, gateway: str) -> list[Resource]:
