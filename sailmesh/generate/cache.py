@@ -1,0 +1,128 @@
+"""Generated-resource cache: proxies with the same scope share packed resources; endpoint-only changes keep the rest.
+
+Keys are (part, epoch of its type, scope). A part is a slice of one type's resources with its own scope:
+outbound clusters, routes and endpoints depend only on ProxyView.scope_key (type, namespace, labels), so
+every proxy of a deployment shares them; inbound clusters and listeners also depend on the proxy's address
+and ports. `advance` moves the cache to a new snapshot given its ChangeSet and bumps only the epochs of
+the types the change can affect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+
+from google.protobuf import any_pb2
+
+from sailmesh.generate.clusters import build_inbound, build_outbound
+from sailmesh.generate.endpoints import build_endpoints
+from sailmesh.generate.listeners import build_listeners
+from sailmesh.generate.proxy import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, packed
+from sailmesh.generate.routes import build_routes
+from sailmesh.snapshot.model import MeshSnapshot, ProxyView
+
+ALL_TYPES = frozenset({CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET})
+
+
+def shared_scope(proxy: ProxyView) -> Hashable:
+    """What outbound config depends on."""
+    return proxy.scope_key
+
+
+def own_scope(proxy: ProxyView) -> Hashable:
+    """What per-proxy (inbound, listener) config depends on."""
+    return (proxy.scope_key, proxy.ip, tuple(sorted(proxy.app_ports.items())), proxy.workload_name)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One cached slice of a type's resources."""
+
+    name: str
+    type_url: str
+    build: Callable[[MeshSnapshot, ProxyView], list]
+    scope: Callable[[ProxyView], Hashable]
+
+
+PARTS: dict[str, tuple[Part, ...]] = {
+    CLUSTER: (
+        Part("outbound-clusters", CLUSTER, build_outbound, shared_scope),
+        Part("inbound-clusters", CLUSTER, build_inbound, own_scope),
+    ),
+    ENDPOINT: (Part("endpoints", ENDPOINT, build_endpoints, shared_scope),),
+    LISTENER: (Part("listeners", LISTENER, build_listeners, own_scope),),
+    ROUTE: (Part("routes", ROUTE, build_routes, shared_scope),),
+    SECRET: (),
+}
+
+
+@dataclass(frozen=True)
+class ChangeSet:
+    """What changed since the previous snapshot.
+
+    full: config, services or workloads changed (everything may change). Otherwise only the endpoints of
+    `endpoint_hosts` changed: EDS is regenerated, and clusters too when one of those hosts is DNS-resolved
+    (its endpoints live inside the cluster) or has resolution NONE (its cluster kind depends on them).
+    """
+
+    full: bool = True
+    endpoint_hosts: frozenset[str] = frozenset()
+
+    @staticmethod
+    def endpoints_only(hosts: frozenset[str] | set[str]) -> ChangeSet:
+        return ChangeSet(full=False, endpoint_hosts=frozenset(hosts))
+
+
+def affected_types(snapshot: MeshSnapshot, changes: ChangeSet) -> frozenset[str]:
+    """The xDS types a change can alter (the push set)."""
+    if changes.full:
+        return ALL_TYPES - {SECRET}
+    out = {ENDPOINT}
+    for host in changes.endpoint_hosts:
+        svc = snapshot.services.get(host)
+        if svc is not None and svc.resolution in ("DNS", "DNS_ROUND_ROBIN", "NONE"):
+            out.add(CLUSTER)
+    return frozenset(out)
+
+
+class GeneratedCache:
+    """Packed resources per (part, epoch, scope); safe to share across all connections of one event loop."""
+
+    def __init__(self) -> None:
+        self._version: int | None = None
+        self._epochs: dict[str, int] = dict.fromkeys(ALL_TYPES, 0)
+        self._entries: dict[tuple[str, int, Hashable], dict[str, any_pb2.Any]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def advance(self, snapshot: MeshSnapshot, changes: ChangeSet) -> frozenset[str]:
+        """Move to `snapshot`; returns the types whose resources may differ (what to push)."""
+        if snapshot.version == self._version:
+            return frozenset()
+        types = affected_types(snapshot, changes) if self._version is not None else ALL_TYPES - {SECRET}
+        for t in types:
+            self._epochs[t] += 1
+        self._version = snapshot.version
+        live = {p.name: self._epochs[p.type_url] for parts in PARTS.values() for p in parts}
+        self._entries = {k: v for k, v in self._entries.items() if live.get(k[0]) == k[1]}
+        return types
+
+    def get(self, snapshot: MeshSnapshot, proxy: ProxyView, type_url: str) -> dict[str, any_pb2.Any]:
+        """Every resource of type_url for proxy at snapshot (an unannounced snapshot counts as a full change)."""
+        if snapshot.version != self._version:
+            self.advance(snapshot, ChangeSet())
+        out: dict[str, any_pb2.Any] = {}
+        for part in PARTS.get(type_url, ()):
+            key = (part.name, self._epochs[type_url], part.scope(proxy))
+            hit = self._entries.get(key)
+            if hit is None:
+                self.misses += 1
+                hit = packed(part.build(snapshot, proxy))
+                self._entries[key] = hit
+            else:
+                self.hits += 1
+            out.update(hit)
+        return out
+
+    def __len__(self) -> int:
+        return len(self._entries)

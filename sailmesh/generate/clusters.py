@@ -1,0 +1,275 @@
+"""Clusters: outbound per service port and DestinationRule subset, inbound per container port, and the specials."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
+from envoy.extensions.clusters.dynamic_forward_proxy.v3 import cluster_pb2 as dfp_cluster_pb2
+from envoy.extensions.common.dynamic_forward_proxy.v3 import dns_cache_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
+from envoy.type.v3 import percent_pb2
+
+from sailmesh.generate import names
+from sailmesh.generate.common import MAX_UINT32, ads, duration, go_duration, pack, u32
+from sailmesh.generate.endpoints import assignment, discovery, select, subset_labels
+from sailmesh.generate.policy import effective_policy
+from sailmesh.generate.scope import destination_rule, inbound_ports, visible_services
+from sailmesh.snapshot.model import Endpoint, MeshSnapshot, ProxyView, Service, ServicePort
+
+Cluster = cluster_pb2.Cluster
+DEFAULT_CONNECT_TIMEOUT_S = 10.0  # MeshConfig.connectTimeout default
+DEFAULT_RING_SIZE = 1024  # Istio's minimumRingSize default
+HTTP_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+DFP_CACHE = "dynamic_forward_proxy_cache_config"
+SIMPLE_LB = {
+    "ROUND_ROBIN": Cluster.ROUND_ROBIN,
+    "LEAST_REQUEST": Cluster.LEAST_REQUEST,
+    "LEAST_CONN": Cluster.LEAST_REQUEST,
+    "RANDOM": Cluster.RANDOM,
+    "UNSPECIFIED": Cluster.LEAST_REQUEST,
+}
+
+
+def dns_cache_config() -> dns_cache_pb2.DnsCacheConfig:
+    """The DNS cache shared by PassthroughCluster and the outbound dynamic forward proxy filter."""
+    return dns_cache_pb2.DnsCacheConfig(name=DFP_CACHE, dns_lookup_family=cluster_pb2.Cluster.V4_ONLY)
+
+
+def default_thresholds() -> circuit_breaker_pb2.CircuitBreakers:
+    """Istio's default circuit breakers: every limit at MaxUint32, remaining tracked."""
+    return circuit_breaker_pb2.CircuitBreakers(
+        thresholds=[
+            circuit_breaker_pb2.CircuitBreakers.Thresholds(
+                max_connections=u32(MAX_UINT32),
+                max_pending_requests=u32(MAX_UINT32),
+                max_requests=u32(MAX_UINT32),
+                max_retries=u32(MAX_UINT32),
+                track_remaining=True,
+            )
+        ]
+    )
+
+
+def _base(name: str) -> Cluster:
+    c = Cluster(name=name, connect_timeout=duration(DEFAULT_CONNECT_TIMEOUT_S))
+    c.circuit_breakers.CopyFrom(default_thresholds())
+    return c
+
+
+def _apply_lb(c: Cluster, lb: Mapping[str, Any] | None) -> None:
+    c.lb_policy = Cluster.LEAST_REQUEST  # Istio's default since 1.14
+    if not isinstance(lb, Mapping):
+        return
+    simple = lb.get("simple")
+    if isinstance(simple, str) and simple in SIMPLE_LB:
+        c.lb_policy = SIMPLE_LB[simple]
+    ch = lb.get("consistentHash")
+    if isinstance(ch, Mapping):
+        if isinstance(ch.get("maglev"), Mapping):
+            c.lb_policy = Cluster.MAGLEV
+            size = ch["maglev"].get("tableSize")
+            if size:
+                c.maglev_lb_config.table_size.value = int(size)
+        else:
+            c.lb_policy = Cluster.RING_HASH
+            ring = ch.get("ringHash") if isinstance(ch.get("ringHash"), Mapping) else {}
+            size = ring.get("minimumRingSize") or ch.get("minimumRingSize") or DEFAULT_RING_SIZE
+            c.ring_hash_lb_config.minimum_ring_size.value = int(size)
+
+
+def _apply_outlier(c: Cluster, od: Mapping[str, Any] | None) -> None:
+    """Istio's applyOutlierDetection (success-rate ejection off, panic threshold = minHealthPercent)."""
+    if not isinstance(od, Mapping):
+        return
+    out = outlier_detection_pb2.OutlierDetection(enforcing_success_rate=u32(0))
+    for key, field, enforce in (
+        ("consecutive5xxErrors", "consecutive_5xx", "enforcing_consecutive_5xx"),
+        ("consecutiveGatewayErrors", "consecutive_gateway_failure", "enforcing_consecutive_gateway_failure"),
+    ):
+        v = od.get(key)
+        if v is None and key == "consecutive5xxErrors":
+            v = od.get("consecutiveErrors")
+        if v is not None:
+            getattr(out, field).value = int(v)
+            getattr(out, enforce).value = 100 if int(v) > 0 else 0
+    if od.get("interval"):
+        out.interval.CopyFrom(go_duration(od["interval"]))
+    if od.get("baseEjectionTime"):
+        out.base_ejection_time.CopyFrom(go_duration(od["baseEjectionTime"]))
+    if od.get("maxEjectionPercent"):
+        out.max_ejection_percent.value = int(od["maxEjectionPercent"])
+    if od.get("splitExternalLocalOriginErrors"):
+        out.split_external_local_origin_errors = True
+        if od.get("consecutiveLocalOriginFailures") is not None:
+            out.consecutive_local_origin_failure.value = int(od["consecutiveLocalOriginFailures"])
+    c.outlier_detection.CopyFrom(out)
+    c.common_lb_config.healthy_panic_threshold.CopyFrom(
+        percent_pb2.Percent(value=float(od.get("minHealthPercent") or 0))
+    )
+
+
+def _protocol_options(protocol: str, pool: Mapping[str, Any]) -> hpo.HttpProtocolOptions | None:
+    http = pool.get("http") if isinstance(pool.get("http"), Mapping) else {}
+    tcp = pool.get("tcp") if isinstance(pool.get("tcp"), Mapping) else {}
+    if not names.is_http(protocol):
+        return None
+    opts = hpo.HttpProtocolOptions()
+    common = opts.common_http_protocol_options
+    if http.get("idleTimeout"):
+        common.idle_timeout.CopyFrom(go_duration(http["idleTimeout"]))
+    if http.get("maxRequestsPerConnection"):
+        common.max_requests_per_connection.value = int(http["maxRequestsPerConnection"])
+    if tcp.get("maxConnectionDuration"):
+        common.max_connection_duration.CopyFrom(go_duration(tcp["maxConnectionDuration"]))
+    h2 = protocol.upper() in names.H2_PROTOCOLS or http.get("h2UpgradePolicy") == "UPGRADE"
+    if http.get("useClientProtocol"):
+        opts.use_downstream_protocol_config.SetInParent()
+    elif h2:
+        h2opts = opts.explicit_http_config.http2_protocol_options
+        h2opts.SetInParent()
+        if http.get("maxConcurrentStreams"):
+            h2opts.max_concurrent_streams.value = int(http["maxConcurrentStreams"])
+    else:
+        opts.explicit_http_config.http_protocol_options.SetInParent()
+    return opts
+
+
+def _apply_pool(c: Cluster, protocol: str, pool: Mapping[str, Any] | None) -> None:
+    pool = pool if isinstance(pool, Mapping) else {}
+    tcp = pool.get("tcp") if isinstance(pool.get("tcp"), Mapping) else {}
+    http = pool.get("http") if isinstance(pool.get("http"), Mapping) else {}
+    t = c.circuit_breakers.thresholds[0]
+    for src, key, field in (
+        (tcp, "maxConnections", "max_connections"),
+        (http, "http1MaxPendingRequests", "max_pending_requests"),
+        (http, "http2MaxRequests", "max_requests"),
+        (http, "maxRetries", "max_retries"),
+    ):
+        if src.get(key):
+            getattr(t, field).value = int(src[key])
+    if tcp.get("connectTimeout"):
+        c.connect_timeout.CopyFrom(go_duration(tcp["connectTimeout"]))
+    ka = tcp.get("tcpKeepalive")
+    if isinstance(ka, Mapping):
+        k = c.upstream_connection_options.tcp_keepalive
+        k.SetInParent()
+        if ka.get("probes"):
+            k.keepalive_probes.value = int(ka["probes"])
+        if ka.get("time"):
+            k.keepalive_time.value = int(go_duration(ka["time"]).seconds)
+        if ka.get("interval"):
+            k.keepalive_interval.value = int(go_duration(ka["interval"]).seconds)
+    opts = _protocol_options(protocol, pool)
+    if opts is not None:
+        c.typed_extension_protocol_options[HTTP_OPTIONS_KEY].CopyFrom(pack(opts))
+
+
+def _apply_policy(c: Cluster, protocol: str, policy: Mapping[str, Any]) -> None:
+    _apply_lb(c, policy.get("loadBalancer"))
+    _apply_pool(c, protocol, policy.get("connectionPool"))
+    _apply_outlier(c, policy.get("outlierDetection"))
+
+
+def _dns_endpoints(svc: Service, port: ServicePort, eps: tuple[Endpoint, ...], labels: Mapping[str, str]) -> list:
+    chosen = select(eps, labels)
+    if not chosen and not eps:
+        # A DNS ServiceEntry without endpoints resolves its own host (Istio's behaviour).
+        chosen = [Endpoint(svc.hostname, port.port, svc.hostname, port.target_port or port.port)]
+    return chosen
+
+
+def outbound_cluster(
+    snapshot: MeshSnapshot, svc: Service, port: ServicePort, subset: str, labels: Mapping[str, str], policy: Mapping
+) -> Cluster:
+    """One `outbound|port|subset|host` cluster."""
+    name = names.outbound_cluster(port.port, subset, svc.hostname)
+    c = _base(name)
+    kind = discovery(snapshot, svc)
+    if kind == "forward":
+        _forward_proxy(c)
+    elif kind == "dns":
+        c.type = Cluster.STRICT_DNS if svc.resolution == "DNS" else Cluster.LOGICAL_DNS
+        c.dns_lookup_family = Cluster.V4_ONLY
+        c.respect_dns_ttl = True
+        eps = snapshot.endpoints.get((svc.hostname, port.port), ())
+        chosen = _dns_endpoints(svc, port, eps, labels)
+        if svc.resolution == "DNS_ROUND_ROBIN":
+            chosen = chosen[:1]  # LOGICAL_DNS takes exactly one endpoint
+        c.load_assignment.CopyFrom(assignment(name, chosen))
+    else:
+        c.type = Cluster.EDS
+        c.eds_cluster_config.eds_config.CopyFrom(ads())
+        c.eds_cluster_config.service_name = name
+    c.metadata.filter_metadata["istio"].update(
+        {"services": [{"host": svc.hostname, "name": svc.name, "namespace": svc.namespace}], "subset": subset}
+    )
+    _apply_policy(c, port.protocol, policy)
+    if kind == "forward":
+        c.lb_policy = Cluster.CLUSTER_PROVIDED  # the forward proxy picks the host itself
+    return c
+
+
+def build_outbound(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Cluster]:
+    """Every outbound cluster of the services visible to the proxy, plus BlackHole and Passthrough."""
+    out = [blackhole(), passthrough()]
+    for svc in visible_services(snapshot, proxy):
+        dr = destination_rule(snapshot, proxy.namespace, svc)
+        for port in svc.ports:
+            for subset, labels in subset_labels(snapshot, proxy.namespace, svc):
+                policy = effective_policy(dr, subset, port.port)
+                out.append(outbound_cluster(snapshot, svc, port, subset, labels, policy))
+    return out
+
+
+def build_inbound(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Cluster]:
+    """`inbound|port||` per container port, pointing at the app on proxy.ip:app_port (sidecars only)."""
+    if proxy.type != "sidecar":
+        return []
+    out = []
+    for port, app_port, protocol in inbound_ports(snapshot, proxy):
+        name = names.inbound_cluster(port)
+        c = _base(name)
+        c.type = Cluster.STATIC
+        c.load_assignment.CopyFrom(
+            assignment(name, [Endpoint("", port, proxy.ip, app_port)])
+        )
+        if names.is_http(protocol):
+            opts = _protocol_options(protocol, {})
+            if opts is not None:
+                c.typed_extension_protocol_options[HTTP_OPTIONS_KEY].CopyFrom(pack(opts))
+        out.append(c)
+    return out
+
+
+def blackhole() -> Cluster:
+    """`BlackHoleCluster`: STATIC with no endpoints, so every request to it fails (503/reset)."""
+    c = Cluster(name=names.BLACKHOLE_CLUSTER, type=Cluster.STATIC, connect_timeout=duration(DEFAULT_CONNECT_TIMEOUT_S))
+    return c
+
+
+def passthrough() -> Cluster:
+    """`PassthroughCluster` for explicit proxying: a dynamic forward proxy to the Host the client asked for.
+
+    Istio's ORIGINAL_DST cluster needs iptables redirection (the original destination of an explicitly
+    proxied connection is the proxy itself), so embedded mode resolves the request's host instead.
+    """
+    c = _base(names.PASSTHROUGH_CLUSTER)
+    _forward_proxy(c)
+    return c
+
+
+def _forward_proxy(c: Cluster) -> None:
+    """Make c a dynamic forward proxy cluster (the HCM's dynamic_forward_proxy filter resolves the Host)."""
+    c.lb_policy = Cluster.CLUSTER_PROVIDED
+    c.cluster_type.name = "envoy.clusters.dynamic_forward_proxy"
+    # Plain HTTP upstreams: no SNI/SAN to derive from the Host, so Envoy wants this acknowledged.
+    config = dfp_cluster_pb2.ClusterConfig(dns_cache_config=dns_cache_config(), allow_insecure_cluster_options=True)
+    c.cluster_type.typed_config.CopyFrom(pack(config))
+
+
+def build_clusters(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Cluster]:
+    """All clusters of a proxy."""
+    return build_outbound(snapshot, proxy) + build_inbound(snapshot, proxy)
+

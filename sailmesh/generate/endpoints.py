@@ -1,0 +1,106 @@
+"""ClusterLoadAssignments (EDS) for every EDS cluster: healthy endpoints, subset-filtered, grouped by locality."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from envoy.config.core.v3 import base_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2 as ec
+from envoy.config.endpoint.v3 import endpoint_pb2
+
+from sailmesh.generate import names
+from sailmesh.generate.common import socket_address, u32
+from sailmesh.generate.scope import destination_rule, subset_of, visible_services
+from sailmesh.snapshot.model import Endpoint, MeshSnapshot, ProxyView, Service
+
+DNS_RESOLUTIONS = frozenset({"DNS", "DNS_ROUND_ROBIN"})
+
+
+def discovery(snapshot: MeshSnapshot, svc: Service) -> str:
+    """How a service's clusters find endpoints: "dns", "eds", or "forward" (dynamic forward proxy).
+
+    resolution NONE is Istio's ORIGINAL_DST; explicitly proxied requests have no original destination,
+    so a NONE service without known endpoints (a passthrough ServiceEntry) forwards to the request's
+    Host, and one with endpoints (a headless Service) uses EDS like STATIC.
+    """
+    if svc.resolution in DNS_RESOLUTIONS:
+        return "dns"
+    if svc.resolution == "NONE" and not svc.selector and not any(
+        snapshot.endpoints.get((svc.hostname, p.port)) for p in svc.ports
+    ):
+        return "forward"
+    return "eds"
+
+
+def _locality(text: str) -> base_pb2.Locality:
+    region, _, rest = text.partition("/")
+    zone, _, subzone = rest.partition("/")
+    return base_pb2.Locality(region=region, zone=zone, sub_zone=subzone)
+
+
+def select(endpoints: Iterable[Endpoint], labels: Mapping[str, str] | None) -> list[Endpoint]:
+    """Healthy endpoints whose labels carry every subset label (all of them when labels is None)."""
+    out = []
+    for e in endpoints:
+        if not e.healthy:
+            continue
+        if labels and not all(e.labels.get(k) == v for k, v in labels.items()):
+            continue
+        out.append(e)
+    return out
+
+
+def locality_endpoints(endpoints: Iterable[Endpoint]) -> list[ec.LocalityLbEndpoints]:
+    """Endpoints grouped by locality (sorted, stable order), each with its weight."""
+    groups: dict[str, list[Endpoint]] = {}
+    for e in endpoints:
+        groups.setdefault(e.locality, []).append(e)
+    out = []
+    for loc in sorted(groups):
+        members = sorted(groups[loc], key=lambda e: (e.address, e.port))
+        lle = ec.LocalityLbEndpoints(
+            lb_endpoints=[
+                ec.LbEndpoint(
+                    endpoint=ec.Endpoint(address=socket_address(e.address, e.port)),
+                    load_balancing_weight=u32(max(1, e.weight)),
+                )
+                for e in members
+            ],
+            load_balancing_weight=u32(sum(max(1, e.weight) for e in members)),
+        )
+        if loc:
+            lle.locality.CopyFrom(_locality(loc))
+        out.append(lle)
+    return out
+
+
+def assignment(cluster: str, endpoints: Iterable[Endpoint]) -> endpoint_pb2.ClusterLoadAssignment:
+    """One ClusterLoadAssignment."""
+    return endpoint_pb2.ClusterLoadAssignment(cluster_name=cluster, endpoints=locality_endpoints(endpoints))
+
+
+def subset_labels(snapshot: MeshSnapshot, proxy_ns: str, service: Service) -> list[tuple[str, Mapping[str, str]]]:
+    """("", None-like {}) for the default cluster, then (subset name, labels) per DestinationRule subset."""
+    dr = destination_rule(snapshot, proxy_ns, service)
+    out: list[tuple[str, Mapping[str, str]]] = [("", {})]
+    if dr is not None:
+        for s in dr.spec.get("subsets") or []:
+            if isinstance(s, Mapping) and s.get("name"):
+                sub = subset_of(dr, str(s["name"])) or {}
+                out.append((str(s["name"]), {str(k): str(v) for k, v in (sub.get("labels") or {}).items()}))
+    return out
+
+
+def build_endpoints(snapshot: MeshSnapshot, proxy: ProxyView) -> list[endpoint_pb2.ClusterLoadAssignment]:
+    """A ClusterLoadAssignment for every EDS cluster the proxy has (outbound default and subset clusters)."""
+    out = []
+    for svc in visible_services(snapshot, proxy):
+        if discovery(snapshot, svc) != "eds":
+            continue
+        subsets = subset_labels(snapshot, proxy.namespace, svc)
+        for port in svc.ports:
+            eps = snapshot.endpoints.get((svc.hostname, port.port), ())
+            for subset, labels in subsets:
+                name = names.outbound_cluster(port.port, subset, svc.hostname)
+                out.append(assignment(name, select(eps, labels)))
+    return out

@@ -1,0 +1,171 @@
+"""Listeners: the sidecar's HTTP-proxy `virtualOutbound` and per-port inbound listeners; gateway server ports."""
+
+from __future__ import annotations
+
+from envoy.config.core.v3 import base_pb2, protocol_pb2
+from envoy.config.listener.v3 import listener_components_pb2 as lc
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.http.cors.v3 import cors_pb2
+from envoy.extensions.filters.http.dynamic_forward_proxy.v3 import dynamic_forward_proxy_pb2 as dfp
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from google.protobuf import wrappers_pb2
+
+from sailmesh.generate import names
+from sailmesh.generate.clusters import dns_cache_config
+from sailmesh.generate.common import ads, pack, socket_address
+from sailmesh.generate.httproute import CORS_FILTER, FAULT_FILTER, route_action_defaults
+from sailmesh.generate.routes import gateways_for, http_servers
+from sailmesh.generate.scope import inbound_ports
+from sailmesh.settings import ProxyPorts
+from sailmesh.snapshot.model import MeshSnapshot, ProxyView
+
+HCM = hcm_pb2.HttpConnectionManager
+HCM_NAME = "envoy.filters.network.http_connection_manager"
+TCP_PROXY_NAME = "envoy.filters.network.tcp_proxy"
+ROUTER_FILTER = "envoy.filters.http.router"
+DFP_FILTER = "envoy.filters.http.dynamic_forward_proxy"
+PRIVILEGED_PORT_SHIFT = 8000  # gateway server ports below 1024 bind port + 8000 (like Istio's 80 -> 8080)
+
+
+def _filter(name: str, msg: object) -> hcm_pb2.HttpFilter:
+    return hcm_pb2.HttpFilter(name=name, typed_config=pack(msg))  # type: ignore[arg-type]
+
+
+def outbound_http_filters() -> list[hcm_pb2.HttpFilter]:
+    """Istio's outbound chain: fault and CORS (configured per route), then the router, always last.
+
+    fault and cors are always present (as in Istio), so a VirtualService that adds a fault or CORS
+    policy only changes routes (RDS), never the listener. The dynamic forward proxy filter acts only on
+    requests routed to forward-proxy clusters (PassthroughCluster, resolution NONE services).
+    """
+    return [
+        _filter(FAULT_FILTER, fault_pb2.HTTPFault()),
+        _filter(CORS_FILTER, cors_pb2.Cors()),
+        _filter(DFP_FILTER, dfp.FilterConfig(dns_cache_config=dns_cache_config())),
+        _filter(ROUTER_FILTER, router_pb2.Router()),
+    ]
+
+
+def http_connection_manager(
+    stat_prefix: str, filters: list[hcm_pb2.HttpFilter], *, rds: str = "", route_config: object = None,
+    remote_address: bool = False, inbound: bool = False,
+) -> HCM:
+    """An HCM with Istio's settings (x-request-id, XFCC, server name, path normalization, websockets)."""
+    h = HCM(
+        stat_prefix=stat_prefix,
+        codec_type=HCM.AUTO,
+        http_filters=filters,
+        use_remote_address=wrappers_pb2.BoolValue(value=remote_address),
+        generate_request_id=wrappers_pb2.BoolValue(value=True),
+        server_name=names.ISTIO_SERVER_NAME,
+        normalize_path=wrappers_pb2.BoolValue(value=True),
+        path_with_escaped_slashes_action=HCM.KEEP_UNCHANGED,
+        upgrade_configs=[HCM.UpgradeConfig(upgrade_type="websocket")],
+        # Explicit proxying: clients send `GET http://reviews:9080/ HTTP/1.1`.
+        http_protocol_options=protocol_pb2.Http1ProtocolOptions(allow_absolute_url=wrappers_pb2.BoolValue(value=True)),
+    )
+    if inbound:
+        h.forward_client_cert_details = HCM.APPEND_FORWARD
+        h.set_current_client_cert_details.subject.value = True
+        h.set_current_client_cert_details.dns = True
+        h.set_current_client_cert_details.uri = True
+    else:
+        h.forward_client_cert_details = HCM.SANITIZE_SET
+    if rds:
+        h.rds.config_source.CopyFrom(ads())
+        h.rds.route_config_name = rds
+    elif route_config is not None:
+        h.route_config.CopyFrom(route_config)  # type: ignore[arg-type]
+    return h
+
+
+def _listener(name: str, ip: str, port: int, direction: int, network_filter: lc.Filter) -> listener_pb2.Listener:
+    return listener_pb2.Listener(
+        name=name,
+        address=socket_address(ip, port),
+        traffic_direction=direction,
+        filter_chains=[lc.FilterChain(filters=[network_filter])],
+    )
+
+
+def virtual_outbound(proxy: ProxyView, port: int) -> listener_pb2.Listener:
+    """`virtualOutbound`: the explicit HTTP proxy apps reach through HTTP_PROXY, routed by `http_proxy` (RDS)."""
+    h = http_connection_manager(
+        "outbound_0.0.0.0_" + str(port), outbound_http_filters(), rds=names.HTTP_PROXY_ROUTE
+    )
+    return _listener(
+        names.VIRTUAL_OUTBOUND, proxy.ip, port, base_pb2.OUTBOUND, lc.Filter(name=HCM_NAME, typed_config=pack(h))
+    )
+
+
+def inbound_route_config(snapshot: MeshSnapshot, proxy: ProxyView, port: int) -> route_pb2.RouteConfiguration:
+    """Istio's inline inbound route config: everything to `inbound|port||`, no timeout."""
+    cluster = names.inbound_cluster(port)
+    action = rc.RouteAction(cluster=cluster)
+    route_action_defaults(action, 0)
+    return route_pb2.RouteConfiguration(
+        name=cluster,
+        validate_clusters=wrappers_pb2.BoolValue(value=False),
+        virtual_hosts=[
+            rc.VirtualHost(
+                name=f"inbound|http|{port}",
+                domains=["*"],
+                routes=[rc.Route(name="default", match=rc.RouteMatch(prefix="/"), route=action,
+                                 decorator=rc.Decorator(operation=f"{proxy.workload_name or proxy.ip}:{port}/*"))],
+            )
+        ],
+    )
+
+
+def inbound_listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> list[listener_pb2.Listener]:
+    """One listener per container port on proxy.ip:<port>: HCM for HTTP ports, tcp_proxy otherwise."""
+    out = []
+    for port, _app_port, protocol in inbound_ports(snapshot, proxy):
+        cluster = names.inbound_cluster(port)
+        if names.is_http(protocol):
+            h = http_connection_manager(
+                f"inbound_0.0.0.0_{port}", [_filter(ROUTER_FILTER, router_pb2.Router())],
+                route_config=inbound_route_config(snapshot, proxy, port), inbound=True,
+            )
+            nf = lc.Filter(name=HCM_NAME, typed_config=pack(h))
+        else:
+            tp = tcp_proxy_pb2.TcpProxy(stat_prefix=cluster, cluster=cluster)
+            nf = lc.Filter(name=TCP_PROXY_NAME, typed_config=pack(tp))
+        out.append(_listener(names.listener_name(proxy.ip, port), proxy.ip, port, base_pb2.INBOUND, nf))
+    return out
+
+
+def gateway_bind_port(port: int) -> int:
+    """The port a gateway server binds: ports below 1024 move up by 8000 (no root needed)."""
+    return port + PRIVILEGED_PORT_SHIFT if port < 1024 else port
+
+
+def gateway_listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> list[listener_pb2.Listener]:
+    """One listener per Gateway server port on the gateway's address, HCM with RDS `http.<port>`."""
+    ports = sorted({p for gw in gateways_for(snapshot, proxy) for p, _ in http_servers(gw)})
+    out = []
+    for port in ports:
+        h = http_connection_manager(
+            f"outbound_0.0.0.0_{port}", outbound_http_filters(),
+            rds=names.gateway_route(port), remote_address=True,
+        )
+        nf = lc.Filter(name=HCM_NAME, typed_config=pack(h))
+        out.append(
+            _listener(names.listener_name("0.0.0.0", port), proxy.ip, gateway_bind_port(port), base_pb2.OUTBOUND, nf)
+        )
+    return out
+
+
+def build_listeners(
+    snapshot: MeshSnapshot, proxy: ProxyView, ports: ProxyPorts | None = None
+) -> list[listener_pb2.Listener]:
+    """Every listener of a proxy."""
+    if proxy.type == "router":
+        return gateway_listeners(snapshot, proxy)
+    ports = ports or ProxyPorts()
+    return [virtual_outbound(proxy, ports.outbound), *inbound_listeners(snapshot, proxy)]

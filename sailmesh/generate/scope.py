@@ -1,0 +1,306 @@
+"""What one proxy can see: visible services, host resolution and matching, config ordering and lookup."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Hashable, Iterable, Mapping
+from typing import Any
+
+from sailmesh.api.resource import Resource
+from sailmesh.snapshot.model import MeshSnapshot, ProxyView, Service
+
+MESH_GATEWAY = "mesh"
+# exact host -> [(order, VirtualService)], and [(order, wildcard host, VirtualService)]
+HostTable = tuple[dict[str, list[tuple[int, Resource]]], list[tuple[int, str, Resource]]]
+
+
+def fqdn(host: str, namespace: str, domain_suffix: str) -> str:
+    """Istio's ResolveShortnameToFQDN: a name without dots is a service in `namespace`."""
+    if not host or host == "*" or "." in host:
+        return host
+    return f"{host}.{namespace}.svc.{domain_suffix}"
+
+
+def host_matches(host: str, pattern: str) -> bool:
+    """Whether a concrete or wildcard `host` falls under `pattern` (`*`, `*.suffix` or exact)."""
+    if pattern == "*" or pattern == host:
+        return True
+    if pattern.startswith("*."):
+        suffix = pattern[1:]
+        if host.startswith("*."):
+            return host[1:].endswith(suffix)
+        return host.endswith(suffix)
+    return False
+
+
+def hosts_intersect(a: str, b: str) -> bool:
+    """Istio's host.Name.Matches: either side may be a wildcard."""
+    return host_matches(a, b) or host_matches(b, a)
+
+
+def exported_to(export_to: Iterable[str], owner_ns: str, viewer_ns: str) -> bool:
+    """Istio exportTo: `*` (default) everyone, `.` the owner's namespace, names listed, `~` nobody."""
+    values = list(export_to) or ["*"]
+    for v in values:
+        if v == "*" or v == viewer_ns or (v == "." and owner_ns == viewer_ns):
+            return True
+    return False
+
+
+def creation_order(r: Resource) -> tuple[str, str, str]:
+    """Istio's config order: oldest first (creationTimestamp), then name, then namespace."""
+    meta = r.raw.get("metadata") if isinstance(r.raw, Mapping) else None
+    ts = str(meta.get("creationTimestamp") or "") if isinstance(meta, Mapping) else ""
+    # resources without a timestamp (files) sort after timestamped ones, by name then namespace
+    return (ts or "~", r.name, r.namespace)
+
+
+def _resource_export(r: Resource) -> list[str]:
+    value = r.spec.get("exportTo") or []
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def _select_sidecar(snapshot: MeshSnapshot, proxy: ProxyView) -> Resource | None:
+    sidecars = sorted(snapshot.of_kind("Sidecar"), key=creation_order)
+    for sc in sidecars:
+        ws = sc.spec.get("workloadSelector")
+        labels = ws.get("labels") if isinstance(ws, Mapping) else None
+        if sc.namespace == proxy.namespace and labels and all(
+            proxy.labels.get(str(k)) == str(v) for k, v in labels.items()
+        ):
+            return sc
+    for ns in (proxy.namespace, snapshot.mesh.root_namespace):
+        for sc in sidecars:
+            ws = sc.spec.get("workloadSelector")
+            if sc.namespace == ns and not (isinstance(ws, Mapping) and ws.get("labels")):
+                return sc
+    return None
+
+
+def egress_imports(egress: list[tuple[str, str]], namespace: str, hostname: str) -> bool:
+    """Whether Sidecar egress hosts (`ns/host`, `*/`, `./`, `~/`) import a host of `namespace`."""
+    for ns, host in egress:
+        if ns == "~" or (ns != "*" and ns != namespace):
+            continue
+        if host == "*" or hosts_intersect(hostname, host):
+            return True
+    return False
+
+
+def outbound_policy(snapshot: MeshSnapshot, proxy: ProxyView) -> str:
+    """outboundTrafficPolicy mode from the proxy's Sidecar: ALLOW_ANY (Istio's default) or REGISTRY_ONLY."""
+    sc = index_of(snapshot).sidecar(proxy)
+    policy = sc.spec.get("outboundTrafficPolicy") if sc is not None else None
+    mode = policy.get("mode") if isinstance(policy, Mapping) else None
+    return "REGISTRY_ONLY" if mode == "REGISTRY_ONLY" else "ALLOW_ANY"
+
+
+class SnapshotIndex:
+    """Lookups over one snapshot, built lazily and memoized (generators call them per service and port)."""
+
+    def __init__(self, snapshot: MeshSnapshot) -> None:
+        self.snapshot = snapshot
+        self._rules: dict[str, list[tuple[str, Resource]]] | None = None
+        self._dr: dict[tuple[str, str], Resource | None] = {}
+        self._vs: dict[tuple[str, str], list[Resource]] = {}
+        self._visible: dict[Hashable, list[Service]] = {}
+        self._by_host: dict[Hashable, HostTable] = {}
+        self._sidecar: dict[Hashable, Resource | None] = {}
+
+    def sidecar(self, proxy: ProxyView) -> Resource | None:
+        """The Sidecar resource that configures a sidecar proxy (Istio's selection order).
+
+        A Sidecar in the proxy's namespace whose workloadSelector matches its labels, else the
+        namespace's Sidecar without a selector, else the root namespace's Sidecar without a selector.
+        Gateways are not configured by Sidecars.
+        """
+        if proxy.type != "sidecar":
+            return None
+        key = ("sidecar", proxy.scope_key)
+        if key not in self._sidecar:
+            self._sidecar[key] = _select_sidecar(self.snapshot, proxy)
+        return self._sidecar[key]
+
+    def egress(self, proxy: ProxyView) -> list[tuple[str, str]] | None:
+        """(namespace, host) pairs of the proxy's Sidecar egress listeners; None = everything is imported."""
+        sc = self.sidecar(proxy)
+        if sc is None or not sc.spec.get("egress"):
+            return None
+        out = []
+        for listener in sc.spec.get("egress") or []:
+            if not isinstance(listener, Mapping):
+                continue
+            for h in listener.get("hosts") or []:
+                ns, _, host = str(h).partition("/")
+                out.append((proxy.namespace if ns == "." else ns, host))
+        return out
+
+    def visible_services(self, proxy: ProxyView) -> list[Service]:
+        key = proxy.scope_key
+        hit = self._visible.get(key)
+        if hit is None:
+            egress = self.egress(proxy)
+            hit = sorted(
+                (
+                    s
+                    for s in self.snapshot.services.values()
+                    if exported_to(s.export_to, s.namespace, proxy.namespace)
+                    and (egress is None or egress_imports(egress, s.namespace, s.hostname))
+                ),
+                key=lambda s: s.hostname,
+            )
+            self._visible[key] = hit
+        return hit
+
+    def virtual_services(self, proxy_ns: str, gateway: str) -> list[Resource]:
+        key = (proxy_ns if gateway == MESH_GATEWAY else "", gateway)
+        hit = self._vs.get(key)
+        if hit is None:
+            hit = []
+            for vs in self.snapshot.of_kind("VirtualService"):
+                if gateway == MESH_GATEWAY and not exported_to(_resource_export(vs), vs.namespace, proxy_ns):
+                    continue
+                if gateway in bound_gateways(vs):
+                    hit.append(vs)
+            hit.sort(key=creation_order)
+            self._vs[key] = hit
+        return hit
+
+    def mesh_virtual_services_for(self, proxy: ProxyView, hostname: str) -> list[Resource]:
+        """Mesh VirtualServices the proxy imports whose hosts match `hostname`, oldest first."""
+        key = proxy.scope_key
+        table = self._by_host.get(key)
+        if table is None:
+            exact: dict[str, list[tuple[int, Resource]]] = {}
+            wild: list[tuple[int, str, Resource]] = []
+            egress = self.egress(proxy)
+            suffix = self.snapshot.mesh.domain_suffix
+            for i, vs in enumerate(self.virtual_services(proxy.namespace, MESH_GATEWAY)):
+                hosts = vs_hosts(vs, suffix)
+                if egress is not None and not any(egress_imports(egress, vs.namespace, h) for h in hosts):
+                    continue
+                for h in dict.fromkeys(hosts):
+                    if "*" in h:
+                        wild.append((i, h, vs))
+                    else:
+                        exact.setdefault(h, []).append((i, vs))
+            table = self._by_host[key] = (exact, wild)
+        exact, wild = table
+        found = exact.get(hostname, []) + [(i, vs) for i, h, vs in wild if host_matches(hostname, h)]
+        seen: set[int] = set()
+        out = []
+        for i, vs in sorted(found, key=lambda t: t[0]):
+            if i not in seen:
+                seen.add(i)
+                out.append(vs)
+        return out
+
+    def _rules_by_ns(self) -> dict[str, list[tuple[str, Resource]]]:
+        if self._rules is None:
+            suffix = self.snapshot.mesh.domain_suffix
+            self._rules = {}
+            for dr in sorted(self.snapshot.of_kind("DestinationRule"), key=creation_order):
+                host = fqdn(str(dr.spec.get("host") or ""), dr.namespace, suffix)
+                self._rules.setdefault(dr.namespace, []).append((host, dr))
+        return self._rules
+
+    def destination_rule(self, proxy_ns: str, service: Service) -> Resource | None:
+        key = (proxy_ns, service.hostname)
+        if key in self._dr:
+            return self._dr[key]
+        rules = self._rules_by_ns()
+        found: Resource | None = None
+        for ns in (proxy_ns, service.namespace, self.snapshot.mesh.root_namespace):
+            best: tuple[int, Resource] | None = None
+            for host, dr in rules.get(ns, ()):
+                if ns != proxy_ns and not exported_to(_resource_export(dr), dr.namespace, proxy_ns):
+                    continue
+                if not host_matches(service.hostname, host):
+                    continue
+                specificity = 1 << 30 if host == service.hostname else len(host)
+                if best is None or specificity > best[0]:
+                    best = (specificity, dr)
+            if best:
+                found = best[1]
+                break
+        self._dr[key] = found
+        return found
+
+
+_INDEXES: dict[int, tuple[weakref.ref[MeshSnapshot], SnapshotIndex]] = {}
+
+
+def index_of(snapshot: MeshSnapshot) -> SnapshotIndex:
+    """The memoized index of a snapshot (dropped when the snapshot is garbage collected)."""
+    key = id(snapshot)
+    hit = _INDEXES.get(key)
+    if hit is not None and hit[0]() is snapshot:
+        return hit[1]
+    idx = SnapshotIndex(snapshot)
+    _INDEXES[key] = (weakref.ref(snapshot, lambda _r, k=key: _INDEXES.pop(k, None)), idx)
+    return idx
+
+
+def visible_services(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Service]:
+    """Services exported to the proxy's namespace, sorted by hostname."""
+    return index_of(snapshot).visible_services(proxy)
+
+
+def virtual_services(snapshot: MeshSnapshot, proxy_ns: str, gateway: str) -> list[Resource]:
+    """VirtualServices bound to `gateway` (`mesh` or `ns/name`) visible from `proxy_ns`, oldest first."""
+    return index_of(snapshot).virtual_services(proxy_ns, gateway)
+
+
+def bound_gateways(vs: Resource) -> set[str]:
+    """The gateways a VirtualService applies to as `mesh` or `ns/name` (none listed = `mesh`)."""
+    names = vs.spec.get("gateways") or [MESH_GATEWAY]
+    return {gateway_ref(str(g), vs.namespace) for g in names}
+
+
+def gateway_ref(name: str, namespace: str) -> str:
+    """`name` -> `namespace/name`; `ns/name` and `mesh` stay."""
+    if name == MESH_GATEWAY or "/" in name:
+        return name
+    return f"{namespace}/{name}"
+
+
+def vs_hosts(vs: Resource, domain_suffix: str) -> list[str]:
+    """A VirtualService's hosts as FQDNs (short names resolved in its namespace)."""
+    return [fqdn(str(h), vs.namespace, domain_suffix) for h in vs.spec.get("hosts") or []]
+
+
+def destination_rule(snapshot: MeshSnapshot, proxy_ns: str, service: Service) -> Resource | None:
+    """The DestinationRule for a service as Istio picks it.
+
+    Lookup order: the proxy's namespace, the service's namespace, the root namespace; inside each,
+    an exact host beats the most specific wildcard; ties go to the oldest rule.
+    """
+    return index_of(snapshot).destination_rule(proxy_ns, service)
+
+
+def subset_of(dr: Resource | None, name: str) -> Mapping[str, Any] | None:
+    """A named subset of a DestinationRule."""
+    if dr is None or not name:
+        return None
+    for s in dr.spec.get("subsets") or []:
+        if isinstance(s, Mapping) and s.get("name") == name:
+            return s
+    return None
+
+
+def inbound_ports(snapshot: MeshSnapshot, proxy: ProxyView) -> list[tuple[int, int, str]]:
+    """(containerPort, app port, protocol) for each port the sidecar owns on the proxy's address.
+
+    Ports come from the proxy's APP_PORTS and from the target ports of the services in its namespace
+    that select it; the protocol is the selecting service port's (TCP when no service names it).
+    """
+    protocols: dict[int, str] = {}
+    for svc in sorted(snapshot.services.values(), key=lambda s: s.hostname):
+        if svc.namespace != proxy.namespace or not svc.selector:
+            continue
+        if not all(proxy.labels.get(k) == v for k, v in svc.selector.items()):
+            continue
+        for p in svc.ports:
+            protocols.setdefault(p.target_port or p.port, p.protocol)
+    ports = set(proxy.app_ports) | set(protocols)
+    return [(p, proxy.app_ports.get(p, p), protocols.get(p, "TCP")) for p in sorted(ports)]

@@ -1,0 +1,65 @@
+"""Istio's Envoy names and virtual-host domain aliases (generate/names.py, scope.py host rules)."""
+
+from __future__ import annotations
+
+from sailmesh.generate import names, proxy
+from sailmesh.generate.scope import fqdn, host_matches, hosts_intersect
+from sailmesh.server import source
+
+
+def test_cluster_and_listener_names_match_istio() -> None:
+    assert names.outbound_cluster(9080, "v1", "reviews.default.svc.cluster.local") == (
+        "outbound|9080|v1|reviews.default.svc.cluster.local"
+    )
+    assert names.outbound_cluster(9080, "", "reviews.default.svc.cluster.local") == (
+        "outbound|9080||reviews.default.svc.cluster.local"
+    )
+    assert names.inbound_cluster(9080) == "inbound|9080||"
+    assert names.listener_name("127.0.1.2", 9080) == "127.0.1.2_9080"
+    assert names.port_route(9080) == "9080"
+    assert names.gateway_route(8080) == "http.8080"
+    assert names.vhost_name("reviews.default.svc.cluster.local", 9080) == "reviews.default.svc.cluster.local:9080"
+    assert (names.BLACKHOLE_CLUSTER, names.PASSTHROUGH_CLUSTER) == ("BlackHoleCluster", "PassthroughCluster")
+    assert (names.VIRTUAL_OUTBOUND, names.VIRTUAL_INBOUND) == ("virtualOutbound", "virtualInbound")
+    assert names.parse_cluster("outbound|9080|v1|reviews.default.svc.cluster.local") == (
+        "outbound", 9080, "v1", "reviews.default.svc.cluster.local")
+
+
+def test_aliases_same_namespace_include_short_name() -> None:
+    # Istio generateVirtualHostDomains: the short name only for callers in the service's namespace.
+    got = names.host_aliases("reviews.default.svc.cluster.local", "default", "default", "cluster.local")
+    assert got == ["reviews.default.svc.cluster.local", "reviews", "reviews.default.svc", "reviews.default"]
+
+
+def test_aliases_other_namespace_leave_out_short_name() -> None:
+    got = names.host_aliases("reviews.default.svc.cluster.local", "default", "bar", "cluster.local")
+    assert got == ["reviews.default.svc.cluster.local", "reviews.default.svc", "reviews.default"]
+
+
+def test_service_entry_hosts_have_no_aliases() -> None:
+    assert names.host_aliases("api.example.com", "default", "default", "cluster.local") == ["api.example.com"]
+
+
+def test_domains_with_and_without_port() -> None:
+    assert names.domains_with_port(["a", "b"], 9080, plain=True) == ["a", "a:9080", "b", "b:9080"]
+    assert names.domains_with_port(["a"], 9080, plain=False) == ["a:9080"]
+
+
+def test_short_names_resolve_in_namespace_like_istio() -> None:
+    # ResolveShortnameToFQDN: only dotless names are expanded.
+    assert fqdn("reviews", "default", "cluster.local") == "reviews.default.svc.cluster.local"
+    assert fqdn("reviews.default", "x", "cluster.local") == "reviews.default"
+    assert fqdn("*", "x", "cluster.local") == "*"
+
+
+def test_wildcard_host_matching() -> None:
+    assert host_matches("reviews.default.svc.cluster.local", "*.default.svc.cluster.local")
+    assert host_matches("reviews.default.svc.cluster.local", "*")
+    assert not host_matches("reviews.bar.svc.cluster.local", "*.default.svc.cluster.local")
+    assert hosts_intersect("*.example.com", "api.example.com")
+    assert not hosts_intersect("a.example.com", "b.example.com")
+
+
+def test_type_urls_equal_the_servers() -> None:
+    assert (proxy.CLUSTER, proxy.ENDPOINT, proxy.LISTENER, proxy.ROUTE, proxy.SECRET) == (
+        source.CLUSTER, source.ENDPOINT, source.LISTENER, source.ROUTE, source.SECRET)
