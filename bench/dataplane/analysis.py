@@ -24,11 +24,12 @@ LABELS = {
 
 @dataclass
 class ProcSample:
-    """CPU seconds used by one process over `wall_s` seconds of load, and its peak RSS afterwards."""
+    """CPU seconds used by one process over `wall_s` seconds of load; its peak RSS and anonymous RSS after."""
 
     cpu_s: float
     wall_s: float
     peak_rss_mb: float
+    rss_anon_mb: float = math.nan
 
 
 def process_summary(samples: list[ProcSample], achieved_rps: float) -> dict[str, float]:
@@ -42,6 +43,7 @@ def process_summary(samples: list[ProcSample], achieved_rps: float) -> dict[str,
         "vcpu": vcpu,
         "vcpu_per_1k_rps": vcpu / (achieved_rps / 1000.0) if achieved_rps > 0 else math.nan,
         "peak_rss_mb": max((s.peak_rss_mb for s in samples), default=math.nan),
+        "rss_anon_mb": max((s.rss_anon_mb for s in samples), default=math.nan),
     }
 
 

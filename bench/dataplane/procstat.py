@@ -30,7 +30,17 @@ def peak_rss_mb(pid: int, proc_root: str = "/proc") -> float:
 
 def parse_status_hwm(text: str) -> float:
     """VmHWM of a /proc/<pid>/status text, in MiB."""
+    return parse_status_field(text, "VmHWM")
+
+
+def rss_anon_mb(pid: int, proc_root: str = "/proc") -> float:
+    """RssAnon (private heap and stacks, without the shared binary's pages) of pid in MiB, now."""
+    return parse_status_field(pathlib.Path(proc_root, str(pid), "status").read_text(), "RssAnon")
+
+
+def parse_status_field(text: str, name: str) -> float:
+    """A `Name:  N kB` field of a /proc/<pid>/status text, in MiB."""
     for line in text.splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(name + ":"):
             return int(line.split()[1]) / 1024.0
-    raise BenchError("VmHWM not found in /proc status text")
+    raise BenchError(f"{name} not found in /proc status text")

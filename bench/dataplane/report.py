@@ -66,7 +66,8 @@ def render(doc: dict[str, Any]) -> str:
             lines.append(f"{'':36} transport: {r.get('transport', '')}")
         for env, v in r["envoys"].items():
             lines.append(f"{'':36}   {env}: {_f(v['vcpu'], '{:.3f}')} vCPU = {_f(v['vcpu_per_1k_rps'], '{:.3f}')} "
-                         f"per 1k rps, peak RSS {_f(v['peak_rss_mb'], '{:.1f}')} MiB")
+                         f"per 1k rps, peak RSS {_f(v['peak_rss_mb'], '{:.1f}')} MiB "
+                         f"(anonymous {_f(v.get('rss_anon_mb'), '{:.1f}')} MiB)")
         for n in r.get("notes", []):
             lines.append(f"{'':36} note: {n}")
     rat = doc["ratios"]
@@ -86,4 +87,11 @@ def render(doc: dict[str, Any]) -> str:
         verdict = {True: "PASS", False: "FAIL", None: "n/a"}[t["pass"]]
         lines.append(f"  {LABELS[t['setup']]:36} {t['target']:34} {_f(t['value'], '{:.3f}'):>8} "
                      f"<= {t['limit']:g} {t['unit']:5} {verdict}")
+    st = doc["setups"].get("static", {})
+    if st.get("available"):
+        side = st["per_sidecar"]
+        lines.append(f"  reference, (2) static pair, worst Envoy: {_f(side['max_vcpu_per_1k_rps'], '{:.3f}')} vCPU "
+                     f"per 1k rps, peak RSS {_f(side['max_peak_rss_mb'], '{:.1f}')} MiB (anonymous "
+                     f"{_f(side.get('max_rss_anon_mb'), '{:.1f}')} MiB): peak RSS counts the Envoy binary's "
+                     "shared file pages too")
     return "\n".join(lines)

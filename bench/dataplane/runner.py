@@ -168,7 +168,8 @@ def _measure(cfg: RunConfig, gen: _Gen, handle: SetupHandle, backend: Backend) -
     t0 = time.monotonic()
     fixed = _fixed(gen, handle.url, handle.host_header, cfg.rate, cfg.connections, cfg.duration, hint)
     wall = time.monotonic() - t0
-    procs = {n: analysis.ProcSample(procstat.cpu_seconds(p) - before[n], wall, procstat.peak_rss_mb(p))
+    procs = {n: analysis.ProcSample(procstat.cpu_seconds(p) - before[n], wall, procstat.peak_rss_mb(p),
+                                    procstat.rss_anon_mb(p))
              for n, p in pids.items()}
     sat = _saturate(gen, cfg, handle.url, handle.host_header)
     return {"fixed": fixed, "procs": procs, "sat": sat}
@@ -196,6 +197,7 @@ def _summarise(rounds: list[dict[str, Any]], cfg: RunConfig) -> dict[str, Any]:
     per_sidecar = {
         "max_vcpu_per_1k_rps": max((v["vcpu_per_1k_rps"] for v in envoys.values()), default=None),
         "max_peak_rss_mb": max((v["peak_rss_mb"] for v in envoys.values()), default=None),
+        "max_rss_anon_mb": max((v["rss_anon_mb"] for v in envoys.values()), default=None),
     }
     return {"fixed_rate": fixed, "saturation": saturation, "envoys": envoys, "backend": procs["backend"],
             "per_sidecar": per_sidecar}

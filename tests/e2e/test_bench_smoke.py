@@ -51,6 +51,7 @@ def test_smoke_cli_direct_and_static(tmp_path) -> None:
     for e in s["static"]["envoys"].values():
         assert e["cpu_s"] > 0 and 0 < e["vcpu"] < 2.0
         assert 5 < e["peak_rss_mb"] < 4 * TARGET_RSS_MB
+        assert 0 < e["rss_anon_mb"] < e["peak_rss_mb"]
     # the floor cannot be faster than going direct (median over the run; a gross inversion means a broken set-up)
     assert s["static"]["fixed_rate"]["p50_ms"] > 0.8 * s["direct"]["fixed_rate"]["p50_ms"]
     for name in ("mesh", "mesh_demo"):

@@ -88,6 +88,7 @@ def test_procstat_parsers() -> None:
     stat = "1234 (envoy (x) y) S 1 2 3 4 5 6 7 8 9 10 " + f"{3 * procstat._CLK_TCK} {procstat._CLK_TCK} 0 0 20 0"
     assert procstat.parse_stat_cpu(stat) == pytest.approx(4.0)
     assert procstat.parse_status_hwm("Name:\tenvoy\nVmHWM:\t   66560 kB\nVmRSS:\t 1 kB\n") == pytest.approx(65.0)
+    assert procstat.parse_status_field("RssAnon:\t   10240 kB\n", "RssAnon") == pytest.approx(10.0)
     with pytest.raises(BenchError):
         procstat.parse_status_hwm("Name:\tx\n")
 
