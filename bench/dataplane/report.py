@@ -37,7 +37,8 @@ def render(doc: dict[str, Any]) -> str:
     cfg = meta["config"]
     lines = [
         f"sailmesh data-plane benchmark ({meta['mode']}), {meta['date']}",
-        f"machine: {m['nproc']} CPU, {m['cpu_model']}; Envoy {m['envoy']}; load at start {m['loadavg_at_start']}",
+        f"machine: {m['nproc']} CPU, {m['cpu_model']}; Envoy {m['envoy']}; load at start {m['loadavg_at_start']}"
+        + (f", at end {m['loadavg_at_end']}" if "loadavg_at_end" in m else ""),
         f"fixed rate: {cfg['rate']:g} rps over {cfg['connections']} connections for {cfg['duration_s']:g} s x "
         f"{cfg['rounds']} round(s) with {meta['loadgen']['fixed_rate']}; "
         f"saturation: {cfg['saturation_s']:g} s with {meta['loadgen']['saturation']}",

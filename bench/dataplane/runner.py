@@ -126,7 +126,7 @@ def machine_info() -> dict[str, Any]:
             versions[pkg] = q.stdout.strip() or "unknown"
     return {"nproc": os.cpu_count(), "cpu_model": model, "kernel": platform.release(),
             "python": sys.version.split()[0], "envoy": envoy_version, "tools": versions,
-            "loadavg_at_start": list(os.getloadavg())}
+            "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]}
 
 
 def _start(name: str, factory: PairFactory | None, backend: Backend, ctx: SetupContext,
@@ -264,6 +264,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
             print(f"benchmark failed; Envoy configs and logs kept in {workdir}", file=sys.stderr)
     rat = analysis.ratios(results)
     meta["wall_s"] = (datetime.datetime.now(datetime.UTC) - started).total_seconds()
+    meta["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return {"meta": meta, "setups": results, "ratios": rat, "targets": analysis.targets(results, rat)}
 
 
