@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import pathlib
 import shutil
+import signal
 import subprocess
 import urllib.request
 from dataclasses import dataclass, field
@@ -12,6 +14,15 @@ from dataclasses import dataclass, field
 from sailmesh.testing.waiting import free_port, wait_for
 
 HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+
+
+def die_with_parent() -> None:
+    """preexec_fn: the child gets SIGTERM when the harness dies, so no Envoy outlives a killed run."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def envoy_binary() -> str:
@@ -111,7 +122,7 @@ def start_envoy(config: dict[str, object], workdir: pathlib.Path, name: str, con
         proc = subprocess.Popen(
             [envoy_binary(), "-c", str(cfg), "--disable-hot-restart", "--concurrency", str(concurrency),
              "--log-level", "warning"],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent,
         )
     env = EnvoyProcess(proc, listen_port, admin_port, log)
     try:
