@@ -1,7 +1,7 @@
 -- wrk script: paced ("fixed-rate") load for the sailmesh data-plane benchmark.
 -- args: <think time per connection in ms>. Each connection waits a random 0.5x..1.5x of it
 -- before each request, so the connections drift out of step (no bursts) and the total rate is
--- connections / (think + latency). The harness sets think = connections/rate - measured latency.
+-- connections / (think + latency). The harness calibrates think on the warm-up run's achieved rate.
 local think = 16.0
 
 function init(args)

@@ -159,10 +159,13 @@ def _start(name: str, factory: PairFactory | None, backend: Backend, ctx: SetupC
 
 
 def _measure(cfg: RunConfig, gen: _Gen, handle: SetupHandle, backend: Backend) -> dict[str, Any]:
-    hint = 0.0  # the paced generator subtracts the measured latency from its think time
+    # The paced generator's cycle per connection is think + latency (+ timer slack): calibrate it on the
+    # warm-up, which ran with think = connections / rate, so that the measured run lands on the rate.
+    hint = 0.0
     if cfg.warmup_s > 0:
         warm = _fixed(gen, handle.url, handle.host_header, cfg.rate, cfg.connections, cfg.warmup_s)
-        hint = warm.mean_ms if math.isfinite(warm.mean_ms) else 0.0
+        if warm.rps > 0:
+            hint = cfg.connections / warm.rps * 1000.0 - loadgen.think_time_ms(cfg.rate, cfg.connections)
     pids = {**handle.envoy_pids, "backend": backend.pid}
     before = {n: procstat.cpu_seconds(p) for n, p in pids.items()}
     t0 = time.monotonic()
