@@ -110,19 +110,12 @@ _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 PACING_SCRIPT = pathlib.Path(__file__).with_name("fixed_rate.lua")
 
 
-def think_time_ms(rate: float, connections: int, latency_ms: float = 0.0) -> float:
-    """Per-connection wait before each request so that connections / (think + latency) = rate."""
-    return max(0.0, connections / rate * 1000.0 - latency_ms)
-
-
-def run_wrk_paced(url: str, rate: float, connections: int, duration: float, host: str | None = None,
-                  latency_hint_ms: float = 0.0) -> FixedRateResult:
-    """wrk at about `rate` requests/s: each connection waits a randomised think time (fixed_rate.lua)."""
+def run_wrk_paced(url: str, rate: float, connections: int, duration: float, host: str | None = None) -> FixedRateResult:
+    """wrk at `rate` requests/s, sends spread evenly over time by fixed_rate.lua's schedule."""
     args = ["wrk", "-t", "1", "-c", str(connections), "-d", f"{max(1, round(duration))}s", "-s", str(PACING_SCRIPT)]
     if host:
         args += ["-H", f"Host: {host}"]
-    think = think_time_ms(rate, connections, latency_hint_ms)
-    r = subprocess.run([*args, url, "--", f"{think:.4f}"], capture_output=True, text=True, timeout=duration + 60)
+    r = subprocess.run([*args, url, "--", f"{rate:g}"], capture_output=True, text=True, timeout=duration + 60)
     if r.returncode != 0:
         raise LoadGenError(f"wrk exited {r.returncode}: {r.stderr.strip()[:500]}")
     return parse_wrk_paced(r.stdout)

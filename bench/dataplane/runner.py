@@ -77,10 +77,9 @@ def choose_generators(cfg: RunConfig) -> _Gen:
     return _Gen(fixed or "python-fallback", sat or "python-fallback", notes)
 
 
-def _fixed(gen: _Gen, url: str, host: str | None, rate: float, conns: int, dur: float,
-           hint_ms: float = 0.0) -> loadgen.FixedRateResult:
+def _fixed(gen: _Gen, url: str, host: str | None, rate: float, conns: int, dur: float) -> loadgen.FixedRateResult:
     if gen.fixed_tool == "wrk":
-        return loadgen.run_wrk_paced(url, rate, conns, dur, host, hint_ms)
+        return loadgen.run_wrk_paced(url, rate, conns, dur, host)
     if gen.fixed_tool == "hey":
         return loadgen.run_hey(url, rate, conns, dur, host)
     return loadgen.run_fallback_fixed(url, rate, conns, dur, host)
@@ -159,17 +158,12 @@ def _start(name: str, factory: PairFactory | None, backend: Backend, ctx: SetupC
 
 
 def _measure(cfg: RunConfig, gen: _Gen, handle: SetupHandle, backend: Backend) -> dict[str, Any]:
-    # The paced generator's cycle per connection is think + latency (+ timer slack): calibrate it on the
-    # warm-up, which ran with think = connections / rate, so that the measured run lands on the rate.
-    hint = 0.0
     if cfg.warmup_s > 0:
-        warm = _fixed(gen, handle.url, handle.host_header, cfg.rate, cfg.connections, cfg.warmup_s)
-        if warm.rps > 0:
-            hint = cfg.connections / warm.rps * 1000.0 - loadgen.think_time_ms(cfg.rate, cfg.connections)
+        _fixed(gen, handle.url, handle.host_header, cfg.rate, cfg.connections, cfg.warmup_s)
     pids = {**handle.envoy_pids, "backend": backend.pid}
     before = {n: procstat.cpu_seconds(p) for n, p in pids.items()}
     t0 = time.monotonic()
-    fixed = _fixed(gen, handle.url, handle.host_header, cfg.rate, cfg.connections, cfg.duration, hint)
+    fixed = _fixed(gen, handle.url, handle.host_header, cfg.rate, cfg.connections, cfg.duration)
     wall = time.monotonic() - t0
     procs = {n: analysis.ProcSample(procstat.cpu_seconds(p) - before[n], wall, procstat.peak_rss_mb(p),
                                     procstat.rss_anon_mb(p))
@@ -223,8 +217,8 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         meta["notes"].append("hey: 0.1 ms latency resolution, and its workers tick in step (bursts of "
                              f"{cfg.connections} requests); the default paced wrk has neither problem")
     if gen.fixed_tool == "wrk":
-        meta["notes"].append("fixed rate: wrk paced by bench/dataplane/fixed_rate.lua (randomised per-connection "
-                             "think time, no bursts; latency in µs from wrk's histogram; closed loop like hey)")
+        meta["notes"].append("fixed rate: wrk paced by bench/dataplane/fixed_rate.lua (one even schedule, sends "
+                             "within 0.5 ms of their slot, no bursts; latency in µs from wrk's histogram)")
     workdir = Path(tempfile.mkdtemp(prefix="sailmesh-bench-"))
     ctx = SetupContext(workdir, cfg.envoy_concurrency)
     handles: dict[str, SetupHandle] = {}

@@ -68,11 +68,8 @@ def test_parse_hey_csv_counts_non_2xx_as_errors() -> None:
         loadgen.parse_hey_csv("Summary:\n  Total: 1 secs\n")
 
 
-def test_rates_hey_is_per_worker_and_think_time() -> None:
+def test_hey_rate_is_per_worker() -> None:
     assert loadgen.hey_per_worker_qps(1000, 16) == 62.5  # hey -q is per worker: 16 x 62.5 = 1000 rps
-    assert loadgen.think_time_ms(1000, 16) == 16.0
-    assert loadgen.think_time_ms(1000, 16, latency_ms=0.5) == 15.5
-    assert loadgen.think_time_ms(100000, 16, latency_ms=5) == 0.0
 
 
 def test_summarise_latencies_nearest_rank() -> None:
