@@ -9,6 +9,15 @@ Until then both return None and the harness prints "not available yet".
 
 A factory can also be plugged from outside with `--mesh-factory module:function`, where
 function(features) -> PairFactory | None.
+
+A sketch for the embedded mode (docs/architecture.md): write a Service `bench-backend` (port 8080)
+and two LocalWorkloads with `sidecar: true` into a temp dir: the server, whose app is
+`python -m bench.backend --host $HOST --port $PORT` (the mesh starts its own copy of the backend; the
+harness's Backend then idles, which is fine: only the Envoys' PIDs are measured), and a client whose
+app just sleeps. Start the control plane and both, wait until the client sidecar routes
+`bench-backend:8080`, and return url=`http://<client pod IP>:15001/`, host_header=`bench-backend:8080`,
+envoy_pids={"client-sidecar": ..., "server-sidecar": ...}, transport=... and a cleanup that stops all.
+For "demo", add what the demo turns on (Istio standard metrics; a VirtualService with retries).
 """
 
 from __future__ import annotations
