@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import math
 import os
 import platform
 import shutil
@@ -14,6 +13,7 @@ import tempfile
 import time
 import traceback
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ class RunConfig:
     fixed_tool: str = "wrk"  # wrk (paced, µs resolution) | hey (per-worker -q; workers tick in step)
     mesh_provider: FactoryProvider = mesh_pair_factory
     command: str = ""
-    log: Any = field(default=None, repr=False)  # callable(str) for progress lines
+    log: Callable[[str], None] | None = field(default=None, repr=False)  # progress lines
 
 
 MODES: dict[str, dict[str, float]] = {
@@ -238,8 +238,18 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         for rnd in range(cfg.rounds):
             order = live[rnd % len(live):] + live[: rnd % len(live)]  # rotate so no set-up always goes first
             for name in order:
+                if not results[name]["available"]:
+                    continue
                 log(f"round {rnd + 1}/{cfg.rounds}: {analysis.LABELS[name]}")
-                collected[name].append(_measure(cfg, gen, handles[name], backend))
+                try:
+                    collected[name].append(_measure(cfg, gen, handles[name], backend))
+                except Exception as e:  # a mesh set-up that breaks mid-run is reported; (1)/(2) failing is fatal
+                    if name in ("direct", "static"):
+                        raise
+                    results[name].update(available=False, reason=f"failed during round {rnd + 1}: "
+                                                                  f"{type(e).__name__}: {e}")
+                    log(f"{analysis.LABELS[name]}: {results[name]['reason']}")
+        live = [n for n in live if results[n]["available"]]
         for name in live:
             results[name].update(_summarise(collected[name], cfg))
         ok = True
@@ -263,8 +273,3 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     meta["wall_s"] = (datetime.datetime.now(datetime.UTC) - started).total_seconds()
     meta["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return {"meta": meta, "setups": results, "ratios": rat, "targets": analysis.targets(results, rat)}
-
-
-def finite(x: object) -> bool:
-    """True for a real, finite number."""
-    return isinstance(x, int | float) and math.isfinite(x)

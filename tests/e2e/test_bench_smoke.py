@@ -85,14 +85,23 @@ def test_pluggable_pair_factory_fills_setups_3_and_4(tmp_path) -> None:
 
 
 def test_failing_mesh_factory_is_reported_not_fatal() -> None:
-    def provider(features: str):
-        def broken(backend, ctx):
-            raise OSError("sidecar did not start")
-        return broken if features == "default" else None
+    """(3) fails to start, (4) loses a measured process mid-run: both reported, (1)/(2) still measured."""
+    ghost = subprocess.Popen([sys.executable, "-c", "pass"])
+    ghost.wait()  # reaped: its pid has no /proc entry any more
+
+    def broken(backend, ctx):
+        raise OSError("sidecar did not start")
+
+    def dies_mid_run(backend, ctx):
+        handle = static_pair(backend, ctx)
+        handle.envoy_pids["gone"] = ghost.pid
+        return handle
 
     cfg = RunConfig(mode="smoke", duration=1, rate=100, connections=4, rounds=1, saturation_s=1, warmup_s=0,
-                    mesh_provider=provider, loadgen="python")
+                    mesh_provider=lambda f: broken if f == "default" else dies_mid_run, loadgen="python")
     doc = run(cfg)
-    assert doc["setups"]["mesh"]["available"] is False
-    assert "sidecar did not start" in doc["setups"]["mesh"]["reason"]
+    mesh, demo = doc["setups"]["mesh"], doc["setups"]["mesh_demo"]
+    assert mesh["available"] is False and "sidecar did not start" in mesh["reason"]
+    assert demo["available"] is False and demo["reason"].startswith("failed during round 1"), demo
     assert doc["setups"]["direct"]["available"] and doc["setups"]["static"]["available"]
+    assert doc["ratios"]["latency"]["mesh_demo/static"]["p50"] is None
