@@ -106,6 +106,7 @@ def sidecar_routes(snapshot: MeshSnapshot, proxy: ProxyView) -> list[route_pb2.R
             vh = _vhost(vname, names.domains_with_port(aliases, port, plain=port == 80), routes, proxy_used)
             if vh is not None:
                 proxy_hosts.append(vh)
+    _non_service_hosts(snapshot, proxy, per_port, used_per_port, proxy_hosts, proxy_used)
     fallback = block_all_vhost if outbound_policy(snapshot, proxy) == "REGISTRY_ONLY" else allow_any_vhost
     out = [
         route_pb2.RouteConfiguration(
@@ -119,6 +120,35 @@ def sidecar_routes(snapshot: MeshSnapshot, proxy: ProxyView) -> list[route_pb2.R
         )
     )
     return out
+
+
+def _non_service_hosts(
+    snapshot: MeshSnapshot, proxy: ProxyView, per_port: dict[int, list[rc.VirtualHost]],
+    used_per_port: dict[int, set[str]], proxy_hosts: list[rc.VirtualHost], proxy_used: set[str],
+) -> None:
+    """Virtual hosts for VirtualService hosts that are no service (Istio adds them on every HTTP port).
+
+    Wildcard hosts only apply to the services they match, and `*` would shadow allow_any: both are skipped.
+    """
+    ports = sorted(per_port) or [80]
+    for vs in index_of(snapshot).mesh_virtual_services(proxy):
+        for h in dict.fromkeys(vs_hosts(vs, snapshot.mesh.domain_suffix)):
+            if "*" in h or h in snapshot.services:
+                continue
+            for port in ports:
+                ctx = RouteContext(snapshot, proxy, port)
+                routes = [r for http in vs.spec.get("http") or [] if isinstance(http, Mapping)
+                          for r in translate_http(vs, http, ctx)]
+                if not routes:
+                    continue
+                vname = names.vhost_name(h, port)
+                vh = _vhost(vname, names.domains_with_port([h], port, plain=True), routes,
+                            used_per_port.setdefault(port, set()))
+                if vh is not None:
+                    per_port.setdefault(port, []).append(vh)
+                vh = _vhost(vname, names.domains_with_port([h], port, plain=port == 80), routes, proxy_used)
+                if vh is not None:
+                    proxy_hosts.append(vh)
 
 
 # ---- gateways ------------------------------------------------------------------------------------------

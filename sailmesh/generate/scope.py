@@ -166,6 +166,15 @@ class SnapshotIndex:
             self._vs[key] = hit
         return hit
 
+    def mesh_virtual_services(self, proxy: ProxyView) -> list[Resource]:
+        """Mesh VirtualServices the proxy imports (exportTo and its Sidecar's egress hosts), oldest first."""
+        egress = self.egress(proxy)
+        all_vs = self.virtual_services(proxy.namespace, MESH_GATEWAY)
+        if egress is None:
+            return all_vs
+        suffix = self.snapshot.mesh.domain_suffix
+        return [vs for vs in all_vs if any(egress_imports(egress, vs.namespace, h) for h in vs_hosts(vs, suffix))]
+
     def mesh_virtual_services_for(self, proxy: ProxyView, hostname: str) -> list[Resource]:
         """Mesh VirtualServices the proxy imports whose hosts match `hostname`, oldest first."""
         key = proxy.scope_key
@@ -173,13 +182,9 @@ class SnapshotIndex:
         if table is None:
             exact: dict[str, list[tuple[int, Resource]]] = {}
             wild: list[tuple[int, str, Resource]] = []
-            egress = self.egress(proxy)
             suffix = self.snapshot.mesh.domain_suffix
-            for i, vs in enumerate(self.virtual_services(proxy.namespace, MESH_GATEWAY)):
-                hosts = vs_hosts(vs, suffix)
-                if egress is not None and not any(egress_imports(egress, vs.namespace, h) for h in hosts):
-                    continue
-                for h in dict.fromkeys(hosts):
+            for i, vs in enumerate(self.mesh_virtual_services(proxy)):
+                for h in dict.fromkeys(vs_hosts(vs, suffix)):
                     if "*" in h:
                         wild.append((i, h, vs))
                     else:

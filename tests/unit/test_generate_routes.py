@@ -366,3 +366,21 @@ def test_gateway_selector_must_match() -> None:
           "  selector: {istio: egressgateway}\n  servers:\n  - port: {number: 8080, name: http, protocol: HTTP}\n"
           "    hosts: ['*']\n")
     assert configs(bookinfo(gw), gateway_proxy()) == {}
+
+
+def test_virtual_service_host_that_is_no_service_gets_virtual_hosts() -> None:
+    # Istio adds a virtual host per HTTP port for VirtualService hosts missing from the registry.
+    snap = bookinfo(vs("  - route: [{destination: {host: reviews, subset: v2}}]\n", host="reviews.example.com"))
+    v = vhost(snap, "reviews.example.com")
+    assert list(v.domains) == ["reviews.example.com", "reviews.example.com:9080"]
+    assert v.routes[0].route.cluster == f"outbound|9080|v2|{REVIEWS}"
+    pv = vhost(snap, "reviews.example.com", config="http_proxy")
+    assert list(pv.domains) == ["reviews.example.com:9080"]
+
+
+def test_star_host_virtual_service_does_not_duplicate_allow_any() -> None:
+    snap = bookinfo(vs("  - route: [{destination: {host: reviews, subset: v3}}]\n", host="'*'"))
+    for cfg in configs(snap).values():
+        domains = [d for v in cfg.virtual_hosts for d in v.domains]
+        assert len(domains) == len(set(domains))
+    assert vhost(snap, RATINGS).routes[0].route.cluster == f"outbound|9080|v3|{REVIEWS}"  # `*` matches every host
