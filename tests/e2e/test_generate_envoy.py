@@ -83,7 +83,9 @@ spec:
   subsets:
   - {name: v1, labels: {version: v1}, trafficPolicy: {loadBalancer: {consistentHash: {maglev: {tableSize: 1021},
                                                                                      useSourceIp: true}}}}
-  - {name: v2, labels: {version: v2}}
+  - name: v2
+    labels: {version: v2}
+    trafficPolicy: {tls: {mode: SIMPLE, sni: ratings.example.com, subjectAltNames: [ratings.example.com]}}
 """
 
 
@@ -240,10 +242,21 @@ def get(host: str, port: int, url: str, headers: dict[str, str] | None = None) -
 def test_envoy_validates_generated_config(conformance: pathlib.Path, tmp_path: pathlib.Path) -> None:
     bi = conformance / "bookinfo"
     block = random_loopback_block()
-    config = resources(bi / "destination-rule-all.yaml", bi / "virtual-service-reviews-test-v2.yaml",
-                       bi / "bookinfo-gateway.yaml", bi / "virtual-service-details-v2.yaml", KITCHEN_SINK)
-    snap = make_snapshot(config, bookinfo_services(), pods(block))
-    for proxy in (sidecar(ip=f"{block}.1"), gateway_proxy(f"{block}.100")):
+    bookinfo_config = resources(bi / "destination-rule-all.yaml", bi / "virtual-service-reviews-test-v2.yaml",
+                                bi / "bookinfo-gateway.yaml", bi / "virtual-service-details-v2.yaml")
+    sink = make_snapshot(resources(KITCHEN_SINK, bi / "bookinfo-gateway.yaml"), bookinfo_services(), pods(block))
+    # the kitchen sink really is in the config under test
+    b = static_bootstrap(sink, sidecar(ip=f"{block}.1"), free_port())
+    ratings = {c.name: c for c in b.static_resources.clusters if "ratings" in c.name}
+    assert ratings["outbound|9080|v1|ratings.default.svc.cluster.local"].lb_policy == cluster_pb2.Cluster.MAGLEV
+    assert ratings["outbound|9080|v2|ratings.default.svc.cluster.local"].HasField("transport_socket")
+    cases = [
+        (make_snapshot(bookinfo_config, bookinfo_services(), pods(block)), sidecar(ip=f"{block}.1")),
+        (make_snapshot(bookinfo_config, bookinfo_services(), pods(block)), gateway_proxy(f"{block}.100")),
+        (sink, sidecar(ip=f"{block}.1")),
+        (sink, gateway_proxy(f"{block}.100")),
+    ]
+    for snap, proxy in cases:
         path = write_bootstrap(tmp_path, static_bootstrap(snap, proxy, free_port()))
         r = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path), "--disable-hot-restart",
                             "-l", "warning"], capture_output=True, text=True, timeout=60)

@@ -231,3 +231,40 @@ def test_headless_service_with_endpoints_uses_eds() -> None:
     headless = service("db", resolution="NONE")
     snap = make_snapshot(services=[headless], workloads=[workload("db-0", "127.0.2.2", app="db")])
     assert clusters(snap)["outbound|9080||db.default.svc.cluster.local"].type == C.EDS
+
+
+def test_destination_rule_tls_origination() -> None:
+    from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
+
+    dr = """apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ext}
+spec:
+  host: api.example.com
+  trafficPolicy:
+    portLevelSettings:
+    - port: {number: 443}
+      tls: {mode: SIMPLE, caCertificates: /etc/ca.pem, subjectAltNames: [api.example.com]}
+  subsets:
+  - name: mtls
+    trafficPolicy:
+      tls: {mode: MUTUAL, clientCertificate: /c.pem, privateKey: /k.pem, sni: other.example.com}
+"""
+    ext = dataclasses.replace(service("x", ports=[(443, "HTTPS"), (80, "HTTP")], selector={}),
+                              hostname="api.example.com", resolution="DNS")
+    got = clusters(make_snapshot(resources(dr), [ext]))
+    assert not got["outbound|80||api.example.com"].HasField("transport_socket")  # TLS set for 443 only
+    c = got["outbound|443||api.example.com"]
+    assert c.transport_socket.name == "envoy.transport_sockets.tls"
+    ctx = tls_pb2.UpstreamTlsContext()
+    c.transport_socket.typed_config.Unpack(ctx)
+    assert ctx.sni == "api.example.com"
+    vc = ctx.common_tls_context.validation_context
+    assert vc.trusted_ca.filename == "/etc/ca.pem"
+    assert vc.match_typed_subject_alt_names[0].san_type == common_pb2.SubjectAltNameMatcher.DNS
+    m = tls_pb2.UpstreamTlsContext()
+    got["outbound|443|mtls|api.example.com"].transport_socket.typed_config.Unpack(m)
+    assert m.sni == "other.example.com"
+    assert m.common_tls_context.tls_certificates[0].private_key.filename == "/k.pem"
+    # OS trust store by default
+    assert m.common_tls_context.validation_context.trusted_ca.filename == "/etc/ssl/certs/ca-certificates.crt"
