@@ -147,7 +147,7 @@ def gateway_bind_port(port: int) -> int:
 
 def gateway_listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> list[listener_pb2.Listener]:
     """One listener per Gateway server port on the gateway's address, HCM with RDS `http.<port>`."""
-    ports = sorted({p for gw in gateways_for(snapshot, proxy) for p, _ in http_servers(gw)})
+    ports = sorted({p for gw in gateways_for(snapshot, proxy) for p, *_ in http_servers(gw)})
     out = []
     for port in ports:
         h = http_connection_manager(

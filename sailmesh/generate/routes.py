@@ -164,15 +164,17 @@ def gateways_for(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Resource]:
     return out
 
 
-def http_servers(gw: Resource) -> list[tuple[int, list[str]]]:
-    """(port number, hosts) of each plain-HTTP server of a Gateway."""
+def http_servers(gw: Resource) -> list[tuple[int, list[str], bool]]:
+    """(port number, hosts, tls.httpsRedirect) of each plain-HTTP server of a Gateway."""
     out = []
     for server in gw.spec.get("servers") or []:
         if not isinstance(server, Mapping):
             continue
         port = server.get("port") if isinstance(server.get("port"), Mapping) else {}
         if str(port.get("protocol") or "").upper() in GATEWAY_HTTP_PROTOCOLS and port.get("number"):
-            out.append((int(port["number"]), [str(h) for h in server.get("hosts") or []]))
+            tls = server.get("tls") if isinstance(server.get("tls"), Mapping) else {}
+            hosts = [str(h) for h in server.get("hosts") or []]
+            out.append((int(port["number"]), hosts, bool(tls.get("httpsRedirect"))))
     return out
 
 
@@ -193,9 +195,10 @@ def gateway_routes(snapshot: MeshSnapshot, proxy: ProxyView) -> list[route_pb2.R
     suffix = snapshot.mesh.domain_suffix
     # port -> host -> routes (routes of several VirtualServices for one host are merged in creation order)
     by_port: dict[int, dict[str, list[rc.Route]]] = {}
+    redirect: set[tuple[int, str]] = set()  # (port, host) served by a server with tls.httpsRedirect
     for gw in gateways_for(snapshot, proxy):
         ref = f"{gw.namespace}/{gw.name}"
-        for port, server_hosts in http_servers(gw):
+        for port, server_hosts, https_redirect in http_servers(gw):
             hosts = by_port.setdefault(port, {})
             ctx = RouteContext(snapshot, proxy, port, gateway=ref)
             for vs in virtual_services(snapshot, proxy.namespace, ref):
@@ -215,6 +218,8 @@ def gateway_routes(snapshot: MeshSnapshot, proxy: ProxyView) -> list[route_pb2.R
                         routes.extend(translate_http(vs, http, ctx))
                 for h in dict.fromkeys(matched):
                     hosts.setdefault(h, []).extend(routes)
+                    if https_redirect:
+                        redirect.add((port, h))
     out = []
     for port, hosts in sorted(by_port.items()):
         vhosts = [
@@ -223,6 +228,7 @@ def gateway_routes(snapshot: MeshSnapshot, proxy: ProxyView) -> list[route_pb2.R
                 domains=["*"] if h == "*" else [h, f"{h}:*"],
                 routes=routes,
                 include_request_attempt_count=True,
+                require_tls=rc.VirtualHost.ALL if (port, h) in redirect else rc.VirtualHost.NONE,
             )
             for h, routes in sorted(hosts.items(), key=lambda kv: (kv[0] == "*", kv[0]))
         ]
