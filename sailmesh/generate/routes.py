@@ -11,7 +11,7 @@ from google.protobuf import wrappers_pb2
 from sailmesh.api.resource import Resource
 from sailmesh.api.types import selector_matches
 from sailmesh.generate import names
-from sailmesh.generate.httproute import RouteContext, default_route, translate_http
+from sailmesh.generate.httproute import RouteContext, default_route, route_action_defaults, translate_http
 from sailmesh.generate.scope import (
     creation_order,
     host_matches,
@@ -51,16 +51,12 @@ def _http_ports(svc: Service) -> list[int]:
 
 def allow_any_vhost() -> rc.VirtualHost:
     """Istio's `allow_any` virtual host: unknown hosts go to PassthroughCluster (outboundTrafficPolicy ALLOW_ANY)."""
+    action = rc.RouteAction(cluster=names.PASSTHROUGH_CLUSTER)
+    route_action_defaults(action, 0)  # no timeout, as Istio's allow_any route
     return rc.VirtualHost(
         name=names.ALLOW_ANY_VHOST,
         domains=["*"],
-        routes=[
-            rc.Route(
-                name=names.ALLOW_ANY_VHOST,
-                match=rc.RouteMatch(prefix="/"),
-                route=rc.RouteAction(cluster=names.PASSTHROUGH_CLUSTER),
-            )
-        ],
+        routes=[rc.Route(name=names.ALLOW_ANY_VHOST, match=rc.RouteMatch(prefix="/"), route=action)],
     )
 
 

@@ -74,6 +74,7 @@ def test_port_route_config_domains_and_allow_any() -> None:
     last = cfg.virtual_hosts[-1]
     assert last.name == "allow_any" and list(last.domains) == ["*"]
     assert last.routes[0].route.cluster == "PassthroughCluster"
+    assert last.routes[0].route.HasField("timeout") and last.routes[0].route.timeout.seconds == 0
     assert not cfg.validate_clusters.value
 
 
