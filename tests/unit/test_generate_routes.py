@@ -385,3 +385,16 @@ def test_star_host_virtual_service_does_not_duplicate_allow_any() -> None:
         domains = [d for v in cfg.virtual_hosts for d in v.domains]
         assert len(domains) == len(set(domains))
     assert vhost(snap, RATINGS).routes[0].route.cluster == f"outbound|9080|v3|{REVIEWS}"  # `*` matches every host
+
+
+def test_gateway_https_redirect_requires_tls() -> None:
+    gw = ("apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw}\nspec:\n"
+          "  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n"
+          "    hosts: ['*']\n    tls: {httpsRedirect: true}\n")
+    bound = ("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a}\nspec:\n"
+             "  hosts: [shop.example.com]\n  gateways: [gw]\n  http:\n  - route: [{destination: {host: reviews}}]\n")
+    [v] = configs(bookinfo(gw, bound), gateway_proxy())["http.80"].virtual_hosts
+    assert v.require_tls == rc.VirtualHost.ALL  # Istio: 301 to https for every request
+    plain = gw.replace("    tls: {httpsRedirect: true}\n", "")
+    [v] = configs(bookinfo(plain, bound), gateway_proxy())["http.80"].virtual_hosts
+    assert v.require_tls == rc.VirtualHost.NONE
