@@ -53,7 +53,7 @@ def outbound_http_filters() -> list[hcm_pb2.HttpFilter]:
 
 def http_connection_manager(
     stat_prefix: str, filters: list[hcm_pb2.HttpFilter], *, rds: str = "", route_config: object = None,
-    remote_address: bool = False, inbound: bool = False,
+    remote_address: bool = False, inbound: bool = False, connect: bool = False,
 ) -> HCM:
     """An HCM with Istio's settings (x-request-id, XFCC, server name, path normalization, websockets)."""
     h = HCM(
@@ -69,6 +69,10 @@ def http_connection_manager(
         # Explicit proxying: clients send `GET http://reviews:9080/ HTTP/1.1`.
         http_protocol_options=protocol_pb2.Http1ProtocolOptions(allow_absolute_url=wrappers_pb2.BoolValue(value=True)),
     )
+    if connect:  # the explicit proxy tunnels CONNECT (HTTPS_PROXY clients, TCP services)
+        h.upgrade_configs.append(HCM.UpgradeConfig(upgrade_type="CONNECT"))
+        # Python's http.client (urllib's proxy support) sends `CONNECT host:port HTTP/1.0`.
+        h.http_protocol_options.accept_http_10 = True
     if inbound:
         h.forward_client_cert_details = HCM.APPEND_FORWARD
         h.set_current_client_cert_details.subject.value = True
@@ -96,7 +100,7 @@ def _listener(name: str, ip: str, port: int, direction: int, network_filter: lc.
 def virtual_outbound(proxy: ProxyView, port: int) -> listener_pb2.Listener:
     """`virtualOutbound`: the explicit HTTP proxy apps reach through HTTP_PROXY, routed by `http_proxy` (RDS)."""
     h = http_connection_manager(
-        "outbound_0.0.0.0_" + str(port), outbound_http_filters(), rds=names.HTTP_PROXY_ROUTE
+        "outbound_0.0.0.0_" + str(port), outbound_http_filters(), rds=names.HTTP_PROXY_ROUTE, connect=True
     )
     return _listener(
         names.VIRTUAL_OUTBOUND, proxy.ip, port, base_pb2.OUTBOUND, lc.Filter(name=HCM_NAME, typed_config=pack(h))

@@ -56,8 +56,38 @@ def allow_any_vhost() -> rc.VirtualHost:
     return rc.VirtualHost(
         name=names.ALLOW_ANY_VHOST,
         domains=["*"],
-        routes=[rc.Route(name=names.ALLOW_ANY_VHOST, match=rc.RouteMatch(prefix="/"), route=action)],
+        routes=[
+            connect_route(names.PASSTHROUGH_CLUSTER, names.ALLOW_ANY_VHOST),
+            rc.Route(name=names.ALLOW_ANY_VHOST, match=rc.RouteMatch(prefix="/"), route=action),
+        ],
     )
+
+
+def connect_route(cluster: str, name: str) -> rc.Route:
+    """CONNECT tunnelling (HTTPS_PROXY clients, TCP services) to `cluster` through the explicit proxy."""
+    action = rc.RouteAction(
+        cluster=cluster,
+        upgrade_configs=[rc.RouteAction.UpgradeConfig(upgrade_type="CONNECT", connect_config={})],
+    )
+    route_action_defaults(action, 0)
+    return rc.Route(name=name, match=rc.RouteMatch(connect_matcher={}), route=action)
+
+
+def _tcp_vhosts(snapshot: MeshSnapshot, proxy: ProxyView, used: set[str]) -> list[rc.VirtualHost]:
+    """`http_proxy` virtual hosts that tunnel CONNECT `host:port` to non-HTTP service ports (TCP, TLS, ...)."""
+    out = []
+    for svc in visible_services(snapshot, proxy):
+        aliases = names.host_aliases(svc.hostname, svc.namespace, proxy.namespace, snapshot.mesh.domain_suffix)
+        for p in svc.ports:
+            if names.is_http(p.protocol):
+                continue
+            cluster = names.outbound_cluster(p.port, "", svc.hostname)
+            vname = names.vhost_name(svc.hostname, p.port)
+            vh = _vhost(vname, names.domains_with_port([*aliases, *svc.addresses], p.port, plain=False),
+                        [connect_route(cluster, "connect")], used)
+            if vh is not None:
+                out.append(vh)
+    return out
 
 
 def block_all_vhost() -> rc.VirtualHost:
@@ -103,6 +133,7 @@ def sidecar_routes(snapshot: MeshSnapshot, proxy: ProxyView) -> list[route_pb2.R
             if vh is not None:
                 proxy_hosts.append(vh)
     _non_service_hosts(snapshot, proxy, per_port, used_per_port, proxy_hosts, proxy_used)
+    proxy_hosts.extend(_tcp_vhosts(snapshot, proxy, proxy_used))
     fallback = block_all_vhost if outbound_policy(snapshot, proxy) == "REGISTRY_ONLY" else allow_any_vhost
     out = [
         route_pb2.RouteConfiguration(

@@ -30,6 +30,7 @@ from tests.unit.test_generate_support import (
     generated,
     make_snapshot,
     resources,
+    service,
     sidecar,
     workload,
 )
@@ -239,6 +240,17 @@ def get(host: str, port: int, url: str, headers: dict[str, str] | None = None) -
         c.close()
 
 
+def tunnel_get(proxy_host: str, proxy_port: int, host: str, port: int, path: str) -> tuple[int, bytes]:
+    c = http.client.HTTPConnection(proxy_host, proxy_port, timeout=10)
+    c.set_tunnel(host, port)
+    try:
+        c.request("GET", path)
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
+
+
 def test_envoy_validates_generated_config(conformance: pathlib.Path, tmp_path: pathlib.Path) -> None:
     bi = conformance / "bookinfo"
     block = random_loopback_block()
@@ -275,10 +287,11 @@ def test_sidecar_routes_real_traffic(conformance: pathlib.Path, tmp_path: pathli
     snap = make_snapshot(
         resources(bi / "destination-rule-all.yaml", bi / "virtual-service-reviews-test-v2.yaml",
                   bi / "fault-injection-details-v1.yaml"),
-        [*bookinfo_services(), external], pods(block))
+        [*bookinfo_services(), external, service("db", ports=[(7070, "TCP")])],
+        [*pods(block), workload("db-0", f"{block}.7", app="db")])
     for w in snap.workloads:
         if w.name != "productpage-v1-0":
-            b = Backend(w.name, w.address, 9080)
+            b = Backend(w.name, w.address, 7070 if w.name == "db-0" else 9080)
             start(b)
             backends.append(b)
     app = Backend("productpage-app", f"{block}.1", app_port)
@@ -316,6 +329,11 @@ def test_sidecar_routes_real_traffic(conformance: pathlib.Path, tmp_path: pathli
     assert counts[f"cluster.outbound|{outside_port}||{block}.99.upstream_rq_total"] == "1"
     assert counts["cluster.PassthroughCluster.upstream_rq_total"] == "1"
     assert counts["cluster.outbound|9080|v2|reviews.default.svc.cluster.local.upstream_rq_total"] == "1"
+    # CONNECT: HTTPS_PROXY-style tunnels to a TCP service (by its short name) and to an unknown host
+    status, body = tunnel_get(ip, 15001, "db", 7070, "/q")
+    assert status == 200 and json.loads(body)["name"] == "db-0"
+    status, body = tunnel_get(ip, 15001, f"{block}.98", passthrough_port, "/t")
+    assert status == 200 and json.loads(body)["name"] == "unknown"
     # inbound: the sidecar owns containerPort 9080 on the pod IP and forwards to the app port
     status, body = get(ip, 9080, "/productpage")
     assert status == 200 and json.loads(body) | {"host": ""} == {"name": "productpage-app", "path": "/productpage",

@@ -45,6 +45,8 @@ def test_virtual_outbound_is_an_http_proxy_on_15001() -> None:
     h = hcm_of(lo)
     assert h.rds.route_config_name == "http_proxy" and h.rds.config_source.HasField("ads")
     assert h.http_protocol_options.allow_absolute_url.value  # `GET http://reviews:9080/` from HTTP_PROXY clients
+    assert "CONNECT" in [u.upgrade_type for u in h.upgrade_configs]  # HTTPS_PROXY clients and TCP services
+    assert h.http_protocol_options.accept_http_10  # Python's http.client tunnels with HTTP/1.0 CONNECT
     assert [f.name for f in h.http_filters] == [
         "envoy.filters.http.fault", "envoy.filters.http.cors", "envoy.filters.http.dynamic_forward_proxy",
         "envoy.filters.http.router"]  # router last, fault before it

@@ -398,3 +398,17 @@ def test_gateway_https_redirect_requires_tls() -> None:
     plain = gw.replace("    tls: {httpsRedirect: true}\n", "")
     [v] = configs(bookinfo(plain, bound), gateway_proxy())["http.80"].virtual_hosts
     assert v.require_tls == rc.VirtualHost.NONE
+
+
+def test_http_proxy_tunnels_connect_to_tcp_services_and_passthrough() -> None:
+    snap = make_snapshot(services=[service("reviews"), service("db", ports=[(5432, "TCP")])])
+    cfg = configs(snap)["http_proxy"]
+    db = next(v for v in cfg.virtual_hosts if v.name == "db.default.svc.cluster.local:5432")
+    assert "db:5432" in db.domains and "db" not in db.domains  # CONNECT authority always has a port
+    r = db.routes[0]
+    assert r.match.HasField("connect_matcher")
+    assert r.route.cluster == "outbound|5432||db.default.svc.cluster.local"
+    assert r.route.upgrade_configs[0].upgrade_type == "CONNECT"
+    allow_any = cfg.virtual_hosts[-1]
+    assert allow_any.routes[0].match.HasField("connect_matcher")
+    assert allow_any.routes[0].route.cluster == "PassthroughCluster"
