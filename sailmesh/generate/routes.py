@@ -22,6 +22,7 @@ from sailmesh.generate.scope import (
     visible_services,
     vs_hosts,
 )
+from sailmesh.generate.tcproute import service_tcp_route
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView, Service
 
 GATEWAY_HTTP_PROTOCOLS = frozenset({"HTTP", "HTTP2", "GRPC"})
@@ -63,12 +64,16 @@ def allow_any_vhost() -> rc.VirtualHost:
     )
 
 
-def connect_route(cluster: str, name: str) -> rc.Route:
-    """CONNECT tunnelling (HTTPS_PROXY clients, TCP services) to `cluster` through the explicit proxy."""
-    action = rc.RouteAction(
-        cluster=cluster,
-        upgrade_configs=[rc.RouteAction.UpgradeConfig(upgrade_type="CONNECT", connect_config={})],
-    )
+def connect_route(cluster: str | list[tuple[str, int]], name: str) -> rc.Route:
+    """CONNECT tunnelling (HTTPS_PROXY clients, TCP services) to a cluster (or weighted clusters)."""
+    action = rc.RouteAction(upgrade_configs=[rc.RouteAction.UpgradeConfig(upgrade_type="CONNECT", connect_config={})])
+    if isinstance(cluster, str):
+        action.cluster = cluster
+    elif len(cluster) == 1:
+        action.cluster = cluster[0][0]
+    else:
+        for c, w in cluster:
+            action.weighted_clusters.clusters.add(name=c).weight.value = w
     route_action_defaults(action, 0)
     return rc.Route(name=name, match=rc.RouteMatch(connect_matcher={}), route=action)
 
@@ -81,10 +86,10 @@ def _tcp_vhosts(snapshot: MeshSnapshot, proxy: ProxyView, used: set[str]) -> lis
         for p in svc.ports:
             if names.is_http(p.protocol):
                 continue
-            cluster = names.outbound_cluster(p.port, "", svc.hostname)
+            clusters = service_tcp_route(RouteContext(snapshot, proxy, p.port), svc)
             vname = names.vhost_name(svc.hostname, p.port)
             vh = _vhost(vname, names.domains_with_port([*aliases, *svc.addresses], p.port, plain=False),
-                        [connect_route(cluster, "connect")], used)
+                        [connect_route(clusters, "connect")], used)
             if vh is not None:
                 out.append(vh)
     return out

@@ -87,6 +87,16 @@ spec:
   - name: v2
     labels: {version: v2}
     trafficPolicy: {tls: {mode: SIMPLE, sni: ratings.example.com, subjectAltNames: [ratings.example.com]}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db}
+spec:
+  hosts: [db]
+  tcp:
+  - route:
+    - {destination: {host: db, subset: a}, weight: 50}
+    - {destination: {host: db, subset: b}, weight: 50}
 """
 
 
@@ -256,7 +266,8 @@ def test_envoy_validates_generated_config(conformance: pathlib.Path, tmp_path: p
     block = random_loopback_block()
     bookinfo_config = resources(bi / "destination-rule-all.yaml", bi / "virtual-service-reviews-test-v2.yaml",
                                 bi / "bookinfo-gateway.yaml", bi / "virtual-service-details-v2.yaml")
-    sink = make_snapshot(resources(KITCHEN_SINK, bi / "bookinfo-gateway.yaml"), bookinfo_services(), pods(block))
+    sink = make_snapshot(resources(KITCHEN_SINK, bi / "bookinfo-gateway.yaml"),
+                         [*bookinfo_services(), service("db", ports=[(7070, "TCP")])], pods(block))
     # the kitchen sink really is in the config under test
     b = static_bootstrap(sink, sidecar(ip=f"{block}.1"), free_port())
     ratings = {c.name: c for c in b.static_resources.clusters if "ratings" in c.name}

@@ -412,3 +412,25 @@ def test_http_proxy_tunnels_connect_to_tcp_services_and_passthrough() -> None:
     allow_any = cfg.virtual_hosts[-1]
     assert allow_any.routes[0].match.HasField("connect_matcher")
     assert allow_any.routes[0].route.cluster == "PassthroughCluster"
+
+
+def test_tcp_routes_pick_the_connect_tunnel_clusters() -> None:
+    tcp_vs = """apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db}
+spec:
+  hosts: [db]
+  tcp:
+  - match: [{port: 9999}]
+    route: [{destination: {host: db, subset: never}}]
+  - match: [{port: 5432}]
+    route:
+    - {destination: {host: db, subset: v1}, weight: 80}
+    - {destination: {host: db, subset: v2}, weight: 20}
+"""
+    snap = make_snapshot(resources(tcp_vs), [service("db", ports=[(5432, "TCP")])])
+    cfg = configs(snap)["http_proxy"]
+    db = next(v for v in cfg.virtual_hosts if v.name == "db.default.svc.cluster.local:5432")
+    wc = db.routes[0].route.weighted_clusters.clusters
+    assert [(c.name, c.weight.value) for c in wc] == [
+        ("outbound|5432|v1|db.default.svc.cluster.local", 80), ("outbound|5432|v2|db.default.svc.cluster.local", 20)]
