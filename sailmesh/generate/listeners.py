@@ -19,7 +19,7 @@ from sailmesh.generate import names
 from sailmesh.generate.clusters import dns_cache_config
 from sailmesh.generate.common import ads, pack, socket_address
 from sailmesh.generate.httproute import CORS_FILTER, FAULT_FILTER, route_action_defaults
-from sailmesh.generate.routes import gateways_for, http_servers
+from sailmesh.generate.routes import gateway_tcp_routes, gateways_for, http_servers
 from sailmesh.generate.scope import inbound_ports
 from sailmesh.settings import ProxyPorts
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView
@@ -150,7 +150,8 @@ def gateway_bind_port(port: int) -> int:
 
 
 def gateway_listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> list[listener_pb2.Listener]:
-    """One listener per Gateway server port on the gateway's address, HCM with RDS `http.<port>`."""
+    """One listener per Gateway server port on the gateway's address: HCM with RDS `http.<port>` for HTTP
+    servers, tcp_proxy to the VirtualService `tcp` route's clusters for TCP servers."""
     ports = sorted({p for gw in gateways_for(snapshot, proxy) for p, *_ in http_servers(gw)})
     out = []
     for port in ports:
@@ -159,6 +160,17 @@ def gateway_listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> list[listener
             rds=names.gateway_route(port), remote_address=True,
         )
         nf = lc.Filter(name=HCM_NAME, typed_config=pack(h))
+        out.append(
+            _listener(names.listener_name("0.0.0.0", port), proxy.ip, gateway_bind_port(port), base_pb2.OUTBOUND, nf)
+        )
+    for port, clusters in sorted(gateway_tcp_routes(snapshot, proxy).items()):
+        tp = tcp_proxy_pb2.TcpProxy(stat_prefix=f"outbound_0.0.0.0_{port}")
+        if len(clusters) == 1:
+            tp.cluster = clusters[0][0]
+        else:
+            for c, w in clusters:
+                tp.weighted_clusters.clusters.add(name=c, weight=w)
+        nf = lc.Filter(name=TCP_PROXY_NAME, typed_config=pack(tp))
         out.append(
             _listener(names.listener_name("0.0.0.0", port), proxy.ip, gateway_bind_port(port), base_pb2.OUTBOUND, nf)
         )

@@ -22,10 +22,11 @@ from sailmesh.generate.scope import (
     visible_services,
     vs_hosts,
 )
-from sailmesh.generate.tcproute import service_tcp_route
+from sailmesh.generate.tcproute import service_tcp_route, tcp_destinations
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView, Service
 
 GATEWAY_HTTP_PROTOCOLS = frozenset({"HTTP", "HTTP2", "GRPC"})
+GATEWAY_TCP_PROTOCOLS = frozenset({"TCP", "MONGO", "MYSQL", "REDIS"})
 NO = wrappers_pb2.BoolValue(value=False)  # Istio never validates clusters in route configs
 
 
@@ -207,6 +208,44 @@ def http_servers(gw: Resource) -> list[tuple[int, list[str], bool]]:
             tls = server.get("tls") if isinstance(server.get("tls"), Mapping) else {}
             hosts = [str(h) for h in server.get("hosts") or []]
             out.append((int(port["number"]), hosts, bool(tls.get("httpsRedirect"))))
+    return out
+
+
+def tcp_servers(gw: Resource) -> list[tuple[int, list[str]]]:
+    """(port number, hosts) of each plain TCP server of a Gateway (TCP, MONGO, MYSQL, REDIS)."""
+    out = []
+    for server in gw.spec.get("servers") or []:
+        if not isinstance(server, Mapping):
+            continue
+        port = server.get("port") if isinstance(server.get("port"), Mapping) else {}
+        if str(port.get("protocol") or "").upper() in GATEWAY_TCP_PROTOCOLS and port.get("number"):
+            out.append((int(port["number"]), [str(h) for h in server.get("hosts") or []]))
+    return out
+
+
+def gateway_tcp_routes(snapshot: MeshSnapshot, proxy: ProxyView) -> dict[int, list[tuple[str, int]]]:
+    """Server port -> (cluster, weight) for each Gateway TCP server with an applicable VirtualService `tcp` route.
+
+    The oldest VirtualService bound to the Gateway whose hosts intersect the server's hosts wins;
+    ports that also carry an HTTP server are left to HTTP.
+    """
+    suffix = snapshot.mesh.domain_suffix
+    http_ports = {p for gw in gateways_for(snapshot, proxy) for p, *_ in http_servers(gw)}
+    out: dict[int, list[tuple[str, int]]] = {}
+    for gw in gateways_for(snapshot, proxy):
+        ref = f"{gw.namespace}/{gw.name}"
+        for port, server_hosts in tcp_servers(gw):
+            if port in http_ports or port in out:
+                continue
+            ctx = RouteContext(snapshot, proxy, port, gateway=ref)
+            for vs in virtual_services(snapshot, proxy.namespace, ref):
+                allowed = [a for sh in server_hosts if (a := _server_host_allows(sh, gw.namespace, vs)) is not None]
+                if not any(hosts_intersect(h, a) for h in vs_hosts(vs, suffix) for a in allowed):
+                    continue
+                found = tcp_destinations(vs.spec, vs.namespace, ctx)
+                if found:
+                    out[port] = found
+                    break
     return out
 
 

@@ -354,14 +354,38 @@ def test_sidecar_routes_real_traffic(conformance: pathlib.Path, tmp_path: pathli
 def test_gateway_routes_real_traffic(conformance: pathlib.Path, tmp_path: pathlib.Path, backends: list[Backend],
                                      envoy) -> None:
     block = random_loopback_block()
-    snap = make_snapshot(resources(conformance / "bookinfo" / "bookinfo-gateway.yaml"), bookinfo_services(),
-                         pods(block))
-    pp = Backend("productpage-v1-0", f"{block}.1", 9080)
-    start(pp)
-    backends.append(pp)
+    tcp_port = free_port(f"{block}.100")
+    tcp_gateway = f"""
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: tcp-gw}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: {tcp_port}, name: tcp, protocol: TCP}}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: db}}
+spec:
+  hosts: ["*"]
+  gateways: [tcp-gw]
+  tcp:
+  - route: [{{destination: {{host: db, port: {{number: 7070}}}}}}]
+"""
+    snap = make_snapshot(resources(conformance / "bookinfo" / "bookinfo-gateway.yaml", tcp_gateway),
+                         [*bookinfo_services(), service("db", ports=[(7070, "TCP")])],
+                         [*pods(block), workload("db-0", f"{block}.7", app="db")])
+    for name, host, port in (("productpage-v1-0", f"{block}.1", 9080), ("db-0", f"{block}.7", 7070)):
+        b = Backend(name, host, port)
+        start(b)
+        backends.append(b)
     gw = gateway_proxy(f"{block}.100")
     envoy(static_bootstrap(snap, gw, free_port()))
     status, body = get(gw.ip, 8080, "/productpage", {"host": "bookinfo.example"})
     assert status == 200 and json.loads(body)["name"] == "productpage-v1-0"
     assert get(gw.ip, 8080, "/static/x.css")[0] == 200  # prefix match
     assert get(gw.ip, 8080, "/admin")[0] == 404  # no route matches
+    status, body = get(gw.ip, tcp_port, "/over-tcp")  # TCP server: bytes go through tcp_proxy to db
+    assert status == 200 and json.loads(body)["name"] == "db-0"
