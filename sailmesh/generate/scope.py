@@ -300,12 +300,16 @@ def inbound_ports(snapshot: MeshSnapshot, proxy: ProxyView) -> list[tuple[int, i
     that select it; the protocol is the selecting service port's (TCP when no service names it).
     """
     protocols: dict[int, str] = {}
+    # A named targetPort resolves through the proxy's workload's named container ports (when the model has them).
+    me = next((w for w in snapshot.workloads if w.address == proxy.ip), None)
+    named: Mapping[str, int] = getattr(me, "ports", None) or {}
     for svc in sorted(snapshot.services.values(), key=lambda s: s.hostname):
         if svc.namespace != proxy.namespace or not svc.selector:
             continue
         if not all(proxy.labels.get(k) == v for k, v in svc.selector.items()):
             continue
         for p in svc.ports:
-            protocols.setdefault(p.target_port or p.port, p.protocol)
+            target = p.target_port or named.get(getattr(p, "target_port_name", ""), 0) or p.port
+            protocols.setdefault(target, p.protocol)
     ports = set(proxy.app_ports) | set(protocols)
     return [(p, proxy.app_ports.get(p, p), protocols.get(p, "TCP")) for p in sorted(ports)]
