@@ -18,8 +18,8 @@ from google.protobuf import wrappers_pb2
 from sailmesh.generate import names
 from sailmesh.generate.clusters import dns_cache_config
 from sailmesh.generate.common import ads, pack, socket_address
+from sailmesh.generate.gateway import gateway_tcp_routes, gateways_for, http_servers
 from sailmesh.generate.httproute import CORS_FILTER, FAULT_FILTER, route_action_defaults
-from sailmesh.generate.routes import gateway_tcp_routes, gateways_for, http_servers
 from sailmesh.generate.scope import inbound_ports
 from sailmesh.settings import ProxyPorts
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView
