@@ -69,6 +69,17 @@ def _apply_lb(c: Cluster, lb: Mapping[str, Any] | None) -> None:
     simple = lb.get("simple")
     if isinstance(simple, str) and simple in SIMPLE_LB:
         c.lb_policy = SIMPLE_LB[simple]
+    warmup = lb.get("warmup") if isinstance(lb.get("warmup"), Mapping) else {}
+    window = warmup.get("duration") or lb.get("warmupDurationSecs")
+    if window and c.lb_policy in (Cluster.ROUND_ROBIN, Cluster.LEAST_REQUEST):
+        cfg = c.round_robin_lb_config if c.lb_policy == Cluster.ROUND_ROBIN else c.least_request_lb_config
+        ss = cfg.slow_start_config
+        ss.slow_start_window.CopyFrom(go_duration(window))
+        if warmup.get("aggression") is not None:
+            ss.aggression.default_value = float(warmup["aggression"])
+            ss.aggression.runtime_key = "sailmesh.slow_start.aggression"
+        if warmup.get("minimumPercent") is not None:
+            ss.min_weight_percent.value = float(warmup["minimumPercent"])
     ch = lb.get("consistentHash")
     if isinstance(ch, Mapping):
         if isinstance(ch.get("maglev"), Mapping):

@@ -86,7 +86,9 @@ spec:
                                                                                      useSourceIp: true}}}}
   - name: v2
     labels: {version: v2}
-    trafficPolicy: {tls: {mode: SIMPLE, sni: ratings.example.com, subjectAltNames: [ratings.example.com]}}
+    trafficPolicy:
+      tls: {mode: SIMPLE, sni: ratings.example.com, subjectAltNames: [ratings.example.com]}
+      loadBalancer: {simple: ROUND_ROBIN, warmup: {duration: 10s, aggression: 1.5, minimumPercent: 5}}
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -272,7 +274,8 @@ def test_envoy_validates_generated_config(conformance: pathlib.Path, tmp_path: p
     b = static_bootstrap(sink, sidecar(ip=f"{block}.1"), free_port())
     ratings = {c.name: c for c in b.static_resources.clusters if "ratings" in c.name}
     assert ratings["outbound|9080|v1|ratings.default.svc.cluster.local"].lb_policy == cluster_pb2.Cluster.MAGLEV
-    assert ratings["outbound|9080|v2|ratings.default.svc.cluster.local"].HasField("transport_socket")
+    v2 = ratings["outbound|9080|v2|ratings.default.svc.cluster.local"]
+    assert v2.HasField("transport_socket") and v2.round_robin_lb_config.HasField("slow_start_config")
     cases = [
         (make_snapshot(bookinfo_config, bookinfo_services(), pods(block)), sidecar(ip=f"{block}.1")),
         (make_snapshot(bookinfo_config, bookinfo_services(), pods(block)), gateway_proxy(f"{block}.100")),

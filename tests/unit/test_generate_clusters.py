@@ -268,3 +268,20 @@ spec:
     assert m.common_tls_context.tls_certificates[0].private_key.filename == "/k.pem"
     # OS trust store by default
     assert m.common_tls_context.validation_context.trusted_ca.filename == "/etc/ssl/certs/ca-certificates.crt"
+
+
+def test_warmup_slow_start() -> None:
+    dr = """apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: r}
+spec:
+  host: reviews
+  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN, warmup: {duration: 30s, aggression: 2, minimumPercent: 10}}}
+  subsets:
+  - {name: v1, labels: {version: v1}, trafficPolicy: {loadBalancer: {warmupDurationSecs: 5s}}}
+"""
+    got = clusters(bookinfo(dr))
+    ss = got[f"outbound|9080||{REVIEWS}"].round_robin_lb_config.slow_start_config
+    assert (ss.slow_start_window.seconds, ss.aggression.default_value, ss.min_weight_percent.value) == (30, 2.0, 10.0)
+    v1 = got[f"outbound|9080|v1|{REVIEWS}"]  # default LB is LEAST_REQUEST
+    assert v1.least_request_lb_config.slow_start_config.slow_start_window.seconds == 5
