@@ -14,7 +14,7 @@ from envoy.type.v3 import percent_pb2
 
 from sailmesh.generate import names
 from sailmesh.generate.common import MAX_UINT32, ads, duration, go_duration, pack, u32
-from sailmesh.generate.endpoints import assignment, discovery, select, subset_labels
+from sailmesh.generate.endpoints import assignment, discovery, select, subset_labels, unique_ports
 from sailmesh.generate.policy import effective_policy
 from sailmesh.generate.scope import destination_rule, inbound_ports, visible_services
 from sailmesh.snapshot.model import Endpoint, MeshSnapshot, ProxyView, Service, ServicePort
@@ -262,7 +262,7 @@ def build_outbound(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Cluster]:
     out = [blackhole(), passthrough()]
     for svc in visible_services(snapshot, proxy):
         dr = destination_rule(snapshot, proxy.namespace, svc)
-        for port in svc.ports:
+        for port in unique_ports(svc):
             for subset, labels in subset_labels(snapshot, proxy.namespace, svc):
                 policy = effective_policy(dr, subset, port.port)
                 out.append(outbound_cluster(snapshot, svc, port, subset, labels, policy))

@@ -9,6 +9,7 @@ from envoy.config.route.v3 import route_pb2
 from google.protobuf import wrappers_pb2
 
 from sailmesh.generate import names
+from sailmesh.generate.endpoints import unique_ports
 from sailmesh.generate.gateway import gateway_routes
 from sailmesh.generate.httproute import RouteContext, default_route, route_action_defaults, translate_http
 from sailmesh.generate.scope import (
@@ -41,7 +42,7 @@ def service_routes(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, port:
 
 
 def _http_ports(svc: Service) -> list[int]:
-    return [p.port for p in svc.ports if names.is_http(p.protocol)]
+    return [p.port for p in unique_ports(svc) if names.is_http(p.protocol)]
 
 
 def allow_any_vhost() -> rc.VirtualHost:
@@ -77,7 +78,7 @@ def _tcp_vhosts(snapshot: MeshSnapshot, proxy: ProxyView, used: set[str]) -> lis
     out = []
     for svc in visible_services(snapshot, proxy):
         aliases = names.host_aliases(svc.hostname, svc.namespace, proxy.namespace, snapshot.mesh.domain_suffix)
-        for p in svc.ports:
+        for p in unique_ports(svc):
             if names.is_http(p.protocol):
                 continue
             clusters = service_tcp_route(RouteContext(snapshot, proxy, p.port), svc)

@@ -153,12 +153,13 @@ class SnapshotIndex:
         return hit
 
     def virtual_services(self, proxy_ns: str, gateway: str) -> list[Resource]:
-        key = (proxy_ns if gateway == MESH_GATEWAY else "", gateway)
+        key = (proxy_ns, gateway)
         hit = self._vs.get(key)
         if hit is None:
             hit = []
             for vs in self.snapshot.of_kind("VirtualService"):
-                if gateway == MESH_GATEWAY and not exported_to(_resource_export(vs), vs.namespace, proxy_ns):
+                # exportTo applies to sidecars and gateways alike
+                if not exported_to(_resource_export(vs), vs.namespace, proxy_ns):
                     continue
                 if gateway in bound_gateways(vs):
                     hit.append(vs)

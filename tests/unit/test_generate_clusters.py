@@ -285,3 +285,22 @@ spec:
     assert (ss.slow_start_window.seconds, ss.aggression.default_value, ss.min_weight_percent.value) == (30, 2.0, 10.0)
     v1 = got[f"outbound|9080|v1|{REVIEWS}"]  # default LB is LEAST_REQUEST
     assert v1.least_request_lb_config.slow_start_config.slow_start_window.seconds == 5
+
+
+def test_invalid_duplicates_do_not_duplicate_clusters() -> None:
+    dr = """apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: r}
+spec:
+  host: reviews
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v1, labels: {version: v2}}
+"""
+    svc = service("reviews", ports=[(9080, "HTTP"), (9080, "TCP")])
+    snap = make_snapshot(resources(dr), [svc], [workload("r1", "127.0.1.3", app="reviews", version="v1")])
+    from sailmesh.generate.proxy import ENDPOINT, LISTENER, ROUTE, generate_for
+
+    for t in (CLUSTER, ENDPOINT, LISTENER, ROUTE):
+        generate_for(snap, sidecar(), t)  # raises GenerationError on duplicate names
+    assert f"outbound|9080|v1|{REVIEWS}" in clusters(snap)

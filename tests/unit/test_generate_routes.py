@@ -434,3 +434,13 @@ spec:
     wc = db.routes[0].route.weighted_clusters.clusters
     assert [(c.name, c.weight.value) for c in wc] == [
         ("outbound|5432|v1|db.default.svc.cluster.local", 80), ("outbound|5432|v2|db.default.svc.cluster.local", 20)]
+
+
+def test_export_to_hides_virtual_services_from_gateways_in_other_namespaces(bi: pathlib.Path) -> None:
+    text = (bi / "bookinfo-gateway.yaml").read_text().replace(
+        "  gateways:\n  - bookinfo-gateway\n", "  gateways:\n  - bookinfo-gateway\n  exportTo: [\".\"]\n")
+    assert 'exportTo: ["."]' in text
+    [v] = configs(bookinfo(text), gateway_proxy(ns="istio-system"))["http.8080"].virtual_hosts
+    assert v.name == "blackhole:8080"  # the VS is private to namespace default
+    [v] = configs(bookinfo(text), gateway_proxy(ns="default"))["http.8080"].virtual_hosts
+    assert v.name == "*:8080"
