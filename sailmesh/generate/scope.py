@@ -88,10 +88,11 @@ def egress_imports(egress: list[tuple[str, str]], namespace: str, hostname: str)
 
 
 def outbound_policy(snapshot: MeshSnapshot, proxy: ProxyView) -> str:
-    """outboundTrafficPolicy mode from the proxy's Sidecar: ALLOW_ANY (Istio's default) or REGISTRY_ONLY."""
+    """outboundTrafficPolicy mode: the proxy's Sidecar's, else the mesh's (Istio's default ALLOW_ANY)."""
     sc = index_of(snapshot).sidecar(proxy)
     policy = sc.spec.get("outboundTrafficPolicy") if sc is not None else None
     mode = policy.get("mode") if isinstance(policy, Mapping) else None
+    mode = mode or getattr(snapshot.mesh, "outbound_traffic_policy", "ALLOW_ANY")
     return "REGISTRY_ONLY" if mode == "REGISTRY_ONLY" else "ALLOW_ANY"
 
 
