@@ -20,6 +20,7 @@ class MeshDefaults:
     domain_suffix: str = "cluster.local"
     root_namespace: str = "istio-system"
     default_namespace: str = "default"
+    outbound_traffic_policy: str = "ALLOW_ANY"  # MeshConfig.outboundTrafficPolicy.mode (or REGISTRY_ONLY)
 
 
 @dataclass(frozen=True)

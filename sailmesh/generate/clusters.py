@@ -8,12 +8,13 @@ from typing import Any
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 from envoy.extensions.clusters.dynamic_forward_proxy.v3 import cluster_pb2 as dfp_cluster_pb2
 from envoy.extensions.common.dynamic_forward_proxy.v3 import dns_cache_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 from envoy.type.v3 import percent_pb2
 
 from sailmesh.generate import names
 from sailmesh.generate.common import MAX_UINT32, ads, duration, go_duration, pack, u32
-from sailmesh.generate.endpoints import assignment, discovery, select, subset_labels
+from sailmesh.generate.endpoints import assignment, discovery, select, subset_labels, unique_ports
 from sailmesh.generate.policy import effective_policy
 from sailmesh.generate.scope import destination_rule, inbound_ports, visible_services
 from sailmesh.snapshot.model import Endpoint, MeshSnapshot, ProxyView, Service, ServicePort
@@ -23,6 +24,9 @@ DEFAULT_CONNECT_TIMEOUT_S = 10.0  # MeshConfig.connectTimeout default
 DEFAULT_RING_SIZE = 1024  # Istio's minimumRingSize default
 HTTP_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 DFP_CACHE = "dynamic_forward_proxy_cache_config"
+# The OS trust store used when a DestinationRule's tls names no caCertificates (Debian/Ubuntu path;
+# Envoy's system_root_certs is not accepted together with subjectAltNames checks).
+SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 SIMPLE_LB = {
     "ROUND_ROBIN": Cluster.ROUND_ROBIN,
     "LEAST_REQUEST": Cluster.LEAST_REQUEST,
@@ -65,6 +69,17 @@ def _apply_lb(c: Cluster, lb: Mapping[str, Any] | None) -> None:
     simple = lb.get("simple")
     if isinstance(simple, str) and simple in SIMPLE_LB:
         c.lb_policy = SIMPLE_LB[simple]
+    warmup = lb.get("warmup") if isinstance(lb.get("warmup"), Mapping) else {}
+    window = warmup.get("duration") or lb.get("warmupDurationSecs")
+    if window and c.lb_policy in (Cluster.ROUND_ROBIN, Cluster.LEAST_REQUEST):
+        cfg = c.round_robin_lb_config if c.lb_policy == Cluster.ROUND_ROBIN else c.least_request_lb_config
+        ss = cfg.slow_start_config
+        ss.slow_start_window.CopyFrom(go_duration(window))
+        if warmup.get("aggression") is not None:
+            ss.aggression.default_value = float(warmup["aggression"])
+            ss.aggression.runtime_key = "sailmesh.slow_start.aggression"
+        if warmup.get("minimumPercent") is not None:
+            ss.min_weight_percent.value = float(warmup["minimumPercent"])
     ch = lb.get("consistentHash")
     if isinstance(ch, Mapping):
         if isinstance(ch.get("maglev"), Mapping):
@@ -166,10 +181,41 @@ def _apply_pool(c: Cluster, protocol: str, pool: Mapping[str, Any] | None) -> No
         c.typed_extension_protocol_options[HTTP_OPTIONS_KEY].CopyFrom(pack(opts))
 
 
-def _apply_policy(c: Cluster, protocol: str, policy: Mapping[str, Any]) -> None:
+def _apply_tls(c: Cluster, tls: Mapping[str, Any] | None, host: str) -> None:
+    """DestinationRule tls SIMPLE/MUTUAL: TLS origination with files named in the rule.
+
+    ISTIO_MUTUAL (mesh certificates over SDS) belongs to the security generators; DISABLE and
+    ISTIO_MUTUAL leave the cluster plaintext here.
+    """
+    if not isinstance(tls, Mapping) or tls.get("mode") not in ("SIMPLE", "MUTUAL"):
+        return
+    ctx = tls_pb2.UpstreamTlsContext()
+    sni = tls.get("sni") or ("" if "*" in host else host)
+    if sni:
+        ctx.sni = str(sni)
+    common = ctx.common_tls_context
+    if not tls.get("insecureSkipVerify"):
+        vc = common.validation_context
+        if tls.get("caCertificates"):
+            vc.trusted_ca.filename = str(tls["caCertificates"])
+        else:
+            vc.trusted_ca.filename = SYSTEM_CA_BUNDLE  # Istio verifies against the OS trust store by default
+        for san in tls.get("subjectAltNames") or []:
+            kind = common_pb2.SubjectAltNameMatcher.URI if "://" in str(san) else common_pb2.SubjectAltNameMatcher.DNS
+            vc.match_typed_subject_alt_names.add(san_type=kind).matcher.exact = str(san)
+    if tls.get("mode") == "MUTUAL" and tls.get("clientCertificate") and tls.get("privateKey"):
+        cert = common.tls_certificates.add()
+        cert.certificate_chain.filename = str(tls["clientCertificate"])
+        cert.private_key.filename = str(tls["privateKey"])
+    c.transport_socket.name = "envoy.transport_sockets.tls"
+    c.transport_socket.typed_config.CopyFrom(pack(ctx))
+
+
+def _apply_policy(c: Cluster, protocol: str, policy: Mapping[str, Any], host: str = "") -> None:
     _apply_lb(c, policy.get("loadBalancer"))
     _apply_pool(c, protocol, policy.get("connectionPool"))
     _apply_outlier(c, policy.get("outlierDetection"))
+    _apply_tls(c, policy.get("tls"), host)
 
 
 def _dns_endpoints(svc: Service, port: ServicePort, eps: tuple[Endpoint, ...], labels: Mapping[str, str]) -> list:
@@ -205,7 +251,7 @@ def outbound_cluster(
     c.metadata.filter_metadata["istio"].update(
         {"services": [{"host": svc.hostname, "name": svc.name, "namespace": svc.namespace}], "subset": subset}
     )
-    _apply_policy(c, port.protocol, policy)
+    _apply_policy(c, port.protocol, policy, svc.hostname)
     if kind == "forward":
         c.lb_policy = Cluster.CLUSTER_PROVIDED  # the forward proxy picks the host itself
     return c
@@ -216,7 +262,7 @@ def build_outbound(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Cluster]:
     out = [blackhole(), passthrough()]
     for svc in visible_services(snapshot, proxy):
         dr = destination_rule(snapshot, proxy.namespace, svc)
-        for port in svc.ports:
+        for port in unique_ports(svc):
             for subset, labels in subset_labels(snapshot, proxy.namespace, svc):
                 policy = effective_policy(dr, subset, port.port)
                 out.append(outbound_cluster(snapshot, svc, port, subset, labels, policy))

@@ -40,9 +40,10 @@ def ads() -> config_source_pb2.ConfigSource:
 
 
 def pack(msg: message.Message) -> any_pb2.Any:
-    """Wrap a message in an Any."""
+    """Wrap a message in an Any, serialized deterministically (map fields sorted) so equal config gives
+    byte-identical resources (the server skips unchanged ones)."""
     a = any_pb2.Any()
-    a.Pack(msg)
+    a.Pack(msg, deterministic=True)
     return a
 
 

@@ -10,8 +10,8 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 
 from sailmesh.generate import names
 from sailmesh.generate.common import socket_address, u32
-from sailmesh.generate.scope import destination_rule, subset_of, visible_services
-from sailmesh.snapshot.model import Endpoint, MeshSnapshot, ProxyView, Service
+from sailmesh.generate.scope import destination_rule, visible_services
+from sailmesh.snapshot.model import Endpoint, MeshSnapshot, ProxyView, Service, ServicePort
 
 DNS_RESOLUTIONS = frozenset({"DNS", "DNS_ROUND_ROBIN"})
 
@@ -80,15 +80,23 @@ def assignment(cluster: str, endpoints: Iterable[Endpoint]) -> endpoint_pb2.Clus
 
 
 def subset_labels(snapshot: MeshSnapshot, proxy_ns: str, service: Service) -> list[tuple[str, Mapping[str, str]]]:
-    """("", None-like {}) for the default cluster, then (subset name, labels) per DestinationRule subset."""
+    """("", {}) for the default cluster, then (subset name, labels) per DestinationRule subset (first of a name)."""
     dr = destination_rule(snapshot, proxy_ns, service)
-    out: list[tuple[str, Mapping[str, str]]] = [("", {})]
+    out: dict[str, Mapping[str, str]] = {"": {}}
     if dr is not None:
         for s in dr.spec.get("subsets") or []:
-            if isinstance(s, Mapping) and s.get("name"):
-                sub = subset_of(dr, str(s["name"])) or {}
-                out.append((str(s["name"]), {str(k): str(v) for k, v in (sub.get("labels") or {}).items()}))
-    return out
+            if isinstance(s, Mapping) and s.get("name") and str(s["name"]) not in out:
+                labels = s.get("labels") if isinstance(s.get("labels"), Mapping) else {}
+                out[str(s["name"])] = {str(k): str(v) for k, v in labels.items()}
+    return list(out.items())
+
+
+def unique_ports(svc: Service) -> list[ServicePort]:
+    """A service's ports, the first of each number (invalid duplicates must not duplicate clusters)."""
+    seen: dict[int, ServicePort] = {}
+    for p in svc.ports:
+        seen.setdefault(p.port, p)
+    return list(seen.values())
 
 
 def build_endpoints(snapshot: MeshSnapshot, proxy: ProxyView) -> list[endpoint_pb2.ClusterLoadAssignment]:
@@ -98,7 +106,7 @@ def build_endpoints(snapshot: MeshSnapshot, proxy: ProxyView) -> list[endpoint_p
         if discovery(snapshot, svc) != "eds":
             continue
         subsets = subset_labels(snapshot, proxy.namespace, svc)
-        for port in svc.ports:
+        for port in unique_ports(svc):
             eps = snapshot.endpoints.get((svc.hostname, port.port), ())
             for subset, labels in subsets:
                 name = names.outbound_cluster(port.port, subset, svc.hostname)

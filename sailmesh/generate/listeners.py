@@ -18,8 +18,8 @@ from google.protobuf import wrappers_pb2
 from sailmesh.generate import names
 from sailmesh.generate.clusters import dns_cache_config
 from sailmesh.generate.common import ads, pack, socket_address
+from sailmesh.generate.gateway import gateway_tcp_routes, gateways_for, http_servers
 from sailmesh.generate.httproute import CORS_FILTER, FAULT_FILTER, route_action_defaults
-from sailmesh.generate.routes import gateways_for, http_servers
 from sailmesh.generate.scope import inbound_ports
 from sailmesh.settings import ProxyPorts
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView
@@ -53,7 +53,7 @@ def outbound_http_filters() -> list[hcm_pb2.HttpFilter]:
 
 def http_connection_manager(
     stat_prefix: str, filters: list[hcm_pb2.HttpFilter], *, rds: str = "", route_config: object = None,
-    remote_address: bool = False, inbound: bool = False,
+    remote_address: bool = False, inbound: bool = False, connect: bool = False,
 ) -> HCM:
     """An HCM with Istio's settings (x-request-id, XFCC, server name, path normalization, websockets)."""
     h = HCM(
@@ -69,6 +69,10 @@ def http_connection_manager(
         # Explicit proxying: clients send `GET http://reviews:9080/ HTTP/1.1`.
         http_protocol_options=protocol_pb2.Http1ProtocolOptions(allow_absolute_url=wrappers_pb2.BoolValue(value=True)),
     )
+    if connect:  # the explicit proxy tunnels CONNECT (HTTPS_PROXY clients, TCP services)
+        h.upgrade_configs.append(HCM.UpgradeConfig(upgrade_type="CONNECT"))
+        # Python's http.client (urllib's proxy support) sends `CONNECT host:port HTTP/1.0`.
+        h.http_protocol_options.accept_http_10 = True
     if inbound:
         h.forward_client_cert_details = HCM.APPEND_FORWARD
         h.set_current_client_cert_details.subject.value = True
@@ -96,7 +100,7 @@ def _listener(name: str, ip: str, port: int, direction: int, network_filter: lc.
 def virtual_outbound(proxy: ProxyView, port: int) -> listener_pb2.Listener:
     """`virtualOutbound`: the explicit HTTP proxy apps reach through HTTP_PROXY, routed by `http_proxy` (RDS)."""
     h = http_connection_manager(
-        "outbound_0.0.0.0_" + str(port), outbound_http_filters(), rds=names.HTTP_PROXY_ROUTE
+        "outbound_0.0.0.0_" + str(port), outbound_http_filters(), rds=names.HTTP_PROXY_ROUTE, connect=True
     )
     return _listener(
         names.VIRTUAL_OUTBOUND, proxy.ip, port, base_pb2.OUTBOUND, lc.Filter(name=HCM_NAME, typed_config=pack(h))
@@ -146,8 +150,9 @@ def gateway_bind_port(port: int) -> int:
 
 
 def gateway_listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> list[listener_pb2.Listener]:
-    """One listener per Gateway server port on the gateway's address, HCM with RDS `http.<port>`."""
-    ports = sorted({p for gw in gateways_for(snapshot, proxy) for p, _ in http_servers(gw)})
+    """One listener per Gateway server port on the gateway's address: HCM with RDS `http.<port>` for HTTP
+    servers, tcp_proxy to the VirtualService `tcp` route's clusters for TCP servers."""
+    ports = sorted({p for gw in gateways_for(snapshot, proxy) for p, *_ in http_servers(gw)})
     out = []
     for port in ports:
         h = http_connection_manager(
@@ -155,6 +160,17 @@ def gateway_listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> list[listener
             rds=names.gateway_route(port), remote_address=True,
         )
         nf = lc.Filter(name=HCM_NAME, typed_config=pack(h))
+        out.append(
+            _listener(names.listener_name("0.0.0.0", port), proxy.ip, gateway_bind_port(port), base_pb2.OUTBOUND, nf)
+        )
+    for port, clusters in sorted(gateway_tcp_routes(snapshot, proxy).items()):
+        tp = tcp_proxy_pb2.TcpProxy(stat_prefix=f"outbound_0.0.0.0_{port}")
+        if len(clusters) == 1:
+            tp.cluster = clusters[0][0]
+        else:
+            for c, w in clusters:
+                tp.weighted_clusters.clusters.add(name=c, weight=w)
+        nf = lc.Filter(name=TCP_PROXY_NAME, typed_config=pack(tp))
         out.append(
             _listener(names.listener_name("0.0.0.0", port), proxy.ip, gateway_bind_port(port), base_pb2.OUTBOUND, nf)
         )

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from google.protobuf import any_pb2, message
 
-from sailmesh.errors import GenerationError
+from sailmesh.errors import GenerationError, SailmeshError
 from sailmesh.generate.clusters import build_inbound, build_outbound
 from sailmesh.generate.common import pack
 from sailmesh.generate.endpoints import build_endpoints
@@ -61,5 +61,5 @@ def generate_for(snapshot: MeshSnapshot, proxy: ProxyView, type_url: str) -> dic
         return packed(builder(snapshot, proxy))
     except GenerationError:
         raise
-    except (ValueError, TypeError, KeyError) as e:  # malformed config that validation let through
+    except (SailmeshError, ValueError, TypeError, KeyError) as e:  # malformed config validation let through
         raise GenerationError(f"generating {type_url.rpartition('.')[2]} for {proxy.id}: {e}") from e

@@ -1,4 +1,4 @@
-"""Route configurations: per outbound port, the combined HTTP-proxy config, and gateway `http.<port>` configs."""
+"""Route configurations: a sidecar's per-port configs and its combined HTTP-proxy config (gateways: gateway.py)."""
 
 from __future__ import annotations
 
@@ -8,23 +8,19 @@ from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from google.protobuf import wrappers_pb2
 
-from sailmesh.api.resource import Resource
-from sailmesh.api.types import selector_matches
 from sailmesh.generate import names
-from sailmesh.generate.httproute import RouteContext, default_route, translate_http
+from sailmesh.generate.endpoints import unique_ports
+from sailmesh.generate.gateway import gateway_routes
+from sailmesh.generate.httproute import RouteContext, default_route, route_action_defaults, translate_http
 from sailmesh.generate.scope import (
-    creation_order,
-    host_matches,
-    hosts_intersect,
     index_of,
     outbound_policy,
-    virtual_services,
     visible_services,
     vs_hosts,
 )
+from sailmesh.generate.tcproute import service_tcp_route
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView, Service
 
-GATEWAY_HTTP_PROTOCOLS = frozenset({"HTTP", "HTTP2", "GRPC"})
 NO = wrappers_pb2.BoolValue(value=False)  # Istio never validates clusters in route configs
 
 
@@ -46,22 +42,52 @@ def service_routes(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, port:
 
 
 def _http_ports(svc: Service) -> list[int]:
-    return [p.port for p in svc.ports if names.is_http(p.protocol)]
+    return [p.port for p in unique_ports(svc) if names.is_http(p.protocol)]
 
 
 def allow_any_vhost() -> rc.VirtualHost:
     """Istio's `allow_any` virtual host: unknown hosts go to PassthroughCluster (outboundTrafficPolicy ALLOW_ANY)."""
+    action = rc.RouteAction(cluster=names.PASSTHROUGH_CLUSTER)
+    route_action_defaults(action, 0)  # no timeout, as Istio's allow_any route
     return rc.VirtualHost(
         name=names.ALLOW_ANY_VHOST,
         domains=["*"],
         routes=[
-            rc.Route(
-                name=names.ALLOW_ANY_VHOST,
-                match=rc.RouteMatch(prefix="/"),
-                route=rc.RouteAction(cluster=names.PASSTHROUGH_CLUSTER),
-            )
+            connect_route(names.PASSTHROUGH_CLUSTER, names.ALLOW_ANY_VHOST),
+            rc.Route(name=names.ALLOW_ANY_VHOST, match=rc.RouteMatch(prefix="/"), route=action),
         ],
     )
+
+
+def connect_route(cluster: str | list[tuple[str, int]], name: str) -> rc.Route:
+    """CONNECT tunnelling (HTTPS_PROXY clients, TCP services) to a cluster (or weighted clusters)."""
+    action = rc.RouteAction(upgrade_configs=[rc.RouteAction.UpgradeConfig(upgrade_type="CONNECT", connect_config={})])
+    if isinstance(cluster, str):
+        action.cluster = cluster
+    elif len(cluster) == 1:
+        action.cluster = cluster[0][0]
+    else:
+        for c, w in cluster:
+            action.weighted_clusters.clusters.add(name=c).weight.value = w
+    route_action_defaults(action, 0)
+    return rc.Route(name=name, match=rc.RouteMatch(connect_matcher={}), route=action)
+
+
+def _tcp_vhosts(snapshot: MeshSnapshot, proxy: ProxyView, used: set[str]) -> list[rc.VirtualHost]:
+    """`http_proxy` virtual hosts that tunnel CONNECT `host:port` to non-HTTP service ports (TCP, TLS, ...)."""
+    out = []
+    for svc in visible_services(snapshot, proxy):
+        aliases = names.host_aliases(svc.hostname, svc.namespace, proxy.namespace, snapshot.mesh.domain_suffix)
+        for p in unique_ports(svc):
+            if names.is_http(p.protocol):
+                continue
+            clusters = service_tcp_route(RouteContext(snapshot, proxy, p.port), svc)
+            vname = names.vhost_name(svc.hostname, p.port)
+            vh = _vhost(vname, names.domains_with_port([*aliases, *svc.addresses], p.port, plain=False),
+                        [connect_route(clusters, "connect")], used)
+            if vh is not None:
+                out.append(vh)
+    return out
 
 
 def block_all_vhost() -> rc.VirtualHost:
@@ -106,6 +132,8 @@ def sidecar_routes(snapshot: MeshSnapshot, proxy: ProxyView) -> list[route_pb2.R
             vh = _vhost(vname, names.domains_with_port(aliases, port, plain=port == 80), routes, proxy_used)
             if vh is not None:
                 proxy_hosts.append(vh)
+    _non_service_hosts(snapshot, proxy, per_port, used_per_port, proxy_hosts, proxy_used)
+    proxy_hosts.extend(_tcp_vhosts(snapshot, proxy, proxy_used))
     fallback = block_all_vhost if outbound_policy(snapshot, proxy) == "REGISTRY_ONLY" else allow_any_vhost
     out = [
         route_pb2.RouteConfiguration(
@@ -121,98 +149,33 @@ def sidecar_routes(snapshot: MeshSnapshot, proxy: ProxyView) -> list[route_pb2.R
     return out
 
 
-# ---- gateways ------------------------------------------------------------------------------------------
+def _non_service_hosts(
+    snapshot: MeshSnapshot, proxy: ProxyView, per_port: dict[int, list[rc.VirtualHost]],
+    used_per_port: dict[int, set[str]], proxy_hosts: list[rc.VirtualHost], proxy_used: set[str],
+) -> None:
+    """Virtual hosts for VirtualService hosts that are no service (Istio adds them on every HTTP port).
 
-
-def gateways_for(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Resource]:
-    """Gateways whose selector matches the proxy's labels (any namespace, as Istio by default)."""
-    out = []
-    for gw in sorted(snapshot.of_kind("Gateway"), key=creation_order):
-        selector = gw.spec.get("selector")
-        if isinstance(selector, Mapping) and selector_matches(selector, proxy.labels):
-            out.append(gw)
-    return out
-
-
-def http_servers(gw: Resource) -> list[tuple[int, list[str]]]:
-    """(port number, hosts) of each plain-HTTP server of a Gateway."""
-    out = []
-    for server in gw.spec.get("servers") or []:
-        if not isinstance(server, Mapping):
-            continue
-        port = server.get("port") if isinstance(server.get("port"), Mapping) else {}
-        if str(port.get("protocol") or "").upper() in GATEWAY_HTTP_PROTOCOLS and port.get("number"):
-            out.append((int(port["number"]), [str(h) for h in server.get("hosts") or []]))
-    return out
-
-
-def _server_host_allows(server_host: str, gw_ns: str, vs: Resource) -> str | None:
-    """The host part of a server host `ns/host` if the VirtualService's namespace is allowed."""
-    ns, _, host = server_host.rpartition("/")
-    if ns in ("", "*") or (ns == "." and vs.namespace == gw_ns) or ns == vs.namespace:
-        return host
-    return None
-
-
-def _narrower(a: str, b: str) -> str:
-    return a if host_matches(a, b) else b
-
-
-def gateway_routes(snapshot: MeshSnapshot, proxy: ProxyView) -> list[route_pb2.RouteConfiguration]:
-    """`http.<port>` per Gateway server port, virtual hosts from the VirtualServices bound to the Gateway."""
-    suffix = snapshot.mesh.domain_suffix
-    # port -> host -> routes (routes of several VirtualServices for one host are merged in creation order)
-    by_port: dict[int, dict[str, list[rc.Route]]] = {}
-    for gw in gateways_for(snapshot, proxy):
-        ref = f"{gw.namespace}/{gw.name}"
-        for port, server_hosts in http_servers(gw):
-            hosts = by_port.setdefault(port, {})
-            ctx = RouteContext(snapshot, proxy, port, gateway=ref)
-            for vs in virtual_services(snapshot, proxy.namespace, ref):
-                matched: list[str] = []
-                for sh in server_hosts:
-                    allowed = _server_host_allows(sh, gw.namespace, vs)
-                    if allowed is None:
-                        continue
-                    for h in vs_hosts(vs, suffix):
-                        if hosts_intersect(h, allowed):
-                            matched.append(_narrower(h, allowed))
-                if not matched:
+    Wildcard hosts only apply to the services they match, and `*` would shadow allow_any: both are skipped.
+    """
+    ports = sorted(per_port) or [80]
+    for vs in index_of(snapshot).mesh_virtual_services(proxy):
+        for h in dict.fromkeys(vs_hosts(vs, snapshot.mesh.domain_suffix)):
+            if "*" in h or h in snapshot.services:
+                continue
+            for port in ports:
+                ctx = RouteContext(snapshot, proxy, port)
+                routes = [r for http in vs.spec.get("http") or [] if isinstance(http, Mapping)
+                          for r in translate_http(vs, http, ctx)]
+                if not routes:
                     continue
-                routes: list[rc.Route] = []
-                for http in vs.spec.get("http") or []:
-                    if isinstance(http, Mapping):
-                        routes.extend(translate_http(vs, http, ctx))
-                for h in dict.fromkeys(matched):
-                    hosts.setdefault(h, []).extend(routes)
-    out = []
-    for port, hosts in sorted(by_port.items()):
-        vhosts = [
-            rc.VirtualHost(
-                name=names.vhost_name(h, port),
-                domains=["*"] if h == "*" else [h, f"{h}:*"],
-                routes=routes,
-                include_request_attempt_count=True,
-            )
-            for h, routes in sorted(hosts.items(), key=lambda kv: (kv[0] == "*", kv[0]))
-        ]
-        if not vhosts:
-            vhosts = [
-                rc.VirtualHost(
-                    name=f"blackhole:{port}",
-                    domains=["*"],
-                    routes=[
-                        rc.Route(
-                            name="default",
-                            match=rc.RouteMatch(prefix="/"),
-                            direct_response=rc.DirectResponseAction(status=404),
-                        )
-                    ],
-                )
-            ]
-        out.append(route_pb2.RouteConfiguration(name=names.gateway_route(port), virtual_hosts=vhosts,
-                                                validate_clusters=NO))
-    return out
+                vname = names.vhost_name(h, port)
+                vh = _vhost(vname, names.domains_with_port([h], port, plain=True), routes,
+                            used_per_port.setdefault(port, set()))
+                if vh is not None:
+                    per_port.setdefault(port, []).append(vh)
+                vh = _vhost(vname, names.domains_with_port([h], port, plain=port == 80), routes, proxy_used)
+                if vh is not None:
+                    proxy_hosts.append(vh)
 
 
 def build_routes(snapshot: MeshSnapshot, proxy: ProxyView) -> list[route_pb2.RouteConfiguration]:

@@ -88,10 +88,11 @@ def egress_imports(egress: list[tuple[str, str]], namespace: str, hostname: str)
 
 
 def outbound_policy(snapshot: MeshSnapshot, proxy: ProxyView) -> str:
-    """outboundTrafficPolicy mode from the proxy's Sidecar: ALLOW_ANY (Istio's default) or REGISTRY_ONLY."""
+    """outboundTrafficPolicy mode: the proxy's Sidecar's, else the mesh's (Istio's default ALLOW_ANY)."""
     sc = index_of(snapshot).sidecar(proxy)
     policy = sc.spec.get("outboundTrafficPolicy") if sc is not None else None
     mode = policy.get("mode") if isinstance(policy, Mapping) else None
+    mode = mode or getattr(snapshot.mesh, "outbound_traffic_policy", "ALLOW_ANY")
     return "REGISTRY_ONLY" if mode == "REGISTRY_ONLY" else "ALLOW_ANY"
 
 
@@ -153,18 +154,28 @@ class SnapshotIndex:
         return hit
 
     def virtual_services(self, proxy_ns: str, gateway: str) -> list[Resource]:
-        key = (proxy_ns if gateway == MESH_GATEWAY else "", gateway)
+        key = (proxy_ns, gateway)
         hit = self._vs.get(key)
         if hit is None:
             hit = []
             for vs in self.snapshot.of_kind("VirtualService"):
-                if gateway == MESH_GATEWAY and not exported_to(_resource_export(vs), vs.namespace, proxy_ns):
+                # exportTo applies to sidecars and gateways alike
+                if not exported_to(_resource_export(vs), vs.namespace, proxy_ns):
                     continue
                 if gateway in bound_gateways(vs):
                     hit.append(vs)
             hit.sort(key=creation_order)
             self._vs[key] = hit
         return hit
+
+    def mesh_virtual_services(self, proxy: ProxyView) -> list[Resource]:
+        """Mesh VirtualServices the proxy imports (exportTo and its Sidecar's egress hosts), oldest first."""
+        egress = self.egress(proxy)
+        all_vs = self.virtual_services(proxy.namespace, MESH_GATEWAY)
+        if egress is None:
+            return all_vs
+        suffix = self.snapshot.mesh.domain_suffix
+        return [vs for vs in all_vs if any(egress_imports(egress, vs.namespace, h) for h in vs_hosts(vs, suffix))]
 
     def mesh_virtual_services_for(self, proxy: ProxyView, hostname: str) -> list[Resource]:
         """Mesh VirtualServices the proxy imports whose hosts match `hostname`, oldest first."""
@@ -173,13 +184,9 @@ class SnapshotIndex:
         if table is None:
             exact: dict[str, list[tuple[int, Resource]]] = {}
             wild: list[tuple[int, str, Resource]] = []
-            egress = self.egress(proxy)
             suffix = self.snapshot.mesh.domain_suffix
-            for i, vs in enumerate(self.virtual_services(proxy.namespace, MESH_GATEWAY)):
-                hosts = vs_hosts(vs, suffix)
-                if egress is not None and not any(egress_imports(egress, vs.namespace, h) for h in hosts):
-                    continue
-                for h in dict.fromkeys(hosts):
+            for i, vs in enumerate(self.mesh_virtual_services(proxy)):
+                for h in dict.fromkeys(vs_hosts(vs, suffix)):
                     if "*" in h:
                         wild.append((i, h, vs))
                     else:
@@ -295,12 +302,16 @@ def inbound_ports(snapshot: MeshSnapshot, proxy: ProxyView) -> list[tuple[int, i
     that select it; the protocol is the selecting service port's (TCP when no service names it).
     """
     protocols: dict[int, str] = {}
+    # A named targetPort resolves through the proxy's workload's named container ports (when the model has them).
+    me = next((w for w in snapshot.workloads if w.address == proxy.ip), None)
+    named: Mapping[str, int] = getattr(me, "ports", None) or {}
     for svc in sorted(snapshot.services.values(), key=lambda s: s.hostname):
         if svc.namespace != proxy.namespace or not svc.selector:
             continue
         if not all(proxy.labels.get(k) == v for k, v in svc.selector.items()):
             continue
         for p in svc.ports:
-            protocols.setdefault(p.target_port or p.port, p.protocol)
+            target = p.target_port or named.get(getattr(p, "target_port_name", ""), 0) or p.port
+            protocols.setdefault(target, p.protocol)
     ports = set(proxy.app_ports) | set(protocols)
     return [(p, proxy.app_ports.get(p, p), protocols.get(p, "TCP")) for p in sorted(ports)]

@@ -30,6 +30,7 @@ from tests.unit.test_generate_support import (
     generated,
     make_snapshot,
     resources,
+    service,
     sidecar,
     workload,
 )
@@ -83,7 +84,21 @@ spec:
   subsets:
   - {name: v1, labels: {version: v1}, trafficPolicy: {loadBalancer: {consistentHash: {maglev: {tableSize: 1021},
                                                                                      useSourceIp: true}}}}
-  - {name: v2, labels: {version: v2}}
+  - name: v2
+    labels: {version: v2}
+    trafficPolicy:
+      tls: {mode: SIMPLE, sni: ratings.example.com, subjectAltNames: [ratings.example.com]}
+      loadBalancer: {simple: ROUND_ROBIN, warmup: {duration: 10s, aggression: 1.5, minimumPercent: 5}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db}
+spec:
+  hosts: [db]
+  tcp:
+  - route:
+    - {destination: {host: db, subset: a}, weight: 50}
+    - {destination: {host: db, subset: b}, weight: 50}
 """
 
 
@@ -237,13 +252,37 @@ def get(host: str, port: int, url: str, headers: dict[str, str] | None = None) -
         c.close()
 
 
+def tunnel_get(proxy_host: str, proxy_port: int, host: str, port: int, path: str) -> tuple[int, bytes]:
+    c = http.client.HTTPConnection(proxy_host, proxy_port, timeout=10)
+    c.set_tunnel(host, port)
+    try:
+        c.request("GET", path)
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
+
+
 def test_envoy_validates_generated_config(conformance: pathlib.Path, tmp_path: pathlib.Path) -> None:
     bi = conformance / "bookinfo"
     block = random_loopback_block()
-    config = resources(bi / "destination-rule-all.yaml", bi / "virtual-service-reviews-test-v2.yaml",
-                       bi / "bookinfo-gateway.yaml", bi / "virtual-service-details-v2.yaml", KITCHEN_SINK)
-    snap = make_snapshot(config, bookinfo_services(), pods(block))
-    for proxy in (sidecar(ip=f"{block}.1"), gateway_proxy(f"{block}.100")):
+    bookinfo_config = resources(bi / "destination-rule-all.yaml", bi / "virtual-service-reviews-test-v2.yaml",
+                                bi / "bookinfo-gateway.yaml", bi / "virtual-service-details-v2.yaml")
+    sink = make_snapshot(resources(KITCHEN_SINK, bi / "bookinfo-gateway.yaml"),
+                         [*bookinfo_services(), service("db", ports=[(7070, "TCP")])], pods(block))
+    # the kitchen sink really is in the config under test
+    b = static_bootstrap(sink, sidecar(ip=f"{block}.1"), free_port())
+    ratings = {c.name: c for c in b.static_resources.clusters if "ratings" in c.name}
+    assert ratings["outbound|9080|v1|ratings.default.svc.cluster.local"].lb_policy == cluster_pb2.Cluster.MAGLEV
+    v2 = ratings["outbound|9080|v2|ratings.default.svc.cluster.local"]
+    assert v2.HasField("transport_socket") and v2.round_robin_lb_config.HasField("slow_start_config")
+    cases = [
+        (make_snapshot(bookinfo_config, bookinfo_services(), pods(block)), sidecar(ip=f"{block}.1")),
+        (make_snapshot(bookinfo_config, bookinfo_services(), pods(block)), gateway_proxy(f"{block}.100")),
+        (sink, sidecar(ip=f"{block}.1")),
+        (sink, gateway_proxy(f"{block}.100")),
+    ]
+    for snap, proxy in cases:
         path = write_bootstrap(tmp_path, static_bootstrap(snap, proxy, free_port()))
         r = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path), "--disable-hot-restart",
                             "-l", "warning"], capture_output=True, text=True, timeout=60)
@@ -262,10 +301,11 @@ def test_sidecar_routes_real_traffic(conformance: pathlib.Path, tmp_path: pathli
     snap = make_snapshot(
         resources(bi / "destination-rule-all.yaml", bi / "virtual-service-reviews-test-v2.yaml",
                   bi / "fault-injection-details-v1.yaml"),
-        [*bookinfo_services(), external], pods(block))
+        [*bookinfo_services(), external, service("db", ports=[(7070, "TCP")])],
+        [*pods(block), workload("db-0", f"{block}.7", app="db")])
     for w in snap.workloads:
         if w.name != "productpage-v1-0":
-            b = Backend(w.name, w.address, 9080)
+            b = Backend(w.name, w.address, 7070 if w.name == "db-0" else 9080)
             start(b)
             backends.append(b)
     app = Backend("productpage-app", f"{block}.1", app_port)
@@ -303,6 +343,11 @@ def test_sidecar_routes_real_traffic(conformance: pathlib.Path, tmp_path: pathli
     assert counts[f"cluster.outbound|{outside_port}||{block}.99.upstream_rq_total"] == "1"
     assert counts["cluster.PassthroughCluster.upstream_rq_total"] == "1"
     assert counts["cluster.outbound|9080|v2|reviews.default.svc.cluster.local.upstream_rq_total"] == "1"
+    # CONNECT: HTTPS_PROXY-style tunnels to a TCP service (by its short name) and to an unknown host
+    status, body = tunnel_get(ip, 15001, "db", 7070, "/q")
+    assert status == 200 and json.loads(body)["name"] == "db-0"
+    status, body = tunnel_get(ip, 15001, f"{block}.98", passthrough_port, "/t")
+    assert status == 200 and json.loads(body)["name"] == "unknown"
     # inbound: the sidecar owns containerPort 9080 on the pod IP and forwards to the app port
     status, body = get(ip, 9080, "/productpage")
     assert status == 200 and json.loads(body) | {"host": ""} == {"name": "productpage-app", "path": "/productpage",
@@ -312,14 +357,38 @@ def test_sidecar_routes_real_traffic(conformance: pathlib.Path, tmp_path: pathli
 def test_gateway_routes_real_traffic(conformance: pathlib.Path, tmp_path: pathlib.Path, backends: list[Backend],
                                      envoy) -> None:
     block = random_loopback_block()
-    snap = make_snapshot(resources(conformance / "bookinfo" / "bookinfo-gateway.yaml"), bookinfo_services(),
-                         pods(block))
-    pp = Backend("productpage-v1-0", f"{block}.1", 9080)
-    start(pp)
-    backends.append(pp)
+    tcp_port = free_port(f"{block}.100")
+    tcp_gateway = f"""
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: tcp-gw}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: {tcp_port}, name: tcp, protocol: TCP}}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: db}}
+spec:
+  hosts: ["*"]
+  gateways: [tcp-gw]
+  tcp:
+  - route: [{{destination: {{host: db, port: {{number: 7070}}}}}}]
+"""
+    snap = make_snapshot(resources(conformance / "bookinfo" / "bookinfo-gateway.yaml", tcp_gateway),
+                         [*bookinfo_services(), service("db", ports=[(7070, "TCP")])],
+                         [*pods(block), workload("db-0", f"{block}.7", app="db")])
+    for name, host, port in (("productpage-v1-0", f"{block}.1", 9080), ("db-0", f"{block}.7", 7070)):
+        b = Backend(name, host, port)
+        start(b)
+        backends.append(b)
     gw = gateway_proxy(f"{block}.100")
     envoy(static_bootstrap(snap, gw, free_port()))
     status, body = get(gw.ip, 8080, "/productpage", {"host": "bookinfo.example"})
     assert status == 200 and json.loads(body)["name"] == "productpage-v1-0"
     assert get(gw.ip, 8080, "/static/x.css")[0] == 200  # prefix match
     assert get(gw.ip, 8080, "/admin")[0] == 404  # no route matches
+    status, body = get(gw.ip, tcp_port, "/over-tcp")  # TCP server: bytes go through tcp_proxy to db
+    assert status == 200 and json.loads(body)["name"] == "db-0"

@@ -91,3 +91,19 @@ def test_unannounced_snapshot_counts_as_full_change() -> None:
     r2 = cache.get(bookinfo(version=2), p, ROUTE)
     assert r1 == r2 and all(r1[n] is not r2[n] for n in r1)
     assert len(cache) == 1  # stale entries dropped
+
+
+def test_generation_is_byte_identical_for_equal_input() -> None:
+    # The server skips resources whose bytes did not change: equal snapshots must give equal bytes.
+    vs = ("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\nspec:\n"
+          "  hosts: [reviews]\n  http:\n  - headers: {request: {set: {b: '2', a: '1'}}}\n"
+          "    route: [{destination: {host: reviews, subset: v2}}]\n")
+    dr = ("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: r}\nspec:\n"
+          "  host: reviews\n  trafficPolicy: {connectionPool: {http: {idleTimeout: 5s}}}\n"
+          "  subsets: [{name: v2, labels: {version: v2}}]\n")
+    a = make_snapshot(resources(vs, dr), bookinfo_services(), bookinfo_workloads(), version=1)
+    b = make_snapshot(resources(vs, dr), bookinfo_services(), bookinfo_workloads(), version=2)
+    for t in TYPES:
+        ga, gb = generate_for(a, sidecar(), t), generate_for(b, sidecar(), t)
+        assert list(ga) == list(gb)
+        assert all(ga[n].value == gb[n].value for n in ga), t

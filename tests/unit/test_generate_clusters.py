@@ -231,3 +231,76 @@ def test_headless_service_with_endpoints_uses_eds() -> None:
     headless = service("db", resolution="NONE")
     snap = make_snapshot(services=[headless], workloads=[workload("db-0", "127.0.2.2", app="db")])
     assert clusters(snap)["outbound|9080||db.default.svc.cluster.local"].type == C.EDS
+
+
+def test_destination_rule_tls_origination() -> None:
+    from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
+
+    dr = """apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ext}
+spec:
+  host: api.example.com
+  trafficPolicy:
+    portLevelSettings:
+    - port: {number: 443}
+      tls: {mode: SIMPLE, caCertificates: /etc/ca.pem, subjectAltNames: [api.example.com]}
+  subsets:
+  - name: mtls
+    trafficPolicy:
+      tls: {mode: MUTUAL, clientCertificate: /c.pem, privateKey: /k.pem, sni: other.example.com}
+"""
+    ext = dataclasses.replace(service("x", ports=[(443, "HTTPS"), (80, "HTTP")], selector={}),
+                              hostname="api.example.com", resolution="DNS")
+    got = clusters(make_snapshot(resources(dr), [ext]))
+    assert not got["outbound|80||api.example.com"].HasField("transport_socket")  # TLS set for 443 only
+    c = got["outbound|443||api.example.com"]
+    assert c.transport_socket.name == "envoy.transport_sockets.tls"
+    ctx = tls_pb2.UpstreamTlsContext()
+    c.transport_socket.typed_config.Unpack(ctx)
+    assert ctx.sni == "api.example.com"
+    vc = ctx.common_tls_context.validation_context
+    assert vc.trusted_ca.filename == "/etc/ca.pem"
+    assert vc.match_typed_subject_alt_names[0].san_type == common_pb2.SubjectAltNameMatcher.DNS
+    m = tls_pb2.UpstreamTlsContext()
+    got["outbound|443|mtls|api.example.com"].transport_socket.typed_config.Unpack(m)
+    assert m.sni == "other.example.com"
+    assert m.common_tls_context.tls_certificates[0].private_key.filename == "/k.pem"
+    # OS trust store by default
+    assert m.common_tls_context.validation_context.trusted_ca.filename == "/etc/ssl/certs/ca-certificates.crt"
+
+
+def test_warmup_slow_start() -> None:
+    dr = """apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: r}
+spec:
+  host: reviews
+  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN, warmup: {duration: 30s, aggression: 2, minimumPercent: 10}}}
+  subsets:
+  - {name: v1, labels: {version: v1}, trafficPolicy: {loadBalancer: {warmupDurationSecs: 5s}}}
+"""
+    got = clusters(bookinfo(dr))
+    ss = got[f"outbound|9080||{REVIEWS}"].round_robin_lb_config.slow_start_config
+    assert (ss.slow_start_window.seconds, ss.aggression.default_value, ss.min_weight_percent.value) == (30, 2.0, 10.0)
+    v1 = got[f"outbound|9080|v1|{REVIEWS}"]  # default LB is LEAST_REQUEST
+    assert v1.least_request_lb_config.slow_start_config.slow_start_window.seconds == 5
+
+
+def test_invalid_duplicates_do_not_duplicate_clusters() -> None:
+    dr = """apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: r}
+spec:
+  host: reviews
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v1, labels: {version: v2}}
+"""
+    svc = service("reviews", ports=[(9080, "HTTP"), (9080, "TCP")])
+    snap = make_snapshot(resources(dr), [svc], [workload("r1", "127.0.1.3", app="reviews", version="v1")])
+    from sailmesh.generate.proxy import ENDPOINT, LISTENER, ROUTE, generate_for
+
+    for t in (CLUSTER, ENDPOINT, LISTENER, ROUTE):
+        generate_for(snap, sidecar(), t)  # raises GenerationError on duplicate names
+    assert f"outbound|9080|v1|{REVIEWS}" in clusters(snap)

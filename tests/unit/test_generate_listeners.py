@@ -45,6 +45,8 @@ def test_virtual_outbound_is_an_http_proxy_on_15001() -> None:
     h = hcm_of(lo)
     assert h.rds.route_config_name == "http_proxy" and h.rds.config_source.HasField("ads")
     assert h.http_protocol_options.allow_absolute_url.value  # `GET http://reviews:9080/` from HTTP_PROXY clients
+    assert "CONNECT" in [u.upgrade_type for u in h.upgrade_configs]  # HTTPS_PROXY clients and TCP services
+    assert h.http_protocol_options.accept_http_10  # Python's http.client tunnels with HTTP/1.0 CONNECT
     assert [f.name for f in h.http_filters] == [
         "envoy.filters.http.fault", "envoy.filters.http.cors", "envoy.filters.http.dynamic_forward_proxy",
         "envoy.filters.http.router"]  # router last, fault before it
@@ -107,3 +109,45 @@ def test_gateway_privileged_ports_shift_by_8000() -> None:
     assert set(ls) == {"0.0.0.0_80"}  # HTTPS servers are not translated yet
     assert ls["0.0.0.0_80"].address.socket_address.port_value == 8080
     assert hcm_of(ls["0.0.0.0_80"]).rds.route_config_name == "http.80"
+
+
+GATEWAY_TCP = """apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: tcp-gw}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 31400, name: tcp, protocol: TCP}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: tcp-echo}
+spec:
+  hosts: ["*"]
+  gateways: [tcp-gw]
+  tcp:
+  - match: [{port: 31400}]
+    route:
+    - {destination: {host: db, port: {number: 5432}, subset: v1}, weight: 80}
+    - {destination: {host: db, port: {number: 5432}, subset: v2}, weight: 20}
+"""
+
+
+def test_gateway_tcp_server_gets_a_tcp_proxy_listener() -> None:
+    # Istio's tcp-echo gateway task: a TCP server port, VirtualService tcp route with weights
+    snap = make_snapshot(resources(GATEWAY_TCP), [service("db", ports=[(5432, "TCP")])])
+    ls = listeners(snap, gateway_proxy("127.0.0.9"))
+    li = ls["0.0.0.0_31400"]
+    assert li.address.socket_address.port_value == 31400
+    f = li.filter_chains[0].filters[0]
+    assert f.name == "envoy.filters.network.tcp_proxy"
+    tp = tcp_proxy_pb2.TcpProxy()
+    f.typed_config.Unpack(tp)
+    assert [(c.name, c.weight) for c in tp.weighted_clusters.clusters] == [
+        ("outbound|5432|v1|db.default.svc.cluster.local", 80), ("outbound|5432|v2|db.default.svc.cluster.local", 20)]
+
+
+def test_gateway_tcp_server_without_route_has_no_listener() -> None:
+    snap = make_snapshot(resources(GATEWAY_TCP.split("---")[0]), [service("db", ports=[(5432, "TCP")])])
+    assert listeners(snap, gateway_proxy()) == {}

@@ -74,6 +74,7 @@ def test_port_route_config_domains_and_allow_any() -> None:
     last = cfg.virtual_hosts[-1]
     assert last.name == "allow_any" and list(last.domains) == ["*"]
     assert last.routes[0].route.cluster == "PassthroughCluster"
+    assert last.routes[0].route.HasField("timeout") and last.routes[0].route.timeout.seconds == 0
     assert not cfg.validate_clusters.value
 
 
@@ -366,3 +367,80 @@ def test_gateway_selector_must_match() -> None:
           "  selector: {istio: egressgateway}\n  servers:\n  - port: {number: 8080, name: http, protocol: HTTP}\n"
           "    hosts: ['*']\n")
     assert configs(bookinfo(gw), gateway_proxy()) == {}
+
+
+def test_virtual_service_host_that_is_no_service_gets_virtual_hosts() -> None:
+    # Istio adds a virtual host per HTTP port for VirtualService hosts missing from the registry.
+    snap = bookinfo(vs("  - route: [{destination: {host: reviews, subset: v2}}]\n", host="reviews.example.com"))
+    v = vhost(snap, "reviews.example.com")
+    assert list(v.domains) == ["reviews.example.com", "reviews.example.com:9080"]
+    assert v.routes[0].route.cluster == f"outbound|9080|v2|{REVIEWS}"
+    pv = vhost(snap, "reviews.example.com", config="http_proxy")
+    assert list(pv.domains) == ["reviews.example.com:9080"]
+
+
+def test_star_host_virtual_service_does_not_duplicate_allow_any() -> None:
+    snap = bookinfo(vs("  - route: [{destination: {host: reviews, subset: v3}}]\n", host="'*'"))
+    for cfg in configs(snap).values():
+        domains = [d for v in cfg.virtual_hosts for d in v.domains]
+        assert len(domains) == len(set(domains))
+    assert vhost(snap, RATINGS).routes[0].route.cluster == f"outbound|9080|v3|{REVIEWS}"  # `*` matches every host
+
+
+def test_gateway_https_redirect_requires_tls() -> None:
+    gw = ("apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw}\nspec:\n"
+          "  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n"
+          "    hosts: ['*']\n    tls: {httpsRedirect: true}\n")
+    bound = ("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a}\nspec:\n"
+             "  hosts: [shop.example.com]\n  gateways: [gw]\n  http:\n  - route: [{destination: {host: reviews}}]\n")
+    [v] = configs(bookinfo(gw, bound), gateway_proxy())["http.80"].virtual_hosts
+    assert v.require_tls == rc.VirtualHost.ALL  # Istio: 301 to https for every request
+    plain = gw.replace("    tls: {httpsRedirect: true}\n", "")
+    [v] = configs(bookinfo(plain, bound), gateway_proxy())["http.80"].virtual_hosts
+    assert v.require_tls == rc.VirtualHost.NONE
+
+
+def test_http_proxy_tunnels_connect_to_tcp_services_and_passthrough() -> None:
+    snap = make_snapshot(services=[service("reviews"), service("db", ports=[(5432, "TCP")])])
+    cfg = configs(snap)["http_proxy"]
+    db = next(v for v in cfg.virtual_hosts if v.name == "db.default.svc.cluster.local:5432")
+    assert "db:5432" in db.domains and "db" not in db.domains  # CONNECT authority always has a port
+    r = db.routes[0]
+    assert r.match.HasField("connect_matcher")
+    assert r.route.cluster == "outbound|5432||db.default.svc.cluster.local"
+    assert r.route.upgrade_configs[0].upgrade_type == "CONNECT"
+    allow_any = cfg.virtual_hosts[-1]
+    assert allow_any.routes[0].match.HasField("connect_matcher")
+    assert allow_any.routes[0].route.cluster == "PassthroughCluster"
+
+
+def test_tcp_routes_pick_the_connect_tunnel_clusters() -> None:
+    tcp_vs = """apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db}
+spec:
+  hosts: [db]
+  tcp:
+  - match: [{port: 9999}]
+    route: [{destination: {host: db, subset: never}}]
+  - match: [{port: 5432}]
+    route:
+    - {destination: {host: db, subset: v1}, weight: 80}
+    - {destination: {host: db, subset: v2}, weight: 20}
+"""
+    snap = make_snapshot(resources(tcp_vs), [service("db", ports=[(5432, "TCP")])])
+    cfg = configs(snap)["http_proxy"]
+    db = next(v for v in cfg.virtual_hosts if v.name == "db.default.svc.cluster.local:5432")
+    wc = db.routes[0].route.weighted_clusters.clusters
+    assert [(c.name, c.weight.value) for c in wc] == [
+        ("outbound|5432|v1|db.default.svc.cluster.local", 80), ("outbound|5432|v2|db.default.svc.cluster.local", 20)]
+
+
+def test_export_to_hides_virtual_services_from_gateways_in_other_namespaces(bi: pathlib.Path) -> None:
+    text = (bi / "bookinfo-gateway.yaml").read_text().replace(
+        "  gateways:\n  - bookinfo-gateway\n", "  gateways:\n  - bookinfo-gateway\n  exportTo: [\".\"]\n")
+    assert 'exportTo: ["."]' in text
+    [v] = configs(bookinfo(text), gateway_proxy(ns="istio-system"))["http.8080"].virtual_hosts
+    assert v.name == "blackhole:8080"  # the VS is private to namespace default
+    [v] = configs(bookinfo(text), gateway_proxy(ns="default"))["http.8080"].virtual_hosts
+    assert v.name == "*:8080"

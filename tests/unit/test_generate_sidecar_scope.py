@@ -67,3 +67,19 @@ def test_registry_only_blocks_unknown_hosts_with_502() -> None:
     assert last.name == "block_all" and list(last.domains) == ["*"]
     assert last.routes[0].direct_response.status == 502
     assert len(rc.virtual_hosts) == 5  # every service still imported (no egress section)
+
+
+def test_mesh_wide_registry_only_and_sidecar_override() -> None:
+    import dataclasses
+
+    from sailmesh.settings import MeshDefaults
+
+    snap = dataclasses.replace(make_snapshot(services=SERVICES),
+                               mesh=MeshDefaults(outbound_traffic_policy="REGISTRY_ONLY"))
+    rc = generated(snap, sidecar(), ROUTE, route_pb2.RouteConfiguration)["http_proxy"]
+    assert rc.virtual_hosts[-1].name == "block_all"
+    snap = dataclasses.replace(
+        make_snapshot(resources(sidecar_yaml("default", "default", [], mode="ALLOW_ANY")), SERVICES),
+        mesh=MeshDefaults(outbound_traffic_policy="REGISTRY_ONLY"))
+    rc = generated(snap, sidecar(), ROUTE, route_pb2.RouteConfiguration)["http_proxy"]
+    assert rc.virtual_hosts[-1].name == "allow_any"  # the Sidecar's own policy wins

@@ -1,0 +1,156 @@
+"""Gateways: which Gateways select a router proxy, their servers, and the `http.<port>` route configs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.config.route.v3 import route_pb2
+from google.protobuf import wrappers_pb2
+
+from sailmesh.api.resource import Resource
+from sailmesh.api.types import selector_matches
+from sailmesh.generate import names
+from sailmesh.generate.httproute import RouteContext, translate_http
+from sailmesh.generate.scope import creation_order, host_matches, hosts_intersect, virtual_services, vs_hosts
+from sailmesh.generate.tcproute import tcp_destinations
+from sailmesh.snapshot.model import MeshSnapshot, ProxyView
+
+GATEWAY_HTTP_PROTOCOLS = frozenset({"HTTP", "HTTP2", "GRPC"})
+GATEWAY_TCP_PROTOCOLS = frozenset({"TCP", "MONGO", "MYSQL", "REDIS"})
+NO = wrappers_pb2.BoolValue(value=False)  # Istio never validates clusters in route configs
+
+
+def gateways_for(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Resource]:
+    """Gateways whose selector matches the proxy's labels (any namespace, as Istio by default)."""
+    out = []
+    for gw in sorted(snapshot.of_kind("Gateway"), key=creation_order):
+        selector = gw.spec.get("selector")
+        if isinstance(selector, Mapping) and selector_matches(selector, proxy.labels):
+            out.append(gw)
+    return out
+
+
+def http_servers(gw: Resource) -> list[tuple[int, list[str], bool]]:
+    """(port number, hosts, tls.httpsRedirect) of each plain-HTTP server of a Gateway."""
+    out = []
+    for server in gw.spec.get("servers") or []:
+        if not isinstance(server, Mapping):
+            continue
+        port = server.get("port") if isinstance(server.get("port"), Mapping) else {}
+        if str(port.get("protocol") or "").upper() in GATEWAY_HTTP_PROTOCOLS and port.get("number"):
+            tls = server.get("tls") if isinstance(server.get("tls"), Mapping) else {}
+            hosts = [str(h) for h in server.get("hosts") or []]
+            out.append((int(port["number"]), hosts, bool(tls.get("httpsRedirect"))))
+    return out
+
+
+def tcp_servers(gw: Resource) -> list[tuple[int, list[str]]]:
+    """(port number, hosts) of each plain TCP server of a Gateway (TCP, MONGO, MYSQL, REDIS)."""
+    out = []
+    for server in gw.spec.get("servers") or []:
+        if not isinstance(server, Mapping):
+            continue
+        port = server.get("port") if isinstance(server.get("port"), Mapping) else {}
+        if str(port.get("protocol") or "").upper() in GATEWAY_TCP_PROTOCOLS and port.get("number"):
+            out.append((int(port["number"]), [str(h) for h in server.get("hosts") or []]))
+    return out
+
+
+def gateway_tcp_routes(snapshot: MeshSnapshot, proxy: ProxyView) -> dict[int, list[tuple[str, int]]]:
+    """Server port -> (cluster, weight) for each Gateway TCP server with an applicable VirtualService `tcp` route.
+
+    The oldest VirtualService bound to the Gateway whose hosts intersect the server's hosts wins;
+    ports that also carry an HTTP server are left to HTTP.
+    """
+    suffix = snapshot.mesh.domain_suffix
+    http_ports = {p for gw in gateways_for(snapshot, proxy) for p, *_ in http_servers(gw)}
+    out: dict[int, list[tuple[str, int]]] = {}
+    for gw in gateways_for(snapshot, proxy):
+        ref = f"{gw.namespace}/{gw.name}"
+        for port, server_hosts in tcp_servers(gw):
+            if port in http_ports or port in out:
+                continue
+            ctx = RouteContext(snapshot, proxy, port, gateway=ref)
+            for vs in virtual_services(snapshot, proxy.namespace, ref):
+                allowed = [a for sh in server_hosts if (a := _server_host_allows(sh, gw.namespace, vs)) is not None]
+                if not any(hosts_intersect(h, a) for h in vs_hosts(vs, suffix) for a in allowed):
+                    continue
+                found = tcp_destinations(vs.spec, vs.namespace, ctx)
+                if found:
+                    out[port] = found
+                    break
+    return out
+
+
+def _server_host_allows(server_host: str, gw_ns: str, vs: Resource) -> str | None:
+    """The host part of a server host `ns/host` if the VirtualService's namespace is allowed."""
+    ns, _, host = server_host.rpartition("/")
+    if ns in ("", "*") or (ns == "." and vs.namespace == gw_ns) or ns == vs.namespace:
+        return host
+    return None
+
+
+def _narrower(a: str, b: str) -> str:
+    return a if host_matches(a, b) else b
+
+
+def gateway_routes(snapshot: MeshSnapshot, proxy: ProxyView) -> list[route_pb2.RouteConfiguration]:
+    """`http.<port>` per Gateway server port, virtual hosts from the VirtualServices bound to the Gateway."""
+    suffix = snapshot.mesh.domain_suffix
+    # port -> host -> routes (routes of several VirtualServices for one host are merged in creation order)
+    by_port: dict[int, dict[str, list[rc.Route]]] = {}
+    redirect: set[tuple[int, str]] = set()  # (port, host) served by a server with tls.httpsRedirect
+    for gw in gateways_for(snapshot, proxy):
+        ref = f"{gw.namespace}/{gw.name}"
+        for port, server_hosts, https_redirect in http_servers(gw):
+            hosts = by_port.setdefault(port, {})
+            ctx = RouteContext(snapshot, proxy, port, gateway=ref)
+            for vs in virtual_services(snapshot, proxy.namespace, ref):
+                matched: list[str] = []
+                for sh in server_hosts:
+                    allowed = _server_host_allows(sh, gw.namespace, vs)
+                    if allowed is None:
+                        continue
+                    for h in vs_hosts(vs, suffix):
+                        if hosts_intersect(h, allowed):
+                            matched.append(_narrower(h, allowed))
+                if not matched:
+                    continue
+                routes: list[rc.Route] = []
+                for http in vs.spec.get("http") or []:
+                    if isinstance(http, Mapping):
+                        routes.extend(translate_http(vs, http, ctx))
+                for h in dict.fromkeys(matched):
+                    hosts.setdefault(h, []).extend(routes)
+                    if https_redirect:
+                        redirect.add((port, h))
+    out = []
+    for port, hosts in sorted(by_port.items()):
+        vhosts = [
+            rc.VirtualHost(
+                name=names.vhost_name(h, port),
+                domains=["*"] if h == "*" else [h, f"{h}:*"],
+                routes=routes,
+                include_request_attempt_count=True,
+                require_tls=rc.VirtualHost.ALL if (port, h) in redirect else rc.VirtualHost.NONE,
+            )
+            for h, routes in sorted(hosts.items(), key=lambda kv: (kv[0] == "*", kv[0]))
+        ]
+        if not vhosts:
+            vhosts = [
+                rc.VirtualHost(
+                    name=f"blackhole:{port}",
+                    domains=["*"],
+                    routes=[
+                        rc.Route(
+                            name="default",
+                            match=rc.RouteMatch(prefix="/"),
+                            direct_response=rc.DirectResponseAction(status=404),
+                        )
+                    ],
+                )
+            ]
+        out.append(route_pb2.RouteConfiguration(name=names.gateway_route(port), virtual_hosts=vhosts,
+                                                validate_clusters=NO))
+    return out
