@@ -74,7 +74,21 @@ def _scalar(node: yaml.Node) -> Any:
     return ctor(_CONSTRUCTOR, node)
 
 
-def _doc_to_python(node: yaml.Node, lines: dict[str, int]) -> Any:
+def _flow_scalar(n: yaml.MappingNode, text: str) -> str | None:
+    """YAML 1.2 (Kubernetes) reads `[1.2.3.4, 2001:db8::]` as two strings; PyYAML makes a one-pair mapping
+    `{"2001:db8:": null}` of the second. Recover the plain scalar from the source text in that case."""
+    if len(n.value) != 1 or not text:
+        return None
+    k, v = n.value[0]
+    start, end = n.start_mark.index, n.end_mark.index
+    if not (isinstance(k, yaml.ScalarNode) and isinstance(v, yaml.ScalarNode) and k.style is None
+            and v.tag == _NULL and v.value == "" and 0 <= start < end <= len(text)) or text[start] == "{":
+        return None
+    raw = text[start:end].strip()
+    return raw if raw == k.value + ":" else None
+
+
+def _doc_to_python(node: yaml.Node, lines: dict[str, int], text: str = "") -> Any:
     count = 0
 
     def conv(n: yaml.Node, path: str) -> Any:
@@ -85,6 +99,10 @@ def _doc_to_python(node: yaml.Node, lines: dict[str, int]) -> Any:
         if isinstance(n, yaml.ScalarNode):
             return _scalar(n)
         if isinstance(n, yaml.MappingNode):
+            if n.flow_style:
+                flat = _flow_scalar(n, text)
+                if flat is not None:
+                    return flat
             out: dict[str, Any] = {}
             for k, v in n.value:
                 if k.tag == "tag:yaml.org,2002:merge":
@@ -141,7 +159,11 @@ def parse_text(text: str, file: str = "<input>") -> LoadResult:
         result.errors.append(ParseError("not a text file (contains NUL bytes)", file=file))
         return result
     try:
-        nodes = list(yaml.compose_all(text, Loader=_Loader))
+        try:
+            nodes = list(yaml.compose_all(text, Loader=_Loader))
+        except yaml.YAMLError:
+            # libyaml rejects a few plain scalars YAML 1.2 allows (`[2001:db8::]`); the Python parser is laxer.
+            nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
     except yaml.YAMLError as e:
         result.errors.append(_yaml_error(e, file))
         return result
@@ -155,7 +177,7 @@ def parse_text(text: str, file: str = "<input>") -> LoadResult:
         start = node.start_mark.line + 1
         lines: dict[str, int] = {}
         try:
-            doc = _doc_to_python(node, lines)
+            doc = _doc_to_python(node, lines, text)
         except yaml.YAMLError as e:
             result.errors.append(_yaml_error(e, file, start))
             continue

@@ -41,7 +41,8 @@ def compact(crd_text: str) -> dict[str, Any]:
 def render(crd_text: str) -> str:
     """The crds.json text for a CRD file (stable key order, one line per kind)."""
     data = compact(crd_text)
-    lines = [f"  {json.dumps(k)}: {json.dumps(v, sort_keys=True, separators=(',', ':'))}" for k, v in sorted(data.items())]
+    lines = [f"  {json.dumps(k)}: {json.dumps(v, sort_keys=True, separators=(',', ':'))}"
+             for k, v in sorted(data.items())]
     return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
