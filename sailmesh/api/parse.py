@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,24 +152,40 @@ def _expand(doc: Any, source: Source) -> list[tuple[Any, Source]]:
     return [(doc, source)]
 
 
+def _compose(text: str, file: str, result: LoadResult) -> Iterator[yaml.Node]:
+    """Document nodes one at a time (keeping memory flat); a syntax error ends the stream as a ParseError.
+
+    libyaml rejects a few plain scalars YAML 1.2 allows (`[2001:db8::]`); on an error the laxer Python
+    parser re-reads the stream, skipping the documents already yielded.
+    """
+    done = 0
+    try:
+        for node in yaml.compose_all(text, Loader=_Loader):
+            done += 1
+            yield node
+        return
+    except yaml.YAMLError:
+        pass
+    except RecursionError:
+        result.errors.append(ParseError("invalid YAML: nesting too deep", file=file))
+        return
+    try:
+        for i, node in enumerate(yaml.compose_all(text, Loader=yaml.SafeLoader)):
+            if i >= done:
+                yield node
+    except yaml.YAMLError as e:
+        result.errors.append(_yaml_error(e, file))
+    except RecursionError:
+        result.errors.append(ParseError("invalid YAML: nesting too deep", file=file))
+
+
 def parse_text(text: str, file: str = "<input>") -> LoadResult:
     """Parse a multi-document YAML (or JSON) string."""
     result = LoadResult()
     if "\x00" in text:
         result.errors.append(ParseError("not a text file (contains NUL bytes)", file=file))
         return result
-    try:
-        try:
-            nodes = list(yaml.compose_all(text, Loader=_Loader))
-        except yaml.YAMLError:
-            # libyaml rejects a few plain scalars YAML 1.2 allows (`[2001:db8::]`); the Python parser is laxer.
-            nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
-    except yaml.YAMLError as e:
-        result.errors.append(_yaml_error(e, file))
-        return result
-    except RecursionError:
-        result.errors.append(ParseError("invalid YAML: nesting too deep", file=file))
-        return result
+    nodes = _compose(text, file, result)
     seen_doc = False
     for node in nodes:
         if node is None:
