@@ -8,7 +8,9 @@ import pathlib
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
+# ../shared from the main checkout; ../../shared from a helper worktree under /work/wt/.
+SHARED = next((p for p in (ROOT.parent / "shared", ROOT.parent.parent / "shared") if p.is_dir()),
+              ROOT.parent / "shared")
 CONFORMANCE = SHARED / "conformance"
 
 # Child processes (agents, sample apps, the control plane) import sailmesh from this checkout.
