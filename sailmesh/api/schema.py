@@ -75,6 +75,8 @@ def _validate(schema: dict[str, Any], value: Any, path: str, report: Report, str
         report(path, f'Invalid value: "null": {path or "body"} in body must be of type '
                      f'{schema.get("type", "string")}: "null"')
         return
+    if "x-sailmesh-deprecated" in schema:
+        report(path, f"deprecated: {schema['x-sailmesh-deprecated']}")
     if not _type_ok(schema, value):
         want = "integer or string" if schema.get("x-kubernetes-int-or-string") else schema.get("type")
         report(path, f"Invalid value: {_go_repr(value)}: {path} in body must be of type {want}: "

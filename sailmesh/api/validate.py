@@ -19,6 +19,13 @@ IGNORED_LEGACY_FIELDS: dict[str, tuple[str, ...]] = {
     "VirtualService": ("websocketUpgrade",),
 }
 
+# Fields Istio still accepts but has deprecated without saying so in the CRD: (kind, field name) -> advice.
+DEPRECATED_FIELDS: dict[tuple[str, str], str] = {
+    ("DestinationRule", "consecutiveErrors"): "outlierDetection.consecutiveErrors is deprecated and ignored for HTTP;"
+                                              " use consecutive5xxErrors (or consecutiveGatewayErrors)",
+    ("VirtualService", "mirrorPercent"): "mirrorPercent is deprecated; use mirrorPercentage",
+}
+
 SpecCheck = Callable[[IssueSink, dict[str, Any]], None]
 GO_CHECKS: dict[str, SpecCheck] = {
     "VirtualService": networking.check_virtual_service,
@@ -62,14 +69,18 @@ def validate(resource: Resource) -> list[Issue]:
         legacy = IGNORED_LEGACY_FIELDS.get(resource.kind, ())
 
         def report(path: str, message: str) -> None:
-            if message.startswith("unknown field") and path.rpartition(".")[2] in legacy:
-                sink.warn(path, f"field {path.rpartition('.')[2]!r} is deprecated and ignored by Istio")
+            name = path.rpartition(".")[2]
+            if message.startswith("unknown field") and name in legacy:
+                sink.warn(path, f"field {name!r} is deprecated and ignored by Istio")
+            elif message.startswith("deprecated: "):
+                sink.warn(path, message[len("deprecated: "):])
             else:
                 sink.add(path, message)
 
         validate_document(schema, doc, report)
         if "spec" not in doc and not any(i.field == "spec" for i in sink.issues):
             sink.add("spec", "Required value")
+        _warn_deprecated(sink, resource.kind, doc.get("spec"), "spec")
         spec = doc.get("spec")
         check = GO_CHECKS.get(resource.kind)
         if check is not None and isinstance(spec, dict):
@@ -79,6 +90,18 @@ def validate(resource: Resource) -> list[Issue]:
     elif resource.kind == "LocalWorkload":
         core.check_local_workload(sink, doc.get("spec"))
     return _dedupe(sink.issues)
+
+
+def _warn_deprecated(sink: IssueSink, kind: str, node: Any, path: str) -> None:
+    if isinstance(node, dict):
+        for k, v in node.items():
+            advice = DEPRECATED_FIELDS.get((kind, k))
+            if advice:
+                sink.warn(f"{path}.{k}", advice)
+            _warn_deprecated(sink, kind, v, f"{path}.{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _warn_deprecated(sink, kind, v, f"{path}[{i}]")
 
 
 def _dedupe(issues: list[Issue]) -> list[Issue]:

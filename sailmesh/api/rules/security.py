@@ -94,6 +94,8 @@ def check_request_authentication(sink: IssueSink, spec: dict[str, Any]) -> None:
     for i, rule in enumerate(_list(spec.get("jwtRules"))):
         rd, p = _dict(rule), f"spec.jwtRules[{i}]"
         issuer = rd.get("issuer")
+        if isinstance(rule, dict) and "issuer" not in rd:
+            sink.add(f"{p}.issuer", "Required value: issuer must be set")
         if isinstance(issuer, str):
             if not issuer:
                 sink.add(f"{p}.issuer", "issuer must not be empty")

@@ -13,7 +13,10 @@ from sailmesh.api.schemas import SCHEMA_FILE
 
 def _strip(node: Any) -> Any:
     if isinstance(node, dict):
-        return {k: _strip(v) for k, v in node.items() if k != "description"}
+        out = {k: _strip(v) for k, v in node.items() if k != "description"}
+        if str(node.get("description", "")).startswith("Deprecated"):
+            out["x-sailmesh-deprecated"] = node["description"]
+        return out
     if isinstance(node, list):
         return [_strip(v) for v in node]
     return node
