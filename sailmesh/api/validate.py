@@ -84,12 +84,23 @@ def validate(resource: Resource) -> list[Issue]:
         spec = doc.get("spec")
         check = GO_CHECKS.get(resource.kind)
         if check is not None and isinstance(spec, dict):
-            check(sink, spec)
+            _guarded(sink, check, spec)
     elif resource.kind == "Service":
-        core.check_service(sink, doc.get("spec", {}))
+        _guarded(sink, core.check_service, doc.get("spec", {}))
     elif resource.kind == "LocalWorkload":
-        core.check_local_workload(sink, doc.get("spec"))
+        _guarded(sink, core.check_local_workload, doc.get("spec"))
     return _dedupe(sink.issues)
+
+
+INTERNAL = "internal validator error"
+
+
+def _guarded(sink: IssueSink, check: Callable[[IssueSink, Any], None], spec: Any) -> None:
+    """Run a semantic check; a malformed value it did not expect becomes an issue, never a traceback."""
+    try:
+        check(sink, spec)
+    except (TypeError, AttributeError, ValueError, KeyError, IndexError) as e:
+        sink.add("spec", f"{INTERNAL} ({type(e).__name__}: {e}); fix the errors above first")
 
 
 def _warn_deprecated(sink: IssueSink, kind: str, node: Any, path: str) -> None:

@@ -193,3 +193,24 @@ def test_parse_speed():
     print(f"parsed 2000 VirtualServices ({len(text)} bytes) in {elapsed * 1000:.0f} ms")
     assert len(r.resources) == 2000 and not r.errors
     assert elapsed < 2.0
+
+
+def test_mangled_text_never_raises():
+    """Random byte-level damage to a valid document gives resources or ParseErrors, never an exception."""
+    import random
+
+    rng = random.Random(7)
+    alphabet = "\n\t :-[]{}&*!|>'\"#%@`,?x1\\\x85\u2028"
+    for _ in range(3000):
+        chars = list(VS)
+        for _ in range(rng.randint(1, 6)):
+            pos = rng.randrange(len(chars))
+            op = rng.random()
+            if op < 0.4:
+                chars.insert(pos, rng.choice(alphabet))
+            elif op < 0.8:
+                del chars[pos]
+            else:
+                chars[pos] = rng.choice(alphabet)
+        r = parse_text("".join(chars), "m.yaml")
+        assert r.resources or r.errors or r.unknown

@@ -129,6 +129,8 @@ def check_export_to(sink: IssueSink, path: str, values: Any) -> None:
     seen: set[str] = set()
     for i, v in enumerate(values):
         p = f"{path}[{i}]"
+        if not isinstance(v, str):
+            continue  # the schema reports the type
         if v in seen:
             sink.add(p, f"duplicate entry {v!r} in exportTo")
         seen.add(v)
@@ -136,7 +138,7 @@ def check_export_to(sink: IssueSink, path: str, values: Any) -> None:
             continue
         if not is_dns1123_label(v):
             sink.add(p, f"invalid exportTo value {v!r}: must be '*', '.', '~' or a namespace name")
-    if len(values) > 1 and ("*" in values or "~" in values):
+    if len(values) > 1 and any(v in ("*", "~") for v in values):
         sink.add(path, "exportTo '*' or '~' cannot be combined with other values")
 
 

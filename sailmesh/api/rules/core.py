@@ -43,7 +43,7 @@ def check_service(sink: IssueSink, spec: Any) -> None:
         elif _is_int(tp):
             check_port(sink, f"{pp}.targetPort", tp)
         proto = p.get("protocol", "TCP")
-        if proto not in SERVICE_PROTOCOLS:
+        if not isinstance(proto, str) or proto not in SERVICE_PROTOCOLS:
             sink.add(f"{pp}.protocol", f'Unsupported value: "{proto}": supported values: "SCTP", "TCP", "UDP"')
         name = p.get("name")
         if name is not None:
@@ -51,7 +51,8 @@ def check_service(sink: IssueSink, spec: Any) -> None:
                 sink.add(f"{pp}.name", f"invalid port name {name!r}: must be a DNS-1123 label")
             elif name in names:
                 sink.add(f"{pp}.name", f"Duplicate value: {name!r}")
-            names.add(name)
+            else:
+                names.add(name)
         elif len(ports) > 1:
             sink.add(f"{pp}.name", "Required value: port name is required when a Service has more than one port")
     selector = spec.get("selector")
@@ -101,9 +102,11 @@ def check_local_workload(sink: IssueSink, spec: Any) -> None:
             sink.add(f"{pp}.containerPort", "Required value")
         else:
             check_port(sink, f"{pp}.containerPort", p["containerPort"])
-            if p["containerPort"] in seen:
-                sink.add(f"{pp}.containerPort", f"Duplicate value: {p['containerPort']}")
-            seen.add(p["containerPort"])
+            cp = p["containerPort"]
+            if isinstance(cp, int) and cp in seen:
+                sink.add(f"{pp}.containerPort", f"Duplicate value: {cp}")
+            if isinstance(cp, int):
+                seen.add(cp)
         proto = p.get("protocol")
         if proto is not None and str(proto).upper() not in APP_PROTOCOLS:
             sink.add(f"{pp}.protocol", f"unknown protocol {proto!r}")

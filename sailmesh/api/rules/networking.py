@@ -159,7 +159,7 @@ def _check_http_route(sink: IssueSink, path: str, route: dict[str, Any], delegat
         sink.add(path, "only one of mirror or mirrors can be set")
     redirect = _dict(route.get("redirect"))
     code = redirect.get("redirectCode")
-    if code is not None and code not in REDIRECT_CODES:
+    if code is not None and (not isinstance(code, int) or code not in REDIRECT_CODES):
         sink.add(f"{path}.redirect.redirectCode", f"redirect code {code} must be one of 301, 302, 303, 307, 308")
     if "port" in redirect and "derivePort" in redirect:
         sink.add(f"{path}.redirect", "only one of port or derivePort can be set")
@@ -268,7 +268,8 @@ def check_destination_rule(sink: IssueSink, spec: dict[str, Any]) -> None:
             sink.add(f"spec.subsets[{i}].name", f"invalid subset name {name!r}: must be a DNS-1123 label")
         elif name in names:
             sink.add(f"spec.subsets[{i}].name", f"duplicate subset name {name!r}")
-        names.add(name)  # type: ignore[arg-type]
+        else:
+            names.add(name)
         check_selector_labels(sink, f"spec.subsets[{i}].labels", sd.get("labels"))
         _check_traffic_policy(sink, f"spec.subsets[{i}].trafficPolicy", sd.get("trafficPolicy"))
     check_export_to(sink, "spec.exportTo", spec.get("exportTo"))
