@@ -271,3 +271,12 @@ def test_older_api_versions_validate_with_their_own_schema():
     text = vs(GOOD_ROUTE).replace("networking.istio.io/v1", "networking.istio.io/v1alpha3")
     r = parse_text(text, "x.yaml")
     assert is_valid(r.resources[0])
+
+
+def test_regexes_are_checked_with_re2():
+    """google-re2 (a declared dependency) is the engine, as in Envoy: Python-only syntax is refused."""
+    from sailmesh.api.rules import common
+
+    assert common._re2 is not None
+    assert common.regex_error(r"^/api/v[0-9]+/.*$") is None
+    assert "invalid" in (common.regex_error(r"(?P<x>a)(?P=x)") or "")

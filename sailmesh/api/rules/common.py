@@ -95,10 +95,13 @@ def check_duration(sink: IssueSink, path: str, value: Any, minimum: float = 0.00
 def regex_error(pattern: str) -> str | None:
     """Why pattern is not a valid RE2 regular expression (Envoy's dialect), or None."""
     if _re2 is not None:
+        options = _re2.Options()
+        options.log_errors = False  # else RE2 writes every parse error to stderr
         try:
-            _re2.compile(pattern)
-        except Exception as e:  # re2 raises its own error type
-            return f"invalid regex {pattern!r}: {e}"
+            _re2.compile(pattern, options)
+        except _re2.error as e:
+            reason = e.args[0].decode(errors="replace") if e.args and isinstance(e.args[0], bytes) else str(e)
+            return f"invalid regex {pattern!r}: {reason}"
         return None
     try:
         re.compile(pattern)
