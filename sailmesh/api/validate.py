@@ -9,7 +9,7 @@ from sailmesh.api import kinds
 from sailmesh.api.issue import Issue, IssueSink
 from sailmesh.api.parse import LoadResult, load_paths
 from sailmesh.api.resource import Resource
-from sailmesh.api.rules import core, networking, security
+from sailmesh.api.rules import core, extensions, networking, security
 from sailmesh.api.schema import validate_document
 from sailmesh.api.schemas import schema_for
 
@@ -38,6 +38,8 @@ GO_CHECKS: dict[str, SpecCheck] = {
     "AuthorizationPolicy": security.check_authorization_policy,
     "RequestAuthentication": security.check_request_authentication,
     "PeerAuthentication": security.check_peer_authentication,
+    "EnvoyFilter": extensions.check_envoy_filter,
+    "Telemetry": extensions.check_telemetry,
 }
 
 

@@ -280,3 +280,21 @@ def test_regexes_are_checked_with_re2():
     assert common._re2 is not None
     assert common.regex_error(r"^/api/v[0-9]+/.*$") is None
     assert "invalid" in (common.regex_error(r"(?P<x>a)(?P=x)") or "")
+
+
+@pytest.mark.parametrize(("patch", "needle"), [
+    ("  - applyTo: HTTP_FILTER\n    patch: {operation: INSERT_BEFORE}\n", "missing patch value"),
+    ("  - applyTo: CLUSTER\n    patch: {operation: INSERT_FIRST, value: {name: x}}\n", "INSERT_FIRST is not supported"),
+    ("  - applyTo: HTTP_FILTER\n", "missing patch"),
+    ("  - patch: {operation: MERGE, value: {}}\n", "missing applyTo"),
+    ("  - applyTo: CLUSTER\n    match: {listener: {portNumber: 80}}\n    patch: {operation: MERGE, value: {a: 1}}\n",
+     "cannot have non cluster match"),
+    ("  - applyTo: HTTP_FILTER\n    match: {routeConfiguration: {vhost: {name: a}}}\n"
+     "    patch: {operation: REMOVE}\n", "non listener match"),
+])
+def test_envoy_filter_rules(patch, needle):
+    """Istio's validateEnvoyFilter semantics."""
+    text = ("apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: f}\nspec:\n"
+            "  configPatches:\n" + patch)
+    found = errs(text)
+    assert any(needle in e for e in found), found
