@@ -42,6 +42,19 @@ def test_issue_format_names_file_line_resource_field():
 
 def test_valid_virtual_service():
     assert errs(vs(GOOD_ROUTE)) == []
+    # Istio's validateDestination accepts wildcard domains; validateGatewayNames accepts ns/name and mesh
+    assert errs(vs("  - route:\n    - destination: {host: '*.eu.example.com'}\n",
+                   "  gateways: [mesh, istio-system/ingress]\n")) == []
+
+
+@pytest.mark.parametrize(("gateway", "needle"), [
+    ("bad_ns/gw", "invalid value for namespace"),
+    ("ns/gw~auto", "invalid value for gateway name"),
+    ("ns/", "cannot be empty"),
+])
+def test_gateway_names(gateway, needle):
+    found = errs(vs(GOOD_ROUTE, f"  gateways: ['{gateway}']\n"))
+    assert any(needle in e for e in found), found
 
 
 @pytest.mark.parametrize(("http", "needle"), [
@@ -68,6 +81,7 @@ def test_valid_virtual_service():
     (GOOD_ROUTE + "    fault: {delay: {percentage: {value: 10}}}\n", "fixedDelay is required"),
     (GOOD_ROUTE + "    mirror: {host: m}\n    mirrorPercentage: {value: 101}\n", "must be between 0 and 100"),
     ("  - route:\n    - destination: {host: reviews, subset: V_1}\n", "invalid subset name"),
+    ("  - route:\n    - destination: {host: '*'}\n", "invalid destination host *"),
     ("  - route:\n    - destination: {host: reviews, port: {number: 70000}}\n", "between 1 and 65535"),
     (GOOD_ROUTE + "    rewrite: {uri: /a, uriRegexRewrite: {match: a, rewrite: b}}\n", "only one of uri or uriRegex"),
     (GOOD_ROUTE + "    corsPolicy: {allowOrigins: [{regex: '(('}]}\n", "invalid regex"),
@@ -157,7 +171,7 @@ def se(body: str) -> str:
     ("  hosts: [a.com]\n  resolution: STATIC\n  ports: [{number: 80, name: http}]\n"
      "  endpoints: [{address: 1.1.1.1, ports: {web: 8080}}]\n", "not a declared port name"),
     ("  hosts: [a.com]\n  resolution: STATIC\n  endpoints: [{address: not-an-ip}]\n", "must be an IP"),
-    ("  hosts: ['*.a.com']\n  resolution: DNS\n  ports: [{number: 80, name: http}]\n", "without endpoints"),
+    ("  hosts: ['*.a.com']\n  resolution: DNS\n  ports: [{number: 80, name: http}]\n", "hosts must be FQDN"),
     ("  hosts: [a.com]\n  resolution: DNS\n  endpoints: [{address: a}, {address: b}]\n", None),
     ("  hosts: [a.com]\n  resolution: DNS_ROUND_ROBIN\n  endpoints: [{address: a}, {address: b}]\n",
      "DNS_ROUND_ROBIN mode cannot have multiple endpoints"),

@@ -42,7 +42,9 @@ def _check_destination(sink: IssueSink, path: str, dest: Any) -> None:
     d = _dict(dest)
     if "host" not in d:
         return  # the schema reports the missing field
-    err = host_error(d.get("host"), allow_wildcard=False)
+    host = d.get("host")
+    # Istio's validateDestination: "*" alone is refused, a wildcard domain (*.example.com) is allowed
+    err = f"invalid destination host {host}" if host == "*" else host_error(host)
     if err:
         sink.add(f"{path}.host", err)
     subset = d.get("subset")
@@ -179,6 +181,29 @@ def _check_http_route(sink: IssueSink, path: str, route: dict[str, Any], delegat
     _check_headers(sink, f"{path}.headers", route.get("headers"))
 
 
+def _check_gateway_name(sink: IssueSink, path: str, g: Any) -> None:
+    """Istio's validateGatewayNames: `namespace/name` (both DNS-1123 labels), or a legacy FQDN / `mesh`."""
+    if not isinstance(g, str):
+        return
+    ns, sep, name = g.partition("/")
+    if not sep:
+        if "." in g:
+            parts = g.split(".")
+            sink.warn(path, f"using legacy gatewayName format {g!r}; prefer the <namespace>/<name> format: "
+                            f"'{parts[1]}/{parts[0]}'")
+        err = host_error(g, allow_wildcard=False, allow_ip=False)
+        if err:
+            sink.add(path, err)
+        return
+    if not ns or not name:
+        sink.add(path, "config namespace and gateway name cannot be empty")
+        return
+    if not is_dns1123_label(ns):
+        sink.add(path, f"invalid value for namespace: {ns!r}")
+    if not is_dns1123_label(name):
+        sink.add(path, f"invalid value for gateway name: {name!r}")
+
+
 def check_virtual_service(sink: IssueSink, spec: dict[str, Any]) -> None:
     hosts = _list(spec.get("hosts"))
     delegate = not hosts
@@ -189,9 +214,7 @@ def check_virtual_service(sink: IssueSink, spec: dict[str, Any]) -> None:
         if err:
             sink.add(f"spec.hosts[{i}]", err)
     for i, g in enumerate(_list(spec.get("gateways"))):
-        name = g.split("/", 1)[-1] if isinstance(g, str) else g
-        if g != "mesh" and not (isinstance(name, str) and (is_dns1123_label(name.split(".")[0]))):
-            sink.add(f"spec.gateways[{i}]", f"invalid gateway name {g!r}")
+        _check_gateway_name(sink, f"spec.gateways[{i}]", g)
     if not any(k in spec for k in ("http", "tcp", "tls")):
         sink.add("spec", "http, tcp or tls must be provided in virtual service")
     for i, r in enumerate(_list(spec.get("http"))):
@@ -304,9 +327,9 @@ def check_gateway(sink: IssueSink, spec: dict[str, Any]) -> None:
             sink.add(f"{p}.port.protocol", f"unrecognized protocol {port.get('protocol')!r}")
         pname = port.get("name")
         if isinstance(pname, str) and pname:
-            if pname in names and names[pname] != port.get("number"):
+            if pname in names:
                 sink.add(f"{p}.port.name", f"port names in servers must be unique: duplicate name {pname}")
-            names.setdefault(pname, port.get("number"))  # type: ignore[arg-type]
+            names[pname] = i
         hosts = _list(sd.get("hosts"))
         if "hosts" in sd and not hosts:
             sink.add(f"{p}.hosts", "server config must contain at least one host")
@@ -363,7 +386,7 @@ def check_service_entry(sink: IssueSink, spec: dict[str, Any]) -> None:
         for i, h in enumerate(_list(spec.get("hosts"))):
             if isinstance(h, str) and h.startswith("*"):
                 sink.add(f"spec.hosts[{i}]",
-                         f"wildcard host {h!r} cannot use {resolution} resolution without endpoints")
+                         f"hosts must be FQDN if no endpoints are provided for resolution mode {resolution}")
     check_selector_labels(sink, "spec.workloadSelector.labels", _dict(spec.get("workloadSelector")).get("labels"))
     check_export_to(sink, "spec.exportTo", spec.get("exportTo"))
 
