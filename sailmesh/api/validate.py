@@ -80,8 +80,6 @@ def validate(resource: Resource) -> list[Issue]:
                 sink.add(path, message)
 
         validate_document(schema, doc, report)
-        if "spec" not in doc and not any(i.field == "spec" for i in sink.issues):
-            sink.add("spec", "Required value")
         _warn_deprecated(sink, resource.kind, doc.get("spec"), "spec")
         spec = doc.get("spec")
         check = GO_CHECKS.get(resource.kind)

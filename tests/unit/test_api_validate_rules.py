@@ -78,7 +78,6 @@ def test_gateway_names(gateway, needle):
     # fault injection
     (GOOD_ROUTE + "    fault: {abort: {httpStatus: 700, percentage: {value: 10}}}\n", "invalid abort HTTP status"),
     (GOOD_ROUTE + "    fault: {delay: {percentage: {value: 150}, fixedDelay: 1s}}\n", "must be between 0 and 100"),
-    (GOOD_ROUTE + "    fault: {delay: {percentage: {value: 10}}}\n", "fixedDelay is required"),
     (GOOD_ROUTE + "    mirror: {host: m}\n    mirrorPercentage: {value: 101}\n", "must be between 0 and 100"),
     ("  - route:\n    - destination: {host: reviews, subset: V_1}\n", "invalid subset name"),
     ("  - route:\n    - destination: {host: '*'}\n", "invalid destination host *"),
@@ -89,6 +88,19 @@ def test_gateway_names(gateway, needle):
 def test_virtual_service_rules(http, needle):
     found = errs(vs(http))
     assert any(needle in e for e in found), found
+
+
+def test_empty_spec_follows_the_crd():
+    """Sidecar/AuthorizationPolicy without spec are valid (namespace default, allow-nothing); ServiceEntry is not."""
+    assert errs("apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default}\n") == []
+    assert errs("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: none}\n") == []
+    assert any("spec: Required value" in e
+               for e in errs("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: s}\n"))
+
+
+def test_delay_without_length_warns():
+    found = issues(vs(GOOD_ROUTE + "    fault: {delay: {percentage: {value: 10}}}\n"))
+    assert not errors_only(found) and any("injects no delay" in i.message for i in found)
 
 
 def test_weights_not_summing_to_100_warn():

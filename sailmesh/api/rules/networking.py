@@ -139,7 +139,8 @@ def _check_http_route(sink: IssueSink, path: str, route: dict[str, Any], delegat
     if delay:
         fixed = delay.get("fixedDelay")
         if fixed is None and "exponentialDelay" not in delay:
-            sink.add(f"{path}.fault.delay", "delay fixedDelay is required")
+            # Istio accepts it, but the delay has no length and Envoy needs one: warn
+            sink.warn(f"{path}.fault.delay", "delay without fixedDelay injects no delay")
         elif fixed is not None:
             check_duration(sink, f"{path}.fault.delay.fixedDelay", fixed)
         check_percent(sink, f"{path}.fault.delay.percentage", delay.get("percentage"))
