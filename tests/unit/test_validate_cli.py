@@ -86,3 +86,13 @@ def test_subprocess(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "sailmesh", "validate", "-f", str(ok)],
                           capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert proc.returncode == 0 and "valid" in proc.stderr
+
+
+def test_stdin(monkeypatch, capsys):
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO(BAD))
+    assert main(["validate", "-f", "-"]) == 1
+    assert "<stdin>:12: VirtualService default/reviews: spec.http[0].route[1].weight" in capsys.readouterr().out
+    monkeypatch.setattr(sys, "stdin", io.StringIO(GOOD))
+    assert main(["validate", "-f", "-"]) == 0
