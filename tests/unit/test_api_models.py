@@ -137,3 +137,11 @@ def test_kind_without_model():
     r = parse_text("apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 80}]}\n", "s").resources
     with pytest.raises(KeyError):
         typed(r[0])
+
+
+def test_string_match_regex_is_a_full_re2_match():
+    from sailmesh.api.models.networking import StringMatch
+
+    m = StringMatch.from_dict({"regex": "/api/v[0-9]+"})
+    assert m.matches("/api/v2") and not m.matches("/api/v2/x") and not m.matches("x/api/v2")
+    assert StringMatch().matches("anything")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sailmesh.api.models.base import Duration, Model, Percent, wire
+from sailmesh.api.rules.common import compile_regex
 
 # Istio mesh defaults (MeshConfig.defaultHttpRetryPolicy when unset): 2 attempts on these conditions.
 DEFAULT_RETRY_ATTEMPTS = 2
@@ -25,14 +26,13 @@ class StringMatch(Model):
     regex: str | None = None
 
     def matches(self, value: str) -> bool:
-        """Envoy semantics for exact/prefix; regex is a full match (RE2 syntax, Python re used here)."""
-        import re
+        """Envoy semantics: exact equality, prefix, or a full RE2 match for regex; an empty match matches all."""
         if self.exact is not None:
             return value == self.exact
         if self.prefix is not None:
             return value.startswith(self.prefix)
         if self.regex is not None:
-            return re.fullmatch(self.regex, value) is not None
+            return compile_regex(self.regex).fullmatch(value) is not None
         return True
 
 

@@ -92,6 +92,16 @@ def check_duration(sink: IssueSink, path: str, value: Any, minimum: float = 0.00
 
 
 @functools.cache
+def compile_regex(pattern: str) -> Any:
+    """A compiled RE2 pattern (google-re2), or Python's `re` when RE2 is not installed."""
+    if _re2 is not None:
+        options = _re2.Options()
+        options.log_errors = False
+        return _re2.compile(pattern, options)
+    return re.compile(pattern)
+
+
+@functools.cache
 def regex_error(pattern: str) -> str | None:
     """Why pattern is not a valid RE2 regular expression (Envoy's dialect), or None."""
     if _re2 is not None:
