@@ -43,6 +43,15 @@ GO_CHECKS: dict[str, SpecCheck] = {
 }
 
 
+# Core kinds checked on the whole document (data, spec.template, ...).
+RAW_CHECKS: dict[str, Callable[[IssueSink, Any], None]] = {
+    "ConfigMap": core.check_config_map,
+    "Secret": core.check_secret,
+    "Pod": core.check_pod,
+    "Deployment": core.check_deployment,
+}
+
+
 def _document(resource: Resource) -> dict[str, Any]:
     if resource.raw:
         return dict(resource.raw)
@@ -85,6 +94,8 @@ def validate(resource: Resource) -> list[Issue]:
         check = GO_CHECKS.get(resource.kind)
         if check is not None and isinstance(spec, dict):
             _guarded(sink, check, spec)
+    elif resource.kind in RAW_CHECKS:
+        _guarded(sink, RAW_CHECKS[resource.kind], doc)
     elif resource.kind == "Service":
         _guarded(sink, core.check_service, doc.get("spec", {}))
     elif resource.kind == "LocalWorkload":

@@ -22,6 +22,8 @@ BLOCK = re.compile(r"```ya?ml\n(.*?)```", re.S)
 EXPECTED_REJECTIONS = {
     # `dimensions`/`tags` are not Telemetry fields (tag overrides live under metrics[].overrides[].tagOverrides).
     "Telemetry istio-system/custom-metrics": 'unknown field "spec.metrics[0].dimensions"',
+    # An excerpt showing serviceAccountName only: Kubernetes rejects a Deployment without selector/containers.
+    "Deployment default/frontend": "spec.selector: Required value",
 }
 # Blocks that are not Kubernetes resources at all (Helm values, CI steps): parse errors are expected.
 NOT_RESOURCES = ("apiVersion is missing", "document is a list", "unknown kind")

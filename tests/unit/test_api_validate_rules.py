@@ -324,3 +324,38 @@ def test_envoy_filter_rules(patch, needle):
             "  configPatches:\n" + patch)
     found = errs(text)
     assert any(needle in e for e in found), found
+
+
+DEPLOY = """apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web, version: v1}}
+    spec:
+      containers:
+      - {name: web, image: nginx, ports: [{containerPort: 80}]}
+"""
+
+
+@pytest.mark.parametrize(("old", "new", "needle"), [
+    ("app: web, version", "app: other, version", "`selector` does not match template `labels`"),
+    ("replicas: 2", "replicas: -2", "replicas must be an integer >= 0"),
+    ("image: nginx, ", "", "image: Required value"),
+    ("containerPort: 80", "containerPort: 0", "between 1 and 65535"),
+    ("selector: {matchLabels: {app: web}}", "selector: {}", "spec.selector: Required value"),
+])
+def test_deployment_rules(old, new, needle):
+    """Kubernetes apps/v1 Deployment basics (selector must match the template labels, containers need images)."""
+    assert errs(DEPLOY) == []
+    found = errs(DEPLOY.replace(old, new))
+    assert any(needle in e for e in found), found
+
+
+def test_config_map_and_secret_values():
+    assert any("quote numbers" in e for e in errs("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n"
+                                                  "data: {port: 8080}\n"))
+    assert errs("apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata: {k: aGVsbG8=}\n") == []
+    assert any("base64" in e for e in errs("apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata: {k: hello!}\n"))

@@ -131,3 +131,78 @@ def check_metadata(sink: IssueSink, raw: dict[str, Any], namespaced: bool) -> No
         v = meta.get(f)
         if v is not None and not (isinstance(v, dict) and all(isinstance(x, str) for x in v.values())):
             sink.add(f"metadata.{f}", f"{f} must be a map of strings (quote numbers and booleans)")
+
+
+def check_config_map(sink: IssueSink, raw: Any) -> None:
+    data = raw.get("data") if isinstance(raw, dict) else None
+    if data is not None and not isinstance(data, dict):
+        sink.add("data", "data must be a map of strings")
+        return
+    for k, v in (data or {}).items():
+        if not isinstance(v, str):
+            sink.add(f"data.{k}", f"value must be a string, got {type(v).__name__} (quote numbers and booleans)")
+
+
+def check_secret(sink: IssueSink, raw: Any) -> None:
+    import base64
+    import binascii
+
+    data = raw.get("data") if isinstance(raw, dict) else None
+    for k, v in (data if isinstance(data, dict) else {}).items():
+        try:
+            base64.b64decode(v if isinstance(v, str) else "!", validate=True)
+        except (binascii.Error, ValueError):
+            sink.add(f"data.{k}", "value must be base64 encoded (use stringData for plain text)")
+
+
+def _check_pod_spec(sink: IssueSink, path: str, spec: Any) -> None:
+    if not isinstance(spec, dict):
+        sink.add(path, "Required value: a pod spec with containers")
+        return
+    containers = spec.get("containers")
+    if not isinstance(containers, list) or not containers:
+        sink.add(f"{path}.containers", "Required value: at least one container")
+        return
+    names: set[str] = set()
+    for i, c in enumerate(containers):
+        cp = f"{path}.containers[{i}]"
+        if not isinstance(c, dict):
+            sink.add(cp, "container must be an object")
+            continue
+        name = c.get("name")
+        if not is_dns1123_label(name):
+            sink.add(f"{cp}.name", f"invalid container name {name!r}")
+        elif name in names:
+            sink.add(f"{cp}.name", f"Duplicate value: {name!r}")
+        else:
+            names.add(name)
+        if not c.get("image"):
+            sink.add(f"{cp}.image", "Required value")
+        ports = c.get("ports") if isinstance(c.get("ports"), list) else []
+        for j, port in enumerate(ports):
+            if isinstance(port, dict):
+                check_port(sink, f"{cp}.ports[{j}].containerPort", port.get("containerPort"))
+
+
+def check_pod(sink: IssueSink, raw: Any) -> None:
+    _check_pod_spec(sink, "spec", raw.get("spec") if isinstance(raw, dict) else None)
+
+
+def check_deployment(sink: IssueSink, raw: Any) -> None:
+    spec = raw.get("spec") if isinstance(raw, dict) else None
+    if not isinstance(spec, dict):
+        sink.add("spec", "Required value")
+        return
+    replicas = spec.get("replicas", 1)
+    if not _is_int(replicas) or replicas < 0:
+        sink.add("spec.replicas", f"replicas must be an integer >= 0, got {replicas!r}")
+    selector = spec.get("selector")
+    match = selector.get("matchLabels") if isinstance(selector, dict) else None
+    if not isinstance(match, dict) or not match:
+        sink.add("spec.selector", "Required value: a label selector (matchLabels)")
+    template = spec.get("template") if isinstance(spec.get("template"), dict) else {}
+    meta = template.get("metadata") if isinstance(template.get("metadata"), dict) else {}
+    labels = meta.get("labels") if isinstance(meta.get("labels"), dict) else {}
+    if isinstance(match, dict) and any(labels.get(k) != v for k, v in match.items()):
+        sink.add("spec.template.metadata.labels", "`selector` does not match template `labels`")
+    _check_pod_spec(sink, "spec.template.spec", template.get("spec"))
