@@ -79,7 +79,8 @@ def explain_unknown(api_version: str, kind: str) -> str:
                 f"served: {', '.join(info.api_versions())}")
     others = _BY_KIND.get(kind)
     if others:
-        return f"unknown kind {kind} in {api_version!r}; {kind} is served as {', '.join(others[0].api_versions())}"
+        return (f"unknown kind {kind!r} in group {group or 'core'!r} (apiVersion {api_version!r}); sailmesh serves "
+                f"{kind} only as {', '.join(others[0].api_versions())}")
     return f"unknown kind {kind!r} (apiVersion {api_version!r})"
 
 
