@@ -214,3 +214,12 @@ def test_mangled_text_never_raises():
                 chars[pos] = rng.choice(alphabet)
         r = parse_text("".join(chars), "m.yaml")
         assert r.resources or r.errors or r.unknown
+
+
+def test_tab_indented_json(tmp_path):
+    """JSON may indent with tabs, which YAML forbids: such files are read as JSON."""
+    doc = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "sa", "namespace": "ns"}}
+    p = tmp_path / "sa.json"
+    p.write_text(json.dumps(doc, indent="\t"))
+    r = load_file(str(p))
+    assert not r.errors and r.resources[0].key.namespace == "ns"

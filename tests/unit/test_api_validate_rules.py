@@ -359,3 +359,9 @@ def test_config_map_and_secret_values():
                                                   "data: {port: 8080}\n"))
     assert errs("apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata: {k: aGVsbG8=}\n") == []
     assert any("base64" in e for e in errs("apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata: {k: hello!}\n"))
+
+
+def test_retry_policy_with_zero_attempts_warns():
+    """Istio's validateHTTPRetry: perTryTimeout/retryOn with attempts 0 is a warning (retries disabled)."""
+    found = issues(vs(GOOD_ROUTE + "    retries: {attempts: 0, perTryTimeout: 2s}\n"))
+    assert not errors_only(found) and any("attempts are set to 0" in i.message for i in found)

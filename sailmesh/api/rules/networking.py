@@ -124,6 +124,8 @@ def _check_http_route(sink: IssueSink, path: str, route: dict[str, Any], delegat
         attempts = retries.get("attempts")
         if isinstance(attempts, int) and attempts < 0:
             sink.add(f"{path}.retries.attempts", "attempts cannot be negative")
+        if attempts == 0 and any(k in retries for k in ("perTryTimeout", "retryOn", "retryRemoteLocalities")):
+            sink.warn(f"{path}.retries", "http retry policy configured when attempts are set to 0 (disabled)")
         if "perTryTimeout" in retries:
             check_duration(sink, f"{path}.retries.perTryTimeout", retries["perTryTimeout"])
         retry_on = retries.get("retryOn")
