@@ -105,10 +105,17 @@ def _doc_to_python(node: yaml.Node, lines: dict[str, int], text: str = "") -> An
                 if flat is not None:
                     return flat
             out: dict[str, Any] = {}
+            merged: dict[str, Any] = {}
             for k, v in n.value:
-                if k.tag == "tag:yaml.org,2002:merge":
-                    raise yaml.constructor.ConstructorError(None, None, "YAML merge keys (<<) are not supported",
-                                                            k.start_mark)
+                if k.tag == "tag:yaml.org,2002:merge":  # `<<: *base` or `<<: [*a, *b]` (explicit keys win)
+                    sources = v.value if isinstance(v, yaml.SequenceNode) else [v]
+                    for src in reversed(sources):
+                        value = conv(src, path) if isinstance(src, yaml.MappingNode) else None
+                        if not isinstance(value, dict):
+                            raise yaml.constructor.ConstructorError(None, None, "merge key (<<) needs a mapping",
+                                                                    k.start_mark)
+                        merged.update(value)
+                    continue
                 if not isinstance(k, yaml.ScalarNode):
                     raise yaml.constructor.ConstructorError(None, None, "mapping keys must be scalars",
                                                             k.start_mark)
@@ -119,7 +126,7 @@ def _doc_to_python(node: yaml.Node, lines: dict[str, int], text: str = "") -> An
                 child = f"{path}.{key}" if path else key
                 lines[child] = k.start_mark.line + 1
                 out[key] = conv(v, child)
-            return out
+            return {**merged, **out} if merged else out
         if isinstance(n, yaml.SequenceNode):
             items = []
             for i, v in enumerate(n.value):

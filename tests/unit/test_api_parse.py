@@ -223,3 +223,12 @@ def test_tab_indented_json(tmp_path):
     p.write_text(json.dumps(doc, indent="\t"))
     r = load_file(str(p))
     assert not r.errors and r.resources[0].key.namespace == "ns"
+
+
+def test_yaml_merge_keys_like_kubernetes():
+    """Kubernetes' YAML reader supports `<<` merge keys; explicit keys override merged ones."""
+    text = ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata:\n  base: &b {a: '1', b: '2'}\n"
+            "  more: {<<: *b, b: '3'}\n")
+    r = parse_text(text, "m.yaml")
+    assert not r.errors, r.errors
+    assert r.resources[0].raw["data"]["more"] == {"a": "1", "b": "3"}
