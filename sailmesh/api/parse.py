@@ -2,79 +2,258 @@
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
+from sailmesh.api import kinds
 from sailmesh.api.resource import DEFAULT_NAMESPACE, Resource, Source
 from sailmesh.errors import ParseError
 
 CLUSTER_SCOPED_KINDS = frozenset({"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"})
 YAML_SUFFIXES = (".yaml", ".yml", ".json")
+MAX_FILE_BYTES = 32 * 1024 * 1024  # a config file larger than this is refused, not parsed
+MAX_NODES = 2_000_000  # guards against alias ("billion laughs") expansion
+
+_Loader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_STR = "tag:yaml.org,2002:str"
+_NULL = "tag:yaml.org,2002:null"
+_BOOL = "tag:yaml.org,2002:bool"
+_INT = "tag:yaml.org,2002:int"
 
 
 @dataclass
 class LoadResult:
-    """Resources read plus every problem met while reading (never raised, always reported)."""
+    """Resources read plus every problem met while reading (never raised, always reported).
+
+    `unknown` holds documents whose apiVersion/kind is not in the registry (api/kinds.py); each also has
+    an entry in `errors`, so they are never silently dropped.
+    """
 
     resources: list[Resource] = field(default_factory=list)
     errors: list[ParseError] = field(default_factory=list)
+    unknown: list[Resource] = field(default_factory=list)
+
+    def extend(self, other: LoadResult) -> None:
+        self.resources.extend(other.resources)
+        self.errors.extend(other.errors)
+        self.unknown.extend(other.unknown)
 
 
-def _scalar(node: yaml.ScalarNode) -> Any:
-    loader = yaml.SafeLoader("")
-    return loader.construct_object(node, deep=True)
+class _Constructor(yaml.constructor.SafeConstructor):
+    """One shared scalar constructor: resolves tags already set by the composer, no loader per scalar."""
+
+    def __init__(self) -> None:
+        super().__init__()
 
 
-def _doc_to_python(node: yaml.Node, lines: dict[str, int]) -> Any:
+_CONSTRUCTOR = _Constructor()
+_SCALAR_CONSTRUCTORS = _CONSTRUCTOR.yaml_constructors
+
+
+class _TooBig(Exception):
+    """Internal: the document expands to too many nodes."""
+
+
+def _scalar(node: yaml.Node) -> Any:
+    tag = node.tag
+    if tag == _STR:
+        return node.value
+    if tag == _NULL:
+        return None
+    if tag == _BOOL:
+        return node.value.lower() in ("yes", "true", "on")
+    if tag == _INT and node.value.isdigit() and not node.value.startswith("0"):
+        return int(node.value)
+    ctor = _SCALAR_CONSTRUCTORS.get(tag)
+    if ctor is None:
+        raise yaml.constructor.ConstructorError(None, None, f"unsupported YAML tag {tag!r}", node.start_mark)
+    return ctor(_CONSTRUCTOR, node)
+
+
+def _flow_scalar(n: yaml.MappingNode, text: str) -> str | None:
+    """YAML 1.2 (Kubernetes) reads `[1.2.3.4, 2001:db8::]` as two strings; PyYAML makes a one-pair mapping
+    `{"2001:db8:": null}` of the second. Recover the plain scalar from the source text in that case."""
+    if len(n.value) != 1 or not text:
+        return None
+    k, v = n.value[0]
+    start, end = n.start_mark.index, n.end_mark.index
+    if not (isinstance(k, yaml.ScalarNode) and isinstance(v, yaml.ScalarNode) and k.style is None
+            and v.tag == _NULL and v.value == "" and 0 <= start < end <= len(text)) or text[start] == "{":
+        return None
+    raw = text[start:end].strip()
+    return raw if raw == k.value + ":" else None
+
+
+def _doc_to_python(node: yaml.Node, lines: dict[str, int], text: str = "") -> Any:
+    count = 0
+
     def conv(n: yaml.Node, path: str) -> Any:
-        if path:
-            lines.setdefault(path, n.start_mark.line + 1)
+        nonlocal count
+        count += 1
+        if count > MAX_NODES:
+            raise _TooBig
+        if isinstance(n, yaml.ScalarNode):
+            return _scalar(n)
         if isinstance(n, yaml.MappingNode):
+            if n.flow_style:
+                flat = _flow_scalar(n, text)
+                if flat is not None:
+                    return flat
             out: dict[str, Any] = {}
+            merged: dict[str, Any] = {}
             for k, v in n.value:
-                key = str(_scalar(k)) if isinstance(k, yaml.ScalarNode) else str(k.value)
+                if k.tag == "tag:yaml.org,2002:merge":  # `<<: *base` or `<<: [*a, *b]` (explicit keys win)
+                    sources = v.value if isinstance(v, yaml.SequenceNode) else [v]
+                    for src in reversed(sources):
+                        value = conv(src, path) if isinstance(src, yaml.MappingNode) else None
+                        if not isinstance(value, dict):
+                            raise yaml.constructor.ConstructorError(None, None, "merge key (<<) needs a mapping",
+                                                                    k.start_mark)
+                        merged.update(value)
+                    continue
+                if not isinstance(k, yaml.ScalarNode):
+                    raise yaml.constructor.ConstructorError(None, None, "mapping keys must be scalars",
+                                                            k.start_mark)
+                kv = _scalar(k)
+                key = "" if kv is None else str(kv).lower() if isinstance(kv, bool) else str(kv)
+                if key in out:
+                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", k.start_mark)
                 child = f"{path}.{key}" if path else key
                 lines[child] = k.start_mark.line + 1
                 out[key] = conv(v, child)
-            return out
+            return {**merged, **out} if merged else out
         if isinstance(n, yaml.SequenceNode):
-            return [conv(v, f"{path}[{i}]") for i, v in enumerate(n.value)]
-        return _scalar(n)  # type: ignore[arg-type]
+            items = []
+            for i, v in enumerate(n.value):
+                child = f"{path}[{i}]"
+                lines[child] = v.start_mark.line + 1
+                items.append(conv(v, child))
+            return items
+        raise yaml.constructor.ConstructorError(None, None, "unsupported YAML node", n.start_mark)
 
     return conv(node, "")
+
+
+def _yaml_error(e: yaml.YAMLError, file: str, fallback_line: int = 0) -> ParseError:
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    line = mark.line + 1 if mark else fallback_line
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    context = getattr(e, "context", None)
+    msg = f"invalid YAML: {problem}" + (f" ({context})" if context and context not in problem else "")
+    return ParseError(msg, file=file, line=line)
+
+
+def _expand(doc: Any, source: Source) -> list[tuple[Any, Source]]:
+    """A `kind: List` (kubectl style) becomes its items; anything else is itself."""
+    if isinstance(doc, dict) and doc.get("kind") == "List" and isinstance(doc.get("items"), list):
+        out = []
+        for i, item in enumerate(doc["items"]):
+            prefix = f"items[{i}]"
+            sub = {k[len(prefix) + 1:]: v for k, v in source.lines.items() if k.startswith(prefix + ".")}
+            out.append((item, Source(source.file, source.lines.get(prefix, source.line), sub)))
+        return out
+    return [(doc, source)]
+
+
+def _compose(text: str, file: str, result: LoadResult) -> Iterator[yaml.Node]:
+    """Document nodes one at a time (keeping memory flat); a syntax error ends the stream as a ParseError.
+
+    libyaml rejects a few plain scalars YAML 1.2 allows (`[2001:db8::]`); on an error the laxer Python
+    parser re-reads the stream, skipping the documents already yielded.
+    """
+    done = 0
+    try:
+        for node in yaml.compose_all(text, Loader=_Loader):
+            done += 1
+            yield node
+        return
+    except yaml.YAMLError:
+        pass
+    except RecursionError:
+        result.errors.append(ParseError("invalid YAML: nesting too deep", file=file))
+        return
+    try:
+        for i, node in enumerate(yaml.compose_all(text, Loader=yaml.SafeLoader)):
+            if i >= done:
+                yield node
+    except yaml.YAMLError as e:
+        result.errors.append(_yaml_error(e, file))
+    except RecursionError:
+        result.errors.append(ParseError("invalid YAML: nesting too deep", file=file))
+
+
+def _parse_json(text: str, file: str) -> LoadResult | None:
+    """A JSON document YAML cannot read (tabs); fields get the document's line. None if not JSON either."""
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return None
+    result = LoadResult()
+    for item, source in _expand(doc, Source(file, 1, {})):
+        try:
+            res = resource_from_dict(item, source)
+        except ParseError as e:
+            result.errors.append(e)
+            continue
+        if kinds.lookup(res.api_version, res.kind) is None:
+            result.unknown.append(res)
+            result.errors.append(ParseError(kinds.explain_unknown(res.api_version, res.kind), file=file, line=1))
+        else:
+            result.resources.append(res)
+    return result
 
 
 def parse_text(text: str, file: str = "<input>") -> LoadResult:
     """Parse a multi-document YAML (or JSON) string."""
     result = LoadResult()
-    try:
-        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = mark.line + 1 if mark else 0
-        problem = getattr(e, "problem", None) or str(e)
-        result.errors.append(ParseError(f"invalid YAML: {problem}", file=file, line=line))
+    if "\x00" in text:
+        result.errors.append(ParseError("not a text file (contains NUL bytes)", file=file))
         return result
+    if text.lstrip().startswith("{") and "\t" in text:
+        json_result = _parse_json(text, file)  # YAML forbids the tab indentation JSON allows
+        if json_result is not None:
+            return json_result
+    nodes = _compose(text, file, result)
+    seen_doc = False
     for node in nodes:
         if node is None:
             continue
+        start = node.start_mark.line + 1
         lines: dict[str, int] = {}
         try:
-            doc = _doc_to_python(node, lines)
+            doc = _doc_to_python(node, lines, text)
         except yaml.YAMLError as e:
-            result.errors.append(ParseError(f"invalid YAML: {e}", file=file, line=node.start_mark.line + 1))
+            result.errors.append(_yaml_error(e, file, start))
             continue
-        start = node.start_mark.line + 1
+        except _TooBig:
+            result.errors.append(ParseError(f"document expands to more than {MAX_NODES} nodes (alias bomb?)",
+                                            file=file, line=start))
+            continue
+        except RecursionError:
+            result.errors.append(ParseError("document nesting too deep", file=file, line=start))
+            continue
         if doc is None:
             continue
-        try:
-            result.resources.append(resource_from_dict(doc, Source(file, start, lines)))
-        except ParseError as e:
-            result.errors.append(e)
+        seen_doc = True
+        for item, source in _expand(doc, Source(file, start, lines)):
+            try:
+                res = resource_from_dict(item, source)
+            except ParseError as e:
+                result.errors.append(e)
+                continue
+            if kinds.lookup(res.api_version, res.kind) is None:
+                result.unknown.append(res)
+                result.errors.append(ParseError(f"{kinds.explain_unknown(res.api_version, res.kind)}"
+                                                f" ({res.kind} {res.name})", file=file, line=source.line))
+            else:
+                result.resources.append(res)
+    if not seen_doc and not result.errors:
+        result.errors.append(ParseError("file is empty (no YAML documents)", file=file, line=1 if text else 0))
     return result
 
 
@@ -100,6 +279,7 @@ def resource_from_dict(doc: Any, source: Source = Source()) -> Resource:
         spec = {}
     labels = meta.get("labels") or {}
     annotations = meta.get("annotations") or {}
+    generation = meta.get("generation")
     return Resource(
         api_version=api_version,
         kind=kind,
@@ -110,7 +290,7 @@ def resource_from_dict(doc: Any, source: Source = Source()) -> Resource:
         annotations={str(k): str(v) for k, v in annotations.items()} if isinstance(annotations, dict) else {},
         source=source,
         raw=doc,
-        generation=int(meta.get("generation") or 0) if str(meta.get("generation") or "0").isdigit() else 0,
+        generation=generation if isinstance(generation, int) and not isinstance(generation, bool) else 0,
     )
 
 
@@ -126,27 +306,62 @@ def iter_files(path: str) -> Iterable[str]:
         yield path
 
 
-def load_file(path: str) -> LoadResult:
-    """Parse one file."""
+def load_file(path: str, max_bytes: int = MAX_FILE_BYTES) -> LoadResult:
+    """Parse one file (refusing files over max_bytes and binary files with a clear error)."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except UnicodeDecodeError:
-        return LoadResult(errors=[ParseError("not a text file (invalid UTF-8)", file=path)])
+        size = os.path.getsize(path)
+        if size > max_bytes:
+            return LoadResult(errors=[ParseError(
+                f"file too large ({size} bytes; the limit is {max_bytes} bytes)", file=path)])
+        with open(path, "rb") as fh:
+            data = fh.read(max_bytes + 1)
     except OSError as e:
-        return LoadResult(errors=[ParseError(f"cannot read: {e.strerror}", file=path)])
+        return LoadResult(errors=[ParseError(f"cannot read: {e.strerror or e}", file=path)])
+    if len(data) > max_bytes:
+        return LoadResult(errors=[ParseError(f"file too large (over {max_bytes} bytes)", file=path)])
+    if b"\x00" in data:
+        return LoadResult(errors=[ParseError("not a text file (contains NUL bytes)", file=path)])
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        return LoadResult(errors=[ParseError("not a text file (invalid UTF-8)", file=path, line=line)])
     return parse_text(text, path)
 
 
+def find_duplicates(resources: list[Resource]) -> list[ParseError]:
+    """An error for every resource whose kind/namespace/name was already defined earlier in the input."""
+    first: dict[tuple[str, str, str, str], Resource] = {}
+    errors: list[ParseError] = []
+    for r in resources:
+        k = (r.group, r.kind, r.namespace, r.name)
+        if k in first:
+            prev = first[k].source
+            errors.append(ParseError(f"duplicate resource {r.key} (first defined at {prev.file}:{prev.line})",
+                                     file=r.source.file, line=r.source.line))
+        else:
+            first[k] = r
+    return errors
+
+
 def load_paths(paths: Iterable[str]) -> LoadResult:
-    """Parse every file named or found under the given paths."""
+    """Parse every file named or found under the given paths; duplicates after the first are reported."""
     result = LoadResult()
     for p in paths:
         if not os.path.exists(p):
             result.errors.append(ParseError("no such file or directory", file=p))
             continue
         for f in iter_files(p):
-            r = load_file(f)
-            result.resources.extend(r.resources)
-            result.errors.extend(r.errors)
+            result.extend(load_file(f))
+    dups = find_duplicates(result.resources)
+    if dups:
+        result.errors.extend(dups)
+        seen: set[tuple[str, str, str, str]] = set()
+        kept = []
+        for r in result.resources:
+            k = (r.group, r.kind, r.namespace, r.name)
+            if k not in seen:
+                seen.add(k)
+                kept.append(r)
+        result.resources = kept
     return result

@@ -1,0 +1,91 @@
+"""The registry of kinds sailmesh understands: group, kind, served versions, namespaced or not."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class KindInfo:
+    """One known kind: its API group ("" for core), served versions, and scope."""
+
+    group: str
+    kind: str
+    versions: tuple[str, ...]
+    namespaced: bool = True
+    istio_crd: bool = False  # validated against Istio's CRD schema
+
+    def api_versions(self) -> tuple[str, ...]:
+        return tuple(f"{self.group}/{v}" if self.group else v for v in self.versions)
+
+
+NETWORKING = "networking.istio.io"
+SECURITY = "security.istio.io"
+TELEMETRY = "telemetry.istio.io"
+EXTENSIONS = "extensions.istio.io"
+LOCAL = "local.sailmesh.io"
+_NET3 = ("v1alpha3", "v1beta1", "v1")
+
+KINDS: tuple[KindInfo, ...] = (
+    KindInfo(NETWORKING, "VirtualService", _NET3, istio_crd=True),
+    KindInfo(NETWORKING, "DestinationRule", _NET3, istio_crd=True),
+    KindInfo(NETWORKING, "Gateway", _NET3, istio_crd=True),
+    KindInfo(NETWORKING, "ServiceEntry", _NET3, istio_crd=True),
+    KindInfo(NETWORKING, "Sidecar", _NET3, istio_crd=True),
+    KindInfo(NETWORKING, "WorkloadEntry", _NET3, istio_crd=True),
+    KindInfo(NETWORKING, "WorkloadGroup", _NET3, istio_crd=True),
+    KindInfo(NETWORKING, "EnvoyFilter", ("v1alpha3",), istio_crd=True),
+    KindInfo(NETWORKING, "ProxyConfig", ("v1beta1",), istio_crd=True),
+    KindInfo(SECURITY, "PeerAuthentication", ("v1beta1", "v1"), istio_crd=True),
+    KindInfo(SECURITY, "AuthorizationPolicy", ("v1beta1", "v1"), istio_crd=True),
+    KindInfo(SECURITY, "RequestAuthentication", ("v1beta1", "v1"), istio_crd=True),
+    KindInfo(TELEMETRY, "Telemetry", ("v1alpha1", "v1"), istio_crd=True),
+    KindInfo(EXTENSIONS, "WasmPlugin", ("v1alpha1",), istio_crd=True),
+    KindInfo("", "Service", ("v1",)),
+    KindInfo("", "Namespace", ("v1",), namespaced=False),
+    KindInfo("", "ServiceAccount", ("v1",)),
+    KindInfo("", "Pod", ("v1",)),
+    KindInfo("", "ConfigMap", ("v1",)),
+    KindInfo("", "Secret", ("v1",)),
+    KindInfo("apps", "Deployment", ("v1",)),
+    KindInfo(LOCAL, "LocalWorkload", ("v1alpha1",)),
+)
+
+_BY_GROUP_KIND: dict[tuple[str, str], KindInfo] = {(k.group, k.kind): k for k in KINDS}
+_BY_KIND: dict[str, list[KindInfo]] = {}
+for _k in KINDS:
+    _BY_KIND.setdefault(_k.kind, []).append(_k)
+
+
+def split_api_version(api_version: str) -> tuple[str, str]:
+    """("networking.istio.io", "v1") from "networking.istio.io/v1"; ("", "v1") from "v1"."""
+    group, _, version = api_version.rpartition("/")
+    return group, version
+
+
+def lookup(api_version: str, kind: str) -> KindInfo | None:
+    """The KindInfo for an apiVersion + kind when that version is served, else None."""
+    group, version = split_api_version(api_version)
+    info = _BY_GROUP_KIND.get((group, kind))
+    return info if info is not None and version in info.versions else None
+
+
+def explain_unknown(api_version: str, kind: str) -> str:
+    """Why an apiVersion/kind pair is not accepted, naming what would be."""
+    group, version = split_api_version(api_version)
+    info = _BY_GROUP_KIND.get((group, kind))
+    if info is not None:
+        return (f"unknown version {version!r} for {kind} in group {group or 'core'!r}; "
+                f"served: {', '.join(info.api_versions())}")
+    others = _BY_KIND.get(kind)
+    if others:
+        return (f"unknown kind {kind!r} in group {group or 'core'!r} (apiVersion {api_version!r}); sailmesh serves "
+                f"{kind} only as {', '.join(others[0].api_versions())}")
+    return f"unknown kind {kind!r} (apiVersion {api_version!r})"
+
+
+def is_namespaced(kind: str) -> bool:
+    """Whether a kind lives in a namespace (unknown kinds are assumed namespaced)."""
+    infos = _BY_KIND.get(kind)
+    return infos[0].namespaced if infos else kind not in {"CustomResourceDefinition", "ClusterRole",
+                                                          "ClusterRoleBinding"}

@@ -1,0 +1,508 @@
+"""Typed networking.istio.io models: VirtualService, DestinationRule, Gateway, ServiceEntry, Sidecar, Workload*.
+
+Field names follow Istio's API (snake_case attributes, camelCase on the wire). Unset fields are None; Istio's
+documented defaults are exposed as methods/properties (`effective_retries()`, `effective_export_to`, ...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sailmesh.api.models.base import Duration, Model, Percent, wire
+from sailmesh.api.rules.common import compile_regex
+
+# Istio mesh defaults (MeshConfig.defaultHttpRetryPolicy when unset): 2 attempts on these conditions.
+DEFAULT_RETRY_ATTEMPTS = 2
+DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+DEFAULT_EXPORT_TO = ("*",)
+
+
+@dataclass(frozen=True)
+class StringMatch(Model):
+    exact: str | None = None
+    prefix: str | None = None
+    regex: str | None = None
+
+    def matches(self, value: str) -> bool:
+        """Envoy semantics: exact equality, prefix, or a full RE2 match for regex; an empty match matches all."""
+        if self.exact is not None:
+            return value == self.exact
+        if self.prefix is not None:
+            return value.startswith(self.prefix)
+        if self.regex is not None:
+            return compile_regex(self.regex).fullmatch(value) is not None
+        return True
+
+
+@dataclass(frozen=True)
+class PortSelector(Model):
+    number: int | None = None
+
+
+@dataclass(frozen=True)
+class Destination(Model):
+    host: str | None = None
+    subset: str | None = None
+    port: PortSelector | None = None
+
+
+@dataclass(frozen=True)
+class HeaderOperations(Model):
+    set: Mapping[str, str] | None = None
+    add: Mapping[str, str] | None = None
+    remove: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Headers(Model):
+    request: HeaderOperations | None = None
+    response: HeaderOperations | None = None
+
+
+@dataclass(frozen=True)
+class HTTPRouteDestination(Model):
+    destination: Destination | None = None
+    weight: int | None = None
+    headers: Headers | None = None
+
+
+@dataclass(frozen=True)
+class RouteDestination(Model):
+    destination: Destination | None = None
+    weight: int | None = None
+
+
+@dataclass(frozen=True)
+class HTTPMatchRequest(Model):
+    name: str | None = None
+    uri: StringMatch | None = None
+    scheme: StringMatch | None = None
+    method: StringMatch | None = None
+    authority: StringMatch | None = None
+    headers: Mapping[str, StringMatch] | None = None
+    port: int | None = None
+    source_labels: Mapping[str, str] | None = None
+    gateways: tuple[str, ...] | None = None
+    query_params: Mapping[str, StringMatch] | None = None
+    ignore_uri_case: bool | None = None
+    without_headers: Mapping[str, StringMatch] | None = None
+    source_namespace: str | None = None
+    stat_prefix: str | None = None
+
+
+@dataclass(frozen=True)
+class HTTPRetry(Model):
+    attempts: int | None = None
+    per_try_timeout: Duration | None = None
+    retry_on: str | None = None
+    retry_remote_localities: bool | None = None
+
+
+@dataclass(frozen=True)
+class Delay(Model):
+    fixed_delay: Duration | None = None
+    percentage: Percent | None = None
+    percent: Percent | None = None
+
+
+@dataclass(frozen=True)
+class Abort(Model):
+    http_status: int | None = None
+    grpc_status: str | None = None
+    percentage: Percent | None = None
+
+
+@dataclass(frozen=True)
+class HTTPFaultInjection(Model):
+    delay: Delay | None = None
+    abort: Abort | None = None
+
+
+@dataclass(frozen=True)
+class HTTPRewrite(Model):
+    uri: str | None = None
+    authority: str | None = None
+    uri_regex_rewrite: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class HTTPRedirect(Model):
+    uri: str | None = None
+    authority: str | None = None
+    port: int | None = None
+    derive_port: str | None = None
+    scheme: str | None = None
+    redirect_code: int | None = None
+
+    @property
+    def effective_code(self) -> int:
+        return self.redirect_code or 301  # Istio: default 301 Moved Permanently
+
+
+@dataclass(frozen=True)
+class HTTPDirectResponse(Model):
+    status: int | None = None
+    body: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class CorsPolicy(Model):
+    allow_origins: tuple[StringMatch, ...] | None = None
+    allow_methods: tuple[str, ...] | None = None
+    allow_headers: tuple[str, ...] | None = None
+    expose_headers: tuple[str, ...] | None = None
+    max_age: Duration | None = None
+    allow_credentials: bool | None = None
+    unmatched_preflights: str | None = None
+
+
+@dataclass(frozen=True)
+class HTTPMirrorPolicy(Model):
+    destination: Destination | None = None
+    percentage: Percent | None = None
+
+
+@dataclass(frozen=True)
+class Delegate(Model):
+    name: str | None = None
+    namespace: str | None = None
+
+
+@dataclass(frozen=True)
+class HTTPRoute(Model):
+    name: str | None = None
+    match: tuple[HTTPMatchRequest, ...] | None = None
+    route: tuple[HTTPRouteDestination, ...] | None = None
+    redirect: HTTPRedirect | None = None
+    direct_response: HTTPDirectResponse | None = None
+    delegate: Delegate | None = None
+    rewrite: HTTPRewrite | None = None
+    timeout: Duration | None = None
+    retries: HTTPRetry | None = None
+    fault: HTTPFaultInjection | None = None
+    mirror: Destination | None = None
+    mirrors: tuple[HTTPMirrorPolicy, ...] | None = None
+    mirror_percentage: Percent | None = None
+    mirror_percent: Percent | None = None
+    cors_policy: CorsPolicy | None = None
+    headers: Headers | None = None
+
+    def effective_retries(self) -> HTTPRetry:
+        """Istio's default when `retries` is unset: 2 attempts on the mesh's default conditions."""
+        r = self.retries
+        if r is None:
+            return HTTPRetry(attempts=DEFAULT_RETRY_ATTEMPTS, retry_on=DEFAULT_RETRY_ON)
+        return r
+
+    def weights(self) -> tuple[int, ...]:
+        """Destination weights with Istio's rule: a single destination without a weight gets 100."""
+        routes = self.route or ()
+        if len(routes) == 1 and routes[0].weight is None:
+            return (100,)
+        return tuple(r.weight or 0 for r in routes)
+
+
+@dataclass(frozen=True)
+class L4MatchAttributes(Model):
+    destination_subnets: tuple[str, ...] | None = None
+    port: int | None = None
+    source_labels: Mapping[str, str] | None = None
+    gateways: tuple[str, ...] | None = None
+    source_namespace: str | None = None
+
+
+@dataclass(frozen=True)
+class TLSMatchAttributes(Model):
+    sni_hosts: tuple[str, ...] | None = None
+    destination_subnets: tuple[str, ...] | None = None
+    port: int | None = None
+    source_labels: Mapping[str, str] | None = None
+    gateways: tuple[str, ...] | None = None
+    source_namespace: str | None = None
+
+
+@dataclass(frozen=True)
+class TCPRoute(Model):
+    match: tuple[L4MatchAttributes, ...] | None = None
+    route: tuple[RouteDestination, ...] | None = None
+
+
+@dataclass(frozen=True)
+class TLSRoute(Model):
+    match: tuple[TLSMatchAttributes, ...] | None = None
+    route: tuple[RouteDestination, ...] | None = None
+
+
+@dataclass(frozen=True)
+class VirtualService(Model):
+    hosts: tuple[str, ...] | None = None
+    gateways: tuple[str, ...] | None = None
+    http: tuple[HTTPRoute, ...] | None = None
+    tls: tuple[TLSRoute, ...] | None = None
+    tcp: tuple[TCPRoute, ...] | None = None
+    export_to: tuple[str, ...] | None = None
+
+    @property
+    def effective_gateways(self) -> tuple[str, ...]:
+        return self.gateways or ("mesh",)  # Istio: no gateways = the reserved "mesh" (all sidecars)
+
+    @property
+    def effective_export_to(self) -> tuple[str, ...]:
+        return self.export_to or DEFAULT_EXPORT_TO
+
+    @property
+    def is_delegate(self) -> bool:
+        return not self.hosts
+
+
+# ---------------------------------------------------------------- DestinationRule
+
+@dataclass(frozen=True)
+class ConnectionPoolTCP(Model):
+    max_connections: int | None = None
+    connect_timeout: Duration | None = None
+    tcp_keepalive: Mapping[str, Any] | None = None
+    max_connection_duration: Duration | None = None
+    idle_timeout: Duration | None = None
+
+
+@dataclass(frozen=True)
+class ConnectionPoolHTTP(Model):
+    http1_max_pending_requests: int | None = wire("http1MaxPendingRequests")
+    http2_max_requests: int | None = wire("http2MaxRequests")
+    max_requests_per_connection: int | None = None
+    max_retries: int | None = None
+    idle_timeout: Duration | None = None
+    h2_upgrade_policy: str | None = wire("h2UpgradePolicy")
+    use_client_protocol: bool | None = None
+    max_concurrent_streams: int | None = None
+    http2_keep_alive: Mapping[str, Any] | None = wire("http2KeepAlive")
+
+
+@dataclass(frozen=True)
+class ConnectionPoolSettings(Model):
+    tcp: ConnectionPoolTCP | None = None
+    http: ConnectionPoolHTTP | None = None
+
+
+@dataclass(frozen=True)
+class OutlierDetection(Model):
+    consecutive_errors: int | None = None  # deprecated
+    consecutive_5xx_errors: int | None = wire("consecutive5xxErrors")
+    consecutive_gateway_errors: int | None = None
+    consecutive_local_origin_failures: int | None = None
+    split_external_local_origin_errors: bool | None = None
+    interval: Duration | None = None
+    base_ejection_time: Duration | None = None
+    max_ejection_percent: int | None = None
+    min_health_percent: int | None = None
+
+
+@dataclass(frozen=True)
+class LoadBalancerSettings(Model):
+    simple: str | None = None
+    consistent_hash: Mapping[str, Any] | None = None
+    locality_lb_setting: Mapping[str, Any] | None = None
+    warmup_duration_secs: Duration | None = None
+    warmup: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ClientTLSSettings(Model):
+    mode: str | None = None
+    client_certificate: str | None = None
+    private_key: str | None = None
+    ca_certificates: str | None = None
+    credential_name: str | None = None
+    subject_alt_names: tuple[str, ...] | None = None
+    sni: str | None = None
+    insecure_skip_verify: bool | None = None
+
+
+@dataclass(frozen=True)
+class PortTrafficPolicy(Model):
+    port: PortSelector | None = None
+    load_balancer: LoadBalancerSettings | None = None
+    connection_pool: ConnectionPoolSettings | None = None
+    outlier_detection: OutlierDetection | None = None
+    tls: ClientTLSSettings | None = None
+
+
+@dataclass(frozen=True)
+class TrafficPolicy(Model):
+    load_balancer: LoadBalancerSettings | None = None
+    connection_pool: ConnectionPoolSettings | None = None
+    outlier_detection: OutlierDetection | None = None
+    tls: ClientTLSSettings | None = None
+    port_level_settings: tuple[PortTrafficPolicy, ...] | None = None
+    tunnel: Mapping[str, Any] | None = None
+    proxy_protocol: Mapping[str, Any] | None = None
+
+    def merged_under(self, child: TrafficPolicy | None) -> TrafficPolicy:
+        """Istio's subset inheritance: each top-level setting the subset sets replaces the parent's."""
+        if child is None:
+            return self
+        pick = {f: getattr(child, f) if getattr(child, f) is not None else getattr(self, f)
+                for f in ("load_balancer", "connection_pool", "outlier_detection", "tls", "port_level_settings",
+                          "tunnel", "proxy_protocol")}
+        return TrafficPolicy(**pick, extra={**self.extra, **child.extra})
+
+
+@dataclass(frozen=True)
+class Subset(Model):
+    name: str | None = None
+    labels: Mapping[str, str] | None = None
+    traffic_policy: TrafficPolicy | None = None
+
+
+@dataclass(frozen=True)
+class WorkloadSelector(Model):
+    match_labels: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class DestinationRule(Model):
+    host: str | None = None
+    traffic_policy: TrafficPolicy | None = None
+    subsets: tuple[Subset, ...] | None = None
+    export_to: tuple[str, ...] | None = None
+    workload_selector: WorkloadSelector | None = None
+
+    @property
+    def effective_export_to(self) -> tuple[str, ...]:
+        return self.export_to or DEFAULT_EXPORT_TO
+
+    def subset(self, name: str) -> Subset | None:
+        return next((s for s in self.subsets or () if s.name == name), None)
+
+    def subset_policy(self, name: str) -> TrafficPolicy | None:
+        """The traffic policy a subset gets: its own settings over the rule's (Istio inheritance)."""
+        s = self.subset(name)
+        parent = self.traffic_policy
+        if s is None:
+            return parent
+        if parent is None:
+            return s.traffic_policy
+        return parent.merged_under(s.traffic_policy)
+
+
+# ---------------------------------------------------------------- Gateway
+
+@dataclass(frozen=True)
+class Port(Model):
+    number: int | None = None
+    protocol: str | None = None
+    name: str | None = None
+    target_port: int | None = None
+
+
+@dataclass(frozen=True)
+class ServerTLSSettings(Model):
+    https_redirect: bool | None = None
+    mode: str | None = None
+    server_certificate: str | None = None
+    private_key: str | None = None
+    ca_certificates: str | None = None
+    credential_name: str | None = None
+    credential_names: tuple[str, ...] | None = None
+    subject_alt_names: tuple[str, ...] | None = None
+    min_protocol_version: str | None = None
+    max_protocol_version: str | None = None
+    cipher_suites: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Server(Model):
+    port: Port | None = None
+    bind: str | None = None
+    hosts: tuple[str, ...] | None = None
+    tls: ServerTLSSettings | None = None
+    default_endpoint: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class Gateway(Model):
+    servers: tuple[Server, ...] | None = None
+    selector: Mapping[str, str] | None = None
+
+
+# ---------------------------------------------------------------- ServiceEntry / Workload*
+
+@dataclass(frozen=True)
+class WorkloadEntry(Model):
+    address: str | None = None
+    ports: Mapping[str, int] | None = None
+    labels: Mapping[str, str] | None = None
+    network: str | None = None
+    locality: str | None = None
+    weight: int | None = None
+    service_account: str | None = None
+
+
+@dataclass(frozen=True)
+class EntryWorkloadSelector(Model):
+    labels: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class ServiceEntry(Model):
+    hosts: tuple[str, ...] | None = None
+    addresses: tuple[str, ...] | None = None
+    ports: tuple[Port, ...] | None = None
+    location: str | None = None
+    resolution: str | None = None
+    endpoints: tuple[WorkloadEntry, ...] | None = None
+    workload_selector: EntryWorkloadSelector | None = None
+    export_to: tuple[str, ...] | None = None
+    subject_alt_names: tuple[str, ...] | None = None
+
+    @property
+    def effective_resolution(self) -> str:
+        return self.resolution or "NONE"
+
+    @property
+    def effective_location(self) -> str:
+        return self.location or "MESH_EXTERNAL"
+
+    @property
+    def effective_export_to(self) -> tuple[str, ...]:
+        return self.export_to or DEFAULT_EXPORT_TO
+
+
+@dataclass(frozen=True)
+class WorkloadGroup(Model):
+    metadata: Mapping[str, Any] | None = None
+    template: WorkloadEntry | None = None
+    probe: Mapping[str, Any] | None = None
+
+
+# ---------------------------------------------------------------- Sidecar
+
+@dataclass(frozen=True)
+class IstioEgressListener(Model):
+    port: Port | None = None
+    bind: str | None = None
+    capture_mode: str | None = None
+    hosts: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class IstioIngressListener(Model):
+    port: Port | None = None
+    bind: str | None = None
+    capture_mode: str | None = None
+    default_endpoint: str | None = None
+    tls: ServerTLSSettings | None = None
+    connection_pool: ConnectionPoolSettings | None = None
+
+
+@dataclass(frozen=True)
+class Sidecar(Model):
+    workload_selector: EntryWorkloadSelector | None = None
+    ingress: tuple[IstioIngressListener, ...] | None = None
+    egress: tuple[IstioEgressListener, ...] | None = None
+    outbound_traffic_policy: Mapping[str, Any] | None = None
+    inbound_connection_pool: ConnectionPoolSettings | None = None

@@ -1,0 +1,149 @@
+"""Typed security.istio.io models: PeerAuthentication, AuthorizationPolicy, RequestAuthentication."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sailmesh.api.models.base import Duration, Model, wire
+from sailmesh.api.models.networking import WorkloadSelector
+
+
+@dataclass(frozen=True)
+class PolicyTargetReference(Model):
+    group: str | None = None
+    kind: str | None = None
+    name: str | None = None
+    namespace: str | None = None
+
+
+@dataclass(frozen=True)
+class MutualTLS(Model):
+    mode: str | None = None
+
+
+@dataclass(frozen=True)
+class PeerAuthentication(Model):
+    selector: WorkloadSelector | None = None
+    mtls: MutualTLS | None = None
+    port_level_mtls: Mapping[str, MutualTLS] | None = None
+
+    @property
+    def effective_mode(self) -> str:
+        """UNSET inherits from the parent scope; sailmesh's mesh root default is PERMISSIVE (as Istio's)."""
+        return (self.mtls.mode if self.mtls and self.mtls.mode else None) or "UNSET"
+
+
+@dataclass(frozen=True)
+class Source(Model):
+    principals: tuple[str, ...] | None = None
+    not_principals: tuple[str, ...] | None = None
+    request_principals: tuple[str, ...] | None = None
+    not_request_principals: tuple[str, ...] | None = None
+    namespaces: tuple[str, ...] | None = None
+    not_namespaces: tuple[str, ...] | None = None
+    service_accounts: tuple[str, ...] | None = None
+    not_service_accounts: tuple[str, ...] | None = None
+    ip_blocks: tuple[str, ...] | None = None
+    not_ip_blocks: tuple[str, ...] | None = None
+    remote_ip_blocks: tuple[str, ...] | None = None
+    not_remote_ip_blocks: tuple[str, ...] | None = None
+    trust_domains: tuple[str, ...] | None = None
+    not_trust_domains: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Operation(Model):
+    hosts: tuple[str, ...] | None = None
+    not_hosts: tuple[str, ...] | None = None
+    ports: tuple[str, ...] | None = None
+    not_ports: tuple[str, ...] | None = None
+    methods: tuple[str, ...] | None = None
+    not_methods: tuple[str, ...] | None = None
+    paths: tuple[str, ...] | None = None
+    not_paths: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class RuleFrom(Model):
+    source: Source | None = None
+
+
+@dataclass(frozen=True)
+class RuleTo(Model):
+    operation: Operation | None = None
+
+
+@dataclass(frozen=True)
+class Condition(Model):
+    key: str | None = None
+    values: tuple[str, ...] | None = None
+    not_values: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Rule(Model):
+    from_: tuple[RuleFrom, ...] | None = wire("from")
+    to: tuple[RuleTo, ...] | None = None
+    when: tuple[Condition, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ExtensionProvider(Model):
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class AuthorizationPolicy(Model):
+    selector: WorkloadSelector | None = None
+    target_ref: PolicyTargetReference | None = None
+    target_refs: tuple[PolicyTargetReference, ...] | None = None
+    rules: tuple[Rule, ...] | None = None
+    action: str | None = None
+    provider: ExtensionProvider | None = None
+
+    @property
+    def effective_action(self) -> str:
+        return self.action or "ALLOW"
+
+
+@dataclass(frozen=True)
+class JWTHeader(Model):
+    name: str | None = None
+    prefix: str | None = None
+
+
+@dataclass(frozen=True)
+class ClaimToHeader(Model):
+    header: str | None = None
+    claim: str | None = None
+
+
+@dataclass(frozen=True)
+class JWTRule(Model):
+    issuer: str | None = None
+    audiences: tuple[str, ...] | None = None
+    jwks_uri: str | None = None
+    jwks: str | None = None
+    from_headers: tuple[JWTHeader, ...] | None = None
+    from_params: tuple[str, ...] | None = None
+    from_cookies: tuple[str, ...] | None = None
+    output_payload_to_header: str | None = None
+    forward_original_token: bool | None = None
+    output_claim_to_headers: tuple[ClaimToHeader, ...] | None = None
+    space_delimited_claims: tuple[str, ...] | None = None
+    timeout: Duration | None = None
+    presence: str | None = None
+
+    @property
+    def effective_from_headers(self) -> tuple[JWTHeader, ...]:
+        """Istio default: `Authorization: Bearer <token>` (and the access_token query parameter)."""
+        return self.from_headers or (JWTHeader(name="Authorization", prefix="Bearer "),)
+
+
+@dataclass(frozen=True)
+class RequestAuthentication(Model):
+    selector: WorkloadSelector | None = None
+    target_ref: PolicyTargetReference | None = None
+    target_refs: tuple[PolicyTargetReference, ...] | None = None
+    jwt_rules: tuple[JWTRule, ...] | None = None

@@ -1,0 +1,1 @@
+"""Istio's Go-side validation semantics (beyond the CRD schema), one module per API group."""
