@@ -1,0 +1,138 @@
+"""What analyzers see: every resource by kind, mesh config, and Istio's host/namespace/selector rules."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sailmesh.api.resource import Resource
+
+DOMAIN_SUFFIX = "cluster.local"
+DEFAULT_ROOT_NAMESPACE = "istio-system"
+
+
+def fqdn(host: str, namespace: str) -> str:
+    """Istio's short-name rule: `reviews` in namespace default is `reviews.default.svc.cluster.local`."""
+    if not host or host == "*" or "." in host or host.startswith("*"):
+        return host
+    return f"{host}.{namespace}.svc.{DOMAIN_SUFFIX}"
+
+
+def host_matches(pattern: str, host: str) -> bool:
+    """Whether a (possibly wildcard) host pattern covers a concrete or wildcard host (Istio host.Name.Matches)."""
+    if pattern == host or pattern == "*":
+        return True
+    if pattern.startswith("*"):
+        suffix = pattern[1:]
+        if host.startswith("*"):
+            return host[1:].endswith(suffix)
+        return host.endswith(suffix)
+    return False
+
+
+def hosts_overlap(a: str, b: str) -> bool:
+    """Either host pattern covers the other."""
+    return host_matches(a, b) or host_matches(b, a)
+
+
+def selector_matches(selector: Mapping[str, str] | None, labels: Mapping[str, str]) -> bool:
+    """Kubernetes equality selector: every key/value present in labels (empty selects all)."""
+    return all(labels.get(k) == str(v) for k, v in (selector or {}).items())
+
+
+def export_to(res: Resource) -> list[str]:
+    """The resource's exportTo list, `*` when unset."""
+    val = res.spec.get("exportTo") if isinstance(res.spec, Mapping) else None
+    return [str(v) for v in val] if isinstance(val, list) and val else ["*"]
+
+
+def visible_in(res: Resource, namespace: str) -> bool:
+    """Istio's exportTo rule: `*` everywhere, `.` own namespace, else the named namespaces."""
+    for e in export_to(res):
+        if e == "*" or e == namespace or (e == "." and res.namespace == namespace):
+            return True
+    return False
+
+
+@dataclass
+class ServiceInfo:
+    """A service host known to the mesh (Kubernetes Service or ServiceEntry host)."""
+
+    host: str
+    namespace: str
+    ports: list[dict[str, Any]]
+    resource: Resource
+
+
+@dataclass
+class Context:
+    """Indexed view of the input resources plus mesh config."""
+
+    resources: list[Resource]
+    mesh_config: Mapping[str, Any] = field(default_factory=dict)
+    mesh_networks: Mapping[str, Any] = field(default_factory=dict)
+    by_kind: dict[str, list[Resource]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.by_kind = defaultdict(list)
+        for r in self.resources:
+            self.by_kind[r.kind].append(r)
+
+    @property
+    def root_namespace(self) -> str:
+        return str(self.mesh_config.get("rootNamespace") or DEFAULT_ROOT_NAMESPACE)
+
+    def of(self, *kinds: str) -> list[Resource]:
+        """Resources of the given kinds, in input order."""
+        out: list[Resource] = []
+        for k in kinds:
+            out.extend(self.by_kind.get(k, []))
+        return out
+
+    def get(self, kind: str, namespace: str, name: str) -> Resource | None:
+        for r in self.by_kind.get(kind, []):
+            if r.name == name and r.namespace == namespace:
+                return r
+        return None
+
+    def namespaces(self) -> set[str]:
+        """Every namespace mentioned: Namespace objects plus namespaces of namespaced resources."""
+        out = {r.name for r in self.of("Namespace")}
+        out.update(r.namespace for r in self.resources if r.namespace)
+        return out
+
+    def pods(self) -> list[Resource]:
+        return self.of("Pod")
+
+    def pods_matching(self, namespace: str | None, selector: Mapping[str, str] | None) -> list[Resource]:
+        """Pods in namespace (any when None) whose labels match the selector."""
+        return [
+            p for p in self.pods() if (namespace is None or p.namespace == namespace) and selector_matches(selector, p.labels)
+        ]
+
+    def services(self) -> Iterator[ServiceInfo]:
+        """Kubernetes Services (as FQDN) and every ServiceEntry host."""
+        for s in self.of("Service"):
+            ports = s.spec.get("ports") or []
+            yield ServiceInfo(f"{s.name}.{s.namespace}.svc.{DOMAIN_SUFFIX}", s.namespace, list(ports), s)
+        for se in self.of("ServiceEntry"):
+            for h in se.spec.get("hosts") or []:
+                yield ServiceInfo(fqdn(str(h), se.namespace), se.namespace, list(se.spec.get("ports") or []), se)
+
+    def services_visible(self, namespace: str) -> list[ServiceInfo]:
+        """Services a resource in `namespace` can see (ServiceEntry exportTo honoured)."""
+        return [s for s in self.services() if s.resource.kind == "Service" or visible_in(s.resource, namespace)]
+
+    def find_service(self, host: str, namespace: str) -> list[ServiceInfo]:
+        """Services visible from namespace that a (resolved) host refers to."""
+        full = fqdn(host, namespace)
+        return [s for s in self.services_visible(namespace) if hosts_overlap(full, s.host)]
+
+
+def group_by(items: Iterable[Any], key: Any) -> dict[Any, list[Any]]:
+    out: dict[Any, list[Any]] = defaultdict(list)
+    for i in items:
+        out[key(i)].append(i)
+    return out

@@ -1,0 +1,68 @@
+"""The list of analyzers `sailmesh analyze` runs, and the entry point that runs them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sailmesh.analysis.analyzer import Analyzer
+from sailmesh.analysis.analyzers import gateway, selectors, virtualservice
+from sailmesh.analysis.context import Context
+from sailmesh.analysis.defaults import default_resources, is_default
+from sailmesh.analysis.diagnostic import Diagnostic
+from sailmesh.api.resource import Resource
+
+ANALYZERS: list[Analyzer] = [
+    virtualservice.DestinationHostAnalyzer(),
+    virtualservice.DestinationRuleAnalyzer(),
+    virtualservice.GatewayAnalyzer(),
+    virtualservice.ConflictingMeshGatewayHostsAnalyzer(),
+    virtualservice.JWTClaimRouteAnalyzer(),
+    gateway.IngressGatewayPortAnalyzer(),
+    gateway.SecretAnalyzer(),
+    gateway.CertificateAnalyzer(),
+    gateway.ConflictingGatewayAnalyzer(),
+    selectors.SidecarSelectorAnalyzer(),
+    selectors.TelemetrySelectorAnalyzer(),
+    selectors.TelemetryDefaultSelectorAnalyzer(),
+]
+
+
+def by_name(name: str) -> Analyzer | None:
+    """The analyzer with Istio's name (`virtualservice.GatewayAnalyzer`), or None."""
+    for a in ANALYZERS:
+        if a.name == name:
+            return a
+    return None
+
+
+def analyze(
+    resources: list[Resource],
+    mesh_config: Mapping[str, Any] | None = None,
+    analyzers: Iterable[Analyzer] | None = None,
+    mesh_networks: Mapping[str, Any] | None = None,
+    include_defaults: bool = True,
+) -> list[Diagnostic]:
+    """Run analyzers over resources; messages are de-duplicated and sorted as istioctl prints them.
+
+    Like istioctl analyze without a cluster, Istio's default ingress gateway Pod and Service are assumed
+    present (messages about those defaults themselves are dropped).
+    """
+    extra = default_resources(resources) if include_defaults else []
+    ctx = Context([*resources, *extra], dict(mesh_config or {}), dict(mesh_networks or {}))
+    seen: set[tuple[str, str, str]] = set()
+    out: list[Diagnostic] = []
+    for a in ANALYZERS if analyzers is None else analyzers:
+        for d in a.analyze(ctx):
+            k = (d.code, d.origin, d.message)
+            if d.resource is not None and is_default(d.resource):
+                continue
+            if k not in seen:
+                seen.add(k)
+                out.append(d)
+    out.sort(key=lambda d: (-_rank(d.level), d.origin, d.code, d.message))
+    return out
+
+
+def _rank(level: str) -> int:
+    return {"Error": 2, "Warning": 1, "Info": 0}.get(level, 0)
