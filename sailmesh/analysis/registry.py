@@ -6,7 +6,16 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sailmesh.analysis.analyzer import Analyzer
-from sailmesh.analysis.analyzers import gateway, selectors, virtualservice
+from sailmesh.analysis.analyzers import (
+    deployment,
+    destinationrule,
+    envoyfilter,
+    gateway,
+    selectors,
+    service,
+    serviceentry,
+    virtualservice,
+)
 from sailmesh.analysis.context import Context
 from sailmesh.analysis.defaults import default_resources, is_default
 from sailmesh.analysis.diagnostic import Diagnostic
@@ -25,6 +34,14 @@ ANALYZERS: list[Analyzer] = [
     selectors.SidecarSelectorAnalyzer(),
     selectors.TelemetrySelectorAnalyzer(),
     selectors.TelemetryDefaultSelectorAnalyzer(),
+    destinationrule.CaCertificateAnalyzer(),
+    destinationrule.PodNotSelectedAnalyzer(),
+    serviceentry.ProtocolAddressesAnalyzer(),
+    serviceentry.ConflictingServiceEntryProtocolAnalyzer(),
+    envoyfilter.EnvoyPatchAnalyzer(),
+    service.PortNameAnalyzer(),
+    deployment.ServiceAssociationAnalyzer(),
+    deployment.ApplicationUIDAnalyzer(),
 ]
 
 
