@@ -11,6 +11,7 @@ from sailmesh.analysis.analyzers import (
     destinationrule,
     envoyfilter,
     gateway,
+    injection,
     selectors,
     service,
     serviceentry,
@@ -42,6 +43,8 @@ ANALYZERS: list[Analyzer] = [
     service.PortNameAnalyzer(),
     deployment.ServiceAssociationAnalyzer(),
     deployment.ApplicationUIDAnalyzer(),
+    injection.InjectionAnalyzer(),
+    injection.ImageAnalyzer(),
 ]
 
 

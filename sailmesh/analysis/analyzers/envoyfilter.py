@@ -12,7 +12,7 @@ from sailmesh.analysis.diagnostic import Diagnostic
 from sailmesh.api.resource import Resource
 
 ROUTE_LEVEL = ("ROUTE_CONFIGURATION", "HTTP_ROUTE")
-FILTER_LEVEL = ("NETWORK_FILTER", "HTTP_FILTER")
+FILTER_LEVEL = ("NETWORK_FILTER", "HTTP_FILTER", "VIRTUAL_HOST")  # REPLACE targets Istio accepts
 
 
 def _get(d: Any, *keys: str) -> Any:
