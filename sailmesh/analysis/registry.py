@@ -7,6 +7,8 @@ from typing import Any
 
 from sailmesh.analysis.analyzer import Analyzer
 from sailmesh.analysis.analyzers import (
+    authn,
+    authz,
     deployment,
     destinationrule,
     envoyfilter,
@@ -15,6 +17,7 @@ from sailmesh.analysis.analyzers import (
     selectors,
     service,
     serviceentry,
+    telemetry,
     virtualservice,
 )
 from sailmesh.analysis.context import Context
@@ -45,6 +48,10 @@ ANALYZERS: list[Analyzer] = [
     deployment.ApplicationUIDAnalyzer(),
     injection.InjectionAnalyzer(),
     injection.ImageAnalyzer(),
+    telemetry.ProviderAnalyzer(),
+    telemetry.LightstepAnalyzer(),
+    authn.BlockedCIDRsAnalyzer(),
+    authz.AuthorizationPoliciesAnalyzer(),
 ]
 
 
