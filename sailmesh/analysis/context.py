@@ -109,7 +109,9 @@ class Context:
     def pods_matching(self, namespace: str | None, selector: Mapping[str, str] | None) -> list[Resource]:
         """Pods in namespace (any when None) whose labels match the selector."""
         return [
-            p for p in self.pods() if (namespace is None or p.namespace == namespace) and selector_matches(selector, p.labels)
+            p
+            for p in self.pods()
+            if (namespace is None or p.namespace == namespace) and selector_matches(selector, p.labels)
         ]
 
     def services(self) -> Iterator[ServiceInfo]:

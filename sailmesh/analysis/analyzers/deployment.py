@@ -78,7 +78,9 @@ class ApplicationUIDAnalyzer(Analyzer):
                 continue
             bad = _uid(spec.get("securityContext")) == PROXY_UID
             for c in spec.get("containers") or []:
-                if isinstance(c, Mapping) and c.get("name") != "istio-proxy" and _uid(c.get("securityContext")) == PROXY_UID:
+                if not isinstance(c, Mapping) or c.get("name") == "istio-proxy":
+                    continue
+                if _uid(c.get("securityContext")) == PROXY_UID:
                     bad = True
             if bad:
                 yield diag(msg.InvalidApplicationUID, r)

@@ -67,8 +67,12 @@ class InjectionAnalyzer(Analyzer):
                 continue
             lab = ns.labels
             inj, rev, ambient = lab.get(INJECTION_LABEL), lab.get(REV_LABEL), lab.get(DATAPLANE_LABEL) == "ambient"
-            present = [k for k, on in ((INJECTION_LABEL, inj == "enabled"), (REV_LABEL, bool(rev) and inj != "disabled"),
-                                       (DATAPLANE_LABEL, ambient and inj != "disabled")) if on]
+            flags = (
+                (INJECTION_LABEL, inj == "enabled"),
+                (REV_LABEL, bool(rev) and inj != "disabled"),
+                (DATAPLANE_LABEL, ambient and inj != "disabled"),
+            )
+            present = [k for k, on in flags if on]
             if len(present) > 1:
                 yield diag(msg.NamespaceMultipleInjectionLabels, ns, present, path="metadata.labels")
                 continue

@@ -111,7 +111,8 @@ class DestinationRuleAnalyzer(Analyzer):
                         ok = True
                         break
                 if not ok:
-                    yield diag(msg.ReferencedResourceNotFound, vs, "host+subset", f"{host}+{subset}", path=path)
+                    yield diag(msg.ReferencedResourceNotFound, vs, "host+subset in destinationrule",
+                               f"{host}+{subset}", path=path)
 
 
 def _gateway_hosts_for(gw: Resource, vs_namespace: str) -> list[str]:
