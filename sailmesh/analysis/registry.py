@@ -10,10 +10,13 @@ from sailmesh.analysis.analyzers import (
     authn,
     authz,
     deployment,
+    deprecation,
     destinationrule,
     envoyfilter,
     gateway,
     injection,
+    k8sgateway,
+    multicluster,
     selectors,
     service,
     serviceentry,
@@ -52,6 +55,10 @@ ANALYZERS: list[Analyzer] = [
     telemetry.LightstepAnalyzer(),
     authn.BlockedCIDRsAnalyzer(),
     authz.AuthorizationPoliciesAnalyzer(),
+    deprecation.FieldAnalyzer(),
+    k8sgateway.SelectorAnalyzer(),
+    multicluster.MeshNetworksAnalyzer(),
+    multicluster.ServiceAnalyzer(),
 ]
 
 
