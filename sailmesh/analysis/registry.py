@@ -17,6 +17,7 @@ from sailmesh.analysis.analyzers import (
     injection,
     k8sgateway,
     multicluster,
+    schema,
     selectors,
     service,
     serviceentry,
@@ -59,6 +60,7 @@ ANALYZERS: list[Analyzer] = [
     k8sgateway.SelectorAnalyzer(),
     multicluster.MeshNetworksAnalyzer(),
     multicluster.ServiceAnalyzer(),
+    *schema.schema_analyzers(),
 ]
 
 
