@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sailmesh.api.resource import Resource
@@ -74,6 +74,7 @@ class Context:
     mesh_config: Mapping[str, Any] = field(default_factory=dict)
     mesh_networks: Mapping[str, Any] = field(default_factory=dict)
     by_kind: dict[str, list[Resource]] = field(init=False)
+    _workloads: list[Resource] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.by_kind = defaultdict(list)
@@ -106,11 +107,17 @@ class Context:
     def pods(self) -> list[Resource]:
         return self.of("Pod")
 
+    def workloads(self) -> list[Resource]:
+        """Pods plus the pod templates of workload controllers (offline, a Deployment stands for its pods)."""
+        if self._workloads is None:
+            self._workloads = [*self.pods(), *(_template_pod(r) for r in self.of(*WORKLOAD_CONTROLLERS))]
+        return self._workloads
+
     def pods_matching(self, namespace: str | None, selector: Mapping[str, str] | None) -> list[Resource]:
-        """Pods in namespace (any when None) whose labels match the selector."""
+        """Workloads in namespace (any when None) whose labels match the selector."""
         return [
             p
-            for p in self.pods()
+            for p in self.workloads()
             if (namespace is None or p.namespace == namespace) and selector_matches(selector, p.labels)
         ]
 
@@ -131,6 +138,25 @@ class Context:
         """Services visible from namespace that a (resolved) host refers to."""
         full = fqdn(host, namespace)
         return [s for s in self.services_visible(namespace) if hosts_overlap(full, s.host)]
+
+
+WORKLOAD_CONTROLLERS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job")
+
+
+def _template_pod(r: Resource) -> Resource:
+    """A Pod-like view of a controller's pod template: template labels/annotations, controller name."""
+    spec = r.raw.get("spec") if isinstance(r.raw.get("spec"), Mapping) else {}
+    tmpl = spec.get("template") if isinstance(spec.get("template"), Mapping) else {}
+    meta = tmpl.get("metadata") if isinstance(tmpl.get("metadata"), Mapping) else {}
+    labels = meta.get("labels") if isinstance(meta.get("labels"), Mapping) else {}
+    annotations = meta.get("annotations") if isinstance(meta.get("annotations"), Mapping) else {}
+    return replace(
+        r,
+        kind="Pod",
+        labels={str(k): str(v) for k, v in labels.items()},
+        annotations={str(k): str(v) for k, v in annotations.items()},
+        raw={"metadata": dict(meta), "spec": tmpl.get("spec") or {}},
+    )
 
 
 def group_by(items: Iterable[Any], key: Any) -> dict[Any, list[Any]]:

@@ -34,11 +34,11 @@ spec:
   - name: http2
     port: 80
     protocol: TCP
-    targetPort: 80
+    targetPort: 8080
   - name: https
     port: 443
     protocol: TCP
-    targetPort: 443
+    targetPort: 8443
 """
 
 

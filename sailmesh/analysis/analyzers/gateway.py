@@ -44,7 +44,7 @@ class IngressGatewayPortAnalyzer(Analyzer):
     def analyze(self, ctx: Context) -> Iterable[Diagnostic]:
         for gw in ctx.of("Gateway"):
             sel = gw_selector(gw)
-            pods = [p for p in ctx.pods() if selector_matches(sel, p.labels)]
+            pods = [p for p in ctx.workloads() if selector_matches(sel, p.labels)]
             if not pods:
                 yield diag(msg.ReferencedResourceNotFound, gw, "selector", selector_string(sel), path="spec.selector")
                 continue
@@ -71,7 +71,7 @@ class IngressGatewayPortAnalyzer(Analyzer):
 def gateway_namespace(ctx: Context, gw: Resource) -> str:
     """Namespace of the first pod the Gateway selects ('' when none)."""
     sel = gw_selector(gw)
-    for p in ctx.pods():
+    for p in ctx.workloads():
         if selector_matches(sel, p.labels):
             return p.namespace
     return ""

@@ -83,7 +83,8 @@ class DestinationHostAnalyzer(Analyzer):
                 if host not in ohosts:
                     continue
                 if any(d.get("subset") for _, d in all_destinations(other)):
-                    yield diag(msg.IngressRouteRulesNotAffected, vs, host, ",".join(gws), path=path)
+                    yield diag(msg.IngressRouteRulesNotAffected, vs, f"{other.namespace}/{other.name}", ",".join(gws),
+                               path=path)
                     return
 
 
@@ -219,7 +220,7 @@ class JWTClaimRouteAnalyzer(Analyzer):
                 if gw is None:
                     continue
                 sel = gw.spec.get("selector") or {}
-                pods = [p for p in ctx.pods() if selector_matches(sel, p.labels)]
+                pods = [p for p in ctx.workloads() if selector_matches(sel, p.labels)]
                 targets = [(p.namespace, p.labels, p.name) for p in pods] or [(gw.namespace, sel, "")]
                 for pns, labels, pname in targets:
                     if not self._has_authn(ctx, pns, labels):
