@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from sailmesh.analysis import messages as msg
 from sailmesh.analysis.analyzer import Analyzer
 from sailmesh.analysis.analyzers import (
+    annotations,
     authn,
     authz,
     deployment,
@@ -27,7 +29,9 @@ from sailmesh.analysis.analyzers import (
 from sailmesh.analysis.context import Context
 from sailmesh.analysis.defaults import default_resources, is_default
 from sailmesh.analysis.diagnostic import Diagnostic
-from sailmesh.api.resource import Resource
+from sailmesh.api.parse import resource_from_dict
+from sailmesh.api.resource import Resource, Source
+from sailmesh.errors import ParseError
 
 ANALYZERS: list[Analyzer] = [
     virtualservice.DestinationHostAnalyzer(),
@@ -60,6 +64,7 @@ ANALYZERS: list[Analyzer] = [
     k8sgateway.SelectorAnalyzer(),
     multicluster.MeshNetworksAnalyzer(),
     multicluster.ServiceAnalyzer(),
+    annotations.K8sAnalyzer(),
     *schema.schema_analyzers(),
 ]
 
@@ -84,10 +89,11 @@ def analyze(
     Like istioctl analyze without a cluster, Istio's default ingress gateway Pod and Service are assumed
     present (messages about those defaults themselves are dropped).
     """
+    resources, problems = expand_lists(resources)
     extra = default_resources(resources) if include_defaults else []
     ctx = Context([*resources, *extra], dict(mesh_config or {}), dict(mesh_networks or {}))
     seen: set[tuple[str, str, str]] = set()
-    out: list[Diagnostic] = []
+    out: list[Diagnostic] = list(problems)
     for a in ANALYZERS if analyzers is None else analyzers:
         for d in a.analyze(ctx):
             k = (d.code, d.origin, d.message)
@@ -98,6 +104,24 @@ def analyze(
                 out.append(d)
     out.sort(key=lambda d: (-_rank(d.level), d.origin, d.code, d.message))
     return out
+
+
+def expand_lists(resources: list[Resource]) -> tuple[list[Resource], list[Diagnostic]]:
+    """Replace `kind: List` documents (kubectl's wrapper) by their items; bad items become IST0106."""
+    out: list[Resource] = []
+    problems: list[Diagnostic] = []
+    for r in resources:
+        if r.kind != "List" or not isinstance(r.raw.get("items"), list):
+            out.append(r)
+            continue
+        for i, item in enumerate(r.raw["items"]):
+            src = Source(r.source.file, r.source.line_of(f"items[{i}]"), {})
+            try:
+                out.append(resource_from_dict(item, src))
+            except ParseError as e:
+                problems.append(Diagnostic(msg.SchemaValidationError, (f"items[{i}]: {e.message}",), r, f"items[{i}]",
+                                           origin_override="List"))
+    return out, problems
 
 
 def _rank(level: str) -> int:
