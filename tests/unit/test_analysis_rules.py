@@ -95,3 +95,89 @@ spec:
   workloadSelector: {labels: {app: ghost}}
 """
     assert run("sidecar.SelectorAnalyzer", sc) == {("IST0101", "Sidecar default/s")}
+
+
+def test_annotations_unknown_misplaced_invalid():
+    text = """apiVersion: v1
+kind: Service
+metadata:
+  name: s
+  annotations: {networking.istio.io/exportThree: x, example.com/other: y}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: p
+  annotations: {readiness.status.sidecar.istio.io/periodSeconds: soon, networking.istio.io/exportTo: "."}
+spec: {containers: [{name: app, image: app}]}
+"""
+    got = run("annotations.K8sAnalyzer", text)
+    assert got == {
+        ("IST0108", "Service default/s"),  # unknown istio.io annotation; foreign domains ignored
+        ("IST0125", "Pod default/p"),  # int expected
+        ("IST0107", "Pod default/p"),  # exportTo belongs on Services
+    }
+
+
+def test_deployment_template_counts_as_workload_for_subsets():
+    """Offline there are no Pods: a Deployment's pod template selects DestinationRule subsets."""
+    text = """apiVersion: v1
+kind: Service
+metadata: {name: reviews}
+spec: {selector: {app: reviews}, ports: [{name: http, port: 9080}]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: reviews-v1}
+spec:
+  selector: {matchLabels: {app: reviews, version: v1}}
+  template:
+    metadata: {labels: {app: reviews, version: v1}}
+    spec: {containers: [{name: reviews, image: reviews}]}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+"""
+    res = parse_text(text, "t.yaml").resources
+    diags = analyze(res, {}, [by_name("destinationrule.PodNotSelectedAnalyzer")])
+    assert [(d.code, d.message) for d in diags] == [
+        ("IST0173", "The Subset v2 defined in the DestinationRule does not select any pods. "
+                    "Which may lead to 503 UH (NoHealthyUpstream).")
+    ]
+
+
+def test_list_items_are_analyzed_and_bad_items_reported():
+    text = """apiVersion: v1
+kind: List
+items:
+- apiVersion: networking.istio.io/v1
+  kind: Sidecar
+  metadata: {name: s}
+  spec: {workloadSelector: {labels: {app: ghost}}}
+- {kind: Sidecar}
+"""
+    res = parse_text(text, "t.yaml").resources
+    got = {(d.code, d.origin) for d in analyze(res, {}, [by_name("sidecar.SelectorAnalyzer")])}
+    assert got == {("IST0101", "Sidecar default/s"), ("IST0106", "List")}
+
+
+def test_default_ingress_gateway_is_assumed_but_never_reported():
+    """As istioctl offline: Gateways selecting istio=ingressgateway resolve to istio-system."""
+    gw = """apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: g}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 8080, name: http, protocol: HTTP}, hosts: ["*"]}]
+"""
+    res = parse_text(gw, "t.yaml").resources
+    assert analyze(res, {}, [by_name("gateway.IngressGatewayPortAnalyzer")]) == []
+    assert {(d.code, d.origin) for d in analyze(res, {}, [by_name("gateway.IngressGatewayPortAnalyzer")],
+                                                 include_defaults=False)} == {("IST0101", "Gateway default/g")}
+    all_diags = analyze(res, {})
+    assert not [d for d in all_diags if d.resource is not None and d.resource.source.file == "<default>"]
