@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from sailmesh.analysis.shapes import as_list, as_map
 from sailmesh.api.resource import Resource
 
 DOMAIN_SUFFIX = "cluster.local"
@@ -77,6 +78,12 @@ class Context:
     _workloads: list[Resource] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
+        # Analyzers read spec/mesh config as mappings; other shapes are schema errors reported elsewhere.
+        self.resources = [r if isinstance(r.spec, Mapping) else replace(r, spec={}) for r in self.resources]
+        if not isinstance(self.mesh_config, Mapping):
+            self.mesh_config = {}
+        if not isinstance(self.mesh_networks, Mapping):
+            self.mesh_networks = {}
         self.by_kind = defaultdict(list)
         for r in self.resources:
             self.by_kind[r.kind].append(r)
@@ -124,11 +131,11 @@ class Context:
     def services(self) -> Iterator[ServiceInfo]:
         """Kubernetes Services (as FQDN) and every ServiceEntry host."""
         for s in self.of("Service"):
-            ports = s.spec.get("ports") or []
+            ports = as_list(s.spec.get("ports"))
             yield ServiceInfo(f"{s.name}.{s.namespace}.svc.{DOMAIN_SUFFIX}", s.namespace, list(ports), s)
         for se in self.of("ServiceEntry"):
-            for h in se.spec.get("hosts") or []:
-                yield ServiceInfo(fqdn(str(h), se.namespace), se.namespace, list(se.spec.get("ports") or []), se)
+            for h in as_list(se.spec.get("hosts")):
+                yield ServiceInfo(fqdn(str(h), se.namespace), se.namespace, as_list(se.spec.get("ports")), se)
 
     def services_visible(self, namespace: str) -> list[ServiceInfo]:
         """Services a resource in `namespace` can see (ServiceEntry exportTo honoured)."""
@@ -155,7 +162,7 @@ def _template_pod(r: Resource) -> Resource:
         kind="Pod",
         labels={str(k): str(v) for k, v in labels.items()},
         annotations={str(k): str(v) for k, v in annotations.items()},
-        raw={"metadata": dict(meta), "spec": tmpl.get("spec") or {}},
+        raw={"metadata": dict(meta), "spec": as_map(tmpl.get("spec"))},
     )
 
 

@@ -21,6 +21,13 @@ class MessageType:
         return DOC_URL.format(code=self.code.lower())
 
 
+InternalError = MessageType(
+    "IST0001",
+    "InternalError",
+    "Error",
+    "Internal error: %v",
+)
+
 Deprecated = MessageType("IST0002", "Deprecated", "Warning", "Deprecated: %s")
 
 ReferencedResourceNotFound = MessageType(

@@ -95,7 +95,7 @@ def analyze(
     seen: set[tuple[str, str, str]] = set()
     out: list[Diagnostic] = list(problems)
     for a in ANALYZERS if analyzers is None else analyzers:
-        for d in a.analyze(ctx):
+        for d in _run_one(a, ctx):
             k = (d.code, d.origin, d.message)
             if d.resource is not None and is_default(d.resource):
                 continue
@@ -104,6 +104,22 @@ def analyze(
                 out.append(d)
     out.sort(key=lambda d: (-_rank(d.level), d.origin, d.code, d.message))
     return out
+
+
+# What a malformed document (a string where a list is expected, ...) can raise inside an analyzer.
+MALFORMED_INPUT_ERRORS = (AttributeError, TypeError, KeyError, ValueError, IndexError)
+
+
+def _run_one(a: Analyzer, ctx: Context) -> list[Diagnostic]:
+    """One analyzer's messages; if malformed input trips it, what it found so far plus IST0001 (never a traceback)."""
+    found: list[Diagnostic] = []
+    try:
+        for d in a.analyze(ctx):
+            found.append(d)
+    except MALFORMED_INPUT_ERRORS as e:
+        found.append(Diagnostic(msg.InternalError, (f"analyzer {a.name} stopped on malformed input: {e}",),
+                                origin_override=f"analyzer {a.name}"))
+    return found
 
 
 def expand_lists(resources: list[Resource]) -> tuple[list[Resource], list[Diagnostic]]:

@@ -9,6 +9,7 @@ from sailmesh.analysis.analyzer import Analyzer, diag
 from sailmesh.analysis.analyzers.k8s import pod_template
 from sailmesh.analysis.context import Context
 from sailmesh.analysis.diagnostic import Diagnostic
+from sailmesh.analysis.shapes import as_list
 
 BLOCKED_CIDRS_ENV = "BLOCKED_CIDRS_IN_JWKS_URIS"
 
@@ -22,7 +23,7 @@ class BlockedCIDRsAnalyzer(Analyzer):
     def analyze(self, ctx: Context) -> Iterable[Diagnostic]:
         ras = [
             r for r in ctx.of("RequestAuthentication")
-            if any(isinstance(j, Mapping) and j.get("jwksUri") for j in r.spec.get("jwtRules") or [])
+            if any(isinstance(j, Mapping) and j.get("jwksUri") for j in as_list(r.spec.get("jwtRules")))
         ]
         if not ras:
             return
@@ -33,8 +34,8 @@ class BlockedCIDRsAnalyzer(Analyzer):
             _, spec = pod_template(dep)
             envs = {
                 str(e.get("name")): e.get("value")
-                for c in spec.get("containers") or [] if isinstance(c, Mapping) and c.get("name") == "discovery"
-                for e in c.get("env") or [] if isinstance(e, Mapping)
+                for c in as_list(spec.get("containers")) if isinstance(c, Mapping) and c.get("name") == "discovery"
+                for e in as_list(c.get("env")) if isinstance(e, Mapping)
             }
             if not envs.get(BLOCKED_CIDRS_ENV):
                 yield diag(msg.JwksUriFetchUnrestricted, dep, len(ras), names)

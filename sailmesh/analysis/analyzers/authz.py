@@ -9,6 +9,7 @@ from sailmesh.analysis.analyzer import Analyzer, diag
 from sailmesh.analysis.analyzers.selectors import match_labels, selector_string
 from sailmesh.analysis.context import Context
 from sailmesh.analysis.diagnostic import Diagnostic
+from sailmesh.analysis.shapes import as_list
 
 
 def namespace_pattern_matches(pattern: str, namespace: str) -> bool:
@@ -37,10 +38,10 @@ class AuthorizationPoliciesAnalyzer(Analyzer):
                 pods = ctx.pods_matching(None if mesh_wide else ap.namespace, sel)
                 if not pods:
                     yield diag(msg.NoMatchingWorkloadsFound, ap, selector_string(sel), path="spec.selector")
-            for i, rule in enumerate(ap.spec.get("rules") or []):
+            for i, rule in enumerate(as_list(ap.spec.get("rules"))):
                 if not isinstance(rule, Mapping):
                     continue
-                for j, frm in enumerate(rule.get("from") or []):
+                for j, frm in enumerate(as_list(rule.get("from"))):
                     src = frm.get("source") if isinstance(frm, Mapping) else None
                     if not isinstance(src, Mapping):
                         continue

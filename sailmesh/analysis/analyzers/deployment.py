@@ -17,6 +17,7 @@ from sailmesh.analysis.analyzers.k8s import (
 )
 from sailmesh.analysis.context import Context, selector_matches
 from sailmesh.analysis.diagnostic import Diagnostic
+from sailmesh.analysis.shapes import as_list, as_map
 
 WORKLOAD_KINDS = ("Deployment",)
 PROXY_UID = 1337
@@ -35,7 +36,7 @@ class ServiceAssociationAnalyzer(Analyzer):
                 continue
             if not namespace_injected(ctx, dep.namespace):
                 continue
-            labels = {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
+            labels = {str(k): str(v) for k, v in (as_map(meta.get("labels"))).items()}
             svcs = [
                 s for s in ctx.of("Service")
                 if s.namespace == dep.namespace and isinstance(s.spec.get("selector"), Mapping)
@@ -44,7 +45,7 @@ class ServiceAssociationAnalyzer(Analyzer):
             protocols: dict[int, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
             targets: dict[str, dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
             for s in svcs:
-                for p in s.spec.get("ports") or []:
+                for p in as_list(s.spec.get("ports")):
                     if not isinstance(p, Mapping) or not isinstance(p.get("port"), int):
                         continue
                     proto = port_protocol(str(p.get("name") or "")) or str(p.get("protocol") or "TCP").upper()
@@ -77,7 +78,7 @@ class ApplicationUIDAnalyzer(Analyzer):
             if not isinstance(spec, Mapping):
                 continue
             bad = _uid(spec.get("securityContext")) == PROXY_UID
-            for c in spec.get("containers") or []:
+            for c in as_list(spec.get("containers")):
                 if not isinstance(c, Mapping) or c.get("name") == "istio-proxy":
                     continue
                 if _uid(c.get("securityContext")) == PROXY_UID:

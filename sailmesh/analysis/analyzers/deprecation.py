@@ -8,6 +8,7 @@ from sailmesh.analysis import messages as msg
 from sailmesh.analysis.analyzer import Analyzer, diag
 from sailmesh.analysis.context import Context
 from sailmesh.analysis.diagnostic import Diagnostic
+from sailmesh.analysis.shapes import as_list
 
 
 def replaced(field: str, replacement: str) -> str:
@@ -26,7 +27,7 @@ class FieldAnalyzer(Analyzer):
 
     def analyze(self, ctx: Context) -> Iterable[Diagnostic]:
         for vs in ctx.of("VirtualService"):
-            for i, route in enumerate(vs.spec.get("http") or []):
+            for i, route in enumerate(as_list(vs.spec.get("http"))):
                 fault = route.get("fault") if isinstance(route, Mapping) else None
                 delay = fault.get("delay") if isinstance(fault, Mapping) else None
                 if isinstance(delay, Mapping) and delay.get("percent"):

@@ -8,6 +8,7 @@ from sailmesh.analysis import messages as msg
 from sailmesh.analysis.analyzer import Analyzer, diag
 from sailmesh.analysis.context import DOMAIN_SUFFIX, Context, fqdn, hosts_overlap
 from sailmesh.analysis.diagnostic import Diagnostic
+from sailmesh.analysis.shapes import as_list, as_map
 from sailmesh.api.resource import Resource
 
 TLS_MODES = ("SIMPLE", "MUTUAL")
@@ -43,12 +44,12 @@ class CaCertificateAnalyzer(Analyzer):
             if mode:
                 yield diag(msg.NoServerCertificateVerificationDestinationLevel, dr, dr.name, dr.namespace, mode, host,
                            path="spec.trafficPolicy.tls")
-            for i, pls in enumerate(tp.get("portLevelSettings") or []):
+            for i, pls in enumerate(as_list(tp.get("portLevelSettings"))):
                 if not isinstance(pls, Mapping):
                     continue
                 mode = _needs_ca(pls.get("tls"), has_sel)
                 if mode:
-                    port = pls.get("port") or {}
+                    port = as_map(pls.get("port"))
                     number = port.get("number", "") if isinstance(port, Mapping) else ""
                     yield diag(msg.NoServerCertificateVerificationPortLevel, dr, dr.name, dr.namespace, mode, host,
                                str(number), path=f"spec.trafficPolicy.portLevelSettings[{i}].tls")
@@ -57,7 +58,7 @@ class CaCertificateAnalyzer(Analyzer):
 def pod_labels_with_topology(ctx: Context, pod: Resource) -> dict[str, str]:
     """Pod labels plus its Node's topology.kubernetes.io/* labels (as Istio's workload labels)."""
     labels = dict(pod.labels)
-    node_name = (pod.raw.get("spec") or {}).get("nodeName") if isinstance(pod.raw.get("spec"), Mapping) else None
+    node_name = (as_map(pod.raw.get("spec"))).get("nodeName") if isinstance(pod.raw.get("spec"), Mapping) else None
     if node_name:
         for n in ctx.of("Node"):
             if n.name == node_name:
@@ -97,10 +98,10 @@ class PodNotSelectedAnalyzer(Analyzer):
             if not isinstance(ssel, Mapping) or not ssel:
                 continue
             pods = [pod_labels_with_topology(ctx, p) for p in ctx.pods_matching(svc.namespace, ssel)]
-            for i, subset in enumerate(dr.spec.get("subsets") or []):
+            for i, subset in enumerate(as_list(dr.spec.get("subsets"))):
                 if not isinstance(subset, Mapping):
                     continue
-                labels = subset.get("labels") or {}
+                labels = as_map(subset.get("labels"))
                 if not any(_selects(labels, pl) for pl in pods):
                     yield diag(msg.DestinationRuleSubsetNotSelectPods, dr, str(subset.get("name") or ""),
                                path=f"spec.subsets[{i}]")

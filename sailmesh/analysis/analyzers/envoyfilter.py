@@ -9,6 +9,7 @@ from sailmesh.analysis import messages as msg
 from sailmesh.analysis.analyzer import Analyzer, diag
 from sailmesh.analysis.context import Context
 from sailmesh.analysis.diagnostic import Diagnostic
+from sailmesh.analysis.shapes import as_list
 from sailmesh.api.resource import Resource
 
 ROUTE_LEVEL = ("ROUTE_CONFIGURATION", "HTTP_ROUTE")
@@ -42,7 +43,7 @@ class EnvoyPatchAnalyzer(Analyzer):
 
     def _filter(self, ef: Resource, versioned: list[str]) -> Iterable[Diagnostic]:
         priority = ef.spec.get("priority") or 0
-        for i, patch in enumerate(ef.spec.get("configPatches") or []):
+        for i, patch in enumerate(as_list(ef.spec.get("configPatches"))):
             if not isinstance(patch, Mapping):
                 continue
             path = f"spec.configPatches[{i}]"

@@ -15,6 +15,7 @@ from sailmesh.analysis.analyzer import Analyzer, diag
 from sailmesh.analysis.analyzers.selectors import selector_string
 from sailmesh.analysis.context import Context, hosts_overlap, selector_matches
 from sailmesh.analysis.diagnostic import Diagnostic
+from sailmesh.analysis.shapes import as_list, as_map
 from sailmesh.api.resource import Resource
 
 
@@ -24,7 +25,7 @@ def gw_selector(gw: Resource) -> dict[str, str]:
 
 
 def servers(gw: Resource) -> list[Mapping[str, Any]]:
-    return [s for s in gw.spec.get("servers") or [] if isinstance(s, Mapping)]
+    return [s for s in as_list(gw.spec.get("servers")) if isinstance(s, Mapping)]
 
 
 def _port(server: Mapping[str, Any]) -> int | None:
@@ -56,7 +57,7 @@ class IngressGatewayPortAnalyzer(Analyzer):
                         continue
                     if not selector_matches(ssel, pod.labels):
                         continue
-                    for p in svc.spec.get("ports") or []:
+                    for p in as_list(svc.spec.get("ports")):
                         if isinstance(p, Mapping) and str(p.get("protocol") or "TCP") == "TCP":
                             for key in ("port", "targetPort"):
                                 if isinstance(p.get(key), int):
@@ -79,7 +80,7 @@ def gateway_namespace(ctx: Context, gw: Resource) -> str:
 
 def valid_tls_secret(secret: Resource) -> bool:
     """A kubernetes.io/tls style secret: tls.crt and tls.key present, the certificate parses and is current."""
-    data = secret.raw.get("data") or {}
+    data = as_map(secret.raw.get("data"))
     if not isinstance(data, Mapping) or not data.get("tls.crt") or not data.get("tls.key"):
         return False
     try:
@@ -185,8 +186,8 @@ class ConflictingGatewayAnalyzer(Analyzer):
             for sb in servers(b):
                 if _port(sb) != pa:
                     continue
-                common = [str(h) for h in sa.get("hosts") or [] if any(hosts_overlap(str(h), str(o))
-                                                                        for o in sb.get("hosts") or [])]
+                common = [str(h) for h in as_list(sa.get("hosts")) if any(hosts_overlap(str(h), str(o))
+                                                                        for o in as_list(sb.get("hosts")))]
                 if common:
                     return pa, common
         return None

@@ -11,6 +11,7 @@ from sailmesh.analysis.analyzer import Analyzer, diag
 from sailmesh.analysis.analyzers.k8s import SYSTEM_NAMESPACES, pod_template, workload_opted_out
 from sailmesh.analysis.context import Context
 from sailmesh.analysis.diagnostic import Diagnostic
+from sailmesh.analysis.shapes import as_map
 from sailmesh.api.resource import Resource
 
 INJECTION_LABEL = "istio-injection"
@@ -25,7 +26,7 @@ def injector_values(ctx: Context, revision: str = "") -> Mapping[str, Any] | Non
     name = f"{INJECTOR_CONFIGMAP}-{revision}" if revision else INJECTOR_CONFIGMAP
     for cm in ctx.of("ConfigMap"):
         if cm.name == name and cm.namespace == ctx.root_namespace:
-            raw = (cm.raw.get("data") or {}).get("values")
+            raw = (as_map(cm.raw.get("data"))).get("values")
             try:
                 vals = json.loads(raw) if isinstance(raw, str) else None
             except ValueError:

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sailmesh.analysis.context import Context
+from sailmesh.analysis.shapes import as_map
 from sailmesh.api.resource import Resource
 
 SYSTEM_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease", "local-path-storage"})
@@ -27,9 +28,9 @@ def port_protocol(name: str) -> str:
 def pod_template(r: Resource) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
     """(metadata, spec) of a Pod, or of the pod template of a Deployment-like workload."""
     if r.kind == "Pod":
-        return r.raw.get("metadata") or {}, r.raw.get("spec") or {}
+        return as_map(r.raw.get("metadata")), as_map(r.raw.get("spec"))
     tmpl = _get(r.raw, "spec", "template") or {}
-    return tmpl.get("metadata") or {}, tmpl.get("spec") or {}
+    return as_map(tmpl.get("metadata")), as_map(tmpl.get("spec"))
 
 
 def _get(d: Any, *keys: str) -> Any:

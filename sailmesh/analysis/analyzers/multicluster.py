@@ -13,6 +13,7 @@ from sailmesh.analysis import messages as msg
 from sailmesh.analysis.analyzer import Analyzer
 from sailmesh.analysis.context import Context
 from sailmesh.analysis.diagnostic import Diagnostic
+from sailmesh.analysis.shapes import as_list, as_map
 from sailmesh.api.resource import Resource
 
 BUILTIN_REGISTRIES = frozenset({"kubernetes", "external", "mock"})
@@ -33,7 +34,7 @@ class MeshNetworksAnalyzer(Analyzer):
                     data = s.raw.get(section)
                     if isinstance(data, Mapping):
                         known.update(str(k).lower() for k in data)
-        networks = ctx.mesh_networks.get("networks") or {}
+        networks = as_map(ctx.mesh_networks.get("networks"))
         origin = f"MeshNetworks {ctx.root_namespace}/meshnetworks"
         for net_name, net in sorted(networks.items()) if isinstance(networks, Mapping) else []:
             for ep in (net or {}).get("endpoints") or []:
@@ -47,7 +48,7 @@ def _shape(svc: Resource) -> dict[str, Any]:
     spec = svc.spec
     ports = {
         p.get("port"): (str(p.get("name") or ""), str(p.get("protocol") or "TCP"))
-        for p in spec.get("ports") or [] if isinstance(p, Mapping)
+        for p in as_list(spec.get("ports")) if isinstance(p, Mapping)
     }
     return {
         "type": str(spec.get("type") or "ClusterIP"),

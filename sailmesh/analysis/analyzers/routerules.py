@@ -6,6 +6,8 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from sailmesh.analysis.shapes import as_list
+
 Report = Callable[..., None]
 
 
@@ -31,7 +33,7 @@ def unreachable_rules(
     empty_seen = -1
     prefixes: list[tuple[str, str, str, str, str]] = []  # (prefix, method, rest, route name, match name)
     for n, route in enumerate(routes):
-        matches = route.get("match") or []
+        matches = as_list(route.get("match"))
         if not matches:
             if empty_seen >= 0:
                 unreachable(_route_name(route, n), "only the last rule can have no matches")

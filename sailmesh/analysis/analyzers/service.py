@@ -9,6 +9,7 @@ from sailmesh.analysis.analyzer import Analyzer, diag
 from sailmesh.analysis.analyzers.k8s import SYSTEM_NAMESPACES, port_protocol
 from sailmesh.analysis.context import Context
 from sailmesh.analysis.diagnostic import Diagnostic
+from sailmesh.analysis.shapes import as_list
 
 
 class PortNameAnalyzer(Analyzer):
@@ -22,7 +23,7 @@ class PortNameAnalyzer(Analyzer):
             if svc.namespace in SYSTEM_NAMESPACES or "istio" in svc.labels or svc.labels.get("release") == "istio":
                 continue
             external = svc.spec.get("type") == "ExternalName"
-            for i, port in enumerate(svc.spec.get("ports") or []):
+            for i, port in enumerate(as_list(svc.spec.get("ports"))):
                 if not isinstance(port, Mapping):
                     continue
                 path = f"spec.ports[{i}]"

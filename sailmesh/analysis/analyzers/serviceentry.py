@@ -8,12 +8,13 @@ from sailmesh.analysis import messages as msg
 from sailmesh.analysis.analyzer import Analyzer, diag
 from sailmesh.analysis.context import Context, export_to
 from sailmesh.analysis.diagnostic import Diagnostic
+from sailmesh.analysis.shapes import as_list, as_map
 from sailmesh.api.resource import Resource
 
 
 def _auto_allocate(ctx: Context) -> bool:
-    dc = ctx.mesh_config.get("defaultConfig") or {}
-    meta = dc.get("proxyMetadata") or {} if isinstance(dc, Mapping) else {}
+    dc = as_map(ctx.mesh_config.get("defaultConfig"))
+    meta = as_map(dc.get("proxyMetadata")) if isinstance(dc, Mapping) else {}
     return isinstance(meta, Mapping) and str(meta.get("ISTIO_META_DNS_AUTO_ALLOCATE", "")).lower() == "true"
 
 
@@ -32,7 +33,7 @@ class ProtocolAddressesAnalyzer(Analyzer):
             status = se.raw.get("status")
             if isinstance(status, Mapping) and status.get("addresses"):
                 continue
-            for i, port in enumerate(se.spec.get("ports") or []):
+            for i, port in enumerate(as_list(se.spec.get("ports"))):
                 if isinstance(port, Mapping) and str(port.get("protocol") or "").upper() in ("", "TCP"):
                     yield diag(msg.ServiceEntryAddressesRequired, se, path=f"spec.ports[{i}]")
                     break
@@ -59,8 +60,8 @@ class ConflictingServiceEntryProtocolAnalyzer(Analyzer):
     def analyze(self, ctx: Context) -> Iterable[Diagnostic]:
         entries: list[tuple[Resource, str, int, str]] = []
         for se in ctx.of("ServiceEntry"):
-            for h in se.spec.get("hosts") or []:
-                for p in se.spec.get("ports") or []:
+            for h in as_list(se.spec.get("hosts")):
+                for p in as_list(se.spec.get("ports")):
                     if isinstance(p, Mapping) and isinstance(p.get("number"), int):
                         entries.append((se, str(h), p["number"], str(p.get("protocol") or "").upper()))
         done: set[tuple[int, str, int]] = set()

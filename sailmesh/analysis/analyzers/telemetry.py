@@ -8,6 +8,7 @@ from sailmesh.analysis import messages as msg
 from sailmesh.analysis.analyzer import Analyzer, diag
 from sailmesh.analysis.context import Context
 from sailmesh.analysis.diagnostic import Diagnostic
+from sailmesh.analysis.shapes import as_list, as_map
 
 SECTIONS = {"accessLogging": "accessLogging", "tracing": "tracing", "metrics": "metrics"}
 
@@ -19,7 +20,7 @@ class ProviderAnalyzer(Analyzer):
     messages = (msg.InvalidTelemetryProvider,)
 
     def analyze(self, ctx: Context) -> Iterable[Diagnostic]:
-        defaults = ctx.mesh_config.get("defaultProviders") or {}
+        defaults = as_map(ctx.mesh_config.get("defaultProviders"))
         for t in ctx.of("Telemetry"):
             for section, default_key in SECTIONS.items():
                 if isinstance(defaults, Mapping) and defaults.get(default_key):
@@ -38,12 +39,12 @@ class LightstepAnalyzer(Analyzer):
 
     def analyze(self, ctx: Context) -> Iterable[Diagnostic]:
         lightstep = {
-            str(p.get("name")) for p in ctx.mesh_config.get("extensionProviders") or []
+            str(p.get("name")) for p in as_list(ctx.mesh_config.get("extensionProviders"))
             if isinstance(p, Mapping) and "lightstep" in p
         }
         for t in ctx.of("Telemetry"):
-            for i, tr in enumerate(t.spec.get("tracing") or []):
-                names = {str(p.get("name")) for p in (tr.get("providers") or []) if isinstance(p, Mapping)} \
+            for i, tr in enumerate(as_list(t.spec.get("tracing"))):
+                names = {str(p.get("name")) for p in as_list(tr.get("providers")) if isinstance(p, Mapping)} \
                     if isinstance(tr, Mapping) else set()
                 if names & lightstep:
                     yield diag(msg.Deprecated, t, "The Lightstep provider has been deprecated in favor of "

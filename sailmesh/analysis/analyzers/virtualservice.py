@@ -16,6 +16,7 @@ from sailmesh.analysis.analyzers.vsutil import (
 )
 from sailmesh.analysis.context import Context, fqdn, host_matches, hosts_overlap, selector_matches, visible_in
 from sailmesh.analysis.diagnostic import Diagnostic
+from sailmesh.analysis.shapes import as_list, as_map
 from sailmesh.api.resource import Resource
 
 
@@ -79,7 +80,7 @@ class DestinationHostAnalyzer(Analyzer):
             for other in ctx.of("VirtualService"):
                 if other is vs or MESH_GATEWAY not in gateways_of(other):
                     continue
-                ohosts = [fqdn(str(h), other.namespace) for h in other.spec.get("hosts") or []]
+                ohosts = [fqdn(str(h), other.namespace) for h in as_list(other.spec.get("hosts"))]
                 if host not in ohosts:
                     continue
                 if any(d.get("subset") for _, d in all_destinations(other)):
@@ -108,7 +109,7 @@ class DestinationRuleAnalyzer(Analyzer):
                         continue
                     if not hosts_overlap(fqdn(str(dr.spec.get("host") or ""), dr.namespace), full):
                         continue
-                    if any(isinstance(s, Mapping) and s.get("name") == subset for s in dr.spec.get("subsets") or []):
+                    if any(isinstance(s, Mapping) and s.get("name") == subset for s in as_list(dr.spec.get("subsets"))):
                         ok = True
                         break
                 if not ok:
@@ -119,10 +120,10 @@ class DestinationRuleAnalyzer(Analyzer):
 def _gateway_hosts_for(gw: Resource, vs_namespace: str) -> list[str]:
     """Server hosts of a Gateway usable by a VirtualService in vs_namespace (`ns/host` form honoured)."""
     out = []
-    for server in gw.spec.get("servers") or []:
+    for server in as_list(gw.spec.get("servers")):
         if not isinstance(server, Mapping):
             continue
-        for h in server.get("hosts") or []:
+        for h in as_list(server.get("hosts")):
             h = str(h)
             if "/" in h:
                 ns, _, name = h.partition("/")
@@ -142,8 +143,8 @@ class GatewayAnalyzer(Analyzer):
 
     def analyze(self, ctx: Context) -> Iterable[Diagnostic]:
         for vs in ctx.of("VirtualService"):
-            vs_hosts = [str(h) for h in vs.spec.get("hosts") or []]
-            for i, ref in enumerate(vs.spec.get("gateways") or []):
+            vs_hosts = [str(h) for h in as_list(vs.spec.get("hosts"))]
+            for i, ref in enumerate(as_list(vs.spec.get("gateways"))):
                 ref = str(ref)
                 if ref == MESH_GATEWAY:
                     continue
@@ -176,7 +177,7 @@ class ConflictingMeshGatewayHostsAnalyzer(Analyzer):
 
     def analyze(self, ctx: Context) -> Iterable[Diagnostic]:
         mesh_vs = [v for v in ctx.of("VirtualService") if MESH_GATEWAY in gateways_of(v)]
-        entries = [(v, fqdn(str(h), v.namespace)) for v in mesh_vs for h in v.spec.get("hosts") or []]
+        entries = [(v, fqdn(str(h), v.namespace)) for v in mesh_vs for h in as_list(v.spec.get("hosts"))]
         reported: set[tuple[int, str]] = set()
         for vs, host in entries:
             conflicts = []
@@ -205,21 +206,21 @@ class JWTClaimRouteAnalyzer(Analyzer):
     def analyze(self, ctx: Context) -> Iterable[Diagnostic]:
         for vs in ctx.of("VirtualService"):
             claims = []
-            for rule in vs.spec.get("http") or []:
-                for m in (rule.get("match") or []) if isinstance(rule, Mapping) else []:
+            for rule in as_list(vs.spec.get("http")):
+                for m in as_list(rule.get("match")) if isinstance(rule, Mapping) else []:
                     if isinstance(m, Mapping):
                         for section in ("headers", "withoutHeaders"):
                             claims += [k for k in (m.get(section) or {}) if str(k).startswith(CLAIM_PREFIX)]
             if not claims:
                 continue
-            for ref in vs.spec.get("gateways") or []:
+            for ref in as_list(vs.spec.get("gateways")):
                 if ref == MESH_GATEWAY:
                     continue
                 ns, name = split_ref(str(ref), vs.namespace)
                 gw = ctx.get("Gateway", ns, name)
                 if gw is None:
                     continue
-                sel = gw.spec.get("selector") or {}
+                sel = as_map(gw.spec.get("selector"))
                 pods = [p for p in ctx.workloads() if selector_matches(sel, p.labels)]
                 targets = [(p.namespace, p.labels, p.name) for p in pods] or [(gw.namespace, sel, "")]
                 for pns, labels, pname in targets:
@@ -231,7 +232,7 @@ class JWTClaimRouteAnalyzer(Analyzer):
         for ra in ctx.of("RequestAuthentication"):
             if ra.namespace not in (namespace, ctx.root_namespace):
                 continue
-            sel = (ra.spec.get("selector") or {}).get("matchLabels") or {}
+            sel = (as_map(ra.spec.get("selector"))).get("matchLabels") or {}
             if selector_matches(sel, labels):
                 return True
         return False

@@ -6,6 +6,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from sailmesh.analysis.context import Context, fqdn, hosts_overlap, visible_in
+from sailmesh.analysis.shapes import as_list
 from sailmesh.api.resource import Resource
 
 MESH_GATEWAY = "mesh"
@@ -17,19 +18,19 @@ def route_destinations(vs: Resource) -> Iterator[tuple[str, Mapping[str, Any]]]:
         for i, rule in enumerate(vs.spec.get(section) or []):
             if not isinstance(rule, Mapping):
                 continue
-            for j, route in enumerate(rule.get("route") or []):
+            for j, route in enumerate(as_list(rule.get("route"))):
                 if isinstance(route, Mapping) and isinstance(route.get("destination"), Mapping):
                     yield f"spec.{section}[{i}].route[{j}].destination", route["destination"]
 
 
 def mirror_destinations(vs: Resource) -> Iterator[tuple[str, Mapping[str, Any]]]:
     """(field path, destination) for every http mirror / mirrors entry."""
-    for i, rule in enumerate(vs.spec.get("http") or []):
+    for i, rule in enumerate(as_list(vs.spec.get("http"))):
         if not isinstance(rule, Mapping):
             continue
         if isinstance(rule.get("mirror"), Mapping):
             yield f"spec.http[{i}].mirror", rule["mirror"]
-        for j, m in enumerate(rule.get("mirrors") or []):
+        for j, m in enumerate(as_list(rule.get("mirrors"))):
             if isinstance(m, Mapping) and isinstance(m.get("destination"), Mapping):
                 yield f"spec.http[{i}].mirrors[{j}].destination", m["destination"]
 
