@@ -40,7 +40,7 @@ def hosts_overlap(a: str, b: str) -> bool:
 
 def selector_matches(selector: Mapping[str, str] | None, labels: Mapping[str, str]) -> bool:
     """Kubernetes equality selector: every key/value present in labels (empty selects all)."""
-    return all(labels.get(k) == str(v) for k, v in (selector or {}).items())
+    return all(labels.get(k) == str(v) for k, v in as_map(selector).items())
 
 
 def export_to(res: Resource) -> list[str]:

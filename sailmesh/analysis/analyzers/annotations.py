@@ -11,6 +11,7 @@ from sailmesh.analysis.analyzer import Analyzer, diag
 from sailmesh.analysis.analyzers.k8s import pod_template
 from sailmesh.analysis.context import Context
 from sailmesh.analysis.diagnostic import Diagnostic
+from sailmesh.analysis.shapes import as_list
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ def _injected(r: object) -> bool:
     _, spec = pod_template(r)  # type: ignore[arg-type]
     return any(
         isinstance(c, dict) and c.get("name") in INJECTED_CONTAINERS
-        for section in ("containers", "initContainers") for c in spec.get(section) or []
+        for section in ("containers", "initContainers") for c in as_list(spec.get(section))
     )
 
 

@@ -46,7 +46,7 @@ class AuthorizationPoliciesAnalyzer(Analyzer):
                     if not isinstance(src, Mapping):
                         continue
                     for field in ("namespaces", "notNamespaces"):
-                        for pat in src.get(field) or []:
+                        for pat in as_list(src.get(field)):
                             if not any(namespace_pattern_matches(str(pat), n) for n in namespaces):
                                 yield diag(msg.ReferencedResourceNotFound, ap, "namespace", str(pat),
                                            path=f"spec.rules[{i}].from[{j}].source.{field}")

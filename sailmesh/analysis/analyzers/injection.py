@@ -11,7 +11,7 @@ from sailmesh.analysis.analyzer import Analyzer, diag
 from sailmesh.analysis.analyzers.k8s import SYSTEM_NAMESPACES, pod_template, workload_opted_out
 from sailmesh.analysis.context import Context
 from sailmesh.analysis.diagnostic import Diagnostic
-from sailmesh.analysis.shapes import as_map
+from sailmesh.analysis.shapes import as_list, as_map
 from sailmesh.api.resource import Resource
 
 INJECTION_LABEL = "istio-injection"
@@ -47,7 +47,7 @@ def proxy_container(pod: Resource) -> Mapping[str, Any] | None:
     """The istio-proxy container (regular or native sidecar init container)."""
     _, spec = pod_template(pod)
     for section in ("containers", "initContainers"):
-        for c in spec.get(section) or []:
+        for c in as_list(spec.get(section)):
             if isinstance(c, Mapping) and c.get("name") == PROXY_CONTAINER:
                 return c
     return None

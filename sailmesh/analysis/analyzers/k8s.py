@@ -29,7 +29,7 @@ def pod_template(r: Resource) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
     """(metadata, spec) of a Pod, or of the pod template of a Deployment-like workload."""
     if r.kind == "Pod":
         return as_map(r.raw.get("metadata")), as_map(r.raw.get("spec"))
-    tmpl = _get(r.raw, "spec", "template") or {}
+    tmpl = as_map(_get(r.raw, "spec", "template"))
     return as_map(tmpl.get("metadata")), as_map(tmpl.get("spec"))
 
 

@@ -47,7 +47,7 @@ class MeshNetworksAnalyzer(Analyzer):
 def _shape(svc: Resource) -> dict[str, Any]:
     spec = svc.spec
     ports = {
-        p.get("port"): (str(p.get("name") or ""), str(p.get("protocol") or "TCP"))
+        str(p.get("port")): (str(p.get("name") or ""), str(p.get("protocol") or "TCP"))
         for p in as_list(spec.get("ports")) if isinstance(p, Mapping)
     }
     return {

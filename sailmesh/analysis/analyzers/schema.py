@@ -15,6 +15,7 @@ from sailmesh.analysis.analyzer import Analyzer, diag
 from sailmesh.analysis.analyzers.routerules import unreachable_rules
 from sailmesh.analysis.context import Context
 from sailmesh.analysis.diagnostic import Diagnostic
+from sailmesh.analysis.shapes import as_list
 from sailmesh.api.resource import Resource
 
 ISTIO_KINDS = (
@@ -43,7 +44,7 @@ def virtual_service_rule_warnings(vs: Resource) -> Iterable[Diagnostic]:
         def ineffective(rule: str, match: str, dup: str, section: str = section) -> None:
             out.append(diag(msg.VirtualServiceIneffectiveMatch, vs, rule, match, dup, path=f"spec.{section}"))
 
-        unreachable_rules(vs.spec.get(section) or [], unreachable, ineffective, check_prefix_overlap=overlap)
+        unreachable_rules(as_list(vs.spec.get(section)), unreachable, ineffective, check_prefix_overlap=overlap)
     return out
 
 

@@ -9,6 +9,7 @@ from sailmesh.analysis.analyzer import Analyzer, diag
 from sailmesh.analysis.context import Context, group_by
 from sailmesh.analysis.diagnostic import Diagnostic
 from sailmesh.analysis.messages import MessageType
+from sailmesh.analysis.shapes import as_map
 from sailmesh.api.resource import Resource
 
 Getter = Callable[[Resource], Mapping[str, str] | None]
@@ -26,7 +27,7 @@ def match_labels(r: Resource) -> Mapping[str, str] | None:
 
 def selector_string(sel: Mapping[str, str]) -> str:
     """Kubernetes labels.Set String(): sorted `k=v` joined by commas."""
-    return ",".join(f"{k}={v}" for k, v in sorted(sel.items()))
+    return ",".join(f"{k}={v}" for k, v in sorted(as_map(sel).items()))
 
 
 def _selector_analysis(

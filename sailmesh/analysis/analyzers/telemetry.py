@@ -25,7 +25,7 @@ class ProviderAnalyzer(Analyzer):
             for section, default_key in SECTIONS.items():
                 if isinstance(defaults, Mapping) and defaults.get(default_key):
                     continue
-                entries = [e for e in t.spec.get(section) or [] if isinstance(e, Mapping)]
+                entries = [e for e in as_list(t.spec.get(section)) if isinstance(e, Mapping)]
                 if any(not e.get("providers") and not e.get("disabled") for e in entries):
                     yield diag(msg.InvalidTelemetryProvider, t, t.name, t.namespace, path=f"spec.{section}")
                     break

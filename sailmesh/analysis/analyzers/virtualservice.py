@@ -63,10 +63,9 @@ class DestinationHostAnalyzer(Analyzer):
             number = _port_number(dest)
             if number is None:
                 if len(ports) > 1:
-                    nums = [int(p.get("number", p.get("port", 0)) or 0) for p in ports if isinstance(p, Mapping)]
+                    nums = [p.get("number", p.get("port")) for p in ports if isinstance(p, Mapping)]
                     yield diag(msg.VirtualServiceDestinationPortSelectorRequired, vs, host, nums, path=path)
-            elif not any(isinstance(p, Mapping) and int(p.get("number", p.get("port", -1)) or -1) == number
-                         for p in ports):
+            elif not any(isinstance(p, Mapping) and p.get("number", p.get("port")) == number for p in ports):
                 yield diag(msg.ReferencedResourceNotFound, vs, "host+port", f"{host}+{number}", path=path)
 
     def _ingress_subsets(self, ctx: Context, vs: Resource) -> Iterable[Diagnostic]:
@@ -210,7 +209,7 @@ class JWTClaimRouteAnalyzer(Analyzer):
                 for m in as_list(rule.get("match")) if isinstance(rule, Mapping) else []:
                     if isinstance(m, Mapping):
                         for section in ("headers", "withoutHeaders"):
-                            claims += [k for k in (m.get(section) or {}) if str(k).startswith(CLAIM_PREFIX)]
+                            claims += [k for k in as_map(m.get(section)) if str(k).startswith(CLAIM_PREFIX)]
             if not claims:
                 continue
             for ref in as_list(vs.spec.get("gateways")):

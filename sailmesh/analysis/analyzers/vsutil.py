@@ -15,7 +15,7 @@ MESH_GATEWAY = "mesh"
 def route_destinations(vs: Resource) -> Iterator[tuple[str, Mapping[str, Any]]]:
     """(field path, destination) for every http/tcp/tls route destination."""
     for section in ("http", "tcp", "tls"):
-        for i, rule in enumerate(vs.spec.get(section) or []):
+        for i, rule in enumerate(as_list(vs.spec.get(section))):
             if not isinstance(rule, Mapping):
                 continue
             for j, route in enumerate(as_list(rule.get("route"))):
