@@ -26,7 +26,8 @@ kind: Gateway
 metadata: {name: gw}
 spec:
   selector: {istio: ingressgateway}
-  servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: [reviews], tls: {mode: SIMPLE, credentialName: c}}]
+  servers:
+  - {port: {number: 443, name: https, protocol: HTTPS}, hosts: [reviews], tls: {mode: SIMPLE, credentialName: c}}
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -56,7 +57,10 @@ spec:
 apiVersion: telemetry.istio.io/v1
 kind: Telemetry
 metadata: {name: t}
-spec: {selector: {matchLabels: {app: x}}, accessLogging: [{filter: {expression: "true"}}], tracing: [{providers: [{name: z}]}]}
+spec:
+  selector: {matchLabels: {app: x}}
+  accessLogging: [{filter: {expression: "true"}}]
+  tracing: [{providers: [{name: z}]}]
 ---
 apiVersion: networking.istio.io/v1alpha3
 kind: EnvoyFilter
