@@ -76,6 +76,10 @@ class Context:
     mesh_networks: Mapping[str, Any] = field(default_factory=dict)
     by_kind: dict[str, list[Resource]] = field(init=False)
     _workloads: list[Resource] | None = field(init=False, default=None)
+    _workloads_by_ns: dict[str, list[Resource]] | None = field(init=False, default=None)
+    _services: list[ServiceInfo] | None = field(init=False, default=None)
+    _by_host: dict[str, list[ServiceInfo]] = field(init=False, default_factory=dict)
+    _wildcard_services: list[ServiceInfo] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         # Analyzers read spec/mesh config as mappings; other shapes are schema errors reported elsewhere.
@@ -122,29 +126,39 @@ class Context:
 
     def pods_matching(self, namespace: str | None, selector: Mapping[str, str] | None) -> list[Resource]:
         """Workloads in namespace (any when None) whose labels match the selector."""
-        return [
-            p
-            for p in self.workloads()
-            if (namespace is None or p.namespace == namespace) and selector_matches(selector, p.labels)
-        ]
+        if namespace is None:
+            return [p for p in self.workloads() if selector_matches(selector, p.labels)]
+        if self._workloads_by_ns is None:
+            self._workloads_by_ns = {}
+            for p in self.workloads():
+                self._workloads_by_ns.setdefault(p.namespace, []).append(p)
+        return [p for p in self._workloads_by_ns.get(namespace, []) if selector_matches(selector, p.labels)]
 
-    def services(self) -> Iterator[ServiceInfo]:
-        """Kubernetes Services (as FQDN) and every ServiceEntry host."""
+    def services(self) -> list[ServiceInfo]:
+        """Kubernetes Services (as FQDN) and every ServiceEntry host (computed once)."""
+        if self._services is None:
+            self._services = list(self._iter_services())
+            for s in self._services:
+                if s.host.startswith("*"):
+                    self._wildcard_services.append(s)
+                else:
+                    self._by_host.setdefault(s.host, []).append(s)
+        return self._services
+
+    def services_overlapping(self, host: str) -> list[ServiceInfo]:
+        """Services whose host overlaps a resolved host (indexed: exact hosts plus wildcard entries)."""
+        services = self.services()
+        if host.startswith("*"):
+            return [s for s in services if hosts_overlap(host, s.host)]
+        return [*self._by_host.get(host, []), *(s for s in self._wildcard_services if host_matches(s.host, host))]
+
+    def _iter_services(self) -> Iterator[ServiceInfo]:
         for s in self.of("Service"):
             ports = as_list(s.spec.get("ports"))
             yield ServiceInfo(f"{s.name}.{s.namespace}.svc.{DOMAIN_SUFFIX}", s.namespace, list(ports), s)
         for se in self.of("ServiceEntry"):
             for h in as_list(se.spec.get("hosts")):
                 yield ServiceInfo(fqdn(str(h), se.namespace), se.namespace, as_list(se.spec.get("ports")), se)
-
-    def services_visible(self, namespace: str) -> list[ServiceInfo]:
-        """Services a resource in `namespace` can see (ServiceEntry exportTo honoured)."""
-        return [s for s in self.services() if s.resource.kind == "Service" or visible_in(s.resource, namespace)]
-
-    def find_service(self, host: str, namespace: str) -> list[ServiceInfo]:
-        """Services visible from namespace that a (resolved) host refers to."""
-        full = fqdn(host, namespace)
-        return [s for s in self.services_visible(namespace) if hosts_overlap(full, s.host)]
 
 
 WORKLOAD_CONTROLLERS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job")

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 
 from sailmesh.analysis import messages as msg
 from sailmesh.analysis.analyzer import Analyzer, diag
-from sailmesh.analysis.context import DOMAIN_SUFFIX, Context, fqdn, hosts_overlap
+from sailmesh.analysis.context import DOMAIN_SUFFIX, Context, fqdn
 from sailmesh.analysis.diagnostic import Diagnostic
 from sailmesh.analysis.shapes import as_list, as_map
 from sailmesh.api.resource import Resource
@@ -86,7 +86,7 @@ class PodNotSelectedAnalyzer(Analyzer):
             host = fqdn(str(dr.spec.get("host") or ""), dr.namespace)
             if not host:
                 continue
-            matched = [s for s in ctx.services() if hosts_overlap(host, s.host)]
+            matched = ctx.services_overlapping(host)
             if not matched:
                 yield diag(msg.UnknownDestinationRuleHost, dr, host, path="spec.host")
                 continue

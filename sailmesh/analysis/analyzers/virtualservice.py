@@ -95,6 +95,14 @@ class DestinationRuleAnalyzer(Analyzer):
     messages = (msg.ReferencedResourceNotFound,)
 
     def analyze(self, ctx: Context) -> Iterable[Diagnostic]:
+        exact: dict[str, list[Resource]] = {}
+        wildcard: list[tuple[str, Resource]] = []
+        for dr in ctx.of("DestinationRule"):
+            h = fqdn(str(dr.spec.get("host") or ""), dr.namespace)
+            if h.startswith("*"):
+                wildcard.append((h, dr))
+            else:
+                exact.setdefault(h, []).append(dr)
         for vs in ctx.of("VirtualService"):
             for path, dest in all_destinations(vs):
                 subset = dest.get("subset")
@@ -102,11 +110,14 @@ class DestinationRuleAnalyzer(Analyzer):
                 if not subset or not host:
                     continue
                 full = fqdn(host, vs.namespace)
+                if full.startswith("*"):
+                    candidates = [dr for dr in ctx.of("DestinationRule")
+                                  if hosts_overlap(fqdn(str(dr.spec.get("host") or ""), dr.namespace), full)]
+                else:
+                    candidates = [*exact.get(full, []), *(dr for h, dr in wildcard if host_matches(h, full))]
                 ok = False
-                for dr in ctx.of("DestinationRule"):
+                for dr in candidates:
                     if not visible_in(dr, vs.namespace):
-                        continue
-                    if not hosts_overlap(fqdn(str(dr.spec.get("host") or ""), dr.namespace), full):
                         continue
                     if any(isinstance(s, Mapping) and s.get("name") == subset for s in as_list(dr.spec.get("subsets"))):
                         ok = True
@@ -177,10 +188,15 @@ class ConflictingMeshGatewayHostsAnalyzer(Analyzer):
     def analyze(self, ctx: Context) -> Iterable[Diagnostic]:
         mesh_vs = [v for v in ctx.of("VirtualService") if MESH_GATEWAY in gateways_of(v)]
         entries = [(v, fqdn(str(h), v.namespace)) for v in mesh_vs for h in as_list(v.spec.get("hosts"))]
+        exact: dict[str, list[tuple[Resource, str]]] = {}
+        wildcard: list[tuple[Resource, str]] = []
+        for e in entries:
+            (wildcard if e[1].startswith("*") else exact.setdefault(e[1], [])).append(e)
         reported: set[tuple[int, str]] = set()
         for vs, host in entries:
             conflicts = []
-            for other, ohost in entries:
+            candidates = entries if host.startswith("*") else [*exact.get(host, []), *wildcard]
+            for other, ohost in candidates:
                 if other is vs or not hosts_overlap(host, ohost):
                     continue
                 a, b = self._scope(vs), self._scope(other)

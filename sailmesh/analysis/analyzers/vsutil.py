@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from sailmesh.analysis.context import Context, fqdn, hosts_overlap, visible_in
+from sailmesh.analysis.context import Context, fqdn, visible_in
 from sailmesh.analysis.shapes import as_list
 from sailmesh.api.resource import Resource
 
@@ -83,7 +83,7 @@ def find_services(ctx: Context, host: str, namespace: str) -> list[tuple[str, Re
     """(service host, resource, ports) of Services/ServiceEntries visible in namespace matching host."""
     full = fqdn(host, namespace)
     out = []
-    for s in ctx.services():
-        if service_visible(s.resource, namespace) and hosts_overlap(full, s.host):
+    for s in ctx.services_overlapping(full):
+        if service_visible(s.resource, namespace):
             out.append((s.host, s.resource, s.ports))
     return out
