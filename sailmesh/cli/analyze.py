@@ -11,8 +11,10 @@ import yaml
 
 from sailmesh.analysis.diagnostic import LEVELS, Diagnostic, at_least
 from sailmesh.analysis.registry import analyze
+from sailmesh.analysis.suppress import apply_suppressions, parse_suppressions
 from sailmesh.api.parse import load_paths
 from sailmesh.api.resource import DEFAULT_NAMESPACE
+from sailmesh.errors import ConfigError
 
 # istioctl's exit codes (cmd/istioctl: ExitIncorrectUsage, ExitDataError, ExitAnalyzerFoundIssues).
 EXIT_USAGE = 64
@@ -35,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-n", "--namespace", default=DEFAULT_NAMESPACE,
                         help="namespace whose messages are reported (default: default)")
     parser.add_argument("-A", "--all-namespaces", action="store_true", help="report messages for all namespaces")
+    parser.add_argument("-S", "--suppress", action="append", default=[], metavar="CODE=RESOURCE",
+                        help="suppress a code on resources matching a glob, e.g. 'IST0102=Namespace frod' "
+                             "or 'IST0103=Pod *.default' (repeatable)")
 
 
 def _load_mesh_config(path: str) -> dict[str, Any]:
@@ -78,11 +83,16 @@ def run(args: argparse.Namespace) -> int:
         except (OSError, ValueError, yaml.YAMLError) as e:
             print(f"Error: cannot read mesh config {args.mesh_config_file}: {e}", file=sys.stderr)
             return EXIT_DATA_ERROR
+    try:
+        rules = parse_suppressions(args.suppress)
+    except ConfigError as e:
+        print(f"Error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     loaded = load_paths(args.filename)
     for err in loaded.errors:
         print(f"Error: {err}", file=sys.stderr)
     namespace = None if args.all_namespaces else args.namespace
-    diags = [d for d in analyze(loaded.resources, mesh) if _in_scope(d, namespace)]
+    diags = [d for d in apply_suppressions(analyze(loaded.resources, mesh), rules) if _in_scope(d, namespace)]
     shown = [d for d in diags if at_least(d.level, args.output_threshold)]
     fmt = "log" if args.output == "text" else args.output
     if shown or fmt != "log":

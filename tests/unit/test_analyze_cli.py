@@ -157,3 +157,18 @@ def test_subprocess_exit_code_and_output(tmp_path):
     )
     assert proc.returncode == 79, proc.stderr
     assert proc.stdout.startswith("Error [IST0101] (VirtualService default/reviews ")
+
+
+def test_suppress_rules_and_annotation(tmp_path, capsys):
+    """istioctl's -S CODE=Kind name[.namespace] globs and the galley.istio.io/analyze-suppress annotation."""
+    f = write(tmp_path, "reviews.yaml", SVC, VS_BAD_SUBSET)
+    assert main(["analyze", "-f", f, "-S", "IST0101=VirtualService reviews.default"]) == 0
+    assert main(["analyze", "-f", f, "-S", "IST0101=VirtualService *"]) == 0
+    assert main(["analyze", "-f", f, "-S", "IST0102=VirtualService *"]) == 79
+    assert main(["analyze", "-f", f, "-S", "nonsense"]) == 64
+    annotated = VS_BAD_SUBSET.replace(
+        "name: reviews\nspec", "name: reviews\n  annotations: {galley.istio.io/analyze-suppress: 'IST0101'}\nspec"
+    )
+    f2 = write(tmp_path, "annotated.yaml", SVC, annotated)
+    capsys.readouterr()
+    assert main(["analyze", "-f", f2]) == 0
