@@ -61,6 +61,12 @@ def write(tmp_path, name, *docs):
     return str(p)
 
 
+def line_of(path, text):
+    """1-based line of the first line containing text (istioctl points at the offending field)."""
+    with open(path) as fh:
+        return next(i for i, line in enumerate(fh, 1) if text in line)
+
+
 def test_missing_subset_is_ist0101_with_exit_79(tmp_path, capsys):
     """istioctl exits 79 (AnalyzerFoundIssuesError) when a message reaches the failure threshold (Error)."""
     f = write(tmp_path, "reviews.yaml", SVC, VS_BAD_SUBSET)
@@ -68,7 +74,7 @@ def test_missing_subset_is_ist0101_with_exit_79(tmp_path, capsys):
     out = capsys.readouterr().out
     assert rc == 79
     assert (
-        f'Error [IST0101] (VirtualService default/reviews {f}:19) '
+        f'Error [IST0101] (VirtualService default/reviews {f}:{line_of(f, "subset: v3")}) '
         'Referenced host+subset in destinationrule not found: "reviews+v3"'
     ) in out
 
@@ -93,7 +99,7 @@ def test_json_and_yaml_outputs(tmp_path, capsys):
             "level": "Error",
             "message": 'Referenced host+subset in destinationrule not found: "reviews+v3"',
             "origin": "VirtualService default/reviews",
-            "reference": f"{f}:19",
+            "reference": f"{f}:{line_of(f, 'subset: v3')}",
         }
     ]
     assert main(["analyze", "-f", f, "-o", "yaml"]) == 79

@@ -55,7 +55,7 @@ class DestinationHostAnalyzer(Analyzer):
                     break
                 found = svcs
             if not found:
-                yield diag(msg.ReferencedResourceNotFound, vs, "host", host, path=path)
+                yield diag(msg.ReferencedResourceNotFound, vs, "host", host, path=f"{path}.host")
                 continue
             ports = [p for _, r, ps in found if r.kind == "Service" or ps for p in ps]
             if not any(r.kind == "Service" or ps for _, r, ps in found):
@@ -124,7 +124,7 @@ class DestinationRuleAnalyzer(Analyzer):
                         break
                 if not ok:
                     yield diag(msg.ReferencedResourceNotFound, vs, "host+subset in destinationrule",
-                               f"{host}+{subset}", path=path)
+                               f"{host}+{subset}", path=f"{path}.subset")
 
 
 def _gateway_hosts_for(gw: Resource, vs_namespace: str) -> list[str]:
