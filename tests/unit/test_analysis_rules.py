@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sailmesh.analysis.context import fqdn, host_matches, hosts_overlap
 from sailmesh.analysis.registry import analyze, by_name
-from sailmesh.api.parse import parse_text
+from sailmesh.api.parse import parse_text, resource_from_dict
 
 
 def run(analyzer: str, text: str) -> set[tuple[str, str]]:
@@ -152,16 +152,17 @@ spec:
 
 
 def test_list_items_are_analyzed_and_bad_items_reported():
-    text = """apiVersion: v1
-kind: List
-items:
-- apiVersion: networking.istio.io/v1
-  kind: Sidecar
-  metadata: {name: s}
-  spec: {workloadSelector: {labels: {app: ghost}}}
-- {kind: Sidecar}
-"""
-    res = parse_text(text, "t.yaml").resources
+    """A `kind: List` reaching the analysis (whatever the parser does with it) is expanded item by item."""
+    doc = {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [
+            {"apiVersion": "networking.istio.io/v1", "kind": "Sidecar", "metadata": {"name": "s"},
+             "spec": {"workloadSelector": {"labels": {"app": "ghost"}}}},
+            {"kind": "Sidecar"},
+        ],
+    }
+    res = [resource_from_dict(doc)]
     got = {(d.code, d.origin) for d in analyze(res, {}, [by_name("sidecar.SelectorAnalyzer")])}
     assert got == {("IST0101", "Sidecar default/s"), ("IST0106", "List")}
 
