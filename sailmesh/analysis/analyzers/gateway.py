@@ -1,0 +1,193 @@
+"""Gateway analyzers: workload ports, credential secrets, duplicate certificates, conflicting servers."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import warnings
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from cryptography import x509
+
+from sailmesh.analysis import messages as msg
+from sailmesh.analysis.analyzer import Analyzer, diag
+from sailmesh.analysis.analyzers.selectors import selector_string
+from sailmesh.analysis.context import Context, hosts_overlap, selector_matches
+from sailmesh.analysis.diagnostic import Diagnostic
+from sailmesh.analysis.shapes import as_list, as_map
+from sailmesh.api.resource import Resource
+
+
+def gw_selector(gw: Resource) -> dict[str, str]:
+    sel = gw.spec.get("selector")
+    return {str(k): str(v) for k, v in sel.items()} if isinstance(sel, Mapping) else {}
+
+
+def servers(gw: Resource) -> list[Mapping[str, Any]]:
+    return [s for s in as_list(gw.spec.get("servers")) if isinstance(s, Mapping)]
+
+
+def _port(server: Mapping[str, Any]) -> int | None:
+    p = server.get("port")
+    try:
+        return int(p["number"]) if isinstance(p, Mapping) and p.get("number") is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+class IngressGatewayPortAnalyzer(Analyzer):
+    """Every Gateway server port must be exposed by a Service selecting the gateway's pods."""
+
+    name = "gateway.IngressGatewayPortAnalyzer"
+    messages = (msg.ReferencedResourceNotFound, msg.GatewayPortNotDefinedOnService)
+
+    def analyze(self, ctx: Context) -> Iterable[Diagnostic]:
+        for gw in ctx.of("Gateway"):
+            sel = gw_selector(gw)
+            pods = [p for p in ctx.workloads() if selector_matches(sel, p.labels)]
+            if not pods:
+                yield diag(msg.ReferencedResourceNotFound, gw, "selector", selector_string(sel), path="spec.selector")
+                continue
+            ports: set[int] = set()
+            for pod in pods:
+                for svc in ctx.of("Service"):
+                    ssel = svc.spec.get("selector")
+                    if svc.namespace != pod.namespace or not isinstance(ssel, Mapping) or not ssel:
+                        continue
+                    if not selector_matches(ssel, pod.labels):
+                        continue
+                    for p in as_list(svc.spec.get("ports")):
+                        if isinstance(p, Mapping) and str(p.get("protocol") or "TCP") == "TCP":
+                            for key in ("port", "targetPort"):
+                                if isinstance(p.get(key), int):
+                                    ports.add(p[key])
+            for i, server in enumerate(servers(gw)):
+                n = _port(server)
+                if n is not None and n not in ports:
+                    yield diag(msg.GatewayPortNotDefinedOnService, gw, n, selector_string(sel),
+                               path=f"spec.servers[{i}].port")
+
+
+def gateway_namespace(ctx: Context, gw: Resource) -> str:
+    """Namespace of the first pod the Gateway selects ('' when none)."""
+    sel = gw_selector(gw)
+    for p in ctx.workloads():
+        if selector_matches(sel, p.labels):
+            return p.namespace
+    return ""
+
+
+def valid_tls_secret(secret: Resource) -> bool:
+    """A kubernetes.io/tls style secret: tls.crt and tls.key present, the certificate parses and is current."""
+    data = as_map(secret.raw.get("data"))
+    if not isinstance(data, Mapping) or not data.get("tls.crt") or not data.get("tls.key"):
+        return False
+    try:
+        pem = base64.b64decode(str(data["tls.crt"]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cert = x509.load_pem_x509_certificate(pem)
+    except ValueError:
+        return False
+    now = datetime.datetime.now(datetime.UTC)
+    return cert.not_valid_before_utc <= now <= cert.not_valid_after_utc
+
+
+class SecretAnalyzer(Analyzer):
+    """TLS credentialName secrets must exist in the gateway workload's namespace and be valid."""
+
+    name = "gateway.SecretAnalyzer"
+    messages = (msg.ReferencedResourceNotFound, msg.InvalidGatewayCredential)
+
+    def analyze(self, ctx: Context) -> Iterable[Diagnostic]:
+        for gw in ctx.of("Gateway"):
+            ns = gateway_namespace(ctx, gw)
+            if not ns:
+                yield diag(msg.ReferencedResourceNotFound, gw, "selector", selector_string(gw_selector(gw)),
+                           path="spec.selector")
+                continue
+            for i, server in enumerate(servers(gw)):
+                tls = server.get("tls")
+                cn = str(tls.get("credentialName") or "") if isinstance(tls, Mapping) else ""
+                if not cn:
+                    continue
+                path = f"spec.servers[{i}].tls.credentialName"
+                secret = ctx.get("Secret", ns, cn)
+                if secret is None:
+                    yield diag(msg.ReferencedResourceNotFound, gw, "credentialName", cn, path=path)
+                elif not valid_tls_secret(secret):
+                    yield diag(msg.InvalidGatewayCredential, gw, gw.name, gw.namespace, path=path)
+
+
+def _subset(a: Mapping[str, str], b: Mapping[str, str]) -> bool:
+    return all(b.get(k) == v for k, v in a.items())
+
+
+class CertificateAnalyzer(Analyzer):
+    """Gateways on the same workloads must not share a TLS certificate (HTTP/2 connection reuse gives 404s)."""
+
+    name = "gateway.CertificateAnalyzer"
+    messages = (msg.GatewayDuplicateCertificate,)
+
+    @staticmethod
+    def _certs(gw: Resource) -> set[tuple[str, str, str]]:
+        out = set()
+        for s in servers(gw):
+            tls = s.get("tls")
+            if isinstance(tls, Mapping):
+                key = (str(tls.get("credentialName") or ""), str(tls.get("serverCertificate") or ""),
+                       str(tls.get("privateKey") or ""))
+                if any(key):
+                    out.add(key)
+        return out
+
+    def analyze(self, ctx: Context) -> Iterable[Diagnostic]:
+        gws = ctx.of("Gateway")
+        for gw in gws:
+            mine = self._certs(gw)
+            for other in gws:
+                if other is gw or not _subset(gw_selector(gw), gw_selector(other)):
+                    continue
+                if mine & self._certs(other):
+                    names = [f"{gw.namespace}/{gw.name}", f"{other.namespace}/{other.name}"]
+                    yield diag(msg.GatewayDuplicateCertificate, gw, names, path="spec.servers")
+                    break
+
+
+class ConflictingGatewayAnalyzer(Analyzer):
+    """Gateways on the same workloads must not define the same port with overlapping hosts."""
+
+    name = "gateway.ConflictingGatewayAnalyzer"
+    messages = (msg.ConflictingGateways,)
+
+    def analyze(self, ctx: Context) -> Iterable[Diagnostic]:
+        gws = ctx.of("Gateway")
+        for gw in gws:
+            sel = gw_selector(gw)
+            for other in gws:
+                if other is gw:
+                    continue
+                osel = gw_selector(other)
+                if not (_subset(sel, osel) or _subset(osel, sel)):
+                    continue
+                hit = self._conflict(gw, other)
+                if hit:
+                    port, hosts = hit
+                    yield diag(msg.ConflictingGateways, gw, f"{other.namespace}/{other.name}",
+                               selector_string(sel), str(port), hosts, path="spec.servers")
+
+    @staticmethod
+    def _conflict(a: Resource, b: Resource) -> tuple[int, list[str]] | None:
+        for sa in servers(a):
+            pa = _port(sa)
+            if pa is None:
+                continue
+            for sb in servers(b):
+                if _port(sb) != pa:
+                    continue
+                common = [str(h) for h in as_list(sa.get("hosts")) if any(hosts_overlap(str(h), str(o))
+                                                                        for o in as_list(sb.get("hosts")))]
+                if common:
+                    return pa, common
+        return None

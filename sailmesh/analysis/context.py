@@ -1,0 +1,187 @@
+"""What analyzers see: every resource by kind, mesh config, and Istio's host/namespace/selector rules."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from sailmesh.analysis.shapes import as_list, as_map
+from sailmesh.api.resource import Resource
+
+DOMAIN_SUFFIX = "cluster.local"
+DEFAULT_ROOT_NAMESPACE = "istio-system"
+
+
+def fqdn(host: str, namespace: str) -> str:
+    """Istio's short-name rule: `reviews` in namespace default is `reviews.default.svc.cluster.local`."""
+    if not host or host == "*" or "." in host or host.startswith("*"):
+        return host
+    return f"{host}.{namespace}.svc.{DOMAIN_SUFFIX}"
+
+
+def host_matches(pattern: str, host: str) -> bool:
+    """Whether a (possibly wildcard) host pattern covers a concrete or wildcard host (Istio host.Name.Matches)."""
+    if pattern == host or pattern == "*":
+        return True
+    if pattern.startswith("*"):
+        suffix = pattern[1:]
+        if host.startswith("*"):
+            return host[1:].endswith(suffix)
+        return host.endswith(suffix)
+    return False
+
+
+def hosts_overlap(a: str, b: str) -> bool:
+    """Either host pattern covers the other."""
+    return host_matches(a, b) or host_matches(b, a)
+
+
+def selector_matches(selector: Mapping[str, str] | None, labels: Mapping[str, str]) -> bool:
+    """Kubernetes equality selector: every key/value present in labels (empty selects all)."""
+    return all(labels.get(k) == str(v) for k, v in as_map(selector).items())
+
+
+def export_to(res: Resource) -> list[str]:
+    """The resource's exportTo list, `*` when unset."""
+    val = res.spec.get("exportTo") if isinstance(res.spec, Mapping) else None
+    return [str(v) for v in val] if isinstance(val, list) and val else ["*"]
+
+
+def visible_in(res: Resource, namespace: str) -> bool:
+    """Istio's exportTo rule: `*` everywhere, `.` own namespace, else the named namespaces."""
+    for e in export_to(res):
+        if e == "*" or e == namespace or (e == "." and res.namespace == namespace):
+            return True
+    return False
+
+
+@dataclass
+class ServiceInfo:
+    """A service host known to the mesh (Kubernetes Service or ServiceEntry host)."""
+
+    host: str
+    namespace: str
+    ports: list[dict[str, Any]]
+    resource: Resource
+
+
+@dataclass
+class Context:
+    """Indexed view of the input resources plus mesh config."""
+
+    resources: list[Resource]
+    mesh_config: Mapping[str, Any] = field(default_factory=dict)
+    mesh_networks: Mapping[str, Any] = field(default_factory=dict)
+    by_kind: dict[str, list[Resource]] = field(init=False)
+    _workloads: list[Resource] | None = field(init=False, default=None)
+    _workloads_by_ns: dict[str, list[Resource]] | None = field(init=False, default=None)
+    _services: list[ServiceInfo] | None = field(init=False, default=None)
+    _by_host: dict[str, list[ServiceInfo]] = field(init=False, default_factory=dict)
+    _wildcard_services: list[ServiceInfo] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        # Analyzers read spec/mesh config as mappings; other shapes are schema errors reported elsewhere.
+        self.resources = [r if isinstance(r.spec, Mapping) else replace(r, spec={}) for r in self.resources]
+        if not isinstance(self.mesh_config, Mapping):
+            self.mesh_config = {}
+        if not isinstance(self.mesh_networks, Mapping):
+            self.mesh_networks = {}
+        self.by_kind = defaultdict(list)
+        for r in self.resources:
+            self.by_kind[r.kind].append(r)
+
+    @property
+    def root_namespace(self) -> str:
+        return str(self.mesh_config.get("rootNamespace") or DEFAULT_ROOT_NAMESPACE)
+
+    def of(self, *kinds: str) -> list[Resource]:
+        """Resources of the given kinds, in input order."""
+        out: list[Resource] = []
+        for k in kinds:
+            out.extend(self.by_kind.get(k, []))
+        return out
+
+    def get(self, kind: str, namespace: str, name: str) -> Resource | None:
+        for r in self.by_kind.get(kind, []):
+            if r.name == name and r.namespace == namespace:
+                return r
+        return None
+
+    def namespaces(self) -> set[str]:
+        """Every namespace mentioned: Namespace objects plus namespaces of namespaced resources."""
+        out = {r.name for r in self.of("Namespace")}
+        out.update(r.namespace for r in self.resources if r.namespace)
+        return out
+
+    def pods(self) -> list[Resource]:
+        return self.of("Pod")
+
+    def workloads(self) -> list[Resource]:
+        """Pods plus the pod templates of workload controllers (offline, a Deployment stands for its pods)."""
+        if self._workloads is None:
+            self._workloads = [*self.pods(), *(_template_pod(r) for r in self.of(*WORKLOAD_CONTROLLERS))]
+        return self._workloads
+
+    def pods_matching(self, namespace: str | None, selector: Mapping[str, str] | None) -> list[Resource]:
+        """Workloads in namespace (any when None) whose labels match the selector."""
+        if namespace is None:
+            return [p for p in self.workloads() if selector_matches(selector, p.labels)]
+        if self._workloads_by_ns is None:
+            self._workloads_by_ns = {}
+            for p in self.workloads():
+                self._workloads_by_ns.setdefault(p.namespace, []).append(p)
+        return [p for p in self._workloads_by_ns.get(namespace, []) if selector_matches(selector, p.labels)]
+
+    def services(self) -> list[ServiceInfo]:
+        """Kubernetes Services (as FQDN) and every ServiceEntry host (computed once)."""
+        if self._services is None:
+            self._services = list(self._iter_services())
+            for s in self._services:
+                if s.host.startswith("*"):
+                    self._wildcard_services.append(s)
+                else:
+                    self._by_host.setdefault(s.host, []).append(s)
+        return self._services
+
+    def services_overlapping(self, host: str) -> list[ServiceInfo]:
+        """Services whose host overlaps a resolved host (indexed: exact hosts plus wildcard entries)."""
+        services = self.services()
+        if host.startswith("*"):
+            return [s for s in services if hosts_overlap(host, s.host)]
+        return [*self._by_host.get(host, []), *(s for s in self._wildcard_services if host_matches(s.host, host))]
+
+    def _iter_services(self) -> Iterator[ServiceInfo]:
+        for s in self.of("Service"):
+            ports = as_list(s.spec.get("ports"))
+            yield ServiceInfo(f"{s.name}.{s.namespace}.svc.{DOMAIN_SUFFIX}", s.namespace, list(ports), s)
+        for se in self.of("ServiceEntry"):
+            for h in as_list(se.spec.get("hosts")):
+                yield ServiceInfo(fqdn(str(h), se.namespace), se.namespace, as_list(se.spec.get("ports")), se)
+
+
+WORKLOAD_CONTROLLERS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job")
+
+
+def _template_pod(r: Resource) -> Resource:
+    """A Pod-like view of a controller's pod template: template labels/annotations, controller name."""
+    spec = r.raw.get("spec") if isinstance(r.raw.get("spec"), Mapping) else {}
+    tmpl = spec.get("template") if isinstance(spec.get("template"), Mapping) else {}
+    meta = tmpl.get("metadata") if isinstance(tmpl.get("metadata"), Mapping) else {}
+    labels = meta.get("labels") if isinstance(meta.get("labels"), Mapping) else {}
+    annotations = meta.get("annotations") if isinstance(meta.get("annotations"), Mapping) else {}
+    return replace(
+        r,
+        kind="Pod",
+        labels={str(k): str(v) for k, v in labels.items()},
+        annotations={str(k): str(v) for k, v in annotations.items()},
+        raw={"metadata": dict(meta), "spec": as_map(tmpl.get("spec"))},
+    )
+
+
+def group_by(items: Iterable[Any], key: Any) -> dict[Any, list[Any]]:
+    out: dict[Any, list[Any]] = defaultdict(list)
+    for i in items:
+        out[key(i)].append(i)
+    return out
