@@ -48,6 +48,16 @@ KINDS: tuple[KindInfo, ...] = (
     KindInfo("", "ConfigMap", ("v1",)),
     KindInfo("", "Secret", ("v1",)),
     KindInfo("apps", "Deployment", ("v1",)),
+    # Other Kubernetes kinds found in ordinary manifests: read (analyzers use them), not validated deeply.
+    KindInfo("", "Node", ("v1",), namespaced=False),
+    KindInfo("", "Endpoints", ("v1",)),
+    KindInfo("discovery.k8s.io", "EndpointSlice", ("v1",)),
+    KindInfo("apps", "StatefulSet", ("v1",)),
+    KindInfo("apps", "DaemonSet", ("v1",)),
+    KindInfo("apps", "ReplicaSet", ("v1",)),
+    KindInfo("batch", "Job", ("v1",)),
+    KindInfo("batch", "CronJob", ("v1",)),
+    KindInfo("networking.k8s.io", "Ingress", ("v1",)),
     KindInfo(LOCAL, "LocalWorkload", ("v1alpha1",)),
 )
 

@@ -14,7 +14,7 @@ from sailmesh.api import kinds
 from sailmesh.api.resource import DEFAULT_NAMESPACE, Resource, Source
 from sailmesh.errors import ParseError
 
-CLUSTER_SCOPED_KINDS = frozenset({"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"})
+CLUSTER_SCOPED_KINDS = frozenset({"Namespace", "Node", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"})
 YAML_SUFFIXES = (".yaml", ".yml", ".json")
 MAX_FILE_BYTES = 32 * 1024 * 1024  # a config file larger than this is refused, not parsed
 MAX_NODES = 2_000_000  # guards against alias ("billion laughs") expansion
