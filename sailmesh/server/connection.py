@@ -160,10 +160,13 @@ class Connection:
                     inflight = [t for t in ordered(self.types) if push.wants(t)]
                 if inflight and push is not None:
                     type_url = inflight.pop(0)
-                    sent = await self.respond(self.types[type_url], send, force=False, started=push.started)
-                    if sent and type_url == CLUSTER and inflight:
+                    hold = type_url == CLUSTER and bool(inflight)
+                    if hold:  # set before sending: the ACK may race the end of the write
                         self._awaiting = CLUSTER
                         self._await_deadline = time.monotonic() + CLUSTER_ACK_TIMEOUT_S
+                    sent = await self.respond(self.types[type_url], send, force=False, started=push.started)
+                    if hold and not sent:
+                        self._awaiting = None
                     continue
             # Nothing to do until a request, a push or the ACK deadline (no await between check and clear).
             self._wake.clear()
@@ -193,10 +196,13 @@ class Connection:
             return None
 
     def on_ack(self, st: WatchState, version: str, nonce: str) -> None:
+        """The proxy answered the current nonce without an error: it holds `version`."""
         if st.type_url == self._awaiting:
             self._awaiting = None
         st.acked_version = version
         st.acked_nonce = nonce
+        if version != st.sent_version:
+            return  # a later request after a NACK: the proxy still runs its older config
         st.nack_detail = ""
         if st.push_started is not None:
             self.metrics.convergence.observe(time.monotonic() - st.push_started, type=short_name(st.type_url))
@@ -245,7 +251,7 @@ class Connection:
                 nacked_version=st.nacked_version,
                 resource_count=st.resource_count,
                 responses=st.sent_count,
-                synced=bool(st.sent_nonce) and st.acked_nonce == st.sent_nonce,
+                synced=bool(st.sent_nonce) and st.acked_nonce == st.sent_nonce and st.acked_version == st.sent_version,
             )
             for t, st in self.types.items()
         }

@@ -375,7 +375,7 @@ async def test_push_waits_for_the_cluster_ack_before_listeners(server, source):
         cds = await call.read()
         assert cds.type_url == CLUSTER and len(cds.resources) == 2
         st = status(server, "p1")
-        assert st.awaiting_ack == "cds"  # the loop holds the listeners back ...
+        assert st.awaiting_ack == "cds", st  # the loop holds the listeners back ...
         assert st.types[LISTENER].sent_nonce == lds.nonce
         await call.write(discovery_pb2.DiscoveryRequest(type_url=CLUSTER, version_info=cds.version_info,
                                                         response_nonce=cds.nonce))
@@ -418,3 +418,25 @@ async def test_generation_error_keeps_the_last_config(server, source, monkeypatc
         await await_for(lambda: asyncio.sleep(0, b"new" in client.resources(ROUTE)["r1"].value), timeout=5)
         assert len(client.responses(CLUSTER)) == before and set(client.resources(CLUSTER)) == {"c1"}
         assert status(server, "p1").types[CLUSTER].synced
+
+
+async def test_request_after_a_nack_is_not_taken_for_an_ack(server, source):
+    async with grpc.aio.insecure_channel(target(server)) as channel:
+        call, cds, _ = await _raw_sotw(server, channel, "p1")
+        source.set(CLUSTER, {"c2": eds_cluster("c2")})
+        server.push(PushRequest(version=source.version(), type_urls=frozenset({CLUSTER})))
+        bad = await call.read()
+        nack = discovery_pb2.DiscoveryRequest(type_url=CLUSTER, version_info=cds.version_info, response_nonce=bad.nonce)
+        nack.error_detail.message = "rejected c2"
+        await call.write(nack)
+        await await_for(lambda: asyncio.sleep(0, status(server, "p1").types[CLUSTER].nack_detail), timeout=5)
+        # Envoy's next request carries the same nonce and its old version, without error_detail.
+        await call.write(discovery_pb2.DiscoveryRequest(type_url=CLUSTER, version_info=cds.version_info,
+                                                        response_nonce=bad.nonce))
+        await await_for(lambda: asyncio.sleep(0, server.metrics.pushes.value(type="cds") >= 2), timeout=5)
+        await idle(server, "p1")
+        st = status(server, "p1").types[CLUSTER]
+        assert st.acked_version == cds.version_info != st.sent_version
+        assert st.nack_detail == "rejected c2" and not st.synced
+        assert server.metrics.convergence.count(type="cds") == 0
+        call.cancel()
