@@ -67,6 +67,13 @@ class TypeStatus:
     responses: int
     synced: bool  # the last response sent was ACKed
 
+    @property
+    def state(self) -> str:
+        """istioctl proxy-status's column: SYNCED, NOT SENT, or STALE (sent but not ACKed, or NACKed)."""
+        if not self.sent_nonce:
+            return "NOT SENT"
+        return "SYNCED" if self.synced else "STALE"
+
 
 @dataclass(frozen=True)
 class ConnectionStatus:

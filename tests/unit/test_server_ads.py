@@ -168,6 +168,7 @@ async def test_nack_is_recorded_and_the_same_version_is_not_resent(server, sourc
         st = status(server, "p1").types[ROUTE]
         assert st.nack_detail == "route r1: invalid regex BAD"
         assert st.nacked_version == st.sent_version != st.acked_version
+        assert st.state == "STALE" and status(server, "p1").types[CLUSTER].state == "SYNCED"
         assert server.metrics.rejects.value(type="rds") == 1
         assert client.resources(ROUTE)["r1"] == good  # the proxy keeps the last accepted config
         rds_before = len(client.responses(ROUTE))
