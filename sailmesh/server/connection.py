@@ -87,6 +87,8 @@ class ConnectionStatus:
     types: dict[str, TypeStatus]
     pushes: int
     awaiting_ack: str  # short type name the current push waits for ("cds"), or ""
+    peer: str = ""  # gRPC peer address, e.g. ipv4:127.0.0.1:41234
+    identities: tuple[str, ...] = ()  # TLS peer identities (client certificate SANs), empty on plaintext
 
 
 class Connection:
@@ -111,6 +113,8 @@ class Connection:
         self.metrics = metrics
         self.hashes = hashes or HashCache()
         self.connected_at = time.time()
+        self.peer = ""
+        self.identities: tuple[str, ...] = ()
         self.types: dict[str, WatchState] = {}
         self.pushes = 0
         self._requests: deque[Message] = deque()
@@ -263,4 +267,5 @@ class Connection:
             for t, st in self.types.items()
         }
         return ConnectionStatus(self.conn_id, self.node_id, self.node.cluster, self.connected_at, self.delta, types,
-                                self.pushes, short_name(self._awaiting) if self._awaiting else "")
+                                self.pushes, short_name(self._awaiting) if self._awaiting else "", self.peer,
+                                self.identities)
