@@ -441,3 +441,30 @@ async def test_request_after_a_nack_is_not_taken_for_an_ack(server, source):
         assert st.nack_detail == "rejected c2" and not st.synced
         assert server.metrics.convergence.count(type="cds") == 0
         call.cancel()
+
+
+async def test_first_request_without_node_id_is_refused(server):
+    async with grpc.aio.insecure_channel(target(server)) as channel:
+        call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources()
+        await call.write(discovery_pb2.DiscoveryRequest(type_url=CLUSTER))
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call.read()
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert server.connection_count() == 0
+
+
+async def test_explicit_wildcard_and_named_subscriptions(server, source):
+    async with grpc.aio.insecure_channel(target(server)) as channel:
+        call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources()
+        req = discovery_pb2.DiscoveryRequest(type_url=ENDPOINT, resource_names=["*"])
+        req.node.id = "p1"
+        await call.write(req)
+        eds = await call.read()
+        assert len(eds.resources) == 2  # "*" asks for every endpoint set
+        await call.write(discovery_pb2.DiscoveryRequest(type_url=ENDPOINT, resource_names=["c2"],
+                                                        version_info=eds.version_info, response_nonce=eds.nonce))
+        eds2 = await call.read()
+        assert [a.value for a in eds2.resources] == [pack(cla("c2")).value]
+        assert status(server, "p1").types[ENDPOINT].names == ("c2",)
+        assert not status(server, "p1").types[ENDPOINT].wildcard
+        call.cancel()
