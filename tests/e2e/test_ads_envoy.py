@@ -257,3 +257,26 @@ async def test_endpoint_only_push_moves_traffic_to_a_new_backend(tmp_path, serve
             assert st[ENDPOINT].responses == 2 and st[CLUSTER].responses == 1 and st[ROUTE].responses == 1
     finally:
         await runner.cleanup()
+
+
+@pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
+async def test_removed_listener_stops_serving_and_comes_back(tmp_path, server, source, delta):
+    """SotW removes by omission from the full set, delta by removed_resources: Envoy closes the port either way."""
+    port = source.listener_port
+    async with running_envoy(ads_bootstrap("removal-test", server.port, delta=delta), tmp_path) as envoy:
+        await envoy.wait_ready()
+        await body_becomes(port, "/r", "backend /r")
+        source.set(LISTENER, {})
+        server.push(PushRequest(version=source.version(), type_urls=frozenset({LISTENER})))
+
+        async def refused() -> bool:
+            try:
+                await get(port, "/r")
+            except aiohttp.ClientConnectionError:
+                return True
+            return False
+        await await_for(refused, timeout=10, what="the listener removed")
+        assert "listener_0" not in (await envoy.admin_get("/listeners"))[1]
+        source.set(LISTENER, {"listener_0": http_listener(port)})
+        server.push(PushRequest(version=source.version(), type_urls=frozenset({LISTENER})))
+        await body_becomes(port, "/r", "backend /r")
