@@ -357,3 +357,49 @@ class AdsClient:
         if CLUSTER in self.records and LISTENER in self.records:
             self.synced_at = time.monotonic()
             self.synced.set()
+
+
+@dataclass
+class Fleet:
+    """Many simulated proxies sharing a few gRPC channels (one HTTP/2 connection carries many streams)."""
+
+    clients: list[AdsClient]
+    channels: list[grpc.aio.Channel]
+
+    async def wait_synced(self, timeout: float = 60.0) -> float:
+        """Wait until every client is synced; returns the seconds from the first start to the last sync."""
+        await asyncio.wait_for(asyncio.gather(*(c.synced.wait() for c in self.clients)), timeout)
+        return max(c.synced_at or 0.0 for c in self.clients) - min(c.started_at for c in self.clients)
+
+    def sync_times(self) -> list[float]:
+        """Each client's seconds from start to sync, sorted."""
+        return sorted((c.synced_at - c.started_at) for c in self.clients if c.synced_at is not None)
+
+    async def wait_responses(self, type_url: str, counts: list[int], timeout: float = 60.0) -> None:
+        """Wait until client i has accepted counts[i] responses of type_url."""
+        await asyncio.wait_for(asyncio.gather(*(c.wait_responses(type_url, n, timeout)
+                                                for c, n in zip(self.clients, counts, strict=True))), timeout)
+
+    async def close(self) -> None:
+        for c in self.clients:
+            await c.close()
+        for ch in self.channels:
+            await ch.close()
+
+
+async def start_fleet(
+    target: str, count: int, *, delta: bool = False, per_channel: int = 50, prefix: str = "sim", keep_log: bool = False
+) -> Fleet:
+    """Start `count` clients named {prefix}-{i} (node ids), per_channel streams per gRPC channel."""
+    channels = [grpc.aio.insecure_channel(target) for _ in range(max(1, -(-count // per_channel)))]
+    fleet = Fleet([], channels)
+    try:
+        for i in range(count):
+            client = AdsClient(target, f"{prefix}-{i}", delta=delta, keep_log=keep_log,
+                               channel=channels[i // per_channel])
+            fleet.clients.append(client)
+            await client.start()
+    except BaseException:
+        await fleet.close()
+        raise
+    return fleet

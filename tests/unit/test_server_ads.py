@@ -17,7 +17,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from sailmesh.server.ads import AdsServer
 from sailmesh.server.source import CLUSTER, ENDPOINT, LISTENER, ROUTE, PushRequest
 from sailmesh.server.static_source import StaticSource, pack
-from sailmesh.testing.ads_client import AdsClient
+from sailmesh.testing.ads_client import AdsClient, start_fleet
 from sailmesh.testing.waiting import await_for
 
 ADS = config_source_pb2.ConfigSource(ads=config_source_pb2.AggregatedConfigSource(),
@@ -468,3 +468,19 @@ async def test_explicit_wildcard_and_named_subscriptions(server, source):
         assert status(server, "p1").types[ENDPOINT].names == ("c2",)
         assert not status(server, "p1").types[ENDPOINT].wildcard
         call.cancel()
+
+
+@pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
+async def test_a_fleet_of_simulated_proxies_syncs_and_gets_a_push(server, source, delta):
+    fleet = await start_fleet(target(server), 60, delta=delta, per_channel=25)
+    try:
+        await fleet.wait_synced(timeout=20)
+        assert server.connection_count() == 60 and len(fleet.sync_times()) == 60
+        counts = [c.record(ROUTE).responses + 1 for c in fleet.clients]
+        source.set(ROUTE, {"r1": route("r1", "fleet"), "r2": route("r2")})
+        assert server.push(PushRequest(version=source.version(), type_urls=frozenset({ROUTE}))) == 60
+        await fleet.wait_responses(ROUTE, counts, timeout=20)
+        assert all(b"fleet" in c.resources(ROUTE)["r1"].value for c in fleet.clients)
+        await await_for(lambda: asyncio.sleep(0, server.metrics.convergence.count(type="rds") == 60), timeout=5)
+    finally:
+        await fleet.close()
