@@ -32,6 +32,28 @@ _OPTIONS = [
 ]
 
 
+SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+
+
+def _serialize(message: Message | bytes) -> bytes:
+    """Responses may be pre-serialized bytes (shared bodies) or messages."""
+    return message if isinstance(message, bytes) else message.SerializeToString()
+
+
+def _register(servicer: AdsServer, server: grpc.aio.Server) -> None:
+    """ads_pb2_grpc's registration, with a serializer that passes pre-serialized responses through."""
+    handlers = {
+        "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+            servicer.StreamAggregatedResources, request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+            response_serializer=_serialize),
+        "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+            servicer.DeltaAggregatedResources, request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+            response_serializer=_serialize),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_registered_method_handlers(SERVICE, handlers)
+
+
 class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     """Serves one ResourceSource to every connected proxy; push() fans a change out to their queues."""
 
@@ -53,7 +75,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         if self._server is not None:
             raise XdsError("the ADS server is already serving")
         server = grpc.aio.server(options=_OPTIONS)
-        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self, server)
+        _register(self, server)
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
             if credentials is None:

@@ -22,7 +22,7 @@ from sailmesh.server.source import CLUSTER, Generated, PushRequest, ResourceSour
 
 log = logging.getLogger("sailmesh.server")
 
-Send = Callable[[Message], Awaitable[None]]
+Send = Callable[[Message | bytes], Awaitable[None]]  # bytes: an already serialized response
 
 # How long a push waits for the proxy to ACK clusters before sending the listeners and routes using them.
 CLUSTER_ACK_TIMEOUT_S = 5.0
