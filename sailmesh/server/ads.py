@@ -32,6 +32,28 @@ _OPTIONS = [
 ]
 
 
+SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+
+
+def _serialize(message: Message | bytes) -> bytes:
+    """Responses may be pre-serialized bytes (shared bodies) or messages."""
+    return message if isinstance(message, bytes) else message.SerializeToString()
+
+
+def _register(servicer: AdsServer, server: grpc.aio.Server) -> None:
+    """ads_pb2_grpc's registration, with a serializer that passes pre-serialized responses through."""
+    handlers = {
+        "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+            servicer.StreamAggregatedResources, request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+            response_serializer=_serialize),
+        "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+            servicer.DeltaAggregatedResources, request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+            response_serializer=_serialize),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_registered_method_handlers(SERVICE, handlers)
+
+
 class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     """Serves one ResourceSource to every connected proxy; push() fans a change out to their queues."""
 
@@ -46,19 +68,27 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         self.host = ""
 
     # -- lifecycle --
-    async def serve(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Start listening (loopback by default); returns the bound port."""
+    async def serve(
+        self, host: str = "127.0.0.1", port: int = 0, credentials: grpc.ServerCredentials | None = None
+    ) -> int:
+        """Start listening (loopback by default, plaintext unless credentials are given); returns the bound port."""
         if self._server is not None:
             raise XdsError("the ADS server is already serving")
         server = grpc.aio.server(options=_OPTIONS)
-        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self, server)
+        _register(self, server)
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        bound = server.add_insecure_port(address)
+        try:
+            if credentials is None:
+                bound = server.add_insecure_port(address)
+            else:
+                bound = server.add_secure_port(address, credentials)
+        except RuntimeError as e:
+            raise XdsError(f"cannot listen on {address}: {e}") from e
         if not bound:
             raise XdsError(f"cannot listen on {address}")
         await server.start()
         self._server, self.host, self.port = server, host, bound
-        log.info("ADS listening on %s:%d", host, bound)
+        log.info("ADS listening on %s:%d (%s)", host, bound, "TLS" if credentials else "plaintext")
         return bound
 
     async def stop(self, grace: float | None = 0.0) -> None:
@@ -116,6 +146,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         conn_id = f"{node.id}-{next(self._ids)}"
         cls = DeltaConnection if delta else SotwConnection
         conn = cls(conn_id, node, handle, self.source, self.metrics, self.hashes)
+        conn.peer = context.peer()
+        conn.identities = tuple(i.decode(errors="replace") for i in (context.peer_identities() or ()))
         self._connections[conn_id] = conn
         self.metrics.connected.inc()
         log.info("proxy %s connected (%s, %s)", node.id, conn_id, "delta" if delta else "sotw")

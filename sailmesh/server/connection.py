@@ -22,7 +22,7 @@ from sailmesh.server.source import CLUSTER, Generated, PushRequest, ResourceSour
 
 log = logging.getLogger("sailmesh.server")
 
-Send = Callable[[Message], Awaitable[None]]
+Send = Callable[[Message | bytes], Awaitable[None]]  # bytes: an already serialized response
 
 # How long a push waits for the proxy to ACK clusters before sending the listeners and routes using them.
 CLUSTER_ACK_TIMEOUT_S = 5.0
@@ -67,6 +67,13 @@ class TypeStatus:
     responses: int
     synced: bool  # the last response sent was ACKed
 
+    @property
+    def state(self) -> str:
+        """istioctl proxy-status's column: SYNCED, NOT SENT, or STALE (sent but not ACKed, or NACKed)."""
+        if not self.sent_nonce:
+            return "NOT SENT"
+        return "SYNCED" if self.synced else "STALE"
+
 
 @dataclass(frozen=True)
 class ConnectionStatus:
@@ -80,6 +87,8 @@ class ConnectionStatus:
     types: dict[str, TypeStatus]
     pushes: int
     awaiting_ack: str  # short type name the current push waits for ("cds"), or ""
+    peer: str = ""  # gRPC peer address, e.g. ipv4:127.0.0.1:41234
+    identities: tuple[str, ...] = ()  # TLS peer identities (client certificate SANs), empty on plaintext
 
 
 class Connection:
@@ -104,6 +113,8 @@ class Connection:
         self.metrics = metrics
         self.hashes = hashes or HashCache()
         self.connected_at = time.time()
+        self.peer = ""
+        self.identities: tuple[str, ...] = ()
         self.types: dict[str, WatchState] = {}
         self.pushes = 0
         self._requests: deque[Message] = deque()
@@ -160,10 +171,13 @@ class Connection:
                     inflight = [t for t in ordered(self.types) if push.wants(t)]
                 if inflight and push is not None:
                     type_url = inflight.pop(0)
-                    sent = await self.respond(self.types[type_url], send, force=False, started=push.started)
-                    if sent and type_url == CLUSTER and inflight:
+                    hold = type_url == CLUSTER and bool(inflight)
+                    if hold:  # set before sending: the ACK may race the end of the write
                         self._awaiting = CLUSTER
                         self._await_deadline = time.monotonic() + CLUSTER_ACK_TIMEOUT_S
+                    sent = await self.respond(self.types[type_url], send, force=False, started=push.started)
+                    if hold and not sent:
+                        self._awaiting = None
                     continue
             # Nothing to do until a request, a push or the ACK deadline (no await between check and clear).
             self._wake.clear()
@@ -193,10 +207,13 @@ class Connection:
             return None
 
     def on_ack(self, st: WatchState, version: str, nonce: str) -> None:
+        """The proxy answered the current nonce without an error: it holds `version`."""
         if st.type_url == self._awaiting:
             self._awaiting = None
         st.acked_version = version
         st.acked_nonce = nonce
+        if version != st.sent_version:
+            return  # a later request after a NACK: the proxy still runs its older config
         st.nack_detail = ""
         if st.push_started is not None:
             self.metrics.convergence.observe(time.monotonic() - st.push_started, type=short_name(st.type_url))
@@ -245,9 +262,10 @@ class Connection:
                 nacked_version=st.nacked_version,
                 resource_count=st.resource_count,
                 responses=st.sent_count,
-                synced=bool(st.sent_nonce) and st.acked_nonce == st.sent_nonce,
+                synced=bool(st.sent_nonce) and st.acked_nonce == st.sent_nonce and st.acked_version == st.sent_version,
             )
             for t, st in self.types.items()
         }
         return ConnectionStatus(self.conn_id, self.node_id, self.node.cluster, self.connected_at, self.delta, types,
-                                self.pushes, short_name(self._awaiting) if self._awaiting else "")
+                                self.pushes, short_name(self._awaiting) if self._awaiting else "", self.peer,
+                                self.identities)

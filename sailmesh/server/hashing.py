@@ -6,6 +6,7 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import Mapping
 
+from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.any_pb2 import Any as AnyProto
 
 
@@ -36,6 +37,8 @@ class HashCache:
         self._subsets: OrderedDict[tuple[int, frozenset[str] | None], tuple[object, Mapping[str, AnyProto], bytes]]
         self._subsets = OrderedDict()
         self._versions: OrderedDict[int, tuple[AnyProto, str]] = OrderedDict()
+        self._bodies: OrderedDict[bytes, bytes] = OrderedDict()
+        self.max_bodies = 128
         self.hits = 0
         self.misses = 0
 
@@ -69,3 +72,22 @@ class HashCache:
         if len(self._versions) > self.max_entries * 16:
             self._versions.popitem(last=False)
         return version
+
+    def body(self, digest: bytes, resources: Mapping[str, AnyProto]) -> bytes:
+        """The serialized `resources` field of a DiscoveryResponse (sorted by name), built once per digest.
+
+        Protobuf fields may come in any order and concatenated encodings merge, so a response is
+        `header + body` where the small header carries version, type URL and nonce: proxies that get the
+        same resources share one serialization.
+        """
+        hit = self._bodies.get(digest)
+        if hit is not None:
+            self._bodies.move_to_end(digest)
+            return hit
+        msg = discovery_pb2.DiscoveryResponse()
+        msg.resources.extend(resources[n] for n in sorted(resources))
+        body = msg.SerializeToString()
+        self._bodies[digest] = body
+        if len(self._bodies) > self.max_bodies:
+            self._bodies.popitem(last=False)
+        return body

@@ -58,8 +58,8 @@ class SotwConnection(Connection):
             return False  # byte-identical to what the proxy has
         version = self.next_version(st)
         nonce = self.next_nonce()
-        response = discovery_pb2.DiscoveryResponse(version_info=version, type_url=st.type_url, nonce=nonce)
-        response.resources.extend(resources[n] for n in sorted(resources))
+        header = discovery_pb2.DiscoveryResponse(version_info=version, type_url=st.type_url, nonce=nonce)
+        response = header.SerializeToString() + self.hashes.body(digest, resources)
         st.sent_digest = digest
         self.mark_sent(st, version, nonce, len(resources), started)
         try:

@@ -47,31 +47,17 @@ def unpack(anyp: AnyProto) -> object:
     return msg
 
 
-def resource_name(anyp: AnyProto) -> str:
-    msg = unpack(anyp)
-    return msg.cluster_name if isinstance(msg, endpoint_pb2.ClusterLoadAssignment) else msg.name  # type: ignore[attr-defined]
-
-
-def eds_names(clusters: Iterable[AnyProto]) -> set[str]:
-    """EDS names Envoy would ask for: service_name of EDS clusters, else the cluster name."""
-    names: set[str] = set()
-    for anyp in clusters:
-        c = unpack(anyp)
-        assert isinstance(c, cluster_pb2.Cluster)
-        if c.WhichOneof("cluster_discovery_type") == "type" and c.type == cluster_pb2.Cluster.EDS:
-            names.add(c.eds_cluster_config.service_name or c.name)
-    return names
-
-
-def rds_names(listeners: Iterable[AnyProto]) -> set[str]:
-    """Route configuration names referenced by the listeners' HTTP connection managers (rds)."""
-    names: set[str] = set()
-    for anyp in listeners:
-        lis = unpack(anyp)
-        assert isinstance(lis, listener_pb2.Listener)
-        chains = list(lis.filter_chains)
-        if lis.HasField("default_filter_chain"):
-            chains.append(lis.default_filter_chain)
+def _references(msg: object) -> frozenset[str]:
+    """Names a resource makes Envoy subscribe to: EDS names of a cluster, RDS names of a listener."""
+    if isinstance(msg, cluster_pb2.Cluster):
+        if msg.WhichOneof("cluster_discovery_type") == "type" and msg.type == cluster_pb2.Cluster.EDS:
+            return frozenset({msg.eds_cluster_config.service_name or msg.name})
+        return frozenset()
+    if isinstance(msg, listener_pb2.Listener):
+        names: set[str] = set()
+        chains = list(msg.filter_chains)
+        if msg.HasField("default_filter_chain"):
+            chains.append(msg.default_filter_chain)
         for chain in chains:
             for f in chain.filters:
                 if f.typed_config.type_url == _HCM_TYPE:
@@ -79,7 +65,41 @@ def rds_names(listeners: Iterable[AnyProto]) -> set[str]:
                     f.typed_config.Unpack(hcm)
                     if hcm.HasField("rds"):
                         names.add(hcm.rds.route_config_name)
-    return names
+        return frozenset(names)
+    return frozenset()
+
+
+# (type_url, bytes) -> (name, referenced names): thousands of simulated proxies get the same bytes; parse once.
+_PARSED: dict[tuple[str, bytes], tuple[str, frozenset[str]]] = {}
+_PARSED_MAX = 100_000
+
+
+def describe(anyp: AnyProto) -> tuple[str, frozenset[str]]:
+    """A resource's name and the EDS/RDS names it references (cached by content)."""
+    key = (anyp.type_url, anyp.value)
+    hit = _PARSED.get(key)
+    if hit is None:
+        msg = unpack(anyp)
+        name = msg.cluster_name if isinstance(msg, endpoint_pb2.ClusterLoadAssignment) else msg.name  # type: ignore[attr-defined]
+        hit = (name, _references(msg))
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[key] = hit
+    return hit
+
+
+def resource_name(anyp: AnyProto) -> str:
+    return describe(anyp)[0]
+
+
+def eds_names(clusters: Iterable[AnyProto]) -> set[str]:
+    """EDS names Envoy would ask for: service_name of EDS clusters, else the cluster name."""
+    return {n for anyp in clusters for n in describe(anyp)[1]}
+
+
+def rds_names(listeners: Iterable[AnyProto]) -> set[str]:
+    """Route configuration names referenced by the listeners' HTTP connection managers (rds)."""
+    return {n for anyp in listeners for n in describe(anyp)[1]}
 
 
 @dataclass
@@ -143,6 +163,7 @@ class AdsClient:
         self.started_at = 0.0
         self.synced_at: float | None = None
         self.synced = asyncio.Event()
+        self.changed = asyncio.Event()  # set after every response handled; waiters clear it themselves
         self._own_channel = channel is None
         self._channel = channel
         self._call: grpc.aio.StreamStreamCall | None = None
@@ -188,6 +209,14 @@ class AdsClient:
 
     def record(self, type_url: str) -> TypeRecord:
         return self.records.setdefault(type_url, TypeRecord())
+
+    async def wait_responses(self, type_url: str, count: int, timeout: float = 10.0) -> None:
+        """Wait (without polling) until `count` responses of type_url were accepted."""
+        async def reached() -> None:
+            while self.record(type_url).responses < count:
+                self.changed.clear()
+                await self.changed.wait()
+        await asyncio.wait_for(reached(), timeout)
 
     def responses(self, type_url: str | None = None) -> list[Received]:
         return [r for r in self.log if type_url is None or r.type_url == type_url]
@@ -241,6 +270,7 @@ class AdsClient:
                 else:
                     await self._on_sotw(response)
                 self._check_synced()
+                self.changed.set()
         except grpc.aio.AioRpcError as e:
             if e.code() != grpc.StatusCode.CANCELLED:
                 self.error = e
@@ -327,3 +357,49 @@ class AdsClient:
         if CLUSTER in self.records and LISTENER in self.records:
             self.synced_at = time.monotonic()
             self.synced.set()
+
+
+@dataclass
+class Fleet:
+    """Many simulated proxies sharing a few gRPC channels (one HTTP/2 connection carries many streams)."""
+
+    clients: list[AdsClient]
+    channels: list[grpc.aio.Channel]
+
+    async def wait_synced(self, timeout: float = 60.0) -> float:
+        """Wait until every client is synced; returns the seconds from the first start to the last sync."""
+        await asyncio.wait_for(asyncio.gather(*(c.synced.wait() for c in self.clients)), timeout)
+        return max(c.synced_at or 0.0 for c in self.clients) - min(c.started_at for c in self.clients)
+
+    def sync_times(self) -> list[float]:
+        """Each client's seconds from start to sync, sorted."""
+        return sorted((c.synced_at - c.started_at) for c in self.clients if c.synced_at is not None)
+
+    async def wait_responses(self, type_url: str, counts: list[int], timeout: float = 60.0) -> None:
+        """Wait until client i has accepted counts[i] responses of type_url."""
+        await asyncio.wait_for(asyncio.gather(*(c.wait_responses(type_url, n, timeout)
+                                                for c, n in zip(self.clients, counts, strict=True))), timeout)
+
+    async def close(self) -> None:
+        for c in self.clients:
+            await c.close()
+        for ch in self.channels:
+            await ch.close()
+
+
+async def start_fleet(
+    target: str, count: int, *, delta: bool = False, per_channel: int = 50, prefix: str = "sim", keep_log: bool = False
+) -> Fleet:
+    """Start `count` clients named {prefix}-{i} (node ids), per_channel streams per gRPC channel."""
+    channels = [grpc.aio.insecure_channel(target) for _ in range(max(1, -(-count // per_channel)))]
+    fleet = Fleet([], channels)
+    try:
+        for i in range(count):
+            client = AdsClient(target, f"{prefix}-{i}", delta=delta, keep_log=keep_log,
+                               channel=channels[i // per_channel])
+            fleet.clients.append(client)
+            await client.start()
+    except BaseException:
+        await fleet.close()
+        raise
+    return fleet

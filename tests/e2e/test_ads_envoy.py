@@ -74,10 +74,9 @@ def routes(*, direct: str = "", bad_regex: bool = False) -> route_pb2.RouteConfi
     return rc
 
 
-@pytest.fixture
-async def backend_port():
+async def start_backend(label: str) -> tuple[web.AppRunner, int]:
     async def handle(request: web.Request) -> web.Response:
-        return web.Response(text=f"backend {request.path}")
+        return web.Response(text=f"{label} {request.path}")
 
     app = web.Application()
     app.router.add_get("/{tail:.*}", handle)
@@ -86,8 +85,14 @@ async def backend_port():
     site = web.TCPSite(runner, "127.0.0.1", 0)  # aiohttp's server sets TCP_NODELAY on its sockets
     await site.start()
     sock: socket.socket = site._server.sockets[0]  # type: ignore[union-attr]
+    return runner, sock.getsockname()[1]
+
+
+@pytest.fixture
+async def backend_port():
+    runner, port = await start_backend("backend")
     try:
-        yield sock.getsockname()[1]
+        yield port
     finally:
         await runner.cleanup()
 
@@ -235,3 +240,43 @@ async def test_new_cluster_and_route_in_one_push_never_fail_requests(tmp_path, s
             return seen[-1] == (200, "backend /via2/p")
         await await_for(switched, timeout=10, interval=0.001, what="traffic on the new cluster")
         assert all(s in ((200, "backend /p"), (200, "backend /via2/p")) for s in seen), seen
+
+
+async def test_endpoint_only_push_moves_traffic_to_a_new_backend(tmp_path, server, source):
+    port = source.listener_port
+    runner, other = await start_backend("other")
+    try:
+        async with running_envoy(ads_bootstrap("eds-test", server.port), tmp_path) as envoy:
+            await envoy.wait_ready()
+            await body_becomes(port, "/e", "backend /e")
+            await server_synced(server, "eds-test")
+            source.set(ENDPOINT, {"backend-eds": backend_endpoints(other)})
+            server.push(PushRequest(version=source.version(), type_urls=frozenset({ENDPOINT}), reason="endpoints"))
+            await body_becomes(port, "/e", "other /e")
+            st = server.connections()[0].types
+            assert st[ENDPOINT].responses == 2 and st[CLUSTER].responses == 1 and st[ROUTE].responses == 1
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
+async def test_removed_listener_stops_serving_and_comes_back(tmp_path, server, source, delta):
+    """SotW removes by omission from the full set, delta by removed_resources: Envoy closes the port either way."""
+    port = source.listener_port
+    async with running_envoy(ads_bootstrap("removal-test", server.port, delta=delta), tmp_path) as envoy:
+        await envoy.wait_ready()
+        await body_becomes(port, "/r", "backend /r")
+        source.set(LISTENER, {})
+        server.push(PushRequest(version=source.version(), type_urls=frozenset({LISTENER})))
+
+        async def refused() -> bool:
+            try:
+                await get(port, "/r")
+            except aiohttp.ClientConnectionError:
+                return True
+            return False
+        await await_for(refused, timeout=10, what="the listener removed")
+        assert "listener_0" not in (await envoy.admin_get("/listeners"))[1]
+        source.set(LISTENER, {"listener_0": http_listener(port)})
+        server.push(PushRequest(version=source.version(), type_urls=frozenset({LISTENER})))
+        await body_becomes(port, "/r", "backend /r")

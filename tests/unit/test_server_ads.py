@@ -17,7 +17,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from sailmesh.server.ads import AdsServer
 from sailmesh.server.source import CLUSTER, ENDPOINT, LISTENER, ROUTE, PushRequest
 from sailmesh.server.static_source import StaticSource, pack
-from sailmesh.testing.ads_client import AdsClient
+from sailmesh.testing.ads_client import AdsClient, start_fleet
 from sailmesh.testing.waiting import await_for
 
 ADS = config_source_pb2.ConfigSource(ads=config_source_pb2.AggregatedConfigSource(),
@@ -168,6 +168,7 @@ async def test_nack_is_recorded_and_the_same_version_is_not_resent(server, sourc
         st = status(server, "p1").types[ROUTE]
         assert st.nack_detail == "route r1: invalid regex BAD"
         assert st.nacked_version == st.sent_version != st.acked_version
+        assert st.state == "STALE" and status(server, "p1").types[CLUSTER].state == "SYNCED"
         assert server.metrics.rejects.value(type="rds") == 1
         assert client.resources(ROUTE)["r1"] == good  # the proxy keeps the last accepted config
         rds_before = len(client.responses(ROUTE))
@@ -375,7 +376,7 @@ async def test_push_waits_for_the_cluster_ack_before_listeners(server, source):
         cds = await call.read()
         assert cds.type_url == CLUSTER and len(cds.resources) == 2
         st = status(server, "p1")
-        assert st.awaiting_ack == "cds"  # the loop holds the listeners back ...
+        assert st.awaiting_ack == "cds", st  # the loop holds the listeners back ...
         assert st.types[LISTENER].sent_nonce == lds.nonce
         await call.write(discovery_pb2.DiscoveryRequest(type_url=CLUSTER, version_info=cds.version_info,
                                                         response_nonce=cds.nonce))
@@ -418,3 +419,68 @@ async def test_generation_error_keeps_the_last_config(server, source, monkeypatc
         await await_for(lambda: asyncio.sleep(0, b"new" in client.resources(ROUTE)["r1"].value), timeout=5)
         assert len(client.responses(CLUSTER)) == before and set(client.resources(CLUSTER)) == {"c1"}
         assert status(server, "p1").types[CLUSTER].synced
+
+
+async def test_request_after_a_nack_is_not_taken_for_an_ack(server, source):
+    async with grpc.aio.insecure_channel(target(server)) as channel:
+        call, cds, _ = await _raw_sotw(server, channel, "p1")
+        source.set(CLUSTER, {"c2": eds_cluster("c2")})
+        server.push(PushRequest(version=source.version(), type_urls=frozenset({CLUSTER})))
+        bad = await call.read()
+        nack = discovery_pb2.DiscoveryRequest(type_url=CLUSTER, version_info=cds.version_info, response_nonce=bad.nonce)
+        nack.error_detail.message = "rejected c2"
+        await call.write(nack)
+        await await_for(lambda: asyncio.sleep(0, status(server, "p1").types[CLUSTER].nack_detail), timeout=5)
+        # Envoy's next request carries the same nonce and its old version, without error_detail.
+        await call.write(discovery_pb2.DiscoveryRequest(type_url=CLUSTER, version_info=cds.version_info,
+                                                        response_nonce=bad.nonce))
+        await await_for(lambda: asyncio.sleep(0, server.metrics.pushes.value(type="cds") >= 2), timeout=5)
+        await idle(server, "p1")
+        st = status(server, "p1").types[CLUSTER]
+        assert st.acked_version == cds.version_info != st.sent_version
+        assert st.nack_detail == "rejected c2" and not st.synced
+        assert server.metrics.convergence.count(type="cds") == 0
+        call.cancel()
+
+
+async def test_first_request_without_node_id_is_refused(server):
+    async with grpc.aio.insecure_channel(target(server)) as channel:
+        call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources()
+        await call.write(discovery_pb2.DiscoveryRequest(type_url=CLUSTER))
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call.read()
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert server.connection_count() == 0
+
+
+async def test_explicit_wildcard_and_named_subscriptions(server, source):
+    async with grpc.aio.insecure_channel(target(server)) as channel:
+        call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources()
+        req = discovery_pb2.DiscoveryRequest(type_url=ENDPOINT, resource_names=["*"])
+        req.node.id = "p1"
+        await call.write(req)
+        eds = await call.read()
+        assert len(eds.resources) == 2  # "*" asks for every endpoint set
+        await call.write(discovery_pb2.DiscoveryRequest(type_url=ENDPOINT, resource_names=["c2"],
+                                                        version_info=eds.version_info, response_nonce=eds.nonce))
+        eds2 = await call.read()
+        assert [a.value for a in eds2.resources] == [pack(cla("c2")).value]
+        assert status(server, "p1").types[ENDPOINT].names == ("c2",)
+        assert not status(server, "p1").types[ENDPOINT].wildcard
+        call.cancel()
+
+
+@pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
+async def test_a_fleet_of_simulated_proxies_syncs_and_gets_a_push(server, source, delta):
+    fleet = await start_fleet(target(server), 60, delta=delta, per_channel=25)
+    try:
+        await fleet.wait_synced(timeout=20)
+        assert server.connection_count() == 60 and len(fleet.sync_times()) == 60
+        counts = [c.record(ROUTE).responses + 1 for c in fleet.clients]
+        source.set(ROUTE, {"r1": route("r1", "fleet"), "r2": route("r2")})
+        assert server.push(PushRequest(version=source.version(), type_urls=frozenset({ROUTE}))) == 60
+        await fleet.wait_responses(ROUTE, counts, timeout=20)
+        assert all(b"fleet" in c.resources(ROUTE)["r1"].value for c in fleet.clients)
+        await await_for(lambda: asyncio.sleep(0, server.metrics.convergence.count(type="rds") == 60), timeout=5)
+    finally:
+        await fleet.close()

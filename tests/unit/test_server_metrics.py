@@ -68,3 +68,24 @@ def test_push_order_and_merging():
     assert p.wants(ROUTE) and not p.wants(LISTENER)
     p.merge(PushRequest("v3"))
     assert p.type_urls is None and p.wants(LISTENER)
+
+
+def test_shared_response_body_parses_like_a_built_response():
+    from envoy.config.cluster.v3 import cluster_pb2
+    from envoy.service.discovery.v3 import discovery_pb2
+
+    from sailmesh.server.hashing import HashCache
+    from sailmesh.server.static_source import pack
+
+    resources = {n: pack(cluster_pb2.Cluster(name=n)) for n in ("b", "a", "c")}
+    cache = HashCache()
+    chosen, digest = cache.subset(resources, None)
+    assert cache.subset(resources, None)[1] == digest and cache.hits == 1  # same mapping: no rehash
+    body = cache.body(digest, chosen)
+    assert cache.body(digest, chosen) is body  # serialized once, shared
+    header = discovery_pb2.DiscoveryResponse(version_info="v1", type_url=CLUSTER, nonce="n-1")
+    parsed = discovery_pb2.DiscoveryResponse.FromString(header.SerializeToString() + body)
+    expected = discovery_pb2.DiscoveryResponse(version_info="v1", type_url=CLUSTER, nonce="n-1")
+    expected.resources.extend(resources[n] for n in ("a", "b", "c"))
+    assert parsed == expected
+    assert cache.subset(resources, frozenset({"a", "zz"}))[0] == {"a": resources["a"]}
