@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from sailmesh.api.parse import load_paths
+from sailmesh.api.validate import errors_only, validate
 from sailmesh.cli.apiclient import call
 from sailmesh.cli.common import add_state_dir, fail, running_mesh
 from sailmesh.errors import PlatformError
@@ -17,15 +18,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_state_dir(parser)
 
 
-def documents(files: list[str]) -> tuple[list[dict[str, object]], list[str]]:
-    """The documents in files, each with where it came from, plus parse errors."""
+def documents(files: list[str], check: bool = True) -> tuple[list[dict[str, object]], list[str]]:
+    """The documents in files, each with where it came from, plus parse and (with check) validation errors.
+
+    Validation runs here first because only here are the field lines known; the control plane checks again.
+    """
     loaded = load_paths(files)
     docs = [{"file": r.source.file, "line": r.source.line, "doc": dict(r.raw)} for r in loaded.resources]
-    return docs, [str(e) for e in loaded.errors]
+    errors = [str(e) for e in loaded.errors]
+    if check:
+        for r in loaded.resources:
+            errors.extend(str(i) for i in errors_only(validate(r)))
+    return docs, errors
 
 
-def send(args: argparse.Namespace, path: str, verb_done: str) -> int:
-    docs, errors = documents(args.files)
+def send(args: argparse.Namespace, path: str, verb_done: str, check: bool = True) -> int:
+    docs, errors = documents(args.files, check)
     if errors:
         for e in errors:
             print(e, file=sys.stderr)

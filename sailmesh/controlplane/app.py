@@ -17,6 +17,7 @@ from google.protobuf import json_format
 
 from sailmesh.api.parse import resource_from_dict
 from sailmesh.api.resource import Resource, Source
+from sailmesh.api.validate import errors_only, validate
 from sailmesh.controlplane.debounce import Debouncer
 from sailmesh.controlplane.http_api import make_app
 from sailmesh.controlplane.source import MeshSource
@@ -29,7 +30,7 @@ from sailmesh.server.source import PushRequest, short_name
 from sailmesh.settings import Settings
 from sailmesh.snapshot.build import ChangeKind, Changes, build, changed_endpoints, classify
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView
-from sailmesh.store.base import Validator, no_validation
+from sailmesh.store.base import Validator
 from sailmesh.store.files import FileStore
 from sailmesh.store.layered import LayeredStore
 from sailmesh.store.memory import MemoryStore
@@ -37,13 +38,9 @@ from sailmesh.store.memory import MemoryStore
 log = logging.getLogger("sailmesh.controlplane")
 
 
-def default_validator() -> Validator:
-    """api.validate.validate (Istio's rules) when present."""
-    try:
-        from sailmesh.api.validate import validate
-    except ImportError:  # pragma: no cover - only before the validation layer exists
-        return no_validation
-    return validate
+def rejecting_issues(resource: Resource) -> list[object]:
+    """Istio's validation, errors only: warnings (deprecated fields, ...) never keep config out."""
+    return list(errors_only(validate(resource)))
 
 
 @dataclass
@@ -64,7 +61,7 @@ class ControlPlane:
     def __init__(self, opts: ControlPlaneOptions, settings: Settings, validator: Validator | None = None) -> None:
         self.opts = opts
         self.settings = settings
-        self.validator = validator or default_validator()
+        self.validator = validator or rejecting_issues
         self.files = [FileStore(d, self.validator) for d in opts.config_dirs]
         self.memory = MemoryStore(self.validator)
         self.store = LayeredStore([*self.files, self.memory])

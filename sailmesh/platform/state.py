@@ -64,11 +64,15 @@ def remove(state_dir: str) -> None:
 
 
 def pid_alive(pid: int) -> bool:
-    """True when a process with this pid exists."""
+    """True when a process with this pid exists and has not exited (an unreaped zombie counts as exited)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            return fh.read().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True

@@ -120,8 +120,10 @@ def test_invalid_config_under_traffic_changes_nothing(mesh: tuple[RunningMesh, s
     m, config = mesh
     url = m.gateway_url() + "/api/v1/products/0/reviews"
     path = os.path.join(config, "reviews-v3.yaml")
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(REVIEWS_V3)
     with Traffic(url) as traffic:
-        wait_for(lambda: traffic.ok > 5, timeout=10, what="traffic flowing")
+        wait_for(lambda: traffic.colors[-5:] == ["red"] * 5, timeout=15, what="traffic on reviews v3")
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(INVALID_REVIEWS)
         # the control plane reports the rejection (file and field) and keeps the last valid version
