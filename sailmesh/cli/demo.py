@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         f"  API:               curl {gw}/api/v1/products/0/reviews",
         f"  control plane API: {mesh.api_url}   (sailmesh get virtualservice, sailmesh proxy-status)",
         f"  logs:              {mesh.logs_dir}",
-        "  try: sailmesh apply -f <istio>/samples/bookinfo/networking/virtual-service-all-v1.yaml",
+        f"  try:               sailmesh apply -f {os.path.join(BOOKINFO, 'tasks', 'virtual-service-all-v1.yaml')}",
         "",
     ]
     return asyncio.run(serve(mesh, banner))

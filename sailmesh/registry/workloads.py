@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Protocol
 
 from sailmesh.api.resource import Resource, ResourceKey
 from sailmesh.errors import RegistryError
 from sailmesh.registry.model import Workload
+from sailmesh.store.base import Broadcaster, ChangeSet, Subscription
 
 WORKLOAD_KIND = "Workload"  # kind of the ResourceKeys that name registry workloads in change sets
 ENTRY_ORIGIN = "WorkloadEntry"
@@ -20,15 +19,8 @@ def workload_key(name: str, namespace: str) -> ResourceKey:
     return ResourceKey(WORKLOAD_KIND, namespace, name)
 
 
-@dataclass(frozen=True)
-class WorkloadChange:
-    """Workloads registered, updated or removed since the last change the watcher read."""
-
-    keys: frozenset[ResourceKey]
-    revision: int
-
-    def merge(self, other: WorkloadChange) -> WorkloadChange:
-        return WorkloadChange(self.keys | other.keys, max(self.revision, other.revision))
+# Registry changes travel as the store's ChangeSet (keys of kind "Workload"), so one watcher type serves both.
+WorkloadChange = ChangeSet
 
 
 class WorkloadSource(Protocol):
@@ -63,7 +55,7 @@ class LocalRegistry:
     def __init__(self) -> None:
         self._items: dict[ResourceKey, Workload] = {}
         self._revision = 0
-        self._watchers: set[_Watcher] = set()
+        self._events = Broadcaster()
         self._sorted: tuple[Workload, ...] | None = None
 
     @property
@@ -107,49 +99,14 @@ class LocalRegistry:
 
         return self.register(replace(w, healthy=healthy))
 
-    def watch(self) -> _Watcher:
+    def watch(self) -> Subscription:
         """Change events from now on; unread events are merged into one."""
-        w = _Watcher(self)
-        self._watchers.add(w)
-        return w
+        return self._events.subscribe()
 
     def _changed(self, key: ResourceKey) -> None:
         self._sorted = None
         self._revision += 1
-        change = WorkloadChange(frozenset({key}), self._revision)
-        for w in list(self._watchers):
-            w.offer(change)
-
-
-class _Watcher:
-    """An async iterator of WorkloadChange; registered when created."""
-
-    def __init__(self, owner: LocalRegistry) -> None:
-        self._owner = owner
-        self._pending: WorkloadChange | None = None
-        self._event = asyncio.Event()
-        self._closed = False
-
-    def offer(self, change: WorkloadChange) -> None:
-        self._pending = change if self._pending is None else self._pending.merge(change)
-        self._event.set()
-
-    def __aiter__(self) -> _Watcher:
-        return self
-
-    async def __anext__(self) -> WorkloadChange:
-        while self._pending is None:
-            if self._closed:
-                raise StopAsyncIteration
-            self._event.clear()
-            await self._event.wait()
-        change, self._pending = self._pending, None
-        return change
-
-    def close(self) -> None:
-        self._closed = True
-        self._owner._watchers.discard(self)
-        self._event.set()
+        self._events.publish(ChangeSet(frozenset({key}), self._revision))
 
 
 def _int_map(value: Any) -> dict[str, int]:

@@ -141,22 +141,22 @@ class Broadcaster:
     """
 
     def __init__(self) -> None:
-        self._subs: set[_Subscription] = set()
+        self._subs: set[Subscription] = set()
 
     def publish(self, change: ChangeSet) -> None:
         for s in list(self._subs):
             s.offer(change)
 
-    def subscribe(self) -> _Subscription:
-        sub = _Subscription(self)
+    def subscribe(self) -> Subscription:
+        sub = Subscription(self)
         self._subs.add(sub)
         return sub
 
-    def _drop(self, sub: _Subscription) -> None:
+    def _drop(self, sub: Subscription) -> None:
         self._subs.discard(sub)
 
 
-class _Subscription:
+class Subscription:
     """One watcher: registered when created (no change is missed between watch() and the first await)."""
 
     def __init__(self, owner: Broadcaster) -> None:
@@ -169,7 +169,7 @@ class _Subscription:
         self._pending = change if self._pending is None else self._pending.merge(change)
         self._event.set()
 
-    def __aiter__(self) -> _Subscription:
+    def __aiter__(self) -> Subscription:
         return self
 
     async def __anext__(self) -> ChangeSet:

@@ -20,8 +20,8 @@ from sailmesh.store.base import (
     Rejections,
     Resources,
     StoreIssue,
+    Subscription,
     Validator,
-    _Subscription,
     no_validation,
 )
 from sailmesh.store.memory import MemoryStore
@@ -101,7 +101,7 @@ class FileStore:
     def get(self, kind: str, namespace: str, name: str) -> Resource | None:
         return self._mem.get(kind, namespace, name)
 
-    def watch(self) -> _Subscription:
+    def watch(self) -> Subscription:
         return self._mem.watch()
 
     def rejected(self) -> Rejections:

@@ -16,8 +16,8 @@ from sailmesh.store.base import (
     Rejections,
     Resources,
     StoreIssue,
+    Subscription,
     Validator,
-    _Subscription,
     creation_timestamp,
     no_validation,
     sort_by_creation,
@@ -63,7 +63,7 @@ class MemoryStore:
     def keys(self) -> set[ResourceKey]:
         return set(self._items)
 
-    def watch(self) -> _Subscription:
+    def watch(self) -> Subscription:
         return self._events.subscribe()
 
     def rejected(self) -> Rejections:
