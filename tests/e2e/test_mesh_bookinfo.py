@@ -98,3 +98,33 @@ def test_bookinfo_with_istio_yamls(mesh: RunningMesh) -> None:
     assert set(counts) <= {"v1", "v2"}
     share_v2 = counts["v2"] / 300
     assert 0.04 <= share_v2 <= 0.18, counts  # 10 % expected; binomial 300 draws, generous band
+
+
+def test_fault_injection_task(mesh: RunningMesh) -> None:
+    """Istio's fault-injection task with its own YAMLs: jason is on reviews v2; an abort on ratings shows
+    the ratings error, a 7 s delay makes productpage give up on reviews after its 3 s timeout + one retry."""
+    import time
+
+    for name in ("bookinfo-gateway.yaml", "destination-rule-all.yaml", "virtual-service-all-v1.yaml",
+                 "virtual-service-reviews-test-v2.yaml", "virtual-service-ratings-test-abort.yaml"):
+        apply(mesh, name)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPCookieProcessor())
+    form = urllib.parse.urlencode({"username": "jason", "passwd": "x"}).encode()
+    wait_for(lambda: opener.open(urllib.request.Request(mesh.gateway_url() + "/login", data=form),
+                                 timeout=10).status == 200, timeout=15, what="login through the gateway")
+
+    def page() -> str:
+        with opener.open(mesh.gateway_url() + "/productpage", timeout=30) as r:
+            return r.read().decode()
+
+    wait_for(lambda: "Ratings service is currently unavailable" in page(), timeout=15, what="abort on ratings")
+    assert "Ratings service is currently unavailable" not in get(mesh.gateway_url() + "/productpage")[1]
+
+    apply(mesh, "virtual-service-ratings-test-delay.yaml")
+    wait_for(lambda: "Sorry, product reviews are currently unavailable" in page(), timeout=30,
+             what="productpage timing out on reviews")
+    start = time.monotonic()
+    body = page()
+    took = time.monotonic() - start
+    assert "Sorry, product reviews are currently unavailable for this book." in body
+    assert 5.5 <= took < 9, took  # Istio's task: about 6 s (3 s timeout, one retry)
