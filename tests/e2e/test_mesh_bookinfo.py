@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import json
+import time
 import urllib.parse
 import urllib.request
 
@@ -103,8 +104,6 @@ def test_bookinfo_with_istio_yamls(mesh: RunningMesh) -> None:
 def test_fault_injection_task(mesh: RunningMesh) -> None:
     """Istio's fault-injection task with its own YAMLs: jason is on reviews v2; an abort on ratings shows
     the ratings error, a 7 s delay makes productpage give up on reviews after its 3 s timeout + one retry."""
-    import time
-
     for name in ("bookinfo-gateway.yaml", "destination-rule-all.yaml", "virtual-service-all-v1.yaml",
                  "virtual-service-reviews-test-v2.yaml", "virtual-service-ratings-test-abort.yaml"):
         apply(mesh, name)
