@@ -101,7 +101,7 @@ def measure(url: str, host: str | None, pids: list[int], rate: float, conns: int
 
 
 def run(duration: float, rounds: int, rate: float, conns: int, concurrency: int, warmup: float) -> dict[str, Any]:
-    """All variants, interleaved rounds; returns per-variant medians."""
+    """All variants, interleaved rounds; returns per-variant medians (and every round's sample)."""
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="sailmesh-ablation-"))
     cap = capture(workdir, concurrency)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -144,7 +144,8 @@ def run(duration: float, rounds: int, rate: float, conns: int, concurrency: int,
         for proc in (backend, local_proc):
             proc.terminate()
             proc.wait(5)
-    return {n: {k: statistics.median(s[k] for s in samples[n]) for k in samples[n][0]} for n in names}
+    return {n: {**{k: statistics.median(s[k] for s in samples[n]) for k in samples[n][0]}, "rounds": samples[n]}
+            for n in names}
 
 
 def main(argv: list[str] | None = None) -> int:
