@@ -31,10 +31,11 @@ def _check_measured(r: dict, rate: float) -> None:
     assert r["backend"]["cpu_s"] >= 0
 
 
-def test_smoke_cli_direct_and_static(tmp_path) -> None:
+def test_smoke_cli_runs_all_four_setups(tmp_path) -> None:
+    """`--smoke` measures (1) direct, (2) the static pair and (3)/(4) the real sailmesh sidecar pair."""
     out = tmp_path / "smoke.json"
     p = subprocess.run([sys.executable, "-m", "bench.dataplane", "--smoke", "--json", str(out)],
-                       cwd=ROOT, capture_output=True, text=True, timeout=120, env=dict(os.environ))
+                       cwd=ROOT, capture_output=True, text=True, timeout=180, env=dict(os.environ))
     assert p.returncode == 0, p.stdout + p.stderr
     doc = json.loads(out.read_text())
     tools = loadgen.tools_available()
@@ -56,11 +57,23 @@ def test_smoke_cli_direct_and_static(tmp_path) -> None:
         assert 0 < e["rss_anon_mb"] < e["peak_rss_mb"]
     # the floor cannot be faster than going direct (median over the run; a gross inversion means a broken set-up)
     assert s["static"]["fixed_rate"]["p50_ms"] > 0.8 * s["direct"]["fixed_rate"]["p50_ms"]
+    # (3) and (4): two real sailmesh sidecar Envoys each, measured like the static pair
     for name in ("mesh", "mesh_demo"):
-        assert s[name] == {"label": s[name]["label"], "available": False, "reason": "not available yet"}
-        assert doc["ratios"]["latency"][f"{name}/static"] == {"p50": None, "p90": None, "p99": None}
-    assert doc["ratios"]["added_ms"]["static"]["p50"] is not None
-    assert "(3) sailmesh pair" in p.stdout and "not available yet" in p.stdout
+        assert s[name]["available"] is True, s[name]
+        _check_measured(s[name], rate)
+        assert s[name]["transport"] == DEFAULT_TRANSPORT_NOTE
+        assert set(s[name]["envoys"]) == {"client-sidecar", "server-sidecar"}
+        for e in s[name]["envoys"].values():
+            assert e["cpu_s"] > 0 and 0 < e["vcpu"] < 2.0
+            assert 5 < e["peak_rss_mb"] < 4 * TARGET_RSS_MB
+        assert s[name]["fixed_rate"]["p50_ms"] > 0.8 * s["direct"]["fixed_rate"]["p50_ms"]
+    assert any("not implemented yet" in n for n in s["mesh_demo"]["notes"]), s["mesh_demo"]["notes"]
+    for key in ("mesh/direct", "mesh/static", "mesh_demo/static"):
+        assert all(v is not None and v > 0 for v in doc["ratios"]["latency"][key].values()), doc["ratios"]
+    for name in ("static", "mesh", "mesh_demo"):
+        assert doc["ratios"]["added_ms"][name]["p50"] is not None
+    assert all(t["value"] is not None for t in doc["targets"] if "per sidecar" in t["target"]), doc["targets"]
+    assert "(3) sailmesh pair" in p.stdout and "not available yet" not in p.stdout
 
 
 def test_pluggable_pair_factory_fills_setups_3_and_4(tmp_path) -> None:

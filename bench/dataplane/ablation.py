@@ -1,0 +1,173 @@
+"""`python -m bench.dataplane.ablation`: which sidecar features cost the sidecar pair CPU and latency.
+
+Starts the real sailmesh pair (set-up (3)), dumps both sidecars' config (`/config_dump?include_eds`),
+stops the mesh, then runs static copies of that config on the same addresses (bench/dataplane/
+sidecar_static.py) with sidecar features stripped one group at a time, next to the minimal static pair
+of set-up (2), all in front of the same backend. Each variant is measured at a fixed rate with paced
+wrk in interleaved rounds: Envoy CPU per request (both Envoys) and latency percentiles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from bench.dataplane import loadgen, mesh_config, procstat, sidecar_static
+from bench.dataplane.mesh import mesh_pair_factory
+from bench.dataplane.setups import ROOT, Backend, SetupContext, start_backend
+from bench.static_envoy import EnvoyProcess, die_with_parent, envoy_binary, start_static_pair
+from sailmesh.testing.waiting import wait_for
+
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@dataclass
+class Captured:
+    """What the ablation needs from the running mesh pair."""
+
+    client_ip: str
+    server_ip: str
+    app_port: int
+    client: dict[str, Any]
+    server: dict[str, Any]
+
+
+def capture(workdir: pathlib.Path, concurrency: int) -> Captured:
+    """Run set-up (3), dump both sidecars' config with endpoints, stop it."""
+    factory = mesh_pair_factory("default")
+    assert factory is not None
+    handle = factory(Backend("127.0.0.1", 1, os.getpid()), SetupContext(workdir, concurrency))
+    try:
+        state = json.loads((workdir / "mesh-default" / "state" / "mesh.json").read_text())
+        ips = {p["name"]: p["address"] for p in state["processes"]}
+        client_ip = ips[f"{mesh_config.CLIENT}-0.default.sidecar"]
+        server_ip = ips[f"{mesh_config.SERVER}-0.default.sidecar"]
+        dumps = [json.loads(_NO_PROXY.open(f"http://{ip}:15000/config_dump?include_eds", timeout=10).read())
+                 for ip in (client_ip, server_ip)]
+    finally:
+        handle.cleanup()
+    inbound = [c for c in sidecar_static.to_static(dumps[1])["static_resources"]["clusters"]
+               if c["name"].startswith("inbound|")]
+    addr = inbound[0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+    return Captured(client_ip, server_ip, int(addr["port_value"]), dumps[0], dumps[1])
+
+
+def start_copy(cfg: dict[str, Any], admin_ip: str, workdir: pathlib.Path, name: str,
+               concurrency: int) -> EnvoyProcess:
+    """Start one static copy and wait until its admin (on the pod IP) says it is ready."""
+    path = workdir / f"{name}.json"
+    path.write_text(json.dumps(cfg))
+    log = workdir / f"{name}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([envoy_binary(), "-c", str(path), "--disable-hot-restart", "--concurrency",
+                                 str(concurrency), "--log-level", "warning", "--local-address-ip-version", "v4"],
+                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                preexec_fn=die_with_parent)
+    env = EnvoyProcess(proc, 0, 15000, log)
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited: {log.read_text()[-1500:]}")
+        return _NO_PROXY.open(f"http://{admin_ip}:15000/ready", timeout=1).status == 200
+
+    try:
+        wait_for(ready, timeout=20, what=f"{name} ready")
+    except BaseException:
+        env.stop()
+        raise
+    return env
+
+
+def measure(url: str, host: str | None, pids: list[int], rate: float, conns: int, duration: float,
+            warmup: float) -> dict[str, float]:
+    """Fixed-rate load; CPU µs per request summed over the Envoys, latency percentiles."""
+    if warmup > 0:
+        loadgen.run_wrk_paced(url, rate, conns, warmup, host)
+    before = sum(procstat.cpu_seconds(p) for p in pids)
+    r = loadgen.run_wrk_paced(url, rate, conns, duration, host)
+    cpu = sum(procstat.cpu_seconds(p) for p in pids) - before
+    if r.errors or not r.requests:
+        raise RuntimeError(f"{r.errors} errors over {r.requests} requests at {url}")
+    return {"cpu_us_per_req": cpu / r.requests * 1e6, **{f"{k}_ms": v for k, v in r.percentiles_ms.items()}}
+
+
+def run(duration: float, rounds: int, rate: float, conns: int, concurrency: int, warmup: float) -> dict[str, Any]:
+    """All variants, interleaved rounds; returns per-variant medians (and every round's sample)."""
+    workdir = pathlib.Path(tempfile.mkdtemp(prefix="sailmesh-ablation-"))
+    cap = capture(workdir, concurrency)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    local_proc, local_backend = start_backend()  # for the minimal static pair (same code as the mesh's backend)
+    backend = subprocess.Popen([sys.executable, "-m", "bench.backend", "--host", cap.server_ip, "--port",
+                                str(cap.app_port)], stdout=subprocess.DEVNULL, env=env, cwd=ROOT,
+                               preexec_fn=die_with_parent)
+    clients = sidecar_static.variant_configs(sidecar_static.to_static(cap.client))
+    servers = sidecar_static.variant_configs(sidecar_static.to_static(cap.server))
+    names = [n for n, _ in clients] + ["minimal static pair (set-up 2)"]
+    samples: dict[str, list[dict[str, float]]] = {n: [] for n in names}
+    url = f"http://{cap.client_ip}:15001/"
+    try:
+        wait_for(lambda: _NO_PROXY.open(f"http://{cap.server_ip}:{cap.app_port}/", timeout=1).status == 200,
+                 timeout=15, what="backend")
+        for rnd in range(rounds):
+            order = names[rnd % len(names):] + names[: rnd % len(names)]
+            for name in order:
+                print(f"... round {rnd + 1}/{rounds}: {name}", file=sys.stderr, flush=True)
+                if name.startswith("minimal"):  # bench/static_envoy.py serves admin on 127.0.0.1 only
+                    pair = start_static_pair(local_backend.port, workdir / "static", concurrency)
+                    try:
+                        samples[name].append(measure(f"http://127.0.0.1:{pair.a.listen_port}/", None,
+                                                     [pair.a.pid, pair.b.pid], rate, conns, duration, warmup))
+                    finally:
+                        pair.stop()
+                    continue
+                i = [n for n, _ in clients].index(name)
+                srv = start_copy(servers[i][1], cap.server_ip, workdir, f"server-{i}", concurrency)
+                try:
+                    cli = start_copy(clients[i][1], cap.client_ip, workdir, f"client-{i}", concurrency)
+                    try:
+                        samples[name].append(measure(url, mesh_config.HOST_HEADER, [cli.pid, srv.pid], rate, conns,
+                                                     duration, warmup))
+                    finally:
+                        cli.stop()
+                finally:
+                    srv.stop()
+    finally:
+        for proc in (backend, local_proc):
+            proc.terminate()
+            proc.wait(5)
+    return {n: {**{k: statistics.median(s[k] for s in samples[n]) for k in samples[n][0]}, "rounds": samples[n]}
+            for n in names}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print one line per variant: CPU µs per request (both Envoys) and p50/p90/p99 (medians over rounds)."""
+    p = argparse.ArgumentParser(prog="python -m bench.dataplane.ablation", description=__doc__)
+    p.add_argument("--duration", type=float, default=15.0)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rate", type=float, default=1000.0)
+    p.add_argument("--connections", type=int, default=16)
+    p.add_argument("--envoy-concurrency", type=int, default=1)
+    p.add_argument("--warmup", type=float, default=2.0)
+    p.add_argument("--json", type=pathlib.Path)
+    a = p.parse_args(argv)
+    res = run(a.duration, a.rounds, a.rate, a.connections, a.envoy_concurrency, a.warmup)
+    print(f"{'variant (cumulative)':48} {'CPU µs/req':>10} {'p50':>7} {'p90':>7} {'p99':>7}")
+    for name, r in res.items():
+        print(f"{name:48} {r['cpu_us_per_req']:10.1f} {r['p50_ms']:7.3f} {r['p90_ms']:7.3f} {r['p99_ms']:7.3f}")
+    if a.json:
+        a.json.write_text(json.dumps({"config": vars(a) | {"json": str(a.json)}, "loadavg": os.getloadavg(),
+                                      "results": res}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

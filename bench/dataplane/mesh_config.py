@@ -1,0 +1,143 @@
+"""The mesh directory set-ups (3) and (4) run: Service bench-backend, a server and a client LocalWorkload."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Literal
+
+Features = Literal["default", "demo"]
+
+NAMESPACE = "default"
+SERVICE = "bench-backend"
+SERVICE_PORT = 8080
+HOST_HEADER = f"{SERVICE}:{SERVICE_PORT}"
+SERVER = "bench-server"  # instance bench-server-0
+CLIENT = "bench-client"  # instance bench-client-0
+SUBSET = "v1"
+SUBSET_CLUSTER = f"outbound|{SERVICE_PORT}|{SUBSET}|{SERVICE}.{NAMESPACE}.svc.cluster.local"
+
+# What "demo" turns on (the subset of Istio's demo profile the mesh implements), and what it cannot yet.
+DEMO_RETRIES = {"attempts": 3, "retryOn": "5xx", "perTryTimeout": "2s"}
+DEMO_TIMEOUT = "10s"
+DEMO_POOL = {"tcp": {"maxConnections": 1024, "connectTimeout": "1s"},
+             "http": {"http1MaxPendingRequests": 1024, "maxRequestsPerConnection": 0, "maxRetries": 16}}
+DEMO_NOT_IMPLEMENTED = [
+    "Istio standard metrics (istio_requests_total via the stats filter): not implemented yet; "
+    "only Envoy's own stats (always on) are collected",
+    "mTLS between the sidecars: not implemented yet (plaintext)",
+    "AuthorizationPolicy: not implemented yet",
+]
+
+
+def _backend_command() -> list[str]:
+    # The supervisor gives the app HOST (its pod IP) and PORT (a free port the sidecar forwards to).
+    script = f'exec {shlex.quote(sys.executable)} -m bench.backend --host "$HOST" --port "$PORT"'
+    return ["sh", "-c", script]
+
+
+CLIENT_COMMAND = ["python", "-c", "import signal; signal.pause()"]  # idle: the load generator is the client
+
+
+def _yaml_list(items: list[str]) -> str:
+    return "[" + ", ".join(_q(i) for i in items) + "]"
+
+
+def _q(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def base_yaml() -> str:
+    """Service + ServiceAccounts + the two LocalWorkloads (server with the backend app, idle client)."""
+    return f"""\
+apiVersion: v1
+kind: Service
+metadata:
+  name: {SERVICE}
+  namespace: {NAMESPACE}
+  labels: {{app: {SERVICE}}}
+spec:
+  selector: {{app: {SERVICE}}}
+  ports:
+  - {{name: http, port: {SERVICE_PORT}, targetPort: {SERVICE_PORT}}}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: {SERVER}, namespace: {NAMESPACE}}}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: {CLIENT}, namespace: {NAMESPACE}}}
+---
+apiVersion: local.sailmesh.io/v1alpha1
+kind: LocalWorkload
+metadata:
+  name: {SERVER}
+  namespace: {NAMESPACE}
+  labels: {{app: {SERVICE}, version: {SUBSET}}}
+spec:
+  command: {_yaml_list(_backend_command())}
+  serviceAccount: {SERVER}
+  ports:
+  - {{name: http, containerPort: {SERVICE_PORT}, protocol: HTTP}}
+  replicas: 1
+  sidecar: true
+---
+apiVersion: local.sailmesh.io/v1alpha1
+kind: LocalWorkload
+metadata:
+  name: {CLIENT}
+  namespace: {NAMESPACE}
+  labels: {{app: {CLIENT}, version: {SUBSET}}}
+spec:
+  command: {_yaml_list(CLIENT_COMMAND)}
+  serviceAccount: {CLIENT}
+  replicas: 1
+  sidecar: true
+"""
+
+
+def demo_yaml() -> str:
+    """VirtualService with retries and a timeout to a DestinationRule subset with connection-pool limits."""
+    r, p = DEMO_RETRIES, DEMO_POOL
+    return f"""\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: {SERVICE}
+  namespace: {NAMESPACE}
+spec:
+  hosts: [{SERVICE}]
+  http:
+  - route:
+    - destination: {{host: {SERVICE}, subset: {SUBSET}, port: {{number: {SERVICE_PORT}}}}}
+    timeout: {DEMO_TIMEOUT}
+    retries: {{attempts: {r["attempts"]}, retryOn: {_q(str(r["retryOn"]))}, perTryTimeout: {r["perTryTimeout"]}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: {SERVICE}
+  namespace: {NAMESPACE}
+spec:
+  host: {SERVICE}
+  trafficPolicy:
+    connectionPool:
+      tcp: {{maxConnections: {p["tcp"]["maxConnections"]}, connectTimeout: {p["tcp"]["connectTimeout"]}}}
+      http:
+        http1MaxPendingRequests: {p["http"]["http1MaxPendingRequests"]}
+        maxRequestsPerConnection: {p["http"]["maxRequestsPerConnection"]}
+        maxRetries: {p["http"]["maxRetries"]}
+  subsets:
+  - name: {SUBSET}
+    labels: {{version: {SUBSET}}}
+"""
+
+
+def write(directory: Path, features: Features) -> None:
+    """Write the mesh directory for `features` ("default": the workloads only; "demo": plus routing policy)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "bench.yaml").write_text(base_yaml())
+    if features == "demo":
+        (directory / "bench-demo.yaml").write_text(demo_yaml())

@@ -1,0 +1,165 @@
+"""Turn a running sidecar's `/config_dump?include_eds` into a static Envoy bootstrap (for A/B experiments).
+
+The copy listens where the sidecar did (its pod IP and ports), with xDS resolved in place: EDS clusters
+become STATIC with their last endpoints, RDS route names become inline route configs, the ADS cluster
+and `dynamic_resources` go. Variants strip one group of sidecar features at a time (see VARIANTS).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from bench.dataplane.errors import BenchError
+
+Config = dict[str, Any]
+HCM = "envoy.filters.network.http_connection_manager"
+ROUTER = "envoy.filters.http.router"
+
+
+def _strip_type(msg: Config) -> Config:
+    out = dict(msg)
+    out.pop("@type", None)
+    return out
+
+
+def _section(dump: Config, suffix: str) -> Config:
+    for c in dump.get("configs", []):
+        if str(c.get("@type", "")).rsplit(".", 1)[-1] == suffix:  # not ScopedRoutesConfigDump for RoutesConfigDump
+            return c  # type: ignore[no-any-return]
+    return {}
+
+
+def _clean_assignment(cla: Config) -> Config:
+    """The dumped ClusterLoadAssignment as loadable config (the dump shows unset locality weights as 0)."""
+    out = _strip_type(copy.deepcopy(cla))
+    for loc in out.get("endpoints", []):
+        if not loc.get("load_balancing_weight"):
+            loc.pop("load_balancing_weight", None)
+    return out
+
+
+def to_static(dump: Config) -> Config:
+    """The bootstrap of a static Envoy equivalent to the sidecar at the time of the dump."""
+    boot = copy.deepcopy(_section(dump, "BootstrapConfigDump").get("bootstrap", {}))
+    if not boot:
+        raise BenchError("config dump without a bootstrap")
+    boot.pop("dynamic_resources", None)
+    routes = {r["route_config"]["name"]: _strip_type(r["route_config"])
+              for r in _section(dump, "RoutesConfigDump").get("dynamic_route_configs", [])}
+    eps = {e["endpoint_config"]["cluster_name"]: _clean_assignment(e["endpoint_config"])
+           for e in _section(dump, "EndpointsConfigDump").get("dynamic_endpoint_configs", [])}
+    clusters = [c for c in boot.get("static_resources", {}).get("clusters", []) if c.get("name") != "xds-grpc"]
+    for dc in _section(dump, "ClustersConfigDump").get("dynamic_active_clusters", []):
+        c = _strip_type(dc["cluster"])
+        if c.get("type") == "EDS":
+            service = c.pop("eds_cluster_config", {}).get("service_name", c["name"])
+            c["type"] = "STATIC"
+            c["load_assignment"] = eps.get(service, {"cluster_name": c["name"]})
+        clusters.append(c)
+    listeners = list(boot.get("static_resources", {}).get("listeners", []))
+    for dl in _section(dump, "ListenersConfigDump").get("dynamic_listeners", []):
+        lst = _strip_type(dl["active_state"]["listener"])
+        for hcm in hcms(lst):
+            if "rds" in hcm:
+                name = hcm.pop("rds")["route_config_name"]
+                hcm["route_config"] = routes.get(name, {"name": name})
+        listeners.append(lst)
+    boot["static_resources"] = {"listeners": listeners, "clusters": clusters}
+    return boot
+
+
+def hcms(listener: Config) -> Iterator[Config]:
+    """Every HttpConnectionManager config in a listener."""
+    for fc in [*listener.get("filter_chains", []), listener.get("default_filter_chain") or {}]:
+        for f in fc.get("filters", []):
+            if f.get("name") == HCM:
+                yield f["typed_config"]
+
+
+def _all_hcms(cfg: Config) -> Iterator[Config]:
+    for lst in cfg["static_resources"]["listeners"]:
+        yield from hcms(lst)
+
+
+def _all_routes(cfg: Config) -> Iterator[tuple[Config, Config]]:
+    for hcm in _all_hcms(cfg):
+        for vh in hcm.get("route_config", {}).get("virtual_hosts", []):
+            for r in vh.get("routes", []):
+                yield vh, r
+
+
+def drop_extra_filters(cfg: Config) -> None:
+    """Only the router filter (drops fault, cors, dynamic_forward_proxy, ...)."""
+    for hcm in _all_hcms(cfg):
+        hcm["http_filters"] = [f for f in hcm.get("http_filters", []) if f.get("name") == ROUTER]
+
+
+def drop_retries(cfg: Config) -> None:
+    """No retry policy on routes, no x-envoy-attempt-count."""
+    for vh, r in _all_routes(cfg):
+        vh.pop("include_request_attempt_count", None)
+        r.get("route", {}).pop("retry_policy", None)
+
+
+def drop_hcm_options(cfg: Config) -> None:
+    """HCM without Istio's options (path normalisation, XFCC, server name, websocket upgrades)."""
+    for hcm in _all_hcms(cfg):
+        for k in ("normalize_path", "path_with_escaped_slashes_action", "forward_client_cert_details",
+                  "set_current_client_cert_details", "server_name", "upgrade_configs"):
+            hcm.pop(k, None)
+
+
+def drop_route_extras(cfg: Config) -> None:
+    """Routes without the explicit 0s timeouts, max_stream_duration and decorator."""
+    for _, r in _all_routes(cfg):
+        r.pop("decorator", None)
+        for k in ("timeout", "max_stream_duration"):
+            r.get("route", {}).pop(k, None)
+
+
+def drop_cluster_extras(cfg: Config) -> None:
+    """Clusters with default LB, no circuit-breaker tracking, no metadata, default protocol options."""
+    for c in cfg["static_resources"]["clusters"]:
+        for k in ("circuit_breakers", "metadata", "typed_extension_protocol_options"):
+            c.pop(k, None)
+        if c.get("lb_policy") != "CLUSTER_PROVIDED":  # ORIGINAL_DST (PassthroughCluster) needs it
+            c.pop("lb_policy", None)
+
+
+def drop_bootstrap_extras(cfg: Config) -> None:
+    """No stats tag extraction rules, no overload manager."""
+    cfg.pop("stats_config", None)
+    cfg.pop("overload_manager", None)
+
+
+# Cumulative: each variant also has every change listed before it.
+VARIANTS: list[tuple[str, Callable[[Config], None] | None]] = [
+    ("sidecar config (static copy)", None),
+    ("- fault/cors/dynamic_forward_proxy filters", drop_extra_filters),
+    ("- retry policy + attempt-count header", drop_retries),
+    ("- HCM options (XFCC, normalize_path, ...)", drop_hcm_options),
+    ("- route timeouts/decorator", drop_route_extras),
+    ("- cluster extras (LEAST_REQUEST, CB tracking)", drop_cluster_extras),
+    ("- stats tags + overload manager", drop_bootstrap_extras),
+]
+
+
+def variant_configs(base: Config) -> list[tuple[str, Config]]:
+    """The cumulative variants of one static copy."""
+    out, cur = [], copy.deepcopy(base)
+    for name, change in VARIANTS:
+        if change is not None:
+            cur = copy.deepcopy(cur)
+            change(cur)
+        out.append((name, cur))
+    return out
+
+
+if __name__ == "__main__":  # python -m bench.dataplane.sidecar_static DUMP.json: print the static copy
+    import sys
+
+    with open(sys.argv[1], encoding="utf-8") as fh:
+        print(json.dumps(to_static(json.load(fh)), indent=2))

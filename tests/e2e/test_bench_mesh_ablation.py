@@ -1,0 +1,61 @@
+"""The ablation tool's static copies of the sidecars work: the real pair's config, run statically, serves requests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from bench.dataplane import ablation, mesh_config, sidecar_static
+from bench.static_envoy import die_with_parent
+from sailmesh.testing.waiting import wait_for
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+
+NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _get(url: str, host: str) -> tuple[int, bytes]:
+    req = urllib.request.Request(url)
+    req.add_header("Host", host)
+    with NO_PROXY.open(req, timeout=5) as r:
+        return r.status, r.read()
+
+
+def test_static_copies_of_the_sidecar_pair_serve_through_both(tmp_path: Path) -> None:
+    cap = ablation.capture(tmp_path, 1)
+    client, server = sidecar_static.to_static(cap.client), sidecar_static.to_static(cap.server)
+    assert "dynamic_resources" not in client
+    assert all(c.get("type") != "EDS" and c["name"] != "xds-grpc" for c in client["static_resources"]["clusters"])
+    backend = subprocess.Popen([sys.executable, "-m", "bench.backend", "--host", cap.server_ip, "--port",
+                                str(cap.app_port)], stdout=subprocess.DEVNULL, cwd=ROOT,
+                               env=dict(os.environ, PYTHONPATH=str(ROOT)), preexec_fn=die_with_parent)
+    try:
+        wait_for(lambda: NO_PROXY.open(f"http://{cap.server_ip}:{cap.app_port}/", timeout=1).status == 200,
+                 timeout=15, what="backend")
+        clients, servers = sidecar_static.variant_configs(client), sidecar_static.variant_configs(server)
+        assert len(clients) == len(sidecar_static.VARIANTS)
+        # the first (full sidecar config) and the last (everything stripped) variants both route
+        for i in (0, len(clients) - 1):
+            srv = ablation.start_copy(servers[i][1], cap.server_ip, tmp_path, f"server-{i}", 1)
+            try:
+                cli = ablation.start_copy(clients[i][1], cap.client_ip, tmp_path, f"client-{i}", 1)
+                try:
+                    status, body = _get(f"http://{cap.client_ip}:15001/", mesh_config.HOST_HEADER)
+                    assert status == 200 and len(body) == 1024, clients[i][0]
+                finally:
+                    cli.stop()
+            finally:
+                srv.stop()
+    finally:
+        backend.terminate()
+        backend.wait(5)
+    last = clients[-1][1]
+    hcm = next(sidecar_static.hcms(last["static_resources"]["listeners"][-1]))
+    assert [f["name"] for f in hcm["http_filters"]] == [sidecar_static.ROUTER]
+    assert "stats_config" not in last and "overload_manager" not in last
