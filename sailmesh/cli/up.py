@@ -27,12 +27,15 @@ def add_mesh_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--xds-port", type=int, default=15010, help="control-plane plaintext xDS port")
     parser.add_argument("--http-port", type=int, default=15014, help="control-plane HTTP API/monitoring port")
     parser.add_argument("--delta", action="store_true", help="sidecars use delta xDS (DELTA_GRPC)")
+    parser.add_argument("--proxy-concurrency", type=int, default=0,
+                        help="Envoy worker threads per proxy (default: the agent's default)")
 
 
 def options(args: argparse.Namespace, dirs: list[str]) -> MeshOptions:
     return MeshOptions(
         config_dirs=dirs, state_dir=state_dir(args), base_ip=args.base_ip, gateway_ip=args.gateway_ip,
         xds_port=args.xds_port, http_port=args.http_port, delta=args.delta,
+        extra_agent_args=("--concurrency", str(args.proxy_concurrency)) if args.proxy_concurrency > 0 else (),
     )
 
 

@@ -45,13 +45,20 @@ def colors(mesh: RunningMesh, n: int) -> set[str]:
 
 def test_cli_verbs_with_delta_xds_and_down(tmp_path: pathlib.Path) -> None:
     mesh = RunningMesh(str(tmp_path / "state"), dirs=[os.path.join(BOOKINFO, "mesh"),
-                                                       os.path.join(BOOKINFO, "networking")], extra=["--delta"])
+                                                       os.path.join(BOOKINFO, "networking")],
+                       extra=["--delta", "--proxy-concurrency", "1"])
     try:
         # every proxy is on delta xDS and in sync
         ps = json.loads(mesh.cli("proxy-status", "-o", "json", check=True).stdout)
         assert len(ps) == 7 and all(p["delta"] for p in ps)
         table = mesh.cli("proxy-status", check=True).stdout
         assert "reviews-v2-0.default" in table and "SYNCED" in table
+
+        # --proxy-concurrency reaches every Envoy
+        pidfile = os.path.join(mesh.state_dir, "proxies", "reviews-v1-0.default", "envoy.pid")
+        with open(pidfile, encoding="ascii") as fh, open(f"/proc/{fh.read().strip()}/cmdline", "rb") as cmd:
+            argv = cmd.read().split(b"\0")
+        assert argv[argv.index(b"--concurrency") + 1] == b"1"
 
         # get: table and YAML
         assert "reviews" in mesh.cli("get", "svc", check=True).stdout
