@@ -1,9 +1,10 @@
 """Generated-resource cache: proxies with the same scope share packed resources; endpoint-only changes keep the rest.
 
 Keys are (part, epoch of its type, scope). A part is a slice of one type's resources with its own scope:
-outbound clusters, routes and endpoints depend only on ProxyView.scope_key (type, namespace, labels), so
-every proxy of a deployment shares them; inbound clusters and listeners also depend on the proxy's address
-and ports. `advance` moves the cache to a new snapshot given its ChangeSet and bumps only the epochs of
+outbound clusters, routes and endpoints depend only on the proxy's outbound key (`SnapshotIndex.outbound_key`:
+for a sidecar its namespace, its Sidecar resource and the VirtualService sourceLabels it matches), so every
+sidecar of a namespace usually shares them; inbound clusters and listeners also depend on the proxy's labels,
+address and ports. `advance` moves the cache to a new snapshot given its ChangeSet and bumps only the epochs of
 the types the change can affect.
 """
 
@@ -19,17 +20,18 @@ from sailmesh.generate.endpoints import build_endpoints
 from sailmesh.generate.listeners import build_listeners
 from sailmesh.generate.proxy import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, packed
 from sailmesh.generate.routes import build_routes
+from sailmesh.generate.scope import index_of
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView
 
 ALL_TYPES = frozenset({CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET})
 
 
-def shared_scope(proxy: ProxyView) -> Hashable:
+def shared_scope(snapshot: MeshSnapshot, proxy: ProxyView) -> Hashable:
     """What outbound config depends on."""
-    return proxy.scope_key
+    return index_of(snapshot).outbound_key(proxy)
 
 
-def own_scope(proxy: ProxyView) -> Hashable:
+def own_scope(_snapshot: MeshSnapshot, proxy: ProxyView) -> Hashable:
     """What per-proxy (inbound, listener) config depends on."""
     return (proxy.scope_key, proxy.ip, tuple(sorted(proxy.app_ports.items())), proxy.workload_name)
 
@@ -41,7 +43,7 @@ class Part:
     name: str
     type_url: str
     build: Callable[[MeshSnapshot, ProxyView], list]
-    scope: Callable[[ProxyView], Hashable]
+    scope: Callable[[MeshSnapshot, ProxyView], Hashable]
 
 
 PARTS: dict[str, tuple[Part, ...]] = {
@@ -113,7 +115,7 @@ class GeneratedCache:
             self.advance(snapshot, ChangeSet())
         out: dict[str, any_pb2.Any] = {}
         for part in PARTS.get(type_url, ()):
-            key = (part.name, self._epochs[type_url], part.scope(proxy))
+            key = (part.name, self._epochs[type_url], part.scope(snapshot, proxy))
             hit = self._entries.get(key)
             if hit is None:
                 self.misses += 1

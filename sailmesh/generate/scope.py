@@ -106,6 +106,8 @@ class SnapshotIndex:
         self._visible: dict[Hashable, list[Service]] = {}
         self._by_host: dict[Hashable, HostTable] = {}
         self._sidecar: dict[Hashable, Resource | None] = {}
+        self._outbound: dict[Hashable, Hashable] = {}
+        self._selectors: list[tuple[tuple[str, str], ...]] | None = None
 
     def sidecar(self, proxy: ProxyView) -> Resource | None:
         """The Sidecar resource that configures a sidecar proxy (Istio's selection order).
@@ -120,6 +122,42 @@ class SnapshotIndex:
         if key not in self._sidecar:
             self._sidecar[key] = _select_sidecar(self.snapshot, proxy)
         return self._sidecar[key]
+
+    def outbound_key(self, proxy: ProxyView) -> Hashable:
+        """What a proxy's outbound config (clusters, endpoints, routes) depends on: equal keys, equal config.
+
+        A sidecar's labels matter only through the Sidecar they select and the VirtualService
+        `sourceLabels` they match, so sidecars of different deployments in one namespace share their
+        outbound config. Gateways keep their labels (they select Gateway resources). A generator that
+        reads more of the proxy for outbound config must add it here.
+        """
+        key = proxy.scope_key
+        hit = self._outbound.get(key)
+        if hit is None:
+            if proxy.type != "sidecar":
+                hit = key
+            else:
+                sc = self.sidecar(proxy)
+                matched = tuple(i for i, sel in enumerate(self._source_selectors())
+                                if all(proxy.labels.get(k) == v for k, v in sel))
+                hit = ("sidecar", proxy.namespace, None if sc is None else (sc.namespace, sc.name), matched)
+            self._outbound[key] = hit
+        return hit
+
+    def _source_selectors(self) -> list[tuple[tuple[str, str], ...]]:
+        """Every distinct `http[].match[].sourceLabels` of the snapshot's VirtualServices."""
+        if self._selectors is None:
+            found: dict[tuple[tuple[str, str], ...], None] = {}
+            for vs in self.snapshot.of_kind("VirtualService"):
+                http = vs.spec.get("http")
+                for route in http if isinstance(http, list) else ():
+                    matches = route.get("match") if isinstance(route, Mapping) else None
+                    for m in matches if isinstance(matches, list) else ():
+                        labels = m.get("sourceLabels") if isinstance(m, Mapping) else None
+                        if isinstance(labels, Mapping):
+                            found[tuple(sorted((str(k), str(v)) for k, v in labels.items()))] = None
+            self._selectors = list(found)
+        return self._selectors
 
     def egress(self, proxy: ProxyView) -> list[tuple[str, str]] | None:
         """(namespace, host) pairs of the proxy's Sidecar egress listeners; None = everything is imported."""
@@ -136,7 +174,7 @@ class SnapshotIndex:
         return out
 
     def visible_services(self, proxy: ProxyView) -> list[Service]:
-        key = proxy.scope_key
+        key = self.outbound_key(proxy)
         hit = self._visible.get(key)
         if hit is None:
             egress = self.egress(proxy)
@@ -168,7 +206,7 @@ class SnapshotIndex:
 
     def mesh_virtual_services_for(self, proxy: ProxyView, hostname: str) -> list[Resource]:
         """Mesh VirtualServices the proxy imports whose hosts match `hostname`, oldest first."""
-        key = proxy.scope_key
+        key = self.outbound_key(proxy)
         table = self._by_host.get(key)
         if table is None:
             exact: dict[str, list[tuple[int, Resource]]] = {}

@@ -1,0 +1,73 @@
+"""Outbound config is shared by sidecars whose labels select the same Sidecar and sourceLabels (the cache key).
+
+The control-plane benchmark showed that keying outbound config by (namespace, labels) regenerated the whole
+mesh for every deployment; these tests pin what the narrower key may and may not merge.
+"""
+
+from __future__ import annotations
+
+from sailmesh.generate.cache import GeneratedCache
+from sailmesh.generate.proxy import CLUSTER, ENDPOINT, ROUTE, generate_for
+from tests.unit.test_generate_support import bookinfo, sidecar
+
+SOURCE_LABELS_VS = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{sourceLabels: {app: productpage}}]
+    route: [{destination: {host: reviews, subset: v2}}]
+  - route: [{destination: {host: reviews, subset: v1}}]
+"""
+
+SELECTED_SIDECAR = """
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: ratings-only, namespace: default}
+spec:
+  workloadSelector: {labels: {app: ratings}}
+  egress: [{hosts: ["./ratings.default.svc.cluster.local"]}]
+"""
+
+
+def test_sidecars_of_different_deployments_in_a_namespace_share_outbound_config() -> None:
+    snap = bookinfo()
+    cache = GeneratedCache()
+    a = sidecar("reviews-v1-0", "127.0.1.3", app="reviews", version="v1")
+    b = sidecar("details-v1-0", "127.0.1.4", app="details", version="v1")
+    for t in (ROUTE, ENDPOINT):
+        ra, rb = cache.get(snap, a, t), cache.get(snap, b, t)
+        assert ra.keys() == rb.keys() and all(ra[n] is rb[n] for n in ra)
+    ca, cb = cache.get(snap, a, CLUSTER), cache.get(snap, b, CLUSTER)
+    name = "outbound|9080||ratings.default.svc.cluster.local"
+    assert ca[name] is cb[name]
+    for p in (a, b):  # sharing never changes what a proxy gets
+        for t in (CLUSTER, ENDPOINT, ROUTE):
+            assert cache.get(snap, p, t) == generate_for(snap, p, t)
+
+
+def test_source_labels_keep_matching_sidecars_apart() -> None:
+    snap = bookinfo(SOURCE_LABELS_VS)
+    cache = GeneratedCache()
+    pp = sidecar("productpage-v1-0", "127.0.1.1", app="productpage", version="v1")
+    other = sidecar("details-v1-0", "127.0.1.4", app="details", version="v1")
+    other2 = sidecar("ratings-v1-0", "127.0.1.5", app="ratings", version="v1")
+    r_pp, r_other, r_other2 = (cache.get(snap, p, ROUTE) for p in (pp, other, other2))
+    assert r_pp != r_other  # productpage's routes carry the sourceLabels match
+    assert all(r_other[n] is r_other2[n] for n in r_other)  # neither matches: shared
+    for p in (pp, other, other2):
+        assert cache.get(snap, p, ROUTE) == generate_for(snap, p, ROUTE)
+
+
+def test_a_sidecar_with_a_workload_selector_keeps_its_proxies_apart() -> None:
+    snap = bookinfo(SELECTED_SIDECAR)
+    cache = GeneratedCache()
+    ratings = sidecar("ratings-v1-0", "127.0.1.5", app="ratings", version="v1")
+    details = sidecar("details-v1-0", "127.0.1.4", app="details", version="v1")
+    c_r, c_d = cache.get(snap, ratings, CLUSTER), cache.get(snap, details, CLUSTER)
+    assert {n for n in c_r if n.startswith("outbound|")} == {"outbound|9080||ratings.default.svc.cluster.local"}
+    assert "outbound|9080||reviews.default.svc.cluster.local" in c_d
+    for p in (ratings, details):
+        assert cache.get(snap, p, CLUSTER) == generate_for(snap, p, CLUSTER)
