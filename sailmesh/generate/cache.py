@@ -58,17 +58,27 @@ PARTS: dict[str, tuple[Part, ...]] = {
 }
 
 
+# Config kinds that can alter only some xDS types (what the generators read them for); any other kind: every type.
+KIND_TYPES: dict[str, frozenset[str]] = {
+    "VirtualService": frozenset({ROUTE}),
+    "DestinationRule": frozenset({CLUSTER, ENDPOINT, ROUTE}),  # subsets, policies; consistentHash on routes
+    "Gateway": frozenset({LISTENER, ROUTE}),
+}
+
+
 @dataclass(frozen=True)
 class ChangeSet:
     """What changed since the previous snapshot.
 
-    full: config, services or workloads changed (everything may change). Otherwise only the endpoints of
+    full: config, services or workloads changed; `kinds` names the config kinds when known (None: anything
+    may have changed), so a VirtualService change regenerates routes only. Otherwise only the endpoints of
     `endpoint_hosts` changed: EDS is regenerated, and clusters too when one of those hosts is DNS-resolved
     (its endpoints live inside the cluster) or has resolution NONE (its cluster kind depends on them).
     """
 
     full: bool = True
     endpoint_hosts: frozenset[str] = frozenset()
+    kinds: frozenset[str] | None = None
 
     @staticmethod
     def endpoints_only(hosts: frozenset[str] | set[str]) -> ChangeSet:
@@ -78,7 +88,9 @@ class ChangeSet:
 def affected_types(snapshot: MeshSnapshot, changes: ChangeSet) -> frozenset[str]:
     """The xDS types a change can alter (the push set)."""
     if changes.full:
-        return ALL_TYPES - {SECRET}
+        if not changes.kinds:
+            return ALL_TYPES - {SECRET}
+        return frozenset().union(*(KIND_TYPES.get(k, ALL_TYPES - {SECRET}) for k in changes.kinds))
     out = {ENDPOINT}
     for host in changes.endpoint_hosts:
         svc = snapshot.services.get(host)

@@ -7,7 +7,7 @@ mesh for every deployment; these tests pin what the narrower key may and may not
 from __future__ import annotations
 
 from sailmesh.generate.cache import GeneratedCache
-from sailmesh.generate.proxy import CLUSTER, ENDPOINT, ROUTE, generate_for
+from sailmesh.generate.proxy import CLUSTER, ENDPOINT, LISTENER, ROUTE, generate_for
 from tests.unit.test_generate_support import bookinfo, sidecar
 
 SOURCE_LABELS_VS = """
@@ -71,3 +71,25 @@ def test_a_sidecar_with_a_workload_selector_keeps_its_proxies_apart() -> None:
     assert "outbound|9080||reviews.default.svc.cluster.local" in c_d
     for p in (ratings, details):
         assert cache.get(snap, p, CLUSTER) == generate_for(snap, p, CLUSTER)
+
+
+def test_a_virtual_service_change_regenerates_routes_only() -> None:
+    import dataclasses
+
+    from sailmesh.generate.cache import ChangeSet
+
+    s1 = bookinfo(version=1)
+    s2 = dataclasses.replace(bookinfo(SOURCE_LABELS_VS), version=2)
+    cache = GeneratedCache()
+    p = sidecar("details-v1-0", "127.0.1.4", app="details", version="v1")
+    before = {t: cache.get(s1, p, t) for t in (CLUSTER, ENDPOINT, ROUTE)}
+    assert cache.advance(s2, ChangeSet(kinds=frozenset({"VirtualService"}))) == {ROUTE}
+    after = {t: cache.get(s2, p, t) for t in (CLUSTER, ENDPOINT, ROUTE)}
+    for t in (CLUSTER, ENDPOINT):
+        assert all(after[t][n] is before[t][n] for n in before[t])
+    assert after[ROUTE] == generate_for(s2, p, ROUTE) != before[ROUTE]
+    # kinds the generators may read anywhere (or unknown) still regenerate every type
+    s3 = dataclasses.replace(s2, version=3)
+    assert cache.advance(s3, ChangeSet(kinds=frozenset({"Sidecar"}))) == {CLUSTER, ENDPOINT, LISTENER, ROUTE}
+    s4 = dataclasses.replace(s2, version=4)
+    assert cache.advance(s4, ChangeSet()) == {CLUSTER, ENDPOINT, LISTENER, ROUTE}
