@@ -106,6 +106,7 @@ class GeneratedCache:
         self._version: int | None = None
         self._epochs: dict[str, int] = dict.fromkeys(ALL_TYPES, 0)
         self._entries: dict[tuple[str, int, Hashable], dict[str, any_pb2.Any]] = {}
+        self._merged: dict[tuple[tuple[str, int, Hashable], ...], dict[str, any_pb2.Any]] = {}
         self.hits = 0
         self.misses = 0
 
@@ -119,15 +120,25 @@ class GeneratedCache:
         self._version = snapshot.version
         live = {p.name: self._epochs[p.type_url] for parts in PARTS.values() for p in parts}
         self._entries = {k: v for k, v in self._entries.items() if live.get(k[0]) == k[1]}
+        self._merged = {k: v for k, v in self._merged.items() if all(live.get(p[0]) == p[1] for p in k)}
         return types
 
     def get(self, snapshot: MeshSnapshot, proxy: ProxyView, type_url: str) -> dict[str, any_pb2.Any]:
-        """Every resource of type_url for proxy at snapshot (an unannounced snapshot counts as a full change)."""
+        """Every resource of type_url for proxy at snapshot (an unannounced snapshot counts as a full change).
+
+        The returned mapping is shared (by the proxies of a scope, and across snapshots until the type
+        changes): treat it as immutable.
+        """
         if snapshot.version != self._version:
             self.advance(snapshot, ChangeSet())
+        keys = tuple((part.name, self._epochs[type_url], part.scope(snapshot, proxy))
+                     for part in PARTS.get(type_url, ()))
+        merged = self._merged.get(keys)
+        if merged is not None:
+            self.hits += len(keys)
+            return merged
         out: dict[str, any_pb2.Any] = {}
-        for part in PARTS.get(type_url, ()):
-            key = (part.name, self._epochs[type_url], part.scope(snapshot, proxy))
+        for part, key in zip(PARTS.get(type_url, ()), keys, strict=True):
             hit = self._entries.get(key)
             if hit is None:
                 self.misses += 1
@@ -136,6 +147,8 @@ class GeneratedCache:
             else:
                 self.hits += 1
             out.update(hit)
+        # The same mapping object while nothing it depends on changes: the ADS server hashes it once, not per push.
+        self._merged[keys] = out
         return out
 
     def __len__(self) -> int:

@@ -93,3 +93,20 @@ def test_a_virtual_service_change_regenerates_routes_only() -> None:
     assert cache.advance(s3, ChangeSet(kinds=frozenset({"Sidecar"}))) == {CLUSTER, ENDPOINT, LISTENER, ROUTE}
     s4 = dataclasses.replace(s2, version=4)
     assert cache.advance(s4, ChangeSet()) == {CLUSTER, ENDPOINT, LISTENER, ROUTE}
+
+
+def test_the_same_mapping_is_returned_until_its_type_changes() -> None:
+    """The ADS server caches digests by mapping identity: a stable mapping is hashed once, not per push."""
+    import dataclasses
+
+    from sailmesh.generate.cache import ChangeSet
+
+    s1 = bookinfo(version=1)
+    cache = GeneratedCache()
+    p = sidecar("details-v1-0", "127.0.1.4", app="details", version="v1")
+    first = {t: cache.get(s1, p, t) for t in (CLUSTER, ENDPOINT, ROUTE)}
+    assert all(cache.get(s1, p, t) is first[t] for t in first)
+    s2 = dataclasses.replace(bookinfo(SOURCE_LABELS_VS), version=2)
+    cache.advance(s2, ChangeSet(kinds=frozenset({"VirtualService"})))
+    assert cache.get(s2, p, CLUSTER) is first[CLUSTER]
+    assert cache.get(s2, p, ROUTE) is not first[ROUTE]
