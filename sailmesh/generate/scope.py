@@ -138,7 +138,8 @@ class SnapshotIndex:
                 hit = key
             else:
                 sc = self.sidecar(proxy)
-                matched = tuple(i for i, sel in enumerate(self._source_selectors())
+                # the selectors themselves (not their positions): keys stay comparable across snapshots
+                matched = tuple(sel for sel in self._source_selectors()
                                 if all(proxy.labels.get(k) == v for k, v in sel))
                 hit = ("sidecar", proxy.namespace, None if sc is None else (sc.namespace, sc.name), matched)
             self._outbound[key] = hit

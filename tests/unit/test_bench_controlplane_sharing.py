@@ -110,3 +110,61 @@ def test_the_same_mapping_is_returned_until_its_type_changes() -> None:
     cache.advance(s2, ChangeSet(kinds=frozenset({"VirtualService"})))
     assert cache.get(s2, p, CLUSTER) is first[CLUSTER]
     assert cache.get(s2, p, ROUTE) is not first[ROUTE]
+
+
+OTHER_SOURCE_LABELS_VS = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: aaa-ratings, namespace: default}
+spec:
+  hosts: [ratings]
+  http:
+  - match: [{sourceLabels: {app: details}}]
+    route: [{destination: {host: ratings, subset: v1}}]
+  - route: [{destination: {host: ratings}}]
+"""
+
+
+def _routes_without_memo(snapshot, proxy):
+    from sailmesh.generate import routes
+
+    routes._MEMO.clear()
+    try:
+        return generate_for(snapshot, proxy, ROUTE)
+    finally:
+        routes._MEMO.clear()
+
+
+def test_route_memo_reuses_unchanged_services_and_stays_exact_across_snapshots() -> None:
+    """A VirtualService change rebuilds the routes of its host only; sourceLabels stay per proxy."""
+    import dataclasses
+
+    from envoy.config.route.v3 import route_pb2
+
+    from sailmesh.generate import routes
+    from tests.unit.test_generate_support import resources
+
+    reviews_vs = resources(SOURCE_LABELS_VS)
+    s1 = bookinfo(SOURCE_LABELS_VS)
+    s1 = dataclasses.replace(s1, config={**s1.config, "VirtualService": tuple(reviews_vs)})
+    # s2: the same objects plus an older VirtualService whose sourceLabels sort before reviews'
+    s2 = dataclasses.replace(s1, version=2,
+                             config={**s1.config, "VirtualService": (*resources(OTHER_SOURCE_LABELS_VS), *reviews_vs)})
+    pp = sidecar("productpage-v1-0", "127.0.1.1", app="productpage", version="v1")
+    details = sidecar("details-v1-0", "127.0.1.4", app="details", version="v1")
+    routes._MEMO.clear()
+    got1 = {p.id: generate_for(s1, p, ROUTE) for p in (pp, details)}
+    got2 = {p.id: generate_for(s2, p, ROUTE) for p in (pp, details)}
+    for snap, got in ((s1, got1), (s2, got2)):
+        for p in (pp, details):
+            assert got[p.id] == _routes_without_memo(snap, p), p.id
+    # reviews' routes for productpage (sourceLabels matched) were reused from s1 in s2
+    services = s1.services
+    svc = services["reviews.default.svc.cluster.local"]
+    a = routes._memo_entry(s1, pp, svc, 9080)
+    b = routes._memo_entry(s2, pp, svc, 9080)
+    assert a[1] is b[1]
+    rc = route_pb2.RouteConfiguration()
+    got2[details.id]["http_proxy"].Unpack(rc)
+    ratings = next(v for v in rc.virtual_hosts if v.name.startswith("ratings."))
+    assert ratings.routes[0].route.cluster == "outbound|9080|v1|ratings.default.svc.cluster.local"
