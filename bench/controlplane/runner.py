@@ -237,13 +237,32 @@ class Case:
             f"(envoy 0 holds {n_clusters} dynamic clusters)")
 
     async def _check_envoys_synced(self) -> None:
+        """At the end: every Envoy ACKed the last version of each type, and holds the clusters and route
+        configurations (names, virtual hosts) the control plane generates for its lean twin."""
         assert self.cp is not None
         sz = await _syncz(self.cp)
+        lean = {s.service: s.node_id for s in self.mesh.proxies(self.cfg.proxies - len(self.envoys))}
+        compared = 0
         for ep in self.envoys:
             row = sz.get(ep.spec.node_id)
             if not row or not _synced(row):
                 raise BenchError(f"Envoy {ep.spec.node_id} is not in sync at the end: {row}")
-        self.result.setdefault("envoys", {})["synced_at_end"] = True
+            twin = lean.get(ep.spec.service)
+            if twin is None:
+                continue
+            want = json.loads(await self.cp.get(f"/debug/config_dump?proxyID={twin}&types=clusters,routes"))
+            clusters = await ep.envoy.config_dump("dynamic_active_clusters")
+            routes = await ep.envoy.config_dump("dynamic_route_configs")
+            got_clusters = {c["cluster"]["name"] for c in clusters.get("configs", [])}
+            got_routes = {rc["name"]: sorted(v["name"] for v in rc.get("virtual_hosts", ()))
+                          for rc in (r["route_config"] for r in routes.get("configs", []))}
+            want_routes = {n: sorted(v["name"] for v in rc.get("virtualHosts", []))
+                           for n, rc in want.get("routes", {}).items() if n in got_routes}
+            if got_clusters != set(want.get("clusters", {})) or got_routes != want_routes:
+                raise BenchError(f"Envoy {ep.spec.node_id} holds other clusters/routes than its twin {twin}: "
+                                 f"{len(got_clusters ^ set(want.get('clusters', {})))} clusters differ")
+            compared += 1
+        self.result.setdefault("envoys", {}).update({"synced_at_end": True, "same_names_as_twin": compared})
 
     # -- changes --
     async def _vs_change(self, k: int) -> None:
