@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import os
 import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -63,8 +64,13 @@ def cases_from_args(a: argparse.Namespace) -> list[CaseConfig]:
             for s, p in pairs for m in modes]
 
 
+def _interrupt(_sig: int, _frame: object) -> None:
+    raise KeyboardInterrupt  # run the cases' cleanup (control plane, workers, Envoys) on SIGTERM too
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
     from bench.dataplane.runner import machine_info
 
     machine = machine_info()

@@ -40,7 +40,8 @@ RDS = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 SHORT = {CDS: "cds", EDS: "eds", LDS: "lds", RDS: "rds"}
 BY_SHORT = {v: k for k, v in SHORT.items()}
 _HCM_TYPE = "type.googleapis.com/" + hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name
-_OPTIONS = [("grpc.max_receive_message_length", 256 * 1024 * 1024)]
+# own subchannel pool: every client gets its own TCP connection, as every Envoy has (grpc shares them otherwise)
+_OPTIONS = [("grpc.max_receive_message_length", 256 * 1024 * 1024), ("grpc.use_local_subchannel_pool", 1)]
 
 # serialized resource -> the EDS / RDS names it references (shared by every client of this process)
 _REFS: dict[bytes, tuple[str, ...]] = {}
