@@ -168,3 +168,43 @@ def test_route_memo_reuses_unchanged_services_and_stays_exact_across_snapshots()
     got2[details.id]["http_proxy"].Unpack(rc)
     ratings = next(v for v in rc.virtual_hosts if v.name.startswith("ratings."))
     assert ratings.routes[0].route.cluster == "outbound|9080|v1|ratings.default.svc.cluster.local"
+
+
+BAR_DR = """
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews-from-bar, namespace: bar}
+spec:
+  host: reviews.default.svc.cluster.local
+  trafficPolicy: {loadBalancer: {simple: RANDOM}}
+"""
+
+
+def test_clusters_and_endpoints_are_shared_across_namespaces_unless_their_rule_differs() -> None:
+    from envoy.config.cluster.v3 import cluster_pb2
+
+    from sailmesh.generate import clusters, endpoints
+    from sailmesh.generate.common import _PACKED
+
+    snap = bookinfo(BAR_DR)
+    cache = GeneratedCache()
+    d = sidecar("details-v1-0", "127.0.1.4", app="details", version="v1")
+    b = sidecar("client-v1-0", "127.0.9.1", ns="bar", app="client", version="v1")
+    cd, cb = cache.get(snap, d, CLUSTER), cache.get(snap, b, CLUSTER)
+    ratings = "outbound|9080||ratings.default.svc.cluster.local"
+    reviews = "outbound|9080||reviews.default.svc.cluster.local"
+    assert cd[ratings] is cb[ratings]  # no namespace-specific rule: one packed cluster for both namespaces
+    assert cd[reviews] is not cb[reviews]  # bar's DestinationRule applies to bar's sidecars only
+    rb = cluster_pb2.Cluster()
+    cb[reviews].Unpack(rb)
+    assert rb.lb_policy == cluster_pb2.Cluster.RANDOM
+    ed, eb = cache.get(snap, d, ENDPOINT), cache.get(snap, b, ENDPOINT)
+    assert ed[ratings] is eb[ratings]
+    fresh = {}
+    for memo in (clusters._OUTBOUND, endpoints._ASSIGNMENTS, _PACKED):
+        memo.clear()
+    for p in (d, b):
+        for t in (CLUSTER, ENDPOINT):
+            fresh[p.id, t] = generate_for(snap, p, t)
+    assert fresh[d.id, CLUSTER] == cd and fresh[b.id, CLUSTER] == cb
+    assert fresh[d.id, ENDPOINT] == ed and fresh[b.id, ENDPOINT] == eb
