@@ -108,6 +108,8 @@ class SnapshotIndex:
         self._sidecar: dict[Hashable, Resource | None] = {}
         self._outbound: dict[Hashable, Hashable] = {}
         self._selectors: list[tuple[tuple[str, str], ...]] | None = None
+        self._vs_parsed: list[tuple[Resource, list[str], set[str], list[str]]] | None = None
+        self._hosts_of: dict[int, list[str]] | None = None
 
     def sidecar(self, proxy: ProxyView) -> Resource | None:
         """The Sidecar resource that configures a sidecar proxy (Istio's selection order).
@@ -191,17 +193,25 @@ class SnapshotIndex:
             self._visible[key] = hit
         return hit
 
+    def _vs_facts(self) -> list[tuple[Resource, list[str], set[str], list[str]]]:
+        """Every VirtualService oldest first with its exportTo, bound gateways and FQDN hosts (once per snapshot)."""
+        if self._vs_parsed is None:
+            suffix = self.snapshot.mesh.domain_suffix
+            self._vs_parsed = [(vs, _resource_export(vs), bound_gateways(vs), vs_hosts(vs, suffix))
+                               for vs in sorted(self.snapshot.of_kind("VirtualService"), key=creation_order)]
+        return self._vs_parsed
+
+    def _vs_hosts(self) -> dict[int, list[str]]:
+        if self._hosts_of is None:
+            self._hosts_of = {id(vs): hosts for vs, _, _, hosts in self._vs_facts()}
+        return self._hosts_of
+
     def virtual_services(self, proxy_ns: str, gateway: str) -> list[Resource]:
         key = (proxy_ns if gateway == MESH_GATEWAY else "", gateway)
         hit = self._vs.get(key)
         if hit is None:
-            hit = []
-            for vs in self.snapshot.of_kind("VirtualService"):
-                if gateway == MESH_GATEWAY and not exported_to(_resource_export(vs), vs.namespace, proxy_ns):
-                    continue
-                if gateway in bound_gateways(vs):
-                    hit.append(vs)
-            hit.sort(key=creation_order)
+            hit = [vs for vs, export, gateways, _ in self._vs_facts()
+                   if gateway in gateways and (gateway != MESH_GATEWAY or exported_to(export, vs.namespace, proxy_ns))]
             self._vs[key] = hit
         return hit
 
@@ -213,9 +223,13 @@ class SnapshotIndex:
             exact: dict[str, list[tuple[int, Resource]]] = {}
             wild: list[tuple[int, str, Resource]] = []
             egress = self.egress(proxy)
-            suffix = self.snapshot.mesh.domain_suffix
+            # egress hosts name namespaces (or `*`): a VirtualService elsewhere cannot be imported
+            importable = None if egress is None or any(ns == "*" for ns, _ in egress) else {ns for ns, _ in egress}
+            hosts_of = self._vs_hosts()
             for i, vs in enumerate(self.virtual_services(proxy.namespace, MESH_GATEWAY)):
-                hosts = vs_hosts(vs, suffix)
+                if importable is not None and vs.namespace not in importable:
+                    continue
+                hosts = hosts_of[id(vs)]
                 if egress is not None and not any(egress_imports(egress, vs.namespace, h) for h in hosts):
                     continue
                 for h in dict.fromkeys(hosts):
