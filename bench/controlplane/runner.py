@@ -240,13 +240,18 @@ class Case:
         """At the end: every Envoy ACKed the last version of each type, and holds the clusters and route
         configurations (names, virtual hosts) the control plane generates for its lean twin."""
         assert self.cp is not None
-        sz = await _syncz(self.cp)
+        deadline = time.monotonic() + self.cfg.change_timeout
+        while True:  # Envoys are not waited for after endpoint changes: they may still be applying the last one
+            sz = await _syncz(self.cp)
+            rows = [sz.get(ep.spec.node_id) for ep in self.envoys]
+            if all(row and _synced(row) for row in rows):
+                break
+            if time.monotonic() > deadline:
+                raise BenchError(f"Envoys are not in sync at the end: {rows}")
+            await asyncio.sleep(0.1)
         lean = {s.service: s.node_id for s in self.mesh.proxies(self.cfg.proxies - len(self.envoys))}
         compared = 0
         for ep in self.envoys:
-            row = sz.get(ep.spec.node_id)
-            if not row or not _synced(row):
-                raise BenchError(f"Envoy {ep.spec.node_id} is not in sync at the end: {row}")
             twin = lean.get(ep.spec.service)
             if twin is None:
                 continue
