@@ -32,6 +32,26 @@ _OPTIONS = [
 ]
 
 
+def _serialize(response: Message | bytes) -> bytes:
+    """Responses may come pre-serialized (SotW builds them from cached resource bytes)."""
+    return response if isinstance(response, bytes) else response.SerializeToString()
+
+
+def _register(servicer: ads_pb2_grpc.AggregatedDiscoveryServiceServicer, server: grpc.aio.Server) -> None:
+    """ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server with a pass-through response serializer."""
+    handlers = {
+        "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+            servicer.StreamAggregatedResources, request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+            response_serializer=_serialize),
+        "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+            servicer.DeltaAggregatedResources, request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+            response_serializer=_serialize),
+    }
+    service = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+    server.add_registered_method_handlers(service, handlers)
+
+
 class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     """Serves one ResourceSource to every connected proxy; push() fans a change out to their queues."""
 
@@ -51,7 +71,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         if self._server is not None:
             raise XdsError("the ADS server is already serving")
         server = grpc.aio.server(options=_OPTIONS)
-        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self, server)
+        _register(self, server)
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         bound = server.add_insecure_port(address)
         if not bound:

@@ -22,7 +22,8 @@ from sailmesh.server.source import CLUSTER, Generated, PushRequest, ResourceSour
 
 log = logging.getLogger("sailmesh.server")
 
-Send = Callable[[Message], Awaitable[None]]
+# A response message, or an already serialized one (the server's serializer passes bytes through).
+Send = Callable[[Message | bytes], Awaitable[None]]
 
 # How long a push waits for the proxy to ACK clusters before sending the listeners and routes using them.
 CLUSTER_ACK_TIMEOUT_S = 5.0

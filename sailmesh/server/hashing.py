@@ -23,6 +23,26 @@ def digest_resources(resources: Mapping[str, AnyProto]) -> bytes:
     return h.digest()
 
 
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def length_delimited(field_number: int, data: bytes) -> bytes:
+    """One length-delimited protobuf field (string, bytes or message) in wire format."""
+    return _varint(field_number << 3 | 2) + _varint(len(data)) + data
+
+
+RESOURCES_FIELD = 2  # DiscoveryResponse.resources (repeated google.protobuf.Any)
+
+
 def resource_version(anyp: AnyProto) -> str:
     """The per-resource version used by delta xDS: a hash of the resource's bytes."""
     return hashlib.blake2b(anyp.value, digest_size=8).hexdigest()
@@ -36,6 +56,8 @@ class HashCache:
         self._subsets: OrderedDict[tuple[int, frozenset[str] | None], tuple[object, Mapping[str, AnyProto], bytes]]
         self._subsets = OrderedDict()
         self._versions: OrderedDict[int, tuple[AnyProto, str]] = OrderedDict()
+        self._fields: OrderedDict[int, tuple[AnyProto, bytes]] = OrderedDict()
+        self._bodies: OrderedDict[int, tuple[Mapping[str, AnyProto], bytes | None]] = OrderedDict()
         self.hits = 0
         self.misses = 0
 
@@ -69,3 +91,35 @@ class HashCache:
         if len(self._versions) > self.max_entries * 16:
             self._versions.popitem(last=False)
         return version
+
+    def encoded(self, resources: Mapping[str, AnyProto]) -> bytes:
+        """`resources` in name order as DiscoveryResponse field 2, serialized once per mapping (and per Any).
+
+        Proxies that share a mapping share the bytes; a response is these bytes plus its version, type URL
+        and nonce fields (protobuf fields may come in any order), so nothing is copied or re-serialized per
+        proxy.
+        """
+        key = id(resources)
+        hit = self._bodies.get(key)
+        if hit is not None and hit[0] is resources:
+            self._bodies.move_to_end(key)
+            if hit[1] is not None:
+                return hit[1]
+        body = b"".join(self._field(resources[n]) for n in sorted(resources))
+        # Keep the bytes from the second use on: a mapping only one proxy gets (its clusters with its inbound
+        # ones) is sent once per change anyway, and caching its megabytes per proxy would cost more than it saves.
+        self._bodies[key] = (resources, body if hit is not None and hit[0] is resources else None)
+        if len(self._bodies) > self.max_entries:
+            self._bodies.popitem(last=False)
+        return body
+
+    def _field(self, anyp: AnyProto) -> bytes:
+        key = id(anyp)
+        hit = self._fields.get(key)
+        if hit is not None and hit[0] is anyp:
+            return hit[1]
+        data = length_delimited(RESOURCES_FIELD, anyp.SerializeToString())
+        self._fields[key] = (anyp, data)
+        if len(self._fields) > self.max_entries * 16:
+            self._fields.popitem(last=False)
+        return data

@@ -6,6 +6,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import Message
 
 from sailmesh.server.connection import Connection, Send, WatchState
+from sailmesh.server.hashing import length_delimited
 from sailmesh.server.source import WILDCARD_TYPES, short_name
 
 
@@ -58,8 +59,9 @@ class SotwConnection(Connection):
             return False  # byte-identical to what the proxy has
         version = self.next_version(st)
         nonce = self.next_nonce()
-        response = discovery_pb2.DiscoveryResponse(version_info=version, type_url=st.type_url, nonce=nonce)
-        response.resources.extend(resources[n] for n in sorted(resources))
+        # A serialized DiscoveryResponse: the resources' bytes are shared by every proxy that gets the same set.
+        response = (length_delimited(1, version.encode()) + self.hashes.encoded(resources)
+                    + length_delimited(4, st.type_url.encode()) + length_delimited(5, nonce.encode()))
         st.sent_digest = digest
         self.mark_sent(st, version, nonce, len(resources), started)
         try:

@@ -1,0 +1,41 @@
+"""Pre-serialized SotW responses (the benchmark's fix for per-proxy copies) parse exactly as built messages."""
+
+from __future__ import annotations
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf import any_pb2
+
+from sailmesh.server.hashing import HashCache, length_delimited
+
+
+def _any(name: str, timeout_s: int) -> any_pb2.Any:
+    a = any_pb2.Any()
+    c = cluster_pb2.Cluster(name=name)
+    c.connect_timeout.seconds = timeout_s
+    a.Pack(c)
+    return a
+
+
+def test_encoded_body_plus_fields_is_the_discovery_response() -> None:
+    resources = {f"c{i}": _any(f"c{i}", i) for i in (3, 1, 200, 2)}  # a long one needs a 2-byte length varint
+    resources["x" * 300] = _any("x" * 300, 9)
+    hashes = HashCache()
+    body = hashes.encoded(resources)
+    again = hashes.encoded(resources)
+    assert again == body and hashes.encoded(resources) is again  # cached from the second use on
+    type_url = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+    wire = length_delimited(1, b"7.2") + body + length_delimited(4, type_url.encode()) + length_delimited(5, b"ab12-3")
+    want = discovery_pb2.DiscoveryResponse(version_info="7.2", type_url=type_url, nonce="ab12-3")
+    want.resources.extend(resources[n] for n in sorted(resources))
+    got = discovery_pb2.DiscoveryResponse.FromString(wire)
+    assert got == want
+    assert [a.value for a in got.resources] == [resources[n].value for n in sorted(resources)]
+
+
+def test_a_different_mapping_gets_its_own_body() -> None:
+    hashes = HashCache()
+    a = {"c1": _any("c1", 1)}
+    b = {"c1": a["c1"], "c2": _any("c2", 2)}
+    assert hashes.encoded(a) != hashes.encoded(b)
+    assert discovery_pb2.DiscoveryResponse.FromString(hashes.encoded(b)).resources[1] == b["c2"]
