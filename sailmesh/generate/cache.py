@@ -36,6 +36,12 @@ def own_scope(_snapshot: MeshSnapshot, proxy: ProxyView) -> Hashable:
     return (proxy.scope_key, proxy.ip, tuple(sorted(proxy.app_ports.items())), proxy.workload_name)
 
 
+class Resources(dict):  # type: ignore[type-arg]
+    """A generated mapping (name -> packed Any) that the ADS server's caches can reference weakly."""
+
+    __slots__ = ("__weakref__",)
+
+
 @dataclass(frozen=True)
 class Part:
     """One cached slice of a type's resources."""
@@ -137,7 +143,7 @@ class GeneratedCache:
         if merged is not None:
             self.hits += len(keys)
             return merged
-        out: dict[str, any_pb2.Any] = {}
+        out: dict[str, any_pb2.Any] = Resources()
         for part, key in zip(PARTS.get(type_url, ()), keys, strict=True):
             hit = self._entries.get(key)
             if hit is None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import weakref
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from google.protobuf.any_pb2 import Any as AnyProto
 
@@ -48,16 +49,40 @@ def resource_version(anyp: AnyProto) -> str:
     return hashlib.blake2b(anyp.value, digest_size=8).hexdigest()
 
 
-class HashCache:
-    """LRU caches keyed by object identity (the cached object is held, so an id is never reused while cached)."""
+class _Held:
+    """A strong reference with the interface of weakref.ref (for mappings that cannot be weakly referenced)."""
 
-    def __init__(self, max_entries: int = 4096) -> None:
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: object) -> None:
+        self.obj = obj
+
+    def __call__(self) -> object:
+        return self.obj
+
+
+def _hold(obj: object, on_death: Callable[[], None]) -> Callable[[], object]:
+    """A weak reference (the entry goes when the mapping dies: old snapshots' resources are not kept alive
+    by the cache) where the type allows it, else a strong one (the id must not be reused while cached)."""
+    try:
+        return weakref.ref(obj, lambda _r: on_death())
+    except TypeError:
+        return _Held(obj)
+
+
+class HashCache:
+    """LRU caches keyed by object identity; entries hold their object (weakly when it allows) so ids stay unique."""
+
+    def __init__(self, max_entries: int = 4096, max_field_bytes: int = 64 * 2**20) -> None:
         self.max_entries = max_entries
-        self._subsets: OrderedDict[tuple[int, frozenset[str] | None], tuple[object, Mapping[str, AnyProto], bytes]]
+        self.max_field_bytes = max_field_bytes
+        self._subsets: OrderedDict[tuple[int, frozenset[str] | None],
+                                   tuple[Callable[[], object], Mapping[str, AnyProto] | None, bytes]]
         self._subsets = OrderedDict()
         self._versions: OrderedDict[int, tuple[AnyProto, str]] = OrderedDict()
         self._fields: OrderedDict[int, tuple[AnyProto, bytes]] = OrderedDict()
-        self._bodies: OrderedDict[int, tuple[Mapping[str, AnyProto], bytes | None]] = OrderedDict()
+        self._field_bytes = 0
+        self._bodies: OrderedDict[int, tuple[Callable[[], object], bytes | None]] = OrderedDict()
         self.hits = 0
         self.misses = 0
 
@@ -67,14 +92,16 @@ class HashCache:
         """The resources named (all for None) and their digest."""
         key = (id(resources), names)
         hit = self._subsets.get(key)
-        if hit is not None and hit[0] is resources:
+        if hit is not None and hit[0]() is resources:
             self.hits += 1
             self._subsets.move_to_end(key)
-            return hit[1], hit[2]
+            return (resources if hit[1] is None else hit[1]), hit[2]
         self.misses += 1
         chosen = resources if names is None else {n: resources[n] for n in names if n in resources}
         digest = digest_resources(chosen)
-        self._subsets[key] = (resources, chosen, digest)
+        # the whole mapping is not stored again as the subset (that would keep it alive)
+        self._subsets[key] = (_hold(resources, lambda: self._subsets.pop(key, None)),
+                              None if chosen is resources else chosen, digest)
         if len(self._subsets) > self.max_entries:
             self._subsets.popitem(last=False)
         return chosen, digest
@@ -101,14 +128,16 @@ class HashCache:
         """
         key = id(resources)
         hit = self._bodies.get(key)
-        if hit is not None and hit[0] is resources:
+        seen = hit is not None and hit[0]() is resources
+        if seen and hit is not None:
             self._bodies.move_to_end(key)
             if hit[1] is not None:
                 return hit[1]
         body = b"".join(self._field(resources[n]) for n in sorted(resources))
         # Keep the bytes from the second use on: a mapping only one proxy gets (its clusters with its inbound
         # ones) is sent once per change anyway, and caching its megabytes per proxy would cost more than it saves.
-        self._bodies[key] = (resources, body if hit is not None and hit[0] is resources else None)
+        holder = hit[0] if seen and hit is not None else _hold(resources, lambda: self._bodies.pop(key, None))
+        self._bodies[key] = (holder, body if seen else None)
         if len(self._bodies) > self.max_entries:
             self._bodies.popitem(last=False)
         return body
@@ -120,6 +149,8 @@ class HashCache:
             return hit[1]
         data = length_delimited(RESOURCES_FIELD, anyp.SerializeToString())
         self._fields[key] = (anyp, data)
-        if len(self._fields) > self.max_entries * 16:
-            self._fields.popitem(last=False)
+        self._field_bytes += len(data) + len(anyp.value)
+        while self._field_bytes > self.max_field_bytes and len(self._fields) > 1:  # bounded by bytes held
+            _, (old, old_data) = self._fields.popitem(last=False)
+            self._field_bytes -= len(old_data) + len(old.value)
         return data
