@@ -67,3 +67,14 @@ def test_field_bytes_are_bounded() -> None:
     for i in range(50):
         hashes.encoded({"c": _any("c" * 100, i)})
     assert hashes._field_bytes <= 2000
+
+
+def test_equal_subscriptions_share_one_frozenset() -> None:
+    """500 proxies subscribing to the same 3,500 EDS names hold one set of names, not 500."""
+    from sailmesh.server.sotw import _subscribed
+
+    a = _subscribed([f"outbound|8080||svc-{i}" for i in range(100)] + ["*"])
+    b = _subscribed([f"outbound|8080||svc-{i}" for i in reversed(range(100))])
+    assert a is b and "*" not in a and len(a) == 100
+    assert _subscribed(a) is a
+    assert _subscribed(["x"]) is not a
