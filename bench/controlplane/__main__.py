@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import os
 import shlex
-import signal
 import sys
 import time
 from pathlib import Path
@@ -64,13 +63,8 @@ def cases_from_args(a: argparse.Namespace) -> list[CaseConfig]:
             for s, p in pairs for m in modes]
 
 
-def _interrupt(_sig: int, _frame: object) -> None:
-    raise KeyboardInterrupt  # run the cases' cleanup (control plane, workers, Envoys) on SIGTERM too
-
-
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
     from bench.dataplane.runner import machine_info
 
     machine = machine_info()
@@ -87,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
             if a.keep_dir else ""
         try:
             doc["cases"].append(asyncio.run(run_case(cfg, keep)))
+        except asyncio.CancelledError:
+            log("interrupted: the case's processes were stopped")
+            return 130
         except BenchError as e:
             log(f"case failed: {e}")
             doc["cases"].append({"services": cfg.services, "proxies": cfg.proxies,

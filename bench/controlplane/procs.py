@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import json
 import os
@@ -104,6 +105,18 @@ class ControlPlaneProc:
         self._log.close()
 
 
+_LIVE_WORKERS: set[int] = set()
+
+
+@atexit.register
+def _kill_workers() -> None:
+    """Workers run in their own sessions: never leave one behind, even when the benchmark is interrupted."""
+    for pid in list(_LIVE_WORKERS):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    _LIVE_WORKERS.clear()
+
+
 class ClientWorker:
     """One process of lean ADS clients (bench/controlplane/clients.py), one command at a time."""
 
@@ -117,6 +130,7 @@ class ClientWorker:
                 sys.executable, "-m", "bench.controlplane.clients", stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE, stderr=err, env=env(), cwd=ROOT, limit=256 * 1024 * 1024,
                 start_new_session=True)
+        _LIVE_WORKERS.add(proc.pid)
         return cls(proc)
 
     async def call(self, cmd: dict) -> dict:
@@ -134,9 +148,11 @@ class ClientWorker:
 
     async def stop(self) -> None:
         if self.proc.returncode is None:
-            with contextlib.suppress(BenchError, BrokenPipeError, ConnectionResetError):
-                await asyncio.wait_for(self.call({"cmd": "close"}), 10)
+            # a worker busy with another command (a connect that never syncs) cannot answer: then kill it
+            with contextlib.suppress(BenchError, BrokenPipeError, ConnectionResetError, TimeoutError):
+                await asyncio.wait_for(self.call({"cmd": "close"}), 5)
         if self.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.kill()
         await self.proc.wait()
+        _LIVE_WORKERS.discard(self.proc.pid)

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import pathlib
+import signal
 import sys
 import tempfile
 import time
@@ -340,9 +341,21 @@ def _synced(row: dict) -> bool:
 
 
 async def run_case(cfg: CaseConfig, keep_dir: str = "") -> dict[str, Any]:
-    """Run one case in a temporary directory (kept with its logs when keep_dir is given)."""
-    if keep_dir:
-        os.makedirs(keep_dir, exist_ok=True)
-        return await Case(cfg, keep_dir).run()
-    with tempfile.TemporaryDirectory(prefix="bench-cp-") as d:
-        return await Case(cfg, d).run()
+    """Run one case in a temporary directory (kept with its logs when keep_dir is given).
+
+    SIGTERM and SIGINT cancel the case, so its cleanup (control plane, workers, Envoys) runs; the
+    cancellation then propagates (asyncio.CancelledError)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        if keep_dir:
+            os.makedirs(keep_dir, exist_ok=True)
+            return await Case(cfg, keep_dir).run()
+        with tempfile.TemporaryDirectory(prefix="bench-cp-") as d:
+            return await Case(cfg, d).run()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
