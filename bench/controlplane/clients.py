@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import sys
 import time
 from dataclasses import dataclass, field
@@ -41,6 +42,8 @@ SHORT = {CDS: "cds", EDS: "eds", LDS: "lds", RDS: "rds"}
 BY_SHORT = {v: k for k, v in SHORT.items()}
 _HCM_TYPE = "type.googleapis.com/" + hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name
 # own subchannel pool: every client gets its own TCP connection, as every Envoy has (grpc shares them otherwise)
+RETRY_BASE_S = 0.1
+RETRY_MAX_S = 2.0
 _OPTIONS = [("grpc.max_receive_message_length", 256 * 1024 * 1024), ("grpc.use_local_subchannel_pool", 1)]
 
 # serialized resource -> the EDS / RDS names it references (shared by every client of this process)
@@ -102,7 +105,8 @@ class LeanClient:
         self.on_ack = on_ack
         self.types: dict[str, TypeState] = {}
         self.synced_at: float | None = None
-        self.error = ""
+        self.error = ""  # the last stream error (the client retries, as Envoy does)
+        self.retries = 0
         self._channel: grpc.aio.Channel | None = None
         self._queue: asyncio.Queue[discovery_pb2.DiscoveryRequest | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -133,25 +137,34 @@ class LeanClient:
             type_url=type_url, resource_names=st.names, version_info=st.version, response_nonce=st.nonce))
 
     async def _run(self) -> None:
+        """One stream at a time; like Envoy, start a new one (fresh subscriptions) after an error, with backoff."""
         assert self._channel is not None
         node = discovery_pb2.DiscoveryRequest().node
         node.id = self.node_id
         node.cluster = "bench"
         node.metadata.CopyFrom(struct_pb2.Struct(fields={k: struct_pb2.Value(string_value=v)
                                                          for k, v in self.metadata.items()}))
-        first = discovery_pb2.DiscoveryRequest(type_url=CDS)
-        first.node.CopyFrom(node)
-        self.types[CDS] = TypeState()
-        self.types[LDS] = TypeState()
-        self._queue.put_nowait(first)
-        self._request(LDS)
         stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self._channel)
-        try:
-            async for resp in stub.StreamAggregatedResources(self._requests()):
-                self._on_response(resp)
-        except grpc.aio.AioRpcError as e:
-            if e.code() != grpc.StatusCode.CANCELLED:
+        backoff = RETRY_BASE_S
+        while True:
+            self._queue = asyncio.Queue()
+            first = discovery_pb2.DiscoveryRequest(type_url=CDS)
+            first.node.CopyFrom(node)
+            self.types = {CDS: TypeState(), LDS: TypeState()}
+            self._queue.put_nowait(first)
+            self._request(LDS)
+            try:
+                async for resp in stub.StreamAggregatedResources(self._requests()):
+                    self._on_response(resp)
+                    backoff = RETRY_BASE_S
+                return
+            except grpc.aio.AioRpcError as e:
+                if e.code() == grpc.StatusCode.CANCELLED:
+                    return
                 self.error = f"{e.code().name}: {e.details()}"
+                self.retries += 1
+            await asyncio.sleep(backoff * (0.5 + random.random()))
+            backoff = min(RETRY_MAX_S, backoff * 2)
 
     def _on_response(self, resp: discovery_pb2.DiscoveryResponse) -> None:
         t = resp.type_url
@@ -216,6 +229,7 @@ class Worker:
         return {
             "synced": {c.node_id: c.synced_at for c in self.clients.values() if c.synced_at is not None},
             "errors": {c.node_id: c.error or "not synced" for c in self.clients.values() if c.synced_at is None},
+            "retries": {c.node_id: [c.retries, c.error] for c in self.clients.values() if c.retries},
             "counts": {c.node_id: {SHORT[t]: st.resources for t, st in c.types.items()}
                        for c in self.clients.values()},
         }

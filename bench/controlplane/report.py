@@ -55,6 +55,9 @@ def render_case(c: dict[str, Any]) -> list[str]:
     fp = c["first_push"]
     lines.append(f"control plane start-up {c['startup_s']:.2f} s; first full push to all proxies "
                  f"{fp['all_synced_s']:.2f} s (p50 {fp['p50_s']:.2f} s), {fp['cpu_s']:.1f} CPU s")
+    if fp.get("clients_that_reconnected"):
+        lines.append(f"  {fp['clients_that_reconnected']} clients had their stream fail and reconnected, e.g. "
+                     f"{fp['reconnect_example']}")
     for key, label in (("vs_change", "VirtualService change (RDS)"), ("endpoint_change", "endpoint change (EDS)")):
         ch = c[key]
         b = ch["buckets"]

@@ -172,8 +172,10 @@ class Case:
                              f"control plane log: {cp.log_tail()}")
         cpu1 = cp.cpu()
         times = [v - t0 for v in synced.values()]
+        retries = {k: v for rep in replies for k, v in rep.get("retries", {}).items()}
         r["first_push"] = {"all_synced_s": max(times) if times else 0.0, "p50_s": stats.percentile(times, 50),
-                           "cpu_s": cpu1 - cpu0}
+                           "cpu_s": cpu1 - cpu0, "clients_that_reconnected": len(retries),
+                           "reconnect_example": next(iter(retries.values()), None)}
         sizes = {t: sorted(c.get(t, 0) for c in counts.values()) for t in ("cds", "eds", "lds", "rds")}
         r["resources_per_proxy"] = {t: {"min": v[0], "max": v[-1]} for t, v in sizes.items() if v}
         log(f"first full push to {len(synced)} clients: {r['first_push']['all_synced_s']:.2f} s, "
