@@ -161,10 +161,15 @@ class Connection:
                     inflight = [t for t in ordered(self.types) if push.wants(t)]
                 if inflight and push is not None:
                     type_url = inflight.pop(0)
-                    sent = await self.respond(self.types[type_url], send, force=False, started=push.started)
-                    if sent and type_url == CLUSTER and inflight:
+                    # Mark the wait before sending: the proxy may read (and ACK) the clusters before this
+                    # coroutine resumes from the write; an ACK clears the mark, not sending clears it too.
+                    holds_back = type_url == CLUSTER and bool(inflight)
+                    if holds_back:
                         self._awaiting = CLUSTER
                         self._await_deadline = time.monotonic() + CLUSTER_ACK_TIMEOUT_S
+                    sent = await self.respond(self.types[type_url], send, force=False, started=push.started)
+                    if holds_back and not sent and self._awaiting == CLUSTER:
+                        self._awaiting = None
                     continue
             # Nothing to do until a request, a push or the ACK deadline (no await between check and clear).
             self._wake.clear()
