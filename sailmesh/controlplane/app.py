@@ -133,7 +133,7 @@ class ControlPlane:
         if kind is ChangeKind.ENDPOINTS:
             gen_changes = ChangeSet.endpoints_only({host for host, _ in changed_endpoints(prev, cur)})
         else:
-            gen_changes = ChangeSet()
+            gen_changes = ChangeSet(kinds=None if changes.full else changes.kinds)
         types = self.source.update(cur, gen_changes)
         if types:
             self.pushes += 1

@@ -1,9 +1,10 @@
 """Generated-resource cache: proxies with the same scope share packed resources; endpoint-only changes keep the rest.
 
 Keys are (part, epoch of its type, scope). A part is a slice of one type's resources with its own scope:
-outbound clusters, routes and endpoints depend only on ProxyView.scope_key (type, namespace, labels), so
-every proxy of a deployment shares them; inbound clusters and listeners also depend on the proxy's address
-and ports. `advance` moves the cache to a new snapshot given its ChangeSet and bumps only the epochs of
+outbound clusters, routes and endpoints depend only on the proxy's outbound key (`SnapshotIndex.outbound_key`:
+for a sidecar its namespace, its Sidecar resource and the VirtualService sourceLabels it matches), so every
+sidecar of a namespace usually shares them; inbound clusters and listeners also depend on the proxy's labels,
+address and ports. `advance` moves the cache to a new snapshot given its ChangeSet and bumps only the epochs of
 the types the change can affect.
 """
 
@@ -19,19 +20,26 @@ from sailmesh.generate.endpoints import build_endpoints
 from sailmesh.generate.listeners import build_listeners
 from sailmesh.generate.proxy import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, packed
 from sailmesh.generate.routes import build_routes
+from sailmesh.generate.scope import index_of
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView
 
 ALL_TYPES = frozenset({CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET})
 
 
-def shared_scope(proxy: ProxyView) -> Hashable:
+def shared_scope(snapshot: MeshSnapshot, proxy: ProxyView) -> Hashable:
     """What outbound config depends on."""
-    return proxy.scope_key
+    return index_of(snapshot).outbound_key(proxy)
 
 
-def own_scope(proxy: ProxyView) -> Hashable:
+def own_scope(_snapshot: MeshSnapshot, proxy: ProxyView) -> Hashable:
     """What per-proxy (inbound, listener) config depends on."""
     return (proxy.scope_key, proxy.ip, tuple(sorted(proxy.app_ports.items())), proxy.workload_name)
+
+
+class Resources(dict):  # type: ignore[type-arg]
+    """A generated mapping (name -> packed Any) that the ADS server's caches can reference weakly."""
+
+    __slots__ = ("__weakref__",)
 
 
 @dataclass(frozen=True)
@@ -41,7 +49,7 @@ class Part:
     name: str
     type_url: str
     build: Callable[[MeshSnapshot, ProxyView], list]
-    scope: Callable[[ProxyView], Hashable]
+    scope: Callable[[MeshSnapshot, ProxyView], Hashable]
 
 
 PARTS: dict[str, tuple[Part, ...]] = {
@@ -56,17 +64,27 @@ PARTS: dict[str, tuple[Part, ...]] = {
 }
 
 
+# Config kinds that can alter only some xDS types (what the generators read them for); any other kind: every type.
+KIND_TYPES: dict[str, frozenset[str]] = {
+    "VirtualService": frozenset({ROUTE}),
+    "DestinationRule": frozenset({CLUSTER, ENDPOINT, ROUTE}),  # subsets, policies; consistentHash on routes
+    "Gateway": frozenset({LISTENER, ROUTE}),
+}
+
+
 @dataclass(frozen=True)
 class ChangeSet:
     """What changed since the previous snapshot.
 
-    full: config, services or workloads changed (everything may change). Otherwise only the endpoints of
+    full: config, services or workloads changed; `kinds` names the config kinds when known (None: anything
+    may have changed), so a VirtualService change regenerates routes only. Otherwise only the endpoints of
     `endpoint_hosts` changed: EDS is regenerated, and clusters too when one of those hosts is DNS-resolved
     (its endpoints live inside the cluster) or has resolution NONE (its cluster kind depends on them).
     """
 
     full: bool = True
     endpoint_hosts: frozenset[str] = frozenset()
+    kinds: frozenset[str] | None = None
 
     @staticmethod
     def endpoints_only(hosts: frozenset[str] | set[str]) -> ChangeSet:
@@ -76,7 +94,9 @@ class ChangeSet:
 def affected_types(snapshot: MeshSnapshot, changes: ChangeSet) -> frozenset[str]:
     """The xDS types a change can alter (the push set)."""
     if changes.full:
-        return ALL_TYPES - {SECRET}
+        if not changes.kinds:
+            return ALL_TYPES - {SECRET}
+        return frozenset().union(*(KIND_TYPES.get(k, ALL_TYPES - {SECRET}) for k in changes.kinds))
     out = {ENDPOINT}
     for host in changes.endpoint_hosts:
         svc = snapshot.services.get(host)
@@ -92,6 +112,7 @@ class GeneratedCache:
         self._version: int | None = None
         self._epochs: dict[str, int] = dict.fromkeys(ALL_TYPES, 0)
         self._entries: dict[tuple[str, int, Hashable], dict[str, any_pb2.Any]] = {}
+        self._merged: dict[tuple[tuple[str, int, Hashable], ...], dict[str, any_pb2.Any]] = {}
         self.hits = 0
         self.misses = 0
 
@@ -105,15 +126,25 @@ class GeneratedCache:
         self._version = snapshot.version
         live = {p.name: self._epochs[p.type_url] for parts in PARTS.values() for p in parts}
         self._entries = {k: v for k, v in self._entries.items() if live.get(k[0]) == k[1]}
+        self._merged = {k: v for k, v in self._merged.items() if all(live.get(p[0]) == p[1] for p in k)}
         return types
 
     def get(self, snapshot: MeshSnapshot, proxy: ProxyView, type_url: str) -> dict[str, any_pb2.Any]:
-        """Every resource of type_url for proxy at snapshot (an unannounced snapshot counts as a full change)."""
+        """Every resource of type_url for proxy at snapshot (an unannounced snapshot counts as a full change).
+
+        The returned mapping is shared (by the proxies of a scope, and across snapshots until the type
+        changes): treat it as immutable.
+        """
         if snapshot.version != self._version:
             self.advance(snapshot, ChangeSet())
-        out: dict[str, any_pb2.Any] = {}
-        for part in PARTS.get(type_url, ()):
-            key = (part.name, self._epochs[type_url], part.scope(proxy))
+        keys = tuple((part.name, self._epochs[type_url], part.scope(snapshot, proxy))
+                     for part in PARTS.get(type_url, ()))
+        merged = self._merged.get(keys)
+        if merged is not None:
+            self.hits += len(keys)
+            return merged
+        out: dict[str, any_pb2.Any] = Resources()
+        for part, key in zip(PARTS.get(type_url, ()), keys, strict=True):
             hit = self._entries.get(key)
             if hit is None:
                 self.misses += 1
@@ -122,6 +153,8 @@ class GeneratedCache:
             else:
                 self.hits += 1
             out.update(hit)
+        # The same mapping object while nothing it depends on changes: the ADS server hashes it once, not per push.
+        self._merged[keys] = out
         return out
 
     def __len__(self) -> int:

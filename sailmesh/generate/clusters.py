@@ -13,7 +13,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 from envoy.type.v3 import percent_pb2
 
 from sailmesh.generate import names
-from sailmesh.generate.common import MAX_UINT32, ads, duration, go_duration, pack, u32
+from sailmesh.generate.common import MAX_UINT32, IdentityMemo, ads, duration, go_duration, pack, share_packed, u32
 from sailmesh.generate.endpoints import assignment, discovery, select, subset_labels, unique_ports
 from sailmesh.generate.policy import effective_policy
 from sailmesh.generate.scope import destination_rule, inbound_ports, visible_services
@@ -262,11 +262,24 @@ def build_outbound(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Cluster]:
     out = [blackhole(), passthrough()]
     for svc in visible_services(snapshot, proxy):
         dr = destination_rule(snapshot, proxy.namespace, svc)
+        # a cluster depends on the service, its DestinationRule, its endpoints (DNS clusters, NONE) and the mesh
+        eps = tuple(snapshot.endpoints.get((svc.hostname, p.port), ()) for p in svc.ports)
+        held = (svc, dr, snapshot.mesh, *eps)
+        ids = tuple(map(id, held))
         for port in unique_ports(svc):
             for subset, labels in subset_labels(snapshot, proxy.namespace, svc):
-                policy = effective_policy(dr, subset, port.port)
-                out.append(outbound_cluster(snapshot, svc, port, subset, labels, policy))
+                key = (port.port, subset, ids)
+                c = _OUTBOUND.get(key, held)
+                if c is None:
+                    policy = effective_policy(dr, subset, port.port)
+                    c = share_packed(outbound_cluster(snapshot, svc, port, subset, labels, policy))
+                    _OUTBOUND.put(key, held, c)
+                out.append(c)
     return out
+
+
+# outbound clusters shared by every scope and snapshot with the same inputs (treat them as immutable)
+_OUTBOUND = IdentityMemo()
 
 
 def build_inbound(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Cluster]:

@@ -9,7 +9,7 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2 as ec
 from envoy.config.endpoint.v3 import endpoint_pb2
 
 from sailmesh.generate import names
-from sailmesh.generate.common import socket_address, u32
+from sailmesh.generate.common import IdentityMemo, share_packed, socket_address, u32
 from sailmesh.generate.scope import destination_rule, visible_services
 from sailmesh.snapshot.model import Endpoint, MeshSnapshot, ProxyView, Service, ServicePort
 
@@ -110,5 +110,14 @@ def build_endpoints(snapshot: MeshSnapshot, proxy: ProxyView) -> list[endpoint_p
             eps = snapshot.endpoints.get((svc.hostname, port.port), ())
             for subset, labels in subsets:
                 name = names.outbound_cluster(port.port, subset, svc.hostname)
-                out.append(assignment(name, select(eps, labels)))
+                key = (name, id(eps), tuple(sorted(labels.items())))
+                cla = _ASSIGNMENTS.get(key, (eps,))
+                if cla is None:
+                    cla = share_packed(assignment(name, select(eps, labels)))
+                    _ASSIGNMENTS.put(key, (eps,), cla)
+                out.append(cla)
     return out
+
+
+# assignments shared by every scope and snapshot with the same endpoints tuple (treat them as immutable)
+_ASSIGNMENTS = IdentityMemo()

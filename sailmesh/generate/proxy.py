@@ -8,7 +8,7 @@ from google.protobuf import any_pb2, message
 
 from sailmesh.errors import GenerationError, SailmeshError
 from sailmesh.generate.clusters import build_inbound, build_outbound
-from sailmesh.generate.common import pack
+from sailmesh.generate.common import packed_once
 from sailmesh.generate.endpoints import build_endpoints
 from sailmesh.generate.listeners import build_listeners
 from sailmesh.generate.routes import build_routes
@@ -48,7 +48,7 @@ def packed(messages: list) -> dict[str, any_pb2.Any]:
         name = _name(m)
         if name in out:
             raise GenerationError(f"duplicate {m.DESCRIPTOR.full_name} named {name!r}")
-        out[name] = pack(m)
+        out[name] = packed_once(m)
     return out
 
 

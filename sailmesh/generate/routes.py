@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from google.protobuf import wrappers_pb2
 
+from sailmesh.api.resource import Resource
 from sailmesh.generate import names
 from sailmesh.generate.endpoints import unique_ports
 from sailmesh.generate.gateway import gateway_routes
@@ -24,14 +26,46 @@ from sailmesh.snapshot.model import MeshSnapshot, ProxyView, Service
 NO = wrappers_pb2.BoolValue(value=False)  # Istio never validates clusters in route configs
 
 
+# Routes (and virtual hosts) of one service port, reused across proxies of a scope and across snapshots while
+# their inputs are the same objects: key -> (the objects whose identity is in the key, routes, {domains: vhost}).
+_MEMO: OrderedDict[tuple[object, ...], tuple[tuple[object, ...], list[rc.Route], dict[tuple[str, ...], rc.VirtualHost]]]
+_MEMO = OrderedDict()
+MEMO_MAX = 100_000
+
+
+def _memo_entry(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, port: int
+                ) -> tuple[tuple[object, ...], list[rc.Route], dict[tuple[str, ...], rc.VirtualHost]]:
+    """What service_routes depends on: the proxy's outbound key, the service, the VirtualServices applied to
+    its host, the services (destination ports), the DestinationRules (hash policies) and the mesh settings."""
+    idx = index_of(snapshot)
+    vss = tuple(idx.mesh_virtual_services_for(proxy, svc.hostname))
+    held = (svc, vss, snapshot.services, snapshot.of_kind("DestinationRule"), snapshot.mesh)
+    key = (idx.outbound_key(proxy), port, id(svc), tuple(map(id, vss)), *map(id, held[2:]))
+    hit = _MEMO.get(key)
+    if hit is not None and all(a is b for a, b in zip(hit[0][:1] + hit[0][2:], held[:1] + held[2:], strict=True)) \
+            and len(hit[0][1]) == len(vss) and all(a is b for a, b in zip(hit[0][1], vss, strict=True)):
+        _MEMO.move_to_end(key)
+        return hit
+    entry = (held, _service_routes(snapshot, proxy, svc, port, vss), {})
+    _MEMO[key] = entry
+    if len(_MEMO) > MEMO_MAX:
+        _MEMO.popitem(last=False)
+    return entry
+
+
 def service_routes(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, port: int) -> list[rc.Route]:
     """The routes of one service port for a sidecar: the oldest mesh VirtualService for its host, else default.
 
     When several VirtualServices name the same host, Istio keeps the oldest one (creationTimestamp, then
-    name, then namespace) and so do we; the others are ignored for that host.
+    name, then namespace) and so do we; the others are ignored for that host. Treat the list as immutable.
     """
+    return _memo_entry(snapshot, proxy, svc, port)[1]
+
+
+def _service_routes(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, port: int,
+                    vss: tuple[Resource, ...]) -> list[rc.Route]:
     ctx = RouteContext(snapshot, proxy, port)
-    for vs in index_of(snapshot).mesh_virtual_services_for(proxy, svc.hostname):
+    for vs in vss:
         routes: list[rc.Route] = []
         for http in vs.spec.get("http") or []:
             if isinstance(http, Mapping):
@@ -105,12 +139,18 @@ def block_all_vhost() -> rc.VirtualHost:
     )
 
 
-def _vhost(name: str, domains: list[str], routes: list[rc.Route], used: set[str]) -> rc.VirtualHost | None:
-    fresh = [d for d in dict.fromkeys(domains) if d not in used]
+def _vhost(name: str, domains: list[str], routes: list[rc.Route], used: set[str],
+           memo: dict[tuple[str, ...], rc.VirtualHost] | None = None) -> rc.VirtualHost | None:
+    fresh = tuple(d for d in dict.fromkeys(domains) if d not in used)
     if not fresh:
         return None
     used.update(fresh)
-    return rc.VirtualHost(name=name, domains=fresh, routes=routes, include_request_attempt_count=True)
+    hit = memo.get(fresh) if memo is not None else None
+    if hit is None:
+        hit = rc.VirtualHost(name=name, domains=fresh, routes=routes, include_request_attempt_count=True)
+        if memo is not None:
+            memo[fresh] = hit
+    return hit
 
 
 def sidecar_routes(snapshot: MeshSnapshot, proxy: ProxyView) -> list[route_pb2.RouteConfiguration]:
@@ -123,13 +163,13 @@ def sidecar_routes(snapshot: MeshSnapshot, proxy: ProxyView) -> list[route_pb2.R
     for svc in visible_services(snapshot, proxy):
         aliases = names.host_aliases(svc.hostname, svc.namespace, proxy.namespace, suffix) + list(svc.addresses)
         for port in _http_ports(svc):
-            routes = service_routes(snapshot, proxy, svc, port)
+            _, routes, memo = _memo_entry(snapshot, proxy, svc, port)
             vname = names.vhost_name(svc.hostname, port)
             used = used_per_port.setdefault(port, set())
-            vh = _vhost(vname, names.domains_with_port(aliases, port, plain=True), routes, used)
+            vh = _vhost(vname, names.domains_with_port(aliases, port, plain=True), routes, used, memo)
             if vh is not None:
                 per_port.setdefault(port, []).append(vh)
-            vh = _vhost(vname, names.domains_with_port(aliases, port, plain=port == 80), routes, proxy_used)
+            vh = _vhost(vname, names.domains_with_port(aliases, port, plain=port == 80), routes, proxy_used, memo)
             if vh is not None:
                 proxy_hosts.append(vh)
     _non_service_hosts(snapshot, proxy, per_port, used_per_port, proxy_hosts, proxy_used)

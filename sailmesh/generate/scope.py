@@ -107,6 +107,10 @@ class SnapshotIndex:
         self._visible: dict[Hashable, list[Service]] = {}
         self._by_host: dict[Hashable, HostTable] = {}
         self._sidecar: dict[Hashable, Resource | None] = {}
+        self._outbound: dict[Hashable, Hashable] = {}
+        self._selectors: list[tuple[tuple[str, str], ...]] | None = None
+        self._vs_parsed: list[tuple[Resource, list[str], set[str], list[str]]] | None = None
+        self._hosts_of: dict[int, list[str]] | None = None
 
     def sidecar(self, proxy: ProxyView) -> Resource | None:
         """The Sidecar resource that configures a sidecar proxy (Istio's selection order).
@@ -121,6 +125,43 @@ class SnapshotIndex:
         if key not in self._sidecar:
             self._sidecar[key] = _select_sidecar(self.snapshot, proxy)
         return self._sidecar[key]
+
+    def outbound_key(self, proxy: ProxyView) -> Hashable:
+        """What a proxy's outbound config (clusters, endpoints, routes) depends on: equal keys, equal config.
+
+        A sidecar's labels matter only through the Sidecar they select and the VirtualService
+        `sourceLabels` they match, so sidecars of different deployments in one namespace share their
+        outbound config. Gateways keep their labels (they select Gateway resources). A generator that
+        reads more of the proxy for outbound config must add it here.
+        """
+        key = proxy.scope_key
+        hit = self._outbound.get(key)
+        if hit is None:
+            if proxy.type != "sidecar":
+                hit = key
+            else:
+                sc = self.sidecar(proxy)
+                # the selectors themselves (not their positions): keys stay comparable across snapshots
+                matched = tuple(sel for sel in self._source_selectors()
+                                if all(proxy.labels.get(k) == v for k, v in sel))
+                hit = ("sidecar", proxy.namespace, None if sc is None else (sc.namespace, sc.name), matched)
+            self._outbound[key] = hit
+        return hit
+
+    def _source_selectors(self) -> list[tuple[tuple[str, str], ...]]:
+        """Every distinct `http[].match[].sourceLabels` of the snapshot's VirtualServices."""
+        if self._selectors is None:
+            found: dict[tuple[tuple[str, str], ...], None] = {}
+            for vs in self.snapshot.of_kind("VirtualService"):
+                http = vs.spec.get("http")
+                for route in http if isinstance(http, list) else ():
+                    matches = route.get("match") if isinstance(route, Mapping) else None
+                    for m in matches if isinstance(matches, list) else ():
+                        labels = m.get("sourceLabels") if isinstance(m, Mapping) else None
+                        if isinstance(labels, Mapping):
+                            found[tuple(sorted((str(k), str(v)) for k, v in labels.items()))] = None
+            self._selectors = list(found)
+        return self._selectors
 
     def egress(self, proxy: ProxyView) -> list[tuple[str, str]] | None:
         """(namespace, host) pairs of the proxy's Sidecar egress listeners; None = everything is imported."""
@@ -137,7 +178,7 @@ class SnapshotIndex:
         return out
 
     def visible_services(self, proxy: ProxyView) -> list[Service]:
-        key = proxy.scope_key
+        key = self.outbound_key(proxy)
         hit = self._visible.get(key)
         if hit is None:
             egress = self.egress(proxy)
@@ -153,18 +194,26 @@ class SnapshotIndex:
             self._visible[key] = hit
         return hit
 
+    def _vs_facts(self) -> list[tuple[Resource, list[str], set[str], list[str]]]:
+        """Every VirtualService oldest first with its exportTo, bound gateways and FQDN hosts (once per snapshot)."""
+        if self._vs_parsed is None:
+            suffix = self.snapshot.mesh.domain_suffix
+            self._vs_parsed = [(vs, _resource_export(vs), bound_gateways(vs), vs_hosts(vs, suffix))
+                               for vs in sorted(self.snapshot.of_kind("VirtualService"), key=creation_order)]
+        return self._vs_parsed
+
+    def _vs_hosts(self) -> dict[int, list[str]]:
+        if self._hosts_of is None:
+            self._hosts_of = {id(vs): hosts for vs, _, _, hosts in self._vs_facts()}
+        return self._hosts_of
+
     def virtual_services(self, proxy_ns: str, gateway: str) -> list[Resource]:
         key = (proxy_ns, gateway)
         hit = self._vs.get(key)
         if hit is None:
-            hit = []
-            for vs in self.snapshot.of_kind("VirtualService"):
-                # exportTo applies to sidecars and gateways alike
-                if not exported_to(_resource_export(vs), vs.namespace, proxy_ns):
-                    continue
-                if gateway in bound_gateways(vs):
-                    hit.append(vs)
-            hit.sort(key=creation_order)
+            # exportTo applies to sidecars and gateways alike
+            hit = [vs for vs, export, gateways, _ in self._vs_facts()
+                   if gateway in gateways and exported_to(export, vs.namespace, proxy_ns)]
             self._vs[key] = hit
         return hit
 
@@ -179,14 +228,22 @@ class SnapshotIndex:
 
     def mesh_virtual_services_for(self, proxy: ProxyView, hostname: str) -> list[Resource]:
         """Mesh VirtualServices the proxy imports whose hosts match `hostname`, oldest first."""
-        key = proxy.scope_key
+        key = self.outbound_key(proxy)
         table = self._by_host.get(key)
         if table is None:
             exact: dict[str, list[tuple[int, Resource]]] = {}
             wild: list[tuple[int, str, Resource]] = []
-            suffix = self.snapshot.mesh.domain_suffix
-            for i, vs in enumerate(self.mesh_virtual_services(proxy)):
-                for h in dict.fromkeys(vs_hosts(vs, suffix)):
+            egress = self.egress(proxy)
+            # egress hosts name namespaces (or `*`): a VirtualService elsewhere cannot be imported
+            importable = None if egress is None or any(ns == "*" for ns, _ in egress) else {ns for ns, _ in egress}
+            hosts_of = self._vs_hosts()
+            for i, vs in enumerate(self.virtual_services(proxy.namespace, MESH_GATEWAY)):
+                if importable is not None and vs.namespace not in importable:
+                    continue
+                hosts = hosts_of[id(vs)]
+                if egress is not None and not any(egress_imports(egress, vs.namespace, h) for h in hosts):
+                    continue
+                for h in dict.fromkeys(hosts):
                     if "*" in h:
                         wild.append((i, h, vs))
                     else:

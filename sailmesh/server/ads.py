@@ -32,16 +32,13 @@ _OPTIONS = [
 ]
 
 
-SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+def _serialize(response: Message | bytes) -> bytes:
+    """Responses may come pre-serialized (SotW builds them from cached resource bytes)."""
+    return response if isinstance(response, bytes) else response.SerializeToString()
 
 
-def _serialize(message: Message | bytes) -> bytes:
-    """Responses may be pre-serialized bytes (shared bodies) or messages."""
-    return message if isinstance(message, bytes) else message.SerializeToString()
-
-
-def _register(servicer: AdsServer, server: grpc.aio.Server) -> None:
-    """ads_pb2_grpc's registration, with a serializer that passes pre-serialized responses through."""
+def _register(servicer: ads_pb2_grpc.AggregatedDiscoveryServiceServicer, server: grpc.aio.Server) -> None:
+    """ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server with a pass-through response serializer."""
     handlers = {
         "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
             servicer.StreamAggregatedResources, request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
@@ -50,8 +47,9 @@ def _register(servicer: AdsServer, server: grpc.aio.Server) -> None:
             servicer.DeltaAggregatedResources, request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
             response_serializer=_serialize),
     }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-    server.add_registered_method_handlers(SERVICE, handlers)
+    service = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+    server.add_registered_method_handlers(service, handlers)
 
 
 class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):

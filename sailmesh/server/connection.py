@@ -22,7 +22,8 @@ from sailmesh.server.source import CLUSTER, Generated, PushRequest, ResourceSour
 
 log = logging.getLogger("sailmesh.server")
 
-Send = Callable[[Message | bytes], Awaitable[None]]  # bytes: an already serialized response
+# A response message, or an already serialized one (the server's serializer passes bytes through).
+Send = Callable[[Message | bytes], Awaitable[None]]
 
 # How long a push waits for the proxy to ACK clusters before sending the listeners and routes using them.
 CLUSTER_ACK_TIMEOUT_S = 5.0
@@ -171,12 +172,14 @@ class Connection:
                     inflight = [t for t in ordered(self.types) if push.wants(t)]
                 if inflight and push is not None:
                     type_url = inflight.pop(0)
-                    hold = type_url == CLUSTER and bool(inflight)
-                    if hold:  # set before sending: the ACK may race the end of the write
+                    # Mark the wait before sending: the proxy may read (and ACK) the clusters before this
+                    # coroutine resumes from the write; an ACK clears the mark, not sending clears it too.
+                    holds_back = type_url == CLUSTER and bool(inflight)
+                    if holds_back:
                         self._awaiting = CLUSTER
                         self._await_deadline = time.monotonic() + CLUSTER_ACK_TIMEOUT_S
                     sent = await self.respond(self.types[type_url], send, force=False, started=push.started)
-                    if hold and not sent:
+                    if holds_back and not sent and self._awaiting == CLUSTER:
                         self._awaiting = None
                     continue
             # Nothing to do until a request, a push or the ACK deadline (no await between check and clear).

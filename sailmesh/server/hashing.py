@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import weakref
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
-from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.any_pb2 import Any as AnyProto
 
 
@@ -24,21 +24,65 @@ def digest_resources(resources: Mapping[str, AnyProto]) -> bytes:
     return h.digest()
 
 
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def length_delimited(field_number: int, data: bytes) -> bytes:
+    """One length-delimited protobuf field (string, bytes or message) in wire format."""
+    return _varint(field_number << 3 | 2) + _varint(len(data)) + data
+
+
+RESOURCES_FIELD = 2  # DiscoveryResponse.resources (repeated google.protobuf.Any)
+
+
 def resource_version(anyp: AnyProto) -> str:
     """The per-resource version used by delta xDS: a hash of the resource's bytes."""
     return hashlib.blake2b(anyp.value, digest_size=8).hexdigest()
 
 
-class HashCache:
-    """LRU caches keyed by object identity (the cached object is held, so an id is never reused while cached)."""
+class _Held:
+    """A strong reference with the interface of weakref.ref (for mappings that cannot be weakly referenced)."""
 
-    def __init__(self, max_entries: int = 4096) -> None:
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: object) -> None:
+        self.obj = obj
+
+    def __call__(self) -> object:
+        return self.obj
+
+
+def _hold(obj: object, on_death: Callable[[], None]) -> Callable[[], object]:
+    """A weak reference (the entry goes when the mapping dies: old snapshots' resources are not kept alive
+    by the cache) where the type allows it, else a strong one (the id must not be reused while cached)."""
+    try:
+        return weakref.ref(obj, lambda _r: on_death())
+    except TypeError:
+        return _Held(obj)
+
+
+class HashCache:
+    """LRU caches keyed by object identity; entries hold their object (weakly when it allows) so ids stay unique."""
+
+    def __init__(self, max_entries: int = 4096, max_field_bytes: int = 64 * 2**20) -> None:
         self.max_entries = max_entries
-        self._subsets: OrderedDict[tuple[int, frozenset[str] | None], tuple[object, Mapping[str, AnyProto], bytes]]
+        self.max_field_bytes = max_field_bytes
+        self._subsets: OrderedDict[tuple[int, frozenset[str] | None],
+                                   tuple[Callable[[], object], Mapping[str, AnyProto] | None, bytes]]
         self._subsets = OrderedDict()
         self._versions: OrderedDict[int, tuple[AnyProto, str]] = OrderedDict()
-        self._bodies: OrderedDict[bytes, bytes] = OrderedDict()
-        self.max_bodies = 128
+        self._fields: OrderedDict[int, tuple[AnyProto, bytes]] = OrderedDict()
+        self._field_bytes = 0
+        self._bodies: OrderedDict[int, tuple[Callable[[], object], bytes | None]] = OrderedDict()
         self.hits = 0
         self.misses = 0
 
@@ -48,14 +92,16 @@ class HashCache:
         """The resources named (all for None) and their digest."""
         key = (id(resources), names)
         hit = self._subsets.get(key)
-        if hit is not None and hit[0] is resources:
+        if hit is not None and hit[0]() is resources:
             self.hits += 1
             self._subsets.move_to_end(key)
-            return hit[1], hit[2]
+            return (resources if hit[1] is None else hit[1]), hit[2]
         self.misses += 1
         chosen = resources if names is None else {n: resources[n] for n in names if n in resources}
         digest = digest_resources(chosen)
-        self._subsets[key] = (resources, chosen, digest)
+        # the whole mapping is not stored again as the subset (that would keep it alive)
+        self._subsets[key] = (_hold(resources, lambda: self._subsets.pop(key, None)),
+                              None if chosen is resources else chosen, digest)
         if len(self._subsets) > self.max_entries:
             self._subsets.popitem(last=False)
         return chosen, digest
@@ -73,21 +119,38 @@ class HashCache:
             self._versions.popitem(last=False)
         return version
 
-    def body(self, digest: bytes, resources: Mapping[str, AnyProto]) -> bytes:
-        """The serialized `resources` field of a DiscoveryResponse (sorted by name), built once per digest.
+    def encoded(self, resources: Mapping[str, AnyProto]) -> bytes:
+        """`resources` in name order as DiscoveryResponse field 2, serialized once per mapping (and per Any).
 
-        Protobuf fields may come in any order and concatenated encodings merge, so a response is
-        `header + body` where the small header carries version, type URL and nonce: proxies that get the
-        same resources share one serialization.
+        Proxies that share a mapping share the bytes; a response is these bytes plus its version, type URL
+        and nonce fields (protobuf fields may come in any order), so nothing is copied or re-serialized per
+        proxy.
         """
-        hit = self._bodies.get(digest)
-        if hit is not None:
-            self._bodies.move_to_end(digest)
-            return hit
-        msg = discovery_pb2.DiscoveryResponse()
-        msg.resources.extend(resources[n] for n in sorted(resources))
-        body = msg.SerializeToString()
-        self._bodies[digest] = body
-        if len(self._bodies) > self.max_bodies:
+        key = id(resources)
+        hit = self._bodies.get(key)
+        seen = hit is not None and hit[0]() is resources
+        if seen and hit is not None:
+            self._bodies.move_to_end(key)
+            if hit[1] is not None:
+                return hit[1]
+        body = b"".join(self._field(resources[n]) for n in sorted(resources))
+        # Keep the bytes from the second use on: a mapping only one proxy gets (its clusters with its inbound
+        # ones) is sent once per change anyway, and caching its megabytes per proxy would cost more than it saves.
+        holder = hit[0] if seen and hit is not None else _hold(resources, lambda: self._bodies.pop(key, None))
+        self._bodies[key] = (holder, body if seen else None)
+        if len(self._bodies) > self.max_entries:
             self._bodies.popitem(last=False)
         return body
+
+    def _field(self, anyp: AnyProto) -> bytes:
+        key = id(anyp)
+        hit = self._fields.get(key)
+        if hit is not None and hit[0] is anyp:
+            return hit[1]
+        data = length_delimited(RESOURCES_FIELD, anyp.SerializeToString())
+        self._fields[key] = (anyp, data)
+        self._field_bytes += len(data) + len(anyp.value)
+        while self._field_bytes > self.max_field_bytes and len(self._fields) > 1:  # bounded by bytes held
+            _, (old, old_data) = self._fields.popitem(last=False)
+            self._field_bytes -= len(old_data) + len(old.value)
+        return data

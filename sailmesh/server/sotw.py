@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Iterable
+
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import Message
 
 from sailmesh.server.connection import Connection, Send, WatchState
+from sailmesh.server.hashing import length_delimited
 from sailmesh.server.source import WILDCARD_TYPES, short_name
+
+# One frozenset per distinct subscription: the proxies of a scope ask for the same thousands of EDS names, and
+# each request brings new str objects; sharing them saves memory per proxy and re-hashing per push.
+_CANONICAL: weakref.WeakValueDictionary[frozenset[str], frozenset[str]] = weakref.WeakValueDictionary()
+
+
+def _subscribed(names: Iterable[str]) -> frozenset[str]:
+    """The subscribed names (without `*`) as the canonical frozenset with those names."""
+    if isinstance(names, frozenset) and _CANONICAL.get(names) is names:
+        return names
+    fs = frozenset(n for n in names if n != "*")
+    return _CANONICAL.setdefault(fs, fs)
 
 
 def _is_wildcard(type_url: str, names: list[str]) -> bool:
@@ -29,7 +45,7 @@ class SotwConnection(Connection):
             st = WatchState(type_url) if st is None else st
             self.types[type_url] = st
             st.wildcard = _is_wildcard(type_url, names)
-            st.names = {n for n in names if n != "*"}
+            st.names = _subscribed(names)  # type: ignore[assignment]
             await self.respond(st, send, force=True, started=None)
             return
         if request.response_nonce != st.sent_nonce:
@@ -41,7 +57,7 @@ class SotwConnection(Connection):
             return
         self.on_ack(st, request.version_info, request.response_nonce)
         wildcard = _is_wildcard(type_url, names)
-        new_names = {n for n in names if n != "*"}
+        new_names = _subscribed(names)
         if wildcard != st.wildcard or (not wildcard and new_names != st.names):
             st.wildcard, st.names = wildcard, new_names
             await self.respond(st, send, force=True, started=None)
@@ -50,7 +66,7 @@ class SotwConnection(Connection):
         generated = self.generate(st.type_url)
         if generated is None:
             return False
-        names = None if st.wildcard else frozenset(st.names)
+        names = None if st.wildcard else _subscribed(st.names)
         resources, digest = self.hashes.subset(generated.resources, names)
         if digest == st.nacked_digest:
             return False  # the proxy rejected exactly this: do not send it again
@@ -58,8 +74,9 @@ class SotwConnection(Connection):
             return False  # byte-identical to what the proxy has
         version = self.next_version(st)
         nonce = self.next_nonce()
-        header = discovery_pb2.DiscoveryResponse(version_info=version, type_url=st.type_url, nonce=nonce)
-        response = header.SerializeToString() + self.hashes.body(digest, resources)
+        # A serialized DiscoveryResponse: the resources' bytes are shared by every proxy that gets the same set.
+        response = (length_delimited(1, version.encode()) + self.hashes.encoded(resources)
+                    + length_delimited(4, st.type_url.encode()) + length_delimited(5, nonce.encode()))
         st.sent_digest = digest
         self.mark_sent(st, version, nonce, len(resources), started)
         try:

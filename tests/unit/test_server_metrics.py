@@ -81,8 +81,9 @@ def test_shared_response_body_parses_like_a_built_response():
     cache = HashCache()
     chosen, digest = cache.subset(resources, None)
     assert cache.subset(resources, None)[1] == digest and cache.hits == 1  # same mapping: no rehash
-    body = cache.body(digest, chosen)
-    assert cache.body(digest, chosen) is body  # serialized once, shared
+    body = cache.encoded(chosen)
+    kept = cache.encoded(chosen)  # kept from the second use on (a mapping shared by several proxies)
+    assert kept == body and cache.encoded(chosen) is kept  # serialized once, shared
     header = discovery_pb2.DiscoveryResponse(version_info="v1", type_url=CLUSTER, nonce="n-1")
     parsed = discovery_pb2.DiscoveryResponse.FromString(header.SerializeToString() + body)
     expected = discovery_pb2.DiscoveryResponse(version_info="v1", type_url=CLUSTER, nonce="n-1")

@@ -1,0 +1,303 @@
+"""Many lean ADS clients in one process, driven over stdin/stdout (JSON lines) by the benchmark.
+
+Each client is one SotW stream on its own gRPC channel (its own TCP connection, like an Envoy). It
+subscribes to CDS and LDS (wildcard), follows EDS names from EDS clusters and RDS names from HTTP
+connection managers, and ACKs every response at once, as Envoy does. Unlike sailmesh.testing's AdsClient
+it does not unpack every resource: the names a resource references are cached by its serialized bytes
+(every proxy of a mesh gets mostly the same bytes), so one process can drive hundreds of clients.
+
+Commands (one JSON object per line) and replies:
+  {"cmd": "connect", "target": "host:port", "proxies": [{"id", "metadata"}], "timeout": s}
+      -> {"synced": {id: monotonic time all of CDS/EDS/LDS/RDS were first ACKed}, "errors": {id: text},
+          "counts": {id: {"cds": n, ...}}}
+  {"cmd": "mark"} -> {"ok": true}     remember every client's ACKed versions and response counts
+  {"cmd": "wait", "type": "rds", "ids": [...] | null, "timeout": s}
+      -> {"acked": {id: monotonic time of the ACK of the first new version}, "missing": [ids],
+          "types": {"cds": clients that got one since mark, ...}}
+  {"cmd": "close"} -> {"ok": true}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+
+import grpc
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from google.protobuf import struct_pb2
+
+CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+EDS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+LDS = "type.googleapis.com/envoy.config.listener.v3.Listener"
+RDS = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+SHORT = {CDS: "cds", EDS: "eds", LDS: "lds", RDS: "rds"}
+BY_SHORT = {v: k for k, v in SHORT.items()}
+_HCM_TYPE = "type.googleapis.com/" + hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name
+# own subchannel pool: every client gets its own TCP connection, as every Envoy has (grpc shares them otherwise)
+RETRY_BASE_S = 0.1
+RETRY_MAX_S = 2.0
+_OPTIONS = [("grpc.max_receive_message_length", 256 * 1024 * 1024), ("grpc.use_local_subchannel_pool", 1)]
+
+# serialized resource -> the EDS / RDS names it references (shared by every client of this process)
+_REFS: dict[bytes, tuple[str, ...]] = {}
+
+
+def _cluster_refs(value: bytes) -> tuple[str, ...]:
+    c = cluster_pb2.Cluster.FromString(value)
+    if c.WhichOneof("cluster_discovery_type") == "type" and c.type == cluster_pb2.Cluster.EDS:
+        return (c.eds_cluster_config.service_name or c.name,)
+    return ()
+
+
+def _listener_refs(value: bytes) -> tuple[str, ...]:
+    lis = listener_pb2.Listener.FromString(value)
+    chains = [*lis.filter_chains, *([lis.default_filter_chain] if lis.HasField("default_filter_chain") else [])]
+    out = []
+    for chain in chains:
+        for f in chain.filters:
+            if f.typed_config.type_url == _HCM_TYPE:
+                hcm = hcm_pb2.HttpConnectionManager.FromString(f.typed_config.value)
+                if hcm.HasField("rds"):
+                    out.append(hcm.rds.route_config_name)
+    return tuple(out)
+
+
+def referenced(type_url: str, resources: list) -> set[str]:
+    """EDS names of EDS clusters, or RDS names of listeners' HTTP connection managers (cached by bytes)."""
+    parse = _cluster_refs if type_url == CDS else _listener_refs
+    if len(_REFS) > 500_000:
+        _REFS.clear()
+    names: set[str] = set()
+    for anyp in resources:
+        value = anyp.value
+        refs = _REFS.get(value)
+        if refs is None:
+            refs = _REFS[value] = parse(value)
+        names.update(refs)
+    return names
+
+
+@dataclass
+class TypeState:
+    names: list[str] = field(default_factory=list)
+    nonce: str = ""
+    version: str = ""  # last ACKed
+    acked_at: float = 0.0
+    responses: int = 0
+    resources: int = 0
+
+
+class LeanClient:
+    """One simulated proxy: SotW ADS, ACK everything, follow EDS/RDS names."""
+
+    def __init__(self, target: str, node_id: str, metadata: dict[str, str], on_ack: object) -> None:
+        self.target = target
+        self.node_id = node_id
+        self.metadata = metadata
+        self.on_ack = on_ack
+        self.types: dict[str, TypeState] = {}
+        self.synced_at: float | None = None
+        self.error = ""  # the last stream error (the client retries, as Envoy does)
+        self.retries = 0
+        self._channel: grpc.aio.Channel | None = None
+        self._queue: asyncio.Queue[discovery_pb2.DiscoveryRequest | None] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._channel = grpc.aio.insecure_channel(self.target, options=_OPTIONS)
+        self._task = asyncio.create_task(self._run())
+
+    async def close(self) -> None:
+        self._queue.put_nowait(None)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._channel is not None:
+            await self._channel.close()
+
+    async def _requests(self):
+        while True:
+            req = await self._queue.get()
+            if req is None:
+                return
+            yield req
+
+    def _request(self, type_url: str) -> None:
+        st = self.types[type_url]
+        self._queue.put_nowait(discovery_pb2.DiscoveryRequest(
+            type_url=type_url, resource_names=st.names, version_info=st.version, response_nonce=st.nonce))
+
+    async def _run(self) -> None:
+        """One stream at a time; like Envoy, start a new one (fresh subscriptions) after an error, with backoff."""
+        assert self._channel is not None
+        node = discovery_pb2.DiscoveryRequest().node
+        node.id = self.node_id
+        node.cluster = "bench"
+        node.metadata.CopyFrom(struct_pb2.Struct(fields={k: struct_pb2.Value(string_value=v)
+                                                         for k, v in self.metadata.items()}))
+        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self._channel)
+        backoff = RETRY_BASE_S
+        while True:
+            self._queue = asyncio.Queue()
+            first = discovery_pb2.DiscoveryRequest(type_url=CDS)
+            first.node.CopyFrom(node)
+            self.types = {CDS: TypeState(), LDS: TypeState()}
+            self._queue.put_nowait(first)
+            self._request(LDS)
+            try:
+                async for resp in stub.StreamAggregatedResources(self._requests()):
+                    self._on_response(resp)
+                    backoff = RETRY_BASE_S
+                return
+            except grpc.aio.AioRpcError as e:
+                if e.code() == grpc.StatusCode.CANCELLED:
+                    return
+                self.error = f"{e.code().name}: {e.details()}"
+                self.retries += 1
+            await asyncio.sleep(backoff * (0.5 + random.random()))
+            backoff = min(RETRY_MAX_S, backoff * 2)
+
+    def _on_response(self, resp: discovery_pb2.DiscoveryResponse) -> None:
+        t = resp.type_url
+        st = self.types.setdefault(t, TypeState())
+        st.nonce = resp.nonce
+        # like Envoy: ask for the endpoints/routes of new clusters/listeners, then ACK
+        child = EDS if t == CDS else RDS if t == LDS else None
+        if child is not None:
+            wanted = sorted(referenced(t, list(resp.resources)))
+            cst = self.types.get(child)
+            if cst is None or cst.names != wanted:
+                cst = self.types.setdefault(child, TypeState())
+                cst.names = wanted
+                self._request(child)
+        st.version = resp.version_info
+        st.responses += 1
+        st.resources = len(resp.resources)
+        self._request(t)
+        st.acked_at = time.monotonic()
+        if self.synced_at is None and all(
+            x in self.types and self.types[x].responses for x in (CDS, EDS, LDS, RDS)
+        ):
+            self.synced_at = st.acked_at
+        self.on_ack(self, t)  # type: ignore[operator]
+
+
+class Worker:
+    """The clients of this process and the waits the coordinator asked for."""
+
+    def __init__(self) -> None:
+        self.clients: dict[str, LeanClient] = {}
+        self.marked: dict[str, dict[str, tuple[str, int]]] = {}
+        self._wait: tuple[str, set[str], dict[str, float], asyncio.Future[None]] | None = None
+        self._sync_left: set[str] = set()
+        self._sync_done: asyncio.Future[None] | None = None
+
+    def on_ack(self, client: LeanClient, type_url: str) -> None:
+        if self._sync_done is not None and client.synced_at is not None and client.node_id in self._sync_left:
+            self._sync_left.discard(client.node_id)
+            if not self._sync_left and not self._sync_done.done():
+                self._sync_done.set_result(None)
+        if self._wait is not None:
+            wt, left, acked, fut = self._wait
+            if type_url == wt and client.node_id in left:
+                st = client.types[type_url]
+                if st.version != self.marked.get(client.node_id, {}).get(type_url, ("", 0))[0]:
+                    left.discard(client.node_id)
+                    acked[client.node_id] = st.acked_at
+                    if not left and not fut.done():
+                        fut.set_result(None)
+
+    async def connect(self, target: str, proxies: list[dict], timeout: float) -> dict:
+        loop = asyncio.get_running_loop()
+        self._sync_done = loop.create_future()
+        self._sync_left = {p["id"] for p in proxies}
+        for p in proxies:
+            c = LeanClient(target, p["id"], p["metadata"], self.on_ack)
+            self.clients[c.node_id] = c
+            c.start()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._sync_done), timeout)
+        return {
+            "synced": {c.node_id: c.synced_at for c in self.clients.values() if c.synced_at is not None},
+            "errors": {c.node_id: c.error or "not synced" for c in self.clients.values() if c.synced_at is None},
+            "retries": {c.node_id: [c.retries, c.error] for c in self.clients.values() if c.retries},
+            "counts": {c.node_id: {SHORT[t]: st.resources for t, st in c.types.items()}
+                       for c in self.clients.values()},
+        }
+
+    def mark(self) -> dict:
+        self.marked = {c.node_id: {t: (st.version, st.responses) for t, st in c.types.items()}
+                       for c in self.clients.values()}
+        return {"ok": True}
+
+    async def wait(self, short: str, ids: list[str] | None, timeout: float) -> dict:
+        type_url = BY_SHORT[short]
+        wanted = set(self.clients) if ids is None else {i for i in ids if i in self.clients}
+        acked: dict[str, float] = {}
+        left = set()
+        for i in wanted:
+            st = self.clients[i].types.get(type_url)
+            if st is not None and st.version != self.marked.get(i, {}).get(type_url, ("", 0))[0]:
+                acked[i] = st.acked_at
+            else:
+                left.add(i)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if not left:
+            fut.set_result(None)
+        self._wait = (type_url, left, acked, fut)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(fut, timeout)
+        self._wait = None
+        types: dict[str, int] = {}
+        for c in self.clients.values():
+            for t, st in c.types.items():
+                if st.responses > self.marked.get(c.node_id, {}).get(t, ("", 0))[1]:
+                    types[SHORT[t]] = types.get(SHORT[t], 0) + 1
+        return {"acked": acked, "missing": sorted(left), "types": types}
+
+    async def close(self) -> dict:
+        await asyncio.gather(*(c.close() for c in self.clients.values()))
+        return {"ok": True}
+
+
+async def serve() -> None:
+    """Read commands from stdin, answer on stdout, one line each."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=256 * 1024 * 1024)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    worker = Worker()
+    while True:
+        line = await reader.readline()
+        if not line:
+            await worker.close()
+            return
+        cmd = json.loads(line)
+        name = cmd["cmd"]
+        if name == "connect":
+            reply = await worker.connect(cmd["target"], cmd["proxies"], float(cmd.get("timeout", 300)))
+        elif name == "mark":
+            reply = worker.mark()
+        elif name == "wait":
+            reply = await worker.wait(cmd["type"], cmd.get("ids"), float(cmd.get("timeout", 60)))
+        elif name == "close":
+            reply = await worker.close()
+            sys.stdout.write(json.dumps(reply) + "\n")
+            sys.stdout.flush()
+            return
+        else:
+            reply = {"error": f"unknown command {name}"}
+        sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    asyncio.run(serve())

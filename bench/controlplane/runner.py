@@ -1,0 +1,363 @@
+"""One benchmark case: a synthetic mesh, `sailmesh controlplane`, M proxies; pushes, convergence, CPU, memory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import pathlib
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bench.controlplane import stats
+from bench.controlplane.errors import BenchError
+from bench.controlplane.mesh import SHARED_SERVICES, ProxySpec, SyntheticMesh, make_mesh
+from bench.controlplane.procs import ClientWorker, ControlPlaneProc
+from bench.controlplane.profile import Profiler, start_profiler, stop_profiler
+from sailmesh.testing.envoy_proc import EnvoyProcess, ads_bootstrap
+from sailmesh.testing.waiting import random_loopback_block
+
+CLIENTS_PER_WORKER = 250
+QUIET_S = 0.15  # > the control plane's 100 ms debounce quiet period, so each change is pushed at once
+
+
+@dataclass(frozen=True)
+class CaseConfig:
+    services: int
+    proxies: int  # lean clients + real Envoys
+    sidecar_scoping: bool
+    changes: int
+    real_envoys: int
+    sync_timeout: float = 600.0
+    change_timeout: float = 120.0
+    profile_dir: str = ""  # record py-spy stacks of the control plane (whole case) into this directory
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def _summary(values: list[float]) -> dict[str, Any]:
+    return {"n": len(values), "p50_s": stats.percentile(values, 50), "p90_s": stats.percentile(values, 90),
+            "p99_s": stats.percentile(values, 99), "max_s": max(values) if values else math.nan,
+            "buckets": stats.bucketed(values)}
+
+
+class EnvoyProxy:
+    """A real Envoy connected to the control plane, a replica of a lean client's workload (same scope)."""
+
+    def __init__(self, spec: ProxySpec, ip: str, envoy: EnvoyProcess) -> None:
+        self.spec = spec
+        self.ip = ip
+        self.envoy = envoy
+
+    @classmethod
+    def make(cls, mesh: SyntheticMesh, service: int, index: int, block: str, xds_port: int,
+             workdir: pathlib.Path) -> EnvoyProxy:
+        base = mesh.proxies(service + 1)[service]
+        ip = f"{block}.{index + 2}"
+        name = f"svc-{service}-v1-envoy{index}"
+        node_id = f"sidecar~{ip}~{name}.{base.namespace}~{base.namespace}.svc.cluster.local"
+        meta = dict(base.metadata, NAME=name)
+        spec = ProxySpec(node_id, meta, service, base.namespace)
+        boot = ads_bootstrap(node_id, xds_port)
+        boot["node"]["metadata"] = meta
+        return cls(spec, ip, EnvoyProcess(boot, workdir / f"envoy-{index}"))
+
+    async def version_texts(self, prefix: str) -> dict[str, str]:
+        """Envoy's `*.version_text` readouts whose name contains prefix (e.g. `.rds.`): what it last accepted."""
+        _, text = await self.envoy.admin_get("/stats?filter=version_text")
+        out = {}
+        for line in text.splitlines():
+            key, _, value = line.partition(": ")
+            if key.endswith("version_text") and prefix in key:
+                out[key] = value.strip().strip('"')
+        return out
+
+
+async def _wait_envoys(envoys: list[EnvoyProxy], prefix: str, before: list[dict[str, str]], deadline: float
+                       ) -> list[float]:
+    """Poll each Envoy until every matching version_text changed; the monotonic time it was seen."""
+    seen: list[float] = []
+    for ep, old in zip(envoys, before, strict=True):
+        while True:
+            now = await ep.version_texts(prefix)
+            if now and all(now.get(k) != v for k, v in old.items()) and len(now) >= len(old):
+                seen.append(time.monotonic())
+                break
+            if time.monotonic() > deadline:
+                raise BenchError(f"Envoy {ep.spec.node_id} did not apply the change ({prefix}): {now}")
+            await asyncio.sleep(0.005)
+    return seen
+
+
+async def _syncz(cp: ControlPlaneProc) -> dict[str, dict]:
+    return {p["proxy"]: p for p in json.loads(await cp.get("/debug/syncz"))}
+
+
+class Case:
+    """Runs one (services, proxies, scoping) case and returns its result document."""
+
+    def __init__(self, cfg: CaseConfig, workdir: str) -> None:
+        self.cfg = cfg
+        self.workdir = pathlib.Path(workdir)
+        self.cp: ControlPlaneProc | None = None
+        self.workers: list[ClientWorker] = []
+        self.envoys: list[EnvoyProxy] = []
+        self.profiler: Profiler | None = None
+        self.result: dict[str, Any] = {"services": cfg.services, "proxies": cfg.proxies,
+                                       "sidecar_scoping": cfg.sidecar_scoping, "notes": []}
+
+    async def run(self) -> dict[str, Any]:
+        try:
+            await self._run()
+        finally:
+            await self._cleanup()
+        return self.result
+
+    async def _cleanup(self) -> None:
+        if self.profiler is not None:
+            self.result["profile"] = await stop_profiler(self.profiler)
+        for ep in self.envoys:
+            with contextlib.suppress(Exception):
+                await ep.envoy.stop()
+        await asyncio.gather(*(w.stop() for w in self.workers), return_exceptions=True)
+        if self.cp is not None:
+            self.cp.stop()
+
+    async def _run(self) -> None:
+        cfg = self.cfg
+        r = self.result
+        mesh = make_mesh(str(self.workdir), cfg.services, cfg.sidecar_scoping)
+        self.mesh = mesh
+        n_envoys = min(cfg.real_envoys, cfg.proxies)
+        n_lean = cfg.proxies - n_envoys
+        specs = mesh.proxies(n_lean)
+        log(f"case: {cfg.services} services, {n_lean} lean clients + {n_envoys} Envoys, "
+            f"Sidecar scoping {'on' if cfg.sidecar_scoping else 'off'}")
+
+        t = time.monotonic()
+        self.cp = cp = ControlPlaneProc(mesh.config_dir, mesh.workload_file, str(self.workdir / "controlplane.log"))
+        await cp.wait_ready()
+        r["startup_s"] = time.monotonic() - t
+        if cfg.profile_dir:
+            self.profiler = await start_profiler(cp.pid, cfg.profile_dir, _case_name(cfg))
+        # let the start-up settle (file store's first rescan, GC) before the 0-proxy memory sample
+        await asyncio.sleep(0.5)
+        rss0, cpu0 = cp.rss(), cp.cpu()
+        r["rss_0_proxies_mb"] = rss0 / 2**20
+
+        n_workers = max(1, math.ceil(n_lean / CLIENTS_PER_WORKER)) if n_lean else 0
+        self.workers = list(await asyncio.gather(*(ClientWorker.start(str(self.workdir / f"worker-{k}.err"))
+                                                   for k in range(n_workers))))
+        shares = [specs[k::n_workers] for k in range(n_workers)]
+
+        # -- first full push: connect every client at once, until each has ACKed CDS, EDS, LDS and RDS --
+        t0 = time.monotonic()
+        replies = await asyncio.gather(*(
+            w.call({"cmd": "connect", "target": cp.target, "timeout": cfg.sync_timeout,
+                    "proxies": [{"id": s.node_id, "metadata": s.metadata} for s in share]})
+            for w, share in zip(self.workers, shares, strict=True)))
+        synced = {k: v for rep in replies for k, v in rep["synced"].items()}
+        errors = {k: v for rep in replies for k, v in rep["errors"].items()}
+        counts = {k: v for rep in replies for k, v in rep["counts"].items()}
+        if errors:
+            raise BenchError(f"{len(errors)} clients did not sync, e.g. {next(iter(errors.items()))}; "
+                             f"control plane log: {cp.log_tail()}")
+        cpu1 = cp.cpu()
+        times = [v - t0 for v in synced.values()]
+        retries = {k: v for rep in replies for k, v in rep.get("retries", {}).items()}
+        r["first_push"] = {"all_synced_s": max(times) if times else 0.0, "p50_s": stats.percentile(times, 50),
+                           "cpu_s": cpu1 - cpu0, "clients_that_reconnected": len(retries),
+                           "reconnect_example": next(iter(retries.values()), None)}
+        sizes = {t: sorted(c.get(t, 0) for c in counts.values()) for t in ("cds", "eds", "lds", "rds")}
+        r["resources_per_proxy"] = {t: {"min": v[0], "max": v[-1]} for t, v in sizes.items() if v}
+        log(f"first full push to {len(synced)} clients: {r['first_push']['all_synced_s']:.2f} s, "
+            f"{cpu1 - cpu0:.1f} CPU s; per proxy {r['resources_per_proxy']}")
+
+        # -- real Envoys: same scope as a lean client; they must receive and ACK the same config --
+        if n_envoys:
+            await self._start_envoys(n_envoys, counts)
+
+        await asyncio.sleep(0.5)
+        rss1 = cp.rss()
+        r["rss_mb"] = rss1 / 2**20
+        r["mb_per_proxy"] = (rss1 - rss0) / 2**20 / max(1, cfg.proxies)
+
+        # -- convergence after VirtualService changes (RDS) and endpoint changes (EDS only) --
+        r["vs_change"] = await self._changes("rds", self._vs_change, cfg.changes)
+        r["endpoint_change"] = await self._changes("eds", self._endpoint_change, cfg.changes)
+        r["server_metrics"] = {
+            "pilot_proxy_convergence_time": stats.histogram_by_type(await cp.get("/metrics"),
+                                                                    "pilot_proxy_convergence_time"),
+        }
+        r["rss_end_mb"] = cp.rss() / 2**20
+        if self.envoys:
+            await self._check_envoys_synced()
+
+    # -- Envoys --
+    async def _start_envoys(self, n: int, counts: dict[str, dict[str, int]]) -> None:
+        assert self.cp is not None
+        block = random_loopback_block()
+        lean_ids = {s.service: s.node_id for s in self.mesh.proxies(self.cfg.proxies - n)}
+        self.envoys = [EnvoyProxy.make(self.mesh, k % self.cfg.services, k, block, self.cp.xds_port, self.workdir)
+                       for k in range(n)]
+        t0 = time.monotonic()
+        await asyncio.gather(*(ep.envoy.start() for ep in self.envoys))
+        await asyncio.gather(*(ep.envoy.wait_ready(timeout=self.cfg.sync_timeout) for ep in self.envoys))
+        ready = time.monotonic() - t0
+        deadline = time.monotonic() + 60
+        while True:
+            sz = await _syncz(self.cp)
+            rows = [sz.get(ep.spec.node_id) for ep in self.envoys]
+            if all(row and _synced(row) for row in rows):
+                break
+            if time.monotonic() > deadline:
+                raise BenchError(f"Envoys did not ACK everything: {rows}")
+            await asyncio.sleep(0.05)
+        checks = []
+        for ep, row in zip(self.envoys, rows, strict=True):
+            assert row is not None
+            got = {t.lower(): v["resources"] for t, v in row["types"].items()}
+            twin = lean_ids.get(ep.spec.service)
+            want = counts.get(twin, {}) if twin else {}
+            same = all(got.get(t) == want.get(t) for t in ("cds", "eds", "lds", "rds")) if want else None
+            checks.append({"envoy": ep.spec.node_id, "resources": got, "twin": twin, "twin_resources": want,
+                           "same_as_twin": same})
+            if same is False:
+                raise BenchError(f"Envoy {ep.spec.node_id} got {got}, its lean twin {twin} got {want}")
+        dumped = await self.envoys[0].envoy.config_dump("dynamic_active_clusters")
+        n_clusters = len(dumped.get("configs", []))
+        self.result["envoys"] = {"count": n, "ready_s": ready, "checks": checks,
+                                 "envoy0_active_clusters": n_clusters}
+        log(f"{n} real Envoys ready in {ready:.2f} s and ACKed the same resources as their lean twins "
+            f"(envoy 0 holds {n_clusters} dynamic clusters)")
+
+    async def _check_envoys_synced(self) -> None:
+        """At the end: every Envoy ACKed the last version of each type, and holds the clusters and route
+        configurations (names, virtual hosts) the control plane generates for its lean twin."""
+        assert self.cp is not None
+        deadline = time.monotonic() + self.cfg.change_timeout
+        while True:  # Envoys are not waited for after endpoint changes: they may still be applying the last one
+            sz = await _syncz(self.cp)
+            rows = [sz.get(ep.spec.node_id) for ep in self.envoys]
+            if all(row and _synced(row) for row in rows):
+                break
+            if time.monotonic() > deadline:
+                raise BenchError(f"Envoys are not in sync at the end: {rows}")
+            await asyncio.sleep(0.1)
+        lean = {s.service: s.node_id for s in self.mesh.proxies(self.cfg.proxies - len(self.envoys))}
+        compared = 0
+        for ep in self.envoys:
+            twin = lean.get(ep.spec.service)
+            if twin is None:
+                continue
+            want = json.loads(await self.cp.get(f"/debug/config_dump?proxyID={twin}&types=clusters,routes"))
+            clusters = await ep.envoy.config_dump("dynamic_active_clusters")
+            routes = await ep.envoy.config_dump("dynamic_route_configs")
+            got_clusters = {c["cluster"]["name"] for c in clusters.get("configs", [])}
+            got_routes = {rc["name"]: sorted(v["name"] for v in rc.get("virtual_hosts", ()))
+                          for rc in (r["route_config"] for r in routes.get("configs", []))}
+            want_routes = {n: sorted(v["name"] for v in rc.get("virtualHosts", []))
+                           for n, rc in want.get("routes", {}).items() if n in got_routes}
+            if got_clusters != set(want.get("clusters", {})) or got_routes != want_routes:
+                raise BenchError(f"Envoy {ep.spec.node_id} holds other clusters/routes than its twin {twin}: "
+                                 f"{len(got_clusters ^ set(want.get('clusters', {})))} clusters differ")
+            compared += 1
+        self.result.setdefault("envoys", {}).update({"synced_at_end": True, "same_names_as_twin": compared})
+
+    # -- changes --
+    async def _vs_change(self, k: int) -> None:
+        assert self.cp is not None
+        i = k % min(SHARED_SERVICES, self.cfg.services)
+        await self.cp.apply([self.mesh.virtual_service_doc(i, change=k + 1)])
+
+    async def _endpoint_change(self, k: int) -> None:
+        i = k % min(SHARED_SERVICES, self.cfg.services)
+        extra = [] if k % 2 else [self.mesh.workload(i, "v3", 9)]
+        # the previous change added one workload: an odd change removes it (back to the base set)
+        await asyncio.to_thread(self.mesh.write_workloads, extra)
+
+    async def _changes(self, short: str, change: Any, n: int) -> dict[str, Any]:
+        """n changes, one at a time: time from the change until the last expected proxy ACKed `short`."""
+        assert self.cp is not None
+        cp = self.cp
+        prefix = {"rds": ".rds.", "eds": "cluster.outbound|8080|"}[short]
+        latencies: list[float] = []
+        envoy_latencies: list[float] = []
+        other_types: dict[str, int] = {}
+        pushes_before = stats.counters_by_type(await cp.get("/metrics"), "pilot_xds_pushes")
+        cpu_before = cp.cpu()
+        for k in range(n):
+            await asyncio.sleep(QUIET_S)
+            await asyncio.gather(*(w.call({"cmd": "mark"}) for w in self.workers))
+            envoy_before = [await ep.version_texts(prefix) for ep in self.envoys] if short == "rds" else []
+            t0 = time.monotonic()
+            await change(k)
+            deadline = t0 + self.cfg.change_timeout
+            envoy_task = asyncio.create_task(_wait_envoys(self.envoys, prefix, envoy_before, deadline)) \
+                if envoy_before else None
+            replies = await asyncio.gather(*(w.call({"cmd": "wait", "type": short,
+                                                      "timeout": self.cfg.change_timeout}) for w in self.workers))
+            missing = [m for rep in replies for m in rep["missing"]]
+            if missing:
+                raise BenchError(f"change {k}: {len(missing)} proxies never ACKed a new {short}, e.g. {missing[0]}")
+            acked = [t for rep in replies for t in rep["acked"].values()]
+            last = max(acked) if acked else t0
+            if envoy_task is not None:
+                seen = await envoy_task
+                envoy_latencies.append(max(seen) - t0)
+            latencies.append(last - t0)
+            for rep in replies:
+                for t, c in rep["types"].items():
+                    if t != short:
+                        other_types[t] = other_types.get(t, 0) + c
+        cpu = cp.cpu() - cpu_before
+        await asyncio.sleep(QUIET_S)
+        pushes_after = stats.counters_by_type(await cp.get("/metrics"), "pilot_xds_pushes")
+        sent = {t: int(pushes_after.get(t, 0) - pushes_before.get(t, 0)) for t in pushes_after}
+        out = _summary(latencies)
+        out.update({"latencies_s": latencies, "cpu_s": cpu, "cpu_per_push_s": cpu / max(1, n),
+                    "responses_sent_by_type": sent, "other_types_received": other_types})
+        if envoy_latencies:
+            out["envoy"] = _summary(envoy_latencies)
+        log(f"{n} {short} changes: p50 {out['p50_s'] * 1000:.1f} ms, p99 {out['p99_s'] * 1000:.1f} ms, "
+            f"{out['cpu_per_push_s'] * 1000:.0f} ms CPU per push; responses sent {sent}")
+        return out
+
+
+def _case_name(cfg: CaseConfig) -> str:
+    return f"{cfg.services}-{cfg.proxies}-{'on' if cfg.sidecar_scoping else 'off'}"
+
+
+def _synced(row: dict) -> bool:
+    types = row.get("types", {})
+    return all(t in types and types[t]["acked"] and types[t]["acked"] == types[t]["sent"]
+               for t in ("CDS", "EDS", "LDS", "RDS"))
+
+
+async def run_case(cfg: CaseConfig, keep_dir: str = "") -> dict[str, Any]:
+    """Run one case in a temporary directory (kept with its logs when keep_dir is given).
+
+    SIGTERM and SIGINT cancel the case, so its cleanup (control plane, workers, Envoys) runs; the
+    cancellation then propagates (asyncio.CancelledError)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        if keep_dir:
+            os.makedirs(keep_dir, exist_ok=True)
+            return await Case(cfg, keep_dir).run()
+        with tempfile.TemporaryDirectory(prefix="bench-cp-") as d:
+            return await Case(cfg, d).run()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)

@@ -1,0 +1,68 @@
+"""Control-plane benchmark smoke: a real `sailmesh controlplane`, lean ADS clients and a real Envoy; sane numbers."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+
+
+def test_smoke_cli_measures_pushes_convergence_and_memory(tmp_path) -> None:
+    out = tmp_path / "smoke.json"
+    started = time.monotonic()
+    p = subprocess.run([sys.executable, "-m", "bench.controlplane", "--smoke", "--json", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    elapsed = time.monotonic() - started
+    assert p.returncode == 0, p.stdout + p.stderr
+    doc = json.loads(out.read_text())
+    assert doc["meta"]["mode"] == "smoke"
+    (case,) = doc["cases"]
+    assert "error" not in case, case
+    assert (case["services"], case["proxies"], case["sidecar_scoping"]) == (20, 5, True)
+
+    # every proxy got clusters (20 services: default + 2-3 subsets each), endpoints, listeners and routes
+    sizes = case["resources_per_proxy"]
+    assert sizes["cds"]["min"] >= 20 * 3 and sizes["eds"]["min"] >= 20 * 3
+    assert sizes["lds"]["min"] >= 1 and sizes["rds"]["min"] >= 1
+    assert 0 < case["first_push"]["all_synced_s"] < 30
+
+    vs, ep = case["vs_change"], case["endpoint_change"]
+    for ch in (vs, ep):
+        assert ch["n"] == 3 and len(ch["latencies_s"]) == 3
+        assert all(0 < x < 30 for x in ch["latencies_s"])
+        assert ch["p50_s"] <= ch["p99_s"] <= ch["max_s"]
+        assert ch["buckets"]["+Inf"] == 3 and ch["buckets"]["30"] == 3
+        assert ch["cpu_per_push_s"] >= 0
+    # a VirtualService change reaches every proxy as RDS (4 lean clients + 1 Envoy) and sends no CDS/EDS/LDS
+    assert vs["responses_sent_by_type"]["rds"] >= 3 * 5
+    assert all(vs["responses_sent_by_type"].get(t, 0) == 0 for t in ("cds", "eds", "lds")), vs
+    # an endpoint change is an EDS-only push
+    assert ep["responses_sent_by_type"]["eds"] >= 3 * 5
+    assert all(ep["responses_sent_by_type"].get(t, 0) == 0 for t in ("cds", "lds", "rds")), ep
+    assert not ep["other_types_received"] and not vs["other_types_received"]
+    # the real Envoy got the same resources as its lean twin, ACKed them, and applied each route change
+    env = case["envoys"]
+    assert env["count"] == 1 and env["synced_at_end"] is True
+    assert all(c["same_as_twin"] is True for c in env["checks"]), env
+    assert env["envoy0_active_clusters"] == sizes["cds"]["min"]
+    assert env["same_names_as_twin"] == 1  # cluster names and route virtual hosts equal the twin's
+    assert vs["envoy"]["n"] == 3
+
+    # memory: measured from /proc, positive and per proxy
+    assert case["rss_0_proxies_mb"] > 10 and case["rss_mb"] >= case["rss_0_proxies_mb"] * 0.9
+    assert math.isfinite(case["mb_per_proxy"])
+    # the server's own convergence histogram saw the pushes
+    hist = case["server_metrics"]["pilot_proxy_convergence_time"]
+    assert hist["rds"]["count"] >= 3 * 5
+    text = p.stdout
+    assert "CA not implemented yet" in text and "target: convergence p99" in text
+    assert elapsed < 60, f"--smoke took {elapsed:.0f} s"

@@ -1,0 +1,210 @@
+"""Outbound config is shared by sidecars whose labels select the same Sidecar and sourceLabels (the cache key).
+
+The control-plane benchmark showed that keying outbound config by (namespace, labels) regenerated the whole
+mesh for every deployment; these tests pin what the narrower key may and may not merge.
+"""
+
+from __future__ import annotations
+
+from sailmesh.generate.cache import GeneratedCache
+from sailmesh.generate.proxy import CLUSTER, ENDPOINT, LISTENER, ROUTE, generate_for
+from tests.unit.test_generate_support import bookinfo, sidecar
+
+SOURCE_LABELS_VS = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{sourceLabels: {app: productpage}}]
+    route: [{destination: {host: reviews, subset: v2}}]
+  - route: [{destination: {host: reviews, subset: v1}}]
+"""
+
+SELECTED_SIDECAR = """
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: ratings-only, namespace: default}
+spec:
+  workloadSelector: {labels: {app: ratings}}
+  egress: [{hosts: ["./ratings.default.svc.cluster.local"]}]
+"""
+
+
+def test_sidecars_of_different_deployments_in_a_namespace_share_outbound_config() -> None:
+    snap = bookinfo()
+    cache = GeneratedCache()
+    a = sidecar("reviews-v1-0", "127.0.1.3", app="reviews", version="v1")
+    b = sidecar("details-v1-0", "127.0.1.4", app="details", version="v1")
+    for t in (ROUTE, ENDPOINT):
+        ra, rb = cache.get(snap, a, t), cache.get(snap, b, t)
+        assert ra.keys() == rb.keys() and all(ra[n] is rb[n] for n in ra)
+    ca, cb = cache.get(snap, a, CLUSTER), cache.get(snap, b, CLUSTER)
+    name = "outbound|9080||ratings.default.svc.cluster.local"
+    assert ca[name] is cb[name]
+    for p in (a, b):  # sharing never changes what a proxy gets
+        for t in (CLUSTER, ENDPOINT, ROUTE):
+            assert cache.get(snap, p, t) == generate_for(snap, p, t)
+
+
+def test_source_labels_keep_matching_sidecars_apart() -> None:
+    snap = bookinfo(SOURCE_LABELS_VS)
+    cache = GeneratedCache()
+    pp = sidecar("productpage-v1-0", "127.0.1.1", app="productpage", version="v1")
+    other = sidecar("details-v1-0", "127.0.1.4", app="details", version="v1")
+    other2 = sidecar("ratings-v1-0", "127.0.1.5", app="ratings", version="v1")
+    r_pp, r_other, r_other2 = (cache.get(snap, p, ROUTE) for p in (pp, other, other2))
+    assert r_pp != r_other  # productpage's routes carry the sourceLabels match
+    assert all(r_other[n] is r_other2[n] for n in r_other)  # neither matches: shared
+    for p in (pp, other, other2):
+        assert cache.get(snap, p, ROUTE) == generate_for(snap, p, ROUTE)
+
+
+def test_a_sidecar_with_a_workload_selector_keeps_its_proxies_apart() -> None:
+    snap = bookinfo(SELECTED_SIDECAR)
+    cache = GeneratedCache()
+    ratings = sidecar("ratings-v1-0", "127.0.1.5", app="ratings", version="v1")
+    details = sidecar("details-v1-0", "127.0.1.4", app="details", version="v1")
+    c_r, c_d = cache.get(snap, ratings, CLUSTER), cache.get(snap, details, CLUSTER)
+    assert {n for n in c_r if n.startswith("outbound|")} == {"outbound|9080||ratings.default.svc.cluster.local"}
+    assert "outbound|9080||reviews.default.svc.cluster.local" in c_d
+    for p in (ratings, details):
+        assert cache.get(snap, p, CLUSTER) == generate_for(snap, p, CLUSTER)
+
+
+def test_a_virtual_service_change_regenerates_routes_only() -> None:
+    import dataclasses
+
+    from sailmesh.generate.cache import ChangeSet
+
+    s1 = bookinfo(version=1)
+    s2 = dataclasses.replace(bookinfo(SOURCE_LABELS_VS), version=2)
+    cache = GeneratedCache()
+    p = sidecar("details-v1-0", "127.0.1.4", app="details", version="v1")
+    before = {t: cache.get(s1, p, t) for t in (CLUSTER, ENDPOINT, ROUTE)}
+    assert cache.advance(s2, ChangeSet(kinds=frozenset({"VirtualService"}))) == {ROUTE}
+    after = {t: cache.get(s2, p, t) for t in (CLUSTER, ENDPOINT, ROUTE)}
+    for t in (CLUSTER, ENDPOINT):
+        assert all(after[t][n] is before[t][n] for n in before[t])
+    assert after[ROUTE] == generate_for(s2, p, ROUTE) != before[ROUTE]
+    # kinds the generators may read anywhere (or unknown) still regenerate every type
+    s3 = dataclasses.replace(s2, version=3)
+    assert cache.advance(s3, ChangeSet(kinds=frozenset({"Sidecar"}))) == {CLUSTER, ENDPOINT, LISTENER, ROUTE}
+    s4 = dataclasses.replace(s2, version=4)
+    assert cache.advance(s4, ChangeSet()) == {CLUSTER, ENDPOINT, LISTENER, ROUTE}
+
+
+def test_the_same_mapping_is_returned_until_its_type_changes() -> None:
+    """The ADS server caches digests by mapping identity: a stable mapping is hashed once, not per push."""
+    import dataclasses
+
+    from sailmesh.generate.cache import ChangeSet
+
+    s1 = bookinfo(version=1)
+    cache = GeneratedCache()
+    p = sidecar("details-v1-0", "127.0.1.4", app="details", version="v1")
+    first = {t: cache.get(s1, p, t) for t in (CLUSTER, ENDPOINT, ROUTE)}
+    assert all(cache.get(s1, p, t) is first[t] for t in first)
+    s2 = dataclasses.replace(bookinfo(SOURCE_LABELS_VS), version=2)
+    cache.advance(s2, ChangeSet(kinds=frozenset({"VirtualService"})))
+    assert cache.get(s2, p, CLUSTER) is first[CLUSTER]
+    assert cache.get(s2, p, ROUTE) is not first[ROUTE]
+
+
+OTHER_SOURCE_LABELS_VS = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: aaa-ratings, namespace: default}
+spec:
+  hosts: [ratings]
+  http:
+  - match: [{sourceLabels: {app: details}}]
+    route: [{destination: {host: ratings, subset: v1}}]
+  - route: [{destination: {host: ratings}}]
+"""
+
+
+def _routes_without_memo(snapshot, proxy):
+    from sailmesh.generate import routes
+
+    routes._MEMO.clear()
+    try:
+        return generate_for(snapshot, proxy, ROUTE)
+    finally:
+        routes._MEMO.clear()
+
+
+def test_route_memo_reuses_unchanged_services_and_stays_exact_across_snapshots() -> None:
+    """A VirtualService change rebuilds the routes of its host only; sourceLabels stay per proxy."""
+    import dataclasses
+
+    from envoy.config.route.v3 import route_pb2
+
+    from sailmesh.generate import routes
+    from tests.unit.test_generate_support import resources
+
+    reviews_vs = resources(SOURCE_LABELS_VS)
+    s1 = bookinfo(SOURCE_LABELS_VS)
+    s1 = dataclasses.replace(s1, config={**s1.config, "VirtualService": tuple(reviews_vs)})
+    # s2: the same objects plus an older VirtualService whose sourceLabels sort before reviews'
+    s2 = dataclasses.replace(s1, version=2,
+                             config={**s1.config, "VirtualService": (*resources(OTHER_SOURCE_LABELS_VS), *reviews_vs)})
+    pp = sidecar("productpage-v1-0", "127.0.1.1", app="productpage", version="v1")
+    details = sidecar("details-v1-0", "127.0.1.4", app="details", version="v1")
+    routes._MEMO.clear()
+    got1 = {p.id: generate_for(s1, p, ROUTE) for p in (pp, details)}
+    got2 = {p.id: generate_for(s2, p, ROUTE) for p in (pp, details)}
+    for snap, got in ((s1, got1), (s2, got2)):
+        for p in (pp, details):
+            assert got[p.id] == _routes_without_memo(snap, p), p.id
+    # reviews' routes for productpage (sourceLabels matched) were reused from s1 in s2
+    services = s1.services
+    svc = services["reviews.default.svc.cluster.local"]
+    a = routes._memo_entry(s1, pp, svc, 9080)
+    b = routes._memo_entry(s2, pp, svc, 9080)
+    assert a[1] is b[1]
+    rc = route_pb2.RouteConfiguration()
+    got2[details.id]["http_proxy"].Unpack(rc)
+    ratings = next(v for v in rc.virtual_hosts if v.name.startswith("ratings."))
+    assert ratings.routes[0].route.cluster == "outbound|9080|v1|ratings.default.svc.cluster.local"
+
+
+BAR_DR = """
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews-from-bar, namespace: bar}
+spec:
+  host: reviews.default.svc.cluster.local
+  trafficPolicy: {loadBalancer: {simple: RANDOM}}
+"""
+
+
+def test_clusters_and_endpoints_are_shared_across_namespaces_unless_their_rule_differs() -> None:
+    from envoy.config.cluster.v3 import cluster_pb2
+
+    from sailmesh.generate import clusters, endpoints
+    from sailmesh.generate.common import _PACKED
+
+    snap = bookinfo(BAR_DR)
+    cache = GeneratedCache()
+    d = sidecar("details-v1-0", "127.0.1.4", app="details", version="v1")
+    b = sidecar("client-v1-0", "127.0.9.1", ns="bar", app="client", version="v1")
+    cd, cb = cache.get(snap, d, CLUSTER), cache.get(snap, b, CLUSTER)
+    ratings = "outbound|9080||ratings.default.svc.cluster.local"
+    reviews = "outbound|9080||reviews.default.svc.cluster.local"
+    assert cd[ratings] is cb[ratings]  # no namespace-specific rule: one packed cluster for both namespaces
+    assert cd[reviews] is not cb[reviews]  # bar's DestinationRule applies to bar's sidecars only
+    rb = cluster_pb2.Cluster()
+    cb[reviews].Unpack(rb)
+    assert rb.lb_policy == cluster_pb2.Cluster.RANDOM
+    ed, eb = cache.get(snap, d, ENDPOINT), cache.get(snap, b, ENDPOINT)
+    assert ed[ratings] is eb[ratings]
+    fresh = {}
+    for memo in (clusters._OUTBOUND, endpoints._ASSIGNMENTS, _PACKED):
+        memo.clear()
+    for p in (d, b):
+        for t in (CLUSTER, ENDPOINT):
+            fresh[p.id, t] = generate_for(snap, p, t)
+    assert fresh[d.id, CLUSTER] == cd and fresh[b.id, CLUSTER] == cb
+    assert fresh[d.id, ENDPOINT] == ed and fresh[b.id, ENDPOINT] == eb
