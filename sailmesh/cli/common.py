@@ -6,7 +6,6 @@ import argparse
 import sys
 
 from sailmesh import settings as settings_mod
-from sailmesh.errors import PlatformError
 from sailmesh.platform.state import MeshState
 
 
@@ -29,7 +28,3 @@ def running_mesh(args: argparse.Namespace) -> MeshState:
 def fail(message: str, code: int = 1) -> int:
     print(f"error: {message}", file=sys.stderr)
     return code
-
-
-
-__all__ = ["PlatformError", "add_state_dir", "fail", "running_mesh", "state_dir"]

@@ -8,7 +8,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import watchfiles
@@ -52,7 +52,6 @@ class ControlPlaneOptions:
     host: str = "127.0.0.1"
     xds_port: int = 15010
     http_port: int = 15014
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class ControlPlane:
