@@ -74,6 +74,7 @@ class ControlPlane:
         self._ready = False
         self.started_at = time.time()
         self.pushes = 0
+        self._logged_rejections: set[str] = set()
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -98,8 +99,7 @@ class ControlPlane:
                  self.opts.host, self.opts.xds_port, self.opts.host, self.opts.http_port,
                  sum(len(v) for v in self.snapshot.config.values()), len(self.snapshot.services),
                  len(self.snapshot.workloads))
-        for rej in self.store.rejected():
-            log.warning("rejected: %s", rej)
+        self._log_rejections()
 
     async def stop(self) -> None:
         self._ready = False
@@ -139,8 +139,14 @@ class ControlPlane:
             reason = ",".join(sorted({k.kind for k in changes.keys})) or "full"
             self.server.push(PushRequest(version=str(cur.version), type_urls=types, reason=reason))
             log.info("push v%d (%s): %s", cur.version, reason, ",".join(sorted(short_name(t) for t in types)))
-        for rej in self.store.rejected():
-            log.warning("rejected: %s", rej)
+        self._log_rejections()
+
+    def _log_rejections(self) -> None:
+        """Log each rejection once, when it first appears (a file fixed and broken again logs again)."""
+        current = {str(r) for r in self.store.rejected()}
+        for text in sorted(current - self._logged_rejections):
+            log.warning("rejected: %s", text)
+        self._logged_rejections = current
 
     # -- local workloads --------------------------------------------------------------------------
     def _load_workloads(self) -> None:
