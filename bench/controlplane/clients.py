@@ -107,6 +107,7 @@ class LeanClient:
         self.synced_at: float | None = None
         self.error = ""  # the last stream error (the client retries, as Envoy does)
         self.retries = 0
+        self._closing = False
         self._channel: grpc.aio.Channel | None = None
         self._queue: asyncio.Queue[discovery_pb2.DiscoveryRequest | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -116,6 +117,7 @@ class LeanClient:
         self._task = asyncio.create_task(self._run())
 
     async def close(self) -> None:
+        self._closing = True
         self._queue.put_nowait(None)
         if self._task is not None:
             self._task.cancel()
@@ -157,9 +159,14 @@ class LeanClient:
                 async for resp in stub.StreamAggregatedResources(self._requests()):
                     self._on_response(resp)
                     backoff = RETRY_BASE_S
-                return
+                if self._closing:
+                    return
+                self.error = "stream closed by the server"
+                self.retries += 1
             except grpc.aio.AioRpcError as e:
-                if e.code() == grpc.StatusCode.CANCELLED:
+                # CANCELLED may come from the server too (e.g. gRPC core shedding queued calls): only our
+                # own close() ends the client; like Envoy, retry anything else
+                if self._closing:
                     return
                 self.error = f"{e.code().name}: {e.details()}"
                 self.retries += 1

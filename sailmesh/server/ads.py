@@ -23,12 +23,23 @@ from sailmesh.server.source import PushRequest, ResourceSource
 
 log = logging.getLogger("sailmesh.server")
 
+# gRPC core queues an incoming call until the grpc.aio serving loop asks for it (one at a time); past
+# 1,000 queued calls it cancels new ones at random (all past 3,000), which a reconnect storm of a few
+# thousand proxies reaches. Envoy would retry with backoff, but there is no reason to shed them: queue them.
+# A queued call is also cancelled after grpc.server_max_unrequested_time_in_server (30 s), which a loop busy
+# with the first push to 2,000 proxies reaches; a retry would only go to the back of the queue: wait longer.
+MAX_PENDING_CALLS = 100_000
+MAX_UNREQUESTED_S = 300
+
 # Generous message limits: a proxy in a large mesh gets many megabytes of clusters.
 _OPTIONS = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.server.max_pending_requests", MAX_PENDING_CALLS // 2),
+    ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_CALLS),
+    ("grpc.server_max_unrequested_time_in_server", MAX_UNREQUESTED_S),
 ]
 
 

@@ -484,3 +484,28 @@ async def test_a_fleet_of_simulated_proxies_syncs_and_gets_a_push(server, source
         await await_for(lambda: asyncio.sleep(0, server.metrics.convergence.count(type="rds") == 60), timeout=5)
     finally:
         await fleet.close()
+
+
+async def test_a_burst_of_streams_is_queued_not_cancelled(server):
+    """2,500 streams opened at once all reach the handler (gRPC core cancels calls past 1,000 queued by default)."""
+    n = 2_500
+    async with grpc.aio.insecure_channel(target(server)) as channel:
+        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+        calls = [stub.StreamAggregatedResources() for _ in range(n)]
+
+        async def start(i: int, call) -> None:
+            req = discovery_pb2.DiscoveryRequest(type_url=CLUSTER)
+            req.node.id = f"burst-{i}"
+            await call.write(req)
+
+        async def served_or_ended() -> bool:
+            return server.connection_count() == n or any(c.done() for c in calls)
+        try:
+            # a write fails if the server already cancelled the call: the check below reports it
+            await asyncio.gather(*(start(i, c) for i, c in enumerate(calls)), return_exceptions=True)
+            await await_for(served_or_ended, timeout=60, what=f"{n} streams served")
+            ended = [c for c in calls if c.done()]
+            assert not ended, f"{len(ended)} of {n} streams ended, e.g. {await ended[0].code()}"
+        finally:
+            for c in calls:
+                c.cancel()
