@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 
 from bench.controlplane.errors import BenchError
-from bench.controlplane.report import render, to_json
+from bench.controlplane.report import render
 from bench.controlplane.runner import CaseConfig, log, run_case
+from bench.jsonout import to_json
 
 DEFAULT_JSON = Path(__file__).resolve().parent.parent / "results" / "controlplane.json"
 

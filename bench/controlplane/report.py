@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
@@ -13,20 +12,6 @@ CA_NOTE = "CA not implemented yet"
 
 def _ms(v: object) -> str:
     return f"{v * 1000:.1f}" if isinstance(v, int | float) and math.isfinite(v) else "-"
-
-
-def _clean(x: Any) -> Any:
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_clean(v) for v in x]
-    return x
-
-
-def to_json(doc: dict[str, Any]) -> str:
-    return json.dumps(_clean(doc), indent=2)
 
 
 def targets(case: dict[str, Any]) -> list[str]:

@@ -11,6 +11,7 @@ from bench.dataplane import report
 from bench.dataplane.errors import BenchError
 from bench.dataplane.mesh import load_provider, mesh_pair_factory
 from bench.dataplane.runner import MODES, RunConfig, run
+from bench.jsonout import to_json
 
 DEFAULT_JSON = Path(__file__).resolve().parent.parent / "results" / "dataplane.json"
 
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(report.render(doc))
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(report.to_json(doc) + "\n")
+    args.json.write_text(to_json(doc) + "\n")
     print(f"\nresults written to {args.json}")
     return 0
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
@@ -13,21 +12,6 @@ def _f(v: object, fmt: str = "{:.2f}") -> str:
     if isinstance(v, int | float) and math.isfinite(v):
         return fmt.format(v)
     return "-"
-
-
-def _clean(x: Any) -> Any:
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_clean(v) for v in x]
-    return x
-
-
-def to_json(doc: dict[str, Any]) -> str:
-    """Standard JSON (no NaN) of the result document."""
-    return json.dumps(_clean(doc), indent=2, sort_keys=False)
 
 
 def render(doc: dict[str, Any]) -> str:

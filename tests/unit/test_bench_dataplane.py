@@ -12,6 +12,7 @@ from bench.backend import build_response, serve
 from bench.dataplane import analysis, loadgen, procstat, report
 from bench.dataplane.errors import BenchError, LoadGenError
 from bench.dataplane.mesh import load_provider, mesh_pair_factory
+from bench.jsonout import to_json
 
 WRK_TEXT = """Running 2s test @ http://127.0.0.1:18999/
   1 threads and 16 connections
@@ -147,8 +148,8 @@ def test_report_renders_unavailable_setups_and_json_has_no_nan() -> None:
            "setups": results, "ratios": rat, "targets": analysis.targets(results, rat)}
     text = report.render(doc)
     assert "(3) sailmesh pair" in text and "not available yet" in text and "skipped" in text
-    assert "NaN" not in report.to_json(doc)
-    assert json.loads(report.to_json(doc))["setups"]["direct"]["fixed_rate"]["mean_ms"] is None
+    assert "NaN" not in to_json(doc)
+    assert json.loads(to_json(doc))["setups"]["direct"]["fixed_rate"]["mean_ms"] is None
 
 
 def test_mesh_factory_and_loader() -> None:
