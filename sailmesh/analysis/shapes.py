@@ -14,3 +14,12 @@ def as_list(value: Any) -> list[Any]:
 def as_map(value: Any) -> Mapping[str, Any]:
     """The value if it is a mapping, else {} (a malformed field reads as absent)."""
     return value if isinstance(value, Mapping) else {}
+
+
+def dig(value: Any, *keys: str) -> Any:
+    """value[k1][k2]... or None as soon as a level is missing or not a mapping."""
+    for k in keys:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(k)
+    return value

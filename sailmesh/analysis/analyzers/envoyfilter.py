@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 from sailmesh.analysis import messages as msg
 from sailmesh.analysis.analyzer import Analyzer, diag
 from sailmesh.analysis.context import Context
 from sailmesh.analysis.diagnostic import Diagnostic
-from sailmesh.analysis.shapes import as_list
+from sailmesh.analysis.shapes import as_list, dig
 from sailmesh.api.resource import Resource
 
 ROUTE_LEVEL = ("ROUTE_CONFIGURATION", "HTTP_ROUTE")
 FILTER_LEVEL = ("NETWORK_FILTER", "HTTP_FILTER", "VIRTUAL_HOST")  # REPLACE targets Istio accepts
-
-
-def _get(d: Any, *keys: str) -> Any:
-    for k in keys:
-        if not isinstance(d, Mapping):
-            return None
-        d = d.get(k)
-    return d
 
 
 class EnvoyPatchAnalyzer(Analyzer):
@@ -48,10 +39,10 @@ class EnvoyPatchAnalyzer(Analyzer):
                 continue
             path = f"spec.configPatches[{i}]"
             match = patch.get("match")
-            filter_name = str(_get(match, "listener", "filterChain", "filter", "name") or "")
-            if _get(match, "proxy") is not None and filter_name:
+            filter_name = str(dig(match, "listener", "filterChain", "filter", "name") or "")
+            if dig(match, "proxy") is not None and filter_name:
                 versioned.append(filter_name)
-            op = str(_get(patch, "patch", "operation") or "")
+            op = str(dig(patch, "patch", "operation") or "")
             apply_to = str(patch.get("applyTo") or "")
             relative = False
             if op == "ADD":

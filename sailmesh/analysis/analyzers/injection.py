@@ -11,7 +11,7 @@ from sailmesh.analysis.analyzer import Analyzer, diag
 from sailmesh.analysis.analyzers.k8s import SYSTEM_NAMESPACES, pod_template, workload_opted_out
 from sailmesh.analysis.context import Context
 from sailmesh.analysis.diagnostic import Diagnostic
-from sailmesh.analysis.shapes import as_list, as_map
+from sailmesh.analysis.shapes import as_list, as_map, dig
 from sailmesh.api.resource import Resource
 
 INJECTION_LABEL = "istio-injection"
@@ -35,14 +35,6 @@ def injector_values(ctx: Context, revision: str = "") -> Mapping[str, Any] | Non
     return None
 
 
-def _get(d: Any, *keys: str) -> Any:
-    for k in keys:
-        if not isinstance(d, Mapping):
-            return None
-        d = d.get(k)
-    return d
-
-
 def proxy_container(pod: Resource) -> Mapping[str, Any] | None:
     """The istio-proxy container (regular or native sidecar init container)."""
     _, spec = pod_template(pod)
@@ -61,7 +53,7 @@ class InjectionAnalyzer(Analyzer):
                 msg.PodMissingProxy)
 
     def analyze(self, ctx: Context) -> Iterable[Diagnostic]:
-        by_default = bool(_get(injector_values(ctx), "sidecarInjectorWebhook", "enableNamespacesByDefault"))
+        by_default = bool(dig(injector_values(ctx), "sidecarInjectorWebhook", "enableNamespacesByDefault"))
         injected: set[str] = set()
         for ns in ctx.of("Namespace"):
             if ns.name in SYSTEM_NAMESPACES or ns.name == ctx.root_namespace:
@@ -100,9 +92,9 @@ DISTROLESS = "-distroless"
 
 def expected_image(values: Mapping[str, Any]) -> str:
     """Proxy image the injector would use: hub/image:tag (image taken as-is when it has a `/`)."""
-    image = str(_get(values, "global", "proxy", "image") or "proxyv2")
+    image = str(dig(values, "global", "proxy", "image") or "proxyv2")
     if "/" not in image:
-        image = f"{_get(values, 'global', 'hub')}/{image}:{_get(values, 'global', 'tag')}"
+        image = f"{dig(values, 'global', 'hub')}/{image}:{dig(values, 'global', 'tag')}"
     return image
 
 

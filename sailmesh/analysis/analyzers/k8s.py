@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sailmesh.analysis.context import Context
-from sailmesh.analysis.shapes import as_map
+from sailmesh.analysis.shapes import as_map, dig
 from sailmesh.api.resource import Resource
 
 SYSTEM_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease", "local-path-storage"})
@@ -29,16 +29,8 @@ def pod_template(r: Resource) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
     """(metadata, spec) of a Pod, or of the pod template of a Deployment-like workload."""
     if r.kind == "Pod":
         return as_map(r.raw.get("metadata")), as_map(r.raw.get("spec"))
-    tmpl = as_map(_get(r.raw, "spec", "template"))
+    tmpl = as_map(dig(r.raw, "spec", "template"))
     return as_map(tmpl.get("metadata")), as_map(tmpl.get("spec"))
-
-
-def _get(d: Any, *keys: str) -> Any:
-    for k in keys:
-        if not isinstance(d, Mapping):
-            return None
-        d = d.get(k)
-    return d
 
 
 def namespace_labels(ctx: Context, namespace: str) -> Mapping[str, str] | None:
