@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 DEFAULT_NAMESPACE = "default"
@@ -69,5 +71,33 @@ class Resource:
     def key(self) -> ResourceKey:
         return ResourceKey(self.kind, self.namespace, self.name)
 
+    @cached_property
+    def creation_key(self) -> tuple[float, str, str]:
+        """Istio's order for "the oldest wins": creation time, then name, then namespace (sortConfigByCreationTime).
+
+        Computed once per object (resources are immutable; sorting a thousand of them per change adds up).
+        """
+        return (creation_seconds(self), self.name, self.namespace)
+
     def __str__(self) -> str:
         return str(self.key)
+
+
+def creation_timestamp(resource: Resource) -> str:
+    """metadata.creationTimestamp as written or assigned by the store ("" if none)."""
+    meta = resource.raw.get("metadata") if isinstance(resource.raw, dict) else None
+    ts = meta.get("creationTimestamp") if isinstance(meta, dict) else None
+    if isinstance(ts, dt.datetime):  # YAML parses unquoted timestamps
+        return ts.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return str(ts) if ts else ""
+
+
+def creation_seconds(resource: Resource) -> float:
+    """creationTimestamp as seconds since the epoch; resources without one sort last."""
+    ts = creation_timestamp(resource)
+    if not ts:
+        return float("inf")
+    try:
+        return dt.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return float("inf")

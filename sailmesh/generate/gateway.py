@@ -12,7 +12,7 @@ from sailmesh.api.resource import Resource
 from sailmesh.api.types import selector_matches
 from sailmesh.generate import names
 from sailmesh.generate.httproute import RouteContext, translate_http
-from sailmesh.generate.scope import creation_order, host_matches, hosts_intersect, virtual_services, vs_hosts
+from sailmesh.generate.scope import host_matches, hosts_intersect, virtual_services, vs_hosts
 from sailmesh.generate.tcproute import tcp_destinations
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView
 
@@ -24,7 +24,7 @@ NO = wrappers_pb2.BoolValue(value=False)  # Istio never validates clusters in ro
 def gateways_for(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Resource]:
     """Gateways whose selector matches the proxy's labels (any namespace, as Istio by default)."""
     out = []
-    for gw in sorted(snapshot.of_kind("Gateway"), key=creation_order):
+    for gw in snapshot.of_kind("Gateway"):  # oldest first
         selector = gw.spec.get("selector")
         if isinstance(selector, Mapping) and selector_matches(selector, proxy.labels):
             out.append(gw)

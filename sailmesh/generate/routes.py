@@ -18,7 +18,6 @@ from sailmesh.generate.scope import (
     index_of,
     outbound_policy,
     visible_services,
-    vs_hosts,
 )
 from sailmesh.generate.tcproute import service_tcp_route
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView, Service
@@ -198,8 +197,9 @@ def _non_service_hosts(
     Wildcard hosts only apply to the services they match, and `*` would shadow allow_any: both are skipped.
     """
     ports = sorted(per_port) or [80]
-    for vs in index_of(snapshot).mesh_virtual_services(proxy):
-        for h in dict.fromkeys(vs_hosts(vs, snapshot.mesh.domain_suffix)):
+    idx = index_of(snapshot)
+    for vs in idx.mesh_virtual_services(proxy):
+        for h in dict.fromkeys(idx.hosts_of(vs)):
             if "*" in h or h in snapshot.services:
                 continue
             for port in ports:

@@ -47,12 +47,29 @@ def exported_to(export_to: Iterable[str], owner_ns: str, viewer_ns: str) -> bool
     return False
 
 
-def creation_order(r: Resource) -> tuple[str, str, str]:
-    """Istio's config order: oldest first (creationTimestamp), then name, then namespace."""
-    meta = r.raw.get("metadata") if isinstance(r.raw, Mapping) else None
-    ts = str(meta.get("creationTimestamp") or "") if isinstance(meta, Mapping) else ""
-    # resources without a timestamp (files) sort after timestamped ones, by name then namespace
-    return (ts or "~", r.name, r.namespace)
+# Facts derived from one VirtualService object (exportTo, gateways, FQDN hosts, sourceLabels selectors), kept
+# while the object lives: a snapshot after a one-resource change shares all other objects with the previous one.
+VsFacts = tuple[list[str], set[str], list[str], tuple[tuple[tuple[str, str], ...], ...]]
+_VS_FACTS: dict[int, tuple[weakref.ref[Resource], str, VsFacts]] = {}
+
+
+def vs_facts(vs: Resource, domain_suffix: str) -> VsFacts:
+    """(exportTo, bound gateways, FQDN hosts, sourceLabels selectors) of a VirtualService, once per object."""
+    key = id(vs)
+    hit = _VS_FACTS.get(key)
+    if hit is not None and hit[0]() is vs and hit[1] == domain_suffix:
+        return hit[2]
+    selectors: dict[tuple[tuple[str, str], ...], None] = {}
+    http = vs.spec.get("http")
+    for route in http if isinstance(http, list) else ():
+        matches = route.get("match") if isinstance(route, Mapping) else None
+        for m in matches if isinstance(matches, list) else ():
+            labels = m.get("sourceLabels") if isinstance(m, Mapping) else None
+            if isinstance(labels, Mapping):
+                selectors[tuple(sorted((str(k), str(v)) for k, v in labels.items()))] = None
+    facts = (_resource_export(vs), bound_gateways(vs), vs_hosts(vs, domain_suffix), tuple(selectors))
+    _VS_FACTS[key] = (weakref.ref(vs, lambda _r, k=key: _VS_FACTS.pop(k, None)), domain_suffix, facts)
+    return facts
 
 
 def _resource_export(r: Resource) -> list[str]:
@@ -61,7 +78,7 @@ def _resource_export(r: Resource) -> list[str]:
 
 
 def _select_sidecar(snapshot: MeshSnapshot, proxy: ProxyView) -> Resource | None:
-    sidecars = sorted(snapshot.of_kind("Sidecar"), key=creation_order)
+    sidecars = snapshot.of_kind("Sidecar")  # oldest first
     for sc in sidecars:
         ws = sc.spec.get("workloadSelector")
         labels = ws.get("labels") if isinstance(ws, Mapping) else None
@@ -99,13 +116,19 @@ def outbound_policy(snapshot: MeshSnapshot, proxy: ProxyView) -> str:
 class SnapshotIndex:
     """Lookups over one snapshot, built lazily and memoized (generators call them per service and port)."""
 
-    def __init__(self, snapshot: MeshSnapshot) -> None:
+    def __init__(self, snapshot: MeshSnapshot, previous: SnapshotIndex | None = None) -> None:
         self.snapshot = snapshot
+        # the index of the snapshot before (weakly: not kept alive), whose per-proxy outbound keys may carry over
+        self._previous = weakref.ref(previous) if previous is not None else None
+        self._inherit: bool | None = None
         self._rules: dict[str, list[tuple[str, Resource]]] | None = None
         self._dr: dict[tuple[str, str], Resource | None] = {}
         self._vs: dict[tuple[str, str], list[Resource]] = {}
         self._visible: dict[Hashable, list[Service]] = {}
-        self._by_host: dict[Hashable, HostTable] = {}
+        self._by_host: dict[Hashable, tuple[list[Resource], HostTable]] = {}
+        self._by_ns: dict[str, list[Service]] | None = None
+        self._bound_to: dict[str, list[tuple[Resource, list[str], bool]]] = {}
+        self._mesh_ns: dict[str, list[tuple[int, Resource, list[str], bool]]] | None = None
         self._sidecar: dict[Hashable, Resource | None] = {}
         self._outbound: dict[Hashable, Hashable] = {}
         self._selectors: list[tuple[tuple[str, str], ...]] | None = None
@@ -137,6 +160,8 @@ class SnapshotIndex:
         key = proxy.scope_key
         hit = self._outbound.get(key)
         if hit is None:
+            hit = self._inherited_outbound(key)
+        if hit is None:
             if proxy.type != "sidecar":
                 hit = key
             else:
@@ -151,17 +176,24 @@ class SnapshotIndex:
     def _source_selectors(self) -> list[tuple[tuple[str, str], ...]]:
         """Every distinct `http[].match[].sourceLabels` of the snapshot's VirtualServices."""
         if self._selectors is None:
+            suffix = self.snapshot.mesh.domain_suffix
             found: dict[tuple[tuple[str, str], ...], None] = {}
             for vs in self.snapshot.of_kind("VirtualService"):
-                http = vs.spec.get("http")
-                for route in http if isinstance(http, list) else ():
-                    matches = route.get("match") if isinstance(route, Mapping) else None
-                    for m in matches if isinstance(matches, list) else ():
-                        labels = m.get("sourceLabels") if isinstance(m, Mapping) else None
-                        if isinstance(labels, Mapping):
-                            found[tuple(sorted((str(k), str(v)) for k, v in labels.items()))] = None
+                found.update(dict.fromkeys(vs_facts(vs, suffix)[3]))
             self._selectors = list(found)
         return self._selectors
+
+    def _inherited_outbound(self, scope_key: Hashable) -> Hashable | None:
+        """The previous snapshot's outbound key for a scope when what it depends on is unchanged."""
+        prev = self._previous() if self._previous is not None else None
+        if prev is None:
+            return None
+        if self._inherit is None:
+            same = (prev.snapshot.of_kind("Sidecar") is self.snapshot.of_kind("Sidecar")
+                    and prev.snapshot.mesh == self.snapshot.mesh
+                    and prev._source_selectors() == self._source_selectors())
+            self._inherit = same
+        return prev._outbound.get(scope_key) if self._inherit else None
 
     def egress(self, proxy: ProxyView) -> list[tuple[str, str]] | None:
         """(namespace, host) pairs of the proxy's Sidecar egress listeners; None = everything is imported."""
@@ -182,10 +214,15 @@ class SnapshotIndex:
         hit = self._visible.get(key)
         if hit is None:
             egress = self.egress(proxy)
+            candidates: Iterable[Service] = self.snapshot.services.values()
+            if egress is not None and not any(ns == "*" for ns, _ in egress):
+                # egress hosts name namespaces: only their services can be imported
+                by_ns = self._services_by_namespace()
+                candidates = [s for ns in dict.fromkeys(ns for ns, _ in egress) for s in by_ns.get(ns, ())]
             hit = sorted(
                 (
                     s
-                    for s in self.snapshot.services.values()
+                    for s in candidates
                     if exported_to(s.export_to, s.namespace, proxy.namespace)
                     and (egress is None or egress_imports(egress, s.namespace, s.hostname))
                 ),
@@ -194,12 +231,19 @@ class SnapshotIndex:
             self._visible[key] = hit
         return hit
 
+    def _services_by_namespace(self) -> dict[str, list[Service]]:
+        if self._by_ns is None:
+            self._by_ns = {}
+            for s in self.snapshot.services.values():
+                self._by_ns.setdefault(s.namespace, []).append(s)
+        return self._by_ns
+
     def _vs_facts(self) -> list[tuple[Resource, list[str], set[str], list[str]]]:
         """Every VirtualService oldest first with its exportTo, bound gateways and FQDN hosts (once per snapshot)."""
         if self._vs_parsed is None:
             suffix = self.snapshot.mesh.domain_suffix
-            self._vs_parsed = [(vs, _resource_export(vs), bound_gateways(vs), vs_hosts(vs, suffix))
-                               for vs in sorted(self.snapshot.of_kind("VirtualService"), key=creation_order)]
+            self._vs_parsed = [(vs, *vs_facts(vs, suffix)[:3])
+                               for vs in self.snapshot.of_kind("VirtualService")]  # oldest first
         return self._vs_parsed
 
     def _vs_hosts(self) -> dict[int, list[str]]:
@@ -211,45 +255,78 @@ class SnapshotIndex:
         key = (proxy_ns, gateway)
         hit = self._vs.get(key)
         if hit is None:
-            # exportTo applies to sidecars and gateways alike
-            hit = [vs for vs, export, gateways, _ in self._vs_facts()
-                   if gateway in gateways and exported_to(export, vs.namespace, proxy_ns)]
+            bound = self._bound(gateway)
+            if all(open_ for _, _, open_ in bound):
+                hit = self._vs.setdefault(("*", gateway), [vs for vs, _, _ in bound])
+            else:  # exportTo applies to sidecars and gateways alike
+                hit = [vs for vs, export, open_ in bound if open_ or exported_to(export, vs.namespace, proxy_ns)]
             self._vs[key] = hit
         return hit
 
-    def mesh_virtual_services(self, proxy: ProxyView) -> list[Resource]:
-        """Mesh VirtualServices the proxy imports (exportTo and its Sidecar's egress hosts), oldest first."""
-        egress = self.egress(proxy)
-        all_vs = self.virtual_services(proxy.namespace, MESH_GATEWAY)
-        if egress is None:
-            return all_vs
-        suffix = self.snapshot.mesh.domain_suffix
-        return [vs for vs in all_vs if any(egress_imports(egress, vs.namespace, h) for h in vs_hosts(vs, suffix))]
+    def _bound(self, gateway: str) -> list[tuple[Resource, list[str], bool]]:
+        """VirtualServices bound to `gateway`, oldest first, with their exportTo and whether it is `*`."""
+        hit = self._bound_to.get(gateway)
+        if hit is None:
+            hit = [(vs, export, not export or "*" in export)
+                   for vs, export, gateways, _ in self._vs_facts() if gateway in gateways]
+            self._bound_to[gateway] = hit
+        return hit
 
-    def mesh_virtual_services_for(self, proxy: ProxyView, hostname: str) -> list[Resource]:
-        """Mesh VirtualServices the proxy imports whose hosts match `hostname`, oldest first."""
+    def _mesh_by_namespace(self) -> dict[str, list[tuple[int, Resource, list[str], bool]]]:
+        """Mesh VirtualServices by namespace, each with its position in creation order."""
+        if self._mesh_ns is None:
+            self._mesh_ns = {}
+            for i, (vs, export, open_) in enumerate(self._bound(MESH_GATEWAY)):
+                self._mesh_ns.setdefault(vs.namespace, []).append((i, vs, export, open_))
+        return self._mesh_ns
+
+    def _imported(self, proxy: ProxyView) -> tuple[list[Resource], HostTable]:
+        """The mesh VirtualServices a proxy imports (oldest first) and them by host, once per outbound key."""
         key = self.outbound_key(proxy)
-        table = self._by_host.get(key)
-        if table is None:
+        hit = self._by_host.get(key)
+        if hit is None:
+            imported: list[Resource] = []
             exact: dict[str, list[tuple[int, Resource]]] = {}
             wild: list[tuple[int, str, Resource]] = []
             egress = self.egress(proxy)
-            # egress hosts name namespaces (or `*`): a VirtualService elsewhere cannot be imported
-            importable = None if egress is None or any(ns == "*" for ns, _ in egress) else {ns for ns, _ in egress}
             hosts_of = self._vs_hosts()
-            for i, vs in enumerate(self.virtual_services(proxy.namespace, MESH_GATEWAY)):
-                if importable is not None and vs.namespace not in importable:
+            candidates: Iterable[tuple[int, Resource, list[str], bool]]
+            if egress is None or any(ns == "*" for ns, _ in egress):
+                candidates = ((i, vs, export, open_) for i, (vs, export, open_) in enumerate(self._bound(MESH_GATEWAY)))
+            else:
+                # egress hosts name namespaces: a VirtualService elsewhere cannot be imported
+                by_ns = self._mesh_by_namespace()
+                candidates = sorted((c for ns in {ns for ns, _ in egress} for c in by_ns.get(ns, ())),
+                                    key=lambda c: c[0])
+            for i, vs, export, open_ in candidates:
+                if not open_ and not exported_to(export, vs.namespace, proxy.namespace):
                     continue
                 hosts = hosts_of[id(vs)]
                 if egress is not None and not any(egress_imports(egress, vs.namespace, h) for h in hosts):
                     continue
+                imported.append(vs)
                 for h in dict.fromkeys(hosts):
                     if "*" in h:
                         wild.append((i, h, vs))
                     else:
                         exact.setdefault(h, []).append((i, vs))
-            table = self._by_host[key] = (exact, wild)
-        exact, wild = table
+            hit = self._by_host[key] = (imported, (exact, wild))
+        return hit
+
+    def mesh_virtual_services(self, proxy: ProxyView) -> list[Resource]:
+        """Mesh VirtualServices the proxy imports (exportTo and its Sidecar's egress hosts), oldest first."""
+        return self._imported(proxy)[0]
+
+    def hosts_of(self, vs: Resource) -> list[str]:
+        """A VirtualService's hosts as FQDNs (computed once per snapshot)."""
+        hosts = self._vs_hosts().get(id(vs))
+        return hosts if hosts is not None else vs_hosts(vs, self.snapshot.mesh.domain_suffix)
+
+    def mesh_virtual_services_for(self, proxy: ProxyView, hostname: str) -> list[Resource]:
+        """Mesh VirtualServices the proxy imports whose hosts match `hostname`, oldest first."""
+        exact, wild = self._imported(proxy)[1]
+        if not wild:
+            return [vs for _, vs in exact.get(hostname, ())]
         found = exact.get(hostname, []) + [(i, vs) for i, h, vs in wild if host_matches(hostname, h)]
         seen: set[int] = set()
         out = []
@@ -263,7 +340,7 @@ class SnapshotIndex:
         if self._rules is None:
             suffix = self.snapshot.mesh.domain_suffix
             self._rules = {}
-            for dr in sorted(self.snapshot.of_kind("DestinationRule"), key=creation_order):
+            for dr in self.snapshot.of_kind("DestinationRule"):  # oldest first
                 host = fqdn(str(dr.spec.get("host") or ""), dr.namespace, suffix)
                 self._rules.setdefault(dr.namespace, []).append((host, dr))
         return self._rules
@@ -291,17 +368,19 @@ class SnapshotIndex:
         return found
 
 
-_INDEXES: dict[int, tuple[weakref.ref[MeshSnapshot], SnapshotIndex]] = {}
+# The newest index built, weakly: the next snapshot's index may take per-proxy facts over from it.
+_LATEST: list[weakref.ref[SnapshotIndex]] = []
 
 
 def index_of(snapshot: MeshSnapshot) -> SnapshotIndex:
-    """The memoized index of a snapshot (dropped when the snapshot is garbage collected)."""
-    key = id(snapshot)
-    hit = _INDEXES.get(key)
-    if hit is not None and hit[0]() is snapshot:
-        return hit[1]
-    idx = SnapshotIndex(snapshot)
-    _INDEXES[key] = (weakref.ref(snapshot, lambda _r, k=key: _INDEXES.pop(k, None)), idx)
+    """The memoized index of a snapshot (held by the snapshot itself, so it goes when the snapshot goes)."""
+    idx = snapshot.derived.get("index")
+    if isinstance(idx, SnapshotIndex):
+        return idx
+    previous = _LATEST[0]() if _LATEST else None
+    idx = SnapshotIndex(snapshot, previous if previous is not None and previous.snapshot is not snapshot else None)
+    snapshot.derived["index"] = idx
+    _LATEST[:] = [weakref.ref(idx)]
     return idx
 
 

@@ -37,6 +37,8 @@ class MeshSnapshot:
     services: Mapping[str, Service]  # hostname -> service
     endpoints: Mapping[tuple[str, int], tuple[Endpoint, ...]]  # (hostname, service port) -> endpoints
     workloads: tuple[Workload, ...] = ()
+    # Indexes derived from this snapshot by its readers (generate.scope's SnapshotIndex), dropped with it.
+    derived: dict[str, object] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def of_kind(self, kind: str) -> tuple[Resource, ...]:
         return self.config.get(kind, ())

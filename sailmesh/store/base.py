@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from sailmesh.api.resource import Resource, ResourceKey
+from sailmesh.api.resource import creation_timestamp as creation_timestamp
 
 Validator = Callable[[Resource], "list[object]"]
 Resources = list[Resource]
@@ -105,29 +105,9 @@ class ConfigStore(Protocol):
         ...
 
 
-def creation_timestamp(resource: Resource) -> str:
-    """metadata.creationTimestamp as written or assigned by the store ("" if none)."""
-    meta = resource.raw.get("metadata") if isinstance(resource.raw, dict) else None
-    ts = meta.get("creationTimestamp") if isinstance(meta, dict) else None
-    if isinstance(ts, dt.datetime):  # YAML parses unquoted timestamps
-        return ts.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return str(ts) if ts else ""
-
-
-def creation_seconds(resource: Resource) -> float:
-    """creationTimestamp as seconds since the epoch; resources without one sort last."""
-    ts = creation_timestamp(resource)
-    if not ts:
-        return float("inf")
-    try:
-        return dt.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return float("inf")
-
-
 def creation_sort_key(resource: Resource) -> tuple[float, str, str]:
     """Istio's order for "the oldest wins": creation time, then name, then namespace (sortConfigByCreationTime)."""
-    return (creation_seconds(resource), resource.name, resource.namespace)
+    return resource.creation_key
 
 
 def sort_by_creation(resources: Iterable[Resource]) -> Resources:

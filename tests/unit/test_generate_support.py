@@ -12,6 +12,7 @@ from sailmesh.api.resource import Resource
 from sailmesh.generate.proxy import generate_for
 from sailmesh.settings import MeshDefaults
 from sailmesh.snapshot.model import Endpoint, MeshSnapshot, ProxyView, Service, ServicePort, Workload
+from sailmesh.store.base import sort_by_creation
 
 SUFFIX = "svc.cluster.local"
 BOOKINFO = ("productpage", "details", "reviews", "ratings")
@@ -67,7 +68,7 @@ def make_snapshot(config: Iterable[Resource] = (), services: Iterable[Service] =
         eps.setdefault((e.service, e.service_port), []).append(e)
     return MeshSnapshot(
         version=version, mesh=MeshDefaults(),
-        config={k: tuple(sorted(v, key=lambda r: (r.namespace, r.name))) for k, v in by_kind.items()},
+        config={k: tuple(sort_by_creation(v)) for k, v in by_kind.items()},  # oldest first, as snapshot.build
         services=svcs, endpoints={k: tuple(v) for k, v in eps.items()}, workloads=wls,
     )
 
