@@ -45,7 +45,7 @@ class MeshSource:
 
     def generate(self, handle: object, type_url: str) -> Generated:
         assert isinstance(handle, ProxyView)
-        return Generated(self.cache.get(self.snapshot, handle, type_url))
+        return Generated(parts=self.cache.get_parts(self.snapshot, handle, type_url))
 
     def version(self) -> str:
         return str(self.snapshot.version)

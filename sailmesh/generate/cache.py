@@ -111,8 +111,8 @@ class GeneratedCache:
     def __init__(self) -> None:
         self._version: int | None = None
         self._epochs: dict[str, int] = dict.fromkeys(ALL_TYPES, 0)
-        self._entries: dict[tuple[str, int, Hashable], dict[str, any_pb2.Any]] = {}
-        self._merged: dict[tuple[tuple[str, int, Hashable], ...], dict[str, any_pb2.Any]] = {}
+        self._entries: dict[tuple[str, int, Hashable], Resources] = {}
+        self._merged: dict[tuple[int, ...], tuple[tuple[dict[str, any_pb2.Any], ...], dict[str, any_pb2.Any]]] = {}
         self.hits = 0
         self.misses = 0
 
@@ -126,35 +126,45 @@ class GeneratedCache:
         self._version = snapshot.version
         live = {p.name: self._epochs[p.type_url] for parts in PARTS.values() for p in parts}
         self._entries = {k: v for k, v in self._entries.items() if live.get(k[0]) == k[1]}
-        self._merged = {k: v for k, v in self._merged.items() if all(live.get(p[0]) == p[1] for p in k)}
+        live_parts = {id(v) for v in self._entries.values()}
+        self._merged = {k: v for k, v in self._merged.items() if all(i in live_parts for i in k)}
         return types
 
+    def get_parts(self, snapshot: MeshSnapshot, proxy: ProxyView, type_url: str) -> tuple[dict[str, any_pb2.Any], ...]:
+        """The resources of type_url for proxy at snapshot as its parts (disjoint by name), each shared by the
+        proxies of its scope (an unannounced snapshot counts as a full change). Treat them as immutable."""
+        if snapshot.version != self._version:
+            self.advance(snapshot, ChangeSet())
+        epoch = self._epochs[type_url]
+        out = []
+        for part in PARTS.get(type_url, ()):
+            key = (part.name, epoch, part.scope(snapshot, proxy))
+            hit = self._entries.get(key)
+            if hit is None:
+                self.misses += 1
+                hit = Resources(packed(part.build(snapshot, proxy)))
+                self._entries[key] = hit
+            else:
+                self.hits += 1
+            out.append(hit)
+        return tuple(out)
+
     def get(self, snapshot: MeshSnapshot, proxy: ProxyView, type_url: str) -> dict[str, any_pb2.Any]:
-        """Every resource of type_url for proxy at snapshot (an unannounced snapshot counts as a full change).
+        """Every resource of type_url for proxy at snapshot, in one mapping (see get_parts).
 
         The returned mapping is shared (by the proxies of a scope, and across snapshots until the type
         changes): treat it as immutable.
         """
-        if snapshot.version != self._version:
-            self.advance(snapshot, ChangeSet())
-        keys = tuple((part.name, self._epochs[type_url], part.scope(snapshot, proxy))
-                     for part in PARTS.get(type_url, ()))
+        parts = self.get_parts(snapshot, proxy, type_url)
+        keys = tuple(map(id, parts))
         merged = self._merged.get(keys)
-        if merged is not None:
-            self.hits += len(keys)
-            return merged
+        if merged is not None and all(a is b for a, b in zip(merged[0], parts, strict=True)):
+            return merged[1]
         out: dict[str, any_pb2.Any] = Resources()
-        for part, key in zip(PARTS.get(type_url, ()), keys, strict=True):
-            hit = self._entries.get(key)
-            if hit is None:
-                self.misses += 1
-                hit = packed(part.build(snapshot, proxy))
-                self._entries[key] = hit
-            else:
-                self.hits += 1
-            out.update(hit)
-        # The same mapping object while nothing it depends on changes: the ADS server hashes it once, not per push.
-        self._merged[keys] = out
+        for part in parts:
+            out.update(part)
+        # The same mapping object while its parts are the same: the ADS server hashes it once, not per push.
+        self._merged[keys] = (parts, out)
         return out
 
     def __len__(self) -> int:

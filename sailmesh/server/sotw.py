@@ -9,12 +9,15 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import Message
 
 from sailmesh.server.connection import Connection, Send, WatchState
-from sailmesh.server.hashing import length_delimited
+from sailmesh.server.hashing import digest_resources, length_delimited
 from sailmesh.server.source import WILDCARD_TYPES, short_name
 
 # One frozenset per distinct subscription: the proxies of a scope ask for the same thousands of EDS names, and
 # each request brings new str objects; sharing them saves memory per proxy and re-hashing per push.
 _CANONICAL: weakref.WeakValueDictionary[frozenset[str], frozenset[str]] = weakref.WeakValueDictionary()
+
+
+_EMPTY_DIGEST = digest_resources({})
 
 
 def _subscribed(names: Iterable[str]) -> frozenset[str]:
@@ -67,7 +70,14 @@ class SotwConnection(Connection):
         if generated is None:
             return False
         names = None if st.wildcard else _subscribed(st.names)
-        resources, digest = self.hashes.subset(generated.resources, names)
+        count, digests, bodies = 0, [], []
+        for part in generated.parts:  # each part hashed and encoded once, whoever shares it
+            chosen, part_digest = self.hashes.subset(part, names)
+            if chosen:
+                count += len(chosen)
+                digests.append(part_digest)
+                bodies.append(self.hashes.encoded(chosen))
+        digest = digests[0] if len(digests) == 1 else b"".join(digests) if digests else _EMPTY_DIGEST
         if digest == st.nacked_digest:
             return False  # the proxy rejected exactly this: do not send it again
         if not force and digest == st.sent_digest:
@@ -75,10 +85,10 @@ class SotwConnection(Connection):
         version = self.next_version(st)
         nonce = self.next_nonce()
         # A serialized DiscoveryResponse: the resources' bytes are shared by every proxy that gets the same set.
-        response = (length_delimited(1, version.encode()) + self.hashes.encoded(resources)
-                    + length_delimited(4, st.type_url.encode()) + length_delimited(5, nonce.encode()))
+        response = b"".join((length_delimited(1, version.encode()), *bodies,
+                             length_delimited(4, st.type_url.encode()), length_delimited(5, nonce.encode())))
         st.sent_digest = digest
-        self.mark_sent(st, version, nonce, len(resources), started)
+        self.mark_sent(st, version, nonce, count, started)
         try:
             await send(response)
         except Exception:

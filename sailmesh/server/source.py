@@ -26,16 +26,34 @@ def short_name(type_url: str) -> str:
     return SHORT_NAMES.get(type_url, type_url.rsplit(".", 1)[-1])
 
 
-@dataclass(frozen=True)
 class Generated:
     """The resources of one type for one proxy. Each resource is a packed Any, keyed by its name.
 
-    Treat a returned mapping and its Anys as immutable: the server caches hashes by object identity, so a
-    change must come as a new mapping (and new Anys). Returning the very same objects to proxies that share a
-    scope is what makes pushes cheap.
+    A source may hand them over in parts (disjoint name sets): proxies of a scope share their large outbound
+    part and differ in a small own part, and the server hashes and encodes each part once instead of a merged
+    copy per proxy. Treat every mapping and its Anys as immutable: the server caches hashes by object
+    identity, so a change must come as a new mapping (and new Anys).
     """
 
-    resources: Mapping[str, AnyProto]
+    __slots__ = ("_merged", "parts")
+
+    def __init__(self, resources: Mapping[str, AnyProto] | None = None,
+                 parts: tuple[Mapping[str, AnyProto], ...] = ()) -> None:
+        self.parts: tuple[Mapping[str, AnyProto], ...] = (resources,) if resources is not None else parts
+        self._merged: Mapping[str, AnyProto] | None = resources
+
+    @property
+    def resources(self) -> Mapping[str, AnyProto]:
+        """Every resource in one mapping (merged on first use when given in parts)."""
+        if self._merged is None:
+            if len(self.parts) == 1:
+                self._merged = self.parts[0]
+            else:
+                merged: dict[str, AnyProto] = {}
+                for part in self.parts:
+                    merged.update(part)
+                self._merged = merged
+        return self._merged
 
 
 @dataclass(frozen=True)
