@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Hashable
+from dataclasses import dataclass
 from typing import Any
 
 from envoy.config.core.v3 import address_pb2, config_source_pb2
@@ -81,14 +82,24 @@ class IdentityMemo:
 _PACKED = IdentityMemo()
 
 
+@dataclass(frozen=True)
+class Prepacked:
+    """A resource a generator assembled already serialized: its name and its Any."""
+
+    name: str
+    packed: any_pb2.Any
+
+
 def share_packed(msg: message.Message) -> message.Message:
     """Pack a memoized (shared, never mutated) message once: packed_once() then returns the same Any."""
     _PACKED.put(id(msg), (msg,), pack(msg))
     return msg
 
 
-def packed_once(msg: message.Message) -> any_pb2.Any:
-    """The Any of a message registered with share_packed, else a fresh pack."""
+def packed_once(msg: message.Message | Prepacked) -> any_pb2.Any:
+    """The Any of a message registered with share_packed (or a Prepacked resource's), else a fresh pack."""
+    if isinstance(msg, Prepacked):
+        return msg.packed
     hit = _PACKED.get(id(msg), (msg,))
     return hit if hit is not None else pack(msg)
 

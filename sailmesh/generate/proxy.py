@@ -8,7 +8,7 @@ from google.protobuf import any_pb2, message
 
 from sailmesh.errors import GenerationError, SailmeshError
 from sailmesh.generate.clusters import build_inbound, build_outbound
-from sailmesh.generate.common import packed_once
+from sailmesh.generate.common import Prepacked, packed_once
 from sailmesh.generate.endpoints import build_endpoints
 from sailmesh.generate.listeners import build_listeners
 from sailmesh.generate.routes import build_routes
@@ -37,7 +37,9 @@ BUILDERS: dict[str, Builder] = {
 }
 
 
-def _name(msg: message.Message) -> str:
+def _name(msg: message.Message | Prepacked) -> str:
+    if isinstance(msg, Prepacked):
+        return msg.name
     return str(getattr(msg, "cluster_name", "") or getattr(msg, "name", ""))
 
 
@@ -47,7 +49,8 @@ def packed(messages: list) -> dict[str, any_pb2.Any]:
     for m in messages:
         name = _name(m)
         if name in out:
-            raise GenerationError(f"duplicate {m.DESCRIPTOR.full_name} named {name!r}")
+            kind = m.packed.type_url.rpartition(".")[2] if isinstance(m, Prepacked) else m.DESCRIPTOR.full_name
+            raise GenerationError(f"duplicate {kind} named {name!r}")
         out[name] = packed_once(m)
     return out
 

@@ -7,10 +7,11 @@ from collections.abc import Mapping
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
-from google.protobuf import wrappers_pb2
+from google.protobuf import any_pb2, wrappers_pb2
 
 from sailmesh.api.resource import Resource
 from sailmesh.generate import names
+from sailmesh.generate.common import Prepacked
 from sailmesh.generate.endpoints import unique_ports
 from sailmesh.generate.gateway import gateway_routes
 from sailmesh.generate.httproute import RouteContext, default_route, route_action_defaults, translate_http
@@ -20,20 +21,31 @@ from sailmesh.generate.scope import (
     visible_services,
 )
 from sailmesh.generate.tcproute import service_tcp_route
+from sailmesh.generate.wire import length_delimited, varint_field
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView, Service
 
 NO = wrappers_pb2.BoolValue(value=False)  # Istio never validates clusters in route configs
+ROUTE_TYPE_URL = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+
+# A sidecar's route configurations are assembled from serialized virtual hosts: a upb message costs 1-3 KiB of
+# memory however small it is, and without Sidecar scoping every namespace holds a virtual host per service.
+_VH = rc.VirtualHost.DESCRIPTOR.fields_by_name
+_RC = route_pb2.RouteConfiguration.DESCRIPTOR.fields_by_name
+_VH_NAME, _VH_DOMAINS, _VH_ROUTES = _VH["name"].number, _VH["domains"].number, _VH["routes"].number
+_VH_ATTEMPTS = _VH["include_request_attempt_count"].number
+_RC_NAME, _RC_VHOSTS = _RC["name"].number, _RC["virtual_hosts"].number
+_RC_NO_VALIDATE = length_delimited(_RC["validate_clusters"].number, NO.SerializeToString())
 
 
-# Routes (and virtual hosts) of one service port, reused across proxies of a scope and across snapshots while
-# their inputs are the same objects: key -> (the objects whose identity is in the key, routes, {domains: vhost}).
-_MEMO: OrderedDict[tuple[object, ...], tuple[tuple[object, ...], list[rc.Route], dict[tuple[str, ...], rc.VirtualHost]]]
-_MEMO = OrderedDict()
+# Routes (and virtual hosts) of one service port, serialized, reused across proxies of a scope and across
+# snapshots while their inputs are the same objects: key -> (the objects whose identity is in the key,
+# the routes as VirtualHost.routes fields, {domains: the virtual host as a RouteConfiguration field}).
+MemoEntry = tuple[tuple[object, ...], bytes, dict[tuple[str, ...], bytes]]
+_MEMO: OrderedDict[tuple[object, ...], MemoEntry] = OrderedDict()
 MEMO_MAX = 100_000
 
 
-def _memo_entry(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, port: int
-                ) -> tuple[tuple[object, ...], list[rc.Route], dict[tuple[str, ...], rc.VirtualHost]]:
+def _memo_entry(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, port: int) -> MemoEntry:
     """What service_routes depends on: the proxy's outbound key, the service, the VirtualServices applied to
     its host, the services (destination ports), the DestinationRules (hash policies) and the mesh settings."""
     idx = index_of(snapshot)
@@ -45,24 +57,21 @@ def _memo_entry(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, port: in
             and len(hit[0][1]) == len(vss) and all(a is b for a, b in zip(hit[0][1], vss, strict=True)):
         _MEMO.move_to_end(key)
         return hit
-    entry = (held, _service_routes(snapshot, proxy, svc, port, vss), {})
+    routes = _service_routes(snapshot, proxy, svc, port, vss)
+    entry = (held, b"".join(length_delimited(_VH_ROUTES, r.SerializeToString(deterministic=True)) for r in routes), {})
     _MEMO[key] = entry
     if len(_MEMO) > MEMO_MAX:
         _MEMO.popitem(last=False)
     return entry
 
 
-def service_routes(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, port: int) -> list[rc.Route]:
+def _service_routes(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, port: int,
+                    vss: tuple[Resource, ...]) -> list[rc.Route]:
     """The routes of one service port for a sidecar: the oldest mesh VirtualService for its host, else default.
 
     When several VirtualServices name the same host, Istio keeps the oldest one (creationTimestamp, then
-    name, then namespace) and so do we; the others are ignored for that host. Treat the list as immutable.
+    name, then namespace) and so do we; the others are ignored for that host.
     """
-    return _memo_entry(snapshot, proxy, svc, port)[1]
-
-
-def _service_routes(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, port: int,
-                    vss: tuple[Resource, ...]) -> list[rc.Route]:
     ctx = RouteContext(snapshot, proxy, port)
     for vs in vss:
         routes: list[rc.Route] = []
@@ -106,7 +115,7 @@ def connect_route(cluster: str | list[tuple[str, int]], name: str) -> rc.Route:
     return rc.Route(name=name, match=rc.RouteMatch(connect_matcher={}), route=action)
 
 
-def _tcp_vhosts(snapshot: MeshSnapshot, proxy: ProxyView, used: set[str]) -> list[rc.VirtualHost]:
+def _tcp_vhosts(snapshot: MeshSnapshot, proxy: ProxyView, used: set[str]) -> list[bytes]:
     """`http_proxy` virtual hosts that tunnel CONNECT `host:port` to non-HTTP service ports (TCP, TLS, ...)."""
     out = []
     for svc in visible_services(snapshot, proxy):
@@ -117,7 +126,7 @@ def _tcp_vhosts(snapshot: MeshSnapshot, proxy: ProxyView, used: set[str]) -> lis
             clusters = service_tcp_route(RouteContext(snapshot, proxy, p.port), svc)
             vname = names.vhost_name(svc.hostname, p.port)
             vh = _vhost(vname, names.domains_with_port([*aliases, *svc.addresses], p.port, plain=False),
-                        [connect_route(clusters, "connect")], used)
+                        _routes_field([connect_route(clusters, "connect")]), used)
             if vh is not None:
                 out.append(vh)
     return out
@@ -138,26 +147,54 @@ def block_all_vhost() -> rc.VirtualHost:
     )
 
 
-def _vhost(name: str, domains: list[str], routes: list[rc.Route], used: set[str],
-           memo: dict[tuple[str, ...], rc.VirtualHost] | None = None) -> rc.VirtualHost | None:
+def _routes_field(routes: list[rc.Route]) -> bytes:
+    """Routes serialized as VirtualHost.routes fields."""
+    return b"".join(length_delimited(_VH_ROUTES, r.SerializeToString(deterministic=True)) for r in routes)
+
+
+def _vhost(name: str, domains: list[str], routes: bytes, used: set[str],
+           memo: dict[tuple[str, ...], bytes] | None = None) -> bytes | None:
+    """A virtual host with the domains not used yet, as a RouteConfiguration.virtual_hosts field (None: no domain
+    left). `routes` are VirtualHost.routes fields."""
     fresh = tuple(d for d in dict.fromkeys(domains) if d not in used)
     if not fresh:
         return None
     used.update(fresh)
     hit = memo.get(fresh) if memo is not None else None
     if hit is None:
-        hit = rc.VirtualHost(name=name, domains=fresh, routes=routes, include_request_attempt_count=True)
+        body = b"".join((length_delimited(_VH_NAME, name.encode()),
+                         *(length_delimited(_VH_DOMAINS, d.encode()) for d in fresh),
+                         routes, varint_field(_VH_ATTEMPTS, 1)))
+        hit = length_delimited(_RC_VHOSTS, body)
         if memo is not None:
             memo[fresh] = hit
     return hit
 
 
-def sidecar_routes(snapshot: MeshSnapshot, proxy: ProxyView) -> list[route_pb2.RouteConfiguration]:
-    """A route config per outbound HTTP port (`9080`) and the combined `http_proxy` config."""
+_FALLBACK: dict[str, bytes] = {}
+
+
+def _fallback_field(policy: str) -> bytes:
+    """The last virtual host (`allow_any` or `block_all`) as a RouteConfiguration.virtual_hosts field."""
+    hit = _FALLBACK.get(policy)
+    if hit is None:
+        vh = block_all_vhost() if policy == "REGISTRY_ONLY" else allow_any_vhost()
+        hit = _FALLBACK[policy] = length_delimited(_RC_VHOSTS, vh.SerializeToString(deterministic=True))
+    return hit
+
+
+def _route_config(name: str, vhosts: list[bytes]) -> Prepacked:
+    """A RouteConfiguration assembled from serialized virtual hosts, packed (`validate_clusters: false`)."""
+    value = b"".join((length_delimited(_RC_NAME, name.encode()), *vhosts, _RC_NO_VALIDATE))
+    return Prepacked(name, any_pb2.Any(type_url=ROUTE_TYPE_URL, value=value))
+
+
+def sidecar_routes(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Prepacked]:
+    """A route config per outbound HTTP port (`9080`) and the combined `http_proxy` config, packed."""
     suffix = snapshot.mesh.domain_suffix
-    per_port: dict[int, list[rc.VirtualHost]] = {}
+    per_port: dict[int, list[bytes]] = {}
     used_per_port: dict[int, set[str]] = {}
-    proxy_hosts: list[rc.VirtualHost] = []
+    proxy_hosts: list[bytes] = []
     proxy_used: set[str] = set()
     for svc in visible_services(snapshot, proxy):
         aliases = names.host_aliases(svc.hostname, svc.namespace, proxy.namespace, suffix) + list(svc.addresses)
@@ -173,24 +210,15 @@ def sidecar_routes(snapshot: MeshSnapshot, proxy: ProxyView) -> list[route_pb2.R
                 proxy_hosts.append(vh)
     _non_service_hosts(snapshot, proxy, per_port, used_per_port, proxy_hosts, proxy_used)
     proxy_hosts.extend(_tcp_vhosts(snapshot, proxy, proxy_used))
-    fallback = block_all_vhost if outbound_policy(snapshot, proxy) == "REGISTRY_ONLY" else allow_any_vhost
-    out = [
-        route_pb2.RouteConfiguration(
-            name=names.port_route(port), virtual_hosts=[*vhosts, fallback()], validate_clusters=NO
-        )
-        for port, vhosts in sorted(per_port.items())
-    ]
-    out.append(
-        route_pb2.RouteConfiguration(
-            name=names.HTTP_PROXY_ROUTE, virtual_hosts=[*proxy_hosts, fallback()], validate_clusters=NO
-        )
-    )
+    fallback = _fallback_field(outbound_policy(snapshot, proxy))
+    out = [_route_config(names.port_route(port), [*vhosts, fallback]) for port, vhosts in sorted(per_port.items())]
+    out.append(_route_config(names.HTTP_PROXY_ROUTE, [*proxy_hosts, fallback]))
     return out
 
 
 def _non_service_hosts(
-    snapshot: MeshSnapshot, proxy: ProxyView, per_port: dict[int, list[rc.VirtualHost]],
-    used_per_port: dict[int, set[str]], proxy_hosts: list[rc.VirtualHost], proxy_used: set[str],
+    snapshot: MeshSnapshot, proxy: ProxyView, per_port: dict[int, list[bytes]],
+    used_per_port: dict[int, set[str]], proxy_hosts: list[bytes], proxy_used: set[str],
 ) -> None:
     """Virtual hosts for VirtualService hosts that are no service (Istio adds them on every HTTP port).
 
@@ -204,10 +232,11 @@ def _non_service_hosts(
                 continue
             for port in ports:
                 ctx = RouteContext(snapshot, proxy, port)
-                routes = [r for http in vs.spec.get("http") or [] if isinstance(http, Mapping)
-                          for r in translate_http(vs, http, ctx)]
-                if not routes:
+                translated = [r for http in vs.spec.get("http") or [] if isinstance(http, Mapping)
+                              for r in translate_http(vs, http, ctx)]
+                if not translated:
                     continue
+                routes = _routes_field(translated)
                 vname = names.vhost_name(h, port)
                 vh = _vhost(vname, names.domains_with_port([h], port, plain=True), routes,
                             used_per_port.setdefault(port, set()))
@@ -218,7 +247,7 @@ def _non_service_hosts(
                     proxy_hosts.append(vh)
 
 
-def build_routes(snapshot: MeshSnapshot, proxy: ProxyView) -> list[route_pb2.RouteConfiguration]:
+def build_routes(snapshot: MeshSnapshot, proxy: ProxyView) -> list[route_pb2.RouteConfiguration] | list[Prepacked]:
     """Every route configuration of a proxy."""
     if proxy.type == "router":
         return gateway_routes(snapshot, proxy)

@@ -14,6 +14,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf.message import Message
 
 from sailmesh.errors import XdsError
+from sailmesh.server.budget import SendBudget
 from sailmesh.server.connection import Connection, ConnectionStatus
 from sailmesh.server.delta import DeltaConnection
 from sailmesh.server.hashing import HashCache
@@ -71,6 +72,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         self.metrics = metrics or XdsMetrics()
         self._connections: dict[str, Connection] = {}
         self.hashes = HashCache()
+        self.budget = SendBudget()  # bytes of responses built and not yet sent, across all connections
         self._ids = itertools.count(1)
         self._server: grpc.aio.Server | None = None
         self.port = 0
@@ -154,7 +156,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"proxy {node.id} refused: {e}")
         conn_id = f"{node.id}-{next(self._ids)}"
         cls = DeltaConnection if delta else SotwConnection
-        conn = cls(conn_id, node, handle, self.source, self.metrics, self.hashes)
+        conn = cls(conn_id, node, handle, self.source, self.metrics, self.hashes, self.budget)
         conn.peer = context.peer()
         conn.identities = tuple(i.decode(errors="replace") for i in (context.peer_identities() or ()))
         self._connections[conn_id] = conn

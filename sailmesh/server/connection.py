@@ -15,6 +15,7 @@ from envoy.config.core.v3 import base_pb2
 from google.protobuf.message import Message
 
 from sailmesh.errors import GenerationError
+from sailmesh.server.budget import SendBudget
 from sailmesh.server.hashing import HashCache
 from sailmesh.server.metrics import XdsMetrics
 from sailmesh.server.push import PendingPush, ordered
@@ -105,6 +106,7 @@ class Connection:
         source: ResourceSource,
         metrics: XdsMetrics,
         hashes: HashCache | None = None,
+        budget: SendBudget | None = None,
     ) -> None:
         self.conn_id = conn_id
         self.node = node
@@ -113,6 +115,7 @@ class Connection:
         self.source = source
         self.metrics = metrics
         self.hashes = hashes or HashCache()
+        self.budget = budget or SendBudget()
         self.connected_at = time.time()
         self.peer = ""
         self.identities: tuple[str, ...] = ()

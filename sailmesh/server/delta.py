@@ -86,9 +86,10 @@ class DeltaConnection(Connection):
         for r in changed:
             st.client_versions[r.name] = r.version
         self.mark_sent(st, version, nonce, len(wanted), started)
-        try:
-            await send(response)
-        except Exception:
-            self.metrics.send_errors.inc(type=short_name(st.type_url))
-            raise
+        async with self.budget.hold(response.ByteSize()):
+            try:
+                await send(response)
+            except Exception:
+                self.metrics.send_errors.inc(type=short_name(st.type_url))
+                raise
         return True

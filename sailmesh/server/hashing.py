@@ -9,6 +9,8 @@ from collections.abc import Callable, Mapping
 
 from google.protobuf.any_pb2 import Any as AnyProto
 
+from sailmesh.generate.wire import length_delimited as length_delimited
+
 
 def digest_resources(resources: Mapping[str, AnyProto]) -> bytes:
     """A stable hash of a set of packed resources (their names, type URLs and serialized bytes)."""
@@ -22,23 +24,6 @@ def digest_resources(resources: Mapping[str, AnyProto]) -> bytes:
         h.update(len(anyp.value).to_bytes(8, "little"))
         h.update(anyp.value)
     return h.digest()
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def length_delimited(field_number: int, data: bytes) -> bytes:
-    """One length-delimited protobuf field (string, bytes or message) in wire format."""
-    return _varint(field_number << 3 | 2) + _varint(len(data)) + data
 
 
 RESOURCES_FIELD = 2  # DiscoveryResponse.resources (repeated google.protobuf.Any)

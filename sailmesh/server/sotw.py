@@ -84,14 +84,15 @@ class SotwConnection(Connection):
             return False  # byte-identical to what the proxy has
         version = self.next_version(st)
         nonce = self.next_nonce()
-        # A serialized DiscoveryResponse: the resources' bytes are shared by every proxy that gets the same set.
-        response = b"".join((length_delimited(1, version.encode()), *bodies,
-                             length_delimited(4, st.type_url.encode()), length_delimited(5, nonce.encode())))
-        st.sent_digest = digest
-        self.mark_sent(st, version, nonce, count, started)
-        try:
-            await send(response)
-        except Exception:
-            self.metrics.send_errors.inc(type=short_name(st.type_url))
-            raise
+        async with self.budget.hold(sum(map(len, bodies))):
+            # A serialized DiscoveryResponse: the parts' bytes are shared by every proxy that gets the same set.
+            response = b"".join((length_delimited(1, version.encode()), *bodies,
+                                 length_delimited(4, st.type_url.encode()), length_delimited(5, nonce.encode())))
+            st.sent_digest = digest
+            self.mark_sent(st, version, nonce, count, started)
+            try:
+                await send(response)
+            except Exception:
+                self.metrics.send_errors.inc(type=short_name(st.type_url))
+                raise
         return True

@@ -1,0 +1,59 @@
+"""The ADS server's byte budget for responses in flight (bounds a push's memory to thousands of proxies)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from sailmesh.server.budget import SendBudget
+
+
+async def _settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_responses_wait_beyond_the_limit_and_go_in_arrival_order() -> None:
+    budget = SendBudget(limit=100)
+    order: list[str] = []
+    gate = asyncio.Event()
+
+    async def send(name: str, n: int) -> None:
+        async with budget.hold(n):
+            order.append(name)
+            await gate.wait()
+
+    tasks = [asyncio.create_task(send(name, n)) for name, n in (("a", 60), ("b", 60), ("c", 10))]
+    await _settle()
+    # b does not fit next to a; c would, but must not overtake b (first come, first served)
+    assert order == ["a"] and budget.used == 60 and budget.waits == 2
+    gate.set()
+    await asyncio.gather(*tasks)
+    assert order == ["a", "b", "c"] and budget.used == 0
+
+
+async def test_a_response_larger_than_the_budget_is_sent_alone() -> None:
+    budget = SendBudget(limit=10)
+    async with budget.hold(1_000):
+        assert budget.used == 1_000
+        waiter = asyncio.create_task(budget.acquire(1))
+        await _settle()
+        assert not waiter.done()
+    await asyncio.wait_for(waiter, 1)
+    budget.release(1)
+    assert budget.used == 0
+
+
+async def test_a_cancelled_waiter_gives_nothing_away_and_blocks_nobody() -> None:
+    budget = SendBudget(limit=10)
+    await budget.acquire(10)
+    cancelled = asyncio.create_task(budget.acquire(5))
+    after = asyncio.create_task(budget.acquire(5))
+    await _settle()
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    budget.release(10)
+    await asyncio.wait_for(after, 1)
+    assert budget.used == 5
