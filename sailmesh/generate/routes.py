@@ -37,28 +37,41 @@ _RC_NAME, _RC_VHOSTS = _RC["name"].number, _RC["virtual_hosts"].number
 _RC_NO_VALIDATE = length_delimited(_RC["validate_clusters"].number, NO.SerializeToString())
 
 
-# Routes (and virtual hosts) of one service port, serialized, reused across proxies of a scope and across
-# snapshots while their inputs are the same objects: key -> (the objects whose identity is in the key,
-# the routes as VirtualHost.routes fields, {domains: the virtual host as a RouteConfiguration field}).
-MemoEntry = tuple[tuple[object, ...], bytes, dict[tuple[str, ...], bytes]]
+class MemoEntry:
+    """The routes of one service port for one outbound scope, serialized, and its virtual hosts."""
+
+    __slots__ = ("domains", "held", "routes", "vhosts")
+
+    def __init__(self, held: tuple[object, ...], routes: bytes, domains: tuple[tuple[str, ...], tuple[str, ...]]):
+        self.held = held  # the objects whose identity is in the key (kept alive so ids are not reused)
+        self.routes = routes  # VirtualHost.routes fields
+        self.domains = domains  # (per-port route config domains, http_proxy domains), deduplicated
+        self.vhosts: dict[tuple[str, ...], bytes] = {}  # domains -> the virtual host as a RouteConfiguration field
+
+
+# Routes of one service port, reused across proxies of a scope and across snapshots while their inputs are
+# the same objects: (outbound key, port, service, VirtualServices, services, DestinationRules, mesh) -> entry.
 _MEMO: OrderedDict[tuple[object, ...], MemoEntry] = OrderedDict()
 MEMO_MAX = 100_000
 
 
 def _memo_entry(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, port: int) -> MemoEntry:
-    """What service_routes depends on: the proxy's outbound key, the service, the VirtualServices applied to
-    its host, the services (destination ports), the DestinationRules (hash policies) and the mesh settings."""
+    """What a service port's routes depend on: the proxy's outbound key, the service, the VirtualServices
+    applied to its host, the services (destination ports), the DestinationRules (hash policies) and the mesh."""
     idx = index_of(snapshot)
     vss = tuple(idx.mesh_virtual_services_for(proxy, svc.hostname))
     held = (svc, vss, snapshot.services, snapshot.of_kind("DestinationRule"), snapshot.mesh)
     key = (idx.outbound_key(proxy), port, id(svc), tuple(map(id, vss)), *map(id, held[2:]))
     hit = _MEMO.get(key)
-    if hit is not None and all(a is b for a, b in zip(hit[0][:1] + hit[0][2:], held[:1] + held[2:], strict=True)) \
-            and len(hit[0][1]) == len(vss) and all(a is b for a, b in zip(hit[0][1], vss, strict=True)):
+    if hit is not None and all(a is b for a, b in zip(hit.held[:1] + hit.held[2:], held[:1] + held[2:], strict=True)) \
+            and len(hit.held[1]) == len(vss) and all(a is b for a, b in zip(hit.held[1], vss, strict=True)):
         _MEMO.move_to_end(key)
         return hit
-    routes = _service_routes(snapshot, proxy, svc, port, vss)
-    entry = (held, b"".join(length_delimited(_VH_ROUTES, r.SerializeToString(deterministic=True)) for r in routes), {})
+    aliases = names.host_aliases(svc.hostname, svc.namespace, proxy.namespace, snapshot.mesh.domain_suffix)
+    aliases += list(svc.addresses)
+    domains = (tuple(dict.fromkeys(names.domains_with_port(aliases, port, plain=True))),
+               tuple(dict.fromkeys(names.domains_with_port(aliases, port, plain=port == 80))))
+    entry = MemoEntry(held, _routes_field(_service_routes(snapshot, proxy, svc, port, vss)), domains)
     _MEMO[key] = entry
     if len(_MEMO) > MEMO_MAX:
         _MEMO.popitem(last=False)
@@ -152,13 +165,16 @@ def _routes_field(routes: list[rc.Route]) -> bytes:
     return b"".join(length_delimited(_VH_ROUTES, r.SerializeToString(deterministic=True)) for r in routes)
 
 
-def _vhost(name: str, domains: list[str], routes: bytes, used: set[str],
+def _vhost(name: str, domains: list[str] | tuple[str, ...], routes: bytes, used: set[str],
            memo: dict[tuple[str, ...], bytes] | None = None) -> bytes | None:
     """A virtual host with the domains not used yet, as a RouteConfiguration.virtual_hosts field (None: no domain
-    left). `routes` are VirtualHost.routes fields."""
-    fresh = tuple(d for d in dict.fromkeys(domains) if d not in used)
-    if not fresh:
-        return None
+    left). `routes` are VirtualHost.routes fields; a tuple of `domains` must be free of duplicates."""
+    if isinstance(domains, tuple) and used.isdisjoint(domains):
+        fresh = domains  # the usual case: no earlier virtual host took any of them
+    else:
+        fresh = tuple(d for d in dict.fromkeys(domains) if d not in used)
+        if not fresh:
+            return None
     used.update(fresh)
     hit = memo.get(fresh) if memo is not None else None
     if hit is None:
@@ -191,21 +207,20 @@ def _route_config(name: str, vhosts: list[bytes]) -> Prepacked:
 
 def sidecar_routes(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Prepacked]:
     """A route config per outbound HTTP port (`9080`) and the combined `http_proxy` config, packed."""
-    suffix = snapshot.mesh.domain_suffix
     per_port: dict[int, list[bytes]] = {}
     used_per_port: dict[int, set[str]] = {}
     proxy_hosts: list[bytes] = []
     proxy_used: set[str] = set()
     for svc in visible_services(snapshot, proxy):
-        aliases = names.host_aliases(svc.hostname, svc.namespace, proxy.namespace, suffix) + list(svc.addresses)
         for port in _http_ports(svc):
-            _, routes, memo = _memo_entry(snapshot, proxy, svc, port)
+            entry = _memo_entry(snapshot, proxy, svc, port)
             vname = names.vhost_name(svc.hostname, port)
             used = used_per_port.setdefault(port, set())
-            vh = _vhost(vname, names.domains_with_port(aliases, port, plain=True), routes, used, memo)
+            port_domains, proxy_domains = entry.domains
+            vh = _vhost(vname, port_domains, entry.routes, used, entry.vhosts)
             if vh is not None:
                 per_port.setdefault(port, []).append(vh)
-            vh = _vhost(vname, names.domains_with_port(aliases, port, plain=port == 80), routes, proxy_used, memo)
+            vh = _vhost(vname, proxy_domains, entry.routes, proxy_used, entry.vhosts)
             if vh is not None:
                 proxy_hosts.append(vh)
     _non_service_hosts(snapshot, proxy, per_port, used_per_port, proxy_hosts, proxy_used)

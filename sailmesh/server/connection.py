@@ -38,6 +38,7 @@ class WatchState:
     wildcard: bool = False
     names: set[str] = field(default_factory=set)
     sent_version: str = ""
+    base_version: str = ""  # the source version the last response was stamped from
     sent_nonce: str = ""
     sent_digest: bytes = b""
     sent_at: float = 0.0
@@ -198,11 +199,13 @@ class Connection:
         return f"{self._nonce_prefix}-{self._nonce_seq}"
 
     def next_version(self, st: WatchState) -> str:
-        """The version stamped on a response: the source's snapshot version, made unique per type if reused."""
-        version = self.source.version()
-        if version == st.sent_version or version == st.nacked_version:
-            version = f"{version}.{st.sent_count + 1}"
-        return version
+        """The version stamped on a response: the source's snapshot version, the first time it is sent for this
+        type; `<version>.<n>` after that (a resend, a changed subscription), so no version repeats on a stream."""
+        base = self.source.version()
+        if base == st.base_version:
+            return f"{base}.{st.sent_count + 1}"
+        st.base_version = base
+        return base
 
     def generate(self, type_url: str) -> Generated | None:
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 
 from google.protobuf.any_pb2 import Any as AnyProto
 
@@ -58,7 +58,8 @@ def _hold(obj: object, on_death: Callable[[], None]) -> Callable[[], object]:
 class HashCache:
     """LRU caches keyed by object identity; entries hold their object (weakly when it allows) so ids stay unique."""
 
-    def __init__(self, max_entries: int = 4096, max_field_bytes: int = 64 * 2**20) -> None:
+    def __init__(self, max_entries: int = 4096, max_field_bytes: int = 64 * 2**20,
+                 max_response_bytes: int = 64 * 2**20) -> None:
         self.max_entries = max_entries
         self.max_field_bytes = max_field_bytes
         self._subsets: OrderedDict[tuple[int, frozenset[str] | None],
@@ -68,6 +69,9 @@ class HashCache:
         self._fields: OrderedDict[int, tuple[AnyProto, bytes]] = OrderedDict()
         self._field_bytes = 0
         self._bodies: OrderedDict[int, tuple[Callable[[], object], bytes | None]] = OrderedDict()
+        self._responses: OrderedDict[Hashable, bytes] = OrderedDict()
+        self._response_bytes = 0
+        self.max_response_bytes = max_response_bytes
         self.hits = 0
         self.misses = 0
 
@@ -126,6 +130,23 @@ class HashCache:
         if len(self._bodies) > self.max_entries:
             self._bodies.popitem(last=False)
         return body
+
+    def response(self, key: Hashable, build: Callable[[], bytes]) -> bytes:
+        """A whole serialized response, shared by the proxies that get it (same type, version and resources).
+
+        Recent ones only, bounded by bytes: the proxies of a scope ask for it within one push.
+        """
+        hit = self._responses.get(key)
+        if hit is not None:
+            self._responses.move_to_end(key)
+            return hit
+        data = build()
+        self._responses[key] = data
+        self._response_bytes += len(data)
+        while self._response_bytes > self.max_response_bytes and len(self._responses) > 1:
+            _, old = self._responses.popitem(last=False)
+            self._response_bytes -= len(old)
+        return data
 
     def _field(self, anyp: AnyProto) -> bytes:
         key = id(anyp)

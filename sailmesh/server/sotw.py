@@ -83,11 +83,13 @@ class SotwConnection(Connection):
         if not force and digest == st.sent_digest:
             return False  # byte-identical to what the proxy has
         version = self.next_version(st)
-        nonce = self.next_nonce()
-        async with self.budget.hold(sum(map(len, bodies))):
-            # A serialized DiscoveryResponse: the parts' bytes are shared by every proxy that gets the same set.
-            response = b"".join((length_delimited(1, version.encode()), *bodies,
-                                 length_delimited(4, st.type_url.encode()), length_delimited(5, nonce.encode())))
+        # Versions never repeat on a stream (next_version), so neither do these nonces; and proxies given the same
+        # resources at the same version get the same response bytes: built once, not copied per proxy.
+        nonce = f"{version}-{digest[:6].hex()}"
+        response = self.hashes.response((st.type_url, version, digest), lambda: b"".join((
+            length_delimited(1, version.encode()), *bodies,
+            length_delimited(4, st.type_url.encode()), length_delimited(5, nonce.encode()))))
+        async with self.budget.hold(len(response)):
             st.sent_digest = digest
             self.mark_sent(st, version, nonce, count, started)
             try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal
 
 from sailmesh.api.resource import Resource
@@ -57,7 +58,7 @@ class ProxyView:
     service_account: str = "default"
     app_ports: Mapping[int, int] = field(default_factory=dict)  # containerPort -> app port
 
-    @property
+    @cached_property
     def scope_key(self) -> tuple[object, ...]:
-        """Proxies with equal scope keys get identical outbound config (cache key part)."""
+        """Proxies with equal scope keys get identical outbound config (cache key part); computed once."""
         return (self.type, self.namespace, tuple(sorted(self.labels.items())))

@@ -163,7 +163,7 @@ def test_route_memo_reuses_unchanged_services_and_stays_exact_across_snapshots()
     svc = services["reviews.default.svc.cluster.local"]
     a = routes._memo_entry(s1, pp, svc, 9080)
     b = routes._memo_entry(s2, pp, svc, 9080)
-    assert a[1] is b[1]
+    assert a.routes is b.routes
     rc = route_pb2.RouteConfiguration()
     got2[details.id]["http_proxy"].Unpack(rc)
     ratings = next(v for v in rc.virtual_hosts if v.name.startswith("ratings."))
@@ -272,3 +272,45 @@ def test_a_snapshot_index_does_not_outlive_its_snapshot() -> None:
     del s
     gc.collect()
     assert alive() is None
+
+
+def test_proxies_of_a_scope_get_one_shared_response_and_nonces_never_repeat_on_a_stream() -> None:
+    """A response was joined per proxy (a copy of every resource's bytes each); proxies that get the same
+    resources at the same version now share one, so its nonce is derived from the version and the resources,
+    and versions are made unique per stream (a resend at the same snapshot gets `<version>.<n>`)."""
+    import asyncio
+
+    from envoy.config.core.v3 import base_pb2
+    from envoy.service.discovery.v3 import discovery_pb2
+
+    from sailmesh.controlplane.source import MeshSource
+    from sailmesh.server.hashing import HashCache
+    from sailmesh.server.metrics import XdsMetrics
+    from sailmesh.server.sotw import SotwConnection
+
+    source = MeshSource(bookinfo())
+    hashes = HashCache()
+    sent: dict[str, list[bytes]] = {}
+
+    def connection(name: str, ip: str) -> SotwConnection:
+        p = sidecar(name, ip, app="reviews", version=name.split("-")[1])
+        return SotwConnection(p.id, base_pb2.Node(id=p.id), p, source, XdsMetrics(), hashes)
+
+    async def main() -> list[SotwConnection]:
+        conns = [connection("reviews-v1-0", "127.0.1.3"), connection("reviews-v2-0", "127.0.1.4")]
+        for c in conns:
+            async def send(response: object, c: SotwConnection = c) -> None:
+                assert isinstance(response, bytes)
+                sent.setdefault(c.conn_id, []).append(response)
+            await c.handle_request(discovery_pb2.DiscoveryRequest(type_url=ROUTE, resource_names=["9080"]), send)
+            await c.respond(c.types[ROUTE], send, force=True, started=None)  # a resend at the same snapshot
+        return conns
+
+    a, b = asyncio.run(main())
+    first_a, again_a = sent[a.conn_id]
+    first_b, again_b = sent[b.conn_id]
+    assert first_a is first_b and again_a is again_b  # the same bytes objects, not equal copies
+    r1, r2 = (discovery_pb2.DiscoveryResponse.FromString(x) for x in (first_a, again_a))
+    assert (r1.version_info, r2.version_info) == ("1", "1.2")
+    assert r1.nonce != r2.nonce and r1.resources == r2.resources
+    assert a.types[ROUTE].sent_nonce == r2.nonce
