@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 
@@ -23,6 +24,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
+# The control plane keeps hundreds of thousands of long-lived objects (config, services, generated resources) and
+# allocates many short-lived containers per push; with CPython's default collection thresholds (700, 10, 10) the
+# cyclic GC took ~40% of the event loop's time during pushes at 1,000 services / 500 proxies (py-spy --native).
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def tune_gc() -> None:
+    """Move what start-up loaded out of the collector's way and collect young objects less often.
+
+    Reference counting still frees everything that is not in a cycle at once; only cycles wait longer.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 async def _serve(cp: ControlPlane) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -33,6 +50,7 @@ async def _serve(cp: ControlPlane) -> int:
     except (SailmeshError, OSError) as e:
         await cp.stop()
         return fail(f"control plane failed to start: {e}")
+    tune_gc()
     await stop.wait()
     await cp.stop()
     return 0

@@ -336,7 +336,17 @@ class SnapshotIndex:
                 out.append(vs)
         return out
 
+    def _same_rules_as_previous(self) -> SnapshotIndex | None:
+        """The previous snapshot's index if DestinationRule lookups give the same answers here."""
+        prev = self._previous() if self._previous is not None else None
+        if prev is not None and prev.snapshot.of_kind("DestinationRule") is self.snapshot.of_kind("DestinationRule") \
+                and prev.snapshot.services is self.snapshot.services and prev.snapshot.mesh == self.snapshot.mesh:
+            return prev
+        return None
+
     def _rules_by_ns(self) -> dict[str, list[tuple[str, Resource]]]:
+        if self._rules is None and (prev := self._same_rules_as_previous()) is not None:
+            self._rules, self._dr = prev._rules_by_ns(), prev._dr  # shared: both snapshots give the same answers
         if self._rules is None:
             suffix = self.snapshot.mesh.domain_suffix
             self._rules = {}
@@ -346,10 +356,10 @@ class SnapshotIndex:
         return self._rules
 
     def destination_rule(self, proxy_ns: str, service: Service) -> Resource | None:
+        rules = self._rules_by_ns()
         key = (proxy_ns, service.hostname)
         if key in self._dr:
             return self._dr[key]
-        rules = self._rules_by_ns()
         found: Resource | None = None
         for ns in (proxy_ns, service.namespace, self.snapshot.mesh.root_namespace):
             best: tuple[int, Resource] | None = None

@@ -180,7 +180,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     async def _read(request_iterator: AsyncIterator[Message], conn: Connection) -> None:
         try:
             async for request in request_iterator:
-                conn.enqueue_request(request)
+                conn.receive(request)
         except (grpc.RpcError, asyncio.InvalidStateError) as e:
             log.debug("stream %s ended: %s", conn.conn_id, e)
         finally:

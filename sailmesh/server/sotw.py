@@ -38,6 +38,19 @@ class SotwConnection(Connection):
 
     delta = False
 
+    def try_ack(self, request: Message) -> bool:
+        assert isinstance(request, discovery_pb2.DiscoveryRequest)
+        st = self.types.get(request.type_url)
+        if st is None or not request.response_nonce or request.response_nonce != st.sent_nonce \
+                or request.HasField("error_detail"):
+            return False
+        names = list(request.resource_names)
+        wildcard = _is_wildcard(st.type_url, names)
+        if wildcard != st.wildcard or (not wildcard and _subscribed(names) != st.names):
+            return False  # the subscription changed: the loop answers
+        self.on_ack(st, request.version_info, request.response_nonce)
+        return True
+
     async def handle_request(self, request: Message, send: Send) -> None:
         assert isinstance(request, discovery_pb2.DiscoveryRequest)
         type_url = request.type_url
