@@ -1,0 +1,69 @@
+"""A connection's request intake: plain ACKs are recorded by the reader, anything else goes through the loop."""
+
+from __future__ import annotations
+
+import asyncio
+
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import discovery_pb2
+
+from sailmesh.server.connection import Wakeup
+from sailmesh.server.metrics import XdsMetrics
+from sailmesh.server.sotw import SotwConnection
+from sailmesh.server.source import CLUSTER, ENDPOINT
+from sailmesh.server.static_source import StaticSource
+
+
+async def _subscribed() -> tuple[SotwConnection, list[bytes]]:
+    source = StaticSource()
+    conn = SotwConnection("p-1", base_pb2.Node(id="p"), source.proxy_connected(base_pb2.Node(id="p")), source,
+                          XdsMetrics())
+    sent: list[bytes] = []
+
+    async def send(response: object) -> None:
+        assert isinstance(response, bytes)
+        sent.append(response)
+
+    await conn.handle_request(discovery_pb2.DiscoveryRequest(type_url=ENDPOINT, resource_names=["a"]), send)
+    return conn, sent
+
+
+async def test_a_plain_ack_is_recorded_without_waking_the_loop() -> None:
+    conn, sent = await _subscribed()
+    st = conn.types[ENDPOINT]
+    response = discovery_pb2.DiscoveryResponse.FromString(sent[0])
+    conn.receive(discovery_pb2.DiscoveryRequest(type_url=ENDPOINT, resource_names=["a"],
+                                                version_info=response.version_info,
+                                                response_nonce=response.nonce))
+    assert not conn._requests and st.acked_nonce == response.nonce and st.acked_version == st.sent_version
+
+
+async def test_a_changed_subscription_a_nack_or_a_stale_nonce_go_through_the_loop() -> None:
+    conn, sent = await _subscribed()
+    nonce = discovery_pb2.DiscoveryResponse.FromString(sent[0]).nonce
+    for request in (
+        discovery_pb2.DiscoveryRequest(type_url=ENDPOINT, resource_names=["a", "b"], response_nonce=nonce),
+        discovery_pb2.DiscoveryRequest(type_url=ENDPOINT, resource_names=["a"], response_nonce=nonce,
+                                       error_detail={"message": "bad"}),
+        discovery_pb2.DiscoveryRequest(type_url=ENDPOINT, resource_names=["a"], response_nonce="old"),
+        discovery_pb2.DiscoveryRequest(type_url=CLUSTER),  # a new type
+    ):
+        conn.receive(request)
+    assert len(conn._requests) == 4 and not conn.types[ENDPOINT].acked_nonce
+
+
+async def test_wakeup_wakes_its_waiter_and_stays_set_until_cleared() -> None:
+    wake = Wakeup()
+    waiter = asyncio.create_task(wake.wait())
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    wake.set()
+    await asyncio.wait_for(waiter, 1)
+    await asyncio.wait_for(wake.wait(), 1)  # still set
+    wake.clear()
+    late = asyncio.create_task(wake.wait())
+    await asyncio.sleep(0)
+    assert not late.done()
+    late.cancel()
+    await asyncio.gather(late, return_exceptions=True)
+    assert wake._fut is None
