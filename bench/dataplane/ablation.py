@@ -23,6 +23,7 @@ from typing import Any
 
 from bench.dataplane import loadgen, mesh_config, procstat, sidecar_static
 from bench.dataplane.mesh import mesh_pair_factory
+from bench.dataplane.mesh_config import Features
 from bench.dataplane.setups import ROOT, Backend, SetupContext, start_backend
 from bench.static_envoy import EnvoyProcess, die_with_parent, envoy_binary, start_static_pair
 from sailmesh.testing.waiting import wait_for
@@ -41,13 +42,13 @@ class Captured:
     server: dict[str, Any]
 
 
-def capture(workdir: pathlib.Path, concurrency: int) -> Captured:
-    """Run set-up (3), dump both sidecars' config with endpoints, stop it."""
-    factory = mesh_pair_factory("default")
+def capture(workdir: pathlib.Path, concurrency: int, features: Features = "default") -> Captured:
+    """Run set-up (3) (or (4) for "demo"), dump both sidecars' config with endpoints, stop it."""
+    factory = mesh_pair_factory(features)
     assert factory is not None
     handle = factory(Backend("127.0.0.1", 1, os.getpid()), SetupContext(workdir, concurrency))
     try:
-        state = json.loads((workdir / "mesh-default" / "state" / "mesh.json").read_text())
+        state = json.loads((workdir / f"mesh-{features}" / "state" / "mesh.json").read_text())
         ips = {p["name"]: p["address"] for p in state["processes"]}
         client_ip = ips[f"{mesh_config.CLIENT}-0.default.sidecar"]
         server_ip = ips[f"{mesh_config.SERVER}-0.default.sidecar"]
@@ -100,17 +101,19 @@ def measure(url: str, host: str | None, pids: list[int], rate: float, conns: int
     return {"cpu_us_per_req": cpu / r.requests * 1e6, **{f"{k}_ms": v for k, v in r.percentiles_ms.items()}}
 
 
-def run(duration: float, rounds: int, rate: float, conns: int, concurrency: int, warmup: float) -> dict[str, Any]:
+def run(duration: float, rounds: int, rate: float, conns: int, concurrency: int, warmup: float,
+        features: Features = "default") -> dict[str, Any]:
     """All variants, interleaved rounds; returns per-variant medians (and every round's sample)."""
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="sailmesh-ablation-"))
-    cap = capture(workdir, concurrency)
+    cap = capture(workdir, concurrency, features)
+    variants = sidecar_static.DEMO_VARIANTS if features == "demo" else sidecar_static.VARIANTS
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     local_proc, local_backend = start_backend()  # for the minimal static pair (same code as the mesh's backend)
     backend = subprocess.Popen([sys.executable, "-m", "bench.backend", "--host", cap.server_ip, "--port",
                                 str(cap.app_port)], stdout=subprocess.DEVNULL, env=env, cwd=ROOT,
                                preexec_fn=die_with_parent)
-    clients = sidecar_static.variant_configs(sidecar_static.to_static(cap.client))
-    servers = sidecar_static.variant_configs(sidecar_static.to_static(cap.server))
+    clients = sidecar_static.variant_configs(sidecar_static.to_static(cap.client), variants)
+    servers = sidecar_static.variant_configs(sidecar_static.to_static(cap.server), variants)
     names = [n for n, _ in clients] + ["minimal static pair (set-up 2)"]
     samples: dict[str, list[dict[str, float]]] = {n: [] for n in names}
     url = f"http://{cap.client_ip}:15001/"
@@ -157,9 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--connections", type=int, default=16)
     p.add_argument("--envoy-concurrency", type=int, default=1)
     p.add_argument("--warmup", type=float, default=2.0)
+    p.add_argument("--features", choices=["default", "demo"], default="default",
+                   help="strip the sidecar features of set-up (3), or what set-up (4)'s demo policy adds")
     p.add_argument("--json", type=pathlib.Path)
     a = p.parse_args(argv)
-    res = run(a.duration, a.rounds, a.rate, a.connections, a.envoy_concurrency, a.warmup)
+    res = run(a.duration, a.rounds, a.rate, a.connections, a.envoy_concurrency, a.warmup, a.features)
     print(f"{'variant (cumulative)':48} {'CPU µs/req':>10} {'p50':>7} {'p90':>7} {'p99':>7}")
     for name, r in res.items():
         print(f"{name:48} {r['cpu_us_per_req']:10.1f} {r['p50_ms']:7.3f} {r['p90_ms']:7.3f} {r['p99_ms']:7.3f}")

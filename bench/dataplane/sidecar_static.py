@@ -147,10 +147,43 @@ VARIANTS: list[tuple[str, Callable[[Config], None] | None]] = [
 ]
 
 
-def variant_configs(base: Config) -> list[tuple[str, Config]]:
-    """The cumulative variants of one static copy."""
+def drop_per_try_timeout(cfg: Config) -> None:
+    """Retries without a per-try timeout (the demo's perTryTimeout: 2s)."""
+    for _, r in _all_routes(cfg):
+        r.get("route", {}).get("retry_policy", {}).pop("per_try_timeout", None)
+
+
+def drop_route_timeout(cfg: Config) -> None:
+    """No request timeout (the demo's timeout: 10s; Istio's default is none, `0s`)."""
+    for _, r in _all_routes(cfg):
+        if "route" in r:
+            r["route"]["timeout"] = "0s"
+
+
+def drop_pool_limits(cfg: Config) -> None:
+    """Clusters without the DestinationRule's connection-pool limits (thresholds, per-connection request cap)."""
+    for c in cfg["static_resources"]["clusters"]:
+        c.pop("circuit_breakers", None)
+        c.pop("max_requests_per_connection", None)
+        for opts in c.get("typed_extension_protocol_options", {}).values():
+            opts.get("common_http_protocol_options", {}).pop("max_requests_per_connection", None)
+
+
+# Set-up (4)'s extras over (3), cumulative: what the demo's VirtualService and DestinationRule add per request.
+DEMO_VARIANTS: list[tuple[str, Callable[[Config], None] | None]] = [
+    ("demo sidecar config (static copy)", None),
+    ("- perTryTimeout", drop_per_try_timeout),
+    ("- route timeout", drop_route_timeout),
+    ("- retry policy + attempt-count header", drop_retries),
+    ("- connection-pool limits", drop_pool_limits),
+]
+
+
+def variant_configs(base: Config, variants: list[tuple[str, Callable[[Config], None] | None]] | None = None
+                    ) -> list[tuple[str, Config]]:
+    """The cumulative variants of one static copy (VARIANTS unless given)."""
     out, cur = [], copy.deepcopy(base)
-    for name, change in VARIANTS:
+    for name, change in variants or VARIANTS:
         if change is not None:
             cur = copy.deepcopy(cur)
             change(cur)

@@ -66,3 +66,16 @@ def test_smoke_cli_measures_pushes_convergence_and_memory(tmp_path) -> None:
     text = p.stdout
     assert "CA not implemented yet" in text and "target: convergence p99" in text
     assert elapsed < 60, f"--smoke took {elapsed:.0f} s"
+
+
+def test_grpc_floor_measures_push_and_acks_on_bare_grpc(tmp_path) -> None:
+    """The floor benchmark (no sailmesh code in the push path) runs and reports every round."""
+    out = tmp_path / "floor.json"
+    p = subprocess.run([sys.executable, "-m", "bench.controlplane.grpc_floor", "--streams", "20", "--size", "1000",
+                        "--rounds", "3", "--json", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    assert p.returncode == 0, p.stdout + p.stderr
+    doc = json.loads(out.read_text())
+    assert doc["streams"] == 20 and len(doc["rounds"]) == 3
+    assert all(r["wall_ms"] > 0 and r["server_cpu_ms"] >= 0 for r in doc["rounds"])
+    assert "push + all ACKs" in p.stdout

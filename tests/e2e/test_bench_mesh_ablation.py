@@ -27,8 +27,10 @@ def _get(url: str, host: str) -> tuple[int, bytes]:
         return r.status, r.read()
 
 
-def test_static_copies_of_the_sidecar_pair_serve_through_both(tmp_path: Path) -> None:
-    cap = ablation.capture(tmp_path, 1)
+@pytest.mark.parametrize("features", ["default", "demo"])
+def test_static_copies_of_the_sidecar_pair_serve_through_both(tmp_path: Path, features: mesh_config.Features) -> None:
+    variants = sidecar_static.DEMO_VARIANTS if features == "demo" else sidecar_static.VARIANTS
+    cap = ablation.capture(tmp_path, 1, features)
     client, server = sidecar_static.to_static(cap.client), sidecar_static.to_static(cap.server)
     assert "dynamic_resources" not in client
     assert all(c.get("type") != "EDS" and c["name"] != "xds-grpc" for c in client["static_resources"]["clusters"])
@@ -38,8 +40,9 @@ def test_static_copies_of_the_sidecar_pair_serve_through_both(tmp_path: Path) ->
     try:
         wait_for(lambda: NO_PROXY.open(f"http://{cap.server_ip}:{cap.app_port}/", timeout=1).status == 200,
                  timeout=15, what="backend")
-        clients, servers = sidecar_static.variant_configs(client), sidecar_static.variant_configs(server)
-        assert len(clients) == len(sidecar_static.VARIANTS)
+        clients = sidecar_static.variant_configs(client, variants)
+        servers = sidecar_static.variant_configs(server, variants)
+        assert len(clients) == len(variants)
         # the first (full sidecar config) and the last (everything stripped) variants both route
         for i in (0, len(clients) - 1):
             srv = ablation.start_copy(servers[i][1], cap.server_ip, tmp_path, f"server-{i}", 1)
@@ -55,7 +58,15 @@ def test_static_copies_of_the_sidecar_pair_serve_through_both(tmp_path: Path) ->
     finally:
         backend.terminate()
         backend.wait(5)
-    last = clients[-1][1]
+    first, last = clients[0][1], clients[-1][1]
+    if features == "demo":
+        # the demo's policy is in the copy (retries with a per-try timeout, pool limits) and gone at the end
+        actions = [r["route"] for _, r in sidecar_static._all_routes(first) if "route" in r]
+        assert any(a.get("retry_policy", {}).get("per_try_timeout") == "2s" and a.get("timeout") == "10s"
+                   for a in actions)
+        assert not any("retry_policy" in r.get("route", {}) for _, r in sidecar_static._all_routes(last))
+        assert not any("circuit_breakers" in c for c in last["static_resources"]["clusters"])
+        return
     hcm = next(sidecar_static.hcms(last["static_resources"]["listeners"][-1]))
     assert [f["name"] for f in hcm["http_filters"]] == [sidecar_static.ROUTER]
     assert "stats_config" not in last and "overload_manager" not in last
