@@ -55,11 +55,18 @@ def _hold(obj: object, on_death: Callable[[], None]) -> Callable[[], object]:
         return _Held(obj)
 
 
+class _Subset(dict):  # type: ignore[type-arg]
+    """The resources of a mapping a proxy subscribed to by name; weakly referenceable, so the encoded-body
+    cache lets go of it when the subset cache does (a plain dict was held until 4,096 newer ones came)."""
+
+    __slots__ = ("__weakref__",)
+
+
 class HashCache:
     """LRU caches keyed by object identity; entries hold their object (weakly when it allows) so ids stay unique."""
 
     def __init__(self, max_entries: int = 4096, max_field_bytes: int = 64 * 2**20,
-                 max_response_bytes: int = 64 * 2**20) -> None:
+                 max_response_bytes: int = 64 * 2**20, max_body_bytes: int = 256 * 2**20) -> None:
         self.max_entries = max_entries
         self.max_field_bytes = max_field_bytes
         self._subsets: OrderedDict[tuple[int, frozenset[str] | None],
@@ -69,6 +76,8 @@ class HashCache:
         self._fields: OrderedDict[int, tuple[AnyProto, bytes]] = OrderedDict()
         self._field_bytes = 0
         self._bodies: OrderedDict[int, tuple[Callable[[], object], bytes | None]] = OrderedDict()
+        self._body_bytes = 0
+        self.max_body_bytes = max_body_bytes
         self._responses: OrderedDict[Hashable, bytes] = OrderedDict()
         self._response_bytes = 0
         self.max_response_bytes = max_response_bytes
@@ -86,7 +95,7 @@ class HashCache:
             self._subsets.move_to_end(key)
             return (resources if hit[1] is None else hit[1]), hit[2]
         self.misses += 1
-        chosen = resources if names is None else {n: resources[n] for n in names if n in resources}
+        chosen = resources if names is None else _Subset((n, resources[n]) for n in names if n in resources)
         digest = digest_resources(chosen)
         # the whole mapping is not stored again as the subset (that would keep it alive)
         self._subsets[key] = (_hold(resources, lambda: self._subsets.pop(key, None)),
@@ -122,14 +131,25 @@ class HashCache:
             self._bodies.move_to_end(key)
             if hit[1] is not None:
                 return hit[1]
+        if hit is not None and not seen:
+            self._drop_body(key)
+            hit = None
         body = b"".join(self._field(resources[n]) for n in sorted(resources))
         # Keep the bytes from the second use on: a mapping only one proxy gets (its clusters with its inbound
         # ones) is sent once per change anyway, and caching its megabytes per proxy would cost more than it saves.
-        holder = hit[0] if seen and hit is not None else _hold(resources, lambda: self._bodies.pop(key, None))
+        holder = hit[0] if seen and hit is not None else _hold(resources, lambda: self._drop_body(key))
+        if seen:
+            self._body_bytes += len(body)
         self._bodies[key] = (holder, body if seen else None)
-        if len(self._bodies) > self.max_entries:
-            self._bodies.popitem(last=False)
+        while len(self._bodies) > 1 and (len(self._bodies) > self.max_entries
+                                         or self._body_bytes > self.max_body_bytes):
+            self._drop_body(next(iter(self._bodies)))
         return body
+
+    def _drop_body(self, key: int) -> None:
+        entry = self._bodies.pop(key, None)
+        if entry is not None and entry[1] is not None:
+            self._body_bytes -= len(entry[1])
 
     def response(self, key: Hashable, build: Callable[[], bytes]) -> bytes:
         """A whole serialized response, shared by the proxies that get it (same type, version and resources).

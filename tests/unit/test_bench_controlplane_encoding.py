@@ -78,3 +78,27 @@ def test_equal_subscriptions_share_one_frozenset() -> None:
     assert a is b and "*" not in a and len(a) == 100
     assert _subscribed(a) is a
     assert _subscribed(["x"]) is not a
+
+
+def test_bodies_of_subsets_go_with_their_mapping_and_are_bounded_by_bytes() -> None:
+    """RSS grew ~35 MB per change without Sidecar scoping: the encoded bodies of name subsets (EDS, RDS) were
+    plain dicts, held strongly until 4,096 newer bodies came, whatever their size."""
+    import gc
+
+    from sailmesh.generate.cache import Resources
+
+    hashes = HashCache(max_body_bytes=10_000)
+    m = Resources({f"c{i}": _any(f"c{i}", i) for i in range(20)})
+    names = frozenset({"c1", "c2"})
+    for _ in range(2):  # cached from the second use on
+        chosen, _ = hashes.subset(m, names)
+        hashes.encoded(chosen)
+    assert len(hashes._bodies) == 1 and hashes._body_bytes > 0
+    del m, chosen
+    gc.collect()
+    assert not hashes._subsets and not hashes._bodies and hashes._body_bytes == 0
+    big = [Resources({f"c{i}": _any("x" * 3000, i)}) for i in range(10)]
+    for mapping in big:
+        hashes.encoded(mapping)
+        hashes.encoded(mapping)
+    assert 0 < hashes._body_bytes <= 10_000 and len(hashes._bodies) < 10
