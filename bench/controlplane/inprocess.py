@@ -1,0 +1,118 @@
+"""`python -m bench.controlplane.inprocess`: the control plane's own share of a push, without gRPC.
+
+Builds the benchmark's synthetic mesh, connects N SotW connections to a MeshSource in this process (the
+ADS server's connection classes, sending into a list instead of a gRPC stream), subscribes them like
+Envoy, then applies VirtualService changes and times the snapshot build and the responses to every proxy.
+What this leaves out of a real push (gRPC, the event loop's scheduling, reading the ACKs) is the rest of
+the convergence time; `--profile` prints cProfile's top functions for the changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import json
+import pstats
+import statistics
+import tempfile
+import time
+from typing import Any
+
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import discovery_pb2
+
+from bench.controlplane.mesh import SHARED_SERVICES, make_mesh
+from sailmesh.api.parse import resource_from_dict
+from sailmesh.api.resource import Source
+from sailmesh.controlplane.source import MeshSource
+from sailmesh.generate.cache import ChangeSet
+from sailmesh.platform import workload_file
+from sailmesh.registry.workloads import LocalRegistry
+from sailmesh.server.hashing import HashCache
+from sailmesh.server.metrics import XdsMetrics
+from sailmesh.server.sotw import SotwConnection
+from sailmesh.server.source import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from sailmesh.snapshot.build import Changes, build
+from sailmesh.store.files import FileStore
+from sailmesh.store.layered import LayeredStore
+from sailmesh.store.memory import MemoryStore
+
+
+async def run(services: int, proxies: int, scoping: bool, changes: int, profile: bool) -> dict[str, Any]:
+    mesh = make_mesh(tempfile.mkdtemp(prefix="sailmesh-inprocess-"), services, scoping)
+    files = FileStore(mesh.config_dir, lambda _r: [])
+    await files.start()
+    memory = MemoryStore(lambda _r: [])
+    store = LayeredStore([files, memory])
+    registry = LocalRegistry()
+    for w in workload_file.read(mesh.workload_file):
+        registry.register(w)
+    snapshot = build(None, store, registry, Changes.everything())
+    source = MeshSource(snapshot)
+    metrics, hashes = XdsMetrics(), HashCache()
+    sent: list[int] = []
+
+    async def send(response: object) -> None:
+        sent.append(len(response) if isinstance(response, bytes) else 0)
+
+    conns = []
+    t0 = time.perf_counter()
+    for spec in mesh.proxies(proxies):
+        node = base_pb2.Node(id=spec.node_id)
+        node.metadata.update(spec.metadata)
+        conn = SotwConnection(spec.node_id, node, source.proxy_connected(node), source, metrics, hashes)
+        for type_url in (CLUSTER, LISTENER, ENDPOINT, ROUTE):  # Envoy's order; EDS/RDS by the names it needs
+            names = [] if type_url in (CLUSTER, LISTENER) else list(source.generate(conn.handle, type_url).resources)
+            await conn.handle_request(discovery_pb2.DiscoveryRequest(type_url=type_url, resource_names=names), send)
+        conns.append(conn)
+    first_push = time.perf_counter() - t0
+    profiler = cProfile.Profile() if profile else None
+    samples = []
+    for k in range(changes):
+        doc = mesh.virtual_service_doc(k % min(SHARED_SERVICES, services), change=k + 1)
+        t0 = time.perf_counter()
+        if profiler:
+            profiler.enable()
+        resource = resource_from_dict(doc, Source("bench", 0))
+        memory.commit([resource], [])
+        snapshot = build(snapshot, store, registry, Changes(frozenset({resource.key})))
+        source.update(snapshot, ChangeSet(kinds=frozenset({"VirtualService"})))
+        t1 = time.perf_counter()
+        responses = 0
+        for conn in conns:
+            responses += await conn.respond(conn.types[ROUTE], send, force=False, started=None)
+        if profiler:
+            profiler.disable()
+        samples.append({"build_ms": (t1 - t0) * 1e3, "responses_ms": (time.perf_counter() - t1) * 1e3,
+                        "responses": responses})
+    await files.close()
+    if profiler:
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
+    return {"services": services, "proxies": proxies, "sidecar_scoping": scoping,
+            "first_push_s": first_push, "changes": samples,
+            "median_build_ms": statistics.median(s["build_ms"] for s in samples),
+            "median_responses_ms": statistics.median(s["responses_ms"] for s in samples)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.controlplane.inprocess", description=__doc__)
+    p.add_argument("--services", type=int, default=1000)
+    p.add_argument("--proxies", type=int, default=500)
+    p.add_argument("--sidecar-scoping", choices=["on", "off"], default="on")
+    p.add_argument("--changes", type=int, default=10)
+    p.add_argument("--profile", action="store_true", help="cProfile the changes (slows them down)")
+    p.add_argument("--json", help="where to write the result document")
+    a = p.parse_args(argv)
+    res = asyncio.run(run(a.services, a.proxies, a.sidecar_scoping == "on", a.changes, a.profile))
+    print(f"in-process, {a.services} services / {a.proxies} proxies, Sidecar scoping {a.sidecar_scoping}: "
+          f"VirtualService change: snapshot build {res['median_build_ms']:.1f} ms, responses to every proxy "
+          f"{res['median_responses_ms']:.1f} ms (medians of {a.changes}); first push {res['first_push_s']:.2f} s")
+    if a.json:
+        with open(a.json, "w", encoding="utf-8") as fh:
+            json.dump(res, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
