@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing
 import os
+import pathlib
 import statistics
 import sys
 import time
@@ -22,7 +22,8 @@ from typing import Any
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
-from sailmesh.server.ads import _OPTIONS
+from bench.jsonout import to_json
+from sailmesh.server.ads import SERVER_OPTIONS
 
 SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 
@@ -56,7 +57,7 @@ class _Floor:
 
 async def _serve(streams: int, size: int, rounds: int, workers: int) -> dict[str, Any]:
     floor = _Floor()
-    server = grpc.aio.server(options=_OPTIONS)
+    server = grpc.aio.server(options=SERVER_OPTIONS)
     handler = grpc.stream_stream_rpc_method_handler(
         floor.handler, request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
         response_serializer=lambda b: b)
@@ -138,8 +139,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{res['median_wall_ms']:.1f} ms wall, {res['median_server_cpu_ms']:.1f} ms server CPU "
           f"({res['median_server_cpu_ms'] / a.streams * 1e3:.0f} µs per stream)")
     if a.json:
-        with open(a.json, "w", encoding="utf-8") as fh:
-            json.dump(res, fh, indent=2)
+        pathlib.Path(a.json).write_text(to_json(res) + "\n")
     return 0
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
-import json
+import pathlib
 import pstats
 import statistics
 import tempfile
@@ -23,6 +23,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
 from bench.controlplane.mesh import SHARED_SERVICES, make_mesh
+from bench.jsonout import to_json
 from sailmesh.api.parse import resource_from_dict
 from sailmesh.api.resource import Source
 from sailmesh.controlplane.source import MeshSource
@@ -109,8 +110,7 @@ def main(argv: list[str] | None = None) -> int:
           f"VirtualService change: snapshot build {res['median_build_ms']:.1f} ms, responses to every proxy "
           f"{res['median_responses_ms']:.1f} ms (medians of {a.changes}); first push {res['first_push_s']:.2f} s")
     if a.json:
-        with open(a.json, "w", encoding="utf-8") as fh:
-            json.dump(res, fh, indent=2)
+        pathlib.Path(a.json).write_text(to_json(res) + "\n")
     return 0
 
 

@@ -33,7 +33,7 @@ MAX_PENDING_CALLS = 100_000
 MAX_UNREQUESTED_S = 300
 
 # Generous message limits: a proxy in a large mesh gets many megabytes of clusters.
-_OPTIONS = [
+SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
     ("grpc.keepalive_time_ms", 30_000),
@@ -85,7 +85,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         """Start listening (loopback by default, plaintext unless credentials are given); returns the bound port."""
         if self._server is not None:
             raise XdsError("the ADS server is already serving")
-        server = grpc.aio.server(options=_OPTIONS)
+        server = grpc.aio.server(options=SERVER_OPTIONS)
         _register(self, server)
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
