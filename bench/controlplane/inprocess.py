@@ -24,20 +24,21 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from bench.controlplane.mesh import SHARED_SERVICES, make_mesh
 from bench.jsonout import to_json
+from sailmesh.api.change import Change
 from sailmesh.api.parse import resource_from_dict
 from sailmesh.api.resource import Source
 from sailmesh.controlplane.source import MeshSource
-from sailmesh.generate.cache import ChangeSet
+from sailmesh.generate.affect import push_request
 from sailmesh.platform import workload_file
 from sailmesh.registry.workloads import LocalRegistry
 from sailmesh.server.hashing import HashCache
 from sailmesh.server.metrics import XdsMetrics
 from sailmesh.server.sotw import SotwConnection
-from sailmesh.server.source import CLUSTER, ENDPOINT, LISTENER, ROUTE
-from sailmesh.snapshot.build import Changes, build
+from sailmesh.snapshot.build import build
 from sailmesh.store.files import FileStore
 from sailmesh.store.layered import LayeredStore
 from sailmesh.store.memory import MemoryStore
+from sailmesh.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
 
 async def run(services: int, proxies: int, scoping: bool, changes: int, profile: bool) -> dict[str, Any]:
@@ -49,7 +50,7 @@ async def run(services: int, proxies: int, scoping: bool, changes: int, profile:
     registry = LocalRegistry()
     for w in workload_file.read(mesh.workload_file):
         registry.register(w)
-    snapshot = build(None, store, registry, Changes.everything())
+    snapshot = build(None, store, registry, Change.everything())
     source = MeshSource(snapshot)
     metrics, hashes = XdsMetrics(), HashCache()
     sent: list[int] = []
@@ -77,8 +78,9 @@ async def run(services: int, proxies: int, scoping: bool, changes: int, profile:
             profiler.enable()
         resource = resource_from_dict(doc, Source("bench", 0))
         memory.commit([resource], [])
-        snapshot = build(snapshot, store, registry, Changes(frozenset({resource.key})))
-        source.update(snapshot, ChangeSet(kinds=frozenset({"VirtualService"})))
+        change = Change.of(resource.key)
+        previous, snapshot = snapshot, build(snapshot, store, registry, change)
+        source.update(snapshot, push_request(change, previous, snapshot))
         t1 = time.perf_counter()
         responses = 0
         for conn in conns:

@@ -14,6 +14,8 @@ COLUMNS = ("CDS", "LDS", "EDS", "RDS")
 
 def status_word(t: dict[str, object] | None) -> str:
     """Istio's words: SYNCED when the last sent version is ACKed, STALE when not (yet), NOT SENT."""
+    if t and t.get("error"):
+        return "STALE (ERROR)"
     if not t or not t.get("sent"):
         return "NOT SENT"
     if t.get("nack"):
@@ -48,4 +50,8 @@ def run(args: argparse.Namespace) -> int:
     widths = [max(len(str(r[i])) for r in table) for i in range(len(table[0]))]
     for r in table:
         print("   ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    for p in rows:  # why a proxy keeps old config: the control plane could not generate the current one
+        for short, t in sorted(p.get("types", {}).items()):
+            if t.get("error"):
+                print(f"{p.get('name') or p.get('proxy', '')} {short}: {t['error']}")
     return 0

@@ -15,25 +15,26 @@ import watchfiles
 from aiohttp import web
 from google.protobuf import json_format
 
+from sailmesh.api.change import Change
 from sailmesh.api.parse import resource_from_dict
 from sailmesh.api.resource import Resource, Source
 from sailmesh.api.validate import errors_only, validate
 from sailmesh.controlplane.debounce import Debouncer
 from sailmesh.controlplane.http_api import make_app
 from sailmesh.controlplane.source import MeshSource
-from sailmesh.errors import ParseError, RegistryError, SailmeshError, ValidationError
-from sailmesh.generate.cache import ChangeSet
+from sailmesh.errors import GenerationError, ParseError, RegistryError, SailmeshError, ValidationError
+from sailmesh.generate.affect import push_request
 from sailmesh.platform import workload_file
 from sailmesh.registry.workloads import LocalRegistry
 from sailmesh.server.ads import AdsServer
-from sailmesh.server.source import PushRequest, short_name
 from sailmesh.settings import Settings
-from sailmesh.snapshot.build import ChangeKind, Changes, build, changed_endpoints, classify
+from sailmesh.snapshot.build import build
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView
 from sailmesh.store.base import Validator
 from sailmesh.store.files import FileStore
 from sailmesh.store.layered import LayeredStore
 from sailmesh.store.memory import MemoryStore
+from sailmesh.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, short_name
 
 log = logging.getLogger("sailmesh.controlplane")
 
@@ -68,7 +69,7 @@ class ControlPlane:
         self.snapshot: MeshSnapshot | None = None
         self.source: MeshSource | None = None
         self.server: AdsServer | None = None
-        self.debouncer: Debouncer[Changes] = Debouncer(self._push, Changes.merge, settings.debounce)
+        self.debouncer: Debouncer[Change] = Debouncer(self._push, Change.merge, settings.debounce)
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
         self._ready = False
@@ -81,7 +82,7 @@ class ControlPlane:
         for fs in self.files:
             await fs.start()
         self._load_workloads()
-        self.snapshot = build(None, self.store, self.registry, Changes.everything(), self.settings.mesh)
+        self.snapshot = build(None, self.store, self.registry, Change.everything(), self.settings.mesh)
         self.source = MeshSource(self.snapshot)
         self.server = AdsServer(self.source)
         self.opts.xds_port = await self.server.serve(self.opts.host, self.opts.xds_port)
@@ -117,28 +118,22 @@ class ControlPlane:
             await self._runner.cleanup()
 
     # -- change flow ------------------------------------------------------------------------------
-    async def _pump(self, events: AsyncIterator[Any]) -> None:
-        async for event in events:
-            self.debouncer.submit(Changes.of(event))
+    async def _pump(self, changes: AsyncIterator[Change]) -> None:
+        async for change in changes:
+            self.debouncer.submit(change)
 
-    async def _push(self, changes: Changes) -> None:
+    async def _push(self, change: Change) -> None:
         assert self.snapshot is not None and self.source is not None and self.server is not None
         prev = self.snapshot
-        cur = build(prev, self.store, self.registry, changes, self.settings.mesh)
-        kind = classify(changes, prev, cur)
+        cur = build(prev, self.store, self.registry, change, self.settings.mesh)
+        request = push_request(change, prev, cur)
         self.snapshot = cur
-        if kind is ChangeKind.NONE:
-            return
-        if kind is ChangeKind.ENDPOINTS:
-            gen_changes = ChangeSet.endpoints_only({host for host, _ in changed_endpoints(prev, cur)})
-        else:
-            gen_changes = ChangeSet(kinds=None if changes.full else changes.kinds)
-        types = self.source.update(cur, gen_changes)
-        if types:
+        self.source.update(cur, request)
+        if request is not None:
             self.pushes += 1
-            reason = ",".join(sorted({k.kind for k in changes.keys})) or "full"
-            self.server.push(PushRequest(version=str(cur.version), type_urls=types, reason=reason))
-            log.info("push v%d (%s): %s", cur.version, reason, ",".join(sorted(short_name(t) for t in types)))
+            self.server.push(request)
+            log.info("push v%d (%s): %s", cur.version, request.reason,
+                     ",".join(sorted(short_name(t) for t in request.type_urls or ())) or "all")
         self._log_rejections()
 
     def _log_rejections(self) -> None:
@@ -246,7 +241,8 @@ class ControlPlane:
                 "delta": c.delta,
                 "connectedAt": c.connected_at,
                 "types": {t.short.upper(): {"sent": t.sent_version, "acked": t.acked_version, "nack": t.nack_detail,
-                                            "resources": t.resource_count} for t in c.types.values()},
+                                            "resources": t.resource_count, "error": t.error}
+                          for t in c.types.values()},
             })
         return sorted(out, key=lambda p: p["proxy"])
 
@@ -262,14 +258,17 @@ class ControlPlane:
                                        if v.id == proxy_id or proxy_id in v.id.split("~")[2:3]), None)
         if view is None:
             return None
-        from sailmesh.server.source import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
         types = {"clusters": CLUSTER, "listeners": LISTENER, "routes": ROUTE, "endpoints": ENDPOINT}
         wanted = [types[t] for t in type_name.split(",") if t in types] or list(types.values())
         dump: dict[str, Any] = {"proxy": view.id, "version": self.snapshot.version}
         for name, url in types.items():
             if url in wanted:
-                res = self.source.generate(view, url).resources
+                try:
+                    res = self.source.generator.resources(self.snapshot, view, url)
+                except GenerationError as e:
+                    dump[name] = {"error": str(e)}
+                    continue
                 dump[name] = {k: json_format.MessageToDict(v) for k, v in sorted(res.items())}
         return dump
 

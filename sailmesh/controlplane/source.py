@@ -1,4 +1,4 @@
-"""MeshSource: the ADS server's ResourceSource, backed by the current snapshot and the generated cache."""
+"""MeshSource: the ADS server's ResourceSource, backed by the current snapshot and the Generator."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from typing import Any
 from envoy.config.core.v3 import base_pb2
 from google.protobuf import json_format
 
-from sailmesh.generate.cache import ChangeSet, GeneratedCache
+from sailmesh.generate.generator import Generator
 from sailmesh.server.source import Generated
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView
-from sailmesh.snapshot.scope import proxy_view_from_node
+from sailmesh.snapshot.node import proxy_view_from_node
+from sailmesh.xds.push import PushRequest
 
 log = logging.getLogger(__name__)
 
@@ -19,17 +20,16 @@ log = logging.getLogger(__name__)
 class MeshSource:
     """Serves every connected proxy from one immutable snapshot; update() swaps in the next one."""
 
-    def __init__(self, snapshot: MeshSnapshot) -> None:
+    def __init__(self, snapshot: MeshSnapshot, generator: Generator | None = None) -> None:
         self.snapshot = snapshot
-        self.cache = GeneratedCache()
-        self.cache.advance(snapshot, ChangeSet())
+        self.generator = generator or Generator()
+        self.generator.advance(snapshot, None)
         self.proxies: dict[int, ProxyView] = {}
 
-    def update(self, snapshot: MeshSnapshot, changes: ChangeSet) -> frozenset[str]:
-        """Move to snapshot; returns the type URLs whose resources may have changed."""
-        types = self.cache.advance(snapshot, changes)
+    def update(self, snapshot: MeshSnapshot, request: PushRequest | None) -> None:
+        """Move to snapshot; `request` says which types changed (None: any)."""
+        self.generator.advance(snapshot, request)
         self.snapshot = snapshot
-        return types
 
     def proxy_connected(self, node: base_pb2.Node) -> object:
         metadata: dict[str, Any] = json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {}
@@ -44,8 +44,9 @@ class MeshSource:
             log.info("proxy disconnected: %s", handle.id)
 
     def generate(self, handle: object, type_url: str) -> Generated:
+        """Raises GenerationError; the server then keeps the proxy's last config and reports the error."""
         assert isinstance(handle, ProxyView)
-        return Generated(parts=self.cache.get_parts(self.snapshot, handle, type_url))
+        return Generated(parts=self.generator.generate(self.snapshot, handle, type_url))
 
     def version(self) -> str:
         return str(self.snapshot.version)

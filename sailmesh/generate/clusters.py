@@ -13,8 +13,9 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 from envoy.type.v3 import percent_pb2
 
 from sailmesh.generate import names
-from sailmesh.generate.common import MAX_UINT32, IdentityMemo, ads, duration, go_duration, pack, share_packed, u32
+from sailmesh.generate.common import MAX_UINT32, Prepacked, ads, duration, go_duration, pack, u32
 from sailmesh.generate.endpoints import assignment, discovery, select, subset_labels, unique_ports
+from sailmesh.generate.memo import Memos
 from sailmesh.generate.policy import effective_policy
 from sailmesh.generate.scope import destination_rule, inbound_ports, visible_services
 from sailmesh.snapshot.model import Endpoint, MeshSnapshot, ProxyView, Service, ServicePort
@@ -257,9 +258,9 @@ def outbound_cluster(
     return c
 
 
-def build_outbound(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Cluster]:
+def build_outbound(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> list[Cluster | Prepacked]:
     """Every outbound cluster of the services visible to the proxy, plus BlackHole and Passthrough."""
-    out = [blackhole(), passthrough()]
+    out: list[Cluster | Prepacked] = [blackhole(), passthrough()]
     for svc in visible_services(snapshot, proxy):
         dr = destination_rule(snapshot, proxy.namespace, svc)
         # a cluster depends on the service, its DestinationRule, its endpoints (DNS clusters, NONE) and the mesh
@@ -269,17 +270,14 @@ def build_outbound(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Cluster]:
         for port in unique_ports(svc):
             for subset, labels in subset_labels(snapshot, proxy.namespace, svc):
                 key = (port.port, subset, ids)
-                c = _OUTBOUND.get(key, held)
+                c = memos.clusters.get(key, held)
                 if c is None:
                     policy = effective_policy(dr, subset, port.port)
-                    c = share_packed(outbound_cluster(snapshot, svc, port, subset, labels, policy))
-                    _OUTBOUND.put(key, held, c)
+                    msg = outbound_cluster(snapshot, svc, port, subset, labels, policy)
+                    c = Prepacked.of(msg.name, msg)
+                    memos.clusters.put(key, held, c)
                 out.append(c)
     return out
-
-
-# outbound clusters shared by every scope and snapshot with the same inputs (treat them as immutable)
-_OUTBOUND = IdentityMemo()
 
 
 def build_inbound(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Cluster]:
@@ -326,9 +324,3 @@ def _forward_proxy(c: Cluster) -> None:
     # Plain HTTP upstreams: no SNI/SAN to derive from the Host, so Envoy wants this acknowledged.
     config = dfp_cluster_pb2.ClusterConfig(dns_cache_config=dns_cache_config(), allow_insecure_cluster_options=True)
     c.cluster_type.typed_config.CopyFrom(pack(config))
-
-
-def build_clusters(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Cluster]:
-    """All clusters of a proxy."""
-    return build_outbound(snapshot, proxy) + build_inbound(snapshot, proxy)
-

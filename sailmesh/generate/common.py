@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any
 
 from envoy.config.core.v3 import address_pb2, config_source_pb2
 from envoy.type.v3 import percent_pb2
@@ -52,36 +49,6 @@ def pack(msg: message.Message) -> any_pb2.Any:
     return a
 
 
-class IdentityMemo:
-    """A bounded memo keyed by the identity of its inputs; it holds them, so their ids are not reused meanwhile.
-
-    Generators use it for resources that do not depend on the proxy's namespace (a cluster depends on its
-    service, DestinationRule, endpoints and the mesh settings), so scopes and snapshots share them.
-    """
-
-    def __init__(self, max_entries: int = 100_000) -> None:
-        self.max_entries = max_entries
-        self._entries: OrderedDict[Hashable, tuple[tuple[object, ...], Any]] = OrderedDict()
-
-    def get(self, key: Hashable, held: tuple[object, ...]) -> Any:
-        hit = self._entries.get(key)
-        if hit is None or len(hit[0]) != len(held) or not all(a is b for a, b in zip(hit[0], held, strict=True)):
-            return None
-        self._entries.move_to_end(key)
-        return hit[1]
-
-    def put(self, key: Hashable, held: tuple[object, ...], value: Any) -> None:
-        self._entries[key] = (held, value)
-        if len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
-
-    def clear(self) -> None:
-        self._entries.clear()
-
-
-_PACKED = IdentityMemo()
-
-
 @dataclass(frozen=True)
 class Prepacked:
     """A resource a generator assembled already serialized: its name and its Any."""
@@ -89,19 +56,9 @@ class Prepacked:
     name: str
     packed: any_pb2.Any
 
-
-def share_packed(msg: message.Message) -> message.Message:
-    """Pack a memoized (shared, never mutated) message once: packed_once() then returns the same Any."""
-    _PACKED.put(id(msg), (msg,), pack(msg))
-    return msg
-
-
-def packed_once(msg: message.Message | Prepacked) -> any_pb2.Any:
-    """The Any of a message registered with share_packed (or a Prepacked resource's), else a fresh pack."""
-    if isinstance(msg, Prepacked):
-        return msg.packed
-    hit = _PACKED.get(id(msg), (msg,))
-    return hit if hit is not None else pack(msg)
+    @staticmethod
+    def of(name: str, msg: message.Message) -> Prepacked:
+        return Prepacked(name, pack(msg))
 
 
 def fractional(pct: float) -> percent_pb2.FractionalPercent:

@@ -9,7 +9,8 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2 as ec
 from envoy.config.endpoint.v3 import endpoint_pb2
 
 from sailmesh.generate import names
-from sailmesh.generate.common import IdentityMemo, share_packed, socket_address, u32
+from sailmesh.generate.common import Prepacked, socket_address, u32
+from sailmesh.generate.memo import Memos
 from sailmesh.generate.scope import destination_rule, visible_services
 from sailmesh.snapshot.model import Endpoint, MeshSnapshot, ProxyView, Service, ServicePort
 
@@ -99,7 +100,7 @@ def unique_ports(svc: Service) -> list[ServicePort]:
     return list(seen.values())
 
 
-def build_endpoints(snapshot: MeshSnapshot, proxy: ProxyView) -> list[endpoint_pb2.ClusterLoadAssignment]:
+def build_endpoints(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> list[Prepacked]:
     """A ClusterLoadAssignment for every EDS cluster the proxy has (outbound default and subset clusters)."""
     out = []
     for svc in visible_services(snapshot, proxy):
@@ -111,13 +112,9 @@ def build_endpoints(snapshot: MeshSnapshot, proxy: ProxyView) -> list[endpoint_p
             for subset, labels in subsets:
                 name = names.outbound_cluster(port.port, subset, svc.hostname)
                 key = (name, id(eps), tuple(sorted(labels.items())))
-                cla = _ASSIGNMENTS.get(key, (eps,))
+                cla = memos.assignments.get(key, (eps,))
                 if cla is None:
-                    cla = share_packed(assignment(name, select(eps, labels)))
-                    _ASSIGNMENTS.put(key, (eps,), cla)
+                    cla = Prepacked.of(name, assignment(name, select(eps, labels)))
+                    memos.assignments.put(key, (eps,), cla)
                 out.append(cla)
     return out
-
-
-# assignments shared by every scope and snapshot with the same endpoints tuple (treat them as immutable)
-_ASSIGNMENTS = IdentityMemo()

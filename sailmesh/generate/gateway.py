@@ -8,12 +8,14 @@ from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from google.protobuf import wrappers_pb2
 
+from sailmesh.api.hosts import host_matches, hosts_intersect
 from sailmesh.api.resource import Resource
 from sailmesh.api.types import selector_matches
 from sailmesh.generate import names
 from sailmesh.generate.httproute import RouteContext, translate_http
-from sailmesh.generate.scope import host_matches, hosts_intersect, virtual_services, vs_hosts
+from sailmesh.generate.scope import virtual_services
 from sailmesh.generate.tcproute import tcp_destinations
+from sailmesh.snapshot.index import vs_hosts
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView
 
 GATEWAY_HTTP_PROTOCOLS = frozenset({"HTTP", "HTTP2", "GRPC"})

@@ -14,12 +14,14 @@ from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from google.protobuf import wrappers_pb2
 
+from sailmesh.api.hosts import fqdn
 from sailmesh.api.resource import Resource
 from sailmesh.api.types import parse_duration, percent
 from sailmesh.generate import names
 from sailmesh.generate.common import duration, fractional, go_duration, pack, u32
 from sailmesh.generate.policy import effective_policy
-from sailmesh.generate.scope import MESH_GATEWAY, destination_rule, fqdn, gateway_ref
+from sailmesh.generate.scope import destination_rule
+from sailmesh.snapshot.index import MESH_GATEWAY, gateway_ref
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView
 
 FAULT_FILTER = "envoy.filters.http.fault"

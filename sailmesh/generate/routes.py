@@ -15,17 +15,15 @@ from sailmesh.generate.common import Prepacked
 from sailmesh.generate.endpoints import unique_ports
 from sailmesh.generate.gateway import gateway_routes
 from sailmesh.generate.httproute import RouteContext, default_route, route_action_defaults, translate_http
-from sailmesh.generate.scope import (
-    index_of,
-    outbound_policy,
-    visible_services,
-)
+from sailmesh.generate.memo import Memos
+from sailmesh.generate.scope import outbound_policy, visible_services
 from sailmesh.generate.tcproute import service_tcp_route
-from sailmesh.generate.wire import length_delimited, varint_field
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView, Service
+from sailmesh.xds.types import ROUTE
+from sailmesh.xds.wire import length_delimited, varint_field
 
 NO = wrappers_pb2.BoolValue(value=False)  # Istio never validates clusters in route configs
-ROUTE_TYPE_URL = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+
 
 # A sidecar's route configurations are assembled from serialized virtual hosts: a upb message costs 1-3 KiB of
 # memory however small it is, and without Sidecar scoping every namespace holds a virtual host per service.
@@ -49,32 +47,28 @@ class MemoEntry:
         self.vhosts: dict[tuple[str, ...], bytes] = {}  # domains -> the virtual host as a RouteConfiguration field
 
 
-# Routes of one service port, reused across proxies of a scope and across snapshots while their inputs are
-# the same objects: (outbound key, port, service, VirtualServices, services, DestinationRules, mesh) -> entry.
-_MEMO: OrderedDict[tuple[object, ...], MemoEntry] = OrderedDict()
-MEMO_MAX = 100_000
-
-
-def _memo_entry(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, port: int) -> MemoEntry:
-    """What a service port's routes depend on: the proxy's outbound key, the service, the VirtualServices
+def _memo_entry(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, port: int, memos: Memos) -> MemoEntry:
+    """The routes of one service port, reused across proxies of a scope and across snapshots (memos.routes)
+    while their inputs are the same objects: the proxy's outbound key, the service, the VirtualServices
     applied to its host, the services (destination ports), the DestinationRules (hash policies) and the mesh."""
-    idx = index_of(snapshot)
+    idx = snapshot.index
+    memo: OrderedDict[tuple[object, ...], MemoEntry] = memos.routes
     vss = tuple(idx.mesh_virtual_services_for(proxy, svc.hostname))
     held = (svc, vss, snapshot.services, snapshot.of_kind("DestinationRule"), snapshot.mesh)
     key = (idx.outbound_key(proxy), port, id(svc), tuple(map(id, vss)), *map(id, held[2:]))
-    hit = _MEMO.get(key)
+    hit = memo.get(key)
     if hit is not None and all(a is b for a, b in zip(hit.held[:1] + hit.held[2:], held[:1] + held[2:], strict=True)) \
             and len(hit.held[1]) == len(vss) and all(a is b for a, b in zip(hit.held[1], vss, strict=True)):
-        _MEMO.move_to_end(key)
+        memo.move_to_end(key)
         return hit
     aliases = names.host_aliases(svc.hostname, svc.namespace, proxy.namespace, snapshot.mesh.domain_suffix)
     aliases += list(svc.addresses)
     domains = (tuple(dict.fromkeys(names.domains_with_port(aliases, port, plain=True))),
                tuple(dict.fromkeys(names.domains_with_port(aliases, port, plain=port == 80))))
     entry = MemoEntry(held, _routes_field(_service_routes(snapshot, proxy, svc, port, vss)), domains)
-    _MEMO[key] = entry
-    if len(_MEMO) > MEMO_MAX:
-        _MEMO.popitem(last=False)
+    memo[key] = entry
+    if len(memo) > memos.max_entries:
+        memo.popitem(last=False)
     return entry
 
 
@@ -187,25 +181,22 @@ def _vhost(name: str, domains: list[str] | tuple[str, ...], routes: bytes, used:
     return hit
 
 
-_FALLBACK: dict[str, bytes] = {}
-
-
 def _fallback_field(policy: str) -> bytes:
     """The last virtual host (`allow_any` or `block_all`) as a RouteConfiguration.virtual_hosts field."""
-    hit = _FALLBACK.get(policy)
-    if hit is None:
-        vh = block_all_vhost() if policy == "REGISTRY_ONLY" else allow_any_vhost()
-        hit = _FALLBACK[policy] = length_delimited(_RC_VHOSTS, vh.SerializeToString(deterministic=True))
-    return hit
+    return _BLOCK_ALL_FIELD if policy == "REGISTRY_ONLY" else _ALLOW_ANY_FIELD
+
+
+_ALLOW_ANY_FIELD = length_delimited(_RC_VHOSTS, allow_any_vhost().SerializeToString(deterministic=True))
+_BLOCK_ALL_FIELD = length_delimited(_RC_VHOSTS, block_all_vhost().SerializeToString(deterministic=True))
 
 
 def _route_config(name: str, vhosts: list[bytes]) -> Prepacked:
     """A RouteConfiguration assembled from serialized virtual hosts, packed (`validate_clusters: false`)."""
     value = b"".join((length_delimited(_RC_NAME, name.encode()), *vhosts, _RC_NO_VALIDATE))
-    return Prepacked(name, any_pb2.Any(type_url=ROUTE_TYPE_URL, value=value))
+    return Prepacked(name, any_pb2.Any(type_url=ROUTE, value=value))
 
 
-def sidecar_routes(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Prepacked]:
+def sidecar_routes(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> list[Prepacked]:
     """A route config per outbound HTTP port (`9080`) and the combined `http_proxy` config, packed."""
     per_port: dict[int, list[bytes]] = {}
     used_per_port: dict[int, set[str]] = {}
@@ -213,7 +204,7 @@ def sidecar_routes(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Prepacked]:
     proxy_used: set[str] = set()
     for svc in visible_services(snapshot, proxy):
         for port in _http_ports(svc):
-            entry = _memo_entry(snapshot, proxy, svc, port)
+            entry = _memo_entry(snapshot, proxy, svc, port, memos)
             vname = names.vhost_name(svc.hostname, port)
             used = used_per_port.setdefault(port, set())
             port_domains, proxy_domains = entry.domains
@@ -240,7 +231,7 @@ def _non_service_hosts(
     Wildcard hosts only apply to the services they match, and `*` would shadow allow_any: both are skipped.
     """
     ports = sorted(per_port) or [80]
-    idx = index_of(snapshot)
+    idx = snapshot.index
     for vs in idx.mesh_virtual_services(proxy):
         for h in dict.fromkeys(idx.hosts_of(vs)):
             if "*" in h or h in snapshot.services:
@@ -262,8 +253,9 @@ def _non_service_hosts(
                     proxy_hosts.append(vh)
 
 
-def build_routes(snapshot: MeshSnapshot, proxy: ProxyView) -> list[route_pb2.RouteConfiguration] | list[Prepacked]:
+def build_routes(snapshot: MeshSnapshot, proxy: ProxyView,
+                 memos: Memos) -> list[route_pb2.RouteConfiguration] | list[Prepacked]:
     """Every route configuration of a proxy."""
     if proxy.type == "router":
         return gateway_routes(snapshot, proxy)
-    return sidecar_routes(snapshot, proxy)
+    return sidecar_routes(snapshot, proxy, memos)

@@ -7,7 +7,7 @@ from typing import Any
 
 from sailmesh.generate import names
 from sailmesh.generate.httproute import RouteContext, destination_cluster
-from sailmesh.generate.scope import gateway_ref, index_of
+from sailmesh.snapshot.index import gateway_ref
 from sailmesh.snapshot.model import Service
 
 WeightedClusters = list[tuple[str, int]]
@@ -47,7 +47,7 @@ def tcp_destinations(vs_spec: Mapping[str, Any], vs_ns: str, ctx: RouteContext) 
 def service_tcp_route(ctx: RouteContext, svc: Service) -> WeightedClusters:
     """Where a sidecar sends TCP traffic for a service port: the oldest mesh VirtualService's tcp route, else
     the default cluster."""
-    for vs in index_of(ctx.snapshot).mesh_virtual_services_for(ctx.proxy, svc.hostname):
+    for vs in ctx.snapshot.index.mesh_virtual_services_for(ctx.proxy, svc.hostname):
         found = tcp_destinations(vs.spec, vs.namespace, ctx)
         if found:
             return found

@@ -6,10 +6,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Protocol
 
+from sailmesh.api.change import Change
 from sailmesh.api.resource import Resource, ResourceKey
 from sailmesh.errors import RegistryError
 from sailmesh.registry.model import Workload
-from sailmesh.store.base import Broadcaster, ChangeSet, Subscription
+from sailmesh.store.base import Broadcaster, Subscription
 
 WORKLOAD_KIND = "Workload"  # kind of the ResourceKeys that name registry workloads in change sets
 ENTRY_ORIGIN = "WorkloadEntry"
@@ -19,8 +20,6 @@ def workload_key(name: str, namespace: str) -> ResourceKey:
     return ResourceKey(WORKLOAD_KIND, namespace, name)
 
 
-# Registry changes travel as the store's ChangeSet (keys of kind "Workload"), so one watcher type serves both.
-WorkloadChange = ChangeSet
 
 
 class WorkloadSource(Protocol):
@@ -106,7 +105,7 @@ class LocalRegistry:
     def _changed(self, key: ResourceKey) -> None:
         self._sorted = None
         self._revision += 1
-        self._events.publish(ChangeSet(frozenset({key}), self._revision))
+        self._events.publish(Change.of(key))
 
 
 def _int_map(value: Any) -> dict[str, int]:

@@ -20,7 +20,8 @@ from sailmesh.server.delta import DeltaConnection
 from sailmesh.server.hashing import HashCache
 from sailmesh.server.metrics import XdsMetrics
 from sailmesh.server.sotw import SotwConnection
-from sailmesh.server.source import PushRequest, ResourceSource
+from sailmesh.server.source import ResourceSource
+from sailmesh.xds.push import PushRequest
 
 log = logging.getLogger("sailmesh.server")
 

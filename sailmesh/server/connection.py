@@ -19,7 +19,9 @@ from sailmesh.server.budget import SendBudget
 from sailmesh.server.hashing import HashCache
 from sailmesh.server.metrics import XdsMetrics
 from sailmesh.server.push import PendingPush, ordered
-from sailmesh.server.source import CLUSTER, Generated, PushRequest, ResourceSource, short_name
+from sailmesh.server.source import Generated, ResourceSource
+from sailmesh.xds.push import PushRequest
+from sailmesh.xds.types import CLUSTER, short_name
 
 log = logging.getLogger("sailmesh.server")
 
@@ -69,10 +71,14 @@ class TypeStatus:
     resource_count: int
     responses: int
     synced: bool  # the last response sent was ACKed
+    error: str = ""  # generating this type failed: the proxy keeps the last config sent
 
     @property
     def state(self) -> str:
-        """istioctl proxy-status's column: SYNCED, NOT SENT, or STALE (sent but not ACKed, or NACKed)."""
+        """istioctl proxy-status's column: SYNCED, NOT SENT, or STALE (sent but not ACKed, or NACKed, or the
+        control plane failed to generate the current config)."""
+        if self.error:
+            return "STALE"
         if not self.sent_nonce:
             return "NOT SENT"
         return "SYNCED" if self.synced else "STALE"
@@ -150,6 +156,7 @@ class Connection:
         self.peer = ""
         self.identities: tuple[str, ...] = ()
         self.types: dict[str, WatchState] = {}
+        self.errors: dict[str, str] = {}  # type URL -> why generating it failed (the proxy keeps its last config)
         self.pushes = 0
         self._requests: deque[Message] = deque()
         self._pending: PendingPush | None = None
@@ -242,12 +249,21 @@ class Connection:
         return base
 
     def generate(self, type_url: str) -> Generated | None:
+        """The source's resources, or None when it failed: the proxy keeps its last config of this type, the
+        error is logged once (until it changes or clears) and shown by proxy-status."""
         try:
-            return self.source.generate(self.handle, type_url)
+            generated = self.source.generate(self.handle, type_url)
         except GenerationError as e:
-            log.warning("generating %s for %s failed, keeping the last config: %s", short_name(type_url),
-                        self.node_id, e)
+            text = str(e)
+            if self.errors.get(type_url) != text:
+                log.warning("generating %s for %s failed, keeping the last config: %s", short_name(type_url),
+                            self.node_id, text)
+                self.errors[type_url] = text
             return None
+        if type_url in self.errors:
+            del self.errors[type_url]
+            log.info("generating %s for %s works again", short_name(type_url), self.node_id)
+        return generated
 
     def on_ack(self, st: WatchState, version: str, nonce: str) -> None:
         """The proxy answered the current nonce without an error: it holds `version`."""
@@ -311,6 +327,7 @@ class Connection:
                 resource_count=st.resource_count,
                 responses=st.sent_count,
                 synced=bool(st.sent_nonce) and st.acked_nonce == st.sent_nonce and st.acked_version == st.sent_version,
+                error=self.errors.get(t, ""),
             )
             for t, st in self.types.items()
         }

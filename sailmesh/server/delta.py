@@ -6,7 +6,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import Message
 
 from sailmesh.server.connection import Connection, Send, WatchState
-from sailmesh.server.source import WILDCARD_TYPES, short_name
+from sailmesh.xds.types import WILDCARD_TYPES, short_name
 
 
 class DeltaConnection(Connection):

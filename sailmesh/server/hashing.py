@@ -9,7 +9,7 @@ from collections.abc import Callable, Hashable, Mapping
 
 from google.protobuf.any_pb2 import Any as AnyProto
 
-from sailmesh.generate.wire import length_delimited as length_delimited
+from sailmesh.xds.wire import length_delimited as length_delimited
 
 
 def digest_resources(resources: Mapping[str, AnyProto]) -> bytes:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sailmesh.server.source import PUSH_ORDER, PushRequest
+from sailmesh.xds.push import PushRequest
+from sailmesh.xds.types import PUSH_ORDER
 
 
 @dataclass

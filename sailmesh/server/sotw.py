@@ -10,7 +10,7 @@ from google.protobuf.message import Message
 
 from sailmesh.server.connection import Connection, Send, WatchState
 from sailmesh.server.hashing import digest_resources, length_delimited
-from sailmesh.server.source import WILDCARD_TYPES, short_name
+from sailmesh.xds.types import WILDCARD_TYPES, short_name
 
 # One frozenset per distinct subscription: the proxies of a scope ask for the same thousands of EDS names, and
 # each request brings new str objects; sharing them saves memory per proxy and re-hashing per push.

@@ -3,27 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Protocol
 
 from envoy.config.core.v3 import base_pb2
 from google.protobuf.any_pb2 import Any as AnyProto
-
-CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
-ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
-LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
-ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
-SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
-# Push order that keeps Envoy from referencing what it has not got yet (Istio's order).
-PUSH_ORDER = (CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET)
-WILDCARD_TYPES = frozenset({CLUSTER, LISTENER})
-# Istio's short names for the types (metric labels, proxy-status columns).
-SHORT_NAMES = {CLUSTER: "cds", ENDPOINT: "eds", LISTENER: "lds", ROUTE: "rds", SECRET: "sds"}
-
-
-def short_name(type_url: str) -> str:
-    """Istio's short name of a type URL (cds, eds, ...), or the message name for other types."""
-    return SHORT_NAMES.get(type_url, type_url.rsplit(".", 1)[-1])
 
 
 class Generated:
@@ -54,16 +37,6 @@ class Generated:
                     merged.update(part)
                 self._merged = merged
         return self._merged
-
-
-@dataclass(frozen=True)
-class PushRequest:
-    """A change the source asks the server to send: which types may have changed, for which proxies."""
-
-    version: str
-    type_urls: frozenset[str] | None = None  # None = every type
-    proxies: frozenset[str] | None = None  # node ids; None = every proxy
-    reason: str = ""
 
 
 class ResourceSource(Protocol):

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Protocol
 
-from sailmesh.api.resource import Resource, ResourceKey
+from sailmesh.api.change import Change
+from sailmesh.api.resource import Resource
 from sailmesh.registry import endpoints as endpoints_mod
 from sailmesh.registry.services import ServiceIndex, build_index
 from sailmesh.registry.workloads import WORKLOAD_KIND, WorkloadSource, all_workloads
@@ -19,63 +17,6 @@ from sailmesh.store.base import ConfigStore, sort_by_creation
 SERVICE_KINDS = frozenset({"Service", "ServiceEntry"})
 # Kinds whose changes only move endpoints (never services, routes or listeners).
 ENDPOINT_KINDS = frozenset({WORKLOAD_KIND, "WorkloadEntry"})
-DNS_RESOLUTIONS = frozenset({"DNS", "DNS_ROUND_ROBIN"})
-
-
-class _Keyed(Protocol):
-    @property
-    def keys(self) -> frozenset[ResourceKey]: ...
-
-
-@dataclass(frozen=True)
-class Changes:
-    """What changed since the last snapshot: resource keys (config kinds, or "Workload"), or everything."""
-
-    keys: frozenset[ResourceKey] = frozenset()
-    full: bool = False
-
-    def merge(self, other: Changes) -> Changes:
-        return Changes(self.keys | other.keys, self.full or other.full)
-
-    @property
-    def kinds(self) -> frozenset[str]:
-        return frozenset(k.kind for k in self.keys)
-
-    @staticmethod
-    def of(event: _Keyed) -> Changes:
-        """From a store ChangeSet or a registry WorkloadChange (anything with `keys`)."""
-        return Changes(frozenset(event.keys))
-
-    @staticmethod
-    def everything() -> Changes:
-        return Changes(full=True)
-
-
-class ChangeKind(enum.Enum):
-    """How much a change set can alter proxies' config: nothing, endpoints only (EDS push), or anything."""
-
-    NONE = "none"
-    ENDPOINTS = "endpoints"
-    FULL = "full"
-
-
-def classify(changes: Changes, previous: MeshSnapshot | None = None, current: MeshSnapshot | None = None) -> ChangeKind:
-    """ENDPOINTS when only workloads / WorkloadEntries changed, unless (given both snapshots) an endpoint of a
-    DNS service changed: those endpoints travel inside the cluster (CDS), as in Istio."""
-    if changes.full:
-        return ChangeKind.FULL
-    if not changes.keys:
-        return ChangeKind.NONE
-    if not changes.kinds <= ENDPOINT_KINDS:
-        return ChangeKind.FULL
-    if previous is not None and current is not None:
-        if current.services is not previous.services and current.services != previous.services:
-            return ChangeKind.FULL
-        for host, _ in changed_endpoints(previous, current):
-            svc = current.services.get(host) or previous.services.get(host)
-            if svc is not None and svc.resolution in DNS_RESOLUTIONS:
-                return ChangeKind.FULL
-    return ChangeKind.ENDPOINTS
 
 
 def changed_endpoints(previous: MeshSnapshot, current: MeshSnapshot) -> frozenset[tuple[str, int]]:
@@ -97,33 +38,29 @@ def _reuse_map(old: Mapping[str, Service] | None, new: Mapping[str, Service]) ->
     return old if old is not None and old == new else new
 
 
-# The service index of the last build, reused while the Service/ServiceEntry tuples are the same objects
-# (snapshots are immutable, so identity means equal content). Keeps build() pure: a cache, not state.
-_INDEX_CACHE: list[tuple[tuple[Resource, ...], tuple[Resource, ...], MeshDefaults, ServiceIndex]] = []
-
-
-def _service_index(config: Mapping[str, tuple[Resource, ...]], mesh: MeshDefaults) -> ServiceIndex:
+def _service_index(previous: MeshSnapshot | None, config: Mapping[str, tuple[Resource, ...]],
+                   mesh: MeshDefaults) -> ServiceIndex:
+    """The previous snapshot's service index while its Service/ServiceEntry tuples are the same objects."""
     svcs, entries = config.get("Service", ()), config.get("ServiceEntry", ())
-    for a, b, m, cached in _INDEX_CACHE:
-        if a is svcs and b is entries and m == mesh:
-            return cached
-    index = build_index([*svcs, *entries], mesh)
-    _INDEX_CACHE[:] = [(svcs, entries, mesh, index)]
-    return index
+    if previous is not None and previous.service_index is not None and previous.mesh == mesh \
+            and previous.config.get("Service", ()) is svcs and previous.config.get("ServiceEntry", ()) is entries:
+        return previous.service_index
+    return build_index([*svcs, *entries], mesh)
 
 
 def build(
     previous: MeshSnapshot | None,
     store: ConfigStore,
     registry: WorkloadSource,
-    changes: Changes,
+    change: Change,
     mesh: MeshDefaults | None = None,
 ) -> MeshSnapshot:
     """The next snapshot. Reads only the store and the registry; parts the change set cannot have touched are
-    taken from `previous` as they are (same objects), so consumers can skip work by identity."""
+    taken from `previous` as they are (same objects), so consumers can skip work by identity. The snapshot's
+    SnapshotIndex is built from the previous one's."""
     mesh = mesh or (previous.mesh if previous else MeshDefaults())
-    full = previous is None or changes.full or mesh != previous.mesh
-    kinds = changes.kinds
+    full = previous is None or change.full or mesh != previous.mesh
+    kinds = change.kinds
 
     # Config: per kind, rebuilt only for the kinds that changed.
     config: Mapping[str, tuple[Resource, ...]]
@@ -147,7 +84,7 @@ def build(
     workloads_changed = full or bool(kinds & ENDPOINT_KINDS)
 
     services: Mapping[str, Service]
-    index = _service_index(config, mesh)
+    index = _service_index(previous, config, mesh)
     if services_changed or previous is None:
         services = _reuse_map(previous.services if previous else None, index.services())
     else:
@@ -183,4 +120,6 @@ def build(
         services=services,
         endpoints=endpoints,
         workloads=workloads,
+        service_index=index,
+        previous_index=previous.index if previous is not None else None,
     )

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from functools import cached_property
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from sailmesh.api.resource import Resource
 
 # The value types live in the registry layer (which builds them); the snapshot re-exports them.
 from sailmesh.registry.model import EMPTY, NO_PORTS, Endpoint, Protocol, Service, ServicePort, Workload
 from sailmesh.settings import MeshDefaults
+from sailmesh.snapshot.index import SnapshotIndex
+
+if TYPE_CHECKING:
+    from sailmesh.registry.services import ServiceIndex
 
 __all__ = [
     "EMPTY",
@@ -38,8 +42,16 @@ class MeshSnapshot:
     services: Mapping[str, Service]  # hostname -> service
     endpoints: Mapping[tuple[str, int], tuple[Endpoint, ...]]  # (hostname, service port) -> endpoints
     workloads: tuple[Workload, ...] = ()
-    # Indexes derived from this snapshot by its readers (generate.scope's SnapshotIndex), dropped with it.
-    derived: dict[str, object] = field(default_factory=dict, init=False, compare=False, repr=False)
+    # the registry's index of Service/ServiceEntry records this snapshot's services and endpoints came from
+    # (snapshot.build reuses it while those resources are the same objects)
+    service_index: ServiceIndex | None = field(default=None, compare=False, repr=False)
+    # what each proxy can see (visible services, VirtualServices, DestinationRules), built with the snapshot
+    index: SnapshotIndex = field(init=False, compare=False, repr=False)
+    previous_index: InitVar[SnapshotIndex | None] = None
+
+    def __post_init__(self, previous_index: SnapshotIndex | None) -> None:
+        # the one write of construction: a frozen dataclass sets derived fields through object.__setattr__
+        object.__setattr__(self, "index", SnapshotIndex(self.config, self.services, self.mesh, previous_index))
 
     def of_kind(self, kind: str) -> tuple[Resource, ...]:
         return self.config.get(kind, ())

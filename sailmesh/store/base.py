@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from sailmesh.api.change import Change
 from sailmesh.api.resource import Resource, ResourceKey
 from sailmesh.api.resource import creation_timestamp as creation_timestamp
 
@@ -18,21 +19,6 @@ Rejections = list["Rejection"]
 def no_validation(resource: Resource) -> list[object]:
     """The default validator: accepts everything (the control plane plugs api.validate in)."""
     return []
-
-
-@dataclass(frozen=True)
-class ChangeSet:
-    """Keys of the resources that changed (created, updated or deleted) and the store revision after."""
-
-    keys: frozenset[ResourceKey]
-    revision: int
-
-    def merge(self, other: ChangeSet) -> ChangeSet:
-        return ChangeSet(self.keys | other.keys, max(self.revision, other.revision))
-
-    @property
-    def kinds(self) -> frozenset[str]:
-        return frozenset(k.kind for k in self.keys)
 
 
 @dataclass(frozen=True)
@@ -96,8 +82,8 @@ class ConfigStore(Protocol):
         """One resource, or None."""
         ...
 
-    def watch(self) -> AsyncIterator[ChangeSet]:
-        """Change sets from now on; change sets the consumer has not read yet are merged into one."""
+    def watch(self) -> AsyncIterator[Change]:
+        """Changes from now on; changes the consumer has not read yet are merged into one."""
         ...
 
     def rejected(self) -> Rejections:
@@ -123,7 +109,7 @@ class Broadcaster:
     def __init__(self) -> None:
         self._subs: set[Subscription] = set()
 
-    def publish(self, change: ChangeSet) -> None:
+    def publish(self, change: Change) -> None:
         for s in list(self._subs):
             s.offer(change)
 
@@ -141,18 +127,18 @@ class Subscription:
 
     def __init__(self, owner: Broadcaster) -> None:
         self._owner = owner
-        self._pending: ChangeSet | None = None
+        self._pending: Change | None = None
         self._event = asyncio.Event()
         self._closed = False
 
-    def offer(self, change: ChangeSet) -> None:
+    def offer(self, change: Change) -> None:
         self._pending = change if self._pending is None else self._pending.merge(change)
         self._event.set()
 
     def __aiter__(self) -> Subscription:
         return self
 
-    async def __anext__(self) -> ChangeSet:
+    async def __anext__(self) -> Change:
         while self._pending is None:
             if self._closed:
                 raise StopAsyncIteration

@@ -7,12 +7,12 @@ import datetime as dt
 import time
 from collections.abc import Iterable
 
+from sailmesh.api.change import Change
 from sailmesh.api.resource import Resource, ResourceKey
 from sailmesh.errors import ValidationError
 from sailmesh.store.base import (
     ApplyResult,
     Broadcaster,
-    ChangeSet,
     Rejections,
     Resources,
     StoreIssue,
@@ -119,7 +119,7 @@ class MemoryStore:
                 changed.add(r.key)
         if changed:
             self._revision += 1
-            self._events.publish(ChangeSet(frozenset(changed), self._revision))
+            self._events.publish(Change(frozenset(changed)))
         result.revision = self._revision
         return result
 

@@ -22,7 +22,7 @@ from google.protobuf.any_pb2 import Any as AnyProto
 from google.rpc import status_pb2
 
 from sailmesh.errors import XdsError
-from sailmesh.server.source import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, WILDCARD_TYPES
+from sailmesh.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, WILDCARD_TYPES
 
 _MESSAGES = {
     CLUSTER: cluster_pb2.Cluster,

@@ -21,9 +21,9 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from google.protobuf import json_format
 
-from sailmesh.generate.proxy import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView, Service, ServicePort, Workload
 from sailmesh.testing.waiting import free_port, random_loopback_block, wait_for
+from sailmesh.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from tests.unit.test_generate_support import (
     bookinfo_services,
     gateway_proxy,

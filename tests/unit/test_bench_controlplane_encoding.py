@@ -46,7 +46,7 @@ def test_the_cache_does_not_keep_old_generated_mappings_alive() -> None:
     import gc
     import weakref
 
-    from sailmesh.generate.cache import Resources
+    from sailmesh.generate.generator import PackedResources as Resources
 
     hashes = HashCache()
     m = Resources({"c1": _any("c1", 1), "c2": _any("c2", 2)})
@@ -85,7 +85,7 @@ def test_bodies_of_subsets_go_with_their_mapping_and_are_bounded_by_bytes() -> N
     plain dicts, held strongly until 4,096 newer bodies came, whatever their size."""
     import gc
 
-    from sailmesh.generate.cache import Resources
+    from sailmesh.generate.generator import PackedResources as Resources
 
     hashes = HashCache(max_body_bytes=10_000)
     m = Resources({f"c{i}": _any(f"c{i}", i) for i in range(20)})

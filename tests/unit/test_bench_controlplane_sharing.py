@@ -6,9 +6,13 @@ mesh for every deployment; these tests pin what the narrower key may and may not
 
 from __future__ import annotations
 
-from sailmesh.generate.cache import GeneratedCache
-from sailmesh.generate.proxy import CLUSTER, ENDPOINT, LISTENER, ROUTE, generate_for
-from tests.unit.test_generate_support import bookinfo, sidecar
+from sailmesh.api.change import Change
+from sailmesh.api.resource import ResourceKey
+from sailmesh.generate.affect import affected_types
+from sailmesh.generate.generator import Generator
+from sailmesh.xds.push import PushRequest
+from sailmesh.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from tests.unit.test_generate_support import bookinfo, generate, sidecar
 
 SOURCE_LABELS_VS = """
 apiVersion: networking.istio.io/v1
@@ -34,82 +38,84 @@ spec:
 
 def test_sidecars_of_different_deployments_in_a_namespace_share_outbound_config() -> None:
     snap = bookinfo()
-    cache = GeneratedCache()
+    gen = Generator()
     a = sidecar("reviews-v1-0", "127.0.1.3", app="reviews", version="v1")
     b = sidecar("details-v1-0", "127.0.1.4", app="details", version="v1")
     for t in (ROUTE, ENDPOINT):
-        ra, rb = cache.get(snap, a, t), cache.get(snap, b, t)
+        ra, rb = gen.resources(snap, a, t), gen.resources(snap, b, t)
         assert ra.keys() == rb.keys() and all(ra[n] is rb[n] for n in ra)
-    ca, cb = cache.get(snap, a, CLUSTER), cache.get(snap, b, CLUSTER)
+    ca, cb = gen.resources(snap, a, CLUSTER), gen.resources(snap, b, CLUSTER)
     name = "outbound|9080||ratings.default.svc.cluster.local"
     assert ca[name] is cb[name]
     for p in (a, b):  # sharing never changes what a proxy gets
         for t in (CLUSTER, ENDPOINT, ROUTE):
-            assert cache.get(snap, p, t) == generate_for(snap, p, t)
+            assert gen.resources(snap, p, t) == generate(snap, p, t)
 
 
 def test_source_labels_keep_matching_sidecars_apart() -> None:
     snap = bookinfo(SOURCE_LABELS_VS)
-    cache = GeneratedCache()
+    gen = Generator()
     pp = sidecar("productpage-v1-0", "127.0.1.1", app="productpage", version="v1")
     other = sidecar("details-v1-0", "127.0.1.4", app="details", version="v1")
     other2 = sidecar("ratings-v1-0", "127.0.1.5", app="ratings", version="v1")
-    r_pp, r_other, r_other2 = (cache.get(snap, p, ROUTE) for p in (pp, other, other2))
+    r_pp, r_other, r_other2 = (gen.resources(snap, p, ROUTE) for p in (pp, other, other2))
     assert r_pp != r_other  # productpage's routes carry the sourceLabels match
     assert all(r_other[n] is r_other2[n] for n in r_other)  # neither matches: shared
     for p in (pp, other, other2):
-        assert cache.get(snap, p, ROUTE) == generate_for(snap, p, ROUTE)
+        assert gen.resources(snap, p, ROUTE) == generate(snap, p, ROUTE)
 
 
 def test_a_sidecar_with_a_workload_selector_keeps_its_proxies_apart() -> None:
     snap = bookinfo(SELECTED_SIDECAR)
-    cache = GeneratedCache()
+    gen = Generator()
     ratings = sidecar("ratings-v1-0", "127.0.1.5", app="ratings", version="v1")
     details = sidecar("details-v1-0", "127.0.1.4", app="details", version="v1")
-    c_r, c_d = cache.get(snap, ratings, CLUSTER), cache.get(snap, details, CLUSTER)
+    c_r, c_d = gen.resources(snap, ratings, CLUSTER), gen.resources(snap, details, CLUSTER)
     assert {n for n in c_r if n.startswith("outbound|")} == {"outbound|9080||ratings.default.svc.cluster.local"}
     assert "outbound|9080||reviews.default.svc.cluster.local" in c_d
     for p in (ratings, details):
-        assert cache.get(snap, p, CLUSTER) == generate_for(snap, p, CLUSTER)
+        assert gen.resources(snap, p, CLUSTER) == generate(snap, p, CLUSTER)
 
 
 def test_a_virtual_service_change_regenerates_routes_only() -> None:
     import dataclasses
 
-    from sailmesh.generate.cache import ChangeSet
-
     s1 = bookinfo(version=1)
     s2 = dataclasses.replace(bookinfo(SOURCE_LABELS_VS), version=2)
-    cache = GeneratedCache()
+    gen = Generator()
     p = sidecar("details-v1-0", "127.0.1.4", app="details", version="v1")
-    before = {t: cache.get(s1, p, t) for t in (CLUSTER, ENDPOINT, ROUTE)}
-    assert cache.advance(s2, ChangeSet(kinds=frozenset({"VirtualService"}))) == {ROUTE}
-    after = {t: cache.get(s2, p, t) for t in (CLUSTER, ENDPOINT, ROUTE)}
+    before = {t: gen.resources(s1, p, t) for t in (CLUSTER, ENDPOINT, ROUTE)}
+    vs_change = Change.of(ResourceKey("VirtualService", "default", "reviews"))
+    assert affected_types(vs_change, s1, s2) == {ROUTE}
+    gen.advance(s2, PushRequest("2", frozenset({ROUTE})))
+    after = {t: gen.resources(s2, p, t) for t in (CLUSTER, ENDPOINT, ROUTE)}
     for t in (CLUSTER, ENDPOINT):
         assert all(after[t][n] is before[t][n] for n in before[t])
-    assert after[ROUTE] == generate_for(s2, p, ROUTE) != before[ROUTE]
+    assert after[ROUTE] == generate(s2, p, ROUTE) != before[ROUTE]
     # kinds the generators may read anywhere (or unknown) still regenerate every type
     s3 = dataclasses.replace(s2, version=3)
-    assert cache.advance(s3, ChangeSet(kinds=frozenset({"Sidecar"}))) == {CLUSTER, ENDPOINT, LISTENER, ROUTE}
-    s4 = dataclasses.replace(s2, version=4)
-    assert cache.advance(s4, ChangeSet()) == {CLUSTER, ENDPOINT, LISTENER, ROUTE}
+    sidecar_change = Change.of(ResourceKey("Sidecar", "default", "x"))
+    assert affected_types(sidecar_change, s2, s3) == {CLUSTER, ENDPOINT, LISTENER, ROUTE}
+    assert affected_types(Change.everything(), s2, s3) == {CLUSTER, ENDPOINT, LISTENER, ROUTE}
 
 
-def test_the_same_mapping_is_returned_until_its_type_changes() -> None:
-    """The ADS server caches digests by mapping identity: a stable mapping is hashed once, not per push."""
+def test_the_same_parts_are_returned_until_their_type_changes() -> None:
+    """The ADS server caches digests by mapping identity: a stable part is hashed once, not per push."""
     import dataclasses
 
-    from sailmesh.generate.cache import ChangeSet
-
     s1 = bookinfo(version=1)
-    cache = GeneratedCache()
+    gen = Generator()
     p = sidecar("details-v1-0", "127.0.1.4", app="details", version="v1")
-    first = {t: cache.get(s1, p, t) for t in (CLUSTER, ENDPOINT, ROUTE)}
-    assert all(cache.get(s1, p, t) is first[t] for t in first)
+
+    def same(a: tuple, b: tuple) -> bool:
+        return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+
+    first = {t: gen.generate(s1, p, t) for t in (CLUSTER, ENDPOINT, ROUTE)}
+    assert all(same(gen.generate(s1, p, t), first[t]) for t in first)
     s2 = dataclasses.replace(bookinfo(SOURCE_LABELS_VS), version=2)
-    cache.advance(s2, ChangeSet(kinds=frozenset({"VirtualService"})))
-    assert cache.get(s2, p, CLUSTER) is first[CLUSTER]
-    assert cache.get(s2, p, ROUTE) is not first[ROUTE]
+    gen.advance(s2, PushRequest("2", frozenset({ROUTE})))
+    assert same(gen.generate(s2, p, CLUSTER), first[CLUSTER])
+    assert not same(gen.generate(s2, p, ROUTE), first[ROUTE])
 
 
 OTHER_SOURCE_LABELS_VS = """
@@ -126,13 +132,7 @@ spec:
 
 
 def _routes_without_memo(snapshot, proxy):
-    from sailmesh.generate import routes
-
-    routes._MEMO.clear()
-    try:
-        return generate_for(snapshot, proxy, ROUTE)
-    finally:
-        routes._MEMO.clear()
+    return Generator().resources(snapshot, proxy, ROUTE)  # a new Generator has empty memos
 
 
 def test_route_memo_reuses_unchanged_services_and_stays_exact_across_snapshots() -> None:
@@ -152,17 +152,17 @@ def test_route_memo_reuses_unchanged_services_and_stays_exact_across_snapshots()
                              config={**s1.config, "VirtualService": (*resources(OTHER_SOURCE_LABELS_VS), *reviews_vs)})
     pp = sidecar("productpage-v1-0", "127.0.1.1", app="productpage", version="v1")
     details = sidecar("details-v1-0", "127.0.1.4", app="details", version="v1")
-    routes._MEMO.clear()
-    got1 = {p.id: generate_for(s1, p, ROUTE) for p in (pp, details)}
-    got2 = {p.id: generate_for(s2, p, ROUTE) for p in (pp, details)}
+    gen = Generator()
+    got1 = {p.id: gen.resources(s1, p, ROUTE) for p in (pp, details)}
+    got2 = {p.id: gen.resources(s2, p, ROUTE) for p in (pp, details)}
     for snap, got in ((s1, got1), (s2, got2)):
         for p in (pp, details):
             assert got[p.id] == _routes_without_memo(snap, p), p.id
     # reviews' routes for productpage (sourceLabels matched) were reused from s1 in s2
     services = s1.services
     svc = services["reviews.default.svc.cluster.local"]
-    a = routes._memo_entry(s1, pp, svc, 9080)
-    b = routes._memo_entry(s2, pp, svc, 9080)
+    a = routes._memo_entry(s1, pp, svc, 9080, gen.memos)
+    b = routes._memo_entry(s2, pp, svc, 9080, gen.memos)
     assert a.routes is b.routes
     rc = route_pb2.RouteConfiguration()
     got2[details.id]["http_proxy"].Unpack(rc)
@@ -183,14 +183,11 @@ spec:
 def test_clusters_and_endpoints_are_shared_across_namespaces_unless_their_rule_differs() -> None:
     from envoy.config.cluster.v3 import cluster_pb2
 
-    from sailmesh.generate import clusters, endpoints
-    from sailmesh.generate.common import _PACKED
-
     snap = bookinfo(BAR_DR)
-    cache = GeneratedCache()
+    gen = Generator()
     d = sidecar("details-v1-0", "127.0.1.4", app="details", version="v1")
     b = sidecar("client-v1-0", "127.0.9.1", ns="bar", app="client", version="v1")
-    cd, cb = cache.get(snap, d, CLUSTER), cache.get(snap, b, CLUSTER)
+    cd, cb = gen.resources(snap, d, CLUSTER), gen.resources(snap, b, CLUSTER)
     ratings = "outbound|9080||ratings.default.svc.cluster.local"
     reviews = "outbound|9080||reviews.default.svc.cluster.local"
     assert cd[ratings] is cb[ratings]  # no namespace-specific rule: one packed cluster for both namespaces
@@ -198,14 +195,12 @@ def test_clusters_and_endpoints_are_shared_across_namespaces_unless_their_rule_d
     rb = cluster_pb2.Cluster()
     cb[reviews].Unpack(rb)
     assert rb.lb_policy == cluster_pb2.Cluster.RANDOM
-    ed, eb = cache.get(snap, d, ENDPOINT), cache.get(snap, b, ENDPOINT)
+    ed, eb = gen.resources(snap, d, ENDPOINT), gen.resources(snap, b, ENDPOINT)
     assert ed[ratings] is eb[ratings]
     fresh = {}
-    for memo in (clusters._OUTBOUND, endpoints._ASSIGNMENTS, _PACKED):
-        memo.clear()
-    for p in (d, b):
+    for p in (d, b):  # a fresh Generator (new memos) for each
         for t in (CLUSTER, ENDPOINT):
-            fresh[p.id, t] = generate_for(snap, p, t)
+            fresh[p.id, t] = generate(snap, p, t)
     assert fresh[d.id, CLUSTER] == cd and fresh[b.id, CLUSTER] == cb
     assert fresh[d.id, ENDPOINT] == ed and fresh[b.id, ENDPOINT] == eb
 
@@ -251,7 +246,7 @@ def test_sotw_clusters_come_in_parts_shared_by_a_scope_and_parse_as_their_union(
     assert parts[0][1] is not parts[1][1]  # each its own inbound clusters
     for conn, wire, (outbound, inbound) in zip(conns, sent, parts, strict=True):
         got = discovery_pb2.DiscoveryResponse.FromString(wire)
-        want = generate_for(source.snapshot, conn.handle, CLUSTER)
+        want = generate(source.snapshot, conn.handle, CLUSTER)
         assert sorted(a.value for a in got.resources) == sorted(a.value for a in want.values())
         assert len(got.resources) == len(outbound) + len(inbound) == conn.types[CLUSTER].resource_count
     # the outbound part's body was encoded for the first proxy and kept for the second
@@ -263,11 +258,12 @@ def test_a_snapshot_index_does_not_outlive_its_snapshot() -> None:
     import gc
     import weakref
 
-    from sailmesh.generate.scope import index_of
-
     s = bookinfo(version=1)
-    generate_for(s, sidecar("details-v1-0", "127.0.1.4", app="details", version="v1"), ROUTE)
-    assert index_of(s) is index_of(s)
+    gen = Generator()
+    gen.resources(s, sidecar("details-v1-0", "127.0.1.4", app="details", version="v1"), ROUTE)
+    s2 = type(s)(version=2, mesh=s.mesh, config=s.config, services=s.services, endpoints=s.endpoints,
+                 previous_index=s.index)  # the next snapshot takes facts over from s's index
+    gen.resources(s2, sidecar("details-v1-0", "127.0.1.4", app="details", version="v1"), ROUTE)
     alive = weakref.ref(s)
     del s
     gc.collect()

@@ -10,9 +10,10 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 
 from sailmesh.generate.clusters import HTTP_OPTIONS_KEY
-from sailmesh.generate.proxy import CLUSTER
+from sailmesh.xds.types import CLUSTER
 from tests.unit.test_generate_support import (
     bookinfo,
+    generate,
     generated,
     make_snapshot,
     resources,
@@ -222,9 +223,9 @@ def test_resolution_none_without_endpoints_forwards_to_the_requested_host() -> N
     snap = make_snapshot(services=[se])
     c = clusters(snap)["outbound|80||*.example.com"]
     assert c.cluster_type.name == "envoy.clusters.dynamic_forward_proxy" and c.lb_policy == C.CLUSTER_PROVIDED
-    from sailmesh.generate.proxy import ENDPOINT, generate_for
+    from sailmesh.xds.types import ENDPOINT
 
-    assert generate_for(snap, sidecar(), ENDPOINT) == {}
+    assert generate(snap, sidecar(), ENDPOINT) == {}
 
 
 def test_headless_service_with_endpoints_uses_eds() -> None:
@@ -299,8 +300,8 @@ spec:
 """
     svc = service("reviews", ports=[(9080, "HTTP"), (9080, "TCP")])
     snap = make_snapshot(resources(dr), [svc], [workload("r1", "127.0.1.3", app="reviews", version="v1")])
-    from sailmesh.generate.proxy import ENDPOINT, LISTENER, ROUTE, generate_for
+    from sailmesh.xds.types import ENDPOINT, LISTENER, ROUTE
 
     for t in (CLUSTER, ENDPOINT, LISTENER, ROUTE):
-        generate_for(snap, sidecar(), t)  # raises GenerationError on duplicate names
+        generate(snap, sidecar(), t)  # raises GenerationError on duplicate names
     assert f"outbound|9080|v1|{REVIEWS}" in clusters(snap)

@@ -7,8 +7,8 @@ import pathlib
 
 from envoy.config.endpoint.v3 import endpoint_pb2
 
-from sailmesh.generate.proxy import CLUSTER, ENDPOINT, generate_for
-from tests.unit.test_generate_support import bookinfo, generated, make_snapshot, service, sidecar, workload
+from sailmesh.xds.types import CLUSTER, ENDPOINT
+from tests.unit.test_generate_support import bookinfo, generate, generated, make_snapshot, service, sidecar, workload
 
 REVIEWS = "reviews.default.svc.cluster.local"
 
@@ -35,7 +35,7 @@ def test_every_eds_cluster_has_an_assignment(conformance: pathlib.Path) -> None:
     snap = bookinfo(conformance / "bookinfo" / "destination-rule-all.yaml")
     eds = {n for n, c in generated(snap, sidecar(), CLUSTER, cluster_pb2.Cluster).items()
            if c.type == cluster_pb2.Cluster.EDS}
-    assert eds == set(generate_for(snap, sidecar(), ENDPOINT))
+    assert eds == set(generate(snap, sidecar(), ENDPOINT))
 
 
 def test_unhealthy_endpoints_are_left_out() -> None:
@@ -60,4 +60,4 @@ def test_locality_groups_and_target_port() -> None:
 
 def test_dns_services_have_no_eds() -> None:
     svc = dataclasses.replace(service("x", selector={}), hostname="api.example.com", resolution="DNS")
-    assert generate_for(make_snapshot(services=[svc]), sidecar(), ENDPOINT) == {}
+    assert generate(make_snapshot(services=[svc]), sidecar(), ENDPOINT) == {}

@@ -10,7 +10,7 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
-from sailmesh.generate.proxy import LISTENER, ROUTE
+from sailmesh.xds.types import LISTENER, ROUTE
 from tests.unit.test_generate_support import (
     bookinfo,
     gateway_proxy,

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from sailmesh.api.hosts import fqdn, host_matches, hosts_intersect
 from sailmesh.errors import GenerationError
-from sailmesh.generate import names, proxy
-from sailmesh.generate.scope import fqdn, host_matches, hosts_intersect
-from sailmesh.server import source
+from sailmesh.generate import names
+from sailmesh.generate.generator import Generator
+from sailmesh.xds.types import ROUTE
 from tests.unit.test_generate_support import bookinfo, sidecar
 
 
@@ -64,14 +65,8 @@ def test_wildcard_host_matching() -> None:
     assert not hosts_intersect("a.example.com", "b.example.com")
 
 
-def test_type_urls_equal_the_servers() -> None:
-    assert (proxy.CLUSTER, proxy.ENDPOINT, proxy.LISTENER, proxy.ROUTE, proxy.SECRET) == (
-        source.CLUSTER, source.ENDPOINT, source.LISTENER, source.ROUTE, source.SECRET)
-
-
-
 def test_malformed_config_raises_generation_error() -> None:
     bad = ("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\nspec:\n"
            "  hosts: [reviews]\n  http:\n  - timeout: soon\n    route: [{destination: {host: reviews}}]\n")
     with pytest.raises(GenerationError, match="soon"):
-        proxy.generate_for(bookinfo(bad), sidecar(), proxy.ROUTE)
+        Generator().generate(bookinfo(bad), sidecar(), ROUTE)

@@ -12,7 +12,7 @@ from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.type.v3 import percent_pb2
 
-from sailmesh.generate.proxy import ROUTE
+from sailmesh.xds.types import ROUTE
 from tests.unit.test_generate_support import (
     bookinfo,
     gateway_proxy,

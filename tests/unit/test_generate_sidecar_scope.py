@@ -5,8 +5,8 @@ from __future__ import annotations
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.route.v3 import route_pb2
 
-from sailmesh.generate.proxy import CLUSTER, ENDPOINT, ROUTE, generate_for
-from tests.unit.test_generate_support import generated, make_snapshot, resources, service, sidecar
+from sailmesh.xds.types import CLUSTER, ENDPOINT, ROUTE
+from tests.unit.test_generate_support import generate, generated, make_snapshot, resources, service, sidecar
 
 SERVICES = [service("reviews"), service("ratings"), service("api", ns="istio-system"), service("other", ns="bar")]
 
@@ -39,7 +39,7 @@ def test_egress_hosts_limit_clusters_endpoints_and_routes() -> None:
     expect = {"reviews.default.svc.cluster.local", "ratings.default.svc.cluster.local",
               "api.istio-system.svc.cluster.local"}
     assert hosts(snap, p) == expect
-    assert {n.split("|")[3] for n in generate_for(snap, p, ENDPOINT)} == expect
+    assert {n.split("|")[3] for n in generate(snap, p, ENDPOINT)} == expect
     rc = generated(snap, p, ROUTE, route_pb2.RouteConfiguration)["http_proxy"]
     assert {v.name.rsplit(":", 1)[0] for v in rc.virtual_hosts if v.name != "allow_any"} == expect
 

@@ -9,7 +9,7 @@ from google.protobuf import any_pb2, message
 
 from sailmesh.api.parse import parse_text
 from sailmesh.api.resource import Resource
-from sailmesh.generate.proxy import generate_for
+from sailmesh.generate.generator import Generator
 from sailmesh.settings import MeshDefaults
 from sailmesh.snapshot.model import Endpoint, MeshSnapshot, ProxyView, Service, ServicePort, Workload
 from sailmesh.store.base import sort_by_creation
@@ -116,6 +116,11 @@ def unpacked(resources_: Mapping[str, any_pb2.Any], cls: type[message.Message]) 
     return out
 
 
+def generate(snapshot: MeshSnapshot, proxy: ProxyView, type_url: str) -> dict[str, any_pb2.Any]:
+    """Every resource of type_url for proxy, through the production entry point (a fresh Generator)."""
+    return Generator().resources(snapshot, proxy, type_url)
+
+
 def generated(snapshot: MeshSnapshot, proxy: ProxyView, type_url: str, cls: type[message.Message]) -> dict:
-    """generate_for, unpacked into `cls` messages keyed by name."""
-    return unpacked(generate_for(snapshot, proxy, type_url), cls)
+    """generate(), unpacked into `cls` messages keyed by name."""
+    return unpacked(generate(snapshot, proxy, type_url), cls)

@@ -15,10 +15,11 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from sailmesh.server.ads import AdsServer
-from sailmesh.server.source import CLUSTER, ENDPOINT, LISTENER, ROUTE, PushRequest
 from sailmesh.server.static_source import StaticSource, pack
 from sailmesh.testing.ads_client import AdsClient, start_fleet
 from sailmesh.testing.waiting import await_for
+from sailmesh.xds.push import PushRequest
+from sailmesh.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
 ADS = config_source_pb2.ConfigSource(ads=config_source_pb2.AggregatedConfigSource(),
                                      resource_api_version=config_source_pb2.V3)

@@ -6,7 +6,8 @@ import pytest
 
 from sailmesh.server.metrics import CONVERGENCE_BUCKETS, Registry, XdsMetrics
 from sailmesh.server.push import PendingPush, ordered
-from sailmesh.server.source import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, PushRequest
+from sailmesh.xds.push import PushRequest
+from sailmesh.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 
 
 def test_counter_gauge_histogram_render():

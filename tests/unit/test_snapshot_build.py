@@ -6,13 +6,16 @@ import dataclasses
 
 import pytest
 
+from sailmesh.api.change import Change
 from sailmesh.api.parse import load_file, parse_text
 from sailmesh.api.resource import ResourceKey
+from sailmesh.generate.affect import affected_types
 from sailmesh.registry.model import Workload
 from sailmesh.registry.workloads import LocalRegistry, workload_key
 from sailmesh.settings import MeshDefaults
-from sailmesh.snapshot.build import ChangeKind, Changes, build, changed_endpoints, classify
+from sailmesh.snapshot.build import build, changed_endpoints
 from sailmesh.store.memory import MemoryStore
+from sailmesh.xds.types import CLUSTER, ENDPOINT, ROUTE
 from tests.unit.test_registry_services import conformance_dir
 
 REVIEWS = "reviews.default.svc.cluster.local"
@@ -34,7 +37,7 @@ def bookinfo() -> tuple[MemoryStore, LocalRegistry]:
 
 def test_full_build_is_grouped_sorted_and_immutable() -> None:
     store, reg = bookinfo()
-    snap = build(None, store, reg, Changes.everything())
+    snap = build(None, store, reg, Change.everything())
     assert snap.version == 1 and snap.mesh == MeshDefaults()
     assert set(snap.config) == {"Service", "DestinationRule", "VirtualService"}
     # Oldest first (apply order here): the Services were applied first, in file order.
@@ -53,9 +56,9 @@ def test_full_build_is_grouped_sorted_and_immutable() -> None:
 
 def test_endpoint_only_change_reuses_config_and_services() -> None:
     store, reg = bookinfo()
-    s1 = build(None, store, reg, Changes.everything())
+    s1 = build(None, store, reg, Change.everything())
     reg.unregister("reviews-v3-0", "default")
-    change = Changes(frozenset({workload_key("reviews-v3-0", "default")}))
+    change = Change(frozenset({workload_key("reviews-v3-0", "default")}))
     s2 = build(s1, store, reg, change)
     assert s2.version == 2
     assert s2.config is s1.config and s2.services is s1.services
@@ -64,25 +67,25 @@ def test_endpoint_only_change_reuses_config_and_services() -> None:
     ratings = ("ratings.default.svc.cluster.local", 9080)
     assert s2.endpoints[ratings] is s1.endpoints[ratings]
     assert changed_endpoints(s1, s2) == {(REVIEWS, 9080)}
-    assert classify(change) is ChangeKind.ENDPOINTS and classify(change, s1, s2) is ChangeKind.ENDPOINTS
+    assert affected_types(change, s1, s2) == {ENDPOINT}
     # The first snapshot is untouched.
     assert len(s1.endpoints[(REVIEWS, 9080)]) == 3
 
 
 def test_config_change_rebuilds_only_its_kind() -> None:
     store, reg = bookinfo()
-    s1 = build(None, store, reg, Changes.everything())
+    s1 = build(None, store, reg, Change.everything())
     res = store.apply(load_file(str(conformance_dir() / "bookinfo" / "virtual-service-reviews-50-v3.yaml")).resources)
-    change = Changes(frozenset(res.updated))
-    assert classify(change) is ChangeKind.FULL
+    change = Change(frozenset(res.updated))
     s2 = build(s1, store, reg, change)
+    assert affected_types(change, s1, s2) == {ROUTE}
     assert s2.of_kind("DestinationRule") is s1.of_kind("DestinationRule")
     assert s2.services is s1.services and s2.endpoints is s1.endpoints and s2.workloads is s1.workloads
     [reviews_vs] = [r for r in s2.of_kind("VirtualService") if r.name == "reviews"]
     assert reviews_vs.generation == 2 and len(reviews_vs.spec["http"][0]["route"]) == 2
     # A Service change recomputes services and endpoints.
     store.delete([ResourceKey("Service", "default", "details")])
-    s3 = build(s2, store, reg, Changes(frozenset({ResourceKey("Service", "default", "details")})))
+    s3 = build(s2, store, reg, Change(frozenset({ResourceKey("Service", "default", "details")})))
     assert "details.default.svc.cluster.local" not in s3.services
     assert ("details.default.svc.cluster.local", 9080) not in s3.endpoints
     assert s3.of_kind("VirtualService") is s2.of_kind("VirtualService")
@@ -90,14 +93,14 @@ def test_config_change_rebuilds_only_its_kind() -> None:
 
 def test_incremental_equals_full_rebuild() -> None:
     store, reg = bookinfo()
-    s1 = build(None, store, reg, Changes.everything())
+    s1 = build(None, store, reg, Change.everything())
     reg.register(Workload("reviews-v2-1", "default", "127.0.1.9", {"app": "reviews", "version": "v2"}))
     store.apply(load_file(str(conformance_dir() / "bookinfo" / "egress-rule-google-apis.yaml")).resources)
     keys = frozenset({workload_key("reviews-v2-1", "default"), ResourceKey("ServiceEntry", "default", "googleapis"),
                       ResourceKey("VirtualService", "default", "rewrite-port-for-googleapis"),
                       ResourceKey("DestinationRule", "default", "originate-tls-for-googleapis")})
-    inc = build(s1, store, reg, Changes(keys))
-    full = build(None, store, reg, Changes.everything())
+    inc = build(s1, store, reg, Change(keys))
+    full = build(None, store, reg, Change.everything())
     assert (inc.config, inc.services, inc.endpoints, inc.workloads) == (
         full.config, full.services, full.endpoints, full.workloads)
 
@@ -117,21 +120,19 @@ spec:
   workloadSelector: {labels: {app: vm}}
 """).resources)
     reg = LocalRegistry()
-    s1 = build(None, store, reg, Changes.everything())
+    s1 = build(None, store, reg, Change.everything())
     reg.register(Workload("vm-0", "default", "127.0.4.1", {"app": "vm"}))
-    change = Changes(frozenset({workload_key("vm-0", "default")}))
+    change = Change(frozenset({workload_key("vm-0", "default")}))
     s2 = build(s1, store, reg, change)
-    assert classify(change) is ChangeKind.ENDPOINTS  # by keys alone
-    assert classify(change, s1, s2) is ChangeKind.FULL  # knowing the service resolves by DNS
+    assert affected_types(change, s1, s2) == {CLUSTER, ENDPOINT}  # the service resolves by DNS
 
 
 def test_no_change_and_mesh_change() -> None:
     store, reg = bookinfo()
-    s1 = build(None, store, reg, Changes.everything())
-    assert classify(Changes()) is ChangeKind.NONE
-    s2 = build(s1, store, reg, Changes())
+    s1 = build(None, store, reg, Change.everything())
+    s2 = build(s1, store, reg, Change())
     assert s2.version == 2 and s2.config is s1.config and s2.endpoints is s1.endpoints
-    s3 = build(s2, store, reg, Changes(), MeshDefaults(domain_suffix="mesh.local"))
+    s3 = build(s2, store, reg, Change(), MeshDefaults(domain_suffix="mesh.local"))
     assert "reviews.default.svc.mesh.local" in s3.services
 
 
@@ -142,7 +143,7 @@ def test_workload_churn_incremental_matches_full() -> None:
 
     rnd = random.Random(7)
     store, reg = bookinfo()
-    snap = build(None, store, reg, Changes.everything())
+    snap = build(None, store, reg, Change.everything())
     apps = ["productpage", "details", "ratings", "reviews", "nothing"]
     for step in range(60):
         name = f"w{rnd.randrange(12)}"
@@ -154,7 +155,7 @@ def test_workload_churn_incremental_matches_full() -> None:
         else:
             reg.register(Workload(name, "default", f"127.0.9.{step + 1}", {"app": rnd.choice(apps)}))
         prev = snap
-        snap = build(prev, store, reg, Changes(frozenset({workload_key(name, "default")})))
-        full = build(None, store, reg, Changes.everything())
+        snap = build(prev, store, reg, Change(frozenset({workload_key(name, "default")})))
+        full = build(None, store, reg, Change.everything())
         assert snap.endpoints == full.endpoints and snap.workloads == full.workloads, step
         assert snap.services is prev.services and snap.config is prev.config

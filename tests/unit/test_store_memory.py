@@ -6,10 +6,11 @@ import asyncio
 
 import pytest
 
+from sailmesh.api.change import Change
 from sailmesh.api.parse import parse_text
 from sailmesh.api.resource import Resource, ResourceKey
 from sailmesh.errors import ValidationError
-from sailmesh.store.base import ChangeSet, creation_timestamp
+from sailmesh.store.base import creation_timestamp
 from sailmesh.store.memory import MemoryStore
 
 
@@ -87,13 +88,13 @@ async def test_watch_events_merge_and_skip_no_ops() -> None:
     w = s.watch()
     s.apply([vs("a")])
     first = await asyncio.wait_for(w.__anext__(), 5)
-    assert first == ChangeSet(frozenset({ResourceKey("VirtualService", "default", "a")}), 1)
+    assert first == Change.of(ResourceKey("VirtualService", "default", "a"))
     # Two changes before the watcher reads: one merged change set.
     s.apply([vs("b")])
     s.delete([ResourceKey("VirtualService", "default", "a")])
     merged = await asyncio.wait_for(w.__anext__(), 5)
     assert merged.keys == {ResourceKey("VirtualService", "default", "a"), ResourceKey("VirtualService", "default", "b")}
-    assert merged.revision == 3
+    assert s.revision == 3
     # A no-op apply and a delete of a missing key emit nothing.
     s.apply([vs("b")])
     assert s.delete([ResourceKey("VirtualService", "default", "nope")]) == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sailmesh.errors import XdsError
-from sailmesh.snapshot.scope import parse_app_ports, proxy_view_from_node
+from sailmesh.snapshot.node import parse_app_ports, proxy_view_from_node
 
 
 def test_sidecar_node_with_metadata() -> None:

@@ -1,0 +1,55 @@
+"""push_request: the one place that decides which xDS types and proxies a change affects."""
+
+from __future__ import annotations
+
+from sailmesh.api.change import Change
+from sailmesh.registry.workloads import WORKLOAD_KIND
+from sailmesh.snapshot.build import changed_endpoints
+from sailmesh.snapshot.model import MeshSnapshot
+from sailmesh.xds.push import PushRequest
+from sailmesh.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
+
+EVERY_TYPE = frozenset({CLUSTER, ENDPOINT, LISTENER, ROUTE})  # what the generators make (secrets come over SDS)
+# Config kinds whose changes alter only some xDS types (what the generators read them for); any other kind can
+# alter every type.
+KIND_TYPES: dict[str, frozenset[str]] = {
+    "VirtualService": frozenset({ROUTE}),
+    "DestinationRule": frozenset({CLUSTER, ENDPOINT, ROUTE}),  # subsets, policies; consistentHash on routes
+    "Gateway": frozenset({LISTENER, ROUTE}),
+}
+# Kinds whose changes only move endpoints.
+ENDPOINT_KINDS = frozenset({WORKLOAD_KIND, "WorkloadEntry"})
+# Resolutions whose endpoints live in the cluster (DNS: as its load assignment, as in Istio) or decide its kind
+# (NONE: a forwarding cluster without endpoints, EDS with them): an endpoint change there is a cluster change.
+CLUSTER_RESOLUTIONS = frozenset({"DNS", "DNS_ROUND_ROBIN", "NONE"})
+
+
+def affected_types(change: Change, previous: MeshSnapshot, current: MeshSnapshot) -> frozenset[str]:
+    """The xDS types whose resources may differ between the two snapshots because of `change`."""
+    if change.full or current.mesh != previous.mesh:
+        return EVERY_TYPE
+    types: set[str] = set()
+    for kind in change.kinds - ENDPOINT_KINDS:
+        types |= KIND_TYPES.get(kind, EVERY_TYPE)
+    if change.kinds & ENDPOINT_KINDS:
+        if current.services is not previous.services and current.services != previous.services:
+            return EVERY_TYPE
+        for host, _ in changed_endpoints(previous, current):
+            types.add(ENDPOINT)
+            svc = current.services.get(host) or previous.services.get(host)
+            if svc is not None and svc.resolution in CLUSTER_RESOLUTIONS:
+                types.add(CLUSTER)
+    return frozenset(types)
+
+
+def push_request(change: Change, previous: MeshSnapshot, current: MeshSnapshot) -> PushRequest | None:
+    """What to push after `change` moved the mesh from `previous` to `current`; None: nothing to push.
+
+    Every proxy is named (None): a proxy whose resources did not change gets nothing, as the ADS server skips
+    responses equal to what the proxy holds.
+    """
+    types = affected_types(change, previous, current)
+    if not types:
+        return None
+    reason = "full" if change.full else ",".join(sorted(change.kinds))
+    return PushRequest(version=str(current.version), type_urls=types, reason=reason)

@@ -1,0 +1,156 @@
+"""Generator: the one entry point from (snapshot, proxy, xDS type) to packed Envoy resources.
+
+It owns the type table (which builders make each type, in Istio's push order), the generated-resource cache,
+the builders' memos and the error handling: whatever a builder raises for one proxy comes out as a
+GenerationError naming the proxy and the type, so the ADS server keeps that proxy's last config and its stream.
+
+Cache keys are (part, epoch of its type, scope). A part is a slice of one type's resources with its own scope:
+outbound clusters, routes and endpoints depend only on the proxy's outbound key (SnapshotIndex.outbound_key: for a
+sidecar its namespace, its Sidecar resource and the VirtualService sourceLabels it matches), so every sidecar of a
+namespace usually shares them; inbound clusters and listeners also depend on the proxy's labels, address and
+ports. `advance` moves to a new snapshot and bumps only the epochs of the types its PushRequest names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+
+from google.protobuf import any_pb2, message
+
+from sailmesh.errors import GenerationError
+from sailmesh.generate.clusters import build_inbound, build_outbound
+from sailmesh.generate.common import Prepacked, pack
+from sailmesh.generate.endpoints import build_endpoints
+from sailmesh.generate.listeners import build_listeners
+from sailmesh.generate.memo import Memos
+from sailmesh.generate.routes import build_routes
+from sailmesh.snapshot.model import MeshSnapshot, ProxyView
+from sailmesh.xds.push import PushRequest
+from sailmesh.xds.types import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SECRET, short_name
+
+Builder = Callable[[MeshSnapshot, ProxyView, Memos], list]
+
+
+def outbound_scope(snapshot: MeshSnapshot, proxy: ProxyView) -> Hashable:
+    """What outbound config depends on."""
+    return snapshot.index.outbound_key(proxy)
+
+
+def own_scope(_snapshot: MeshSnapshot, proxy: ProxyView) -> Hashable:
+    """What per-proxy (inbound, listener) config depends on."""
+    return (proxy.scope_key, proxy.ip, tuple(sorted(proxy.app_ports.items())), proxy.workload_name)
+
+
+class PackedResources(dict):  # type: ignore[type-arg]
+    """One part's generated resources (name -> packed Any), shared and immutable; the ADS server's caches can
+    reference it weakly."""
+
+    __slots__ = ("__weakref__",)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One cached slice of a type's resources."""
+
+    name: str
+    build: Builder
+    scope: Callable[[MeshSnapshot, ProxyView], Hashable]
+
+
+# The type table, in Istio's push order (xds.types.PUSH_ORDER). SECRET has no parts: secrets come from the agent
+# over SDS, and an ADS subscription to them gets an empty answer.
+TYPES: dict[str, tuple[Part, ...]] = {
+    CLUSTER: (
+        Part("outbound-clusters", build_outbound, outbound_scope),
+        Part("inbound-clusters", lambda s, p, _m: build_inbound(s, p), own_scope),
+    ),
+    ENDPOINT: (Part("endpoints", build_endpoints, outbound_scope),),
+    LISTENER: (Part("listeners", lambda s, p, _m: build_listeners(s, p), own_scope),),
+    ROUTE: (Part("routes", build_routes, outbound_scope),),
+    SECRET: (),
+}
+assert tuple(TYPES) == PUSH_ORDER, "the type table must list the types in push order"
+GENERATED_TYPES = frozenset(t for t, parts in TYPES.items() if parts)
+
+
+def _name(msg: message.Message | Prepacked) -> str:
+    if isinstance(msg, Prepacked):
+        return msg.name
+    return str(getattr(msg, "cluster_name", "") or getattr(msg, "name", ""))
+
+
+def packed(messages: list) -> PackedResources:
+    """Messages (or Prepacked resources) packed into Anys, keyed by resource name; a duplicate name is a
+    generator bug and raises GenerationError."""
+    out = PackedResources()
+    for m in messages:
+        name = _name(m)
+        if name in out:
+            kind = m.packed.type_url.rpartition(".")[2] if isinstance(m, Prepacked) else m.DESCRIPTOR.full_name
+            raise GenerationError(f"duplicate {kind} named {name!r}")
+        out[name] = m.packed if isinstance(m, Prepacked) else pack(m)
+    return out
+
+
+class Generator:
+    """Generates and caches every proxy's resources; one per control plane, used from one event loop."""
+
+    def __init__(self, memos: Memos | None = None) -> None:
+        self.memos = memos or Memos()
+        self._version: int | None = None
+        self._epochs: dict[str, int] = dict.fromkeys(TYPES, 0)
+        self._entries: dict[tuple[str, int, Hashable], PackedResources] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def advance(self, snapshot: MeshSnapshot, request: PushRequest | None) -> None:
+        """Move to `snapshot`; the types `request` names (None: every type) are generated anew."""
+        if snapshot.version == self._version:
+            return
+        types = TYPES.keys() if request is None or request.type_urls is None or self._version is None \
+            else request.type_urls
+        for t in types:
+            if t in self._epochs:
+                self._epochs[t] += 1
+        self._version = snapshot.version
+        live = {p.name: self._epochs[t] for t, parts in TYPES.items() for p in parts}
+        self._entries = {k: v for k, v in self._entries.items() if live.get(k[0]) == k[1]}
+
+    def generate(self, snapshot: MeshSnapshot, proxy: ProxyView, type_url: str) -> tuple[PackedResources, ...]:
+        """The resources of type_url for proxy at snapshot, as parts with disjoint names, each shared by the
+        proxies of its scope: treat them as immutable. Raises GenerationError (unknown type, a builder failing)."""
+        parts = TYPES.get(type_url)
+        if parts is None:
+            raise GenerationError(f"resource type {type_url} is not served")
+        if snapshot.version != self._version:
+            self.advance(snapshot, None)  # an unannounced snapshot counts as a full change
+        epoch = self._epochs[type_url]
+        out = []
+        for part in parts:
+            try:
+                key = (part.name, epoch, part.scope(snapshot, proxy))
+                hit = self._entries.get(key)
+                if hit is None:
+                    self.misses += 1
+                    hit = packed(part.build(snapshot, proxy, self.memos))
+                    self._entries[key] = hit
+                else:
+                    self.hits += 1
+            except GenerationError as e:
+                raise GenerationError(f"generating {short_name(type_url)} for {proxy.id}: {e}") from e
+            except Exception as e:
+                raise GenerationError(f"generating {short_name(type_url)} for {proxy.id}: "
+                                      f"{type(e).__name__}: {e}") from e
+            out.append(hit)
+        return tuple(out)
+
+    def resources(self, snapshot: MeshSnapshot, proxy: ProxyView, type_url: str) -> dict[str, any_pb2.Any]:
+        """Every resource of type_url in one new mapping (config dumps, tests); raises like generate()."""
+        merged: dict[str, any_pb2.Any] = {}
+        for part in self.generate(snapshot, proxy, type_url):
+            merged.update(part)
+        return merged
+
+    def __len__(self) -> int:
+        return len(self._entries)

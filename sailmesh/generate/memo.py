@@ -1,0 +1,56 @@
+"""Memos: generated pieces reused across proxies and snapshots while their inputs are the same objects.
+
+One `Memos` belongs to one `Generator` (the control plane has one), lives as long as it and is passed to the
+builders that use it; nothing here is module state. Entries are keyed by the identity of their inputs and hold
+those inputs, so an id is never reused while its entry lives. Values are shared: treat them as immutable.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Hashable
+from typing import Any
+
+
+class IdentityMemo:
+    """A bounded LRU memo keyed by the identity of its inputs; it holds them, so their ids are not reused meanwhile."""
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[Hashable, tuple[tuple[object, ...], Any]] = OrderedDict()
+
+    def get(self, key: Hashable, held: tuple[object, ...]) -> Any:
+        """The value stored under key for exactly these held objects, else None."""
+        hit = self._entries.get(key)
+        if hit is None or len(hit[0]) != len(held) or not all(a is b for a, b in zip(hit[0], held, strict=True)):
+            return None
+        self._entries.move_to_end(key)
+        return hit[1]
+
+    def put(self, key: Hashable, held: tuple[object, ...], value: Any) -> None:
+        self._entries[key] = (held, value)
+        if len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class Memos:
+    """The generators' memos, one per Generator.
+
+    - `clusters`: an outbound cluster, packed, per (port, subset, its service, DestinationRule, endpoints, mesh);
+      it does not depend on the proxy, so every scope and snapshot with the same inputs shares it.
+    - `assignments`: a ClusterLoadAssignment, packed, per (cluster name, endpoints tuple, subset labels).
+    - `routes`: a service port's serialized routes and virtual hosts per outbound scope (see routes.RouteMemo).
+    """
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self.clusters = IdentityMemo(max_entries)
+        self.assignments = IdentityMemo(max_entries)
+        self.routes: OrderedDict[tuple[object, ...], Any] = OrderedDict()
+        self.max_entries = max_entries
+
+    def sizes(self) -> dict[str, int]:
+        """Entries per memo (for tests, benchmarks and debug endpoints)."""
+        return {"clusters": len(self.clusters), "assignments": len(self.assignments), "routes": len(self.routes)}

@@ -1,0 +1,336 @@
+"""SnapshotIndex: what each proxy can see in one snapshot (Istio's PushContext and SidecarScope job).
+
+Built by `snapshot.build` with the snapshot and owned by it (`MeshSnapshot.index`). Lookups are computed on first
+use and memoized for the snapshot's lifetime; facts that cannot differ from the previous snapshot's (per-object
+VirtualService facts, outbound keys, DestinationRule answers) are taken over from the previous index when it is
+built, so the index keeps no reference to older snapshots.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Mapping
+from typing import TYPE_CHECKING
+
+from sailmesh.api.hosts import exported_to, fqdn, host_matches, hosts_intersect
+from sailmesh.api.resource import Resource
+from sailmesh.registry.model import Service
+from sailmesh.settings import MeshDefaults
+
+if TYPE_CHECKING:
+    from sailmesh.snapshot.model import ProxyView
+
+MESH_GATEWAY = "mesh"
+# exact host -> [(order, VirtualService)], and [(order, wildcard host, VirtualService)]
+HostTable = tuple[dict[str, list[tuple[int, Resource]]], list[tuple[int, str, Resource]]]
+# (exportTo, bound gateways, FQDN hosts, sourceLabels selectors) of one VirtualService object
+VsFacts = tuple[list[str], set[str], list[str], tuple[tuple[tuple[str, str], ...], ...]]
+Config = Mapping[str, tuple[Resource, ...]]
+
+
+def vs_facts(vs: Resource, domain_suffix: str) -> VsFacts:
+    """(exportTo, bound gateways, FQDN hosts, sourceLabels selectors) of a VirtualService."""
+    selectors: dict[tuple[tuple[str, str], ...], None] = {}
+    http = vs.spec.get("http")
+    for route in http if isinstance(http, list) else ():
+        matches = route.get("match") if isinstance(route, Mapping) else None
+        for m in matches if isinstance(matches, list) else ():
+            labels = m.get("sourceLabels") if isinstance(m, Mapping) else None
+            if isinstance(labels, Mapping):
+                selectors[tuple(sorted((str(k), str(v)) for k, v in labels.items()))] = None
+    return (_resource_export(vs), bound_gateways(vs), vs_hosts(vs, domain_suffix), tuple(selectors))
+
+
+def _resource_export(r: Resource) -> list[str]:
+    value = r.spec.get("exportTo") or []
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def _select_sidecar(sidecars: tuple[Resource, ...], root_namespace: str, proxy: ProxyView) -> Resource | None:
+    """Istio's Sidecar selection for a sidecar proxy (see SnapshotIndex.sidecar)."""  # oldest first
+    for sc in sidecars:
+        ws = sc.spec.get("workloadSelector")
+        labels = ws.get("labels") if isinstance(ws, Mapping) else None
+        if sc.namespace == proxy.namespace and labels and all(
+            proxy.labels.get(str(k)) == str(v) for k, v in labels.items()
+        ):
+            return sc
+    for ns in (proxy.namespace, root_namespace):
+        for sc in sidecars:
+            ws = sc.spec.get("workloadSelector")
+            if sc.namespace == ns and not (isinstance(ws, Mapping) and ws.get("labels")):
+                return sc
+    return None
+
+
+def egress_imports(egress: list[tuple[str, str]], namespace: str, hostname: str) -> bool:
+    """Whether Sidecar egress hosts (`ns/host`, `*/`, `./`, `~/`) import a host of `namespace`."""
+    for ns, host in egress:
+        if ns == "~" or (ns != "*" and ns != namespace):
+            continue
+        if host == "*" or hosts_intersect(hostname, host):
+            return True
+    return False
+
+
+class SnapshotIndex:
+    """Lookups over one snapshot's config and services, computed on first use and memoized with the snapshot.
+
+    `previous` is the previous snapshot's index: what it computed that cannot differ here is taken over now
+    (shared objects, treated as immutable by both), and no reference to it is kept.
+    """
+
+    def __init__(self, config: Config, services: Mapping[str, Service], mesh: MeshDefaults,
+                 previous: SnapshotIndex | None = None) -> None:
+        self.config = config
+        self.services = services
+        self.mesh = mesh
+        suffix = mesh.domain_suffix
+        vss = config.get("VirtualService", ())
+        # per-object VirtualService facts: taken over for the objects the previous snapshot had too
+        old = previous._facts if previous is not None and previous.mesh.domain_suffix == suffix else {}
+        self._facts: dict[int, tuple[Resource, VsFacts]] = {}
+        for vs in vss:
+            hit = old.get(id(vs))
+            self._facts[id(vs)] = hit if hit is not None and hit[0] is vs else (vs, vs_facts(vs, suffix))
+        found: dict[tuple[tuple[str, str], ...], None] = {}
+        for vs in vss:
+            found.update(dict.fromkeys(self._facts[id(vs)][1][3]))
+        self._selectors: list[tuple[tuple[str, str], ...]] = list(found)
+        self._vs_parsed = [(vs, *self._facts[id(vs)][1][:3]) for vs in vss]  # oldest first
+        self._hosts_of = {id(vs): hosts for vs, _, _, hosts in self._vs_parsed}
+        # outbound keys depend on the Sidecars, the mesh and the sourceLabels selectors only
+        self._outbound: dict[Hashable, Hashable] = {}
+        self._sidecar: dict[Hashable, Resource | None] = {}
+        if previous is not None and previous.of_kind("Sidecar") is self.of_kind("Sidecar") \
+                and previous.mesh == mesh and previous._selectors == self._selectors:
+            self._outbound, self._sidecar = previous._outbound, previous._sidecar
+        # DestinationRule answers depend on the rules, the services and the mesh only
+        self._rules: dict[str, list[tuple[str, Resource]]] | None = None
+        self._dr: dict[tuple[str, str], Resource | None] = {}
+        if previous is not None and previous.of_kind("DestinationRule") is self.of_kind("DestinationRule") \
+                and previous.services is services and previous.mesh == mesh:
+            self._rules, self._dr = previous._rules_by_ns(), previous._dr
+        self._vs: dict[tuple[str, str], list[Resource]] = {}
+        self._visible: dict[Hashable, list[Service]] = {}
+        self._by_host: dict[Hashable, tuple[list[Resource], HostTable]] = {}
+        self._by_ns: dict[str, list[Service]] | None = None
+        self._bound_to: dict[str, list[tuple[Resource, list[str], bool]]] = {}
+        self._mesh_ns: dict[str, list[tuple[int, Resource, list[str], bool]]] | None = None
+
+    def of_kind(self, kind: str) -> tuple[Resource, ...]:
+        return self.config.get(kind, ())
+
+    def sidecar(self, proxy: ProxyView) -> Resource | None:
+        """The Sidecar resource that configures a sidecar proxy (Istio's selection order).
+
+        A Sidecar in the proxy's namespace whose workloadSelector matches its labels, else the
+        namespace's Sidecar without a selector, else the root namespace's Sidecar without a selector.
+        Gateways are not configured by Sidecars.
+        """
+        if proxy.type != "sidecar":
+            return None
+        key = ("sidecar", proxy.scope_key)
+        if key not in self._sidecar:
+            self._sidecar[key] = _select_sidecar(self.of_kind("Sidecar"), self.mesh.root_namespace, proxy)
+        return self._sidecar[key]
+
+    def outbound_key(self, proxy: ProxyView) -> Hashable:
+        """What a proxy's outbound config (clusters, endpoints, routes) depends on: equal keys, equal config.
+
+        A sidecar's labels matter only through the Sidecar they select and the VirtualService
+        `sourceLabels` they match, so sidecars of different deployments in one namespace share their
+        outbound config. Gateways keep their labels (they select Gateway resources). A generator that
+        reads more of the proxy for outbound config must add it here.
+        """
+        key = proxy.scope_key
+        hit = self._outbound.get(key)
+        if hit is None:
+            if proxy.type != "sidecar":
+                hit = key
+            else:
+                sc = self.sidecar(proxy)
+                # the selectors themselves (not their positions): keys stay comparable across snapshots
+                matched = tuple(sel for sel in self._selectors
+                                if all(proxy.labels.get(k) == v for k, v in sel))
+                hit = ("sidecar", proxy.namespace, None if sc is None else (sc.namespace, sc.name), matched)
+            self._outbound[key] = hit
+        return hit
+
+    def egress(self, proxy: ProxyView) -> list[tuple[str, str]] | None:
+        """(namespace, host) pairs of the proxy's Sidecar egress listeners; None = everything is imported."""
+        sc = self.sidecar(proxy)
+        if sc is None or not sc.spec.get("egress"):
+            return None
+        out = []
+        for listener in sc.spec.get("egress") or []:
+            if not isinstance(listener, Mapping):
+                continue
+            for h in listener.get("hosts") or []:
+                ns, _, host = str(h).partition("/")
+                out.append((proxy.namespace if ns == "." else ns, host))
+        return out
+
+    def visible_services(self, proxy: ProxyView) -> list[Service]:
+        key = self.outbound_key(proxy)
+        hit = self._visible.get(key)
+        if hit is None:
+            egress = self.egress(proxy)
+            candidates: Iterable[Service] = self.services.values()
+            if egress is not None and not any(ns == "*" for ns, _ in egress):
+                # egress hosts name namespaces: only their services can be imported
+                by_ns = self._services_by_namespace()
+                candidates = [s for ns in dict.fromkeys(ns for ns, _ in egress) for s in by_ns.get(ns, ())]
+            hit = sorted(
+                (
+                    s
+                    for s in candidates
+                    if exported_to(s.export_to, s.namespace, proxy.namespace)
+                    and (egress is None or egress_imports(egress, s.namespace, s.hostname))
+                ),
+                key=lambda s: s.hostname,
+            )
+            self._visible[key] = hit
+        return hit
+
+    def _services_by_namespace(self) -> dict[str, list[Service]]:
+        if self._by_ns is None:
+            self._by_ns = {}
+            for s in self.services.values():
+                self._by_ns.setdefault(s.namespace, []).append(s)
+        return self._by_ns
+
+    def virtual_services(self, proxy_ns: str, gateway: str) -> list[Resource]:
+        key = (proxy_ns, gateway)
+        hit = self._vs.get(key)
+        if hit is None:
+            bound = self._bound(gateway)
+            if all(open_ for _, _, open_ in bound):
+                hit = self._vs.setdefault(("*", gateway), [vs for vs, _, _ in bound])
+            else:  # exportTo applies to sidecars and gateways alike
+                hit = [vs for vs, export, open_ in bound if open_ or exported_to(export, vs.namespace, proxy_ns)]
+            self._vs[key] = hit
+        return hit
+
+    def _bound(self, gateway: str) -> list[tuple[Resource, list[str], bool]]:
+        """VirtualServices bound to `gateway`, oldest first, with their exportTo and whether it is `*`."""
+        hit = self._bound_to.get(gateway)
+        if hit is None:
+            hit = [(vs, export, not export or "*" in export)
+                   for vs, export, gateways, _ in self._vs_parsed if gateway in gateways]
+            self._bound_to[gateway] = hit
+        return hit
+
+    def _mesh_by_namespace(self) -> dict[str, list[tuple[int, Resource, list[str], bool]]]:
+        """Mesh VirtualServices by namespace, each with its position in creation order."""
+        if self._mesh_ns is None:
+            self._mesh_ns = {}
+            for i, (vs, export, open_) in enumerate(self._bound(MESH_GATEWAY)):
+                self._mesh_ns.setdefault(vs.namespace, []).append((i, vs, export, open_))
+        return self._mesh_ns
+
+    def _imported(self, proxy: ProxyView) -> tuple[list[Resource], HostTable]:
+        """The mesh VirtualServices a proxy imports (oldest first) and them by host, once per outbound key."""
+        key = self.outbound_key(proxy)
+        hit = self._by_host.get(key)
+        if hit is None:
+            imported: list[Resource] = []
+            exact: dict[str, list[tuple[int, Resource]]] = {}
+            wild: list[tuple[int, str, Resource]] = []
+            egress = self.egress(proxy)
+            hosts_of = self._hosts_of
+            candidates: Iterable[tuple[int, Resource, list[str], bool]]
+            if egress is None or any(ns == "*" for ns, _ in egress):
+                candidates = ((i, vs, export, open_) for i, (vs, export, open_) in enumerate(self._bound(MESH_GATEWAY)))
+            else:
+                # egress hosts name namespaces: a VirtualService elsewhere cannot be imported
+                by_ns = self._mesh_by_namespace()
+                candidates = sorted((c for ns in {ns for ns, _ in egress} for c in by_ns.get(ns, ())),
+                                    key=lambda c: c[0])
+            for i, vs, export, open_ in candidates:
+                if not open_ and not exported_to(export, vs.namespace, proxy.namespace):
+                    continue
+                hosts = hosts_of[id(vs)]
+                if egress is not None and not any(egress_imports(egress, vs.namespace, h) for h in hosts):
+                    continue
+                imported.append(vs)
+                for h in dict.fromkeys(hosts):
+                    if "*" in h:
+                        wild.append((i, h, vs))
+                    else:
+                        exact.setdefault(h, []).append((i, vs))
+            hit = self._by_host[key] = (imported, (exact, wild))
+        return hit
+
+    def mesh_virtual_services(self, proxy: ProxyView) -> list[Resource]:
+        """Mesh VirtualServices the proxy imports (exportTo and its Sidecar's egress hosts), oldest first."""
+        return self._imported(proxy)[0]
+
+    def hosts_of(self, vs: Resource) -> list[str]:
+        """A VirtualService's hosts as FQDNs (computed once per snapshot)."""
+        hosts = self._hosts_of.get(id(vs))
+        return hosts if hosts is not None else vs_hosts(vs, self.mesh.domain_suffix)
+
+    def mesh_virtual_services_for(self, proxy: ProxyView, hostname: str) -> list[Resource]:
+        """Mesh VirtualServices the proxy imports whose hosts match `hostname`, oldest first."""
+        exact, wild = self._imported(proxy)[1]
+        if not wild:
+            return [vs for _, vs in exact.get(hostname, ())]
+        found = exact.get(hostname, []) + [(i, vs) for i, h, vs in wild if host_matches(hostname, h)]
+        seen: set[int] = set()
+        out = []
+        for i, vs in sorted(found, key=lambda t: t[0]):
+            if i not in seen:
+                seen.add(i)
+                out.append(vs)
+        return out
+
+    def _rules_by_ns(self) -> dict[str, list[tuple[str, Resource]]]:
+        if self._rules is None:
+            suffix = self.mesh.domain_suffix
+            self._rules = {}
+            for dr in self.of_kind("DestinationRule"):  # oldest first
+                host = fqdn(str(dr.spec.get("host") or ""), dr.namespace, suffix)
+                self._rules.setdefault(dr.namespace, []).append((host, dr))
+        return self._rules
+
+    def destination_rule(self, proxy_ns: str, service: Service) -> Resource | None:
+        rules = self._rules_by_ns()
+        key = (proxy_ns, service.hostname)
+        if key in self._dr:
+            return self._dr[key]
+        found: Resource | None = None
+        for ns in (proxy_ns, service.namespace, self.mesh.root_namespace):
+            best: tuple[int, Resource] | None = None
+            for host, dr in rules.get(ns, ()):
+                if ns != proxy_ns and not exported_to(_resource_export(dr), dr.namespace, proxy_ns):
+                    continue
+                if not host_matches(service.hostname, host):
+                    continue
+                specificity = 1 << 30 if host == service.hostname else len(host)
+                if best is None or specificity > best[0]:
+                    best = (specificity, dr)
+            if best:
+                found = best[1]
+                break
+        self._dr[key] = found
+        return found
+
+
+def bound_gateways(vs: Resource) -> set[str]:
+    """The gateways a VirtualService applies to as `mesh` or `ns/name` (none listed = `mesh`)."""
+    names = vs.spec.get("gateways") or [MESH_GATEWAY]
+    return {gateway_ref(str(g), vs.namespace) for g in names}
+
+
+def gateway_ref(name: str, namespace: str) -> str:
+    """`name` -> `namespace/name`; `ns/name` and `mesh` stay."""
+    if name == MESH_GATEWAY or "/" in name:
+        return name
+    return f"{namespace}/{name}"
+
+
+def vs_hosts(vs: Resource, domain_suffix: str) -> list[str]:
+    """A VirtualService's hosts as FQDNs (short names resolved in its namespace)."""
+    return [fqdn(str(h), vs.namespace, domain_suffix) for h in vs.spec.get("hosts") or []]
+
+

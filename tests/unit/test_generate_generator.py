@@ -1,0 +1,168 @@
+"""The Generator: cache sharing by scope, what a change regenerates, unknown types and failing builders."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from sailmesh.api.change import Change
+from sailmesh.api.resource import ResourceKey
+from sailmesh.errors import GenerationError
+from sailmesh.generate import generator as generator_mod
+from sailmesh.generate.affect import affected_types, push_request
+from sailmesh.generate.generator import Generator, Part
+from sailmesh.registry.workloads import workload_key
+from sailmesh.xds.push import PushRequest
+from sailmesh.xds.types import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SECRET
+from tests.unit.test_generate_support import (
+    bookinfo,
+    bookinfo_services,
+    bookinfo_workloads,
+    generate,
+    make_snapshot,
+    resources,
+    sidecar,
+    workload,
+)
+
+TYPES = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
+
+
+def test_cached_output_equals_fresh_generation() -> None:
+    snap = bookinfo()
+    gen = Generator()
+    p = sidecar()
+    for t in TYPES:
+        gen.generate(snap, p, t)
+        assert gen.resources(snap, p, t) == generate(snap, p, t)
+    assert gen.hits >= len(TYPES)
+
+
+def test_proxies_with_the_same_scope_share_outbound_resources() -> None:
+    snap = bookinfo()
+    gen = Generator()
+    a = sidecar("reviews-v1-0", "127.0.1.3", app="reviews", version="v1")
+    b = sidecar("reviews-v1-1", "127.0.1.7", app="reviews", version="v1")
+    ra, rb = gen.resources(snap, a, ROUTE), gen.resources(snap, b, ROUTE)
+    assert all(ra[n] is rb[n] for n in ra)  # the same packed bytes, generated once
+    ca, cb = gen.resources(snap, a, CLUSTER), gen.resources(snap, b, CLUSTER)
+    name = "outbound|9080||reviews.default.svc.cluster.local"
+    assert ca[name] is cb[name]
+    assert ca["inbound|9080||"] != cb["inbound|9080||"]  # per-proxy: different address
+    la, lb = gen.resources(snap, a, LISTENER), gen.resources(snap, b, LISTENER)
+    assert set(la) != set(lb)
+
+
+def test_endpoint_only_change_regenerates_only_endpoints() -> None:
+    s1 = bookinfo(version=1)
+    gen = Generator()
+    p = sidecar()
+    before = {t: gen.resources(s1, p, t) for t in TYPES}
+    more = [*bookinfo_workloads(), workload("reviews-v1-1", "127.0.1.9", app="reviews", version="v1")]
+    s2 = dataclasses.replace(make_snapshot((), bookinfo_services(), more), version=2)
+    change = Change.of(workload_key("reviews-v1-1", "default"))
+    request = push_request(change, s1, s2)
+    assert request is not None and request.type_urls == {ENDPOINT}
+    gen.advance(s2, request)
+    misses = gen.misses
+    after = {t: gen.resources(s2, p, t) for t in TYPES}
+    assert gen.misses == misses + 1  # only the endpoints part was rebuilt
+    for t in (CLUSTER, LISTENER, ROUTE):
+        assert all(after[t][n] is before[t][n] for n in before[t])
+    assert after[ENDPOINT] != before[ENDPOINT]
+    assert after[ENDPOINT] == generate(s2, p, ENDPOINT)
+
+
+def test_config_change_invalidates_everything() -> None:
+    s1 = bookinfo(version=1)
+    vs = ("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\nspec:\n"
+          "  hosts: [reviews]\n  http:\n  - route: [{destination: {host: reviews, subset: v2}}]\n")
+    s2 = make_snapshot(resources(vs), bookinfo_services(), bookinfo_workloads(), version=2)
+    gen = Generator()
+    p = sidecar()
+    gen.resources(s1, p, ROUTE)
+    gen.advance(s2, PushRequest("2"))  # every type
+    assert gen.resources(s2, p, ROUTE) == generate(s2, p, ROUTE) != generate(s1, p, ROUTE)
+
+
+def test_dns_endpoint_change_also_pushes_clusters() -> None:
+    from sailmesh.snapshot.model import Service, ServicePort
+
+    dns = Service("api.example.com", "api.example.com", "default", (ServicePort(443, "tls", "TLS"),),
+                  resolution="DNS")
+    s1 = make_snapshot(services=[dns], version=1)
+    gen = Generator()
+    gen.resources(s1, sidecar(), CLUSTER)
+    from sailmesh.snapshot.model import Endpoint
+
+    s2 = make_snapshot(services=[dns], version=2, extra_endpoints=[Endpoint("api.example.com", 443, "10.0.0.1", 443)])
+    assert affected_types(Change.of(ResourceKey("WorkloadEntry", "default", "api")), s1, s2) == {CLUSTER, ENDPOINT}
+
+
+def test_unannounced_snapshot_counts_as_full_change() -> None:
+    gen = Generator()
+    p = sidecar()
+    r1 = gen.resources(bookinfo(version=1), p, ROUTE)
+    r2 = gen.resources(bookinfo(version=2), p, ROUTE)
+    assert r1 == r2 and all(r1[n] is not r2[n] for n in r1)
+    assert len(gen) == 1  # stale entries dropped
+
+
+def test_generation_is_byte_identical_for_equal_input() -> None:
+    # The server skips resources whose bytes did not change: equal snapshots must give equal bytes.
+    vs = ("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\nspec:\n"
+          "  hosts: [reviews]\n  http:\n  - headers: {request: {set: {b: '2', a: '1'}}}\n"
+          "    route: [{destination: {host: reviews, subset: v2}}]\n")
+    dr = ("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: r}\nspec:\n"
+          "  host: reviews\n  trafficPolicy: {connectionPool: {http: {idleTimeout: 5s}}}\n"
+          "  subsets: [{name: v2, labels: {version: v2}}]\n")
+    a = make_snapshot(resources(vs, dr), bookinfo_services(), bookinfo_workloads(), version=1)
+    b = make_snapshot(resources(vs, dr), bookinfo_services(), bookinfo_workloads(), version=2)
+    for t in TYPES:
+        ga, gb = generate(a, sidecar(), t), generate(b, sidecar(), t)
+        assert list(ga) == list(gb)
+        assert all(ga[n].value == gb[n].value for n in ga), t
+
+
+def test_resolution_none_endpoint_change_also_pushes_clusters() -> None:
+    # The cluster of a NONE service forwards to the requested host without endpoints and is EDS with them: one
+    # rule (generate.affect) decides this for the snapshot build and the push alike.
+    from sailmesh.snapshot.model import Endpoint, Service, ServicePort
+
+    svc = Service("db.example.com", "db.example.com", "default", (ServicePort(5432, "tcp", "TCP"),),
+                  resolution="NONE")
+    s1 = make_snapshot(services=[svc], version=1)
+    s2 = make_snapshot(services=[svc], version=2, extra_endpoints=[Endpoint("db.example.com", 5432, "10.0.0.2", 5432)])
+    assert affected_types(Change.of(ResourceKey("WorkloadEntry", "default", "db")), s1, s2) == {CLUSTER, ENDPOINT}
+
+
+def test_push_request_per_kind() -> None:
+    s1, s2 = bookinfo(version=1), bookinfo(version=2)
+    vs = Change.of(ResourceKey("VirtualService", "default", "r"))
+    assert push_request(vs, s1, s2) == PushRequest("2", frozenset({ROUTE}), reason="VirtualService")
+    gw = Change.of(ResourceKey("Gateway", "default", "g"))
+    assert affected_types(gw, s1, s2) == {LISTENER, ROUTE}
+    assert affected_types(Change.of(ResourceKey("Sidecar", "default", "s")), s1, s2) == set(TYPES)
+    assert affected_types(Change.everything(), s1, s2) == set(TYPES)
+    # a workload change that moved no endpoint pushes nothing
+    assert push_request(Change.of(workload_key("reviews-v1-0", "default")), s1, s2) is None
+
+
+def test_type_table_is_in_push_order_and_unknown_types_are_errors() -> None:
+    assert tuple(generator_mod.TYPES) == PUSH_ORDER
+    gen = Generator()
+    assert gen.generate(bookinfo(), sidecar(), SECRET) == ()  # secrets come over SDS from the agent
+    with pytest.raises(GenerationError, match="not served"):
+        gen.generate(bookinfo(), sidecar(), "type.googleapis.com/envoy.config.route.v3.ScopedRouteConfiguration")
+
+
+def test_a_failing_builder_is_a_generation_error_naming_proxy_and_type(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(_snapshot, _proxy, _memos) -> list:
+        raise IndexError("list index out of range")
+
+    monkeypatch.setitem(generator_mod.TYPES, ROUTE, (Part("routes", broken, generator_mod.outbound_scope),))
+    p = sidecar()
+    with pytest.raises(GenerationError) as err:
+        Generator().generate(bookinfo(), p, ROUTE)
+    assert "rds" in str(err.value) and p.id in str(err.value) and "IndexError" in str(err.value)
