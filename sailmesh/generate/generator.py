@@ -139,7 +139,7 @@ class Generator:
                     self.hits += 1
             except GenerationError as e:
                 raise GenerationError(f"generating {short_name(type_url)} for {proxy.id}: {e}") from e
-            except Exception as e:
+            except Exception as e:  # any builder bug: it must cost one proxy one push, not its stream
                 raise GenerationError(f"generating {short_name(type_url)} for {proxy.id}: "
                                       f"{type(e).__name__}: {e}") from e
             out.append(hit)
