@@ -27,8 +27,8 @@ class MeshSource:
         self.proxies: dict[int, ProxyView] = {}
 
     def update(self, snapshot: MeshSnapshot, request: PushRequest | None) -> None:
-        """Move to snapshot; `request` says which types changed (None: any)."""
-        self.generator.advance(snapshot, request)
+        """Move to snapshot; `request` says which types changed (None: nothing to push, no type changed)."""
+        self.generator.advance(snapshot, frozenset() if request is None else request.type_urls)
         self.snapshot = snapshot
 
     def proxy_connected(self, node: base_pb2.Node) -> object:

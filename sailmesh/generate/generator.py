@@ -8,12 +8,12 @@ Cache keys are (part, epoch of its type, scope). A part is a slice of one type's
 outbound clusters, routes and endpoints depend only on the proxy's outbound key (SnapshotIndex.outbound_key: for a
 sidecar its namespace, its Sidecar resource and the VirtualService sourceLabels it matches), so every sidecar of a
 namespace usually shares them; inbound clusters and listeners also depend on the proxy's labels, address and
-ports. `advance` moves to a new snapshot and bumps only the epochs of the types its PushRequest names.
+ports. `advance` moves to a new snapshot and bumps only the epochs of the types a change affects.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 
 from google.protobuf import any_pb2, message
@@ -26,7 +26,6 @@ from sailmesh.generate.listeners import build_listeners
 from sailmesh.generate.memo import Memos
 from sailmesh.generate.routes import build_routes
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView
-from sailmesh.xds.push import PushRequest
 from sailmesh.xds.types import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SECRET, short_name
 
 Builder = Callable[[MeshSnapshot, ProxyView, Memos], list]
@@ -104,13 +103,11 @@ class Generator:
         self.hits = 0
         self.misses = 0
 
-    def advance(self, snapshot: MeshSnapshot, request: PushRequest | None) -> None:
-        """Move to `snapshot`; the types `request` names (None: every type) are generated anew."""
+    def advance(self, snapshot: MeshSnapshot, types: Iterable[str] | None) -> None:
+        """Move to `snapshot`; the resources of `types` (None: every type) are generated anew, the rest kept."""
         if snapshot.version == self._version:
             return
-        types = TYPES.keys() if request is None or request.type_urls is None or self._version is None \
-            else request.type_urls
-        for t in types:
+        for t in TYPES if types is None or self._version is None else types:
             if t in self._epochs:
                 self._epochs[t] += 1
         self._version = snapshot.version

@@ -10,7 +10,6 @@ from sailmesh.api.change import Change
 from sailmesh.api.resource import ResourceKey
 from sailmesh.generate.affect import affected_types
 from sailmesh.generate.generator import Generator
-from sailmesh.xds.push import PushRequest
 from sailmesh.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from tests.unit.test_generate_support import bookinfo, generate, sidecar
 
@@ -87,7 +86,7 @@ def test_a_virtual_service_change_regenerates_routes_only() -> None:
     before = {t: gen.resources(s1, p, t) for t in (CLUSTER, ENDPOINT, ROUTE)}
     vs_change = Change.of(ResourceKey("VirtualService", "default", "reviews"))
     assert affected_types(vs_change, s1, s2) == {ROUTE}
-    gen.advance(s2, PushRequest("2", frozenset({ROUTE})))
+    gen.advance(s2, {ROUTE})
     after = {t: gen.resources(s2, p, t) for t in (CLUSTER, ENDPOINT, ROUTE)}
     for t in (CLUSTER, ENDPOINT):
         assert all(after[t][n] is before[t][n] for n in before[t])
@@ -113,7 +112,7 @@ def test_the_same_parts_are_returned_until_their_type_changes() -> None:
     first = {t: gen.generate(s1, p, t) for t in (CLUSTER, ENDPOINT, ROUTE)}
     assert all(same(gen.generate(s1, p, t), first[t]) for t in first)
     s2 = dataclasses.replace(bookinfo(SOURCE_LABELS_VS), version=2)
-    gen.advance(s2, PushRequest("2", frozenset({ROUTE})))
+    gen.advance(s2, {ROUTE})
     assert same(gen.generate(s2, p, CLUSTER), first[CLUSTER])
     assert not same(gen.generate(s2, p, ROUTE), first[ROUTE])
 

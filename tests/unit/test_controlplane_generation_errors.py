@@ -67,8 +67,9 @@ async def test_a_failing_builder_keeps_the_stream_and_the_last_config(monkeypatc
 
             # The bug is fixed (here: the builder works again): the next push reaches the proxy.
             broken["on"] = False
-            source.update(bookinfo(version=2), None)
-            server.push(PushRequest(version="2", type_urls=frozenset({LISTENER})))
+            request = PushRequest(version="2", type_urls=frozenset({LISTENER}))
+            source.update(bookinfo(version=2), request)
+            server.push(request)
             await await_for(_until(lambda: rv.resources(ROUTE)), what="reviews' listeners and routes after the fix")
             status = reviews_status()
             assert status is not None and status["lds"].error == ""
