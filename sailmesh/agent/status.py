@@ -12,6 +12,7 @@ from aiohttp import web
 
 from sailmesh.agent.health import READY_PATH, Readiness
 from sailmesh.errors import AgentError
+from sailmesh.metrics import Registry
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,19 @@ class StatusServer:
         self.envoy_metrics_url = envoy_metrics_url
         self.app_metrics_url = app_metrics_url
         self.quit_event = quit_event
-        self._restarts = restarts
-        self._started = time.time()
+        # The agent's own metrics, after Envoy's and the app's on the merged page.
+        self.metrics = Registry()
+        m = self.metrics
+        restarts_total = m.counter("sailmesh_agent_envoy_restarts_total", "Times the agent restarted a crashed Envoy.")
+        restarts_total.set_function(restarts)
+        self._ready_gauge = m.gauge("sailmesh_agent_ready", "1 when the readiness probe would answer 200.")
+        self._envoy_up = m.gauge("sailmesh_agent_scrape_envoy_up",
+                                 "1 when Envoy's metrics could be read for this page.")
+        m.gauge("sailmesh_agent_start_time_seconds", "When the agent started (Unix time).").set(round(time.time(), 3))
+        self._app_up = (
+            m.gauge("sailmesh_agent_scrape_app_up", "1 when the app's metrics could be read for this page.")
+            if app_metrics_url else None
+        )
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
 
@@ -54,29 +66,6 @@ class StatusServer:
         except (aiohttp.ClientError, TimeoutError, OSError):
             return None
 
-    def _own_metrics(self, ready: bool, envoy_up: bool, app_up: bool | None) -> str:
-        lines = [
-            "# HELP sailmesh_agent_envoy_restarts_total Times the agent restarted a crashed Envoy.",
-            "# TYPE sailmesh_agent_envoy_restarts_total counter",
-            f"sailmesh_agent_envoy_restarts_total {self._restarts()}",
-            "# HELP sailmesh_agent_ready 1 when the readiness probe would answer 200.",
-            "# TYPE sailmesh_agent_ready gauge",
-            f"sailmesh_agent_ready {int(ready)}",
-            "# HELP sailmesh_agent_scrape_envoy_up 1 when Envoy's metrics could be read for this page.",
-            "# TYPE sailmesh_agent_scrape_envoy_up gauge",
-            f"sailmesh_agent_scrape_envoy_up {int(envoy_up)}",
-            "# HELP sailmesh_agent_start_time_seconds When the agent started (Unix time).",
-            "# TYPE sailmesh_agent_start_time_seconds gauge",
-            f"sailmesh_agent_start_time_seconds {self._started:.3f}",
-        ]
-        if app_up is not None:
-            lines += [
-                "# HELP sailmesh_agent_scrape_app_up 1 when the app's metrics could be read for this page.",
-                "# TYPE sailmesh_agent_scrape_app_up gauge",
-                f"sailmesh_agent_scrape_app_up {int(app_up)}",
-            ]
-        return "\n".join(lines) + "\n"
-
     async def _metrics(self, _request: web.Request) -> web.Response:
         envoy_text, app_text, reason = await asyncio.gather(
             self._scrape(self.envoy_metrics_url),
@@ -84,8 +73,11 @@ class StatusServer:
             self.readiness.check(),
         )
         parts = [p.rstrip("\n") + "\n" for p in (envoy_text, app_text) if p]
-        app_up = None if not self.app_metrics_url else app_text is not None
-        parts.append(self._own_metrics(reason is None, envoy_text is not None, app_up))
+        self._ready_gauge.set(int(reason is None))
+        self._envoy_up.set(int(envoy_text is not None))
+        if self._app_up is not None:
+            self._app_up.set(int(app_text is not None))
+        parts.append(self.metrics.render())
         return web.Response(text="".join(parts), content_type="text/plain", charset="utf-8")
 
     async def _ready(self, _request: web.Request) -> web.Response:

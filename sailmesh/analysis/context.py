@@ -1,4 +1,4 @@
-"""What analyzers see: every resource by kind, mesh config, and Istio's host/namespace/selector rules."""
+"""What analyzers see: every resource by kind and mesh config (host/selector rules: sailmesh.api.hosts)."""
 
 from __future__ import annotations
 
@@ -8,53 +8,17 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sailmesh.analysis.shapes import as_list, as_map
+from sailmesh.api.hosts import DEFAULT_DOMAIN_SUFFIX, analyzer_fqdn, host_subset_of, hosts_match, selector_matches
 from sailmesh.api.resource import Resource
 
-DOMAIN_SUFFIX = "cluster.local"
+DOMAIN_SUFFIX = DEFAULT_DOMAIN_SUFFIX
 DEFAULT_ROOT_NAMESPACE = "istio-system"
-
-
-def fqdn(host: str, namespace: str) -> str:
-    """Istio's short-name rule: `reviews` in namespace default is `reviews.default.svc.cluster.local`."""
-    if not host or host == "*" or "." in host or host.startswith("*"):
-        return host
-    return f"{host}.{namespace}.svc.{DOMAIN_SUFFIX}"
-
-
-def host_matches(pattern: str, host: str) -> bool:
-    """Whether a (possibly wildcard) host pattern covers a concrete or wildcard host (Istio host.Name.Matches)."""
-    if pattern == host or pattern == "*":
-        return True
-    if pattern.startswith("*"):
-        suffix = pattern[1:]
-        if host.startswith("*"):
-            return host[1:].endswith(suffix)
-        return host.endswith(suffix)
-    return False
-
-
-def hosts_overlap(a: str, b: str) -> bool:
-    """Either host pattern covers the other."""
-    return host_matches(a, b) or host_matches(b, a)
-
-
-def selector_matches(selector: Mapping[str, str] | None, labels: Mapping[str, str]) -> bool:
-    """Kubernetes equality selector: every key/value present in labels (empty selects all)."""
-    return all(labels.get(k) == str(v) for k, v in as_map(selector).items())
 
 
 def export_to(res: Resource) -> list[str]:
     """The resource's exportTo list, `*` when unset."""
     val = res.spec.get("exportTo") if isinstance(res.spec, Mapping) else None
     return [str(v) for v in val] if isinstance(val, list) and val else ["*"]
-
-
-def visible_in(res: Resource, namespace: str) -> bool:
-    """Istio's exportTo rule: `*` everywhere, `.` own namespace, else the named namespaces."""
-    for e in export_to(res):
-        if e == "*" or e == namespace or (e == "." and res.namespace == namespace):
-            return True
-    return False
 
 
 @dataclass
@@ -149,8 +113,8 @@ class Context:
         """Services whose host overlaps a resolved host (indexed: exact hosts plus wildcard entries)."""
         services = self.services()
         if host.startswith("*"):
-            return [s for s in services if hosts_overlap(host, s.host)]
-        return [*self._by_host.get(host, []), *(s for s in self._wildcard_services if host_matches(s.host, host))]
+            return [s for s in services if hosts_match(host, s.host)]
+        return [*self._by_host.get(host, []), *(s for s in self._wildcard_services if host_subset_of(host, s.host))]
 
     def _iter_services(self) -> Iterator[ServiceInfo]:
         for s in self.of("Service"):
@@ -158,7 +122,7 @@ class Context:
             yield ServiceInfo(f"{s.name}.{s.namespace}.svc.{DOMAIN_SUFFIX}", s.namespace, list(ports), s)
         for se in self.of("ServiceEntry"):
             for h in as_list(se.spec.get("hosts")):
-                yield ServiceInfo(fqdn(str(h), se.namespace), se.namespace, as_list(se.spec.get("ports")), se)
+                yield ServiceInfo(analyzer_fqdn(str(h), se.namespace), se.namespace, as_list(se.spec.get("ports")), se)
 
 
 WORKLOAD_CONTROLLERS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job")

@@ -1,4 +1,4 @@
-"""Value types shared by the API: Go-style durations, percentages, label selectors."""
+"""Value types shared by the API: Go-style durations and percentages (selectors: sailmesh.api.hosts)."""
 
 from __future__ import annotations
 
@@ -40,13 +40,3 @@ def percent(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise BadValue(f"invalid percentage {value!r}")
     return float(value)
-
-
-def selector_matches(selector: Mapping[str, str] | None, labels: Mapping[str, str]) -> bool:
-    """Istio workloadSelector / Service selector semantics: every selector label must match.
-
-    An empty or missing selector matches everything (callers decide whether that is allowed).
-    """
-    if not selector:
-        return True
-    return all(labels.get(k) == v for k, v in selector.items())

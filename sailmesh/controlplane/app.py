@@ -25,6 +25,7 @@ from sailmesh.controlplane.source import MeshSource
 from sailmesh.errors import GenerationError, ParseError, RegistryError, SailmeshError, ValidationError
 from sailmesh.generate.affect import push_request
 from sailmesh.platform import workload_file
+from sailmesh.registry.aggregate import AggregateRegistry
 from sailmesh.registry.workloads import LocalRegistry
 from sailmesh.server.ads import AdsServer
 from sailmesh.settings import Settings
@@ -65,7 +66,7 @@ class ControlPlane:
         self.files = [FileStore(d, self.validator) for d in opts.config_dirs]
         self.memory = MemoryStore(self.validator)
         self.store = LayeredStore([*self.files, self.memory])
-        self.registry = LocalRegistry()
+        self.registry = AggregateRegistry(LocalRegistry())  # local workloads; Kubernetes joins as a source
         self.snapshot: MeshSnapshot | None = None
         self.source: MeshSource | None = None
         self.server: AdsServer | None = None

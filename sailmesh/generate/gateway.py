@@ -8,9 +8,8 @@ from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from google.protobuf import wrappers_pb2
 
-from sailmesh.api.hosts import host_matches, hosts_intersect
+from sailmesh.api.hosts import host_subset_of, hosts_match, selector_matches
 from sailmesh.api.resource import Resource
-from sailmesh.api.types import selector_matches
 from sailmesh.generate import names
 from sailmesh.generate.httproute import RouteContext, translate_http
 from sailmesh.generate.scope import virtual_services
@@ -76,7 +75,7 @@ def gateway_tcp_routes(snapshot: MeshSnapshot, proxy: ProxyView) -> dict[int, li
             ctx = RouteContext(snapshot, proxy, port, gateway=ref)
             for vs in virtual_services(snapshot, proxy.namespace, ref):
                 allowed = [a for sh in server_hosts if (a := _server_host_allows(sh, gw.namespace, vs)) is not None]
-                if not any(hosts_intersect(h, a) for h in vs_hosts(vs, suffix) for a in allowed):
+                if not any(hosts_match(h, a) for h in vs_hosts(vs, suffix) for a in allowed):
                     continue
                 found = tcp_destinations(vs.spec, vs.namespace, ctx)
                 if found:
@@ -94,7 +93,7 @@ def _server_host_allows(server_host: str, gw_ns: str, vs: Resource) -> str | Non
 
 
 def _narrower(a: str, b: str) -> str:
-    return a if host_matches(a, b) else b
+    return a if host_subset_of(a, b) else b
 
 
 def gateway_routes(snapshot: MeshSnapshot, proxy: ProxyView) -> list[route_pb2.RouteConfiguration]:
@@ -115,7 +114,7 @@ def gateway_routes(snapshot: MeshSnapshot, proxy: ProxyView) -> list[route_pb2.R
                     if allowed is None:
                         continue
                     for h in vs_hosts(vs, suffix):
-                        if hosts_intersect(h, allowed):
+                        if hosts_match(h, allowed):
                             matched.append(_narrower(h, allowed))
                 if not matched:
                     continue

@@ -14,7 +14,7 @@ from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from google.protobuf import wrappers_pb2
 
-from sailmesh.api.hosts import fqdn
+from sailmesh.api.hosts import resolve_short_name, selector_matches
 from sailmesh.api.resource import Resource
 from sailmesh.api.types import parse_duration, percent
 from sailmesh.generate import names
@@ -87,7 +87,7 @@ def _match_applies(m: Mapping[str, Any], ctx: RouteContext, vs_ns: str) -> bool:
     if port and int(port) != ctx.port:
         return False
     labels = m.get("sourceLabels")
-    if isinstance(labels, Mapping) and not all(ctx.proxy.labels.get(str(k)) == str(v) for k, v in labels.items()):
+    if isinstance(labels, Mapping) and not selector_matches(labels, ctx.proxy.labels):
         return False
     src_ns = m.get("sourceNamespace")
     if src_ns and src_ns != ctx.proxy.namespace:
@@ -133,7 +133,7 @@ def route_match(m: Mapping[str, Any]) -> rc.RouteMatch:
 
 def destination_cluster(dest: Mapping[str, Any], vs_ns: str, ctx: RouteContext) -> str:
     """`outbound|port|subset|host` for a Destination; the port defaults to the service's only port, else ctx.port."""
-    host = fqdn(str(dest.get("host") or ""), vs_ns, ctx.suffix)
+    host = resolve_short_name(str(dest.get("host") or ""), vs_ns, ctx.suffix)
     port = (dest.get("port") or {}).get("number")
     if not port:
         svc = ctx.snapshot.services.get(host)

@@ -7,19 +7,15 @@ from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
-from envoy.extensions.filters.http.cors.v3 import cors_pb2
-from envoy.extensions.filters.http.dynamic_forward_proxy.v3 import dynamic_forward_proxy_pb2 as dfp
-from envoy.extensions.filters.http.fault.v3 import fault_pb2
-from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import wrappers_pb2
 
 from sailmesh.generate import names
-from sailmesh.generate.clusters import dns_cache_config
 from sailmesh.generate.common import ads, pack, socket_address
+from sailmesh.generate.filters import Direction, FilterContext, http_filters
 from sailmesh.generate.gateway import gateway_tcp_routes, gateways_for, http_servers
-from sailmesh.generate.httproute import CORS_FILTER, FAULT_FILTER, route_action_defaults
+from sailmesh.generate.httproute import route_action_defaults
 from sailmesh.generate.scope import inbound_ports
 from sailmesh.settings import ProxyPorts
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView
@@ -27,28 +23,7 @@ from sailmesh.snapshot.model import MeshSnapshot, ProxyView
 HCM = hcm_pb2.HttpConnectionManager
 HCM_NAME = "envoy.filters.network.http_connection_manager"
 TCP_PROXY_NAME = "envoy.filters.network.tcp_proxy"
-ROUTER_FILTER = "envoy.filters.http.router"
-DFP_FILTER = "envoy.filters.http.dynamic_forward_proxy"
 PRIVILEGED_PORT_SHIFT = 8000  # gateway server ports below 1024 bind port + 8000 (like Istio's 80 -> 8080)
-
-
-def _filter(name: str, msg: object) -> hcm_pb2.HttpFilter:
-    return hcm_pb2.HttpFilter(name=name, typed_config=pack(msg))  # type: ignore[arg-type]
-
-
-def outbound_http_filters() -> list[hcm_pb2.HttpFilter]:
-    """Istio's outbound chain: fault and CORS (configured per route), then the router, always last.
-
-    fault and cors are always present (as in Istio), so a VirtualService that adds a fault or CORS
-    policy only changes routes (RDS), never the listener. The dynamic forward proxy filter acts only on
-    requests routed to forward-proxy clusters (PassthroughCluster, resolution NONE services).
-    """
-    return [
-        _filter(FAULT_FILTER, fault_pb2.HTTPFault()),
-        _filter(CORS_FILTER, cors_pb2.Cors()),
-        _filter(DFP_FILTER, dfp.FilterConfig(dns_cache_config=dns_cache_config())),
-        _filter(ROUTER_FILTER, router_pb2.Router()),
-    ]
 
 
 def http_connection_manager(
@@ -97,10 +72,11 @@ def _listener(name: str, ip: str, port: int, direction: int, network_filter: lc.
     )
 
 
-def virtual_outbound(proxy: ProxyView, port: int) -> listener_pb2.Listener:
+def virtual_outbound(snapshot: MeshSnapshot, proxy: ProxyView, port: int) -> listener_pb2.Listener:
     """`virtualOutbound`: the explicit HTTP proxy apps reach through HTTP_PROXY, routed by `http_proxy` (RDS)."""
+    filters = http_filters(FilterContext(snapshot, proxy, Direction.OUTBOUND, port))
     h = http_connection_manager(
-        "outbound_0.0.0.0_" + str(port), outbound_http_filters(), rds=names.HTTP_PROXY_ROUTE, connect=True
+        "outbound_0.0.0.0_" + str(port), filters, rds=names.HTTP_PROXY_ROUTE, connect=True
     )
     return _listener(
         names.VIRTUAL_OUTBOUND, proxy.ip, port, base_pb2.OUTBOUND, lc.Filter(name=HCM_NAME, typed_config=pack(h))
@@ -133,7 +109,7 @@ def inbound_listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> list[listener
         cluster = names.inbound_cluster(port)
         if names.is_http(protocol):
             h = http_connection_manager(
-                f"inbound_0.0.0.0_{port}", [_filter(ROUTER_FILTER, router_pb2.Router())],
+                f"inbound_0.0.0.0_{port}", http_filters(FilterContext(snapshot, proxy, Direction.INBOUND, port)),
                 route_config=inbound_route_config(snapshot, proxy, port), inbound=True,
             )
             nf = lc.Filter(name=HCM_NAME, typed_config=pack(h))
@@ -156,7 +132,7 @@ def gateway_listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> list[listener
     out = []
     for port in ports:
         h = http_connection_manager(
-            f"outbound_0.0.0.0_{port}", outbound_http_filters(),
+            f"outbound_0.0.0.0_{port}", http_filters(FilterContext(snapshot, proxy, Direction.GATEWAY, port)),
             rds=names.gateway_route(port), remote_address=True,
         )
         nf = lc.Filter(name=HCM_NAME, typed_config=pack(h))
@@ -184,4 +160,4 @@ def build_listeners(
     if proxy.type == "router":
         return gateway_listeners(snapshot, proxy)
     ports = ports or ProxyPorts()
-    return [virtual_outbound(proxy, ports.outbound), *inbound_listeners(snapshot, proxy)]
+    return [virtual_outbound(snapshot, proxy, ports.outbound), *inbound_listeners(snapshot, proxy)]

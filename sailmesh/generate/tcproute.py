@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from sailmesh.api.hosts import selector_matches
 from sailmesh.generate import names
 from sailmesh.generate.httproute import RouteContext, destination_cluster
 from sailmesh.snapshot.index import gateway_ref
@@ -18,7 +19,7 @@ def _tcp_match_applies(m: Mapping[str, Any], ctx: RouteContext, vs_ns: str) -> b
     if m.get("port") and int(m["port"]) != ctx.port:
         return False
     labels = m.get("sourceLabels")
-    if isinstance(labels, Mapping) and not all(ctx.proxy.labels.get(str(k)) == str(v) for k, v in labels.items()):
+    if isinstance(labels, Mapping) and not selector_matches(labels, ctx.proxy.labels):
         return False
     if m.get("sourceNamespace") and m["sourceNamespace"] != ctx.proxy.namespace:
         return False

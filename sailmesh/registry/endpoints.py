@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 
-from sailmesh.api.types import selector_matches
+from sailmesh.api.hosts import selector_matches
 from sailmesh.registry.model import Endpoint, ServicePort, Workload
 from sailmesh.registry.services import ServiceRecord
 from sailmesh.registry.workloads import is_entry

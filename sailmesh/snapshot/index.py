@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from sailmesh.api.hosts import exported_to, fqdn, host_matches, hosts_intersect
+from sailmesh.api.hosts import exported_to, host_subset_of, hosts_match, resolve_short_name
 from sailmesh.api.resource import Resource
 from sailmesh.registry.model import Service
 from sailmesh.settings import MeshDefaults
@@ -67,7 +67,7 @@ def egress_imports(egress: list[tuple[str, str]], namespace: str, hostname: str)
     for ns, host in egress:
         if ns == "~" or (ns != "*" and ns != namespace):
             continue
-        if host == "*" or hosts_intersect(hostname, host):
+        if host == "*" or hosts_match(hostname, host):
             return True
     return False
 
@@ -275,7 +275,7 @@ class SnapshotIndex:
         exact, wild = self._imported(proxy)[1]
         if not wild:
             return [vs for _, vs in exact.get(hostname, ())]
-        found = exact.get(hostname, []) + [(i, vs) for i, h, vs in wild if host_matches(hostname, h)]
+        found = exact.get(hostname, []) + [(i, vs) for i, h, vs in wild if host_subset_of(hostname, h)]
         seen: set[int] = set()
         out = []
         for i, vs in sorted(found, key=lambda t: t[0]):
@@ -289,7 +289,7 @@ class SnapshotIndex:
             suffix = self.mesh.domain_suffix
             self._rules = {}
             for dr in self.of_kind("DestinationRule"):  # oldest first
-                host = fqdn(str(dr.spec.get("host") or ""), dr.namespace, suffix)
+                host = resolve_short_name(str(dr.spec.get("host") or ""), dr.namespace, suffix)
                 self._rules.setdefault(dr.namespace, []).append((host, dr))
         return self._rules
 
@@ -304,7 +304,7 @@ class SnapshotIndex:
             for host, dr in rules.get(ns, ()):
                 if ns != proxy_ns and not exported_to(_resource_export(dr), dr.namespace, proxy_ns):
                     continue
-                if not host_matches(service.hostname, host):
+                if not host_subset_of(service.hostname, host):
                     continue
                 specificity = 1 << 30 if host == service.hostname else len(host)
                 if best is None or specificity > best[0]:
@@ -331,6 +331,6 @@ def gateway_ref(name: str, namespace: str) -> str:
 
 def vs_hosts(vs: Resource, domain_suffix: str) -> list[str]:
     """A VirtualService's hosts as FQDNs (short names resolved in its namespace)."""
-    return [fqdn(str(h), vs.namespace, domain_suffix) for h in vs.spec.get("hosts") or []]
+    return [resolve_short_name(str(h), vs.namespace, domain_suffix) for h in vs.spec.get("hosts") or []]
 
 

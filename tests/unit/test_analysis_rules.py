@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from sailmesh.analysis.context import fqdn, host_matches, hosts_overlap
 from sailmesh.analysis.registry import analyze, by_name
 from sailmesh.api.parse import parse_text, resource_from_dict
 
@@ -13,20 +12,6 @@ def run(analyzer: str, text: str) -> set[tuple[str, str]]:
     a = by_name(analyzer)
     assert a is not None
     return {(d.code, d.origin) for d in analyze(res.resources, {}, [a])}
-
-
-def test_short_name_resolves_in_resource_namespace():
-    """`reviews` in namespace default is reviews.default.svc.cluster.local (Istio host resolution)."""
-    assert fqdn("reviews", "default") == "reviews.default.svc.cluster.local"
-    assert fqdn("reviews.other.svc.cluster.local", "default") == "reviews.other.svc.cluster.local"
-    assert fqdn("*.example.com", "default") == "*.example.com"
-
-
-def test_wildcard_host_matching():
-    assert host_matches("*.eu.bookinfo.com", "reviews.eu.bookinfo.com")
-    assert not host_matches("*.eu.bookinfo.com", "reviews.us.bookinfo.com")
-    assert hosts_overlap("*.productpage.d", "*.d")
-    assert not hosts_overlap("a.com", "b.com")
 
 
 SVC_OTHER = """apiVersion: v1

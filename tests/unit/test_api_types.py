@@ -1,10 +1,10 @@
-"""Durations (Go syntax, as Istio's CRDs validate them), percentages and selectors."""
+"""Durations (Go syntax, as Istio's CRDs validate them) and percentages."""
 
 from __future__ import annotations
 
 import pytest
 
-from sailmesh.api.types import BadValue, parse_duration, percent, selector_matches
+from sailmesh.api.types import BadValue, parse_duration, percent
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("10s", 10), ("1.5s", 1.5), ("500ms", 0.5), ("1h30m", 5400), ("0", 0)])
@@ -18,8 +18,5 @@ def test_bad_durations(text: object) -> None:
         parse_duration(text)
 
 
-def test_percent_and_selector() -> None:
+def test_percent() -> None:
     assert percent({"value": 12.5}) == 12.5
-    assert selector_matches({"app": "a"}, {"app": "a", "v": "1"})
-    assert not selector_matches({"app": "a"}, {"app": "b"})
-    assert selector_matches(None, {})

@@ -1,10 +1,9 @@
-"""Istio's Envoy names and virtual-host domain aliases (generate/names.py, scope.py host rules)."""
+"""Istio's Envoy names and virtual-host domain aliases (generate/names.py; host rules: test_api_hosts.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from sailmesh.api.hosts import fqdn, host_matches, hosts_intersect
 from sailmesh.errors import GenerationError
 from sailmesh.generate import names
 from sailmesh.generate.generator import Generator
@@ -49,20 +48,6 @@ def test_domains_with_and_without_port() -> None:
     assert names.domains_with_port(["a", "b"], 9080, plain=True) == ["a", "a:9080", "b", "b:9080"]
     assert names.domains_with_port(["a"], 9080, plain=False) == ["a:9080"]
 
-
-def test_short_names_resolve_in_namespace_like_istio() -> None:
-    # ResolveShortnameToFQDN: only dotless names are expanded.
-    assert fqdn("reviews", "default", "cluster.local") == "reviews.default.svc.cluster.local"
-    assert fqdn("reviews.default", "x", "cluster.local") == "reviews.default"
-    assert fqdn("*", "x", "cluster.local") == "*"
-
-
-def test_wildcard_host_matching() -> None:
-    assert host_matches("reviews.default.svc.cluster.local", "*.default.svc.cluster.local")
-    assert host_matches("reviews.default.svc.cluster.local", "*")
-    assert not host_matches("reviews.bar.svc.cluster.local", "*.default.svc.cluster.local")
-    assert hosts_intersect("*.example.com", "api.example.com")
-    assert not hosts_intersect("a.example.com", "b.example.com")
 
 
 def test_malformed_config_raises_generation_error() -> None:

@@ -1,50 +1,11 @@
-"""The in-process metrics registry renders Prometheus text exposition format."""
+"""The ADS server's metrics: Istio pilot's names and buckets, on the shared registry (sailmesh/metrics.py)."""
 
 from __future__ import annotations
 
-import pytest
-
-from sailmesh.server.metrics import CONVERGENCE_BUCKETS, Registry, XdsMetrics
+from sailmesh.server.metrics import CONVERGENCE_BUCKETS, XdsMetrics
 from sailmesh.server.push import PendingPush, ordered
 from sailmesh.xds.push import PushRequest
 from sailmesh.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
-
-
-def test_counter_gauge_histogram_render():
-    r = Registry()
-    c = r.counter("pushes_total", "Pushes.", ["type"])
-    c.inc(type="cds")
-    c.inc(2, type="cds")
-    c.inc(type='we"ird')
-    g = r.gauge("connected", "Connected.")
-    g.inc()
-    g.inc()
-    g.dec()
-    h = r.histogram("latency_seconds", "Latency.", [0.1, 1.0], ["type"])
-    h.observe(0.05, type="rds")
-    h.observe(0.1, type="rds")  # le is inclusive
-    h.observe(5, type="rds")
-    text = r.render()
-    assert "# TYPE pushes_total counter" in text
-    assert 'pushes_total{type="cds"} 3' in text
-    assert 'pushes_total{type="we\\"ird"} 1' in text
-    assert "connected 1" in text
-    assert 'latency_seconds_bucket{type="rds",le="0.1"} 2' in text
-    assert 'latency_seconds_bucket{type="rds",le="1"} 2' in text
-    assert 'latency_seconds_bucket{type="rds",le="+Inf"} 3' in text
-    assert 'latency_seconds_sum{type="rds"} 5.15' in text
-    assert 'latency_seconds_count{type="rds"} 3' in text
-    assert h.count(type="rds") == 3
-
-
-def test_labels_must_match_and_names_are_unique():
-    r = Registry()
-    c = r.counter("x", "X.", ["type"])
-    with pytest.raises(ValueError):
-        c.inc(kind="a")
-    assert r.counter("x", "X.", ["type"]) is c
-    with pytest.raises(ValueError):
-        r.gauge("x", "X.", ["type"])
 
 
 def test_istio_metric_names_and_convergence_buckets():

@@ -15,9 +15,10 @@ from sailmesh.analysis.analyzers.k8s import (
     port_protocol,
     workload_opted_out,
 )
-from sailmesh.analysis.context import Context, selector_matches
+from sailmesh.analysis.context import Context
 from sailmesh.analysis.diagnostic import Diagnostic
 from sailmesh.analysis.shapes import as_list, as_map
+from sailmesh.api.hosts import selector_matches
 
 WORKLOAD_KINDS = ("Deployment",)
 PROXY_UID = 1337

@@ -6,9 +6,10 @@ from collections.abc import Iterable, Mapping
 
 from sailmesh.analysis import messages as msg
 from sailmesh.analysis.analyzer import Analyzer, diag
-from sailmesh.analysis.context import DOMAIN_SUFFIX, Context, fqdn
+from sailmesh.analysis.context import DOMAIN_SUFFIX, Context
 from sailmesh.analysis.diagnostic import Diagnostic
 from sailmesh.analysis.shapes import as_list, as_map
+from sailmesh.api.hosts import analyzer_fqdn
 from sailmesh.api.resource import Resource
 
 TLS_MODES = ("SIMPLE", "MUTUAL")
@@ -83,7 +84,7 @@ class PodNotSelectedAnalyzer(Analyzer):
 
     def analyze(self, ctx: Context) -> Iterable[Diagnostic]:
         for dr in ctx.of("DestinationRule"):
-            host = fqdn(str(dr.spec.get("host") or ""), dr.namespace)
+            host = analyzer_fqdn(str(dr.spec.get("host") or ""), dr.namespace)
             if not host:
                 continue
             matched = ctx.services_overlapping(host)

@@ -13,9 +13,10 @@ from cryptography import x509
 from sailmesh.analysis import messages as msg
 from sailmesh.analysis.analyzer import Analyzer, diag
 from sailmesh.analysis.analyzers.selectors import selector_string
-from sailmesh.analysis.context import Context, hosts_overlap, selector_matches
+from sailmesh.analysis.context import Context
 from sailmesh.analysis.diagnostic import Diagnostic
 from sailmesh.analysis.shapes import as_list, as_map
+from sailmesh.api.hosts import hosts_match, selector_matches
 from sailmesh.api.resource import Resource
 
 
@@ -186,7 +187,7 @@ class ConflictingGatewayAnalyzer(Analyzer):
             for sb in servers(b):
                 if _port(sb) != pa:
                     continue
-                common = [str(h) for h in as_list(sa.get("hosts")) if any(hosts_overlap(str(h), str(o))
+                common = [str(h) for h in as_list(sa.get("hosts")) if any(hosts_match(str(h), str(o))
                                                                         for o in as_list(sb.get("hosts")))]
                 if common:
                     return pa, common

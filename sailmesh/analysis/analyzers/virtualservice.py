@@ -14,9 +14,10 @@ from sailmesh.analysis.analyzers.vsutil import (
     split_ref,
     vs_namespaces,
 )
-from sailmesh.analysis.context import Context, fqdn, host_matches, hosts_overlap, selector_matches, visible_in
+from sailmesh.analysis.context import Context, export_to
 from sailmesh.analysis.diagnostic import Diagnostic
 from sailmesh.analysis.shapes import as_list, as_map
+from sailmesh.api.hosts import analyzer_fqdn, exported_to, host_subset_of, hosts_match, selector_matches
 from sailmesh.api.resource import Resource
 
 
@@ -75,11 +76,11 @@ class DestinationHostAnalyzer(Analyzer):
         for path, dest in all_destinations(vs):
             if dest.get("subset"):
                 continue
-            host = fqdn(str(dest.get("host") or ""), vs.namespace)
+            host = analyzer_fqdn(str(dest.get("host") or ""), vs.namespace)
             for other in ctx.of("VirtualService"):
                 if other is vs or MESH_GATEWAY not in gateways_of(other):
                     continue
-                ohosts = [fqdn(str(h), other.namespace) for h in as_list(other.spec.get("hosts"))]
+                ohosts = [analyzer_fqdn(str(h), other.namespace) for h in as_list(other.spec.get("hosts"))]
                 if host not in ohosts:
                     continue
                 if any(d.get("subset") for _, d in all_destinations(other)):
@@ -98,7 +99,7 @@ class DestinationRuleAnalyzer(Analyzer):
         exact: dict[str, list[Resource]] = {}
         wildcard: list[tuple[str, Resource]] = []
         for dr in ctx.of("DestinationRule"):
-            h = fqdn(str(dr.spec.get("host") or ""), dr.namespace)
+            h = analyzer_fqdn(str(dr.spec.get("host") or ""), dr.namespace)
             if h.startswith("*"):
                 wildcard.append((h, dr))
             else:
@@ -109,15 +110,15 @@ class DestinationRuleAnalyzer(Analyzer):
                 host = str(dest.get("host") or "")
                 if not subset or not host:
                     continue
-                full = fqdn(host, vs.namespace)
+                full = analyzer_fqdn(host, vs.namespace)
                 if full.startswith("*"):
                     candidates = [dr for dr in ctx.of("DestinationRule")
-                                  if hosts_overlap(fqdn(str(dr.spec.get("host") or ""), dr.namespace), full)]
+                                  if hosts_match(analyzer_fqdn(str(dr.spec.get("host") or ""), dr.namespace), full)]
                 else:
-                    candidates = [*exact.get(full, []), *(dr for h, dr in wildcard if host_matches(h, full))]
+                    candidates = [*exact.get(full, []), *(dr for h, dr in wildcard if host_subset_of(full, h))]
                 ok = False
                 for dr in candidates:
-                    if not visible_in(dr, vs.namespace):
+                    if not exported_to(export_to(dr), dr.namespace, vs.namespace):
                         continue
                     if any(isinstance(s, Mapping) and s.get("name") == subset for s in as_list(dr.spec.get("subsets"))):
                         ok = True
@@ -167,7 +168,7 @@ class GatewayAnalyzer(Analyzer):
                 if gw is None:
                     yield diag(msg.ReferencedResourceNotFound, vs, "gateway", ref, path=path)
                 gw_hosts = _gateway_hosts_for(gw, vs.namespace) if gw else []
-                if not any(hosts_overlap(g, h) for g in gw_hosts for h in vs_hosts):
+                if not any(hosts_match(g, h) for g in gw_hosts for h in vs_hosts):
                     yield diag(msg.VirtualServiceHostNotFoundInGateway, vs, vs_hosts, f"{vs.namespace}/{vs.name}",
                                f"{ns}/{name}", path=path)
 
@@ -187,7 +188,7 @@ class ConflictingMeshGatewayHostsAnalyzer(Analyzer):
 
     def analyze(self, ctx: Context) -> Iterable[Diagnostic]:
         mesh_vs = [v for v in ctx.of("VirtualService") if MESH_GATEWAY in gateways_of(v)]
-        entries = [(v, fqdn(str(h), v.namespace)) for v in mesh_vs for h in as_list(v.spec.get("hosts"))]
+        entries = [(v, analyzer_fqdn(str(h), v.namespace)) for v in mesh_vs for h in as_list(v.spec.get("hosts"))]
         exact: dict[str, list[tuple[Resource, str]]] = {}
         wildcard: list[tuple[Resource, str]] = []
         for e in entries:
@@ -197,7 +198,7 @@ class ConflictingMeshGatewayHostsAnalyzer(Analyzer):
             conflicts = []
             candidates = entries if host.startswith("*") else [*exact.get(host, []), *wildcard]
             for other, ohost in candidates:
-                if other is vs or not hosts_overlap(host, ohost):
+                if other is vs or not hosts_match(host, ohost):
                     continue
                 a, b = self._scope(vs), self._scope(other)
                 if a is not None and b is not None and not (a & b):
@@ -254,4 +255,4 @@ class JWTClaimRouteAnalyzer(Analyzer):
 
 
 def matches_any(patterns: Iterable[str], host: str) -> bool:
-    return any(host_matches(p, host) for p in patterns)
+    return any(host_subset_of(host, p) for p in patterns)

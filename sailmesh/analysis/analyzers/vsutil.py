@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from sailmesh.analysis.context import Context, fqdn, visible_in
+from sailmesh.analysis.context import Context, export_to
 from sailmesh.analysis.shapes import as_list
+from sailmesh.api.hosts import analyzer_fqdn, exported_to
 from sailmesh.api.resource import Resource
 
 MESH_GATEWAY = "mesh"
@@ -63,12 +64,8 @@ def service_export_to(svc: Resource) -> list[str]:
 
 
 def service_visible(svc: Resource, namespace: str) -> bool:
-    if svc.kind != "Service":
-        return visible_in(svc, namespace)
-    for e in service_export_to(svc):
-        if e == "*" or e == namespace or (e == "." and svc.namespace == namespace):
-            return True
-    return False
+    exports = service_export_to(svc) if svc.kind == "Service" else export_to(svc)
+    return exported_to(exports, svc.namespace, namespace)
 
 
 def vs_namespaces(vs: Resource) -> list[str]:
@@ -81,7 +78,7 @@ def vs_namespaces(vs: Resource) -> list[str]:
 
 def find_services(ctx: Context, host: str, namespace: str) -> list[tuple[str, Resource, list[Any]]]:
     """(service host, resource, ports) of Services/ServiceEntries visible in namespace matching host."""
-    full = fqdn(host, namespace)
+    full = analyzer_fqdn(host, namespace)
     out = []
     for s in ctx.services_overlapping(full):
         if service_visible(s.resource, namespace):

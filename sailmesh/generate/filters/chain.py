@@ -1,0 +1,59 @@
+"""The HTTP filter chain of a connection manager, assembled in Istio's order from one table of slots.
+
+Istio's order (pilot/pkg/networking/core/listener.go, buildHTTPConnectionManager): metadata exchange,
+ext_authz (CUSTOM authorization), authn (jwt_authn, then istio_authn), RBAC (DENY, then ALLOW), grpc-web,
+grpc-stats, ALPN (not inbound), fault, CORS, telemetry (stats), router last. sailmesh's dynamic forward
+proxy (the explicit HTTP proxy's pass-through) sits just before the router.
+
+A new filter is one slot at its place in `HTTP_FILTERS`: JWT authn and RBAC before fault, telemetry after
+CORS, local rate limit before the router (where Istio's EnvoyFilter examples insert it). A builder returns
+no filter when nothing applies to the proxy (no RequestAuthentication, no AuthorizationPolicy, ...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+
+from sailmesh.errors import GenerationError
+from sailmesh.generate.filters import basic
+from sailmesh.generate.filters.context import Direction, FilterContext
+
+FilterBuilder = Callable[[FilterContext], Sequence[hcm_pb2.HttpFilter]]
+
+ALL = frozenset(Direction)
+OUTBOUND_AND_GATEWAY = frozenset({Direction.OUTBOUND, Direction.GATEWAY})
+
+
+@dataclass(frozen=True)
+class FilterSlot:
+    """One place in the chain: the Envoy filter it builds, where it applies, and its builder."""
+
+    name: str
+    directions: frozenset[Direction]
+    build: FilterBuilder
+
+
+HTTP_FILTERS: tuple[FilterSlot, ...] = (
+    FilterSlot(basic.FAULT_FILTER, OUTBOUND_AND_GATEWAY, basic.fault),
+    FilterSlot(basic.CORS_FILTER, OUTBOUND_AND_GATEWAY, basic.cors),
+    FilterSlot(basic.DFP_FILTER, OUTBOUND_AND_GATEWAY, basic.dynamic_forward_proxy),
+    FilterSlot(basic.ROUTER_FILTER, ALL, basic.router),
+)
+
+
+def http_filters(ctx: FilterContext, table: Sequence[FilterSlot] = HTTP_FILTERS) -> list[hcm_pb2.HttpFilter]:
+    """The HTTP filters of one connection manager: each slot for ctx.direction, in table order.
+
+    Raises GenerationError unless the router comes last (Envoy never runs a filter after it).
+    """
+    out: list[hcm_pb2.HttpFilter] = []
+    for slot in table:
+        if ctx.direction in slot.directions:
+            out.extend(slot.build(ctx))
+    if not out or out[-1].name != basic.ROUTER_FILTER:
+        raise GenerationError(f"the {ctx.direction} HTTP filter chain must end with {basic.ROUTER_FILTER}: "
+                              f"{[f.name for f in out]}")
+    return out

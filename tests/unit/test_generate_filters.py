@@ -1,0 +1,61 @@
+"""The HTTP filter chain: one table, Istio's order, per direction; a new filter is one slot."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+
+from sailmesh.errors import GenerationError
+from sailmesh.generate.filters import HTTP_FILTERS, Direction, FilterContext, FilterSlot, http_filters
+from sailmesh.generate.filters.basic import typed_filter
+from tests.unit.test_generate_support import bookinfo, gateway_proxy, sidecar
+
+FAULT, CORS = "envoy.filters.http.fault", "envoy.filters.http.cors"
+DFP, ROUTER = "envoy.filters.http.dynamic_forward_proxy", "envoy.filters.http.router"
+
+
+def names_for(direction: Direction, table: tuple[FilterSlot, ...] = HTTP_FILTERS) -> list[str]:
+    proxy = gateway_proxy() if direction is Direction.GATEWAY else sidecar()
+    return [f.name for f in http_filters(FilterContext(bookinfo(), proxy, direction, 9080), table)]
+
+
+def test_todays_chains_in_istios_order() -> None:
+    # fault and CORS (configured per route), the forward proxy, the router last; inbound only routes.
+    assert names_for(Direction.OUTBOUND) == [FAULT, CORS, DFP, ROUTER]
+    assert names_for(Direction.GATEWAY) == [FAULT, CORS, DFP, ROUTER]
+    assert names_for(Direction.INBOUND) == [ROUTER]
+
+
+def test_every_slot_builds_the_filter_it_names() -> None:
+    for slot in HTTP_FILTERS:
+        for direction in slot.directions:
+            ctx = FilterContext(bookinfo(), sidecar(), direction, 9080)
+            assert [f.name for f in slot.build(ctx)] == [slot.name]
+
+
+def test_a_new_filter_is_one_slot_at_its_place() -> None:
+    seen: list[FilterContext] = []
+
+    def rbac(ctx: FilterContext) -> list[hcm_pb2.HttpFilter]:
+        seen.append(ctx)
+        return [typed_filter("envoy.filters.http.rbac", router_pb2.Router())] if ctx.port == 9080 else []
+
+    slot = FilterSlot("envoy.filters.http.rbac", frozenset({Direction.INBOUND, Direction.GATEWAY}), rbac)
+    table = (*HTTP_FILTERS[:1], slot, *HTTP_FILTERS[1:])  # right after fault
+    assert names_for(Direction.INBOUND, table) == ["envoy.filters.http.rbac", ROUTER]
+    assert names_for(Direction.GATEWAY, table) == [FAULT, "envoy.filters.http.rbac", CORS, DFP, ROUTER]
+    assert names_for(Direction.OUTBOUND, table) == [FAULT, CORS, DFP, ROUTER]  # not applied outbound
+    assert {c.direction for c in seen} == {Direction.INBOUND, Direction.GATEWAY}
+    # a builder with nothing to add (no policy for this port) leaves no trace
+    ctx = FilterContext(bookinfo(), sidecar(), Direction.INBOUND, 7000)
+    assert [f.name for f in http_filters(ctx, table)] == [ROUTER]
+
+
+def test_the_router_must_come_last() -> None:
+    late = FilterSlot("envoy.filters.http.late", frozenset(Direction),
+                      lambda _c: [typed_filter("envoy.filters.http.late", router_pb2.Router())])
+    with pytest.raises(GenerationError, match="must end with " + re.escape(ROUTER)):
+        names_for(Direction.OUTBOUND, (*HTTP_FILTERS, late))
