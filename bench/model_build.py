@@ -3,7 +3,9 @@
 Run from the repository root: `python -m bench.model_build [--services 5000] [--rounds 5]`. It builds the
 Resources of `bench.controlplane.mesh` (a Service, a VirtualService and a DestinationRule per service, and the
 mesh-wide Sidecar) and times, per round, each way of turning their specs into typed models, next to what the
-control plane already spends on the same resources (validation) for scale. msgspec is measured when installed.
+control plane already spends on the same resources (validation) for scale. It measures whichever model layer
+is checked out: frozen dataclasses (`typed()`, up to commit "bench: model_build measures ...", which also has the
+bench-only msgspec Structs it was compared with) or the msgspec Structs adopted after (`build_model()`).
 """
 
 from __future__ import annotations
@@ -61,12 +63,6 @@ def _candidates(resources: list[Resource]) -> dict[str, Callable[[], Any]]:
         out["api.models typed(): frozen dataclasses"] = lambda: [models.typed(r) for r in known]
     if hasattr(models, "build_model"):  # the msgspec layer adopted after it
         out["api.models build_model(): msgspec Structs"] = lambda: [models.build_model(r) for r in resources]
-    try:
-        from bench import model_build_msgspec
-    except ImportError:  # msgspec not installed
-        model_build_msgspec = None
-    if model_build_msgspec is not None:
-        out["bench msgspec Structs (benchmark kinds only)"] = lambda: [model_build_msgspec.build(r) for r in resources]
     out["for scale: api.validate.validate()"] = lambda: [validate.validate(r) for r in resources]
     return out
 
