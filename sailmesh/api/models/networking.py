@@ -1,7 +1,7 @@
 """Typed networking.istio.io models: VirtualService, DestinationRule, Gateway, ServiceEntry, Sidecar, Workload*.
 
-Field names follow Istio's API (snake_case attributes, camelCase on the wire). Unset fields are None; Istio's
-documented defaults are exposed as methods/properties (`effective_retries()`, `effective_export_to`, ...).
+Field names follow Istio's API (snake_case attributes, camelCase on the wire). Unset fields are None: Istio's
+defaults are applied where the config is used (the generators), not here.
 Fields left as `Mapping[str, Any]` are passed through as written (nothing reads inside them yet).
 """
 
@@ -13,28 +13,12 @@ from typing import Any
 import msgspec
 
 from sailmesh.api.models.base import Duration, Model, Percent
-from sailmesh.api.rules.common import compile_regex
-
-# Istio mesh defaults (MeshConfig.defaultHttpRetryPolicy when unset): 2 attempts on these conditions.
-DEFAULT_RETRY_ATTEMPTS = 2
-DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
-DEFAULT_EXPORT_TO = ("*",)
 
 
 class StringMatch(Model):
     exact: str | None = None
     prefix: str | None = None
     regex: str | None = None
-
-    def matches(self, value: str) -> bool:
-        """Envoy semantics: exact equality, prefix, or a full RE2 match for regex; an empty match matches all."""
-        if self.exact is not None:
-            return value == self.exact
-        if self.prefix is not None:
-            return value.startswith(self.prefix)
-        if self.regex is not None:
-            return compile_regex(self.regex).fullmatch(value) is not None
-        return True
 
 
 class PortSelector(Model):
@@ -183,20 +167,6 @@ class HTTPRoute(Model):
     cors_policy: CorsPolicy | None = None
     headers: Headers | None = None
 
-    def effective_retries(self) -> HTTPRetry:
-        """Istio's default when `retries` is unset: 2 attempts on the mesh's default conditions."""
-        r = self.retries
-        if r is None:
-            return HTTPRetry(attempts=DEFAULT_RETRY_ATTEMPTS, retry_on=DEFAULT_RETRY_ON)
-        return r
-
-    def weights(self) -> tuple[int, ...]:
-        """Destination weights with Istio's rule: a single destination without a weight gets 100."""
-        routes = self.route or ()
-        if len(routes) == 1 and routes[0].weight is None:
-            return (100,)
-        return tuple(r.weight or 0 for r in routes)
-
 
 class L4MatchAttributes(Model):
     destination_subnets: tuple[str, ...] | None = None
@@ -232,18 +202,6 @@ class VirtualService(Model):
     tls: tuple[TLSRoute, ...] | None = None
     tcp: tuple[TCPRoute, ...] | None = None
     export_to: tuple[str, ...] | None = None
-
-    @property
-    def effective_gateways(self) -> tuple[str, ...]:
-        return self.gateways or ("mesh",)  # Istio: no gateways = the reserved "mesh" (all sidecars)
-
-    @property
-    def effective_export_to(self) -> tuple[str, ...]:
-        return self.export_to or DEFAULT_EXPORT_TO
-
-    @property
-    def is_delegate(self) -> bool:
-        return not self.hosts
 
 
 # ---------------------------------------------------------------- DestinationRule
@@ -357,15 +315,6 @@ class TrafficPolicy(Model):
     tunnel: Mapping[str, Any] | None = None
     proxy_protocol: Mapping[str, Any] | None = None
 
-    def merged_under(self, child: TrafficPolicy | None) -> TrafficPolicy:
-        """Istio's subset inheritance: each top-level setting the subset sets replaces the parent's."""
-        if child is None:
-            return self
-        pick = {f: getattr(child, f) if getattr(child, f) is not None else getattr(self, f)
-                for f in ("load_balancer", "connection_pool", "outlier_detection", "tls", "port_level_settings",
-                          "tunnel", "proxy_protocol")}
-        return TrafficPolicy(**pick)
-
 
 class Subset(Model):
     name: str | None = None
@@ -384,22 +333,8 @@ class DestinationRule(Model):
     export_to: tuple[str, ...] | None = None
     workload_selector: WorkloadSelector | None = None
 
-    @property
-    def effective_export_to(self) -> tuple[str, ...]:
-        return self.export_to or DEFAULT_EXPORT_TO
-
     def subset(self, name: str) -> Subset | None:
         return next((s for s in self.subsets or () if s.name == name), None)
-
-    def subset_policy(self, name: str) -> TrafficPolicy | None:
-        """The traffic policy a subset gets: its own settings over the rule's (Istio inheritance)."""
-        s = self.subset(name)
-        parent = self.traffic_policy
-        if s is None:
-            return parent
-        if parent is None:
-            return s.traffic_policy
-        return parent.merged_under(s.traffic_policy)
 
 
 # ---------------------------------------------------------------- Gateway
@@ -465,18 +400,6 @@ class ServiceEntry(Model):
     workload_selector: EntryWorkloadSelector | None = None
     export_to: tuple[str, ...] | None = None
     subject_alt_names: tuple[str, ...] | None = None
-
-    @property
-    def effective_resolution(self) -> str:
-        return self.resolution or "NONE"
-
-    @property
-    def effective_location(self) -> str:
-        return self.location or "MESH_EXTERNAL"
-
-    @property
-    def effective_export_to(self) -> tuple[str, ...]:
-        return self.export_to or DEFAULT_EXPORT_TO
 
 
 class WorkloadGroup(Model):

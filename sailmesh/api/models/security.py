@@ -26,11 +26,6 @@ class PeerAuthentication(Model):
     mtls: MutualTLS | None = None
     port_level_mtls: Mapping[str, MutualTLS] | None = None
 
-    @property
-    def effective_mode(self) -> str:
-        """UNSET inherits from the parent scope; sailmesh's mesh root default is PERMISSIVE (as Istio's)."""
-        return (self.mtls.mode if self.mtls and self.mtls.mode else None) or "UNSET"
-
 
 class Source(Model):
     principals: tuple[str, ...] | None = None
@@ -92,10 +87,6 @@ class AuthorizationPolicy(Model):
     action: str | None = None
     provider: ExtensionProvider | None = None
 
-    @property
-    def effective_action(self) -> str:
-        return self.action or "ALLOW"
-
 
 class JWTHeader(Model):
     name: str | None = None
@@ -121,11 +112,6 @@ class JWTRule(Model):
     space_delimited_claims: tuple[str, ...] | None = None
     timeout: Duration | None = None
     presence: str | None = None
-
-    @property
-    def effective_from_headers(self) -> tuple[JWTHeader, ...]:
-        """Istio default: `Authorization: Bearer <token>` (and the access_token query parameter)."""
-        return self.from_headers or (JWTHeader(name="Authorization", prefix="Bearer "),)
 
 
 class RequestAuthentication(Model):
