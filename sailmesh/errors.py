@@ -26,6 +26,16 @@ class ValidationError(SailmeshError):
         super().__init__("\n".join(str(i) for i in self.issues))
 
 
+class ModelError(SailmeshError):
+    """A resource's spec does not fit its typed model (api.models); `path` is the field (`spec.http[0].timeout`)."""
+
+    def __init__(self, resource: str, path: str, reason: str) -> None:
+        self.resource = resource
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{resource}: {path}: {reason}" if path else f"{resource}: {reason}")
+
+
 class ConfigError(SailmeshError):
     """The config store cannot accept or serve a request (unknown resource, conflict, ...)."""
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from sailmesh.analysis.shapes import as_list, as_map
 from sailmesh.api.hosts import DEFAULT_DOMAIN_SUFFIX, analyzer_fqdn, host_subset_of, hosts_match, selector_matches
+from sailmesh.api.models import Model
 from sailmesh.api.resource import Resource
+from sailmesh.errors import ModelError
+
+M = TypeVar("M", bound=Model)
 
 DOMAIN_SUFFIX = DEFAULT_DOMAIN_SUFFIX
 DEFAULT_ROOT_NAMESPACE = "istio-system"
@@ -66,6 +70,18 @@ class Context:
         for k in kinds:
             out.extend(self.by_kind.get(k, []))
         return out
+
+    def model(self, r: Resource, cls: type[M]) -> M | None:
+        """The resource's typed spec (built once per resource), or None when its spec does not fit the model.
+
+        Analyzers run on config as written, valid or not (the schema analyzers report what does not fit); a
+        resource that cannot be read typed is skipped, as Istio's analyzers never see objects that fail to convert.
+        """
+        try:
+            m = r.model
+        except ModelError:
+            return None
+        return m if isinstance(m, cls) else None
 
     def get(self, kind: str, namespace: str, name: str) -> Resource | None:
         for r in self.by_kind.get(kind, []):

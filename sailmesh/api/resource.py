@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sailmesh.api.models import Model
 
 DEFAULT_NAMESPACE = "default"
 
@@ -45,7 +49,8 @@ class ResourceKey:
 
 @dataclass(frozen=True)
 class Resource:
-    """One config object. `spec` is the raw, camelCase spec as written (read-only by convention)."""
+    """One config object. `spec` is the raw, camelCase spec as written (read-only by convention), for printing,
+    round-tripping and the validator; `model` is the same spec typed (what generators and analyzers read)."""
 
     api_version: str
     kind: str
@@ -79,8 +84,30 @@ class Resource:
         """
         return (creation_seconds(self), self.name, self.namespace)
 
+    @cached_property
+    def model(self) -> Model | None:
+        """The spec as its frozen typed model (api.models), None for kinds without one; ModelError if it does not fit.
+
+        Built once per object: the stores build it when the resource enters (validated resources only), so a
+        spec that does not fit is refused there; `replace` carries it over while the spec stays the same.
+        """
+        from sailmesh.api.models import build_model  # api.models imports this module
+
+        return build_model(self)
+
+    def replace(self, **changes: Any) -> Resource:
+        """A copy with `changes` (dataclasses.replace) that keeps the built model when kind and spec are the same."""
+        new = dataclasses.replace(self, **changes)
+        built = self.__dict__.get("model", _UNBUILT)
+        if built is not _UNBUILT and new.kind == self.kind and new.spec is self.spec:
+            new.__dict__["model"] = built
+        return new
+
     def __str__(self) -> str:
         return str(self.key)
+
+
+_UNBUILT = object()
 
 
 def creation_timestamp(resource: Resource) -> str:

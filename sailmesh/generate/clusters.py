@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 from envoy.extensions.clusters.dynamic_forward_proxy.v3 import cluster_pb2 as dfp_cluster_pb2
@@ -12,6 +11,16 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 from envoy.type.v3 import percent_pb2
 
+from sailmesh.api.models.networking import (
+    ClientTLSSettings,
+    ConnectionPoolHTTP,
+    ConnectionPoolSettings,
+    ConnectionPoolTCP,
+    LoadBalancerSettings,
+    OutlierDetection,
+    PortTrafficPolicy,
+    WarmupConfiguration,
+)
 from sailmesh.generate import names
 from sailmesh.generate.common import MAX_UINT32, Prepacked, ads, duration, go_duration, pack, u32
 from sailmesh.generate.endpoints import assignment, discovery, select, subset_labels, unique_ports
@@ -28,6 +37,9 @@ DFP_CACHE = "dynamic_forward_proxy_cache_config"
 # The OS trust store used when a DestinationRule's tls names no caCertificates (Debian/Ubuntu path;
 # Envoy's system_root_certs is not accepted together with subjectAltNames checks).
 SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+NO_WARMUP = WarmupConfiguration()
+NO_TCP_POOL = ConnectionPoolTCP()
+NO_HTTP_POOL = ConnectionPoolHTTP()
 SIMPLE_LB = {
     "ROUND_ROBIN": Cluster.ROUND_ROBIN,
     "LEAST_REQUEST": Cluster.LEAST_REQUEST,
@@ -63,160 +75,152 @@ def _base(name: str) -> Cluster:
     return c
 
 
-def _apply_lb(c: Cluster, lb: Mapping[str, Any] | None) -> None:
+def _apply_lb(c: Cluster, lb: LoadBalancerSettings | None) -> None:
     c.lb_policy = Cluster.LEAST_REQUEST  # Istio's default since 1.14
-    if not isinstance(lb, Mapping):
+    if lb is None:
         return
-    simple = lb.get("simple")
-    if isinstance(simple, str) and simple in SIMPLE_LB:
-        c.lb_policy = SIMPLE_LB[simple]
-    warmup = lb.get("warmup") if isinstance(lb.get("warmup"), Mapping) else {}
-    window = warmup.get("duration") or lb.get("warmupDurationSecs")
+    if lb.simple in SIMPLE_LB:
+        c.lb_policy = SIMPLE_LB[lb.simple]
+    warmup = lb.warmup or NO_WARMUP
+    window = warmup.duration or lb.warmup_duration_secs
     if window and c.lb_policy in (Cluster.ROUND_ROBIN, Cluster.LEAST_REQUEST):
         cfg = c.round_robin_lb_config if c.lb_policy == Cluster.ROUND_ROBIN else c.least_request_lb_config
         ss = cfg.slow_start_config
         ss.slow_start_window.CopyFrom(go_duration(window))
-        if warmup.get("aggression") is not None:
-            ss.aggression.default_value = float(warmup["aggression"])
+        if warmup.aggression is not None:
+            ss.aggression.default_value = warmup.aggression
             ss.aggression.runtime_key = "sailmesh.slow_start.aggression"
-        if warmup.get("minimumPercent") is not None:
-            ss.min_weight_percent.value = float(warmup["minimumPercent"])
-    ch = lb.get("consistentHash")
-    if isinstance(ch, Mapping):
-        if isinstance(ch.get("maglev"), Mapping):
+        if warmup.minimum_percent is not None:
+            ss.min_weight_percent.value = warmup.minimum_percent
+    ch = lb.consistent_hash
+    if ch is not None:
+        if ch.maglev is not None:
             c.lb_policy = Cluster.MAGLEV
-            size = ch["maglev"].get("tableSize")
-            if size:
-                c.maglev_lb_config.table_size.value = int(size)
+            if ch.maglev.table_size:
+                c.maglev_lb_config.table_size.value = ch.maglev.table_size
         else:
             c.lb_policy = Cluster.RING_HASH
-            ring = ch.get("ringHash") if isinstance(ch.get("ringHash"), Mapping) else {}
-            size = ring.get("minimumRingSize") or ch.get("minimumRingSize") or DEFAULT_RING_SIZE
-            c.ring_hash_lb_config.minimum_ring_size.value = int(size)
+            ring = ch.ring_hash.minimum_ring_size if ch.ring_hash is not None else None
+            c.ring_hash_lb_config.minimum_ring_size.value = ring or ch.minimum_ring_size or DEFAULT_RING_SIZE
 
 
-def _apply_outlier(c: Cluster, od: Mapping[str, Any] | None) -> None:
+def _apply_outlier(c: Cluster, od: OutlierDetection | None) -> None:
     """Istio's applyOutlierDetection (success-rate ejection off, panic threshold = minHealthPercent)."""
-    if not isinstance(od, Mapping):
+    if od is None:
         return
     out = outlier_detection_pb2.OutlierDetection(enforcing_success_rate=u32(0))
-    for key, field, enforce in (
-        ("consecutive5xxErrors", "consecutive_5xx", "enforcing_consecutive_5xx"),
-        ("consecutiveGatewayErrors", "consecutive_gateway_failure", "enforcing_consecutive_gateway_failure"),
+    five = od.consecutive_5xx_errors if od.consecutive_5xx_errors is not None else od.consecutive_errors
+    for v, field, enforce in (
+        (five, "consecutive_5xx", "enforcing_consecutive_5xx"),
+        (od.consecutive_gateway_errors, "consecutive_gateway_failure", "enforcing_consecutive_gateway_failure"),
     ):
-        v = od.get(key)
-        if v is None and key == "consecutive5xxErrors":
-            v = od.get("consecutiveErrors")
         if v is not None:
-            getattr(out, field).value = int(v)
-            getattr(out, enforce).value = 100 if int(v) > 0 else 0
-    if od.get("interval"):
-        out.interval.CopyFrom(go_duration(od["interval"]))
-    if od.get("baseEjectionTime"):
-        out.base_ejection_time.CopyFrom(go_duration(od["baseEjectionTime"]))
-    if od.get("maxEjectionPercent"):
-        out.max_ejection_percent.value = int(od["maxEjectionPercent"])
-    if od.get("splitExternalLocalOriginErrors"):
+            getattr(out, field).value = v
+            getattr(out, enforce).value = 100 if v > 0 else 0
+    if od.interval:
+        out.interval.CopyFrom(go_duration(od.interval))
+    if od.base_ejection_time:
+        out.base_ejection_time.CopyFrom(go_duration(od.base_ejection_time))
+    if od.max_ejection_percent:
+        out.max_ejection_percent.value = od.max_ejection_percent
+    if od.split_external_local_origin_errors:
         out.split_external_local_origin_errors = True
-        if od.get("consecutiveLocalOriginFailures") is not None:
-            out.consecutive_local_origin_failure.value = int(od["consecutiveLocalOriginFailures"])
+        if od.consecutive_local_origin_failures is not None:
+            out.consecutive_local_origin_failure.value = od.consecutive_local_origin_failures
     c.outlier_detection.CopyFrom(out)
-    c.common_lb_config.healthy_panic_threshold.CopyFrom(
-        percent_pb2.Percent(value=float(od.get("minHealthPercent") or 0))
-    )
+    c.common_lb_config.healthy_panic_threshold.CopyFrom(percent_pb2.Percent(value=float(od.min_health_percent or 0)))
 
 
-def _protocol_options(protocol: str, pool: Mapping[str, Any]) -> hpo.HttpProtocolOptions | None:
-    http = pool.get("http") if isinstance(pool.get("http"), Mapping) else {}
-    tcp = pool.get("tcp") if isinstance(pool.get("tcp"), Mapping) else {}
+def _protocol_options(protocol: str, pool: ConnectionPoolSettings | None) -> hpo.HttpProtocolOptions | None:
+    http = (pool.http if pool is not None else None) or NO_HTTP_POOL
+    tcp = (pool.tcp if pool is not None else None) or NO_TCP_POOL
     if not names.is_http(protocol):
         return None
     opts = hpo.HttpProtocolOptions()
     common = opts.common_http_protocol_options
-    if http.get("idleTimeout"):
-        common.idle_timeout.CopyFrom(go_duration(http["idleTimeout"]))
-    if http.get("maxRequestsPerConnection"):
-        common.max_requests_per_connection.value = int(http["maxRequestsPerConnection"])
-    if tcp.get("maxConnectionDuration"):
-        common.max_connection_duration.CopyFrom(go_duration(tcp["maxConnectionDuration"]))
-    h2 = protocol.upper() in names.H2_PROTOCOLS or http.get("h2UpgradePolicy") == "UPGRADE"
-    if http.get("useClientProtocol"):
+    if http.idle_timeout:
+        common.idle_timeout.CopyFrom(go_duration(http.idle_timeout))
+    if http.max_requests_per_connection:
+        common.max_requests_per_connection.value = http.max_requests_per_connection
+    if tcp.max_connection_duration:
+        common.max_connection_duration.CopyFrom(go_duration(tcp.max_connection_duration))
+    h2 = protocol.upper() in names.H2_PROTOCOLS or http.h2_upgrade_policy == "UPGRADE"
+    if http.use_client_protocol:
         opts.use_downstream_protocol_config.SetInParent()
     elif h2:
         h2opts = opts.explicit_http_config.http2_protocol_options
         h2opts.SetInParent()
-        if http.get("maxConcurrentStreams"):
-            h2opts.max_concurrent_streams.value = int(http["maxConcurrentStreams"])
+        if http.max_concurrent_streams:
+            h2opts.max_concurrent_streams.value = http.max_concurrent_streams
     else:
         opts.explicit_http_config.http_protocol_options.SetInParent()
     return opts
 
 
-def _apply_pool(c: Cluster, protocol: str, pool: Mapping[str, Any] | None) -> None:
-    pool = pool if isinstance(pool, Mapping) else {}
-    tcp = pool.get("tcp") if isinstance(pool.get("tcp"), Mapping) else {}
-    http = pool.get("http") if isinstance(pool.get("http"), Mapping) else {}
+def _apply_pool(c: Cluster, protocol: str, pool: ConnectionPoolSettings | None) -> None:
+    tcp = (pool.tcp if pool is not None else None) or NO_TCP_POOL
+    http = (pool.http if pool is not None else None) or NO_HTTP_POOL
     t = c.circuit_breakers.thresholds[0]
-    for src, key, field in (
-        (tcp, "maxConnections", "max_connections"),
-        (http, "http1MaxPendingRequests", "max_pending_requests"),
-        (http, "http2MaxRequests", "max_requests"),
-        (http, "maxRetries", "max_retries"),
+    for value, field in (
+        (tcp.max_connections, "max_connections"),
+        (http.http1_max_pending_requests, "max_pending_requests"),
+        (http.http2_max_requests, "max_requests"),
+        (http.max_retries, "max_retries"),
     ):
-        if src.get(key):
-            getattr(t, field).value = int(src[key])
-    if tcp.get("connectTimeout"):
-        c.connect_timeout.CopyFrom(go_duration(tcp["connectTimeout"]))
-    ka = tcp.get("tcpKeepalive")
-    if isinstance(ka, Mapping):
+        if value:
+            getattr(t, field).value = value
+    if tcp.connect_timeout:
+        c.connect_timeout.CopyFrom(go_duration(tcp.connect_timeout))
+    ka = tcp.tcp_keepalive
+    if ka is not None:
         k = c.upstream_connection_options.tcp_keepalive
         k.SetInParent()
-        if ka.get("probes"):
-            k.keepalive_probes.value = int(ka["probes"])
-        if ka.get("time"):
-            k.keepalive_time.value = int(go_duration(ka["time"]).seconds)
-        if ka.get("interval"):
-            k.keepalive_interval.value = int(go_duration(ka["interval"]).seconds)
+        if ka.probes:
+            k.keepalive_probes.value = ka.probes
+        if ka.time:
+            k.keepalive_time.value = int(go_duration(ka.time).seconds)
+        if ka.interval:
+            k.keepalive_interval.value = int(go_duration(ka.interval).seconds)
     opts = _protocol_options(protocol, pool)
     if opts is not None:
         c.typed_extension_protocol_options[HTTP_OPTIONS_KEY].CopyFrom(pack(opts))
 
 
-def _apply_tls(c: Cluster, tls: Mapping[str, Any] | None, host: str) -> None:
+def _apply_tls(c: Cluster, tls: ClientTLSSettings | None, host: str) -> None:
     """DestinationRule tls SIMPLE/MUTUAL: TLS origination with files named in the rule.
 
     ISTIO_MUTUAL (mesh certificates over SDS) belongs to the security generators; DISABLE and
     ISTIO_MUTUAL leave the cluster plaintext here.
     """
-    if not isinstance(tls, Mapping) or tls.get("mode") not in ("SIMPLE", "MUTUAL"):
+    if tls is None or tls.mode not in ("SIMPLE", "MUTUAL"):
         return
     ctx = tls_pb2.UpstreamTlsContext()
-    sni = tls.get("sni") or ("" if "*" in host else host)
+    sni = tls.sni or ("" if "*" in host else host)
     if sni:
-        ctx.sni = str(sni)
+        ctx.sni = sni
     common = ctx.common_tls_context
-    if not tls.get("insecureSkipVerify"):
+    if not tls.insecure_skip_verify:
         vc = common.validation_context
-        if tls.get("caCertificates"):
-            vc.trusted_ca.filename = str(tls["caCertificates"])
+        if tls.ca_certificates:
+            vc.trusted_ca.filename = tls.ca_certificates
         else:
             vc.trusted_ca.filename = SYSTEM_CA_BUNDLE  # Istio verifies against the OS trust store by default
-        for san in tls.get("subjectAltNames") or []:
-            kind = common_pb2.SubjectAltNameMatcher.URI if "://" in str(san) else common_pb2.SubjectAltNameMatcher.DNS
-            vc.match_typed_subject_alt_names.add(san_type=kind).matcher.exact = str(san)
-    if tls.get("mode") == "MUTUAL" and tls.get("clientCertificate") and tls.get("privateKey"):
+        for san in tls.subject_alt_names or ():
+            kind = common_pb2.SubjectAltNameMatcher.URI if "://" in san else common_pb2.SubjectAltNameMatcher.DNS
+            vc.match_typed_subject_alt_names.add(san_type=kind).matcher.exact = san
+    if tls.mode == "MUTUAL" and tls.client_certificate and tls.private_key:
         cert = common.tls_certificates.add()
-        cert.certificate_chain.filename = str(tls["clientCertificate"])
-        cert.private_key.filename = str(tls["privateKey"])
+        cert.certificate_chain.filename = tls.client_certificate
+        cert.private_key.filename = tls.private_key
     c.transport_socket.name = "envoy.transport_sockets.tls"
     c.transport_socket.typed_config.CopyFrom(pack(ctx))
 
 
-def _apply_policy(c: Cluster, protocol: str, policy: Mapping[str, Any], host: str = "") -> None:
-    _apply_lb(c, policy.get("loadBalancer"))
-    _apply_pool(c, protocol, policy.get("connectionPool"))
-    _apply_outlier(c, policy.get("outlierDetection"))
-    _apply_tls(c, policy.get("tls"), host)
+def _apply_policy(c: Cluster, protocol: str, policy: PortTrafficPolicy, host: str = "") -> None:
+    _apply_lb(c, policy.load_balancer)
+    _apply_pool(c, protocol, policy.connection_pool)
+    _apply_outlier(c, policy.outlier_detection)
+    _apply_tls(c, policy.tls, host)
 
 
 def _dns_endpoints(svc: Service, port: ServicePort, eps: tuple[Endpoint, ...], labels: Mapping[str, str]) -> list:
@@ -228,7 +232,8 @@ def _dns_endpoints(svc: Service, port: ServicePort, eps: tuple[Endpoint, ...], l
 
 
 def outbound_cluster(
-    snapshot: MeshSnapshot, svc: Service, port: ServicePort, subset: str, labels: Mapping[str, str], policy: Mapping
+    snapshot: MeshSnapshot, svc: Service, port: ServicePort, subset: str, labels: Mapping[str, str],
+    policy: PortTrafficPolicy,
 ) -> Cluster:
     """One `outbound|port|subset|host` cluster."""
     name = names.outbound_cluster(port.port, subset, svc.hostname)
@@ -293,7 +298,7 @@ def build_inbound(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Cluster]:
             assignment(name, [Endpoint("", port, proxy.ip, app_port)])
         )
         if names.is_http(protocol):
-            opts = _protocol_options(protocol, {})
+            opts = _protocol_options(protocol, None)
             if opts is not None:
                 c.typed_extension_protocol_options[HTTP_OPTIONS_KEY].CopyFrom(pack(opts))
         out.append(c)

@@ -8,6 +8,8 @@ from envoy.config.core.v3 import base_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2 as ec
 from envoy.config.endpoint.v3 import endpoint_pb2
 
+from sailmesh.api.models import model_of
+from sailmesh.api.models.networking import DestinationRule
 from sailmesh.generate import names
 from sailmesh.generate.common import Prepacked, socket_address, u32
 from sailmesh.generate.memo import Memos
@@ -85,10 +87,9 @@ def subset_labels(snapshot: MeshSnapshot, proxy_ns: str, service: Service) -> li
     dr = destination_rule(snapshot, proxy_ns, service)
     out: dict[str, Mapping[str, str]] = {"": {}}
     if dr is not None:
-        for s in dr.spec.get("subsets") or []:
-            if isinstance(s, Mapping) and s.get("name") and str(s["name"]) not in out:
-                labels = s.get("labels") if isinstance(s.get("labels"), Mapping) else {}
-                out[str(s["name"])] = {str(k): str(v) for k, v in labels.items()}
+        for s in model_of(dr, DestinationRule).subsets or ():
+            if s.name and s.name not in out:
+                out[s.name] = s.labels or {}
     return list(out.items())
 
 

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from google.protobuf import wrappers_pb2
 
 from sailmesh.api.hosts import host_subset_of, hosts_match, selector_matches
+from sailmesh.api.models import model_of
+from sailmesh.api.models.networking import Gateway
 from sailmesh.api.resource import Resource
 from sailmesh.generate import names
-from sailmesh.generate.httproute import RouteContext, translate_http
+from sailmesh.generate.httproute import RouteContext, virtual_service_routes
 from sailmesh.generate.scope import virtual_services
 from sailmesh.generate.tcproute import tcp_destinations
 from sailmesh.snapshot.index import vs_hosts
@@ -26,8 +26,8 @@ def gateways_for(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Resource]:
     """Gateways whose selector matches the proxy's labels (any namespace, as Istio by default)."""
     out = []
     for gw in snapshot.of_kind("Gateway"):  # oldest first
-        selector = gw.spec.get("selector")
-        if isinstance(selector, Mapping) and selector_matches(selector, proxy.labels):
+        selector = model_of(gw, Gateway).selector
+        if selector is not None and selector_matches(selector, proxy.labels):
             out.append(gw)
     return out
 
@@ -35,26 +35,21 @@ def gateways_for(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Resource]:
 def http_servers(gw: Resource) -> list[tuple[int, list[str], bool]]:
     """(port number, hosts, tls.httpsRedirect) of each plain-HTTP server of a Gateway."""
     out = []
-    for server in gw.spec.get("servers") or []:
-        if not isinstance(server, Mapping):
-            continue
-        port = server.get("port") if isinstance(server.get("port"), Mapping) else {}
-        if str(port.get("protocol") or "").upper() in GATEWAY_HTTP_PROTOCOLS and port.get("number"):
-            tls = server.get("tls") if isinstance(server.get("tls"), Mapping) else {}
-            hosts = [str(h) for h in server.get("hosts") or []]
-            out.append((int(port["number"]), hosts, bool(tls.get("httpsRedirect"))))
+    for server in model_of(gw, Gateway).servers or ():
+        port = server.port
+        if port is not None and (port.protocol or "").upper() in GATEWAY_HTTP_PROTOCOLS and port.number:
+            redirect = bool(server.tls is not None and server.tls.https_redirect)
+            out.append((port.number, list(server.hosts or ()), redirect))
     return out
 
 
 def tcp_servers(gw: Resource) -> list[tuple[int, list[str]]]:
     """(port number, hosts) of each plain TCP server of a Gateway (TCP, MONGO, MYSQL, REDIS)."""
     out = []
-    for server in gw.spec.get("servers") or []:
-        if not isinstance(server, Mapping):
-            continue
-        port = server.get("port") if isinstance(server.get("port"), Mapping) else {}
-        if str(port.get("protocol") or "").upper() in GATEWAY_TCP_PROTOCOLS and port.get("number"):
-            out.append((int(port["number"]), [str(h) for h in server.get("hosts") or []]))
+    for server in model_of(gw, Gateway).servers or ():
+        port = server.port
+        if port is not None and (port.protocol or "").upper() in GATEWAY_TCP_PROTOCOLS and port.number:
+            out.append((port.number, list(server.hosts or ())))
     return out
 
 
@@ -77,7 +72,7 @@ def gateway_tcp_routes(snapshot: MeshSnapshot, proxy: ProxyView) -> dict[int, li
                 allowed = [a for sh in server_hosts if (a := _server_host_allows(sh, gw.namespace, vs)) is not None]
                 if not any(hosts_match(h, a) for h in vs_hosts(vs, suffix) for a in allowed):
                     continue
-                found = tcp_destinations(vs.spec, vs.namespace, ctx)
+                found = tcp_destinations(vs, ctx)
                 if found:
                     out[port] = found
                     break
@@ -118,10 +113,7 @@ def gateway_routes(snapshot: MeshSnapshot, proxy: ProxyView) -> list[route_pb2.R
                             matched.append(_narrower(h, allowed))
                 if not matched:
                     continue
-                routes: list[rc.Route] = []
-                for http in vs.spec.get("http") or []:
-                    if isinstance(http, Mapping):
-                        routes.extend(translate_http(vs, http, ctx))
+                routes = virtual_service_routes(vs, ctx)
                 for h in dict.fromkeys(matched):
                     hosts.setdefault(h, []).extend(routes)
                     if https_redirect:

@@ -1,8 +1,10 @@
-"""One VirtualService HTTPRoute -> Envoy routes: match, destinations, retries, faults, rewrites, CORS, headers."""
+"""One VirtualService HTTPRoute -> Envoy routes: match, destinations, retries, faults, rewrites, CORS, headers.
+
+Reads the typed models (api.models.networking) the store built when the VirtualService entered it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,8 +17,20 @@ from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from google.protobuf import wrappers_pb2
 
 from sailmesh.api.hosts import resolve_short_name, selector_matches
+from sailmesh.api.models import Percent, model_of
+from sailmesh.api.models.networking import (
+    CorsPolicy,
+    Destination,
+    HeaderOperations,
+    Headers,
+    HTTPFaultInjection,
+    HTTPMatchRequest,
+    HTTPRetry,
+    HTTPRoute,
+    StringMatch,
+    VirtualService,
+)
 from sailmesh.api.resource import Resource
-from sailmesh.api.types import parse_duration, percent
 from sailmesh.generate import names
 from sailmesh.generate.common import duration, fractional, go_duration, pack, u32
 from sailmesh.generate.policy import effective_policy
@@ -56,25 +70,25 @@ class RouteContext:
 # ---- matches -------------------------------------------------------------------------------------------
 
 
-def string_matcher(spec: Mapping[str, Any], ignore_case: bool = False) -> string_pb2.StringMatcher | None:
+def string_matcher(spec: StringMatch, ignore_case: bool = False) -> string_pb2.StringMatcher | None:
     """Istio StringMatch (exact/prefix/regex) -> Envoy StringMatcher; None when it names no match type."""
     m = string_pb2.StringMatcher(ignore_case=ignore_case)
-    if "exact" in spec:
-        m.exact = str(spec["exact"])
-    elif "prefix" in spec:
-        m.prefix = str(spec["prefix"])
-    elif "regex" in spec:
-        m.safe_regex.CopyFrom(regex_pb2.RegexMatcher(regex=str(spec["regex"])))
+    if spec.exact is not None:
+        m.exact = spec.exact
+    elif spec.prefix is not None:
+        m.prefix = spec.prefix
+    elif spec.regex is not None:
+        m.safe_regex.CopyFrom(regex_pb2.RegexMatcher(regex=spec.regex))
         m.ignore_case = False
     else:
         return None
     return m
 
 
-def header_matcher(name: str, spec: Any, invert: bool = False) -> rc.HeaderMatcher:
+def header_matcher(name: str, spec: StringMatch | None, invert: bool = False) -> rc.HeaderMatcher:
     """A header condition; an empty StringMatch means "present" (Istio)."""
     h = rc.HeaderMatcher(name=name, invert_match=invert)
-    sm = string_matcher(spec) if isinstance(spec, Mapping) else None
+    sm = string_matcher(spec) if spec is not None else None
     if sm is None:
         h.present_match = True
     else:
@@ -82,48 +96,44 @@ def header_matcher(name: str, spec: Any, invert: bool = False) -> rc.HeaderMatch
     return h
 
 
-def _match_applies(m: Mapping[str, Any], ctx: RouteContext, vs_ns: str) -> bool:
-    port = m.get("port")
-    if port and int(port) != ctx.port:
+def _match_applies(m: HTTPMatchRequest, ctx: RouteContext, vs_ns: str) -> bool:
+    if m.port and m.port != ctx.port:
         return False
-    labels = m.get("sourceLabels")
-    if isinstance(labels, Mapping) and not selector_matches(labels, ctx.proxy.labels):
+    if not selector_matches(m.source_labels, ctx.proxy.labels):
         return False
-    src_ns = m.get("sourceNamespace")
-    if src_ns and src_ns != ctx.proxy.namespace:
+    if m.source_namespace and m.source_namespace != ctx.proxy.namespace:
         return False
-    gws = m.get("gateways")
-    return not gws or ctx.gateway in {gateway_ref(str(g), vs_ns) for g in gws}
+    return not m.gateways or ctx.gateway in {gateway_ref(g, vs_ns) for g in m.gateways}
 
 
-def route_match(m: Mapping[str, Any]) -> rc.RouteMatch:
+def route_match(m: HTTPMatchRequest) -> rc.RouteMatch:
     """Istio HTTPMatchRequest -> Envoy RouteMatch."""
     out = rc.RouteMatch()
-    uri = m.get("uri") if isinstance(m.get("uri"), Mapping) else {}
-    if "exact" in uri:
-        out.path = str(uri["exact"])
-    elif "prefix" in uri:
-        out.prefix = str(uri["prefix"])
-    elif "regex" in uri:
-        out.safe_regex.CopyFrom(regex_pb2.RegexMatcher(regex=str(uri["regex"])))
+    uri = m.uri or StringMatch()
+    if uri.exact is not None:
+        out.path = uri.exact
+    elif uri.prefix is not None:
+        out.prefix = uri.prefix
+    elif uri.regex is not None:
+        out.safe_regex.CopyFrom(regex_pb2.RegexMatcher(regex=uri.regex))
     else:
         out.prefix = "/"
-    if m.get("ignoreUriCase"):
+    if m.ignore_uri_case:
         out.case_sensitive.value = False
-    for key, header in (("method", ":method"), ("authority", ":authority"), ("scheme", ":scheme")):
-        if isinstance(m.get(key), Mapping):
-            out.headers.append(header_matcher(header, m[key]))
-    for name, spec in sorted((m.get("headers") or {}).items()):
-        out.headers.append(header_matcher(str(name), spec))
-    for name, spec in sorted((m.get("withoutHeaders") or {}).items()):
-        out.headers.append(header_matcher(str(name), spec, invert=True))
-    for name, spec in sorted((m.get("queryParams") or {}).items()):
-        q = rc.QueryParameterMatcher(name=str(name))
-        sm = string_matcher(spec) if isinstance(spec, Mapping) else None
-        if sm is None:
+    for spec, header in ((m.method, ":method"), (m.authority, ":authority"), (m.scheme, ":scheme")):
+        if spec is not None:
+            out.headers.append(header_matcher(header, spec))
+    for name, sm in sorted((m.headers or {}).items()):
+        out.headers.append(header_matcher(name, sm))
+    for name, sm in sorted((m.without_headers or {}).items()):
+        out.headers.append(header_matcher(name, sm, invert=True))
+    for name, sm in sorted((m.query_params or {}).items()):
+        q = rc.QueryParameterMatcher(name=name)
+        matcher = string_matcher(sm)
+        if matcher is None:
             q.present_match = True
         else:
-            q.string_match.CopyFrom(sm)
+            q.string_match.CopyFrom(matcher)
         out.query_parameters.append(q)
     return out
 
@@ -131,14 +141,14 @@ def route_match(m: Mapping[str, Any]) -> rc.RouteMatch:
 # ---- destinations --------------------------------------------------------------------------------------
 
 
-def destination_cluster(dest: Mapping[str, Any], vs_ns: str, ctx: RouteContext) -> str:
+def destination_cluster(dest: Destination, vs_ns: str, ctx: RouteContext) -> str:
     """`outbound|port|subset|host` for a Destination; the port defaults to the service's only port, else ctx.port."""
-    host = resolve_short_name(str(dest.get("host") or ""), vs_ns, ctx.suffix)
-    port = (dest.get("port") or {}).get("number")
+    host = resolve_short_name(dest.host or "", vs_ns, ctx.suffix)
+    port = dest.port.number if dest.port is not None else None
     if not port:
         svc = ctx.snapshot.services.get(host)
         port = svc.ports[0].port if svc is not None and len(svc.ports) == 1 else ctx.port
-    return names.outbound_cluster(int(port), str(dest.get("subset") or ""), host)
+    return names.outbound_cluster(port, dest.subset or "", host)
 
 
 def hash_policies(cluster: str, ctx: RouteContext) -> list[rc.RouteAction.HashPolicy]:
@@ -147,53 +157,51 @@ def hash_policies(cluster: str, ctx: RouteContext) -> list[rc.RouteAction.HashPo
     svc = ctx.snapshot.services.get(host)
     if svc is None:
         return []
-    lb = effective_policy(destination_rule(ctx.snapshot, ctx.proxy.namespace, svc), subset, port).get(
-        "loadBalancer"
-    )
-    ch = lb.get("consistentHash") if isinstance(lb, Mapping) else None
-    if not isinstance(ch, Mapping):
+    lb = effective_policy(destination_rule(ctx.snapshot, ctx.proxy.namespace, svc), subset, port).load_balancer
+    ch = lb.consistent_hash if lb is not None else None
+    if ch is None:
         return []
     hp = rc.RouteAction.HashPolicy()
-    if ch.get("httpHeaderName"):
-        hp.header.header_name = str(ch["httpHeaderName"])
-    elif isinstance(ch.get("httpCookie"), Mapping):
-        cookie = ch["httpCookie"]
-        hp.cookie.name = str(cookie.get("name") or "")
-        if cookie.get("path"):
-            hp.cookie.path = str(cookie["path"])
-        if cookie.get("ttl"):
-            hp.cookie.ttl.CopyFrom(go_duration(cookie["ttl"]))
-    elif ch.get("useSourceIp"):
+    if ch.http_header_name:
+        hp.header.header_name = ch.http_header_name
+    elif ch.http_cookie is not None:
+        cookie = ch.http_cookie
+        hp.cookie.name = cookie.name or ""
+        if cookie.path:
+            hp.cookie.path = cookie.path
+        if cookie.ttl:
+            hp.cookie.ttl.CopyFrom(go_duration(cookie.ttl))
+    elif ch.use_source_ip:
         hp.connection_properties.source_ip = True
-    elif ch.get("httpQueryParameterName"):
-        hp.query_parameter.name = str(ch["httpQueryParameterName"])
+    elif ch.http_query_parameter_name:
+        hp.query_parameter.name = ch.http_query_parameter_name
     else:
         return []
     return [hp]
 
 
-def header_ops(spec: Any) -> tuple[list[base_pb2.HeaderValueOption], list[str]]:
+def header_ops(spec: HeaderOperations | None) -> tuple[list[base_pb2.HeaderValueOption], list[str]]:
     """Istio Headers.HeaderOperations {set, add, remove} -> (headers to add, names to remove)."""
-    if not isinstance(spec, Mapping):
+    if spec is None:
         return [], []
     adds = [
-        base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=str(k), value=str(v)), append_action=SET)
-        for k, v in sorted((spec.get("set") or {}).items())
+        base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=k, value=v), append_action=SET)
+        for k, v in sorted((spec.set or {}).items())
     ]
     adds += [
-        base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=str(k), value=str(v)), append_action=ADD)
-        for k, v in sorted((spec.get("add") or {}).items())
+        base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=k, value=v), append_action=ADD)
+        for k, v in sorted((spec.add or {}).items())
     ]
-    return adds, [str(h) for h in spec.get("remove") or []]
+    return adds, list(spec.remove or ())
 
 
-def _headers(holder: Any, headers: Any) -> None:
-    if not isinstance(headers, Mapping):
+def _headers(holder: Any, headers: Headers | None) -> None:
+    if headers is None:
         return
-    add, rm = header_ops(headers.get("request"))
+    add, rm = header_ops(headers.request)
     holder.request_headers_to_add.extend(add)
     holder.request_headers_to_remove.extend(rm)
-    add, rm = header_ops(headers.get("response"))
+    add, rm = header_ops(headers.response)
     holder.response_headers_to_add.extend(add)
     holder.response_headers_to_remove.extend(rm)
 
@@ -201,9 +209,9 @@ def _headers(holder: Any, headers: Any) -> None:
 # ---- policies ------------------------------------------------------------------------------------------
 
 
-def retry_policy(spec: Any) -> rc.RetryPolicy | None:
+def retry_policy(spec: HTTPRetry | None) -> rc.RetryPolicy | None:
     """Istio's retry.ConvertPolicy: the default policy unless overridden; `attempts: 0` disables retries."""
-    if isinstance(spec, Mapping) and spec.get("attempts") is not None and int(spec["attempts"]) == 0:
+    if spec is not None and spec.attempts == 0:
         return None
     p = rc.RetryPolicy(
         retry_on=DEFAULT_RETRY_ON,
@@ -217,15 +225,15 @@ def retry_policy(spec: Any) -> rc.RetryPolicy | None:
             )
         ],
     )
-    if not isinstance(spec, Mapping):
+    if spec is None:
         return p
-    if spec.get("attempts"):
-        p.num_retries.value = int(spec["attempts"])
-    if spec.get("perTryTimeout"):
-        p.per_try_timeout.CopyFrom(go_duration(spec["perTryTimeout"]))
-    if spec.get("retryOn"):
+    if spec.attempts:
+        p.num_retries.value = spec.attempts
+    if spec.per_try_timeout:
+        p.per_try_timeout.CopyFrom(go_duration(spec.per_try_timeout))
+    if spec.retry_on:
         on, codes = [], []
-        for part in str(spec["retryOn"]).split(","):
+        for part in spec.retry_on.split(","):
             part = part.strip()
             if part.isdigit():
                 codes.append(int(part))
@@ -239,24 +247,26 @@ def retry_policy(spec: Any) -> rc.RetryPolicy | None:
     return p
 
 
-def fault_config(spec: Any) -> fault_pb2.HTTPFault | None:
+def _percent(p: Percent | None, fallback: float) -> float:
+    return p.value if p is not None else fallback
+
+
+def fault_config(spec: HTTPFaultInjection | None) -> fault_pb2.HTTPFault | None:
     """Istio HTTPFaultInjection -> HTTPFault (percentages over a million; unset percentage = 0 as in Istio)."""
-    if not isinstance(spec, Mapping):
+    if spec is None:
         return None
     out = fault_pb2.HTTPFault()
-    delay, abort = spec.get("delay"), spec.get("abort")
-    if isinstance(delay, Mapping):
-        if delay.get("fixedDelay"):
-            out.delay.fixed_delay.CopyFrom(go_duration(delay["fixedDelay"]))
-        pct = percent(delay["percentage"]) if delay.get("percentage") is not None else float(delay.get("percent") or 0)
-        out.delay.percentage.CopyFrom(fractional(pct))
-    if isinstance(abort, Mapping):
-        if abort.get("httpStatus"):
-            out.abort.http_status = int(abort["httpStatus"])
-        elif abort.get("grpcStatus"):
-            out.abort.grpc_status = _grpc_code(abort["grpcStatus"])
-        pct = percent(abort["percentage"]) if abort.get("percentage") is not None else 0.0
-        out.abort.percentage.CopyFrom(fractional(pct))
+    delay, abort = spec.delay, spec.abort
+    if delay is not None:
+        if delay.fixed_delay:
+            out.delay.fixed_delay.CopyFrom(go_duration(delay.fixed_delay))
+        out.delay.percentage.CopyFrom(fractional(_percent(delay.percentage, float(delay.percent or 0))))
+    if abort is not None:
+        if abort.http_status:
+            out.abort.http_status = abort.http_status
+        elif abort.grpc_status:
+            out.abort.grpc_status = _grpc_code(abort.grpc_status)
+        out.abort.percentage.CopyFrom(fractional(_percent(abort.percentage, 0.0)))
     if not out.HasField("delay") and not out.HasField("abort"):
         return None
     return out
@@ -269,48 +279,48 @@ GRPC_CODES = (
 ).split()
 
 
-def _grpc_code(value: Any) -> int:
-    s = str(value).upper()
+def _grpc_code(value: str) -> int:
+    s = value.upper()
     return GRPC_CODES.index(s) if s in GRPC_CODES else int(value)
 
 
-def cors_policy(spec: Any) -> cors_pb2.CorsPolicy | None:
+def cors_policy(spec: CorsPolicy | None) -> cors_pb2.CorsPolicy | None:
     """Istio CorsPolicy -> the CORS filter's per-route config."""
-    if not isinstance(spec, Mapping):
+    if spec is None:
         return None
     out = cors_pb2.CorsPolicy()
-    for origin in spec.get("allowOrigins") or []:
-        sm = string_matcher(origin) if isinstance(origin, Mapping) else None
+    for origin in spec.allow_origins or ():
+        sm = string_matcher(origin)
         if sm is not None:
             out.allow_origin_string_match.append(sm)
-    for origin in spec.get("allowOrigin") or []:  # deprecated exact list
-        out.allow_origin_string_match.append(string_pb2.StringMatcher(exact=str(origin)))
-    if spec.get("allowMethods"):
-        out.allow_methods = ",".join(str(m) for m in spec["allowMethods"])
-    if spec.get("allowHeaders"):
-        out.allow_headers = ",".join(str(h) for h in spec["allowHeaders"])
-    if spec.get("exposeHeaders"):
-        out.expose_headers = ",".join(str(h) for h in spec["exposeHeaders"])
-    if spec.get("maxAge"):
-        out.max_age = str(int(parse_duration(spec["maxAge"])))
-    if spec.get("allowCredentials") is not None:
-        out.allow_credentials.CopyFrom(wrappers_pb2.BoolValue(value=bool(spec["allowCredentials"])))
+    for exact in spec.allow_origin or ():  # deprecated exact list
+        out.allow_origin_string_match.append(string_pb2.StringMatcher(exact=exact))
+    if spec.allow_methods:
+        out.allow_methods = ",".join(spec.allow_methods)
+    if spec.allow_headers:
+        out.allow_headers = ",".join(spec.allow_headers)
+    if spec.expose_headers:
+        out.expose_headers = ",".join(spec.expose_headers)
+    if spec.max_age:
+        out.max_age = str(int(spec.max_age.seconds))
+    if spec.allow_credentials is not None:
+        out.allow_credentials.CopyFrom(wrappers_pb2.BoolValue(value=spec.allow_credentials))
     out.filter_enabled.default_value.CopyFrom(fractional(100.0))
     return out
 
 
-def _mirrors(http: Mapping[str, Any], vs_ns: str, ctx: RouteContext) -> list[rc.RouteAction.RequestMirrorPolicy]:
-    specs: list[tuple[Mapping[str, Any], Any]] = []
-    if isinstance(http.get("mirror"), Mapping):
-        specs.append((http["mirror"], http.get("mirrorPercentage")))
-    for m in http.get("mirrors") or []:
-        if isinstance(m, Mapping) and isinstance(m.get("destination"), Mapping):
-            specs.append((m["destination"], m.get("percentage")))
+def _mirrors(http: HTTPRoute, vs_ns: str, ctx: RouteContext) -> list[rc.RouteAction.RequestMirrorPolicy]:
+    specs: list[tuple[Destination, Percent | None]] = []
+    if http.mirror is not None:
+        specs.append((http.mirror, http.mirror_percentage))
+    for m in http.mirrors or ():
+        if m.destination is not None:
+            specs.append((m.destination, m.percentage))
     out = []
     for dest, pct in specs:
         p = rc.RouteAction.RequestMirrorPolicy(cluster=destination_cluster(dest, vs_ns, ctx))
-        value = percent(pct) if pct is not None else float(http.get("mirrorPercent", 100))
-        p.runtime_fraction.default_value.CopyFrom(fractional(value))
+        fallback = float(http.mirror_percent if http.mirror_percent is not None else 100)
+        p.runtime_fraction.default_value.CopyFrom(fractional(_percent(pct, fallback)))
         out.append(p)
     return out
 
@@ -340,83 +350,82 @@ def default_route(cluster: str, ctx: RouteContext, decorator_host: str) -> rc.Ro
     )
 
 
-def _action(http: Mapping[str, Any], vs_ns: str, ctx: RouteContext, route: rc.Route) -> None:
+def _action(http: HTTPRoute, vs_ns: str, ctx: RouteContext, route: rc.Route) -> None:
     """Fill route.route, route.redirect or route.direct_response."""
-    if isinstance(http.get("redirect"), Mapping):
-        r = http["redirect"]
+    if http.redirect is not None:
+        r = http.redirect
         red = route.redirect
-        if r.get("uri"):
-            red.path_redirect = str(r["uri"])
-        if r.get("authority"):
-            red.host_redirect = str(r["authority"])
-        if r.get("port"):
-            red.port_redirect = int(r["port"])
-        if r.get("scheme"):
-            red.scheme_redirect = str(r["scheme"])
-        red.response_code = REDIRECT_CODES.get(int(r.get("redirectCode") or 301), rc.RedirectAction.MOVED_PERMANENTLY)
+        if r.uri:
+            red.path_redirect = r.uri
+        if r.authority:
+            red.host_redirect = r.authority
+        if r.port:
+            red.port_redirect = r.port
+        if r.scheme:
+            red.scheme_redirect = r.scheme
+        red.response_code = REDIRECT_CODES.get(r.effective_code, rc.RedirectAction.MOVED_PERMANENTLY)
         return
-    if isinstance(http.get("directResponse"), Mapping):
-        d = http["directResponse"]
-        route.direct_response.status = int(d.get("status") or 200)
-        body = d.get("body") if isinstance(d.get("body"), Mapping) else {}
-        if body.get("string"):
-            route.direct_response.body.inline_string = str(body["string"])
+    if http.direct_response is not None:
+        d = http.direct_response
+        route.direct_response.status = d.status or 200
+        if d.body is not None and d.body.string:
+            route.direct_response.body.inline_string = d.body.string
         return
-    dests = [d for d in http.get("route") or [] if isinstance(d, Mapping) and isinstance(d.get("destination"), Mapping)]
+    dests = [(d, d.destination) for d in http.route or () if d.destination is not None]
     action = route.route
-    weighted = [(d, int(d.get("weight") or 0)) for d in dests]
+    weighted = [(d, dest, d.weight or 0) for d, dest in dests]
     if len(dests) > 1:
-        weighted = [(d, w) for d, w in weighted if w > 0]
+        weighted = [(d, dest, w) for d, dest, w in weighted if w > 0]
     if len(weighted) == 1:
-        d = weighted[0][0]
-        action.cluster = destination_cluster(d["destination"], vs_ns, ctx)
-        _headers(route, d.get("headers"))
+        d, dest, _ = weighted[0]
+        action.cluster = destination_cluster(dest, vs_ns, ctx)
+        _headers(route, d.headers)
     elif weighted:
-        for d, w in weighted:
-            cw = rc.WeightedCluster.ClusterWeight(
-                name=destination_cluster(d["destination"], vs_ns, ctx), weight=u32(w)
-            )
-            _headers(cw, d.get("headers"))
+        for d, dest, w in weighted:
+            cw = rc.WeightedCluster.ClusterWeight(name=destination_cluster(dest, vs_ns, ctx), weight=u32(w))
+            _headers(cw, d.headers)
             action.weighted_clusters.clusters.append(cw)
     else:
         action.cluster = names.BLACKHOLE_CLUSTER
     first = action.cluster or (action.weighted_clusters.clusters[0].name if action.weighted_clusters.clusters else "")
     if first and first != names.BLACKHOLE_CLUSTER:
         action.hash_policy.extend(hash_policies(first, ctx))
-    route_action_defaults(action, parse_duration(http["timeout"]) if http.get("timeout") else 0)
-    retry = retry_policy(http.get("retries"))
+    route_action_defaults(action, http.timeout.seconds if http.timeout else 0)
+    retry = retry_policy(http.retries)
     if retry is not None:
         action.retry_policy.CopyFrom(retry)
-    rewrite = http.get("rewrite") if isinstance(http.get("rewrite"), Mapping) else {}
-    if rewrite.get("uri"):
-        action.prefix_rewrite = str(rewrite["uri"])
-    elif isinstance(rewrite.get("uriRegexRewrite"), Mapping):
-        rr = rewrite["uriRegexRewrite"]
-        action.regex_rewrite.pattern.regex = str(rr.get("match") or "")
-        action.regex_rewrite.substitution = str(rr.get("rewrite") or "")
-    if rewrite.get("authority"):
-        action.host_rewrite_literal = str(rewrite["authority"])
+    rewrite = http.rewrite
+    if rewrite is not None:
+        if rewrite.uri:
+            action.prefix_rewrite = rewrite.uri
+        elif rewrite.uri_regex_rewrite is not None:
+            rr = rewrite.uri_regex_rewrite
+            action.regex_rewrite.pattern.regex = rr.match or ""
+            action.regex_rewrite.substitution = rr.rewrite or ""
+        if rewrite.authority:
+            action.host_rewrite_literal = rewrite.authority
     action.request_mirror_policies.extend(_mirrors(http, vs_ns, ctx))
     if first:
         _, port, _, host = names.parse_cluster(first) if "|" in first else ("", ctx.port, "", first)
         route.decorator.operation = f"{host}:{port}/*"
 
 
-def translate_http(vs: Resource, http: Mapping[str, Any], ctx: RouteContext) -> list[rc.Route]:
+_CATCH_ALL = HTTPMatchRequest()
+
+
+def translate_http(vs: Resource, http: HTTPRoute, ctx: RouteContext) -> list[rc.Route]:
     """Envoy routes for one VirtualService http[] entry: one per applicable match (or one catch-all)."""
-    matches = [m for m in http.get("match") or [] if isinstance(m, Mapping)]
-    if http.get("match") and not matches:
-        return []
-    applicable = [m for m in matches if _match_applies(m, ctx, vs.namespace)] if matches else [{}]
+    matches = http.match or ()
+    applicable = [m for m in matches if _match_applies(m, ctx, vs.namespace)] if matches else [_CATCH_ALL]
     if not applicable:
         return []
     template = rc.Route()
     _action(http, vs.namespace, ctx, template)
-    _headers(template, http.get("headers"))
-    fault = fault_config(http.get("fault"))
+    _headers(template, http.headers)
+    fault = fault_config(http.fault)
     if fault is not None:
         template.typed_per_filter_config[FAULT_FILTER].CopyFrom(pack(fault))
-    cors = cors_policy(http.get("corsPolicy"))
+    cors = cors_policy(http.cors_policy)
     if cors is not None:
         template.typed_per_filter_config[CORS_FILTER].CopyFrom(pack(cors))
     template.metadata.filter_metadata["istio"].update({"config": f"/apis/networking.istio.io/v1/namespaces/"
@@ -426,8 +435,13 @@ def translate_http(vs: Resource, http: Mapping[str, Any], ctx: RouteContext) -> 
         r = rc.Route()
         r.CopyFrom(template)
         r.match.CopyFrom(route_match(m))
-        base = str(http.get("name") or "")
-        mname = str(m.get("name") or "")
+        base = http.name or ""
+        mname = m.name or ""
         r.name = f"{base}.{mname}" if base and mname else (base or mname)
         out.append(r)
     return out
+
+
+def virtual_service_routes(vs: Resource, ctx: RouteContext) -> list[rc.Route]:
+    """Envoy routes for every http[] entry of a VirtualService, in order."""
+    return [r for http in model_of(vs, VirtualService).http or () for r in translate_http(vs, http, ctx)]

@@ -2,36 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
+from sailmesh.api.models import model_of
+from sailmesh.api.models.networking import DestinationRule, PortTrafficPolicy, TrafficPolicy
 from sailmesh.api.resource import Resource
-from sailmesh.generate.scope import subset_of
 
 # The parts of a TrafficPolicy that port-level settings and subsets replace as a whole.
-COMPONENTS = ("loadBalancer", "connectionPool", "outlierDetection", "tls")
+COMPONENTS = ("load_balancer", "connection_pool", "outlier_detection", "tls")
+NO_POLICY = PortTrafficPolicy()
 
 
-def _port_components(policy: Mapping[str, Any] | None, port: int) -> dict[str, Any]:
+def _port_components(policy: TrafficPolicy | None, port: int) -> dict[str, Any]:
     """Top-level components of a policy, each replaced by the portLevelSettings entry for `port`."""
-    if not isinstance(policy, Mapping):
+    if policy is None:
         return {}
-    out = {k: policy[k] for k in COMPONENTS if policy.get(k) is not None}
-    for pls in policy.get("portLevelSettings") or []:
-        if not isinstance(pls, Mapping):
-            continue
-        number = (pls.get("port") or {}).get("number")
-        if number == port:
-            out.update({k: pls[k] for k in COMPONENTS if pls.get(k) is not None})
+    out = {k: v for k in COMPONENTS if (v := getattr(policy, k)) is not None}
+    for pls in policy.port_level_settings or ():
+        if pls.port is not None and pls.port.number == port:
+            out.update({k: v for k in COMPONENTS if (v := getattr(pls, k)) is not None})
     return out
 
 
-def effective_policy(dr: Resource | None, subset: str, port: int) -> dict[str, Any]:
+def effective_policy(dr: Resource | None, subset: str, port: int) -> PortTrafficPolicy:
     """Istio's MergeTrafficPolicy: the DR's policy for this port, overridden per component by the subset's."""
     if dr is None:
-        return {}
-    merged = _port_components(dr.spec.get("trafficPolicy"), port)
-    sub = subset_of(dr, subset)
+        return NO_POLICY
+    rule = model_of(dr, DestinationRule)
+    merged = _port_components(rule.traffic_policy, port)
+    sub = rule.subset(subset) if subset else None
     if sub is not None:
-        merged.update(_port_components(sub.get("trafficPolicy"), port))
-    return merged
+        merged.update(_port_components(sub.traffic_policy, port))
+    return PortTrafficPolicy(**merged) if merged else NO_POLICY

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
@@ -14,7 +13,7 @@ from sailmesh.generate import names
 from sailmesh.generate.common import Prepacked
 from sailmesh.generate.endpoints import unique_ports
 from sailmesh.generate.gateway import gateway_routes
-from sailmesh.generate.httproute import RouteContext, default_route, route_action_defaults, translate_http
+from sailmesh.generate.httproute import RouteContext, default_route, route_action_defaults, virtual_service_routes
 from sailmesh.generate.memo import Memos
 from sailmesh.generate.scope import outbound_policy, visible_services
 from sailmesh.generate.tcproute import service_tcp_route
@@ -81,10 +80,7 @@ def _service_routes(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, port
     """
     ctx = RouteContext(snapshot, proxy, port)
     for vs in vss:
-        routes: list[rc.Route] = []
-        for http in vs.spec.get("http") or []:
-            if isinstance(http, Mapping):
-                routes.extend(translate_http(vs, http, ctx))
+        routes = virtual_service_routes(vs, ctx)
         if routes:
             return routes
     return [default_route(names.outbound_cluster(port, "", svc.hostname), ctx, svc.hostname)]
@@ -238,8 +234,7 @@ def _non_service_hosts(
                 continue
             for port in ports:
                 ctx = RouteContext(snapshot, proxy, port)
-                translated = [r for http in vs.spec.get("http") or [] if isinstance(http, Mapping)
-                              for r in translate_http(vs, http, ctx)]
+                translated = virtual_service_routes(vs, ctx)
                 if not translated:
                     continue
                 routes = _routes_field(translated)

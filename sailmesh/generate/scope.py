@@ -6,8 +6,9 @@ Thin functions over the snapshot's SnapshotIndex (sailmesh/snapshot/index.py, bu
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
+from sailmesh.api.models import model_of
+from sailmesh.api.models.networking import Sidecar
 from sailmesh.api.resource import Resource
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView, Service
 
@@ -15,8 +16,8 @@ from sailmesh.snapshot.model import MeshSnapshot, ProxyView, Service
 def outbound_policy(snapshot: MeshSnapshot, proxy: ProxyView) -> str:
     """outboundTrafficPolicy mode: the proxy's Sidecar's, else the mesh's (Istio's default ALLOW_ANY)."""
     sc = snapshot.index.sidecar(proxy)
-    policy = sc.spec.get("outboundTrafficPolicy") if sc is not None else None
-    mode = policy.get("mode") if isinstance(policy, Mapping) else None
+    policy = model_of(sc, Sidecar).outbound_traffic_policy if sc is not None else None
+    mode = policy.mode if policy is not None else None
     mode = mode or getattr(snapshot.mesh, "outbound_traffic_policy", "ALLOW_ANY")
     return "REGISTRY_ONLY" if mode == "REGISTRY_ONLY" else "ALLOW_ANY"
 
@@ -38,16 +39,6 @@ def destination_rule(snapshot: MeshSnapshot, proxy_ns: str, service: Service) ->
     an exact host beats the most specific wildcard; ties go to the oldest rule.
     """
     return snapshot.index.destination_rule(proxy_ns, service)
-
-
-def subset_of(dr: Resource | None, name: str) -> Mapping[str, Any] | None:
-    """A named subset of a DestinationRule."""
-    if dr is None or not name:
-        return None
-    for s in dr.spec.get("subsets") or []:
-        if isinstance(s, Mapping) and s.get("name") == name:
-            return s
-    return None
 
 
 def inbound_ports(snapshot: MeshSnapshot, proxy: ProxyView) -> list[tuple[int, int, str]]:

@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from sailmesh.api.hosts import exported_to, host_subset_of, hosts_match, resolve_short_name
+from sailmesh.api.hosts import exported_to, host_subset_of, hosts_match, resolve_short_name, selector_matches
+from sailmesh.api.models import model_of
+from sailmesh.api.models.networking import DestinationRule, Sidecar, VirtualService
 from sailmesh.api.resource import Resource
 from sailmesh.registry.model import Service
 from sailmesh.settings import MeshDefaults
@@ -30,34 +32,28 @@ Config = Mapping[str, tuple[Resource, ...]]
 def vs_facts(vs: Resource, domain_suffix: str) -> VsFacts:
     """(exportTo, bound gateways, FQDN hosts, sourceLabels selectors) of a VirtualService."""
     selectors: dict[tuple[tuple[str, str], ...], None] = {}
-    http = vs.spec.get("http")
-    for route in http if isinstance(http, list) else ():
-        matches = route.get("match") if isinstance(route, Mapping) else None
-        for m in matches if isinstance(matches, list) else ():
-            labels = m.get("sourceLabels") if isinstance(m, Mapping) else None
-            if isinstance(labels, Mapping):
-                selectors[tuple(sorted((str(k), str(v)) for k, v in labels.items()))] = None
-    return (_resource_export(vs), bound_gateways(vs), vs_hosts(vs, domain_suffix), tuple(selectors))
-
-
-def _resource_export(r: Resource) -> list[str]:
-    value = r.spec.get("exportTo") or []
-    return [str(v) for v in value] if isinstance(value, list) else []
+    for route in model_of(vs, VirtualService).http or ():
+        for m in route.match or ():
+            if m.source_labels is not None:
+                selectors[tuple(sorted(m.source_labels.items()))] = None
+    export = list(model_of(vs, VirtualService).export_to or ())
+    return (export, bound_gateways(vs), vs_hosts(vs, domain_suffix), tuple(selectors))
 
 
 def _select_sidecar(sidecars: tuple[Resource, ...], root_namespace: str, proxy: ProxyView) -> Resource | None:
-    """Istio's Sidecar selection for a sidecar proxy (see SnapshotIndex.sidecar)."""  # oldest first
+    """Istio's Sidecar selection for a sidecar proxy (see SnapshotIndex.sidecar); `sidecars` oldest first."""
+
+    def labels(sc: Resource) -> Mapping[str, str] | None:
+        ws = model_of(sc, Sidecar).workload_selector
+        return ws.labels if ws is not None else None
+
     for sc in sidecars:
-        ws = sc.spec.get("workloadSelector")
-        labels = ws.get("labels") if isinstance(ws, Mapping) else None
-        if sc.namespace == proxy.namespace and labels and all(
-            proxy.labels.get(str(k)) == str(v) for k, v in labels.items()
-        ):
+        sel = labels(sc)
+        if sc.namespace == proxy.namespace and sel and selector_matches(sel, proxy.labels):
             return sc
     for ns in (proxy.namespace, root_namespace):
         for sc in sidecars:
-            ws = sc.spec.get("workloadSelector")
-            if sc.namespace == ns and not (isinstance(ws, Mapping) and ws.get("labels")):
+            if sc.namespace == ns and not labels(sc):
                 return sc
     return None
 
@@ -159,14 +155,13 @@ class SnapshotIndex:
     def egress(self, proxy: ProxyView) -> list[tuple[str, str]] | None:
         """(namespace, host) pairs of the proxy's Sidecar egress listeners; None = everything is imported."""
         sc = self.sidecar(proxy)
-        if sc is None or not sc.spec.get("egress"):
+        egress = model_of(sc, Sidecar).egress if sc is not None else None
+        if not egress:
             return None
         out = []
-        for listener in sc.spec.get("egress") or []:
-            if not isinstance(listener, Mapping):
-                continue
-            for h in listener.get("hosts") or []:
-                ns, _, host = str(h).partition("/")
+        for listener in egress:
+            for h in listener.hosts or ():
+                ns, _, host = h.partition("/")
                 out.append((proxy.namespace if ns == "." else ns, host))
         return out
 
@@ -289,7 +284,7 @@ class SnapshotIndex:
             suffix = self.mesh.domain_suffix
             self._rules = {}
             for dr in self.of_kind("DestinationRule"):  # oldest first
-                host = resolve_short_name(str(dr.spec.get("host") or ""), dr.namespace, suffix)
+                host = resolve_short_name(model_of(dr, DestinationRule).host or "", dr.namespace, suffix)
                 self._rules.setdefault(dr.namespace, []).append((host, dr))
         return self._rules
 
@@ -302,7 +297,8 @@ class SnapshotIndex:
         for ns in (proxy_ns, service.namespace, self.mesh.root_namespace):
             best: tuple[int, Resource] | None = None
             for host, dr in rules.get(ns, ()):
-                if ns != proxy_ns and not exported_to(_resource_export(dr), dr.namespace, proxy_ns):
+                export = model_of(dr, DestinationRule).export_to or ()
+                if ns != proxy_ns and not exported_to(export, dr.namespace, proxy_ns):
                     continue
                 if not host_subset_of(service.hostname, host):
                     continue
@@ -318,7 +314,7 @@ class SnapshotIndex:
 
 def bound_gateways(vs: Resource) -> set[str]:
     """The gateways a VirtualService applies to as `mesh` or `ns/name` (none listed = `mesh`)."""
-    names = vs.spec.get("gateways") or [MESH_GATEWAY]
+    names = model_of(vs, VirtualService).gateways or (MESH_GATEWAY,)
     return {gateway_ref(str(g), vs.namespace) for g in names}
 
 
@@ -331,6 +327,6 @@ def gateway_ref(name: str, namespace: str) -> str:
 
 def vs_hosts(vs: Resource, domain_suffix: str) -> list[str]:
     """A VirtualService's hosts as FQDNs (short names resolved in its namespace)."""
-    return [resolve_short_name(str(h), vs.namespace, domain_suffix) for h in vs.spec.get("hosts") or []]
+    return [resolve_short_name(h, vs.namespace, domain_suffix) for h in model_of(vs, VirtualService).hosts or ()]
 
 

@@ -1,15 +1,14 @@
-"""In-memory config store: all-or-nothing validated applies, generations, creation times, change events."""
+"""In-memory config store: all-or-nothing validated applies, typed models, generations, creation times, events."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import time
 from collections.abc import Iterable
 
 from sailmesh.api.change import Change
 from sailmesh.api.resource import Resource, ResourceKey
-from sailmesh.errors import ValidationError
+from sailmesh.errors import ModelError, ValidationError
 from sailmesh.store.base import (
     ApplyResult,
     Broadcaster,
@@ -35,7 +34,7 @@ def _with_metadata(resource: Resource, created: str, generation: int) -> Resourc
     meta["creationTimestamp"] = created
     meta["generation"] = generation
     raw["metadata"] = meta
-    return dataclasses.replace(resource, raw=raw, generation=generation)
+    return resource.replace(raw=raw, generation=generation)  # keeps the model built by check()
 
 
 class MemoryStore:
@@ -71,13 +70,23 @@ class MemoryStore:
 
     # -- writing ---------------------------------------------------------------------------------
     def check(self, resources: Iterable[Resource]) -> list[object]:
-        """Every issue the validator (and the store's own key checks) find, without applying."""
+        """Every issue the validator (and the store's own key checks) find, without applying.
+
+        A resource the validator accepts gets its typed model built here, once (`Resource.model`): a spec that
+        does not fit its model is an issue like any other, so what enters the store is always readable typed.
+        """
         issues: list[object] = []
         for r in resources:
             if not r.name:
                 issues.append(StoreIssue(r.key, "metadata.name", "is required", r.source.file, r.source.line))
                 continue
-            issues.extend(self.validator(r))
+            found = self.validator(r)
+            issues.extend(found)
+            if not found:
+                try:
+                    r.model  # noqa: B018 - built now, once, and cached on the resource
+                except ModelError as e:
+                    issues.append(StoreIssue(r.key, e.path, e.reason, r.source.file, r.source.line_of(e.path)))
         return issues
 
     def apply(self, resources: Iterable[Resource]) -> ApplyResult:
@@ -111,7 +120,7 @@ class MemoryStore:
             elif _same_content(old, r):
                 # Same config: keep identity/generation, but follow the source (line numbers may move).
                 if old.source != r.source:
-                    self._items[r.key] = dataclasses.replace(old, source=r.source)
+                    self._items[r.key] = old.replace(source=r.source)
                 result.unchanged.append(r.key)
             else:
                 self._items[r.key] = _with_metadata(r, creation_timestamp(old), old.generation + 1)

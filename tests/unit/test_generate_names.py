@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sailmesh.errors import GenerationError
 from sailmesh.generate import names
-from sailmesh.generate.generator import Generator
-from sailmesh.xds.types import ROUTE
-from tests.unit.test_generate_support import bookinfo, sidecar
 
 
 def test_cluster_and_listener_names_match_istio() -> None:
@@ -50,8 +46,16 @@ def test_domains_with_and_without_port() -> None:
 
 
 
-def test_malformed_config_raises_generation_error() -> None:
+def test_config_the_models_cannot_read_never_reaches_a_snapshot() -> None:
+    """A spec that validation let through but the typed model cannot read is refused by the store, naming the
+    field, so generators only ever see readable models."""
+    from sailmesh.api.parse import parse_text
+    from sailmesh.errors import ValidationError
+    from sailmesh.store.memory import MemoryStore
+
     bad = ("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\nspec:\n"
            "  hosts: [reviews]\n  http:\n  - timeout: soon\n    route: [{destination: {host: reviews}}]\n")
-    with pytest.raises(GenerationError, match="soon"):
-        Generator().generate(bookinfo(bad), sidecar(), ROUTE)
+    store = MemoryStore()
+    with pytest.raises(ValidationError, match=r"spec\.http\[0\]\.timeout.*soon"):
+        store.apply(parse_text(bad, "bad.yaml").resources)
+    assert store.list() == []

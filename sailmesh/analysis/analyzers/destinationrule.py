@@ -8,22 +8,24 @@ from sailmesh.analysis import messages as msg
 from sailmesh.analysis.analyzer import Analyzer, diag
 from sailmesh.analysis.context import DOMAIN_SUFFIX, Context
 from sailmesh.analysis.diagnostic import Diagnostic
-from sailmesh.analysis.shapes import as_list, as_map
+from sailmesh.analysis.shapes import as_map
 from sailmesh.api.hosts import analyzer_fqdn
+from sailmesh.api.models.networking import ClientTLSSettings, DestinationRule, WorkloadSelector
 from sailmesh.api.resource import Resource
 
 TLS_MODES = ("SIMPLE", "MUTUAL")
 TOPOLOGY_PREFIX = "topology.kubernetes.io/"
+NO_SELECTOR = WorkloadSelector()  # `workloadSelector: {}` selects nothing more than no selector
 
 
-def _needs_ca(tls: object, has_selector: bool) -> str:
+def _needs_ca(tls: ClientTLSSettings | None, has_selector: bool) -> str:
     """The TLS mode when it verifies the server without caCertificates (else '')."""
-    if not isinstance(tls, Mapping):
+    if tls is None:
         return ""
-    mode = str(tls.get("mode") or "")
-    if mode not in TLS_MODES or tls.get("caCertificates") or tls.get("insecureSkipVerify"):
+    mode = tls.mode or ""
+    if mode not in TLS_MODES or tls.ca_certificates or tls.insecure_skip_verify:
         return ""
-    if tls.get("credentialName") and has_selector:
+    if tls.credential_name and has_selector:
         return ""
     return mode
 
@@ -36,22 +38,20 @@ class CaCertificateAnalyzer(Analyzer):
 
     def analyze(self, ctx: Context) -> Iterable[Diagnostic]:
         for dr in ctx.of("DestinationRule"):
-            tp = dr.spec.get("trafficPolicy")
-            if not isinstance(tp, Mapping):
+            rule = ctx.model(dr, DestinationRule)
+            tp = rule.traffic_policy if rule is not None else None
+            if rule is None or tp is None:
                 continue
-            host = str(dr.spec.get("host") or "")
-            has_sel = bool(dr.spec.get("workloadSelector"))
-            mode = _needs_ca(tp.get("tls"), has_sel)
+            host = rule.host or ""
+            has_sel = rule.workload_selector not in (None, NO_SELECTOR)
+            mode = _needs_ca(tp.tls, has_sel)
             if mode:
                 yield diag(msg.NoServerCertificateVerificationDestinationLevel, dr, dr.name, dr.namespace, mode, host,
                            path="spec.trafficPolicy.tls")
-            for i, pls in enumerate(as_list(tp.get("portLevelSettings"))):
-                if not isinstance(pls, Mapping):
-                    continue
-                mode = _needs_ca(pls.get("tls"), has_sel)
+            for i, pls in enumerate(tp.port_level_settings or ()):
+                mode = _needs_ca(pls.tls, has_sel)
                 if mode:
-                    port = as_map(pls.get("port"))
-                    number = port.get("number", "") if isinstance(port, Mapping) else ""
+                    number = pls.port.number if pls.port is not None and pls.port.number is not None else ""
                     yield diag(msg.NoServerCertificateVerificationPortLevel, dr, dr.name, dr.namespace, mode, host,
                                str(number), path=f"spec.trafficPolicy.portLevelSettings[{i}].tls")
 
@@ -84,8 +84,9 @@ class PodNotSelectedAnalyzer(Analyzer):
 
     def analyze(self, ctx: Context) -> Iterable[Diagnostic]:
         for dr in ctx.of("DestinationRule"):
-            host = analyzer_fqdn(str(dr.spec.get("host") or ""), dr.namespace)
-            if not host:
+            rule = ctx.model(dr, DestinationRule)
+            host = analyzer_fqdn(rule.host or "", dr.namespace) if rule is not None else ""
+            if rule is None or not host:
                 continue
             matched = ctx.services_overlapping(host)
             if not matched:
@@ -99,10 +100,8 @@ class PodNotSelectedAnalyzer(Analyzer):
             if not isinstance(ssel, Mapping) or not ssel:
                 continue
             pods = [pod_labels_with_topology(ctx, p) for p in ctx.pods_matching(svc.namespace, ssel)]
-            for i, subset in enumerate(as_list(dr.spec.get("subsets"))):
-                if not isinstance(subset, Mapping):
-                    continue
-                labels = as_map(subset.get("labels"))
+            for i, subset in enumerate(rule.subsets or ()):
+                labels = subset.labels or {}
                 if not any(_selects(labels, pl) for pl in pods):
-                    yield diag(msg.DestinationRuleSubsetNotSelectPods, dr, str(subset.get("name") or ""),
+                    yield diag(msg.DestinationRuleSubsetNotSelectPods, dr, subset.name or "",
                                path=f"spec.subsets[{i}]")

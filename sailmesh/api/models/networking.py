@@ -1,80 +1,58 @@
 """Typed networking.istio.io models: VirtualService, DestinationRule, Gateway, ServiceEntry, Sidecar, Workload*.
 
-Field names follow Istio's API (snake_case attributes, camelCase on the wire). Unset fields are None; Istio's
-documented defaults are exposed as methods/properties (`effective_retries()`, `effective_export_to`, ...).
+Field names follow Istio's API (snake_case attributes, camelCase on the wire). Unset fields are None: Istio's
+defaults are applied where the config is used (the generators), not here.
+Fields left as `Mapping[str, Any]` are passed through as written (nothing reads inside them yet).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from sailmesh.api.models.base import Duration, Model, Percent, wire
-from sailmesh.api.rules.common import compile_regex
+import msgspec
 
-# Istio mesh defaults (MeshConfig.defaultHttpRetryPolicy when unset): 2 attempts on these conditions.
-DEFAULT_RETRY_ATTEMPTS = 2
-DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
-DEFAULT_EXPORT_TO = ("*",)
+from sailmesh.api.models.base import Duration, Model, Percent
 
 
-@dataclass(frozen=True)
 class StringMatch(Model):
     exact: str | None = None
     prefix: str | None = None
     regex: str | None = None
 
-    def matches(self, value: str) -> bool:
-        """Envoy semantics: exact equality, prefix, or a full RE2 match for regex; an empty match matches all."""
-        if self.exact is not None:
-            return value == self.exact
-        if self.prefix is not None:
-            return value.startswith(self.prefix)
-        if self.regex is not None:
-            return compile_regex(self.regex).fullmatch(value) is not None
-        return True
 
-
-@dataclass(frozen=True)
 class PortSelector(Model):
     number: int | None = None
 
 
-@dataclass(frozen=True)
 class Destination(Model):
     host: str | None = None
     subset: str | None = None
     port: PortSelector | None = None
 
 
-@dataclass(frozen=True)
 class HeaderOperations(Model):
     set: Mapping[str, str] | None = None
     add: Mapping[str, str] | None = None
     remove: tuple[str, ...] | None = None
 
 
-@dataclass(frozen=True)
 class Headers(Model):
     request: HeaderOperations | None = None
     response: HeaderOperations | None = None
 
 
-@dataclass(frozen=True)
 class HTTPRouteDestination(Model):
     destination: Destination | None = None
     weight: int | None = None
     headers: Headers | None = None
 
 
-@dataclass(frozen=True)
 class RouteDestination(Model):
     destination: Destination | None = None
     weight: int | None = None
 
 
-@dataclass(frozen=True)
 class HTTPMatchRequest(Model):
     name: str | None = None
     uri: StringMatch | None = None
@@ -92,7 +70,6 @@ class HTTPMatchRequest(Model):
     stat_prefix: str | None = None
 
 
-@dataclass(frozen=True)
 class HTTPRetry(Model):
     attempts: int | None = None
     per_try_timeout: Duration | None = None
@@ -100,34 +77,34 @@ class HTTPRetry(Model):
     retry_remote_localities: bool | None = None
 
 
-@dataclass(frozen=True)
 class Delay(Model):
     fixed_delay: Duration | None = None
     percentage: Percent | None = None
-    percent: Percent | None = None
+    percent: int | None = None  # deprecated integer percentage
 
 
-@dataclass(frozen=True)
 class Abort(Model):
     http_status: int | None = None
     grpc_status: str | None = None
     percentage: Percent | None = None
 
 
-@dataclass(frozen=True)
 class HTTPFaultInjection(Model):
     delay: Delay | None = None
     abort: Abort | None = None
 
 
-@dataclass(frozen=True)
+class RegexRewrite(Model):
+    match: str | None = None
+    rewrite: str | None = None
+
+
 class HTTPRewrite(Model):
     uri: str | None = None
     authority: str | None = None
-    uri_regex_rewrite: Mapping[str, str] | None = None
+    uri_regex_rewrite: RegexRewrite | None = None
 
 
-@dataclass(frozen=True)
 class HTTPRedirect(Model):
     uri: str | None = None
     authority: str | None = None
@@ -141,15 +118,19 @@ class HTTPRedirect(Model):
         return self.redirect_code or 301  # Istio: default 301 Moved Permanently
 
 
-@dataclass(frozen=True)
+class HTTPBody(Model):
+    string: str | None = None
+    bytes: str | None = None  # base64
+
+
 class HTTPDirectResponse(Model):
     status: int | None = None
-    body: Mapping[str, Any] | None = None
+    body: HTTPBody | None = None
 
 
-@dataclass(frozen=True)
 class CorsPolicy(Model):
     allow_origins: tuple[StringMatch, ...] | None = None
+    allow_origin: tuple[str, ...] | None = None  # deprecated exact list
     allow_methods: tuple[str, ...] | None = None
     allow_headers: tuple[str, ...] | None = None
     expose_headers: tuple[str, ...] | None = None
@@ -158,19 +139,16 @@ class CorsPolicy(Model):
     unmatched_preflights: str | None = None
 
 
-@dataclass(frozen=True)
 class HTTPMirrorPolicy(Model):
     destination: Destination | None = None
     percentage: Percent | None = None
 
 
-@dataclass(frozen=True)
 class Delegate(Model):
     name: str | None = None
     namespace: str | None = None
 
 
-@dataclass(frozen=True)
 class HTTPRoute(Model):
     name: str | None = None
     match: tuple[HTTPMatchRequest, ...] | None = None
@@ -185,26 +163,11 @@ class HTTPRoute(Model):
     mirror: Destination | None = None
     mirrors: tuple[HTTPMirrorPolicy, ...] | None = None
     mirror_percentage: Percent | None = None
-    mirror_percent: Percent | None = None
+    mirror_percent: int | None = None  # deprecated
     cors_policy: CorsPolicy | None = None
     headers: Headers | None = None
 
-    def effective_retries(self) -> HTTPRetry:
-        """Istio's default when `retries` is unset: 2 attempts on the mesh's default conditions."""
-        r = self.retries
-        if r is None:
-            return HTTPRetry(attempts=DEFAULT_RETRY_ATTEMPTS, retry_on=DEFAULT_RETRY_ON)
-        return r
 
-    def weights(self) -> tuple[int, ...]:
-        """Destination weights with Istio's rule: a single destination without a weight gets 100."""
-        routes = self.route or ()
-        if len(routes) == 1 and routes[0].weight is None:
-            return (100,)
-        return tuple(r.weight or 0 for r in routes)
-
-
-@dataclass(frozen=True)
 class L4MatchAttributes(Model):
     destination_subnets: tuple[str, ...] | None = None
     port: int | None = None
@@ -213,7 +176,6 @@ class L4MatchAttributes(Model):
     source_namespace: str | None = None
 
 
-@dataclass(frozen=True)
 class TLSMatchAttributes(Model):
     sni_hosts: tuple[str, ...] | None = None
     destination_subnets: tuple[str, ...] | None = None
@@ -223,19 +185,16 @@ class TLSMatchAttributes(Model):
     source_namespace: str | None = None
 
 
-@dataclass(frozen=True)
 class TCPRoute(Model):
     match: tuple[L4MatchAttributes, ...] | None = None
     route: tuple[RouteDestination, ...] | None = None
 
 
-@dataclass(frozen=True)
 class TLSRoute(Model):
     match: tuple[TLSMatchAttributes, ...] | None = None
     route: tuple[RouteDestination, ...] | None = None
 
 
-@dataclass(frozen=True)
 class VirtualService(Model):
     hosts: tuple[str, ...] | None = None
     gateways: tuple[str, ...] | None = None
@@ -244,53 +203,43 @@ class VirtualService(Model):
     tcp: tuple[TCPRoute, ...] | None = None
     export_to: tuple[str, ...] | None = None
 
-    @property
-    def effective_gateways(self) -> tuple[str, ...]:
-        return self.gateways or ("mesh",)  # Istio: no gateways = the reserved "mesh" (all sidecars)
-
-    @property
-    def effective_export_to(self) -> tuple[str, ...]:
-        return self.export_to or DEFAULT_EXPORT_TO
-
-    @property
-    def is_delegate(self) -> bool:
-        return not self.hosts
-
 
 # ---------------------------------------------------------------- DestinationRule
 
-@dataclass(frozen=True)
+class TcpKeepalive(Model):
+    probes: int | None = None
+    time: Duration | None = None
+    interval: Duration | None = None
+
+
 class ConnectionPoolTCP(Model):
     max_connections: int | None = None
     connect_timeout: Duration | None = None
-    tcp_keepalive: Mapping[str, Any] | None = None
+    tcp_keepalive: TcpKeepalive | None = None
     max_connection_duration: Duration | None = None
     idle_timeout: Duration | None = None
 
 
-@dataclass(frozen=True)
 class ConnectionPoolHTTP(Model):
-    http1_max_pending_requests: int | None = wire("http1MaxPendingRequests")
-    http2_max_requests: int | None = wire("http2MaxRequests")
+    http1_max_pending_requests: int | None = msgspec.field(default=None, name="http1MaxPendingRequests")
+    http2_max_requests: int | None = msgspec.field(default=None, name="http2MaxRequests")
     max_requests_per_connection: int | None = None
     max_retries: int | None = None
     idle_timeout: Duration | None = None
-    h2_upgrade_policy: str | None = wire("h2UpgradePolicy")
+    h2_upgrade_policy: str | None = msgspec.field(default=None, name="h2UpgradePolicy")
     use_client_protocol: bool | None = None
     max_concurrent_streams: int | None = None
-    http2_keep_alive: Mapping[str, Any] | None = wire("http2KeepAlive")
+    http2_keep_alive: Mapping[str, Any] | None = msgspec.field(default=None, name="http2KeepAlive")
 
 
-@dataclass(frozen=True)
 class ConnectionPoolSettings(Model):
     tcp: ConnectionPoolTCP | None = None
     http: ConnectionPoolHTTP | None = None
 
 
-@dataclass(frozen=True)
 class OutlierDetection(Model):
     consecutive_errors: int | None = None  # deprecated
-    consecutive_5xx_errors: int | None = wire("consecutive5xxErrors")
+    consecutive_5xx_errors: int | None = msgspec.field(default=None, name="consecutive5xxErrors")
     consecutive_gateway_errors: int | None = None
     consecutive_local_origin_failures: int | None = None
     split_external_local_origin_errors: bool | None = None
@@ -300,16 +249,44 @@ class OutlierDetection(Model):
     min_health_percent: int | None = None
 
 
-@dataclass(frozen=True)
+class HTTPCookie(Model):
+    name: str | None = None
+    path: str | None = None
+    ttl: Duration | None = None
+
+
+class RingHash(Model):
+    minimum_ring_size: int | None = None
+
+
+class MagLev(Model):
+    table_size: int | None = None
+
+
+class ConsistentHashLB(Model):
+    http_header_name: str | None = None
+    http_cookie: HTTPCookie | None = None
+    use_source_ip: bool | None = None
+    http_query_parameter_name: str | None = None
+    ring_hash: RingHash | None = None
+    maglev: MagLev | None = None
+    minimum_ring_size: int | None = None  # deprecated: ringHash.minimumRingSize
+
+
+class WarmupConfiguration(Model):
+    duration: Duration | None = None
+    minimum_percent: float | None = None
+    aggression: float | None = None
+
+
 class LoadBalancerSettings(Model):
     simple: str | None = None
-    consistent_hash: Mapping[str, Any] | None = None
+    consistent_hash: ConsistentHashLB | None = None
     locality_lb_setting: Mapping[str, Any] | None = None
     warmup_duration_secs: Duration | None = None
-    warmup: Mapping[str, Any] | None = None
+    warmup: WarmupConfiguration | None = None
 
 
-@dataclass(frozen=True)
 class ClientTLSSettings(Model):
     mode: str | None = None
     client_certificate: str | None = None
@@ -321,7 +298,6 @@ class ClientTLSSettings(Model):
     insecure_skip_verify: bool | None = None
 
 
-@dataclass(frozen=True)
 class PortTrafficPolicy(Model):
     port: PortSelector | None = None
     load_balancer: LoadBalancerSettings | None = None
@@ -330,7 +306,6 @@ class PortTrafficPolicy(Model):
     tls: ClientTLSSettings | None = None
 
 
-@dataclass(frozen=True)
 class TrafficPolicy(Model):
     load_balancer: LoadBalancerSettings | None = None
     connection_pool: ConnectionPoolSettings | None = None
@@ -340,29 +315,17 @@ class TrafficPolicy(Model):
     tunnel: Mapping[str, Any] | None = None
     proxy_protocol: Mapping[str, Any] | None = None
 
-    def merged_under(self, child: TrafficPolicy | None) -> TrafficPolicy:
-        """Istio's subset inheritance: each top-level setting the subset sets replaces the parent's."""
-        if child is None:
-            return self
-        pick = {f: getattr(child, f) if getattr(child, f) is not None else getattr(self, f)
-                for f in ("load_balancer", "connection_pool", "outlier_detection", "tls", "port_level_settings",
-                          "tunnel", "proxy_protocol")}
-        return TrafficPolicy(**pick, extra={**self.extra, **child.extra})
 
-
-@dataclass(frozen=True)
 class Subset(Model):
     name: str | None = None
     labels: Mapping[str, str] | None = None
     traffic_policy: TrafficPolicy | None = None
 
 
-@dataclass(frozen=True)
 class WorkloadSelector(Model):
     match_labels: Mapping[str, str] | None = None
 
 
-@dataclass(frozen=True)
 class DestinationRule(Model):
     host: str | None = None
     traffic_policy: TrafficPolicy | None = None
@@ -370,27 +333,12 @@ class DestinationRule(Model):
     export_to: tuple[str, ...] | None = None
     workload_selector: WorkloadSelector | None = None
 
-    @property
-    def effective_export_to(self) -> tuple[str, ...]:
-        return self.export_to or DEFAULT_EXPORT_TO
-
     def subset(self, name: str) -> Subset | None:
         return next((s for s in self.subsets or () if s.name == name), None)
-
-    def subset_policy(self, name: str) -> TrafficPolicy | None:
-        """The traffic policy a subset gets: its own settings over the rule's (Istio inheritance)."""
-        s = self.subset(name)
-        parent = self.traffic_policy
-        if s is None:
-            return parent
-        if parent is None:
-            return s.traffic_policy
-        return parent.merged_under(s.traffic_policy)
 
 
 # ---------------------------------------------------------------- Gateway
 
-@dataclass(frozen=True)
 class Port(Model):
     number: int | None = None
     protocol: str | None = None
@@ -398,7 +346,6 @@ class Port(Model):
     target_port: int | None = None
 
 
-@dataclass(frozen=True)
 class ServerTLSSettings(Model):
     https_redirect: bool | None = None
     mode: str | None = None
@@ -413,7 +360,6 @@ class ServerTLSSettings(Model):
     cipher_suites: tuple[str, ...] | None = None
 
 
-@dataclass(frozen=True)
 class Server(Model):
     port: Port | None = None
     bind: str | None = None
@@ -423,7 +369,6 @@ class Server(Model):
     name: str | None = None
 
 
-@dataclass(frozen=True)
 class Gateway(Model):
     servers: tuple[Server, ...] | None = None
     selector: Mapping[str, str] | None = None
@@ -431,7 +376,6 @@ class Gateway(Model):
 
 # ---------------------------------------------------------------- ServiceEntry / Workload*
 
-@dataclass(frozen=True)
 class WorkloadEntry(Model):
     address: str | None = None
     ports: Mapping[str, int] | None = None
@@ -442,12 +386,10 @@ class WorkloadEntry(Model):
     service_account: str | None = None
 
 
-@dataclass(frozen=True)
 class EntryWorkloadSelector(Model):
     labels: Mapping[str, str] | None = None
 
 
-@dataclass(frozen=True)
 class ServiceEntry(Model):
     hosts: tuple[str, ...] | None = None
     addresses: tuple[str, ...] | None = None
@@ -459,20 +401,7 @@ class ServiceEntry(Model):
     export_to: tuple[str, ...] | None = None
     subject_alt_names: tuple[str, ...] | None = None
 
-    @property
-    def effective_resolution(self) -> str:
-        return self.resolution or "NONE"
 
-    @property
-    def effective_location(self) -> str:
-        return self.location or "MESH_EXTERNAL"
-
-    @property
-    def effective_export_to(self) -> tuple[str, ...]:
-        return self.export_to or DEFAULT_EXPORT_TO
-
-
-@dataclass(frozen=True)
 class WorkloadGroup(Model):
     metadata: Mapping[str, Any] | None = None
     template: WorkloadEntry | None = None
@@ -481,7 +410,6 @@ class WorkloadGroup(Model):
 
 # ---------------------------------------------------------------- Sidecar
 
-@dataclass(frozen=True)
 class IstioEgressListener(Model):
     port: Port | None = None
     bind: str | None = None
@@ -489,7 +417,6 @@ class IstioEgressListener(Model):
     hosts: tuple[str, ...] | None = None
 
 
-@dataclass(frozen=True)
 class IstioIngressListener(Model):
     port: Port | None = None
     bind: str | None = None
@@ -499,10 +426,14 @@ class IstioIngressListener(Model):
     connection_pool: ConnectionPoolSettings | None = None
 
 
-@dataclass(frozen=True)
+class OutboundTrafficPolicy(Model):
+    mode: str | None = None
+    egress_proxy: Destination | None = None
+
+
 class Sidecar(Model):
     workload_selector: EntryWorkloadSelector | None = None
     ingress: tuple[IstioIngressListener, ...] | None = None
     egress: tuple[IstioEgressListener, ...] | None = None
-    outbound_traffic_policy: Mapping[str, Any] | None = None
+    outbound_traffic_policy: OutboundTrafficPolicy | None = None
     inbound_connection_pool: ConnectionPoolSettings | None = None

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
-from sailmesh.api.models.base import Duration, Model, wire
+import msgspec
+
+from sailmesh.api.models.base import Duration, Model
 from sailmesh.api.models.networking import WorkloadSelector
 
 
-@dataclass(frozen=True)
 class PolicyTargetReference(Model):
     group: str | None = None
     kind: str | None = None
@@ -17,24 +17,16 @@ class PolicyTargetReference(Model):
     namespace: str | None = None
 
 
-@dataclass(frozen=True)
 class MutualTLS(Model):
     mode: str | None = None
 
 
-@dataclass(frozen=True)
 class PeerAuthentication(Model):
     selector: WorkloadSelector | None = None
     mtls: MutualTLS | None = None
     port_level_mtls: Mapping[str, MutualTLS] | None = None
 
-    @property
-    def effective_mode(self) -> str:
-        """UNSET inherits from the parent scope; sailmesh's mesh root default is PERMISSIVE (as Istio's)."""
-        return (self.mtls.mode if self.mtls and self.mtls.mode else None) or "UNSET"
 
-
-@dataclass(frozen=True)
 class Source(Model):
     principals: tuple[str, ...] | None = None
     not_principals: tuple[str, ...] | None = None
@@ -52,7 +44,6 @@ class Source(Model):
     not_trust_domains: tuple[str, ...] | None = None
 
 
-@dataclass(frozen=True)
 class Operation(Model):
     hosts: tuple[str, ...] | None = None
     not_hosts: tuple[str, ...] | None = None
@@ -64,36 +55,30 @@ class Operation(Model):
     not_paths: tuple[str, ...] | None = None
 
 
-@dataclass(frozen=True)
 class RuleFrom(Model):
     source: Source | None = None
 
 
-@dataclass(frozen=True)
 class RuleTo(Model):
     operation: Operation | None = None
 
 
-@dataclass(frozen=True)
 class Condition(Model):
     key: str | None = None
     values: tuple[str, ...] | None = None
     not_values: tuple[str, ...] | None = None
 
 
-@dataclass(frozen=True)
 class Rule(Model):
-    from_: tuple[RuleFrom, ...] | None = wire("from")
+    from_: tuple[RuleFrom, ...] | None = msgspec.field(default=None, name="from")
     to: tuple[RuleTo, ...] | None = None
     when: tuple[Condition, ...] | None = None
 
 
-@dataclass(frozen=True)
 class ExtensionProvider(Model):
     name: str | None = None
 
 
-@dataclass(frozen=True)
 class AuthorizationPolicy(Model):
     selector: WorkloadSelector | None = None
     target_ref: PolicyTargetReference | None = None
@@ -102,24 +87,17 @@ class AuthorizationPolicy(Model):
     action: str | None = None
     provider: ExtensionProvider | None = None
 
-    @property
-    def effective_action(self) -> str:
-        return self.action or "ALLOW"
 
-
-@dataclass(frozen=True)
 class JWTHeader(Model):
     name: str | None = None
     prefix: str | None = None
 
 
-@dataclass(frozen=True)
 class ClaimToHeader(Model):
     header: str | None = None
     claim: str | None = None
 
 
-@dataclass(frozen=True)
 class JWTRule(Model):
     issuer: str | None = None
     audiences: tuple[str, ...] | None = None
@@ -135,13 +113,7 @@ class JWTRule(Model):
     timeout: Duration | None = None
     presence: str | None = None
 
-    @property
-    def effective_from_headers(self) -> tuple[JWTHeader, ...]:
-        """Istio default: `Authorization: Bearer <token>` (and the access_token query parameter)."""
-        return self.from_headers or (JWTHeader(name="Authorization", prefix="Bearer "),)
 
-
-@dataclass(frozen=True)
 class RequestAuthentication(Model):
     selector: WorkloadSelector | None = None
     target_ref: PolicyTargetReference | None = None
