@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from bench.controlplane import stats
+from bench.controlplane import stats, trace
 
 CA_NOTE = "CA not implemented yet"
 
@@ -55,6 +55,8 @@ def render_case(c: dict[str, Any]) -> list[str]:
         if "envoy" in ch:
             lines.append(f"  real Envoys applied it: p50 {_ms(ch['envoy']['p50_s'])} ms, "
                          f"max {_ms(ch['envoy']['max_s'])} ms (admin stats polled every 5 ms)")
+    if "push_stages" in c:
+        lines += trace.render(c["push_stages"])
     lines.append(f"memory: RSS {c['rss_0_proxies_mb']:.1f} MiB with 0 proxies, {c['rss_mb']:.1f} MiB with "
                  f"{c['proxies']}: {c['mb_per_proxy']:.3f} MB per proxy")
     if "envoys" in c:

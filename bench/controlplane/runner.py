@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from bench.controlplane import stats
+from bench.controlplane import stats, trace
 from bench.controlplane.errors import BenchError
 from bench.controlplane.mesh import SHARED_SERVICES, ProxySpec, SyntheticMesh, make_mesh
 from bench.controlplane.procs import ClientWorker, ControlPlaneProc
@@ -37,6 +37,7 @@ class CaseConfig:
     sync_timeout: float = 600.0
     change_timeout: float = 120.0
     profile_dir: str = ""  # record py-spy stacks of the control plane (whole case) into this directory
+    trace: bool = False  # run bench.controlplane.trace (timestamps of each push's stages) instead of the CLI
 
 
 def log(msg: str) -> None:
@@ -130,6 +131,9 @@ class Case:
         await asyncio.gather(*(w.stop() for w in self.workers), return_exceptions=True)
         if self.cp is not None:
             self.cp.stop()
+            if self.cp.trace_path and os.path.exists(self.cp.trace_path):
+                with open(self.cp.trace_path, encoding="utf-8") as fh:
+                    self.result["push_stages"] = trace.summarise(json.load(fh))
 
     async def _run(self) -> None:
         cfg = self.cfg
@@ -143,7 +147,8 @@ class Case:
             f"Sidecar scoping {'on' if cfg.sidecar_scoping else 'off'}")
 
         t = time.monotonic()
-        self.cp = cp = ControlPlaneProc(mesh.config_dir, mesh.workload_file, str(self.workdir / "controlplane.log"))
+        self.cp = cp = ControlPlaneProc(mesh.config_dir, mesh.workload_file, str(self.workdir / "controlplane.log"),
+                                        str(self.workdir / "trace.json") if cfg.trace else "")
         await cp.wait_ready()
         r["startup_s"] = time.monotonic() - t
         if cfg.profile_dir:
