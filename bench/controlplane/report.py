@@ -49,6 +49,9 @@ def render_case(c: dict[str, Any]) -> list[str]:
         lines.append(f"{label}: n={ch['n']} p50 {_ms(ch['p50_s'])} ms, p90 {_ms(ch['p90_s'])} ms, "
                      f"p99 {_ms(ch['p99_s'])} ms, max {_ms(ch['max_s'])} ms; CPU {ch['cpu_per_push_s'] * 1000:.0f} ms "
                      f"per push ({ch['cpu_per_push_s'] * 1000 / max(1, c['proxies']):.2f} ms per proxy)")
+        if "clients_cpu_per_push_s" in ch:
+            lines.append(f"  the simulated proxies' CPU on the same cores: "
+                         f"{ch['clients_cpu_per_push_s'] * 1000:.0f} ms per push (all client worker processes)")
         lines.append("  buckets (le s: count) " + " ".join(f"{k}:{v}" for k, v in b.items()))
         lines.append(f"  responses sent by type {ch['responses_sent_by_type']}; other types received by clients "
                      f"{ch['other_types_received'] or 'none'}")
