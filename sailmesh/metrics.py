@@ -44,9 +44,14 @@ class _Metric:
         self._lock = threading.Lock()
 
     def _key(self, labels: dict[str, str]) -> LabelValues:
-        if set(labels) != set(self.labelnames):
-            raise ValueError(f"{self.name}: labels {sorted(labels)} != {sorted(self.labelnames)}")
-        return tuple(str(labels[n]) for n in self.labelnames)
+        # Same count and every name present is the same label set (no two sets built per call: the ADS server
+        # updates metrics per response and per ACK of every proxy).
+        if len(labels) == len(self.labelnames):
+            try:
+                return tuple([str(labels[n]) for n in self.labelnames])
+            except KeyError:
+                pass
+        raise ValueError(f"{self.name}: labels {sorted(labels)} != {sorted(self.labelnames)}")
 
     def render(self) -> list[str]:
         raise NotImplementedError

@@ -37,6 +37,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", default=str(DEFAULT_JSON), help="where to write the result document")
     p.add_argument("--profile", default="", metavar="DIR",
                    help="record py-spy stacks of the control plane per case into DIR (summary in the JSON)")
+    p.add_argument("--trace", action="store_true",
+                   help="run the control plane under bench.controlplane.trace: each push's stages (debounce, build, "
+                        "fan-out, writes, ACKs), GC pauses and FileStore re-applies, in ms from the change")
     p.add_argument("--sync-timeout", type=float, default=600.0, help="seconds allowed for the first full push")
     p.add_argument("--keep-dir", default="", help="keep each case's files and logs under this directory")
     return p.parse_args(argv)
@@ -60,7 +63,7 @@ def cases_from_args(a: argparse.Namespace) -> list[CaseConfig]:
         n = max(len(services), len(proxies))
         pairs = [(services[min(i, len(services) - 1)], proxies[min(i, len(proxies) - 1)]) for i in range(n)]
     modes = {"both": [False, True], "on": [True], "off": [False]}[scoping]
-    return [CaseConfig(s, p, m, changes, envoys, sync_timeout=a.sync_timeout, profile_dir=a.profile)
+    return [CaseConfig(s, p, m, changes, envoys, sync_timeout=a.sync_timeout, profile_dir=a.profile, trace=a.trace)
             for s, p in pairs for m in modes]
 
 

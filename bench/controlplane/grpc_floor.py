@@ -55,7 +55,7 @@ class _Floor:
             reader.cancel()
 
 
-async def _serve(streams: int, size: int, rounds: int, workers: int) -> dict[str, Any]:
+async def _serve(streams: int, size: int, rounds: int, workers: int, own_connections: bool) -> dict[str, Any]:
     floor = _Floor()
     server = grpc.aio.server(options=SERVER_OPTIONS)
     handler = grpc.stream_stream_rpc_method_handler(
@@ -67,7 +67,7 @@ async def _serve(streams: int, size: int, rounds: int, workers: int) -> dict[str
     await server.start()
     ctx = multiprocessing.get_context("spawn")
     shares = [streams // workers + (1 if k < streams % workers else 0) for k in range(workers)]
-    procs = [ctx.Process(target=_client_main, args=(port, n), daemon=True) for n in shares if n]
+    procs = [ctx.Process(target=_client_main, args=(port, n, own_connections), daemon=True) for n in shares if n]
     for p in procs:
         p.start()
     try:
@@ -91,7 +91,7 @@ async def _serve(streams: int, size: int, rounds: int, workers: int) -> dict[str
                         "server_cpu_ms": (time.process_time() - cpu0) * 1e3})
         for queue in floor.queues:
             queue.put_nowait(None)
-        return {"streams": streams, "size": size, "rounds": out,
+        return {"streams": streams, "size": size, "own_connections": own_connections, "rounds": out,
                 "median_wall_ms": statistics.median(r["wall_ms"] for r in out),
                 "median_server_cpu_ms": statistics.median(r["server_cpu_ms"] for r in out)}
     finally:
@@ -100,14 +100,17 @@ async def _serve(streams: int, size: int, rounds: int, workers: int) -> dict[str
         await server.stop(0)
 
 
-def _client_main(port: int, n: int) -> None:
-    """n ADS streams on one channel: each sends a first request, then ACKs every response with its nonce."""
+def _client_main(port: int, n: int, own_connections: bool = False) -> None:
+    """n ADS streams, on one channel or each on its own TCP connection (like Envoys and the benchmark's lean
+    clients): each sends a first request, then ACKs every response with its nonce."""
 
     async def main() -> None:
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+        shared = None if own_connections else grpc.aio.insecure_channel(f"127.0.0.1:{port}")
 
         async def stream() -> None:
+            channel = shared or grpc.aio.insecure_channel(f"127.0.0.1:{port}",
+                                                          options=[("grpc.use_local_subchannel_pool", 1)])
+            stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
             out: asyncio.Queue[discovery_pb2.DiscoveryRequest] = asyncio.Queue()
             out.put_nowait(discovery_pb2.DiscoveryRequest(type_url="x"))
 
@@ -131,11 +134,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=20_000, help="bytes of resources per response")
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--workers", type=int, default=2, help="client processes")
+    p.add_argument("--connections", choices=["shared", "per-stream"], default="shared",
+                   help="one channel per client process (HTTP/2 multiplexing), or a TCP connection per stream as "
+                        "Envoys and the benchmark's lean clients have")
     p.add_argument("--json", help="where to write the result document")
     a = p.parse_args(argv)
-    res = asyncio.run(_serve(a.streams, a.size, a.rounds, a.workers))
+    res = asyncio.run(_serve(a.streams, a.size, a.rounds, a.workers, a.connections == "per-stream"))
     res["loadavg"] = os.getloadavg()
-    print(f"bare grpc.aio: {a.streams} streams x {a.size} B, {a.rounds} rounds: push + all ACKs median "
+    print(f"bare grpc.aio: {a.streams} streams ({a.connections} connections) x {a.size} B, {a.rounds} rounds: "
+          f"push + all ACKs median "
           f"{res['median_wall_ms']:.1f} ms wall, {res['median_server_cpu_ms']:.1f} ms server CPU "
           f"({res['median_server_cpu_ms'] / a.streams * 1e3:.0f} µs per stream)")
     if a.json:

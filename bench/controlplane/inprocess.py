@@ -92,6 +92,7 @@ async def run(services: int, proxies: int, scoping: bool, changes: int, profile:
     await files.close()
     if profiler:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
+        pstats.Stats(profiler).sort_stats("cumtime").print_stats("server|contextlib|budget", 25)
     return {"services": services, "proxies": proxies, "sidecar_scoping": scoping,
             "first_push_s": first_push, "changes": samples,
             "median_build_ms": statistics.median(s["build_ms"] for s in samples),

@@ -43,15 +43,20 @@ def env() -> dict[str, str]:
 class ControlPlaneProc:
     """`sailmesh controlplane` as a subprocess (honest CPU and RSS figures), on free loopback ports."""
 
-    def __init__(self, config_dir: str, workload_file: str, log_path: str) -> None:
+    def __init__(self, config_dir: str, workload_file: str, log_path: str, trace_path: str = "") -> None:
         self.xds_port = free_port()
         self.http_port = free_port()
         self.log_path = log_path
         self._log = open(log_path, "wb")
+        self.trace_path = trace_path
+        cmd = ["bench.controlplane.trace"] if trace_path else ["sailmesh", "controlplane"]
+        environ = env()
+        if trace_path:
+            environ["SAILMESH_BENCH_TRACE"] = trace_path
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sailmesh", "controlplane", "--config-dir", config_dir,
+            [sys.executable, "-m", *cmd, "--config-dir", config_dir,
              "--workload-file", workload_file, "--xds-port", str(self.xds_port), "--http-port", str(self.http_port)],
-            stdout=self._log, stderr=subprocess.STDOUT, env=env(), cwd=ROOT, start_new_session=True)
+            stdout=self._log, stderr=subprocess.STDOUT, env=environ, cwd=ROOT, start_new_session=True)
         self.pid = self.proc.pid
         self.api = f"http://127.0.0.1:{self.http_port}"
         self.target = f"127.0.0.1:{self.xds_port}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from bench.controlplane import stats
+from bench.controlplane import stats, trace
 
 CA_NOTE = "CA not implemented yet"
 
@@ -49,12 +49,17 @@ def render_case(c: dict[str, Any]) -> list[str]:
         lines.append(f"{label}: n={ch['n']} p50 {_ms(ch['p50_s'])} ms, p90 {_ms(ch['p90_s'])} ms, "
                      f"p99 {_ms(ch['p99_s'])} ms, max {_ms(ch['max_s'])} ms; CPU {ch['cpu_per_push_s'] * 1000:.0f} ms "
                      f"per push ({ch['cpu_per_push_s'] * 1000 / max(1, c['proxies']):.2f} ms per proxy)")
+        if "clients_cpu_per_push_s" in ch:
+            lines.append(f"  the simulated proxies' CPU on the same cores: "
+                         f"{ch['clients_cpu_per_push_s'] * 1000:.0f} ms per push (all client worker processes)")
         lines.append("  buckets (le s: count) " + " ".join(f"{k}:{v}" for k, v in b.items()))
         lines.append(f"  responses sent by type {ch['responses_sent_by_type']}; other types received by clients "
                      f"{ch['other_types_received'] or 'none'}")
         if "envoy" in ch:
             lines.append(f"  real Envoys applied it: p50 {_ms(ch['envoy']['p50_s'])} ms, "
                          f"max {_ms(ch['envoy']['max_s'])} ms (admin stats polled every 5 ms)")
+    if "push_stages" in c:
+        lines += trace.render(c["push_stages"])
     lines.append(f"memory: RSS {c['rss_0_proxies_mb']:.1f} MiB with 0 proxies, {c['rss_mb']:.1f} MiB with "
                  f"{c['proxies']}: {c['mb_per_proxy']:.3f} MB per proxy")
     if "envoys" in c:

@@ -15,10 +15,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from bench.controlplane import stats
+from bench.controlplane import stats, trace
 from bench.controlplane.errors import BenchError
 from bench.controlplane.mesh import SHARED_SERVICES, ProxySpec, SyntheticMesh, make_mesh
-from bench.controlplane.procs import ClientWorker, ControlPlaneProc
+from bench.controlplane.procs import ClientWorker, ControlPlaneProc, cpu_seconds
 from bench.controlplane.profile import Profiler, start_profiler, stop_profiler
 from sailmesh.testing.envoy_proc import EnvoyProcess, ads_bootstrap
 from sailmesh.testing.waiting import random_loopback_block
@@ -37,6 +37,7 @@ class CaseConfig:
     sync_timeout: float = 600.0
     change_timeout: float = 120.0
     profile_dir: str = ""  # record py-spy stacks of the control plane (whole case) into this directory
+    trace: bool = False  # run bench.controlplane.trace (timestamps of each push's stages) instead of the CLI
 
 
 def log(msg: str) -> None:
@@ -130,6 +131,9 @@ class Case:
         await asyncio.gather(*(w.stop() for w in self.workers), return_exceptions=True)
         if self.cp is not None:
             self.cp.stop()
+            if self.cp.trace_path and os.path.exists(self.cp.trace_path):
+                with open(self.cp.trace_path, encoding="utf-8") as fh:
+                    self.result["push_stages"] = trace.summarise(json.load(fh))
 
     async def _run(self) -> None:
         cfg = self.cfg
@@ -143,7 +147,8 @@ class Case:
             f"Sidecar scoping {'on' if cfg.sidecar_scoping else 'off'}")
 
         t = time.monotonic()
-        self.cp = cp = ControlPlaneProc(mesh.config_dir, mesh.workload_file, str(self.workdir / "controlplane.log"))
+        self.cp = cp = ControlPlaneProc(mesh.config_dir, mesh.workload_file, str(self.workdir / "controlplane.log"),
+                                        str(self.workdir / "trace.json") if cfg.trace else "")
         await cp.wait_ready()
         r["startup_s"] = time.monotonic() - t
         if cfg.profile_dir:
@@ -294,6 +299,7 @@ class Case:
         other_types: dict[str, int] = {}
         pushes_before = stats.counters_by_type(await cp.get("/metrics"), "pilot_xds_pushes")
         cpu_before = cp.cpu()
+        clients_cpu_before = sum(cpu_seconds(w.pid) for w in self.workers)
         for k in range(n):
             await asyncio.sleep(QUIET_S)
             await asyncio.gather(*(w.call({"cmd": "mark"}) for w in self.workers))
@@ -319,11 +325,13 @@ class Case:
                     if t != short:
                         other_types[t] = other_types.get(t, 0) + c
         cpu = cp.cpu() - cpu_before
+        clients_cpu = sum(cpu_seconds(w.pid) for w in self.workers) - clients_cpu_before
         await asyncio.sleep(QUIET_S)
         pushes_after = stats.counters_by_type(await cp.get("/metrics"), "pilot_xds_pushes")
         sent = {t: int(pushes_after.get(t, 0) - pushes_before.get(t, 0)) for t in pushes_after}
         out = _summary(latencies)
         out.update({"latencies_s": latencies, "cpu_s": cpu, "cpu_per_push_s": cpu / max(1, n),
+                    "clients_cpu_per_push_s": clients_cpu / max(1, n),
                     "responses_sent_by_type": sent, "other_types_received": other_types})
         if envoy_latencies:
             out["envoy"] = _summary(envoy_latencies)

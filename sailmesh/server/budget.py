@@ -25,9 +25,15 @@ class SendBudget:
     def _fits(self, n: int) -> bool:
         return self.used == 0 or self.used + n <= self.limit
 
-    async def acquire(self, n: int) -> None:
+    def try_acquire(self, n: int) -> bool:
+        """Take `n` bytes now if nobody waits and they fit (the common case: no coroutine, no await)."""
         if not self._waiters and self._fits(n):
             self.used += n
+            return True
+        return False
+
+    async def acquire(self, n: int) -> None:
+        if self.try_acquire(n):
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((n, fut))

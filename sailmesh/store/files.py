@@ -227,6 +227,10 @@ class FileStore:
 
     # -- applying (on the event loop) --------------------------------------------------------------
     def _apply(self, plan: _Plan) -> ApplyResult:
+        if not plan.reloaded and plan.files.keys() == self._files.keys():
+            # The periodic rescan found every file as it was (plan.files holds the same states): nothing to do.
+            # Re-applying 3,000 resources held the event loop for 150-400 ms every 2 s (pushes waited behind it).
+            return ApplyResult(revision=self._mem.revision)
         winners: dict[ResourceKey, tuple[str, Resource]] = {}
         duplicates: list[Rejection] = []
         for path, state in plan.files.items():
