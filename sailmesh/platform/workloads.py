@@ -10,6 +10,7 @@ from typing import Any
 
 from sailmesh.api.resource import Resource
 from sailmesh.errors import PlatformError
+from sailmesh.registry.model import Workload
 
 LOCAL_WORKLOAD_KIND = "LocalWorkload"
 LOCAL_WORKLOAD_GROUP = "local.sailmesh.io"
@@ -96,6 +97,19 @@ def plan(
                 )
             )
     return out
+
+
+def registry_workload(inst: Instance) -> Workload:
+    """The Workload the control plane's registry holds for an instance (written to the workload file)."""
+    return Workload(
+        name=inst.name,
+        namespace=inst.namespace,
+        address=inst.ip,
+        labels=dict(inst.labels),
+        service_account=inst.service_account,
+        app_ports=dict(inst.app_ports),
+        origin=inst.origin,
+    )
 
 
 def app_env(inst: Instance, proxy_port: int) -> dict[str, str]:
