@@ -41,6 +41,14 @@ class Instance:
     app_ports: Mapping[int, int] = field(default_factory=dict)  # containerPort -> app port
     sidecar: bool = True
     origin: str = ""
+    locality: str = ""  # region/zone/subzone, as a WorkloadEntry's
+    network: str = ""
+    weight: int = 1  # load-balancing weight of its endpoints
+
+    @property
+    def named_ports(self) -> dict[str, int]:
+        """Container port name -> containerPort (how a Service's named targetPort finds this instance)."""
+        return {p.name: p.container_port for p in self.ports if p.name}
 
 
 def _ports(spec: Mapping[str, Any], res: Resource) -> tuple[PortDecl, ...]:
@@ -73,6 +81,9 @@ def plan(
         env = {str(k): str(v) for k, v in (spec.get("env") or {}).items()}
         ports = _ports(spec, res)
         replicas = int(spec.get("replicas", 1))
+        weight = spec.get("weight", 1)
+        if not isinstance(weight, int) or isinstance(weight, bool) or weight < 1:
+            raise PlatformError(f"{res}: spec.weight must be an integer >= 1")
         sidecar = bool(spec.get("sidecar", True))
         for n in range(replicas):
             if not ip.is_loopback:
@@ -94,6 +105,9 @@ def plan(
                     app_ports={p.container_port: pick_port(addr) if sidecar else p.container_port for p in ports},
                     sidecar=sidecar,
                     origin=f"{LOCAL_WORKLOAD_KIND} {res.namespace}/{res.name}",
+                    locality=str(spec.get("locality") or ""),
+                    network=str(spec.get("network") or ""),
+                    weight=weight,
                 )
             )
     return out
@@ -108,7 +122,11 @@ def registry_workload(inst: Instance) -> Workload:
         labels=dict(inst.labels),
         service_account=inst.service_account,
         app_ports=dict(inst.app_ports),
+        locality=inst.locality,
+        network=inst.network,
         origin=inst.origin,
+        ports=inst.named_ports,
+        weight=inst.weight,
     )
 
 
