@@ -15,11 +15,12 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
+from sailmesh.processes import free_port
 from sailmesh.server.ads import AdsServer
 from sailmesh.server.source import CLUSTER, ENDPOINT, LISTENER, ROUTE, PushRequest
 from sailmesh.server.static_source import StaticSource, pack
 from sailmesh.testing.envoy_proc import ads_bootstrap, running_envoy
-from sailmesh.testing.waiting import await_for, free_port
+from sailmesh.testing.waiting import await_for
 
 pytestmark = pytest.mark.e2e
 
