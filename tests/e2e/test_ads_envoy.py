@@ -18,8 +18,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from sailmesh.processes import free_port
 from sailmesh.server.ads import AdsServer
 from sailmesh.server.source import CLUSTER, ENDPOINT, LISTENER, ROUTE, PushRequest
-from sailmesh.server.static_source import StaticSource, pack
 from sailmesh.testing.envoy_proc import ads_bootstrap, running_envoy
+from sailmesh.testing.static_source import StaticSource, pack
 from sailmesh.testing.waiting import await_for
 
 pytestmark = pytest.mark.e2e

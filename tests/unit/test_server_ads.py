@@ -16,8 +16,8 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from sailmesh.server.ads import AdsServer
 from sailmesh.server.source import CLUSTER, ENDPOINT, LISTENER, ROUTE, PushRequest
-from sailmesh.server.static_source import StaticSource, pack
 from sailmesh.testing.ads_client import AdsClient, start_fleet
+from sailmesh.testing.static_source import StaticSource, pack
 from sailmesh.testing.waiting import await_for
 
 ADS = config_source_pb2.ConfigSource(ads=config_source_pb2.AggregatedConfigSource(),

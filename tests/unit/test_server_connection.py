@@ -11,7 +11,7 @@ from sailmesh.server.connection import Wakeup
 from sailmesh.server.metrics import XdsMetrics
 from sailmesh.server.sotw import SotwConnection
 from sailmesh.server.source import CLUSTER, ENDPOINT
-from sailmesh.server.static_source import StaticSource
+from sailmesh.testing.static_source import StaticSource
 
 
 async def _subscribed() -> tuple[SotwConnection, list[bytes]]:

@@ -14,8 +14,8 @@ from cryptography.x509.oid import NameOID
 
 from sailmesh.server.ads import AdsServer
 from sailmesh.server.source import CLUSTER, LISTENER
-from sailmesh.server.static_source import StaticSource
 from sailmesh.testing.ads_client import AdsClient
+from sailmesh.testing.static_source import StaticSource
 from sailmesh.testing.waiting import await_for
 
 SPIFFE = "spiffe://cluster.local/ns/default/sa/sleep"
