@@ -327,8 +327,3 @@ def _forward_proxy(c: Cluster) -> None:
     config = dfp_cluster_pb2.ClusterConfig(dns_cache_config=dns_cache_config(), allow_insecure_cluster_options=True)
     c.cluster_type.typed_config.CopyFrom(pack(config))
 
-
-def build_clusters(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Cluster]:
-    """All clusters of a proxy."""
-    return build_outbound(snapshot, proxy) + build_inbound(snapshot, proxy)
-

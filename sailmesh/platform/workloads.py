@@ -13,7 +13,6 @@ from sailmesh.errors import PlatformError
 from sailmesh.registry.model import Workload
 
 LOCAL_WORKLOAD_KIND = "LocalWorkload"
-LOCAL_WORKLOAD_GROUP = "local.sailmesh.io"
 
 
 @dataclass(frozen=True)

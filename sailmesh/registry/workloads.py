@@ -19,10 +19,6 @@ def workload_key(name: str, namespace: str) -> ResourceKey:
     return ResourceKey(WORKLOAD_KIND, namespace, name)
 
 
-# Registry changes travel as the store's ChangeSet (keys of kind "Workload"), so one watcher type serves both.
-WorkloadChange = ChangeSet
-
-
 class WorkloadSource(Protocol):
     """What a snapshot build needs from a registry: the current workloads and a revision."""
 
@@ -100,7 +96,7 @@ class LocalRegistry:
         return self.register(replace(w, healthy=healthy))
 
     def watch(self) -> Subscription:
-        """Change events from now on; unread events are merged into one."""
+        """Change events from now on (the store's ChangeSet, keys of kind "Workload"); unread ones merge."""
         return self._events.subscribe()
 
     def _changed(self, key: ResourceKey) -> None:

@@ -166,6 +166,3 @@ class Subscription:
         self._closed = True
         self._owner._drop(self)
         self._event.set()
-
-    async def aclose(self) -> None:
-        self.close()

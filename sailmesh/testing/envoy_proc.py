@@ -151,11 +151,6 @@ class EnvoyProcess:
             async with session.get(self.admin_url + path) as resp:
                 return resp.status, await resp.text()
 
-    async def admin_post(self, path: str) -> tuple[int, str]:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
-            async with session.post(self.admin_url + path) as resp:
-                return resp.status, await resp.text()
-
     async def config_dump(self, resource: str = "") -> dict[str, Any]:
         status, text = await self.admin_get("/config_dump" + (f"?resource={resource}" if resource else ""))
         if status != 200:

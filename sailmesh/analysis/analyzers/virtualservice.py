@@ -251,7 +251,3 @@ class JWTClaimRouteAnalyzer(Analyzer):
             if selector_matches(sel, labels):
                 return True
         return False
-
-
-def matches_any(patterns: Iterable[str], host: str) -> bool:
-    return any(host_matches(p, host) for p in patterns)
