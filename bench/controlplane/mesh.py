@@ -60,12 +60,6 @@ class SyntheticMesh:
                 service=i, namespace=ns))
         return out
 
-    def imports(self, proxy: ProxySpec, service: int) -> bool:
-        """Whether a proxy gets config for a service (the Sidecar imports `./*` and the shared services)."""
-        if not self.sidecar_scoping:
-            return True
-        return self.namespace(service) == proxy.namespace or service < SHARED_SERVICES
-
     # -- documents --
     def service_doc(self, i: int) -> dict:
         return {"apiVersion": "v1", "kind": "Service",

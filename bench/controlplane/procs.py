@@ -15,7 +15,7 @@ import time
 import aiohttp
 
 from bench.controlplane.errors import BenchError
-from sailmesh.testing.waiting import free_port
+from sailmesh.processes import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLK_TCK = os.sysconf("SC_CLK_TCK")

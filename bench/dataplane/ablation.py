@@ -25,7 +25,8 @@ from bench.dataplane import loadgen, mesh_config, procstat, sidecar_static
 from bench.dataplane.mesh import mesh_pair_factory
 from bench.dataplane.mesh_config import Features
 from bench.dataplane.setups import ROOT, Backend, SetupContext, start_backend
-from bench.static_envoy import EnvoyProcess, die_with_parent, envoy_binary, start_static_pair
+from bench.static_envoy import DIE_WITH_HARNESS, EnvoyProcess, start_static_pair
+from sailmesh.processes import envoy_binary
 from sailmesh.testing.waiting import wait_for
 
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -72,7 +73,7 @@ def start_copy(cfg: dict[str, Any], admin_ip: str, workdir: pathlib.Path, name: 
         proc = subprocess.Popen([envoy_binary(), "-c", str(path), "--disable-hot-restart", "--concurrency",
                                  str(concurrency), "--log-level", "warning", "--local-address-ip-version", "v4"],
                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                preexec_fn=die_with_parent)
+                                preexec_fn=DIE_WITH_HARNESS)
     env = EnvoyProcess(proc, 0, 15000, log)
 
     def ready() -> bool:
@@ -111,7 +112,7 @@ def run(duration: float, rounds: int, rate: float, conns: int, concurrency: int,
     local_proc, local_backend = start_backend()  # for the minimal static pair (same code as the mesh's backend)
     backend = subprocess.Popen([sys.executable, "-m", "bench.backend", "--host", cap.server_ip, "--port",
                                 str(cap.app_port)], stdout=subprocess.DEVNULL, env=env, cwd=ROOT,
-                               preexec_fn=die_with_parent)
+                               preexec_fn=DIE_WITH_HARNESS)
     clients = sidecar_static.variant_configs(sidecar_static.to_static(cap.client), variants)
     servers = sidecar_static.variant_configs(sidecar_static.to_static(cap.server), variants)
     names = [n for n, _ in clients] + ["minimal static pair (set-up 2)"]

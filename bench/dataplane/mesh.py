@@ -36,8 +36,9 @@ from bench.dataplane import mesh_config
 from bench.dataplane.errors import BenchError
 from bench.dataplane.mesh_config import Features
 from bench.dataplane.setups import ROOT, Backend, PairFactory, SetupContext, SetupHandle
-from bench.static_envoy import die_with_parent
-from sailmesh.testing.waiting import free_port, random_loopback_block, wait_for
+from bench.static_envoy import DIE_WITH_HARNESS
+from sailmesh.processes import free_port
+from sailmesh.testing.waiting import random_loopback_block, wait_for
 
 FactoryProvider = Callable[[Features], "PairFactory | None"]
 
@@ -159,7 +160,7 @@ def start_mesh_pair(features: Features, ctx: SetupContext) -> MeshPair:
             "--http-port", str(free_port()), "--concurrency", str(ctx.envoy_concurrency)]
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                cwd=ROOT, preexec_fn=die_with_parent)
+                                cwd=ROOT, preexec_fn=DIE_WITH_HARNESS)
     pair: MeshPair | None = None
 
     def ready() -> bool:

@@ -22,7 +22,7 @@ from bench.dataplane import analysis, loadgen, procstat
 from bench.dataplane.errors import BenchError
 from bench.dataplane.mesh import DEFAULT_TRANSPORT_NOTE, FactoryProvider, mesh_pair_factory
 from bench.dataplane.setups import Backend, PairFactory, SetupContext, SetupHandle, direct, start_backend, static_pair
-from bench.static_envoy import envoy_binary
+from sailmesh.processes import envoy_binary
 
 
 @dataclass

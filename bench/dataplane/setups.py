@@ -15,8 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bench.dataplane.errors import BenchError
-from bench.static_envoy import die_with_parent, start_static_pair
-from sailmesh.testing.waiting import free_port, wait_for
+from bench.static_envoy import DIE_WITH_HARNESS, start_static_pair
+from sailmesh.processes import free_port
+from sailmesh.testing.waiting import wait_for
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -72,7 +73,7 @@ def start_backend(host: str = "127.0.0.1") -> tuple[subprocess.Popen[bytes], Bac
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p))
     proc = subprocess.Popen([sys.executable, "-m", "bench.backend", "--host", host, "--port", str(port)],
                             stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=env, cwd=ROOT,
-                            preexec_fn=die_with_parent)
+                            preexec_fn=DIE_WITH_HARNESS)
 
     def accepting() -> bool:
         if proc.poll() is not None:

@@ -9,8 +9,8 @@ import os
 from collections.abc import Sequence
 
 from sailmesh.agent.config import AgentConfig
-from sailmesh.agent.envoy import die_with_parent
 from sailmesh.errors import AgentError
+from sailmesh.processes import die_with_parent
 
 log = logging.getLogger(__name__)
 

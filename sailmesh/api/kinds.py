@@ -92,10 +92,3 @@ def explain_unknown(api_version: str, kind: str) -> str:
         return (f"unknown kind {kind!r} in group {group or 'core'!r} (apiVersion {api_version!r}); sailmesh serves "
                 f"{kind} only as {', '.join(others[0].api_versions())}")
     return f"unknown kind {kind!r} (apiVersion {api_version!r})"
-
-
-def is_namespaced(kind: str) -> bool:
-    """Whether a kind lives in a namespace (unknown kinds are assumed namespaced)."""
-    infos = _BY_KIND.get(kind)
-    return infos[0].namespaced if infos else kind not in {"CustomResourceDefinition", "ClusterRole",
-                                                          "ClusterRoleBinding"}

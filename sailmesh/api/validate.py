@@ -7,7 +7,7 @@ from typing import Any
 
 from sailmesh.api import kinds
 from sailmesh.api.issue import Issue, IssueSink
-from sailmesh.api.parse import LoadResult, load_paths
+from sailmesh.api.parse import LoadResult
 from sailmesh.api.resource import Resource
 from sailmesh.api.rules import core, extensions, networking, security
 from sailmesh.api.schema import validate_document
@@ -152,9 +152,3 @@ def issues_from_load(result: LoadResult) -> list[Issue]:
     for r in result.resources:
         out.extend(validate(r))
     return out
-
-
-def validate_paths(paths: Iterable[str]) -> tuple[LoadResult, list[Issue]]:
-    """Load files/directories and validate everything in them."""
-    result = load_paths(paths)
-    return result, issues_from_load(result)

@@ -5,8 +5,6 @@ Thin functions over the snapshot's SnapshotIndex (sailmesh/snapshot/index.py, bu
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from sailmesh.api.models import model_of
 from sailmesh.api.models.networking import Sidecar
 from sailmesh.api.resource import Resource
@@ -48,16 +46,18 @@ def inbound_ports(snapshot: MeshSnapshot, proxy: ProxyView) -> list[tuple[int, i
     that select it; the protocol is the selecting service port's (TCP when no service names it).
     """
     protocols: dict[int, str] = {}
-    # A named targetPort resolves through the proxy's workload's named container ports (when the model has them).
-    me = next((w for w in snapshot.workloads if w.address == proxy.ip), None)
-    named: Mapping[str, int] = getattr(me, "ports", None) or {}
+    # A named targetPort resolves through the named container ports of the proxy's workload; a workload
+    # without that name does not serve the service port (Kubernetes gives it no endpoint), so no listener.
+    me = next((w for w in snapshot.workloads if w.address == proxy.ip and w.namespace == proxy.namespace), None)
+    named = me.ports if me is not None else {}
     for svc in sorted(snapshot.services.values(), key=lambda s: s.hostname):
         if svc.namespace != proxy.namespace or not svc.selector:
             continue
         if not all(proxy.labels.get(k) == v for k, v in svc.selector.items()):
             continue
         for p in svc.ports:
-            target = p.target_port or named.get(getattr(p, "target_port_name", ""), 0) or p.port
-            protocols.setdefault(target, p.protocol)
+            target = named.get(p.target_port_name, 0) if p.target_port_name else (p.target_port or p.port)
+            if target:
+                protocols.setdefault(target, p.protocol)
     ports = set(proxy.app_ports) | set(protocols)
     return [(p, proxy.app_ports.get(p, p), protocols.get(p, "TCP")) for p in sorted(ports)]

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -18,18 +17,11 @@ from sailmesh.api.parse import load_paths
 from sailmesh.errors import PlatformError
 from sailmesh.platform import state as mesh_state
 from sailmesh.platform import workload_file
-from sailmesh.platform.workloads import Instance, app_env, plan
+from sailmesh.platform.workloads import Instance, app_env, plan, registry_workload
+from sailmesh.processes import free_port
 from sailmesh.settings import Settings
-from sailmesh.snapshot.model import Workload
 
 GATEWAY_LABELS = {"istio": "ingressgateway", "app": "istio-ingressgateway"}
-
-
-def free_port(host: str) -> int:
-    """A port free right now on host."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -107,20 +99,6 @@ class LocalMesh:
             processes=[mesh_state.ProcessRecord(p.name, p.role, p.proc.pid, p.log, p.address) for p in self.procs],
         ).save(self.opts.state_dir)
 
-    def _registry_workloads(self) -> list[Workload]:
-        return [
-            Workload(
-                name=i.name,
-                namespace=i.namespace,
-                address=i.ip,
-                labels=dict(i.labels),
-                service_account=i.service_account,
-                app_ports=dict(i.app_ports),
-                origin=i.origin,
-            )
-            for i in self.instances
-        ]
-
     async def _wait_http(self, url: str, what: str, proc: _Proc | None = None) -> None:
         deadline = time.monotonic() + self.opts.ready_timeout
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2), trust_env=False) as s:
@@ -179,7 +157,7 @@ class LocalMesh:
             raise PlatformError("cannot read the mesh directory:\n  " + "\n  ".join(str(e) for e in loaded.errors))
         self.instances = plan(loaded.resources, opts.base_ip, free_port)
         os.makedirs(opts.state_dir, exist_ok=True)
-        workload_file.write(self.workload_file, self._registry_workloads())
+        workload_file.write(self.workload_file, [registry_workload(i) for i in self.instances])
         env = dict(os.environ)
 
         self.say(f"starting control plane (xDS {self.xds_address}, API {self.api_url})")

@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterable
 
 from sailmesh.errors import RegistryError
-from sailmesh.snapshot.model import Workload
+from sailmesh.registry.model import Workload
 
 
 def dump(workloads: Iterable[Workload]) -> str:
@@ -20,8 +20,12 @@ def dump(workloads: Iterable[Workload]) -> str:
             "labels": dict(w.labels),
             "serviceAccount": w.service_account,
             "appPorts": {str(k): v for k, v in w.app_ports.items()},
+            "locality": w.locality,
+            "network": w.network,
             "healthy": w.healthy,
             "origin": w.origin,
+            "ports": dict(w.ports),  # named ports: how a Service's named targetPort finds the workload
+            "weight": w.weight,
         }
         for w in sorted(workloads, key=lambda w: (w.namespace, w.name))
     ]
@@ -56,8 +60,12 @@ def read(path: str) -> list[Workload]:
                     labels=dict(item.get("labels") or {}),
                     service_account=item.get("serviceAccount") or "default",
                     app_ports={int(k): int(v) for k, v in (item.get("appPorts") or {}).items()},
+                    locality=str(item.get("locality") or ""),
+                    network=str(item.get("network") or ""),
                     healthy=bool(item.get("healthy", True)),
                     origin=item.get("origin", ""),
+                    ports={str(k): int(v) for k, v in (item.get("ports") or {}).items()},
+                    weight=int(item.get("weight", 1)),
                 )
             )
     except (KeyError, TypeError, ValueError, AttributeError) as e:

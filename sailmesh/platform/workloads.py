@@ -10,9 +10,9 @@ from typing import Any
 
 from sailmesh.api.resource import Resource
 from sailmesh.errors import PlatformError
+from sailmesh.registry.model import Workload
 
 LOCAL_WORKLOAD_KIND = "LocalWorkload"
-LOCAL_WORKLOAD_GROUP = "local.sailmesh.io"
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,14 @@ class Instance:
     app_ports: Mapping[int, int] = field(default_factory=dict)  # containerPort -> app port
     sidecar: bool = True
     origin: str = ""
+    locality: str = ""  # region/zone/subzone, as a WorkloadEntry's
+    network: str = ""
+    weight: int = 1  # load-balancing weight of its endpoints
+
+    @property
+    def named_ports(self) -> dict[str, int]:
+        """Container port name -> containerPort (how a Service's named targetPort finds this instance)."""
+        return {p.name: p.container_port for p in self.ports if p.name}
 
 
 def _ports(spec: Mapping[str, Any], res: Resource) -> tuple[PortDecl, ...]:
@@ -72,6 +80,9 @@ def plan(
         env = {str(k): str(v) for k, v in (spec.get("env") or {}).items()}
         ports = _ports(spec, res)
         replicas = int(spec.get("replicas", 1))
+        weight = spec.get("weight", 1)
+        if not isinstance(weight, int) or isinstance(weight, bool) or weight < 1:
+            raise PlatformError(f"{res}: spec.weight must be an integer >= 1")
         sidecar = bool(spec.get("sidecar", True))
         for n in range(replicas):
             if not ip.is_loopback:
@@ -93,9 +104,29 @@ def plan(
                     app_ports={p.container_port: pick_port(addr) if sidecar else p.container_port for p in ports},
                     sidecar=sidecar,
                     origin=f"{LOCAL_WORKLOAD_KIND} {res.namespace}/{res.name}",
+                    locality=str(spec.get("locality") or ""),
+                    network=str(spec.get("network") or ""),
+                    weight=weight,
                 )
             )
     return out
+
+
+def registry_workload(inst: Instance) -> Workload:
+    """The Workload the control plane's registry holds for an instance (written to the workload file)."""
+    return Workload(
+        name=inst.name,
+        namespace=inst.namespace,
+        address=inst.ip,
+        labels=dict(inst.labels),
+        service_account=inst.service_account,
+        app_ports=dict(inst.app_ports),
+        locality=inst.locality,
+        network=inst.network,
+        origin=inst.origin,
+        ports=inst.named_ports,
+        weight=inst.weight,
+    )
 
 
 def app_env(inst: Instance, proxy_port: int) -> dict[str, str]:

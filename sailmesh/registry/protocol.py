@@ -58,8 +58,3 @@ def infer(port: int, port_name: str = "", app_protocol: str | None = None, trans
 def is_http(protocol: str) -> bool:
     """HTTP-family protocols (Istio's IsHTTP): routed by an HTTP connection manager."""
     return protocol in (HTTP, HTTP2, GRPC, GRPC_WEB, HTTP_PROXY)
-
-
-def is_tcp(protocol: str) -> bool:
-    """Opaque TCP protocols (Istio's IsTCP): HTTPS and TLS are TCP to the proxy (SNI routing)."""
-    return protocol in (TCP, HTTPS, TLS, MONGO, REDIS, MYSQL)

@@ -99,7 +99,7 @@ class LocalRegistry:
         return self.register(replace(w, healthy=healthy))
 
     def watch(self) -> Subscription:
-        """Change events from now on; unread events are merged into one."""
+        """Change events from now on (Change with keys of kind "Workload"); unread ones merge."""
         return self._events.subscribe()
 
     def _changed(self, key: ResourceKey) -> None:

@@ -154,4 +154,5 @@ class Subscription:
         self._event.set()
 
     async def aclose(self) -> None:
+        """close() as an async generator offers it (the aggregate registry closes its sources' watches so)."""
         self.close()

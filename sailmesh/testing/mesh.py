@@ -8,7 +8,8 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
-from sailmesh.testing.waiting import free_port, random_loopback_block, wait_for
+from sailmesh.processes import free_port
+from sailmesh.testing.waiting import random_loopback_block, wait_for
 
 
 class RunningMesh:

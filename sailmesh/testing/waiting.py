@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -48,13 +47,6 @@ async def await_for(
         if time.monotonic() > deadline:
             raise DeadlineExceeded(f"timed out after {timeout}s waiting for {what or check}: {last_exc!r}")
         await asyncio.sleep(interval)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port that is free right now on host (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def random_loopback_block() -> str:

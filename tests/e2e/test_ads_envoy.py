@@ -15,10 +15,11 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
+from sailmesh.processes import free_port
 from sailmesh.server.ads import AdsServer
-from sailmesh.server.static_source import StaticSource, pack
 from sailmesh.testing.envoy_proc import ads_bootstrap, running_envoy
-from sailmesh.testing.waiting import await_for, free_port
+from sailmesh.testing.static_source import StaticSource, pack
+from sailmesh.testing.waiting import await_for
 from sailmesh.xds.push import PushRequest
 from sailmesh.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 

@@ -30,7 +30,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import any_pb2, json_format
 
-from sailmesh.testing.waiting import await_for, free_port, random_loopback_block
+from sailmesh.processes import free_port
+from sailmesh.testing.waiting import await_for, random_loopback_block
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.e2e

@@ -12,8 +12,9 @@ import pytest
 
 from sailmesh.agent.admin import EnvoyAdmin
 from sailmesh.agent.config import AgentConfig
-from sailmesh.agent.envoy import EnvoyOptions, EnvoySupervisor, envoy_binary
+from sailmesh.agent.envoy import EnvoyOptions, EnvoySupervisor
 from sailmesh.agent.main import write_bootstrap
+from sailmesh.processes import envoy_binary
 from sailmesh.testing.waiting import await_for, random_loopback_block
 
 pytestmark = pytest.mark.e2e

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench.dataplane import ablation, mesh_config, sidecar_static
-from bench.static_envoy import die_with_parent
+from bench.static_envoy import DIE_WITH_HARNESS
 from sailmesh.testing.waiting import wait_for
 from tests.conftest import ROOT
 
@@ -36,7 +36,7 @@ def test_static_copies_of_the_sidecar_pair_serve_through_both(tmp_path: Path, fe
     assert all(c.get("type") != "EDS" and c["name"] != "xds-grpc" for c in client["static_resources"]["clusters"])
     backend = subprocess.Popen([sys.executable, "-m", "bench.backend", "--host", cap.server_ip, "--port",
                                 str(cap.app_port)], stdout=subprocess.DEVNULL, cwd=ROOT,
-                               env=dict(os.environ, PYTHONPATH=str(ROOT)), preexec_fn=die_with_parent)
+                               env=dict(os.environ, PYTHONPATH=str(ROOT)), preexec_fn=DIE_WITH_HARNESS)
     try:
         wait_for(lambda: NO_PROXY.open(f"http://{cap.server_ip}:{cap.app_port}/", timeout=1).status == 200,
                  timeout=15, what="backend")

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 
-from sailmesh.testing.waiting import free_port
+from sailmesh.processes import free_port
 from tests.e2e.test_bookinfo_harness import App, backend_env, running, running_sync
 
 pytestmark = pytest.mark.e2e

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 
-from sailmesh.testing.waiting import free_port, wait_for
+from sailmesh.processes import free_port
+from sailmesh.testing.waiting import wait_for
 from tests.e2e.test_bookinfo_harness import App, running
 
 pytestmark = pytest.mark.e2e

@@ -18,9 +18,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from sailmesh.processes import free_port
 from sailmesh.samples.bookinfo import details
 from sailmesh.samples.bookinfo.common import make_listen_socket
-from sailmesh.testing.waiting import await_for, free_port, wait_for
+from sailmesh.testing.waiting import await_for, wait_for
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.e2e

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from sailmesh.testing.waiting import free_port
+from sailmesh.processes import free_port
 from tests.e2e.test_bookinfo_harness import backend_env, running
 
 pytestmark = pytest.mark.e2e

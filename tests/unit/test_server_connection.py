@@ -10,7 +10,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from sailmesh.server.connection import Wakeup
 from sailmesh.server.metrics import XdsMetrics
 from sailmesh.server.sotw import SotwConnection
-from sailmesh.server.static_source import StaticSource
+from sailmesh.testing.static_source import StaticSource
 from sailmesh.xds.types import CLUSTER, ENDPOINT
 
 

@@ -37,7 +37,7 @@ def test_shared_response_body_parses_like_a_built_response():
     from envoy.service.discovery.v3 import discovery_pb2
 
     from sailmesh.server.hashing import HashCache
-    from sailmesh.server.static_source import pack
+    from sailmesh.testing.static_source import pack
 
     resources = {n: pack(cluster_pb2.Cluster(name=n)) for n in ("b", "a", "c")}
     cache = HashCache()

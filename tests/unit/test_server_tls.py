@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from sailmesh.server.ads import AdsServer
-from sailmesh.server.static_source import StaticSource
 from sailmesh.testing.ads_client import AdsClient
+from sailmesh.testing.static_source import StaticSource
 from sailmesh.testing.waiting import await_for
 from sailmesh.xds.types import CLUSTER, LISTENER
 

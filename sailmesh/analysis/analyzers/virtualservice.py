@@ -252,7 +252,3 @@ class JWTClaimRouteAnalyzer(Analyzer):
             if selector_matches(sel, labels):
                 return True
         return False
-
-
-def matches_any(patterns: Iterable[str], host: str) -> bool:
-    return any(host_subset_of(host, p) for p in patterns)

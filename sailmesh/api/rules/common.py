@@ -16,7 +16,6 @@ except ImportError:  # pragma: no cover - depends on the environment
     _re2 = None
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DNS_LABEL_ANY_CASE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_]*[A-Za-z0-9])?$")
 # Constructs Python's `re` accepts but RE2 refuses (backreferences, lookaround, possessive/atomic groups).
 _NOT_RE2 = re.compile(r"\\[1-9]|\(\?[=!]|\(\?<[=!]|\(\?>|\(\?P=|[*+?}]\+")
@@ -24,10 +23,6 @@ _NOT_RE2 = re.compile(r"\\[1-9]|\(\?[=!]|\(\?<[=!]|\(\?>|\(\?P=|[*+?}]\+")
 
 def is_dns1123_label(s: Any) -> bool:
     return isinstance(s, str) and len(s) <= 63 and bool(DNS1123_LABEL.match(s))
-
-
-def is_dns1123_subdomain(s: Any) -> bool:
-    return isinstance(s, str) and len(s) <= 253 and bool(DNS1123_SUBDOMAIN.match(s))
 
 
 def is_ip(s: str) -> bool:

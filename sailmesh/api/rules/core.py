@@ -9,7 +9,7 @@ from sailmesh.api.rules.common import check_port, is_dns1123_label
 
 SERVICE_PROTOCOLS = frozenset({"TCP", "UDP", "SCTP"})
 LOCAL_WORKLOAD_FIELDS = frozenset({"command", "env", "serviceAccount", "ports", "replicas", "sidecar", "workdir",
-                                   "readinessProbe", "image"})
+                                   "readinessProbe", "image", "locality", "network", "weight"})
 LOCAL_PORT_FIELDS = frozenset({"name", "containerPort", "protocol"})
 APP_PROTOCOLS = frozenset({"HTTP", "HTTPS", "HTTP2", "GRPC", "GRPC-WEB", "TCP", "TLS", "UDP", "MONGO", "REDIS",
                            "MYSQL", "THRIFT"})
@@ -85,6 +85,12 @@ def check_local_workload(sink: IssueSink, spec: Any) -> None:
         sink.add("spec.replicas", f"replicas must be an integer >= 0, got {replicas!r}")
     if "sidecar" in spec and not isinstance(spec["sidecar"], bool):
         sink.add("spec.sidecar", "sidecar must be true or false")
+    for k in ("locality", "network"):  # as a WorkloadEntry's: region/zone/subzone, and the network name
+        if k in spec and not isinstance(spec[k], str):
+            sink.add(f"spec.{k}", f"{k} must be a string")
+    weight = spec.get("weight", 1)
+    if not _is_int(weight) or weight < 1:
+        sink.add("spec.weight", f"weight must be an integer >= 1, got {weight!r}")
     ports = spec.get("ports", [])
     if not isinstance(ports, list):
         sink.add("spec.ports", "ports must be a list")

