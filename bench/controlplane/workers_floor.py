@@ -28,8 +28,8 @@ from envoy.service.discovery.v3 import discovery_pb2
 from bench.controlplane.grpc_floor import SERVICE, _client_main, _Floor
 from bench.controlplane.procs import cpu_seconds
 from bench.jsonout import to_json
+from sailmesh.processes import free_port
 from sailmesh.server.ads import SERVER_OPTIONS
-from sailmesh.testing.waiting import free_port
 
 
 def _response(size: int) -> bytes:
