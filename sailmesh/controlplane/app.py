@@ -26,6 +26,7 @@ from sailmesh.errors import GenerationError, ParseError, RegistryError, Sailmesh
 from sailmesh.generate.affect import push_request
 from sailmesh.platform import workload_file
 from sailmesh.registry.aggregate import AggregateRegistry
+from sailmesh.registry.model import Workload
 from sailmesh.registry.workloads import LocalRegistry
 from sailmesh.server.ads import AdsServer
 from sailmesh.settings import Settings
@@ -146,25 +147,38 @@ class ControlPlane:
 
     # -- local workloads --------------------------------------------------------------------------
     def _load_workloads(self) -> None:
+        """Register what the workload file declares now (start-up: before the first snapshot)."""
+        wanted = self._read_workloads()
+        if wanted is not None:
+            self._apply_workloads(wanted)
+
+    def _read_workloads(self) -> dict[tuple[str, str], Workload] | None:
         if not self.opts.workload_file:
-            return
+            return None
         try:
-            wanted = {(w.namespace, w.name): w for w in workload_file.read(self.opts.workload_file)}
+            return {(w.namespace, w.name): w for w in workload_file.read(self.opts.workload_file)}
         except RegistryError as e:
             log.error("%s", e)
-            return
-        for w in self.registry.workloads():
+            return None
+
+    def _apply_workloads(self, wanted: dict[tuple[str, str], Workload]) -> None:
+        """Make the registry hold exactly `wanted`; unchanged workloads publish nothing."""
+        for w in self.registry.local.workloads():  # the file declares local workloads only
             if (w.namespace, w.name) not in wanted:
-                self.registry.unregister(w.name, w.namespace)
+                self.registry.local.unregister(w.name, w.namespace)
         for w in wanted.values():
-            self.registry.register(w)
+            self.registry.local.register(w)
 
     async def _watch_workload_file(self) -> None:
         path = os.path.abspath(self.opts.workload_file)
         folder = os.path.dirname(path)
+        # The platform replaces the file atomically (os.replace), so one event is one complete file: a short
+        # debounce (every millisecond here is convergence time), and the parse off the event loop.
         async for _ in watchfiles.awatch(folder, watch_filter=lambda _c, p: os.path.abspath(p) == path,
-                                         debounce=50, step=20):
-            self._load_workloads()
+                                         debounce=5, step=5):
+            wanted = await asyncio.to_thread(self._read_workloads)
+            if wanted is not None:
+                self._apply_workloads(wanted)
 
     # -- HTTP API backend ---------------------------------------------------------------------------
     def is_ready(self) -> bool:
