@@ -97,9 +97,14 @@ class SnapshotIndex:
         # outbound keys depend on the Sidecars, the mesh and the sourceLabels selectors only
         self._outbound: dict[Hashable, Hashable] = {}
         self._sidecar: dict[Hashable, Resource | None] = {}
+        self._visible: dict[Hashable, list[Service]] = {}
+        self._by_ns: dict[str, list[Service]] | None = None
         if previous is not None and previous.of_kind("Sidecar") is self.of_kind("Sidecar") \
                 and previous.mesh == mesh and previous._selectors == self._selectors:
             self._outbound, self._sidecar = previous._outbound, previous._sidecar
+            # visible services depend on the outbound key (Sidecar egress, namespace) and the services only
+            if previous.services is services:
+                self._visible, self._by_ns = previous._visible, previous._by_ns
         # DestinationRule answers depend on the rules, the services and the mesh only
         self._rules: dict[str, list[tuple[str, Resource]]] | None = None
         self._dr: dict[tuple[str, str], Resource | None] = {}
@@ -107,9 +112,7 @@ class SnapshotIndex:
                 and previous.services is services and previous.mesh == mesh:
             self._rules, self._dr = previous._rules_by_ns(), previous._dr
         self._vs: dict[tuple[str, str], list[Resource]] = {}
-        self._visible: dict[Hashable, list[Service]] = {}
         self._by_host: dict[Hashable, tuple[list[Resource], HostTable]] = {}
-        self._by_ns: dict[str, list[Service]] | None = None
         self._bound_to: dict[str, list[tuple[Resource, list[str], bool]]] = {}
         self._mesh_ns: dict[str, list[tuple[int, Resource, list[str], bool]]] | None = None
 

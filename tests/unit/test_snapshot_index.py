@@ -71,6 +71,7 @@ def test_the_index_belongs_to_its_snapshot_and_takes_over_what_did_not_change() 
     assert s2.index.hosts_of(reviews_vs) is hosts1  # the same object: not recomputed
     assert s2.index.outbound_key(pp) == key1
     assert s2.index.destination_rule("default", reviews) is dr1
+    assert s2.index.visible_services(pp) is s1.index.visible_services(pp)  # same services, Sidecars, selectors
     assert [vs.name for vs in s2.index.mesh_virtual_services(pp)] == ["reviews", "ratings"]  # oldest first
 
     # A changed DestinationRule is looked up anew.
