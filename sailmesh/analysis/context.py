@@ -20,7 +20,7 @@ DOMAIN_SUFFIX = DEFAULT_DOMAIN_SUFFIX
 DEFAULT_ROOT_NAMESPACE = "istio-system"
 
 
-def typed(r: Resource, cls: type[M]) -> M | None:
+def _typed(r: Resource, cls: type[M]) -> M | None:
     """The resource's typed spec as `cls` (built once per resource); None for another kind or a spec that does not fit.
 
     Analyzers run on config as written, valid or not (the schema analyzers report what does not fit); a
@@ -35,7 +35,7 @@ def typed(r: Resource, cls: type[M]) -> M | None:
 
 def export_to(res: Resource) -> list[str]:
     """The exportTo list of a VirtualService, DestinationRule or ServiceEntry; `*` when unset (or unreadable)."""
-    m = typed(res, Model)
+    m = _typed(res, Model)
     val = m.export_to if isinstance(m, VirtualService | DestinationRule | ServiceEntry) else None
     return list(val) if val else ["*"]
 
@@ -96,7 +96,7 @@ class Context:
         return out
 
     def model(self, r: Resource, cls: type[M]) -> M | None:
-        """The resource's typed spec, or None when its spec does not fit the model (see `typed`).
+        """The resource's typed spec, or None when its spec does not fit the model (see `_typed`).
 
         A spec that does not fit is tried once per context (a failed build is not cached on the resource).
         """
