@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from sailmesh.analysis.shapes import as_list, as_map
 from sailmesh.api.hosts import DEFAULT_DOMAIN_SUFFIX, analyzer_fqdn, host_subset_of, hosts_match, selector_matches
 from sailmesh.api.models import Model
+from sailmesh.api.models.networking import DestinationRule, ServiceEntry, VirtualService
 from sailmesh.api.resource import Resource
 from sailmesh.errors import ModelError
 
@@ -19,10 +20,32 @@ DOMAIN_SUFFIX = DEFAULT_DOMAIN_SUFFIX
 DEFAULT_ROOT_NAMESPACE = "istio-system"
 
 
+def _typed(r: Resource, cls: type[M]) -> M | None:
+    """The resource's typed spec as `cls` (built once per resource); None for another kind or a spec that does not fit.
+
+    Analyzers run on config as written, valid or not (the schema analyzers report what does not fit); a
+    resource that cannot be read typed is skipped, as Istio's analyzers never see objects that fail to convert.
+    """
+    try:
+        m = r.model
+    except ModelError:
+        return None
+    return m if isinstance(m, cls) else None
+
+
 def export_to(res: Resource) -> list[str]:
-    """The resource's exportTo list, `*` when unset."""
-    val = res.spec.get("exportTo") if isinstance(res.spec, Mapping) else None
-    return [str(v) for v in val] if isinstance(val, list) and val else ["*"]
+    """The exportTo list of a VirtualService, DestinationRule or ServiceEntry; `*` when unset (or unreadable)."""
+    m = _typed(res, Model)
+    val = m.export_to if isinstance(m, VirtualService | DestinationRule | ServiceEntry) else None
+    return list(val) if val else ["*"]
+
+
+def export_scope(r: Resource) -> set[str] | None:
+    """The namespaces a resource is exported to (`.` resolved), None when to every namespace (`*` or unset)."""
+    ex = export_to(r)
+    if "*" in ex:
+        return None
+    return {r.namespace if e == "." else e for e in ex}
 
 
 @dataclass
@@ -31,7 +54,7 @@ class ServiceInfo:
 
     host: str
     namespace: str
-    ports: list[dict[str, Any]]
+    port_numbers: tuple[Any, ...]  # Service spec.ports[].port / ServiceEntry ports[].number as written (None: unset)
     resource: Resource
 
 
@@ -48,6 +71,7 @@ class Context:
     _services: list[ServiceInfo] | None = field(init=False, default=None)
     _by_host: dict[str, list[ServiceInfo]] = field(init=False, default_factory=dict)
     _wildcard_services: list[ServiceInfo] = field(init=False, default_factory=list)
+    _unfit: dict[int, Resource] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         # Analyzers read spec/mesh config as mappings; other shapes are schema errors reported elsewhere.
@@ -72,14 +96,16 @@ class Context:
         return out
 
     def model(self, r: Resource, cls: type[M]) -> M | None:
-        """The resource's typed spec (built once per resource), or None when its spec does not fit the model.
+        """The resource's typed spec, or None when its spec does not fit the model (see `_typed`).
 
-        Analyzers run on config as written, valid or not (the schema analyzers report what does not fit); a
-        resource that cannot be read typed is skipped, as Istio's analyzers never see objects that fail to convert.
+        A spec that does not fit is tried once per context (a failed build is not cached on the resource).
         """
+        if self._unfit.get(id(r)) is r:
+            return None
         try:
             m = r.model
         except ModelError:
+            self._unfit[id(r)] = r
             return None
         return m if isinstance(m, cls) else None
 
@@ -133,12 +159,16 @@ class Context:
         return [*self._by_host.get(host, []), *(s for s in self._wildcard_services if host_subset_of(host, s.host))]
 
     def _iter_services(self) -> Iterator[ServiceInfo]:
-        for s in self.of("Service"):
-            ports = as_list(s.spec.get("ports"))
-            yield ServiceInfo(f"{s.name}.{s.namespace}.svc.{DOMAIN_SUFFIX}", s.namespace, list(ports), s)
+        for s in self.of("Service"):  # a core kind: its spec stays raw
+            numbers = tuple(p.get("port") for p in as_list(s.spec.get("ports")) if isinstance(p, Mapping))
+            yield ServiceInfo(f"{s.name}.{s.namespace}.svc.{DOMAIN_SUFFIX}", s.namespace, numbers, s)
         for se in self.of("ServiceEntry"):
-            for h in as_list(se.spec.get("hosts")):
-                yield ServiceInfo(analyzer_fqdn(str(h), se.namespace), se.namespace, as_list(se.spec.get("ports")), se)
+            entry = self.model(se, ServiceEntry)
+            if entry is None:
+                continue
+            numbers = tuple(p.number for p in entry.ports or ())
+            for h in entry.hosts or ():
+                yield ServiceInfo(analyzer_fqdn(h, se.namespace), se.namespace, numbers, se)
 
 
 WORKLOAD_CONTROLLERS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job")

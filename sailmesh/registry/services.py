@@ -8,7 +8,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
+from sailmesh.api.models import model_of
+from sailmesh.api.models.networking import ServiceEntry
 from sailmesh.api.resource import Resource
+from sailmesh.errors import ModelError
 from sailmesh.registry import protocol
 from sailmesh.registry.model import Service, ServicePort, Workload
 from sailmesh.registry.workloads import workload_from_spec
@@ -123,33 +126,42 @@ def service_from_kube(r: Resource, mesh: MeshDefaults) -> ServiceRecord:
     return ServiceRecord(svc, "Service", dns_name=dns_name)
 
 
+def _entry(r: Resource) -> ServiceEntry | None:
+    """The ServiceEntry's typed spec; None (logged) when it does not fit, which only config that bypassed a store
+    can do: the stores refuse such specs."""
+    try:
+        return model_of(r, ServiceEntry)
+    except ModelError as e:
+        log.warning("ignored: %s", e)
+        return None
+
+
 def services_from_entry(r: Resource) -> list[ServiceRecord]:
     """A ServiceEntry: one service per host, sharing ports, resolution, location, addresses and endpoints."""
-    spec = _spec(r)
+    entry = _entry(r)
+    if entry is None:
+        return []
     ports: list[ServicePort] = []
-    for p in _list(spec.get("ports")):
-        if not isinstance(p, Mapping):
-            continue
-        number = _port_number(p.get("number"))
+    for p in entry.ports or ():
+        number = p.number or 0
         if not 0 < number < 65536:
             continue
         # Istio converts ServiceEntry ports with protocol.Parse(port.protocol): no name inference.
-        proto = protocol.parse(str(p.get("protocol") or ""))
-        ports.append(ServicePort(number, str(p.get("name") or ""), proto, _port_number(p.get("targetPort"))))
-    resolution_raw = str(spec.get("resolution") or "NONE").upper()
+        proto = protocol.parse(p.protocol or "")
+        ports.append(ServicePort(number, p.name or "", proto, p.target_port or 0))
+    resolution_raw = (entry.resolution or "NONE").upper()
     resolution: Resolution = next((x for x in _RESOLUTIONS if x == resolution_raw), "NONE")
-    external = str(spec.get("location") or "MESH_EXTERNAL").upper() != "MESH_INTERNAL"
-    ws = spec.get("workloadSelector")
-    selector = _frozen(ws.get("labels")) if isinstance(ws, Mapping) else None
+    external = (entry.location or "MESH_EXTERNAL").upper() != "MESH_INTERNAL"
+    ws = entry.workload_selector
+    selector = _frozen(ws.labels) if ws is not None else None
     origin = f"ServiceEntry {r.namespace}/{r.name}"
     inline = tuple(
         workload_from_spec(f"{r.name}-endpoint-{i}", r.namespace, e, origin)
-        for i, e in enumerate(_list(spec.get("endpoints")))
-        if isinstance(e, Mapping) and e.get("address")
+        for i, e in enumerate(entry.endpoints or ())
+        if e.address
     )
     out = []
-    for host in _list(spec.get("hosts")):
-        host = str(host)
+    for host in entry.hosts or ():
         svc = Service(
             hostname=host,
             name=host,
@@ -159,8 +171,8 @@ def services_from_entry(r: Resource) -> list[ServiceRecord]:
             labels=_frozen(r.labels),
             resolution=resolution,
             mesh_external=external,
-            addresses=tuple(str(a) for a in _list(spec.get("addresses"))),
-            export_to=_export_to(spec.get("exportTo")),
+            addresses=tuple(entry.addresses or ()),
+            export_to=tuple(v for v in entry.export_to or () if v) or ("*",),
             origin=origin,
         )
         dns = host if resolution in ("DNS", "DNS_ROUND_ROBIN") and not inline and not selector else ""

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Protocol
 
+import msgspec
+
 from sailmesh.api.change import Change
+from sailmesh.api.models import model_of
+from sailmesh.api.models.networking import WorkloadEntry, WorkloadGroup
 from sailmesh.api.resource import Resource, ResourceKey
-from sailmesh.errors import RegistryError
+from sailmesh.errors import ModelError, RegistryError
 from sailmesh.registry.model import Workload
 from sailmesh.store.base import Broadcaster, Subscription
+
+log = logging.getLogger(__name__)
 
 WORKLOAD_KIND = "Workload"  # kind of the ResourceKeys that name registry workloads in change sets
 ENTRY_ORIGIN = "WorkloadEntry"
@@ -108,16 +115,6 @@ class LocalRegistry:
         self._events.publish(Change.of(key))
 
 
-def _int_map(value: Any) -> dict[str, int]:
-    if not isinstance(value, Mapping):
-        return {}
-    out: dict[str, int] = {}
-    for k, v in value.items():
-        if isinstance(v, int) and not isinstance(v, bool):
-            out[str(k)] = v
-    return out
-
-
 def _str_map(value: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in value.items()} if isinstance(value, Mapping) else {}
 
@@ -132,33 +129,43 @@ def _healthy(resource: Resource) -> bool:
     return True
 
 
-def workload_from_spec(name: str, namespace: str, spec: Mapping[str, Any], origin: str, healthy: bool = True,
+def workload_from_spec(name: str, namespace: str, spec: WorkloadEntry, origin: str, healthy: bool = True,
                        labels: Mapping[str, str] | None = None) -> Workload:
-    """A Workload from a WorkloadEntry-shaped spec (also ServiceEntry inline endpoints)."""
-    if not isinstance(spec, Mapping):
-        spec = {}
-    weight = spec.get("weight")
+    """A Workload from a typed WorkloadEntry spec (also ServiceEntry inline endpoints)."""
     return _freeze(
         Workload(
             name=name,
             namespace=namespace,
-            address=str(spec.get("address") or ""),
-            labels={**(labels or {}), **_str_map(spec.get("labels"))},
-            service_account=str(spec.get("serviceAccount") or "default"),
-            locality=str(spec.get("locality") or ""),
-            network=str(spec.get("network") or ""),
+            address=spec.address or "",
+            labels={**(labels or {}), **(spec.labels or {})},
+            service_account=spec.service_account or "default",
+            locality=spec.locality or "",
+            network=spec.network or "",
             healthy=healthy,
             origin=origin,
-            ports=_int_map(spec.get("ports")),
-            weight=weight if isinstance(weight, int) and not isinstance(weight, bool) and weight > 0 else 1,
+            ports=dict(spec.ports or {}),
+            weight=spec.weight if spec.weight is not None and spec.weight > 0 else 1,
         )
     )
 
 
 def workload_from_entry(entry: Resource) -> Workload:
-    """The Workload a WorkloadEntry resource describes (address, labels, ports, SA, weight, locality, network)."""
-    return workload_from_spec(entry.name, entry.namespace, entry.spec, f"{ENTRY_ORIGIN} {entry.namespace}/{entry.name}",
-                              healthy=_healthy(entry))
+    """The Workload a WorkloadEntry resource describes (address, labels, ports, SA, weight, locality, network).
+
+    ModelError if its spec does not fit the typed model (the stores refuse such specs).
+    """
+    return workload_from_spec(entry.name, entry.namespace, model_of(entry, WorkloadEntry),
+                              f"{ENTRY_ORIGIN} {entry.namespace}/{entry.name}", healthy=_healthy(entry))
+
+
+def _entry_workloads(entries: Iterable[Resource]) -> Iterable[Workload]:
+    for e in entries:
+        if e.kind != "WorkloadEntry":
+            continue
+        try:
+            yield workload_from_entry(e)
+        except ModelError as err:  # only config that bypassed a store: skipped, as a store would refuse it
+            log.warning("ignored: %s", err)
 
 
 def is_entry(workload: Workload) -> bool:
@@ -168,8 +175,7 @@ def is_entry(workload: Workload) -> bool:
 
 def all_workloads(local: Iterable[Workload], entries: Iterable[Resource]) -> tuple[Workload, ...]:
     """Local workloads plus every WorkloadEntry with an address, sorted by (namespace, name)."""
-    from_entries = [workload_from_entry(e) for e in entries if e.kind == "WorkloadEntry"]
-    found = [*local, *from_entries]
+    found = [*local, *_entry_workloads(entries)]
     return tuple(sorted((w for w in found if w.address), key=lambda w: (w.namespace, w.name, w.origin)))
 
 
@@ -177,16 +183,17 @@ def entry_for_group(group: Resource, address: str, network: str = "") -> dict[st
     """The WorkloadEntry document Istio's auto-registration creates for a proxy joining a WorkloadGroup.
 
     Named `<group>-<address with dots as dashes>[-<network>]`; labels and spec from the group's template.
+    ModelError if the group's spec does not fit its typed model.
     """
-    gspec = group.spec if isinstance(group.spec, Mapping) else {}
-    template = gspec.get("template") if isinstance(gspec.get("template"), Mapping) else {}
-    meta = gspec.get("metadata") if isinstance(gspec.get("metadata"), Mapping) else {}
+    spec_model = model_of(group, WorkloadGroup)
+    meta = spec_model.metadata or {}  # labels and annotations, as written
     name = f"{group.name}-{address.replace('.', '-').replace(':', '-')}" + (f"-{network}" if network else "")
-    spec = dict(template or {})
+    template = spec_model.template
+    spec: dict[str, Any] = msgspec.to_builtins(template) if template is not None else {}
     spec["address"] = address
     if network:
         spec["network"] = network
-    labels = {**_str_map((meta or {}).get("labels")), **_str_map(spec.get("labels"))}
+    labels = {**_str_map(meta.get("labels")), **_str_map(spec.get("labels"))}
     spec["labels"] = labels
     return {
         "apiVersion": "networking.istio.io/v1",
@@ -195,7 +202,7 @@ def entry_for_group(group: Resource, address: str, network: str = "") -> dict[st
             "name": name,
             "namespace": group.namespace,
             "labels": labels,
-            "annotations": {**_str_map((meta or {}).get("annotations")), "istio.io/autoRegistrationGroup": group.name},
+            "annotations": {**_str_map(meta.get("annotations")), "istio.io/autoRegistrationGroup": group.name},
         },
         "spec": spec,
     }

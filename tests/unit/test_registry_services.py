@@ -163,3 +163,15 @@ spec: {{hosts: [api.example.com], ports: [{{number: {port}, name: http, protocol
     index = build_index([one(se.format(name="first", port=80)), one(se.format(name="second", port=8080))], MESH)
     assert [p.port for p in index.services()["api.example.com"].ports] == [80]
     assert len(index.conflicts) == 1 and "ServiceEntry default/second" in index.conflicts[0]
+
+
+def test_a_service_entry_whose_spec_does_not_fit_its_model_is_skipped() -> None:
+    """Stores refuse such specs; config handed to the registry directly is skipped (logged), never half-read."""
+    unfit = one("""
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: unfit}
+spec: {hosts: [api.example.com], ports: [{number: "80", name: http, protocol: HTTP}]}
+""")
+    assert services_from_entry(unfit) == []
+    assert "api.example.com" not in build_index([unfit], MESH).services()

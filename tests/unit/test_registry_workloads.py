@@ -7,9 +7,15 @@ import asyncio
 import pytest
 
 from sailmesh.api.parse import parse_text, resource_from_dict
-from sailmesh.errors import RegistryError
+from sailmesh.errors import ModelError, RegistryError
 from sailmesh.registry.model import Workload
-from sailmesh.registry.workloads import LocalRegistry, entry_for_group, workload_from_entry, workload_key
+from sailmesh.registry.workloads import (
+    LocalRegistry,
+    all_workloads,
+    entry_for_group,
+    workload_from_entry,
+    workload_key,
+)
 
 
 async def test_local_registry_events() -> None:
@@ -79,3 +85,22 @@ spec:
     w = workload_from_entry(entry)
     assert w.address == "10.4.0.7" and dict(w.labels) == {"app": "reviews", "version": "v4"}
     assert w.service_account == "bookinfo-reviews" and dict(w.ports) == {"http": 9080}
+
+
+def test_workload_entries_read_typed_and_unfit_ones_are_skipped() -> None:
+    """A WorkloadEntry whose spec does not fit its model (ports must be numbers) gives no workload."""
+    docs = parse_text("""
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: ok}
+spec: {address: 10.0.0.1, ports: {http: 8080}, weight: 0}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: unfit}
+spec: {address: 10.0.0.2, ports: {http: "8080"}}
+""").resources
+    with pytest.raises(ModelError):
+        workload_from_entry(docs[1])
+    [w] = all_workloads([], docs)
+    assert (w.name, dict(w.ports), w.weight, w.service_account) == ("ok", {"http": 8080}, 1, "default")

@@ -10,6 +10,7 @@ from sailmesh.analysis.analyzers.k8s import pod_template
 from sailmesh.analysis.context import Context
 from sailmesh.analysis.diagnostic import Diagnostic
 from sailmesh.analysis.shapes import as_list
+from sailmesh.api.models.security import RequestAuthentication
 
 BLOCKED_CIDRS_ENV = "BLOCKED_CIDRS_IN_JWKS_URIS"
 
@@ -23,7 +24,8 @@ class BlockedCIDRsAnalyzer(Analyzer):
     def analyze(self, ctx: Context) -> Iterable[Diagnostic]:
         ras = [
             r for r in ctx.of("RequestAuthentication")
-            if any(isinstance(j, Mapping) and j.get("jwksUri") for j in as_list(r.spec.get("jwtRules")))
+            if (policy := ctx.model(r, RequestAuthentication)) is not None
+            and any(rule.jwks_uri for rule in policy.jwt_rules or ())
         ]
         if not ras:
             return
@@ -31,7 +33,7 @@ class BlockedCIDRsAnalyzer(Analyzer):
         for dep in ctx.of("Deployment"):
             if dep.namespace != ctx.root_namespace or dep.labels.get("app") != "istiod":
                 continue
-            _, spec = pod_template(dep)
+            _, spec = pod_template(dep)  # a core kind: its spec stays raw
             envs = {
                 str(e.get("name")): e.get("value")
                 for c in as_list(spec.get("containers")) if isinstance(c, Mapping) and c.get("name") == "discovery"

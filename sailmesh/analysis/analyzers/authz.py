@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 from sailmesh.analysis import messages as msg
 from sailmesh.analysis.analyzer import Analyzer, diag
-from sailmesh.analysis.analyzers.selectors import match_labels, selector_string
+from sailmesh.analysis.analyzers.selectors import labels_of, selector_string
 from sailmesh.analysis.context import Context
 from sailmesh.analysis.diagnostic import Diagnostic
-from sailmesh.analysis.shapes import as_list
+from sailmesh.api.models.security import AuthorizationPolicy
 
 
 def namespace_pattern_matches(pattern: str, namespace: str) -> bool:
@@ -32,21 +32,22 @@ class AuthorizationPoliciesAnalyzer(Analyzer):
     def analyze(self, ctx: Context) -> Iterable[Diagnostic]:
         namespaces = ctx.namespaces()
         for ap in ctx.of("AuthorizationPolicy"):
-            sel = match_labels(ap) or {}
+            policy = ctx.model(ap, AuthorizationPolicy)
+            if policy is None:
+                continue
+            sel = labels_of(policy.selector) or {}
             mesh_wide = ap.namespace == ctx.root_namespace
             if sel or not mesh_wide:
                 pods = ctx.pods_matching(None if mesh_wide else ap.namespace, sel)
                 if not pods:
                     yield diag(msg.NoMatchingWorkloadsFound, ap, selector_string(sel), path="spec.selector")
-            for i, rule in enumerate(as_list(ap.spec.get("rules"))):
-                if not isinstance(rule, Mapping):
-                    continue
-                for j, frm in enumerate(as_list(rule.get("from"))):
-                    src = frm.get("source") if isinstance(frm, Mapping) else None
-                    if not isinstance(src, Mapping):
+            for i, rule in enumerate(policy.rules or ()):
+                for j, frm in enumerate(rule.from_ or ()):
+                    src = frm.source
+                    if src is None:
                         continue
-                    for field in ("namespaces", "notNamespaces"):
-                        for pat in as_list(src.get(field)):
-                            if not any(namespace_pattern_matches(str(pat), n) for n in namespaces):
-                                yield diag(msg.ReferencedResourceNotFound, ap, "namespace", str(pat),
+                    for field, patterns in (("namespaces", src.namespaces), ("notNamespaces", src.not_namespaces)):
+                        for pat in patterns or ():
+                            if not any(namespace_pattern_matches(pat, n) for n in namespaces):
+                                yield diag(msg.ReferencedResourceNotFound, ap, "namespace", pat,
                                            path=f"spec.rules[{i}].from[{j}].source.{field}")

@@ -6,7 +6,6 @@ import base64
 import datetime
 import warnings
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 from cryptography import x509
 
@@ -17,24 +16,21 @@ from sailmesh.analysis.context import Context
 from sailmesh.analysis.diagnostic import Diagnostic
 from sailmesh.analysis.shapes import as_list, as_map
 from sailmesh.api.hosts import hosts_match, selector_matches
+from sailmesh.api.models.networking import Gateway, Server
 from sailmesh.api.resource import Resource
 
 
-def gw_selector(gw: Resource) -> dict[str, str]:
-    sel = gw.spec.get("selector")
-    return {str(k): str(v) for k, v in sel.items()} if isinstance(sel, Mapping) else {}
+def gateways(ctx: Context) -> list[tuple[Resource, Gateway]]:
+    """Every Gateway with its typed spec (those whose spec does not fit the model are skipped)."""
+    return [(gw, spec) for gw in ctx.of("Gateway") if (spec := ctx.model(gw, Gateway)) is not None]
 
 
-def servers(gw: Resource) -> list[Mapping[str, Any]]:
-    return [s for s in as_list(gw.spec.get("servers")) if isinstance(s, Mapping)]
+def gw_selector(spec: Gateway) -> Mapping[str, str]:
+    return spec.selector or {}
 
 
-def _port(server: Mapping[str, Any]) -> int | None:
-    p = server.get("port")
-    try:
-        return int(p["number"]) if isinstance(p, Mapping) and p.get("number") is not None else None
-    except (TypeError, ValueError):
-        return None
+def _port(server: Server) -> int | None:
+    return server.port.number if server.port is not None else None
 
 
 class IngressGatewayPortAnalyzer(Analyzer):
@@ -44,15 +40,15 @@ class IngressGatewayPortAnalyzer(Analyzer):
     messages = (msg.ReferencedResourceNotFound, msg.GatewayPortNotDefinedOnService)
 
     def analyze(self, ctx: Context) -> Iterable[Diagnostic]:
-        for gw in ctx.of("Gateway"):
-            sel = gw_selector(gw)
+        for gw, spec in gateways(ctx):
+            sel = gw_selector(spec)
             pods = [p for p in ctx.workloads() if selector_matches(sel, p.labels)]
             if not pods:
                 yield diag(msg.ReferencedResourceNotFound, gw, "selector", selector_string(sel), path="spec.selector")
                 continue
             ports: set[int] = set()
             for pod in pods:
-                for svc in ctx.of("Service"):
+                for svc in ctx.of("Service"):  # a core kind: its spec stays raw
                     ssel = svc.spec.get("selector")
                     if svc.namespace != pod.namespace or not isinstance(ssel, Mapping) or not ssel:
                         continue
@@ -63,16 +59,16 @@ class IngressGatewayPortAnalyzer(Analyzer):
                             for key in ("port", "targetPort"):
                                 if isinstance(p.get(key), int):
                                     ports.add(p[key])
-            for i, server in enumerate(servers(gw)):
+            for i, server in enumerate(spec.servers or ()):
                 n = _port(server)
                 if n is not None and n not in ports:
                     yield diag(msg.GatewayPortNotDefinedOnService, gw, n, selector_string(sel),
                                path=f"spec.servers[{i}].port")
 
 
-def gateway_namespace(ctx: Context, gw: Resource) -> str:
+def gateway_namespace(ctx: Context, spec: Gateway) -> str:
     """Namespace of the first pod the Gateway selects ('' when none)."""
-    sel = gw_selector(gw)
+    sel = gw_selector(spec)
     for p in ctx.workloads():
         if selector_matches(sel, p.labels):
             return p.namespace
@@ -102,15 +98,14 @@ class SecretAnalyzer(Analyzer):
     messages = (msg.ReferencedResourceNotFound, msg.InvalidGatewayCredential)
 
     def analyze(self, ctx: Context) -> Iterable[Diagnostic]:
-        for gw in ctx.of("Gateway"):
-            ns = gateway_namespace(ctx, gw)
+        for gw, spec in gateways(ctx):
+            ns = gateway_namespace(ctx, spec)
             if not ns:
-                yield diag(msg.ReferencedResourceNotFound, gw, "selector", selector_string(gw_selector(gw)),
+                yield diag(msg.ReferencedResourceNotFound, gw, "selector", selector_string(gw_selector(spec)),
                            path="spec.selector")
                 continue
-            for i, server in enumerate(servers(gw)):
-                tls = server.get("tls")
-                cn = str(tls.get("credentialName") or "") if isinstance(tls, Mapping) else ""
+            for i, server in enumerate(spec.servers or ()):
+                cn = (server.tls.credential_name or "") if server.tls is not None else ""
                 if not cn:
                     continue
                 path = f"spec.servers[{i}].tls.credentialName"
@@ -132,25 +127,24 @@ class CertificateAnalyzer(Analyzer):
     messages = (msg.GatewayDuplicateCertificate,)
 
     @staticmethod
-    def _certs(gw: Resource) -> set[tuple[str, str, str]]:
+    def _certs(spec: Gateway) -> set[tuple[str, str, str]]:
         out = set()
-        for s in servers(gw):
-            tls = s.get("tls")
-            if isinstance(tls, Mapping):
-                key = (str(tls.get("credentialName") or ""), str(tls.get("serverCertificate") or ""),
-                       str(tls.get("privateKey") or ""))
+        for s in spec.servers or ():
+            tls = s.tls
+            if tls is not None:
+                key = (tls.credential_name or "", tls.server_certificate or "", tls.private_key or "")
                 if any(key):
                     out.add(key)
         return out
 
     def analyze(self, ctx: Context) -> Iterable[Diagnostic]:
-        gws = ctx.of("Gateway")
-        for gw in gws:
-            mine = self._certs(gw)
-            for other in gws:
-                if other is gw or not _subset(gw_selector(gw), gw_selector(other)):
+        gws = gateways(ctx)
+        for gw, spec in gws:
+            mine = self._certs(spec)
+            for other, ospec in gws:
+                if other is gw or not _subset(gw_selector(spec), gw_selector(ospec)):
                     continue
-                if mine & self._certs(other):
+                if mine & self._certs(ospec):
                     names = [f"{gw.namespace}/{gw.name}", f"{other.namespace}/{other.name}"]
                     yield diag(msg.GatewayDuplicateCertificate, gw, names, path="spec.servers")
                     break
@@ -163,32 +157,31 @@ class ConflictingGatewayAnalyzer(Analyzer):
     messages = (msg.ConflictingGateways,)
 
     def analyze(self, ctx: Context) -> Iterable[Diagnostic]:
-        gws = ctx.of("Gateway")
-        for gw in gws:
-            sel = gw_selector(gw)
-            for other in gws:
+        gws = gateways(ctx)
+        for gw, spec in gws:
+            sel = gw_selector(spec)
+            for other, ospec in gws:
                 if other is gw:
                     continue
-                osel = gw_selector(other)
+                osel = gw_selector(ospec)
                 if not (_subset(sel, osel) or _subset(osel, sel)):
                     continue
-                hit = self._conflict(gw, other)
+                hit = self._conflict(spec, ospec)
                 if hit:
                     port, hosts = hit
                     yield diag(msg.ConflictingGateways, gw, f"{other.namespace}/{other.name}",
                                selector_string(sel), str(port), hosts, path="spec.servers")
 
     @staticmethod
-    def _conflict(a: Resource, b: Resource) -> tuple[int, list[str]] | None:
-        for sa in servers(a):
+    def _conflict(a: Gateway, b: Gateway) -> tuple[int, list[str]] | None:
+        for sa in a.servers or ():
             pa = _port(sa)
             if pa is None:
                 continue
-            for sb in servers(b):
+            for sb in b.servers or ():
                 if _port(sb) != pa:
                     continue
-                common = [str(h) for h in as_list(sa.get("hosts")) if any(hosts_match(str(h), str(o))
-                                                                        for o in as_list(sb.get("hosts")))]
+                common = [h for h in sa.hosts or () if any(hosts_match(h, o) for o in sb.hosts or ())]
                 if common:
                     return pa, common
         return None

@@ -12,10 +12,10 @@ from typing import Any
 
 from sailmesh.analysis import messages as msg
 from sailmesh.analysis.analyzer import Analyzer, diag
-from sailmesh.analysis.analyzers.routerules import unreachable_rules
+from sailmesh.analysis.analyzers.routerules import Route, unreachable_rules
 from sailmesh.analysis.context import Context
 from sailmesh.analysis.diagnostic import Diagnostic
-from sailmesh.analysis.shapes import as_list
+from sailmesh.api.models.networking import VirtualService
 from sailmesh.api.resource import Resource
 
 ISTIO_KINDS = (
@@ -35,16 +35,18 @@ def _validator() -> Callable[[Resource], list[Any]] | None:
     return fn if callable(fn) else None
 
 
-def virtual_service_rule_warnings(vs: Resource) -> Iterable[Diagnostic]:
+def virtual_service_rule_warnings(vs: Resource, spec: VirtualService) -> Iterable[Diagnostic]:
     out: list[Diagnostic] = []
-    for section, overlap in (("http", True), ("tcp", False), ("tls", False)):
+    sections: tuple[tuple[str, tuple[Route, ...] | None, bool], ...] = (
+        ("http", spec.http, True), ("tcp", spec.tcp, False), ("tls", spec.tls, False))
+    for section, routes, overlap in sections:
         def unreachable(rule: str, reason: str, section: str = section) -> None:
             out.append(diag(msg.VirtualServiceUnreachableRule, vs, rule, reason, path=f"spec.{section}"))
 
         def ineffective(rule: str, match: str, dup: str, section: str = section) -> None:
             out.append(diag(msg.VirtualServiceIneffectiveMatch, vs, rule, match, dup, path=f"spec.{section}"))
 
-        unreachable_rules(as_list(vs.spec.get(section)), unreachable, ineffective, check_prefix_overlap=overlap)
+        unreachable_rules(routes or (), unreachable, ineffective, check_prefix_overlap=overlap)
     return out
 
 
@@ -70,8 +72,9 @@ class SchemaValidationAnalyzer(Analyzer):
                     mtype = msg.SchemaWarning if getattr(issue, "severity", "error") == "warning" \
                         else msg.SchemaValidationError
                     yield diag(mtype, r, text, path=getattr(issue, "field", ""))
-            if self.kind == "VirtualService":
-                yield from virtual_service_rule_warnings(r)
+            spec = ctx.model(r, VirtualService) if self.kind == "VirtualService" else None
+            if spec is not None:  # as in Istio, rules are checked on a spec that converts to the typed model
+                yield from virtual_service_rule_warnings(r, spec)
 
 
 def schema_analyzers() -> list[Analyzer]:

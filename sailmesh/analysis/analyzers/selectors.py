@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from sailmesh.analysis import messages as msg
 from sailmesh.analysis.analyzer import Analyzer, diag
@@ -10,19 +10,36 @@ from sailmesh.analysis.context import Context, group_by
 from sailmesh.analysis.diagnostic import Diagnostic
 from sailmesh.analysis.messages import MessageType
 from sailmesh.analysis.shapes import as_map
+from sailmesh.api.models.networking import Sidecar, WorkloadSelector
 from sailmesh.api.resource import Resource
 
-Getter = Callable[[Resource], Mapping[str, str] | None]
+Selected = list[tuple[Resource, Mapping[str, str] | None]]  # (resource, its selector labels; None: no selector)
 
 
-def sidecar_selector(r: Resource) -> Mapping[str, str] | None:
-    ws = r.spec.get("workloadSelector")
-    return (ws.get("labels") or None) if isinstance(ws, Mapping) else None
+def labels_of(selector: WorkloadSelector | None) -> Mapping[str, str] | None:
+    """A typed `selector: {matchLabels}`'s labels; None when unset or empty (selects like no selector)."""
+    return (selector.match_labels or None) if selector is not None else None
 
 
-def match_labels(r: Resource) -> Mapping[str, str] | None:
+def sidecar_selectors(ctx: Context) -> Selected:
+    """Every Sidecar with its workloadSelector labels (Sidecars whose spec does not fit the model are skipped)."""
+    out: Selected = []
+    for r in ctx.of("Sidecar"):
+        sc = ctx.model(r, Sidecar)
+        if sc is not None:
+            ws = sc.workload_selector
+            out.append((r, (ws.labels or None) if ws is not None else None))
+    return out
+
+
+def raw_match_labels(r: Resource) -> Mapping[str, str] | None:
+    """`spec.selector.matchLabels` of a kind without a typed model (Telemetry, WasmPlugin), read raw."""
     sel = r.spec.get("selector")
     return (sel.get("matchLabels") or None) if isinstance(sel, Mapping) else None
+
+
+def telemetry_selectors(ctx: Context) -> Selected:
+    return [(r, raw_match_labels(r)) for r in ctx.of("Telemetry")]
 
 
 def selector_string(sel: Mapping[str, str]) -> str:
@@ -30,12 +47,9 @@ def selector_string(sel: Mapping[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(as_map(sel).items()))
 
 
-def _selector_analysis(
-    ctx: Context, kind: str, getter: Getter, conflict: MessageType, path: str
-) -> Iterable[Diagnostic]:
+def _selector_analysis(ctx: Context, selected: Selected, conflict: MessageType, path: str) -> Iterable[Diagnostic]:
     by_pod: dict[tuple[str, str], list[Resource]] = {}
-    for r in ctx.of(kind):
-        sel = getter(r)
+    for r, sel in selected:
         if not sel:
             continue
         pods = ctx.pods_matching(r.namespace, sel)
@@ -54,8 +68,8 @@ def _selector_analysis(
                 yield diag(conflict, r, names, ns, pod, path=path)
 
 
-def _default_analysis(ctx: Context, kind: str, getter: Getter, conflict: MessageType) -> Iterable[Diagnostic]:
-    defaults = [r for r in ctx.of(kind) if not getter(r)]
+def _default_analysis(selected: Selected, conflict: MessageType) -> Iterable[Diagnostic]:
+    defaults = [r for r, sel in selected if not sel]
     for ns, rs in group_by(defaults, lambda r: r.namespace).items():
         if len(rs) > 1:
             names = [r.name for r in rs]
@@ -76,7 +90,7 @@ class SidecarSelectorAnalyzer(Analyzer):
 
     def analyze(self, ctx: Context) -> Iterable[Diagnostic]:
         yield from _selector_analysis(
-            ctx, "Sidecar", sidecar_selector, msg.ConflictingSidecarWorkloadSelectors, "spec.workloadSelector"
+            ctx, sidecar_selectors(ctx), msg.ConflictingSidecarWorkloadSelectors, "spec.workloadSelector"
         )
         yield from sidecar_defaults_and_ambient(ctx)
 
@@ -95,9 +109,9 @@ def ambient_namespace(ctx: Context, namespace: str) -> bool:
 def sidecar_defaults_and_ambient(ctx: Context) -> Iterable[Diagnostic]:
     """At most one selector-less Sidecar per namespace; Sidecars do nothing for ambient workloads."""
 
-    yield from _default_analysis(ctx, "Sidecar", sidecar_selector, msg.MultipleSidecarsWithoutWorkloadSelectors)
-    for r in ctx.of("Sidecar"):
-        sel = sidecar_selector(r)
+    selected = sidecar_selectors(ctx)
+    yield from _default_analysis(selected, msg.MultipleSidecarsWithoutWorkloadSelectors)
+    for r, sel in selected:
         if sel is None:
             if ambient_namespace(ctx, r.namespace):
                 yield diag(msg.IneffectivePolicy, r, "namespace is in ambient mode")
@@ -118,7 +132,7 @@ class TelemetrySelectorAnalyzer(Analyzer):
 
     def analyze(self, ctx: Context) -> Iterable[Diagnostic]:
         yield from _selector_analysis(
-            ctx, "Telemetry", match_labels, msg.ConflictingTelemetryWorkloadSelectors, "spec.selector"
+            ctx, telemetry_selectors(ctx), msg.ConflictingTelemetryWorkloadSelectors, "spec.selector"
         )
 
 
@@ -129,4 +143,4 @@ class TelemetryDefaultSelectorAnalyzer(Analyzer):
     messages = (msg.MultipleTelemetriesWithoutWorkloadSelectors,)
 
     def analyze(self, ctx: Context) -> Iterable[Diagnostic]:
-        yield from _default_analysis(ctx, "Telemetry", match_labels, msg.MultipleTelemetriesWithoutWorkloadSelectors)
+        yield from _default_analysis(telemetry_selectors(ctx), msg.MultipleTelemetriesWithoutWorkloadSelectors)

@@ -6,9 +6,10 @@ from collections.abc import Iterable, Mapping
 
 from sailmesh.analysis import messages as msg
 from sailmesh.analysis.analyzer import Analyzer, diag
-from sailmesh.analysis.context import Context, export_to
+from sailmesh.analysis.context import Context, export_scope
 from sailmesh.analysis.diagnostic import Diagnostic
-from sailmesh.analysis.shapes import as_list, as_map
+from sailmesh.analysis.shapes import as_map
+from sailmesh.api.models.networking import ServiceEntry
 from sailmesh.api.resource import Resource
 
 
@@ -28,26 +29,20 @@ class ProtocolAddressesAnalyzer(Analyzer):
         if _auto_allocate(ctx):
             return
         for se in ctx.of("ServiceEntry"):
-            if se.spec.get("addresses"):
+            entry = ctx.model(se, ServiceEntry)
+            if entry is None or entry.addresses:
                 continue
-            status = se.raw.get("status")
+            status = se.raw.get("status")  # status is not part of the spec model
             if isinstance(status, Mapping) and status.get("addresses"):
                 continue
-            for i, port in enumerate(as_list(se.spec.get("ports"))):
-                if isinstance(port, Mapping) and str(port.get("protocol") or "").upper() in ("", "TCP"):
+            for i, port in enumerate(entry.ports or ()):
+                if (port.protocol or "").upper() in ("", "TCP"):
                     yield diag(msg.ServiceEntryAddressesRequired, se, path=f"spec.ports[{i}]")
                     break
 
 
-def _scope(se: Resource) -> set[str] | None:
-    ex = export_to(se)
-    if "*" in ex:
-        return None
-    return {se.namespace if e == "." else e for e in ex}
-
-
 def _visible_together(a: Resource, b: Resource) -> bool:
-    sa, sb = _scope(a), _scope(b)
+    sa, sb = export_scope(a), export_scope(b)
     return sa is None or sb is None or bool(sa & sb)
 
 
@@ -60,10 +55,13 @@ class ConflictingServiceEntryProtocolAnalyzer(Analyzer):
     def analyze(self, ctx: Context) -> Iterable[Diagnostic]:
         entries: list[tuple[Resource, str, int, str]] = []
         for se in ctx.of("ServiceEntry"):
-            for h in as_list(se.spec.get("hosts")):
-                for p in as_list(se.spec.get("ports")):
-                    if isinstance(p, Mapping) and isinstance(p.get("number"), int):
-                        entries.append((se, str(h), p["number"], str(p.get("protocol") or "").upper()))
+            entry = ctx.model(se, ServiceEntry)
+            if entry is None:
+                continue
+            for h in entry.hosts or ():
+                for p in entry.ports or ():
+                    if p.number is not None:
+                        entries.append((se, h, p.number, (p.protocol or "").upper()))
         done: set[tuple[int, str, int]] = set()
         for se, host, port, proto in entries:
             others = [e for e in entries if e[0] is not se and e[1] == host and e[2] == port and e[3] != proto

@@ -14,21 +14,12 @@ from sailmesh.analysis.analyzers.vsutil import (
     split_ref,
     vs_namespaces,
 )
-from sailmesh.analysis.context import Context, export_to
+from sailmesh.analysis.context import Context, ServiceInfo, export_scope
 from sailmesh.analysis.diagnostic import Diagnostic
-from sailmesh.analysis.shapes import as_list, as_map
 from sailmesh.api.hosts import analyzer_fqdn, exported_to, host_subset_of, hosts_match, selector_matches
+from sailmesh.api.models.networking import DestinationRule, Gateway, VirtualService
+from sailmesh.api.models.security import RequestAuthentication
 from sailmesh.api.resource import Resource
-
-
-def _port_number(dest: Mapping[str, object]) -> int | None:
-    port = dest.get("port")
-    if isinstance(port, Mapping) and port.get("number") is not None:
-        try:
-            return int(port["number"])  # type: ignore[call-overload]
-        except (TypeError, ValueError):
-            return None
-    return None
 
 
 class DestinationHostAnalyzer(Analyzer):
@@ -40,50 +31,52 @@ class DestinationHostAnalyzer(Analyzer):
 
     def analyze(self, ctx: Context) -> Iterable[Diagnostic]:
         for vs in ctx.of("VirtualService"):
-            yield from self._destinations(ctx, vs)
-            yield from self._ingress_subsets(ctx, vs)
+            spec = ctx.model(vs, VirtualService)
+            if spec is None:
+                continue
+            yield from self._destinations(ctx, vs, spec)
+            yield from self._ingress_subsets(ctx, vs, spec)
 
-    def _destinations(self, ctx: Context, vs: Resource) -> Iterable[Diagnostic]:
-        for path, dest in all_destinations(vs):
-            host = str(dest.get("host") or "")
+    def _destinations(self, ctx: Context, vs: Resource, spec: VirtualService) -> Iterable[Diagnostic]:
+        for path, dest in all_destinations(spec):
+            host = dest.host or ""
             if not host:
                 continue
-            found = None
-            for ns in vs_namespaces(vs):
-                svcs = find_services(ctx, host, ns)
-                if not svcs:
-                    found = None
+            found: list[ServiceInfo] = []
+            for ns in vs_namespaces(vs, spec):
+                found = find_services(ctx, host, ns)
+                if not found:
                     break
-                found = svcs
             if not found:
                 yield diag(msg.ReferencedResourceNotFound, vs, "host", host, path=f"{path}.host")
                 continue
-            ports = [p for _, r, ps in found if r.kind == "Service" or ps for p in ps]
-            if not any(r.kind == "Service" or ps for _, r, ps in found):
+            # ServiceEntry hosts without ports say nothing about ports; Services always do
+            with_ports = [s for s in found if s.resource.kind == "Service" or s.port_numbers]
+            if not with_ports:
                 continue
-            number = _port_number(dest)
+            ports = [p for s in with_ports for p in s.port_numbers]
+            number = dest.port.number if dest.port is not None else None
             if number is None:
                 if len(ports) > 1:
-                    nums = [p.get("number", p.get("port")) for p in ports if isinstance(p, Mapping)]
-                    yield diag(msg.VirtualServiceDestinationPortSelectorRequired, vs, host, nums, path=path)
-            elif not any(isinstance(p, Mapping) and p.get("number", p.get("port")) == number for p in ports):
+                    yield diag(msg.VirtualServiceDestinationPortSelectorRequired, vs, host, ports, path=path)
+            elif number not in ports:
                 yield diag(msg.ReferencedResourceNotFound, vs, "host+port", f"{host}+{number}", path=path)
 
-    def _ingress_subsets(self, ctx: Context, vs: Resource) -> Iterable[Diagnostic]:
-        gws = [g for g in gateways_of(vs) if g != MESH_GATEWAY]
+    def _ingress_subsets(self, ctx: Context, vs: Resource, spec: VirtualService) -> Iterable[Diagnostic]:
+        gws = [g for g in gateways_of(spec) if g != MESH_GATEWAY]
         if not gws:
             return
-        for path, dest in all_destinations(vs):
-            if dest.get("subset"):
+        for path, dest in all_destinations(spec):
+            if dest.subset:
                 continue
-            host = analyzer_fqdn(str(dest.get("host") or ""), vs.namespace)
+            host = analyzer_fqdn(dest.host or "", vs.namespace)
             for other in ctx.of("VirtualService"):
-                if other is vs or MESH_GATEWAY not in gateways_of(other):
+                ospec = ctx.model(other, VirtualService)
+                if other is vs or ospec is None or MESH_GATEWAY not in gateways_of(ospec):
                     continue
-                ohosts = [analyzer_fqdn(str(h), other.namespace) for h in as_list(other.spec.get("hosts"))]
-                if host not in ohosts:
+                if host not in [analyzer_fqdn(h, other.namespace) for h in ospec.hosts or ()]:
                     continue
-                if any(d.get("subset") for _, d in all_destinations(other)):
+                if any(d.subset for _, d in all_destinations(ospec)):
                     yield diag(msg.IngressRouteRulesNotAffected, vs, f"{other.namespace}/{other.name}", ",".join(gws),
                                path=path)
                     return
@@ -96,46 +89,38 @@ class DestinationRuleAnalyzer(Analyzer):
     messages = (msg.ReferencedResourceNotFound,)
 
     def analyze(self, ctx: Context) -> Iterable[Diagnostic]:
-        exact: dict[str, list[Resource]] = {}
-        wildcard: list[tuple[str, Resource]] = []
+        rules: list[tuple[str, Resource, DestinationRule]] = []  # (FQDN host, resource, model)
         for dr in ctx.of("DestinationRule"):
-            h = analyzer_fqdn(str(dr.spec.get("host") or ""), dr.namespace)
-            if h.startswith("*"):
-                wildcard.append((h, dr))
-            else:
-                exact.setdefault(h, []).append(dr)
+            rule = ctx.model(dr, DestinationRule)
+            if rule is not None:
+                rules.append((analyzer_fqdn(rule.host or "", dr.namespace), dr, rule))
+        exact: dict[str, list[tuple[str, Resource, DestinationRule]]] = {}
+        wildcard = [e for e in rules if e[0].startswith("*")]
+        for e in rules:
+            if not e[0].startswith("*"):
+                exact.setdefault(e[0], []).append(e)
         for vs in ctx.of("VirtualService"):
-            for path, dest in all_destinations(vs):
-                subset = dest.get("subset")
-                host = str(dest.get("host") or "")
+            spec = ctx.model(vs, VirtualService)
+            for path, dest in all_destinations(spec) if spec is not None else ():
+                subset, host = dest.subset, dest.host or ""
                 if not subset or not host:
                     continue
                 full = analyzer_fqdn(host, vs.namespace)
                 if full.startswith("*"):
-                    candidates = [dr for dr in ctx.of("DestinationRule")
-                                  if hosts_match(analyzer_fqdn(str(dr.spec.get("host") or ""), dr.namespace), full)]
+                    candidates = [e for e in rules if hosts_match(e[0], full)]
                 else:
-                    candidates = [*exact.get(full, []), *(dr for h, dr in wildcard if host_subset_of(full, h))]
-                ok = False
-                for dr in candidates:
-                    if not exported_to(export_to(dr), dr.namespace, vs.namespace):
-                        continue
-                    if any(isinstance(s, Mapping) and s.get("name") == subset for s in as_list(dr.spec.get("subsets"))):
-                        ok = True
-                        break
-                if not ok:
+                    candidates = [*exact.get(full, []), *(e for e in wildcard if host_subset_of(full, e[0]))]
+                if not any(exported_to(rule.export_to or (), dr.namespace, vs.namespace) and rule.subset(subset)
+                           for _, dr, rule in candidates):
                     yield diag(msg.ReferencedResourceNotFound, vs, "host+subset in destinationrule",
                                f"{host}+{subset}", path=f"{path}.subset")
 
 
-def _gateway_hosts_for(gw: Resource, vs_namespace: str) -> list[str]:
+def _gateway_hosts_for(gw: Resource, spec: Gateway, vs_namespace: str) -> list[str]:
     """Server hosts of a Gateway usable by a VirtualService in vs_namespace (`ns/host` form honoured)."""
     out = []
-    for server in as_list(gw.spec.get("servers")):
-        if not isinstance(server, Mapping):
-            continue
-        for h in as_list(server.get("hosts")):
-            h = str(h)
+    for server in spec.servers or ():
+        for h in server.hosts or ():
             if "/" in h:
                 ns, _, name = h.partition("/")
                 ns = gw.namespace if ns == "." else ns
@@ -154,9 +139,11 @@ class GatewayAnalyzer(Analyzer):
 
     def analyze(self, ctx: Context) -> Iterable[Diagnostic]:
         for vs in ctx.of("VirtualService"):
-            vs_hosts = [str(h) for h in as_list(vs.spec.get("hosts"))]
-            for i, ref in enumerate(as_list(vs.spec.get("gateways"))):
-                ref = str(ref)
+            spec = ctx.model(vs, VirtualService)
+            if spec is None:
+                continue
+            vs_hosts = list(spec.hosts or ())
+            for i, ref in enumerate(spec.gateways or ()):
                 if ref == MESH_GATEWAY:
                     continue
                 path = f"spec.gateways[{i}]"
@@ -167,7 +154,8 @@ class GatewayAnalyzer(Analyzer):
                 gw = ctx.get("Gateway", ns, name)
                 if gw is None:
                     yield diag(msg.ReferencedResourceNotFound, vs, "gateway", ref, path=path)
-                gw_hosts = _gateway_hosts_for(gw, vs.namespace) if gw else []
+                gw_spec = ctx.model(gw, Gateway) if gw is not None else None
+                gw_hosts = _gateway_hosts_for(gw, gw_spec, vs.namespace) if gw is not None and gw_spec else []
                 if not any(hosts_match(g, h) for g in gw_hosts for h in vs_hosts):
                     yield diag(msg.VirtualServiceHostNotFoundInGateway, vs, vs_hosts, f"{vs.namespace}/{vs.name}",
                                f"{ns}/{name}", path=path)
@@ -179,16 +167,12 @@ class ConflictingMeshGatewayHostsAnalyzer(Analyzer):
     name = "virtualservice.ConflictingMeshGatewayHostsAnalyzer"
     messages = (msg.ConflictingMeshGatewayVirtualServiceHosts,)
 
-    @staticmethod
-    def _scope(vs: Resource) -> set[str] | None:
-        val = vs.spec.get("exportTo")
-        if not isinstance(val, list) or not val or "*" in val:
-            return None
-        return {vs.namespace if str(e) == "." else str(e) for e in val}
-
     def analyze(self, ctx: Context) -> Iterable[Diagnostic]:
-        mesh_vs = [v for v in ctx.of("VirtualService") if MESH_GATEWAY in gateways_of(v)]
-        entries = [(v, analyzer_fqdn(str(h), v.namespace)) for v in mesh_vs for h in as_list(v.spec.get("hosts"))]
+        entries: list[tuple[Resource, str]] = []
+        for v in ctx.of("VirtualService"):
+            spec = ctx.model(v, VirtualService)
+            if spec is not None and MESH_GATEWAY in gateways_of(spec):
+                entries.extend((v, analyzer_fqdn(h, v.namespace)) for h in spec.hosts or ())
         exact: dict[str, list[tuple[Resource, str]]] = {}
         wildcard: list[tuple[Resource, str]] = []
         for e in entries:
@@ -200,7 +184,7 @@ class ConflictingMeshGatewayHostsAnalyzer(Analyzer):
             for other, ohost in candidates:
                 if other is vs or not hosts_match(host, ohost):
                     continue
-                a, b = self._scope(vs), self._scope(other)
+                a, b = export_scope(vs), export_scope(other)
                 if a is not None and b is not None and not (a & b):
                     continue
                 conflicts.append(other)
@@ -221,22 +205,23 @@ class JWTClaimRouteAnalyzer(Analyzer):
 
     def analyze(self, ctx: Context) -> Iterable[Diagnostic]:
         for vs in ctx.of("VirtualService"):
-            claims = []
-            for rule in as_list(vs.spec.get("http")):
-                for m in as_list(rule.get("match")) if isinstance(rule, Mapping) else []:
-                    if isinstance(m, Mapping):
-                        for section in ("headers", "withoutHeaders"):
-                            claims += [k for k in as_map(m.get(section)) if str(k).startswith(CLAIM_PREFIX)]
+            spec = ctx.model(vs, VirtualService)
+            if spec is None:
+                continue
+            claims = [k for rule in spec.http or () for m in rule.match or ()
+                      for headers in (m.headers, m.without_headers) for k in headers or {}
+                      if k.startswith(CLAIM_PREFIX)]
             if not claims:
                 continue
-            for ref in as_list(vs.spec.get("gateways")):
+            for ref in spec.gateways or ():
                 if ref == MESH_GATEWAY:
                     continue
-                ns, name = split_ref(str(ref), vs.namespace)
+                ns, name = split_ref(ref, vs.namespace)
                 gw = ctx.get("Gateway", ns, name)
-                if gw is None:
+                gw_spec = ctx.model(gw, Gateway) if gw is not None else None
+                if gw is None or gw_spec is None:
                     continue
-                sel = as_map(gw.spec.get("selector"))
+                sel = gw_spec.selector or {}
                 pods = [p for p in ctx.workloads() if selector_matches(sel, p.labels)]
                 targets = [(p.namespace, p.labels, p.name) for p in pods] or [(gw.namespace, sel, "")]
                 for pns, labels, pname in targets:
@@ -246,9 +231,9 @@ class JWTClaimRouteAnalyzer(Analyzer):
     @staticmethod
     def _has_authn(ctx: Context, namespace: str, labels: Mapping[str, str]) -> bool:
         for ra in ctx.of("RequestAuthentication"):
-            if ra.namespace not in (namespace, ctx.root_namespace):
+            policy = ctx.model(ra, RequestAuthentication)
+            if policy is None or ra.namespace not in (namespace, ctx.root_namespace):
                 continue
-            sel = (as_map(ra.spec.get("selector"))).get("matchLabels") or {}
-            if selector_matches(sel, labels):
+            if selector_matches(policy.selector.match_labels if policy.selector else None, labels):
                 return True
         return False

@@ -2,49 +2,45 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Iterator
 
-from sailmesh.analysis.context import Context, export_to
-from sailmesh.analysis.shapes import as_list
+from sailmesh.analysis.context import Context, ServiceInfo, export_to
 from sailmesh.api.hosts import analyzer_fqdn, exported_to
+from sailmesh.api.models.networking import Destination, HTTPRoute, TCPRoute, TLSRoute, VirtualService
 from sailmesh.api.resource import Resource
 
 MESH_GATEWAY = "mesh"
 
 
-def route_destinations(vs: Resource) -> Iterator[tuple[str, Mapping[str, Any]]]:
+def route_destinations(vs: VirtualService) -> Iterator[tuple[str, Destination]]:
     """(field path, destination) for every http/tcp/tls route destination."""
-    for section in ("http", "tcp", "tls"):
-        for i, rule in enumerate(as_list(vs.spec.get(section))):
-            if not isinstance(rule, Mapping):
-                continue
-            for j, route in enumerate(as_list(rule.get("route"))):
-                if isinstance(route, Mapping) and isinstance(route.get("destination"), Mapping):
-                    yield f"spec.{section}[{i}].route[{j}].destination", route["destination"]
+    sections: tuple[tuple[str, tuple[HTTPRoute | TCPRoute | TLSRoute, ...] | None], ...] = (
+        ("http", vs.http), ("tcp", vs.tcp), ("tls", vs.tls))
+    for section, rules in sections:
+        for i, rule in enumerate(rules or ()):
+            for j, route in enumerate(rule.route or ()):
+                if route.destination is not None:
+                    yield f"spec.{section}[{i}].route[{j}].destination", route.destination
 
 
-def mirror_destinations(vs: Resource) -> Iterator[tuple[str, Mapping[str, Any]]]:
+def mirror_destinations(vs: VirtualService) -> Iterator[tuple[str, Destination]]:
     """(field path, destination) for every http mirror / mirrors entry."""
-    for i, rule in enumerate(as_list(vs.spec.get("http"))):
-        if not isinstance(rule, Mapping):
-            continue
-        if isinstance(rule.get("mirror"), Mapping):
-            yield f"spec.http[{i}].mirror", rule["mirror"]
-        for j, m in enumerate(as_list(rule.get("mirrors"))):
-            if isinstance(m, Mapping) and isinstance(m.get("destination"), Mapping):
-                yield f"spec.http[{i}].mirrors[{j}].destination", m["destination"]
+    for i, rule in enumerate(vs.http or ()):
+        if rule.mirror is not None:
+            yield f"spec.http[{i}].mirror", rule.mirror
+        for j, m in enumerate(rule.mirrors or ()):
+            if m.destination is not None:
+                yield f"spec.http[{i}].mirrors[{j}].destination", m.destination
 
 
-def all_destinations(vs: Resource) -> Iterator[tuple[str, Mapping[str, Any]]]:
+def all_destinations(vs: VirtualService) -> Iterator[tuple[str, Destination]]:
     yield from route_destinations(vs)
     yield from mirror_destinations(vs)
 
 
-def gateways_of(vs: Resource) -> list[str]:
-    """The VirtualService's gateways; unset means the mesh gateway only."""
-    gws = vs.spec.get("gateways")
-    return [str(g) for g in gws] if isinstance(gws, list) and gws else [MESH_GATEWAY]
+def gateways_of(vs: VirtualService) -> tuple[str, ...]:
+    """The VirtualService's gateways; unset (or empty) means the mesh gateway only."""
+    return vs.gateways or (MESH_GATEWAY,)
 
 
 def split_ref(ref: str, namespace: str) -> tuple[str, str]:
@@ -68,19 +64,15 @@ def service_visible(svc: Resource, namespace: str) -> bool:
     return exported_to(exports, svc.namespace, namespace)
 
 
-def vs_namespaces(vs: Resource) -> list[str]:
+def vs_namespaces(vs: Resource, spec: VirtualService) -> list[str]:
     """Namespaces a VirtualService must resolve its destinations in: its own, or its explicit exportTo list."""
-    val = vs.spec.get("exportTo")
-    if not isinstance(val, list) or not val or "*" in val:
+    val = spec.export_to
+    if not val or "*" in val:
         return [vs.namespace]
-    return [vs.namespace if str(e) == "." else str(e) for e in val]
+    return [vs.namespace if e == "." else e for e in val]
 
 
-def find_services(ctx: Context, host: str, namespace: str) -> list[tuple[str, Resource, list[Any]]]:
-    """(service host, resource, ports) of Services/ServiceEntries visible in namespace matching host."""
+def find_services(ctx: Context, host: str, namespace: str) -> list[ServiceInfo]:
+    """Services/ServiceEntry hosts visible in namespace that overlap host."""
     full = analyzer_fqdn(host, namespace)
-    out = []
-    for s in ctx.services_overlapping(full):
-        if service_visible(s.resource, namespace):
-            out.append((s.host, s.resource, s.ports))
-    return out
+    return [s for s in ctx.services_overlapping(full) if service_visible(s.resource, namespace)]
