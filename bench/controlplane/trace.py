@@ -99,7 +99,7 @@ def install() -> None:
     def load_after(_out: Any, self: Any) -> None:
         _workload_reads.append((_stages.get("trigger", now()), now()))
 
-    _wrap_sync(app.ControlPlane, "_load_workloads", load_before, load_after)
+    _wrap_sync(app.ControlPlane, "_read_workloads", load_before, load_after)  # runs in a thread for file changes
 
     def submit_before(self: Any, item: Any) -> None:
         if self._pending is None and "submit" not in _stages:
