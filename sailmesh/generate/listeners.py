@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 from envoy.config.core.v3 import base_pb2, protocol_pb2
 from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.listener.v3 import listener_pb2
@@ -20,7 +22,7 @@ from sailmesh.generate.scope import inbound_ports
 from sailmesh.settings import ProxyPorts
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView
 
-HCM = hcm_pb2.HttpConnectionManager
+HCM: TypeAlias = hcm_pb2.HttpConnectionManager
 HCM_NAME = "envoy.filters.network.http_connection_manager"
 TCP_PROXY_NAME = "envoy.filters.network.tcp_proxy"
 PRIVILEGED_PORT_SHIFT = 8000  # gateway server ports below 1024 bind port + 8000 (like Istio's 80 -> 8080)

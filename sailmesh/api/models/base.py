@@ -40,7 +40,7 @@ class Model(msgspec.Struct, frozen=True, kw_only=True, rename="camel", omit_defa
     """
 
 
-class Percent(Model):
+class Percent(Model, frozen=True):
     """An Istio Percent: `{value: 12.5}`."""
 
     value: float = 0.0

@@ -11,7 +11,7 @@ from sailmesh.api.issue import IssueSink
 from sailmesh.api.types import BadValue, parse_duration
 
 try:  # RE2 is what Envoy and Istio use; google-re2 provides it when installed
-    import re2 as _re2  # type: ignore[import-not-found]
+    import re2 as _re2
 except ImportError:  # pragma: no cover - depends on the environment
     _re2 = None
 
