@@ -41,7 +41,7 @@ def own_scope(_snapshot: MeshSnapshot, proxy: ProxyView) -> Hashable:
     return (proxy.scope_key, proxy.ip, tuple(sorted(proxy.app_ports.items())), proxy.workload_name)
 
 
-class PackedResources(dict):  # type: ignore[type-arg]
+class PackedResources(dict[str, any_pb2.Any]):
     """One part's generated resources (name -> packed Any), shared and immutable; the ADS server's caches can
     reference it weakly."""
 

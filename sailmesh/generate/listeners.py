@@ -29,7 +29,8 @@ PRIVILEGED_PORT_SHIFT = 8000  # gateway server ports below 1024 bind port + 8000
 
 
 def http_connection_manager(
-    stat_prefix: str, filters: list[hcm_pb2.HttpFilter], *, rds: str = "", route_config: object = None,
+    stat_prefix: str, filters: list[hcm_pb2.HttpFilter], *, rds: str = "",
+    route_config: route_pb2.RouteConfiguration | None = None,
     remote_address: bool = False, inbound: bool = False, connect: bool = False,
 ) -> HCM:
     """An HCM with Istio's settings (x-request-id, XFCC, server name, path normalization, websockets)."""
@@ -61,7 +62,7 @@ def http_connection_manager(
         h.rds.config_source.CopyFrom(ads())
         h.rds.route_config_name = rds
     elif route_config is not None:
-        h.route_config.CopyFrom(route_config)  # type: ignore[arg-type]
+        h.route_config.CopyFrom(route_config)
     return h
 
 
