@@ -224,7 +224,9 @@ def _apply_policy(c: Cluster, protocol: str, policy: PortTrafficPolicy, host: st
     _apply_tls(c, policy.tls, host)
 
 
-def _dns_endpoints(svc: Service, port: ServicePort, eps: tuple[Endpoint, ...], labels: Mapping[str, str]) -> list:
+def _dns_endpoints(
+    svc: Service, port: ServicePort, eps: tuple[Endpoint, ...], labels: Mapping[str, str],
+) -> list[Endpoint]:
     chosen = select(eps, labels)
     if not chosen and not eps:
         # A DNS ServiceEntry without endpoints resolves its own host (Istio's behaviour).
