@@ -115,8 +115,8 @@ async def run_agent(
         readiness.draining = True
         if app is not None:
             await app.stop()
-        rc = await envoy.stop()
-        log.info("envoy stopped (exit code %s)", rc)
+        envoy_rc = await envoy.stop()
+        log.info("envoy stopped (exit code %s)", envoy_rc)
         await status.stop()
         await health.stop()
         await admin.close()

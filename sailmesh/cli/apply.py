@@ -46,8 +46,8 @@ def send(args: argparse.Namespace, path: str, verb_done: str, check: bool = True
     except PlatformError as e:
         return fail(str(e))
     if status != 200:
-        for e in (body or {}).get("errors", [f"HTTP {status}"]):
-            print(e, file=sys.stderr)
+        for message in (body or {}).get("errors", [f"HTTP {status}"]):
+            print(message, file=sys.stderr)
         return fail("nothing was changed")
     for line in body.get(verb_done, []):
         print(line)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TypeAlias
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 from envoy.extensions.clusters.dynamic_forward_proxy.v3 import cluster_pb2 as dfp_cluster_pb2
@@ -29,7 +30,7 @@ from sailmesh.generate.policy import effective_policy
 from sailmesh.generate.scope import destination_rule, inbound_ports, visible_services
 from sailmesh.snapshot.model import Endpoint, MeshSnapshot, ProxyView, Service, ServicePort
 
-Cluster = cluster_pb2.Cluster
+Cluster: TypeAlias = cluster_pb2.Cluster
 DEFAULT_CONNECT_TIMEOUT_S = 10.0  # MeshConfig.connectTimeout default
 DEFAULT_RING_SIZE = 1024  # Istio's minimumRingSize default
 HTTP_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -223,7 +224,9 @@ def _apply_policy(c: Cluster, protocol: str, policy: PortTrafficPolicy, host: st
     _apply_tls(c, policy.tls, host)
 
 
-def _dns_endpoints(svc: Service, port: ServicePort, eps: tuple[Endpoint, ...], labels: Mapping[str, str]) -> list:
+def _dns_endpoints(
+    svc: Service, port: ServicePort, eps: tuple[Endpoint, ...], labels: Mapping[str, str],
+) -> list[Endpoint]:
     chosen = select(eps, labels)
     if not chosen and not eps:
         # A DNS ServiceEntry without endpoints resolves its own host (Istio's behaviour).

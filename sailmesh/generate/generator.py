@@ -13,7 +13,7 @@ ports. `advance` moves to a new snapshot and bumps only the epochs of the types 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 
 from google.protobuf import any_pb2, message
@@ -28,7 +28,7 @@ from sailmesh.generate.routes import build_routes
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView
 from sailmesh.xds.types import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SECRET, short_name
 
-Builder = Callable[[MeshSnapshot, ProxyView, Memos], list]
+Builder = Callable[[MeshSnapshot, ProxyView, Memos], Sequence[message.Message | Prepacked]]
 
 
 def outbound_scope(snapshot: MeshSnapshot, proxy: ProxyView) -> Hashable:
@@ -41,7 +41,7 @@ def own_scope(_snapshot: MeshSnapshot, proxy: ProxyView) -> Hashable:
     return (proxy.scope_key, proxy.ip, tuple(sorted(proxy.app_ports.items())), proxy.workload_name)
 
 
-class PackedResources(dict):  # type: ignore[type-arg]
+class PackedResources(dict[str, any_pb2.Any]):
     """One part's generated resources (name -> packed Any), shared and immutable; the ADS server's caches can
     reference it weakly."""
 
@@ -79,7 +79,7 @@ def _name(msg: message.Message | Prepacked) -> str:
     return str(getattr(msg, "cluster_name", "") or getattr(msg, "name", ""))
 
 
-def packed(messages: list) -> PackedResources:
+def packed(messages: Iterable[message.Message | Prepacked]) -> PackedResources:
     """Messages (or Prepacked resources) packed into Anys, keyed by resource name; a duplicate name is a
     generator bug and raises GenerationError."""
     out = PackedResources()

@@ -366,10 +366,10 @@ def _action(http: HTTPRoute, vs_ns: str, ctx: RouteContext, route: rc.Route) -> 
         red.response_code = REDIRECT_CODES.get(r.effective_code, rc.RedirectAction.MOVED_PERMANENTLY)
         return
     if http.direct_response is not None:
-        d = http.direct_response
-        route.direct_response.status = d.status or 200
-        if d.body is not None and d.body.string:
-            route.direct_response.body.inline_string = d.body.string
+        direct = http.direct_response
+        route.direct_response.status = direct.status or 200
+        if direct.body is not None and direct.body.string:
+            route.direct_response.body.inline_string = direct.body.string
         return
     dests = [(d, d.destination) for d in http.route or () if d.destination is not None]
     action = route.route

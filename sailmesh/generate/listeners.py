@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 from envoy.config.core.v3 import base_pb2, protocol_pb2
 from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.listener.v3 import listener_pb2
@@ -20,14 +22,15 @@ from sailmesh.generate.scope import inbound_ports
 from sailmesh.settings import ProxyPorts
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView
 
-HCM = hcm_pb2.HttpConnectionManager
+HCM: TypeAlias = hcm_pb2.HttpConnectionManager
 HCM_NAME = "envoy.filters.network.http_connection_manager"
 TCP_PROXY_NAME = "envoy.filters.network.tcp_proxy"
 PRIVILEGED_PORT_SHIFT = 8000  # gateway server ports below 1024 bind port + 8000 (like Istio's 80 -> 8080)
 
 
 def http_connection_manager(
-    stat_prefix: str, filters: list[hcm_pb2.HttpFilter], *, rds: str = "", route_config: object = None,
+    stat_prefix: str, filters: list[hcm_pb2.HttpFilter], *, rds: str = "",
+    route_config: route_pb2.RouteConfiguration | None = None,
     remote_address: bool = False, inbound: bool = False, connect: bool = False,
 ) -> HCM:
     """An HCM with Istio's settings (x-request-id, XFCC, server name, path normalization, websockets)."""
@@ -59,7 +62,7 @@ def http_connection_manager(
         h.rds.config_source.CopyFrom(ads())
         h.rds.route_config_name = rds
     elif route_config is not None:
-        h.route_config.CopyFrom(route_config)  # type: ignore[arg-type]
+        h.route_config.CopyFrom(route_config)
     return h
 
 

@@ -34,12 +34,16 @@ _RC_NAME, _RC_VHOSTS = _RC["name"].number, _RC["virtual_hosts"].number
 _RC_NO_VALIDATE = length_delimited(_RC["validate_clusters"].number, NO.SerializeToString())
 
 
+# (service, its VirtualServices, services, DestinationRules, mesh): compared by identity only.
+Held = tuple[object, tuple[object, ...], object, object, object]
+
+
 class MemoEntry:
     """The routes of one service port for one outbound scope, serialized, and its virtual hosts."""
 
     __slots__ = ("domains", "held", "routes", "vhosts")
 
-    def __init__(self, held: tuple[object, ...], routes: bytes, domains: tuple[tuple[str, ...], tuple[str, ...]]):
+    def __init__(self, held: Held, routes: bytes, domains: tuple[tuple[str, ...], tuple[str, ...]]):
         self.held = held  # the objects whose identity is in the key (kept alive so ids are not reused)
         self.routes = routes  # VirtualHost.routes fields
         self.domains = domains  # (per-port route config domains, http_proxy domains), deduplicated

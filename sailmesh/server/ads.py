@@ -8,6 +8,7 @@ import itertools
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import TypeAlias
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
@@ -45,6 +46,10 @@ SERVER_OPTIONS = [
 ]
 
 
+# A stream's context: requests are messages, responses messages or pre-serialized bytes (see _serialize).
+Context: TypeAlias = grpc.aio.ServicerContext[Message, Message | bytes]
+
+
 def _serialize(response: Message | bytes) -> bytes:
     """Responses may come pre-serialized (SotW builds them from cached resource bytes)."""
     return response if isinstance(response, bytes) else response.SerializeToString()
@@ -65,7 +70,7 @@ def _register(servicer: ads_pb2_grpc.AggregatedDiscoveryServiceServicer, server:
     server.add_registered_method_handlers(service, handlers)
 
 
-class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
+class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]  # base has no stubs
     """Serves one ResourceSource to every connected proxy; push() fans a change out to their queues."""
 
     def __init__(self, source: ResourceSource, metrics: XdsMetrics | None = None) -> None:
@@ -131,17 +136,17 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
 
     # -- the two RPCs --
     async def StreamAggregatedResources(
-        self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest], context: grpc.aio.ServicerContext
+        self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest], context: Context
     ) -> None:
         await self._serve_stream(request_iterator, context, delta=False)
 
     async def DeltaAggregatedResources(
-        self, request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest], context: grpc.aio.ServicerContext
+        self, request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest], context: Context
     ) -> None:
         await self._serve_stream(request_iterator, context, delta=True)
 
     async def _serve_stream(
-        self, request_iterator: AsyncIterator[Message], context: grpc.aio.ServicerContext, *, delta: bool
+        self, request_iterator: AsyncIterator[Message], context: Context, *, delta: bool
     ) -> None:
         try:
             first = await anext(aiter(request_iterator))

@@ -38,7 +38,7 @@ class WatchState:
 
     type_url: str
     wildcard: bool = False
-    names: set[str] = field(default_factory=set)
+    names: set[str] | frozenset[str] = field(default_factory=set)  # delta edits a set; SotW keeps a canonical frozenset
     sent_version: str = ""
     base_version: str = ""  # the source version the last response was stamped from
     sent_nonce: str = ""

@@ -36,19 +36,21 @@ class DeltaConnection(Connection):
                 self.on_ack(st, st.sent_version, request.response_nonce)
         # Subscription changes are incremental: apply them whatever the nonce says.
         added: set[str] = set()
+        names = st.names
+        assert isinstance(names, set)  # a delta subscription's names are only ever the set edited here
         for name in request.resource_names_unsubscribe:
             if name == "*":
                 st.wildcard = False
             else:
-                st.names.discard(name)
+                names.discard(name)
                 st.client_versions.pop(name, None)
         for name in request.resource_names_subscribe:
             if name == "*":
                 if not st.wildcard:
                     added.add(name)
                 st.wildcard = True
-            elif name not in st.names:
-                st.names.add(name)
+            elif name not in names:
+                names.add(name)
                 added.add(name)
         if first or added:
             await self.respond(st, send, force=True, started=None, asked=added)

@@ -46,7 +46,7 @@ class _Held:
         return self.obj
 
 
-def _hold(obj: object, on_death: Callable[[], None]) -> Callable[[], object]:
+def _hold(obj: object, on_death: Callable[[], object]) -> Callable[[], object]:
     """A weak reference (the entry goes when the mapping dies: old snapshots' resources are not kept alive
     by the cache) where the type allows it, else a strong one (the id must not be reused while cached)."""
     try:
@@ -55,7 +55,7 @@ def _hold(obj: object, on_death: Callable[[], None]) -> Callable[[], object]:
         return _Held(obj)
 
 
-class _Subset(dict):  # type: ignore[type-arg]
+class _Subset(dict[str, AnyProto]):
     """The resources of a mapping a proxy subscribed to by name; weakly referenceable, so the encoded-body
     cache lets go of it when the subset cache does (a plain dict was held until 4,096 newer ones came)."""
 

@@ -61,7 +61,7 @@ class SotwConnection(Connection):
             st = WatchState(type_url) if st is None else st
             self.types[type_url] = st
             st.wildcard = _is_wildcard(type_url, names)
-            st.names = _subscribed(names)  # type: ignore[assignment]
+            st.names = _subscribed(names)
             await self.respond(st, send, force=True, started=None)
             return
         if request.response_nonce != st.sent_nonce:

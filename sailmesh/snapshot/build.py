@@ -12,7 +12,7 @@ from sailmesh.registry.services import ServiceIndex, build_index
 from sailmesh.registry.workloads import WORKLOAD_KIND, WorkloadSource, all_workloads
 from sailmesh.settings import MeshDefaults
 from sailmesh.snapshot.model import Endpoint, MeshSnapshot, Service, Workload
-from sailmesh.store.base import ConfigStore, sort_by_creation
+from sailmesh.store.base import ConfigReader, sort_by_creation
 
 SERVICE_KINDS = frozenset({"Service", "ServiceEntry"})
 # Kinds whose changes only move endpoints (never services, routes or listeners).
@@ -50,7 +50,7 @@ def _service_index(previous: MeshSnapshot | None, config: Mapping[str, tuple[Res
 
 def build(
     previous: MeshSnapshot | None,
-    store: ConfigStore,
+    store: ConfigReader,
     registry: WorkloadSource,
     change: Change,
     mesh: MeshDefaults | None = None,
@@ -107,9 +107,9 @@ def build(
         # Workloads only: recompute the services whose selectors match what changed.
         endpoints = endpoints_mod.update(previous.endpoints, index.records, previous.workloads, workloads)
     else:
-        fresh = endpoints_mod.compute(index.records, workloads)
+        computed = endpoints_mod.compute(index.records, workloads)
         old = previous.endpoints
-        reused = {k: (old[k] if k in old and old[k] == v else v) for k, v in fresh.items()}
+        reused = {k: (old[k] if k in old and old[k] == v else v) for k, v in computed.items()}
         same = len(reused) == len(old) and all(reused[k] is old.get(k) for k in reused)
         endpoints = old if same else MappingProxyType(reused)
 

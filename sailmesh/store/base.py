@@ -66,8 +66,8 @@ class ApplyResult:
         return bool(self.created or self.updated)
 
 
-class ConfigStore(Protocol):
-    """Where mesh config comes from. Implemented by MemoryStore, FileStore (and a Kubernetes store)."""
+class ConfigReader(Protocol):
+    """The read side of a ConfigStore: what building a snapshot needs. LayeredStore is only this."""
 
     @property
     def revision(self) -> int:
@@ -82,12 +82,16 @@ class ConfigStore(Protocol):
         """One resource, or None."""
         ...
 
-    def watch(self) -> AsyncIterator[Change]:
-        """Changes from now on; changes the consumer has not read yet are merged into one."""
-        ...
-
     def rejected(self) -> Rejections:
         """Files or resources currently refused, with their errors (for `sailmesh get` and status)."""
+        ...
+
+
+class ConfigStore(ConfigReader, Protocol):
+    """Where mesh config comes from. Implemented by MemoryStore, FileStore (and a Kubernetes store)."""
+
+    def watch(self) -> AsyncIterator[Change]:
+        """Changes from now on; changes the consumer has not read yet are merged into one."""
         ...
 
 

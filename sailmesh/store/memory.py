@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import time
 from collections.abc import Iterable
@@ -69,7 +70,7 @@ class MemoryStore:
         return []  # an invalid apply raises ValidationError; nothing stays rejected
 
     # -- writing ---------------------------------------------------------------------------------
-    def check(self, resources: Iterable[Resource]) -> list[object]:
+    def check(self, resources: Iterable[Resource]) -> builtins.list[object]:  # `list` here is the method
         """Every issue the validator (and the store's own key checks) find, without applying.
 
         A resource the validator accepts gets its typed model built here, once (`Resource.model`): a spec that
@@ -97,7 +98,7 @@ class MemoryStore:
             raise ValidationError(issues)
         return self.commit(batch, ())
 
-    def delete(self, keys: Iterable[ResourceKey]) -> list[ResourceKey]:
+    def delete(self, keys: Iterable[ResourceKey]) -> builtins.list[ResourceKey]:
         """Remove resources; returns the keys that existed. Emits one change set."""
         gone = [k for k in dict.fromkeys(keys) if k in self._items]
         if gone:

@@ -19,6 +19,7 @@ from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import struct_pb2
 from google.protobuf.any_pb2 import Any as AnyProto
+from google.protobuf.message import Message
 from google.rpc import status_pb2
 
 from sailmesh.errors import XdsError
@@ -166,7 +167,7 @@ class AdsClient:
         self.changed = asyncio.Event()  # set after every response handled; waiters clear it themselves
         self._own_channel = channel is None
         self._channel = channel
-        self._call: grpc.aio.StreamStreamCall | None = None
+        self._call: grpc.aio.StreamStreamCall[Message, Message] | None = None
         self._task: asyncio.Task[None] | None = None
         self._write_lock = asyncio.Lock()
         self._sent_node = False

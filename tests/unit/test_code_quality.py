@@ -1,4 +1,4 @@
-"""ruff and the import-layer contract (DESIGN.md) run as part of the test suite."""
+"""ruff, the import-layer contract (DESIGN.md) and mypy run as part of the test suite."""
 
 from __future__ import annotations
 
@@ -23,4 +23,10 @@ def test_ruff_clean() -> None:
 def test_import_layers() -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     r = subprocess.run([_tool("lint-imports")], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_mypy_clean() -> None:
+    """The type hints hold: mypy checks the package with the settings in pyproject.toml ([tool.mypy])."""
+    r = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -15,45 +15,45 @@ import msgspec
 from sailmesh.api.models.base import Duration, Model, Percent
 
 
-class StringMatch(Model):
+class StringMatch(Model, frozen=True):
     exact: str | None = None
     prefix: str | None = None
     regex: str | None = None
 
 
-class PortSelector(Model):
+class PortSelector(Model, frozen=True):
     number: int | None = None
 
 
-class Destination(Model):
+class Destination(Model, frozen=True):
     host: str | None = None
     subset: str | None = None
     port: PortSelector | None = None
 
 
-class HeaderOperations(Model):
+class HeaderOperations(Model, frozen=True):
     set: Mapping[str, str] | None = None
     add: Mapping[str, str] | None = None
     remove: tuple[str, ...] | None = None
 
 
-class Headers(Model):
+class Headers(Model, frozen=True):
     request: HeaderOperations | None = None
     response: HeaderOperations | None = None
 
 
-class HTTPRouteDestination(Model):
+class HTTPRouteDestination(Model, frozen=True):
     destination: Destination | None = None
     weight: int | None = None
     headers: Headers | None = None
 
 
-class RouteDestination(Model):
+class RouteDestination(Model, frozen=True):
     destination: Destination | None = None
     weight: int | None = None
 
 
-class HTTPMatchRequest(Model):
+class HTTPMatchRequest(Model, frozen=True):
     name: str | None = None
     uri: StringMatch | None = None
     scheme: StringMatch | None = None
@@ -70,42 +70,42 @@ class HTTPMatchRequest(Model):
     stat_prefix: str | None = None
 
 
-class HTTPRetry(Model):
+class HTTPRetry(Model, frozen=True):
     attempts: int | None = None
     per_try_timeout: Duration | None = None
     retry_on: str | None = None
     retry_remote_localities: bool | None = None
 
 
-class Delay(Model):
+class Delay(Model, frozen=True):
     fixed_delay: Duration | None = None
     percentage: Percent | None = None
     percent: int | None = None  # deprecated integer percentage
 
 
-class Abort(Model):
+class Abort(Model, frozen=True):
     http_status: int | None = None
     grpc_status: str | None = None
     percentage: Percent | None = None
 
 
-class HTTPFaultInjection(Model):
+class HTTPFaultInjection(Model, frozen=True):
     delay: Delay | None = None
     abort: Abort | None = None
 
 
-class RegexRewrite(Model):
+class RegexRewrite(Model, frozen=True):
     match: str | None = None
     rewrite: str | None = None
 
 
-class HTTPRewrite(Model):
+class HTTPRewrite(Model, frozen=True):
     uri: str | None = None
     authority: str | None = None
     uri_regex_rewrite: RegexRewrite | None = None
 
 
-class HTTPRedirect(Model):
+class HTTPRedirect(Model, frozen=True):
     uri: str | None = None
     authority: str | None = None
     port: int | None = None
@@ -118,17 +118,17 @@ class HTTPRedirect(Model):
         return self.redirect_code or 301  # Istio: default 301 Moved Permanently
 
 
-class HTTPBody(Model):
+class HTTPBody(Model, frozen=True):
     string: str | None = None
     bytes: str | None = None  # base64
 
 
-class HTTPDirectResponse(Model):
+class HTTPDirectResponse(Model, frozen=True):
     status: int | None = None
     body: HTTPBody | None = None
 
 
-class CorsPolicy(Model):
+class CorsPolicy(Model, frozen=True):
     allow_origins: tuple[StringMatch, ...] | None = None
     allow_origin: tuple[str, ...] | None = None  # deprecated exact list
     allow_methods: tuple[str, ...] | None = None
@@ -139,17 +139,17 @@ class CorsPolicy(Model):
     unmatched_preflights: str | None = None
 
 
-class HTTPMirrorPolicy(Model):
+class HTTPMirrorPolicy(Model, frozen=True):
     destination: Destination | None = None
     percentage: Percent | None = None
 
 
-class Delegate(Model):
+class Delegate(Model, frozen=True):
     name: str | None = None
     namespace: str | None = None
 
 
-class HTTPRoute(Model):
+class HTTPRoute(Model, frozen=True):
     name: str | None = None
     match: tuple[HTTPMatchRequest, ...] | None = None
     route: tuple[HTTPRouteDestination, ...] | None = None
@@ -168,7 +168,7 @@ class HTTPRoute(Model):
     headers: Headers | None = None
 
 
-class L4MatchAttributes(Model):
+class L4MatchAttributes(Model, frozen=True):
     destination_subnets: tuple[str, ...] | None = None
     port: int | None = None
     source_labels: Mapping[str, str] | None = None
@@ -176,7 +176,7 @@ class L4MatchAttributes(Model):
     source_namespace: str | None = None
 
 
-class TLSMatchAttributes(Model):
+class TLSMatchAttributes(Model, frozen=True):
     sni_hosts: tuple[str, ...] | None = None
     destination_subnets: tuple[str, ...] | None = None
     port: int | None = None
@@ -185,17 +185,17 @@ class TLSMatchAttributes(Model):
     source_namespace: str | None = None
 
 
-class TCPRoute(Model):
+class TCPRoute(Model, frozen=True):
     match: tuple[L4MatchAttributes, ...] | None = None
     route: tuple[RouteDestination, ...] | None = None
 
 
-class TLSRoute(Model):
+class TLSRoute(Model, frozen=True):
     match: tuple[TLSMatchAttributes, ...] | None = None
     route: tuple[RouteDestination, ...] | None = None
 
 
-class VirtualService(Model):
+class VirtualService(Model, frozen=True):
     hosts: tuple[str, ...] | None = None
     gateways: tuple[str, ...] | None = None
     http: tuple[HTTPRoute, ...] | None = None
@@ -206,13 +206,13 @@ class VirtualService(Model):
 
 # ---------------------------------------------------------------- DestinationRule
 
-class TcpKeepalive(Model):
+class TcpKeepalive(Model, frozen=True):
     probes: int | None = None
     time: Duration | None = None
     interval: Duration | None = None
 
 
-class ConnectionPoolTCP(Model):
+class ConnectionPoolTCP(Model, frozen=True):
     max_connections: int | None = None
     connect_timeout: Duration | None = None
     tcp_keepalive: TcpKeepalive | None = None
@@ -220,7 +220,7 @@ class ConnectionPoolTCP(Model):
     idle_timeout: Duration | None = None
 
 
-class ConnectionPoolHTTP(Model):
+class ConnectionPoolHTTP(Model, frozen=True):
     http1_max_pending_requests: int | None = msgspec.field(default=None, name="http1MaxPendingRequests")
     http2_max_requests: int | None = msgspec.field(default=None, name="http2MaxRequests")
     max_requests_per_connection: int | None = None
@@ -232,12 +232,12 @@ class ConnectionPoolHTTP(Model):
     http2_keep_alive: Mapping[str, Any] | None = msgspec.field(default=None, name="http2KeepAlive")
 
 
-class ConnectionPoolSettings(Model):
+class ConnectionPoolSettings(Model, frozen=True):
     tcp: ConnectionPoolTCP | None = None
     http: ConnectionPoolHTTP | None = None
 
 
-class OutlierDetection(Model):
+class OutlierDetection(Model, frozen=True):
     consecutive_errors: int | None = None  # deprecated
     consecutive_5xx_errors: int | None = msgspec.field(default=None, name="consecutive5xxErrors")
     consecutive_gateway_errors: int | None = None
@@ -249,21 +249,21 @@ class OutlierDetection(Model):
     min_health_percent: int | None = None
 
 
-class HTTPCookie(Model):
+class HTTPCookie(Model, frozen=True):
     name: str | None = None
     path: str | None = None
     ttl: Duration | None = None
 
 
-class RingHash(Model):
+class RingHash(Model, frozen=True):
     minimum_ring_size: int | None = None
 
 
-class MagLev(Model):
+class MagLev(Model, frozen=True):
     table_size: int | None = None
 
 
-class ConsistentHashLB(Model):
+class ConsistentHashLB(Model, frozen=True):
     http_header_name: str | None = None
     http_cookie: HTTPCookie | None = None
     use_source_ip: bool | None = None
@@ -273,13 +273,13 @@ class ConsistentHashLB(Model):
     minimum_ring_size: int | None = None  # deprecated: ringHash.minimumRingSize
 
 
-class WarmupConfiguration(Model):
+class WarmupConfiguration(Model, frozen=True):
     duration: Duration | None = None
     minimum_percent: float | None = None
     aggression: float | None = None
 
 
-class LoadBalancerSettings(Model):
+class LoadBalancerSettings(Model, frozen=True):
     simple: str | None = None
     consistent_hash: ConsistentHashLB | None = None
     locality_lb_setting: Mapping[str, Any] | None = None
@@ -287,7 +287,7 @@ class LoadBalancerSettings(Model):
     warmup: WarmupConfiguration | None = None
 
 
-class ClientTLSSettings(Model):
+class ClientTLSSettings(Model, frozen=True):
     mode: str | None = None
     client_certificate: str | None = None
     private_key: str | None = None
@@ -298,7 +298,7 @@ class ClientTLSSettings(Model):
     insecure_skip_verify: bool | None = None
 
 
-class PortTrafficPolicy(Model):
+class PortTrafficPolicy(Model, frozen=True):
     port: PortSelector | None = None
     load_balancer: LoadBalancerSettings | None = None
     connection_pool: ConnectionPoolSettings | None = None
@@ -306,7 +306,7 @@ class PortTrafficPolicy(Model):
     tls: ClientTLSSettings | None = None
 
 
-class TrafficPolicy(Model):
+class TrafficPolicy(Model, frozen=True):
     load_balancer: LoadBalancerSettings | None = None
     connection_pool: ConnectionPoolSettings | None = None
     outlier_detection: OutlierDetection | None = None
@@ -316,17 +316,17 @@ class TrafficPolicy(Model):
     proxy_protocol: Mapping[str, Any] | None = None
 
 
-class Subset(Model):
+class Subset(Model, frozen=True):
     name: str | None = None
     labels: Mapping[str, str] | None = None
     traffic_policy: TrafficPolicy | None = None
 
 
-class WorkloadSelector(Model):
+class WorkloadSelector(Model, frozen=True):
     match_labels: Mapping[str, str] | None = None
 
 
-class DestinationRule(Model):
+class DestinationRule(Model, frozen=True):
     host: str | None = None
     traffic_policy: TrafficPolicy | None = None
     subsets: tuple[Subset, ...] | None = None
@@ -339,14 +339,14 @@ class DestinationRule(Model):
 
 # ---------------------------------------------------------------- Gateway
 
-class Port(Model):
+class Port(Model, frozen=True):
     number: int | None = None
     protocol: str | None = None
     name: str | None = None
     target_port: int | None = None
 
 
-class ServerTLSSettings(Model):
+class ServerTLSSettings(Model, frozen=True):
     https_redirect: bool | None = None
     mode: str | None = None
     server_certificate: str | None = None
@@ -360,7 +360,7 @@ class ServerTLSSettings(Model):
     cipher_suites: tuple[str, ...] | None = None
 
 
-class Server(Model):
+class Server(Model, frozen=True):
     port: Port | None = None
     bind: str | None = None
     hosts: tuple[str, ...] | None = None
@@ -369,14 +369,14 @@ class Server(Model):
     name: str | None = None
 
 
-class Gateway(Model):
+class Gateway(Model, frozen=True):
     servers: tuple[Server, ...] | None = None
     selector: Mapping[str, str] | None = None
 
 
 # ---------------------------------------------------------------- ServiceEntry / Workload*
 
-class WorkloadEntry(Model):
+class WorkloadEntry(Model, frozen=True):
     address: str | None = None
     ports: Mapping[str, int] | None = None
     labels: Mapping[str, str] | None = None
@@ -386,11 +386,11 @@ class WorkloadEntry(Model):
     service_account: str | None = None
 
 
-class EntryWorkloadSelector(Model):
+class EntryWorkloadSelector(Model, frozen=True):
     labels: Mapping[str, str] | None = None
 
 
-class ServiceEntry(Model):
+class ServiceEntry(Model, frozen=True):
     hosts: tuple[str, ...] | None = None
     addresses: tuple[str, ...] | None = None
     ports: tuple[Port, ...] | None = None
@@ -402,7 +402,7 @@ class ServiceEntry(Model):
     subject_alt_names: tuple[str, ...] | None = None
 
 
-class WorkloadGroup(Model):
+class WorkloadGroup(Model, frozen=True):
     metadata: Mapping[str, Any] | None = None
     template: WorkloadEntry | None = None
     probe: Mapping[str, Any] | None = None
@@ -410,14 +410,14 @@ class WorkloadGroup(Model):
 
 # ---------------------------------------------------------------- Sidecar
 
-class IstioEgressListener(Model):
+class IstioEgressListener(Model, frozen=True):
     port: Port | None = None
     bind: str | None = None
     capture_mode: str | None = None
     hosts: tuple[str, ...] | None = None
 
 
-class IstioIngressListener(Model):
+class IstioIngressListener(Model, frozen=True):
     port: Port | None = None
     bind: str | None = None
     capture_mode: str | None = None
@@ -426,12 +426,12 @@ class IstioIngressListener(Model):
     connection_pool: ConnectionPoolSettings | None = None
 
 
-class OutboundTrafficPolicy(Model):
+class OutboundTrafficPolicy(Model, frozen=True):
     mode: str | None = None
     egress_proxy: Destination | None = None
 
 
-class Sidecar(Model):
+class Sidecar(Model, frozen=True):
     workload_selector: EntryWorkloadSelector | None = None
     ingress: tuple[IstioIngressListener, ...] | None = None
     egress: tuple[IstioEgressListener, ...] | None = None

@@ -10,24 +10,24 @@ from sailmesh.api.models.base import Duration, Model
 from sailmesh.api.models.networking import WorkloadSelector
 
 
-class PolicyTargetReference(Model):
+class PolicyTargetReference(Model, frozen=True):
     group: str | None = None
     kind: str | None = None
     name: str | None = None
     namespace: str | None = None
 
 
-class MutualTLS(Model):
+class MutualTLS(Model, frozen=True):
     mode: str | None = None
 
 
-class PeerAuthentication(Model):
+class PeerAuthentication(Model, frozen=True):
     selector: WorkloadSelector | None = None
     mtls: MutualTLS | None = None
     port_level_mtls: Mapping[str, MutualTLS] | None = None
 
 
-class Source(Model):
+class Source(Model, frozen=True):
     principals: tuple[str, ...] | None = None
     not_principals: tuple[str, ...] | None = None
     request_principals: tuple[str, ...] | None = None
@@ -44,7 +44,7 @@ class Source(Model):
     not_trust_domains: tuple[str, ...] | None = None
 
 
-class Operation(Model):
+class Operation(Model, frozen=True):
     hosts: tuple[str, ...] | None = None
     not_hosts: tuple[str, ...] | None = None
     ports: tuple[str, ...] | None = None
@@ -55,31 +55,31 @@ class Operation(Model):
     not_paths: tuple[str, ...] | None = None
 
 
-class RuleFrom(Model):
+class RuleFrom(Model, frozen=True):
     source: Source | None = None
 
 
-class RuleTo(Model):
+class RuleTo(Model, frozen=True):
     operation: Operation | None = None
 
 
-class Condition(Model):
+class Condition(Model, frozen=True):
     key: str | None = None
     values: tuple[str, ...] | None = None
     not_values: tuple[str, ...] | None = None
 
 
-class Rule(Model):
+class Rule(Model, frozen=True):
     from_: tuple[RuleFrom, ...] | None = msgspec.field(default=None, name="from")
     to: tuple[RuleTo, ...] | None = None
     when: tuple[Condition, ...] | None = None
 
 
-class ExtensionProvider(Model):
+class ExtensionProvider(Model, frozen=True):
     name: str | None = None
 
 
-class AuthorizationPolicy(Model):
+class AuthorizationPolicy(Model, frozen=True):
     selector: WorkloadSelector | None = None
     target_ref: PolicyTargetReference | None = None
     target_refs: tuple[PolicyTargetReference, ...] | None = None
@@ -88,17 +88,17 @@ class AuthorizationPolicy(Model):
     provider: ExtensionProvider | None = None
 
 
-class JWTHeader(Model):
+class JWTHeader(Model, frozen=True):
     name: str | None = None
     prefix: str | None = None
 
 
-class ClaimToHeader(Model):
+class ClaimToHeader(Model, frozen=True):
     header: str | None = None
     claim: str | None = None
 
 
-class JWTRule(Model):
+class JWTRule(Model, frozen=True):
     issuer: str | None = None
     audiences: tuple[str, ...] | None = None
     jwks_uri: str | None = None
@@ -114,7 +114,7 @@ class JWTRule(Model):
     presence: str | None = None
 
 
-class RequestAuthentication(Model):
+class RequestAuthentication(Model, frozen=True):
     selector: WorkloadSelector | None = None
     target_ref: PolicyTargetReference | None = None
     target_refs: tuple[PolicyTargetReference, ...] | None = None

@@ -5,13 +5,13 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-from typing import Any
+from typing import Any, TypeGuard
 
 from sailmesh.api.issue import IssueSink
 from sailmesh.api.types import BadValue, parse_duration
 
 try:  # RE2 is what Envoy and Istio use; google-re2 provides it when installed
-    import re2 as _re2  # type: ignore[import-not-found]
+    import re2 as _re2
 except ImportError:  # pragma: no cover - depends on the environment
     _re2 = None
 
@@ -21,7 +21,7 @@ _DNS_LABEL_ANY_CASE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_]*[A-Za-z0-9])?$")
 _NOT_RE2 = re.compile(r"\\[1-9]|\(\?[=!]|\(\?<[=!]|\(\?>|\(\?P=|[*+?}]\+")
 
 
-def is_dns1123_label(s: Any) -> bool:
+def is_dns1123_label(s: Any) -> TypeGuard[str]:
     return isinstance(s, str) and len(s) <= 63 and bool(DNS1123_LABEL.match(s))
 
 

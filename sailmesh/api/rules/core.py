@@ -19,6 +19,14 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _list(v: Any) -> list[Any]:
+    return v if isinstance(v, list) else []
+
+
+def _dict(v: Any) -> dict[str, Any]:
+    return v if isinstance(v, dict) else {}
+
+
 def check_service(sink: IssueSink, spec: Any) -> None:
     if not isinstance(spec, dict):
         sink.add("spec", "spec must be an object")
@@ -27,8 +35,9 @@ def check_service(sink: IssueSink, spec: Any) -> None:
     if ports is not None and not isinstance(ports, list):
         sink.add("spec.ports", "ports must be a list")
         return
+    ports = ports or []
     names: set[str] = set()
-    for i, p in enumerate(ports or []):
+    for i, p in enumerate(ports):
         pp = f"spec.ports[{i}]"
         if not isinstance(p, dict):
             sink.add(pp, "port must be an object")
@@ -184,8 +193,7 @@ def _check_pod_spec(sink: IssueSink, path: str, spec: Any) -> None:
             names.add(name)
         if not c.get("image"):
             sink.add(f"{cp}.image", "Required value")
-        ports = c.get("ports") if isinstance(c.get("ports"), list) else []
-        for j, port in enumerate(ports):
+        for j, port in enumerate(_list(c.get("ports"))):
             if isinstance(port, dict):
                 check_port(sink, f"{cp}.ports[{j}].containerPort", port.get("containerPort"))
 
@@ -206,9 +214,8 @@ def check_deployment(sink: IssueSink, raw: Any) -> None:
     match = selector.get("matchLabels") if isinstance(selector, dict) else None
     if not isinstance(match, dict) or not match:
         sink.add("spec.selector", "Required value: a label selector (matchLabels)")
-    template = spec.get("template") if isinstance(spec.get("template"), dict) else {}
-    meta = template.get("metadata") if isinstance(template.get("metadata"), dict) else {}
-    labels = meta.get("labels") if isinstance(meta.get("labels"), dict) else {}
+    template = _dict(spec.get("template"))
+    labels = _dict(_dict(template.get("metadata")).get("labels"))
     if isinstance(match, dict) and any(labels.get(k) != v for k, v in match.items()):
         sink.add("spec.template.metadata.labels", "`selector` does not match template `labels`")
     _check_pod_spec(sink, "spec.template.spec", template.get("spec"))

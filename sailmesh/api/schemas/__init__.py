@@ -14,7 +14,8 @@ SCHEMA_FILE = pathlib.Path(__file__).with_name("crds.json")
 def all_schemas() -> dict[str, Any]:
     """{"group/Kind": {"scope": ..., "versions": {version: index}, "schemas": [openAPIV3Schema, ...]}}."""
     with open(SCHEMA_FILE, encoding="utf-8") as fh:
-        return json.load(fh)
+        schemas: dict[str, Any] = json.load(fh)
+    return schemas
 
 
 def schema_for(group: str, kind: str, version: str) -> dict[str, Any] | None:
@@ -22,4 +23,5 @@ def schema_for(group: str, kind: str, version: str) -> dict[str, Any] | None:
     entry = all_schemas().get(f"{group}/{kind}")
     if entry is None or version not in entry["versions"]:
         return None
-    return entry["schemas"][entry["versions"][version]]
+    schema: dict[str, Any] = entry["schemas"][entry["versions"][version]]
+    return schema

@@ -16,7 +16,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from sailmesh.generate.clusters import dns_cache_config
 from sailmesh.generate.common import pack
 from sailmesh.generate.filters.context import FilterContext
-from sailmesh.generate.httproute import CORS_FILTER, FAULT_FILTER
+from sailmesh.generate.httproute import CORS_FILTER as CORS_FILTER
+from sailmesh.generate.httproute import FAULT_FILTER as FAULT_FILTER
 
 ROUTER_FILTER = "envoy.filters.http.router"
 DFP_FILTER = "envoy.filters.http.dynamic_forward_proxy"
