@@ -176,11 +176,10 @@ WORKLOAD_CONTROLLERS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", 
 
 def _template_pod(r: Resource) -> Resource:
     """A Pod-like view of a controller's pod template: template labels/annotations, controller name."""
-    spec = r.raw.get("spec") if isinstance(r.raw.get("spec"), Mapping) else {}
-    tmpl = spec.get("template") if isinstance(spec.get("template"), Mapping) else {}
-    meta = tmpl.get("metadata") if isinstance(tmpl.get("metadata"), Mapping) else {}
-    labels = meta.get("labels") if isinstance(meta.get("labels"), Mapping) else {}
-    annotations = meta.get("annotations") if isinstance(meta.get("annotations"), Mapping) else {}
+    tmpl = as_map(as_map(r.raw.get("spec")).get("template"))
+    meta = as_map(tmpl.get("metadata"))
+    labels = as_map(meta.get("labels"))
+    annotations = as_map(meta.get("annotations"))
     return replace(
         r,
         kind="Pod",

@@ -7,8 +7,8 @@ from typing import Any
 
 from sailmesh.analysis import messages as msg
 from sailmesh.analysis.analyzer import Analyzer
+from sailmesh.analysis.analyzers import annotations as annotation_analyzers
 from sailmesh.analysis.analyzers import (
-    annotations,
     authn,
     authz,
     deployment,
@@ -64,7 +64,7 @@ ANALYZERS: list[Analyzer] = [
     k8sgateway.SelectorAnalyzer(),
     multicluster.MeshNetworksAnalyzer(),
     multicluster.ServiceAnalyzer(),
-    annotations.K8sAnalyzer(),
+    annotation_analyzers.K8sAnalyzer(),
     *schema.schema_analyzers(),
 ]
 

@@ -33,7 +33,7 @@ def _match_name(match: Match, m: int) -> str:
 
 def _fields(match: Match) -> dict[str, Any]:
     """The match's set fields as written (camelCase), without its `name` (only traffic-routing fields count)."""
-    out = msgspec.to_builtins(match, enc_hook=str)
+    out: dict[str, Any] = dict(msgspec.to_builtins(match, enc_hook=str))
     out.pop("name", None)
     return out
 
@@ -70,8 +70,8 @@ def unreachable_rules(
                 seen[key] = n
             if check_prefix_overlap and isinstance(match, HTTPMatchRequest) and match.uri and match.uri.prefix:
                 method = fields.get("method")
-                rest = {k: v for k, v in fields.items() if k not in ("uri", "method")}
-                prefixes.append((match.uri.prefix, _key(method) if method else "", _key(rest),
+                others = {k: v for k, v in fields.items() if k not in ("uri", "method")}
+                prefixes.append((match.uri.prefix, _key(method) if method else "", _key(others),
                                  _route_name(route, n), match_name))
         if dups == len(matches):
             unreachable(_route_name(route, n), "all matches used by prior rules")

@@ -6,7 +6,15 @@ from collections.abc import Iterator
 
 from sailmesh.analysis.context import Context, ServiceInfo, export_to
 from sailmesh.api.hosts import analyzer_fqdn, exported_to
-from sailmesh.api.models.networking import Destination, HTTPRoute, TCPRoute, TLSRoute, VirtualService
+from sailmesh.api.models.networking import (
+    Destination,
+    HTTPRoute,
+    HTTPRouteDestination,
+    RouteDestination,
+    TCPRoute,
+    TLSRoute,
+    VirtualService,
+)
 from sailmesh.api.resource import Resource
 
 MESH_GATEWAY = "mesh"
@@ -18,7 +26,8 @@ def route_destinations(vs: VirtualService) -> Iterator[tuple[str, Destination]]:
         ("http", vs.http), ("tcp", vs.tcp), ("tls", vs.tls))
     for section, rules in sections:
         for i, rule in enumerate(rules or ()):
-            for j, route in enumerate(rule.route or ()):
+            routes: tuple[HTTPRouteDestination | RouteDestination, ...] = rule.route or ()
+            for j, route in enumerate(routes):
                 if route.destination is not None:
                     yield f"spec.{section}[{i}].route[{j}].destination", route.destination
 
