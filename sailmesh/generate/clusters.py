@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TypeAlias
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
@@ -268,7 +268,7 @@ def outbound_cluster(
 
 def build_outbound(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> list[Cluster | Prepacked]:
     """Every outbound cluster of the services visible to the proxy, plus BlackHole and Passthrough."""
-    out: list[Cluster | Prepacked] = [blackhole(), passthrough()]
+    out: list[Cluster | Prepacked] = [_fixed(memos, blackhole), _fixed(memos, passthrough)]
     for svc in visible_services(snapshot, proxy):
         dr = destination_rule(snapshot, proxy.namespace, svc)
         # a cluster depends on the service, its DestinationRule, its endpoints (DNS clusters, NONE) and the mesh
@@ -286,6 +286,16 @@ def build_outbound(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> li
                     memos.clusters.put(key, held, c)
                 out.append(c)
     return out
+
+
+def _fixed(memos: Memos, make: Callable[[], Cluster]) -> Prepacked:
+    """A cluster that depends on nothing, packed once per Memos (so parts holding it can be shared by identity)."""
+    hit: Prepacked | None = memos.clusters.get(make.__name__, ())
+    if hit is None:
+        msg = make()
+        hit = Prepacked.of(msg.name, msg)
+        memos.clusters.put(make.__name__, (), hit)
+    return hit
 
 
 def build_inbound(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Cluster]:

@@ -93,12 +93,9 @@ def subset_labels(snapshot: MeshSnapshot, proxy_ns: str, service: Service) -> li
     return list(out.items())
 
 
-def unique_ports(svc: Service) -> list[ServicePort]:
+def unique_ports(svc: Service) -> tuple[ServicePort, ...]:
     """A service's ports, the first of each number (invalid duplicates must not duplicate clusters)."""
-    seen: dict[int, ServicePort] = {}
-    for p in svc.ports:
-        seen.setdefault(p.port, p)
-    return list(seen.values())
+    return svc.unique_ports
 
 
 def build_endpoints(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> list[Prepacked]:

@@ -13,6 +13,7 @@ ports. `advance` moves to a new snapshot and bumps only the epochs of the types 
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -100,6 +101,12 @@ class Generator:
         self._version: int | None = None
         self._epochs: dict[str, int] = dict.fromkeys(TYPES, 0)
         self._entries: dict[tuple[str, int, Hashable], PackedResources] = {}
+        # Parts with the same content are one object: scopes that see the same resources (namespaces without
+        # Sidecar scoping) and a part rebuilt unchanged after a change share the server's digests and encoded
+        # bytes. Keyed by content identity (names and the ids of their Anys, which the interned part keeps alive).
+        self._interned: weakref.WeakValueDictionary[tuple[object, ...], PackedResources] = \
+            weakref.WeakValueDictionary()
+        self._retired: dict[tuple[str, int, Hashable], PackedResources] = {}  # kept until the next advance
         self.hits = 0
         self.misses = 0
 
@@ -112,7 +119,11 @@ class Generator:
                 self._epochs[t] += 1
         self._version = snapshot.version
         live = {p.name: self._epochs[t] for t, parts in TYPES.items() for p in parts}
-        self._entries = {k: v for k, v in self._entries.items() if live.get(k[0]) == k[1]}
+        kept = {k: v for k, v in self._entries.items() if live.get(k[0]) == k[1]}
+        # the parts just replaced stay alive until the next advance, so a rebuilt part equal to one of them
+        # is interned to it (and keeps its identity for the server's caches)
+        self._retired = {k: v for k, v in self._entries.items() if k not in kept}
+        self._entries = kept
 
     def generate(self, snapshot: MeshSnapshot, proxy: ProxyView, type_url: str) -> tuple[PackedResources, ...]:
         """The resources of type_url for proxy at snapshot, as parts with disjoint names, each shared by the
@@ -130,7 +141,7 @@ class Generator:
                 hit = self._entries.get(key)
                 if hit is None:
                     self.misses += 1
-                    hit = packed(part.build(snapshot, proxy, self.memos))
+                    hit = self._intern(part.name, packed(part.build(snapshot, proxy, self.memos)))
                     self._entries[key] = hit
                 else:
                     self.hits += 1
@@ -141,6 +152,15 @@ class Generator:
                                       f"{type(e).__name__}: {e}") from e
             out.append(hit)
         return tuple(out)
+
+    def _intern(self, name: str, part: PackedResources) -> PackedResources:
+        """The live part with exactly these names and Any objects, else `part` (registered as that content)."""
+        key = (name, tuple(part), tuple(map(id, part.values())))
+        hit = self._interned.get(key)
+        if hit is not None:
+            return hit
+        self._interned[key] = part
+        return part
 
     def resources(self, snapshot: MeshSnapshot, proxy: ProxyView, type_url: str) -> dict[str, any_pb2.Any]:
         """Every resource of type_url in one new mapping (config dumps, tests); raises like generate()."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Hashable
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
@@ -50,7 +51,8 @@ class MemoEntry:
         self.vhosts: dict[tuple[str, ...], bytes] = {}  # domains -> the virtual host as a RouteConfiguration field
 
 
-def _memo_entry(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, port: int, memos: Memos) -> MemoEntry:
+def _memo_entry(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, port: int, memos: Memos,
+                outbound_key: Hashable | None = None) -> MemoEntry:
     """The routes of one service port, reused across proxies of a scope and across snapshots (memos.routes)
     while their inputs are the same objects: the proxy's outbound key, the service, the VirtualServices
     applied to its host, the services (destination ports), the DestinationRules (hash policies) and the mesh."""
@@ -58,10 +60,10 @@ def _memo_entry(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, port: in
     memo: OrderedDict[tuple[object, ...], MemoEntry] = memos.routes
     vss = tuple(idx.mesh_virtual_services_for(proxy, svc.hostname))
     held = (svc, vss, snapshot.services, snapshot.of_kind("DestinationRule"), snapshot.mesh)
-    key = (idx.outbound_key(proxy), port, id(svc), tuple(map(id, vss)), *map(id, held[2:]))
+    okey = idx.outbound_key(proxy) if outbound_key is None else outbound_key
+    key = (okey, port, id(svc), tuple(map(id, vss)), *map(id, held[2:]))
     hit = memo.get(key)
-    if hit is not None and all(a is b for a, b in zip(hit.held[:1] + hit.held[2:], held[:1] + held[2:], strict=True)) \
-            and len(hit.held[1]) == len(vss) and all(a is b for a, b in zip(hit.held[1], vss, strict=True)):
+    if hit is not None:  # the entry holds the objects whose ids are in its key: equal ids, the same objects
         memo.move_to_end(key)
         return hit
     aliases = names.host_aliases(svc.hostname, svc.namespace, proxy.namespace, snapshot.mesh.domain_suffix)
@@ -126,10 +128,11 @@ def _tcp_vhosts(snapshot: MeshSnapshot, proxy: ProxyView, used: set[str]) -> lis
     """`http_proxy` virtual hosts that tunnel CONNECT `host:port` to non-HTTP service ports (TCP, TLS, ...)."""
     out = []
     for svc in visible_services(snapshot, proxy):
+        tcp_ports = [p for p in unique_ports(svc) if not names.is_http(p.protocol)]
+        if not tcp_ports:
+            continue
         aliases = names.host_aliases(svc.hostname, svc.namespace, proxy.namespace, snapshot.mesh.domain_suffix)
-        for p in unique_ports(svc):
-            if names.is_http(p.protocol):
-                continue
+        for p in tcp_ports:
             clusters = service_tcp_route(RouteContext(snapshot, proxy, p.port), svc)
             vname = names.vhost_name(svc.hostname, p.port)
             vh = _vhost(vname, names.domains_with_port([*aliases, *svc.addresses], p.port, plain=False),
@@ -202,9 +205,10 @@ def sidecar_routes(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> li
     used_per_port: dict[int, set[str]] = {}
     proxy_hosts: list[bytes] = []
     proxy_used: set[str] = set()
+    okey = snapshot.index.outbound_key(proxy)
     for svc in visible_services(snapshot, proxy):
         for port in _http_ports(svc):
-            entry = _memo_entry(snapshot, proxy, svc, port, memos)
+            entry = _memo_entry(snapshot, proxy, svc, port, memos, okey)
             vname = names.vhost_name(svc.hostname, port)
             used = used_per_port.setdefault(port, set())
             port_domains, proxy_domains = entry.domains

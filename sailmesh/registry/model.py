@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import MappingProxyType
 from typing import Literal
 
@@ -41,6 +42,14 @@ class Service:
 
     def port(self, number: int) -> ServicePort | None:
         return next((p for p in self.ports if p.port == number), None)
+
+    @cached_property
+    def unique_ports(self) -> tuple[ServicePort, ...]:
+        """The ports, the first of each number (invalid duplicates must not duplicate clusters); computed once."""
+        seen: dict[int, ServicePort] = {}
+        for p in self.ports:
+            seen.setdefault(p.port, p)
+        return tuple(seen.values())
 
 
 @dataclass(frozen=True)

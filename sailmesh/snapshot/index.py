@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from sailmesh.snapshot.model import ProxyView
 
 MESH_GATEWAY = "mesh"
+_EVERYWHERE = ("every proxy",)  # the _imported key shared by proxies that import every mesh VirtualService
 # exact host -> [(order, VirtualService)], and [(order, wildcard host, VirtualService)]
 HostTable = tuple[dict[str, list[tuple[int, Resource]]], list[tuple[int, str, Resource]]]
 # (exportTo, bound gateways, FQDN hosts, sourceLabels selectors) of one VirtualService object
@@ -113,6 +114,7 @@ class SnapshotIndex:
             self._rules, self._dr = previous._rules_by_ns(), previous._dr
         self._vs: dict[tuple[str, str], list[Resource]] = {}
         self._by_host: dict[Hashable, tuple[list[Resource], HostTable]] = {}
+        self._all_open: bool | None = None
         self._bound_to: dict[str, list[tuple[Resource, list[str], bool]]] = {}
         self._mesh_ns: dict[str, list[tuple[int, Resource, list[str], bool]]] | None = None
 
@@ -228,13 +230,15 @@ class SnapshotIndex:
 
     def _imported(self, proxy: ProxyView) -> tuple[list[Resource], HostTable]:
         """The mesh VirtualServices a proxy imports (oldest first) and them by host, once per outbound key."""
-        key = self.outbound_key(proxy)
+        egress = self.egress(proxy)
+        # Without egress limits and with every mesh VirtualService exported everywhere, every proxy imports the
+        # same ones: one table for all outbound keys (without Sidecar scoping, one instead of one per namespace).
+        key = _EVERYWHERE if egress is None and self._mesh_all_open() else self.outbound_key(proxy)
         hit = self._by_host.get(key)
         if hit is None:
             imported: list[Resource] = []
             exact: dict[str, list[tuple[int, Resource]]] = {}
             wild: list[tuple[int, str, Resource]] = []
-            egress = self.egress(proxy)
             hosts_of = self._hosts_of
             candidates: Iterable[tuple[int, Resource, list[str], bool]]
             if egress is None or any(ns == "*" for ns, _ in egress):
@@ -258,6 +262,12 @@ class SnapshotIndex:
                         exact.setdefault(h, []).append((i, vs))
             hit = self._by_host[key] = (imported, (exact, wild))
         return hit
+
+    def _mesh_all_open(self) -> bool:
+        """Whether every mesh VirtualService is exported to every namespace."""
+        if self._all_open is None:
+            self._all_open = all(open_ for _, _, open_ in self._bound(MESH_GATEWAY))
+        return self._all_open
 
     def mesh_virtual_services(self, proxy: ProxyView) -> list[Resource]:
         """Mesh VirtualServices the proxy imports (exportTo and its Sidecar's egress hosts), oldest first."""
