@@ -42,15 +42,19 @@ class Memos:
     - `clusters`: an outbound cluster, packed, per (port, subset, its service, DestinationRule, endpoints, mesh);
       it does not depend on the proxy, so every scope and snapshot with the same inputs shares it.
     - `assignments`: a ClusterLoadAssignment, packed, per (cluster name, endpoints tuple, subset labels).
-    - `routes`: a service port's serialized routes and virtual hosts per outbound scope (see routes.RouteMemo).
+    - `routes`: a service port's serialized routes and virtual hosts per what they read from the proxy
+      (routes._memo_entry: its namespace's DestinationRules, or its outbound key when a match reads the client).
+    - `domains`: a service port's virtual host domains, per "proxy in the service's namespace or not".
     """
 
     def __init__(self, max_entries: int = 100_000) -> None:
         self.clusters = IdentityMemo(max_entries)
         self.assignments = IdentityMemo(max_entries)
         self.routes: OrderedDict[tuple[object, ...], Any] = OrderedDict()
+        self.domains = IdentityMemo(max_entries)
         self.max_entries = max_entries
 
     def sizes(self) -> dict[str, int]:
         """Entries per memo (for tests, benchmarks and debug endpoints)."""
-        return {"clusters": len(self.clusters), "assignments": len(self.assignments), "routes": len(self.routes)}
+        return {"clusters": len(self.clusters), "assignments": len(self.assignments), "routes": len(self.routes),
+                "domains": len(self.domains)}

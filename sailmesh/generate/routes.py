@@ -40,41 +40,73 @@ Held = tuple[object, tuple[object, ...], object, object, object]
 
 
 class MemoEntry:
-    """The routes of one service port for one outbound scope, serialized, and its virtual hosts."""
+    """The routes of one service port as some proxies read them, serialized, and its virtual hosts."""
 
-    __slots__ = ("domains", "held", "routes", "vhosts")
+    __slots__ = ("held", "routes", "vhosts")
 
-    def __init__(self, held: Held, routes: bytes, domains: tuple[tuple[str, ...], tuple[str, ...]]):
+    def __init__(self, held: Held, routes: bytes):
         self.held = held  # the objects whose identity is in the key (kept alive so ids are not reused)
         self.routes = routes  # VirtualHost.routes fields
-        self.domains = domains  # (per-port route config domains, http_proxy domains), deduplicated
         self.vhosts: dict[tuple[str, ...], bytes] = {}  # domains -> the virtual host as a RouteConfiguration field
+
+
+def _route_reader(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, vss: tuple[Resource, ...],
+                  outbound_key: Hashable) -> Hashable:
+    """What a service port's routes read from the proxy (the part of the memo key that depends on it).
+
+    Routes read the client only through match sourceLabels/sourceNamespace; otherwise only through the
+    DestinationRules its namespace sees for the destinations (hash policies). So without client matches, the
+    sidecars of every namespace that sees the same rules share the routes (translated once, not per namespace).
+    """
+    idx = snapshot.index
+    hosts: dict[str, None] = {svc.hostname: None}
+    for vs in vss:
+        reads_client, dest_hosts = idx.route_inputs(vs)
+        if reads_client:
+            return ("client", outbound_key)
+        hosts.update(dict.fromkeys(dest_hosts))
+    services = snapshot.services
+    return ("rules", *(id(idx.destination_rule(proxy.namespace, services[h])) for h in hosts if h in services))
 
 
 def _memo_entry(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, port: int, memos: Memos,
                 outbound_key: Hashable | None = None) -> MemoEntry:
-    """The routes of one service port, reused across proxies of a scope and across snapshots (memos.routes)
-    while their inputs are the same objects: the proxy's outbound key, the service, the VirtualServices
+    """The routes of one service port, reused across proxies and snapshots (memos.routes) while their inputs
+    are the same objects: what they read from the proxy (_route_reader), the service, the VirtualServices
     applied to its host, the services (destination ports), the DestinationRules (hash policies) and the mesh."""
     idx = snapshot.index
     memo: OrderedDict[tuple[object, ...], MemoEntry] = memos.routes
+    okey = idx.outbound_key(proxy) if outbound_key is None else outbound_key
     vss = tuple(idx.mesh_virtual_services_for(proxy, svc.hostname))
     held = (svc, vss, snapshot.services, snapshot.of_kind("DestinationRule"), snapshot.mesh)
-    okey = idx.outbound_key(proxy) if outbound_key is None else outbound_key
-    key = (okey, port, id(svc), tuple(map(id, vss)), *map(id, held[2:]))
+    reader = _route_reader(snapshot, proxy, svc, vss, okey)
+    key = (reader, port, id(svc), tuple(map(id, vss)), *map(id, held[2:]))
     hit = memo.get(key)
     if hit is not None:  # the entry holds the objects whose ids are in its key: equal ids, the same objects
         memo.move_to_end(key)
         return hit
-    aliases = names.host_aliases(svc.hostname, svc.namespace, proxy.namespace, snapshot.mesh.domain_suffix)
-    aliases += list(svc.addresses)
-    domains = (tuple(dict.fromkeys(names.domains_with_port(aliases, port, plain=True))),
-               tuple(dict.fromkeys(names.domains_with_port(aliases, port, plain=port == 80))))
-    entry = MemoEntry(held, _routes_field(_service_routes(snapshot, proxy, svc, port, vss)), domains)
+    entry = MemoEntry(held, _routes_field(_service_routes(snapshot, proxy, svc, port, vss)))
     memo[key] = entry
     if len(memo) > memos.max_entries:
         memo.popitem(last=False)
     return entry
+
+
+def _domains(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, port: int,
+             memos: Memos) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(per-port route config domains, http_proxy domains) of a service port, deduplicated; they depend on the
+    proxy only through whether it is in the service's namespace (the short-name alias)."""
+    same_ns = proxy.namespace == svc.namespace
+    key = ("domains", id(svc), port, same_ns, id(snapshot.mesh))
+    held = (svc, snapshot.mesh)
+    hit: tuple[tuple[str, ...], tuple[str, ...]] | None = memos.domains.get(key, held)
+    if hit is None:
+        aliases = names.host_aliases(svc.hostname, svc.namespace, proxy.namespace, snapshot.mesh.domain_suffix)
+        aliases += list(svc.addresses)
+        hit = (tuple(dict.fromkeys(names.domains_with_port(aliases, port, plain=True))),
+               tuple(dict.fromkeys(names.domains_with_port(aliases, port, plain=port == 80))))
+        memos.domains.put(key, held, hit)
+    return hit
 
 
 def _service_routes(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, port: int,
@@ -211,7 +243,7 @@ def sidecar_routes(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> li
             entry = _memo_entry(snapshot, proxy, svc, port, memos, okey)
             vname = names.vhost_name(svc.hostname, port)
             used = used_per_port.setdefault(port, set())
-            port_domains, proxy_domains = entry.domains
+            port_domains, proxy_domains = _domains(snapshot, proxy, svc, port, memos)
             vh = _vhost(vname, port_domains, entry.routes, used, entry.vhosts)
             if vh is not None:
                 per_port.setdefault(port, []).append(vh)

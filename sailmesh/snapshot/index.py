@@ -41,6 +41,23 @@ def vs_facts(vs: Resource, domain_suffix: str) -> VsFacts:
     return (export, bound_gateways(vs), vs_hosts(vs, domain_suffix), tuple(selectors))
 
 
+def http_route_inputs(vs: Resource, domain_suffix: str) -> tuple[bool, tuple[str, ...]]:
+    """What a VirtualService's HTTP routes read besides the VirtualService and the services: whether a match
+    reads the client (sourceLabels, sourceNamespace), and the FQDN hosts of its destinations and mirrors (whose
+    DestinationRules give the routes' hash policies)."""
+    reads_client = False
+    hosts: dict[str, None] = {}
+    for route in model_of(vs, VirtualService).http or ():
+        for m in route.match or ():
+            reads_client = reads_client or m.source_labels is not None or bool(m.source_namespace)
+        dests = [d.destination for d in route.route or ()]
+        dests += [route.mirror, *(m.destination for m in route.mirrors or ())]
+        for d in dests:
+            if d is not None and d.host:
+                hosts[resolve_short_name(d.host, vs.namespace, domain_suffix)] = None
+    return reads_client, tuple(hosts)
+
+
 def _select_sidecar(sidecars: tuple[Resource, ...], root_namespace: str, proxy: ProxyView) -> Resource | None:
     """Istio's Sidecar selection for a sidecar proxy (see SnapshotIndex.sidecar); `sidecars` oldest first."""
 
@@ -86,6 +103,10 @@ class SnapshotIndex:
         # per-object VirtualService facts: taken over for the objects the previous snapshot had too
         old = previous._facts if previous is not None and previous.mesh.domain_suffix == suffix else {}
         self._facts: dict[int, tuple[Resource, VsFacts]] = {}
+        # the same for route inputs, computed on first use: only the current objects' are taken over
+        old_inputs = previous._inputs if previous is not None and previous.mesh.domain_suffix == suffix else {}
+        self._inputs: dict[int, tuple[Resource, tuple[bool, tuple[str, ...]]]] = {
+            id(vs): kept for vs in vss if (kept := old_inputs.get(id(vs))) is not None and kept[0] is vs}
         for vs in vss:
             hit = old.get(id(vs))
             self._facts[id(vs)] = hit if hit is not None and hit[0] is vs else (vs, vs_facts(vs, suffix))
@@ -262,6 +283,13 @@ class SnapshotIndex:
                         exact.setdefault(h, []).append((i, vs))
             hit = self._by_host[key] = (imported, (exact, wild))
         return hit
+
+    def route_inputs(self, vs: Resource) -> tuple[bool, tuple[str, ...]]:
+        """http_route_inputs of a VirtualService, once per object (taken over by later snapshots' indexes)."""
+        hit = self._inputs.get(id(vs))
+        if hit is None or hit[0] is not vs:
+            hit = self._inputs[id(vs)] = (vs, http_route_inputs(vs, self.mesh.domain_suffix))
+        return hit[1]
 
     def _mesh_all_open(self) -> bool:
         """Whether every mesh VirtualService is exported to every namespace."""

@@ -217,3 +217,41 @@ def test_route_memo_entries_are_reused_by_identity_of_their_inputs() -> None:
     assert routes._memo_entry(s1, p, ratings, 9080, gen.memos) is routes._memo_entry(s2, p, ratings, 9080, gen.memos)
     assert routes._memo_entry(s1, p, reviews, 9080, gen.memos) is not \
         routes._memo_entry(s2, p, reviews, 9080, gen.memos)
+
+
+HASH_DR_IN_BAR = """
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews-hash, namespace: bar}
+spec:
+  host: reviews.default.svc.cluster.local
+  trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-user}}}
+"""
+
+
+def test_routes_are_translated_once_for_namespaces_that_read_them_alike() -> None:
+    """Routes read the proxy only through client matches (sourceLabels/sourceNamespace) and the
+    DestinationRules its namespace sees (hash policies): namespaces alike share one translation; a namespace
+    whose rule adds a hash policy gets its own; and what every proxy gets equals a fresh translation."""
+    from envoy.config.route.v3 import route_pb2
+
+    from sailmesh.generate import routes
+
+    snap = bookinfo(HASH_DR_IN_BAR)
+    gen = Generator()
+    other = sidecar("client-0", "127.0.9.1", ns="other", app="client", version="v1")
+    bar = sidecar("client-1", "127.0.9.2", ns="bar", app="client", version="v1")
+    reviews = snap.services["reviews.default.svc.cluster.local"]
+    ratings = snap.services["ratings.default.svc.cluster.local"]
+    for p in (other, bar, sidecar()):
+        assert gen.resources(snap, p, ROUTE) == generate(snap, p, ROUTE), p.id
+    assert routes._memo_entry(snap, other, ratings, 9080, gen.memos) is \
+        routes._memo_entry(snap, sidecar(), ratings, 9080, gen.memos)  # two namespaces, one translation
+    assert routes._memo_entry(snap, other, reviews, 9080, gen.memos) is not \
+        routes._memo_entry(snap, bar, reviews, 9080, gen.memos)  # bar's rule hashes on x-user
+    rc = route_pb2.RouteConfiguration()
+    gen.resources(snap, bar, ROUTE)["9080"].Unpack(rc)
+    vh = next(v for v in rc.virtual_hosts if v.name.startswith("reviews."))
+    assert vh.routes[0].route.hash_policy[0].header.header_name == "x-user"
+    # the short-name alias stays per namespace
+    assert "reviews" not in vh.domains and "reviews.default" in vh.domains
