@@ -48,10 +48,10 @@ def inbound_ports(snapshot: MeshSnapshot, proxy: ProxyView) -> list[tuple[int, i
     protocols: dict[int, str] = {}
     # A named targetPort resolves through the named container ports of the proxy's workload; a workload
     # without that name does not serve the service port (Kubernetes gives it no endpoint), so no listener.
-    me = next((w for w in snapshot.workloads if w.address == proxy.ip and w.namespace == proxy.namespace), None)
+    me = snapshot.index.workload_at(proxy.ip, proxy.namespace)
     named = me.ports if me is not None else {}
-    for svc in sorted(snapshot.services.values(), key=lambda s: s.hostname):
-        if svc.namespace != proxy.namespace or not svc.selector:
+    for svc in snapshot.index.services_in(proxy.namespace):
+        if not svc.selector:
             continue
         if not all(proxy.labels.get(k) == v for k, v in svc.selector.items()):
             continue

@@ -15,7 +15,7 @@ from sailmesh.api.hosts import exported_to, host_subset_of, hosts_match, resolve
 from sailmesh.api.models import model_of
 from sailmesh.api.models.networking import DestinationRule, Sidecar, VirtualService
 from sailmesh.api.resource import Resource
-from sailmesh.registry.model import Service
+from sailmesh.registry.model import Service, Workload
 from sailmesh.settings import MeshDefaults
 
 if TYPE_CHECKING:
@@ -94,10 +94,14 @@ class SnapshotIndex:
     """
 
     def __init__(self, config: Config, services: Mapping[str, Service], mesh: MeshDefaults,
-                 previous: SnapshotIndex | None = None) -> None:
+                 previous: SnapshotIndex | None = None, workloads: tuple[Workload, ...] = ()) -> None:
         self.config = config
         self.services = services
         self.mesh = mesh
+        self.workloads = workloads
+        self._workload_at: dict[tuple[str, str], Workload] | None = None
+        if previous is not None and previous.workloads is workloads:
+            self._workload_at = previous._workload_at
         suffix = mesh.domain_suffix
         vss = config.get("VirtualService", ())
         # per-object VirtualService facts: taken over for the objects the previous snapshot had too
@@ -121,12 +125,15 @@ class SnapshotIndex:
         self._sidecar: dict[Hashable, Resource | None] = {}
         self._visible: dict[Hashable, list[Service]] = {}
         self._by_ns: dict[str, list[Service]] | None = None
+        self._sorted_ns: dict[str, list[Service]] | None = None
         if previous is not None and previous.of_kind("Sidecar") is self.of_kind("Sidecar") \
                 and previous.mesh == mesh and previous._selectors == self._selectors:
             self._outbound, self._sidecar = previous._outbound, previous._sidecar
             # visible services depend on the outbound key (Sidecar egress, namespace) and the services only
             if previous.services is services:
-                self._visible, self._by_ns = previous._visible, previous._by_ns
+                self._visible = previous._visible
+        if previous is not None and previous.services is services:  # services by namespace
+            self._by_ns, self._sorted_ns = previous._by_ns, previous._sorted_ns
         # DestinationRule answers depend on the rules, the services and the mesh only
         self._rules: dict[str, list[tuple[str, Resource]]] | None = None
         self._dr: dict[tuple[str, str], Resource | None] = {}
@@ -212,6 +219,22 @@ class SnapshotIndex:
             )
             self._visible[key] = hit
         return hit
+
+    def workload_at(self, address: str, namespace: str) -> Workload | None:
+        """The workload with this address in this namespace (a sidecar's own), if the registry knows it."""
+        if self._workload_at is None:
+            at: dict[tuple[str, str], Workload] = {}
+            for w in self.workloads:
+                at.setdefault((w.address, w.namespace), w)
+            self._workload_at = at
+        return self._workload_at.get((address, namespace))
+
+    def services_in(self, namespace: str) -> list[Service]:
+        """The services of a namespace, sorted by hostname."""
+        if self._sorted_ns is None:
+            self._sorted_ns = {ns: sorted(svcs, key=lambda s: s.hostname)
+                               for ns, svcs in self._services_by_namespace().items()}
+        return self._sorted_ns.get(namespace, [])
 
     def _services_by_namespace(self) -> dict[str, list[Service]]:
         if self._by_ns is None:

@@ -51,7 +51,8 @@ class MeshSnapshot:
 
     def __post_init__(self, previous_index: SnapshotIndex | None) -> None:
         # the one write of construction: a frozen dataclass sets derived fields through object.__setattr__
-        object.__setattr__(self, "index", SnapshotIndex(self.config, self.services, self.mesh, previous_index))
+        object.__setattr__(self, "index", SnapshotIndex(self.config, self.services, self.mesh, previous_index,
+                                                          self.workloads))
 
     def of_kind(self, kind: str) -> tuple[Resource, ...]:
         return self.config.get(kind, ())
