@@ -8,7 +8,9 @@ Cache keys are (part, epoch of its type, scope). A part is a slice of one type's
 outbound clusters, routes and endpoints depend only on the proxy's outbound key (SnapshotIndex.outbound_key: for a
 sidecar its namespace, its Sidecar resource and the VirtualService sourceLabels it matches), so every sidecar of a
 namespace usually shares them; inbound clusters and listeners also depend on the proxy's labels, address and
-ports. `advance` moves to a new snapshot and bumps only the epochs of the types a change affects.
+ports. `advance` moves to a new snapshot and bumps only the epochs of the types a change affects. Parts with
+the same content (the same names and Any objects) are one object, across scopes and across one advance, so the
+ADS server hashes and encodes each distinct part once.
 """
 
 from __future__ import annotations
