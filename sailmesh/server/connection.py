@@ -21,7 +21,7 @@ from sailmesh.server.metrics import XdsMetrics
 from sailmesh.server.push import PendingPush, ordered
 from sailmesh.server.source import Generated, ResourceSource
 from sailmesh.xds.push import PushRequest
-from sailmesh.xds.types import CLUSTER, short_name
+from sailmesh.xds.types import CLUSTER, ENDPOINT, ROUTE, short_name
 
 log = logging.getLogger("sailmesh.server")
 
@@ -30,10 +30,11 @@ Send = Callable[[Message | bytes], Awaitable[None]]
 
 # How long a push waits for the proxy to ACK clusters before sending the listeners and routes using them.
 CLUSTER_ACK_TIMEOUT_S = 5.0
-# A response counts against the send budget until the proxy ACKs (or NACKs) it, not only until gRPC took it: a
-# write completes once gRPC queued the bytes, so pushes to slow readers queued gigabytes (2 MB route configs to
-# 2,000 proxies: 8.8 GB; a first push of 10 MB of clusters each: over 10 GB). Envoy ACKs clusters and listeners
-# when it has accepted them, before warming, so holding them does not wait on the endpoints or routes.
+# Types whose responses count against the send budget until the proxy ACKs (or NACKs) them, not only until
+# gRPC took them: a write completes once gRPC queued the bytes, so a push of 2 MB route configurations to 2,000
+# slow readers queued 8 GB. Only leaf types: Envoy ACKs clusters and listeners after warming them, which needs
+# the endpoints and routes, so holding CDS/LDS bytes until their ACK could starve what the ACK waits for.
+HELD_UNTIL_ACK = frozenset({ENDPOINT, ROUTE})
 ACK_HOLD_S = 10.0  # at most this long: a proxy that never answers does not keep its bytes
 
 
@@ -197,11 +198,11 @@ class Connection:
         self._wake.set()
 
     def sent_with_budget(self, st: WatchState, size: int) -> None:
-        """`size` budget bytes of a response just written: given back when the proxy answers it, a newer response
-        of the type replaces it, the stream closes or ACK_HOLD_S pass (at once if the answer came first)."""
+        """`size` budget bytes of a response just written: given back now, or (HELD_UNTIL_ACK types) when the
+        proxy answers it, a newer response of the type replaces it, the stream closes or ACK_HOLD_S pass."""
         type_url = st.type_url
         answered = st.acked_nonce == st.sent_nonce or (bool(st.nack_detail) and st.nacked_version == st.sent_version)
-        if self._closed or answered:  # (the reader may have seen the ACK first)
+        if type_url not in HELD_UNTIL_ACK or self._closed or answered:  # (the reader may have seen the ACK first)
             self.budget.release(size)
             return
         self.release_held(type_url)
