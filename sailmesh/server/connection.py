@@ -21,7 +21,7 @@ from sailmesh.server.metrics import XdsMetrics
 from sailmesh.server.push import PendingPush, ordered
 from sailmesh.server.source import Generated, ResourceSource
 from sailmesh.xds.push import PushRequest
-from sailmesh.xds.types import CLUSTER, ENDPOINT, ROUTE, short_name
+from sailmesh.xds.types import CLUSTER, short_name
 
 log = logging.getLogger("sailmesh.server")
 
@@ -30,12 +30,6 @@ Send = Callable[[Message | bytes], Awaitable[None]]
 
 # How long a push waits for the proxy to ACK clusters before sending the listeners and routes using them.
 CLUSTER_ACK_TIMEOUT_S = 5.0
-# Types whose responses count against the send budget until the proxy ACKs (or NACKs) them, not only until
-# gRPC took them: a write completes once gRPC queued the bytes, so a push of 2 MB route configurations to 2,000
-# slow readers queued 8 GB. Only leaf types: Envoy ACKs clusters and listeners after warming them, which needs
-# the endpoints and routes, so holding CDS/LDS bytes until their ACK could starve what the ACK waits for.
-HELD_UNTIL_ACK = frozenset({ENDPOINT, ROUTE})
-ACK_HOLD_S = 10.0  # at most this long: a proxy that never answers does not keep its bytes
 
 
 @dataclass
@@ -163,7 +157,6 @@ class Connection:
         self.identities: tuple[str, ...] = ()
         self.types: dict[str, WatchState] = {}
         self.errors: dict[str, str] = {}  # type URL -> why generating it failed (the proxy keeps its last config)
-        self._held: dict[str, tuple[int, asyncio.TimerHandle]] = {}  # type URL -> budget bytes of an unACKed send
         self.pushes = 0
         self._requests: deque[Message] = deque()
         self._pending: PendingPush | None = None
@@ -193,27 +186,7 @@ class Connection:
 
     def close(self) -> None:
         self._closed = True
-        for type_url in list(self._held):
-            self.release_held(type_url)
         self._wake.set()
-
-    def sent_with_budget(self, st: WatchState, size: int) -> None:
-        """`size` budget bytes of a response just written: given back now, or (HELD_UNTIL_ACK types) when the
-        proxy answers it, a newer response of the type replaces it, the stream closes or ACK_HOLD_S pass."""
-        type_url = st.type_url
-        answered = st.acked_nonce == st.sent_nonce or (bool(st.nack_detail) and st.nacked_version == st.sent_version)
-        if type_url not in HELD_UNTIL_ACK or self._closed or answered:  # (the reader may have seen the ACK first)
-            self.budget.release(size)
-            return
-        self.release_held(type_url)
-        timer = asyncio.get_running_loop().call_later(ACK_HOLD_S, self.release_held, type_url)
-        self._held[type_url] = (size, timer)
-
-    def release_held(self, type_url: str) -> None:
-        held = self._held.pop(type_url, None)
-        if held is not None:
-            held[1].cancel()
-            self.budget.release(held[0])
 
     @property
     def pending_push(self) -> PendingPush | None:
@@ -294,7 +267,6 @@ class Connection:
 
     def on_ack(self, st: WatchState, version: str, nonce: str) -> None:
         """The proxy answered the current nonce without an error: it holds `version`."""
-        self.release_held(st.type_url)
         if st.type_url == self._awaiting:
             self._awaiting = None
             self._wake.set()  # the held-back rest of the push may go on
@@ -308,7 +280,6 @@ class Connection:
             st.push_started = None
 
     def on_nack(self, st: WatchState, detail: str) -> None:
-        self.release_held(st.type_url)
         if st.type_url == self._awaiting:
             self._awaiting = None
         st.nack_detail = detail

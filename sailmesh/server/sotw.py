@@ -105,13 +105,14 @@ class SotwConnection(Connection):
         size = len(response)
         if not self.budget.try_acquire(size):  # inline budget.hold(): this runs once per proxy per push
             await self.budget.acquire(size)
-        st.sent_digest = digest
-        self.mark_sent(st, version, nonce, count, started)
         try:
-            await send(response)
-        except BaseException:
+            st.sent_digest = digest
+            self.mark_sent(st, version, nonce, count, started)
+            try:
+                await send(response)
+            except Exception:
+                self.metrics.send_errors.inc(type=short_name(st.type_url))
+                raise
+        finally:
             self.budget.release(size)
-            self.metrics.send_errors.inc(type=short_name(st.type_url))
-            raise
-        self.sent_with_budget(st, size)
         return True
