@@ -26,10 +26,6 @@ class Change:
     def kinds(self) -> frozenset[str]:
         return frozenset(k.kind for k in self.keys)
 
-    @property
-    def empty(self) -> bool:
-        return not self.full and not self.keys
-
     @staticmethod
     def everything() -> Change:
         """A change that may have altered anything (start-up, mesh settings)."""

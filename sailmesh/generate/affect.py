@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from sailmesh.api.change import Change
-from sailmesh.registry.workloads import WORKLOAD_KIND
-from sailmesh.snapshot.build import changed_endpoints
+from sailmesh.snapshot.build import ENDPOINT_KINDS, changed_endpoints
 from sailmesh.snapshot.model import MeshSnapshot
 from sailmesh.xds.push import PushRequest
 from sailmesh.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
@@ -17,8 +16,6 @@ KIND_TYPES: dict[str, frozenset[str]] = {
     "DestinationRule": frozenset({CLUSTER, ENDPOINT, ROUTE}),  # subsets, policies; consistentHash on routes
     "Gateway": frozenset({LISTENER, ROUTE}),
 }
-# Kinds whose changes only move endpoints.
-ENDPOINT_KINDS = frozenset({WORKLOAD_KIND, "WorkloadEntry"})
 # Resolutions whose endpoints live in the cluster (DNS: as its load assignment, as in Istio) or decide its kind
 # (NONE: a forwarding cluster without endpoints, EDS with them): an endpoint change there is a cluster change.
 CLUSTER_RESOLUTIONS = frozenset({"DNS", "DNS_ROUND_ROBIN", "NONE"})

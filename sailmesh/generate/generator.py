@@ -73,7 +73,6 @@ TYPES: dict[str, tuple[Part, ...]] = {
     SECRET: (),
 }
 assert tuple(TYPES) == PUSH_ORDER, "the type table must list the types in push order"
-GENERATED_TYPES = frozenset(t for t, parts in TYPES.items() if parts)
 
 
 def _name(msg: message.Message | Prepacked) -> str:

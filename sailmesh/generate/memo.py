@@ -53,8 +53,3 @@ class Memos:
         self.routes: OrderedDict[tuple[object, ...], Any] = OrderedDict()
         self.domains = IdentityMemo(max_entries)
         self.max_entries = max_entries
-
-    def sizes(self) -> dict[str, int]:
-        """Entries per memo (for tests, benchmarks and debug endpoints)."""
-        return {"clusters": len(self.clusters), "assignments": len(self.assignments), "routes": len(self.routes),
-                "domains": len(self.domains)}

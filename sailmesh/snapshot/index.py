@@ -104,22 +104,19 @@ class SnapshotIndex:
             self._workload_at = previous._workload_at
         suffix = mesh.domain_suffix
         vss = config.get("VirtualService", ())
-        # per-object VirtualService facts: taken over for the objects the previous snapshot had too
-        old = previous._facts if previous is not None and previous.mesh.domain_suffix == suffix else {}
-        self._facts: dict[int, tuple[Resource, VsFacts]] = {}
-        # the same for route inputs, computed on first use: only the current objects' are taken over
-        old_inputs = previous._inputs if previous is not None and previous.mesh.domain_suffix == suffix else {}
-        self._inputs: dict[int, tuple[Resource, tuple[bool, tuple[str, ...]]]] = {
-            id(vs): kept for vs in vss if (kept := old_inputs.get(id(vs))) is not None and kept[0] is vs}
-        for vs in vss:
-            hit = old.get(id(vs))
-            self._facts[id(vs)] = hit if hit is not None and hit[0] is vs else (vs, vs_facts(vs, suffix))
-        found: dict[tuple[tuple[str, str], ...], None] = {}
-        for vs in vss:
-            found.update(dict.fromkeys(self._facts[id(vs)][1][3]))
-        self._selectors: list[tuple[tuple[str, str], ...]] = list(found)
-        self._vs_parsed = [(vs, *self._facts[id(vs)][1][:3]) for vs in vss]  # oldest first
-        self._hosts_of = {id(vs): hosts for vs, _, _, hosts in self._vs_parsed}
+        self._facts: dict[int, tuple[Resource, VsFacts]]
+        self._inputs: dict[int, tuple[Resource, tuple[bool, tuple[str, ...]]]]
+        self._selectors: list[tuple[tuple[str, str], ...]]
+        self._vs_parsed: list[tuple[Resource, list[str], set[str], list[str]]]
+        self._hosts_of: dict[int, list[str]]
+        same_suffix = previous is not None and previous.mesh.domain_suffix == suffix
+        if previous is not None and same_suffix and previous.of_kind("VirtualService") is vss:
+            # no VirtualService changed (an endpoint or another kind's change): every VS fact carries over as is
+            self._facts, self._inputs = previous._facts, previous._inputs
+            self._selectors, self._vs_parsed, self._hosts_of = \
+                previous._selectors, previous._vs_parsed, previous._hosts_of
+        else:
+            self._index_virtual_services(vss, previous if same_suffix else None)
         # outbound keys depend on the Sidecars, the mesh and the sourceLabels selectors only
         self._outbound: dict[Hashable, Hashable] = {}
         self._sidecar: dict[Hashable, Resource | None] = {}
@@ -148,6 +145,25 @@ class SnapshotIndex:
 
     def of_kind(self, kind: str) -> tuple[Resource, ...]:
         return self.config.get(kind, ())
+
+    def _index_virtual_services(self, vss: tuple[Resource, ...], previous: SnapshotIndex | None) -> None:
+        """Per-object VirtualService facts, taken over for the objects `previous` had too (route inputs are
+        computed on first use: only the current objects' are taken over)."""
+        suffix = self.mesh.domain_suffix
+        old = previous._facts if previous is not None else {}
+        old_inputs = previous._inputs if previous is not None else {}
+        self._facts = {}
+        self._inputs = {
+            id(vs): kept for vs in vss if (kept := old_inputs.get(id(vs))) is not None and kept[0] is vs}
+        for vs in vss:
+            hit = old.get(id(vs))
+            self._facts[id(vs)] = hit if hit is not None and hit[0] is vs else (vs, vs_facts(vs, suffix))
+        found: dict[tuple[tuple[str, str], ...], None] = {}
+        for vs in vss:
+            found.update(dict.fromkeys(self._facts[id(vs)][1][3]))
+        self._selectors = list(found)
+        self._vs_parsed = [(vs, *self._facts[id(vs)][1][:3]) for vs in vss]  # oldest first
+        self._hosts_of = {id(vs): hosts for vs, _, _, hosts in self._vs_parsed}
 
     def sidecar(self, proxy: ProxyView) -> Resource | None:
         """The Sidecar resource that configures a sidecar proxy (Istio's selection order).
