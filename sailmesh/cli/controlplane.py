@@ -21,6 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback by default)")
     parser.add_argument("--xds-port", type=int, default=15010, help="plaintext ADS port (0 = any free port)")
     parser.add_argument("--http-port", type=int, default=15014, help="HTTP API and /metrics port")
+    parser.add_argument("--mesh-config", default="", metavar="FILE",
+                        help="Istio mesh config YAML (MeshConfig); the ConfigMap istio in istio-system overlays it")
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
@@ -60,5 +62,10 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     opts = ControlPlaneOptions(config_dirs=args.config_dir, workload_file=args.workload_file, host=args.host,
-                               xds_port=args.xds_port, http_port=args.http_port)
-    return asyncio.run(_serve(ControlPlane(opts, settings_mod.load())))
+                               xds_port=args.xds_port, http_port=args.http_port,
+                               mesh_config_file=args.mesh_config)
+    try:
+        cp = ControlPlane(opts, settings_mod.load())
+    except (SailmeshError, OSError) as e:
+        return fail(f"control plane failed to start: {e}")
+    return asyncio.run(_serve(cp))

@@ -15,6 +15,7 @@ import watchfiles
 from aiohttp import web
 from google.protobuf import json_format
 
+from sailmesh.api import meshconfig
 from sailmesh.api.change import Change
 from sailmesh.api.parse import resource_from_dict
 from sailmesh.api.resource import Resource, Source
@@ -55,6 +56,7 @@ class ControlPlaneOptions:
     host: str = "127.0.0.1"
     xds_port: int = 15010
     http_port: int = 15014
+    mesh_config_file: str = ""  # Istio's mesh config file (`--meshConfig`); the ConfigMap istio overlays it
 
 
 class ControlPlane:
@@ -78,13 +80,16 @@ class ControlPlane:
         self.started_at = time.time()
         self.pushes = 0
         self._logged_rejections: set[str] = set()
+        self.mesh_file = meshconfig.load_file(opts.mesh_config_file) if opts.mesh_config_file else {}
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
         for fs in self.files:
             await fs.start()
         self._load_workloads()
-        self.snapshot = build(None, self.store, self.registry, Change.everything(), self.settings.mesh)
+        self.snapshot = build(None, self.store, self.registry, Change.everything(), self.settings.mesh,
+                              self.mesh_file)
+        self._log_unmodelled(self.snapshot)
         self.source = MeshSource(self.snapshot)
         self.server = AdsServer(self.source)
         self.opts.xds_port = await self.server.serve(self.opts.host, self.opts.xds_port)
@@ -128,6 +133,8 @@ class ControlPlane:
         assert self.snapshot is not None and self.source is not None and self.server is not None
         prev = self.snapshot
         cur = build(prev, self.store, self.registry, change, self.settings.mesh)
+        if cur.mesh_config is not prev.mesh_config:
+            self._log_unmodelled(cur)
         request = push_request(change, prev, cur)
         self.snapshot = cur
         self.source.update(cur, request)
@@ -137,6 +144,11 @@ class ControlPlane:
             log.info("push v%d (%s): %s", cur.version, request.reason,
                      ",".join(sorted(short_name(t) for t in request.type_urls or ())) or "all")
         self._log_rejections()
+
+    def _log_unmodelled(self, snapshot: MeshSnapshot) -> None:
+        """Mesh config keys sailmesh does not read are said once per mesh config, never dropped silently."""
+        if snapshot.mesh_config.unmodelled:
+            log.warning("mesh config: accepted, not enforced: %s", ", ".join(snapshot.mesh_config.unmodelled))
 
     def _log_rejections(self) -> None:
         """Log each rejection once, when it first appears (a file fixed and broken again logs again)."""

@@ -15,6 +15,8 @@ KIND_TYPES: dict[str, frozenset[str]] = {
     "VirtualService": frozenset({ROUTE}),
     "DestinationRule": frozenset({CLUSTER, ENDPOINT, ROUTE}),  # subsets, policies; consistentHash on routes
     "Gateway": frozenset({LISTENER, ROUTE}),
+    # only the mesh ConfigMap matters to proxies, and a change of the mesh config is caught above
+    "ConfigMap": frozenset(),
 }
 # Resolutions whose endpoints live in the cluster (DNS: as its load assignment, as in Istio) or decide its kind
 # (NONE: a forwarding cluster without endpoints, EDS with them): an endpoint change there is a cluster change.
@@ -23,7 +25,7 @@ CLUSTER_RESOLUTIONS = frozenset({"DNS", "DNS_ROUND_ROBIN", "NONE"})
 
 def affected_types(change: Change, previous: MeshSnapshot, current: MeshSnapshot) -> frozenset[str]:
     """The xDS types whose resources may differ between the two snapshots because of `change`."""
-    if change.full or current.mesh != previous.mesh:
+    if change.full or current.mesh != previous.mesh or current.mesh_config is not previous.mesh_config:
         return EVERY_TYPE
     types: set[str] = set()
     for kind in change.kinds - ENDPOINT_KINDS:

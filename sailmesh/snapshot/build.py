@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from types import MappingProxyType
+from typing import Any
 
+from sailmesh.api import meshconfig
 from sailmesh.api.change import Change
 from sailmesh.api.resource import Resource
 from sailmesh.registry import endpoints as endpoints_mod
@@ -48,19 +51,41 @@ def _service_index(previous: MeshSnapshot | None, config: Mapping[str, tuple[Res
     return build_index([*svcs, *entries], mesh)
 
 
+def meshconfig_defaults(defaults: MeshDefaults, mc: meshconfig.MeshConfig) -> MeshDefaults:
+    """The process defaults with the fields the mesh config sets (trust domain, root namespace, egress mode)."""
+    return replace(defaults, trust_domain=mc.trust_domain, root_namespace=mc.root_namespace,
+                   outbound_traffic_policy=mc.outbound_traffic_policy.mode) \
+        if mc is not meshconfig.DEFAULT_MESH_CONFIG else defaults
+
+
 def build(
     previous: MeshSnapshot | None,
     store: ConfigReader,
     registry: WorkloadSource,
     change: Change,
     mesh: MeshDefaults | None = None,
+    mesh_file: Mapping[str, Any] | None = None,
 ) -> MeshSnapshot:
     """The next snapshot. Reads only the store and the registry; parts the change set cannot have touched are
     taken from `previous` as they are (same objects), so consumers can skip work by identity. The snapshot's
-    SnapshotIndex is built from the previous one's."""
-    mesh = mesh or (previous.mesh if previous else MeshDefaults())
-    full = previous is None or change.full or mesh != previous.mesh
+    SnapshotIndex is built from the previous one's.
+
+    `mesh` are the process's defaults, `mesh_file` the mesh config file's mapping (None: the previous one's);
+    the ConfigMap `istio` in the root namespace overlays the file (api.meshconfig)."""
+    defaults = mesh or (previous.mesh_defaults if previous else MeshDefaults())
     kinds = change.kinds
+    mesh_file = mesh_file if mesh_file is not None else (previous.mesh_file if previous else {})
+    if previous is None or change.full or "ConfigMap" in kinds or defaults != previous.mesh_defaults \
+            or mesh_file is not previous.mesh_file:
+        mesh_config = meshconfig.effective(mesh_file, tuple(store.list("ConfigMap")), defaults.root_namespace)
+        if previous is not None and mesh_config == previous.mesh_config:
+            mesh_config = previous.mesh_config
+    else:
+        mesh_config = previous.mesh_config
+    mesh = meshconfig_defaults(defaults, mesh_config)
+    if previous is not None and mesh == previous.mesh:
+        mesh = previous.mesh
+    full = previous is None or change.full or mesh != previous.mesh
 
     # Config: per kind, rebuilt only for the kinds that changed.
     config: Mapping[str, tuple[Resource, ...]]
@@ -116,6 +141,9 @@ def build(
     return MeshSnapshot(
         version=(previous.version + 1) if previous else 1,
         mesh=mesh,
+        mesh_defaults=defaults,
+        mesh_file=mesh_file,
+        mesh_config=mesh_config,
         config=config,
         services=services,
         endpoints=endpoints,

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import InitVar, dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+from sailmesh.api.meshconfig import DEFAULT_MESH_CONFIG, MeshConfig
 from sailmesh.api.resource import Resource
 
 # The value types live in the registry layer (which builds them); the snapshot re-exports them.
@@ -42,6 +43,11 @@ class MeshSnapshot:
     services: Mapping[str, Service]  # hostname -> service
     endpoints: Mapping[tuple[str, int], tuple[Endpoint, ...]]  # (hostname, service port) -> endpoints
     workloads: tuple[Workload, ...] = ()
+    # Istio's MeshConfig (file <- ConfigMap istio in the root namespace); `mesh` holds the fields it overrides
+    mesh_config: MeshConfig = DEFAULT_MESH_CONFIG
+    # what mesh_config was built from: the process defaults and the mesh config file's mapping
+    mesh_defaults: MeshDefaults = field(default_factory=MeshDefaults, compare=False, repr=False)
+    mesh_file: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
     # the registry's index of Service/ServiceEntry records this snapshot's services and endpoints came from
     # (snapshot.build reuses it while those resources are the same objects)
     service_index: ServiceIndex | None = field(default=None, compare=False, repr=False)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from sailmesh.api import meshconfig
 from sailmesh.api.issue import IssueSink
 from sailmesh.api.rules.common import check_port, is_dns1123_label
+from sailmesh.errors import ModelError, ParseError
 
 SERVICE_PROTOCOLS = frozenset({"TCP", "UDP", "SCTP"})
 LOCAL_WORKLOAD_FIELDS = frozenset({"command", "env", "serviceAccount", "ports", "replicas", "sidecar", "workdir",
@@ -156,6 +158,14 @@ def check_config_map(sink: IssueSink, raw: Any) -> None:
     for k, v in (data or {}).items():
         if not isinstance(v, str):
             sink.add(f"data.{k}", f"value must be a string, got {type(v).__name__} (quote numbers and booleans)")
+    meta = raw.get("metadata") if isinstance(raw, dict) else None
+    text = (data or {}).get(meshconfig.MESH_KEY)
+    if isinstance(meta, dict) and meta.get("name") == meshconfig.MESH_CONFIGMAP and isinstance(text, str):
+        # Istio's mesh ConfigMap: a mesh config that does not parse never reaches the snapshot
+        try:
+            meshconfig.from_mapping(meshconfig.parse_yaml(text), "mesh")
+        except (ModelError, ParseError) as e:
+            sink.add(f"data.{meshconfig.MESH_KEY}", str(e).removeprefix("mesh: "))
 
 
 def check_secret(sink: IssueSink, raw: Any) -> None:

@@ -1,0 +1,298 @@
+"""Istio's MeshConfig (the subset sailmesh reads), typed: from a file and from the ConfigMap `istio`.
+
+Where it comes from, as in Istio: defaults <- the control plane's mesh config file (`sailmesh controlplane
+--mesh-config FILE`, Istio's `--meshConfig`) <- the `mesh` key of the ConfigMap `istio` in the root namespace
+(`istio-system`), merged field by field (maps merge, lists and scalars replace). It reaches the generators as
+`MeshSnapshot.mesh_config`; a change of it pushes every type to every proxy, as Istio's mesh-config change does.
+
+Keys Istio defines that are not modelled here are kept in `MeshConfig.unmodelled` (dotted paths), so that whoever
+shows the mesh config can say "accepted, not enforced" for them instead of dropping them silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+import yaml
+
+from sailmesh.api.models.base import Duration, Model, build
+from sailmesh.errors import ModelError, ParseError
+
+MESH_CONFIGMAP = "istio"  # Istio's mesh ConfigMap: name `istio` in the root namespace, key `mesh`
+MESH_KEY = "mesh"
+
+
+class FileAccessLogFormat(Model, frozen=True):
+    """envoyFileAccessLog.logFormat: text, or JSON labels (label -> Envoy command operator)."""
+
+    text: str | None = None
+    labels: Mapping[str, str] | None = None
+
+
+class EnvoyFileAccessLog(Model, frozen=True):
+    path: str = ""
+    log_format: FileAccessLogFormat | None = None
+
+
+class EnvoyOtelAls(Model, frozen=True):
+    service: str = ""
+    port: int = 0
+    log_name: str = ""
+    log_format: FileAccessLogFormat | None = None
+
+
+class EnvoyAls(Model, frozen=True):
+    """envoyHttpAls / envoyTcpAls: Envoy's gRPC access-log service."""
+
+    service: str = ""
+    port: int = 0
+    log_name: str = ""
+    filter_state_objects_to_log: tuple[str, ...] = ()
+    additional_request_headers_to_log: tuple[str, ...] = ()
+    additional_response_headers_to_log: tuple[str, ...] = ()
+    additional_response_trailers_to_log: tuple[str, ...] = ()
+
+
+class BodyInCheck(Model, frozen=True):
+    max_request_bytes: int = 0
+    allow_partial_message: bool = False
+    pack_as_bytes: bool = False
+
+
+class EnvoyExtAuthzHttp(Model, frozen=True):
+    """An ext_authz server over HTTP (AuthorizationPolicy CUSTOM)."""
+
+    service: str = ""
+    port: int = 0
+    timeout: Duration | None = None
+    path_prefix: str = ""
+    fail_open: bool = False
+    status_on_error: str = ""
+    headers_to_upstream_on_allow: tuple[str, ...] = ()
+    headers_to_downstream_on_deny: tuple[str, ...] = ()
+    headers_to_downstream_on_allow: tuple[str, ...] = ()
+    include_request_headers_in_check: tuple[str, ...] = ()
+    include_additional_headers_in_check: Mapping[str, str] | None = None
+    include_request_body_in_check: BodyInCheck | None = None
+
+
+class EnvoyExtAuthzGrpc(Model, frozen=True):
+    """An ext_authz server over gRPC (AuthorizationPolicy CUSTOM)."""
+
+    service: str = ""
+    port: int = 0
+    timeout: Duration | None = None
+    fail_open: bool = False
+    status_on_error: str = ""
+    include_request_body_in_check: BodyInCheck | None = None
+
+
+class Zipkin(Model, frozen=True):
+    service: str = ""
+    port: int = 0
+    max_tag_length: int = 0
+    enable64bit_trace_id: bool = msgspec.field(default=False, name="enable64bitTraceId")
+    trace_context_option: str = ""  # USE_B3 (default) | USE_B3_WITH_W3C_PROPAGATION
+
+
+class OtelHttp(Model, frozen=True):
+    path: str = ""
+    timeout: Duration | None = None
+    headers: tuple[Mapping[str, Any], ...] = ()
+
+
+class OtelGrpc(Model, frozen=True):
+    timeout: Duration | None = None
+    initial_metadata: tuple[Mapping[str, Any], ...] = ()
+
+
+class OpenTelemetry(Model, frozen=True):
+    service: str = ""
+    port: int = 0
+    max_tag_length: int = 0
+    http: OtelHttp | None = None
+    grpc: OtelGrpc | None = None
+
+
+class Prometheus(Model, frozen=True):
+    """The `prometheus` metrics provider (no settings)."""
+
+
+# Provider kinds Istio defines that sailmesh accepts but does not act on (reported, not dropped).
+UNSUPPORTED_PROVIDER_KINDS = ("skywalking", "datadog", "stackdriver", "lightstep", "sds", "envoyExtAuthzHttpRef")
+
+
+class ExtensionProvider(Model, frozen=True):
+    """One entry of `extensionProviders`: a name and exactly one provider kind."""
+
+    name: str = ""
+    envoy_ext_authz_http: EnvoyExtAuthzHttp | None = None
+    envoy_ext_authz_grpc: EnvoyExtAuthzGrpc | None = None
+    zipkin: Zipkin | None = None
+    opentelemetry: OpenTelemetry | None = None
+    envoy_file_access_log: EnvoyFileAccessLog | None = None
+    envoy_otel_als: EnvoyOtelAls | None = None
+    envoy_http_als: EnvoyAls | None = None
+    envoy_tcp_als: EnvoyAls | None = None
+    prometheus: Prometheus | None = None
+
+    @property
+    def kind(self) -> str:
+        """The provider kind as Istio spells it (`envoyExtAuthzHttp`, `zipkin`, ...); "" when none is set."""
+        for f in msgspec.structs.fields(self):
+            if f.name != "name" and getattr(self, f.name) is not None:
+                return f.encode_name
+        return ""
+
+
+class DefaultProviders(Model, frozen=True):
+    metrics: tuple[str, ...] = ()
+    tracing: tuple[str, ...] = ()
+    access_logging: tuple[str, ...] = ()
+
+
+class ZipkinAddress(Model, frozen=True):
+    address: str = ""
+
+
+class ProxyTracing(Model, frozen=True):
+    """defaultConfig.tracing (the legacy tracing settings)."""
+
+    sampling: float | None = None
+    max_path_tag_length: int | None = None
+    custom_tags: Mapping[str, Any] | None = None
+    zipkin: ZipkinAddress | None = None
+
+
+class ProxyConfig(Model, frozen=True):
+    """defaultConfig: the proxies' defaults."""
+
+    tracing: ProxyTracing | None = None
+    proxy_metadata: Mapping[str, str] | None = None
+    drain_duration: Duration | None = None
+    termination_drain_duration: Duration | None = None
+
+
+class OutboundTrafficPolicy(Model, frozen=True):
+    mode: str = "ALLOW_ANY"  # or REGISTRY_ONLY
+
+
+class MeshConfig(Model, frozen=True):
+    """The mesh-wide settings, Istio's defaults where a field is unset (istio.io MeshConfig reference)."""
+
+    trust_domain: str = "cluster.local"
+    trust_domain_aliases: tuple[str, ...] = ()
+    root_namespace: str = "istio-system"
+    access_log_file: str = ""  # empty: no access log (Istio's default outside the demo profile)
+    access_log_encoding: str = "TEXT"  # TEXT | JSON
+    access_log_format: str = ""
+    enable_tracing: bool = True
+    enable_auto_mtls: bool = True
+    connect_timeout: Duration | None = None
+    outbound_traffic_policy: OutboundTrafficPolicy = OutboundTrafficPolicy()
+    default_config: ProxyConfig = ProxyConfig()
+    extension_providers: tuple[ExtensionProvider, ...] = ()
+    default_providers: DefaultProviders = DefaultProviders()
+    # dotted paths of keys given but not modelled here ("accepted, not enforced"); not read from YAML
+    unmodelled: tuple[str, ...] = msgspec.field(default=(), name="__unmodelled")
+
+    def provider(self, name: str) -> ExtensionProvider | None:
+        """The extension provider called `name` (the first, as Istio takes), None if there is none."""
+        return next((p for p in self.extension_providers if p.name == name), None)
+
+
+DEFAULT_MESH_CONFIG = MeshConfig()
+
+
+def _unmodelled(raw: Any, cls: Any, path: str = "") -> list[str]:
+    """Dotted paths of keys in `raw` that `cls` (a Model) does not declare, descending into declared models."""
+    if not isinstance(raw, Mapping) or not (isinstance(cls, type) and issubclass(cls, Model)):
+        return []
+    fields = {f.encode_name: f for f in msgspec.structs.fields(cls)}
+    out: list[str] = []
+    for key, value in raw.items():
+        here = f"{path}.{key}" if path else str(key)
+        f = fields.get(key)
+        if f is None:
+            out.append(here)
+            continue
+        for tp in _model_types(f.type):
+            if isinstance(value, list):
+                for i, item in enumerate(value):
+                    out.extend(_unmodelled(item, tp, f"{here}[{i}]"))
+            else:
+                out.extend(_unmodelled(value, tp, here))
+    return out
+
+
+def _model_types(tp: Any) -> list[type]:
+    """The Model classes inside a field's type (`X | None`, `tuple[X, ...]`)."""
+    if isinstance(tp, type) and issubclass(tp, Model):
+        return [tp]
+    return [t for arg in getattr(tp, "__args__", ()) for t in _model_types(arg)]
+
+
+def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """Istio's overlay of mesh config YAML: maps merge key by key, anything else in `over` replaces."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out
+
+
+def from_mapping(raw: Mapping[str, Any], source: str = "mesh config") -> MeshConfig:
+    """A MeshConfig from its camelCase mapping; ModelError names the source and the field."""
+    if not isinstance(raw, Mapping):
+        raise ModelError(source, "", f"mesh config must be a map, got {type(raw).__name__}")
+    model = build(MeshConfig, {k: v for k, v in raw.items() if k != "__unmodelled"}, source)
+    providers = [p for p in model.extension_providers if p.kind == ""]
+    if providers:
+        raise ModelError(source, "extensionProviders", f"provider {providers[0].name!r} sets no provider kind "
+                         f"(or only one sailmesh does not support: {', '.join(UNSUPPORTED_PROVIDER_KINDS)})")
+    if model.access_log_encoding not in ("TEXT", "JSON"):
+        raise ModelError(source, "accessLogEncoding", f"must be TEXT or JSON, got {model.access_log_encoding!r}")
+    if model.outbound_traffic_policy.mode not in ("ALLOW_ANY", "REGISTRY_ONLY"):
+        raise ModelError(source, "outboundTrafficPolicy.mode",
+                         f"must be ALLOW_ANY or REGISTRY_ONLY, got {model.outbound_traffic_policy.mode!r}")
+    extra = tuple(_unmodelled(raw, MeshConfig))
+    return msgspec.structs.replace(model, unmodelled=extra) if extra else model
+
+
+def parse_yaml(text: str, source: str = "mesh config") -> dict[str, Any]:
+    """The mapping of a mesh config YAML document (empty text: no settings)."""
+    try:
+        doc = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError as e:
+        raise ParseError(f"{source}: not valid YAML: {e}") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ModelError(source, "", f"mesh config must be a map, got {type(doc).__name__}")
+    return doc
+
+
+def load_file(path: str) -> dict[str, Any]:
+    """The mapping of a mesh config file (checked: a bad file raises naming it and the field)."""
+    with open(path, encoding="utf-8") as f:
+        raw = parse_yaml(f.read(), path)
+    from_mapping(raw, path)
+    return raw
+
+
+def effective(base: Mapping[str, Any], configmaps: tuple[Any, ...], root_namespace: str) -> MeshConfig:
+    """The mesh config from the file's mapping overlaid by the ConfigMap `istio` in the root namespace, if any.
+
+    `configmaps` are the store's ConfigMap resources (anything with .name, .namespace and .raw). A ConfigMap
+    whose mesh does not parse is refused when applied (api.rules), so here it can only be valid.
+    """
+    raw: Mapping[str, Any] = base
+    for cm in configmaps:
+        if cm.name == MESH_CONFIGMAP and cm.namespace == root_namespace:
+            data = (cm.raw.get("data") or {}) if isinstance(cm.raw, Mapping) else {}
+            text = data.get(MESH_KEY) if isinstance(data, Mapping) else None
+            if isinstance(text, str):
+                raw = merge(base, parse_yaml(text, f"ConfigMap {root_namespace}/{MESH_CONFIGMAP}"))
+            break
+    return from_mapping(raw) if raw else DEFAULT_MESH_CONFIG
