@@ -18,10 +18,11 @@ from google.protobuf import json_format
 from sailmesh.api import meshconfig
 from sailmesh.api.change import Change
 from sailmesh.api.parse import resource_from_dict
-from sailmesh.api.resource import Resource, Source
+from sailmesh.api.resource import Resource, ResourceKey, Source
 from sailmesh.api.validate import errors_only, validate
+from sailmesh.controlplane import live as live_mod
 from sailmesh.controlplane.debounce import Debouncer
-from sailmesh.controlplane.http_api import make_app
+from sailmesh.controlplane.http_api import Outcome, make_app
 from sailmesh.controlplane.source import MeshSource
 from sailmesh.errors import GenerationError, ParseError, RegistryError, SailmeshError, ValidationError
 from sailmesh.generate.affect import push_request
@@ -40,6 +41,11 @@ from sailmesh.store.memory import MemoryStore
 from sailmesh.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, short_name
 
 log = logging.getLogger("sailmesh.controlplane")
+
+
+def _doc_key(doc: dict[str, Any]) -> ResourceKey:
+    meta = doc.get("metadata") or {}
+    return ResourceKey(str(doc.get("kind", "")), str(meta.get("namespace", "")), str(meta.get("name", "")))
 
 
 def rejecting_issues(resource: Resource) -> list[object]:
@@ -206,49 +212,73 @@ class ControlPlane:
                 errors.append(str(e))
         return out, errors
 
-    async def apply_documents(self, docs: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    async def apply_documents(self, docs: list[dict[str, Any]], dry_run: bool = False,
+                              analyze: bool = False) -> Outcome:
+        """Validate and apply (or, dry run, only say what would change); with `analyze`, the analyzers' warnings
+        about what was applied (the CLI asks for them; scripts and benchmarks need not wait for them)."""
         resources, errors = self._resources(docs)
         if errors:
-            return [], errors
+            return Outcome(errors=errors)
         try:
-            result = self.memory.apply(resources)
+            result = self.memory.preview(resources) if dry_run else self.memory.apply(resources)
         except ValidationError as e:
-            return [], [str(i) for i in e.issues]
+            return Outcome(errors=[str(i) for i in e.issues])
         except SailmeshError as e:
-            return [], [str(e)]
-        out = [f"{k} created" for k in result.created] + [f"{k} configured" for k in result.updated]
-        out += [f"{k} unchanged" for k in result.unchanged]
-        return out, []
+            return Outcome(errors=[str(e)])
+        suffix = " (dry run)" if dry_run else ""
+        out = [f"{k} created{suffix}" for k in result.created] + [f"{k} configured{suffix}" for k in result.updated]
+        out += [f"{k} unchanged{suffix}" for k in result.unchanged]
+        out = [line + self._shadow_note(k) for line, k in
+               zip(out, [*result.created, *result.updated, *result.unchanged], strict=True)]
+        if not analyze:
+            return Outcome(results=out)
+        # Analyze the mesh as it now is (dry run: with the resources in it), off the event loop.
+        live = self.live_documents()
+        if dry_run:
+            applied = {r.key for r in resources}
+            live = [d for d in live if _doc_key(d) not in applied] + [live_mod.document(r) for r in resources]
+        warnings = await asyncio.to_thread(live_mod.warnings_for, {r.key for r in resources}, live, self.mesh_file)
+        return Outcome(results=out, warnings=warnings)
 
-    async def delete_documents(self, docs: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    def _shadow_note(self, key: ResourceKey) -> str:
+        """Where a watched directory also defines the resource, which copy is in force (the applied one)."""
+        for fs in self.files:
+            if fs.get(key.kind, key.namespace, key.name) is not None:
+                return f" (overrides the watched directory's copy in {fs.root})"
+        return ""
+
+    def live_documents(self) -> list[dict[str, Any]]:
+        """The config in force plus workloads as Pods and Namespaces, as `analyze` reads a live mesh."""
+        proxied = {c.node_id.split("~")[1] for c in (self.server.connections() if self.server else ())
+                   if c.node_id.count("~") == 3}
+        workloads = self.snapshot.workloads if self.snapshot else ()
+        return live_mod.live_documents(self.store.list(), workloads, proxied)
+
+    async def delete_documents(self, docs: list[dict[str, Any]], dry_run: bool = False,
+                               analyze: bool = False) -> Outcome:
         resources, errors = self._resources(docs)
         if errors:
-            return [], errors
+            return Outcome(errors=errors)
         keys = [r.key for r in resources]
-        gone = set(self.memory.delete(keys))
-        out = []
+        applied = {k for k in keys if self.memory.get(k.kind, k.namespace, k.name) is not None}
+        gone = applied if dry_run else set(self.memory.delete(keys))
+        out, missing = [], []
         for k in keys:
+            in_file = next((fs.root for fs in self.files if fs.get(k.kind, k.namespace, k.name)), None)
             if k in gone:
-                out.append(f"{k} deleted")
-            elif any(fs.get(k.kind, k.namespace, k.name) for fs in self.files):
-                out.append(f"{k} is defined in a watched directory; remove it there")
+                out.append(f"{k} deleted" + (" (dry run)" if dry_run else "")
+                           + (f"; the copy in {in_file} is in force now" if in_file else ""))
+            elif in_file:
+                out.append(f"{k} is defined in the watched directory {in_file}; remove it there")
             else:
-                out.append(f"{k} not found")
-        return out, []
+                existing = sorted(f"{r.namespace}/{r.name}" if r.namespace else r.name for r in self.store.list(k.kind))
+                missing.append(f"{k} not found" + (f" (existing: {', '.join(existing)})" if existing
+                                                  else f" (no {k.kind} exists)"))
+        return Outcome(results=out, errors=missing, partial=bool(out))
 
     def list_resources(self, kind: str, namespace: str, name: str) -> list[dict[str, Any]]:
-        items = []
-        for r in self.store.list(kind or None):
-            if (namespace and r.namespace != namespace) or (name and r.name != name):
-                continue
-            doc = dict(r.raw) or {"apiVersion": r.api_version, "kind": r.kind, "spec": dict(r.spec)}
-            meta = dict(doc.get("metadata") or {})
-            meta.setdefault("name", r.name)
-            if r.namespace:
-                meta.setdefault("namespace", r.namespace)
-            doc["metadata"] = meta
-            items.append(doc)
-        return items
+        return [live_mod.document(r) for r in self.store.list(kind or None)
+                if not (namespace and r.namespace != namespace) and not (name and r.name != name)]
 
     def rejected(self) -> list[str]:
         return [str(r) for r in self.store.rejected()]
