@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "delete": ("delete", "delete config from the running mesh"),
     "get": ("get", "list config in the running mesh"),
     "proxy-status": ("proxy_status", "show every connected proxy and its sync state"),
+    "proxy-config": ("proxy_config", "show a proxy's Envoy config: clusters, listeners, routes, endpoints, ..."),
 }
 
 
@@ -39,7 +40,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         if (only and verb != only) or not _available(module):
             continue
         mod = importlib.import_module(f"sailmesh.cli.{module}")
-        p = sub.add_parser(verb, help=help_text, description=help_text)
+        doc = (mod.__doc__ or "").strip()
+        # a module docstring with examples (after its first line) is the verb's --help description
+        p = sub.add_parser(verb, help=help_text, description=doc if "\n" in doc else help_text,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser
