@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import difflib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -207,3 +209,50 @@ def secret_rows(config: dict[str, Any], now: dt.datetime | None = None) -> list[
                          format(cert.serial_number, "x"), after.strftime("%Y-%m-%dT%H:%M:%SZ"),
                          before.strftime("%Y-%m-%dT%H:%M:%SZ")))
     return rows
+
+
+def dynamic_resources(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """What the control plane sent and Envoy holds: {"clusters"|"listeners"|"routes": {name: resource}}."""
+    active = config_of(config, "cluster").get("dynamic_active_clusters", [])
+    clusters = {c["cluster"]["name"]: c["cluster"] for c in active if "cluster" in c}
+    listeners = {}
+    for entry in config_of(config, "listener").get("dynamic_listeners", []):
+        state = entry.get("active_state") or {}
+        if "listener" in state:
+            listeners[state["listener"]["name"]] = state["listener"]
+    routes = {r["route_config"]["name"]: r["route_config"]
+              for r in config_of(config, "route").get("dynamic_route_configs", []) if "route_config" in r}
+    return {"clusters": clusters, "listeners": listeners, "routes": routes}
+
+
+def differences(want: dict[str, Any], got: dict[str, Any], kind: str) -> list[str]:
+    """A unified diff (control plane's view first) of the resources that differ; [] when they match."""
+    out: list[str] = []
+    for name in sorted(set(want) | set(got)):
+        a, b = want.get(name), got.get(name)
+        if a == b:
+            continue
+        left = json.dumps(a, indent=2, sort_keys=True).splitlines() if a is not None else []
+        right = json.dumps(b, indent=2, sort_keys=True).splitlines() if b is not None else []
+        out.extend(difflib.unified_diff(left, right, f"control plane {kind} {name}", f"envoy {kind} {name}",
+                                        lineterm="", n=2))
+    return out
+
+
+def rds_names(listeners: dict[str, Any]) -> set[str]:
+    """Route config names the listeners ask for over RDS (a proxy holds only the routes it subscribed to)."""
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            rds = node.get("rds")
+            if isinstance(rds, dict) and "route_config_name" in rds:
+                found.add(str(rds["route_config_name"]))
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(listeners)
+    return found

@@ -326,7 +326,8 @@ class ControlPlane:
                 except GenerationError as e:
                     dump[name] = {"error": str(e)}
                     continue
-                dump[name] = {k: json_format.MessageToDict(v) for k, v in sorted(res.items())}
+                dump[name] = {k: json_format.MessageToDict(v, preserving_proto_field_name=True)  # as Envoy's dump
+                              for k, v in sorted(res.items())}
         return dump
 
 

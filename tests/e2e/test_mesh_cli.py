@@ -80,6 +80,9 @@ def test_cli_verbs_with_delta_xds_and_down(tmp_path: pathlib.Path) -> None:
         assert "Route: " in mesh.cli("proxy-config", "listener", "reviews-v1-0", "--port", "15001", check=True).stdout
         assert "rbac: debug" in mesh.cli("proxy-config", "log", "reviews-v1-0", "--level", "rbac:debug",
                                         check=True).stdout
+        # proxy-status PROXY: what the control plane would send now is what Envoy runs
+        same = mesh.cli("proxy-status", "reviews-v1-0.default")
+        assert same.returncode == 0 and "Clusters Match" in same.stdout and "Routes Match" in same.stdout, same.stdout
         missing = mesh.cli("proxy-config", "cluster", "nope")
         assert missing.returncode == 1 and "reviews-v1-0.default" in missing.stderr  # names what exists
 

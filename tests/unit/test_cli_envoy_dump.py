@@ -99,3 +99,15 @@ def test_endpoint_rows_from_cluster_statuses() -> None:
     assert envoy_dump.endpoint_rows(clusters) == [
         ("127.0.1.4:9080", "HEALTHY", "OK", "outbound|9080|v1|reviews.default.svc.cluster.local"),
         ("127.0.1.5:9080", "HEALTHY", "FAILED", "outbound|9080|v1|reviews.default.svc.cluster.local")]
+
+
+def test_proxy_status_diff_finds_what_differs_and_only_subscribed_routes() -> None:
+    held = envoy_dump.dynamic_resources(_dump())
+    assert envoy_dump.rds_names(held["listeners"]) == {"http_proxy"}  # the explicit proxy's one RDS name
+    assert envoy_dump.differences(held["clusters"], held["clusters"], "cluster") == []
+    changed = {**held["clusters"]}
+    name = next(n for n in changed if n.startswith("outbound|9080|v2|reviews"))
+    changed[name] = {**changed[name], "connect_timeout": "99s"}
+    diff = envoy_dump.differences(held["clusters"], changed, "cluster")
+    assert diff[0] == f"--- control plane cluster {name}" and any(line.startswith("+") and "99s" in line
+                                                                    for line in diff)
