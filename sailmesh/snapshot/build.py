@@ -8,6 +8,7 @@ from types import MappingProxyType
 from sailmesh.api.change import Change
 from sailmesh.api.resource import Resource
 from sailmesh.registry import endpoints as endpoints_mod
+from sailmesh.registry.jwks import JWKS_KIND
 from sailmesh.registry.services import ServiceIndex, build_index
 from sailmesh.registry.workloads import WORKLOAD_KIND, WorkloadSource, all_workloads
 from sailmesh.settings import MeshDefaults
@@ -54,13 +55,19 @@ def build(
     registry: WorkloadSource,
     change: Change,
     mesh: MeshDefaults | None = None,
+    jwks: Mapping[str, str] | None = None,
 ) -> MeshSnapshot:
     """The next snapshot. Reads only the store and the registry; parts the change set cannot have touched are
     taken from `previous` as they are (same objects), so consumers can skip work by identity. The snapshot's
-    SnapshotIndex is built from the previous one's."""
+    SnapshotIndex is built from the previous one's. `jwks` (jwksUri -> fetched key set, registry.jwks) replaces
+    the previous snapshot's when given."""
     mesh = mesh or (previous.mesh if previous else MeshDefaults())
     full = previous is None or change.full or mesh != previous.mesh
-    kinds = change.kinds
+    kinds = change.kinds - {JWKS_KIND}
+    if jwks is None:
+        jwks = previous.jwks if previous is not None else MappingProxyType({})
+    elif previous is not None and jwks == previous.jwks:
+        jwks = previous.jwks
 
     # Config: per kind, rebuilt only for the kinds that changed.
     config: Mapping[str, tuple[Resource, ...]]
@@ -120,6 +127,7 @@ def build(
         services=services,
         endpoints=endpoints,
         workloads=workloads,
+        jwks=jwks,
         service_index=index,
         previous_index=previous.index if previous is not None else None,
     )

@@ -42,6 +42,8 @@ class MeshSnapshot:
     services: Mapping[str, Service]  # hostname -> service
     endpoints: Mapping[tuple[str, int], tuple[Endpoint, ...]]  # (hostname, service port) -> endpoints
     workloads: tuple[Workload, ...] = ()
+    # jwksUri -> the key set the control plane fetched from it (registry.jwks); a URI not here has none yet
+    jwks: Mapping[str, str] = field(default_factory=lambda: EMPTY)
     # the registry's index of Service/ServiceEntry records this snapshot's services and endpoints came from
     # (snapshot.build reuses it while those resources are the same objects)
     service_index: ServiceIndex | None = field(default=None, compare=False, repr=False)
