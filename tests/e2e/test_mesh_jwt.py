@@ -2,10 +2,10 @@
 
 Istio's rules proven (istio.io RequestAuthentication reference and the authn-policy task, "End-user
 authentication"): a request with an invalid token (expired, wrong issuer, wrong key, `alg: none`) gets 401 (a
-wrong audience 403, Envoy's answer in Istio too); a request without a token passes; a valid token passes. Keys come inline (`jwks`), or from a `jwksUri`
-the control plane fetches (a local key server the test runs), and an unreachable `jwksUri` fails closed (every
-token 401, as Istio's fake JWKS does). Istio's own sample tokens (../shared/conformance/security/jwt) verify
-against Istio's sample jwks.json on a sidecar's inbound listener.
+wrong audience 403, Envoy's answer in Istio too); a request without a token passes; a valid token passes.
+Keys come inline (`jwks`), or from a `jwksUri` the control plane fetches (a local key server the test runs), and an
+unreachable `jwksUri` fails closed (every token 401, as Istio's fake JWKS does). Istio's own sample tokens
+(../shared/conformance/security/jwt) verify against Istio's sample jwks.json on a sidecar's inbound listener.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ class KeyServer:
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 data = outer.body.encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
