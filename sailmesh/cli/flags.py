@@ -56,7 +56,8 @@ FLAGS: tuple[Flag, ...] = (
          "sailmesh get dr -o yaml"),
     Flag("DI", "delayed by fault injection", "a VirtualService fault.delay", "sailmesh get vs -o yaml"),
     Flag("FI", "aborted by fault injection", "a VirtualService fault.abort", "sailmesh get vs -o yaml"),
-    Flag("RL", "rate limited locally (429)", "a local rate limit filter", "sailmesh proxy-config listener SOURCE -o json"),
+    Flag("RL", "rate limited locally (429)", "a local rate limit filter",
+         "sailmesh proxy-config listener SOURCE -o json"),
     Flag("RLSE", "the rate limit service failed", "the rate limit service is unreachable or errors",
          "the rate limit service's logs"),
     Flag("UAEX", "denied by the external authorizer", "an AuthorizationPolicy CUSTOM action's ext_authz server "

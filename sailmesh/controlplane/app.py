@@ -25,9 +25,11 @@ from sailmesh.controlplane.debounce import Debouncer
 from sailmesh.controlplane.http_api import Outcome, make_app
 from sailmesh.controlplane.source import MeshSource
 from sailmesh.errors import GenerationError, ParseError, RegistryError, SailmeshError, ValidationError
+from sailmesh.generate import authn
 from sailmesh.generate.affect import push_request
 from sailmesh.platform import workload_file
 from sailmesh.registry.aggregate import AggregateRegistry
+from sailmesh.registry.jwks import JwksFetcher, wanted_uris
 from sailmesh.registry.model import Workload
 from sailmesh.registry.workloads import LocalRegistry
 from sailmesh.server.ads import AdsServer
@@ -76,6 +78,7 @@ class ControlPlane:
         self.memory = MemoryStore(self.validator)
         self.store = LayeredStore([*self.files, self.memory])
         self.registry = AggregateRegistry(LocalRegistry())  # local workloads; Kubernetes joins as a source
+        self.jwks = JwksFetcher()  # RequestAuthentication jwksUri key sets, fetched here and inlined (as istiod)
         self.snapshot: MeshSnapshot | None = None
         self.source: MeshSource | None = None
         self.server: AdsServer | None = None
@@ -87,6 +90,8 @@ class ControlPlane:
         self.pushes = 0
         self._logged_rejections: set[str] = set()
         self.mesh_file = meshconfig.load_file(opts.mesh_config_file) if opts.mesh_config_file else {}
+        self._logged_not_enforced: set[str] = set()
+        self._logged_mesh_config: meshconfig.MeshConfig | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -94,12 +99,13 @@ class ControlPlane:
             await fs.start()
         self._load_workloads()
         self.snapshot = build(None, self.store, self.registry, Change.everything(), self.settings.mesh,
-                              self.mesh_file)
-        self._log_unmodelled(self.snapshot)
+                              self.mesh_file, jwks=self.jwks.keys())
+        self._follow_config(self.snapshot)
         self.source = MeshSource(self.snapshot)
         self.server = AdsServer(self.source)
         self.opts.xds_port = await self.server.serve(self.opts.host, self.opts.xds_port)
-        for sub in [*(fs.watch() for fs in self.files), self.memory.watch(), self.registry.watch()]:
+        for sub in [*(fs.watch() for fs in self.files), self.memory.watch(), self.registry.watch(),
+                    self.jwks.watch()]:
             self._tasks.append(asyncio.create_task(self._pump(sub)))
         if self.opts.workload_file:
             self._tasks.append(asyncio.create_task(self._watch_workload_file()))
@@ -123,6 +129,7 @@ class ControlPlane:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         await self.debouncer.close()
+        await self.jwks.close()
         if self.server is not None:
             await self.server.stop(0)
         for fs in self.files:
@@ -138,12 +145,11 @@ class ControlPlane:
     async def _push(self, change: Change) -> None:
         assert self.snapshot is not None and self.source is not None and self.server is not None
         prev = self.snapshot
-        cur = build(prev, self.store, self.registry, change, self.settings.mesh)
-        if cur.mesh_config is not prev.mesh_config:
-            self._log_unmodelled(cur)
+        cur = build(prev, self.store, self.registry, change, self.settings.mesh, jwks=self.jwks.keys())
         request = push_request(change, prev, cur)
         self.snapshot = cur
         self.source.update(cur, request)
+        self._follow_config(cur)
         if request is not None:
             self.pushes += 1
             self.server.push(request)
@@ -151,10 +157,18 @@ class ControlPlane:
                      ",".join(sorted(short_name(t) for t in request.type_urls or ())) or "all")
         self._log_rejections()
 
-    def _log_unmodelled(self, snapshot: MeshSnapshot) -> None:
-        """Mesh config keys sailmesh does not read are said once per mesh config, never dropped silently."""
-        if snapshot.mesh_config.unmodelled:
+    def _follow_config(self, snapshot: MeshSnapshot) -> None:
+        """Fetch the key sets the config's jwksUris name; log what is accepted but not enforced, once each."""
+        policies = snapshot.of_kind(authn.KIND)
+        self.jwks.want(wanted_uris(policies))
+        current = set(authn.not_enforced(policies))
+        for text in sorted(current - self._logged_not_enforced):
+            log.warning("%s", text)
+        self._logged_not_enforced = current
+        if snapshot.mesh_config.unmodelled and snapshot.mesh_config is not self._logged_mesh_config:
+            # mesh config keys sailmesh does not read: said once per mesh config, never dropped silently
             log.warning("mesh config: accepted, not enforced: %s", ", ".join(snapshot.mesh_config.unmodelled))
+        self._logged_mesh_config = snapshot.mesh_config
 
     def _log_rejections(self) -> None:
         """Log each rejection once, when it first appears (a file fixed and broken again logs again)."""

@@ -15,6 +15,13 @@ from tests.unit.test_generate_support import bookinfo, gateway_proxy, sidecar
 
 FAULT, CORS = "envoy.filters.http.fault", "envoy.filters.http.cors"
 DFP, ROUTER = "envoy.filters.http.dynamic_forward_proxy", "envoy.filters.http.router"
+REQUEST_AUTHN = """
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: mesh, namespace: istio-system}
+spec:
+  jwtRules: [{issuer: "testing@secure.istio.io", jwks: '{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}'}]
+"""
 
 
 def names_for(direction: Direction, table: tuple[FilterSlot, ...] = HTTP_FILTERS) -> list[str]:
@@ -30,9 +37,11 @@ def test_todays_chains_in_istios_order() -> None:
 
 
 def test_every_slot_builds_the_filter_it_names() -> None:
+    # with a policy for every policy-driven filter (jwt_authn builds nothing without a RequestAuthentication)
+    snap = bookinfo(REQUEST_AUTHN)
     for slot in HTTP_FILTERS:
         for direction in slot.directions:
-            ctx = FilterContext(bookinfo(), sidecar(), direction, 9080)
+            ctx = FilterContext(snap, sidecar(), direction, 9080)
             assert [f.name for f in slot.build(ctx)] == [slot.name]
 
 
@@ -44,7 +53,8 @@ def test_a_new_filter_is_one_slot_at_its_place() -> None:
         return [typed_filter("envoy.filters.http.rbac", router_pb2.Router())] if ctx.port == 9080 else []
 
     slot = FilterSlot("envoy.filters.http.rbac", frozenset({Direction.INBOUND, Direction.GATEWAY}), rbac)
-    table = (*HTTP_FILTERS[:1], slot, *HTTP_FILTERS[1:])  # right after fault
+    at = [s.name for s in HTTP_FILTERS].index(FAULT) + 1
+    table = (*HTTP_FILTERS[:at], slot, *HTTP_FILTERS[at:])  # right after fault
     assert names_for(Direction.INBOUND, table) == ["envoy.filters.http.rbac", ROUTER]
     assert names_for(Direction.GATEWAY, table) == [FAULT, "envoy.filters.http.rbac", CORS, DFP, ROUTER]
     assert names_for(Direction.OUTBOUND, table) == [FAULT, CORS, DFP, ROUTER]  # not applied outbound

@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
 from sailmesh.errors import GenerationError
-from sailmesh.generate.filters import basic
+from sailmesh.generate.filters import basic, jwt
 from sailmesh.generate.filters.context import Direction, FilterContext
 
 FilterBuilder = Callable[[FilterContext], Sequence[hcm_pb2.HttpFilter]]
 
 ALL = frozenset(Direction)
 OUTBOUND_AND_GATEWAY = frozenset({Direction.OUTBOUND, Direction.GATEWAY})
+INBOUND_AND_GATEWAY = frozenset({Direction.INBOUND, Direction.GATEWAY})  # where Istio enforces authn and authz
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class FilterSlot:
 
 
 HTTP_FILTERS: tuple[FilterSlot, ...] = (
+    FilterSlot(jwt.JWT_FILTER, INBOUND_AND_GATEWAY, jwt.jwt_authn),
     FilterSlot(basic.FAULT_FILTER, OUTBOUND_AND_GATEWAY, basic.fault),
     FilterSlot(basic.CORS_FILTER, OUTBOUND_AND_GATEWAY, basic.cors),
     FilterSlot(basic.DFP_FILTER, OUTBOUND_AND_GATEWAY, basic.dynamic_forward_proxy),
