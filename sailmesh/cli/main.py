@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "delete": ("delete", "delete config from the running mesh"),
     "get": ("get", "list config in the running mesh"),
     "proxy-status": ("proxy_status", "show every connected proxy and its sync state"),
+    "version": ("version", "print the client, control plane and Envoy versions"),
+    "x": ("x", "experimental: describe, flags"),
     "proxy-config": ("proxy_config", "show a proxy's Envoy config: clusters, listeners, routes, endpoints, ..."),
 }
 

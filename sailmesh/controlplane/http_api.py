@@ -9,6 +9,8 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from sailmesh import __version__
+
 MAX_BODY = 64 * 1024 * 1024
 
 
@@ -90,6 +92,9 @@ def make_app(backend: Backend) -> web.Application:
         q = request.query
         return _json({"items": backend.list_resources(q.get("kind", ""), q.get("namespace", ""), q.get("name", ""))})
 
+    async def version(_: web.Request) -> web.Response:
+        return _json({"version": __version__})
+
     async def live(_: web.Request) -> web.Response:
         return _json({"items": backend.live_documents()})
 
@@ -114,6 +119,7 @@ def make_app(backend: Backend) -> web.Application:
     app.router.add_post("/api/v1/delete", mutate(backend.delete_documents))
     app.router.add_get("/api/v1/resources", resources)
     app.router.add_get("/api/v1/live", live)
+    app.router.add_get("/version", version)
     app.router.add_get("/api/v1/rejected", rejected)
     app.router.add_get("/debug/syncz", syncz)
     app.router.add_get("/debug/config_dump", config_dump)

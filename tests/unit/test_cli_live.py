@@ -131,3 +131,57 @@ async def test_delete_by_kind_and_name(mesh) -> None:  # type: ignore[no-untyped
     # the Service lives in the watched directory: deleting it there is the way
     rc, out, _ = await _cli("delete", "svc", "reviews", "--state-dir", state)
     assert "is defined in the watched directory" in out
+
+
+PA_AND_DR_V3 = """apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: default}
+spec: {mtls: {mode: STRICT}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  subsets: [{name: v1, labels: {version: v1}}, {name: v3, labels: {version: v3}}]
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: reviews-v1, namespace: default}
+spec: {selector: {matchLabels: {version: v1}}, mtls: {mode: PERMISSIVE}}
+"""
+
+
+async def test_describe_service_and_workload(mesh) -> None:  # type: ignore[no-untyped-def]
+    cp, state = mesh
+    await await_for(lambda: asyncio.sleep(0, len(cp.snapshot.workloads) == 2), what="workloads in the snapshot")
+    rc, _, _ = await _cli("apply", "-f", "-", "--state-dir", state, stdin=VS_V2 + "---\n" + PA_AND_DR_V3)
+    assert rc == 0
+    rc, out, _ = await _cli("x", "describe", "service", "reviews", "--state-dir", state)
+    assert rc == 0, out
+    assert "Pods: reviews-v1-0, reviews-v2-0" in out
+    assert "Subset v1 (version=v1): reviews-v1-0" in out and "Subset v3 (version=v3): no pods" in out
+    assert "VirtualService: reviews.default (gateways: mesh)" in out and "http -> reviews subset v2" in out
+    # warnings where config conflicts: the VS's subset v2 is not defined, subset v3 selects nothing
+    assert "Warning: VirtualService reviews.default routes to subset v2, which no DestinationRule defines" in out
+    assert "Warning: subset v3 of DestinationRule reviews.default selects no pods" in out
+    # Istio's PeerAuthentication precedence: the workload's own policy beats the namespace's
+    assert "mTLS (PeerAuthentication) for reviews-v1-0: PERMISSIVE, from PeerAuthentication default/reviews-v1" in out
+    rc, out, _ = await _cli("x", "describe", "workload", "reviews-v2-0", "--state-dir", state)
+    assert rc == 0 and "mTLS (PeerAuthentication): STRICT, from PeerAuthentication default/default" in out
+    assert "Sidecar: no" in out and "Service: reviews.default" in out
+    rc, _, err = await _cli("x", "describe", "service", "nope", "--state-dir", state)
+    assert rc == 1 and "services there: reviews" in err
+
+
+async def test_flags_and_version(mesh) -> None:  # type: ignore[no-untyped-def]
+    _, state = mesh
+    rc, out, _ = await _cli("x", "flags", "UO")
+    assert rc == 0 and out.startswith("UO: upstream overflow") and "connectionPool" in out
+    rc, out, _ = await _cli("x", "flags", "UF,URX")
+    assert rc == 0 and "UF: upstream connection failure" in out and "URX: retries exhausted" in out
+    rc, out, _ = await _cli("x", "flags", "ZZ")
+    assert rc == 1 and "not a response flag" in out
+    rc, out, _ = await _cli("version", "-o", "json", "--state-dir", state)
+    info = json.loads(out)
+    assert rc == 0 and info["client"] == info["controlplane"] and info["envoy"].count(".") == 2, info
