@@ -74,12 +74,18 @@ def _routes(vs: Resource) -> list[str]:
     return out
 
 
-def describe_service(live: list[Resource], name: str, ns: str) -> list[str]:
-    svc = next((r for r in live if r.kind == "Service" and r.name == name and r.namespace == ns), None)
-    if svc is None:
-        names = sorted(r.name for r in live if r.kind == "Service" and r.namespace == ns)
-        raise PlatformError(f'service "{name}" not found in namespace {ns}; services there: '
+def find(live: list[Resource], kind: str, name: str, ns: str, what: str) -> Resource:
+    """The resource, or PlatformError naming the ones of that kind in the namespace."""
+    found = next((r for r in live if r.kind == kind and r.name == name and r.namespace == ns), None)
+    if found is None:
+        names = sorted(r.name for r in live if r.kind == kind and r.namespace == ns)
+        raise PlatformError(f'{what} "{name}" not found in namespace {ns}; {what}s there: '
                             + (", ".join(names) or "none"))
+    return found
+
+
+def describe_service(live: list[Resource], name: str, ns: str) -> list[str]:
+    svc = find(live, "Service", name, ns, "service")
     fqdn = f"{name}.{ns}.svc.{MESH.domain_suffix}"
     selector = _spec(svc).get("selector") or {}
     pods = [p for p in live
@@ -159,11 +165,7 @@ def _analysis(live: list[Resource], related: set[ResourceKey]) -> list[str]:
 
 
 def describe_workload(live: list[Resource], name: str, ns: str) -> list[str]:
-    pod = next((r for r in live if r.kind == "Pod" and r.namespace == ns and r.name == name), None)
-    if pod is None:
-        names = sorted(r.name for r in live if r.kind == "Pod" and r.namespace == ns)
-        raise PlatformError(f'workload "{name}" not found in namespace {ns}; workloads there: '
-                            + (", ".join(names) or "none"))
+    pod = find(live, "Pod", name, ns, "workload")
     containers = [c.get("name") for c in (pod.spec.get("containers") or []) if isinstance(c, Mapping)]
     lines = [f"Workload: {pod.name}.{pod.namespace}",
              f"   Labels: {', '.join(f'{k}={v}' for k, v in pod.labels.items())}",
