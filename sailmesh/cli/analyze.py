@@ -18,6 +18,7 @@ from sailmesh.cli.apiclient import call
 from sailmesh.cli.common import add_state_dir, running_mesh
 from sailmesh.controlplane.live import resources as live_resources
 from sailmesh.errors import ConfigError, PlatformError
+from sailmesh.generate.enforcement import not_enforced
 
 # istioctl's exit codes (cmd/istioctl: ExitIncorrectUsage, ExitDataError, ExitAnalyzerFoundIssues).
 EXIT_USAGE = 64
@@ -128,6 +129,10 @@ def run(args: argparse.Namespace) -> int:
     resources = [*(r for r in live if r.key not in given), *loaded.resources]
     diags = [d for d in apply_suppressions(analyze(resources, mesh), rules) if _in_scope(d, namespace)]
     shown = [d for d in diags if at_least(d.level, args.output_threshold)]
+    for r in resources:  # what the mesh accepts but does not act on (not an istioctl message: said on stderr)
+        if namespace is None or r.namespace in ("", namespace):
+            for line in not_enforced(r):
+                print(f"Note: {line}", file=sys.stderr)
     fmt = "log" if args.output == "text" else args.output
     if shown or fmt != "log":
         print(render(shown, fmt))

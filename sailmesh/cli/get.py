@@ -11,7 +11,9 @@ import yaml
 
 from sailmesh.cli.apiclient import call
 from sailmesh.cli.common import add_state_dir, fail, running_mesh
+from sailmesh.controlplane.live import resources as live_resources
 from sailmesh.errors import PlatformError
+from sailmesh.generate.enforcement import not_enforced
 
 ALIASES = {
     "vs": "VirtualService", "virtualservice": "VirtualService", "virtualservices": "VirtualService",
@@ -60,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
     items = body.get("items", [])
     if args.name and not items:
         return fail(f'{kind or "resource"} "{args.name}" not found')
+    for res in live_resources(items):
+        for line in not_enforced(res):
+            print(f"Note: {line}", file=sys.stderr)
     if args.output == "yaml":
         sys.stdout.write(yaml.safe_dump_all(items, sort_keys=False) if items else "")
     elif args.output == "json":

@@ -25,7 +25,7 @@ from sailmesh.controlplane.debounce import Debouncer
 from sailmesh.controlplane.http_api import Outcome, make_app
 from sailmesh.controlplane.source import MeshSource
 from sailmesh.errors import GenerationError, ParseError, RegistryError, SailmeshError, ValidationError
-from sailmesh.generate import authn
+from sailmesh.generate import authn, enforcement
 from sailmesh.generate.affect import push_request
 from sailmesh.platform import workload_file
 from sailmesh.registry.aggregate import AggregateRegistry
@@ -90,7 +90,7 @@ class ControlPlane:
         self.pushes = 0
         self._logged_rejections: set[str] = set()
         self.mesh_file = meshconfig.load_file(opts.mesh_config_file) if opts.mesh_config_file else {}
-        self._logged_not_enforced: set[str] = set()
+        self._not_enforced: dict[ResourceKey, list[str]] = {}  # what is said about each resource
         self._logged_mesh_config: meshconfig.MeshConfig | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -100,7 +100,7 @@ class ControlPlane:
         self._load_workloads()
         self.snapshot = build(None, self.store, self.registry, Change.everything(), self.settings.mesh,
                               self.mesh_file, jwks=self.jwks.keys())
-        self._follow_config(self.snapshot)
+        self._follow_config(self.snapshot, Change.everything())
         self.source = MeshSource(self.snapshot)
         self.server = AdsServer(self.source)
         self.opts.xds_port = await self.server.serve(self.opts.host, self.opts.xds_port)
@@ -149,7 +149,7 @@ class ControlPlane:
         request = push_request(change, prev, cur)
         self.snapshot = cur
         self.source.update(cur, request)
-        self._follow_config(cur)
+        self._follow_config(cur, change)
         if request is not None:
             self.pushes += 1
             self.server.push(request)
@@ -157,14 +157,24 @@ class ControlPlane:
                      ",".join(sorted(short_name(t) for t in request.type_urls or ())) or "all")
         self._log_rejections()
 
-    def _follow_config(self, snapshot: MeshSnapshot) -> None:
+    def _follow_config(self, snapshot: MeshSnapshot, change: Change) -> None:
         """Fetch the key sets the config's jwksUris name; log what is accepted but not enforced, once each."""
-        policies = snapshot.of_kind(authn.KIND)
-        self.jwks.want(wanted_uris(policies))
-        current = set(authn.not_enforced(policies))
-        for text in sorted(current - self._logged_not_enforced):
-            log.warning("%s", text)
-        self._logged_not_enforced = current
+        self.jwks.want(wanted_uris(snapshot.of_kind(authn.KIND)))
+        if change.full:
+            resources = {r.key: r for rs in snapshot.config.values() for r in rs}
+            keys = set(resources) | set(self._not_enforced)
+        else:
+            keys = set(change.keys)
+            resources = {k: r for k in keys if (r := self.store.get(k.kind, k.namespace, k.name)) is not None}
+        for key in keys:  # only what changed is looked at again (a push must stay cheap)
+            r = resources.get(key)
+            lines = enforcement.not_enforced(r) if r is not None else []
+            old = self._not_enforced.pop(key, [])
+            if lines:
+                self._not_enforced[key] = lines
+            for text in lines:
+                if text not in old:
+                    log.warning("%s", text)
         if snapshot.mesh_config.unmodelled and snapshot.mesh_config is not self._logged_mesh_config:
             # mesh config keys sailmesh does not read: said once per mesh config, never dropped silently
             log.warning("mesh config: accepted, not enforced: %s", ", ".join(snapshot.mesh_config.unmodelled))
@@ -239,20 +249,21 @@ class ControlPlane:
             return Outcome(errors=[str(i) for i in e.issues])
         except SailmeshError as e:
             return Outcome(errors=[str(e)])
+        notes = [line for r in resources for line in enforcement.not_enforced(r)]
         suffix = " (dry run)" if dry_run else ""
         out = [f"{k} created{suffix}" for k in result.created] + [f"{k} configured{suffix}" for k in result.updated]
         out += [f"{k} unchanged{suffix}" for k in result.unchanged]
         out = [line + self._shadow_note(k) for line, k in
                zip(out, [*result.created, *result.updated, *result.unchanged], strict=True)]
         if not analyze:
-            return Outcome(results=out)
+            return Outcome(results=out, warnings=notes)
         # Analyze the mesh as it now is (dry run: with the resources in it), off the event loop.
         live = self.live_documents()
         if dry_run:
             applied = {r.key for r in resources}
             live = [d for d in live if _doc_key(d) not in applied] + [live_mod.document(r) for r in resources]
         warnings = await asyncio.to_thread(live_mod.warnings_for, {r.key for r in resources}, live, self.mesh_file)
-        return Outcome(results=out, warnings=warnings)
+        return Outcome(results=out, warnings=notes + warnings)
 
     def _shadow_note(self, key: ResourceKey) -> str:
         """Where a watched directory also defines the resource, which copy is in force (the applied one)."""

@@ -61,11 +61,6 @@ def jwt_rules(snapshot: MeshSnapshot, proxy: ProxyView) -> tuple[JWTRule, ...]:
     return tuple(sorted(rules, key=lambda rule: rule.issuer or ""))
 
 
-def issuers(snapshot: MeshSnapshot, proxy: ProxyView) -> tuple[str, ...]:
-    """The issuers whose tokens the proxy verifies, sorted, each once: the metadata keys jwt_authn may write."""
-    return tuple(sorted({rule.issuer for rule in jwt_rules(snapshot, proxy) if rule.issuer}))
-
-
 def not_enforced(resources: Iterable[Resource]) -> list[str]:
     """What these RequestAuthentications ask for that sailmesh accepts but does not enforce, one line each."""
     out = []

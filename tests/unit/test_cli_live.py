@@ -185,3 +185,21 @@ async def test_flags_and_version(mesh) -> None:  # type: ignore[no-untyped-def]
     rc, out, _ = await _cli("version", "-o", "json", "--state-dir", state)
     info = json.loads(out)
     assert rc == 0 and info["client"] == info["controlplane"] and info["envoy"].count(".") == 2, info
+
+
+ENVOY_FILTER = """apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: lua, namespace: default}
+spec: {configPatches: []}
+"""
+
+
+async def test_accepted_not_enforced_is_said_by_apply_analyze_and_get(mesh) -> None:  # type: ignore[no-untyped-def]
+    _, state = mesh
+    note = "EnvoyFilter default/lua: accepted, not enforced: EnvoyFilter patches are not applied"
+    rc, out, err = await _cli("apply", "-f", "-", "--state-dir", state, stdin=ENVOY_FILTER)
+    assert rc == 0 and "EnvoyFilter default/lua created" in out and f"Warning: {note}" in err
+    rc, _, err = await _cli("analyze", "--state-dir", state)
+    assert f"Note: {note}" in err
+    rc, out, err = await _cli("get", "envoyfilter", "--state-dir", state)
+    assert rc == 0 and "lua" in out and f"Note: {note}" in err
