@@ -18,6 +18,7 @@ from sailmesh.api.resource import DEFAULT_NAMESPACE, Resource, ResourceKey
 from sailmesh.cli.analyze import live_mesh
 from sailmesh.cli.common import add_state_dir, fail
 from sailmesh.errors import PlatformError
+from sailmesh.registry.protocol import infer
 from sailmesh.settings import MeshDefaults
 
 MESH = MeshDefaults()
@@ -92,7 +93,9 @@ def describe_service(live: list[Resource], name: str, ns: str) -> list[str]:
             if p.kind == "Pod" and p.namespace == ns and selector and selector_matches(selector, p.labels)]
     lines = [f"Service: {name}.{ns} ({fqdn})"]
     for port in _spec(svc).get("ports") or []:
-        protocol = port.get("appProtocol") or port.get("protocol", "TCP")
+        # the protocol Istio derives (appProtocol, else the port name's prefix, else TCP), which decides routing
+        protocol = infer(int(port.get("port", 0) or 0), str(port.get("name", "")), port.get("appProtocol"),
+                         str(port.get("protocol", "TCP")))
         lines.append(f"   Port: {port.get('name', '')} {port.get('port')}/{protocol}"
                      f" targets pod port {port.get('targetPort', port.get('port'))}")
     lines.append(f"Pods: {', '.join(p.name for p in pods) or 'none (no endpoints: requests fail with 503 UH)'}")

@@ -160,6 +160,7 @@ async def test_describe_service_and_workload(mesh) -> None:  # type: ignore[no-u
     rc, out, _ = await _cli("x", "describe", "service", "reviews", "--state-dir", state)
     assert rc == 0, out
     assert "Pods: reviews-v1-0, reviews-v2-0" in out
+    assert "Port: http 9080/HTTP targets pod port 9080" in out  # Istio's protocol from the port name
     assert "Subset v1 (version=v1): reviews-v1-0" in out and "Subset v3 (version=v3): no pods" in out
     assert "VirtualService: reviews.default (gateways: mesh)" in out and "http -> reviews subset v2" in out
     # warnings where config conflicts: the VS's subset v2 is not defined, subset v3 selects nothing
