@@ -155,13 +155,15 @@ class Forwarder:
         self.table = table
         self._servers: list[asyncio.Server] = []
 
-    async def listen(self, client: Client, port: int) -> None:
-        """Serve the forwarder on client.address:port for this workload."""
+    async def listen(self, client: Client, port: int) -> int:
+        """Serve the forwarder on client.address:port for this workload; returns the bound port (port 0: any)."""
 
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             await self._handle(client, reader, writer)
 
-        self._servers.append(await asyncio.start_server(handle, client.address, port, limit=MAX_HEAD))
+        server = await asyncio.start_server(handle, client.address, port, limit=MAX_HEAD)
+        self._servers.append(server)
+        return int(server.sockets[0].getsockname()[1])
 
     async def _handle(self, client: Client, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         upstream: asyncio.StreamWriter | None = None
