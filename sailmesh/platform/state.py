@@ -54,7 +54,8 @@ class MeshState:
     def save(self, state_dir: str) -> None:
         os.makedirs(state_dir, exist_ok=True)
         tmp = os.path.join(state_dir, STATE_FILE + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
+        # 0600: it holds the apps' environments (a LocalWorkload's env may carry credentials)
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as fh:
             json.dump(asdict(self), fh, indent=2)
         os.replace(tmp, os.path.join(state_dir, STATE_FILE))
 

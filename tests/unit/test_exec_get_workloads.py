@@ -54,6 +54,7 @@ def test_state_file_round_trips_instances(state_dir: str) -> None:
     assert loaded.instances[0].ports == [{"name": "http", "containerPort": 8080, "protocol": "HTTP",
                                           "appPort": 41000}]
     assert [i.sidecar for i in loaded.instances] == [True, True, False, False]
+    assert os.stat(os.path.join(state_dir, "mesh.json")).st_mode & 0o077 == 0  # apps' env: owner only
 
 
 @pytest.mark.parametrize(("target", "ns", "expected"), [
