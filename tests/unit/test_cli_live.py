@@ -7,6 +7,7 @@ In-process control plane with its real HTTP API on loopback; the CLI runs in a t
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import io
 import json
 import pathlib
@@ -204,3 +205,24 @@ async def test_accepted_not_enforced_is_said_by_apply_analyze_and_get(mesh) -> N
     assert f"Note: {note}" in err
     rc, out, err = await _cli("get", "envoyfilter", "--state-dir", state)
     assert rc == 0 and "lua" in out and f"Note: {note}" in err
+
+
+def test_kubectl_columns_age_and_label_selectors() -> None:
+    from sailmesh.cli.get import age, selector_matches, table_rows
+
+    now = dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
+    assert [age(t, now) for t in ("2026-01-01T23:59:15Z", "2026-01-01T23:48:00Z", "2026-01-01T19:00:00Z",
+                                  "2025-12-29T00:00:00Z", "garbage")] == ["45s", "12m", "5h", "4d", "<unknown>"]
+    labels = {"app": "reviews", "version": "v1"}
+    assert selector_matches("app=reviews,version!=v2", labels) and selector_matches("app", labels)
+    assert not selector_matches("app=ratings", labels) and not selector_matches("!version", labels)
+    vs = {"kind": "VirtualService", "metadata": {"name": "reviews", "namespace": "default",
+                                                 "creationTimestamp": "2026-01-01T23:00:00Z"},
+          "spec": {"hosts": ["reviews"], "gateways": ["bookinfo-gateway"]}}
+    rows = table_rows([vs], "VirtualService", wide=False)
+    # Istio's VirtualService printer columns (its CRD's additionalPrinterColumns): Gateways, Hosts, Age
+    assert rows[0] == ("NAMESPACE", "NAME", "GATEWAYS", "HOSTS", "AGE")
+    assert rows[1][:4] == ("default", "reviews", '["bookinfo-gateway"]', '["reviews"]')
+    svc = {"kind": "Service", "metadata": {"name": "r", "namespace": "default"},
+           "spec": {"selector": {"app": "r"}, "ports": [{"port": 9080}]}}
+    assert table_rows([svc], "Service", wide=True)[1][2:4] == ("9080/TCP", "app=r")
