@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 from envoy.config.accesslog.v3 import accesslog_pb2
-from envoy.config.core.v3 import base_pb2, extension_pb2
+from envoy.config.core.v3 import base_pb2
 from envoy.config.core.v3 import substitution_format_string_pb2 as sfs_pb2
 from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.access_loggers.filters.cel.v3 import cel_pb2
@@ -117,7 +117,7 @@ def from_provider(name: str, prov: EnvoyFileAccessLog, mesh: MeshConfig) -> acce
 
 def cel_filter(expression: str) -> accesslog_pb2.AccessLogFilter:
     """Telemetry `filter.expression` as Envoy's CEL extension filter (the same attribute vocabulary)."""
-    return accesslog_pb2.AccessLogFilter(extension_filter=extension_pb2.TypedExtensionConfig(
+    return accesslog_pb2.AccessLogFilter(extension_filter=accesslog_pb2.ExtensionFilter(
         name=CEL_FILTER, typed_config=_pack(cel_pb2.ExpressionFilter(expression=expression))))
 
 
