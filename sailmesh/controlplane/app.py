@@ -37,6 +37,7 @@ from sailmesh.store.base import Validator
 from sailmesh.store.files import FileStore
 from sailmesh.store.layered import LayeredStore
 from sailmesh.store.memory import MemoryStore
+from sailmesh.telemetry import resolve as telemetry_resolve
 from sailmesh.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, short_name
 
 log = logging.getLogger("sailmesh.controlplane")
@@ -80,6 +81,7 @@ class ControlPlane:
         self.started_at = time.time()
         self.pushes = 0
         self._logged_rejections: set[str] = set()
+        self._logged_telemetry: set[str] = set()
         self.mesh_file = meshconfig.load_file(opts.mesh_config_file) if opts.mesh_config_file else {}
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -90,6 +92,7 @@ class ControlPlane:
         self.snapshot = build(None, self.store, self.registry, Change.everything(), self.settings.mesh,
                               self.mesh_file)
         self._log_unmodelled(self.snapshot)
+        self._log_unenforced_telemetry(self.snapshot)
         self.source = MeshSource(self.snapshot)
         self.server = AdsServer(self.source)
         self.opts.xds_port = await self.server.serve(self.opts.host, self.opts.xds_port)
@@ -135,6 +138,7 @@ class ControlPlane:
         cur = build(prev, self.store, self.registry, change, self.settings.mesh)
         if cur.mesh_config is not prev.mesh_config:
             self._log_unmodelled(cur)
+        self._log_unenforced_telemetry(cur)
         request = push_request(change, prev, cur)
         self.snapshot = cur
         self.source.update(cur, request)
@@ -149,6 +153,13 @@ class ControlPlane:
         """Mesh config keys sailmesh does not read are said once per mesh config, never dropped silently."""
         if snapshot.mesh_config.unmodelled:
             log.warning("mesh config: accepted, not enforced: %s", ", ".join(snapshot.mesh_config.unmodelled))
+
+    def _log_unenforced_telemetry(self, snapshot: MeshSnapshot) -> None:
+        """Telemetry fields sailmesh accepts but does not act on, said once each when they appear."""
+        current = set(telemetry_resolve.unenforced_all(snapshot.of_kind("Telemetry"), snapshot.mesh_config))
+        for text in sorted(current - self._logged_telemetry):
+            log.warning("Telemetry: accepted, not enforced: %s", text)
+        self._logged_telemetry = current
 
     def _log_rejections(self) -> None:
         """Log each rejection once, when it first appears (a file fixed and broken again logs again)."""

@@ -292,3 +292,11 @@ def test_a_telemetry_change_pushes_listeners_and_clusters() -> None:
 
 def test_json_labels_are_valid_json_operators() -> None:
     assert json.loads(json.dumps(access_log.JSON_LABELS))["method"] == "%REQ(:METHOD)%"
+
+
+def test_unenforced_all_covers_every_telemetry() -> None:
+    docs = resources(telemetry("a", "default", "metrics: [{reportingInterval: 5s}]"),
+                     telemetry("b", "istio-system", "tracing: [{providers: [{name: envoy}]}]"))
+    assert resolve.unenforced_all(docs, MESH) == (
+        "default/a: metrics[0].reportingInterval",
+        "istio-system/b: tracing[0].providers envoy (kind envoyFileAccessLog)")
