@@ -168,7 +168,7 @@ class ControlPlane:
             resources = {k: r for k in keys if (r := self.store.get(k.kind, k.namespace, k.name)) is not None}
         for key in keys:  # only what changed is looked at again (a push must stay cheap)
             r = resources.get(key)
-            lines = enforcement.not_enforced(r) if r is not None else []
+            lines = enforcement.not_enforced(r, snapshot.mesh_config) if r is not None else []
             old = self._not_enforced.pop(key, [])
             if lines:
                 self._not_enforced[key] = lines

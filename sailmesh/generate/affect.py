@@ -16,6 +16,7 @@ KIND_TYPES: dict[str, frozenset[str]] = {
     "VirtualService": frozenset({ROUTE}),
     "DestinationRule": frozenset({CLUSTER, ENDPOINT, ROUTE}),  # subsets, policies; consistentHash on routes
     "Gateway": frozenset({LISTENER, ROUTE}),
+    "Telemetry": frozenset({LISTENER, CLUSTER}),  # access logs and tracers on listeners, collector clusters
     # only the mesh ConfigMap matters to proxies, and a change of the mesh config is caught above
     "ConfigMap": frozenset(),
     # jwt_authn lives in the listeners' HTTP filter chains (keys inlined from the snapshot's fetched key sets)

@@ -29,6 +29,7 @@ from sailmesh.generate.memo import Memos
 from sailmesh.generate.policy import effective_policy
 from sailmesh.generate.scope import destination_rule, inbound_ports, visible_services
 from sailmesh.snapshot.model import Endpoint, MeshSnapshot, ProxyView, Service, ServicePort
+from sailmesh.telemetry import resolve, tracing
 
 Cluster: TypeAlias = cluster_pb2.Cluster
 DEFAULT_CONNECT_TIMEOUT_S = 10.0  # MeshConfig.connectTimeout default
@@ -299,6 +300,12 @@ def _fixed(memos: Memos, make: Callable[[], Cluster]) -> Prepacked:
 
 
 def build_inbound(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Cluster]:
+    """The proxy's own clusters: inbound ones, and its tracers' collectors (telemetry.tracing)."""
+    eff = resolve.for_proxy(snapshot, proxy)
+    return [*_inbound(snapshot, proxy), *tracing.collector_clusters(eff, snapshot.mesh_config)]
+
+
+def _inbound(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Cluster]:
     """`inbound|port||` per container port, pointing at the app on proxy.ip:app_port (sidecars only)."""
     if proxy.type != "sidecar":
         return []

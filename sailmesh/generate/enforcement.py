@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from sailmesh.api.meshconfig import DEFAULT_MESH_CONFIG, MeshConfig
 from sailmesh.api.resource import Resource
 from sailmesh.generate import authn
+from sailmesh.telemetry import resolve as telemetry_resolve
 
 NOT_ENFORCED = "accepted, not enforced"
 
@@ -22,7 +24,6 @@ WHOLE_KINDS: dict[str, str] = {
     "ProxyConfig": "per-workload proxy settings are not applied",
     "PeerAuthentication": "mTLS modes are not enforced yet (traffic between sidecars is plaintext)",
     "AuthorizationPolicy": "authorization is not enforced yet",
-    "Telemetry": "Telemetry (metrics, tracing, access logging) is not applied yet",
 }
 
 
@@ -105,7 +106,7 @@ FIELD_CHECKS: dict[str, Callable[[Any], Iterator[str]]] = {
 }
 
 
-def not_enforced(resource: Resource) -> list[str]:
+def not_enforced(resource: Resource, mesh: MeshConfig = DEFAULT_MESH_CONFIG) -> list[str]:
     """`Kind ns/name: accepted, not enforced: ...` lines for one resource ([] when everything in it is acted on)."""
     where = f"{resource.kind} {resource.namespace}/{resource.name}" if resource.namespace \
         else f"{resource.kind} {resource.name}"
@@ -113,6 +114,9 @@ def not_enforced(resource: Resource) -> list[str]:
         return [f"{where}: {NOT_ENFORCED}: {WHOLE_KINDS[resource.kind]}"]
     if resource.kind == authn.KIND:
         return authn.not_enforced([resource])
+    if resource.kind == "Telemetry":
+        fields = [line.split(": ", 1)[-1] for line in telemetry_resolve.unenforced(resource, mesh)]
+        return [f"{where}: {NOT_ENFORCED}: {', '.join(fields)}"] if fields else []
     check = FIELD_CHECKS.get(resource.kind)
     if check is None:
         return []

@@ -21,6 +21,7 @@ from sailmesh.generate.httproute import route_action_defaults
 from sailmesh.generate.scope import inbound_ports
 from sailmesh.settings import ProxyPorts
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView
+from sailmesh.telemetry import access_log, resolve, tracing
 
 HCM: TypeAlias = hcm_pb2.HttpConnectionManager
 HCM_NAME = "envoy.filters.network.http_connection_manager"
@@ -66,6 +67,16 @@ def http_connection_manager(
     return h
 
 
+def observability(msg: HCM | tcp_proxy_pb2.TcpProxy, snapshot: MeshSnapshot, proxy: ProxyView, mode: str) -> None:
+    """Access logs and (HCMs) tracing from the Telemetry API or the mesh config; mode CLIENT (outbound, gateway)
+    or SERVER (inbound)."""
+    eff = resolve.for_proxy(snapshot, proxy)
+    msg.access_log.extend(access_log.access_logs(eff, snapshot.mesh_config, mode))
+    if msg.DESCRIPTOR.full_name == HCM.DESCRIPTOR.full_name:
+        tracing.configure(msg, eff, snapshot.mesh_config, mode, namespace=proxy.namespace, labels=proxy.labels,
+                          workload_name=proxy.workload_name, gateway=proxy.type == "router")
+
+
 def _listener(name: str, ip: str, port: int, direction: int, network_filter: lc.Filter) -> listener_pb2.Listener:
     return listener_pb2.Listener(
         name=name,
@@ -81,6 +92,7 @@ def virtual_outbound(snapshot: MeshSnapshot, proxy: ProxyView, port: int) -> lis
     h = http_connection_manager(
         "outbound_0.0.0.0_" + str(port), filters, rds=names.HTTP_PROXY_ROUTE, connect=True
     )
+    observability(h, snapshot, proxy, resolve.CLIENT)
     return _listener(
         names.VIRTUAL_OUTBOUND, proxy.ip, port, base_pb2.OUTBOUND, lc.Filter(name=HCM_NAME, typed_config=pack(h))
     )
@@ -99,7 +111,7 @@ def inbound_route_config(snapshot: MeshSnapshot, proxy: ProxyView, port: int) ->
                 name=f"inbound|http|{port}",
                 domains=["*"],
                 routes=[rc.Route(name="default", match=rc.RouteMatch(prefix="/"), route=action,
-                                 decorator=rc.Decorator(operation=f"{proxy.workload_name or proxy.ip}:{port}/*"))],
+                                 decorator=rc.Decorator(operation=tracing.inbound_operation(snapshot, proxy, port)))],
             )
         ],
     )
@@ -115,9 +127,11 @@ def inbound_listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> list[listener
                 f"inbound_0.0.0.0_{port}", http_filters(FilterContext(snapshot, proxy, Direction.INBOUND, port)),
                 route_config=inbound_route_config(snapshot, proxy, port), inbound=True,
             )
+            observability(h, snapshot, proxy, resolve.SERVER)
             nf = lc.Filter(name=HCM_NAME, typed_config=pack(h))
         else:
             tp = tcp_proxy_pb2.TcpProxy(stat_prefix=cluster, cluster=cluster)
+            observability(tp, snapshot, proxy, resolve.SERVER)
             nf = lc.Filter(name=TCP_PROXY_NAME, typed_config=pack(tp))
         out.append(_listener(names.listener_name(proxy.ip, port), proxy.ip, port, base_pb2.INBOUND, nf))
     return out
@@ -138,6 +152,7 @@ def gateway_listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> list[listener
             f"outbound_0.0.0.0_{port}", http_filters(FilterContext(snapshot, proxy, Direction.GATEWAY, port)),
             rds=names.gateway_route(port), remote_address=True,
         )
+        observability(h, snapshot, proxy, resolve.CLIENT)
         nf = lc.Filter(name=HCM_NAME, typed_config=pack(h))
         out.append(
             _listener(names.listener_name("0.0.0.0", port), proxy.ip, gateway_bind_port(port), base_pb2.OUTBOUND, nf)
@@ -149,6 +164,7 @@ def gateway_listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> list[listener
         else:
             for c, w in clusters:
                 tp.weighted_clusters.clusters.add(name=c, weight=w)
+        observability(tp, snapshot, proxy, resolve.CLIENT)
         nf = lc.Filter(name=TCP_PROXY_NAME, typed_config=pack(tp))
         out.append(
             _listener(names.listener_name("0.0.0.0", port), proxy.ip, gateway_bind_port(port), base_pb2.OUTBOUND, nf)

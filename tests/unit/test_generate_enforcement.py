@@ -56,3 +56,14 @@ kind: Service
 metadata: {name: r, namespace: default}
 spec: {ports: [{port: 80}]}
 """) == []
+
+
+def test_telemetry_fields_not_applied_are_named() -> None:
+    # Telemetry is applied (tracing, access logging); metric overrides and targetRefs are not yet
+    assert notes("""apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  accessLogging: [{providers: [{name: envoy}]}]
+  metrics: [{overrides: [{match: {metric: REQUEST_COUNT}, disabled: true}]}]
+""") == ["Telemetry istio-system/mesh-default: accepted, not enforced: metrics[0].overrides"]
