@@ -15,6 +15,7 @@ KIND_TYPES: dict[str, frozenset[str]] = {
     "VirtualService": frozenset({ROUTE}),
     "DestinationRule": frozenset({CLUSTER, ENDPOINT, ROUTE}),  # subsets, policies; consistentHash on routes
     "Gateway": frozenset({LISTENER, ROUTE}),
+    "AuthorizationPolicy": frozenset({LISTENER}),  # RBAC / ext_authz filters live in the listeners
     # only the mesh ConfigMap matters to proxies, and a change of the mesh config is caught above
     "ConfigMap": frozenset(),
 }

@@ -15,7 +15,7 @@ from google.protobuf import wrappers_pb2
 
 from sailmesh.generate import names
 from sailmesh.generate.common import ads, pack, socket_address
-from sailmesh.generate.filters import Direction, FilterContext, http_filters
+from sailmesh.generate.filters import Direction, FilterContext, ext_authz, http_filters
 from sailmesh.generate.gateway import gateway_tcp_routes, gateways_for, http_servers
 from sailmesh.generate.httproute import route_action_defaults
 from sailmesh.generate.scope import inbound_ports
@@ -66,12 +66,13 @@ def http_connection_manager(
     return h
 
 
-def _listener(name: str, ip: str, port: int, direction: int, network_filter: lc.Filter) -> listener_pb2.Listener:
+def _listener(name: str, ip: str, port: int, direction: int, network_filter: lc.Filter,
+              before: list[lc.Filter] | None = None) -> listener_pb2.Listener:
     return listener_pb2.Listener(
         name=name,
         address=socket_address(ip, port),
         traffic_direction=direction,
-        filter_chains=[lc.FilterChain(filters=[network_filter])],
+        filter_chains=[lc.FilterChain(filters=[*(before or ()), network_filter])],
     )
 
 
@@ -110,6 +111,7 @@ def inbound_listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> list[listener
     out = []
     for port, _app_port, protocol in inbound_ports(snapshot, proxy):
         cluster = names.inbound_cluster(port)
+        before: list[lc.Filter] = []
         if names.is_http(protocol):
             h = http_connection_manager(
                 f"inbound_0.0.0.0_{port}", http_filters(FilterContext(snapshot, proxy, Direction.INBOUND, port)),
@@ -119,7 +121,8 @@ def inbound_listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> list[listener
         else:
             tp = tcp_proxy_pb2.TcpProxy(stat_prefix=cluster, cluster=cluster)
             nf = lc.Filter(name=TCP_PROXY_NAME, typed_config=pack(tp))
-        out.append(_listener(names.listener_name(proxy.ip, port), proxy.ip, port, base_pb2.INBOUND, nf))
+            before = ext_authz.tcp_filters(snapshot, proxy)  # AuthorizationPolicy on a TCP port
+        out.append(_listener(names.listener_name(proxy.ip, port), proxy.ip, port, base_pb2.INBOUND, nf, before))
     return out
 
 
