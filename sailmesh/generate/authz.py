@@ -114,6 +114,35 @@ def trust_domains(snapshot: MeshSnapshot) -> tuple[str, ...]:
     return (mc.trust_domain, *mc.trust_domain_aliases)
 
 
+@dataclass(frozen=True)
+class Context:
+    """What translation needs besides the policies: the trust domain bundle (empty: no migration, as Istio's
+    empty Bundle) and the JWT hook (None: Istio's own matchers on jwt_authn's `payload` metadata)."""
+
+    trust_domains: tuple[str, ...] = ()
+    request_auth: am.RequestAuthMatcher | None = None
+
+
+# Set to True once request_auth_matcher is wired to RequestAuthentication's jwt_authn metadata (branch i9-jwt).
+JWT_ENFORCED = False
+
+
+def request_auth_matcher(_snapshot: MeshSnapshot, _proxy: ProxyView) -> am.RequestAuthMatcher | None:
+    """THE JWT HOOK: how `requestPrincipals` and `request.auth.*` match for this proxy.
+
+    Wire it to the JWT work: return `lambda key, values: authn_matchers.principal(key, values, issuers)` with the
+    issuers the proxy's jwt_authn verifies, and set JWT_ENFORCED. Until then None: Istio's matchers, reading
+    `envoy.filters.http.jwt_authn` / `payload`, which nothing writes here, so these keys match no request (an
+    ALLOW on them denies, a `notRequestPrincipals: ["*"]` DENY denies) and `unenforced` reports them.
+    """
+    return None
+
+
+def context(snapshot: MeshSnapshot, proxy: ProxyView) -> Context:
+    """The translation context of one proxy."""
+    return Context(trust_domains(snapshot), request_auth_matcher(snapshot, proxy))
+
+
 @dataclass
 class Built:
     """One action's RBAC (Istio's builtRule): enforced rules and dry-run (shadow) rules, None when empty."""
@@ -123,7 +152,7 @@ class Built:
     by_provider: dict[str, tuple[rbac_pb2.RBAC, rbac_pb2.RBAC]] = field(default_factory=dict)
 
 
-def add_policy(target: rbac_pb2.RBAC, resource: Resource, action: int, for_tcp: bool, tds: Sequence[str],
+def add_policy(target: rbac_pb2.RBAC, resource: Resource, action: int, for_tcp: bool, ctx: Context,
                provider: str | None = None) -> None:
     """Every rule of one policy into `target` (Istio's Builder.build loop body)."""
     policy = model_of(resource, AuthorizationPolicy)
@@ -131,7 +160,8 @@ def add_policy(target: rbac_pb2.RBAC, resource: Resource, action: int, for_tcp: 
     for i, rule in enumerate(rules):
         name = policy_name(resource.namespace, resource.name, i, provider)
         try:
-            generated = am.generate(am.rule_model(rule, tds), for_tcp, action, resource.namespace)
+            generated = am.generate(am.rule_model(rule, ctx.trust_domains), for_tcp, action, resource.namespace,
+                                    ctx.request_auth)
         except (am.Rejected, am.Unsupported):
             continue  # Istio: "skipped rule ... on TCP filter chain" / "skipped invalid rule"
         target.policies[name].CopyFrom(generated)
@@ -139,7 +169,7 @@ def add_policy(target: rbac_pb2.RBAC, resource: Resource, action: int, for_tcp: 
         target.policies[policy_name(resource.namespace, resource.name, 0, provider)].CopyFrom(am.match_never())
 
 
-def build(policies: Sequence[Resource], action: int, for_tcp: bool, tds: Sequence[str]) -> Built | None:
+def build(policies: Sequence[Resource], action: int, for_tcp: bool, ctx: Context) -> Built | None:
     """Istio's Builder.build for ALLOW/DENY/AUDIT: enforced and dry-run policies in two RBAC configs."""
     if not policies:
         return None
@@ -148,14 +178,14 @@ def build(policies: Sequence[Resource], action: int, for_tcp: bool, tds: Sequenc
     for r in policies:
         if is_dry_run(r):
             has_shadow = True
-            add_policy(shadow, r, action, for_tcp, tds)
+            add_policy(shadow, r, action, for_tcp, ctx)
         else:
             has_enforce = True
-            add_policy(enforce, r, action, for_tcp, tds)
+            add_policy(enforce, r, action, for_tcp, ctx)
     return Built(enforce if has_enforce else None, shadow if has_shadow else None)
 
 
-def build_custom(policies: Sequence[Resource], for_tcp: bool, tds: Sequence[str]) -> Built | None:
+def build_custom(policies: Sequence[Resource], for_tcp: bool, ctx: Context) -> Built | None:
     """Istio's Builder.build for CUSTOM: rules grouped by provider, named `istio-ext-authz-<provider>-...`, action
     DENY (the RBAC filter only marks matching requests in metadata; ext_authz decides)."""
     if not policies:
@@ -168,7 +198,7 @@ def build_custom(policies: Sequence[Resource], for_tcp: bool, tds: Sequence[str]
             out.by_provider[provider] = (rbac_pb2.RBAC(action=rbac_pb2.RBAC.DENY),
                                          rbac_pb2.RBAC(action=rbac_pb2.RBAC.DENY))
         enforce, shadow = out.by_provider[provider]
-        add_policy(shadow if is_dry_run(r) else enforce, r, rbac_pb2.RBAC.DENY, for_tcp, tds, provider)
+        add_policy(shadow if is_dry_run(r) else enforce, r, rbac_pb2.RBAC.DENY, for_tcp, ctx, provider)
     return out
 
 
@@ -180,12 +210,12 @@ def shadow_prefix(rules: rbac_pb2.RBAC | None) -> str:
     return {rbac_pb2.RBAC.ALLOW: SHADOW_ALLOW_PREFIX, rbac_pb2.RBAC.DENY: SHADOW_DENY_PREFIX}.get(rules.action, "")
 
 
-def local_rbacs(selected: Selected, for_tcp: bool, tds: Sequence[str]) -> list[Built]:
+def local_rbacs(selected: Selected, for_tcp: bool, ctx: Context) -> list[Built]:
     """The AUDIT, DENY and ALLOW configs, in Istio's filter order (each non-empty one becomes a filter)."""
     out = []
     for policies, action in ((selected.audit, ACTIONS["AUDIT"]), (selected.deny, ACTIONS["DENY"]),
                              (selected.allow, ACTIONS["ALLOW"])):
-        b = build(policies, action, for_tcp, tds)
+        b = build(policies, action, for_tcp, ctx)
         if b is not None:
             out.append(b)
     return out
@@ -208,10 +238,6 @@ def unenforced(snapshot: MeshSnapshot) -> list[str]:
             out.append(f"{where}: accepted, not enforced: {', '.join(names)} (no verified JWT reaches the RBAC "
                        f"filter yet: these match no request)")
     return out
-
-
-# Set to True once RequestAuthentication fills jwt_authn's `payload` metadata (branch i9-jwt).
-JWT_ENFORCED = False
 
 
 def _rule_keys(rule: Rule) -> frozenset[str]:

@@ -531,14 +531,19 @@ def _permissions_of(f: Field, for_tcp: bool, action: int) -> list[Permission]:
     return out
 
 
-def _principals_of(f: Field, for_tcp: bool, action: int, policy_ns: str) -> list[Principal]:
+RequestAuthMatcher = Callable[[str, Sequence[str]], "Principal | None"]
+
+
+def _principals_of(f: Field, for_tcp: bool, action: int, policy_ns: str,
+                   request_auth: RequestAuthMatcher | None) -> list[Principal]:
     out: list[Principal] = []
     if f.extended:
         for vals, negate in ((f.values, False), (f.not_values, True)):
             if not vals:
                 continue
             try:
-                p = request_auth_principal(f.key, vals, for_tcp)
+                p = request_auth_principal(f.key, vals, for_tcp) if request_auth is None or for_tcp \
+                    else request_auth(f.key, vals)
             except Unsupported as e:
                 _check(action, e)
                 continue
@@ -559,15 +564,18 @@ def _principals_of(f: Field, for_tcp: bool, action: int, policy_ns: str) -> list
     return out
 
 
-def generate(model: RuleModel, for_tcp: bool, action: int, policy_ns: str) -> rbac_pb2.Policy:
+def generate(model: RuleModel, for_tcp: bool, action: int, policy_ns: str,
+             request_auth: RequestAuthMatcher | None = None) -> rbac_pb2.Policy:
     """Istio's Model.Generate (useAuthenticated: principals from the peer certificate). Raises Unsupported when
-    an ALLOW rule cannot be expressed for this chain (Istio skips the rule)."""
+    an ALLOW rule cannot be expressed for this chain (Istio skips the rule). `request_auth` replaces Istio's
+    JWT matchers (request_auth_principal) for the request.auth keys when given."""
     policy = rbac_pb2.Policy()
     for fields in model.permissions:
         perms = [p for f in fields for p in _permissions_of(f, for_tcp, action)] or [Permission(any=True)]
         policy.permissions.append(Permission(and_rules=Permission.Set(rules=perms)))
     for fields in model.principals:
-        ids = [p for f in fields for p in _principals_of(f, for_tcp, action, policy_ns)] or [Principal(any=True)]
+        ids = [p for f in fields for p in _principals_of(f, for_tcp, action, policy_ns, request_auth)]
+        ids = ids or [Principal(any=True)]
         policy.principals.append(Principal(and_ids=Principal.Set(ids=ids)))
     return policy
 

@@ -103,7 +103,7 @@ def snapshot_for(case: dict[str, str]) -> MeshSnapshot:
 def generated(case: dict[str, str]) -> list[message.Message]:
     snap = snapshot_for(case)
     selected = authz.select(snap, PROXY)
-    tds = trust_domains(case["tdBundle"])
+    tds = authz.Context(trust_domains(case["tdBundle"]))
     custom = bool(case["meshConfig"])  # Istio's test: IsCustomBuilder = a mesh config is given
     if case["dir"] == "tcp/":
         if custom:

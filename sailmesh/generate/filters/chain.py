@@ -25,7 +25,7 @@ FilterBuilder = Callable[[FilterContext], Sequence[hcm_pb2.HttpFilter]]
 
 ALL = frozenset(Direction)
 OUTBOUND_AND_GATEWAY = frozenset({Direction.OUTBOUND, Direction.GATEWAY})
-INBOUND_AND_GATEWAY = frozenset({Direction.INBOUND, Direction.GATEWAY})  # Istio's authz: all but sidecar outbound
+INBOUND_AND_GATEWAY = frozenset({Direction.INBOUND, Direction.GATEWAY})  # where Istio enforces authn and authz
 
 
 @dataclass(frozen=True)

@@ -252,13 +252,13 @@ def _custom_rbac(built: authz.Built, for_tcp: bool,
 def custom(ctx: FilterContext) -> list[hcm_pb2.HttpFilter]:
     """The chain slot: per provider an RBAC filter in shadow mode, then the ext_authz filter it enables."""
     selected = authz.select(ctx.snapshot, ctx.proxy)
-    return http_filters_for(ctx.snapshot, selected, authz.trust_domains(ctx.snapshot))
+    return http_filters_for(ctx.snapshot, selected, authz.context(ctx.snapshot, ctx.proxy))
 
 
 def http_filters_for(snapshot: MeshSnapshot, selected: authz.Selected,
-                     trust_domains: Sequence[str]) -> list[hcm_pb2.HttpFilter]:
+                     ctx: authz.Context) -> list[hcm_pb2.HttpFilter]:
     """Istio's buildHTTP for the CUSTOM builder."""
-    built = authz.build_custom(selected.custom, False, trust_domains)
+    built = authz.build_custom(selected.custom, False, ctx)
     if built is None:
         return []
     out = []
@@ -279,9 +279,9 @@ def http_filters_for(snapshot: MeshSnapshot, selected: authz.Selected,
 
 
 def network_filters(snapshot: MeshSnapshot, selected: authz.Selected,
-                    trust_domains: Sequence[str]) -> list[lc.Filter]:
+                    ctx: authz.Context) -> list[lc.Filter]:
     """Istio's buildTCP for the CUSTOM builder: gRPC providers only (HTTP ones are skipped on TCP chains)."""
-    built = authz.build_custom(selected.custom, True, trust_domains)
+    built = authz.build_custom(selected.custom, True, ctx)
     if built is None:
         return []
     out = []
@@ -311,5 +311,5 @@ def tcp_filters(snapshot: MeshSnapshot, proxy: ProxyView) -> list[lc.Filter]:
     selected = authz.select(snapshot, proxy)
     if not selected:
         return []
-    tds = authz.trust_domains(snapshot)
-    return [*network_filters(snapshot, selected, tds), *network_filters_for(selected, tds)]
+    ctx = authz.context(snapshot, proxy)
+    return [*network_filters(snapshot, selected, ctx), *network_filters_for(selected, ctx)]

@@ -9,8 +9,6 @@ with stat prefix `tcp.` before tcp_proxy; a denied connection is closed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
@@ -44,16 +42,16 @@ def network_filter(built: authz.Built) -> lc.Filter:
     return lc.Filter(name=NETWORK_RBAC_FILTER, typed_config=pack(cfg))
 
 
-def http_filters_for(selected: authz.Selected, trust_domains: Sequence[str]) -> list[hcm_pb2.HttpFilter]:
+def http_filters_for(selected: authz.Selected, ctx: authz.Context) -> list[hcm_pb2.HttpFilter]:
     """AUDIT, DENY, ALLOW HTTP RBAC filters for these policies (none when no such policy applies)."""
-    return [http_filter(b) for b in authz.local_rbacs(selected, False, trust_domains)]
+    return [http_filter(b) for b in authz.local_rbacs(selected, False, ctx)]
 
 
 def rbac(ctx: FilterContext) -> list[hcm_pb2.HttpFilter]:
     """The chain slot: the proxy's ALLOW/DENY/AUDIT policies as HTTP RBAC filters."""
-    return http_filters_for(authz.select(ctx.snapshot, ctx.proxy), authz.trust_domains(ctx.snapshot))
+    return http_filters_for(authz.select(ctx.snapshot, ctx.proxy), authz.context(ctx.snapshot, ctx.proxy))
 
 
-def network_filters_for(selected: authz.Selected, trust_domains: Sequence[str]) -> list[lc.Filter]:
+def network_filters_for(selected: authz.Selected, ctx: authz.Context) -> list[lc.Filter]:
     """AUDIT, DENY, ALLOW network RBAC filters for these policies built for TCP (none when no policy applies)."""
-    return [network_filter(b) for b in authz.local_rbacs(selected, True, trust_domains)]
+    return [network_filter(b) for b in authz.local_rbacs(selected, True, ctx)]
