@@ -25,6 +25,7 @@ from sailmesh.controlplane.http_api import make_app
 from sailmesh.controlplane.source import MeshSource
 from sailmesh.errors import GenerationError, ParseError, RegistryError, SailmeshError, ValidationError
 from sailmesh.generate.affect import push_request
+from sailmesh.generate.authz import unenforced as authz_unenforced
 from sailmesh.platform import workload_file
 from sailmesh.registry.aggregate import AggregateRegistry
 from sailmesh.registry.model import Workload
@@ -80,6 +81,7 @@ class ControlPlane:
         self.started_at = time.time()
         self.pushes = 0
         self._logged_rejections: set[str] = set()
+        self._logged_authz: frozenset[str] = frozenset()  # AuthorizationPolicy parts accepted, not enforced
         self.mesh_file = meshconfig.load_file(opts.mesh_config_file) if opts.mesh_config_file else {}
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -135,6 +137,8 @@ class ControlPlane:
         cur = build(prev, self.store, self.registry, change, self.settings.mesh)
         if cur.mesh_config is not prev.mesh_config:
             self._log_unmodelled(cur)
+        if "AuthorizationPolicy" in change.kinds or change.full:
+            self._log_authz_unenforced(cur)
         request = push_request(change, prev, cur)
         self.snapshot = cur
         self.source.update(cur, request)
@@ -149,6 +153,13 @@ class ControlPlane:
         """Mesh config keys sailmesh does not read are said once per mesh config, never dropped silently."""
         if snapshot.mesh_config.unmodelled:
             log.warning("mesh config: accepted, not enforced: %s", ", ".join(snapshot.mesh_config.unmodelled))
+
+    def _log_authz_unenforced(self, snapshot: MeshSnapshot) -> None:
+        """AuthorizationPolicy parts sailmesh accepts but does not act on, each said once."""
+        lines = frozenset(authz_unenforced(snapshot))
+        for line in sorted(lines - self._logged_authz):
+            log.warning("%s", line)
+        self._logged_authz = lines
 
     def _log_rejections(self) -> None:
         """Log each rejection once, when it first appears (a file fixed and broken again logs again)."""
