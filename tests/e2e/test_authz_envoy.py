@@ -26,9 +26,10 @@ from collections.abc import Iterator
 
 import pytest
 import yaml
+from google.protobuf import json_format
 
 from sailmesh.api import meshconfig
-from sailmesh.processes import free_port
+from sailmesh.processes import envoy_binary, free_port
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView
 from sailmesh.testing.waiting import random_loopback_block
 from tests.e2e.test_generate_envoy import run_envoy, static_bootstrap
@@ -350,3 +351,32 @@ spec:
                 pod.proxy)
     assert request(ip, 9080, "/headers", headers={"x-ext-authz": "allow"}) == (403, DENIED)
     assert request(ip, 9080, "/ip")[0] == 200
+
+
+def test_envoy_accepts_every_key_istio_translates(tmp_path: pathlib.Path, conformance: pathlib.Path) -> None:
+    """Istio's widest inputs (every source, operation and when key; CUSTOM over HTTP; TCP rules) pass Envoy's
+    validate mode as generated for a sidecar with an HTTP and a TCP port."""
+    builder = conformance / "authz-builder"
+    block = random_loopback_block()
+    proxy = sidecar("httpbin-v1-0", ns="foo", ip=f"{block}.1", app_ports={9080: 41000, 7070: 41001},
+                    app="httpbin", version="v1")
+    provider = """
+extensionProviders:
+- name: default
+  envoyExtAuthzGrpc: {service: ext-authz.foo.svc.cluster.local, port: 9000, timeout: 1s, failOpen: true}
+"""
+    for name in ("http/allow-full-rule-in.yaml", "http/audit-full-rule-in.yaml", "http/custom-simple-http-in.yaml",
+                 "tcp/allow-both-http-tcp-in.yaml", "tcp/deny-both-http-tcp-in.yaml", "http/dry-run-mix-in.yaml"):
+        snap = make_snapshot(
+            resources(builder / name),
+            [service("httpbin", "foo", [(9080, "HTTP"), (7070, "TCP")]), service("ext-authz", "foo", [(9000, "GRPC")])],
+            [workload("httpbin-v1-0", proxy.ip, "foo", app="httpbin", version="v1")])
+        snap = dataclasses.replace(snap, mesh_config=meshconfig.from_mapping(yaml.safe_load(provider)))
+        boot = static_bootstrap(snap, proxy, free_port())
+        filters = [f.name for li in boot.static_resources.listeners for c in li.filter_chains for f in c.filters]
+        assert any("rbac" in n for n in filters) or "custom" in name, (name, filters)
+        path = tmp_path / (name.replace("/", "-") + ".json")
+        path.write_text(json_format.MessageToJson(boot))
+        r = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path), "--disable-hot-restart",
+                            "-l", "warning"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, (name, r.stdout[-3000:], r.stderr[-3000:])
