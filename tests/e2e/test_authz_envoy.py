@@ -14,21 +14,30 @@ The rules matched (istio.io, "Authorization Policy" reference and the security t
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import http.client
 import http.server
 import json
 import pathlib
 import socket
 import socketserver
+import ssl
 import subprocess
 import threading
 from collections.abc import Iterator
 
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from envoy.config.core.v3 import base_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from google.protobuf import json_format
 
 from sailmesh.api import meshconfig
+from sailmesh.generate.common import pack
 from sailmesh.processes import envoy_binary, free_port
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView
 from sailmesh.testing.waiting import random_loopback_block
@@ -380,3 +389,78 @@ extensionProviders:
         r = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path), "--disable-hot-restart",
                             "-l", "warning"], capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, (name, r.stdout[-3000:], r.stderr[-3000:])
+
+
+def _certs(tmp: pathlib.Path) -> dict[str, pathlib.Path]:
+    """A test CA and certificates with Istio's SPIFFE URI SANs (the stand-in for branch i9-mtls's SDS secrets)."""
+    now, minutes, hour = datetime.datetime.now(datetime.UTC), datetime.timedelta(minutes=5), datetime.timedelta(hours=1)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "cluster.local")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - minutes)
+          .not_valid_after(now + hour)
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    out = {"ca": tmp / "ca.pem"}
+    out["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    for name, uri in (("httpbin", "spiffe://cluster.local/ns/foo/sa/httpbin"),
+                      ("sleep-foo", "spiffe://cluster.local/ns/foo/sa/sleep"),
+                      ("sleep-bar", "spiffe://cluster.local/ns/bar/sa/sleep")):
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (x509.CertificateBuilder().subject_name(x509.Name([])).issuer_name(ca_name)
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - minutes).not_valid_after(now + hour)
+                .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=True)
+                .sign(ca_key, hashes.SHA256()))
+        out[name] = tmp / f"{name}.pem"
+        out[name].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        out[name + "-key"] = tmp / f"{name}-key.pem"
+        out[name + "-key"].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                          serialization.NoEncryption()))
+    return out
+
+
+def test_principals_and_namespaces_match_the_peer_certificate(tmp_path: pathlib.Path, pod: Pod,
+                                                              envoys: list[subprocess.Popen]) -> None:
+    """Principal and namespace rules read the SPIFFE ID of the client certificate. The inbound listener's TLS is
+    added here by hand (static certificates); branch i9-mtls generates it from PeerAuthentication over SDS."""
+    certs = _certs(tmp_path)
+    policy = """
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: httpbin, namespace: default}
+spec:
+  selector: {matchLabels: {app: httpbin}}
+  rules:
+  - from: [{source: {principals: [cluster.local/ns/foo/sa/sleep]}}]
+  - from: [{source: {namespaces: [bar]}}]
+    to: [{operation: {paths: [/ip]}}]
+"""
+    boot = static_bootstrap(mesh(pod, policy), pod.proxy, free_port())
+    tls = tls_pb2.DownstreamTlsContext(require_client_certificate={"value": True})
+    tls.common_tls_context.tls_certificates.add(
+        certificate_chain=base_pb2.DataSource(filename=str(certs["httpbin"])),
+        private_key=base_pb2.DataSource(filename=str(certs["httpbin-key"])))
+    tls.common_tls_context.validation_context.trusted_ca.filename = str(certs["ca"])
+    [inbound] = [li for li in boot.static_resources.listeners if li.address.socket_address.port_value == 9080]
+    inbound.filter_chains[0].transport_socket.name = "envoy.transport_sockets.tls"
+    inbound.filter_chains[0].transport_socket.typed_config.CopyFrom(pack(tls))
+    (tmp_path / "mtls").mkdir()
+    proc, _ = run_envoy(tmp_path / "mtls", boot)
+    envoys.append(proc)
+
+    def call(client: str, path: str) -> tuple[int, bytes]:
+        ctx = ssl.create_default_context(cafile=str(certs["ca"]))
+        ctx.check_hostname = False
+        ctx.load_cert_chain(str(certs[client]), str(certs[client + "-key"]))
+        c = http.client.HTTPSConnection(pod.proxy.ip, 9080, timeout=10, context=ctx)
+        try:
+            c.request("GET", path)
+            r = c.getresponse()
+            return r.status, r.read()
+        finally:
+            c.close()
+
+    assert call("sleep-foo", "/headers")[0] == 200  # principal cluster.local/ns/foo/sa/sleep
+    assert call("sleep-bar", "/headers") == (403, DENIED)  # another principal, and not /ip
+    assert call("sleep-bar", "/ip")[0] == 200  # namespace bar, path /ip
