@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import tempfile
 
 import pytest
 
@@ -13,6 +14,8 @@ SHARED = next((p for p in (ROOT.parent / "shared", ROOT.parent.parent / "shared"
               ROOT.parent / "shared")
 CONFORMANCE = SHARED / "conformance"
 
+# Tests never talk to a mesh the user runs in ~/.sailmesh (`analyze`, `get`, ... find a running mesh there).
+os.environ.setdefault("SAILMESH_STATE_DIR", tempfile.mkdtemp(prefix="sailmesh-tests-"))
 # Child processes (agents, sample apps, the control plane) import sailmesh from this checkout.
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
 

@@ -269,7 +269,7 @@ class Case:
             got_clusters = {c["cluster"]["name"] for c in clusters.get("configs", [])}
             got_routes = {rc["name"]: sorted(v["name"] for v in rc.get("virtual_hosts", ()))
                           for rc in (r["route_config"] for r in routes.get("configs", []))}
-            want_routes = {n: sorted(v["name"] for v in rc.get("virtualHosts", []))
+            want_routes = {n: sorted(v["name"] for v in rc.get("virtual_hosts", []))
                            for n, rc in want.get("routes", {}).items() if n in got_routes}
             if got_clusters != set(want.get("clusters", {})) or got_routes != want_routes:
                 raise BenchError(f"Envoy {ep.spec.node_id} holds other clusters/routes than its twin {twin}: "

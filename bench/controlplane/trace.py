@@ -83,11 +83,11 @@ def install() -> None:
 
     orig_apply = app.ControlPlane.apply_documents
 
-    async def apply_documents(self: Any, docs: Any) -> Any:
+    async def apply_documents(self: Any, docs: Any, *args: Any, **kwargs: Any) -> Any:
         _stages.clear()
         _stages["trigger"] = now()
         _stages["trigger_kind"] = "apply"  # type: ignore[assignment]
-        return await orig_apply(self, docs)
+        return await orig_apply(self, docs, *args, **kwargs)
 
     app.ControlPlane.apply_documents = apply_documents  # type: ignore[method-assign]
 

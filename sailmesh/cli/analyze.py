@@ -13,8 +13,12 @@ from sailmesh.analysis.diagnostic import LEVELS, Diagnostic, at_least
 from sailmesh.analysis.registry import analyze
 from sailmesh.analysis.suppress import apply_suppressions, parse_suppressions
 from sailmesh.api.parse import load_paths
-from sailmesh.api.resource import DEFAULT_NAMESPACE
-from sailmesh.errors import ConfigError
+from sailmesh.api.resource import DEFAULT_NAMESPACE, Resource
+from sailmesh.cli.apiclient import call
+from sailmesh.cli.common import add_state_dir, running_mesh
+from sailmesh.controlplane.live import resources as live_resources
+from sailmesh.errors import ConfigError, PlatformError
+from sailmesh.generate.enforcement import not_enforced
 
 # istioctl's exit codes (cmd/istioctl: ExitIncorrectUsage, ExitDataError, ExitAnalyzerFoundIssues).
 EXIT_USAGE = 64
@@ -40,6 +44,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-S", "--suppress", action="append", default=[], metavar="CODE=RESOURCE",
                         help="suppress a code on resources matching a glob, e.g. 'IST0102=Namespace frod' "
                              "or 'IST0103=Pod *.default' (repeatable)")
+    parser.add_argument("--use-live", type=_boolean, default=True, metavar="true|false",
+                        help="analyze the running mesh too (its config and its workloads as pods); with -f the "
+                             "files' resources replace the live ones of the same name (default true)")
+    add_state_dir(parser)
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def live_mesh(args: argparse.Namespace) -> list[Resource]:
+    """The running mesh's config and workloads (as Pods and Namespaces); PlatformError when none runs."""
+    mesh = running_mesh(args)
+    status, body = call(mesh.api_url, "GET", "/api/v1/live")
+    if status != 200:
+        raise PlatformError(f"the control plane answered HTTP {status}: {(body or {}).get('errors')}")
+    return live_resources(body.get("items", []))
 
 
 def _load_mesh_config(path: str) -> dict[str, Any]:
@@ -72,9 +97,17 @@ def render(diags: list[Diagnostic], fmt: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.filename:
-        print("Error: analyze needs at least one -f FILE_OR_DIR (sailmesh analyzes files, not a cluster)",
-              file=sys.stderr)
+    live: list[Resource] = []
+    if args.use_live:
+        try:
+            live = live_mesh(args)
+        except PlatformError as e:
+            if not args.filename:
+                print(f"Error: {e}; or analyze files with -f FILE_OR_DIR", file=sys.stderr)
+                return EXIT_USAGE
+            print(f"note: {e}; analyzing the files alone", file=sys.stderr)
+    elif not args.filename:
+        print("Error: --use-live=false needs at least one -f FILE_OR_DIR", file=sys.stderr)
         return EXIT_USAGE
     mesh: dict[str, Any] = {}
     if args.mesh_config_file:
@@ -92,8 +125,14 @@ def run(args: argparse.Namespace) -> int:
     for err in loaded.errors:
         print(f"Error: {err}", file=sys.stderr)
     namespace = None if args.all_namespaces else args.namespace
-    diags = [d for d in apply_suppressions(analyze(loaded.resources, mesh), rules) if _in_scope(d, namespace)]
+    given = {r.key for r in loaded.resources}
+    resources = [*(r for r in live if r.key not in given), *loaded.resources]
+    diags = [d for d in apply_suppressions(analyze(resources, mesh), rules) if _in_scope(d, namespace)]
     shown = [d for d in diags if at_least(d.level, args.output_threshold)]
+    for r in resources:  # what the mesh accepts but does not act on (not an istioctl message: said on stderr)
+        if namespace is None or r.namespace in ("", namespace):
+            for line in not_enforced(r):
+                print(f"Note: {line}", file=sys.stderr)
     fmt = "log" if args.output == "text" else args.output
     if shown or fmt != "log":
         print(render(shown, fmt))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 
 from sailmesh import settings as settings_mod
 from sailmesh.platform.state import MeshState
@@ -28,3 +29,11 @@ def running_mesh(args: argparse.Namespace) -> MeshState:
 def fail(message: str, code: int = 1) -> int:
     print(f"error: {message}", file=sys.stderr)
     return code
+
+
+def print_table(rows: Sequence[Sequence[object]]) -> None:
+    """Rows as kubectl prints them: left-aligned columns three spaces apart, the first row the header."""
+    text = [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in text) for i in range(len(text[0]))] if text else []
+    for r in text:
+        print("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())

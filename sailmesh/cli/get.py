@@ -1,17 +1,22 @@
-"""`sailmesh get KIND [NAME] [-n NS] [-o yaml|json]`: list config in the running mesh, like kubectl get."""
+"""`sailmesh get KIND [NAME] [-n NS|-A] [-l SELECTOR] [-o wide|yaml|json]`: config in the running mesh, as kubectl."""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import sys
 import urllib.parse
+from typing import Any
 
 import yaml
 
 from sailmesh.cli.apiclient import call
-from sailmesh.cli.common import add_state_dir, fail, running_mesh
+from sailmesh.cli.common import add_state_dir, fail, print_table, running_mesh
+from sailmesh.controlplane.live import resources as live_resources
 from sailmesh.errors import PlatformError
+from sailmesh.generate.enforcement import not_enforced
+from sailmesh.platform.state import InstanceRecord
 
 ALIASES = {
     "vs": "VirtualService", "virtualservice": "VirtualService", "virtualservices": "VirtualService",
@@ -37,15 +42,100 @@ ALIASES = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("kind", help="resource kind (vs, dr, gw, se, svc, ... or all)")
+    parser.add_argument("kind", help="resource kind (vs, dr, gw, se, svc, ... or all), or workloads (the running "
+                                     "instances of the embedded platform)")
     parser.add_argument("name", nargs="?", default="")
     parser.add_argument("-n", "--namespace", default="")
     parser.add_argument("-A", "--all-namespaces", action="store_true")
-    parser.add_argument("-o", "--output", choices=("table", "yaml", "json"), default="table")
+    parser.add_argument("-o", "--output", choices=("table", "wide", "yaml", "json"), default="table")
+    parser.add_argument("-l", "--selector", default="",
+                        help="label selector, kubectl's forms: app=reviews,version!=v1,canary (key exists)")
     add_state_dir(parser)
 
 
+# kubectl's columns: Istio's CRD additionalPrinterColumns (and core kinds' own), then AGE; `wide` adds the last group.
+PRINTER_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "VirtualService": (("GATEWAYS", "spec.gateways"), ("HOSTS", "spec.hosts")),
+    "DestinationRule": (("HOST", "spec.host"),),
+    "ServiceEntry": (("HOSTS", "spec.hosts"), ("LOCATION", "spec.location"), ("RESOLUTION", "spec.resolution")),
+    "WorkloadEntry": (("ADDRESS", "spec.address"),),
+    "PeerAuthentication": (("MODE", "spec.mtls.mode"),),
+    "AuthorizationPolicy": (("ACTION", "spec.action"),),
+    "Service": (("PORT(S)", "spec.ports"),),
+}
+WIDE_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "Service": (("SELECTOR", "spec.selector"),),
+    "PeerAuthentication": (("SELECTOR", "spec.selector.matchLabels"),),
+    "AuthorizationPolicy": (("SELECTOR", "spec.selector.matchLabels"),),
+}
+
+
+def _value(doc: dict[str, Any], path: str) -> str:
+    node: Any = doc
+    for key in path.split("."):
+        node = node.get(key) if isinstance(node, dict) else None
+    if node is None or node == [] or node == {}:
+        return "<none>" if path.endswith(("selector", "matchLabels")) else ""
+    if isinstance(node, list) and node and isinstance(node[0], dict) and "port" in node[0]:  # Service ports
+        return ",".join(f"{p['port']}/{p.get('protocol', 'TCP')}" for p in node)
+    if isinstance(node, list):
+        return json.dumps(node, separators=(",", ":"))
+    if isinstance(node, dict):
+        return ",".join(f"{k}={v}" for k, v in node.items())
+    return str(node)
+
+
+def age(created: str, now: dt.datetime | None = None) -> str:
+    """kubectl's AGE: 45s, 12m, 5h, 3d (from metadata.creationTimestamp)."""
+    try:
+        when = dt.datetime.fromisoformat(created.replace("Z", "+00:00"))
+    except ValueError:
+        return "<unknown>"
+    secs = max(0, int(((now or dt.datetime.now(dt.UTC)) - when).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs >= size:
+            return f"{secs // size}{unit}"
+    return f"{secs}s"
+
+
+def selector_matches(selector: str, labels: dict[str, str]) -> bool:
+    """kubectl's -l: comma-separated `k=v`, `k==v`, `k!=v`, `k` (exists), `!k` (absent); all must hold."""
+    for term in (t.strip() for t in selector.split(",") if t.strip()):
+        if "!=" in term:
+            k, v = term.split("!=", 1)
+            if labels.get(k.strip()) == v.strip():
+                return False
+        elif "=" in term:
+            k, v = term.replace("==", "=").split("=", 1)
+            if labels.get(k.strip()) != v.strip():
+                return False
+        elif term.startswith("!"):
+            if term[1:] in labels:
+                return False
+        elif term not in labels:
+            return False
+    return True
+
+
+def table_rows(items: list[dict[str, Any]], kind: str, wide: bool) -> list[tuple[str, ...]]:
+    """kubectl's table: NAMESPACE, NAME, the kind's printer columns, AGE (KIND first when kinds are mixed)."""
+    columns = (*PRINTER_COLUMNS.get(kind, ()), *(WIDE_COLUMNS.get(kind, ()) if wide else ())) if kind else ()
+    head = ("KIND",) if not kind else ()
+    rows: list[tuple[str, ...]] = [(*head, "NAMESPACE", "NAME", *(c for c, _ in columns), "AGE")]
+    for it in items:
+        meta = it.get("metadata", {})
+        rows.append((*((str(it.get("kind", "")),) if not kind else ()), str(meta.get("namespace", "")),
+                     str(meta.get("name", "")), *(_value(it, path) for _, path in columns),
+                     age(str(meta.get("creationTimestamp", "")))))
+    return rows
+
+
+WORKLOADS = ("workloads", "workload", "wl")
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.kind.lower() in WORKLOADS:
+        return run_workloads(args)
     kind = ALIASES.get(args.kind.lower(), args.kind)
     query = {"kind": kind, "name": args.name}
     if args.namespace and not args.all_namespaces:
@@ -57,9 +147,13 @@ def run(args: argparse.Namespace) -> int:
         return fail(str(e))
     if status != 200:
         return fail("; ".join((body or {}).get("errors", [f"HTTP {status}"])))
-    items = body.get("items", [])
+    items = [it for it in body.get("items", [])
+             if not args.selector or selector_matches(args.selector, (it.get("metadata") or {}).get("labels") or {})]
     if args.name and not items:
         return fail(f'{kind or "resource"} "{args.name}" not found')
+    for res in live_resources(items):
+        for line in not_enforced(res):
+            print(f"Note: {line}", file=sys.stderr)
     if args.output == "yaml":
         sys.stdout.write(yaml.safe_dump_all(items, sort_keys=False) if items else "")
     elif args.output == "json":
@@ -68,11 +162,59 @@ def run(args: argparse.Namespace) -> int:
         if not items:
             print("No resources found.")
             return 0
-        rows = [("KIND", "NAMESPACE", "NAME")]
-        for it in items:
-            meta = it.get("metadata", {})
-            rows.append((it.get("kind", ""), meta.get("namespace", ""), meta.get("name", "")))
-        widths = [max(len(r[i]) for r in rows) for i in range(3)]
-        for r in rows:
-            print("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+        print_table(table_rows(items, kind, args.output == "wide"))
+    return 0
+
+
+def workload_item(inst: InstanceRecord) -> dict[str, Any]:
+    """One instance as `get workloads -o json|yaml` shows it."""
+    return {
+        "namespace": inst.namespace,
+        "name": inst.name,
+        "workload": inst.workload,
+        "labels": dict(inst.labels),
+        "address": inst.address,
+        "ports": [dict(p) for p in inst.ports],
+        "serviceAccount": inst.service_account,
+        "sidecar": inst.sidecar,
+    }
+
+
+def _port_text(inst: InstanceRecord) -> str:
+    return ",".join(f"{p.get('containerPort')}/{p.get('protocol', 'HTTP')}" for p in inst.ports) or "<none>"
+
+
+def run_workloads(args: argparse.Namespace) -> int:
+    """`get workloads [NAME] [-n NS|-A] [-o table|json|yaml]`: every instance the embedded platform runs (read from
+    the running mesh's state file, not from the control plane)."""
+    try:
+        mesh = running_mesh(args)
+    except PlatformError as e:
+        return fail(str(e))
+    insts = [i for i in mesh.instances
+             if (args.all_namespaces or i.namespace == (args.namespace or "default"))
+             and (not args.name or args.name in (i.name, i.workload))
+             and (not args.selector or selector_matches(args.selector, dict(i.labels)))]
+    insts.sort(key=lambda i: (i.namespace, i.name))
+    items = [workload_item(i) for i in insts]
+    if args.output == "json":
+        print(json.dumps(items, indent=2))
+        return 0
+    if args.output == "yaml":
+        sys.stdout.write(yaml.safe_dump(items, sort_keys=False) if items else "")
+        return 0
+    if not insts:
+        where = "" if args.all_namespaces else f" in {args.namespace or 'default'} namespace"
+        print(f"No resources found{where}.")
+        return 0
+    rows: list[tuple[str, ...]] = [("NAMESPACE", "NAME", "ADDRESS", "PORTS", "SERVICE ACCOUNT", "SIDECAR", "LABELS")]
+    for i in insts:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(i.labels.items())) or "<none>"
+        rows.append((i.namespace, i.name, i.address, _port_text(i), i.service_account,
+                     "true" if i.sidecar else "false", labels))
+    if not args.all_namespaces:
+        rows = [r[1:] for r in rows]
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    for r in rows:
+        print("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     return 0

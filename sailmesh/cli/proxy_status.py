@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import urllib.parse
+from typing import Any
 
+from sailmesh.cli import envoy_dump as dump
 from sailmesh.cli.apiclient import call
 from sailmesh.cli.common import add_state_dir, fail, running_mesh
+from sailmesh.cli.proxy_config import admin
 from sailmesh.errors import PlatformError
+from sailmesh.settings import ProxyPorts
 
 COLUMNS = ("CDS", "LDS", "EDS", "RDS")
 
@@ -26,6 +31,8 @@ def status_word(t: dict[str, object] | None) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("proxy", nargs="?", default="", help="only this proxy (id or name substring)")
     parser.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    parser.add_argument("--admin-port", type=int, default=ProxyPorts().admin,
+                        help="with PROXY: its Envoy admin port, to compare what it runs with the control plane's")
     add_state_dir(parser)
 
 
@@ -54,4 +61,32 @@ def run(args: argparse.Namespace) -> int:
         for short, t in sorted(p.get("types", {}).items()):
             if t.get("error"):
                 print(f"{p.get('name') or p.get('proxy', '')} {short}: {t['error']}")
+    if args.proxy and len(rows) == 1:
+        return compare(mesh.api_url, rows[0], args.admin_port)
     return 0
+
+
+def compare(api_url: str, row: dict[str, Any], admin_port: int) -> int:
+    """istioctl proxy-status PROXY: the control plane's config for the proxy now against what its Envoy runs."""
+    node_id = str(row.get("proxy", ""))
+    try:
+        status, want = call(api_url, "GET", "/debug/config_dump?" +
+                            urllib.parse.urlencode({"proxyID": node_id, "types": "clusters,listeners,routes"}))
+        if status != 200:
+            return fail(f"the control plane has no config for {node_id}: HTTP {status}")
+        got = dump.dynamic_resources(json.loads(admin(node_id.split("~")[1], admin_port, "/config_dump")))
+    except PlatformError as e:
+        return fail(str(e))
+    print()
+    differs = False
+    wanted = {k: dict(want.get(k) or {}) for k in ("clusters", "listeners", "routes")}
+    # routes are subscribed by name: only those the proxy's listeners ask for are sent
+    asked = dump.rds_names(wanted["listeners"])
+    wanted["routes"] = {k: v for k, v in wanted["routes"].items() if k in asked}
+    for kind in ("clusters", "listeners", "routes"):
+        diff = dump.differences(wanted[kind], got[kind], kind[:-1])
+        print(f"{kind.capitalize()} {'Match' if not diff else 'Do Not Match'}")
+        for line in diff:
+            print(line)
+        differs = differs or bool(diff)
+    return 1 if differs else 0

@@ -18,16 +18,18 @@ from google.protobuf import json_format
 from sailmesh.api import meshconfig
 from sailmesh.api.change import Change
 from sailmesh.api.parse import resource_from_dict
-from sailmesh.api.resource import Resource, Source
+from sailmesh.api.resource import Resource, ResourceKey, Source
 from sailmesh.api.validate import errors_only, validate
+from sailmesh.controlplane import live as live_mod
 from sailmesh.controlplane.debounce import Debouncer
-from sailmesh.controlplane.http_api import make_app
+from sailmesh.controlplane.http_api import Outcome, make_app
 from sailmesh.controlplane.source import MeshSource
 from sailmesh.errors import GenerationError, ParseError, RegistryError, SailmeshError, ValidationError
+from sailmesh.generate import authn, enforcement
 from sailmesh.generate.affect import push_request
-from sailmesh.generate.authz import unenforced as authz_unenforced
 from sailmesh.platform import workload_file
 from sailmesh.registry.aggregate import AggregateRegistry
+from sailmesh.registry.jwks import JwksFetcher, wanted_uris
 from sailmesh.registry.model import Workload
 from sailmesh.registry.workloads import LocalRegistry
 from sailmesh.server.ads import AdsServer
@@ -41,6 +43,11 @@ from sailmesh.store.memory import MemoryStore
 from sailmesh.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, short_name
 
 log = logging.getLogger("sailmesh.controlplane")
+
+
+def _doc_key(doc: dict[str, Any]) -> ResourceKey:
+    meta = doc.get("metadata") or {}
+    return ResourceKey(str(doc.get("kind", "")), str(meta.get("namespace", "")), str(meta.get("name", "")))
 
 
 def rejecting_issues(resource: Resource) -> list[object]:
@@ -71,6 +78,7 @@ class ControlPlane:
         self.memory = MemoryStore(self.validator)
         self.store = LayeredStore([*self.files, self.memory])
         self.registry = AggregateRegistry(LocalRegistry())  # local workloads; Kubernetes joins as a source
+        self.jwks = JwksFetcher()  # RequestAuthentication jwksUri key sets, fetched here and inlined (as istiod)
         self.snapshot: MeshSnapshot | None = None
         self.source: MeshSource | None = None
         self.server: AdsServer | None = None
@@ -81,8 +89,9 @@ class ControlPlane:
         self.started_at = time.time()
         self.pushes = 0
         self._logged_rejections: set[str] = set()
-        self._logged_authz: frozenset[str] = frozenset()  # AuthorizationPolicy parts accepted, not enforced
         self.mesh_file = meshconfig.load_file(opts.mesh_config_file) if opts.mesh_config_file else {}
+        self._not_enforced: dict[ResourceKey, list[str]] = {}  # what is said about each resource
+        self._logged_mesh_config: meshconfig.MeshConfig | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -90,12 +99,13 @@ class ControlPlane:
             await fs.start()
         self._load_workloads()
         self.snapshot = build(None, self.store, self.registry, Change.everything(), self.settings.mesh,
-                              self.mesh_file)
-        self._log_unmodelled(self.snapshot)
+                              self.mesh_file, jwks=self.jwks.keys())
+        self._follow_config(self.snapshot, Change.everything())
         self.source = MeshSource(self.snapshot)
         self.server = AdsServer(self.source)
         self.opts.xds_port = await self.server.serve(self.opts.host, self.opts.xds_port)
-        for sub in [*(fs.watch() for fs in self.files), self.memory.watch(), self.registry.watch()]:
+        for sub in [*(fs.watch() for fs in self.files), self.memory.watch(), self.registry.watch(),
+                    self.jwks.watch()]:
             self._tasks.append(asyncio.create_task(self._pump(sub)))
         if self.opts.workload_file:
             self._tasks.append(asyncio.create_task(self._watch_workload_file()))
@@ -119,6 +129,7 @@ class ControlPlane:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         await self.debouncer.close()
+        await self.jwks.close()
         if self.server is not None:
             await self.server.stop(0)
         for fs in self.files:
@@ -134,14 +145,11 @@ class ControlPlane:
     async def _push(self, change: Change) -> None:
         assert self.snapshot is not None and self.source is not None and self.server is not None
         prev = self.snapshot
-        cur = build(prev, self.store, self.registry, change, self.settings.mesh)
-        if cur.mesh_config is not prev.mesh_config:
-            self._log_unmodelled(cur)
-        if "AuthorizationPolicy" in change.kinds or change.full:
-            self._log_authz_unenforced(cur)
+        cur = build(prev, self.store, self.registry, change, self.settings.mesh, jwks=self.jwks.keys())
         request = push_request(change, prev, cur)
         self.snapshot = cur
         self.source.update(cur, request)
+        self._follow_config(cur, change)
         if request is not None:
             self.pushes += 1
             self.server.push(request)
@@ -149,17 +157,28 @@ class ControlPlane:
                      ",".join(sorted(short_name(t) for t in request.type_urls or ())) or "all")
         self._log_rejections()
 
-    def _log_unmodelled(self, snapshot: MeshSnapshot) -> None:
-        """Mesh config keys sailmesh does not read are said once per mesh config, never dropped silently."""
-        if snapshot.mesh_config.unmodelled:
+    def _follow_config(self, snapshot: MeshSnapshot, change: Change) -> None:
+        """Fetch the key sets the config's jwksUris name; log what is accepted but not enforced, once each."""
+        self.jwks.want(wanted_uris(snapshot.of_kind(authn.KIND)))
+        if change.full:
+            resources = {r.key: r for rs in snapshot.config.values() for r in rs}
+            keys = set(resources) | set(self._not_enforced)
+        else:
+            keys = set(change.keys)
+            resources = {k: r for k in keys if (r := self.store.get(k.kind, k.namespace, k.name)) is not None}
+        for key in keys:  # only what changed is looked at again (a push must stay cheap)
+            r = resources.get(key)
+            lines = enforcement.not_enforced(r) if r is not None else []
+            old = self._not_enforced.pop(key, [])
+            if lines:
+                self._not_enforced[key] = lines
+            for text in lines:
+                if text not in old:
+                    log.warning("%s", text)
+        if snapshot.mesh_config.unmodelled and snapshot.mesh_config is not self._logged_mesh_config:
+            # mesh config keys sailmesh does not read: said once per mesh config, never dropped silently
             log.warning("mesh config: accepted, not enforced: %s", ", ".join(snapshot.mesh_config.unmodelled))
-
-    def _log_authz_unenforced(self, snapshot: MeshSnapshot) -> None:
-        """AuthorizationPolicy parts sailmesh accepts but does not act on, each said once."""
-        lines = frozenset(authz_unenforced(snapshot))
-        for line in sorted(lines - self._logged_authz):
-            log.warning("%s", line)
-        self._logged_authz = lines
+        self._logged_mesh_config = snapshot.mesh_config
 
     def _log_rejections(self) -> None:
         """Log each rejection once, when it first appears (a file fixed and broken again logs again)."""
@@ -217,49 +236,74 @@ class ControlPlane:
                 errors.append(str(e))
         return out, errors
 
-    async def apply_documents(self, docs: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    async def apply_documents(self, docs: list[dict[str, Any]], dry_run: bool = False,
+                              analyze: bool = False) -> Outcome:
+        """Validate and apply (or, dry run, only say what would change); with `analyze`, the analyzers' warnings
+        about what was applied (the CLI asks for them; scripts and benchmarks need not wait for them)."""
         resources, errors = self._resources(docs)
         if errors:
-            return [], errors
+            return Outcome(errors=errors)
         try:
-            result = self.memory.apply(resources)
+            result = self.memory.preview(resources) if dry_run else self.memory.apply(resources)
         except ValidationError as e:
-            return [], [str(i) for i in e.issues]
+            return Outcome(errors=[str(i) for i in e.issues])
         except SailmeshError as e:
-            return [], [str(e)]
-        out = [f"{k} created" for k in result.created] + [f"{k} configured" for k in result.updated]
-        out += [f"{k} unchanged" for k in result.unchanged]
-        return out, []
+            return Outcome(errors=[str(e)])
+        notes = [line for r in resources for line in enforcement.not_enforced(r)]
+        suffix = " (dry run)" if dry_run else ""
+        out = [f"{k} created{suffix}" for k in result.created] + [f"{k} configured{suffix}" for k in result.updated]
+        out += [f"{k} unchanged{suffix}" for k in result.unchanged]
+        out = [line + self._shadow_note(k) for line, k in
+               zip(out, [*result.created, *result.updated, *result.unchanged], strict=True)]
+        if not analyze:
+            return Outcome(results=out, warnings=notes)
+        # Analyze the mesh as it now is (dry run: with the resources in it), off the event loop.
+        live = self.live_documents()
+        if dry_run:
+            applied = {r.key for r in resources}
+            live = [d for d in live if _doc_key(d) not in applied] + [live_mod.document(r) for r in resources]
+        warnings = await asyncio.to_thread(live_mod.warnings_for, {r.key for r in resources}, live, self.mesh_file)
+        return Outcome(results=out, warnings=notes + warnings)
 
-    async def delete_documents(self, docs: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    def _shadow_note(self, key: ResourceKey) -> str:
+        """Where a watched directory also defines the resource, which copy is in force (the applied one)."""
+        for fs in self.files:
+            if fs.get(key.kind, key.namespace, key.name) is not None:
+                return f" (overrides the watched directory's copy in {fs.root})"
+        return ""
+
+    def live_documents(self) -> list[dict[str, Any]]:
+        """The config in force plus workloads as Pods and Namespaces, as `analyze` reads a live mesh."""
+        proxied = {c.node_id.split("~")[1] for c in (self.server.connections() if self.server else ())
+                   if c.node_id.count("~") == 3}
+        workloads = self.snapshot.workloads if self.snapshot else ()
+        return live_mod.live_documents(self.store.list(), workloads, proxied)
+
+    async def delete_documents(self, docs: list[dict[str, Any]], dry_run: bool = False,
+                               analyze: bool = False) -> Outcome:
         resources, errors = self._resources(docs)
         if errors:
-            return [], errors
+            return Outcome(errors=errors)
         keys = [r.key for r in resources]
-        gone = set(self.memory.delete(keys))
-        out = []
+        applied = {k for k in keys if self.memory.get(k.kind, k.namespace, k.name) is not None}
+        gone = applied if dry_run else set(self.memory.delete(keys))
+        out, missing = [], []
         for k in keys:
+            in_file = next((fs.root for fs in self.files if fs.get(k.kind, k.namespace, k.name)), None)
             if k in gone:
-                out.append(f"{k} deleted")
-            elif any(fs.get(k.kind, k.namespace, k.name) for fs in self.files):
-                out.append(f"{k} is defined in a watched directory; remove it there")
+                out.append(f"{k} deleted" + (" (dry run)" if dry_run else "")
+                           + (f"; the copy in {in_file} is in force now" if in_file else ""))
+            elif in_file:
+                out.append(f"{k} is defined in the watched directory {in_file}; remove it there")
             else:
-                out.append(f"{k} not found")
-        return out, []
+                existing = sorted(f"{r.namespace}/{r.name}" if r.namespace else r.name for r in self.store.list(k.kind))
+                missing.append(f"{k} not found" + (f" (existing: {', '.join(existing)})" if existing
+                                                  else f" (no {k.kind} exists)"))
+        return Outcome(results=out, errors=missing, partial=bool(out))
 
     def list_resources(self, kind: str, namespace: str, name: str) -> list[dict[str, Any]]:
-        items = []
-        for r in self.store.list(kind or None):
-            if (namespace and r.namespace != namespace) or (name and r.name != name):
-                continue
-            doc = dict(r.raw) or {"apiVersion": r.api_version, "kind": r.kind, "spec": dict(r.spec)}
-            meta = dict(doc.get("metadata") or {})
-            meta.setdefault("name", r.name)
-            if r.namespace:
-                meta.setdefault("namespace", r.namespace)
-            doc["metadata"] = meta
-            items.append(doc)
-        return items
+        return [live_mod.document(r) for r in self.store.list(kind or None)
+                if not (namespace and r.namespace != namespace) and not (name and r.name != name)]
 
     def rejected(self) -> list[str]:
         return [str(r) for r in self.store.rejected()]
@@ -307,7 +351,8 @@ class ControlPlane:
                 except GenerationError as e:
                     dump[name] = {"error": str(e)}
                     continue
-                dump[name] = {k: json_format.MessageToDict(v) for k, v in sorted(res.items())}
+                dump[name] = {k: json_format.MessageToDict(v, preserving_proto_field_name=True)  # as Envoy's dump
+                              for k, v in sorted(res.items())}
         return dump
 
 

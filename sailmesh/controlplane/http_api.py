@@ -4,11 +4,29 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiohttp import web
 
+from sailmesh import __version__
+
 MAX_BODY = 64 * 1024 * 1024
+
+
+@dataclass
+class Outcome:
+    """What an apply or delete did: a line per resource, errors (nothing applied, or names not found on delete),
+    and analyzer warnings about the applied resources."""
+
+    results: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    partial: bool = False  # some resources were changed although there are errors (delete of some missing names)
+
+    @property
+    def status(self) -> int:
+        return 200 if not self.errors else 207 if self.partial else 400
 
 
 class Backend(Protocol):
@@ -16,9 +34,13 @@ class Backend(Protocol):
 
     def is_ready(self) -> bool: ...
 
-    async def apply_documents(self, docs: list[dict[str, Any]]) -> tuple[list[str], list[str]]: ...
+    async def apply_documents(self, docs: list[dict[str, Any]], dry_run: bool = False,
+                              analyze: bool = False) -> Outcome: ...
 
-    async def delete_documents(self, docs: list[dict[str, Any]]) -> tuple[list[str], list[str]]: ...
+    async def delete_documents(self, docs: list[dict[str, Any]], dry_run: bool = False,
+                               analyze: bool = False) -> Outcome: ...
+
+    def live_documents(self) -> list[dict[str, Any]]: ...
 
     def list_resources(self, kind: str, namespace: str, name: str) -> list[dict[str, Any]]: ...
 
@@ -36,7 +58,8 @@ def _json(data: Any, status: int = 200) -> web.Response:
                         content_type="application/json")
 
 
-async def _documents(request: web.Request) -> list[dict[str, Any]] | web.Response:
+async def _documents(request: web.Request) -> tuple[list[dict[str, Any]], bool, bool] | web.Response:
+    """The documents of an apply/delete body, its `dryRun` flag and its `analyze` flag (warnings wanted)."""
     try:
         body = await request.json()
     except (ValueError, UnicodeDecodeError):
@@ -44,21 +67,20 @@ async def _documents(request: web.Request) -> list[dict[str, Any]] | web.Respons
     docs = body.get("documents") if isinstance(body, dict) else None
     if not isinstance(docs, list) or not all(isinstance(d, dict) for d in docs):
         return _json({"errors": ["expected {\"documents\": [{\"file\", \"line\", \"doc\"}, ...]}"]}, 400)
-    return docs
+    return docs, bool(body.get("dryRun")), bool(body.get("analyze"))
 
 
 def make_app(backend: Backend) -> web.Application:
     """The aiohttp application; bind it to loopback (the default host)."""
 
-    def mutate(op: Callable[[list[dict[str, Any]]], Awaitable[tuple[list[str], list[str]]]]) -> Any:
+    def mutate(op: Callable[[list[dict[str, Any]], bool, bool], Awaitable[Outcome]]) -> Any:
         async def handler(request: web.Request) -> web.Response:
-            docs = await _documents(request)
-            if isinstance(docs, web.Response):
-                return docs
-            results, errors = await op(docs)
-            if errors:
-                return _json({"errors": errors}, 400)
-            return _json({"results": results})
+            body = await _documents(request)
+            if isinstance(body, web.Response):
+                return body
+            outcome = await op(*body)
+            return _json({"results": outcome.results, "errors": outcome.errors, "warnings": outcome.warnings},
+                         outcome.status)
 
         return handler
 
@@ -69,6 +91,12 @@ def make_app(backend: Backend) -> web.Application:
     async def resources(request: web.Request) -> web.Response:
         q = request.query
         return _json({"items": backend.list_resources(q.get("kind", ""), q.get("namespace", ""), q.get("name", ""))})
+
+    async def version(_: web.Request) -> web.Response:
+        return _json({"version": __version__})
+
+    async def live(_: web.Request) -> web.Response:
+        return _json({"items": backend.live_documents()})
 
     async def rejected(_: web.Request) -> web.Response:
         return _json({"rejected": backend.rejected()})
@@ -90,6 +118,8 @@ def make_app(backend: Backend) -> web.Application:
     app.router.add_post("/api/v1/apply", mutate(backend.apply_documents))
     app.router.add_post("/api/v1/delete", mutate(backend.delete_documents))
     app.router.add_get("/api/v1/resources", resources)
+    app.router.add_get("/api/v1/live", live)
+    app.router.add_get("/version", version)
     app.router.add_get("/api/v1/rejected", rejected)
     app.router.add_get("/debug/syncz", syncz)
     app.router.add_get("/debug/config_dump", config_dump)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sailmesh.api.change import Change
+from sailmesh.registry.jwks import JWKS_KIND
 from sailmesh.snapshot.build import ENDPOINT_KINDS, changed_endpoints
 from sailmesh.snapshot.model import MeshSnapshot
 from sailmesh.xds.push import PushRequest
@@ -18,6 +19,9 @@ KIND_TYPES: dict[str, frozenset[str]] = {
     "AuthorizationPolicy": frozenset({LISTENER}),  # RBAC / ext_authz filters live in the listeners
     # only the mesh ConfigMap matters to proxies, and a change of the mesh config is caught above
     "ConfigMap": frozenset(),
+    # jwt_authn lives in the listeners' HTTP filter chains (keys inlined from the snapshot's fetched key sets)
+    "RequestAuthentication": frozenset({LISTENER}),
+    JWKS_KIND: frozenset({LISTENER}),
 }
 # Resolutions whose endpoints live in the cluster (DNS: as its load assignment, as in Istio) or decide its kind
 # (NONE: a forwarding cluster without endpoints, EDS with them): an endpoint change there is a cluster change.

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from envoy.config.rbac.v3 import rbac_pb2
 
 from sailmesh.api.models import model_of
-from sailmesh.api.models.security import AuthorizationPolicy, PolicyTargetReference, Rule
+from sailmesh.api.models.security import AuthorizationPolicy, PolicyTargetReference
 from sailmesh.api.resource import Resource
 from sailmesh.generate import authz_model as am
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView
@@ -123,17 +123,13 @@ class Context:
     request_auth: am.RequestAuthMatcher | None = None
 
 
-# Set to True once request_auth_matcher is wired to RequestAuthentication's jwt_authn metadata (branch i9-jwt).
-JWT_ENFORCED = False
-
-
 def request_auth_matcher(_snapshot: MeshSnapshot, _proxy: ProxyView) -> am.RequestAuthMatcher | None:
     """THE JWT HOOK: how `requestPrincipals` and `request.auth.*` match for this proxy.
 
-    Wire it to the JWT work: return `lambda key, values: authn_matchers.principal(key, values, issuers)` with the
-    issuers the proxy's jwt_authn verifies, and set JWT_ENFORCED. Until then None: Istio's matchers, reading
-    `envoy.filters.http.jwt_authn` / `payload`, which nothing writes here, so these keys match no request (an
-    ALLOW on them denies, a `notRequestPrincipals: ["*"]` DENY denies) and `unenforced` reports them.
+    None: Istio's own matchers (authz_model.request_auth_principal), which read what jwt_authn writes
+    (generate/filters/jwt.py: the verified payload in `envoy.filters.http.jwt_authn` under `payload`). Return a
+    matcher here only if that metadata ever takes another shape; without a RequestAuthentication no request carries
+    a payload, so an ALLOW on these keys denies and a `notRequestPrincipals: ["*"]` DENY denies, as in Istio.
     """
     return None
 
@@ -221,27 +217,12 @@ def local_rbacs(selected: Selected, for_tcp: bool, ctx: Context) -> list[Built]:
     return out
 
 
-def unenforced(snapshot: MeshSnapshot) -> list[str]:
-    """What sailmesh accepts in AuthorizationPolicies but does not act on, one line per policy and reason."""
-    out = []
-    for r in snapshot.of_kind(KIND):
-        p = model_of(r, AuthorizationPolicy)
-        where = f"AuthorizationPolicy {r.namespace}/{r.name}"
-        for ref in _target_refs(p):
-            if ref.kind != "Gateway":
-                out.append(f"{where}: accepted, not enforced: targetRef kind {ref.kind} (waypoints are not supported; "
-                           f"a targetRef policy never applies to a sidecar)")
-        keys = frozenset(k for rule in p.rules or () for k in _rule_keys(rule))
-        jwt = sorted(k for k in keys if k == "request.auth.principal" or k.startswith("request.auth."))
-        if jwt and not JWT_ENFORCED:
-            names = ["requestPrincipals" if k == "request.auth.principal" else k for k in jwt]
-            out.append(f"{where}: accepted, not enforced: {', '.join(names)} (no verified JWT reaches the RBAC "
-                       f"filter yet: these match no request)")
-    return out
-
-
-def _rule_keys(rule: Rule) -> frozenset[str]:
-    try:
-        return am.rule_model(rule).keys
-    except am.Rejected:
-        return frozenset()
+def not_enforced(resource: Resource) -> list[str]:
+    """What one AuthorizationPolicy asks for that sailmesh accepts but does not act on (generate/enforcement.py)."""
+    p = model_of(resource, AuthorizationPolicy)
+    where = f"AuthorizationPolicy {resource.namespace}/{resource.name}"
+    kinds = sorted({ref.kind or "" for ref in _target_refs(p) if ref.kind != "Gateway"})
+    if kinds:
+        return [f"{where}: accepted, not enforced: targetRef(s) of kind {', '.join(kinds)} (waypoints are not "
+                f"supported; a targetRef policy never applies to a sidecar)"]
+    return []

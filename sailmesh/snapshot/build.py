@@ -11,6 +11,7 @@ from sailmesh.api import meshconfig
 from sailmesh.api.change import Change
 from sailmesh.api.resource import Resource
 from sailmesh.registry import endpoints as endpoints_mod
+from sailmesh.registry.jwks import JWKS_KIND
 from sailmesh.registry.services import ServiceIndex, build_index
 from sailmesh.registry.workloads import WORKLOAD_KIND, WorkloadSource, all_workloads
 from sailmesh.settings import MeshDefaults
@@ -65,15 +66,17 @@ def build(
     change: Change,
     mesh: MeshDefaults | None = None,
     mesh_file: Mapping[str, Any] | None = None,
+    jwks: Mapping[str, str] | None = None,
 ) -> MeshSnapshot:
     """The next snapshot. Reads only the store and the registry; parts the change set cannot have touched are
     taken from `previous` as they are (same objects), so consumers can skip work by identity. The snapshot's
     SnapshotIndex is built from the previous one's.
 
     `mesh` are the process's defaults, `mesh_file` the mesh config file's mapping (None: the previous one's);
-    the ConfigMap `istio` in the root namespace overlays the file (api.meshconfig)."""
+    the ConfigMap `istio` in the root namespace overlays the file (api.meshconfig). `jwks` (jwksUri -> fetched
+    key set, registry.jwks) replaces the previous snapshot's when given."""
     defaults = mesh or (previous.mesh_defaults if previous else MeshDefaults())
-    kinds = change.kinds
+    kinds = change.kinds - {JWKS_KIND}
     mesh_file = mesh_file if mesh_file is not None else (previous.mesh_file if previous else {})
     if previous is None or change.full or "ConfigMap" in kinds or defaults != previous.mesh_defaults \
             or mesh_file is not previous.mesh_file:
@@ -86,6 +89,10 @@ def build(
     if previous is not None and mesh == previous.mesh:
         mesh = previous.mesh
     full = previous is None or change.full or mesh != previous.mesh
+    if jwks is None:
+        jwks = previous.jwks if previous is not None else MappingProxyType({})
+    elif previous is not None and jwks == previous.jwks:
+        jwks = previous.jwks
 
     # Config: per kind, rebuilt only for the kinds that changed.
     config: Mapping[str, tuple[Resource, ...]]
@@ -148,6 +155,7 @@ def build(
         services=services,
         endpoints=endpoints,
         workloads=workloads,
+        jwks=jwks,
         service_index=index,
         previous_index=previous.index if previous is not None else None,
     )

@@ -48,6 +48,8 @@ class MeshSnapshot:
     # what mesh_config was built from: the process defaults and the mesh config file's mapping
     mesh_defaults: MeshDefaults = field(default_factory=MeshDefaults, compare=False, repr=False)
     mesh_file: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # jwksUri -> the key set the control plane fetched from it (registry.jwks); a URI not here has none yet
+    jwks: Mapping[str, str] = field(default_factory=lambda: EMPTY)
     # the registry's index of Service/ServiceEntry records this snapshot's services and endpoints came from
     # (snapshot.build reuses it while those resources are the same objects)
     service_index: ServiceIndex | None = field(default=None, compare=False, repr=False)

@@ -98,6 +98,19 @@ class MemoryStore:
             raise ValidationError(issues)
         return self.commit(batch, ())
 
+    def preview(self, resources: Iterable[Resource]) -> ApplyResult:
+        """What apply would do (validated the same way: raises ValidationError), without changing anything."""
+        batch = list(resources)
+        issues = self.check(batch)
+        if issues:
+            raise ValidationError(issues)
+        result = ApplyResult(revision=self._revision)
+        for r in batch:
+            old = self._items.get(r.key)
+            (result.created if old is None else result.unchanged if _same_content(old, r) else result.updated).append(
+                r.key)
+        return result
+
     def delete(self, keys: Iterable[ResourceKey]) -> builtins.list[ResourceKey]:
         """Remove resources; returns the keys that existed. Emits one change set."""
         gone = [k for k in dict.fromkeys(keys) if k in self._items]

@@ -60,6 +60,32 @@ def test_cli_verbs_with_delta_xds_and_down(tmp_path: pathlib.Path) -> None:
             argv = cmd.read().split(b"\0")
         assert argv[argv.index(b"--concurrency") + 1] == b"1"
 
+        # proxy-config: what the real Envoy runs, istioctl's tables and filters, its raw dump, its log levels
+        out = mesh.cli("proxy-config", "cluster", "productpage-v1-0", "--fqdn", "reviews.default.svc.cluster.local",
+                       check=True).stdout
+        lines = out.splitlines()
+        assert lines[0].split() == ["SERVICE", "FQDN", "PORT", "SUBSET", "DIRECTION", "TYPE", "DESTINATION", "RULE"]
+        assert {tuple(line.split()[1:4]) for line in lines[1:]} >= {("9080", "v1", "outbound"),
+                                                                    ("9080", "v2", "outbound")}, out
+        eps = mesh.cli("proxy-config", "endpoint", "productpage-v1-0", "--fqdn", "reviews.default.svc.cluster.local",
+                       check=True).stdout
+        assert eps.count("HEALTHY") >= 3, eps  # the unsubsetted cluster has all three reviews pods
+        routes = json.loads(mesh.cli("proxy-config", "route", "productpage-v1-0", "-o", "json", check=True).stdout)
+        assert routes["@type"].endswith("RoutesConfigDump"), routes
+        assert [r["route_config"]["name"] for r in routes.get("dynamic_route_configs", [])] == ["http_proxy"], \
+            str(routes)[:3000]
+        table = mesh.cli("proxy-config", "route", "productpage-v1-0", check=True).stdout
+        assert "reviews.default.svc.cluster.local:9080" in table, table
+        assert "virtualOutbound" not in mesh.cli("proxy-config", "listener", "reviews-v1-0", check=True).stdout
+        assert "Route: " in mesh.cli("proxy-config", "listener", "reviews-v1-0", "--port", "15001", check=True).stdout
+        assert "rbac: debug" in mesh.cli("proxy-config", "log", "reviews-v1-0", "--level", "rbac:debug",
+                                        check=True).stdout
+        # proxy-status PROXY: what the control plane would send now is what Envoy runs
+        same = mesh.cli("proxy-status", "reviews-v1-0.default")
+        assert same.returncode == 0 and "Clusters Match" in same.stdout and "Routes Match" in same.stdout, same.stdout
+        missing = mesh.cli("proxy-config", "cluster", "nope")
+        assert missing.returncode == 1 and "reviews-v1-0.default" in missing.stderr  # names what exists
+
         # get: table and YAML
         assert "reviews" in mesh.cli("get", "svc", check=True).stdout
         docs = list(yaml.safe_load_all(mesh.cli("get", "dr", "reviews", "-o", "yaml", check=True).stdout))

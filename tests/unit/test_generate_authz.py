@@ -10,7 +10,7 @@ from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as net_rbac
 
 from sailmesh.api.change import Change
 from sailmesh.api.resource import ResourceKey
-from sailmesh.generate import authz
+from sailmesh.generate import authz, enforcement
 from sailmesh.generate.affect import affected_types
 from sailmesh.generate.authz_model import Principal
 from sailmesh.generate.filters import Direction, FilterContext, http_filters
@@ -134,14 +134,15 @@ def test_the_jwt_hook_replaces_the_request_auth_matchers() -> None:
     assert seen == [("request.auth.principal", ("*",))]
 
 
-def test_unenforced_parts_are_reported() -> None:
+def test_what_is_not_enforced_is_reported_and_nothing_else() -> None:
     s = snap(policy("j", "foo", "{rules: [{when: [{key: 'request.auth.claims[groups]', values: [a]}]}]}"),
              policy("w", "foo", "{targetRefs: [{kind: Service, name: httpbin}]}"),
+             policy("g", "foo", "{targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: gw}]}"),
              policy("fine", "foo", "{rules: [{to: [{operation: {paths: [/x]}}]}]}"))
-    lines = authz.unenforced(s)
-    assert len(lines) == 2
-    assert "foo/j: accepted, not enforced: request.auth.claims[groups]" in lines[0]
-    assert "foo/w: accepted, not enforced: targetRef kind Service" in lines[1]
+    notes = {r.name: enforcement.not_enforced(r) for r in s.of_kind("AuthorizationPolicy")}
+    assert notes["j"] == notes["g"] == notes["fine"] == []  # JWT keys read jwt_authn's payload: enforced
+    assert notes["w"] == ["AuthorizationPolicy foo/w: accepted, not enforced: targetRef(s) of kind Service "
+                          "(waypoints are not supported; a targetRef policy never applies to a sidecar)"]
 
 
 def test_a_policy_change_pushes_listeners_only() -> None:

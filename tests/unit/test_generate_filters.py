@@ -15,6 +15,13 @@ from tests.unit.test_generate_support import bookinfo, gateway_proxy, sidecar
 
 FAULT, CORS = "envoy.filters.http.fault", "envoy.filters.http.cors"
 DFP, ROUTER = "envoy.filters.http.dynamic_forward_proxy", "envoy.filters.http.router"
+REQUEST_AUTHN = """
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: mesh, namespace: istio-system}
+spec:
+  jwtRules: [{issuer: "testing@secure.istio.io", jwks: '{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}'}]
+"""
 
 
 def names_for(direction: Direction, table: tuple[FilterSlot, ...] = HTTP_FILTERS) -> list[str]:
@@ -35,9 +42,11 @@ POLICY_SLOTS = {"envoy.filters.http.ext_authz": {"envoy.filters.http.rbac", "env
 
 
 def test_every_slot_builds_the_filter_it_names() -> None:
+    # with a policy for every policy-driven filter (jwt_authn builds nothing without a RequestAuthentication)
+    snap = bookinfo(REQUEST_AUTHN)
     for slot in HTTP_FILTERS:
         for direction in slot.directions:
-            ctx = FilterContext(bookinfo(), sidecar(), direction, 9080)
+            ctx = FilterContext(snap, sidecar(), direction, 9080)
             if slot.name in POLICY_SLOTS:
                 assert {f.name for f in slot.build(ctx)} <= POLICY_SLOTS[slot.name]
             else:
@@ -52,8 +61,8 @@ def test_a_new_filter_is_one_slot_at_its_place() -> None:
         return [typed_filter("envoy.filters.http.rbac", router_pb2.Router())] if ctx.port == 9080 else []
 
     slot = FilterSlot("envoy.filters.http.rbac", frozenset({Direction.INBOUND, Direction.GATEWAY}), rbac)
-    after_fault = next(i for i, s in enumerate(HTTP_FILTERS) if s.name == FAULT) + 1
-    table = (*HTTP_FILTERS[:after_fault], slot, *HTTP_FILTERS[after_fault:])  # right after fault
+    at = [s.name for s in HTTP_FILTERS].index(FAULT) + 1
+    table = (*HTTP_FILTERS[:at], slot, *HTTP_FILTERS[at:])  # right after fault
     assert names_for(Direction.INBOUND, table) == ["envoy.filters.http.rbac", ROUTER]
     assert names_for(Direction.GATEWAY, table) == [FAULT, "envoy.filters.http.rbac", CORS, DFP, ROUTER]
     assert names_for(Direction.OUTBOUND, table) == [FAULT, CORS, DFP, ROUTER]  # not applied outbound

@@ -1,0 +1,81 @@
+"""RequestAuthentication selection: which policies and JWT rules apply to a proxy, as Istio selects them.
+
+Istio's rule (pilot/pkg/model/authentication.go, getConfigsForWorkload; istio.io RequestAuthentication reference):
+a policy in the root namespace (istio-system) without a selector applies to the whole mesh, one in a workload's
+namespace without a selector to that namespace, and one with a `selector` to the workloads (of its namespace, or of
+any namespace from the root namespace) whose labels match it. Unlike PeerAuthentication there is no precedence:
+every matching RequestAuthentication applies, and their jwtRules are concatenated and stable-sorted by issuer
+(pilot/pkg/security/authn/policy_applier.go, newPolicyApplier), so a token from any of their issuers is accepted.
+
+A policy with `targetRef`/`targetRefs` attaches to a Kubernetes Gateway or a waypoint, not to sidecars selected by
+labels; sailmesh has neither, so such a policy is accepted, not enforced (`not_enforced` names it, and the control
+plane logs it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sailmesh.api.hosts import selector_matches
+from sailmesh.api.models import model_of
+from sailmesh.api.models.security import JWTRule, RequestAuthentication
+from sailmesh.api.resource import Resource
+from sailmesh.errors import ModelError
+from sailmesh.snapshot.model import MeshSnapshot, ProxyView
+
+KIND = "RequestAuthentication"
+
+
+def _spec(resource: Resource) -> RequestAuthentication | None:
+    try:
+        return model_of(resource, RequestAuthentication)
+    except ModelError:  # validation keeps these out of the store; never fail a proxy's push over one
+        return None
+
+
+def _targeted(spec: RequestAuthentication) -> bool:
+    return spec.target_ref is not None or bool(spec.target_refs)
+
+
+def applies(resource: Resource, proxy: ProxyView, root_namespace: str) -> bool:
+    """Whether the RequestAuthentication applies to the proxy's workload (see the module docstring)."""
+    spec = _spec(resource)
+    if spec is None or _targeted(spec):
+        return False
+    if resource.namespace not in (proxy.namespace, root_namespace):
+        return False
+    labels = spec.selector.match_labels if spec.selector is not None else None
+    return not labels or selector_matches(labels, proxy.labels)
+
+
+def policies_for(snapshot: MeshSnapshot, proxy: ProxyView) -> tuple[Resource, ...]:
+    """Every RequestAuthentication that applies to the proxy, oldest first."""
+    root = snapshot.mesh.root_namespace
+    return tuple(r for r in snapshot.of_kind(KIND) if applies(r, proxy, root))
+
+
+def jwt_rules(snapshot: MeshSnapshot, proxy: ProxyView) -> tuple[JWTRule, ...]:
+    """The jwtRules of every applying policy, concatenated and stable-sorted by issuer (Istio's order)."""
+    rules = [rule for r in policies_for(snapshot, proxy) if (spec := _spec(r)) is not None
+             for rule in spec.jwt_rules or ()]
+    return tuple(sorted(rules, key=lambda rule: rule.issuer or ""))
+
+
+def not_enforced(resources: Iterable[Resource]) -> list[str]:
+    """What these RequestAuthentications ask for that sailmesh accepts but does not enforce, one line each."""
+    out = []
+    for r in resources:
+        spec = _spec(r)
+        if spec is None:
+            continue
+        where = f"RequestAuthentication {r.namespace}/{r.name}"
+        if _targeted(spec):
+            out.append(f"{where}: targetRef(s) accepted, not enforced (no Gateway API gateways or waypoints here; "
+                       "use a selector)")
+        for i, rule in enumerate(spec.jwt_rules or ()):
+            if not rule.jwks and not rule.jwks_uri:
+                out.append(f"{where}: jwtRules[{i}] has neither jwks nor jwksUri; OpenID discovery of the issuer's "
+                           "keys is not supported, so its tokens are rejected")
+            if rule.presence:
+                out.append(f"{where}: jwtRules[{i}].presence accepted, not enforced")
+    return out
