@@ -12,7 +12,7 @@ from typing import Any
 
 from sailmesh.api.meshconfig import DEFAULT_MESH_CONFIG, MeshConfig
 from sailmesh.api.resource import Resource
-from sailmesh.generate import authn
+from sailmesh.generate import authn, authz
 from sailmesh.telemetry import resolve as telemetry_resolve
 
 NOT_ENFORCED = "accepted, not enforced"
@@ -23,7 +23,6 @@ WHOLE_KINDS: dict[str, str] = {
     "WasmPlugin": "Wasm plugins are not loaded",
     "ProxyConfig": "per-workload proxy settings are not applied",
     "PeerAuthentication": "mTLS modes are not enforced yet (traffic between sidecars is plaintext)",
-    "AuthorizationPolicy": "authorization is not enforced yet",
 }
 
 
@@ -114,6 +113,8 @@ def not_enforced(resource: Resource, mesh: MeshConfig = DEFAULT_MESH_CONFIG) -> 
         return [f"{where}: {NOT_ENFORCED}: {WHOLE_KINDS[resource.kind]}"]
     if resource.kind == authn.KIND:
         return authn.not_enforced([resource])
+    if resource.kind == authz.KIND:
+        return authz.not_enforced(resource)
     if resource.kind == "Telemetry":
         fields = [line.split(": ", 1)[-1] for line in telemetry_resolve.unenforced(resource, mesh)]
         return [f"{where}: {NOT_ENFORCED}: {', '.join(fields)}"] if fields else []

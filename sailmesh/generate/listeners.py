@@ -15,7 +15,7 @@ from google.protobuf import wrappers_pb2
 
 from sailmesh.generate import names
 from sailmesh.generate.common import ads, pack, socket_address
-from sailmesh.generate.filters import Direction, FilterContext, http_filters
+from sailmesh.generate.filters import Direction, FilterContext, ext_authz, http_filters
 from sailmesh.generate.gateway import gateway_tcp_routes, gateways_for, http_servers
 from sailmesh.generate.httproute import route_action_defaults
 from sailmesh.generate.scope import inbound_ports
@@ -77,12 +77,13 @@ def observability(msg: HCM | tcp_proxy_pb2.TcpProxy, snapshot: MeshSnapshot, pro
                           workload_name=proxy.workload_name, gateway=proxy.type == "router")
 
 
-def _listener(name: str, ip: str, port: int, direction: int, network_filter: lc.Filter) -> listener_pb2.Listener:
+def _listener(name: str, ip: str, port: int, direction: int, network_filter: lc.Filter,
+              before: list[lc.Filter] | None = None) -> listener_pb2.Listener:
     return listener_pb2.Listener(
         name=name,
         address=socket_address(ip, port),
         traffic_direction=direction,
-        filter_chains=[lc.FilterChain(filters=[network_filter])],
+        filter_chains=[lc.FilterChain(filters=[*(before or ()), network_filter])],
     )
 
 
@@ -122,6 +123,7 @@ def inbound_listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> list[listener
     out = []
     for port, _app_port, protocol in inbound_ports(snapshot, proxy):
         cluster = names.inbound_cluster(port)
+        before: list[lc.Filter] = []
         if names.is_http(protocol):
             h = http_connection_manager(
                 f"inbound_0.0.0.0_{port}", http_filters(FilterContext(snapshot, proxy, Direction.INBOUND, port)),
@@ -133,7 +135,8 @@ def inbound_listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> list[listener
             tp = tcp_proxy_pb2.TcpProxy(stat_prefix=cluster, cluster=cluster)
             observability(tp, snapshot, proxy, resolve.SERVER)
             nf = lc.Filter(name=TCP_PROXY_NAME, typed_config=pack(tp))
-        out.append(_listener(names.listener_name(proxy.ip, port), proxy.ip, port, base_pb2.INBOUND, nf))
+            before = ext_authz.tcp_filters(snapshot, proxy)  # AuthorizationPolicy on a TCP port
+        out.append(_listener(names.listener_name(proxy.ip, port), proxy.ip, port, base_pb2.INBOUND, nf, before))
     return out
 
 
