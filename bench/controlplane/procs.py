@@ -57,7 +57,7 @@ class ControlPlaneProc:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", *cmd, "--config-dir", config_dir,
              "--workload-file", workload_file, "--xds-port", str(self.xds_port), "--http-port", str(self.http_port),
-             "--xds-tls-port", "0", "--state-dir", self.state_dir],
+             "--xds-tls-port", "0", "--ca-port", "0", "--xds-plaintext", "--state-dir", self.state_dir],
             stdout=self._log, stderr=subprocess.STDOUT, env=environ, cwd=ROOT, start_new_session=True)
         self.pid = self.proc.pid
         self.api = f"http://127.0.0.1:{self.http_port}"

@@ -48,6 +48,7 @@ class AgentConfig:
     token_file: str = ""
     trust_domain: str = "cluster.local"
     cert_ttl_s: float = 0.0  # requested certificate lifetime (0 = the CA's default)
+    xds_tls: bool = False  # xDS over mTLS with the workload certificate (the control plane's 15012)
 
     def __post_init__(self) -> None:
         if self.proxy_type not in PROXY_TYPES:
@@ -58,6 +59,8 @@ class AgentConfig:
             raise AgentError("name and namespace are required")
         if self.drain_seconds < 0:
             raise AgentError("drain seconds must not be negative")
+        if self.xds_tls and not self.token_file:
+            raise AgentError("xDS over TLS needs a workload certificate: give a join token file")
 
     @property
     def app(self) -> str:

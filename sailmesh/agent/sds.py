@@ -23,9 +23,10 @@ from envoy.config.core.v3 import base_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from envoy.service.secret.v3 import sds_pb2_grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, json_format
 
 from sailmesh.agent.identity import WorkloadCertificate
+from sailmesh.ca.authority import write_private
 from sailmesh.errors import AgentError
 from sailmesh.xds.types import SECRET
 
@@ -56,14 +57,31 @@ def _private_dir(folder: Path) -> None:
         raise AgentError(f"{folder} is not a private directory of this user; refusing to put the SDS socket there")
 
 
-def secrets_of(cert: WorkloadCertificate) -> dict[str, Any]:
+def secrets_of(cert: WorkloadCertificate, default_name: str = DEFAULT, root_name: str = ROOTCA) -> dict[str, Any]:
     """The two secrets Istio's agent serves, as Envoy Secret messages."""
-    default = secret_pb2.Secret(name=DEFAULT, tls_certificate=common_pb2.TlsCertificate(
+    default = secret_pb2.Secret(name=default_name, tls_certificate=common_pb2.TlsCertificate(
         certificate_chain=base_pb2.DataSource(inline_bytes=cert.chain_pem),
         private_key=base_pb2.DataSource(inline_bytes=cert.key_pem)))
-    root = secret_pb2.Secret(name=ROOTCA, validation_context=common_pb2.CertificateValidationContext(
+    root = secret_pb2.Secret(name=root_name, validation_context=common_pb2.CertificateValidationContext(
         trusted_ca=base_pb2.DataSource(inline_bytes=cert.roots_pem)))
-    return {DEFAULT: default, ROOTCA: root}
+    return {default_name: default, root_name: root}
+
+
+XDS_CERT, XDS_ROOT = "xds-cert", "xds-root"
+XDS_CERT_FILE, XDS_ROOT_FILE = "xds-cert.json", "xds-root.json"
+
+
+def write_xds_secrets(cert: WorkloadCertificate, folder: Path) -> None:
+    """The certificate for the connection to the control plane, as file-based SDS responses Envoy watches
+    (`xds-cert` with chain and key in one file, so Envoy never reads a key that does not match its certificate;
+    `xds-root`), each 0600 in a 0700 dir and replaced atomically (a rename Envoy's watched_directory sees).
+    The xds-grpc cluster cannot use `sds-grpc`: Envoy needs the xDS connection before it asks SDS anything."""
+    _private_dir(folder)
+    secrets = secrets_of(cert, XDS_CERT, XDS_ROOT)
+    for name, file in ((XDS_ROOT, XDS_ROOT_FILE), (XDS_CERT, XDS_CERT_FILE)):
+        response = discovery_pb2.DiscoveryResponse(type_url=SECRET, version_info=str(cert.serial))
+        response.resources.add().Pack(secrets[name])
+        write_private(folder / file, json_format.MessageToJson(response).encode())
 
 
 class SdsServer(sds_pb2_grpc.SecretDiscoveryServiceServicer):  # type: ignore[misc]  # base has no stubs

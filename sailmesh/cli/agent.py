@@ -45,6 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ca-root", default="", help="PEM file with the root that verifies the CA's certificate")
     parser.add_argument("--token-file", default="",
                         help="0600 file holding the join token for this namespace/service account (not the token)")
+    parser.add_argument("--xds-tls", action="store_true",
+                        help="connect to xDS over mTLS with the workload certificate (the control plane's 15012)")
     parser.add_argument("--cert-ttl", type=float, default=0.0, help="requested certificate lifetime, seconds "
                         "(0 = the CA's default, 24 h)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log the agent's own debug messages")
@@ -81,6 +83,7 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         token_file=args.token_file,
         trust_domain=settings.MeshDefaults().trust_domain,
         cert_ttl_s=args.cert_ttl,
+        xds_tls=args.xds_tls,
     )
 
 

@@ -20,7 +20,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="directory of YAML config to watch (a git checkout works); repeatable")
     parser.add_argument("--workload-file", default="", help="local workload registry file (embedded platform)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback by default)")
-    parser.add_argument("--xds-port", type=int, default=15010, help="plaintext ADS port (0 = any free port)")
+    parser.add_argument("--xds-port", type=int, default=15010,
+                        help="plaintext ADS port, with --xds-plaintext only (0 = any free port)")
+    parser.add_argument("--xds-plaintext", action="store_true",
+                        help="also serve ADS without TLS or identity checks on 127.0.0.1 (debugging; off by default)")
+    parser.add_argument("--ca-port", type=int, default=15013,
+                        help="the certificate service for first CSRs (join token, TLS without client certificate)")
     parser.add_argument("--http-port", type=int, default=15014, help="HTTP API and /metrics port")
     parser.add_argument("--xds-tls-port", type=int, default=15012,
                         help="ADS and the certificate service over TLS (Istio's 15012; 0 = any free port)")
@@ -73,5 +78,6 @@ def run(args: argparse.Namespace) -> int:
     opts = ControlPlaneOptions(config_dirs=args.config_dir, workload_file=args.workload_file, host=args.host,
                                xds_port=args.xds_port, http_port=args.http_port, xds_tls_port=args.xds_tls_port,
                                state_dir=args.state_dir or os.path.join(settings.state_dir, "controlplane"),
-                               cacerts_dir=args.cacerts, min_cert_ttl_s=args.min_cert_ttl)
+                               cacerts_dir=args.cacerts, min_cert_ttl_s=args.min_cert_ttl,
+                               xds_plaintext=args.xds_plaintext, ca_port=args.ca_port)
     return asyncio.run(_serve(ControlPlane(opts, settings)))

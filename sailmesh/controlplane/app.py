@@ -57,7 +57,9 @@ class ControlPlaneOptions:
     host: str = "127.0.0.1"
     xds_port: int = 15010
     http_port: int = 15014
-    xds_tls_port: int = 15012  # ADS + Istio's certificate service over TLS (0 = any free port)
+    xds_tls_port: int = 15012  # ADS (client certificate required) + certificate renewals over TLS (0 = any)
+    xds_plaintext: bool = False  # also serve ADS in plaintext on 127.0.0.1:xds_port (debugging only)
+    ca_port: int = 15013  # the certificate service alone, TLS without client certificates: first CSRs (0 = any)
     state_dir: str = ""  # the CA's root, join tokens and the API token ("" = ephemeral, for tests)
     cacerts_dir: str = ""  # a plug-in CA in Istio's cacerts layout instead of the self-signed root
     min_cert_ttl_s: float = 60.0  # the shortest certificate the CA signs (tests lower it)
@@ -98,10 +100,13 @@ class ControlPlane:
                                      CaOptions(trust_domain=self.settings.mesh.trust_domain,
                                                min_ttl_s=self.opts.min_cert_ttl_s),
                                      ips=["127.0.0.1", self.opts.host])
-        self.opts.xds_port = await self.server.serve(
-            self.opts.host, self.opts.xds_port, handlers=[self.identity.grpc_handler()],
-            also=[(self.opts.host, self.opts.xds_tls_port, self.identity.credentials())])
-        self.opts.xds_tls_port = self.server.also_ports[0]
+        self.server.authorize = self.identity.authorize_proxy
+        plaintext = [("127.0.0.1", self.opts.xds_port, None)] if self.opts.xds_plaintext else []
+        self.opts.xds_tls_port = await self.server.serve(
+            self.opts.host, self.opts.xds_tls_port, self.identity.credentials(),
+            handlers=[self.identity.grpc_handler()], also=plaintext)
+        self.opts.xds_port = self.server.also_ports[0] if plaintext else 0
+        self.opts.ca_port = await self.identity.serve_bootstrap(self.opts.host, self.opts.ca_port)
         for sub in [*(fs.watch() for fs in self.files), self.memory.watch(), self.registry.watch()]:
             self._tasks.append(asyncio.create_task(self._pump(sub)))
         if self.opts.workload_file:
@@ -112,8 +117,9 @@ class ControlPlane:
         site = web.TCPSite(self._runner, self.opts.host, self.opts.http_port)
         await site.start()
         self._ready = True
-        log.info("control plane ready: xDS %s:%d, xDS+CA (TLS) %s:%d, HTTP %s:%d, %d resources, %d services, "
-                 "%d workloads", self.opts.host, self.opts.xds_port, self.opts.host, self.opts.xds_tls_port,
+        log.info("control plane ready: xDS (mTLS) %s:%d, CA %s:%d, plaintext xDS %s, HTTP %s:%d, %d resources, "
+                 "%d services, %d workloads", self.opts.host, self.opts.xds_tls_port, self.opts.host,
+                 self.opts.ca_port, f"127.0.0.1:{self.opts.xds_port}" if self.opts.xds_port else "off",
                  self.opts.host, self.opts.http_port,
                  sum(len(v) for v in self.snapshot.config.values()), len(self.snapshot.services),
                  len(self.snapshot.workloads))
@@ -134,7 +140,7 @@ class ControlPlane:
         if self._runner is not None:
             await self._runner.cleanup()
         if self.identity is not None:
-            self.identity.close()
+            await self.identity.stop()
 
     # -- change flow ------------------------------------------------------------------------------
     async def _pump(self, changes: AsyncIterator[Change]) -> None:
@@ -275,7 +281,7 @@ class ControlPlane:
                 "proxy": c.node_id,
                 "name": parts[2] if len(parts) == 4 else c.node_id,
                 "type": parts[0] if len(parts) == 4 else "",
-                "controlplane": f"sailmesh@{self.opts.host}:{self.opts.xds_port}",
+                "controlplane": f"sailmesh@{self.opts.host}:{self.opts.xds_tls_port}",
                 "version": self.snapshot.version if self.snapshot else 0,
                 "delta": c.delta,
                 "connectedAt": c.connected_at,

@@ -38,7 +38,9 @@ class MeshOptions:
     delta: bool = False
     ready_timeout: float = 60.0
     extra_agent_args: Sequence[str] = field(default_factory=tuple)
-    xds_tls_port: int = 0  # ADS + CA over TLS (0 = a free port)
+    xds_tls_port: int = 0  # ADS over mTLS (0 = a free port)
+    ca_port: int = 0  # the CA's first-CSR port (0 = a free port)
+    xds_plaintext: bool = False  # proxies use the plaintext loopback ADS port instead (debugging)
     min_cert_ttl_s: float = 60.0  # the CA's floor (tests lower it)
     cert_ttl_s: float = 0.0  # the lifetime agents ask for (0 = the CA's default, 24 h)
 
@@ -69,6 +71,8 @@ class LocalMesh:
         self.cp_state_dir = os.path.join(opts.state_dir, "controlplane")
         if not opts.xds_tls_port:
             opts.xds_tls_port = free_port()
+        if not opts.ca_port:
+            opts.ca_port = free_port()
 
     @property
     def api_url(self) -> str:
@@ -76,7 +80,9 @@ class LocalMesh:
 
     @property
     def xds_address(self) -> str:
-        return f"{self.opts.cp_host}:{self.opts.xds_port}"
+        if self.opts.xds_plaintext:
+            return f"127.0.0.1:{self.opts.xds_port}"
+        return f"{self.opts.cp_host}:{self.opts.xds_tls_port}"
 
     async def _spawn(self, name: str, role: str, argv: Sequence[str], env: dict[str, str], address: str = "") -> _Proc:
         os.makedirs(self.logs_dir, exist_ok=True)
@@ -166,10 +172,12 @@ class LocalMesh:
             "--labels", ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
             "--service-account", sa, "--xds-address", self.xds_address,
             "--state-dir", agent_dir,
-            "--ca-address", f"{self.opts.cp_host}:{self.opts.xds_tls_port}",
+            "--ca-address", f"{self.opts.cp_host}:{self.opts.ca_port}",
             "--ca-root", os.path.join(self.cp_state_dir, "root-cert.pem"),
             "--token-file", await self._join_token_file(agent_dir, namespace, sa),
         ]
+        if not self.opts.xds_plaintext:
+            args.append("--xds-tls")
         if self.opts.cert_ttl_s:
             args += ["--cert-ttl", str(self.opts.cert_ttl_s)]
         if app_ports:
@@ -200,7 +208,9 @@ class LocalMesh:
         cp_args = ["controlplane", "--host", opts.cp_host, "--xds-port", str(opts.xds_port),
                    "--http-port", str(opts.http_port), "--workload-file", self.workload_file,
                    "--xds-tls-port", str(opts.xds_tls_port), "--state-dir", self.cp_state_dir,
-                   "--min-cert-ttl", str(opts.min_cert_ttl_s)]
+                   "--min-cert-ttl", str(opts.min_cert_ttl_s), "--ca-port", str(opts.ca_port)]
+        if opts.xds_plaintext:
+            cp_args.append("--xds-plaintext")
         for d in opts.config_dirs:
             cp_args += ["--config-dir", d]
         self._cp_argv = self._sailmesh(*cp_args)

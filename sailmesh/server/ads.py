@@ -7,8 +7,8 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
-from typing import TypeAlias
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, TypeAlias
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
@@ -95,6 +95,9 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         self._server: grpc.aio.Server | None = None
         self.port = 0
         self.also_ports: list[int] = []
+        # Called with (node, the client certificate's identities, whether the stream is TLS) before a stream is
+        # served; raising XdsError refuses it with PERMISSION_DENIED. The control plane binds node to certificate.
+        self.authorize: Callable[[Any, tuple[str, ...], bool], None] | None = None
         self.host = ""
 
     # -- lifecycle --
@@ -170,6 +173,14 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         node = first.node  # type: ignore[attr-defined]
         if not node.id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first request must carry node.id")
+        identities = tuple(i.decode(errors="replace") for i in (context.peer_identities() or ()))
+        if self.authorize is not None:
+            secure = b"ssl" in (context.auth_context().get("transport_security_type") or ())
+            try:
+                self.authorize(node, identities, secure)
+            except XdsError as e:
+                log.warning("refused proxy %s from %s: %s", node.id, context.peer(), e)
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"proxy {node.id} refused: {e}")
         try:
             handle = self.source.proxy_connected(node)
         except XdsError as e:
@@ -179,7 +190,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         cls = DeltaConnection if delta else SotwConnection
         conn = cls(conn_id, node, handle, self.source, self.metrics, self.hashes, self.budget)
         conn.peer = context.peer()
-        conn.identities = tuple(i.decode(errors="replace") for i in (context.peer_identities() or ()))
+        conn.identities = identities
         self._connections[conn_id] = conn
         self.metrics.connected.inc()
         log.info("proxy %s connected (%s, %s)", node.id, conn_id, "delta" if delta else "sotw")

@@ -10,6 +10,7 @@ read back from its admin `/certs` (on loopback) and from a real TLS handshake ag
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 import shutil
@@ -109,12 +110,12 @@ async def test_envoy_gets_its_certificate_over_sds_and_picks_up_a_rotation(contr
     ip = f"{random_loopback_block()}.2"
     probe_port = free_port()
     cfg = AgentConfig(ip=ip, name="sleep-0", namespace="foo", service_account="sleep",
-                      xds_port=cp.opts.xds_port, ca_address=f"127.0.0.1:{cp.opts.xds_tls_port}",
-                      ca_root_file=str(cp.identity.root_cert_path), token_file=str(token_file), cert_ttl_s=4,
+                      xds_port=cp.opts.xds_tls_port, xds_tls=True, ca_address=f"127.0.0.1:{cp.opts.ca_port}",
+                      ca_root_file=str(cp.identity.root_cert_path), token_file=str(token_file), cert_ttl_s=6,
                       admin_port=free_port(), stats_port=free_port(), health_port=free_port(),
                       status_port=free_port(), drain_seconds=0)
     stop = asyncio.Event()
-    agent = asyncio.create_task(run_agent(cfg, state_dir, stop, require_xds=False,
+    agent = asyncio.create_task(run_agent(cfg, state_dir, stop,
                                           extra_static={"listeners": [tls_listener(ip, probe_port)]}))
     try:
         async def loaded() -> list[dict[str, Any]] | None:
@@ -126,10 +127,11 @@ async def test_envoy_gets_its_certificate_over_sds_and_picks_up_a_rotation(contr
                 return chains or None
             return None
 
-        (first,) = await await_for(loaded, timeout=30, what="Envoy to load the `default` secret over SDS")
-        leaf = first["cert_chain"][0]
-        assert [s["uri"] for s in leaf["subject_alt_names"]] == [SLEEP]
-        assert first["ca_cert"], "ROOTCA (the validation context) is loaded too"
+        loaded_certs = await await_for(loaded, timeout=30, what="Envoy to load the `default` secret over SDS")
+        # Both the SDS `default` (the probe listener) and the xDS connection's certificate carry the identity.
+        for entry in loaded_certs:
+            assert [s["uri"] for s in entry["cert_chain"][0]["subject_alt_names"]] == [SLEEP]
+            assert entry["ca_cert"], "ROOTCA (the validation context) is loaded too"
         assert stat_mode(state_dir / "sds.sock") == 0o600
 
         # What Envoy really serves: the same certificate, and it chains to the CA's root. (The listener may still
@@ -138,11 +140,12 @@ async def test_envoy_gets_its_certificate_over_sds_and_picks_up_a_rotation(contr
             return await asyncio.to_thread(served_certificate, ip, probe_port)
 
         served = await await_for(handshake, timeout=30, what="a TLS handshake with the SDS certificate")
-        assert format(served.serial_number, "x") == leaf["serial_number"].lower().lstrip("0")
+        assert served.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+            x509.UniformResourceIdentifier) == [SLEEP]
         root = x509.load_pem_x509_certificate(cp.identity.authority.trust_bundle().encode())
         served.verify_directly_issued_by(root)
 
-        # Rotation: with a 4 s certificate the agent renews after about 2 s; Envoy serves the new one.
+        # Rotation: with a 6 s certificate the agent renews after about 3 s; Envoy serves the new one.
         async def rotated() -> x509.Certificate | None:
             if agent.done():
                 agent.result()
@@ -153,10 +156,18 @@ async def test_envoy_gets_its_certificate_over_sds_and_picks_up_a_rotation(contr
         new.verify_directly_issued_by(root)
         assert new.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
             x509.UniformResourceIdentifier) == [SLEEP]
-        # The key never left the agent: nothing in its state dir holds it (only the socket, bootstrap, logs).
-        for path in state_dir.iterdir():
-            if path.is_file() and path.name != "envoy.log":
-                assert b"PRIVATE KEY" not in path.read_bytes(), path
+        # xDS came over mTLS with the workload certificate: the control plane saw the proxy's SPIFFE ID.
+        async def connected() -> list[Any]:
+            return cp.server.connections() if cp.server else []
+
+        (conn,) = await await_for(connected, timeout=30, what="the proxy's xDS stream over mTLS")
+        assert SLEEP in conn.identities
+        # The key never left the agent: only the 0600 file Envoy reads for its xDS connection holds it (base64).
+        key_b64 = base64.b64encode(b"-----BEGIN PRIVATE KEY-----")[:24]
+        holders = [p for p in state_dir.rglob("*") if p.is_file() and key_b64 in p.read_bytes()]
+        assert [p.relative_to(state_dir).as_posix() for p in holders] == ["xds-certs/xds-cert.json"]
+        assert not [p for p in state_dir.rglob("*") if p.is_file() and b"PRIVATE KEY" in p.read_bytes()]
+        assert stat_mode(holders[0]) == 0o600 and stat_mode(holders[0].parent) == 0o700
     finally:
         stop.set()
         await asyncio.wait_for(agent, 30)
