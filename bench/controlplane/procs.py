@@ -46,6 +46,7 @@ class ControlPlaneProc:
     def __init__(self, config_dir: str, workload_file: str, log_path: str, trace_path: str = "") -> None:
         self.xds_port = free_port()
         self.http_port = free_port()
+        self.ca_port = free_port()
         self.log_path = log_path
         self.state_dir = log_path + ".state"  # the CA root and the API token (0600) of this run
         self._log = open(log_path, "wb")
@@ -57,7 +58,7 @@ class ControlPlaneProc:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", *cmd, "--config-dir", config_dir,
              "--workload-file", workload_file, "--xds-port", str(self.xds_port), "--http-port", str(self.http_port),
-             "--xds-tls-port", "0", "--ca-port", "0", "--xds-plaintext", "--state-dir", self.state_dir],
+             "--xds-tls-port", "0", "--ca-port", str(self.ca_port), "--xds-plaintext", "--state-dir", self.state_dir],
             stdout=self._log, stderr=subprocess.STDOUT, env=environ, cwd=ROOT, start_new_session=True)
         self.pid = self.proc.pid
         self.api = f"http://127.0.0.1:{self.http_port}"
