@@ -19,6 +19,7 @@ from sailmesh.agent.health import HealthServer, Readiness
 from sailmesh.agent.identity import CertificateManager, IdentityOptions, WorkloadCertificate
 from sailmesh.agent.sds import SdsServer, socket_path, write_xds_secrets
 from sailmesh.agent.status import METRICS_PATH, StatusServer
+from sailmesh.settings import ControlPlanePorts
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def certificate_manager(cfg: AgentConfig) -> CertificateManager | None:
     if not cfg.token_file:
         return None
     return CertificateManager(IdentityOptions(
-        ca_address=cfg.ca_address or f"{cfg.xds_host}:15012", ca_root_file=cfg.ca_root_file,
+        ca_address=cfg.ca_address or f"{cfg.xds_host}:{ControlPlanePorts().ca}", ca_root_file=cfg.ca_root_file,
         token_file=cfg.token_file, trust_domain=cfg.trust_domain, namespace=cfg.namespace,
         service_account=cfg.service_account, ttl_s=cfg.cert_ttl_s))
 

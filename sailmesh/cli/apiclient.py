@@ -9,6 +9,16 @@ from typing import Any
 
 from sailmesh.errors import PlatformError
 
+# API tokens by API URL, remembered by cli.common.running_mesh when it loads the mesh state, so every verb that
+# finds the mesh that way authenticates without passing the token around.
+_tokens: dict[str, str] = {}
+
+
+def remember_token(api_url: str, token: str) -> None:
+    """Send `token` with every call to `api_url` from now on (this process only)."""
+    if token:
+        _tokens[api_url] = token
+
 
 def call(api_url: str, method: str, path: str, body: Any = None, timeout: float = 30.0,
          token: str = "") -> tuple[int, Any]:
@@ -18,6 +28,7 @@ def call(api_url: str, method: str, path: str, body: Any = None, timeout: float 
     """
     data = json.dumps(body).encode() if body is not None else None
     headers = {"Content-Type": "application/json"}
+    token = token or _tokens.get(api_url, "")
     if token:
         headers["Authorization"] = f"Bearer {token}"
     req = urllib.request.Request(api_url + path, data=data, method=method, headers=headers)
