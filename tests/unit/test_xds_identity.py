@@ -56,7 +56,7 @@ async def test_a_proxy_with_its_own_certificate_gets_config(cp: ControlPlane) ->
     node_id, meta = node("foo", "sleep")
     async with grpc.aio.secure_channel(target, credentials(cp, SLEEP)) as channel, \
             AdsClient(target, node_id, metadata=meta, channel=channel) as client:
-        await await_for(lambda: _true(client.synced.is_set()), timeout=10, what="config over mTLS")
+        await await_for(lambda: _true(client.synced.is_set()), timeout=30, what="config over mTLS")
         assert client.resources(CLUSTER)  # Passthrough/BlackHole at least
         assert cp.server is not None and SLEEP.uri in cp.server.connections()[0].identities
 
@@ -70,7 +70,7 @@ async def test_a_proxy_claiming_another_identity_gets_no_config(cp: ControlPlane
         client = AdsClient(target, node_id, metadata=meta, channel=channel)
         await client.start()
         try:
-            await await_for(lambda: _true(client.done), timeout=10, what="the stream to be refused")
+            await await_for(lambda: _true(client.done), timeout=30, what="the stream to be refused")
             assert client.error is not None and client.error.code() == grpc.StatusCode.PERMISSION_DENIED
             assert not client.resources(CLUSTER)
         finally:
@@ -85,7 +85,7 @@ async def test_no_client_certificate_no_stream_and_no_plaintext_port(cp: Control
         client = AdsClient(target, node_id, metadata=meta, channel=channel)
         await client.start()
         try:
-            await await_for(lambda: _true(client.done), timeout=10, what="the handshake to be refused")
+            await await_for(lambda: _true(client.done), timeout=30, what="the handshake to be refused")
             assert client.error is not None and client.error.code() == grpc.StatusCode.UNAVAILABLE
         finally:
             await client.close()
@@ -100,7 +100,7 @@ async def test_plaintext_ads_when_asked_binds_loopback_only() -> None:
     try:
         node_id, meta = node("bar", "anything")  # no identity checks on the debugging port
         async with AdsClient(f"127.0.0.1:{plane.opts.xds_port}", node_id, metadata=meta) as client:
-            await await_for(lambda: _true(client.synced.is_set()), timeout=10, what="plaintext config")
+            await await_for(lambda: _true(client.synced.is_set()), timeout=30, what="plaintext config")
     finally:
         await plane.stop()
         shutil.rmtree(state, ignore_errors=True)
