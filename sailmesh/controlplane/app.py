@@ -20,9 +20,11 @@ from sailmesh.api.change import Change
 from sailmesh.api.parse import resource_from_dict
 from sailmesh.api.resource import Resource, ResourceKey, Source
 from sailmesh.api.validate import errors_only, validate
+from sailmesh.ca.authority import CaOptions
 from sailmesh.controlplane import live as live_mod
 from sailmesh.controlplane.debounce import Debouncer
 from sailmesh.controlplane.http_api import Outcome, make_app
+from sailmesh.controlplane.identity import MeshIdentity
 from sailmesh.controlplane.source import MeshSource
 from sailmesh.errors import GenerationError, ParseError, RegistryError, SailmeshError, ValidationError
 from sailmesh.generate import authn, enforcement
@@ -65,6 +67,12 @@ class ControlPlaneOptions:
     xds_port: int = 15010
     http_port: int = 15014
     mesh_config_file: str = ""  # Istio's mesh config file (`--meshConfig`); the ConfigMap istio overlays it
+    xds_tls_port: int = 15012  # ADS (client certificate required) + certificate renewals over TLS (0 = any)
+    xds_plaintext: bool = False  # also serve ADS in plaintext on 127.0.0.1:xds_port (debugging only)
+    ca_port: int = 15013  # the certificate service alone, TLS without client certificates: first CSRs (0 = any)
+    state_dir: str = ""  # the CA's root, join tokens and the API token ("" = ephemeral, for tests)
+    cacerts_dir: str = ""  # a plug-in CA in Istio's cacerts layout instead of the self-signed root
+    min_cert_ttl_s: float = 60.0  # the shortest certificate the CA signs (tests lower it)
 
 
 class ControlPlane:
@@ -82,6 +90,7 @@ class ControlPlane:
         self.snapshot: MeshSnapshot | None = None
         self.source: MeshSource | None = None
         self.server: AdsServer | None = None
+        self.identity: MeshIdentity | None = None
         self.debouncer: Debouncer[Change] = Debouncer(self._push, Change.merge, settings.debounce)
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
@@ -103,7 +112,17 @@ class ControlPlane:
         self._follow_config(self.snapshot, Change.everything())
         self.source = MeshSource(self.snapshot)
         self.server = AdsServer(self.source)
-        self.opts.xds_port = await self.server.serve(self.opts.host, self.opts.xds_port)
+        self.identity = MeshIdentity(self.opts.state_dir, self.opts.cacerts_dir,
+                                     CaOptions(trust_domain=self.snapshot.mesh.trust_domain,
+                                               min_ttl_s=self.opts.min_cert_ttl_s),
+                                     ips=["127.0.0.1", self.opts.host])
+        self.server.authorize = self.identity.authorize_proxy
+        plaintext = [("127.0.0.1", self.opts.xds_port, None)] if self.opts.xds_plaintext else []
+        self.opts.xds_tls_port = await self.server.serve(
+            self.opts.host, self.opts.xds_tls_port, self.identity.credentials(),
+            handlers=[self.identity.grpc_handler()], also=plaintext)
+        self.opts.xds_port = self.server.also_ports[0] if plaintext else 0
+        self.opts.ca_port = await self.identity.serve_bootstrap(self.opts.host, self.opts.ca_port)
         for sub in [*(fs.watch() for fs in self.files), self.memory.watch(), self.registry.watch(),
                     self.jwks.watch()]:
             self._tasks.append(asyncio.create_task(self._pump(sub)))
@@ -115,8 +134,10 @@ class ControlPlane:
         site = web.TCPSite(self._runner, self.opts.host, self.opts.http_port)
         await site.start()
         self._ready = True
-        log.info("control plane ready: xDS %s:%d, HTTP %s:%d, %d resources, %d services, %d workloads",
-                 self.opts.host, self.opts.xds_port, self.opts.host, self.opts.http_port,
+        log.info("control plane ready: xDS (mTLS) %s:%d, CA %s:%d, plaintext xDS %s, HTTP %s:%d, %d resources, "
+                 "%d services, %d workloads", self.opts.host, self.opts.xds_tls_port, self.opts.host,
+                 self.opts.ca_port, f"127.0.0.1:{self.opts.xds_port}" if self.opts.xds_port else "off",
+                 self.opts.host, self.opts.http_port,
                  sum(len(v) for v in self.snapshot.config.values()), len(self.snapshot.services),
                  len(self.snapshot.workloads))
         self._log_rejections()
@@ -136,6 +157,8 @@ class ControlPlane:
             await fs.close()
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.identity is not None:
+            await self.identity.stop()
 
     # -- change flow ------------------------------------------------------------------------------
     async def _pump(self, changes: AsyncIterator[Change]) -> None:
@@ -225,6 +248,13 @@ class ControlPlane:
     # -- HTTP API backend ---------------------------------------------------------------------------
     def is_ready(self) -> bool:
         return self._ready
+
+    def is_admin(self, token: str) -> bool:
+        return self.identity is not None and self.identity.is_admin(token)
+
+    def issue_join_token(self, namespace: str, service_account: str) -> str:
+        assert self.identity is not None
+        return self.identity.tokens.issue(namespace, service_account)
 
     def _resources(self, docs: list[dict[str, Any]]) -> tuple[list[Resource], list[str]]:
         out, errors = [], []
@@ -318,7 +348,7 @@ class ControlPlane:
                 "proxy": c.node_id,
                 "name": parts[2] if len(parts) == 4 else c.node_id,
                 "type": parts[0] if len(parts) == 4 else "",
-                "controlplane": f"sailmesh@{self.opts.host}:{self.opts.xds_port}",
+                "controlplane": f"sailmesh@{self.opts.host}:{self.opts.xds_tls_port}",
                 "version": self.snapshot.version if self.snapshot else 0,
                 "delta": c.delta,
                 "connectedAt": c.connected_at,
