@@ -18,12 +18,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "agent": ("agent", "run the per-workload agent that starts and configures Envoy"),
     "up": ("up", "start the embedded mesh from a directory of config and workloads"),
     "down": ("down", "stop the running embedded mesh"),
-    "demo": ("demo", "run the Bookinfo demo mesh in the foreground"),
+    "demo": ("demo", "run a demo mesh (Bookinfo, or httpbin for the security tasks) in the foreground"),
     "apply": ("apply", "apply config to the running mesh (like kubectl apply)"),
     "delete": ("delete", "delete config from the running mesh"),
     "get": ("get", "list config in the running mesh"),
     "proxy-status": ("proxy_status", "show every connected proxy and its sync state"),
+    "exec": ("exec", "run a command as a workload of the running mesh would (like kubectl exec)"),
 }
+
+
+# Verbs that run another command: everything after the first `--` is that command (args.command), untouched
+# by this parser (kubectl exec's form).
+PASSTHROUGH = {"exec"}
 
 
 def _available(module: str) -> bool:
@@ -48,7 +54,13 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
+    passthrough: list[str] | None = None
+    if argv and argv[0] in PASSTHROUGH and "--" in argv:
+        cut = argv.index("--")
+        argv, passthrough = argv[:cut], argv[cut + 1:]
     args = parser.parse_args(argv)
+    if passthrough is not None:
+        args.command = passthrough
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0 if args.command is None else 2

@@ -14,11 +14,14 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from sailmesh.api.parse import load_paths
+from sailmesh.api.resource import Resource
 from sailmesh.errors import PlatformError
 from sailmesh.platform import state as mesh_state
 from sailmesh.platform import workload_file
-from sailmesh.platform.workloads import Instance, app_env, plan, registry_workload
+from sailmesh.platform.forwarder import Client, Forwarder, NameTable
+from sailmesh.platform.workloads import Instance, app_env, instance_record, plan, registry_workload
 from sailmesh.processes import free_port
+from sailmesh.registry.services import service_from_kube
 from sailmesh.settings import Settings
 
 GATEWAY_LABELS = {"istio": "ingressgateway", "app": "istio-ingressgateway"}
@@ -63,6 +66,7 @@ class LocalMesh:
         self.workload_file = os.path.join(opts.state_dir, mesh_state.REGISTRY_FILE)
         self._stopping = False
         self._cp_argv: list[str] = []
+        self.forwarder: Forwarder | None = None  # the plain proxy of workloads without a sidecar
 
     @property
     def api_url(self) -> str:
@@ -97,6 +101,7 @@ class LocalMesh:
             config_dirs=[os.path.abspath(d) for d in self.opts.config_dirs],
             gateway_urls=self.gateway_urls,
             processes=[mesh_state.ProcessRecord(p.name, p.role, p.proc.pid, p.log, p.address) for p in self.procs],
+            instances=[instance_record(i, self.settings.proxy.outbound) for i in self.instances],
         ).save(self.opts.state_dir)
 
     async def _wait_http(self, url: str, what: str, proc: _Proc | None = None) -> None:
@@ -181,6 +186,7 @@ class LocalMesh:
         )
         waits = [self._wait_http(f"http://{opts.gateway_ip}:{self.settings.proxy.health}/healthz/ready",
                                  "ingress gateway", gw)]
+        await self._start_forwarder(loaded.resources)
         for inst in self.instances:
             self.say(f"starting {inst.namespace}/{inst.name} on {inst.ip}" + (" with sidecar" if inst.sidecar else ""))
             app = await self._spawn(f"{inst.name}.{inst.namespace}", "app", inst.command,
@@ -200,6 +206,21 @@ class LocalMesh:
         self._save_state()
         await asyncio.gather(*waits)
         self.say(f"all {len(self.instances)} workloads and the ingress gateway are ready")
+
+    async def _start_forwarder(self, resources: Sequence[Resource]) -> None:
+        """Workloads without a sidecar reach services through the plain forwarder on their own address."""
+        outside = [i for i in self.instances if not i.sidecar]
+        if not outside:
+            return
+        services = [service_from_kube(r, self.settings.mesh).service for r in resources if r.kind == "Service"]
+        self.forwarder = Forwarder(NameTable(services, [registry_workload(i) for i in self.instances],
+                                             self.settings.mesh.domain_suffix))
+        for inst in outside:
+            try:
+                await self.forwarder.listen(Client(inst.ip, inst.namespace, inst.name), self.settings.proxy.outbound)
+            except OSError as e:
+                raise PlatformError(f"cannot start the forwarder of {inst.namespace}/{inst.name} on "
+                                    f"{inst.ip}:{self.settings.proxy.outbound}: {e}") from e
 
     async def restart_controlplane_if_dead(self) -> bool:
         """Supervise the control plane: if it died, start it again (proxies keep their config meanwhile)."""
@@ -236,4 +257,6 @@ class LocalMesh:
                         with contextlib.suppress(ProcessLookupError):
                             os.killpg(p.proc.pid, signal.SIGKILL)
                         await p.proc.wait()
+            if roles == ("app",) and self.forwarder is not None:
+                await self.forwarder.stop()
         mesh_state.remove(self.opts.state_dir)

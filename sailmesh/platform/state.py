@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from sailmesh.errors import PlatformError
 
@@ -24,6 +25,21 @@ class ProcessRecord:
 
 
 @dataclass
+class InstanceRecord:
+    """One workload instance ("pod") the supervisor runs: what `get workloads` lists and `exec` runs as."""
+
+    name: str  # sleep-0
+    workload: str  # sleep
+    namespace: str
+    address: str
+    labels: dict[str, str] = field(default_factory=dict)
+    service_account: str = "default"
+    ports: list[dict[str, Any]] = field(default_factory=list)  # {name, containerPort, protocol, appPort}
+    sidecar: bool = True
+    env: dict[str, str] = field(default_factory=dict)  # what the platform adds to the app's environment
+
+
+@dataclass
 class MeshState:
     """What `sailmesh up` writes so that `down`, `apply`, `get` and `proxy-status` can find the mesh."""
 
@@ -33,6 +49,7 @@ class MeshState:
     config_dirs: list[str] = field(default_factory=list)
     gateway_urls: list[str] = field(default_factory=list)
     processes: list[ProcessRecord] = field(default_factory=list)
+    instances: list[InstanceRecord] = field(default_factory=list)
 
     def save(self, state_dir: str) -> None:
         os.makedirs(state_dir, exist_ok=True)
@@ -51,8 +68,12 @@ class MeshState:
             raise PlatformError(f"no running mesh found (no {path}); start one with `sailmesh up` or `demo`") from e
         except (OSError, ValueError) as e:
             raise PlatformError(f"cannot read mesh state {path}: {e}") from e
-        procs = [ProcessRecord(**p) for p in data.pop("processes", [])]
-        return cls(processes=procs, **data)
+        try:
+            procs = [ProcessRecord(**p) for p in data.pop("processes", [])]
+            insts = [InstanceRecord(**i) for i in data.pop("instances", [])]
+            return cls(processes=procs, instances=insts, **data)
+        except TypeError as e:
+            raise PlatformError(f"cannot read mesh state {path}: {e}") from e
 
 
 def remove(state_dir: str) -> None:

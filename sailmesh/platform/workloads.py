@@ -10,6 +10,7 @@ from typing import Any
 
 from sailmesh.api.resource import Resource
 from sailmesh.errors import PlatformError
+from sailmesh.platform.state import InstanceRecord
 from sailmesh.registry.model import Workload
 
 LOCAL_WORKLOAD_KIND = "LocalWorkload"
@@ -130,7 +131,8 @@ def registry_workload(inst: Instance) -> Workload:
 
 
 def app_env(inst: Instance, proxy_port: int) -> dict[str, str]:
-    """The environment an app process runs with: where to listen, its identity, and its sidecar as proxy."""
+    """The environment an app process runs with: where to listen, its identity, and its proxy on its own address:
+    its sidecar, or for a workload outside the mesh the platform's plain forwarder (platform/forwarder.py)."""
     env = dict(inst.env)
     first = next(iter(inst.app_ports.values()), 0)
     env.update(
@@ -144,7 +146,22 @@ def app_env(inst: Instance, proxy_port: int) -> dict[str, str]:
     )
     for cp, ap in inst.app_ports.items():
         env[f"PORT_{cp}"] = str(ap)
-    if inst.sidecar:
-        proxy = f"http://{inst.ip}:{proxy_port}"
-        env.update(HTTP_PROXY=proxy, http_proxy=proxy, NO_PROXY="", no_proxy="")
+    proxy = f"http://{inst.ip}:{proxy_port}"
+    env.update(HTTP_PROXY=proxy, http_proxy=proxy, NO_PROXY="", no_proxy="")
     return env
+
+
+def instance_record(inst: Instance, proxy_port: int) -> InstanceRecord:
+    """What the state file keeps of an instance, for `sailmesh get workloads` and `sailmesh exec`."""
+    return InstanceRecord(
+        name=inst.name,
+        workload=inst.workload,
+        namespace=inst.namespace,
+        address=inst.ip,
+        labels=dict(inst.labels),
+        service_account=inst.service_account,
+        ports=[{"name": p.name, "containerPort": p.container_port, "protocol": p.protocol,
+                "appPort": inst.app_ports.get(p.container_port, p.container_port)} for p in inst.ports],
+        sidecar=inst.sidecar,
+        env=app_env(inst, proxy_port),
+    )

@@ -1,0 +1,100 @@
+"""`sailmesh demo httpbin`: the set-up of Istio's security tasks comes up, and `sailmesh exec` runs curl as sleep
+in foo (through its sidecar) and in legacy (through the plain forwarder, no sidecar) as istio.io's commands do:
+`kubectl exec ... -n foo -- curl http://httpbin.bar:8000/ip -s -o /dev/null -w "%{http_code}"` prints 200."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+from sailmesh.testing.mesh import RunningMesh
+from sailmesh.testing.waiting import wait_for
+
+pytestmark = pytest.mark.e2e
+NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed (scripts/test installs "
+                                                                     "it with apt-get where it runs as root)")
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMesh]:
+    m = RunningMesh(str(tmp_path_factory.mktemp("httpbin-demo")), demo=True, extra=["httpbin"])
+    try:
+        wait_for(lambda: "httpbin is up." in m.output(), timeout=30, what="the httpbin banner")
+        yield m
+    finally:
+        m.stop()
+
+
+def sm_exec(mesh: RunningMesh, name: str, ns: str, *command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "sailmesh", "exec", name, "-n", ns, "--state-dir", mesh.state_dir,
+                           "--", *command], capture_output=True, text=True, timeout=60)
+
+
+def curl_code(mesh: RunningMesh, src_ns: str, url: str) -> str:
+    r = sm_exec(mesh, "sleep", src_ns, "curl", "-s", url, "-o", "/dev/null", "-w", "%{http_code}")
+    return r.stdout.strip()
+
+
+def headers_seen(mesh: RunningMesh, src_ns: str, dst_ns: str) -> dict[str, str]:
+    r = sm_exec(mesh, "sleep", src_ns, sys.executable, "-c",
+                f"import urllib.request; print(urllib.request.urlopen('http://httpbin.{dst_ns}:8000/headers').read()"
+                ".decode())")
+    assert r.returncode == 0, r.stderr
+    headers: dict[str, str] = json.loads(r.stdout)["headers"]
+    return headers
+
+
+def test_banner_and_workloads(mesh: RunningMesh) -> None:
+    """Six instances: httpbin and sleep in foo and bar with sidecars, in legacy without."""
+    r = mesh.cli("get", "workloads", "-A", "-o", "json", check=True)
+    items = json.loads(r.stdout)
+    assert sorted((i["namespace"], i["workload"], i["sidecar"]) for i in items) == [
+        ("bar", "httpbin", True), ("bar", "sleep", True), ("foo", "httpbin", True), ("foo", "sleep", True),
+        ("legacy", "httpbin", False), ("legacy", "sleep", False)]
+    for i in items:
+        assert i["serviceAccount"] == i["workload"]
+        if i["workload"] == "httpbin":
+            assert i["labels"] == {"app": "httpbin", "version": "v1"}
+            assert [p["containerPort"] for p in i["ports"]] == [8080]  # Istio's sample: port 8000 -> 8080
+        else:
+            assert i["labels"] == {"app": "sleep"}
+    table = mesh.cli("get", "workloads", "-n", "legacy", check=True).stdout.splitlines()
+    assert len(table) == 3 and all(line.split()[4] == "false" for line in table[1:])
+
+
+@needs_curl
+@pytest.mark.parametrize(("src", "dst"), [("foo", "bar"), ("foo", "legacy"), ("legacy", "foo"),
+                                          ("legacy", "legacy"), ("bar", "foo")])
+def test_curl_from_sleep_to_httpbin_answers_200(mesh: RunningMesh, src: str, dst: str) -> None:
+    """istio.io's check, for sleep with and without a sidecar (PERMISSIVE, the default, accepts plaintext)."""
+    assert curl_code(mesh, src, f"http://httpbin.{dst}:8000/ip") == "200"
+
+
+@needs_curl
+def test_curl_service_name_forms_and_status(mesh: RunningMesh) -> None:
+    assert curl_code(mesh, "legacy", "http://httpbin.bar.svc.cluster.local:8000/status/418") == "418"
+    assert curl_code(mesh, "foo", "http://httpbin.bar.svc.cluster.local:8000/status/418") == "418"
+    assert curl_code(mesh, "foo", "http://httpbin:8000/headers") == "200"  # short name: the client's namespace
+
+
+def test_with_a_sidecar_requests_leave_through_it(mesh: RunningMesh) -> None:
+    """A request from sleep.foo passes its sidecar (Envoy adds x-request-id); from sleep.legacy to
+    httpbin.legacy no Envoy is on the path at all."""
+    assert "X-Request-Id" in headers_seen(mesh, "foo", "legacy")
+    assert "X-Request-Id" not in headers_seen(mesh, "legacy", "legacy")
+    assert headers_seen(mesh, "legacy", "bar")["Host"] == "httpbin.bar:8000"
+
+
+def test_ingress_gateway_routes_to_httpbin_in_foo(mesh: RunningMesh) -> None:
+    """Istio's httpbin-gateway (port 80) is served on the gateway's 8080."""
+    with NO_PROXY.open(mesh.gateway_url(8080) + "/headers", timeout=10) as r:
+        assert r.status == 200
+        assert "headers" in json.loads(r.read())
+
