@@ -19,12 +19,21 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 
+from sailmesh.generate.generator import Generator
 from sailmesh.generate.tls import sds_secret
 from sailmesh.registry.model import Workload
 from sailmesh.settings import MeshDefaults
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView, Service
 from sailmesh.xds.types import CLUSTER, ENDPOINT
-from tests.unit.test_generate_support import generated, make_snapshot, resources, service, sidecar
+from tests.unit.test_generate_support import (
+    gateway_proxy,
+    generated,
+    make_snapshot,
+    resources,
+    service,
+    sidecar,
+    unpacked,
+)
 
 C = cluster_pb2.Cluster
 TLS_MODE = "security.istio.io/tlsMode"
@@ -276,3 +285,39 @@ def test_endpoints_of_workloads_with_a_sidecar_carry_tls_mode() -> None:
            for lle in cla.endpoints for lb in lle.lb_endpoints}
     assert dict(got["127.0.2.1"]["envoy.transport_socket_match"]) == {"tlsMode": "istio"}
     assert "envoy.transport_socket_match" not in got["127.0.2.9"]
+
+
+def test_one_generator_keeps_proxies_with_and_without_identity_apart() -> None:
+    """The outbound key carries the proxy's tlsMode label: a shared cache never hands SDS references to a proxy
+    that has no certificate (or plaintext to one that has)."""
+    gen, snap = Generator(), httpbin_mesh()
+
+    def matches(proxy: ProxyView) -> int:
+        return len(unpacked(gen.resources(snap, proxy, CLUSTER), C)[HTTPBIN_CLUSTER].transport_socket_matches)
+
+    assert matches(sleep_proxy(identity=True)) == 2
+    assert matches(sleep_proxy(identity=False)) == 0
+    assert matches(sleep_proxy(identity=True)) == 2
+
+
+def test_gateway_with_identity_uses_auto_mtls_to_sidecars() -> None:
+    """Istio's gateways originate mTLS to sidecars as sidecars do (the same cluster builder)."""
+    gw = gateway_proxy()
+    gw = dataclasses.replace(gw, labels={**gw.labels, TLS_MODE: "istio"})
+    assert [m.name for m in clusters(httpbin_mesh(), gw)[HTTPBIN_CLUSTER].transport_socket_matches] == [
+        "tlsMode-istio", "tlsMode-disabled"]
+    assert not clusters(httpbin_mesh(), gateway_proxy())[HTTPBIN_CLUSTER].transport_socket_matches
+
+
+def test_dns_cluster_endpoints_carry_tls_mode_inline() -> None:
+    """A MESH_INTERNAL DNS ServiceEntry over WorkloadEntries with a sidecar: the inline load assignment has the
+    endpoint metadata, so auto mTLS matches there too."""
+    svc = Service(hostname="vm.internal", name="vm.internal", namespace="foo",
+                  ports=service("x", ports=[(80, "HTTP")]).ports, resolution="DNS", selector={"app": "vm"})
+    vm = pod("vm-0", "127.0.9.1", "foo", "vm", "vm")
+    c = clusters(httpbin_mesh(services=[svc], workloads=[vm]))["outbound|80||vm.internal"]
+    assert c.type == C.STRICT_DNS
+    (lb,) = [lb for lle in c.load_assignment.endpoints for lb in lle.lb_endpoints]
+    assert dict(lb.metadata.filter_metadata["envoy.transport_socket_match"]) == {"tlsMode": "istio"}
+    ctx = upstream(c.transport_socket_matches[0].transport_socket)
+    assert sans(ctx) == ["spiffe://cluster.local/ns/foo/sa/vm"]
