@@ -9,6 +9,7 @@ from sailmesh import __version__
 from sailmesh.agent.config import AgentConfig
 
 XDS_CLUSTER = "xds-grpc"
+SDS_CLUSTER = "sds-grpc"
 PROMETHEUS_CLUSTER = "prometheus_stats"
 PROMETHEUS_LISTENER = "prometheus_stats"
 PROMETHEUS_PATH = "/stats/prometheus"
@@ -106,6 +107,25 @@ def xds_cluster(cfg: AgentConfig) -> dict[str, Any]:
     }
 
 
+def sds_cluster(socket_path: str) -> dict[str, Any]:
+    """Istio's `sds-grpc`: Envoy gRPC over HTTP/2 to the agent's SDS Unix socket (secrets `default`, `ROOTCA`)."""
+    return {
+        "name": SDS_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": SDS_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": socket_path}}}}]}],
+        },
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": HTTP_PROTOCOL_OPTIONS,
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+    }
+
+
 def prometheus_cluster(cfg: AgentConfig) -> dict[str, Any]:
     """A static cluster pointing at Envoy's own admin, which the 15090 listener forwards to."""
     return {
@@ -173,15 +193,18 @@ def stats_config() -> dict[str, Any]:
     return {"use_all_default_tags": False, "stats_tags": tags}
 
 
-def build(cfg: AgentConfig, extra_static: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
-    """The full bootstrap; `extra_static` adds listeners/clusters to static_resources (used by tests)."""
+def build(cfg: AgentConfig, extra_static: dict[str, list[dict[str, Any]]] | None = None,
+          sds_socket: str = "") -> dict[str, Any]:
+    """The full bootstrap; `extra_static` adds listeners/clusters to static_resources (used by tests);
+    `sds_socket` adds the `sds-grpc` cluster (the agent always passes its socket)."""
     extra = extra_static or {}
+    sds = [sds_cluster(sds_socket)] if sds_socket else []
     return {
         "node": node(cfg),
         "admin": {"address": _socket_address(cfg.ip, cfg.admin_port)},
         "static_resources": {
             "listeners": [prometheus_listener(cfg), *extra.get("listeners", [])],
-            "clusters": [xds_cluster(cfg), prometheus_cluster(cfg), *extra.get("clusters", [])],
+            "clusters": [xds_cluster(cfg), *sds, prometheus_cluster(cfg), *extra.get("clusters", [])],
         },
         "dynamic_resources": dynamic_resources(cfg),
         "stats_config": stats_config(),

@@ -41,6 +41,13 @@ class AgentConfig:
     cluster_id: str = "Kubernetes"
     mesh_id: str = "cluster.local"
     version: str = ""
+    # Workload identity: the CA (the control plane's TLS port), the root that verifies it, the 0600 join-token
+    # file; without a token file the agent runs without a certificate (SDS answers nothing).
+    ca_address: str = ""
+    ca_root_file: str = ""
+    token_file: str = ""
+    trust_domain: str = "cluster.local"
+    cert_ttl_s: float = 0.0  # requested certificate lifetime (0 = the CA's default)
 
     def __post_init__(self) -> None:
         if self.proxy_type not in PROXY_TYPES:

@@ -16,6 +16,8 @@ from sailmesh.agent.app import AppProcess, app_environment
 from sailmesh.agent.config import AgentConfig
 from sailmesh.agent.envoy import EnvoyOptions, EnvoySupervisor
 from sailmesh.agent.health import HealthServer, Readiness
+from sailmesh.agent.identity import CertificateManager, IdentityOptions
+from sailmesh.agent.sds import SdsServer, socket_path
 from sailmesh.agent.status import METRICS_PATH, StatusServer
 
 log = logging.getLogger(__name__)
@@ -29,8 +31,18 @@ def write_bootstrap(cfg: AgentConfig, state_dir: Path, extra_static: dict[str, A
     """Write the bootstrap into state_dir (created, private) and return its path."""
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = state_dir / BOOTSTRAP_FILE
-    path.write_text(bootstrap.to_json(bootstrap.build(cfg, extra_static)))
+    path.write_text(bootstrap.to_json(bootstrap.build(cfg, extra_static, sds_socket=str(socket_path(state_dir)))))
     return path
+
+
+def certificate_manager(cfg: AgentConfig) -> CertificateManager | None:
+    """The workload's certificate manager, when the agent was given a join token."""
+    if not cfg.token_file:
+        return None
+    return CertificateManager(IdentityOptions(
+        ca_address=cfg.ca_address or f"{cfg.xds_host}:15012", ca_root_file=cfg.ca_root_file,
+        token_file=cfg.token_file, trust_domain=cfg.trust_domain, namespace=cfg.namespace,
+        service_account=cfg.service_account, ttl_s=cfg.cert_ttl_s))
 
 
 async def _drain(envoy: EnvoySupervisor, cfg: AgentConfig, hurry: asyncio.Event | None) -> None:
@@ -88,9 +100,16 @@ async def run_agent(
         app_metrics_url=cfg.app_metrics_url,
     )
     app = AppProcess(command, app_environment(cfg)) if command else None
+    sds = SdsServer(socket_path(state_dir))
+    certs = certificate_manager(cfg)
+    if certs is not None:
+        certs.on_change(sds.update)
     exit_code = 0
     waiters: list[asyncio.Task[Any]] = []
     try:
+        if certs is not None:
+            await sds.start()
+            certs.start()  # Envoy waits (warming) for secrets it references until the first certificate
         await health.start()
         await status.start()
         await envoy.start()
@@ -120,6 +139,9 @@ async def run_agent(
         await status.stop()
         await health.stop()
         await admin.close()
+        if certs is not None:
+            await certs.stop()
+        await sds.stop()
     return exit_code
 
 

@@ -10,11 +10,17 @@ from typing import Any
 from sailmesh.errors import PlatformError
 
 
-def call(api_url: str, method: str, path: str, body: Any = None, timeout: float = 30.0) -> tuple[int, Any]:
-    """JSON in, (status, JSON) out; connection problems raise PlatformError with a clear message."""
+def call(api_url: str, method: str, path: str, body: Any = None, timeout: float = 30.0,
+         token: str = "") -> tuple[int, Any]:
+    """JSON in, (status, JSON) out; connection problems raise PlatformError with a clear message.
+
+    `token` is the control plane's API token (the 0600 `api-token` file in its state dir), sent as a bearer token.
+    """
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(api_url + path, data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(api_url + path, data=data, method=method, headers=headers)
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
         with opener.open(req, timeout=timeout) as r:

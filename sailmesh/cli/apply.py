@@ -42,7 +42,7 @@ def send(args: argparse.Namespace, path: str, verb_done: str, check: bool = True
         return fail("no resources found in " + ", ".join(args.files))
     try:
         mesh = running_mesh(args)
-        status, body = call(mesh.api_url, "POST", path, {"documents": docs})
+        status, body = call(mesh.api_url, "POST", path, {"documents": docs}, token=mesh.api_token())
     except PlatformError as e:
         return fail(str(e))
     if status != 200:

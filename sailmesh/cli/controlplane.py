@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import signal
 
 from sailmesh import settings as settings_mod
@@ -21,6 +22,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback by default)")
     parser.add_argument("--xds-port", type=int, default=15010, help="plaintext ADS port (0 = any free port)")
     parser.add_argument("--http-port", type=int, default=15014, help="HTTP API and /metrics port")
+    parser.add_argument("--xds-tls-port", type=int, default=15012,
+                        help="ADS and the certificate service over TLS (Istio's 15012; 0 = any free port)")
+    parser.add_argument("--state-dir", default="",
+                        help="the CA root (key 0600), join tokens and API token "
+                             "(default: $SAILMESH_STATE_DIR/controlplane)")
+    parser.add_argument("--cacerts", default="", help="plug-in CA directory in Istio's cacerts layout "
+                        "(ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem)")
+    parser.add_argument("--min-cert-ttl", type=float, default=60.0,
+                        help="the shortest workload certificate lifetime the CA signs, seconds")
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
@@ -59,6 +69,9 @@ async def _serve(cp: ControlPlane) -> int:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = settings_mod.load()
     opts = ControlPlaneOptions(config_dirs=args.config_dir, workload_file=args.workload_file, host=args.host,
-                               xds_port=args.xds_port, http_port=args.http_port)
-    return asyncio.run(_serve(ControlPlane(opts, settings_mod.load())))
+                               xds_port=args.xds_port, http_port=args.http_port, xds_tls_port=args.xds_tls_port,
+                               state_dir=args.state_dir or os.path.join(settings.state_dir, "controlplane"),
+                               cacerts_dir=args.cacerts, min_cert_ttl_s=args.min_cert_ttl)
+    return asyncio.run(_serve(ControlPlane(opts, settings)))

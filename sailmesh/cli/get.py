@@ -60,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
         query["namespace"] = args.namespace
     try:
         mesh = running_mesh(args)
-        status, body = call(mesh.api_url, "GET", "/api/v1/resources?" + urllib.parse.urlencode(query))
+        status, body = call(mesh.api_url, "GET", "/api/v1/resources?" + urllib.parse.urlencode(query),
+                            token=mesh.api_token())
     except PlatformError as e:
         return fail(str(e))
     if status != 200:

@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         mesh = running_mesh(args)
-        status, body = call(mesh.api_url, "GET", "/debug/syncz")
+        status, body = call(mesh.api_url, "GET", "/debug/syncz", token=mesh.api_token())
     except PlatformError as e:
         return fail(str(e))
     if status != 200:

@@ -19,8 +19,10 @@ from sailmesh.api.change import Change
 from sailmesh.api.parse import resource_from_dict
 from sailmesh.api.resource import Resource, Source
 from sailmesh.api.validate import errors_only, validate
+from sailmesh.ca.authority import CaOptions
 from sailmesh.controlplane.debounce import Debouncer
 from sailmesh.controlplane.http_api import make_app
+from sailmesh.controlplane.identity import MeshIdentity
 from sailmesh.controlplane.source import MeshSource
 from sailmesh.errors import GenerationError, ParseError, RegistryError, SailmeshError, ValidationError
 from sailmesh.generate.affect import push_request
@@ -55,6 +57,10 @@ class ControlPlaneOptions:
     host: str = "127.0.0.1"
     xds_port: int = 15010
     http_port: int = 15014
+    xds_tls_port: int = 15012  # ADS + Istio's certificate service over TLS (0 = any free port)
+    state_dir: str = ""  # the CA's root, join tokens and the API token ("" = ephemeral, for tests)
+    cacerts_dir: str = ""  # a plug-in CA in Istio's cacerts layout instead of the self-signed root
+    min_cert_ttl_s: float = 60.0  # the shortest certificate the CA signs (tests lower it)
 
 
 class ControlPlane:
@@ -71,6 +77,7 @@ class ControlPlane:
         self.snapshot: MeshSnapshot | None = None
         self.source: MeshSource | None = None
         self.server: AdsServer | None = None
+        self.identity: MeshIdentity | None = None
         self.debouncer: Debouncer[Change] = Debouncer(self._push, Change.merge, settings.debounce)
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
@@ -87,7 +94,14 @@ class ControlPlane:
         self.snapshot = build(None, self.store, self.registry, Change.everything(), self.settings.mesh)
         self.source = MeshSource(self.snapshot)
         self.server = AdsServer(self.source)
-        self.opts.xds_port = await self.server.serve(self.opts.host, self.opts.xds_port)
+        self.identity = MeshIdentity(self.opts.state_dir, self.opts.cacerts_dir,
+                                     CaOptions(trust_domain=self.settings.mesh.trust_domain,
+                                               min_ttl_s=self.opts.min_cert_ttl_s),
+                                     ips=["127.0.0.1", self.opts.host])
+        self.opts.xds_port = await self.server.serve(
+            self.opts.host, self.opts.xds_port, handlers=[self.identity.grpc_handler()],
+            also=[(self.opts.host, self.opts.xds_tls_port, self.identity.credentials())])
+        self.opts.xds_tls_port = self.server.also_ports[0]
         for sub in [*(fs.watch() for fs in self.files), self.memory.watch(), self.registry.watch()]:
             self._tasks.append(asyncio.create_task(self._pump(sub)))
         if self.opts.workload_file:
@@ -98,8 +112,9 @@ class ControlPlane:
         site = web.TCPSite(self._runner, self.opts.host, self.opts.http_port)
         await site.start()
         self._ready = True
-        log.info("control plane ready: xDS %s:%d, HTTP %s:%d, %d resources, %d services, %d workloads",
-                 self.opts.host, self.opts.xds_port, self.opts.host, self.opts.http_port,
+        log.info("control plane ready: xDS %s:%d, xDS+CA (TLS) %s:%d, HTTP %s:%d, %d resources, %d services, "
+                 "%d workloads", self.opts.host, self.opts.xds_port, self.opts.host, self.opts.xds_tls_port,
+                 self.opts.host, self.opts.http_port,
                  sum(len(v) for v in self.snapshot.config.values()), len(self.snapshot.services),
                  len(self.snapshot.workloads))
         self._log_rejections()
@@ -118,6 +133,8 @@ class ControlPlane:
             await fs.close()
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.identity is not None:
+            self.identity.close()
 
     # -- change flow ------------------------------------------------------------------------------
     async def _pump(self, changes: AsyncIterator[Change]) -> None:
@@ -183,6 +200,13 @@ class ControlPlane:
     # -- HTTP API backend ---------------------------------------------------------------------------
     def is_ready(self) -> bool:
         return self._ready
+
+    def is_admin(self, token: str) -> bool:
+        return self.identity is not None and self.identity.is_admin(token)
+
+    def issue_join_token(self, namespace: str, service_account: str) -> str:
+        assert self.identity is not None
+        return self.identity.tokens.issue(namespace, service_account)
 
     def _resources(self, docs: list[dict[str, Any]]) -> tuple[list[Resource], list[str]]:
         out, errors = [], []

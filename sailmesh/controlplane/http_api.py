@@ -1,20 +1,33 @@
-"""The control plane's HTTP API on the monitoring port: apply/delete/get, readiness, metrics, sync status."""
+"""The control plane's HTTP API on the monitoring port: apply/delete/get, readiness, metrics, sync status.
+
+Every path but `/ready` and `/metrics` (Istio's 15014 serves both to anyone, for probes and Prometheus) needs
+`Authorization: Bearer <token>`, the token the control plane writes 0600 into its state dir at start; a call
+without it gets 401 and a log line (never the token it sent).
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from aiohttp import web
 
+log = logging.getLogger("sailmesh.controlplane")
+
 MAX_BODY = 64 * 1024 * 1024
+OPEN_PATHS = frozenset({"/ready", "/metrics"})
 
 
 class Backend(Protocol):
     """What the API serves; implemented by controlplane.app.ControlPlane."""
 
     def is_ready(self) -> bool: ...
+
+    def is_admin(self, token: str) -> bool: ...
+
+    def issue_join_token(self, namespace: str, service_account: str) -> str: ...
 
     async def apply_documents(self, docs: list[dict[str, Any]]) -> tuple[list[str], list[str]]: ...
 
@@ -85,7 +98,32 @@ def make_app(backend: Backend) -> web.Application:
             return _json({"errors": [f"proxy {request.query.get('proxyID', '')!r} is not connected"]}, 404)
         return _json(dump)
 
-    app = web.Application(client_max_size=MAX_BODY)
+    @web.middleware
+    async def authenticate(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path in OPEN_PATHS:
+            return await handler(request)  # type: ignore[no-any-return]
+        header = request.headers.get("Authorization", "")
+        token = header[7:].strip() if header[:7].lower() == "bearer " else ""
+        if not backend.is_admin(token):
+            log.warning("HTTP API: unauthenticated %s %s from %s (%s)", request.method, request.path,
+                        request.remote, "wrong token" if token else "no token")
+            return _json({"errors": ["unauthenticated: send the control plane's API token "
+                                     "(Authorization: Bearer, from the api-token file in its state dir)"]}, 401)
+        return await handler(request)  # type: ignore[no-any-return]
+
+    async def join_token(request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            body = None
+        ns = body.get("namespace") if isinstance(body, dict) else None
+        sa = body.get("serviceAccount") if isinstance(body, dict) else None
+        if not isinstance(ns, str) or not isinstance(sa, str) or not ns or not sa:
+            return _json({"errors": ["expected {\"namespace\": ..., \"serviceAccount\": ...}"]}, 400)
+        return _json({"token": backend.issue_join_token(ns, sa)})
+
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[authenticate])
+    app.router.add_post("/api/v1/join-tokens", join_token)
     app.router.add_get("/ready", ready)
     app.router.add_post("/api/v1/apply", mutate(backend.apply_documents))
     app.router.add_post("/api/v1/delete", mutate(backend.delete_documents))
