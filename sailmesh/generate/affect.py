@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sailmesh.api.change import Change
-from sailmesh.generate.tls import TLS_MODE_ISTIO, TLS_MODE_LABEL
+from sailmesh.registry.model import TLS_MODE_ISTIO, TLS_MODE_LABEL
 from sailmesh.snapshot.build import ENDPOINT_KINDS, changed_endpoints
 from sailmesh.snapshot.model import MeshSnapshot
 from sailmesh.xds.push import PushRequest

@@ -30,6 +30,7 @@ from sailmesh.api.models.networking import ClientTLSSettings
 from sailmesh.generate import names
 from sailmesh.generate.common import pack
 from sailmesh.generate.peer_authn import DISABLE, STRICT
+from sailmesh.registry.model import TLS_MODE_ISTIO, TLS_MODE_LABEL
 from sailmesh.snapshot.model import Endpoint, MeshSnapshot, ProxyView, Service
 
 SDS_CLUSTER = "sds-grpc"
@@ -38,9 +39,7 @@ ROOTCA_SECRET = "ROOTCA"  # the mesh trust bundle
 TLS_SOCKET = "envoy.transport_sockets.tls"
 RAW_BUFFER_SOCKET = "envoy.transport_sockets.raw_buffer"
 TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
-# Istio's label (set by sidecar injection) and its transport socket match key on endpoints and clusters.
-TLS_MODE_LABEL = "security.istio.io/tlsMode"
-TLS_MODE_ISTIO = "istio"
+# The transport socket match key on endpoints and clusters (Istio's tlsMode label, registry/model.py).
 TLS_MODE_DISABLED = "disabled"
 TRANSPORT_SOCKET_MATCH = "envoy.transport_socket_match"
 TLS_MODE_KEY = "tlsMode"
