@@ -15,6 +15,7 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -201,6 +202,13 @@ def test_strict_refuses_plaintext_http_and_tcp_every_time(mesh: RunningMesh, con
         codes = sm_exec(mesh, "legacy", "sh", "-c", "for i in $(seq 20); do curl -s --max-time 5 "
                         "http://httpbin.foo:8000/ip -o /dev/null -w '%{http_code} '; done").stdout.split()
         assert codes == ["000"] * 20
+        # the ingress gateway has a mesh identity too: it reaches httpbin.foo over mTLS under STRICT
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
+                mesh.gateway_url(8080) + "/headers", timeout=10) as resp:
+            seen = json.loads(resp.read())["headers"]
+        xfcc = dict(part.split("=", 1) for part in seen["X-Forwarded-Client-Cert"].split(";"))
+        assert xfcc["URI"] == "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway"
+        assert xfcc["By"] == "spiffe://cluster.local/ns/foo/sa/httpbin"
     finally:
         delete(mesh, tmp_path, "strict")
         converge(mesh, expect(), "policy removed")
