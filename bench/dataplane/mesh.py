@@ -42,7 +42,7 @@ from sailmesh.testing.waiting import random_loopback_block, wait_for
 
 FactoryProvider = Callable[[Features], "PairFactory | None"]
 
-DEFAULT_TRANSPORT_NOTE = "plaintext: mTLS not implemented yet"
+DEFAULT_TRANSPORT_NOTE = "Istio mTLS between the sidecars (auto mTLS, certificates over SDS, TLS 1.3)"
 READY_LINE = "are ready"  # LocalMesh: "all N workloads and the ingress gateway are ready"
 OUTBOUND_PORT = 15001
 ADMIN_PORT = 15000
@@ -202,6 +202,7 @@ def _notes(features: Features, pair: MeshPair, ctx: SetupContext) -> list[str]:
         f"bench.backend; Envoy --concurrency {ctx.envoy_concurrency} (as the static pair)",
         f"the mesh runs its own bench.backend (pid {pair.server_app}); the 'backend' CPU figure is the "
         "harness's backend, idle for this set-up",
+        f"transport: {DEFAULT_TRANSPORT_NOTE}",
     ]
     if features == "demo":
         r = mesh_config.DEMO_RETRIES

@@ -26,7 +26,6 @@ DEMO_POOL = {"tcp": {"maxConnections": 1024, "connectTimeout": "1s"},
 DEMO_NOT_IMPLEMENTED = [
     "Istio standard metrics (istio_requests_total via the stats filter): not implemented yet; "
     "only Envoy's own stats (always on) are collected",
-    "mTLS between the sidecars: not implemented yet (plaintext)",
     "AuthorizationPolicy: not implemented yet",
 ]
 

@@ -22,7 +22,6 @@ WHOLE_KINDS: dict[str, str] = {
     "EnvoyFilter": "EnvoyFilter patches are not applied",
     "WasmPlugin": "Wasm plugins are not loaded",
     "ProxyConfig": "per-workload proxy settings are not applied",
-    "PeerAuthentication": "mTLS modes are not enforced yet (traffic between sidecars is plaintext)",
 }
 
 
@@ -73,11 +72,8 @@ def _destination_rule(spec: Any) -> Iterator[str]:
             yield f"{where}.loadBalancer.localityLbSetting"
         if _at(policy, "loadBalancer", "simple") == "PASSTHROUGH":
             yield f"{where}.loadBalancer.simple: PASSTHROUGH"
-        mode = _at(policy, "tls", "mode")
-        if mode in ("ISTIO_MUTUAL",):
-            yield f"{where}.tls.mode: {mode} (no mesh certificates yet)"
         if _at(policy, "tls", "credentialName"):
-            yield f"{where}.tls.credentialName"
+            yield f"{where}.tls.credentialName (at sidecars, as in Istio)"
 
 
 def _gateway(spec: Any) -> Iterator[str]:

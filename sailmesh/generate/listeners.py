@@ -18,7 +18,9 @@ from sailmesh.generate.common import ads, pack, socket_address
 from sailmesh.generate.filters import Direction, FilterContext, ext_authz, http_filters
 from sailmesh.generate.gateway import gateway_tcp_routes, gateways_for, http_servers
 from sailmesh.generate.httproute import route_action_defaults
+from sailmesh.generate.peer_authn import workload_policy
 from sailmesh.generate.scope import inbound_ports
+from sailmesh.generate.tls import has_mesh_identity, inbound_chains, needs_tls_inspector, tls_inspector
 from sailmesh.settings import ProxyPorts
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView
 from sailmesh.telemetry import access_log, resolve, tracing
@@ -119,12 +121,16 @@ def inbound_route_config(snapshot: MeshSnapshot, proxy: ProxyView, port: int) ->
 
 
 def inbound_listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> list[listener_pb2.Listener]:
-    """One listener per container port on proxy.ip:<port>: HCM for HTTP ports, tcp_proxy otherwise."""
+    """One listener per container port on proxy.ip:<port>: HCM for HTTP ports, tcp_proxy otherwise, in the
+    filter chains of the port's PeerAuthentication mode (tls.inbound_chains)."""
     out = []
+    policy = workload_policy(snapshot, proxy.namespace, proxy.labels)
+    identity = has_mesh_identity(proxy)
     for port, _app_port, protocol in inbound_ports(snapshot, proxy):
         cluster = names.inbound_cluster(port)
         before: list[lc.Filter] = []
-        if names.is_http(protocol):
+        http = names.is_http(protocol)
+        if http:
             h = http_connection_manager(
                 f"inbound_0.0.0.0_{port}", http_filters(FilterContext(snapshot, proxy, Direction.INBOUND, port)),
                 route_config=inbound_route_config(snapshot, proxy, port), inbound=True,
@@ -136,7 +142,20 @@ def inbound_listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> list[listener
             observability(tp, snapshot, proxy, resolve.SERVER)
             nf = lc.Filter(name=TCP_PROXY_NAME, typed_config=pack(tp))
             before = ext_authz.tcp_filters(snapshot, proxy)  # AuthorizationPolicy on a TCP port
-        out.append(_listener(names.listener_name(proxy.ip, port), proxy.ip, port, base_pb2.INBOUND, nf, before))
+        listener = _listener(names.listener_name(proxy.ip, port), proxy.ip, port, base_pb2.INBOUND, nf)
+        chains = inbound_chains(policy.for_port(port), http, identity, nf)
+        for fc in chains:  # the TCP RBAC filters go before the tcp_proxy of every chain that serves the app
+            if before and fc.filters and fc.filters[-1] == nf:
+                filters = [*before, *fc.filters]
+                del fc.filters[:]
+                fc.filters.extend(filters)
+        del listener.filter_chains[:]
+        listener.filter_chains.extend(chains)
+        if needs_tls_inspector(chains):
+            listener.listener_filters.append(tls_inspector())
+            # a server-first protocol sends nothing for the inspector to read: carry on as plaintext after the timeout
+            listener.continue_on_listener_filters_timeout = True
+        out.append(listener)
     return out
 
 

@@ -19,8 +19,9 @@ from sailmesh.errors import PlatformError
 from sailmesh.platform import state as mesh_state
 from sailmesh.platform import workload_file
 from sailmesh.platform.forwarder import Client, Forwarder, NameTable
-from sailmesh.platform.workloads import Instance, app_env, instance_record, plan, registry_workload
+from sailmesh.platform.workloads import Instance, app_env, instance_record, mesh_labels, plan, registry_workload
 from sailmesh.processes import free_port
+from sailmesh.registry.model import TLS_MODE_ISTIO, TLS_MODE_LABEL
 from sailmesh.registry.services import service_from_kube
 from sailmesh.settings import Settings
 
@@ -228,7 +229,8 @@ class LocalMesh:
         gw = await self._spawn(
             "istio-ingressgateway", "gateway",
             await self._agent_args(kind="router", ip=opts.gateway_ip, name="istio-ingressgateway-0",
-                             namespace="istio-system", labels=GATEWAY_LABELS, sa="istio-ingressgateway",
+                             namespace="istio-system", labels={**GATEWAY_LABELS, TLS_MODE_LABEL: TLS_MODE_ISTIO},
+                             sa="istio-ingressgateway",
                              app_ports={}),
             env, opts.gateway_ip,
         )
@@ -245,7 +247,7 @@ class LocalMesh:
                 agent = await self._spawn(
                     f"{inst.name}.{inst.namespace}.sidecar", "agent",
                     await self._agent_args(kind="sidecar", ip=inst.ip, name=inst.name, namespace=inst.namespace,
-                                     labels=dict(inst.labels), sa=inst.service_account,
+                                     labels=mesh_labels(inst), sa=inst.service_account,
                                      app_ports=dict(inst.app_ports)),
                     env, inst.ip,
                 )
