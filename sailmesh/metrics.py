@@ -39,6 +39,12 @@ ENVOY_DEFAULT_BUCKETS = (
 )  # fmt: skip
 
 
+def _go_float(value: float) -> str:
+    """A bucket bound as prometheus_client writes floats (Go's formatting: 0.5, 1.0, 3.6e+06)."""
+    text: str = floatToGoString(value)  # type: ignore[no-untyped-call]
+    return text
+
+
 class Collector(Protocol):
     """Anything that yields prometheus_client metric families at scrape time."""
 
@@ -137,7 +143,7 @@ def histogram_family(
 ) -> HistogramMetricFamily:
     """A histogram family from per-series (label values, per-bucket counts incl. +Inf, sum): cumulated here."""
     fam = HistogramMetricFamily(name, help_text, labels=labelnames)
-    bounds = [floatToGoString(b) for b in buckets] + ["+Inf"]
+    bounds = [_go_float(b) for b in buckets] + ["+Inf"]
     for values, counts, total in series:
         cumulative, out = 0, []
         for bound, n in zip(bounds, counts, strict=True):
@@ -182,7 +188,7 @@ class Registry:
         self._collectors: list[Collector] = []
         self._lock = threading.Lock()
         self._registry = CollectorRegistry(auto_describe=False)
-        self._registry.register(self)  # type: ignore[arg-type]
+        self._registry.register(self)
 
     def _add(self, metric: _Metric) -> _Metric:
         with self._lock:
