@@ -104,6 +104,8 @@ class Counter(_Metric):
         if self._function is not None:
             return [((), float(self._function()))]
         with self._lock:
+            if not self.labelnames and not self._values:
+                return [((), 0.0)]  # an unlabelled metric exists from the start, as prometheus_client's do
             return sorted(self._values.items())
 
     def family(self) -> Metric:
