@@ -90,12 +90,27 @@ async def _measure(batches: int, batch: int) -> dict[str, float]:
             "vcpu_per_1k_rps": cpu / n * 1000.0}
 
 
+async def _serve(paths: list[str]) -> None:
+    from sailmesh.agent.telemetry import AccessLogServer, IstioMetrics, local_workload
+
+    servers = [AccessLogServer(IstioMetrics(local_workload("bench-0", "default", {}, "Kubernetes")), p) for p in paths]
+    for srv in servers:
+        await srv.start()
+    print("serving", flush=True)
+    await asyncio.Event().wait()  # until killed
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.telemetry_cost", description=__doc__)
+    p.add_argument("--serve", nargs="*", metavar="SOCKET",
+                   help="only serve the agent's access-log service on these sockets until killed (ablation)")
     p.add_argument("--entries", type=int, default=200_000)
     p.add_argument("--batch", type=int, default=40, help="entries per message (16 KiB of ~400-byte entries)")
     p.add_argument("--json", default="", help="write the result here too")
     a = p.parse_args(argv)
+    if a.serve:
+        asyncio.run(_serve(a.serve))
+        return 0
     r = asyncio.run(_measure(max(1, a.entries // a.batch), a.batch))
     r["loadavg"] = os.getloadavg()[0]
     print(f"{r['entries']} entries in batches of {r['batch']}: {r['us_per_entry']:.1f} µs CPU per entry = "

@@ -210,7 +210,8 @@ def _notes(features: Features, pair: MeshPair, ctx: SetupContext) -> list[str]:
         r = mesh_config.DEMO_RETRIES
         notes.append(f"demo features on: VirtualService retries (attempts {r['attempts']}, retryOn {r['retryOn']}, "
                      f"perTryTimeout {r['perTryTimeout']}), timeout {mesh_config.DEMO_TIMEOUT}; DestinationRule "
-                     f"subset {mesh_config.SUBSET} with connectionPool limits; Envoy stats (always on)")
+                     f"subset {mesh_config.SUBSET} with connectionPool limits; Envoy stats and Istio's standard "
+                     "metrics (always on, in (3) too)")
         notes += [f"not in (4) yet: {n}" for n in mesh_config.DEMO_NOT_IMPLEMENTED]
     return notes
 
