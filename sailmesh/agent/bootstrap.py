@@ -7,7 +7,7 @@ from typing import Any
 
 from sailmesh import __version__
 from sailmesh.agent.config import AgentConfig
-from sailmesh.telemetry.standard import ALS_CLUSTER
+from sailmesh.telemetry.names import ALS_CLUSTER
 
 XDS_CLUSTER = "xds-grpc"
 PROMETHEUS_CLUSTER = "prometheus_stats"

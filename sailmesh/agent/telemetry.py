@@ -14,19 +14,19 @@ import bisect
 import logging
 import os
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import grpc
-from envoy.config.core.v3 import base_pb2
-from envoy.data.accesslog.v3 import accesslog_pb2 as al
-from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 from prometheus_client.core import CounterMetricFamily, Metric
 
 from sailmesh.errors import AgentError
 from sailmesh.metrics import ENVOY_DEFAULT_BUCKETS, histogram_family
 from sailmesh.telemetry import peer
+from sailmesh.telemetry.names import DESTINATION, SOURCE, parse_log_name
 from sailmesh.telemetry.peer import UNKNOWN, WorkloadInfo
-from sailmesh.telemetry.standard import DESTINATION, SOURCE, parse_log_name
+
+if TYPE_CHECKING:  # the protobuf and gRPC modules load when the server starts, not with the agent (start-up time)
+    import grpc
+    from envoy.data.accesslog.v3 import accesslog_pb2 as al
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,10 @@ _FLAG_CODES = {
     "upstream_protocol_error": "UPE", "no_cluster_found": "NC", "overload_manager": "OM",
     "dns_resolution_failure": "DF", "downstream_remote_reset": "DR",
 }  # fmt: skip
-_CONNECT = base_pb2.RequestMethod.Value("CONNECT")
-_CONNECTED, _END = al.AccessLogType.Value("TcpUpstreamConnected"), al.AccessLogType.Value("TcpConnectionEnd")
+# envoy.config.core.v3.RequestMethod CONNECT; envoy.data.accesslog.v3.AccessLogType TcpUpstreamConnected and
+# TcpConnectionEnd (numbers, so the protos load only with the server; a unit test checks them against the protos).
+CONNECT_METHOD = 6
+TCP_UPSTREAM_CONNECTED, TCP_CONNECTION_END = 1, 3
 _BUCKETS = tuple(float(b) for b in ENVOY_DEFAULT_BUCKETS)
 _NB = len(_BUCKETS) + 1
 
@@ -168,7 +170,7 @@ class IstioMetrics:
         tls = cp.tls_properties
         peer_uri = _spiffe(tls.peer_certificate_properties.subject_alt_name) if cp.HasField("tls_properties") else ""
         own_uri = _spiffe(tls.local_certificate_properties.subject_alt_name) if peer_uri else ""
-        if req.request_method == _CONNECT:  # a TCP stream tunnelled through the explicit proxy: TCP metrics
+        if req.request_method == CONNECT_METHOD:  # a TCP stream tunnelled through the explicit proxy: TCP metrics
             raw = (reporter, services, self._peer_md(cp), cp.upstream_cluster, req.authority, "tcp", "", "",
                    response_flags(cp.response_flags), peer_uri, own_uri)
             t = self._tcp_row(self._resolve(raw, False))
@@ -209,7 +211,7 @@ class IstioMetrics:
         self.entries += 1
         cp = e.common_properties
         kind = cp.access_log_type
-        if kind not in (_CONNECTED, _END):
+        if kind not in (TCP_UPSTREAM_CONNECTED, TCP_CONNECTION_END):
             return
         tls = cp.tls_properties
         peer_uri = _spiffe(tls.peer_certificate_properties.subject_alt_name) if cp.HasField("tls_properties") else ""
@@ -217,7 +219,7 @@ class IstioMetrics:
         raw = (reporter, services, "", cp.upstream_cluster, "", "tcp", "", "", response_flags(cp.response_flags),
                peer_uri, own_uri)
         row = self._tcp_row(self._resolve(raw, False))
-        if kind == _CONNECTED:
+        if kind == TCP_UPSTREAM_CONNECTED:
             row[0] += 1
             return
         if not cp.HasField("upstream_remote_address"):  # never connected upstream: opened and closed at once
@@ -252,28 +254,29 @@ class IstioMetrics:
             yield fam
 
 
-class _Servicer(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc]  # base has no stubs
-    def __init__(self, metrics: IstioMetrics) -> None:
-        self.metrics = metrics
+def _servicer(metrics: IstioMetrics) -> Any:
+    """The AccessLogService implementation (built on first use: gRPC and the protos load here)."""
+    from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 
-    async def StreamAccessLogs(
-        self, request_iterator: AsyncIterator[als_pb2.StreamAccessLogsMessage], context: Any
-    ) -> als_pb2.StreamAccessLogsResponse:
-        stream: tuple[str, tuple[str, ...]] | None = None
-        m = self.metrics
-        async for msg in request_iterator:
-            if msg.HasField("identifier"):
-                stream = parse_log_name(msg.identifier.log_name)
-            if stream is None:
-                continue  # not a metrics stream (another logger on the same cluster)
-            reporter, services = stream
-            if msg.HasField("http_logs"):
-                for e in msg.http_logs.log_entry:
-                    m.record_http(reporter, services, e)
-            elif msg.HasField("tcp_logs"):
-                for t in msg.tcp_logs.log_entry:
-                    m.record_tcp(reporter, services, t)
-        return als_pb2.StreamAccessLogsResponse()
+    class Servicer(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc]  # base has no stubs
+        async def StreamAccessLogs(self, request_iterator: AsyncIterator[Any], context: Any) -> Any:
+            stream: tuple[str, tuple[str, ...]] | None = None
+            m = metrics
+            async for msg in request_iterator:
+                if msg.HasField("identifier"):
+                    stream = parse_log_name(msg.identifier.log_name)
+                if stream is None:
+                    continue  # not a metrics stream (another logger on the same cluster)
+                reporter, services = stream
+                if msg.HasField("http_logs"):
+                    for e in msg.http_logs.log_entry:
+                        m.record_http(reporter, services, e)
+                elif msg.HasField("tcp_logs"):
+                    for t in msg.tcp_logs.log_entry:
+                        m.record_tcp(reporter, services, t)
+            return als_pb2.StreamAccessLogsResponse()
+
+    return Servicer()
 
 
 class AccessLogServer:
@@ -285,11 +288,14 @@ class AccessLogServer:
         self._server: grpc.aio.Server | None = None
 
     async def start(self) -> None:
+        import grpc
+        from envoy.service.accesslog.v3 import als_pb2_grpc
+
         abstract = self.socket_path.startswith("@")  # Envoy's spelling of an abstract socket
         if not abstract and os.path.exists(self.socket_path):
             os.unlink(self.socket_path)
         server = grpc.aio.server()
-        als_pb2_grpc.add_AccessLogServiceServicer_to_server(_Servicer(self.metrics), server)
+        als_pb2_grpc.add_AccessLogServiceServicer_to_server(_servicer(self.metrics), server)
         address = "unix-abstract:" + self.socket_path[1:] if abstract else "unix:" + self.socket_path
         if not server.add_insecure_port(address):
             raise AgentError(f"cannot serve access logs on {self.socket_path}")
@@ -298,7 +304,7 @@ class AccessLogServer:
 
     async def stop(self) -> None:
         if self._server is not None:
-            await self._server.stop(0.5)
+            await self._server.stop(None)  # Envoy is gone by now: nothing left to read
             self._server = None
         if not self.socket_path.startswith("@") and os.path.exists(self.socket_path):
             os.unlink(self.socket_path)

@@ -27,14 +27,15 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 
 from sailmesh.telemetry import peer
+from sailmesh.telemetry.names import ALS_CLUSTER, DESTINATION, LOG_PREFIX, SOURCE, log_name, parse_log_name
 
-ALS_CLUSTER = "sailmesh_als"  # static cluster in the agent's bootstrap: its gRPC access-log server
+__all__ = ["ALS_CLUSTER", "DESTINATION", "LOG_PREFIX", "SOURCE", "http_access_log", "log_name",
+           "metadata_exchange_filters", "parse_log_name", "tcp_access_log"]
+
 HTTP_GRPC_LOGGER = "envoy.access_loggers.http_grpc"
 TCP_GRPC_LOGGER = "envoy.access_loggers.tcp_grpc"
 MX_ADD_FILTER = "istio.metadata_exchange.add"  # header_mutation: our identity to the peer
 MX_READ_FILTER = "istio.metadata_exchange.read"  # header_to_metadata: the peer's identity, stripped
-LOG_PREFIX = "istio"
-SOURCE, DESTINATION = "source", "destination"
 FLUSH_INTERVAL_S = 1  # entries reach the agent within about a second
 BUFFER_BYTES = 16384  # or sooner when this much is buffered (Envoy's default)
 # Headers the agent reads besides Envoy's standard fields: gRPC detection and status.
@@ -47,19 +48,6 @@ def _pack(msg: object) -> any_pb2.Any:
     a = any_pb2.Any()
     a.Pack(msg)  # type: ignore[arg-type]
     return a
-
-
-def log_name(reporter: str, services: Sequence[str] = ()) -> str:
-    """`istio|source` or `istio|destination|reviews.default.svc.cluster.local,...`."""
-    return "|".join([LOG_PREFIX, reporter, ",".join(services)]) if services else f"{LOG_PREFIX}|{reporter}"
-
-
-def parse_log_name(name: str) -> tuple[str, tuple[str, ...]] | None:
-    """(reporter, services) from a log name, None when it is not one of ours."""
-    parts = name.split("|")
-    if len(parts) < 2 or parts[0] != LOG_PREFIX or parts[1] not in (SOURCE, DESTINATION):
-        return None
-    return parts[1], tuple(s for s in (parts[2] if len(parts) > 2 else "").split(",") if s)
 
 
 def _common(reporter: str, services: Sequence[str]) -> als_pb2.CommonGrpcAccessLogConfig:

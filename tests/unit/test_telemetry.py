@@ -60,6 +60,14 @@ def test_canonical_service_and_revision_follow_istios_label_order() -> None:
     assert peer.workload_of_pod("reviews-v2-0") == "reviews-v2" and peer.workload_of_pod("solo") == "solo"
 
 
+def test_the_agents_numeric_constants_are_the_protos() -> None:
+    from sailmesh.agent import telemetry
+
+    assert telemetry.CONNECT_METHOD == base_pb2.RequestMethod.Value("CONNECT")
+    assert telemetry.TCP_UPSTREAM_CONNECTED == al.AccessLogType.Value("TcpUpstreamConnected")
+    assert telemetry.TCP_CONNECTION_END == al.AccessLogType.Value("TcpConnectionEnd")
+
+
 def test_response_flags_are_envoys_short_codes() -> None:
     assert response_flags(al.ResponseFlags()) == "-"
     assert response_flags(al.ResponseFlags(fault_injected=True)) == "FI"
