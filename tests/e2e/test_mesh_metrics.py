@@ -232,6 +232,7 @@ def test_prometheus_scrapes_the_mesh_and_istios_queries_answer(mesh: RunningMesh
         wait_for(all_up, timeout=60, what="every target scraped")
         for _ in range(30):
             assert get(mesh.gateway_url() + "/productpage")[0] == 200
+        settle(mesh)  # every request reported by the sidecars before their counts become the expectation
         ip = proxies(mesh)
         expected = {v: sum(requests_by(ip[f"reviews-{v}-0"], reporter="destination").values())
                     for v in ("v1", "v2", "v3")}
