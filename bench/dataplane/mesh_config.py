@@ -24,8 +24,6 @@ DEMO_TIMEOUT = "10s"
 DEMO_POOL = {"tcp": {"maxConnections": 1024, "connectTimeout": "1s"},
              "http": {"http1MaxPendingRequests": 1024, "maxRequestsPerConnection": 0, "maxRetries": 16}}
 DEMO_NOT_IMPLEMENTED = [
-    "Istio standard metrics (istio_requests_total via the stats filter): not implemented yet; "
-    "only Envoy's own stats (always on) are collected",
     "AuthorizationPolicy: not implemented yet",
 ]
 

@@ -172,6 +172,19 @@ def _all_routes(cfg: Config) -> Iterator[tuple[Config, Config]]:
                 yield vh, r
 
 
+MX_FILTERS = ("istio.metadata_exchange.read", "istio.metadata_exchange.add")
+
+
+def drop_istio_metrics(cfg: Config) -> None:
+    """No Istio standard metrics: no metadata-exchange filters, no access-log stream to the agent."""
+    for lst in cfg["static_resources"]["listeners"]:
+        for fc in [*lst.get("filter_chains", []), lst.get("default_filter_chain") or {}]:
+            for f in fc.get("filters", []):
+                f.get("typed_config", {}).pop("access_log", None)
+    for hcm in _all_hcms(cfg):
+        hcm["http_filters"] = [f for f in hcm.get("http_filters", []) if f.get("name") not in MX_FILTERS]
+
+
 def drop_extra_filters(cfg: Config) -> None:
     """Only the router filter (drops fault, cors, dynamic_forward_proxy, ...)."""
     for hcm in _all_hcms(cfg):
@@ -219,6 +232,7 @@ def drop_bootstrap_extras(cfg: Config) -> None:
 # Cumulative: each variant also has every change listed before it.
 VARIANTS: list[tuple[str, Callable[[Config], None] | None]] = [
     ("sidecar config (static copy)", None),
+    ("- Istio metrics (peer headers, access logs)", drop_istio_metrics),
     ("- fault/cors/dynamic_forward_proxy filters", drop_extra_filters),
     ("- retry policy + attempt-count header", drop_retries),
     ("- HCM options (XFCC, normalize_path, ...)", drop_hcm_options),

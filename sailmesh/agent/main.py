@@ -19,13 +19,21 @@ from sailmesh.agent.health import HealthServer, Readiness
 from sailmesh.agent.identity import CertificateManager, IdentityOptions, WorkloadCertificate
 from sailmesh.agent.sds import SdsServer, socket_path, write_xds_secrets
 from sailmesh.agent.status import METRICS_PATH, StatusServer
+from sailmesh.agent.telemetry import AccessLogServer, IstioMetrics, local_workload
 from sailmesh.settings import ControlPlanePorts
 
 log = logging.getLogger(__name__)
 
 BOOTSTRAP_FILE = "envoy-bootstrap.json"
+ALS_SOCKET = "als.sock"
 LOG_FILE = "envoy.log"
 PID_FILE = "envoy.pid"
+
+
+def als_socket_path(cfg: AgentConfig, state_dir: Path) -> str:
+    """The access-log socket in the (private) state dir; an abstract socket when that path is too long for one."""
+    path = str(state_dir.absolute() / ALS_SOCKET)
+    return path if len(path) < 100 else f"@sailmesh-als-{cfg.ip}-{cfg.namespace}-{cfg.name}"[:100]
 
 
 def write_bootstrap(cfg: AgentConfig, state_dir: Path, extra_static: dict[str, Any] | None = None) -> Path:
@@ -34,7 +42,8 @@ def write_bootstrap(cfg: AgentConfig, state_dir: Path, extra_static: dict[str, A
     path = state_dir / BOOTSTRAP_FILE
     secrets = str(xds_secrets_dir(state_dir)) if cfg.xds_tls else ""
     path.write_text(bootstrap.to_json(bootstrap.build(cfg, extra_static, sds_socket=str(socket_path(state_dir)),
-                                                      xds_secrets_dir=secrets)))
+                                                      xds_secrets_dir=secrets,
+                                                      als_socket=als_socket_path(cfg, state_dir))))
     return path
 
 
@@ -115,6 +124,10 @@ async def run_agent(
         restarts=lambda: envoy.restarts,
         app_metrics_url=cfg.app_metrics_url,
     )
+    istio_metrics = IstioMetrics(local_workload(cfg.name, cfg.namespace, dict(cfg.labels), cfg.cluster_id),
+                                 cfg.domain_suffix)
+    status.metrics.add_collector(istio_metrics)
+    als = AccessLogServer(istio_metrics, als_socket_path(cfg, state_dir))
     app = AppProcess(command, app_environment(cfg)) if command else None
     sds = SdsServer(socket_path(state_dir))
     certs = certificate_manager(cfg)
@@ -135,6 +148,7 @@ async def run_agent(
                 await wait_first(certs, stop)
         await health.start()
         await status.start()
+        await als.start()
         await envoy.start()
         if app is not None:
             await app.start()
@@ -159,6 +173,7 @@ async def run_agent(
             await app.stop()
         envoy_rc = await envoy.stop()
         log.info("envoy stopped (exit code %s)", envoy_rc)
+        await als.stop()
         await status.stop()
         await health.stop()
         await admin.close()

@@ -22,6 +22,7 @@ from sailmesh.api.identity import Identity, parse_spiffe_id
 from sailmesh.ca.authority import CertificateAuthority
 from sailmesh.ca.tokens import JoinTokens
 from sailmesh.errors import AuthenticationError, CertificateError, IdentityError, ValidationError
+from sailmesh.metrics import CitadelMetrics
 
 log = logging.getLogger("sailmesh.ca")
 
@@ -81,9 +82,11 @@ def peer_spiffe_ids(context: Context) -> list[str]:
 class CertificateService:
     """Authenticates the caller, then signs its CSR for the identity it proved."""
 
-    def __init__(self, authority: CertificateAuthority, tokens: JoinTokens) -> None:
+    def __init__(self, authority: CertificateAuthority, tokens: JoinTokens,
+                 metrics: CitadelMetrics | None = None) -> None:
         self.authority = authority
         self.tokens = tokens
+        self.metrics = metrics  # Istio's citadel_server_csr_count / _success_cert_issuance_count
         self.signed = 0
         self.refused = 0
 
@@ -104,9 +107,13 @@ class CertificateService:
 
     def create(self, csr: str, validity_s: int, token: str, peer_ids: Sequence[str]) -> list[str]:
         """Sign `csr`; the chain leaf first, root last. Raises AuthenticationError, IdentityError, CertificateError."""
+        if self.metrics is not None:
+            self.metrics.csr_count.inc()
         identity = self.caller_identity(token, peer_ids)
         issued = self.authority.sign_csr(csr, identity, float(validity_s))
         self.signed += 1
+        if self.metrics is not None:
+            self.metrics.success_cert_issuance_count.inc()
         return list(issued.chain)
 
     async def CreateCertificate(self, request: Any, context: Context) -> Any:

@@ -17,6 +17,7 @@ from sailmesh.ca.authority import CaOptions, CertificateAuthority, write_private
 from sailmesh.ca.service import CertificateService, ServingCredentials, handler
 from sailmesh.ca.tokens import JoinTokens
 from sailmesh.errors import ValidationError, XdsError
+from sailmesh.metrics import CitadelMetrics
 from sailmesh.snapshot.node import proxy_view_from_node
 
 log = logging.getLogger("sailmesh.controlplane")
@@ -28,7 +29,8 @@ API_TOKEN_FILE = "api-token"  # 0600: whoever can read it is the control plane's
 class MeshIdentity:
     """Owns the CA and everything that proves identities to or for the control plane."""
 
-    def __init__(self, state_dir: str, cacerts_dir: str, options: CaOptions, ips: list[str]) -> None:
+    def __init__(self, state_dir: str, cacerts_dir: str, options: CaOptions, ips: list[str],
+                 metrics: CitadelMetrics | None = None) -> None:
         self._temp: tempfile.TemporaryDirectory[str] | None = None
         if not state_dir:  # in-process tests: an ephemeral root, nothing left behind
             self._temp = tempfile.TemporaryDirectory(prefix="sailmesh-cp-")
@@ -39,7 +41,7 @@ class MeshIdentity:
         self.authority = (CertificateAuthority.plugin(cacerts_dir, options) if cacerts_dir
                           else CertificateAuthority.self_signed(self.state_dir, options))
         self.tokens = JoinTokens(self.state_dir / TOKENS_FILE)
-        self.certificates = CertificateService(self.authority, self.tokens)
+        self.certificates = CertificateService(self.authority, self.tokens, metrics)
         self.serving = ServingCredentials(self.authority, ips, require_client_auth=True)  # xDS on 15012
         self.bootstrap_serving = ServingCredentials(self.authority, ips)  # first CSR: no client cert yet
         self._bootstrap_server: grpc.aio.Server | None = None

@@ -80,3 +80,21 @@ async def test_another_identity_no_token_and_unknown_token_are_refused_without_l
     refusals = [r for r in caplog.records if "CSR refused" in r.getMessage()]
     assert len(refusals) == 4 and "ns/bar/sa/httpbin" in refusals[0].getMessage()
     assert token not in caplog.text and "smjt.guessed" not in caplog.text
+
+
+def test_citadel_counters_count_requests_and_issued_certificates(tmp_path):
+    # Istio's citadel_server_csr_count counts every CSR received, _success_cert_issuance_count the signed ones
+    from sailmesh.errors import SailmeshError
+    from sailmesh.metrics import CitadelMetrics, Registry
+
+    registry = Registry()
+    metrics = CitadelMetrics(registry)
+    ca = CertificateAuthority.self_signed(tmp_path)
+    tokens = JoinTokens(tmp_path / "tokens.json")
+    service = CertificateService(ca, tokens, metrics)
+    csr, _ = make_csr(SLEEP)
+    service.create(csr.decode(), 3600, tokens.issue("foo", "sleep"), ())
+    with pytest.raises(SailmeshError):
+        service.create(csr.decode(), 3600, tokens.issue("bar", "other"), ())  # asks for another identity
+    text = registry.render()
+    assert "citadel_server_csr_count 2.0" in text and "citadel_server_success_cert_issuance_count 1.0" in text
