@@ -11,6 +11,7 @@ import signal
 from sailmesh import settings as settings_mod
 from sailmesh.cli.common import fail
 from sailmesh.controlplane.app import ControlPlane, ControlPlaneOptions
+from sailmesh.dashboard.app import make_app as dashboard_app
 from sailmesh.errors import SailmeshError
 
 
@@ -61,4 +62,6 @@ def run(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     opts = ControlPlaneOptions(config_dirs=args.config_dir, workload_file=args.workload_file, host=args.host,
                                xds_port=args.xds_port, http_port=args.http_port)
-    return asyncio.run(_serve(ControlPlane(opts, settings_mod.load())))
+    cp = ControlPlane(opts, settings_mod.load())
+    cp.mount("/dashboard/", dashboard_app)  # `sailmesh dashboard` opens it (same port, same loopback default)
+    return asyncio.run(_serve(cp))

@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "delete": ("delete", "delete config from the running mesh"),
     "get": ("get", "list config in the running mesh"),
     "proxy-status": ("proxy_status", "show every connected proxy and its sync state"),
+    "dashboard": ("dashboard", "open the mesh dashboard (service graph, proxies, config) in a browser"),
 }
 
 

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +78,11 @@ class ControlPlane:
         self.started_at = time.time()
         self.pushes = 0
         self._logged_rejections: set[str] = set()
+        self._mounts: dict[str, Callable[[ControlPlane], web.Application]] = {}
+
+    def mount(self, prefix: str, factory: Callable[[ControlPlane], web.Application]) -> None:
+        """Serve factory(self) under prefix on the HTTP port (the dashboard, a higher layer); before start()."""
+        self._mounts[prefix] = factory
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -93,7 +98,8 @@ class ControlPlane:
         if self.opts.workload_file:
             self._tasks.append(asyncio.create_task(self._watch_workload_file()))
         self.debouncer.start()
-        self._runner = web.AppRunner(make_app(self), access_log=None)
+        mounts = {prefix: factory(self) for prefix, factory in self._mounts.items()}
+        self._runner = web.AppRunner(make_app(self, mounts), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.opts.host, self.opts.http_port)
         await site.start()

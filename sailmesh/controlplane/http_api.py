@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -47,8 +47,9 @@ async def _documents(request: web.Request) -> list[dict[str, Any]] | web.Respons
     return docs
 
 
-def make_app(backend: Backend) -> web.Application:
-    """The aiohttp application; bind it to loopback (the default host)."""
+def make_app(backend: Backend, mounts: Mapping[str, web.Application] | None = None) -> web.Application:
+    """The aiohttp application; bind it to loopback (the default host). `mounts`: prefix -> sub-application
+    from a higher layer (the dashboard under /dashboard/), served on the same port."""
 
     def mutate(op: Callable[[list[dict[str, Any]]], Awaitable[tuple[list[str], list[str]]]]) -> Any:
         async def handler(request: web.Request) -> web.Response:
@@ -94,4 +95,6 @@ def make_app(backend: Backend) -> web.Application:
     app.router.add_get("/debug/syncz", syncz)
     app.router.add_get("/debug/config_dump", config_dump)
     app.router.add_get("/metrics", metrics)
+    for prefix, sub in (mounts or {}).items():
+        app.add_subapp(prefix, sub)
     return app

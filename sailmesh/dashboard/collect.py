@@ -14,6 +14,7 @@ import time
 import urllib.parse
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
@@ -71,16 +72,16 @@ class ScrapeSource:
         self.last: Scrape | None = None
         self.down: dict[str, str] = {}
 
-    async def _fetch(self, url: str) -> tuple[str, float, str | None]:
+    async def _fetch(self, url: str) -> Fetched:
         async with self.limit:
             started = time.time()
             try:
                 async with self.session.get(url, timeout=self.timeout) as resp:
                     if resp.status != 200:
-                        return url, started, f"HTTP {resp.status}"
-                    return url, started, await resp.text()
+                        return Fetched(url, started, None, f"HTTP {resp.status}")
+                    return Fetched(url, started, await resp.text(), "")
             except (aiohttp.ClientError, TimeoutError, OSError) as e:
-                return url, started, f"unreachable: {e or type(e).__name__}"
+                return Fetched(url, started, None, f"unreachable: {str(e) or type(e).__name__}")
 
     async def scrape(self) -> Scrape:
         fetched = await asyncio.gather(*(self._fetch(u) for u in sorted(set(self.targets()))))
@@ -101,17 +102,27 @@ class ScrapeSource:
         return {"source": self.name, "targets": len(self.last or {}), "down": dict(sorted(self.down.items()))}
 
 
-def _parse_pages(fetched: list[tuple[str, float, str | None]]) -> tuple[dict[str, Page], dict[str, str]]:
+@dataclass(frozen=True)
+class Fetched:
+    """One target's answer: its page text, or why there is none."""
+
+    url: str
+    started: float
+    text: str | None
+    error: str
+
+
+def _parse_pages(fetched: list[Fetched]) -> tuple[dict[str, Page], dict[str, str]]:
     pages: dict[str, Page] = {}
     down: dict[str, str] = {}
-    for url, started, text in fetched:
-        if text is None or text.startswith(("HTTP ", "unreachable: ")):
-            down[url] = text or "no answer"
+    for f in fetched:
+        if f.text is None:
+            down[f.url] = f.error
             continue
         try:
-            pages[url] = Page(started, parse_text(text))
+            pages[f.url] = Page(f.started, parse_text(f.text))
         except ParseError as e:
-            down[url] = str(e)
+            down[f.url] = str(e)
     return pages, down
 
 
@@ -169,7 +180,7 @@ class PrometheusSource:
                                         timeout=self.timeout) as resp:
                 body = await resp.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:
-            raise SourceError(f"Prometheus at {self.url}: {e or type(e).__name__}") from e
+            raise SourceError(f"Prometheus at {self.url}: {str(e) or type(e).__name__}") from e
         if not isinstance(body, dict) or body.get("status") != "success":
             detail = body.get("error") if isinstance(body, dict) else body
             raise SourceError(f"Prometheus at {self.url} refused the query: {detail}")
