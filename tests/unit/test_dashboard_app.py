@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -15,15 +16,17 @@ from sailmesh.controlplane.app import ControlPlane, ControlPlaneOptions
 from sailmesh.dashboard.app import config_with_messages, make_app, proxy_ip, scrape_targets, sync_word
 from sailmesh.dashboard.collect import (
     GRAPH_LABELS,
+    Collector,
     PrometheusSource,
     SourceError,
     prometheus_url,
     promql_queries,
     rates_from_promql,
 )
-from sailmesh.dashboard.graph import build_graph
+from sailmesh.dashboard.graph import Rate, build_graph
 from sailmesh.processes import free_port
 from sailmesh.settings import Settings
+from sailmesh.testing.waiting import await_for
 from tests.conftest import ROOT
 
 BOOKINFO = ROOT / "sailmesh" / "samples" / "bookinfo"
@@ -162,3 +165,45 @@ def test_dashboard_url_and_the_cli_verb(tmp_path) -> None:
     r = subprocess.run([sys.executable, "-m", "sailmesh", "dashboard", "--state-dir", str(tmp_path / "none")],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "no running mesh" in r.stderr
+
+
+class CountingSource:
+    """A source that needs two observations, like the sidecar scraper; counts its calls."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.resets = 0
+
+    async def sample(self) -> list[Rate] | None:
+        self.calls += 1
+        if self.calls == 1:
+            return None
+        labels = {"reporter": "source", "source_workload": "a", "source_workload_namespace": "ns",
+                  "destination_service": "b.ns.svc.cluster.local", "response_code": "200"}
+        return [Rate("istio_requests_total", labels, float(self.calls))]
+
+    def reset(self) -> None:
+        self.resets += 1
+
+    def status(self) -> dict[str, object]:
+        return {"source": self.name}
+
+
+async def test_collector_polls_while_someone_looks_and_stops_when_nobody_does() -> None:
+    src = CountingSource()
+    c = Collector(src, interval=0.05, keep=3, idle=0.5, first_interval=0.01)
+    c.touch()
+    await c.first_graph(timeout=5)
+    assert c.latest() is not None and c.latest()["edges"][0]["source"] == "workload:ns/a"
+    await await_for(lambda: asyncio.sleep(0, len(c.history) == 3), timeout=5, what="three kept graphs")
+    await await_for(lambda: asyncio.sleep(0, not c.running), timeout=5, what="polling to stop when idle")
+    calls = src.calls
+    await asyncio.sleep(0.2)
+    assert src.calls == calls  # stopped: no more polling
+    c.touch()  # someone looks again: polling resumes, with no rate across the pause
+    await await_for(lambda: asyncio.sleep(0, src.resets == 2 and src.calls > calls), timeout=5, what="a resumed poll")
+    assert c.running
+    await c.stop()
+    assert not c.running

@@ -189,7 +189,7 @@ function lineChart(title, points, series, unit) {
   const t0 = Math.min(...times), t1 = Math.max(...times);
   const x = t => L + (t1 > t0 ? (t - t0) / (t1 - t0) : 1) * (W - L - R);
   const y = v => T + (1 - v / ymax) * (H - T - B);
-  let svg = `<svg viewBox="0 0 ${W} ${H}" preserveAspectRatio="none">`;
+  let svg = `<svg viewBox="0 0 ${W} ${H}">`;
   for (let i = 0; i <= 4; i++) {
     const v = ymax * i / 4;
     svg += `<line class="grid" x1="${L}" x2="${W - R}" y1="${y(v)}" y2="${y(v)}"/><text x="${L - 4}" y="${y(v) + 3}" text-anchor="end">${v < 10 ? v.toFixed(2) : v.toFixed(0)}</text>`;
@@ -221,7 +221,7 @@ async function showNode(gen, nodeId, title) {
     <th>p99 ms</th><th>codes</th><th>mTLS</th><th>health</th></tr></thead><tbody>${edges.map(e => {
       const other = names[side === "from" ? e.source : e.destination] || { id: "?", name: "?" };
       return `<tr data-edge="${esc(e.source + "->" + e.destination)}"><td><a href="${nodeHref(other)}">${esc(other.name || other.id)}</a></td>
-      <td>${fmt(e.rps, 2)}</td><td>${pct(e.error_rate)}</td><td>${fmt(e.p99_ms, 1)}</td><td>${esc(JSON.stringify(e.codes))}</td>
+      <td>${fmt(e.rps, 2)}</td><td>${pct(e.error_rate)}</td><td>${fmt(e.p99_ms, 1)}</td><td>${esc(Object.entries(e.codes).map(([c, r]) => `${c}: ${fmt(r, 2)}/s`).join(", "))}</td>
       <td>${e.mtls ? "yes" : "no"}</td><td><span class="chip ${esc(e.health)}">${esc(e.health)}</span></td></tr>`;
     }).join("")}</tbody></table>` : `<div class="card muted">none in the last window</div>`;
   const refresh = async () => {
