@@ -8,8 +8,12 @@ real agents on :15020/stats/prometheus. tests/e2e/test_dashboard_bookinfo.py doe
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
+import subprocess
 import threading
 import time
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -22,6 +26,8 @@ from sailmesh.processes import free_port
 from sailmesh.testing.waiting import random_loopback_block, wait_for
 from tests.browser import chromium_page, keep_screenshot
 from tests.dashboard_metrics import NS, PP, RATINGS, REVIEWS, bookinfo
+
+NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 pytestmark = pytest.mark.e2e
 
@@ -135,8 +141,6 @@ def wait_edge(page: Any, selector: str, check: str, timeout_s: float = 30) -> No
 
 def test_graph_page_shows_rates_and_turns_the_ratings_edge_red(fake_mesh: FakeMesh, tmp_path: Any) -> None:
     # The JSON API first: what scripts read.
-    import json
-
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     graph = wait_for(lambda: (g := json.loads(opener.open(fake_mesh.url + "api/graph", timeout=15).read()))
                      and g["edges"] and g, timeout=20, what="a graph from two scrapes")
@@ -179,3 +183,65 @@ def test_graph_page_shows_rates_and_turns_the_ratings_edge_red(fake_mesh: FakeMe
         page.goto(fake_mesh.url + "#/config")
         card = page.wait_for_selector(f'[data-resource="VirtualService {NS}/ratings"]', timeout=30_000)
         assert "IST0101" in card.inner_text()  # ReferencedResourceNotFound: host ratings-nowhere
+
+
+def get_json(url: str) -> Any:
+    with NO_PROXY.open(url, timeout=20) as r:
+        return json.loads(r.read())
+
+
+@pytest.fixture
+def prometheus(fake_mesh: FakeMesh, tmp_path: Any) -> Any:
+    """Debian's Prometheus scraping the fake sidecars every second (Istio's path, /stats/prometheus)."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.skip("prometheus not found: install Debian's prometheus package (scripts/test does, as root)")
+    port = free_port()
+    config = tmp_path / "prometheus.yml"
+    targets = [f"{ip}:{fake_mesh.metrics_port}" for ip in fake_mesh.ips.values()]
+    config.write_text(json.dumps({"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                                  "scrape_configs": [{"job_name": "envoy-stats", "metrics_path": "/stats/prometheus",
+                                                      "static_configs": [{"targets": targets}]}]}))
+    log = open(tmp_path / "prometheus.log", "wb")
+    proc = subprocess.Popen([binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                             f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: NO_PROXY.open(url + "/-/ready", timeout=2).status == 200, timeout=60, interval=0.2,
+                 what="Prometheus ready")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_the_same_graph_from_a_real_prometheus(fake_mesh: FakeMesh, prometheus: str, tmp_path: Any) -> None:
+    api = fake_mesh.url + "api/graph?" + urllib.parse.urlencode({"prometheus": prometheus})
+
+    def rated(source: str, destination: str, check: Any) -> Any:
+        g = get_json(api)
+        e = next((e for e in g["edges"] if (e["source"], e["destination"]) == (source, destination)), None)
+        return e if e is not None and check(e) else None
+
+    pp = (f"workload:{NS}/productpage-v1", f"service:{REVIEWS}")
+    e = wait_for(lambda: rated(*pp, lambda e: e["rps"] > 0 and e["p99_ms"]), timeout=60, interval=0.5,
+                 what="productpage -> reviews from PromQL")
+    assert 0 < e["rps"] < 20 and e["mtls"] is True and 10 < e["p99_ms"] <= 25
+    assert get_json(api)["source"] == "prometheus"
+    fake_mesh.set_abort(1.0)
+    ratings = (f"workload:{NS}/reviews-v2", f"service:{RATINGS}")
+    e = wait_for(lambda: rated(*ratings, lambda e: e["health"] == "failure"), timeout=60, interval=0.5,
+                 what="the ratings edge failing in PromQL's window")
+    assert e["codes"].get("500", 0) > 0
+    with chromium_page() as page:  # the page keeps ?prometheus= on every call it makes
+        page.goto(fake_mesh.url + "?" + urllib.parse.urlencode({"prometheus": prometheus}))
+        page.wait_for_function(
+            "sel => { const e = document.querySelector(sel); return e && e.dataset.health === 'failure'; }",
+            arg=edge_selector(*ratings), timeout=30_000)
+        assert "Prometheus" in page.inner_text("#source")
+        keep_screenshot(page, tmp_path, "dashboard-graph-prometheus.png")
