@@ -7,6 +7,7 @@ from typing import Any
 
 from sailmesh import __version__
 from sailmesh.agent.config import AgentConfig
+from sailmesh.telemetry.standard import ALS_CLUSTER
 
 XDS_CLUSTER = "xds-grpc"
 PROMETHEUS_CLUSTER = "prometheus_stats"
@@ -106,6 +107,25 @@ def xds_cluster(cfg: AgentConfig) -> dict[str, Any]:
     }
 
 
+def als_cluster(socket_path: str) -> dict[str, Any]:
+    """The agent's gRPC access-log service (Istio's standard metrics) on a Unix socket: HTTP/2, like xds-grpc."""
+    return {
+        "name": ALS_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": ALS_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": socket_path}}}}]}],
+        },
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": HTTP_PROTOCOL_OPTIONS,
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+    }
+
+
 def prometheus_cluster(cfg: AgentConfig) -> dict[str, Any]:
     """A static cluster pointing at Envoy's own admin, which the 15090 listener forwards to."""
     return {
@@ -173,15 +193,19 @@ def stats_config() -> dict[str, Any]:
     return {"use_all_default_tags": False, "stats_tags": tags}
 
 
-def build(cfg: AgentConfig, extra_static: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
-    """The full bootstrap; `extra_static` adds listeners/clusters to static_resources (used by tests)."""
+def build(
+    cfg: AgentConfig, extra_static: dict[str, list[dict[str, Any]]] | None = None, als_socket: str = ""
+) -> dict[str, Any]:
+    """The full bootstrap; `extra_static` adds listeners/clusters to static_resources (used by tests);
+    `als_socket` is where the agent counts Istio's standard metrics from access logs (no cluster when "")."""
     extra = extra_static or {}
+    als = [als_cluster(als_socket)] if als_socket else []
     return {
         "node": node(cfg),
         "admin": {"address": _socket_address(cfg.ip, cfg.admin_port)},
         "static_resources": {
             "listeners": [prometheus_listener(cfg), *extra.get("listeners", [])],
-            "clusters": [xds_cluster(cfg), prometheus_cluster(cfg), *extra.get("clusters", [])],
+            "clusters": [xds_cluster(cfg), prometheus_cluster(cfg), *als, *extra.get("clusters", [])],
         },
         "dynamic_resources": dynamic_resources(cfg),
         "stats_config": stats_config(),

@@ -17,19 +17,27 @@ from sailmesh.agent.config import AgentConfig
 from sailmesh.agent.envoy import EnvoyOptions, EnvoySupervisor
 from sailmesh.agent.health import HealthServer, Readiness
 from sailmesh.agent.status import METRICS_PATH, StatusServer
+from sailmesh.agent.telemetry import AccessLogServer, IstioMetrics, local_workload
 
 log = logging.getLogger(__name__)
 
 BOOTSTRAP_FILE = "envoy-bootstrap.json"
+ALS_SOCKET = "als.sock"
 LOG_FILE = "envoy.log"
 PID_FILE = "envoy.pid"
+
+
+def als_socket_path(cfg: AgentConfig, state_dir: Path) -> str:
+    """The access-log socket in the (private) state dir; an abstract socket when that path is too long for one."""
+    path = str(state_dir.absolute() / ALS_SOCKET)
+    return path if len(path) < 100 else f"@sailmesh-als-{cfg.ip}-{cfg.namespace}-{cfg.name}"[:100]
 
 
 def write_bootstrap(cfg: AgentConfig, state_dir: Path, extra_static: dict[str, Any] | None = None) -> Path:
     """Write the bootstrap into state_dir (created, private) and return its path."""
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = state_dir / BOOTSTRAP_FILE
-    path.write_text(bootstrap.to_json(bootstrap.build(cfg, extra_static)))
+    path.write_text(bootstrap.to_json(bootstrap.build(cfg, extra_static, als_socket_path(cfg, state_dir))))
     return path
 
 
@@ -87,12 +95,17 @@ async def run_agent(
         restarts=lambda: envoy.restarts,
         app_metrics_url=cfg.app_metrics_url,
     )
+    istio_metrics = IstioMetrics(local_workload(cfg.name, cfg.namespace, dict(cfg.labels), cfg.cluster_id),
+                                 cfg.domain_suffix)
+    status.metrics.add_collector(istio_metrics)
+    als = AccessLogServer(istio_metrics, als_socket_path(cfg, state_dir))
     app = AppProcess(command, app_environment(cfg)) if command else None
     exit_code = 0
     waiters: list[asyncio.Task[Any]] = []
     try:
         await health.start()
         await status.start()
+        await als.start()
         await envoy.start()
         if app is not None:
             await app.start()
@@ -117,6 +130,7 @@ async def run_agent(
             await app.stop()
         envoy_rc = await envoy.stop()
         log.info("envoy stopped (exit code %s)", envoy_rc)
+        await als.stop()
         await status.stop()
         await health.stop()
         await admin.close()

@@ -24,11 +24,13 @@ from sailmesh.controlplane.http_api import make_app
 from sailmesh.controlplane.source import MeshSource
 from sailmesh.errors import GenerationError, ParseError, RegistryError, SailmeshError, ValidationError
 from sailmesh.generate.affect import push_request
+from sailmesh.metrics import CitadelMetrics, Registry
 from sailmesh.platform import workload_file
 from sailmesh.registry.aggregate import AggregateRegistry
 from sailmesh.registry.model import Workload
 from sailmesh.registry.workloads import LocalRegistry
 from sailmesh.server.ads import AdsServer
+from sailmesh.server.metrics import XdsMetrics
 from sailmesh.settings import Settings
 from sailmesh.snapshot.build import build
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView
@@ -63,7 +65,16 @@ class ControlPlane:
     def __init__(self, opts: ControlPlaneOptions, settings: Settings, validator: Validator | None = None) -> None:
         self.opts = opts
         self.settings = settings
-        self.validator = validator or rejecting_issues
+        # One registry for every control-plane metric (pilot_*, galley_*, citadel_*, sailmesh_*), on :15014/metrics.
+        self.metrics = Registry()
+        self.xds_metrics = XdsMetrics(self.metrics)
+        self.citadel_metrics = CitadelMetrics(self.metrics)  # the CA increments these as it signs
+        self._validation_failed = self.metrics.counter(
+            "galley_validation_failed", "Resource validation failed.", ["group", "version", "resource", "reason"])
+        self.metrics.gauge("sailmesh_snapshot_version", "Version of the mesh snapshot being served.").set_function(
+            lambda: self.snapshot.version if self.snapshot else 0)
+        self._validate = validator or rejecting_issues
+        self.validator: Validator = self._counted_validation
         self.files = [FileStore(d, self.validator) for d in opts.config_dirs]
         self.memory = MemoryStore(self.validator)
         self.store = LayeredStore([*self.files, self.memory])
@@ -91,7 +102,7 @@ class ControlPlane:
         self._load_workloads()
         self.snapshot = build(None, self.store, self.registry, Change.everything(), self.settings.mesh)
         self.source = MeshSource(self.snapshot)
-        self.server = AdsServer(self.source)
+        self.server = AdsServer(self.source, self.xds_metrics)
         self.opts.xds_port = await self.server.serve(self.opts.host, self.opts.xds_port)
         for sub in [*(fs.watch() for fs in self.files), self.memory.watch(), self.registry.watch()]:
             self._tasks.append(asyncio.create_task(self._pump(sub)))
@@ -268,9 +279,17 @@ class ControlPlane:
         return sorted(out, key=lambda p: p["proxy"])
 
     def metrics_text(self) -> str:
-        text = self.server.metrics.registry.render() if self.server else ""
-        version = self.snapshot.version if self.snapshot else 0
-        return text + f"# TYPE sailmesh_snapshot_version gauge\nsailmesh_snapshot_version {version}\n"
+        return self.metrics.render()
+
+    def _counted_validation(self, resource: Resource) -> list[object]:
+        """The validator, counting rejections as Istio's webhook counts them (galley_validation_failed)."""
+        issues = self._validate(resource)
+        if issues:
+            group, _, version = resource.api_version.rpartition("/")
+            kind = resource.kind.lower()  # the plural resource name, as the webhook sees it
+            plural = kind[:-1] + "ies" if kind.endswith("y") and kind[-2:-1] not in "aeiou" else kind + "s"
+            self._validation_failed.inc(group=group, version=version, resource=plural, reason="invalid_resource")
+        return issues
 
     def config_dump(self, proxy_id: str, type_name: str) -> dict[str, Any] | None:
         if self.source is None or self.snapshot is None:

@@ -21,6 +21,7 @@ from sailmesh.generate.httproute import route_action_defaults
 from sailmesh.generate.scope import inbound_ports
 from sailmesh.settings import ProxyPorts
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView
+from sailmesh.telemetry import standard as telemetry
 
 HCM: TypeAlias = hcm_pb2.HttpConnectionManager
 HCM_NAME = "envoy.filters.network.http_connection_manager"
@@ -66,6 +67,19 @@ def http_connection_manager(
     return h
 
 
+def with_metrics_log(h: HCM | tcp_proxy_pb2.TcpProxy, reporter: str, services: list[str] | None = None) -> None:
+    """Istio's standard metrics: stream this listener's requests (connections) to the agent, which counts them."""
+    tcp = h.DESCRIPTOR.full_name == tcp_proxy_pb2.TcpProxy.DESCRIPTOR.full_name
+    log = telemetry.tcp_access_log if tcp else telemetry.http_access_log
+    h.access_log.append(log(reporter, services or ()))
+
+
+def backed_services(snapshot: MeshSnapshot, proxy: ProxyView) -> list[str]:
+    """FQDNs of the services in the proxy's namespace that select it (the destination_service candidates)."""
+    return sorted(s.hostname for s in snapshot.index.services_in(proxy.namespace)
+                  if s.selector and all(proxy.labels.get(k) == v for k, v in s.selector.items()))
+
+
 def _listener(name: str, ip: str, port: int, direction: int, network_filter: lc.Filter) -> listener_pb2.Listener:
     return listener_pb2.Listener(
         name=name,
@@ -81,6 +95,7 @@ def virtual_outbound(snapshot: MeshSnapshot, proxy: ProxyView, port: int) -> lis
     h = http_connection_manager(
         "outbound_0.0.0.0_" + str(port), filters, rds=names.HTTP_PROXY_ROUTE, connect=True
     )
+    with_metrics_log(h, telemetry.SOURCE)
     return _listener(
         names.VIRTUAL_OUTBOUND, proxy.ip, port, base_pb2.OUTBOUND, lc.Filter(name=HCM_NAME, typed_config=pack(h))
     )
@@ -108,6 +123,7 @@ def inbound_route_config(snapshot: MeshSnapshot, proxy: ProxyView, port: int) ->
 def inbound_listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> list[listener_pb2.Listener]:
     """One listener per container port on proxy.ip:<port>: HCM for HTTP ports, tcp_proxy otherwise."""
     out = []
+    services = backed_services(snapshot, proxy)
     for port, _app_port, protocol in inbound_ports(snapshot, proxy):
         cluster = names.inbound_cluster(port)
         if names.is_http(protocol):
@@ -115,9 +131,12 @@ def inbound_listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> list[listener
                 f"inbound_0.0.0.0_{port}", http_filters(FilterContext(snapshot, proxy, Direction.INBOUND, port)),
                 route_config=inbound_route_config(snapshot, proxy, port), inbound=True,
             )
+            with_metrics_log(h, telemetry.DESTINATION, services)
             nf = lc.Filter(name=HCM_NAME, typed_config=pack(h))
         else:
             tp = tcp_proxy_pb2.TcpProxy(stat_prefix=cluster, cluster=cluster)
+            tp.access_log_options.flush_access_log_on_connected = True
+            with_metrics_log(tp, telemetry.DESTINATION, services)
             nf = lc.Filter(name=TCP_PROXY_NAME, typed_config=pack(tp))
         out.append(_listener(names.listener_name(proxy.ip, port), proxy.ip, port, base_pb2.INBOUND, nf))
     return out
@@ -138,12 +157,15 @@ def gateway_listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> list[listener
             f"outbound_0.0.0.0_{port}", http_filters(FilterContext(snapshot, proxy, Direction.GATEWAY, port)),
             rds=names.gateway_route(port), remote_address=True,
         )
+        with_metrics_log(h, telemetry.SOURCE)  # gateways report as the source, as Istio's do
         nf = lc.Filter(name=HCM_NAME, typed_config=pack(h))
         out.append(
             _listener(names.listener_name("0.0.0.0", port), proxy.ip, gateway_bind_port(port), base_pb2.OUTBOUND, nf)
         )
     for port, clusters in sorted(gateway_tcp_routes(snapshot, proxy).items()):
         tp = tcp_proxy_pb2.TcpProxy(stat_prefix=f"outbound_0.0.0.0_{port}")
+        tp.access_log_options.flush_access_log_on_connected = True
+        with_metrics_log(tp, telemetry.SOURCE)
         if len(clusters) == 1:
             tp.cluster = clusters[0][0]
         else:

@@ -15,6 +15,7 @@ from tests.unit.test_generate_support import bookinfo, gateway_proxy, sidecar
 
 FAULT, CORS = "envoy.filters.http.fault", "envoy.filters.http.cors"
 DFP, ROUTER = "envoy.filters.http.dynamic_forward_proxy", "envoy.filters.http.router"
+MX = ["istio.metadata_exchange.read", "istio.metadata_exchange.add"]  # Istio's metadata exchange, first
 
 
 def names_for(direction: Direction, table: tuple[FilterSlot, ...] = HTTP_FILTERS) -> list[str]:
@@ -23,10 +24,11 @@ def names_for(direction: Direction, table: tuple[FilterSlot, ...] = HTTP_FILTERS
 
 
 def test_todays_chains_in_istios_order() -> None:
-    # fault and CORS (configured per route), the forward proxy, the router last; inbound only routes.
-    assert names_for(Direction.OUTBOUND) == [FAULT, CORS, DFP, ROUTER]
-    assert names_for(Direction.GATEWAY) == [FAULT, CORS, DFP, ROUTER]
-    assert names_for(Direction.INBOUND) == [ROUTER]
+    # metadata exchange first (Istio's order), fault and CORS (configured per route), the forward proxy, the
+    # router last; inbound only exchanges metadata and routes.
+    assert names_for(Direction.OUTBOUND) == [*MX, FAULT, CORS, DFP, ROUTER]
+    assert names_for(Direction.GATEWAY) == [*MX, FAULT, CORS, DFP, ROUTER]
+    assert names_for(Direction.INBOUND) == [*MX, ROUTER]
 
 
 def test_every_slot_builds_the_filter_it_names() -> None:
@@ -44,14 +46,15 @@ def test_a_new_filter_is_one_slot_at_its_place() -> None:
         return [typed_filter("envoy.filters.http.rbac", router_pb2.Router())] if ctx.port == 9080 else []
 
     slot = FilterSlot("envoy.filters.http.rbac", frozenset({Direction.INBOUND, Direction.GATEWAY}), rbac)
-    table = (*HTTP_FILTERS[:1], slot, *HTTP_FILTERS[1:])  # right after fault
-    assert names_for(Direction.INBOUND, table) == ["envoy.filters.http.rbac", ROUTER]
-    assert names_for(Direction.GATEWAY, table) == [FAULT, "envoy.filters.http.rbac", CORS, DFP, ROUTER]
-    assert names_for(Direction.OUTBOUND, table) == [FAULT, CORS, DFP, ROUTER]  # not applied outbound
+    at = [s.name for s in HTTP_FILTERS].index(FAULT) + 1
+    table = (*HTTP_FILTERS[:at], slot, *HTTP_FILTERS[at:])  # right after fault
+    assert names_for(Direction.INBOUND, table) == [*MX, "envoy.filters.http.rbac", ROUTER]
+    assert names_for(Direction.GATEWAY, table) == [*MX, FAULT, "envoy.filters.http.rbac", CORS, DFP, ROUTER]
+    assert names_for(Direction.OUTBOUND, table) == [*MX, FAULT, CORS, DFP, ROUTER]  # not applied outbound
     assert {c.direction for c in seen} == {Direction.INBOUND, Direction.GATEWAY}
     # a builder with nothing to add (no policy for this port) leaves no trace
     ctx = FilterContext(bookinfo(), sidecar(), Direction.INBOUND, 7000)
-    assert [f.name for f in http_filters(ctx, table)] == [ROUTER]
+    assert [f.name for f in http_filters(ctx, table)] == [*MX, ROUTER]
 
 
 def test_the_router_must_come_last() -> None:

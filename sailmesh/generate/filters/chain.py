@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
 from sailmesh.errors import GenerationError
-from sailmesh.generate.filters import basic
+from sailmesh.generate.filters import basic, telemetry
 from sailmesh.generate.filters.context import Direction, FilterContext
+from sailmesh.telemetry.standard import MX_ADD_FILTER, MX_READ_FILTER
 
 FilterBuilder = Callable[[FilterContext], Sequence[hcm_pb2.HttpFilter]]
 
@@ -37,6 +38,8 @@ class FilterSlot:
 
 
 HTTP_FILTERS: tuple[FilterSlot, ...] = (
+    FilterSlot(MX_READ_FILTER, ALL, telemetry.read_peer),
+    FilterSlot(MX_ADD_FILTER, ALL, telemetry.add_own),
     FilterSlot(basic.FAULT_FILTER, OUTBOUND_AND_GATEWAY, basic.fault),
     FilterSlot(basic.CORS_FILTER, OUTBOUND_AND_GATEWAY, basic.cors),
     FilterSlot(basic.DFP_FILTER, OUTBOUND_AND_GATEWAY, basic.dynamic_forward_proxy),
