@@ -207,3 +207,9 @@ async def test_collector_polls_while_someone_looks_and_stops_when_nobody_does() 
     assert c.running
     await c.stop()
     assert not c.running
+
+
+def test_the_graph_reads_only_labels_the_sidecars_export() -> None:
+    from sailmesh.agent.telemetry import HTTP_LABELS
+
+    assert set(GRAPH_LABELS) <= set(HTTP_LABELS)

@@ -12,41 +12,62 @@ from typing import Any
 import pytest
 import yaml
 
+from sailmesh.agent.telemetry import HTTP_LABELS, TCP_LABELS, IstioMetrics, local_workload
+from sailmesh.controlplane.app import ControlPlane, ControlPlaneOptions
 from sailmesh.grafana import dashboards
+from sailmesh.settings import Settings
 
-# What sailmesh exports. Istio's standard metrics and labels (istio.io/latest/docs/reference/config/metrics/):
-# HTTP/gRPC metrics carry every label below; TCP metrics the same without response_code and grpc_response_status.
-ISTIO_LABELS = frozenset({
-    "reporter", "source_workload", "source_workload_namespace", "source_principal", "source_app", "source_version",
-    "source_cluster", "destination_workload", "destination_workload_namespace", "destination_principal",
-    "destination_app", "destination_version", "destination_service", "destination_service_name",
-    "destination_service_namespace", "destination_cluster", "request_protocol", "response_code", "response_flags",
-    "grpc_response_status", "connection_security_policy",
-})
-TCP_LABELS = ISTIO_LABELS - {"response_code", "grpc_response_status"}
-COUNTERS = {"istio_requests_total": ISTIO_LABELS, "istio_tcp_sent_bytes_total": TCP_LABELS,
-            "istio_tcp_received_bytes_total": TCP_LABELS, "istio_tcp_connections_opened_total": TCP_LABELS,
-            "istio_tcp_connections_closed_total": TCP_LABELS}
-HISTOGRAMS = {"istio_request_duration_milliseconds": ISTIO_LABELS, "istio_request_bytes": ISTIO_LABELS,
-              "istio_response_bytes": ISTIO_LABELS}
-# The control plane's metrics on :15014/metrics (i10-metrics' definitions: server/metrics.py XdsMetrics,
-# metrics.py CitadelMetrics, controlplane/app.py galley_validation_failed). Istio exposes its counters without
-# `_total`, and so does sailmesh.
-CONTROL_PLANE = {"pilot_xds": set(), "pilot_xds_pushes": {"type"}, "pilot_total_xds_rejects": {"type"},
-                 "pilot_xds_expired_nonce": {"type"}, "pilot_total_xds_internal_errors": set(),
-                 "pilot_xds_send_errors": {"type"},
-                 "galley_validation_failed": {"group", "version", "resource", "reason"},
-                 "citadel_server_csr_count": set(), "citadel_server_success_cert_issuance_count": set()}
-CONTROL_PLANE_HISTOGRAMS = {"pilot_proxy_convergence_time": {"type"}, "pilot_xds_push_time": {"type"}}
+# What sailmesh exports, read from the definitions themselves: the agent's Istio standard metrics
+# (agent/telemetry.py: IstioMetrics, HTTP_LABELS, TCP_LABELS) and a control plane's registry (controlplane/app.py).
+# The control plane's label names are listed here and checked against its registry, which refuses a metric
+# registered again with other labels. Istio exposes its pilot/galley/citadel counters without `_total`, as we do.
+CONTROL_PLANE_LABELS = {
+    "pilot_xds_pushes": ("type",), "pilot_total_xds_rejects": ("type",), "pilot_xds_expired_nonce": ("type",),
+    "pilot_xds_send_errors": ("type",), "pilot_proxy_convergence_time": ("type",), "pilot_xds_push_time": ("type",),
+    "galley_validation_failed": ("group", "version", "resource", "reason"),
+}
+
+
+def _series(family: Any, labels: frozenset[str]) -> dict[str, frozenset[str]]:
+    if family.type == "histogram":
+        return {f"{family.name}_bucket": labels | {"le"}, f"{family.name}_sum": labels,
+                f"{family.name}_count": labels}
+    name = family.name + "_total" if family.type == "counter" else family.name  # prometheus_client strips it
+    return {name: labels}
 
 
 def exported() -> dict[str, frozenset[str]]:
     """Every series name sailmesh exports -> its label names (histograms as _bucket (with le), _sum, _count)."""
-    out = {name: frozenset(labels) for name, labels in {**COUNTERS, **CONTROL_PLANE}.items()}
-    for name, labels in {**HISTOGRAMS, **CONTROL_PLANE_HISTOGRAMS}.items():
-        out[f"{name}_bucket"] = frozenset(labels) | {"le"}
-        out[f"{name}_sum"] = out[f"{name}_count"] = frozenset(labels)
+    out: dict[str, frozenset[str]] = {}
+    istio = IstioMetrics(local_workload("reviews-v1-0", "default", {"app": "reviews"}, "Kubernetes"))
+    for family in istio.collect():
+        labels = TCP_LABELS if family.name.startswith("istio_tcp_") else HTTP_LABELS
+        out.update(_series(family, frozenset(labels)))
+    registry = ControlPlane(ControlPlaneOptions(), Settings()).metrics
+    for family in list(registry.collect()):
+        labels = CONTROL_PLANE_LABELS.get(family.name, ())
+        kind = {"unknown": "counter"}.get(family.type, family.type)
+        if kind == "histogram":
+            registry.histogram(family.name, "", (1.0,), labels)  # raises ValueError if defined with other labels
+        else:
+            getattr(registry, kind)(family.name, "", labels)
+        out.update(_series(family, frozenset(labels)))
     return out
+
+
+def test_the_exported_list_is_istios() -> None:
+    known = exported()
+    for name in ("istio_requests_total", "istio_tcp_sent_bytes_total", "istio_tcp_received_bytes_total",
+                 "istio_tcp_connections_opened_total", "istio_tcp_connections_closed_total",
+                 "istio_request_duration_milliseconds_bucket", "istio_request_bytes_bucket",
+                 "istio_response_bytes_bucket", "pilot_xds", "pilot_xds_pushes", "pilot_proxy_convergence_time_bucket",
+                 "pilot_xds_push_time_bucket", "pilot_total_xds_rejects", "pilot_total_xds_internal_errors",
+                 "galley_validation_failed", "citadel_server_csr_count", "citadel_server_success_cert_issuance_count"):
+        assert name in known, name
+    assert {"reporter", "destination_service", "response_code", "connection_security_policy"} <= known[
+        "istio_requests_total"]
+    assert "response_code" not in known["istio_tcp_sent_bytes_total"]
+    assert known["pilot_xds_pushes"] == {"type"}
 
 
 # -- a small PromQL reader: which metric names and label names an expression uses --------------------------------
