@@ -47,6 +47,13 @@ async def _documents(request: web.Request) -> list[dict[str, Any]] | web.Respons
     return docs
 
 
+def _redirect(location: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handler(_: web.Request) -> web.Response:
+        raise web.HTTPFound(location)
+
+    return handler
+
+
 def make_app(backend: Backend, mounts: Mapping[str, web.Application] | None = None) -> web.Application:
     """The aiohttp application; bind it to loopback (the default host). `mounts`: prefix -> sub-application
     from a higher layer (the dashboard under /dashboard/), served on the same port."""
@@ -96,5 +103,7 @@ def make_app(backend: Backend, mounts: Mapping[str, web.Application] | None = No
     app.router.add_get("/debug/config_dump", config_dump)
     app.router.add_get("/metrics", metrics)
     for prefix, sub in (mounts or {}).items():
+        if prefix.endswith("/") and len(prefix) > 1:  # /dashboard -> /dashboard/ (its pages use relative URLs)
+            app.router.add_get(prefix.rstrip("/"), _redirect(prefix))
         app.add_subapp(prefix, sub)
     return app

@@ -44,6 +44,8 @@ async def test_control_plane_serves_the_dashboard_under_its_monitoring_port(tmp_
         async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
             async with http.get("/dashboard/") as r:
                 assert r.status == 200 and "sailmesh dashboard" in await r.text()
+            async with http.get("/dashboard", allow_redirects=False) as r:
+                assert r.status == 302 and r.headers["Location"] == "/dashboard/"
             for name, kind in (("app.js", "text/javascript"), ("style.css", "text/css")):
                 async with http.get(f"/dashboard/{name}") as r:
                     assert r.status == 200 and r.content_type == kind
