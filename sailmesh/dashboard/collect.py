@@ -246,6 +246,7 @@ class Collector:
             except SourceError as e:
                 self.error = str(e)
                 sampled = None
+                self._ready.set()  # nothing to wait for: the API answers with the error at once
             if sampled is not None:
                 self.error = ""
                 graph = await asyncio.to_thread(build_graph, sampled)

@@ -126,11 +126,11 @@ def test_dashboard_shows_bookinfo_and_an_abort_turns_ratings_red(mesh: RunningMe
             abort = tmp_path / "abort.yaml"
             abort.write_text(ABORT_RATINGS)
             mesh.cli("apply", "-f", str(abort), check=True)
+            # Health and colour read in one evaluation (the page redraws the graph every 2 s): Kiali's failure red.
             page.wait_for_function(
-                "sel => { const e = document.querySelector(sel); return e && e.dataset.health === 'failure'; }",
+                "sel => { const e = document.querySelector(sel); return e && e.dataset.health === 'failure'"
+                " && getComputedStyle(e.querySelector('path.line')).stroke === 'rgb(201, 25, 11)'; }",
                 arg=rv2, timeout=90_000)
-            red = page.eval_on_selector(rv2 + " path.line", "e => getComputedStyle(e).stroke")
-            assert red == "rgb(201, 25, 11)"
             shot = keep_screenshot(page, tmp_path, "dashboard-bookinfo-abort.png")
             assert shot.stat().st_size > 10_000
             g = api_graph(base)

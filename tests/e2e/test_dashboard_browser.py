@@ -130,6 +130,10 @@ def fake_mesh() -> Any:
     m.stop()
 
 
+STROKE = "getComputedStyle(e.querySelector('path.line')).stroke"
+GREEN, RED = "rgb(62, 134, 53)", "rgb(201, 25, 11)"  # Kiali's (PatternFly's) healthy and failure colours
+
+
 def edge_selector(source: str, destination: str) -> str:
     return f'#graph [data-edge="{source}->{destination}"]'
 
@@ -157,13 +161,11 @@ def test_graph_page_shows_rates_and_turns_the_ratings_edge_red(fake_mesh: FakeMe
             assert page.query_selector(edge_selector(src, dst)) is not None
         assert page.get_attribute(pp_reviews, "data-mtls") == "true"
         assert page.query_selector(pp_reviews + " .lock") is not None  # the hop is mTLS: a lock on the edge
-        green = page.eval_on_selector(rv2_ratings + " path.line", "e => getComputedStyle(e).stroke")
-        assert green == "rgb(62, 134, 53)"
+        # Colour and health read in one evaluation: the page redraws the graph every 2 s.
+        wait_edge(page, rv2_ratings, f"e.dataset.health === 'healthy' && {STROKE} === '{GREEN}'")
 
         fake_mesh.set_abort(1.0)  # every ratings call now fails at the client sidecar (fault abort 500)
-        wait_edge(page, rv2_ratings, "e.dataset.health === 'failure'")
-        red = page.eval_on_selector(rv2_ratings + " path.line", "e => getComputedStyle(e).stroke")
-        assert red == "rgb(201, 25, 11)"
+        wait_edge(page, rv2_ratings, f"e.dataset.health === 'failure' && {STROKE} === '{RED}'")
         assert page.get_attribute(pp_reviews, "data-health") == "healthy"
         shot = keep_screenshot(page, tmp_path, "dashboard-graph-fixture.png")
         assert shot.stat().st_size > 10_000
