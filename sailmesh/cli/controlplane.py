@@ -12,6 +12,7 @@ import signal
 from sailmesh import settings as settings_mod
 from sailmesh.cli.common import fail
 from sailmesh.controlplane.app import ControlPlane, ControlPlaneOptions
+from sailmesh.dashboard.app import make_app as dashboard_app
 from sailmesh.errors import SailmeshError
 
 
@@ -85,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
                                mesh_config_file=args.mesh_config)
     try:
         cp = ControlPlane(opts, settings)
+        cp.mount("/dashboard/", dashboard_app)  # `sailmesh dashboard` opens it (same port, same loopback default)
     except (SailmeshError, OSError) as e:
         return fail(f"control plane failed to start: {e}")
     return asyncio.run(_serve(cp))

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,6 +112,11 @@ class ControlPlane:
         self.mesh_file = meshconfig.load_file(opts.mesh_config_file) if opts.mesh_config_file else {}
         self._not_enforced: dict[ResourceKey, list[str]] = {}  # what is said about each resource
         self._logged_mesh_config: meshconfig.MeshConfig | None = None
+        self._mounts: dict[str, Callable[[ControlPlane], web.Application]] = {}
+
+    def mount(self, prefix: str, factory: Callable[[ControlPlane], web.Application]) -> None:
+        """Serve factory(self) under prefix on the HTTP port (the dashboard, a higher layer); before start()."""
+        self._mounts[prefix] = factory
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -140,7 +145,8 @@ class ControlPlane:
         if self.opts.workload_file:
             self._tasks.append(asyncio.create_task(self._watch_workload_file()))
         self.debouncer.start()
-        self._runner = web.AppRunner(make_app(self), access_log=None)
+        mounts = {prefix: factory(self) for prefix, factory in self._mounts.items()}
+        self._runner = web.AppRunner(make_app(self, mounts), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.opts.host, self.opts.http_port)
         await site.start()

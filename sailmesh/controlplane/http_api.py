@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -21,6 +21,10 @@ log = logging.getLogger("sailmesh.controlplane")
 
 MAX_BODY = 64 * 1024 * 1024
 OPEN_PATHS = frozenset({"/ready", "/metrics"})
+# Pages a browser opens (the dashboard) cannot send a bearer header: `sailmesh dashboard` opens them with the API
+# token once in the URL (`?token=`), which sets an HttpOnly, SameSite=Strict cookie for the rest of the visit.
+BROWSER_PREFIX = "/dashboard"
+TOKEN_COOKIE = "sailmesh_token"
 
 
 @dataclass
@@ -83,8 +87,16 @@ async def _documents(request: web.Request) -> tuple[list[dict[str, Any]], bool, 
     return docs, bool(body.get("dryRun")), bool(body.get("analyze"))
 
 
-def make_app(backend: Backend) -> web.Application:
-    """The aiohttp application; bind it to loopback (the default host)."""
+def _redirect(location: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handler(_: web.Request) -> web.Response:
+        raise web.HTTPFound(location)
+
+    return handler
+
+
+def make_app(backend: Backend, mounts: Mapping[str, web.Application] | None = None) -> web.Application:
+    """The aiohttp application; bind it to loopback (the default host). `mounts`: prefix -> sub-application
+    from a higher layer (the dashboard under /dashboard/), served on the same port."""
 
     def mutate(op: Callable[[list[dict[str, Any]], bool, bool], Awaitable[Outcome]]) -> Any:
         async def handler(request: web.Request) -> web.Response:
@@ -132,12 +144,19 @@ def make_app(backend: Backend) -> web.Application:
             return await handler(request)  # type: ignore[no-any-return]
         header = request.headers.get("Authorization", "")
         token = header[7:].strip() if header[:7].lower() == "bearer " else ""
+        browser = request.path.startswith(BROWSER_PREFIX)
+        if browser and not token:
+            token = request.query.get("token", "") or request.cookies.get(TOKEN_COOKIE, "")
         if not backend.is_admin(token):
             log.warning("HTTP API: unauthenticated %s %s from %s (%s)", request.method, request.path,
                         request.remote, "wrong token" if token else "no token")
-            return _json({"errors": ["unauthenticated: send the control plane's API token "
-                                     "(Authorization: Bearer, from the api-token file in its state dir)"]}, 401)
-        return await handler(request)  # type: ignore[no-any-return]
+            hint = "open it with `sailmesh dashboard`" if browser else \
+                "send the control plane's API token (Authorization: Bearer, from the api-token file in its state dir)"
+            return _json({"errors": [f"unauthenticated: {hint}"]}, 401)
+        response: web.StreamResponse = await handler(request)
+        if browser and request.query.get("token"):
+            response.set_cookie(TOKEN_COOKIE, token, path=BROWSER_PREFIX, httponly=True, samesite="Strict")
+        return response
 
     async def join_token(request: web.Request) -> web.Response:
         try:
@@ -162,4 +181,8 @@ def make_app(backend: Backend) -> web.Application:
     app.router.add_get("/debug/syncz", syncz)
     app.router.add_get("/debug/config_dump", config_dump)
     app.router.add_get("/metrics", metrics)
+    for prefix, sub in (mounts or {}).items():
+        if prefix.endswith("/") and len(prefix) > 1:  # /dashboard -> /dashboard/ (its pages use relative URLs)
+            app.router.add_get(prefix.rstrip("/"), _redirect(prefix))
+        app.add_subapp(prefix, sub)
     return app
