@@ -152,22 +152,25 @@ def test_both_reporters_of_every_hop_count_the_same_requests_with_istios_labels(
             inbound == {k: v for k, v in out.items() if v}
     wait_for(hop_ratings, timeout=15, what="reviews -> ratings from both reporters")
 
-    # Every label Istio defines, with the values Istio gives them (plaintext: no principals; the destination
-    # reporter says connection_security_policy "none", the source reporter "unknown").
+    # Every label Istio defines, with the values Istio gives them. The hop is auto mTLS: the destination reporter
+    # knows both SPIFFE IDs and says connection_security_policy "mutual_tls" (Istio's value); the source reporter
+    # says "unknown" (Envoy's access log carries no upstream TLS peer; docs/observability.md).
     ((series, _),) = requests_by(reviews["v2"], reporter="destination", source_workload="productpage-v1").items()
     labels = dict(series)
     assert set(labels) == ISTIO_HTTP_LABELS
     assert labels == {
         "reporter": "destination", "source_workload": "productpage-v1", "source_workload_namespace": "default",
-        "source_principal": "unknown", "source_app": "productpage", "source_version": "v1",
+        "source_principal": "spiffe://cluster.local/ns/default/sa/bookinfo-productpage",
+        "source_app": "productpage", "source_version": "v1",
         "source_cluster": "Kubernetes", "source_canonical_service": "productpage", "source_canonical_revision": "v1",
         "destination_workload": "reviews-v2", "destination_workload_namespace": "default",
-        "destination_principal": "unknown", "destination_app": "reviews", "destination_version": "v2",
+        "destination_principal": "spiffe://cluster.local/ns/default/sa/bookinfo-reviews",
+        "destination_app": "reviews", "destination_version": "v2",
         "destination_service": "reviews.default.svc.cluster.local", "destination_service_name": "reviews",
         "destination_service_namespace": "default", "destination_cluster": "Kubernetes",
         "destination_canonical_service": "reviews", "destination_canonical_revision": "v2",
         "request_protocol": "http", "response_code": "200", "response_flags": "-", "grpc_response_status": "",
-        "connection_security_policy": "none",
+        "connection_security_policy": "mutual_tls",
     }
     ((series, _),) = requests_by(reviews["v2"], reporter="source", destination_workload="ratings-v1").items()
     src = dict(series)
