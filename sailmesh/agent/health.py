@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+import os
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
 from sailmesh.agent.admin import EnvoyAdmin
 from sailmesh.errors import AgentError
+from sailmesh.processes import PID_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -18,8 +21,10 @@ READY_PATH = "/healthz/ready"
 class Readiness:
     """Istio's readiness rule: not draining, Envoy `/ready` is LIVE, and CDS and LDS were each received once."""
 
-    def __init__(self, admin: EnvoyAdmin, require_xds: bool = True, generation: Callable[[], int] = lambda: 0) -> None:
+    def __init__(self, admin: EnvoyAdmin, require_xds: bool = True, generation: Callable[[], int] = lambda: 0,
+                 app_check: Callable[[], Awaitable[str | None]] | None = None) -> None:
         self.admin = admin
+        self.app_check = app_check  # the app's readiness (None: Envoy's alone), e.g. tcp_app_check
         self.require_xds = require_xds
         self.draining = False
         self._generation = generation  # changes when Envoy restarts: its counters start again at zero
@@ -29,6 +34,8 @@ class Readiness:
         """None when ready, else why not (the 503 body)."""
         if self.draining:
             return "draining"
+        if self.app_check is not None and (why := await self.app_check()) is not None:
+            return why
         try:
             state = await self.admin.server_state()
         except AgentError:
@@ -57,6 +64,21 @@ class Readiness:
         return None
 
 
+def tcp_app_check(ip: str, ports: Sequence[int], timeout: float = 1.0) -> Callable[[], Awaitable[str | None]]:
+    """The app is ready when each of its ports accepts a connection (what a kubelet's tcpSocket probe checks)."""
+
+    async def check() -> str | None:
+        for port in ports:
+            try:
+                _, w = await asyncio.wait_for(asyncio.open_connection(ip, port), timeout)
+            except (TimeoutError, OSError):
+                return f"app is not listening on {ip}:{port}"
+            w.close()
+        return None
+
+    return check
+
+
 class HealthServer:
     """The agent's status port (Istio's 15021), loopback only."""
 
@@ -71,8 +93,8 @@ class HealthServer:
     async def _ready(self, _request: web.Request) -> web.Response:
         reason = await self.readiness.check()
         if reason is None:
-            return web.Response(status=200, text="")
-        return web.Response(status=503, text=reason + "\n")
+            return web.Response(status=200, text="", headers={PID_HEADER: str(os.getpid())})
+        return web.Response(status=503, text=reason + "\n", headers={PID_HEADER: str(os.getpid())})
 
     async def start(self) -> None:
         """Bind and serve."""

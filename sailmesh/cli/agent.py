@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels", default="", help="pod labels, e.g. app=reviews,version=v1")
     parser.add_argument("--service-account", default="default")
     parser.add_argument("--app-ports", default="", help="containerPort:appPort pairs, e.g. 9080:41234")
+    parser.add_argument("--probe-app", action="store_true",
+                        help="report ready only while the app accepts connections on its app ports")
     parser.add_argument("--xds-address", default=f"{cp.host}:{cp.xds_plaintext}", help="control plane HOST:PORT")
     parser.add_argument("--delta", action="store_true", help="use delta xDS instead of state of the world")
     parser.add_argument("--admin-port", type=int, default=ports.admin)
@@ -55,6 +57,7 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         labels=parse_labels(args.labels),
         service_account=args.service_account,
         app_ports=parse_app_ports(args.app_ports),
+        probe_app=args.probe_app,
         xds_host=host,
         xds_port=port,
         delta=args.delta,

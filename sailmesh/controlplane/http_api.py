@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -10,6 +11,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from sailmesh import __version__
+from sailmesh.processes import PID_HEADER
 
 MAX_BODY = 64 * 1024 * 1024
 
@@ -85,8 +87,9 @@ def make_app(backend: Backend) -> web.Application:
         return handler
 
     async def ready(_: web.Request) -> web.Response:
+        # X-Sailmesh-Pid: whoever waits for readiness can tell this process from another on the same port
         return web.Response(text="ready\n" if backend.is_ready() else "not ready\n",
-                            status=200 if backend.is_ready() else 503)
+                            status=200 if backend.is_ready() else 503, headers={PID_HEADER: str(os.getpid())})
 
     async def resources(request: web.Request) -> web.Response:
         q = request.query

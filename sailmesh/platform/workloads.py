@@ -10,6 +10,7 @@ from typing import Any
 
 from sailmesh.api.resource import Resource
 from sailmesh.errors import PlatformError
+from sailmesh.platform.restart import RESTART_POLICIES
 from sailmesh.platform.state import InstanceRecord
 from sailmesh.registry.model import Workload
 
@@ -44,6 +45,7 @@ class Instance:
     locality: str = ""  # region/zone/subzone, as a WorkloadEntry's
     network: str = ""
     weight: int = 1  # load-balancing weight of its endpoints
+    restart_policy: str = "Always"  # a Pod's restartPolicy: Always | OnFailure | Never
 
     @property
     def named_ports(self) -> dict[str, int]:
@@ -85,6 +87,9 @@ def plan(
         if not isinstance(weight, int) or isinstance(weight, bool) or weight < 1:
             raise PlatformError(f"{res}: spec.weight must be an integer >= 1")
         sidecar = bool(spec.get("sidecar", True))
+        restart_policy = str(spec.get("restartPolicy") or "Always")
+        if restart_policy not in RESTART_POLICIES:
+            raise PlatformError(f"{res}: spec.restartPolicy must be one of {', '.join(RESTART_POLICIES)}")
         for n in range(replicas):
             if not ip.is_loopback:
                 raise PlatformError(f"ran out of loopback addresses at {ip}")
@@ -108,14 +113,17 @@ def plan(
                     locality=str(spec.get("locality") or ""),
                     network=str(spec.get("network") or ""),
                     weight=weight,
+                    restart_policy=restart_policy,
                 )
             )
     return out
 
 
-def registry_workload(inst: Instance) -> Workload:
-    """The Workload the control plane's registry holds for an instance (written to the workload file)."""
+def registry_workload(inst: Instance, healthy: bool = True) -> Workload:
+    """The Workload the control plane's registry holds for an instance (written to the workload file); an unhealthy
+    one (its app or sidecar is down) keeps its entry but leaves every proxy's endpoints."""
     return Workload(
+        healthy=healthy,
         name=inst.name,
         namespace=inst.namespace,
         address=inst.ip,

@@ -1,0 +1,52 @@
+"""Issue 13, crashes: an app that exits leaves the mesh (its sidecar answers 503 on 15021, its endpoint leaves
+every other proxy's EDS) and, restarted with back-off by its restartPolicy (Kubernetes': Always by default,
+OnFailure, Never), comes back once it listens again."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+
+from sailmesh.platform.state import pid_alive
+from sailmesh.testing.mesh import RunningMesh
+from sailmesh.testing.waiting import wait_for
+from tests.e2e.platform_support import eds_hosts, get, mesh_dir, recorded, state, workload
+
+WEB_CLUSTER = "outbound|8000||web.default.svc.cluster.local::"
+NEVER = workload("once", "{APP}", extra="  restartPolicy: Never\n")
+
+
+def _ip(state_dir: str, name: str) -> str:
+    return next(i["address"] for i in state(state_dir)["instances"] if i["name"] == name)
+
+
+def test_a_killed_app_leaves_the_endpoints_and_returns_after_its_restart(tmp_path: pathlib.Path) -> None:
+    d = mesh_dir(tmp_path, workload("client", "{SLEEPER}", ports=False), workload("web", "{APP}"), NEVER)
+    with RunningMesh(str(tmp_path / "s"), dirs=[d]) as mesh:
+        web_ip, client_ip = _ip(mesh.state_dir, "web-0"), _ip(mesh.state_dir, "client-0")
+        web_endpoint = f"{web_ip}:8000"
+        assert wait_for(lambda: web_endpoint in eds_hosts(client_ip, WEB_CLUSTER), timeout=30)
+        app = recorded(mesh.state_dir)["web-0.default"]
+
+        os.killpg(app["pid"], signal.SIGKILL)
+        # the sidecar is not ready while its app is down (the supervisor restarts it after a back-off of 1s)
+        wait_for(lambda: get(f"http://{web_ip}:15021/healthz/ready")[0] == 503, timeout=30, what="sidecar 503")
+        wait_for(lambda: web_endpoint not in eds_hosts(client_ip, WEB_CLUSTER), timeout=30,
+                 what="the endpoint to leave the client's EDS")
+
+        # restartPolicy Always (the default): a new app process, then ready, then back in the endpoints
+        wait_for(lambda: recorded(mesh.state_dir)["web-0.default"]["pid"] != app["pid"], timeout=60,
+                 what="the app to be restarted")
+        wait_for(lambda: get(f"http://{web_ip}:15021/healthz/ready")[0] == 200, timeout=60, what="sidecar 200")
+        wait_for(lambda: web_endpoint in eds_hosts(client_ip, WEB_CLUSTER), timeout=60,
+                 what="the endpoint to return")
+        assert "app web-0.default exited with code -9; restarting it" in mesh.output()
+        assert "app web-0.default ready again" in mesh.output()
+
+        # restartPolicy Never: stays down, and says so
+        once = recorded(mesh.state_dir)["once-0.default"]
+        os.killpg(once["pid"], signal.SIGKILL)
+        wait_for(lambda: "restartPolicy Never: not restarting it" in mesh.output(), timeout=30)
+        assert recorded(mesh.state_dir)["once-0.default"]["pid"] == once["pid"]
+        assert not pid_alive(once["pid"])
