@@ -30,7 +30,7 @@ def test_ctrl_c_and_sigterm_leave_nothing_behind(tmp_path: pathlib.Path, sig: si
     mesh = RunningMesh(str(tmp_path / "s"), dirs=[mesh_dir(tmp_path, *MESH)])
     try:
         pids = [p["pid"] for p in recorded(mesh.state_dir).values()] + envoy_pids(mesh.state_dir)
-        assert len(pids) == 1 + 2 + 2 + 3  # control plane, gateway, 2 sidecars, 2 apps, 3 Envoys
+        assert len(pids) == 1 + 1 + 2 + 2 + 3  # control plane, gateway, 2 sidecars, 2 apps, 3 Envoys
         mesh.proc.send_signal(sig)
         assert mesh.proc.wait(timeout=120) == 0
         assert "stopped" in mesh.output()
