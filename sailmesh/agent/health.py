@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from sailmesh.agent.admin import EnvoyAdmin
@@ -75,6 +77,30 @@ def tcp_app_check(ip: str, ports: Sequence[int], timeout: float = 1.0) -> Callab
                 return f"app is not listening on {ip}:{port}"
             w.close()
         return None
+
+    return check
+
+
+def probe_check(ip: str, probe: Mapping[str, Any]) -> Callable[[], Awaitable[str | None]]:
+    """The app's readinessProbe as Istio's agent runs a rewritten one: httpGet (ready on 200-399, as the kubelet)
+    or tcpSocket, straight to the app's port (not through Envoy). `probe`: platform/probes.py Probe.to_json."""
+    kind, port = str(probe.get("kind", "")), int(probe.get("port", 0))
+    timeout = float(probe.get("timeoutSeconds", 1.0))
+    if kind == "tcpSocket":
+        return tcp_app_check(ip, [port], timeout)
+    scheme = "https" if str(probe.get("scheme", "HTTP")).upper() == "HTTPS" else "http"
+    url = f"{scheme}://{ip}:{port}{probe.get('path') or '/'}"
+    headers = {str(k): str(v) for k, v in probe.get("headers") or []}
+
+    async def check() -> str | None:
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout), trust_env=False) as s:
+                async with s.get(url, headers=headers, ssl=False, allow_redirects=False) as r:
+                    if 200 <= r.status < 400:
+                        return None
+                    return f"app readiness probe {url}: HTTP {r.status}"
+        except (aiohttp.ClientError, OSError, TimeoutError) as e:
+            return f"app readiness probe {url}: {str(e) or type(e).__name__}"
 
     return check
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import os
 import signal
 import sys
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from sailmesh.agent.health import probe_check
 from sailmesh.api.parse import load_paths
 from sailmesh.api.resource import Resource
 from sailmesh.errors import PlatformError
@@ -241,7 +243,8 @@ class LocalMesh:
                     f"{inst.name}.{inst.namespace}.sidecar", "agent",
                     [*self._agent_args(kind="sidecar", ip=inst.ip, name=inst.name, namespace=inst.namespace,
                                        labels=dict(inst.labels), sa=inst.service_account,
-                                       app_ports=dict(inst.app_ports)), "--probe-app"],
+                                       app_ports=dict(inst.app_ports)), "--probe-app",
+                     *(["--readiness-probe", inst.readiness_probe.to_json()] if inst.readiness_probe else [])],
                     env, inst.ip,
                 )
                 agent.instance = inst
@@ -252,6 +255,9 @@ class LocalMesh:
         self._save_state()  # every child has exec'd by now: record the command lines /proc shows
         for p in self.procs:
             self._watch(p)
+        for inst in self.instances:
+            if inst.readiness_probe is not None:
+                self._track(asyncio.create_task(self._probe_loop(inst)))
         self.say(f"all {len(self.instances)} workloads and the ingress gateway are ready")
 
     def _ports(self, resources: Sequence[Resource]) -> list[Port]:
@@ -276,7 +282,7 @@ class LocalMesh:
     def _write_workloads(self) -> None:
         """The workload file the control plane watches: an instance whose app or sidecar is down is unhealthy."""
         workload_file.write(self.workload_file, [
-            registry_workload(i, healthy=not ({f"{i.name}.{i.namespace}", f"{i.name}.{i.namespace}.sidecar"}
+            registry_workload(i, healthy=not ({f"{i.name}.{i.namespace}{part}" for part in ("", ".sidecar", ".probe")}
                                               & self._down))
             for i in self.instances])
 
@@ -296,16 +302,40 @@ class LocalMesh:
                                     f"{inst.ip}:{self.settings.proxy.outbound}: {e}") from e
 
     def _watch(self, p: _Proc) -> None:
-        task = asyncio.create_task(self._supervise(p))
+        self._track(asyncio.create_task(self._supervise(p)))
+
+    def _track(self, task: asyncio.Task[None]) -> None:
         self._watchers.add(task)
         task.add_done_callback(self._watchers.discard)
 
     def _set_down(self, p: _Proc, down: bool) -> None:
         """An app or sidecar stopped or came back: rewrite the workload file if its instance's health changed."""
-        if p.instance is None or (p.name in self._down) == down:
-            return
-        (self._down.add if down else self._down.discard)(p.name)
-        self._write_workloads()
+        if p.instance is not None:
+            self._mark(p.name, down)
+
+    def _mark(self, key: str, down: bool) -> None:
+        if (key in self._down) != down:
+            (self._down.add if down else self._down.discard)(key)
+            self._write_workloads()
+
+    async def _probe_loop(self, inst: Instance) -> None:
+        """A kubelet's readiness probing: every periodSeconds, failureThreshold failures in a row take the instance
+        out of the endpoints, successThreshold successes bring it back."""
+        probe = inst.readiness_probe
+        assert probe is not None
+        check = probe_check(inst.ip, json.loads(probe.to_json()))
+        key, ok, failed = f"{inst.name}.{inst.namespace}.probe", 0, 0
+        await asyncio.sleep(probe.initial_delay_s)
+        while not self._stopping:
+            why = await check()
+            ok, failed = (ok + 1, 0) if why is None else (0, failed + 1)
+            if why is None and ok >= probe.success_threshold and key in self._down:
+                self.say(f"  {inst.namespace}/{inst.name} readiness probe passes again")
+                self._mark(key, False)
+            elif why is not None and failed >= probe.failure_threshold and key not in self._down:
+                self.say(f"{inst.namespace}/{inst.name} is not ready: {why}")
+                self._mark(key, True)
+            await asyncio.sleep(probe.period_s)
 
     async def _supervise(self, p: _Proc) -> None:
         """Wait for p to exit; then restart it with back-off (apps: by their restartPolicy), or give up."""

@@ -10,6 +10,8 @@ from typing import Any
 
 from sailmesh.api.resource import Resource
 from sailmesh.errors import PlatformError
+from sailmesh.platform.probes import Probe
+from sailmesh.platform.probes import parse as parse_probe
 from sailmesh.platform.restart import RESTART_POLICIES
 from sailmesh.platform.state import InstanceRecord
 from sailmesh.registry.model import Workload
@@ -46,6 +48,7 @@ class Instance:
     network: str = ""
     weight: int = 1  # load-balancing weight of its endpoints
     restart_policy: str = "Always"  # a Pod's restartPolicy: Always | OnFailure | Never
+    readiness_probe: Probe | None = None  # port rewritten to the app's real port
 
     @property
     def named_ports(self) -> dict[str, int]:
@@ -95,6 +98,9 @@ def plan(
                 raise PlatformError(f"ran out of loopback addresses at {ip}")
             addr = str(ip)
             ip += 1
+            app_ports = {p.container_port: pick_port(addr) if sidecar else p.container_port for p in ports}
+            probe = parse_probe(spec.get("readinessProbe"), {p.name: p.container_port for p in ports if p.name},
+                                app_ports, f"{res}: spec.readinessProbe")
             out.append(
                 Instance(
                     name=f"{res.name}-{n}",
@@ -107,13 +113,14 @@ def plan(
                     env=env,
                     ports=ports,
                     # with a sidecar, the sidecar owns containerPort and the app listens on a free port
-                    app_ports={p.container_port: pick_port(addr) if sidecar else p.container_port for p in ports},
+                    app_ports=app_ports,
                     sidecar=sidecar,
                     origin=f"{LOCAL_WORKLOAD_KIND} {res.namespace}/{res.name}",
                     locality=str(spec.get("locality") or ""),
                     network=str(spec.get("network") or ""),
                     weight=weight,
                     restart_policy=restart_policy,
+                    readiness_probe=probe,
                 )
             )
     return out

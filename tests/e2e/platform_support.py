@@ -21,6 +21,9 @@ if os.environ.get("FAIL"):
     sys.exit(3)
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
+        flag = os.environ.get("NOT_READY_FILE", "")
+        if self.path == "/ready" and flag and os.path.exists(flag):
+            self.send_response(503); self.end_headers(); return
         self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
     def log_message(self, *a):
         pass

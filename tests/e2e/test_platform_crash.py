@@ -50,3 +50,25 @@ def test_a_killed_app_leaves_the_endpoints_and_returns_after_its_restart(tmp_pat
         wait_for(lambda: "restartPolicy Never: not restarting it" in mesh.output(), timeout=30)
         assert recorded(mesh.state_dir)["once-0.default"]["pid"] == once["pid"]
         assert not pid_alive(once["pid"])
+
+
+def test_a_failing_readiness_probe_takes_the_endpoint_out_until_it_passes(tmp_path: pathlib.Path) -> None:
+    """Kubernetes' readinessProbe (httpGet on a named port, periodSeconds, failureThreshold), run the way Istio's
+    rewritten probes run: straight to the app; the sidecar's 15021 includes it."""
+    flag = tmp_path / "not-ready"
+    probe = ("  readinessProbe:\n    httpGet:\n      path: /ready\n      port: http\n"
+             "    periodSeconds: 1\n    failureThreshold: 1\n")
+    web = workload("web", "{APP}", extra=probe, env=f'    NOT_READY_FILE: "{flag}"\n')
+    d = mesh_dir(tmp_path, workload("client", "{SLEEPER}", ports=False), web)
+    with RunningMesh(str(tmp_path / "s"), dirs=[d]) as mesh:
+        web_ip, client_ip = _ip(mesh.state_dir, "web-0"), _ip(mesh.state_dir, "client-0")
+        web_endpoint = f"{web_ip}:8000"
+        assert wait_for(lambda: web_endpoint in eds_hosts(client_ip, WEB_CLUSTER), timeout=30)
+        flag.write_text("")
+        wait_for(lambda: get(f"http://{web_ip}:15021/healthz/ready")[0] == 503, timeout=30, what="sidecar 503")
+        wait_for(lambda: web_endpoint not in eds_hosts(client_ip, WEB_CLUSTER), timeout=30,
+                 what="the endpoint to leave the client's EDS")
+        assert "web-0 is not ready: app readiness probe" in mesh.output()
+        flag.unlink()
+        wait_for(lambda: web_endpoint in eds_hosts(client_ip, WEB_CLUSTER), timeout=30, what="the endpoint back")
+        assert get(f"http://{web_ip}:15021/healthz/ready")[0] == 200
