@@ -18,6 +18,9 @@ from sailmesh.processes import PID_HEADER
 log = logging.getLogger(__name__)
 
 READY_PATH = "/healthz/ready"
+# sailmesh's own: ready as a proxy, whatever the app's state (the platform starts the app after it, as Istio's
+# holdApplicationUntilProxyStarts waits for the proxy)
+PROXY_READY_PATH = "/healthz/proxy-ready"
 
 
 class Readiness:
@@ -32,11 +35,11 @@ class Readiness:
         self._generation = generation  # changes when Envoy restarts: its counters start again at zero
         self._config_seen_in: int | None = None
 
-    async def check(self) -> str | None:
-        """None when ready, else why not (the 503 body)."""
+    async def check(self, with_app: bool = True) -> str | None:
+        """None when ready, else why not (the 503 body); with_app=False leaves the app's readiness out."""
         if self.draining:
             return "draining"
-        if self.app_check is not None and (why := await self.app_check()) is not None:
+        if with_app and self.app_check is not None and (why := await self.app_check()) is not None:
             return why
         try:
             state = await self.admin.server_state()
@@ -116,8 +119,8 @@ class HealthServer:
         self.port = port
         self._runner: web.AppRunner | None = None
 
-    async def _ready(self, _request: web.Request) -> web.Response:
-        reason = await self.readiness.check()
+    async def _ready(self, request: web.Request) -> web.Response:
+        reason = await self.readiness.check(with_app=request.path != PROXY_READY_PATH)
         if reason is None:
             return web.Response(status=200, text="", headers={PID_HEADER: str(os.getpid())})
         return web.Response(status=503, text=reason + "\n", headers={PID_HEADER: str(os.getpid())})
@@ -126,6 +129,7 @@ class HealthServer:
         """Bind and serve."""
         app = web.Application()
         app.router.add_get(READY_PATH, self._ready)
+        app.router.add_get(PROXY_READY_PATH, self._ready)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from sailmesh.agent.health import probe_check
+from sailmesh.agent.health import PROXY_READY_PATH, probe_check
 from sailmesh.api.parse import load_paths
 from sailmesh.api.resource import Resource
 from sailmesh.errors import PlatformError
@@ -81,6 +81,7 @@ class LocalMesh:
         self._cp_argv: list[str] = []
         self._down: set[str] = set()  # apps and sidecars not running/ready: their instance leaves the endpoints
         self._watchers: set[asyncio.Task[None]] = set()
+        self._retired: set[str] = set()  # processes stopped on purpose while the mesh runs (not restarted)
         self.fatal = asyncio.Event()  # set when the mesh cannot go on (the control plane crash-loops)
         self.fatal_reason = ""
         self.forwarder: Forwarder | None = None  # the plain proxy of workloads without a sidecar
@@ -94,6 +95,8 @@ class LocalMesh:
         return f"{self.opts.cp_host}:{self.opts.xds_port}"
 
     async def _spawn(self, name: str, role: str, argv: Sequence[str], env: dict[str, str], address: str = "") -> _Proc:
+        if self._stopping:
+            raise PlatformError(f"not starting {name}: the mesh is stopping")
         os.makedirs(self.logs_dir, exist_ok=True)
         log = os.path.join(self.logs_dir, f"{name}.log")
         fh = open(log, "ab")
@@ -231,27 +234,14 @@ class LocalMesh:
         waits = [self._wait_http(f"http://{opts.gateway_ip}:{self.settings.proxy.health}/healthz/ready",
                                  "ingress gateway", gw)]
         await self._start_forwarder(loaded.resources)
-        for inst in self.instances:
-            self.say(f"starting {inst.namespace}/{inst.name} on {inst.ip}" + (" with sidecar" if inst.sidecar else ""))
-            app = await self._spawn(f"{inst.name}.{inst.namespace}", "app", inst.command,
-                                    {**env, **app_env(inst, self.settings.proxy.outbound)}, inst.ip)
-            app.instance = inst
-            for ap in inst.app_ports.values():
-                waits.append(self._wait_tcp(inst.ip, ap, f"app {inst.name}", app))
-            if inst.sidecar:
-                agent = await self._spawn(
-                    f"{inst.name}.{inst.namespace}.sidecar", "agent",
-                    [*self._agent_args(kind="sidecar", ip=inst.ip, name=inst.name, namespace=inst.namespace,
-                                       labels=dict(inst.labels), sa=inst.service_account,
-                                       app_ports=dict(inst.app_ports)), "--probe-app",
-                     *(["--readiness-probe", inst.readiness_probe.to_json()] if inst.readiness_probe else [])],
-                    env, inst.ip,
-                )
-                agent.instance = inst
-                waits.append(self._wait_http(f"http://{inst.ip}:{self.settings.proxy.health}/healthz/ready",
-                                             f"sidecar of {inst.name}", agent))
-        self._save_state()
-        await asyncio.gather(*waits)
+        tasks = [asyncio.create_task(w) for w in [*waits, *(self._start_instance(i, env) for i in self.instances)]]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
         self._save_state()  # every child has exec'd by now: record the command lines /proc shows
         for p in self.procs:
             self._watch(p)
@@ -259,6 +249,34 @@ class LocalMesh:
             if inst.readiness_probe is not None:
                 self._track(asyncio.create_task(self._probe_loop(inst)))
         self.say(f"all {len(self.instances)} workloads and the ingress gateway are ready")
+
+    async def _start_instance(self, inst: Instance, env: dict[str, str]) -> None:
+        """Start one instance's sidecar and app and wait until both are ready; with holdApplicationUntilProxyStarts
+        (Istio's, on by default here) the app starts only once its sidecar is ready as a proxy."""
+        self.say(f"starting {inst.namespace}/{inst.name} on {inst.ip}" + (" with sidecar" if inst.sidecar else ""))
+        health = f"http://{inst.ip}:{self.settings.proxy.health}"
+        agent: _Proc | None = None
+        if inst.sidecar:
+            agent = await self._spawn(
+                f"{inst.name}.{inst.namespace}.sidecar", "agent",
+                [*self._agent_args(kind="sidecar", ip=inst.ip, name=inst.name, namespace=inst.namespace,
+                                   labels=dict(inst.labels), sa=inst.service_account,
+                                   app_ports=dict(inst.app_ports)), "--probe-app",
+                 *(["--readiness-probe", inst.readiness_probe.to_json()] if inst.readiness_probe else [])],
+                env, inst.ip,
+            )
+            agent.instance = inst
+            self._save_state()
+            if inst.hold_application:
+                await self._wait_http(f"{health}{PROXY_READY_PATH}", f"sidecar of {inst.name}", agent)
+        app = await self._spawn(f"{inst.name}.{inst.namespace}", "app", inst.command,
+                                {**env, **app_env(inst, self.settings.proxy.outbound)}, inst.ip)
+        app.instance = inst
+        self._save_state()
+        for ap in inst.app_ports.values():
+            await self._wait_tcp(inst.ip, ap, f"app {inst.name}", app)
+        if agent is not None:
+            await self._wait_http(f"{health}/healthz/ready", f"sidecar of {inst.name}", agent)
 
     def _ports(self, resources: Sequence[Resource]) -> list[Port]:
         """Every address:port this mesh's processes will listen on."""
@@ -340,7 +358,7 @@ class LocalMesh:
     async def _supervise(self, p: _Proc) -> None:
         """Wait for p to exit; then restart it with back-off (apps: by their restartPolicy), or give up."""
         rc = await p.proc.wait()
-        if self._stopping:
+        if self._stopping or p.name in self._retired:
             return
         self._set_down(p, True)
         tail = log_tail(p.log)
@@ -348,6 +366,12 @@ class LocalMesh:
         if p.role == "app" and p.instance is not None and not should_restart(p.instance.restart_policy, rc):
             self.say(f"app {p.name} exited with code {rc}; restartPolicy {p.instance.restart_policy}: "
                      f"not restarting it; {where}")
+            # a job-style workload: its sidecar has nothing left to serve and exits too
+            for sidecar in [q for q in self.procs if q.role == "agent" and q.instance is p.instance]:
+                self._retired.add(sidecar.name)
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(sidecar.proc.pid, signal.SIGTERM)
+                self.say(f"  stopping its sidecar {sidecar.name}")
             return
         failures = self.opts.backoff.failures(p.failures, time.monotonic() - p.started)
         if self.opts.backoff.gives_up(failures):

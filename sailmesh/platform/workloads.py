@@ -49,6 +49,7 @@ class Instance:
     weight: int = 1  # load-balancing weight of its endpoints
     restart_policy: str = "Always"  # a Pod's restartPolicy: Always | OnFailure | Never
     readiness_probe: Probe | None = None  # port rewritten to the app's real port
+    hold_application: bool = True  # Istio's holdApplicationUntilProxyStarts (on by default here)
 
     @property
     def named_ports(self) -> dict[str, int]:
@@ -91,6 +92,9 @@ def plan(
             raise PlatformError(f"{res}: spec.weight must be an integer >= 1")
         sidecar = bool(spec.get("sidecar", True))
         restart_policy = str(spec.get("restartPolicy") or "Always")
+        hold = spec.get("holdApplicationUntilProxyStarts", True)
+        if not isinstance(hold, bool):
+            raise PlatformError(f"{res}: spec.holdApplicationUntilProxyStarts must be true or false")
         if restart_policy not in RESTART_POLICIES:
             raise PlatformError(f"{res}: spec.restartPolicy must be one of {', '.join(RESTART_POLICIES)}")
         for n in range(replicas):
@@ -121,6 +125,7 @@ def plan(
                     weight=weight,
                     restart_policy=restart_policy,
                     readiness_probe=probe,
+                    hold_application=hold,
                 )
             )
     return out

@@ -50,6 +50,10 @@ def test_a_killed_app_leaves_the_endpoints_and_returns_after_its_restart(tmp_pat
         wait_for(lambda: "restartPolicy Never: not restarting it" in mesh.output(), timeout=30)
         assert recorded(mesh.state_dir)["once-0.default"]["pid"] == once["pid"]
         assert not pid_alive(once["pid"])
+        # a job-style workload's sidecar exits with its app, and is not restarted
+        sidecar = recorded(mesh.state_dir)["once-0.default.sidecar"]
+        wait_for(lambda: not pid_alive(sidecar["pid"]), timeout=30, what="the job's sidecar to exit")
+        assert recorded(mesh.state_dir)["once-0.default.sidecar"]["pid"] == sidecar["pid"]
 
 
 def test_a_failing_readiness_probe_takes_the_endpoint_out_until_it_passes(tmp_path: pathlib.Path) -> None:
@@ -72,3 +76,24 @@ def test_a_failing_readiness_probe_takes_the_endpoint_out_until_it_passes(tmp_pa
         flag.unlink()
         wait_for(lambda: web_endpoint in eds_hosts(client_ip, WEB_CLUSTER), timeout=30, what="the endpoint back")
         assert get(f"http://{web_ip}:15021/healthz/ready")[0] == 200
+
+
+def test_the_app_starts_only_after_its_sidecar_is_ready(tmp_path: pathlib.Path) -> None:
+    """Istio's holdApplicationUntilProxyStarts, on by default here: the app's first request through its sidecar
+    (at start-up) already works. The app records whether its sidecar was ready when it started."""
+    check = tmp_path / "check.py"
+    out = tmp_path / "seen"
+    check.write_text(
+        "import os, urllib.request\n"
+        "opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))\n"
+        "try:\n"
+        "    code = opener.open(f'http://{os.environ[\"HOST\"]}:15021/healthz/proxy-ready', timeout=5).status\n"
+        "except Exception as e:\n"
+        "    code = repr(e)\n"
+        f"open({str(out)!r}, 'w').write(str(code))\n"
+        "import time\n"
+        "while True:\n"
+        "    time.sleep(3600)\n")
+    d = mesh_dir(tmp_path, workload("client", str(check), ports=False))
+    with RunningMesh(str(tmp_path / "s"), dirs=[d]):
+        assert wait_for(lambda: out.exists() and out.read_text(), timeout=30) == "200"
