@@ -63,6 +63,7 @@ class _Proc:
     started: float = 0.0  # time.monotonic() at spawn
     failures: int = 0  # consecutive quick exits (see BackOff)
     instance: Instance | None = None  # the workload instance an app or sidecar belongs to
+    cwd: str | None = None
 
 
 class LocalMesh:
@@ -94,7 +95,8 @@ class LocalMesh:
     def xds_address(self) -> str:
         return f"{self.opts.cp_host}:{self.opts.xds_port}"
 
-    async def _spawn(self, name: str, role: str, argv: Sequence[str], env: dict[str, str], address: str = "") -> _Proc:
+    async def _spawn(self, name: str, role: str, argv: Sequence[str], env: dict[str, str], address: str = "",
+                     cwd: str | None = None) -> _Proc:
         if self._stopping:
             raise PlatformError(f"not starting {name}: the mesh is stopping")
         os.makedirs(self.logs_dir, exist_ok=True)
@@ -103,13 +105,13 @@ class LocalMesh:
         try:
             # SIGTERM when the supervisor dies (even by SIGKILL): every child stops in its own clean way
             proc = await asyncio.create_subprocess_exec(
-                *argv, stdout=fh, stderr=fh, stdin=asyncio.subprocess.DEVNULL, env=env, start_new_session=True,
+                *argv, stdout=fh, stderr=fh, stdin=asyncio.subprocess.DEVNULL, env=env, start_new_session=True, cwd=cwd,
                 preexec_fn=functools.partial(die_with_parent, signal.SIGTERM),
             )
         finally:
             fh.close()
         p = _Proc(name, role, proc, log, address, argv=tuple(argv), env=env, start_time=proc_start_time(proc.pid),
-                  started=time.monotonic())
+                  started=time.monotonic(), cwd=cwd)
         self.procs.append(p)
         return p
 
@@ -270,7 +272,7 @@ class LocalMesh:
             if inst.hold_application:
                 await self._wait_http(f"{health}{PROXY_READY_PATH}", f"sidecar of {inst.name}", agent)
         app = await self._spawn(f"{inst.name}.{inst.namespace}", "app", inst.command,
-                                {**env, **app_env(inst, self.settings.proxy.outbound)}, inst.ip)
+                                {**env, **app_env(inst, self.settings.proxy.outbound)}, inst.ip, inst.cwd)
         app.instance = inst
         self._save_state()
         for ap in inst.app_ports.values():
@@ -389,7 +391,7 @@ class LocalMesh:
         await asyncio.sleep(delay)
         if self._stopping:
             return
-        new = await self._spawn(p.name, p.role, p.argv, p.env, p.address)
+        new = await self._spawn(p.name, p.role, p.argv, p.env, p.address, p.cwd)
         new.failures, new.instance = failures, p.instance
         self.procs.remove(p)
         self._save_state()

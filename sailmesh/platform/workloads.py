@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ class Instance:
     restart_policy: str = "Always"  # a Pod's restartPolicy: Always | OnFailure | Never
     readiness_probe: Probe | None = None  # port rewritten to the app's real port
     hold_application: bool = True  # Istio's holdApplicationUntilProxyStarts (on by default here)
+    cwd: str | None = None  # the app's working directory: spec.workdir, else its config file's directory
 
     @property
     def named_ports(self) -> dict[str, int]:
@@ -93,6 +95,13 @@ def plan(
         sidecar = bool(spec.get("sidecar", True))
         restart_policy = str(spec.get("restartPolicy") or "Always")
         hold = spec.get("holdApplicationUntilProxyStarts", True)
+        # relative paths (a command's script, workdir) resolve against the config file's directory, not the
+        # directory `sailmesh up` was started in
+        base = os.path.dirname(os.path.abspath(res.source.file)) if res.source.file else None
+        workdir = spec.get("workdir")
+        if workdir is not None and not isinstance(workdir, str):
+            raise PlatformError(f"{res}: spec.workdir must be a path")
+        cwd = os.path.join(base or os.getcwd(), workdir) if workdir else base
         if not isinstance(hold, bool):
             raise PlatformError(f"{res}: spec.holdApplicationUntilProxyStarts must be true or false")
         if restart_policy not in RESTART_POLICIES:
@@ -126,6 +135,7 @@ def plan(
                     restart_policy=restart_policy,
                     readiness_probe=probe,
                     hold_application=hold,
+                    cwd=cwd,
                 )
             )
     return out

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import pathlib
+
 import pytest
 
+from sailmesh.api.parse import load_paths
 from sailmesh.errors import PlatformError
 from sailmesh.platform.probes import parse
 from sailmesh.platform.restart import BackOff, should_restart
+from sailmesh.platform.workloads import plan
 
 NAMED = {"http": 8000}
 APP_PORTS = {8000: 41234}
@@ -40,3 +45,17 @@ def test_restart_policy_and_back_off() -> None:
     assert [b.delay(n) for n in (1, 2, 3, 4, 5)] == [1, 2, 4, 8, 8]
     assert b.failures(2, ran_for=1) == 3 and b.failures(2, ran_for=60) == 1  # a stable run starts again
     assert not b.gives_up(3) and b.gives_up(4)
+
+
+def test_relative_paths_resolve_against_the_config_directory(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "w.yaml").write_text(
+        "apiVersion: local.sailmesh.io/v1alpha1\nkind: LocalWorkload\nmetadata: {name: a}\n"
+        "spec: {command: [python, app.py]}\n---\n"
+        "apiVersion: local.sailmesh.io/v1alpha1\nkind: LocalWorkload\nmetadata: {name: b}\n"
+        "spec: {command: [python, app.py], workdir: ../data, holdApplicationUntilProxyStarts: false}\n")
+    loaded = load_paths([str(tmp_path)])
+    assert not loaded.errors
+    a, b = plan(loaded.resources, "127.0.10.2", lambda _ip: 40000)
+    assert a.cwd == str(tmp_path / "sub") and a.hold_application
+    assert b.cwd is not None and os.path.normpath(b.cwd) == str(tmp_path / "data") and not b.hold_application
