@@ -363,6 +363,8 @@ class LocalMesh:
         if self._stopping or p.name in self._retired:
             return
         self._set_down(p, True)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(p.proc.pid, signal.SIGKILL)  # what the app left behind in its process group (a port held)
         tail = log_tail(p.log)
         where = f"the end of {p.log}:\n{tail}" if tail else f"see {p.log}"
         if p.role == "app" and p.instance is not None and not should_restart(p.instance.restart_policy, rc):

@@ -97,3 +97,20 @@ def test_the_app_starts_only_after_its_sidecar_is_ready(tmp_path: pathlib.Path) 
     d = mesh_dir(tmp_path, workload("client", str(check), ports=False))
     with RunningMesh(str(tmp_path / "s"), dirs=[d]):
         assert wait_for(lambda: out.exists() and out.read_text(), timeout=30) == "200"
+
+
+def test_a_killed_sidecar_takes_its_app_out_until_it_is_restarted(tmp_path: pathlib.Path) -> None:
+    d = mesh_dir(tmp_path, workload("client", "{SLEEPER}", ports=False), workload("web", "{APP}"))
+    with RunningMesh(str(tmp_path / "s"), dirs=[d]) as mesh:
+        web_ip, client_ip = _ip(mesh.state_dir, "web-0"), _ip(mesh.state_dir, "client-0")
+        web_endpoint = f"{web_ip}:8000"
+        assert wait_for(lambda: web_endpoint in eds_hosts(client_ip, WEB_CLUSTER), timeout=30)
+        sidecar = recorded(mesh.state_dir)["web-0.default.sidecar"]
+        os.kill(sidecar["pid"], signal.SIGKILL)  # its Envoy dies with it (PR_SET_PDEATHSIG)
+        wait_for(lambda: web_endpoint not in eds_hosts(client_ip, WEB_CLUSTER), timeout=30,
+                 what="the endpoint to leave the client's EDS")
+        wait_for(lambda: recorded(mesh.state_dir)["web-0.default.sidecar"]["pid"] != sidecar["pid"], timeout=60,
+                 what="the sidecar to be restarted")
+        wait_for(lambda: web_endpoint in eds_hosts(client_ip, WEB_CLUSTER), timeout=60, what="the endpoint back")
+        assert get(f"http://{web_ip}:8000/")[0] == 200  # served through the new sidecar
+        assert "agent web-0.default.sidecar ready again" in mesh.output()
