@@ -9,7 +9,7 @@ import os
 import signal
 
 from sailmesh import settings as settings_mod
-from sailmesh.cli.common import add_state_dir, fail, state_dir
+from sailmesh.cli.common import add_state_dir, fail, sailmesh_command, state_dir
 from sailmesh.errors import PlatformError
 from sailmesh.platform.local import LocalMesh, MeshOptions
 from sailmesh.platform.state import MeshState, pid_alive
@@ -63,7 +63,9 @@ async def serve(mesh: LocalMesh, banner: list[str]) -> int:
         return fail(str(e))
     for line in banner:
         mesh.say(line)
-    mesh.say("press Ctrl-C (or run `sailmesh down`) to stop")
+    down = f"{sailmesh_command()} down" + ("" if mesh.opts.state_dir == settings_mod.load().state_dir
+                                           else f" --state-dir {mesh.opts.state_dir}")
+    mesh.say(f"press Ctrl-C (or run `{down}`) to stop")
     # Crashed processes are restarted by the mesh itself (with back-off); it gives up on the control plane only
     # after a crash loop, and then the whole mesh stops with the cause.
     waits = [asyncio.create_task(stop.wait()), asyncio.create_task(mesh.fatal.wait())]
