@@ -15,6 +15,9 @@ from sailmesh import settings
 from sailmesh.errors import AgentError
 
 _PR_SET_PDEATHSIG = 1
+# On readiness answers (control plane /ready, agent /healthz/ready): the answering pid, so that whoever waits can
+# tell its own child from another process on the same port.
+PID_HEADER = "X-Sailmesh-Pid"
 
 # gRPC core's fork handlers (on by default in grpcio's builds) try to pause gRPC's threads around every fork();
 # the agent (SDS server, CSR client) forks Envoy and the app with a preexec_fn while its gRPC threads run, and
@@ -56,3 +59,26 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, sig)
+
+
+def proc_cmdline(pid: int) -> list[str]:
+    """A process's command line from /proc ([] when it is gone or unreadable)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            raw = fh.read()
+    except OSError:
+        return []
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def proc_start_time(pid: int) -> int:
+    """A process's start time in clock ticks since boot (/proc/<pid>/stat field 22); 0 when it is gone.
+
+    With the pid it names one process for good: a recycled pid has a later start time.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            fields = fh.read().rpartition(")")[2].split()
+        return int(fields[19])  # fields after "(comm)" start at field 3, so field 22 is index 19
+    except (OSError, IndexError, ValueError):
+        return 0

@@ -21,6 +21,8 @@ class AgentConfig:
     service_account: str = "default"
     # containerPort -> the port the app really listens on (Istio-style "9080:41234").
     app_ports: tuple[tuple[int, int], ...] = ()
+    probe_app: bool = False  # readiness also needs the app listening on its app ports (the embedded platform)
+    readiness_probe: str = ""  # JSON of the app's rewritten readinessProbe (platform/probes.py), replaces probe_app
     xds_host: str = "127.0.0.1"
     xds_port: int = 15010
     delta: bool = False

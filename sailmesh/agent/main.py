@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 from collections.abc import Sequence
@@ -15,7 +16,7 @@ from sailmesh.agent.admin import EnvoyAdmin
 from sailmesh.agent.app import AppProcess, app_environment
 from sailmesh.agent.config import AgentConfig
 from sailmesh.agent.envoy import EnvoyOptions, EnvoySupervisor
-from sailmesh.agent.health import HealthServer, Readiness
+from sailmesh.agent.health import HealthServer, Readiness, probe_check, tcp_app_check
 from sailmesh.agent.identity import CertificateManager, IdentityOptions, WorkloadCertificate
 from sailmesh.agent.sds import SdsServer, socket_path, write_xds_secrets
 from sailmesh.agent.status import METRICS_PATH, StatusServer
@@ -113,7 +114,10 @@ async def run_agent(
         ),
         admin,
     )
-    readiness = Readiness(admin, require_xds=require_xds, generation=lambda: envoy.restarts)
+    app_check = tcp_app_check(cfg.ip, [a for _, a in cfg.app_ports]) if cfg.probe_app and cfg.app_ports else None
+    if cfg.readiness_probe:
+        app_check = probe_check(cfg.ip, json.loads(cfg.readiness_probe))
+    readiness = Readiness(admin, require_xds=require_xds, generation=lambda: envoy.restarts, app_check=app_check)
     health = HealthServer(readiness, cfg.ip, cfg.health_port)
     status = StatusServer(
         readiness,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 from pathlib import Path
@@ -25,6 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels", default="", help="pod labels, e.g. app=reviews,version=v1")
     parser.add_argument("--service-account", default="default")
     parser.add_argument("--app-ports", default="", help="containerPort:appPort pairs, e.g. 9080:41234")
+    parser.add_argument("--probe-app", action="store_true",
+                        help="report ready only while the app accepts connections on its app ports")
+    parser.add_argument("--readiness-probe", default="", metavar="JSON",
+                        help="the app's readiness probe, run straight against the app (as Istio's rewritten probes)")
     parser.add_argument("--xds-address", default=f"{cp.host}:{cp.xds_plaintext}", help="control plane HOST:PORT")
     parser.add_argument("--delta", action="store_true", help="use delta xDS instead of state of the world")
     parser.add_argument("--admin-port", type=int, default=ports.admin)
@@ -56,6 +61,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> AgentConfig:
     """Flags -> AgentConfig (raises AgentError on bad values)."""
     host, port = parse_address(args.xds_address, settings.ControlPlanePorts().xds_plaintext)
+    if args.readiness_probe:
+        try:
+            json.loads(args.readiness_probe)
+        except ValueError as e:
+            raise AgentError(f"--readiness-probe: not JSON: {e}") from e
     return AgentConfig(
         ip=args.ip,
         name=args.name,
@@ -64,6 +74,8 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         labels=parse_labels(args.labels),
         service_account=args.service_account,
         app_ports=parse_app_ports(args.app_ports),
+        probe_app=args.probe_app,
+        readiness_probe=args.readiness_probe,
         xds_host=host,
         xds_port=port,
         delta=args.delta,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 from collections.abc import Sequence
 
@@ -41,3 +43,16 @@ def print_table(rows: Sequence[Sequence[object]]) -> None:
     widths = [max(len(r[i]) for r in text) for i in range(len(text[0]))] if text else []
     for r in text:
         print("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def sailmesh_command() -> str:
+    """How the user can run this sailmesh from their shell: `sailmesh` when PATH finds this one, else the venv's
+    entry point (e.g. `.venv/bin/sailmesh`), else `python -m sailmesh` with this interpreter."""
+    here = os.path.join(os.path.dirname(sys.executable), "sailmesh")
+    found = shutil.which("sailmesh")
+    if found and os.path.realpath(found) == os.path.realpath(here):
+        return "sailmesh"
+    if os.path.exists(here):
+        rel = os.path.relpath(here)
+        return rel if not rel.startswith("..") else here
+    return f"{sys.executable} -m sailmesh"

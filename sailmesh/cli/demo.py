@@ -9,7 +9,7 @@ import asyncio
 import os
 
 from sailmesh import settings as settings_mod
-from sailmesh.cli.common import fail, state_dir
+from sailmesh.cli.common import fail, sailmesh_command, state_dir
 from sailmesh.cli.up import add_mesh_options, options, refuse_if_running, serve
 from sailmesh.platform.local import LocalMesh
 
@@ -35,7 +35,8 @@ def demo_dirs(with_routing: bool = True, sample: str = "bookinfo") -> list[str]:
 
 def httpbin_banner(mesh: LocalMesh, gateway_ip: str) -> list[str]:
     """What `sailmesh demo httpbin` prints once everything is ready."""
-    return [
+    cmd = sailmesh_command()
+    lines = [
         "",
         "httpbin is up.",
         "  namespaces:        foo, bar (httpbin and sleep with sidecars), legacy (the same, without sidecars)",
@@ -46,6 +47,7 @@ def httpbin_banner(mesh: LocalMesh, gateway_ip: str) -> list[str]:
         f"  logs:              {mesh.logs_dir}",
         "",
     ]
+    return [line.replace("sailmesh ", f"{cmd} ") for line in lines]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,4 +69,6 @@ def run(args: argparse.Namespace) -> int:
         f"  try:               sailmesh apply -f {os.path.join(BOOKINFO, 'tasks', 'virtual-service-all-v1.yaml')}",
         "",
     ]
+    cmd = sailmesh_command()  # the command that works from the user's shell (e.g. .venv/bin/sailmesh)
+    banner = [line.replace("sailmesh ", f"{cmd} ") for line in banner]
     return asyncio.run(serve(mesh, banner))

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 
 from sailmesh import settings as settings_mod
-from sailmesh.cli.common import add_state_dir, fail, state_dir
+from sailmesh.cli.common import add_state_dir, fail, sailmesh_command, state_dir
 from sailmesh.errors import PlatformError
 from sailmesh.platform.local import LocalMesh, MeshOptions
 from sailmesh.platform.state import MeshState, pid_alive
+from sailmesh.platform.stop import is_recorded
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,30 +57,37 @@ async def serve(mesh: LocalMesh, banner: list[str]) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    starting = asyncio.create_task(mesh.start())
+    interrupted = asyncio.create_task(stop.wait())
+    await asyncio.wait([starting, interrupted], return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():  # Ctrl-C while starting: start() stops what it started
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, PlatformError):
+            await starting
+        mesh.say("interrupted while starting; everything started was stopped")
+        return 130
+    interrupted.cancel()
     try:
-        await mesh.start()
+        starting.result()
     except PlatformError as e:
         return fail(str(e))
     for line in banner:
         mesh.say(line)
-    mesh.say("press Ctrl-C (or run `sailmesh down`) to stop")
-    reported: set[str] = set()
-    while not stop.is_set():
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=1.0)
-        except TimeoutError:
-            try:
-                await mesh.restart_controlplane_if_dead()
-            except PlatformError as e:
-                mesh.say(f"warning: {e}")
-            for dead in mesh.failed():
-                if dead not in reported:
-                    reported.add(dead)
-                    mesh.say(f"warning: process exited: {dead}")
-    mesh.say("stopping: draining sidecars, then apps, gateway, control plane")
+    down = f"{sailmesh_command()} down" + ("" if mesh.opts.state_dir == settings_mod.load().state_dir
+                                           else f" --state-dir {mesh.opts.state_dir}")
+    mesh.say(f"press Ctrl-C (or run `{down}`) to stop")
+    # Crashed processes are restarted by the mesh itself (with back-off); it gives up on the control plane only
+    # after a crash loop, and then the whole mesh stops with the cause.
+    waits = [asyncio.create_task(stop.wait()), asyncio.create_task(mesh.fatal.wait())]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for w in waits:
+        w.cancel()
+    if mesh.fatal.is_set():
+        mesh.say(f"error: {mesh.fatal_reason}")
+    mesh.say("stopping: draining sidecars and the gateway, then apps, then the control plane")
     await mesh.stop()
     mesh.say("stopped")
-    return 0
+    return 1 if mesh.fatal.is_set() else 0
 
 
 def refuse_if_running(sdir: str) -> str | None:
@@ -87,7 +96,12 @@ def refuse_if_running(sdir: str) -> str | None:
     except PlatformError:
         return None
     if pid_alive(existing.supervisor_pid) and existing.supervisor_pid != os.getpid():
-        return f"a mesh is already running from {sdir} (pid {existing.supervisor_pid}); run `sailmesh down` first"
+        return (f"a mesh is already running from {sdir} (pid {existing.supervisor_pid}); "
+                f"run `sailmesh down --state-dir {sdir}` first")
+    left = [r for r in existing.processes if is_recorded(r)]
+    if left:
+        return (f"{len(left)} processes of a mesh whose supervisor is gone still run from {sdir} "
+                f"(e.g. {left[0].name}, pid {left[0].pid}); run `sailmesh down --state-dir {sdir}` first")
     return None
 
 

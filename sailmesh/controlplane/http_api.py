@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -16,6 +17,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from sailmesh import __version__
+from sailmesh.processes import PID_HEADER
 
 log = logging.getLogger("sailmesh.controlplane")
 
@@ -110,8 +112,9 @@ def make_app(backend: Backend, mounts: Mapping[str, web.Application] | None = No
         return handler
 
     async def ready(_: web.Request) -> web.Response:
+        # X-Sailmesh-Pid: whoever waits for readiness can tell this process from another on the same port
         return web.Response(text="ready\n" if backend.is_ready() else "not ready\n",
-                            status=200 if backend.is_ready() else 503)
+                            status=200 if backend.is_ready() else 503, headers={PID_HEADER: str(os.getpid())})
 
     async def resources(request: web.Request) -> web.Response:
         q = request.query

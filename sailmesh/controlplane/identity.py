@@ -18,6 +18,7 @@ from sailmesh.ca.service import CertificateService, ServingCredentials, handler
 from sailmesh.ca.tokens import JoinTokens
 from sailmesh.errors import ValidationError, XdsError
 from sailmesh.metrics import CitadelMetrics
+from sailmesh.server.ads import NO_PORT_REUSE
 from sailmesh.snapshot.node import proxy_view_from_node
 
 log = logging.getLogger("sailmesh.controlplane")
@@ -61,7 +62,7 @@ class MeshIdentity:
         """The certificate service alone on its own TLS port without client certificates: a workload's first CSR
         (join token) cannot present a certificate, and grpcio cannot ask for one only if given (Go's
         VerifyClientCertIfGiven, which istiod uses on 15012). Returns the bound port."""
-        server = grpc.aio.server()
+        server = grpc.aio.server(options=[NO_PORT_REUSE])  # a second control plane must fail to bind
         server.add_generic_rpc_handlers((self.grpc_handler(),))
         bound = server.add_secure_port(f"{host}:{port}", self.bootstrap_serving.credentials())
         await server.start()

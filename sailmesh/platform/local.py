@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import json
 import os
 import signal
 import sys
@@ -13,14 +15,18 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from sailmesh.agent.health import PROXY_READY_PATH, probe_check
 from sailmesh.api.parse import load_paths
 from sailmesh.api.resource import Resource
 from sailmesh.errors import PlatformError
 from sailmesh.platform import state as mesh_state
 from sailmesh.platform import workload_file
 from sailmesh.platform.forwarder import Client, Forwarder, NameTable
+from sailmesh.platform.ports import Port, check_free, gateway_ports
+from sailmesh.platform.restart import BackOff, log_tail, should_restart
+from sailmesh.platform.stop import STOP_ORDER
 from sailmesh.platform.workloads import Instance, app_env, instance_record, mesh_labels, plan, registry_workload
-from sailmesh.processes import free_port
+from sailmesh.processes import PID_HEADER, die_with_parent, free_port, proc_cmdline, proc_start_time
 from sailmesh.registry.model import TLS_MODE_ISTIO, TLS_MODE_LABEL
 from sailmesh.registry.services import service_from_kube
 from sailmesh.settings import Settings
@@ -47,6 +53,7 @@ class MeshOptions:
     xds_plaintext: bool = False  # proxies use the plaintext loopback ADS port instead (debugging)
     min_cert_ttl_s: float = 60.0  # the CA's floor (tests lower it)
     cert_ttl_s: float = 0.0  # the lifetime agents ask for (0 = the CA's default, 24 h)
+    backoff: BackOff = field(default_factory=BackOff)  # restarts of crashed processes
 
 
 @dataclass
@@ -56,6 +63,13 @@ class _Proc:
     proc: asyncio.subprocess.Process
     log: str
     address: str = ""
+    argv: Sequence[str] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    start_time: int = 0  # /proc/<pid>/stat field 22: with the pid, names this process for good
+    started: float = 0.0  # time.monotonic() at spawn
+    failures: int = 0  # consecutive quick exits (see BackOff)
+    instance: Instance | None = None  # the workload instance an app or sidecar belongs to
+    cwd: str | None = None
 
 
 class LocalMesh:
@@ -72,6 +86,11 @@ class LocalMesh:
         self.workload_file = os.path.join(opts.state_dir, mesh_state.REGISTRY_FILE)
         self._stopping = False
         self._cp_argv: list[str] = []
+        self._down: set[str] = set()  # apps and sidecars not running/ready: their instance leaves the endpoints
+        self._watchers: set[asyncio.Task[None]] = set()
+        self._retired: set[str] = set()  # processes stopped on purpose while the mesh runs (not restarted)
+        self.fatal = asyncio.Event()  # set when the mesh cannot go on (the control plane crash-loops)
+        self.fatal_reason = ""
         self.forwarder: Forwarder | None = None  # the plain proxy of workloads without a sidecar
         self.cp_state_dir = os.path.join(opts.state_dir, "controlplane")
         if not opts.xds_tls_port:
@@ -89,17 +108,23 @@ class LocalMesh:
             return f"127.0.0.1:{self.opts.xds_port}"
         return f"{self.opts.cp_host}:{self.opts.xds_tls_port}"
 
-    async def _spawn(self, name: str, role: str, argv: Sequence[str], env: dict[str, str], address: str = "") -> _Proc:
+    async def _spawn(self, name: str, role: str, argv: Sequence[str], env: dict[str, str], address: str = "",
+                     cwd: str | None = None) -> _Proc:
+        if self._stopping:
+            raise PlatformError(f"not starting {name}: the mesh is stopping")
         os.makedirs(self.logs_dir, exist_ok=True)
         log = os.path.join(self.logs_dir, f"{name}.log")
         fh = open(log, "ab")
         try:
+            # SIGTERM when the supervisor dies (even by SIGKILL): every child stops in its own clean way
             proc = await asyncio.create_subprocess_exec(
-                *argv, stdout=fh, stderr=fh, stdin=asyncio.subprocess.DEVNULL, env=env, start_new_session=True
+                *argv, stdout=fh, stderr=fh, stdin=asyncio.subprocess.DEVNULL, env=env, start_new_session=True, cwd=cwd,
+                preexec_fn=functools.partial(die_with_parent, signal.SIGTERM),
             )
         finally:
             fh.close()
-        p = _Proc(name, role, proc, log, address)
+        p = _Proc(name, role, proc, log, address, argv=tuple(argv), env=env, start_time=proc_start_time(proc.pid),
+                  started=time.monotonic(), cwd=cwd)
         self.procs.append(p)
         return p
 
@@ -114,20 +139,43 @@ class LocalMesh:
             xds_address=self.xds_address,
             config_dirs=[os.path.abspath(d) for d in self.opts.config_dirs],
             gateway_urls=self.gateway_urls,
-            processes=[mesh_state.ProcessRecord(p.name, p.role, p.proc.pid, p.log, p.address) for p in self.procs],
+            processes=[mesh_state.ProcessRecord(p.name, p.role, p.proc.pid, p.log, p.address, p.start_time,
+                                                self._cmdline(p)) for p in self.procs],
             instances=[instance_record(i, self.settings.proxy.outbound) for i in self.instances],
+            supervisor_start_time=proc_start_time(os.getpid()),
         ).save(self.opts.state_dir)
 
+    @staticmethod
+    def _cmdline(p: _Proc) -> list[str]:
+        """The child's command line as /proc shows it once it has exec'd (a script's shows its interpreter)."""
+        own = proc_cmdline(os.getpid())
+        seen = proc_cmdline(p.proc.pid)
+        return seen if seen and seen != own else list(p.argv)
+
+    @staticmethod
+    def _exited(what: str, p: _Proc) -> PlatformError:
+        """The error for a child that exited while it should run: its exit code and the tail of its log."""
+        tail = log_tail(p.log)
+        return PlatformError(f"{what} exited with code {p.proc.returncode}; the end of {p.log}:\n{tail}"
+                             if tail else f"{what} exited with code {p.proc.returncode}; see {p.log}")
+
     async def _wait_http(self, url: str, what: str, proc: _Proc | None = None) -> None:
+        """Wait for a 200 from url; with proc, the answer must come from proc itself (its pid in PID_HEADER),
+        never from another process on the same port."""
         deadline = time.monotonic() + self.opts.ready_timeout
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2), trust_env=False) as s:
             while True:
                 if proc is not None and proc.proc.returncode is not None:
-                    raise PlatformError(f"{what} exited with code {proc.proc.returncode}; see {proc.log}")
+                    raise self._exited(what, proc)
                 with contextlib.suppress(aiohttp.ClientError, OSError, asyncio.TimeoutError):
                     async with s.get(url) as r:
-                        if r.status == 200:
+                        pid = r.headers.get(PID_HEADER, "")
+                        if r.status == 200 and (proc is None or pid == str(proc.proc.pid)):
                             return
+                        if proc is not None and pid != str(proc.proc.pid):
+                            raise PlatformError(
+                                f"{url} is answered by another process (pid {pid or 'unknown'}), not this mesh's "
+                                f"{what} (pid {proc.proc.pid}): stop the other one, or use other ports")
                 if time.monotonic() > deadline:
                     log = f"; see {proc.log}" if proc else ""
                     raise PlatformError(f"{what} not ready after {self.opts.ready_timeout:.0f}s ({url}){log}")
@@ -137,7 +185,7 @@ class LocalMesh:
         deadline = time.monotonic() + self.opts.ready_timeout
         while True:
             if proc.proc.returncode is not None:
-                raise PlatformError(f"{what} exited with code {proc.proc.returncode}; see {proc.log}")
+                raise self._exited(what, proc)
             try:
                 _, w = await asyncio.open_connection(host, port)
                 w.close()
@@ -207,7 +255,8 @@ class LocalMesh:
             raise PlatformError("cannot read the mesh directory:\n  " + "\n  ".join(str(e) for e in loaded.errors))
         self.instances = plan(loaded.resources, opts.base_ip, free_port)
         os.makedirs(opts.state_dir, exist_ok=True)
-        workload_file.write(self.workload_file, [registry_workload(i) for i in self.instances])
+        check_free(self._ports(loaded.resources))
+        self._write_workloads()
         env = dict(os.environ)
 
         self.say(f"starting control plane (xDS {self.xds_address}, API {self.api_url})")
@@ -237,25 +286,78 @@ class LocalMesh:
         waits = [self._wait_http(f"http://{opts.gateway_ip}:{self.settings.proxy.health}/healthz/ready",
                                  "ingress gateway", gw)]
         await self._start_forwarder(loaded.resources)
+        tasks = [asyncio.create_task(w) for w in [*waits, *(self._start_instance(i, env) for i in self.instances)]]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        self._save_state()  # every child has exec'd by now: record the command lines /proc shows
+        for p in self.procs:
+            self._watch(p)
         for inst in self.instances:
-            self.say(f"starting {inst.namespace}/{inst.name} on {inst.ip}" + (" with sidecar" if inst.sidecar else ""))
-            app = await self._spawn(f"{inst.name}.{inst.namespace}", "app", inst.command,
-                                    {**env, **app_env(inst, self.settings.proxy.outbound)}, inst.ip)
-            for ap in inst.app_ports.values():
-                waits.append(self._wait_tcp(inst.ip, ap, f"app {inst.name}", app))
-            if inst.sidecar:
-                agent = await self._spawn(
-                    f"{inst.name}.{inst.namespace}.sidecar", "agent",
-                    await self._agent_args(kind="sidecar", ip=inst.ip, name=inst.name, namespace=inst.namespace,
-                                     labels=mesh_labels(inst), sa=inst.service_account,
-                                     app_ports=dict(inst.app_ports)),
-                    env, inst.ip,
-                )
-                waits.append(self._wait_http(f"http://{inst.ip}:{self.settings.proxy.health}/healthz/ready",
-                                             f"sidecar of {inst.name}", agent))
-        self._save_state()
-        await asyncio.gather(*waits)
+            if inst.readiness_probe is not None:
+                self._track(asyncio.create_task(self._probe_loop(inst)))
         self.say(f"all {len(self.instances)} workloads and the ingress gateway are ready")
+
+    async def _start_instance(self, inst: Instance, env: dict[str, str]) -> None:
+        """Start one instance's sidecar and app and wait until both are ready; with holdApplicationUntilProxyStarts
+        (Istio's, on by default here) the app starts only once its sidecar is ready as a proxy."""
+        self.say(f"starting {inst.namespace}/{inst.name} on {inst.ip}" + (" with sidecar" if inst.sidecar else ""))
+        health = f"http://{inst.ip}:{self.settings.proxy.health}"
+        agent: _Proc | None = None
+        if inst.sidecar:
+            agent = await self._spawn(
+                f"{inst.name}.{inst.namespace}.sidecar", "agent",
+                [*await self._agent_args(kind="sidecar", ip=inst.ip, name=inst.name, namespace=inst.namespace,
+                                         labels=mesh_labels(inst), sa=inst.service_account,
+                                         app_ports=dict(inst.app_ports)), "--probe-app",
+                 *(["--readiness-probe", inst.readiness_probe.to_json()] if inst.readiness_probe else [])],
+                env, inst.ip,
+            )
+            agent.instance = inst
+            self._save_state()
+            if inst.hold_application:
+                await self._wait_http(f"{health}{PROXY_READY_PATH}", f"sidecar of {inst.name}", agent)
+        app = await self._spawn(f"{inst.name}.{inst.namespace}", "app", inst.command,
+                                {**env, **app_env(inst, self.settings.proxy.outbound)}, inst.ip, inst.cwd)
+        app.instance = inst
+        self._save_state()
+        for ap in inst.app_ports.values():
+            await self._wait_tcp(inst.ip, ap, f"app {inst.name}", app)
+        if agent is not None:
+            await self._wait_http(f"{health}/healthz/ready", f"sidecar of {inst.name}", agent)
+
+    def _ports(self, resources: Sequence[Resource]) -> list[Port]:
+        """Every address:port this mesh's processes will listen on."""
+        o, px = self.opts, self.settings.proxy
+        out = [Port(o.cp_host, o.http_port, "control plane HTTP API", "--http-port"),
+               Port(o.cp_host, o.xds_tls_port, "control plane xDS (mTLS)", "--xds-tls-port"),
+               Port(o.cp_host, o.ca_port, "control plane CA (first CSRs)", "--ca-port")]
+        if o.xds_plaintext:
+            out.append(Port("127.0.0.1", o.xds_port, "control plane xDS (plaintext)", "--xds-port"))
+        proxy_ports = [(px.admin, "admin"), (px.agent_metrics, "metrics"), (px.health, "health"), (px.stats, "stats")]
+        out += [Port(o.gateway_ip, n, f"ingress gateway {what}", "--gateway-ip") for n, what in proxy_ports]
+        out += [Port(o.gateway_ip, n, "ingress gateway listener", "--gateway-ip")
+                for n in gateway_ports(resources, GATEWAY_LABELS)]
+        for inst in self.instances:
+            who = f"{inst.namespace}/{inst.name}"
+            if inst.sidecar:
+                out += [Port(inst.ip, n, f"sidecar of {who} ({what})", "--base-ip")
+                        for n, what in [*proxy_ports, (px.outbound, "outbound"), (px.inbound, "inbound")]]
+            else:
+                out.append(Port(inst.ip, px.outbound, f"forwarder of {who}", "--base-ip"))
+            out += [Port(inst.ip, ap, f"app {who}", "--base-ip") for ap in inst.app_ports.values()]
+        return out
+
+    def _write_workloads(self) -> None:
+        """The workload file the control plane watches: an instance whose app or sidecar is down is unhealthy."""
+        workload_file.write(self.workload_file, [
+            registry_workload(i, healthy=not ({f"{i.name}.{i.namespace}{part}" for part in ("", ".sidecar", ".probe")}
+                                              & self._down))
+            for i in self.instances])
 
     async def _start_forwarder(self, resources: Sequence[Resource]) -> None:
         """Workloads without a sidecar reach services through the plain forwarder on their own address."""
@@ -272,18 +374,104 @@ class LocalMesh:
                 raise PlatformError(f"cannot start the forwarder of {inst.namespace}/{inst.name} on "
                                     f"{inst.ip}:{self.settings.proxy.outbound}: {e}") from e
 
-    async def restart_controlplane_if_dead(self) -> bool:
-        """Supervise the control plane: if it died, start it again (proxies keep their config meanwhile)."""
-        cp = next((p for p in self.procs if p.role == "controlplane"), None)
-        if self._stopping or cp is None or cp.proc.returncode is None:
-            return False
-        self.say(f"control plane exited with code {cp.proc.returncode}; restarting it (see {cp.log})")
-        self.procs.remove(cp)
-        new = await self._spawn("controlplane", "controlplane", self._cp_argv, dict(os.environ), self.api_url)
+    def _watch(self, p: _Proc) -> None:
+        self._track(asyncio.create_task(self._supervise(p)))
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self._watchers.add(task)
+        task.add_done_callback(self._watchers.discard)
+
+    def _set_down(self, p: _Proc, down: bool) -> None:
+        """An app or sidecar stopped or came back: rewrite the workload file if its instance's health changed."""
+        if p.instance is not None:
+            self._mark(p.name, down)
+
+    def _mark(self, key: str, down: bool) -> None:
+        if (key in self._down) != down:
+            (self._down.add if down else self._down.discard)(key)
+            self._write_workloads()
+
+    async def _probe_loop(self, inst: Instance) -> None:
+        """A kubelet's readiness probing: every periodSeconds, failureThreshold failures in a row take the instance
+        out of the endpoints, successThreshold successes bring it back."""
+        probe = inst.readiness_probe
+        assert probe is not None
+        check = probe_check(inst.ip, json.loads(probe.to_json()))
+        key, ok, failed = f"{inst.name}.{inst.namespace}.probe", 0, 0
+        await asyncio.sleep(probe.initial_delay_s)
+        while not self._stopping:
+            why = await check()
+            ok, failed = (ok + 1, 0) if why is None else (0, failed + 1)
+            if why is None and ok >= probe.success_threshold and key in self._down:
+                self.say(f"  {inst.namespace}/{inst.name} readiness probe passes again")
+                self._mark(key, False)
+            elif why is not None and failed >= probe.failure_threshold and key not in self._down:
+                self.say(f"{inst.namespace}/{inst.name} is not ready: {why}")
+                self._mark(key, True)
+            await asyncio.sleep(probe.period_s)
+
+    async def _supervise(self, p: _Proc) -> None:
+        """Wait for p to exit; then restart it with back-off (apps: by their restartPolicy), or give up."""
+        rc = await p.proc.wait()
+        if self._stopping or p.name in self._retired:
+            return
+        self._set_down(p, True)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(p.proc.pid, signal.SIGKILL)  # what the app left behind in its process group (a port held)
+        tail = log_tail(p.log)
+        where = f"the end of {p.log}:\n{tail}" if tail else f"see {p.log}"
+        if p.role == "app" and p.instance is not None and not should_restart(p.instance.restart_policy, rc):
+            self.say(f"app {p.name} exited with code {rc}; restartPolicy {p.instance.restart_policy}: "
+                     f"not restarting it; {where}")
+            # a job-style workload: its sidecar has nothing left to serve and exits too
+            for sidecar in [q for q in self.procs if q.role == "agent" and q.instance is p.instance]:
+                self._retired.add(sidecar.name)
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(sidecar.proc.pid, signal.SIGTERM)
+                self.say(f"  stopping its sidecar {sidecar.name}")
+            return
+        failures = self.opts.backoff.failures(p.failures, time.monotonic() - p.started)
+        if self.opts.backoff.gives_up(failures):
+            msg = (f"{p.role} {p.name} exited with code {rc}, {failures} times in a row within "
+                   f"{self.opts.backoff.stable:.0f}s of starting: giving up on it; {where}")
+            if p.role == "controlplane":
+                self.fatal_reason = msg
+                self.fatal.set()
+            else:
+                self.say(f"error: {msg}")
+            return
+        delay = self.opts.backoff.delay(failures)
+        self.say(f"{p.role} {p.name} exited with code {rc}; restarting it in {delay:.0f}s "
+                 f"(restart {failures} of at most {self.opts.backoff.limit} in a row); {where}")
+        await asyncio.sleep(delay)
+        if self._stopping:
+            return
+        new = await self._spawn(p.name, p.role, p.argv, p.env, p.address, p.cwd)
+        new.failures, new.instance = failures, p.instance
+        self.procs.remove(p)
         self._save_state()
-        await self._wait_http(f"{self.api_url}/ready", "control plane", new)
-        self.say("  control plane ready again")
-        return True
+        self._watch(new)
+        try:
+            await self._wait_ready(new)
+        except PlatformError as e:
+            if not self._stopping:
+                self.say(f"warning: {e}")
+            return
+        if self._stopping:
+            return
+        self._save_state()
+        self._set_down(new, False)
+        self.say(f"  {new.role} {new.name} ready again")
+
+    async def _wait_ready(self, p: _Proc) -> None:
+        """Readiness of a (re)started process, checked against that process itself."""
+        if p.role == "controlplane":
+            await self._wait_http(f"{self.api_url}/ready", "control plane", p)
+        elif p.role in ("agent", "gateway"):
+            await self._wait_http(f"http://{p.address}:{self.settings.proxy.health}/healthz/ready", p.name, p)
+        elif p.instance is not None:
+            for ap in p.instance.app_ports.values():
+                await self._wait_tcp(p.address, ap, f"app {p.name}", p)
 
     def failed(self) -> list[str]:
         """Processes that exited while the mesh was supposed to be running."""
@@ -291,15 +479,17 @@ class LocalMesh:
                 if p.proc.returncode is not None]
 
     async def stop(self, grace: float = 15.0) -> None:
-        """Stop in order: sidecars drain first, then apps, the gateway, the control plane."""
+        """Stop in order: sidecars and the gateway drain first, then apps, then the control plane."""
         if self._stopping:
             return
         self._stopping = True
-        for roles in (("agent",), ("app",), ("gateway",), ("controlplane",)):
+        for task in list(self._watchers):
+            task.cancel()
+        for roles in STOP_ORDER:
             group = [p for p in self.procs if p.role in roles and p.proc.returncode is None]
-            for p in group:
-                with contextlib.suppress(ProcessLookupError):
-                    p.proc.send_signal(signal.SIGTERM)
+            for p in group:  # each leads its own process group: an app's children get the signal too
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(p.proc.pid, signal.SIGTERM)
             if group:
                 await asyncio.wait([asyncio.create_task(p.proc.wait()) for p in group], timeout=grace)
                 for p in group:

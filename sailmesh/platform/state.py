@@ -22,6 +22,10 @@ class ProcessRecord:
     pid: int
     log: str
     address: str = ""
+    # identity: with the pid, the start time (/proc/<pid>/stat field 22) and command line recorded at start, so that
+    # `sailmesh down` never signals a recycled pid
+    start_time: int = 0
+    cmdline: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -50,6 +54,7 @@ class MeshState:
     gateway_urls: list[str] = field(default_factory=list)
     processes: list[ProcessRecord] = field(default_factory=list)
     instances: list[InstanceRecord] = field(default_factory=list)
+    supervisor_start_time: int = 0  # with supervisor_pid, names the supervisor for good (0: not recorded)
     api_token_file: str = ""  # 0600: the control plane's API token (the CLI sends it as Authorization: Bearer)
 
     def api_token(self) -> str:

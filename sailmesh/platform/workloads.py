@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -10,6 +11,9 @@ from typing import Any
 
 from sailmesh.api.resource import Resource
 from sailmesh.errors import PlatformError
+from sailmesh.platform.probes import Probe
+from sailmesh.platform.probes import parse as parse_probe
+from sailmesh.platform.restart import RESTART_POLICIES
 from sailmesh.platform.state import InstanceRecord
 from sailmesh.registry.model import TLS_MODE_ISTIO, TLS_MODE_LABEL, Workload
 
@@ -44,6 +48,10 @@ class Instance:
     locality: str = ""  # region/zone/subzone, as a WorkloadEntry's
     network: str = ""
     weight: int = 1  # load-balancing weight of its endpoints
+    restart_policy: str = "Always"  # a Pod's restartPolicy: Always | OnFailure | Never
+    readiness_probe: Probe | None = None  # port rewritten to the app's real port
+    hold_application: bool = True  # Istio's holdApplicationUntilProxyStarts (on by default here)
+    cwd: str | None = None  # the app's working directory: spec.workdir, else its config file's directory
 
     @property
     def named_ports(self) -> dict[str, int]:
@@ -85,11 +93,27 @@ def plan(
         if not isinstance(weight, int) or isinstance(weight, bool) or weight < 1:
             raise PlatformError(f"{res}: spec.weight must be an integer >= 1")
         sidecar = bool(spec.get("sidecar", True))
+        restart_policy = str(spec.get("restartPolicy") or "Always")
+        hold = spec.get("holdApplicationUntilProxyStarts", True)
+        # relative paths (a command's script, workdir) resolve against the config file's directory, not the
+        # directory `sailmesh up` was started in
+        base = os.path.dirname(os.path.abspath(res.source.file)) if res.source.file else None
+        workdir = spec.get("workdir")
+        if workdir is not None and not isinstance(workdir, str):
+            raise PlatformError(f"{res}: spec.workdir must be a path")
+        cwd = os.path.join(base or os.getcwd(), workdir) if workdir else base
+        if not isinstance(hold, bool):
+            raise PlatformError(f"{res}: spec.holdApplicationUntilProxyStarts must be true or false")
+        if restart_policy not in RESTART_POLICIES:
+            raise PlatformError(f"{res}: spec.restartPolicy must be one of {', '.join(RESTART_POLICIES)}")
         for n in range(replicas):
             if not ip.is_loopback:
                 raise PlatformError(f"ran out of loopback addresses at {ip}")
             addr = str(ip)
             ip += 1
+            app_ports = {p.container_port: pick_port(addr) if sidecar else p.container_port for p in ports}
+            probe = parse_probe(spec.get("readinessProbe"), {p.name: p.container_port for p in ports if p.name},
+                                app_ports, f"{res}: spec.readinessProbe")
             out.append(
                 Instance(
                     name=f"{res.name}-{n}",
@@ -102,12 +126,16 @@ def plan(
                     env=env,
                     ports=ports,
                     # with a sidecar, the sidecar owns containerPort and the app listens on a free port
-                    app_ports={p.container_port: pick_port(addr) if sidecar else p.container_port for p in ports},
+                    app_ports=app_ports,
                     sidecar=sidecar,
                     origin=f"{LOCAL_WORKLOAD_KIND} {res.namespace}/{res.name}",
                     locality=str(spec.get("locality") or ""),
                     network=str(spec.get("network") or ""),
                     weight=weight,
+                    restart_policy=restart_policy,
+                    readiness_probe=probe,
+                    hold_application=hold,
+                    cwd=cwd,
                 )
             )
     return out
@@ -122,9 +150,11 @@ def mesh_labels(inst: Instance) -> dict[str, str]:
     return labels
 
 
-def registry_workload(inst: Instance) -> Workload:
-    """The Workload the control plane's registry holds for an instance (written to the workload file)."""
+def registry_workload(inst: Instance, healthy: bool = True) -> Workload:
+    """The Workload the control plane's registry holds for an instance (written to the workload file); an unhealthy
+    one (its app or sidecar is down) keeps its entry but leaves every proxy's endpoints."""
     return Workload(
+        healthy=healthy,
         name=inst.name,
         namespace=inst.namespace,
         address=inst.ip,

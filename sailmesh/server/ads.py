@@ -45,6 +45,11 @@ SERVER_OPTIONS = [
     ("grpc.server_max_unrequested_time_in_server", MAX_UNREQUESTED_S),
 ]
 
+# gRPC sets SO_REUSEPORT on its listeners by default: a second control plane would then share the port silently
+# and reconnecting proxies could reach either. Every grpc.aio server sailmesh creates passes this option, so a
+# taken port fails to bind.
+NO_PORT_REUSE = ("grpc.so_reuseport", 0)
+
 
 # A stream's context: requests are messages, responses messages or pre-serialized bytes (see _serialize).
 Context: TypeAlias = grpc.aio.ServicerContext[Message, Message | bytes]
@@ -113,7 +118,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         """
         if self._server is not None:
             raise XdsError("the ADS server is already serving")
-        server = grpc.aio.server(options=SERVER_OPTIONS)
+        server = grpc.aio.server(options=[*SERVER_OPTIONS, NO_PORT_REUSE])
         _register(self, server)
         if handlers:
             server.add_generic_rpc_handlers(tuple(handlers))

@@ -1,0 +1,61 @@
+"""LocalWorkload readinessProbe parsing: Kubernetes' fields and defaults, ports rewritten to the app's port."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import pytest
+
+from sailmesh.api.parse import load_paths
+from sailmesh.errors import PlatformError
+from sailmesh.platform.probes import parse
+from sailmesh.platform.restart import BackOff, should_restart
+from sailmesh.platform.workloads import plan
+
+NAMED = {"http": 8000}
+APP_PORTS = {8000: 41234}
+
+
+def test_http_probe_on_a_named_port_goes_to_the_app_port_with_kubernetes_defaults() -> None:
+    p = parse({"httpGet": {"path": "/healthz", "port": "http"}}, NAMED, APP_PORTS, "w")
+    assert p is not None and (p.kind, p.port, p.path, p.scheme) == ("httpGet", 41234, "/healthz", "HTTP")
+    # core/v1 Probe defaults: periodSeconds 10, timeoutSeconds 1, successThreshold 1, failureThreshold 3
+    assert (p.period_s, p.timeout_s, p.success_threshold, p.failure_threshold) == (10, 1, 1, 3)
+
+
+def test_tcp_probe_on_an_undeclared_port_is_kept_and_absent_probe_is_none() -> None:
+    p = parse({"tcpSocket": {"port": 9999}, "periodSeconds": 2}, NAMED, APP_PORTS, "w")
+    assert p is not None and (p.kind, p.port, p.period_s) == ("tcpSocket", 9999, 2)
+    assert parse(None, NAMED, APP_PORTS, "w") is None
+
+
+@pytest.mark.parametrize("spec", [{"exec": {"command": ["true"]}}, {}, {"httpGet": {"port": "nope"}},
+                                  {"httpGet": {"port": 80}, "tcpSocket": {"port": 80}},
+                                  {"tcpSocket": {"port": 80}, "periodSeconds": -1}])
+def test_what_cannot_run_here_is_an_error(spec: dict[str, object]) -> None:
+    with pytest.raises(PlatformError):
+        parse(spec, NAMED, APP_PORTS, "w")
+
+
+def test_restart_policy_and_back_off() -> None:
+    assert should_restart("Always", 0) and should_restart("OnFailure", 1)
+    assert not should_restart("OnFailure", 0) and not should_restart("Never", 1)
+    b = BackOff(initial=1, cap=8, stable=10, limit=3)
+    assert [b.delay(n) for n in (1, 2, 3, 4, 5)] == [1, 2, 4, 8, 8]
+    assert b.failures(2, ran_for=1) == 3 and b.failures(2, ran_for=60) == 1  # a stable run starts again
+    assert not b.gives_up(3) and b.gives_up(4)
+
+
+def test_relative_paths_resolve_against_the_config_directory(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "w.yaml").write_text(
+        "apiVersion: local.sailmesh.io/v1alpha1\nkind: LocalWorkload\nmetadata: {name: a}\n"
+        "spec: {command: [python, app.py]}\n---\n"
+        "apiVersion: local.sailmesh.io/v1alpha1\nkind: LocalWorkload\nmetadata: {name: b}\n"
+        "spec: {command: [python, app.py], workdir: ../data, holdApplicationUntilProxyStarts: false}\n")
+    loaded = load_paths([str(tmp_path)])
+    assert not loaded.errors
+    a, b = plan(loaded.resources, "127.0.10.2", lambda _ip: 40000)
+    assert a.cwd == str(tmp_path / "sub") and a.hold_application
+    assert b.cwd is not None and os.path.normpath(b.cwd) == str(tmp_path / "data") and not b.hold_application
