@@ -73,19 +73,22 @@ def expect(**overrides: str) -> dict[tuple[str, str], str]:
 
 
 def converge(mesh: RunningMesh, want: dict[tuple[str, str], str], what: str) -> None:
-    """Poll the matrix until it is `want` (the push reached every proxy), then check it twice more."""
+    """Poll the matrix until it is `want` three times in a row (the push reached every proxy).
+
+    In a row, not once then twice more: a client's sidecar may hold a connection it opened before the server's
+    listener changed; Envoy drains it by closing it after its next response, so one answer may still follow the
+    old policy (Istio behaves the same) before every connection is a new one.
+    """
     last: list[dict[tuple[str, str], str]] = []
 
     def ok() -> bool:
         last.append(matrix(mesh))
-        return last[-1] == want
+        return len(last) >= 3 and all(m == want for m in last[-3:])
 
     try:
-        wait_for(ok, timeout=60, interval=0.2, what=what)
+        wait_for(ok, timeout=90, interval=0.2, what=what)
     except BaseException:
         raise AssertionError(f"{what}: last matrix {last[-1] if last else None}, want {want}") from None
-    for _ in range(2):  # stable: every later attempt gives the same answers
-        assert matrix(mesh) == want, what
 
 
 def apply(mesh: RunningMesh, tmp: pathlib.Path, name: str, text: str) -> None:
