@@ -46,9 +46,6 @@ def _list(spec: Any, *path: str) -> list[Any]:
 
 
 def _virtual_service(spec: Any) -> Iterator[str]:
-    gateways = _list(spec, "gateways")
-    if _at(spec, "tls") and (not gateways or "mesh" in gateways):
-        yield "spec.tls on sidecars (TLS/SNI routes are translated at gateways only)"
     for i, rule in enumerate(_list(spec, "http")):
         if _at(rule, "delegate"):
             yield f"spec.http[{i}].delegate"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import pathlib
 import shutil
 import socket
@@ -85,7 +86,7 @@ def serve(conn):
     try:
         with ctx.wrap_socket(conn, server_side=True) as s:
             s.recv(65536)
-            body = b"Welcome to nginx!"
+            body = os.environ.get("BODY", "Welcome to nginx!").encode()
             head = b"HTTP/1.1 200 OK\\r\\nContent-Length: %d\\r\\nConnection: close\\r\\n\\r\\n" % len(body)
             s.sendall(head + body)
     except (OSError, ssl.SSLError):
@@ -129,6 +130,39 @@ spec:
   env: {{CERT_FILE: "{backend_dir / 'nginx.crt'}", KEY_FILE: "{backend_dir / 'nginx.key'}"}}
   ports: [{{name: https, containerPort: 8443, protocol: TCP}}]
   sidecar: false
+---
+# a second version of the TLS server, the target of the mesh VirtualService's `tls` route for my-nginx
+apiVersion: v1
+kind: Service
+metadata: {{name: my-nginx-v2, namespace: default, labels: {{run: my-nginx-v2}}}}
+spec:
+  ports: [{{name: https, port: 443, targetPort: 8443, protocol: TCP}}]
+  selector: {{run: my-nginx-v2}}
+---
+apiVersion: local.sailmesh.io/v1alpha1
+kind: LocalWorkload
+metadata: {{name: my-nginx-v2, namespace: default, labels: {{run: my-nginx-v2}}}}
+spec:
+  command: ["python", "{backend_dir / 'backend.py'}"]
+  env: {{CERT_FILE: "{backend_dir / 'nginx.crt'}", KEY_FILE: "{backend_dir / 'nginx.key'}", BODY: "nginx v2"}}
+  ports: [{{name: https, containerPort: 8443, protocol: TCP}}]
+  sidecar: false
+---
+apiVersion: local.sailmesh.io/v1alpha1
+kind: LocalWorkload
+metadata: {{name: sleep, namespace: default, labels: {{app: sleep}}}}
+spec:
+  command: ["python", "-m", "sailmesh.samples.httpbin.sleep"]
+  sidecar: true
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: my-nginx-mesh, namespace: default}}
+spec:
+  hosts: [my-nginx]
+  tls:
+  - match: [{{port: 443, sniHosts: [my-nginx]}}]
+    route: [{{destination: {{host: my-nginx-v2, port: {{number: 443}}}}}}]
 ---
 # kubectl create -n istio-system secret tls httpbin-credential --key=httpbin.example.com.key --cert=...crt
 apiVersion: v1
@@ -313,6 +347,24 @@ def test_no_gap_reported_and_no_key_logged(mesh: RunningMesh, pki: Pki) -> None:
     for log in logs:
         text = log.read_text(errors="replace")
         assert not any(s in text for s in secrets), log
+
+
+@needs_curl
+def test_sidecar_follows_the_tls_route_of_a_tls_port(mesh: RunningMesh, pki: Pki) -> None:
+    """A client in the mesh (sleep, through its sidecar's proxy port) reaching https://my-nginx:443 is sent by the
+    mesh VirtualService's `tls` route (sniHosts my-nginx) to my-nginx-v2; TLS stays end to end (the backend's
+    certificate, verified by the client)."""
+    r = mesh.cli("get", "workloads", "-n", "default", "-o", "json", check=True)
+    [sleep] = [w for w in json.loads(r.stdout) if w["workload"] == "sleep"]
+    address = sleep["address"]
+
+    def body() -> str:
+        out = subprocess.run(
+            ["curl", "-sS", "--max-time", "10", "-x", f"http://{address}:15001", "--cacert", pki.path("ca.pem"),
+             "--connect-to", "nginx.example.com:443:my-nginx.default.svc.cluster.local:443",
+             "https://nginx.example.com/"], capture_output=True, text=True, timeout=30)
+        return out.stdout
+    wait_for(lambda: body() == "nginx v2", timeout=60, interval=0.5, what="the tls route to my-nginx-v2")
 
 
 def served_certificate(mesh: RunningMesh, pki: Pki, host: str) -> bytes:

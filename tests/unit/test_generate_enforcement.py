@@ -23,7 +23,6 @@ spec:
   tls: [{match: [{sniHosts: [r]}], route: [{destination: {host: r}}]}]
 """)
     assert vs == ["VirtualService default/r: accepted, not enforced: "
-                  "spec.tls on sidecars (TLS/SNI routes are translated at gateways only), "
                   "spec.http[0].delegate, spec.http[1].retries.retryRemoteLocalities"]
     dr = notes("""apiVersion: networking.istio.io/v1
 kind: DestinationRule

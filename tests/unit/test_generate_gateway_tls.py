@@ -264,3 +264,29 @@ def test_a_secret_change_regenerates_secrets_only() -> None:
     assert set(gen.resources(s2, gateway_proxy(), SECRET)) == {"kubernetes://httpbin-credential"}
     after = gen.resources(s2, gateway_proxy(), LISTENER)
     assert all(after[n] is listeners_before[n] for n in listeners_before)
+
+
+def test_sidecar_tunnels_tls_ports_by_the_tls_route_for_the_service_sni() -> None:
+    """On a sidecar, a CONNECT to a TLS service port follows the mesh VirtualService's `tls` route whose sniHosts
+    cover the service (the SNI a client of that name sends), before `tcp` routes; other ports keep tcp routes."""
+    from envoy.config.route.v3 import route_pb2 as rp
+
+    vs = """apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: nginx, namespace: default}
+spec:
+  hosts: [nginx]
+  tls:
+  - match: [{port: 443, sniHosts: [somewhere.else]}]
+    route: [{destination: {host: other}}]
+  - match: [{port: 443, sniHosts: [nginx]}]
+    route: [{destination: {host: other, port: {number: 443}}, weight: 90}, {destination: {host: nginx}, weight: 10}]
+  tcp:
+  - route: [{destination: {host: nginx}}]
+"""
+    snap = make_snapshot(resources(vs), SERVICES)
+    routes = generated(snap, sidecar(), ROUTE, rp.RouteConfiguration)
+    [vh] = [v for v in routes["http_proxy"].virtual_hosts if v.name == "nginx.default.svc.cluster.local:443"]
+    assert [(c.name, c.weight.value) for c in vh.routes[0].route.weighted_clusters.clusters] == [
+        ("outbound|443||other.default.svc.cluster.local", 90), ("outbound|443||nginx.default.svc.cluster.local", 10)]
+    assert not_enforced(resources(vs)[0]) == []
