@@ -43,6 +43,13 @@ _PROTOCOLS = {
     "TLSV1_2": common_pb2.TlsParameters.TLSv1_2,
     "TLSV1_3": common_pb2.TlsParameters.TLSv1_3,
 }
+# Istio's security.ValidCipherSuites (BoringSSL's names without PSK): what Gateway cipherSuites may name
+VALID_CIPHER_SUITES = frozenset({
+    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
+    "ECDHE-ECDSA-AES128-SHA", "ECDHE-RSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA", "ECDHE-RSA-AES256-SHA",
+    "AES128-GCM-SHA256", "AES256-GCM-SHA384", "AES128-SHA", "AES256-SHA", "DES-CBC3-SHA",
+})
 # Secret keys, as Istio's extractCertInfo/extractRoot read them: generic first, then kubernetes.io/tls
 _CERT_KEYS = (("cert", "key"), ("tls.crt", "tls.key"))
 _CA_KEYS = ("cacert", "ca.crt")
@@ -118,9 +125,22 @@ def downstream_tls_context(tls: ServerTLSSettings) -> tls_pb2.DownstreamTlsConte
         common.tls_params.CopyFrom(common_pb2.TlsParameters(
             tls_minimum_protocol_version=_PROTOCOLS.get(lo, common_pb2.TlsParameters.TLS_AUTO),
             tls_maximum_protocol_version=_PROTOCOLS.get(hi, common_pb2.TlsParameters.TLS_AUTO),
-            cipher_suites=list(dict.fromkeys(tls.cipher_suites or ())),  # Istio's filteredCipherSuites dedupes
+            cipher_suites=filtered_cipher_suites(tls.cipher_suites),
         ))
     return ctx
+
+
+def valid_cipher_suite(suite: str) -> bool:
+    """Istio's security.IsValidCipherSuite: a known name, `ALL`, or an expression starting with an operator."""
+    if suite in ("", "ALL") or not suite[0].isalnum():
+        return True
+    return suite in VALID_CIPHER_SUITES
+
+
+def filtered_cipher_suites(suites: tuple[str, ...] | None) -> list[str]:
+    """Istio's filteredGatewayCipherSuites: the valid suites, each once, in order (an invalid one, such as a TLS
+    1.3 suite Envoy does not let configure, is dropped rather than failing the listener)."""
+    return list(dict.fromkeys(s for s in suites or () if valid_cipher_suite(s)))
 
 
 def credential_names(tls: ServerTLSSettings | None) -> list[str]:

@@ -44,7 +44,7 @@ spec:
       caCertificates: CERT
       minProtocolVersion: TLSV1_2
       maxProtocolVersion: TLSV1_3
-      cipherSuites: [ECDHE-ECDSA-AES128-GCM-SHA256, ECDHE-RSA-AES256-GCM-SHA384]
+      cipherSuites: [ECDHE-ECDSA-AES128-GCM-SHA256, ECDHE-RSA-AES256-GCM-SHA384, TLS_AES_256_GCM_SHA384]
       subjectAltNames: [client.example.com]
   - port: {number: 443, name: https-cred, protocol: HTTPS}
     hosts: [cred.example.com]

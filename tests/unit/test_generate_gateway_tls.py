@@ -161,7 +161,7 @@ def test_files_istio_mutual_and_tls_parameters() -> None:
       caCertificates: /etc/certs/ca.pem
       minProtocolVersion: TLSV1_2
       maxProtocolVersion: TLSV1_3
-      cipherSuites: [ECDHE-RSA-AES256-GCM-SHA384, ECDHE-RSA-AES256-GCM-SHA384]
+      cipherSuites: [ECDHE-RSA-AES256-GCM-SHA384, TLS_AES_128_GCM_SHA256, ECDHE-RSA-AES256-GCM-SHA384]
   - port: {number: 443, name: https-mesh, protocol: HTTPS}
     hosts: [b.example.com]
     tls: {mode: ISTIO_MUTUAL}
@@ -177,7 +177,7 @@ def test_files_istio_mutual_and_tls_parameters() -> None:
     params = ca.common_tls_context.tls_params
     assert params.tls_minimum_protocol_version == common_pb2.TlsParameters.TLSv1_2
     assert params.tls_maximum_protocol_version == common_pb2.TlsParameters.TLSv1_3
-    assert list(params.cipher_suites) == ["ECDHE-RSA-AES256-GCM-SHA384"]
+    assert list(params.cipher_suites) == ["ECDHE-RSA-AES256-GCM-SHA384"]  # Istio's filteredGatewayCipherSuites
     assert hcm_of(a).rds.route_config_name == "https.443.https-files.gw.default"
     cb = tls_context(b)
     assert cb.require_client_certificate.value is True
