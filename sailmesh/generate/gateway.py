@@ -328,4 +328,4 @@ def gateway_secrets(snapshot: MeshSnapshot, proxy: ProxyView) -> list[secret_pb2
     if not wanted:
         return []
     secrets = {r.name: r for r in snapshot.of_kind("Secret") if r.namespace == proxy.namespace}
-    return [s for n in wanted if (s := gateway_tls.secret_resource(n, secrets)) is not None]
+    return [s for n in wanted if (s := gateway_tls.secret_resource(n, secrets, proxy.namespace)) is not None]

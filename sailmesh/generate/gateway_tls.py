@@ -174,12 +174,18 @@ def _inline(value: bytes) -> base_pb2.DataSource:
     return base_pb2.DataSource(inline_bytes=value)
 
 
-def secret_resource(name: str, secrets: Mapping[str, Resource]) -> secret_pb2.Secret | None:
-    """The SDS Secret for one ADS name (`kubernetes://x` or `kubernetes://x-cacert`) from the Secrets of the
-    gateway's namespace, None when that Secret or its keys are missing (Envoy keeps the listener warming)."""
+def secret_resource(name: str, secrets: Mapping[str, Resource], namespace: str) -> secret_pb2.Secret | None:
+    """The SDS Secret for one ADS name (`kubernetes://x` or `kubernetes://x-cacert`; `x` may be `<namespace>/name`)
+    from the Secrets of the gateway's namespace, None when that Secret or its keys are missing (Envoy keeps the
+    listener warming) or it names another namespace (a gateway reads only its own namespace's Secrets)."""
     if not name.startswith(CREDENTIAL_PREFIX):
         return None
     credential = name[len(CREDENTIAL_PREFIX):]
+    ns, slash, rest = credential.partition("/")
+    if slash:
+        if ns != namespace:
+            return None
+        credential = rest
     if credential.endswith(CA_SUFFIX):
         # Istio's GetCaCert: the Secret `<name>-cacert`, else the CA key of `<name>`
         for candidate in (credential, credential[: -len(CA_SUFFIX)]):

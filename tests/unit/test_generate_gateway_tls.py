@@ -130,6 +130,12 @@ def test_credential_secret_served_over_ads_from_the_gateway_namespace() -> None:
     snap2 = make_snapshot(resources(mutual, HTTPBIN_VS, elsewhere), SERVICES)
     assert generated(snap2, gateway_proxy(), SECRET, secret_pb2.Secret) == {}
     assert generated(snap, sidecar(), SECRET, secret_pb2.Secret) == {}  # sidecars get none over ADS
+    # `<namespace>/<name>` names the gateway's own namespace explicitly; another namespace is not readable
+    for ns, found in (("istio-system", True), ("default", False)):
+        qualified = SIMPLE.replace("credentialName: httpbin-credential", f"credentialName: {ns}/httpbin-credential")
+        got = generated(make_snapshot(resources(qualified, TLS_SECRET, elsewhere), SERVICES), gateway_proxy(),
+                        SECRET, secret_pb2.Secret)
+        assert list(got) == ([f"kubernetes://{ns}/httpbin-credential"] if found else [])
 
 
 def test_generic_secret_and_separate_cacert_secret() -> None:
