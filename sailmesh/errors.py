@@ -58,3 +58,15 @@ class AgentError(SailmeshError):
 
 class PlatformError(SailmeshError):
     """The local platform could not start or stop workloads."""
+
+
+class CertificateError(SailmeshError):
+    """The CA cannot load its keys or sign a request (a bad CSR, an unsupported key, plug-in files that do not fit)."""
+
+
+class AuthenticationError(SailmeshError):
+    """A caller proved no identity: its credential is missing, unknown or malformed (gRPC UNAUTHENTICATED, HTTP 401)."""
+
+
+class IdentityError(SailmeshError):
+    """A caller proved one identity and asked for another (a CSR or an xDS node for someone else: PERMISSION_DENIED)."""

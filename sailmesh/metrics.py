@@ -1,37 +1,54 @@
-"""The process's metrics registry (counters, gauges, histograms) and its Prometheus text rendering.
+"""The process's metrics registry (counters, gauges, histograms), exposed through `prometheus_client`.
 
 One registry type for every process: the control plane (server/metrics.py defines pilot's xDS metrics on
-it), the agent's own metrics on its status port, and the telemetry code to come. Metric definitions live
-with the code that updates them; this module knows no metric names.
+it), the agent's own metrics on its status port, and the Istio standard metrics the agent aggregates
+(agent/telemetry.py adds them as a collector). Values are kept here (cheap, thread-safe, one dict per
+metric); the exposition format is produced by `prometheus_client` (`generate_latest`), not by hand.
+
+Names are exposed exactly as given, as Istio's are: a counter named `..._total` is typed `counter`;
+a counter without the suffix (Istio's `pilot_xds_pushes`, `citadel_server_csr_count`) is exposed as
+`untyped`, because the text format 0.0.4 writer types counters only under a `_total` name.
+
+Apart from the CA's two counters below (the CA defines no module of its own yet), metric definitions live
+with the code that updates them.
 """
 
 from __future__ import annotations
 
 import bisect
-import math
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Protocol
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+    UnknownMetricFamily,
+)
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import CollectorRegistry
+from prometheus_client.utils import floatToGoString
 
 LabelValues = tuple[str, ...]
 
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _labels(names: Sequence[str], values: Sequence[str], extra: str = "") -> str:
-    parts = [f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True)]
-    if extra:
-        parts.append(extra)
-    return "{" + ",".join(parts) + "}" if parts else ""
+# Envoy's default histogram buckets, which Istio's standard histograms use (it sets no buckets of its own).
+ENVOY_DEFAULT_BUCKETS = (
+    0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000,
+)  # fmt: skip
 
 
-def _num(value: float) -> str:
-    if value == math.inf:
-        return "+Inf"
-    if float(value).is_integer():
-        return str(int(value))
-    return repr(float(value))
+def _go_float(value: float) -> str:
+    """A bucket bound as prometheus_client writes floats (Go's formatting: 0.5, 1.0, 3.6e+06)."""
+    text: str = floatToGoString(value)  # type: ignore[no-untyped-call]
+    return text
+
+
+class Collector(Protocol):
+    """Anything that yields prometheus_client metric families at scrape time."""
+
+    def collect(self) -> Iterable[Metric]: ...
 
 
 class _Metric:
@@ -53,7 +70,7 @@ class _Metric:
                 pass
         raise ValueError(f"{self.name}: labels {sorted(labels)} != {sorted(self.labelnames)}")
 
-    def render(self) -> list[str]:
+    def family(self) -> Metric:
         raise NotImplementedError
 
 
@@ -83,10 +100,23 @@ class Counter(_Metric):
             return float(self._function())
         return self._values.get(self._key(labels), 0.0)
 
-    def render(self) -> list[str]:
+    def _items(self) -> list[tuple[LabelValues, float]]:
         if self._function is not None:
-            return [f"{self.name} {_num(self._function())}"]
-        return [f"{self.name}{_labels(self.labelnames, k)} {_num(v)}" for k, v in sorted(self._values.items())]
+            return [((), float(self._function()))]
+        with self._lock:
+            if not self.labelnames and not self._values:
+                return [((), 0.0)]  # an unlabelled metric exists from the start, as prometheus_client's do
+            return sorted(self._values.items())
+
+    def family(self) -> Metric:
+        fam: CounterMetricFamily | UnknownMetricFamily
+        if self.name.endswith("_total"):
+            fam = CounterMetricFamily(self.name, self.help, labels=self.labelnames)
+        else:
+            fam = UnknownMetricFamily(self.name, self.help, labels=self.labelnames)
+        for key, value in self._items():
+            fam.add_metric(list(key), value)
+        return fam
 
 
 class Gauge(Counter):
@@ -101,6 +131,28 @@ class Gauge(Counter):
 
     def dec(self, amount: float = 1.0, **labels: str) -> None:
         self.inc(-amount, **labels)
+
+    def family(self) -> Metric:
+        fam = GaugeMetricFamily(self.name, self.help, labels=self.labelnames)
+        for key, value in self._items():
+            fam.add_metric(list(key), value)
+        return fam
+
+
+def histogram_family(
+    name: str, help_text: str, labelnames: Sequence[str], buckets: Sequence[float],
+    series: Iterable[tuple[Sequence[str], Sequence[int], float]],
+) -> HistogramMetricFamily:
+    """A histogram family from per-series (label values, per-bucket counts incl. +Inf, sum): cumulated here."""
+    fam = HistogramMetricFamily(name, help_text, labels=labelnames)
+    bounds = [_go_float(b) for b in buckets] + ["+Inf"]
+    for values, counts, total in series:
+        cumulative, out = 0, []
+        for bound, n in zip(bounds, counts, strict=True):
+            cumulative += n
+            out.append((bound, cumulative))
+        fam.add_metric(list(values), out, total)
+    return fam
 
 
 class Histogram(_Metric):
@@ -124,33 +176,31 @@ class Histogram(_Metric):
     def count(self, **labels: str) -> int:
         return sum(self._counts.get(self._key(labels), []))
 
-    def render(self) -> list[str]:
-        lines: list[str] = []
-        for key, counts in sorted(self._counts.items()):
-            cumulative = 0
-            for bound, n in zip((*self.buckets, math.inf), counts, strict=True):
-                cumulative += n
-                le = f'le="{_num(bound)}"'
-                lines.append(f"{self.name}_bucket{_labels(self.labelnames, key, le)} {cumulative}")
-            lines.append(f"{self.name}_sum{_labels(self.labelnames, key)} {_num(self._sums[key])}")
-            lines.append(f"{self.name}_count{_labels(self.labelnames, key)} {cumulative}")
-        return lines
+    def family(self) -> Metric:
+        with self._lock:
+            series = [(k, list(c), self._sums[k]) for k, c in sorted(self._counts.items())]
+        return histogram_family(self.name, self.help, self.labelnames, self.buckets, series)
 
 
 class Registry:
-    """Holds metrics by name; render() produces the Prometheus text exposition format."""
+    """Holds metrics by name (and extra collectors); render() is prometheus_client's text exposition."""
 
     def __init__(self) -> None:
         self._metrics: dict[str, _Metric] = {}
+        self._collectors: list[Collector] = []
+        self._lock = threading.Lock()
+        self._registry = CollectorRegistry(auto_describe=False)
+        self._registry.register(self)
 
     def _add(self, metric: _Metric) -> _Metric:
-        existing = self._metrics.get(metric.name)
-        if existing is not None:
-            if type(existing) is not type(metric) or existing.labelnames != metric.labelnames:
-                raise ValueError(f"metric {metric.name} already registered differently")
-            return existing
-        self._metrics[metric.name] = metric
-        return metric
+        with self._lock:
+            existing = self._metrics.get(metric.name)
+            if existing is not None:
+                if type(existing) is not type(metric) or existing.labelnames != metric.labelnames:
+                    raise ValueError(f"metric {metric.name} already registered differently")
+                return existing
+            self._metrics[metric.name] = metric
+            return metric
 
     def counter(self, name: str, help_text: str, labelnames: Sequence[str] = ()) -> Counter:
         metric = self._add(Counter(name, help_text, labelnames))
@@ -169,10 +219,30 @@ class Registry:
         assert isinstance(metric, Histogram)
         return metric
 
+    def add_collector(self, collector: Collector) -> None:
+        """Expose another collector's families after this registry's own metrics."""
+        with self._lock:
+            self._collectors.append(collector)
+
+    def collect(self) -> Iterator[Metric]:
+        """prometheus_client's Collector interface: every metric family, at scrape time."""
+        with self._lock:
+            metrics, collectors = list(self._metrics.values()), list(self._collectors)
+        for metric in metrics:
+            yield metric.family()
+        for collector in collectors:
+            yield from collector.collect()
+
     def render(self) -> str:
-        lines: list[str] = []
-        for metric in self._metrics.values():
-            lines.append(f"# HELP {metric.name} {metric.help}")
-            lines.append(f"# TYPE {metric.name} {metric.kind}")
-            lines.extend(metric.render())
-        return "\n".join(lines) + "\n"
+        """The Prometheus text exposition format (0.0.4), written by prometheus_client."""
+        return generate_latest(self._registry).decode("utf-8")
+
+
+class CitadelMetrics:
+    """The CA's metrics with Istio's names (citadel_server_*): the CA increments them as it signs."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.csr_count = registry.counter("citadel_server_csr_count", "The number of CSRs received by Citadel server.")
+        self.success_cert_issuance_count = registry.counter(
+            "citadel_server_success_cert_issuance_count", "The number of certificates issuances that have succeeded."
+        )

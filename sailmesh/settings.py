@@ -30,6 +30,7 @@ class ControlPlanePorts:
     host: str = "127.0.0.1"
     xds_plaintext: int = 15010
     xds_tls: int = 15012
+    ca: int = 15013  # first CSRs (join token, TLS without a client certificate): grpcio cannot ask "if given"
     monitoring: int = 15014
     webhook: int = 15017
 

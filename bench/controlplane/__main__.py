@@ -41,6 +41,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="run the control plane under bench.controlplane.trace: each push's stages (debounce, build, "
                         "fan-out, writes, ACKs), GC pauses and FileStore re-applies, in ms from the change")
     p.add_argument("--sync-timeout", type=float, default=600.0, help="seconds allowed for the first full push")
+    p.add_argument("--csr", action="store_true", help="only measure CSRs signed per second per core")
+    p.add_argument("--no-csr", action="store_true", help="skip the CSR measurement (run with every mode otherwise)")
     p.add_argument("--keep-dir", default="", help="keep each case's files and logs under this directory")
     return p.parse_args(argv)
 
@@ -80,7 +82,15 @@ def main(argv: list[str] | None = None) -> int:
                               "lean ADS clients (SotW, ACK at once, follow EDS/RDS) in worker processes of up to "
                               "250 each, sharing the 2 cores with the control plane"]},
            "cases": []}
-    for cfg in cases_from_args(a):
+    if not a.no_csr:
+        from bench.controlplane import csr
+
+        size = "smoke" if a.smoke else "quick" if a.quick else "full"
+        sizes = {"smoke": (100, 10, 100), "quick": (300, 30, 500), "full": (1000, 100, 2000)}
+        count, rsa_count, grpc_count = sizes[size]
+        doc["csr"] = csr.run(count=count, rsa_count=rsa_count, grpc_count=grpc_count)
+        print(csr.render(doc["csr"]), flush=True)
+    for cfg in ([] if a.csr else cases_from_args(a)):
         keep = os.path.join(a.keep_dir, f"{cfg.services}-{cfg.proxies}-{'on' if cfg.sidecar_scoping else 'off'}") \
             if a.keep_dir else ""
         try:

@@ -46,7 +46,9 @@ class ControlPlaneProc:
     def __init__(self, config_dir: str, workload_file: str, log_path: str, trace_path: str = "") -> None:
         self.xds_port = free_port()
         self.http_port = free_port()
+        self.ca_port = free_port()
         self.log_path = log_path
+        self.state_dir = log_path + ".state"  # the CA root and the API token (0600) of this run
         self._log = open(log_path, "wb")
         self.trace_path = trace_path
         cmd = ["bench.controlplane.trace"] if trace_path else ["sailmesh", "controlplane"]
@@ -55,7 +57,8 @@ class ControlPlaneProc:
             environ["SAILMESH_BENCH_TRACE"] = trace_path
         self.proc = subprocess.Popen(
             [sys.executable, "-m", *cmd, "--config-dir", config_dir,
-             "--workload-file", workload_file, "--xds-port", str(self.xds_port), "--http-port", str(self.http_port)],
+             "--workload-file", workload_file, "--xds-port", str(self.xds_port), "--http-port", str(self.http_port),
+             "--xds-tls-port", "0", "--ca-port", str(self.ca_port), "--xds-plaintext", "--state-dir", self.state_dir],
             stdout=self._log, stderr=subprocess.STDOUT, env=environ, cwd=ROOT, start_new_session=True)
         self.pid = self.proc.pid
         self.api = f"http://127.0.0.1:{self.http_port}"
@@ -80,13 +83,20 @@ class ControlPlaneProc:
     def rss(self) -> int:
         return rss_bytes(self.pid)
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """The control plane's API token (written 0600 into its state dir at start)."""
+        with open(os.path.join(self.state_dir, "api-token"), encoding="utf-8") as fh:
+            return {"Authorization": f"Bearer {fh.read().strip()}"}
+
     async def get(self, path: str) -> str:
-        async with aiohttp.ClientSession() as s, s.get(self.api + path) as r:
+        async with aiohttp.ClientSession() as s, s.get(self.api + path, headers=self.headers) as r:
             return await r.text()
 
     async def apply(self, docs: list[dict]) -> None:
         body = {"documents": [{"file": "bench", "line": 0, "doc": d} for d in docs]}
-        async with aiohttp.ClientSession() as s, s.post(self.api + "/api/v1/apply", json=body) as r:
+        async with aiohttp.ClientSession() as s, s.post(self.api + "/api/v1/apply", json=body,
+                                                            headers=self.headers) as r:
             text = await r.text()
             if r.status != 200:
                 raise BenchError(f"apply failed: HTTP {r.status}: {text}")

@@ -7,8 +7,6 @@ from typing import Any
 
 from bench.controlplane import stats, trace
 
-CA_NOTE = "CA not implemented yet"
-
 
 def _ms(v: object) -> str:
     return f"{v * 1000:.1f}" if isinstance(v, int | float) and math.isfinite(v) else "-"
@@ -24,7 +22,6 @@ def targets(case: dict[str, Any]) -> list[str]:
     mb = case.get("mb_per_proxy", math.nan)
     ok = "met" if mb < stats.TARGET_MB_PER_PROXY else "NOT met"
     out.append(f"memory {mb:.3f} MB/proxy vs target < {stats.TARGET_MB_PER_PROXY} MB (Istio ~1.3, Kuma ~1): {ok}")
-    out.append(f"CSRs signed per second: {CA_NOTE} (target {stats.TARGET_CSR_PER_S_PER_CORE} per core)")
     return out
 
 
@@ -83,5 +80,10 @@ def render(doc: dict[str, Any]) -> str:
         lines.append("")
         lines += render_case(c)
     lines.append("")
-    lines.append(f"CSRs signed per second: {CA_NOTE}")
+    if "csr" in doc:
+        from bench.controlplane.csr import render as render_csr
+
+        lines.append(render_csr(doc["csr"]))
+    else:
+        lines.append(f"CSRs signed per second: not measured (--no-csr; target {stats.TARGET_CSR_PER_S_PER_CORE}/core)")
     return "\n".join(lines)

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +90,29 @@ def start_copy(cfg: dict[str, Any], admin_ip: str, workdir: pathlib.Path, name: 
     return env
 
 
+def als_receivers(configs: list[dict[str, Any]], env: dict[str, str]) -> Callable[[], None]:
+    """Serve the agents' access-log sockets the static copies stream to (the agents are gone with the mesh), in a
+    separate process (gRPC threads in this one would break its fork+exec of Envoys), so the Envoys do the same
+    work as in the mesh; returns the stop function."""
+    from sailmesh.telemetry.standard import ALS_CLUSTER
+
+    paths = sorted({ep["endpoint"]["address"]["pipe"]["path"] for cfg in configs
+                    for c in cfg["static_resources"]["clusters"] if c["name"] == ALS_CLUSTER
+                    for ep in c["load_assignment"]["endpoints"][0]["lb_endpoints"]})
+    if not paths:
+        return lambda: None
+    proc = subprocess.Popen([sys.executable, "-m", "bench.telemetry_cost", "--serve", *paths], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, preexec_fn=DIE_WITH_HARNESS)
+    assert proc.stdout is not None
+    proc.stdout.readline()  # "serving"
+
+    def stop() -> None:
+        proc.terminate()
+        proc.wait(5)
+
+    return stop
+
+
 def measure(url: str, host: str | None, pids: list[int], rate: float, conns: int, duration: float,
             warmup: float) -> dict[str, float]:
     """Fixed-rate load; CPU µs per request summed over the Envoys, latency percentiles."""
@@ -118,6 +142,7 @@ def run(duration: float, rounds: int, rate: float, conns: int, concurrency: int,
     names = [n for n, _ in clients] + ["minimal static pair (set-up 2)"]
     samples: dict[str, list[dict[str, float]]] = {n: [] for n in names}
     url = f"http://{cap.client_ip}:15001/"
+    stop_als = als_receivers([clients[0][1], servers[0][1]], env)
     try:
         wait_for(lambda: _NO_PROXY.open(f"http://{cap.server_ip}:{cap.app_port}/", timeout=1).status == 200,
                  timeout=15, what="backend")
@@ -145,6 +170,7 @@ def run(duration: float, rounds: int, rate: float, conns: int, concurrency: int,
                 finally:
                     srv.stop()
     finally:
+        stop_als()
         for proc in (backend, local_proc):
             proc.terminate()
             proc.wait(5)

@@ -9,9 +9,9 @@ sidecar's HTTP-proxy listener (`<client pod IP>:15001`) the load generator talks
 "demo" adds what exists of the demo's features (a VirtualService with retries and a timeout, a
 DestinationRule subset with connection-pool settings) and says in `notes` what is not implemented yet.
 
-The mesh runs its own copy of the backend (the harness's Backend idles for (3)/(4)); only the two
-sidecar Envoys' PIDs are measured (agents, control plane and the idle ingress gateway are not the
-data plane's cost).
+The mesh runs its own copy of the backend (the harness's Backend idles for (3)/(4)); the two sidecars'
+Envoys and agents are measured (the agent counts Istio's standard metrics from its Envoy's access logs, so
+its CPU is part of a sidecar's cost); the control plane and the idle ingress gateway are not.
 
 A factory can also be plugged from outside with `--mesh-factory module:function`, where
 function(features) -> PairFactory | None.
@@ -42,7 +42,7 @@ from sailmesh.testing.waiting import random_loopback_block, wait_for
 
 FactoryProvider = Callable[[Features], "PairFactory | None"]
 
-DEFAULT_TRANSPORT_NOTE = "plaintext: mTLS not implemented yet"
+DEFAULT_TRANSPORT_NOTE = "Istio mTLS between the sidecars (auto mTLS, certificates over SDS, TLS 1.3)"
 READY_LINE = "are ready"  # LocalMesh: "all N workloads and the ingress gateway are ready"
 OUTBOUND_PORT = 15001
 ADMIN_PORT = 15000
@@ -64,6 +64,8 @@ class MeshPair:
     client_envoy: int
     server_envoy: int
     server_app: int
+    client_agent: int = 0
+    server_agent: int = 0
 
     @property
     def url(self) -> str:
@@ -171,12 +173,13 @@ def start_mesh_pair(features: Features, ctx: SetupContext) -> MeshPair:
     try:
         wait_for(ready, timeout=START_TIMEOUT, interval=0.1, what=f"the benchmark mesh ({log})")
         doc = json.loads((state / "mesh.json").read_text())
-        client_ip, _ = _address(doc, f"{mesh_config.CLIENT}-0.{mesh_config.NAMESPACE}.sidecar")
-        server_ip, _ = _address(doc, f"{mesh_config.SERVER}-0.{mesh_config.NAMESPACE}.sidecar")
+        client_ip, client_agent = _address(doc, f"{mesh_config.CLIENT}-0.{mesh_config.NAMESPACE}.sidecar")
+        server_ip, server_agent = _address(doc, f"{mesh_config.SERVER}-0.{mesh_config.NAMESPACE}.sidecar")
         _, server_app = _address(doc, f"{mesh_config.SERVER}-0.{mesh_config.NAMESPACE}")
         pair = MeshPair(proc, state, log, client_ip, server_ip,
                         client_envoy=_envoy_pid(state, f"{mesh_config.CLIENT}-0"),
-                        server_envoy=_envoy_pid(state, f"{mesh_config.SERVER}-0"), server_app=server_app)
+                        server_envoy=_envoy_pid(state, f"{mesh_config.SERVER}-0"), server_app=server_app,
+                        client_agent=client_agent, server_agent=server_agent)
         admin = pair.admin(client_ip)
         wait_for(lambda: _routes_service(admin), timeout=30, interval=0.1, what="client sidecar routes bench-backend")
         if features == "demo":
@@ -202,12 +205,14 @@ def _notes(features: Features, pair: MeshPair, ctx: SetupContext) -> list[str]:
         f"bench.backend; Envoy --concurrency {ctx.envoy_concurrency} (as the static pair)",
         f"the mesh runs its own bench.backend (pid {pair.server_app}); the 'backend' CPU figure is the "
         "harness's backend, idle for this set-up",
+        f"transport: {DEFAULT_TRANSPORT_NOTE}",
     ]
     if features == "demo":
         r = mesh_config.DEMO_RETRIES
         notes.append(f"demo features on: VirtualService retries (attempts {r['attempts']}, retryOn {r['retryOn']}, "
                      f"perTryTimeout {r['perTryTimeout']}), timeout {mesh_config.DEMO_TIMEOUT}; DestinationRule "
-                     f"subset {mesh_config.SUBSET} with connectionPool limits; Envoy stats (always on)")
+                     f"subset {mesh_config.SUBSET} with connectionPool limits; Envoy stats and Istio's standard "
+                     "metrics (always on, in (3) too)")
         notes += [f"not in (4) yet: {n}" for n in mesh_config.DEMO_NOT_IMPLEMENTED]
     return notes
 
@@ -221,6 +226,7 @@ def mesh_pair_factory(features: Features) -> PairFactory | None:
             url=pair.url,
             host_header=mesh_config.HOST_HEADER,
             envoy_pids={"client-sidecar": pair.client_envoy, "server-sidecar": pair.server_envoy},
+            agent_pids={"client-sidecar": pair.client_agent, "server-sidecar": pair.server_agent},
             cleanup=pair.stop,
             transport=DEFAULT_TRANSPORT_NOTE,
             notes=_notes(features, pair, ctx),

@@ -24,9 +24,6 @@ DEMO_TIMEOUT = "10s"
 DEMO_POOL = {"tcp": {"maxConnections": 1024, "connectTimeout": "1s"},
              "http": {"http1MaxPendingRequests": 1024, "maxRequestsPerConnection": 0, "maxRetries": 16}}
 DEMO_NOT_IMPLEMENTED = [
-    "Istio standard metrics (istio_requests_total via the stats filter): not implemented yet; "
-    "only Envoy's own stats (always on) are collected",
-    "mTLS between the sidecars: not implemented yet (plaintext)",
     "AuthorizationPolicy: not implemented yet",
 ]
 

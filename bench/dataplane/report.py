@@ -53,6 +53,9 @@ def render(doc: dict[str, Any]) -> str:
             lines.append(f"{'':36}   {env}: {_f(v['vcpu'], '{:.3f}')} vCPU = {_f(v['vcpu_per_1k_rps'], '{:.3f}')} "
                          f"per 1k rps, peak RSS {_f(v['peak_rss_mb'], '{:.1f}')} MiB "
                          f"(anonymous {_f(v.get('rss_anon_mb'), '{:.1f}')} MiB)")
+        for env, v in r.get("agents", {}).items():
+            lines.append(f"{'':36}   {env}: {_f(v['vcpu'], '{:.3f}')} vCPU = {_f(v['vcpu_per_1k_rps'], '{:.3f}')} "
+                         f"per 1k rps (counted with its Envoy in the per-sidecar CPU)")
         for n in r.get("notes", []):
             lines.append(f"{'':36} note: {n}")
     rat = doc["ratios"]

@@ -157,10 +157,14 @@ def _start(name: str, factory: PairFactory | None, backend: Backend, ctx: SetupC
                      "notes": list(handle.notes), "envoy_pids": dict(handle.envoy_pids)}
 
 
+AGENT_SUFFIX = "-agent"
+
+
 def _measure(cfg: RunConfig, gen: _Gen, handle: SetupHandle, backend: Backend) -> dict[str, Any]:
     if cfg.warmup_s > 0:
         _fixed(gen, handle.url, handle.host_header, cfg.rate, cfg.connections, cfg.warmup_s)
-    pids = {**handle.envoy_pids, "backend": backend.pid}
+    pids = {**handle.envoy_pids, **{f"{n}{AGENT_SUFFIX}": p for n, p in handle.agent_pids.items()},
+            "backend": backend.pid}
     before = {n: procstat.cpu_seconds(p) for n, p in pids.items()}
     t0 = time.monotonic()
     fixed = _fixed(gen, handle.url, handle.host_header, cfg.rate, cfg.connections, cfg.duration)
@@ -190,13 +194,20 @@ def _summarise(rounds: list[dict[str, Any]], cfg: RunConfig) -> dict[str, Any]:
                   "rounds": [{"rps": s.rps, "errors": s.errors, **s.percentiles_ms} for s in sats]}
     names = list(rounds[0]["procs"])
     procs = {n: analysis.process_summary([r["procs"][n] for r in rounds], achieved) for n in names}
-    envoys = {n: v for n, v in procs.items() if n != "backend"}
+    envoys = {n: v for n, v in procs.items() if n != "backend" and not n.endswith(AGENT_SUFFIX)}
+    agents = {n: v for n, v in procs.items() if n.endswith(AGENT_SUFFIX)}
+    with_agent = {n: v["vcpu_per_1k_rps"] + agents[n + AGENT_SUFFIX]["vcpu_per_1k_rps"]
+                  for n, v in envoys.items() if n + AGENT_SUFFIX in agents}
     per_sidecar = {
-        "max_vcpu_per_1k_rps": max((v["vcpu_per_1k_rps"] for v in envoys.values()), default=None),
+        # Envoy plus its agent where the set-up has agents (the mesh): the sidecar's whole CPU cost
+        "max_vcpu_per_1k_rps": max(with_agent.values(), default=None) if with_agent else
+        max((v["vcpu_per_1k_rps"] for v in envoys.values()), default=None),
+        "max_envoy_vcpu_per_1k_rps": max((v["vcpu_per_1k_rps"] for v in envoys.values()), default=None),
         "max_peak_rss_mb": max((v["peak_rss_mb"] for v in envoys.values()), default=None),
         "max_rss_anon_mb": max((v["rss_anon_mb"] for v in envoys.values()), default=None),
     }
-    return {"fixed_rate": fixed, "saturation": saturation, "envoys": envoys, "backend": procs["backend"],
+    return {"fixed_rate": fixed, "saturation": saturation, "envoys": envoys, "agents": agents,
+            "backend": procs["backend"],
             "per_sidecar": per_sidecar}
 
 

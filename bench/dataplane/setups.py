@@ -51,6 +51,8 @@ class SetupHandle:
     url: what the client requests (e.g. http://127.0.0.1:41000/ or a sidecar's outbound listener).
     host_header: the Host/authority to send (e.g. "bench-backend:8080" for a mesh service); None = url's.
     envoy_pids: name -> pid of each Envoy whose CPU and peak RSS are measured (empty for direct).
+    agent_pids: sidecar name (a key of envoy_pids) -> pid of its agent, whose CPU counts with the Envoy's
+      (the agent aggregates Istio's standard metrics from the access logs).
     cleanup: stops everything the factory started (called once, also on failure).
     transport: how the two proxies talk (printed with the results).
     """
@@ -61,6 +63,7 @@ class SetupHandle:
     host_header: str | None = None
     transport: str = "plaintext HTTP/1.1"
     notes: list[str] = field(default_factory=list)
+    agent_pids: dict[str, int] = field(default_factory=dict)
 
 
 PairFactory = Callable[[Backend, SetupContext], SetupHandle]

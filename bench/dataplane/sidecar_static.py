@@ -3,16 +3,27 @@
 The copy listens where the sidecar did (its pod IP and ports), with xDS resolved in place: EDS clusters
 become STATIC with their last endpoints, RDS route names become inline route configs, the ADS cluster
 and `dynamic_resources` go. Variants strip one group of sidecar features at a time (see VARIANTS).
+The sidecar's SDS references (`default`, `ROOTCA` from its agent, whose key a config dump never shows) become
+static secrets of the same names: a fresh certificate for the sidecar's identity from a CA shared by every copy
+this process makes, so the copies still talk Istio mTLS to each other with the sidecar's TLS settings.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import json
+import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from bench.dataplane.errors import BenchError
+from sailmesh.api.identity import Identity
+from sailmesh.ca.authority import CertificateAuthority
 
 Config = dict[str, Any]
 HCM = "envoy.filters.network.http_connection_manager"
@@ -42,7 +53,8 @@ def _clean_assignment(cla: Config) -> Config:
 
 
 def to_static(dump: Config) -> Config:
-    """The bootstrap of a static Envoy equivalent to the sidecar at the time of the dump."""
+    """The bootstrap of a static Envoy equivalent to the sidecar at the time of the dump (which stays as it was)."""
+    dump = copy.deepcopy(dump)
     boot = copy.deepcopy(_section(dump, "BootstrapConfigDump").get("bootstrap", {}))
     if not boot:
         raise BenchError("config dump without a bootstrap")
@@ -67,8 +79,77 @@ def to_static(dump: Config) -> Config:
                 name = hcm.pop("rds")["route_config_name"]
                 hcm["route_config"] = routes.get(name, {"name": name})
         listeners.append(lst)
+    clusters = [c for c in clusters if c.get("name") != SDS_CLUSTER]
     boot["static_resources"] = {"listeners": listeners, "clusters": clusters}
+    if _resolve_sds(boot):
+        meta = boot.get("node", {}).get("metadata", {})
+        boot["static_resources"]["secrets"] = static_secrets(
+            Identity(TRUST_DOMAIN, str(meta.get("NAMESPACE", "default")), str(meta.get("SERVICE_ACCOUNT", "default"))))
     return boot
+
+
+SDS_CLUSTER = "sds-grpc"
+TRUST_DOMAIN = "cluster.local"
+TLS_CONTEXTS = ("UpstreamTlsContext", "DownstreamTlsContext")
+
+
+def _transport_sockets(boot: Config) -> Iterator[Config]:
+    res = boot.get("static_resources", {})
+    for c in res.get("clusters", []):
+        if "transport_socket" in c:
+            yield c["transport_socket"]
+        for m in c.get("transport_socket_matches", []):
+            if "transport_socket" in m:
+                yield m["transport_socket"]
+    for lst in res.get("listeners", []):
+        for fc in lst.get("filter_chains", []):
+            if "transport_socket" in fc:
+                yield fc["transport_socket"]
+
+
+def _resolve_sds(boot: Config) -> bool:
+    """Point every SDS secret reference at a static secret of the same name; whether there was any."""
+    found = False
+    for ts in _transport_sockets(boot):
+        ctx = ts.get("typed_config", {})
+        if str(ctx.get("@type", "")).rsplit(".", 1)[-1] not in TLS_CONTEXTS:
+            continue
+        common = ctx.get("common_tls_context", {})
+        refs = [*common.get("tls_certificate_sds_secret_configs", []),
+                common.get("combined_validation_context", {}).get("validation_context_sds_secret_config", {})]
+        for ref in refs:
+            if ref.pop("sds_config", None) is not None:
+                found = True
+    return found
+
+
+@functools.cache
+def _authority() -> CertificateAuthority:
+    """One CA per process, so the client and server copies trust each other (its directory lives as long)."""
+    folder = tempfile.TemporaryDirectory(prefix="sailmesh-bench-ca-")
+    ca = CertificateAuthority.self_signed(folder.name)
+    _AUTHORITY_DIRS.append(folder)
+    return ca
+
+
+_AUTHORITY_DIRS: list[tempfile.TemporaryDirectory[str]] = []
+
+
+def static_secrets(identity: Identity) -> list[Config]:
+    """Istio's `default` (a new key and certificate for `identity`) and `ROOTCA`, as bootstrap secrets."""
+    ca = _authority()
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
+           .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(identity.uri)]), critical=True)
+           .sign(key, hashes.SHA256()))
+    issued = ca.sign_csr(csr.public_bytes(serialization.Encoding.PEM), identity)
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+    return [
+        {"name": "default", "tls_certificate": {"certificate_chain": {"inline_string": "".join(issued.chain[:-1])},
+                                                "private_key": {"inline_string": key_pem}}},
+        {"name": "ROOTCA", "validation_context": {"trusted_ca": {"inline_string": ca.trust_bundle()}}},
+    ]
 
 
 def hcms(listener: Config) -> Iterator[Config]:
@@ -89,6 +170,19 @@ def _all_routes(cfg: Config) -> Iterator[tuple[Config, Config]]:
         for vh in hcm.get("route_config", {}).get("virtual_hosts", []):
             for r in vh.get("routes", []):
                 yield vh, r
+
+
+MX_FILTERS = ("istio.metadata_exchange.read", "istio.metadata_exchange.add")
+
+
+def drop_istio_metrics(cfg: Config) -> None:
+    """No Istio standard metrics: no metadata-exchange filters, no access-log stream to the agent."""
+    for lst in cfg["static_resources"]["listeners"]:
+        for fc in [*lst.get("filter_chains", []), lst.get("default_filter_chain") or {}]:
+            for f in fc.get("filters", []):
+                f.get("typed_config", {}).pop("access_log", None)
+    for hcm in _all_hcms(cfg):
+        hcm["http_filters"] = [f for f in hcm.get("http_filters", []) if f.get("name") not in MX_FILTERS]
 
 
 def drop_extra_filters(cfg: Config) -> None:
@@ -138,6 +232,7 @@ def drop_bootstrap_extras(cfg: Config) -> None:
 # Cumulative: each variant also has every change listed before it.
 VARIANTS: list[tuple[str, Callable[[Config], None] | None]] = [
     ("sidecar config (static copy)", None),
+    ("- Istio metrics (peer headers, access logs)", drop_istio_metrics),
     ("- fault/cors/dynamic_forward_proxy filters", drop_extra_filters),
     ("- retry policy + attempt-count header", drop_retries),
     ("- HCM options (XFCC, normalize_path, ...)", drop_hcm_options),

@@ -7,14 +7,18 @@ from typing import Any
 
 from sailmesh import __version__
 from sailmesh.agent.config import AgentConfig
+from sailmesh.telemetry.names import ALS_CLUSTER
 
 XDS_CLUSTER = "xds-grpc"
+SDS_CLUSTER = "sds-grpc"
 PROMETHEUS_CLUSTER = "prometheus_stats"
 PROMETHEUS_LISTENER = "prometheus_stats"
 PROMETHEUS_PATH = "/stats/prometheus"
 HTTP_PROTOCOL_OPTIONS = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+CONTROL_PLANE_SAN = "istiod.istio-system.svc"  # the control plane's serving certificate (Istio's istiod name)
 DOWNSTREAM_CONNECTIONS = (
     "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig"
 )
@@ -78,9 +82,34 @@ def node(cfg: AgentConfig) -> dict[str, Any]:
     return {"id": cfg.node_id, "cluster": cfg.node_cluster, "metadata": metadata}
 
 
-def xds_cluster(cfg: AgentConfig) -> dict[str, Any]:
-    """The static gRPC cluster to the control plane (HTTP/2 is mandatory or Envoy never connects)."""
-    return {
+def _file_sds(name: str, path: str) -> dict[str, Any]:
+    return {"name": name, "sds_config": {
+        "path_config_source": {"path": path, "watched_directory": {"path": path.rsplit("/", 1)[0]}},
+        "resource_api_version": "V3"}}
+
+
+def xds_tls(secrets_dir: str) -> dict[str, Any]:
+    """mTLS to the control plane: the workload certificate from a file-based SDS response the agent keeps
+    current (`xds-cert`, `xds-root`), and the control plane must present istiod.istio-system.svc."""
+    return {"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": UPSTREAM_TLS,
+        "sni": CONTROL_PLANE_SAN,
+        "common_tls_context": {
+            "alpn_protocols": ["h2"],
+            "tls_certificate_sds_secret_configs": [_file_sds("xds-cert", f"{secrets_dir}/xds-cert.json")],
+            "combined_validation_context": {
+                "default_validation_context": {"match_typed_subject_alt_names": [
+                    {"san_type": "DNS", "matcher": {"exact": CONTROL_PLANE_SAN}}]},
+                "validation_context_sds_secret_config": _file_sds("xds-root", f"{secrets_dir}/xds-root.json"),
+            },
+        },
+    }}  # fmt: skip
+
+
+def xds_cluster(cfg: AgentConfig, secrets_dir: str = "") -> dict[str, Any]:
+    """The static gRPC cluster to the control plane (HTTP/2 is mandatory or Envoy never connects); mTLS when
+    `secrets_dir` (the agent's file-based SDS responses) is given."""
+    cluster: dict[str, Any] = {
         "name": XDS_CLUSTER,
         "type": "STATIC" if _is_ip(cfg.xds_host) else "STRICT_DNS",
         "connect_timeout": "1s",
@@ -101,6 +130,47 @@ def xds_cluster(cfg: AgentConfig) -> dict[str, Any]:
                 "explicit_http_config": {
                     "http2_protocol_options": {"connection_keepalive": {"interval": "30s", "timeout": "10s"}}
                 },
+            }
+        },
+    }
+    if secrets_dir:
+        cluster["transport_socket"] = xds_tls(secrets_dir)
+    return cluster
+
+
+def sds_cluster(socket_path: str) -> dict[str, Any]:
+    """Istio's `sds-grpc`: Envoy gRPC over HTTP/2 to the agent's SDS Unix socket (secrets `default`, `ROOTCA`)."""
+    return {
+        "name": SDS_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": SDS_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": socket_path}}}}]}],
+        },
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": HTTP_PROTOCOL_OPTIONS,
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+    }
+
+
+def als_cluster(socket_path: str) -> dict[str, Any]:
+    """The agent's gRPC access-log service (Istio's standard metrics) on a Unix socket: HTTP/2, like xds-grpc."""
+    return {
+        "name": ALS_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": ALS_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": socket_path}}}}]}],
+        },
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": HTTP_PROTOCOL_OPTIONS,
+                "explicit_http_config": {"http2_protocol_options": {}},
             }
         },
     }
@@ -173,15 +243,21 @@ def stats_config() -> dict[str, Any]:
     return {"use_all_default_tags": False, "stats_tags": tags}
 
 
-def build(cfg: AgentConfig, extra_static: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
-    """The full bootstrap; `extra_static` adds listeners/clusters to static_resources (used by tests)."""
+def build(cfg: AgentConfig, extra_static: dict[str, list[dict[str, Any]]] | None = None,
+          sds_socket: str = "", xds_secrets_dir: str = "", als_socket: str = "") -> dict[str, Any]:
+    """The full bootstrap; `extra_static` adds listeners/clusters to static_resources (used by tests);
+    `sds_socket` adds the `sds-grpc` cluster (the agent always passes its socket); `als_socket` is where the agent
+    counts Istio's standard metrics from access logs (no cluster when "")."""
     extra = extra_static or {}
+    sds = [sds_cluster(sds_socket)] if sds_socket else []
+    als = [als_cluster(als_socket)] if als_socket else []
     return {
         "node": node(cfg),
         "admin": {"address": _socket_address(cfg.ip, cfg.admin_port)},
         "static_resources": {
             "listeners": [prometheus_listener(cfg), *extra.get("listeners", [])],
-            "clusters": [xds_cluster(cfg), prometheus_cluster(cfg), *extra.get("clusters", [])],
+            "clusters": [xds_cluster(cfg, xds_secrets_dir), *sds, prometheus_cluster(cfg), *als,
+                         *extra.get("clusters", [])],
         },
         "dynamic_resources": dynamic_resources(cfg),
         "stats_config": stats_config(),

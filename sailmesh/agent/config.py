@@ -41,6 +41,14 @@ class AgentConfig:
     cluster_id: str = "Kubernetes"
     mesh_id: str = "cluster.local"
     version: str = ""
+    # Workload identity: the CA (the control plane's TLS port), the root that verifies it, the 0600 join-token
+    # file; without a token file the agent runs without a certificate (SDS answers nothing).
+    ca_address: str = ""
+    ca_root_file: str = ""
+    token_file: str = ""
+    trust_domain: str = "cluster.local"
+    cert_ttl_s: float = 0.0  # requested certificate lifetime (0 = the CA's default)
+    xds_tls: bool = False  # xDS over mTLS with the workload certificate (the control plane's 15012)
 
     def __post_init__(self) -> None:
         if self.proxy_type not in PROXY_TYPES:
@@ -51,6 +59,8 @@ class AgentConfig:
             raise AgentError("name and namespace are required")
         if self.drain_seconds < 0:
             raise AgentError("drain seconds must not be negative")
+        if self.xds_tls and not self.token_file:
+            raise AgentError("xDS over TLS needs a workload certificate: give a join token file")
 
     @property
     def app(self) -> str:

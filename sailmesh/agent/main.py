@@ -16,21 +16,58 @@ from sailmesh.agent.app import AppProcess, app_environment
 from sailmesh.agent.config import AgentConfig
 from sailmesh.agent.envoy import EnvoyOptions, EnvoySupervisor
 from sailmesh.agent.health import HealthServer, Readiness
+from sailmesh.agent.identity import CertificateManager, IdentityOptions, WorkloadCertificate
+from sailmesh.agent.sds import SdsServer, socket_path, write_xds_secrets
 from sailmesh.agent.status import METRICS_PATH, StatusServer
+from sailmesh.agent.telemetry import AccessLogServer, IstioMetrics, local_workload
+from sailmesh.settings import ControlPlanePorts
 
 log = logging.getLogger(__name__)
 
 BOOTSTRAP_FILE = "envoy-bootstrap.json"
+ALS_SOCKET = "als.sock"
 LOG_FILE = "envoy.log"
 PID_FILE = "envoy.pid"
+
+
+def als_socket_path(cfg: AgentConfig, state_dir: Path) -> str:
+    """The access-log socket in the (private) state dir; an abstract socket when that path is too long for one."""
+    path = str(state_dir.absolute() / ALS_SOCKET)
+    return path if len(path) < 100 else f"@sailmesh-als-{cfg.ip}-{cfg.namespace}-{cfg.name}"[:100]
 
 
 def write_bootstrap(cfg: AgentConfig, state_dir: Path, extra_static: dict[str, Any] | None = None) -> Path:
     """Write the bootstrap into state_dir (created, private) and return its path."""
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = state_dir / BOOTSTRAP_FILE
-    path.write_text(bootstrap.to_json(bootstrap.build(cfg, extra_static)))
+    secrets = str(xds_secrets_dir(state_dir)) if cfg.xds_tls else ""
+    path.write_text(bootstrap.to_json(bootstrap.build(cfg, extra_static, sds_socket=str(socket_path(state_dir)),
+                                                      xds_secrets_dir=secrets,
+                                                      als_socket=als_socket_path(cfg, state_dir))))
     return path
+
+
+def xds_secrets_dir(state_dir: Path) -> Path:
+    """Where the agent keeps the certificate Envoy presents to the control plane (0700)."""
+    return state_dir.resolve() / "xds-certs"
+
+
+def certificate_manager(cfg: AgentConfig) -> CertificateManager | None:
+    """The workload's certificate manager, when the agent was given a join token."""
+    if not cfg.token_file:
+        return None
+    return CertificateManager(IdentityOptions(
+        ca_address=cfg.ca_address or f"{cfg.xds_host}:{ControlPlanePorts().ca}", ca_root_file=cfg.ca_root_file,
+        token_file=cfg.token_file, trust_domain=cfg.trust_domain, namespace=cfg.namespace,
+        service_account=cfg.service_account, ttl_s=cfg.cert_ttl_s))
+
+
+async def wait_first(certs: CertificateManager, stop: asyncio.Event) -> None:
+    """Until the first certificate arrived (or stop)."""
+    waiters = [asyncio.create_task(certs.first.wait()), asyncio.create_task(stop.wait())]
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    for w in waiters:
+        w.cancel()
 
 
 async def _drain(envoy: EnvoySupervisor, cfg: AgentConfig, hurry: asyncio.Event | None) -> None:
@@ -87,12 +124,31 @@ async def run_agent(
         restarts=lambda: envoy.restarts,
         app_metrics_url=cfg.app_metrics_url,
     )
+    istio_metrics = IstioMetrics(local_workload(cfg.name, cfg.namespace, dict(cfg.labels), cfg.cluster_id),
+                                 cfg.domain_suffix)
+    status.metrics.add_collector(istio_metrics)
+    als = AccessLogServer(istio_metrics, als_socket_path(cfg, state_dir))
     app = AppProcess(command, app_environment(cfg)) if command else None
+    sds = SdsServer(socket_path(state_dir))
+    certs = certificate_manager(cfg)
+    if certs is not None:
+        certs.on_change(sds.update)
+        if cfg.xds_tls:
+            def for_xds(cert: WorkloadCertificate) -> None:
+                write_xds_secrets(cert, xds_secrets_dir(state_dir))
+
+            certs.on_change(for_xds)
     exit_code = 0
     waiters: list[asyncio.Task[Any]] = []
     try:
+        if certs is not None:
+            await sds.start()
+            certs.start()  # Envoy waits (warming) for secrets it references until the first certificate
+            if cfg.xds_tls:  # but its bootstrap reads the xDS certificate file: that must exist first
+                await wait_first(certs, stop)
         await health.start()
         await status.start()
+        await als.start()
         await envoy.start()
         if app is not None:
             await app.start()
@@ -117,9 +173,13 @@ async def run_agent(
             await app.stop()
         envoy_rc = await envoy.stop()
         log.info("envoy stopped (exit code %s)", envoy_rc)
+        await als.stop()
         await status.stop()
         await health.stop()
         await admin.close()
+        if certs is not None:
+            await certs.stop()
+        await sds.stop()
     return exit_code
 
 

@@ -40,6 +40,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds Envoy waits for its first CDS/LDS before starting without them")  # fmt: skip
     parser.add_argument("--max-connections", type=int, default=100_000, help="max downstream connections")
     parser.add_argument("--state-dir", default="", help="where the bootstrap, Envoy's log and pid go")
+    parser.add_argument("--ca-address", default="", help="the CA (control plane TLS port) HOST:PORT "
+                        "(default: the xDS host, port 15012)")
+    parser.add_argument("--ca-root", default="", help="PEM file with the root that verifies the CA's certificate")
+    parser.add_argument("--token-file", default="",
+                        help="0600 file holding the join token for this namespace/service account (not the token)")
+    parser.add_argument("--xds-tls", action="store_true",
+                        help="connect to xDS over mTLS with the workload certificate (the control plane's 15012)")
+    parser.add_argument("--cert-ttl", type=float, default=0.0, help="requested certificate lifetime, seconds "
+                        "(0 = the CA's default, 24 h)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log the agent's own debug messages")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND... : the app to run and supervise")
 
@@ -69,6 +78,12 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         log_level=args.log_level,
         initial_fetch_timeout_s=args.initial_fetch_timeout,
         max_downstream_connections=args.max_connections,
+        ca_address=args.ca_address,
+        ca_root_file=args.ca_root,
+        token_file=args.token_file,
+        trust_domain=settings.MeshDefaults().trust_domain,
+        cert_ttl_s=args.cert_ttl,
+        xds_tls=args.xds_tls,
     )
 
 

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from sailmesh import settings as settings_mod
+from sailmesh.cli.apiclient import remember_token
 from sailmesh.platform.state import MeshState
 
 
@@ -23,7 +24,10 @@ def state_dir(args: argparse.Namespace) -> str:
 
 
 def running_mesh(args: argparse.Namespace) -> MeshState:
-    return MeshState.load(state_dir(args))
+    """The running mesh's state; its API token is remembered for every later API call of this command."""
+    mesh = MeshState.load(state_dir(args))
+    remember_token(mesh.api_url, mesh.api_token())
+    return mesh
 
 
 def fail(message: str, code: int = 1) -> int:

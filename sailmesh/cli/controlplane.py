@@ -6,11 +6,13 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import signal
 
 from sailmesh import settings as settings_mod
 from sailmesh.cli.common import fail
 from sailmesh.controlplane.app import ControlPlane, ControlPlaneOptions
+from sailmesh.dashboard.app import make_app as dashboard_app
 from sailmesh.errors import SailmeshError
 
 
@@ -19,10 +21,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="directory of YAML config to watch (a git checkout works); repeatable")
     parser.add_argument("--workload-file", default="", help="local workload registry file (embedded platform)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback by default)")
-    parser.add_argument("--xds-port", type=int, default=15010, help="plaintext ADS port (0 = any free port)")
+    parser.add_argument("--xds-port", type=int, default=15010,
+                        help="plaintext ADS port, with --xds-plaintext only (0 = any free port)")
+    parser.add_argument("--xds-plaintext", action="store_true",
+                        help="also serve ADS without TLS or identity checks on 127.0.0.1 (debugging; off by default)")
+    parser.add_argument("--ca-port", type=int, default=15013,
+                        help="the certificate service for first CSRs (join token, TLS without client certificate)")
     parser.add_argument("--http-port", type=int, default=15014, help="HTTP API and /metrics port")
     parser.add_argument("--mesh-config", default="", metavar="FILE",
                         help="Istio mesh config YAML (MeshConfig); the ConfigMap istio in istio-system overlays it")
+    parser.add_argument("--xds-tls-port", type=int, default=15012,
+                        help="ADS and the certificate service over TLS (Istio's 15012; 0 = any free port)")
+    parser.add_argument("--state-dir", default="",
+                        help="the CA root (key 0600), join tokens and API token "
+                             "(default: $SAILMESH_STATE_DIR/controlplane)")
+    parser.add_argument("--cacerts", default="", help="plug-in CA directory in Istio's cacerts layout "
+                        "(ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem)")
+    parser.add_argument("--min-cert-ttl", type=float, default=60.0,
+                        help="the shortest workload certificate lifetime the CA signs, seconds")
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
@@ -61,11 +77,16 @@ async def _serve(cp: ControlPlane) -> int:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = settings_mod.load()
     opts = ControlPlaneOptions(config_dirs=args.config_dir, workload_file=args.workload_file, host=args.host,
-                               xds_port=args.xds_port, http_port=args.http_port,
+                               xds_port=args.xds_port, http_port=args.http_port, xds_tls_port=args.xds_tls_port,
+                               state_dir=args.state_dir or os.path.join(settings.state_dir, "controlplane"),
+                               cacerts_dir=args.cacerts, min_cert_ttl_s=args.min_cert_ttl,
+                               xds_plaintext=args.xds_plaintext, ca_port=args.ca_port,
                                mesh_config_file=args.mesh_config)
     try:
-        cp = ControlPlane(opts, settings_mod.load())
+        cp = ControlPlane(opts, settings)
+        cp.mount("/dashboard/", dashboard_app)  # `sailmesh dashboard` opens it (same port, same loopback default)
     except (SailmeshError, OSError) as e:
         return fail(f"control plane failed to start: {e}")
     return asyncio.run(_serve(cp))

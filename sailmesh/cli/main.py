@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "x": ("x", "experimental: describe, flags"),
     "proxy-config": ("proxy_config", "show a proxy's Envoy config: clusters, listeners, routes, endpoints, ..."),
     "exec": ("exec", "run a command as a workload of the running mesh would (like kubectl exec)"),
+    "dashboard": ("dashboard", "open the mesh dashboard (service graph, proxies, config) in a browser"),
 }
 
 

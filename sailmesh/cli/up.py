@@ -26,6 +26,14 @@ def add_mesh_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gateway-ip", default="127.0.0.1", help="address the ingress gateway listens on")
     parser.add_argument("--xds-port", type=int, default=15010, help="control-plane plaintext xDS port")
     parser.add_argument("--http-port", type=int, default=15014, help="control-plane HTTP API/monitoring port")
+    parser.add_argument("--xds-tls-port", type=int, default=15012,
+                        help="control-plane ADS + certificate service over TLS (0 = a free port)")
+    parser.add_argument("--ca-port", type=int, default=15013, help="the CA's first-CSR port (0 = a free port)")
+    parser.add_argument("--xds-plaintext", action="store_true",
+                        help="proxies use plaintext ADS on 127.0.0.1:--xds-port (debugging; no identity checks)")
+    parser.add_argument("--min-cert-ttl", type=float, default=60.0, help="the CA's shortest certificate, seconds")
+    parser.add_argument("--cert-ttl", type=float, default=0.0,
+                        help="workload certificate lifetime the sidecars ask for, seconds (0 = 24 h)")
     parser.add_argument("--delta", action="store_true", help="sidecars use delta xDS (DELTA_GRPC)")
     parser.add_argument("--proxy-concurrency", type=int, default=0,
                         help="Envoy worker threads per proxy (default: the agent's default)")
@@ -34,7 +42,9 @@ def add_mesh_options(parser: argparse.ArgumentParser) -> None:
 def options(args: argparse.Namespace, dirs: list[str]) -> MeshOptions:
     return MeshOptions(
         config_dirs=dirs, state_dir=state_dir(args), base_ip=args.base_ip, gateway_ip=args.gateway_ip,
-        xds_port=args.xds_port, http_port=args.http_port, delta=args.delta,
+        xds_port=args.xds_port, http_port=args.http_port, delta=args.delta, xds_tls_port=args.xds_tls_port,
+        min_cert_ttl_s=args.min_cert_ttl, cert_ttl_s=args.cert_ttl, ca_port=args.ca_port,
+        xds_plaintext=args.xds_plaintext,
         extra_agent_args=("--concurrency", str(args.proxy_concurrency)) if args.proxy_concurrency > 0 else (),
     )
 

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,19 +20,23 @@ from sailmesh.api.change import Change
 from sailmesh.api.parse import resource_from_dict
 from sailmesh.api.resource import Resource, ResourceKey, Source
 from sailmesh.api.validate import errors_only, validate
+from sailmesh.ca.authority import CaOptions
 from sailmesh.controlplane import live as live_mod
 from sailmesh.controlplane.debounce import Debouncer
 from sailmesh.controlplane.http_api import Outcome, make_app
+from sailmesh.controlplane.identity import MeshIdentity
 from sailmesh.controlplane.source import MeshSource
 from sailmesh.errors import GenerationError, ParseError, RegistryError, SailmeshError, ValidationError
 from sailmesh.generate import authn, enforcement
 from sailmesh.generate.affect import push_request
+from sailmesh.metrics import CitadelMetrics, Registry
 from sailmesh.platform import workload_file
 from sailmesh.registry.aggregate import AggregateRegistry
 from sailmesh.registry.jwks import JwksFetcher, wanted_uris
 from sailmesh.registry.model import Workload
 from sailmesh.registry.workloads import LocalRegistry
 from sailmesh.server.ads import AdsServer
+from sailmesh.server.metrics import XdsMetrics
 from sailmesh.settings import Settings
 from sailmesh.snapshot.build import build
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView
@@ -65,6 +69,12 @@ class ControlPlaneOptions:
     xds_port: int = 15010
     http_port: int = 15014
     mesh_config_file: str = ""  # Istio's mesh config file (`--meshConfig`); the ConfigMap istio overlays it
+    xds_tls_port: int = 15012  # ADS (client certificate required) + certificate renewals over TLS (0 = any)
+    xds_plaintext: bool = False  # also serve ADS in plaintext on 127.0.0.1:xds_port (debugging only)
+    ca_port: int = 15013  # the certificate service alone, TLS without client certificates: first CSRs (0 = any)
+    state_dir: str = ""  # the CA's root, join tokens and the API token ("" = ephemeral, for tests)
+    cacerts_dir: str = ""  # a plug-in CA in Istio's cacerts layout instead of the self-signed root
+    min_cert_ttl_s: float = 60.0  # the shortest certificate the CA signs (tests lower it)
 
 
 class ControlPlane:
@@ -73,7 +83,16 @@ class ControlPlane:
     def __init__(self, opts: ControlPlaneOptions, settings: Settings, validator: Validator | None = None) -> None:
         self.opts = opts
         self.settings = settings
-        self.validator = validator or rejecting_issues
+        # One registry for every control-plane metric (pilot_*, galley_*, citadel_*, sailmesh_*), on :15014/metrics.
+        self.metrics = Registry()
+        self.xds_metrics = XdsMetrics(self.metrics)
+        self.citadel_metrics = CitadelMetrics(self.metrics)  # the CA increments these as it signs
+        self._validation_failed = self.metrics.counter(
+            "galley_validation_failed", "Resource validation failed.", ["group", "version", "resource", "reason"])
+        self.metrics.gauge("sailmesh_snapshot_version", "Version of the mesh snapshot being served.").set_function(
+            lambda: self.snapshot.version if self.snapshot else 0)
+        self._validate = validator or rejecting_issues
+        self.validator: Validator = self._counted_validation
         self.files = [FileStore(d, self.validator) for d in opts.config_dirs]
         self.memory = MemoryStore(self.validator)
         self.store = LayeredStore([*self.files, self.memory])
@@ -82,6 +101,7 @@ class ControlPlane:
         self.snapshot: MeshSnapshot | None = None
         self.source: MeshSource | None = None
         self.server: AdsServer | None = None
+        self.identity: MeshIdentity | None = None
         self.debouncer: Debouncer[Change] = Debouncer(self._push, Change.merge, settings.debounce)
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
@@ -92,6 +112,11 @@ class ControlPlane:
         self.mesh_file = meshconfig.load_file(opts.mesh_config_file) if opts.mesh_config_file else {}
         self._not_enforced: dict[ResourceKey, list[str]] = {}  # what is said about each resource
         self._logged_mesh_config: meshconfig.MeshConfig | None = None
+        self._mounts: dict[str, Callable[[ControlPlane], web.Application]] = {}
+
+    def mount(self, prefix: str, factory: Callable[[ControlPlane], web.Application]) -> None:
+        """Serve factory(self) under prefix on the HTTP port (the dashboard, a higher layer); before start()."""
+        self._mounts[prefix] = factory
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -102,21 +127,34 @@ class ControlPlane:
                               self.mesh_file, jwks=self.jwks.keys())
         self._follow_config(self.snapshot, Change.everything())
         self.source = MeshSource(self.snapshot)
-        self.server = AdsServer(self.source)
-        self.opts.xds_port = await self.server.serve(self.opts.host, self.opts.xds_port)
+        self.server = AdsServer(self.source, self.xds_metrics)
+        self.identity = MeshIdentity(self.opts.state_dir, self.opts.cacerts_dir,
+                                     CaOptions(trust_domain=self.snapshot.mesh.trust_domain,
+                                               min_ttl_s=self.opts.min_cert_ttl_s),
+                                     ips=["127.0.0.1", self.opts.host], metrics=self.citadel_metrics)
+        self.server.authorize = self.identity.authorize_proxy
+        plaintext = [("127.0.0.1", self.opts.xds_port, None)] if self.opts.xds_plaintext else []
+        self.opts.xds_tls_port = await self.server.serve(
+            self.opts.host, self.opts.xds_tls_port, self.identity.credentials(),
+            handlers=[self.identity.grpc_handler()], also=plaintext)
+        self.opts.xds_port = self.server.also_ports[0] if plaintext else 0
+        self.opts.ca_port = await self.identity.serve_bootstrap(self.opts.host, self.opts.ca_port)
         for sub in [*(fs.watch() for fs in self.files), self.memory.watch(), self.registry.watch(),
                     self.jwks.watch()]:
             self._tasks.append(asyncio.create_task(self._pump(sub)))
         if self.opts.workload_file:
             self._tasks.append(asyncio.create_task(self._watch_workload_file()))
         self.debouncer.start()
-        self._runner = web.AppRunner(make_app(self), access_log=None)
+        mounts = {prefix: factory(self) for prefix, factory in self._mounts.items()}
+        self._runner = web.AppRunner(make_app(self, mounts), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.opts.host, self.opts.http_port)
         await site.start()
         self._ready = True
-        log.info("control plane ready: xDS %s:%d, HTTP %s:%d, %d resources, %d services, %d workloads",
-                 self.opts.host, self.opts.xds_port, self.opts.host, self.opts.http_port,
+        log.info("control plane ready: xDS (mTLS) %s:%d, CA %s:%d, plaintext xDS %s, HTTP %s:%d, %d resources, "
+                 "%d services, %d workloads", self.opts.host, self.opts.xds_tls_port, self.opts.host,
+                 self.opts.ca_port, f"127.0.0.1:{self.opts.xds_port}" if self.opts.xds_port else "off",
+                 self.opts.host, self.opts.http_port,
                  sum(len(v) for v in self.snapshot.config.values()), len(self.snapshot.services),
                  len(self.snapshot.workloads))
         self._log_rejections()
@@ -136,6 +174,8 @@ class ControlPlane:
             await fs.close()
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.identity is not None:
+            await self.identity.stop()
 
     # -- change flow ------------------------------------------------------------------------------
     async def _pump(self, changes: AsyncIterator[Change]) -> None:
@@ -225,6 +265,13 @@ class ControlPlane:
     # -- HTTP API backend ---------------------------------------------------------------------------
     def is_ready(self) -> bool:
         return self._ready
+
+    def is_admin(self, token: str) -> bool:
+        return self.identity is not None and self.identity.is_admin(token)
+
+    def issue_join_token(self, namespace: str, service_account: str) -> str:
+        assert self.identity is not None
+        return self.identity.tokens.issue(namespace, service_account)
 
     def _resources(self, docs: list[dict[str, Any]]) -> tuple[list[Resource], list[str]]:
         out, errors = [], []
@@ -318,7 +365,7 @@ class ControlPlane:
                 "proxy": c.node_id,
                 "name": parts[2] if len(parts) == 4 else c.node_id,
                 "type": parts[0] if len(parts) == 4 else "",
-                "controlplane": f"sailmesh@{self.opts.host}:{self.opts.xds_port}",
+                "controlplane": f"sailmesh@{self.opts.host}:{self.opts.xds_tls_port}",
                 "version": self.snapshot.version if self.snapshot else 0,
                 "delta": c.delta,
                 "connectedAt": c.connected_at,
@@ -329,9 +376,17 @@ class ControlPlane:
         return sorted(out, key=lambda p: p["proxy"])
 
     def metrics_text(self) -> str:
-        text = self.server.metrics.registry.render() if self.server else ""
-        version = self.snapshot.version if self.snapshot else 0
-        return text + f"# TYPE sailmesh_snapshot_version gauge\nsailmesh_snapshot_version {version}\n"
+        return self.metrics.render()
+
+    def _counted_validation(self, resource: Resource) -> list[object]:
+        """The validator, counting rejections as Istio's webhook counts them (galley_validation_failed)."""
+        issues = self._validate(resource)
+        if issues:
+            group, _, version = resource.api_version.rpartition("/")
+            kind = resource.kind.lower()  # the plural resource name, as the webhook sees it
+            plural = kind[:-1] + "ies" if kind.endswith("y") and kind[-2:-1] not in "aeiou" else kind + "s"
+            self._validation_failed.inc(group=group, version=version, resource=plural, reason="invalid_resource")
+        return issues
 
     def config_dump(self, proxy_id: str, type_name: str) -> dict[str, Any] | None:
         if self.source is None or self.snapshot is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sailmesh.api.change import Change
 from sailmesh.registry.jwks import JWKS_KIND
+from sailmesh.registry.model import TLS_MODE_ISTIO, TLS_MODE_LABEL
 from sailmesh.snapshot.build import ENDPOINT_KINDS, changed_endpoints
 from sailmesh.snapshot.model import MeshSnapshot
 from sailmesh.xds.push import PushRequest
@@ -23,15 +24,26 @@ KIND_TYPES: dict[str, frozenset[str]] = {
     # changed get a response (the server skips what a proxy already holds)
     "Secret": frozenset({SECRET}),
     "Telemetry": frozenset({LISTENER, CLUSTER}),  # access logs and tracers on listeners, collector clusters
+    "AuthorizationPolicy": frozenset({LISTENER}),  # RBAC / ext_authz filters live in the listeners
     # only the mesh ConfigMap matters to proxies, and a change of the mesh config is caught above
     "ConfigMap": frozenset(),
     # jwt_authn lives in the listeners' HTTP filter chains (keys inlined from the snapshot's fetched key sets)
     "RequestAuthentication": frozenset({LISTENER}),
     JWKS_KIND: frozenset({LISTENER}),
+    # inbound filter chains; namespace/mesh DISABLE turns the clients' auto mTLS off (clusters)
+    "PeerAuthentication": frozenset({LISTENER, CLUSTER}),
 }
 # Resolutions whose endpoints live in the cluster (DNS: as its load assignment, as in Istio) or decide its kind
 # (NONE: a forwarding cluster without endpoints, EDS with them): an endpoint change there is a cluster change.
 CLUSTER_RESOLUTIONS = frozenset({"DNS", "DNS_ROUND_ROBIN", "NONE"})
+
+
+def _identities(snapshot: MeshSnapshot, host: str, port: int) -> frozenset[tuple[str, str]]:
+    """(namespace, service account) of a service port's endpoints with a sidecar: what mTLS SAN checks read
+    (tls.service_accounts)."""
+    return frozenset((e.workload.partition("/")[0], e.service_account)
+                     for e in snapshot.endpoints.get((host, port), ())
+                     if e.workload and e.labels.get(TLS_MODE_LABEL) == TLS_MODE_ISTIO)
 
 
 def affected_types(change: Change, previous: MeshSnapshot, current: MeshSnapshot) -> frozenset[str]:
@@ -46,11 +58,13 @@ def affected_types(change: Change, previous: MeshSnapshot, current: MeshSnapshot
     if change.kinds & ENDPOINT_KINDS:
         if current.services is not previous.services and current.services != previous.services:
             return EVERY_TYPE
-        for host, _ in changed_endpoints(previous, current):
+        for host, port in changed_endpoints(previous, current):
             types.add(ENDPOINT)
             svc = current.services.get(host) or previous.services.get(host)
             if svc is not None and svc.resolution in CLUSTER_RESOLUTIONS:
                 types.add(CLUSTER)
+            elif _identities(previous, host, port) != _identities(current, host, port):
+                types.add(CLUSTER)  # mTLS clusters verify the service accounts behind the service (Istio: full push)
     return frozenset(types)
 
 

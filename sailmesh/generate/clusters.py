@@ -8,12 +8,10 @@ from typing import TypeAlias
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 from envoy.extensions.clusters.dynamic_forward_proxy.v3 import cluster_pb2 as dfp_cluster_pb2
 from envoy.extensions.common.dynamic_forward_proxy.v3 import dns_cache_pb2
-from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 from envoy.type.v3 import percent_pb2
 
 from sailmesh.api.models.networking import (
-    ClientTLSSettings,
     ConnectionPoolHTTP,
     ConnectionPoolSettings,
     ConnectionPoolTCP,
@@ -26,8 +24,10 @@ from sailmesh.generate import names
 from sailmesh.generate.common import MAX_UINT32, Prepacked, ads, duration, go_duration, pack, u32
 from sailmesh.generate.endpoints import assignment, discovery, select, subset_labels, unique_ports
 from sailmesh.generate.memo import Memos
+from sailmesh.generate.peer_authn import namespace_mode
 from sailmesh.generate.policy import effective_policy
 from sailmesh.generate.scope import destination_rule, inbound_ports, visible_services
+from sailmesh.generate.tls import apply_upstream_tls, auto_mtls_enabled, has_mesh_identity
 from sailmesh.snapshot.model import Endpoint, MeshSnapshot, ProxyView, Service, ServicePort
 from sailmesh.telemetry import resolve, tracing
 
@@ -36,9 +36,6 @@ DEFAULT_CONNECT_TIMEOUT_S = 10.0  # MeshConfig.connectTimeout default
 DEFAULT_RING_SIZE = 1024  # Istio's minimumRingSize default
 HTTP_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 DFP_CACHE = "dynamic_forward_proxy_cache_config"
-# The OS trust store used when a DestinationRule's tls names no caCertificates (Debian/Ubuntu path;
-# Envoy's system_root_certs is not accepted together with subjectAltNames checks).
-SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 NO_WARMUP = WarmupConfiguration()
 NO_TCP_POOL = ConnectionPoolTCP()
 NO_HTTP_POOL = ConnectionPoolHTTP()
@@ -188,41 +185,19 @@ def _apply_pool(c: Cluster, protocol: str, pool: ConnectionPoolSettings | None) 
         c.typed_extension_protocol_options[HTTP_OPTIONS_KEY].CopyFrom(pack(opts))
 
 
-def _apply_tls(c: Cluster, tls: ClientTLSSettings | None, host: str) -> None:
-    """DestinationRule tls SIMPLE/MUTUAL: TLS origination with files named in the rule.
-
-    ISTIO_MUTUAL (mesh certificates over SDS) belongs to the security generators; DISABLE and
-    ISTIO_MUTUAL leave the cluster plaintext here.
-    """
-    if tls is None or tls.mode not in ("SIMPLE", "MUTUAL"):
-        return
-    ctx = tls_pb2.UpstreamTlsContext()
-    sni = tls.sni or ("" if "*" in host else host)
-    if sni:
-        ctx.sni = sni
-    common = ctx.common_tls_context
-    if not tls.insecure_skip_verify:
-        vc = common.validation_context
-        if tls.ca_certificates:
-            vc.trusted_ca.filename = tls.ca_certificates
-        else:
-            vc.trusted_ca.filename = SYSTEM_CA_BUNDLE  # Istio verifies against the OS trust store by default
-        for san in tls.subject_alt_names or ():
-            kind = common_pb2.SubjectAltNameMatcher.URI if "://" in san else common_pb2.SubjectAltNameMatcher.DNS
-            vc.match_typed_subject_alt_names.add(san_type=kind).matcher.exact = san
-    if tls.mode == "MUTUAL" and tls.client_certificate and tls.private_key:
-        cert = common.tls_certificates.add()
-        cert.certificate_chain.filename = tls.client_certificate
-        cert.private_key.filename = tls.private_key
-    c.transport_socket.name = "envoy.transport_sockets.tls"
-    c.transport_socket.typed_config.CopyFrom(pack(ctx))
-
-
-def _apply_policy(c: Cluster, protocol: str, policy: PortTrafficPolicy, host: str = "") -> None:
+def _apply_policy(c: Cluster, protocol: str, policy: PortTrafficPolicy) -> None:
     _apply_lb(c, policy.load_balancer)
     _apply_pool(c, protocol, policy.connection_pool)
     _apply_outlier(c, policy.outlier_detection)
-    _apply_tls(c, policy.tls, host)
+
+
+def is_http2(c: Cluster) -> bool:
+    """Istio's isHttp2Cluster: the cluster speaks HTTP/2 upstream (explicitly)."""
+    if HTTP_OPTIONS_KEY not in c.typed_extension_protocol_options:
+        return False
+    opts = hpo.HttpProtocolOptions()
+    c.typed_extension_protocol_options[HTTP_OPTIONS_KEY].Unpack(opts)
+    return bool(opts.explicit_http_config.HasField("http2_protocol_options"))
 
 
 def _dns_endpoints(
@@ -237,9 +212,9 @@ def _dns_endpoints(
 
 def outbound_cluster(
     snapshot: MeshSnapshot, svc: Service, port: ServicePort, subset: str, labels: Mapping[str, str],
-    policy: PortTrafficPolicy,
+    policy: PortTrafficPolicy, *, client_has_identity: bool = False, service_mode: str | None = None,
 ) -> Cluster:
-    """One `outbound|port|subset|host` cluster."""
+    """One `outbound|port|subset|host` cluster; TLS as tls.apply_upstream_tls decides (DestinationRule, auto mTLS)."""
     name = names.outbound_cluster(port.port, subset, svc.hostname)
     c = _base(name)
     kind = discovery(snapshot, svc)
@@ -261,28 +236,37 @@ def outbound_cluster(
     c.metadata.filter_metadata["istio"].update(
         {"services": [{"host": svc.hostname, "name": svc.name, "namespace": svc.namespace}], "subset": subset}
     )
-    _apply_policy(c, port.protocol, policy, svc.hostname)
+    _apply_policy(c, port.protocol, policy)
     if kind == "forward":
         c.lb_policy = Cluster.CLUSTER_PROVIDED  # the forward proxy picks the host itself
+    # a forward proxy cluster has no endpoints to match (Istio skips auto mTLS for ORIGINAL_DST too)
+    apply_upstream_tls(c, snapshot, svc, port.port, subset, policy.tls,
+                       client_has_identity=client_has_identity and kind != "forward",
+                       service_mode=service_mode, http2=is_http2(c))
     return c
 
 
 def build_outbound(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> list[Cluster | Prepacked]:
     """Every outbound cluster of the services visible to the proxy, plus BlackHole and Passthrough."""
     out: list[Cluster | Prepacked] = [_fixed(memos, blackhole), _fixed(memos, passthrough)]
+    identity = has_mesh_identity(proxy)
+    auto = auto_mtls_enabled(snapshot)
     for svc in visible_services(snapshot, proxy):
         dr = destination_rule(snapshot, proxy.namespace, svc)
-        # a cluster depends on the service, its DestinationRule, its endpoints (DNS clusters, NONE) and the mesh
+        # a cluster depends on the service, its DestinationRule, its endpoints (DNS clusters, NONE; the service
+        # accounts mTLS verifies), the mesh, and for mTLS on the client's identity and the service's namespace mode
         eps = tuple(snapshot.endpoints.get((svc.hostname, p.port), ()) for p in svc.ports)
         held = (svc, dr, snapshot.mesh, *eps)
-        ids = tuple(map(id, held))
+        mode = namespace_mode(snapshot, svc.namespace) if identity else None
+        ids = (*map(id, held), identity, auto, mode)
         for port in unique_ports(svc):
             for subset, labels in subset_labels(snapshot, proxy.namespace, svc):
                 key = (port.port, subset, ids)
                 c = memos.clusters.get(key, held)
                 if c is None:
                     policy = effective_policy(dr, subset, port.port)
-                    msg = outbound_cluster(snapshot, svc, port, subset, labels, policy)
+                    msg = outbound_cluster(snapshot, svc, port, subset, labels, policy,
+                                           client_has_identity=identity, service_mode=mode)
                     c = Prepacked.of(msg.name, msg)
                     memos.clusters.put(key, held, c)
                 out.append(c)

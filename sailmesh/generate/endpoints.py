@@ -1,4 +1,5 @@
-"""ClusterLoadAssignments (EDS) for every EDS cluster: healthy endpoints, subset-filtered, grouped by locality."""
+"""ClusterLoadAssignments (EDS) for every EDS cluster: healthy endpoints, subset-filtered, grouped by locality,
+each labelled with its tlsMode for auto mTLS."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from sailmesh.generate import names
 from sailmesh.generate.common import Prepacked, socket_address, u32
 from sailmesh.generate.memo import Memos
 from sailmesh.generate.scope import destination_rule, visible_services
+from sailmesh.generate.tls import endpoint_metadata
 from sailmesh.snapshot.model import Endpoint, MeshSnapshot, ProxyView, Service, ServicePort
 
 DNS_RESOLUTIONS = frozenset({"DNS", "DNS_ROUND_ROBIN"})
@@ -53,6 +55,15 @@ def select(endpoints: Iterable[Endpoint], labels: Mapping[str, str] | None) -> l
     return out
 
 
+def _lb_endpoint(e: Endpoint) -> ec.LbEndpoint:
+    lb = ec.LbEndpoint(endpoint=ec.Endpoint(address=socket_address(e.address, e.port)),
+                       load_balancing_weight=u32(max(1, e.weight)))
+    md = endpoint_metadata(e)  # auto mTLS: endpoints with a sidecar say tlsMode istio
+    if md is not None:
+        lb.metadata.CopyFrom(md)
+    return lb
+
+
 def locality_endpoints(endpoints: Iterable[Endpoint]) -> list[ec.LocalityLbEndpoints]:
     """Endpoints grouped by locality (sorted, stable order), each with its weight."""
     groups: dict[str, list[Endpoint]] = {}
@@ -62,13 +73,7 @@ def locality_endpoints(endpoints: Iterable[Endpoint]) -> list[ec.LocalityLbEndpo
     for loc in sorted(groups):
         members = sorted(groups[loc], key=lambda e: (e.address, e.port))
         lle = ec.LocalityLbEndpoints(
-            lb_endpoints=[
-                ec.LbEndpoint(
-                    endpoint=ec.Endpoint(address=socket_address(e.address, e.port)),
-                    load_balancing_weight=u32(max(1, e.weight)),
-                )
-                for e in members
-            ],
+            lb_endpoints=[_lb_endpoint(e) for e in members],
             load_balancing_weight=u32(sum(max(1, e.weight) for e in members)),
         )
         if loc:

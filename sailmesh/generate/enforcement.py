@@ -12,7 +12,7 @@ from typing import Any
 
 from sailmesh.api.meshconfig import DEFAULT_MESH_CONFIG, MeshConfig
 from sailmesh.api.resource import Resource
-from sailmesh.generate import authn
+from sailmesh.generate import authn, authz
 from sailmesh.telemetry import resolve as telemetry_resolve
 
 NOT_ENFORCED = "accepted, not enforced"
@@ -22,8 +22,6 @@ WHOLE_KINDS: dict[str, str] = {
     "EnvoyFilter": "EnvoyFilter patches are not applied",
     "WasmPlugin": "Wasm plugins are not loaded",
     "ProxyConfig": "per-workload proxy settings are not applied",
-    "PeerAuthentication": "mTLS modes are not enforced yet (traffic between sidecars is plaintext)",
-    "AuthorizationPolicy": "authorization is not enforced yet",
 }
 
 
@@ -72,11 +70,8 @@ def _destination_rule(spec: Any) -> Iterator[str]:
             yield f"{where}.loadBalancer.localityLbSetting"
         if _at(policy, "loadBalancer", "simple") == "PASSTHROUGH":
             yield f"{where}.loadBalancer.simple: PASSTHROUGH"
-        mode = _at(policy, "tls", "mode")
-        if mode in ("ISTIO_MUTUAL",):
-            yield f"{where}.tls.mode: {mode} (no mesh certificates yet)"
         if _at(policy, "tls", "credentialName"):
-            yield f"{where}.tls.credentialName"
+            yield f"{where}.tls.credentialName (at sidecars, as in Istio)"
 
 
 def _gateway(spec: Any) -> Iterator[str]:
@@ -118,6 +113,8 @@ def not_enforced(resource: Resource, mesh: MeshConfig = DEFAULT_MESH_CONFIG) -> 
         return [f"{where}: {NOT_ENFORCED}: {WHOLE_KINDS[resource.kind]}"]
     if resource.kind == authn.KIND:
         return authn.not_enforced([resource])
+    if resource.kind == authz.KIND:
+        return authz.not_enforced(resource)
     if resource.kind == "Telemetry":
         fields = [line.split(": ", 1)[-1] for line in telemetry_resolve.unenforced(resource, mesh)]
         return [f"{where}: {NOT_ENFORCED}: {', '.join(fields)}"] if fields else []

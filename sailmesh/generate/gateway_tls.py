@@ -8,7 +8,8 @@ TLS parameters only when set. Certificates come from
   `<name>`);
 - files (`serverCertificate`, `privateKey`, `caCertificates`): Envoy reads them itself (filename data sources;
   Istio hands them to its agent's file SDS instead);
-- ISTIO_MUTUAL: the proxy's own workload certificate, the agent's SDS secrets `default` and `ROOTCA`.
+- ISTIO_MUTUAL: the proxy's own workload certificate, the agent's SDS secrets `default` and `ROOTCA`
+  (generate.tls.sds_secret).
 Key material only ever travels in the generated protobufs; nothing here logs it.
 """
 
@@ -19,17 +20,17 @@ import binascii
 from collections.abc import Mapping
 from typing import Any
 
-from envoy.config.core.v3 import base_pb2, config_source_pb2, grpc_service_pb2
+from envoy.config.core.v3 import base_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from envoy.type.matcher.v3 import string_pb2
 
 from sailmesh.api.models.networking import ServerTLSSettings
 from sailmesh.api.resource import Resource
 from sailmesh.generate.common import ads
+from sailmesh.generate.tls import sds_secret
 
 CREDENTIAL_PREFIX = "kubernetes://"  # Istio's credentials.KubernetesSecretTypeURI
 CA_SUFFIX = "-cacert"  # Istio's SdsCaSuffix
-SDS_CLUSTER = "sds-grpc"  # the agent's SDS server (bootstrap static cluster, contracts.md)
 WORKLOAD_CERT = "default"
 ROOT_CERT = "ROOTCA"
 ALPN_HTTP = ("h2", "http/1.1")  # Istio's util.ALPNHttp
@@ -60,23 +61,6 @@ def mode_of(tls: ServerTLSSettings | None) -> str:
     if tls is None:
         return ""
     return (tls.mode or "PASSTHROUGH").upper()
-
-
-def sds_secret(name: str) -> secret_pb2.SdsSecretConfig:
-    """A secret from the agent's SDS server (`sds-grpc`), Istio's form; the same shape as
-    sailmesh.generate.tls.sds_secret (contracts.md), built here until that module is on main."""
-    return secret_pb2.SdsSecretConfig(
-        name=name,
-        sds_config=config_source_pb2.ConfigSource(
-            api_config_source=config_source_pb2.ApiConfigSource(
-                api_type=config_source_pb2.ApiConfigSource.GRPC,
-                transport_api_version=config_source_pb2.V3,
-                grpc_services=[grpc_service_pb2.GrpcService(
-                    envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name=SDS_CLUSTER))],
-            ),
-            resource_api_version=config_source_pb2.V3,
-        ),
-    )
 
 
 def credential_secret(name: str) -> secret_pb2.SdsSecretConfig:

@@ -9,26 +9,27 @@ from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
-from envoy.extensions.filters.listener.tls_inspector.v3.tls_inspector_pb2 import TlsInspector
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import wrappers_pb2
 
 from sailmesh.generate import names
 from sailmesh.generate.common import ads, pack, socket_address
-from sailmesh.generate.filters import Direction, FilterContext, http_filters
+from sailmesh.generate.filters import Direction, FilterContext, ext_authz, http_filters
 from sailmesh.generate.gateway import ChainSpec, gateway_tcp_routes, gateway_tls_ports, gateways_for, http_servers
 from sailmesh.generate.gateway_tls import downstream_tls_context
 from sailmesh.generate.httproute import route_action_defaults
+from sailmesh.generate.peer_authn import workload_policy
 from sailmesh.generate.scope import inbound_ports
+from sailmesh.generate.tls import has_mesh_identity, inbound_chains, needs_tls_inspector, tls_inspector
 from sailmesh.settings import ProxyPorts
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView
 from sailmesh.telemetry import access_log, resolve, tracing
+from sailmesh.telemetry import standard as telemetry
 
 HCM: TypeAlias = hcm_pb2.HttpConnectionManager
 HCM_NAME = "envoy.filters.network.http_connection_manager"
 TCP_PROXY_NAME = "envoy.filters.network.tcp_proxy"
-TLS_INSPECTOR_NAME = "envoy.filters.listener.tls_inspector"
 TLS_TRANSPORT_SOCKET = "envoy.transport_sockets.tls"
 PRIVILEGED_PORT_SHIFT = 8000  # gateway server ports below 1024 bind port + 8000 (like Istio's 80 -> 8080)
 
@@ -81,12 +82,26 @@ def observability(msg: HCM | tcp_proxy_pb2.TcpProxy, snapshot: MeshSnapshot, pro
                           workload_name=proxy.workload_name, gateway=proxy.type == "router")
 
 
-def _listener(name: str, ip: str, port: int, direction: int, network_filter: lc.Filter) -> listener_pb2.Listener:
+def with_metrics_log(h: HCM | tcp_proxy_pb2.TcpProxy, reporter: str, services: list[str] | None = None) -> None:
+    """Istio's standard metrics: stream this listener's requests (connections) to the agent, which counts them."""
+    tcp = h.DESCRIPTOR.full_name == tcp_proxy_pb2.TcpProxy.DESCRIPTOR.full_name
+    log = telemetry.tcp_access_log if tcp else telemetry.http_access_log
+    h.access_log.append(log(reporter, services or ()))
+
+
+def backed_services(snapshot: MeshSnapshot, proxy: ProxyView) -> list[str]:
+    """FQDNs of the services in the proxy's namespace that select it (the destination_service candidates)."""
+    return sorted(s.hostname for s in snapshot.index.services_in(proxy.namespace)
+                  if s.selector and all(proxy.labels.get(k) == v for k, v in s.selector.items()))
+
+
+def _listener(name: str, ip: str, port: int, direction: int, network_filter: lc.Filter,
+              before: list[lc.Filter] | None = None) -> listener_pb2.Listener:
     return listener_pb2.Listener(
         name=name,
         address=socket_address(ip, port),
         traffic_direction=direction,
-        filter_chains=[lc.FilterChain(filters=[network_filter])],
+        filter_chains=[lc.FilterChain(filters=[*(before or ()), network_filter])],
     )
 
 
@@ -97,6 +112,7 @@ def virtual_outbound(snapshot: MeshSnapshot, proxy: ProxyView, port: int) -> lis
         "outbound_0.0.0.0_" + str(port), filters, rds=names.HTTP_PROXY_ROUTE, connect=True
     )
     observability(h, snapshot, proxy, resolve.CLIENT)
+    with_metrics_log(h, telemetry.SOURCE)
     return _listener(
         names.VIRTUAL_OUTBOUND, proxy.ip, port, base_pb2.OUTBOUND, lc.Filter(name=HCM_NAME, typed_config=pack(h))
     )
@@ -122,22 +138,45 @@ def inbound_route_config(snapshot: MeshSnapshot, proxy: ProxyView, port: int) ->
 
 
 def inbound_listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> list[listener_pb2.Listener]:
-    """One listener per container port on proxy.ip:<port>: HCM for HTTP ports, tcp_proxy otherwise."""
+    """One listener per container port on proxy.ip:<port>: HCM for HTTP ports, tcp_proxy otherwise, in the
+    filter chains of the port's PeerAuthentication mode (tls.inbound_chains)."""
     out = []
+    policy = workload_policy(snapshot, proxy.namespace, proxy.labels)
+    identity = has_mesh_identity(proxy)
+    services = backed_services(snapshot, proxy)
     for port, _app_port, protocol in inbound_ports(snapshot, proxy):
         cluster = names.inbound_cluster(port)
-        if names.is_http(protocol):
+        before: list[lc.Filter] = []
+        http = names.is_http(protocol)
+        if http:
             h = http_connection_manager(
                 f"inbound_0.0.0.0_{port}", http_filters(FilterContext(snapshot, proxy, Direction.INBOUND, port)),
                 route_config=inbound_route_config(snapshot, proxy, port), inbound=True,
             )
             observability(h, snapshot, proxy, resolve.SERVER)
+            with_metrics_log(h, telemetry.DESTINATION, services)
             nf = lc.Filter(name=HCM_NAME, typed_config=pack(h))
         else:
             tp = tcp_proxy_pb2.TcpProxy(stat_prefix=cluster, cluster=cluster)
+            tp.access_log_options.flush_access_log_on_connected = True
             observability(tp, snapshot, proxy, resolve.SERVER)
+            with_metrics_log(tp, telemetry.DESTINATION, services)
             nf = lc.Filter(name=TCP_PROXY_NAME, typed_config=pack(tp))
-        out.append(_listener(names.listener_name(proxy.ip, port), proxy.ip, port, base_pb2.INBOUND, nf))
+            before = ext_authz.tcp_filters(snapshot, proxy)  # AuthorizationPolicy on a TCP port
+        listener = _listener(names.listener_name(proxy.ip, port), proxy.ip, port, base_pb2.INBOUND, nf)
+        chains = inbound_chains(policy.for_port(port), http, identity, nf)
+        for fc in chains:  # the TCP RBAC filters go before the tcp_proxy of every chain that serves the app
+            if before and fc.filters and fc.filters[-1] == nf:
+                filters = [*before, *fc.filters]
+                del fc.filters[:]
+                fc.filters.extend(filters)
+        del listener.filter_chains[:]
+        listener.filter_chains.extend(chains)
+        if needs_tls_inspector(chains):
+            listener.listener_filters.append(tls_inspector())
+            # a server-first protocol sends nothing for the inspector to read: carry on as plaintext after the timeout
+            listener.continue_on_listener_filters_timeout = True
+        out.append(listener)
     return out
 
 
@@ -157,12 +196,15 @@ def gateway_listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> list[listener
             rds=names.gateway_route(port), remote_address=True,
         )
         observability(h, snapshot, proxy, resolve.CLIENT)
+        with_metrics_log(h, telemetry.SOURCE)  # gateways report as the source, as Istio's do
         nf = lc.Filter(name=HCM_NAME, typed_config=pack(h))
         out.append(
             _listener(names.listener_name("0.0.0.0", port), proxy.ip, gateway_bind_port(port), base_pb2.OUTBOUND, nf)
         )
     for port, clusters in sorted(gateway_tcp_routes(snapshot, proxy).items()):
         tp = tcp_proxy_pb2.TcpProxy(stat_prefix=f"outbound_0.0.0.0_{port}")
+        tp.access_log_options.flush_access_log_on_connected = True
+        with_metrics_log(tp, telemetry.SOURCE)
         if len(clusters) == 1:
             tp.cluster = clusters[0][0]
         else:
@@ -185,7 +227,7 @@ def _gateway_tls_listener(snapshot: MeshSnapshot, proxy: ProxyView, port: int,
     listener = listener_pb2.Listener(
         name=names.listener_name("0.0.0.0", port), address=socket_address(proxy.ip, gateway_bind_port(port)),
         traffic_direction=base_pb2.OUTBOUND,
-        listener_filters=[lc.ListenerFilter(name=TLS_INSPECTOR_NAME, typed_config=pack(TlsInspector()))],
+        listener_filters=[tls_inspector()],
     )
     for chain in chains:
         if chain.route:
@@ -194,9 +236,12 @@ def _gateway_tls_listener(snapshot: MeshSnapshot, proxy: ProxyView, port: int,
                 rds=chain.route, remote_address=True,
             )
             observability(h, snapshot, proxy, resolve.CLIENT)
+            with_metrics_log(h, telemetry.SOURCE)  # gateways report as the source, as Istio's do
             nf = lc.Filter(name=HCM_NAME, typed_config=pack(h))
         else:
             tp = tcp_proxy_pb2.TcpProxy(stat_prefix=f"outbound_0.0.0.0_{port}")
+            tp.access_log_options.flush_access_log_on_connected = True
+            with_metrics_log(tp, telemetry.SOURCE)
             if len(chain.clusters) == 1:
                 tp.cluster = chain.clusters[0][0]
             else:

@@ -19,8 +19,9 @@ from sailmesh.errors import PlatformError
 from sailmesh.platform import state as mesh_state
 from sailmesh.platform import workload_file
 from sailmesh.platform.forwarder import Client, Forwarder, NameTable
-from sailmesh.platform.workloads import Instance, app_env, instance_record, plan, registry_workload
+from sailmesh.platform.workloads import Instance, app_env, instance_record, mesh_labels, plan, registry_workload
 from sailmesh.processes import free_port
+from sailmesh.registry.model import TLS_MODE_ISTIO, TLS_MODE_LABEL
 from sailmesh.registry.services import service_from_kube
 from sailmesh.settings import Settings
 
@@ -41,6 +42,11 @@ class MeshOptions:
     delta: bool = False
     ready_timeout: float = 60.0
     extra_agent_args: Sequence[str] = field(default_factory=tuple)
+    xds_tls_port: int = 0  # ADS over mTLS (0 = a free port)
+    ca_port: int = 0  # the CA's first-CSR port (0 = a free port)
+    xds_plaintext: bool = False  # proxies use the plaintext loopback ADS port instead (debugging)
+    min_cert_ttl_s: float = 60.0  # the CA's floor (tests lower it)
+    cert_ttl_s: float = 0.0  # the lifetime agents ask for (0 = the CA's default, 24 h)
 
 
 @dataclass
@@ -67,6 +73,11 @@ class LocalMesh:
         self._stopping = False
         self._cp_argv: list[str] = []
         self.forwarder: Forwarder | None = None  # the plain proxy of workloads without a sidecar
+        self.cp_state_dir = os.path.join(opts.state_dir, "controlplane")
+        if not opts.xds_tls_port:
+            opts.xds_tls_port = free_port()
+        if not opts.ca_port:
+            opts.ca_port = free_port()
 
     @property
     def api_url(self) -> str:
@@ -74,7 +85,9 @@ class LocalMesh:
 
     @property
     def xds_address(self) -> str:
-        return f"{self.opts.cp_host}:{self.opts.xds_port}"
+        if self.opts.xds_plaintext:
+            return f"127.0.0.1:{self.opts.xds_port}"
+        return f"{self.opts.cp_host}:{self.opts.xds_tls_port}"
 
     async def _spawn(self, name: str, role: str, argv: Sequence[str], env: dict[str, str], address: str = "") -> _Proc:
         os.makedirs(self.logs_dir, exist_ok=True)
@@ -97,6 +110,7 @@ class LocalMesh:
         mesh_state.MeshState(
             supervisor_pid=os.getpid(),
             api_url=self.api_url,
+            api_token_file=self.api_token_file,
             xds_address=self.xds_address,
             config_dirs=[os.path.abspath(d) for d in self.opts.config_dirs],
             gateway_urls=self.gateway_urls,
@@ -133,14 +147,45 @@ class LocalMesh:
                     raise PlatformError(f"{what} is not listening on {host}:{port}; see {proc.log}") from None
                 await asyncio.sleep(0.05)
 
-    def _agent_args(self, *, kind: str, ip: str, name: str, namespace: str, labels: dict[str, str], sa: str,
-                    app_ports: dict[int, int]) -> list[str]:
+    @property
+    def api_token_file(self) -> str:
+        return os.path.join(self.cp_state_dir, "api-token")
+
+    async def _join_token_file(self, agent_dir: str, namespace: str, sa: str) -> str:
+        """Ask the CA for a join token for (namespace, sa) and leave it 0600 in the agent's private dir."""
+        with open(self.api_token_file, encoding="utf-8") as fh:
+            api_token = fh.read().strip()
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10), trust_env=False) as s:
+            async with s.post(f"{self.api_url}/api/v1/join-tokens", json={"namespace": namespace, "serviceAccount": sa},
+                              headers={"Authorization": f"Bearer {api_token}"}) as r:
+                body = await r.json()
+                if r.status != 200:
+                    raise PlatformError(f"the control plane refused a join token for {namespace}/{sa}: {body}")
+        os.makedirs(agent_dir, mode=0o700, exist_ok=True)
+        path = os.path.join(agent_dir, "join-token")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(body["token"])
+        return path
+
+    async def _agent_args(self, *, kind: str, ip: str, name: str, namespace: str, labels: dict[str, str], sa: str,
+                          app_ports: dict[int, int]) -> list[str]:
+        agent_dir = os.path.join(self.opts.state_dir, "proxies", f"{name}.{namespace}")
         args = [
             "agent", "--type", kind, "--ip", ip, "--name", name, "--namespace", namespace,
             "--labels", ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
             "--service-account", sa, "--xds-address", self.xds_address,
-            "--state-dir", os.path.join(self.opts.state_dir, "proxies", f"{name}.{namespace}"),
+            "--state-dir", agent_dir,
+            "--ca-address", f"{self.opts.cp_host}:{self.opts.ca_port}",
+            "--ca-root", os.path.join(self.cp_state_dir, "root-cert.pem"),
+            "--token-file", await self._join_token_file(agent_dir, namespace, sa),
         ]
+        if not self.opts.xds_plaintext:
+            args.append("--xds-tls")
+        if self.opts.cert_ttl_s:
+            args += ["--cert-ttl", str(self.opts.cert_ttl_s)]
         if app_ports:
             args += ["--app-ports", ",".join(f"{k}:{v}" for k, v in sorted(app_ports.items()))]
         if self.opts.delta:
@@ -167,7 +212,11 @@ class LocalMesh:
 
         self.say(f"starting control plane (xDS {self.xds_address}, API {self.api_url})")
         cp_args = ["controlplane", "--host", opts.cp_host, "--xds-port", str(opts.xds_port),
-                   "--http-port", str(opts.http_port), "--workload-file", self.workload_file]
+                   "--http-port", str(opts.http_port), "--workload-file", self.workload_file,
+                   "--xds-tls-port", str(opts.xds_tls_port), "--state-dir", self.cp_state_dir,
+                   "--min-cert-ttl", str(opts.min_cert_ttl_s), "--ca-port", str(opts.ca_port)]
+        if opts.xds_plaintext:
+            cp_args.append("--xds-plaintext")
         for d in opts.config_dirs:
             cp_args += ["--config-dir", d]
         self._cp_argv = self._sailmesh(*cp_args)
@@ -179,8 +228,9 @@ class LocalMesh:
         self.say(f"starting ingress gateway on {opts.gateway_ip}")
         gw = await self._spawn(
             "istio-ingressgateway", "gateway",
-            self._agent_args(kind="router", ip=opts.gateway_ip, name="istio-ingressgateway-0",
-                             namespace="istio-system", labels=GATEWAY_LABELS, sa="istio-ingressgateway",
+            await self._agent_args(kind="router", ip=opts.gateway_ip, name="istio-ingressgateway-0",
+                             namespace="istio-system", labels={**GATEWAY_LABELS, TLS_MODE_LABEL: TLS_MODE_ISTIO},
+                             sa="istio-ingressgateway",
                              app_ports={}),
             env, opts.gateway_ip,
         )
@@ -196,8 +246,8 @@ class LocalMesh:
             if inst.sidecar:
                 agent = await self._spawn(
                     f"{inst.name}.{inst.namespace}.sidecar", "agent",
-                    self._agent_args(kind="sidecar", ip=inst.ip, name=inst.name, namespace=inst.namespace,
-                                     labels=dict(inst.labels), sa=inst.service_account,
+                    await self._agent_args(kind="sidecar", ip=inst.ip, name=inst.name, namespace=inst.namespace,
+                                     labels=mesh_labels(inst), sa=inst.service_account,
                                      app_ports=dict(inst.app_ports)),
                     env, inst.ip,
                 )

@@ -50,6 +50,17 @@ class MeshState:
     gateway_urls: list[str] = field(default_factory=list)
     processes: list[ProcessRecord] = field(default_factory=list)
     instances: list[InstanceRecord] = field(default_factory=list)
+    api_token_file: str = ""  # 0600: the control plane's API token (the CLI sends it as Authorization: Bearer)
+
+    def api_token(self) -> str:
+        """The API token, or "" when this mesh has none; PlatformError when it cannot be read."""
+        if not self.api_token_file:
+            return ""
+        try:
+            with open(self.api_token_file, encoding="utf-8") as fh:
+                return fh.read().strip()
+        except OSError as e:
+            raise PlatformError(f"cannot read the control plane's API token {self.api_token_file}: {e}") from e
 
     def save(self, state_dir: str) -> None:
         os.makedirs(state_dir, exist_ok=True)

@@ -11,7 +11,7 @@ from typing import Any
 from sailmesh.api.resource import Resource
 from sailmesh.errors import PlatformError
 from sailmesh.platform.state import InstanceRecord
-from sailmesh.registry.model import Workload
+from sailmesh.registry.model import TLS_MODE_ISTIO, TLS_MODE_LABEL, Workload
 
 LOCAL_WORKLOAD_KIND = "LocalWorkload"
 
@@ -113,13 +113,22 @@ def plan(
     return out
 
 
+def mesh_labels(inst: Instance) -> dict[str, str]:
+    """The labels the mesh sees for an instance: with a sidecar (whose agent serves its certificate over SDS),
+    Istio's injected `security.istio.io/tlsMode: istio`, which turns auto mTLS on towards it and from it."""
+    labels = dict(inst.labels)
+    if inst.sidecar:
+        labels[TLS_MODE_LABEL] = TLS_MODE_ISTIO
+    return labels
+
+
 def registry_workload(inst: Instance) -> Workload:
     """The Workload the control plane's registry holds for an instance (written to the workload file)."""
     return Workload(
         name=inst.name,
         namespace=inst.namespace,
         address=inst.ip,
-        labels=dict(inst.labels),
+        labels=mesh_labels(inst),
         service_account=inst.service_account,
         app_ports=dict(inst.app_ports),
         locality=inst.locality,

@@ -10,6 +10,10 @@ from typing import Literal
 
 Protocol = str  # Istio protocol names: HTTP, HTTP2, GRPC, HTTPS, TLS, TCP, MONGO, REDIS, MYSQL, UNKNOWN
 EMPTY: Mapping[str, str] = MappingProxyType({})
+# Istio's pod label, set by sidecar injection: the workload's sidecar holds a mesh certificate and speaks Istio
+# mTLS. Endpoints carry it for auto mTLS; a proxy's own labels carry it when it can present a certificate.
+TLS_MODE_LABEL = "security.istio.io/tlsMode"
+TLS_MODE_ISTIO = "istio"
 NO_PORTS: Mapping[str, int] = MappingProxyType({})
 
 

@@ -7,8 +7,8 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator
-from typing import TypeAlias
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, TypeAlias
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
@@ -70,6 +70,18 @@ def _register(servicer: ads_pb2_grpc.AggregatedDiscoveryServiceServicer, server:
     server.add_registered_method_handlers(service, handlers)
 
 
+def _listen(server: grpc.aio.Server, host: str, port: int, credentials: grpc.ServerCredentials | None) -> int:
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        bound = server.add_insecure_port(address) if credentials is None else server.add_secure_port(address,
+                                                                                                   credentials)
+    except RuntimeError as e:
+        raise XdsError(f"cannot listen on {address}: {e}") from e
+    if not bound:
+        raise XdsError(f"cannot listen on {address}")
+    return bound
+
+
 class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]  # base has no stubs
     """Serves one ResourceSource to every connected proxy; push() fans a change out to their queues."""
 
@@ -82,30 +94,36 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         self._ids = itertools.count(1)
         self._server: grpc.aio.Server | None = None
         self.port = 0
+        self.also_ports: list[int] = []
+        # Called with (node, the client certificate's identities, whether the stream is TLS) before a stream is
+        # served; raising XdsError refuses it with PERMISSION_DENIED. The control plane binds node to certificate.
+        self.authorize: Callable[[Any, tuple[str, ...], bool], None] | None = None
         self.host = ""
 
     # -- lifecycle --
     async def serve(
-        self, host: str = "127.0.0.1", port: int = 0, credentials: grpc.ServerCredentials | None = None
+        self, host: str = "127.0.0.1", port: int = 0, credentials: grpc.ServerCredentials | None = None, *,
+        handlers: Sequence[grpc.GenericRpcHandler] = (),
+        also: Sequence[tuple[str, int, grpc.ServerCredentials | None]] = (),
     ) -> int:
-        """Start listening (loopback by default, plaintext unless credentials are given); returns the bound port."""
+        """Start listening (loopback by default, plaintext unless credentials are given); returns the bound port.
+
+        `handlers` are other gRPC services on the same server (the CA's certificate service); `also` are more
+        (host, port, credentials) to listen on, whose bound ports land in `also_ports`.
+        """
         if self._server is not None:
             raise XdsError("the ADS server is already serving")
         server = grpc.aio.server(options=SERVER_OPTIONS)
         _register(self, server)
-        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        try:
-            if credentials is None:
-                bound = server.add_insecure_port(address)
-            else:
-                bound = server.add_secure_port(address, credentials)
-        except RuntimeError as e:
-            raise XdsError(f"cannot listen on {address}: {e}") from e
-        if not bound:
-            raise XdsError(f"cannot listen on {address}")
+        if handlers:
+            server.add_generic_rpc_handlers(tuple(handlers))
+        bound = _listen(server, host, port, credentials)
+        self.also_ports = [_listen(server, h, p, c) for h, p, c in also]
         await server.start()
         self._server, self.host, self.port = server, host, bound
         log.info("ADS listening on %s:%d (%s)", host, bound, "TLS" if credentials else "plaintext")
+        for (h, _, c), p in zip(also, self.also_ports, strict=True):
+            log.info("ADS also listening on %s:%d (%s)", h, p, "TLS" if c else "plaintext")
         return bound
 
     async def stop(self, grace: float | None = 0.0) -> None:
@@ -155,6 +173,14 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         node = first.node  # type: ignore[attr-defined]
         if not node.id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first request must carry node.id")
+        identities = tuple(i.decode(errors="replace") for i in (context.peer_identities() or ()))
+        if self.authorize is not None:
+            secure = b"ssl" in (context.auth_context().get("transport_security_type") or ())
+            try:
+                self.authorize(node, identities, secure)
+            except XdsError as e:
+                log.warning("refused proxy %s from %s: %s", node.id, context.peer(), e)
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"proxy {node.id} refused: {e}")
         try:
             handle = self.source.proxy_connected(node)
         except XdsError as e:
@@ -164,7 +190,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         cls = DeltaConnection if delta else SotwConnection
         conn = cls(conn_id, node, handle, self.source, self.metrics, self.hashes, self.budget)
         conn.peer = context.peer()
-        conn.identities = tuple(i.decode(errors="replace") for i in (context.peer_identities() or ()))
+        conn.identities = identities
         self._connections[conn_id] = conn
         self.metrics.connected.inc()
         log.info("proxy %s connected (%s, %s)", node.id, conn_id, "delta" if delta else "sotw")

@@ -223,7 +223,10 @@ class Connection:
                     if holds_back:
                         self._awaiting = CLUSTER
                         self._await_deadline = time.monotonic() + CLUSTER_ACK_TIMEOUT_S
+                    began = time.monotonic()
                     sent = await self.respond(self.types[type_url], send, force=False, started=push.started)
+                    if sent:
+                        self.metrics.push_time.observe(time.monotonic() - began, type=short_name(type_url))
                     if holds_back and not sent and self._awaiting == CLUSTER:
                         self._awaiting = None
                     continue
@@ -254,6 +257,7 @@ class Connection:
         try:
             generated = self.source.generate(self.handle, type_url)
         except GenerationError as e:
+            self.metrics.internal_errors.inc()
             text = str(e)
             if self.errors.get(type_url) != text:
                 log.warning("generating %s for %s failed, keeping the last config: %s", short_name(type_url),

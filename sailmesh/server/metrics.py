@@ -6,6 +6,8 @@ from sailmesh.metrics import Registry
 
 # Istio's pilot_proxy_convergence_time buckets (seconds).
 CONVERGENCE_BUCKETS = (0.1, 0.5, 1.0, 3.0, 5.0, 10.0, 20.0, 30.0)
+# Istio's pilot_xds_push_time buckets (seconds, pilot/pkg/xds/monitoring.go).
+PUSH_TIME_BUCKETS = (0.01, 0.1, 1.0, 3.0, 5.0, 10.0, 20.0, 30.0)
 
 
 class XdsMetrics:
@@ -27,4 +29,9 @@ class XdsMetrics:
             CONVERGENCE_BUCKETS,
             ["type"],
         )
+        self.push_time = r.histogram("pilot_xds_push_time",
+                                     "Total time in seconds Pilot takes to push lds, rds, cds and eds.",
+                                     PUSH_TIME_BUCKETS, ["type"])
+        self.internal_errors = r.counter("pilot_total_xds_internal_errors",
+                                         "Total number of internal XDS errors in pilot.")
         self.send_errors = r.counter("pilot_xds_send_errors", "Errors while sending an xDS response.", ["type"])

@@ -197,7 +197,9 @@ class SnapshotIndex:
                 # the selectors themselves (not their positions): keys stay comparable across snapshots
                 matched = tuple(sel for sel in self._selectors
                                 if all(proxy.labels.get(k) == v for k, v in sel))
-                hit = ("sidecar", proxy.namespace, None if sc is None else (sc.namespace, sc.name), matched)
+                # the proxy's tlsMode label: whether its clusters may use mesh mTLS (generate/tls.py)
+                hit = ("sidecar", proxy.namespace, None if sc is None else (sc.namespace, sc.name), matched,
+                       proxy.labels.get("security.istio.io/tlsMode", ""))
             self._outbound[key] = hit
         return hit
 

@@ -23,12 +23,15 @@ class RunningMesh:
         self.base_ip = f"{block}.2"
         self.xds_port = free_port()
         self.http_port = free_port()
+        self.xds_tls_port = free_port()
+        self.ca_port = free_port()
         self.api_url = f"http://127.0.0.1:{self.http_port}"
         self.log_path = os.path.join(state_dir, "supervisor.log")
         os.makedirs(state_dir, exist_ok=True)
         args = ["demo"] if demo else ["up", *[a for d in dirs for a in ("-f", d)]]
         args += ["--state-dir", state_dir, "--base-ip", self.base_ip, "--gateway-ip", self.gateway_ip,
-                 "--xds-port", str(self.xds_port), "--http-port", str(self.http_port), *extra]
+                 "--xds-port", str(self.xds_port), "--http-port", str(self.http_port),
+                 "--xds-tls-port", str(self.xds_tls_port), "--ca-port", str(self.ca_port), *extra]
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "sailmesh", *args], stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
@@ -37,6 +40,12 @@ class RunningMesh:
         except BaseException:
             self.stop()
             raise
+
+    @property
+    def api_headers(self) -> dict[str, str]:
+        """The control plane's API token (0600 in its state dir), as the CLI sends it."""
+        with open(os.path.join(self.state_dir, "controlplane", "api-token"), encoding="utf-8") as fh:
+            return {"Authorization": f"Bearer {fh.read().strip()}"}
 
     def output(self) -> str:
         with open(self.log_path, encoding="utf-8", errors="replace") as fh:

@@ -64,7 +64,9 @@ def test_smoke_cli_measures_pushes_convergence_and_memory(tmp_path) -> None:
     hist = case["server_metrics"]["pilot_proxy_convergence_time"]
     assert hist["rds"]["count"] >= 3 * 5
     text = p.stdout
-    assert "CA not implemented yet" in text and "target: convergence p99" in text
+    assert "CSRs signed per second per core" in text and "target: convergence p99" in text
+    csr = doc["csr"]  # the CA's signing rate, alone and through a real control plane's certificate service
+    assert csr["sign_only"]["ecdsa_p256"]["per_cpu_second"] > 0 and csr["grpc"]["csrs"] == 100
     assert elapsed < 60, f"--smoke took {elapsed:.0f} s"
 
 

@@ -128,7 +128,8 @@ def test_invalid_config_under_traffic_changes_nothing(mesh: tuple[RunningMesh, s
             fh.write(INVALID_REVIEWS)
         # the control plane reports the rejection (file and field) and keeps the last valid version
         def rejected() -> list[str]:
-            with NO_PROXY.open(m.api_url + "/api/v1/rejected", timeout=5) as r:
+            with NO_PROXY.open(urllib.request.Request(m.api_url + "/api/v1/rejected", headers=m.api_headers),
+                               timeout=5) as r:
                 return [x for x in json.loads(r.read())["rejected"] if "weight" in x]
         found = wait_for(rejected, timeout=10, what="the rejection to be reported")
         assert "reviews-v3.yaml" in found[0] and "VirtualService default/reviews" in found[0]
@@ -151,7 +152,8 @@ def test_controlplane_crash_and_restart_fails_no_request(mesh: tuple[RunningMesh
         os.kill(cp_pid, signal.SIGKILL)
 
         def reconnected() -> bool:
-            with NO_PROXY.open(m.api_url + "/debug/syncz", timeout=5) as r:
+            with NO_PROXY.open(urllib.request.Request(m.api_url + "/debug/syncz", headers=m.api_headers),
+                               timeout=5) as r:
                 proxies = json.loads(r.read())
             return len(proxies) == len(proxy_admins(m, ("agent", "gateway"))) and all(
                 t.get("acked") == t.get("sent") for p in proxies for t in p["types"].values())

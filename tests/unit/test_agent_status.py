@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import re
+import time
 
 import aiohttp
 from aiohttp import web
@@ -52,24 +52,26 @@ async def test_agent_metrics_follow_envoys_with_their_names_and_types() -> None:
     assert lines[2:11] == [
         "# HELP sailmesh_agent_envoy_restarts_total Times the agent restarted a crashed Envoy.",
         "# TYPE sailmesh_agent_envoy_restarts_total counter",
-        "sailmesh_agent_envoy_restarts_total 2",
+        "sailmesh_agent_envoy_restarts_total 2.0",
         "# HELP sailmesh_agent_ready 1 when the readiness probe would answer 200.",
         "# TYPE sailmesh_agent_ready gauge",
-        "sailmesh_agent_ready 1",
+        "sailmesh_agent_ready 1.0",
         "# HELP sailmesh_agent_scrape_envoy_up 1 when Envoy's metrics could be read for this page.",
         "# TYPE sailmesh_agent_scrape_envoy_up gauge",
-        "sailmesh_agent_scrape_envoy_up 1",
+        "sailmesh_agent_scrape_envoy_up 1.0",
     ]
     assert lines[11:13] == ["# HELP sailmesh_agent_start_time_seconds When the agent started (Unix time).",
                             "# TYPE sailmesh_agent_start_time_seconds gauge"]
-    assert re.fullmatch(r"sailmesh_agent_start_time_seconds \d+(\.\d{1,3})?", lines[13])
+    # prometheus_client writes floats as Go does: 1.764348e+09.
+    name, value = lines[13].split(" ")
+    assert name == "sailmesh_agent_start_time_seconds" and abs(float(value) - time.time()) < 60
     assert len(lines) == 14  # no app configured: no app line
 
 
 async def test_unreachable_envoy_and_app_and_not_ready_show_as_zero() -> None:
     dead = f"http://127.0.0.1:{free_port()}/x"
     text = await _page(_Readiness("envoy not ready"), dead, app_url=dead, restarts=0)
-    for line in ("sailmesh_agent_envoy_restarts_total 0", "sailmesh_agent_ready 0",
-                 "sailmesh_agent_scrape_envoy_up 0", "# TYPE sailmesh_agent_scrape_app_up gauge",
-                 "sailmesh_agent_scrape_app_up 0"):
+    for line in ("sailmesh_agent_envoy_restarts_total 0.0", "sailmesh_agent_ready 0.0",
+                 "sailmesh_agent_scrape_envoy_up 0.0", "# TYPE sailmesh_agent_scrape_app_up gauge",
+                 "sailmesh_agent_scrape_app_up 0.0"):
         assert line in text.splitlines()

@@ -75,14 +75,16 @@ async def mesh(tmp_path: pathlib.Path):  # type: ignore[no-untyped-def]
     config = tmp_path / "config"
     config.mkdir()
     (config / "reviews.yaml").write_text(SERVICE)
-    opts = ControlPlaneOptions(config_dirs=[str(config)], xds_port=0, http_port=free_port())
+    opts = ControlPlaneOptions(config_dirs=[str(config)], xds_port=0, http_port=free_port(), xds_tls_port=0,
+                               ca_port=0, state_dir=str(tmp_path / "cp"))
     cp = ControlPlane(opts, settings_mod.load())
     await cp.start()
     for version in ("v1", "v2"):
         cp.registry.register(Workload(f"reviews-{version}-0", "default", f"127.0.1.{len(version)}",
                                       {"app": "reviews", "version": version}))
     MeshState(supervisor_pid=0, api_url=f"http://127.0.0.1:{opts.http_port}",
-              xds_address=f"127.0.0.1:{opts.xds_port}").save(str(tmp_path))
+              xds_address=f"127.0.0.1:{opts.xds_tls_port}",
+              api_token_file=str(cp.identity.api_token_path)).save(str(tmp_path))  # the CLI proves itself with it
     try:
         yield cp, str(tmp_path)
     finally:

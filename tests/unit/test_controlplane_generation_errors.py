@@ -64,6 +64,9 @@ async def test_a_failing_builder_keeps_the_stream_and_the_last_config(monkeypatc
             assert "KeyError" in status["lds"].error and rv_id in status["lds"].error
             assert status["lds"].state == "STALE" and status["cds"].state == "SYNCED"
             assert not rv.resources(LISTENER) and not rv.done and rv.error is None  # the stream lives on
+            # Istio counts it: pilot_total_xds_internal_errors.
+            assert server.metrics.internal_errors.value() >= 1
+            assert "pilot_total_xds_internal_errors" in server.metrics.registry.render()
 
             # The bug is fixed (here: the builder works again): the next push reaches the proxy.
             broken["on"] = False
@@ -73,6 +76,7 @@ async def test_a_failing_builder_keeps_the_stream_and_the_last_config(monkeypatc
             await await_for(_until(lambda: rv.resources(ROUTE)), what="reviews' listeners and routes after the fix")
             status = reviews_status()
             assert status is not None and status["lds"].error == ""
+            assert server.metrics.push_time.count(type="lds") >= 1  # pilot_xds_push_time, per pushed type
             assert pp.error is None and not pp.done
     finally:
         await server.stop(0)

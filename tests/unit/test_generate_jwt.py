@@ -58,6 +58,10 @@ def chains(snap: MeshSnapshot, proxy: ProxyView) -> dict[str, list[hcm_pb2.HttpF
     return out
 
 
+MX_PREFIX = "istio.metadata_exchange."
+MX = [MX_PREFIX + "read", MX_PREFIX + "add"]
+
+
 def jwt_config(snap: MeshSnapshot, proxy: ProxyView) -> jwt_pb2.JwtAuthentication | None:
     """The jwt_authn config of the proxy's inbound (sidecar) or server (gateway) listeners; all must agree."""
     found = []
@@ -67,7 +71,8 @@ def jwt_config(snap: MeshSnapshot, proxy: ProxyView) -> jwt_pb2.JwtAuthenticatio
             continue
         cfg = [f for f in filters if f.name == JWT_FILTER]
         if cfg:
-            assert filters[0].name == JWT_FILTER  # first: before RBAC and fault (Istio's order)
+            # after Istio's metadata exchange, before RBAC and fault (Istio's order)
+            assert next(f.name for f in filters if not f.name.startswith(MX_PREFIX)) == JWT_FILTER
             c = jwt_pb2.JwtAuthentication()
             assert cfg[0].typed_config.Unpack(c)
             found.append(c)
@@ -173,10 +178,11 @@ def test_target_ref_is_accepted_not_enforced() -> None:
 
 def test_chain_order_inbound_and_gateway() -> None:
     snap = bookinfo(GATEWAY, ra("mesh", "istio-system", "iss"))
+    # Istio's order: metadata exchange, then authn (jwt_authn), then fault ...
     gateway = {n: [f.name for f in fs] for n, fs in chains(snap, gateway_proxy()).items()}
-    assert gateway and all(fs[:2] == [JWT_FILTER, "envoy.filters.http.fault"] for fs in gateway.values())
+    assert gateway and all(fs[:4] == [*MX, JWT_FILTER, "envoy.filters.http.fault"] for fs in gateway.values())
     inbound = {n: [f.name for f in fs] for n, fs in chains(snap, REVIEWS).items() if n != "virtualOutbound"}
-    assert inbound and all(fs == [JWT_FILTER, "envoy.filters.http.router"] for fs in inbound.values())
+    assert inbound and all(fs == [*MX, JWT_FILTER, "envoy.filters.http.router"] for fs in inbound.values())
 
 
 def test_request_authentication_and_key_sets_push_listeners_only() -> None:

@@ -49,6 +49,7 @@ def test_virtual_outbound_is_an_http_proxy_on_15001() -> None:
     assert "CONNECT" in [u.upgrade_type for u in h.upgrade_configs]  # HTTPS_PROXY clients and TCP services
     assert h.http_protocol_options.accept_http_10  # Python's http.client tunnels with HTTP/1.0 CONNECT
     assert [f.name for f in h.http_filters] == [
+        "istio.metadata_exchange.read", "istio.metadata_exchange.add",  # Istio's order: metadata exchange first
         "envoy.filters.http.fault", "envoy.filters.http.cors", "envoy.filters.http.dynamic_forward_proxy",
         "envoy.filters.http.router"]  # router last, fault before it
     assert h.use_remote_address.value is False  # sidecars
@@ -64,7 +65,8 @@ def test_inbound_http_listener_per_container_port() -> None:
     li = ls["127.0.1.3_9080"]
     assert li.address.socket_address.port_value == 9080 and li.traffic_direction == base_pb2.INBOUND
     h = hcm_of(li)
-    assert [f.name for f in h.http_filters] == ["envoy.filters.http.router"]
+    assert [f.name for f in h.http_filters] == [
+        "istio.metadata_exchange.read", "istio.metadata_exchange.add", "envoy.filters.http.router"]
     assert h.forward_client_cert_details == HCM.APPEND_FORWARD
     rcfg = h.route_config
     assert rcfg.name == "inbound|9080||"

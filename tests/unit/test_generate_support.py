@@ -62,7 +62,8 @@ def make_snapshot(config: Iterable[Resource] = (), services: Iterable[Service] =
                 if w.namespace == s.namespace and all(w.labels.get(k) == v for k, v in s.selector.items()):
                     eps[(s.hostname, p.port)].append(Endpoint(
                         service=s.hostname, service_port=p.port, address=w.address, port=p.target_port or p.port,
-                        labels=w.labels, workload=f"{w.namespace}/{w.name}", locality=w.locality,
+                        labels=w.labels, service_account=w.service_account, workload=f"{w.namespace}/{w.name}",
+                        locality=w.locality,
                         healthy=w.healthy))
     for e in extra_endpoints:
         eps.setdefault((e.service, e.service_port), []).append(e)

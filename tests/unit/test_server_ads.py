@@ -148,10 +148,10 @@ async def test_ack_records_convergence_time_and_push_counters(server, source):
         server.push(PushRequest(version=source.version(), type_urls=frozenset({CLUSTER})))
         await await_for(lambda: asyncio.sleep(0, server.metrics.convergence.count(type="cds") == 1), timeout=5)
         text = server.metrics.registry.render()
-        assert 'pilot_proxy_convergence_time_bucket{type="cds",le="0.1"} 1' in text
-        assert 'pilot_proxy_convergence_time_bucket{type="cds",le="30"} 1' in text
+        assert 'pilot_proxy_convergence_time_bucket{le="0.1",type="cds"} 1.0' in text
+        assert 'pilot_proxy_convergence_time_bucket{le="30.0",type="cds"} 1.0' in text
         assert server.metrics.pushes.value(type="cds") == 2  # the first response and the push
-        assert "pilot_xds 1" in text
+        assert "pilot_xds 1.0" in text
 
 
 async def test_nack_is_recorded_and_the_same_version_is_not_resent(server, source):

@@ -17,7 +17,7 @@ def test_istio_metric_names_and_convergence_buckets():
     text = m.registry.render()
     for name in ("pilot_xds_pushes", "pilot_proxy_convergence_time", "pilot_total_xds_rejects", "pilot_xds"):
         assert f"# TYPE {name} " in text
-    assert 'pilot_proxy_convergence_time_bucket{type="cds",le="0.5"} 1' in text
+    assert 'pilot_proxy_convergence_time_bucket{le="0.5",type="cds"} 1.0' in text
 
 
 def test_push_order_and_merging():

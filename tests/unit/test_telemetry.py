@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
 import msgspec
 from envoy.config.cluster.v3 import cluster_pb2
@@ -20,7 +21,7 @@ from sailmesh.api.resource import ResourceKey
 from sailmesh.generate.affect import affected_types
 from sailmesh.snapshot.model import MeshSnapshot
 from sailmesh.store.base import sort_by_creation
-from sailmesh.telemetry import access_log, resolve
+from sailmesh.telemetry import access_log, resolve, standard
 from sailmesh.xds.types import CLUSTER, LISTENER
 from tests.conftest import CONFORMANCE
 from tests.unit.test_generate_support import bookinfo, gateway_proxy, generated, resources, service, sidecar
@@ -154,6 +155,12 @@ def filters_of(listener: listener_pb2.Listener) -> tuple[str, object]:
     return f.name, msg
 
 
+def user_logs(msg: object) -> list[Any]:
+    """The access logs the user configured (not the gRPC stream Istio's standard metrics are counted from)."""
+    return [al for al in msg.access_log  # type: ignore[attr-defined]
+            if al.name not in (standard.HTTP_GRPC_LOGGER, standard.TCP_GRPC_LOGGER)]
+
+
 def test_mesh_config_access_log_file_text_and_json() -> None:
     # Istio's EnvoyTextLogFormat and EnvoyJSONLogFormatIstio, switched by accessLogFile / accessLogEncoding.
     assert access_log.TEXT_FORMAT.startswith('[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% '
@@ -161,11 +168,11 @@ def test_mesh_config_access_log_file_text_and_json() -> None:
     text = meshconfig.from_mapping({"accessLogFile": "/dev/stdout"})
     ls = generated(snap(mesh=text), sidecar("reviews-v1-0", "127.0.1.3", app="reviews", version="v1"), LISTENER,
                    listener_pb2.Listener)
-    assert not any(filters_of(x)[1].access_log for x in generated(  # type: ignore[attr-defined]
+    assert not any(user_logs(filters_of(x)[1]) for x in generated(
         snap(), sidecar(), LISTENER, listener_pb2.Listener).values())  # no accessLogFile: no access log
     for listener in ls.values():
         _, msg = filters_of(listener)
-        (al,) = msg.access_log  # type: ignore[attr-defined]
+        (al,) = user_logs(msg)
         fl = file_pb2.FileAccessLog()
         assert al.name == "envoy.access_loggers.file" and al.typed_config.Unpack(fl)
         assert fl.path == "/dev/stdout" and fl.log_format.text_format_source.inline_string == access_log.TEXT_FORMAT
@@ -186,7 +193,7 @@ accessLogging: [{providers: [{name: json-log}], filter: {expression: "response.c
     gls = generated(gw, gateway_proxy(), LISTENER, listener_pb2.Listener)
     assert gls
     for lst in gls.values():
-        (al,) = filters_of(lst)[1].access_log  # type: ignore[attr-defined]
+        (al,) = user_logs(filters_of(lst)[1])
         cel = cel_pb2.ExpressionFilter()
         assert al.filter.extension_filter.name == "envoy.access_loggers.extension_filters.cel"
         assert al.filter.extension_filter.typed_config.Unpack(cel) and cel.expression == "response.code >= 400"
@@ -198,7 +205,7 @@ accessLogging: [{providers: [{name: json-log}], filter: {expression: "response.c
     ls = generated(tcp, sidecar("reviews-v1-0", "127.0.1.3", app="reviews", version="v1"), LISTENER,
                    listener_pb2.Listener)
     tcps = [m for m in map(filters_of, ls.values()) if m[0].endswith("tcp_proxy")]
-    assert tcps and all(len(m.access_log) == 1 for _, m in tcps)  # type: ignore[attr-defined]
+    assert tcps and all(len(user_logs(m)) == 1 for _, m in tcps)
 
 
 def test_zipkin_tracing_on_hcms_with_istio_tags_and_collector_cluster() -> None:

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
 from sailmesh.errors import GenerationError
-from sailmesh.generate.filters import basic, jwt
+from sailmesh.generate.filters import basic, ext_authz, jwt, rbac, telemetry
 from sailmesh.generate.filters.context import Direction, FilterContext
+from sailmesh.telemetry.standard import MX_ADD_FILTER, MX_READ_FILTER
 
 FilterBuilder = Callable[[FilterContext], Sequence[hcm_pb2.HttpFilter]]
 
@@ -38,7 +39,11 @@ class FilterSlot:
 
 
 HTTP_FILTERS: tuple[FilterSlot, ...] = (
+    FilterSlot(MX_READ_FILTER, ALL, telemetry.read_peer),
+    FilterSlot(MX_ADD_FILTER, ALL, telemetry.add_own),
+    FilterSlot(ext_authz.EXT_AUTHZ_FILTER, INBOUND_AND_GATEWAY, ext_authz.custom),  # CUSTOM: rbac(shadow)+ext_authz
     FilterSlot(jwt.JWT_FILTER, INBOUND_AND_GATEWAY, jwt.jwt_authn),
+    FilterSlot(rbac.RBAC_FILTER, INBOUND_AND_GATEWAY, rbac.rbac),  # AUDIT, DENY, ALLOW
     FilterSlot(basic.FAULT_FILTER, OUTBOUND_AND_GATEWAY, basic.fault),
     FilterSlot(basic.CORS_FILTER, OUTBOUND_AND_GATEWAY, basic.cors),
     FilterSlot(basic.DFP_FILTER, OUTBOUND_AND_GATEWAY, basic.dynamic_forward_proxy),

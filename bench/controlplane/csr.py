@@ -1,0 +1,109 @@
+"""CSRs signed per second per core: the CA alone (in this process, CPU time), and the certificate service of a real
+`sailmesh controlplane` over TLS with join tokens (the control plane's CPU from /proc), the issue's target being
+at least 1,000 per second per core."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from typing import Any
+
+import aiohttp
+import grpc
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from bench.controlplane.procs import ControlPlaneProc
+from sailmesh.agent.identity import make_csr
+from sailmesh.api.identity import Identity
+from sailmesh.ca.authority import CertificateAuthority
+from sailmesh.ca.service import IstioCertificateRequest, client_call
+
+IDENTITY = Identity("cluster.local", "bench", "client")
+
+
+def _rsa_csr(uri: str) -> bytes:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    key = rsa.generate_private_key(65537, 2048)
+    csr = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
+           .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=True)
+           .sign(key, hashes.SHA256()))
+    return csr.public_bytes(serialization.Encoding.PEM)
+
+
+def sign_only(count: int, rsa_count: int) -> dict[str, Any]:
+    """The CA's signing path alone (parse, verify the CSR, build and sign the certificate), per CPU second."""
+    with tempfile.TemporaryDirectory() as d:
+        ca = CertificateAuthority.self_signed(d)
+        out: dict[str, Any] = {}
+        for kind, csrs in (("ecdsa_p256", [make_csr(IDENTITY.uri)[0] for _ in range(count)]),
+                           ("rsa_2048", [_rsa_csr(IDENTITY.uri) for _ in range(rsa_count)])):
+            cpu, wall = time.process_time(), time.perf_counter()
+            for csr in csrs:
+                ca.sign_csr(csr, IDENTITY)
+            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+            out[kind] = {"csrs": len(csrs), "cpu_s": round(cpu, 3), "per_cpu_second": round(len(csrs) / cpu, 1),
+                         "per_wall_second": round(len(csrs) / wall, 1)}
+        return out
+
+
+async def over_grpc(count: int, concurrency: int, work_dir: str) -> dict[str, Any]:
+    """CreateCertificate against a real control plane's CA port over TLS, `concurrency` calls in flight."""
+    os.makedirs(work_dir, exist_ok=True)
+    config = os.path.join(work_dir, "config")
+    os.makedirs(config, exist_ok=True)
+    workloads = os.path.join(work_dir, "workloads.json")
+    with open(workloads, "w", encoding="utf-8") as fh:
+        fh.write("[]")
+    cp = ControlPlaneProc(config, workloads, os.path.join(work_dir, "cp.log"))
+    try:
+        await cp.wait_ready()
+        async with aiohttp.ClientSession(trust_env=False) as s, s.post(
+                cp.api + "/api/v1/join-tokens", json={"namespace": "bench", "serviceAccount": "client"},
+                headers=cp.headers) as r:
+            token = (await r.json())["token"]
+        with open(os.path.join(cp.state_dir, "root-cert.pem"), "rb") as fh:
+            root = fh.read()
+        csrs = [make_csr(IDENTITY.uri)[0].decode() for _ in range(count)]
+        metadata = (("authorization", f"Bearer {token}"),)
+        async with grpc.aio.secure_channel(f"127.0.0.1:{cp.ca_port}", grpc.ssl_channel_credentials(root)) as ch:
+            create = client_call(ch)
+            await create(IstioCertificateRequest(csr=csrs[0]), metadata=metadata)  # connect, warm up
+            queue = list(reversed(csrs))
+
+            async def worker() -> None:
+                while queue:
+                    await create(IstioCertificateRequest(csr=queue.pop()), metadata=metadata)
+
+            cpu, wall = cp.cpu(), time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            cpu, wall = cp.cpu() - cpu, time.perf_counter() - wall
+        return {"csrs": count, "concurrency": concurrency, "controlplane_cpu_s": round(cpu, 2),
+                "wall_s": round(wall, 2), "per_cpu_second": round(count / cpu, 1) if cpu else None,
+                "per_wall_second": round(count / wall, 1)}
+    finally:
+        cp.stop()
+
+
+def run(count: int = 1000, rsa_count: int = 100, grpc_count: int = 2000, concurrency: int = 16,
+        work_dir: str = "") -> dict[str, Any]:
+    """Both measurements, as one JSON-able document."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return {"sign_only": sign_only(count, rsa_count),
+                "grpc": asyncio.run(over_grpc(grpc_count, concurrency, work_dir or os.path.join(tmp, "cp"))),
+                "target_per_core": 1000}
+
+
+def render(doc: dict[str, Any]) -> str:
+    s, g = doc["sign_only"], doc["grpc"]
+    return "\n".join([
+        "CSRs signed per second per core (target >= 1,000)",
+        f"  CA alone, ECDSA P-256 CSRs: {s['ecdsa_p256']['per_cpu_second']:.0f}/CPU-s "
+        f"({s['ecdsa_p256']['csrs']} CSRs)",
+        f"  CA alone, RSA 2048 CSRs:    {s['rsa_2048']['per_cpu_second']:.0f}/CPU-s ({s['rsa_2048']['csrs']} CSRs)",
+        f"  control plane over gRPC+TLS with join tokens: {g['per_cpu_second'] or 0:.0f}/CPU-s of the control plane, "
+        f"{g['per_wall_second']:.0f}/s wall ({g['csrs']} CSRs, {g['concurrency']} in flight)",
+    ])

@@ -1,0 +1,169 @@
+"""The workload's certificate: a key made here, a CSR to the control plane's CA, renewal at half life with jitter.
+
+The private key is generated in this process for every CSR and leaves it only to Envoy (over the SDS Unix socket,
+in a private directory) or into this agent's 0600 files. The join token is read from a 0600 file (never the
+command line, where `ps` would show it) and sent only as `authorization: Bearer` to the CA over TLS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+import os
+import random
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from sailmesh.api.identity import spiffe_id
+from sailmesh.ca.service import IstioCertificateRequest, client_call
+from sailmesh.errors import AgentError
+
+log = logging.getLogger(__name__)
+
+# Istio's SECRET_GRACE_PERIOD_RATIO and SECRET_GRACE_PERIOD_RATIO_JITTER: renew when half the lifetime is left,
+# give or take 1% so that proxies started together do not renew together.
+GRACE_RATIO = 0.5
+GRACE_JITTER = 0.01
+RETRY_MIN_S, RETRY_MAX_S = 0.5, 30.0
+CSR_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class WorkloadCertificate:
+    """What SDS serves: `default` (chain + key) and `ROOTCA` (the trust bundle), PEM."""
+
+    chain_pem: bytes  # leaf first, without the root
+    key_pem: bytes
+    roots_pem: bytes
+    not_after: datetime.datetime
+    received_at: datetime.datetime
+    serial: int
+
+
+@dataclass(frozen=True)
+class IdentityOptions:
+    """Where the CA is and how to prove who we are."""
+
+    ca_address: str  # host:port of the control plane's TLS port
+    ca_root_file: str  # the trust bundle that verifies the CA's serving certificate
+    token_file: str  # 0600 file with the join token
+    trust_domain: str
+    namespace: str
+    service_account: str
+    ttl_s: float = 0.0  # requested lifetime (0 = the CA's default, 24 h)
+
+
+def read_private(path: str) -> str:
+    """The stripped content of a file only its owner may read (AgentError otherwise)."""
+    try:
+        st = os.stat(path)
+        if stat.S_IMODE(st.st_mode) & 0o077:
+            raise AgentError(f"{path} is readable by others (mode {stat.S_IMODE(st.st_mode):o}); it must be 0600")
+        with open(path, encoding="utf-8") as fh:
+            return fh.read().strip()
+    except OSError as e:
+        raise AgentError(f"cannot read {path}: {e}") from e
+
+
+def make_csr(uri: str) -> tuple[bytes, bytes]:
+    """A fresh ECDSA P-256 key and a CSR asking for `uri` (Istio's agent asks for its SPIFFE ID): (csr, key) PEM."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
+           .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=True)
+           .sign(key, hashes.SHA256()))
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return csr.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def renew_delay(cert: WorkloadCertificate, rng: random.Random | None = None) -> float:
+    """Seconds from receipt until renewal: Istio's grace ratio of what was left at receipt, with jitter."""
+    ratio = GRACE_RATIO + (rng or random).uniform(-GRACE_JITTER, GRACE_JITTER)
+    left = (cert.not_after - cert.received_at).total_seconds()
+    return max(left * ratio, 0.0)
+
+
+class CertificateManager:
+    """Fetches the workload certificate, keeps it renewed, and tells listeners (the SDS server) when it changes."""
+
+    def __init__(self, options: IdentityOptions) -> None:
+        self.options = options
+        self.current: WorkloadCertificate | None = None
+        self.rotations = 0
+        self._listeners: list[Callable[[WorkloadCertificate], None]] = []
+        self._task: asyncio.Task[None] | None = None
+        self.first = asyncio.Event()
+
+    @property
+    def uri(self) -> str:
+        return spiffe_id(self.options.trust_domain, self.options.namespace, self.options.service_account)
+
+    def on_change(self, callback: Callable[[WorkloadCertificate], None]) -> None:
+        self._listeners.append(callback)
+
+    async def fetch(self) -> WorkloadCertificate:
+        """One CSR round trip to the CA (raises grpc.aio.AioRpcError or AgentError)."""
+        token = read_private(self.options.token_file)
+        try:
+            with open(self.options.ca_root_file, "rb") as fh:
+                ca_roots = fh.read()
+        except OSError as e:
+            raise AgentError(f"cannot read the CA root {self.options.ca_root_file}: {e}") from e
+        csr, key = make_csr(self.uri)
+        creds = grpc.ssl_channel_credentials(root_certificates=ca_roots)
+        async with grpc.aio.secure_channel(self.options.ca_address, creds) as channel:
+            response = await client_call(channel)(
+                IstioCertificateRequest(csr=csr.decode(), validity_duration=int(self.options.ttl_s)),
+                metadata=(("authorization", f"Bearer {token}"),), timeout=CSR_TIMEOUT_S)
+        chain = list(response.cert_chain)
+        if len(chain) < 2:
+            raise AgentError("the CA answered without a chain (leaf and root expected)")
+        leaf = x509.load_pem_x509_certificate(chain[0].encode())
+        names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        if self.uri not in names.get_values_for_type(x509.UniformResourceIdentifier):
+            raise AgentError(f"the CA signed a certificate for another identity than {self.uri}")
+        return WorkloadCertificate(
+            chain_pem="".join(chain[:-1]).encode(), key_pem=key, roots_pem=chain[-1].encode(),
+            not_after=leaf.not_valid_after_utc, received_at=datetime.datetime.now(datetime.UTC),
+            serial=leaf.serial_number)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        retry = RETRY_MIN_S
+        while True:
+            try:
+                cert = await self.fetch()
+            except (grpc.aio.AioRpcError, AgentError, ValueError) as e:
+                detail = e.details() if isinstance(e, grpc.aio.AioRpcError) else str(e)
+                log.warning("certificate request for %s failed: %s; retrying in %.1fs", self.uri, detail, retry)
+                await asyncio.sleep(retry)
+                retry = min(retry * 2, RETRY_MAX_S)
+                continue
+            retry = RETRY_MIN_S
+            if self.current is not None:
+                self.rotations += 1
+            self.current = cert
+            delay = renew_delay(cert)
+            log.info("certificate for %s (serial %x) valid until %s; renewing in %.1fs", self.uri, cert.serial,
+                     cert.not_after.isoformat(), delay)
+            for callback in self._listeners:
+                callback(cert)
+            self.first.set()
+            await asyncio.sleep(delay)
+

@@ -1,0 +1,195 @@
+"""Istio's certificate gRPC service, `istio.v1.auth.IstioCertificateService/CreateCertificate`, on grpc.aio.
+
+No generated code for Istio's `security/v1alpha1/ca.proto` ships in our dependencies, so its two messages are
+built here at import from a FileDescriptorProto (same package, names and field numbers as Istio's, so istio-agent
+and sailmesh agents are wire-compatible). The caller proves its identity with a join token in the call metadata
+(`authorization: Bearer <token>`) or, where the channel verified one, its client certificate's SPIFFE ID
+(a workload renewing). Failures are logged with the peer and the identity, never the token.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, struct_pb2
+from google.protobuf.message import Message
+
+from sailmesh.api.identity import Identity, parse_spiffe_id
+from sailmesh.ca.authority import CertificateAuthority
+from sailmesh.ca.tokens import JoinTokens
+from sailmesh.errors import AuthenticationError, CertificateError, IdentityError, ValidationError
+from sailmesh.metrics import CitadelMetrics
+
+log = logging.getLogger("sailmesh.ca")
+
+SERVICE = "istio.v1.auth.IstioCertificateService"
+METHOD = "CreateCertificate"
+FULL_METHOD = f"/{SERVICE}/{METHOD}"
+BEARER = "bearer "
+
+
+def _build_messages() -> tuple[type[Message], type[Message]]:
+    """IstioCertificateRequest{csr=1, validity_duration=3, metadata=4} and IstioCertificateResponse{cert_chain=1}."""
+    f = descriptor_pb2.FieldDescriptorProto
+    pool = descriptor_pool.Default()
+    name = "security/v1alpha1/ca.proto"
+    try:
+        pool.FindFileByName(name)
+    except KeyError:
+        fdp = descriptor_pb2.FileDescriptorProto(name=name, package="istio.v1.auth", syntax="proto3",
+                                                 dependency=[struct_pb2.DESCRIPTOR.name])
+        req = fdp.message_type.add(name="IstioCertificateRequest")
+        req.field.add(name="csr", number=1, type=f.TYPE_STRING, label=f.LABEL_OPTIONAL, json_name="csr")
+        req.field.add(name="validity_duration", number=3, type=f.TYPE_INT64, label=f.LABEL_OPTIONAL,
+                      json_name="validityDuration")
+        req.field.add(name="metadata", number=4, type=f.TYPE_MESSAGE, label=f.LABEL_OPTIONAL,
+                      type_name=".google.protobuf.Struct", json_name="metadata")
+        resp = fdp.message_type.add(name="IstioCertificateResponse")
+        resp.field.add(name="cert_chain", number=1, type=f.TYPE_STRING, label=f.LABEL_REPEATED, json_name="certChain")
+        svc = fdp.service.add(name="IstioCertificateService")
+        svc.method.add(name=METHOD, input_type=".istio.v1.auth.IstioCertificateRequest",
+                       output_type=".istio.v1.auth.IstioCertificateResponse")
+        pool.Add(fdp)
+    return (message_factory.GetMessageClass(pool.FindMessageTypeByName("istio.v1.auth.IstioCertificateRequest")),
+            message_factory.GetMessageClass(pool.FindMessageTypeByName("istio.v1.auth.IstioCertificateResponse")))
+
+
+IstioCertificateRequest, IstioCertificateResponse = _build_messages()
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def bearer_token(metadata: Sequence[tuple[str, str | bytes]] | Any) -> str:
+    """The token of an `authorization: Bearer <token>` call metadata entry, or ""."""
+    for key, value in metadata or ():
+        if key.lower() == "authorization":
+            text = value.decode(errors="replace") if isinstance(value, bytes) else value
+            if text.lower().startswith(BEARER):
+                return text[len(BEARER):].strip()
+    return ""
+
+
+def peer_spiffe_ids(context: Context) -> list[str]:
+    """The SPIFFE IDs of the caller's verified client certificate (empty without one)."""
+    ids = (i.decode(errors="replace") for i in (context.peer_identities() or ()))
+    return [i for i in ids if i.startswith("spiffe://")]
+
+
+class CertificateService:
+    """Authenticates the caller, then signs its CSR for the identity it proved."""
+
+    def __init__(self, authority: CertificateAuthority, tokens: JoinTokens,
+                 metrics: CitadelMetrics | None = None) -> None:
+        self.authority = authority
+        self.tokens = tokens
+        self.metrics = metrics  # Istio's citadel_server_csr_count / _success_cert_issuance_count
+        self.signed = 0
+        self.refused = 0
+
+    def caller_identity(self, token: str, peer_ids: Sequence[str]) -> Identity:
+        """The identity a token (or else a verified client certificate) proves; AuthenticationError if none."""
+        trust_domain = self.authority.options.trust_domain
+        if token:
+            grant = self.tokens.authenticate(token)
+            return Identity(trust_domain, grant.namespace, grant.service_account)
+        for uri in peer_ids:
+            try:
+                identity = parse_spiffe_id(uri)
+            except ValidationError:
+                continue
+            if identity.trust_domain == trust_domain:
+                return identity
+        raise AuthenticationError("no join token (authorization: Bearer) and no client certificate of this mesh")
+
+    def create(self, csr: str, validity_s: int, token: str, peer_ids: Sequence[str]) -> list[str]:
+        """Sign `csr`; the chain leaf first, root last. Raises AuthenticationError, IdentityError, CertificateError."""
+        if self.metrics is not None:
+            self.metrics.csr_count.inc()
+        identity = self.caller_identity(token, peer_ids)
+        issued = self.authority.sign_csr(csr, identity, float(validity_s))
+        self.signed += 1
+        if self.metrics is not None:
+            self.metrics.success_cert_issuance_count.inc()
+        return list(issued.chain)
+
+    async def CreateCertificate(self, request: Any, context: Context) -> Any:
+        started = time.perf_counter()
+        token = bearer_token(context.invocation_metadata())
+        peer_ids = peer_spiffe_ids(context)
+        try:
+            chain = self.create(request.csr, int(request.validity_duration), token, peer_ids)
+        except AuthenticationError as e:
+            self._refuse(context, "unauthenticated", e)
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"request authenticate failure: {e}")
+        except IdentityError as e:
+            self._refuse(context, "permission denied", e)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
+        except CertificateError as e:
+            self._refuse(context, "invalid request", e)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        log.debug("signed a certificate for %s in %.1f ms", peer_ids or "a token holder",
+                  (time.perf_counter() - started) * 1000)
+        return IstioCertificateResponse(cert_chain=chain)
+
+    def _refuse(self, context: Context, what: str, error: Exception) -> None:
+        # The error texts never contain the token; log the peer so an operator can find the caller.
+        self.refused += 1
+        log.warning("CSR refused (%s) from %s: %s", what, context.peer(), error)
+
+
+def handler(service: CertificateService) -> grpc.GenericRpcHandler:
+    """The generic gRPC handler for `service` (add it to a grpc.aio.Server)."""
+    method = grpc.unary_unary_rpc_method_handler(
+        service.CreateCertificate,
+        request_deserializer=IstioCertificateRequest.FromString,
+        response_serializer=IstioCertificateResponse.SerializeToString,
+    )
+    return grpc.method_handlers_generic_handler(SERVICE, {METHOD: method})
+
+
+def client_call(channel: grpc.aio.Channel) -> Callable[..., Any]:
+    """The unary CreateCertificate callable on `channel` (request and response are the messages above)."""
+    return channel.unary_unary(FULL_METHOD, request_serializer=IstioCertificateRequest.SerializeToString,
+                               response_deserializer=IstioCertificateResponse.FromString)
+
+
+# The control plane's own serving certificate: Istio's istiod DNS names plus loopback.
+CONTROL_PLANE_DNS = ("istiod.istio-system.svc", "istiod.istio-system.svc.cluster.local", "localhost")
+
+
+class ServingCredentials:
+    """TLS credentials for the control plane's gRPC port, with a certificate the CA issues and renews at half life.
+
+    gRPC asks the fetcher on new handshakes; a renewed certificate serves new connections, open ones keep theirs.
+    """
+
+    def __init__(self, authority: CertificateAuthority, ips: Sequence[str] = ("127.0.0.1",),
+                 require_client_auth: bool = False) -> None:
+        self.authority = authority
+        self.ips = list(dict.fromkeys(ips))
+        self.require_client_auth = require_client_auth
+        self.renew_at = 0.0
+        self.chain_pem = ""
+        self._initial = self._issue()
+
+    def _issue(self) -> grpc.ServerCertificateConfiguration:
+        issued, key = self.authority.issue_server(list(CONTROL_PLANE_DNS), self.ips)
+        lifetime = (issued.not_after - issued.not_before).total_seconds()
+        self.renew_at = time.time() + lifetime / 2
+        self.chain_pem = "".join(issued.chain[:-1])
+        log.info("control plane serving certificate issued (valid until %s)", issued.not_after.isoformat())
+        return grpc.ssl_server_certificate_configuration([(key, self.chain_pem.encode())],
+                                                         self.authority.trust_bundle().encode())
+
+    def _fetch(self) -> grpc.ServerCertificateConfiguration:
+        # gRPC keeps the current certificate when the fetcher returns None (its stubs do not say so).
+        return self._issue() if time.time() >= self.renew_at else None  # type: ignore[return-value]
+
+    def credentials(self) -> grpc.ServerCredentials:
+        """Server credentials whose certificate renews itself."""
+        return grpc.dynamic_ssl_server_credentials(self._initial, self._fetch,
+                                                   require_client_authentication=self.require_client_auth)

@@ -1,0 +1,117 @@
+"""Istio's standard metrics in Envoy config: peer-metadata headers and the access-log stream the agent counts.
+
+Upstream Envoy has no `istio.stats` filter, and its own stats cannot carry per-request dimensions (the peer's
+workload, response flags). So each HTTP connection manager and tcp_proxy streams one access-log entry per
+request / connection (Envoy's gRPC access-log service, batched) to its agent, which counts them into
+istio_requests_total & co. (sailmesh/agent/telemetry.py). The log name tells the agent who reports:
+`istio|source` (a sidecar's outbound listener, a gateway) or `istio|destination|<service FQDNs>` (an inbound
+listener and the services its workload backs, to name `destination_service`).
+
+Metadata exchange with two stock filters (Istio's `istio.metadata_exchange` does the same in one):
+header_mutation sets this proxy's `x-envoy-peer-metadata(-id)` on requests (outbound) or responses (inbound),
+overwriting anything the app sent; header_to_metadata moves the peer's header into dynamic metadata (logged
+with the entry) and removes it, so the app never sees it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from envoy.config.accesslog.v3 import accesslog_pb2
+from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
+from envoy.config.core.v3 import base_pb2, config_source_pb2, grpc_service_pb2
+from envoy.extensions.access_loggers.grpc.v3 import als_pb2
+from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
+from envoy.extensions.filters.http.header_to_metadata.v3 import header_to_metadata_pb2 as h2m
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
+
+from sailmesh.telemetry import peer
+from sailmesh.telemetry.names import ALS_CLUSTER, DESTINATION, LOG_PREFIX, SOURCE, log_name, parse_log_name
+
+__all__ = ["ALS_CLUSTER", "DESTINATION", "LOG_PREFIX", "SOURCE", "http_access_log", "log_name",
+           "metadata_exchange_filters", "parse_log_name", "tcp_access_log"]
+
+HTTP_GRPC_LOGGER = "envoy.access_loggers.http_grpc"
+TCP_GRPC_LOGGER = "envoy.access_loggers.tcp_grpc"
+MX_ADD_FILTER = "istio.metadata_exchange.add"  # header_mutation: our identity to the peer
+MX_READ_FILTER = "istio.metadata_exchange.read"  # header_to_metadata: the peer's identity, stripped
+FLUSH_INTERVAL_S = 1  # entries reach the agent within about a second
+BUFFER_BYTES = 16384  # or sooner when this much is buffered (Envoy's default)
+# Headers the agent reads besides Envoy's standard fields: gRPC detection and status.
+REQUEST_HEADERS = ("content-type",)
+RESPONSE_HEADERS = ("grpc-status",)
+RESPONSE_TRAILERS = ("grpc-status",)
+
+
+def _pack(msg: object) -> any_pb2.Any:
+    a = any_pb2.Any()
+    a.Pack(msg)  # type: ignore[arg-type]
+    return a
+
+
+def _common(reporter: str, services: Sequence[str]) -> als_pb2.CommonGrpcAccessLogConfig:
+    return als_pb2.CommonGrpcAccessLogConfig(
+        log_name=log_name(reporter, services),
+        grpc_service=grpc_service_pb2.GrpcService(
+            envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name=ALS_CLUSTER)),
+        transport_api_version=config_source_pb2.V3,
+        buffer_flush_interval=duration_pb2.Duration(seconds=FLUSH_INTERVAL_S),
+        buffer_size_bytes=wrappers_pb2.UInt32Value(value=BUFFER_BYTES),
+    )
+
+
+def http_access_log(reporter: str, services: Sequence[str] = ()) -> accesslog_pb2.AccessLog:
+    """The HTTP connection manager's access log to the agent's metrics (one entry per request)."""
+    cfg = als_pb2.HttpGrpcAccessLogConfig(
+        common_config=_common(reporter, services),
+        additional_request_headers_to_log=list(REQUEST_HEADERS),
+        additional_response_headers_to_log=list(RESPONSE_HEADERS),
+        additional_response_trailers_to_log=list(RESPONSE_TRAILERS),
+    )
+    return accesslog_pb2.AccessLog(name=HTTP_GRPC_LOGGER, typed_config=_pack(cfg))
+
+
+def tcp_access_log(reporter: str, services: Sequence[str] = ()) -> accesslog_pb2.AccessLog:
+    """tcp_proxy's access log to the agent's metrics: one entry when the upstream connects, one at the close."""
+    cfg = als_pb2.TcpGrpcAccessLogConfig(common_config=_common(reporter, services))
+    return accesslog_pb2.AccessLog(name=TCP_GRPC_LOGGER, typed_config=_pack(cfg))
+
+
+def _set_headers(pod: str, namespace: str, labels: Mapping[str, str], node_id: str,
+                 cluster: str) -> list[mutation_rules_pb2.HeaderMutation]:
+    value = peer.encode(pod, namespace, labels, cluster=cluster)
+    overwrite = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+    return [
+        mutation_rules_pb2.HeaderMutation(append=base_pb2.HeaderValueOption(
+            header=base_pb2.HeaderValue(key=key, value=v), append_action=overwrite))
+        for key, v in ((peer.PEER_ID_HEADER, node_id), (peer.PEER_METADATA_HEADER, value))
+    ]
+
+
+def _read_rules() -> list[h2m.Config.Rule]:
+    kv = h2m.Config.KeyValuePair
+    return [
+        h2m.Config.Rule(header=peer.PEER_METADATA_HEADER, remove=True,
+                        on_header_present=kv(metadata_namespace=peer.PEER_NAMESPACE, key=peer.PEER_KEY)),
+        h2m.Config.Rule(header=peer.PEER_ID_HEADER, remove=True,
+                        on_header_present=kv(metadata_namespace=peer.PEER_NAMESPACE, key="id")),
+    ]
+
+
+def metadata_exchange_filters(
+    inbound: bool, pod: str, namespace: str, labels: Mapping[str, str], node_id: str,
+    cluster: str = peer.DEFAULT_CLUSTER_ID,
+) -> list[hcm_pb2.HttpFilter]:
+    """Istio's metadata exchange: inbound reads the client's identity from the request and answers with ours;
+    outbound (and gateways) send ours with the request and read the server's from the response."""
+    own = _set_headers(pod, namespace, labels, node_id, cluster)
+    if inbound:
+        read = h2m.Config(request_rules=_read_rules())
+        add = header_mutation_pb2.HeaderMutation(mutations=header_mutation_pb2.Mutations(response_mutations=own))
+        return [hcm_pb2.HttpFilter(name=MX_READ_FILTER, typed_config=_pack(read)),
+                hcm_pb2.HttpFilter(name=MX_ADD_FILTER, typed_config=_pack(add))]
+    add = header_mutation_pb2.HeaderMutation(mutations=header_mutation_pb2.Mutations(request_mutations=own))
+    read = h2m.Config(response_rules=_read_rules())
+    return [hcm_pb2.HttpFilter(name=MX_ADD_FILTER, typed_config=_pack(add)),
+            hcm_pb2.HttpFilter(name=MX_READ_FILTER, typed_config=_pack(read))]
