@@ -192,6 +192,9 @@ spec:
   - port: {{number: 443, name: https-mtls, protocol: HTTPS}}
     hosts: [mtls.example.com]
     tls: {{mode: MUTUAL, credentialName: mtls-credential}}
+  - port: {{number: 9443, name: https-mesh, protocol: HTTPS}}
+    hosts: [mesh.example.com]
+    tls: {{mode: ISTIO_MUTUAL}}
   - port: {{number: 443, name: tls-passthrough, protocol: TLS}}
     hosts: [nginx.example.com]
     tls: {{mode: PASSTHROUGH}}
@@ -200,7 +203,7 @@ apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {{name: httpbin, namespace: default}}
 spec:
-  hosts: [httpbin.example.com, mtls.example.com]
+  hosts: [httpbin.example.com, mtls.example.com, mesh.example.com]
   gateways: [mygateway]
   http:
   - match: [{{uri: {{prefix: /status}}}}, {{uri: {{prefix: /delay}}}}]
@@ -365,6 +368,55 @@ def test_sidecar_follows_the_tls_route_of_a_tls_port(mesh: RunningMesh, pki: Pki
              "https://nginx.example.com/"], capture_output=True, text=True, timeout=30)
         return out.stdout
     wait_for(lambda: body() == "nginx v2", timeout=60, interval=0.5, what="the tls route to my-nginx-v2")
+
+
+def mesh_client_context(mesh: RunningMesh, tmp_path: pathlib.Path) -> ssl.SSLContext:
+    """A TLS client with a workload certificate from the mesh's own CA (SPIFFE ID of default/sleep), trusting the
+    mesh root: what another mesh workload presents to an ISTIO_MUTUAL server."""
+    [root_file] = list(pathlib.Path(mesh.state_dir).rglob("ca/root-cert.pem"))
+    root = x509.load_pem_x509_certificate(root_file.read_bytes())
+    ca_key = serialization.load_pem_private_key((root_file.parent / "ca-key.pem").read_bytes(), None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([])).issuer_name(root.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier("spiffe://cluster.local/ns/default/sa/sleep")]), critical=True)
+            .sign(ca_key, hashes.SHA256()))  # type: ignore[arg-type]
+    (tmp_path / "w.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "w.key").write_bytes(_pem_key(key))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False  # a workload certificate names a SPIFFE ID, not a DNS name
+    ctx.load_verify_locations(cadata=root.public_bytes(serialization.Encoding.PEM).decode())
+    ctx.load_cert_chain(str(tmp_path / "w.crt"), str(tmp_path / "w.key"))
+    return ctx
+
+
+def get_status(ctx: ssl.SSLContext, ip: str, host: str) -> int:
+    with socket.create_connection((ip, 9443), timeout=10) as raw, ctx.wrap_socket(raw, server_hostname=host) as tls:
+        tls.sendall(f"GET /status/418 HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        head = tls.recv(64)
+    return int(head.split()[1])
+
+
+def test_istio_mutual_at_the_gateway_takes_mesh_certificates(mesh: RunningMesh, tmp_path: pathlib.Path) -> None:
+    """ISTIO_MUTUAL: the gateway presents its own workload certificate (the agent's SDS `default`) and requires a
+    client certificate from the mesh CA (`ROOTCA`); without one the handshake fails."""
+    ctx = mesh_client_context(mesh, tmp_path)
+    last: list[object] = []
+
+    def answered() -> bool:
+        try:
+            last[:] = [get_status(ctx, mesh.gateway_ip, "mesh.example.com")]
+        except (OSError, ValueError, IndexError) as e:
+            last[:] = [e]
+        return last == [418]
+    wait_for(answered, timeout=60, interval=0.5, what=f"418 over ISTIO_MUTUAL (last: {last})")
+    bare = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    bare.check_hostname, bare.verify_mode = False, ssl.CERT_NONE
+    with pytest.raises((ssl.SSLError, OSError, IndexError, ValueError)):
+        get_status(bare, mesh.gateway_ip, "mesh.example.com")
 
 
 def served_certificate(mesh: RunningMesh, pki: Pki, host: str) -> bytes:
