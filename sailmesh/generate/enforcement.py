@@ -44,6 +44,10 @@ def _list(spec: Any, *path: str) -> list[Any]:
 
 
 def _virtual_service(spec: Any) -> Iterator[str]:
+    for i, rule in enumerate(_list(spec, "tls")):
+        for j, match in enumerate(_list(rule, "match")):
+            if _at(match, "destinationSubnets"):
+                yield f"spec.tls[{i}].match[{j}].destinationSubnets"
     for i, rule in enumerate(_list(spec, "http")):
         if _at(rule, "delegate"):
             yield f"spec.http[{i}].delegate"

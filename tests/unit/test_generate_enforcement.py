@@ -93,6 +93,13 @@ spec:
   tls: [{match: [{sniHosts: [b.example.com]}], route: [{destination: {host: b}}]}]
 """) == []
     assert notes("""apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: r, namespace: default}
+spec:
+  hosts: [b.example.com]
+  tls: [{match: [{sniHosts: [b.example.com], destinationSubnets: [10.0.0.0/8]}], route: [{destination: {host: b}}]}]
+""") == ["VirtualService default/r: accepted, not enforced: spec.tls[0].match[0].destinationSubnets"]
+    assert notes("""apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata: {name: g, namespace: default}
 spec:
