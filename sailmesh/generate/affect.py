@@ -8,15 +8,21 @@ from sailmesh.registry.model import TLS_MODE_ISTIO, TLS_MODE_LABEL
 from sailmesh.snapshot.build import ENDPOINT_KINDS, changed_endpoints
 from sailmesh.snapshot.model import MeshSnapshot
 from sailmesh.xds.push import PushRequest
-from sailmesh.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from sailmesh.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 
-EVERY_TYPE = frozenset({CLUSTER, ENDPOINT, LISTENER, ROUTE})  # what the generators make (secrets come over SDS)
+EVERY_TYPE = frozenset({CLUSTER, ENDPOINT, LISTENER, ROUTE})  # what the generators make from most config
+# Secrets: workload certificates come from the agent's SDS; over ADS only gateways' credentialName secrets, which
+# depend on Gateways and Secrets alone (and only gateways subscribe to them)
+WITH_SECRETS = EVERY_TYPE | {SECRET}
 # Config kinds whose changes alter only some xDS types (what the generators read them for); any other kind can
 # alter every type.
 KIND_TYPES: dict[str, frozenset[str]] = {
     "VirtualService": frozenset({ROUTE}),
     "DestinationRule": frozenset({CLUSTER, ENDPOINT, ROUTE}),  # subsets, policies; consistentHash on routes
-    "Gateway": frozenset({LISTENER, ROUTE}),
+    "Gateway": frozenset({LISTENER, ROUTE, SECRET}),  # servers; the credentialName secrets they reference
+    # credentialName secrets, served over ADS: only gateways subscribe to them, and only those whose secret
+    # changed get a response (the server skips what a proxy already holds)
+    "Secret": frozenset({SECRET}),
     "Telemetry": frozenset({LISTENER, CLUSTER}),  # access logs and tracers on listeners, collector clusters
     "AuthorizationPolicy": frozenset({LISTENER}),  # RBAC / ext_authz filters live in the listeners
     # only the mesh ConfigMap matters to proxies, and a change of the mesh config is caught above
@@ -42,7 +48,9 @@ def _identities(snapshot: MeshSnapshot, host: str, port: int) -> frozenset[tuple
 
 def affected_types(change: Change, previous: MeshSnapshot, current: MeshSnapshot) -> frozenset[str]:
     """The xDS types whose resources may differ between the two snapshots because of `change`."""
-    if change.full or current.mesh != previous.mesh or current.mesh_config is not previous.mesh_config:
+    if change.full:
+        return WITH_SECRETS
+    if current.mesh != previous.mesh or current.mesh_config is not previous.mesh_config:
         return EVERY_TYPE
     types: set[str] = set()
     for kind in change.kinds - ENDPOINT_KINDS:

@@ -44,8 +44,10 @@ def _list(spec: Any, *path: str) -> list[Any]:
 
 
 def _virtual_service(spec: Any) -> Iterator[str]:
-    if _at(spec, "tls"):
-        yield "spec.tls (TLS/SNI routes)"
+    for i, rule in enumerate(_list(spec, "tls")):
+        for j, match in enumerate(_list(rule, "match")):
+            if _at(match, "destinationSubnets"):
+                yield f"spec.tls[{i}].match[{j}].destinationSubnets"
     for i, rule in enumerate(_list(spec, "http")):
         if _at(rule, "delegate"):
             yield f"spec.http[{i}].delegate"
@@ -78,8 +80,14 @@ def _destination_rule(spec: Any) -> Iterator[str]:
 
 def _gateway(spec: Any) -> Iterator[str]:
     for i, server in enumerate(_list(spec, "servers")):
-        if _at(server, "tls") is not None:
-            yield f"spec.servers[{i}].tls (HTTPS/TLS servers are skipped)"
+        mode = _at(server, "tls", "mode")
+        if mode == "AUTO_PASSTHROUGH":
+            yield f"spec.servers[{i}].tls.mode: AUTO_PASSTHROUGH (multi-network SNI routing)"
+        if _at(server, "tls", "credentialNames"):
+            yield f"spec.servers[{i}].tls.credentialNames"
+        for key in ("verifyCertificateSpki", "verifyCertificateHash"):
+            if _at(server, "tls", key):
+                yield f"spec.servers[{i}].tls.{key}"
 
 
 def _sidecar(spec: Any) -> Iterator[str]:

@@ -25,6 +25,7 @@ from sailmesh.errors import GenerationError
 from sailmesh.generate.clusters import build_inbound, build_outbound
 from sailmesh.generate.common import Prepacked, pack
 from sailmesh.generate.endpoints import build_endpoints
+from sailmesh.generate.gateway import gateway_secrets
 from sailmesh.generate.listeners import build_listeners
 from sailmesh.generate.memo import Memos
 from sailmesh.generate.routes import build_routes
@@ -60,8 +61,9 @@ class Part:
     scope: Callable[[MeshSnapshot, ProxyView], Hashable]
 
 
-# The type table, in Istio's push order (xds.types.PUSH_ORDER). SECRET has no parts: secrets come from the agent
-# over SDS, and an ADS subscription to them gets an empty answer.
+# The type table, in Istio's push order (xds.types.PUSH_ORDER). SECRET: the workload certificates come from the
+# agent over SDS; over ADS the control plane serves only gateways' credentialName secrets (`kubernetes://<name>`,
+# as istiod does), an empty answer for anyone else.
 TYPES: dict[str, tuple[Part, ...]] = {
     CLUSTER: (
         Part("outbound-clusters", build_outbound, outbound_scope),
@@ -70,7 +72,7 @@ TYPES: dict[str, tuple[Part, ...]] = {
     ENDPOINT: (Part("endpoints", build_endpoints, outbound_scope),),
     LISTENER: (Part("listeners", lambda s, p, _m: build_listeners(s, p), own_scope),),
     ROUTE: (Part("routes", build_routes, outbound_scope),),
-    SECRET: (),
+    SECRET: (Part("gateway-secrets", lambda s, p, _m: gateway_secrets(s, p), own_scope),),
 }
 assert tuple(TYPES) == PUSH_ORDER, "the type table must list the types in push order"
 

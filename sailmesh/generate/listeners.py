@@ -16,7 +16,8 @@ from google.protobuf import wrappers_pb2
 from sailmesh.generate import names
 from sailmesh.generate.common import ads, pack, socket_address
 from sailmesh.generate.filters import Direction, FilterContext, ext_authz, http_filters
-from sailmesh.generate.gateway import gateway_tcp_routes, gateways_for, http_servers
+from sailmesh.generate.gateway import ChainSpec, gateway_tcp_routes, gateway_tls_ports, gateways_for, http_servers
+from sailmesh.generate.gateway_tls import downstream_tls_context
 from sailmesh.generate.httproute import route_action_defaults
 from sailmesh.generate.peer_authn import workload_policy
 from sailmesh.generate.scope import inbound_ports
@@ -29,6 +30,7 @@ from sailmesh.telemetry import standard as telemetry
 HCM: TypeAlias = hcm_pb2.HttpConnectionManager
 HCM_NAME = "envoy.filters.network.http_connection_manager"
 TCP_PROXY_NAME = "envoy.filters.network.tcp_proxy"
+TLS_TRANSPORT_SOCKET = "envoy.transport_sockets.tls"
 PRIVILEGED_PORT_SHIFT = 8000  # gateway server ports below 1024 bind port + 8000 (like Istio's 80 -> 8080)
 
 
@@ -213,7 +215,46 @@ def gateway_listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> list[listener
         out.append(
             _listener(names.listener_name("0.0.0.0", port), proxy.ip, gateway_bind_port(port), base_pb2.OUTBOUND, nf)
         )
+    for port, chains in sorted(gateway_tls_ports(snapshot, proxy).items()):
+        out.append(_gateway_tls_listener(snapshot, proxy, port, chains))
     return out
+
+
+def _gateway_tls_listener(snapshot: MeshSnapshot, proxy: ProxyView, port: int,
+                          chains: list[ChainSpec]) -> listener_pb2.Listener:
+    """A gateway HTTPS/TLS port: tls_inspector, one filter chain per server (SNI server_names), terminating TLS
+    into an HCM (RDS `https.<port>...`) or a tcp_proxy, or passing TLS through by SNI to a tcp_proxy."""
+    listener = listener_pb2.Listener(
+        name=names.listener_name("0.0.0.0", port), address=socket_address(proxy.ip, gateway_bind_port(port)),
+        traffic_direction=base_pb2.OUTBOUND,
+        listener_filters=[tls_inspector()],
+    )
+    for chain in chains:
+        if chain.route:
+            h = http_connection_manager(
+                f"outbound_0.0.0.0_{port}", http_filters(FilterContext(snapshot, proxy, Direction.GATEWAY, port)),
+                rds=chain.route, remote_address=True,
+            )
+            observability(h, snapshot, proxy, resolve.CLIENT)
+            with_metrics_log(h, telemetry.SOURCE)  # gateways report as the source, as Istio's do
+            nf = lc.Filter(name=HCM_NAME, typed_config=pack(h))
+        else:
+            tp = tcp_proxy_pb2.TcpProxy(stat_prefix=f"outbound_0.0.0.0_{port}")
+            tp.access_log_options.flush_access_log_on_connected = True
+            with_metrics_log(tp, telemetry.SOURCE)
+            if len(chain.clusters) == 1:
+                tp.cluster = chain.clusters[0][0]
+            else:
+                for c, w in chain.clusters:
+                    tp.weighted_clusters.clusters.add(name=c, weight=w)
+            observability(tp, snapshot, proxy, resolve.CLIENT)
+            nf = lc.Filter(name=TCP_PROXY_NAME, typed_config=pack(tp))
+        fc = lc.FilterChain(filters=[nf], filter_chain_match=lc.FilterChainMatch(server_names=chain.server_names))
+        if chain.tls is not None:
+            fc.transport_socket.name = TLS_TRANSPORT_SOCKET
+            fc.transport_socket.typed_config.CopyFrom(pack(downstream_tls_context(chain.tls)))
+        listener.filter_chains.append(fc)
+    return listener
 
 
 def build_listeners(

@@ -1,10 +1,11 @@
-"""VirtualService `tcp` routes -> the cluster choice of a CONNECT tunnel (or a gateway's tcp_proxy)."""
+"""VirtualService `tcp` routes (and `tls` routes on TLS ports) -> the cluster choice of a CONNECT tunnel (or a
+gateway's tcp_proxy)."""
 
 from __future__ import annotations
 
-from sailmesh.api.hosts import selector_matches
+from sailmesh.api.hosts import hosts_match, resolve_short_name, selector_matches
 from sailmesh.api.models import model_of
-from sailmesh.api.models.networking import L4MatchAttributes, VirtualService
+from sailmesh.api.models.networking import L4MatchAttributes, TLSMatchAttributes, TLSRoute, VirtualService
 from sailmesh.api.resource import Resource
 from sailmesh.generate import names
 from sailmesh.generate.httproute import RouteContext, destination_cluster
@@ -14,7 +15,10 @@ from sailmesh.snapshot.model import Service
 WeightedClusters = list[tuple[str, int]]
 
 
-def _tcp_match_applies(m: L4MatchAttributes, ctx: RouteContext, vs_ns: str) -> bool:
+TLS_PROTOCOLS = frozenset({"TLS", "HTTPS"})
+
+
+def _tcp_match_applies(m: L4MatchAttributes | TLSMatchAttributes, ctx: RouteContext, vs_ns: str) -> bool:
     """Istio L4MatchAttributes: port, sourceLabels, sourceNamespace, gateways (destinationSubnets ignored)."""
     if m.port and m.port != ctx.port:
         return False
@@ -41,10 +45,38 @@ def tcp_destinations(vs: Resource, ctx: RouteContext) -> WeightedClusters | None
     return None
 
 
+def _weighted(vs: Resource, ctx: RouteContext, route: TLSRoute) -> WeightedClusters:
+    out = [(destination_cluster(d.destination, vs.namespace, ctx), d.weight or 0)
+           for d in route.route or () if d.destination is not None]
+    return [(c, w) for c, w in out if w > 0] if len(out) > 1 else out
+
+
+def tls_destinations(vs: Resource, ctx: RouteContext, host: str) -> WeightedClusters | None:
+    """(cluster, weight) of the first `tls` route of a VirtualService with a match that applies and whose
+    sniHosts (short names resolved in the VS namespace) cover `host`: a client tunnelling to a service name
+    sends that name as its SNI. None when none does."""
+    for tls in model_of(vs, VirtualService).tls or ():
+        for m in tls.match or ():
+            sni = [resolve_short_name(s, vs.namespace, ctx.suffix) for s in m.sni_hosts or ()]
+            if _tcp_match_applies(m, ctx, vs.namespace) and any(hosts_match(host, s) for s in sni):
+                out = _weighted(vs, ctx, tls)
+                if out:
+                    return out
+    return None
+
+
 def service_tcp_route(ctx: RouteContext, svc: Service) -> WeightedClusters:
-    """Where a sidecar sends TCP traffic for a service port: the oldest mesh VirtualService's tcp route, else
-    the default cluster."""
-    for vs in ctx.snapshot.index.mesh_virtual_services_for(ctx.proxy, svc.hostname):
+    """Where a sidecar sends TCP traffic for a service port: on TLS/HTTPS ports the oldest mesh VirtualService's
+    `tls` route for the host's SNI (Istio's sidecar TLS filter chains come before TCP ones), else the oldest mesh
+    VirtualService's tcp route, else the default cluster."""
+    vss = ctx.snapshot.index.mesh_virtual_services_for(ctx.proxy, svc.hostname)
+    protocol = next((p.protocol for p in svc.ports if p.port == ctx.port), "")
+    if (protocol or "").upper() in TLS_PROTOCOLS:
+        for vs in vss:
+            found = tls_destinations(vs, ctx, svc.hostname)
+            if found:
+                return found
+    for vs in vss:
         found = tcp_destinations(vs, ctx)
         if found:
             return found

@@ -22,7 +22,7 @@ spec:
   - {route: [{destination: {host: r}}], retries: {attempts: 2, retryRemoteLocalities: true}}
   tls: [{match: [{sniHosts: [r]}], route: [{destination: {host: r}}]}]
 """)
-    assert vs == ["VirtualService default/r: accepted, not enforced: spec.tls (TLS/SNI routes), "
+    assert vs == ["VirtualService default/r: accepted, not enforced: "
                   "spec.http[0].delegate, spec.http[1].retries.retryRemoteLocalities"]
     dr = notes("""apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -67,3 +67,44 @@ spec:
   accessLogging: [{providers: [{name: envoy}]}]
   metrics: [{overrides: [{match: {metric: REQUEST_COUNT}, disabled: true}]}]
 """) == ["Telemetry istio-system/mesh-default: accepted, not enforced: metrics[0].overrides"]
+
+
+def test_gateway_tls_is_translated_and_its_gaps_named() -> None:
+    """Gateway TLS servers and VirtualService `tls` routes bound to a gateway are translated (no note); what is
+    not (AUTO_PASSTHROUGH, credentialNames, certificate pinning) is still named."""
+    assert notes("""apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: g, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - {port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"], tls: {httpsRedirect: true}}
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: [a.example.com]
+    tls: {mode: MUTUAL, credentialName: a, minProtocolVersion: TLSV1_2, cipherSuites: [ECDHE-RSA-AES256-GCM-SHA384]}
+  - {port: {number: 443, name: tls, protocol: TLS}, hosts: [b.example.com], tls: {mode: PASSTHROUGH}}
+""") == []
+    assert notes("""apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: r, namespace: default}
+spec:
+  hosts: [b.example.com]
+  gateways: [g]
+  tls: [{match: [{sniHosts: [b.example.com]}], route: [{destination: {host: b}}]}]
+""") == []
+    assert notes("""apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: r, namespace: default}
+spec:
+  hosts: [b.example.com]
+  tls: [{match: [{sniHosts: [b.example.com], destinationSubnets: [10.0.0.0/8]}], route: [{destination: {host: b}}]}]
+""") == ["VirtualService default/r: accepted, not enforced: spec.tls[0].match[0].destinationSubnets"]
+    assert notes("""apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: g, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - {port: {number: 15443, name: tls, protocol: TLS}, hosts: ["*.local"], tls: {mode: AUTO_PASSTHROUGH}}
+""") == ["Gateway default/g: accepted, not enforced: spec.servers[0].tls.mode: AUTO_PASSTHROUGH "
+         "(multi-network SNI routing)"]

@@ -142,9 +142,10 @@ def test_push_request_per_kind() -> None:
     vs = Change.of(ResourceKey("VirtualService", "default", "r"))
     assert push_request(vs, s1, s2) == PushRequest("2", frozenset({ROUTE}), reason="VirtualService")
     gw = Change.of(ResourceKey("Gateway", "default", "g"))
-    assert affected_types(gw, s1, s2) == {LISTENER, ROUTE}
+    assert affected_types(gw, s1, s2) == {LISTENER, ROUTE, SECRET}  # SECRET: the credentialName secrets it names
     assert affected_types(Change.of(ResourceKey("Sidecar", "default", "s")), s1, s2) == set(TYPES)
-    assert affected_types(Change.everything(), s1, s2) == set(TYPES)
+    assert affected_types(Change.everything(), s1, s2) == {*TYPES, SECRET}
+    assert affected_types(Change.of(ResourceKey("Secret", "istio-system", "c")), s1, s2) == {SECRET}
     # a workload change that moved no endpoint pushes nothing
     assert push_request(Change.of(workload_key("reviews-v1-0", "default")), s1, s2) is None
 
@@ -152,7 +153,7 @@ def test_push_request_per_kind() -> None:
 def test_type_table_is_in_push_order_and_unknown_types_are_errors() -> None:
     assert tuple(generator_mod.TYPES) == PUSH_ORDER
     gen = Generator()
-    assert gen.generate(bookinfo(), sidecar(), SECRET) == ()  # secrets come over SDS from the agent
+    assert gen.resources(bookinfo(), sidecar(), SECRET) == {}  # sidecars: secrets come over SDS from the agent
     with pytest.raises(GenerationError, match="not served"):
         gen.generate(bookinfo(), sidecar(), "type.googleapis.com/envoy.config.route.v3.ScopedRouteConfiguration")
 

@@ -126,8 +126,9 @@ def test_gateway_privileged_ports_shift_by_8000() -> None:
           "    hosts: ['*']\n  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: ['*']\n"
           "    tls: {mode: SIMPLE, credentialName: c}\n")
     ls = listeners(make_snapshot(resources(gw)), gateway_proxy())
-    assert set(ls) == {"0.0.0.0_80"}  # HTTPS servers are not translated yet
+    assert set(ls) == {"0.0.0.0_80", "0.0.0.0_443"}
     assert ls["0.0.0.0_80"].address.socket_address.port_value == 8080
+    assert ls["0.0.0.0_443"].address.socket_address.port_value == 8443
     assert hcm_of(ls["0.0.0.0_80"]).rds.route_config_name == "http.80"
 
 

@@ -1,0 +1,194 @@
+"""Gateway TLS: a server's `tls` settings -> DownstreamTlsContext, and credentialName Secrets -> SDS secrets over ADS.
+
+As Istio's BuildListenerTLSContext: ALPN h2/http1.1, a client certificate required for MUTUAL and ISTIO_MUTUAL,
+TLS parameters only when set. Certificates come from
+- `credentialName`: an SdsSecretConfig `kubernetes://<name>` (and for MUTUAL `kubernetes://<name>-cacert`) over ADS;
+  the control plane serves them from the Secret of that name in the gateway's namespace (`gateway_secrets`), as
+  istiod does (its SDS generator, credentials/kube: `<name>-cacert` first, else the `ca.crt`/`cacert` key of
+  `<name>`);
+- files (`serverCertificate`, `privateKey`, `caCertificates`): Envoy reads them itself (filename data sources;
+  Istio hands them to its agent's file SDS instead);
+- ISTIO_MUTUAL: the proxy's own workload certificate, the agent's SDS secrets `default` and `ROOTCA`
+  (generate.tls.sds_secret).
+Key material only ever travels in the generated protobufs; nothing here logs it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from typing import Any
+
+from envoy.config.core.v3 import base_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
+from envoy.type.matcher.v3 import string_pb2
+
+from sailmesh.api.models.networking import ServerTLSSettings
+from sailmesh.api.resource import Resource
+from sailmesh.generate.common import ads
+from sailmesh.generate.tls import sds_secret
+
+CREDENTIAL_PREFIX = "kubernetes://"  # Istio's credentials.KubernetesSecretTypeURI
+CA_SUFFIX = "-cacert"  # Istio's SdsCaSuffix
+WORKLOAD_CERT = "default"
+ROOT_CERT = "ROOTCA"
+ALPN_HTTP = ("h2", "http/1.1")  # Istio's util.ALPNHttp
+TERMINATING = frozenset({"SIMPLE", "MUTUAL", "ISTIO_MUTUAL", "OPTIONAL_MUTUAL"})
+PASSTHROUGH = frozenset({"PASSTHROUGH", "AUTO_PASSTHROUGH"})
+# Istio's convertTLSProtocol
+_PROTOCOLS = {
+    "TLS_AUTO": common_pb2.TlsParameters.TLS_AUTO,
+    "TLSV1_0": common_pb2.TlsParameters.TLSv1_0,
+    "TLSV1_1": common_pb2.TlsParameters.TLSv1_1,
+    "TLSV1_2": common_pb2.TlsParameters.TLSv1_2,
+    "TLSV1_3": common_pb2.TlsParameters.TLSv1_3,
+}
+# Istio's security.ValidCipherSuites (BoringSSL's names without PSK): what Gateway cipherSuites may name
+VALID_CIPHER_SUITES = frozenset({
+    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
+    "ECDHE-ECDSA-AES128-SHA", "ECDHE-RSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA", "ECDHE-RSA-AES256-SHA",
+    "AES128-GCM-SHA256", "AES256-GCM-SHA384", "AES128-SHA", "AES256-SHA", "DES-CBC3-SHA",
+})
+# Secret keys, as Istio's extractCertInfo/extractRoot read them: generic first, then kubernetes.io/tls
+_CERT_KEYS = (("cert", "key"), ("tls.crt", "tls.key"))
+_CA_KEYS = ("cacert", "ca.crt")
+
+
+def mode_of(tls: ServerTLSSettings | None) -> str:
+    """The server's TLS mode (Istio's default PASSTHROUGH when `tls` is set without a mode), "" without `tls`."""
+    if tls is None:
+        return ""
+    return (tls.mode or "PASSTHROUGH").upper()
+
+
+def credential_secret(name: str) -> secret_pb2.SdsSecretConfig:
+    """Istio's ConstructSdsSecretConfigForCredential: `kubernetes://<name>`, served by the control plane over ADS."""
+    return secret_pb2.SdsSecretConfig(name=CREDENTIAL_PREFIX + name, sds_config=ads())
+
+
+def _san_matchers(sans: tuple[str, ...] | None) -> list[common_pb2.SubjectAltNameMatcher]:
+    out = []
+    for san in sans or ():
+        for kind in (common_pb2.SubjectAltNameMatcher.DNS, common_pb2.SubjectAltNameMatcher.URI):
+            out.append(common_pb2.SubjectAltNameMatcher(san_type=kind, matcher=string_pb2.StringMatcher(exact=san)))
+    return out
+
+
+def downstream_tls_context(tls: ServerTLSSettings) -> tls_pb2.DownstreamTlsContext:
+    """The DownstreamTlsContext of a TLS-terminating gateway server (SIMPLE, MUTUAL, OPTIONAL_MUTUAL,
+    ISTIO_MUTUAL)."""
+    mode = mode_of(tls)
+    ctx = tls_pb2.DownstreamTlsContext(common_tls_context=tls_pb2.CommonTlsContext(alpn_protocols=ALPN_HTTP))
+    ctx.require_client_certificate.value = mode in ("MUTUAL", "ISTIO_MUTUAL")
+    common = ctx.common_tls_context
+    sans = _san_matchers(tls.subject_alt_names)
+    if mode == "ISTIO_MUTUAL":
+        common.tls_certificate_sds_secret_configs.append(sds_secret(WORKLOAD_CERT))
+        combined = common.combined_validation_context
+        combined.default_validation_context.match_typed_subject_alt_names.extend(sans)
+        combined.validation_context_sds_secret_config.CopyFrom(sds_secret(ROOT_CERT))
+    elif tls.credential_name:
+        common.tls_certificate_sds_secret_configs.append(credential_secret(tls.credential_name))
+        if mode in ("MUTUAL", "OPTIONAL_MUTUAL"):
+            combined = common.combined_validation_context
+            combined.default_validation_context.match_typed_subject_alt_names.extend(sans)
+            combined.validation_context_sds_secret_config.CopyFrom(credential_secret(tls.credential_name + CA_SUFFIX))
+    else:
+        common.tls_certificates.append(common_pb2.TlsCertificate(
+            certificate_chain=base_pb2.DataSource(filename=tls.server_certificate or ""),
+            private_key=base_pb2.DataSource(filename=tls.private_key or ""),
+        ))
+        if mode in ("MUTUAL", "OPTIONAL_MUTUAL") and tls.ca_certificates:
+            common.validation_context.trusted_ca.filename = tls.ca_certificates
+            common.validation_context.match_typed_subject_alt_names.extend(sans)
+    lo = (tls.min_protocol_version or "TLS_AUTO").upper()
+    hi = (tls.max_protocol_version or "TLS_AUTO").upper()
+    if tls.cipher_suites or lo != "TLS_AUTO" or hi != "TLS_AUTO":
+        common.tls_params.CopyFrom(common_pb2.TlsParameters(
+            tls_minimum_protocol_version=_PROTOCOLS.get(lo, common_pb2.TlsParameters.TLS_AUTO),
+            tls_maximum_protocol_version=_PROTOCOLS.get(hi, common_pb2.TlsParameters.TLS_AUTO),
+            cipher_suites=filtered_cipher_suites(tls.cipher_suites),
+        ))
+    return ctx
+
+
+def valid_cipher_suite(suite: str) -> bool:
+    """Istio's security.IsValidCipherSuite: a known name, `ALL`, or an expression starting with an operator."""
+    if suite in ("", "ALL") or not suite[0].isalnum():
+        return True
+    return suite in VALID_CIPHER_SUITES
+
+
+def filtered_cipher_suites(suites: tuple[str, ...] | None) -> list[str]:
+    """Istio's filteredGatewayCipherSuites: the valid suites, each once, in order (an invalid one, such as a TLS
+    1.3 suite Envoy does not let configure, is dropped rather than failing the listener)."""
+    return list(dict.fromkeys(s for s in suites or () if valid_cipher_suite(s)))
+
+
+def credential_names(tls: ServerTLSSettings | None) -> list[str]:
+    """The ADS secret names a server's TLS settings reference (`kubernetes://name`, `...-cacert`)."""
+    if tls is None or not tls.credential_name or mode_of(tls) not in TERMINATING or mode_of(tls) == "ISTIO_MUTUAL":
+        return []
+    out = [CREDENTIAL_PREFIX + tls.credential_name]
+    if mode_of(tls) in ("MUTUAL", "OPTIONAL_MUTUAL"):
+        out.append(CREDENTIAL_PREFIX + tls.credential_name + CA_SUFFIX)
+    return out
+
+
+def secret_data(secret: Resource) -> dict[str, bytes]:
+    """A Secret's `data` (base64-decoded) merged with its `stringData`, as the API server stores it."""
+    raw: Mapping[str, Any] = secret.raw or {}
+    out: dict[str, bytes] = {}
+    data = raw.get("data")
+    for k, v in (data if isinstance(data, Mapping) else {}).items():
+        try:
+            out[str(k)] = base64.b64decode(v if isinstance(v, str) else "", validate=True)
+        except (binascii.Error, ValueError):
+            continue  # validation reports it; never echo the value
+    string_data = raw.get("stringData")
+    for k, v in (string_data if isinstance(string_data, Mapping) else {}).items():
+        if isinstance(v, str):
+            out[str(k)] = v.encode()
+    return out
+
+
+def _inline(value: bytes) -> base_pb2.DataSource:
+    return base_pb2.DataSource(inline_bytes=value)
+
+
+def secret_resource(name: str, secrets: Mapping[str, Resource], namespace: str) -> secret_pb2.Secret | None:
+    """The SDS Secret for one ADS name (`kubernetes://x` or `kubernetes://x-cacert`; `x` may be `<namespace>/name`)
+    from the Secrets of the gateway's namespace, None when that Secret or its keys are missing (Envoy keeps the
+    listener warming) or it names another namespace (a gateway reads only its own namespace's Secrets)."""
+    if not name.startswith(CREDENTIAL_PREFIX):
+        return None
+    credential = name[len(CREDENTIAL_PREFIX):]
+    ns, slash, rest = credential.partition("/")
+    if slash:
+        if ns != namespace:
+            return None
+        credential = rest
+    if credential.endswith(CA_SUFFIX):
+        # Istio's GetCaCert: the Secret `<name>-cacert`, else the CA key of `<name>`
+        for candidate in (credential, credential[: -len(CA_SUFFIX)]):
+            res = secrets.get(candidate)
+            if res is None:
+                continue
+            data = secret_data(res)
+            ca = next((data[k] for k in _CA_KEYS if data.get(k)), None)
+            if ca is None:
+                return None
+            return secret_pb2.Secret(name=name, validation_context=common_pb2.CertificateValidationContext(
+                trusted_ca=_inline(ca)))
+        return None
+    res = secrets.get(credential)
+    if res is None:
+        return None
+    data = secret_data(res)
+    for cert_key, key_key in _CERT_KEYS:
+        if data.get(cert_key) and data.get(key_key):
+            return secret_pb2.Secret(name=name, tls_certificate=common_pb2.TlsCertificate(
+                certificate_chain=_inline(data[cert_key]), private_key=_inline(data[key_key])))
+    return None
