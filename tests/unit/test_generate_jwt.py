@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pathlib
 
 from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
@@ -138,9 +139,9 @@ def test_mesh_namespace_and_workload_policies_all_apply_sorted_by_issuer() -> No
     assert gw is not None and [p.issuer for p in gw.providers.values()] == ["c-mesh"]
 
 
-def test_conformance_gateway_policy_with_unfetched_jwks_uri_fails_closed() -> None:
+def test_conformance_gateway_policy_with_unfetched_jwks_uri_fails_closed(conformance: pathlib.Path) -> None:
     # istio.io authn-policy task, section 5: a RequestAuthentication on the ingress gateway with a jwksUri
-    docs = [r for r in resources(CONFORMANCE / "security" / "policies" / "authn-policy.yaml")
+    docs = [r for r in resources(conformance / "security" / "policies" / "authn-policy.yaml")
             if r.kind == "RequestAuthentication"]
     snap = bookinfo(GATEWAY)
     snap = dataclasses.replace(snap, config={**snap.config, "RequestAuthentication": tuple(docs)})

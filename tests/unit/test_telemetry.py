@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pathlib
 from typing import Any
 
 import msgspec
@@ -23,7 +24,6 @@ from sailmesh.snapshot.model import MeshSnapshot
 from sailmesh.store.base import sort_by_creation
 from sailmesh.telemetry import access_log, resolve, standard
 from sailmesh.xds.types import CLUSTER, LISTENER
-from tests.conftest import CONFORMANCE
 from tests.unit.test_generate_support import bookinfo, gateway_proxy, generated, resources, service, sidecar
 
 HCM = hcm_pb2.HttpConnectionManager
@@ -184,12 +184,12 @@ def test_mesh_config_access_log_file_text_and_json() -> None:
     assert set(labels) == set(access_log.JSON_LABELS) and len(labels) == 24
 
 
-def test_telemetry_access_log_on_gateway_and_tcp_with_cel_filter() -> None:
+def test_telemetry_access_log_on_gateway_and_tcp_with_cel_filter(conformance: pathlib.Path) -> None:
     tel = telemetry("mesh", "istio-system", """
 accessLogging: [{providers: [{name: json-log}], filter: {expression: "response.code >= 400"}}]
 """)
     s = snap(tel)
-    gw = dataclasses.replace(bookinfo(CONFORMANCE / "bookinfo" / "bookinfo-gateway.yaml", tel), mesh_config=MESH)
+    gw = dataclasses.replace(bookinfo(conformance / "bookinfo" / "bookinfo-gateway.yaml", tel), mesh_config=MESH)
     gls = generated(gw, gateway_proxy(), LISTENER, listener_pb2.Listener)
     assert gls
     for lst in gls.values():
