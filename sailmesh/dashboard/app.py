@@ -26,6 +26,7 @@ from aiohttp import web
 from sailmesh.analysis.registry import analyze
 from sailmesh.api.parse import resource_from_dict
 from sailmesh.api.resource import Resource, Source
+from sailmesh.cli.proxy_status import status_word as sync_word  # Istio's words, as proxy-status prints them
 from sailmesh.dashboard.collect import Collector, PrometheusSource, ScrapeSource, SourceError, prometheus_url
 from sailmesh.errors import ParseError
 
@@ -55,17 +56,6 @@ class DashboardOptions:
     metrics_port: int = 15020
     metrics_path: str = "/stats/prometheus"
     window: str = "1m"
-
-
-def sync_word(t: dict[str, Any] | None) -> str:
-    """Istio's proxy-status words: SYNCED when the last sent version is ACKed, STALE when not (yet), NOT SENT."""
-    if t and t.get("error"):
-        return "STALE (ERROR)"
-    if not t or not t.get("sent"):
-        return "NOT SENT"
-    if t.get("nack"):
-        return "STALE (NACK)"
-    return "SYNCED" if t.get("acked") == t.get("sent") else "STALE"
 
 
 def proxy_ip(node_id: str) -> str:
