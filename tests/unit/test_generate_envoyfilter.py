@@ -1,6 +1,7 @@
 """EnvoyFilter: Istio's patch operations on generated listeners, routes and clusters (pilot/pkg/networking/core/
 envoyfilter), on the generator's production path."""
 
+# ruff: noqa: E501  (the EnvoyFilter documents are YAML flow mappings kept on one line each)
 from __future__ import annotations
 
 import pathlib
@@ -11,8 +12,8 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
+from sailmesh.api.envoyfilter_values import build_value, merge
 from sailmesh.errors import PatchError
-from sailmesh.generate.envoyfilter.values import build_value, merge
 from sailmesh.xds.types import CLUSTER, LISTENER, ROUTE
 from tests.unit.test_generate_support import bookinfo, gateway_proxy, generated, sidecar
 

@@ -11,11 +11,11 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
 from google.protobuf import any_pb2, message
 
+from sailmesh.api.envoyfilter_values import pack
 from sailmesh.generate.envoyfilter.clusters import added_clusters, patch_cluster
 from sailmesh.generate.envoyfilter.listeners import patch_listeners
 from sailmesh.generate.envoyfilter.routes import patch_route_configuration
 from sailmesh.generate.envoyfilter.select import PatchSet
-from sailmesh.generate.envoyfilter.values import pack
 from sailmesh.snapshot.model import ProxyView
 from sailmesh.xds.types import CLUSTER, LISTENER, ROUTE
 

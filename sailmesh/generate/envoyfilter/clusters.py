@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from envoy.config.cluster.v3 import cluster_pb2
 
+from sailmesh.api.envoyfilter_values import merge, merge_any
 from sailmesh.generate.envoyfilter.select import MERGE_OPS, ConfigPatch, PatchSet
-from sailmesh.generate.envoyfilter.values import merge, merge_any
 
 INBOUND = "SIDECAR_INBOUND"
 

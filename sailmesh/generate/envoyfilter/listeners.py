@@ -11,9 +11,9 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from google.protobuf import message
 
+from sailmesh.api.envoyfilter_values import merge, merge_any, pack
 from sailmesh.generate.envoyfilter.routes import patch_route_configuration
 from sailmesh.generate.envoyfilter.select import MERGE_OPS, ConfigPatch, PatchSet
-from sailmesh.generate.envoyfilter.values import merge, merge_any, pack
 
 HCM = "envoy.filters.network.http_connection_manager"
 VIRTUAL_LISTENERS = ("virtualInbound", "virtualOutbound")
@@ -90,11 +90,12 @@ def _listener_filter_matches(f: lc.ListenerFilter, cp: ConfigPatch) -> bool:
 def _clone(value: message.Message | None, cls: type[T]) -> T:
     out = cls()
     if value is not None:
-        out.CopyFrom(value)
+        out.MergeFromString(value.SerializeToString())
     return out
 
 
-def _ordered_ops(items: list[T], cp: ConfigPatch, cls: type[T], matches: Callable[[T], bool], has_match: bool) -> list[T]:
+def _ordered_ops(items: list[T], cp: ConfigPatch, cls: type[T], matches: Callable[[T], bool],
+                 has_match: bool) -> list[T]:
     """ADD / INSERT_FIRST / INSERT_BEFORE / INSERT_AFTER / REPLACE / REMOVE of one patch on a list of filters, as
     pilot applies them (an insert relative to nothing goes first or last; REPLACE and REMOVE need a match)."""
     op = cp.operation
@@ -125,7 +126,8 @@ def _replace(container: Any, items: list[Any]) -> None:
 
 
 def patch_listeners(context_of: Callable[[listener_pb2.Listener], str], patches: PatchSet,
-                    listeners: list[listener_pb2.Listener], add_contexts: tuple[str, ...]) -> list[listener_pb2.Listener]:
+                    listeners: list[listener_pb2.Listener],
+                    add_contexts: tuple[str, ...]) -> list[listener_pb2.Listener]:
     """Patch `listeners` (each in the context `context_of` gives it), then append the ADDed listeners of
     `add_contexts`; returns the new list."""
     out = []
@@ -156,9 +158,10 @@ def _patch_listener(context: str, patches: PatchSet, lis: listener_pb2.Listener)
     for cp in patches.of("FILTER_CHAIN"):
         if cp.operation == "ADD" and cp.context_matches(context) and listener_matches(lis, cp):
             chains.append(_clone(cp.value, lc.FilterChain))
-    if len(chains) != len(lis.filter_chains) or any(a is not b for a, b in zip(chains, lis.filter_chains)):
+    if len(chains) != len(lis.filter_chains) or any(a is not b for a, b in zip(chains, lis.filter_chains, strict=True)):
         _replace(lis.filter_chains, chains)
-    if lis.HasField("default_filter_chain") and not _patch_filter_chain(context, patches, lis, lis.default_filter_chain):
+    default = lis.default_filter_chain
+    if lis.HasField("default_filter_chain") and not _patch_filter_chain(context, patches, lis, default):
         lis.ClearField("default_filter_chain")
     return True
 
@@ -176,8 +179,9 @@ def _patch_listener_filters(context: str, patches: PatchSet, lis: listener_pb2.L
                         if isinstance(user, lc.ListenerFilter) and user.HasField("typed_config"):
                             f.typed_config.CopyFrom(merge_any(f.typed_config, user.typed_config))
             continue
-        items = _ordered_ops(list(lis.listener_filters), cp, lc.ListenerFilter,
-                             lambda f, cp=cp: _listener_filter_matches(f, cp), has_match)
+        def matches(f: lc.ListenerFilter, cp: ConfigPatch = cp) -> bool:
+            return _listener_filter_matches(f, cp)
+        items = _ordered_ops(list(lis.listener_filters), cp, lc.ListenerFilter, matches, has_match)
         _replace(lis.listener_filters, items)
 
 
@@ -208,8 +212,9 @@ def _patch_network_filters(context: str, patches: PatchSet, lis: listener_pb2.Li
             continue
         if not (cp.context_matches(context) and listener_matches(lis, cp) and filter_chain_matches(lis, fc, cp)):
             continue
-        items = _ordered_ops(items, cp, lc.Filter, lambda f, cp=cp: network_filter_matches(f, cp),
-                             _filter_match(cp) is not None)
+        def matches(f: lc.Filter, cp: ConfigPatch = cp) -> bool:
+            return network_filter_matches(f, cp)
+        items = _ordered_ops(items, cp, lc.Filter, matches, _filter_match(cp) is not None)
         changed = True
     if changed:
         _replace(fc.filters, items)
@@ -244,8 +249,9 @@ def _patch_http_connection_manager(context: str, patches: PatchSet, lis: listene
     for cp in http_patches:
         if cp.operation in MERGE_OPS:
             continue
-        items = _ordered_ops(items, cp, hcm_pb2.HttpFilter, lambda x, cp=cp: http_filter_matches(x, cp),
-                             _sub_filter(cp) is not None)
+        def matches(x: hcm_pb2.HttpFilter, cp: ConfigPatch = cp) -> bool:
+            return http_filter_matches(x, cp)
+        items = _ordered_ops(items, cp, hcm_pb2.HttpFilter, matches, _sub_filter(cp) is not None)
     if any(cp.operation not in MERGE_OPS for cp in http_patches):
         _replace(h.http_filters, items)
     for hf in h.http_filters:

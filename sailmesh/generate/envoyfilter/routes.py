@@ -8,8 +8,8 @@ from typing import Any
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 
+from sailmesh.api.envoyfilter_values import merge
 from sailmesh.generate.envoyfilter.select import MERGE_OPS, ConfigPatch, PatchSet
-from sailmesh.generate.envoyfilter.values import merge
 
 GATEWAY = "GATEWAY"
 
@@ -120,7 +120,8 @@ def patch_route_configuration(context: str, patches: PatchSet, config: route_pb2
             added = rc.VirtualHost()
             added.CopyFrom(cp.value)
             kept.append(added)
-    if len(kept) != len(config.virtual_hosts) or any(a is not b for a, b in zip(kept, config.virtual_hosts)):
+    current = list(config.virtual_hosts)
+    if len(kept) != len(current) or any(a is not b for a, b in zip(kept, current, strict=True)):
         copies = [_copy(v) for v in kept]
         del config.virtual_hosts[:]
         config.virtual_hosts.extend(copies)
@@ -175,5 +176,5 @@ def _patch_routes(context: str, patches: PatchSet, config: route_pb2.RouteConfig
 
 def _route_copy(route: object) -> rc.Route:
     out = rc.Route()
-    out.CopyFrom(route)  # type: ignore[arg-type]
+    out.CopyFrom(route)
     return out

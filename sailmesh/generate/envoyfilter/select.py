@@ -10,9 +10,9 @@ from typing import Any
 
 from google.protobuf import message
 
+from sailmesh.api.envoyfilter_values import build_value
 from sailmesh.api.resource import Resource
 from sailmesh.errors import PatchError
-from sailmesh.generate.envoyfilter.values import build_value
 from sailmesh.generate.memo import IdentityMemo
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView
 from sailmesh.xds.types import CLUSTER, LISTENER, ROUTE

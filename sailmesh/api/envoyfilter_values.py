@@ -1,4 +1,5 @@
-"""EnvoyFilter patch values: Istio's JSON `value` into Envoy protobufs, and Istio's merge of one message into another."""
+"""EnvoyFilter patch values: Istio's JSON `value` into Envoy protobufs, and Istio's merge of one message into
+another."""
 
 from __future__ import annotations
 
@@ -56,13 +57,15 @@ def ensure_type(full_name: str) -> bool:
     except KeyError:
         pass
     package = full_name.rpartition(".")[0]
+    if not package or not all(part.isidentifier() for part in package.split(".")):
+        return False
     try:
         mod = importlib.import_module(package)
-    except ImportError:
+        for info in pkgutil.iter_modules(getattr(mod, "__path__", [])):
+            if info.name.endswith("_pb2"):
+                importlib.import_module(f"{package}.{info.name}")
+    except (ImportError, ValueError):
         return False
-    for info in pkgutil.iter_modules(getattr(mod, "__path__", [])):
-        if info.name.endswith("_pb2"):
-            importlib.import_module(f"{package}.{info.name}")
     try:
         pool.FindMessageTypeByName(full_name)
         return True
@@ -82,8 +85,8 @@ def build_value(apply_to: str, value: object, *, strict: bool) -> message.Messag
         if not ensure_type(url.rpartition("/")[2]):
             raise PatchError(f"unknown type {url!r} in the patch value")
     try:
-        return json_format.ParseDict(value, cls(), ignore_unknown_fields=not strict)
-    except (json_format.ParseError, TypeError, ValueError) as e:
+        return json_format.ParseDict(dict(value), cls(), ignore_unknown_fields=not strict)
+    except (json_format.ParseError, TypeError, ValueError, AttributeError, KeyError) as e:
         raise PatchError(f"patch value is not a valid {cls.DESCRIPTOR.full_name}: {e}") from e
 
 
