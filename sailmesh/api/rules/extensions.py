@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from sailmesh.api.envoyfilter_values import VALUE_TYPES, build_value
 from sailmesh.api.issue import IssueSink
 from sailmesh.api.rules.common import check_selector_labels
+from sailmesh.errors import PatchError
 
 LISTENER_CLASS = frozenset({"LISTENER", "FILTER_CHAIN", "NETWORK_FILTER", "HTTP_FILTER", "LISTENER_FILTER"})
 ROUTE_CLASS = frozenset({"ROUTE_CONFIGURATION", "VIRTUAL_HOST", "HTTP_ROUTE"})
@@ -43,6 +45,11 @@ def check_envoy_filter(sink: IssueSink, spec: dict[str, Any]) -> None:
             sink.add(f"{p}.patch.operation", f"Envoy filter: {op} is not supported for {apply_to}")
         if op == "ADD" and apply_to not in ADDABLE:
             sink.add(f"{p}.patch.operation", f"Envoy filter: ADD is not supported for {apply_to}")
+        if op not in ("REMOVE", "INVALID") and isinstance(patch.get("value"), dict) and apply_to in VALUE_TYPES:
+            try:  # Istio's validation builds the value strictly (xds.BuildXDSObjectFromStruct(..., true))
+                build_value(apply_to, patch["value"], strict=True)
+            except PatchError as e:
+                sink.add(f"{p}.patch.value", f"Envoy filter: {e}")
         match = cp.get("match")
         if isinstance(match, dict):
             if apply_to in LISTENER_CLASS and ("routeConfiguration" in match or "cluster" in match):
