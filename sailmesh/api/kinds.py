@@ -24,6 +24,7 @@ SECURITY = "security.istio.io"
 TELEMETRY = "telemetry.istio.io"
 EXTENSIONS = "extensions.istio.io"
 LOCAL = "local.sailmesh.io"
+POLICY = "policy.sailmesh.io"  # sailmesh's own policy kinds (RateLimit)
 _NET3 = ("v1alpha3", "v1beta1", "v1")
 
 KINDS: tuple[KindInfo, ...] = (
@@ -59,6 +60,7 @@ KINDS: tuple[KindInfo, ...] = (
     KindInfo("batch", "CronJob", ("v1",)),
     KindInfo("networking.k8s.io", "Ingress", ("v1",)),
     KindInfo(LOCAL, "LocalWorkload", ("v1alpha1",)),
+    KindInfo(POLICY, "RateLimit", ("v1alpha1",)),
 )
 
 _BY_GROUP_KIND: dict[tuple[str, str], KindInfo] = {(k.group, k.kind): k for k in KINDS}

@@ -36,6 +36,7 @@ ALIASES = {
     "ns": "Namespace", "namespace": "Namespace", "namespaces": "Namespace",
     "sa": "ServiceAccount", "serviceaccount": "ServiceAccount", "serviceaccounts": "ServiceAccount",
     "localworkload": "LocalWorkload", "localworkloads": "LocalWorkload", "lw": "LocalWorkload",
+    "ratelimit": "RateLimit", "ratelimits": "RateLimit",
     "envoyfilter": "EnvoyFilter", "envoyfilters": "EnvoyFilter",
     "all": "",
 }

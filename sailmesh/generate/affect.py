@@ -25,6 +25,7 @@ KIND_TYPES: dict[str, frozenset[str]] = {
     "Secret": frozenset({SECRET}),
     "Telemetry": frozenset({LISTENER, CLUSTER}),  # access logs and tracers on listeners, collector clusters
     "AuthorizationPolicy": frozenset({LISTENER}),  # RBAC / ext_authz filters live in the listeners
+    "RateLimit": frozenset({LISTENER}),  # local_ratelimit filters in the inbound and gateway listeners
     # only the mesh ConfigMap matters to proxies, and a change of the mesh config is caught above
     "ConfigMap": frozenset(),
     # jwt_authn lives in the listeners' HTTP filter chains (keys inlined from the snapshot's fetched key sets)

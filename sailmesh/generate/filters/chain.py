@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
 from sailmesh.errors import GenerationError
-from sailmesh.generate.filters import basic, ext_authz, jwt, rbac, telemetry
+from sailmesh.generate.filters import basic, ext_authz, jwt, ratelimit, rbac, telemetry
 from sailmesh.generate.filters.context import Direction, FilterContext
 from sailmesh.telemetry.standard import MX_ADD_FILTER, MX_READ_FILTER
 
@@ -47,6 +47,8 @@ HTTP_FILTERS: tuple[FilterSlot, ...] = (
     FilterSlot(basic.FAULT_FILTER, OUTBOUND_AND_GATEWAY, basic.fault),
     FilterSlot(basic.CORS_FILTER, OUTBOUND_AND_GATEWAY, basic.cors),
     FilterSlot(basic.DFP_FILTER, OUTBOUND_AND_GATEWAY, basic.dynamic_forward_proxy),
+    # sailmesh's RateLimit: where Istio's local rate-limit task inserts local_ratelimit (before the router)
+    FilterSlot(ratelimit.LOCAL_RATELIMIT_FILTER, INBOUND_AND_GATEWAY, ratelimit.rate_limit_filters),
     FilterSlot(basic.ROUTER_FILTER, ALL, basic.router),
 )
 
