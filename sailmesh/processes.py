@@ -43,9 +43,9 @@ def envoy_binary() -> str:
     return found
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port that is free right now on host (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+def free_port(host: str = "127.0.0.1", udp: bool = False) -> int:
+    """A TCP (or UDP) port that is free right now on host (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
 

@@ -236,6 +236,35 @@ def dynamic_resources(cfg: AgentConfig) -> dict[str, Any]:
     }
 
 
+def system_resolvers(resolv_conf: str = "/etc/resolv.conf") -> list[str]:
+    """The IPv4 nameservers of the system's resolver configuration (none when it cannot be read)."""
+    try:
+        with open(resolv_conf, encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == "nameserver" and _is_ip(parts[1]):
+            out.append(parts[1])
+    return out
+
+
+def dns_resolver(dns_address: str, system: list[str]) -> dict[str, Any]:
+    """Envoy's c-ares resolver asking the mesh's DNS first (service hostnames), then the system's nameservers:
+    the mesh answers REFUSED for other names and c-ares moves on to the next server."""
+    host, _, port = dns_address.rpartition(":")
+    resolvers = [_socket_address(host, int(port))] + [_socket_address(ip, 53) for ip in system]
+    for r in resolvers:
+        r["socket_address"]["protocol"] = "UDP"
+    return {"name": "envoy.network.dns_resolver.cares", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig",
+        "resolvers": resolvers,
+        "dns_resolver_options": {"no_default_search_domain": True},
+    }}
+
+
 def stats_config() -> dict[str, Any]:
     """Istio's tag extraction instead of Envoy's defaults."""
     tags = [{"tag_name": name, "regex": regex} for name, regex in _ISTIO_TAGS]
@@ -251,7 +280,10 @@ def build(cfg: AgentConfig, extra_static: dict[str, list[dict[str, Any]]] | None
     extra = extra_static or {}
     sds = [sds_cluster(sds_socket)] if sds_socket else []
     als = [als_cluster(als_socket)] if als_socket else []
+    resolver = {"typed_dns_resolver_config": dns_resolver(cfg.dns_address, system_resolvers())} \
+        if cfg.dns_address else {}
     return {
+        **resolver,
         "node": node(cfg),
         "admin": {"address": _socket_address(cfg.ip, cfg.admin_port)},
         "static_resources": {

@@ -51,6 +51,7 @@ class AgentConfig:
     trust_domain: str = "cluster.local"
     cert_ttl_s: float = 0.0  # requested certificate lifetime (0 = the CA's default)
     xds_tls: bool = False  # xDS over mTLS with the workload certificate (the control plane's 15012)
+    dns_address: str = ""  # the mesh's DNS (HOST:PORT, udp): Envoy's first resolver, then the system's
 
     def __post_init__(self) -> None:
         if self.proxy_type not in PROXY_TYPES:

@@ -54,6 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="connect to xDS over mTLS with the workload certificate (the control plane's 15012)")
     parser.add_argument("--cert-ttl", type=float, default=0.0, help="requested certificate lifetime, seconds "
                         "(0 = the CA's default, 24 h)")
+    parser.add_argument("--dns-address", default="", metavar="HOST:PORT",
+                        help="the mesh's DNS server (udp): Envoy resolves DNS clusters there first, then with the "
+                             "system's resolvers")
     parser.add_argument("-v", "--verbose", action="store_true", help="log the agent's own debug messages")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND... : the app to run and supervise")
 
@@ -96,6 +99,7 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         trust_domain=settings.MeshDefaults().trust_domain,
         cert_ttl_s=args.cert_ttl,
         xds_tls=args.xds_tls,
+        dns_address=args.dns_address,
     )
 
 

@@ -23,6 +23,7 @@ from sailmesh.api.validate import errors_only, validate
 from sailmesh.ca.authority import CaOptions
 from sailmesh.controlplane import live as live_mod
 from sailmesh.controlplane.debounce import Debouncer
+from sailmesh.controlplane.dns import DnsServer
 from sailmesh.controlplane.http_api import Outcome, make_app
 from sailmesh.controlplane.identity import MeshIdentity
 from sailmesh.controlplane.source import MeshSource
@@ -75,6 +76,7 @@ class ControlPlaneOptions:
     state_dir: str = ""  # the CA's root, join tokens and the API token ("" = ephemeral, for tests)
     cacerts_dir: str = ""  # a plug-in CA in Istio's cacerts layout instead of the self-signed root
     min_cert_ttl_s: float = 60.0  # the shortest certificate the CA signs (tests lower it)
+    dns_port: int | None = None  # the mesh's DNS (UDP, controlplane/dns.py) on host:port; None: off, 0: any port
 
 
 class ControlPlane:
@@ -100,6 +102,7 @@ class ControlPlane:
         self.jwks = JwksFetcher()  # RequestAuthentication jwksUri key sets, fetched here and inlined (as istiod)
         self.snapshot: MeshSnapshot | None = None
         self.source: MeshSource | None = None
+        self.dns: DnsServer | None = None
         self.server: AdsServer | None = None
         self.identity: MeshIdentity | None = None
         self.debouncer: Debouncer[Change] = Debouncer(self._push, Change.merge, settings.debounce)
@@ -139,6 +142,10 @@ class ControlPlane:
             handlers=[self.identity.grpc_handler()], also=plaintext)
         self.opts.xds_port = self.server.also_ports[0] if plaintext else 0
         self.opts.ca_port = await self.identity.serve_bootstrap(self.opts.host, self.opts.ca_port)
+        if self.opts.dns_port is not None:
+            self.dns = DnsServer(lambda: self.snapshot)
+            await self.dns.start(self.opts.host, self.opts.dns_port)
+            self.opts.dns_port = self.dns.port
         for sub in [*(fs.watch() for fs in self.files), self.memory.watch(), self.registry.watch(),
                     self.jwks.watch()]:
             self._tasks.append(asyncio.create_task(self._pump(sub)))
@@ -168,6 +175,8 @@ class ControlPlane:
                 await t
         await self.debouncer.close()
         await self.jwks.close()
+        if self.dns is not None:
+            self.dns.close()
         if self.server is not None:
             await self.server.stop(0)
         for fs in self.files:

@@ -50,6 +50,7 @@ class MeshOptions:
     extra_agent_args: Sequence[str] = field(default_factory=tuple)
     xds_tls_port: int = 0  # ADS over mTLS (0 = a free port)
     ca_port: int = 0  # the CA's first-CSR port (0 = a free port)
+    dns_port: int = 0  # the mesh's DNS (udp) that Envoys resolve DNS clusters with (0 = a free port)
     xds_plaintext: bool = False  # proxies use the plaintext loopback ADS port instead (debugging)
     min_cert_ttl_s: float = 60.0  # the CA's floor (tests lower it)
     cert_ttl_s: float = 0.0  # the lifetime agents ask for (0 = the CA's default, 24 h)
@@ -97,6 +98,8 @@ class LocalMesh:
             opts.xds_tls_port = free_port()
         if not opts.ca_port:
             opts.ca_port = free_port()
+        if not opts.dns_port:
+            opts.dns_port = free_port(opts.cp_host, udp=True)
 
     @property
     def api_url(self) -> str:
@@ -227,6 +230,7 @@ class LocalMesh:
             "--service-account", sa, "--xds-address", self.xds_address,
             "--state-dir", agent_dir,
             "--ca-address", f"{self.opts.cp_host}:{self.opts.ca_port}",
+            "--dns-address", f"{self.opts.cp_host}:{self.opts.dns_port}",
             "--ca-root", os.path.join(self.cp_state_dir, "root-cert.pem"),
             "--token-file", await self._join_token_file(agent_dir, namespace, sa),
         ]
@@ -263,7 +267,8 @@ class LocalMesh:
         cp_args = ["controlplane", "--host", opts.cp_host, "--xds-port", str(opts.xds_port),
                    "--http-port", str(opts.http_port), "--workload-file", self.workload_file,
                    "--xds-tls-port", str(opts.xds_tls_port), "--state-dir", self.cp_state_dir,
-                   "--min-cert-ttl", str(opts.min_cert_ttl_s), "--ca-port", str(opts.ca_port)]
+                   "--min-cert-ttl", str(opts.min_cert_ttl_s), "--ca-port", str(opts.ca_port),
+                   "--dns-port", str(opts.dns_port)]
         if opts.xds_plaintext:
             cp_args.append("--xds-plaintext")
         for d in opts.config_dirs:
