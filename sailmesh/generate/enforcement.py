@@ -82,9 +82,11 @@ def _gateway(spec: Any) -> Iterator[str]:
         mode = _at(server, "tls", "mode")
         if mode == "AUTO_PASSTHROUGH":
             yield f"spec.servers[{i}].tls.mode: AUTO_PASSTHROUGH (multi-network SNI routing)"
-        if _at(server, "tls", "credentialNames"):
-            yield f"spec.servers[{i}].tls.credentialNames"
-        for key in ("verifyCertificateSpki", "verifyCertificateHash"):
+        for key in ("verifyCertificateSpki", "verifyCertificateHash"):  # enforced with credential(s) only
+            if _at(server, "tls", key) and not (_at(server, "tls", "credentialName")
+                                                or _at(server, "tls", "credentialNames")):
+                yield f"spec.servers[{i}].tls.{key} (without credentialName)"
+        for key in ("caCertCredentialName", "tlsCertificates", "caCrl", "ecdhCurves"):
             if _at(server, "tls", key):
                 yield f"spec.servers[{i}].tls.{key}"
 

@@ -89,12 +89,18 @@ def downstream_tls_context(tls: ServerTLSSettings) -> tls_pb2.DownstreamTlsConte
         combined = common.combined_validation_context
         combined.default_validation_context.match_typed_subject_alt_names.extend(sans)
         combined.validation_context_sds_secret_config.CopyFrom(sds_secret(ROOT_CERT))
-    elif tls.credential_name:
-        common.tls_certificate_sds_secret_configs.append(credential_secret(tls.credential_name))
+    elif tls.credential_name or tls.credential_names:
+        # Istio's ApplyCredentialSDSToServerCommonTLSContext: credentialNames (an RSA and an ECDSA certificate, say)
+        # are served side by side; a MUTUAL server verifies clients with the first one's CA
+        names = list(tls.credential_names or ()) or [tls.credential_name or ""]
+        common.tls_certificate_sds_secret_configs.extend(credential_secret(n) for n in names)
         if mode in ("MUTUAL", "OPTIONAL_MUTUAL"):
             combined = common.combined_validation_context
-            combined.default_validation_context.match_typed_subject_alt_names.extend(sans)
-            combined.validation_context_sds_secret_config.CopyFrom(credential_secret(tls.credential_name + CA_SUFFIX))
+            default = combined.default_validation_context
+            default.match_typed_subject_alt_names.extend(sans)
+            default.verify_certificate_spki.extend(tls.verify_certificate_spki or ())
+            default.verify_certificate_hash.extend(tls.verify_certificate_hash or ())
+            combined.validation_context_sds_secret_config.CopyFrom(credential_secret(_ca_credential(tls)))
     else:
         common.tls_certificates.append(common_pb2.TlsCertificate(
             certificate_chain=base_pb2.DataSource(filename=tls.server_certificate or ""),
@@ -127,13 +133,21 @@ def filtered_cipher_suites(suites: tuple[str, ...] | None) -> list[str]:
     return list(dict.fromkeys(s for s in suites or () if valid_cipher_suite(s)))
 
 
+def _ca_credential(tls: ServerTLSSettings) -> str:
+    """The credential a MUTUAL server's client CA comes from: `<first name>-cacert` (caCertCredentialName is
+    reported as not enforced)."""
+    first = (tls.credential_names or ())[:1] or (tls.credential_name or "",)
+    return first[0] + CA_SUFFIX
+
+
 def credential_names(tls: ServerTLSSettings | None) -> list[str]:
     """The ADS secret names a server's TLS settings reference (`kubernetes://name`, `...-cacert`)."""
-    if tls is None or not tls.credential_name or mode_of(tls) not in TERMINATING or mode_of(tls) == "ISTIO_MUTUAL":
+    if tls is None or not (tls.credential_name or tls.credential_names) or mode_of(tls) not in TERMINATING or \
+            mode_of(tls) == "ISTIO_MUTUAL":
         return []
-    out = [CREDENTIAL_PREFIX + tls.credential_name]
+    out = [CREDENTIAL_PREFIX + n for n in (tls.credential_names or ()) or (tls.credential_name or "",)]
     if mode_of(tls) in ("MUTUAL", "OPTIONAL_MUTUAL"):
-        out.append(CREDENTIAL_PREFIX + tls.credential_name + CA_SUFFIX)
+        out.append(CREDENTIAL_PREFIX + _ca_credential(tls))
     return out
 
 

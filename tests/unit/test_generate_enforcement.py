@@ -72,7 +72,7 @@ spec:
 
 def test_gateway_tls_is_translated_and_its_gaps_named() -> None:
     """Gateway TLS servers and VirtualService `tls` routes bound to a gateway are translated (no note); what is
-    not (AUTO_PASSTHROUGH, credentialNames, certificate pinning) is still named."""
+    not (AUTO_PASSTHROUGH) is still named."""
     assert notes("""apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata: {name: g, namespace: default}

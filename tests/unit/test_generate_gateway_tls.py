@@ -296,3 +296,27 @@ spec:
     assert [(c.name, c.weight.value) for c in vh.routes[0].route.weighted_clusters.clusters] == [
         ("outbound|443||other.default.svc.cluster.local", 90), ("outbound|443||nginx.default.svc.cluster.local", 10)]
     assert not_enforced(resources(vs)[0]) == []
+
+
+def test_credential_names_serve_several_certificates_and_pin_clients() -> None:
+    """Istio's credentialNames (an RSA and an ECDSA certificate side by side;
+    ApplyCredentialSDSToServerCommonTLSContext): every name's certificate, the first one's `-cacert` for MUTUAL,
+    with SPKI/hash pinning of client certificates."""
+    two = SIMPLE.replace("tls: {mode: SIMPLE, credentialName: httpbin-credential}",
+                         "tls: {mode: MUTUAL, credentialNames: [httpbin-credential, httpbin-ecdsa], "
+                         "verifyCertificateSpki: [abc=], verifyCertificateHash: ['AB:CD']}")
+    ecdsa = TLS_SECRET.replace("name: httpbin-credential,", "name: httpbin-ecdsa,")
+    snap = make_snapshot(resources(two, HTTPBIN_VS, TLS_SECRET, ecdsa), SERVICES)
+    ctx = tls_context(generated(snap, gateway_proxy(), LISTENER, listener_pb2.Listener)["0.0.0.0_443"]
+                      .filter_chains[0])
+    common = ctx.common_tls_context
+    assert [s.name for s in common.tls_certificate_sds_secret_configs] == \
+        ["kubernetes://httpbin-credential", "kubernetes://httpbin-ecdsa"]
+    combined = common.combined_validation_context
+    assert combined.validation_context_sds_secret_config.name == "kubernetes://httpbin-credential-cacert"
+    assert list(combined.default_validation_context.verify_certificate_spki) == ["abc="]
+    assert list(combined.default_validation_context.verify_certificate_hash) == ["AB:CD"]
+    secrets = generated(snap, gateway_proxy(), SECRET, secret_pb2.Secret)
+    assert set(secrets) == {"kubernetes://httpbin-credential", "kubernetes://httpbin-ecdsa",
+                            "kubernetes://httpbin-credential-cacert"}
+    assert not_enforced(resources(two)[0]) == []
