@@ -9,7 +9,7 @@ from sailmesh.api import kinds
 from sailmesh.api.issue import Issue, IssueSink
 from sailmesh.api.parse import LoadResult
 from sailmesh.api.resource import Resource
-from sailmesh.api.rules import core, extensions, networking, security
+from sailmesh.api.rules import core, destinationrule, extensions, networking, security, virtualservice
 from sailmesh.api.schema import validate_document
 from sailmesh.api.schemas import schema_for
 
@@ -28,8 +28,8 @@ DEPRECATED_FIELDS: dict[tuple[str, str], str] = {
 
 SpecCheck = Callable[[IssueSink, dict[str, Any]], None]
 GO_CHECKS: dict[str, SpecCheck] = {
-    "VirtualService": networking.check_virtual_service,
-    "DestinationRule": networking.check_destination_rule,
+    "VirtualService": virtualservice.check_virtual_service,
+    "DestinationRule": destinationrule.check_destination_rule,
     "Gateway": networking.check_gateway,
     "ServiceEntry": networking.check_service_entry,
     "Sidecar": networking.check_sidecar,

@@ -8,6 +8,7 @@ import re
 from typing import Any, TypeGuard
 
 from sailmesh.api.issue import IssueSink
+from sailmesh.api.rules.values import is_label
 from sailmesh.api.types import BadValue, parse_duration
 
 try:  # RE2 is what Envoy and Istio use; google-re2 provides it when installed
@@ -130,24 +131,37 @@ def check_string_match(sink: IssueSink, path: str, value: Any) -> None:
             sink.add(f"{path}.regex", err)
 
 
-def check_export_to(sink: IssueSink, path: str, values: Any) -> None:
-    """exportTo: `*`, `.`, `~` or namespace names; `*` and `~` stand alone."""
-    if not isinstance(values, list):
+def check_export_to(sink: IssueSink, path: str, values: Any, service_entry: bool = False,
+                    dr_selector: bool = False) -> None:
+    """validateExportTo: no duplicates (`.` equals the own namespace), `*` alone, `~` only alone in ServiceEntries."""
+    entries = [v for v in (values if isinstance(values, list) else []) if isinstance(v, str)]
+    if not entries:
         return
+    ns = sink.resource.namespace
     seen: set[str] = set()
-    for i, v in enumerate(values):
-        p = f"{path}[{i}]"
-        if not isinstance(v, str):
-            continue  # the schema reports the type
-        if v in seen:
-            sink.add(p, f"duplicate entry {v!r} in exportTo")
-        seen.add(v)
-        if v in ("*", ".", "~"):
-            continue
-        if not is_dns1123_label(v):
-            sink.add(p, f"invalid exportTo value {v!r}: must be '*', '.', '~' or a namespace name")
-    if len(values) > 1 and any(v in ("*", "~") for v in values):
-        sink.add(path, "exportTo '*' or '~' cannot be combined with other values")
+    for i, e in enumerate(entries):
+        key = ns if e == "." else e
+        if key in seen:
+            sink.add(f"{path}[{i}]", f"duplicate entries in exportTo: . and current namespace {ns}" if key != e
+                     else f"duplicate entries in exportTo for entry {e}")
+        elif service_entry and e == "~":
+            seen.add(key)
+        elif key == "~":
+            sink.add(f"{path}[{i}]", "exportTo ~ (none) is not allowed for Istio configuration objects")
+        elif key not in ("*", ".") and not is_label(key):
+            sink.add(f"{path}[{i}]", "only .,*, or a valid DNS 1123 label is allowed as exportTo entry")
+        else:
+            seen.add(key)
+    if dr_selector and seen:
+        if ns in seen:
+            if len(seen) > 1:
+                sink.add(path, "destination rule with workload selector cannot have multiple entries in exportTo")
+        else:
+            sink.add(path, "destination rule with workload selector cannot have exportTo beyond current namespace")
+    if "*" in seen and len(entries) > 1:
+        sink.add(path, "cannot have both public (*) and non-public exportTo values for a resource")
+    if "~" in seen and len(entries) > 1:
+        sink.add(path, "cannot export service entry to no one (~) and someone")
 
 
 def check_selector_labels(sink: IssueSink, path: str, labels: Any) -> None:
