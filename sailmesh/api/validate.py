@@ -9,7 +9,7 @@ from sailmesh.api import kinds
 from sailmesh.api.issue import Issue, IssueSink
 from sailmesh.api.parse import LoadResult
 from sailmesh.api.resource import Resource
-from sailmesh.api.rules import core, destinationrule, extensions, networking, security, virtualservice
+from sailmesh.api.rules import core, destinationrule, extensions, networking, security, sidecar, virtualservice
 from sailmesh.api.schema import validate_document
 from sailmesh.api.schemas import schema_for
 
@@ -32,7 +32,7 @@ GO_CHECKS: dict[str, SpecCheck] = {
     "DestinationRule": destinationrule.check_destination_rule,
     "Gateway": networking.check_gateway,
     "ServiceEntry": networking.check_service_entry,
-    "Sidecar": networking.check_sidecar,
+    "Sidecar": sidecar.check_sidecar,
     "WorkloadEntry": networking.check_workload_entry,
     "WorkloadGroup": networking.check_workload_group,
     "AuthorizationPolicy": security.check_authorization_policy,
@@ -40,6 +40,7 @@ GO_CHECKS: dict[str, SpecCheck] = {
     "PeerAuthentication": security.check_peer_authentication,
     "EnvoyFilter": extensions.check_envoy_filter,
     "Telemetry": extensions.check_telemetry,
+    "ProxyConfig": extensions.check_proxy_config,
 }
 
 
@@ -92,8 +93,9 @@ def validate(resource: Resource) -> list[Issue]:
         _warn_deprecated(sink, resource.kind, doc.get("spec"), "spec")
         spec = doc.get("spec")
         check = GO_CHECKS.get(resource.kind)
-        if check is not None and isinstance(spec, dict):
-            _guarded(sink, check, spec)
+        if check is not None and (spec is None or isinstance(spec, dict)):
+            # Istio's webhook runs the Go validator on every object; a missing spec is an empty message
+            _guarded(sink, check, spec or {})
     elif resource.kind in RAW_CHECKS:
         _guarded(sink, RAW_CHECKS[resource.kind], doc)
     elif resource.kind == "Service":

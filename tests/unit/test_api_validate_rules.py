@@ -90,9 +90,11 @@ def test_virtual_service_rules(http, needle):
     assert any(needle in e for e in found), found
 
 
-def test_empty_spec_follows_the_crd():
-    """Sidecar/AuthorizationPolicy without spec are valid (namespace default, allow-nothing); ServiceEntry is not."""
-    assert errs("apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default}\n") == []
+def test_empty_spec_runs_istios_go_validator():
+    """Istio's webhook validates a missing spec as an empty message: an AuthorizationPolicy is then allow-nothing
+    (valid), a Sidecar is refused (ValidateSidecar: "empty configuration provided"), a ServiceEntry too (CRD)."""
+    assert any("sidecar: empty configuration provided" in e
+               for e in errs("apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default}\n"))
     assert errs("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: none}\n") == []
     assert any("spec: Required value" in e
                for e in errs("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: s}\n"))
@@ -154,10 +156,11 @@ def gw(server: str) -> str:
 @pytest.mark.parametrize(("server", "needle"), [
     ("  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: ['*']\n", "must have TLS settings"),
     ("  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: ['*']\n    tls: {mode: SIMPLE}\n",
-     "requires credentialName"),
-    ("  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ['bad/ns/x']\n", "invalid namespace"),
-    ("  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ['a..b']\n", "invalid host"),
-    ("  - port: {number: 0, name: http, protocol: HTTP}\n    hosts: ['*']\n", "between 1 and 65535"),
+     "SIMPLE TLS requires a server certificate"),
+    ("  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ['bad/ns/x']\n", "short names (non FQDN)"),
+    ("  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ['Bad_NS/*']\n", "invalid namespace value"),
+    ("  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ['a..b']\n", "(label '' invalid)"),
+    ("  - port: {number: 0, name: http, protocol: HTTP}\n    hosts: ['*']\n", "range 1..65535"),
     ("  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: []\n", "at least one host"),
     ("  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ['*']\n"
      "  - port: {number: 81, name: http, protocol: HTTP}\n    hosts: ['*']\n", "port names in servers must be unique"),
@@ -179,10 +182,10 @@ def se(body: str) -> str:
 
 
 @pytest.mark.parametrize(("body", "needle"), [
-    ("  hosts: [a.com]\n  addresses: [300.1.1.1]\n  resolution: STATIC\n", "invalid address"),
+    ("  hosts: [a.com]\n  addresses: [300.1.1.1]\n  resolution: STATIC\n", "is not a valid IP"),
     ("  hosts: [a.com]\n  resolution: STATIC\n  ports: [{number: 80, name: http}]\n"
-     "  endpoints: [{address: 1.1.1.1, ports: {web: 8080}}]\n", "not a declared port name"),
-    ("  hosts: [a.com]\n  resolution: STATIC\n  endpoints: [{address: not-an-ip}]\n", "must be an IP"),
+     "  endpoints: [{address: 1.1.1.1, ports: {web: 8080}}]\n", "is not defined by the service entry"),
+    ("  hosts: [a.com]\n  resolution: STATIC\n  endpoints: [{address: not-an-ip}]\n", "is not a valid IP address"),
     ("  hosts: ['*.a.com']\n  resolution: DNS\n  ports: [{number: 80, name: http}]\n", "hosts must be FQDN"),
     ("  hosts: [a.com]\n  resolution: DNS\n  endpoints: [{address: a}, {address: b}]\n", None),
     ("  hosts: [a.com]\n  resolution: DNS_ROUND_ROBIN\n  endpoints: [{address: a}, {address: b}]\n",
@@ -212,13 +215,13 @@ def ap(body: str) -> str:
 
 
 @pytest.mark.parametrize(("body", "needle"), [
-    ("  action: CUSTOM\n  rules: [{to: [{operation: {paths: [/a]}}]}]\n", "CUSTOM action requires a provider"),
-    ("  action: DENY\n  provider: {name: ext}\n  rules: [{}]\n", "provider can only be used with CUSTOM"),
-    ("  action: ALLOW\n  rules: [{from: [{source: {ipBlocks: [1.2.3.400]}}]}]\n", "invalid IP address"),
-    ("  rules: [{to: [{operation: {ports: ['99999']}}]}]\n", "between 1 and 65535"),
+    ("  action: CUSTOM\n  rules: [{to: [{operation: {paths: [/a]}}]}]\n", "`provider.name` must not be empty"),
+    ("  action: DENY\n  provider: {name: ext}\n  rules: [{}]\n", "`provider` must not be with non CUSTOM action"),
+    ("  action: ALLOW\n  rules: [{from: [{source: {ipBlocks: [1.2.3.400]}}]}]\n", "bad IP address (1.2.3.400)"),
+    ("  rules: [{to: [{operation: {ports: ['99999']}}]}]\n", "bad port (99999)"),
     ("  rules: [{when: [{key: request.bogus, values: [a]}]}]\n", "unknown attribute"),
-    ("  rules: [{when: [{key: 'request.headers[x-a]'}]}]\n", "values or notValues"),
-    ("  rules: [{from: [{source: {principals: []}}]}]\n", "must not be an empty list"),
+    ("  rules: [{when: [{key: 'request.headers[x-a]'}]}]\n", "at least one of `values` or `notValues`"),
+    ("  rules: [{from: [{source: {principals: []}}]}]\n", "`from.source` must not be empty"),
     ("  action: BLOCK\n", 'Unsupported value: "BLOCK"'),
 ])
 def test_authorization_policy_rules(body, needle):
@@ -236,8 +239,7 @@ def test_authorization_policy_valid_forms():
 @pytest.mark.parametrize(("rule", "needle"), [
     ("{issuer: a, jwksUri: 'ftp://x'}", "url must have scheme"),
     ("{issuer: a, jwksUri: 'https://x', jwks: '{}'}", "only one of jwks or jwksUri"),
-    ("{jwksUri: 'https://x'}", "issuer: Required value"),
-    ("{issuer: a, jwks: 'not json'}", "inline JSON Web Key Set"),
+    ("{issuer: a, jwks: 'not json'}", "jwks parse error"),
     ("{issuer: a, timeout: 0.5ms}", "greater than 1ms"),
 ])
 def test_request_authentication_jwt_rules(rule, needle):
@@ -310,7 +312,6 @@ def test_regexes_are_checked_with_re2():
 
 @pytest.mark.parametrize(("patch", "needle"), [
     ("  - applyTo: HTTP_FILTER\n    patch: {operation: INSERT_BEFORE}\n", "missing patch value"),
-    ("  - applyTo: CLUSTER\n    patch: {operation: INSERT_FIRST, value: {name: x}}\n", "INSERT_FIRST is not supported"),
     ("  - applyTo: HTTP_FILTER\n", "missing patch"),
     ("  - patch: {operation: MERGE, value: {}}\n", "missing applyTo"),
     ("  - applyTo: CLUSTER\n    match: {listener: {portNumber: 80}}\n    patch: {operation: MERGE, value: {a: 1}}\n",
