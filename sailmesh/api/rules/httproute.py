@@ -40,6 +40,7 @@ GRPC_STATUS = frozenset({
     "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
 })
 KB, MB = 1024, 1024 * 1024
+ENVOY_REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 
 
 def as_int(v: Any) -> int:
@@ -186,6 +187,9 @@ def _check_redirect(sink: IssueSink, path: str, redirect: Any, matches: list[Any
     if code and not 300 <= code <= 399:
         sink.add(f"{path}.redirectCode", f"{code} is not a valid redirect code, must be 3xx")
         return
+    if code and code not in ENVOY_REDIRECT_CODES:  # sailmesh's own warning: valid, but Envoy cannot send it
+        sink.warn(f"{path}.redirectCode", f"redirect code {code} is valid but Envoy redirects only with 301, 302, "
+                                          "303, 307 or 308 (Istio drops the route's action; sailmesh sends 301)")
     scheme = rd.get("scheme", "")
     if scheme and scheme not in ("http", "https"):
         sink.add(f"{path}.scheme", 'invalid redirect scheme, must be "http" or "https"')
