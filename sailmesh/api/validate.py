@@ -10,6 +10,7 @@ from sailmesh.api.issue import Issue, IssueSink
 from sailmesh.api.parse import LoadResult
 from sailmesh.api.resource import Resource
 from sailmesh.api.rules import core, destinationrule, extensions, networking, security, sidecar, virtualservice
+from sailmesh.api.rules.values import metadata_error
 from sailmesh.api.schema import validate_document
 from sailmesh.api.schemas import schema_for
 
@@ -41,6 +42,7 @@ GO_CHECKS: dict[str, SpecCheck] = {
     "EnvoyFilter": extensions.check_envoy_filter,
     "Telemetry": extensions.check_telemetry,
     "ProxyConfig": extensions.check_proxy_config,
+    "WasmPlugin": extensions.check_wasm_plugin,
 }
 
 
@@ -93,7 +95,12 @@ def validate(resource: Resource) -> list[Issue]:
         _warn_deprecated(sink, resource.kind, doc.get("spec"), "spec")
         spec = doc.get("spec")
         check = GO_CHECKS.get(resource.kind)
-        if check is not None and (spec is None or isinstance(spec, dict)):
+        meta = doc.get("metadata")
+        annotations = meta.get("annotations") if isinstance(meta, dict) else None
+        meta_err = metadata_error(resource.kind, resource.namespace, resource.name, annotations, spec)
+        if meta_err:  # Istio's validateMetadata rejects before the kind's own checks run
+            sink.add("metadata.annotations", meta_err)
+        elif check is not None and (spec is None or isinstance(spec, dict)):
             # Istio's webhook runs the Go validator on every object; a missing spec is an empty message
             _guarded(sink, check, spec or {})
     elif resource.kind in RAW_CHECKS:

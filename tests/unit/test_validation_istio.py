@@ -16,7 +16,7 @@ GROUP = {"VirtualService": "networking.istio.io/v1", "DestinationRule": "network
          "WorkloadGroup": "networking.istio.io/v1", "EnvoyFilter": "networking.istio.io/v1alpha3",
          "ProxyConfig": "networking.istio.io/v1beta1", "AuthorizationPolicy": "security.istio.io/v1",
          "RequestAuthentication": "security.istio.io/v1", "PeerAuthentication": "security.istio.io/v1",
-         "Telemetry": "telemetry.istio.io/v1"}
+         "Telemetry": "telemetry.istio.io/v1", "WasmPlugin": "extensions.istio.io/v1alpha1"}
 
 
 def check(kind: str, spec: str, expected: str | None, name: str = "r", labels: str = "") -> None:
@@ -598,3 +598,36 @@ def test_proxy_config_concurrency():
     """ValidateProxyConfig: concurrency >= 0."""
     check("ProxyConfig", "concurrency: 2", None)
     check("ProxyConfig", "concurrency: -1", "concurrency must be greater than or equal to 0")
+
+
+@pytest.mark.parametrize(("kind", "spec", "annotations", "expected"), [
+    ("AuthorizationPolicy", "action: DENY\nrules: [{}]", "istio.io/dry-run: 'true'", None),
+    ("AuthorizationPolicy", "action: DENY\nrules: [{}]", "istio.io/dry-run: 'yes'", "with invalid value (yes)"),
+    ("AuthorizationPolicy", "action: CUSTOM\nprovider: {name: e}\nrules: [{}]", "istio.io/dry-run: 'true'",
+     "only supports action ALLOW/DENY"),
+    ("VirtualService", vs_http(R), "istio.io/dry-run: 'true'", "has unsupported annotation istio.io/dry-run"),
+    ("VirtualService", vs_http(R), "internal.istio.io/parents: x", "may not be set by users"),
+])
+def test_metadata_annotations(kind, spec, annotations, expected):
+    """validateMetadata / checkDryRunAnnotation (run before every kind's own checks)."""
+    text = (f"apiVersion: {GROUP[kind]}\nkind: {kind}\nmetadata:\n  name: r\n  namespace: ns\n"
+            f"  annotations: {{{annotations}}}\nspec:\n" + "".join(f"  {line}\n" for line in spec.split("\n")))
+    found = [str(i) for i in validate(parse_text(text, "t.yaml").resources[0]) if i.severity == "error"]
+    if expected is None:
+        assert found == [], found
+    else:
+        assert any(expected in e and "metadata.annotations" in e for e in found), found
+
+
+@pytest.mark.parametrize(("spec", "expected"), [
+    ("url: oci://ghcr.io/istio/filter:1.0\nselector: {matchLabels: {app: a}}", None),
+    ("url: ghcr.io/istio/filter:1.0", None),
+    ("url: ftp://example.com/f.wasm", "url contains unsupported scheme: ftp"),
+    ("url: oci://x/y\nsha256: ABC", "sha256 field must be 64 characters long"),
+    ("url: oci://x/y\nvmConfig: {env: [{name: A, value: b}, {name: A, value: c}]}", "duplicate env"),
+    ("url: oci://x/y\nvmConfig: {env: [{name: A, valueFrom: HOST, value: b}]}",
+     "value may only be set when valueFrom is INLINE"),
+])
+def test_wasm_plugin(spec, expected):
+    """ValidateWasmPlugin (validateWasmPluginURL / SHA / VMConfig / Match)."""
+    check("WasmPlugin", spec, expected)

@@ -1,7 +1,8 @@
-"""Istio's ValidateEnvoyFilter (validation/envoyfilter), ValidateTelemetry and ValidateProxyConfig (validation.go)."""
+"""Istio's ValidateEnvoyFilter (validation/envoyfilter), ValidateTelemetry, ValidateProxyConfig, ValidateWasmPlugin."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sailmesh.api.issue import IssueSink
@@ -238,3 +239,59 @@ def check_proxy_config(sink: IssueSink, spec: dict[str, Any]) -> None:
     c = dict_of(c).get("value") if isinstance(c, dict) else c
     if isinstance(c, int) and not isinstance(c, bool) and c < 0:
         sink.add("spec.concurrency", "concurrency must be greater than or equal to 0")
+
+
+_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.\-]*):/")
+_SHA256 = re.compile(r"^[a-f0-9]{64}$")
+
+
+def check_wasm_plugin(sink: IssueSink, spec: dict[str, Any]) -> None:
+    """ValidateWasmPlugin: selectors, url scheme, sha256, pull secret and plugin name lengths, VM env, match ports."""
+    check_policy_selectors(sink, spec)
+    url = spec.get("url", "")
+    if not url:
+        sink.add("spec.url", "url field needs to be set")
+    elif isinstance(url, str):
+        # strictParseURL: a URL without a parseable scheme is read as http://URL
+        m = _SCHEME.match(url)
+        if m and m.group(1) not in ("file", "http", "https", "oci"):
+            sink.add("spec.url", f"url contains unsupported scheme: {m.group(1)}")
+    sha = spec.get("sha256", "")
+    if isinstance(sha, str) and sha:
+        if len(sha) != 64:
+            sink.add("spec.sha256", "sha256 field must be 64 characters long")
+        elif not _SHA256.match(sha):
+            sink.add("spec.sha256", "sha256 field must match [a-f0-9]{64} pattern")
+    if len(str(spec.get("imagePullSecret", ""))) > 253:
+        sink.add("spec.imagePullSecret", "imagePullSecret field must be less than 253 characters long")
+    if len(str(spec.get("pluginName", ""))) > 256:
+        sink.add("spec.pluginName", "pluginName field must be less than 255 characters long")
+    _check_wasm_env(sink, list_of(dict_of(spec.get("vmConfig")).get("env")))
+    for i, sel in enumerate(list_of(spec.get("match"))):
+        if sel is None:
+            sink.add(f"spec.match[{i}]", f"spec.Match[{i}] is nil")
+            return
+        for j, port in enumerate(list_of(dict_of(sel).get("ports"))):
+            n = dict_of(port).get("number", 0)
+            if not isinstance(n, int) or isinstance(n, bool) or not 0 < n <= 65535:
+                sink.add(f"spec.match[{i}].ports[{j}].number", f"spec.Match[{i}].Ports[{j}] is out of range: {n}")
+                return
+
+
+def _check_wasm_env(sink: IssueSink, env: list[Any]) -> None:
+    """validateWasmPluginVMConfig (it stops at the first problem)."""
+    names: set[str] = set()
+    for i, e in enumerate(env):
+        if e is None:
+            continue
+        ed, p = dict_of(e), f"spec.vmConfig.env[{i}]"
+        name = str(ed.get("name", ""))
+        err = ("spec.vmConfig.env invalid" if not name else
+               "env.name field must be less than 255 characters long" if len(name) > 256 else
+               "duplicate env" if name in names else
+               "value may only be set when valueFrom is INLINE"
+               if ed.get("valueFrom", "INLINE") != "INLINE" and ed.get("value") else None)
+        if err:
+            sink.add(p, err)
+            return
+        names.add(name)

@@ -373,3 +373,31 @@ def workload_selector_issues(sink: IssueSink, path: str, selector: Any, labels_k
             sink.add(f"{path}.{labels_key}.{k}", f'wildcard is not supported in selector: "{k}={v}"')
     if not labels:
         sink.warn(path, "workload selector specified without labels")
+
+
+GO_BOOLS = frozenset({"1", "t", "T", "TRUE", "true", "True", "0", "f", "F", "FALSE", "false", "False"})
+INTERNAL_ANNOTATIONS = ("internal.istio.io/webhook-always-reject", "internal.istio.io/parent-namespace",
+                        "internal.istio.io/parents")
+
+
+def metadata_error(kind: str, namespace: str, name: str, annotations: Any, spec: Any) -> str | None:
+    """validateMetadata / checkDryRunAnnotation: `istio.io/dry-run` only on ALLOW/DENY AuthorizationPolicies with a
+    Go boolean, and none of Istio's internal annotations (Istio then skips the kind's own checks)."""
+    ann = dict_of(annotations)
+    if "istio.io/dry-run" in ann:
+        val = ann["istio.io/dry-run"]
+        if kind != "AuthorizationPolicy":
+            return f"{namespace}/{name} has unsupported annotation istio.io/dry-run, please remove the annotation"
+        action = dict_of(spec).get("action", "ALLOW")
+        if action not in ("ALLOW", "DENY"):
+            return f"the annotation istio.io/dry-run currently only supports action ALLOW/DENY, found action " \
+                   f"{action} in {namespace}/{name}"
+        if val not in GO_BOOLS:
+            return f"{namespace}/{name} has annotation istio.io/dry-run with invalid value ({val}): " \
+                   f'strconv.ParseBool: parsing "{val}": invalid syntax'
+    if INTERNAL_ANNOTATIONS[0] in ann:
+        return f'"{INTERNAL_ANNOTATIONS[0]}" annotation found, rejecting'
+    for a in INTERNAL_ANNOTATIONS[1:]:
+        if a in ann:
+            return f'"{a}" annotation found, this may not be set by users'
+    return None
