@@ -310,5 +310,6 @@ def check_virtual_service(sink: IssueSink, spec: dict[str, Any]) -> None:
             sink.add(f"spec.http[{i}]", "http route may not be null")
         elif isinstance(r, dict):
             check_http_route(sink, f"spec.http[{i}]", r, not hosts)
-    _check_l4_routes(sink, spec, to_gateway)
+    # validateSniHost asks isGateway() itself: true unless `mesh` is listed, so also with no gateways at all
+    _check_l4_routes(sink, spec, "mesh" not in gateways)
     check_export_to(sink, "spec.exportTo", spec.get("exportTo"))
