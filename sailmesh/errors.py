@@ -36,6 +36,10 @@ class ModelError(SailmeshError):
         super().__init__(f"{resource}: {path}: {reason}" if path else f"{resource}: {reason}")
 
 
+class PatchError(SailmeshError):
+    """An EnvoyFilter patch value is not the Envoy message its applyTo patches (unknown field or type)."""
+
+
 class ConfigError(SailmeshError):
     """The config store cannot accept or serve a request (unknown resource, conflict, ...)."""
 

@@ -19,7 +19,6 @@ NOT_ENFORCED = "accepted, not enforced"
 
 # Kinds validated and analyzed, but not translated at all.
 WHOLE_KINDS: dict[str, str] = {
-    "EnvoyFilter": "EnvoyFilter patches are not applied",
     "WasmPlugin": "Wasm plugins are not loaded",
     "ProxyConfig": "per-workload proxy settings are not applied",
 }
@@ -101,7 +100,20 @@ def _sidecar(spec: Any) -> Iterator[str]:
         yield "spec.inboundConnectionPool"
 
 
+def _envoy_filter(spec: Any) -> Iterator[str]:
+    for key in ("targetRef", "targetRefs"):
+        if _at(spec, key):
+            yield f"spec.{key} (binds no proxy)"
+    for i, cp in enumerate(_list(spec, "configPatches")):
+        apply_to = _at(cp, "applyTo")
+        if apply_to in ("EXTENSION_CONFIG", "BOOTSTRAP"):
+            yield f"spec.configPatches[{i}].applyTo: {apply_to}"
+        if _at(cp, "match", "context") == "WAYPOINT":
+            yield f"spec.configPatches[{i}].match.context: WAYPOINT (no waypoints here)"
+
+
 FIELD_CHECKS: dict[str, Callable[[Any], Iterator[str]]] = {
+    "EnvoyFilter": _envoy_filter,
     "VirtualService": _virtual_service,
     "DestinationRule": _destination_rule,
     "Gateway": _gateway,

@@ -25,8 +25,9 @@ from sailmesh.errors import GenerationError
 from sailmesh.generate.clusters import build_inbound, build_outbound
 from sailmesh.generate.common import Prepacked, pack
 from sailmesh.generate.endpoints import build_endpoints
+from sailmesh.generate.envoyfilter import PatchSet, patch_resources, patch_set
 from sailmesh.generate.gateway import gateway_secrets
-from sailmesh.generate.listeners import build_listeners
+from sailmesh.generate.listeners import backed_services, build_listeners
 from sailmesh.generate.memo import Memos
 from sailmesh.generate.routes import build_routes
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView
@@ -154,7 +155,31 @@ class Generator:
                 raise GenerationError(f"generating {short_name(type_url)} for {proxy.id}: "
                                       f"{type(e).__name__}: {e}") from e
             out.append(hit)
+        patches = patch_set(snapshot, proxy, self.memos.envoy_filters) if snapshot.of_kind("EnvoyFilter") else None
+        if patches is not None and patches.touches(type_url):
+            return (self._patched(snapshot, proxy, type_url, tuple(out), patches),)
         return tuple(out)
+
+    def _patched(self, snapshot: MeshSnapshot, proxy: ProxyView, type_url: str, parts: tuple[PackedResources, ...],
+                 patches: PatchSet) -> PackedResources:
+        """The parts with the proxy's EnvoyFilter patches applied, as one part; memoized by the identity of the
+        parts and the patches (proxies with the same inputs share the result)."""
+        hosts = tuple(backed_services(snapshot, proxy)) if type_url == CLUSTER else ()
+        held = (*parts, *(cp for cps in patches.by_apply_to.values() for cp in cps))
+        key = ("envoyfilter", type_url, proxy.type, hosts, tuple(map(id, held)))
+        hit: PackedResources | None = self.memos.patched.get(key, held)
+        if hit is not None:
+            return hit
+        merged: dict[str, any_pb2.Any] = {}
+        for part in parts:
+            merged.update(part)
+        try:
+            result = PackedResources(patch_resources(proxy, type_url, merged, patches, hosts))
+        except Exception as e:  # a patch Envoy's protos cannot take: one proxy loses one push, not its stream
+            raise GenerationError(f"applying EnvoyFilter patches to {short_name(type_url)} for {proxy.id}: "
+                                  f"{type(e).__name__}: {e}") from e
+        self.memos.patched.put(key, held, result)
+        return result
 
     def _intern(self, name: str, part: PackedResources) -> PackedResources:
         """The live part with exactly these names and Any objects, else `part` (registered as that content)."""

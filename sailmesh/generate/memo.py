@@ -45,6 +45,8 @@ class Memos:
     - `routes`: a service port's serialized routes and virtual hosts per what they read from the proxy
       (routes._memo_entry: its namespace's DestinationRules, or its outbound key when a match reads the client).
     - `domains`: a service port's virtual host domains, per "proxy in the service's namespace or not".
+    - `envoy_filters`: an EnvoyFilter's patches with their values built, per resource.
+    - `patched`: a proxy's resources of one type with its EnvoyFilter patches applied, per (parts, patches).
     """
 
     def __init__(self, max_entries: int = 100_000) -> None:
@@ -52,4 +54,6 @@ class Memos:
         self.assignments = IdentityMemo(max_entries)
         self.routes: OrderedDict[tuple[object, ...], Any] = OrderedDict()
         self.domains = IdentityMemo(max_entries)
+        self.envoy_filters = IdentityMemo(10_000)
+        self.patched = IdentityMemo(10_000)
         self.max_entries = max_entries

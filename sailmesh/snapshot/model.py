@@ -78,6 +78,8 @@ class ProxyView:
     labels: Mapping[str, str] = field(default_factory=lambda: EMPTY)
     service_account: str = "default"
     app_ports: Mapping[int, int] = field(default_factory=dict)  # containerPort -> app port
+    metadata: Mapping[str, str] = field(default_factory=lambda: EMPTY)  # the node's string metadata (EnvoyFilter)
+    istio_version: str = ""  # ISTIO_VERSION from the node metadata (EnvoyFilter proxyVersion)
 
     @cached_property
     def scope_key(self) -> tuple[object, ...]:

@@ -78,4 +78,6 @@ def proxy_view_from_node(node_id: str, metadata: Mapping[str, Any] | None = None
         labels=MappingProxyType(_labels(meta.get("LABELS"))),
         service_account=str(meta.get("SERVICE_ACCOUNT") or "default"),
         app_ports=MappingProxyType(parse_app_ports(meta.get("APP_PORTS"))),
+        metadata=MappingProxyType({str(k): v for k, v in meta.items() if isinstance(v, str)}),
+        istio_version=str(meta.get("ISTIO_VERSION") or ""),
     )

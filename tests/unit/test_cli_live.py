@@ -194,13 +194,13 @@ async def test_flags_and_version(mesh) -> None:  # type: ignore[no-untyped-def]
 ENVOY_FILTER = """apiVersion: networking.istio.io/v1alpha3
 kind: EnvoyFilter
 metadata: {name: lua, namespace: default}
-spec: {configPatches: []}
+spec: {configPatches: [{applyTo: BOOTSTRAP, patch: {operation: MERGE, value: {}}}]}
 """
 
 
 async def test_accepted_not_enforced_is_said_by_apply_analyze_and_get(mesh) -> None:  # type: ignore[no-untyped-def]
     _, state = mesh
-    note = "EnvoyFilter default/lua: accepted, not enforced: EnvoyFilter patches are not applied"
+    note = "EnvoyFilter default/lua: accepted, not enforced: spec.configPatches[0].applyTo: BOOTSTRAP"
     rc, out, err = await _cli("apply", "-f", "-", "--state-dir", state, stdin=ENVOY_FILTER)
     assert rc == 0 and "EnvoyFilter default/lua created" in out and f"Warning: {note}" in err
     rc, _, err = await _cli("analyze", "--state-dir", state)

@@ -38,8 +38,9 @@ spec:
     assert notes("""apiVersion: networking.istio.io/v1alpha3
 kind: EnvoyFilter
 metadata: {name: f, namespace: default}
-spec: {configPatches: []}
-""") == ["EnvoyFilter default/f: accepted, not enforced: EnvoyFilter patches are not applied"]
+spec: {configPatches: [{applyTo: BOOTSTRAP, patch: {operation: MERGE, value: {}}},
+                       {applyTo: CLUSTER, patch: {operation: ADD, value: {name: x}}}]}
+""") == ["EnvoyFilter default/f: accepted, not enforced: spec.configPatches[0].applyTo: BOOTSTRAP"]
 
 
 def test_translated_config_has_no_note() -> None:

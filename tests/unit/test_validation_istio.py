@@ -631,3 +631,13 @@ def test_metadata_annotations(kind, spec, annotations, expected):
 def test_wasm_plugin(spec, expected):
     """ValidateWasmPlugin (validateWasmPluginURL / SHA / VMConfig / Match)."""
     check("WasmPlugin", spec, expected)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("{name: c, connect_timeout: 1s}", None),
+    ("{name: c, no_such_field: 1}", "warn: no_such_field"),
+    ("{name: c, connect_timeout: [1]}", "Envoy filter:"),
+])
+def test_envoy_filter_values(value, expected):
+    """envoyfilter.validateEnvoyFilter: BuildXDSObjectFromStruct non-strict failure is an error, strict a warning."""
+    check("EnvoyFilter", ef(f"- applyTo: CLUSTER\n  patch:\n    operation: MERGE\n    value: {value}"), expected)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from sailmesh.api.envoyfilter_values import VALUE_TYPES, build_value
 from sailmesh.api.issue import IssueSink
 from sailmesh.api.rules.common import regex_error
 from sailmesh.api.rules.networking import alpha_selector_errors
 from sailmesh.api.rules.security import check_policy_selectors
 from sailmesh.api.rules.values import dict_of, list_of, workload_selector_issues
+from sailmesh.errors import PatchError
 
 LISTENER_CLASS = frozenset({"LISTENER", "FILTER_CHAIN", "NETWORK_FILTER", "HTTP_FILTER"})
 ROUTE_CLASS = frozenset({"ROUTE_CONFIGURATION", "VIRTUAL_HOST", "HTTP_ROUTE"})
@@ -115,6 +117,19 @@ def _check_patch(sink: IssueSink, p: str, cp: dict[str, Any]) -> None:
                                    "configuration match")
         elif apply_to == "CLUSTER" and md.get("cluster") is None:
             sink.add(f"{p}.match", "Envoy filter: applyTo for cluster class objects cannot have non cluster match")
+    value = pd.get("value")
+    if op != "REMOVE" and isinstance(value, dict) and apply_to in VALUE_TYPES:
+        # xds.BuildXDSObjectFromStruct: a value that does not build is an error; one that builds only when unknown
+        # fields are ignored is a warning ("our libraries may be outdated")
+        try:
+            build_value(apply_to, value, strict=False)
+        except PatchError as e:
+            sink.add(f"{p}.patch.value", f"Envoy filter: {e}")
+        else:
+            try:
+                build_value(apply_to, value, strict=True)
+            except PatchError as e:
+                sink.warn(f"{p}.patch.value", f"Envoy filter: {e}")
     # sailmesh's own warnings: Istio's validator accepts these, and Istio's patcher then ignores the patch
     if op in INSERT_OPS and apply_to not in INSERTABLE:
         sink.warn(f"{p}.patch.operation", f"Envoy filter: {op} is ignored for {apply_to} (accepted, not applied)")
@@ -123,7 +138,7 @@ def _check_patch(sink: IssueSink, p: str, cp: dict[str, Any]) -> None:
 
 
 def check_envoy_filter(sink: IssueSink, spec: dict[str, Any]) -> None:
-    """ValidateEnvoyFilter (the patch value is not checked against Envoy's protos: see docs/validation.md)."""
+    """ValidateEnvoyFilter."""
     sink.warn("spec", "EnvoyFilter exposes internal implementation details that may change at any time. Prefer "
                       "other APIs if possible, and exercise extreme caution, especially around upgrades.")
     if not alpha_selector_errors(sink, "spec.workloadSelector", spec.get("workloadSelector"), "Envoy filter"):
