@@ -50,7 +50,7 @@ def ips_error(values: list[str]) -> str | None:
         if "/" in v:
             if ip_subnet_error(v):
                 return f"bad CIDR range ({v})"
-        elif ip_subnet_error(v) or "/" in v:
+        elif ip_subnet_error(v):
             return f"bad IP address ({v})"
     return None
 
