@@ -9,7 +9,8 @@ from sailmesh.api import kinds, ratelimit
 from sailmesh.api.issue import Issue, IssueSink
 from sailmesh.api.parse import LoadResult
 from sailmesh.api.resource import Resource
-from sailmesh.api.rules import core, extensions, networking, security
+from sailmesh.api.rules import core, destinationrule, extensions, networking, security, sidecar, virtualservice
+from sailmesh.api.rules.values import metadata_error
 from sailmesh.api.schema import validate_document
 from sailmesh.api.schemas import schema_for
 
@@ -28,11 +29,11 @@ DEPRECATED_FIELDS: dict[tuple[str, str], str] = {
 
 SpecCheck = Callable[[IssueSink, dict[str, Any]], None]
 GO_CHECKS: dict[str, SpecCheck] = {
-    "VirtualService": networking.check_virtual_service,
-    "DestinationRule": networking.check_destination_rule,
+    "VirtualService": virtualservice.check_virtual_service,
+    "DestinationRule": destinationrule.check_destination_rule,
     "Gateway": networking.check_gateway,
     "ServiceEntry": networking.check_service_entry,
-    "Sidecar": networking.check_sidecar,
+    "Sidecar": sidecar.check_sidecar,
     "WorkloadEntry": networking.check_workload_entry,
     "WorkloadGroup": networking.check_workload_group,
     "AuthorizationPolicy": security.check_authorization_policy,
@@ -40,6 +41,8 @@ GO_CHECKS: dict[str, SpecCheck] = {
     "PeerAuthentication": security.check_peer_authentication,
     "EnvoyFilter": extensions.check_envoy_filter,
     "Telemetry": extensions.check_telemetry,
+    "ProxyConfig": extensions.check_proxy_config,
+    "WasmPlugin": extensions.check_wasm_plugin,
 }
 
 
@@ -92,8 +95,14 @@ def validate(resource: Resource) -> list[Issue]:
         _warn_deprecated(sink, resource.kind, doc.get("spec"), "spec")
         spec = doc.get("spec")
         check = GO_CHECKS.get(resource.kind)
-        if check is not None and isinstance(spec, dict):
-            _guarded(sink, check, spec)
+        meta = doc.get("metadata")
+        annotations = meta.get("annotations") if isinstance(meta, dict) else None
+        meta_err = metadata_error(resource.kind, resource.namespace, resource.name, annotations, spec)
+        if meta_err:  # Istio's validateMetadata rejects before the kind's own checks run
+            sink.add("metadata.annotations", meta_err)
+        elif check is not None and (spec is None or isinstance(spec, dict)):
+            # Istio's webhook runs the Go validator on every object; a missing spec is an empty message
+            _guarded(sink, check, spec or {})
     elif resource.kind in RAW_CHECKS:
         _guarded(sink, RAW_CHECKS[resource.kind], doc)
     elif resource.kind == "Service":

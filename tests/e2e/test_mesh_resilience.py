@@ -42,7 +42,7 @@ spec:
   http:
   - route:
     - destination: {host: reviews, subset: v1}
-      weight: 250
+      weight: -1
 """
 
 

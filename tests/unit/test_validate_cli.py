@@ -30,7 +30,7 @@ spec:
     - destination: {host: reviews, subset: v1}
       weight: 50
     - destination: {host: reviews, subset: v2}
-      weight: 150
+      weight: -5
 """
 
 
@@ -46,7 +46,7 @@ def test_invalid_file_text_output(tmp_path, capsys):
     p.write_text(BAD)
     assert main(["validate", "-f", str(p)]) == 1
     out = capsys.readouterr()
-    assert f"{p}:12: VirtualService default/reviews: spec.http[0].route[1].weight: must be between 0 and 100" \
+    assert f"{p}:12: VirtualService default/reviews: spec.http[0].route[1].weight: weight -5 < 0" \
         in out.out.splitlines()
     assert "error(s) in 1 of 1 resource(s)" in out.err
 
@@ -80,7 +80,7 @@ def test_subprocess(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "sailmesh", "validate", "-f", str(p), "-o", "json"],
                           capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert proc.returncode == 1, proc.stderr
-    assert any(i["message"] == "must be between 0 and 100" for i in json.loads(proc.stdout))
+    assert any(i["message"] == "weight -5 < 0" for i in json.loads(proc.stdout))
     ok = tmp_path / "ok.yaml"
     ok.write_text(GOOD)
     proc = subprocess.run([sys.executable, "-m", "sailmesh", "validate", "-f", str(ok)],

@@ -1,14 +1,13 @@
-"""Checks shared by several kinds: names, hosts, ports, durations, regexes, exportTo, selectors."""
+"""Checks shared by several kinds: DNS-1123 names (Kubernetes), ports, RE2 regexes, exportTo."""
 
 from __future__ import annotations
 
 import functools
-import ipaddress
 import re
 from typing import Any, TypeGuard
 
 from sailmesh.api.issue import IssueSink
-from sailmesh.api.types import BadValue, parse_duration
+from sailmesh.api.rules.values import is_label
 
 try:  # RE2 is what Envoy and Istio use; google-re2 provides it when installed
     import re2 as _re2
@@ -16,52 +15,12 @@ except ImportError:  # pragma: no cover - depends on the environment
     _re2 = None
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS_LABEL_ANY_CASE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_]*[A-Za-z0-9])?$")
 # Constructs Python's `re` accepts but RE2 refuses (backreferences, lookaround, possessive/atomic groups).
 _NOT_RE2 = re.compile(r"\\[1-9]|\(\?[=!]|\(\?<[=!]|\(\?>|\(\?P=|[*+?}]\+")
 
 
 def is_dns1123_label(s: Any) -> TypeGuard[str]:
     return isinstance(s, str) and len(s) <= 63 and bool(DNS1123_LABEL.match(s))
-
-
-def is_ip(s: str) -> bool:
-    try:
-        ipaddress.ip_address(s)
-    except ValueError:
-        return False
-    return True
-
-
-def is_cidr(s: str) -> bool:
-    try:
-        ipaddress.ip_network(s, strict=False)
-    except ValueError:
-        return False
-    return True
-
-
-def host_error(host: Any, allow_wildcard: bool = True, allow_ip: bool = True) -> str | None:
-    """Why `host` is not a valid Istio host (FQDN, short name, `*`, `*.suffix`), or None."""
-    if not isinstance(host, str) or not host:
-        return "host must not be empty"
-    if host == "*":
-        return None if allow_wildcard else "wildcard host '*' is not allowed here"
-    if allow_ip and (is_ip(host) or is_cidr(host)):
-        return None
-    name = host
-    if name.startswith("*"):
-        if not allow_wildcard:
-            return f"wildcard host {host!r} is not allowed here"
-        name = name[1:].lstrip(".")
-        if not name:
-            return None
-    if len(name) > 255:
-        return f"host {host!r} is too long"
-    for label in name.rstrip(".").split("."):
-        if not label or len(label) > 63 or not _DNS_LABEL_ANY_CASE.match(label):
-            return f"invalid host {host!r}: each label must be an alphanumeric DNS label ('*' only as a prefix)"
-    return None
 
 
 def port_ok(value: Any) -> bool:
@@ -71,19 +30,6 @@ def port_ok(value: Any) -> bool:
 def check_port(sink: IssueSink, path: str, value: Any) -> None:
     if not port_ok(value):
         sink.add(path, f"port number {value!r} must be between 1 and 65535")
-
-
-def check_duration(sink: IssueSink, path: str, value: Any, minimum: float = 0.001) -> float | None:
-    """The duration in seconds, or None after reporting why it is invalid."""
-    try:
-        seconds = parse_duration(value)
-    except BadValue as e:
-        sink.add(path, str(e))
-        return None
-    if seconds < minimum:
-        sink.add(path, f"duration {value!r} must be at least {int(minimum * 1000)}ms")
-        return None
-    return seconds
 
 
 @functools.cache
@@ -117,58 +63,34 @@ def regex_error(pattern: str) -> str | None:
     return None
 
 
-def check_string_match(sink: IssueSink, path: str, value: Any) -> None:
-    """Istio StringMatch: exactly one of exact/prefix/regex, regex must be RE2."""
-    if not isinstance(value, dict):
+def check_export_to(sink: IssueSink, path: str, values: Any, service_entry: bool = False,
+                    dr_selector: bool = False) -> None:
+    """validateExportTo: no duplicates (`.` equals the own namespace), `*` alone, `~` only alone in ServiceEntries."""
+    entries = [v for v in (values if isinstance(values, list) else []) if isinstance(v, str)]
+    if not entries:
         return
-    kinds = [k for k in ("exact", "prefix", "regex") if k in value]
-    if len(kinds) > 1:
-        sink.add(path, f"only one of exact, prefix or regex may be set (found {', '.join(kinds)})")
-    if isinstance(value.get("regex"), str):
-        err = regex_error(value["regex"])
-        if err:
-            sink.add(f"{path}.regex", err)
-
-
-def check_export_to(sink: IssueSink, path: str, values: Any) -> None:
-    """exportTo: `*`, `.`, `~` or namespace names; `*` and `~` stand alone."""
-    if not isinstance(values, list):
-        return
+    ns = sink.resource.namespace
     seen: set[str] = set()
-    for i, v in enumerate(values):
-        p = f"{path}[{i}]"
-        if not isinstance(v, str):
-            continue  # the schema reports the type
-        if v in seen:
-            sink.add(p, f"duplicate entry {v!r} in exportTo")
-        seen.add(v)
-        if v in ("*", ".", "~"):
-            continue
-        if not is_dns1123_label(v):
-            sink.add(p, f"invalid exportTo value {v!r}: must be '*', '.', '~' or a namespace name")
-    if len(values) > 1 and any(v in ("*", "~") for v in values):
-        sink.add(path, "exportTo '*' or '~' cannot be combined with other values")
-
-
-def check_selector_labels(sink: IssueSink, path: str, labels: Any) -> None:
-    if not isinstance(labels, dict):
-        return
-    for k, v in labels.items():
-        if not k or "*" in k:
-            sink.add(f"{path}.{k}", "invalid label key: wildcard or empty key is not supported in selector")
-        if isinstance(v, str) and "*" in v:
-            sink.add(f"{path}.{k}", "wildcard is not supported in selector")
-
-
-def percent_of(value: Any) -> float | None:
-    if isinstance(value, dict):
-        value = value.get("value", 0.0)
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return None
-
-
-def check_percent(sink: IssueSink, path: str, value: Any) -> None:
-    p = percent_of(value)
-    if p is not None and not 0 <= p <= 100:
-        sink.add(path, f"percentage {p:g} must be between 0 and 100")
+    for i, e in enumerate(entries):
+        key = ns if e == "." else e
+        if key in seen:
+            sink.add(f"{path}[{i}]", f"duplicate entries in exportTo: . and current namespace {ns}" if key != e
+                     else f"duplicate entries in exportTo for entry {e}")
+        elif service_entry and e == "~":
+            seen.add(key)
+        elif key == "~":
+            sink.add(f"{path}[{i}]", "exportTo ~ (none) is not allowed for Istio configuration objects")
+        elif key not in ("*", ".") and not is_label(key):
+            sink.add(f"{path}[{i}]", "only .,*, or a valid DNS 1123 label is allowed as exportTo entry")
+        else:
+            seen.add(key)
+    if dr_selector and seen:
+        if ns in seen:
+            if len(seen) > 1:
+                sink.add(path, "destination rule with workload selector cannot have multiple entries in exportTo")
+        else:
+            sink.add(path, "destination rule with workload selector cannot have exportTo beyond current namespace")
+    if "*" in seen and len(entries) > 1:
+        sink.add(path, "cannot have both public (*) and non-public exportTo values for a resource")
+    if "~" in seen and len(entries) > 1:
+        sink.add(path, "cannot export service entry to no one (~) and someone")

@@ -1,442 +1,444 @@
-"""Istio's Go-side checks for networking.istio.io kinds (pkg/config/validation semantics)."""
+"""Istio's ValidateGateway, ValidateServiceEntry, ValidateWorkloadEntry and ValidateWorkloadGroup (validation.go)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from sailmesh.api.issue import IssueSink
-from sailmesh.api.rules.common import (
-    check_duration,
-    check_export_to,
-    check_percent,
-    check_port,
-    check_selector_labels,
-    check_string_match,
-    host_error,
-    is_cidr,
-    is_dns1123_label,
-    regex_error,
+from sailmesh.api.rules.common import check_export_to
+from sailmesh.api.rules.values import (
+    HTTP_PROTOCOLS,
+    PROBE_HEADER_NAME_RE,
+    TCP_PROTOCOLS,
+    TLS_PROTOCOLS,
+    check_labels,
+    dict_of,
+    fqdn_error,
+    ip_error,
+    ip_subnet_error,
+    is_ip,
+    is_label,
+    label_errors,
+    list_of,
+    partial_wildcard_error,
+    port_error,
+    port_name_error,
+    protocol,
+    protocol_error,
+    unix_address_error,
+    wildcard_domain_error,
 )
 
-RETRY_ON = frozenset({
-    "5xx", "gateway-error", "reset", "reset-before-request", "connect-failure", "envoy-ratelimited", "retriable-4xx",
-    "refused-stream", "retriable-status-codes", "retriable-headers", "http3-post-connect-failure",
-    "cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable",
+# security.ValidCipherSuites (BoringSSL names Gateway cipherSuites may use)
+CIPHER_SUITES = frozenset({
+    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
+    "ECDHE-ECDSA-AES128-SHA", "ECDHE-RSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA", "ECDHE-RSA-AES256-SHA",
+    "AES128-GCM-SHA256", "AES256-GCM-SHA384", "AES128-SHA", "AES256-SHA", "DES-CBC3-SHA",
 })
-REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
-GATEWAY_PROTOCOLS = frozenset({"HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "TCP", "TLS", "REDIS",
-                               "MYSQL", "THRIFT", "UDP"})
+UNIX = "unix://"
 
 
-def _list(v: Any) -> list[Any]:
-    return v if isinstance(v, list) else []
+def _int(v: Any) -> int:
+    return v if isinstance(v, int) and not isinstance(v, bool) else 0
 
 
-def _dict(v: Any) -> dict[str, Any]:
-    return v if isinstance(v, dict) else {}
-
-
-# ---------------------------------------------------------------- VirtualService
-
-def _check_destination(sink: IssueSink, path: str, dest: Any) -> None:
-    d = _dict(dest)
-    if "host" not in d:
-        return  # the schema reports the missing field
-    host = d.get("host")
-    # Istio's validateDestination: "*" alone is refused, a wildcard domain (*.example.com) is allowed
-    err = f"invalid destination host {host}" if host == "*" else host_error(host)
-    if err:
-        sink.add(f"{path}.host", err)
-    subset = d.get("subset")
-    if subset is not None and not is_dns1123_label(subset):
-        sink.add(f"{path}.subset", f"invalid subset name {subset!r}: must be a DNS-1123 label")
-    port = _dict(d.get("port"))
-    if "number" in port:
-        check_port(sink, f"{path}.port.number", port["number"])
-
-
-def _check_weights(sink: IssueSink, path: str, routes: list[Any]) -> None:
-    weights = [_dict(r).get("weight") for r in routes]
-    total = 0
-    for i, w in enumerate(weights):
-        if isinstance(w, int) and not isinstance(w, bool):
-            if not 0 <= w <= 100:
-                sink.add(f"{path}[{i}].weight", "must be between 0 and 100")
-            total += w
-    explicit = [w for w in weights if w is not None]
-    if len(routes) > 1 and total == 0:
-        sink.add(path, "total destination weight = 0")
-    elif (len(routes) > 1 or explicit) and total != 100 and explicit:
-        sink.warn(path, f"destination weights sum to {total}, not 100 (Istio treats them as relative proportions)")
-
-
-def _check_headers(sink: IssueSink, path: str, headers: Any) -> None:
-    for section in ("request", "response"):
-        ops = _dict(_dict(headers).get(section))
-        for op in ("set", "add"):
-            for name in _dict(ops.get(op)):
-                if not name or (name.lower() in ("host", ":authority") and section == "response"):
-                    sink.add(f"{path}.{section}.{op}.{name}", f"invalid header name {name!r}")
-        for i, name in enumerate(_list(ops.get("remove"))):
-            if not name:
-                sink.add(f"{path}.{section}.remove[{i}]", "header name must not be empty")
-
-
-def _check_http_route(sink: IssueSink, path: str, route: dict[str, Any], delegate: bool) -> None:
-    has_route, has_redirect = "route" in route, "redirect" in route
-    has_direct, has_delegate = "directResponse" in route, "delegate" in route
-    if sum((has_route, has_redirect, has_direct, has_delegate)) == 0:
-        sink.add(path, "HTTP route, redirect, direct response or delegate is required")
-    if has_redirect and (has_route or has_direct):
-        sink.add(path, "HTTP route cannot contain both route and redirect (or direct response)")
-    if has_direct and has_route:
-        sink.add(path, "HTTP route cannot contain both route and direct response")
-    if has_delegate and (has_route or has_redirect or has_direct):
-        sink.add(path, "HTTP route with delegate cannot have route, redirect or direct response")
-    if delegate and has_delegate:
-        sink.add(f"{path}.delegate", "a delegate VirtualService cannot delegate again")
-    if has_redirect and "rewrite" in route:
-        sink.add(path, "HTTP route rule cannot contain both rewrite and redirect")
-    for i, m in enumerate(_list(route.get("match"))):
-        mp = f"{path}.match[{i}]"
-        md = _dict(m)
-        for f in ("uri", "scheme", "method", "authority"):
-            check_string_match(sink, f"{mp}.{f}", md.get(f))
-        for group in ("headers", "queryParams", "withoutHeaders"):
-            for name, sm in _dict(md.get(group)).items():
-                if group != "queryParams" and name != name.lower():
-                    sink.add(f"{mp}.{group}.{name}", f"header match name {name!r} must be lowercase")
-                check_string_match(sink, f"{mp}.{group}.{name}", sm)
-        if "port" in md:
-            check_port(sink, f"{mp}.port", md["port"])
-        if delegate and "gateways" in md:
-            sink.add(f"{mp}.gateways", "gateways cannot be set in a delegate VirtualService match")
-    routes = _list(route.get("route"))
-    for i, dest in enumerate(routes):
-        _check_destination(sink, f"{path}.route[{i}].destination", _dict(dest).get("destination"))
-        _check_headers(sink, f"{path}.route[{i}].headers", _dict(dest).get("headers"))
-    if routes:
-        _check_weights(sink, f"{path}.route", routes)
-    if "timeout" in route:
-        check_duration(sink, f"{path}.timeout", route["timeout"], minimum=0.0)
-    retries = _dict(route.get("retries"))
-    if retries:
-        attempts = retries.get("attempts")
-        if isinstance(attempts, int) and attempts < 0:
-            sink.add(f"{path}.retries.attempts", "attempts cannot be negative")
-        if attempts == 0 and any(k in retries for k in ("perTryTimeout", "retryOn", "retryRemoteLocalities")):
-            sink.warn(f"{path}.retries", "http retry policy configured when attempts are set to 0 (disabled)")
-        if "perTryTimeout" in retries:
-            check_duration(sink, f"{path}.retries.perTryTimeout", retries["perTryTimeout"])
-        retry_on = retries.get("retryOn")
-        if isinstance(retry_on, str) and retry_on:
-            for part in retry_on.split(","):
-                p = part.strip()
-                if p and p not in RETRY_ON and not (p.isdigit() and 100 <= int(p) <= 599):
-                    sink.add(f"{path}.retries.retryOn", f"{p!r} is not a valid retryOn policy or HTTP status code")
-    fault = _dict(route.get("fault"))
-    delay, abort = _dict(fault.get("delay")), _dict(fault.get("abort"))
-    if "fault" in route and not delay and not abort:
-        sink.add(f"{path}.fault", "fault must have at least delay or abort")
-    if delay:
-        fixed = delay.get("fixedDelay")
-        if fixed is None and "exponentialDelay" not in delay:
-            # Istio accepts it, but the delay has no length and Envoy needs one: warn
-            sink.warn(f"{path}.fault.delay", "delay without fixedDelay injects no delay")
-        elif fixed is not None:
-            check_duration(sink, f"{path}.fault.delay.fixedDelay", fixed)
-        check_percent(sink, f"{path}.fault.delay.percentage", delay.get("percentage"))
-        if "percent" in delay:
-            check_percent(sink, f"{path}.fault.delay.percent", delay["percent"])
-    if abort:
-        status = abort.get("httpStatus")
-        if isinstance(status, int) and not 200 <= status <= 599:
-            sink.add(f"{path}.fault.abort.httpStatus", f"invalid abort HTTP status {status}: must be 200..599")
-        check_percent(sink, f"{path}.fault.abort.percentage", abort.get("percentage"))
-    if "mirror" in route:
-        _check_destination(sink, f"{path}.mirror", route["mirror"])
-    if "mirrorPercentage" in route:
-        check_percent(sink, f"{path}.mirrorPercentage", route["mirrorPercentage"])
-    for i, m in enumerate(_list(route.get("mirrors"))):
-        _check_destination(sink, f"{path}.mirrors[{i}].destination", _dict(m).get("destination"))
-        check_percent(sink, f"{path}.mirrors[{i}].percentage", _dict(m).get("percentage"))
-    if "mirror" in route and "mirrors" in route:
-        sink.add(path, "only one of mirror or mirrors can be set")
-    redirect = _dict(route.get("redirect"))
-    code = redirect.get("redirectCode")
-    if code is not None and (not isinstance(code, int) or code not in REDIRECT_CODES):
-        sink.add(f"{path}.redirect.redirectCode", f"redirect code {code} must be one of 301, 302, 303, 307, 308")
-    if "port" in redirect and "derivePort" in redirect:
-        sink.add(f"{path}.redirect", "only one of port or derivePort can be set")
-    rewrite = _dict(route.get("rewrite"))
-    if "uri" in rewrite and "uriRegexRewrite" in rewrite:
-        sink.add(f"{path}.rewrite", "only one of uri or uriRegexRewrite can be set")
-    rx = _dict(rewrite.get("uriRegexRewrite"))
-    if isinstance(rx.get("match"), str):
-        err = regex_error(rx["match"])
-        if err:
-            sink.add(f"{path}.rewrite.uriRegexRewrite.match", err)
-    cors = _dict(route.get("corsPolicy"))
-    for i, o in enumerate(_list(cors.get("allowOrigins"))):
-        check_string_match(sink, f"{path}.corsPolicy.allowOrigins[{i}]", o)
-    if "maxAge" in cors:
-        check_duration(sink, f"{path}.corsPolicy.maxAge", cors["maxAge"], minimum=0.0)
-    _check_headers(sink, f"{path}.headers", route.get("headers"))
-
-
-def _check_gateway_name(sink: IssueSink, path: str, g: Any) -> None:
-    """Istio's validateGatewayNames: `namespace/name` (both DNS-1123 labels), or a legacy FQDN / `mesh`."""
-    if not isinstance(g, str):
-        return
-    ns, sep, name = g.partition("/")
-    if not sep:
-        if "." in g:
-            parts = g.split(".")
-            sink.warn(path, f"using legacy gatewayName format {g!r}; prefer the <namespace>/<name> format: "
-                            f"'{parts[1]}/{parts[0]}'")
-        err = host_error(g, allow_wildcard=False, allow_ip=False)
+def _add_all(sink: IssueSink, path: str, errors: list[str | None]) -> None:
+    for err in errors:
         if err:
             sink.add(path, err)
-        return
-    if not ns or not name:
-        sink.add(path, "config namespace and gateway name cannot be empty")
-        return
-    if not is_dns1123_label(ns):
-        sink.add(path, f"invalid value for namespace: {ns!r}")
-    if not is_dns1123_label(name):
-        sink.add(path, f"invalid value for gateway name: {name!r}")
 
 
-def check_virtual_service(sink: IssueSink, spec: dict[str, Any]) -> None:
-    hosts = _list(spec.get("hosts"))
-    delegate = not hosts
-    if delegate and spec.get("gateways"):
-        sink.add("spec.gateways", "a delegate VirtualService (no hosts) must not have gateways")
-    for i, h in enumerate(hosts):
-        err = host_error(h)
-        if err:
-            sink.add(f"spec.hosts[{i}]", err)
-    for i, g in enumerate(_list(spec.get("gateways"))):
-        _check_gateway_name(sink, f"spec.gateways[{i}]", g)
-    if not any(k in spec for k in ("http", "tcp", "tls")):
-        sink.add("spec", "http, tcp or tls must be provided in virtual service")
-    for i, r in enumerate(_list(spec.get("http"))):
-        if isinstance(r, dict):
-            _check_http_route(sink, f"spec.http[{i}]", r, delegate)
-    for proto in ("tcp", "tls"):
-        for i, r in enumerate(_list(spec.get(proto))):
-            rd = _dict(r)
-            routes = _list(rd.get("route"))
-            if not routes:
-                sink.add(f"spec.{proto}[{i}].route", f"{proto.upper()} route is required")
-            for j, dest in enumerate(routes):
-                _check_destination(sink, f"spec.{proto}[{i}].route[{j}].destination", _dict(dest).get("destination"))
-            if routes:
-                _check_weights(sink, f"spec.{proto}[{i}].route", routes)
-            if proto == "tls":
-                for j, m in enumerate(_list(rd.get("match"))):
-                    if not _list(_dict(m).get("sniHosts")):
-                        sink.add(f"spec.tls[{i}].match[{j}].sniHosts", "TLS match must have at least one SNI host")
-    check_export_to(sink, "spec.exportTo", spec.get("exportTo"))
-
-
-# ---------------------------------------------------------------- DestinationRule
-
-def _check_traffic_policy(sink: IssueSink, path: str, tp: Any) -> None:
-    tp = _dict(tp)
-    od = _dict(tp.get("outlierDetection"))
-    for f in ("maxEjectionPercent", "minHealthPercent"):
-        if f in od and isinstance(od[f], int) and not 0 <= od[f] <= 100:
-            sink.add(f"{path}.outlierDetection.{f}", f"{f} must be between 0 and 100")
-    for f in ("interval", "baseEjectionTime"):
-        if f in od:
-            check_duration(sink, f"{path}.outlierDetection.{f}", od[f])
-    cp = _dict(tp.get("connectionPool"))
-    tcp = _dict(cp.get("tcp"))
-    if "connectTimeout" in tcp:
-        check_duration(sink, f"{path}.connectionPool.tcp.connectTimeout", tcp["connectTimeout"])
-    http = _dict(cp.get("http"))
-    if "idleTimeout" in http:
-        check_duration(sink, f"{path}.connectionPool.http.idleTimeout", http["idleTimeout"])
-    lb = _dict(tp.get("loadBalancer"))
-    ch = _dict(lb.get("consistentHash"))
-    cookie = _dict(ch.get("httpCookie"))
-    if cookie and "ttl" in cookie:
-        check_duration(sink, f"{path}.loadBalancer.consistentHash.httpCookie.ttl", cookie["ttl"], minimum=0.0)
-    tls = _dict(tp.get("tls"))
-    if tls.get("mode") == "MUTUAL" and not tls.get("credentialName"):
-        for f in ("clientCertificate", "privateKey"):
-            if not tls.get(f):
-                sink.add(f"{path}.tls.{f}", f"{f} is required for mutual TLS (or set credentialName)")
-    if tls.get("credentialName") and any(tls.get(f) for f in ("clientCertificate", "privateKey", "caCertificates")):
-        sink.add(f"{path}.tls", "cannot specify client certificates or CA certificate with credentialName")
-    for i, pls in enumerate(_list(tp.get("portLevelSettings"))):
-        p = f"{path}.portLevelSettings[{i}]"
-        port = _dict(_dict(pls).get("port"))
-        if not port:
-            sink.add(f"{p}.port", "portLevelSettings must specify a port")
-        elif "number" in port:
-            check_port(sink, f"{p}.port.number", port["number"])
-        _check_traffic_policy(sink, p, pls)
-
-
-def check_destination_rule(sink: IssueSink, spec: dict[str, Any]) -> None:
-    if "host" in spec:
-        err = host_error(spec.get("host"))
-        if err:
-            sink.add("spec.host", err)
-    _check_traffic_policy(sink, "spec.trafficPolicy", spec.get("trafficPolicy"))
-    names: set[str] = set()
-    for i, s in enumerate(_list(spec.get("subsets"))):
-        sd = _dict(s)
-        name = sd.get("name")
-        if not is_dns1123_label(name):
-            sink.add(f"spec.subsets[{i}].name", f"invalid subset name {name!r}: must be a DNS-1123 label")
-        elif name in names:
-            sink.add(f"spec.subsets[{i}].name", f"duplicate subset name {name!r}")
-        else:
-            names.add(name)
-        check_selector_labels(sink, f"spec.subsets[{i}].labels", sd.get("labels"))
-        _check_traffic_policy(sink, f"spec.subsets[{i}].trafficPolicy", sd.get("trafficPolicy"))
-    check_export_to(sink, "spec.exportTo", spec.get("exportTo"))
-
-
-# ---------------------------------------------------------------- Gateway
-
-def _check_gateway_host(sink: IssueSink, path: str, host: Any) -> None:
-    if not isinstance(host, str):
-        return
-    ns, sep, name = host.rpartition("/")
-    if sep:
-        if ns not in ("*", ".") and not is_dns1123_label(ns):
-            sink.add(path, f"invalid namespace {ns!r} in gateway host {host!r}")
-    err = host_error(name)
+def hostname_part_errors(hostname: str, gateway: bool) -> list[str | None]:
+    """agent.validateSidecarOrGatewayHostnamePart: an FQDN or `*` (gateways also take IPs), no partial wildcards."""
+    out: list[str | None] = []
+    if hostname != "*" and "." not in hostname:
+        out.append("short names (non FQDN) are not allowed")
+    err = wildcard_domain_error(hostname)
     if err:
-        sink.add(path, err)
+        if not gateway:
+            out.append(err)
+        if not is_ip(hostname):
+            out.append(err)
+    out.append(partial_wildcard_error(hostname))
+    return out
+
+
+def namespace_slash_host_errors(hostname: Any, gateway: bool) -> list[str | None]:
+    """agent.ValidateNamespaceSlashWildcardHostname: `namespace/dnsName` (a gateway also takes a bare host)."""
+    if not isinstance(hostname, str):
+        return []
+    ns, sep, name = hostname.partition("/")
+    if not sep:
+        return hostname_part_errors(hostname, True) if gateway else ["host must be of form namespace/dnsName"]
+    out: list[str | None] = []
+    if not ns or not name:
+        out.append("config namespace and dnsName in host entry cannot be empty")
+    if not gateway:
+        bare = ns.removeprefix("~")
+        if bare not in ("", "*", ".") and not is_label(bare):
+            out.append(f'invalid namespace value "{ns}" in sidecar')
+    elif ns not in ("*", ".") and not is_label(ns):
+        out.append(f'invalid namespace value "{ns}" in gateway')
+    return out + hostname_part_errors(name, gateway)
+
+
+def server_tls_issues(sink: IssueSink, path: str, tls: Any) -> None:
+    """validateTLSOptions (ServerTLSSettings; an unset mode is PASSTHROUGH, the enum's zero value)."""
+    if tls is None:
+        return
+    t = dict_of(tls)
+    mode = t.get("mode", "PASSTHROUGH")
+    ciphers = [c for c in list_of(t.get("cipherSuites")) if isinstance(c, str)]
+    if t.get("minProtocolVersion") in ("TLSV1_0", "TLSV1_1") and not ciphers:
+        sink.warn(path, "TLS version below TLSV1_2 require setting compatible ciphers as by default they no longer "
+                        "include compatible ciphers.")
+    invalid = sorted({c for c in ciphers if c and c != "ALL" and c[0].isalnum() and c not in CIPHER_SUITES})
+    valid = [c for c in ciphers if c not in invalid]
+    dups = sorted({c for c in valid if valid.count(c) > 1})
+    if invalid:
+        sink.warn(f"{path}.cipherSuites", f"ignoring invalid cipher suites: [{' '.join(invalid)}]")
+    if dups:
+        sink.warn(f"{path}.cipherSuites", f"ignoring duplicate cipher suites: [{' '.join(dups)}]")
+    if mode == "ISTIO_MUTUAL":
+        for f, what in (("serverCertificate", "server certificate"), ("privateKey", "private key"),
+                        ("caCertificates", "CA bundle"), ("tlsCertificates", "tlsCertificates"),
+                        ("credentialName", "credentialName"), ("credentialNames", "credentialNames")):
+            if t.get(f):
+                sink.add(f"{path}.{f}", f"ISTIO_MUTUAL TLS cannot have associated {what}")
+        return
+    certs = ("caCrl", "serverCertificate", "privateKey", "caCertificates", "tlsCertificates", "credentialName",
+             "credentialNames")
+    if mode in ("PASSTHROUGH", "AUTO_PASSTHROUGH") and any(t.get(f) for f in certs):
+        sink.warn(path, f"{mode} mode does not use certificates, they will be ignored")
+    sources = sum((bool(t.get("serverCertificate") and t.get("privateKey")), bool(t.get("credentialName")),
+                   bool(t.get("credentialNames")), bool(t.get("tlsCertificates"))))
+    if sources > 1:
+        sink.add(path, "only one of credential_name, credential_names, server_certificate/private_key, "
+                       "tls_certificates should be specified")
+    terminating = mode in ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL")
+    if terminating and (t.get("credentialName") or t.get("credentialNames")):
+        return
+    if terminating:
+        prefix = "SIMPLE TLS" if mode == "SIMPLE" else "MUTUAL TLS"
+        if mode != "SIMPLE" and not t.get("caCertificates"):
+            sink.add(f"{path}.caCertificates", f"{prefix} requires a client CA bundle")
+        pairs = [dict_of(c) for c in list_of(t.get("tlsCertificates"))] or [t]
+        if len(list_of(t.get("tlsCertificates"))) > 2:
+            sink.warn(f"{path}.tlsCertificates", f"{prefix} can support up to 2 server certificates")
+        for c in pairs:
+            if not c.get("serverCertificate"):
+                sink.add(f"{path}.serverCertificate", f"{prefix} requires a server certificate")
+            if not c.get("privateKey"):
+                sink.add(f"{path}.privateKey", f"{prefix} requires a private key")
+    if t.get("caCrl"):
+        if t.get("credentialName"):
+            sink.add(f"{path}.caCrl", "CRL is not supported with credentialName. CRL has to be specified in the "
+                                      "credential")
+        if mode == "SIMPLE":
+            sink.add(f"{path}.caCrl", "CRL is not supported with SIMPLE TLS")
+
+
+def _check_server(sink: IssueSink, path: str, server: dict[str, Any]) -> None:
+    """validateServer (+ validateServerPort, validateServerBind)."""
+    hosts = list_of(server.get("hosts"))
+    if not hosts:
+        sink.add(f"{path}.hosts", "server config must contain at least one host")
+    for i, h in enumerate(hosts):
+        _add_all(sink, f"{path}.hosts[{i}]", namespace_slash_host_errors(h, gateway=True))
+    port, bind = server.get("port"), server.get("bind", "")
+    bind = bind if isinstance(bind, str) else ""
+    port_ok = True
+    if port is None:
+        sink.add(f"{path}.port", "port is required")
+        port_ok = False
+    else:
+        pd = dict_of(port)
+        before = len(sink.issues)
+        if protocol(pd.get("protocol")) == "Unsupported":
+            sink.add(f"{path}.port.protocol", f'invalid protocol "{pd.get("protocol", "")}", supported protocols are '
+                                              "HTTP, HTTP2, GRPC, GRPC-WEB, MONGO, REDIS, MYSQL, TCP")
+        if _int(pd.get("number")) > 0 or not bind.startswith(UNIX):
+            _add_all(sink, f"{path}.port.number", [port_error(_int(pd.get("number")))])
+        if _int(pd.get("targetPort")) > 0:
+            sink.add(f"{path}.port.targetPort", "targetPort has no impact on Gateways")
+        if not pd.get("name"):
+            sink.add(f"{path}.port.name", "port name must be set")
+        port_ok = not any(i.severity == "error" for i in sink.issues[before:])
+    if bind.startswith(UNIX):
+        _add_all(sink, f"{path}.bind", [unix_address_error(bind[len(UNIX):])])
+        if port is not None and _int(dict_of(port).get("number")) != 0:
+            sink.add(f"{path}.port.number", "port number must be 0 for unix domain socket")
+    elif bind:
+        _add_all(sink, f"{path}.bind", [ip_error(bind)])
+    tls = server.get("tls")
+    server_tls_issues(sink, f"{path}.tls", tls)
+    if port_ok:
+        proto = protocol(dict_of(port).get("protocol"))
+        t = dict_of(tls)
+        if proto in TLS_PROTOCOLS and tls is None:
+            sink.add(f"{path}.tls", "server must have TLS settings for HTTPS/TLS protocols")
+        elif proto not in TLS_PROTOCOLS and tls is not None:
+            if proto in HTTP_PROTOCOLS:
+                passthrough = t.get("mode", "PASSTHROUGH") in ("PASSTHROUGH", "AUTO_PASSTHROUGH")
+                if not passthrough or any(t.get(f) for f in ("caCertificates", "privateKey", "serverCertificate")):
+                    sink.add(f"{path}.tls", "server cannot have TLS settings for plain text HTTP ports")
+            else:
+                sink.add(f"{path}.tls", "server cannot have TLS settings for non HTTPS/TLS ports")
 
 
 def check_gateway(sink: IssueSink, spec: dict[str, Any]) -> None:
-    servers = _list(spec.get("servers"))
-    if "servers" in spec and not servers:
+    """ValidateGateway."""
+    name = sink.resource.name
+    if not is_label(name):
+        sink.add("metadata.name", f'invalid gateway name: "{name}"')
+    servers = list_of(spec.get("servers"))
+    if not servers:
         sink.add("spec.servers", "gateway must have at least one server")
-    names: dict[str, int] = {}
+    names: set[str] = set()
     for i, s in enumerate(servers):
-        sd, p = _dict(s), f"spec.servers[{i}]"
-        port = _dict(sd.get("port"))
-        if "number" in port:
-            check_port(sink, f"{p}.port.number", port["number"])
-        proto = str(port.get("protocol", "")).upper()
-        if proto and proto not in GATEWAY_PROTOCOLS:
-            sink.add(f"{p}.port.protocol", f"unrecognized protocol {port.get('protocol')!r}")
-        pname = port.get("name")
-        if isinstance(pname, str) and pname:
+        p = f"spec.servers[{i}]"
+        if s is None:
+            sink.add(p, "cannot have nil server")
+            continue
+        sd = dict_of(s)
+        _check_server(sink, p, sd)
+        if sd.get("port") is not None:
+            port = dict_of(sd["port"])
+            pname = str(port.get("name", ""))
             if pname in names:
                 sink.add(f"{p}.port.name", f"port names in servers must be unique: duplicate name {pname}")
-            names[pname] = i
-        hosts = _list(sd.get("hosts"))
-        if "hosts" in sd and not hosts:
-            sink.add(f"{p}.hosts", "server config must contain at least one host")
-        for j, h in enumerate(hosts):
-            _check_gateway_host(sink, f"{p}.hosts[{j}]", h)
-        tls = _dict(sd.get("tls"))
-        if proto == "HTTPS" and not tls:
-            sink.add(f"{p}.tls", "server must have TLS settings for HTTPS/TLS protocols")
-        mode = tls.get("mode", "SIMPLE") if tls else None
-        if tls and not tls.get("httpsRedirect") and mode in ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL"):
-            has_cred = tls.get("credentialName") or tls.get("credentialNames") or tls.get("tlsCertificates")
-            if not has_cred:
-                for f in ("serverCertificate", "privateKey"):
-                    if not tls.get(f):
-                        sink.add(f"{p}.tls", f"{mode} TLS requires credentialName or {f}")
-                if mode in ("MUTUAL", "OPTIONAL_MUTUAL") and not tls.get("caCertificates"):
-                    sink.add(f"{p}.tls", f"{mode} TLS requires caCertificates (or credentialName)")
-        if tls and proto in ("HTTP", "TCP") and mode not in (None,) and not tls.get("httpsRedirect"):
-            sink.add(f"{p}.tls", f"TLS settings are only valid for HTTPS/TLS servers, not {proto}")
-    check_selector_labels(sink, "spec.selector", spec.get("selector"))
+            names.add(pname)
+            if protocol(port.get("protocol")) not in HTTP_PROTOCOLS and dict_of(sd.get("tls")).get("httpsRedirect"):
+                sink.warn(f"{p}.tls.httpsRedirect", "tls.httpsRedirect should only be used with http servers")
 
 
-# ---------------------------------------------------------------- ServiceEntry
-
-def check_service_entry(sink: IssueSink, spec: dict[str, Any]) -> None:
-    resolution = spec.get("resolution", "NONE")
-    for i, h in enumerate(_list(spec.get("hosts"))):
-        err = host_error(h, allow_ip=False) if h != "*" else None
-        if err:
-            sink.add(f"spec.hosts[{i}]", err)
-    for i, a in enumerate(_list(spec.get("addresses"))):
-        if isinstance(a, str) and not is_cidr(a):
-            sink.add(f"spec.addresses[{i}]", f"invalid address {a!r}: must be an IP address or CIDR range")
-    port_names: set[str] = set()
-    for i, p in enumerate(_list(spec.get("ports"))):
-        pd = _dict(p)
-        if "number" in pd:
-            check_port(sink, f"spec.ports[{i}].number", pd["number"])
-        if "targetPort" in pd:
-            check_port(sink, f"spec.ports[{i}].targetPort", pd["targetPort"])
-        if isinstance(pd.get("name"), str):
-            port_names.add(pd["name"])
-    for i, e in enumerate(_list(spec.get("endpoints"))):
-        ed = _dict(e)
-        addr = ed.get("address")
-        if isinstance(addr, str) and resolution == "STATIC" and not addr.startswith("unix://") and not is_cidr(addr):
-            sink.add(f"spec.endpoints[{i}].address", f"endpoint address {addr!r} must be an IP for STATIC resolution")
-        for name, port in _dict(ed.get("ports")).items():
-            check_port(sink, f"spec.endpoints[{i}].ports.{name}", port)
-            if port_names and name not in port_names:
-                sink.add(f"spec.endpoints[{i}].ports.{name}", f"endpoint port {name!r} is not a declared port name")
-        check_selector_labels(sink, f"spec.endpoints[{i}].labels", ed.get("labels"))
-    if resolution in ("DNS", "DNS_ROUND_ROBIN") and not spec.get("endpoints"):
-        for i, h in enumerate(_list(spec.get("hosts"))):
-            if isinstance(h, str) and h.startswith("*"):
-                sink.add(f"spec.hosts[{i}]",
-                         f"hosts must be FQDN if no endpoints are provided for resolution mode {resolution}")
-    check_selector_labels(sink, "spec.workloadSelector.labels", _dict(spec.get("workloadSelector")).get("labels"))
-    check_export_to(sink, "spec.exportTo", spec.get("exportTo"))
+def alpha_selector_errors(sink: IssueSink, path: str, selector: Any, what: str) -> bool:
+    """ValidateAlphaWorkloadSelector: False (and the errors) for empty/wildcard keys; no labels is a warning."""
+    if not isinstance(selector, dict):
+        return True
+    labels = dict_of(selector.get("labels"))
+    ok = True
+    for k, v in labels.items():
+        if k == "":
+            sink.add(f"{path}.labels", f'empty key is not supported in selector: "={v}"')
+            ok = False
+        if "*" in str(k) or (isinstance(v, str) and "*" in v):
+            sink.add(f"{path}.labels.{k}", f'wildcard is not supported in selector: "{k}={v}"')
+            ok = False
+    if ok and not labels:
+        sink.warn(path, f"{what}: workload selector specified without labels, will be applied to all services in "
+                        "namespace")
+    return ok
 
 
-# ---------------------------------------------------------------- Sidecar
+def workload_entry_issues(sink: IssueSink, path: str, we: dict[str, Any], service_ports: set[str] | None,
+                          allow_fqdn: bool) -> None:
+    """validateWorkloadEntry (a WorkloadEntry, or a STATIC ServiceEntry endpoint with its service's port names)."""
+    addr = we.get("address", "")
+    addr = addr if isinstance(addr, str) else ""
+    if addr == "":
+        if not we.get("network"):
+            sink.add(f"{path}.address", "address is required")
+            return
+        sink.warn(f"{path}.address", f'address is unset with network "{we["network"]}"')
+    unix = addr.startswith(UNIX)
+    ports = dict_of(we.get("ports"))
+    if unix:
+        _add_all(sink, f"{path}.address", [unix_address_error(addr[len(UNIX):])])
+        if ports:
+            sink.add(f"{path}.ports", f"unix endpoint {addr} must not include ports")
+    elif addr and not is_ip(addr):
+        if not allow_fqdn:
+            sink.add(f"{path}.address", f'endpoint address "{addr}" is not a valid IP address')
+        elif fqdn_error(addr):
+            sink.add(f"{path}.address", f'endpoint address "{addr}" is not a valid FQDN or an IP address')
+    for name, port in ports.items():
+        if service_ports is not None and name not in service_ports:
+            sink.add(f"{path}.ports.{name}", f"endpoint port {port} is not defined by the service entry")
+        _add_all(sink, f"{path}.ports.{name}", [port_name_error(name), port_error(port)])
+    check_labels(sink, f"{path}.labels", we.get("labels"))
+    if unix and service_ports is not None and len(service_ports) != 1:
+        sink.add(path, "exactly 1 service port required for unix endpoints")
 
-def check_sidecar(sink: IssueSink, spec: dict[str, Any]) -> None:
-    for i, eg in enumerate(_list(spec.get("egress"))):
-        egd = _dict(eg)
-        for j, h in enumerate(_list(egd.get("hosts"))):
-            p = f"spec.egress[{i}].hosts[{j}]"
-            if not isinstance(h, str) or "/" not in h:
-                sink.add(p, f"sidecar: hosts must be of form namespace/dnsName, got {h!r}")
-                continue
-            ns, _, name = h.partition("/")
-            if ns not in ("*", ".", "~") and not is_dns1123_label(ns):
-                sink.add(p, f"invalid namespace {ns!r} in egress host {h!r}")
-            if name != "*":
-                err = host_error(name, allow_ip=False)
-                if err:
-                    sink.add(p, err)
-        if not _list(egd.get("hosts")) and "hosts" not in egd:
-            pass  # the schema reports the required field
-        port = _dict(egd.get("port"))
-        if "number" in port:
-            check_port(sink, f"spec.egress[{i}].port.number", port["number"])
-    for i, ing in enumerate(_list(spec.get("ingress"))):
-        port = _dict(_dict(ing).get("port"))
-        if "number" in port:
-            check_port(sink, f"spec.ingress[{i}].port.number", port["number"])
-    check_selector_labels(sink, "spec.workloadSelector.labels", _dict(spec.get("workloadSelector")).get("labels"))
 
-
-# ---------------------------------------------------------------- WorkloadEntry / WorkloadGroup
-
-def check_workload_entry(sink: IssueSink, spec: dict[str, Any], path: str = "spec") -> None:
-    for name, port in _dict(spec.get("ports")).items():
-        check_port(sink, f"{path}.ports.{name}", port)
-    weight = spec.get("weight")
-    if isinstance(weight, int) and weight < 0:
-        sink.add(f"{path}.weight", "weight must not be negative")
+def check_workload_entry(sink: IssueSink, spec: dict[str, Any]) -> None:
+    """ValidateWorkloadEntry (FQDN addresses allowed; ports are not checked against a ServiceEntry)."""
+    workload_entry_issues(sink, "spec", spec, None, allow_fqdn=True)
 
 
 def check_workload_group(sink: IssueSink, spec: dict[str, Any]) -> None:
-    check_workload_entry(sink, _dict(spec.get("template")), "spec.template")
-    probe = _dict(spec.get("probe"))
-    for f in ("httpGet", "tcpSocket"):
-        port = _dict(probe.get(f)).get("port")
-        if port is not None:
-            check_port(sink, f"spec.probe.{f}.port", port)
+    """ValidateWorkloadGroup: a template is required (not validated as an entry), metadata labels, readiness probe."""
+    if spec.get("template") is None:
+        sink.add("spec.template", "template is required")
+        return
+    errs = label_errors(dict_of(spec.get("metadata")).get("labels"))
+    if errs:
+        sink.add("spec.metadata.labels", f"invalid labels: {'; '.join(errs)}")
+        return
+    if spec.get("probe") is not None:
+        _check_probe(sink, "spec.probe", dict_of(spec["probe"]))
+
+
+def _check_probe(sink: IssueSink, path: str, probe: dict[str, Any]) -> None:
+    """validateReadinessProbe."""
+    for f in ("periodSeconds", "initialDelaySeconds", "timeoutSeconds", "successThreshold", "failureThreshold"):
+        if _int(probe.get(f)) < 0:
+            sink.add(f"{path}.{f}", f"{f} must be non-negative")
+    if "httpGet" in probe:
+        h = dict_of(probe["httpGet"])
+        _add_all(sink, f"{path}.httpGet.port", [port_error(_int(h.get("port")))])
+        if h.get("scheme", "") not in ("", "HTTP", "HTTPS"):
+            sink.add(f"{path}.httpGet.scheme", 'httpGet.scheme must be one of "HTTPS", "HTTP"')
+        for i, header in enumerate(list_of(h.get("httpHeaders"))):
+            name = dict_of(header).get("name", "")
+            if not name:
+                sink.add(f"{path}.httpGet.httpHeaders[{i}].name", "header name cannot be empty")
+            elif not (isinstance(name, str) and PROBE_HEADER_NAME_RE.match(name)):
+                sink.add(f"{path}.httpGet.httpHeaders[{i}].name", f"header name {name} is not a valid header name")
+    elif "tcpSocket" in probe:
+        _add_all(sink, f"{path}.tcpSocket.port", [port_error(_int(dict_of(probe["tcpSocket"]).get("port")))])
+    elif "exec" in probe:
+        if not list_of(dict_of(probe["exec"]).get("command")):
+            sink.add(f"{path}.exec.command", "exec.command is required")
+    else:
+        sink.add(path, "unknown health check method <nil>")
+
+
+def check_service_entry(sink: IssueSink, spec: dict[str, Any]) -> None:
+    """ValidateServiceEntry."""
+    if not alpha_selector_errors(sink, "spec.workloadSelector", spec.get("workloadSelector"), "service entry"):
+        return
+    resolution = spec.get("resolution", "NONE")
+    selector, endpoints = spec.get("workloadSelector"), spec.get("endpoints")
+    if selector is not None and endpoints is not None:
+        sink.add("spec", "only one of WorkloadSelector or Endpoints is allowed in Service Entry")
+    hosts = [h for h in list_of(spec.get("hosts")) if isinstance(h, str)]
+    if not hosts:
+        sink.add("spec.hosts", "service entry must have at least one host")
+    for i, h in enumerate(hosts):
+        if h == "*":
+            sink.add(f"spec.hosts[{i}]", f"invalid host {h}")
+            continue
+        _add_all(sink, f"spec.hosts[{i}]", [wildcard_domain_error(h)])
+        if resolution != "DYNAMIC_DNS":
+            err = partial_wildcard_error(h)
+            if err:
+                sink.warn(f"spec.hosts[{i}]", err)
+    addresses = list_of(spec.get("addresses"))
+    for i, a in enumerate(addresses):
+        _add_all(sink, f"spec.addresses[{i}]", [ip_subnet_error(a)])
+    if any("/" in str(a) for a in addresses) and resolution not in ("NONE", "STATIC"):
+        sink.add("spec.addresses", "CIDR addresses are allowed only for NONE/STATIC resolution types")
+    labels = sink.resource.labels or {}
+    auto = resolution != "NONE" and str(labels.get("networking.istio.io/enable-autoallocate-ip", "")).lower() != \
+        "false" and not addresses
+    numbers: set[int] = set()
+    port_names: set[str] = set()
+    ports = list_of(spec.get("ports"))
+    for i, p in enumerate(ports):
+        pp = f"spec.ports[{i}]"
+        if p is None:
+            sink.add(pp, "service entry port may not be null")
+            continue
+        pd = dict_of(p)
+        name, number = str(pd.get("name", "")), _int(pd.get("number"))
+        if name in port_names:
+            sink.add(f"{pp}.name", f'service entry port name "{name}" already defined')
+        port_names.add(name)
+        if number in numbers:
+            sink.add(f"{pp}.number", f"service entry port {number} already defined")
+        numbers.add(number)
+        if _int(pd.get("targetPort")):
+            _add_all(sink, f"{pp}.targetPort", [port_error(pd["targetPort"])])
+        if not addresses and not auto and pd.get("protocol", "") in ("", "TCP"):
+            sink.warn(pp, "addresses are required for ports serving TCP (or unset) protocol when IP Autoallocation "
+                          "is not enabled")
+        _add_all(sink, f"{pp}.name", [port_name_error(name)])
+        _add_all(sink, f"{pp}.protocol", [protocol_error(pd.get("protocol", ""))])
+        _add_all(sink, f"{pp}.number", [port_error(number)])
+    eps = list_of(endpoints)
+    if resolution == "NONE":
+        if eps:
+            sink.add("spec.endpoints", "no endpoints should be provided for resolution type none")
+        if selector is not None:
+            sink.warn("spec.workloadSelector", "workloadSelector should not be set when resolution mode is NONE")
+    elif resolution == "STATIC":
+        for i, e in enumerate(eps):
+            if e is None:
+                sink.add(f"spec.endpoints[{i}]", "endpoint cannot be nil")
+                continue
+            workload_entry_issues(sink, f"spec.endpoints[{i}]", dict_of(e), port_names, allow_fqdn=False)
+    elif resolution in ("DNS", "DNS_ROUND_ROBIN"):
+        _check_dns_entry(sink, spec, resolution, hosts, eps, port_names, addresses)
+    elif resolution == "DYNAMIC_DNS":
+        _check_dynamic_dns(sink, spec, hosts, eps, addresses)
+    if resolution != "NONE" and len(hosts) > 1:
+        for i, p in enumerate(ports):
+            proto = protocol(dict_of(p).get("protocol"))
+            if proto not in HTTP_PROTOCOLS and proto not in TLS_PROTOCOLS:
+                sink.add(f"spec.ports[{i}]", "multiple hosts provided with non-HTTP, non-TLS ports")
+                break
+    check_export_to(sink, "spec.exportTo", spec.get("exportTo"), service_entry=True)
+
+
+def _check_dns_entry(sink: IssueSink, spec: dict[str, Any], resolution: str, hosts: list[str], eps: list[Any],
+                     port_names: set[str], addresses: list[Any]) -> None:
+    """The DNS / DNS_ROUND_ROBIN branch of ValidateServiceEntry."""
+    if not eps:
+        for i, h in enumerate(hosts):
+            err = fqdn_error(h)
+            if err:
+                sink.add(f"spec.hosts[{i}]", "hosts must be FQDN or contain only prefix wildcards if no endpoints are "
+                                             f"provided for resolution mode {resolution}, {err}")
+                break
+    if resolution == "DNS_ROUND_ROBIN" and len(eps) > 1:
+        sink.add("spec.endpoints", f"there must only be 0 or 1 endpoint for resolution mode {resolution}")
+    for i, e in enumerate(eps):
+        p = f"spec.endpoints[{i}]"
+        if e is None:
+            sink.add(p, "endpoint cannot be nil")
+            continue
+        ed = dict_of(e)
+        addr = ed.get("address", "")
+        if not is_ip(addr) and fqdn_error(addr):
+            sink.add(f"{p}.address", f'endpoint address "{addr}" is not a valid FQDN or an IP address')
+        check_labels(sink, f"{p}.labels", ed.get("labels"))
+        for name, port in dict_of(ed.get("ports")).items():
+            if name not in port_names:
+                sink.add(f"{p}.ports.{name}", f"endpoint port {port} is not defined by the service entry")
+            _add_all(sink, f"{p}.ports.{name}", [port_name_error(name), port_error(port)])
+    if addresses:
+        for p in list_of(spec.get("ports")):
+            if protocol(dict_of(p).get("protocol")) in TCP_PROTOCOLS:
+                if len(hosts) > 1:
+                    sink.warn("spec.hosts", "service entry can not have more than one host specified simultaneously "
+                                            "with address and tcp port")
+                break
+
+
+def _check_dynamic_dns(sink: IssueSink, spec: dict[str, Any], hosts: list[str], eps: list[Any],
+                       addresses: list[Any]) -> None:
+    """The DYNAMIC_DNS branch of ValidateServiceEntry."""
+    if not hosts:
+        sink.add("spec.hosts", "at least one wildcard host must be provided for resolution type DYNAMIC_DNS")
+    for i, h in enumerate(hosts):
+        if not h.startswith("*"):
+            sink.add(f"spec.hosts[{i}]", "host must be wildcarded for resolution mode DYNAMIC_DNS")
+    if addresses:
+        sink.add("spec.addresses", "addresses cannot be set for resolution type DYNAMIC_DNS. HTTP route domains will "
+                                   "only be generatedfrom the hosts field values")
+    if eps:
+        sink.add("spec.endpoints", "endpoints cannot be set for resolution type DYNAMIC_DNS. Destination IP address "
+                                   "determined from hostsfield values")
+    for i, p in enumerate(list_of(spec.get("ports"))):
+        if protocol(dict_of(p).get("protocol")) not in ("HTTP", "TLS", "GRPC", "HTTP2"):
+            sink.add(f"spec.ports[{i}].protocol", "only HTTP, TLS, GRPC, and HTTP2 protocols are supported for "
+                                                  "resolution type DYNAMIC_DNS")
+    location = spec.get("location", "MESH_EXTERNAL")
+    if location not in ("MESH_EXTERNAL", "MESH_INTERNAL"):
+        sink.add("spec.location", "location must be MESH_EXTERNAL or MESH_INTERNAL for resolution type DYNAMIC_DNS")
+    use = str((sink.resource.labels or {}).get("istio.io/use-waypoint", ""))
+    if location == "MESH_INTERNAL" and use and use.lower() != "none":
+        sink.add("spec.location", "location MESH_INTERNAL with resolution type DYNAMIC_DNS is not supported when "
+                                  "using waypoints")
