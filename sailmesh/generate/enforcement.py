@@ -49,8 +49,6 @@ def _virtual_service(spec: Any) -> Iterator[str]:
             if _at(match, "destinationSubnets"):
                 yield f"spec.tls[{i}].match[{j}].destinationSubnets"
     for i, rule in enumerate(_list(spec, "http")):
-        if _at(rule, "delegate"):
-            yield f"spec.http[{i}].delegate"
         if _at(rule, "retries", "retryRemoteLocalities") is not None:
             yield f"spec.http[{i}].retries.retryRemoteLocalities"
 

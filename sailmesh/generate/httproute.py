@@ -33,6 +33,7 @@ from sailmesh.api.models.networking import (
 from sailmesh.api.resource import Resource
 from sailmesh.generate import names
 from sailmesh.generate.common import duration, fractional, go_duration, pack, u32
+from sailmesh.generate.delegate import is_root, merged_http
 from sailmesh.generate.policy import effective_policy
 from sailmesh.generate.scope import destination_rule
 from sailmesh.snapshot.index import MESH_GATEWAY, gateway_ref
@@ -443,5 +444,7 @@ def translate_http(vs: Resource, http: HTTPRoute, ctx: RouteContext) -> list[rc.
 
 
 def virtual_service_routes(vs: Resource, ctx: RouteContext) -> list[rc.Route]:
-    """Envoy routes for every http[] entry of a VirtualService, in order."""
-    return [r for http in model_of(vs, VirtualService).http or () for r in translate_http(vs, http, ctx)]
+    """Envoy routes for every http[] entry of a VirtualService, in order (a root's delegating entries replaced by
+    its delegates' routes, merged as Istio merges them: generate/delegate.py)."""
+    http = merged_http(ctx.snapshot, vs) if is_root(vs) else model_of(vs, VirtualService).http or ()
+    return [r for route in http for r in translate_http(vs, route, ctx)]
