@@ -33,7 +33,8 @@ Config = Mapping[str, tuple[Resource, ...]]
 def vs_facts(vs: Resource, domain_suffix: str) -> VsFacts:
     """(exportTo, bound gateways, FQDN hosts, sourceLabels selectors) of a VirtualService."""
     selectors: dict[tuple[tuple[str, str], ...], None] = {}
-    for route in model_of(vs, VirtualService).http or ():
+    spec = model_of(vs, VirtualService)
+    for route in (*(spec.http or ()), *(spec.tcp or ()), *(spec.tls or ())):  # every route kind reads the client
         for m in route.match or ():
             if m.source_labels is not None:
                 selectors[tuple(sorted(m.source_labels.items()))] = None
