@@ -20,7 +20,7 @@ from sailmesh.api.models.networking import (
     PortTrafficPolicy,
     WarmupConfiguration,
 )
-from sailmesh.generate import names
+from sailmesh.generate import locality, names
 from sailmesh.generate.common import MAX_UINT32, Prepacked, ads, duration, go_duration, pack, u32
 from sailmesh.generate.endpoints import assignment, discovery, select, subset_labels, unique_ports
 from sailmesh.generate.memo import Memos
@@ -237,6 +237,9 @@ def outbound_cluster(
         {"services": [{"host": svc.hostname, "name": svc.name, "namespace": svc.namespace}], "subset": subset}
     )
     _apply_policy(c, port.protocol, policy)
+    lb = locality.setting(snapshot, policy)
+    if lb is not None and lb.distribute:  # Istio: distribute weights localities (applyLocalityLoadBalancer)
+        c.common_lb_config.locality_weighted_lb_config.SetInParent()
     if kind == "forward":
         c.lb_policy = Cluster.CLUSTER_PROVIDED  # the forward proxy picks the host itself
     # a forward proxy cluster has no endpoints to match (Istio skips auto mTLS for ORIGINAL_DST too)

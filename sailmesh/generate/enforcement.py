@@ -48,9 +48,6 @@ def _virtual_service(spec: Any) -> Iterator[str]:
         for j, match in enumerate(_list(rule, "match")):
             if _at(match, "destinationSubnets"):
                 yield f"spec.tls[{i}].match[{j}].destinationSubnets"
-    for i, rule in enumerate(_list(spec, "http")):
-        if _at(rule, "retries", "retryRemoteLocalities") is not None:
-            yield f"spec.http[{i}].retries.retryRemoteLocalities"
 
 
 def _policies(spec: Any) -> Iterator[tuple[str, Any]]:
@@ -68,8 +65,6 @@ def _destination_rule(spec: Any) -> Iterator[str]:
     for where, policy in _policies(spec):
         if policy is None:
             continue
-        if _at(policy, "loadBalancer", "localityLbSetting"):
-            yield f"{where}.loadBalancer.localityLbSetting"
         if _at(policy, "loadBalancer", "simple") == "PASSTHROUGH":
             yield f"{where}.loadBalancer.simple: PASSTHROUGH"
         if _at(policy, "tls", "credentialName"):

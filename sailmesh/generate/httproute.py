@@ -13,6 +13,7 @@ from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
+from envoy.extensions.retry.priority.previous_priorities.v3 import previous_priorities_config_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from google.protobuf import wrappers_pb2
 
@@ -228,6 +229,11 @@ def retry_policy(spec: HTTPRetry | None) -> rc.RetryPolicy | None:
     )
     if spec is None:
         return p
+    if spec.retry_remote_localities:
+        # Istio's buildPreviousPrioritiesConfig: retries move to the next priority (remote localities)
+        p.retry_priority.name = "envoy.retry_priorities.previous_priorities"
+        p.retry_priority.typed_config.CopyFrom(pack(previous_priorities_config_pb2.PreviousPrioritiesConfig(
+            update_frequency=2)))
     if spec.attempts:
         p.num_retries.value = spec.attempts
     if spec.per_try_timeout:
