@@ -84,8 +84,12 @@ def _gateway(spec: Any) -> Iterator[str]:
 
 
 def _sidecar(spec: Any) -> Iterator[str]:
-    if _at(spec, "ingress"):
-        yield "spec.ingress"
+    for i, ingress in enumerate(_list(spec, "ingress")):
+        for key in ("bind", "captureMode", "tls", "connectionPool"):
+            if _at(ingress, key) is not None:
+                yield f"spec.ingress[{i}].{key}"
+        if str(_at(ingress, "defaultEndpoint") or "").startswith("unix://"):
+            yield f"spec.ingress[{i}].defaultEndpoint: unix:// (no listener is built)"
     for i, egress in enumerate(_list(spec, "egress")):
         for key in ("port", "bind", "captureMode"):
             if _at(egress, key) is not None:
