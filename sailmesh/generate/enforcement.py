@@ -91,9 +91,8 @@ def _sidecar(spec: Any) -> Iterator[str]:
         if str(_at(ingress, "defaultEndpoint") or "").startswith("unix://"):
             yield f"spec.ingress[{i}].defaultEndpoint: unix:// (no listener is built)"
     for i, egress in enumerate(_list(spec, "egress")):
-        for key in ("port", "bind", "captureMode"):
-            if _at(egress, key) is not None:
-                yield f"spec.egress[{i}].{key}"
+        if _at(egress, "captureMode") not in (None, "NONE"):  # embedded mode captures nothing: every app is NONE
+            yield f"spec.egress[{i}].captureMode: {_at(egress, 'captureMode')} (no traffic capture here)"
     if _at(spec, "inboundConnectionPool") is not None:
         yield "spec.inboundConnectionPool"
 

@@ -17,7 +17,7 @@ from sailmesh.generate.endpoints import unique_ports
 from sailmesh.generate.gateway import gateway_routes
 from sailmesh.generate.httproute import RouteContext, default_route, route_action_defaults, virtual_service_routes
 from sailmesh.generate.memo import Memos
-from sailmesh.generate.scope import outbound_policy, visible_services
+from sailmesh.generate.scope import egress_http_ports, outbound_policy, visible_services
 from sailmesh.generate.tcproute import service_tcp_route
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView, Service
 from sailmesh.xds.types import ROUTE
@@ -253,6 +253,8 @@ def sidecar_routes(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> li
             vh = _vhost(vname, proxy_domains, entry.routes, proxy_used, entry.vhosts)
             if vh is not None:
                 proxy_hosts.append(vh)
+    for port in egress_http_ports(snapshot, proxy):  # a Sidecar egress listener's RDS must exist
+        per_port.setdefault(port, [])
     _non_service_hosts(snapshot, proxy, per_port, used_per_port, proxy_hosts, proxy_used)
     proxy_hosts.extend(_tcp_vhosts(snapshot, proxy, proxy_used))
     fallback = _fallback_field(outbound_policy(snapshot, proxy))

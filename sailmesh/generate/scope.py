@@ -6,8 +6,9 @@ Thin functions over the snapshot's SnapshotIndex (sailmesh/snapshot/index.py, bu
 from __future__ import annotations
 
 from sailmesh.api.models import model_of
-from sailmesh.api.models.networking import Sidecar
+from sailmesh.api.models.networking import IstioEgressListener, Sidecar
 from sailmesh.api.resource import Resource
+from sailmesh.generate import names
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView, Service
 
 
@@ -111,3 +112,34 @@ def inbound_endpoints(snapshot: MeshSnapshot, proxy: ProxyView) -> list[tuple[in
 def inbound_ports(snapshot: MeshSnapshot, proxy: ProxyView) -> list[tuple[int, int, str]]:
     """(port, app port, protocol) of each inbound listener (`inbound_endpoints` without the app address)."""
     return [(p, a, proto) for p, _, a, proto in inbound_endpoints(snapshot, proxy)]
+
+
+def egress_ports(snapshot: MeshSnapshot, proxy: ProxyView) -> list[tuple[str, int, str, tuple[tuple[str, str], ...]]]:
+    """The proxy's Sidecar egress listeners that name a `port`: (bind address, port, protocol, their hosts as
+    (namespace, host)), bound on the proxy's address unless `bind` says otherwise; ports its inbound listeners use
+    on that address are left out (Envoy refuses two listeners on one address, as Istio drops such conflicts)."""
+    taken = {(proxy.ip, p) for p, *_ in inbound_endpoints(snapshot, proxy)}
+    out = []
+    for listener in _egress_with_ports(snapshot, proxy):
+        port = (listener.port.number if listener.port is not None else None) or 0
+        bind = listener.bind or proxy.ip
+        if (bind, port) in taken:
+            continue
+        taken.add((bind, port))
+        hosts = tuple((proxy.namespace if ns == "." else ns, host)
+                      for ns, _, host in (h.partition("/") for h in listener.hosts or ()))
+        out.append((bind, port, (listener.port.protocol if listener.port else None) or "TCP", hosts))
+    return out
+
+
+def _egress_with_ports(snapshot: MeshSnapshot, proxy: ProxyView) -> list[IstioEgressListener]:
+    sc = snapshot.index.sidecar(proxy) if proxy.type == "sidecar" else None
+    egress = model_of(sc, Sidecar).egress if sc is not None else None
+    return [e for e in egress or () if e.port is not None and e.port.number]
+
+
+def egress_http_ports(snapshot: MeshSnapshot, proxy: ProxyView) -> list[int]:
+    """The HTTP ports of the proxy's Sidecar egress listeners (each needs its route config, conflicts or not:
+    this depends only on the Sidecar, as route configs are shared by the proxies of one outbound key)."""
+    return [e.port.number for e in _egress_with_ports(snapshot, proxy)
+            if e.port is not None and e.port.number and names.is_http(e.port.protocol or "TCP")]

@@ -45,3 +45,34 @@ def test_tcp_source_matches_per_proxy_through_one_generator() -> None:
     assert connect_cluster(gen, snap, details) == "outbound|5432|v1|db.default.svc.cluster.local"
     assert connect_cluster(gen, snap, pp) == "outbound|5432|v2|db.default.svc.cluster.local"
     assert connect_cluster(gen, snap, other) == "outbound|5432|v3|db.default.svc.cluster.local"
+
+
+TWO_PORTS = Service(hostname="db.default.svc.cluster.local", name="db", namespace="default",
+                    ports=(ServicePort(port=5432, name="tcp", protocol="TCP"),
+                           ServicePort(port=5433, name="tcp-b", protocol="TCP")), selector={"app": "db"})
+
+PORT_VS = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db, namespace: default}
+spec:
+  hosts: [db]
+  tcp:
+  - match: [{port: 5433}]
+    route: [{destination: {host: db, subset: v2, port: {number: 5433}}}]
+  - route: [{destination: {host: db, subset: v1}, weight: 75}, {destination: {host: db, subset: v3}, weight: 25}]
+"""
+
+
+def test_tcp_routes_on_every_applicable_port() -> None:
+    """Each TCP port of the host takes the first tcp route whose match applies to it (Istio builds a TCP route per
+    port); a route without a port match applies to every port, with its weights."""
+    snap = make_snapshot(resources(PORT_VS), [*bookinfo_services(), TWO_PORTS], bookinfo_workloads())
+    cfg = route_pb2.RouteConfiguration()
+    Generator().resources(snap, sidecar(), ROUTE)["http_proxy"].Unpack(cfg)
+    vh = {v.name: v for v in cfg.virtual_hosts}
+    second = vh["db.default.svc.cluster.local:5433"].routes[0].route
+    assert second.cluster == "outbound|5433|v2|db.default.svc.cluster.local"
+    first = vh["db.default.svc.cluster.local:5432"].routes[0].route
+    assert [(c.name, c.weight.value) for c in first.weighted_clusters.clusters] == [
+        ("outbound|5432|v1|db.default.svc.cluster.local", 75), ("outbound|5432|v3|db.default.svc.cluster.local", 25)]
