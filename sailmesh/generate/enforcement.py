@@ -62,6 +62,8 @@ def _policies(spec: Any) -> Iterator[tuple[str, Any]]:
 
 
 def _destination_rule(spec: Any) -> Iterator[str]:
+    if _at(spec, "workloadSelector") is not None:
+        yield "spec.workloadSelector (the rule applies to every proxy that looks it up, not only the selected ones)"
     for where, policy in _policies(spec):
         if policy is None:
             continue

@@ -107,3 +107,15 @@ spec:
   - {port: {number: 15443, name: tls, protocol: TLS}, hosts: ["*.local"], tls: {mode: AUTO_PASSTHROUGH}}
 """) == ["Gateway default/g: accepted, not enforced: spec.servers[0].tls.mode: AUTO_PASSTHROUGH "
          "(multi-network SNI routing)"]
+
+
+def test_destination_rule_workload_selector_is_reported() -> None:
+    """A DestinationRule's workloadSelector is not honoured by the lookup (generate/scope.destination_rule)."""
+    assert notes("""apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: r, namespace: default}
+spec:
+  host: r
+  workloadSelector: {matchLabels: {app: a}}
+""") == ["DestinationRule default/r: accepted, not enforced: spec.workloadSelector (the rule applies to every "
+         "proxy that looks it up, not only the selected ones)"]
