@@ -137,16 +137,18 @@ class SnapshotIndex:
                 previous._selectors, previous._vs_parsed, previous._hosts_of
         else:
             self._index_virtual_services(vss, previous if same_suffix else None)
-        # outbound keys depend on the Sidecars, the mesh and the sourceLabels selectors only
+        # outbound keys depend on the Sidecars, the mesh, the sourceLabels selectors and the failoverPriority labels
         self._outbound: dict[Hashable, Hashable] = {}
         self._sidecar: dict[Hashable, Resource | None] = {}
         self._visible: dict[Hashable, list[Service]] = {}
         self._by_ns: dict[str, list[Service]] | None = None
         self._sorted_ns: dict[str, list[Service]] | None = None
         self._priority_labels: tuple[str, ...] | None = None
+        if previous is not None and previous.of_kind("DestinationRule") is self.of_kind("DestinationRule"):
+            self._priority_labels = previous._priority_labels
         if previous is not None and previous.of_kind("Sidecar") is self.of_kind("Sidecar") \
-                and previous.of_kind("DestinationRule") is self.of_kind("DestinationRule") \
-                and previous.mesh == mesh and previous._selectors == self._selectors:
+                and previous.mesh == mesh and previous._selectors == self._selectors \
+                and previous.priority_labels() == self.priority_labels():
             self._outbound, self._sidecar = previous._outbound, previous._sidecar
             # visible services depend on the outbound key (Sidecar egress, namespace) and the services only
             if previous.services is services:
@@ -167,6 +169,12 @@ class SnapshotIndex:
 
     def of_kind(self, kind: str) -> tuple[Resource, ...]:
         return self.config.get(kind, ())
+
+    def priority_labels(self) -> tuple[str, ...]:
+        """failover_priority_labels of this snapshot's DestinationRules (computed once, taken over while they stay)."""
+        if self._priority_labels is None:
+            self._priority_labels = failover_priority_labels(self.of_kind("DestinationRule"))
+        return self._priority_labels
 
     def _index_virtual_services(self, vss: tuple[Resource, ...], previous: SnapshotIndex | None) -> None:
         """Per-object VirtualService facts, taken over for the objects `previous` had too (route inputs are
@@ -221,11 +229,9 @@ class SnapshotIndex:
                                 if all(proxy.labels.get(k) == v for k, v in sel))
                 # the proxy's tlsMode label: whether its clusters may use mesh mTLS (generate/tls.py); its locality
                 # and the labels failoverPriority names: its endpoints' priorities (generate/locality.py)
-                if self._priority_labels is None:
-                    self._priority_labels = failover_priority_labels(self.of_kind("DestinationRule"))
                 hit = ("sidecar", proxy.namespace, None if sc is None else (sc.namespace, sc.name), matched,
                        proxy.labels.get("security.istio.io/tlsMode", ""), locality.from_labels(proxy.labels),
-                       tuple(proxy.labels.get(k) for k in self._priority_labels))
+                       tuple(proxy.labels.get(k) for k in self.priority_labels()))
             self._outbound[key] = hit
         return hit
 

@@ -139,3 +139,13 @@ spec:
     assert cfg.update_frequency == 2  # Istio's buildPreviousPrioritiesConfig
     assert enforcement.not_enforced(resources(vs)[0]) == []
     assert enforcement.not_enforced(resources(dr("{failover: [{from: r1, to: r3}]}"))[0]) == []
+
+
+def test_failover_priority_labels_and_locality_enter_the_outbound_key() -> None:
+    """Proxies alike except in a label failoverPriority names (or their locality) must not share assignments."""
+    a, b = client(team="x"), client(team="y")
+    plain = snap(dr())
+    assert plain.index.outbound_key(a) == plain.index.outbound_key(b)
+    assert plain.index.outbound_key(a) != plain.index.outbound_key(client("r1/z2", team="x"))
+    keyed = snap(dr("{failoverPriority: [team]}"))
+    assert keyed.index.outbound_key(a) != keyed.index.outbound_key(b)
