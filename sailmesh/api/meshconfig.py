@@ -192,6 +192,8 @@ class MeshConfig(Model, frozen=True):
     enable_auto_mtls: bool = True
     connect_timeout: Duration | None = None
     outbound_traffic_policy: OutboundTrafficPolicy = OutboundTrafficPolicy()
+    # Istio's mesh-wide LocalityLoadBalancerSetting (unset: enabled, default failover); read by generate/locality.py
+    locality_lb_setting: Mapping[str, Any] | None = None
     default_config: ProxyConfig = ProxyConfig()
     extension_providers: tuple[ExtensionProvider, ...] = ()
     default_providers: DefaultProviders = DefaultProviders()

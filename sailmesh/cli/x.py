@@ -4,13 +4,14 @@
   sailmesh x flags               # every flag
   sailmesh x describe service reviews -n default
   sailmesh x describe workload reviews-v1-0
+  sailmesh x load -c 2 -n 20 --from fortio http://httpbin:8000/get   # fortio-style load through a sidecar
 """
 
 from __future__ import annotations
 
 import argparse
 
-from sailmesh.cli import describe, flags
+from sailmesh.cli import describe, flags, load
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,6 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        description=describe.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     describe.add_arguments(d)
     d.set_defaults(_x=describe.run)
+    ld = sub.add_parser("load", help="fortio-style load through a workload's sidecar, printing a code histogram",
+                        description=load.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    load.add_arguments(ld)
+    ld.set_defaults(_x=load.run)
 
 
 def run_flags(args: argparse.Namespace) -> int:
@@ -34,6 +39,6 @@ def run_flags(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     handler = getattr(args, "_x", None)
     if handler is None:
-        print("usage: sailmesh x {flags,describe} ...  (sailmesh x --help)")
+        print("usage: sailmesh x {flags,describe,load} ...  (sailmesh x --help)")
         return 2
     return int(handler(args))

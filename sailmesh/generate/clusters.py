@@ -20,13 +20,13 @@ from sailmesh.api.models.networking import (
     PortTrafficPolicy,
     WarmupConfiguration,
 )
-from sailmesh.generate import names
+from sailmesh.generate import locality, names
 from sailmesh.generate.common import MAX_UINT32, Prepacked, ads, duration, go_duration, pack, u32
 from sailmesh.generate.endpoints import assignment, discovery, select, subset_labels, unique_ports
 from sailmesh.generate.memo import Memos
 from sailmesh.generate.peer_authn import namespace_mode
 from sailmesh.generate.policy import effective_policy
-from sailmesh.generate.scope import destination_rule, inbound_ports, visible_services
+from sailmesh.generate.scope import destination_rule, inbound_endpoints, visible_services
 from sailmesh.generate.tls import apply_upstream_tls, auto_mtls_enabled, has_mesh_identity
 from sailmesh.snapshot.model import Endpoint, MeshSnapshot, ProxyView, Service, ServicePort
 from sailmesh.telemetry import resolve, tracing
@@ -237,6 +237,9 @@ def outbound_cluster(
         {"services": [{"host": svc.hostname, "name": svc.name, "namespace": svc.namespace}], "subset": subset}
     )
     _apply_policy(c, port.protocol, policy)
+    lb = locality.setting(snapshot, policy)
+    if lb is not None and lb.distribute:  # Istio: distribute weights localities (applyLocalityLoadBalancer)
+        c.common_lb_config.locality_weighted_lb_config.SetInParent()
     if kind == "forward":
         c.lb_policy = Cluster.CLUSTER_PROVIDED  # the forward proxy picks the host itself
     # a forward proxy cluster has no endpoints to match (Istio skips auto mTLS for ORIGINAL_DST too)
@@ -290,16 +293,17 @@ def build_inbound(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Cluster]:
 
 
 def _inbound(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Cluster]:
-    """`inbound|port||` per container port, pointing at the app on proxy.ip:app_port (sidecars only)."""
+    """`inbound|port||` per inbound port, pointing at the app on proxy.ip:app_port, or at a Sidecar ingress
+    listener's defaultEndpoint (sidecars only)."""
     if proxy.type != "sidecar":
         return []
     out = []
-    for port, app_port, protocol in inbound_ports(snapshot, proxy):
+    for port, address, app_port, protocol in inbound_endpoints(snapshot, proxy):
         name = names.inbound_cluster(port)
         c = _base(name)
         c.type = Cluster.STATIC
         c.load_assignment.CopyFrom(
-            assignment(name, [Endpoint("", port, proxy.ip, app_port)])
+            assignment(name, [Endpoint("", port, address, app_port)])  # a Sidecar ingress's defaultEndpoint
         )
         if names.is_http(protocol):
             opts = _protocol_options(protocol, None)

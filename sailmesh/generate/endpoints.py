@@ -9,11 +9,14 @@ from envoy.config.core.v3 import base_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2 as ec
 from envoy.config.endpoint.v3 import endpoint_pb2
 
+from sailmesh.api import locality as loc
 from sailmesh.api.models import model_of
 from sailmesh.api.models.networking import DestinationRule
-from sailmesh.generate import names
+from sailmesh.api.resource import Resource
+from sailmesh.generate import locality, names
 from sailmesh.generate.common import Prepacked, socket_address, u32
 from sailmesh.generate.memo import Memos
+from sailmesh.generate.policy import effective_policy
 from sailmesh.generate.scope import destination_rule, visible_services
 from sailmesh.generate.tls import endpoint_metadata
 from sailmesh.snapshot.model import Endpoint, MeshSnapshot, ProxyView, Service, ServicePort
@@ -38,8 +41,7 @@ def discovery(snapshot: MeshSnapshot, svc: Service) -> str:
 
 
 def _locality(text: str) -> base_pb2.Locality:
-    region, _, rest = text.partition("/")
-    zone, _, subzone = rest.partition("/")
+    region, zone, subzone = loc.split(text)
     return base_pb2.Locality(region=region, zone=zone, sub_zone=subzone)
 
 
@@ -64,27 +66,46 @@ def _lb_endpoint(e: Endpoint) -> ec.LbEndpoint:
     return lb
 
 
+def _group_endpoints(g: locality.Group) -> ec.LocalityLbEndpoints:
+    lle = ec.LocalityLbEndpoints(lb_endpoints=[_lb_endpoint(e) for e in g.endpoints],
+                                 load_balancing_weight=u32(g.weight), priority=g.priority)
+    if g.locality:
+        lle.locality.CopyFrom(_locality(g.locality))
+    return lle
+
+
 def locality_endpoints(endpoints: Iterable[Endpoint]) -> list[ec.LocalityLbEndpoints]:
     """Endpoints grouped by locality (sorted, stable order), each with its weight."""
-    groups: dict[str, list[Endpoint]] = {}
-    for e in endpoints:
-        groups.setdefault(e.locality, []).append(e)
-    out = []
-    for loc in sorted(groups):
-        members = sorted(groups[loc], key=lambda e: (e.address, e.port))
-        lle = ec.LocalityLbEndpoints(
-            lb_endpoints=[_lb_endpoint(e) for e in members],
-            load_balancing_weight=u32(sum(max(1, e.weight) for e in members)),
-        )
-        if loc:
-            lle.locality.CopyFrom(_locality(loc))
-        out.append(lle)
-    return out
+    return [_group_endpoints(g) for g in locality.groups(list(endpoints))]
 
 
 def assignment(cluster: str, endpoints: Iterable[Endpoint]) -> endpoint_pb2.ClusterLoadAssignment:
     """One ClusterLoadAssignment."""
     return endpoint_pb2.ClusterLoadAssignment(cluster_name=cluster, endpoints=locality_endpoints(endpoints))
+
+
+def _locality_lb(snapshot: MeshSnapshot, proxy: ProxyView, dr: Resource | None, subset: str,
+                 port: int) -> tuple[object, ...] | None:
+    """What locality load balancing needs for one cluster of this proxy (None: it does not apply): the setting,
+    whether outlier detection allows failover, the proxy's locality and the labels failoverPriority reads."""
+    own = loc.from_labels(proxy.labels)
+    if not own or (dr is None and snapshot.mesh_config.locality_lb_setting is None):
+        return None  # no rule with outlier detection or distribute can apply
+    policy = effective_policy(dr, subset, port)
+    lb = locality.setting(snapshot, policy)
+    failover = policy.outlier_detection is not None
+    if lb is None or not (lb.distribute or failover):
+        return None
+    labels = tuple((n, proxy.labels.get(n)) for n in (p.partition("=")[0] for p in lb.failover_priority))
+    return (lb, failover, own, labels)
+
+
+def _shaped(cluster: str, endpoints: list[Endpoint], proxy: ProxyView,
+            shape: tuple[object, ...]) -> endpoint_pb2.ClusterLoadAssignment:
+    lb, failover, own, _ = shape
+    assert isinstance(lb, locality.LocalitySetting) and isinstance(own, str)
+    gs = locality.apply(locality.groups(endpoints), own, proxy.labels, lb, bool(failover))
+    return endpoint_pb2.ClusterLoadAssignment(cluster_name=cluster, endpoints=[_group_endpoints(g) for g in gs])
 
 
 def subset_labels(snapshot: MeshSnapshot, proxy_ns: str, service: Service) -> list[tuple[str, Mapping[str, str]]]:
@@ -110,14 +131,19 @@ def build_endpoints(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> l
         if discovery(snapshot, svc) != "eds":
             continue
         subsets = subset_labels(snapshot, proxy.namespace, svc)
+        dr = destination_rule(snapshot, proxy.namespace, svc)
         for port in unique_ports(svc):
             eps = snapshot.endpoints.get((svc.hostname, port.port), ())
             for subset, labels in subsets:
                 name = names.outbound_cluster(port.port, subset, svc.hostname)
-                key = (name, id(eps), tuple(sorted(labels.items())))
+                # locality LB makes an assignment depend on the proxy's locality (and failoverPriority labels)
+                shape = _locality_lb(snapshot, proxy, dr, subset, port.port)
+                key = (name, id(eps), tuple(sorted(labels.items())), shape)
                 cla = memos.assignments.get(key, (eps,))
                 if cla is None:
-                    cla = Prepacked.of(name, assignment(name, select(eps, labels)))
+                    chosen = select(eps, labels)
+                    msg = assignment(name, chosen) if shape is None else _shaped(name, chosen, proxy, shape)
+                    cla = Prepacked.of(name, msg)
                     memos.assignments.put(key, (eps,), cla)
                 out.append(cla)
     return out

@@ -47,11 +47,6 @@ def _virtual_service(spec: Any) -> Iterator[str]:
         for j, match in enumerate(_list(rule, "match")):
             if _at(match, "destinationSubnets"):
                 yield f"spec.tls[{i}].match[{j}].destinationSubnets"
-    for i, rule in enumerate(_list(spec, "http")):
-        if _at(rule, "delegate"):
-            yield f"spec.http[{i}].delegate"
-        if _at(rule, "retries", "retryRemoteLocalities") is not None:
-            yield f"spec.http[{i}].retries.retryRemoteLocalities"
 
 
 def _policies(spec: Any) -> Iterator[tuple[str, Any]]:
@@ -66,11 +61,11 @@ def _policies(spec: Any) -> Iterator[tuple[str, Any]]:
 
 
 def _destination_rule(spec: Any) -> Iterator[str]:
+    if _at(spec, "workloadSelector") is not None:
+        yield "spec.workloadSelector (the rule applies to every proxy that looks it up, not only the selected ones)"
     for where, policy in _policies(spec):
         if policy is None:
             continue
-        if _at(policy, "loadBalancer", "localityLbSetting"):
-            yield f"{where}.loadBalancer.localityLbSetting"
         if _at(policy, "loadBalancer", "simple") == "PASSTHROUGH":
             yield f"{where}.loadBalancer.simple: PASSTHROUGH"
         if _at(policy, "tls", "credentialName"):
@@ -92,12 +87,15 @@ def _gateway(spec: Any) -> Iterator[str]:
 
 
 def _sidecar(spec: Any) -> Iterator[str]:
-    if _at(spec, "ingress"):
-        yield "spec.ingress"
+    for i, ingress in enumerate(_list(spec, "ingress")):
+        for key in ("bind", "captureMode", "tls", "connectionPool"):
+            if _at(ingress, key) is not None:
+                yield f"spec.ingress[{i}].{key}"
+        if str(_at(ingress, "defaultEndpoint") or "").startswith("unix://"):
+            yield f"spec.ingress[{i}].defaultEndpoint: unix:// (no listener is built)"
     for i, egress in enumerate(_list(spec, "egress")):
-        for key in ("port", "bind", "captureMode"):
-            if _at(egress, key) is not None:
-                yield f"spec.egress[{i}].{key}"
+        if _at(egress, "captureMode") not in (None, "NONE"):  # embedded mode captures nothing: every app is NONE
+            yield f"spec.egress[{i}].captureMode: {_at(egress, 'captureMode')} (no traffic capture here)"
     if _at(spec, "inboundConnectionPool") is not None:
         yield "spec.inboundConnectionPool"
 

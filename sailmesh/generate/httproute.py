@@ -13,6 +13,7 @@ from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
+from envoy.extensions.retry.priority.previous_priorities.v3 import previous_priorities_config_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from google.protobuf import wrappers_pb2
 
@@ -33,6 +34,7 @@ from sailmesh.api.models.networking import (
 from sailmesh.api.resource import Resource
 from sailmesh.generate import names
 from sailmesh.generate.common import duration, fractional, go_duration, pack, u32
+from sailmesh.generate.delegate import is_root, merged_http
 from sailmesh.generate.policy import effective_policy
 from sailmesh.generate.scope import destination_rule
 from sailmesh.snapshot.index import MESH_GATEWAY, gateway_ref
@@ -227,6 +229,11 @@ def retry_policy(spec: HTTPRetry | None) -> rc.RetryPolicy | None:
     )
     if spec is None:
         return p
+    if spec.retry_remote_localities:
+        # Istio's buildPreviousPrioritiesConfig: retries move to the next priority (remote localities)
+        p.retry_priority.name = "envoy.retry_priorities.previous_priorities"
+        p.retry_priority.typed_config.CopyFrom(pack(previous_priorities_config_pb2.PreviousPrioritiesConfig(
+            update_frequency=2)))
     if spec.attempts:
         p.num_retries.value = spec.attempts
     if spec.per_try_timeout:
@@ -443,5 +450,7 @@ def translate_http(vs: Resource, http: HTTPRoute, ctx: RouteContext) -> list[rc.
 
 
 def virtual_service_routes(vs: Resource, ctx: RouteContext) -> list[rc.Route]:
-    """Envoy routes for every http[] entry of a VirtualService, in order."""
-    return [r for http in model_of(vs, VirtualService).http or () for r in translate_http(vs, http, ctx)]
+    """Envoy routes for every http[] entry of a VirtualService, in order (a root's delegating entries replaced by
+    its delegates' routes, merged as Istio merges them: generate/delegate.py)."""
+    http = merged_http(ctx.snapshot, vs) if is_root(vs) else model_of(vs, VirtualService).http or ()
+    return [r for route in http for r in translate_http(vs, route, ctx)]

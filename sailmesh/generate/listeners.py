@@ -20,7 +20,8 @@ from sailmesh.generate.gateway import ChainSpec, gateway_tcp_routes, gateway_tls
 from sailmesh.generate.gateway_tls import downstream_tls_context
 from sailmesh.generate.httproute import route_action_defaults
 from sailmesh.generate.peer_authn import workload_policy
-from sailmesh.generate.scope import inbound_ports
+from sailmesh.generate.scope import egress_ports, inbound_ports
+from sailmesh.generate.tcproute import egress_tcp_clusters
 from sailmesh.generate.tls import has_mesh_identity, inbound_chains, needs_tls_inspector, tls_inspector
 from sailmesh.settings import ProxyPorts
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView
@@ -264,4 +265,36 @@ def build_listeners(
     if proxy.type == "router":
         return gateway_listeners(snapshot, proxy)
     ports = ports or ProxyPorts()
-    return [virtual_outbound(snapshot, proxy, ports.outbound), *inbound_listeners(snapshot, proxy)]
+    return [virtual_outbound(snapshot, proxy, ports.outbound), *inbound_listeners(snapshot, proxy),
+            *egress_listeners(snapshot, proxy)]
+
+
+def egress_listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> list[listener_pb2.Listener]:
+    """Sidecar egress listeners with a `port` (Istio's explicit egress listeners, what captureMode NONE apps call):
+    `<bind>_<port>` on the bind address (default the proxy's), HTTP ports routed by the port's route config
+    (RDS `<port>`), other ports tcp_proxied to the one service of their hosts with that port (tcp routes applied)."""
+    out = []
+    for bind, port, protocol, hosts in egress_ports(snapshot, proxy):
+        if names.is_http(protocol):
+            h = http_connection_manager(f"outbound_{bind}_{port}",
+                                        http_filters(FilterContext(snapshot, proxy, Direction.OUTBOUND, port)),
+                                        rds=names.port_route(port))
+            observability(h, snapshot, proxy, resolve.CLIENT)
+            with_metrics_log(h, telemetry.SOURCE)
+            nf = lc.Filter(name=HCM_NAME, typed_config=pack(h))
+        else:
+            clusters = egress_tcp_clusters(snapshot, proxy, port, hosts)
+            if not clusters:
+                continue
+            tp = tcp_proxy_pb2.TcpProxy(stat_prefix=f"outbound_{bind}_{port}")
+            tp.access_log_options.flush_access_log_on_connected = True
+            if len(clusters) == 1:
+                tp.cluster = clusters[0][0]
+            else:
+                for c, w in clusters:
+                    tp.weighted_clusters.clusters.add(name=c, weight=w)
+            observability(tp, snapshot, proxy, resolve.CLIENT)
+            with_metrics_log(tp, telemetry.SOURCE)
+            nf = lc.Filter(name=TCP_PROXY_NAME, typed_config=pack(tp))
+        out.append(_listener(names.listener_name(bind, port), bind, port, base_pb2.OUTBOUND, nf))
+    return out

@@ -12,11 +12,12 @@ from google.protobuf import any_pb2, wrappers_pb2
 from sailmesh.api.resource import Resource
 from sailmesh.generate import names
 from sailmesh.generate.common import Prepacked
+from sailmesh.generate.delegate import delegates_of, is_root
 from sailmesh.generate.endpoints import unique_ports
 from sailmesh.generate.gateway import gateway_routes
 from sailmesh.generate.httproute import RouteContext, default_route, route_action_defaults, virtual_service_routes
 from sailmesh.generate.memo import Memos
-from sailmesh.generate.scope import outbound_policy, visible_services
+from sailmesh.generate.scope import egress_http_ports, outbound_policy, visible_services
 from sailmesh.generate.tcproute import service_tcp_route
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView, Service
 from sailmesh.xds.types import ROUTE
@@ -60,7 +61,7 @@ def _route_reader(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, vss: t
     """
     idx = snapshot.index
     hosts: dict[str, None] = {svc.hostname: None}
-    for vs in vss:
+    for vs in vss:  # a root's delegates (after it in vss) are read like it
         reads_client, dest_hosts = idx.route_inputs(vs)
         if reads_client:
             return ("client", outbound_key)
@@ -78,9 +79,11 @@ def _memo_entry(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, port: in
     memo: OrderedDict[tuple[object, ...], MemoEntry] = memos.routes
     okey = idx.outbound_key(proxy) if outbound_key is None else outbound_key
     vss = tuple(idx.mesh_virtual_services_for(proxy, svc.hostname))
-    held = (svc, vss, snapshot.services, snapshot.of_kind("DestinationRule"), snapshot.mesh)
-    reader = _route_reader(snapshot, proxy, svc, vss, okey)
-    key = (reader, port, id(svc), tuple(map(id, vss)), *map(id, held[2:]))
+    # the delegates of root VirtualServices: their routes are part of the root's (a changed delegate is a new object)
+    read = vss + tuple(d for vs in vss if is_root(vs) for d in delegates_of(snapshot, vs) if d is not None)
+    held = (svc, read, snapshot.services, snapshot.of_kind("DestinationRule"), snapshot.mesh)
+    reader = _route_reader(snapshot, proxy, svc, read, okey)
+    key = (reader, port, id(svc), tuple(map(id, read)), *map(id, held[2:]))
     hit = memo.get(key)
     if hit is not None:  # the entry holds the objects whose ids are in its key: equal ids, the same objects
         memo.move_to_end(key)
@@ -250,6 +253,8 @@ def sidecar_routes(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> li
             vh = _vhost(vname, proxy_domains, entry.routes, proxy_used, entry.vhosts)
             if vh is not None:
                 proxy_hosts.append(vh)
+    for port in egress_http_ports(snapshot, proxy):  # a Sidecar egress listener's RDS must exist
+        per_port.setdefault(port, [])
     _non_service_hosts(snapshot, proxy, per_port, used_per_port, proxy_hosts, proxy_used)
     proxy_hosts.extend(_tcp_vhosts(snapshot, proxy, proxy_used))
     fallback = _fallback_field(outbound_policy(snapshot, proxy))

@@ -9,8 +9,8 @@ from sailmesh.api.models.networking import L4MatchAttributes, TLSMatchAttributes
 from sailmesh.api.resource import Resource
 from sailmesh.generate import names
 from sailmesh.generate.httproute import RouteContext, destination_cluster
-from sailmesh.snapshot.index import gateway_ref
-from sailmesh.snapshot.model import Service
+from sailmesh.snapshot.index import egress_imports, gateway_ref
+from sailmesh.snapshot.model import MeshSnapshot, ProxyView, Service
 
 WeightedClusters = list[tuple[str, int]]
 
@@ -81,3 +81,15 @@ def service_tcp_route(ctx: RouteContext, svc: Service) -> WeightedClusters:
         if found:
             return found
     return [(names.outbound_cluster(ctx.port, "", svc.hostname), 100)]
+
+
+def egress_tcp_clusters(snapshot: MeshSnapshot, proxy: ProxyView, port: int,
+                        hosts: tuple[tuple[str, str], ...]) -> WeightedClusters:
+    """Where a Sidecar egress listener on a TCP `port` sends a connection: the first visible service (by name)
+    that its hosts import and that has a non-HTTP `port`, through its tcp routes; [] when there is none."""
+    for svc in snapshot.index.visible_services(proxy):
+        if hosts and not egress_imports(list(hosts), svc.namespace, svc.hostname):
+            continue
+        if any(p.port == port and not names.is_http(p.protocol) for p in svc.ports):
+            return service_tcp_route(RouteContext(snapshot, proxy, port), svc)
+    return []

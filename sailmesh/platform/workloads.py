@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sailmesh.api import locality
 from sailmesh.api.resource import Resource
 from sailmesh.errors import PlatformError
 from sailmesh.platform.probes import Probe
@@ -142,9 +143,10 @@ def plan(
 
 
 def mesh_labels(inst: Instance) -> dict[str, str]:
-    """The labels the mesh sees for an instance: with a sidecar (whose agent serves its certificate over SDS),
-    Istio's injected `security.istio.io/tlsMode: istio`, which turns auto mTLS on towards it and from it."""
-    labels = dict(inst.labels)
+    """The labels the mesh sees for an instance: its locality's topology labels (as Istio adds them); with a
+    sidecar (whose agent serves its certificate over SDS), Istio's injected `security.istio.io/tlsMode: istio`,
+    which turns auto mTLS on towards it and from it."""
+    labels = {**locality.topology_labels(inst.locality), **inst.labels}  # Istio's AugmentLabels for the locality
     if inst.sidecar:
         labels[TLS_MODE_LABEL] = TLS_MODE_ISTIO
     return labels

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from sailmesh.api import locality
 from sailmesh.api.change import Change
 from sailmesh.api.models import model_of
 from sailmesh.api.models.networking import WorkloadEntry, WorkloadGroup
@@ -46,7 +47,7 @@ def _freeze(w: Workload) -> Workload:
         labels=MappingProxyType(dict(w.labels)),
         service_account=w.service_account,
         app_ports=MappingProxyType(dict(w.app_ports)),
-        locality=w.locality,
+        locality=locality.of_workload(w.locality, w.labels),  # the field, else topology / istio-locality labels
         network=w.network,
         healthy=w.healthy,
         origin=w.origin,

@@ -9,8 +9,9 @@ built, so the index keeps no reference to older snapshots.
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from sailmesh.api import locality
 from sailmesh.api.hosts import exported_to, host_subset_of, hosts_match, resolve_short_name, selector_matches
 from sailmesh.api.models import model_of
 from sailmesh.api.models.networking import DestinationRule, Sidecar, VirtualService
@@ -33,12 +34,31 @@ Config = Mapping[str, tuple[Resource, ...]]
 def vs_facts(vs: Resource, domain_suffix: str) -> VsFacts:
     """(exportTo, bound gateways, FQDN hosts, sourceLabels selectors) of a VirtualService."""
     selectors: dict[tuple[tuple[str, str], ...], None] = {}
-    for route in model_of(vs, VirtualService).http or ():
-        for m in route.match or ():
-            if m.source_labels is not None:
-                selectors[tuple(sorted(m.source_labels.items()))] = None
+    spec = model_of(vs, VirtualService)
+    found = [m.source_labels for r in spec.http or () for m in r.match or ()]
+    found += [m.source_labels for r in spec.tcp or () for m in r.match or ()]  # every route kind reads the client
+    found += [m.source_labels for r in spec.tls or () for m in r.match or ()]
+    for labels in found:
+        if labels is not None:
+            selectors[tuple(sorted(labels.items()))] = None
     export = list(model_of(vs, VirtualService).export_to or ())
     return (export, bound_gateways(vs), vs_hosts(vs, domain_suffix), tuple(selectors))
+
+
+def failover_priority_labels(rules: tuple[Resource, ...]) -> tuple[str, ...]:
+    """The label names any DestinationRule's localityLbSetting.failoverPriority lists (its endpoints' priorities
+    then depend on those labels of the proxy)."""
+    found: dict[str, None] = {}
+    for dr in rules:
+        spec = model_of(dr, DestinationRule)
+        policies: list[Any] = [spec.traffic_policy, *(s.traffic_policy for s in spec.subsets or ())]
+        policies += [p for tp in policies if tp is not None for p in tp.port_level_settings or ()]
+        for tp in policies:
+            lb = tp.load_balancer if tp is not None else None
+            raw = lb.locality_lb_setting if lb is not None else None
+            for item in (raw or {}).get("failoverPriority") or ():
+                found[str(item).partition("=")[0]] = None
+    return tuple(found)
 
 
 def http_route_inputs(vs: Resource, domain_suffix: str) -> tuple[bool, tuple[str, ...]]:
@@ -117,14 +137,18 @@ class SnapshotIndex:
                 previous._selectors, previous._vs_parsed, previous._hosts_of
         else:
             self._index_virtual_services(vss, previous if same_suffix else None)
-        # outbound keys depend on the Sidecars, the mesh and the sourceLabels selectors only
+        # outbound keys depend on the Sidecars, the mesh, the sourceLabels selectors and the failoverPriority labels
         self._outbound: dict[Hashable, Hashable] = {}
         self._sidecar: dict[Hashable, Resource | None] = {}
         self._visible: dict[Hashable, list[Service]] = {}
         self._by_ns: dict[str, list[Service]] | None = None
         self._sorted_ns: dict[str, list[Service]] | None = None
+        self._priority_labels: tuple[str, ...] | None = None
+        if previous is not None and previous.of_kind("DestinationRule") is self.of_kind("DestinationRule"):
+            self._priority_labels = previous._priority_labels
         if previous is not None and previous.of_kind("Sidecar") is self.of_kind("Sidecar") \
-                and previous.mesh == mesh and previous._selectors == self._selectors:
+                and previous.mesh == mesh and previous._selectors == self._selectors \
+                and previous.priority_labels() == self.priority_labels():
             self._outbound, self._sidecar = previous._outbound, previous._sidecar
             # visible services depend on the outbound key (Sidecar egress, namespace) and the services only
             if previous.services is services:
@@ -145,6 +169,12 @@ class SnapshotIndex:
 
     def of_kind(self, kind: str) -> tuple[Resource, ...]:
         return self.config.get(kind, ())
+
+    def priority_labels(self) -> tuple[str, ...]:
+        """failover_priority_labels of this snapshot's DestinationRules (computed once, taken over while they stay)."""
+        if self._priority_labels is None:
+            self._priority_labels = failover_priority_labels(self.of_kind("DestinationRule"))
+        return self._priority_labels
 
     def _index_virtual_services(self, vss: tuple[Resource, ...], previous: SnapshotIndex | None) -> None:
         """Per-object VirtualService facts, taken over for the objects `previous` had too (route inputs are
@@ -197,9 +227,11 @@ class SnapshotIndex:
                 # the selectors themselves (not their positions): keys stay comparable across snapshots
                 matched = tuple(sel for sel in self._selectors
                                 if all(proxy.labels.get(k) == v for k, v in sel))
-                # the proxy's tlsMode label: whether its clusters may use mesh mTLS (generate/tls.py)
+                # the proxy's tlsMode label: whether its clusters may use mesh mTLS (generate/tls.py); its locality
+                # and the labels failoverPriority names: its endpoints' priorities (generate/locality.py)
                 hit = ("sidecar", proxy.namespace, None if sc is None else (sc.namespace, sc.name), matched,
-                       proxy.labels.get("security.istio.io/tlsMode", ""))
+                       proxy.labels.get("security.istio.io/tlsMode", ""), locality.from_labels(proxy.labels),
+                       tuple(proxy.labels.get(k) for k in self.priority_labels()))
             self._outbound[key] = hit
         return hit
 

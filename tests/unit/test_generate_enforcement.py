@@ -20,10 +20,10 @@ spec:
   http:
   - {delegate: {name: d}}
   - {route: [{destination: {host: r}}], retries: {attempts: 2, retryRemoteLocalities: true}}
-  tls: [{match: [{sniHosts: [r]}], route: [{destination: {host: r}}]}]
+  tls: [{match: [{sniHosts: [r], destinationSubnets: [10.0.0.0/8]}], route: [{destination: {host: r}}]}]
 """)
-    assert vs == ["VirtualService default/r: accepted, not enforced: "
-                  "spec.http[0].delegate, spec.http[1].retries.retryRemoteLocalities"]
+    # delegate (generate/delegate.py) and retryRemoteLocalities (httproute.retry_policy) are translated
+    assert vs == ["VirtualService default/r: accepted, not enforced: spec.tls[0].match[0].destinationSubnets"]
     dr = notes("""apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: r, namespace: default}
@@ -32,8 +32,7 @@ spec:
   trafficPolicy: {loadBalancer: {localityLbSetting: {enabled: true}}}
   subsets: [{name: v1, labels: {v: "1"}, trafficPolicy: {loadBalancer: {simple: PASSTHROUGH}}}]
 """)
-    assert dr == ["DestinationRule default/r: accepted, not enforced: "
-                  "spec.trafficPolicy.loadBalancer.localityLbSetting, "
+    assert dr == ["DestinationRule default/r: accepted, not enforced: "  # localityLbSetting: generate/locality.py
                   "spec.subsets[0].trafficPolicy.loadBalancer.simple: PASSTHROUGH"]
     assert notes("""apiVersion: networking.istio.io/v1alpha3
 kind: EnvoyFilter
@@ -109,3 +108,15 @@ spec:
   - {port: {number: 15443, name: tls, protocol: TLS}, hosts: ["*.local"], tls: {mode: AUTO_PASSTHROUGH}}
 """) == ["Gateway default/g: accepted, not enforced: spec.servers[0].tls.mode: AUTO_PASSTHROUGH "
          "(multi-network SNI routing)"]
+
+
+def test_destination_rule_workload_selector_is_reported() -> None:
+    """A DestinationRule's workloadSelector is not honoured by the lookup (generate/scope.destination_rule)."""
+    assert notes("""apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: r, namespace: default}
+spec:
+  host: r
+  workloadSelector: {matchLabels: {app: a}}
+""") == ["DestinationRule default/r: accepted, not enforced: spec.workloadSelector (the rule applies to every "
+         "proxy that looks it up, not only the selected ones)"]

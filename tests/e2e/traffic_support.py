@@ -1,0 +1,73 @@
+"""Helpers for the traffic-management e2e tests: an app that says who answered (and fails on demand), and requests
+sent through a workload's sidecar (its HTTP_PROXY, as `sailmesh exec` gives it)."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+
+from sailmesh.cli.exec import find_instance
+from sailmesh.platform.state import MeshState
+from sailmesh.testing.mesh import RunningMesh
+
+NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+# Answers {"pod": POD_NAME, "headers": {...}}; while the file named by FAIL_FILE exists it answers 503.
+APP = '''\
+import http.server, json, os
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        fail = os.environ.get("FAIL_FILE", "")
+        code = 503 if fail and os.path.exists(fail) else 200
+        body = json.dumps({"pod": os.environ["POD_NAME"], "headers": dict(self.headers)}).encode()
+        self.send_response(code)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer((os.environ["HOST"], int(os.environ["PORT"])), H).serve_forever()
+'''
+
+Get = Callable[..., tuple[int, dict]]  # type: ignore[type-arg]
+
+
+def via(mesh: RunningMesh, workload: str, namespace: str = "default") -> Get:
+    """get(url, headers={}) -> (status, JSON body) sent through `workload`'s sidecar."""
+    inst = find_instance(MeshState.load(mesh.state_dir), workload, namespace)
+    assert inst is not None, f"no workload {namespace}/{workload}"
+    proxy = inst.env["HTTP_PROXY"]
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": proxy}))
+
+    def get(url: str, headers: Mapping[str, str] | None = None) -> tuple[int, dict]:  # type: ignore[type-arg]
+        req = urllib.request.Request(url, headers=dict(headers or {}))
+        try:
+            with opener.open(req, timeout=10) as r:
+                return r.status, _json(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, _json(e.read())
+
+    return get
+
+
+def _json(raw: bytes) -> dict:  # type: ignore[type-arg]
+    try:
+        out = json.loads(raw)
+    except ValueError:
+        return {"raw": raw.decode(errors="replace")}
+    return out if isinstance(out, dict) else {"raw": out}
+
+
+def admin_ip(mesh: RunningMesh, workload: str, namespace: str = "default") -> str:
+    inst = find_instance(MeshState.load(mesh.state_dir), workload, namespace)
+    assert inst is not None
+    return inst.address
+
+
+def route_dump(ip: str) -> str:
+    with NO_PROXY.open(f"http://{ip}:15000/config_dump?resource=dynamic_route_configs", timeout=5) as r:
+        return r.read().decode()

@@ -1,0 +1,151 @@
+"""Locality load balancing as Istio's pilot/pkg/networking/core/loadbalancer applies it: a workload's locality (field,
+topology labels, istio-locality), EDS priorities by proximity with outlier detection (default failover), `failover`
+region pairs, `failoverPriority` labels, `distribute` weights, `enabled: false`, and retryRemoteLocalities."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.retry.priority.previous_priorities.v3 import previous_priorities_config_pb2 as pp
+
+from sailmesh.api import locality as loc
+from sailmesh.api.models import build
+from sailmesh.api.models.networking import WorkloadEntry
+from sailmesh.generate import enforcement
+from sailmesh.generate.generator import Generator
+from sailmesh.registry.workloads import workload_from_spec
+from sailmesh.xds.types import CLUSTER, ENDPOINT, ROUTE
+from tests.unit.test_generate_support import generated, make_snapshot, resources, service, sidecar, workload
+
+CLUSTER_NAME = "outbound|9080||reviews.default.svc.cluster.local"
+PLACES = {"127.0.1.3": "r1/z1", "127.0.1.4": "r1/z2", "127.0.1.5": "r2/z1", "127.0.1.6": "r3/z1"}
+
+
+def dr(lb: str = "", outlier: bool = True) -> str:
+    policy = "    outlierDetection: {consecutive5xxErrors: 1}\n" if outlier else ""
+    if lb:
+        policy += f"    loadBalancer:\n      localityLbSetting: {lb}\n"
+    return ("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews, namespace: default}\n"
+            f"spec:\n  host: reviews\n  trafficPolicy:\n{policy}")
+
+
+def snap(*config: str):  # type: ignore[no-untyped-def]
+    wls = [dataclasses.replace(workload(f"reviews-{i}", ip, app="reviews", zone=place.split("/")[1]),
+                               locality=place) for i, (ip, place) in enumerate(PLACES.items())]
+    return make_snapshot(resources(*config), [service("reviews"), service("productpage")], wls)
+
+
+def client(place: str = "r1/z1", **extra: str):  # type: ignore[no-untyped-def]
+    return sidecar("productpage-v1-0", "127.0.1.1", app="productpage", version="v1",
+                   **loc.topology_labels(place), **extra)
+
+
+def priorities(snapshot, proxy=None) -> dict[str, tuple[int, int]]:  # type: ignore[no-untyped-def]
+    """endpoint address -> (priority, locality weight) in the proxy's assignment for reviews."""
+    cla = generated(snapshot, proxy or client(), ENDPOINT, endpoint_pb2.ClusterLoadAssignment)[CLUSTER_NAME]
+    return {e.endpoint.address.socket_address.address: (g.priority, g.load_balancing_weight.value)
+            for g in cla.endpoints for e in g.lb_endpoints}
+
+
+def test_locality_helpers_follow_istio() -> None:
+    assert loc.from_labels({"topology.kubernetes.io/region": "r", "topology.kubernetes.io/zone": "z",
+                            "topology.istio.io/subzone": "s"}) == "r/z/s"
+    assert loc.from_labels({"istio-locality": "r.z", "topology.kubernetes.io/region": "x"}) == "r/z"
+    assert loc.from_labels({}) == "" and loc.topology_labels("r/z") == {
+        "topology.kubernetes.io/region": "r", "topology.kubernetes.io/zone": "z"}
+    assert loc.matches("r1/z1/s1", "r1/*") and loc.matches("r1/z1/s1", "*") and loc.matches("r1/z1", "r1")
+    assert not loc.matches("r1/z1", "r1/z2") and not loc.matches("r2/z1", "r1/*")
+    assert [loc.lb_priority("r/z/s", e) for e in ("r/z/s", "r/z/t", "r/y", "q/z")] == [0, 1, 2, 3]
+
+
+def test_workload_locality_from_field_else_labels() -> None:
+    labelled = workload_from_spec("vm", "default", build(WorkloadEntry, {
+        "address": "10.0.0.1", "labels": {"topology.kubernetes.io/region": "r9", "topology.kubernetes.io/zone": "z9"}}),
+        "test")
+    assert labelled.locality == "r9/z9"
+    explicit = workload_from_spec("vm", "default", build(WorkloadEntry, {
+        "address": "10.0.0.1", "locality": "a/b", "labels": {"topology.kubernetes.io/region": "r9"}}), "test")
+    assert explicit.locality == "a/b"
+
+
+def test_outlier_detection_gives_proximity_priorities() -> None:
+    # Istio's default failover: 0 same zone, then same region, then other regions (renumbered without gaps)
+    assert priorities(snap(dr())) == {"127.0.1.3": (0, 1), "127.0.1.4": (1, 1), "127.0.1.5": (2, 1),
+                                      "127.0.1.6": (2, 1)}
+    # a proxy in r2 sees r2 first
+    assert priorities(snap(dr()), client("r2/z1"))["127.0.1.5"][0] == 0
+
+
+def test_without_outlier_detection_or_when_disabled_every_endpoint_is_priority_zero() -> None:
+    assert {p for p, _ in priorities(snap(dr(outlier=False))).values()} == {0}
+    assert {p for p, _ in priorities(snap(dr("{enabled: false}"))).values()} == {0}
+    assert {p for p, _ in priorities(snap()).values()} == {0}  # no DestinationRule
+    assert {p for p, _ in priorities(snap(dr()), sidecar()).values()} == {0}  # a proxy without a locality
+
+
+def test_failover_pairs_put_other_regions_last() -> None:
+    got = priorities(snap(dr("{failover: [{from: r1, to: r3}]}")))
+    # r3 (the failover target) keeps priority 3 -> 2; r2 drops to 4 -> 3
+    assert got == {"127.0.1.3": (0, 1), "127.0.1.4": (1, 1), "127.0.1.6": (2, 1), "127.0.1.5": (3, 1)}
+
+
+def test_failover_priority_labels_first() -> None:
+    # failoverPriority on the zone label: endpoints in the proxy's zone first, whatever their region
+    got = priorities(snap(dr("{failoverPriority: [topology.kubernetes.io/zone]}")))
+    assert got == {"127.0.1.3": (0, 1), "127.0.1.5": (0, 1), "127.0.1.6": (0, 1), "127.0.1.4": (1, 1)}
+    # `label=value` compares with that value instead of the proxy's
+    got = priorities(snap(dr("{failoverPriority: [topology.kubernetes.io/zone=z2]}")))
+    assert got["127.0.1.4"] == (0, 1) and got["127.0.1.3"] == (1, 1)
+
+
+def test_distribute_reweights_and_drops_unlisted_localities() -> None:
+    s = snap(dr("{distribute: [{from: r1/z1/*, to: {r1/z1/*: 80, r1/z2/*: 20}}]}", outlier=False))
+    assert priorities(s) == {"127.0.1.3": (0, 80), "127.0.1.4": (0, 20)}
+    c = generated(s, client(), CLUSTER, cluster_pb2.Cluster)[CLUSTER_NAME]
+    assert c.common_lb_config.HasField("locality_weighted_lb_config")
+    # a proxy the rule does not cover gets the plain assignment
+    assert len(priorities(s, client("r2/z1"))) == 4
+
+
+def test_proxies_in_other_zones_do_not_share_assignments() -> None:
+    s, gen = snap(dr()), Generator()
+    a, b = gen.resources(s, client("r1/z1"), ENDPOINT), gen.resources(s, client("r1/z2"), ENDPOINT)
+    ca, cb = endpoint_pb2.ClusterLoadAssignment(), endpoint_pb2.ClusterLoadAssignment()
+    a[CLUSTER_NAME].Unpack(ca)
+    b[CLUSTER_NAME].Unpack(cb)
+    first = {g.locality.zone: g.priority for g in ca.endpoints if g.locality.region == "r1"}
+    second = {g.locality.zone: g.priority for g in cb.endpoints if g.locality.region == "r1"}
+    assert first == {"z1": 0, "z2": 1} and second == {"z1": 1, "z2": 0}
+
+
+def test_retry_remote_localities() -> None:
+    vs = """apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - route: [{destination: {host: reviews}}]
+    retries: {attempts: 3, retryRemoteLocalities: true}
+"""
+    rcfg = generated(snap(vs), client(), ROUTE, route_pb2.RouteConfiguration)["9080"]
+    rp = next(v for v in rcfg.virtual_hosts if v.name.startswith("reviews.")).routes[0].route.retry_policy
+    assert rp.retry_priority.name == "envoy.retry_priorities.previous_priorities"
+    cfg = pp.PreviousPrioritiesConfig()
+    rp.retry_priority.typed_config.Unpack(cfg)
+    assert cfg.update_frequency == 2  # Istio's buildPreviousPrioritiesConfig
+    assert enforcement.not_enforced(resources(vs)[0]) == []
+    assert enforcement.not_enforced(resources(dr("{failover: [{from: r1, to: r3}]}"))[0]) == []
+
+
+def test_failover_priority_labels_and_locality_enter_the_outbound_key() -> None:
+    """Proxies alike except in a label failoverPriority names (or their locality) must not share assignments."""
+    a, b = client(team="x"), client(team="y")
+    plain = snap(dr())
+    assert plain.index.outbound_key(a) == plain.index.outbound_key(b)
+    assert plain.index.outbound_key(a) != plain.index.outbound_key(client("r1/z2", team="x"))
+    keyed = snap(dr("{failoverPriority: [team]}"))
+    assert keyed.index.outbound_key(a) != keyed.index.outbound_key(b)
