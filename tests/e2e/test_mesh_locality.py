@@ -3,6 +3,7 @@ two zones): a client in r1/z1 calls a service with endpoints in r1/z1 and r1/z2.
 
 - With outlier detection (Istio turns locality failover on by default then), every request stays in the caller's
   zone; when that zone's endpoint answers 5xx it is ejected and traffic fails over to the other zone.
+- distribute: a client in r1/z1 with `{r1/z1/*: 80, r1/z2/*: 20}` sends about 80% of 1,000 requests to z1.
 - retryRemoteLocalities: with an ejection threshold never reached, a request whose first attempt fails in the
   local zone is retried in the remote one (client sees 200); without it, retries stay in the local zone (503).
 The localities come from LocalWorkload `locality` (servers) and the topology labels (client)."""
@@ -29,7 +30,7 @@ metadata: {{name: {name}}}
 spec:
   ports: [{{name: http, port: {port}, targetPort: 8000}}]
   selector: {{app: web}}
-""" for name, port in (("web", 8000), ("web-r", 9000), ("web-n", 9100)))
+""" for name, port in (("web", 8000), ("web-r", 9000), ("web-n", 9100), ("web-d", 9200)))
 
 MESH = SERVICES + """\
 ---
@@ -77,6 +78,18 @@ spec:
   trafficPolicy:
     outlierDetection: {{consecutive5xxErrors: 100000, interval: 1s, baseEjectionTime: 5m}}
 """ for name in ("web-r", "web-n")) + """\
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web-d}
+spec:
+  host: web-d
+  trafficPolicy:
+    loadBalancer:
+      localityLbSetting:
+        distribute:
+        - from: r1/z1/*
+          to: {"r1/z1/*": 80, "r1/z2/*": 20}
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -143,3 +156,16 @@ def test_fails_over_when_the_zone_is_ejected(mesh: tuple[RunningMesh, str]) -> N
         assert stat(ip, ejected) == 1
     finally:
         os.unlink(fail)
+
+
+def test_distribute_splits_by_locality_weight(mesh: tuple[RunningMesh, str]) -> None:
+    m, _ = mesh
+    get = via(m, "client")
+    wait_for(lambda: get("http://web-d:9200/")[0] == 200, timeout=30, interval=0.3, what="web-d answering")
+    got = answers(get, "http://web-d:9200/", 1000)
+    z1, z2 = got[(200, "web-z1-0")], got[(200, "web-z2-0")]
+    assert z1 + z2 == 1000, got
+    print(f"distribute 80/20 over 1,000 requests: z1 {z1}, z2 {z2}")
+    # 80/20 over 1,000: the standard deviation is 12.6, so +-60 (4.7 sigma) holds by chance with p < 1e-5, and a
+    # wrong split (50/50 without distribute, 100/0 with failover priorities) cannot meet it
+    assert abs(z1 - 800) <= 60, got
