@@ -276,6 +276,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             async for request in request_iterator:
                 self.limits.check_request(request)
                 conn.receive(request)
+                if conn.queued_requests >= self.limits.queued_requests:
+                    await conn.room()
         except RequestRefused as e:
             conn.refuse(e)
         except (grpc.RpcError, asyncio.InvalidStateError) as e:

@@ -100,6 +100,7 @@ class ConnectionStatus:
     awaiting_ack: str  # short type name the current push waits for ("cds"), or ""
     peer: str = ""  # gRPC peer address, e.g. ipv4:127.0.0.1:41234
     identities: tuple[str, ...] = ()  # TLS peer identities (client certificate SANs), empty on plaintext
+    queued_requests: int = 0  # requests read and not yet served (bounded by Limits.queued_requests)
 
 
 class Wakeup:
@@ -165,6 +166,8 @@ class Connection:
         self.errors: dict[str, str] = {}  # type URL -> why generating it failed (the proxy keeps its last config)
         self.pushes = 0
         self._requests: deque[Message] = deque()
+        self._room = asyncio.Event()  # set when the request queue is below the limit (the reader may read on)
+        self._room.set()
         self._pending: PendingPush | None = None
         self._wake = Wakeup()
         self._closed = False
@@ -176,7 +179,18 @@ class Connection:
     # -- queueing (called from the reader task and from AdsServer.push; never blocks) --
     def enqueue_request(self, request: Message) -> None:
         self._requests.append(request)
+        if len(self._requests) >= self.limits.queued_requests:
+            self._room.clear()
         self._wake.set()
+
+    async def room(self) -> None:
+        """Wait until the request queue is below its limit: the reader stops reading meanwhile, so gRPC's flow
+        control holds back a client that sends faster than its requests are served (its memory stays bounded)."""
+        await self._room.wait()
+
+    @property
+    def queued_requests(self) -> int:
+        return len(self._requests)
 
     def receive(self, request: Message) -> None:
         """A request from the proxy: a plain ACK is recorded at once, anything else queued for the loop."""
@@ -193,6 +207,7 @@ class Connection:
     def close(self) -> None:
         self._closed = True
         self._wake.set()
+        self._room.set()
 
     def refuse(self, error: RequestRefused) -> None:
         """End the stream with error's status (a request over a bound)."""
@@ -224,7 +239,10 @@ class Connection:
         push: PendingPush | None = None
         while not self._closed:
             if self._requests:
-                await self.handle_request(self._requests.popleft(), send)
+                request = self._requests.popleft()
+                if len(self._requests) < self.limits.queued_requests:
+                    self._room.set()
+                await self.handle_request(request, send)
                 continue
             if self._awaiting is not None and time.monotonic() >= self._await_deadline:
                 log.warning("%s did not ACK %s in %.0fs, pushing on", self.log_id, short_name(self._awaiting),
@@ -363,4 +381,4 @@ class Connection:
         }
         return ConnectionStatus(self.conn_id, self.node_id, self.node.cluster, self.connected_at, self.delta, types,
                                 self.pushes, short_name(self._awaiting) if self._awaiting else "", self.peer,
-                                self.identities)
+                                self.identities, len(self._requests))

@@ -23,6 +23,7 @@ MAX_NAME = 2048  # characters of one resource name
 MAX_TYPES = 16  # distinct type URLs on one stream (sailmesh serves 5)
 MAX_TYPE_URL = 256
 MAX_NACK_DETAIL = 4096  # characters of a NACK's error message kept for proxy-status and the log
+MAX_QUEUED_REQUESTS = 64  # requests read and not yet served, per stream (then the server stops reading)
 MAX_REQUEST_BYTES = 16 * 2**20  # gRPC's receive limit for one request
 
 
@@ -45,6 +46,7 @@ class Limits:
     types: int = MAX_TYPES
     type_url: int = MAX_TYPE_URL
     nack_detail: int = MAX_NACK_DETAIL
+    queued_requests: int = MAX_QUEUED_REQUESTS
 
     def check_node(self, request: Message) -> None:
         """The first request's node: an id of bounded length, metadata of bounded size."""

@@ -10,6 +10,7 @@ Istio's pilot_xds_write_timeout); requests over a bound end their stream with a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import grpc
@@ -21,6 +22,7 @@ from sailmesh.server.ads import AdsServer
 from sailmesh.server.budget import SendBudget
 from sailmesh.testing.ads_client import AdsClient
 from sailmesh.testing.static_source import StaticSource
+from sailmesh.testing.waiting import await_for
 from sailmesh.xds.push import PushRequest
 from sailmesh.xds.types import CLUSTER
 
@@ -134,4 +136,37 @@ async def test_a_stream_whose_write_blocks_past_the_write_timeout_is_cut(source:
     finally:
         for s in silent:
             await s.close()
+        await server.stop(0)
+
+
+async def test_a_client_flooding_requests_is_held_back_by_flow_control(source: StaticSource) -> None:
+    """A client that never reads and sends requests as fast as it can: the server stops reading once its queue
+    is full (before: every request read was queued, without bound), so the client's writes block instead."""
+    server = AdsServer(source, write_timeout=120, budget=SendBudget(2 * 2**20))
+    await server.serve("127.0.0.1", 0)
+    flood = Silent(f"127.0.0.1:{server.port}", "flood")
+    limit = server.limits.queued_requests
+    names = [f"outbound|80||svc{i}.ns.svc.cluster.local" for i in range(50)]
+
+    async def write_all() -> None:
+        await flood.ask()
+        for i in range(5_000):  # each a new subscription (no nonce): each must be answered
+            await flood.call.write(discovery_pb2.DiscoveryRequest(type_url=CLUSTER, resource_names=[*names, str(i)]))
+
+    writer = asyncio.create_task(write_all())
+    try:
+        async def full() -> bool:
+            conns = server.connections()
+            return writer.done() or (bool(conns) and conns[0].queued_requests >= limit)
+        await await_for(full, timeout=60, what="the server's request queue full")
+        assert not writer.done(), "every request was read: nothing held the client back"
+        for _ in range(20):  # it stays at the limit while the writer is blocked
+            assert server.connections()[0].queued_requests <= limit
+            await asyncio.sleep(0.05)
+        assert not writer.done()
+    finally:
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            await writer
+        await flood.close()
         await server.stop(0)
