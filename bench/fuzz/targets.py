@@ -96,7 +96,8 @@ class Harness:
         self.statuses: Counter[int] = Counter()
         for name in ("sailmesh", "aiohttp", "grpc"):
             logging.getLogger(name).addHandler(self.capture)
-        logging.getLogger("sailmesh").setLevel(logging.INFO)
+        self._level = logging.getLogger("sailmesh").level
+        logging.getLogger("sailmesh").setLevel(logging.INFO)  # the lines with client input are info lines
         opts = ControlPlaneOptions(config_dirs=[str(SAMPLES / "bookinfo" / "networking")], xds_port=free_port(),
                                    xds_plaintext=True, xds_tls_port=0, ca_port=0, http_port=free_port(),
                                    state_dir=self.state)
@@ -120,6 +121,7 @@ class Harness:
         self.loop.close()
         for name in ("sailmesh", "aiohttp", "grpc"):
             logging.getLogger(name).removeHandler(self.capture)
+        logging.getLogger("sailmesh").setLevel(self._level)
         shutil.rmtree(self.state, ignore_errors=True)
 
     def check_problems(self) -> None:
