@@ -52,6 +52,10 @@ class GenerationError(SailmeshError):
     """Translating mesh config into Envoy resources failed."""
 
 
+class UnservedTypeError(GenerationError):
+    """A proxy asked for a resource type the control plane does not serve (the server then does not answer)."""
+
+
 class XdsError(SailmeshError):
     """The xDS server or client hit a protocol error."""
 

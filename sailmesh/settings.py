@@ -66,6 +66,8 @@ class Settings:
     state_dir: str = field(default_factory=lambda: _env("STATE_DIR", os.path.expanduser("~/.sailmesh")))
     envoy_path: str = field(default_factory=lambda: _env("ENVOY", ""))
     log_level: str = field(default_factory=lambda: _env("LOG_LEVEL", "info"))
+    # A response write blocked this long ends the proxy's stream (Istio's PILOT_XDS_SEND_TIMEOUT); 0: no limit.
+    xds_send_timeout_s: float = field(default_factory=lambda: float(_env("XDS_SEND_TIMEOUT", "30")))
 
 
 def load() -> Settings:

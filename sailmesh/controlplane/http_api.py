@@ -18,10 +18,15 @@ from aiohttp import web
 
 from sailmesh import __version__
 from sailmesh.processes import PID_HEADER
+from sailmesh.xds.logtext import printable
 
 log = logging.getLogger("sailmesh.controlplane")
 
 MAX_BODY = 64 * 1024 * 1024
+# Nesting deeper than this is refused with 400 before any handler walks the body (JSON nested 100k deep made the
+# parser raise RecursionError, a 500); Istio's resources nest a few dozen levels at most.
+MAX_DEPTH = 100
+JSON_TYPE = "application/json"
 OPEN_PATHS = frozenset({"/ready", "/metrics"})
 # Pages a browser opens (the dashboard) cannot send a bearer header: `sailmesh dashboard` opens them with the API
 # token once in the URL (`?token=`), which sets an HttpOnly, SameSite=Strict cookie for the rest of the visit.
@@ -77,16 +82,66 @@ def _json(data: Any, status: int = 200) -> web.Response:
                         content_type="application/json")
 
 
-async def _documents(request: web.Request) -> tuple[list[dict[str, Any]], bool, bool] | web.Response:
-    """The documents of an apply/delete body, its `dryRun` flag and its `analyze` flag (warnings wanted)."""
+def _too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether a parsed JSON value nests deeper than `limit` (walked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, dict | list):
+            if depth > limit:
+                return True
+            stack.extend((c, depth + 1) for c in (v.values() if isinstance(v, dict) else v))
+    return False
+
+
+async def _body(request: web.Request) -> Any:
+    """The request's JSON body, or a 4xx JSON response saying what is wrong with it (never an exception)."""
+    if request.content_type.lower() != JSON_TYPE:  # (aiohttp reads a missing Content-Type as octet-stream)
+        return _json({"errors": [f"Content-Type {request.content_type!r} is not supported: send application/json"]},
+                     415)
     try:
         body = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        return _json({"errors": ["request body is not JSON"]}, 400)
+    except web.HTTPRequestEntityTooLarge:
+        return _json({"errors": [f"request body over {MAX_BODY} bytes"]}, 413)
+    except RecursionError:
+        return _json({"errors": [f"request body nests deeper than {MAX_DEPTH} levels"]}, 400)
+    except (ValueError, UnicodeDecodeError) as e:
+        return _json({"errors": [f"request body is not JSON: {e}"]}, 400)
+    if _too_deep(body):
+        return _json({"errors": [f"request body nests deeper than {MAX_DEPTH} levels"]}, 400)
+    return body
+
+
+def _document_error(i: int, d: Any) -> str:
+    """Why documents[i] is not {"file": str, "line": int >= 0, "doc": {...}} (the CLI's shape), or ""."""
+    where = f"documents[{i}]"
+    if not isinstance(d, dict):
+        return f"{where} must be an object"
+    if not isinstance(d.get("file", ""), str):
+        return f"{where}.file must be a string"
+    line = d.get("line", 0)
+    if line is not None and (isinstance(line, bool) or not isinstance(line, int) or line < 0):
+        return f"{where}.line must be a non-negative integer, not {json.dumps(line)[:40]}"
+    if not isinstance(d.get("doc"), dict):
+        return f"{where}.doc must be an object (one resource)"
+    return ""
+
+
+async def _documents(request: web.Request) -> tuple[list[dict[str, Any]], bool, bool] | web.Response:
+    """The documents of an apply/delete body, its `dryRun` flag and its `analyze` flag (warnings wanted)."""
+    body = await _body(request)
+    if isinstance(body, web.Response):
+        return body
     docs = body.get("documents") if isinstance(body, dict) else None
-    if not isinstance(docs, list) or not all(isinstance(d, dict) for d in docs):
+    if not isinstance(docs, list):
         return _json({"errors": ["expected {\"documents\": [{\"file\", \"line\", \"doc\"}, ...]}"]}, 400)
-    return docs, bool(body.get("dryRun")), bool(body.get("analyze"))
+    errors = [e for e in (_document_error(i, d) for i, d in enumerate(docs)) if e]
+    for flag in ("dryRun", "analyze"):
+        if not isinstance(body.get(flag, False), bool):
+            errors.append(f"{flag} must be true or false")
+    if errors:
+        return _json({"errors": errors[:20]}, 400)
+    return docs, body.get("dryRun", False), body.get("analyze", False)
 
 
 def _redirect(location: str) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -151,7 +206,7 @@ def make_app(backend: Backend, mounts: Mapping[str, web.Application] | None = No
         if browser and not token:
             token = request.query.get("token", "") or request.cookies.get(TOKEN_COOKIE, "")
         if not backend.is_admin(token):
-            log.warning("HTTP API: unauthenticated %s %s from %s (%s)", request.method, request.path,
+            log.warning("HTTP API: unauthenticated %s %s from %s (%s)", request.method, printable(request.path),
                         request.remote, "wrong token" if token else "no token")
             hint = "open it with `sailmesh dashboard`" if browser else \
                 "send the control plane's API token (Authorization: Bearer, from the api-token file in its state dir)"
@@ -162,10 +217,9 @@ def make_app(backend: Backend, mounts: Mapping[str, web.Application] | None = No
         return response
 
     async def join_token(request: web.Request) -> web.Response:
-        try:
-            body = await request.json()
-        except (ValueError, UnicodeDecodeError):
-            body = None
+        body = await _body(request)
+        if isinstance(body, web.Response):
+            return body
         ns = body.get("namespace") if isinstance(body, dict) else None
         sa = body.get("serviceAccount") if isinstance(body, dict) else None
         if not isinstance(ns, str) or not isinstance(sa, str) or not ns or not sa:

@@ -12,6 +12,7 @@ from sailmesh.generate.generator import Generator
 from sailmesh.server.source import Generated
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView
 from sailmesh.snapshot.node import proxy_view_from_node
+from sailmesh.xds.logtext import printable
 from sailmesh.xds.push import PushRequest
 
 log = logging.getLogger(__name__)
@@ -35,13 +36,13 @@ class MeshSource:
         metadata: dict[str, Any] = json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {}
         view = proxy_view_from_node(node.id, metadata)  # raises XdsError for a malformed node
         self.proxies[id(view)] = view
-        log.info("proxy connected: %s", view.id)
+        log.info("proxy connected: %s", printable(view.id))
         return view
 
     def proxy_disconnected(self, handle: object) -> None:
         if isinstance(handle, ProxyView):
             self.proxies.pop(id(handle), None)
-            log.info("proxy disconnected: %s", handle.id)
+            log.info("proxy disconnected: %s", printable(handle.id))
 
     def generate(self, handle: object, type_url: str) -> Generated:
         """Raises GenerationError; the server then keeps the proxy's last config and reports the error."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from google.protobuf import any_pb2, message
 
-from sailmesh.errors import GenerationError
+from sailmesh.errors import GenerationError, UnservedTypeError
 from sailmesh.generate.clusters import build_inbound, build_outbound
 from sailmesh.generate.common import Prepacked, pack
 from sailmesh.generate.endpoints import build_endpoints
@@ -134,7 +134,7 @@ class Generator:
         proxies of its scope: treat them as immutable. Raises GenerationError (unknown type, a builder failing)."""
         parts = TYPES.get(type_url)
         if parts is None:
-            raise GenerationError(f"resource type {type_url} is not served")
+            raise UnservedTypeError(f"resource type {type_url} is not served")
         if snapshot.version != self._version:
             self.advance(snapshot, None)  # an unannounced snapshot counts as a full change
         epoch = self._epochs[type_url]

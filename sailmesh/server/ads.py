@@ -7,7 +7,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeAlias
 
 import grpc
@@ -19,9 +19,11 @@ from sailmesh.server.budget import SendBudget
 from sailmesh.server.connection import Connection, ConnectionStatus
 from sailmesh.server.delta import DeltaConnection
 from sailmesh.server.hashing import HashCache
+from sailmesh.server.limits import MAX_REQUEST_BYTES, Limits, RequestRefused
 from sailmesh.server.metrics import XdsMetrics
 from sailmesh.server.sotw import SotwConnection
 from sailmesh.server.source import ResourceSource
+from sailmesh.xds.logtext import printable
 from sailmesh.xds.push import PushRequest
 
 log = logging.getLogger("sailmesh.server")
@@ -34,9 +36,9 @@ log = logging.getLogger("sailmesh.server")
 MAX_PENDING_CALLS = 100_000
 MAX_UNREQUESTED_S = 300
 
-# Generous message limits: a proxy in a large mesh gets many megabytes of clusters.
+# Generous message limits: a proxy in a large mesh gets many megabytes of clusters (its requests are small).
 SERVER_OPTIONS = [
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.http2.max_pings_without_data", 0),
@@ -49,6 +51,17 @@ SERVER_OPTIONS = [
 # and reconnecting proxies could reach either. Every grpc.aio server sailmesh creates passes this option, so a
 # taken port fails to bind.
 NO_PORT_REUSE = ("grpc.so_reuseport", 0)
+
+# A response write blocked this long (the proxy does not read) ends the stream with DEADLINE_EXCEEDED, counted in
+# pilot_xds_write_timeout: Istio's PILOT_XDS_SEND_TIMEOUT and its status. The proxy reconnects and is sent its
+# config again; meanwhile its blocked bytes left the shared send budget after budget.STALL_S.
+WRITE_TIMEOUT_S = 30.0
+# How long a stream being ended waits for its status to go out before the call is cancelled.
+STATUS_GRACE_S = 1.0
+
+
+class WriteTimeoutError(XdsError):
+    """A response write did not complete within the server's write timeout."""
 
 
 # A stream's context: requests are messages, responses messages or pre-serialized bytes (see _serialize).
@@ -90,12 +103,16 @@ def _listen(server: grpc.aio.Server, host: str, port: int, credentials: grpc.Ser
 class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]  # base has no stubs
     """Serves one ResourceSource to every connected proxy; push() fans a change out to their queues."""
 
-    def __init__(self, source: ResourceSource, metrics: XdsMetrics | None = None) -> None:
+    def __init__(self, source: ResourceSource, metrics: XdsMetrics | None = None, *,
+                 write_timeout: float = WRITE_TIMEOUT_S, budget: SendBudget | None = None,
+                 limits: Limits | None = None) -> None:
         self.source = source
         self.metrics = metrics or XdsMetrics()
         self._connections: dict[str, Connection] = {}
         self.hashes = HashCache()
-        self.budget = SendBudget()  # bytes of responses built and not yet sent, across all connections
+        self.budget = budget or SendBudget()  # bytes of responses built and not yet sent, across all connections
+        self.write_timeout = write_timeout
+        self.limits = limits or Limits()
         self._ids = itertools.count(1)
         self._server: grpc.aio.Server | None = None
         self.port = 0
@@ -178,31 +195,48 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         node = first.node  # type: ignore[attr-defined]
         if not node.id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first request must carry node.id")
+        try:
+            self.limits.check_node(first)
+            self.limits.check_request(first)
+        except RequestRefused as e:
+            log.warning("refused a stream from %s: %s", context.peer(), e)
+            await context.abort(grpc.StatusCode[e.code], str(e))
+        shown = printable(node.id)
         identities = tuple(i.decode(errors="replace") for i in (context.peer_identities() or ()))
         if self.authorize is not None:
             secure = b"ssl" in (context.auth_context().get("transport_security_type") or ())
             try:
                 self.authorize(node, identities, secure)
             except XdsError as e:
-                log.warning("refused proxy %s from %s: %s", node.id, context.peer(), e)
-                await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"proxy {node.id} refused: {e}")
+                log.warning("refused proxy %s from %s: %s", shown, context.peer(), printable(e, 1000))
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"proxy {shown} refused: {e}")
         try:
             handle = self.source.proxy_connected(node)
         except XdsError as e:
-            log.warning("refused proxy %s: %s", node.id, e)
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"proxy {node.id} refused: {e}")
+            log.warning("refused proxy %s: %s", shown, printable(e, 1000))
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"proxy {shown} refused: {e}")
         conn_id = f"{node.id}-{next(self._ids)}"
         cls = DeltaConnection if delta else SotwConnection
-        conn = cls(conn_id, node, handle, self.source, self.metrics, self.hashes, self.budget)
+        conn = cls(conn_id, node, handle, self.source, self.metrics, self.hashes, self.budget, self.limits)
         conn.peer = context.peer()
         conn.identities = identities
         self._connections[conn_id] = conn
         self.metrics.connected.inc()
-        log.info("proxy %s connected (%s, %s)", node.id, conn_id, "delta" if delta else "sotw")
+        log.info("proxy %s connected (%s, %s)", shown, printable(conn_id), "delta" if delta else "sotw")
         conn.enqueue_request(first)
         reader = asyncio.create_task(self._read(request_iterator, conn))
+        ending: tuple[grpc.StatusCode, str] | None = None
         try:
-            await conn.run(context.write)
+            await conn.run(self._writer(context))
+            if conn.refused is not None:
+                raise conn.refused
+        except RequestRefused as e:
+            log.warning("ending the stream of proxy %s: %s", shown, e)
+            ending = (grpc.StatusCode[e.code], str(e))
+        except WriteTimeoutError as e:
+            self.metrics.write_timeouts.inc()
+            log.warning("ending the stream of proxy %s (%s): %s", shown, conn.peer, e)
+            ending = (grpc.StatusCode.DEADLINE_EXCEEDED, "timeout sending")
         finally:
             conn.close()
             reader.cancel()
@@ -211,13 +245,41 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             self._connections.pop(conn_id, None)
             self.metrics.connected.dec()
             self.source.proxy_disconnected(handle)
-            log.info("proxy %s disconnected (%s)", node.id, conn_id)
+            log.info("proxy %s disconnected (%s)", shown, printable(conn_id))
+        if ending is not None:
+            try:
+                async with asyncio.timeout(STATUS_GRACE_S):
+                    await context.abort(*ending)
+            except TimeoutError:
+                # The status waits behind the unread responses: cancel the call instead (gRPC resets the stream
+                # and frees its buffers; the proxy sees CANCELLED when it reads again).
+                raise asyncio.CancelledError() from None
 
-    @staticmethod
-    async def _read(request_iterator: AsyncIterator[Message], conn: Connection) -> None:
+    def _writer(self, context: Context) -> Callable[[Message | bytes], Awaitable[None]]:
+        """context.write, bounded by the write timeout (raises WriteTimeoutError)."""
+        timeout = self.write_timeout
+        if timeout <= 0:
+            return context.write
+
+        async def write(response: Message | bytes) -> None:
+            try:
+                async with asyncio.timeout(timeout):
+                    await context.write(response)
+            except TimeoutError:
+                raise WriteTimeoutError(f"a response write blocked for {timeout:g}s (the proxy does not read)") \
+                    from None
+
+        return write
+
+    async def _read(self, request_iterator: AsyncIterator[Message], conn: Connection) -> None:
         try:
             async for request in request_iterator:
+                self.limits.check_request(request)
                 conn.receive(request)
+                if conn.queued_requests >= self.limits.queued_requests:
+                    await conn.room()
+        except RequestRefused as e:
+            conn.refuse(e)
         except (grpc.RpcError, asyncio.InvalidStateError) as e:
             log.debug("stream %s ended: %s", conn.conn_id, e)
         finally:

@@ -12,14 +12,49 @@ from collections.abc import AsyncIterator
 # proxies built every response before gRPC sent the first, and the allocator kept the 1.5 GB peak as RSS.
 MAX_INFLIGHT_BYTES = 64 * 2**20
 
+# A write still blocked after this long (the proxy does not read: its flow-control window is full) gives its
+# bytes back to the budget: otherwise 60 streams that never read held the whole budget and stalled every push
+# to every well-behaved proxy until they were cut. The stalled bytes stay in memory until the write completes or
+# the stream's write timeout (server/ads.py) cuts it; `stalled` counts such leases.
+STALL_S = 1.0
+
+
+class Lease:
+    """Bytes taken from a budget for one response; given back by release(), or early when the write stalls."""
+
+    __slots__ = ("_budget", "_n", "_timer")
+
+    def __init__(self, budget: SendBudget, n: int, stall_s: float) -> None:
+        self._budget: SendBudget | None = budget
+        self._n = n
+        self._timer = asyncio.get_running_loop().call_later(stall_s, self._stalled)
+
+    def _stalled(self) -> None:
+        budget = self._budget
+        if budget is not None:
+            budget.stalled += 1
+            self._give_back()
+
+    def _give_back(self) -> None:
+        budget, self._budget = self._budget, None
+        if budget is not None:
+            budget.release(self._n)
+
+    def release(self) -> None:
+        """The write is done (or failed): give the bytes back unless the stall timer already did."""
+        self._timer.cancel()
+        self._give_back()
+
 
 class SendBudget:
     """Grants bytes first come, first served; a response larger than the whole budget goes alone."""
 
-    def __init__(self, limit: int = MAX_INFLIGHT_BYTES) -> None:
+    def __init__(self, limit: int = MAX_INFLIGHT_BYTES, stall_s: float = STALL_S) -> None:
         self.limit = limit
+        self.stall_s = stall_s
         self.used = 0
         self.waits = 0  # how often a response had to wait (for tests and the debug endpoints)
+        self.stalled = 0  # how often a blocked write gave its bytes back before it completed
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
 
     def _fits(self, n: int) -> bool:
@@ -58,11 +93,20 @@ class SendBudget:
             self.used += m
             fut.set_result(None)
 
+    def try_lease(self, n: int) -> Lease | None:
+        """A lease of `n` bytes now if they fit and nobody waits (no coroutine: this runs once per proxy per push)."""
+        return Lease(self, n, self.stall_s) if self.try_acquire(n) else None
+
+    async def lease(self, n: int) -> Lease:
+        """Wait for `n` bytes; the lease gives them back on release() or once the write stalls past stall_s."""
+        await self.acquire(n)
+        return Lease(self, n, self.stall_s)
+
     @contextlib.asynccontextmanager
     async def hold(self, n: int) -> AsyncIterator[None]:
         """Wait for `n` bytes of budget, keep them for the block (build and send the response inside it)."""
-        await self.acquire(n)
+        lease = self.try_lease(n) or await self.lease(n)
         try:
             yield
         finally:
-            self.release(n)
+            lease.release()

@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 from envoy.config.core.v3 import base_pb2
 from google.protobuf.message import Message
 
-from sailmesh.errors import GenerationError
+from sailmesh.errors import GenerationError, UnservedTypeError
 from sailmesh.server.budget import SendBudget
 from sailmesh.server.hashing import HashCache
-from sailmesh.server.metrics import XdsMetrics
+from sailmesh.server.limits import Limits, RequestRefused
+from sailmesh.server.metrics import XdsMetrics, type_label
 from sailmesh.server.push import PendingPush, ordered
 from sailmesh.server.source import Generated, ResourceSource
+from sailmesh.xds.logtext import printable
 from sailmesh.xds.push import PushRequest
 from sailmesh.xds.types import CLUSTER, short_name
 
@@ -98,6 +100,7 @@ class ConnectionStatus:
     awaiting_ack: str  # short type name the current push waits for ("cds"), or ""
     peer: str = ""  # gRPC peer address, e.g. ipv4:127.0.0.1:41234
     identities: tuple[str, ...] = ()  # TLS peer identities (client certificate SANs), empty on plaintext
+    queued_requests: int = 0  # requests read and not yet served (bounded by Limits.queued_requests)
 
 
 class Wakeup:
@@ -143,10 +146,14 @@ class Connection:
         metrics: XdsMetrics,
         hashes: HashCache | None = None,
         budget: SendBudget | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.conn_id = conn_id
         self.node = node
         self.node_id = node.id
+        self.log_id = printable(node.id)  # the node id as logged (client-supplied: escaped)
+        self.limits = limits or Limits()
+        self.refused: RequestRefused | None = None  # why the stream is being ended by the server
         self.handle = handle
         self.source = source
         self.metrics = metrics
@@ -159,6 +166,8 @@ class Connection:
         self.errors: dict[str, str] = {}  # type URL -> why generating it failed (the proxy keeps its last config)
         self.pushes = 0
         self._requests: deque[Message] = deque()
+        self._room = asyncio.Event()  # set when the request queue is below the limit (the reader may read on)
+        self._room.set()
         self._pending: PendingPush | None = None
         self._wake = Wakeup()
         self._closed = False
@@ -170,7 +179,18 @@ class Connection:
     # -- queueing (called from the reader task and from AdsServer.push; never blocks) --
     def enqueue_request(self, request: Message) -> None:
         self._requests.append(request)
+        if len(self._requests) >= self.limits.queued_requests:
+            self._room.clear()
         self._wake.set()
+
+    async def room(self) -> None:
+        """Wait until the request queue is below its limit: the reader stops reading meanwhile, so gRPC's flow
+        control holds back a client that sends faster than its requests are served (its memory stays bounded)."""
+        await self._room.wait()
+
+    @property
+    def queued_requests(self) -> int:
+        return len(self._requests)
 
     def receive(self, request: Message) -> None:
         """A request from the proxy: a plain ACK is recorded at once, anything else queued for the loop."""
@@ -187,6 +207,21 @@ class Connection:
     def close(self) -> None:
         self._closed = True
         self._wake.set()
+        self._room.set()
+
+    def refuse(self, error: RequestRefused) -> None:
+        """End the stream with error's status (a request over a bound)."""
+        if self.refused is None:
+            self.refused = error
+        self.close()
+
+    def watch(self, type_url: str) -> WatchState:
+        """The type's watch state, made on its first request (at most `limits.types` types per stream)."""
+        st = self.types.get(type_url)
+        if st is None:
+            self.limits.check_types(len(self.types) + 1)
+            st = self.types[type_url] = WatchState(type_url)
+        return st
 
     @property
     def pending_push(self) -> PendingPush | None:
@@ -204,10 +239,13 @@ class Connection:
         push: PendingPush | None = None
         while not self._closed:
             if self._requests:
-                await self.handle_request(self._requests.popleft(), send)
+                request = self._requests.popleft()
+                if len(self._requests) < self.limits.queued_requests:
+                    self._room.set()
+                await self.handle_request(request, send)
                 continue
             if self._awaiting is not None and time.monotonic() >= self._await_deadline:
-                log.warning("%s did not ACK %s in %.0fs, pushing on", self.node_id, short_name(self._awaiting),
+                log.warning("%s did not ACK %s in %.0fs, pushing on", self.log_id, short_name(self._awaiting),
                             CLUSTER_ACK_TIMEOUT_S)
                 self._awaiting = None
             if self._awaiting is None:
@@ -226,7 +264,7 @@ class Connection:
                     began = time.monotonic()
                     sent = await self.respond(self.types[type_url], send, force=False, started=push.started)
                     if sent:
-                        self.metrics.push_time.observe(time.monotonic() - began, type=short_name(type_url))
+                        self.metrics.push_time.observe(time.monotonic() - began, type=type_label(type_url))
                     if holds_back and not sent and self._awaiting == CLUSTER:
                         self._awaiting = None
                     continue
@@ -256,17 +294,23 @@ class Connection:
         error is logged once (until it changes or clears) and shown by proxy-status."""
         try:
             generated = self.source.generate(self.handle, type_url)
+        except UnservedTypeError:
+            # Istio answers nothing for a type it has no generator for; the proxy's initial fetch times out.
+            if type_url not in self.errors:
+                log.info("%s asked for %s, which is not served: no response", self.log_id, printable(type_url))
+                self.errors[type_url] = "resource type not served"
+            return None
         except GenerationError as e:
             self.metrics.internal_errors.inc()
             text = str(e)
             if self.errors.get(type_url) != text:
-                log.warning("generating %s for %s failed, keeping the last config: %s", short_name(type_url),
-                            self.node_id, text)
+                log.warning("generating %s for %s failed, keeping the last config: %s",
+                            printable(short_name(type_url)), self.log_id, printable(text, 2000))
                 self.errors[type_url] = text
             return None
         if type_url in self.errors:
             del self.errors[type_url]
-            log.info("generating %s for %s works again", short_name(type_url), self.node_id)
+            log.info("generating %s for %s works again", printable(short_name(type_url)), self.log_id)
         return generated
 
     def on_ack(self, st: WatchState, version: str, nonce: str) -> None:
@@ -280,19 +324,19 @@ class Connection:
             return  # a later request after a NACK: the proxy still runs its older config
         st.nack_detail = ""
         if st.push_started is not None:
-            self.metrics.convergence.observe(time.monotonic() - st.push_started, type=short_name(st.type_url))
+            self.metrics.convergence.observe(time.monotonic() - st.push_started, type=type_label(st.type_url))
             st.push_started = None
 
     def on_nack(self, st: WatchState, detail: str) -> None:
         if st.type_url == self._awaiting:
             self._awaiting = None
-        st.nack_detail = detail
+        st.nack_detail = self.limits.nack_text(detail)
         st.nacked_version = st.sent_version
         st.nacked_digest = st.sent_digest
         st.push_started = None
-        self.metrics.rejects.inc(type=short_name(st.type_url))
-        log.warning("%s rejected %s version %s: %s", self.node_id, short_name(st.type_url), st.sent_version,
-                    detail[:500])
+        self.metrics.rejects.inc(type=type_label(st.type_url))
+        log.warning("%s rejected %s version %s: %s", self.log_id, printable(short_name(st.type_url)),
+                    st.sent_version, printable(detail, 500))
 
     def mark_sent(self, st: WatchState, version: str, nonce: str, count: int, started: float | None) -> None:
         st.sent_version = version
@@ -302,7 +346,7 @@ class Connection:
         st.resource_count = count
         if started is not None and st.push_started is None:
             st.push_started = started
-        self.metrics.pushes.inc(type=short_name(st.type_url))
+        self.metrics.pushes.inc(type=type_label(st.type_url))
 
     # -- protocol specific --
     def try_ack(self, request: Message) -> bool:
@@ -337,4 +381,4 @@ class Connection:
         }
         return ConnectionStatus(self.conn_id, self.node_id, self.node.cluster, self.connected_at, self.delta, types,
                                 self.pushes, short_name(self._awaiting) if self._awaiting else "", self.peer,
-                                self.identities)
+                                self.identities, len(self._requests))

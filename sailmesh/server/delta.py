@@ -6,7 +6,8 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import Message
 
 from sailmesh.server.connection import Connection, Send, WatchState
-from sailmesh.xds.types import WILDCARD_TYPES, short_name
+from sailmesh.server.metrics import type_label
+from sailmesh.xds.types import WILDCARD_TYPES
 
 
 class DeltaConnection(Connection):
@@ -20,8 +21,7 @@ class DeltaConnection(Connection):
         st = self.types.get(type_url)
         first = st is None
         if st is None:
-            st = WatchState(type_url)
-            self.types[type_url] = st
+            st = self.watch(type_url)
             subscribe = list(request.resource_names_subscribe)
             # Listener/Cluster: an initial request without names is a wildcard subscription.
             st.wildcard = type_url in WILDCARD_TYPES and not subscribe
@@ -29,7 +29,7 @@ class DeltaConnection(Connection):
             st.client_versions = dict(request.initial_resource_versions)
         if request.response_nonce:
             if request.response_nonce != st.sent_nonce:
-                self.metrics.expired_nonce.inc(type=short_name(type_url))
+                self.metrics.expired_nonce.inc(type=type_label(type_url))
             elif request.HasField("error_detail"):
                 self.on_nack(st, request.error_detail.message or f"code {request.error_detail.code}")
             else:
@@ -52,6 +52,7 @@ class DeltaConnection(Connection):
             elif name not in names:
                 names.add(name)
                 added.add(name)
+        self.limits.check_subscribed(type_url, len(names))
         if first or added:
             await self.respond(st, send, force=True, started=None, asked=added)
 
@@ -92,6 +93,6 @@ class DeltaConnection(Connection):
             try:
                 await send(response)
             except Exception:
-                self.metrics.send_errors.inc(type=short_name(st.type_url))
+                self.metrics.send_errors.inc(type=type_label(st.type_url))
                 raise
         return True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sailmesh.metrics import Registry
+from sailmesh.xds.types import SHORT_NAMES
 
 # Istio's pilot_proxy_convergence_time buckets (seconds).
 CONVERGENCE_BUCKETS = (0.1, 0.5, 1.0, 3.0, 5.0, 10.0, 20.0, 30.0)
@@ -34,4 +35,11 @@ class XdsMetrics:
                                      PUSH_TIME_BUCKETS, ["type"])
         self.internal_errors = r.counter("pilot_total_xds_internal_errors",
                                          "Total number of internal XDS errors in pilot.")
+        self.write_timeouts = r.counter("pilot_xds_write_timeout", "Pilot XDS response write timeouts.")
         self.send_errors = r.counter("pilot_xds_send_errors", "Errors while sending an xDS response.", ["type"])
+
+
+def type_label(type_url: str) -> str:
+    """A metric's `type` label: Istio's short name for the types served, "other" for anything a client sent
+    (a label per client-chosen type URL would grow the registry without bound)."""
+    return SHORT_NAMES.get(type_url, "other")

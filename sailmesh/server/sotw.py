@@ -10,7 +10,8 @@ from google.protobuf.message import Message
 
 from sailmesh.server.connection import Connection, Send, WatchState
 from sailmesh.server.hashing import digest_resources, length_delimited
-from sailmesh.xds.types import WILDCARD_TYPES, short_name
+from sailmesh.server.metrics import type_label
+from sailmesh.xds.types import WILDCARD_TYPES
 
 # One frozenset per distinct subscription: the proxies of a scope ask for the same thousands of EDS names, and
 # each request brings new str objects; sharing them saves memory per proxy and re-hashing per push.
@@ -58,15 +59,14 @@ class SotwConnection(Connection):
         names = list(request.resource_names)
         if st is None or not request.response_nonce:
             # A new subscription, or the proxy (re)connected and asks again: always answer.
-            st = WatchState(type_url) if st is None else st
-            self.types[type_url] = st
+            st = self.watch(type_url)
             st.wildcard = _is_wildcard(type_url, names)
             st.names = _subscribed(names)
             await self.respond(st, send, force=True, started=None)
             return
         if request.response_nonce != st.sent_nonce:
             # Stale: the proxy answers an older response; a newer one is on its way (Envoy repeats the names).
-            self.metrics.expired_nonce.inc(type=short_name(type_url))
+            self.metrics.expired_nonce.inc(type=type_label(type_url))
             return
         if request.HasField("error_detail"):
             self.on_nack(st, request.error_detail.message or f"code {request.error_detail.code}")
@@ -103,16 +103,15 @@ class SotwConnection(Connection):
             length_delimited(1, version.encode()), *bodies,
             length_delimited(4, st.type_url.encode()), length_delimited(5, nonce.encode()))))
         size = len(response)
-        if not self.budget.try_acquire(size):  # inline budget.hold(): this runs once per proxy per push
-            await self.budget.acquire(size)
+        lease = self.budget.try_lease(size) or await self.budget.lease(size)  # inline budget.hold()
         try:
             st.sent_digest = digest
             self.mark_sent(st, version, nonce, count, started)
             try:
                 await send(response)
             except Exception:
-                self.metrics.send_errors.inc(type=short_name(st.type_url))
+                self.metrics.send_errors.inc(type=type_label(st.type_url))
                 raise
         finally:
-            self.budget.release(size)
+            lease.release()
         return True

@@ -57,3 +57,24 @@ async def test_a_cancelled_waiter_gives_nothing_away_and_blocks_nobody() -> None
     budget.release(10)
     await asyncio.wait_for(after, 1)
     assert budget.used == 5
+
+
+async def test_a_blocked_write_gives_its_bytes_back_after_stall_s_and_only_once() -> None:
+    budget = SendBudget(limit=100, stall_s=0.05)
+    gate = asyncio.Event()
+
+    async def blocked_send() -> None:
+        async with budget.hold(100):  # a write to a proxy that does not read
+            await gate.wait()
+
+    blocked = asyncio.create_task(blocked_send())
+    await _settle()
+    assert budget.used == 100
+    # another response waits only until the blocked write counts as stalled, not until it completes
+    await asyncio.wait_for(budget.acquire(60), 5)
+    assert budget.stalled == 1 and budget.used == 60
+    gate.set()
+    await blocked  # completing later gives nothing back twice
+    assert budget.used == 60
+    budget.release(60)
+    assert budget.used == 0
