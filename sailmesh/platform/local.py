@@ -506,6 +506,10 @@ class LocalMesh:
             await self._wait_http(f"{self.api_url}/ready", "control plane", p)
         elif p.role in ("agent", "gateway"):
             await self._wait_http(f"http://{p.address}:{self.settings.proxy.health}/healthz/ready", p.name, p)
+            # ready as Istio counts it (Envoy LIVE, first CDS/LDS) may come before an inbound listener has warmed
+            # (its certificate from SDS): the instance returns to the endpoints once those accept connections
+            for port in (p.instance.app_ports if p.role == "agent" and p.instance is not None else {}):
+                await self._wait_tcp(p.address, port, f"the inbound listener of {p.name}", p)
         elif p.instance is not None:
             for ap in p.instance.app_ports.values():
                 await self._wait_tcp(p.address, ap, f"app {p.name}", p)
