@@ -126,8 +126,9 @@ class Traffic:
         return self
 
     def summary(self) -> str:
+        routes = dict(self.routes) if len(self.routes) <= 6 else f"{len(self.routes)} distinct"
         return (f"{self.ok} ok, {len(self.refused)} refused by the client's own sidecar, "
-                f"{len(self.failures)} failed; routes {dict(self.routes)}; first failures {self.failures[:5]}")
+                f"{len(self.failures)} failed; routes {routes}; first failures {self.failures[:5]}")
 
 
 def report(name: str, traffic: Traffic) -> None:
