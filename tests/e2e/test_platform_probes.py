@@ -54,6 +54,10 @@ http.server.ThreadingHTTPServer((os.environ["HOST"], int(os.environ["PORT"])), H
 '''
 
 
+STARTED_ON_8000 = ("  startupProbe:\n    tcpSocket:\n      port: 8000\n"
+                   "    periodSeconds: 1\n    failureThreshold: 120\n")
+
+
 def _web(tmp: pathlib.Path, probes: str) -> tuple[str, pathlib.Path]:
     flags = tmp / "flags"
     flags.mkdir(exist_ok=True)
@@ -80,11 +84,13 @@ def _app_log(state_dir: str) -> list[str]:
 
 
 def test_a_failing_http_liveness_probe_restarts_the_app_through_the_rewritten_path(tmp_path: pathlib.Path) -> None:
+    # the startupProbe protects the start (Kubernetes' advice for slow starters): liveness runs once it passed
     probes = ("  livenessProbe:\n    httpGet:\n      path: /healthz\n      port: http\n"
-              "    periodSeconds: 1\n    failureThreshold: 2\n")
+              "    periodSeconds: 1\n    failureThreshold: 2\n" + STARTED_ON_8000)
     d, flags = _web(tmp_path, probes)
     with RunningMesh(str(tmp_path / "s"), dirs=[d]) as mesh:
         web_ip = _ip(mesh.state_dir, "web-0")
+        wait_for(lambda: "web-0 startup probe passed" in mesh.output(), timeout=60, what="the startup probe")
         # Istio's rewrite: the agent answers on 15020 with the app's status code, the body stripped
         assert get(f"http://{web_ip}:15020/app-health/web/livez") == (200, "")
         assert get(f"http://{web_ip}:15020/app-health/web/readyz")[0] == 404  # no readinessProbe declared
@@ -105,10 +111,12 @@ def test_a_failing_http_liveness_probe_restarts_the_app_through_the_rewritten_pa
 
 def test_a_tcp_liveness_probe_with_restart_policy_never_stops_the_app_for_good(tmp_path: pathlib.Path) -> None:
     probes = ("  restartPolicy: Never\n  livenessProbe:\n    tcpSocket:\n      port: tcp\n"
-              "    initialDelaySeconds: 1\n    periodSeconds: 1\n    failureThreshold: 2\n")
+              "    periodSeconds: 1\n    failureThreshold: 2\n"
+              "  startupProbe:\n    tcpSocket:\n      port: tcp\n    periodSeconds: 1\n    failureThreshold: 120\n")
     d, flags = _web(tmp_path, probes)
     with RunningMesh(str(tmp_path / "s"), dirs=[d]) as mesh:
         web_ip, client_ip = _ip(mesh.state_dir, "web-0"), _ip(mesh.state_dir, "client-0")
+        wait_for(lambda: "web-0 startup probe passed" in mesh.output(), timeout=60, what="the startup probe")
         assert get(f"http://{web_ip}:15020/app-health/web/livez")[0] == 200
         app = recorded(mesh.state_dir)["web-0.default"]
         (flags / "tcp-closed").write_text("")
