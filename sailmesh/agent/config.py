@@ -23,6 +23,7 @@ class AgentConfig:
     app_ports: tuple[tuple[int, int], ...] = ()
     probe_app: bool = False  # readiness also needs the app listening on its app ports (the embedded platform)
     readiness_probe: str = ""  # JSON of the app's rewritten readinessProbe (platform/probes.py), replaces probe_app
+    app_probers: str = ""  # Istio's ISTIO_KUBE_APP_PROBERS JSON: /app-health/<container>/<probe> -> the app's probe
     xds_host: str = "127.0.0.1"
     xds_port: int = 15010
     delta: bool = False
@@ -33,6 +34,7 @@ class AgentConfig:
     app_metrics_port: int = 0  # scrape the app's metrics into the merged page (0 = do not)
     app_metrics_path: str = "/metrics"
     drain_seconds: float = 5.0
+    min_drain_seconds: float = 0.0  # drain at least this long (Istio's MINIMUM_DRAIN_DURATION; 0: exit at zero)
     concurrency: int = 2
     log_level: str = "warning"
     # How long Envoy waits for its first CDS/LDS before starting anyway (Istio uses 0 = forever;

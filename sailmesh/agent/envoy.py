@@ -125,9 +125,12 @@ class EnvoySupervisor:
                 return
             self.restarts += 1
 
-    async def drain(self, inbound_only: bool, timeout: float) -> bool:
-        """Drain listeners gracefully; return True once no request is in flight, False at the timeout."""
+    async def drain(self, inbound_only: bool, timeout: float, minimum: float = 0.0) -> bool:
+        """Drain listeners gracefully (they still accept, answering with `Connection: close`); return True once no
+        request is in flight and at least `minimum` seconds passed (time for the endpoint to leave every other proxy,
+        Istio's MINIMUM_DRAIN_DURATION), False at the timeout."""
         loop = asyncio.get_running_loop()
+        earliest = loop.time() + min(minimum, timeout)
         deadline = loop.time() + timeout
         self._draining = True
         if self.pid is None:
@@ -145,7 +148,8 @@ class EnvoySupervisor:
                 log.warning("drain: %s", e)
                 return False
             zero_seen = zero_seen + 1 if active == 0 else 0
-            if zero_seen >= 2:  # two polls in a row, so a request just being accepted is not missed
+            # two polls in a row, so a request just being accepted is not missed
+            if zero_seen >= 2 and loop.time() >= earliest:
                 return True
             await asyncio.sleep(0.05)
         log.warning("drain: requests still in flight after %.1fs", timeout)

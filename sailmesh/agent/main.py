@@ -18,6 +18,7 @@ from sailmesh.agent.config import AgentConfig
 from sailmesh.agent.envoy import EnvoyOptions, EnvoySupervisor
 from sailmesh.agent.health import HealthServer, Readiness, probe_check, tcp_app_check
 from sailmesh.agent.identity import CertificateManager, IdentityOptions, WorkloadCertificate
+from sailmesh.agent.probes import app_health_handler, parse_app_probers
 from sailmesh.agent.sds import SdsServer, socket_path, write_xds_secrets
 from sailmesh.agent.status import METRICS_PATH, StatusServer
 from sailmesh.agent.telemetry import AccessLogServer, IstioMetrics, local_workload
@@ -29,6 +30,9 @@ BOOTSTRAP_FILE = "envoy-bootstrap.json"
 ALS_SOCKET = "als.sock"
 LOG_FILE = "envoy.log"
 PID_FILE = "envoy.pid"
+# left in the state dir while the agent drains: the embedded platform takes the workload out of the endpoints when
+# it sees it (as a terminating pod leaves its Service's endpoints), before the listeners close
+DRAINING_FILE = "draining"
 
 
 def als_socket_path(cfg: AgentConfig, state_dir: Path) -> str:
@@ -74,7 +78,8 @@ async def wait_first(certs: CertificateManager, stop: asyncio.Event) -> None:
 async def _drain(envoy: EnvoySupervisor, cfg: AgentConfig, hurry: asyncio.Event | None) -> None:
     """Drain Envoy (readiness is already 503) until no request is in flight, the drain time passes, or hurry."""
     log.info("shutting down: readiness 503, draining Envoy for up to %.1fs", cfg.drain_seconds)
-    drain = asyncio.create_task(envoy.drain(inbound_only=cfg.proxy_type == "sidecar", timeout=cfg.drain_seconds))
+    drain = asyncio.create_task(envoy.drain(inbound_only=cfg.proxy_type == "sidecar", timeout=cfg.drain_seconds,
+                                            minimum=cfg.min_drain_seconds))
     hurried = asyncio.create_task((hurry or asyncio.Event()).wait())
     await asyncio.wait([drain, hurried], return_when=asyncio.FIRST_COMPLETED)
     for task in (hurried, drain):
@@ -102,6 +107,8 @@ async def run_agent(
     `hurry` (a second signal) cuts the drain wait short.
     """
     path = write_bootstrap(cfg, state_dir, extra_static)
+    draining = state_dir / DRAINING_FILE
+    draining.unlink(missing_ok=True)  # a previous run's
     admin = EnvoyAdmin(cfg.admin_url)
     envoy = EnvoySupervisor(
         EnvoyOptions(
@@ -119,6 +126,7 @@ async def run_agent(
         app_check = probe_check(cfg.ip, json.loads(cfg.readiness_probe))
     readiness = Readiness(admin, require_xds=require_xds, generation=lambda: envoy.restarts, app_check=app_check)
     health = HealthServer(readiness, cfg.ip, cfg.health_port)
+    probers = parse_app_probers(cfg.ip, cfg.app_probers)
     status = StatusServer(
         readiness,
         cfg.ip,
@@ -127,6 +135,7 @@ async def run_agent(
         quit_event=stop,
         restarts=lambda: envoy.restarts,
         app_metrics_url=cfg.app_metrics_url,
+        app_health=app_health_handler(probers) if probers else None,
     )
     istio_metrics = IstioMetrics(local_workload(cfg.name, cfg.namespace, dict(cfg.labels), cfg.cluster_id),
                                  cfg.domain_suffix)
@@ -168,6 +177,7 @@ async def run_agent(
             log.warning("app exited with code %s; stopping", rc)
             exit_code = 0 if rc == 0 else 1
         readiness.draining = True
+        draining.write_text("")
         await _drain(envoy, cfg, hurry)
     finally:
         for w in waiters:
@@ -184,6 +194,7 @@ async def run_agent(
         if certs is not None:
             await certs.stop()
         await sds.stop()
+        draining.unlink(missing_ok=True)
     return exit_code
 
 

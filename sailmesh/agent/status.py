@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
 
 from sailmesh.agent.health import READY_PATH, Readiness
+from sailmesh.agent.probes import APP_HEALTH_ROUTE
 from sailmesh.errors import AgentError
 from sailmesh.metrics import Registry
 
@@ -31,6 +32,7 @@ class StatusServer:
         quit_event: asyncio.Event,
         restarts: Callable[[], int],
         app_metrics_url: str = "",
+        app_health: Callable[[web.Request], Awaitable[web.Response]] | None = None,
     ) -> None:
         if not host.startswith("127."):
             raise AgentError(f"the status endpoint binds loopback only, not {host!r}")
@@ -40,6 +42,7 @@ class StatusServer:
         self.envoy_metrics_url = envoy_metrics_url
         self.app_metrics_url = app_metrics_url
         self.quit_event = quit_event
+        self.app_health = app_health  # the app's rewritten probes (agent/probes.py), when it has any
         # The agent's own metrics, after Envoy's and the app's on the merged page.
         self.metrics = Registry()
         m = self.metrics
@@ -96,6 +99,8 @@ class StatusServer:
         app.router.add_get(METRICS_PATH, self._metrics)
         app.router.add_get(READY_PATH, self._ready)
         app.router.add_post("/quitquitquit", self._quit)
+        if self.app_health is not None:
+            app.router.add_get(APP_HEALTH_ROUTE, self.app_health)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         try:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -30,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="report ready only while the app accepts connections on its app ports")
     parser.add_argument("--readiness-probe", default="", metavar="JSON",
                         help="the app's readiness probe, run straight against the app (as Istio's rewritten probes)")
+    parser.add_argument("--app-probers", default=os.environ.get("ISTIO_KUBE_APP_PROBERS", ""), metavar="JSON",
+                        help="the app's probes served on the status port as /app-health/<container>/<probe> "
+                        "(Istio's ISTIO_KUBE_APP_PROBERS, its default)")
     parser.add_argument("--xds-address", default=f"{cp.host}:{cp.xds_plaintext}", help="control plane HOST:PORT")
     parser.add_argument("--delta", action="store_true", help="use delta xDS instead of state of the world")
     parser.add_argument("--admin-port", type=int, default=ports.admin)
@@ -39,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--app-metrics-port", type=int, default=0, help="merge the app's metrics from this port")
     parser.add_argument("--app-metrics-path", default="/metrics")
     parser.add_argument("--drain-seconds", type=float, default=5.0)
+    parser.add_argument("--min-drain-seconds", type=float, default=0.0,
+                        help="drain at least this long, so the endpoint can leave the other proxies first "
+                        "(Istio's MINIMUM_DRAIN_DURATION)")
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--log-level", default="warning", help="Envoy's log level")
     parser.add_argument("--initial-fetch-timeout", type=float, default=10.0,
@@ -79,6 +86,7 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         app_ports=parse_app_ports(args.app_ports),
         probe_app=args.probe_app,
         readiness_probe=args.readiness_probe,
+        app_probers=args.app_probers,
         xds_host=host,
         xds_port=port,
         delta=args.delta,
@@ -89,6 +97,7 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         app_metrics_port=args.app_metrics_port,
         app_metrics_path=args.app_metrics_path,
         drain_seconds=args.drain_seconds,
+        min_drain_seconds=args.min_drain_seconds,
         concurrency=args.concurrency,
         log_level=args.log_level,
         initial_fetch_timeout_s=args.initial_fetch_timeout,

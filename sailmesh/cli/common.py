@@ -47,12 +47,13 @@ def print_table(rows: Sequence[Sequence[object]]) -> None:
 
 def sailmesh_command() -> str:
     """How the user can run this sailmesh from their shell: `sailmesh` when PATH finds this one, else the venv's
-    entry point (e.g. `.venv/bin/sailmesh`), else `python -m sailmesh` with this interpreter."""
+    entry point (e.g. `.venv/bin/sailmesh`, relative to the user's shell's directory: scripts/demo passes it as
+    SAILMESH_SHELL_CWD), else `python -m sailmesh` with this interpreter."""
     here = os.path.join(os.path.dirname(sys.executable), "sailmesh")
     found = shutil.which("sailmesh")
     if found and os.path.realpath(found) == os.path.realpath(here):
         return "sailmesh"
     if os.path.exists(here):
-        rel = os.path.relpath(here)
+        rel = os.path.relpath(here, os.environ.get("SAILMESH_SHELL_CWD") or os.getcwd())
         return rel if not rel.startswith("..") else here
     return f"{sys.executable} -m sailmesh"

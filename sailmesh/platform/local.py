@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import os
 import signal
 import sys
@@ -15,13 +14,14 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from sailmesh.agent.health import PROXY_READY_PATH, probe_check
+from sailmesh.agent.health import PROXY_READY_PATH
 from sailmesh.api.parse import load_paths
 from sailmesh.api.resource import Resource
 from sailmesh.errors import PlatformError
 from sailmesh.platform import state as mesh_state
 from sailmesh.platform import workload_file
 from sailmesh.platform.forwarder import Client, Forwarder, NameTable
+from sailmesh.platform.kubelet import AppProber, Hooks, startup_key
 from sailmesh.platform.ports import Port, check_free, gateway_ports
 from sailmesh.platform.restart import BackOff, log_tail, should_restart
 from sailmesh.platform.stop import STOP_ORDER
@@ -32,6 +32,12 @@ from sailmesh.registry.services import service_from_kube
 from sailmesh.settings import Settings
 
 GATEWAY_LABELS = {"istio": "ingressgateway", "app": "istio-ingressgateway"}
+# what takes an instance out of the endpoints: its app or sidecar is down, its readiness probe fails, its startup
+# probe has not passed, its sidecar drains
+PARTS = ("", ".sidecar", ".probe", ".startup", ".sidecar.drain")
+MIN_DRAIN_S = 1.0  # a sidecar drains at least this long: its endpoint leaves the other proxies before it closes
+DRAIN_POLL_S = 0.1
+KILL_GRACE_S = 30.0  # a Pod's default terminationGracePeriodSeconds: SIGTERM, then SIGKILL after it
 
 
 @dataclass
@@ -258,6 +264,7 @@ class LocalMesh:
         if loaded.errors:
             raise PlatformError("cannot read the mesh directory:\n  " + "\n  ".join(str(e) for e in loaded.errors))
         self.instances = plan(loaded.resources, opts.base_ip, free_port)
+        self._down.update(startup_key(i) for i in self.instances if i.startup_probe is not None)
         os.makedirs(opts.state_dir, exist_ok=True)
         check_free(self._ports(loaded.resources))
         self._write_workloads()
@@ -302,10 +309,11 @@ class LocalMesh:
         self._save_state()  # every child has exec'd by now: record the command lines /proc shows
         for p in self.procs:
             self._watch(p)
-        for inst in self.instances:
-            if inst.readiness_probe is not None:
-                self._track(asyncio.create_task(self._probe_loop(inst)))
-        self.say(f"all {len(self.instances)} workloads and the ingress gateway are ready")
+        self._track(asyncio.create_task(self._watch_drains()))
+        pending = [i.name for i in self.instances if startup_key(i) in self._down]
+        self.say(f"all {len(self.instances)} workloads and the ingress gateway are ready" + (
+            f" ({', '.join(pending)}: waiting for the startupProbe, out of the endpoints until it passes)"
+            if pending else ""))
 
     async def _start_instance(self, inst: Instance, env: dict[str, str]) -> None:
         """Start one instance's sidecar and app and wait until both are ready; with holdApplicationUntilProxyStarts
@@ -319,7 +327,9 @@ class LocalMesh:
                 [*await self._agent_args(kind="sidecar", ip=inst.ip, name=inst.name, namespace=inst.namespace,
                                          labels=mesh_labels(inst), sa=inst.service_account,
                                          app_ports=dict(inst.app_ports)), "--probe-app",
-                 *(["--readiness-probe", inst.readiness_probe.to_json()] if inst.readiness_probe else [])],
+                 "--min-drain-seconds", str(MIN_DRAIN_S),
+                 *(["--readiness-probe", inst.readiness_probe.to_json()] if inst.readiness_probe else []),
+                 *(["--app-probers", inst.app_probers()] if inst.probes() else [])],
                 env, inst.ip,
             )
             agent.instance = inst
@@ -330,6 +340,7 @@ class LocalMesh:
                                 {**env, **app_env(inst, self.settings.proxy.outbound)}, inst.ip, inst.cwd)
         app.instance = inst
         self._save_state()
+        self._probe(app)
         for ap in inst.app_ports.values():
             await self._wait_tcp(inst.ip, ap, f"app {inst.name}", app)
         if agent is not None:
@@ -360,7 +371,7 @@ class LocalMesh:
     def _write_workloads(self) -> None:
         """The workload file the control plane watches: an instance whose app or sidecar is down is unhealthy."""
         workload_file.write(self.workload_file, [
-            registry_workload(i, healthy=not ({f"{i.name}.{i.namespace}{part}" for part in ("", ".sidecar", ".probe")}
+            registry_workload(i, healthy=not ({f"{i.name}.{i.namespace}{part}" for part in PARTS}
                                               & self._down))
             for i in self.instances])
 
@@ -391,29 +402,48 @@ class LocalMesh:
         if p.instance is not None:
             self._mark(p.name, down)
 
-    def _mark(self, key: str, down: bool) -> None:
-        if (key in self._down) != down:
-            (self._down.add if down else self._down.discard)(key)
-            self._write_workloads()
+    def _mark(self, key: str, down: bool) -> bool:
+        """Take an instance out of the endpoints (or back) for `key`; True when that changed anything."""
+        if (key in self._down) == down:
+            return False
+        (self._down.add if down else self._down.discard)(key)
+        self._write_workloads()
+        return True
 
-    async def _probe_loop(self, inst: Instance) -> None:
-        """A kubelet's readiness probing: every periodSeconds, failureThreshold failures in a row take the instance
-        out of the endpoints, successThreshold successes bring it back."""
-        probe = inst.readiness_probe
-        assert probe is not None
-        check = probe_check(inst.ip, json.loads(probe.to_json()))
-        key, ok, failed = f"{inst.name}.{inst.namespace}.probe", 0, 0
-        await asyncio.sleep(probe.initial_delay_s)
+    async def _watch_drains(self) -> None:
+        """A sidecar that drains (SIGTERM, from anyone) leaves a marker in its state dir: its instance leaves the
+        endpoints at once, while its listeners still accept (the agent drains at least MIN_DRAIN_S)."""
         while not self._stopping:
-            why = await check()
-            ok, failed = (ok + 1, 0) if why is None else (0, failed + 1)
-            if why is None and ok >= probe.success_threshold and key in self._down:
-                self.say(f"  {inst.namespace}/{inst.name} readiness probe passes again")
-                self._mark(key, False)
-            elif why is not None and failed >= probe.failure_threshold and key not in self._down:
-                self.say(f"{inst.namespace}/{inst.name} is not ready: {why}")
-                self._mark(key, True)
-            await asyncio.sleep(probe.period_s)
+            for p in self.procs:
+                inst = p.instance
+                if p.role == "agent" and inst is not None:
+                    marker = os.path.join(self.opts.state_dir, "proxies", f"{inst.name}.{inst.namespace}", "draining")
+                    self._mark(f"{p.name}.drain", p.proc.returncode is None and os.path.exists(marker))
+            await asyncio.sleep(DRAIN_POLL_S)
+
+    def _probe(self, p: _Proc) -> None:
+        """A kubelet's probing of a (re)started app process: its startup, liveness and readiness probes."""
+        inst = p.instance
+        if inst is None or not inst.probes():
+            return
+        hooks = Hooks(alive=lambda: p.proc.returncode is None and not self._stopping,
+                      mark=self._mark, kill=functools.partial(self._kill_app, p), say=self.say)
+        self._track(asyncio.create_task(AppProber(inst, hooks, self.settings.proxy.agent_metrics).run()))
+
+    async def _kill_app(self, p: _Proc, reason: str, grace: float = KILL_GRACE_S) -> None:
+        """What a kubelet does to a container that failed its liveness or startup probe: stop it (SIGTERM, SIGKILL
+        after the grace period); its restartPolicy then decides (see _supervise)."""
+        if self._stopping or p.proc.returncode is not None:
+            return
+        policy = p.instance.restart_policy if p.instance else "Always"
+        self.say(f"{reason}: stopping app {p.name} (restartPolicy {policy})")
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(p.proc.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(p.proc.wait(), grace)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(p.proc.pid, signal.SIGKILL)
 
     async def _supervise(self, p: _Proc) -> None:
         """Wait for p to exit; then restart it with back-off (apps: by their restartPolicy), or give up."""
@@ -425,6 +455,11 @@ class LocalMesh:
             os.killpg(p.proc.pid, signal.SIGKILL)  # what the app left behind in its process group (a port held)
         tail = log_tail(p.log)
         where = f"the end of {p.log}:\n{tail}" if tail else f"see {p.log}"
+        if p.role == "agent" and p.instance is not None and not should_restart(p.instance.restart_policy, rc):
+            # e.g. a job's app asked its sidecar to quit (POST /quitquitquit) before it exits
+            self.say(f"sidecar {p.name} exited with code {rc}; restartPolicy {p.instance.restart_policy}: "
+                     "not restarting it")
+            return
         if p.role == "app" and p.instance is not None and not should_restart(p.instance.restart_policy, rc):
             self.say(f"app {p.name} exited with code {rc}; restartPolicy {p.instance.restart_policy}: "
                      f"not restarting it; {where}")
@@ -456,6 +491,8 @@ class LocalMesh:
         self.procs.remove(p)
         self._save_state()
         self._watch(new)
+        if new.role == "app":
+            self._probe(new)
         try:
             await self._wait_ready(new)
         except PlatformError as e:
@@ -474,6 +511,10 @@ class LocalMesh:
             await self._wait_http(f"{self.api_url}/ready", "control plane", p)
         elif p.role in ("agent", "gateway"):
             await self._wait_http(f"http://{p.address}:{self.settings.proxy.health}/healthz/ready", p.name, p)
+            # ready as Istio counts it (Envoy LIVE, first CDS/LDS) may come before an inbound listener has warmed
+            # (its certificate from SDS): the instance returns to the endpoints once those accept connections
+            for port in (p.instance.app_ports if p.role == "agent" and p.instance is not None else {}):
+                await self._wait_tcp(p.address, port, f"the inbound listener of {p.name}", p)
         elif p.instance is not None:
             for ap in p.instance.app_ports.values():
                 await self._wait_tcp(p.address, ap, f"app {p.name}", p)

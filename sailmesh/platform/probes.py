@@ -1,6 +1,7 @@
-"""A LocalWorkload's readinessProbe (Kubernetes' fields, httpGet and tcpSocket) rewritten the way Istio's injector
-rewrites app probes: the sidecar's agent runs it against the app directly (the app port, not through Envoy), and
-the sidecar's readiness (15021) includes it."""
+"""A LocalWorkload's readinessProbe, livenessProbe and startupProbe (Kubernetes' fields, httpGet and tcpSocket)
+rewritten the way Istio's injector rewrites app probes: the sidecar's agent serves each on its status port
+(15020) as `/app-health/<container>/readyz|livez|startupz` and runs it against the app directly (the app port, not
+through Envoy); the sidecar's readiness (15021) includes the readinessProbe."""
 
 from __future__ import annotations
 
@@ -14,6 +15,14 @@ from sailmesh.errors import PlatformError
 # Kubernetes' defaults (core/v1 Probe)
 DEFAULTS = {"initialDelaySeconds": 0, "periodSeconds": 10, "timeoutSeconds": 1, "successThreshold": 1,
             "failureThreshold": 3}
+HANDLERS = ("httpGet", "tcpSocket", "exec", "grpc")
+# Istio's rewritten probe paths on the agent's status port (pilot-agent's /app-health/<container>/<probe>)
+APP_HEALTH = {"readinessProbe": "readyz", "livenessProbe": "livez", "startupProbe": "startupz"}
+
+
+def app_health_path(container: str, field: str) -> str:
+    """The path Istio's injector gives the rewritten probe `field` of `container`, e.g. /app-health/web/livez."""
+    return f"/app-health/{container}/{APP_HEALTH[field]}"
 
 
 @dataclass(frozen=True)
@@ -36,6 +45,15 @@ class Probe:
         return json.dumps({"kind": self.kind, "port": self.port, "path": self.path, "scheme": self.scheme,
                            "headers": [list(h) for h in self.headers], "timeoutSeconds": self.timeout_s})
 
+    def prober(self) -> dict[str, Any]:
+        """The original probe as Istio's injector hands it to the agent (one ISTIO_KUBE_APP_PROBERS value), its port
+        the app's real port."""
+        if self.kind == "tcpSocket":
+            return {"tcpSocket": {"port": self.port}, "timeoutSeconds": self.timeout_s}
+        return {"httpGet": {"path": self.path, "port": self.port, "scheme": self.scheme,
+                            "httpHeaders": [{"name": n, "value": v} for n, v in self.headers]},
+                "timeoutSeconds": self.timeout_s}
+
 
 def _port(value: Any, named: Mapping[str, int], app_ports: Mapping[int, int], where: str) -> int:
     if isinstance(value, str) and not value.isdigit():
@@ -51,13 +69,18 @@ def _port(value: Any, named: Mapping[str, int], app_ports: Mapping[int, int], wh
     return app_ports.get(port, port)  # a declared containerPort is served by the app on its app port
 
 
-def parse(spec: Any, named: Mapping[str, int], app_ports: Mapping[int, int], where: str) -> Probe | None:
-    """The probe of `spec` (None when absent); PlatformError for what cannot be run here (exec, grpc)."""
+def parse(spec: Any, named: Mapping[str, int], app_ports: Mapping[int, int], where: str,
+          field: str = "readinessProbe") -> Probe | None:
+    """The probe of `spec` (None when absent); PlatformError for what cannot be run here (exec, grpc) and for
+    fields this platform does not act on (never accepted silently)."""
     if spec is None:
         return None
     if not isinstance(spec, dict):
         raise PlatformError(f"{where} must be an object")
-    handlers = [k for k in ("httpGet", "tcpSocket", "exec", "grpc") if k in spec]
+    unknown = sorted(set(spec) - set(HANDLERS) - set(DEFAULTS))
+    if unknown:
+        raise PlatformError(f"{where}: not supported by the embedded platform: {', '.join(unknown)}")
+    handlers = [k for k in HANDLERS if k in spec]
     if len(handlers) != 1:
         raise PlatformError(f"{where}: needs exactly one of httpGet, tcpSocket")
     kind = handlers[0]
@@ -67,6 +90,9 @@ def parse(spec: Any, named: Mapping[str, int], app_ports: Mapping[int, int], whe
     timing = {k: spec.get(k, d) for k, d in DEFAULTS.items()}
     if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in timing.values()):
         raise PlatformError(f"{where}: {', '.join(DEFAULTS)} must be integers >= 0")
+    if field != "readinessProbe" and timing["successThreshold"] not in (0, 1):
+        # Kubernetes' validation: "Must be 1 for liveness and startup"
+        raise PlatformError(f"{where}.successThreshold must be 1 for a {field}")
     scheme = str(h.get("scheme", "HTTP")).upper()
     if scheme not in ("HTTP", "HTTPS"):
         raise PlatformError(f"{where}.httpGet.scheme must be HTTP or HTTPS")

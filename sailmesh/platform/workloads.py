@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
@@ -12,7 +13,7 @@ from typing import Any
 from sailmesh.api import locality
 from sailmesh.api.resource import Resource
 from sailmesh.errors import PlatformError
-from sailmesh.platform.probes import Probe
+from sailmesh.platform.probes import APP_HEALTH, Probe, app_health_path
 from sailmesh.platform.probes import parse as parse_probe
 from sailmesh.platform.restart import RESTART_POLICIES
 from sailmesh.platform.state import InstanceRecord
@@ -51,8 +52,21 @@ class Instance:
     weight: int = 1  # load-balancing weight of its endpoints
     restart_policy: str = "Always"  # a Pod's restartPolicy: Always | OnFailure | Never
     readiness_probe: Probe | None = None  # port rewritten to the app's real port
+    liveness_probe: Probe | None = None  # a failure restarts the app (by restart_policy)
+    startup_probe: Probe | None = None  # until it passes: no liveness/readiness probing, out of the endpoints
     hold_application: bool = True  # Istio's holdApplicationUntilProxyStarts (on by default here)
     cwd: str | None = None  # the app's working directory: spec.workdir, else its config file's directory
+
+    def probes(self) -> dict[str, Probe]:
+        """The probes it declares, by field (readinessProbe, livenessProbe, startupProbe)."""
+        found = {"readinessProbe": self.readiness_probe, "livenessProbe": self.liveness_probe,
+                 "startupProbe": self.startup_probe}
+        return {f: p for f, p in found.items() if p is not None}
+
+    def app_probers(self) -> str:
+        """Its probes as Istio's ISTIO_KUBE_APP_PROBERS (rewritten path -> original probe), for its agent; the
+        container is named after the workload."""
+        return json.dumps({app_health_path(self.workload, f): p.prober() for f, p in self.probes().items()})
 
     @property
     def named_ports(self) -> dict[str, int]:
@@ -113,8 +127,8 @@ def plan(
             addr = str(ip)
             ip += 1
             app_ports = {p.container_port: pick_port(addr) if sidecar else p.container_port for p in ports}
-            probe = parse_probe(spec.get("readinessProbe"), {p.name: p.container_port for p in ports if p.name},
-                                app_ports, f"{res}: spec.readinessProbe")
+            named = {p.name: p.container_port for p in ports if p.name}
+            probes = {f: parse_probe(spec.get(f), named, app_ports, f"{res}: spec.{f}", f) for f in APP_HEALTH}
             out.append(
                 Instance(
                     name=f"{res.name}-{n}",
@@ -134,7 +148,9 @@ def plan(
                     network=str(spec.get("network") or ""),
                     weight=weight,
                     restart_policy=restart_policy,
-                    readiness_probe=probe,
+                    readiness_probe=probes["readinessProbe"],
+                    liveness_probe=probes["livenessProbe"],
+                    startup_probe=probes["startupProbe"],
                     hold_application=hold,
                     cwd=cwd,
                 )

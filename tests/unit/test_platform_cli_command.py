@@ -21,3 +21,16 @@ def test_the_venv_entry_point_when_path_does_not(monkeypatch: pytest.MonkeyPatch
     cmd = sailmesh_command()
     assert cmd != "sailmesh" and os.path.realpath(cmd) == os.path.realpath(
         os.path.join(os.path.dirname(sys.executable), "sailmesh"))
+
+
+def test_the_entry_point_is_relative_to_the_users_shell_not_the_scripts_directory(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+    """scripts/demo changes to the checkout before it runs sailmesh; the banner's path must work from where the user
+    typed ./scripts/demo (SAILMESH_SHELL_CWD): from another directory it is absolute."""
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setenv("SAILMESH_SHELL_CWD", str(tmp_path))
+    venv_bin = os.path.dirname(sys.executable)
+    monkeypatch.chdir(os.path.dirname(os.path.dirname(venv_bin)))
+    cmd = sailmesh_command()
+    assert os.path.isabs(cmd) or os.path.realpath(os.path.join(str(tmp_path), cmd)) == os.path.realpath(
+        os.path.join(venv_bin, "sailmesh"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 
@@ -59,3 +60,32 @@ def test_relative_paths_resolve_against_the_config_directory(tmp_path: pathlib.P
     a, b = plan(loaded.resources, "127.0.10.2", lambda _ip: 40000)
     assert a.cwd == str(tmp_path / "sub") and a.hold_application
     assert b.cwd is not None and os.path.normpath(b.cwd) == str(tmp_path / "data") and not b.hold_application
+
+
+def test_liveness_and_startup_need_success_threshold_1_and_unknown_fields_are_refused() -> None:
+    """Kubernetes' validation: successThreshold "must be 1 for liveness and startup"; a field the platform would not
+    act on (terminationGracePeriodSeconds of a probe) is an error, never silently accepted."""
+    spec = {"httpGet": {"port": 8000}, "successThreshold": 2}
+    assert parse(spec, NAMED, APP_PORTS, "w", "readinessProbe") is not None
+    for field in ("livenessProbe", "startupProbe"):
+        with pytest.raises(PlatformError, match="must be 1"):
+            parse(spec, NAMED, APP_PORTS, "w", field)
+    with pytest.raises(PlatformError, match="terminationGracePeriodSeconds"):
+        parse({"tcpSocket": {"port": 8000}, "terminationGracePeriodSeconds": 5}, NAMED, APP_PORTS, "w")
+
+
+def test_probes_become_istios_app_probers_on_the_app_port(tmp_path: pathlib.Path) -> None:
+    """ISTIO_KUBE_APP_PROBERS: /app-health/<container>/livez|readyz|startupz -> the original probe (port rewritten to
+    the port the app really listens on behind its sidecar)."""
+    (tmp_path / "w.yaml").write_text(
+        "apiVersion: local.sailmesh.io/v1alpha1\nkind: LocalWorkload\nmetadata: {name: web}\n"
+        "spec:\n  command: [python, app.py]\n  ports: [{name: http, containerPort: 8000}]\n"
+        "  livenessProbe: {httpGet: {path: /healthz, port: http}}\n"
+        "  startupProbe: {tcpSocket: {port: 8000}, failureThreshold: 30, timeoutSeconds: 2}\n")
+    loaded = load_paths([str(tmp_path)])
+    (web,) = plan(loaded.resources, "127.0.10.2", lambda _ip: 41234)
+    assert json.loads(web.app_probers()) == {
+        "/app-health/web/livez": {"httpGet": {"path": "/healthz", "port": 41234, "scheme": "HTTP", "httpHeaders": []},
+                                  "timeoutSeconds": 1.0},
+        "/app-health/web/startupz": {"tcpSocket": {"port": 41234}, "timeoutSeconds": 2.0}}
+    assert web.startup_probe is not None and web.startup_probe.failure_threshold == 30

@@ -11,8 +11,8 @@ from sailmesh.errors import ModelError, ParseError
 
 SERVICE_PROTOCOLS = frozenset({"TCP", "UDP", "SCTP"})
 LOCAL_WORKLOAD_FIELDS = frozenset({"command", "env", "serviceAccount", "ports", "replicas", "sidecar", "workdir",
-                                   "readinessProbe", "image", "locality", "network", "weight",
-                                   "restartPolicy", "holdApplicationUntilProxyStarts"})
+                                   "readinessProbe", "livenessProbe", "startupProbe", "image", "locality",
+                                   "network", "weight", "restartPolicy", "holdApplicationUntilProxyStarts"})
 LOCAL_PORT_FIELDS = frozenset({"name", "containerPort", "protocol"})
 APP_PROTOCOLS = frozenset({"HTTP", "HTTPS", "HTTP2", "GRPC", "GRPC-WEB", "TCP", "TLS", "UDP", "MONGO", "REDIS",
                            "MYSQL", "THRIFT"})

@@ -1,0 +1,135 @@
+"""A kubelet's prober for one app process of the embedded platform: the startupProbe first (until it passes, no
+other probe runs and the instance is out of the endpoints; failureThreshold failures kill the app), then the
+livenessProbe (failureThreshold failures in a row kill the app, which its restartPolicy then restarts or not) and
+the readinessProbe (failureThreshold failures take the instance out of the endpoints, successThreshold successes
+bring it back). With a sidecar, every probe goes through the agent's rewritten `/app-health/...` paths on 15020, as
+a kubelet's probes of an Istio pod do; without one, straight to the app."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import aiohttp
+
+from sailmesh.agent.health import probe_check
+from sailmesh.platform.probes import Probe, app_health_path
+from sailmesh.platform.workloads import Instance
+
+Check = Callable[[], Awaitable[str | None]]
+# what a kubelet waits after its probe's own timeout before it gives up on the agent's answer
+AGENT_SLACK_S = 0.5
+
+
+def through_agent(inst: Instance, field: str, probe: Probe, status_port: int) -> Check:
+    """The kubelet's GET of the rewritten probe on the sidecar's status port: success on 200-399, as the kubelet."""
+    url = f"http://{inst.ip}:{status_port}{app_health_path(inst.workload, field)}"
+    what = f"app {field.removesuffix('Probe')} probe"
+    timeout = aiohttp.ClientTimeout(total=probe.timeout_s + AGENT_SLACK_S)
+
+    async def check() -> str | None:
+        try:
+            async with aiohttp.ClientSession(timeout=timeout, trust_env=False) as s:
+                async with s.get(url, allow_redirects=False) as r:
+                    if 200 <= r.status < 400:
+                        return None
+                    body = (await r.text()).strip()
+                    return f"{what} {url}: HTTP {r.status}" + (f" ({body})" if body else "")
+        except (aiohttp.ClientError, OSError, TimeoutError) as e:
+            return f"{what} {url}: {str(e) or type(e).__name__}"
+
+    return check
+
+
+def check_for(inst: Instance, field: str, probe: Probe, status_port: int) -> Check:
+    """How the platform runs `field` of `inst`: through its sidecar's agent, or straight to the app."""
+    if inst.sidecar:
+        return through_agent(inst, field, probe, status_port)
+    return probe_check(inst.ip, json.loads(probe.to_json()))
+
+
+@dataclass
+class Hooks:
+    """What the prober does to the mesh: alive() of this app process, mark(key, down) in the endpoints (True when
+    that changed the instance's state), kill(reason) of this app process, say(line) on the terminal."""
+
+    alive: Callable[[], bool]
+    mark: Callable[[str, bool], bool]
+    kill: Callable[[str], Awaitable[None]]
+    say: Callable[[str], None]
+
+
+def startup_key(inst: Instance) -> str:
+    """The key under which a pending startupProbe keeps the instance out of the endpoints."""
+    return f"{inst.name}.{inst.namespace}.startup"
+
+
+def readiness_key(inst: Instance) -> str:
+    """The key under which a failing readinessProbe keeps the instance out of the endpoints."""
+    return f"{inst.name}.{inst.namespace}.probe"
+
+
+class AppProber:
+    """Probes one app process for its lifetime (a restarted app gets a new one)."""
+
+    def __init__(self, inst: Instance, hooks: Hooks, status_port: int) -> None:
+        self.inst = inst
+        self.hooks = hooks
+        self.status_port = status_port
+        self.who = f"{inst.namespace}/{inst.name}"
+
+    def _check(self, field: str, probe: Probe) -> Check:
+        return check_for(self.inst, field, probe, self.status_port)
+
+    async def run(self) -> None:
+        """Startup, then liveness and readiness, until the app process exits."""
+        inst = self.inst
+        if inst.startup_probe is not None:
+            self.hooks.mark(startup_key(inst), True)
+            if not await self._until_started(inst.startup_probe):
+                return
+            self.hooks.mark(startup_key(inst), False)
+            self.hooks.say(f"  {self.who} startup probe passed")
+        loops = [self._liveness(inst.liveness_probe)] if inst.liveness_probe else []
+        if inst.readiness_probe is not None:
+            loops.append(self._readiness(inst.readiness_probe))
+        await asyncio.gather(*loops)
+
+    async def _until_started(self, probe: Probe) -> bool:
+        check, failed = self._check("startupProbe", probe), 0
+        await asyncio.sleep(probe.initial_delay_s)
+        while self.hooks.alive():
+            why = await check()
+            if why is None:
+                return True
+            failed += 1
+            if failed >= probe.failure_threshold:
+                await self.hooks.kill(f"{self.who} startup probe failed {failed} times ({why})")
+                return False
+            await asyncio.sleep(probe.period_s)
+        return False
+
+    async def _liveness(self, probe: Probe) -> None:
+        check, failed = self._check("livenessProbe", probe), 0
+        await asyncio.sleep(probe.initial_delay_s)
+        while self.hooks.alive():
+            why = await check()
+            failed = 0 if why is None else failed + 1
+            if failed >= probe.failure_threshold:
+                await self.hooks.kill(f"{self.who} liveness probe failed {failed} times in a row ({why})")
+                return
+            await asyncio.sleep(probe.period_s)
+
+    async def _readiness(self, probe: Probe) -> None:
+        check, key, ok, failed = self._check("readinessProbe", probe), readiness_key(self.inst), 0, 0
+        await asyncio.sleep(probe.initial_delay_s)
+        while self.hooks.alive():
+            why = await check()
+            ok, failed = (ok + 1, 0) if why is None else (0, failed + 1)
+            if why is None and ok >= probe.success_threshold and self.hooks.mark(key, False):
+                self.hooks.say(f"  {self.who} readiness probe passes again")
+            elif why is not None and failed >= probe.failure_threshold and self.hooks.mark(key, True):
+                self.hooks.say(f"{self.who} is not ready: {why}")
+            await asyncio.sleep(probe.period_s)
