@@ -9,7 +9,6 @@ The policies are ../shared/conformance/security/policies/authn-policy.yaml, appl
 
 from __future__ import annotations
 
-import http.client
 import json
 import pathlib
 import shutil
@@ -20,6 +19,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from sailmesh.testing.envoy_stats import envoy_stat
 from sailmesh.testing.mesh import RunningMesh
 from sailmesh.testing.waiting import wait_for
 
@@ -111,13 +111,7 @@ def headers(mesh: RunningMesh, src: str, dst: str) -> dict[str, str]:
 def sidecar_stat(mesh: RunningMesh, ns: str, workload: str, name: str) -> int:
     items = json.loads(mesh.cli("get", "workloads", "-n", ns, "-o", "json", check=True).stdout)
     address = next(i["address"] for i in items if i["workload"] == workload)
-    c = http.client.HTTPConnection(address, 15000, timeout=5)
-    try:
-        c.request("GET", "/stats?format=json&filter=" + name.replace("|", "%7C"))
-        stats = json.loads(c.getresponse().read())["stats"]
-    finally:
-        c.close()
-    return sum(int(s.get("value", 0)) for s in stats if s.get("name") == name)
+    return envoy_stat(address, name)
 
 
 def test_sidecars_talk_mtls_without_destination_rule(mesh: RunningMesh) -> None:
