@@ -20,6 +20,7 @@ from google.protobuf.message import Message
 
 from sailmesh.api.identity import Identity, parse_spiffe_id
 from sailmesh.ca.authority import CertificateAuthority
+from sailmesh.ca.rotation import INSTANCE_KEY, Holders
 from sailmesh.ca.tokens import JoinTokens
 from sailmesh.errors import AuthenticationError, CertificateError, IdentityError, ValidationError
 from sailmesh.metrics import CitadelMetrics
@@ -73,6 +74,12 @@ def bearer_token(metadata: Sequence[tuple[str, str | bytes]] | Any) -> str:
     return ""
 
 
+def instance_of(request: Any) -> str:
+    """The instance an agent names in the request's metadata (bookkeeping for root rotation, never identity)."""
+    value = request.metadata.fields.get(INSTANCE_KEY) if request.HasField("metadata") else None
+    return value.string_value[:253] if value is not None else ""
+
+
 def peer_spiffe_ids(context: Context) -> list[str]:
     """The SPIFFE IDs of the caller's verified client certificate (empty without one)."""
     ids = (i.decode(errors="replace") for i in (context.peer_identities() or ()))
@@ -83,9 +90,10 @@ class CertificateService:
     """Authenticates the caller, then signs its CSR for the identity it proved."""
 
     def __init__(self, authority: CertificateAuthority, tokens: JoinTokens,
-                 metrics: CitadelMetrics | None = None) -> None:
+                 metrics: CitadelMetrics | None = None, holders: Holders | None = None) -> None:
         self.authority = authority
         self.tokens = tokens
+        self.holders = holders  # which instance holds which bundle and root (root rotation waits on it)
         self.metrics = metrics  # Istio's citadel_server_csr_count / _success_cert_issuance_count
         self.signed = 0
         self.refused = 0
@@ -105,12 +113,16 @@ class CertificateService:
                 return identity
         raise AuthenticationError("no join token (authorization: Bearer) and no client certificate of this mesh")
 
-    def create(self, csr: str, validity_s: int, token: str, peer_ids: Sequence[str]) -> list[str]:
+    def create(self, csr: str, validity_s: int, token: str, peer_ids: Sequence[str], instance: str = "") -> list[str]:
         """Sign `csr`; the chain leaf first, root last. Raises AuthenticationError, IdentityError, CertificateError."""
         if self.metrics is not None:
             self.metrics.csr_count.inc()
         identity = self.caller_identity(token, peer_ids)
-        issued = self.authority.sign_csr(csr, identity, float(validity_s))
+        ca = self.authority
+        bundle, signing = ca.bundle_id, ca.signing_id  # before signing: what this response carries
+        issued = ca.sign_csr(csr, identity, float(validity_s))
+        if self.holders is not None:
+            self.holders.record(instance, bundle, signing, issued.not_after)
         self.signed += 1
         if self.metrics is not None:
             self.metrics.success_cert_issuance_count.inc()
@@ -121,7 +133,7 @@ class CertificateService:
         token = bearer_token(context.invocation_metadata())
         peer_ids = peer_spiffe_ids(context)
         try:
-            chain = self.create(request.csr, int(request.validity_duration), token, peer_ids)
+            chain = self.create(request.csr, int(request.validity_duration), token, peer_ids, instance_of(request))
         except AuthenticationError as e:
             self._refuse(context, "unauthenticated", e)
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"request authenticate failure: {e}")
@@ -184,6 +196,10 @@ class ServingCredentials:
         log.info("control plane serving certificate issued (valid until %s)", issued.not_after.isoformat())
         return grpc.ssl_server_certificate_configuration([(key, self.chain_pem.encode())],
                                                          self.authority.trust_bundle().encode())
+
+    def renew_now(self) -> None:
+        """Issue a new certificate (with the current trust bundle) for the next handshake."""
+        self.renew_at = 0.0
 
     def _fetch(self) -> grpc.ServerCertificateConfiguration:
         # gRPC keeps the current certificate when the fetcher returns None (its stubs do not say so).

@@ -4,13 +4,15 @@
   sailmesh x flags               # every flag
   sailmesh x describe service reviews -n default
   sailmesh x describe workload reviews-v1-0
+  sailmesh x ca rotate-root      # rotate the mesh CA's root without breaking traffic (docs/security.md)
+  sailmesh x token revoke NS SA  # revoke the join tokens of one identity
 """
 
 from __future__ import annotations
 
 import argparse
 
-from sailmesh.cli import describe, flags
+from sailmesh.cli import ca, describe, flags
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,6 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        description=describe.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     describe.add_arguments(d)
     d.set_defaults(_x=describe.run)
+    c = sub.add_parser("ca", help="the mesh CA: status, rotate-root", description=ca.__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    ca.add_arguments(c)
+    c.set_defaults(_x=ca.run)
+    t = sub.add_parser("token", help="join tokens: revoke")
+    ca.add_token_arguments(t)
+    t.set_defaults(_x=ca.run_token)
 
 
 def run_flags(args: argparse.Namespace) -> int:
@@ -34,6 +43,6 @@ def run_flags(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     handler = getattr(args, "_x", None)
     if handler is None:
-        print("usage: sailmesh x {flags,describe} ...  (sailmesh x --help)")
+        print("usage: sailmesh x {flags,describe,ca,token} ...  (sailmesh x --help)")
         return 2
     return int(handler(args))

@@ -273,6 +273,10 @@ class ControlPlane:
         assert self.identity is not None
         return self.identity.tokens.issue(namespace, service_account)
 
+    def rotate_root(self, phase: str, force: bool = False) -> dict[str, Any]:
+        assert self.identity is not None
+        return self.identity.rotate_root(phase, force)
+
     def _resources(self, docs: list[dict[str, Any]]) -> tuple[list[Resource], list[str]]:
         out, errors = [], []
         for d in docs:

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from sailmesh import __version__
+from sailmesh.errors import CertificateError
 from sailmesh.processes import PID_HEADER
 
 log = logging.getLogger("sailmesh.controlplane")
@@ -52,6 +53,8 @@ class Backend(Protocol):
     def is_admin(self, token: str) -> bool: ...
 
     def issue_join_token(self, namespace: str, service_account: str) -> str: ...
+
+    def rotate_root(self, phase: str, force: bool = False) -> dict[str, Any]: ...
 
     async def apply_documents(self, docs: list[dict[str, Any]], dry_run: bool = False,
                               analyze: bool = False) -> Outcome: ...
@@ -172,7 +175,21 @@ def make_app(backend: Backend, mounts: Mapping[str, web.Application] | None = No
             return _json({"errors": ["expected {\"namespace\": ..., \"serviceAccount\": ...}"]}, 400)
         return _json({"token": backend.issue_join_token(ns, sa)})
 
+    async def rotate_root(request: web.Request) -> web.Response:
+        try:
+            body = await request.json() if request.can_read_body else {}
+        except (ValueError, UnicodeDecodeError):
+            body = None
+        phase = body.get("phase", "status") if isinstance(body, dict) else None
+        if not isinstance(phase, str) or not isinstance(body, dict):
+            return _json({"errors": ["expected {\"phase\": \"add\"|\"switch\"|\"drop\"|\"status\"}"]}, 400)
+        try:
+            return _json(backend.rotate_root(phase, bool(body.get("force"))))
+        except CertificateError as e:
+            return _json({"errors": [str(e)]}, 409)
+
     app = web.Application(client_max_size=MAX_BODY, middlewares=[authenticate])
+    app.router.add_post("/api/v1/ca/rotate-root", rotate_root)
     app.router.add_post("/api/v1/join-tokens", join_token)
     app.router.add_get("/ready", ready)
     app.router.add_post("/api/v1/apply", mutate(backend.apply_documents))

@@ -14,6 +14,7 @@ from google.protobuf import json_format
 
 from sailmesh.api.identity import parse_spiffe_id
 from sailmesh.ca.authority import CaOptions, CertificateAuthority, write_private
+from sailmesh.ca.rotation import RootRotation
 from sailmesh.ca.service import CertificateService, ServingCredentials, handler
 from sailmesh.ca.tokens import JoinTokens
 from sailmesh.errors import ValidationError, XdsError
@@ -42,7 +43,8 @@ class MeshIdentity:
         self.authority = (CertificateAuthority.plugin(cacerts_dir, options) if cacerts_dir
                           else CertificateAuthority.self_signed(self.state_dir, options))
         self.tokens = JoinTokens(self.state_dir / TOKENS_FILE)
-        self.certificates = CertificateService(self.authority, self.tokens, metrics)
+        self.rotation = RootRotation(self.authority)
+        self.certificates = CertificateService(self.authority, self.tokens, metrics, self.rotation.holders)
         self.serving = ServingCredentials(self.authority, ips, require_client_auth=True)  # xDS on 15012
         self.bootstrap_serving = ServingCredentials(self.authority, ips)  # first CSR: no client cert yet
         self._bootstrap_server: grpc.aio.Server | None = None
@@ -50,7 +52,23 @@ class MeshIdentity:
         self.api_token = secrets.token_urlsafe(32)
         write_private(self.api_token_path, self.api_token.encode())  # a new one each start
         self.root_cert_path = self.state_dir / "root-cert.pem"  # public: agents verify the CA with it
-        self.root_cert_path.write_text(self.authority.trust_bundle())
+        self._publish_bundle()
+
+    def _publish_bundle(self) -> None:
+        """The trust bundle where agents read it (replaced atomically: agents watch it and renew on a change)."""
+        tmp = self.root_cert_path.with_name(self.root_cert_path.name + ".tmp")
+        tmp.write_text(self.authority.trust_bundle())
+        tmp.replace(self.root_cert_path)
+
+    def rotate_root(self, phase: str, force: bool = False) -> dict[str, object]:
+        """One step of the root rotation (ca/rotation.py); the bundle is published and the control plane's own
+        serving certificates are re-issued (new handshakes verify clients with the new bundle)."""
+        status = self.rotation.step(phase, force) if phase != "status" else self.rotation.status()
+        if phase != "status":
+            self._publish_bundle()
+            self.serving.renew_now()
+            self.bootstrap_serving.renew_now()
+        return status
 
     def grpc_handler(self) -> grpc.GenericRpcHandler:
         return handler(self.certificates)

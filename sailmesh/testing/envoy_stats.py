@@ -1,9 +1,10 @@
-"""Reading one counter from a sidecar's Envoy admin (tests)."""
+"""Reading counters and loaded certificates from a sidecar's Envoy admin (tests)."""
 
 from __future__ import annotations
 
 import http.client
 import json
+from typing import Any
 
 
 def envoy_stat(address: str, name: str, port: int = 15000) -> int:
@@ -15,3 +16,14 @@ def envoy_stat(address: str, name: str, port: int = 15000) -> int:
     finally:
         c.close()
     return sum(int(s.get("value", 0)) for s in stats if s.get("name") == name)
+
+
+def envoy_certs(address: str, port: int = 15000) -> list[dict[str, Any]]:
+    """Envoy's admin /certs entries (each with `cert_chain` and `ca_cert` details: serial, SANs, expiry)."""
+    c = http.client.HTTPConnection(address, port, timeout=5)
+    try:
+        c.request("GET", "/certs")
+        data = json.loads(c.getresponse().read())
+    finally:
+        c.close()
+    return list(data.get("certificates", []))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime
 import http.client
-import json
 import os
 import signal
 import threading
@@ -22,12 +21,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
-from cryptography import x509
 
 from sailmesh.platform.state import MeshState
-from sailmesh.testing.envoy_stats import envoy_stat
+from sailmesh.testing.envoy_stats import envoy_certs, envoy_stat
 from sailmesh.testing.mesh import RunningMesh
 from sailmesh.testing.waiting import wait_for
 
@@ -119,16 +118,9 @@ class Traffic:
             self.stop.wait(0.05)  # about 15 requests a second on this machine: steady, not a load test
 
 
-def admin_certs(address: str) -> list[x509.Certificate]:
-    """Envoy's loaded leaf certificates (SDS `default` and the xDS connection's), from its admin /certs, parsed from
-    what it reports (serial, expiry)."""
-    c = http.client.HTTPConnection(address, 15000, timeout=5)
-    try:
-        c.request("GET", "/certs")
-        data = json.loads(c.getresponse().read())
-    finally:
-        c.close()
-    return [entry["cert_chain"][0] for entry in data.get("certificates", []) if entry.get("cert_chain")]
+def admin_certs(address: str) -> list[dict[str, Any]]:
+    """Envoy's loaded leaf certificates (SDS `default` and the xDS connection's) as its admin /certs reports them."""
+    return [entry["cert_chain"][0] for entry in envoy_certs(address) if entry.get("cert_chain")]
 
 
 @dataclass
