@@ -2,7 +2,9 @@
 
 The private key is generated in this process for every CSR and leaves it only to Envoy (over the SDS Unix socket,
 in a private directory) or into this agent's 0600 files. The join token is read from a 0600 file (never the
-command line, where `ps` would show it) and sent only as `authorization: Bearer` to the CA over TLS.
+command line, where `ps` would show it) and sent only as `authorization: Bearer` to the CA over TLS, for the first
+CSR; renewals present the current certificate on the control plane's mTLS port instead (the token only when that
+fails), so a join token may expire once the workload has its first certificate.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ class IdentityOptions:
     service_account: str
     ttl_s: float = 0.0  # requested lifetime (0 = the CA's default, 24 h)
     instance: str = ""  # ns/name, in the CSR's metadata: the CA's root rotation knows who holds which bundle
+    renew_address: str = ""  # the control plane's mTLS port: renewals prove the identity with the current certificate
 
 
 def read_private(path: str) -> str:
@@ -117,9 +120,11 @@ class CertificateManager:
     def on_change(self, callback: Callable[[WorkloadCertificate], None]) -> None:
         self._listeners.append(callback)
 
-    async def fetch(self) -> WorkloadCertificate:
-        """One CSR round trip to the CA (raises grpc.aio.AioRpcError or AgentError)."""
-        token = read_private(self.options.token_file)
+    async def fetch(self, with_certificate: WorkloadCertificate | None = None) -> WorkloadCertificate:
+        """One CSR round trip to the CA (raises grpc.aio.AioRpcError or AgentError): with the join token on the CA
+        port, or (a renewal) with `with_certificate` as the client certificate on the mTLS port and no token, so
+        that a token that expired after the first CSR does not stop renewals."""
+        token = "" if with_certificate else read_private(self.options.token_file)
         try:
             with open(self.options.ca_root_file, "rb") as fh:
                 ca_roots = fh.read()
@@ -127,13 +132,19 @@ class CertificateManager:
             raise AgentError(f"cannot read the CA root {self.options.ca_root_file}: {e}") from e
         self._bundle_seen = ca_roots
         csr, key = make_csr(self.uri)
-        creds = grpc.ssl_channel_credentials(root_certificates=ca_roots)
+        metadata: tuple[tuple[str, str], ...] = ()
+        if with_certificate is not None:
+            creds = grpc.ssl_channel_credentials(root_certificates=ca_roots, private_key=with_certificate.key_pem,
+                                                 certificate_chain=with_certificate.chain_pem)
+            address = self.options.renew_address
+        else:
+            creds = grpc.ssl_channel_credentials(root_certificates=ca_roots)
+            address, metadata = self.options.ca_address, (("authorization", f"Bearer {token}"),)
         request: Any = IstioCertificateRequest(csr=csr.decode(), validity_duration=int(self.options.ttl_s))
         if self.options.instance:
             request.metadata.update({INSTANCE_KEY: self.options.instance})
-        async with grpc.aio.secure_channel(self.options.ca_address, creds) as channel:
-            response = await client_call(channel)(request, metadata=(("authorization", f"Bearer {token}"),),
-                                                  timeout=CSR_TIMEOUT_S)
+        async with grpc.aio.secure_channel(address, creds) as channel:
+            response = await client_call(channel)(request, metadata=metadata, timeout=CSR_TIMEOUT_S)
         chain = list(response.cert_chain)
         if len(chain) < 2:
             raise AgentError("the CA answered without a chain (leaf and root expected)")
@@ -172,12 +183,24 @@ class CertificateManager:
                 self._bundle_seen = current
                 self.bundle_changed.set()
 
+    async def _renew_or_fetch(self) -> WorkloadCertificate:
+        """A renewal with the current certificate where possible; else (or if that is refused) the join token."""
+        current = self.current
+        if current is not None and self.options.renew_address and \
+                current.not_after > datetime.datetime.now(datetime.UTC):
+            try:
+                return await self.fetch(with_certificate=current)
+            except (grpc.aio.AioRpcError, AgentError) as e:
+                detail = e.details() if isinstance(e, grpc.aio.AioRpcError) else str(e)
+                log.warning("renewal of %s with its certificate failed (%s); trying the join token", self.uri, detail)
+        return await self.fetch()
+
     async def _run(self) -> None:
         retry = RETRY_MIN_S
         while True:
             self.bundle_changed.clear()  # a change from here on renews again after this CSR
             try:
-                cert = await self.fetch()
+                cert = await self._renew_or_fetch()
             except (grpc.aio.AioRpcError, AgentError, ValueError) as e:
                 detail = e.details() if isinstance(e, grpc.aio.AioRpcError) else str(e)
                 log.warning("certificate request for %s failed: %s; retrying in %.1fs", self.uri, detail, retry)

@@ -205,7 +205,7 @@ class CertificateAuthority:
         path = [signing, *intermediates]
         for child, parent in zip(path, [*path[1:], None], strict=True):
             issuers = [parent] if parent is not None else roots
-            if not any(_issued_by(child, i) for i in issuers):
+            if not any(issued_by(child, i) for i in issuers):
                 raise CertificateError(f"plug-in CA {folder}: {child.subject.rfc4514_string()} does not chain to "
                                        f"{ROOT_CERT} through {CERT_CHAIN}")
         ca = cls(signing, _load_key(folder / CA_KEY), intermediates, roots, options)
@@ -304,7 +304,8 @@ class CertificateAuthority:
         return IssuedCertificate((pem(cert), *self._chain_tail), now - BACKDATE, not_after), key_pem(key)
 
 
-def _issued_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
+def issued_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """Whether `issuer` signed `child` (names and signature)."""
     try:
         child.verify_directly_issued_by(issuer)
     except (ValueError, TypeError, InvalidSignature):

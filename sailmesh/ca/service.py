@@ -15,14 +15,16 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
+from cryptography import x509
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, struct_pb2
 from google.protobuf.message import Message
 
 from sailmesh.api.identity import Identity, parse_spiffe_id
-from sailmesh.ca.authority import CertificateAuthority
+from sailmesh.ca.authority import BACKDATE, CertificateAuthority
+from sailmesh.ca.limits import CSR_PER_IDENTITY, FAILED_AUTH_PER_ADDRESS, Limit, RateLimiter, peer_address
 from sailmesh.ca.rotation import INSTANCE_KEY, Holders
 from sailmesh.ca.tokens import JoinTokens
-from sailmesh.errors import AuthenticationError, CertificateError, IdentityError, ValidationError
+from sailmesh.errors import AuthenticationError, CertificateError, IdentityError, RateLimitedError, ValidationError
 from sailmesh.metrics import CitadelMetrics
 
 log = logging.getLogger("sailmesh.ca")
@@ -80,6 +82,17 @@ def instance_of(request: Any) -> str:
     return value.string_value[:253] if value is not None else ""
 
 
+def peer_issued_at(context: Context) -> float:
+    """When the caller's verified client certificate was issued (its notBefore plus the CA's backdating); 0 if
+    there is none to read."""
+    pems = list(context.auth_context().get("x509_pem_cert") or ())
+    try:
+        cert = x509.load_pem_x509_certificate(pems[0]) if pems else None
+    except ValueError:
+        cert = None
+    return (cert.not_valid_before_utc + BACKDATE).timestamp() if cert is not None else 0.0
+
+
 def peer_spiffe_ids(context: Context) -> list[str]:
     """The SPIFFE IDs of the caller's verified client certificate (empty without one)."""
     ids = (i.decode(errors="replace") for i in (context.peer_identities() or ()))
@@ -90,16 +103,20 @@ class CertificateService:
     """Authenticates the caller, then signs its CSR for the identity it proved."""
 
     def __init__(self, authority: CertificateAuthority, tokens: JoinTokens,
-                 metrics: CitadelMetrics | None = None, holders: Holders | None = None) -> None:
+                 metrics: CitadelMetrics | None = None, holders: Holders | None = None,
+                 csr_limit: Limit = CSR_PER_IDENTITY, failed_auth_limit: Limit = FAILED_AUTH_PER_ADDRESS) -> None:
         self.authority = authority
         self.tokens = tokens
+        self.csr_limiter = RateLimiter(csr_limit)  # per identity
+        self.failed_auth = RateLimiter(failed_auth_limit)  # per caller address
         self.holders = holders  # which instance holds which bundle and root (root rotation waits on it)
         self.metrics = metrics  # Istio's citadel_server_csr_count / _success_cert_issuance_count
         self.signed = 0
         self.refused = 0
 
-    def caller_identity(self, token: str, peer_ids: Sequence[str]) -> Identity:
-        """The identity a token (or else a verified client certificate) proves; AuthenticationError if none."""
+    def caller_identity(self, token: str, peer_ids: Sequence[str], peer_issued_at: float = 0.0) -> Identity:
+        """The identity a token (or else a verified client certificate, issued at `peer_issued_at`, a renewal)
+        proves; AuthenticationError if none, or if the identity was revoked after that certificate was issued."""
         trust_domain = self.authority.options.trust_domain
         if token:
             grant = self.tokens.authenticate(token)
@@ -110,14 +127,21 @@ class CertificateService:
             except ValidationError:
                 continue
             if identity.trust_domain == trust_domain:
+                if self.tokens.revoked_at(identity.namespace, identity.service_account) >= peer_issued_at:
+                    raise AuthenticationError(f"{uri} was revoked after this certificate was issued")
                 return identity
         raise AuthenticationError("no join token (authorization: Bearer) and no client certificate of this mesh")
 
-    def create(self, csr: str, validity_s: int, token: str, peer_ids: Sequence[str], instance: str = "") -> list[str]:
-        """Sign `csr`; the chain leaf first, root last. Raises AuthenticationError, IdentityError, CertificateError."""
+    def create(self, csr: str, validity_s: int, token: str, peer_ids: Sequence[str], instance: str = "",
+               peer_issued_at: float = 0.0) -> list[str]:
+        """Sign `csr`; the chain leaf first, root last. Raises AuthenticationError, IdentityError, CertificateError,
+        RateLimitedError."""
         if self.metrics is not None:
             self.metrics.csr_count.inc()
-        identity = self.caller_identity(token, peer_ids)
+        identity = self.caller_identity(token, peer_ids, peer_issued_at)
+        wait = self.csr_limiter.take(identity.uri)
+        if wait:
+            raise RateLimitedError(f"too many CSRs for {identity.uri}; retry in {wait:.1f}s", wait)
         ca = self.authority
         bundle, signing = ca.bundle_id, ca.signing_id  # before signing: what this response carries
         issued = ca.sign_csr(csr, identity, float(validity_s))
@@ -130,13 +154,24 @@ class CertificateService:
 
     async def CreateCertificate(self, request: Any, context: Context) -> Any:
         started = time.perf_counter()
+        address = peer_address(context.peer())
+        wait = self.failed_auth.wait(address)
+        if wait:
+            self._refuse(context, "rate limited", RateLimitedError("too many failed authentications", wait))
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"too many failed authentications from {address}; retry in {wait:.1f}s")
         token = bearer_token(context.invocation_metadata())
         peer_ids = peer_spiffe_ids(context)
         try:
-            chain = self.create(request.csr, int(request.validity_duration), token, peer_ids, instance_of(request))
+            chain = self.create(request.csr, int(request.validity_duration), token, peer_ids, instance_of(request),
+                                peer_issued_at(context) if peer_ids and not token else 0.0)
         except AuthenticationError as e:
+            self.failed_auth.take(address)
             self._refuse(context, "unauthenticated", e)
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"request authenticate failure: {e}")
+        except RateLimitedError as e:
+            self._refuse(context, "rate limited", e)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
         except IdentityError as e:
             self._refuse(context, "permission denied", e)
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))

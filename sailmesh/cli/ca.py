@@ -4,6 +4,7 @@
   sailmesh x ca rotate-root            # add a new root, wait until every workload holds it, switch signing to
                                        # it, wait until every workload renewed onto it, drop the old root
   sailmesh x ca rotate-root --step add|switch|drop [--force]   # one step only
+  sailmesh x ca admin-cert DIR         # a client certificate for remote callers of the API (key made here)
   sailmesh x token revoke NS SA        # revoke every join token of one identity
 """
 
@@ -11,9 +12,15 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 from typing import Any
 
-from sailmesh.cli.apiclient import call
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from sailmesh.ca.authority import key_pem, write_private
+from sailmesh.cli.apiclient import CERT, CERT_DIR_ENV, KEY, ROOT, call
 from sailmesh.cli.common import add_state_dir, fail, running_mesh
 from sailmesh.errors import PlatformError
 
@@ -30,6 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--force", action="store_true", help="take the step even if live workloads are not ready")
     r.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the workloads at each step")
     add_state_dir(r)
+    a = sub.add_parser("admin-cert", help="issue the admin client certificate remote API callers present (mTLS)")
+    a.add_argument("directory", help="where to write cert.pem, key.pem (0600) and root-cert.pem")
+    a.add_argument("--ttl", type=float, default=3600.0, help="lifetime in seconds (default one hour)")
+    add_state_dir(a)
 
 
 def add_token_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         api = running_mesh(args).api_url
+        if command == "admin-cert":
+            return admin_cert(api, args.directory, args.ttl)
         if command == "status":
             code, shown = _rotate(api, "status")
             if code != 200:
@@ -98,6 +111,25 @@ def run(args: argparse.Namespace) -> int:
         return 0
     except PlatformError as e:
         return fail(str(e))
+
+
+def admin_cert(api: str, directory: str, ttl: float) -> int:
+    """Make a key here, have the CA sign it for the admin identity, write the three files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name([])).sign(key, hashes.SHA256())
+           .public_bytes(serialization.Encoding.PEM).decode())
+    code, body = call(api, "POST", "/api/v1/ca/admin-certificate", {"csr": csr, "ttlSeconds": ttl})
+    if code != 200:
+        return fail("; ".join(body.get("errors", [])) if isinstance(body, dict) else f"HTTP {code}")
+    chain = body["certChain"]
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_private(folder / KEY, key_pem(key))
+    (folder / CERT).write_text("".join(chain[:-1]))
+    (folder / ROOT).write_text(chain[-1])
+    print(f"wrote {folder / CERT}, {folder / KEY} (0600) and {folder / ROOT}: the admin identity for {ttl:.0f}s; "
+          f"remote callers use them with {CERT_DIR_ENV}={folder}")
+    return 0
 
 
 def run_token(args: argparse.Namespace) -> int:

@@ -2,7 +2,10 @@
 
 Every path but `/ready` and `/metrics` (Istio's 15014 serves both to anyone, for probes and Prometheus) needs
 `Authorization: Bearer <token>`, the token the control plane writes 0600 into its state dir at start; a call
-without it gets 401 and a log line (never the token it sent).
+without it gets 401 and a log line (never the token it sent). Ten failed authentications from one address, then
+one a second: beyond that the address gets 429 with Retry-After until its bucket refills. On the remote port
+(TLS, `--api-mtls`), the caller instead presents a client certificate of the admin identity signed by the mesh CA;
+none gets 401, another identity 403, both logged.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from sailmesh import __version__
+from sailmesh.ca.limits import FAILED_AUTH_PER_ADDRESS, RateLimiter, retry_after
 from sailmesh.errors import CertificateError
 from sailmesh.processes import PID_HEADER
 
@@ -52,7 +56,13 @@ class Backend(Protocol):
 
     def is_admin(self, token: str) -> bool: ...
 
-    def issue_join_token(self, namespace: str, service_account: str) -> str: ...
+    def certificate_caller(self, der: bytes | None) -> tuple[int, str]: ...
+
+    def issue_admin_certificate(self, csr_pem: str, ttl_s: float = 0) -> list[str]: ...
+
+    def issue_join_token(self, namespace: str, service_account: str, ttl_s: float = 0.0) -> str: ...
+
+    def revoke_join_tokens(self, namespace: str, service_account: str) -> int: ...
 
     def rotate_root(self, phase: str, force: bool = False) -> dict[str, Any]: ...
 
@@ -144,9 +154,29 @@ def make_app(backend: Backend, mounts: Mapping[str, web.Application] | None = No
             return _json({"errors": [f"proxy {request.query.get('proxyID', '')!r} is not connected"]}, 404)
         return _json(dump)
 
+    failed_auth = RateLimiter(FAILED_AUTH_PER_ADDRESS)  # per caller address: 429 with Retry-After past the limit
+
     @web.middleware
     async def authenticate(request: web.Request, handler: Any) -> web.StreamResponse:
         if request.path in OPEN_PATHS:
+            return await handler(request)  # type: ignore[no-any-return]
+        address = request.remote or ""
+        wait = failed_auth.wait(address)
+        if wait:
+            log.warning("HTTP API: %s %s from %s refused: too many failed authentications", request.method,
+                        request.path, address)
+            return web.Response(text=json.dumps({"errors": ["too many failed authentications; retry later"]}),
+                                status=429, content_type="application/json",
+                                headers={"Retry-After": retry_after(wait)})
+        tls = request.transport.get_extra_info("ssl_object") if request.transport is not None else None
+        if tls is not None:  # the remote port: a client certificate of the admin identity, nothing else
+            status, who = backend.certificate_caller(tls.getpeercert(binary_form=True))
+            if status:
+                failed_auth.take(address)
+                what = "unauthenticated" if status == 401 else "forbidden"
+                log.warning("HTTP API (mTLS): %s %s %s from %s: %s", what, request.method, request.path, address, who)
+                return _json({"errors": [f"{what}: {who}; remote callers present the admin certificate of "
+                                         "`sailmesh x ca admin-cert`"]}, status)
             return await handler(request)  # type: ignore[no-any-return]
         header = request.headers.get("Authorization", "")
         token = header[7:].strip() if header[:7].lower() == "bearer " else ""
@@ -154,8 +184,9 @@ def make_app(backend: Backend, mounts: Mapping[str, web.Application] | None = No
         if browser and not token:
             token = request.query.get("token", "") or request.cookies.get(TOKEN_COOKIE, "")
         if not backend.is_admin(token):
+            failed_auth.take(address)
             log.warning("HTTP API: unauthenticated %s %s from %s (%s)", request.method, request.path,
-                        request.remote, "wrong token" if token else "no token")
+                        address, "wrong token" if token else "no token")
             hint = "open it with `sailmesh dashboard`" if browser else \
                 "send the control plane's API token (Authorization: Bearer, from the api-token file in its state dir)"
             return _json({"errors": [f"unauthenticated: {hint}"]}, 401)
@@ -164,7 +195,8 @@ def make_app(backend: Backend, mounts: Mapping[str, web.Application] | None = No
             response.set_cookie(TOKEN_COOKIE, token, path=BROWSER_PREFIX, httponly=True, samesite="Strict")
         return response
 
-    async def join_token(request: web.Request) -> web.Response:
+    async def identity_body(request: web.Request) -> tuple[str, str, Any] | web.Response:
+        """{"namespace", "serviceAccount"} of a join-token call, and the whole body."""
         try:
             body = await request.json()
         except (ValueError, UnicodeDecodeError):
@@ -173,7 +205,27 @@ def make_app(backend: Backend, mounts: Mapping[str, web.Application] | None = No
         sa = body.get("serviceAccount") if isinstance(body, dict) else None
         if not isinstance(ns, str) or not isinstance(sa, str) or not ns or not sa:
             return _json({"errors": ["expected {\"namespace\": ..., \"serviceAccount\": ...}"]}, 400)
-        return _json({"token": backend.issue_join_token(ns, sa)})
+        return ns, sa, body
+
+    async def join_token(request: web.Request) -> web.Response:
+        parsed = await identity_body(request)
+        if isinstance(parsed, web.Response):
+            return parsed
+        ns, sa, body = parsed
+        ttl = body.get("ttlSeconds", 0)
+        if not isinstance(ttl, int | float) or isinstance(ttl, bool) or ttl < 0:
+            return _json({"errors": ["ttlSeconds must be a number of seconds, 0 or more (0: until revoked)"]}, 400)
+        try:
+            return _json({"token": backend.issue_join_token(ns, sa, float(ttl))})
+        except CertificateError as e:
+            return _json({"errors": [str(e)]}, 400)
+
+    async def revoke_tokens(request: web.Request) -> web.Response:
+        parsed = await identity_body(request)
+        if isinstance(parsed, web.Response):
+            return parsed
+        ns, sa, _ = parsed
+        return _json({"revoked": backend.revoke_join_tokens(ns, sa)})
 
     async def rotate_root(request: web.Request) -> web.Response:
         try:
@@ -188,9 +240,25 @@ def make_app(backend: Backend, mounts: Mapping[str, web.Application] | None = No
         except CertificateError as e:
             return _json({"errors": [str(e)]}, 409)
 
+    async def admin_certificate(request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            body = None
+        csr = body.get("csr") if isinstance(body, dict) else None
+        ttl = body.get("ttlSeconds", 0) if isinstance(body, dict) else 0
+        if not isinstance(csr, str) or not isinstance(ttl, int | float) or isinstance(ttl, bool):
+            return _json({"errors": ["expected {\"csr\": PEM, \"ttlSeconds\": N}"]}, 400)
+        try:
+            return _json({"certChain": backend.issue_admin_certificate(csr, float(ttl))})
+        except CertificateError as e:
+            return _json({"errors": [str(e)]}, 400)
+
     app = web.Application(client_max_size=MAX_BODY, middlewares=[authenticate])
+    app.router.add_post("/api/v1/ca/admin-certificate", admin_certificate)
     app.router.add_post("/api/v1/ca/rotate-root", rotate_root)
     app.router.add_post("/api/v1/join-tokens", join_token)
+    app.router.add_post("/api/v1/join-tokens/revoke", revoke_tokens)
     app.router.add_get("/ready", ready)
     app.router.add_post("/api/v1/apply", mutate(backend.apply_documents))
     app.router.add_post("/api/v1/delete", mutate(backend.delete_documents))
