@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -169,9 +170,12 @@ class ControlPlane:
         """The same API over TLS with client certificates, for remote callers; returns host:port as bound."""
         assert self._runner is not None and self.identity is not None
         host, _, port = address.rpartition(":")
-        site = web.TCPSite(self._runner, host or "127.0.0.1", int(port), ssl_context=self.identity.api_ssl_context())
-        await site.start()
-        bound = site._server.sockets[0].getsockname()  # type: ignore[union-attr]  # aiohttp keeps the server here
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host.strip("[]") or "127.0.0.1", int(port)))
+        bound = sock.getsockname()
+        await web.SockSite(self._runner, sock, ssl_context=self.identity.api_ssl_context()).start()
         log.info("HTTP API for remote callers (mTLS, admin certificate) on %s:%d", bound[0], bound[1])
         return f"{bound[0]}:{bound[1]}"
 
