@@ -36,6 +36,7 @@ ROOT_TTL_S = 10 * 365 * 24 * 3600.0
 MIN_TTL_S = 60.0  # the floor the issue sets ("configurable down to a minute"); tests may lower it
 BACKDATE = datetime.timedelta(minutes=1)  # tolerate a little clock skew between the CA and the peers
 MIN_RSA_BITS = 2048
+SHA256 = hashes.SHA256()
 
 # Istio's plug-in CA files (samples/certs, `kubectl create secret generic cacerts`).
 CA_CERT, CA_KEY, ROOT_CERT, CERT_CHAIN = "ca-cert.pem", "ca-key.pem", "root-cert.pem", "cert-chain.pem"
@@ -159,6 +160,19 @@ class CertificateAuthority:
         bundle = self.trust_bundle()
         self._chain_tail = (*(pem(c) for c in intermediates), bundle)
         self._aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(signing_key.public_key())
+        self._signing_not_after = signing_cert.not_valid_after_utc
+        self._workload_base = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([]))
+            .issuer_name(signing_cert.subject)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=True, content_commitment=False,
+                                         data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                                         crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
+            .add_extension(self._aki, critical=False)
+        )
         self.bundle_id = hashlib.sha256(bundle.encode()).hexdigest()[:16]  # names this exact bundle
         self.signing_id = signing_cert.fingerprint(hashes.SHA256()).hex()
 
@@ -257,25 +271,16 @@ class CertificateAuthority:
             if others:
                 raise IdentityError(f"the CSR asks for {', '.join(others)}; the caller proved {uri}")
         now = datetime.datetime.now(datetime.UTC)
-        not_after = min(now + datetime.timedelta(seconds=self.ttl(ttl_s)), self.signing_cert.not_valid_after_utc)
+        not_after = min(now + datetime.timedelta(seconds=self.ttl(ttl_s)), self._signing_not_after)
         cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([]))
-            .issuer_name(self.signing_cert.subject)
+            self._workload_base  # issuer and the extensions every workload certificate has, built once
             .public_key(public_key)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - BACKDATE)
             .not_valid_after(not_after)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=True, content_commitment=False,
-                                         data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                                         crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                           critical=False)
-            .add_extension(self._aki, critical=False)
             # The subject is empty, so the SAN is critical (RFC 5280 4.2.1.6), as in Istio's workload certificates.
             .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=True)
-            .sign(self._key, hashes.SHA256())
+            .sign(self._key, SHA256)
         )
         return IssuedCertificate((pem(cert), *self._chain_tail), now - BACKDATE, not_after)
 
