@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import pytest
 
 from sailmesh.testing.envoy_stats import envoy_stat
-from sailmesh.testing.mesh import RunningMesh
+from sailmesh.testing.mesh import RunningMesh, httpbin_demo
 from sailmesh.testing.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")]
@@ -37,12 +37,9 @@ def policy_sections(conformance: pathlib.Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMesh]:
-    m = RunningMesh(str(tmp_path_factory.mktemp("mtls-demo")), demo=True, extra=["httpbin"])
-    try:
-        wait_for(lambda: "httpbin is up." in m.output(), timeout=60, what="the httpbin banner")
-        yield m
-    finally:
-        m.stop()
+    m = httpbin_demo(str(tmp_path_factory.mktemp("mtls-demo")))
+    yield m
+    m.stop()
 
 
 def sm_exec(mesh: RunningMesh, src: str, *command: str) -> subprocess.CompletedProcess[str]:
@@ -92,13 +89,11 @@ def converge(mesh: RunningMesh, want: dict[tuple[str, str], str], what: str) -> 
 
 
 def apply(mesh: RunningMesh, tmp: pathlib.Path, name: str, text: str) -> None:
-    p = tmp / f"{name}.yaml"
-    p.write_text(text)
-    mesh.cli("apply", "-f", str(p), check=True)
+    mesh.apply_text(tmp, name, text)
 
 
 def delete(mesh: RunningMesh, tmp: pathlib.Path, name: str) -> None:
-    mesh.cli("delete", "-f", str(tmp / f"{name}.yaml"), check=True)
+    mesh.delete_text(tmp, name)
 
 
 def headers(mesh: RunningMesh, src: str, dst: str) -> dict[str, str]:
