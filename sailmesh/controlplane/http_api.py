@@ -3,7 +3,8 @@
 Every path but `/ready` and `/metrics` (Istio's 15014 serves both to anyone, for probes and Prometheus) needs
 `Authorization: Bearer <token>`, the token the control plane writes 0600 into its state dir at start; a call
 without it gets 401 and a log line (never the token it sent). Ten failed authentications from one address, then
-one a second: beyond that the address gets 429 with Retry-After until its bucket refills. On the remote port
+one a second: beyond that a failed authentication from that address answers 429 with Retry-After (a valid
+credential always passes). On the remote port
 (TLS, `--api-mtls`), the caller instead presents a client certificate of the admin identity signed by the mesh CA;
 none gets 401, another identity 403, both logged.
 """
@@ -161,22 +162,27 @@ def make_app(backend: Backend, mounts: Mapping[str, web.Application] | None = No
         if request.path in OPEN_PATHS:
             return await handler(request)  # type: ignore[no-any-return]
         address = request.remote or ""
-        wait = failed_auth.wait(address)
-        if wait:
-            log.warning("HTTP API: %s %s from %s refused: too many failed authentications", request.method,
-                        request.path, address)
-            return web.Response(text=json.dumps({"errors": ["too many failed authentications; retry later"]}),
-                                status=429, content_type="application/json",
-                                headers={"Retry-After": retry_after(wait)})
+
+        def refuse(status: int, what: str, detail: str, hint: str) -> web.Response:
+            """401/403, logged; beyond the failed-authentication allowance of this address 429 with Retry-After
+            (logged once per hundred). Valid credentials are never held back (every local caller is 127.0.0.1)."""
+            wait = failed_auth.take(address)
+            if wait:
+                if failed_auth.refused % 100 == 1:
+                    log.warning("HTTP API: too many failed authentications from %s (%s %s)", address,
+                                request.method, request.path)
+                return web.Response(text=json.dumps({"errors": ["too many failed authentications; retry later"]}),
+                                    status=429, content_type="application/json",
+                                    headers={"Retry-After": retry_after(wait)})
+            log.warning("HTTP API: %s %s %s from %s (%s)", what, request.method, request.path, address, detail)
+            return _json({"errors": [f"{what}: {hint}"]}, status)
+
         tls = request.transport.get_extra_info("ssl_object") if request.transport is not None else None
         if tls is not None:  # the remote port: a client certificate of the admin identity, nothing else
             status, who = backend.certificate_caller(tls.getpeercert(binary_form=True))
             if status:
-                failed_auth.take(address)
-                what = "unauthenticated" if status == 401 else "forbidden"
-                log.warning("HTTP API (mTLS): %s %s %s from %s: %s", what, request.method, request.path, address, who)
-                return _json({"errors": [f"{what}: {who}; remote callers present the admin certificate of "
-                                         "`sailmesh x ca admin-cert`"]}, status)
+                return refuse(status, "unauthenticated" if status == 401 else "forbidden", f"mTLS: {who}",
+                              f"{who}; remote callers present the admin certificate of `sailmesh x ca admin-cert`")
             return await handler(request)  # type: ignore[no-any-return]
         header = request.headers.get("Authorization", "")
         token = header[7:].strip() if header[:7].lower() == "bearer " else ""
@@ -184,12 +190,9 @@ def make_app(backend: Backend, mounts: Mapping[str, web.Application] | None = No
         if browser and not token:
             token = request.query.get("token", "") or request.cookies.get(TOKEN_COOKIE, "")
         if not backend.is_admin(token):
-            failed_auth.take(address)
-            log.warning("HTTP API: unauthenticated %s %s from %s (%s)", request.method, request.path,
-                        address, "wrong token" if token else "no token")
             hint = "open it with `sailmesh dashboard`" if browser else \
                 "send the control plane's API token (Authorization: Bearer, from the api-token file in its state dir)"
-            return _json({"errors": [f"unauthenticated: {hint}"]}, 401)
+            return refuse(401, "unauthenticated", "wrong token" if token else "no token", hint)
         response: web.StreamResponse = await handler(request)
         if browser and request.query.get("token"):
             response.set_cookie(TOKEN_COOKIE, token, path=BROWSER_PREFIX, httponly=True, samesite="Strict")

@@ -136,9 +136,9 @@ async def test_failed_authentications_are_rate_limited_per_address(mtls_ca, capl
             await _create(ca_port, root, "smjt.guessed")
         codes.append(e.value.code())
     assert codes == [grpc.StatusCode.UNAUTHENTICATED] * 3 + [grpc.StatusCode.RESOURCE_EXHAUSTED] * 2
-    with pytest.raises(grpc.aio.AioRpcError) as e:  # a good token from the same address waits too
-        await _create(ca_port, root, tokens.issue("foo", "sleep"))
-    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # a valid token from the same address still gets its certificate (every local caller shares 127.0.0.1)
+    chain, _ = await _create(ca_port, root, tokens.issue("foo", "sleep"))
+    assert chain
     assert "smjt.guessed" not in caplog.text
 
 
@@ -153,7 +153,7 @@ async def cp():
     shutil.rmtree(state, ignore_errors=True)
 
 
-async def test_http_api_answers_429_with_retry_after_after_ten_failed_authentications(cp: ControlPlane, caplog):
+async def test_http_api_answers_429_with_retry_after_beyond_ten_failed_authentications(cp: ControlPlane, caplog):
     caplog.set_level(logging.WARNING)
     assert cp.identity is not None
     api = f"http://127.0.0.1:{cp.opts.http_port}"
@@ -167,7 +167,7 @@ async def test_http_api_answers_429_with_retry_after_after_ten_failed_authentica
         assert statuses == [401] * 10 + [429] * 2
         assert retry.isdigit() and int(retry) >= 1
         async with s.get(api + "/api/v1/resources", headers=good) as r:
-            assert r.status == 429  # the address waits, whatever it sends
+            assert r.status == 200  # the CLI's valid token is never held back by someone else's failures
         async with s.get(api + "/ready") as r:
             assert r.status == 200  # probes are not authenticated, so not limited
     assert "wrong-token" not in caplog.text

@@ -68,7 +68,7 @@ async def test_remote_callers_need_the_admin_certificate(cp: ControlPlane, tmp_p
         async with s.get(remote + "/api/v1/resources", ssl=tls_context(str(workload))) as r:
             assert r.status == 403
             assert "ns/foo/sa/sleep is not the admin identity" in (await r.json())["errors"][0]
-    logged = [r.getMessage() for r in caplog.records if "HTTP API (mTLS)" in r.getMessage()]
+    logged = [r.getMessage() for r in caplog.records if "(mTLS: " in r.getMessage()]
     assert len(logged) == 2 and "unauthenticated" in logged[0] and "forbidden" in logged[1]
     assert cp.identity.api_token not in caplog.text
     assert "PRIVATE KEY" not in caplog.text
