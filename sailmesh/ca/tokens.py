@@ -15,6 +15,7 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -45,8 +46,9 @@ def digest(token: str) -> str:
 class JoinTokens:
     """Issue, check and revoke join tokens; persisted (hashes only) to `path` when given."""
 
-    def __init__(self, path: str | Path | None = None) -> None:
+    def __init__(self, path: str | Path | None = None, clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path) if path else None
+        self._clock = clock
         self._grants: dict[str, TokenGrant] = {}
         self._revoked: dict[str, float] = {}  # "ns/sa" -> when its tokens were last revoked
         self.reserved: set[tuple[str, str]] = set()  # identities no token may prove (the API's admin identity)
@@ -74,7 +76,7 @@ class JoinTokens:
             raise CertificateError(f"ns/{namespace}/sa/{service_account} is reserved (the control plane's admin "
                                    "identity); no join token is issued for it")
         token = TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
-        now = time.time()
+        now = self._clock()
         self._grants[digest(token)] = TokenGrant(namespace, service_account, now, now + ttl_s if ttl_s else 0.0)
         self._save()
         log.info("issued a join token for ns/%s/sa/%s%s", namespace, service_account,
@@ -87,7 +89,7 @@ class JoinTokens:
         grant = self._grants.get(key) if token else None
         if grant is None:
             raise AuthenticationError("unknown or revoked join token" if token else "no join token")
-        if grant.expires_at and time.time() >= grant.expires_at:
+        if grant.expires_at and self._clock() >= grant.expires_at:
             del self._grants[key]
             self._save()
             raise AuthenticationError(f"expired join token (ns/{grant.namespace}/sa/{grant.service_account})")
@@ -99,7 +101,7 @@ class JoinTokens:
         gone = [h for h, g in self._grants.items() if (g.namespace, g.service_account) == (namespace, service_account)]
         for h in gone:
             del self._grants[h]
-        self._revoked[f"{namespace}/{service_account}"] = time.time()
+        self._revoked[f"{namespace}/{service_account}"] = self._clock()
         self._save()
         log.warning("revoked %d join token(s) of ns/%s/sa/%s", len(gone), namespace, service_account)
         return len(gone)

@@ -9,7 +9,6 @@ import logging
 import re
 import shutil
 import tempfile
-import time
 
 import aiohttp
 import grpc
@@ -53,11 +52,12 @@ def test_token_bucket_burst_then_rate_and_bounded_memory():
 
 
 def test_tokens_expire_and_revocation_is_remembered(tmp_path, caplog):
-    tokens = JoinTokens(tmp_path / "tokens.json")
-    short = tokens.issue("foo", "sleep", ttl_s=0.05)
+    clock = Clock()
+    tokens = JoinTokens(tmp_path / "tokens.json", clock=clock)
+    short = tokens.issue("foo", "sleep", ttl_s=60)
     forever = tokens.issue("foo", "sleep")
     assert tokens.authenticate(short).namespace == "foo"
-    time.sleep(0.1)
+    clock.now += 60
     with pytest.raises(AuthenticationError, match="expired join token"):
         tokens.authenticate(short)
     with pytest.raises(AuthenticationError, match="unknown"):
@@ -116,8 +116,14 @@ async def _create(port: int, root: bytes, token: str = "", key: bytes | None = N
 async def test_renewal_with_the_certificate_outlives_the_token_until_revoked(mtls_ca):
     ca, tokens, (ca_port, mtls_port) = mtls_ca
     root = ca.trust_bundle().encode()
-    chain, key = await _create(ca_port, root, tokens.issue("foo", "sleep", ttl_s=0.2))
-    await asyncio.sleep(0.3)  # the token has expired: the certificate still renews
+    token = tokens.issue("foo", "sleep", ttl_s=5)  # long enough to be used once on a loaded machine
+    chain, key = await _create(ca_port, root, token)
+    while True:  # until the token has expired: then the certificate still renews
+        try:
+            tokens.authenticate(token)
+        except AuthenticationError:
+            break
+        await asyncio.sleep(0.2)
     chain, key = await _create(mtls_port, root, key=key, chain=chain)
     await asyncio.sleep(1.1)  # revocation times are compared in seconds of issue time; make them distinct
     tokens.revoke("foo", "sleep")
