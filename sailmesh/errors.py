@@ -78,3 +78,11 @@ class AuthenticationError(SailmeshError):
 
 class IdentityError(SailmeshError):
     """A caller proved one identity and asked for another (a CSR or an xDS node for someone else: PERMISSION_DENIED)."""
+
+
+class RateLimitedError(SailmeshError):
+    """A caller exceeded a rate limit (gRPC RESOURCE_EXHAUSTED, HTTP 429); `retry_after_s` says when to try again."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(message)

@@ -58,7 +58,7 @@ async def over_grpc(count: int, concurrency: int, work_dir: str) -> dict[str, An
     workloads = os.path.join(work_dir, "workloads.json")
     with open(workloads, "w", encoding="utf-8") as fh:
         fh.write("[]")
-    cp = ControlPlaneProc(config, workloads, os.path.join(work_dir, "cp.log"))
+    cp = ControlPlaneProc(config, workloads, os.path.join(work_dir, "cp.log"), extra=["--csr-rate", "0"])
     try:
         await cp.wait_ready()
         async with aiohttp.ClientSession(trust_env=False) as s, s.post(

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 
 import aiohttp
 
@@ -43,7 +44,8 @@ def env() -> dict[str, str]:
 class ControlPlaneProc:
     """`sailmesh controlplane` as a subprocess (honest CPU and RSS figures), on free loopback ports."""
 
-    def __init__(self, config_dir: str, workload_file: str, log_path: str, trace_path: str = "") -> None:
+    def __init__(self, config_dir: str, workload_file: str, log_path: str, trace_path: str = "",
+                 extra: Sequence[str] = ()) -> None:
         self.xds_port = free_port()
         self.http_port = free_port()
         self.ca_port = free_port()
@@ -58,7 +60,8 @@ class ControlPlaneProc:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", *cmd, "--config-dir", config_dir,
              "--workload-file", workload_file, "--xds-port", str(self.xds_port), "--http-port", str(self.http_port),
-             "--xds-tls-port", "0", "--ca-port", str(self.ca_port), "--xds-plaintext", "--state-dir", self.state_dir],
+             "--xds-tls-port", "0", "--ca-port", str(self.ca_port), "--xds-plaintext", "--state-dir", self.state_dir,
+             *extra],
             stdout=self._log, stderr=subprocess.STDOUT, env=environ, cwd=ROOT, start_new_session=True)
         self.pid = self.proc.pid
         self.api = f"http://127.0.0.1:{self.http_port}"

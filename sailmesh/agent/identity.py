@@ -2,7 +2,9 @@
 
 The private key is generated in this process for every CSR and leaves it only to Envoy (over the SDS Unix socket,
 in a private directory) or into this agent's 0600 files. The join token is read from a 0600 file (never the
-command line, where `ps` would show it) and sent only as `authorization: Bearer` to the CA over TLS.
+command line, where `ps` would show it) and sent only as `authorization: Bearer` to the CA over TLS, for the first
+CSR; renewals present the current certificate on the control plane's mTLS port instead (the token only when that
+fails), so a join token may expire once the workload has its first certificate.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import random
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import grpc
 from cryptography import x509
@@ -23,6 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from sailmesh.api.identity import spiffe_id
+from sailmesh.ca.rotation import INSTANCE_KEY
 from sailmesh.ca.service import IstioCertificateRequest, client_call
 from sailmesh.errors import AgentError
 
@@ -34,6 +39,7 @@ GRACE_RATIO = 0.5
 GRACE_JITTER = 0.01
 RETRY_MIN_S, RETRY_MAX_S = 0.5, 30.0
 CSR_TIMEOUT_S = 10.0
+BUNDLE_POLL_S = 2.0  # how often the published trust bundle (ca_root_file) is looked at; a change renews at once
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,8 @@ class IdentityOptions:
     namespace: str
     service_account: str
     ttl_s: float = 0.0  # requested lifetime (0 = the CA's default, 24 h)
+    instance: str = ""  # ns/name, in the CSR's metadata: the CA's root rotation knows who holds which bundle
+    renew_address: str = ""  # the control plane's mTLS port: renewals prove the identity with the current certificate
 
 
 def read_private(path: str) -> str:
@@ -100,7 +108,10 @@ class CertificateManager:
         self.rotations = 0
         self._listeners: list[Callable[[WorkloadCertificate], None]] = []
         self._task: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
         self.first = asyncio.Event()
+        self.bundle_changed = asyncio.Event()
+        self._bundle_seen = b""  # the published bundle as of the last CSR
 
     @property
     def uri(self) -> str:
@@ -109,20 +120,31 @@ class CertificateManager:
     def on_change(self, callback: Callable[[WorkloadCertificate], None]) -> None:
         self._listeners.append(callback)
 
-    async def fetch(self) -> WorkloadCertificate:
-        """One CSR round trip to the CA (raises grpc.aio.AioRpcError or AgentError)."""
-        token = read_private(self.options.token_file)
+    async def fetch(self, with_certificate: WorkloadCertificate | None = None) -> WorkloadCertificate:
+        """One CSR round trip to the CA (raises grpc.aio.AioRpcError or AgentError): with the join token on the CA
+        port, or (a renewal) with `with_certificate` as the client certificate on the mTLS port and no token, so
+        that a token that expired after the first CSR does not stop renewals."""
+        token = "" if with_certificate else read_private(self.options.token_file)
         try:
             with open(self.options.ca_root_file, "rb") as fh:
                 ca_roots = fh.read()
         except OSError as e:
             raise AgentError(f"cannot read the CA root {self.options.ca_root_file}: {e}") from e
+        self._bundle_seen = ca_roots
         csr, key = make_csr(self.uri)
-        creds = grpc.ssl_channel_credentials(root_certificates=ca_roots)
-        async with grpc.aio.secure_channel(self.options.ca_address, creds) as channel:
-            response = await client_call(channel)(
-                IstioCertificateRequest(csr=csr.decode(), validity_duration=int(self.options.ttl_s)),
-                metadata=(("authorization", f"Bearer {token}"),), timeout=CSR_TIMEOUT_S)
+        metadata: tuple[tuple[str, str], ...] = ()
+        if with_certificate is not None:
+            creds = grpc.ssl_channel_credentials(root_certificates=ca_roots, private_key=with_certificate.key_pem,
+                                                 certificate_chain=with_certificate.chain_pem)
+            address = self.options.renew_address
+        else:
+            creds = grpc.ssl_channel_credentials(root_certificates=ca_roots)
+            address, metadata = self.options.ca_address, (("authorization", f"Bearer {token}"),)
+        request: Any = IstioCertificateRequest(csr=csr.decode(), validity_duration=int(self.options.ttl_s))
+        if self.options.instance:
+            request.metadata.update({INSTANCE_KEY: self.options.instance})
+        async with grpc.aio.secure_channel(address, creds) as channel:
+            response = await client_call(channel)(request, metadata=metadata, timeout=CSR_TIMEOUT_S)
         chain = list(response.cert_chain)
         if len(chain) < 2:
             raise AgentError("the CA answered without a chain (leaf and root expected)")
@@ -137,18 +159,48 @@ class CertificateManager:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
+        self._watcher = asyncio.create_task(self._watch_bundle())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._watcher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _watch_bundle(self) -> None:
+        """Istio's agent watches its mounted root certificate; so does this one: when the control plane publishes
+        another trust bundle (a root rotation's step), renew now, so that the new bundle (from the CA's answer,
+        over TLS, not from the file) reaches Envoy in seconds rather than at the next half life."""
+        while True:
+            await asyncio.sleep(BUNDLE_POLL_S)
+            try:
+                current = await asyncio.to_thread(Path(self.options.ca_root_file).read_bytes)
+            except OSError:
+                continue
+            if self._bundle_seen and current and current != self._bundle_seen:
+                log.info("the published trust bundle changed; renewing the certificate of %s now", self.uri)
+                self._bundle_seen = current
+                self.bundle_changed.set()
+
+    async def _renew_or_fetch(self) -> WorkloadCertificate:
+        """A renewal with the current certificate where possible; else (or if that is refused) the join token."""
+        current = self.current
+        if current is not None and self.options.renew_address and \
+                current.not_after > datetime.datetime.now(datetime.UTC):
+            try:
+                return await self.fetch(with_certificate=current)
+            except (grpc.aio.AioRpcError, AgentError) as e:
+                detail = e.details() if isinstance(e, grpc.aio.AioRpcError) else str(e)
+                log.warning("renewal of %s with its certificate failed (%s); trying the join token", self.uri, detail)
+        return await self.fetch()
 
     async def _run(self) -> None:
         retry = RETRY_MIN_S
         while True:
+            self.bundle_changed.clear()  # a change from here on renews again after this CSR
             try:
-                cert = await self.fetch()
+                cert = await self._renew_or_fetch()
             except (grpc.aio.AioRpcError, AgentError, ValueError) as e:
                 detail = e.details() if isinstance(e, grpc.aio.AioRpcError) else str(e)
                 log.warning("certificate request for %s failed: %s; retrying in %.1fs", self.uri, detail, retry)
@@ -165,5 +217,6 @@ class CertificateManager:
             for callback in self._listeners:
                 callback(cert)
             self.first.set()
-            await asyncio.sleep(delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.bundle_changed.wait(), delay)
 

@@ -64,7 +64,8 @@ def certificate_manager(cfg: AgentConfig) -> CertificateManager | None:
     return CertificateManager(IdentityOptions(
         ca_address=cfg.ca_address or f"{cfg.xds_host}:{ControlPlanePorts().ca}", ca_root_file=cfg.ca_root_file,
         token_file=cfg.token_file, trust_domain=cfg.trust_domain, namespace=cfg.namespace,
-        service_account=cfg.service_account, ttl_s=cfg.cert_ttl_s))
+        service_account=cfg.service_account, ttl_s=cfg.cert_ttl_s, instance=f"{cfg.namespace}/{cfg.name}",
+        renew_address=f"{cfg.xds_host}:{cfg.xds_port}" if cfg.xds_tls else ""))
 
 
 async def wait_first(certs: CertificateManager, stop: asyncio.Event) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import ipaddress
 import logging
 import os
@@ -35,10 +36,12 @@ ROOT_TTL_S = 10 * 365 * 24 * 3600.0
 MIN_TTL_S = 60.0  # the floor the issue sets ("configurable down to a minute"); tests may lower it
 BACKDATE = datetime.timedelta(minutes=1)  # tolerate a little clock skew between the CA and the peers
 MIN_RSA_BITS = 2048
+SHA256 = hashes.SHA256()
 
 # Istio's plug-in CA files (samples/certs, `kubectl create secret generic cacerts`).
 CA_CERT, CA_KEY, ROOT_CERT, CERT_CHAIN = "ca-cert.pem", "ca-key.pem", "root-cert.pem", "cert-chain.pem"
 SELF_SIGNED_DIR = "ca"  # under the control plane's state dir: root-cert.pem and ca-key.pem (0600)
+TRUST_BUNDLE = "trust-bundle.pem"  # there, during a root rotation: every root trusted (absent: root-cert.pem alone)
 
 SigningKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
@@ -92,11 +95,25 @@ def write_private(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _load_certs(path: Path) -> list[x509.Certificate]:
+def load_certs(path: Path) -> list[x509.Certificate]:
+    """Every certificate of a PEM file (CertificateError if it cannot be read)."""
     try:
         return x509.load_pem_x509_certificates(path.read_bytes())
     except (OSError, ValueError) as e:
         raise CertificateError(f"cannot read certificates from {path}: {e}") from e
+
+
+def load_private_key(path: Path) -> SigningKey:
+    """A CA key from a file only its owner may read."""
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0
+    if mode & 0o077:
+        raise CertificateError(f"{path} is readable by others (mode {mode:o}); it must be 0600")
+    return _load_key(path)
+
+
+def new_root_key() -> ec.EllipticCurvePrivateKey:
+    """The key of a new self-signed root (ECDSA P-256)."""
+    return ec.generate_private_key(ec.SECP256R1())
 
 
 def _load_key(path: Path) -> SigningKey:
@@ -120,10 +137,12 @@ class CertificateAuthority:
     def __init__(self, signing_cert: x509.Certificate, signing_key: SigningKey, intermediates: list[x509.Certificate],
                  roots: list[x509.Certificate], options: CaOptions | None = None) -> None:
         self.options = options or CaOptions()
-        self.signing_cert = signing_cert
-        self._key = signing_key
-        self.intermediates = intermediates
-        self.roots = roots
+        self.folder: Path | None = None  # the self-signed root's directory (root rotation works there only)
+        self.use(signing_cert, signing_key, intermediates, roots)
+
+    def use(self, signing_cert: x509.Certificate, signing_key: SigningKey, intermediates: list[x509.Certificate],
+            roots: list[x509.Certificate]) -> None:
+        """Sign with `signing_cert` from now on and trust `roots` (root rotation changes both, in steps)."""
         if _public_der(signing_key.public_key()) != _public_der(signing_cert.public_key()):
             raise CertificateError("the CA key does not match the CA certificate")
         try:
@@ -132,8 +151,34 @@ class CertificateAuthority:
             is_ca = False
         if not is_ca:
             raise CertificateError("the CA certificate is not a CA (basicConstraints CA:TRUE is missing)")
-        self._chain_tail = (*(pem(c) for c in intermediates), pem(roots[0]))
+        self.signing_cert = signing_cert
+        self._key = signing_key
+        self.intermediates = intermediates
+        self.roots = roots
+        # The response's last element is the whole trust bundle (as istiod's, whose root-cert bytes hold every
+        # root during a rotation): the agent serves it as ROOTCA.
+        bundle = self.trust_bundle()
+        self._chain_tail = (*(pem(c) for c in intermediates), bundle)
         self._aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(signing_key.public_key())
+        self._signing_not_after = signing_cert.not_valid_after_utc
+        self._workload_base = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([]))
+            .issuer_name(signing_cert.subject)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=True, content_commitment=False,
+                                         data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                                         crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
+            .add_extension(self._aki, critical=False)
+        )
+        self.bundle_id = hashlib.sha256(bundle.encode()).hexdigest()[:16]  # names this exact bundle
+        self.signing_id = signing_cert.fingerprint(hashes.SHA256()).hex()
+
+    def trust(self, roots: list[x509.Certificate]) -> None:
+        """Keep signing as now, trusting `roots` (the first step and the last of a root rotation)."""
+        self.use(self.signing_cert, self._key, self.intermediates, roots)
 
     # -- construction ---------------------------------------------------------------------------------------------
     @classmethod
@@ -143,18 +188,20 @@ class CertificateAuthority:
         folder = Path(state_dir) / SELF_SIGNED_DIR
         cert_path, key_path = folder / ROOT_CERT, folder / CA_KEY
         if cert_path.exists() and key_path.exists():
-            mode = key_path.stat().st_mode & 0o777
-            if mode & 0o077:
-                raise CertificateError(f"{key_path} is readable by others (mode {mode:o}); it must be 0600")
-            root = _load_certs(cert_path)[0]
-            return cls(root, _load_key(key_path), [], [root], options)
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        key = ec.generate_private_key(ec.SECP256R1())
-        root = _root_certificate(key, options.trust_domain)
-        write_private(key_path, key_pem(key))
-        cert_path.write_text(pem(root))
-        log.info("created a self-signed root CA for trust domain %s in %s", options.trust_domain, folder)
-        return cls(root, key, [], [root], options)
+            root = load_certs(cert_path)[0]
+            bundle = folder / TRUST_BUNDLE
+            roots = load_certs(bundle) if bundle.exists() else [root]
+            ca = cls(root, load_private_key(key_path), [], roots, options)
+        else:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            key = new_root_key()
+            root = root_certificate(key, options.trust_domain)
+            write_private(key_path, key_pem(key))
+            cert_path.write_text(pem(root))
+            log.info("created a self-signed root CA for trust domain %s in %s", options.trust_domain, folder)
+            ca = cls(root, key, [], [root], options)
+        ca.folder = folder
+        return ca
 
     @classmethod
     def plugin(cls, directory: str | Path, options: CaOptions | None = None) -> CertificateAuthority:
@@ -163,16 +210,16 @@ class CertificateAuthority:
         missing = [n for n in (CA_CERT, CA_KEY, ROOT_CERT, CERT_CHAIN) if not (folder / n).is_file()]
         if missing:
             raise CertificateError(f"plug-in CA {folder}: missing {', '.join(missing)} (Istio's cacerts layout)")
-        signing = _load_certs(folder / CA_CERT)[0]
-        roots = _load_certs(folder / ROOT_CERT)
-        chain = _load_certs(folder / CERT_CHAIN)
+        signing = load_certs(folder / CA_CERT)[0]
+        roots = load_certs(folder / ROOT_CERT)
+        chain = load_certs(folder / CERT_CHAIN)
         root_ders = {r.fingerprint(hashes.SHA256()) for r in roots}
         # cert-chain.pem runs from ca-cert up to the root; keep the certificates between them.
         intermediates = [c for c in chain if c.fingerprint(hashes.SHA256()) not in root_ders and c != signing]
         path = [signing, *intermediates]
         for child, parent in zip(path, [*path[1:], None], strict=True):
             issuers = [parent] if parent is not None else roots
-            if not any(_issued_by(child, i) for i in issuers):
+            if not any(issued_by(child, i) for i in issuers):
                 raise CertificateError(f"plug-in CA {folder}: {child.subject.rfc4514_string()} does not chain to "
                                        f"{ROOT_CERT} through {CERT_CHAIN}")
         ca = cls(signing, _load_key(folder / CA_KEY), intermediates, roots, options)
@@ -224,25 +271,16 @@ class CertificateAuthority:
             if others:
                 raise IdentityError(f"the CSR asks for {', '.join(others)}; the caller proved {uri}")
         now = datetime.datetime.now(datetime.UTC)
-        not_after = min(now + datetime.timedelta(seconds=self.ttl(ttl_s)), self.signing_cert.not_valid_after_utc)
+        not_after = min(now + datetime.timedelta(seconds=self.ttl(ttl_s)), self._signing_not_after)
         cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([]))
-            .issuer_name(self.signing_cert.subject)
+            self._workload_base  # issuer and the extensions every workload certificate has, built once
             .public_key(public_key)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - BACKDATE)
             .not_valid_after(not_after)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=True, content_commitment=False,
-                                         data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                                         crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                           critical=False)
-            .add_extension(self._aki, critical=False)
             # The subject is empty, so the SAN is critical (RFC 5280 4.2.1.6), as in Istio's workload certificates.
             .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=True)
-            .sign(self._key, hashes.SHA256())
+            .sign(self._key, SHA256)
         )
         return IssuedCertificate((pem(cert), *self._chain_tail), now - BACKDATE, not_after)
 
@@ -271,7 +309,8 @@ class CertificateAuthority:
         return IssuedCertificate((pem(cert), *self._chain_tail), now - BACKDATE, not_after), key_pem(key)
 
 
-def _issued_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
+def issued_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """Whether `issuer` signed `child` (names and signature)."""
     try:
         child.verify_directly_issued_by(issuer)
     except (ValueError, TypeError, InvalidSignature):
@@ -279,7 +318,7 @@ def _issued_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
     return True
 
 
-def _root_certificate(key: ec.EllipticCurvePrivateKey, trust_domain: str) -> x509.Certificate:
+def root_certificate(key: ec.EllipticCurvePrivateKey, trust_domain: str) -> x509.Certificate:
     """Istio's self-signed root: O=<trust domain>, CA:TRUE, certSign+crlSign, 10 years."""
     now = datetime.datetime.now(datetime.UTC)
     name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, trust_domain)])

@@ -15,13 +15,16 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
+from cryptography import x509
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, struct_pb2
 from google.protobuf.message import Message
 
 from sailmesh.api.identity import Identity, parse_spiffe_id
-from sailmesh.ca.authority import CertificateAuthority
+from sailmesh.ca.authority import BACKDATE, CertificateAuthority
+from sailmesh.ca.limits import CSR_PER_IDENTITY, FAILED_AUTH_PER_ADDRESS, Limit, RateLimiter, peer_address
+from sailmesh.ca.rotation import INSTANCE_KEY, Holders
 from sailmesh.ca.tokens import JoinTokens
-from sailmesh.errors import AuthenticationError, CertificateError, IdentityError, ValidationError
+from sailmesh.errors import AuthenticationError, CertificateError, IdentityError, RateLimitedError, ValidationError
 from sailmesh.metrics import CitadelMetrics
 
 log = logging.getLogger("sailmesh.ca")
@@ -73,6 +76,23 @@ def bearer_token(metadata: Sequence[tuple[str, str | bytes]] | Any) -> str:
     return ""
 
 
+def instance_of(request: Any) -> str:
+    """The instance an agent names in the request's metadata (bookkeeping for root rotation, never identity)."""
+    value = request.metadata.fields.get(INSTANCE_KEY) if request.HasField("metadata") else None
+    return value.string_value[:253] if value is not None else ""
+
+
+def peer_issued_at(context: Context) -> float:
+    """When the caller's verified client certificate was issued (its notBefore plus the CA's backdating); 0 if
+    there is none to read."""
+    pems = list(context.auth_context().get("x509_pem_cert") or ())
+    try:
+        cert = x509.load_pem_x509_certificate(pems[0]) if pems else None
+    except ValueError:
+        cert = None
+    return (cert.not_valid_before_utc + BACKDATE).timestamp() if cert is not None else 0.0
+
+
 def peer_spiffe_ids(context: Context) -> list[str]:
     """The SPIFFE IDs of the caller's verified client certificate (empty without one)."""
     ids = (i.decode(errors="replace") for i in (context.peer_identities() or ()))
@@ -83,15 +103,23 @@ class CertificateService:
     """Authenticates the caller, then signs its CSR for the identity it proved."""
 
     def __init__(self, authority: CertificateAuthority, tokens: JoinTokens,
-                 metrics: CitadelMetrics | None = None) -> None:
+                 metrics: CitadelMetrics | None = None, holders: Holders | None = None,
+                 csr_limit: Limit = CSR_PER_IDENTITY, failed_auth_limit: Limit = FAILED_AUTH_PER_ADDRESS) -> None:
         self.authority = authority
         self.tokens = tokens
-        self.metrics = metrics  # Istio's citadel_server_csr_count / _success_cert_issuance_count
+        self.csr_limiter = RateLimiter(csr_limit)  # per identity
+        self.failed_auth = RateLimiter(failed_auth_limit)  # per caller address
+        self.holders = holders  # which instance holds which bundle and root (root rotation waits on it)
+        self.requested = 0
         self.signed = 0
         self.refused = 0
+        if metrics is not None:  # Istio's citadel_server_csr_count / _success_cert_issuance_count, read at scrape
+            metrics.csr_count.set_function(lambda: self.requested)  # time: no lock taken per CSR
+            metrics.success_cert_issuance_count.set_function(lambda: self.signed)
 
-    def caller_identity(self, token: str, peer_ids: Sequence[str]) -> Identity:
-        """The identity a token (or else a verified client certificate) proves; AuthenticationError if none."""
+    def caller_identity(self, token: str, peer_ids: Sequence[str], peer_issued_at: float = 0.0) -> Identity:
+        """The identity a token (or else a verified client certificate, issued at `peer_issued_at`, a renewal)
+        proves; AuthenticationError if none, or if the identity was revoked after that certificate was issued."""
         trust_domain = self.authority.options.trust_domain
         if token:
             grant = self.tokens.authenticate(token)
@@ -102,37 +130,60 @@ class CertificateService:
             except ValidationError:
                 continue
             if identity.trust_domain == trust_domain:
+                if self.tokens.revoked_at(identity.namespace, identity.service_account) >= peer_issued_at:
+                    raise AuthenticationError(f"{uri} was revoked after this certificate was issued")
                 return identity
         raise AuthenticationError("no join token (authorization: Bearer) and no client certificate of this mesh")
 
-    def create(self, csr: str, validity_s: int, token: str, peer_ids: Sequence[str]) -> list[str]:
-        """Sign `csr`; the chain leaf first, root last. Raises AuthenticationError, IdentityError, CertificateError."""
-        if self.metrics is not None:
-            self.metrics.csr_count.inc()
-        identity = self.caller_identity(token, peer_ids)
-        issued = self.authority.sign_csr(csr, identity, float(validity_s))
+    def create(self, csr: str, validity_s: int, token: str, peer_ids: Sequence[str], instance: str = "",
+               peer_issued_at: float = 0.0) -> list[str]:
+        """Sign `csr`; the chain leaf first, root last. Raises AuthenticationError, IdentityError, CertificateError,
+        RateLimitedError."""
+        self.requested += 1
+        identity = self.caller_identity(token, peer_ids, peer_issued_at)
+        wait = self.csr_limiter.take(identity.uri)
+        if wait:
+            raise RateLimitedError(f"too many CSRs for {identity.uri}; retry in {wait:.1f}s", wait)
+        ca = self.authority
+        bundle, signing = ca.bundle_id, ca.signing_id  # before signing: what this response carries
+        issued = ca.sign_csr(csr, identity, float(validity_s))
+        if self.holders is not None:
+            self.holders.record(instance, bundle, signing, issued.not_after)
         self.signed += 1
-        if self.metrics is not None:
-            self.metrics.success_cert_issuance_count.inc()
         return list(issued.chain)
 
     async def CreateCertificate(self, request: Any, context: Context) -> Any:
-        started = time.perf_counter()
+        started = time.perf_counter() if log.isEnabledFor(logging.DEBUG) else 0.0
         token = bearer_token(context.invocation_metadata())
         peer_ids = peer_spiffe_ids(context)
         try:
-            chain = self.create(request.csr, int(request.validity_duration), token, peer_ids)
+            chain = self.create(request.csr, int(request.validity_duration), token, peer_ids, instance_of(request),
+                                peer_issued_at(context) if peer_ids and not token else 0.0)
         except AuthenticationError as e:
+            # Failed authentications per address: beyond the allowance they answer RESOURCE_EXHAUSTED (logged once
+            # per hundred). A valid credential is never held back: every local caller shares 127.0.0.1, and one
+            # misbehaving process must not lock the others out.
+            address = peer_address(context.peer())
+            wait = self.failed_auth.take(address)
+            if wait:
+                if self.failed_auth.refused % 100 == 1:
+                    self._refuse(context, "rate limited", e)
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                    f"too many failed authentications from {address}; retry in {wait:.1f}s")
             self._refuse(context, "unauthenticated", e)
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"request authenticate failure: {e}")
+        except RateLimitedError as e:
+            self._refuse(context, "rate limited", e)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
         except IdentityError as e:
             self._refuse(context, "permission denied", e)
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
         except CertificateError as e:
             self._refuse(context, "invalid request", e)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-        log.debug("signed a certificate for %s in %.1f ms", peer_ids or "a token holder",
-                  (time.perf_counter() - started) * 1000)
+        if started:
+            log.debug("signed a certificate for %s in %.1f ms", peer_ids or "a token holder",
+                      (time.perf_counter() - started) * 1000)
         return IstioCertificateResponse(cert_chain=chain)
 
     def _refuse(self, context: Context, what: str, error: Exception) -> None:
@@ -184,6 +235,10 @@ class ServingCredentials:
         log.info("control plane serving certificate issued (valid until %s)", issued.not_after.isoformat())
         return grpc.ssl_server_certificate_configuration([(key, self.chain_pem.encode())],
                                                          self.authority.trust_bundle().encode())
+
+    def renew_now(self) -> None:
+        """Issue a new certificate (with the current trust bundle) for the next handshake."""
+        self.renew_at = 0.0
 
     def _fetch(self) -> grpc.ServerCertificateConfiguration:
         # gRPC keeps the current certificate when the fetcher returns None (its stubs do not say so).

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import ssl
 import urllib.error
 import urllib.request
 from typing import Any
@@ -20,11 +22,29 @@ def remember_token(api_url: str, token: str) -> None:
         _tokens[api_url] = token
 
 
+# A remote control plane (https://HOST:PORT, its --api-mtls port) wants the admin client certificate: the directory
+# `sailmesh x ca admin-cert` wrote (cert.pem, key.pem 0600, root-cert.pem).
+CERT_DIR_ENV = "SAILMESH_API_CERT_DIR"
+CERT, KEY, ROOT = "cert.pem", "key.pem", "root-cert.pem"
+
+
+def tls_context(cert_dir: str) -> ssl.SSLContext:
+    """Client TLS for the remote API: verify the control plane against the mesh's root, present the admin cert."""
+    try:
+        ctx = ssl.create_default_context(cafile=os.path.join(cert_dir, ROOT))
+        ctx.load_cert_chain(os.path.join(cert_dir, CERT), os.path.join(cert_dir, KEY))
+    except (OSError, ssl.SSLError) as e:
+        raise PlatformError(f"cannot load the admin client certificate from {cert_dir}: {e}") from e
+    ctx.check_hostname = False  # the serving certificate names istiod and loopback; the mesh root is what is checked
+    return ctx
+
+
 def call(api_url: str, method: str, path: str, body: Any = None, timeout: float = 30.0,
-         token: str = "") -> tuple[int, Any]:
+         token: str = "", cert_dir: str = "") -> tuple[int, Any]:
     """JSON in, (status, JSON) out; connection problems raise PlatformError with a clear message.
 
-    `token` is the control plane's API token (the 0600 `api-token` file in its state dir), sent as a bearer token.
+    `token` is the control plane's API token (the 0600 `api-token` file in its state dir), sent as a bearer token;
+    an https URL is the remote port, where `cert_dir` (or $SAILMESH_API_CERT_DIR) holds the admin certificate.
     """
     data = json.dumps(body).encode() if body is not None else None
     headers = {"Content-Type": "application/json"}
@@ -32,7 +52,14 @@ def call(api_url: str, method: str, path: str, body: Any = None, timeout: float 
     if token:
         headers["Authorization"] = f"Bearer {token}"
     req = urllib.request.Request(api_url + path, data=data, method=method, headers=headers)
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
+    if api_url.startswith("https://"):
+        cert_dir = cert_dir or os.environ.get(CERT_DIR_ENV, "")
+        if not cert_dir:
+            raise PlatformError(f"{api_url} is the remote API: give the admin certificate's directory "
+                                f"(${CERT_DIR_ENV}, from `sailmesh x ca admin-cert`)")
+        handlers.append(urllib.request.HTTPSHandler(context=tls_context(cert_dir)))
+    opener = urllib.request.build_opener(*handlers)
     try:
         with opener.open(req, timeout=timeout) as r:
             return r.status, json.loads(r.read() or b"null")

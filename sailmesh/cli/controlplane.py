@@ -10,6 +10,7 @@ import os
 import signal
 
 from sailmesh import settings as settings_mod
+from sailmesh.ca.limits import CSR_PER_IDENTITY
 from sailmesh.cli.common import fail
 from sailmesh.controlplane.app import ControlPlane, ControlPlaneOptions
 from sailmesh.dashboard.app import make_app as dashboard_app
@@ -42,6 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dns-port", type=int, default=None, metavar="PORT",
                         help="serve the mesh's DNS (service hostnames -> endpoint addresses) on --host:PORT/udp, "
                              "for the hosts of Envoy's DNS clusters (0: any free port; default: off)")
+    parser.add_argument("--csr-rate", type=float, default=CSR_PER_IDENTITY.rate,
+                        help="CSRs a second per identity (namespace/service account), bursts of five times that; "
+                             "0 = no limit (benchmarks)")
+    parser.add_argument("--api-mtls", default="", metavar="HOST:PORT",
+                        help="also serve the HTTP API over TLS for remote callers, who present the admin client "
+                             "certificate of `sailmesh x ca admin-cert` (off by default)")
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
@@ -86,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
                                state_dir=args.state_dir or os.path.join(settings.state_dir, "controlplane"),
                                cacerts_dir=args.cacerts, min_cert_ttl_s=args.min_cert_ttl,
                                xds_plaintext=args.xds_plaintext, ca_port=args.ca_port,
-                               mesh_config_file=args.mesh_config, dns_port=args.dns_port)
+                               mesh_config_file=args.mesh_config, dns_port=args.dns_port,
+                               csr_rate=args.csr_rate, api_mtls_address=args.api_mtls)
     try:
         cp = ControlPlane(opts, settings)
         cp.mount("/dashboard/", dashboard_app)  # `sailmesh dashboard` opens it (same port, same loopback default)

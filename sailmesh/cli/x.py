@@ -5,13 +5,15 @@
   sailmesh x describe service reviews -n default
   sailmesh x describe workload reviews-v1-0
   sailmesh x load -c 2 -n 20 --from fortio http://httpbin:8000/get   # fortio-style load through a sidecar
+  sailmesh x ca rotate-root      # rotate the mesh CA's root without breaking traffic (docs/security.md)
+  sailmesh x token revoke NS SA  # revoke the join tokens of one identity
 """
 
 from __future__ import annotations
 
 import argparse
 
-from sailmesh.cli import describe, flags, load
+from sailmesh.cli import ca, describe, flags, load
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,6 +29,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         description=load.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     load.add_arguments(ld)
     ld.set_defaults(_x=load.run)
+    c = sub.add_parser("ca", help="the mesh CA: status, rotate-root", description=ca.__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    ca.add_arguments(c)
+    c.set_defaults(_x=ca.run)
+    t = sub.add_parser("token", help="join tokens: revoke")
+    ca.add_token_arguments(t)
+    t.set_defaults(_x=ca.run_token)
 
 
 def run_flags(args: argparse.Namespace) -> int:
@@ -39,6 +48,6 @@ def run_flags(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     handler = getattr(args, "_x", None)
     if handler is None:
-        print("usage: sailmesh x {flags,describe,load} ...  (sailmesh x --help)")
+        print("usage: sailmesh x {flags,describe,load,ca,token} ...  (sailmesh x --help)")
         return 2
     return int(handler(args))

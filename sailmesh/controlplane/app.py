@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from sailmesh.api.parse import resource_from_dict
 from sailmesh.api.resource import Resource, ResourceKey, Source
 from sailmesh.api.validate import errors_only, validate
 from sailmesh.ca.authority import CaOptions
+from sailmesh.ca.limits import CSR_PER_IDENTITY, Limit
 from sailmesh.controlplane import live as live_mod
 from sailmesh.controlplane.debounce import Debouncer
 from sailmesh.controlplane.dns import DnsServer
@@ -77,6 +79,8 @@ class ControlPlaneOptions:
     cacerts_dir: str = ""  # a plug-in CA in Istio's cacerts layout instead of the self-signed root
     min_cert_ttl_s: float = 60.0  # the shortest certificate the CA signs (tests lower it)
     dns_port: int | None = None  # the mesh's DNS (UDP, controlplane/dns.py) on host:port; None: off, 0: any port
+    csr_rate: float = CSR_PER_IDENTITY.rate  # CSRs a second per identity, bursts of 5x (0 = no limit)
+    api_mtls_address: str = ""  # host:port of the HTTP API for remote callers over mTLS ("" = off; port 0 = any)
 
 
 class ControlPlane:
@@ -134,7 +138,8 @@ class ControlPlane:
         self.identity = MeshIdentity(self.opts.state_dir, self.opts.cacerts_dir,
                                      CaOptions(trust_domain=self.snapshot.mesh.trust_domain,
                                                min_ttl_s=self.opts.min_cert_ttl_s),
-                                     ips=["127.0.0.1", self.opts.host], metrics=self.citadel_metrics)
+                                     ips=["127.0.0.1", self.opts.host], metrics=self.citadel_metrics,
+                                     csr_limit=Limit(self.opts.csr_rate, self.opts.csr_rate * 5))
         self.server.authorize = self.identity.authorize_proxy
         plaintext = [("127.0.0.1", self.opts.xds_port, None)] if self.opts.xds_plaintext else []
         self.opts.xds_tls_port = await self.server.serve(
@@ -157,6 +162,8 @@ class ControlPlane:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.opts.host, self.opts.http_port)
         await site.start()
+        if self.opts.api_mtls_address:
+            self.opts.api_mtls_address = await self._serve_api_mtls(self.opts.api_mtls_address)
         self._ready = True
         log.info("control plane ready: xDS (mTLS) %s:%d, CA %s:%d, plaintext xDS %s, HTTP %s:%d, %d resources, "
                  "%d services, %d workloads", self.opts.host, self.opts.xds_tls_port, self.opts.host,
@@ -165,6 +172,19 @@ class ControlPlane:
                  sum(len(v) for v in self.snapshot.config.values()), len(self.snapshot.services),
                  len(self.snapshot.workloads))
         self._log_rejections()
+
+    async def _serve_api_mtls(self, address: str) -> str:
+        """The same API over TLS with client certificates, for remote callers; returns host:port as bound."""
+        assert self._runner is not None and self.identity is not None
+        host, _, port = address.rpartition(":")
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host.strip("[]") or "127.0.0.1", int(port)))
+        bound = sock.getsockname()
+        await web.SockSite(self._runner, sock, ssl_context=self.identity.api_ssl_context()).start()
+        log.info("HTTP API for remote callers (mTLS, admin certificate) on %s:%d", bound[0], bound[1])
+        return f"{bound[0]}:{bound[1]}"
 
     async def stop(self) -> None:
         self._ready = False
@@ -278,9 +298,24 @@ class ControlPlane:
     def is_admin(self, token: str) -> bool:
         return self.identity is not None and self.identity.is_admin(token)
 
-    def issue_join_token(self, namespace: str, service_account: str) -> str:
+    def issue_join_token(self, namespace: str, service_account: str, ttl_s: float = 0.0) -> str:
         assert self.identity is not None
-        return self.identity.tokens.issue(namespace, service_account)
+        return self.identity.tokens.issue(namespace, service_account, ttl_s)
+
+    def certificate_caller(self, der: bytes | None) -> tuple[int, str]:
+        return self.identity.certificate_caller(der) if self.identity is not None else (401, "starting")
+
+    def issue_admin_certificate(self, csr_pem: str, ttl_s: float = 0) -> list[str]:
+        assert self.identity is not None
+        return self.identity.issue_admin_certificate(csr_pem, ttl_s)
+
+    def revoke_join_tokens(self, namespace: str, service_account: str) -> int:
+        assert self.identity is not None
+        return self.identity.tokens.revoke(namespace, service_account)
+
+    def rotate_root(self, phase: str, force: bool = False) -> dict[str, Any]:
+        assert self.identity is not None
+        return self.identity.rotate_root(phase, force)
 
     def _resources(self, docs: list[dict[str, Any]]) -> tuple[list[Resource], list[str]]:
         out, errors = [], []

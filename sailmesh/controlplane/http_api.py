@@ -2,7 +2,11 @@
 
 Every path but `/ready` and `/metrics` (Istio's 15014 serves both to anyone, for probes and Prometheus) needs
 `Authorization: Bearer <token>`, the token the control plane writes 0600 into its state dir at start; a call
-without it gets 401 and a log line (never the token it sent).
+without it gets 401 and a log line (never the token it sent). Ten failed authentications from one address, then
+one a second: beyond that a failed authentication from that address answers 429 with Retry-After (a valid
+credential always passes). On the remote port
+(TLS, `--api-mtls`), the caller instead presents a client certificate of the admin identity signed by the mesh CA;
+none gets 401, another identity 403, both logged.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -17,8 +22,12 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from sailmesh import __version__
+from sailmesh.ca.limits import FAILED_AUTH_PER_ADDRESS, RateLimiter, retry_after
+from sailmesh.errors import CertificateError
 from sailmesh.processes import PID_HEADER
 from sailmesh.xds.logtext import printable
+
+K8S_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")  # a namespace or service account name
 
 log = logging.getLogger("sailmesh.controlplane")
 
@@ -56,7 +65,15 @@ class Backend(Protocol):
 
     def is_admin(self, token: str) -> bool: ...
 
-    def issue_join_token(self, namespace: str, service_account: str) -> str: ...
+    def certificate_caller(self, der: bytes | None) -> tuple[int, str]: ...
+
+    def issue_admin_certificate(self, csr_pem: str, ttl_s: float = 0) -> list[str]: ...
+
+    def issue_join_token(self, namespace: str, service_account: str, ttl_s: float = 0.0) -> str: ...
+
+    def revoke_join_tokens(self, namespace: str, service_account: str) -> int: ...
+
+    def rotate_root(self, phase: str, force: bool = False) -> dict[str, Any]: ...
 
     async def apply_documents(self, docs: list[dict[str, Any]], dry_run: bool = False,
                               analyze: bool = False) -> Outcome: ...
@@ -196,9 +213,35 @@ def make_app(backend: Backend, mounts: Mapping[str, web.Application] | None = No
             return _json({"errors": [f"proxy {request.query.get('proxyID', '')!r} is not connected"]}, 404)
         return _json(dump)
 
+    failed_auth = RateLimiter(FAILED_AUTH_PER_ADDRESS)  # per caller address: 429 with Retry-After past the limit
+
     @web.middleware
     async def authenticate(request: web.Request, handler: Any) -> web.StreamResponse:
         if request.path in OPEN_PATHS:
+            return await handler(request)  # type: ignore[no-any-return]
+        address = request.remote or ""
+
+        def refuse(status: int, what: str, detail: str, hint: str) -> web.Response:
+            """401/403, logged; beyond the failed-authentication allowance of this address 429 with Retry-After
+            (logged once per hundred). Valid credentials are never held back (every local caller is 127.0.0.1)."""
+            wait = failed_auth.take(address)
+            if wait:
+                if failed_auth.refused % 100 == 1:
+                    log.warning("HTTP API: too many failed authentications from %s (%s %s)", address,
+                                request.method, printable(request.path))
+                return web.Response(text=json.dumps({"errors": ["too many failed authentications; retry later"]}),
+                                    status=429, content_type="application/json",
+                                    headers={"Retry-After": retry_after(wait)})
+            log.warning("HTTP API: %s %s %s from %s (%s)", what, request.method, printable(request.path), address,
+                        detail)
+            return _json({"errors": [f"{what}: {hint}"]}, status)
+
+        tls = request.transport.get_extra_info("ssl_object") if request.transport is not None else None
+        if tls is not None:  # the remote port: a client certificate of the admin identity, nothing else
+            status, who = backend.certificate_caller(tls.getpeercert(binary_form=True))
+            if status:
+                return refuse(status, "unauthenticated" if status == 401 else "forbidden", f"mTLS: {who}",
+                              f"{who}; remote callers present the admin certificate of `sailmesh x ca admin-cert`")
             return await handler(request)  # type: ignore[no-any-return]
         header = request.headers.get("Authorization", "")
         token = header[7:].strip() if header[:7].lower() == "bearer " else ""
@@ -206,28 +249,79 @@ def make_app(backend: Backend, mounts: Mapping[str, web.Application] | None = No
         if browser and not token:
             token = request.query.get("token", "") or request.cookies.get(TOKEN_COOKIE, "")
         if not backend.is_admin(token):
-            log.warning("HTTP API: unauthenticated %s %s from %s (%s)", request.method, printable(request.path),
-                        request.remote, "wrong token" if token else "no token")
             hint = "open it with `sailmesh dashboard`" if browser else \
                 "send the control plane's API token (Authorization: Bearer, from the api-token file in its state dir)"
-            return _json({"errors": [f"unauthenticated: {hint}"]}, 401)
+            return refuse(401, "unauthenticated", "wrong token" if token else "no token", hint)
         response: web.StreamResponse = await handler(request)
         if browser and request.query.get("token"):
             response.set_cookie(TOKEN_COOKIE, token, path=BROWSER_PREFIX, httponly=True, samesite="Strict")
         return response
 
-    async def join_token(request: web.Request) -> web.Response:
+    async def identity_body(request: web.Request) -> tuple[str, str, Any] | web.Response:
+        """{"namespace", "serviceAccount"} of a join-token call (Kubernetes names), and the whole body."""
         body = await _body(request)
         if isinstance(body, web.Response):
             return body
         ns = body.get("namespace") if isinstance(body, dict) else None
         sa = body.get("serviceAccount") if isinstance(body, dict) else None
-        if not isinstance(ns, str) or not isinstance(sa, str) or not ns or not sa:
-            return _json({"errors": ["expected {\"namespace\": ..., \"serviceAccount\": ...}"]}, 400)
-        return _json({"token": backend.issue_join_token(ns, sa)})
+        if not isinstance(ns, str) or not isinstance(sa, str) or not K8S_NAME.fullmatch(ns) or \
+                not K8S_NAME.fullmatch(sa):
+            return _json({"errors": ["expected {\"namespace\": NAME, \"serviceAccount\": NAME} "
+                                     "(Kubernetes names: lower-case letters, digits, '-', '.'; at most 253)"]}, 400)
+        return ns, sa, body
+
+    async def join_token(request: web.Request) -> web.Response:
+        parsed = await identity_body(request)
+        if isinstance(parsed, web.Response):
+            return parsed
+        ns, sa, body = parsed
+        ttl = body.get("ttlSeconds", 0)
+        if not isinstance(ttl, int | float) or isinstance(ttl, bool) or ttl < 0:
+            return _json({"errors": ["ttlSeconds must be a number of seconds, 0 or more (0: until revoked)"]}, 400)
+        try:
+            return _json({"token": backend.issue_join_token(ns, sa, float(ttl))})
+        except CertificateError as e:
+            return _json({"errors": [str(e)]}, 400)
+
+    async def revoke_tokens(request: web.Request) -> web.Response:
+        parsed = await identity_body(request)
+        if isinstance(parsed, web.Response):
+            return parsed
+        ns, sa, _ = parsed
+        return _json({"revoked": backend.revoke_join_tokens(ns, sa)})
+
+    async def rotate_root(request: web.Request) -> web.Response:
+        try:
+            body = await request.json() if request.can_read_body else {}
+        except (ValueError, UnicodeDecodeError):
+            body = None
+        phase = body.get("phase", "status") if isinstance(body, dict) else None
+        if not isinstance(phase, str) or not isinstance(body, dict):
+            return _json({"errors": ["expected {\"phase\": \"add\"|\"switch\"|\"drop\"|\"status\"}"]}, 400)
+        try:
+            return _json(backend.rotate_root(phase, bool(body.get("force"))))
+        except CertificateError as e:
+            return _json({"errors": [str(e)]}, 409)
+
+    async def admin_certificate(request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            body = None
+        csr = body.get("csr") if isinstance(body, dict) else None
+        ttl = body.get("ttlSeconds", 0) if isinstance(body, dict) else 0
+        if not isinstance(csr, str) or not isinstance(ttl, int | float) or isinstance(ttl, bool):
+            return _json({"errors": ["expected {\"csr\": PEM, \"ttlSeconds\": N}"]}, 400)
+        try:
+            return _json({"certChain": backend.issue_admin_certificate(csr, float(ttl))})
+        except CertificateError as e:
+            return _json({"errors": [str(e)]}, 400)
 
     app = web.Application(client_max_size=MAX_BODY, middlewares=[authenticate])
+    app.router.add_post("/api/v1/ca/admin-certificate", admin_certificate)
+    app.router.add_post("/api/v1/ca/rotate-root", rotate_root)
     app.router.add_post("/api/v1/join-tokens", join_token)
+    app.router.add_post("/api/v1/join-tokens/revoke", revoke_tokens)
     app.router.add_get("/ready", ready)
     app.router.add_post("/api/v1/apply", mutate(backend.apply_documents))
     app.router.add_post("/api/v1/delete", mutate(backend.delete_documents))

@@ -67,6 +67,17 @@ class RunningMesh:
             raise AssertionError(f"sailmesh {' '.join(args)} failed ({r.returncode}):\n{r.stdout}{r.stderr}")
         return r
 
+    def apply_text(self, folder: str | os.PathLike[str], name: str, text: str) -> None:
+        """Write `text` to folder/name.yaml and `sailmesh apply -f` it (an error fails the caller's test)."""
+        path = os.path.join(folder, f"{name}.yaml")
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        self.cli("apply", "-f", path, check=True)
+
+    def delete_text(self, folder: str | os.PathLike[str], name: str) -> None:
+        """`sailmesh delete -f` what apply_text(folder, name, ...) applied."""
+        self.cli("delete", "-f", os.path.join(folder, f"{name}.yaml"), check=True)
+
     def stop(self, timeout: float = 60.0) -> int | None:
         """Ctrl-C-equivalent stop; kills the whole process group if it does not finish in time."""
         if self.proc.poll() is None:
@@ -110,3 +121,14 @@ class RunningMesh:
         self.stop()
 
 
+
+
+def httpbin_demo(state_dir: str, banner_timeout: float = 60.0) -> RunningMesh:
+    """`sailmesh demo httpbin` (Istio's security tasks' set-up), once it printed `httpbin is up.`."""
+    m = RunningMesh(state_dir, demo=True, extra=["httpbin"])
+    try:
+        wait_for(lambda: "httpbin is up." in m.output(), timeout=banner_timeout, what="the httpbin banner")
+    except BaseException:
+        m.stop()
+        raise
+    return m

@@ -9,7 +9,6 @@ The policies are ../shared/conformance/security/policies/authn-policy.yaml, appl
 
 from __future__ import annotations
 
-import http.client
 import json
 import pathlib
 import shutil
@@ -20,7 +19,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from sailmesh.testing.mesh import RunningMesh
+from sailmesh.testing.envoy_stats import envoy_stat
+from sailmesh.testing.mesh import RunningMesh, httpbin_demo
 from sailmesh.testing.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")]
@@ -37,12 +37,9 @@ def policy_sections(conformance: pathlib.Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMesh]:
-    m = RunningMesh(str(tmp_path_factory.mktemp("mtls-demo")), demo=True, extra=["httpbin"])
-    try:
-        wait_for(lambda: "httpbin is up." in m.output(), timeout=60, what="the httpbin banner")
-        yield m
-    finally:
-        m.stop()
+    m = httpbin_demo(str(tmp_path_factory.mktemp("mtls-demo")))
+    yield m
+    m.stop()
 
 
 def sm_exec(mesh: RunningMesh, src: str, *command: str) -> subprocess.CompletedProcess[str]:
@@ -92,13 +89,11 @@ def converge(mesh: RunningMesh, want: dict[tuple[str, str], str], what: str) -> 
 
 
 def apply(mesh: RunningMesh, tmp: pathlib.Path, name: str, text: str) -> None:
-    p = tmp / f"{name}.yaml"
-    p.write_text(text)
-    mesh.cli("apply", "-f", str(p), check=True)
+    mesh.apply_text(tmp, name, text)
 
 
 def delete(mesh: RunningMesh, tmp: pathlib.Path, name: str) -> None:
-    mesh.cli("delete", "-f", str(tmp / f"{name}.yaml"), check=True)
+    mesh.delete_text(tmp, name)
 
 
 def headers(mesh: RunningMesh, src: str, dst: str) -> dict[str, str]:
@@ -111,13 +106,7 @@ def headers(mesh: RunningMesh, src: str, dst: str) -> dict[str, str]:
 def sidecar_stat(mesh: RunningMesh, ns: str, workload: str, name: str) -> int:
     items = json.loads(mesh.cli("get", "workloads", "-n", ns, "-o", "json", check=True).stdout)
     address = next(i["address"] for i in items if i["workload"] == workload)
-    c = http.client.HTTPConnection(address, 15000, timeout=5)
-    try:
-        c.request("GET", "/stats?format=json&filter=" + name.replace("|", "%7C"))
-        stats = json.loads(c.getresponse().read())["stats"]
-    finally:
-        c.close()
-    return sum(int(s.get("value", 0)) for s in stats if s.get("name") == name)
+    return envoy_stat(address, name)
 
 
 def test_sidecars_talk_mtls_without_destination_rule(mesh: RunningMesh) -> None:
