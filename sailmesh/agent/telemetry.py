@@ -107,6 +107,7 @@ class IstioMetrics:
         self._resolved: dict[tuple[Any, ...], tuple[str, ...]] = {}
         # open connections reported periodically -> (sent, received) bytes reported so far
         self._open: dict[tuple[Any, ...], tuple[int, int]] = {}
+        self._policies: dict[str, str] = {}  # reporter -> the overrides of its newest stream
         self.entries = 0
 
     # -- labels -------------------------------------------------------------------------------------
@@ -171,6 +172,16 @@ class IstioMetrics:
             return ""
         v = fm[peer.PEER_NAMESPACE].fields.get(peer.PEER_KEY)
         return v.string_value if v is not None else ""
+
+    def use_policy(self, reporter: str, policy: str) -> None:
+        """A stream of `reporter` with these overrides began (new listener config): series counted under other
+        overrides are dropped, so a disabled metric or removed label leaves the page (a counter reset)."""
+        if self._policies.get(reporter, "") == policy:
+            return
+        self._policies[reporter] = policy
+        for store in (self._http, self._tcp):
+            for key in [k for k in store if k[0][0] == reporter and k[1] != policy]:
+                del store[key]
 
     # -- entries ------------------------------------------------------------------------------------
     @staticmethod
@@ -355,6 +366,8 @@ def _servicer(metrics: IstioMetrics) -> Any:
             async for msg in request_iterator:
                 if msg.HasField("identifier"):
                     stream = parse_stream(msg.identifier.log_name)
+                    if stream is not None:
+                        m.use_policy(stream[0], stream[2])
                 if stream is None:
                     continue  # not a metrics stream (another logger on the same cluster)
                 reporter, services, policy = stream

@@ -185,3 +185,15 @@ def test_metrics_off_when_all_metrics_disabled_and_tcp_reports_every_5s_by_defau
     ls = listeners(bookinfo(), sidecar("reviews-v2-0", "127.0.1.4", app="reviews", version="v2"))
     assert hcm_of(ls["virtualOutbound"]).access_log_options.access_log_flush_interval.seconds == 5
     assert tcp_proxy_pb2.TcpProxy.TcpAccessLogOptions().access_log_flush_interval is not None
+
+
+def test_a_new_policy_drops_the_series_counted_under_the_old_one() -> None:
+    m = IstioMetrics(local_workload("productpage-v1-0", "default", {"app": "productpage"}, "K"))
+    m.record_http(SOURCE, (), _entry(peer_md=REVIEWS_V2))
+    m.record_http(DESTINATION, (), _entry(cluster="inbound|9080||"))
+    off = overrides.build([MetricOverride("REQUEST_DURATION", disabled=True)]).encode()
+    m.use_policy(SOURCE, off)  # Envoy opened the source stream of the new listener config
+    m.record_http(SOURCE, (), _entry(peer_md=REVIEWS_V2), off)
+    s = _samples(m)
+    assert {lab["reporter"] for lab, _ in s["istio_request_duration_milliseconds_count"]} == {"destination"}
+    assert sorted((lab["reporter"], v) for lab, v in s["istio_requests_total"]) == [("destination", 1), ("source", 1)]
