@@ -54,11 +54,11 @@ _FLAG_CODES = {
     "upstream_protocol_error": "UPE", "no_cluster_found": "NC", "overload_manager": "OM",
     "dns_resolution_failure": "DF", "downstream_remote_reset": "DR",
 }  # fmt: skip
-# envoy.config.core.v3.RequestMethod CONNECT; envoy.data.accesslog.v3.AccessLogType TcpUpstreamConnected and
+# envoy.config.core.v3.RequestMethod CONNECT; envoy.data.accesslog.v3.AccessLogType
 # TcpPeriodic, TcpConnectionEnd, DownstreamPeriodic (numbers, so the protos load only with the server; a unit
 # test checks them against the protos).
 CONNECT_METHOD = 6
-TCP_UPSTREAM_CONNECTED, TCP_PERIODIC, TCP_CONNECTION_END, DOWNSTREAM_PERIODIC = 1, 2, 3, 5
+TCP_PERIODIC, TCP_CONNECTION_END, DOWNSTREAM_PERIODIC = 2, 3, 5
 _MAX_OPEN = 100_000  # connections whose byte counts so far are remembered (periodic reports)
 _BUCKETS = tuple(float(b) for b in ENVOY_DEFAULT_BUCKETS)
 _NB = len(_BUCKETS) + 1
@@ -259,27 +259,25 @@ class IstioMetrics:
         return row
 
     def record_tcp(self, reporter: str, services: tuple[str, ...], e: al.TCPAccessLogEntry, policy: str = "") -> None:
-        """A connection event: upstream connected (opened), periodic while open (bytes so far), the end (closed)."""
+        """A connection's periodic report (bytes so far) or its end (closed). It counts as opened at its first
+        report: an entry at upstream connect would come before the downstream TLS handshake has finished, without
+        the peer certificate (so under the wrong principals)."""
         self.entries += 1
         cp = e.common_properties
         kind = cp.access_log_type
-        if kind not in (TCP_UPSTREAM_CONNECTED, TCP_PERIODIC, TCP_CONNECTION_END):
+        if kind not in (TCP_PERIODIC, TCP_CONNECTION_END):
             return
         peer_uri, own_uri = self._principals(reporter, cp)
         extra = overrides.extras(overrides.decode(policy), cp.custom_tags) if policy else ()
         raw = (reporter, services, "", cp.upstream_cluster, "", "tcp", "", "", response_flags(cp.response_flags),
                peer_uri, own_uri)
         row = self._tcp_row((self._resolve(raw, False), policy, extra))
-        if kind == TCP_UPSTREAM_CONNECTED:
-            row[0] += 1
-            return
         end = kind == TCP_CONNECTION_END
-        if end and not cp.HasField("upstream_remote_address"):  # never connected upstream: opened and closed at once
-            row[0] += 1
         ds, dl = cp.downstream_remote_address.socket_address, cp.downstream_local_address.socket_address
         conn = ("t", cp.stream_id, ds.address, ds.port_value, dl.address, dl.port_value)
-        _, sent, received = self._progress(conn, e.connection_properties.sent_bytes,
-                                           e.connection_properties.received_bytes, end)
+        first, sent, received = self._progress(conn, e.connection_properties.sent_bytes,
+                                               e.connection_properties.received_bytes, end)
+        row[0] += first
         row[1] += end
         row[2] += sent
         row[3] += received

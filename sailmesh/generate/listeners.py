@@ -171,7 +171,6 @@ def inbound_listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> list[listener
             nf = lc.Filter(name=HCM_NAME, typed_config=pack(h))
         else:
             tp = tcp_proxy_pb2.TcpProxy(stat_prefix=cluster, cluster=cluster)
-            tp.access_log_options.flush_access_log_on_connected = True
             observability(tp, snapshot, proxy, resolve.SERVER)
             with_metrics_log(tp, snapshot, proxy, telemetry.DESTINATION, services)
             nf = lc.Filter(name=TCP_PROXY_NAME, typed_config=pack(tp))
@@ -216,7 +215,6 @@ def gateway_listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> list[listener
         )
     for port, clusters in sorted(gateway_tcp_routes(snapshot, proxy).items()):
         tp = tcp_proxy_pb2.TcpProxy(stat_prefix=f"outbound_0.0.0.0_{port}")
-        tp.access_log_options.flush_access_log_on_connected = True
         if len(clusters) == 1:
             tp.cluster = clusters[0][0]
         else:
@@ -253,7 +251,6 @@ def _gateway_tls_listener(snapshot: MeshSnapshot, proxy: ProxyView, port: int,
             nf = lc.Filter(name=HCM_NAME, typed_config=pack(h))
         else:
             tp = tcp_proxy_pb2.TcpProxy(stat_prefix=f"outbound_0.0.0.0_{port}")
-            tp.access_log_options.flush_access_log_on_connected = True
             if len(chain.clusters) == 1:
                 tp.cluster = chain.clusters[0][0]
             else:

@@ -107,14 +107,17 @@ def test_periodic_tcp_reports_count_bytes_before_the_close() -> None:
             "istio_tcp_connections_opened_total", "istio_tcp_connections_closed_total",
             "istio_tcp_sent_bytes_total", "istio_tcp_received_bytes_total"))
 
-    m.record_tcp(DESTINATION, svc, _tcp("TcpUpstreamConnected", 0, 0))
+    m.record_tcp(DESTINATION, svc, _tcp("TcpUpstreamConnected", 0, 0))  # before the TLS handshake: not used
+    assert totals() == (0, 0, 0, 0)
     m.record_tcp(DESTINATION, svc, _tcp("TcpPeriodic", 100, 10))  # totals so far, as Envoy reports them
-    assert totals() == (1, 0, 100, 10)
+    assert totals() == (1, 0, 100, 10)  # opened at its first report
     m.record_tcp(DESTINATION, svc, _tcp("TcpPeriodic", 250, 30))
     m.record_tcp(DESTINATION, svc, _tcp("TcpPeriodic", 7, 7, port=40001))  # another connection, in between
-    assert totals() == (1, 0, 257, 37)
+    assert totals() == (2, 0, 257, 37)
     m.record_tcp(DESTINATION, svc, _tcp("TcpConnectionEnd", 300, 30))
-    assert totals() == (1, 1, 307, 37)  # the close adds only what the periodic reports had not
+    assert totals() == (2, 1, 307, 37)  # the close adds only what the periodic reports had not
+    m.record_tcp(DESTINATION, svc, _tcp("TcpConnectionEnd", 5, 0, port=40002))  # short: opened and closed at once
+    assert totals() == (3, 2, 312, 37)
 
 
 def test_connect_tunnels_are_reported_periodically_and_requests_once() -> None:
