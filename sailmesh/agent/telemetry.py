@@ -167,10 +167,10 @@ class IstioMetrics:
 
     @staticmethod
     def _peer_md(common: Any) -> str:
-        fm = common.metadata.filter_metadata
-        if peer.PEER_NAMESPACE not in fm:
+        md = common.metadata.filter_metadata.get(peer.PEER_NAMESPACE)
+        if md is None:
             return ""
-        v = fm[peer.PEER_NAMESPACE].fields.get(peer.PEER_KEY)
+        v = md.fields.get(peer.PEER_KEY)
         return v.string_value if v is not None else ""
 
     def use_policy(self, reporter: str, policy: str) -> None:
@@ -231,11 +231,12 @@ class IstioMetrics:
             t[2] += sent
             t[3] += received
             return
-        ctype = req.request_headers.get("content-type", "")
-        grpc_status = resp.response_trailers.get("grpc-status") or resp.response_headers.get("grpc-status") or ""
-        raw = (reporter, services, self._peer_md(cp), cp.upstream_cluster, req.authority,
-               "grpc" if ctype.startswith("application/grpc") else "http", str(resp.response_code.value),
-               grpc_status, response_flags(cp.response_flags), peer_uri, own_uri)
+        grpc = req.request_headers.get("content-type", "").startswith("application/grpc")
+        grpc_status = resp.response_trailers.get("grpc-status") or resp.response_headers.get("grpc-status") or "" \
+            if grpc else ""  # Istio: empty for requests that are not gRPC
+        flags = response_flags(cp.response_flags) if cp.HasField("response_flags") else "-"
+        raw = (reporter, services, self._peer_md(cp), cp.upstream_cluster, req.authority, "grpc" if grpc else "http",
+               str(resp.response_code.value), grpc_status, flags, peer_uri, own_uri)
         key = (self._resolve(raw, True), policy, extra)
         row = self._http.get(key)
         if row is None:
