@@ -2,10 +2,13 @@
 
 Envoy streams one entry per request (HTTP) and per connection event (TCP) in batches (sailmesh/telemetry/
 standard.py); `IstioMetrics` counts them under Istio's names, labels and buckets, and the status port serves
-them with Envoy's own stats. The reporter and the destination service candidates come from the stream's log
-name; the peer's identity from its x-envoy-peer-metadata header (kept in dynamic metadata by Envoy); the
-principals from the connection's TLS peer certificate (the destination reporter's view, as in Istio).
-Per entry the work is a few field reads and dict lookups: label sets are resolved once per distinct raw key.
+them with Envoy's own stats. The reporter, the destination service candidates and the Telemetry metric
+overrides (telemetry/overrides.py) come from the stream's log name; the peer's identity from its
+x-envoy-peer-metadata header (kept in dynamic metadata by Envoy); the principals from the downstream TLS peer
+certificate (destination reporter) or the upstream one's URI SANs in the entry's custom tags (source reporter).
+TCP connections (and CONNECT tunnels) report periodically while open with their totals so far: the agent
+counts the difference. Per entry the work is a few field reads and dict lookups: label sets are resolved once
+per distinct raw key; the overrides are applied per series when the page is served.
 """
 
 from __future__ import annotations
@@ -298,7 +301,7 @@ class IstioMetrics:
         """prometheus_client's Collector interface: Istio's eight standard metrics, after the overrides (a
         removed label merges the series that differed only by it)."""
         http = list(self._http.items())
-        for metric, name, i, text in _HTTP_METRICS:
+        for metric, i, text in _HTTP_METRICS:
             merged: dict[tuple[tuple[str, str], ...], list[Any]] = {}
             for pairs, row in self._series(http, metric, HTTP_LABELS):
                 cur = merged.get(pairs)
@@ -309,27 +312,26 @@ class IstioMetrics:
                 else:
                     cur[0] = [a + b for a, b in zip(cur[0], row[i], strict=True)]
                     cur[1] += row[i + 1]
-            yield _family(name, text, i == 0, merged)
+            yield _family(overrides.METRIC_NAMES[metric], text, i == 0, merged)
         tcp = list(self._tcp.items())
-        for metric, name, i, text in _TCP_METRICS:
+        for metric, i, text in _TCP_METRICS:
             totals: dict[tuple[tuple[str, str], ...], list[Any]] = {}
             for pairs, row in self._series(tcp, metric, TCP_LABELS):
                 totals[pairs] = [totals.get(pairs, [0])[0] + row[i]]
-            yield _family(name, text, True, totals)
+            yield _family(overrides.METRIC_NAMES[metric], text, True, totals)
 
 
-_HTTP_METRICS = (
-    ("REQUEST_COUNT", "istio_requests_total", 0, "Requests by Istio's standard labels."),
-    ("REQUEST_DURATION", "istio_request_duration_milliseconds", 1, "Request duration (ms)."),
-    ("REQUEST_SIZE", "istio_request_bytes", 3, "Request size: headers and body (bytes)."),
-    ("RESPONSE_SIZE", "istio_response_bytes", 5, "Response size: headers and body (bytes)."),
+_HTTP_METRICS = (  # Istio's metric (overrides.METRIC_NAMES has its exported name), the row index, the help text
+    ("REQUEST_COUNT", 0, "Requests by Istio's standard labels."),
+    ("REQUEST_DURATION", 1, "Request duration (ms)."),
+    ("REQUEST_SIZE", 3, "Request size: headers and body (bytes)."),
+    ("RESPONSE_SIZE", 5, "Response size: headers and body (bytes)."),
 )
 _TCP_METRICS = (
-    ("TCP_OPENED_CONNECTIONS", "istio_tcp_connections_opened_total", 0, "TCP connections opened."),
-    ("TCP_CLOSED_CONNECTIONS", "istio_tcp_connections_closed_total", 1, "TCP connections closed."),
-    ("TCP_SENT_BYTES", "istio_tcp_sent_bytes_total", 2, "Bytes sent to the downstream on TCP connections."),
-    ("TCP_RECEIVED_BYTES", "istio_tcp_received_bytes_total", 3,
-     "Bytes received from the downstream on TCP connections."),
+    ("TCP_OPENED_CONNECTIONS", 0, "TCP connections opened."),
+    ("TCP_CLOSED_CONNECTIONS", 1, "TCP connections closed."),
+    ("TCP_SENT_BYTES", 2, "Bytes sent to the downstream on TCP connections."),
+    ("TCP_RECEIVED_BYTES", 3, "Bytes received from the downstream on TCP connections."),
 )
 
 

@@ -45,7 +45,9 @@ def tag_key(i: int) -> str:
 
 @dataclass(frozen=True)
 class Policy:
-    """One side's overrides. `tags`: metric -> ((label, expression index, or -1 to remove), ...) in label order."""
+    """One side's overrides. `tags`: metric -> ((label, expression index, or -1 to remove), ...) in label order;
+    `expressions`: the CEL expressions (built), or just their custom-tag keys (decoded by the agent, which only
+    reads their values)."""
 
     disabled: frozenset[str] = frozenset()
     tags: Mapping[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)
