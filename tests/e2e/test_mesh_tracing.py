@@ -198,7 +198,7 @@ def check_one_trace(mesh: RunningMesh, received: Callable[[], list[dict[str, Any
         with NO_PROXY.open(mesh.gateway_url() + "/productpage", timeout=30) as r:
             assert r.status == 200
         return any("istio.canonical_service" in s.get("tags", {}) for s in received())
-    wait_for(spans_arrive, timeout=60, interval=1.0, what="spans from the mesh")
+    wait_for(spans_arrive, timeout=120, interval=1.0, what="spans from the mesh")  # a mesh-config push, then batches
     # the gateway is the edge: it makes its own x-request-id (Envoy ignores a client's there), so THE request
     # is found by a marker in its URL
     with NO_PROXY.open(mesh.gateway_url() + f"/productpage?m={marker}", timeout=30) as r:
@@ -209,8 +209,11 @@ def check_one_trace(mesh: RunningMesh, received: Callable[[], list[dict[str, Any
         if not mine:
             return None
         spans = [s for s in received() if s["traceId"] == mine[0]["traceId"]]
-        services = {tag(s, "istio.canonical_service") for s in spans}
-        return spans if {"productpage", "reviews", "ratings"} <= services and len(spans) >= 8 else None
+        # every hop's span (each proxy exports its own batches, so they arrive at different times)
+        sides = {(tag(s, "istio.canonical_service"), s.get("kind")) for s in spans}
+        hops = {("productpage", "SERVER"), ("productpage", "CLIENT"), ("reviews", "SERVER"), ("reviews", "CLIENT"),
+                ("ratings", "SERVER")}
+        return spans if hops <= sides and len(spans) >= 8 else None
 
     spans: list[dict[str, Any]] = wait_for(trace, timeout=30, interval=0.5, what="the request's trace")
     assert {s["traceId"] for s in spans} == {spans[0]["traceId"]}
@@ -255,18 +258,3 @@ def check_one_trace(mesh: RunningMesh, received: Callable[[], list[dict[str, Any
     assert tag(pp_out, "upstream_cluster") == "outbound|9080|v3|reviews.default.svc.cluster.local"
     assert tag(ra_in, "upstream_cluster") == "inbound|9080||"
 
-
-def test_otlp_one_request_one_trace_with_a_span_per_hop(mesh: RunningMesh,
-                                                        tmp_path_factory: pytest.TempPathFactory) -> None:
-    """The same trace through an OpenTelemetry provider (Envoy's OTLP gRPC exporter, W3C trace context)."""
-    receiver = OtlpReceiver()
-    try:
-        cfg = tmp_path_factory.mktemp("cfg-otel") / "tracing.yaml"
-        cfg.write_text(mesh_config(receiver.port, kind="otel"))
-        apply_bookinfo(mesh, cfg)
-        check_one_trace(mesh, receiver.snapshot, "otlp-marker-3b9a51d2", trace_id_hex_len=32)
-        # Istio's OpenTelemetry provider names the service after the proxy's cluster (`<app>.<namespace>`)
-        names = {r.get("service.name", "") for r in receiver.resources}
-        assert {"productpage.default", "reviews.default", "ratings.default"} <= names, names
-    finally:
-        receiver.stop()
