@@ -6,23 +6,16 @@ Its own mesh: switching a running mesh from the Zipkin provider to this one deli
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from sailmesh.testing.mesh import RunningMesh
-from tests.e2e.test_mesh_tracing import BOOKINFO, OtlpReceiver, apply_bookinfo, check_one_trace, mesh_config
+from tests.e2e import test_mesh_tracing as tracing
+from tests.e2e.test_mesh_tracing import OtlpReceiver, apply_bookinfo, check_one_trace, mesh_config
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMesh]:
-    if not BOOKINFO.is_dir():
-        pytest.skip(f"Istio's Bookinfo YAMLs not found at {BOOKINFO} (needs ../shared)")
-    m = RunningMesh(str(tmp_path_factory.mktemp("otlp-mesh")), demo=True, extra=["--no-routing"])
-    yield m
-    m.stop()
+mesh = tracing.mesh  # the same fixture, so a mesh of this module's own (module scope)
 
 
 def test_otlp_one_request_one_trace_with_a_span_per_hop(mesh: RunningMesh,
