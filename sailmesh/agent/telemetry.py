@@ -2,10 +2,13 @@
 
 Envoy streams one entry per request (HTTP) and per connection event (TCP) in batches (sailmesh/telemetry/
 standard.py); `IstioMetrics` counts them under Istio's names, labels and buckets, and the status port serves
-them with Envoy's own stats. The reporter and the destination service candidates come from the stream's log
-name; the peer's identity from its x-envoy-peer-metadata header (kept in dynamic metadata by Envoy); the
-principals from the connection's TLS peer certificate (the destination reporter's view, as in Istio).
-Per entry the work is a few field reads and dict lookups: label sets are resolved once per distinct raw key.
+them with Envoy's own stats. The reporter, the destination service candidates and the Telemetry metric
+overrides (telemetry/overrides.py) come from the stream's log name; the peer's identity from its
+x-envoy-peer-metadata header (kept in dynamic metadata by Envoy); the principals from the downstream TLS peer
+certificate (destination reporter) or the upstream one's URI SANs in the entry's custom tags (source reporter).
+TCP connections (and CONNECT tunnels) report periodically while open with their totals so far: the agent
+counts the difference. Per entry the work is a few field reads and dict lookups: label sets are resolved once
+per distinct raw key; the overrides are applied per series when the page is served.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from prometheus_client.core import CounterMetricFamily, Metric
 
 from sailmesh.errors import AgentError
 from sailmesh.metrics import ENVOY_DEFAULT_BUCKETS, histogram_family
-from sailmesh.telemetry import peer
-from sailmesh.telemetry.names import DESTINATION, SOURCE, parse_log_name
+from sailmesh.telemetry import overrides, peer
+from sailmesh.telemetry.names import DESTINATION, SOURCE, UPSTREAM_LOCAL_TAG, UPSTREAM_PEER_TAG, parse_stream
 from sailmesh.telemetry.peer import UNKNOWN, WorkloadInfo
 
 if TYPE_CHECKING:  # the protobuf and gRPC modules load when the server starts, not with the agent (start-up time)
@@ -54,10 +57,12 @@ _FLAG_CODES = {
     "upstream_protocol_error": "UPE", "no_cluster_found": "NC", "overload_manager": "OM",
     "dns_resolution_failure": "DF", "downstream_remote_reset": "DR",
 }  # fmt: skip
-# envoy.config.core.v3.RequestMethod CONNECT; envoy.data.accesslog.v3.AccessLogType TcpUpstreamConnected and
-# TcpConnectionEnd (numbers, so the protos load only with the server; a unit test checks them against the protos).
+# envoy.config.core.v3.RequestMethod CONNECT; envoy.data.accesslog.v3.AccessLogType
+# TcpPeriodic, TcpConnectionEnd, DownstreamPeriodic (numbers, so the protos load only with the server; a unit
+# test checks them against the protos).
 CONNECT_METHOD = 6
-TCP_UPSTREAM_CONNECTED, TCP_CONNECTION_END = 1, 3
+TCP_PERIODIC, TCP_CONNECTION_END, DOWNSTREAM_PERIODIC = 2, 3, 5
+_MAX_OPEN = 100_000  # connections whose byte counts so far are remembered (periodic reports)
 _BUCKETS = tuple(float(b) for b in ENVOY_DEFAULT_BUCKETS)
 _NB = len(_BUCKETS) + 1
 
@@ -82,6 +87,11 @@ def _spiffe(sans: Any) -> str:
     return next((s.uri for s in sans if s.uri), "")
 
 
+def _first_uri(sans: str) -> str:
+    """The first URI SAN of Envoy's comma-joined %UPSTREAM_*_URI_SAN% value."""
+    return sans.split(",", 1)[0].strip()
+
+
 def _ms(d: Any) -> float:
     return float(d.seconds * 1000.0 + d.nanos / 1e6)
 
@@ -92,11 +102,15 @@ class IstioMetrics:
     def __init__(self, local: WorkloadInfo, domain_suffix: str = "cluster.local") -> None:
         self.local = local
         self.domain_suffix = domain_suffix
-        # labels -> [requests, (duration, request bytes, response bytes) bucket counts and sums]
-        self._http: dict[tuple[str, ...], list[Any]] = {}
-        # labels -> [opened, closed, sent bytes, received bytes]
-        self._tcp: dict[tuple[str, ...], list[int]] = {}
+        # (labels, overrides, their values) -> [requests, (duration, request bytes, response bytes) bucket counts
+        # and sums]
+        self._http: dict[tuple[Any, ...], list[Any]] = {}
+        # (labels, overrides, their values) -> [opened, closed, sent bytes, received bytes]
+        self._tcp: dict[tuple[Any, ...], list[int]] = {}
         self._resolved: dict[tuple[Any, ...], tuple[str, ...]] = {}
+        # open connections reported periodically -> (sent, received) bytes reported so far
+        self._open: dict[tuple[Any, ...], tuple[int, int]] = {}
+        self._policies: dict[str, str] = {}  # reporter -> the overrides of its newest stream
         self.entries = 0
 
     # -- labels -------------------------------------------------------------------------------------
@@ -138,8 +152,8 @@ class IstioMetrics:
         other = peer.decode(peer_md)
         src, dst = (self.local, other) if reporter == SOURCE else (other, self.local)
         service, service_name, service_ns = self._destination_service(reporter, services, cluster, authority)
-        if reporter == SOURCE:  # the client cannot see the server's TLS policy in its log (Istio: unknown)
-            src_principal = dst_principal = policy = UNKNOWN
+        if reporter == SOURCE:  # the upstream TLS peer's principals; the server's policy is unknown (Istio's rule)
+            src_principal, dst_principal, policy = own_uri or UNKNOWN, peer_uri or UNKNOWN, UNKNOWN
         else:
             src_principal, dst_principal = peer_uri or UNKNOWN, own_uri or UNKNOWN
             policy = "mutual_tls" if peer_uri else "none"
@@ -156,38 +170,80 @@ class IstioMetrics:
 
     @staticmethod
     def _peer_md(common: Any) -> str:
-        fm = common.metadata.filter_metadata
-        if peer.PEER_NAMESPACE not in fm:
+        md = common.metadata.filter_metadata.get(peer.PEER_NAMESPACE)
+        if md is None:
             return ""
-        v = fm[peer.PEER_NAMESPACE].fields.get(peer.PEER_KEY)
+        v = md.fields.get(peer.PEER_KEY)
         return v.string_value if v is not None else ""
 
+    def use_policy(self, reporter: str, policy: str) -> None:
+        """A stream of `reporter` with these overrides began (new listener config): series counted under other
+        overrides are dropped, so a disabled metric or removed label leaves the page (a counter reset)."""
+        if self._policies.get(reporter, "") == policy:
+            return
+        self._policies[reporter] = policy
+        for store in (self._http, self._tcp):
+            for key in [k for k in store if k[0][0] == reporter and k[1] != policy]:
+                del store[key]
+
     # -- entries ------------------------------------------------------------------------------------
-    def record_http(self, reporter: str, services: tuple[str, ...], e: al.HTTPAccessLogEntry) -> None:
-        """One request."""
+    @staticmethod
+    def _principals(reporter: str, cp: Any) -> tuple[str, str]:
+        """(peer, own) SPIFFE ids: the downstream TLS peer (destination reporter) or the upstream one, from the
+        entry's custom tags (source reporter: Envoy's %UPSTREAM_PEER_URI_SAN% / %UPSTREAM_LOCAL_URI_SAN%)."""
+        if reporter == SOURCE:
+            tags = cp.custom_tags
+            if UPSTREAM_PEER_TAG not in tags:
+                return "", ""
+            return _first_uri(tags[UPSTREAM_PEER_TAG]), _first_uri(tags.get(UPSTREAM_LOCAL_TAG, ""))
+        if not cp.HasField("tls_properties"):
+            return "", ""
+        tls = cp.tls_properties
+        peer_uri = _spiffe(tls.peer_certificate_properties.subject_alt_name)
+        return peer_uri, _spiffe(tls.local_certificate_properties.subject_alt_name) if peer_uri else ""
+
+    def _progress(self, conn: tuple[Any, ...], sent: int, received: int, end: bool) -> tuple[bool, int, int]:
+        """(first report of this connection, bytes sent and received since its last report): periodic entries
+        carry the connection's totals so far."""
+        last = self._open.pop(conn, None) if end else self._open.get(conn)
+        if not end and (last is not None or len(self._open) < _MAX_OPEN):
+            self._open[conn] = (sent, received)
+        if last is None:
+            return True, sent, received
+        return False, sent - last[0], received - last[1]
+
+    def record_http(self, reporter: str, services: tuple[str, ...], e: al.HTTPAccessLogEntry,
+                    policy: str = "") -> None:
+        """One request (a CONNECT tunnel: a TCP connection, reported periodically while open)."""
         self.entries += 1
         cp, req, resp = e.common_properties, e.request, e.response
-        tls = cp.tls_properties
-        peer_uri = _spiffe(tls.peer_certificate_properties.subject_alt_name) if cp.HasField("tls_properties") else ""
-        own_uri = _spiffe(tls.local_certificate_properties.subject_alt_name) if peer_uri else ""
-        if req.request_method == CONNECT_METHOD:  # a TCP stream tunnelled through the explicit proxy: TCP metrics
+        connect = req.request_method == CONNECT_METHOD
+        periodic = cp.access_log_type == DOWNSTREAM_PERIODIC
+        if periodic and not connect:
+            return  # Istio reports a request once, when it ends
+        peer_uri, own_uri = self._principals(reporter, cp)
+        extra = overrides.extras(overrides.decode(policy), cp.custom_tags) if policy else ()
+        if connect:  # a TCP stream tunnelled through the explicit proxy: TCP metrics
             raw = (reporter, services, self._peer_md(cp), cp.upstream_cluster, req.authority, "tcp", "", "",
                    response_flags(cp.response_flags), peer_uri, own_uri)
-            t = self._tcp_row(self._resolve(raw, False))
-            t[0] += 1
-            t[1] += 1
-            t[2] += resp.response_body_bytes
-            t[3] += req.request_body_bytes
+            t = self._tcp_row((self._resolve(raw, False), policy, extra))
+            first, sent, received = self._progress(("h", cp.stream_id), resp.response_body_bytes,
+                                                   req.request_body_bytes, not periodic)
+            t[0] += first
+            t[1] += not periodic
+            t[2] += sent
+            t[3] += received
             return
-        ctype = req.request_headers.get("content-type", "")
-        grpc_status = resp.response_trailers.get("grpc-status") or resp.response_headers.get("grpc-status") or ""
-        raw = (reporter, services, self._peer_md(cp), cp.upstream_cluster, req.authority,
-               "grpc" if ctype.startswith("application/grpc") else "http", str(resp.response_code.value),
-               grpc_status, response_flags(cp.response_flags), peer_uri, own_uri)
-        labels = self._resolve(raw, True)
-        row = self._http.get(labels)
+        grpc = req.request_headers.get("content-type", "").startswith("application/grpc")
+        grpc_status = resp.response_trailers.get("grpc-status") or resp.response_headers.get("grpc-status") or "" \
+            if grpc else ""  # Istio: empty for requests that are not gRPC
+        flags = response_flags(cp.response_flags) if cp.HasField("response_flags") else "-"
+        raw = (reporter, services, self._peer_md(cp), cp.upstream_cluster, req.authority, "grpc" if grpc else "http",
+               str(resp.response_code.value), grpc_status, flags, peer_uri, own_uri)
+        key = (self._resolve(raw, True), policy, extra)
+        row = self._http.get(key)
         if row is None:
-            row = self._http[labels] = [0, [0] * _NB, 0.0, [0] * _NB, 0.0, [0] * _NB, 0.0]
+            row = self._http[key] = [0, [0] * _NB, 0.0, [0] * _NB, 0.0, [0] * _NB, 0.0]
         row[0] += 1
         d = cp.duration if cp.HasField("duration") else cp.time_to_last_downstream_tx_byte
         ms = _ms(d)
@@ -200,58 +256,104 @@ class IstioMetrics:
         row[5][bisect.bisect_left(_BUCKETS, n)] += 1
         row[6] += n
 
-    def _tcp_row(self, labels: tuple[str, ...]) -> list[int]:
-        row = self._tcp.get(labels)
+    def _tcp_row(self, key: tuple[Any, ...]) -> list[int]:
+        row = self._tcp.get(key)
         if row is None:
-            row = self._tcp[labels] = [0, 0, 0, 0]
+            row = self._tcp[key] = [0, 0, 0, 0]
         return row
 
-    def record_tcp(self, reporter: str, services: tuple[str, ...], e: al.TCPAccessLogEntry) -> None:
-        """A connection event: upstream connected (opened) or the end (closed, with its bytes)."""
+    def record_tcp(self, reporter: str, services: tuple[str, ...], e: al.TCPAccessLogEntry, policy: str = "") -> None:
+        """A connection's periodic report (bytes so far) or its end (closed). It counts as opened at its first
+        report: an entry at upstream connect would come before the downstream TLS handshake has finished, without
+        the peer certificate (so under the wrong principals)."""
         self.entries += 1
         cp = e.common_properties
         kind = cp.access_log_type
-        if kind not in (TCP_UPSTREAM_CONNECTED, TCP_CONNECTION_END):
+        if kind not in (TCP_PERIODIC, TCP_CONNECTION_END):
             return
-        tls = cp.tls_properties
-        peer_uri = _spiffe(tls.peer_certificate_properties.subject_alt_name) if cp.HasField("tls_properties") else ""
-        own_uri = _spiffe(tls.local_certificate_properties.subject_alt_name) if peer_uri else ""
+        peer_uri, own_uri = self._principals(reporter, cp)
+        extra = overrides.extras(overrides.decode(policy), cp.custom_tags) if policy else ()
         raw = (reporter, services, "", cp.upstream_cluster, "", "tcp", "", "", response_flags(cp.response_flags),
                peer_uri, own_uri)
-        row = self._tcp_row(self._resolve(raw, False))
-        if kind == TCP_UPSTREAM_CONNECTED:
-            row[0] += 1
-            return
-        if not cp.HasField("upstream_remote_address"):  # never connected upstream: opened and closed at once
-            row[0] += 1
-        row[1] += 1
-        row[2] += e.connection_properties.sent_bytes
-        row[3] += e.connection_properties.received_bytes
+        row = self._tcp_row((self._resolve(raw, False), policy, extra))
+        end = kind == TCP_CONNECTION_END
+        ds, dl = cp.downstream_remote_address.socket_address, cp.downstream_local_address.socket_address
+        conn = ("t", cp.stream_id, ds.address, ds.port_value, dl.address, dl.port_value)
+        first, sent, received = self._progress(conn, e.connection_properties.sent_bytes,
+                                               e.connection_properties.received_bytes, end)
+        row[0] += first
+        row[1] += end
+        row[2] += sent
+        row[3] += received
 
     # -- exposition ---------------------------------------------------------------------------------
+    @staticmethod
+    def _series(rows: list[tuple[tuple[Any, ...], list[Any]]], metric: str,
+                names: tuple[str, ...]) -> Iterator[tuple[tuple[tuple[str, str], ...], list[Any]]]:
+        """(label pairs, row) per stored series after the Telemetry overrides (None pairs: metric disabled)."""
+        for (labels, policy, extra), row in rows:
+            pairs = overrides.labels_for(overrides.decode(policy), metric, names, labels, extra) if policy \
+                else tuple(zip(names, labels, strict=True))
+            if pairs is not None:
+                yield pairs, row
+
     def collect(self) -> Iterator[Metric]:
-        """prometheus_client's Collector interface: Istio's eight standard metrics."""
+        """prometheus_client's Collector interface: Istio's eight standard metrics, after the overrides (a
+        removed label merges the series that differed only by it)."""
         http = list(self._http.items())
-        requests = CounterMetricFamily("istio_requests_total", "Requests by Istio's standard labels.",
-                                       labels=HTTP_LABELS)
-        for labels, row in http:
-            requests.add_metric(list(labels), row[0])
-        yield requests
-        for name, i, text in (("istio_request_duration_milliseconds", 1, "Request duration (ms)."),
-                              ("istio_request_bytes", 3, "Request size: headers and body (bytes)."),
-                              ("istio_response_bytes", 5, "Response size: headers and body (bytes).")):
-            yield histogram_family(name, text, HTTP_LABELS, _BUCKETS,
-                                   ((labels, row[i], row[i + 1]) for labels, row in http))
+        for metric, i, text in _HTTP_METRICS:
+            merged: dict[tuple[tuple[str, str], ...], list[Any]] = {}
+            for pairs, row in self._series(http, metric, HTTP_LABELS):
+                cur = merged.get(pairs)
+                if i == 0:
+                    merged[pairs] = [(cur or [0])[0] + row[0]]
+                elif cur is None:
+                    merged[pairs] = [list(row[i]), row[i + 1]]
+                else:
+                    cur[0] = [a + b for a, b in zip(cur[0], row[i], strict=True)]
+                    cur[1] += row[i + 1]
+            yield _family(overrides.METRIC_NAMES[metric], text, i == 0, merged)
         tcp = list(self._tcp.items())
-        for name, i, text in (("istio_tcp_connections_opened_total", 0, "TCP connections opened."),
-                              ("istio_tcp_connections_closed_total", 1, "TCP connections closed."),
-                              ("istio_tcp_sent_bytes_total", 2, "Bytes sent to the downstream on TCP connections."),
-                              ("istio_tcp_received_bytes_total", 3,
-                               "Bytes received from the downstream on TCP connections.")):
-            fam = CounterMetricFamily(name, text, labels=TCP_LABELS)
-            for labels, row in tcp:
-                fam.add_metric(list(labels), row[i])
-            yield fam
+        for metric, i, text in _TCP_METRICS:
+            totals: dict[tuple[tuple[str, str], ...], list[Any]] = {}
+            for pairs, row in self._series(tcp, metric, TCP_LABELS):
+                totals[pairs] = [totals.get(pairs, [0])[0] + row[i]]
+            yield _family(overrides.METRIC_NAMES[metric], text, True, totals)
+
+
+_HTTP_METRICS = (  # Istio's metric (overrides.METRIC_NAMES has its exported name), the row index, the help text
+    ("REQUEST_COUNT", 0, "Requests by Istio's standard labels."),
+    ("REQUEST_DURATION", 1, "Request duration (ms)."),
+    ("REQUEST_SIZE", 3, "Request size: headers and body (bytes)."),
+    ("RESPONSE_SIZE", 5, "Response size: headers and body (bytes)."),
+)
+_TCP_METRICS = (
+    ("TCP_OPENED_CONNECTIONS", 0, "TCP connections opened."),
+    ("TCP_CLOSED_CONNECTIONS", 1, "TCP connections closed."),
+    ("TCP_SENT_BYTES", 2, "Bytes sent to the downstream on TCP connections."),
+    ("TCP_RECEIVED_BYTES", 3, "Bytes received from the downstream on TCP connections."),
+)
+
+
+def _family(name: str, text: str, counter: bool, series: dict[tuple[tuple[str, str], ...], list[Any]]) -> Metric:
+    """One family from series whose label names may differ (overrides): one sub-family per label-name set."""
+    groups: dict[tuple[str, ...], list[tuple[tuple[str, ...], list[Any]]]] = {}
+    for pairs, v in series.items():
+        groups.setdefault(tuple(k for k, _ in pairs), []).append((tuple(x for _, x in pairs), v))
+    out: Metric | None = None
+    for names, rows in groups.items() or [((), [])]:
+        if counter:
+            fam: Metric = CounterMetricFamily(name, text, labels=names)
+            for values, v in rows:
+                fam.add_metric(list(values), v[0])  # type: ignore[attr-defined]
+        else:
+            fam = histogram_family(name, text, names, _BUCKETS, ((values, v[0], v[1]) for values, v in rows))
+        if out is None:
+            out = fam
+        else:
+            out.samples.extend(fam.samples)
+    assert out is not None
+    return out
 
 
 def _servicer(metrics: IstioMetrics) -> Any:
@@ -260,20 +362,22 @@ def _servicer(metrics: IstioMetrics) -> Any:
 
     class Servicer(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc]  # base has no stubs
         async def StreamAccessLogs(self, request_iterator: AsyncIterator[Any], context: Any) -> Any:
-            stream: tuple[str, tuple[str, ...]] | None = None
+            stream: tuple[str, tuple[str, ...], str] | None = None
             m = metrics
             async for msg in request_iterator:
                 if msg.HasField("identifier"):
-                    stream = parse_log_name(msg.identifier.log_name)
+                    stream = parse_stream(msg.identifier.log_name)
+                    if stream is not None:
+                        m.use_policy(stream[0], stream[2])
                 if stream is None:
                     continue  # not a metrics stream (another logger on the same cluster)
-                reporter, services = stream
+                reporter, services, policy = stream
                 if msg.HasField("http_logs"):
                     for e in msg.http_logs.log_entry:
-                        m.record_http(reporter, services, e)
+                        m.record_http(reporter, services, e, policy)
                 elif msg.HasField("tcp_logs"):
                     for t in msg.tcp_logs.log_entry:
-                        m.record_tcp(reporter, services, t)
+                        m.record_tcp(reporter, services, t, policy)
             return als_pb2.StreamAccessLogsResponse()
 
     return Servicer()

@@ -83,11 +83,24 @@ def observability(msg: HCM | tcp_proxy_pb2.TcpProxy, snapshot: MeshSnapshot, pro
                           workload_name=proxy.workload_name, gateway=proxy.type == "router")
 
 
-def with_metrics_log(h: HCM | tcp_proxy_pb2.TcpProxy, reporter: str, services: list[str] | None = None) -> None:
-    """Istio's standard metrics: stream this listener's requests (connections) to the agent, which counts them."""
+def with_metrics_log(h: HCM | tcp_proxy_pb2.TcpProxy, snapshot: MeshSnapshot, proxy: ProxyView, reporter: str,
+                     services: list[str] | None = None, tunnels: bool = False) -> None:
+    """Istio's standard metrics: stream this listener's requests (connections) to the agent, which counts them,
+    with the Telemetry API's metric overrides of the side; TCP connections (and CONNECT `tunnels`) are also
+    reported periodically while open. Call it after observability() (the user's logs skip periodic entries)."""
+    eff = resolve.for_proxy(snapshot, proxy)
+    policy = telemetry.metrics_policy(eff, snapshot.mesh_config,
+                                      resolve.CLIENT if reporter == telemetry.SOURCE else resolve.SERVER)
+    if policy is None:
+        return  # no prometheus provider in effect: Istio adds no stats filter either
     tcp = h.DESCRIPTOR.full_name == tcp_proxy_pb2.TcpProxy.DESCRIPTOR.full_name
+    if tcp or tunnels:
+        for user_log in h.access_log:
+            telemetry.exclude_periodic(user_log)
+        h.access_log_options.access_log_flush_interval.FromNanoseconds(
+            int(telemetry.reporting_interval(eff) * 1e9))
     log = telemetry.tcp_access_log if tcp else telemetry.http_access_log
-    h.access_log.append(log(reporter, services or ()))
+    h.access_log.append(log(reporter, services or (), policy))
 
 
 def backed_services(snapshot: MeshSnapshot, proxy: ProxyView) -> list[str]:
@@ -113,7 +126,7 @@ def virtual_outbound(snapshot: MeshSnapshot, proxy: ProxyView, port: int) -> lis
         "outbound_0.0.0.0_" + str(port), filters, rds=names.HTTP_PROXY_ROUTE, connect=True
     )
     observability(h, snapshot, proxy, resolve.CLIENT)
-    with_metrics_log(h, telemetry.SOURCE)
+    with_metrics_log(h, snapshot, proxy, telemetry.SOURCE, tunnels=True)
     return _listener(
         names.VIRTUAL_OUTBOUND, proxy.ip, port, base_pb2.OUTBOUND, lc.Filter(name=HCM_NAME, typed_config=pack(h))
     )
@@ -155,13 +168,12 @@ def inbound_listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> list[listener
                 route_config=inbound_route_config(snapshot, proxy, port), inbound=True,
             )
             observability(h, snapshot, proxy, resolve.SERVER)
-            with_metrics_log(h, telemetry.DESTINATION, services)
+            with_metrics_log(h, snapshot, proxy, telemetry.DESTINATION, services)
             nf = lc.Filter(name=HCM_NAME, typed_config=pack(h))
         else:
             tp = tcp_proxy_pb2.TcpProxy(stat_prefix=cluster, cluster=cluster)
-            tp.access_log_options.flush_access_log_on_connected = True
             observability(tp, snapshot, proxy, resolve.SERVER)
-            with_metrics_log(tp, telemetry.DESTINATION, services)
+            with_metrics_log(tp, snapshot, proxy, telemetry.DESTINATION, services)
             nf = lc.Filter(name=TCP_PROXY_NAME, typed_config=pack(tp))
             before = ext_authz.tcp_filters(snapshot, proxy)  # AuthorizationPolicy on a TCP port
         listener = _listener(names.listener_name(proxy.ip, port), proxy.ip, port, base_pb2.INBOUND, nf)
@@ -197,21 +209,20 @@ def gateway_listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> list[listener
             rds=names.gateway_route(port), remote_address=True,
         )
         observability(h, snapshot, proxy, resolve.CLIENT)
-        with_metrics_log(h, telemetry.SOURCE)  # gateways report as the source, as Istio's do
+        with_metrics_log(h, snapshot, proxy, telemetry.SOURCE)  # gateways report as the source, as Istio's do
         nf = lc.Filter(name=HCM_NAME, typed_config=pack(h))
         out.append(
             _listener(names.listener_name("0.0.0.0", port), proxy.ip, gateway_bind_port(port), base_pb2.OUTBOUND, nf)
         )
     for port, clusters in sorted(gateway_tcp_routes(snapshot, proxy).items()):
         tp = tcp_proxy_pb2.TcpProxy(stat_prefix=f"outbound_0.0.0.0_{port}")
-        tp.access_log_options.flush_access_log_on_connected = True
-        with_metrics_log(tp, telemetry.SOURCE)
         if len(clusters) == 1:
             tp.cluster = clusters[0][0]
         else:
             for c, w in clusters:
                 tp.weighted_clusters.clusters.add(name=c, weight=w)
         observability(tp, snapshot, proxy, resolve.CLIENT)
+        with_metrics_log(tp, snapshot, proxy, telemetry.SOURCE)
         nf = lc.Filter(name=TCP_PROXY_NAME, typed_config=pack(tp))
         out.append(
             _listener(names.listener_name("0.0.0.0", port), proxy.ip, gateway_bind_port(port), base_pb2.OUTBOUND, nf)
@@ -237,18 +248,17 @@ def _gateway_tls_listener(snapshot: MeshSnapshot, proxy: ProxyView, port: int,
                 rds=chain.route, remote_address=True,
             )
             observability(h, snapshot, proxy, resolve.CLIENT)
-            with_metrics_log(h, telemetry.SOURCE)  # gateways report as the source, as Istio's do
+            with_metrics_log(h, snapshot, proxy, telemetry.SOURCE)  # gateways report as the source, as Istio's do
             nf = lc.Filter(name=HCM_NAME, typed_config=pack(h))
         else:
             tp = tcp_proxy_pb2.TcpProxy(stat_prefix=f"outbound_0.0.0.0_{port}")
-            tp.access_log_options.flush_access_log_on_connected = True
-            with_metrics_log(tp, telemetry.SOURCE)
             if len(chain.clusters) == 1:
                 tp.cluster = chain.clusters[0][0]
             else:
                 for c, w in chain.clusters:
                     tp.weighted_clusters.clusters.add(name=c, weight=w)
             observability(tp, snapshot, proxy, resolve.CLIENT)
+            with_metrics_log(tp, snapshot, proxy, telemetry.SOURCE)
             nf = lc.Filter(name=TCP_PROXY_NAME, typed_config=pack(tp))
         fc = lc.FilterChain(filters=[nf], filter_chain_match=lc.FilterChainMatch(server_names=chain.server_names))
         if chain.tls is not None:

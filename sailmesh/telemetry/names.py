@@ -7,16 +7,31 @@ from collections.abc import Sequence
 ALS_CLUSTER = "sailmesh_als"  # static cluster in the agent's bootstrap: its gRPC access-log server
 LOG_PREFIX = "istio"
 SOURCE, DESTINATION = "source", "destination"
+# Custom tags of the source reporter's entries: the upstream TLS peer (Istio's source-side principals).
+UPSTREAM_PEER_TAG, UPSTREAM_LOCAL_TAG = "istio.upstream_peer", "istio.upstream_local"
 
 
-def log_name(reporter: str, services: Sequence[str] = ()) -> str:
-    """`istio|source` or `istio|destination|reviews.default.svc.cluster.local,...`."""
-    return "|".join([LOG_PREFIX, reporter, ",".join(services)]) if services else f"{LOG_PREFIX}|{reporter}"
+def log_name(reporter: str, services: Sequence[str] = (), policy: str = "") -> str:
+    """`istio|source`, `istio|destination|reviews.default.svc.cluster.local,...`, or either with the metric
+    overrides (telemetry/overrides.py, JSON) as the last field: `istio|source||{...}`."""
+    parts = [LOG_PREFIX, reporter]
+    if services or policy:
+        parts.append(",".join(services))
+    if policy:
+        parts.append(policy)
+    return "|".join(parts)
+
+
+def parse_stream(name: str) -> tuple[str, tuple[str, ...], str] | None:
+    """(reporter, services, overrides JSON) from a log name, None when it is not one of ours."""
+    parts = name.split("|", 3)
+    if len(parts) < 2 or parts[0] != LOG_PREFIX or parts[1] not in (SOURCE, DESTINATION):
+        return None
+    services = tuple(s for s in (parts[2] if len(parts) > 2 else "").split(",") if s)
+    return parts[1], services, parts[3] if len(parts) > 3 else ""
 
 
 def parse_log_name(name: str) -> tuple[str, tuple[str, ...]] | None:
     """(reporter, services) from a log name, None when it is not one of ours."""
-    parts = name.split("|")
-    if len(parts) < 2 or parts[0] != LOG_PREFIX or parts[1] not in (SOURCE, DESTINATION):
-        return None
-    return parts[1], tuple(s for s in (parts[2] if len(parts) > 2 else "").split(",") if s)
+    parsed = parse_stream(name)
+    return None if parsed is None else parsed[:2]

@@ -14,8 +14,9 @@ Istio's rules (pilot/pkg/model/telemetry.go, `applicableTelemetries`, `Tracing`,
   each entry whose mode matches enables (with its filter) or, when `disabled`, removes its providers (an entry
   without providers inherits its parent's). Neither Telemetry logging nor default providers: None, the legacy
   `accessLogFile` applies;
-- metrics: provider names as for logging; overrides accumulate per (provider, mode, metric), later wins;
-  ALL_METRICS disabled drops the provider.
+- metrics: provider names as for logging (default `prometheus`); overrides accumulate per (provider, mode,
+  metric), later wins; ALL_METRICS disabled turns that side off (both sides: the provider is dropped); the most
+  specific `reportingInterval` applies (TCP metrics of open connections).
 Provider names match case-insensitively (Istio's `fetchProvider`), and Istio's built-in providers `envoy`
 (file access log on /dev/stdout) and `prometheus` exist unless the mesh config redefines them.
 """
@@ -28,6 +29,7 @@ from typing import Any
 
 from sailmesh.api.meshconfig import EnvoyFileAccessLog, ExtensionProvider, MeshConfig, Prometheus
 from sailmesh.api.resource import Resource
+from sailmesh.api.types import BadValue, parse_duration
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView
 
 CLIENT = "CLIENT"
@@ -36,12 +38,15 @@ MODES = (CLIENT, SERVER)
 ISTIO_METRICS = ("GRPC_REQUEST_MESSAGES", "GRPC_RESPONSE_MESSAGES", "REQUEST_COUNT", "REQUEST_DURATION",
                  "REQUEST_SIZE", "RESPONSE_SIZE", "TCP_CLOSED_CONNECTIONS", "TCP_OPENED_CONNECTIONS",
                  "TCP_RECEIVED_BYTES", "TCP_SENT_BYTES")  # Istio's MetricSelector.IstioMetric, sorted
+GRPC_METRICS = ("GRPC_REQUEST_MESSAGES", "GRPC_RESPONSE_MESSAGES")  # sailmesh does not count gRPC messages
 BUILTIN_PROVIDERS = (
     ExtensionProvider(name="envoy", envoy_file_access_log=EnvoyFileAccessLog(path="/dev/stdout")),
     ExtensionProvider(name="prometheus", prometheus=Prometheus()),
 )
 TRACING_KINDS = ("zipkin", "opentelemetry")  # provider kinds sailmesh turns into an Envoy tracer
 LOGGING_KINDS = ("envoyFileAccessLog",)  # provider kinds sailmesh turns into an Envoy access logger
+METRICS_KINDS = ("prometheus",)  # provider kinds whose metrics sailmesh's agent serves
+DEFAULT_METRICS_PROVIDER = "prometheus"  # without defaultProviders.metrics (Istio's default installation)
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,7 @@ class MetricsConfig:
 
     client: tuple[MetricOverride, ...] = ()
     server: tuple[MetricOverride, ...] = ()
+    reporting_interval: float | None = None  # seconds between TCP metric reports of an open connection
 
 
 @dataclass(frozen=True)
@@ -264,19 +270,23 @@ def resolve_logging(levels: Sequence[Sequence[Mapping[str, Any]]], mesh: MeshCon
 
 
 def resolve_metrics(entries: Sequence[Mapping[str, Any]], mesh: MeshConfig) -> dict[str, MetricsConfig]:
-    """Istio's mergeMetrics: provider -> normalized client/server overrides, sorted by metric name."""
-    defaults = list(mesh.default_providers.metrics)
+    """Istio's mergeMetrics: provider -> normalized client/server overrides, sorted by metric name. Without
+    `defaultProviders.metrics` the provider is `prometheus` (Istio's default installation sets it)."""
+    defaults = list(mesh.default_providers.metrics) or [DEFAULT_METRICS_PROVIDER]
     acc: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
     if not entries:
         for p in defaults:
             acc[p] = {}
     names = defaults
+    interval: float | None = None
     for e in entries:
         if provider_names(e):
             names = provider_names(e)
+        if e.get("reportingInterval") is not None:  # the most specific scope's (applies to TCP metrics)
+            interval = _seconds(e["reportingInterval"], interval)
     in_scope = set(names)
     parent = defaults
-    all_off: set[str] = set()
+    all_off: dict[str, set[str]] = {}
     for e in entries:
         ps = provider_names(e) or parent
         parent = ps
@@ -288,12 +298,13 @@ def resolve_metrics(entries: Sequence[Mapping[str, Any]], mesh: MeshConfig) -> d
                 match = _map(o.get("match"))
                 custom = match.get("customMetric")
                 metric = str(match.get("metric") or "ALL_METRICS")
+                override_modes = _modes({"match": {"mode": match.get("mode")}})
                 if not custom and metric == "ALL_METRICS" and o.get("disabled") is True:
-                    all_off.add(p)
+                    all_off.setdefault(p, set()).update(override_modes)
                     continue
-                all_off.discard(p)
+                all_off.get(p, set()).difference_update(override_modes)
                 selected = [str(custom)] if custom else (list(ISTIO_METRICS) if metric == "ALL_METRICS" else [metric])
-                for mode in _modes({"match": {"mode": match.get("mode")}}):
+                for mode in override_modes:
                     for name in selected:
                         cur = modes.setdefault(mode, {}).setdefault(name, {"disabled": None, "tags": {}})
                         if o.get("disabled") is not None:
@@ -302,18 +313,33 @@ def resolve_metrics(entries: Sequence[Mapping[str, Any]], mesh: MeshConfig) -> d
                             cur["tags"][str(tag)] = _map(tov)
     out: dict[str, MetricsConfig] = {}
     for p, modes in acc.items():
-        if p in all_off:
+        off = all_off.get(p, set())
+        if off >= set(MODES):
             continue
         sides: dict[str, list[MetricOverride]] = {CLIENT: [], SERVER: []}
         for mode, metrics in modes.items():
+            if mode in off:  # ALL_METRICS disabled on this side only: every metric off there
+                sides[mode] = [MetricOverride(name, True) for name in ISTIO_METRICS]
+                continue
             for name, cur in metrics.items():
                 tags = tuple(TagOverride(t, remove=str(v.get("operation")) == "REMOVE",
                                          value="" if str(v.get("operation")) == "REMOVE" else str(v.get("value", "")))
                              for t, v in sorted(cur["tags"].items()))
                 sides[mode].append(MetricOverride(name, bool(cur["disabled"]), tags))
+        for mode in off:
+            if not sides[mode]:
+                sides[mode] = [MetricOverride(name, True) for name in ISTIO_METRICS]
         out[p] = MetricsConfig(client=tuple(sorted(sides[CLIENT], key=lambda m: m.name)),
-                               server=tuple(sorted(sides[SERVER], key=lambda m: m.name)))
+                               server=tuple(sorted(sides[SERVER], key=lambda m: m.name)),
+                               reporting_interval=interval)
     return out
+
+
+def _seconds(value: Any, fallback: float | None) -> float | None:
+    try:
+        return parse_duration(value)
+    except BadValue:
+        return fallback  # validation reports it; the previous scope's interval stays
 
 
 def effective(telemetries: Iterable[Resource], mesh: MeshConfig, namespace: str,
@@ -358,7 +384,14 @@ def unenforced(t: Resource, mesh: MeshConfig) -> list[str]:
             if prov is not None and prov.kind not in LOGGING_KINDS:
                 out.append(f"accessLogging[{i}].providers {p} (kind {prov.kind})")
     for i, e in enumerate(_map(x) for x in _list(t.spec.get("metrics"))):
-        for key in ("overrides", "reportingInterval"):
-            if key in e:
-                out.append(f"metrics[{i}].{key}")
+        for p in provider_names(e):
+            prov = fetch_provider(mesh, p)
+            if prov is not None and prov.kind not in METRICS_KINDS:
+                out.append(f"metrics[{i}].providers {p} (kind {prov.kind})")
+        for j, o in enumerate(_map(x) for x in _list(e.get("overrides"))):
+            match = _map(o.get("match"))
+            if match.get("customMetric"):
+                out.append(f"metrics[{i}].overrides[{j}].match.customMetric (custom metrics are not defined)")
+            elif str(match.get("metric")) in GRPC_METRICS:
+                out.append(f"metrics[{i}].overrides[{j}].match.metric {match.get('metric')} (not exported)")
     return [f"{t.namespace}/{t.name}: {x}" for x in out]

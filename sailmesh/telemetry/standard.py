@@ -20,23 +20,38 @@ from collections.abc import Mapping, Sequence
 from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
 from envoy.config.core.v3 import base_pb2, config_source_pb2, grpc_service_pb2
+from envoy.data.accesslog.v3 import accesslog_pb2 as data_accesslog_pb2
 from envoy.extensions.access_loggers.grpc.v3 import als_pb2
 from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
 from envoy.extensions.filters.http.header_to_metadata.v3 import header_to_metadata_pb2 as h2m
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.type.tracing.v3 import custom_tag_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 
-from sailmesh.telemetry import peer
-from sailmesh.telemetry.names import ALS_CLUSTER, DESTINATION, LOG_PREFIX, SOURCE, log_name, parse_log_name
+from sailmesh.api.meshconfig import MeshConfig
+from sailmesh.telemetry import overrides, peer
+from sailmesh.telemetry.names import (
+    ALS_CLUSTER,
+    DESTINATION,
+    LOG_PREFIX,
+    SOURCE,
+    UPSTREAM_LOCAL_TAG,
+    UPSTREAM_PEER_TAG,
+    log_name,
+    parse_log_name,
+)
+from sailmesh.telemetry.resolve import CLIENT, METRICS_KINDS, EffectiveTelemetry, fetch_provider
 
-__all__ = ["ALS_CLUSTER", "DESTINATION", "LOG_PREFIX", "SOURCE", "http_access_log", "log_name",
-           "metadata_exchange_filters", "parse_log_name", "tcp_access_log"]
+__all__ = ["ALS_CLUSTER", "DESTINATION", "LOG_PREFIX", "SOURCE", "exclude_periodic", "http_access_log", "log_name",
+           "metadata_exchange_filters", "metrics_policy", "parse_log_name", "tcp_access_log"]
 
 HTTP_GRPC_LOGGER = "envoy.access_loggers.http_grpc"
 TCP_GRPC_LOGGER = "envoy.access_loggers.tcp_grpc"
 MX_ADD_FILTER = "istio.metadata_exchange.add"  # header_mutation: our identity to the peer
 MX_READ_FILTER = "istio.metadata_exchange.read"  # header_to_metadata: the peer's identity, stripped
 FLUSH_INTERVAL_S = 1  # entries reach the agent within about a second
+TCP_REPORTING_INTERVAL_S = 5.0  # Istio's default reporting interval of TCP metrics (open connections)
+PERIODIC_TYPES = ("TcpPeriodic", "DownstreamPeriodic")  # the periodic entries only the metrics stream wants
 BUFFER_BYTES = 16384  # or sooner when this much is buffered (Envoy's default)
 # Headers the agent reads besides Envoy's standard fields: gRPC detection and status.
 REQUEST_HEADERS = ("content-type",)
@@ -50,9 +65,47 @@ def _pack(msg: object) -> any_pb2.Any:
     return a
 
 
-def _common(reporter: str, services: Sequence[str]) -> als_pb2.CommonGrpcAccessLogConfig:
+def metrics_policy(eff: EffectiveTelemetry, mesh: MeshConfig, mode: str) -> overrides.Policy | None:
+    """The metric overrides of one side from the first enabled prometheus provider; None: no standard metrics
+    (no prometheus provider in effect, or ALL_METRICS disabled on both sides)."""
+    for name, cfg in sorted(eff.metrics.items()):
+        prov = fetch_provider(mesh, name)
+        if prov is not None and prov.kind in METRICS_KINDS:
+            return overrides.build(cfg.client if mode == CLIENT else cfg.server)
+    return None
+
+
+def reporting_interval(eff: EffectiveTelemetry) -> float:
+    """Seconds between reports of an open TCP connection (Telemetry `reportingInterval`, else Istio's 5 s)."""
+    got = [c.reporting_interval for c in eff.metrics.values() if c.reporting_interval]
+    return got[0] if got else TCP_REPORTING_INTERVAL_S
+
+
+def exclude_periodic(al: accesslog_pb2.AccessLog) -> None:
+    """Keep a user's access log to one line per request / connection when periodic flushing is on for metrics."""
+    types = [data_accesslog_pb2.AccessLogType.Value(t) for t in PERIODIC_TYPES]
+    not_periodic = accesslog_pb2.AccessLogFilter(log_type_filter=accesslog_pb2.LogTypeFilter(types=types,
+                                                                                             exclude=True))
+    if al.HasField("filter"):
+        both = accesslog_pb2.AccessLogFilter()
+        both.and_filter.filters.extend([al.filter, not_periodic])
+        al.filter.CopyFrom(both)
+    else:
+        al.filter.CopyFrom(not_periodic)
+
+
+def _common(reporter: str, services: Sequence[str],
+            policy: overrides.Policy = overrides.NO_POLICY) -> als_pb2.CommonGrpcAccessLogConfig:
+    """The stream's config: the log name (reporter, services, overrides), each override expression as a CEL
+    custom tag, and (source reporter) the upstream TLS peer's and our own URI SANs for the principals."""
+    tags = [custom_tag_pb2.CustomTag(tag=overrides.tag_key(i), value=f"%CEL({expr})%")
+            for i, expr in enumerate(policy.expressions)]
+    if reporter == SOURCE:
+        tags += [custom_tag_pb2.CustomTag(tag=UPSTREAM_PEER_TAG, value="%UPSTREAM_PEER_URI_SAN%"),
+                 custom_tag_pb2.CustomTag(tag=UPSTREAM_LOCAL_TAG, value="%UPSTREAM_LOCAL_URI_SAN%")]
     return als_pb2.CommonGrpcAccessLogConfig(
-        log_name=log_name(reporter, services),
+        custom_tags=tags,
+        log_name=log_name(reporter, services, policy.encode()),
         grpc_service=grpc_service_pb2.GrpcService(
             envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name=ALS_CLUSTER)),
         transport_api_version=config_source_pb2.V3,
@@ -61,10 +114,11 @@ def _common(reporter: str, services: Sequence[str]) -> als_pb2.CommonGrpcAccessL
     )
 
 
-def http_access_log(reporter: str, services: Sequence[str] = ()) -> accesslog_pb2.AccessLog:
+def http_access_log(reporter: str, services: Sequence[str] = (),
+                    policy: overrides.Policy = overrides.NO_POLICY) -> accesslog_pb2.AccessLog:
     """The HTTP connection manager's access log to the agent's metrics (one entry per request)."""
     cfg = als_pb2.HttpGrpcAccessLogConfig(
-        common_config=_common(reporter, services),
+        common_config=_common(reporter, services, policy),
         additional_request_headers_to_log=list(REQUEST_HEADERS),
         additional_response_headers_to_log=list(RESPONSE_HEADERS),
         additional_response_trailers_to_log=list(RESPONSE_TRAILERS),
@@ -72,9 +126,11 @@ def http_access_log(reporter: str, services: Sequence[str] = ()) -> accesslog_pb
     return accesslog_pb2.AccessLog(name=HTTP_GRPC_LOGGER, typed_config=_pack(cfg))
 
 
-def tcp_access_log(reporter: str, services: Sequence[str] = ()) -> accesslog_pb2.AccessLog:
-    """tcp_proxy's access log to the agent's metrics: one entry when the upstream connects, one at the close."""
-    cfg = als_pb2.TcpGrpcAccessLogConfig(common_config=_common(reporter, services))
+def tcp_access_log(reporter: str, services: Sequence[str] = (),
+                   policy: overrides.Policy = overrides.NO_POLICY) -> accesslog_pb2.AccessLog:
+    """tcp_proxy's access log to the agent's metrics: one entry when the upstream connects, periodic ones while
+    the connection is open (tcp_proxy's access_log_flush_interval), one at the close."""
+    cfg = als_pb2.TcpGrpcAccessLogConfig(common_config=_common(reporter, services, policy))
     return accesslog_pb2.AccessLog(name=TCP_GRPC_LOGGER, typed_config=_pack(cfg))
 
 

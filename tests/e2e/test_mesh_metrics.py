@@ -38,8 +38,12 @@ ISTIO_HTTP_LABELS = {
 
 
 def get(url: str, timeout: float = 10.0) -> tuple[int, str]:
+    return get_with(url, {}, timeout)
+
+
+def get_with(url: str, headers: dict[str, str], timeout: float = 10.0) -> tuple[int, str]:
     try:
-        with NO_PROXY.open(url, timeout=timeout) as r:
+        with NO_PROXY.open(urllib.request.Request(url, headers=headers), timeout=timeout) as r:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode(errors="replace")
@@ -154,7 +158,8 @@ def test_both_reporters_of_every_hop_count_the_same_requests_with_istios_labels(
 
     # Every label Istio defines, with the values Istio gives them. The hop is auto mTLS: the destination reporter
     # knows both SPIFFE IDs and says connection_security_policy "mutual_tls" (Istio's value); the source reporter
-    # says "unknown" (Envoy's access log carries no upstream TLS peer; docs/observability.md).
+    # knows them from the upstream TLS peer and says "unknown" for the policy (Istio's rule: the client cannot see
+    # the server's policy).
     ((series, _),) = requests_by(reviews["v2"], reporter="destination", source_workload="productpage-v1").items()
     labels = dict(series)
     assert set(labels) == ISTIO_HTTP_LABELS
@@ -176,6 +181,8 @@ def test_both_reporters_of_every_hop_count_the_same_requests_with_istios_labels(
     src = dict(series)
     assert (src["source_workload"], src["destination_service"], src["connection_security_policy"]) == (
         "reviews-v2", "ratings.default.svc.cluster.local", "unknown")
+    assert (src["source_principal"], src["destination_principal"]) == (
+        "spiffe://cluster.local/ns/default/sa/bookinfo-reviews", "spiffe://cluster.local/ns/default/sa/bookinfo-ratings")
     # The histograms count the same requests, in Istio's (Envoy's default) buckets.
     samples = istio_samples(reviews["v2"])
     count = samples["istio_request_duration_milliseconds_count"][series]
@@ -296,3 +303,55 @@ def test_an_injected_abort_is_a_500_with_flag_fi_on_the_source_reporter(mesh: Ru
     assert labels["destination_workload"] == "unknown"  # no response from ratings: no peer metadata
     # ratings never saw them.
     assert total(ratings, reporter="destination", source_workload="reviews-v2") == before_ratings
+
+
+OVERRIDES = """apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  metrics:
+  - providers: [{name: prometheus}]
+    overrides:
+    - match: {metric: REQUEST_DURATION}
+      disabled: true
+    - match: {metric: REQUEST_COUNT, mode: CLIENT}
+      tagOverrides:
+        request_protocol: {operation: REMOVE}
+        x_user: {value: "request.headers['x-user']"}
+        request_host: {value: request.host}
+"""
+
+
+def test_telemetry_overrides_disable_remove_and_add_labels(mesh: RunningMesh, tmp_path: Path) -> None:
+    """Istio's "Customizing Istio Metrics with Telemetry API" task at mesh scope: REQUEST_DURATION disabled
+    everywhere; on the client side (the gateway reports as the source) REQUEST_COUNT loses request_protocol and
+    gains x_user from the request's header and request_host from request.host."""
+    ip = proxies(mesh)
+    gw, pp = ip["istio-ingressgateway"], ip["productpage-v1-0"]
+    (tmp_path / "t.yaml").write_text(OVERRIDES)
+    mesh.cli("apply", "-f", str(tmp_path / "t.yaml"), check=True)
+    try:
+        def overridden() -> bool:  # poll with traffic: the new listeners' streams replace the old series
+            status, _ = get_with(mesh.gateway_url() + "/productpage", {"x-user": "alice"})
+            assert status == 200
+            gws, pps = istio_samples(gw), istio_samples(pp)
+            counted = [dict(k) for k in gws["istio_requests_total"] if dict(k).get("x_user") == "alice"]
+            return bool(counted) and "istio_request_duration_milliseconds_count" not in gws and \
+                "istio_request_duration_milliseconds_count" not in pps
+        wait_for(overridden, timeout=60, interval=1.0, what="the overrides on the gateway's and productpage's pages")
+        settle(mesh)
+        before = total(gw, x_user="alice")
+        for _ in range(5):
+            assert get_with(mesh.gateway_url() + "/productpage", {"x-user": "alice"})[0] == 200
+        assert get_with(mesh.gateway_url() + "/productpage", {})[0] == 200
+        wait_for(lambda: total(gw, x_user="alice") - before == 5, timeout=15, what="5 requests tagged alice")
+        series = [dict(k) for k in istio_samples(gw)["istio_requests_total"]]
+        alice = next(lab for lab in series if lab.get("x_user") == "alice")
+        assert "request_protocol" not in alice and alice["request_host"].startswith(mesh.gateway_ip)
+        assert alice["reporter"] == "source" and alice["destination_workload"] == "productpage-v1"
+        assert any(lab.get("x_user") == "unknown" for lab in series)  # no header: Istio's "unknown"
+        # SERVER side (productpage's destination reports): no tag changes, only the duration is gone
+        inbound = [dict(k) for k in istio_samples(pp)["istio_requests_total"] if dict(k)["reporter"] == "destination"]
+        assert inbound and all("x_user" not in lab and "request_protocol" in lab for lab in inbound)
+    finally:
+        mesh.cli("delete", "-f", str(tmp_path / "t.yaml"), check=True)

@@ -8,7 +8,8 @@ import http.server
 import json
 import threading
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -82,7 +83,65 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMesh]:
     m.stop()
 
 
-def mesh_config(port: int) -> str:
+class OtlpReceiver:
+    """An OTLP gRPC trace receiver: opentelemetry-proto's TraceService/Export (the messages from the
+    opentelemetry-proto copy the xds protos ship) served with grpcio; spans kept as Zipkin-shaped dicts."""
+
+    SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+    KINDS = {2: "SERVER", 3: "CLIENT"}  # opentelemetry.proto.trace.v1.Span.SpanKind
+
+    def __init__(self) -> None:
+        from concurrent import futures
+
+        import grpc
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as ts
+
+        self.spans: list[dict[str, Any]] = []
+        self.resources: list[dict[str, str]] = []
+        self.lock = threading.Lock()
+        handler = grpc.method_handlers_generic_handler(self.SERVICE, {"Export": grpc.unary_unary_rpc_method_handler(
+            self._export, request_deserializer=ts.ExportTraceServiceRequest.FromString,
+            response_serializer=ts.ExportTraceServiceResponse.SerializeToString)})
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), handlers=[handler])
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    @staticmethod
+    def _value(v: Any) -> str:
+        kind = v.WhichOneof("value")
+        return "" if kind is None else str(getattr(v, kind))
+
+    def _export(self, request: Any, _context: Any) -> Any:
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as ts
+
+        out, resources = [], []
+        for rs in request.resource_spans:
+            resources.append({a.key: self._value(a.value) for a in rs.resource.attributes})
+            # the opentelemetry-proto copy shipped with the xds protos predates the rename of field 2 (same wire
+            # format): instrumentation_library_spans there, scope_spans in newer copies
+            groups = rs.scope_spans if hasattr(rs, "scope_spans") else rs.instrumentation_library_spans
+            for ss in groups:
+                for sp in ss.spans:
+                    d: dict[str, Any] = {"traceId": sp.trace_id.hex(), "id": sp.span_id.hex(), "name": sp.name,
+                                         "kind": self.KINDS.get(sp.kind, str(sp.kind)),
+                                         "tags": {a.key: self._value(a.value) for a in sp.attributes}}
+                    if sp.parent_span_id:
+                        d["parentId"] = sp.parent_span_id.hex()
+                    out.append(d)
+        with self.lock:
+            self.spans.extend(out)
+            self.resources.extend(resources)
+        return ts.ExportTraceServiceResponse()
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return list(self.spans)
+
+    def stop(self) -> None:
+        self.server.stop(None).wait()
+
+
+def mesh_config(port: int, kind: str = "zipkin") -> str:
     return f"""apiVersion: v1
 kind: ConfigMap
 metadata: {{name: istio, namespace: istio-system}}
@@ -91,13 +150,15 @@ data:
     extensionProviders:
     - name: zipkin
       zipkin: {{service: 127.0.0.1, port: {port}}}
+    - name: otel
+      opentelemetry: {{service: 127.0.0.1, port: {port}}}
 ---
 apiVersion: telemetry.istio.io/v1
 kind: Telemetry
 metadata: {{name: mesh-default, namespace: istio-system}}
 spec:
   tracing:
-  - providers: [{{name: zipkin}}]
+  - providers: [{{name: {kind}}}]
     randomSamplingPercentage: 100
 """
 
@@ -106,10 +167,8 @@ def tag(span: dict[str, Any], key: str) -> str:
     return str(span.get("tags", {}).get(key, ""))
 
 
-def test_one_request_one_trace_with_a_span_per_hop(mesh: RunningMesh, zipkin: ZipkinReceiver,
-                                                   tmp_path_factory: pytest.TempPathFactory) -> None:
-    cfg = tmp_path_factory.mktemp("cfg") / "tracing.yaml"
-    cfg.write_text(mesh_config(zipkin.server_address[1]))
+def apply_bookinfo(mesh: RunningMesh, cfg: Path) -> None:
+    """Bookinfo behind the gateway with reviews v3 (which calls ratings), and the tracing config."""
     for f in (BOOKINFO / "bookinfo-gateway.yaml", BOOKINFO / "destination-rule-all.yaml",
               BOOKINFO / "virtual-service-reviews-v3.yaml", cfg):
         mesh.cli("apply", "-f", str(f), check=True)
@@ -120,24 +179,45 @@ def test_one_request_one_trace_with_a_span_per_hop(mesh: RunningMesh, zipkin: Zi
         return r.status == 200 and rating.get("color") == "red"
 
     wait_for(reviews_v3, timeout=30, what="reviews v3 behind the gateway")
-    # tracing is configured once the gateway reports spans; then send THE request with a known request id
-    wait_for(lambda: zipkin.snapshot(), timeout=30, what="spans from the mesh")
+
+
+def test_one_request_one_trace_with_a_span_per_hop(mesh: RunningMesh, zipkin: ZipkinReceiver,
+                                                   tmp_path_factory: pytest.TempPathFactory) -> None:
+    cfg = tmp_path_factory.mktemp("cfg") / "tracing.yaml"
+    cfg.write_text(mesh_config(zipkin.server_address[1]))
+    apply_bookinfo(mesh, cfg)
+    check_one_trace(mesh, zipkin.snapshot, "trace-marker-6d1f0e0c", trace_id_hex_len=32)
+
+
+def check_one_trace(mesh: RunningMesh, received: Callable[[], list[dict[str, Any]]], marker: str,
+                    trace_id_hex_len: int) -> None:
+    """Send THE request and check its trace: spans as Zipkin v2 JSON dicts (traceId, id, parentId, kind, name,
+    tags), whichever collector received them."""
+    # tracing is configured once the mesh reports spans (with traffic while the config arrives); then THE request
+    def spans_arrive() -> bool:
+        with NO_PROXY.open(mesh.gateway_url() + "/productpage", timeout=30) as r:
+            assert r.status == 200
+        return any("istio.canonical_service" in s.get("tags", {}) for s in received())
+    wait_for(spans_arrive, timeout=120, interval=1.0, what="spans from the mesh")  # a mesh-config push, then batches
     # the gateway is the edge: it makes its own x-request-id (Envoy ignores a client's there), so THE request
     # is found by a marker in its URL
-    marker = "trace-marker-6d1f0e0c"
     with NO_PROXY.open(mesh.gateway_url() + f"/productpage?m={marker}", timeout=30) as r:
         assert r.status == 200
 
     def trace() -> list[dict[str, Any]] | None:
-        mine = [s for s in zipkin.snapshot() if marker in tag(s, "http.url")]
+        mine = [s for s in received() if marker in tag(s, "http.url")]
         if not mine:
             return None
-        spans = [s for s in zipkin.snapshot() if s["traceId"] == mine[0]["traceId"]]
-        services = {tag(s, "istio.canonical_service") for s in spans}
-        return spans if {"productpage", "reviews", "ratings"} <= services and len(spans) >= 8 else None
+        spans = [s for s in received() if s["traceId"] == mine[0]["traceId"]]
+        # every hop's span (each proxy exports its own batches, so they arrive at different times)
+        sides = {(tag(s, "istio.canonical_service"), s.get("kind")) for s in spans}
+        hops = {("productpage", "SERVER"), ("productpage", "CLIENT"), ("reviews", "SERVER"), ("reviews", "CLIENT"),
+                ("ratings", "SERVER")}
+        return spans if hops <= sides and len(spans) >= 8 else None
 
     spans: list[dict[str, Any]] = wait_for(trace, timeout=30, interval=0.5, what="the request's trace")
-    assert {s["traceId"] for s in spans} == {spans[0]["traceId"]} and len(spans[0]["traceId"]) == 32  # 128-bit
+    assert {s["traceId"] for s in spans} == {spans[0]["traceId"]}
+    assert len(spans[0]["traceId"]) == trace_id_hex_len  # 128-bit
     by_id = {s["id"]: s for s in spans}
     roots = [s for s in spans if "parentId" not in s]
     assert len(roots) == 1 and tag(roots[0], "istio.canonical_service") == "istio-ingressgateway"
@@ -177,3 +257,4 @@ def test_one_request_one_trace_with_a_span_per_hop(mesh: RunningMesh, zipkin: Zi
     assert tag(rv_in, "istio.canonical_revision") == "v3"
     assert tag(pp_out, "upstream_cluster") == "outbound|9080|v3|reviews.default.svc.cluster.local"
     assert tag(ra_in, "upstream_cluster") == "inbound|9080||"
+

@@ -59,14 +59,24 @@ spec: {ports: [{port: 80}]}
 
 
 def test_telemetry_fields_not_applied_are_named() -> None:
-    # Telemetry is applied (tracing, access logging); metric overrides and targetRefs are not yet
+    # Telemetry is applied (tracing, access logging, standard-metric overrides, reportingInterval); custom
+    # metrics and targetRefs are not yet
     assert notes("""apiVersion: telemetry.istio.io/v1
 kind: Telemetry
 metadata: {name: mesh-default, namespace: istio-system}
 spec:
   accessLogging: [{providers: [{name: envoy}]}]
-  metrics: [{overrides: [{match: {metric: REQUEST_COUNT}, disabled: true}]}]
-""") == ["Telemetry istio-system/mesh-default: accepted, not enforced: metrics[0].overrides"]
+  metrics: [{overrides: [{match: {metric: REQUEST_COUNT}, disabled: true},
+                         {match: {metric: ALL_METRICS}, tagOverrides: {x: {value: request.host}}}],
+             reportingInterval: 10s}]
+""") == []
+    assert notes("""apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  metrics: [{overrides: [{match: {customMetric: my_total}, disabled: true}]}]
+""") == ["Telemetry istio-system/mesh-default: accepted, not enforced: metrics[0].overrides[0].match.customMetric "
+         "(custom metrics are not defined)"]
 
 
 def test_gateway_tls_is_translated_and_its_gaps_named() -> None:

@@ -142,6 +142,25 @@ metrics: [{overrides: [{match: {metric: REQUEST_COUNT}, disabled: true}]}]
     assert [o.name for o in m.server] == ["REQUEST_COUNT"] and m.server[0].disabled
     off = telemetry("o", "default", "metrics: [{overrides: [{match: {metric: ALL_METRICS}, disabled: true}]}]")
     assert "prometheus" not in eff(root, off).metrics
+    # One side only: every metric of that side disabled, the other side keeps its overrides.
+    client_off = telemetry("c", "default", """
+metrics: [{overrides: [{match: {metric: ALL_METRICS, mode: CLIENT}, disabled: true}], reportingInterval: 2s}]
+""")
+    m = eff(root, client_off).metrics["prometheus"]
+    assert all(o.disabled for o in m.client) and len(m.client) == len(resolve.ISTIO_METRICS)
+    assert m.server == () and m.reporting_interval == 2.0
+
+
+def test_metrics_default_to_prometheus_without_default_providers() -> None:
+    # Istio's default installation sets defaultProviders.metrics [prometheus]; sailmesh's default mesh config
+    # behaves so: overrides without providers (as in Istio's "custom-tags" task) apply to prometheus.
+    t = telemetry("t", "istio-system", """
+metrics: [{overrides: [{match: {metric: REQUEST_COUNT, mode: CLIENT}, tagOverrides: {x: {value: request.host}}}]}]
+""")
+    m = eff(t, mesh=meshconfig.from_mapping({})).metrics
+    assert list(m) == ["prometheus"]
+    assert m["prometheus"].client[0].tags == (resolve.TagOverride("x", value="request.host"),)
+    assert list(eff(mesh=meshconfig.from_mapping({})).metrics) == ["prometheus"]
 
 
 def snap(*docs: str, mesh: meshconfig.MeshConfig = MESH) -> MeshSnapshot:
@@ -284,11 +303,17 @@ def test_legacy_mesh_config_tracing() -> None:
 def test_unenforced_fields_are_reported() -> None:
     t = resources(telemetry("x", "default", """
 accessLogging: [{providers: [{name: dd}]}]
-metrics: [{overrides: [{match: {metric: REQUEST_COUNT}, disabled: true}], reportingInterval: 5s}]
+metrics:
+- overrides: [{match: {metric: REQUEST_COUNT}, disabled: true}, {match: {customMetric: my_count}, disabled: false},
+              {match: {metric: GRPC_REQUEST_MESSAGES}, disabled: true}]
+  reportingInterval: 5s
 """))[0]
     out = resolve.unenforced(t, MESH)
     assert "default/x: accessLogging[0].providers dd (kind envoyHttpAls)" in out
-    assert "default/x: metrics[0].overrides" in out and "default/x: metrics[0].reportingInterval" in out
+    # Standard-metric overrides and reportingInterval are enforced (the agent applies them): not listed.
+    assert "default/x: metrics[0].overrides[1].match.customMetric (custom metrics are not defined)" in out
+    assert "default/x: metrics[0].overrides[2].match.metric GRPC_REQUEST_MESSAGES (not exported)" in out
+    assert len(out) == 3
 
 
 def test_a_telemetry_change_pushes_listeners_and_clusters() -> None:

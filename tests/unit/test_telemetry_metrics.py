@@ -64,8 +64,9 @@ def test_the_agents_numeric_constants_are_the_protos() -> None:
     from sailmesh.agent import telemetry
 
     assert telemetry.CONNECT_METHOD == base_pb2.RequestMethod.Value("CONNECT")
-    assert telemetry.TCP_UPSTREAM_CONNECTED == al.AccessLogType.Value("TcpUpstreamConnected")
     assert telemetry.TCP_CONNECTION_END == al.AccessLogType.Value("TcpConnectionEnd")
+    assert telemetry.TCP_PERIODIC == al.AccessLogType.Value("TcpPeriodic")
+    assert telemetry.DOWNSTREAM_PERIODIC == al.AccessLogType.Value("DownstreamPeriodic")
 
 
 def test_response_flags_are_envoys_short_codes() -> None:
