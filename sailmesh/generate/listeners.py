@@ -290,21 +290,20 @@ def egress_listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> list[listener_
                                         http_filters(FilterContext(snapshot, proxy, Direction.OUTBOUND, port)),
                                         rds=names.port_route(port))
             observability(h, snapshot, proxy, resolve.CLIENT)
-            with_metrics_log(h, telemetry.SOURCE)
+            with_metrics_log(h, snapshot, proxy, telemetry.SOURCE)
             nf = lc.Filter(name=HCM_NAME, typed_config=pack(h))
         else:
             clusters = egress_tcp_clusters(snapshot, proxy, port, hosts)
             if not clusters:
                 continue
             tp = tcp_proxy_pb2.TcpProxy(stat_prefix=f"outbound_{bind}_{port}")
-            tp.access_log_options.flush_access_log_on_connected = True
             if len(clusters) == 1:
                 tp.cluster = clusters[0][0]
             else:
                 for c, w in clusters:
                     tp.weighted_clusters.clusters.add(name=c, weight=w)
             observability(tp, snapshot, proxy, resolve.CLIENT)
-            with_metrics_log(tp, telemetry.SOURCE)
+            with_metrics_log(tp, snapshot, proxy, telemetry.SOURCE)
             nf = lc.Filter(name=TCP_PROXY_NAME, typed_config=pack(tp))
         out.append(_listener(names.listener_name(bind, port), bind, port, base_pb2.OUTBOUND, nf))
     return out
