@@ -50,7 +50,8 @@ def _headers(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-def _dump(api_url: str, node_id: str, types: str = "") -> dict[str, Any]:
+def control_plane_dump(api_url: str, node_id: str, types: str = "") -> dict[str, Any]:
+    """The config the control plane generates for this proxy now (/debug/config_dump), as Envoy's JSON."""
     query = {"proxyID": node_id} | ({"types": types} if types else {})
     status, body = call(api_url, "GET", "/debug/config_dump?" + urllib.parse.urlencode(query))
     if status != 200:
@@ -87,7 +88,7 @@ def gather(args: argparse.Namespace, req: Request) -> dict[str, Any]:
     if unsynced:
         notes.append(f"{name} is not SYNCED for {', '.join(unsynced)}: its Envoy may run older config than this "
                      f"walk uses (sailmesh proxy-status {name})")
-    source = _dump(api_url, node_id)
+    source = control_plane_dump(api_url, node_id)
     try:
         envoy_clusters = json.loads(admin(ip, args.admin_port, "/clusters?format=json"))
     except (PlatformError, ValueError) as e:
@@ -103,7 +104,8 @@ def gather(args: argparse.Namespace, req: Request) -> dict[str, Any]:
     sidecar = row.get("type", "sidecar") == "sidecar"
     first = explain_steps.explain(req, source, envoy_clusters, principal, ip, {}, names, sidecar)
     wanted = {e["address"].rpartition(":")[0] for c in first.get("clusters", []) for e in c.get("endpoints", [])}
-    destinations = {dip: _dump(api_url, nodes[dip], "listeners") for dip in sorted(wanted) if dip in nodes}
+    destinations = {dip: control_plane_dump(api_url, nodes[dip], "listeners")
+                    for dip in sorted(wanted) if dip in nodes}
     out = explain_steps.explain(req, source, envoy_clusters, principal, ip, destinations, names, sidecar)
     out["source"] = {"proxy": name, "identity": principal or "(none: plaintext only)"}
     out["notes"] = notes + [f"endpoint {e['address']} is not a mesh proxy: no inbound policy to simulate"

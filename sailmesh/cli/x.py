@@ -4,13 +4,14 @@
   sailmesh x flags               # every flag
   sailmesh x describe service reviews -n default
   sailmesh x describe workload reviews-v1-0
+  sailmesh x authz check reviews-v1-0     # the RBAC rules in effect on a proxy, readable
 """
 
 from __future__ import annotations
 
 import argparse
 
-from sailmesh.cli import describe, flags
+from sailmesh.cli import authz_check, describe, flags
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,6 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        description=describe.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     describe.add_arguments(d)
     d.set_defaults(_x=describe.run)
+    a = sub.add_parser("authz", help="authorization: `check PROXY` lists the RBAC rules in effect on a proxy")
+    asub = a.add_subparsers(dest="authz_command", metavar="COMMAND", required=True)
+    c = asub.add_parser("check", help="the RBAC rules in effect on a proxy, readable",
+                        description=authz_check.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    authz_check.add_arguments(c)
+    c.set_defaults(_x=authz_check.run)
 
 
 def run_flags(args: argparse.Namespace) -> int:
@@ -34,6 +41,6 @@ def run_flags(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     handler = getattr(args, "_x", None)
     if handler is None:
-        print("usage: sailmesh x {flags,describe} ...  (sailmesh x --help)")
+        print("usage: sailmesh x {flags,describe,authz,precheck} ...  (sailmesh x --help)")
         return 2
     return int(handler(args))

@@ -203,6 +203,16 @@ def test_explain_steps_authorization_and_errors(mesh: RunningMesh, tmp_path: pat
     check_probe(mesh, "authz", ("productpage-v1-0", "GET", "http://reviews:9080/reviews/0", {}))
     check_probe(mesh, "authz", ("details-v1-0", "GET", "http://reviews:9080/reviews/0", {}))
     check_probe(mesh, "authz", ("productpage-v1-0", "POST", "http://reviews:9080/reviews/0", {}))
+    # x authz check: the same rules, readable (istioctl x authz check)
+    table = mesh.cli("x", "authz", "check", "reviews-v1-0", check=True).stdout
+    row = next(line for line in table.splitlines() if "reviews-viewer.default" in line)
+    assert row.split()[0] == "ALLOW" and "peer spiffe://cluster.local/ns/default/sa/bookinfo-productpage" in row \
+        and row.endswith("method GET"), table
+    rows = json.loads(mesh.cli("x", "authz", "check", "reviews-v2-0", "-o", "json", check=True).stdout)
+    assert {(r["action"], r["policy"]) for r in rows} == {("ALLOW", "reviews-viewer.default")}, rows
+    assert "no authorization policies apply" in mesh.cli("x", "authz", "check", "ratings-v1-0", check=True).stdout
+    missing = mesh.cli("x", "authz", "check", "nope")
+    assert missing.returncode == 1 and "ratings-v1-0.default" in missing.stderr
     before = version(mesh)
     mesh.cli("delete", "-f", str(policy), check=True)
     settled(mesh, before)
