@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -232,3 +234,58 @@ def test_explain_steps_authorization_and_errors(mesh: RunningMesh, tmp_path: pat
     assert r.returncode == 1 and "no listener on port 9" in r.stdout, r.stdout
     r = mesh.cli("explain", "--help", check=True)
     assert "sailmesh explain --from productpage-v1-0 GET" in r.stdout
+
+
+def test_bug_report_has_everything_and_no_secret(mesh: RunningMesh, tmp_path: pathlib.Path) -> None:
+    import base64
+    import tarfile
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    secret = tmp_path / "secret.yaml"
+    secret.write_text(json.dumps({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+                                  "metadata": {"name": "leaky", "namespace": "istio-system"},
+                                  "data": {"tls.key": base64.b64encode(key.encode()).decode()},
+                                  "stringData": {"password": "hunter2-hunter2"}}))
+    mesh.cli("apply", "-f", str(secret), check=True)
+    # an app that logs what it should not: the report must still not carry it
+    with open(os.path.join(mesh.state_dir, "logs", "productpage-v1-0.default.log"), "a", encoding="utf-8") as fh:
+        fh.write(f"debug: key\n{key}\nAuthorization: Bearer leaked-token-1234567890\n")
+
+    archive = tmp_path / "report.tar.gz"
+    out = mesh.cli("bug-report", "-o", str(archive), check=True).stdout
+    assert str(archive) in out and "redacted" in out
+    with tarfile.open(archive) as tar:
+        files = {m.name.split("/", 1)[1]: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore
+    names = set(files)
+    assert {"config.yaml", "version.txt", "proxy-status.txt", "proxy-status.json", "analyze.txt",
+            "logs/controlplane.log", "logs/supervisor.log"} <= names, sorted(names)
+    assert sum(n.endswith("envoy-config_dump.json") for n in names) == 7, sorted(names)
+    assert sum(n.endswith("controlplane-config.json") for n in names) == 7
+    assert b"SYNCED" in files["proxy-status.txt"] and b"kind: Secret" in files["config.yaml"]
+
+    everything = b"\n".join(files.values())
+    forbidden = [key.splitlines()[1].encode(), b"PRIVATE KEY", b"hunter2-hunter2", b"leaked-token-1234567890",
+                 base64.b64encode(key.encode())[:40]]
+    for folder, _, found in os.walk(mesh.state_dir):  # the mesh's own secrets: API token, join tokens, CA key
+        for name in found:
+            path = os.path.join(folder, name)
+            if name in ("api-token", "join-token"):
+                forbidden.append(open(path, "rb").read().strip())
+            elif name == "ca-key.pem":
+                forbidden.extend(line for line in open(path, "rb").read().splitlines() if b"-----" not in line)
+            elif name == "xds-cert.json":
+                for res in json.load(open(path, encoding="utf-8"))["resources"]:
+                    forbidden.append(res["tlsCertificate"]["privateKey"]["inlineBytes"].encode()[:40])
+    assert len(forbidden) > 10, forbidden
+    leaked = [f for f in forbidden if f and f in everything]
+    assert not leaked, f"{len(leaked)} secret values in the archive"
+
+    empty = tmp_path / "none"
+    empty.mkdir()
+    r = subprocess.run([sys.executable, "-m", "sailmesh", "bug-report", "--state-dir", str(empty)],
+                       capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 1 and "needs a running mesh" in r.stderr, r.stderr
