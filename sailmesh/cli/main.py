@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "proxy-status": ("proxy_status", "show every connected proxy and its sync state"),
     "version": ("version", "print the client, control plane and Envoy versions"),
     "x": ("x", "experimental: describe, flags, authz check, precheck"),
+    "verify-install": ("verify_install", "check the running mesh: control plane, CA, proxies SYNCED, Envoy versions"),
     "bug-report": ("bug_report", "write one archive with the mesh's config, proxy dumps and logs (secrets redacted)"),
     "explain": ("explain", "simulate a request through the mesh's generated Envoy config, step by step"),
     "proxy-config": ("proxy_config", "show a proxy's Envoy config: clusters, listeners, routes, endpoints, ..."),

@@ -5,13 +5,27 @@
   sailmesh x describe service reviews -n default
   sailmesh x describe workload reviews-v1-0
   sailmesh x authz check reviews-v1-0     # the RBAC rules in effect on a proxy, readable
+  sailmesh x precheck -f mesh/            # can a mesh start here (Envoy, state dir, config, ports)
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import sys
 
 from sailmesh.cli import authz_check, describe, flags
+
+PRECHECK_HELP = "can a mesh start here: Envoy, state dir, config, ports"
+
+
+def _running(name: str) -> bool:
+    """Whether this process may run `sailmesh x NAME`: false only when its command line names another `x`
+    subcommand (then NAME's module, which imports the whole platform layer, need not load)."""
+    argv = sys.argv[1:]
+    if "x" not in argv or argv.index("x") + 1 >= len(argv):
+        return True
+    return argv[argv.index("x") + 1] == name
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +43,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         description=authz_check.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     authz_check.add_arguments(c)
     c.set_defaults(_x=authz_check.run)
+    if not _running("precheck"):
+        sub.add_parser("precheck", help=PRECHECK_HELP)
+        return
+    precheck = importlib.import_module("sailmesh.cli.precheck")
+    pre = sub.add_parser("precheck", help=PRECHECK_HELP,
+                         description=precheck.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    precheck.add_arguments(pre)
+    pre.set_defaults(_x=precheck.run)
 
 
 def run_flags(args: argparse.Namespace) -> int:

@@ -289,3 +289,26 @@ def test_bug_report_has_everything_and_no_secret(mesh: RunningMesh, tmp_path: pa
     r = subprocess.run([sys.executable, "-m", "sailmesh", "bug-report", "--state-dir", str(empty)],
                        capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert r.returncode == 1 and "needs a running mesh" in r.stderr, r.stderr
+
+
+def test_verify_install_and_precheck_against_the_running_mesh(mesh: RunningMesh, tmp_path: pathlib.Path) -> None:
+    envoy = json.loads(mesh.cli("version", "-o", "json", check=True).stdout)["envoy"]
+    r = mesh.cli("verify-install")
+    assert r.returncode == 0 and "all" in r.stdout and "checks passed" in r.stdout, r.stdout + r.stderr
+    for name in ("reviews-v1-0.default", "istio-ingressgateway-0.istio-system"):
+        assert any(line.startswith("OK") and f"{name} sync" in line and line.endswith("SYNCED")
+                   for line in r.stdout.splitlines()), r.stdout
+    assert r.stdout.count(f"Envoy {envoy}") == 7, r.stdout  # every proxy runs the installed Envoy
+    assert "spiffe://cluster.local/ns/default/sa/bookinfo-reviews" in r.stdout
+    assert "FAIL" not in r.stdout
+
+    # precheck refuses the running mesh's state dir and its ports, naming the fix
+    pre = mesh.cli("x", "precheck", "--http-port", mesh.api_url.rsplit(":", 1)[1])
+    assert pre.returncode == 1 and "FAIL  no mesh running there" in pre.stdout and "sailmesh down" in pre.stdout
+    assert "FAIL  ports free" in pre.stdout, pre.stdout
+
+    empty = tmp_path / "none"
+    empty.mkdir()
+    r = subprocess.run([sys.executable, "-m", "sailmesh", "verify-install", "--state-dir", str(empty)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "fix: start the mesh" in r.stderr, r.stderr
