@@ -42,6 +42,17 @@ spec:
     - operation: {methods: ["GET"]}
 """
 
+DR_REVIEWS_V1_ONLY = """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  subsets:
+  - name: v1
+    labels: {version: v1}
+"""
+
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMesh]:
@@ -218,6 +229,19 @@ def test_explain_steps_authorization_and_errors(mesh: RunningMesh, tmp_path: pat
     before = version(mesh)
     mesh.cli("delete", "-f", str(policy), check=True)
     settled(mesh, before)
+
+    # a resource both in a watched directory and applied: apply, get and delete say which copy is in force
+    dr = tmp_path / "dr.yaml"
+    dr.write_text(DR_REVIEWS_V1_ONLY)
+    out = mesh.cli("apply", "-f", str(dr), check=True).stdout
+    assert "DestinationRule default/reviews" in out and "overrides the watched directory's copy" in out, out
+    got = mesh.cli("get", "dr", "reviews")
+    assert got.returncode == 0 and "DestinationRule default/reviews: the applied copy is in force (overrides the " \
+        "watched directory's copy in" in got.stderr, got.stderr
+    assert "in force" not in mesh.cli("get", "dr", "ratings", check=True).stderr  # only in the file: no note
+    out = mesh.cli("delete", "-f", str(dr), check=True).stdout
+    assert "deleted; the copy in" in out and "is in force now" in out, out
+    assert "in force" not in mesh.cli("get", "dr", "reviews", check=True).stderr
 
     # the gateway: its listener on the request's port, the Bookinfo Gateway's routes
     gw = explain(mesh, "istio-ingressgateway", "GET", f"{mesh.gateway_url()}/productpage", {})
