@@ -11,11 +11,8 @@ import argparse
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sailmesh.analysis.diagnostic import at_least
-from sailmesh.analysis.registry import analyze
 from sailmesh.api.hosts import exported_to, hosts_match, resolve_short_name, selector_matches
 from sailmesh.api.resource import DEFAULT_NAMESPACE, Resource, ResourceKey
-from sailmesh.cli.analyze import live_mesh
 from sailmesh.cli.common import add_state_dir, fail
 from sailmesh.errors import PlatformError
 from sailmesh.registry.protocol import infer
@@ -163,6 +160,9 @@ def _policies(live: list[Resource], pod: Resource, related: set[ResourceKey]) ->
 
 def _analysis(live: list[Resource], related: set[ResourceKey]) -> list[str]:
     """The analyzers' messages (Warning and above) about the resources shown."""
+    from sailmesh.analysis.diagnostic import at_least  # the analyzers load only when a describe runs (`x` starts fast)
+    from sailmesh.analysis.registry import analyze
+
     return [f"Analysis: {d.render()}" for d in analyze(live)
             if d.resource is not None and d.resource.key in related and at_least(d.level, "Warning")]
 
@@ -189,6 +189,8 @@ def describe_workload(live: list[Resource], name: str, ns: str) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     try:
+        from sailmesh.cli.analyze import live_mesh
+
         live = live_mesh(args)
         fn = describe_service if args.what in ("service", "svc") else describe_workload
         lines = fn(live, args.name, args.namespace)

@@ -55,7 +55,7 @@ def _clusters(config: dict[str, Any]) -> Iterator[dict[str, Any]]:
                 yield entry["cluster"]
 
 
-def _config_ref(metadata: dict[str, Any] | None) -> str:
+def config_ref(metadata: dict[str, Any] | None) -> str:
     """Istio's `istio.config` metadata (/apis/.../namespaces/NS/KIND/NAME) as `NAME.NS`, "-" when absent."""
     ref = str(((metadata or {}).get("filter_metadata", {}).get("istio", {})).get("config", ""))
     parts = ref.strip("/").split("/")
@@ -75,7 +75,7 @@ def cluster_rows(config: dict[str, Any]) -> list[ClusterRow]:
         parts = name.split("|")
         if len(parts) == 4:
             direction, port, subset, fqdn = parts
-            rows.append(ClusterRow(fqdn or "", port, subset or "-", direction, kind, _config_ref(c.get("metadata"))))
+            rows.append(ClusterRow(fqdn or "", port, subset or "-", direction, kind, config_ref(c.get("metadata"))))
         else:
             rows.append(ClusterRow(name, "-", "-", "-", kind, "-"))
     return sorted(rows, key=lambda r: (r.fqdn, r.port, r.subset, r.direction))
@@ -156,7 +156,7 @@ def route_rows(config: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
             shown = domains[0] + (f" + {len(domains) - 1} more..." if len(domains) > 1 else "") if domains else ""
             for r in vh.get("routes", []):
                 rows.append((str(rc.get("name", "")), str(vh.get("name", "")), shown, _route_match(r),
-                             _config_ref(r.get("metadata"))))
+                             config_ref(r.get("metadata"))))
     return sorted(rows, key=lambda r: (r[0], r[1]))
 
 

@@ -155,6 +155,8 @@ def run(args: argparse.Namespace) -> int:
     for res in live_resources(items):
         for line in not_enforced(res):
             print(f"Note: {line}", file=sys.stderr)
+    for key, where in sorted((body.get("shadowed") or {}).items()):  # as apply says it: which copy is in force
+        print(f"Note: {key}: {where}", file=sys.stderr)
     if args.output == "yaml":
         sys.stdout.write(yaml.safe_dump_all(items, sort_keys=False) if items else "")
     elif args.output == "json":

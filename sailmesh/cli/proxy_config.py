@@ -46,20 +46,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_state_dir(parser)
 
 
-def find_proxy(args: argparse.Namespace) -> tuple[str, str]:
-    """(name, ip) of the proxy the user named, from the control plane's list of connected proxies."""
+def connected(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The control plane's list of connected proxies (/debug/syncz): node id, name, sync state per type."""
     mesh = running_mesh(args)
     status, body = call(mesh.api_url, "GET", "/debug/syncz")
     if status != 200:
         raise PlatformError(f"the control plane answered HTTP {status}")
-    proxies = [(str(p.get("name", "")), str(p.get("proxy", ""))) for p in body]
-    exact = [p for p in proxies if args.proxy in (p[0], p[1], p[0].split(".")[0])]
-    found = exact or [p for p in proxies if args.proxy in p[1]]
+    return list(body)
+
+
+def pick(proxies: list[dict[str, Any]], wanted: str) -> tuple[str, str]:
+    """(name, node id) of the proxy the user named: exactly, by its short name, or by a unique part."""
+    known = [(str(p.get("name", "")), str(p.get("proxy", ""))) for p in proxies]
+    exact = [p for p in known if wanted in (p[0], p[1], p[0].split(".")[0])]
+    found = exact or [p for p in known if wanted in p[1]]
     if len(found) != 1:
-        names = ", ".join(sorted(n for n, _ in proxies)) or "none connected"
+        names = ", ".join(sorted(n for n, _ in known)) or "none connected"
         what = "matches several proxies" if found else "is not a connected proxy"
-        raise PlatformError(f"{args.proxy!r} {what}; proxies: {names}")
-    name, node_id = found[0]
+        raise PlatformError(f"{wanted!r} {what}; proxies: {names}")
+    return found[0]
+
+
+def find_proxy(args: argparse.Namespace) -> tuple[str, str]:
+    """(name, ip) of the proxy the user named, from the control plane's list of connected proxies."""
+    name, node_id = pick(connected(args), args.proxy)
     return name, node_id.split("~")[1]
 
 

@@ -7,13 +7,28 @@
   sailmesh x load -c 2 -n 20 --from fortio http://httpbin:8000/get   # fortio-style load through a sidecar
   sailmesh x ca rotate-root      # rotate the mesh CA's root without breaking traffic (docs/security.md)
   sailmesh x token revoke NS SA  # revoke the join tokens of one identity
+  sailmesh x authz check reviews-v1-0     # the RBAC rules in effect on a proxy, readable
+  sailmesh x precheck -f mesh/            # can a mesh start here (Envoy, state dir, config, ports)
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import sys
 
-from sailmesh.cli import ca, describe, flags, load
+from sailmesh.cli import authz_check, ca, describe, flags, load
+
+PRECHECK_HELP = "can a mesh start here: Envoy, state dir, config, ports"
+
+
+def _running(name: str) -> bool:
+    """Whether this process may run `sailmesh x NAME`: false only when its command line names another `x`
+    subcommand (then NAME's module, which imports the whole platform layer, need not load)."""
+    argv = sys.argv[1:]
+    if "x" not in argv or argv.index("x") + 1 >= len(argv):
+        return True
+    return argv[argv.index("x") + 1] == name
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +51,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t = sub.add_parser("token", help="join tokens: revoke")
     ca.add_token_arguments(t)
     t.set_defaults(_x=ca.run_token)
+    a = sub.add_parser("authz", help="authorization: `check PROXY` lists the RBAC rules in effect on a proxy")
+    asub = a.add_subparsers(dest="authz_command", metavar="COMMAND", required=True)
+    c = asub.add_parser("check", help="the RBAC rules in effect on a proxy, readable",
+                        description=authz_check.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    authz_check.add_arguments(c)
+    c.set_defaults(_x=authz_check.run)
+    if not _running("precheck"):
+        sub.add_parser("precheck", help=PRECHECK_HELP)
+        return
+    precheck = importlib.import_module("sailmesh.cli.precheck")
+    pre = sub.add_parser("precheck", help=PRECHECK_HELP,
+                         description=precheck.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    precheck.add_arguments(pre)
+    pre.set_defaults(_x=precheck.run)
 
 
 def run_flags(args: argparse.Namespace) -> int:
@@ -48,6 +77,6 @@ def run_flags(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     handler = getattr(args, "_x", None)
     if handler is None:
-        print("usage: sailmesh x {flags,describe,load,ca,token} ...  (sailmesh x --help)")
+        print("usage: sailmesh x {flags,describe,load,ca,token,authz,precheck} ...  (sailmesh x --help)")
         return 2
     return int(handler(args))

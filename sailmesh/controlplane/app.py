@@ -393,8 +393,20 @@ class ControlPlane:
         return Outcome(results=out, errors=missing, partial=bool(out))
 
     def list_resources(self, kind: str, namespace: str, name: str) -> list[dict[str, Any]]:
-        return [live_mod.document(r) for r in self.store.list(kind or None)
+        return [live_mod.document(r) for r in self._matching(kind, namespace, name)]
+
+    def _matching(self, kind: str, namespace: str, name: str) -> list[Resource]:
+        return [r for r in self.store.list(kind or None)
                 if not (namespace and r.namespace != namespace) and not (name and r.name != name)]
+
+    def shadowed(self, kind: str, namespace: str, name: str) -> dict[str, str]:
+        """For `get`: the listed resources that are both applied and in a watched directory, and which copy is
+        in force (the applied one, as apply's note says)."""
+        out = {}
+        for r in self._matching(kind, namespace, name):
+            if self.memory.get(r.kind, r.namespace, r.name) is not None and (note := self._shadow_note(r.key)):
+                out[str(r.key)] = "the applied copy is in force" + note
+        return out
 
     def rejected(self) -> list[str]:
         return [str(r) for r in self.store.rejected()]

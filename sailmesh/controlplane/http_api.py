@@ -190,7 +190,12 @@ def make_app(backend: Backend, mounts: Mapping[str, web.Application] | None = No
 
     async def resources(request: web.Request) -> web.Response:
         q = request.query
-        return _json({"items": backend.list_resources(q.get("kind", ""), q.get("namespace", ""), q.get("name", ""))})
+        args = (q.get("kind", ""), q.get("namespace", ""), q.get("name", ""))
+        body: dict[str, Any] = {"items": backend.list_resources(*args)}
+        shadowed = getattr(backend, "shadowed", None)  # which copy is in force, where a file defines it too
+        if shadowed is not None:
+            body["shadowed"] = shadowed(*args)
+        return _json(body)
 
     async def version(_: web.Request) -> web.Response:
         return _json({"version": __version__})

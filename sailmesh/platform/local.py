@@ -346,6 +346,14 @@ class LocalMesh:
         if agent is not None:
             await self._wait_http(f"{health}/healthz/ready", f"sidecar of {inst.name}", agent)
 
+    def planned_ports(self) -> list[Port]:
+        """Every address:port start() would check and bind for this config, without starting anything."""
+        loaded = load_paths(self.opts.config_dirs)
+        if loaded.errors:
+            raise PlatformError("cannot read the mesh directory:\n  " + "\n  ".join(str(e) for e in loaded.errors))
+        self.instances = plan(loaded.resources, self.opts.base_ip, free_port)
+        return self._ports(loaded.resources)
+
     def _ports(self, resources: Sequence[Resource]) -> list[Port]:
         """Every address:port this mesh's processes will listen on."""
         o, px = self.opts, self.settings.proxy
