@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem)")
     parser.add_argument("--min-cert-ttl", type=float, default=60.0,
                         help="the shortest workload certificate lifetime the CA signs, seconds")
+    parser.add_argument("--kubeconfig", default="", metavar="PATH",
+                        help="also take config and workloads from this Kubernetes API server (list + watch); "
+                             "`in-cluster` uses the pod's service account")
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
@@ -83,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
                                state_dir=args.state_dir or os.path.join(settings.state_dir, "controlplane"),
                                cacerts_dir=args.cacerts, min_cert_ttl_s=args.min_cert_ttl,
                                xds_plaintext=args.xds_plaintext, ca_port=args.ca_port,
-                               mesh_config_file=args.mesh_config)
+                               mesh_config_file=args.mesh_config, kubeconfig=args.kubeconfig)
     try:
         cp = ControlPlane(opts, settings)
         cp.mount("/dashboard/", dashboard_app)  # `sailmesh dashboard` opens it (same port, same loopback default)

@@ -31,6 +31,7 @@ from sailmesh.generate import authn, enforcement
 from sailmesh.generate.affect import push_request
 from sailmesh.metrics import CitadelMetrics, Registry
 from sailmesh.platform import workload_file
+from sailmesh.platform.kube import KubePlatform
 from sailmesh.registry.aggregate import AggregateRegistry
 from sailmesh.registry.jwks import JwksFetcher, wanted_uris
 from sailmesh.registry.model import Workload
@@ -75,6 +76,7 @@ class ControlPlaneOptions:
     state_dir: str = ""  # the CA's root, join tokens and the API token ("" = ephemeral, for tests)
     cacerts_dir: str = ""  # a plug-in CA in Istio's cacerts layout instead of the self-signed root
     min_cert_ttl_s: float = 60.0  # the shortest certificate the CA signs (tests lower it)
+    kubeconfig: str = ""  # config and workloads also from this Kubernetes API server ("in-cluster": the pod's SA)
 
 
 class ControlPlane:
@@ -95,8 +97,12 @@ class ControlPlane:
         self.validator: Validator = self._counted_validation
         self.files = [FileStore(d, self.validator) for d in opts.config_dirs]
         self.memory = MemoryStore(self.validator)
-        self.store = LayeredStore([*self.files, self.memory])
-        self.registry = AggregateRegistry(LocalRegistry())  # local workloads; Kubernetes joins as a source
+        self.kube = KubePlatform(opts.kubeconfig, self.validator, settings.mesh.root_namespace) \
+            if opts.kubeconfig else None
+        kube_layer = [self.kube.store] if self.kube else []
+        self.store = LayeredStore([*self.files, *kube_layer, self.memory])
+        # local workloads, plus Kubernetes' Pods and EndpointSlices when there is an API server
+        self.registry = AggregateRegistry(LocalRegistry(), *([self.kube.registry] if self.kube else []))
         self.jwks = JwksFetcher()  # RequestAuthentication jwksUri key sets, fetched here and inlined (as istiod)
         self.snapshot: MeshSnapshot | None = None
         self.source: MeshSource | None = None
@@ -122,6 +128,8 @@ class ControlPlane:
     async def start(self) -> None:
         for fs in self.files:
             await fs.start()
+        if self.kube is not None:
+            await self.kube.start()
         self._load_workloads()
         self.snapshot = build(None, self.store, self.registry, Change.everything(), self.settings.mesh,
                               self.mesh_file, jwks=self.jwks.keys())
@@ -140,7 +148,7 @@ class ControlPlane:
         self.opts.xds_port = self.server.also_ports[0] if plaintext else 0
         self.opts.ca_port = await self.identity.serve_bootstrap(self.opts.host, self.opts.ca_port)
         for sub in [*(fs.watch() for fs in self.files), self.memory.watch(), self.registry.watch(),
-                    self.jwks.watch()]:
+                    self.jwks.watch(), *([self.kube.store.watch()] if self.kube else [])]:
             self._tasks.append(asyncio.create_task(self._pump(sub)))
         if self.opts.workload_file:
             self._tasks.append(asyncio.create_task(self._watch_workload_file()))
@@ -172,6 +180,8 @@ class ControlPlane:
             await self.server.stop(0)
         for fs in self.files:
             await fs.close()
+        if self.kube is not None:
+            await self.kube.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         if self.identity is not None:
