@@ -99,16 +99,26 @@ def _scratch(dir_: Path, name: str, requires: dict[str, str], replaces: dict[str
     (dir_ / "tools.go").write_text(main_go)
 
 
+def staging_modules(gomod: str) -> list[str]:
+    """The staging modules k8s.io/kubernetes' go.mod replaces with ./staging/... (pinned by version instead)."""
+    return _STAGING_RE.findall(gomod)
+
+
 def _build_kube(go: str, work: Path, out: Path, log: Path, cmd: str = "kube-apiserver") -> None:
     staging_version = "v0." + KUBE_VERSION.split(".", 1)[1]
     gomod = _module_file(go, "k8s.io/kubernetes", KUBE_VERSION, work, log)
-    staging = {m: staging_version for m in _STAGING_RE.findall(gomod)}
+    staging = {m: staging_version for m in staging_modules(gomod)}
     d = work / "kube"
     _scratch(d, "sailmesh.local/kubebuild", {"k8s.io/kubernetes": KUBE_VERSION}, staging,
              "//go:build tools\n\npackage tools\n\nimport (\n\t_ \"k8s.io/kubernetes/cmd/kube-apiserver\"\n"
              "\t_ \"k8s.io/kubernetes/cmd/kube-controller-manager\"\n)\n")
     _run([go, "mod", "tidy", "-e"], d, log)
-    _run([go, "build", "-ldflags=-s -w", "-o", str(out), f"k8s.io/kubernetes/cmd/{cmd}"], d, log)
+    # what the release build stamps in (hack/lib/version.sh), so /version and kubectl's skew check see the release
+    minor = KUBE_VERSION.split(".")[1]
+    stamp = " ".join(f"-X k8s.io/{pkg}.{k}={v}" for pkg in ("component-base/version", "client-go/pkg/version")
+                     for k, v in (("gitVersion", KUBE_VERSION), ("gitMajor", "1"), ("gitMinor", minor),
+                                  ("gitTreeState", "clean")))
+    _run([go, "build", f"-ldflags=-s -w {stamp}", "-o", str(out), f"k8s.io/kubernetes/cmd/{cmd}"], d, log)
 
 
 def _build_kcm(go: str, work: Path, out: Path, log: Path) -> None:

@@ -191,3 +191,18 @@ def test_istio_crds_are_read_at_v1_else_their_storage_version_and_others_are_ign
                                  "versions": [{"name": "v1", "served": True, "storage": True}]}}) is None
     assert VS.path("default", "a") == "/apis/networking.istio.io/v1/namespaces/default/virtualservices/a"
     assert PODS.path() == "/api/v1/pods"
+
+
+def test_kube_build_caches_outside_the_repo_and_reports_what_is_missing(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sailmesh.testing import kube_build
+
+    monkeypatch.setenv("SAILMESH_KUBE_CACHE", str(tmp_path))
+    assert kube_build.cache_dir().parent == tmp_path
+    assert kube_build.cached() is None and "not built" in kube_build.missing_reason()
+    (kube_build.cache_dir()).mkdir(parents=True)
+    (kube_build.cache_dir() / "build-error.txt").write_text("go: module k8s.io/x: not found")
+    assert "module k8s.io/x: not found" in kube_build.missing_reason()
+    gomod = ("replace (\n\tk8s.io/api => ./staging/src/k8s.io/api\n"
+             "\tk8s.io/apiserver => ./staging/src/k8s.io/apiserver\n")
+    assert kube_build.staging_modules(gomod + "\tk8s.io/x => k8s.io/x v1.0.0\n)") == ["k8s.io/api", "k8s.io/apiserver"]
