@@ -130,6 +130,8 @@ class ControlPlane:
             await fs.start()
         if self.kube is not None:
             await self.kube.start()
+        # Kubernetes changes arrive while start() goes on: watch them from before the first build
+        early = [self.registry.watch(), self.kube.store.watch()] if self.kube is not None else []
         self._load_workloads()
         self.snapshot = build(None, self.store, self.registry, Change.everything(), self.settings.mesh,
                               self.mesh_file, jwks=self.jwks.keys())
@@ -147,8 +149,8 @@ class ControlPlane:
             handlers=[self.identity.grpc_handler()], also=plaintext)
         self.opts.xds_port = self.server.also_ports[0] if plaintext else 0
         self.opts.ca_port = await self.identity.serve_bootstrap(self.opts.host, self.opts.ca_port)
-        for sub in [*(fs.watch() for fs in self.files), self.memory.watch(), self.registry.watch(),
-                    self.jwks.watch(), *([self.kube.store.watch()] if self.kube else [])]:
+        for sub in [*(fs.watch() for fs in self.files), self.memory.watch(), *(early or [self.registry.watch()]),
+                    self.jwks.watch()]:
             self._tasks.append(asyncio.create_task(self._pump(sub)))
         if self.opts.workload_file:
             self._tasks.append(asyncio.create_task(self._watch_workload_file()))

@@ -7,11 +7,15 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+
+from sailmesh.processes import die_with_parent
 
 KUBE_VERSION = "v1.36.3"
 ETCD_VERSION = "v3.6.16"
@@ -72,7 +76,8 @@ def _run(cmd: list[str], cwd: Path, log: Path) -> None:
     with log.open("a") as out:
         out.write(f"$ {' '.join(cmd)}\n")
         out.flush()
-        proc = subprocess.run(["nice", "-n", "10", *cmd], cwd=cwd, env=_go_env(), stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.run(["nice", "-n", "10", *cmd], cwd=cwd, env=_go_env(), stdout=out, stderr=subprocess.STDOUT,
+                              preexec_fn=partial(die_with_parent, signal.SIGTERM))  # a timed-out build stops
     if proc.returncode != 0:
         tail = log.read_text()[-3000:]
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{tail}")

@@ -12,6 +12,8 @@ import base64
 import contextlib
 import json
 import pathlib
+import subprocess
+import sys
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 
@@ -19,12 +21,12 @@ import pytest
 
 from sailmesh.controlplane.app import ControlPlane, ControlPlaneOptions
 from sailmesh.platform.kube import Informer, KubeResource, KubeStore, connect
-from sailmesh.processes import free_port
+from sailmesh.processes import die_with_parent, free_port
 from sailmesh.settings import Settings
 from sailmesh.testing import kube_build
 from sailmesh.testing.kube_cluster import KubeCluster, kubectl_binary
 from sailmesh.testing.kube_node import KubeNode
-from sailmesh.testing.waiting import await_for, random_loopback_block
+from sailmesh.testing.waiting import await_for, random_loopback_block, wait_for
 from tests.conftest import CONFORMANCE
 
 pytestmark = pytest.mark.e2e
@@ -261,3 +263,66 @@ async def test_a_pod_run_by_the_test_node_becomes_an_endpoint(kube: KubeCluster,
 async def _has_default_sa(kube: KubeCluster) -> bool:
     got = await asyncio.to_thread(kube.kubectl, "get", "serviceaccount", "default", "-n", "default", check=False)
     return got.returncode == 0
+
+
+def test_sailmesh_controlplane_kubeconfig_serves_what_kubectl_applies(kube: KubeCluster,
+                                                                      tmp_path: pathlib.Path) -> None:
+    """The CLI flag end to end: config applied with kubectl is listed by the control plane's API (what `sailmesh
+    get` reads); an object Istio's validation refuses stays out and is listed as rejected, with the reason."""
+    http = free_port()
+    state = tmp_path / "state"
+    cmd = [sys.executable, "-m", "sailmesh", "controlplane", "--kubeconfig", str(kube.kubeconfig), "--http-port",
+           str(http), "--xds-tls-port", "0", "--ca-port", "0", "--state-dir", str(state)]
+    with (tmp_path / "cp.log").open("wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+    try:
+        wait_for(lambda: _get(http, "/ready", ""), timeout=60, what="the control plane ready")
+        token = (state / "api-token").read_text().strip()
+        kube.kubectl("create", "namespace", "kt-cli")
+        kube.kubectl("apply", "-f", "-", input=CLI_CONFIG)
+
+        def listed() -> bool:
+            items = json.loads(_get(http, "/api/v1/resources?kind=DestinationRule&namespace=kt-cli", token))["items"]
+            return [i["metadata"]["name"] for i in items] == ["reviews"]
+
+        wait_for(listed, timeout=30, what="the DestinationRule listed by the control plane")
+
+        def refused() -> str:
+            return next((r for r in json.loads(_get(http, "/api/v1/rejected", token))["rejected"]
+                         if "no-hosts" in r), "")
+
+        reason = wait_for(refused, timeout=30, what="the invalid VirtualService among the rejections")
+        assert "host" in reason  # Istio: "virtual service must have at least one host"
+        items = json.loads(_get(http, "/api/v1/resources?kind=VirtualService&namespace=kt-cli", token))["items"]
+        assert items == []
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+CLI_CONFIG = """
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: kt-cli}
+spec:
+  host: reviews
+  subsets: [{name: v1, labels: {version: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: no-hosts, namespace: kt-cli}
+spec:
+  hosts: []
+  http: [{route: [{destination: {host: reviews}}]}]
+"""
+
+
+def _get(port: int, path: str, token: str) -> str:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}",
+                                 headers={"Authorization": f"Bearer {token}"} if token else {})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return resp.read().decode() if resp.status == 200 else ""

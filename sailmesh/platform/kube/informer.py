@@ -129,9 +129,11 @@ class Informer:
                 self.stats.relists_gone += 1
                 log.info("%s: %s; re-listing", self.resource.plural, e)
                 self.resource_version = ""
-            except (KubeApiError, httpx.HTTPError, OSError, ValueError) as e:
+            except Exception as e:  # any failure (even a handler's bug) backs off and retries
                 self.stats.errors += 1
-                self.stats.last_error = str(e) or type(e).__name__
+                self.stats.last_error = f"{type(e).__name__}: {e}"
+                if not isinstance(e, (KubeApiError, httpx.HTTPError, OSError, ValueError)):
+                    log.exception("%s: unexpected failure", self.resource.plural)
                 delay = self.backoff.next_delay()
                 log.warning("%s: list/watch failed (%s); retrying in %.1fs", self.resource.plural,
                             self.stats.last_error, delay)
