@@ -31,7 +31,8 @@ class KubeBinaries:
 
     kube_apiserver: Path
     etcd: Path
-    kube_controller_manager: Path  # Deployments -> Pods, EndpointSlices, service accounts, namespace deletion
+    # Deployments -> Pods, EndpointSlices, service accounts, namespace deletion; None when not (yet) built
+    kube_controller_manager: Path | None
 
 
 def cache_dir() -> Path:
@@ -47,11 +48,13 @@ def _targets() -> KubeBinaries:
 
 
 def cached() -> KubeBinaries | None:
-    """The cached binaries, or None when either is missing (nothing is built here)."""
+    """The cached binaries (the controller manager may be missing), or None without kube-apiserver and etcd
+    (nothing is built here)."""
     t = _targets()
-    if all(os.access(p, os.X_OK) for p in (t.kube_apiserver, t.etcd, t.kube_controller_manager)):
-        return t
-    return None
+    if not (os.access(t.kube_apiserver, os.X_OK) and os.access(t.etcd, os.X_OK)):
+        return None
+    kcm = t.kube_controller_manager
+    return t if kcm is not None and os.access(kcm, os.X_OK) else KubeBinaries(t.kube_apiserver, t.etcd, None)
 
 
 def missing_reason() -> str:
@@ -153,6 +156,7 @@ def build(force: bool = False) -> tuple[KubeBinaries, dict[str, float]]:
     jobs = ((t.etcd, _build_etcd, "etcd"), (t.kube_apiserver, _build_kube, "kube-apiserver"),
             (t.kube_controller_manager, _build_kcm, "kube-controller-manager"))
     for target, fn, name in jobs:
+        assert target is not None
         if os.access(target, os.X_OK) and not force:
             continue
         started = time.monotonic()

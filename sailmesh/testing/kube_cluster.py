@@ -189,7 +189,10 @@ class KubeCluster:
             *self.apiserver_args])
         self._write_kubeconfig()
         self._wait("kube-apiserver", f"{self.server}/readyz", self.admin_ssl(), timeout)
-        if self.controller_manager:
+        if self.controller_manager and self.binaries.kube_controller_manager is None:
+            # without it nobody creates the `default` service accounts the ServiceAccount admission wants
+            self.kubectl("create", "serviceaccount", "default", "-n", "default", check=False)
+        elif self.controller_manager and self.binaries.kube_controller_manager is not None:
             self._spawn("kube-controller-manager", [
                 str(self.binaries.kube_controller_manager), "--kubeconfig", str(self.kubeconfig),
                 "--authentication-kubeconfig", str(self.kubeconfig),
