@@ -49,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-mtls", default="", metavar="HOST:PORT",
                         help="also serve the HTTP API over TLS for remote callers, who present the admin client "
                              "certificate of `sailmesh x ca admin-cert` (off by default)")
+    parser.add_argument("--kubeconfig", default="", metavar="PATH",
+                        help="also take config and workloads from this Kubernetes API server (list + watch); "
+                             "`in-cluster` uses the pod's service account")
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
@@ -94,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
                                cacerts_dir=args.cacerts, min_cert_ttl_s=args.min_cert_ttl,
                                xds_plaintext=args.xds_plaintext, ca_port=args.ca_port,
                                mesh_config_file=args.mesh_config, dns_port=args.dns_port,
-                               csr_rate=args.csr_rate, api_mtls_address=args.api_mtls)
+                               csr_rate=args.csr_rate, api_mtls_address=args.api_mtls, kubeconfig=args.kubeconfig)
     try:
         cp = ControlPlane(opts, settings)
         cp.mount("/dashboard/", dashboard_app)  # `sailmesh dashboard` opens it (same port, same loopback default)

@@ -34,6 +34,7 @@ from sailmesh.generate import authn, enforcement
 from sailmesh.generate.affect import push_request
 from sailmesh.metrics import CitadelMetrics, Registry
 from sailmesh.platform import workload_file
+from sailmesh.platform.kube import KubePlatform
 from sailmesh.registry.aggregate import AggregateRegistry
 from sailmesh.registry.jwks import JwksFetcher, wanted_uris
 from sailmesh.registry.model import Workload
@@ -81,6 +82,7 @@ class ControlPlaneOptions:
     dns_port: int | None = None  # the mesh's DNS (UDP, controlplane/dns.py) on host:port; None: off, 0: any port
     csr_rate: float = CSR_PER_IDENTITY.rate  # CSRs a second per identity, bursts of 5x (0 = no limit)
     api_mtls_address: str = ""  # host:port of the HTTP API for remote callers over mTLS ("" = off; port 0 = any)
+    kubeconfig: str = ""  # config and workloads also from this Kubernetes API server ("in-cluster": the pod's SA)
 
 
 class ControlPlane:
@@ -101,8 +103,12 @@ class ControlPlane:
         self.validator: Validator = self._counted_validation
         self.files = [FileStore(d, self.validator) for d in opts.config_dirs]
         self.memory = MemoryStore(self.validator)
-        self.store = LayeredStore([*self.files, self.memory])
-        self.registry = AggregateRegistry(LocalRegistry())  # local workloads; Kubernetes joins as a source
+        self.kube = KubePlatform(opts.kubeconfig, self.validator, settings.mesh.root_namespace) \
+            if opts.kubeconfig else None
+        kube_layer = [self.kube.store] if self.kube else []
+        self.store = LayeredStore([*self.files, *kube_layer, self.memory])
+        # local workloads, plus Kubernetes' Pods and EndpointSlices when there is an API server
+        self.registry = AggregateRegistry(LocalRegistry(), *([self.kube.registry] if self.kube else []))
         self.jwks = JwksFetcher()  # RequestAuthentication jwksUri key sets, fetched here and inlined (as istiod)
         self.snapshot: MeshSnapshot | None = None
         self.source: MeshSource | None = None
@@ -129,6 +135,10 @@ class ControlPlane:
     async def start(self) -> None:
         for fs in self.files:
             await fs.start()
+        if self.kube is not None:
+            await self.kube.start()
+        # Kubernetes changes arrive while start() goes on: watch them from before the first build
+        early = [self.registry.watch(), self.kube.store.watch()] if self.kube is not None else []
         self._load_workloads()
         self.snapshot = build(None, self.store, self.registry, Change.everything(), self.settings.mesh,
                               self.mesh_file, jwks=self.jwks.keys())
@@ -151,7 +161,7 @@ class ControlPlane:
             self.dns = DnsServer(lambda: self.snapshot)
             await self.dns.start(self.opts.host, self.opts.dns_port)
             self.opts.dns_port = self.dns.port
-        for sub in [*(fs.watch() for fs in self.files), self.memory.watch(), self.registry.watch(),
+        for sub in [*(fs.watch() for fs in self.files), self.memory.watch(), *(early or [self.registry.watch()]),
                     self.jwks.watch()]:
             self._tasks.append(asyncio.create_task(self._pump(sub)))
         if self.opts.workload_file:
@@ -201,6 +211,8 @@ class ControlPlane:
             await self.server.stop(0)
         for fs in self.files:
             await fs.close()
+        if self.kube is not None:
+            await self.kube.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         if self.identity is not None:

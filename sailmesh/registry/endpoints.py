@@ -20,7 +20,10 @@ class WorkloadIndex:
     def __init__(self, workloads: Iterable[Workload]) -> None:
         self.by_ns: dict[str, list[Workload]] = defaultdict(list)
         self.by_label: dict[tuple[str, str, str], list[Workload]] = defaultdict(list)
+        self.by_service: dict[str, list[Workload]] = defaultdict(list)  # Workload.service -> its workloads
         for w in workloads:
+            if w.service:
+                self.by_service[w.service].append(w)
             self.by_ns[w.namespace].append(w)
             for k, v in w.labels.items():
                 self.by_label[(w.namespace, k, v)].append(w)
@@ -41,6 +44,8 @@ def target_port(workload: Workload, port: ServicePort) -> int | None:
     - a WorkloadEntry (or ServiceEntry endpoint) `ports` map is keyed by the service port name (Istio);
     - else the numeric targetPort, else the service port number.
     """
+    if workload.service:  # an EndpointSlice endpoint: the slice's port of the same name as the service port
+        return workload.ports.get(port.name)
     if port.target_port_name:
         return workload.ports.get(port.target_port_name)
     if is_entry(workload) or workload.origin.startswith("ServiceEntry "):
@@ -70,6 +75,8 @@ def endpoints_of(record: ServiceRecord, index: WorkloadIndex) -> dict[tuple[str,
     """The endpoints of one service, per service port, in a stable order (address, port, workload)."""
     svc = record.service
     selected = index.select(svc.namespace, svc.selector) if svc.selector else []
+    if record.kind == "Service":
+        selected = selected + index.by_service.get(f"{svc.namespace}/{svc.name}", [])
     out: dict[tuple[str, int], tuple[Endpoint, ...]] = {}
     for port in svc.ports:
         eps: list[Endpoint] = []
@@ -120,6 +127,8 @@ def update(
 
     def touched(rec: ServiceRecord) -> bool:
         svc = rec.service
+        if rec.kind == "Service" and any(w.service == f"{svc.namespace}/{svc.name}" for w in changed):
+            return True
         return bool(svc.selector) and any(
             w.namespace == svc.namespace and selector_matches(svc.selector, w.labels) for w in changed
         )

@@ -75,6 +75,9 @@ class Workload:
     # `ports` map (service port name -> port on this workload).
     ports: Mapping[str, int] = field(default_factory=lambda: NO_PORTS)
     weight: int = 1  # WorkloadEntry weight (load-balancing weight of its endpoints)
+    # "namespace/name" of the one Service this workload serves, chosen by name, not by selector: a Kubernetes
+    # EndpointSlice endpoint without a Pod (its `ports` map is keyed by service port name). "" for all others.
+    service: str = ""
 
 
 @dataclass(frozen=True)

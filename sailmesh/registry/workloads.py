@@ -53,6 +53,7 @@ def _freeze(w: Workload) -> Workload:
         origin=w.origin,
         ports=MappingProxyType(dict(w.ports)),
         weight=w.weight,
+        service=w.service,
     )
 
 

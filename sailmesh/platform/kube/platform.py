@@ -1,0 +1,146 @@
+"""KubePlatform: one API server connection, the informers, and the store + registry they feed.
+
+Which resources are watched:
+- every kind of every CustomResourceDefinition whose group ends in `istio.io` (its served v1, else its storage
+  version), found by a CRD informer: a CRD installed later starts being watched then;
+- core Services, Secrets (not service-account tokens; gateways' `credentialName`), and the ConfigMap `istio` in
+  the root namespace (mesh config) -> KubeStore;
+- Pods, EndpointSlices, Nodes (locality) and Namespaces -> KubeRegistry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from sailmesh.errors import PlatformError
+from sailmesh.platform.kube.client import KubeConnection, connect
+from sailmesh.platform.kube.informer import Informer, KubeResource, Obj
+from sailmesh.platform.kube.registry import KubeRegistry
+from sailmesh.platform.kube.store import KubeStore
+from sailmesh.store.base import Validator, no_validation
+
+log = logging.getLogger(__name__)
+
+CRDS = KubeResource("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False)
+SERVICES = KubeResource("", "v1", "services", "Service")
+SECRETS = KubeResource("", "v1", "secrets", "Secret")
+CONFIGMAPS = KubeResource("", "v1", "configmaps", "ConfigMap")
+PODS = KubeResource("", "v1", "pods", "Pod")
+ENDPOINT_SLICES = KubeResource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
+NODES = KubeResource("", "v1", "nodes", "Node", False)
+NAMESPACES = KubeResource("", "v1", "namespaces", "Namespace", False)
+MESH_CONFIGMAP = "istio"
+
+
+def istio_kinds(crd: Mapping[str, Any]) -> KubeResource | None:
+    """The resource an Istio CRD defines (its served v1, else its storage version), or None for other CRDs."""
+    spec = crd.get("spec") or {}
+    group = str(spec.get("group") or "")
+    if not group.endswith("istio.io"):
+        return None
+    versions = [v for v in spec.get("versions") or () if isinstance(v, Mapping) and v.get("served")]
+    # the served v1 when there is one (what Istio's own clients read), else the storage version
+    storage = next((v for v in versions if v.get("name") == "v1"),
+                   next((v for v in versions if v.get("storage")), versions[0] if versions else None))
+    names = spec.get("names") or {}
+    if storage is None or not names.get("plural") or not names.get("kind"):
+        return None
+    return KubeResource(group, str(storage["name"]), str(names["plural"]), str(names["kind"]),
+                        spec.get("scope") != "Cluster")
+
+
+class _CrdWatcher:
+    """Starts an informer for each Istio CRD that appears (CRDs are not removed from the watch set)."""
+
+    def __init__(self, platform: KubePlatform) -> None:
+        self.platform = platform
+
+    def listed(self, resource: KubeResource, objs: list[Obj]) -> None:
+        for o in objs:
+            self.upserted(resource, o)
+
+    def upserted(self, resource: KubeResource, obj: Obj) -> None:
+        found = istio_kinds(obj)
+        if found is not None:
+            self.platform.watch_config(found)
+
+    def deleted(self, resource: KubeResource, obj: Obj) -> None:
+        return None  # the kind's own informer sees its objects go
+
+
+class KubePlatform:
+    """Config and workloads from one API server. start() lists everything once; stop() ends every watch."""
+
+    def __init__(self, kubeconfig: str, validator: Validator = no_validation, root_namespace: str = "istio-system",
+                 context: str | None = None, watch_timeout_s: int = 300) -> None:
+        self.kubeconfig = kubeconfig
+        self.context = context
+        self.root_namespace = root_namespace
+        self.watch_timeout_s = watch_timeout_s
+        self.store = KubeStore(validator)
+        self.registry = KubeRegistry()
+        self.conn: KubeConnection | None = None
+        self.informers: dict[KubeResource, Informer] = {}
+        self._tasks: dict[KubeResource, asyncio.Task[None]] = {}
+
+    def _informer(self, resource: KubeResource, handler: Any, namespace: str = "", field_selector: str = ""
+                  ) -> Informer:
+        assert self.conn is not None
+        inf = Informer(self.conn, resource, handler, namespace=namespace, field_selector=field_selector,
+                       watch_timeout_s=self.watch_timeout_s)
+        self.informers[resource] = inf
+        return inf
+
+    def watch_config(self, resource: KubeResource) -> None:
+        """Feed the store with one more kind (an Istio CRD); a kind already watched is left alone."""
+        if resource in self.informers or self.conn is None:
+            return
+        inf = self._informer(resource, self.store)
+        self._tasks[resource] = asyncio.create_task(inf.run(), name=f"kube-watch-{resource.plural}")
+        log.info("watching %s.%s", resource.plural, resource.group)
+
+    async def start(self, timeout_s: float = 30.0) -> None:
+        """Connect, start every informer, and wait until each has listed once (PlatformError on time-out)."""
+        self.conn = connect(self.kubeconfig, self.context)
+        self._informer(SERVICES, self.store)
+        self._informer(SECRETS, self.store, field_selector="type!=kubernetes.io/service-account-token")
+        self._informer(CONFIGMAPS, self.store, namespace=self.root_namespace,
+                       field_selector=f"metadata.name={MESH_CONFIGMAP}")
+        for r in (PODS, ENDPOINT_SLICES, NODES, NAMESPACES):
+            self._informer(r, self.registry)
+        self._informer(CRDS, _CrdWatcher(self))
+        for res, inf in list(self.informers.items()):
+            self._tasks[res] = asyncio.create_task(inf.run(), name=f"kube-watch-{res.plural}")
+        try:
+            await asyncio.wait_for(self.wait_synced(), timeout_s)
+        except TimeoutError as e:
+            late = [f"{r.plural} ({i.stats.last_error or 'no answer'})"
+                    for r, i in self.informers.items() if not i.synced.is_set()]
+            await self.stop()
+            raise PlatformError(f"Kubernetes API {self.kubeconfig}: not listed within {timeout_s:.0f}s: "
+                                + ", ".join(late)) from e
+        log.info("Kubernetes: %d resources, %d workloads from %s", len(self.store.keys()),
+                 len(self.registry.workloads()), self.conn.server)
+
+    async def wait_synced(self) -> None:
+        """Until every informer (including ones CRDs added meanwhile) has listed once."""
+        while True:
+            pending = [i for i in self.informers.values() if not i.synced.is_set()]
+            if not pending:
+                return
+            await asyncio.gather(*(i.synced.wait() for i in pending))
+
+    async def stop(self) -> None:
+        for t in self._tasks.values():
+            t.cancel()
+        for t in self._tasks.values():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks.clear()
+        if self.conn is not None:
+            await self.conn.close()
+            self.conn = None

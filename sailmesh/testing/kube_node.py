@@ -1,0 +1,229 @@
+"""A test-only node agent that plays kubelet (and scheduler) for one Node of a real API server.
+
+There is no kubelet here. `KubeNode` registers a Node (Ready, with topology labels), binds unscheduled Pods to
+it, gives each Pod an address 127.x.y.z from its block, runs the Pod's containers as local processes (sample
+images map to the project's sample apps; a container whose command starts with `sailmesh`, as the injected
+proxy's does, runs `python -m sailmesh ...`), and writes the Pod's status: podIP, phase, conditions, container
+statuses. A deleted (terminating) Pod's processes are stopped and its object removed, as the kubelet does.
+
+EndpointSlices come from the real kube-controller-manager when the cluster runs it (see docs/kubernetes.md for
+why slices cannot carry 127.x addresses); the control plane's registry takes pod-backed endpoints from Pods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sailmesh.platform.kube.client import KubeApiError, KubeConnection
+from sailmesh.platform.kube.informer import Informer, KubeResource, Obj
+from sailmesh.processes import die_with_parent
+
+log = logging.getLogger(__name__)
+
+PODS = KubeResource("", "v1", "pods", "Pod")
+# Sample images -> the project's sample apps (module, extra environment): the Bookinfo and httpbin images
+# Istio's manifests name. Matched by substring of the image reference.
+SAMPLE_IMAGES: tuple[tuple[str, str, dict[str, str]], ...] = (
+    ("examples-bookinfo-productpage", "sailmesh.samples.bookinfo.productpage", {}),
+    ("examples-bookinfo-details", "sailmesh.samples.bookinfo.details", {}),
+    ("examples-bookinfo-ratings", "sailmesh.samples.bookinfo.ratings", {}),
+    ("examples-bookinfo-reviews-v1", "sailmesh.samples.bookinfo.reviews",
+     {"SERVICE_VERSION": "v1", "ENABLE_RATINGS": "false"}),
+    ("examples-bookinfo-reviews-v2", "sailmesh.samples.bookinfo.reviews",
+     {"SERVICE_VERSION": "v2", "ENABLE_RATINGS": "true", "STAR_COLOR": "black"}),
+    ("examples-bookinfo-reviews-v3", "sailmesh.samples.bookinfo.reviews",
+     {"SERVICE_VERSION": "v3", "ENABLE_RATINGS": "true", "STAR_COLOR": "red"}),
+    ("httpbin", "sailmesh.samples.httpbin.app", {}),
+    ("curl", "sailmesh.samples.httpbin.sleep", {}),
+    ("sleep", "sailmesh.samples.httpbin.sleep", {}),
+)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def container_command(container: Mapping[str, Any]) -> tuple[list[str], dict[str, str]] | None:
+    """The local command (and extra env) for a container, or None when its image maps to nothing here."""
+    command = [str(c) for c in container.get("command") or ()] + [str(a) for a in container.get("args") or ()]
+    if command and command[0] == "sailmesh":
+        return [sys.executable, "-m", "sailmesh", *command[1:]], {}
+    if command and command[0] in ("python", "python3"):
+        return [sys.executable, *command[1:]], {}
+    image = str(container.get("image") or "")
+    for fragment, module, env in SAMPLE_IMAGES:
+        if fragment in image:
+            return [sys.executable, "-m", module], dict(env)
+    return None
+
+
+@dataclass
+class _RunningPod:
+    ip: str
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)  # containers whose image maps to nothing
+
+
+@dataclass
+class KubeNode:
+    """One node: `run()` until cancelled (then every process it started is stopped)."""
+
+    conn: KubeConnection
+    name: str
+    block: str  # "127.a.b": pod addresses are 127.a.b.2, .3, ...
+    workdir: Path
+    labels: dict[str, str] = field(default_factory=dict)  # e.g. topology.kubernetes.io/region
+    pods: dict[tuple[str, str], _RunningPod] = field(default_factory=dict)
+    _next_host: int = 2
+    _queue: asyncio.Queue[tuple[Obj, bool]] = field(default_factory=asyncio.Queue)  # (pod, deleted)
+
+    # -- informer handler (called synchronously; work goes to the queue) ----------------------------
+    def listed(self, resource: KubeResource, objs: list[Obj]) -> None:
+        for o in objs:
+            self._queue.put_nowait((o, False))
+
+    def upserted(self, resource: KubeResource, obj: Obj) -> None:
+        self._queue.put_nowait((obj, False))
+
+    def deleted(self, resource: KubeResource, obj: Obj) -> None:
+        self._queue.put_nowait((obj, True))
+
+    # -- main loop --------------------------------------------------------------------------------
+    async def run(self) -> None:
+        await self.register()
+        informer = Informer(self.conn, PODS, self)
+        watch = asyncio.create_task(informer.run())
+        try:
+            while True:
+                pod, deleted = await self._queue.get()
+                try:
+                    await self._sync(pod, deleted)
+                except KubeApiError as e:
+                    log.info("node %s: %s", self.name, e)
+        finally:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+            self.stop_all()
+
+    async def register(self) -> None:
+        """Create (or update) the Node object and mark it Ready."""
+        body = {"apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": self.name, "labels": {"kubernetes.io/hostname": self.name, **self.labels}}}
+        try:
+            await self.conn.send_json("POST", "/api/v1/nodes", body)
+        except KubeApiError as e:
+            if e.code != 409:
+                raise
+        status = {"status": {
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                            "message": "sailmesh test node agent", "lastHeartbeatTime": _now(),
+                            "lastTransitionTime": _now()}],
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": self.name}],
+            "nodeInfo": {"kubeletVersion": "sailmesh-test", "containerRuntimeVersion": "local-processes",
+                         "architecture": "amd64", "operatingSystem": "linux", "bootID": "", "kernelVersion": "",
+                         "kubeProxyVersion": "", "machineID": "", "osImage": "", "systemUUID": ""},
+            "capacity": {"cpu": "2", "memory": "8Gi", "pods": "110"},
+            "allocatable": {"cpu": "2", "memory": "8Gi", "pods": "110"}}}
+        await self.conn.send_json("PATCH", f"/api/v1/nodes/{self.name}/status", status,
+                                  "application/strategic-merge-patch+json")
+
+    async def _sync(self, pod: Obj, deleted: bool) -> None:
+        meta = pod.get("metadata") or {}
+        ns, name = str(meta.get("namespace")), str(meta.get("name"))
+        spec = pod.get("spec") or {}
+        node = spec.get("nodeName")
+        if deleted or meta.get("deletionTimestamp"):
+            await asyncio.to_thread(self._stop, (ns, name))
+            if not deleted and node == self.name:
+                # the kubelet's last word: the containers stopped, remove the object now
+                await self.conn.send_json("DELETE", f"/api/v1/namespaces/{ns}/pods/{name}",
+                                          {"gracePeriodSeconds": 0})
+            return
+        if not node:
+            await self.conn.send_json("POST", f"/api/v1/namespaces/{ns}/pods/{name}/binding", {
+                "apiVersion": "v1", "kind": "Binding", "metadata": {"name": name, "namespace": ns},
+                "target": {"apiVersion": "v1", "kind": "Node", "name": self.name}})
+            return
+        if node != self.name or (ns, name) in self.pods:
+            return
+        running = self._start(ns, name, pod)
+        await self._write_status(ns, name, pod, running)
+
+    def _address(self) -> str:
+        ip = f"{self.block}.{self._next_host}"
+        self._next_host += 1
+        return ip
+
+    def _start(self, ns: str, name: str, pod: Obj) -> _RunningPod:
+        running = _RunningPod(self._address())
+        self.pods[(ns, name)] = running
+        spec = pod.get("spec") or {}
+        logs = self.workdir / "pods" / ns / name
+        logs.mkdir(parents=True, exist_ok=True)
+        for c in spec.get("containers") or ():
+            cname = str(c.get("name"))
+            found = container_command(c)
+            if found is None:
+                running.missing.append(cname)
+                continue
+            cmd, extra = found
+            ports = [p.get("containerPort") for p in c.get("ports") or () if isinstance(p, Mapping)]
+            env = {**os.environ, "HOST": running.ip, "POD_NAME": name, "POD_NAMESPACE": ns,
+                   "INSTANCE_IP": running.ip, "SERVICE_ACCOUNT": str(spec.get("serviceAccountName") or "default"),
+                   **({"PORT": str(ports[0])} if ports else {}), **extra}
+            env.update({str(e["name"]): str(e["value"]) for e in c.get("env") or ()
+                        if isinstance(e, Mapping) and "value" in e})
+            with (logs / f"{cname}.log").open("wb") as out:
+                running.procs[cname] = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                                        stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
+            log.info("node %s: pod %s/%s container %s: %s", self.name, ns, name, cname, " ".join(cmd))
+        return running
+
+    async def _write_status(self, ns: str, name: str, pod: Obj, running: _RunningPod) -> None:
+        ready = "False" if running.missing else "True"
+        now = _now()
+        conds = [{"type": t, "status": s, "lastTransitionTime": now} for t, s in (
+            ("PodScheduled", "True"), ("Initialized", "True"), ("ContainersReady", ready), ("Ready", ready))]
+        statuses = []
+        for c in (pod.get("spec") or {}).get("containers") or ():
+            cname = str(c.get("name"))
+            ok = cname in running.procs
+            statuses.append({"name": cname, "image": str(c.get("image") or ""), "imageID": "", "ready": ok,
+                             "restartCount": 0, "started": ok,
+                             "state": {"running": {"startedAt": now}} if ok else
+                             {"waiting": {"reason": "ErrImagePull",
+                                          "message": "no local program for this image (sailmesh test node)"}}})
+        status = {"status": {"phase": "Running", "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}],
+                             "podIP": running.ip, "podIPs": [{"ip": running.ip}], "startTime": now,
+                             "conditions": conds, "containerStatuses": statuses}}
+        await self.conn.send_json("PATCH", f"/api/v1/namespaces/{ns}/pods/{name}/status", status,
+                                  "application/strategic-merge-patch+json")
+
+    def _stop(self, key: tuple[str, str]) -> None:
+        running = self.pods.pop(key, None)
+        for p in (running.procs.values() if running else ()):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in (running.procs.values() if running else ()):
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def stop_all(self) -> None:
+        """Stop every container process this node started."""
+        for key in list(self.pods):
+            self._stop(key)
