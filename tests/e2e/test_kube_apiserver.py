@@ -148,6 +148,14 @@ def _etcd(kube: KubeCluster, path: str, body: dict[str, object]) -> dict[str, ob
         return result
 
 
+# kube-controller-manager (when it was built) publishes this ConfigMap into every namespace
+ROOT_CA_CONFIGMAP = "kube-root-ca.crt"
+
+
+def _names(store: KubeStore) -> list[str]:
+    return [r.name for r in store.list("ConfigMap") if r.name != ROOT_CA_CONFIGMAP]
+
+
 async def test_a_watch_from_a_compacted_version_gets_410_and_the_informer_relists(kube: KubeCluster) -> None:
     """client-go's reflector rule: 410 Gone (the version was compacted away) -> list again; what was deleted while
     nobody watched disappears from the store."""
@@ -158,7 +166,7 @@ async def test_a_watch_from_a_compacted_version_gets_410_and_the_informer_relist
     inf = Informer(conn, CONFIGMAPS, store, namespace="kt-gone")
     try:
         await inf.list_now()
-        assert [r.name for r in store.list("ConfigMap")] == ["a"]
+        assert _names(store) == ["a"]
         # while nobody watches: "a" goes, "b" comes, and etcd compacts its history past the informer's version
         await kubectl(kube, "delete", "configmap", "a", "-n", "kt-gone")
         await kubectl(kube, "create", "configmap", "b", "-n", "kt-gone", "--from-literal=k=2")
@@ -167,7 +175,7 @@ async def test_a_watch_from_a_compacted_version_gets_410_and_the_informer_relist
         _etcd(kube, "/v3/kv/compaction", {"revision": revision, "physical": True})
         task = asyncio.create_task(inf.run())
         try:
-            await await_for(lambda: _async([r.name for r in store.list("ConfigMap")] == ["b"]), timeout=30,
+            await await_for(lambda: _async(_names(store) == ["b"]), timeout=30,
                             what="the re-list replaces the store's configmaps")
             assert inf.stats.relists_gone >= 1 and inf.stats.lists >= 2
         finally:

@@ -27,7 +27,7 @@ INVALID = {
     "name.yaml": (VS.format(name="Bad_Name") + "  http:\n  -" + ROUTE[5:],
                   "VirtualService default/Bad_Name: metadata.name"),
     "regex.yaml": (VS.format(name="bad-regex") + "  http:\n  - match:\n    - uri:\n        regex: \"(x\"\n" + ROUTE,
-                   "VirtualService default/bad-regex: spec.http[0].match[0].uri.regex"),
+                   "VirtualService default/bad-regex: spec.http[0].match[0].uri"),
 }
 
 
