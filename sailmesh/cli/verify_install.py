@@ -34,6 +34,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_state_dir(parser)
 
 
+def same_serial(envoy: object, ours: str) -> bool:
+    """Whether Envoy's hex serial (admin /certs, whole bytes: a leading zero when the top nibble is 0) is ours."""
+    try:
+        return isinstance(envoy, str) and bool(ours) and int(envoy, 16) == int(ours, 16)
+    except ValueError:
+        return False
+
+
 def _root(sd: str) -> tuple[Check, str]:
     path = os.path.join(sd, "controlplane", "root-cert.pem")
     try:
@@ -67,7 +75,7 @@ def _proxy(name: str, ip: str, port: int, root_serial: str, local: str) -> list[
             return out
         return [*out, Check(f"{name} certificate", False, "no workload certificate",
                             "check the agent's log for CSR errors (sailmesh bug-report)")]
-    issued = all(any(ca.get("serial_number") == root_serial for ca in c.get("ca_cert", [])) for c in chains)
+    issued = all(any(same_serial(ca.get("serial_number"), root_serial) for ca in c.get("ca_cert", [])) for c in chains)
     until = min(str(cert.get("expiration_time", "")) for c in chains for cert in c["cert_chain"])
     sans = sorted({s.get("uri", "") for c in chains for cert in c["cert_chain"] for s in cert.get("subject_alt_names",
                                                                                                    [])})

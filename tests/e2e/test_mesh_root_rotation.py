@@ -21,13 +21,14 @@ from tests.e2e.test_mesh_cert_rotation import CONFIG, Traffic, addresses
 pytestmark = pytest.mark.e2e
 
 
-def ca_serials(address: str) -> set[str]:
-    """The serials of the roots Envoy trusts (its ROOTCA and xds-root, from admin /certs)."""
-    return {ca["serial_number"] for entry in envoy_certs(address) for ca in entry.get("ca_cert", [])}
+def ca_serials(address: str) -> set[int]:
+    """The serials of the roots Envoy trusts (its ROOTCA and xds-root, from admin /certs; Envoy prints whole bytes
+    in hex, so a serial whose top nibble is 0 has a leading zero: compared as numbers)."""
+    return {int(ca["serial_number"], 16) for entry in envoy_certs(address) for ca in entry.get("ca_cert", [])}
 
 
-def serial_of(path: Path) -> str:
-    return format(x509.load_pem_x509_certificate(path.read_bytes()).serial_number, "x")
+def serial_of(path: Path) -> int:
+    return int(x509.load_pem_x509_certificate(path.read_bytes()).serial_number)
 
 
 @pytest.fixture

@@ -228,3 +228,12 @@ def test_kubectl_columns_age_and_label_selectors() -> None:
     svc = {"kind": "Service", "metadata": {"name": "r", "namespace": "default"},
            "spec": {"selector": {"app": "r"}, "ports": [{"port": 9080}]}}
     assert table_rows([svc], "Service", wide=True)[1][2:4] == ("9080/TCP", "app=r")
+
+
+def test_verify_install_compares_serials_as_numbers() -> None:
+    """Envoy's /certs prints a serial as whole bytes: a root whose top nibble is 0 shows a leading zero there
+    (CI caught verify-install calling such a mesh's certificates foreign)."""
+    from sailmesh.cli.verify_install import same_serial
+
+    assert same_serial("07ed744e5a", "7ed744e5a") and same_serial("ab", "AB")
+    assert not same_serial("07ed744e5b", "7ed744e5a") and not same_serial(None, "7e") and not same_serial("zz", "7e")
