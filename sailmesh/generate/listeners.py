@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TypeAlias
 
 from envoy.config.core.v3 import base_pb2, protocol_pb2
@@ -193,6 +194,20 @@ def inbound_listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> list[listener
     return out
 
 
+def outbound_tcp_proxy(snapshot: MeshSnapshot, proxy: ProxyView, stat_prefix: str,
+                       clusters: Sequence[tuple[str, int]]) -> lc.Filter:
+    """A client-side tcp_proxy to one cluster or weighted clusters, with tracing/access logs and the metrics log."""
+    tp = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix)
+    if len(clusters) == 1:
+        tp.cluster = clusters[0][0]
+    else:
+        for c, w in clusters:
+            tp.weighted_clusters.clusters.add(name=c, weight=w)
+    observability(tp, snapshot, proxy, resolve.CLIENT)
+    with_metrics_log(tp, snapshot, proxy, telemetry.SOURCE)
+    return lc.Filter(name=TCP_PROXY_NAME, typed_config=pack(tp))
+
+
 def gateway_bind_port(port: int) -> int:
     """The port a gateway server binds: ports below 1024 move up by 8000 (no root needed)."""
     return port + PRIVILEGED_PORT_SHIFT if port < 1024 else port
@@ -215,15 +230,7 @@ def gateway_listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> list[listener
             _listener(names.listener_name("0.0.0.0", port), proxy.ip, gateway_bind_port(port), base_pb2.OUTBOUND, nf)
         )
     for port, clusters in sorted(gateway_tcp_routes(snapshot, proxy).items()):
-        tp = tcp_proxy_pb2.TcpProxy(stat_prefix=f"outbound_0.0.0.0_{port}")
-        if len(clusters) == 1:
-            tp.cluster = clusters[0][0]
-        else:
-            for c, w in clusters:
-                tp.weighted_clusters.clusters.add(name=c, weight=w)
-        observability(tp, snapshot, proxy, resolve.CLIENT)
-        with_metrics_log(tp, snapshot, proxy, telemetry.SOURCE)
-        nf = lc.Filter(name=TCP_PROXY_NAME, typed_config=pack(tp))
+        nf = outbound_tcp_proxy(snapshot, proxy, f"outbound_0.0.0.0_{port}", clusters)
         out.append(
             _listener(names.listener_name("0.0.0.0", port), proxy.ip, gateway_bind_port(port), base_pb2.OUTBOUND, nf)
         )
@@ -251,15 +258,7 @@ def _gateway_tls_listener(snapshot: MeshSnapshot, proxy: ProxyView, port: int,
             with_metrics_log(h, snapshot, proxy, telemetry.SOURCE)  # gateways report as the source, as Istio's do
             nf = lc.Filter(name=HCM_NAME, typed_config=pack(h))
         else:
-            tp = tcp_proxy_pb2.TcpProxy(stat_prefix=f"outbound_0.0.0.0_{port}")
-            if len(chain.clusters) == 1:
-                tp.cluster = chain.clusters[0][0]
-            else:
-                for c, w in chain.clusters:
-                    tp.weighted_clusters.clusters.add(name=c, weight=w)
-            observability(tp, snapshot, proxy, resolve.CLIENT)
-            with_metrics_log(tp, snapshot, proxy, telemetry.SOURCE)
-            nf = lc.Filter(name=TCP_PROXY_NAME, typed_config=pack(tp))
+            nf = outbound_tcp_proxy(snapshot, proxy, f"outbound_0.0.0.0_{port}", chain.clusters)
         fc = lc.FilterChain(filters=[nf], filter_chain_match=lc.FilterChainMatch(server_names=chain.server_names))
         if chain.tls is not None:
             fc.transport_socket.name = TLS_TRANSPORT_SOCKET
@@ -296,14 +295,6 @@ def egress_listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> list[listener_
             clusters = egress_tcp_clusters(snapshot, proxy, port, hosts)
             if not clusters:
                 continue
-            tp = tcp_proxy_pb2.TcpProxy(stat_prefix=f"outbound_{bind}_{port}")
-            if len(clusters) == 1:
-                tp.cluster = clusters[0][0]
-            else:
-                for c, w in clusters:
-                    tp.weighted_clusters.clusters.add(name=c, weight=w)
-            observability(tp, snapshot, proxy, resolve.CLIENT)
-            with_metrics_log(tp, snapshot, proxy, telemetry.SOURCE)
-            nf = lc.Filter(name=TCP_PROXY_NAME, typed_config=pack(tp))
+            nf = outbound_tcp_proxy(snapshot, proxy, f"outbound_{bind}_{port}", clusters)
         out.append(_listener(names.listener_name(bind, port), bind, port, base_pb2.OUTBOUND, nf))
     return out
