@@ -5,7 +5,8 @@ from __future__ import annotations
 import builtins
 import datetime as dt
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from sailmesh.api.change import Change
 from sailmesh.api.resource import Resource, ResourceKey
@@ -23,10 +24,22 @@ from sailmesh.store.base import (
     sort_by_creation,
 )
 
+# top-level keys that are not content: identity, bookkeeping and what the mesh writes
+_NOT_CONTENT = frozenset({"apiVersion", "kind", "metadata", "spec", "status"})
+
+
+def _body(r: Resource) -> dict[str, Any]:
+    """The top-level fields beside `spec`: the content of kinds without one (ConfigMap and Secret `data`,
+    `stringData`, `type`)."""
+    raw = r.raw if isinstance(r.raw, Mapping) else {}
+    return {k: v for k, v in raw.items() if k not in _NOT_CONTENT}
+
 
 def _same_content(a: Resource, b: Resource) -> bool:
-    """Equal as config (spec, labels, annotations, apiVersion); generation and source do not count."""
-    return (a.api_version, a.spec, a.labels, a.annotations) == (b.api_version, b.spec, b.labels, b.annotations)
+    """Equal as config (spec and the other top-level fields, labels, annotations, apiVersion); generation and
+    source do not count."""
+    return (a.api_version, a.spec, a.labels, a.annotations) == (b.api_version, b.spec, b.labels, b.annotations) \
+        and _body(a) == _body(b)
 
 
 def _with_metadata(resource: Resource, created: str, generation: int) -> Resource:

@@ -99,7 +99,7 @@ def test_local_rate_limit_task_answers_429(mesh: RunningMesh, tmp_path) -> None:
     assert "accepted, not enforced" not in r.stderr  # EnvoyFilter patches are applied now
 
     # once the sidecar has the filter, at most 4 requests an hour pass; the next ones get Envoy's 429
-    got = wait_for(lambda: (lambda s: s if s[0] == 429 else None)(status(url)), timeout=30, interval=0.2,
+    got = wait_for(lambda: (lambda s: s if s[0] == 429 else None)(status(url)), timeout=90, interval=0.2,
                    what="a 429 from productpage's sidecar")
     code, headers, body = got
     assert code == 429 and body == "local_rate_limited"

@@ -104,3 +104,27 @@ async def test_watch_events_merge_and_skip_no_ops() -> None:
     w.close()
     with pytest.raises(StopAsyncIteration):
         await asyncio.wait_for(nxt, 5)
+
+
+@pytest.mark.parametrize("kind_and_body", [
+    ("ConfigMap", "data:\n  mesh: 'accessLogFile: {value}'\n"),
+    ("Secret", "type: Opaque\nstringData:\n  key: '{value}'\n"),
+])
+def test_kinds_without_spec_change_with_their_data(kind_and_body: tuple[str, str]) -> None:
+    # a ConfigMap's or Secret's content is `data` (Kubernetes has no spec there): re-applying the mesh ConfigMap
+    # with another provider port, or a gateway Secret with a new certificate, is an update, not "unchanged"
+    # (session 6: switching a tracing mesh from Zipkin to OpenTelemetry kept the old collector port)
+    kind, body = kind_and_body
+
+    def doc(value: str) -> Resource:
+        text = f"apiVersion: v1\nkind: {kind}\nmetadata: {{name: istio, namespace: istio-system}}\n" + \
+            body.format(value=value)
+        return parse_text(text, "cm.yaml").resources[0]
+
+    s = MemoryStore()
+    s.apply([doc("/tmp/a")])
+    assert s.apply([doc("/tmp/a")]).unchanged
+    res = s.apply([doc("/tmp/b")])
+    assert res.updated and s.revision == 2
+    got = s.get(kind, "istio-system", "istio")
+    assert got is not None and "/tmp/b" in str(got.raw)
