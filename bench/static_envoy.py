@@ -19,8 +19,45 @@ DIE_WITH_HARNESS = partial(die_with_parent, signal.SIGTERM)
 HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 
 
-def proxy_config(listen_port: int, upstream_port: int, admin_port: int, host: str = "127.0.0.1") -> dict[str, object]:
-    """Bootstrap of one plain-HTTP proxy: one listener, router filter only, one static cluster; no stats sinks."""
+TLS_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
+
+
+@dataclass
+class MtlsSide:
+    """One end of a hand-written mutual-TLS hop with the sidecars' TLS settings (generate/tls.py): TLS 1.2-1.3,
+    ECDSA P-256 SPIFFE certificates from one CA (Bootstrap secrets `default` and `ROOTCA`), Istio's ALPN, and
+    the peer's SPIFFE URI checked; no SDS, no metadata exchange, no RBAC."""
+
+    server: bool
+    secrets: list[dict[str, object]]
+    peer_uri: str
+
+    def transport_socket(self) -> dict[str, object]:
+        """The listener's DownstreamTlsContext (server) or the cluster's UpstreamTlsContext (client)."""
+        common = {
+            "tls_params": {"tls_minimum_protocol_version": "TLSv1_2", "tls_maximum_protocol_version": "TLSv1_3"},
+            "tls_certificate_sds_secret_configs": [{"name": "default"}],
+            "combined_validation_context": {
+                "default_validation_context": {"match_typed_subject_alt_names": [
+                    {"san_type": "URI", "matcher": {"exact": self.peer_uri}}]},
+                "validation_context_sds_secret_config": {"name": "ROOTCA"},
+            },
+            "alpn_protocols": ["istio-http/1.1", "istio", "http/1.1"] if self.server
+            else ["istio-peer-exchange", "istio"],
+        }
+        if self.server:
+            ctx: dict[str, object] = {"@type": TLS_TYPE + "DownstreamTlsContext", "common_tls_context": common,
+                                      "require_client_certificate": True}
+        else:
+            ctx = {"@type": TLS_TYPE + "UpstreamTlsContext", "common_tls_context": common, "sni": "bench-b"}
+        return {"name": "envoy.transport_sockets.tls", "typed_config": ctx}
+
+
+def proxy_config(listen_port: int, upstream_port: int, admin_port: int, host: str = "127.0.0.1",
+                 tls: MtlsSide | None = None) -> dict[str, object]:
+    """Bootstrap of one plain-HTTP proxy: one listener, router filter only, one static cluster; no stats sinks.
+
+    With `tls`, the listener (server side) or the cluster (client side) speaks mutual TLS as two sidecars do."""
     hcm = {
         "@type": HCM_TYPE,
         "stat_prefix": "bench",
@@ -35,26 +72,34 @@ def proxy_config(listen_port: int, upstream_port: int, admin_port: int, host: st
              "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
         ],
     }
-    return {
+    listener: dict[str, object] = {
+        "name": "in",
+        "address": {"socket_address": {"address": host, "port_value": listen_port}},
+        "filter_chains": [{"filters": [
+            {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}],
+    }
+    cluster: dict[str, object] = {
+        "name": "upstream",
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": "upstream", "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": {"socket_address": {"address": host, "port_value": upstream_port}}}}
+        ]}]},
+    }
+    boot: dict[str, object] = {
         "node": {"id": f"bench-static-{listen_port}", "cluster": "bench"},
         "admin": {"address": {"socket_address": {"address": host, "port_value": admin_port}}},
-        "static_resources": {
-            "listeners": [{
-                "name": "in",
-                "address": {"socket_address": {"address": host, "port_value": listen_port}},
-                "filter_chains": [{"filters": [
-                    {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}],
-            }],
-            "clusters": [{
-                "name": "upstream",
-                "type": "STATIC",
-                "connect_timeout": "1s",
-                "load_assignment": {"cluster_name": "upstream", "endpoints": [{"lb_endpoints": [
-                    {"endpoint": {"address": {"socket_address": {"address": host, "port_value": upstream_port}}}}
-                ]}]},
-            }],
-        },
+        "static_resources": {"listeners": [listener], "clusters": [cluster]},
     }
+    if tls is not None:
+        static = boot["static_resources"]
+        assert isinstance(static, dict)
+        static["secrets"] = tls.secrets
+        if tls.server:
+            listener["filter_chains"][0]["transport_socket"] = tls.transport_socket()  # type: ignore[index]
+        else:
+            cluster["transport_socket"] = tls.transport_socket()
+    return boot
 
 
 @dataclass
@@ -129,12 +174,16 @@ class StaticPair:
 
 
 def start_static_pair(backend_port: int, workdir: pathlib.Path, concurrency: int = 1,
-                      host: str = "127.0.0.1") -> StaticPair:
-    """Start B in front of the backend, then A in front of B; A's listener is the client-facing port."""
+                      host: str = "127.0.0.1", mtls: tuple[MtlsSide, MtlsSide] | None = None) -> StaticPair:
+    """Start B in front of the backend, then A in front of B; A's listener is the client-facing port.
+    `mtls`: (A's client side, B's server side) for a mutual-TLS hop between them."""
     b_port, a_port = free_port(host), free_port(host)
-    b = start_envoy(proxy_config(b_port, backend_port, free_port(host), host), workdir, "envoy-b", concurrency)
+    a_tls, b_tls = mtls if mtls is not None else (None, None)
+    b = start_envoy(proxy_config(b_port, backend_port, free_port(host), host, tls=b_tls), workdir, "envoy-b",
+                    concurrency)
     try:
-        a = start_envoy(proxy_config(a_port, b_port, free_port(host), host), workdir, "envoy-a", concurrency)
+        a = start_envoy(proxy_config(a_port, b_port, free_port(host), host, tls=a_tls), workdir, "envoy-a",
+                        concurrency)
     except BaseException:
         b.stop()
         raise

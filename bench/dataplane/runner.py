@@ -21,7 +21,16 @@ from typing import Any
 from bench.dataplane import analysis, loadgen, procstat
 from bench.dataplane.errors import BenchError
 from bench.dataplane.mesh import DEFAULT_TRANSPORT_NOTE, FactoryProvider, mesh_pair_factory
-from bench.dataplane.setups import Backend, PairFactory, SetupContext, SetupHandle, direct, start_backend, static_pair
+from bench.dataplane.setups import (
+    Backend,
+    PairFactory,
+    SetupContext,
+    SetupHandle,
+    direct,
+    start_backend,
+    static_mtls_pair,
+    static_pair,
+)
 from sailmesh.processes import envoy_binary
 
 
@@ -136,7 +145,7 @@ def _start(name: str, factory: PairFactory | None, backend: Backend, ctx: SetupC
     try:
         handle = factory(backend, ctx)
     except Exception as e:  # a mesh factory may fail in any way; the harness reports it and goes on
-        if name in ("direct", "static"):
+        if name in ("direct", "static", "static_mtls"):
             raise
         results[name] = {"label": analysis.LABELS[name], "available": False,
                          "reason": f"failed to start: {type(e).__name__}: {e}"}
@@ -145,7 +154,7 @@ def _start(name: str, factory: PairFactory | None, backend: Backend, ctx: SetupC
     try:
         check_setup(handle)
     except Exception as e:
-        if name in ("direct", "static"):
+        if name in ("direct", "static", "static_mtls"):
             raise BenchError(f"{name}: {e}") from e
         results[name] = {"label": analysis.LABELS[name], "available": False,
                          "reason": f"started but does not answer: {type(e).__name__}: {e}"}
@@ -238,7 +247,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     ok = False
     try:
         factories: dict[str, PairFactory | None] = {
-            "direct": direct, "static": static_pair,
+            "direct": direct, "static": static_pair, "static_mtls": static_mtls_pair,
             "mesh": cfg.mesh_provider("default"), "mesh_demo": cfg.mesh_provider("demo"),
         }
         for name, factory in factories.items():
@@ -255,7 +264,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
                 try:
                     collected[name].append(_measure(cfg, gen, handles[name], backend))
                 except Exception as e:  # a mesh set-up that breaks mid-run is reported; (1)/(2) failing is fatal
-                    if name in ("direct", "static"):
+                    if name in ("direct", "static", "static_mtls"):
                         raise
                     results[name].update(available=False, reason=f"failed during round {rnd + 1}: "
                                                                   f"{type(e).__name__}: {e}")

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bench.dataplane.errors import BenchError
-from bench.static_envoy import DIE_WITH_HARNESS, start_static_pair
+from bench.static_envoy import DIE_WITH_HARNESS, MtlsSide, start_static_pair
 from sailmesh.processes import free_port
 from sailmesh.testing.waiting import wait_for
 
@@ -105,4 +105,22 @@ def static_pair(backend: Backend, ctx: SetupContext) -> SetupHandle:
         url=f"http://{backend.host}:{pair.a.listen_port}/",
         envoy_pids={"envoy-a": pair.a.pid, "envoy-b": pair.b.pid},
         cleanup=pair.stop,
+    )
+
+
+def static_mtls_pair(backend: Backend, ctx: SetupContext) -> SetupHandle:
+    """(2m) the static pair with a mutual-TLS hop between A and B, TLS set as the sidecars set it: the floor for
+    the mesh pair's mTLS (issue 9's "mTLS pair against the static mTLS Envoy pair")."""
+    from bench.dataplane.sidecar_static import static_secrets  # the CA and certificates the A/B copies use
+    from sailmesh.api.identity import Identity
+
+    client, server = Identity("cluster.local", "default", "bench-a"), Identity("cluster.local", "default", "bench-b")
+    mtls = (MtlsSide(server=False, secrets=static_secrets(client), peer_uri=server.uri),
+            MtlsSide(server=True, secrets=static_secrets(server), peer_uri=client.uri))
+    pair = start_static_pair(backend.port, ctx.workdir / "static-mtls", ctx.envoy_concurrency, backend.host, mtls)
+    return SetupHandle(
+        url=f"http://{backend.host}:{pair.a.listen_port}/",
+        envoy_pids={"envoy-a": pair.a.pid, "envoy-b": pair.b.pid},
+        cleanup=pair.stop,
+        transport="mutual TLS 1.3 (ECDSA P-256 SPIFFE certificates, Istio's ALPN), HTTP/1.1",
     )

@@ -31,8 +31,9 @@ def _check_measured(r: dict, rate: float) -> None:
     assert r["backend"]["cpu_s"] >= 0
 
 
-def test_smoke_cli_runs_all_four_setups(tmp_path) -> None:
-    """`--smoke` measures (1) direct, (2) the static pair and (3)/(4) the real sailmesh sidecar pair."""
+def test_smoke_cli_runs_all_five_setups(tmp_path) -> None:
+    """`--smoke` measures (1) direct, (2) the static pair, (2m) the static mTLS pair and (3)/(4) the real sailmesh
+    sidecar pair."""
     out = tmp_path / "smoke.json"
     p = subprocess.run([sys.executable, "-m", "bench.dataplane", "--smoke", "--json", str(out)],
                        cwd=ROOT, capture_output=True, text=True, timeout=180, env=dict(os.environ))
@@ -49,9 +50,11 @@ def test_smoke_cli_runs_all_four_setups(tmp_path) -> None:
     s = doc["setups"]
     _check_measured(s["direct"], rate)
     _check_measured(s["static"], rate)
+    _check_measured(s["static_mtls"], rate)  # (2m): the same pair with a mutual-TLS hop (it must answer through TLS)
     assert s["direct"]["envoys"] == {}
-    assert set(s["static"]["envoys"]) == {"envoy-a", "envoy-b"}
-    for e in s["static"]["envoys"].values():
+    assert set(s["static"]["envoys"]) == set(s["static_mtls"]["envoys"]) == {"envoy-a", "envoy-b"}
+    assert "mutual TLS" in s["static_mtls"]["transport"]
+    for e in [*s["static"]["envoys"].values(), *s["static_mtls"]["envoys"].values()]:
         assert e["cpu_s"] > 0 and 0 < e["vcpu"] < 2.0
         assert 5 < e["peak_rss_mb"] < 4 * TARGET_RSS_MB
         assert 0 < e["rss_anon_mb"] < e["peak_rss_mb"]
@@ -68,9 +71,9 @@ def test_smoke_cli_runs_all_four_setups(tmp_path) -> None:
             assert 5 < e["peak_rss_mb"] < 4 * TARGET_RSS_MB
         assert s[name]["fixed_rate"]["p50_ms"] > 0.8 * s["direct"]["fixed_rate"]["p50_ms"]
     assert any("not implemented yet" in n for n in s["mesh_demo"]["notes"]), s["mesh_demo"]["notes"]
-    for key in ("mesh/direct", "mesh/static", "mesh_demo/static"):
+    for key in ("mesh/direct", "mesh/static", "mesh/static_mtls", "mesh_demo/static"):
         assert all(v is not None and v > 0 for v in doc["ratios"]["latency"][key].values()), doc["ratios"]
-    for name in ("static", "mesh", "mesh_demo"):
+    for name in ("static", "static_mtls", "mesh", "mesh_demo"):
         assert doc["ratios"]["added_ms"][name]["p50"] is not None
     assert all(t["value"] is not None for t in doc["targets"] if "per sidecar" in t["target"]), doc["targets"]
     assert "(3) sailmesh pair" in p.stdout and "not available yet" not in p.stdout
@@ -92,7 +95,7 @@ def test_pluggable_pair_factory_fills_setups_3_and_4(tmp_path) -> None:
     for name in ("direct", "static", "mesh", "mesh_demo"):
         _check_measured(doc["setups"][name], cfg.rate)
     assert doc["setups"]["mesh"]["transport"] == DEFAULT_TRANSPORT_NOTE
-    for key in ("mesh/direct", "mesh/static", "mesh_demo/static"):
+    for key in ("mesh/direct", "mesh/static", "mesh/static_mtls", "mesh_demo/static"):
         assert all(v is not None and v > 0 for v in doc["ratios"]["latency"][key].values()), doc["ratios"]
     assert all(t["value"] is not None for t in doc["targets"] if "per sidecar" in t["target"])
 

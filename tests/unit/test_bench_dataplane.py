@@ -123,6 +123,20 @@ def test_ratios_and_targets() -> None:
     assert all(t["pass"] is None for (s, _), t in rows.items() if s == "mesh_demo")
 
 
+def test_mesh_pair_against_the_static_mtls_pair() -> None:
+    # issue 9's target: the (mTLS) sidecar pair's added latency within 1.1x the static mTLS pair's
+    results = {"direct": _setup(0.2, 0.4, 1.0), "static": _setup(0.6, 1.0, 2.0),
+               "static_mtls": _setup(0.7, 1.2, 2.5), "mesh": _setup(0.74, 1.4, 3.0)}
+    rat = analysis.ratios(results)
+    assert rat["added_ms"]["static_mtls"]["p50"] == pytest.approx(0.5)
+    assert rat["added_ratio"]["mesh/static_mtls"]["p50"] == pytest.approx(1.08)  # 0.54 / 0.5
+    assert rat["added_ratio"]["mesh/static_mtls"]["p90"] == pytest.approx(1.25)  # 1.0 / 0.8
+    rows = {(t["setup"], t["target"]): t for t in analysis.targets(results, rat)}
+    assert rows[("mesh", "added latency p50 vs static mTLS pair")]["pass"] is True
+    assert rows[("mesh", "added latency p90 vs static mTLS pair")]["pass"] is False
+    assert ("mesh_demo", "added latency p50 vs static mTLS pair") not in rows
+
+
 def test_added_ratio_skipped_when_static_adds_nothing() -> None:
     results = {"direct": _setup(0.5, 1, 2), "static": _setup(0.5, 1, 2), "mesh": _setup(0.6, 1, 2)}
     assert analysis.ratios(results)["added_ratio"]["mesh/static"]["p50"] is None
