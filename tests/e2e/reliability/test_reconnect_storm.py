@@ -19,11 +19,15 @@ import time
 import urllib.request
 from typing import Any
 
+import pytest
+
 from tests.e2e.reliability.support import Traffic, address, report, start_mesh, virtual_service
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 CLIENTS = 500 if os.environ.get("SAILMESH_RELIABILITY_FULL") else 100
 CHANGE_EVERY_S = 0.25
+# the full runs last longer than the suite's 300 s per test (pyproject's pytest-timeout)
+pytestmark = pytest.mark.timeout(600 if CLIENTS > 100 else 300)
 
 
 def _proxies(n: int) -> list[dict[str, Any]]:

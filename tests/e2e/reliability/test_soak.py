@@ -9,6 +9,8 @@ import os
 import pathlib
 import time
 
+import pytest
+
 from tests.e2e.platform_support import envoy_pids, recorded
 from tests.e2e.reliability.support import (
     MIB,
@@ -24,6 +26,8 @@ from tests.e2e.reliability.support import (
 SOAK_S = float(os.environ.get("SAILMESH_SOAK_SECONDS", "120"))
 SAMPLE_EVERY_S = 5.0
 CHANGE_EVERY_S = 2.0
+# the full runs last longer than the suite's 300 s per test (pyproject's pytest-timeout)
+pytestmark = pytest.mark.timeout(SOAK_S + 600)
 
 
 def test_soak_memory_stays_bounded_under_traffic_and_changes(tmp_path: pathlib.Path) -> None:
