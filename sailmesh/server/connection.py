@@ -269,7 +269,13 @@ class Connection:
                         self._awaiting = CLUSTER
                         self._await_deadline = time.monotonic() + CLUSTER_ACK_TIMEOUT_S
                     began = time.monotonic()
-                    sent = await self.respond(self.types[type_url], send, force=False, started=push.started)
+                    # a write blocked past the stall threshold (the proxy does not read) gives the slot back, as it
+                    # gives its budget bytes back: a stalled stream must not hold up everyone's pushes
+                    stalled = asyncio.get_running_loop().call_later(self.budget.stall_s, self.slots.release, self)
+                    try:
+                        sent = await self.respond(self.types[type_url], send, force=False, started=push.started)
+                    finally:
+                        stalled.cancel()
                     if sent:
                         self.metrics.push_time.observe(time.monotonic() - began, type=type_label(type_url))
                     if holds_back and not sent and self._awaiting == CLUSTER:
