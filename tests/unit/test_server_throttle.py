@@ -122,3 +122,14 @@ async def test_streams_past_the_rate_are_refused_with_resource_exhausted(source)
         for r in raws:
             await r.close()
         await srv.stop(0)
+
+
+def test_settings_read_istio_style_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sailmesh.settings import Settings
+
+    monkeypatch.delenv("SAILMESH_PUSH_THROTTLE", raising=False)
+    monkeypatch.delenv("SAILMESH_MAX_REQUESTS_PER_SECOND", raising=False)
+    assert (Settings().push_throttle, Settings().xds_streams_per_s) == (100, 100.0)  # measured defaults
+    monkeypatch.setenv("SAILMESH_PUSH_THROTTLE", "0")
+    monkeypatch.setenv("SAILMESH_MAX_REQUESTS_PER_SECOND", "12.5")
+    assert (Settings().push_throttle, Settings().xds_streams_per_s) == (0, 12.5)
