@@ -129,7 +129,7 @@ def test_settings_read_istio_style_variables(monkeypatch: pytest.MonkeyPatch) ->
 
     monkeypatch.delenv("SAILMESH_PUSH_THROTTLE", raising=False)
     monkeypatch.delenv("SAILMESH_MAX_REQUESTS_PER_SECOND", raising=False)
-    assert (Settings().push_throttle, Settings().xds_streams_per_s) == (100, 100.0)  # measured defaults
+    assert (Settings().push_throttle, Settings().xds_streams_per_s) == (100, 0.0)  # measured defaults
     monkeypatch.setenv("SAILMESH_PUSH_THROTTLE", "0")
     monkeypatch.setenv("SAILMESH_MAX_REQUESTS_PER_SECOND", "12.5")
     assert (Settings().push_throttle, Settings().xds_streams_per_s) == (0, 12.5)
