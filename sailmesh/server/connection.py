@@ -255,7 +255,7 @@ class Connection:
             # A push's responses go out only while this connection holds a push slot (the throttle); without
             # one it is queued, keeps serving requests and is woken when a slot is granted.
             if self._awaiting is None and (inflight or self._pending is not None) \
-                    and self.slots.claim(self, self._wake.set):
+                    and self.slots.claim(self, self._wake.set, front=bool(inflight)):
                 if not inflight and self._pending is not None:
                     push, self._pending = self._pending, None
                     self.pushes += 1

@@ -30,9 +30,10 @@ class PushSlots:
         # called with the seconds a granted holder queued (pilot_proxy_queue_time)
         self.on_grant: Callable[[float], None] | None = None
 
-    def claim(self, holder: object, wake: Callable[[], None]) -> bool:
+    def claim(self, holder: object, wake: Callable[[], None], front: bool = False) -> bool:
         """True when `holder` holds a slot (now, or granted earlier); else it is queued and `wake` is called once
-        a slot is granted to it."""
+        a slot is granted to it. `front`: a push already under way (it gave its slot back while waiting for the
+        proxy's ACK) finishes before new ones start, as if it had kept its slot (Istio's holds one per push)."""
         if self.limit <= 0 or holder in self._holders:
             return True
         if holder in self._queued:
@@ -40,7 +41,7 @@ class PushSlots:
         if len(self._holders) < self.limit and not self._queue:
             self._holders.add(holder)
             return True
-        self._queue.append((holder, wake, time.monotonic()))
+        (self._queue.appendleft if front else self._queue.append)((holder, wake, time.monotonic()))
         self._queued.add(holder)
         self.waits += 1
         self.peak_queue = max(self.peak_queue, len(self._queue))

@@ -51,6 +51,15 @@ def test_slots_release_keeps_a_queued_holder_queued() -> None:
     assert woken == ["b"]
 
 
+def test_a_push_under_way_goes_first() -> None:
+    slots, woken = PushSlots(1), []
+    slots.claim("a", lambda: None)
+    slots.claim("new", lambda: woken.append("new"))
+    slots.claim("resumed", lambda: woken.append("resumed"), front=True)  # gave its slot back for an ACK
+    slots.release("a")
+    assert woken == ["resumed"]
+
+
 def test_no_limit_never_queues() -> None:
     slots = PushSlots(0)
     assert all(slots.claim(i, lambda: None) for i in range(1000))
