@@ -68,6 +68,10 @@ class Settings:
     log_level: str = field(default_factory=lambda: _env("LOG_LEVEL", "info"))
     # A response write blocked this long ends the proxy's stream (Istio's PILOT_XDS_SEND_TIMEOUT); 0: no limit.
     xds_send_timeout_s: float = field(default_factory=lambda: float(_env("XDS_SEND_TIMEOUT", "30")))
+    # Connections sending a push at once (Istio's PILOT_PUSH_THROTTLE) and new xDS streams admitted per second
+    # (Istio's PILOT_MAX_REQUESTS_PER_SECOND); 0: no limit. Defaults measured in docs/reliability.md.
+    push_throttle: int = field(default_factory=lambda: int(_env("PUSH_THROTTLE", "100")))
+    xds_streams_per_s: float = field(default_factory=lambda: float(_env("MAX_REQUESTS_PER_SECOND", "0")))
 
 
 def load() -> Settings:

@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from sailmesh.agent import grpchealth
 from sailmesh.agent.admin import EnvoyAdmin
 from sailmesh.errors import AgentError
 from sailmesh.processes import PID_HEADER
@@ -85,12 +86,21 @@ def tcp_app_check(ip: str, ports: Sequence[int], timeout: float = 1.0) -> Callab
 
 
 def probe_check(ip: str, probe: Mapping[str, Any]) -> Callable[[], Awaitable[str | None]]:
-    """The app's readinessProbe as Istio's agent runs a rewritten one: httpGet (ready on 200-399, as the kubelet)
-    or tcpSocket, straight to the app's port (not through Envoy). `probe`: platform/probes.py Probe.to_json."""
+    """The app's readinessProbe as Istio's agent runs a rewritten one: httpGet (ready on 200-399, as the kubelet),
+    tcpSocket or grpc (grpc.health.v1 SERVING), straight to the app's port (not through Envoy). `probe`:
+    platform/probes.py Probe.to_json."""
     kind, port = str(probe.get("kind", "")), int(probe.get("port", 0))
     timeout = float(probe.get("timeoutSeconds", 1.0))
     if kind == "tcpSocket":
         return tcp_app_check(ip, [port], timeout)
+    if kind == "grpc":
+        service = str(probe.get("service") or "")
+
+        async def grpc_check() -> str | None:
+            why = await grpchealth.check(ip, port, service, timeout)
+            return None if why is None else f"app readiness probe {why}"
+
+        return grpc_check
     scheme = "https" if str(probe.get("scheme", "HTTP")).upper() == "HTTPS" else "http"
     url = f"{scheme}://{ip}:{port}{probe.get('path') or '/'}"
     headers = {str(k): str(v) for k, v in probe.get("headers") or []}

@@ -1,7 +1,8 @@
 """The app's probes as Istio's pilot-agent serves rewritten ones: the injector points the kubelet's probes at
 `<pod>:15020/app-health/<container>/livez|readyz|startupz` and hands the agent the originals (ISTIO_KUBE_APP_PROBERS:
 path -> probe); the agent runs the original against the app and answers with its status code only (an HTTP probe:
-the app's code, body stripped; a TCP probe: 200 when the port accepts; an error: 500; an unknown path: 404)."""
+the app's code, body stripped; a TCP probe: 200 when the port accepts; a gRPC probe: 200 when grpc.health.v1
+answers SERVING; an error: 500; an unknown path: 404)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from sailmesh.agent import grpchealth
 from sailmesh.errors import AgentError
 
 APP_HEALTH_ROUTE = "/app-health/{container}/{probe}"
@@ -48,9 +50,19 @@ def prober(ip: str, path: str, spec: Any) -> Prober:
             return 200, ""
 
         return tcp
+    if isinstance(spec.get("grpc"), dict):
+        # Istio's handleAppProbeGRPC: grpc.health.v1 Health/Check; 200 on SERVING, 500 otherwise
+        port = _port(spec["grpc"], path)
+        service = str(spec["grpc"].get("service") or "")
+
+        async def grpc_check() -> tuple[int, str]:
+            why = await grpchealth.check(ip, port, service, timeout)
+            return (200, "") if why is None else (500, why)
+
+        return grpc_check
     h = spec.get("httpGet")
     if not isinstance(h, dict):
-        raise AgentError(f"app prober {path}: needs httpGet or tcpSocket")
+        raise AgentError(f"app prober {path}: needs httpGet, tcpSocket or grpc")
     port = _port(h, path)
     scheme = "https" if str(h.get("scheme", "HTTP")).upper() == "HTTPS" else "http"
     url = f"{scheme}://{ip}:{port}{h.get('path') or '/'}"

@@ -144,7 +144,9 @@ class ControlPlane:
                               self.mesh_file, jwks=self.jwks.keys())
         self._follow_config(self.snapshot, Change.everything())
         self.source = MeshSource(self.snapshot)
-        self.server = AdsServer(self.source, self.xds_metrics, write_timeout=self.settings.xds_send_timeout_s)
+        self.server = AdsServer(self.source, self.xds_metrics, write_timeout=self.settings.xds_send_timeout_s,
+                                push_throttle=self.settings.push_throttle,
+                                streams_per_s=self.settings.xds_streams_per_s)
         self.identity = MeshIdentity(self.opts.state_dir, self.opts.cacerts_dir,
                                      CaOptions(trust_domain=self.snapshot.mesh.trust_domain,
                                                min_ttl_s=self.opts.min_cert_ttl_s),

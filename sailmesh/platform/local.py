@@ -328,7 +328,8 @@ class LocalMesh:
                                          labels=mesh_labels(inst), sa=inst.service_account,
                                          app_ports=dict(inst.app_ports)), "--probe-app",
                  "--min-drain-seconds", str(MIN_DRAIN_S),
-                 *(["--readiness-probe", inst.readiness_probe.to_json()] if inst.readiness_probe else []),
+                 *(["--readiness-probe", inst.readiness_probe.to_json()]
+                   if inst.readiness_probe and inst.readiness_probe.rewritten else []),
                  *(["--app-probers", inst.app_probers()] if inst.probes() else [])],
                 env, inst.ip,
             )
@@ -436,7 +437,7 @@ class LocalMesh:
             return
         hooks = Hooks(alive=lambda: p.proc.returncode is None and not self._stopping,
                       mark=self._mark, kill=functools.partial(self._kill_app, p), say=self.say)
-        self._track(asyncio.create_task(AppProber(inst, hooks, self.settings.proxy.agent_metrics).run()))
+        self._track(asyncio.create_task(AppProber(inst, hooks, self.settings.proxy.agent_metrics, p.env).run()))
 
     async def _kill_app(self, p: _Proc, reason: str, grace: float = KILL_GRACE_S) -> None:
         """What a kubelet does to a container that failed its liveness or startup probe: stop it (SIGTERM, SIGKILL

@@ -1,7 +1,8 @@
-"""A LocalWorkload's readinessProbe, livenessProbe and startupProbe (Kubernetes' fields, httpGet and tcpSocket)
-rewritten the way Istio's injector rewrites app probes: the sidecar's agent serves each on its status port
-(15020) as `/app-health/<container>/readyz|livez|startupz` and runs it against the app directly (the app port, not
-through Envoy); the sidecar's readiness (15021) includes the readinessProbe."""
+"""A LocalWorkload's readinessProbe, livenessProbe and startupProbe (Kubernetes' fields: httpGet, tcpSocket, grpc,
+exec) rewritten the way Istio's injector rewrites app probes: the sidecar's agent serves each httpGet, tcpSocket and
+grpc probe on its status port (15020) as `/app-health/<container>/readyz|livez|startupz` and runs it against the
+app directly (the app port, not through Envoy); the sidecar's readiness (15021) includes the readinessProbe. An
+exec probe is not rewritten (Istio leaves it to the kubelet): the platform runs its command as a kubelet would."""
 
 from __future__ import annotations
 
@@ -29,8 +30,8 @@ def app_health_path(container: str, field: str) -> str:
 class Probe:
     """A readiness probe whose port is the app's real port (containerPort or name resolved)."""
 
-    kind: str  # httpGet | tcpSocket
-    port: int
+    kind: str  # httpGet | tcpSocket | grpc | exec
+    port: int = 0  # exec: none
     path: str = "/"
     scheme: str = "HTTP"
     headers: tuple[tuple[str, str], ...] = ()
@@ -39,17 +40,27 @@ class Probe:
     timeout_s: float = 1.0
     success_threshold: int = 1
     failure_threshold: int = 3
+    command: tuple[str, ...] = ()  # exec.command
+    service: str = ""  # grpc.service: the name sent in grpc.health.v1 HealthCheckRequest ("" = the server)
+
+    @property
+    def rewritten(self) -> bool:
+        """Istio's injector rewrites httpGet, tcpSocket and grpc probes to the agent; exec stays the kubelet's."""
+        return self.kind != "exec"
 
     def to_json(self) -> str:
         """What the agent's --readiness-probe takes."""
         return json.dumps({"kind": self.kind, "port": self.port, "path": self.path, "scheme": self.scheme,
-                           "headers": [list(h) for h in self.headers], "timeoutSeconds": self.timeout_s})
+                           "headers": [list(h) for h in self.headers], "timeoutSeconds": self.timeout_s,
+                           "service": self.service})
 
     def prober(self) -> dict[str, Any]:
         """The original probe as Istio's injector hands it to the agent (one ISTIO_KUBE_APP_PROBERS value), its port
         the app's real port."""
         if self.kind == "tcpSocket":
             return {"tcpSocket": {"port": self.port}, "timeoutSeconds": self.timeout_s}
+        if self.kind == "grpc":
+            return {"grpc": {"port": self.port, "service": self.service}, "timeoutSeconds": self.timeout_s}
         return {"httpGet": {"path": self.path, "port": self.port, "scheme": self.scheme,
                             "httpHeaders": [{"name": n, "value": v} for n, v in self.headers]},
                 "timeoutSeconds": self.timeout_s}
@@ -71,8 +82,8 @@ def _port(value: Any, named: Mapping[str, int], app_ports: Mapping[int, int], wh
 
 def parse(spec: Any, named: Mapping[str, int], app_ports: Mapping[int, int], where: str,
           field: str = "readinessProbe") -> Probe | None:
-    """The probe of `spec` (None when absent); PlatformError for what cannot be run here (exec, grpc) and for
-    fields this platform does not act on (never accepted silently)."""
+    """The probe of `spec` (None when absent); PlatformError for a malformed probe and for fields this platform
+    does not act on (never accepted silently)."""
     if spec is None:
         return None
     if not isinstance(spec, dict):
@@ -82,10 +93,8 @@ def parse(spec: Any, named: Mapping[str, int], app_ports: Mapping[int, int], whe
         raise PlatformError(f"{where}: not supported by the embedded platform: {', '.join(unknown)}")
     handlers = [k for k in HANDLERS if k in spec]
     if len(handlers) != 1:
-        raise PlatformError(f"{where}: needs exactly one of httpGet, tcpSocket")
+        raise PlatformError(f"{where}: needs exactly one of {', '.join(HANDLERS)}")
     kind = handlers[0]
-    if kind not in ("httpGet", "tcpSocket"):
-        raise PlatformError(f"{where}.{kind}: not supported by the embedded platform (use httpGet or tcpSocket)")
     h = spec[kind] if isinstance(spec[kind], dict) else {}
     timing = {k: spec.get(k, d) for k, d in DEFAULTS.items()}
     if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in timing.values()):
@@ -93,12 +102,27 @@ def parse(spec: Any, named: Mapping[str, int], app_ports: Mapping[int, int], whe
     if field != "readinessProbe" and timing["successThreshold"] not in (0, 1):
         # Kubernetes' validation: "Must be 1 for liveness and startup"
         raise PlatformError(f"{where}.successThreshold must be 1 for a {field}")
+    extra: dict[str, Any] = {}
+    if kind == "exec":
+        command = h.get("command")
+        if not isinstance(command, list) or not command or not all(isinstance(c, str) for c in command):
+            raise PlatformError(f"{where}.exec.command must be a non-empty list of strings")
+        extra["command"] = tuple(command)
+    elif kind == "grpc":
+        number = h.get("port")
+        if not isinstance(number, int) or isinstance(number, bool):  # Kubernetes: a number, no named port
+            raise PlatformError(f"{where}.grpc.port must be a port number (gRPC probes take no port names)")
+        service = h.get("service", "")
+        if not isinstance(service, str):
+            raise PlatformError(f"{where}.grpc.service must be a string")
+        extra["service"] = service
     scheme = str(h.get("scheme", "HTTP")).upper()
     if scheme not in ("HTTP", "HTTPS"):
         raise PlatformError(f"{where}.httpGet.scheme must be HTTP or HTTPS")
     headers = tuple((str(x.get("name", "")), str(x.get("value", ""))) for x in h.get("httpHeaders") or []
                     if isinstance(x, dict))
-    return Probe(kind=kind, port=_port(h.get("port"), named, app_ports, f"{where}.{kind}"),
+    port = 0 if kind == "exec" else _port(h.get("port"), named, app_ports, f"{where}.{kind}")
+    return Probe(kind=kind, port=port, **extra,
                  path=str(h.get("path") or "/"), scheme=scheme, headers=headers,
                  initial_delay_s=float(timing["initialDelaySeconds"]), period_s=float(timing["periodSeconds"] or 10),
                  timeout_s=float(timing["timeoutSeconds"] or 1), success_threshold=int(timing["successThreshold"] or 1),

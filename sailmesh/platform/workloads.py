@@ -65,8 +65,9 @@ class Instance:
 
     def app_probers(self) -> str:
         """Its probes as Istio's ISTIO_KUBE_APP_PROBERS (rewritten path -> original probe), for its agent; the
-        container is named after the workload."""
-        return json.dumps({app_health_path(self.workload, f): p.prober() for f, p in self.probes().items()})
+        container is named after the workload. Exec probes are not rewritten (the platform runs them)."""
+        return json.dumps({app_health_path(self.workload, f): p.prober() for f, p in self.probes().items()
+                           if p.rewritten})
 
     @property
     def named_ports(self) -> dict[str, int]:

@@ -23,6 +23,7 @@ from sailmesh.server.limits import MAX_REQUEST_BYTES, Limits, RequestRefused
 from sailmesh.server.metrics import XdsMetrics
 from sailmesh.server.sotw import SotwConnection
 from sailmesh.server.source import ResourceSource
+from sailmesh.server.throttle import PushSlots, StreamRate
 from sailmesh.xds.logtext import printable
 from sailmesh.xds.push import PushRequest
 
@@ -105,9 +106,16 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
 
     def __init__(self, source: ResourceSource, metrics: XdsMetrics | None = None, *,
                  write_timeout: float = WRITE_TIMEOUT_S, budget: SendBudget | None = None,
-                 limits: Limits | None = None) -> None:
+                 limits: Limits | None = None, push_throttle: int = 0, streams_per_s: float = 0.0,
+                 stream_burst: int = 1) -> None:
         self.source = source
         self.metrics = metrics or XdsMetrics()
+        # Istio's PILOT_PUSH_THROTTLE (connections sending a push at once) and PILOT_MAX_REQUESTS_PER_SECOND (new
+        # streams admitted per second); 0: no limit
+        self.slots = PushSlots(push_throttle)
+        self.slots.on_grant = lambda waited: self.metrics.queue_time.observe(waited)
+        self.stream_rate = StreamRate(streams_per_s, stream_burst)
+        self._rate_logged = 0.0
         self._connections: dict[str, Connection] = {}
         self.hashes = HashCache()
         self.budget = budget or SendBudget()  # bytes of responses built and not yet sent, across all connections
@@ -188,6 +196,9 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
     async def _serve_stream(
         self, request_iterator: AsyncIterator[Message], context: Context, *, delta: bool
     ) -> None:
+        if not await self.stream_rate.admit():
+            self._rate_limited(context.peer())
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "request rate limit exceeded")
         try:
             first = await anext(aiter(request_iterator))
         except StopAsyncIteration:
@@ -217,7 +228,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"proxy {shown} refused: {e}")
         conn_id = f"{node.id}-{next(self._ids)}"
         cls = DeltaConnection if delta else SotwConnection
-        conn = cls(conn_id, node, handle, self.source, self.metrics, self.hashes, self.budget, self.limits)
+        conn = cls(conn_id, node, handle, self.source, self.metrics, self.hashes, self.budget, self.limits,
+                   self.slots)
         conn.peer = context.peer()
         conn.identities = identities
         self._connections[conn_id] = conn
@@ -254,6 +266,16 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                 # The status waits behind the unread responses: cancel the call instead (gRPC resets the stream
                 # and frees its buffers; the proxy sees CANCELLED when it reads again).
                 raise asyncio.CancelledError() from None
+
+    def _rate_limited(self, peer: str) -> None:
+        """Count a refused stream; warn at most every 10 s (a storm refuses hundreds)."""
+        self.metrics.rate_limited.inc()
+        now = time.monotonic()
+        if now - self._rate_logged >= 10.0:
+            self._rate_logged = now
+            log.warning("refused a new stream from %s: request rate limit exceeded (%g per second; %d refused so "
+                        "far), it reconnects with back-off", printable(peer), self.stream_rate.rate,
+                        self.stream_rate.refused)
 
     def _writer(self, context: Context) -> Callable[[Message | bytes], Awaitable[None]]:
         """context.write, bounded by the write timeout (raises WriteTimeoutError)."""

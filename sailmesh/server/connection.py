@@ -21,6 +21,7 @@ from sailmesh.server.limits import Limits, RequestRefused
 from sailmesh.server.metrics import XdsMetrics, type_label
 from sailmesh.server.push import PendingPush, ordered
 from sailmesh.server.source import Generated, ResourceSource
+from sailmesh.server.throttle import PushSlots
 from sailmesh.xds.logtext import printable
 from sailmesh.xds.push import PushRequest
 from sailmesh.xds.types import CLUSTER, short_name
@@ -147,6 +148,7 @@ class Connection:
         hashes: HashCache | None = None,
         budget: SendBudget | None = None,
         limits: Limits | None = None,
+        slots: PushSlots | None = None,
     ) -> None:
         self.conn_id = conn_id
         self.node = node
@@ -159,6 +161,7 @@ class Connection:
         self.metrics = metrics
         self.hashes = hashes or HashCache()
         self.budget = budget or SendBudget()
+        self.slots = slots or PushSlots()  # the push throttle shared by every connection
         self.connected_at = time.time()
         self.peer = ""
         self.identities: tuple[str, ...] = ()
@@ -206,6 +209,7 @@ class Connection:
 
     def close(self) -> None:
         self._closed = True
+        self.slots.leave(self)
         self._wake.set()
         self._room.set()
 
@@ -248,7 +252,10 @@ class Connection:
                 log.warning("%s did not ACK %s in %.0fs, pushing on", self.log_id, short_name(self._awaiting),
                             CLUSTER_ACK_TIMEOUT_S)
                 self._awaiting = None
-            if self._awaiting is None:
+            # A push's responses go out only while this connection holds a push slot (the throttle); without
+            # one it is queued, keeps serving requests and is woken when a slot is granted.
+            if self._awaiting is None and (inflight or self._pending is not None) \
+                    and self.slots.claim(self, self._wake.set, front=bool(inflight)):
                 if not inflight and self._pending is not None:
                     push, self._pending = self._pending, None
                     self.pushes += 1
@@ -262,12 +269,20 @@ class Connection:
                         self._awaiting = CLUSTER
                         self._await_deadline = time.monotonic() + CLUSTER_ACK_TIMEOUT_S
                     began = time.monotonic()
-                    sent = await self.respond(self.types[type_url], send, force=False, started=push.started)
+                    # a write blocked past the stall threshold (the proxy does not read) gives the slot back, as it
+                    # gives its budget bytes back: a stalled stream must not hold up everyone's pushes
+                    stalled = asyncio.get_running_loop().call_later(self.budget.stall_s, self.slots.release, self)
+                    try:
+                        sent = await self.respond(self.types[type_url], send, force=False, started=push.started)
+                    finally:
+                        stalled.cancel()
                     if sent:
                         self.metrics.push_time.observe(time.monotonic() - began, type=type_label(type_url))
                     if holds_back and not sent and self._awaiting == CLUSTER:
                         self._awaiting = None
                     continue
+            if not inflight or self._awaiting is not None:
+                self.slots.release(self)  # done sending, or waiting for the clusters' ACK: let another push go
             # Nothing to do until a request, a push or the ACK deadline (no await between check and clear).
             self._wake.clear()
             if self._awaiting is not None:

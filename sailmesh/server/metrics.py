@@ -33,6 +33,11 @@ class XdsMetrics:
         self.push_time = r.histogram("pilot_xds_push_time",
                                      "Total time in seconds Pilot takes to push lds, rds, cds and eds.",
                                      PUSH_TIME_BUCKETS, ["type"])
+        self.queue_time = r.histogram("pilot_proxy_queue_time",
+                                      "Time in seconds, a proxy is in the push queue before being dequeued.",
+                                      CONVERGENCE_BUCKETS, [])
+        self.rate_limited = r.counter("sailmesh_xds_streams_rate_limited",
+                                      "New xDS streams refused by the request rate limit (RESOURCE_EXHAUSTED).")
         self.internal_errors = r.counter("pilot_total_xds_internal_errors",
                                          "Total number of internal XDS errors in pilot.")
         self.write_timeouts = r.counter("pilot_xds_write_timeout", "Pilot XDS response write timeouts.")

@@ -46,7 +46,8 @@ def test_http_probe_passes_the_apps_code_and_tcp_probe_answers_200_or_500() -> N
 
 @pytest.mark.parametrize("text", ["not json", "[]", '{"/healthz": {"tcpSocket": {"port": 1}}}',
                                   '{"/app-health/a/livez": {"tcpSocket": {"port": "http"}}}',
-                                  '{"/app-health/a/livez": {"exec": {}}}'])
+                                  '{"/app-health/a/livez": {"exec": {}}}',
+                                  '{"/app-health/a/livez": {"grpc": {"port": "grpc"}}}'])
 def test_malformed_probers_are_refused(text: str) -> None:
     with pytest.raises(AgentError):
         parse_app_probers("127.0.0.1", text)

@@ -31,9 +31,23 @@ def test_tcp_probe_on_an_undeclared_port_is_kept_and_absent_probe_is_none() -> N
     assert parse(None, NAMED, APP_PORTS, "w") is None
 
 
-@pytest.mark.parametrize("spec", [{"exec": {"command": ["true"]}}, {}, {"httpGet": {"port": "nope"}},
+def test_exec_and_grpc_probes_keep_kubernetes_fields() -> None:
+    e = parse({"exec": {"command": ["cat", "/tmp/healthy"]}, "periodSeconds": 5}, NAMED, APP_PORTS, "w")
+    assert e is not None and (e.kind, e.command, e.period_s, e.rewritten) == ("exec", ("cat", "/tmp/healthy"), 5, False)
+    g = parse({"grpc": {"port": 8080, "service": "liveness"}}, NAMED, APP_PORTS, "w", "livenessProbe")
+    assert g is not None and (g.kind, g.port, g.service, g.rewritten) == ("grpc", APP_PORTS.get(8080, 8080),
+                                                                          "liveness", True)
+    # Istio's ISTIO_KUBE_APP_PROBERS form of a grpc probe (pilot-agent's Prober.GRPC)
+    assert g.prober() == {"grpc": {"port": g.port, "service": "liveness"}, "timeoutSeconds": 1.0}
+
+
+@pytest.mark.parametrize("spec", [{}, {"httpGet": {"port": "nope"}},
                                   {"httpGet": {"port": 80}, "tcpSocket": {"port": 80}},
-                                  {"tcpSocket": {"port": 80}, "periodSeconds": -1}])
+                                  {"tcpSocket": {"port": 80}, "periodSeconds": -1},
+                                  {"exec": {"command": []}}, {"exec": {"command": "true"}}, {"exec": {}},
+                                  {"grpc": {"port": "grpc"}},  # Kubernetes: a number, never a port name
+                                  {"grpc": {"port": 80, "service": 3}},
+                                  {"tcpSocket": {"port": 80}, "terminationGracePeriodSeconds": 5}])
 def test_what_cannot_run_here_is_an_error(spec: dict[str, object]) -> None:
     with pytest.raises(PlatformError):
         parse(spec, NAMED, APP_PORTS, "w")

@@ -84,9 +84,12 @@ async def _stall(server: AdsServer, source: StaticSource, good: AdsClient, silen
         assert server.connection_count() == len(silent) + 1
 
 
-async def test_streams_that_never_read_do_not_delay_pushes_to_a_well_behaved_proxy(source: StaticSource) -> None:
-    # A budget of 2 MB (64 MB in production): two blocked ~0.8 MB writes held it all before the fix.
-    server = AdsServer(source, write_timeout=120, budget=SendBudget(2 * 2**20))
+@pytest.mark.parametrize("throttle", [0, 2])
+async def test_streams_that_never_read_do_not_delay_pushes_to_a_well_behaved_proxy(source: StaticSource,
+                                                                                   throttle: int) -> None:
+    # A budget of 2 MB (64 MB in production): two blocked ~0.8 MB writes held it all before the fix. With a push
+    # throttle of 2 slots, the 4 stalled streams would hold both slots, but a stalled write gives its slot back.
+    server = AdsServer(source, write_timeout=120, budget=SendBudget(2 * 2**20), push_throttle=throttle)
     await server.serve("127.0.0.1", 0)
     target = f"127.0.0.1:{server.port}"
     silent = [Silent(target, f"silent-{i}") for i in range(4)]

@@ -8,10 +8,14 @@ import os
 import pathlib
 import time
 
+import pytest
+
 from tests.e2e.reliability.support import Traffic, address, report, start_mesh, virtual_service
 
 CHURN_S = 60.0 if os.environ.get("SAILMESH_RELIABILITY_FULL") else 20.0
 EVERY_S = 0.1
+# the full runs last longer than the suite's 300 s per test (pyproject's pytest-timeout)
+pytestmark = pytest.mark.timeout(CHURN_S + 300)
 
 
 def test_a_change_every_100ms_under_traffic(tmp_path: pathlib.Path) -> None:
