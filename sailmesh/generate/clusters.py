@@ -213,6 +213,7 @@ def _dns_endpoints(
 def outbound_cluster(
     snapshot: MeshSnapshot, svc: Service, port: ServicePort, subset: str, labels: Mapping[str, str],
     policy: PortTrafficPolicy, *, client_has_identity: bool = False, service_mode: str | None = None,
+    credentials: bool = False,
 ) -> Cluster:
     """One `outbound|port|subset|host` cluster; TLS as tls.apply_upstream_tls decides (DestinationRule, auto mTLS)."""
     name = names.outbound_cluster(port.port, subset, svc.hostname)
@@ -245,7 +246,7 @@ def outbound_cluster(
     # a forward proxy cluster has no endpoints to match (Istio skips auto mTLS for ORIGINAL_DST too)
     apply_upstream_tls(c, snapshot, svc, port.port, subset, policy.tls,
                        client_has_identity=client_has_identity and kind != "forward",
-                       service_mode=service_mode, http2=is_http2(c))
+                       service_mode=service_mode, http2=is_http2(c), credentials=credentials)
     return c
 
 
@@ -254,6 +255,7 @@ def build_outbound(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> li
     out: list[Cluster | Prepacked] = [_fixed(memos, blackhole), _fixed(memos, passthrough)]
     identity = has_mesh_identity(proxy)
     auto = auto_mtls_enabled(snapshot)
+    router = proxy.type == "router"  # gateways originate TLS with DestinationRule credentialNames (Istio)
     for svc in visible_services(snapshot, proxy):
         dr = destination_rule(snapshot, proxy.namespace, svc)
         # a cluster depends on the service, its DestinationRule, its endpoints (DNS clusters, NONE; the service
@@ -261,7 +263,7 @@ def build_outbound(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> li
         eps = tuple(snapshot.endpoints.get((svc.hostname, p.port), ()) for p in svc.ports)
         held = (svc, dr, snapshot.mesh, *eps)
         mode = namespace_mode(snapshot, svc.namespace) if identity else None
-        ids = (*map(id, held), identity, auto, mode)
+        ids = (*map(id, held), identity, auto, mode, router)
         for port in unique_ports(svc):
             for subset, labels in subset_labels(snapshot, proxy.namespace, svc):
                 key = (port.port, subset, ids)
@@ -269,7 +271,7 @@ def build_outbound(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> li
                 if c is None:
                     policy = effective_policy(dr, subset, port.port)
                     msg = outbound_cluster(snapshot, svc, port, subset, labels, policy,
-                                           client_has_identity=identity, service_mode=mode)
+                                           client_has_identity=identity, service_mode=mode, credentials=router)
                     c = Prepacked.of(msg.name, msg)
                     memos.clusters.put(key, held, c)
                 out.append(c)

@@ -26,15 +26,17 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from sailmesh.cli.exec import find_instance
 from sailmesh.platform.state import MeshState
 from sailmesh.testing.envoy_stats import envoy_stat
 from sailmesh.testing.mesh import RunningMesh
 from sailmesh.testing.waiting import wait_for
-from tests.e2e.test_mesh_gateway_tls import issue, make_ca
+from tests.e2e.test_mesh_gateway_tls import b64, issue, make_ca
 from tests.e2e.traffic_support import NO_PROXY
 
 pytestmark = pytest.mark.e2e
@@ -164,6 +166,123 @@ spec:
       weight: 100
 """
 
+# "Egress gateway with TLS origination" (egress-gateway-tls-origination): the gateway's route goes to port 443 and
+# a DestinationRule originates TLS there. The task's rule verifies with the OS trust store; the test's CA is in no
+# trust store, so the rule names it with `credentialName` (a Secret holding only ca.crt), else the task's YAML.
+SIMPLE_TASK = HTTP_TASK.replace("""        host: edition.cnn.com
+        port:
+          number: 80""", """        host: edition.cnn.com
+        port:
+          number: 443""") + """---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: originate-tls-for-edition-cnn-com
+spec:
+  host: edition.cnn.com
+  trafficPolicy:
+    loadBalancer:
+      simple: ROUND_ROBIN
+    portLevelSettings:
+    - port:
+        number: 443
+      tls:
+        mode: SIMPLE
+        credentialName: cnn-ca
+"""
+
+# "Perform mutual TLS origination with an egress gateway", unchanged: ISTIO_MUTUAL from the sidecar to the
+# gateway, MUTUAL with the client-credential Secret from the gateway to nginx (the last rule in istio-system, as the
+# task applies it with -n istio-system: a DestinationRule in `default` is not looked up for a gateway in
+# istio-system and a host in mesh-external, in Istio as here)
+MTLS_TASK = """\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: istio-egressgateway
+spec:
+  selector:
+    istio: egressgateway
+  servers:
+  - port:
+      number: 443
+      name: https
+      protocol: HTTPS
+    hosts:
+    - my-nginx.mesh-external.svc.cluster.local
+    tls:
+      mode: ISTIO_MUTUAL
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: egressgateway-for-nginx
+spec:
+  host: istio-egressgateway.istio-system.svc.cluster.local
+  subsets:
+  - name: nginx
+    trafficPolicy:
+      loadBalancer:
+        simple: ROUND_ROBIN
+      portLevelSettings:
+      - port:
+          number: 443
+        tls:
+          mode: ISTIO_MUTUAL
+          sni: my-nginx.mesh-external.svc.cluster.local
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: direct-nginx-through-egress-gateway
+spec:
+  hosts:
+  - my-nginx.mesh-external.svc.cluster.local
+  gateways:
+  - istio-egressgateway
+  - mesh
+  http:
+  - match:
+    - gateways:
+      - mesh
+      port: 80
+    route:
+    - destination:
+        host: istio-egressgateway.istio-system.svc.cluster.local
+        subset: nginx
+        port:
+          number: 443
+      weight: 100
+  - match:
+    - gateways:
+      - istio-egressgateway
+      port: 443
+    route:
+    - destination:
+        host: my-nginx.mesh-external.svc.cluster.local
+        port:
+          number: 443
+      weight: 100
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: originate-mtls-for-nginx
+  namespace: istio-system  # the task: kubectl apply -n istio-system (where the gateway and its Secret are)
+spec:
+  host: my-nginx.mesh-external.svc.cluster.local
+  trafficPolicy:
+    loadBalancer:
+      simple: ROUND_ROBIN
+    portLevelSettings:
+    - port:
+        number: 443
+      tls:
+        mode: MUTUAL
+        credentialName: client-credential # this must match the secret created earlier to hold client certs
+        sni: my-nginx.mesh-external.svc.cluster.local
+"""
+
 MESH = """\
 apiVersion: local.sailmesh.io/v1alpha1
 kind: LocalWorkload
@@ -198,6 +317,33 @@ spec:
   endpoints:
   - address: {ADDRESS}
     ports: {http-port: {HTTP_PORT}, https: {HTTPS_PORT}}
+---
+# The task's nginx in mesh-external (outside the mesh: no sidecar), here the test's mTLS server
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: my-nginx, namespace: mesh-external}
+spec:
+  hosts: [my-nginx.mesh-external.svc.cluster.local]
+  ports:
+  - {number: 80, name: http, protocol: HTTP}
+  - {number: 443, name: https, protocol: HTTPS}
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  endpoints:
+  - address: {ADDRESS}
+    ports: {http: {MTLS_PORT}, https: {MTLS_PORT}}
+---
+# kubectl create secret -n istio-system generic client-credential --from-file=tls.key=client.example.com.key
+#   --from-file=tls.crt=client.example.com.crt --from-file=ca.crt=example.com.crt
+apiVersion: v1
+kind: Secret
+metadata: {name: client-credential, namespace: istio-system}
+data: {tls.crt: {CLIENT_CRT}, tls.key: {CLIENT_KEY}, ca.crt: {CA_CRT}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: cnn-ca, namespace: istio-system}
+data: {ca.crt: {CA_CRT}}
 """
 
 REGISTRY_ONLY = """\
@@ -213,7 +359,10 @@ class _External(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:
-        body = json.dumps({"server": "edition.cnn.com", "path": self.path, "scheme": self.server.scheme,  # type: ignore[attr-defined]
+        peer = self.connection.getpeercert() if isinstance(self.connection, ssl.SSLSocket) else None
+        client = next((v for rdn in (peer or {}).get("subject", ()) for k, v in rdn if k == "commonName"), "")
+        body = json.dumps({"server": self.server.name, "path": self.path,  # type: ignore[attr-defined]
+                           "scheme": self.server.scheme, "client": client,  # type: ignore[attr-defined]
                            "headers": dict(self.headers)}).encode()
         self.send_response(200)
         self.send_header("content-type", "application/json")
@@ -226,34 +375,50 @@ class _External(http.server.BaseHTTPRequestHandler):
 
 
 class External:
-    """edition.cnn.com outside the mesh: HTTP and HTTPS (its own CA) on one loopback address."""
+    """Servers outside the mesh on one loopback address: edition.cnn.com over HTTP and HTTPS, and the mTLS task's
+    my-nginx, which requires a client certificate from the client CA (all server certificates from one test CA)."""
 
     def __init__(self, root: pathlib.Path) -> None:
         self.address = f"127.{random.randint(10, 250)}.{random.randint(1, 250)}.253"
-        ca = make_ca("cnn-test-ca")
-        cert, key = issue(ca, "edition.cnn.com")
-        from cryptography.hazmat.primitives import serialization
+        ca, client_ca = make_ca("example.com"), make_ca("client-ca")
+        self.ca_pem = ca[0].public_bytes(serialization.Encoding.PEM)
         self.ca_file = str(root / "ca.pem")
-        pathlib.Path(self.ca_file).write_bytes(ca[0].public_bytes(serialization.Encoding.PEM))
-        (root / "cnn.crt").write_bytes(cert)
-        (root / "cnn.key").write_bytes(key)
-        os.chmod(root / "cnn.key", 0o600)
-        self.http = http.server.ThreadingHTTPServer((self.address, 0), _External)
-        self.http.scheme = "http"  # type: ignore[attr-defined]
-        self.https = http.server.ThreadingHTTPServer((self.address, 0), _External)
-        self.https.scheme = "https"  # type: ignore[attr-defined]
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(str(root / "cnn.crt"), str(root / "cnn.key"))
-        self.https.socket = ctx.wrap_socket(self.https.socket, server_side=True)
-        self.threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in (self.http, self.https)]
+        pathlib.Path(self.ca_file).write_bytes(self.ca_pem)
+        (root / "client-ca.pem").write_bytes(client_ca[0].public_bytes(serialization.Encoding.PEM))
+        self.client = issue(client_ca, "client.example.com", client=True)
+        self.servers = {"http": self._server("edition.cnn.com", "http"),
+                        "https": self._server("edition.cnn.com", "https", self._tls(root, ca, "edition.cnn.com")),
+                        "mtls": self._server("my-nginx", "https", self._tls(
+                            root, ca, "my-nginx.mesh-external.svc.cluster.local", str(root / "client-ca.pem")))}
+        self.threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in self.servers.values()]
         for t in self.threads:
             t.start()
 
+    @staticmethod
+    def _tls(root: pathlib.Path, ca: Any, host: str, client_ca: str = "") -> ssl.SSLContext:
+        cert, key = issue(ca, host)
+        (root / f"{host}.crt").write_bytes(cert)
+        (root / f"{host}.key").write_bytes(key)
+        os.chmod(root / f"{host}.key", 0o600)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(str(root / f"{host}.crt"), str(root / f"{host}.key"))
+        if client_ca:
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.load_verify_locations(client_ca)
+        return ctx
+
+    def _server(self, name: str, scheme: str, tls: ssl.SSLContext | None = None) -> http.server.ThreadingHTTPServer:
+        srv = http.server.ThreadingHTTPServer((self.address, 0), _External)
+        srv.name, srv.scheme = name, scheme  # type: ignore[attr-defined]
+        if tls is not None:
+            srv.socket = tls.wrap_socket(srv.socket, server_side=True)
+        return srv
+
     def port(self, which: str) -> int:
-        return int((self.http if which == "http" else self.https).server_address[1])
+        return int(self.servers[which].server_address[1])
 
     def close(self) -> None:
-        for s in (self.http, self.https):
+        for s in self.servers.values():
             s.shutdown()
             s.server_close()
 
@@ -272,7 +437,11 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, external: External) -> Iterat
     config = tmp_path_factory.mktemp("egress-config")
     (config / "mesh.yaml").write_text(MESH.replace("{ADDRESS}", external.address)
                                       .replace("{HTTP_PORT}", str(external.port("http")))
-                                      .replace("{HTTPS_PORT}", str(external.port("https"))))
+                                      .replace("{HTTPS_PORT}", str(external.port("https")))
+                                      .replace("{MTLS_PORT}", str(external.port("mtls")))
+                                      .replace("{CLIENT_CRT}", b64(external.client[0]))
+                                      .replace("{CLIENT_KEY}", b64(external.client[1]))
+                                      .replace("{CA_CRT}", b64(external.ca_pem)))
     with RunningMesh(str(tmp_path_factory.mktemp("egress-state")), dirs=[str(config)], egress_gateway=True) as m:
         yield m
 
@@ -373,3 +542,36 @@ def test_registry_only_blocks_hosts_without_service_entry(mesh: RunningMesh, tmp
         mesh.delete_text(tmp_path, "registry-only")
         mesh.delete_text(tmp_path, "http-task")
 
+
+
+def test_tls_origination_at_the_egress_gateway_with_a_credential(mesh: RunningMesh, tmp_path: pathlib.Path) -> None:
+    """Plain HTTP from the app; the egress gateway originates TLS to edition.cnn.com:443, verifying the server with
+    the CA of the DestinationRule's credentialName (served to the gateway over SDS as kubernetes://cnn-ca-cacert)."""
+    mesh.apply_text(tmp_path, "simple-task", SIMPLE_TASK)
+    try:
+        def call() -> dict | None:  # type: ignore[type-arg]
+            status, body = _get(mesh, "http://edition.cnn.com/politics")
+            return body if status == 200 and body.get("scheme") == "https" else None
+
+        body = wait_for(call, timeout=60, interval=0.5, what="TLS origination at the egress gateway")
+        assert body["server"] == "edition.cnn.com" and body["client"] == ""
+    finally:
+        mesh.delete_text(tmp_path, "simple-task")
+
+
+def test_mutual_tls_origination_at_the_egress_gateway(mesh: RunningMesh, tmp_path: pathlib.Path) -> None:
+    """The task's `curl -sS http://my-nginx.mesh-external.svc.cluster.local` answers from nginx, which saw the
+    client certificate of the client-credential Secret (MUTUAL + credentialName at the gateway); the sidecar reached
+    the gateway over ISTIO_MUTUAL."""
+    mesh.apply_text(tmp_path, "mtls-task", MTLS_TASK)
+    try:
+        def call() -> dict | None:  # type: ignore[type-arg]
+            status, body = _get(mesh, "http://my-nginx.mesh-external.svc.cluster.local/")
+            return body if status == 200 else None
+
+        body = wait_for(call, timeout=60, interval=0.5, what="mTLS origination at the egress gateway")
+        assert body["server"] == "my-nginx" and body["client"] == "client.example.com"
+        assert envoy_stat(mesh.egress_gateway_ip,
+                          "cluster.outbound|443||my-nginx.mesh-external.svc.cluster.local.ssl.handshake") > 0
+    finally:
+        mesh.delete_text(tmp_path, "mtls-task")
