@@ -23,11 +23,12 @@ from sailmesh.api.models.networking import (
 from sailmesh.generate import locality, names
 from sailmesh.generate.common import MAX_UINT32, Prepacked, ads, duration, go_duration, pack, u32
 from sailmesh.generate.endpoints import assignment, discovery, select, subset_labels, unique_ports
+from sailmesh.generate.gateway import has_auto_passthrough
 from sailmesh.generate.memo import Memos
 from sailmesh.generate.peer_authn import namespace_mode
 from sailmesh.generate.policy import effective_policy
 from sailmesh.generate.scope import destination_rule, inbound_endpoints, visible_services
-from sailmesh.generate.tls import apply_upstream_tls, auto_mtls_enabled, has_mesh_identity
+from sailmesh.generate.tls import apply_upstream_tls, auto_mtls_enabled, has_mesh_identity, sni_for
 from sailmesh.snapshot.model import Endpoint, MeshSnapshot, ProxyView, Service, ServicePort
 from sailmesh.telemetry import resolve, tracing
 
@@ -289,9 +290,32 @@ def _fixed(memos: Memos, make: Callable[[], Cluster]) -> Prepacked:
 
 
 def build_inbound(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Cluster]:
-    """The proxy's own clusters: inbound ones, and its tracers' collectors (telemetry.tracing)."""
+    """The proxy's own clusters: inbound ones, its tracers' collectors (telemetry.tracing), and a router's SNI-DNAT
+    clusters when one of its Gateways has an AUTO_PASSTHROUGH server."""
     eff = resolve.for_proxy(snapshot, proxy)
-    return [*_inbound(snapshot, proxy), *tracing.collector_clusters(eff, snapshot.mesh_config)]
+    dnat = sni_dnat_clusters(snapshot, proxy) if proxy.type == "router" and has_auto_passthrough(snapshot, proxy) \
+        else []
+    return [*_inbound(snapshot, proxy), *tracing.collector_clusters(eff, snapshot.mesh_config), *dnat]
+
+
+def sni_dnat_clusters(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Cluster]:
+    """Istio's buildOutboundSniDnatClusters: per visible service port and subset a cluster named as the SNI an
+    AUTO_PASSTHROUGH server routes by, `outbound_.PORT_.SUBSET_.HOST`, the outbound cluster's discovery and
+    traffic policy without TLS (the client's TLS passes through). EDS clusters read the outbound cluster's
+    endpoints (`service_name` `outbound|PORT|SUBSET|HOST`, which the router's EDS already carries)."""
+    out = []
+    for svc in visible_services(snapshot, proxy):
+        dr = destination_rule(snapshot, proxy.namespace, svc)
+        for port in unique_ports(svc):
+            for subset, labels in subset_labels(snapshot, proxy.namespace, svc):
+                c = outbound_cluster(snapshot, svc, port, subset, labels, effective_policy(dr, subset, port.port))
+                c.name = sni_for(port.port, subset, svc.hostname)
+                c.ClearField("transport_socket")
+                c.ClearField("transport_socket_matches")
+                if c.HasField("load_assignment"):
+                    c.load_assignment.cluster_name = c.name
+                out.append(c)
+    return out
 
 
 def _inbound(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Cluster]:

@@ -214,6 +214,7 @@ class ChainSpec:
     tls: ServerTLSSettings | None
     route: str = ""
     clusters: WeightedClusters = field(default_factory=list)
+    auto_passthrough: bool = False  # AUTO_PASSTHROUGH: sni_cluster picks the cluster the SNI names
 
 
 def tls_servers(gw: Resource) -> list[TlsServer]:
@@ -314,8 +315,8 @@ def gateway_tls_ports(snapshot: MeshSnapshot, proxy: ProxyView) -> dict[int, lis
                     chains = [ChainSpec(sni_names(server.hosts), server.tls, clusters=clusters)] if clusters else []
             elif server.mode == "PASSTHROUGH":
                 chains = passthrough_chains(snapshot, proxy, server)
-            else:  # AUTO_PASSTHROUGH (multi-network SNI-DNAT) is reported as not enforced
-                chains = []
+            else:  # AUTO_PASSTHROUGH: no VirtualService, the SNI names the cluster (Istio's SNI-DNAT)
+                chains = [ChainSpec(sni_names(server.hosts), None, auto_passthrough=True)]
             for chain in chains:
                 key = tuple(sorted(chain.server_names))
                 if key in seen.setdefault(server.port, set()):
@@ -337,6 +338,11 @@ def _client_credentials(dr: Resource) -> list[str]:
         for pls in policy.port_level_settings or ():
             out += upstream_credential_names(pls.tls)
     return out
+
+
+def has_auto_passthrough(snapshot: MeshSnapshot, proxy: ProxyView) -> bool:
+    """Whether a Gateway selecting this router has an AUTO_PASSTHROUGH server (it then needs SNI-DNAT clusters)."""
+    return any(server.mode == "AUTO_PASSTHROUGH" for gw in gateways_for(snapshot, proxy) for server in tls_servers(gw))
 
 
 def gateway_secrets(snapshot: MeshSnapshot, proxy: ProxyView) -> list[secret_pb2.Secret]:
