@@ -102,3 +102,22 @@ def test_sample_service_counts_a_descriptor_override_without_config() -> None:
     req = rls_pb2.RateLimitRequest(domain="any", descriptors=[d])
     codes = [asyncio.run(svc.ShouldRateLimit(req, None)).overall_code for _ in range(3)]  # type: ignore[arg-type]
     assert codes == [rls_pb2.RateLimitResponse.OK, rls_pb2.RateLimitResponse.OK, rls_pb2.RateLimitResponse.OVER_LIMIT]
+
+
+def test_analyze_reports_a_provider_the_mesh_config_lacks() -> None:
+    from sailmesh.analysis.registry import analyze
+    pod = """\
+apiVersion: v1
+kind: Pod
+metadata: {name: productpage-v1-0, namespace: default, labels: {app: productpage}}
+spec: {containers: [{name: app, image: productpage}]}
+"""
+    mesh = {"extensionProviders": [{"name": "rls", "envoyRateLimit": {
+        "service": "ratelimit.default.svc.cluster.local", "port": 8081}}]}  # istioctl analyze --meshConfigFile
+
+    def ist0101(config: dict[str, object]) -> list[str]:
+        found = analyze(parse_text(GLOBAL + "---\n" + pod, "<t>").resources, mesh_config=config)
+        return [d.origin for d in found if d.code == "IST0101"]
+
+    assert ist0101({}) == ["RateLimit default/productpage"]
+    assert ist0101(mesh) == []
