@@ -53,6 +53,7 @@ ANALYZERS: list[Analyzer] = [
     serviceentry.ConflictingServiceEntryProtocolAnalyzer(),
     envoyfilter.EnvoyPatchAnalyzer(),
     ratelimit.RateLimitSelectorAnalyzer(),
+    ratelimit.RateLimitProviderAnalyzer(),
     service.PortNameAnalyzer(),
     deployment.ServiceAssociationAnalyzer(),
     deployment.ApplicationUIDAnalyzer(),

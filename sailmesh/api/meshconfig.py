@@ -89,6 +89,17 @@ class EnvoyExtAuthzGrpc(Model, frozen=True):
     include_request_body_in_check: BodyInCheck | None = None
 
 
+class EnvoyRateLimit(Model, frozen=True):
+    """A rate-limit service speaking Envoy's RLS protocol (sailmesh's provider kind, no Istio counterpart): RateLimit
+    resources naming it count their rules there, one count for every replica (docs/ratelimit.md)."""
+
+    service: str = ""
+    port: int = 0
+    domain: str = "sailmesh"
+    timeout: Duration | None = None
+    fail_open: bool = False
+
+
 class Zipkin(Model, frozen=True):
     service: str = ""
     port: int = 0
@@ -130,6 +141,7 @@ class ExtensionProvider(Model, frozen=True):
     name: str = ""
     envoy_ext_authz_http: EnvoyExtAuthzHttp | None = None
     envoy_ext_authz_grpc: EnvoyExtAuthzGrpc | None = None
+    envoy_rate_limit: EnvoyRateLimit | None = None
     zipkin: Zipkin | None = None
     opentelemetry: OpenTelemetry | None = None
     envoy_file_access_log: EnvoyFileAccessLog | None = None

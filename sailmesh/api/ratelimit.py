@@ -57,6 +57,11 @@ class RateLimitSpec:
     rules: tuple[Rule, ...]
     status: int
     headers: tuple[tuple[str, str], ...]
+    provider: str = ""  # an envoyRateLimit extensionProvider: global limits counted by that service
+
+
+# A global limit is a fixed window of one of the units of Envoy's RLS protocol
+GLOBAL_UNITS = {1.0: "SECOND", 60.0: "MINUTE", 3600.0: "HOUR", 86400.0: "DAY"}
 
 
 def _string_match(value: Any, path: str, problems: list[tuple[str, str]]) -> StringMatch | None:
@@ -167,7 +172,16 @@ def parse(spec: Any) -> tuple[RateLimitSpec, list[tuple[str, str]]]:
     problems: list[tuple[str, str]] = []
     if not isinstance(spec, Mapping):
         return RateLimitSpec((), (), 429, ()), [("spec", "required: an object with selector, rules, response")]
-    _unknown(spec, ("selector", "rules", "response"), "spec", problems)
+    _unknown(spec, ("selector", "rules", "response", "provider"), "spec", problems)
+    provider = ""
+    raw_provider = spec.get("provider")
+    if raw_provider is not None:
+        if not isinstance(raw_provider, Mapping) or not isinstance(raw_provider.get("name"), str) \
+                or not raw_provider.get("name"):
+            problems.append(("spec.provider", "must be {name: <an envoyRateLimit extensionProvider>}"))
+        else:
+            _unknown(raw_provider, ("name",), "spec.provider", problems)
+            provider = raw_provider["name"]
     selector: list[tuple[str, str]] = []
     sel = spec.get("selector")
     if sel is not None:
@@ -214,4 +228,12 @@ def parse(spec: Any) -> tuple[RateLimitSpec, list[tuple[str, str]]]:
                         problems.append((f"spec.response.headers.{k}", "must be a header name and a string value"))
                     else:
                         headers.append((k.lower(), v))
-    return RateLimitSpec(tuple(sorted(selector)), tuple(rules), status, tuple(headers)), problems
+    if provider:
+        for i, rule in enumerate(rules):
+            if rule.per not in GLOBAL_UNITS:
+                problems.append((f"spec.rules[{i}].limit.per", "with a provider must be 1s, 1m, 1h or 24h "
+                                 "(the units of Envoy's rate-limit service protocol)"))
+            if rule.tokens_per_fill != rule.requests:
+                problems.append((f"spec.rules[{i}].limit.tokensPerFill", "with a provider must equal requests "
+                                 "(the service counts fixed windows)"))
+    return RateLimitSpec(tuple(sorted(selector)), tuple(rules), status, tuple(headers), provider), problems

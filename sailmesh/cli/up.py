@@ -11,6 +11,7 @@ import signal
 from sailmesh import settings as settings_mod
 from sailmesh.cli.common import add_state_dir, fail, sailmesh_command, state_dir
 from sailmesh.errors import PlatformError
+from sailmesh.platform import egress
 from sailmesh.platform.local import LocalMesh, MeshOptions
 from sailmesh.platform.state import MeshState, pid_alive
 from sailmesh.platform.stop import is_recorded
@@ -26,6 +27,11 @@ def add_mesh_options(parser: argparse.ArgumentParser) -> None:
     add_state_dir(parser)
     parser.add_argument("--base-ip", default="127.0.10.2", help="first workload loopback address")
     parser.add_argument("--gateway-ip", default="127.0.0.1", help="address the ingress gateway listens on")
+    parser.add_argument("--egress-gateway", action="store_true",
+                        help="also run Istio's istio-egressgateway (istio: egressgateway, Service istio-system/"
+                             "istio-egressgateway ports 80 and 443), as Istio's demo profile does")
+    parser.add_argument("--egress-gateway-ip", default="",
+                        help="address of the egress gateway (implies --egress-gateway; default: .254 of --gateway-ip)")
     parser.add_argument("--xds-port", type=int, default=15010, help="control-plane plaintext xDS port")
     parser.add_argument("--http-port", type=int, default=15014, help="control-plane HTTP API/monitoring port")
     parser.add_argument("--xds-tls-port", type=int, default=15012,
@@ -47,6 +53,7 @@ def options(args: argparse.Namespace, dirs: list[str]) -> MeshOptions:
         xds_port=args.xds_port, http_port=args.http_port, delta=args.delta, xds_tls_port=args.xds_tls_port,
         min_cert_ttl_s=args.min_cert_ttl, cert_ttl_s=args.cert_ttl, ca_port=args.ca_port,
         xds_plaintext=args.xds_plaintext,
+        egress_gateway_ip=args.egress_gateway_ip or (egress.default_ip(args.gateway_ip) if args.egress_gateway else ""),
         extra_agent_args=("--concurrency", str(args.proxy_concurrency)) if args.proxy_concurrency > 0 else (),
     )
 

@@ -18,7 +18,8 @@ WITH_SECRETS = EVERY_TYPE | {SECRET}
 # alter every type.
 KIND_TYPES: dict[str, frozenset[str]] = {
     "VirtualService": frozenset({ROUTE}),
-    "DestinationRule": frozenset({CLUSTER, ENDPOINT, ROUTE}),  # subsets, policies; consistentHash on routes
+    # subsets, policies; consistentHash on routes; client credentialName secrets (gateways)
+    "DestinationRule": frozenset({CLUSTER, ENDPOINT, ROUTE, SECRET}),
     "Gateway": frozenset({LISTENER, ROUTE, SECRET}),  # servers; the credentialName secrets they reference
     # credentialName secrets, served over ADS: only gateways subscribe to them, and only those whose secret
     # changed get a response (the server skips what a proxy already holds)

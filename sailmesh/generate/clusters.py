@@ -23,11 +23,12 @@ from sailmesh.api.models.networking import (
 from sailmesh.generate import locality, names
 from sailmesh.generate.common import MAX_UINT32, Prepacked, ads, duration, go_duration, pack, u32
 from sailmesh.generate.endpoints import assignment, discovery, select, subset_labels, unique_ports
+from sailmesh.generate.gateway import has_auto_passthrough
 from sailmesh.generate.memo import Memos
 from sailmesh.generate.peer_authn import namespace_mode
 from sailmesh.generate.policy import effective_policy
 from sailmesh.generate.scope import destination_rule, inbound_endpoints, visible_services
-from sailmesh.generate.tls import apply_upstream_tls, auto_mtls_enabled, has_mesh_identity
+from sailmesh.generate.tls import apply_upstream_tls, auto_mtls_enabled, has_mesh_identity, sni_for
 from sailmesh.snapshot.model import Endpoint, MeshSnapshot, ProxyView, Service, ServicePort
 from sailmesh.telemetry import resolve, tracing
 
@@ -213,6 +214,7 @@ def _dns_endpoints(
 def outbound_cluster(
     snapshot: MeshSnapshot, svc: Service, port: ServicePort, subset: str, labels: Mapping[str, str],
     policy: PortTrafficPolicy, *, client_has_identity: bool = False, service_mode: str | None = None,
+    credentials: bool = False,
 ) -> Cluster:
     """One `outbound|port|subset|host` cluster; TLS as tls.apply_upstream_tls decides (DestinationRule, auto mTLS)."""
     name = names.outbound_cluster(port.port, subset, svc.hostname)
@@ -245,7 +247,7 @@ def outbound_cluster(
     # a forward proxy cluster has no endpoints to match (Istio skips auto mTLS for ORIGINAL_DST too)
     apply_upstream_tls(c, snapshot, svc, port.port, subset, policy.tls,
                        client_has_identity=client_has_identity and kind != "forward",
-                       service_mode=service_mode, http2=is_http2(c))
+                       service_mode=service_mode, http2=is_http2(c), credentials=credentials)
     return c
 
 
@@ -254,6 +256,7 @@ def build_outbound(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> li
     out: list[Cluster | Prepacked] = [_fixed(memos, blackhole), _fixed(memos, passthrough)]
     identity = has_mesh_identity(proxy)
     auto = auto_mtls_enabled(snapshot)
+    router = proxy.type == "router"  # gateways originate TLS with DestinationRule credentialNames (Istio)
     for svc in visible_services(snapshot, proxy):
         dr = destination_rule(snapshot, proxy.namespace, svc)
         # a cluster depends on the service, its DestinationRule, its endpoints (DNS clusters, NONE; the service
@@ -261,7 +264,7 @@ def build_outbound(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> li
         eps = tuple(snapshot.endpoints.get((svc.hostname, p.port), ()) for p in svc.ports)
         held = (svc, dr, snapshot.mesh, *eps)
         mode = namespace_mode(snapshot, svc.namespace) if identity else None
-        ids = (*map(id, held), identity, auto, mode)
+        ids = (*map(id, held), identity, auto, mode, router)
         for port in unique_ports(svc):
             for subset, labels in subset_labels(snapshot, proxy.namespace, svc):
                 key = (port.port, subset, ids)
@@ -269,7 +272,7 @@ def build_outbound(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> li
                 if c is None:
                     policy = effective_policy(dr, subset, port.port)
                     msg = outbound_cluster(snapshot, svc, port, subset, labels, policy,
-                                           client_has_identity=identity, service_mode=mode)
+                                           client_has_identity=identity, service_mode=mode, credentials=router)
                     c = Prepacked.of(msg.name, msg)
                     memos.clusters.put(key, held, c)
                 out.append(c)
@@ -287,9 +290,32 @@ def _fixed(memos: Memos, make: Callable[[], Cluster]) -> Prepacked:
 
 
 def build_inbound(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Cluster]:
-    """The proxy's own clusters: inbound ones, and its tracers' collectors (telemetry.tracing)."""
+    """The proxy's own clusters: inbound ones, its tracers' collectors (telemetry.tracing), and a router's SNI-DNAT
+    clusters when one of its Gateways has an AUTO_PASSTHROUGH server."""
     eff = resolve.for_proxy(snapshot, proxy)
-    return [*_inbound(snapshot, proxy), *tracing.collector_clusters(eff, snapshot.mesh_config)]
+    dnat = sni_dnat_clusters(snapshot, proxy) if proxy.type == "router" and has_auto_passthrough(snapshot, proxy) \
+        else []
+    return [*_inbound(snapshot, proxy), *tracing.collector_clusters(eff, snapshot.mesh_config), *dnat]
+
+
+def sni_dnat_clusters(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Cluster]:
+    """Istio's buildOutboundSniDnatClusters: per visible service port and subset a cluster named as the SNI an
+    AUTO_PASSTHROUGH server routes by, `outbound_.PORT_.SUBSET_.HOST`, the outbound cluster's discovery and
+    traffic policy without TLS (the client's TLS passes through). EDS clusters read the outbound cluster's
+    endpoints (`service_name` `outbound|PORT|SUBSET|HOST`, which the router's EDS already carries)."""
+    out = []
+    for svc in visible_services(snapshot, proxy):
+        dr = destination_rule(snapshot, proxy.namespace, svc)
+        for port in unique_ports(svc):
+            for subset, labels in subset_labels(snapshot, proxy.namespace, svc):
+                c = outbound_cluster(snapshot, svc, port, subset, labels, effective_policy(dr, subset, port.port))
+                c.name = sni_for(port.port, subset, svc.hostname)
+                c.ClearField("transport_socket")
+                c.ClearField("transport_socket_matches")
+                if c.HasField("load_assignment"):
+                    c.load_assignment.cluster_name = c.name
+                out.append(c)
+    return out
 
 
 def _inbound(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Cluster]:

@@ -68,15 +68,13 @@ def _destination_rule(spec: Any) -> Iterator[str]:
             continue
         if _at(policy, "loadBalancer", "simple") == "PASSTHROUGH":
             yield f"{where}.loadBalancer.simple: PASSTHROUGH"
-        if _at(policy, "tls", "credentialName"):
-            yield f"{where}.tls.credentialName (at sidecars, as in Istio)"
+        if _at(policy, "tls", "credentialName") and _at(spec, "workloadSelector") is not None:
+            # gateways use it; sidecars only for rules with a workloadSelector (Istio), which the lookup ignores
+            yield f"{where}.tls.credentialName (at sidecars: the rule's workloadSelector is not read)"
 
 
 def _gateway(spec: Any) -> Iterator[str]:
     for i, server in enumerate(_list(spec, "servers")):
-        mode = _at(server, "tls", "mode")
-        if mode == "AUTO_PASSTHROUGH":
-            yield f"spec.servers[{i}].tls.mode: AUTO_PASSTHROUGH (multi-network SNI routing)"
         for key in ("verifyCertificateSpki", "verifyCertificateHash"):  # enforced with credential(s) only
             if _at(server, "tls", key) and not (_at(server, "tls", "credentialName")
                                                 or _at(server, "tls", "credentialNames")):
@@ -88,9 +86,13 @@ def _gateway(spec: Any) -> Iterator[str]:
 
 def _sidecar(spec: Any) -> Iterator[str]:
     for i, ingress in enumerate(_list(spec, "ingress")):
-        for key in ("bind", "captureMode", "tls", "connectionPool"):
+        for key in ("captureMode", "connectionPool"):  # bind and tls (SIMPLE/MUTUAL, files) are translated
             if _at(ingress, key) is not None:
                 yield f"spec.ingress[{i}].{key}"
+        if _at(ingress, "tls", "credentialName") or _at(ingress, "tls", "credentialNames"):
+            yield f"spec.ingress[{i}].tls.credentialName (sidecars read certificate files only)"
+        if _at(ingress, "tls") is not None and str(_at(ingress, "tls", "mode") or "") not in ("SIMPLE", "MUTUAL"):
+            yield f"spec.ingress[{i}].tls.mode: {_at(ingress, 'tls', 'mode')} (SIMPLE and MUTUAL only, as Istio)"
         if str(_at(ingress, "defaultEndpoint") or "").startswith("unix://"):
             yield f"spec.ingress[{i}].defaultEndpoint: unix:// (no listener is built)"
     for i, egress in enumerate(_list(spec, "egress")):

@@ -11,9 +11,11 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.filters.network.sni_cluster.v3 import sni_cluster_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import wrappers_pb2
 
+from sailmesh.api.models.networking import ServerTLSSettings
 from sailmesh.generate import names
 from sailmesh.generate.common import ads, pack, socket_address
 from sailmesh.generate.filters import Direction, FilterContext, ext_authz, http_filters
@@ -21,7 +23,7 @@ from sailmesh.generate.gateway import ChainSpec, gateway_tcp_routes, gateway_tls
 from sailmesh.generate.gateway_tls import downstream_tls_context
 from sailmesh.generate.httproute import route_action_defaults
 from sailmesh.generate.peer_authn import workload_policy
-from sailmesh.generate.scope import egress_ports, inbound_ports
+from sailmesh.generate.scope import egress_ports, inbound_ports, ingress_listeners
 from sailmesh.generate.tcproute import egress_tcp_clusters
 from sailmesh.generate.tls import has_mesh_identity, inbound_chains, needs_tls_inspector, tls_inspector
 from sailmesh.settings import ProxyPorts
@@ -33,6 +35,8 @@ HCM: TypeAlias = hcm_pb2.HttpConnectionManager
 HCM_NAME = "envoy.filters.network.http_connection_manager"
 TCP_PROXY_NAME = "envoy.filters.network.tcp_proxy"
 TLS_TRANSPORT_SOCKET = "envoy.transport_sockets.tls"
+SNI_CLUSTER = lc.Filter(name="envoy.filters.network.sni_cluster", typed_config=pack(sni_cluster_pb2.SniCluster()))
+SIDECAR_INGRESS_TLS = frozenset({"SIMPLE", "MUTUAL"})  # Istio: the modes a Sidecar ingress listener supports
 PRIVILEGED_PORT_SHIFT = 8000  # gateway server ports below 1024 bind port + 8000 (like Istio's 80 -> 8080)
 
 
@@ -159,6 +163,7 @@ def inbound_listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> list[listener
     policy = workload_policy(snapshot, proxy.namespace, proxy.labels)
     identity = has_mesh_identity(proxy)
     services = backed_services(snapshot, proxy)
+    ingress = ingress_listeners(snapshot, proxy)
     for port, _app_port, protocol in inbound_ports(snapshot, proxy):
         cluster = names.inbound_cluster(port)
         before: list[lc.Filter] = []
@@ -177,8 +182,14 @@ def inbound_listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> list[listener
             with_metrics_log(tp, snapshot, proxy, telemetry.DESTINATION, services)
             nf = lc.Filter(name=TCP_PROXY_NAME, typed_config=pack(tp))
             before = ext_authz.tcp_filters(snapshot, proxy)  # AuthorizationPolicy on a TCP port
-        listener = _listener(names.listener_name(proxy.ip, port), proxy.ip, port, base_pb2.INBOUND, nf)
-        chains = inbound_chains(policy.for_port(port), http, identity, nf)
+        il = ingress.get(port)
+        bind = (il.bind if il is not None else None) or proxy.ip  # Sidecar ingress `bind`
+        listener = _listener(names.listener_name(bind, port), bind, port, base_pb2.INBOUND, nf)
+        tls = il.tls if il is not None else None
+        if tls is not None and (tls.mode or "").upper() in SIDECAR_INGRESS_TLS:
+            chains = [_ingress_tls_chain(tls, nf)]
+        else:
+            chains = inbound_chains(policy.for_port(port), http, identity, nf)
         for fc in chains:  # the TCP RBAC filters go before the tcp_proxy of every chain that serves the app
             if before and fc.filters and fc.filters[-1] == nf:
                 filters = [*before, *fc.filters]
@@ -192,6 +203,16 @@ def inbound_listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> list[listener
             listener.continue_on_listener_filters_timeout = True
         out.append(listener)
     return out
+
+
+def _ingress_tls_chain(tls: ServerTLSSettings, nf: lc.Filter) -> lc.FilterChain:
+    """A Sidecar ingress listener's `tls` (Istio: TLS termination at the sidecar for clients outside the mesh,
+    SIMPLE or MUTUAL with the files it names): the port's one filter chain, TLS only, in place of the
+    PeerAuthentication chains (a plaintext or mesh-mTLS client matches nothing and is closed)."""
+    fc = lc.FilterChain(filter_chain_match=lc.FilterChainMatch(transport_protocol="tls"), filters=[nf])
+    fc.transport_socket.name = TLS_TRANSPORT_SOCKET
+    fc.transport_socket.typed_config.CopyFrom(pack(downstream_tls_context(tls)))
+    return fc
 
 
 def outbound_tcp_proxy(snapshot: MeshSnapshot, proxy: ProxyView, stat_prefix: str,
@@ -257,9 +278,14 @@ def _gateway_tls_listener(snapshot: MeshSnapshot, proxy: ProxyView, port: int,
             observability(h, snapshot, proxy, resolve.CLIENT)
             with_metrics_log(h, snapshot, proxy, telemetry.SOURCE)  # gateways report as the source, as Istio's do
             nf = lc.Filter(name=HCM_NAME, typed_config=pack(h))
+        elif chain.auto_passthrough:
+            # Istio's buildOutboundAutoPassthroughFilterStack: sni_cluster sets the cluster from the SNI
+            # (`outbound_.PORT_.SUBSET_.HOST`, the router's SNI-DNAT clusters), the tcp_proxy's own is BlackHole
+            nf = outbound_tcp_proxy(snapshot, proxy, names.BLACKHOLE_CLUSTER, [(names.BLACKHOLE_CLUSTER, 100)])
         else:
             nf = outbound_tcp_proxy(snapshot, proxy, f"outbound_0.0.0.0_{port}", chain.clusters)
-        fc = lc.FilterChain(filters=[nf], filter_chain_match=lc.FilterChainMatch(server_names=chain.server_names))
+        filters = [SNI_CLUSTER, nf] if chain.auto_passthrough else [nf]
+        fc = lc.FilterChain(filters=filters, filter_chain_match=lc.FilterChainMatch(server_names=chain.server_names))
         if chain.tls is not None:
             fc.transport_socket.name = TLS_TRANSPORT_SOCKET
             fc.transport_socket.typed_config.CopyFrom(pack(downstream_tls_context(chain.tls)))

@@ -6,7 +6,7 @@ Thin functions over the snapshot's SnapshotIndex (sailmesh/snapshot/index.py, bu
 from __future__ import annotations
 
 from sailmesh.api.models import model_of
-from sailmesh.api.models.networking import IstioEgressListener, Sidecar
+from sailmesh.api.models.networking import IstioEgressListener, IstioIngressListener, Sidecar
 from sailmesh.api.resource import Resource
 from sailmesh.generate import names
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView, Service
@@ -100,6 +100,13 @@ def sidecar_ingress(snapshot: MeshSnapshot, proxy: ProxyView) -> list[tuple[int,
     return out
 
 
+def ingress_listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> dict[int, IstioIngressListener]:
+    """Port -> the proxy's Sidecar `ingress` listener on it (for `bind` and `tls`); {} without any."""
+    sc = snapshot.index.sidecar(proxy) if proxy.type == "sidecar" else None
+    ingress = model_of(sc, Sidecar).ingress if sc is not None else None
+    return {il.port.number: il for il in ingress or () if il.port is not None and il.port.number}
+
+
 def inbound_endpoints(snapshot: MeshSnapshot, proxy: ProxyView) -> list[tuple[int, str, int, str]]:
     """(listener port, app address, app port, protocol) of each inbound port: the Sidecar's `ingress` listeners
     when it declares them (only those, as Istio), else the workload's ports on the proxy's address."""
@@ -118,7 +125,9 @@ def egress_ports(snapshot: MeshSnapshot, proxy: ProxyView) -> list[tuple[str, in
     """The proxy's Sidecar egress listeners that name a `port`: (bind address, port, protocol, their hosts as
     (namespace, host)), bound on the proxy's address unless `bind` says otherwise; ports its inbound listeners use
     on that address are left out (Envoy refuses two listeners on one address, as Istio drops such conflicts)."""
-    taken = {(proxy.ip, p) for p, *_ in inbound_endpoints(snapshot, proxy)}
+    ingress = ingress_listeners(snapshot, proxy)
+    taken = {((ingress[p].bind if p in ingress else None) or proxy.ip, p)
+             for p, *_ in inbound_endpoints(snapshot, proxy)}
     out = []
     for listener in _egress_with_ports(snapshot, proxy):
         port = (listener.port.number if listener.port is not None else None) or 0

@@ -27,7 +27,7 @@ from google.protobuf import duration_pb2, struct_pb2, wrappers_pb2
 from sailmesh.api.identity import spiffe_id
 from sailmesh.api.models.networking import ClientTLSSettings
 from sailmesh.generate import names
-from sailmesh.generate.common import pack
+from sailmesh.generate.common import ads, pack
 from sailmesh.generate.peer_authn import DISABLE, STRICT
 from sailmesh.registry.model import TLS_MODE_ISTIO, TLS_MODE_LABEL
 from sailmesh.snapshot.model import Endpoint, MeshSnapshot, ProxyView, Service
@@ -171,18 +171,25 @@ def raw_buffer() -> base_pb2.TransportSocket:
     return base_pb2.TransportSocket(name=RAW_BUFFER_SOCKET, typed_config=pack(raw_buffer_pb2.RawBuffer()))
 
 
+def _origination(tls: ClientTLSSettings, host: str) -> tls_pb2.UpstreamTlsContext:
+    """The part every DestinationRule SIMPLE/MUTUAL context shares: SNI (the rule's, else a host without
+    wildcards) and TLS 1.2 to 1.3."""
+    ctx = tls_pb2.UpstreamTlsContext()
+    sni = tls.sni or ("" if "*" in host else host)
+    if sni:
+        ctx.sni = sni
+    ctx.common_tls_context.tls_params.CopyFrom(TlsParams(tls_minimum_protocol_version=TlsParams.TLSv1_2,
+                                                         tls_maximum_protocol_version=TlsParams.TLSv1_3))
+    return ctx
+
+
 def file_upstream(tls: ClientTLSSettings, host: str, http2: bool) -> tls_pb2.UpstreamTlsContext | None:
     """DestinationRule SIMPLE/MUTUAL: TLS origination with the files named in the rule (constructUpstreamTLS).
     None for MUTUAL without a client certificate and key (Istio refuses to build it)."""
     if tls.mode == "MUTUAL" and not (tls.client_certificate and tls.private_key):
         return None
-    ctx = tls_pb2.UpstreamTlsContext()
-    sni = tls.sni or ("" if "*" in host else host)
-    if sni:
-        ctx.sni = sni
+    ctx = _origination(tls, host)
     common = ctx.common_tls_context
-    common.tls_params.CopyFrom(TlsParams(tls_minimum_protocol_version=TlsParams.TLSv1_2,
-                                         tls_maximum_protocol_version=TlsParams.TLSv1_3))
     if not tls.insecure_skip_verify:
         vc = common.validation_context
         # Istio verifies against the OS trust store when no caCertificates are given
@@ -197,21 +204,60 @@ def file_upstream(tls: ClientTLSSettings, host: str, http2: bool) -> tls_pb2.Ups
     return ctx
 
 
+CREDENTIAL_PREFIX = "kubernetes://"  # Istio's credentials.KubernetesSecretTypeURI
+CREDENTIAL_CA_SUFFIX = "-cacert"  # Istio's SdsCaSuffix
+
+
+def upstream_credential_names(tls: ClientTLSSettings | None) -> list[str]:
+    """The SDS names a DestinationRule's client `credentialName` makes a proxy ask for: `kubernetes://<name>` (the
+    client certificate, MUTUAL) and `kubernetes://<name>-cacert` (the CA, unless insecureSkipVerify)."""
+    if tls is None or not tls.credential_name or tls.mode not in ("SIMPLE", "MUTUAL"):
+        return []
+    out = [CREDENTIAL_PREFIX + tls.credential_name] if tls.mode == "MUTUAL" else []
+    if not tls.insecure_skip_verify:
+        out.append(CREDENTIAL_PREFIX + tls.credential_name + CREDENTIAL_CA_SUFFIX)
+    return out
+
+
+def credential_upstream(tls: ClientTLSSettings, host: str, http2: bool) -> tls_pb2.UpstreamTlsContext:
+    """DestinationRule SIMPLE/MUTUAL with `credentialName`: Istio's ApplyCustomSDSToClientCommonTLSContext, the
+    client certificate (MUTUAL) and the CA (combined validation context, the rule's SANs) over SDS from the
+    control plane (`kubernetes://<name>`, `kubernetes://<name>-cacert`), as the gateway's server credentials."""
+    ctx = _origination(tls, host)
+    common = ctx.common_tls_context
+    for name in upstream_credential_names(tls):
+        secret = secret_pb2.SdsSecretConfig(name=name, sds_config=ads())
+        if name.endswith(CREDENTIAL_CA_SUFFIX):
+            combined = common.combined_validation_context
+            combined.default_validation_context.SetInParent()  # required by Envoy's proto, even when empty
+            _san_matchers(combined.default_validation_context, tls.subject_alt_names or ())
+            combined.validation_context_sds_secret_config.CopyFrom(secret)
+        else:
+            common.tls_certificate_sds_secret_configs.append(secret)
+    if http2:
+        common.alpn_protocols.extend(ALPN_H2_ONLY)
+    return ctx
+
+
 def apply_upstream_tls(
     c: cluster_pb2.Cluster, snapshot: MeshSnapshot, svc: Service, port: int, subset: str,
     tls: ClientTLSSettings | None, *, client_has_identity: bool, service_mode: str | None, http2: bool,
+    credentials: bool = False,
 ) -> None:
     """Istio's buildUpstreamTLSSettings + applyUpstreamTLSSettings for one outbound cluster.
 
     A DestinationRule `tls` decides when present: DISABLE plaintext, SIMPLE/MUTUAL file-based TLS origination
-    (with `credentialName` at a sidecar: no TLS, as Istio, since sidecars do not fetch credentials),
+    (with `credentialName`: over SDS where `credentials` is set, i.e. at gateways; at a sidecar no TLS, as Istio's
+    buildUpstreamClusterTLSContext for rules without a workloadSelector),
     ISTIO_MUTUAL mesh mTLS to every endpoint. Without one, auto mTLS (mesh config enableAutoMtls, on by default)
     sends mTLS to the endpoints labelled tlsMode istio and plaintext to the others (transport_socket_matches),
     unless the service is mesh-external or its namespace/mesh PeerAuthentication is DISABLE.
     """
     if tls is not None and tls.mode in ("SIMPLE", "MUTUAL"):
         if tls.credential_name:
-            return  # accepted, not enforced at sidecars (Istio: credentialName needs a workloadSelector DR)
+            if credentials:
+                c.transport_socket.CopyFrom(transport_socket(credential_upstream(tls, svc.hostname, http2)))
+            return
         ctx = file_upstream(tls, svc.hostname, http2)
         if ctx is not None:
             c.transport_socket.CopyFrom(transport_socket(ctx))

@@ -18,8 +18,8 @@ from sailmesh.agent.health import PROXY_READY_PATH
 from sailmesh.api.parse import load_paths
 from sailmesh.api.resource import Resource
 from sailmesh.errors import PlatformError
+from sailmesh.platform import egress, workload_file
 from sailmesh.platform import state as mesh_state
-from sailmesh.platform import workload_file
 from sailmesh.platform.forwarder import Client, Forwarder, NameTable
 from sailmesh.platform.kubelet import AppProber, Hooks, startup_key
 from sailmesh.platform.ports import Port, check_free, gateway_ports
@@ -61,6 +61,7 @@ class MeshOptions:
     min_cert_ttl_s: float = 60.0  # the CA's floor (tests lower it)
     cert_ttl_s: float = 0.0  # the lifetime agents ask for (0 = the CA's default, 24 h)
     backoff: BackOff = field(default_factory=BackOff)  # restarts of crashed processes
+    egress_gateway_ip: str = ""  # run Istio's istio-egressgateway on this address ("" = none, Istio's default profile)
 
 
 @dataclass
@@ -278,7 +279,7 @@ class LocalMesh:
                    "--dns-port", str(opts.dns_port)]
         if opts.xds_plaintext:
             cp_args.append("--xds-plaintext")
-        for d in opts.config_dirs:
+        for d in [*opts.config_dirs, *([egress.write_config(opts.state_dir)] if opts.egress_gateway_ip else [])]:
             cp_args += ["--config-dir", d]
         self._cp_argv = self._sailmesh(*cp_args)
         cp = await self._spawn("controlplane", "controlplane", self._cp_argv, env, self.api_url)
@@ -297,6 +298,13 @@ class LocalMesh:
         )
         waits = [self._wait_http(f"http://{opts.gateway_ip}:{self.settings.proxy.health}/healthz/ready",
                                  "ingress gateway", gw)]
+        if opts.egress_gateway_ip:
+            self.say(f"starting egress gateway on {opts.egress_gateway_ip}")
+            egw = await self._spawn(egress.NAME, "gateway", await self._agent_args(
+                kind="router", ip=opts.egress_gateway_ip, name=egress.POD, namespace=egress.NAMESPACE,
+                labels=egress.LABELS, sa=egress.SERVICE_ACCOUNT, app_ports={}), env, opts.egress_gateway_ip)
+            waits.append(self._wait_http(f"http://{opts.egress_gateway_ip}:{self.settings.proxy.health}/healthz/ready",
+                                         "egress gateway", egw))
         await self._start_forwarder(loaded.resources)
         tasks = [asyncio.create_task(w) for w in [*waits, *(self._start_instance(i, env) for i in self.instances)]]
         try:
@@ -367,6 +375,9 @@ class LocalMesh:
         out += [Port(o.gateway_ip, n, f"ingress gateway {what}", "--gateway-ip") for n, what in proxy_ports]
         out += [Port(o.gateway_ip, n, "ingress gateway listener", "--gateway-ip")
                 for n in gateway_ports(resources, GATEWAY_LABELS)]
+        if o.egress_gateway_ip:
+            out += [Port(o.egress_gateway_ip, n, f"egress gateway {what}", "--egress-gateway-ip")
+                    for n, what in proxy_ports]
         for inst in self.instances:
             who = f"{inst.namespace}/{inst.name}"
             if inst.sidecar:
@@ -380,9 +391,10 @@ class LocalMesh:
     def _write_workloads(self) -> None:
         """The workload file the control plane watches: an instance whose app or sidecar is down is unhealthy."""
         workload_file.write(self.workload_file, [
-            registry_workload(i, healthy=not ({f"{i.name}.{i.namespace}{part}" for part in PARTS}
-                                              & self._down))
-            for i in self.instances])
+            *(registry_workload(i, healthy=not ({f"{i.name}.{i.namespace}{part}" for part in PARTS}
+                                                & self._down))
+              for i in self.instances),
+            *([egress.workload(self.opts.egress_gateway_ip)] if self.opts.egress_gateway_ip else [])])
 
     async def _start_forwarder(self, resources: Sequence[Resource]) -> None:
         """Workloads without a sidecar reach services through the plain forwarder on their own address."""

@@ -16,10 +16,11 @@ class RunningMesh:
     """One embedded mesh on its own loopback block and free ports; stop() (or the context) tears it down."""
 
     def __init__(self, state_dir: str, dirs: Sequence[str] = (), demo: bool = False, ready_timeout: float = 120.0,
-                 extra: Sequence[str] = ()) -> None:
+                 extra: Sequence[str] = (), egress_gateway: bool = False) -> None:
         block = random_loopback_block()
         self.state_dir = state_dir
         self.gateway_ip = f"{block}.1"
+        self.egress_gateway_ip = f"{block}.254" if egress_gateway else ""  # istio-egressgateway's address
         self.base_ip = f"{block}.2"
         self.xds_port = free_port()
         self.http_port = free_port()
@@ -32,6 +33,8 @@ class RunningMesh:
         args += ["--state-dir", state_dir, "--base-ip", self.base_ip, "--gateway-ip", self.gateway_ip,
                  "--xds-port", str(self.xds_port), "--http-port", str(self.http_port),
                  "--xds-tls-port", str(self.xds_tls_port), "--ca-port", str(self.ca_port), *extra]
+        if egress_gateway:
+            args += ["--egress-gateway-ip", self.egress_gateway_ip]
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "sailmesh", *args], stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True)

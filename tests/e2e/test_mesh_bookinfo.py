@@ -127,3 +127,24 @@ def test_fault_injection_task(mesh: RunningMesh) -> None:
     took = time.monotonic() - start
     assert "Sorry, product reviews are currently unavailable for this book." in body
     assert 5.5 <= took < 9, took  # Istio's task: about 6 s (3 s timeout, one retry)
+
+
+def test_mtls_destination_rules_and_reviews_subsets(mesh: RunningMesh) -> None:
+    """destination-rule-all-mtls.yaml (every service's subsets with ISTIO_MUTUAL, Istio's "mutual TLS" variant of
+    the request-routing set-up) serves the same outcomes as destination-rule-all.yaml, over mTLS; then
+    destination-rule-reviews.yaml (reviews' subsets, RANDOM load balancing) with virtual-service-reviews-v3.yaml
+    sends everything to v3 (red stars)."""
+    for name in ("bookinfo-gateway.yaml", "destination-rule-all-mtls.yaml", "virtual-service-all-v1.yaml"):
+        apply(mesh, name)
+    wait_for(lambda: versions(mesh, 10) == {"v1": 10}, timeout=30, what="all traffic on reviews v1 (mTLS rules)")
+    status, page = get(mesh.gateway_url() + "/productpage")
+    assert status == 200 and "Book Details" in page
+    assert "Sorry, product details are currently unavailable" not in page
+    stats = NO_PROXY.open(f"http://{mesh.gateway_ip}:15000/stats?filter=productpage.*ssl.handshake",
+                          timeout=5).read().decode()
+    handshakes = [int(v) for line in stats.splitlines() if (v := line.rpartition(": ")[2]).isdigit()]
+    assert sum(handshakes) > 0, stats  # the gateway reached productpage over mTLS (bookinfo-gateway: no subset)
+    apply(mesh, "destination-rule-reviews.yaml")
+    apply(mesh, "virtual-service-reviews-v3.yaml")
+    wait_for(lambda: versions(mesh, 10) == {"v3": 10}, timeout=30, what="all traffic on reviews v3")
+    assert versions(mesh, 20) == {"v3": 20}

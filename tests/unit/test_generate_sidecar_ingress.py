@@ -52,10 +52,64 @@ def test_other_workloads_keep_their_ports() -> None:
     assert "127.0.1.1_9080" in ls
 
 
-def test_ingress_is_enforced_but_bind_and_unix_endpoints_are_reported() -> None:
+def test_ingress_is_enforced_but_unix_endpoints_are_reported() -> None:
     assert enforcement.not_enforced(resources(INGRESS)[0]) == []
     partial = INGRESS.replace("    defaultEndpoint: 127.0.0.1:5555\n",
                               "    defaultEndpoint: unix:///var/run/app.sock\n    bind: 127.0.0.1\n")
     assert enforcement.not_enforced(resources(partial)[0]) == [
-        "Sidecar default/reviews-ingress: accepted, not enforced: spec.ingress[1].bind, "
-        "spec.ingress[1].defaultEndpoint: unix:// (no listener is built)"]
+        "Sidecar default/reviews-ingress: accepted, not enforced: "
+        "spec.ingress[1].defaultEndpoint: unix:// (no listener is built)"]  # bind: test_ingress_bind_moves_the_listener
+
+
+TLS_INGRESS = """
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: reviews-ingress, namespace: default}
+spec:
+  workloadSelector: {labels: {app: reviews}}
+  ingress:
+  - port: {number: 9080, protocol: HTTP, name: http}
+    defaultEndpoint: 0.0.0.0:9080
+    tls: {mode: MUTUAL, serverCertificate: /etc/certs/cert.pem, privateKey: /etc/certs/key.pem,
+          caCertificates: /etc/certs/ca.pem, subjectAltNames: [client.example.com]}
+  - port: {number: 7001, protocol: TCP, name: tcp}
+    bind: 127.0.0.1
+    defaultEndpoint: 127.0.0.1:5555
+    tls: {mode: SIMPLE, serverCertificate: /etc/certs/cert.pem, privateKey: /etc/certs/key.pem}
+"""
+
+
+def _tls(chain):  # type: ignore[no-untyped-def]
+    from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+    ctx = tls_pb2.DownstreamTlsContext()
+    assert chain.transport_socket.typed_config.Unpack(ctx)
+    return ctx
+
+
+def test_ingress_tls_terminates_with_the_files_it_names() -> None:
+    """Istio's Sidecar ingress `tls` (SIMPLE and MUTUAL): the port's only filter chain terminates TLS with the
+    Sidecar's certificate (PeerAuthentication's mTLS chains give way), MUTUAL requires a client certificate."""
+    ls = generated(bookinfo(TLS_INGRESS), reviews(), LISTENER, listener_pb2.Listener)
+    (chain,) = ls["127.0.1.3_9080"].filter_chains
+    assert chain.filter_chain_match.transport_protocol == "tls"
+    assert [f.name for f in ls["127.0.1.3_9080"].listener_filters] == ["envoy.filters.listener.tls_inspector"]
+    ctx = _tls(chain)
+    assert ctx.require_client_certificate.value
+    cert = ctx.common_tls_context.tls_certificates[0]
+    assert (cert.certificate_chain.filename, cert.private_key.filename) == ("/etc/certs/cert.pem", "/etc/certs/key.pem")
+    vc = ctx.common_tls_context.validation_context
+    assert vc.trusted_ca.filename == "/etc/certs/ca.pem"
+    assert [m.matcher.exact for m in vc.match_typed_subject_alt_names][:1] == ["client.example.com"]
+    simple = _tls(ls["127.0.0.1_7001"].filter_chains[0])
+    assert not simple.require_client_certificate.value
+
+
+def test_ingress_bind_moves_the_listener() -> None:
+    ls = generated(bookinfo(TLS_INGRESS), reviews(), LISTENER, listener_pb2.Listener)
+    assert "127.0.0.1_7001" in ls and "127.0.1.3_7001" not in ls
+    assert ls["127.0.0.1_7001"].address.socket_address.address == "127.0.0.1"
+    assert enforcement.not_enforced(resources(TLS_INGRESS)[0]) == []
+    bad = TLS_INGRESS.replace("mode: SIMPLE, serverCertificate", "mode: ISTIO_MUTUAL, serverCertificate")
+    assert enforcement.not_enforced(resources(bad)[0]) == [
+        "Sidecar default/reviews-ingress: accepted, not enforced: "
+        "spec.ingress[1].tls.mode: ISTIO_MUTUAL (SIMPLE and MUTUAL only, as Istio)"]

@@ -15,21 +15,32 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from envoy.config.core.v3 import base_pb2
+from envoy.config.core.v3 import base_pb2, config_source_pb2, grpc_service_pb2
+from envoy.config.ratelimit.v3 import rls_pb2 as rls_config_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
 from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
+from envoy.extensions.filters.http.ratelimit.v3 import rate_limit_pb2
+from envoy.extensions.filters.http.set_metadata.v3 import set_metadata_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
+from envoy.type.metadata.v3 import metadata_pb2
 from envoy.type.v3 import http_status_pb2, percent_pb2, token_bucket_pb2
+from google.protobuf import struct_pb2
 
 from sailmesh.api import ratelimit as api
+from sailmesh.api.meshconfig import EnvoyRateLimit
 from sailmesh.api.resource import Resource
 from sailmesh.generate.common import duration, pack, u32
 from sailmesh.generate.filters.context import FilterContext
+from sailmesh.generate.filters.ext_authz import lookup_cluster
+from sailmesh.snapshot.model import MeshSnapshot
 
 LOCAL_RATELIMIT_FILTER = "envoy.filters.http.local_ratelimit"
+RATELIMIT_FILTER = "envoy.filters.http.ratelimit"
+SET_METADATA_FILTER = "envoy.filters.http.set_metadata"
+GLOBAL_NAMESPACE = "sailmesh.ratelimit"  # dynamic metadata: rule id -> {requests_per_unit, unit}
 HEADER_MUTATION_FILTER = "envoy.filters.http.header_mutation"
 RULE_KEY = "sailmesh_rule"
 VALUE_KEY = "sailmesh_key"
@@ -152,15 +163,75 @@ def _peer_header(add: bool) -> hcm_pb2.HttpFilter:
     return hcm_pb2.HttpFilter(name=HEADER_MUTATION_FILTER, typed_config=pack(m))
 
 
+def _global_provider(snapshot: MeshSnapshot, spec: api.RateLimitSpec) -> tuple[EnvoyRateLimit, str] | None:
+    """The envoyRateLimit extensionProvider a RateLimit names and its service's cluster; None when it names none
+    (or one the mesh config lacks, or whose service is unknown: the rules are then enforced locally)."""
+    provider = snapshot.mesh_config.provider(spec.provider) if spec.provider else None
+    cfg = provider.envoy_rate_limit if provider is not None else None
+    if cfg is None:
+        return None
+    try:
+        _host, cluster = lookup_cluster(snapshot, cfg.service, cfg.port)
+    except ValueError:
+        return None
+    return cfg, cluster
+
+
+def global_rate_limit(resource: Resource, spec: api.RateLimitSpec, cfg: EnvoyRateLimit,
+                      cluster: str) -> list[hcm_pb2.HttpFilter]:
+    """One RateLimit in global mode: a set_metadata filter carrying each rule's limit, then Envoy's ratelimit filter
+    asking the provider's service (its domain) about the same descriptors the local mode builds, each with its
+    limit as the descriptor's override (Envoy's RateLimit.Override from dynamic metadata), so the service needs
+    no configuration of its own and counts one window for every replica."""
+    limits = struct_pb2.Struct()
+    rl = rate_limit_pb2.RateLimit(
+        domain=cfg.domain, failure_mode_deny=not cfg.fail_open,
+        stat_prefix=f"sailmesh_ratelimit_{resource.namespace}_{resource.name}",
+        rate_limited_status=http_status_pb2.HttpStatus(code=spec.status),
+        rate_limit_service=rls_config_pb2.RateLimitServiceConfig(
+            grpc_service=grpc_service_pb2.GrpcService(
+                envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name=cluster)),
+            transport_api_version=config_source_pb2.V3))
+    if cfg.timeout is not None:
+        rl.timeout.CopyFrom(duration(cfg.timeout.seconds))
+    for name, value in spec.headers:
+        rl.response_headers_to_add.add(header=base_pb2.HeaderValue(key=name, value=value),
+                                       append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD)
+    for rule in spec.rules:
+        rid = rule_id(resource, rule)
+        limits.update({rid: {"requests_per_unit": rule.requests, "unit": api.GLOBAL_UNITS.get(rule.per, "MINUTE")}})
+        override = rc.RateLimit.Override(dynamic_metadata=rc.RateLimit.Override.DynamicMetadata(
+            metadata_key=metadata_pb2.MetadataKey(key=GLOBAL_NAMESPACE,
+                                                  path=[metadata_pb2.MetadataKey.PathSegment(key=rid)])))
+        conditions = _conditions(rule.match)
+        key = _key_action(rule)
+        header = PEER_HEADER if rule.key == "sourcePrincipal" else rule.header
+        if key is not None and header:  # requests without the key's header share one keyless count
+            absent = rc.HeaderMatcher(name=header, present_match=True, invert_match=True)
+            rl.rate_limits.add(actions=[_rule_action(rid, [*conditions, absent])], limit=override)
+        rl.rate_limits.add(actions=[_rule_action(rid, conditions), *([key] if key is not None else [])],
+                           limit=override)
+    meta = set_metadata_pb2.Config(metadata=[set_metadata_pb2.Metadata(
+        metadata_namespace=GLOBAL_NAMESPACE, value=limits, allow_overwrite=True)])
+    return [hcm_pb2.HttpFilter(name=SET_METADATA_FILTER, typed_config=pack(meta)),
+            hcm_pb2.HttpFilter(name=RATELIMIT_FILTER, typed_config=pack(rl))]
+
+
 def rate_limit_filters(ctx: FilterContext) -> list[hcm_pb2.HttpFilter]:
-    """The chain slot: a local_ratelimit filter per RateLimit selecting the proxy (none when none does)."""
+    """The chain slot: a local_ratelimit filter per RateLimit selecting the proxy (none when none does), or for a
+    RateLimit naming an envoyRateLimit provider the global ratelimit filter."""
     snapshot, proxy = ctx.snapshot, ctx.proxy
     chosen = selected(snapshot.of_kind(api.KIND), snapshot.mesh.root_namespace, proxy.namespace, proxy.labels)
     if not chosen:
         return []
-    limits = [hcm_pb2.HttpFilter(name=LOCAL_RATELIMIT_FILTER, typed_config=pack(local_rate_limit(r, s)))
-              for r, s in chosen]
-    if not any(rule.key == "sourcePrincipal" for _r, s in chosen for rule in s.rules):
+    limits = []
+    for r, s in chosen:
+        found = _global_provider(snapshot, s)
+        if found is not None:
+            limits.extend(global_rate_limit(r, s, *found))
+        else:
+            limits.append(hcm_pb2.HttpFilter(name=LOCAL_RATELIMIT_FILTER, typed_config=pack(local_rate_limit(r, s))))
+    if not any(rule.key == "sourcePrincipal" for _r, spec in chosen for rule in spec.rules):
         return limits
     # remove first so a client cannot choose its own key when the formatter yields nothing (a plaintext peer)
     remove = _peer_header(False)

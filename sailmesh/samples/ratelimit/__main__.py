@@ -11,7 +11,7 @@ import grpc
 import yaml
 from envoy.service.ratelimit.v3 import rls_pb2_grpc
 
-from sailmesh.samples.ratelimit.limits import ConfigError, parse
+from sailmesh.samples.ratelimit.limits import ConfigError, Node, parse
 from sailmesh.samples.ratelimit.server import RateLimitService
 
 
@@ -26,14 +26,17 @@ async def serve(host: str, port: int, service: RateLimitService) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m sailmesh.samples.ratelimit", description=__doc__)
-    p.add_argument("--config", required=True, help="envoyproxy/ratelimit's config.yaml (domain, descriptors)")
+    p.add_argument("--config", help="envoyproxy/ratelimit's config.yaml (domain, descriptors); without it only "
+                                     "descriptors that carry their own limit (sailmesh's RateLimit global mode) count")
     p.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8081")))
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    domain, nodes = "", list[Node]()
     try:
-        with open(a.config, encoding="utf-8") as fh:
-            domain, nodes = parse(yaml.safe_load(fh))
+        if a.config:
+            with open(a.config, encoding="utf-8") as fh:
+                domain, nodes = parse(yaml.safe_load(fh))
     except (OSError, yaml.YAMLError, ConfigError) as e:
         print(f"ratelimit: {a.config}: {e}")
         return 2
