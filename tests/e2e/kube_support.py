@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import pathlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -40,6 +40,15 @@ def start_cluster(workdir: pathlib.Path, apiserver_args: list[str] | None = None
         cluster.stop()
         raise
     return cluster
+
+
+def module_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
+    """The body of a module-scoped `kube` fixture: `kube = pytest.fixture(scope="module", name="kube")(...)`."""
+    cluster = start_cluster(tmp_path_factory.mktemp("kube"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 async def kubectl(kube: KubeCluster, *args: str, input: str | None = None, check: bool = True) -> str:

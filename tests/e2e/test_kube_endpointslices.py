@@ -13,7 +13,6 @@ import asyncio
 import json
 import pathlib
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -22,7 +21,7 @@ from sailmesh.testing.envoy_proc import ads_bootstrap, running_envoy
 from sailmesh.testing.kube_cluster import KubeCluster
 from sailmesh.testing.kube_node import routable_pod_block
 from sailmesh.testing.waiting import await_for
-from tests.e2e.kube_support import control_plane, kubectl, running_node, start_cluster, wait_service_account
+from tests.e2e.kube_support import control_plane, kubectl, module_cluster, running_node, wait_service_account
 
 pytestmark = pytest.mark.e2e
 NS = "kt-eps"
@@ -30,13 +29,7 @@ WEB = f"web.{NS}.svc.cluster.local"
 CLUSTER = f"outbound|8000||{WEB}"
 
 
-@pytest.fixture(scope="module")
-def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
-    cluster = start_cluster(tmp_path_factory.mktemp("kube"))
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+kube = pytest.fixture(scope="module", name="kube")(module_cluster)
 
 
 def pod(name: str) -> str:

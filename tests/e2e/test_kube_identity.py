@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import os
 import pathlib
-from collections.abc import Iterator
 
 import grpc
 import pytest
@@ -17,19 +16,13 @@ from sailmesh.agent.identity import CertificateManager, IdentityOptions
 from sailmesh.controlplane.app import ControlPlane
 from sailmesh.testing.kube_cluster import KubeCluster
 from sailmesh.testing.waiting import await_for
-from tests.e2e.kube_support import control_plane, kubectl, start_cluster, wait_service_account
+from tests.e2e.kube_support import control_plane, kubectl, module_cluster, wait_service_account
 
 pytestmark = pytest.mark.e2e
 NS = "kt-id"
 
 
-@pytest.fixture(scope="module")
-def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
-    cluster = start_cluster(tmp_path_factory.mktemp("kube"))
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+kube = pytest.fixture(scope="module", name="kube")(module_cluster)
 
 
 def token_file(folder: pathlib.Path, name: str, token: str) -> str:
