@@ -52,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kubeconfig", default="", metavar="PATH",
                         help="also take config and workloads from this Kubernetes API server (list + watch); "
                              "`in-cluster` uses the pod's service account")
+    parser.add_argument("--leader-lease-seconds", type=float, default=15.0, metavar="S",
+                        help="with --kubeconfig: the Lease duration of the replicas' leader election (client-go's "
+                             "15 s; renew deadline and retry period in its proportions; 0 = no election)")
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
@@ -97,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
                                cacerts_dir=args.cacerts, min_cert_ttl_s=args.min_cert_ttl,
                                xds_plaintext=args.xds_plaintext, ca_port=args.ca_port,
                                mesh_config_file=args.mesh_config, dns_port=args.dns_port,
-                               csr_rate=args.csr_rate, api_mtls_address=args.api_mtls, kubeconfig=args.kubeconfig)
+                               csr_rate=args.csr_rate, api_mtls_address=args.api_mtls, kubeconfig=args.kubeconfig,
+                               leader_lease_s=args.leader_lease_seconds)
     try:
         cp = ControlPlane(opts, settings)
         cp.mount("/dashboard/", dashboard_app)  # `sailmesh dashboard` opens it (same port, same loopback default)

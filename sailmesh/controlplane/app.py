@@ -83,6 +83,7 @@ class ControlPlaneOptions:
     csr_rate: float = CSR_PER_IDENTITY.rate  # CSRs a second per identity, bursts of 5x (0 = no limit)
     api_mtls_address: str = ""  # host:port of the HTTP API for remote callers over mTLS ("" = off; port 0 = any)
     kubeconfig: str = ""  # config and workloads also from this Kubernetes API server ("in-cluster": the pod's SA)
+    leader_lease_s: float = 15.0  # with kubeconfig: the replicas' Lease duration (client-go's 15 s; 0 = no election)
 
 
 class ControlPlane:
@@ -153,6 +154,8 @@ class ControlPlane:
         self.server.authorize = self.identity.authorize_proxy
         if self.kube is not None:  # agents in pods prove themselves with service-account tokens (TokenReview)
             self.identity.accept_platform_tokens(self.kube.token_reviewer())
+            if self.opts.leader_lease_s > 0:  # replicas: the Lease holder does the writes
+                self.kube.elect(self.identity.authority.trust_bundle, self.opts.leader_lease_s)
         plaintext = [("127.0.0.1", self.opts.xds_port, None)] if self.opts.xds_plaintext else []
         self.opts.xds_tls_port = await self.server.serve(
             self.opts.host, self.opts.xds_tls_port, self.identity.credentials(),

@@ -148,12 +148,13 @@ def _etcd(kube: KubeCluster, path: str, body: dict[str, object]) -> dict[str, ob
         return result
 
 
-# kube-controller-manager (when it was built) publishes this ConfigMap into every namespace
-ROOT_CA_CONFIGMAP = "kube-root-ca.crt"
+# kube-controller-manager (when it was built) publishes the first into every namespace, a leading control plane
+# the second (Istio's CA root ConfigMap)
+PUBLISHED_CONFIGMAPS = ("kube-root-ca.crt", "istio-ca-root-cert")
 
 
 def _names(store: KubeStore) -> list[str]:
-    return [r.name for r in store.list("ConfigMap") if r.name != ROOT_CA_CONFIGMAP]
+    return [r.name for r in store.list("ConfigMap") if r.name not in PUBLISHED_CONFIGMAPS]
 
 
 async def test_a_watch_from_a_compacted_version_gets_410_and_the_informer_relists(kube: KubeCluster) -> None:

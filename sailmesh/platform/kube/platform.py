@@ -13,13 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sailmesh.errors import PlatformError
 from sailmesh.platform.kube.client import KubeConnection, connect
 from sailmesh.platform.kube.informer import Informer, KubeResource, Obj
+from sailmesh.platform.kube.lease import LeaderElector, LeaseTimings
 from sailmesh.platform.kube.registry import KubeRegistry
+from sailmesh.platform.kube.rootcert import RootCertPublisher
 from sailmesh.platform.kube.store import KubeStore
 from sailmesh.platform.kube.tokenreview import TokenReviewer
 from sailmesh.store.base import Validator, no_validation
@@ -87,6 +89,8 @@ class KubePlatform:
         self.conn: KubeConnection | None = None
         self.informers: dict[KubeResource, Informer] = {}
         self._tasks: dict[KubeResource, asyncio.Task[None]] = {}
+        self.elector: LeaderElector | None = None
+        self._election: asyncio.Task[None] | None = None
 
     def _informer(self, resource: KubeResource, handler: Any, namespace: str = "", field_selector: str = ""
                   ) -> Informer:
@@ -127,6 +131,18 @@ class KubePlatform:
         log.info("Kubernetes: %d resources, %d workloads from %s", len(self.store.keys()),
                  len(self.registry.workloads()), self.conn.server)
 
+    def elect(self, bundle: Callable[[], str], lease_duration_s: float = 15.0) -> LeaderElector:
+        """Join the leader election on the Lease in the root namespace (after start()); while leading, publish the
+        CA's bundle (`bundle()`) as Istio's istio-ca-root-cert ConfigMap in every namespace."""
+        if self.conn is None:
+            raise PlatformError("the Kubernetes platform is not started")
+        elector = LeaderElector(self.conn, self.root_namespace, timings=LeaseTimings.scaled(lease_duration_s))
+        publisher = RootCertPublisher(self.conn, self.registry.namespaces, bundle, elector.identity)
+        elector.add_task("root-cert", publisher.run)
+        self.elector = elector
+        self._election = asyncio.create_task(elector.run(), name="kube-leader-election")
+        return elector
+
     def token_reviewer(self) -> TokenReviewer:
         """A TokenReview verifier on this platform's connection (after start())."""
         if self.conn is None:
@@ -142,6 +158,11 @@ class KubePlatform:
             await asyncio.gather(*(i.synced.wait() for i in pending))
 
     async def stop(self) -> None:
+        if self._election is not None:  # first: a leader releases its Lease while the connection is up
+            self._election.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._election
+            self._election = None
         for t in self._tasks.values():
             t.cancel()
         for t in self._tasks.values():
