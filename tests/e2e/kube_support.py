@@ -42,6 +42,35 @@ def start_cluster(workdir: pathlib.Path, apiserver_args: list[str] | None = None
     return cluster
 
 
+def httpbin_pod(name: str, namespace: str, app: str = "web") -> str:
+    """A Pod of the httpbin sample (container port 8080, named http), labelled app=<app>."""
+    return f"""
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  namespace: {namespace}
+  labels: {{app: {app}}}
+spec:
+  containers:
+  - name: httpbin
+    image: docker.io/mccutchen/go-httpbin:v2.15.0
+    ports: [{{containerPort: 8080, name: http}}]
+"""
+
+
+def web_service(namespace: str) -> str:
+    """Service web (port 8000 -> the pods' 8080) selecting app=web."""
+    return f"""
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: {namespace}}}
+spec:
+  selector: {{app: web}}
+  ports: [{{name: http, port: 8000, targetPort: 8080}}]
+"""
+
+
 def module_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
     """The body of a module-scoped `kube` fixture: `kube = pytest.fixture(scope="module", name="kube")(...)`."""
     cluster = start_cluster(tmp_path_factory.mktemp("kube"))

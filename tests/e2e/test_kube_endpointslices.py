@@ -21,7 +21,7 @@ from sailmesh.testing.envoy_proc import ads_bootstrap, running_envoy
 from sailmesh.testing.kube_cluster import KubeCluster
 from sailmesh.testing.kube_node import routable_pod_block
 from sailmesh.testing.waiting import await_for
-from tests.e2e.kube_support import control_plane, kubectl, module_cluster, running_node, wait_service_account
+from tests.e2e import kube_support as ks
 
 pytestmark = pytest.mark.e2e
 NS = "kt-eps"
@@ -29,38 +29,12 @@ WEB = f"web.{NS}.svc.cluster.local"
 CLUSTER = f"outbound|8000||{WEB}"
 
 
-kube = pytest.fixture(scope="module", name="kube")(module_cluster)
-
-
-def pod(name: str) -> str:
-    return f"""
-apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-  namespace: {NS}
-  labels: {{app: web}}
-spec:
-  containers:
-  - name: httpbin
-    image: docker.io/mccutchen/go-httpbin:v2.15.0
-    ports: [{{containerPort: 8080, name: http}}]
-"""
-
-
-SERVICE = f"""
-apiVersion: v1
-kind: Service
-metadata: {{name: web, namespace: {NS}}}
-spec:
-  selector: {{app: web}}
-  ports: [{{name: http, port: 8000, targetPort: 8080}}]
-"""
+kube = pytest.fixture(scope="module", name="kube")(ks.module_cluster)
 
 
 async def slice_addresses(kube: KubeCluster) -> dict[str, bool]:
     """address -> ready, over the Service's EndpointSlices as the controller wrote them."""
-    out = json.loads(await kubectl(kube, "get", "endpointslices", "-n", NS, "-l",
+    out = json.loads(await ks.kubectl(kube, "get", "endpointslices", "-n", NS, "-l",
                                    "kubernetes.io/service-name=web", "-o", "json"))
     return {a: bool((ep.get("conditions") or {}).get("ready")) for s in out["items"]
             for ep in s.get("endpoints") or () for a in ep.get("addresses") or ()}
@@ -83,11 +57,12 @@ async def test_the_controller_writes_slices_for_ready_pods_and_a_deleted_pod_lea
     if block is None:
         pytest.skip("198.18.0.0/15 cannot be made local (needs `ip` and CAP_NET_ADMIN): the API server refuses "
                     "loopback pod addresses in EndpointSlices")
-    await kubectl(kube, "create", "namespace", NS)
-    await wait_service_account(kube, NS)
-    async with running_node(kube, "node-eps", block, tmp_path / "node") as node, \
-            control_plane(kube, tmp_path / "cp", xds_plaintext=True, xds_port=0) as cp:
-        await kubectl(kube, "apply", "-f", "-", input=SERVICE + "---" + pod("web-1") + "---" + pod("web-2"))
+    await ks.kubectl(kube, "create", "namespace", NS)
+    await ks.wait_service_account(kube, NS)
+    async with ks.running_node(kube, "node-eps", block, tmp_path / "node") as node, \
+            ks.control_plane(kube, tmp_path / "cp", xds_plaintext=True, xds_port=0) as cp:
+        app = [ks.web_service(NS), ks.httpbin_pod("web-1", NS), ks.httpbin_pod("web-2", NS)]
+        await ks.kubectl(kube, "apply", "-f", "-", input="---".join(app))
 
         async def two_ready_in_slices() -> dict[str, bool] | None:
             found = await slice_addresses(kube)

@@ -32,34 +32,15 @@ from sailmesh.testing.envoy_proc import ads_bootstrap, running_envoy
 from sailmesh.testing.kube_cluster import KubeCluster
 from sailmesh.testing.kube_node import routable_pod_block
 from sailmesh.testing.waiting import await_for, random_loopback_block
-from tests.e2e.kube_support import kubectl, module_cluster, running_node, wait_service_account
+from tests.e2e import kube_support as ks
 
 pytestmark = pytest.mark.e2e
-kube = pytest.fixture(scope="module", name="kube")(module_cluster)
+kube = pytest.fixture(scope="module", name="kube")(ks.module_cluster)
 NS = "kt-rep"
 LEASE = "sailmesh-controlplane-leader"
 LEASE_S = 3.0  # renew deadline 2 s, retry 0.4 s (client-go's proportions)
 
-APP = f"""
-apiVersion: v1
-kind: Service
-metadata: {{name: web, namespace: {NS}}}
-spec:
-  selector: {{app: web}}
-  ports: [{{name: http, port: 8000, targetPort: 8080}}]
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: web-1
-  namespace: {NS}
-  labels: {{app: web}}
-spec:
-  containers:
-  - name: httpbin
-    image: docker.io/mccutchen/go-httpbin:v2.15.0
-    ports: [{{containerPort: 8080, name: http}}]
-"""
+APP = "---".join([ks.web_service(NS), ks.httpbin_pod("web-1", NS)])
 
 
 @dataclass
@@ -160,10 +141,10 @@ async def test_two_replicas_serve_xds_the_leader_writes_and_a_killed_leader_fail
         kube: KubeCluster, tmp_path: pathlib.Path) -> None:
     block = routable_pod_block() or random_loopback_block()
     for ns in ("istio-system", NS):
-        await kubectl(kube, "create", "namespace", ns, check=False)
-    await wait_service_account(kube, NS)
-    async with running_node(kube, "node-rep", block, tmp_path / "node"):
-        await kubectl(kube, "apply", "-f", "-", input=APP)
+        await ks.kubectl(kube, "create", "namespace", ns, check=False)
+    await ks.wait_service_account(kube, NS)
+    async with ks.running_node(kube, "node-rep", block, tmp_path / "node"):
+        await ks.kubectl(kube, "apply", "-f", "-", input=APP)
         with replicas(kube, tmp_path, 1) as [first]:
             await await_for(lambda: asyncio.to_thread(ready, first), timeout=90, what="replica 0 ready")
             await await_for(lambda: _async(bool(first.identity())), timeout=30, what="replica 0 leads")
@@ -200,7 +181,7 @@ async def test_two_replicas_serve_xds_the_leader_writes_and_a_killed_leader_fail
                         await await_for(lambda: _async(bool(second.identity())), timeout=30,
                                         what="the survivor takes the Lease")
                         assert await lease_holder(kube) == second.identity() != leader
-                        await kubectl(kube, "create", "namespace", "kt-rep-later")
+                        await ks.kubectl(kube, "create", "namespace", "kt-rep-later")
                         assert await await_for(
                             lambda: _written_in(kube, "kt-rep-later"), timeout=30,
                             what="the new leader writes the new namespace's ConfigMap") == [second.identity()]
@@ -227,7 +208,7 @@ def _one(traffic: Traffic) -> int | str:
 
 
 async def _written_in(kube: KubeCluster, ns: str) -> list[str]:
-    got = await kubectl(kube, "get", "configmap", "istio-ca-root-cert", "-n", ns, "--show-managed-fields",
+    got = await ks.kubectl(kube, "get", "configmap", "istio-ca-root-cert", "-n", ns, "--show-managed-fields",
                         "-o", "json", check=False)
     return [m["manager"] for m in json.loads(got)["metadata"]["managedFields"]] if got else []
 
