@@ -134,4 +134,4 @@ def run(args: argparse.Namespace) -> int:
 
 def dump_yaml(objs: Iterable[dict[str, Any]]) -> str:
     """Objects as one multi-document YAML text."""
-    return "---\n".join(yaml.safe_dump(o, sort_keys=False, width=1000) for o in objs)
+    return "---\n".join(yaml.dump(o, Dumper=yaml.CSafeDumper, sort_keys=False, width=1000) for o in objs)

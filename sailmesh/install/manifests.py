@@ -97,8 +97,7 @@ def mesh_config(v: Values) -> Obj:
     """ConfigMap `istio` (key `mesh`): the mesh config the control plane and proxies read."""
     mesh: Obj = {"defaultConfig": {"discoveryAddress": f"istiod.{v.namespace}.svc:{ControlPlanePorts().xds_tls}"},
                  "rootNamespace": v.namespace, "trustDomain": "cluster.local"}
-    if v.access_log:
-        mesh["accessLogFile"] = "/dev/stdout"
+    mesh["accessLogFile"] = "/dev/stdout" if v.access_log else ""  # Istio's default "": no access log
     return {"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": _meta("istio", v.namespace, {"app": "istiod", "istio.io/rev": v.revision}),
             "data": {"mesh": json.dumps(mesh, indent=2, sort_keys=True)}}
