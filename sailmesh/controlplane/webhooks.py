@@ -55,6 +55,7 @@ class WebhookWriter:
     patched: dict[str, int] = field(default_factory=dict)  # name -> times written (tests, /debug)
     _queue: asyncio.Queue[tuple[KubeResource, str]] = field(default_factory=asyncio.Queue)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _namespaces: set[str] = field(default_factory=set)
     informers: list[Informer] = field(default_factory=list)
 
     # -- informer handler -----------------------------------------------------------------------
@@ -66,12 +67,14 @@ class WebhookWriter:
         name = str((obj.get("metadata") or {}).get("name") or "")
         if resource is NAMESPACES:
             if name not in NO_ROOT_CERT and not (obj.get("metadata") or {}).get("deletionTimestamp"):
+                self._namespaces.add(name)
                 self._queue.put_nowait((CONFIGMAPS, name))
         elif name in self.names and self._needs_bundle(resource, obj):
             self._queue.put_nowait((resource, name))
 
     def deleted(self, resource: KubeResource, obj: Obj) -> None:
-        return None
+        if resource is NAMESPACES:
+            self._namespaces.discard(str((obj.get("metadata") or {}).get("name") or ""))
 
     def _needs_bundle(self, resource: KubeResource, obj: Obj) -> bool:
         want = base64.b64encode(self.bundle().encode()).decode()
@@ -143,11 +146,22 @@ class WebhookWriter:
                 self._queue.put_nowait((resource, name))
 
     def refresh(self) -> None:
-        """The trust bundle changed (root rotation): look at every object again."""
-        for inf in self.informers:
-            inf.resource_version = ""  # the next watch restart re-lists; queue the known names now
+        """The trust bundle changed (root rotation): write it everywhere again."""
         for r, n in ((VALIDATING, self.names[0]), (MUTATING, self.names[1])):
             self._queue.put_nowait((r, n))
+        for ns in sorted(self._namespaces):
+            self._queue.put_nowait((CONFIGMAPS, ns))
+
+    async def _follow_bundle(self, interval_s: float = 5.0) -> None:
+        """Notice a new trust bundle (a root rotation adds and later drops roots) and rewrite it."""
+        seen = self.bundle()
+        while True:
+            await asyncio.sleep(interval_s)
+            now = self.bundle()
+            if now != seen:
+                seen = now
+                log.info("trust bundle changed: rewriting the webhooks' caBundle and istio-ca-root-cert")
+                self.refresh()
 
     async def start(self) -> None:
         self.informers = [Informer(self.conn, VALIDATING, self, field_selector=f"metadata.name={self.names[0]}"),
@@ -156,6 +170,7 @@ class WebhookWriter:
         self._tasks = [asyncio.create_task(i.run(), name=f"webhook-writer-{i.resource.plural}")
                        for i in self.informers]
         self._tasks.append(asyncio.create_task(self._worker(), name="webhook-writer"))
+        self._tasks.append(asyncio.create_task(self._follow_bundle(), name="webhook-bundle"))
 
     async def stop(self) -> None:
         for t in self._tasks:
