@@ -41,7 +41,10 @@ def run(args: argparse.Namespace) -> int:
         if len(text) > MAX_FILE_BYTES:
             return fail(f"{args.filename}: larger than {MAX_FILE_BYTES} bytes")
         cfg = InjectionConfig(image=args.image, discovery_address=args.discovery_address, revision=args.revision)
-        out = inject_text(text, cfg, args.namespace, args.filename)
+        warnings: list[str] = []
+        out = inject_text(text, cfg, args.namespace, args.filename, warnings)
+        for w in warnings:
+            print(f"warning: {w}", file=sys.stderr)
     except (OSError, ParseError) as e:
         return fail(str(e))
     if args.output == "-":

@@ -95,8 +95,9 @@ def rbac(v: Values) -> list[Obj]:
 
 def mesh_config(v: Values) -> Obj:
     """ConfigMap `istio` (key `mesh`): the mesh config the control plane and proxies read."""
-    mesh: Obj = {"defaultConfig": {"discoveryAddress": f"istiod.{v.namespace}.svc:{ControlPlanePorts().xds_tls}"},
-                 "rootNamespace": v.namespace, "trustDomain": "cluster.local"}
+    # (Istio's chart also writes defaultConfig.discoveryAddress: here the injector's --injection-discovery-address
+    # tells proxies where the control plane is, and the mesh config would only report the field as not acted on)
+    mesh: Obj = {"rootNamespace": v.namespace, "trustDomain": "cluster.local"}
     mesh["accessLogFile"] = "/dev/stdout" if v.access_log else ""  # Istio's default "": no access log
     return {"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": _meta("istio", v.namespace, {"app": "istiod", "istio.io/rev": v.revision}),

@@ -317,6 +317,40 @@ def volumes(cfg: InjectionConfig) -> list[Obj]:
     ]
 
 
+# Istio's per-pod proxy annotations the injector acts on -> (resources section, key) or the agent flag
+_RESOURCES = {"sidecar.istio.io/proxyCPU": ("requests", "cpu"), "sidecar.istio.io/proxyMemory": ("requests", "memory"),
+              "sidecar.istio.io/proxyCPULimit": ("limits", "cpu"),
+              "sidecar.istio.io/proxyMemoryLimit": ("limits", "memory")}
+# Istio injection annotations sailmesh's injector accepts but does not act on: said in the admission response's
+# warnings (kubectl prints them) and by kube-inject, never silently ignored.
+NOT_ACTED_ON = ("proxy.istio.io/config", "inject.istio.io/templates", "sidecar.istio.io/userVolume",
+                "sidecar.istio.io/userVolumeMount", "sidecar.istio.io/bootstrapOverride",
+                "sidecar.istio.io/componentLogLevel", "sidecar.istio.io/statsInclusionPrefixes",
+                "sidecar.istio.io/statsInclusionSuffixes", "sidecar.istio.io/statsInclusionRegexps",
+                "sidecar.istio.io/agentLogLevel", "sidecar.istio.io/enableCoreDump",
+                "status.sidecar.istio.io/port", "readiness.status.sidecar.istio.io/initialDelaySeconds",
+                "readiness.status.sidecar.istio.io/periodSeconds",
+                "readiness.status.sidecar.istio.io/failureThreshold", "proxy.istio.io/overrides")
+
+
+def apply_proxy_annotations(proxy: Obj, annotations: Mapping[str, str]) -> None:
+    """Istio's proxyImage, proxyCPU/Memory(+Limit) and logLevel annotations on the injected proxy."""
+    if annotations.get("sidecar.istio.io/proxyImage"):
+        proxy["image"] = annotations["sidecar.istio.io/proxyImage"]
+    for key, (section, resource) in _RESOURCES.items():
+        if annotations.get(key):
+            proxy["resources"][section][resource] = annotations[key]
+    if annotations.get("sidecar.istio.io/logLevel"):
+        proxy["command"] += ["--log-level", annotations["sidecar.istio.io/logLevel"]]
+
+
+def not_acted_on(pod: Mapping[str, Any]) -> list[str]:
+    """Warnings for the pod's Istio injection annotations that sailmesh accepts but does not act on."""
+    annotations = _strmap(_meta(pod).get("annotations"))
+    return [f"annotation {k} is accepted, not acted on by sailmesh's injector" for k in NOT_ACTED_ON
+            if k in annotations]
+
+
 def inject_pod(pod: Mapping[str, Any], cfg: InjectionConfig, workload: str = "") -> Obj:
     """The pod with the sidecar injected (a new object; the input is not changed)."""
     out: Obj = copy.deepcopy(dict(pod))
@@ -332,6 +366,7 @@ def inject_pod(pod: Mapping[str, Any], cfg: InjectionConfig, workload: str = "")
     labels.setdefault(TLS_MODE_LABEL, "istio")
     labels[CANONICAL_NAME], labels[CANONICAL_REVISION] = name, rev
     proxy = proxy_container(out, labels, probers, workload, cfg)
+    apply_proxy_annotations(proxy, annotations)
     spec["initContainers"] = [init_container(annotations, cfg), proxy,
                               *[c for c in spec.get("initContainers") or () if c.get("name") not in (
                                   INIT_NAME, PROXY_NAME)]]

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from sailmesh.errors import ParseError
-from sailmesh.webhook.inject import InjectionConfig, Obj, inject_pod, injection_required
+from sailmesh.webhook.inject import InjectionConfig, Obj, inject_pod, injection_required, not_acted_on
 
 # kind -> the path of its pod template
 TEMPLATE_PATHS: dict[str, tuple[str, ...]] = {
@@ -37,12 +37,16 @@ def _template(doc: Obj) -> tuple[Obj, Obj] | None:
     return (node, tmpl) if isinstance(node, dict) and isinstance(tmpl, dict) else None
 
 
-def inject_document(doc: Obj, cfg: InjectionConfig, namespace: str = "default") -> Obj:
-    """One manifest object with its pod (template) injected; other kinds unchanged."""
+def inject_document(doc: Obj, cfg: InjectionConfig, namespace: str = "default",
+                    warnings: list[str] | None = None) -> Obj:
+    """One manifest object with its pod (template) injected; other kinds unchanged. Annotations the injector
+    does not act on are added to `warnings` (prefixed with the object)."""
     ns = str((doc.get("metadata") or {}).get("namespace") or namespace)
     name = str((doc.get("metadata") or {}).get("name") or "")
     if doc.get("kind") == "Pod":
         needed, _ = injection_required(doc, ns)
+        if needed and warnings is not None:
+            warnings.extend(f"Pod {ns}/{name}: {w}" for w in not_acted_on(doc))
         return inject_pod(doc, cfg) if needed else doc
     found = _template(doc)
     if found is None:
@@ -50,6 +54,8 @@ def inject_document(doc: Obj, cfg: InjectionConfig, namespace: str = "default") 
     parent, tmpl = found
     if not injection_required(tmpl, ns)[0]:
         return doc
+    if warnings is not None:
+        warnings.extend(f"{doc['kind']} {ns}/{name}: {w}" for w in not_acted_on(tmpl))
     key = TEMPLATE_PATHS[str(doc["kind"])][-1]
     parent[key] = inject_pod(tmpl, cfg, workload=name)
     return doc
@@ -59,7 +65,8 @@ def _dump(doc: Any) -> str:
     return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=1000)
 
 
-def inject_text(text: str, cfg: InjectionConfig, namespace: str = "default", source: str = "<input>") -> str:
+def inject_text(text: str, cfg: InjectionConfig, namespace: str = "default", source: str = "<input>",
+                warnings: list[str] | None = None) -> str:
     """A YAML text (one or more documents) with every pod injected; documents separated by `---`."""
     try:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
@@ -70,8 +77,9 @@ def inject_text(text: str, cfg: InjectionConfig, namespace: str = "default", sou
         if not isinstance(doc, dict):
             raise ParseError("a document is not an object", file=source)
         if doc.get("kind") == "List" and isinstance(doc.get("items"), list):
-            doc["items"] = [inject_document(i, cfg, namespace) if isinstance(i, dict) else i for i in doc["items"]]
+            doc["items"] = [inject_document(i, cfg, namespace, warnings) if isinstance(i, dict) else i
+                            for i in doc["items"]]
             out.append(_dump(doc))
         else:
-            out.append(_dump(inject_document(doc, cfg, namespace)))
+            out.append(_dump(inject_document(doc, cfg, namespace, warnings)))
     return "---\n".join(out)

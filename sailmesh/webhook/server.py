@@ -31,7 +31,14 @@ from sailmesh.api.parse import resource_from_dict
 from sailmesh.api.resource import Source
 from sailmesh.ca.authority import CertificateAuthority, write_private
 from sailmesh.errors import ParseError
-from sailmesh.webhook.inject import InjectionConfig, inject_pod, injection_required, json_patch, workload_name
+from sailmesh.webhook.inject import (
+    InjectionConfig,
+    inject_pod,
+    injection_required,
+    json_patch,
+    not_acted_on,
+    workload_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +47,12 @@ ADMISSION_V1 = "admission.k8s.io/v1"
 MAX_BODY = 8 * 1024 * 1024  # the API server's own limit for an object is 3 MiB (etcd); a review is bounded too
 
 
-def review_response(uid: str, allowed: bool, message: str = "", patch: list[dict[str, Any]] | None = None
-                    ) -> dict[str, Any]:
-    """An AdmissionReview v1 answer."""
+def review_response(uid: str, allowed: bool, message: str = "", patch: list[dict[str, Any]] | None = None,
+                    warnings: list[str] | None = None) -> dict[str, Any]:
+    """An AdmissionReview v1 answer (warnings are printed by kubectl as `Warning: ...`)."""
     resp: dict[str, Any] = {"uid": uid, "allowed": allowed}
+    if warnings:
+        resp["warnings"] = warnings
     if not allowed:
         resp["status"] = {"code": 400, "reason": "BadRequest", "message": message}
     if patch:
@@ -75,17 +84,19 @@ def validate_review(request: Mapping[str, Any], validate: Validate) -> tuple[boo
     return False, "configuration is invalid: " + "; ".join(str(i) for i in issues)
 
 
-def inject_review(request: Mapping[str, Any], cfg: InjectionConfig) -> tuple[list[dict[str, Any]], str]:
-    """(JSON patch, reason) for one AdmissionRequest to the injecting webhook; an empty patch: not injected."""
+def inject_review(request: Mapping[str, Any], cfg: InjectionConfig
+                  ) -> tuple[list[dict[str, Any]], str, list[str]]:
+    """(JSON patch, reason, warnings) for one AdmissionRequest to the injecting webhook; an empty patch: not
+    injected. The warnings name Istio injection annotations the injector does not act on."""
     pod = request.get("object")
     if not isinstance(pod, dict) or request.get("operation") != "CREATE":
-        return [], "not a pod creation"
+        return [], "not a pod creation", []
     namespace = str(request.get("namespace") or (pod.get("metadata") or {}).get("namespace") or "default")
     needed, why = injection_required(pod, namespace)
     if not needed:
-        return [], why
+        return [], why, []
     injected = inject_pod(pod, cfg, workload=workload_name(pod))
-    return json_patch(pod, injected), "injected"
+    return json_patch(pod, injected), "injected", not_acted_on(pod)
 
 
 class WebhookServer:
@@ -186,12 +197,12 @@ class WebhookServer:
             return got
         uid, req = got
         self.reviews["inject"] += 1
-        patch, why = inject_review(req, self.inject)
+        patch, why, warnings = inject_review(req, self.inject)
         if patch:
             self.reviews["injected"] += 1
         log.info("injection %s/%s: %s", req.get("namespace"), req.get("name") or
                  ((req.get("object") or {}).get("metadata") or {}).get("generateName"), why)
-        return web.json_response(review_response(uid, True, patch=patch))
+        return web.json_response(review_response(uid, True, patch=patch, warnings=warnings))
 
     async def _ready(self, request: web.Request) -> web.Response:
         return web.Response(text="ok")

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from sailmesh.api import meshconfig
 from sailmesh.cli.install import RESOURCES, resource_of
 from sailmesh.install.crds import istio_crds
 from sailmesh.install.manifests import Values, generate
@@ -99,3 +100,9 @@ def test_manifest_generate_prints_the_install(tmp_path: pathlib.Path) -> None:
                          capture_output=True, text=True, check=True).stdout
     docs = [d for d in yaml.load_all(out, Loader=yaml.CSafeLoader) if d]
     assert docs == generate(Values.for_profile("minimal"))
+
+
+@pytest.mark.parametrize("profile", ["minimal", "default", "demo"])
+def test_the_installed_mesh_config_has_nothing_the_control_plane_would_not_act_on(profile: str) -> None:
+    cm = next(o for o in generate(Values.for_profile(profile)) if o["kind"] == "ConfigMap")
+    assert meshconfig.from_mapping(yaml.safe_load(cm["data"]["mesh"])).unmodelled == ()

@@ -19,6 +19,7 @@ from sailmesh.webhook.inject import (
     iptables_args,
     json_patch,
     namespace_selects,
+    not_acted_on,
     workload_name,
 )
 from sailmesh.webhook.kubeinject import inject_text
@@ -230,3 +231,22 @@ def test_kube_inject_passes_other_kinds_through_and_skips_opted_out_templates() 
     assert [c["name"] for c in job["spec"]["initContainers"]] == ["istio-init", "istio-proxy"]
     cron = by_kind["CronJob"]["spec"]["jobTemplate"]["spec"]["template"]
     assert "initContainers" not in cron["spec"]  # sidecar.istio.io/inject: "false"
+
+
+def test_istios_proxy_annotations_set_image_resources_and_log_level() -> None:
+    out = inject_pod(pod(annotations={"sidecar.istio.io/proxyImage": "example/proxy:1",
+                                      "sidecar.istio.io/proxyCPU": "50m", "sidecar.istio.io/proxyMemoryLimit": "256Mi",
+                                      "sidecar.istio.io/logLevel": "debug"}), CFG)
+    proxy = out["spec"]["initContainers"][1]
+    assert proxy["image"] == "example/proxy:1"
+    assert proxy["resources"]["requests"]["cpu"] == "50m" and proxy["resources"]["limits"]["memory"] == "256Mi"
+    assert proxy["command"][-2:] == ["--log-level", "debug"]
+
+
+def test_annotations_not_acted_on_are_said_not_dropped() -> None:
+    p = pod(annotations={"proxy.istio.io/config": "holdApplicationUntilProxyStarts: true"})
+    assert not_acted_on(p) == ["annotation proxy.istio.io/config is accepted, not acted on by sailmesh's injector"]
+    warnings: list[str] = []
+    inject_text(yaml.safe_dump(p), CFG, warnings=warnings)
+    assert warnings == ["Pod default/web-1: annotation proxy.istio.io/config is accepted, not acted on by "
+                        "sailmesh's injector"]

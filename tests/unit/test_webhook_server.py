@@ -52,8 +52,8 @@ def test_deletes_and_valid_objects_are_allowed_and_the_namespace_comes_from_the_
 def test_inject_review_patches_only_pods_that_need_it() -> None:
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a", "labels": {"app": "a"}},
            "spec": {"containers": [{"name": "a", "image": "httpbin"}]}}
-    patch, why = inject_review(_request(pod), InjectionConfig())
-    assert why == "injected" and any(op["path"] == "/spec/initContainers" for op in patch)
+    patch, why, warnings = inject_review(_request(pod), InjectionConfig())
+    assert why == "injected" and any(op["path"] == "/spec/initContainers" for op in patch) and warnings == []
     assert inject_review(_request(pod, namespace="kube-system"), InjectionConfig())[0] == []
     assert inject_review(_request(pod, operation="UPDATE"), InjectionConfig())[0] == []
 
