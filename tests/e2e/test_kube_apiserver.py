@@ -283,7 +283,7 @@ def test_sailmesh_controlplane_kubeconfig_serves_what_kubectl_applies(kube: Kube
     http = free_port()
     state = tmp_path / "state"
     cmd = [sys.executable, "-m", "sailmesh", "controlplane", "--kubeconfig", str(kube.kubeconfig), "--http-port",
-           str(http), "--xds-tls-port", "0", "--ca-port", "0", "--state-dir", str(state)]
+           str(http), "--xds-tls-port", "0", "--ca-port", "0", "--webhook-port", "0", "--state-dir", str(state)]
     with (tmp_path / "cp.log").open("wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
     try:

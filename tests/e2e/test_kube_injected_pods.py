@@ -110,7 +110,7 @@ async def test_injected_pods_get_certificates_with_their_service_account_tokens_
         await kubectl(kube, "create", "namespace", ns, check=False)
     await wait_service_account(kube, NS)
     short = pathlib.Path(tempfile.mkdtemp(prefix="kn-"))  # the agents' SDS sockets: Unix paths stay short
-    async with control_plane(kube, tmp_path / "cp", leader_lease_s=3.0) as cp, \
+    async with control_plane(kube, tmp_path / "cp", leader_lease_s=3.0, webhook_port=0) as cp, \
             running_node(kube, "node-inj", block, short) as node:
         node.control_plane = ControlPlaneAddresses(f"127.0.0.1:{cp.opts.xds_tls_port}", f"127.0.0.1:{cp.opts.ca_port}")
         await kubectl(kube, "apply", "-f", "-", input=APPS)

@@ -1,6 +1,6 @@
 """Two control-plane replicas (`sailmesh controlplane --kubeconfig`, separate processes) on one real API server:
-both serve xDS, the Lease holder alone writes (Istio's istio-ca-root-cert ConfigMap per namespace, its field
-manager named in managedFields), and killing the leader (SIGKILL: no release) moves the Lease to the other replica
+both serve xDS, the Lease holder alone writes (the webhook writer: Istio's istio-ca-root-cert ConfigMap per
+namespace, its field manager named in managedFields), and killing the leader (SIGKILL: no release) moves the Lease to the other replica
 and moves its proxy there, with no failed request under steady traffic through a real Envoy (issue 14).
 
 The Envoy's xds-grpc cluster lists the leader at priority 0 and the other replica at priority 1, with a TCP health
@@ -74,7 +74,8 @@ def replicas(kube: KubeCluster, tmp: pathlib.Path, count: int) -> Iterator[list[
             log = tmp / f"cp{i}.log"
             cmd = [sys.executable, "-m", "sailmesh", "controlplane", "--kubeconfig", str(kube.kubeconfig),
                    "--http-port", str(http), "--xds-tls-port", "0", "--ca-port", "0", "--xds-plaintext",
-                   "--xds-port", str(xds), "--state-dir", str(state), "--leader-lease-seconds", str(LEASE_S)]
+                   "--xds-port", str(xds), "--state-dir", str(state), "--leader-lease-seconds", str(LEASE_S),
+                   "--webhook-port", "0"]
             with log.open("wb") as fh:
                 proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
             out.append(Replica(f"cp{i}", proc, http, xds, state, log))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from sailmesh.errors import PlatformError
@@ -21,7 +21,6 @@ from sailmesh.platform.kube.client import KubeConnection, connect
 from sailmesh.platform.kube.informer import Informer, KubeResource, Obj
 from sailmesh.platform.kube.lease import LeaderElector, LeaseTimings
 from sailmesh.platform.kube.registry import KubeRegistry
-from sailmesh.platform.kube.rootcert import RootCertPublisher
 from sailmesh.platform.kube.store import KubeStore
 from sailmesh.platform.kube.tokenreview import TokenReviewer
 from sailmesh.store.base import Validator, no_validation
@@ -131,14 +130,12 @@ class KubePlatform:
         log.info("Kubernetes: %d resources, %d workloads from %s", len(self.store.keys()),
                  len(self.registry.workloads()), self.conn.server)
 
-    def elect(self, bundle: Callable[[], str], lease_duration_s: float = 15.0) -> LeaderElector:
-        """Join the leader election on the Lease in the root namespace (after start()); while leading, publish the
-        CA's bundle (`bundle()`) as Istio's istio-ca-root-cert ConfigMap in every namespace."""
+    def elect(self, lease_duration_s: float = 15.0) -> LeaderElector:
+        """Join the leader election on the Lease in the root namespace (after start()); leader tasks run while this
+        replica holds it."""
         if self.conn is None:
             raise PlatformError("the Kubernetes platform is not started")
         elector = LeaderElector(self.conn, self.root_namespace, timings=LeaseTimings.scaled(lease_duration_s))
-        publisher = RootCertPublisher(self.conn, self.registry.namespaces, bundle, elector.identity)
-        elector.add_task("root-cert", publisher.run)
         self.elector = elector
         self._election = asyncio.create_task(elector.run(), name="kube-leader-election")
         return elector

@@ -100,10 +100,6 @@ class KubeRegistry:
     def watch(self) -> Subscription:
         return self._events.subscribe()
 
-    def namespaces(self) -> list[str]:
-        """The names of the namespaces listed so far."""
-        return list(self._namespaces)
-
     def namespace_labels(self, namespace: str) -> Mapping[str, str]:
         """A namespace's labels ({} when unknown)."""
         ns = self._namespaces.get(namespace)
