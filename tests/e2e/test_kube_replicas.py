@@ -1,7 +1,8 @@
 """Two control-plane replicas (`sailmesh controlplane --kubeconfig`, separate processes) on one real API server:
 both serve xDS, the Lease holder alone writes (the webhook writer: Istio's istio-ca-root-cert ConfigMap per
-namespace, its field manager named in managedFields), and killing the leader (SIGKILL: no release) moves the Lease to the other replica
-and moves its proxy there, with no failed request under steady traffic through a real Envoy (issue 14).
+namespace, its field manager named in managedFields), and killing the leader (SIGKILL: no release) moves the
+Lease to the other replica and moves its proxy there, with no failed request under steady traffic through a real
+Envoy (issue 14).
 
 The Envoy's xds-grpc cluster lists the leader at priority 0 and the other replica at priority 1, with a TCP health
 check, so it starts on the leader and fails over when the leader dies (in Kubernetes the istiod Service spreads
