@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import pathlib
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -123,6 +125,17 @@ async def control_plane(kube: KubeCluster, state: pathlib.Path, **kw: object) ->
         yield cp
     finally:
         await cp.stop()
+
+
+@contextlib.contextmanager
+def short_dir(prefix: str) -> Iterator[pathlib.Path]:
+    """A fresh folder with a short path under the system temp dir (agents put Unix sockets there, whose paths may
+    not exceed 107 bytes), removed afterwards."""
+    path = pathlib.Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @contextlib.asynccontextmanager

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import pathlib
-import tempfile
 import urllib.request
 
 import pytest
@@ -19,7 +18,14 @@ import pytest
 from sailmesh.testing.kube_cluster import KubeCluster
 from sailmesh.testing.kube_pod import ControlPlaneAddresses
 from sailmesh.testing.waiting import await_for, random_loopback_block
-from tests.e2e.kube_support import control_plane, kubectl, module_cluster, running_node, wait_service_account
+from tests.e2e.kube_support import (
+    control_plane,
+    kubectl,
+    module_cluster,
+    running_node,
+    short_dir,
+    wait_service_account,
+)
 
 pytestmark = pytest.mark.e2e
 kube = pytest.fixture(scope="module", name="kube")(module_cluster)
@@ -109,7 +115,11 @@ async def test_injected_pods_get_certificates_with_their_service_account_tokens_
     for ns in ("istio-system", NS):
         await kubectl(kube, "create", "namespace", ns, check=False)
     await wait_service_account(kube, NS)
-    short = pathlib.Path(tempfile.mkdtemp(prefix="kn-"))  # the agents' SDS sockets: Unix paths stay short
+    with short_dir("kn-") as short:  # the agents' SDS sockets: Unix paths stay short
+        await run_pods(kube, tmp_path, block, short)
+
+
+async def run_pods(kube: KubeCluster, tmp_path: pathlib.Path, block: str, short: pathlib.Path) -> None:
     async with control_plane(kube, tmp_path / "cp", leader_lease_s=3.0, webhook_port=0) as cp, \
             running_node(kube, "node-inj", block, short) as node:
         node.control_plane = ControlPlaneAddresses(f"127.0.0.1:{cp.opts.xds_tls_port}", f"127.0.0.1:{cp.opts.ca_port}")
