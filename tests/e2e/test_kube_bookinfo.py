@@ -95,6 +95,7 @@ async def pods_ready(kube: KubeCluster, namespace: str) -> list[str]:
         "conditions") or ()}.get("Ready") == "True"]
 
 
+@pytest.mark.timeout(900)  # a cluster start plus several meshed processes on a loaded 2-core machine
 async def test_bookinfo_installed_injected_and_routed_on_the_api_server(cluster: KubeCluster,
                                                                         tmp_path: pathlib.Path) -> None:
     kube = cluster

@@ -51,6 +51,7 @@ async def envoy_hosts(envoy: object) -> dict[str, str]:
     return hosts
 
 
+@pytest.mark.timeout(900)  # a cluster start plus several meshed processes on a loaded 2-core machine
 async def test_the_controller_writes_slices_for_ready_pods_and_a_deleted_pod_leaves_every_proxy(
         kube: KubeCluster, tmp_path: pathlib.Path) -> None:
     block = routable_pod_block()

@@ -107,6 +107,7 @@ def through_proxy(proxy: str, url: str) -> tuple[int, str]:
         return int(resp.status), resp.read().decode()
 
 
+@pytest.mark.timeout(900)  # a cluster start plus several meshed processes on a loaded 2-core machine
 async def test_injected_pods_get_certificates_with_their_service_account_tokens_and_talk_mtls(
         kube: KubeCluster, tmp_path: pathlib.Path) -> None:
     # loopback pod addresses: the agent binds its admin and health endpoints on the pod address and accepts only

@@ -139,6 +139,7 @@ class Traffic:
             self.stop.wait(0.02)
 
 
+@pytest.mark.timeout(900)  # a cluster start plus several meshed processes on a loaded 2-core machine
 async def test_two_replicas_serve_xds_the_leader_writes_and_a_killed_leader_fails_no_request(
         kube: KubeCluster, tmp_path: pathlib.Path) -> None:
     block = routable_pod_block() or random_loopback_block()
