@@ -5,6 +5,10 @@ built here at import from a FileDescriptorProto (same package, names and field n
 and sailmesh agents are wire-compatible). The caller proves its identity with a join token in the call metadata
 (`authorization: Bearer <token>`) or, where the channel verified one, its client certificate's SPIFFE ID
 (a workload renewing). Failures are logged with the peer and the identity, never the token.
+
+A platform may add a `TokenVerifier` (on Kubernetes: a projected service-account token checked with the API
+server's TokenReview, platform/kube/tokenreview.py): a bearer token that is not a join token goes to it, and the
+identity it returns is the one signed for. Join tokens keep working beside it.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from cryptography import x509
@@ -23,7 +27,7 @@ from sailmesh.api.identity import Identity, parse_spiffe_id
 from sailmesh.ca.authority import BACKDATE, CertificateAuthority
 from sailmesh.ca.limits import CSR_PER_IDENTITY, FAILED_AUTH_PER_ADDRESS, Limit, RateLimiter, peer_address
 from sailmesh.ca.rotation import INSTANCE_KEY, Holders
-from sailmesh.ca.tokens import JoinTokens
+from sailmesh.ca.tokens import TOKEN_PREFIX, JoinTokens
 from sailmesh.errors import AuthenticationError, CertificateError, IdentityError, RateLimitedError, ValidationError
 from sailmesh.metrics import CitadelMetrics
 
@@ -99,6 +103,13 @@ def peer_spiffe_ids(context: Context) -> list[str]:
     return [i for i in ids if i.startswith("spiffe://")]
 
 
+class TokenVerifier(Protocol):
+    """Checks a platform's credential (not a join token): the (namespace, service account) it proves, or
+    AuthenticationError (whose message must not contain the token)."""
+
+    async def verify(self, token: str) -> tuple[str, str]: ...
+
+
 class CertificateService:
     """Authenticates the caller, then signs its CSR for the identity it proved."""
 
@@ -110,6 +121,7 @@ class CertificateService:
         self.csr_limiter = RateLimiter(csr_limit)  # per identity
         self.failed_auth = RateLimiter(failed_auth_limit)  # per caller address
         self.holders = holders  # which instance holds which bundle and root (root rotation waits on it)
+        self.token_verifier: TokenVerifier | None = None  # a platform's tokens beside the join tokens
         self.requested = 0
         self.signed = 0
         self.refused = 0
@@ -135,12 +147,23 @@ class CertificateService:
                 return identity
         raise AuthenticationError("no join token (authorization: Bearer) and no client certificate of this mesh")
 
+    async def platform_identity(self, token: str) -> Identity | None:
+        """The identity a platform token proves through the verifier (None: no verifier, or a join token);
+        AuthenticationError when the verifier refuses it or it names a reserved identity."""
+        if not token or self.token_verifier is None or token.startswith(TOKEN_PREFIX):
+            return None
+        namespace, service_account = await self.token_verifier.verify(token)
+        if (namespace, service_account) in self.tokens.reserved:
+            raise AuthenticationError(f"ns/{namespace}/sa/{service_account} is reserved (the control plane's admin "
+                                      "identity); no platform token proves it")
+        return Identity(self.authority.options.trust_domain, namespace, service_account)
+
     def create(self, csr: str, validity_s: int, token: str, peer_ids: Sequence[str], instance: str = "",
-               peer_issued_at: float = 0.0) -> list[str]:
-        """Sign `csr`; the chain leaf first, root last. Raises AuthenticationError, IdentityError, CertificateError,
-        RateLimitedError."""
+               peer_issued_at: float = 0.0, proved: Identity | None = None) -> list[str]:
+        """Sign `csr` for `proved` (a platform token's identity) or what the token / certificate proves; the chain
+        leaf first, root last. Raises AuthenticationError, IdentityError, CertificateError, RateLimitedError."""
         self.requested += 1
-        identity = self.caller_identity(token, peer_ids, peer_issued_at)
+        identity = proved or self.caller_identity(token, peer_ids, peer_issued_at)
         wait = self.csr_limiter.take(identity.uri)
         if wait:
             raise RateLimitedError(f"too many CSRs for {identity.uri}; retry in {wait:.1f}s", wait)
@@ -157,8 +180,9 @@ class CertificateService:
         token = bearer_token(context.invocation_metadata())
         peer_ids = peer_spiffe_ids(context)
         try:
+            proved = await self.platform_identity(token)
             chain = self.create(request.csr, int(request.validity_duration), token, peer_ids, instance_of(request),
-                                peer_issued_at(context) if peer_ids and not token else 0.0)
+                                peer_issued_at(context) if peer_ids and not token else 0.0, proved)
         except AuthenticationError as e:
             # Failed authentications per address: beyond the allowance they answer RESOURCE_EXHAUSTED (logged once
             # per hundred). A valid credential is never held back: every local caller shares 127.0.0.1, and one

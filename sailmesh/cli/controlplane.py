@@ -15,6 +15,7 @@ from sailmesh.cli.common import fail
 from sailmesh.controlplane.app import ControlPlane, ControlPlaneOptions
 from sailmesh.dashboard.app import make_app as dashboard_app
 from sailmesh.errors import SailmeshError
+from sailmesh.webhook.inject import InjectionConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +53,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kubeconfig", default="", metavar="PATH",
                         help="also take config and workloads from this Kubernetes API server (list + watch); "
                              "`in-cluster` uses the pod's service account")
+    parser.add_argument("--leader-lease-seconds", type=float, default=15.0, metavar="S",
+                        help="with --kubeconfig: the Lease duration of the replicas' leader election (client-go's "
+                             "15 s; renew deadline and retry period in its proportions; 0 = no election)")
+    parser.add_argument("--webhook-port", type=int, default=None, metavar="PORT",
+                        help="admission webhooks (validation, sidecar injection; TLS) on --host:PORT "
+                             f"(default: {settings_mod.ControlPlanePorts().webhook} with --kubeconfig, else off; "
+                             "0: any free port)")
+    parser.add_argument("--webhook-san", action="append", default=[], metavar="NAME_OR_IP",
+                        help="another name or address for the webhook's serving certificate (repeatable)")
+    parser.add_argument("--injection-discovery-address", default=InjectionConfig().discovery_address,
+                        metavar="HOST:PORT", help="where injected proxies reach the control plane (xDS over mTLS)")
+    parser.add_argument("--proxy-image", default=InjectionConfig().image, help="the image of injected proxies")
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
@@ -97,7 +110,13 @@ def run(args: argparse.Namespace) -> int:
                                cacerts_dir=args.cacerts, min_cert_ttl_s=args.min_cert_ttl,
                                xds_plaintext=args.xds_plaintext, ca_port=args.ca_port,
                                mesh_config_file=args.mesh_config, dns_port=args.dns_port,
-                               csr_rate=args.csr_rate, api_mtls_address=args.api_mtls, kubeconfig=args.kubeconfig)
+                               csr_rate=args.csr_rate, api_mtls_address=args.api_mtls, kubeconfig=args.kubeconfig,
+                               leader_lease_s=args.leader_lease_seconds,
+                               webhook_port=args.webhook_port if args.webhook_port is not None else (
+                                   settings.controlplane.webhook if args.kubeconfig else None),
+                               webhook_sans=tuple(args.webhook_san),
+                               injection=InjectionConfig(image=args.proxy_image,
+                                                         discovery_address=args.injection_discovery_address))
     try:
         cp = ControlPlane(opts, settings)
         cp.mount("/dashboard/", dashboard_app)  # `sailmesh dashboard` opens it (same port, same loopback default)

@@ -31,6 +31,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "proxy-config": ("proxy_config", "show a proxy's Envoy config: clusters, listeners, routes, endpoints, ..."),
     "exec": ("exec", "run a command as a workload of the running mesh would (like kubectl exec)"),
     "dashboard": ("dashboard", "open the mesh dashboard (service graph, proxies, config) in a browser"),
+    "kube-inject": ("kube_inject", "inject the sidecar into Kubernetes manifests offline (istioctl kube-inject)"),
+    "install": ("install", "install the control plane and Istio's CRDs on a Kubernetes cluster (--profile)"),
+    "manifest": ("manifest", "manifest generate: print the objects `install` applies, as YAML"),
+    "uninstall": ("uninstall", "remove what `install` applied from a Kubernetes cluster"),
 }
 
 

@@ -9,7 +9,7 @@ import os
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import watchfiles
@@ -29,6 +29,7 @@ from sailmesh.controlplane.dns import DnsServer
 from sailmesh.controlplane.http_api import Outcome, make_app
 from sailmesh.controlplane.identity import MeshIdentity
 from sailmesh.controlplane.source import MeshSource
+from sailmesh.controlplane.webhooks import Webhooks
 from sailmesh.errors import GenerationError, ParseError, RegistryError, SailmeshError, ValidationError
 from sailmesh.generate import authn, enforcement
 from sailmesh.generate.affect import push_request
@@ -48,6 +49,7 @@ from sailmesh.store.base import Validator
 from sailmesh.store.files import FileStore
 from sailmesh.store.layered import LayeredStore
 from sailmesh.store.memory import MemoryStore
+from sailmesh.webhook.inject import InjectionConfig
 from sailmesh.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, short_name
 
 log = logging.getLogger("sailmesh.controlplane")
@@ -83,6 +85,12 @@ class ControlPlaneOptions:
     csr_rate: float = CSR_PER_IDENTITY.rate  # CSRs a second per identity, bursts of 5x (0 = no limit)
     api_mtls_address: str = ""  # host:port of the HTTP API for remote callers over mTLS ("" = off; port 0 = any)
     kubeconfig: str = ""  # config and workloads also from this Kubernetes API server ("in-cluster": the pod's SA)
+    leader_lease_s: float = 15.0  # with kubeconfig: the replicas' Lease duration (client-go's 15 s; 0 = no election)
+    # admission webhooks (validation + injection, TLS) on host:port; None: off, 0: any free port. With a
+    # kubeconfig the caBundle is patched into the webhook configurations (controlplane/webhooks.py).
+    webhook_port: int | None = None
+    webhook_sans: tuple[str, ...] = ()  # more names/addresses for the webhook's serving certificate
+    injection: InjectionConfig = field(default_factory=InjectionConfig)
 
 
 class ControlPlane:
@@ -115,6 +123,7 @@ class ControlPlane:
         self.dns: DnsServer | None = None
         self.server: AdsServer | None = None
         self.identity: MeshIdentity | None = None
+        self.webhooks: Webhooks | None = None
         self.debouncer: Debouncer[Change] = Debouncer(self._push, Change.merge, settings.debounce)
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
@@ -153,12 +162,26 @@ class ControlPlane:
                                      ips=["127.0.0.1", self.opts.host], metrics=self.citadel_metrics,
                                      csr_limit=Limit(self.opts.csr_rate, self.opts.csr_rate * 5))
         self.server.authorize = self.identity.authorize_proxy
+        if self.kube is not None:  # agents in pods prove themselves with service-account tokens (TokenReview)
+            self.identity.accept_platform_tokens(self.kube.token_reviewer())
+            if self.opts.leader_lease_s > 0:  # replicas: the Lease holder does the writes
+                self.kube.elect(self.opts.leader_lease_s)
         plaintext = [("127.0.0.1", self.opts.xds_port, None)] if self.opts.xds_plaintext else []
         self.opts.xds_tls_port = await self.server.serve(
             self.opts.host, self.opts.xds_tls_port, self.identity.credentials(),
             handlers=[self.identity.grpc_handler()], also=plaintext)
         self.opts.xds_port = self.server.also_ports[0] if plaintext else 0
         self.opts.ca_port = await self.identity.serve_bootstrap(self.opts.host, self.opts.ca_port)
+        if self.opts.webhook_port is not None:
+            elector = self.kube.elector if self.kube is not None else None
+            self.webhooks = await Webhooks.start(
+                self.identity.authority, self.validator, self.opts.injection, self.opts.host, self.opts.webhook_port,
+                self.kube.conn if self.kube is not None else None, self.opts.webhook_sans,
+                start_writer=elector is None)
+            self.opts.webhook_port = self.webhooks.server.port
+            if elector is not None and self.webhooks.writer is not None:  # replicas: only the leader writes
+                self.webhooks.writer.manager = elector.identity
+                elector.add_task("webhook-writer", self.webhooks.writer.lead)
         if self.opts.dns_port is not None:
             self.dns = DnsServer(lambda: self.snapshot)
             await self.dns.start(self.opts.host, self.opts.dns_port)
@@ -213,6 +236,8 @@ class ControlPlane:
             await self.server.stop(0)
         for fs in self.files:
             await fs.close()
+        if self.webhooks is not None:
+            await self.webhooks.stop()
         if self.kube is not None:
             await self.kube.stop()
         if self._runner is not None:

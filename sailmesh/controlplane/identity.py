@@ -19,7 +19,7 @@ from sailmesh.api.identity import Identity, parse_spiffe_id, spiffe_id
 from sailmesh.ca.authority import CaOptions, CertificateAuthority, issued_by, write_private
 from sailmesh.ca.limits import CSR_PER_IDENTITY, Limit
 from sailmesh.ca.rotation import RootRotation
-from sailmesh.ca.service import CONTROL_PLANE_DNS, CertificateService, ServingCredentials, handler
+from sailmesh.ca.service import CONTROL_PLANE_DNS, CertificateService, ServingCredentials, TokenVerifier, handler
 from sailmesh.ca.tokens import JoinTokens
 from sailmesh.errors import ValidationError, XdsError
 from sailmesh.metrics import CitadelMetrics
@@ -77,6 +77,12 @@ class MeshIdentity:
             self.serving.renew_now()
             self.bootstrap_serving.renew_now()
         return status
+
+    def accept_platform_tokens(self, verifier: TokenVerifier) -> None:
+        """Also accept a platform's tokens for first CSRs (Kubernetes: service-account tokens through TokenReview);
+        the join tokens keep working beside them."""
+        self.certificates.token_verifier = verifier
+        log.info("the CA accepts platform tokens (%s) beside join tokens", type(verifier).__name__)
 
     def grpc_handler(self) -> grpc.GenericRpcHandler:
         return handler(self.certificates)

@@ -1,13 +1,16 @@
 """A test-only node agent that plays kubelet (and scheduler) for one Node of a real API server.
 
-There is no kubelet here. `KubeNode` registers a Node (Ready, with topology labels), binds unscheduled Pods to
-it, gives each Pod an address 127.x.y.z from its block, runs the Pod's containers as local processes (sample
-images map to the project's sample apps; a container whose command starts with `sailmesh`, as the injected
-proxy's does, runs `python -m sailmesh ...`), and writes the Pod's status: podIP, phase, conditions, container
-statuses. A deleted (terminating) Pod's processes are stopped and its object removed, as the kubelet does.
+There is no kubelet here. `KubeNode` registers a Node (Ready, with topology labels), binds unscheduled Pods to it,
+gives each Pod an address from its block (127.x.y.z, or from the pod network below), runs the Pod's containers as
+local processes (sample images map to the project's sample apps; a container whose command starts with `sailmesh`,
+as the injected proxy's does, runs `python -m sailmesh ...`), and writes the Pod's status: podIP, phase,
+conditions, container statuses. A deleted (terminating) Pod's processes are stopped and its object removed, as the
+kubelet does.
 
-EndpointSlices come from the real kube-controller-manager when the cluster runs it (see docs/kubernetes.md for
-why slices cannot carry 127.x addresses); the control plane's registry takes pod-backed endpoints from Pods.
+EndpointSlices come from the real kube-controller-manager when the cluster runs it. The API server refuses
+loopback addresses in EndpointSlices, so pods whose slices matter take their addresses from `POD_NETWORK`
+(198.18.0.0/15, RFC 2544's benchmarking range, never routed on the internet), made local to this machine with a
+`local` route on lo as 127/8 is (`routable_pod_block`; needs CAP_NET_ADMIN, else the caller skips).
 """
 
 from __future__ import annotations
@@ -15,11 +18,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import ipaddress
 import logging
-import os
+import random
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +35,7 @@ from typing import Any
 from sailmesh.platform.kube.client import KubeApiError, KubeConnection
 from sailmesh.platform.kube.informer import Informer, KubeResource, Obj
 from sailmesh.processes import die_with_parent
+from sailmesh.testing.kube_pod import ControlPlaneAddresses, plan_pod
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +56,44 @@ SAMPLE_IMAGES: tuple[tuple[str, str, dict[str, str]], ...] = (
     ("curl", "sailmesh.samples.httpbin.sleep", {}),
     ("sleep", "sailmesh.samples.httpbin.sleep", {}),
 )
+
+
+POD_NETWORK = "198.18.0.0/15"
+
+
+def _is_local(address: str) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((address, 0))
+            return True
+        except OSError:
+            return False
+
+
+def routable_pod_block() -> str | None:
+    """A random /24 prefix ("198.18.x" / "198.19.x") of POD_NETWORK for one test's pods, local to this machine:
+    adds `ip route add local 198.18.0.0/15 dev lo table local` once when the range is not local yet. None when
+    that is not possible (no `ip`, no CAP_NET_ADMIN)."""
+    net = ipaddress.ip_network(POD_NETWORK)
+    probe = str(net.network_address + 1)
+    if not _is_local(probe):
+        ip = shutil.which("ip")
+        if ip is None:
+            return None
+        subprocess.run([ip, "route", "add", "local", POD_NETWORK, "dev", "lo", "table", "local"],
+                       capture_output=True, check=False, timeout=10)
+        if not _is_local(probe):
+            return None
+    third = random.randint(0, 2 * 256 - 1)
+    return f"198.{18 + third // 256}.{third % 256}"
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(url, timeout=2) as resp:
+            return int(resp.status) < 400
+    except (OSError, ValueError):
+        return False
 
 
 def _now() -> str:
@@ -73,6 +119,8 @@ class _RunningPod:
     ip: str
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)  # containers whose image maps to nothing
+    readiness: list[str] = field(default_factory=list)  # httpGet readiness probe URLs still to pass
+    prober: asyncio.Task[None] | None = None
 
 
 @dataclass
@@ -84,6 +132,7 @@ class KubeNode:
     block: str  # "127.a.b": pod addresses are 127.a.b.2, .3, ...
     workdir: Path
     labels: dict[str, str] = field(default_factory=dict)  # e.g. topology.kubernetes.io/region
+    control_plane: ControlPlaneAddresses | None = None  # where injected agents reach the control plane
     pods: dict[tuple[str, str], _RunningPod] = field(default_factory=dict)
     _next_host: int = 2
     _queue: asyncio.Queue[tuple[Obj, bool]] = field(default_factory=asyncio.Queue)  # (pod, deleted)
@@ -158,41 +207,43 @@ class KubeNode:
             return
         if node != self.name or (ns, name) in self.pods:
             return
-        running = self._start(ns, name, pod)
+        running = await self._start(ns, name, pod)
         await self._write_status(ns, name, pod, running)
+        if running.readiness and not running.missing:
+            running.prober = asyncio.create_task(self._probe(ns, name, pod, running))
 
     def _address(self) -> str:
         ip = f"{self.block}.{self._next_host}"
         self._next_host += 1
         return ip
 
-    def _start(self, ns: str, name: str, pod: Obj) -> _RunningPod:
+    async def _start(self, ns: str, name: str, pod: Obj) -> _RunningPod:
         running = _RunningPod(self._address())
         self.pods[(ns, name)] = running
-        spec = pod.get("spec") or {}
-        logs = self.workdir / "pods" / ns / name
-        logs.mkdir(parents=True, exist_ok=True)
-        for c in spec.get("containers") or ():
-            cname = str(c.get("name"))
-            found = container_command(c)
-            if found is None:
-                running.missing.append(cname)
-                continue
-            cmd, extra = found
-            ports = [p.get("containerPort") for p in c.get("ports") or () if isinstance(p, Mapping)]
-            env = {**os.environ, "HOST": running.ip, "POD_NAME": name, "POD_NAMESPACE": ns,
-                   "INSTANCE_IP": running.ip, "SERVICE_ACCOUNT": str(spec.get("serviceAccountName") or "default"),
-                   **({"PORT": str(ports[0])} if ports else {}), **extra}
-            env.update({str(e["name"]): str(e["value"]) for e in c.get("env") or ()
-                        if isinstance(e, Mapping) and "value" in e})
-            with (logs / f"{cname}.log").open("wb") as out:
-                running.procs[cname] = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                                        stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
-            log.info("node %s: pod %s/%s container %s: %s", self.name, ns, name, cname, " ".join(cmd))
+        folder = self.workdir / "pods" / ns / name
+        folder.mkdir(parents=True, exist_ok=True)
+        plan = await plan_pod(self.conn, pod, running.ip, folder, container_command, self.control_plane)
+        running.missing = plan.missing
+        running.readiness = plan.readiness
+        for c in plan.containers:
+            with (folder / f"{c.name}.log").open("wb") as out:
+                running.procs[c.name] = subprocess.Popen(c.command, env=c.env, stdout=out, stderr=subprocess.STDOUT,
+                                                         stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
+            log.info("node %s: pod %s/%s container %s: %s", self.name, ns, name, c.name, " ".join(c.command))
         return running
 
+    async def _probe(self, ns: str, name: str, pod: Obj, running: _RunningPod) -> None:
+        """Poll the readiness probes (httpGet) until each passes once, then write the pod Ready."""
+        while running.readiness:
+            url = running.readiness[0]
+            if await asyncio.to_thread(_http_ok, url):
+                running.readiness.pop(0)
+            else:
+                await asyncio.sleep(0.3)
+        await self._write_status(ns, name, pod, running)
+
     async def _write_status(self, ns: str, name: str, pod: Obj, running: _RunningPod) -> None:
-        ready = "False" if running.missing else "True"
+        ready = "False" if running.missing or running.readiness else "True"
         now = _now()
         conds = [{"type": t, "status": s, "lastTransitionTime": now} for t, s in (
             ("PodScheduled", "True"), ("Initialized", "True"), ("ContainersReady", ready), ("Ready", ready))]
@@ -213,6 +264,8 @@ class KubeNode:
 
     def _stop(self, key: tuple[str, str]) -> None:
         running = self.pods.pop(key, None)
+        if running is not None and running.prober is not None:
+            running.prober.cancel()
         for p in (running.procs.values() if running else ()):
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)

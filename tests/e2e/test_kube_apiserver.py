@@ -148,12 +148,13 @@ def _etcd(kube: KubeCluster, path: str, body: dict[str, object]) -> dict[str, ob
         return result
 
 
-# kube-controller-manager (when it was built) publishes this ConfigMap into every namespace
-ROOT_CA_CONFIGMAP = "kube-root-ca.crt"
+# kube-controller-manager (when it was built) publishes the first into every namespace, a leading control plane
+# the second (Istio's CA root ConfigMap)
+PUBLISHED_CONFIGMAPS = ("kube-root-ca.crt", "istio-ca-root-cert")
 
 
 def _names(store: KubeStore) -> list[str]:
-    return [r.name for r in store.list("ConfigMap") if r.name != ROOT_CA_CONFIGMAP]
+    return [r.name for r in store.list("ConfigMap") if r.name not in PUBLISHED_CONFIGMAPS]
 
 
 async def test_a_watch_from_a_compacted_version_gets_410_and_the_informer_relists(kube: KubeCluster) -> None:
@@ -282,7 +283,7 @@ def test_sailmesh_controlplane_kubeconfig_serves_what_kubectl_applies(kube: Kube
     http = free_port()
     state = tmp_path / "state"
     cmd = [sys.executable, "-m", "sailmesh", "controlplane", "--kubeconfig", str(kube.kubeconfig), "--http-port",
-           str(http), "--xds-tls-port", "0", "--ca-port", "0", "--state-dir", str(state)]
+           str(http), "--xds-tls-port", "0", "--ca-port", "0", "--webhook-port", "0", "--state-dir", str(state)]
     with (tmp_path / "cp.log").open("wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
     try:

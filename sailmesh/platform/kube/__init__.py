@@ -10,5 +10,7 @@ from sailmesh.platform.kube.informer import Informer, KubeResource
 from sailmesh.platform.kube.platform import KubePlatform
 from sailmesh.platform.kube.registry import KubeRegistry
 from sailmesh.platform.kube.store import KubeStore
+from sailmesh.platform.kube.tokenreview import TokenReviewer
 
-__all__ = ["Informer", "KubeConnection", "KubePlatform", "KubeRegistry", "KubeResource", "KubeStore", "connect"]
+__all__ = ["Informer", "KubeConnection", "KubePlatform", "KubeRegistry", "KubeResource", "KubeStore", "TokenReviewer",
+           "connect"]

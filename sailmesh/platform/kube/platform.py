@@ -19,8 +19,10 @@ from typing import Any
 from sailmesh.errors import PlatformError
 from sailmesh.platform.kube.client import KubeConnection, connect
 from sailmesh.platform.kube.informer import Informer, KubeResource, Obj
+from sailmesh.platform.kube.lease import LeaderElector, LeaseTimings
 from sailmesh.platform.kube.registry import KubeRegistry
 from sailmesh.platform.kube.store import KubeStore
+from sailmesh.platform.kube.tokenreview import TokenReviewer
 from sailmesh.store.base import Validator, no_validation
 
 log = logging.getLogger(__name__)
@@ -86,6 +88,8 @@ class KubePlatform:
         self.conn: KubeConnection | None = None
         self.informers: dict[KubeResource, Informer] = {}
         self._tasks: dict[KubeResource, asyncio.Task[None]] = {}
+        self.elector: LeaderElector | None = None
+        self._election: asyncio.Task[None] | None = None
 
     def _informer(self, resource: KubeResource, handler: Any, namespace: str = "", field_selector: str = ""
                   ) -> Informer:
@@ -126,6 +130,22 @@ class KubePlatform:
         log.info("Kubernetes: %d resources, %d workloads from %s", len(self.store.keys()),
                  len(self.registry.workloads()), self.conn.server)
 
+    def elect(self, lease_duration_s: float = 15.0) -> LeaderElector:
+        """Join the leader election on the Lease in the root namespace (after start()); leader tasks run while this
+        replica holds it."""
+        if self.conn is None:
+            raise PlatformError("the Kubernetes platform is not started")
+        elector = LeaderElector(self.conn, self.root_namespace, timings=LeaseTimings.scaled(lease_duration_s))
+        self.elector = elector
+        self._election = asyncio.create_task(elector.run(), name="kube-leader-election")
+        return elector
+
+    def token_reviewer(self) -> TokenReviewer:
+        """A TokenReview verifier on this platform's connection (after start())."""
+        if self.conn is None:
+            raise PlatformError("the Kubernetes platform is not started")
+        return TokenReviewer(self.conn)
+
     async def wait_synced(self) -> None:
         """Until every informer (including ones CRDs added meanwhile) has listed once."""
         while True:
@@ -135,6 +155,11 @@ class KubePlatform:
             await asyncio.gather(*(i.synced.wait() for i in pending))
 
     async def stop(self) -> None:
+        if self._election is not None:  # first: a leader releases its Lease while the connection is up
+            self._election.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._election
+            self._election = None
         for t in self._tasks.values():
             t.cancel()
         for t in self._tasks.values():

@@ -1,0 +1,1 @@
+"""Installing sailmesh on Kubernetes: Istio's CRDs, the control plane, gateways and webhook configurations."""

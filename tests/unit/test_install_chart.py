@@ -1,0 +1,137 @@
+"""The Helm chart (charts/sailmesh) renders to what `sailmesh manifest generate` prints, for each profile.
+
+Rendered two ways: with a small renderer for the Go-template subset the chart uses (`{{ .Values.x }}`,
+`{{ .Release.Namespace }}`, `if`/`else`/`end`, `{{-` / `-}}` whitespace trimming), always; and with the real
+`helm template` when a helm binary is there (PATH or ~/.cache/sailmesh/helm, built from the helm.sh/helm/v3
+module; skipped otherwise).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+from typing import Any
+
+import pytest
+import yaml
+
+from sailmesh.install import chart
+from sailmesh.install.manifests import Values, generate
+
+CHART = pathlib.Path(__file__).resolve().parents[2] / "charts" / "sailmesh"
+ACTION = re.compile(r"\{\{(-?)\s*(.*?)\s*(-?)\}\}", re.S)
+PROFILES = {  # profile -> helm values that make it (values.yaml says the same)
+    "minimal": {"ingressGateway": {"enabled": False}},
+    "default": {},
+    "demo": {"egressGateway": {"enabled": True}, "meshConfig": {"accessLogFile": "/dev/stdout"}},
+}
+
+
+def _lookup(path: str, scope: dict[str, Any]) -> Any:
+    node: Any = scope
+    for part in path.lstrip(".").split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def render(text: str, scope: dict[str, Any]) -> str:
+    """The chart's Go-template subset: value actions, if/else/end, whitespace trimming."""
+    pieces: list[tuple[str, str]] = []  # ("text", s) or ("action", body)
+    pos = 0
+    for m in ACTION.finditer(text):
+        before = text[pos:m.start()]
+        if m.group(1):
+            before = before.rstrip()
+        pieces.append(("text", before))
+        pieces.append(("action", m.group(2)))
+        pos = m.end()
+        if m.group(3):
+            rest = text[pos:]
+            pos += len(rest) - len(rest.lstrip())
+    pieces.append(("text", text[pos:]))
+    out: list[str] = []
+    emitting = [True]
+    for kind, body in pieces:
+        if kind == "text":
+            if all(emitting):
+                out.append(body)
+        elif body.startswith("if "):
+            emitting.append(bool(_lookup(body[3:].strip(), scope)))
+        elif body == "else":
+            emitting[-1] = not emitting[-1]
+        elif body == "end":
+            emitting.pop()
+        elif all(emitting):
+            value = _lookup(body, scope)
+            assert value is not None, f"unknown value {body}"
+            out.append(str(value))
+    assert emitting == [True], "unbalanced if/end"
+    return "".join(out)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _docs(text: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.load_all(text, Loader=yaml.CSafeLoader) if d]
+
+
+@functools.cache
+def _crds() -> tuple[dict[str, Any], ...]:
+    return tuple(_docs((CHART / "crds" / "crds.yaml").read_text()))
+
+
+def _key(o: dict[str, Any]) -> tuple[str, str, str]:
+    return o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]
+
+
+def _expected(profile: str, webhook_url: str = "") -> list[dict[str, Any]]:
+    """generate()'s objects but the Namespace (Helm's --create-namespace makes it), in a stable order."""
+    objs = [o for o in generate(Values.for_profile(profile, webhook_url=webhook_url)) if o["kind"] != "Namespace"]
+    return sorted(objs, key=_key)
+
+
+def test_the_committed_chart_is_what_the_generator_writes() -> None:
+    for rel, text in chart.files().items():
+        assert (CHART / rel).read_text(encoding="utf-8") == text, (
+            f"charts/sailmesh/{rel} is stale: python -m sailmesh.install.chart")
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+@pytest.mark.parametrize("webhook_url", ["", "https://127.0.0.1:15017"])
+def test_the_chart_renders_to_manifest_generate(profile: str, webhook_url: str) -> None:
+    values = _merge(yaml.safe_load((CHART / "values.yaml").read_text()), PROFILES[profile])
+    values["webhookURL"] = webhook_url
+    scope = {"Values": values, "Release": {"Namespace": "istio-system", "Name": "sailmesh"}}
+    rendered = list(_crds())
+    for t in sorted((CHART / "templates").glob("*.yaml")):
+        rendered += _docs(render(t.read_text(), scope))
+    assert sorted(rendered, key=_key) == _expected(profile, webhook_url)
+
+
+def _helm() -> str | None:
+    cached = pathlib.Path(os.path.expanduser("~/.cache/sailmesh/helm/helm"))
+    return shutil.which("helm") or (str(cached) if cached.exists() else None)
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_helm_template_renders_to_manifest_generate(profile: str, tmp_path: pathlib.Path) -> None:
+    helm = _helm()
+    if helm is None:
+        pytest.skip("no helm binary (PATH or ~/.cache/sailmesh/helm/helm: go install helm.sh/helm/v3/cmd/helm)")
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump(PROFILES[profile]))
+    env = {**os.environ, "HELM_CACHE_HOME": str(tmp_path / "c"), "HELM_CONFIG_HOME": str(tmp_path / "f"),
+           "HELM_DATA_HOME": str(tmp_path / "d")}
+    out = subprocess.run([helm, "template", "sailmesh", str(CHART), "-n", "istio-system", "--include-crds",
+                          "-f", str(values)], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert sorted(_docs(out.stdout), key=_key) == _expected(profile)
