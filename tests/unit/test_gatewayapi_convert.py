@@ -182,9 +182,11 @@ def test_filters() -> None:
     assert red["redirect"] == {"redirectCode": 302, "scheme": "https", "authority": "new.example.com"}
     assert "route" not in red
     api = by_uri["{'prefix': '/api/'}"]
+    # ReplacePrefixMatch: /api/x -> /v2/x (Envoy swaps the matched "/api/"), /api -> /v2
+    assert by_uri["{'exact': '/api'}"]["rewrite"] == {"uri": "/v2", "authority": "internal"}
     assert api["headers"] == {"request": {"set": {"x-a": "1"}, "add": {"x-b": "2"}, "remove": ["x-c"]},
                               "response": {"set": {"x-r": "3"}}}
-    assert api["rewrite"] == {"uri": "/v2", "authority": "internal"}
+    assert api["rewrite"] == {"uri": "/v2/", "authority": "internal"}
     assert api["mirrors"] == [{"destination": {"host": "b.apps.svc.cluster.local", "port": {"number": 80}},
                                "percentage": {"value": 10.0}}]
 

@@ -268,8 +268,18 @@ def http_routes(route_name: str, rule: Mapping[str, Any], index: int, ctx: RuleC
         _timeouts(base, rule)
     matches = grpc_matches(rule) if grpc else http_matches(rule)
     if not matches:
-        return [base], None
-    return [{**base, "match": [m]} if m else dict(base) for m in matches], None
+        return [_prefix_rewrite({**base}, "/")], None
+    return [_prefix_rewrite({**base, "match": [m]}, (m.get("uri") or {}).get("prefix")) if m else dict(base)
+            for m in matches], None
+
+
+def _prefix_rewrite(route: dict[str, Any], prefix: str | None) -> dict[str, Any]:
+    """ReplacePrefixMatch on a route matching prefix `/p/` (PathPrefix `/p` element-wise, or `/`): Envoy swaps the
+    matched `/p/`, so the replacement keeps its trailing `/` (`/p/x` -> `/new/x`, not `/newx`)."""
+    uri = (route.get("rewrite") or {}).get("uri")
+    if prefix and prefix.endswith("/") and uri is not None:
+        route["rewrite"] = {**route["rewrite"], "uri": uri.rstrip("/") + "/"}
+    return route
 
 
 def l4_routes(rule: Mapping[str, Any], ctx: RuleContext) -> list[dict[str, Any]]:
