@@ -296,8 +296,10 @@ spec:
 
 
 def test_unknown_gateway_class_is_left_alone() -> None:
-    out = run(GATEWAY.replace("gatewayClassName: istio", "gatewayClassName: someone-else"))
+    out = run(GATEWAY.replace("gatewayClassName: istio", "gatewayClassName: someone-else"), SERVICES,
+              route("  rules: [{backendRefs: [{name: a, port: 80}]}]"))
     assert out.gateways == () and ResourceKey("KubernetesGateway", "infra", "gw") not in out.status
+    assert out.virtual_services == () and out.status[ResourceKey("HTTPRoute", "apps", "r")] == {"parents": []}
 
 
 def test_tls_listeners() -> None:

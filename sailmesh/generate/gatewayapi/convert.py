@@ -221,9 +221,13 @@ def convert(config: Config, domain_suffix: str) -> Converted:
             out.status[gc.key] = {"conditions": [condition("Accepted", True, "Accepted", "Handled by Istio controller",
                                                            gc.generation)]}
     by_gateway: dict[tuple[str, str], list[Listener]] = {}
+    # Gateways of another controller: routes' status for them is that controller's to write
+    others: set[tuple[str, str]] = set()
     for gw in config.get(KUBERNETES_GATEWAY, ()):
+        others.add((gw.namespace, gw.name))
         if index.controller(str(gw.spec.get("gatewayClassName", ""))) not in CONTROLLERS:
             continue  # another controller's Gateway: not ours to program or to report on
+        others.discard((gw.namespace, gw.name))
         by_gateway[(gw.namespace, gw.name)] = _gateway_servers(gw, index, out)
     # routes, oldest first (creationTimestamp, then namespace/name: the Gateway API's tie-break)
     vs_routes: dict[tuple[str, str, str, str, tuple[str, ...]], list[dict[str, Any]]] = {}
@@ -261,6 +265,8 @@ def convert(config: Config, domain_suffix: str) -> Converted:
                 parents.append(route_parent_status(ref, True, "Accepted", "Route was valid", ctx.problems, route))
                 continue
             listeners = by_gateway.get((ns, name)) if kind == f"{GATEWAY_API}/Gateway" else None
+            if listeners is None and kind == f"{GATEWAY_API}/Gateway" and (ns, name) in others:
+                continue
             if listeners is None:
                 parents.append(route_parent_status(ref, False, "NoMatchingParent",
                                                    f"parent {kind} {ns}/{name} not found", ctx.problems, route))
