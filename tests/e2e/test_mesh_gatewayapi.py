@@ -182,6 +182,7 @@ spec:
     apply(mesh, GATEWAY_API / "route-reviews-50-v3.yaml")
     wait_for(lambda: "v3" in versions(url, 30), timeout=30, what="some traffic on v3")
     counts = versions(url, SPLIT_N)
+    print(f"route-reviews-50-v3.yaml over {SPLIT_N} requests: {dict(counts)}")  # shown with pytest -s
     assert set(counts) == {"v1", "v3"}, counts
     assert abs(counts["v3"] / SPLIT_N - 0.5) <= 0.065, counts
 
@@ -189,5 +190,6 @@ spec:
     apply(mesh, GATEWAY_API / "route-reviews-90-10.yaml")
     wait_for(lambda: "v3" not in versions(url, 30), timeout=30, what="v3 out of the split")
     counts = versions(url, SPLIT_N)
+    print(f"route-reviews-90-10.yaml over {SPLIT_N} requests: {dict(counts)}")
     assert set(counts) <= {"v1", "v2"}, counts
     assert abs(counts["v2"] / SPLIT_N - 0.1) <= 0.04, counts
