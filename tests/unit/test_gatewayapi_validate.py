@@ -90,6 +90,8 @@ def test_reader_adds_converted_config_and_widens_changes() -> None:
     store = MemoryStore()
     reader = GatewayApiReader(store, "cluster.local")
     assert reader.list("VirtualService") == [] and reader.list("Gateway") == []
+    # without Gateway API config a Secret change stays what it is (no extra listener/route pushes)
+    assert reader.expand(Change.of(ResourceKey("Secret", "default", "s"))).kinds == {"Secret"}
     loaded = parse_text(GW % "  - {name: http, port: 80, protocol: HTTP}" + "\n---\n" + ROUTE % (
         "backendRefs: [{name: productpage, port: 9080}]"))
     store.apply(loaded.resources)
@@ -102,6 +104,7 @@ def test_reader_adds_converted_config_and_widens_changes() -> None:
     widened = reader.expand(Change.of(ResourceKey("HTTPRoute", "default", "r")))
     assert {"Gateway", "VirtualService", "HTTPRoute"} <= widened.kinds
     assert reader.expand(Change.of(ResourceKey("DestinationRule", "default", "x"))).kinds == {"DestinationRule"}
+    assert "VirtualService" in reader.expand(Change.of(ResourceKey("Service", "default", "productpage"))).kinds
     # status with the running gateway's address and the embedded port mapping
     k8s_gw = store.get("KubernetesGateway", "default", "g")
     assert k8s_gw is not None

@@ -14,12 +14,13 @@ from typing import Any
 from sailmesh.api.change import Change
 from sailmesh.api.kinds import KUBERNETES_GATEWAY
 from sailmesh.api.resource import Resource, ResourceKey
-from sailmesh.generate.gatewayapi.convert import GATEWAY_NAME_LABEL, INPUT_KINDS, Converted, convert
+from sailmesh.generate.gatewayapi.convert import GATEWAY_NAME_LABEL, INPUT_KINDS, ROUTE_KINDS, Converted, convert
 from sailmesh.generate.listeners import gateway_bind_port
 from sailmesh.store.base import ConfigReader, Rejections
 from sailmesh.store.base import Resources as ResourceList
 
 GENERATED_KINDS = ("Gateway", "VirtualService")
+GATEWAY_API_KINDS = frozenset({*ROUTE_KINDS, "GatewayClass", KUBERNETES_GATEWAY})
 _MARK = "<gateway-api>"  # the name of the change keys that stand for "the generated resources of this kind"
 
 
@@ -41,8 +42,7 @@ class GatewayApiReader:
         they are equal, so snapshots and their indexes see the same objects."""
         if self.store.revision != self._revision:
             config = {k: tuple(self.store.list(k)) for k in INPUT_KINDS}
-            if not any(config.get(k) for k in ("GatewayClass", KUBERNETES_GATEWAY, "HTTPRoute", "GRPCRoute",
-                                               "TCPRoute", "TLSRoute")):
+            if not any(config.get(k) for k in GATEWAY_API_KINDS):
                 fresh = Converted()
             else:
                 fresh = convert(config, self.domain_suffix)
@@ -73,10 +73,14 @@ class GatewayApiReader:
     def rejected(self) -> Rejections:
         return self.store.rejected()
 
-    @staticmethod
-    def expand(change: Change) -> Change:
-        """`change` plus the generated kinds when it touches what the conversion reads."""
+    def expand(self, change: Change) -> Change:
+        """`change` plus the generated kinds when it touches what the conversion reads: a Gateway API object
+        always, a Service/Namespace/Secret/ReferenceGrant only while there is Gateway API config to convert."""
         if change.full or not change.kinds & INPUT_KINDS:
+            return change
+        before, after = self._converted, self.converted()
+        if not change.kinds & GATEWAY_API_KINDS and not (before.gateways or before.virtual_services
+                                                         or after.gateways or after.virtual_services):
             return change
         return change.merge(Change(frozenset(ResourceKey(k, "", _MARK) for k in GENERATED_KINDS)))
 
