@@ -414,9 +414,13 @@ class LocalMesh:
             self._watch(p)
             return p
 
-        def retire(p: _Proc) -> None:
+        def retire(p: _Proc) -> None:  # stopped on purpose: not restarted, not listed as failed
             self._retired.add(p.name)
-            terminate(p.proc.pid)
+            for current in [q for q in self.procs if q.name == p.name]:  # a restart replaced p with a new one
+                if current.proc.returncode is None:
+                    terminate(current.proc.pid)
+                self.procs.remove(current)
+            self._save_state()
 
         return GatewayDeployments(self, spawn, retire, self.opts.gateway_ip,
                                   lambda: {self.opts.cp_host, *(i.ip for i in self.instances)},

@@ -193,3 +193,19 @@ spec:
     print(f"route-reviews-90-10.yaml over {SPLIT_N} requests: {dict(counts)}")
     assert set(counts) <= {"v1", "v2"}, counts
     assert abs(counts["v2"] / SPLIT_N - 0.1) <= 0.04, counts
+
+
+def test_deleting_the_gateway_stops_its_gateway(mesh: RunningMesh) -> None:
+    url = f"http://{gateway_address(mesh)}:8080"
+    assert get(url + "/productpage")[0] == 200
+    mesh.cli("delete", "-f", str(GATEWAY_API / "bookinfo-gateway.yaml"), check=True)
+
+    def refused() -> bool:
+        try:
+            get(url + "/productpage", timeout=3)
+        except OSError:
+            return True
+        return False
+
+    wait_for(refused, timeout=60, what="bookinfo-gateway-istio to stop with its Gateway")
+    assert "stopping gateway default/bookinfo-gateway-istio" in mesh.output()
