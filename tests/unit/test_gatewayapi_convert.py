@@ -396,3 +396,48 @@ spec:
         "[{name: gw, namespace: infra}]", "[{name: l4, sectionName: tcp}]")
     assert parent_conditions(run(gw, SERVICES, http_on_tcp), ResourceKey("HTTPRoute", "apps", "r"))["Accepted"] == (
         "False", "NotAllowedByListeners")
+
+
+def test_cors_filter() -> None:
+    # Istio's createCorsFilter: exact origins, wildcards as regexes, maxAge in seconds
+    out = run(GATEWAY, SERVICES, route("""
+  rules:
+  - filters:
+    - type: CORS
+      cors:
+        allowOrigins: ["https://app.example.com", "https://*.example.org"]
+        allowMethods: [GET, POST]
+        allowHeaders: [x-token]
+        exposeHeaders: [x-trace]
+        allowCredentials: true
+        maxAge: 600
+    backendRefs: [{name: a, port: 80}]
+"""))
+    cors = only_vs(out)["http"][0]["corsPolicy"]
+    assert cors == {"allowOrigins": [{"exact": "https://app.example.com"}, {"regex": r"https://[^/]+\.example\.org"}],
+                    "allowCredentials": True, "allowMethods": ["GET", "POST"], "allowHeaders": ["x-token"],
+                    "exposeHeaders": ["x-trace"], "maxAge": "600s"}
+    route_res = next(r for r in resources(route("  rules: [{filters: [{type: CORS, cors: {allowOrigins: ['*']}}], "
+                                                "backendRefs: [{name: a, port: 80}]}]")))
+    from sailmesh.generate.enforcement import not_enforced
+    assert not_enforced(route_res) == []
+
+
+def test_generated_virtual_services_are_valid_istio_config() -> None:
+    # what the conversion makes passes Istio's own validation (names included), so the generators read sound input
+    out = run(GATEWAY, SERVICES, route("""
+  hostnames: [a-rather-long-host-name.example.com]
+  rules:
+  - filters:
+    - type: CORS
+      cors: {allowOrigins: ["https://*.example.org"], maxAge: 600}
+    - type: RequestMirror
+      requestMirror: {backendRef: {name: b, port: 80}, fraction: {numerator: 1, denominator: 3}}
+    backendRefs: [{name: a, port: 80, weight: 3}, {name: missing, port: 80}]
+    timeouts: {request: 10s, backendRequest: 2s}
+    retry: {attempts: 3, codes: [503]}
+"""))
+    for r in out.virtual_services + out.gateways:
+        assert r.model is not None
+        assert [str(i) for i in validate(r) if i.severity == "error"] == [], r.name
+        assert len(r.name) <= 63

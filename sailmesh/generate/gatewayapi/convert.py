@@ -10,6 +10,7 @@ generators then build listeners and routes from them. The conversion also return
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -322,6 +323,15 @@ def _slug(host: str) -> str:
     return host.replace("*", "wildcard").replace(".", "-")
 
 
+def vs_name(*parts: str) -> str:
+    """A generated VirtualService's name: its parts joined, kept a valid name (at most 63 characters; a longer
+    one is cut and ends in a hash of the whole, so names stay distinct)."""
+    base = "-".join(p.replace("/", "-").replace(SUFFIX, "istio") for p in parts if p)
+    if len(base) <= 63:
+        return base
+    return f"{base[:54].rstrip('-')}-{hashlib.sha256(base.encode()).hexdigest()[:8]}"
+
+
 def _http_virtual_services(groups: Mapping[tuple[str, str, str, str, tuple[str, ...]], list[dict[str, Any]]]
                            ) -> tuple[Resource, ...]:
     out = []
@@ -329,9 +339,7 @@ def _http_virtual_services(groups: Mapping[tuple[str, str, str, str, tuple[str, 
         spec: dict[str, Any] = {"hosts": [host], "gateways": [parent], "http": sort_http_routes(routes)}
         if export:
             spec["exportTo"] = list(export)
-        where = parent.replace("/", "-")
-        prefix = "" if parent == "mesh" else f"{where}-"
-        name = f"{prefix}{_slug(host)}-{kind.lower()}-{SUFFIX}"
+        name = vs_name(parent.partition("/")[2] if parent != "mesh" else "", _slug(host), kind.lower())
         out.append(_generated("VirtualService", name, ns, spec))
     return tuple(out)
 
@@ -347,8 +355,7 @@ def _l4_virtual_services(groups: Mapping[tuple[str, str, str], list[tuple[str, l
                 sni = hosts or ["*"]
                 spec = {"hosts": sni, "gateways": [parent],
                         "tls": [{"match": [{"sniHosts": sni}], **r} for r in routes]}
-            out.append(_generated("VirtualService", f"{parent.replace('/', '-')}-{name}-{kind.lower()}-{SUFFIX}",
-                                  ns, spec))
+            out.append(_generated("VirtualService", vs_name(parent.partition("/")[2], name, kind.lower()), ns, spec))
     return tuple(out)
 
 

@@ -8,6 +8,7 @@ direct 500 response; some invalid -> an HTTP fault abort of 500 for exactly thei
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -173,6 +174,29 @@ def _path_rewrite(path: Mapping[str, Any] | None) -> dict[str, Any]:
     return {"uri": str(path.get("replacePrefixMatch", "/"))}
 
 
+def cors_policy(cors: Mapping[str, Any]) -> dict[str, Any]:
+    """Istio's createCorsFilter: origins as exact matches (a `*` wildcard as a regex), credentials, methods,
+    headers, exposed headers, maxAge in seconds."""
+    out: dict[str, Any] = {}
+    origins = []
+    for origin in cors.get("allowOrigins") or ():
+        text = str(origin)
+        if "*" in text:
+            origins.append({"regex": ".*" if text == "*" else re.escape(text).replace(r"\*", "[^/]+")})
+        elif text:
+            origins.append({"exact": text})
+    if origins:
+        out["allowOrigins"] = origins
+    if cors.get("allowCredentials"):
+        out["allowCredentials"] = True
+    for key in ("allowMethods", "allowHeaders", "exposeHeaders"):
+        if cors.get(key):
+            out[key] = [str(v) for v in cors[key]]
+    if cors.get("maxAge"):
+        out["maxAge"] = f"{int(cors['maxAge'])}s"
+    return out
+
+
 def _filters(route: dict[str, Any], rule: Mapping[str, Any], ctx: RuleContext) -> str | None:
     """Apply the rule's filters to an Istio HTTPRoute; an unsupported filter type -> its message (route refused)."""
     for f in rule.get("filters") or ():
@@ -217,7 +241,7 @@ def _filters(route: dict[str, Any], rule: Mapping[str, Any], ctx: RuleContext) -
         elif kind in ("RequestHeaderModifier", "ResponseHeaderModifier"):
             continue
         elif kind == "CORS":
-            continue  # accepted, not enforced (generate/gatewayapi/unenforced.py)
+            route["corsPolicy"] = cors_policy(f.get("cors") or {})
         else:
             return f"unsupported filter type {kind!r}"
     return None

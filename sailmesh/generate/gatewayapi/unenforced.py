@@ -42,8 +42,6 @@ def _route(spec: Any) -> Iterator[str]:
             if rule.get(key):
                 yield f"{where}.{key}"
         for j, f in enumerate(_items(rule, "filters")):
-            if f.get("type") == "CORS":
-                yield f"{where}.filters[{j}]: CORS"
             red = f.get("requestRedirect") or {}
             if (red.get("path") or {}).get("type") == "ReplacePrefixMatch":
                 yield f"{where}.filters[{j}].requestRedirect.path: ReplacePrefixMatch (replaces the whole path)"
