@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from sailmesh.platform.state import MeshState
 from sailmesh.testing.mesh import RunningMesh
 from sailmesh.testing.waiting import wait_for
 from tests.conftest import CONFORMANCE
@@ -207,5 +208,12 @@ def test_deleting_the_gateway_stops_its_gateway(mesh: RunningMesh) -> None:
             return True
         return False
 
-    wait_for(refused, timeout=60, what="bookinfo-gateway-istio to stop with its Gateway")
+    wait_for(refused, timeout=60, what="bookinfo-gateway's listener to go")  # its Istio Gateway goes first
+
+    def names() -> list[str]:  # the supervisor's processes (its state file: what `sailmesh down` stops)
+        return [p.name for p in MeshState.load(mesh.state_dir).processes]
+
+    wait_for(lambda: "bookinfo-gateway-istio.default" not in names(), timeout=60,
+             what="the supervisor to stop bookinfo-gateway-istio with its Gateway")
+    assert "controlplane" in names()
     assert "stopping gateway default/bookinfo-gateway-istio" in mesh.output()
