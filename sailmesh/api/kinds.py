@@ -14,6 +14,14 @@ class KindInfo:
     versions: tuple[str, ...]
     namespaced: bool = True
     istio_crd: bool = False  # validated against Istio's CRD schema
+    # the kind's name inside sailmesh when it differs from `kind` (the Gateway API's Gateway would clash with
+    # Istio's: it is stored and looked up as "KubernetesGateway", Istio's own internal name, gvk.KubernetesGateway)
+    internal: str = ""
+
+    @property
+    def name(self) -> str:
+        """The kind as resources, stores and snapshots key it."""
+        return self.internal or self.kind
 
     def api_versions(self) -> tuple[str, ...]:
         return tuple(f"{self.group}/{v}" if self.group else v for v in self.versions)
@@ -25,6 +33,8 @@ TELEMETRY = "telemetry.istio.io"
 EXTENSIONS = "extensions.istio.io"
 LOCAL = "local.sailmesh.io"
 POLICY = "policy.sailmesh.io"  # sailmesh's own policy kinds (RateLimit)
+GATEWAY_API = "gateway.networking.k8s.io"  # the Kubernetes Gateway API (api/gatewayapi.py, generate/gatewayapi/)
+KUBERNETES_GATEWAY = "KubernetesGateway"
 _NET3 = ("v1alpha3", "v1beta1", "v1")
 
 KINDS: tuple[KindInfo, ...] = (
@@ -61,9 +71,17 @@ KINDS: tuple[KindInfo, ...] = (
     KindInfo("networking.k8s.io", "Ingress", ("v1",)),
     KindInfo(LOCAL, "LocalWorkload", ("v1alpha1",)),
     KindInfo(POLICY, "RateLimit", ("v1alpha1",)),
+    KindInfo(GATEWAY_API, "GatewayClass", ("v1", "v1beta1"), namespaced=False),
+    KindInfo(GATEWAY_API, "Gateway", ("v1", "v1beta1"), internal=KUBERNETES_GATEWAY),
+    KindInfo(GATEWAY_API, "HTTPRoute", ("v1", "v1beta1")),
+    KindInfo(GATEWAY_API, "GRPCRoute", ("v1",)),
+    KindInfo(GATEWAY_API, "TCPRoute", ("v1alpha2",)),
+    KindInfo(GATEWAY_API, "TLSRoute", ("v1alpha2",)),
+    KindInfo(GATEWAY_API, "ReferenceGrant", ("v1beta1",)),
 )
 
 _BY_GROUP_KIND: dict[tuple[str, str], KindInfo] = {(k.group, k.kind): k for k in KINDS}
+_BY_GROUP_KIND.update({(k.group, k.internal): k for k in KINDS if k.internal})
 _BY_KIND: dict[str, list[KindInfo]] = {}
 for _k in KINDS:
     _BY_KIND.setdefault(_k.kind, []).append(_k)
@@ -80,6 +98,17 @@ def lookup(api_version: str, kind: str) -> KindInfo | None:
     group, version = split_api_version(api_version)
     info = _BY_GROUP_KIND.get((group, kind))
     return info if info is not None and version in info.versions else None
+
+
+def internal_kind(api_version: str, kind: str) -> str:
+    """The name sailmesh keys a kind by: "KubernetesGateway" for the Gateway API's Gateway, else `kind`."""
+    info = _BY_GROUP_KIND.get((split_api_version(api_version)[0], kind))
+    return info.name if info is not None else kind
+
+
+def external_kind(kind: str) -> str:
+    """The kind as written in YAML ("Gateway" for "KubernetesGateway")."""
+    return "Gateway" if kind == KUBERNETES_GATEWAY else kind
 
 
 def explain_unknown(api_version: str, kind: str) -> str:

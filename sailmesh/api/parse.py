@@ -273,7 +273,8 @@ def resource_from_dict(doc: Any, source: Source = Source()) -> Resource:
     if not isinstance(name, str):
         name = str(name)
     ns = meta.get("namespace")
-    namespace = "" if kind in CLUSTER_SCOPED_KINDS else str(ns or DEFAULT_NAMESPACE)
+    namespace = "" if kind in CLUSTER_SCOPED_KINDS or (kind == "GatewayClass" and api_version.startswith(
+        kinds.GATEWAY_API + "/")) else str(ns or DEFAULT_NAMESPACE)
     spec = doc.get("spec")
     if spec is None:
         spec = {}
@@ -282,7 +283,7 @@ def resource_from_dict(doc: Any, source: Source = Source()) -> Resource:
     generation = meta.get("generation")
     return Resource(
         api_version=api_version,
-        kind=kind,
+        kind=kinds.internal_kind(api_version, kind),
         name=name,
         namespace=namespace,
         spec=spec,

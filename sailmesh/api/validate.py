@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sailmesh.api import kinds, ratelimit
+from sailmesh.api import gatewayapi, kinds, ratelimit
 from sailmesh.api.issue import Issue, IssueSink
 from sailmesh.api.parse import LoadResult
 from sailmesh.api.resource import Resource
@@ -109,6 +109,9 @@ def validate(resource: Resource) -> list[Issue]:
         _guarded(sink, core.check_service, doc.get("spec", {}))
     elif resource.kind == "LocalWorkload":
         _guarded(sink, core.check_local_workload, doc.get("spec"))
+    elif resource.kind in gatewayapi.CHECKS and info.group == kinds.GATEWAY_API:
+        for path, message in gatewayapi.check(resource.kind, doc.get("spec")):
+            sink.add(path, message)
     elif resource.kind == ratelimit.KIND:
         for path, message in ratelimit.parse(doc.get("spec"))[1]:
             sink.add(path, message)

@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def kind_info(name: str) -> kinds.KindInfo | None:
     """The kind a user typed (alias, plural, any case), as kubectl resolves it."""
     wanted = ALIASES.get(name.lower(), name)
-    return next((k for k in kinds.KINDS if k.kind.lower() == wanted.lower()), None)
+    return next((k for k in kinds.KINDS if wanted.lower() in (k.kind.lower(), k.name.lower())), None)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -38,6 +38,13 @@ ALIASES = {
     "localworkload": "LocalWorkload", "localworkloads": "LocalWorkload", "lw": "LocalWorkload",
     "ratelimit": "RateLimit", "ratelimits": "RateLimit",
     "envoyfilter": "EnvoyFilter", "envoyfilters": "EnvoyFilter",
+    # the Kubernetes Gateway API (its Gateway is KubernetesGateway inside sailmesh: api/kinds.py)
+    "gateway.gateway.networking.k8s.io": "KubernetesGateway", "gateways.gateway.networking.k8s.io": "KubernetesGateway",
+    "kubernetesgateway": "KubernetesGateway",
+    "gatewayclass": "GatewayClass", "gatewayclasses": "GatewayClass", "gc": "GatewayClass",
+    "httproute": "HTTPRoute", "httproutes": "HTTPRoute", "grpcroute": "GRPCRoute", "grpcroutes": "GRPCRoute",
+    "tcproute": "TCPRoute", "tcproutes": "TCPRoute", "tlsroute": "TLSRoute", "tlsroutes": "TLSRoute",
+    "referencegrant": "ReferenceGrant", "referencegrants": "ReferenceGrant", "refgrant": "ReferenceGrant",
     "all": "",
 }
 
@@ -63,6 +70,9 @@ PRINTER_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
     "PeerAuthentication": (("MODE", "spec.mtls.mode"),),
     "AuthorizationPolicy": (("ACTION", "spec.action"),),
     "Service": (("PORT(S)", "spec.ports"),),
+    "KubernetesGateway": (("CLASS", "spec.gatewayClassName"),),
+    "HTTPRoute": (("HOSTNAMES", "spec.hostnames"),),
+    "GatewayClass": (("CONTROLLER", "spec.controllerName"),),
 }
 WIDE_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
     "Service": (("SELECTOR", "spec.selector"),),

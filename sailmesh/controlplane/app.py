@@ -33,6 +33,7 @@ from sailmesh.controlplane.webhooks import Webhooks
 from sailmesh.errors import GenerationError, ParseError, RegistryError, SailmeshError, ValidationError
 from sailmesh.generate import authn, enforcement
 from sailmesh.generate.affect import push_request
+from sailmesh.generate.gatewayapi.reader import GatewayApiReader
 from sailmesh.metrics import CitadelMetrics, Registry
 from sailmesh.platform import workload_file
 from sailmesh.platform.kube import KubePlatform
@@ -115,6 +116,8 @@ class ControlPlane:
             if opts.kubeconfig else None
         kube_layer = [self.kube.store] if self.kube else []
         self.store = LayeredStore([*self.files, *kube_layer, self.memory])
+        # what snapshots are built from: the store plus the Gateway API objects converted to Istio's kinds
+        self.config = GatewayApiReader(self.store, settings.mesh.domain_suffix)
         # local workloads, plus Kubernetes' Pods and EndpointSlices when there is an API server
         self.registry = AggregateRegistry(LocalRegistry(), *([self.kube.registry] if self.kube else []))
         self.jwks = JwksFetcher()  # RequestAuthentication jwksUri key sets, fetched here and inlined (as istiod)
@@ -149,7 +152,7 @@ class ControlPlane:
         # Kubernetes changes arrive while start() goes on: watch them from before the first build
         early = [self.registry.watch(), self.kube.store.watch()] if self.kube is not None else []
         self._load_workloads()
-        self.snapshot = build(None, self.store, self.registry, Change.everything(), self.settings.mesh,
+        self.snapshot = build(None, self.config, self.registry, Change.everything(), self.settings.mesh,
                               self.mesh_file, jwks=self.jwks.keys())
         self._follow_config(self.snapshot, Change.everything())
         self.source = MeshSource(self.snapshot)
@@ -253,7 +256,8 @@ class ControlPlane:
     async def _push(self, change: Change) -> None:
         assert self.snapshot is not None and self.source is not None and self.server is not None
         prev = self.snapshot
-        cur = build(prev, self.store, self.registry, change, self.settings.mesh, jwks=self.jwks.keys())
+        change = self.config.expand(change)
+        cur = build(prev, self.config, self.registry, change, self.settings.mesh, jwks=self.jwks.keys())
         request = push_request(change, prev, cur)
         self.snapshot = cur
         self.source.update(cur, request)
@@ -432,7 +436,14 @@ class ControlPlane:
         return Outcome(results=out, errors=missing, partial=bool(out))
 
     def list_resources(self, kind: str, namespace: str, name: str) -> list[dict[str, Any]]:
-        return [live_mod.document(r) for r in self._matching(kind, namespace, name)]
+        return [self._with_status(live_mod.document(r), r) for r in self._matching(kind, namespace, name)]
+
+    def _with_status(self, doc: dict[str, Any], r: Resource) -> dict[str, Any]:
+        """A Gateway API object's document with the status Istio would write (addresses: running gateways)."""
+        proxies = [(p.ip, p.namespace, p.labels) for p in (self.source.proxies.values() if self.source else ())
+                   if p.type == "router"]
+        status = self.config.status(r, proxies)
+        return {**doc, "status": status} if status is not None else doc
 
     def _matching(self, kind: str, namespace: str, name: str) -> list[Resource]:
         return [r for r in self.store.list(kind or None)

@@ -13,6 +13,7 @@ from typing import Any
 from sailmesh.api.meshconfig import DEFAULT_MESH_CONFIG, MeshConfig
 from sailmesh.api.resource import Resource
 from sailmesh.generate import authn, authz
+from sailmesh.generate.gatewayapi import unenforced as gatewayapi
 from sailmesh.telemetry import resolve as telemetry_resolve
 
 NOT_ENFORCED = "accepted, not enforced"
@@ -120,6 +121,9 @@ FIELD_CHECKS: dict[str, Callable[[Any], Iterator[str]]] = {
     "DestinationRule": _destination_rule,
     "Gateway": _gateway,
     "Sidecar": _sidecar,
+    "KubernetesGateway": gatewayapi.gateway,  # the Gateway API's Gateway (api/kinds.py)
+    "HTTPRoute": gatewayapi.http_route,
+    "GRPCRoute": gatewayapi.grpc_route,
 }
 
 

@@ -21,6 +21,7 @@ from sailmesh.errors import PlatformError
 from sailmesh.platform import egress, workload_file
 from sailmesh.platform import state as mesh_state
 from sailmesh.platform.forwarder import Client, Forwarder, NameTable
+from sailmesh.platform.gateways import GatewayDeployments, terminate
 from sailmesh.platform.kubelet import AppProber, Hooks, startup_key
 from sailmesh.platform.ports import Port, check_free, gateway_ports
 from sailmesh.platform.restart import BackOff, log_tail, should_restart
@@ -318,6 +319,7 @@ class LocalMesh:
         for p in self.procs:
             self._watch(p)
         self._track(asyncio.create_task(self._watch_drains()))
+        self._track(asyncio.create_task(self._gateway_deployments().run()))
         pending = [i.name for i in self.instances if startup_key(i) in self._down]
         self.say(f"all {len(self.instances)} workloads and the ingress gateway are ready" + (
             f" ({', '.join(pending)}: waiting for the startupProbe, out of the endpoints until it passes)"
@@ -410,6 +412,32 @@ class LocalMesh:
             except OSError as e:
                 raise PlatformError(f"cannot start the forwarder of {inst.namespace}/{inst.name} on "
                                     f"{inst.ip}:{self.settings.proxy.outbound}: {e}") from e
+
+    def _gateway_deployments(self) -> GatewayDeployments:
+        """A gateway process per Gateway API Gateway (platform/gateways.py), as Istio deploys `<gateway>-istio`."""
+        px = self.settings.proxy
+
+        async def spawn(ns: str, gateway: str, labels: dict[str, str], ip: str) -> _Proc:
+            name = f"{gateway}-istio"
+            self._retired.discard(f"{name}.{ns}")  # a Gateway deleted and created again
+            p = await self._spawn(f"{name}.{ns}", "gateway", await self._agent_args(
+                kind="router", ip=ip, name=f"{name}-0", namespace=ns, labels=labels, sa=name, app_ports={}),
+                dict(os.environ), ip)
+            self._save_state()
+            self._watch(p)
+            return p
+
+        def retire(p: _Proc) -> None:  # stopped on purpose: not restarted, not listed as failed
+            self._retired.add(p.name)
+            for current in [q for q in self.procs if q.name == p.name]:  # a restart replaced p with a new one
+                if current.proc.returncode is None:
+                    terminate(current.proc.pid)
+                self.procs.remove(current)
+            self._save_state()
+
+        return GatewayDeployments(self, spawn, retire, self.opts.gateway_ip,
+                                  lambda: {self.opts.cp_host, *(i.ip for i in self.instances)},
+                                  (px.admin, px.health, px.stats, px.agent_metrics))
 
     def _watch(self, p: _Proc) -> None:
         self._track(asyncio.create_task(self._supervise(p)))

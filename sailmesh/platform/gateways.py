@@ -1,0 +1,151 @@
+"""Gateway deployments of the embedded platform: one gateway (agent in router mode) per Gateway API Gateway.
+
+Istio's deployment controller gives every Gateway of its class a Deployment and a Service named
+`<gateway>-istio`; here the supervisor does the same with a local process. It follows the control plane's Gateways
+(`/api/v1/resources?kind=KubernetesGateway`, polled) and starts or stops gateways as they come and go.
+
+Addresses: each gateway gets a loopback address of its own, the first free one after the ingress gateway's
+(127.0.0.1 -> 127.0.0.2, 127.0.0.3, ...; a taken address or a workload's is skipped), because a proxy also binds
+Envoy's admin (15000), health (15021), stats (15090) and metrics (15020) ports on its address, which `proxy-config`
+and `explain` find there. Listener ports follow the ingress gateway's rule: below 1024 they move up by 8000
+(port 80 -> 8080, 443 -> 8443), so the Gateway's listener 80 answers on 127.0.0.2:8080. The Gateway's
+status.addresses and its Programmed condition (`sailmesh get gateway.gateway.networking.k8s.io NAME -o yaml`) say
+where it listens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import os
+import signal
+import socket
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+
+from sailmesh.errors import PlatformError
+from sailmesh.generate.gatewayapi.convert import GATEWAY_NAME_LABEL, deployment_name
+from sailmesh.registry.model import TLS_MODE_ISTIO, TLS_MODE_LABEL
+
+POLL_S = 0.5
+MAX_GATEWAYS = 200
+
+
+class Supervisor(Protocol):
+    """What the deployments need of the embedded platform (platform.local.LocalMesh)."""
+
+    @property
+    def api_url(self) -> str: ...
+
+    @property
+    def api_token_file(self) -> str: ...
+
+    def say(self, text: str) -> None: ...
+
+
+@dataclass
+class Deployment:
+    """One running gateway: the Gateway it serves, its address and its process handle (LocalMesh's _Proc)."""
+
+    namespace: str
+    gateway: str
+    ip: str
+    proc: Any
+
+
+def gateway_labels(gateway: str) -> dict[str, str]:
+    """The labels Istio puts on a Gateway's deployment (the generated Istio Gateways select the first)."""
+    return {GATEWAY_NAME_LABEL: gateway, "istio.io/gateway-name": gateway, TLS_MODE_LABEL: TLS_MODE_ISTIO}
+
+
+def _address_free(ip: str, ports: Collection[int]) -> bool:
+    for port in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((ip, port))
+            except OSError:
+                return False
+    return True
+
+
+def next_address(after: str, taken: Collection[str], ports: Collection[int]) -> str:
+    """The first loopback address after `after` that no one uses and whose proxy ports are free."""
+    ip = ipaddress.IPv4Address(after)
+    for _ in range(MAX_GATEWAYS * 4):
+        ip += 1
+        text = str(ip)
+        if text not in taken and _address_free(text, ports):
+            return text
+    raise OSError(f"no free loopback address for a gateway after {after}")
+
+
+Spawn = Callable[[str, str, dict[str, str], str], Awaitable[Any]]
+
+
+class GatewayDeployments:
+    """Keeps one gateway process per Gateway API Gateway of the running mesh."""
+
+    def __init__(self, supervisor: Supervisor, spawn: Spawn, retire: Callable[[Any], None], first_ip: str,
+                 taken: Callable[[], Collection[str]], proxy_ports: Collection[int]) -> None:
+        self.supervisor = supervisor
+        self.spawn = spawn  # (namespace, gateway, labels, ip) -> the started process
+        self.retire = retire  # stop a process on purpose (not restarted)
+        self.first_ip = first_ip
+        self.taken = taken
+        self.proxy_ports = proxy_ports
+        self.running: dict[tuple[str, str], Deployment] = {}
+
+    async def wanted(self, session: aiohttp.ClientSession) -> set[tuple[str, str]] | None:
+        """(namespace, name) of the Gateways the control plane programs (those with a status); None if unknown."""
+        try:
+            with open(self.supervisor.api_token_file, encoding="utf-8") as fh:
+                token = fh.read().strip()
+            async with session.get(f"{self.supervisor.api_url}/api/v1/resources?kind=KubernetesGateway",
+                                   headers={"Authorization": f"Bearer {token}"}) as r:
+                if r.status != 200:
+                    return None
+                body = await r.json()
+        except (TimeoutError, OSError, aiohttp.ClientError, ValueError):
+            return None
+        out = set()
+        for item in body.get("items") or ():
+            meta = item.get("metadata") or {}
+            if item.get("status"):
+                out.add((str(meta.get("namespace", "default")), str(meta.get("name", ""))))
+        return out
+
+    async def reconcile(self, wanted: set[tuple[str, str]]) -> None:
+        for key in sorted(set(self.running) - wanted):
+            dep = self.running.pop(key)
+            self.supervisor.say(f"stopping gateway {key[0]}/{deployment_name(key[1])} (its Gateway is gone)")
+            self.retire(dep.proc)
+        for ns, name in sorted(wanted - set(self.running)):
+            used = {*self.taken(), *(d.ip for d in self.running.values())}
+            ip = next_address(self.first_ip, used, self.proxy_ports)
+            self.supervisor.say(f"starting gateway {ns}/{deployment_name(name)} for Gateway {ns}/{name} on {ip} "
+                                "(listener ports below 1024 + 8000)")
+            proc = await self.spawn(ns, name, gateway_labels(name), ip)
+            self.running[(ns, name)] = Deployment(ns, name, ip, proc)
+
+    async def run(self) -> None:
+        """Follow the control plane's Gateways until cancelled."""
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5), trust_env=False) as session:
+            while True:
+                wanted = await self.wanted(session)
+                if wanted is not None:
+                    try:
+                        await self.reconcile(wanted)
+                    except (OSError, PlatformError) as e:
+                        self.supervisor.say(f"warning: cannot start a gateway: {e}")
+                await asyncio.sleep(POLL_S)
+
+
+def terminate(pid: int) -> None:
+    """SIGTERM a gateway's process group (it drains and exits)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
