@@ -211,6 +211,13 @@ def test_pods_are_injected_by_istios_namespace_and_pod_labels(mesh: Installed) -
     _create(kube, "inj-off", _pod("e", {"sidecar.istio.io/inject": "true"}))
     assert _init_names(_get_pod(kube, "inj-off", "e")) == ["istio-init", "istio-proxy"]
 
+    # an Istio injection annotation sailmesh does not act on is said: kubectl prints the admission warning
+    annotated = json.loads(_pod("f"))
+    annotated["metadata"]["annotations"] = {"proxy.istio.io/config": "holdApplicationUntilProxyStarts: true"}
+    got = kube.kubectl("apply", "-n", "inj-on", "-f", "-", input=json.dumps(annotated))
+    assert ("Warning: annotation proxy.istio.io/config is accepted, not acted on by sailmesh's injector"
+            in got.stderr), got.stderr
+
     # the mesh root every injected proxy mounts is published into each namespace
     def root_published() -> bool:
         got = kube.kubectl("get", "configmap", "istio-ca-root-cert", "-n", "inj-on", "-o", "json", check=False)
