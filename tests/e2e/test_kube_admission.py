@@ -253,6 +253,22 @@ def test_a_deployments_pod_is_injected_with_its_canonical_names(mesh: Installed)
     assert labels["service.istio.io/canonical-revision"] == "v1"
 
 
+def test_kube_inject_output_applies_and_is_not_injected_twice(mesh: Installed) -> None:
+    """Offline injection (kube-inject) into a namespace the webhook also injects: the API server accepts the
+    injected Deployment and its pod has one sidecar (the injector skips a pod that carries its status)."""
+    kube = mesh.kube
+    injected = sailmesh("kube-inject", "-f", "-", input=DEPLOYMENT.replace("reviews-v1", "reviews-v2").replace(
+        "version: v1", "version: v2"))
+    assert injected.returncode == 0, injected.stderr
+    _create(kube, "inj-on", injected.stdout)
+
+    def pod() -> dict[str, object] | None:
+        items = json.loads(kube.kubectl("get", "pods", "-n", "inj-on", "-l", "version=v2", "-o", "json").stdout)
+        return items["items"][0] if items["items"] else None
+    got = wait_for(pod, timeout=60, interval=0.3, what="the controller manager's pod for reviews-v2")
+    assert _init_names(got) == ["istio-init", "istio-proxy"]
+
+
 def test_uninstall_removes_the_install_and_purge_the_crds(mesh: Installed) -> None:
     kube = mesh.kube
     out = sailmesh("uninstall", "--kubeconfig", str(kube.kubeconfig))
