@@ -135,9 +135,11 @@ def istiod(v: Values) -> list[Obj]:
                         "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                             "runAsNonRoot": True, "runAsUser": 1337, "runAsGroup": 1337,
                                             "capabilities": {"drop": ["ALL"]}},
-                        "volumeMounts": [{"name": "state", "mountPath": "/var/lib/sailmesh"}],
+                        # the root filesystem is read-only: the CA state and the TLS scratch files go here
+                        "volumeMounts": [{"name": "state", "mountPath": "/var/lib/sailmesh"},
+                                         {"name": "tmp", "mountPath": "/tmp"}],
                     }],
-                    "volumes": [{"name": "state", "emptyDir": {}}],
+                    "volumes": [{"name": "state", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
                 },
             },
         },

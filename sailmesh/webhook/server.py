@@ -27,6 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
+from sailmesh.api import kinds
 from sailmesh.api.parse import resource_from_dict
 from sailmesh.api.resource import Source
 from sailmesh.ca.authority import CertificateAuthority, write_private
@@ -62,12 +63,16 @@ def review_response(uid: str, allowed: bool, message: str = "", patch: list[dict
 
 
 def validate_review(request: Mapping[str, Any], validate: Validate) -> tuple[bool, str]:
-    """(allowed, message) for one AdmissionRequest to the validating webhook."""
+    """(allowed, message) for one AdmissionRequest to the validating webhook. A kind sailmesh does not know
+    (an Istio CRD newer than its kind table) is allowed with a warning message, not refused."""
     if request.get("operation") not in ("CREATE", "UPDATE"):
         return True, ""
     obj = request.get("object")
     if not isinstance(obj, dict):
         return False, "configuration is invalid: no object in the request"
+    if kinds.lookup(str(obj.get("apiVersion") or ""), str(obj.get("kind") or "")) is None:
+        return True, (f"{obj.get('apiVersion')} {obj.get('kind')} is accepted, not validated: sailmesh does not "
+                      "know this kind")
     obj = dict(obj)
     meta = dict(obj.get("metadata") or {})
     meta.pop("managedFields", None)
@@ -189,7 +194,8 @@ class WebhookServer:
             self.reviews["denied"] += 1
             log.info("denied %s %s/%s: %s", (req.get("kind") or {}).get("kind"), req.get("namespace"),
                      req.get("name"), message)
-        return web.json_response(review_response(uid, allowed, message))
+            return web.json_response(review_response(uid, False, message))
+        return web.json_response(review_response(uid, True, warnings=[message] if message else None))
 
     async def _inject(self, request: web.Request) -> web.Response:
         got = await self._review(request)

@@ -10,7 +10,9 @@ has patched its CA bundle into them. Tests run in file order; the last one unins
 from __future__ import annotations
 
 import json
+import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import urllib.request
@@ -211,6 +213,13 @@ def test_pods_are_injected_by_istios_namespace_and_pod_labels(mesh: Installed) -
     _create(kube, "inj-off", _pod("e", {"sidecar.istio.io/inject": "true"}))
     assert _init_names(_get_pod(kube, "inj-off", "e")) == ["istio-init", "istio-proxy"]
 
+    # an Istio injection annotation sailmesh does not act on is said: kubectl prints the admission warning
+    annotated = json.loads(_pod("f"))
+    annotated["metadata"]["annotations"] = {"proxy.istio.io/config": "holdApplicationUntilProxyStarts: true"}
+    got = kube.kubectl("apply", "-n", "inj-on", "-f", "-", input=json.dumps(annotated))
+    assert ("Warning: annotation proxy.istio.io/config is accepted, not acted on by sailmesh's injector"
+            in got.stderr), got.stderr
+
     # the mesh root every injected proxy mounts is published into each namespace
     def root_published() -> bool:
         got = kube.kubectl("get", "configmap", "istio-ca-root-cert", "-n", "inj-on", "-o", "json", check=False)
@@ -246,6 +255,22 @@ def test_a_deployments_pod_is_injected_with_its_canonical_names(mesh: Installed)
     assert labels["service.istio.io/canonical-revision"] == "v1"
 
 
+def test_kube_inject_output_applies_and_is_not_injected_twice(mesh: Installed) -> None:
+    """Offline injection (kube-inject) into a namespace the webhook also injects: the API server accepts the
+    injected Deployment and its pod has one sidecar (the injector skips a pod that carries its status)."""
+    kube = mesh.kube
+    injected = sailmesh("kube-inject", "-f", "-", input=DEPLOYMENT.replace("reviews-v1", "reviews-v2").replace(
+        "version: v1", "version: v2"))
+    assert injected.returncode == 0, injected.stderr
+    _create(kube, "inj-on", injected.stdout)
+
+    def pod() -> dict[str, object] | None:
+        items = json.loads(kube.kubectl("get", "pods", "-n", "inj-on", "-l", "version=v2", "-o", "json").stdout)
+        return items["items"][0] if items["items"] else None
+    got = wait_for(pod, timeout=60, interval=0.3, what="the controller manager's pod for reviews-v2")
+    assert _init_names(got) == ["istio-init", "istio-proxy"]
+
+
 def test_uninstall_removes_the_install_and_purge_the_crds(mesh: Installed) -> None:
     kube = mesh.kube
     out = sailmesh("uninstall", "--kubeconfig", str(kube.kubeconfig))
@@ -263,3 +288,38 @@ def test_uninstall_removes_the_install_and_purge_the_crds(mesh: Installed) -> No
         crds = kube.kubectl("get", "crd", "-o", "jsonpath={.items[*].metadata.name}").stdout.split()
         return not [c for c in crds if c.endswith("istio.io")]
     wait_for(crds_gone, timeout=60, interval=0.5, what="Istio's CRDs deleted")
+
+
+def _helm() -> str | None:
+    cached = pathlib.Path(os.path.expanduser("~/.cache/sailmesh/helm/helm"))
+    return shutil.which("helm") or (str(cached) if cached.exists() else None)
+
+
+def test_the_helm_chart_installs_and_uninstalls_on_the_api_server(mesh: Installed) -> None:
+    """After the purge: `helm install` of charts/sailmesh (demo values) creates the same objects; the control
+    plane patches the chart's webhook configurations too; `helm uninstall` removes them (Helm keeps CRDs)."""
+    helm = _helm()
+    if helm is None:
+        pytest.skip("no helm binary (PATH or ~/.cache/sailmesh/helm/helm: go install helm.sh/helm/v3/cmd/helm)")
+    kube = mesh.kube
+    env = {**os.environ, "KUBECONFIG": str(kube.kubeconfig), "HELM_CACHE_HOME": str(mesh.workdir / "hc"),
+           "HELM_CONFIG_HOME": str(mesh.workdir / "hf"), "HELM_DATA_HOME": str(mesh.workdir / "hd")}
+    chart = pathlib.Path(__file__).resolve().parents[2] / "charts" / "sailmesh"
+
+    def wait_namespace_gone() -> bool:  # the purge deleted istio-system; it must be gone before Helm re-creates it
+        return kube.kubectl("get", "namespace", "istio-system", check=False).returncode != 0
+    wait_for(wait_namespace_gone, timeout=90, interval=0.5, what="istio-system deleted by the purge")
+    got = subprocess.run([helm, "install", "sailmesh", str(chart), "-n", "istio-system", "--create-namespace",
+                          "--set", "egressGateway.enabled=true", "--set", f"webhookURL=https://127.0.0.1:"
+                          f"{mesh.webhook_port}", "--wait=false"], capture_output=True, text=True, env=env,
+                         timeout=180)
+    assert got.returncode == 0, got.stderr
+    deploys = kube.kubectl("get", "deploy", "-n", "istio-system", "-o", "jsonpath={.items[*].metadata.name}").stdout
+    assert sorted(deploys.split()) == ["istio-egressgateway", "istio-ingressgateway", "istiod"]
+    wait_for(lambda: _patched(kube), timeout=60, interval=0.3, what="the chart's webhooks patched")
+    bad = kube.kubectl("apply", "-f", "-", input=INVALID_VS, check=False)
+    assert 'admission webhook "validation.istio.io" denied the request' in bad.stderr
+    gone = subprocess.run([helm, "uninstall", "sailmesh", "-n", "istio-system"], capture_output=True, text=True,
+                          env=env, timeout=180)
+    assert gone.returncode == 0, gone.stderr
+    assert kube.kubectl("get", "deploy", "istiod", "-n", "istio-system", check=False).returncode != 0

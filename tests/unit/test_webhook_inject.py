@@ -250,3 +250,17 @@ def test_annotations_not_acted_on_are_said_not_dropped() -> None:
     inject_text(yaml.safe_dump(p), CFG, warnings=warnings)
     assert warnings == ["Pod default/web-1: annotation proxy.istio.io/config is accepted, not acted on by "
                         "sailmesh's injector"]
+
+
+def test_kube_inject_of_istios_bookinfo_injects_every_deployment(conformance: pathlib.Path) -> None:
+    text = (conformance / "bookinfo" / "platform-kube" / "bookinfo.yaml").read_text()
+    before = [d for d in yaml.safe_load_all(text) if d]
+    after = [d for d in yaml.safe_load_all(inject_text(text, CFG)) if d]
+    assert [(d["kind"], d["metadata"]["name"]) for d in after] == [(d["kind"], d["metadata"]["name"]) for d in before]
+    deployments = [d for d in after if d["kind"] == "Deployment"]
+    assert len(deployments) == 6
+    for d in deployments:
+        tmpl = d["spec"]["template"]
+        assert [c["name"] for c in tmpl["spec"]["initContainers"]] == ["istio-init", "istio-proxy"]
+        assert tmpl["metadata"]["labels"]["service.istio.io/canonical-name"] == tmpl["metadata"]["labels"]["app"]
+    assert [d for d in after if d["kind"] != "Deployment"] == [d for d in before if d["kind"] != "Deployment"]

@@ -49,6 +49,13 @@ def test_deletes_and_valid_objects_are_allowed_and_the_namespace_comes_from_the_
     assert validate_review(_request(good, namespace="prod"), _errors) == (True, "")
 
 
+def test_a_kind_sailmesh_does_not_know_is_allowed_with_a_warning_not_refused() -> None:
+    ext = {"apiVersion": "extensions.istio.io/v1alpha1", "kind": "TrafficExtension",
+           "metadata": {"name": "x", "namespace": "default"}, "spec": {}}
+    allowed, message = validate_review(_request(ext), _errors)
+    assert allowed and message.endswith("is accepted, not validated: sailmesh does not know this kind")
+
+
 def test_inject_review_patches_only_pods_that_need_it() -> None:
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a", "labels": {"app": "a"}},
            "spec": {"containers": [{"name": "a", "image": "httpbin"}]}}
