@@ -16,16 +16,18 @@ from __future__ import annotations
 import argparse
 import json
 import urllib.parse
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
-from sailmesh.cli import explain_steps
 from sailmesh.cli.apiclient import call
 from sailmesh.cli.common import add_state_dir, fail, running_mesh
 from sailmesh.cli.proxy_config import admin, connected, pick
 from sailmesh.cli.proxy_status import COLUMNS, status_word
-from sailmesh.cli.routematch import Request
 from sailmesh.errors import PlatformError
 from sailmesh.settings import ProxyPorts
+
+if TYPE_CHECKING:  # the walk (and Envoy's protos) load when a request is explained, not for --help
+    from sailmesh.cli.routematch import Request
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,8 +78,19 @@ def _identity(ip: str, port: int) -> tuple[str, str]:
     return "", "the source holds no mesh certificate: it cannot send mutual TLS"
 
 
+def _envoy_clusters(ip: str, port: int) -> tuple[dict[str, Any], str]:
+    """The source Envoy's /clusters (health and outlier state); a note instead when unreadable."""
+    try:
+        return dict(json.loads(admin(ip, port, "/clusters?format=json"))), ""
+    except (PlatformError, ValueError) as e:
+        return {}, f"endpoint health as Envoy sees it is unknown: {e}"
+
+
 def gather(args: argparse.Namespace, req: Request) -> dict[str, Any]:
-    """Read what the walk needs (control plane dumps, the source Envoy's /clusters and /certs) and walk."""
+    """Read what the walk needs (control plane dumps, the source Envoy's /clusters and /certs, fetched at once)
+    and walk."""
+    from sailmesh.cli import explain_steps
+
     proxies = connected(args)
     name, node_id = pick(proxies, args.source)
     ip = node_id.split("~")[1]
@@ -88,13 +101,14 @@ def gather(args: argparse.Namespace, req: Request) -> dict[str, Any]:
     if unsynced:
         notes.append(f"{name} is not SYNCED for {', '.join(unsynced)}: its Envoy may run older config than this "
                      f"walk uses (sailmesh proxy-status {name})")
-    source = control_plane_dump(api_url, node_id)
-    try:
-        envoy_clusters = json.loads(admin(ip, args.admin_port, "/clusters?format=json"))
-    except (PlatformError, ValueError) as e:
-        envoy_clusters = {}
-        notes.append(f"endpoint health as Envoy sees it is unknown: {e}")
-    principal, note = _identity(ip, args.admin_port)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        source_f = pool.submit(control_plane_dump, api_url, node_id)
+        clusters_f = pool.submit(_envoy_clusters, ip, args.admin_port)
+        identity_f = pool.submit(_identity, ip, args.admin_port)
+        source = source_f.result()
+        envoy_clusters, note = clusters_f.result()
+        notes.extend([note] if note else [])
+        principal, note = identity_f.result()
     if note:
         notes.append(note)
     names = {str(p.get("proxy", "")).split("~")[1]: str(p.get("name", "")) for p in proxies
@@ -103,9 +117,11 @@ def gather(args: argparse.Namespace, req: Request) -> dict[str, Any]:
              if str(p.get("proxy", "")).count("~") >= 2}
     sidecar = row.get("type", "sidecar") == "sidecar"
     first = explain_steps.explain(req, source, envoy_clusters, principal, ip, {}, names, sidecar)
-    wanted = {e["address"].rpartition(":")[0] for c in first.get("clusters", []) for e in c.get("endpoints", [])}
-    destinations = {dip: control_plane_dump(api_url, nodes[dip], "listeners")
-                    for dip in sorted(wanted) if dip in nodes}
+    wanted = sorted({e["address"].rpartition(":")[0] for c in first.get("clusters", [])
+                     for e in c.get("endpoints", [])} & set(nodes))
+    with ThreadPoolExecutor(max_workers=4) as pool:  # every destination's listeners at once
+        dumps = pool.map(lambda dip: control_plane_dump(api_url, nodes[dip], "listeners"), wanted)
+        destinations = dict(zip(wanted, dumps, strict=True))
     out = explain_steps.explain(req, source, envoy_clusters, principal, ip, destinations, names, sidecar)
     out["source"] = {"proxy": name, "identity": principal or "(none: plaintext only)"}
     out["notes"] = notes + [f"endpoint {e['address']} is not a mesh proxy: no inbound policy to simulate"
@@ -180,6 +196,8 @@ def _endpoint(e: dict[str, Any]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sailmesh.cli.routematch import Request
+
     try:
         req = Request.from_url(args.method, args.url, _headers(args.header))
         ex = gather(args, req)

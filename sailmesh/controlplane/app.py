@@ -420,6 +420,12 @@ class ControlPlane:
                 out[str(r.key)] = "the applied copy is in force" + note
         return out
 
+    def not_enforced_notes(self, kind: str, namespace: str, name: str) -> list[str]:
+        """For `get`: what the listed resources hold that is accepted but not enforced (the lines `apply` and the
+        log show), so the CLI need not import the generators to say it."""
+        mesh = (self.snapshot.mesh_config,) if self.snapshot is not None else ()
+        return [line for r in self._matching(kind, namespace, name) for line in enforcement.not_enforced(r, *mesh)]
+
     def rejected(self) -> list[str]:
         return [str(r) for r in self.store.rejected()]
 

@@ -195,6 +195,9 @@ def make_app(backend: Backend, mounts: Mapping[str, web.Application] | None = No
         shadowed = getattr(backend, "shadowed", None)  # which copy is in force, where a file defines it too
         if shadowed is not None:
             body["shadowed"] = shadowed(*args)
+        notes = getattr(backend, "not_enforced_notes", None)  # said here once, so `get` needs no generator code
+        if notes is not None:
+            body["notes"] = notes(*args)
         return _json(body)
 
     async def version(_: web.Request) -> web.Response:
