@@ -4,11 +4,16 @@ Walks the request through the Envoy config the control plane generated for the s
 destination proxy): the listener and the route matched (and the earlier routes that did not match, and why),
 the destination cluster and subset, its endpoints with their health and outlier state as the source Envoy sees
 them (its admin /clusters), the TLS mode of the hop, the authorization decision at the destination and the
-policy that made it, and the faults, retries and timeout in effect.
+policy that made it (a JWT checked against the RequestAuthentication's keys, claim rules, the CUSTOM provider
+consulted), local rate limits, and the faults (with their probability), retries and timeout in effect. A TCP
+connection (`tcp://HOST:PORT`) or TLS one (`tls://HOST:PORT --sni NAME`) is walked the same way.
 
   sailmesh explain --from productpage-v1-0 GET http://reviews:9080/reviews/0 -H end-user:jason
   sailmesh explain --from reviews-v2-0 GET http://ratings:9080/ratings/0 -o json
   sailmesh explain --from istio-ingressgateway GET http://127.0.0.1:8080/productpage
+  sailmesh explain --from sleep-0 GET http://httpbin:8000/headers -H "Authorization:Bearer $TOKEN"
+  sailmesh explain --from sleep-0 tcp://tcp-echo:9000
+  sailmesh explain --from istio-ingressgateway tls://127.0.0.1:443 --sni nginx.example.com
 """
 
 from __future__ import annotations
@@ -33,13 +38,38 @@ if TYPE_CHECKING:  # the walk (and Envoy's protos) load when a request is explai
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from", dest="source", required=True,
                         help="the sending proxy as proxy-status names it (productpage-v1-0), or a unique part")
-    parser.add_argument("method", help="HTTP method (GET, POST, ...)")
-    parser.add_argument("url", help="the URL the app asks for, e.g. http://reviews:9080/reviews/0")
+    parser.add_argument("target", nargs="+", metavar="[METHOD] URL",
+                        help="an HTTP method and the URL the app asks for (GET http://reviews:9080/reviews/0), or a "
+                             "connection: tcp://HOST:PORT, tls://HOST:PORT")
+    parser.add_argument("--sni", default="", help="the TLS server name of a tls:// connection (default: its host)")
     parser.add_argument("-H", "--header", action="append", default=[], metavar="NAME:VALUE",
                         help="a request header (repeatable), e.g. -H end-user:jason")
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
     parser.add_argument("--admin-port", type=int, default=ProxyPorts().admin, help="Envoy admin port (15000)")
     add_state_dir(parser)
+
+
+def request_of(args: argparse.Namespace) -> Request:
+    """The request (or connection) the command line describes."""
+    from sailmesh.cli.explain_tcp import tcp_request
+    from sailmesh.cli.routematch import Request
+
+    target = list(args.target)
+    if len(target) == 1 and target[0].split("://", 1)[0] in ("tcp", "tls"):
+        return tcp_request(target[0], args.sni)
+    if len(target) != 2:
+        raise ValueError("give METHOD URL (GET http://reviews:9080/) or tcp://HOST:PORT / tls://HOST:PORT")
+    return Request.from_url(target[0], target[1], _headers(args.header))
+
+
+def _shown(name: str, value: str) -> str:
+    """A header value as explain prints it: credentials (a bearer token, a JWT anywhere) are never shown."""
+    parts = value.split()
+    if name in ("authorization", "proxy-authorization", "cookie") or any(p.count(".") == 2 and len(p) > 40
+                                                                         for p in parts):
+        kind = parts[0] + " " if len(parts) > 1 else ""
+        return f"{kind}<{len(value)} characters, not shown>"
+    return value
 
 
 def _headers(pairs: list[str]) -> dict[str, str]:
@@ -89,7 +119,7 @@ def _envoy_clusters(ip: str, port: int) -> tuple[dict[str, Any], str]:
 def gather(args: argparse.Namespace, req: Request) -> dict[str, Any]:
     """Read what the walk needs (control plane dumps, the source Envoy's /clusters and /certs, fetched at once)
     and walk."""
-    from sailmesh.cli import explain_steps
+    from sailmesh.cli import explain_steps, explain_tcp
 
     proxies = connected(args)
     name, node_id = pick(proxies, args.source)
@@ -116,13 +146,15 @@ def gather(args: argparse.Namespace, req: Request) -> dict[str, Any]:
     nodes = {str(p.get("proxy", "")).split("~")[1]: str(p.get("proxy", "")) for p in proxies
              if str(p.get("proxy", "")).count("~") >= 2}
     sidecar = row.get("type", "sidecar") == "sidecar"
-    first = explain_steps.explain(req, source, envoy_clusters, principal, ip, {}, names, sidecar)
+    walk = explain_tcp.explain if req.scheme in ("tcp", "tls") else explain_steps.explain
+    first = walk(req, source, envoy_clusters, principal, ip, {}, names, sidecar)
     wanted = sorted({e["address"].rpartition(":")[0] for c in first.get("clusters", [])
                      for e in c.get("endpoints", [])} & set(nodes))
     with ThreadPoolExecutor(max_workers=4) as pool:  # every destination's listeners at once
         dumps = pool.map(lambda dip: control_plane_dump(api_url, nodes[dip], "listeners"), wanted)
         destinations = dict(zip(wanted, dumps, strict=True))
-    out = explain_steps.explain(req, source, envoy_clusters, principal, ip, destinations, names, sidecar)
+    out = walk(req, source, envoy_clusters, principal, ip, destinations, names, sidecar)
+    out["request"]["headers"] = {k: _shown(k, v) for k, v in out["request"].get("headers", {}).items()}
     out["source"] = {"proxy": name, "identity": principal or "(none: plaintext only)"}
     out["notes"] = notes + [f"endpoint {e['address']} is not a mesh proxy: no inbound policy to simulate"
                             for c in out.get("clusters", []) for e in c.get("endpoints", [])
@@ -135,10 +167,14 @@ def render(ex: dict[str, Any]) -> list[str]:
     r = ex["request"]
     hdrs = ", ".join(f"{k}: {v}" for k, v in r["headers"].items())
     lines = [f"{r['method']} {r['scheme']}://{r['authority']}{r['path']} from {ex['source']['proxy']}"
-             f" (identity {ex['source']['identity']})" + (f", headers {hdrs}" if hdrs else "")]
+             f" (identity {ex['source']['identity']})" + (f", headers {hdrs}" if hdrs else "")
+             + (f", SNI {r['sni']}" if r.get("sni") else "")]
     if "listener" in ex:
         lis = ex["listener"]
-        lines.append(f"1. Listener {lis['name']} ({lis['address']}), route config {lis['route_config']}")
+        lines.append(f"1. Listener {lis['name']} ({lis['address']}), route config {lis['route_config']}"
+                     + (f": {lis['note']}" if lis.get("note") else ""))
+    if "filter_chain" in ex:
+        lines.append(f"2. Filter chain {ex['filter_chain']['name'] or '(unnamed)'}: {ex['filter_chain']['reason']}")
     if "virtual_host" in ex:
         vh = ex["virtual_host"]
         lines.append(f"2. Virtual host {vh['name'] or '(none)'}: {vh['reason']}")
@@ -153,6 +189,7 @@ def render(ex: dict[str, Any]) -> list[str]:
         lines.append(f"   timeout {rt['timeout']}; retries {rt['retries']}")
         lines.extend(f"   fault: {f}" for f in rt["faults"])
         lines.extend(f"   {o}" for o in rt["other"])
+    lines.extend(f"   {s['filter']} at the source: {s['decision']}" for s in ex.get("source_filters", []))
     for i, c in enumerate(ex.get("clusters", [])):
         lines.append(f"{4 + i}. Cluster {c['name']}" + (f" (subset {c['subset']})" if c.get("subset") else "")
                      + f", {c['weight']} of requests")
@@ -189,6 +226,7 @@ def _endpoint(e: dict[str, Any]) -> list[str]:
         out.append(f"       authorization: {authz['decision']}")
         for s in authz["steps"]:
             out.append(f"         {s['filter']}: {s['decision']}")
+            out.extend(f"           {c}" for c in s.get("checks", []))
         if authz.get("unknown"):
             out.append("         (not simulated, counted as not matching: " + ", ".join(sorted(set(authz["unknown"])))
                        + ")")
@@ -196,10 +234,8 @@ def _endpoint(e: dict[str, Any]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sailmesh.cli.routematch import Request
-
     try:
-        req = Request.from_url(args.method, args.url, _headers(args.header))
+        req = request_of(args)
         ex = gather(args, req)
     except ValueError as e:
         return fail(str(e), 2)
