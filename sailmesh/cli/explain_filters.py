@@ -162,7 +162,7 @@ def local_rate_limit(cfg: Mapping[str, Any], route_cfg: Mapping[str, Any] | None
     where = "the route's per-filter config" if route_cfg else "the filter's config"
     enabled, enforced = percent(cfg.get("filter_enabled")), percent(cfg.get("filter_enforced"))
     status = _status((cfg.get("status") or {}).get("code", 429))
-    matched = []
+    matched, sizes = [], []
     for d in descriptors(cfg.get("rate_limits", []), req, source_ip):
         for conf in cfg.get("descriptors", []):
             entries = [(str(e.get("key", "")), str(e.get("value", ""))) for e in conf.get("entries", [])]
@@ -171,10 +171,12 @@ def local_rate_limit(cfg: Mapping[str, Any], route_cfg: Mapping[str, Any] | None
                 label = ", ".join(f"{k}={v or dv}" + ("" if v else " (a bucket per value)")
                                   for (k, v), (_, dv) in zip(entries, d, strict=True))
                 matched.append(f"descriptor {label}: {_bucket(conf.get('token_bucket', {}))}")
+                sizes.append(_num(conf.get("token_bucket", {}).get("max_tokens")))
     if matched:
         bucket = "; ".join(matched)
     elif cfg.get("token_bucket"):
         bucket = _bucket(cfg["token_bucket"])
+        sizes.append(_num(cfg["token_bucket"].get("max_tokens")))
     else:
         return {"filter": "local rate limit", "limited": False, "bucket": "",
                 "decision": f"no bucket applies to this request ({where}: no descriptor matches, no default "
@@ -190,4 +192,5 @@ def local_rate_limit(cfg: Mapping[str, Any], route_cfg: Mapping[str, Any] | None
             f"(local_rate_limited, response flag RL)" + (f" with {', '.join(headers)}" if headers else "")) \
         if active else "never limited at these shares"
     return {"filter": "local rate limit", "limited": active, "bucket": bucket, "status": status,
+            "max_tokens": min((s for s in sizes if isinstance(s, int)), default=None),
             "decision": f"{bucket} ({where}; {share}): {then}"}
