@@ -1,4 +1,10 @@
-"""`sailmesh get KIND [NAME] [-n NS|-A] [-l SELECTOR] [-o wide|yaml|json]`: config in the running mesh, as kubectl."""
+"""`sailmesh get KIND [NAME] [-n NS|-A] [-l SELECTOR] [-o wide|yaml|json]`: config in the running mesh, as kubectl.
+
+  sailmesh get virtualservices -A
+  sailmesh get dr reviews -o yaml
+  sailmesh get vs -l app=reviews -o wide
+  sailmesh get workloads -A
+"""
 
 from __future__ import annotations
 

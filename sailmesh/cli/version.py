@@ -1,4 +1,8 @@
-"""`sailmesh version`: the client, the running control plane, and the Envoy the proxies run."""
+"""`sailmesh version`: the client, the running control plane, and the Envoy the proxies run.
+
+  sailmesh version
+  sailmesh version --no-remote -o json   # without asking the control plane
+"""
 
 from __future__ import annotations
 

@@ -9,10 +9,13 @@ walk, `-o yaml`, a secret's certificate, `x load`, `x ca`). Importing them is mo
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 
 import pytest
+
+from sailmesh.cli import main as main_mod
 
 # what a command line imports, run in a fresh interpreter as the `sailmesh` entry point would
 PROBE = """
@@ -72,3 +75,28 @@ def test_x_imports_only_the_subcommand_that_runs() -> None:
     mods = imported("x", "authz", "check", "--help")
     assert "sailmesh.cli.authz_check" in mods
     assert not {"sailmesh.cli.load", "sailmesh.cli.ca", "sailmesh.cli.precheck", "sailmesh.cli.describe"} & mods
+
+
+def _help(*argv: str) -> str:
+    """The --help text of `sailmesh ARGV...` as its parser prints it (only that verb's module is imported)."""
+    parser = main_mod.build_parser(argv[0])
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    p = action.choices[argv[0]]
+    for name in argv[1:]:
+        sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+        p = sub.choices[name]
+    return p.format_help()
+
+
+X_SUBCOMMANDS = [("x", name) for name in ("flags", "describe", "load", "ca", "token", "precheck")] + \
+    [("x", "authz", "check")]
+
+
+@pytest.mark.parametrize("argv", [(verb,) for verb in main_mod.COMMANDS] + X_SUBCOMMANDS)
+def test_every_command_help_has_an_example(argv: tuple[str, ...], monkeypatch: pytest.MonkeyPatch) -> None:
+    # the issue's quality bar: every command has --help with an example (a `sailmesh VERB ...` line)
+    monkeypatch.setattr(sys, "argv", ["sailmesh", *argv, "--help"])  # `x` imports the subcommand on its line
+    text = _help(*argv)
+    verb = " ".join(a for a in argv if a != "check") if argv[:2] != ("x", "authz") else "x authz check"
+    examples = [line for line in text.splitlines() if line.strip().startswith(f"sailmesh {verb}")]
+    assert examples, f"`sailmesh {' '.join(argv)} --help` shows no example:\n{text}"
