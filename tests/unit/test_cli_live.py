@@ -207,6 +207,13 @@ async def test_accepted_not_enforced_is_said_by_apply_analyze_and_get(mesh) -> N
     assert f"Note: {note}" in err
     rc, out, err = await _cli("get", "envoyfilter", "--state-dir", state)
     assert rc == 0 and "lua" in out and f"Note: {note}" in err
+    # the note comes from the control plane (so `get` imports no generator code to say it)
+    from sailmesh.cli.apiclient import call
+
+    live = MeshState.load(state)
+    status, body = await asyncio.to_thread(call, live.api_url, "GET", "/api/v1/resources?kind=EnvoyFilter",
+                                           token=live.api_token())
+    assert status == 200 and body["notes"] == [note], body
 
 
 def test_kubectl_columns_age_and_label_selectors() -> None:
