@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 import os
 import socket
@@ -124,6 +126,7 @@ class ControlPlane:
         self._logged_rejections: set[str] = set()
         self.mesh_file = meshconfig.load_file(opts.mesh_config_file) if opts.mesh_config_file else {}
         self._not_enforced: dict[ResourceKey, list[str]] = {}  # what is said about each resource
+        self._analysis_cache: tuple[str, list[dict[str, str]]] | None = None  # (live mesh digest, messages)
         self._logged_mesh_config: meshconfig.MeshConfig | None = None
         self._mounts: dict[str, Callable[[ControlPlane], web.Application]] = {}
 
@@ -374,6 +377,17 @@ class ControlPlane:
             if fs.get(key.kind, key.namespace, key.name) is not None:
                 return f" (overrides the watched directory's copy in {fs.root})"
         return ""
+
+    async def analysis(self) -> list[dict[str, str]]:
+        """For `x describe`: the analyzers' messages about the live mesh, computed off the event loop and once per
+        distinct live mesh (config and workloads), however often it is asked."""
+        live = self.live_documents()
+        key = hashlib.sha256(json.dumps(live, sort_keys=True, default=str).encode()).hexdigest()
+        cached = self._analysis_cache
+        if cached is None or cached[0] != key:
+            cached = (key, await asyncio.to_thread(live_mod.messages, live, self.mesh_file))
+            self._analysis_cache = cached
+        return cached[1]
 
     def live_documents(self) -> list[dict[str, Any]]:
         """The config in force plus workloads as Pods and Namespaces, as `analyze` reads a live mesh."""

@@ -169,6 +169,8 @@ async def test_describe_service_and_workload(mesh) -> None:  # type: ignore[no-u
     # warnings where config conflicts: the VS's subset v2 is not defined, subset v3 selects nothing
     assert "Warning: VirtualService reviews.default routes to subset v2, which no DestinationRule defines" in out
     assert "Warning: subset v3 of DestinationRule reviews.default selects no pods" in out
+    # the analyzers' messages, from the control plane (computed there once per live mesh)
+    assert "Analysis: Error [IST0101] (VirtualService default/reviews" in out and '"reviews+v2"' in out, out
     # Istio's PeerAuthentication precedence: the workload's own policy beats the namespace's
     assert "mTLS (PeerAuthentication) for reviews-v1-0: PERMISSIVE, from PeerAuthentication default/reviews-v1" in out
     rc, out, _ = await _cli("x", "describe", "workload", "reviews-v2-0", "--state-dir", state)
