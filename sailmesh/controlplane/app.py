@@ -127,6 +127,8 @@ class ControlPlane:
         self.mesh_file = meshconfig.load_file(opts.mesh_config_file) if opts.mesh_config_file else {}
         self._not_enforced: dict[ResourceKey, list[str]] = {}  # what is said about each resource
         self._analysis_cache: tuple[str, list[dict[str, str]]] | None = None  # (live mesh digest, messages)
+        # (proxy id, xDS types) -> (the proxy's view, config version, its config dump JSON)
+        self._dump_cache: dict[tuple[str, tuple[str, ...]], tuple[ProxyView, int, dict[str, Any]]] = {}
         self._logged_mesh_config: meshconfig.MeshConfig | None = None
         self._mounts: dict[str, Callable[[ControlPlane], web.Application]] = {}
 
@@ -486,6 +488,11 @@ class ControlPlane:
 
         types = {"clusters": CLUSTER, "listeners": LISTENER, "routes": ROUTE, "endpoints": ENDPOINT}
         wanted = [types[t] for t in type_name.split(",") if t in types] or list(types.values())
+        # the JSON of one proxy's config is built once per config version (explain and proxy-status ask often)
+        key = (view.id, tuple(wanted))
+        cached = self._dump_cache.get(key)
+        if cached is not None and cached[0] is view and cached[1] == self.snapshot.version:
+            return cached[2]
         dump: dict[str, Any] = {"proxy": view.id, "version": self.snapshot.version}
         for name, url in types.items():
             if url in wanted:
@@ -496,6 +503,9 @@ class ControlPlane:
                     continue
                 dump[name] = {k: json_format.MessageToDict(v, preserving_proto_field_name=True)  # as Envoy's dump
                               for k, v in sorted(res.items())}
+        if len(self._dump_cache) > 4 * len(self.source.proxies) + 16:  # proxies that left: start over
+            self._dump_cache.clear()
+        self._dump_cache[key] = (view, self.snapshot.version, dump)
         return dump
 
 
