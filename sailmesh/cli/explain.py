@@ -116,6 +116,21 @@ def _envoy_clusters(ip: str, port: int) -> tuple[dict[str, Any], str]:
         return {}, f"endpoint health as Envoy sees it is unknown: {e}"
 
 
+DRAINING = "/stats?filter=^listener_manager.total_(listeners|filter_chains)_draining$"
+
+
+def _draining(ip: str, port: int) -> str:
+    """A note when the source Envoy still serves connections with a previous listener config (draining)."""
+    try:
+        text = admin(ip, port, DRAINING).decode()
+        count = sum(int(line.rpartition(":")[2]) for line in text.splitlines() if ":" in line)
+    except (PlatformError, ValueError):
+        return ""
+    return (f"the source Envoy is still draining {count} listener(s)/filter chain(s) of a previous config: "
+            "connections opened before the last change keep it until drained (the agent's drain time)") \
+        if count else ""
+
+
 def gather(args: argparse.Namespace, req: Request) -> dict[str, Any]:
     """Read what the walk needs (control plane dumps, the source Envoy's /clusters and /certs, fetched at once)
     and walk."""
@@ -135,10 +150,12 @@ def gather(args: argparse.Namespace, req: Request) -> dict[str, Any]:
         source_f = pool.submit(control_plane_dump, api_url, node_id)
         clusters_f = pool.submit(_envoy_clusters, ip, args.admin_port)
         identity_f = pool.submit(_identity, ip, args.admin_port)
+        draining_f = pool.submit(_draining, ip, args.admin_port)
         source = source_f.result()
         envoy_clusters, note = clusters_f.result()
         notes.extend([note] if note else [])
         principal, note = identity_f.result()
+        notes.extend([draining_f.result()] if draining_f.result() else [])
     if note:
         notes.append(note)
     names = {str(p.get("proxy", "")).split("~")[1]: str(p.get("name", "")) for p in proxies
@@ -152,7 +169,10 @@ def gather(args: argparse.Namespace, req: Request) -> dict[str, Any]:
                      for e in c.get("endpoints", [])} & set(nodes))
     with ThreadPoolExecutor(max_workers=4) as pool:  # every destination's listeners at once
         dumps = pool.map(lambda dip: control_plane_dump(api_url, nodes[dip], "listeners"), wanted)
+        drains = pool.map(lambda dip: _draining(dip, args.admin_port), wanted)
         destinations = dict(zip(wanted, dumps, strict=True))
+        notes.extend(n.replace("the source Envoy", f"destination {names.get(dip, dip)}")
+                     for dip, n in zip(wanted, drains, strict=True) if n)
     out = walk(req, source, envoy_clusters, principal, ip, destinations, names, sidecar)
     out["request"]["headers"] = {k: _shown(k, v) for k, v in out["request"].get("headers", {}).items()}
     out["source"] = {"proxy": name, "identity": principal or "(none: plaintext only)"}

@@ -247,6 +247,7 @@ def test_jwt_and_claims_as_real_requests_answer(mesh: RunningMesh, tmp_path: Any
     for name, headers in cases.items():
         ex = explain(mesh, "GET", url, *[a for k, v in headers.items() for a in ("-H", f"{k}:{v}")])
         said = predicted_status(ex)
+        assert not [n for n in ex["notes"] if "draining" in n], ex["notes"]  # apply() waited for the drain
         real = send(ip, url, headers)
         assert said == real == expected[name], (name, said, real, ex["result"])
         text = json.dumps(ex)
