@@ -1,4 +1,8 @@
-"""`sailmesh agent`: run the per-workload agent (Istio's pilot-agent) in the foreground."""
+"""`sailmesh agent`: run the per-workload agent (Istio's pilot-agent) in the foreground.
+
+  sailmesh agent --type sidecar --ip 127.0.10.3 --name reviews-v1-0 --namespace default \
+      --app-ports 9080:41234 -- python -m sailmesh.samples.bookinfo.reviews   (`sailmesh up` runs it for you)
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,10 @@
-"""`sailmesh analyze`: istioctl analyze over config files, with Istio's message codes and exit codes."""
+"""`sailmesh analyze`: istioctl analyze over config files, with Istio's message codes and exit codes.
+
+  sailmesh analyze                                   # the running mesh (its config and workloads)
+  sailmesh analyze -f my-vs.yaml                     # a file together with the running mesh
+  sailmesh analyze -f networking/ --use-live=false -A  # files alone, every namespace
+  sailmesh analyze -S "IST0102=Namespace default" -o yaml
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,10 @@
-"""`sailmesh apply -f FILE|DIR|-`: validate locally, then apply to the running mesh and print analyzer warnings."""
+"""`sailmesh apply -f FILE|DIR|-`: validate locally, then apply to the running mesh and print analyzer warnings.
+
+  sailmesh apply -f virtual-service-all-v1.yaml
+  sailmesh apply -f networking/                     # every file of a directory
+  cat vs.yaml | sailmesh apply -f -
+  sailmesh apply -f vs.yaml --dry-run=server        # what would change, and the analyzers' warnings
+"""
 
 from __future__ import annotations
 

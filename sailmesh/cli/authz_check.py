@@ -17,6 +17,14 @@ from sailmesh.cli.common import add_state_dir, fail, print_table, running_mesh
 from sailmesh.errors import PlatformError
 
 
+def add_authz_arguments(parser: argparse.ArgumentParser) -> None:
+    """`x authz`: its one subcommand, `check`."""
+    sub = parser.add_subparsers(dest="authz_command", metavar="COMMAND", required=True)
+    c = sub.add_parser("check", help="the RBAC rules in effect on a proxy, readable", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(c)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("proxy", help="proxy name as proxy-status shows it (reviews-v1-0), or a unique part")
     parser.add_argument("-o", "--output", choices=("table", "json"), default="table")

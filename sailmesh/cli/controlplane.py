@@ -1,4 +1,8 @@
-"""`sailmesh controlplane`: run the control plane (config store, registry, xDS server, HTTP API)."""
+"""`sailmesh controlplane`: run the control plane (config store, registry, xDS server, HTTP API).
+
+  sailmesh controlplane --config-dir mesh/ --workload-file workloads.json   (`sailmesh up` runs it for you)
+  sailmesh controlplane --kubeconfig ~/.kube/config    # config and workloads from Kubernetes
+"""
 
 from __future__ import annotations
 

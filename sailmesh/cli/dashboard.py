@@ -1,4 +1,8 @@
-"""`sailmesh dashboard`: open the running mesh's web UI (served by the control plane under /dashboard/)."""
+"""`sailmesh dashboard`: open the running mesh's web UI (served by the control plane under /dashboard/).
+
+  sailmesh dashboard
+  sailmesh dashboard --url      # print its URL, open nothing
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,9 @@
-"""`sailmesh delete KIND NAME...` or `delete -f FILE`: remove config from the running mesh, like kubectl delete."""
+"""`sailmesh delete KIND NAME...` or `delete -f FILE`: remove config from the running mesh, like kubectl delete.
+
+  sailmesh delete virtualservice reviews -n default
+  sailmesh delete vs reviews ratings
+  sailmesh delete -f virtual-service-all-v1.yaml
+"""
 
 from __future__ import annotations
 

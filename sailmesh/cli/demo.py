@@ -1,6 +1,11 @@
 """`sailmesh demo [bookinfo|httpbin]`: a sample mesh with sidecars and an ingress gateway, in the foreground:
 Bookinfo (the default), or httpbin + sleep in foo, bar (sidecars) and legacy (none), the set-up of Istio's
-security tasks."""
+security tasks.
+
+  sailmesh demo                      # Bookinfo with its Gateway, VirtualServices and DestinationRules
+  sailmesh demo --no-routing         # Bookinfo without the bundled routing config
+  sailmesh demo httpbin              # Istio's security tasks' set-up
+"""
 
 from __future__ import annotations
 

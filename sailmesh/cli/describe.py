@@ -82,7 +82,8 @@ def find(live: list[Resource], kind: str, name: str, ns: str, what: str) -> Reso
     return found
 
 
-def describe_service(live: list[Resource], name: str, ns: str) -> list[str]:
+def describe_service(live: list[Resource], name: str, ns: str,
+                     messages: list[dict[str, str]] | None = None) -> list[str]:
     svc = find(live, "Service", name, ns, "service")
     fqdn = f"{name}.{ns}.svc.{MESH.domain_suffix}"
     selector = _spec(svc).get("selector") or {}
@@ -143,7 +144,7 @@ def describe_service(live: list[Resource], name: str, ns: str) -> list[str]:
         lines.append(f"mTLS (PeerAuthentication) for {pod.name}: {mode}, from {why}")
         lines += _policies(live, pod, related)
     lines += [f"Warning: {w}" for w in warnings]
-    lines += _analysis(live, related)
+    lines += _analysis(live, related, messages)
     return lines
 
 
@@ -158,8 +159,13 @@ def _policies(live: list[Resource], pod: Resource, related: set[ResourceKey]) ->
     return lines
 
 
-def _analysis(live: list[Resource], related: set[ResourceKey]) -> list[str]:
-    """The analyzers' messages (Warning and above) about the resources shown."""
+def _analysis(live: list[Resource], related: set[ResourceKey],
+              messages: list[dict[str, str]] | None = None) -> list[str]:
+    """The analyzers' messages (Warning and above) about the resources shown: the control plane's (`messages`),
+    else computed here (an older control plane; the analyzers then load, which takes a while)."""
+    if messages is not None:
+        keys = {str(k) for k in related}
+        return [f"Analysis: {m['text']}" for m in messages if m.get("resource") in keys]
     from sailmesh.analysis.diagnostic import at_least  # the analyzers load only when a describe runs (`x` starts fast)
     from sailmesh.analysis.registry import analyze
 
@@ -167,7 +173,8 @@ def _analysis(live: list[Resource], related: set[ResourceKey]) -> list[str]:
             if d.resource is not None and d.resource.key in related and at_least(d.level, "Warning")]
 
 
-def describe_workload(live: list[Resource], name: str, ns: str) -> list[str]:
+def describe_workload(live: list[Resource], name: str, ns: str,
+                      messages: list[dict[str, str]] | None = None) -> list[str]:
     pod = find(live, "Pod", name, ns, "workload")
     containers = [c.get("name") for c in (pod.spec.get("containers") or []) if isinstance(c, Mapping)]
     lines = [f"Workload: {pod.name}.{pod.namespace}",
@@ -181,19 +188,37 @@ def describe_workload(live: list[Resource], name: str, ns: str) -> list[str]:
                 and selector_matches(_spec(s)["selector"], pod.labels)]
     for svc in services:
         lines.append("")
-        lines += describe_service(live, svc.name, ns)
+        lines += describe_service(live, svc.name, ns, messages)
     if not services:
         lines.append("Services: none select this workload")
     return lines
 
 
+def live_mesh(args: argparse.Namespace) -> tuple[list[Resource], list[dict[str, str]] | None]:
+    """The running mesh's config and workloads (as Pods and Namespaces) and the control plane's analyzer
+    messages about them (None from a control plane that does not serve them); PlatformError when none runs."""
+    from sailmesh.api.parse import resource_from_dict
+    from sailmesh.api.resource import Source
+    from sailmesh.cli.apiclient import call
+    from sailmesh.cli.common import running_mesh
+
+    mesh = running_mesh(args)
+    status, body = call(mesh.api_url, "GET", "/api/v1/live")
+    if status != 200:
+        raise PlatformError(f"the control plane answered HTTP {status}: {(body or {}).get('errors')}")
+    live = [resource_from_dict(dict(d), Source(LIVE_SOURCE)) for d in body.get("items", [])]
+    status, found = call(mesh.api_url, "GET", "/api/v1/analysis")
+    return live, (list(found.get("items", [])) if status == 200 and isinstance(found, dict) else None)
+
+
+LIVE_SOURCE = "<live mesh>"  # as controlplane.live names it
+
+
 def run(args: argparse.Namespace) -> int:
     try:
-        from sailmesh.cli.analyze import live_mesh
-
-        live = live_mesh(args)
+        live, messages = live_mesh(args)
         fn = describe_service if args.what in ("service", "svc") else describe_workload
-        lines = fn(live, args.name, args.namespace)
+        lines = fn(live, args.name, args.namespace, messages)
     except PlatformError as e:
         return fail(str(e))
     print("\n".join(lines))

@@ -1,5 +1,9 @@
 """`sailmesh down`: stop the running embedded mesh (the same clean stop as Ctrl-C), and every process it started
-even when its supervisor is gone (each checked against the state file's pid, start time and command line)."""
+even when its supervisor is gone (each checked against the state file's pid, start time and command line).
+
+  sailmesh down
+  sailmesh down --timeout 60 --state-dir /tmp/mesh-state
+"""
 
 from __future__ import annotations
 

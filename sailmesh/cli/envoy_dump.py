@@ -8,9 +8,10 @@ import difflib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
+if TYPE_CHECKING:  # imported where a secret is read: `proxy-config cluster` and friends start without it
+    from cryptography import x509
 
 DUMP_TYPES = {
     "bootstrap": "BootstrapConfigDump",
@@ -183,6 +184,8 @@ def _first_cert(secret: dict[str, Any]) -> x509.Certificate | None:
     data = source.get("inline_bytes") or source.get("inline_string")
     if not data:
         return None
+    from cryptography import x509
+
     try:
         pem = base64.b64decode(data) if "inline_bytes" in source else str(data).encode()
         return x509.load_pem_x509_certificate(pem)

@@ -6,6 +6,9 @@ address, namespace, service account and `HTTP_PROXY`/`http_proxy` on its own add
 it has one (requests leave with its identity and under the mesh's policy) and the platform's plain forwarder
 when it has none (straight to the destination workload, plaintext, no identity). curl, Python's urllib/aiohttp
 and most HTTP clients honour that variable; a client that ignores it reaches nothing by service name.
+
+  sailmesh exec productpage-v1 -- curl -s http://reviews:9080/reviews/0
+  sailmesh exec sleep -n foo -- curl -s http://httpbin.bar:8000/headers
 """
 
 from __future__ import annotations

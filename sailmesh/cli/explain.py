@@ -4,11 +4,16 @@ Walks the request through the Envoy config the control plane generated for the s
 destination proxy): the listener and the route matched (and the earlier routes that did not match, and why),
 the destination cluster and subset, its endpoints with their health and outlier state as the source Envoy sees
 them (its admin /clusters), the TLS mode of the hop, the authorization decision at the destination and the
-policy that made it, and the faults, retries and timeout in effect.
+policy that made it (a JWT checked against the RequestAuthentication's keys, claim rules, the CUSTOM provider
+consulted), local rate limits, and the faults (with their probability), retries and timeout in effect. A TCP
+connection (`tcp://HOST:PORT`) or TLS one (`tls://HOST:PORT --sni NAME`) is walked the same way.
 
   sailmesh explain --from productpage-v1-0 GET http://reviews:9080/reviews/0 -H end-user:jason
   sailmesh explain --from reviews-v2-0 GET http://ratings:9080/ratings/0 -o json
   sailmesh explain --from istio-ingressgateway GET http://127.0.0.1:8080/productpage
+  sailmesh explain --from sleep-0 GET http://httpbin:8000/headers -H "Authorization:Bearer $TOKEN"
+  sailmesh explain --from sleep-0 tcp://tcp-echo:9000
+  sailmesh explain --from istio-ingressgateway tls://127.0.0.1:443 --sni nginx.example.com
 """
 
 from __future__ import annotations
@@ -16,28 +21,55 @@ from __future__ import annotations
 import argparse
 import json
 import urllib.parse
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
-from sailmesh.cli import explain_steps
 from sailmesh.cli.apiclient import call
 from sailmesh.cli.common import add_state_dir, fail, running_mesh
 from sailmesh.cli.proxy_config import admin, connected, pick
 from sailmesh.cli.proxy_status import COLUMNS, status_word
-from sailmesh.cli.routematch import Request
 from sailmesh.errors import PlatformError
 from sailmesh.settings import ProxyPorts
+
+if TYPE_CHECKING:  # the walk (and Envoy's protos) load when a request is explained, not for --help
+    from sailmesh.cli.routematch import Request
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from", dest="source", required=True,
                         help="the sending proxy as proxy-status names it (productpage-v1-0), or a unique part")
-    parser.add_argument("method", help="HTTP method (GET, POST, ...)")
-    parser.add_argument("url", help="the URL the app asks for, e.g. http://reviews:9080/reviews/0")
+    parser.add_argument("target", nargs="+", metavar="[METHOD] URL",
+                        help="an HTTP method and the URL the app asks for (GET http://reviews:9080/reviews/0), or a "
+                             "connection: tcp://HOST:PORT, tls://HOST:PORT")
+    parser.add_argument("--sni", default="", help="the TLS server name of a tls:// connection (default: its host)")
     parser.add_argument("-H", "--header", action="append", default=[], metavar="NAME:VALUE",
                         help="a request header (repeatable), e.g. -H end-user:jason")
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
     parser.add_argument("--admin-port", type=int, default=ProxyPorts().admin, help="Envoy admin port (15000)")
     add_state_dir(parser)
+
+
+def request_of(args: argparse.Namespace) -> Request:
+    """The request (or connection) the command line describes."""
+    from sailmesh.cli.explain_tcp import tcp_request
+    from sailmesh.cli.routematch import Request
+
+    target = list(args.target)
+    if len(target) == 1 and target[0].split("://", 1)[0] in ("tcp", "tls"):
+        return tcp_request(target[0], args.sni)
+    if len(target) != 2:
+        raise ValueError("give METHOD URL (GET http://reviews:9080/) or tcp://HOST:PORT / tls://HOST:PORT")
+    return Request.from_url(target[0], target[1], _headers(args.header))
+
+
+def _shown(name: str, value: str) -> str:
+    """A header value as explain prints it: credentials (a bearer token, a JWT anywhere) are never shown."""
+    parts = value.split()
+    if name in ("authorization", "proxy-authorization", "cookie") or any(p.count(".") == 2 and len(p) > 40
+                                                                         for p in parts):
+        kind = parts[0] + " " if len(parts) > 1 else ""
+        return f"{kind}<{len(value)} characters, not shown>"
+    return value
 
 
 def _headers(pairs: list[str]) -> dict[str, str]:
@@ -76,8 +108,34 @@ def _identity(ip: str, port: int) -> tuple[str, str]:
     return "", "the source holds no mesh certificate: it cannot send mutual TLS"
 
 
+def _envoy_clusters(ip: str, port: int) -> tuple[dict[str, Any], str]:
+    """The source Envoy's /clusters (health and outlier state); a note instead when unreadable."""
+    try:
+        return dict(json.loads(admin(ip, port, "/clusters?format=json"))), ""
+    except (PlatformError, ValueError) as e:
+        return {}, f"endpoint health as Envoy sees it is unknown: {e}"
+
+
+DRAINING = "/stats?filter=^listener_manager.total_(listeners|filter_chains)_draining$"
+
+
+def _draining(ip: str, port: int) -> str:
+    """A note when the source Envoy still serves connections with a previous listener config (draining)."""
+    try:
+        text = admin(ip, port, DRAINING).decode()
+        count = sum(int(line.rpartition(":")[2]) for line in text.splitlines() if ":" in line)
+    except (PlatformError, ValueError):
+        return ""
+    return (f"the source Envoy is still draining {count} listener(s)/filter chain(s) of a previous config: "
+            "connections opened before the last change keep it until drained (the agent's drain time)") \
+        if count else ""
+
+
 def gather(args: argparse.Namespace, req: Request) -> dict[str, Any]:
-    """Read what the walk needs (control plane dumps, the source Envoy's /clusters and /certs) and walk."""
+    """Read what the walk needs (control plane dumps, the source Envoy's /clusters and /certs, fetched at once)
+    and walk."""
+    from sailmesh.cli import explain_steps, explain_tcp
+
     proxies = connected(args)
     name, node_id = pick(proxies, args.source)
     ip = node_id.split("~")[1]
@@ -88,13 +146,16 @@ def gather(args: argparse.Namespace, req: Request) -> dict[str, Any]:
     if unsynced:
         notes.append(f"{name} is not SYNCED for {', '.join(unsynced)}: its Envoy may run older config than this "
                      f"walk uses (sailmesh proxy-status {name})")
-    source = control_plane_dump(api_url, node_id)
-    try:
-        envoy_clusters = json.loads(admin(ip, args.admin_port, "/clusters?format=json"))
-    except (PlatformError, ValueError) as e:
-        envoy_clusters = {}
-        notes.append(f"endpoint health as Envoy sees it is unknown: {e}")
-    principal, note = _identity(ip, args.admin_port)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        source_f = pool.submit(control_plane_dump, api_url, node_id)
+        clusters_f = pool.submit(_envoy_clusters, ip, args.admin_port)
+        identity_f = pool.submit(_identity, ip, args.admin_port)
+        draining_f = pool.submit(_draining, ip, args.admin_port)
+        source = source_f.result()
+        envoy_clusters, note = clusters_f.result()
+        notes.extend([note] if note else [])
+        principal, note = identity_f.result()
+        notes.extend([draining_f.result()] if draining_f.result() else [])
     if note:
         notes.append(note)
     names = {str(p.get("proxy", "")).split("~")[1]: str(p.get("name", "")) for p in proxies
@@ -102,11 +163,18 @@ def gather(args: argparse.Namespace, req: Request) -> dict[str, Any]:
     nodes = {str(p.get("proxy", "")).split("~")[1]: str(p.get("proxy", "")) for p in proxies
              if str(p.get("proxy", "")).count("~") >= 2}
     sidecar = row.get("type", "sidecar") == "sidecar"
-    first = explain_steps.explain(req, source, envoy_clusters, principal, ip, {}, names, sidecar)
-    wanted = {e["address"].rpartition(":")[0] for c in first.get("clusters", []) for e in c.get("endpoints", [])}
-    destinations = {dip: control_plane_dump(api_url, nodes[dip], "listeners")
-                    for dip in sorted(wanted) if dip in nodes}
-    out = explain_steps.explain(req, source, envoy_clusters, principal, ip, destinations, names, sidecar)
+    walk = explain_tcp.explain if req.scheme in ("tcp", "tls") else explain_steps.explain
+    first = walk(req, source, envoy_clusters, principal, ip, {}, names, sidecar)
+    wanted = sorted({e["address"].rpartition(":")[0] for c in first.get("clusters", [])
+                     for e in c.get("endpoints", [])} & set(nodes))
+    with ThreadPoolExecutor(max_workers=4) as pool:  # every destination's listeners at once
+        dumps = pool.map(lambda dip: control_plane_dump(api_url, nodes[dip], "listeners"), wanted)
+        drains = pool.map(lambda dip: _draining(dip, args.admin_port), wanted)
+        destinations = dict(zip(wanted, dumps, strict=True))
+        notes.extend(n.replace("the source Envoy", f"destination {names.get(dip, dip)}")
+                     for dip, n in zip(wanted, drains, strict=True) if n)
+    out = walk(req, source, envoy_clusters, principal, ip, destinations, names, sidecar)
+    out["request"]["headers"] = {k: _shown(k, v) for k, v in out["request"].get("headers", {}).items()}
     out["source"] = {"proxy": name, "identity": principal or "(none: plaintext only)"}
     out["notes"] = notes + [f"endpoint {e['address']} is not a mesh proxy: no inbound policy to simulate"
                             for c in out.get("clusters", []) for e in c.get("endpoints", [])
@@ -119,10 +187,14 @@ def render(ex: dict[str, Any]) -> list[str]:
     r = ex["request"]
     hdrs = ", ".join(f"{k}: {v}" for k, v in r["headers"].items())
     lines = [f"{r['method']} {r['scheme']}://{r['authority']}{r['path']} from {ex['source']['proxy']}"
-             f" (identity {ex['source']['identity']})" + (f", headers {hdrs}" if hdrs else "")]
+             f" (identity {ex['source']['identity']})" + (f", headers {hdrs}" if hdrs else "")
+             + (f", SNI {r['sni']}" if r.get("sni") else "")]
     if "listener" in ex:
         lis = ex["listener"]
-        lines.append(f"1. Listener {lis['name']} ({lis['address']}), route config {lis['route_config']}")
+        lines.append(f"1. Listener {lis['name']} ({lis['address']}), route config {lis['route_config']}"
+                     + (f": {lis['note']}" if lis.get("note") else ""))
+    if "filter_chain" in ex:
+        lines.append(f"2. Filter chain {ex['filter_chain']['name'] or '(unnamed)'}: {ex['filter_chain']['reason']}")
     if "virtual_host" in ex:
         vh = ex["virtual_host"]
         lines.append(f"2. Virtual host {vh['name'] or '(none)'}: {vh['reason']}")
@@ -137,6 +209,7 @@ def render(ex: dict[str, Any]) -> list[str]:
         lines.append(f"   timeout {rt['timeout']}; retries {rt['retries']}")
         lines.extend(f"   fault: {f}" for f in rt["faults"])
         lines.extend(f"   {o}" for o in rt["other"])
+    lines.extend(f"   {s['filter']} at the source: {s['decision']}" for s in ex.get("source_filters", []))
     for i, c in enumerate(ex.get("clusters", [])):
         lines.append(f"{4 + i}. Cluster {c['name']}" + (f" (subset {c['subset']})" if c.get("subset") else "")
                      + f", {c['weight']} of requests")
@@ -173,6 +246,7 @@ def _endpoint(e: dict[str, Any]) -> list[str]:
         out.append(f"       authorization: {authz['decision']}")
         for s in authz["steps"]:
             out.append(f"         {s['filter']}: {s['decision']}")
+            out.extend(f"           {c}" for c in s.get("checks", []))
         if authz.get("unknown"):
             out.append("         (not simulated, counted as not matching: " + ", ".join(sorted(set(authz["unknown"])))
                        + ")")
@@ -181,7 +255,7 @@ def _endpoint(e: dict[str, Any]) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        req = Request.from_url(args.method, args.url, _headers(args.header))
+        req = request_of(args)
         ex = gather(args, req)
     except ValueError as e:
         return fail(str(e), 2)

@@ -21,14 +21,17 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2  # noqa: F401  (registers the Any type for parsing)
 from envoy.extensions.filters.http.fault.v3 import fault_pb2  # noqa: F401
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac
+from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as net_rbac
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2  # noqa: F401
 from google.protobuf import descriptor_pool, json_format
 
-from sailmesh.cli import envoy_dump, rbaceval, routematch
+from sailmesh.cli import envoy_dump, explain_filters, explain_jwt, rbaceval, routematch
 from sailmesh.cli.routematch import Request
 
 HCM = "envoy.filters.network.http_connection_manager"
 RBAC_FILTER = "envoy.filters.http.rbac"
+NETWORK_RBAC_FILTER = "envoy.filters.network.rbac"
+NETWORK_EXT_AUTHZ_FILTER = "envoy.filters.network.ext_authz"
 EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
 OUTBOUND_PORT = 15001  # the sidecar's HTTP proxy listener (virtualOutbound)
 ISTIO_ALPN = "istio"
@@ -181,30 +184,113 @@ def inbound_chain(listeners: Mapping[str, Any], ip: str, port: int, tls: Mapping
                      "DestinationRule's tls mode"}
 
 
-def authorization(chain: Mapping[str, Any], req: Request, conn: rbaceval.Connection) -> dict[str, Any]:
-    """The RBAC filters of an inbound chain, in order, against the request: the first denial decides."""
+def per_filter(rdata: Mapping[str, Any] | None, sel: routematch.Selection | None, name: str) -> dict[str, Any] | None:
+    """The chosen route's per-filter config of filter `name` (JSON), else its virtual host's; None when neither."""
+    if rdata is None or sel is None or sel.virtual_host is None or sel.chosen is None:
+        return None
+    vh: Mapping[str, Any] = next((v for v in rdata.get("virtual_hosts", [])
+                                  if v.get("name") == sel.virtual_host.name), {})
+    routes = vh.get("routes", [])
+    route = routes[sel.chosen.index] if sel.chosen.index < len(routes) else {}
+    found = route.get("typed_per_filter_config", {}).get(name) or vh.get("typed_per_filter_config", {}).get(name)
+    return dict(found) if found else None
+
+
+def network_authorization(chain: Mapping[str, Any], req: Request, conn: rbaceval.Connection) -> dict[str, Any]:
+    """A TCP chain's network RBAC filters in order (AuthorizationPolicy on a TCP port): the first denial closes
+    the connection; a CUSTOM policy's network ext_authz asks its gRPC provider."""
+    steps: list[dict[str, Any]] = []
+    external = ""
+    for f in chain.get("filters", []):
+        if f.get("name") == NETWORK_EXT_AUTHZ_FILTER:
+            external = explain_filters.provider_of(explain_filters.plain(f.get("typed_config", {})))
+            steps.append({"filter": "ext_authz (CUSTOM)", "decision": f"asks {external} when a CUSTOM rule matches; "
+                          "a denial closes the connection"})
+        if f.get("name") != NETWORK_RBAC_FILTER:
+            continue
+        cfg = json_format.ParseDict(_known({k: v for k, v in f.get("typed_config", {}).items() if k != "@type"}),
+                                    net_rbac.RBAC(), ignore_unknown_fields=True)
+        if cfg.shadow_rules_stat_prefix == explain_filters.EXT_AUTHZ_SHADOW_PREFIX:
+            continue
+        for rules, dry in ((cfg.rules, False), (cfg.shadow_rules, True)):
+            if not (cfg.HasField("shadow_rules") if dry else cfg.HasField("rules")):
+                continue
+            d = rbaceval.decide(rules, req, conn)
+            steps.append({"filter": f"rbac {d.action}" + (" (dry-run, not enforced)" if dry else ""),
+                          "allowed": d.allowed, "policy": rbaceval.policy_label(d.policy) if d.policy else "",
+                          "decision": d.reason})
+            if not d.allowed and not dry:
+                return {"allowed": False, "status": "closed", "steps": steps, "unknown": conn.unknown,
+                        "decision": f"connection closed by RBAC ({d.reason})"}
+    out: dict[str, Any] = {"allowed": True, "steps": steps, "unknown": conn.unknown,
+                           "decision": "allowed" if steps else "allowed: no AuthorizationPolicy applies"}
+    if external:
+        out["external"] = external
+    return out
+
+
+def authorization(chain: Mapping[str, Any], req: Request, conn: rbaceval.Connection,
+                  now: float | None = None) -> dict[str, Any]:
+    """The destination's HTTP filters in chain order against the request: jwt_authn (a bad token: 401), the
+    CUSTOM provider (ext_authz: who is asked and what the outcome depends on), RBAC (the first denial decides:
+    403; claim rules say which claim matched), local rate limits (the bucket; 429 when empty)."""
     hcm = _hcm(chain) or {}
     steps: list[dict[str, Any]] = []
+    inline = hcm.get("route_config")
+    sel = routematch.select_route(route_config(inline), req) if inline else None
+    custom_match: str | None = None
+    external = ""
+    limits = []
     for f in hcm.get("http_filters", []):
-        if f.get("name") == EXT_AUTHZ_FILTER:
-            steps.append({"filter": "ext_authz", "decision": "ask the external authorizer (CUSTOM; not simulated)"})
-        if f.get("name") != RBAC_FILTER:
+        name = f.get("name")
+        if name == explain_jwt.JWT_FILTER:
+            jwt = explain_jwt.authenticate(explain_filters.plain(f.get("typed_config", {})), req, now)
+            steps.append({"filter": "jwt_authn", "allowed": jwt.allowed, "decision": jwt.decision,
+                          "claims": sorted(jwt.payload)})
+            if not jwt.allowed:
+                return {"allowed": False, "status": 401, "steps": steps, "unknown": conn.unknown,
+                        "decision": f"{jwt.decision} (RequestAuthentication: a token, if sent, must be valid)"}
+            if jwt.payload:
+                conn.metadata[explain_jwt.JWT_FILTER] = {jwt.metadata_key: jwt.payload}
+        elif name == EXT_AUTHZ_FILTER:
+            step = explain_filters.ext_authz(f.get("typed_config", {}), custom_match)
+            steps.append(step)
+            external = step["provider"] if step["consulted"] else external
+        elif name == explain_filters.LOCAL_RATELIMIT_FILTER:
+            step = explain_filters.local_rate_limit(f.get("typed_config", {}), per_filter(
+                inline, sel, explain_filters.LOCAL_RATELIMIT_FILTER), req, conn.source_ip)
+            steps.append(step)
+            limits.extend([step] if step["limited"] else [])
+        if name != RBAC_FILTER:
             continue
         cfg = rbac_config(f.get("typed_config", {}))
+        if cfg.shadow_rules_stat_prefix == explain_filters.EXT_AUTHZ_SHADOW_PREFIX and cfg.HasField("shadow_rules"):
+            custom_match = rbaceval.decide(cfg.shadow_rules, req, conn).policy  # CUSTOM: which rule sends it out
+            continue
         if cfg.HasField("rules"):
             d = rbaceval.decide(cfg.rules, req, conn)
             steps.append({"filter": f"rbac {d.action}", "allowed": d.allowed, "policy": rbaceval.policy_label(
-                d.policy) if d.policy else "", "decision": d.reason})
+                d.policy) if d.policy else "", "decision": d.reason, "checks": list(d.checks)})
             if not d.allowed:
-                return {"allowed": False, "steps": steps, "unknown": conn.unknown,
+                return {"allowed": False, "status": 403, "steps": steps, "unknown": conn.unknown,
                         "decision": f"403 RBAC: access denied ({d.reason})"}
         if cfg.HasField("shadow_rules"):
             d = rbaceval.decide(cfg.shadow_rules, req, conn)
             steps.append({"filter": f"rbac {d.action} (dry-run, not enforced)", "allowed": d.allowed,
-                          "policy": rbaceval.policy_label(d.policy) if d.policy else "", "decision": d.reason})
+                          "policy": rbaceval.policy_label(d.policy) if d.policy else "", "decision": d.reason,
+                          "checks": list(d.checks)})
+    out: dict[str, Any] = {"allowed": True, "steps": steps, "unknown": conn.unknown}
+    if external:
+        out["external"] = external
+    if limits:
+        out["rate_limited_when_empty"] = [s["bucket"] for s in limits]
     if not steps:
-        return {"allowed": True, "steps": [], "unknown": [], "decision": "allowed: no AuthorizationPolicy applies"}
-    return {"allowed": True, "steps": steps, "unknown": conn.unknown, "decision": "allowed"}
+        out["decision"] = "allowed: no AuthorizationPolicy applies"
+    elif external:
+        out["decision"] = f"allowed unless the external authorizer denies ({external})"
+    else:
+        out["decision"] = "allowed" + (" (until a rate-limit bucket is empty: 429)" if limits else "")
+    return out
 
 
 def explain(req: Request, source: Mapping[str, Any], envoy_clusters: Mapping[str, Any], principal: str,
@@ -242,9 +328,14 @@ def explain(req: Request, source: Mapping[str, Any], envoy_clusters: Mapping[str
     oc = routematch.outcome(sel.chosen.route, sel.virtual_host)
     out["route"] = {"name": sel.chosen.name, "timeout": oc.timeout, "retries": oc.retries, "faults": list(oc.faults),
                     "other": list(oc.other), "config": _config_ref(sel)}
+    limits = [explain_filters.local_rate_limit(f.get("typed_config", {}), per_filter(
+        rdata, sel, explain_filters.LOCAL_RATELIMIT_FILTER), req, source_ip)
+        for f in hcm.get("http_filters", []) if f.get("name") == explain_filters.LOCAL_RATELIMIT_FILTER]
+    if limits:
+        out["source_filters"] = limits
     out["clusters"] = [_cluster(d, source, envoy_clusters, principal, source_ip, destinations, names, req)
                        for d in oc.destinations]
-    out["result"] = _result(oc, out["clusters"])
+    out["result"] = _result(oc, out["clusters"], out.get("source_filters"))
     return out
 
 
@@ -285,19 +376,36 @@ def _cluster(d: routematch.Destination, source: Mapping[str, Any], envoy_cluster
             row["inbound"] = {k: v for k, v in landing.items() if k != "chain"}
             if "chain" in landing:
                 conn = rbaceval.Connection(principal=principal if tls.get("mutual") else "", source_ip=source_ip,
-                                           destination_ip=ep["ip"], destination_port=ep["port"])
-                row["authorization"] = authorization(landing["chain"], req, conn)
+                                           destination_ip=ep["ip"], destination_port=ep["port"], sni=req.sni)
+                row["authorization"] = authorization(landing["chain"], req, conn) if _hcm(landing["chain"]) \
+                    else network_authorization(landing["chain"], req, conn)
         entry["endpoints"].append(row)
     return entry
 
 
-def _result(oc: routematch.Outcome, clusters: list[dict[str, Any]]) -> str:
-    """The most likely answer in one line, as the user would see it."""
-    for f in oc.faults:
-        if f.startswith("abort") and f.split(" for ")[1].startswith("100%"):
+def _share(fault: str) -> float:
+    """The percentage of requests a fault (as routematch words it: `... for 50% of requests`) applies to."""
+    return float(fault.split(" for ", 1)[1].split("%", 1)[0])
+
+
+def _result(oc: routematch.Outcome, clusters: list[dict[str, Any]],
+            source_limits: list[dict[str, Any]] | None = None) -> str:
+    """The most likely answer in one line, as the user would see it; faults below 100% as probabilities."""
+    aborts = [f for f in oc.faults if f.startswith("abort")]
+    for f in aborts:
+        if _share(f) >= 100:
             return f"{f.split(' for ')[0]} (fault injection, response flag FI)"
+    chance = "".join(f"; each request has a {_share(f):g}% chance of {f.split(' for ')[0]} instead (fault "
+                     "injection, response flag FI)" for f in aborts)
+    delays = [f for f in oc.faults if f.startswith("delay")]
+    delay = "".join(f" (after a {f.split(' for ')[0]})" if _share(f) >= 100 else
+                    f" (each request has a {_share(f):g}% chance of a {f.split(' for ')[0]} first, response flag DI)"
+                    for f in delays)
+    limited = [s for s in source_limits or [] if s.get("limited")]
+    if limited:
+        chance += f"; at the source: {limited[0]['status']} (RL) once its rate-limit bucket is empty"
     if oc.other and not oc.destinations:
-        return oc.other[0]
+        return oc.other[0] + chance
     results = []
     for c in clusters:
         if c.get("error"):
@@ -317,9 +425,14 @@ def _result(oc: routematch.Outcome, clusters: list[dict[str, Any]]) -> str:
         elif denied and len(denied) == len(usable):
             results.append(f"{c['name']}: {denied[0]['authorization']['decision']}")
         else:
-            results.append(f"{c['name']}: forwarded to {', '.join(e['proxy'] or e['address'] for e in usable)}")
-    delays = [f for f in oc.faults if f.startswith("delay")]
-    return "; ".join(results) + (f" (after a {delays[0].split(' for ')[0]})" if delays else "")
+            text = f"{c['name']}: forwarded to {', '.join(e['proxy'] or e['address'] for e in usable)}"
+            external = {e["authorization"]["external"] for e in usable if e.get("authorization", {}).get("external")}
+            if external:
+                text += f" if the external authorizer allows it ({', '.join(sorted(external))})"
+            if any(e.get("authorization", {}).get("rate_limited_when_empty") for e in usable):
+                text += "; 429 (RL) once the destination's rate-limit bucket is empty"
+            results.append(text)
+    return "; ".join(results) + delay + chance
 
 
 def rbac_rules(listeners: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -1,7 +1,15 @@
-"""Envoy's response flags (access logs, `response_flags` metric label) in words: meaning, usual causes, next command."""
+"""`sailmesh x flags [FLAGS]`: Envoy's response flags (access logs, `response_flags` metric label) in words.
+
+Each flag's meaning, its usual causes in a mesh, and the command that shows more.
+
+  sailmesh x flags UO            # one flag
+  sailmesh x flags UF,URX        # as an access log shows several
+  sailmesh x flags               # every flag
+"""
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 
 
@@ -90,3 +98,14 @@ def explain(codes: str) -> list[str]:
         else:
             out += [f"{f.code}: {f.meaning}", f"  usual causes: {f.causes}", f"  look with: {f.next_step}"]
     return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("codes", nargs="*", help="flags as access logs show them (UO, or UF,URX); none: all")
+
+
+def run(args: argparse.Namespace) -> int:
+    codes = args.codes or [f.code for f in FLAGS]
+    lines = [line for code in codes for line in explain(code)]
+    print("\n".join(lines))
+    return 1 if any("not a response flag" in line for line in lines) else 0

@@ -38,6 +38,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+EPILOG = """examples:
+  sailmesh demo                                   # Bookinfo with sidecars and an ingress gateway
+  sailmesh proxy-status
+  sailmesh explain --from productpage-v1-0 GET http://reviews:9080/reviews/0 -H end-user:jason
+  sailmesh COMMAND --help                         # each command's options and examples"""
+
+
 # Verbs that run another command: everything after the first `--` is that command (args.command), untouched
 # by this parser (kubectl exec's form).
 PASSTHROUGH = {"exec"}
@@ -48,12 +55,17 @@ def _available(module: str) -> bool:
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The parser; with `only`, import just that verb's module (agents and apps start lighter)."""
-    parser = argparse.ArgumentParser(prog="sailmesh", description="An Istio-compatible service mesh.")
+    """The parser. Only the verb `only` gets its module imported (and its arguments): `sailmesh --help` and an
+    unknown verb list every verb from COMMANDS without importing any, so they start as fast as Python does."""
+    parser = argparse.ArgumentParser(prog="sailmesh", description="An Istio-compatible service mesh.",
+                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"sailmesh {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for verb, (module, help_text) in COMMANDS.items():
-        if (only and verb != only) or not _available(module):
+        if verb != only:
+            sub.add_parser(verb, help=help_text)  # listed in --help; never parsed (main picks `only` first)
+            continue
+        if not _available(module):
             continue
         mod = importlib.import_module(f"sailmesh.cli.{module}")
         doc = (mod.__doc__ or "").strip()

@@ -19,8 +19,6 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
-import yaml
-
 from sailmesh.cli import envoy_dump as dump
 from sailmesh.cli.apiclient import call
 from sailmesh.cli.common import add_state_dir, fail, print_table, running_mesh
@@ -119,6 +117,8 @@ def render(section: str, args: argparse.Namespace, config: dict[str, Any], clust
 
 def _print_data(data: Any, fmt: str) -> None:
     if fmt == "yaml":
+        import yaml  # only for -o yaml: every other output starts without it
+
         sys.stdout.write(yaml.safe_dump(data, sort_keys=False))
     else:
         print(json.dumps(data, indent=2))

@@ -1,4 +1,9 @@
-"""`sailmesh proxy-status`: every connected proxy and whether it is in sync (istioctl proxy-status)."""
+"""`sailmesh proxy-status`: every connected proxy and whether it is in sync (istioctl proxy-status).
+
+  sailmesh proxy-status                      # every proxy: SYNCED, NOT SENT, STALE per xDS type
+  sailmesh proxy-status reviews-v1-0         # what the control plane would send now vs what Envoy runs
+  sailmesh proxy-status -o json
+"""
 
 from __future__ import annotations
 

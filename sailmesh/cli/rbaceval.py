@@ -5,24 +5,27 @@ envoy/config/rbac/v3/rbac.proto: a policy matches when any of its permissions an
 an ALLOW config lets a request through only when some policy matches, a DENY config stops it when one does, a LOG
 config only marks it. Istio's HTTP chain runs ext_authz (CUSTOM), then AUDIT, DENY, ALLOW filters
 (Istio: "CUSTOM, DENY, ALLOW" precedence, istio.io/latest/docs/concepts/security/#implicit-enablement); with no
-ALLOW filter every request that no DENY stopped is allowed. Facts the simulation cannot know (JWT claims in
-dynamic metadata, the filter state) count as "not matching" and are said so.
+ALLOW filter every request that no DENY stopped is allowed. Metadata matchers read the dynamic metadata earlier
+filters wrote (jwt_authn's verified payload: requestPrincipals and request.auth.claims rules), each check
+recorded in words; facts the simulation cannot know (other metadata, the filter state) count as "not matching"
+and are said so.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from envoy.config.core.v3 import address_pb2
 from envoy.config.rbac.v3 import rbac_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
-from envoy.type.matcher.v3 import string_pb2
+from envoy.type.matcher.v3 import metadata_pb2, string_pb2, value_pb2
 
 from sailmesh.cli.routematch import Request, header_match, string_match
 
+JWT_FILTER = "envoy.filters.http.jwt_authn"  # its verified payload is metadata the simulation knows
 ACTIONS = {rbac_pb2.RBAC.ALLOW: "ALLOW", rbac_pb2.RBAC.DENY: "DENY", rbac_pb2.RBAC.LOG: "AUDIT"}
 
 
@@ -36,6 +39,8 @@ class Connection:
     destination_port: int = 0
     sni: str = ""
     unknown: list[str] = field(default_factory=list)  # facts a matcher needed that the simulation does not have
+    metadata: dict[str, dict[str, Any]] = field(default_factory=dict)  # dynamic metadata by filter name
+    checks: list[str] = field(default_factory=list)  # every metadata (claim) check made, in words, in order
 
 
 def _in_cidr(ip: str, r: address_pb2.CidrRange) -> bool:
@@ -90,8 +95,50 @@ def matches(m: rbac_pb2.Permission | rbac_pb2.Principal, req: Request, conn: Con
                                                                                 conn.principal)
     elif kind in ("source_ip", "direct_remote_ip", "remote_ip"):
         return _in_cidr(conn.source_ip, getattr(m, kind))
+    if kind == "metadata" and (m.metadata.filter in conn.metadata or m.metadata.filter == JWT_FILTER):
+        ok = metadata_match(m.metadata, conn.metadata)
+        value = _lookup(conn.metadata, m.metadata)
+        shown = "absent" if value is None else f"is {value!r}"
+        conn.checks.append(f"{describe(m)} ({shown}): {'matches' if ok else 'does not match'}")
+        return ok
     conn.unknown.append(f"{type(m).__name__.lower()} {kind}")
     return False
+
+
+def _lookup(metadata: Mapping[str, Mapping[str, Any]], md: metadata_pb2.MetadataMatcher) -> Any:
+    node: Any = metadata.get(md.filter)
+    for seg in md.path:
+        node = node.get(seg.key) if isinstance(node, Mapping) else None
+    return node
+
+
+def value_match(v: value_pb2.ValueMatcher, value: Any) -> bool:
+    """envoy.type.matcher.v3.ValueMatcher against a metadata value (JSON-like)."""
+    kind = v.WhichOneof("match_pattern")
+    if kind == "null_match":
+        return value is None
+    if kind == "present_match":
+        return value is not None
+    if kind == "string_match":
+        return isinstance(value, str) and string_match(v.string_match, value)
+    if kind == "bool_match":
+        return isinstance(value, bool) and value == v.bool_match
+    if kind == "double_match":
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return False
+        d = v.double_match
+        return bool(value == d.exact if d.WhichOneof("match_pattern") == "exact"
+                    else d.range.start <= value < d.range.end)
+    if kind == "list_match":
+        return isinstance(value, list) and any(value_match(v.list_match.one_of, x) for x in value)
+    if kind == "or_match":
+        return any(value_match(x, value) for x in v.or_match.value_matchers)
+    return False
+
+
+def metadata_match(md: metadata_pb2.MetadataMatcher, metadata: Mapping[str, Mapping[str, Any]]) -> bool:
+    """A MetadataMatcher against the dynamic metadata (missing value: only null/absent matchers hold)."""
+    return bool(value_match(md.value, _lookup(metadata, md)) != md.invert)
 
 
 def policy_matches(policy: rbac_pb2.Policy, req: Request, conn: Connection) -> bool:
@@ -107,23 +154,36 @@ class Decision:
     allowed: bool
     policy: str  # the matching policy (ALLOW/DENY/AUDIT), "" when none matched
     reason: str
+    checks: tuple[str, ...] = ()  # per policy rule, the claim (metadata) checks made, in words
 
 
 def decide(rules: rbac_pb2.RBAC, req: Request, conn: Connection) -> Decision:
     """envoy.config.rbac.v3.RBAC against one request (policies tried in name order, as Envoy's map)."""
     action = ACTIONS.get(rules.action, rbac_pb2.RBAC.Action.Name(rules.action))
-    matched = next((name for name, pol in sorted(rules.policies.items()) if policy_matches(pol, req, conn)), "")
+    matched, checks = "", []
+    for name, pol in sorted(rules.policies.items()):
+        start = len(conn.checks)
+        ok = policy_matches(pol, req, conn)
+        if len(conn.checks) > start:
+            checks.append(f"{rule_label(name)}: {'; '.join(conn.checks[start:])}")
+        if ok:
+            matched = name
+            break
+    return _decision(rules, action, matched, tuple(checks))
+
+
+def _decision(rules: rbac_pb2.RBAC, action: str, matched: str, checks: tuple[str, ...]) -> Decision:
     by = f"AuthorizationPolicy {rule_label(matched)}"
     if rules.action == rbac_pb2.RBAC.ALLOW:
         if matched:
-            return Decision(action, True, matched, f"allowed by {by}")
+            return Decision(action, True, matched, f"allowed by {by}", checks)
         return Decision(action, False, "", "no ALLOW policy matches (" +
-                        ", ".join(sorted({policy_label(n) for n in rules.policies})) + ")")
+                        ", ".join(sorted({policy_label(n) for n in rules.policies})) + ")", checks)
     if rules.action == rbac_pb2.RBAC.DENY:
         if matched:
-            return Decision(action, False, matched, f"denied by {by}")
-        return Decision(action, True, "", "no DENY policy matches")
-    return Decision(action, True, matched, f"audited by {by}" if matched else "no AUDIT policy matches")
+            return Decision(action, False, matched, f"denied by {by}", checks)
+        return Decision(action, True, "", "no DENY policy matches", checks)
+    return Decision(action, True, matched, f"audited by {by}" if matched else "no AUDIT policy matches", checks)
 
 
 def rule_label(name: str) -> str:
@@ -186,8 +246,28 @@ def describe(m: rbac_pb2.Permission | rbac_pb2.Principal) -> str:
         return f"peer {_string(a.principal_name)}" if a.HasField("principal_name") else "any authenticated peer"
     if kind == "metadata":
         md = getattr(m, kind)
-        return f"metadata {md.filter}:{'.'.join(s.key for s in md.path)}"
+        keys = [s.key for s in md.path]
+        where = f"token claim {'.'.join(keys[1:])}" if md.filter == JWT_FILTER and len(keys) > 1 \
+            else f"metadata {md.filter}:{'.'.join(keys)}"
+        return f"{where}{' not' if md.invert else ''} {_value(md.value)}"
     return str(kind)
+
+
+def _value(v: value_pb2.ValueMatcher) -> str:
+    """A ValueMatcher in words (`'admin'`, `has 'group1'`, `'a' or has 'a'`)."""
+    kind = v.WhichOneof("match_pattern")
+    if kind == "string_match":
+        return repr(_string(v.string_match))
+    if kind == "list_match":
+        return f"has {_value(v.list_match.one_of)}"
+    if kind == "or_match":
+        ms = list(v.or_match.value_matchers)
+        if len(ms) == 2 and ms[0].WhichOneof("match_pattern") == "list_match" and ms[0].list_match.one_of == ms[1]:
+            return f"{_value(ms[1])} (or a list holding it)"  # Istio's claim matcher: a value or a list
+        return " or ".join(dict.fromkeys(_value(x) for x in ms))
+    if kind == "present_match":
+        return "present"
+    return str(getattr(v, kind or "null_match"))
 
 
 def _header(h: rc.HeaderMatcher) -> str:

@@ -40,7 +40,8 @@ class Request:
     authority: str
     path: str
     headers: Mapping[str, str] = field(default_factory=dict)
-    scheme: str = "http"
+    scheme: str = "http"  # tcp / tls: a connection (explain_tcp), not an HTTP request
+    sni: str = ""  # the TLS server name a tls:// connection sends
 
     @staticmethod
     def from_url(method: str, url: str, headers: Mapping[str, str] | None = None) -> Request:

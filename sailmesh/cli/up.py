@@ -1,4 +1,8 @@
-"""`sailmesh up -f DIR`: run the embedded mesh in the foreground until Ctrl-C or `sailmesh down`."""
+"""`sailmesh up -f DIR`: run the embedded mesh in the foreground until Ctrl-C or `sailmesh down`.
+
+  sailmesh up -f mesh/ -f networking/                  # workloads and Istio config from directories
+  sailmesh up -f mesh/ --base-ip 127.0.20.2 --gateway-ip 127.0.20.1
+"""
 
 from __future__ import annotations
 

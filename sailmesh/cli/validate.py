@@ -1,4 +1,8 @@
-"""`sailmesh validate -f FILE_OR_DIR [-f ...] [-o text|json]`: check config files like `istioctl validate`."""
+"""`sailmesh validate -f FILE_OR_DIR [-f ...] [-o text|json]`: check config files like `istioctl validate`.
+
+  sailmesh validate -f networking/                     # every file of a directory
+  sailmesh validate -f vs.yaml -f dr.yaml -o json
+"""
 
 from __future__ import annotations
 

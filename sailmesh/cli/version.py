@@ -1,9 +1,14 @@
-"""`sailmesh version`: the client, the running control plane, and the Envoy the proxies run."""
+"""`sailmesh version`: the client, the running control plane, and the Envoy the proxies run.
+
+  sailmesh version
+  sailmesh version --no-remote -o json   # without asking the control plane
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 
 from sailmesh import __version__
@@ -20,12 +25,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_state_dir(parser)
 
 
+def _cache_file() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "sailmesh", "envoy-version.json")
+
+
 def envoy_version() -> str:
-    """The version line of the Envoy binary the agents start."""
+    """The version of the Envoy binary the agents start. Starting Envoy to ask takes longer than the rest of
+    `version`, so the answer is cached per binary (its path, size and modification time: a new binary is asked)."""
     try:
-        out = subprocess.run([envoy_binary(), "--version"], capture_output=True, text=True, timeout=10).stdout
-    except (AgentError, OSError, subprocess.TimeoutExpired) as e:
+        binary = envoy_binary()
+        st = os.stat(binary)
+    except (AgentError, OSError) as e:
         return f"unknown ({e})"
+    key = f"{os.path.realpath(binary)}:{st.st_size}:{st.st_mtime_ns}"
+    try:
+        with open(_cache_file(), encoding="utf-8") as fh:
+            cached = json.load(fh)
+        if isinstance(cached, dict) and isinstance(cached.get(key), str):
+            return str(cached[key])
+    except (OSError, ValueError):
+        pass
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"unknown ({e})"
+    version = _parse(out)
+    if version != "unknown":
+        try:
+            os.makedirs(os.path.dirname(_cache_file()), exist_ok=True)
+            tmp = f"{_cache_file()}.{os.getpid()}"
+            with open(tmp, "w", encoding="utf-8") as fh:
+                json.dump({key: version}, fh)
+            os.replace(tmp, _cache_file())
+        except OSError:
+            pass  # no cache: the next run asks Envoy again
+    return version
+
+
+def _parse(out: str) -> str:
+    """The version number in `envoy --version`'s output."""
     # "envoy  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL"
     part = out.split("version:", 1)[-1].strip()
     fields = part.split("/")

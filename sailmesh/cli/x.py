@@ -16,62 +16,48 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Callable
 
-from sailmesh.cli import authz_check, ca, describe, flags, load
+# subcommand -> (module under sailmesh.cli, its add_arguments, its run, one-line help); only the module of the
+# subcommand that runs is imported (`x load` brings aiohttp, `x ca` cryptography, `x precheck` the platform layer)
+SUBCOMMANDS: dict[str, tuple[str, str, str, str]] = {
+    "flags": ("flags", "add_arguments", "run", "explain Envoy response flags (UH, UF, UO, NR, URX, DC, RL, UAEX, FI, "
+              "DI, ...)"),
+    "describe": ("describe", "add_arguments", "run", "what applies to a service or workload, with warnings where it "
+                 "conflicts"),
+    "load": ("load", "add_arguments", "run", "fortio-style load through a workload's sidecar, printing a code "
+             "histogram"),
+    "ca": ("ca", "add_arguments", "run", "the mesh CA: status, rotate-root, admin-cert"),
+    "token": ("ca", "add_token_arguments", "run_token", "join tokens: revoke"),
+    "authz": ("authz_check", "add_authz_arguments", "run", "authorization: `check PROXY` lists the RBAC rules in "
+              "effect on a proxy"),
+    "precheck": ("precheck", "add_arguments", "run", "can a mesh start here: Envoy, state dir, config, ports"),
+}
 
-PRECHECK_HELP = "can a mesh start here: Envoy, state dir, config, ports"
 
-
-def _running(name: str) -> bool:
-    """Whether this process may run `sailmesh x NAME`: false only when its command line names another `x`
-    subcommand (then NAME's module, which imports the whole platform layer, need not load)."""
-    argv = sys.argv[1:]
-    if "x" not in argv or argv.index("x") + 1 >= len(argv):
-        return True
-    return argv[argv.index("x") + 1] == name
+def _chosen(argv: list[str]) -> set[str]:
+    """The `x` subcommands whose modules to import: the one on the command line, none for `sailmesh x --help`,
+    every one when this process's command line is not `sailmesh x ...` (main() called with its own argv)."""
+    if "x" not in argv:
+        return set(SUBCOMMANDS)
+    rest = argv[argv.index("x") + 1:]
+    return {rest[0]} if rest and rest[0] in SUBCOMMANDS else set()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="x_command", metavar="COMMAND")
-    f = sub.add_parser("flags", help="explain Envoy response flags (UH, UF, UO, NR, URX, DC, RL, UAEX, FI, DI, ...)")
-    f.add_argument("codes", nargs="*", help="flags as access logs show them (UO, or UF,URX); none: all")
-    f.set_defaults(_x=run_flags)
-    d = sub.add_parser("describe", help="what applies to a service or workload, with warnings where it conflicts",
-                       description=describe.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    describe.add_arguments(d)
-    d.set_defaults(_x=describe.run)
-    ld = sub.add_parser("load", help="fortio-style load through a workload's sidecar, printing a code histogram",
-                        description=load.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    load.add_arguments(ld)
-    ld.set_defaults(_x=load.run)
-    c = sub.add_parser("ca", help="the mesh CA: status, rotate-root", description=ca.__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    ca.add_arguments(c)
-    c.set_defaults(_x=ca.run)
-    t = sub.add_parser("token", help="join tokens: revoke")
-    ca.add_token_arguments(t)
-    t.set_defaults(_x=ca.run_token)
-    a = sub.add_parser("authz", help="authorization: `check PROXY` lists the RBAC rules in effect on a proxy")
-    asub = a.add_subparsers(dest="authz_command", metavar="COMMAND", required=True)
-    c = asub.add_parser("check", help="the RBAC rules in effect on a proxy, readable",
-                        description=authz_check.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    authz_check.add_arguments(c)
-    c.set_defaults(_x=authz_check.run)
-    if not _running("precheck"):
-        sub.add_parser("precheck", help=PRECHECK_HELP)
-        return
-    precheck = importlib.import_module("sailmesh.cli.precheck")
-    pre = sub.add_parser("precheck", help=PRECHECK_HELP,
-                         description=precheck.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    precheck.add_arguments(pre)
-    pre.set_defaults(_x=precheck.run)
-
-
-def run_flags(args: argparse.Namespace) -> int:
-    codes = args.codes or [f.code for f in flags.FLAGS]
-    lines = [line for code in codes for line in flags.explain(code)]
-    print("\n".join(lines))
-    return 1 if any("not a response flag" in line for line in lines) else 0
+    chosen = _chosen(sys.argv[1:])
+    for name, (module, adder, runner, help_text) in SUBCOMMANDS.items():
+        if name not in chosen:
+            sub.add_parser(name, help=help_text)  # listed by `x --help`; its module is not imported
+            continue
+        mod = importlib.import_module(f"sailmesh.cli.{module}")
+        doc = (mod.__doc__ or "").strip()
+        p = sub.add_parser(name, help=help_text, description=doc if "\n" in doc else help_text,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        getattr(mod, adder)(p)
+        handler: Callable[[argparse.Namespace], int] = getattr(mod, runner)
+        p.set_defaults(_x=handler)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 import os
 import socket
@@ -136,6 +138,9 @@ class ControlPlane:
         self._logged_rejections: set[str] = set()
         self.mesh_file = meshconfig.load_file(opts.mesh_config_file) if opts.mesh_config_file else {}
         self._not_enforced: dict[ResourceKey, list[str]] = {}  # what is said about each resource
+        self._analysis_cache: tuple[str, list[dict[str, str]]] | None = None  # (live mesh digest, messages)
+        # (proxy id, xDS types) -> (the proxy's view, config version, its config dump JSON)
+        self._dump_cache: dict[tuple[str, tuple[str, ...]], tuple[ProxyView, int, dict[str, Any]]] = {}
         self._logged_mesh_config: meshconfig.MeshConfig | None = None
         self._mounts: dict[str, Callable[[ControlPlane], web.Application]] = {}
 
@@ -406,6 +411,17 @@ class ControlPlane:
                 return f" (overrides the watched directory's copy in {fs.root})"
         return ""
 
+    async def analysis(self) -> list[dict[str, str]]:
+        """For `x describe`: the analyzers' messages about the live mesh, computed off the event loop and once per
+        distinct live mesh (config and workloads), however often it is asked."""
+        live = self.live_documents()
+        key = hashlib.sha256(json.dumps(live, sort_keys=True, default=str).encode()).hexdigest()
+        cached = self._analysis_cache
+        if cached is None or cached[0] != key:
+            cached = (key, await asyncio.to_thread(live_mod.messages, live, self.mesh_file))
+            self._analysis_cache = cached
+        return cached[1]
+
     def live_documents(self) -> list[dict[str, Any]]:
         """The config in force plus workloads as Pods and Namespaces, as `analyze` reads a live mesh."""
         proxied = {c.node_id.split("~")[1] for c in (self.server.connections() if self.server else ())
@@ -458,6 +474,12 @@ class ControlPlane:
                 out[str(r.key)] = "the applied copy is in force" + note
         return out
 
+    def not_enforced_notes(self, kind: str, namespace: str, name: str) -> list[str]:
+        """For `get`: what the listed resources hold that is accepted but not enforced (the lines `apply` and the
+        log show), so the CLI need not import the generators to say it."""
+        mesh = (self.snapshot.mesh_config,) if self.snapshot is not None else ()
+        return [line for r in self._matching(kind, namespace, name) for line in enforcement.not_enforced(r, *mesh)]
+
     def rejected(self) -> list[str]:
         return [str(r) for r in self.store.rejected()]
 
@@ -504,6 +526,11 @@ class ControlPlane:
 
         types = {"clusters": CLUSTER, "listeners": LISTENER, "routes": ROUTE, "endpoints": ENDPOINT}
         wanted = [types[t] for t in type_name.split(",") if t in types] or list(types.values())
+        # the JSON of one proxy's config is built once per config version (explain and proxy-status ask often)
+        key = (view.id, tuple(wanted))
+        cached = self._dump_cache.get(key)
+        if cached is not None and cached[0] is view and cached[1] == self.snapshot.version:
+            return cached[2]
         dump: dict[str, Any] = {"proxy": view.id, "version": self.snapshot.version}
         for name, url in types.items():
             if url in wanted:
@@ -514,6 +541,9 @@ class ControlPlane:
                     continue
                 dump[name] = {k: json_format.MessageToDict(v, preserving_proto_field_name=True)  # as Envoy's dump
                               for k, v in sorted(res.items())}
+        if len(self._dump_cache) > 4 * len(self.source.proxies) + 16:  # proxies that left: start over
+            self._dump_cache.clear()
+        self._dump_cache[key] = (view, self.snapshot.version, dump)
         return dump
 
 

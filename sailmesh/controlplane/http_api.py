@@ -195,7 +195,16 @@ def make_app(backend: Backend, mounts: Mapping[str, web.Application] | None = No
         shadowed = getattr(backend, "shadowed", None)  # which copy is in force, where a file defines it too
         if shadowed is not None:
             body["shadowed"] = shadowed(*args)
+        notes = getattr(backend, "not_enforced_notes", None)  # said here once, so `get` needs no generator code
+        if notes is not None:
+            body["notes"] = notes(*args)
         return _json(body)
+
+    async def analysis(_: web.Request) -> web.Response:
+        found = getattr(backend, "analysis", None)  # the analyzers' messages on the live mesh (x describe)
+        if found is None:
+            return _json({"errors": ["this control plane does not analyze"]}, 404)
+        return _json({"items": await found()})
 
     async def version(_: web.Request) -> web.Response:
         return _json({"version": __version__})
@@ -332,6 +341,7 @@ def make_app(backend: Backend, mounts: Mapping[str, web.Application] | None = No
     app.router.add_post("/api/v1/delete", mutate(backend.delete_documents))
     app.router.add_get("/api/v1/resources", resources)
     app.router.add_get("/api/v1/live", live)
+    app.router.add_get("/api/v1/analysis", analysis)
     app.router.add_get("/version", version)
     app.router.add_get("/api/v1/rejected", rejected)
     app.router.add_get("/debug/syncz", syncz)

@@ -83,3 +83,10 @@ def warnings_for(keys: Collection[ResourceKey], docs: Iterable[Mapping[str, Any]
     diags: list[Diagnostic] = analyze(resources(docs), mesh_config)
     return [d.render() for d in diags
             if d.resource is not None and d.resource.key in keys and at_least(d.level, "Warning")]
+
+
+def messages(docs: Iterable[Mapping[str, Any]], mesh_config: Mapping[str, Any]) -> list[dict[str, str]]:
+    """Analyzer messages (Warning and above) about the live mesh, each with the resource it is about: what
+    `x describe` shows, served by the control plane so the CLI need not load the analyzers."""
+    return [{"resource": str(d.resource.key), "level": d.level, "text": d.render()}
+            for d in analyze(resources(docs), mesh_config) if d.resource is not None and at_least(d.level, "Warning")]

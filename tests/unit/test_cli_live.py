@@ -169,6 +169,8 @@ async def test_describe_service_and_workload(mesh) -> None:  # type: ignore[no-u
     # warnings where config conflicts: the VS's subset v2 is not defined, subset v3 selects nothing
     assert "Warning: VirtualService reviews.default routes to subset v2, which no DestinationRule defines" in out
     assert "Warning: subset v3 of DestinationRule reviews.default selects no pods" in out
+    # the analyzers' messages, from the control plane (computed there once per live mesh)
+    assert "Analysis: Error [IST0101] (VirtualService default/reviews" in out and '"reviews+v2"' in out, out
     # Istio's PeerAuthentication precedence: the workload's own policy beats the namespace's
     assert "mTLS (PeerAuthentication) for reviews-v1-0: PERMISSIVE, from PeerAuthentication default/reviews-v1" in out
     rc, out, _ = await _cli("x", "describe", "workload", "reviews-v2-0", "--state-dir", state)
@@ -207,6 +209,13 @@ async def test_accepted_not_enforced_is_said_by_apply_analyze_and_get(mesh) -> N
     assert f"Note: {note}" in err
     rc, out, err = await _cli("get", "envoyfilter", "--state-dir", state)
     assert rc == 0 and "lua" in out and f"Note: {note}" in err
+    # the note comes from the control plane (so `get` imports no generator code to say it)
+    from sailmesh.cli.apiclient import call
+
+    live = MeshState.load(state)
+    status, body = await asyncio.to_thread(call, live.api_url, "GET", "/api/v1/resources?kind=EnvoyFilter",
+                                           token=live.api_token())
+    assert status == 200 and body["notes"] == [note], body
 
 
 def test_kubectl_columns_age_and_label_selectors() -> None:

@@ -58,8 +58,17 @@ def test_connection_facts_and_unknowns() -> None:
     assert not decide(rules, req, Connection(source_ip="127.1.2.3", destination_port=9090)).allowed
     jwt = rbac_pb2.RBAC(action=rbac_pb2.RBAC.ALLOW, policies={"p": rbac_pb2.Policy(
         permissions=[rbac_pb2.Permission(any=True)], principals=[m.jwt_claim("iss", m.exact("x"))])})
+    conn = Connection()  # no token: jwt_authn wrote no payload, so a claim rule does not match (Istio: 403)
+    d = decide(jwt, req, conn)
+    assert not d.allowed and not conn.unknown and d.checks == ("p: token claim iss 'x' (absent): does not match",)
+    conn = Connection(metadata={"envoy.filters.http.jwt_authn": {"payload": {"iss": "x"}}})
+    assert decide(jwt, req, conn).allowed
+    other = rbac_pb2.RBAC(action=rbac_pb2.RBAC.ALLOW, policies={"p": rbac_pb2.Policy(
+        permissions=[rbac_pb2.Permission(any=True)],
+        principals=[rbac_pb2.Principal(metadata=m.metadata_path("envoy.filters.http.foo", ["k"], m.ValueMatcher(
+            string_match=m.exact("v"))))])})
     conn = Connection()
-    assert not decide(jwt, req, conn).allowed and conn.unknown == ["principal metadata"]  # said, not guessed
+    assert not decide(other, req, conn).allowed and conn.unknown == ["principal metadata"]  # said, not guessed
 
 
 def test_rules_in_words() -> None:
