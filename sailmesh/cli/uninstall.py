@@ -2,6 +2,10 @@
 
 As `istioctl uninstall`: the control plane, gateways, RBAC and webhook configurations go; Istio's CRDs (and with
 them every Istio object in the cluster) and the control plane's namespace stay unless `--purge` is given.
+
+Examples:
+  sailmesh uninstall                # the current kubeconfig context ($KUBECONFIG, ~/.kube/config)
+  sailmesh uninstall --purge        # and Istio's CRDs (every Istio object with them) and the namespace
 """
 
 from __future__ import annotations
