@@ -364,8 +364,10 @@ async def test_sigterm_drains_in_flight_request_then_exits_zero(
         elapsed = time.monotonic() - started
         print(f"{proxy_type} agent exited {rc} {elapsed:.2f}s after SIGTERM")
         assert rc == 0, pod.logs()
-        # It waited for the request (about 1 s), not for the whole drain period.
-        assert elapsed < pod.drain_seconds, pod.logs()
+        # It waited for the request (about 1 s), not for the whole drain period: the agent says the drain ended
+        # because nothing was in flight (the wall time, printed above, also counts process exits on a busy machine;
+        # CI once measured 3.26 s with the drain itself done 1.1 s after SIGTERM).
+        assert "drained: no request in flight" in (pod.state / "agent.log").read_text(), pod.logs()
     finally:
         await _kill(pod)
 
