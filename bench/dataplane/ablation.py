@@ -10,6 +10,7 @@ wrk in interleaved rounds: Envoy CPU per request (both Envoys) and latency perce
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import pathlib
@@ -20,7 +21,7 @@ import tempfile
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from bench.dataplane import loadgen, mesh_config, procstat, sidecar_static
 from bench.dataplane.mesh import mesh_pair_factory
@@ -90,17 +91,17 @@ def start_copy(cfg: dict[str, Any], admin_ip: str, workdir: pathlib.Path, name: 
     return env
 
 
-def als_receivers(configs: list[dict[str, Any]], env: dict[str, str]) -> Callable[[], None]:
+def als_receivers(configs: list[dict[str, Any]], env: dict[str, str]) -> tuple[Callable[[], None], int | None]:
     """Serve the agents' access-log sockets the static copies stream to (the agents are gone with the mesh), in a
     separate process (gRPC threads in this one would break its fork+exec of Envoys), so the Envoys do the same
-    work as in the mesh; returns the stop function."""
+    work as in the mesh; returns the stop function and the receiver's pid."""
     from sailmesh.telemetry.standard import ALS_CLUSTER
 
     paths = sorted({ep["endpoint"]["address"]["pipe"]["path"] for cfg in configs
                     for c in cfg["static_resources"]["clusters"] if c["name"] == ALS_CLUSTER
                     for ep in c["load_assignment"]["endpoints"][0]["lb_endpoints"]})
     if not paths:
-        return lambda: None
+        return (lambda: None), None
     proc = subprocess.Popen([sys.executable, "-m", "bench.telemetry_cost", "--serve", *paths], env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, preexec_fn=DIE_WITH_HARNESS)
     assert proc.stdout is not None
@@ -110,39 +111,47 @@ def als_receivers(configs: list[dict[str, Any]], env: dict[str, str]) -> Callabl
         proc.terminate()
         proc.wait(5)
 
-    return stop
+    return stop, proc.pid
 
 
 def measure(url: str, host: str | None, pids: list[int], rate: float, conns: int, duration: float,
-            warmup: float) -> dict[str, float]:
-    """Fixed-rate load; CPU µs per request summed over the Envoys, latency percentiles."""
+            warmup: float, receiver: int | None = None) -> dict[str, float]:
+    """Fixed-rate load; CPU µs per request summed over the Envoys (and the access-log receiver's, which counts
+    Istio's metrics as both agents would), latency percentiles."""
     if warmup > 0:
         loadgen.run_wrk_paced(url, rate, conns, warmup, host)
     before = sum(procstat.cpu_seconds(p) for p in pids)
+    rx_before = procstat.cpu_seconds(receiver) if receiver else 0.0
     r = loadgen.run_wrk_paced(url, rate, conns, duration, host)
     cpu = sum(procstat.cpu_seconds(p) for p in pids) - before
+    rx = (procstat.cpu_seconds(receiver) - rx_before) if receiver else 0.0
     if r.errors or not r.requests:
         raise RuntimeError(f"{r.errors} errors over {r.requests} requests at {url}")
-    return {"cpu_us_per_req": cpu / r.requests * 1e6, **{f"{k}_ms": v for k, v in r.percentiles_ms.items()}}
+    return {"cpu_us_per_req": cpu / r.requests * 1e6, "agents_cpu_us_per_req": rx / r.requests * 1e6,
+            **{f"{k}_ms": v for k, v in r.percentiles_ms.items()}}
 
 
 def run(duration: float, rounds: int, rate: float, conns: int, concurrency: int, warmup: float,
-        features: Features = "default") -> dict[str, Any]:
+        features: Features | Literal["metrics"] = "default") -> dict[str, Any]:
     """All variants, interleaved rounds; returns per-variant medians (and every round's sample)."""
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="sailmesh-ablation-"))
-    cap = capture(workdir, concurrency, features)
-    variants = sidecar_static.DEMO_VARIANTS if features == "demo" else sidecar_static.VARIANTS
+    cap = capture(workdir, concurrency, "default" if features == "metrics" else features)  # metrics: on (3)
+    if features == "metrics":
+        make = functools.partial(sidecar_static.alternative_configs, variants=sidecar_static.METRICS_VARIANTS)
+    else:
+        make = functools.partial(sidecar_static.variant_configs, variants=sidecar_static.DEMO_VARIANTS
+                                 if features == "demo" else sidecar_static.VARIANTS)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     local_proc, local_backend = start_backend()  # for the minimal static pair (same code as the mesh's backend)
     backend = subprocess.Popen([sys.executable, "-m", "bench.backend", "--host", cap.server_ip, "--port",
                                 str(cap.app_port)], stdout=subprocess.DEVNULL, env=env, cwd=ROOT,
                                preexec_fn=DIE_WITH_HARNESS)
-    clients = sidecar_static.variant_configs(sidecar_static.to_static(cap.client), variants)
-    servers = sidecar_static.variant_configs(sidecar_static.to_static(cap.server), variants)
+    clients = make(sidecar_static.to_static(cap.client))
+    servers = make(sidecar_static.to_static(cap.server))
     names = [n for n, _ in clients] + ["minimal static pair (set-up 2)"]
     samples: dict[str, list[dict[str, float]]] = {n: [] for n in names}
     url = f"http://{cap.client_ip}:15001/"
-    stop_als = als_receivers([clients[0][1], servers[0][1]], env)
+    stop_als, rx_pid = als_receivers([clients[0][1], servers[0][1]], env)
     try:
         wait_for(lambda: _NO_PROXY.open(f"http://{cap.server_ip}:{cap.app_port}/", timeout=1).status == 200,
                  timeout=15, what="backend")
@@ -164,7 +173,7 @@ def run(duration: float, rounds: int, rate: float, conns: int, concurrency: int,
                     cli = start_copy(clients[i][1], cap.client_ip, workdir, f"client-{i}", concurrency)
                     try:
                         samples[name].append(measure(url, mesh_config.HOST_HEADER, [cli.pid, srv.pid], rate, conns,
-                                                     duration, warmup))
+                                                     duration, warmup, rx_pid))
                     finally:
                         cli.stop()
                 finally:
@@ -187,14 +196,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--connections", type=int, default=16)
     p.add_argument("--envoy-concurrency", type=int, default=1)
     p.add_argument("--warmup", type=float, default=2.0)
-    p.add_argument("--features", choices=["default", "demo"], default="default",
-                   help="strip the sidecar features of set-up (3), or what set-up (4)'s demo policy adds")
+    p.add_argument("--features", choices=["default", "demo", "metrics"], default="default",
+                   help="strip the sidecar features of set-up (3), or what set-up (4)'s demo policy adds, or "
+                        "(metrics) each part of Istio's metrics alone")
     p.add_argument("--json", type=pathlib.Path)
     a = p.parse_args(argv)
     res = run(a.duration, a.rounds, a.rate, a.connections, a.envoy_concurrency, a.warmup, a.features)
-    print(f"{'variant (cumulative)':48} {'CPU µs/req':>10} {'p50':>7} {'p90':>7} {'p99':>7}")
+    title = "variant (alone)" if a.features == "metrics" else "variant (cumulative)"
+    print(f"{title:48} {'CPU µs/req':>10} {'agents':>7} {'p50':>7} {'p90':>7} {'p99':>7}")
     for name, r in res.items():
-        print(f"{name:48} {r['cpu_us_per_req']:10.1f} {r['p50_ms']:7.3f} {r['p90_ms']:7.3f} {r['p99_ms']:7.3f}")
+        print(f"{name:48} {r['cpu_us_per_req']:10.1f} {r.get('agents_cpu_us_per_req', 0.0):7.1f} "
+              f"{r['p50_ms']:7.3f} {r['p90_ms']:7.3f} {r['p99_ms']:7.3f}")
     if a.json:
         a.json.write_text(json.dumps({"config": vars(a) | {"json": str(a.json)}, "loadavg": os.getloadavg(),
                                       "results": res}, indent=2))

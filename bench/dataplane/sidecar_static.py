@@ -274,6 +274,79 @@ DEMO_VARIANTS: list[tuple[str, Callable[[Config], None] | None]] = [
 ]
 
 
+def _access_logs(cfg: Config) -> Iterator[list[Config]]:
+    """Every access_log list of the copy's HCMs and tcp_proxies."""
+    for lst in cfg["static_resources"]["listeners"]:
+        for fc in [*lst.get("filter_chains", []), lst.get("default_filter_chain") or {}]:
+            for f in fc.get("filters", []):
+                logs = f.get("typed_config", {}).get("access_log")
+                if logs:
+                    yield logs
+
+
+def drop_access_log_stream(cfg: Config) -> None:
+    """Peer-metadata headers kept, no access-log stream to the agent."""
+    for lst in cfg["static_resources"]["listeners"]:
+        for fc in [*lst.get("filter_chains", []), lst.get("default_filter_chain") or {}]:
+            for f in fc.get("filters", []):
+                f.get("typed_config", {}).pop("access_log", None)
+
+
+def drop_peer_headers(cfg: Config) -> None:
+    """Access-log stream kept, no metadata-exchange filters."""
+    for hcm in _all_hcms(cfg):
+        hcm["http_filters"] = [f for f in hcm.get("http_filters", []) if f.get("name") not in MX_FILTERS]
+
+
+def default_log_buffer(cfg: Config) -> None:
+    """The access-log stream with Envoy's default 16 KiB buffer (sailmesh sets 64 KiB since session 7: fewer,
+    larger gRPC messages; still flushed every second)."""
+    for logs in _access_logs(cfg):
+        for al in logs:
+            common = al.get("typed_config", {}).get("common_config")
+            if common is not None:
+                common["buffer_size_bytes"] = 16384
+
+
+FILE_LOG_FORMAT = ("%RESPONSE_CODE% %RESPONSE_FLAGS% %DURATION% %BYTES_RECEIVED% %BYTES_SENT% %UPSTREAM_CLUSTER% "
+                   "%REQ(:AUTHORITY)% %DYNAMIC_METADATA(sailmesh.peer:metadata)% %UPSTREAM_PEER_URI_SAN% "
+                   "%DOWNSTREAM_PEER_URI_SAN% %REQ(CONTENT-TYPE)% %RESP(GRPC-STATUS)%\n")
+
+
+def file_log_instead(cfg: Config) -> None:
+    """The same fields as one text line per request to a file (/dev/null) instead of the gRPC stream: what
+    Envoy's formatting alone costs (an agent would read a pipe)."""
+    for logs in _access_logs(cfg):
+        for i, al in enumerate(logs):
+            if al.get("name", "").endswith("_grpc"):
+                logs[i] = {"name": "envoy.access_loggers.file", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                    "path": "/dev/null", "log_format": {"text_format_source": {"inline_string": FILE_LOG_FORMAT}}}}
+
+
+# Alternatives (each applied to the copy alone, not cumulative): what each part of the metrics costs.
+METRICS_VARIANTS: list[tuple[str, Callable[[Config], None] | None]] = [
+    ("sidecar config (static copy)", None),
+    ("no access-log stream (peer headers kept)", drop_access_log_stream),
+    ("no peer headers (access-log stream kept)", drop_peer_headers),
+    ("access-log stream, 16 KiB buffer (Envoy's default)", default_log_buffer),
+    ("text access log to a file instead of the stream", file_log_instead),
+    ("no Istio metrics", drop_istio_metrics),
+]
+
+
+def alternative_configs(base: Config, variants: list[tuple[str, Callable[[Config], None] | None]]
+                        ) -> list[tuple[str, Config]]:
+    """Each variant applied to its own copy of `base` (not cumulative)."""
+    out = []
+    for name, change in variants:
+        cur = copy.deepcopy(base)
+        if change is not None:
+            change(cur)
+        out.append((name, cur))
+    return out
+
+
 def variant_configs(base: Config, variants: list[tuple[str, Callable[[Config], None] | None]] | None = None
                     ) -> list[tuple[str, Config]]:
     """The cumulative variants of one static copy (VARIANTS unless given)."""

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,10 +28,12 @@ def _get(url: str, host: str) -> tuple[int, bytes]:
         return r.status, r.read()
 
 
-@pytest.mark.parametrize("features", ["default", "demo"])
-def test_static_copies_of_the_sidecar_pair_serve_through_both(tmp_path: Path, features: mesh_config.Features) -> None:
-    variants = sidecar_static.DEMO_VARIANTS if features == "demo" else sidecar_static.VARIANTS
-    cap = ablation.capture(tmp_path, 1, features)
+@pytest.mark.parametrize("features", ["default", "demo", "metrics"])
+def test_static_copies_of_the_sidecar_pair_serve_through_both(tmp_path: Path, features: str) -> None:
+    variants = {"demo": sidecar_static.DEMO_VARIANTS, "metrics": sidecar_static.METRICS_VARIANTS}.get(
+        features, sidecar_static.VARIANTS)
+    make = sidecar_static.alternative_configs if features == "metrics" else sidecar_static.variant_configs
+    cap = ablation.capture(tmp_path, 1, "demo" if features == "demo" else "default")
     client, server = sidecar_static.to_static(cap.client), sidecar_static.to_static(cap.server)
     assert "dynamic_resources" not in client
     assert all(c.get("type") != "EDS" and c["name"] != "xds-grpc" for c in client["static_resources"]["clusters"])
@@ -40,11 +43,11 @@ def test_static_copies_of_the_sidecar_pair_serve_through_both(tmp_path: Path, fe
     try:
         wait_for(lambda: NO_PROXY.open(f"http://{cap.server_ip}:{cap.app_port}/", timeout=1).status == 200,
                  timeout=15, what="backend")
-        clients = sidecar_static.variant_configs(client, variants)
-        servers = sidecar_static.variant_configs(server, variants)
+        clients, servers = make(client, variants), make(server, variants)
         assert len(clients) == len(variants)
-        # the first (full sidecar config) and the last (everything stripped) variants both route
-        for i in (0, len(clients) - 1):
+        # the first (full sidecar config) and the last (everything stripped) variants both route; every
+        # alternative of the metrics set does
+        for i in range(len(clients)) if features == "metrics" else (0, len(clients) - 1):
             srv = ablation.start_copy(servers[i][1], cap.server_ip, tmp_path, f"server-{i}", 1)
             try:
                 cli = ablation.start_copy(clients[i][1], cap.client_ip, tmp_path, f"client-{i}", 1)
@@ -59,6 +62,18 @@ def test_static_copies_of_the_sidecar_pair_serve_through_both(tmp_path: Path, fe
         backend.terminate()
         backend.wait(5)
     first, last = clients[0][1], clients[-1][1]
+    if features == "metrics":  # alternatives: each changes only its part of the copy
+        by_name = dict(clients)
+        def buffers(cfg: dict[str, Any]) -> set[int]:
+            return {al["typed_config"]["common_config"]["buffer_size_bytes"] for logs in
+                    sidecar_static._access_logs(cfg) for al in logs if "common_config" in al.get("typed_config", {})}
+        assert buffers(first) == {65536}
+        assert buffers(by_name["access-log stream, 16 KiB buffer (Envoy's default)"]) == {16384}
+        text = [al["name"] for logs in sidecar_static._access_logs(
+            by_name["text access log to a file instead of the stream"]) for al in logs]
+        assert "envoy.access_loggers.file" in text and not any(n.endswith("_grpc") for n in text)
+        assert not list(sidecar_static._access_logs(last))
+        return
     if features == "demo":
         # the demo's policy is in the copy (retries with a per-try timeout, pool limits) and gone at the end
         actions = [r["route"] for _, r in sidecar_static._all_routes(first) if "route" in r]
