@@ -7,15 +7,18 @@ any namespace from the root namespace) whose labels match it. Unlike PeerAuthent
 every matching RequestAuthentication applies, and their jwtRules are concatenated and stable-sorted by issuer
 (pilot/pkg/security/authn/policy_applier.go, newPolicyApplier), so a token from any of their issuers is accepted.
 
-A policy with `targetRef`/`targetRefs` attaches to a Kubernetes Gateway or a waypoint, not to sidecars selected by
-labels; sailmesh has neither, so such a policy is accepted, not enforced (`not_enforced` names it, and the control
-plane logs it).
+A policy with `targetRef`/`targetRefs` never applies to a sidecar; a `Gateway` reference (group
+gateway.networking.k8s.io) binds that Kubernetes Gateway's own gateway proxy (label
+`gateway.networking.k8s.io/gateway-name`) when the policy is in the gateway's namespace (Istio's policy attachment,
+api/attachment.py). Other kinds (Service, ServiceEntry, GatewayClass) bind waypoints, which sailmesh does not run:
+accepted, not enforced (`not_enforced` names them, and the control plane logs it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from sailmesh.api import attachment
 from sailmesh.api.hosts import selector_matches
 from sailmesh.api.models import model_of
 from sailmesh.api.models.security import JWTRule, RequestAuthentication
@@ -33,17 +36,18 @@ def _spec(resource: Resource) -> RequestAuthentication | None:
         return None
 
 
-def _targeted(spec: RequestAuthentication) -> bool:
-    return spec.target_ref is not None or bool(spec.target_refs)
+def _refs(spec: RequestAuthentication) -> tuple[attachment.TargetRef, ...]:
+    return attachment.typed_refs(spec.target_refs or ((spec.target_ref,) if spec.target_ref is not None else ()))
 
 
 def applies(resource: Resource, proxy: ProxyView, root_namespace: str) -> bool:
     """Whether the RequestAuthentication applies to the proxy's workload (see the module docstring)."""
     spec = _spec(resource)
-    if spec is None or _targeted(spec):
+    if spec is None or resource.namespace not in (proxy.namespace, root_namespace):
         return False
-    if resource.namespace not in (proxy.namespace, root_namespace):
-        return False
+    refs = _refs(spec)
+    if refs:
+        return attachment.attaches(resource.namespace, None, refs, proxy.namespace, proxy.labels)
     labels = spec.selector.match_labels if spec.selector is not None else None
     return not labels or selector_matches(labels, proxy.labels)
 
@@ -69,9 +73,10 @@ def not_enforced(resources: Iterable[Resource]) -> list[str]:
         if spec is None:
             continue
         where = f"RequestAuthentication {r.namespace}/{r.name}"
-        if _targeted(spec):
-            out.append(f"{where}: targetRef(s) accepted, not enforced (no Gateway API gateways or waypoints here; "
-                       "use a selector)")
+        kinds = attachment.unbound_kinds(_refs(spec))
+        if kinds:
+            out.append(f"{where}: targetRef(s) of kind {', '.join(kinds)} accepted, not enforced (they bind "
+                       "waypoints, which sailmesh does not run; a Gateway targetRef binds that Gateway's proxy)")
         for i, rule in enumerate(spec.jwt_rules or ()):
             if not rule.jwks and not rule.jwks_uri:
                 out.append(f"{where}: jwtRules[{i}] has neither jwks nor jwksUri; OpenID discovery of the issuer's "

@@ -20,14 +20,15 @@ from dataclasses import dataclass, field
 
 from envoy.config.rbac.v3 import rbac_pb2
 
+from sailmesh.api import attachment
 from sailmesh.api.models import model_of
-from sailmesh.api.models.security import AuthorizationPolicy, PolicyTargetReference
+from sailmesh.api.models.security import AuthorizationPolicy
 from sailmesh.api.resource import Resource
 from sailmesh.generate import authz_model as am
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView
 
 KIND = "AuthorizationPolicy"
-GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
+GATEWAY_NAME_LABEL = attachment.GATEWAY_NAME_LABEL
 DRY_RUN_ANNOTATION = "istio.io/dry-run"
 SHADOW_ALLOW_PREFIX = "istio_dry_run_allow_"  # Istio's RBACShadowRulesAllowStatPrefix
 SHADOW_DENY_PREFIX = "istio_dry_run_deny_"
@@ -49,34 +50,15 @@ class Selected:
         return bool(self.custom or self.deny or self.allow or self.audit)
 
 
-def _target_refs(policy: AuthorizationPolicy) -> tuple[PolicyTargetReference, ...]:
+def _target_refs(policy: AuthorizationPolicy) -> tuple[attachment.TargetRef, ...]:
     """Istio's GetTargetRefs: targetRefs, else the legacy targetRef."""
-    return policy.target_refs or ((policy.target_ref,) if policy.target_ref is not None else ())
+    return attachment.typed_refs(policy.target_refs or ((policy.target_ref,) if policy.target_ref is not None else ()))
 
 
 def attaches(resource: Resource, policy: AuthorizationPolicy, proxy: ProxyView, root_namespace: str) -> bool:
-    """Istio's WorkloadPolicyMatcher.ShouldAttachPolicy for a sidecar or a gateway (no waypoints here)."""
-    refs = _target_refs(policy)
-    gateway_name = proxy.labels.get(GATEWAY_NAME_LABEL)
-    if gateway_name is None:
-        if refs:
-            return False  # a sidecar ignores targetRef policies altogether
-        return _selected(policy, proxy)
-    if not refs:
-        return _selected(policy, proxy)  # ENABLE_SELECTOR_BASED_K8S_GATEWAY_POLICY defaults to true
-    for ref in refs:
-        if resource.namespace != proxy.namespace:
-            continue
-        if ref.namespace and ref.namespace != proxy.namespace:
-            continue  # cross-namespace references are unsupported: they never match
-        if ref.group == "gateway.networking.k8s.io" and ref.kind == "Gateway" and ref.name == gateway_name:
-            return True
-    return False
-
-
-def _selected(policy: AuthorizationPolicy, proxy: ProxyView) -> bool:
-    labels = (policy.selector.match_labels if policy.selector is not None else None) or {}
-    return all(proxy.labels.get(k) == v for k, v in labels.items())
+    """Istio's WorkloadPolicyMatcher.ShouldAttachPolicy for a sidecar or a gateway (api/attachment.py)."""
+    selector = policy.selector.match_labels if policy.selector is not None else None
+    return attachment.attaches(resource.namespace, selector, _target_refs(policy), proxy.namespace, proxy.labels)
 
 
 def select(snapshot: MeshSnapshot, proxy: ProxyView) -> Selected:
@@ -221,7 +203,7 @@ def not_enforced(resource: Resource) -> list[str]:
     """What one AuthorizationPolicy asks for that sailmesh accepts but does not act on (generate/enforcement.py)."""
     p = model_of(resource, AuthorizationPolicy)
     where = f"AuthorizationPolicy {resource.namespace}/{resource.name}"
-    kinds = sorted({ref.kind or "" for ref in _target_refs(p) if ref.kind != "Gateway"})
+    kinds = attachment.unbound_kinds(_target_refs(p))
     if kinds:
         return [f"{where}: accepted, not enforced: targetRef(s) of kind {', '.join(kinds)} (waypoints are not "
                 f"supported; a targetRef policy never applies to a sidecar)"]

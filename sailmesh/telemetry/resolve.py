@@ -3,8 +3,10 @@ at mesh (root namespace, no selector), namespace (no selector) and workload (sel
 
 Istio's rules (pilot/pkg/model/telemetry.go, `applicableTelemetries`, `Tracing`, `mergeLogs`, `mergeMetrics`):
 - scopes apply in the order root namespace -> proxy namespace -> workload; the later (more specific) overrides;
-- per scope only one Telemetry counts: the oldest without a selector (mesh, namespace), the oldest whose
-  `selector.matchLabels` is a subset of the proxy's labels (workload);
+- the mesh and namespace scopes are each the oldest Telemetry without a selector or targetRefs; the workload
+  scope is every Telemetry of the proxy's namespace, oldest first, that attaches to the proxy by Istio's policy
+  attachment (api/attachment.py): its `selector.matchLabels` is a subset of the proxy's labels, or (gateways of
+  the Gateway API) a `Gateway` targetRef names the proxy's gateway (a targetRef never binds a sidecar);
 - tracing: starts from `defaultProviders.tracing[0]`; each entry (in scope order, `match.mode` CLIENT/SERVER
   or both) replaces the provider if it names one (the first), and replaces `disableSpanReporting`,
   `customTags` (whole map, a shallow merge), `randomSamplingPercentage`, `useRequestIdForTraceSampling` where
@@ -27,6 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sailmesh.api import attachment
 from sailmesh.api.meshconfig import EnvoyFileAccessLog, ExtensionProvider, MeshConfig, Prometheus
 from sailmesh.api.resource import Resource
 from sailmesh.api.types import BadValue, parse_duration
@@ -158,23 +161,22 @@ def has_target_refs(t: Resource) -> bool:
 
 def applicable(telemetries: Iterable[Resource], root_namespace: str, namespace: str,
                labels: Mapping[str, str]) -> list[Resource]:
-    """The Telemetry resources for a proxy, least specific first: root namespace, namespace, workload.
-    `telemetries` are oldest first (the snapshot's order). targetRef(s) policies bind gateways/services, which
-    sailmesh does not model: they apply to no proxy (reported as not enforced)."""
+    """The Telemetry resources for a proxy, least specific first: root namespace, namespace, then every
+    workload-level one that attaches (Istio's applicableTelemetries). `telemetries` are oldest first (the
+    snapshot's order)."""
     by_ns: dict[str, list[Resource]] = {}
     for t in telemetries:
-        if not has_target_refs(t):
-            by_ns.setdefault(t.namespace, []).append(t)
+        by_ns.setdefault(t.namespace, []).append(t)
     out: list[Resource] = []
     for ns in ([root_namespace] if root_namespace else []) + ([namespace] if namespace != root_namespace else []):
-        wide = next((t for t in by_ns.get(ns, ()) if not match_labels(t)), None)
+        wide = next((t for t in by_ns.get(ns, ()) if not match_labels(t) and not has_target_refs(t)), None)
         if wide is not None:
             out.append(wide)
     for t in by_ns.get(namespace, ()):
+        refs = attachment.target_refs(t.spec)
         sel = match_labels(t)
-        if sel and all(labels.get(k) == v for k, v in sel.items()):
+        if (sel or refs) and attachment.attaches(t.namespace, sel, refs, namespace, labels):
             out.append(t)
-            break
     return out
 
 
@@ -368,8 +370,10 @@ def for_proxy(snapshot: MeshSnapshot, proxy: ProxyView) -> EffectiveTelemetry:
 def unenforced(t: Resource, mesh: MeshConfig) -> list[str]:
     """Fields of one Telemetry that sailmesh accepts but does not act on (to report, never to drop silently)."""
     out: list[str] = []
-    if has_target_refs(t):
-        out.append("targetRef(s) (gateway/service-bound Telemetry applies to no proxy)")
+    kinds = attachment.unbound_kinds(attachment.target_refs(t.spec))
+    if kinds:
+        out.append(f"targetRef(s) of kind {', '.join(kinds)} (they bind waypoints, which sailmesh does not run; a "
+                   "Gateway targetRef binds that Gateway's proxy)")
     for i, e in enumerate(_map(x) for x in _list(t.spec.get("tracing"))):
         for p in provider_names(e):
             prov = fetch_provider(mesh, p)

@@ -77,17 +77,39 @@ tracing: [{providers: [{name: otel}]}]
     assert far.applied == ("istio-system/mesh-default",) and far.tracing.client.sampling == 10.0  # type: ignore[union-attr]
 
 
-def test_oldest_namespace_wide_telemetry_wins_and_target_refs_apply_to_no_proxy() -> None:
+def test_oldest_namespace_wide_telemetry_wins_and_a_gateway_target_ref_binds_that_gateway_only() -> None:
     old = telemetry("old", "default", "tracing: [{randomSamplingPercentage: 1}]", "2023-01-01T00:00:00Z")
     new = telemetry("new", "default", "tracing: [{randomSamplingPercentage: 99}]", "2025-01-01T00:00:00Z")
     refs = telemetry("gw", "default", """
 targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: gw}]
 tracing: [{randomSamplingPercentage: 7}]
 """)
-    e = eff(ROOT, new, old, refs)
+    e = eff(ROOT, new, old, refs)  # a sidecar: a targetRef policy never binds one (Istio's policy attachment)
     assert e.applied == ("istio-system/mesh-default", "default/old")
     assert e.tracing is not None and e.tracing.client.sampling == 1.0
-    assert any("targetRef" in x for x in resolve.unenforced(resources(refs)[0], MESH))
+    gw = eff(ROOT, new, old, refs, labels={"gateway.networking.k8s.io/gateway-name": "gw"})
+    assert gw.applied == ("istio-system/mesh-default", "default/old", "default/gw")
+    assert gw.tracing is not None and gw.tracing.client.sampling == 7.0
+    other = eff(ROOT, new, old, refs, labels={"gateway.networking.k8s.io/gateway-name": "other"})
+    assert other.applied == ("istio-system/mesh-default", "default/old")
+    elsewhere = eff(ROOT, refs, ns="bookinfo", labels={"gateway.networking.k8s.io/gateway-name": "gw"})
+    assert elsewhere.applied == ("istio-system/mesh-default",)  # the policy's namespace only
+    assert resolve.unenforced(resources(refs)[0], MESH) == []
+    svc = telemetry("svc", "default", "targetRefs: [{kind: Service, group: '', name: reviews}]")
+    (line,) = resolve.unenforced(resources(svc)[0], MESH)
+    assert "targetRef(s) of kind Service" in line
+
+
+def test_every_matching_workload_telemetry_applies_oldest_first() -> None:
+    # Istio's applicableTelemetries (since targetRefs): every workload-level Telemetry that attaches is appended,
+    # oldest first, so a later one overrides what both set.
+    a = telemetry("a", "default", "selector: {matchLabels: {app: reviews}}\ntracing: [{randomSamplingPercentage: 5}]",
+                  "2023-01-01T00:00:00Z")
+    b = telemetry("b", "default", "selector: {matchLabels: {version: v1}}\ntracing: [{randomSamplingPercentage: 9}]",
+                  "2024-06-01T00:00:00Z")
+    e = eff(ROOT, b, a)
+    assert e.applied == ("istio-system/mesh-default", "default/a", "default/b")
+    assert e.tracing is not None and e.tracing.client.sampling == 9.0
 
 
 def test_tracing_modes_and_disabled_spans() -> None:
