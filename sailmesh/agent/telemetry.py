@@ -24,7 +24,14 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from sailmesh.errors import AgentError
 from sailmesh.metrics import ENVOY_DEFAULT_BUCKETS, histogram_family
 from sailmesh.telemetry import overrides, peer
-from sailmesh.telemetry.names import DESTINATION, SOURCE, UPSTREAM_LOCAL_TAG, UPSTREAM_PEER_TAG, parse_stream
+from sailmesh.telemetry.names import (
+    DESTINATION,
+    GRPC_STATS_FILTER,
+    SOURCE,
+    UPSTREAM_LOCAL_TAG,
+    UPSTREAM_PEER_TAG,
+    parse_stream,
+)
 from sailmesh.telemetry.peer import UNKNOWN, WorkloadInfo
 
 if TYPE_CHECKING:  # the protobuf and gRPC modules load when the server starts, not with the agent (start-up time)
@@ -92,6 +99,16 @@ def _first_uri(sans: str) -> str:
     return sans.split(",", 1)[0].strip()
 
 
+def grpc_message_counts(state: Any) -> tuple[int, int]:
+    """(request, response) message counts from the grpc_stats filter state in an access-log entry (an Any)."""
+    from envoy.extensions.filters.http.grpc_stats.v3 import config_pb2
+
+    obj = config_pb2.FilterObject()
+    if not state.Unpack(obj):
+        return 0, 0
+    return int(obj.request_message_count), int(obj.response_message_count)
+
+
 def _ms(d: Any) -> float:
     return float(d.seconds * 1000.0 + d.nanos / 1e6)
 
@@ -103,7 +120,7 @@ class IstioMetrics:
         self.local = local
         self.domain_suffix = domain_suffix
         # (labels, overrides, their values) -> [requests, (duration, request bytes, response bytes) bucket counts
-        # and sums]
+        # and sums, gRPC request messages, gRPC response messages]
         self._http: dict[tuple[Any, ...], list[Any]] = {}
         # (labels, overrides, their values) -> [opened, closed, sent bytes, received bytes]
         self._tcp: dict[tuple[Any, ...], list[int]] = {}
@@ -243,7 +260,7 @@ class IstioMetrics:
         key = (self._resolve(raw, True), policy, extra)
         row = self._http.get(key)
         if row is None:
-            row = self._http[key] = [0, [0] * _NB, 0.0, [0] * _NB, 0.0, [0] * _NB, 0.0]
+            row = self._http[key] = [0, [0] * _NB, 0.0, [0] * _NB, 0.0, [0] * _NB, 0.0, 0, 0]
         row[0] += 1
         d = cp.duration if cp.HasField("duration") else cp.time_to_last_downstream_tx_byte
         ms = _ms(d)
@@ -255,6 +272,12 @@ class IstioMetrics:
         n = resp.response_headers_bytes + resp.response_body_bytes
         row[5][bisect.bisect_left(_BUCKETS, n)] += 1
         row[6] += n
+        if grpc:  # Istio's gRPC message counts, from the grpc_stats filter's state (telemetry/standard.py)
+            messages = cp.filter_state_objects.get(GRPC_STATS_FILTER)
+            if messages is not None:
+                req_msgs, resp_msgs = grpc_message_counts(messages)
+                row[7] += req_msgs
+                row[8] += resp_msgs
 
     def _tcp_row(self, key: tuple[Any, ...]) -> list[int]:
         row = self._tcp.get(key)
@@ -301,18 +324,20 @@ class IstioMetrics:
         """prometheus_client's Collector interface: Istio's eight standard metrics, after the overrides (a
         removed label merges the series that differed only by it)."""
         http = list(self._http.items())
+        grpc = [item for item in http if item[0][0][_PROTOCOL] == "grpc"]
         for metric, i, text in _HTTP_METRICS:
             merged: dict[tuple[tuple[str, str], ...], list[Any]] = {}
-            for pairs, row in self._series(http, metric, HTTP_LABELS):
+            counter = i in _COUNTERS
+            for pairs, row in self._series(grpc if i in _GRPC_ONLY else http, metric, HTTP_LABELS):
                 cur = merged.get(pairs)
-                if i == 0:
-                    merged[pairs] = [(cur or [0])[0] + row[0]]
+                if counter:
+                    merged[pairs] = [(cur or [0])[0] + row[i]]
                 elif cur is None:
                     merged[pairs] = [list(row[i]), row[i + 1]]
                 else:
                     cur[0] = [a + b for a, b in zip(cur[0], row[i], strict=True)]
                     cur[1] += row[i + 1]
-            yield _family(overrides.METRIC_NAMES[metric], text, i == 0, merged)
+            yield _family(overrides.METRIC_NAMES[metric], text, counter, merged)
         tcp = list(self._tcp.items())
         for metric, i, text in _TCP_METRICS:
             totals: dict[tuple[tuple[str, str], ...], list[Any]] = {}
@@ -326,7 +351,12 @@ _HTTP_METRICS = (  # Istio's metric (overrides.METRIC_NAMES has its exported nam
     ("REQUEST_DURATION", 1, "Request duration (ms)."),
     ("REQUEST_SIZE", 3, "Request size: headers and body (bytes)."),
     ("RESPONSE_SIZE", 5, "Response size: headers and body (bytes)."),
+    ("GRPC_REQUEST_MESSAGES", 7, "gRPC messages the client sent (gRPC requests only)."),
+    ("GRPC_RESPONSE_MESSAGES", 8, "gRPC messages the server sent (gRPC requests only)."),
 )
+_COUNTERS = (0, 7, 8)
+_GRPC_ONLY = (7, 8)  # Istio exports the message counts for gRPC requests only
+_PROTOCOL = HTTP_LABELS.index("request_protocol")
 _TCP_METRICS = (
     ("TCP_OPENED_CONNECTIONS", 0, "TCP connections opened."),
     ("TCP_CLOSED_CONNECTIONS", 1, "TCP connections closed."),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+GRPC_STATS_FILTER = "envoy.filters.http.grpc_stats"  # its filter state carries a request's gRPC message counts
 ALS_CLUSTER = "sailmesh_als"  # static cluster in the agent's bootstrap: its gRPC access-log server
 LOG_PREFIX = "istio"
 SOURCE, DESTINATION = "source", "destination"

@@ -35,6 +35,8 @@ METRIC_NAMES: dict[str, str] = {
     "TCP_CLOSED_CONNECTIONS": "istio_tcp_connections_closed_total",
     "TCP_SENT_BYTES": "istio_tcp_sent_bytes_total",
     "TCP_RECEIVED_BYTES": "istio_tcp_received_bytes_total",
+    "GRPC_REQUEST_MESSAGES": "istio_request_messages_total",
+    "GRPC_RESPONSE_MESSAGES": "istio_response_messages_total",
 }
 TAG_PREFIX = "istio.tag."  # custom tag keys of the expressions: istio.tag.0, istio.tag.1, ...
 
@@ -76,7 +78,7 @@ def build(overrides: Iterable[MetricOverride]) -> Policy:
     for o in overrides:
         name = o.name
         if name not in METRIC_NAMES:
-            continue  # GRPC_* and custom metrics: not exported by sailmesh (reported by resolve.unenforced)
+            continue  # custom metrics: not defined in sailmesh (reported by resolve.unenforced)
         if o.disabled:
             disabled.add(name)
         for t in o.tags:

@@ -41,7 +41,6 @@ MODES = (CLIENT, SERVER)
 ISTIO_METRICS = ("GRPC_REQUEST_MESSAGES", "GRPC_RESPONSE_MESSAGES", "REQUEST_COUNT", "REQUEST_DURATION",
                  "REQUEST_SIZE", "RESPONSE_SIZE", "TCP_CLOSED_CONNECTIONS", "TCP_OPENED_CONNECTIONS",
                  "TCP_RECEIVED_BYTES", "TCP_SENT_BYTES")  # Istio's MetricSelector.IstioMetric, sorted
-GRPC_METRICS = ("GRPC_REQUEST_MESSAGES", "GRPC_RESPONSE_MESSAGES")  # sailmesh does not count gRPC messages
 BUILTIN_PROVIDERS = (
     ExtensionProvider(name="envoy", envoy_file_access_log=EnvoyFileAccessLog(path="/dev/stdout")),
     ExtensionProvider(name="prometheus", prometheus=Prometheus()),
@@ -396,6 +395,4 @@ def unenforced(t: Resource, mesh: MeshConfig) -> list[str]:
             match = _map(o.get("match"))
             if match.get("customMetric"):
                 out.append(f"metrics[{i}].overrides[{j}].match.customMetric (custom metrics are not defined)")
-            elif str(match.get("metric")) in GRPC_METRICS:
-                out.append(f"metrics[{i}].overrides[{j}].match.metric {match.get('metric')} (not exported)")
     return [f"{t.namespace}/{t.name}: {x}" for x in out]

@@ -22,6 +22,7 @@ from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
 from envoy.config.core.v3 import base_pb2, config_source_pb2, grpc_service_pb2
 from envoy.data.accesslog.v3 import accesslog_pb2 as data_accesslog_pb2
 from envoy.extensions.access_loggers.grpc.v3 import als_pb2
+from envoy.extensions.filters.http.grpc_stats.v3 import config_pb2 as grpc_stats_pb2
 from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
 from envoy.extensions.filters.http.header_to_metadata.v3 import header_to_metadata_pb2 as h2m
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
@@ -33,6 +34,7 @@ from sailmesh.telemetry import overrides, peer
 from sailmesh.telemetry.names import (
     ALS_CLUSTER,
     DESTINATION,
+    GRPC_STATS_FILTER,
     LOG_PREFIX,
     SOURCE,
     UPSTREAM_LOCAL_TAG,
@@ -118,9 +120,12 @@ def _common(reporter: str, services: Sequence[str],
 
 def http_access_log(reporter: str, services: Sequence[str] = (),
                     policy: overrides.Policy = overrides.NO_POLICY) -> accesslog_pb2.AccessLog:
-    """The HTTP connection manager's access log to the agent's metrics (one entry per request)."""
+    """The HTTP connection manager's access log to the agent's metrics (one entry per request; gRPC requests
+    carry the grpc_stats filter's message counts)."""
+    common = _common(reporter, services, policy)
+    common.filter_state_objects_to_log.append(GRPC_STATS_FILTER)
     cfg = als_pb2.HttpGrpcAccessLogConfig(
-        common_config=_common(reporter, services, policy),
+        common_config=common,
         additional_request_headers_to_log=list(REQUEST_HEADERS),
         additional_response_headers_to_log=list(RESPONSE_HEADERS),
         additional_response_trailers_to_log=list(RESPONSE_TRAILERS),
@@ -134,6 +139,14 @@ def tcp_access_log(reporter: str, services: Sequence[str] = (),
     the connection is open (tcp_proxy's access_log_flush_interval), one at the close."""
     cfg = als_pb2.TcpGrpcAccessLogConfig(common_config=_common(reporter, services, policy))
     return accesslog_pb2.AccessLog(name=TCP_GRPC_LOGGER, typed_config=_pack(cfg))
+
+
+def grpc_stats_filter() -> hcm_pb2.HttpFilter:
+    """Envoy's grpc_stats as Istio configures it: no per-method stats, the message counts in filter state (read
+    from the access-log entry by the agent for istio_request_messages_total / istio_response_messages_total)."""
+    cfg = grpc_stats_pb2.FilterConfig(emit_filter_state=True,
+                                      stats_for_all_methods=wrappers_pb2.BoolValue(value=False))
+    return hcm_pb2.HttpFilter(name=GRPC_STATS_FILTER, typed_config=_pack(cfg))
 
 
 def _set_headers(pod: str, namespace: str, labels: Mapping[str, str], node_id: str,

@@ -23,6 +23,7 @@ spec:
   jwtRules: [{issuer: "testing@secure.istio.io", jwks: '{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}'}]
 """
 MX = ["istio.metadata_exchange.read", "istio.metadata_exchange.add"]  # Istio's metadata exchange, first
+GRPC_STATS = "envoy.filters.http.grpc_stats"
 
 
 def names_for(direction: Direction, table: tuple[FilterSlot, ...] = HTTP_FILTERS) -> list[str]:
@@ -31,11 +32,12 @@ def names_for(direction: Direction, table: tuple[FilterSlot, ...] = HTTP_FILTERS
 
 
 def test_todays_chains_in_istios_order() -> None:
-    # metadata exchange first (Istio's order), fault and CORS (configured per route), the forward proxy, the
-    # router last; inbound only exchanges metadata and routes.
+    # metadata exchange first (Istio's order), grpc_stats where gRPC arrives as HTTP/2 (Istio's place: after
+    # RBAC, before fault), fault and CORS (configured per route), the forward proxy, the router last; inbound only
+    # exchanges metadata, counts gRPC messages and routes.
     assert names_for(Direction.OUTBOUND) == [*MX, FAULT, CORS, DFP, ROUTER]
-    assert names_for(Direction.GATEWAY) == [*MX, FAULT, CORS, DFP, ROUTER]
-    assert names_for(Direction.INBOUND) == [*MX, ROUTER]
+    assert names_for(Direction.GATEWAY) == [*MX, GRPC_STATS, FAULT, CORS, DFP, ROUTER]
+    assert names_for(Direction.INBOUND) == [*MX, GRPC_STATS, ROUTER]
 
 
 # Slots that build nothing until a policy applies (AuthorizationPolicy); CUSTOM also builds its shadow RBAC filter.
@@ -68,13 +70,14 @@ def test_a_new_filter_is_one_slot_at_its_place() -> None:
     slot = FilterSlot("envoy.filters.http.rbac", frozenset({Direction.INBOUND, Direction.GATEWAY}), rbac)
     at = [s.name for s in HTTP_FILTERS].index(FAULT) + 1
     table = (*HTTP_FILTERS[:at], slot, *HTTP_FILTERS[at:])  # right after fault
-    assert names_for(Direction.INBOUND, table) == [*MX, "envoy.filters.http.rbac", ROUTER]
-    assert names_for(Direction.GATEWAY, table) == [*MX, FAULT, "envoy.filters.http.rbac", CORS, DFP, ROUTER]
+    assert names_for(Direction.INBOUND, table) == [*MX, GRPC_STATS, "envoy.filters.http.rbac", ROUTER]
+    assert names_for(Direction.GATEWAY, table) == [*MX, GRPC_STATS, FAULT, "envoy.filters.http.rbac", CORS, DFP,
+                                                   ROUTER]
     assert names_for(Direction.OUTBOUND, table) == [*MX, FAULT, CORS, DFP, ROUTER]  # not applied outbound
     assert {c.direction for c in seen} == {Direction.INBOUND, Direction.GATEWAY}
     # a builder with nothing to add (no policy for this port) leaves no trace
     ctx = FilterContext(bookinfo(), sidecar(), Direction.INBOUND, 7000)
-    assert [f.name for f in http_filters(ctx, table)] == [*MX, ROUTER]
+    assert [f.name for f in http_filters(ctx, table)] == [*MX, GRPC_STATS, ROUTER]
 
 
 def test_the_router_must_come_last() -> None:

@@ -212,9 +212,11 @@ def test_chain_order_inbound_and_gateway() -> None:
     snap = bookinfo(GATEWAY, ra("mesh", "istio-system", "iss"))
     # Istio's order: metadata exchange, then authn (jwt_authn), then fault ...
     gateway = {n: [f.name for f in fs] for n, fs in chains(snap, gateway_proxy()).items()}
-    assert gateway and all(fs[:4] == [*MX, JWT_FILTER, "envoy.filters.http.fault"] for fs in gateway.values())
+    grpc_stats = "envoy.filters.http.grpc_stats"
+    assert gateway and all(fs[:5] == [*MX, JWT_FILTER, grpc_stats, "envoy.filters.http.fault"]
+                           for fs in gateway.values())
     inbound = {n: [f.name for f in fs] for n, fs in chains(snap, REVIEWS).items() if n != "virtualOutbound"}
-    assert inbound and all(fs == [*MX, JWT_FILTER, "envoy.filters.http.router"] for fs in inbound.values())
+    assert inbound and all(fs == [*MX, JWT_FILTER, grpc_stats, "envoy.filters.http.router"] for fs in inbound.values())
 
 
 def test_request_authentication_and_key_sets_push_listeners_only() -> None:

@@ -66,7 +66,8 @@ def test_inbound_http_listener_per_container_port() -> None:
     assert li.address.socket_address.port_value == 9080 and li.traffic_direction == base_pb2.INBOUND
     h = hcm_of(li)
     assert [f.name for f in h.http_filters] == [
-        "istio.metadata_exchange.read", "istio.metadata_exchange.add", "envoy.filters.http.router"]
+        "istio.metadata_exchange.read", "istio.metadata_exchange.add", "envoy.filters.http.grpc_stats",
+        "envoy.filters.http.router"]
     assert h.forward_client_cert_details == HCM.APPEND_FORWARD
     rcfg = h.route_config
     assert rcfg.name == "inbound|9080||"

@@ -101,6 +101,7 @@ def test_listeners_stream_access_logs_naming_the_reporter() -> None:
     assert log.name == "envoy.access_loggers.http_grpc" and cfg.common_config.log_name == "istio|source"
     assert cfg.common_config.grpc_service.envoy_grpc.cluster_name == "sailmesh_als"
     assert list(cfg.additional_response_trailers_to_log) == ["grpc-status"]
+    assert list(cfg.common_config.filter_state_objects_to_log) == ["envoy.filters.http.grpc_stats"]
     (inbound_listener,) = [lo for lo in ls.values() if lo.traffic_direction == base_pb2.INBOUND]
     inbound = hcm_of(inbound_listener)
     inbound.access_log[0].typed_config.Unpack(cfg)
@@ -246,3 +247,24 @@ async def test_the_agent_counts_what_envoy_streams_over_grpc() -> None:
             await server.stop()
         assert not os.path.exists(path)
 
+
+
+def test_grpc_requests_count_their_messages_from_the_grpc_stats_state() -> None:
+    # Istio's istio_request_messages_total / istio_response_messages_total: gRPC requests only, from Envoy's
+    # grpc_stats filter state (emit_filter_state), which the access-log entry carries.
+    from envoy.extensions.filters.http.grpc_stats.v3 import config_pb2
+
+    m = IstioMetrics(local_workload("reviews-v2-0", "default", {"app": "reviews", "version": "v2"}, "K"))
+    for req_msgs, resp_msgs in ((3, 1), (1, 5)):
+        e = _entry(cluster="inbound|9080||", peer_md=PRODUCTPAGE)
+        e.request.request_headers["content-type"] = "application/grpc"
+        e.response.response_trailers["grpc-status"] = "0"
+        e.common_properties.filter_state_objects["envoy.filters.http.grpc_stats"].Pack(
+            config_pb2.FilterObject(request_message_count=req_msgs, response_message_count=resp_msgs))
+        m.record_http(DESTINATION, ("reviews.default.svc.cluster.local",), e)
+    m.record_http(DESTINATION, ("reviews.default.svc.cluster.local",), _entry(cluster="inbound|9080||"))  # HTTP
+    s = _samples(m)
+    [(labels, sent)] = s["istio_request_messages_total"]
+    assert sent == 4 and labels["request_protocol"] == "grpc" and labels["grpc_response_status"] == "0"
+    assert [v for _, v in s["istio_response_messages_total"]] == [6]
+    assert len(s["istio_requests_total"]) == 2  # the plain HTTP request is counted, with no message counts

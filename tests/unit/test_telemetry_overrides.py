@@ -35,8 +35,10 @@ def test_policy_round_trips_through_the_log_name() -> None:
     assert decoded.disabled == POLICY.disabled and decoded.tags == POLICY.tags and len(decoded.expressions) == 2
     assert overrides.decode("") == overrides.NO_POLICY and overrides.decode("{broken") == overrides.NO_POLICY
     assert overrides.NO_POLICY.encode() == ""
-    # unknown metrics (GRPC_*, custom) are not exported: nothing to apply
-    assert not overrides.build([MetricOverride("GRPC_REQUEST_MESSAGES", disabled=True)])
+    # custom metrics are not defined: nothing to apply; the gRPC message counts are Istio metrics like the others
+    assert not overrides.build([MetricOverride("my_custom_count", disabled=True)])
+    assert overrides.build([MetricOverride("GRPC_REQUEST_MESSAGES", disabled=True)]).disabled == {
+        "GRPC_REQUEST_MESSAGES"}
 
 
 def test_agent_applies_disable_remove_and_upsert() -> None:

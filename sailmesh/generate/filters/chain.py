@@ -20,6 +20,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from sailmesh.errors import GenerationError
 from sailmesh.generate.filters import basic, ext_authz, jwt, ratelimit, rbac, telemetry
 from sailmesh.generate.filters.context import Direction, FilterContext
+from sailmesh.telemetry.names import GRPC_STATS_FILTER
 from sailmesh.telemetry.standard import MX_ADD_FILTER, MX_READ_FILTER
 
 FilterBuilder = Callable[[FilterContext], Sequence[hcm_pb2.HttpFilter]]
@@ -44,6 +45,7 @@ HTTP_FILTERS: tuple[FilterSlot, ...] = (
     FilterSlot(ext_authz.EXT_AUTHZ_FILTER, INBOUND_AND_GATEWAY, ext_authz.custom),  # CUSTOM: rbac(shadow)+ext_authz
     FilterSlot(jwt.JWT_FILTER, INBOUND_AND_GATEWAY, jwt.jwt_authn),
     FilterSlot(rbac.RBAC_FILTER, INBOUND_AND_GATEWAY, rbac.rbac),  # AUDIT, DENY, ALLOW
+    FilterSlot(GRPC_STATS_FILTER, INBOUND_AND_GATEWAY, telemetry.grpc_stats),  # Istio's grpc-stats place
     FilterSlot(basic.FAULT_FILTER, OUTBOUND_AND_GATEWAY, basic.fault),
     FilterSlot(basic.CORS_FILTER, OUTBOUND_AND_GATEWAY, basic.cors),
     FilterSlot(basic.DFP_FILTER, OUTBOUND_AND_GATEWAY, basic.dynamic_forward_proxy),

@@ -1,7 +1,9 @@
-"""Istio's metadata exchange (first in the chain, as in Istio): the peer-metadata headers of the standard metrics.
+"""The standard metrics' HTTP filters: Istio's metadata exchange (first in the chain) and gRPC message counts.
 
-Two slots, one filter each: `read` takes the peer's identity off requests (inbound) or responses (outbound,
-gateways) into dynamic metadata; `add` puts this proxy's on responses (inbound) or requests (outbound, gateways).
+Two slots for the exchange, one filter each: `read` takes the peer's identity off requests (inbound) or responses
+(outbound, gateways) into dynamic metadata; `add` puts this proxy's on responses (inbound) or requests (outbound,
+gateways). A third, `grpc_stats`, counts each gRPC request's messages where gRPC arrives as HTTP/2 (inbound and
+gateways; the explicit outbound proxy tunnels gRPC with CONNECT), when Istio's metrics are on for that side.
 """
 
 from __future__ import annotations
@@ -9,7 +11,8 @@ from __future__ import annotations
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
 from sailmesh.generate.filters.context import Direction, FilterContext
-from sailmesh.telemetry.standard import MX_ADD_FILTER, metadata_exchange_filters
+from sailmesh.telemetry import resolve
+from sailmesh.telemetry.standard import MX_ADD_FILTER, grpc_stats_filter, metadata_exchange_filters, metrics_policy
 
 
 def _filters(ctx: FilterContext) -> list[hcm_pb2.HttpFilter]:
@@ -25,3 +28,13 @@ def read_peer(ctx: FilterContext) -> list[hcm_pb2.HttpFilter]:
 def add_own(ctx: FilterContext) -> list[hcm_pb2.HttpFilter]:
     """header_mutation: this proxy's x-envoy-peer-metadata(-id), overwriting whatever the app set."""
     return [f for f in _filters(ctx) if f.name == MX_ADD_FILTER]
+
+
+def grpc_stats(ctx: FilterContext) -> list[hcm_pb2.HttpFilter]:
+    """envoy.filters.http.grpc_stats (message counts in filter state) when this side reports Istio's metrics.
+    Istio adds it on ports declared gRPC; here on every inbound and gateway chain, where it passes any request
+    that is not gRPC (so gRPC on a port declared HTTP is counted too)."""
+    mode = resolve.SERVER if ctx.direction == Direction.INBOUND else resolve.CLIENT
+    if metrics_policy(resolve.for_proxy(ctx.snapshot, ctx.proxy), ctx.snapshot.mesh_config, mode) is None:
+        return []
+    return [grpc_stats_filter()]
