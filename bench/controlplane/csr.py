@@ -15,9 +15,11 @@ import grpc
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bench.controlplane.procs import ControlPlaneProc
+from bench.controlplane.profile import start_profiler, stop_profiler
 from sailmesh.agent.identity import make_csr
 from sailmesh.api.identity import Identity
 from sailmesh.ca.authority import CertificateAuthority
+from sailmesh.ca.rotation import INSTANCE_KEY
 from sailmesh.ca.service import IstioCertificateRequest, client_call
 
 IDENTITY = Identity("cluster.local", "bench", "client")
@@ -50,8 +52,15 @@ def sign_only(count: int, rsa_count: int) -> dict[str, Any]:
         return out
 
 
-async def over_grpc(count: int, concurrency: int, work_dir: str) -> dict[str, Any]:
-    """CreateCertificate against a real control plane's CA port over TLS, `concurrency` calls in flight."""
+SHAPES = ("one_channel", "channel_per_csr")
+TTL_S = 24 * 3600  # what the agent asks for by default (validity_duration)
+
+
+async def over_grpc(count: int, concurrency: int, work_dir: str, profile_dir: str = "") -> dict[str, Any]:
+    """CreateCertificate against a real control plane's CA port over TLS with a join token, `concurrency` calls in
+    flight, in each shape: every call on one TLS channel, and a new TLS channel per call, as the agent does (one
+    CSR per channel: `CertificateManager.fetch`), so a fleet of agents starting costs the CA one handshake per
+    CSR. The request is the agent's: validity_duration and the instance in the metadata."""
     os.makedirs(work_dir, exist_ok=True)
     config = os.path.join(work_dir, "config")
     os.makedirs(config, exist_ok=True)
@@ -67,33 +76,60 @@ async def over_grpc(count: int, concurrency: int, work_dir: str) -> dict[str, An
             token = (await r.json())["token"]
         with open(os.path.join(cp.state_dir, "root-cert.pem"), "rb") as fh:
             root = fh.read()
-        csrs = [make_csr(IDENTITY.uri)[0].decode() for _ in range(count)]
-        metadata = (("authorization", f"Bearer {token}"),)
-        async with grpc.aio.secure_channel(f"127.0.0.1:{cp.ca_port}", grpc.ssl_channel_credentials(root)) as ch:
-            create = client_call(ch)
-            await create(IstioCertificateRequest(csr=csrs[0]), metadata=metadata)  # connect, warm up
-            queue = list(reversed(csrs))
-
-            async def worker() -> None:
-                while queue:
-                    await create(IstioCertificateRequest(csr=queue.pop()), metadata=metadata)
-
-            cpu, wall = cp.cpu(), time.perf_counter()
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
-            cpu, wall = cp.cpu() - cpu, time.perf_counter() - wall
-        return {"csrs": count, "concurrency": concurrency, "controlplane_cpu_s": round(cpu, 2),
-                "wall_s": round(wall, 2), "per_cpu_second": round(count / cpu, 1) if cpu else None,
-                "per_wall_second": round(count / wall, 1)}
+        out: dict[str, Any] = {}
+        for shape in SHAPES:
+            out[shape] = await _measure(cp, shape, token, root, count, concurrency, profile_dir)
+        return out
     finally:
         cp.stop()
 
 
+async def _measure(cp: ControlPlaneProc, shape: str, token: str, root: bytes, count: int, concurrency: int,
+                   profile_dir: str) -> dict[str, Any]:
+    csrs = [make_csr(IDENTITY.uri)[0].decode() for _ in range(count)]
+    metadata = (("authorization", f"Bearer {token}"),)
+    target, creds = f"127.0.0.1:{cp.ca_port}", grpc.ssl_channel_credentials(root)
+
+    def request(csr: str, i: int) -> Any:
+        req: Any = IstioCertificateRequest(csr=csr, validity_duration=TTL_S)
+        req.metadata.update({INSTANCE_KEY: f"bench/client-{i}"})
+        return req
+
+    async with grpc.aio.secure_channel(target, creds) as shared:
+        create = client_call(shared)
+        await create(request(csrs[0], 0), metadata=metadata)  # connect, warm up
+        queue = list(reversed(list(enumerate(csrs))))
+
+        async def worker() -> None:
+            while queue:
+                i, csr = queue.pop()
+                if shape == "one_channel":
+                    await create(request(csr, i), metadata=metadata)
+                    continue
+                async with grpc.aio.secure_channel(target, creds) as ch:
+                    await client_call(ch)(request(csr, i), metadata=metadata)
+
+        profiler = await start_profiler(cp.pid, profile_dir, f"csr-{shape}") if profile_dir else None
+        cpu, wall = cp.cpu(), time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        cpu, wall = cp.cpu() - cpu, time.perf_counter() - wall
+        profile = await stop_profiler(profiler) if profiler is not None else None
+    doc: dict[str, Any] = {
+        "csrs": count, "concurrency": concurrency, "controlplane_cpu_s": round(cpu, 2), "wall_s": round(wall, 2),
+        "per_cpu_second": round(count / cpu, 1) if cpu else None, "per_wall_second": round(count / wall, 1),
+        "profiled": profile is not None}
+    if profile is not None:
+        doc["profile"] = profile
+    return doc
+
+
 def run(count: int = 1000, rsa_count: int = 100, grpc_count: int = 2000, concurrency: int = 16,
-        work_dir: str = "") -> dict[str, Any]:
+        work_dir: str = "", profile_dir: str = "") -> dict[str, Any]:
     """Both measurements, as one JSON-able document."""
     with tempfile.TemporaryDirectory() as tmp:
         return {"sign_only": sign_only(count, rsa_count),
-                "grpc": asyncio.run(over_grpc(grpc_count, concurrency, work_dir or os.path.join(tmp, "cp"))),
+                "grpc": asyncio.run(over_grpc(grpc_count, concurrency, work_dir or os.path.join(tmp, "cp"),
+                                              profile_dir)),
                 "target_per_core": 1000}
 
 
@@ -104,6 +140,8 @@ def render(doc: dict[str, Any]) -> str:
         f"  CA alone, ECDSA P-256 CSRs: {s['ecdsa_p256']['per_cpu_second']:.0f}/CPU-s "
         f"({s['ecdsa_p256']['csrs']} CSRs)",
         f"  CA alone, RSA 2048 CSRs:    {s['rsa_2048']['per_cpu_second']:.0f}/CPU-s ({s['rsa_2048']['csrs']} CSRs)",
-        f"  control plane over gRPC+TLS with join tokens: {g['per_cpu_second'] or 0:.0f}/CPU-s of the control plane, "
-        f"{g['per_wall_second']:.0f}/s wall ({g['csrs']} CSRs, {g['concurrency']} in flight)",
+        *(f"  control plane over gRPC+TLS with join tokens, {label}: {g[shape]['per_cpu_second'] or 0:.0f}/CPU-s "
+          f"of the control plane, {g[shape]['per_wall_second']:.0f}/s wall ({g[shape]['csrs']} CSRs, "
+          f"{g[shape]['concurrency']} in flight{', py-spy attached' if g[shape]['profiled'] else ''})"
+          for shape, label in (("one_channel", "one channel"), ("channel_per_csr", "a channel per CSR (the agent)"))),
     ])
