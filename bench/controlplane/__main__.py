@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         size = "smoke" if a.smoke else "quick" if a.quick else "full"
         sizes = {"smoke": (100, 10, 100), "quick": (300, 30, 500), "full": (1000, 100, 2000)}
         count, rsa_count, grpc_count = sizes[size]
-        doc["csr"] = csr.run(count=count, rsa_count=rsa_count, grpc_count=grpc_count)
+        doc["csr"] = csr.run(count=count, rsa_count=rsa_count, grpc_count=grpc_count, profile_dir=a.profile)
         print(csr.render(doc["csr"]), flush=True)
     for cfg in ([] if a.csr else cases_from_args(a)):
         keep = os.path.join(a.keep_dir, f"{cfg.services}-{cfg.proxies}-{'on' if cfg.sidecar_scoping else 'off'}") \

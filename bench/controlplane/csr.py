@@ -14,10 +14,13 @@ import aiohttp
 import grpc
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from bench.controlplane import procs
 from bench.controlplane.procs import ControlPlaneProc
+from bench.controlplane.profile import start_profiler, stop_profiler
 from sailmesh.agent.identity import make_csr
 from sailmesh.api.identity import Identity
 from sailmesh.ca.authority import CertificateAuthority
+from sailmesh.ca.rotation import INSTANCE_KEY
 from sailmesh.ca.service import IstioCertificateRequest, client_call
 
 IDENTITY = Identity("cluster.local", "bench", "client")
@@ -50,50 +53,126 @@ def sign_only(count: int, rsa_count: int) -> dict[str, Any]:
         return out
 
 
-async def over_grpc(count: int, concurrency: int, work_dir: str) -> dict[str, Any]:
-    """CreateCertificate against a real control plane's CA port over TLS, `concurrency` calls in flight."""
-    os.makedirs(work_dir, exist_ok=True)
-    config = os.path.join(work_dir, "config")
-    os.makedirs(config, exist_ok=True)
-    workloads = os.path.join(work_dir, "workloads.json")
-    with open(workloads, "w", encoding="utf-8") as fh:
-        fh.write("[]")
-    cp = ControlPlaneProc(config, workloads, os.path.join(work_dir, "cp.log"), extra=["--csr-rate", "0"])
-    try:
-        await cp.wait_ready()
+SHAPES = ("one_channel", "channel_per_csr")
+TTL_S = 24 * 3600  # what the agent asks for by default (validity_duration)
+
+
+class CaTarget:
+    """A real control plane's CA port with a join token for bench/client (`root`: the checkout it runs from)."""
+
+    def __init__(self, work_dir: str, root: str = "") -> None:
+        os.makedirs(os.path.join(work_dir, "config"), exist_ok=True)
+        workloads = os.path.join(work_dir, "workloads.json")
+        with open(workloads, "w", encoding="utf-8") as fh:
+            fh.write("[]")
+        saved = procs.ROOT
+        procs.ROOT = root or saved  # the control plane's PYTHONPATH and working directory
+        try:
+            self.cp = ControlPlaneProc(os.path.join(work_dir, "config"), workloads, os.path.join(work_dir, "cp.log"),
+                                       extra=["--csr-rate", "0"])
+        finally:
+            procs.ROOT = saved
+        self.token = ""
+        self.root_pem = b""
+
+    async def start(self) -> None:
+        await self.cp.wait_ready()
         async with aiohttp.ClientSession(trust_env=False) as s, s.post(
-                cp.api + "/api/v1/join-tokens", json={"namespace": "bench", "serviceAccount": "client"},
-                headers=cp.headers) as r:
-            token = (await r.json())["token"]
-        with open(os.path.join(cp.state_dir, "root-cert.pem"), "rb") as fh:
-            root = fh.read()
-        csrs = [make_csr(IDENTITY.uri)[0].decode() for _ in range(count)]
-        metadata = (("authorization", f"Bearer {token}"),)
-        async with grpc.aio.secure_channel(f"127.0.0.1:{cp.ca_port}", grpc.ssl_channel_credentials(root)) as ch:
-            create = client_call(ch)
-            await create(IstioCertificateRequest(csr=csrs[0]), metadata=metadata)  # connect, warm up
-            queue = list(reversed(csrs))
+                self.cp.api + "/api/v1/join-tokens", json={"namespace": "bench", "serviceAccount": "client"},
+                headers=self.cp.headers) as r:
+            self.token = (await r.json())["token"]
+        with open(os.path.join(self.cp.state_dir, "root-cert.pem"), "rb") as fh:
+            self.root_pem = fh.read()
+
+    async def batch(self, shape: str, csrs: list[str], concurrency: int) -> tuple[float, float]:
+        """Sign `csrs` in `shape`: (control-plane CPU seconds, wall seconds)."""
+        metadata = (("authorization", f"Bearer {self.token}"),)
+        target, creds = f"127.0.0.1:{self.cp.ca_port}", grpc.ssl_channel_credentials(self.root_pem)
+
+        def request(csr: str, i: int) -> Any:
+            req: Any = IstioCertificateRequest(csr=csr, validity_duration=TTL_S)
+            req.metadata.update({INSTANCE_KEY: f"bench/client-{i}"})
+            return req
+
+        async with grpc.aio.secure_channel(target, creds) as shared:
+            create = client_call(shared)
+            await create(request(csrs[0], 0), metadata=metadata)  # connect, warm up (not counted)
+            queue = list(reversed(list(enumerate(csrs))))
 
             async def worker() -> None:
                 while queue:
-                    await create(IstioCertificateRequest(csr=queue.pop()), metadata=metadata)
+                    i, csr = queue.pop()
+                    if shape == "one_channel":
+                        await create(request(csr, i), metadata=metadata)
+                        continue
+                    async with grpc.aio.secure_channel(target, creds) as ch:
+                        await client_call(ch)(request(csr, i), metadata=metadata)
 
-            cpu, wall = cp.cpu(), time.perf_counter()
+            cpu, wall = self.cp.cpu(), time.perf_counter()
             await asyncio.gather(*(worker() for _ in range(concurrency)))
-            cpu, wall = cp.cpu() - cpu, time.perf_counter() - wall
-        return {"csrs": count, "concurrency": concurrency, "controlplane_cpu_s": round(cpu, 2),
-                "wall_s": round(wall, 2), "per_cpu_second": round(count / cpu, 1) if cpu else None,
-                "per_wall_second": round(count / wall, 1)}
+            return self.cp.cpu() - cpu, time.perf_counter() - wall
+
+
+def _csrs(count: int) -> list[str]:
+    return [make_csr(IDENTITY.uri)[0].decode() for _ in range(count)]
+
+
+async def over_grpc(count: int, concurrency: int, work_dir: str, profile_dir: str = "") -> dict[str, Any]:
+    """CreateCertificate against a real control plane's CA port over TLS with a join token, `concurrency` calls in
+    flight, in each shape: every call on one TLS channel, and a new TLS channel per call, as the agent does (one
+    CSR per channel: `CertificateManager.fetch`), so a fleet of agents starting costs the CA one handshake per
+    CSR. The request is the agent's: validity_duration and the instance in the metadata."""
+    ca = CaTarget(work_dir)
+    try:
+        await ca.start()
+        out: dict[str, Any] = {}
+        for shape in SHAPES:
+            csrs = _csrs(count)
+            profiler = await start_profiler(ca.cp.pid, profile_dir, f"csr-{shape}") if profile_dir else None
+            cpu, wall = await ca.batch(shape, csrs, concurrency)
+            profile = await stop_profiler(profiler) if profiler is not None else None
+            out[shape] = {"csrs": count, "concurrency": concurrency, "controlplane_cpu_s": round(cpu, 2),
+                          "wall_s": round(wall, 2), "per_cpu_second": round(count / cpu, 1) if cpu else None,
+                          "per_wall_second": round(count / wall, 1), "profiled": profile is not None}
+            if profile is not None:
+                out[shape]["profile"] = profile
+        return out
     finally:
-        cp.stop()
+        ca.cp.stop()
+
+
+async def against(other_root: str, batches: int, batch_size: int, concurrency: int, work_dir: str,
+                  shapes: tuple[str, ...] = SHAPES) -> dict[str, Any]:
+    """This checkout's control plane and `other_root`'s (e.g. `git archive main`) side by side, batches of CSRs
+    alternating between them (which goes first alternates too), so both see the same load on a shared machine."""
+    sides = {"this": CaTarget(os.path.join(work_dir, "this")),
+             "other": CaTarget(os.path.join(work_dir, "other"), other_root)}
+    try:
+        await asyncio.gather(*(t.start() for t in sides.values()))
+        out: dict[str, Any] = {}
+        for shape in shapes:
+            cpu: dict[str, list[float]] = {name: [] for name in sides}
+            for b in range(batches):
+                for name in (["this", "other"] if b % 2 == 0 else ["other", "this"]):
+                    cpu[name].append((await sides[name].batch(shape, _csrs(batch_size), concurrency))[0])
+            n = batches * batch_size
+            out[shape] = {name: {"csrs": n, "controlplane_cpu_s": round(sum(c), 2),
+                                 "per_cpu_second": round(n / sum(c), 1),
+                                 "per_cpu_second_by_batch": [round(batch_size / x) for x in c]}
+                          for name, c in cpu.items()}
+        return out
+    finally:
+        for t in sides.values():
+            t.cp.stop()
 
 
 def run(count: int = 1000, rsa_count: int = 100, grpc_count: int = 2000, concurrency: int = 16,
-        work_dir: str = "") -> dict[str, Any]:
+        work_dir: str = "", profile_dir: str = "") -> dict[str, Any]:
     """Both measurements, as one JSON-able document."""
     with tempfile.TemporaryDirectory() as tmp:
         return {"sign_only": sign_only(count, rsa_count),
-                "grpc": asyncio.run(over_grpc(grpc_count, concurrency, work_dir or os.path.join(tmp, "cp"))),
+                "grpc": asyncio.run(over_grpc(grpc_count, concurrency, work_dir or os.path.join(tmp, "cp"),
+                                              profile_dir)),
                 "target_per_core": 1000}
 
 
@@ -104,6 +183,31 @@ def render(doc: dict[str, Any]) -> str:
         f"  CA alone, ECDSA P-256 CSRs: {s['ecdsa_p256']['per_cpu_second']:.0f}/CPU-s "
         f"({s['ecdsa_p256']['csrs']} CSRs)",
         f"  CA alone, RSA 2048 CSRs:    {s['rsa_2048']['per_cpu_second']:.0f}/CPU-s ({s['rsa_2048']['csrs']} CSRs)",
-        f"  control plane over gRPC+TLS with join tokens: {g['per_cpu_second'] or 0:.0f}/CPU-s of the control plane, "
-        f"{g['per_wall_second']:.0f}/s wall ({g['csrs']} CSRs, {g['concurrency']} in flight)",
+        *(f"  control plane over gRPC+TLS with join tokens, {label}: {g[shape]['per_cpu_second'] or 0:.0f}/CPU-s "
+          f"of the control plane, {g[shape]['per_wall_second']:.0f}/s wall ({g[shape]['csrs']} CSRs, "
+          f"{g[shape]['concurrency']} in flight{', py-spy attached' if g[shape]['profiled'] else ''})"
+          for shape, label in (("one_channel", "one channel"), ("channel_per_csr", "a channel per CSR (the agent)"))),
     ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m bench.controlplane.csr --against DIR`: this checkout against another, interleaved."""
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(prog="python -m bench.controlplane.csr", description=main.__doc__)
+    p.add_argument("--against", required=True, metavar="DIR", help="another checkout's root (git archive REV)")
+    p.add_argument("--batches", type=int, default=6)
+    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--shape", choices=SHAPES, action="append", help="only these shapes (default: both)")
+    a = p.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        doc = asyncio.run(against(os.path.abspath(a.against), a.batches, a.batch_size, a.concurrency, tmp,
+                                  tuple(a.shape or SHAPES)))
+    print(json.dumps(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

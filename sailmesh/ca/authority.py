@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from sailmesh.api.identity import Identity
+from sailmesh.ca.template import SigningKey, WorkloadTemplate, pem_certificate
 from sailmesh.errors import CertificateError, IdentityError
 
 log = logging.getLogger("sailmesh.ca")
@@ -43,7 +44,6 @@ CA_CERT, CA_KEY, ROOT_CERT, CERT_CHAIN = "ca-cert.pem", "ca-key.pem", "root-cert
 SELF_SIGNED_DIR = "ca"  # under the control plane's state dir: root-cert.pem and ca-key.pem (0600)
 TRUST_BUNDLE = "trust-bundle.pem"  # there, during a root rotation: every root trusted (absent: root-cert.pem alone)
 
-SigningKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 
 @dataclass(frozen=True)
@@ -161,18 +161,24 @@ class CertificateAuthority:
         self._chain_tail = (*(pem(c) for c in intermediates), bundle)
         self._aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(signing_key.public_key())
         self._signing_not_after = signing_cert.not_valid_after_utc
-        self._workload_base = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([]))
-            .issuer_name(signing_cert.subject)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=True, content_commitment=False,
-                                         data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                                         crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                           critical=False)
-            .add_extension(self._aki, critical=False)
-        )
+        # Issuer and the extensions every workload certificate has, encoded once per signing certificate.
+        fixed: list[tuple[x509.ExtensionType, bool]] = [
+            (x509.BasicConstraints(ca=False, path_length=None), True),
+            (x509.KeyUsage(digital_signature=True, key_encipherment=True, content_commitment=False,
+                           data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
+                           encipher_only=False, decipher_only=False), True),
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), False),
+            (self._aki, False),
+        ]
+        base = x509.CertificateBuilder().subject_name(x509.Name([])).issuer_name(signing_cert.subject)
+        for value, critical in fixed:
+            base = base.add_extension(value, critical=critical)
+        self._workload_base = base
+        template = WorkloadTemplate(signing_cert.subject, signing_key, fixed)
+        self._template = template if template.matches(base, signing_key, signing_cert) else None
+        if self._template is None:
+            log.warning("the DER template does not reproduce the certificate builder's encoding for %s; signing "
+                        "with the builder (slower)", signing_cert.subject.rfc4514_string())
         self.bundle_id = hashlib.sha256(bundle.encode()).hexdigest()[:16]  # names this exact bundle
         self.signing_id = signing_cert.fingerprint(hashes.SHA256()).hex()
 
@@ -271,18 +277,22 @@ class CertificateAuthority:
             if others:
                 raise IdentityError(f"the CSR asks for {', '.join(others)}; the caller proved {uri}")
         now = datetime.datetime.now(datetime.UTC)
+        not_before = now - BACKDATE
         not_after = min(now + datetime.timedelta(seconds=self.ttl(ttl_s)), self._signing_not_after)
-        cert = (
-            self._workload_base  # issuer and the extensions every workload certificate has, built once
-            .public_key(public_key)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - BACKDATE)
-            .not_valid_after(not_after)
-            # The subject is empty, so the SAN is critical (RFC 5280 4.2.1.6), as in Istio's workload certificates.
-            .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=True)
-            .sign(self._key, SHA256)
-        )
-        return IssuedCertificate((pem(cert), *self._chain_tail), now - BACKDATE, not_after)
+        serial = x509.random_serial_number()
+        if self._template is not None and uri.isascii():
+            leaf = pem_certificate(self._template.sign(serial, not_before, not_after, public_key, uri))
+        else:
+            leaf = pem(
+                self._workload_base
+                .public_key(public_key)
+                .serial_number(serial)
+                .not_valid_before(not_before)
+                .not_valid_after(not_after)
+                # The subject is empty, so the SAN is critical (RFC 5280 4.2.1.6), as in Istio's workload certificates.
+                .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=True)
+                .sign(self._key, SHA256))
+        return IssuedCertificate((leaf, *self._chain_tail), not_before, not_after)
 
     def issue_server(self, dns_names: list[str], ips: list[str], ttl_s: float = 0) -> tuple[IssuedCertificate, bytes]:
         """A serving certificate with a fresh key for the control plane itself (istiod.istio-system.svc, ...)."""

@@ -36,13 +36,13 @@ class MeshSource:
         metadata: dict[str, Any] = json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {}
         view = proxy_view_from_node(node.id, metadata)  # raises XdsError for a malformed node
         self.proxies[id(view)] = view
-        log.info("proxy connected: %s", printable(view.id))
+        log.debug("proxy connected: %s", printable(view.id))  # the ADS server logs it at info (once, not twice)
         return view
 
     def proxy_disconnected(self, handle: object) -> None:
         if isinstance(handle, ProxyView):
             self.proxies.pop(id(handle), None)
-            log.info("proxy disconnected: %s", printable(handle.id))
+            log.debug("proxy disconnected: %s", printable(handle.id))
 
     def generate(self, handle: object, type_url: str) -> Generated:
         """Raises GenerationError; the server then keeps the proxy's last config and reports the error."""

@@ -8,7 +8,7 @@ those inputs, so an id is never reused while its entry lives. Values are shared:
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 
@@ -57,3 +57,17 @@ class Memos:
         self.envoy_filters = IdentityMemo(10_000)
         self.patched = IdentityMemo(10_000)
         self.max_entries = max_entries
+        self._route_inserts = 0
+
+    def routes_inserted(self, currency: Callable[[], Callable[[Any], bool]]) -> None:
+        """After an insert into `routes`: now and then (after len/8 + 64 inserts, so the sweeps cost O(1) per
+        insert) drop the entries that `currency()` says hold superseded inputs. Their keys hold the ids of those
+        inputs, so they can never match again; kept, every config change would leave one behind (its
+        VirtualService, parsed YAML and serialized routes) until max_entries: the soak's growth (issue 13)."""
+        self._route_inserts += 1
+        if self._route_inserts < len(self.routes) // 8 + 64:
+            return
+        self._route_inserts = 0
+        current = currency()
+        for key in [k for k, entry in self.routes.items() if not current(entry)]:
+            del self.routes[key]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
@@ -92,7 +92,22 @@ def _memo_entry(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, port: in
     memo[key] = entry
     if len(memo) > memos.max_entries:
         memo.popitem(last=False)
+    memos.routes_inserted(lambda: _current_in(snapshot))
     return entry
+
+
+def _current_in(snapshot: MeshSnapshot) -> Callable[[MemoEntry], bool]:
+    """Whether a memo entry's inputs are all `snapshot`'s: its services, rules and mesh objects, and each of its
+    VirtualServices (an entry of a superseded one can never be hit again: its key holds that object's id)."""
+    services, rules, mesh = snapshot.services, snapshot.of_kind("DestinationRule"), snapshot.mesh
+    live = {id(vs) for vs in snapshot.of_kind("VirtualService")}
+
+    def current(entry: MemoEntry) -> bool:
+        _svc, read, held_services, held_rules, held_mesh = entry.held
+        return (held_services is services and held_rules is rules and held_mesh is mesh
+                and all(id(vs) in live for vs in read))
+
+    return current
 
 
 def _domains(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, port: int,

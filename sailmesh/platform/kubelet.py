@@ -92,12 +92,22 @@ def check_for(inst: Instance, field: str, probe: Probe, status_port: int,
 @dataclass
 class Hooks:
     """What the prober does to the mesh: alive() of this app process, mark(key, down) in the endpoints (True when
-    that changed the instance's state), kill(reason) of this app process, say(line) on the terminal."""
+    that changed the instance's state), kill(reason[, grace seconds]) of this app process (SIGTERM, SIGKILL after the
+    grace, by default the pod's), say(line) on the terminal."""
 
     alive: Callable[[], bool]
     mark: Callable[[str, bool], bool]
-    kill: Callable[[str], Awaitable[None]]
+    kill: Callable[..., Awaitable[None]]
     say: Callable[[str], None]
+
+
+async def kill_for(hooks: Hooks, probe: Probe, reason: str) -> None:
+    """Kubernetes' kill after a failed liveness or startup probe: the probe's terminationGracePeriodSeconds when it
+    sets one, else the pod's grace period."""
+    if probe.termination_grace_s is None:
+        await hooks.kill(reason)
+    else:
+        await hooks.kill(reason, probe.termination_grace_s)
 
 
 def startup_key(inst: Instance) -> str:
@@ -146,7 +156,7 @@ class AppProber:
                 return True
             failed += 1
             if failed >= probe.failure_threshold:
-                await self.hooks.kill(f"{self.who} startup probe failed {failed} times ({why})")
+                await kill_for(self.hooks, probe, f"{self.who} startup probe failed {failed} times ({why})")
                 return False
             await asyncio.sleep(probe.period_s)
         return False
@@ -158,7 +168,7 @@ class AppProber:
             why = await check()
             failed = 0 if why is None else failed + 1
             if failed >= probe.failure_threshold:
-                await self.hooks.kill(f"{self.who} liveness probe failed {failed} times in a row ({why})")
+                await kill_for(self.hooks, probe, f"{self.who} liveness probe failed {failed} times in a row ({why})")
                 return
             await asyncio.sleep(probe.period_s)
 

@@ -17,6 +17,9 @@ from sailmesh.errors import PlatformError
 DEFAULTS = {"initialDelaySeconds": 0, "periodSeconds": 10, "timeoutSeconds": 1, "successThreshold": 1,
             "failureThreshold": 3}
 HANDLERS = ("httpGet", "tcpSocket", "exec", "grpc")
+# Kubernetes' probe-level grace (ProbeTerminationGracePeriod, GA in 1.28): the seconds between SIGTERM and SIGKILL
+# when a liveness or startup probe fails, instead of the pod's terminationGracePeriodSeconds
+GRACE = "terminationGracePeriodSeconds"
 # Istio's rewritten probe paths on the agent's status port (pilot-agent's /app-health/<container>/<probe>)
 APP_HEALTH = {"readinessProbe": "readyz", "livenessProbe": "livez", "startupProbe": "startupz"}
 
@@ -42,6 +45,7 @@ class Probe:
     failure_threshold: int = 3
     command: tuple[str, ...] = ()  # exec.command
     service: str = ""  # grpc.service: the name sent in grpc.health.v1 HealthCheckRequest ("" = the server)
+    termination_grace_s: float | None = None  # terminationGracePeriodSeconds (None: the pod's grace period)
 
     @property
     def rewritten(self) -> bool:
@@ -88,7 +92,7 @@ def parse(spec: Any, named: Mapping[str, int], app_ports: Mapping[int, int], whe
         return None
     if not isinstance(spec, dict):
         raise PlatformError(f"{where} must be an object")
-    unknown = sorted(set(spec) - set(HANDLERS) - set(DEFAULTS))
+    unknown = sorted(set(spec) - set(HANDLERS) - set(DEFAULTS) - {GRACE})
     if unknown:
         raise PlatformError(f"{where}: not supported by the embedded platform: {', '.join(unknown)}")
     handlers = [k for k in HANDLERS if k in spec]
@@ -103,6 +107,14 @@ def parse(spec: Any, named: Mapping[str, int], app_ports: Mapping[int, int], whe
         # Kubernetes' validation: "Must be 1 for liveness and startup"
         raise PlatformError(f"{where}.successThreshold must be 1 for a {field}")
     extra: dict[str, Any] = {}
+    if GRACE in spec:
+        grace = spec[GRACE]
+        # Kubernetes' validation (validateProbe and the readiness rule of validateContainers), its messages
+        if field == "readinessProbe":
+            raise PlatformError(f"{where}.{GRACE}: must not be set for readinessProbes")
+        if not isinstance(grace, int) or isinstance(grace, bool) or grace <= 0:
+            raise PlatformError(f"{where}.{GRACE}: must be greater than 0")
+        extra["termination_grace_s"] = float(grace)
     if kind == "exec":
         command = h.get("command")
         if not isinstance(command, list) or not command or not all(isinstance(c, str) for c in command):

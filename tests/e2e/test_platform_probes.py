@@ -20,8 +20,10 @@ WEB_CLUSTER = "outbound|8000||web.default.svc.cluster.local::"
 # An app whose health follows files in FLAGS: /started 200 once `started` exists; /healthz 500 while `sick` exists;
 # its TCP port PORT_8001 accepts only while `tcp-closed` does not exist. It prints every probe path it is asked.
 PROBED_APP = '''\
-import http.server, os, socket, threading, time
+import http.server, os, signal, socket, threading, time
 flags = os.environ["FLAGS"]
+if os.environ.get("IGNORE_SIGTERM"):
+    signal.signal(signal.SIGTERM, lambda *_: print("SIGTERM ignored", flush=True))
 def flag(name):
     return os.path.exists(os.path.join(flags, name))
 class H(http.server.BaseHTTPRequestHandler):
@@ -58,13 +60,13 @@ STARTED_ON_8000 = ("  startupProbe:\n    tcpSocket:\n      port: 8000\n"
                    "    periodSeconds: 1\n    failureThreshold: 120\n")
 
 
-def _web(tmp: pathlib.Path, probes: str) -> tuple[str, pathlib.Path]:
+def _web(tmp: pathlib.Path, probes: str, env: str = "") -> tuple[str, pathlib.Path]:
     flags = tmp / "flags"
     flags.mkdir(exist_ok=True)
     app = tmp / "probed.py"
     app.write_text(PROBED_APP)
     ports = "  ports:\n  - name: http\n    containerPort: 8000\n  - name: tcp\n    containerPort: 8001\n"
-    web = workload("web", str(app), ports=False, extra=ports + probes, env=f'    FLAGS: "{flags}"\n')
+    web = workload("web", str(app), ports=False, extra=ports + probes, env=f'    FLAGS: "{flags}"\n' + env)
     return mesh_dir(tmp, workload("client", "{SLEEPER}", ports=False), web), flags
 
 
@@ -126,6 +128,28 @@ def test_a_tcp_liveness_probe_with_restart_policy_never_stops_the_app_for_good(t
         assert recorded(mesh.state_dir)["web-0.default"]["pid"] == app["pid"]
         wait_for(lambda: f"{web_ip}:8000" not in eds_hosts(client_ip, WEB_CLUSTER), timeout=30,
                  what="the stopped app's endpoint to leave the client's EDS")
+
+
+def test_a_liveness_kill_waits_the_probes_termination_grace_period_not_the_pods(tmp_path: pathlib.Path) -> None:
+    """Kubernetes' probe-level terminationGracePeriodSeconds: after a liveness failure the app gets that long between
+    SIGTERM and SIGKILL instead of the pod's grace period (30 s here, as a Pod's default). The app ignores SIGTERM, so
+    only the SIGKILL after the probe's 1 s can end it well before the pod's 30 s."""
+    probes = ("  livenessProbe:\n    tcpSocket:\n      port: tcp\n    periodSeconds: 1\n    failureThreshold: 1\n"
+              "    terminationGracePeriodSeconds: 1\n"
+              "  startupProbe:\n    tcpSocket:\n      port: tcp\n    periodSeconds: 1\n    failureThreshold: 120\n")
+    d, flags = _web(tmp_path, probes, env='    IGNORE_SIGTERM: "1"\n')
+    with RunningMesh(str(tmp_path / "s"), dirs=[d]) as mesh:
+        wait_for(lambda: "web-0 startup probe passed" in mesh.output(), timeout=60, what="the startup probe")
+        app = recorded(mesh.state_dir)["web-0.default"]
+        (flags / "tcp-closed").write_text("")
+        wait_for(lambda: "liveness probe failed 1 times in a row" in mesh.output(), timeout=30,
+                 what="the liveness failure")
+        (flags / "tcp-closed").unlink()
+        wait_for(lambda: "SIGTERM ignored" in (pathlib.Path(mesh.state_dir) / "logs" / "web-0.default.log").read_text(),
+                 timeout=10, what="the app to get (and ignore) SIGTERM")
+        # the pod's grace would keep the old process for 30 s; the probe's lets it go after 1 s
+        wait_for(lambda: recorded(mesh.state_dir)["web-0.default"]["pid"] != app["pid"], timeout=20,
+                 what="the app to be killed after the probe's grace period and restarted")
 
 
 def test_the_startup_probe_gates_liveness_and_readiness_and_the_endpoint(tmp_path: pathlib.Path) -> None:

@@ -220,6 +220,32 @@ def test_route_memo_entries_are_reused_by_identity_of_their_inputs() -> None:
         routes._memo_entry(s2, p, reviews, 9080, gen.memos)
 
 
+def test_route_memo_entries_of_superseded_config_are_dropped() -> None:
+    """Issue 13's soak: every VirtualService change left a route memo entry behind (the old VirtualService, its
+    parsed YAML and routes) until 100,000 entries. Entries holding superseded inputs can never be hit again (their
+    key holds those objects' ids), so they are swept now and then; entries of current inputs stay and are reused."""
+    from sailmesh.generate import routes
+
+    def vs(i: int) -> str:
+        return ("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\nspec:\n"
+                f"  hosts: [reviews]\n  http:\n  - route: [{{destination: {{host: reviews, subset: v{i % 3 + 1}}}}}]\n"
+                f"    headers: {{response: {{set: {{x-change: '{i}'}}}}}}\n")
+
+    gen, p = Generator(), sidecar()
+    snap = bookinfo(version=1)
+    gen.resources(snap, p, ROUTE)
+    ratings = snap.services["ratings.default.svc.cluster.local"]
+    first = routes._memo_entry(snap, p, ratings, 9080, gen.memos)
+    changes = 300
+    for i in range(2, changes + 2):
+        snap = dataclasses.replace(snap, version=i, config={**snap.config, "VirtualService": tuple(resources(vs(i)))},
+                                   previous_index=snap.index)
+        gen.advance(snap, {ROUTE})
+        gen.resources(snap, p, ROUTE)
+    assert len(gen.memos.routes) < changes // 2  # one entry per change before: > 300
+    assert routes._memo_entry(snap, p, ratings, 9080, gen.memos) is first  # unchanged inputs: still reused
+
+
 HASH_DR_IN_BAR = """
 apiVersion: networking.istio.io/v1
 kind: DestinationRule

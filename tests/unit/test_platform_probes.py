@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pathlib
@@ -10,9 +11,11 @@ import pytest
 
 from sailmesh.api.parse import load_paths
 from sailmesh.errors import PlatformError
+from sailmesh.platform.kubelet import AppProber, Hooks
 from sailmesh.platform.probes import parse
 from sailmesh.platform.restart import BackOff, should_restart
 from sailmesh.platform.workloads import plan
+from sailmesh.processes import free_port
 
 NAMED = {"http": 8000}
 APP_PORTS = {8000: 41234}
@@ -77,8 +80,8 @@ def test_relative_paths_resolve_against_the_config_directory(tmp_path: pathlib.P
 
 
 def test_liveness_and_startup_need_success_threshold_1_and_unknown_fields_are_refused() -> None:
-    """Kubernetes' validation: successThreshold "must be 1 for liveness and startup"; a field the platform would not
-    act on (terminationGracePeriodSeconds of a probe) is an error, never silently accepted."""
+    """Kubernetes' validation: successThreshold "must be 1 for liveness and startup"; terminationGracePeriodSeconds
+    "must not be set for readinessProbes"."""
     spec = {"httpGet": {"port": 8000}, "successThreshold": 2}
     assert parse(spec, NAMED, APP_PORTS, "w", "readinessProbe") is not None
     for field in ("livenessProbe", "startupProbe"):
@@ -103,3 +106,44 @@ def test_probes_become_istios_app_probers_on_the_app_port(tmp_path: pathlib.Path
                                   "timeoutSeconds": 1.0},
         "/app-health/web/startupz": {"tcpSocket": {"port": 41234}, "timeoutSeconds": 2.0}}
     assert web.startup_probe is not None and web.startup_probe.failure_threshold == 30
+
+
+@pytest.mark.parametrize("field", ["livenessProbe", "startupProbe"])
+def test_probe_termination_grace_period_as_kubernetes_validates_it(field: str) -> None:
+    """Kubernetes' probe-level terminationGracePeriodSeconds (ProbeTerminationGracePeriod, GA in 1.28): liveness and
+    startup probes only, an integer greater than 0 (validateProbe: "must be greater than 0"); unset: the pod's."""
+    p = parse({"tcpSocket": {"port": 8000}, "terminationGracePeriodSeconds": 3}, NAMED, APP_PORTS, "w", field)
+    assert p is not None and p.termination_grace_s == 3
+    unset = parse({"tcpSocket": {"port": 8000}}, NAMED, APP_PORTS, "w", field)
+    assert unset is not None and unset.termination_grace_s is None
+    for bad in (0, -1, 1.5, "5", True):
+        with pytest.raises(PlatformError, match="must be greater than 0"):
+            parse({"tcpSocket": {"port": 8000}, "terminationGracePeriodSeconds": bad}, NAMED, APP_PORTS, "w", field)
+    with pytest.raises(PlatformError, match="must not be set for readinessProbes"):
+        parse({"tcpSocket": {"port": 8000}, "terminationGracePeriodSeconds": 3}, NAMED, APP_PORTS, "w",
+              "readinessProbe")
+
+
+@pytest.mark.parametrize(("grace", "expected"), [("    terminationGracePeriodSeconds: 2\n", [(True, 2.0)]),
+                                                 ("", [(True,)])])
+async def test_a_liveness_kill_uses_the_probes_grace_period(tmp_path: pathlib.Path, grace: str,
+                                                            expected: list[tuple[object, ...]]) -> None:
+    """The kubelet kills a container whose liveness probe failed with the probe's terminationGracePeriodSeconds when
+    it sets one, else with the pod's grace period (the platform's default)."""
+    (tmp_path / "w.yaml").write_text(
+        "apiVersion: local.sailmesh.io/v1alpha1\nkind: LocalWorkload\nmetadata: {name: web}\n"
+        "spec:\n  command: [python, app.py]\n  sidecar: false\n"
+        f"  livenessProbe:\n    tcpSocket: {{port: {free_port()}}}\n    failureThreshold: 1\n" + grace)
+    loaded = load_paths([str(tmp_path)])
+    assert not loaded.errors
+    (web,) = plan(loaded.resources, "127.0.0.1", lambda _ip: free_port())  # nothing listens there: the probe fails
+    kills: list[tuple[object, ...]] = []
+    alive = [True]
+
+    async def kill(reason: str, *grace_s: float) -> None:
+        kills.append(("liveness probe failed 1 times in a row" in reason, *grace_s))
+        alive[0] = False
+
+    hooks = Hooks(alive=lambda: alive[0], mark=lambda _k, _d: False, kill=kill, say=lambda _line: None)
+    await asyncio.wait_for(AppProber(web, hooks, free_port()).run(), 30)
+    assert kills == expected
