@@ -206,6 +206,16 @@ def make_app(backend: Backend, mounts: Mapping[str, web.Application] | None = No
             return _json({"errors": ["this control plane does not analyze"]}, 404)
         return _json({"items": await found()})
 
+    async def analyze(request: web.Request) -> web.Response:
+        found = getattr(backend, "analyze_files", None)  # `sailmesh analyze`, files and all (analyze_api)
+        if found is None:
+            return _json({"errors": ["this control plane does not analyze"]}, 404)
+        body = await _body(request)
+        if isinstance(body, web.Response):
+            return body
+        status, answer = await found(body)
+        return _json(answer, status)
+
     async def version(_: web.Request) -> web.Response:
         return _json({"version": __version__})
 
@@ -342,6 +352,7 @@ def make_app(backend: Backend, mounts: Mapping[str, web.Application] | None = No
     app.router.add_get("/api/v1/resources", resources)
     app.router.add_get("/api/v1/live", live)
     app.router.add_get("/api/v1/analysis", analysis)
+    app.router.add_post("/api/v1/analyze", analyze)
     app.router.add_get("/version", version)
     app.router.add_get("/api/v1/rejected", rejected)
     app.router.add_get("/debug/syncz", syncz)
