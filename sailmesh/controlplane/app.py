@@ -25,7 +25,7 @@ from sailmesh.api.resource import Resource, ResourceKey, Source
 from sailmesh.api.validate import errors_only, validate
 from sailmesh.ca.authority import CaOptions
 from sailmesh.ca.limits import CSR_PER_IDENTITY, Limit
-from sailmesh.controlplane import analyze_api
+from sailmesh.controlplane import analyze_api, explain_api
 from sailmesh.controlplane import live as live_mod
 from sailmesh.controlplane.debounce import Debouncer
 from sailmesh.controlplane.dns import DnsServer
@@ -429,6 +429,24 @@ class ControlPlane:
         live = self.live_documents()
         return await self._analyze_answers.get([live, body, self.mesh_file],
                                                lambda: analyze_api.answer(body, live, self.mesh_file))
+
+    async def explain(self, body: Any) -> tuple[int, dict[str, Any]]:
+        """`sailmesh explain`, walked here (explain_api) in a worker thread; the config dumps it asks for are built
+        on the event loop, as /debug/config_dump builds them."""
+        loop = asyncio.get_running_loop()
+
+        async def on_loop(node_id: str, types: str) -> dict[str, Any] | None:
+            return self.config_dump(node_id, types)
+
+        def dump(node_id: str, types: str) -> dict[str, Any] | None:
+            return asyncio.run_coroutine_threadsafe(on_loop(node_id, types), loop).result(timeout=60)
+
+        return await asyncio.to_thread(explain_api.explain, body, self.sync_status(), dump)
+
+    async def authz_rules(self, node_id: str) -> tuple[int, dict[str, Any]]:
+        """`x authz check`: the RBAC rules of the proxy's inbound listeners (read in a worker thread)."""
+        listeners = self.config_dump(node_id, "listeners")
+        return await asyncio.to_thread(explain_api.authz_rules, node_id, lambda _n, _t: listeners)
 
     def live_documents(self) -> list[dict[str, Any]]:
         """The config in force plus workloads as Pods and Namespaces, as `analyze` reads a live mesh."""
