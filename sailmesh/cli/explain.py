@@ -108,7 +108,7 @@ def gather(args: argparse.Namespace) -> dict[str, Any]:
         raise PlatformError("; ".join((out or {}).get("errors", [f"the control plane answered HTTP {status}"])))
     out["request"]["headers"] = {k: _shown(k, v) for k, v in out["request"].get("headers", {}).items()}
     out["notes"] = notes + list(out.get("notes", []))
-    return out
+    return dict(out)
 
 
 def render(ex: dict[str, Any]) -> list[str]:

@@ -16,7 +16,6 @@ Answer:   {"messages": [{code, documentationUrl, level, message, origin, referen
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from collections.abc import Callable, Mapping
@@ -64,13 +63,12 @@ def answer(body: Any, live_docs: list[dict[str, Any]], mesh_config: Mapping[str,
     text = body.get("meshConfig")
     if text is not None:
         try:
-            mesh = yaml.safe_load(text) if isinstance(text, str) else None
+            given = (yaml.safe_load(text) or {}) if isinstance(text, str) else None
         except yaml.YAMLError as e:
             return _refused("meshConfig", str(e))
-        if mesh is None and isinstance(text, str):
-            mesh = {}
-        if not isinstance(mesh, dict):
+        if not isinstance(given, dict):
             return _refused("meshConfig", "mesh config must be a YAML mapping")
+        mesh = given
     loaded = load_texts(files)
     live = live_resources(live_docs) if body.get("useLive", True) else []
     given = {r.key for r in loaded.resources}
@@ -97,6 +95,8 @@ class LastAnswer(Generic[T]):
         key = hashlib.sha256(json.dumps(question, sort_keys=True, default=str).encode()).hexdigest()
         last = self._last
         if last is None or last[0] != key:
+            import asyncio  # (only here: the CLI runs `answer` in process, without an event loop)
+
             last = (key, await asyncio.to_thread(compute))
             self._last = last
         return last[1]
