@@ -11,12 +11,13 @@ from typing import Any
 import yaml
 
 from sailmesh.api import kinds
+from sailmesh.api.files import MAX_FILE_BYTES as MAX_FILE_BYTES  # re-exported (validate, kube_inject)
+from sailmesh.api.files import iter_files as iter_files  # re-exported (store.files)
+from sailmesh.api.files import read_text
 from sailmesh.api.resource import DEFAULT_NAMESPACE, Resource, Source
 from sailmesh.errors import ParseError
 
 CLUSTER_SCOPED_KINDS = frozenset({"Namespace", "Node", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"})
-YAML_SUFFIXES = (".yaml", ".yml", ".json")
-MAX_FILE_BYTES = 32 * 1024 * 1024  # a config file larger than this is refused, not parsed
 MAX_NODES = 2_000_000  # guards against alias ("billion laughs") expansion
 
 _Loader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -295,38 +296,11 @@ def resource_from_dict(doc: Any, source: Source = Source()) -> Resource:
     )
 
 
-def iter_files(path: str) -> Iterable[str]:
-    """The YAML/JSON files under path (or path itself), in a stable order."""
-    if os.path.isdir(path):
-        for root, dirs, files in os.walk(path):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for f in sorted(files):
-                if f.endswith(YAML_SUFFIXES):
-                    yield os.path.join(root, f)
-    else:
-        yield path
-
-
 def load_file(path: str, max_bytes: int = MAX_FILE_BYTES) -> LoadResult:
     """Parse one file (refusing files over max_bytes and binary files with a clear error)."""
-    try:
-        size = os.path.getsize(path)
-        if size > max_bytes:
-            return LoadResult(errors=[ParseError(
-                f"file too large ({size} bytes; the limit is {max_bytes} bytes)", file=path)])
-        with open(path, "rb") as fh:
-            data = fh.read(max_bytes + 1)
-    except OSError as e:
-        return LoadResult(errors=[ParseError(f"cannot read: {e.strerror or e}", file=path)])
-    if len(data) > max_bytes:
-        return LoadResult(errors=[ParseError(f"file too large (over {max_bytes} bytes)", file=path)])
-    if b"\x00" in data:
-        return LoadResult(errors=[ParseError("not a text file (contains NUL bytes)", file=path)])
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        return LoadResult(errors=[ParseError("not a text file (invalid UTF-8)", file=path, line=line)])
+    text = read_text(path, max_bytes)
+    if isinstance(text, ParseError):
+        return LoadResult(errors=[text])
     return parse_text(text, path)
 
 
@@ -354,6 +328,19 @@ def load_paths(paths: Iterable[str]) -> LoadResult:
             continue
         for f in iter_files(p):
             result.extend(load_file(f))
+    return _without_duplicates(result)
+
+
+def load_texts(named: Iterable[tuple[str, str]]) -> LoadResult:
+    """Parse (file name, text) pairs read elsewhere (api.files.read_paths), as load_paths parses files."""
+    result = LoadResult()
+    for name, text in named:
+        result.extend(parse_text(text, name))
+    return _without_duplicates(result)
+
+
+def _without_duplicates(result: LoadResult) -> LoadResult:
+    """The result with an error for, and without, every resource defined again after its first definition."""
     dups = find_duplicates(result.resources)
     if dups:
         result.errors.extend(dups)

@@ -8,8 +8,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from envoy.type.v3 import http_status_pb2
-
 from sailmesh.api.types import BadValue, parse_duration
 
 GROUP = "policy.sailmesh.io"
@@ -213,6 +211,8 @@ def parse(spec: Any) -> tuple[RateLimitSpec, list[tuple[str, str]]]:
         else:
             _unknown(resp, ("status", "headers"), "spec.response", problems)
             s = resp.get("status", 429)
+            from envoy.type.v3 import http_status_pb2  # Envoy's protos load only for a response status
+
             if isinstance(s, bool) or not isinstance(s, int) or not 400 <= s <= 599 or \
                     s not in http_status_pb2.StatusCode.values():
                 problems.append(("spec.response.status", "must be an HTTP error status Envoy knows (400-599)"))

@@ -13,24 +13,18 @@ import json
 import sys
 from typing import Any
 
-import yaml
-
-from sailmesh.analysis.diagnostic import LEVELS, Diagnostic, at_least
-from sailmesh.analysis.registry import analyze
-from sailmesh.analysis.suppress import apply_suppressions, parse_suppressions
-from sailmesh.api.parse import load_paths
-from sailmesh.api.resource import DEFAULT_NAMESPACE, Resource
+from sailmesh.api.files import read_paths
 from sailmesh.cli.apiclient import call
 from sailmesh.cli.common import add_state_dir, running_mesh
-from sailmesh.controlplane.live import resources as live_resources
-from sailmesh.errors import ConfigError, PlatformError
-from sailmesh.generate.enforcement import not_enforced
+from sailmesh.errors import PlatformError
 
 # istioctl's exit codes (cmd/istioctl: ExitIncorrectUsage, ExitDataError, ExitAnalyzerFoundIssues).
 EXIT_USAGE = 64
 EXIT_DATA_ERROR = 65
 EXIT_FOUND_ISSUES = 79
-LEVEL_NAMES = list(LEVELS)
+LEVEL_NAMES = ["Info", "Warning", "Error"]  # analysis.diagnostic.LEVELS' order (not imported: it loads the models)
+DEFAULT_NAMESPACE = "default"  # api.resource's (that module loads more than this command needs)
+FIELDS = ("code", "documentationUrl", "level", "message", "origin", "reference")  # istioctl's JSON/YAML form
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-threshold", choices=LEVEL_NAMES, default="Info",
                         help="lowest level printed (default Info)")
     parser.add_argument("--meshConfigFile", "--mesh-config-file", dest="mesh_config_file", default="",
-                        help="MeshConfig YAML to analyze against")
+                        help="MeshConfig YAML to analyze against (default: the running mesh's; none for files alone)")
     parser.add_argument("-n", "--namespace", default=DEFAULT_NAMESPACE,
                         help="namespace whose messages are reported (default: default)")
     parser.add_argument("-A", "--all-namespaces", action="store_true", help="report messages for all namespaces")
@@ -64,87 +58,114 @@ def _boolean(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def live_mesh(args: argparse.Namespace) -> list[Resource]:
-    """The running mesh's config and workloads (as Pods and Namespaces); PlatformError when none runs."""
+def _ask_control_plane(args: argparse.Namespace, request: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
+    """The running control plane's analysis of the request (analyze_api), or None when it offers none (an older
+    one). PlatformError when no mesh runs or it cannot be reached."""
     mesh = running_mesh(args)
-    status, body = call(mesh.api_url, "GET", "/api/v1/live")
-    if status != 200:
+    status, body = call(mesh.api_url, "POST", "/api/v1/analyze", request)
+    if status == 404:
+        return None
+    if status not in (200, 400) or not isinstance(body, dict):
         raise PlatformError(f"the control plane answered HTTP {status}: {(body or {}).get('errors')}")
-    return live_resources(body.get("items", []))
+    return status, body
 
 
-def _load_mesh_config(path: str) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as fh:
-        data = yaml.safe_load(fh) or {}
-    if not isinstance(data, dict):
-        raise ValueError("mesh config must be a YAML mapping")
-    return data
+def _answer_here(args: argparse.Namespace, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """The same analysis in this process (files alone, or a control plane that does not analyze): the analyzers
+    load here, which takes a while."""
+    from sailmesh.controlplane import analyze_api
+
+    live: list[dict[str, Any]] = []
+    if request["useLive"]:
+        status, body = call(running_mesh(args).api_url, "GET", "/api/v1/live")
+        if status != 200:
+            raise PlatformError(f"the control plane answered HTTP {status}: {(body or {}).get('errors')}")
+        live = list(body.get("items", []))
+    return analyze_api.answer(request, live, {})
 
 
-def _in_scope(d: Diagnostic, namespace: str | None) -> bool:
+def _rank(level: str) -> int:
+    return LEVEL_NAMES.index(level) if level in LEVEL_NAMES else 0
+
+
+def _in_scope(namespace: str | None, selected: str | None) -> bool:
     """istioctl's filter: messages on the selected namespace's resources and on cluster-scoped ones."""
-    if namespace is None or d.resource is None:
-        return True
-    return d.resource.namespace in ("", namespace)
+    return selected is None or namespace is None or namespace in ("", selected)
 
 
-def render(diags: list[Diagnostic], fmt: str) -> str:
+def render(messages: list[dict[str, Any]], fmt: str) -> str:
     """The messages in istioctl's log, json or yaml form."""
     if fmt in ("json", "yaml"):
-        items = []
-        for d in diags:
-            item = d.as_dict()
-            item["reference"] = d.location
-            items.append(item)
+        items = [{k: m.get(k, "") for k in FIELDS} for m in messages]
         if fmt == "json":
             return json.dumps(items, indent=2, ensure_ascii=False)
+        import yaml  # only for -o yaml
+
         return yaml.safe_dump(items, sort_keys=True, allow_unicode=True).rstrip("\n")
-    return "\n".join(d.render() for d in diags)
+    return "\n".join(str(m["text"]) for m in messages)
+
+
+def _request(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]] | int:
+    """What to ask (the files' text, -S rules, the mesh config's text) and the files that could not be read."""
+    texts, unreadable = read_paths(args.filename)
+    mesh_text = None
+    if args.mesh_config_file:
+        try:
+            with open(args.mesh_config_file, encoding="utf-8") as fh:
+                mesh_text = fh.read()
+        except (OSError, ValueError) as e:
+            print(f"Error: cannot read mesh config {args.mesh_config_file}: {e}", file=sys.stderr)
+            return EXIT_DATA_ERROR
+    return ({"files": [{"name": n, "text": t} for n, t in texts], "suppress": list(args.suppress),
+             "meshConfig": mesh_text, "useLive": bool(args.use_live)}, [str(e) for e in unreadable])
 
 
 def run(args: argparse.Namespace) -> int:
-    live: list[Resource] = []
-    if args.use_live:
-        try:
-            live = live_mesh(args)
-        except PlatformError as e:
-            if not args.filename:
-                print(f"Error: {e}; or analyze files with -f FILE_OR_DIR", file=sys.stderr)
-                return EXIT_USAGE
-            print(f"note: {e}; analyzing the files alone", file=sys.stderr)
-    elif not args.filename:
+    if not args.use_live and not args.filename:
         print("Error: --use-live=false needs at least one -f FILE_OR_DIR", file=sys.stderr)
         return EXIT_USAGE
-    mesh: dict[str, Any] = {}
-    if args.mesh_config_file:
-        try:
-            mesh = _load_mesh_config(args.mesh_config_file)
-        except (OSError, ValueError, yaml.YAMLError) as e:
-            print(f"Error: cannot read mesh config {args.mesh_config_file}: {e}", file=sys.stderr)
-            return EXIT_DATA_ERROR
+    asked = _request(args)
+    if isinstance(asked, int):
+        return asked
+    request, errors = asked
+    found = None
     try:
-        rules = parse_suppressions(args.suppress)
-    except ConfigError as e:
-        print(f"Error: {e}", file=sys.stderr)
+        found = _ask_control_plane(args, request) if args.use_live else None
+        if found is None:
+            found = _answer_here(args, request)
+    except PlatformError as e:
+        if not args.filename:
+            print(f"Error: {e}; or analyze files with -f FILE_OR_DIR", file=sys.stderr)
+            return EXIT_USAGE
+        print(f"note: {e}; analyzing the files alone", file=sys.stderr)
+        found = _answer_here(args, request | {"useLive": False})
+    status, answer = found
+    if status == 400:
+        field, why = answer.get("field"), "; ".join(answer.get("errors", []))
+        if field == "meshConfig":
+            print(f"Error: cannot read mesh config {args.mesh_config_file}: {why}", file=sys.stderr)
+            return EXIT_DATA_ERROR
+        print(f"Error: {why}", file=sys.stderr)
         return EXIT_USAGE
-    loaded = load_paths(args.filename)
-    for err in loaded.errors:
+    return _report(args, answer, errors + list(answer.get("errors", [])))
+
+
+def _report(args: argparse.Namespace, answer: dict[str, Any], errors: list[str]) -> int:
+    """Print the errors, the notes, the messages at or above the output threshold; istioctl's exit code."""
+    for err in errors:
         print(f"Error: {err}", file=sys.stderr)
-    namespace = None if args.all_namespaces else args.namespace
-    given = {r.key for r in loaded.resources}
-    resources = [*(r for r in live if r.key not in given), *loaded.resources]
-    diags = [d for d in apply_suppressions(analyze(resources, mesh), rules) if _in_scope(d, namespace)]
-    shown = [d for d in diags if at_least(d.level, args.output_threshold)]
-    for r in resources:  # what the mesh accepts but does not act on (not an istioctl message: said on stderr)
-        if namespace is None or r.namespace in ("", namespace):
-            for line in not_enforced(r):
-                print(f"Note: {line}", file=sys.stderr)
+    selected = None if args.all_namespaces else args.namespace
+    messages = [m for m in answer.get("messages", []) if _in_scope(m.get("namespace"), selected)]
+    shown = [m for m in messages if _rank(m["level"]) >= _rank(args.output_threshold)]
+    for note in answer.get("notes", []):  # accepted, not enforced (not an istioctl message: said on stderr)
+        if _in_scope(note.get("namespace"), selected):
+            print(f"Note: {note['text']}", file=sys.stderr)
     fmt = "log" if args.output == "text" else args.output
     if shown or fmt != "log":
         print(render(shown, fmt))
-    elif not loaded.errors:
-        target = "all namespaces" if namespace is None else f"namespace: {namespace}"
+    elif not errors:
+        target = "all namespaces" if selected is None else f"namespace: {selected}"
         print(f"\u2714 No validation issues found when analyzing {target}.", file=sys.stderr)
-    if any(at_least(d.level, args.failure_threshold) for d in diags):
+    if any(_rank(m["level"]) >= _rank(args.failure_threshold) for m in messages):
         return EXIT_FOUND_ISSUES
-    return EXIT_DATA_ERROR if loaded.errors else 0
+    return EXIT_DATA_ERROR if errors else 0

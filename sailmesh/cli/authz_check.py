@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import urllib.parse
+from typing import Any
 
 from sailmesh.cli.common import add_state_dir, fail, print_table, running_mesh
 from sailmesh.errors import PlatformError
@@ -31,18 +33,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_state_dir(parser)
 
 
-def run(args: argparse.Namespace) -> int:
-    # Envoy's protos load only when this subcommand runs: every `sailmesh x ...` parses its arguments first
-    from sailmesh.cli import explain_steps
+def _rules_here(api_url: str, node_id: str) -> list[dict[str, Any]]:
+    """The rules read in this process from the proxy's config dump (Envoy's protos load here)."""
     from sailmesh.cli.explain import control_plane_dump
+    from sailmesh.explain import explain_steps
+
+    return explain_steps.rbac_rules(control_plane_dump(api_url, node_id, "listeners").get("listeners", {}))
+
+
+def run(args: argparse.Namespace) -> int:
+    from sailmesh.cli.apiclient import call
     from sailmesh.cli.proxy_config import connected, pick
 
     try:
         name, node_id = pick(connected(args), args.proxy)
-        dump = control_plane_dump(running_mesh(args).api_url, node_id, "listeners")
+        api_url = running_mesh(args).api_url
+        status, body = call(api_url, "GET", "/api/v1/authz?" + urllib.parse.urlencode({"proxyID": node_id}))
+        if status == 404:  # a control plane that does not list them (older): read its dump here
+            rows = _rules_here(api_url, node_id)
+        elif status != 200:
+            raise PlatformError("; ".join((body or {}).get("errors", [f"the control plane answered HTTP {status}"])))
+        else:
+            rows = list(body.get("rules", []))
     except PlatformError as e:
         return fail(str(e))
-    rows = explain_steps.rbac_rules(dump.get("listeners", {}))
     if args.output == "json":
         print(json.dumps(rows, indent=2))
         return 0

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from sailmesh.explain.refs import config_ref as config_ref  # re-exported (proxy-config's route table)
+
 if TYPE_CHECKING:  # imported where a secret is read: `proxy-config cluster` and friends start without it
     from cryptography import x509
 
@@ -54,17 +56,6 @@ def _clusters(config: dict[str, Any]) -> Iterator[dict[str, Any]]:
         for entry in part.get(key, []):
             if "cluster" in entry:
                 yield entry["cluster"]
-
-
-def config_ref(metadata: dict[str, Any] | None) -> str:
-    """Istio's `istio.config` metadata (/apis/.../namespaces/NS/KIND/NAME) as `NAME.NS`, "-" when absent."""
-    ref = str(((metadata or {}).get("filter_metadata", {}).get("istio", {})).get("config", ""))
-    parts = ref.strip("/").split("/")
-    if len(parts) >= 4 and "namespaces" in parts:
-        i = parts.index("namespaces")
-        if len(parts) > i + 3:
-            return f"{parts[i + 3]}.{parts[i + 1]}"
-    return "-"
 
 
 def cluster_rows(config: dict[str, Any]) -> list[ClusterRow]:

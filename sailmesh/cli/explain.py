@@ -21,8 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import urllib.parse
-from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sailmesh.cli.apiclient import call
 from sailmesh.cli.common import add_state_dir, fail, running_mesh
@@ -30,9 +29,6 @@ from sailmesh.cli.proxy_config import admin, connected, pick
 from sailmesh.cli.proxy_status import COLUMNS, status_word
 from sailmesh.errors import PlatformError
 from sailmesh.settings import ProxyPorts
-
-if TYPE_CHECKING:  # the walk (and Envoy's protos) load when a request is explained, not for --help
-    from sailmesh.cli.routematch import Request
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,19 +43,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
     parser.add_argument("--admin-port", type=int, default=ProxyPorts().admin, help="Envoy admin port (15000)")
     add_state_dir(parser)
-
-
-def request_of(args: argparse.Namespace) -> Request:
-    """The request (or connection) the command line describes."""
-    from sailmesh.cli.explain_tcp import tcp_request
-    from sailmesh.cli.routematch import Request
-
-    target = list(args.target)
-    if len(target) == 1 and target[0].split("://", 1)[0] in ("tcp", "tls"):
-        return tcp_request(target[0], args.sni)
-    if len(target) != 2:
-        raise ValueError("give METHOD URL (GET http://reviews:9080/) or tcp://HOST:PORT / tls://HOST:PORT")
-    return Request.from_url(target[0], target[1], _headers(args.header))
 
 
 def _shown(name: str, value: str) -> str:
@@ -84,102 +67,48 @@ def _headers(pairs: list[str]) -> dict[str, str]:
 
 def control_plane_dump(api_url: str, node_id: str, types: str = "") -> dict[str, Any]:
     """The config the control plane generates for this proxy now (/debug/config_dump), as Envoy's JSON."""
+    from sailmesh.explain.gather import checked
+
     query = {"proxyID": node_id} | ({"types": types} if types else {})
     status, body = call(api_url, "GET", "/debug/config_dump?" + urllib.parse.urlencode(query))
     if status != 200:
         raise PlatformError(f"the control plane has no config for {node_id}: HTTP {status}")
-    for kind, part in body.items():
-        if isinstance(part, dict) and "error" in part and isinstance(part["error"], str):
-            raise PlatformError(f"the control plane cannot generate {kind} for {node_id}: {part['error']}")
-    return dict(body)
+    return checked(node_id, body)
 
 
-def _identity(ip: str, port: int) -> tuple[str, str]:
-    """The source Envoy's workload certificate identity (spiffe://...) from its /certs; a note when unreadable."""
-    try:
-        certs = json.loads(admin(ip, port, "/certs"))
-    except (PlatformError, ValueError) as e:
-        return "", f"could not read the source's certificate ({e}); assuming no peer identity"
-    for c in certs.get("certificates", []):
-        for cert in c.get("cert_chain", []):
-            for san in cert.get("subject_alt_names", []):
-                if str(san.get("uri", "")).startswith("spiffe://"):
-                    return str(san["uri"]), ""
-    return "", "the source holds no mesh certificate: it cannot send mutual TLS"
+def _walk_here(args: argparse.Namespace, api_url: str, node_id: str, proxies: list[dict[str, Any]],
+               headers: dict[str, str]) -> dict[str, Any]:
+    """The walk in this process, for a control plane that does not walk (older): the walk and Envoy's protos load
+    here, which takes a while."""
+    from sailmesh.explain import gather
+
+    req = gather.request_from(args.target, args.sni, headers)
+    return gather.walk(req, node_id, proxies, lambda n, t: control_plane_dump(api_url, n, t), admin, args.admin_port)
 
 
-def _envoy_clusters(ip: str, port: int) -> tuple[dict[str, Any], str]:
-    """The source Envoy's /clusters (health and outlier state); a note instead when unreadable."""
-    try:
-        return dict(json.loads(admin(ip, port, "/clusters?format=json"))), ""
-    except (PlatformError, ValueError) as e:
-        return {}, f"endpoint health as Envoy sees it is unknown: {e}"
-
-
-DRAINING = "/stats?filter=^listener_manager.total_(listeners|filter_chains)_draining$"
-
-
-def _draining(ip: str, port: int) -> str:
-    """A note when the source Envoy still serves connections with a previous listener config (draining)."""
-    try:
-        text = admin(ip, port, DRAINING).decode()
-        count = sum(int(line.rpartition(":")[2]) for line in text.splitlines() if ":" in line)
-    except (PlatformError, ValueError):
-        return ""
-    return (f"the source Envoy is still draining {count} listener(s)/filter chain(s) of a previous config: "
-            "connections opened before the last change keep it until drained (the agent's drain time)") \
-        if count else ""
-
-
-def gather(args: argparse.Namespace, req: Request) -> dict[str, Any]:
-    """Read what the walk needs (control plane dumps, the source Envoy's /clusters and /certs, fetched at once)
-    and walk."""
-    from sailmesh.cli import explain_steps, explain_tcp
-
+def gather(args: argparse.Namespace) -> dict[str, Any]:
+    """The walk of the command line's request, by the control plane (POST /api/v1/explain: the CLI loads no walk
+    and no Envoy protos), else here; ValueError for a request that cannot be walked."""
+    headers = _headers(args.header)
     proxies = connected(args)
     name, node_id = pick(proxies, args.source)
-    ip = node_id.split("~")[1]
     api_url = running_mesh(args).api_url
-    notes = []
     row = next(p for p in proxies if p.get("proxy") == node_id)
     unsynced = [c for c in COLUMNS if status_word(row.get("types", {}).get(c)) != "SYNCED"]
-    if unsynced:
-        notes.append(f"{name} is not SYNCED for {', '.join(unsynced)}: its Envoy may run older config than this "
-                     f"walk uses (sailmesh proxy-status {name})")
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        source_f = pool.submit(control_plane_dump, api_url, node_id)
-        clusters_f = pool.submit(_envoy_clusters, ip, args.admin_port)
-        identity_f = pool.submit(_identity, ip, args.admin_port)
-        draining_f = pool.submit(_draining, ip, args.admin_port)
-        source = source_f.result()
-        envoy_clusters, note = clusters_f.result()
-        notes.extend([note] if note else [])
-        principal, note = identity_f.result()
-        notes.extend([draining_f.result()] if draining_f.result() else [])
-    if note:
-        notes.append(note)
-    names = {str(p.get("proxy", "")).split("~")[1]: str(p.get("name", "")) for p in proxies
-             if str(p.get("proxy", "")).count("~") >= 2}
-    nodes = {str(p.get("proxy", "")).split("~")[1]: str(p.get("proxy", "")) for p in proxies
-             if str(p.get("proxy", "")).count("~") >= 2}
-    sidecar = row.get("type", "sidecar") == "sidecar"
-    walk = explain_tcp.explain if req.scheme in ("tcp", "tls") else explain_steps.explain
-    first = walk(req, source, envoy_clusters, principal, ip, {}, names, sidecar)
-    wanted = sorted({e["address"].rpartition(":")[0] for c in first.get("clusters", [])
-                     for e in c.get("endpoints", [])} & set(nodes))
-    with ThreadPoolExecutor(max_workers=4) as pool:  # every destination's listeners at once
-        dumps = pool.map(lambda dip: control_plane_dump(api_url, nodes[dip], "listeners"), wanted)
-        drains = pool.map(lambda dip: _draining(dip, args.admin_port), wanted)
-        destinations = dict(zip(wanted, dumps, strict=True))
-        notes.extend(n.replace("the source Envoy", f"destination {names.get(dip, dip)}")
-                     for dip, n in zip(wanted, drains, strict=True) if n)
-    out = walk(req, source, envoy_clusters, principal, ip, destinations, names, sidecar)
+    notes = [f"{name} is not SYNCED for {', '.join(unsynced)}: its Envoy may run older config than this walk uses "
+             f"(sailmesh proxy-status {name})"] if unsynced else []
+    status, out = call(api_url, "POST", "/api/v1/explain", {"proxy": node_id, "target": list(args.target),
+                                                             "sni": args.sni, "headers": headers,
+                                                             "adminPort": args.admin_port})
+    if status == 404:
+        out = _walk_here(args, api_url, node_id, proxies, headers)
+    elif status == 400:
+        raise ValueError("; ".join((out or {}).get("errors", [])))
+    elif status != 200 or not isinstance(out, dict):
+        raise PlatformError("; ".join((out or {}).get("errors", [f"the control plane answered HTTP {status}"])))
     out["request"]["headers"] = {k: _shown(k, v) for k, v in out["request"].get("headers", {}).items()}
-    out["source"] = {"proxy": name, "identity": principal or "(none: plaintext only)"}
-    out["notes"] = notes + [f"endpoint {e['address']} is not a mesh proxy: no inbound policy to simulate"
-                            for c in out.get("clusters", []) for e in c.get("endpoints", [])
-                            if e["address"].rpartition(":")[0] not in nodes]
-    return out
+    out["notes"] = notes + list(out.get("notes", []))
+    return dict(out)
 
 
 def render(ex: dict[str, Any]) -> list[str]:
@@ -255,8 +184,7 @@ def _endpoint(e: dict[str, Any]) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        req = request_of(args)
-        ex = gather(args, req)
+        ex = gather(args)
     except ValueError as e:
         return fail(str(e), 2)
     except PlatformError as e:

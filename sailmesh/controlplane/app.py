@@ -25,6 +25,7 @@ from sailmesh.api.resource import Resource, ResourceKey, Source
 from sailmesh.api.validate import errors_only, validate
 from sailmesh.ca.authority import CaOptions
 from sailmesh.ca.limits import CSR_PER_IDENTITY, Limit
+from sailmesh.controlplane import analyze_api, explain_api
 from sailmesh.controlplane import live as live_mod
 from sailmesh.controlplane.debounce import Debouncer
 from sailmesh.controlplane.dns import DnsServer
@@ -139,6 +140,7 @@ class ControlPlane:
         self.mesh_file = meshconfig.load_file(opts.mesh_config_file) if opts.mesh_config_file else {}
         self._not_enforced: dict[ResourceKey, list[str]] = {}  # what is said about each resource
         self._analysis_cache: tuple[str, list[dict[str, str]]] | None = None  # (live mesh digest, messages)
+        self._analyze_answers: analyze_api.LastAnswer[tuple[int, dict[str, Any]]] = analyze_api.LastAnswer()
         # (proxy id, xDS types) -> (the proxy's view, config version, its config dump JSON)
         self._dump_cache: dict[tuple[str, tuple[str, ...]], tuple[ProxyView, int, dict[str, Any]]] = {}
         self._logged_mesh_config: meshconfig.MeshConfig | None = None
@@ -421,6 +423,30 @@ class ControlPlane:
             cached = (key, await asyncio.to_thread(live_mod.messages, live, self.mesh_file))
             self._analysis_cache = cached
         return cached[1]
+
+    async def analyze_files(self, body: Any) -> tuple[int, dict[str, Any]]:
+        """`sailmesh analyze`'s question (its files, suppressions, mesh config) about the live mesh (analyze_api)."""
+        live = self.live_documents()
+        return await self._analyze_answers.get([live, body, self.mesh_file],
+                                               lambda: analyze_api.answer(body, live, self.mesh_file))
+
+    async def explain(self, body: Any) -> tuple[int, dict[str, Any]]:
+        """`sailmesh explain`, walked here (explain_api) in a worker thread; the config dumps it asks for are built
+        on the event loop, as /debug/config_dump builds them."""
+        loop = asyncio.get_running_loop()
+
+        async def on_loop(node_id: str, types: str) -> dict[str, Any] | None:
+            return self.config_dump(node_id, types)
+
+        def dump(node_id: str, types: str) -> dict[str, Any] | None:
+            return asyncio.run_coroutine_threadsafe(on_loop(node_id, types), loop).result(timeout=60)
+
+        return await asyncio.to_thread(explain_api.explain, body, self.sync_status(), dump)
+
+    async def authz_rules(self, node_id: str) -> tuple[int, dict[str, Any]]:
+        """`x authz check`: the RBAC rules of the proxy's inbound listeners (read in a worker thread)."""
+        listeners = self.config_dump(node_id, "listeners")
+        return await asyncio.to_thread(explain_api.authz_rules, node_id, lambda _n, _t: listeners)
 
     def live_documents(self) -> list[dict[str, Any]]:
         """The config in force plus workloads as Pods and Namespaces, as `analyze` reads a live mesh."""

@@ -206,6 +206,27 @@ def make_app(backend: Backend, mounts: Mapping[str, web.Application] | None = No
             return _json({"errors": ["this control plane does not analyze"]}, 404)
         return _json({"items": await found()})
 
+    def asked(method: str, what: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+        """A POST the backend's `method` answers (JSON body in, (status, answer) out), where it offers one: the
+        CLI's analyze (analyze_api) and explain (explain_api), so the CLI loads neither."""
+        async def handler(request: web.Request) -> web.Response:
+            found = getattr(backend, method, None)
+            if found is None:
+                return _json({"errors": [f"this control plane does not {what}"]}, 404)
+            body = await _body(request)
+            if isinstance(body, web.Response):
+                return body
+            status, answer = await found(body)
+            return _json(answer, status)
+        return handler
+
+    async def authz(request: web.Request) -> web.Response:
+        found = getattr(backend, "authz_rules", None)  # `x authz check` (explain_api)
+        if found is None:
+            return _json({"errors": ["this control plane does not list authorization rules"]}, 404)
+        status, answer = await found(request.query.get("proxyID", ""))
+        return _json(answer, status)
+
     async def version(_: web.Request) -> web.Response:
         return _json({"version": __version__})
 
@@ -342,6 +363,9 @@ def make_app(backend: Backend, mounts: Mapping[str, web.Application] | None = No
     app.router.add_get("/api/v1/resources", resources)
     app.router.add_get("/api/v1/live", live)
     app.router.add_get("/api/v1/analysis", analysis)
+    app.router.add_post("/api/v1/analyze", asked("analyze_files", "analyze"))
+    app.router.add_post("/api/v1/explain", asked("explain", "explain"))
+    app.router.add_get("/api/v1/authz", authz)
     app.router.add_get("/version", version)
     app.router.add_get("/api/v1/rejected", rejected)
     app.router.add_get("/debug/syncz", syncz)

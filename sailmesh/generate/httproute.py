@@ -435,8 +435,7 @@ def translate_http(vs: Resource, http: HTTPRoute, ctx: RouteContext) -> list[rc.
     cors = cors_policy(http.cors_policy)
     if cors is not None:
         template.typed_per_filter_config[CORS_FILTER].CopyFrom(pack(cors))
-    template.metadata.filter_metadata["istio"].update({"config": f"/apis/networking.istio.io/v1/namespaces/"
-                                                                 f"{vs.namespace}/virtual-service/{vs.name}"})
+    template.metadata.filter_metadata["istio"].update({"config": config_path(vs)})
     out = []
     for m in applicable:
         r = rc.Route()
@@ -447,6 +446,11 @@ def translate_http(vs: Resource, http: HTTPRoute, ctx: RouteContext) -> list[rc.
         r.name = f"{base}.{mname}" if base and mname else (base or mname)
         out.append(r)
     return out
+
+
+def config_path(vs: Resource) -> str:
+    """Istio's `istio.config` route metadata: the VirtualService a route comes from (istioctl describe reads it)."""
+    return f"/apis/networking.istio.io/v1/namespaces/{vs.namespace}/virtual-service/{vs.name}"
 
 
 def virtual_service_routes(vs: Resource, ctx: RouteContext) -> list[rc.Route]:

@@ -15,10 +15,16 @@ from sailmesh.generate.common import Prepacked
 from sailmesh.generate.delegate import delegates_of, is_root
 from sailmesh.generate.endpoints import unique_ports
 from sailmesh.generate.gateway import gateway_routes
-from sailmesh.generate.httproute import RouteContext, default_route, route_action_defaults, virtual_service_routes
+from sailmesh.generate.httproute import (
+    RouteContext,
+    config_path,
+    default_route,
+    route_action_defaults,
+    virtual_service_routes,
+)
 from sailmesh.generate.memo import Memos
 from sailmesh.generate.scope import egress_http_ports, outbound_policy, visible_services
-from sailmesh.generate.tcproute import service_tcp_route
+from sailmesh.generate.tcproute import service_tcp_route_from
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView, Service
 from sailmesh.xds.types import ROUTE
 from sailmesh.xds.wire import length_delimited, varint_field
@@ -183,10 +189,13 @@ def _tcp_vhosts(snapshot: MeshSnapshot, proxy: ProxyView, used: set[str]) -> lis
             continue
         aliases = names.host_aliases(svc.hostname, svc.namespace, proxy.namespace, snapshot.mesh.domain_suffix)
         for p in tcp_ports:
-            clusters = service_tcp_route(RouteContext(snapshot, proxy, p.port), svc)
+            clusters, vs = service_tcp_route_from(RouteContext(snapshot, proxy, p.port), svc)
+            route = connect_route(clusters, "connect")
+            if vs is not None:  # which VirtualService (explain and proxy-config name it, as for HTTP routes)
+                route.metadata.filter_metadata["istio"].update({"config": config_path(vs)})
             vname = names.vhost_name(svc.hostname, p.port)
             vh = _vhost(vname, names.domains_with_port([*aliases, *svc.addresses], p.port, plain=False),
-                        _routes_field([connect_route(clusters, "connect")]), used)
+                        _routes_field([route]), used)
             if vh is not None:
                 out.append(vh)
     return out

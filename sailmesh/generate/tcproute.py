@@ -65,22 +65,23 @@ def tls_destinations(vs: Resource, ctx: RouteContext, host: str) -> WeightedClus
     return None
 
 
-def service_tcp_route(ctx: RouteContext, svc: Service) -> WeightedClusters:
-    """Where a sidecar sends TCP traffic for a service port: on TLS/HTTPS ports the oldest mesh VirtualService's
-    `tls` route for the host's SNI (Istio's sidecar TLS filter chains come before TCP ones), else the oldest mesh
-    VirtualService's tcp route, else the default cluster."""
+def service_tcp_route_from(ctx: RouteContext, svc: Service) -> tuple[WeightedClusters, Resource | None]:
+    """Where a sidecar sends TCP traffic for a service port, and the VirtualService that says so (None: the
+    default cluster): on TLS/HTTPS ports the oldest mesh VirtualService's `tls` route for the host's SNI (Istio's
+    sidecar TLS filter chains come before TCP ones), else the oldest mesh VirtualService's tcp route, else the
+    default cluster."""
     vss = ctx.snapshot.index.mesh_virtual_services_for(ctx.proxy, svc.hostname)
     protocol = next((p.protocol for p in svc.ports if p.port == ctx.port), "")
     if (protocol or "").upper() in TLS_PROTOCOLS:
         for vs in vss:
             found = tls_destinations(vs, ctx, svc.hostname)
             if found:
-                return found
+                return found, vs
     for vs in vss:
         found = tcp_destinations(vs, ctx)
         if found:
-            return found
-    return [(names.outbound_cluster(ctx.port, "", svc.hostname), 100)]
+            return found, vs
+    return [(names.outbound_cluster(ctx.port, "", svc.hostname), 100)], None
 
 
 def egress_tcp_clusters(snapshot: MeshSnapshot, proxy: ProxyView, port: int,
@@ -91,5 +92,5 @@ def egress_tcp_clusters(snapshot: MeshSnapshot, proxy: ProxyView, port: int,
         if hosts and not egress_imports(list(hosts), svc.namespace, svc.hostname):
             continue
         if any(p.port == port and not names.is_http(p.protocol) for p in svc.ports):
-            return service_tcp_route(RouteContext(snapshot, proxy, port), svc)
+            return service_tcp_route_from(RouteContext(snapshot, proxy, port), svc)[0]
     return []

@@ -260,6 +260,21 @@ def test_explain_steps_authorization_and_errors(mesh: RunningMesh, tmp_path: pat
     assert "sailmesh explain --from productpage-v1-0 GET" in r.stdout
 
 
+def test_explain_and_authz_check_are_walked_by_the_control_plane(mesh: RunningMesh) -> None:
+    """The control plane walks (POST /api/v1/explain, GET /api/v1/authz): the CLI process loads neither the walk
+    nor Envoy's protos, grpc or YAML (a module list, not a timing: docs/troubleshooting.md has the timings)."""
+    from tests.unit.test_cli_startup import heavy, imported
+
+    request = ("GET", "http://reviews:9080/reviews/0", "-H", "end-user:jason")
+    for args in (("explain", "--from", "productpage-v1-0", *request), ("x", "authz", "check", "reviews-v1-0"),
+                 ("analyze",)):
+        mods = imported(*args, state_dir=mesh.state_dir)
+        walk = sorted(m for m in mods if m.startswith("sailmesh.explain.") and m != "sailmesh.explain.refs")
+        assert not heavy(mods) and not walk, (args, heavy(mods), walk)
+    assert "Result:" in mesh.cli("explain", "--from", "productpage-v1-0", "GET", "http://reviews:9080/reviews/0",
+                                 check=True).stdout
+
+
 def test_bug_report_has_everything_and_no_secret(mesh: RunningMesh, tmp_path: pathlib.Path) -> None:
     import base64
     import tarfile

@@ -300,6 +300,10 @@ def test_tcp_route_to_a_subset_as_the_echo_answers(mesh: RunningMesh, tmp_path: 
     assert [c["name"] for c in ex["clusters"]] == ["outbound|9000|v2|tcp-echo.default.svc.cluster.local"], ex
     pods = {e["proxy"].split(".")[0] for c in ex["clusters"] for e in c["endpoints"]}
     assert pods == {"tcp-echo-v2-0"} and "connection forwarded to tcp-echo-v2-0" in ex["result"], ex["result"]
+    # the tunnel's route names the VirtualService it comes from, as an HTTP route does
+    assert ex["route"]["config"] == "tcp-echo.default", ex["route"]
+    assert "route from VirtualService tcp-echo.default" in mesh.cli("explain", "--from", "client-0", "tcp://tcp-echo:9000",
+                                                                    check=True).stdout
     ip = client_ip(mesh)
     answers = {echo_through(ip, "tcp-echo:9000", b"hello") for _ in range(4)}
     assert answers == {b"v2:hello"}, answers

@@ -15,8 +15,9 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from google.protobuf import json_format
 
 from sailmesh.api import meshconfig
-from sailmesh.cli import explain_steps, explain_tcp
-from sailmesh.cli.routematch import Request
+from sailmesh.cli import explain
+from sailmesh.explain import explain_steps, explain_tcp
+from sailmesh.explain.routematch import Request
 from sailmesh.generate.generator import Generator
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView
 from sailmesh.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
@@ -308,10 +309,15 @@ def test_tcp_routes_through_the_sidecar_tunnel_to_the_tcp_route_subset() -> None
     assert [c["name"] for c in out["clusters"]] == ["outbound|27017|v2|db.default.svc.cluster.local"], out
     assert "db-v2-0.default" in out["result"] and "db-v1" not in out["result"], out["result"]
     assert out["clusters"][0]["endpoints"][0]["inbound"]["listener"] == "127.0.1.8_27017", out
+    # the tunnel's route names its VirtualService (Istio's `istio.config` route metadata), as HTTP routes do
+    assert out["route"]["config"] == "db.default", out["route"]
+    out["source"], out["notes"] = {"proxy": "productpage-v1-0", "identity": "-"}, []
+    assert "   route from VirtualService db.default" in explain.render(out), explain.render(out)
     # no TCP route for the port: the default cluster of the service
     plain = explain_tcp.explain(explain_tcp.tcp_request("tcp://db:27017"), dump(db_snapshot(), PRODUCTPAGE), {},
                                 "", "127.0.1.1", {}, {}, True)
     assert plain["clusters"][0]["name"] == "outbound|27017||db.default.svc.cluster.local", plain
+    assert plain["route"]["config"] == "-", plain["route"]
     missing = explain_tcp.explain(explain_tcp.tcp_request("tcp://nowhere:1"), dump(snap, PRODUCTPAGE), {}, "",
                                   "127.0.1.1", {}, {}, True)
     # not a mesh service: outboundTrafficPolicy ALLOW_ANY (Istio's default) passes it through

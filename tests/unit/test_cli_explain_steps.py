@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sailmesh.cli.explain_steps import inbound_chain, outbound_listener, tls_for
+from sailmesh.explain.explain_steps import inbound_chain, outbound_listener, tls_for
 
 HCM = {"name": "envoy.filters.network.http_connection_manager",
        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."

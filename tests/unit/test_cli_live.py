@@ -246,3 +246,45 @@ def test_verify_install_compares_serials_as_numbers() -> None:
 
     assert same_serial("07ed744e5a", "7ed744e5a") and same_serial("ab", "AB")
     assert not same_serial("07ed744e5b", "7ed744e5a") and not same_serial(None, "7e") and not same_serial("zz", "7e")
+
+
+BAD_TIMEOUT = """apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings, namespace: default}
+spec:
+  hosts: [ratings]
+  http:
+  - route: [{destination: {host: ratings}}]
+    timeout: 5x
+"""
+
+
+async def test_analyze_is_answered_by_the_control_plane(mesh, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`analyze` (live, and -f files with the live mesh) is computed by the control plane: the CLI process loads
+    neither the analyzers nor YAML nor Envoy's protos, and a file's errors still name file, line, resource, field."""
+    from tests.unit.test_cli_startup import heavy, imported
+
+    cp, state = mesh
+    await await_for(lambda: asyncio.sleep(0, len(cp.snapshot.workloads) == 2), what="workloads in the snapshot")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BAD_TIMEOUT)
+    for args in (("analyze",), ("analyze", "-f", str(bad)), ("analyze", "-A", "-o", "json")):
+        mods = await asyncio.to_thread(imported, *args, state_dir=state)
+        assert "sailmesh.cli.analyze" in mods and not heavy(mods), (args, heavy(mods))
+    rc, out, err = await _cli("analyze", "-f", str(bad), "--state-dir", state)
+    assert rc == 79, (out, err)
+    # istioctl's IST0106 on the file's line of the field (line 8: `timeout: 5x`)
+    assert f"Error [IST0106] (VirtualService default/ratings {bad}:8) Schema validation error: " \
+           "spec.http[0].timeout" in out, out
+    # suppressions, the namespace filter and a mesh config file travel with the question
+    rc, out, _ = await _cli("analyze", "-f", str(bad), "-S", "IST0106=VirtualService ratings.default",
+                            "--state-dir", state)
+    assert rc == 0 and "IST0106" not in out, out
+    rc, _, err = await _cli("analyze", "-S", "nonsense", "--state-dir", state)
+    assert rc == 64 and "invalid suppression 'nonsense'" in err, err
+    rc, out, _ = await _cli("analyze", "-f", str(bad), "-n", "other", "--state-dir", state)
+    assert rc == 0 and "IST0106" not in out
+    mesh_config = tmp_path / "mesh.yaml"
+    mesh_config.write_text("[not, a, mapping]\n")
+    rc, _, err = await _cli("analyze", "--meshConfigFile", str(mesh_config), "--state-dir", state)
+    assert rc == 65 and f"cannot read mesh config {mesh_config}: mesh config must be a YAML mapping" in err, err

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from envoy.config.rbac.v3 import rbac_pb2
 
-from sailmesh.cli.rbaceval import Connection, decide, policy_label, rule_rows
-from sailmesh.cli.routematch import Request
+from sailmesh.explain.rbaceval import Connection, decide, policy_label, rule_rows
+from sailmesh.explain.routematch import Request
 from sailmesh.generate import authz_model as m
 
 PRODUCTPAGE = "spiffe://cluster.local/ns/default/sa/bookinfo-productpage"

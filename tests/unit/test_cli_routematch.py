@@ -9,7 +9,7 @@ from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 
-from sailmesh.cli.routematch import Request, header_match, outcome, select_route, select_virtual_host
+from sailmesh.explain.routematch import Request, header_match, outcome, select_route, select_virtual_host
 
 
 def vh(name: str, *domains: str, routes: list[rc.Route] | None = None) -> rc.VirtualHost:

@@ -7,8 +7,6 @@ import datetime
 import warnings
 from collections.abc import Iterable, Mapping
 
-from cryptography import x509
-
 from sailmesh.analysis import messages as msg
 from sailmesh.analysis.analyzer import Analyzer, diag
 from sailmesh.analysis.analyzers.selectors import selector_string
@@ -84,6 +82,8 @@ def valid_tls_secret(secret: Resource) -> bool:
         pem = base64.b64decode(str(data["tls.crt"]))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            from cryptography import x509  # only for a Gateway's certificate (analyze starts without it)
+
             cert = x509.load_pem_x509_certificate(pem)
     except ValueError:
         return False

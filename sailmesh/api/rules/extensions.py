@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sailmesh.api.envoyfilter_values import VALUE_TYPES, build_value
 from sailmesh.api.issue import IssueSink
 from sailmesh.api.rules.common import regex_error
 from sailmesh.api.rules.networking import alpha_selector_errors
@@ -118,18 +117,8 @@ def _check_patch(sink: IssueSink, p: str, cp: dict[str, Any]) -> None:
         elif apply_to == "CLUSTER" and md.get("cluster") is None:
             sink.add(f"{p}.match", "Envoy filter: applyTo for cluster class objects cannot have non cluster match")
     value = pd.get("value")
-    if op != "REMOVE" and isinstance(value, dict) and apply_to in VALUE_TYPES:
-        # xds.BuildXDSObjectFromStruct: a value that does not build is an error; one that builds only when unknown
-        # fields are ignored is a warning ("our libraries may be outdated")
-        try:
-            build_value(apply_to, value, strict=False)
-        except PatchError as e:
-            sink.add(f"{p}.patch.value", f"Envoy filter: {e}")
-        else:
-            try:
-                build_value(apply_to, value, strict=True)
-            except PatchError as e:
-                sink.warn(f"{p}.patch.value", f"Envoy filter: {e}")
+    if op != "REMOVE" and isinstance(value, dict):
+        _check_value(sink, p, apply_to, value)
     # sailmesh's own warnings: Istio's validator accepts these, and Istio's patcher then ignores the patch
     if op in INSERT_OPS and apply_to not in INSERTABLE:
         sink.warn(f"{p}.patch.operation", f"Envoy filter: {op} is ignored for {apply_to} (accepted, not applied)")
@@ -310,3 +299,22 @@ def _check_wasm_env(sink: IssueSink, env: list[Any]) -> None:
             sink.add(p, err)
             return
         names.add(name)
+
+
+def _check_value(sink: IssueSink, p: str, apply_to: str, value: dict[str, Any]) -> None:
+    """A patch value against the Envoy type it patches (Envoy's protos load here, only for a patch value)."""
+    from sailmesh.api.envoyfilter_values import VALUE_TYPES, build_value
+
+    if apply_to not in VALUE_TYPES:
+        return
+    # xds.BuildXDSObjectFromStruct: a value that does not build is an error; one that builds only when unknown
+    # fields are ignored is a warning ("our libraries may be outdated")
+    try:
+        build_value(apply_to, value, strict=False)
+    except PatchError as e:
+        sink.add(f"{p}.patch.value", f"Envoy filter: {e}")
+    else:
+        try:
+            build_value(apply_to, value, strict=True)
+        except PatchError as e:
+            sink.warn(f"{p}.patch.value", f"Envoy filter: {e}")

@@ -23,7 +23,7 @@ from envoy.config.rbac.v3 import rbac_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.type.matcher.v3 import metadata_pb2, string_pb2, value_pb2
 
-from sailmesh.cli.routematch import Request, header_match, string_match
+from sailmesh.explain.routematch import Request, header_match, string_match
 
 JWT_FILTER = "envoy.filters.http.jwt_authn"  # its verified payload is metadata the simulation knows
 ACTIONS = {rbac_pb2.RBAC.ALLOW: "ALLOW", rbac_pb2.RBAC.DENY: "DENY", rbac_pb2.RBAC.LOG: "AUDIT"}

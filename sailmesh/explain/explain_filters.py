@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from sailmesh.cli.routematch import Request
+from sailmesh.explain.routematch import Request
 
 EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
 LOCAL_RATELIMIT_FILTER = "envoy.filters.http.local_ratelimit"
@@ -98,7 +98,7 @@ def _header_matches(headers: list[Any], req: Request) -> bool:
     from envoy.config.route.v3 import route_components_pb2 as rc
     from google.protobuf import json_format
 
-    from sailmesh.cli.routematch import header_match
+    from sailmesh.explain.routematch import header_match
 
     return all(header_match(json_format.ParseDict(h, rc.HeaderMatcher(), ignore_unknown_fields=True), req)[0]
                for h in headers)

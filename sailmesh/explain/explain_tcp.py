@@ -16,9 +16,9 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
-from sailmesh.cli import explain_steps as steps
-from sailmesh.cli import routematch
-from sailmesh.cli.routematch import Request
+from sailmesh.explain import explain_steps as steps
+from sailmesh.explain import routematch
+from sailmesh.explain.routematch import Request
 
 TCP_PROXY = "envoy.filters.network.tcp_proxy"
 

@@ -25,8 +25,9 @@ from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as net_rbac
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2  # noqa: F401
 from google.protobuf import descriptor_pool, json_format
 
-from sailmesh.cli import envoy_dump, explain_filters, explain_jwt, rbaceval, routematch
-from sailmesh.cli.routematch import Request
+from sailmesh.explain import explain_filters, explain_jwt, rbaceval, routematch
+from sailmesh.explain.refs import config_ref
+from sailmesh.explain.routematch import Request
 
 HCM = "envoy.filters.network.http_connection_manager"
 RBAC_FILTER = "envoy.filters.http.rbac"
@@ -343,7 +344,7 @@ def _config_ref(sel: routematch.Selection) -> str:
     """The VirtualService behind the route (Istio's `istio.config` metadata as NAME.NS), "-" when none."""
     if sel.chosen is None:
         return "-"
-    return envoy_dump.config_ref(json_format.MessageToDict(sel.chosen.route.metadata, preserving_proto_field_name=True))
+    return config_ref(json_format.MessageToDict(sel.chosen.route.metadata, preserving_proto_field_name=True))
 
 
 def _cluster(d: routematch.Destination, source: Mapping[str, Any], envoy_clusters: Mapping[str, Any],

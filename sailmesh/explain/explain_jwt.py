@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sailmesh.cli.routematch import Request
+from sailmesh.explain.routematch import Request
 
 JWT_FILTER = "envoy.filters.http.jwt_authn"
 DEFAULT_HEADER, DEFAULT_PREFIX, DEFAULT_PARAM = "authorization", "Bearer ", "access_token"
