@@ -22,7 +22,7 @@ from sailmesh.api.models.networking import (
 )
 from sailmesh.generate import locality, names
 from sailmesh.generate.common import MAX_UINT32, Prepacked, ads, duration, go_duration, pack, u32
-from sailmesh.generate.endpoints import assignment, discovery, select, subset_labels, unique_ports
+from sailmesh.generate.endpoints import assignment, discovery, is_passthrough, select, subset_labels, unique_ports
 from sailmesh.generate.gateway import has_auto_passthrough
 from sailmesh.generate.memo import Memos
 from sailmesh.generate.peer_authn import namespace_mode
@@ -211,6 +211,21 @@ def _dns_endpoints(
     return chosen
 
 
+def _original_destination(c: Cluster, svc: Service, port: ServicePort) -> None:
+    """Istio's PASSTHROUGH (an ORIGINAL_DST cluster): the connection goes where the caller's name resolves, at the
+    port the caller dialled, with no load balancing over the service's endpoints.
+
+    An explicitly proxied request has no original destination (it was sent to the sidecar), so the sidecar
+    resolves the service's name as the caller would: a LOGICAL_DNS cluster on `<host>:<service port>`, resolved
+    through the mesh's DNS (controlplane/dns.py, the agents' first resolver), connecting to the first address
+    returned, as a client does with its resolver's answer. No ClusterLoadAssignment is sent for it.
+    """
+    c.type = Cluster.LOGICAL_DNS
+    c.dns_lookup_family = Cluster.V4_ONLY
+    c.respect_dns_ttl = True
+    c.load_assignment.CopyFrom(assignment(c.name, [Endpoint(svc.hostname, port.port, svc.hostname, port.port)]))
+
+
 def outbound_cluster(
     snapshot: MeshSnapshot, svc: Service, port: ServicePort, subset: str, labels: Mapping[str, str],
     policy: PortTrafficPolicy, *, client_has_identity: bool = False, service_mode: str | None = None,
@@ -220,7 +235,10 @@ def outbound_cluster(
     name = names.outbound_cluster(port.port, subset, svc.hostname)
     c = _base(name)
     kind = discovery(snapshot, svc)
-    if kind == "forward":
+    if kind != "forward" and is_passthrough(policy):
+        kind = "passthrough"
+        _original_destination(c, svc, port)
+    elif kind == "forward":
         _forward_proxy(c)
     elif kind == "dns":
         c.type = Cluster.STRICT_DNS if svc.resolution == "DNS" else Cluster.LOGICAL_DNS
@@ -244,9 +262,12 @@ def outbound_cluster(
         c.common_lb_config.locality_weighted_lb_config.SetInParent()
     if kind == "forward":
         c.lb_policy = Cluster.CLUSTER_PROVIDED  # the forward proxy picks the host itself
-    # a forward proxy cluster has no endpoints to match (Istio skips auto mTLS for ORIGINAL_DST too)
+    elif kind == "passthrough":
+        c.lb_policy = Cluster.ROUND_ROBIN  # one host: the address the name resolves to (nothing to balance)
+    # forward proxy and passthrough clusters have no endpoints to match (Istio's ORIGINAL_DST hosts carry no
+    # tlsMode metadata either, so auto mTLS sends them plaintext)
     apply_upstream_tls(c, snapshot, svc, port.port, subset, policy.tls,
-                       client_has_identity=client_has_identity and kind != "forward",
+                       client_has_identity=client_has_identity and kind not in ("forward", "passthrough"),
                        service_mode=service_mode, http2=is_http2(c), credentials=credentials)
     return c
 

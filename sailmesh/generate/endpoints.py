@@ -11,7 +11,7 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 
 from sailmesh.api import locality as loc
 from sailmesh.api.models import model_of
-from sailmesh.api.models.networking import DestinationRule
+from sailmesh.api.models.networking import DestinationRule, PortTrafficPolicy
 from sailmesh.api.resource import Resource
 from sailmesh.generate import locality, names
 from sailmesh.generate.common import Prepacked, socket_address, u32
@@ -119,6 +119,13 @@ def subset_labels(snapshot: MeshSnapshot, proxy_ns: str, service: Service) -> li
     return list(out.items())
 
 
+def is_passthrough(policy: PortTrafficPolicy) -> bool:
+    """DestinationRule `loadBalancer.simple: PASSTHROUGH` for one cluster (port level and subset merged): its
+    cluster resolves the service's name (clusters.py) and gets no ClusterLoadAssignment."""
+    lb = policy.load_balancer
+    return lb is not None and lb.simple == "PASSTHROUGH"
+
+
 def unique_ports(svc: Service) -> tuple[ServicePort, ...]:
     """A service's ports, the first of each number (invalid duplicates must not duplicate clusters)."""
     return svc.unique_ports
@@ -135,6 +142,8 @@ def build_endpoints(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> l
         for port in unique_ports(svc):
             eps = snapshot.endpoints.get((svc.hostname, port.port), ())
             for subset, labels in subsets:
+                if is_passthrough(effective_policy(dr, subset, port.port)):
+                    continue
                 name = names.outbound_cluster(port.port, subset, svc.hostname)
                 # locality LB makes an assignment depend on the proxy's locality (and failoverPriority labels)
                 shape = _locality_lb(snapshot, proxy, dr, subset, port.port)

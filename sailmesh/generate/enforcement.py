@@ -67,8 +67,6 @@ def _destination_rule(spec: Any) -> Iterator[str]:
     for where, policy in _policies(spec):
         if policy is None:
             continue
-        if _at(policy, "loadBalancer", "simple") == "PASSTHROUGH":
-            yield f"{where}.loadBalancer.simple: PASSTHROUGH"
         if _at(policy, "tls", "credentialName") and _at(spec, "workloadSelector") is not None:
             # gateways use it; sidecars only for rules with a workloadSelector (Istio), which the lookup ignores
             yield f"{where}.tls.credentialName (at sidecars: the rule's workloadSelector is not read)"
