@@ -11,10 +11,12 @@ from envoy.extensions.common.dynamic_forward_proxy.v3 import dns_cache_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 from envoy.type.v3 import percent_pb2
 
+from sailmesh.api.models import model_of
 from sailmesh.api.models.networking import (
     ConnectionPoolHTTP,
     ConnectionPoolSettings,
     ConnectionPoolTCP,
+    DestinationRule,
     LoadBalancerSettings,
     OutlierDetection,
     PortTrafficPolicy,
@@ -279,21 +281,24 @@ def build_outbound(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> li
     auto = auto_mtls_enabled(snapshot)
     router = proxy.type == "router"  # gateways originate TLS with DestinationRule credentialNames (Istio)
     for svc in visible_services(snapshot, proxy):
-        dr = destination_rule(snapshot, proxy.namespace, svc)
+        dr = destination_rule(snapshot, proxy.namespace, svc, proxy.labels)
         # a cluster depends on the service, its DestinationRule, its endpoints (DNS clusters, NONE; the service
         # accounts mTLS verifies), the mesh, and for mTLS on the client's identity and the service's namespace mode
         eps = tuple(snapshot.endpoints.get((svc.hostname, p.port), ()) for p in svc.ports)
         held = (svc, dr, snapshot.mesh, *eps)
         mode = namespace_mode(snapshot, svc.namespace) if identity else None
-        ids = (*map(id, held), identity, auto, mode, router)
+        # Istio reads a rule's client credentialName at gateways, and at sidecars only for rules with a
+        # workloadSelector (buildUpstreamClusterTLSContext)
+        credentials = router or (dr is not None and model_of(dr, DestinationRule).workload_selector is not None)
+        ids = (*map(id, held), identity, auto, mode, credentials)
         for port in unique_ports(svc):
-            for subset, labels in subset_labels(snapshot, proxy.namespace, svc):
+            for subset, labels in subset_labels(snapshot, proxy.namespace, svc, proxy.labels):
                 key = (port.port, subset, ids)
                 c = memos.clusters.get(key, held)
                 if c is None:
                     policy = effective_policy(dr, subset, port.port)
                     msg = outbound_cluster(snapshot, svc, port, subset, labels, policy,
-                                           client_has_identity=identity, service_mode=mode, credentials=router)
+                                           client_has_identity=identity, service_mode=mode, credentials=credentials)
                     c = Prepacked.of(msg.name, msg)
                     memos.clusters.put(key, held, c)
                 out.append(c)
@@ -326,9 +331,9 @@ def sni_dnat_clusters(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Cluster]
     endpoints (`service_name` `outbound|PORT|SUBSET|HOST`, which the router's EDS already carries)."""
     out = []
     for svc in visible_services(snapshot, proxy):
-        dr = destination_rule(snapshot, proxy.namespace, svc)
+        dr = destination_rule(snapshot, proxy.namespace, svc, proxy.labels)
         for port in unique_ports(svc):
-            for subset, labels in subset_labels(snapshot, proxy.namespace, svc):
+            for subset, labels in subset_labels(snapshot, proxy.namespace, svc, proxy.labels):
                 c = outbound_cluster(snapshot, svc, port, subset, labels, effective_policy(dr, subset, port.port))
                 c.name = sni_for(port.port, subset, svc.hostname)
                 c.ClearField("transport_socket")

@@ -108,9 +108,10 @@ def _shaped(cluster: str, endpoints: list[Endpoint], proxy: ProxyView,
     return endpoint_pb2.ClusterLoadAssignment(cluster_name=cluster, endpoints=[_group_endpoints(g) for g in gs])
 
 
-def subset_labels(snapshot: MeshSnapshot, proxy_ns: str, service: Service) -> list[tuple[str, Mapping[str, str]]]:
+def subset_labels(snapshot: MeshSnapshot, proxy_ns: str, service: Service,
+                  proxy_labels: Mapping[str, str] | None = None) -> list[tuple[str, Mapping[str, str]]]:
     """("", {}) for the default cluster, then (subset name, labels) per DestinationRule subset (first of a name)."""
-    dr = destination_rule(snapshot, proxy_ns, service)
+    dr = destination_rule(snapshot, proxy_ns, service, proxy_labels)
     out: dict[str, Mapping[str, str]] = {"": {}}
     if dr is not None:
         for s in model_of(dr, DestinationRule).subsets or ():
@@ -137,8 +138,8 @@ def build_endpoints(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> l
     for svc in visible_services(snapshot, proxy):
         if discovery(snapshot, svc) != "eds":
             continue
-        subsets = subset_labels(snapshot, proxy.namespace, svc)
-        dr = destination_rule(snapshot, proxy.namespace, svc)
+        subsets = subset_labels(snapshot, proxy.namespace, svc, proxy.labels)
+        dr = destination_rule(snapshot, proxy.namespace, svc, proxy.labels)
         for port in unique_ports(svc):
             eps = snapshot.endpoints.get((svc.hostname, port.port), ())
             for subset, labels in subsets:

@@ -225,3 +225,28 @@ def test_passthrough_goes_to_the_resolved_address_not_an_eds_endpoint(mesh: Runn
     # the rule gone, the cluster balances over EDS again
     wait_for(lambda: _get(mesh, "sleep", url)[1].get("server") == "eds", timeout=60, interval=0.5,
              what="EDS again after the rule is deleted")
+
+
+def test_workload_selector_originates_mtls_with_a_credential_for_the_selected_sidecar_only(
+        mesh: RunningMesh, tmp_path: pathlib.Path) -> None:
+    """Istio's DestinationRule reference: with a workloadSelector the rule applies only to the selected workloads of
+    its namespace, and `credentialName` is read at sidecars only for such rules. `sleep` (selected) reaches the
+    server that requires a client certificate, presenting the one from the Secret; `other` (not selected) sends
+    plain HTTP to the TLS port and gets no answer from the server (the sidecar's 503)."""
+    url = "http://my-nginx.example.test/"
+    mesh.apply_text(tmp_path, "selected-mtls", SELECTED_MTLS)
+    try:
+        def selected() -> dict | None:  # type: ignore[type-arg]
+            status, body = _get(mesh, "sleep", url)
+            return body if status == 200 else None
+
+        body = wait_for(selected, timeout=60, interval=0.5, what="mTLS origination at the selected sidecar")
+        assert body == {"server": "mtls", "client": "client.example.test"}
+        for _ in range(5):
+            status, body = _get(mesh, "other", url)
+            assert status == 503 and "server" not in body, (status, body)
+        assert _get(mesh, "sleep", url)[0] == 200
+    finally:
+        mesh.delete_text(tmp_path, "selected-mtls")
+    # without the rule, neither sidecar originates TLS
+    wait_for(lambda: _get(mesh, "sleep", url)[0] == 503, timeout=60, interval=0.5, what="no TLS without the rule")
