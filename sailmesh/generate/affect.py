@@ -26,6 +26,8 @@ KIND_TYPES: dict[str, frozenset[str]] = {
     # credentialName secrets, served over ADS: only the proxies naming them subscribe, and only those whose
     # secret changed get a response (the server skips what a proxy already holds)
     "Secret": frozenset({SECRET}),
+    # Gateway API: cross-namespace refs (backends; certificateRefs, whose secrets it lets a gateway read)
+    "ReferenceGrant": WITH_SECRETS,
     "Telemetry": frozenset({LISTENER, CLUSTER}),  # access logs and tracers on listeners, collector clusters
     "AuthorizationPolicy": frozenset({LISTENER}),  # RBAC / ext_authz filters live in the listeners
     "RateLimit": frozenset({LISTENER}),  # local_ratelimit filters in the inbound and gateway listeners

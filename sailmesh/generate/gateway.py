@@ -342,4 +342,5 @@ def gateway_secrets(snapshot: MeshSnapshot, proxy: ProxyView) -> list[secret_pb2
     if not wanted:
         return []
     secrets = {r.name: r for r in snapshot.of_kind("Secret") if r.namespace == proxy.namespace}
-    return [s for n in wanted if (s := gateway_tls.secret_resource(n, secrets, proxy.namespace)) is not None]
+    granted = credentials.granted_secrets(snapshot, proxy.namespace)
+    return [s for n in wanted if (s := gateway_tls.secret_resource(n, secrets, proxy.namespace, granted)) is not None]

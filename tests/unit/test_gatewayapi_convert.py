@@ -191,6 +191,43 @@ def test_filters() -> None:
                                "percentage": {"value": 10.0}}]
 
 
+def test_redirect_replace_prefix_match() -> None:
+    """Istio's createRedirectFilter writes ReplacePrefixMatch as `uri: "%PREFIX()%<value>"`, which its
+    translateRedirect turns into Envoy's prefix_rewrite: /old/x -> /new/x and /old -> /new (HTTPPathModifier)."""
+    out = run(GATEWAY, SERVICES, route("""
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /old}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /new}}
+"""))
+    by_uri = {str(r["match"][0]["uri"]): r for r in only_vs(out)["http"]}
+    assert by_uri["{'exact': '/old'}"]["redirect"] == {"redirectCode": 302, "uri": "%PREFIX()%/new"}
+    assert by_uri["{'prefix': '/old/'}"]["redirect"] == {"redirectCode": 302, "uri": "%PREFIX()%/new/"}
+
+
+def test_prefix_marker_redirect_becomes_envoy_prefix_rewrite() -> None:
+    from envoy.config.route.v3 import route_pb2
+
+    from sailmesh.xds.types import ROUTE
+    from tests.unit.test_generate_support import bookinfo, generated, sidecar
+    vs = """apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {prefix: /old/}}]
+    redirect: {uri: "%PREFIX()%/new/", redirectCode: 302}
+  - redirect: {uri: /elsewhere}
+"""
+    rcs = generated(bookinfo(vs), sidecar(), ROUTE, route_pb2.RouteConfiguration)
+    (vh,) = [v for v in rcs["9080"].virtual_hosts if v.name.startswith("reviews.")]
+    first, second = vh.routes[0].redirect, vh.routes[1].redirect
+    assert first.prefix_rewrite == "/new/" and not first.path_redirect and first.response_code == first.FOUND
+    assert second.path_redirect == "/elsewhere" and not second.prefix_rewrite
+
+
 def test_path_prefix_matches_whole_segments() -> None:
     # HTTPPathMatch PathPrefix: "/foo" matches /foo and /foo/bar, not /foobar; a trailing "/" is ignored
     out = run(GATEWAY, SERVICES, route("""
@@ -326,6 +363,65 @@ spec:
     assert servers["pass"]["tls"] == {"mode": "PASSTHROUGH"}
     listeners = out.status[ResourceKey("KubernetesGateway", "default", "tls")]["listeners"]
     assert listeners[0]["conditions"][2]["reason"] == "InvalidCertificateRef"  # no Secret "cert" yet
+
+
+CROSS_NS_TLS = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: tls, namespace: infra}
+spec:
+  gatewayClassName: sailmesh
+  listeners:
+  - name: https
+    port: 443
+    protocol: HTTPS
+    tls: {certificateRefs: [{name: cert, namespace: certs}]}
+---
+apiVersion: v1
+kind: Secret
+type: kubernetes.io/tls
+metadata: {name: cert, namespace: certs}
+data: {tls.crt: Q0VSVA==, tls.key: S0VZ}
+"""
+CERT_GRANT = """
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: infra-gateways, namespace: certs}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: Gateway, namespace: infra}]
+  to: [{group: "", kind: Secret}]
+"""
+
+
+def test_certificate_ref_in_another_namespace_with_a_reference_grant() -> None:
+    """Istio's buildSecretReference: `kubernetes-gateway://<ns>/<name>`, allowed by a ReferenceGrant in the Secret's
+    namespace (from Gateways of the Gateway's namespace, to Secrets); without one the listener is RefNotPermitted
+    and the gateway is not served the Secret."""
+    from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
+
+    from sailmesh.generate.gateway import gateway_secrets
+    from sailmesh.snapshot.model import ProxyView
+    from tests.unit.test_generate_support import make_snapshot
+
+    proxy = ProxyView(id="router~127.0.0.2~tls-istio-0.infra~infra.svc.cluster.local", type="router", ip="127.0.0.2",
+                      namespace="infra", workload_name="tls-istio-0",
+                      labels={"gateway.networking.k8s.io/gateway-name": "tls"})
+    for grant in (True, False):
+        texts = (CROSS_NS_TLS, CERT_GRANT) if grant else (CROSS_NS_TLS,)
+        out = run(*texts)
+        (server,) = [g.spec["servers"][0] for g in out.gateways]
+        assert server["tls"] == {"mode": "SIMPLE", "credentialName": "kubernetes-gateway://certs/cert"}
+        resolved = out.status[ResourceKey("KubernetesGateway", "infra", "tls")]["listeners"][0]["conditions"][2]
+        assert (resolved["status"], resolved["reason"]) == (("True", "ResolvedRefs") if grant
+                                                            else ("False", "RefNotPermitted"))
+        config = [*out.gateways, *(r for t in texts for r in resources(t))]
+        served = {s.name: s for s in gateway_secrets(make_snapshot(config), proxy)}
+        if grant:
+            cert = served["kubernetes-gateway://certs/cert"]
+            assert isinstance(cert, secret_pb2.Secret)
+            assert cert.tls_certificate.private_key.inline_bytes == b"KEY"
+        else:
+            assert served == {}
 
 
 def test_grpc_route_methods() -> None:

@@ -11,12 +11,13 @@ generators then build listeners and routes from them. The conversion also return
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from sailmesh.api.kinds import GATEWAY_API, KUBERNETES_GATEWAY
 from sailmesh.api.resource import Resource, ResourceKey, Source
+from sailmesh.generate.gateway_tls import GATEWAY_CREDENTIAL_PREFIX
 from sailmesh.generate.gatewayapi import hostnames
 from sailmesh.generate.gatewayapi.rules import RuleContext, http_routes, l4_routes, service_host
 from sailmesh.generate.gatewayapi.status import Status, condition, route_parent_status
@@ -93,6 +94,24 @@ def _generated(kind: str, name: str, namespace: str, spec: dict[str, Any], label
                     Source(GENERATED), raw)
 
 
+def grant_allows(grants: Iterable[Resource], from_kind: str, from_ns: str, to_kind: str, to_ns: str,
+                 to_name: str) -> bool:
+    """A ReferenceGrant in the target namespace lets `from_kind`s of `from_ns` refer to the target."""
+    for g in grants:
+        if g.namespace != to_ns:
+            continue
+        froms = g.spec.get("from") or ()
+        tos = g.spec.get("to") or ()
+        if not any(f.get("group") == GATEWAY_API and f.get("kind") == from_kind and f.get("namespace") == from_ns
+                   for f in froms):
+            continue
+        for t in tos:
+            if (t.get("group") or "") in ("", "core") and t.get("kind") == to_kind \
+                    and (not t.get("name") or t.get("name") == to_name):
+                return True
+    return False
+
+
 class _Index:
     """Lookups over the config the conversion reads."""
 
@@ -104,20 +123,7 @@ class _Index:
         self.classes = {r.name: str(r.spec.get("controllerName", "")) for r in config.get("GatewayClass", ())}
 
     def grant_allows(self, from_kind: str, from_ns: str, to_kind: str, to_ns: str, to_name: str) -> bool:
-        """A ReferenceGrant in the target namespace lets `from_kind`s of `from_ns` refer to the target."""
-        for g in self.grants:
-            if g.namespace != to_ns:
-                continue
-            froms = g.spec.get("from") or ()
-            tos = g.spec.get("to") or ()
-            if not any(f.get("group") == GATEWAY_API and f.get("kind") == from_kind and f.get("namespace") == from_ns
-                       for f in froms):
-                continue
-            for t in tos:
-                if (t.get("group") or "") in ("", "core") and t.get("kind") == to_kind \
-                        and (not t.get("name") or t.get("name") == to_name):
-                    return True
-        return False
+        return grant_allows(self.grants, from_kind, from_ns, to_kind, to_ns, to_name)
 
     def controller(self, class_name: str) -> str:
         return self.classes.get(class_name) or BUILTIN_CLASSES.get(class_name, "")
@@ -152,7 +158,12 @@ def _gateway_servers(gw: Resource, index: _Index, out: Converted) -> list[Listen
                 server["tls"] = {"mode": "PASSTHROUGH"}
             else:
                 ref = (tls.get("certificateRefs") or [{}])[0]
-                server["tls"] = {"mode": "SIMPLE", "credentialName": str(ref.get("name", ""))}
+                ref_ns = str(ref.get("namespace") or gw.namespace)
+                # Istio's buildSecretReference: `kubernetes-gateway://<ns>/<name>`, readable from another namespace
+                # when a ReferenceGrant there allows it (checked again when the secret is served)
+                credential = str(ref.get("name", "")) if ref_ns == gw.namespace \
+                    else f"{GATEWAY_CREDENTIAL_PREFIX}{ref_ns}/{ref.get('name', '')}"
+                server["tls"] = {"mode": "SIMPLE", "credentialName": credential}
         ig = _generated("Gateway", istio_gateway_name(gw.name, lst.name), gw.namespace,
                         {"selector": {GATEWAY_NAME_LABEL: gw.name}, "servers": [server]},
                         created=(gw.raw.get("metadata") or {}).get("creationTimestamp"))
@@ -167,12 +178,9 @@ def _certificate_problem(lst: Listener, index: _Index) -> tuple[str, str] | None
         kind, ns, name = ref.get("kind", "Secret"), ref.get("namespace") or lst.gateway.namespace, ref.get("name")
         if (ref.get("group") or "") not in ("", "core") or kind != "Secret":
             return "InvalidCertificateRef", f"invalid certificate reference {kind} {name}: only Secrets are supported"
-        if ns != lst.gateway.namespace:
-            if not index.grant_allows("Gateway", lst.gateway.namespace, "Secret",
-                                      ns, str(name)):
-                return "RefNotPermitted", f"certificate reference {ns}/{name} not permitted by any ReferenceGrant"
-            return "InvalidCertificateRef", (f"certificate reference {ns}/{name}: secrets of another namespace are "
-                                             "accepted, not enforced in sailmesh")
+        if ns != lst.gateway.namespace and not index.grant_allows("Gateway", lst.gateway.namespace, "Secret",
+                                                                  ns, str(name)):
+            return "RefNotPermitted", f"certificate reference {ns}/{name} not permitted by any ReferenceGrant"
         if (ns, name) not in index.secrets:
             return "InvalidCertificateRef", f"invalid certificate reference /Secret/{name}.{ns}, secret not found"
     return None

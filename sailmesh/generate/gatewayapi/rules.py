@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+PREFIX_REDIRECT = "%PREFIX()%"  # Istio's marker for a prefix-rewriting redirect `uri` (generate/httproute.py)
+
 CORE_GROUPS = ("", "core")
 SERVICE = "Service"
 
@@ -215,9 +217,11 @@ def _filters(route: dict[str, Any], rule: Mapping[str, Any], ctx: RuleContext) -
             if r.get("port"):
                 red["port"] = int(r["port"])
             path = r.get("path")
-            if path:
-                # ReplacePrefixMatch replaces the whole path here (reported by generate/gatewayapi/unenforced.py)
-                red["uri"] = str(path.get("replaceFullPath") or path.get("replacePrefixMatch") or "/")
+            if path and path.get("type") == "ReplacePrefixMatch":
+                # Istio's createRedirectFilter: `%PREFIX()%<replacement>`, a prefix rewrite (generate/httproute.py)
+                red["uri"] = PREFIX_REDIRECT + str(path.get("replacePrefixMatch") or "/")
+            elif path:
+                red["uri"] = str(path.get("replaceFullPath") or "/")
             route["redirect"] = red
         elif kind == "URLRewrite":
             r = f.get("urlRewrite") or {}
@@ -298,11 +302,17 @@ def http_routes(route_name: str, rule: Mapping[str, Any], index: int, ctx: RuleC
 
 
 def _prefix_rewrite(route: dict[str, Any], prefix: str | None) -> dict[str, Any]:
-    """ReplacePrefixMatch on a route matching prefix `/p/` (PathPrefix `/p` element-wise, or `/`): Envoy swaps the
-    matched `/p/`, so the replacement keeps its trailing `/` (`/p/x` -> `/new/x`, not `/newx`)."""
+    """ReplacePrefixMatch (URLRewrite, RequestRedirect) on a route matching prefix `/p/` (PathPrefix `/p`
+    element-wise, or `/`): Envoy swaps the matched `/p/`, so the replacement keeps its trailing `/` (`/p/x` ->
+    `/new/x`, not `/newx`)."""
+    if not prefix or not prefix.endswith("/"):
+        return route
     uri = (route.get("rewrite") or {}).get("uri")
-    if prefix and prefix.endswith("/") and uri is not None:
+    if uri is not None:
         route["rewrite"] = {**route["rewrite"], "uri": uri.rstrip("/") + "/"}
+    red = str((route.get("redirect") or {}).get("uri") or "")
+    if red.startswith(PREFIX_REDIRECT):
+        route["redirect"] = {**route["redirect"], "uri": red.rstrip("/") + "/"}
     return route
 
 
