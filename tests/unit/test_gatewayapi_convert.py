@@ -537,3 +537,60 @@ def test_generated_virtual_services_are_valid_istio_config() -> None:
         assert r.model is not None
         assert [str(i) for i in validate(r) if i.severity == "error"] == [], r.name
         assert len(r.name) <= 63
+
+
+HOSTNAME_ROUTE = """
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api, namespace: apps}
+spec:
+  hosts: [api.example.test]
+  ports: [{number: 443, name: http, protocol: HTTP}]
+  resolution: DNS
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: apps}
+spec:
+  parentRefs: [{name: gw, namespace: infra}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /api}}]
+    backendRefs: [{group: networking.istio.io, kind: Hostname, name: api.example.test, port: 443}]
+  - matches: [{path: {type: PathPrefix, value: /missing}}]
+    backendRefs: [{group: networking.istio.io, kind: Hostname, name: nowhere.example.test, port: 443}]
+  - matches: [{path: {type: PathPrefix, value: /bad}}]
+    backendRefs: [{group: networking.istio.io, kind: Hostname, name: api.example.test, namespace: apps, port: 443}]
+"""
+
+
+def test_hostname_backend_ref_reaches_a_service_entry_host() -> None:
+    """Istio's buildDestination for the synthetic `networking.istio.io/Hostname` kind: the name is the host (here a
+    ServiceEntry's), port required, namespace refused ("namespace may not be set with Hostname type"), a host the
+    route's namespace does not see -> "backend(...) not found"; the gateway's Envoy route goes to the
+    ServiceEntry's cluster."""
+    from envoy.config.route.v3 import route_pb2
+
+    from sailmesh.snapshot.model import ProxyView
+    from sailmesh.xds.types import ROUTE
+    from tests.unit.test_generate_support import generated, make_snapshot
+
+    out = run(GATEWAY, SERVICES, HOSTNAME_ROUTE)
+    by_uri = {str(r["match"][0]["uri"]): r for r in only_vs(out)["http"]}
+    assert by_uri["{'prefix': '/api/'}"]["route"] == [
+        {"destination": {"host": "api.example.test", "port": {"number": 443}}}]
+    assert by_uri["{'prefix': '/missing/'}"]["directResponse"] == {"status": 500}
+    assert by_uri["{'prefix': '/bad/'}"]["directResponse"] == {"status": 500}
+    parent = out.status[ResourceKey("HTTPRoute", "apps", "r")]["parents"][0]
+    resolved = next(c for c in parent["conditions"] if c["type"] == "ResolvedRefs")
+    assert "backend(nowhere.example.test) not found" in resolved["message"]
+    # through the generators: the gateway's route to the ServiceEntry's cluster
+    proxy = ProxyView(id="router~127.0.0.2~gw-istio-0.infra~infra.svc.cluster.local", type="router",
+                      ip="127.0.0.2", namespace="infra", workload_name="gw-istio-0",
+                      labels={"gateway.networking.k8s.io/gateway-name": "gw"})
+    config = [*out.gateways, *out.virtual_services, *resources(HOSTNAME_ROUTE)[:1]]
+    from sailmesh.registry.model import Service, ServicePort
+    svc = Service(hostname="api.example.test", name="api.example.test", namespace="apps",
+                  ports=(ServicePort(port=443, name="http", protocol="HTTP"),), resolution="DNS")
+    rcs = generated(make_snapshot(config, services=[svc]), proxy, ROUTE, route_pb2.RouteConfiguration)
+    clusters = {r.route.cluster for rc in rcs.values() for vh in rc.virtual_hosts for r in vh.routes}
+    assert "outbound|443||api.example.test" in clusters

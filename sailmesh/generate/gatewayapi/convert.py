@@ -25,7 +25,7 @@ from sailmesh.generate.gatewayapi.status import Status, condition, route_parent_
 Config = Mapping[str, tuple[Resource, ...]]
 ROUTE_KINDS = ("HTTPRoute", "GRPCRoute", "TCPRoute", "TLSRoute")
 INPUT_KINDS = frozenset({*ROUTE_KINDS, "GatewayClass", KUBERNETES_GATEWAY, "ReferenceGrant", "Service", "Namespace",
-                         "Secret"})
+                         "Secret", "ServiceEntry"})
 CONTROLLERS = ("istio.io/gateway-controller", "sailmesh.io/gateway-controller")
 BUILTIN_CLASSES = {"istio": CONTROLLERS[0], "sailmesh": CONTROLLERS[1]}  # Istio creates its class; so do we
 GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
@@ -117,6 +117,8 @@ class _Index:
 
     def __init__(self, config: Config) -> None:
         self.services = {(r.namespace, r.name) for r in config.get("Service", ())}
+        self.entries = [(r.namespace, [str(h) for h in r.spec.get("hosts") or ()],
+                         [str(e) for e in r.spec.get("exportTo") or ()]) for r in config.get("ServiceEntry", ())]
         self.ns_labels = {r.name: dict(r.labels) for r in config.get("Namespace", ())}
         self.secrets = {(r.namespace, r.name) for r in config.get("Secret", ())}
         self.grants = config.get("ReferenceGrant", ())
@@ -124,6 +126,18 @@ class _Index:
 
     def grant_allows(self, from_kind: str, from_ns: str, to_kind: str, to_ns: str, to_name: str) -> bool:
         return grant_allows(self.grants, from_kind, from_ns, to_kind, to_ns, to_name)
+
+    def host_exists(self, hostname: str, route_ns: str, suffix: str) -> bool:
+        """Istio's LookupHostname for a `Hostname` backendRef: a Service's or ServiceEntry's host the route's
+        namespace sees (ServiceEntry exportTo: unset/`*` everywhere, `.` its own namespace, or named ones)."""
+        for ns, name in self.services:
+            if f"{name}.{ns}.svc.{suffix}" == hostname:
+                return True
+        for ns, hosts, export in self.entries:
+            if hostname in hosts and (not export or "*" in export or route_ns in export
+                                      or ("." in export and ns == route_ns)):
+                return True
+        return False
 
     def controller(self, class_name: str) -> str:
         return self.classes.get(class_name) or BUILTIN_CLASSES.get(class_name, "")
@@ -246,7 +260,8 @@ def convert(config: Config, domain_suffix: str) -> Converted:
     for route in routes:
         parents: list[dict[str, Any]] = []
         ctx = RuleContext(route.namespace, route.kind, domain_suffix,
-                          lambda ns, n: (ns, n) in index.services, index.grant_allows)
+                          lambda ns, n: (ns, n) in index.services, index.grant_allows,
+                          lambda h, ns: index.host_exists(h, ns, domain_suffix))
         converted, error = [], None
         for i, rule in enumerate(route.spec.get("rules") or ()):
             if route.kind in ("HTTPRoute", "GRPCRoute"):
