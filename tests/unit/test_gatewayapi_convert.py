@@ -594,3 +594,64 @@ def test_hostname_backend_ref_reaches_a_service_entry_host() -> None:
     rcs = generated(make_snapshot(config, services=[svc]), proxy, ROUTE, route_pb2.RouteConfiguration)
     clusters = {r.route.cluster for rc in rcs.values() for vh in rc.virtual_hosts for r in vh.routes}
     assert "outbound|443||api.example.test" in clusters
+
+
+def test_conflicted_listeners() -> None:
+    """Gateway API ListenerConditionConflicted, as Istio's ReportListenerConflict writes it (Accepted and
+    Programmed False and Conflicted True with the reason): a later listener on an earlier one's port with another
+    protocol (ProtocolConflict; HTTPS and TLS share a port by SNI) or the same hostname (HostnameConflict). The
+    earlier listener keeps its server; the conflicted one gets none."""
+    gw = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: infra}
+spec:
+  gatewayClassName: istio
+  listeners:
+  - {name: a, port: 80, protocol: HTTP, hostname: a.example.com}
+  - {name: b, port: 80, protocol: HTTP, hostname: b.example.com}
+  - {name: a-again, port: 80, protocol: HTTP, hostname: a.example.com}
+  - {name: tcp, port: 80, protocol: TCP}
+  - {name: https, port: 443, protocol: HTTPS, hostname: s.example.com, tls: {certificateRefs: [{name: c}]}}
+  - {name: tls, port: 443, protocol: TLS, hostname: t.example.com, tls: {mode: Passthrough}}
+"""
+    out = run(gw)
+    assert sorted(g.spec["servers"][0]["port"]["name"] for g in out.gateways) == ["a", "b", "https", "tls"]
+    status = out.status[ResourceKey("KubernetesGateway", "infra", "gw")]["listeners"]
+    conds = {lst["name"]: {c["type"]: (c["status"], c["reason"]) for c in lst["conditions"]} for lst in status}
+    assert conds["a-again"] == {"Accepted": ("False", "HostnameConflict"), "Programmed": ("False", "HostnameConflict"),
+                                "Conflicted": ("True", "HostnameConflict")}
+    assert conds["tcp"]["Conflicted"] == ("True", "ProtocolConflict")
+    for name in ("a", "b", "tls"):
+        assert conds[name]["Accepted"] == ("True", "Accepted") and "Conflicted" not in conds[name]
+
+
+def test_http_and_grpc_routes_on_one_service_share_its_virtual_service() -> None:
+    """Istio's convertVirtualService collects HTTPRoutes and GRPCRoutes into the same routes per parent and host:
+    a mesh proxy applies one VirtualService per host, so an HTTPRoute and a GRPCRoute on one Service (GAMMA) must
+    land in one, sorted together (the Gateway API's precedence)."""
+    text = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: apps, creationTimestamp: "2024-01-01T00:00:00Z"}
+spec:
+  parentRefs: [{group: "", kind: Service, name: a, port: 80}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /web}}]
+    backendRefs: [{name: b, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: rpc, namespace: apps, creationTimestamp: "2024-01-02T00:00:00Z"}
+spec:
+  parentRefs: [{group: "", kind: Service, name: a, port: 80}]
+  rules:
+  - matches: [{method: {service: helloworld.Greeter}}]
+    backendRefs: [{name: b, port: 80}]
+"""
+    out = run(SERVICES, text)
+    vs = only_vs(out)
+    assert vs["hosts"] == ["a.apps.svc.cluster.local"] and vs["gateways"] == ["mesh"]
+    uris = [r["match"][0]["uri"] for r in vs["http"]]
+    assert {"prefix": "/helloworld.Greeter/"} in uris and {"exact": "/web"} in uris and {"prefix": "/web/"} in uris
+    assert out.virtual_services[0].name.endswith("httproute")  # named after the oldest route's kind

@@ -156,14 +156,48 @@ class _Index:
         return route_ns == listener.gateway.namespace
 
 
+TLS_PROTOCOLS = frozenset({"HTTPS", "TLS"})  # one TLS listener on a port serves both by SNI
+CONFLICT_MESSAGE = "Listener has a conflict with another listener attached to the same Gateway"  # Istio's
+
+
+def listener_conflicts(gw: Resource) -> dict[str, str]:
+    """The Gateway API's Conflicted listeners (name -> reason): a listener on the port of an earlier, not conflicted
+    listener with an incompatible protocol (ProtocolConflict; HTTPS and TLS share a port by SNI) or the same
+    protocol family and hostname (HostnameConflict). The earlier listener keeps working, as the Gateway API's merge
+    semantics give precedence in list order."""
+    kept: list[Mapping[str, Any]] = []
+    out: dict[str, str] = {}
+    for spec in gw.spec.get("listeners") or ():
+        protocol = str(spec.get("protocol", ""))
+        if not PROTOCOLS.get(protocol, ("", ()))[0]:
+            continue
+        reason = ""
+        for other in kept:
+            if other.get("port") != spec.get("port"):
+                continue
+            theirs = str(other.get("protocol", ""))
+            if protocol != theirs and not {protocol, theirs} <= TLS_PROTOCOLS:
+                reason = "ProtocolConflict"
+                break
+            if (other.get("hostname") or "") == (spec.get("hostname") or ""):
+                reason = "HostnameConflict"
+                break
+        if reason:
+            out[str(spec.get("name"))] = reason
+        else:
+            kept.append(spec)
+    return out
+
+
 def _gateway_servers(gw: Resource, index: _Index, out: Converted) -> list[Listener]:
     """The Istio Gateway of each listener; the Gateway's status (without attached route counts yet)."""
     listeners = []
+    conflicted = listener_conflicts(gw)
     for i, spec in enumerate(gw.spec.get("listeners") or ()):
         lst = Listener(gw, spec, i)
         protocol = PROTOCOLS.get(lst.protocol, ("", ()))[0]
-        if not protocol:
-            continue  # UDP and custom protocols: reported in the listener's status
+        if not protocol or lst.name in conflicted:
+            continue  # UDP and custom protocols, conflicted listeners: reported in the listener's status
         server: dict[str, Any] = {"port": {"number": int(spec["port"]), "name": lst.name, "protocol": protocol},
                                   "hosts": [f"*/{lst.hostname or '*'}"]}
         tls = spec.get("tls") or {}
@@ -254,6 +288,7 @@ def convert(config: Config, domain_suffix: str) -> Converted:
         by_gateway[(gw.namespace, gw.name)] = _gateway_servers(gw, index, out)
     # routes, oldest first (creationTimestamp, then namespace/name: the Gateway API's tie-break)
     vs_routes: dict[tuple[str, str, str, str, tuple[str, ...]], list[dict[str, Any]]] = {}
+    vs_kind: dict[tuple[str, str, str, tuple[str, ...]], str] = {}  # the kind naming each merged VirtualService
     l4: dict[tuple[str, str, str], list[tuple[str, list[dict[str, Any]], list[str]]]] = {}
     routes = sorted((r for k in ROUTE_KINDS for r in config.get(k, ())),
                     key=lambda r: (r.creation_key[0], r.namespace, r.name))
@@ -284,7 +319,7 @@ def convert(config: Config, domain_suffix: str) -> Converted:
                 host = service_host(name, ns, domain_suffix)
                 port = ref.get("port")
                 export = () if route.namespace == ns else (".",)  # a consumer route: its own namespace only
-                key = ("mesh", route.namespace if export else ns, host, route.kind, export)
+                key = _vs_key(vs_kind, "mesh", route.namespace if export else ns, host, route.kind, export)
                 vs_routes.setdefault(key, []).extend(_with_port(converted, port, route.kind))
                 parents.append(route_parent_status(ref, True, "Accepted", "Route was valid", ctx.problems, route))
                 continue
@@ -303,7 +338,8 @@ def convert(config: Config, domain_suffix: str) -> Converted:
                 lst.attached += 1
                 if route.kind in ("HTTPRoute", "GRPCRoute"):
                     for h in hosts:
-                        vs_routes.setdefault((lst.ref, lst.gateway.namespace, h, route.kind, ()), []).extend(converted)
+                        key = _vs_key(vs_kind, lst.ref, lst.gateway.namespace, h, route.kind, ())
+                        vs_routes.setdefault(key, []).extend(converted)
                 else:
                     l4.setdefault((lst.ref, lst.gateway.namespace, route.kind), []).append(
                         (route.name, converted, [str(h) for h in route.spec.get("hostnames") or ()]))
@@ -340,6 +376,14 @@ def sort_http_routes(routes: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 -len(m.get("headers") or {}), -len(m.get("queryParams") or {}))
 
     return sorted(routes, key=key)
+
+
+def _vs_key(first_kind: dict[tuple[str, str, str, tuple[str, ...]], str], parent: str, ns: str, host: str,
+            kind: str, export: tuple[str, ...]) -> tuple[str, str, str, str, tuple[str, ...]]:
+    """The VirtualService an HTTPRoute's or GRPCRoute's routes for (parent, host) go into: one for both kinds, as
+    Istio's conversion merges them per parent and host (a mesh proxy applies one VirtualService per host, so an
+    HTTPRoute and a GRPCRoute on one Service must share it); named after the kind of the oldest route."""
+    return parent, ns, host, first_kind.setdefault((parent, ns, host, export), kind), export
 
 
 def _slug(host: str) -> str:
@@ -389,14 +433,21 @@ def _gateway_status(gw: Resource, listeners: list[Listener], index: _Index, suff
     service = f"{deployment_name(gw.name)}.{gw.namespace}.svc.{suffix}"
     listener_status = []
     by_name = {lst.name: lst for lst in listeners}
+    conflicted = listener_conflicts(gw)
     for spec in gw.spec.get("listeners") or ():
         lst = by_name.get(str(spec.get("name")))
         conds = []
-        if lst is None:
+        reason = conflicted.get(str(spec.get("name")))
+        if reason:  # Istio's ReportListenerConflict
+            conds += [condition("Accepted", False, reason, CONFLICT_MESSAGE, gen),
+                      condition("Programmed", False, reason, CONFLICT_MESSAGE, gen),
+                      condition("Conflicted", True, reason, CONFLICT_MESSAGE, gen)]
+            kinds: tuple[str, ...] = Listener(gw, spec, 0).kinds()
+        elif lst is None:
             conds += [condition("Accepted", False, "UnsupportedProtocol",
                                 f"protocol {spec.get('protocol')!r} is unsupported", gen),
                       condition("Programmed", False, "Invalid", "Unsupported protocol", gen)]
-            kinds: tuple[str, ...] = ()
+            kinds = ()
         else:
             problem = _certificate_problem(lst, index)
             conds += [condition("Accepted", True, "Accepted", "No errors found", gen),
