@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from sailmesh.api.change import Change
+from sailmesh.api.models import model_of
+from sailmesh.api.models.networking import Sidecar
 from sailmesh.registry.jwks import JWKS_KIND
 from sailmesh.registry.model import TLS_MODE_ISTIO, TLS_MODE_LABEL
 from sailmesh.snapshot.build import ENDPOINT_KINDS, changed_endpoints
@@ -11,8 +13,8 @@ from sailmesh.xds.push import PushRequest
 from sailmesh.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 
 EVERY_TYPE = frozenset({CLUSTER, ENDPOINT, LISTENER, ROUTE})  # what the generators make from most config
-# Secrets: workload certificates come from the agent's SDS; over ADS only gateways' credentialName secrets, which
-# depend on Gateways and Secrets alone (and only gateways subscribe to them)
+# Secrets: workload certificates come from the agent's SDS; over ADS only credentialName secrets (gateways'; and
+# sidecars' for Sidecar ingress TLS and selecting DestinationRules, generate/credentials.py)
 WITH_SECRETS = EVERY_TYPE | {SECRET}
 # Config kinds whose changes alter only some xDS types (what the generators read them for); any other kind can
 # alter every type.
@@ -21,9 +23,11 @@ KIND_TYPES: dict[str, frozenset[str]] = {
     # subsets, policies; consistentHash on routes; client credentialName secrets (gateways)
     "DestinationRule": frozenset({CLUSTER, ENDPOINT, ROUTE, SECRET}),
     "Gateway": frozenset({LISTENER, ROUTE, SECRET}),  # servers; the credentialName secrets they reference
-    # credentialName secrets, served over ADS: only gateways subscribe to them, and only those whose secret
-    # changed get a response (the server skips what a proxy already holds)
+    # credentialName secrets, served over ADS: only the proxies naming them subscribe, and only those whose
+    # secret changed get a response (the server skips what a proxy already holds)
     "Secret": frozenset({SECRET}),
+    # Gateway API: cross-namespace refs (backends; certificateRefs, whose secrets it lets a gateway read)
+    "ReferenceGrant": WITH_SECRETS,
     "Telemetry": frozenset({LISTENER, CLUSTER}),  # access logs and tracers on listeners, collector clusters
     "AuthorizationPolicy": frozenset({LISTENER}),  # RBAC / ext_authz filters live in the listeners
     "RateLimit": frozenset({LISTENER}),  # local_ratelimit filters in the inbound and gateway listeners
@@ -48,6 +52,13 @@ def _identities(snapshot: MeshSnapshot, host: str, port: int) -> frozenset[tuple
                      if e.workload and e.labels.get(TLS_MODE_LABEL) == TLS_MODE_ISTIO)
 
 
+def _ingress_credentials(snapshot: MeshSnapshot) -> bool:
+    """Whether a Sidecar's ingress listener names a credential (Istio's validation refuses that; unvalidated
+    config can still carry it)."""
+    return any(il.tls is not None and (il.tls.credential_name or il.tls.credential_names)
+               for sc in snapshot.of_kind("Sidecar") for il in model_of(sc, Sidecar).ingress or ())
+
+
 def affected_types(change: Change, previous: MeshSnapshot, current: MeshSnapshot) -> frozenset[str]:
     """The xDS types whose resources may differ between the two snapshots because of `change`."""
     if change.full:
@@ -57,6 +68,8 @@ def affected_types(change: Change, previous: MeshSnapshot, current: MeshSnapshot
     types: set[str] = set()
     for kind in change.kinds - ENDPOINT_KINDS:
         types |= KIND_TYPES.get(kind, EVERY_TYPE)
+    if "Sidecar" in change.kinds and (_ingress_credentials(previous) or _ingress_credentials(current)):
+        types.add(SECRET)  # a Sidecar ingress listener's credentialName secrets (generate/credentials.py)
     if change.kinds & ENDPOINT_KINDS:
         if current.services is not previous.services and current.services != previous.services:
             return EVERY_TYPE

@@ -11,10 +11,12 @@ from envoy.extensions.common.dynamic_forward_proxy.v3 import dns_cache_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 from envoy.type.v3 import percent_pb2
 
+from sailmesh.api.models import model_of
 from sailmesh.api.models.networking import (
     ConnectionPoolHTTP,
     ConnectionPoolSettings,
     ConnectionPoolTCP,
+    DestinationRule,
     LoadBalancerSettings,
     OutlierDetection,
     PortTrafficPolicy,
@@ -22,7 +24,7 @@ from sailmesh.api.models.networking import (
 )
 from sailmesh.generate import locality, names
 from sailmesh.generate.common import MAX_UINT32, Prepacked, ads, duration, go_duration, pack, u32
-from sailmesh.generate.endpoints import assignment, discovery, select, subset_labels, unique_ports
+from sailmesh.generate.endpoints import assignment, discovery, is_passthrough, select, subset_labels, unique_ports
 from sailmesh.generate.gateway import has_auto_passthrough
 from sailmesh.generate.memo import Memos
 from sailmesh.generate.peer_authn import namespace_mode
@@ -211,6 +213,21 @@ def _dns_endpoints(
     return chosen
 
 
+def _original_destination(c: Cluster, svc: Service, port: ServicePort) -> None:
+    """Istio's PASSTHROUGH (an ORIGINAL_DST cluster): the connection goes where the caller's name resolves, at the
+    port the caller dialled, with no load balancing over the service's endpoints.
+
+    An explicitly proxied request has no original destination (it was sent to the sidecar), so the sidecar
+    resolves the service's name as the caller would: a LOGICAL_DNS cluster on `<host>:<service port>`, resolved
+    through the mesh's DNS (controlplane/dns.py, the agents' first resolver), connecting to the first address
+    returned, as a client does with its resolver's answer. No ClusterLoadAssignment is sent for it.
+    """
+    c.type = Cluster.LOGICAL_DNS
+    c.dns_lookup_family = Cluster.V4_ONLY
+    c.respect_dns_ttl = True
+    c.load_assignment.CopyFrom(assignment(c.name, [Endpoint(svc.hostname, port.port, svc.hostname, port.port)]))
+
+
 def outbound_cluster(
     snapshot: MeshSnapshot, svc: Service, port: ServicePort, subset: str, labels: Mapping[str, str],
     policy: PortTrafficPolicy, *, client_has_identity: bool = False, service_mode: str | None = None,
@@ -220,7 +237,10 @@ def outbound_cluster(
     name = names.outbound_cluster(port.port, subset, svc.hostname)
     c = _base(name)
     kind = discovery(snapshot, svc)
-    if kind == "forward":
+    if kind != "forward" and is_passthrough(policy):
+        kind = "passthrough"
+        _original_destination(c, svc, port)
+    elif kind == "forward":
         _forward_proxy(c)
     elif kind == "dns":
         c.type = Cluster.STRICT_DNS if svc.resolution == "DNS" else Cluster.LOGICAL_DNS
@@ -244,9 +264,12 @@ def outbound_cluster(
         c.common_lb_config.locality_weighted_lb_config.SetInParent()
     if kind == "forward":
         c.lb_policy = Cluster.CLUSTER_PROVIDED  # the forward proxy picks the host itself
-    # a forward proxy cluster has no endpoints to match (Istio skips auto mTLS for ORIGINAL_DST too)
+    elif kind == "passthrough":
+        c.lb_policy = Cluster.ROUND_ROBIN  # one host: the address the name resolves to (nothing to balance)
+    # forward proxy and passthrough clusters have no endpoints to match (Istio's ORIGINAL_DST hosts carry no
+    # tlsMode metadata either, so auto mTLS sends them plaintext)
     apply_upstream_tls(c, snapshot, svc, port.port, subset, policy.tls,
-                       client_has_identity=client_has_identity and kind != "forward",
+                       client_has_identity=client_has_identity and kind not in ("forward", "passthrough"),
                        service_mode=service_mode, http2=is_http2(c), credentials=credentials)
     return c
 
@@ -258,21 +281,24 @@ def build_outbound(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> li
     auto = auto_mtls_enabled(snapshot)
     router = proxy.type == "router"  # gateways originate TLS with DestinationRule credentialNames (Istio)
     for svc in visible_services(snapshot, proxy):
-        dr = destination_rule(snapshot, proxy.namespace, svc)
+        dr = destination_rule(snapshot, proxy.namespace, svc, proxy.labels)
         # a cluster depends on the service, its DestinationRule, its endpoints (DNS clusters, NONE; the service
         # accounts mTLS verifies), the mesh, and for mTLS on the client's identity and the service's namespace mode
         eps = tuple(snapshot.endpoints.get((svc.hostname, p.port), ()) for p in svc.ports)
         held = (svc, dr, snapshot.mesh, *eps)
         mode = namespace_mode(snapshot, svc.namespace) if identity else None
-        ids = (*map(id, held), identity, auto, mode, router)
+        # Istio reads a rule's client credentialName at gateways, and at sidecars only for rules with a
+        # workloadSelector (buildUpstreamClusterTLSContext)
+        credentials = router or (dr is not None and model_of(dr, DestinationRule).workload_selector is not None)
+        ids = (*map(id, held), identity, auto, mode, credentials)
         for port in unique_ports(svc):
-            for subset, labels in subset_labels(snapshot, proxy.namespace, svc):
+            for subset, labels in subset_labels(snapshot, proxy.namespace, svc, proxy.labels):
                 key = (port.port, subset, ids)
                 c = memos.clusters.get(key, held)
                 if c is None:
                     policy = effective_policy(dr, subset, port.port)
                     msg = outbound_cluster(snapshot, svc, port, subset, labels, policy,
-                                           client_has_identity=identity, service_mode=mode, credentials=router)
+                                           client_has_identity=identity, service_mode=mode, credentials=credentials)
                     c = Prepacked.of(msg.name, msg)
                     memos.clusters.put(key, held, c)
                 out.append(c)
@@ -305,9 +331,9 @@ def sni_dnat_clusters(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Cluster]
     endpoints (`service_name` `outbound|PORT|SUBSET|HOST`, which the router's EDS already carries)."""
     out = []
     for svc in visible_services(snapshot, proxy):
-        dr = destination_rule(snapshot, proxy.namespace, svc)
+        dr = destination_rule(snapshot, proxy.namespace, svc, proxy.labels)
         for port in unique_ports(svc):
-            for subset, labels in subset_labels(snapshot, proxy.namespace, svc):
+            for subset, labels in subset_labels(snapshot, proxy.namespace, svc, proxy.labels):
                 c = outbound_cluster(snapshot, svc, port, subset, labels, effective_policy(dr, subset, port.port))
                 c.name = sni_for(port.port, subset, svc.hostname)
                 c.ClearField("transport_socket")

@@ -11,7 +11,7 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 
 from sailmesh.api import locality as loc
 from sailmesh.api.models import model_of
-from sailmesh.api.models.networking import DestinationRule
+from sailmesh.api.models.networking import DestinationRule, PortTrafficPolicy
 from sailmesh.api.resource import Resource
 from sailmesh.generate import locality, names
 from sailmesh.generate.common import Prepacked, socket_address, u32
@@ -108,15 +108,23 @@ def _shaped(cluster: str, endpoints: list[Endpoint], proxy: ProxyView,
     return endpoint_pb2.ClusterLoadAssignment(cluster_name=cluster, endpoints=[_group_endpoints(g) for g in gs])
 
 
-def subset_labels(snapshot: MeshSnapshot, proxy_ns: str, service: Service) -> list[tuple[str, Mapping[str, str]]]:
+def subset_labels(snapshot: MeshSnapshot, proxy_ns: str, service: Service,
+                  proxy_labels: Mapping[str, str] | None = None) -> list[tuple[str, Mapping[str, str]]]:
     """("", {}) for the default cluster, then (subset name, labels) per DestinationRule subset (first of a name)."""
-    dr = destination_rule(snapshot, proxy_ns, service)
+    dr = destination_rule(snapshot, proxy_ns, service, proxy_labels)
     out: dict[str, Mapping[str, str]] = {"": {}}
     if dr is not None:
         for s in model_of(dr, DestinationRule).subsets or ():
             if s.name and s.name not in out:
                 out[s.name] = s.labels or {}
     return list(out.items())
+
+
+def is_passthrough(policy: PortTrafficPolicy) -> bool:
+    """DestinationRule `loadBalancer.simple: PASSTHROUGH` for one cluster (port level and subset merged): its
+    cluster resolves the service's name (clusters.py) and gets no ClusterLoadAssignment."""
+    lb = policy.load_balancer
+    return lb is not None and lb.simple == "PASSTHROUGH"
 
 
 def unique_ports(svc: Service) -> tuple[ServicePort, ...]:
@@ -130,11 +138,13 @@ def build_endpoints(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> l
     for svc in visible_services(snapshot, proxy):
         if discovery(snapshot, svc) != "eds":
             continue
-        subsets = subset_labels(snapshot, proxy.namespace, svc)
-        dr = destination_rule(snapshot, proxy.namespace, svc)
+        subsets = subset_labels(snapshot, proxy.namespace, svc, proxy.labels)
+        dr = destination_rule(snapshot, proxy.namespace, svc, proxy.labels)
         for port in unique_ports(svc):
             eps = snapshot.endpoints.get((svc.hostname, port.port), ())
             for subset, labels in subsets:
+                if is_passthrough(effective_policy(dr, subset, port.port)):
+                    continue
                 name = names.outbound_cluster(port.port, subset, svc.hostname)
                 # locality LB makes an assignment depend on the proxy's locality (and failoverPriority labels)
                 shape = _locality_lb(snapshot, proxy, dr, subset, port.port)

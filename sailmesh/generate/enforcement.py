@@ -50,30 +50,6 @@ def _virtual_service(spec: Any) -> Iterator[str]:
                 yield f"spec.tls[{i}].match[{j}].destinationSubnets"
 
 
-def _policies(spec: Any) -> Iterator[tuple[str, Any]]:
-    """The trafficPolicy, its portLevelSettings and each subset's, with their paths."""
-    yield "spec.trafficPolicy", _at(spec, "trafficPolicy")
-    for j, pls in enumerate(_list(spec, "trafficPolicy", "portLevelSettings")):
-        yield f"spec.trafficPolicy.portLevelSettings[{j}]", pls
-    for i, sub in enumerate(_list(spec, "subsets")):
-        yield f"spec.subsets[{i}].trafficPolicy", _at(sub, "trafficPolicy")
-        for j, pls in enumerate(_list(sub, "trafficPolicy", "portLevelSettings")):
-            yield f"spec.subsets[{i}].trafficPolicy.portLevelSettings[{j}]", pls
-
-
-def _destination_rule(spec: Any) -> Iterator[str]:
-    if _at(spec, "workloadSelector") is not None:
-        yield "spec.workloadSelector (the rule applies to every proxy that looks it up, not only the selected ones)"
-    for where, policy in _policies(spec):
-        if policy is None:
-            continue
-        if _at(policy, "loadBalancer", "simple") == "PASSTHROUGH":
-            yield f"{where}.loadBalancer.simple: PASSTHROUGH"
-        if _at(policy, "tls", "credentialName") and _at(spec, "workloadSelector") is not None:
-            # gateways use it; sidecars only for rules with a workloadSelector (Istio), which the lookup ignores
-            yield f"{where}.tls.credentialName (at sidecars: the rule's workloadSelector is not read)"
-
-
 def _gateway(spec: Any) -> Iterator[str]:
     for i, server in enumerate(_list(spec, "servers")):
         for key in ("verifyCertificateSpki", "verifyCertificateHash"):  # enforced with credential(s) only
@@ -90,8 +66,6 @@ def _sidecar(spec: Any) -> Iterator[str]:
         for key in ("captureMode", "connectionPool"):  # bind and tls (SIMPLE/MUTUAL, files) are translated
             if _at(ingress, key) is not None:
                 yield f"spec.ingress[{i}].{key}"
-        if _at(ingress, "tls", "credentialName") or _at(ingress, "tls", "credentialNames"):
-            yield f"spec.ingress[{i}].tls.credentialName (sidecars read certificate files only)"
         if _at(ingress, "tls") is not None and str(_at(ingress, "tls", "mode") or "") not in ("SIMPLE", "MUTUAL"):
             yield f"spec.ingress[{i}].tls.mode: {_at(ingress, 'tls', 'mode')} (SIMPLE and MUTUAL only, as Istio)"
         if str(_at(ingress, "defaultEndpoint") or "").startswith("unix://"):
@@ -118,7 +92,6 @@ def _envoy_filter(spec: Any) -> Iterator[str]:
 FIELD_CHECKS: dict[str, Callable[[Any], Iterator[str]]] = {
     "EnvoyFilter": _envoy_filter,
     "VirtualService": _virtual_service,
-    "DestinationRule": _destination_rule,
     "Gateway": _gateway,
     "Sidecar": _sidecar,
     "KubernetesGateway": gatewayapi.gateway,  # the Gateway API's Gateway (api/kinds.py)

@@ -12,18 +12,16 @@ from google.protobuf import wrappers_pb2
 from sailmesh.api.hosts import host_subset_of, hosts_match, selector_matches
 from sailmesh.api.models import model_of
 from sailmesh.api.models.networking import (
-    DestinationRule,
     Gateway,
     ServerTLSSettings,
     TLSMatchAttributes,
     VirtualService,
 )
 from sailmesh.api.resource import Resource
-from sailmesh.generate import gateway_tls, names
+from sailmesh.generate import credentials, gateway_tls, names
 from sailmesh.generate.httproute import RouteContext, destination_cluster, virtual_service_routes
 from sailmesh.generate.scope import virtual_services
 from sailmesh.generate.tcproute import WeightedClusters, tcp_destinations
-from sailmesh.generate.tls import upstream_credential_names
 from sailmesh.snapshot.index import gateway_ref, vs_hosts
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView
 
@@ -326,20 +324,6 @@ def gateway_tls_ports(snapshot: MeshSnapshot, proxy: ProxyView) -> dict[int, lis
     return out
 
 
-def _client_credentials(dr: Resource) -> list[str]:
-    """The SDS names of a DestinationRule's client `credentialName`s (top level, port level, subsets)."""
-    rule = model_of(dr, DestinationRule)
-    policies = [rule.traffic_policy, *(s.traffic_policy for s in rule.subsets or ())]
-    out = []
-    for policy in policies:
-        if policy is None:
-            continue
-        out += upstream_credential_names(policy.tls)
-        for pls in policy.port_level_settings or ():
-            out += upstream_credential_names(pls.tls)
-    return out
-
-
 def has_auto_passthrough(snapshot: MeshSnapshot, proxy: ProxyView) -> bool:
     """Whether a Gateway selecting this router has an AUTO_PASSTHROUGH server (it then needs SNI-DNAT clusters)."""
     return any(server.mode == "AUTO_PASSTHROUGH" for gw in gateways_for(snapshot, proxy) for server in tls_servers(gw))
@@ -350,11 +334,13 @@ def gateway_secrets(snapshot: MeshSnapshot, proxy: ProxyView) -> list[secret_pb2
     of DestinationRules' client TLS (a gateway originates TLS with them), from the Secrets in the gateway proxy's
     namespace, as istiod's SDS serves them; missing ones are left out."""
     if proxy.type != "router":
-        return []
+        return credentials.sidecar_secrets(snapshot, proxy)
     wanted = dict.fromkeys(n for gw in gateways_for(snapshot, proxy) for server in tls_servers(gw)
                            for n in gateway_tls.credential_names(server.tls))
-    wanted.update(dict.fromkeys(n for dr in snapshot.of_kind("DestinationRule") for n in _client_credentials(dr)))
+    wanted.update(dict.fromkeys(n for dr in snapshot.of_kind("DestinationRule")
+                                for n in credentials.client_credentials(dr)))
     if not wanted:
         return []
     secrets = {r.name: r for r in snapshot.of_kind("Secret") if r.namespace == proxy.namespace}
-    return [s for n in wanted if (s := gateway_tls.secret_resource(n, secrets, proxy.namespace)) is not None]
+    granted = credentials.granted_secrets(snapshot, proxy.namespace)
+    return [s for n in wanted if (s := gateway_tls.secret_resource(n, secrets, proxy.namespace, granted)) is not None]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from envoy.config.core.v3 import base_pb2
@@ -30,6 +30,9 @@ from sailmesh.generate.common import ads
 from sailmesh.generate.tls import sds_secret
 
 CREDENTIAL_PREFIX = "kubernetes://"  # Istio's credentials.KubernetesSecretTypeURI
+# Istio's credentials.KubernetesGatewaySecretTypeURI: a Gateway API certificateRef `<ns>/<name>`, which may name
+# another namespace when a ReferenceGrant there allows it (generate/gatewayapi/convert.py writes it so)
+GATEWAY_CREDENTIAL_PREFIX = "kubernetes-gateway://"
 CA_SUFFIX = "-cacert"  # Istio's SdsCaSuffix
 WORKLOAD_CERT = "default"
 ROOT_CERT = "ROOTCA"
@@ -65,7 +68,12 @@ def mode_of(tls: ServerTLSSettings | None) -> str:
 
 def credential_secret(name: str) -> secret_pb2.SdsSecretConfig:
     """Istio's ConstructSdsSecretConfigForCredential: `kubernetes://<name>`, served by the control plane over ADS."""
-    return secret_pb2.SdsSecretConfig(name=CREDENTIAL_PREFIX + name, sds_config=ads())
+    return secret_pb2.SdsSecretConfig(name=_sds_name(name), sds_config=ads())
+
+
+def _sds_name(credential: str) -> str:
+    """The SDS resource name of a credentialName (`kubernetes-gateway://...` names are already SDS names)."""
+    return credential if credential.startswith(GATEWAY_CREDENTIAL_PREFIX) else CREDENTIAL_PREFIX + credential
 
 
 def _san_matchers(sans: tuple[str, ...] | None) -> list[common_pb2.SubjectAltNameMatcher]:
@@ -145,7 +153,7 @@ def credential_names(tls: ServerTLSSettings | None) -> list[str]:
     if tls is None or not (tls.credential_name or tls.credential_names) or mode_of(tls) not in TERMINATING or \
             mode_of(tls) == "ISTIO_MUTUAL":
         return []
-    out = [CREDENTIAL_PREFIX + n for n in (tls.credential_names or ()) or (tls.credential_name or "",)]
+    out = [_sds_name(n) for n in (tls.credential_names or ()) or (tls.credential_name or "",)]
     if mode_of(tls) in ("MUTUAL", "OPTIONAL_MUTUAL"):
         out.append(CREDENTIAL_PREFIX + _ca_credential(tls))
     return out
@@ -172,10 +180,18 @@ def _inline(value: bytes) -> base_pb2.DataSource:
     return base_pb2.DataSource(inline_bytes=value)
 
 
-def secret_resource(name: str, secrets: Mapping[str, Resource], namespace: str) -> secret_pb2.Secret | None:
+def secret_resource(name: str, secrets: Mapping[str, Resource], namespace: str,
+                    granted: Callable[[str, str], Resource | None] | None = None) -> secret_pb2.Secret | None:
     """The SDS Secret for one ADS name (`kubernetes://x` or `kubernetes://x-cacert`; `x` may be `<namespace>/name`)
     from the Secrets of the gateway's namespace, None when that Secret or its keys are missing (Envoy keeps the
-    listener warming) or it names another namespace (a gateway reads only its own namespace's Secrets)."""
+    listener warming) or it names another namespace (a gateway reads only its own namespace's Secrets).
+    `kubernetes-gateway://<ns>/<name>` (a Gateway API certificateRef) may name another namespace: `granted(ns,
+    name)` gives that Secret when a ReferenceGrant lets the gateway read it (Istio's SecretAllowed)."""
+    if name.startswith(GATEWAY_CREDENTIAL_PREFIX):
+        ns, _, credential = name[len(GATEWAY_CREDENTIAL_PREFIX):].partition("/")
+        if ns == namespace:
+            return _certificate(name, secrets.get(credential))
+        return _certificate(name, granted(ns, credential) if granted is not None else None)
     if not name.startswith(CREDENTIAL_PREFIX):
         return None
     credential = name[len(CREDENTIAL_PREFIX):]
@@ -197,7 +213,11 @@ def secret_resource(name: str, secrets: Mapping[str, Resource], namespace: str) 
             return secret_pb2.Secret(name=name, validation_context=common_pb2.CertificateValidationContext(
                 trusted_ca=_inline(ca)))
         return None
-    res = secrets.get(credential)
+    return _certificate(name, secrets.get(credential))
+
+
+def _certificate(name: str, res: Resource | None) -> secret_pb2.Secret | None:
+    """A TlsCertificate secret from a Secret's cert/key (`tls.crt`/`tls.key` or `cert`/`key`), None without them."""
     if res is None:
         return None
     data = secret_data(res)

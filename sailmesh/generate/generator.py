@@ -63,8 +63,8 @@ class Part:
 
 
 # The type table, in Istio's push order (xds.types.PUSH_ORDER). SECRET: the workload certificates come from the
-# agent over SDS; over ADS the control plane serves only gateways' credentialName secrets (`kubernetes://<name>`,
-# as istiod does), an empty answer for anyone else.
+# agent over SDS; over ADS the control plane serves only credentialName secrets (`kubernetes://<name>`, as istiod
+# does: gateways', and sidecars' for ingress TLS and selecting DestinationRules), an empty answer for anyone else.
 TYPES: dict[str, tuple[Part, ...]] = {
     CLUSTER: (
         Part("outbound-clusters", build_outbound, outbound_scope),

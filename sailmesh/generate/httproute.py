@@ -51,6 +51,7 @@ REDIRECT_CODES = {
     307: rc.RedirectAction.TEMPORARY_REDIRECT,
     308: rc.RedirectAction.PERMANENT_REDIRECT,
 }
+PREFIX_REDIRECT = "%PREFIX()%"  # Istio's marker: a redirect `uri` starting with it is a prefix rewrite
 SET = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 ADD = base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
 
@@ -159,7 +160,8 @@ def hash_policies(cluster: str, ctx: RouteContext) -> list[rc.RouteAction.HashPo
     svc = ctx.snapshot.services.get(host)
     if svc is None:
         return []
-    lb = effective_policy(destination_rule(ctx.snapshot, ctx.proxy.namespace, svc), subset, port).load_balancer
+    dr = destination_rule(ctx.snapshot, ctx.proxy.namespace, svc, ctx.proxy.labels)
+    lb = effective_policy(dr, subset, port).load_balancer
     ch = lb.consistent_hash if lb is not None else None
     if ch is None:
         return []
@@ -362,7 +364,11 @@ def _action(http: HTTPRoute, vs_ns: str, ctx: RouteContext, route: rc.Route) -> 
     if http.redirect is not None:
         r = http.redirect
         red = route.redirect
-        if r.uri:
+        if r.uri and r.uri.startswith(PREFIX_REDIRECT):
+            # Istio's translateRedirect: `%PREFIX()%/x` swaps the matched prefix (the Gateway API's RequestRedirect
+            # ReplacePrefixMatch, which Istio's gateway conversion writes so)
+            red.prefix_rewrite = r.uri[len(PREFIX_REDIRECT):]
+        elif r.uri:
             red.path_redirect = r.uri
         if r.authority:
             red.host_redirect = r.authority

@@ -73,7 +73,8 @@ def _route_reader(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, vss: t
             return ("client", outbound_key)
         hosts.update(dict.fromkeys(dest_hosts))
     services = snapshot.services
-    return ("rules", *(id(idx.destination_rule(proxy.namespace, services[h])) for h in hosts if h in services))
+    return ("rules", *(id(idx.destination_rule(proxy.namespace, services[h], proxy.labels))
+                       for h in hosts if h in services))
 
 
 def _memo_entry(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, port: int, memos: Memos,

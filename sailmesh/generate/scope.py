@@ -5,6 +5,8 @@ Thin functions over the snapshot's SnapshotIndex (sailmesh/snapshot/index.py, bu
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from sailmesh.api.models import model_of
 from sailmesh.api.models.networking import IstioEgressListener, IstioIngressListener, Sidecar
 from sailmesh.api.resource import Resource
@@ -31,13 +33,16 @@ def virtual_services(snapshot: MeshSnapshot, proxy_ns: str, gateway: str) -> lis
     return snapshot.index.virtual_services(proxy_ns, gateway)
 
 
-def destination_rule(snapshot: MeshSnapshot, proxy_ns: str, service: Service) -> Resource | None:
-    """The DestinationRule for a service as Istio picks it.
+def destination_rule(snapshot: MeshSnapshot, proxy_ns: str, service: Service,
+                     labels: Mapping[str, str] | None = None) -> Resource | None:
+    """The DestinationRule for a service as Istio picks it for a proxy of `proxy_ns` with `labels`.
 
     Lookup order: the proxy's namespace, the service's namespace, the root namespace; inside each,
-    an exact host beats the most specific wildcard; ties go to the oldest rule.
+    an exact host beats the most specific wildcard; ties go to the oldest rule. A rule with a workloadSelector
+    applies only to the matching proxies of its own namespace and comes before the rules without one
+    (SnapshotIndex.destination_rule).
     """
-    return snapshot.index.destination_rule(proxy_ns, service)
+    return snapshot.index.destination_rule(proxy_ns, service, labels)
 
 
 def _workload_ports(snapshot: MeshSnapshot, proxy: ProxyView) -> list[tuple[int, int, str]]:

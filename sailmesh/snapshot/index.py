@@ -144,11 +144,13 @@ class SnapshotIndex:
         self._by_ns: dict[str, list[Service]] | None = None
         self._sorted_ns: dict[str, list[Service]] | None = None
         self._priority_labels: tuple[str, ...] | None = None
+        self._dr_sel: dict[str, tuple[tuple[tuple[str, str], ...], ...]] | None = None
         if previous is not None and previous.of_kind("DestinationRule") is self.of_kind("DestinationRule"):
-            self._priority_labels = previous._priority_labels
+            self._priority_labels, self._dr_sel = previous._priority_labels, previous._dr_sel
         if previous is not None and previous.of_kind("Sidecar") is self.of_kind("Sidecar") \
                 and previous.mesh == mesh and previous._selectors == self._selectors \
-                and previous.priority_labels() == self.priority_labels():
+                and previous.priority_labels() == self.priority_labels() \
+                and previous.dr_selectors() == self.dr_selectors():
             self._outbound, self._sidecar = previous._outbound, previous._sidecar
             # visible services depend on the outbound key (Sidecar egress, namespace) and the services only
             if previous.services is services:
@@ -157,7 +159,7 @@ class SnapshotIndex:
             self._by_ns, self._sorted_ns = previous._by_ns, previous._sorted_ns
         # DestinationRule answers depend on the rules, the services and the mesh only
         self._rules: dict[str, list[tuple[str, Resource]]] | None = None
-        self._dr: dict[tuple[str, str], Resource | None] = {}
+        self._dr: dict[tuple[str, str], tuple[list[tuple[Mapping[str, str], Resource]], Resource | None]] = {}
         if previous is not None and previous.of_kind("DestinationRule") is self.of_kind("DestinationRule") \
                 and previous.services is services and previous.mesh == mesh:
             self._rules, self._dr = previous._rules_by_ns(), previous._dr
@@ -228,10 +230,13 @@ class SnapshotIndex:
                 matched = tuple(sel for sel in self._selectors
                                 if all(proxy.labels.get(k) == v for k, v in sel))
                 # the proxy's tlsMode label: whether its clusters may use mesh mTLS (generate/tls.py); its locality
-                # and the labels failoverPriority names: its endpoints' priorities (generate/locality.py)
+                # and the labels failoverPriority names: its endpoints' priorities (generate/locality.py); the
+                # DestinationRule workloadSelectors of its namespace it matches (destination_rule)
+                rules = tuple(sel for sel in self.dr_selectors().get(proxy.namespace, ())
+                              if all(proxy.labels.get(k) == v for k, v in sel))
                 hit = ("sidecar", proxy.namespace, None if sc is None else (sc.namespace, sc.name), matched,
                        proxy.labels.get("security.istio.io/tlsMode", ""), locality.from_labels(proxy.labels),
-                       tuple(proxy.labels.get(k) for k in self.priority_labels()))
+                       tuple(proxy.labels.get(k) for k in self.priority_labels()), rules)
             self._outbound[key] = hit
         return hit
 
@@ -402,28 +407,64 @@ class SnapshotIndex:
                 self._rules.setdefault(dr.namespace, []).append((host, dr))
         return self._rules
 
-    def destination_rule(self, proxy_ns: str, service: Service) -> Resource | None:
-        rules = self._rules_by_ns()
+    def destination_rule(self, proxy_ns: str, service: Service,
+                         labels: Mapping[str, str] | None = None) -> Resource | None:
+        """The rule for `service` seen by a proxy of `proxy_ns` with `labels` (Istio's PushContext.destinationRule
+        then SidecarScope.DestinationRule): the first namespace of (proxy's, service's, root) with a rule for the
+        most specific matching host decides; there, the oldest rule whose workloadSelector matches the proxy's
+        labels (selector rules apply in their own namespace only, Istio keeps them private), else the oldest
+        without selector, else none (Istio does not fall back to the next namespace then)."""
         key = (proxy_ns, service.hostname)
-        if key in self._dr:
-            return self._dr[key]
-        found: Resource | None = None
+        found = self._dr.get(key)
+        if found is None:
+            found = self._dr[key] = self._candidates(proxy_ns, service)
+        selected, catch_all = found
+        for selector, dr in selected:
+            if labels is not None and selector_matches(selector, labels):
+                return dr
+        return catch_all
+
+    def _candidates(self, proxy_ns: str, service: Service) -> tuple[list[tuple[Mapping[str, str], Resource]],
+                                                                      Resource | None]:
+        rules = self._rules_by_ns()
         for ns in (proxy_ns, service.namespace, self.mesh.root_namespace):
-            best: tuple[int, Resource] | None = None
+            best: tuple[int, str] | None = None
             for host, dr in rules.get(ns, ()):
-                export = model_of(dr, DestinationRule).export_to or ()
-                if ns != proxy_ns and not exported_to(export, dr.namespace, proxy_ns):
-                    continue
-                if not host_subset_of(service.hostname, host):
+                if not self._rule_visible(dr, ns, proxy_ns) or not host_subset_of(service.hostname, host):
                     continue
                 specificity = 1 << 30 if host == service.hostname else len(host)
                 if best is None or specificity > best[0]:
-                    best = (specificity, dr)
-            if best:
-                found = best[1]
-                break
-        self._dr[key] = found
-        return found
+                    best = (specificity, host)
+            if best is None:
+                continue
+            chosen = [dr for host, dr in rules[ns] if host == best[1] and self._rule_visible(dr, ns, proxy_ns)]
+            selected = [(sel, dr) for dr in chosen if (sel := _dr_selector(dr)) is not None]
+            return selected, next((dr for dr in chosen if _dr_selector(dr) is None), None)
+        return [], None
+
+    @staticmethod
+    def _rule_visible(dr: Resource, ns: str, proxy_ns: str) -> bool:
+        if _dr_selector(dr) is not None:  # Istio: rules with a workloadSelector are not exported
+            return ns == proxy_ns
+        return ns == proxy_ns or exported_to(model_of(dr, DestinationRule).export_to or (), dr.namespace, proxy_ns)
+
+    def dr_selectors(self) -> dict[str, tuple[tuple[tuple[str, str], ...], ...]]:
+        """Per namespace, the workloadSelectors of its DestinationRules (what a proxy's outbound config reads of its
+        labels for them; computed once, taken over while the rules stay)."""
+        if self._dr_sel is None:
+            found: dict[str, dict[tuple[tuple[str, str], ...], None]] = {}
+            for dr in self.of_kind("DestinationRule"):
+                sel = _dr_selector(dr)
+                if sel is not None:
+                    found.setdefault(dr.namespace, {})[tuple(sorted((str(k), str(v)) for k, v in sel.items()))] = None
+            self._dr_sel = {ns: tuple(sels) for ns, sels in found.items()}
+        return self._dr_sel
+
+
+def _dr_selector(dr: Resource) -> Mapping[str, str] | None:
+    """A DestinationRule's workloadSelector matchLabels ({} for an empty selector), None without one."""
+    ws = model_of(dr, DestinationRule).workload_selector
+    return None if ws is None else dict(ws.match_labels or {})
 
 
 def bound_gateways(vs: Resource) -> set[str]:

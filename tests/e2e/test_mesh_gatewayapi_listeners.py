@@ -1,6 +1,7 @@
 """Gateway API listeners and filters through real Envoy, on the Gateway's own gateway process: HTTPS with a
 certificateRef to a kubernetes.io/tls Secret (as Istio's credentialName), TLS Passthrough routed by SNI (TLSRoute),
-TCP (TCPRoute), and HTTPRoute filters (RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect's 302,
+TCP (TCPRoute), and HTTPRoute filters (RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect's 302 and
+ReplacePrefixMatch,
 URLRewrite), with a ReferenceGrant letting a route of another namespace use a backend here.
 """
 
@@ -22,7 +23,7 @@ from tests.e2e.test_mesh_gateway_tls import TLS_BACKEND, b64, issue, make_ca
 pytestmark = pytest.mark.e2e
 
 
-def manifests(root: pathlib.Path, httpbin: tuple[bytes, bytes], ca_pem: bytes) -> str:
+def manifests(root: pathlib.Path, httpbin: tuple[bytes, bytes], ca_pem: bytes, shared: tuple[bytes, bytes]) -> str:
     cert, key = httpbin
     return f"""apiVersion: v1
 kind: Service
@@ -61,6 +62,20 @@ type: kubernetes.io/tls
 metadata: {{name: httpbin-credential, namespace: default}}
 data: {{tls.crt: {b64(cert + ca_pem)}, tls.key: {b64(key)}}}
 ---
+# a certificate kept in another namespace, which a ReferenceGrant there opens to the Gateways of `default`
+apiVersion: v1
+kind: Secret
+type: kubernetes.io/tls
+metadata: {{name: shared-credential, namespace: certs}}
+data: {{tls.crt: {b64(shared[0] + ca_pem)}, tls.key: {b64(shared[1])}}}
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {{name: default-gateways, namespace: certs}}
+spec:
+  from: [{{group: gateway.networking.k8s.io, kind: Gateway, namespace: default}}]
+  to: [{{group: "", kind: Secret, name: shared-credential}}]
+---
 apiVersion: v1
 kind: Namespace
 metadata: {{name: apps, labels: {{routes: allowed}}}}
@@ -82,6 +97,11 @@ spec:
     hostname: httpbin.example.com
     tls: {{mode: Terminate, certificateRefs: [{{name: httpbin-credential}}]}}
     allowedRoutes: {{namespaces: {{from: All}}}}
+  - name: https-shared
+    port: 444
+    protocol: HTTPS
+    hostname: shared.example.com
+    tls: {{mode: Terminate, certificateRefs: [{{name: shared-credential, namespace: certs}}]}}
   - name: tls
     port: 9443
     protocol: TLS
@@ -108,6 +128,10 @@ spec:
     filters:
     - type: RequestRedirect
       requestRedirect: {{scheme: https, hostname: httpbin.example.com}}
+  - matches: [{{path: {{type: PathPrefix, value: /moved}}}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {{path: {{type: ReplacePrefixMatch, replacePrefixMatch: /new}}}}
   - matches: [{{path: {{type: PathPrefix, value: /v2}}}}]
     filters:
     - type: URLRewrite
@@ -124,7 +148,7 @@ apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {{name: httpbin-https, namespace: default}}
 spec:
-  parentRefs: [{{name: edge, sectionName: https}}]
+  parentRefs: [{{name: edge, sectionName: https}}, {{name: edge, sectionName: https-shared}}]
   rules:
   - backendRefs: [{{name: httpbin, port: 8000}}]
 ---
@@ -150,6 +174,7 @@ spec:
 class Setup:
     def __init__(self, mesh: RunningMesh, root: pathlib.Path, httpbin_cert: bytes, nginx_cert: bytes) -> None:
         self.mesh, self.root, self.httpbin_cert, self.nginx_cert = mesh, root, httpbin_cert, nginx_cert
+        self.shared_cert = b""
 
     def address(self) -> str:
         def found() -> str:
@@ -167,14 +192,17 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     ca_pem = ca[0].public_bytes(serialization.Encoding.PEM)
     (root / "ca.pem").write_bytes(ca_pem)
     httpbin, nginx = issue(ca, "httpbin.example.com"), issue(ca, "nginx.example.com")
+    shared = issue(ca, "shared.example.com")
     for name, (cert, key) in (("httpbin", httpbin), ("nginx", nginx)):
         (root / f"{name}.crt").write_bytes(cert)
         (root / f"{name}.key").write_bytes(key)
     config = tmp_path_factory.mktemp("gwapi-config")
-    (config / "gateway-api.yaml").write_text(manifests(root, httpbin, ca_pem))
+    (config / "gateway-api.yaml").write_text(manifests(root, httpbin, ca_pem, shared))
     m = RunningMesh(str(tmp_path_factory.mktemp("gwapi-listeners-state")), dirs=[str(config)])
     try:
-        yield Setup(m, root, httpbin[0], nginx[0])
+        s = Setup(m, root, httpbin[0], nginx[0])
+        s.shared_cert = shared[0]
+        yield s
     finally:
         m.stop()
 
@@ -222,6 +250,23 @@ def test_https_listener_serves_the_secret_certificate(setup: Setup) -> None:
         assert peer.public_bytes(serialization.Encoding.PEM) == setup.httpbin_cert
 
 
+def test_https_certificate_from_another_namespace_with_a_reference_grant(setup: Setup) -> None:
+    """A certificateRef to a Secret of namespace `certs`, allowed by a ReferenceGrant there (Gateway API
+    SecretObjectReference; Istio serves it as `kubernetes-gateway://certs/shared-credential`)."""
+    ip, ca = setup.address(), str(setup.root / "ca.pem")
+    assert until(lambda: http(ip, 8444, "shared.example.com", "/status/418", "shared.example.com", ca)[0] == 418
+                 or None, "418 over HTTPS with the other namespace's certificate (listener 444 -> 8444)")
+    ctx = ssl.create_default_context(cafile=ca)
+    with socket.create_connection((ip, 8444), timeout=10) as raw, \
+            ctx.wrap_socket(raw, server_hostname="shared.example.com") as tls:
+        from cryptography import x509
+        peer = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True) or b"")
+        assert peer.public_bytes(serialization.Encoding.PEM) == setup.shared_cert
+    out = setup.mesh.cli("get", "gateway.gateway.networking.k8s.io", "edge", "-o", "json", check=True).stdout
+    (listener,) = [lst for lst in json.loads(out)["status"]["listeners"] if lst["name"] == "https-shared"]
+    assert {c["type"]: c["status"] for c in listener["conditions"]}["ResolvedRefs"] == "True"
+
+
 def test_tls_passthrough_by_sni_and_tcp_route(setup: Setup) -> None:
     ip, ca = setup.address(), str(setup.root / "ca.pem")
     body = until(lambda: http(ip, 9443, "nginx.example.com", "/", "nginx.example.com", ca)[2] or None,
@@ -241,6 +286,11 @@ def test_http_filters_and_cross_namespace_grant(setup: Setup) -> None:
     assert headers.get("x-served-by") == "edge"
     status, headers, _ = http(ip, 8080, "httpbin.example.com", "/old/page")
     assert status == 302 and headers["location"].startswith("https://httpbin.example.com")  # Gateway API's default
+    # RequestRedirect ReplacePrefixMatch (HTTPPathModifier): the matched prefix is swapped, the rest kept
+    status, headers, _ = http(ip, 8080, "httpbin.example.com", "/moved/page?q=1")
+    assert status == 302 and headers["location"] == "http://httpbin.example.com/new/page?q=1", headers
+    status, headers, _ = http(ip, 8080, "httpbin.example.com", "/moved")
+    assert status == 302 and headers["location"] == "http://httpbin.example.com/new", headers
     status, _, body = http(ip, 8080, "httpbin.example.com", "/v2/x")
     assert status == 200 and json.loads(body)["url"].endswith("/anything/x")
     # the listener's hostname is *.example.com: another domain is not routed

@@ -191,6 +191,43 @@ def test_filters() -> None:
                                "percentage": {"value": 10.0}}]
 
 
+def test_redirect_replace_prefix_match() -> None:
+    """Istio's createRedirectFilter writes ReplacePrefixMatch as `uri: "%PREFIX()%<value>"`, which its
+    translateRedirect turns into Envoy's prefix_rewrite: /old/x -> /new/x and /old -> /new (HTTPPathModifier)."""
+    out = run(GATEWAY, SERVICES, route("""
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /old}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /new}}
+"""))
+    by_uri = {str(r["match"][0]["uri"]): r for r in only_vs(out)["http"]}
+    assert by_uri["{'exact': '/old'}"]["redirect"] == {"redirectCode": 302, "uri": "%PREFIX()%/new"}
+    assert by_uri["{'prefix': '/old/'}"]["redirect"] == {"redirectCode": 302, "uri": "%PREFIX()%/new/"}
+
+
+def test_prefix_marker_redirect_becomes_envoy_prefix_rewrite() -> None:
+    from envoy.config.route.v3 import route_pb2
+
+    from sailmesh.xds.types import ROUTE
+    from tests.unit.test_generate_support import bookinfo, generated, sidecar
+    vs = """apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {prefix: /old/}}]
+    redirect: {uri: "%PREFIX()%/new/", redirectCode: 302}
+  - redirect: {uri: /elsewhere}
+"""
+    rcs = generated(bookinfo(vs), sidecar(), ROUTE, route_pb2.RouteConfiguration)
+    (vh,) = [v for v in rcs["9080"].virtual_hosts if v.name.startswith("reviews.")]
+    first, second = vh.routes[0].redirect, vh.routes[1].redirect
+    assert first.prefix_rewrite == "/new/" and not first.path_redirect and first.response_code == first.FOUND
+    assert second.path_redirect == "/elsewhere" and not second.prefix_rewrite
+
+
 def test_path_prefix_matches_whole_segments() -> None:
     # HTTPPathMatch PathPrefix: "/foo" matches /foo and /foo/bar, not /foobar; a trailing "/" is ignored
     out = run(GATEWAY, SERVICES, route("""
@@ -328,6 +365,65 @@ spec:
     assert listeners[0]["conditions"][2]["reason"] == "InvalidCertificateRef"  # no Secret "cert" yet
 
 
+CROSS_NS_TLS = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: tls, namespace: infra}
+spec:
+  gatewayClassName: sailmesh
+  listeners:
+  - name: https
+    port: 443
+    protocol: HTTPS
+    tls: {certificateRefs: [{name: cert, namespace: certs}]}
+---
+apiVersion: v1
+kind: Secret
+type: kubernetes.io/tls
+metadata: {name: cert, namespace: certs}
+data: {tls.crt: Q0VSVA==, tls.key: S0VZ}
+"""
+CERT_GRANT = """
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: infra-gateways, namespace: certs}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: Gateway, namespace: infra}]
+  to: [{group: "", kind: Secret}]
+"""
+
+
+def test_certificate_ref_in_another_namespace_with_a_reference_grant() -> None:
+    """Istio's buildSecretReference: `kubernetes-gateway://<ns>/<name>`, allowed by a ReferenceGrant in the Secret's
+    namespace (from Gateways of the Gateway's namespace, to Secrets); without one the listener is RefNotPermitted
+    and the gateway is not served the Secret."""
+    from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
+
+    from sailmesh.generate.gateway import gateway_secrets
+    from sailmesh.snapshot.model import ProxyView
+    from tests.unit.test_generate_support import make_snapshot
+
+    proxy = ProxyView(id="router~127.0.0.2~tls-istio-0.infra~infra.svc.cluster.local", type="router", ip="127.0.0.2",
+                      namespace="infra", workload_name="tls-istio-0",
+                      labels={"gateway.networking.k8s.io/gateway-name": "tls"})
+    for grant in (True, False):
+        texts = (CROSS_NS_TLS, CERT_GRANT) if grant else (CROSS_NS_TLS,)
+        out = run(*texts)
+        (server,) = [g.spec["servers"][0] for g in out.gateways]
+        assert server["tls"] == {"mode": "SIMPLE", "credentialName": "kubernetes-gateway://certs/cert"}
+        resolved = out.status[ResourceKey("KubernetesGateway", "infra", "tls")]["listeners"][0]["conditions"][2]
+        assert (resolved["status"], resolved["reason"]) == (("True", "ResolvedRefs") if grant
+                                                            else ("False", "RefNotPermitted"))
+        config = [*out.gateways, *(r for t in texts for r in resources(t))]
+        served = {s.name: s for s in gateway_secrets(make_snapshot(config), proxy)}
+        if grant:
+            cert = served["kubernetes-gateway://certs/cert"]
+            assert isinstance(cert, secret_pb2.Secret)
+            assert cert.tls_certificate.private_key.inline_bytes == b"KEY"
+        else:
+            assert served == {}
+
+
 def test_grpc_route_methods() -> None:
     # Istio's createGRPCURIMatch: service + method -> exact path, service only -> prefix, method only -> regex
     grpc = """
@@ -441,3 +537,121 @@ def test_generated_virtual_services_are_valid_istio_config() -> None:
         assert r.model is not None
         assert [str(i) for i in validate(r) if i.severity == "error"] == [], r.name
         assert len(r.name) <= 63
+
+
+HOSTNAME_ROUTE = """
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api, namespace: apps}
+spec:
+  hosts: [api.example.test]
+  ports: [{number: 443, name: http, protocol: HTTP}]
+  resolution: DNS
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: apps}
+spec:
+  parentRefs: [{name: gw, namespace: infra}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /api}}]
+    backendRefs: [{group: networking.istio.io, kind: Hostname, name: api.example.test, port: 443}]
+  - matches: [{path: {type: PathPrefix, value: /missing}}]
+    backendRefs: [{group: networking.istio.io, kind: Hostname, name: nowhere.example.test, port: 443}]
+  - matches: [{path: {type: PathPrefix, value: /bad}}]
+    backendRefs: [{group: networking.istio.io, kind: Hostname, name: api.example.test, namespace: apps, port: 443}]
+"""
+
+
+def test_hostname_backend_ref_reaches_a_service_entry_host() -> None:
+    """Istio's buildDestination for the synthetic `networking.istio.io/Hostname` kind: the name is the host (here a
+    ServiceEntry's), port required, namespace refused ("namespace may not be set with Hostname type"), a host the
+    route's namespace does not see -> "backend(...) not found"; the gateway's Envoy route goes to the
+    ServiceEntry's cluster."""
+    from envoy.config.route.v3 import route_pb2
+
+    from sailmesh.snapshot.model import ProxyView
+    from sailmesh.xds.types import ROUTE
+    from tests.unit.test_generate_support import generated, make_snapshot
+
+    out = run(GATEWAY, SERVICES, HOSTNAME_ROUTE)
+    by_uri = {str(r["match"][0]["uri"]): r for r in only_vs(out)["http"]}
+    assert by_uri["{'prefix': '/api/'}"]["route"] == [
+        {"destination": {"host": "api.example.test", "port": {"number": 443}}}]
+    assert by_uri["{'prefix': '/missing/'}"]["directResponse"] == {"status": 500}
+    assert by_uri["{'prefix': '/bad/'}"]["directResponse"] == {"status": 500}
+    parent = out.status[ResourceKey("HTTPRoute", "apps", "r")]["parents"][0]
+    resolved = next(c for c in parent["conditions"] if c["type"] == "ResolvedRefs")
+    assert "backend(nowhere.example.test) not found" in resolved["message"]
+    # through the generators: the gateway's route to the ServiceEntry's cluster
+    proxy = ProxyView(id="router~127.0.0.2~gw-istio-0.infra~infra.svc.cluster.local", type="router",
+                      ip="127.0.0.2", namespace="infra", workload_name="gw-istio-0",
+                      labels={"gateway.networking.k8s.io/gateway-name": "gw"})
+    config = [*out.gateways, *out.virtual_services, *resources(HOSTNAME_ROUTE)[:1]]
+    from sailmesh.registry.model import Service, ServicePort
+    svc = Service(hostname="api.example.test", name="api.example.test", namespace="apps",
+                  ports=(ServicePort(port=443, name="http", protocol="HTTP"),), resolution="DNS")
+    rcs = generated(make_snapshot(config, services=[svc]), proxy, ROUTE, route_pb2.RouteConfiguration)
+    clusters = {r.route.cluster for rc in rcs.values() for vh in rc.virtual_hosts for r in vh.routes}
+    assert "outbound|443||api.example.test" in clusters
+
+
+def test_conflicted_listeners() -> None:
+    """Gateway API ListenerConditionConflicted, as Istio's ReportListenerConflict writes it (Accepted and
+    Programmed False and Conflicted True with the reason): a later listener on an earlier one's port with another
+    protocol (ProtocolConflict; HTTPS and TLS share a port by SNI) or the same hostname (HostnameConflict). The
+    earlier listener keeps its server; the conflicted one gets none."""
+    gw = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: infra}
+spec:
+  gatewayClassName: istio
+  listeners:
+  - {name: a, port: 80, protocol: HTTP, hostname: a.example.com}
+  - {name: b, port: 80, protocol: HTTP, hostname: b.example.com}
+  - {name: a-again, port: 80, protocol: HTTP, hostname: a.example.com}
+  - {name: tcp, port: 80, protocol: TCP}
+  - {name: https, port: 443, protocol: HTTPS, hostname: s.example.com, tls: {certificateRefs: [{name: c}]}}
+  - {name: tls, port: 443, protocol: TLS, hostname: t.example.com, tls: {mode: Passthrough}}
+"""
+    out = run(gw)
+    assert sorted(g.spec["servers"][0]["port"]["name"] for g in out.gateways) == ["a", "b", "https", "tls"]
+    status = out.status[ResourceKey("KubernetesGateway", "infra", "gw")]["listeners"]
+    conds = {lst["name"]: {c["type"]: (c["status"], c["reason"]) for c in lst["conditions"]} for lst in status}
+    assert conds["a-again"] == {"Accepted": ("False", "HostnameConflict"), "Programmed": ("False", "HostnameConflict"),
+                                "Conflicted": ("True", "HostnameConflict")}
+    assert conds["tcp"]["Conflicted"] == ("True", "ProtocolConflict")
+    for name in ("a", "b", "tls"):
+        assert conds[name]["Accepted"] == ("True", "Accepted") and "Conflicted" not in conds[name]
+
+
+def test_http_and_grpc_routes_on_one_service_share_its_virtual_service() -> None:
+    """Istio's convertVirtualService collects HTTPRoutes and GRPCRoutes into the same routes per parent and host:
+    a mesh proxy applies one VirtualService per host, so an HTTPRoute and a GRPCRoute on one Service (GAMMA) must
+    land in one, sorted together (the Gateway API's precedence)."""
+    text = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: apps, creationTimestamp: "2024-01-01T00:00:00Z"}
+spec:
+  parentRefs: [{group: "", kind: Service, name: a, port: 80}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /web}}]
+    backendRefs: [{name: b, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: rpc, namespace: apps, creationTimestamp: "2024-01-02T00:00:00Z"}
+spec:
+  parentRefs: [{group: "", kind: Service, name: a, port: 80}]
+  rules:
+  - matches: [{method: {service: helloworld.Greeter}}]
+    backendRefs: [{name: b, port: 80}]
+"""
+    out = run(SERVICES, text)
+    vs = only_vs(out)
+    assert vs["hosts"] == ["a.apps.svc.cluster.local"] and vs["gateways"] == ["mesh"]
+    uris = [r["match"][0]["uri"] for r in vs["http"]]
+    assert {"prefix": "/helloworld.Greeter/"} in uris and {"exact": "/web"} in uris and {"prefix": "/web/"} in uris
+    assert out.virtual_services[0].name.endswith("httproute")  # named after the oldest route's kind

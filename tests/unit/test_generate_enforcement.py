@@ -32,8 +32,8 @@ spec:
   trafficPolicy: {loadBalancer: {localityLbSetting: {enabled: true}}}
   subsets: [{name: v1, labels: {v: "1"}, trafficPolicy: {loadBalancer: {simple: PASSTHROUGH}}}]
 """)
-    assert dr == ["DestinationRule default/r: accepted, not enforced: "  # localityLbSetting: generate/locality.py
-                  "spec.subsets[0].trafficPolicy.loadBalancer.simple: PASSTHROUGH"]
+    # localityLbSetting: generate/locality.py; PASSTHROUGH: clusters.py (test_generate_passthrough_lb.py)
+    assert dr == []
     assert notes("""apiVersion: networking.istio.io/v1alpha3
 kind: EnvoyFilter
 metadata: {name: f, namespace: default}
@@ -119,13 +119,14 @@ spec:
 """) == []  # generate/gateway.py ChainSpec.auto_passthrough + clusters.sni_dnat_clusters
 
 
-def test_destination_rule_workload_selector_is_reported() -> None:
-    """A DestinationRule's workloadSelector is not honoured by the lookup (generate/scope.destination_rule)."""
+def test_destination_rule_workload_selector_is_enforced() -> None:
+    """The lookup honours workloadSelector (snapshot/index.destination_rule; test_generate_dr_selector.py), and with
+    it client credentialName at the selected sidecars."""
     assert notes("""apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: r, namespace: default}
 spec:
   host: r
   workloadSelector: {matchLabels: {app: a}}
-""") == ["DestinationRule default/r: accepted, not enforced: spec.workloadSelector (the rule applies to every "
-         "proxy that looks it up, not only the selected ones)"]
+  trafficPolicy: {tls: {mode: MUTUAL, credentialName: c}}
+""") == []

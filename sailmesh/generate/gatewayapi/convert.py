@@ -11,12 +11,13 @@ generators then build listeners and routes from them. The conversion also return
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from sailmesh.api.kinds import GATEWAY_API, KUBERNETES_GATEWAY
 from sailmesh.api.resource import Resource, ResourceKey, Source
+from sailmesh.generate.gateway_tls import GATEWAY_CREDENTIAL_PREFIX
 from sailmesh.generate.gatewayapi import hostnames
 from sailmesh.generate.gatewayapi.rules import RuleContext, http_routes, l4_routes, service_host
 from sailmesh.generate.gatewayapi.status import Status, condition, route_parent_status
@@ -24,7 +25,7 @@ from sailmesh.generate.gatewayapi.status import Status, condition, route_parent_
 Config = Mapping[str, tuple[Resource, ...]]
 ROUTE_KINDS = ("HTTPRoute", "GRPCRoute", "TCPRoute", "TLSRoute")
 INPUT_KINDS = frozenset({*ROUTE_KINDS, "GatewayClass", KUBERNETES_GATEWAY, "ReferenceGrant", "Service", "Namespace",
-                         "Secret"})
+                         "Secret", "ServiceEntry"})
 CONTROLLERS = ("istio.io/gateway-controller", "sailmesh.io/gateway-controller")
 BUILTIN_CLASSES = {"istio": CONTROLLERS[0], "sailmesh": CONTROLLERS[1]}  # Istio creates its class; so do we
 GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
@@ -93,30 +94,49 @@ def _generated(kind: str, name: str, namespace: str, spec: dict[str, Any], label
                     Source(GENERATED), raw)
 
 
+def grant_allows(grants: Iterable[Resource], from_kind: str, from_ns: str, to_kind: str, to_ns: str,
+                 to_name: str) -> bool:
+    """A ReferenceGrant in the target namespace lets `from_kind`s of `from_ns` refer to the target."""
+    for g in grants:
+        if g.namespace != to_ns:
+            continue
+        froms = g.spec.get("from") or ()
+        tos = g.spec.get("to") or ()
+        if not any(f.get("group") == GATEWAY_API and f.get("kind") == from_kind and f.get("namespace") == from_ns
+                   for f in froms):
+            continue
+        for t in tos:
+            if (t.get("group") or "") in ("", "core") and t.get("kind") == to_kind \
+                    and (not t.get("name") or t.get("name") == to_name):
+                return True
+    return False
+
+
 class _Index:
     """Lookups over the config the conversion reads."""
 
     def __init__(self, config: Config) -> None:
         self.services = {(r.namespace, r.name) for r in config.get("Service", ())}
+        self.entries = [(r.namespace, [str(h) for h in r.spec.get("hosts") or ()],
+                         [str(e) for e in r.spec.get("exportTo") or ()]) for r in config.get("ServiceEntry", ())]
         self.ns_labels = {r.name: dict(r.labels) for r in config.get("Namespace", ())}
         self.secrets = {(r.namespace, r.name) for r in config.get("Secret", ())}
         self.grants = config.get("ReferenceGrant", ())
         self.classes = {r.name: str(r.spec.get("controllerName", "")) for r in config.get("GatewayClass", ())}
 
     def grant_allows(self, from_kind: str, from_ns: str, to_kind: str, to_ns: str, to_name: str) -> bool:
-        """A ReferenceGrant in the target namespace lets `from_kind`s of `from_ns` refer to the target."""
-        for g in self.grants:
-            if g.namespace != to_ns:
-                continue
-            froms = g.spec.get("from") or ()
-            tos = g.spec.get("to") or ()
-            if not any(f.get("group") == GATEWAY_API and f.get("kind") == from_kind and f.get("namespace") == from_ns
-                       for f in froms):
-                continue
-            for t in tos:
-                if (t.get("group") or "") in ("", "core") and t.get("kind") == to_kind \
-                        and (not t.get("name") or t.get("name") == to_name):
-                    return True
+        return grant_allows(self.grants, from_kind, from_ns, to_kind, to_ns, to_name)
+
+    def host_exists(self, hostname: str, route_ns: str, suffix: str) -> bool:
+        """Istio's LookupHostname for a `Hostname` backendRef: a Service's or ServiceEntry's host the route's
+        namespace sees (ServiceEntry exportTo: unset/`*` everywhere, `.` its own namespace, or named ones)."""
+        for ns, name in self.services:
+            if f"{name}.{ns}.svc.{suffix}" == hostname:
+                return True
+        for ns, hosts, export in self.entries:
+            if hostname in hosts and (not export or "*" in export or route_ns in export
+                                      or ("." in export and ns == route_ns)):
+                return True
         return False
 
     def controller(self, class_name: str) -> str:
@@ -136,14 +156,48 @@ class _Index:
         return route_ns == listener.gateway.namespace
 
 
+TLS_PROTOCOLS = frozenset({"HTTPS", "TLS"})  # one TLS listener on a port serves both by SNI
+CONFLICT_MESSAGE = "Listener has a conflict with another listener attached to the same Gateway"  # Istio's
+
+
+def listener_conflicts(gw: Resource) -> dict[str, str]:
+    """The Gateway API's Conflicted listeners (name -> reason): a listener on the port of an earlier, not conflicted
+    listener with an incompatible protocol (ProtocolConflict; HTTPS and TLS share a port by SNI) or the same
+    protocol family and hostname (HostnameConflict). The earlier listener keeps working, as the Gateway API's merge
+    semantics give precedence in list order."""
+    kept: list[Mapping[str, Any]] = []
+    out: dict[str, str] = {}
+    for spec in gw.spec.get("listeners") or ():
+        protocol = str(spec.get("protocol", ""))
+        if not PROTOCOLS.get(protocol, ("", ()))[0]:
+            continue
+        reason = ""
+        for other in kept:
+            if other.get("port") != spec.get("port"):
+                continue
+            theirs = str(other.get("protocol", ""))
+            if protocol != theirs and not {protocol, theirs} <= TLS_PROTOCOLS:
+                reason = "ProtocolConflict"
+                break
+            if (other.get("hostname") or "") == (spec.get("hostname") or ""):
+                reason = "HostnameConflict"
+                break
+        if reason:
+            out[str(spec.get("name"))] = reason
+        else:
+            kept.append(spec)
+    return out
+
+
 def _gateway_servers(gw: Resource, index: _Index, out: Converted) -> list[Listener]:
     """The Istio Gateway of each listener; the Gateway's status (without attached route counts yet)."""
     listeners = []
+    conflicted = listener_conflicts(gw)
     for i, spec in enumerate(gw.spec.get("listeners") or ()):
         lst = Listener(gw, spec, i)
         protocol = PROTOCOLS.get(lst.protocol, ("", ()))[0]
-        if not protocol:
-            continue  # UDP and custom protocols: reported in the listener's status
+        if not protocol or lst.name in conflicted:
+            continue  # UDP and custom protocols, conflicted listeners: reported in the listener's status
         server: dict[str, Any] = {"port": {"number": int(spec["port"]), "name": lst.name, "protocol": protocol},
                                   "hosts": [f"*/{lst.hostname or '*'}"]}
         tls = spec.get("tls") or {}
@@ -152,7 +206,12 @@ def _gateway_servers(gw: Resource, index: _Index, out: Converted) -> list[Listen
                 server["tls"] = {"mode": "PASSTHROUGH"}
             else:
                 ref = (tls.get("certificateRefs") or [{}])[0]
-                server["tls"] = {"mode": "SIMPLE", "credentialName": str(ref.get("name", ""))}
+                ref_ns = str(ref.get("namespace") or gw.namespace)
+                # Istio's buildSecretReference: `kubernetes-gateway://<ns>/<name>`, readable from another namespace
+                # when a ReferenceGrant there allows it (checked again when the secret is served)
+                credential = str(ref.get("name", "")) if ref_ns == gw.namespace \
+                    else f"{GATEWAY_CREDENTIAL_PREFIX}{ref_ns}/{ref.get('name', '')}"
+                server["tls"] = {"mode": "SIMPLE", "credentialName": credential}
         ig = _generated("Gateway", istio_gateway_name(gw.name, lst.name), gw.namespace,
                         {"selector": {GATEWAY_NAME_LABEL: gw.name}, "servers": [server]},
                         created=(gw.raw.get("metadata") or {}).get("creationTimestamp"))
@@ -167,12 +226,9 @@ def _certificate_problem(lst: Listener, index: _Index) -> tuple[str, str] | None
         kind, ns, name = ref.get("kind", "Secret"), ref.get("namespace") or lst.gateway.namespace, ref.get("name")
         if (ref.get("group") or "") not in ("", "core") or kind != "Secret":
             return "InvalidCertificateRef", f"invalid certificate reference {kind} {name}: only Secrets are supported"
-        if ns != lst.gateway.namespace:
-            if not index.grant_allows("Gateway", lst.gateway.namespace, "Secret",
-                                      ns, str(name)):
-                return "RefNotPermitted", f"certificate reference {ns}/{name} not permitted by any ReferenceGrant"
-            return "InvalidCertificateRef", (f"certificate reference {ns}/{name}: secrets of another namespace are "
-                                             "accepted, not enforced in sailmesh")
+        if ns != lst.gateway.namespace and not index.grant_allows("Gateway", lst.gateway.namespace, "Secret",
+                                                                  ns, str(name)):
+            return "RefNotPermitted", f"certificate reference {ns}/{name} not permitted by any ReferenceGrant"
         if (ns, name) not in index.secrets:
             return "InvalidCertificateRef", f"invalid certificate reference /Secret/{name}.{ns}, secret not found"
     return None
@@ -232,13 +288,15 @@ def convert(config: Config, domain_suffix: str) -> Converted:
         by_gateway[(gw.namespace, gw.name)] = _gateway_servers(gw, index, out)
     # routes, oldest first (creationTimestamp, then namespace/name: the Gateway API's tie-break)
     vs_routes: dict[tuple[str, str, str, str, tuple[str, ...]], list[dict[str, Any]]] = {}
+    vs_kind: dict[tuple[str, str, str, tuple[str, ...]], str] = {}  # the kind naming each merged VirtualService
     l4: dict[tuple[str, str, str], list[tuple[str, list[dict[str, Any]], list[str]]]] = {}
     routes = sorted((r for k in ROUTE_KINDS for r in config.get(k, ())),
                     key=lambda r: (r.creation_key[0], r.namespace, r.name))
     for route in routes:
         parents: list[dict[str, Any]] = []
         ctx = RuleContext(route.namespace, route.kind, domain_suffix,
-                          lambda ns, n: (ns, n) in index.services, index.grant_allows)
+                          lambda ns, n: (ns, n) in index.services, index.grant_allows,
+                          lambda h, ns: index.host_exists(h, ns, domain_suffix))
         converted, error = [], None
         for i, rule in enumerate(route.spec.get("rules") or ()):
             if route.kind in ("HTTPRoute", "GRPCRoute"):
@@ -261,7 +319,7 @@ def convert(config: Config, domain_suffix: str) -> Converted:
                 host = service_host(name, ns, domain_suffix)
                 port = ref.get("port")
                 export = () if route.namespace == ns else (".",)  # a consumer route: its own namespace only
-                key = ("mesh", route.namespace if export else ns, host, route.kind, export)
+                key = _vs_key(vs_kind, "mesh", route.namespace if export else ns, host, route.kind, export)
                 vs_routes.setdefault(key, []).extend(_with_port(converted, port, route.kind))
                 parents.append(route_parent_status(ref, True, "Accepted", "Route was valid", ctx.problems, route))
                 continue
@@ -280,7 +338,8 @@ def convert(config: Config, domain_suffix: str) -> Converted:
                 lst.attached += 1
                 if route.kind in ("HTTPRoute", "GRPCRoute"):
                     for h in hosts:
-                        vs_routes.setdefault((lst.ref, lst.gateway.namespace, h, route.kind, ()), []).extend(converted)
+                        key = _vs_key(vs_kind, lst.ref, lst.gateway.namespace, h, route.kind, ())
+                        vs_routes.setdefault(key, []).extend(converted)
                 else:
                     l4.setdefault((lst.ref, lst.gateway.namespace, route.kind), []).append(
                         (route.name, converted, [str(h) for h in route.spec.get("hostnames") or ()]))
@@ -317,6 +376,14 @@ def sort_http_routes(routes: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 -len(m.get("headers") or {}), -len(m.get("queryParams") or {}))
 
     return sorted(routes, key=key)
+
+
+def _vs_key(first_kind: dict[tuple[str, str, str, tuple[str, ...]], str], parent: str, ns: str, host: str,
+            kind: str, export: tuple[str, ...]) -> tuple[str, str, str, str, tuple[str, ...]]:
+    """The VirtualService an HTTPRoute's or GRPCRoute's routes for (parent, host) go into: one for both kinds, as
+    Istio's conversion merges them per parent and host (a mesh proxy applies one VirtualService per host, so an
+    HTTPRoute and a GRPCRoute on one Service must share it); named after the kind of the oldest route."""
+    return parent, ns, host, first_kind.setdefault((parent, ns, host, export), kind), export
 
 
 def _slug(host: str) -> str:
@@ -366,14 +433,21 @@ def _gateway_status(gw: Resource, listeners: list[Listener], index: _Index, suff
     service = f"{deployment_name(gw.name)}.{gw.namespace}.svc.{suffix}"
     listener_status = []
     by_name = {lst.name: lst for lst in listeners}
+    conflicted = listener_conflicts(gw)
     for spec in gw.spec.get("listeners") or ():
         lst = by_name.get(str(spec.get("name")))
         conds = []
-        if lst is None:
+        reason = conflicted.get(str(spec.get("name")))
+        if reason:  # Istio's ReportListenerConflict
+            conds += [condition("Accepted", False, reason, CONFLICT_MESSAGE, gen),
+                      condition("Programmed", False, reason, CONFLICT_MESSAGE, gen),
+                      condition("Conflicted", True, reason, CONFLICT_MESSAGE, gen)]
+            kinds: tuple[str, ...] = Listener(gw, spec, 0).kinds()
+        elif lst is None:
             conds += [condition("Accepted", False, "UnsupportedProtocol",
                                 f"protocol {spec.get('protocol')!r} is unsupported", gen),
                       condition("Programmed", False, "Invalid", "Unsupported protocol", gen)]
-            kinds: tuple[str, ...] = ()
+            kinds = ()
         else:
             problem = _certificate_problem(lst, index)
             conds += [condition("Accepted", True, "Accepted", "No errors found", gen),

@@ -13,8 +13,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+PREFIX_REDIRECT = "%PREFIX()%"  # Istio's marker for a prefix-rewriting redirect `uri` (generate/httproute.py)
+
 CORE_GROUPS = ("", "core")
 SERVICE = "Service"
+ISTIO_NETWORKING, HOSTNAME = "networking.istio.io", "Hostname"  # Istio's synthetic backendRef kind
 
 
 @dataclass
@@ -34,6 +37,7 @@ class RuleContext:
     domain_suffix: str
     service_exists: Callable[[str, str], bool]  # (namespace, name)
     grant_allows: Callable[[str, str, str, str, str], bool]  # (from kind, from ns, to kind, to ns, to name)
+    host_exists: Callable[[str, str], bool] = lambda _host, _ns: False  # (hostname, route namespace)
     problems: list[RefProblem] = field(default_factory=list)
 
 
@@ -45,6 +49,8 @@ def destination(ref: Mapping[str, Any], ctx: RuleContext) -> dict[str, Any] | No
     """Istio's buildDestination: a Service backendRef -> {host, port}; None (and a problem) when it cannot be used."""
     group, kind = ref.get("group") or "", ref.get("kind") or SERVICE
     name, ns = str(ref.get("name") or ""), str(ref.get("namespace") or ctx.namespace)
+    if group == ISTIO_NETWORKING and kind == HOSTNAME:
+        return _hostname_destination(ref, name, ctx)
     if group not in CORE_GROUPS or kind != SERVICE:
         ctx.problems.append(RefProblem("InvalidKind", f"referencing unsupported backendRef: group {group!r} kind "
                                                       f"{kind!r}"))
@@ -62,6 +68,20 @@ def destination(ref: Mapping[str, Any], ctx: RuleContext) -> dict[str, Any] | No
     if ref.get("port"):
         out["port"] = {"number": int(ref["port"])}
     return out
+
+
+def _hostname_destination(ref: Mapping[str, Any], name: str, ctx: RuleContext) -> dict[str, Any] | None:
+    """Istio's synthetic `networking.istio.io/Hostname` backendRef: the name is the destination host (a ServiceEntry's
+    host, say), its port required, no namespace allowed; a host the route's namespace does not see is not found."""
+    if ref.get("port") is None or ref.get("namespace") is not None:
+        message = "port is required in backendRef" if ref.get("port") is None \
+            else "namespace may not be set with Hostname type"
+        ctx.problems.append(RefProblem("UnsupportedValue", message))
+        return None
+    if not ctx.host_exists(name, ctx.namespace):
+        ctx.problems.append(RefProblem("BackendNotFound", f"backend({name}) not found"))
+        return None
+    return {"host": name, "port": {"number": int(ref["port"])}}
 
 
 def header_ops(mod: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -215,9 +235,11 @@ def _filters(route: dict[str, Any], rule: Mapping[str, Any], ctx: RuleContext) -
             if r.get("port"):
                 red["port"] = int(r["port"])
             path = r.get("path")
-            if path:
-                # ReplacePrefixMatch replaces the whole path here (reported by generate/gatewayapi/unenforced.py)
-                red["uri"] = str(path.get("replaceFullPath") or path.get("replacePrefixMatch") or "/")
+            if path and path.get("type") == "ReplacePrefixMatch":
+                # Istio's createRedirectFilter: `%PREFIX()%<replacement>`, a prefix rewrite (generate/httproute.py)
+                red["uri"] = PREFIX_REDIRECT + str(path.get("replacePrefixMatch") or "/")
+            elif path:
+                red["uri"] = str(path.get("replaceFullPath") or "/")
             route["redirect"] = red
         elif kind == "URLRewrite":
             r = f.get("urlRewrite") or {}
@@ -298,11 +320,17 @@ def http_routes(route_name: str, rule: Mapping[str, Any], index: int, ctx: RuleC
 
 
 def _prefix_rewrite(route: dict[str, Any], prefix: str | None) -> dict[str, Any]:
-    """ReplacePrefixMatch on a route matching prefix `/p/` (PathPrefix `/p` element-wise, or `/`): Envoy swaps the
-    matched `/p/`, so the replacement keeps its trailing `/` (`/p/x` -> `/new/x`, not `/newx`)."""
+    """ReplacePrefixMatch (URLRewrite, RequestRedirect) on a route matching prefix `/p/` (PathPrefix `/p`
+    element-wise, or `/`): Envoy swaps the matched `/p/`, so the replacement keeps its trailing `/` (`/p/x` ->
+    `/new/x`, not `/newx`)."""
+    if not prefix or not prefix.endswith("/"):
+        return route
     uri = (route.get("rewrite") or {}).get("uri")
-    if prefix and prefix.endswith("/") and uri is not None:
+    if uri is not None:
         route["rewrite"] = {**route["rewrite"], "uri": uri.rstrip("/") + "/"}
+    red = str((route.get("redirect") or {}).get("uri") or "")
+    if red.startswith(PREFIX_REDIRECT):
+        route["redirect"] = {**route["redirect"], "uri": red.rstrip("/") + "/"}
     return route
 
 

@@ -26,8 +26,6 @@ def gateway(spec: Any) -> Iterator[str]:
         refs = tls.get("certificateRefs") or []
         if len(refs) > 1:
             yield f"{where}.tls.certificateRefs[1:] (the first certificate is served)"
-        if any(r.get("namespace") for r in refs if isinstance(r, dict)):
-            yield f"{where}.tls.certificateRefs[].namespace (Secrets of the Gateway's namespace only)"
         ns = ((lst.get("allowedRoutes") or {}).get("namespaces") or {}).get("selector") or {}
         if ns.get("matchExpressions"):
             yield f"{where}.allowedRoutes.namespaces.selector.matchExpressions (matchLabels only)"
@@ -41,10 +39,6 @@ def _route(spec: Any) -> Iterator[str]:
         for key in ("sessionPersistence",):
             if rule.get(key):
                 yield f"{where}.{key}"
-        for j, f in enumerate(_items(rule, "filters")):
-            red = f.get("requestRedirect") or {}
-            if (red.get("path") or {}).get("type") == "ReplacePrefixMatch":
-                yield f"{where}.filters[{j}].requestRedirect.path: ReplacePrefixMatch (replaces the whole path)"
         for j, ref in enumerate(_items(rule, "backendRefs")):
             for k, f in enumerate(_items(ref, "filters")):
                 if f.get("type") not in ("RequestHeaderModifier", "ResponseHeaderModifier"):
