@@ -107,8 +107,12 @@ class KubePlatform:
         self._tasks[resource] = asyncio.create_task(inf.run(), name=f"kube-watch-{resource.plural}")
         log.info("watching %s.%s", resource.plural, resource.group)
 
-    async def start(self, timeout_s: float = 30.0) -> None:
-        """Connect, start every informer, and wait until each has listed once (PlatformError on time-out)."""
+    async def start(self, timeout_s: float | None = None, log_every_s: float = 10.0) -> None:
+        """Connect, start every informer, and wait until each has listed once.
+
+        As istiod does, this waits for the API server however long it takes (the informers retry with back-off)
+        and says every `log_every_s` what it still waits for; `timeout_s` bounds the wait (PlatformError then).
+        """
         self.conn = connect(self.kubeconfig, self.context)
         self._informer(SERVICES, self.store)
         self._informer(SECRETS, self.store, field_selector="type!=kubernetes.io/service-account-token")
@@ -119,16 +123,31 @@ class KubePlatform:
         self._informer(CRDS, _CrdWatcher(self))
         for res, inf in list(self.informers.items()):
             self._tasks[res] = asyncio.create_task(inf.run(), name=f"kube-watch-{res.plural}")
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        synced = asyncio.ensure_future(self.wait_synced())
         try:
-            await asyncio.wait_for(self.wait_synced(), timeout_s)
-        except TimeoutError as e:
-            late = [f"{r.plural} ({i.stats.last_error or 'no answer'})"
-                    for r, i in self.informers.items() if not i.synced.is_set()]
+            while not synced.done():
+                left = log_every_s if deadline is None else min(log_every_s, deadline - loop.time())
+                await asyncio.wait([synced], timeout=max(0.0, left))
+                if synced.done():
+                    break
+                if deadline is not None and loop.time() >= deadline:
+                    raise PlatformError(f"Kubernetes API {self.kubeconfig}: not listed within {timeout_s:.0f}s: "
+                                        + ", ".join(self.unsynced()))
+                log.warning("waiting for the Kubernetes API server %s (not ready until synced): not listed yet: %s",
+                            self.conn.server, ", ".join(self.unsynced()))
+        except BaseException:
+            synced.cancel()
             await self.stop()
-            raise PlatformError(f"Kubernetes API {self.kubeconfig}: not listed within {timeout_s:.0f}s: "
-                                + ", ".join(late)) from e
+            raise
         log.info("Kubernetes: %d resources, %d workloads from %s", len(self.store.keys()),
                  len(self.registry.workloads()), self.conn.server)
+
+    def unsynced(self) -> list[str]:
+        """The resources not listed yet, each with its informer's last error."""
+        return [f"{r.plural} ({i.stats.last_error or 'no answer yet'})"
+                for r, i in self.informers.items() if not i.synced.is_set()]
 
     def elect(self, lease_duration_s: float = 15.0) -> LeaderElector:
         """Join the leader election on the Lease in the root namespace (after start()); leader tasks run while this
