@@ -4,7 +4,8 @@ SIGTERM while it waits ends it cleanly. Earlier it gave up after 30 s ("not list
 
 The "API server that is not started yet" is the cluster's API server behind a TCP forwarder the test controls:
 until the forwarder listens, its port refuses connections exactly as a kube-apiserver that has not started does;
-then it passes the bytes through (TLS end to end: the server's certificate names 127.0.0.1, any port). This keeps
+then it passes the bytes through (tests/e2e/kube_service_lb.py; TLS end to end: the server's certificate names
+127.0.0.1, any port). This keeps
 the module's shared cluster fixture as it is.
 """
 
@@ -20,7 +21,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -28,36 +29,11 @@ from sailmesh.processes import die_with_parent, free_port
 from sailmesh.testing.kube_cluster import KubeCluster
 from sailmesh.testing.waiting import await_for
 from tests.e2e import kube_support as ks
+from tests.e2e.kube_service_lb import forwarding
 
 pytestmark = pytest.mark.e2e
 kube = pytest.fixture(scope="module", name="kube")(ks.module_cluster)
 OLD_LIMIT_S = 30.0  # what the control plane gave the API server before it waited
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except (ConnectionError, OSError):
-        pass
-    finally:
-        writer.close()
-
-
-@contextlib.asynccontextmanager
-async def forwarder(port: int, target: tuple[str, int]) -> AsyncIterator[None]:
-    """From now on 127.0.0.1:port passes every connection through to target."""
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*target)
-        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
-
-    server = await asyncio.start_server(handle, "127.0.0.1", port)
-    try:
-        yield
-    finally:
-        server.close()
-        await server.wait_closed()
 
 
 def later_kubeconfig(kube: KubeCluster, path: pathlib.Path, port: int) -> pathlib.Path:
@@ -129,7 +105,7 @@ async def test_controlplane_started_before_the_api_server_waits_and_is_ready_onc
         assert "not listed yet: " in text and "services (" in text, text[-3000:]
 
         # the API server "starts": the control plane lists everything and becomes ready
-        async with forwarder(port, ("127.0.0.1", api_port)):
+        async with forwarding(port, [api_port]):
             await await_for(lambda: asyncio.to_thread(ready, http), timeout=120, interval=0.5,
                             what="the control plane ready once the API server answers")
             assert proc.poll() is None

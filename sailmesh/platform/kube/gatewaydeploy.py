@@ -113,7 +113,10 @@ class GatewayDeployer:
         changes = self.store.watch()
         self._applied.clear()  # a new term: check everything once
         while True:
-            await self.reconcile()
+            try:
+                await self.reconcile()
+            except Exception:  # a bug here must not end the leader's other work, nor this loop
+                log.exception("Gateway API gateway deployer: reconcile failed; retrying on the next change")
             await anext(changes)
             await asyncio.sleep(0.05)
 

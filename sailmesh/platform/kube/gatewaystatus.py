@@ -116,7 +116,10 @@ class GatewayStatusWriter:
         """Reconcile now and after every change of the API server's config, until cancelled."""
         changes = self.store.watch()
         while True:
-            await self.reconcile()
+            try:
+                await self.reconcile()
+            except Exception:  # a bug here must not end the leader's other work, nor this loop
+                log.exception("Gateway API status writer: reconcile failed; retrying on the next change")
             await anext(changes)
             await asyncio.sleep(0.05)  # let the changes of one apply arrive together
 
