@@ -138,8 +138,9 @@ async def test_bookinfo_gateway_api_on_the_api_server_status_and_traffic(kube: K
                                       interval=0.5, what="/productpage 200 through the Gateway's gateway")
             assert "Comedy of Errors" in body
 
-            # the status is written once per change, not again for its own watch event
-            before = (await get_json(kube, "gateway", "bookinfo-gateway", "-n", NS))["metadata"]["resourceVersion"]
-            await asyncio.sleep(3)
-            after = (await get_json(kube, "gateway", "bookinfo-gateway", "-n", NS))["metadata"]["resourceVersion"]
-            assert before == after
+            # the status is written when it changes, not again for its own watch event (which would write it
+            # again and again while the pods started and the traffic flowed)
+            writes = (tmp_path / "cp.log").read_text(errors="replace").count(
+                f"wrote the status of Gateway {NS}/bookinfo-gateway")
+            print(f"status writes of the Gateway: {writes}")
+            assert 2 <= writes <= 8
