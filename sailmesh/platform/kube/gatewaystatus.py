@@ -12,8 +12,10 @@ only the cluster knows is added here, with Istio's rules (pilot/pkg/config/kube/
 - every condition carries lastTransitionTime (the CRDs require it): kept from the stored status while the
   condition's status is unchanged, else the time of this write.
 
-Writes go to the status subresource (a JSON merge patch) and only when the status differs from what the object
-has, so a write's own watch event does not cause another. Only objects from the API server get a status.
+Writes go to the status subresource (a JSON merge patch) and only when the status differs both from what the
+object has and from what this replica last wrote, so a write's own watch event does not cause another (as Istio's
+status queue, a status changed by someone else is not written back until the computed status changes). Only
+objects from the API server get a status.
 """
 
 from __future__ import annotations
@@ -141,7 +143,10 @@ class GatewayStatusWriter:
             if desired is None:
                 continue
             current = r.raw.get("status") or {}
-            status = with_times(desired, current if isinstance(current, Mapping) else {}, now)
+            # condition times continue from what this replica last wrote: the store may not have seen that write
+            # yet (its watch event comes later), and stamping "now" on a stale read would write again
+            previous = self._written.get(r.key, current if isinstance(current, Mapping) else {})
+            status = with_times(desired, previous, now)
             if status == current or status == self._written.get(r.key):
                 continue
             if await self._write(r, status):
