@@ -30,8 +30,20 @@ class ServiceForwarder:
     backends: list[int]
     connections: dict[int, int] = field(default_factory=dict)
     _next: int = 0
+    _live: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._live.add(task)
+        try:
+            await self._forward(reader, writer)
+        except asyncio.CancelledError:  # the forwarder stops: end the connection quietly
+            writer.close()
+        finally:
+            self._live.discard(task)
+
+    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         n = len(self.backends)
         for i in range(n):
             port = self.backends[(self._next + i) % n]
@@ -41,9 +53,19 @@ class ServiceForwarder:
                 continue
             self._next = (self._next + i + 1) % n
             self.connections[port] = self.connections.get(port, 0) + 1
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            try:
+                await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            finally:
+                up_writer.close()
             return
         writer.close()
+
+    async def close(self) -> None:
+        """End every forwarded connection."""
+        live = list(self._live)
+        for t in live:
+            t.cancel()
+        await asyncio.gather(*live, return_exceptions=True)
 
 
 @contextlib.asynccontextmanager
@@ -55,4 +77,5 @@ async def forwarding(port: int, backends: list[int]) -> AsyncIterator[ServiceFor
         yield fwd
     finally:
         server.close()
+        await fwd.close()
         await server.wait_closed()
