@@ -93,8 +93,18 @@ async def _serve(cp: ControlPlane) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    # start() may wait for the Kubernetes API server (as istiod does): a signal meanwhile ends the wait
+    starting = asyncio.ensure_future(cp.start())
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([starting, stopping], return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        await cp.stop()
+        return 0
+    stopping.cancel()
     try:
-        await cp.start()
+        starting.result()
     except (SailmeshError, OSError) as e:
         await cp.stop()
         return fail(f"control plane failed to start: {e}")

@@ -166,7 +166,11 @@ class ControlPlane:
         self.server = AdsServer(self.source, self.xds_metrics, write_timeout=self.settings.xds_send_timeout_s,
                                 push_throttle=self.settings.push_throttle,
                                 streams_per_s=self.settings.xds_streams_per_s)
-        self.identity = MeshIdentity(self.opts.state_dir, self.opts.cacerts_dir,
+        cacerts = self.opts.cacerts_dir
+        if self.kube is not None and not cacerts:  # replicas share one CA: istio-ca-secret (or cacerts), as istiod
+            shared = await self.kube.shared_ca(self.snapshot.mesh.trust_domain, self.opts.state_dir)
+            cacerts = str(shared.folder) if shared is not None else ""
+        self.identity = MeshIdentity(self.opts.state_dir, cacerts,
                                      CaOptions(trust_domain=self.snapshot.mesh.trust_domain,
                                                min_ttl_s=self.opts.min_cert_ttl_s),
                                      ips=["127.0.0.1", self.opts.host], metrics=self.citadel_metrics,
@@ -176,6 +180,8 @@ class ControlPlane:
             self.identity.accept_platform_tokens(self.kube.token_reviewer())
             if self.opts.leader_lease_s > 0:  # replicas: the Lease holder does the writes
                 self.kube.elect(self.opts.leader_lease_s)
+            # Gateway API status, a gateway per Gateway (as Istio's gateway controllers): the Lease holder's
+            self.kube.run_gateway_controllers(self.config.status, self.settings.mesh.domain_suffix, self.opts.injection)
         plaintext = [("127.0.0.1", self.opts.xds_port, None)] if self.opts.xds_plaintext else []
         self.opts.xds_tls_port = await self.server.serve(
             self.opts.host, self.opts.xds_tls_port, self.identity.credentials(),

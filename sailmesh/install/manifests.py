@@ -62,7 +62,8 @@ def _istiod_labels(v: Values) -> dict[str, str]:
 
 def rbac(v: Values) -> list[Obj]:
     """istiod's ServiceAccount, ClusterRole (read the mesh's inputs, write webhooks' caBundle, root-cert
-    ConfigMaps, token reviews, leases) and its bindings."""
+    ConfigMaps, token reviews, leases, Gateway API status, gateways for Gateways), Role (its namespace's
+    Secrets: the CA root) and their bindings."""
     ns, labels = v.namespace, {"app": "istiod", "istio.io/rev": v.revision}
     name = f"istiod-clusterrole-{ns}"
     rules = [
@@ -81,7 +82,18 @@ def rbac(v: Values) -> list[Obj]:
         {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
          "verbs": ["get", "list", "watch", "create", "update"]},
+        # the Gateway API: read, status writes, the default GatewayClass (Istio's istiod ClusterRole) ...
+        {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["*"],
+         "verbs": ["get", "watch", "list", "update", "patch"]},
+        {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["gatewayclasses"],
+         "verbs": ["create", "update", "patch", "delete"]},
+        # ... and a gateway per Gateway (Istio's istiod-gateway-controller ClusterRole)
+        {"apiGroups": ["apps"], "resources": ["deployments"],
+         "verbs": ["get", "watch", "list", "update", "patch", "create", "delete"]},
+        {"apiGroups": [""], "resources": ["services", "serviceaccounts"],
+         "verbs": ["get", "watch", "list", "update", "patch", "create", "delete"]},
     ]
+    role = f"istiod-{ns}"
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta("istiod", ns, labels)},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": _meta(name, "", labels),
@@ -89,6 +101,13 @@ def rbac(v: Values) -> list[Obj]:
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
          "metadata": _meta(name, "", labels),
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+         "subjects": [{"kind": "ServiceAccount", "name": "istiod", "namespace": ns}]},
+        # Secrets in its own namespace only: the replicas' CA root istio-ca-secret (Istio's istiod Role)
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": _meta(role, ns, labels),
+         "rules": [{"apiGroups": [""], "resources": ["secrets"],
+                    "verbs": ["create", "get", "watch", "list", "update", "delete"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": _meta(role, ns, labels),
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role},
          "subjects": [{"kind": "ServiceAccount", "name": "istiod", "namespace": ns}]},
     ]
 

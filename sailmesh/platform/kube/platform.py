@@ -2,7 +2,9 @@
 
 Which resources are watched:
 - every kind of every CustomResourceDefinition whose group ends in `istio.io` (its served v1, else its storage
-  version), found by a CRD informer: a CRD installed later starts being watched then;
+  version), and the Gateway API's GatewayClass, Gateway, HTTPRoute, GRPCRoute, TCPRoute, TLSRoute and
+  ReferenceGrant when their CRDs are installed, found by a CRD informer: a CRD installed later starts being
+  watched then;
 - core Services, Secrets (not service-account tokens; gateways' `credentialName`), and the ConfigMap `istio` in
   the root namespace (mesh config) -> KubeStore;
 - Pods, EndpointSlices, Nodes (locality) and Namespaces -> KubeRegistry.
@@ -13,17 +15,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import pathlib
+import tempfile
 from collections.abc import Mapping
 from typing import Any
 
+from sailmesh.api.kinds import GATEWAY_API, KINDS
 from sailmesh.errors import PlatformError
+from sailmesh.platform.kube.casecret import SharedCa, shared_ca
 from sailmesh.platform.kube.client import KubeConnection, connect
+from sailmesh.platform.kube.gatewaydeploy import GatewayDeployer
+from sailmesh.platform.kube.gatewaystatus import GatewayStatusWriter, StatusOf
 from sailmesh.platform.kube.informer import Informer, KubeResource, Obj
 from sailmesh.platform.kube.lease import LeaderElector, LeaseTimings
 from sailmesh.platform.kube.registry import KubeRegistry
 from sailmesh.platform.kube.store import KubeStore
 from sailmesh.platform.kube.tokenreview import TokenReviewer
 from sailmesh.store.base import Validator, no_validation
+from sailmesh.webhook.inject import InjectionConfig
 
 log = logging.getLogger(__name__)
 
@@ -36,22 +45,36 @@ ENDPOINT_SLICES = KubeResource("discovery.k8s.io", "v1", "endpointslices", "Endp
 NODES = KubeResource("", "v1", "nodes", "Node", False)
 NAMESPACES = KubeResource("", "v1", "namespaces", "Namespace", False)
 MESH_CONFIGMAP = "istio"
+# the Gateway API kinds the mesh converts (generate/gatewayapi/), as written in their CRDs
+GATEWAY_API_KINDS = ("GatewayClass", "Gateway", "HTTPRoute", "GRPCRoute", "TCPRoute", "TLSRoute", "ReferenceGrant")
 
 
 def istio_kinds(crd: Mapping[str, Any]) -> KubeResource | None:
-    """The resource an Istio CRD defines (its served v1, else its storage version), or None for other CRDs."""
+    """The resource a CRD defines when the mesh reads it, or None: an Istio CRD (group *.istio.io) at its served
+    v1, else its storage version; a Gateway API CRD (gateway.networking.k8s.io) of a kind the mesh converts, at
+    the first of the versions sailmesh reads (api/kinds.py) that the CRD serves."""
     spec = crd.get("spec") or {}
     group = str(spec.get("group") or "")
-    if not group.endswith("istio.io"):
-        return None
-    versions = [v for v in spec.get("versions") or () if isinstance(v, Mapping) and v.get("served")]
-    # the served v1 when there is one (what Istio's own clients read), else the storage version
-    storage = next((v for v in versions if v.get("name") == "v1"),
-                   next((v for v in versions if v.get("storage")), versions[0] if versions else None))
     names = spec.get("names") or {}
-    if storage is None or not names.get("plural") or not names.get("kind"):
+    versions = [v for v in spec.get("versions") or () if isinstance(v, Mapping) and v.get("served")]
+    if not names.get("plural") or not names.get("kind") or not versions:
         return None
-    return KubeResource(group, str(storage["name"]), str(names["plural"]), str(names["kind"]),
+    chosen: Mapping[str, Any] | None
+    if group == GATEWAY_API:
+        info = next((k for k in KINDS if k.group == GATEWAY_API and k.kind == names["kind"]), None)
+        if info is None or info.kind not in GATEWAY_API_KINDS:
+            return None
+        served = {str(v.get("name")) for v in versions}
+        chosen = next(({"name": v} for v in info.versions if v in served), None)
+    elif group.endswith("istio.io"):
+        # the served v1 when there is one (what Istio's own clients read), else the storage version
+        chosen = next((v for v in versions if v.get("name") == "v1"),
+                      next((v for v in versions if v.get("storage")), versions[0]))
+    else:
+        return None
+    if chosen is None:
+        return None
+    return KubeResource(group, str(chosen["name"]), str(names["plural"]), str(names["kind"]),
                         spec.get("scope") != "Cluster")
 
 
@@ -90,6 +113,9 @@ class KubePlatform:
         self._tasks: dict[KubeResource, asyncio.Task[None]] = {}
         self.elector: LeaderElector | None = None
         self._election: asyncio.Task[None] | None = None
+        self._ca_temp: tempfile.TemporaryDirectory[str] | None = None
+        self.gateway_status: GatewayStatusWriter | None = None
+        self.gateway_deployer: GatewayDeployer | None = None
 
     def _informer(self, resource: KubeResource, handler: Any, namespace: str = "", field_selector: str = ""
                   ) -> Informer:
@@ -107,8 +133,12 @@ class KubePlatform:
         self._tasks[resource] = asyncio.create_task(inf.run(), name=f"kube-watch-{resource.plural}")
         log.info("watching %s.%s", resource.plural, resource.group)
 
-    async def start(self, timeout_s: float = 30.0) -> None:
-        """Connect, start every informer, and wait until each has listed once (PlatformError on time-out)."""
+    async def start(self, timeout_s: float | None = None, log_every_s: float = 10.0) -> None:
+        """Connect, start every informer, and wait until each has listed once.
+
+        As istiod does, this waits for the API server however long it takes (the informers retry with back-off)
+        and says every `log_every_s` what it still waits for; `timeout_s` bounds the wait (PlatformError then).
+        """
         self.conn = connect(self.kubeconfig, self.context)
         self._informer(SERVICES, self.store)
         self._informer(SECRETS, self.store, field_selector="type!=kubernetes.io/service-account-token")
@@ -119,16 +149,31 @@ class KubePlatform:
         self._informer(CRDS, _CrdWatcher(self))
         for res, inf in list(self.informers.items()):
             self._tasks[res] = asyncio.create_task(inf.run(), name=f"kube-watch-{res.plural}")
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        synced = asyncio.ensure_future(self.wait_synced())
         try:
-            await asyncio.wait_for(self.wait_synced(), timeout_s)
-        except TimeoutError as e:
-            late = [f"{r.plural} ({i.stats.last_error or 'no answer'})"
-                    for r, i in self.informers.items() if not i.synced.is_set()]
+            while not synced.done():
+                left = log_every_s if deadline is None else min(log_every_s, deadline - loop.time())
+                await asyncio.wait([synced], timeout=max(0.0, left))
+                if synced.done():
+                    break
+                if deadline is not None and loop.time() >= deadline:
+                    raise PlatformError(f"Kubernetes API {self.kubeconfig}: not listed within {timeout_s:.0f}s: "
+                                        + ", ".join(self.unsynced()))
+                log.warning("waiting for the Kubernetes API server %s (not ready until synced): not listed yet: %s",
+                            self.conn.server, ", ".join(self.unsynced()))
+        except BaseException:
+            synced.cancel()
             await self.stop()
-            raise PlatformError(f"Kubernetes API {self.kubeconfig}: not listed within {timeout_s:.0f}s: "
-                                + ", ".join(late)) from e
+            raise
         log.info("Kubernetes: %d resources, %d workloads from %s", len(self.store.keys()),
                  len(self.registry.workloads()), self.conn.server)
+
+    def unsynced(self) -> list[str]:
+        """The resources not listed yet, each with its informer's last error."""
+        return [f"{r.plural} ({i.stats.last_error or 'no answer yet'})"
+                for r, i in self.informers.items() if not i.synced.is_set()]
 
     def elect(self, lease_duration_s: float = 15.0) -> LeaderElector:
         """Join the leader election on the Lease in the root namespace (after start()); leader tasks run while this
@@ -139,6 +184,35 @@ class KubePlatform:
         self.elector = elector
         self._election = asyncio.create_task(elector.run(), name="kube-leader-election")
         return elector
+
+    async def shared_ca(self, trust_domain: str, state_dir: str) -> SharedCa | None:
+        """The CA every replica uses (after start()): the `cacerts` Secret, else istio-ca-secret (created when
+        absent), in the cacerts file layout under the state dir (a temporary folder without one); None without a
+        root namespace."""
+        if self.conn is None:
+            raise PlatformError("the Kubernetes platform is not started")
+        if state_dir:
+            folder, local = pathlib.Path(state_dir) / "kube-ca", pathlib.Path(state_dir)
+        else:
+            self._ca_temp = self._ca_temp or tempfile.TemporaryDirectory(prefix="sailmesh-kube-ca-")
+            folder, local = pathlib.Path(self._ca_temp.name) / "ca", None
+        return await shared_ca(self.conn, self.root_namespace, trust_domain, folder, local)
+
+    def run_gateway_controllers(self, status_of: StatusOf, domain_suffix: str, injection: InjectionConfig) -> None:
+        """The Gateway API's writers (after start() and elect()): status of every Gateway API object, a gateway per
+        Gateway and the default GatewayClass; run by the Lease holder (or at once without an election)."""
+        if self.conn is None:
+            raise PlatformError("the Kubernetes platform is not started")
+        self.gateway_status = GatewayStatusWriter(self.conn, self.store, status_of, domain_suffix)
+        self.gateway_deployer = GatewayDeployer(self.conn, self.store, self.root_namespace, injection,
+                                                lambda: any(r.group == GATEWAY_API and r.kind == "GatewayClass"
+                                                            for r in self.informers))
+        for name, lead in (("gateway-status", self.gateway_status.lead),
+                           ("gateway-deployer", self.gateway_deployer.lead)):
+            if self.elector is not None:
+                self.elector.add_task(name, lead)
+            else:
+                self._tasks[KubeResource("", "", name, name)] = asyncio.create_task(lead(), name=name)
 
     def token_reviewer(self) -> TokenReviewer:
         """A TokenReview verifier on this platform's connection (after start())."""
@@ -169,3 +243,6 @@ class KubePlatform:
         if self.conn is not None:
             await self.conn.close()
             self.conn = None
+        if self._ca_temp is not None:
+            self._ca_temp.cleanup()
+            self._ca_temp = None

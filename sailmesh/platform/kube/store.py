@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+from sailmesh.api.kinds import internal_kind
 from sailmesh.api.parse import resource_from_dict
 from sailmesh.api.resource import Resource, ResourceKey, Source
 from sailmesh.errors import ParseError
@@ -43,9 +44,10 @@ class KubeStore(MemoryStore):
             r = self._accepted(obj)
             if r is not None:
                 keep.append(r)
+        kind = internal_kind(resource.api_version, resource.kind)  # the Gateway API's Gateway: KubernetesGateway
         present = {r.key for r in keep}
-        gone = [k for k in self.keys() if k.kind == resource.kind and k not in present]
-        for k in [k for k in self._rejected if k.kind == resource.kind]:
+        gone = [k for k in self.keys() if k.kind == kind and k not in present]
+        for k in [k for k in self._rejected if k.kind == kind]:
             if not any(self._key(o) == k for o in objs):
                 del self._rejected[k]
         self.commit(keep, gone)
@@ -66,7 +68,8 @@ class KubeStore(MemoryStore):
     @staticmethod
     def _key(obj: Obj) -> ResourceKey:
         meta = obj.get("metadata") or {}
-        return ResourceKey(str(obj.get("kind", "")), str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        kind = internal_kind(str(obj.get("apiVersion", "")), str(obj.get("kind", "")))
+        return ResourceKey(kind, str(meta.get("namespace") or ""), str(meta.get("name") or ""))
 
     def _accepted(self, obj: Obj) -> Resource | None:
         """The object as a Resource when it parses and validates; else recorded in rejected()."""

@@ -1,0 +1,160 @@
+"""Istio's gateway deployment controller on Kubernetes, run by the Lease holder: each Gateway of the istio class
+gets a gateway of its own, and the default GatewayClass `istio` exists.
+
+As istiod (pilot/pkg/config/kube/gateway/deploymentcontroller.go, gatewayclass.go):
+- the GatewayClass `istio` (controllerName istio.io/gateway-controller) is created when the Gateway API CRDs are
+  installed and it is missing;
+- a Gateway whose class is Istio's gets a ServiceAccount, a Deployment and a Service named `<gateway>-istio` in
+  its namespace, owned by the Gateway (ownerReferences: Kubernetes' garbage collector removes them with it), its
+  pods labelled `gateway.networking.k8s.io/gateway-name: <gateway>` (what the generated Istio Gateway selects);
+  the Service's type is LoadBalancer unless the Gateway's annotation `networking.istio.io/service-type` says
+  otherwise, one port per listener port plus status-port 15021.
+Objects are written with server-side apply (field manager istio.io/gateway-controller), again only when what
+they should be changes. Difference from Istio: the gateway process is a router-mode `sailmesh agent` (the same
+container the install's ingress gateway runs), and listener ports below 1024 are served 8000 higher (targetPort),
+as every sailmesh gateway binds them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import httpx2 as httpx
+
+from sailmesh.api.kinds import GATEWAY_API, KUBERNETES_GATEWAY
+from sailmesh.api.resource import Resource, ResourceKey
+from sailmesh.generate.gatewayapi.convert import BUILTIN_CLASSES, GATEWAY_NAME_LABEL, deployment_name
+from sailmesh.generate.gatewayapi.status import CONTROLLER_NAME
+from sailmesh.generate.listeners import gateway_bind_port
+from sailmesh.install.manifests import Values, gateway
+from sailmesh.platform.kube.client import KubeApiError, KubeConnection
+from sailmesh.platform.kube.store import KubeStore
+from sailmesh.settings import ProxyPorts
+from sailmesh.webhook.inject import InjectionConfig
+
+log = logging.getLogger(__name__)
+
+FIELD_MANAGER = "istio.io/gateway-controller"
+SERVICE_TYPE_ANNOTATION = "networking.istio.io/service-type"
+DEFAULT_CLASS = "istio"
+ISTIO_GATEWAY_NAME = "istio.io/gateway-name"
+Obj = dict[str, Any]
+
+
+def default_gateway_class() -> Obj:
+    """The GatewayClass istiod creates (gatewayclass.go's builtin class)."""
+    return {"apiVersion": f"{GATEWAY_API}/v1", "kind": "GatewayClass", "metadata": {"name": DEFAULT_CLASS},
+            "spec": {"controllerName": CONTROLLER_NAME, "description": "The default Istio GatewayClass"}}
+
+
+def gateway_objects(gw: Resource, control_namespace: str, injection: InjectionConfig) -> list[Obj]:
+    """The ServiceAccount, Deployment and Service of a Gateway's own gateway."""
+    name = deployment_name(gw.name)
+    listener_ports = sorted({int(lst.get("port", 0)) for lst in gw.spec.get("listeners") or ()
+                             if isinstance(lst.get("port"), int)})
+    protocols = {int(lst.get("port", 0)): str(lst.get("protocol", "TCP")).lower()
+                 for lst in gw.spec.get("listeners") or () if isinstance(lst.get("port"), int)}
+    health = ProxyPorts().health
+    ports = [("status-port", health, health), *((f"{protocols[p]}-{p}", p, gateway_bind_port(p))
+                                                for p in listener_ports)]
+    service_type = str((gw.raw.get("metadata") or {}).get("annotations", {}).get(SERVICE_TYPE_ANNOTATION)
+                       or "LoadBalancer")
+    values = Values(namespace=control_namespace, image=injection.image)
+    objs = gateway(values, name, DEFAULT_CLASS, ports, service_type)
+    labels = {GATEWAY_NAME_LABEL: gw.name, ISTIO_GATEWAY_NAME: gw.name}
+    uid = str((gw.raw.get("metadata") or {}).get("uid") or "")
+    owner = {"apiVersion": gw.api_version, "kind": "Gateway", "name": gw.name, "uid": uid, "controller": True}
+    for obj in objs:
+        meta = obj["metadata"]
+        meta["namespace"] = gw.namespace
+        meta["labels"] = {**labels, "app": name}
+        if uid:
+            meta["ownerReferences"] = [owner]
+        if obj["kind"] == "Deployment":
+            obj["spec"]["selector"] = {"matchLabels": {GATEWAY_NAME_LABEL: gw.name}}
+            template = obj["spec"]["template"]["metadata"]
+            template["labels"] = {k: v for k, v in template["labels"].items() if k != "istio"} | labels | {
+                "app": name, "service.istio.io/canonical-name": name}
+            for container in obj["spec"]["template"]["spec"]["containers"]:  # the proxy's own labels: the pod's
+                command = container.get("command") or []
+                if "--labels" in command:
+                    command[command.index("--labels") + 1] = ",".join(
+                        f"{k}={v}" for k, v in sorted(template["labels"].items()))
+        elif obj["kind"] == "Service":
+            obj["spec"]["selector"] = {GATEWAY_NAME_LABEL: gw.name}
+    return objs
+
+
+def _path(obj: Obj) -> str:
+    kind, ns, name = obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"]
+    if kind == "Deployment":
+        return f"/apis/apps/v1/namespaces/{ns}/deployments/{name}"
+    return f"/api/v1/namespaces/{ns}/{kind.lower()}s/{name}"
+
+
+class GatewayDeployer:
+    """Keeps a gateway per Istio-class Gateway and the default GatewayClass (`lead()` while leading)."""
+
+    def __init__(self, conn: KubeConnection, store: KubeStore, control_namespace: str, injection: InjectionConfig,
+                 has_gateway_api: Callable[[], bool]) -> None:
+        self.conn = conn
+        self.store = store
+        self.control_namespace = control_namespace
+        self.injection = injection
+        self.has_gateway_api = has_gateway_api  # the GatewayClass CRD is installed
+        self._applied: dict[ResourceKey, str] = {}
+        self.applies = 0
+
+    async def lead(self) -> None:
+        changes = self.store.watch()
+        self._applied.clear()  # a new term: check everything once
+        while True:
+            try:
+                await self.reconcile()
+            except Exception:  # a bug here must not end the leader's other work, nor this loop
+                log.exception("Gateway API gateway deployer: reconcile failed; retrying on the next change")
+            await anext(changes)
+            await asyncio.sleep(0.05)
+
+    def controller_of(self, class_name: str) -> str:
+        """The controller of a GatewayClass (the built-in classes count before they are created)."""
+        found = self.store.get("GatewayClass", "", class_name)
+        return str(found.spec.get("controllerName", "")) if found else BUILTIN_CLASSES.get(class_name, "")
+
+    async def reconcile(self) -> None:
+        if not self.has_gateway_api():
+            return
+        if self.store.get("GatewayClass", "", DEFAULT_CLASS) is None:
+            try:
+                await self.conn.send_json("POST", f"/apis/{GATEWAY_API}/v1/gatewayclasses", default_gateway_class())
+                log.info("created the default GatewayClass %s", DEFAULT_CLASS)
+            except (KubeApiError, httpx.HTTPError) as e:
+                if not (isinstance(e, KubeApiError) and e.code == 409):
+                    log.warning("GatewayClass %s not created: %s", DEFAULT_CLASS, e)
+        for gw in self.store.list(KUBERNETES_GATEWAY):
+            if self.controller_of(str(gw.spec.get("gatewayClassName", ""))) != CONTROLLER_NAME:
+                continue
+            objs = gateway_objects(gw, self.control_namespace, self.injection)
+            digest = json.dumps(objs, sort_keys=True)
+            if self._applied.get(gw.key) == digest:
+                continue
+            if await self._apply(gw, objs):
+                self._applied[gw.key] = digest
+
+    async def _apply(self, gw: Resource, objs: list[Obj]) -> bool:
+        params = {"fieldManager": FIELD_MANAGER, "force": "true"}
+        try:
+            for obj in objs:
+                await self.conn.send_json("PATCH", _path(obj), obj, "application/apply-patch+yaml", params)
+        except (KubeApiError, httpx.HTTPError) as e:
+            log.warning("gateway %s/%s for Gateway %s not applied: %s", gw.namespace, deployment_name(gw.name),
+                        gw.name, e)
+            return False
+        self.applies += 1
+        log.info("applied gateway %s/%s (ServiceAccount, Deployment, Service) for Gateway %s", gw.namespace,
+                 deployment_name(gw.name), gw.name)
+        return True

@@ -1,0 +1,154 @@
+"""The Kubernetes Gateway API on the real kube-apiserver (issues 12 and 14): the Gateway API's own CRDs (the
+sigs.k8s.io/gateway-api module's config/crd/standard, fetched from the Go module proxy into the cache), Bookinfo
+(Istio's platform-kube/bookinfo.yaml) and Istio's gateway-api/bookinfo-gateway.yaml applied with kubectl, as
+Istio's Bookinfo getting-started task does it:
+
+- the control plane creates the default GatewayClass `istio` and, for the Gateway, its own gateway (ServiceAccount,
+  Deployment and Service `bookinfo-gateway-istio`, owned by the Gateway), which the test node runs;
+- the Lease holder writes the status to the status subresources: with the default LoadBalancer Service and no
+  load-balancer controller the Gateway is Programmed=False (AddressNotAssigned), as Istio reports it on a cluster
+  without one; after the task's `kubectl annotate gateway bookinfo-gateway networking.istio.io/service-type=
+  ClusterIP` it is Programmed=True with the Service's host name as its address, and the HTTPRoute's parent is
+  Accepted with its references resolved;
+- /productpage answers 200 through that gateway.
+
+The Bookinfo pods are not injected here (the namespace has no injection label): the gateway reaches them in plain
+text, as Istio's auto mTLS does for workloads without a sidecar.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import pathlib
+from typing import Any
+
+import pytest
+
+from sailmesh.processes import free_port
+from sailmesh.testing import gatewayapi_crds
+from sailmesh.testing.kube_cluster import KubeCluster
+from sailmesh.testing.kube_pod import ControlPlaneAddresses
+from sailmesh.testing.waiting import await_for, random_loopback_block
+from tests.conftest import CONFORMANCE
+from tests.e2e import kube_support as ks
+from tests.e2e.test_kube_bookinfo import _ok, _ready, control_plane_process, pods_ready
+
+pytestmark = pytest.mark.e2e
+kube = pytest.fixture(scope="module", name="kube")(ks.module_cluster)
+BOOKINFO = CONFORMANCE / "bookinfo"
+NS = "kt-gwapi"
+
+
+def conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or ()}
+
+
+async def get_json(kube: KubeCluster, *args: str) -> dict[str, Any]:
+    out = await ks.kubectl(kube, "get", *args, "-o", "json", check=False)
+    return dict(json.loads(out)) if out.strip() else {}
+
+
+async def install_gateway_api_crds(kube: KubeCluster) -> None:
+    folder, why = await asyncio.to_thread(gatewayapi_crds.available)
+    if folder is None:
+        pytest.skip(why)
+    await ks.kubectl(kube, "apply", "--server-side", "-f", str(folder))
+    await ks.kubectl(kube, "wait", "--for=condition=Established", "crd", "gateways.gateway.networking.k8s.io",
+                     "httproutes.gateway.networking.k8s.io", "gatewayclasses.gateway.networking.k8s.io",
+                     "--timeout=60s")
+
+
+@pytest.mark.timeout(900)  # a cluster start plus seven processes of Bookinfo and its gateway on a loaded machine
+async def test_bookinfo_gateway_api_on_the_api_server_status_and_traffic(kube: KubeCluster,
+                                                                        tmp_path: pathlib.Path) -> None:
+    if not (BOOKINFO / "gateway-api" / "bookinfo-gateway.yaml").exists():
+        pytest.skip("../shared/conformance/bookinfo not found")
+    await install_gateway_api_crds(kube)
+    for ns in ("istio-system", NS):
+        await ks.kubectl(kube, "create", "namespace", ns, check=False)
+    await ks.wait_service_account(kube, NS)
+    try:
+        await run(kube, tmp_path)
+    finally:  # the cluster may be shared with other modules: leave no Gateway (nor its gateway) behind
+        await ks.kubectl(kube, "delete", "namespace", NS, "--wait=false", check=False)
+
+
+async def run(kube: KubeCluster, tmp_path: pathlib.Path) -> None:
+    with control_plane_process(kube, tmp_path, free_port()) as (http, xds, ca), ks.short_dir("kg-") as short:
+        await await_for(lambda: asyncio.to_thread(_ready, http), timeout=120, what="the control plane ready")
+        async with ks.running_node(kube, "node-gwapi", random_loopback_block(), short) as node:
+            node.control_plane = ControlPlaneAddresses(f"127.0.0.1:{xds}", f"127.0.0.1:{ca}")
+
+            # the default GatewayClass, made by the control plane and Accepted
+            async def class_accepted() -> bool:
+                gc = await get_json(kube, "gatewayclass", "istio")
+                return conditions(gc).get("Accepted", {}).get("status") == "True"
+
+            await await_for(class_accepted, timeout=60, interval=0.5, what="GatewayClass istio Accepted")
+            gc = await get_json(kube, "gatewayclass", "istio")
+            assert gc["spec"]["controllerName"] == "istio.io/gateway-controller"
+
+            await ks.kubectl(kube, "apply", "-n", NS, "-f", str(BOOKINFO / "platform-kube" / "bookinfo.yaml"))
+            await ks.kubectl(kube, "apply", "-n", NS, "-f", str(BOOKINFO / "gateway-api" / "bookinfo-gateway.yaml"))
+
+            # LoadBalancer by default; no load-balancer controller here: Istio's AddressNotAssigned
+            async def pending() -> dict[str, Any] | None:
+                gw = await get_json(kube, "gateway", "bookinfo-gateway", "-n", NS)
+                programmed = conditions(gw).get("Programmed", {})
+                return gw if programmed.get("reason") == "AddressNotAssigned" else None
+
+            gw = await await_for(pending, timeout=60, interval=0.5, what="Gateway Programmed=False pending address")
+            assert conditions(gw)["Programmed"]["status"] == "False"
+            assert conditions(gw)["Accepted"]["status"] == "True"
+            svc = await get_json(kube, "service", "bookinfo-gateway-istio", "-n", NS)
+            assert svc["spec"]["type"] == "LoadBalancer"
+            assert svc["metadata"]["ownerReferences"][0]["kind"] == "Gateway"
+
+            # Istio's getting-started step for clusters without a load balancer
+            await ks.kubectl(kube, "annotate", "gateway", "bookinfo-gateway", "-n", NS,
+                             "networking.istio.io/service-type=ClusterIP")
+
+            async def programmed() -> dict[str, Any] | None:
+                gw = await get_json(kube, "gateway", "bookinfo-gateway", "-n", NS)
+                return gw if conditions(gw).get("Programmed", {}).get("status") == "True" else None
+
+            await await_for(programmed, timeout=60, interval=0.5, what="Gateway Programmed=True")
+            shown = await ks.kubectl(kube, "get", "gateway", "bookinfo-gateway", "-n", NS, "-o", "yaml")
+            print("\n" + shown)
+            gw = await get_json(kube, "gateway", "bookinfo-gateway", "-n", NS)
+            host = f"bookinfo-gateway-istio.{NS}.svc.cluster.local"
+            assert gw["status"]["addresses"] == [{"type": "Hostname", "value": host}]
+            assert conditions(gw)["Programmed"]["message"] == \
+                f"Resource programmed, assigned to service(s) {host}:80"
+            assert all(c["lastTransitionTime"] for c in gw["status"]["conditions"])
+            [listener] = gw["status"]["listeners"]
+            assert listener["attachedRoutes"] == 1
+            assert {c["type"]: c["status"] for c in listener["conditions"]} == {
+                "Accepted": "True", "Programmed": "True", "ResolvedRefs": "True"}
+            route = await get_json(kube, "httproute", "bookinfo", "-n", NS)
+            [parent] = route["status"]["parents"]
+            assert parent["controllerName"] == "istio.io/gateway-controller"
+            assert {c["type"]: c["status"] for c in parent["conditions"]} == {"Accepted": "True",
+                                                                             "ResolvedRefs": "True"}
+            assert (await get_json(kube, "service", "bookinfo-gateway-istio", "-n", NS))["spec"]["type"] == \
+                "ClusterIP"
+
+            # traffic through the Gateway's own gateway, which the test node runs
+            async def all_ready() -> bool:
+                return len(await pods_ready(kube, NS)) == 7
+
+            await await_for(all_ready, timeout=300, interval=1.0, what="Bookinfo's six pods and the gateway Ready")
+            gateway_ip = next(r.ip for (ns, name), r in node.pods.items()
+                              if ns == NS and name.startswith("bookinfo-gateway-istio"))
+            _, body = await await_for(lambda: _ok(f"http://{gateway_ip}:8080/productpage"), timeout=120,
+                                      interval=0.5, what="/productpage 200 through the Gateway's gateway")
+            assert "Comedy of Errors" in body
+
+            # the status is written when it changes, not again for its own watch event (which would write it
+            # again and again while the pods started and the traffic flowed)
+            log = (tmp_path / "cp.log").read_text(errors="replace")
+            writes = log.count(f"wrote the status of Gateway {NS}/bookinfo-gateway")
+            class_writes = log.count("wrote the status of GatewayClass istio")
+            print(f"status writes: Gateway {writes}, GatewayClass {class_writes}")
+            assert 2 <= writes <= 8 and 1 <= class_writes <= 3
