@@ -86,3 +86,7 @@ class RateLimitedError(SailmeshError):
     def __init__(self, message: str, retry_after_s: float) -> None:
         self.retry_after_s = retry_after_s
         super().__init__(message)
+
+
+class CaptureError(SailmeshError):
+    """istio-iptables: the capture arguments are invalid, or `iptables-restore` refused the rules."""

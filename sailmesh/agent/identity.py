@@ -1,7 +1,7 @@
 """The workload's certificate: a key made here, a CSR to the control plane's CA, renewal at half life with jitter.
 
 The private key is generated in this process for every CSR and leaves it only to Envoy (over the SDS Unix socket,
-in a private directory) or into this agent's 0600 files. The join token is read from a 0600 file (never the
+in a private directory) or into this agent's 0600 files. The token is read from a file (never the
 command line, where `ps` would show it) and sent only as `authorization: Bearer` to the CA over TLS, for the first
 CSR; renewals present the current certificate on the control plane's mTLS port instead (the token only when that
 fails), so a join token may expire once the workload has its first certificate.
@@ -60,7 +60,7 @@ class IdentityOptions:
 
     ca_address: str  # host:port of the control plane's TLS port
     ca_root_file: str  # the trust bundle that verifies the CA's serving certificate
-    token_file: str  # 0600 file with the join token
+    token_file: str  # the join token or projected service-account token (any mode: read_token)
     trust_domain: str
     namespace: str
     service_account: str
@@ -69,16 +69,29 @@ class IdentityOptions:
     renew_address: str = ""  # the control plane's mTLS port: renewals prove the identity with the current certificate
 
 
-def read_private(path: str) -> str:
-    """The stripped content of a file only its owner may read (AgentError otherwise)."""
+_MODE_NOTED: set[str] = set()
+
+
+def read_token(path: str) -> str:
+    """The stripped content of the token file (AgentError when it cannot be read).
+
+    Its mode is not checked, as Istio's agent reads its token (os.ReadFile): a kubelet projects service-account
+    tokens with the volume's defaultMode, 0644 unless set, and only makes them 0600 when every container of the pod
+    runs as the same user, which an injected pod (istio-init as root, the proxy as 1337) does not. A token readable
+    by group/others is noted once in the log (at info: on Kubernetes it is the normal case); the platforms that
+    write join tokens themselves (`sailmesh up`) write them 0600.
+    """
     try:
-        st = os.stat(path)
-        if stat.S_IMODE(st.st_mode) & 0o077:
-            raise AgentError(f"{path} is readable by others (mode {stat.S_IMODE(st.st_mode):o}); it must be 0600")
+        mode = stat.S_IMODE(os.stat(path).st_mode)
         with open(path, encoding="utf-8") as fh:
-            return fh.read().strip()
+            token = fh.read().strip()
     except OSError as e:
         raise AgentError(f"cannot read {path}: {e}") from e
+    if mode & 0o077 and path not in _MODE_NOTED:
+        _MODE_NOTED.add(path)
+        log.info("token file %s is readable by group/others (mode %o), as Kubernetes projects it; using it", path,
+                 mode)
+    return token
 
 
 def make_csr(uri: str) -> tuple[bytes, bytes]:
@@ -124,7 +137,7 @@ class CertificateManager:
         """One CSR round trip to the CA (raises grpc.aio.AioRpcError or AgentError): with the join token on the CA
         port, or (a renewal) with `with_certificate` as the client certificate on the mTLS port and no token, so
         that a token that expired after the first CSR does not stop renewals."""
-        token = "" if with_certificate else read_private(self.options.token_file)
+        token = "" if with_certificate else read_token(self.options.token_file)
         try:
             with open(self.options.ca_root_file, "rb") as fh:
                 ca_roots = fh.read()

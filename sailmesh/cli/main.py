@@ -35,6 +35,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "install": ("install", "install the control plane and Istio's CRDs on a Kubernetes cluster (--profile)"),
     "manifest": ("manifest", "manifest generate: print the objects `install` applies, as YAML"),
     "uninstall": ("uninstall", "remove what `install` applied from a Kubernetes cluster"),
+    "iptables": ("iptables", "install Istio's sidecar traffic capture (istio-iptables; what istio-init runs)"),
+    "istio-iptables": ("iptables", "the same as `iptables`, under the name Istio's istio-init container runs"),
 }
 
 

@@ -7,6 +7,13 @@ as the injected proxy's does, runs `python -m sailmesh ...`), and writes the Pod
 conditions, container statuses. A deleted (terminating) Pod's processes are stopped and its object removed, as the
 kubelet does.
 
+As the kubelet's pod workers: each Pod starts in its own task (a Pod waiting for its ConfigMap does not hold up the
+others), a failed start (an API error, a timeout on a loaded machine) stops what it started and is retried with a
+back-off instead of leaving the Pod without processes, and no error stops the node's loop. Containers are spawned
+through `setpriv --pdeathsig KILL` rather than a Python preexec_fn: this process runs gRPC, anyio and executor
+threads, and Python code between fork and exec in a threaded process can deadlock the child, which would block the
+event loop in Popen until the child execs.
+
 EndpointSlices come from the real kube-controller-manager when the cluster runs it. The API server refuses
 loopback addresses in EndpointSlices, so pods whose slices matter take their addresses from `POD_NETWORK`
 (198.18.0.0/15, RFC 2544's benchmarking range, never routed on the internet), made local to this machine with a
@@ -18,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import ipaddress
 import logging
 import random
@@ -114,13 +122,38 @@ def container_command(container: Mapping[str, Any]) -> tuple[list[str], dict[str
     return None
 
 
+START_BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0)  # between failed starts of one pod (then every 8 s), as a pod worker
+
+
+@functools.cache
+def _setpriv() -> str | None:
+    """util-linux's setpriv when it can set the parent-death signal (then no preexec_fn is needed)."""
+    exe = shutil.which("setpriv")
+    if exe is None:
+        return None
+    done = subprocess.run([exe, "--pdeathsig", "KILL", "--", "true"], capture_output=True, timeout=10, check=False)
+    return exe if done.returncode == 0 else None
+
+
+def spawn(command: list[str], env: Mapping[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start a container's process (it dies with this process), its output appended to log_path."""
+    setpriv = _setpriv()
+    with log_path.open("ab") as out:
+        if setpriv is not None:
+            return subprocess.Popen([setpriv, "--pdeathsig", "KILL", "--", *command], env=dict(env), stdout=out,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        return subprocess.Popen(command, env=dict(env), stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
+
+
 @dataclass
 class _RunningPod:
     ip: str
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)  # containers whose image maps to nothing
     readiness: list[str] = field(default_factory=list)  # httpGet readiness probe URLs still to pass
-    prober: asyncio.Task[None] | None = None
+    worker: asyncio.Task[None] | None = None  # starts the pod (with retries), then probes it Ready
+    started: bool = False
 
 
 @dataclass
@@ -139,8 +172,13 @@ class KubeNode:
 
     # -- informer handler (called synchronously; work goes to the queue) ----------------------------
     def listed(self, resource: KubeResource, objs: list[Obj]) -> None:
+        present = set()
         for o in objs:
+            meta = o.get("metadata") or {}
+            present.add((str(meta.get("namespace")), str(meta.get("name"))))
             self._queue.put_nowait((o, False))
+        for ns, name in set(self.pods) - present:  # deleted while no watch ran (a re-list after 410 Gone)
+            self._queue.put_nowait(({"metadata": {"namespace": ns, "name": name}}, True))
 
     def upserted(self, resource: KubeResource, obj: Obj) -> None:
         self._queue.put_nowait((obj, False))
@@ -150,7 +188,15 @@ class KubeNode:
 
     # -- main loop --------------------------------------------------------------------------------
     async def run(self) -> None:
-        await self.register()
+        for attempt in range(len(START_BACKOFF_S) + 1):
+            try:
+                await self.register()
+                break
+            except Exception as e:  # the API server busy or restarting: try again, as the kubelet does
+                if attempt == len(START_BACKOFF_S):
+                    raise
+                log.warning("node %s: registering failed (%s: %s); retrying", self.name, type(e).__name__, e)
+                await asyncio.sleep(START_BACKOFF_S[attempt])
         informer = Informer(self.conn, PODS, self)
         watch = asyncio.create_task(informer.run())
         try:
@@ -158,12 +204,16 @@ class KubeNode:
                 pod, deleted = await self._queue.get()
                 try:
                     await self._sync(pod, deleted)
-                except KubeApiError as e:
-                    log.info("node %s: %s", self.name, e)
+                except Exception as e:  # one pod's trouble never stops the node
+                    log.warning("node %s: %s: %s", self.name, type(e).__name__, e)
         finally:
             watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watch
+            workers = [r.worker for r in self.pods.values() if r.worker is not None]
+            for w in workers:
+                w.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
             self.stop_all()
 
     async def register(self) -> None:
@@ -194,6 +244,10 @@ class KubeNode:
         spec = pod.get("spec") or {}
         node = spec.get("nodeName")
         if deleted or meta.get("deletionTimestamp"):
+            running = self.pods.get((ns, name))
+            if running is not None and running.worker is not None:  # a start in progress stops first
+                running.worker.cancel()
+                await asyncio.gather(running.worker, return_exceptions=True)
             await asyncio.to_thread(self._stop, (ns, name))
             if not deleted and node == self.name:
                 # the kubelet's last word: the containers stopped, remove the object now
@@ -207,40 +261,67 @@ class KubeNode:
             return
         if node != self.name or (ns, name) in self.pods:
             return
-        running = await self._start(ns, name, pod)
-        await self._write_status(ns, name, pod, running)
+        running = _RunningPod(self._address())
+        self.pods[(ns, name)] = running
+        running.worker = asyncio.create_task(self._work(ns, name, pod, running))
+
+    async def _work(self, ns: str, name: str, pod: Obj, running: _RunningPod) -> None:
+        """Start the pod (a failed attempt stops what it started and is retried after a back-off), write its
+        status, then probe it Ready."""
+        attempt = 0
+        while not running.started:
+            try:
+                await self._start(ns, name, pod, running)
+                running.started = True
+            except Exception as e:
+                delay = START_BACKOFF_S[min(attempt, len(START_BACKOFF_S) - 1)]
+                log.warning("node %s: pod %s/%s did not start (%s: %s); retrying in %.1fs", self.name, ns, name,
+                            type(e).__name__, e, delay)
+                await asyncio.to_thread(_stop_procs, running.procs)
+                running.procs.clear()
+                attempt += 1
+                await asyncio.sleep(delay)
+        await self._write_status_retrying(ns, name, pod, running)
         if running.readiness and not running.missing:
-            running.prober = asyncio.create_task(self._probe(ns, name, pod, running))
+            await self._probe(ns, name, pod, running)
 
     def _address(self) -> str:
         ip = f"{self.block}.{self._next_host}"
         self._next_host += 1
         return ip
 
-    async def _start(self, ns: str, name: str, pod: Obj) -> _RunningPod:
-        running = _RunningPod(self._address())
-        self.pods[(ns, name)] = running
+    async def _start(self, ns: str, name: str, pod: Obj, running: _RunningPod) -> None:
         folder = self.workdir / "pods" / ns / name
         folder.mkdir(parents=True, exist_ok=True)
         plan = await plan_pod(self.conn, pod, running.ip, folder, container_command, self.control_plane)
         running.missing = plan.missing
         running.readiness = plan.readiness
         for c in plan.containers:
-            with (folder / f"{c.name}.log").open("wb") as out:
-                running.procs[c.name] = subprocess.Popen(c.command, env=c.env, stdout=out, stderr=subprocess.STDOUT,
-                                                         stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
+            running.procs[c.name] = spawn(c.command, c.env, folder / f"{c.name}.log")
             log.info("node %s: pod %s/%s container %s: %s", self.name, ns, name, c.name, " ".join(c.command))
-        return running
 
     async def _probe(self, ns: str, name: str, pod: Obj, running: _RunningPod) -> None:
-        """Poll the readiness probes (httpGet) until each passes once, then write the pod Ready."""
+        """Poll the readiness probes (httpGet) until each passes once, then write the pod Ready (the write retried:
+        a pod never written Ready would look like a hang to whoever waits for it)."""
         while running.readiness:
             url = running.readiness[0]
             if await asyncio.to_thread(_http_ok, url):
                 running.readiness.pop(0)
             else:
                 await asyncio.sleep(0.3)
-        await self._write_status(ns, name, pod, running)
+        await self._write_status_retrying(ns, name, pod, running)
+
+    async def _write_status_retrying(self, ns: str, name: str, pod: Obj, running: _RunningPod) -> None:
+        for delay in (*START_BACKOFF_S, None):
+            try:
+                await self._write_status(ns, name, pod, running)
+                return
+            except Exception as e:
+                log.warning("node %s: pod %s/%s status not written (%s: %s)%s", self.name, ns, name,
+                            type(e).__name__, e, "; retrying" if delay is not None else "")
+                if delay is None:
+                    return
+                await asyncio.sleep(delay)
 
     async def _write_status(self, ns: str, name: str, pod: Obj, running: _RunningPod) -> None:
         ready = "False" if running.missing or running.readiness else "True"
@@ -264,19 +345,23 @@ class KubeNode:
 
     def _stop(self, key: tuple[str, str]) -> None:
         running = self.pods.pop(key, None)
-        if running is not None and running.prober is not None:
-            running.prober.cancel()
-        for p in (running.procs.values() if running else ()):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in (running.procs.values() if running else ()):
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        if running is not None:
+            _stop_procs(running.procs)
 
     def stop_all(self) -> None:
         """Stop every container process this node started."""
         for key in list(self.pods):
             self._stop(key)
+
+
+def _stop_procs(procs: Mapping[str, subprocess.Popen[bytes]]) -> None:
+    """SIGTERM every process, then SIGKILL what is still running after 5 s (the kubelet's grace, shortened)."""
+    for p in procs.values():
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs.values():
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()

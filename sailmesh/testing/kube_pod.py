@@ -113,9 +113,12 @@ class Volumes:
                 await self._secret(d, vol["secret"])
             elif "downwardAPI" in vol:
                 self._downward(d, vol["downwardAPI"])
-            for src in (vol.get("projected") or {}).get("sources") or ():
+            projected = vol.get("projected") or {}
+            for src in projected.get("sources") or ():
                 if "serviceAccountToken" in src:
-                    await self._token(d, src["serviceAccountToken"])
+                    # the kubelet's mode: the volume's defaultMode, 0644 unless set (a pod whose containers run as
+                    # different users, as an injected pod's do, gets no 0600 token)
+                    await self._token(d, src["serviceAccountToken"], int(projected.get("defaultMode") or 0o644))
                 elif "configMap" in src:
                     await self._config_map(d, src["configMap"])
                 elif "downwardAPI" in src:
@@ -166,7 +169,7 @@ class Volumes:
                 text = field_value(self.pod, ref, "")
             (d / str(item.get("path"))).write_text(text)
 
-    async def _token(self, d: Path, spec: Obj) -> None:
+    async def _token(self, d: Path, spec: Obj, mode: int) -> None:
         """The kubelet's TokenRequest for a projected token: the volume's audience and lifetime, bound to the pod."""
         sa = str((self.pod.get("spec") or {}).get("serviceAccountName") or "default")
         body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {
@@ -177,7 +180,7 @@ class Volumes:
         got = await self.conn.send_json("POST", f"/api/v1/namespaces/{self.ns}/serviceaccounts/{sa}/token", body)
         target = d / str(spec.get("path") or "token")
         target.write_text(str((got.get("status") or {}).get("token") or ""))
-        target.chmod(0o600)
+        target.chmod(mode)
 
     def rewrite(self, container: Obj, text: str) -> str:
         """`text` with a leading mount path of the container replaced by the volume's folder."""

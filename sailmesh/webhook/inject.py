@@ -5,7 +5,8 @@ Pure functions of (pod, namespace, InjectionConfig): the mutating webhook (serve
 native-sidecar form (Kubernetes >= 1.29):
 
 - init container `istio-init` with Istio's `istio-iptables` arguments (outbound to 15001, inbound to 15006,
-  the proxy's UID 1337 excluded, `traffic.sidecar.istio.io/*` annotations honoured);
+  the proxy's UID 1337 excluded, `traffic.sidecar.istio.io/*` annotations honoured), which the image's
+  entrypoint runs as `sailmesh istio-iptables ...` (sailmesh/iptables); none with interceptionMode NONE;
 - init container `istio-proxy` with `restartPolicy: Always` (a native sidecar: jobs finish, the app starts after
   the proxy is ready) running `sailmesh agent`, with the projected service-account token (audience `istio-ca`)
   and the mesh's root certificate (ConfigMap `istio-ca-root-cert`) mounted where Istio mounts them;
@@ -367,13 +368,15 @@ def inject_pod(pod: Mapping[str, Any], cfg: InjectionConfig, workload: str = "")
     labels[CANONICAL_NAME], labels[CANONICAL_REVISION] = name, rev
     proxy = proxy_container(out, labels, probers, workload, cfg)
     apply_proxy_annotations(proxy, annotations)
-    spec["initContainers"] = [init_container(annotations, cfg), proxy,
+    # Istio's template: no istio-init when the interception mode is NONE (nothing to capture)
+    capture = annotations.get("sidecar.istio.io/interceptionMode", cfg.interception_mode) != "NONE"
+    spec["initContainers"] = [*([init_container(annotations, cfg)] if capture else []), proxy,
                               *[c for c in spec.get("initContainers") or () if c.get("name") not in (
                                   INIT_NAME, PROXY_NAME)]]
     existing = {v.get("name") for v in spec.get("volumes") or ()}
     added = [v for v in volumes(cfg) if v["name"] not in existing]
     spec["volumes"] = [*(spec.get("volumes") or ()), *added]
-    status = {"initContainers": [INIT_NAME, PROXY_NAME], "containers": None,
+    status = {"initContainers": [INIT_NAME, PROXY_NAME] if capture else [PROXY_NAME], "containers": None,
               "volumes": [v["name"] for v in volumes(cfg)], "imagePullSecrets": None, "revision": cfg.revision}
     if containers:
         annotations.setdefault("kubectl.kubernetes.io/default-container", str(containers[0].get("name")))

@@ -108,9 +108,6 @@ def through_proxy(proxy: str, url: str) -> tuple[int, str]:
 
 
 @pytest.mark.timeout(900)  # a cluster start plus several meshed processes on a loaded 2-core machine
-@pytest.mark.xfail(strict=False, reason="session 6: hung once in the lead's full run (event loop idle for 15 min, "
-                   "no pod process started, API server quiet after the apps were applied) and timed out once in a "
-                   "helper's batch at load 27; passes alone. Cause not found yet; bounded to 6 min by asyncio.timeout")
 async def test_injected_pods_get_certificates_with_their_service_account_tokens_and_talk_mtls(
         kube: KubeCluster, tmp_path: pathlib.Path) -> None:
     # loopback pod addresses: the agent binds its admin and health endpoints on the pod address and accepts only

@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from sailmesh.agent.identity import CertificateManager, IdentityOptions
 from sailmesh.controlplane.app import ControlPlane, ControlPlaneOptions
@@ -76,3 +77,23 @@ async def test_renewals_use_the_certificate_and_follow_the_bundle(cp: ControlPla
         assert len(seen) == 2
     finally:
         await certs.stop()
+
+
+async def test_a_token_file_readable_by_others_is_used_as_istios_agent_uses_it(cp: ControlPlane, tmp_path: Path,
+                                                                              caplog):
+    # Kubernetes projects service-account tokens with the volume's defaultMode, 0644 unless set (the API reference
+    # of ProjectedVolumeSource); Istio's agent reads the file without a mode check: so does ours (noted in the log)
+    caplog.set_level(logging.INFO)
+    assert cp.identity is not None
+    token_file = tmp_path / "istio-token"
+    token_file.write_text(cp.identity.tokens.issue("foo", "sleep"))
+    token_file.chmod(0o644)
+    certs = CertificateManager(IdentityOptions(
+        ca_address=f"127.0.0.1:{cp.opts.ca_port}", ca_root_file=str(cp.identity.root_cert_path),
+        token_file=str(token_file), trust_domain="cluster.local", namespace="foo", service_account="sleep"))
+    cert = await certs.fetch()
+    leaf = x509.load_pem_x509_certificate(cert.chain_pem)
+    uris = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert uris.get_values_for_type(x509.UniformResourceIdentifier) == ["spiffe://cluster.local/ns/foo/sa/sleep"]
+    assert "readable by group/others (mode 644)" in caplog.text
+    assert token_file.read_text() not in caplog.text  # the token itself is never logged

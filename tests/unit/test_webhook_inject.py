@@ -154,6 +154,14 @@ def test_the_injected_pod_has_a_native_sidecar_with_istios_token_and_root() -> N
     assert meta["annotations"]["kubectl.kubernetes.io/default-container"] == "web"
 
 
+def test_interception_mode_none_injects_no_istio_init() -> None:
+    # Istio's sidecar template: `if ne (annotation ... sidecar.istio.io/interceptionMode ...) NONE` around istio-init
+    out = inject_pod(pod(annotations={"sidecar.istio.io/interceptionMode": "NONE"}), CFG)
+    assert [c["name"] for c in out["spec"]["initContainers"]] == ["istio-proxy"]
+    status = json.loads(out["metadata"]["annotations"]["sidecar.istio.io/status"])
+    assert status["initContainers"] == ["istio-proxy"]
+
+
 def test_probes_are_rewritten_to_the_status_port_as_istio_does() -> None:
     p = pod()
     c = p["spec"]["containers"][0]
