@@ -238,13 +238,10 @@ class KubeCluster:
         out = self.kubectl("get", "namespaces", "-o", "jsonpath={.items[*].metadata.name}").stdout
         return set(out.split())
 
-    def reset(self, crds: list[str], crds_dir: Path = CRDS_DIR, timeout: float = 120.0) -> float:
-        """Hand the cluster on to the next test module as if it were fresh: every Pod force-deleted (no kubelet
-        is left to confirm a graceful delete), every namespace but BASE_NAMESPACES deleted (and waited for),
-        what was added to `default` deleted, every Node and webhook configuration deleted; the CRDs named in
-        `crds` re-applied if one went. Returns the seconds it took; RuntimeError (the caller then starts a new
-        cluster) when the namespaces are not gone within `timeout`."""
-        started = time.monotonic()
+    def reset(self) -> None:
+        """Start handing the cluster on to the next test module as if it were fresh (finish with wait_reset()):
+        every namespace but BASE_NAMESPACES deleted, what was added to `default` deleted, every Node, webhook
+        configuration and Pod deleted (Pods forced: no kubelet is left to confirm a graceful delete)."""
         self.kubectl("delete", "mutatingwebhookconfigurations,validatingwebhookconfigurations", "--all",
                      "--wait=false", check=False)
         extra = sorted(self.namespaces() - BASE_NAMESPACES)
@@ -252,20 +249,26 @@ class KubeCluster:
             self.kubectl("delete", "namespaces", *extra, "--wait=false", check=False)
         self._reset_default()
         self.kubectl("delete", "nodes", "--all", "--wait=false", check=False)
-        deadline = time.monotonic() + timeout
-        while True:
-            self.kubectl("delete", "pods", "--all", "--all-namespaces", "--grace-period=0", "--force",
-                         "--wait=false", check=False)
-            left = self.namespaces() - BASE_NAMESPACES
-            if not left:
-                break
-            if time.monotonic() > deadline:
+        self._delete_pods()
+
+    def wait_reset(self, crds: list[str], crds_dir: Path = CRDS_DIR, timeout: float = 120.0) -> float:
+        """Wait until reset()'s namespaces are gone (the namespace controller empties them first), forcing out
+        Pods meanwhile; re-apply Istio's CRDs if one of `crds` went. Returns the seconds waited; RuntimeError
+        when the namespaces are not gone within `timeout` (the caller then starts a new cluster)."""
+        started = time.monotonic()
+        while left := self.namespaces() - BASE_NAMESPACES:
+            if time.monotonic() - started > timeout:
                 raise RuntimeError(f"namespaces {sorted(left)} not deleted within {timeout}s")
+            self._delete_pods()
             time.sleep(0.3)
         have = set(self.kubectl("get", "crd", "-o", "jsonpath={.items[*].metadata.name}").stdout.split())
-        if crds and not set(crds) <= have:
+        if not set(crds) <= have:
             self.apply_istio_crds(crds_dir)
         return round(time.monotonic() - started, 1)
+
+    def _delete_pods(self) -> None:
+        self.kubectl("delete", "pods", "--all", "--all-namespaces", "--grace-period=0", "--force", "--wait=false",
+                     check=False)
 
     def _reset_default(self) -> None:
         kinds = self.kubectl("api-resources", "--namespaced", "--verbs=list,delete", "-o", "name").stdout.split()

@@ -96,30 +96,38 @@ class SharedCluster:
     """One cluster per pytest process (so per xdist worker) lent to one test module at a time: started on the first
     `get()` (or pytest.skip saying what is missing, as start_cluster), reset after each module (`release()`: its
     namespaces, pods, nodes and webhook configurations go); a cluster that cannot be reset is stopped and the next
-    module gets a new one. `close()` stops it."""
+    module gets a new one. `close()` stops it. The namespace controller empties a deleted namespace while the
+    worker runs other files; the next get() waits for what is left."""
 
     def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
         self.tmp_path_factory = tmp_path_factory
         self.cluster: KubeCluster | None = None
         self.crds: list[str] = []
+        self.resetting = False  # reset() was started after the last module; get() waits for it to finish
         self.starts = 0
         self.lends = 0
 
     def get(self) -> KubeCluster:
+        if self.cluster is not None and self.resetting:
+            try:  # the previous module's namespaces were deleted while other files ran; wait for what is left
+                self.cluster.wait_reset(self.crds, CRDS)
+            except Exception:  # whatever went wrong, this module gets a new cluster
+                self.close()
+        self.resetting = False
         if self.cluster is None:
             self.cluster = start_cluster(self.tmp_path_factory.mktemp("kube-shared"),
                                          apiserver_args=SHARED_APISERVER_ARGS)
-            self.crds = sorted(self.cluster.kubectl("get", "crd", "-o", "name").stdout.split())
+            self.crds = self.cluster.kubectl("get", "crd", "-o", "jsonpath={.items[*].metadata.name}").stdout.split()
             self.starts += 1
         self.lends += 1
         return self.cluster
 
     def release(self) -> None:
-        cluster = self.cluster
-        if cluster is None:
+        if self.cluster is None:
             return
         try:
-            cluster.reset([c.split("/", 1)[1] for c in self.crds], CRDS)
+            self.cluster.reset()
+            self.resetting = True
         except Exception:  # whatever went wrong, the next module gets a new cluster
             self.close()
 
