@@ -30,6 +30,11 @@ from sailmesh.processes import die_with_parent, free_port
 from sailmesh.testing.kube_build import KubeBinaries
 
 CRDS_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "conformance" / "crds"
+# what a fresh cluster has: reset() removes every other namespace (and what was added to `default`)
+BASE_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
+# objects of `default` that the API server and the controller manager make themselves (kept by reset())
+BASE_DEFAULT_OBJECTS = frozenset({"service/kubernetes", "endpoints/kubernetes", "endpointslice.discovery.k8s.io/"
+                                  "kubernetes", "serviceaccount/default", "configmap/kube-root-ca.crt"})
 SERVICE_CIDR = "10.96.0.0/16"  # cluster IPs are data for the mesh here; nothing is ever sent to them
 
 
@@ -228,6 +233,50 @@ class KubeCluster:
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
         return subprocess.run([exe, *args], input=input, capture_output=True, text=True, check=check,
                               env=env, timeout=timeout)
+
+    def namespaces(self) -> set[str]:
+        out = self.kubectl("get", "namespaces", "-o", "jsonpath={.items[*].metadata.name}").stdout
+        return set(out.split())
+
+    def reset(self) -> None:
+        """Start handing the cluster on to the next test module as if it were fresh (finish with wait_reset()):
+        every namespace but BASE_NAMESPACES deleted, what was added to `default` deleted, every Node, webhook
+        configuration and Pod deleted (Pods forced: no kubelet is left to confirm a graceful delete)."""
+        self.kubectl("delete", "mutatingwebhookconfigurations,validatingwebhookconfigurations", "--all",
+                     "--wait=false", check=False)
+        extra = sorted(self.namespaces() - BASE_NAMESPACES)
+        if extra:
+            self.kubectl("delete", "namespaces", *extra, "--wait=false", check=False)
+        self._reset_default()
+        self.kubectl("delete", "nodes", "--all", "--wait=false", check=False)
+        self._delete_pods()
+
+    def wait_reset(self, crds: list[str], crds_dir: Path = CRDS_DIR, timeout: float = 120.0) -> float:
+        """Wait until reset()'s namespaces are gone (the namespace controller empties them first), forcing out
+        Pods meanwhile; re-apply Istio's CRDs if one of `crds` went. Returns the seconds waited; RuntimeError
+        when the namespaces are not gone within `timeout` (the caller then starts a new cluster)."""
+        started = time.monotonic()
+        while left := self.namespaces() - BASE_NAMESPACES:
+            if time.monotonic() - started > timeout:
+                raise RuntimeError(f"namespaces {sorted(left)} not deleted within {timeout}s")
+            self._delete_pods()
+            time.sleep(0.3)
+        have = set(self.kubectl("get", "crd", "-o", "jsonpath={.items[*].metadata.name}").stdout.split())
+        if not set(crds) <= have:
+            self.apply_istio_crds(crds_dir)
+        return round(time.monotonic() - started, 1)
+
+    def _delete_pods(self) -> None:
+        self.kubectl("delete", "pods", "--all", "--all-namespaces", "--grace-period=0", "--force", "--wait=false",
+                     check=False)
+
+    def _reset_default(self) -> None:
+        kinds = self.kubectl("api-resources", "--namespaced", "--verbs=list,delete", "-o", "name").stdout.split()
+        kinds = [k for k in kinds if k not in ("events", "events.events.k8s.io", "pods")]
+        names = self.kubectl("get", ",".join(kinds), "-n", "default", "-o", "name", check=False).stdout.split()
+        doomed = [n for n in names if n not in BASE_DEFAULT_OBJECTS]
+        if doomed:
+            self.kubectl("delete", "-n", "default", *doomed, "--wait=false", "--ignore-not-found", check=False)
 
     def apply_istio_crds(self, crds_dir: Path = CRDS_DIR) -> list[str]:
         """Apply Istio's CRDs as shipped (crd-all.gen.yaml; server-side, as some are too large for the

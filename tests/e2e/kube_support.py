@@ -87,9 +87,73 @@ spec:
 """
 
 
-def module_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
-    """The body of a module-scoped `kube` fixture: `kube = pytest.fixture(scope="module", name="kube")(...)`."""
-    yield from cluster_for(tmp_path_factory)
+# The shared cluster's API server options: configmaps bypass the watch cache, so a watch from a compacted version
+# reaches etcd and gets 410 (test_kube_apiserver's relist test); every other kind is cached as by default.
+SHARED_APISERVER_ARGS = ["--watch-cache-sizes", "configmaps#0"]
+
+
+class SharedCluster:
+    """One cluster per pytest process (so per xdist worker) lent to one test module at a time: started on the first
+    `get()` (or pytest.skip saying what is missing, as start_cluster), reset after each module (`release()`: its
+    namespaces, pods, nodes and webhook configurations go); a cluster that cannot be reset is stopped and the next
+    module gets a new one. `close()` stops it. The namespace controller empties a deleted namespace while the
+    worker runs other files; the next get() waits for what is left."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self.tmp_path_factory = tmp_path_factory
+        self.cluster: KubeCluster | None = None
+        self.crds: list[str] = []
+        self.resetting = False  # reset() was started after the last module; get() waits for it to finish
+        self.starts = 0
+        self.lends = 0
+
+    def get(self) -> KubeCluster:
+        if self.cluster is not None and self.resetting:
+            try:  # the previous module's namespaces were deleted while other files ran; wait for what is left
+                self.cluster.wait_reset(self.crds, CRDS)
+            except Exception:  # whatever went wrong, this module gets a new cluster
+                self.close()
+        self.resetting = False
+        if self.cluster is None:
+            self.cluster = start_cluster(self.tmp_path_factory.mktemp("kube-shared"),
+                                         apiserver_args=SHARED_APISERVER_ARGS)
+            self.crds = self.cluster.kubectl("get", "crd", "-o", "jsonpath={.items[*].metadata.name}").stdout.split()
+            self.starts += 1
+        self.lends += 1
+        return self.cluster
+
+    def release(self) -> None:
+        if self.cluster is None:
+            return
+        try:
+            self.cluster.reset()
+            self.resetting = True
+        except Exception:  # whatever went wrong, the next module gets a new cluster
+            self.close()
+
+    def close(self) -> None:
+        cluster, self.cluster = self.cluster, None
+        if cluster is not None:
+            cluster.stop()
+
+
+def module_cluster(shared_kube: SharedCluster) -> Iterator[KubeCluster]:
+    """The body of a module-scoped `kube` fixture: `kube = pytest.fixture(scope="module", name="kube")(...)`.
+
+    Contract: the module gets a running etcd + kube-apiserver (watch cache off for configmaps only) +
+    kube-controller-manager with Istio's CRDs installed (`KubeCluster`: kubeconfig, kubectl(), etcd_url,
+    log_tail()), shared with the other modules of this pytest worker, one module at a time. The module starts
+    from the namespaces of a fresh cluster (default, kube-*), no Node, no Pod, no webhook configuration; after it
+    every namespace it created, every Pod and Node, what it added to `default` and every webhook configuration
+    are deleted. Cluster-scoped objects a module adds otherwise (CRDs, ClusterRoles, ...) stay: name them
+    per module. A module that must own its cluster (another API server option, uninstalling CRDs, a
+    cluster-wide webhook left armed) uses `cluster_for` instead.
+    """
+    cluster = shared_kube.get()
+    try:
+        yield cluster
+    finally:
+        shared_kube.release()
 
 
 async def kubectl(kube: KubeCluster, *args: str, input: str | None = None, check: bool = True) -> str:

