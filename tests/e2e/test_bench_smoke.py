@@ -58,8 +58,8 @@ def test_smoke_cli_runs_all_five_setups(tmp_path) -> None:
         assert e["cpu_s"] > 0 and 0 < e["vcpu"] < 2.0
         assert 5 < e["peak_rss_mb"] < 4 * TARGET_RSS_MB
         assert 0 < e["rss_anon_mb"] < e["peak_rss_mb"]
-    # the floor cannot be faster than going direct (median over the run; a gross inversion means a broken set-up)
-    assert s["static"]["fixed_rate"]["p50_ms"] > 0.8 * s["direct"]["fixed_rate"]["p50_ms"]
+    # (No latency comparison between set-ups here: a smoke run lasts seconds, and timing belongs in the benchmark.
+    # That the pair's requests went through both Envoys is the CPU check above.)
     # (3) and (4): two real sailmesh sidecar Envoys each, measured like the static pair
     for name in ("mesh", "mesh_demo"):
         assert s[name]["available"] is True, s[name]
