@@ -69,7 +69,6 @@ def test_smoke_cli_runs_all_five_setups(tmp_path) -> None:
         for e in s[name]["envoys"].values():
             assert e["cpu_s"] > 0 and 0 < e["vcpu"] < 2.0
             assert 5 < e["peak_rss_mb"] < 4 * TARGET_RSS_MB
-        assert s[name]["fixed_rate"]["p50_ms"] > 0.8 * s["direct"]["fixed_rate"]["p50_ms"]
     assert any("not implemented yet" in n for n in s["mesh_demo"]["notes"]), s["mesh_demo"]["notes"]
     for key in ("mesh/direct", "mesh/static", "mesh/static_mtls", "mesh_demo/static"):
         assert all(v is not None and v > 0 for v in doc["ratios"]["latency"][key].values()), doc["ratios"]
