@@ -9,10 +9,11 @@ from sailmesh.analysis.analyzer import Analyzer, diag
 from sailmesh.analysis.analyzers.selectors import labels_of, raw_match_labels
 from sailmesh.analysis.context import Context
 from sailmesh.analysis.diagnostic import Diagnostic
+from sailmesh.api import attachment
 from sailmesh.api.models.security import AuthorizationPolicy, PolicyTargetReference, RequestAuthentication
 from sailmesh.api.resource import Resource
 
-GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
+GATEWAY_NAME_LABEL = attachment.GATEWAY_NAME_LABEL
 POLICY_KINDS = ("AuthorizationPolicy", "RequestAuthentication", "Telemetry", "WasmPlugin")
 TYPED_POLICIES: dict[str, type[AuthorizationPolicy | RequestAuthentication]] = {
     "AuthorizationPolicy": AuthorizationPolicy, "RequestAuthentication": RequestAuthentication}
