@@ -120,6 +120,9 @@ def signature_ok(jwks_text: str, header: Mapping[str, Any], signed: bytes, signa
     return False if tried else None
 
 
+CLOCK_SKEW_SECONDS = 60  # JwtProvider.clock_skew_seconds default (jwt_verify_lib kClockSkewInSecond)
+
+
 def _normalized(payload: dict[str, Any], provider: Mapping[str, Any]) -> dict[str, Any]:
     """normalize_payload_in_metadata: space-delimited claims become lists, as Envoy stores them."""
     names = (provider.get("normalize_payload_in_metadata") or {}).get("space_delimited_claims", [])
@@ -146,9 +149,13 @@ def verify(token: str, provider_name: str, provider: Mapping[str, Any], now: flo
     if audiences and not set(audiences) & set(aud):
         return JwtResult(False, f"401 Audiences in Jwt are not allowed (token audiences {aud}, allowed "
                                 f"{audiences})", provider_name)
-    if isinstance(payload.get("exp"), int | float) and now >= payload["exp"]:
+    # jwt_verify_lib's time checks, whole seconds, with the provider's clock skew (Envoy's default 60 s, which
+    # Istio leaves unset): expired when now > exp + skew, not yet valid when now + skew < nbf.
+    skew = int(provider.get("clock_skew_seconds", CLOCK_SKEW_SECONDS))
+    second = int(now)
+    if isinstance(payload.get("exp"), int | float) and payload["exp"] and second > payload["exp"] + skew:
         return JwtResult(False, "401 Jwt is expired", provider_name)
-    if isinstance(payload.get("nbf"), int | float) and now < payload["nbf"]:
+    if isinstance(payload.get("nbf"), int | float) and second + skew < payload["nbf"]:
         return JwtResult(False, "401 Jwt not yet valid", provider_name)
     jwks = str((provider.get("local_jwks") or {}).get("inline_string", ""))
     if not jwks:

@@ -14,6 +14,7 @@ Fault percentages below 100% and CUSTOM providers are not deterministic here (un
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import socket
@@ -198,6 +199,16 @@ def apply(mesh: RunningMesh, path: str, text: str, delete: bool = False) -> None
              what="every proxy's old filter chains drained")
 
 
+@contextlib.contextmanager
+def applied(mesh: RunningMesh, path: str, text: str) -> Iterator[None]:
+    """The config applied for one test and deleted after it, even when the test fails (the mesh is shared)."""
+    apply(mesh, path, text)
+    try:
+        yield
+    finally:
+        apply(mesh, path, text, delete=True)
+
+
 def draining(ip: str) -> int:
     """Listeners and filter chains an Envoy is still draining (its admin gauges)."""
     url = f"http://{ip}:15000/stats?filter=^listener_manager.total_(listeners|filter_chains)_draining$"
@@ -232,45 +243,44 @@ def predicted_status(ex: dict[str, Any]) -> int:
 
 
 def test_jwt_and_claims_as_real_requests_answer(mesh: RunningMesh, tmp_path: Any) -> None:
-    apply(mesh, str(tmp_path / "jwt.yaml"), JWT)
-    ip = client_ip(mesh)
-    url = "http://ratings:9080/ratings/0"
-    cases = {
-        "no token": {},
-        "another key": {"Authorization": f"Bearer {token(OTHER, groups=['group1'])}"},
-        "expired": {"Authorization": f"Bearer {token(exp=int(time.time()) - 60, groups=['group1'])}"},
-        "valid, with the claim": {"Authorization": f"Bearer {token(groups=['group1'])}"},
-        "valid, without the claim": {"Authorization": f"Bearer {token(groups=['group2'])}"},
-    }
-    expected = {"no token": 403, "another key": 401, "expired": 401, "valid, with the claim": 200,
-                "valid, without the claim": 403}  # Istio: a bad token 401, a missing principal/claim 403
-    for name, headers in cases.items():
-        ex = explain(mesh, "GET", url, *[a for k, v in headers.items() for a in ("-H", f"{k}:{v}")])
-        said = predicted_status(ex)
-        assert not [n for n in ex["notes"] if "draining" in n], ex["notes"]  # apply() waited for the drain
-        real = send(ip, url, headers)
-        assert said == real == expected[name], (name, said, real, ex["result"])
-        text = json.dumps(ex)
-        assert all(v.split()[-1] not in text for v in headers.values()), "explain printed a token"
-    claim = explain(mesh, "GET", url, "-H", f"Authorization:Bearer {token(groups=['group2'])}")
-    checks = " ".join(claim["clusters"][0]["endpoints"][0]["authorization"]["steps"][-1]["checks"])
-    assert "token claim groups 'group1'" in checks and "does not match" in checks, checks
-    apply(mesh, str(tmp_path / "jwt.yaml"), JWT, delete=True)
+    with applied(mesh, str(tmp_path / "jwt.yaml"), JWT):
+        ip = client_ip(mesh)
+        url = "http://ratings:9080/ratings/0"
+        cases = {
+            "no token": {},
+            "another key": {"Authorization": f"Bearer {token(OTHER, groups=['group1'])}"},
+            # past Envoy's 60 s clock skew (exp - 60 is a coin toss on the second boundary)
+            "expired": {"Authorization": f"Bearer {token(exp=int(time.time()) - 600, groups=['group1'])}"},
+            "valid, with the claim": {"Authorization": f"Bearer {token(groups=['group1'])}"},
+            "valid, without the claim": {"Authorization": f"Bearer {token(groups=['group2'])}"},
+        }
+        expected = {"no token": 403, "another key": 401, "expired": 401, "valid, with the claim": 200,
+                    "valid, without the claim": 403}  # Istio: a bad token 401, a missing principal/claim 403
+        for name, headers in cases.items():
+            ex = explain(mesh, "GET", url, *[a for k, v in headers.items() for a in ("-H", f"{k}:{v}")])
+            said = predicted_status(ex)
+            assert not [n for n in ex["notes"] if "draining" in n], ex["notes"]  # apply() waited for the drain
+            real = send(ip, url, headers)
+            assert said == real == expected[name], (name, said, real, ex["result"])
+            text = json.dumps(ex)
+            assert all(v.split()[-1] not in text for v in headers.values()), "explain printed a token"
+        claim = explain(mesh, "GET", url, "-H", f"Authorization:Bearer {token(groups=['group2'])}")
+        checks = " ".join(claim["clusters"][0]["endpoints"][0]["authorization"]["steps"][-1]["checks"])
+        assert "token claim groups 'group1'" in checks and "does not match" in checks, checks
 
 
 def test_local_rate_limit_bucket_then_429(mesh: RunningMesh, tmp_path: Any) -> None:
-    apply(mesh, str(tmp_path / "rl.yaml"), RATELIMIT)
-    ip = client_ip(mesh)
-    user = f"u{os.getpid()}-{time.monotonic_ns()}"  # a fresh bucket (one per x-user value)
-    ex = explain(mesh, "GET", "http://ratings:9080/ratings/0", "-H", f"x-user:{user}")
-    step = next(s for s in ex["clusters"][0]["endpoints"][0]["authorization"]["steps"]
-                if s["filter"] == "local rate limit")
-    assert step["limited"] and step["status"] == 429, step
-    tokens = int(step["max_tokens"])
-    assert tokens == 3, step
-    real = [send(ip, "http://ratings:9080/ratings/0", {"x-user": user}) for _ in range(tokens + 1)]
-    assert real == [200] * tokens + [429], (real, step["decision"])
-    apply(mesh, str(tmp_path / "rl.yaml"), RATELIMIT, delete=True)
+    with applied(mesh, str(tmp_path / "rl.yaml"), RATELIMIT):
+        ip = client_ip(mesh)
+        user = f"u{os.getpid()}-{time.monotonic_ns()}"  # a fresh bucket (one per x-user value)
+        ex = explain(mesh, "GET", "http://ratings:9080/ratings/0", "-H", f"x-user:{user}")
+        step = next(s for s in ex["clusters"][0]["endpoints"][0]["authorization"]["steps"]
+                    if s["filter"] == "local rate limit")
+        assert step["limited"] and step["status"] == 429, step
+        tokens = int(step["max_tokens"])
+        assert tokens == 3, step
+        real = [send(ip, "http://ratings:9080/ratings/0", {"x-user": user}) for _ in range(tokens + 1)]
+        assert real == [200] * tokens + [429], (real, step["decision"])
 
 
 def echo_through(ip: str, authority: str, data: bytes) -> bytes:
@@ -295,16 +305,15 @@ def echo_through(ip: str, authority: str, data: bytes) -> bytes:
 
 
 def test_tcp_route_to_a_subset_as_the_echo_answers(mesh: RunningMesh, tmp_path: Any) -> None:
-    apply(mesh, str(tmp_path / "tcp.yaml"), TCP_ROUTE)
-    ex = explain(mesh, "tcp://tcp-echo:9000")
-    assert [c["name"] for c in ex["clusters"]] == ["outbound|9000|v2|tcp-echo.default.svc.cluster.local"], ex
-    pods = {e["proxy"].split(".")[0] for c in ex["clusters"] for e in c["endpoints"]}
-    assert pods == {"tcp-echo-v2-0"} and "connection forwarded to tcp-echo-v2-0" in ex["result"], ex["result"]
-    # the tunnel's route names the VirtualService it comes from, as an HTTP route does
-    assert ex["route"]["config"] == "tcp-echo.default", ex["route"]
-    assert "route from VirtualService tcp-echo.default" in mesh.cli("explain", "--from", "client-0", "tcp://tcp-echo:9000",
-                                                                    check=True).stdout
-    ip = client_ip(mesh)
-    answers = {echo_through(ip, "tcp-echo:9000", b"hello") for _ in range(4)}
-    assert answers == {b"v2:hello"}, answers
-    apply(mesh, str(tmp_path / "tcp.yaml"), TCP_ROUTE, delete=True)
+    with applied(mesh, str(tmp_path / "tcp.yaml"), TCP_ROUTE):
+        ex = explain(mesh, "tcp://tcp-echo:9000")
+        assert [c["name"] for c in ex["clusters"]] == ["outbound|9000|v2|tcp-echo.default.svc.cluster.local"], ex
+        pods = {e["proxy"].split(".")[0] for c in ex["clusters"] for e in c["endpoints"]}
+        assert pods == {"tcp-echo-v2-0"} and "connection forwarded to tcp-echo-v2-0" in ex["result"], ex["result"]
+        # the tunnel's route names the VirtualService it comes from, as an HTTP route does
+        assert ex["route"]["config"] == "tcp-echo.default", ex["route"]
+        assert "route from VirtualService tcp-echo.default" in mesh.cli("explain", "--from", "client-0", "tcp://tcp-echo:9000",
+                                                                        check=True).stdout
+        ip = client_ip(mesh)
+        answers = {echo_through(ip, "tcp-echo:9000", b"hello") for _ in range(4)}
+        assert answers == {b"v2:hello"}, answers
