@@ -7,13 +7,8 @@ mesh services (their endpoints are that address), so the mesh's DNS answers thei
 
 from __future__ import annotations
 
-import http.server
 import json
-import os
 import pathlib
-import random
-import ssl
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -25,6 +20,7 @@ from sailmesh.cli.exec import find_instance
 from sailmesh.platform.state import MeshState
 from sailmesh.testing.mesh import RunningMesh
 from sailmesh.testing.waiting import wait_for
+from tests.e2e.outside_servers import OutsideServers, server_tls
 from tests.e2e.test_mesh_gateway_tls import b64, issue, make_ca
 from tests.e2e.traffic_support import NO_PROXY
 
@@ -102,59 +98,18 @@ spec:
 """
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        peer = self.connection.getpeercert() if isinstance(self.connection, ssl.SSLSocket) else None
-        client = next((v for rdn in (peer or {}).get("subject", ()) for k, v in rdn if k == "commonName"), "")
-        body = json.dumps({"server": self.server.name, "client": client}).encode()  # type: ignore[attr-defined]
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-class Servers:
+class Servers(OutsideServers):
     """Plain HTTP servers "eds" and "resolved" and an mTLS server "mtls" on one loopback address."""
 
     def __init__(self, root: pathlib.Path) -> None:
-        self.address = f"127.{random.randint(10, 250)}.{random.randint(1, 250)}.252"
+        super().__init__(252)
         ca, client_ca = make_ca("example.test"), make_ca("client-ca")
         self.ca_pem = ca[0].public_bytes(serialization.Encoding.PEM)
         self.client = issue(client_ca, "client.example.test", client=True)
         (root / "client-ca.pem").write_bytes(client_ca[0].public_bytes(serialization.Encoding.PEM))
-        cert, key = issue(ca, "my-nginx.example.test")
-        (root / "server.crt").write_bytes(cert)
-        (root / "server.key").write_bytes(key)
-        os.chmod(root / "server.key", 0o600)
-        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        tls.load_cert_chain(str(root / "server.crt"), str(root / "server.key"))
-        tls.verify_mode = ssl.CERT_REQUIRED
-        tls.load_verify_locations(str(root / "client-ca.pem"))
-        self.servers = {"eds": self._server("eds"), "resolved": self._server("resolved"),
-                        "mtls": self._server("mtls", tls)}
-        for s in self.servers.values():
-            threading.Thread(target=s.serve_forever, daemon=True).start()
-
-    def _server(self, name: str, tls: ssl.SSLContext | None = None) -> http.server.ThreadingHTTPServer:
-        srv = http.server.ThreadingHTTPServer((self.address, 0), _Handler)
-        srv.name = name  # type: ignore[attr-defined]
-        if tls is not None:
-            srv.socket = tls.wrap_socket(srv.socket, server_side=True)
-        return srv
-
-    def port(self, which: str) -> int:
-        return int(self.servers[which].server_address[1])
-
-    def close(self) -> None:
-        for s in self.servers.values():
-            s.shutdown()
-            s.server_close()
+        self.add("eds", "eds")
+        self.add("resolved", "resolved")
+        self.add("mtls", "mtls", server_tls(root, ca, "my-nginx.example.test", str(root / "client-ca.pem")))
 
 
 @pytest.fixture(scope="module")
@@ -241,7 +196,7 @@ def test_workload_selector_originates_mtls_with_a_credential_for_the_selected_si
             return body if status == 200 else None
 
         body = wait_for(selected, timeout=60, interval=0.5, what="mTLS origination at the selected sidecar")
-        assert body == {"server": "mtls", "client": "client.example.test"}
+        assert (body["server"], body["client"]) == ("mtls", "client.example.test"), body
         for _ in range(5):
             status, body = _get(mesh, "other", url)
             assert status == 503 and "server" not in body, (status, body)

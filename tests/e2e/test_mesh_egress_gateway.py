@@ -16,17 +16,13 @@ config `accessLogFile: /dev/stdout`, the task's "enable Envoy's access logging")
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import pathlib
-import random
 import ssl
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -36,6 +32,7 @@ from sailmesh.platform.state import MeshState
 from sailmesh.testing.envoy_stats import envoy_stat
 from sailmesh.testing.mesh import RunningMesh
 from sailmesh.testing.waiting import wait_for
+from tests.e2e.outside_servers import OutsideServers, server_tls
 from tests.e2e.test_mesh_gateway_tls import b64, issue, make_ca
 from tests.e2e.traffic_support import NO_PROXY
 
@@ -355,72 +352,22 @@ spec:
 """
 
 
-class _External(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        peer = self.connection.getpeercert() if isinstance(self.connection, ssl.SSLSocket) else None
-        client = next((v for rdn in (peer or {}).get("subject", ()) for k, v in rdn if k == "commonName"), "")
-        body = json.dumps({"server": self.server.name, "path": self.path,  # type: ignore[attr-defined]
-                           "scheme": self.server.scheme, "client": client,  # type: ignore[attr-defined]
-                           "headers": dict(self.headers)}).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-class External:
+class External(OutsideServers):
     """Servers outside the mesh on one loopback address: edition.cnn.com over HTTP and HTTPS, and the mTLS task's
     my-nginx, which requires a client certificate from the client CA (all server certificates from one test CA)."""
 
     def __init__(self, root: pathlib.Path) -> None:
-        self.address = f"127.{random.randint(10, 250)}.{random.randint(1, 250)}.253"
+        super().__init__(253)
         ca, client_ca = make_ca("example.com"), make_ca("client-ca")
         self.ca_pem = ca[0].public_bytes(serialization.Encoding.PEM)
         self.ca_file = str(root / "ca.pem")
         pathlib.Path(self.ca_file).write_bytes(self.ca_pem)
         (root / "client-ca.pem").write_bytes(client_ca[0].public_bytes(serialization.Encoding.PEM))
         self.client = issue(client_ca, "client.example.com", client=True)
-        self.servers = {"http": self._server("edition.cnn.com", "http"),
-                        "https": self._server("edition.cnn.com", "https", self._tls(root, ca, "edition.cnn.com")),
-                        "mtls": self._server("my-nginx", "https", self._tls(
-                            root, ca, "my-nginx.mesh-external.svc.cluster.local", str(root / "client-ca.pem")))}
-        self.threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in self.servers.values()]
-        for t in self.threads:
-            t.start()
-
-    @staticmethod
-    def _tls(root: pathlib.Path, ca: Any, host: str, client_ca: str = "") -> ssl.SSLContext:
-        cert, key = issue(ca, host)
-        (root / f"{host}.crt").write_bytes(cert)
-        (root / f"{host}.key").write_bytes(key)
-        os.chmod(root / f"{host}.key", 0o600)
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(str(root / f"{host}.crt"), str(root / f"{host}.key"))
-        if client_ca:
-            ctx.verify_mode = ssl.CERT_REQUIRED
-            ctx.load_verify_locations(client_ca)
-        return ctx
-
-    def _server(self, name: str, scheme: str, tls: ssl.SSLContext | None = None) -> http.server.ThreadingHTTPServer:
-        srv = http.server.ThreadingHTTPServer((self.address, 0), _External)
-        srv.name, srv.scheme = name, scheme  # type: ignore[attr-defined]
-        if tls is not None:
-            srv.socket = tls.wrap_socket(srv.socket, server_side=True)
-        return srv
-
-    def port(self, which: str) -> int:
-        return int(self.servers[which].server_address[1])
-
-    def close(self) -> None:
-        for s in self.servers.values():
-            s.shutdown()
-            s.server_close()
+        self.add("http", "edition.cnn.com")
+        self.add("https", "edition.cnn.com", server_tls(root, ca, "edition.cnn.com"))
+        self.add("mtls", "my-nginx", server_tls(root, ca, "my-nginx.mesh-external.svc.cluster.local",
+                                                str(root / "client-ca.pem")))
 
 
 @pytest.fixture(scope="module")
