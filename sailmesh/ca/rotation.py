@@ -98,7 +98,8 @@ class RootRotation:
     def _folder(self) -> Path:
         if self.authority.folder is None:
             raise CertificateError("root rotation works on the self-signed CA only; a plug-in CA (cacerts) is "
-                                   "rotated by replacing its files")
+                                   "rotated by replacing its files, and Kubernetes replicas' shared root by "
+                                   "changing the Secret istio-ca-secret (every replica follows it)")
         return self.authority.folder
 
     def status(self) -> dict[str, Any]:
