@@ -166,3 +166,13 @@ def test_tproxy_mode_hands_inbound_connections_to_the_transparent_listener_with_
     assert got["app_to_peer_80"]["original_dst"] == "10.77.0.2:80"
     assert got["proxy_to_peer_80"]["listener"] == "peer-80"
     assert "-A ISTIO_TPROXY ! -d 127.0.0.1/32 -p tcp -j TPROXY" in got["iptables"]["stdout"]
+
+
+def test_capture_all_dns_takes_every_port_53_destination_but_still_not_the_proxys() -> None:
+    # Istio's --capture-all-dns (the CNI case: resolv.conf is not read): a port-53 server that is not the resolver is
+    # captured too, and the answer still comes back from the address the app asked
+    got = capture([*iptables_args({}, InjectionConfig()), "--redirect-dns", "--capture-all-dns"], "dns")
+    assert got["app_dns_udp_not_a_resolver"] == {"listener": "agent-dns-udp", "from": "10.77.0.9:53"}
+    assert got["app_dns_udp"] == {"listener": "agent-dns-udp", "from": "10.77.0.2:53"}
+    assert got["proxy_dns_udp"]["listener"] == "peer-dns-udp"
+    assert got["proxy_dns_tcp"]["listener"] == "peer-dns-tcp"
