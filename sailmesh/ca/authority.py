@@ -131,6 +131,18 @@ def _public_der(key: object) -> bytes:
                             serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
+def check_signer(cert: x509.Certificate, key: SigningKey) -> None:
+    """CertificateError unless `key` is `cert`'s and `cert` is a CA (what a CA can sign with)."""
+    if _public_der(key.public_key()) != _public_der(cert.public_key()):
+        raise CertificateError("the CA key does not match the CA certificate")
+    try:
+        is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    if not is_ca:
+        raise CertificateError("the CA certificate is not a CA (basicConstraints CA:TRUE is missing)")
+
+
 class CertificateAuthority:
     """Signs workload CSRs with one signing certificate; trusts `roots` (the trust bundle handed to proxies)."""
 
@@ -143,14 +155,7 @@ class CertificateAuthority:
     def use(self, signing_cert: x509.Certificate, signing_key: SigningKey, intermediates: list[x509.Certificate],
             roots: list[x509.Certificate]) -> None:
         """Sign with `signing_cert` from now on and trust `roots` (root rotation changes both, in steps)."""
-        if _public_der(signing_key.public_key()) != _public_der(signing_cert.public_key()):
-            raise CertificateError("the CA key does not match the CA certificate")
-        try:
-            is_ca = signing_cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-        except x509.ExtensionNotFound:
-            is_ca = False
-        if not is_ca:
-            raise CertificateError("the CA certificate is not a CA (basicConstraints CA:TRUE is missing)")
+        check_signer(signing_cert, signing_key)
         self.signing_cert = signing_cert
         self._key = signing_key
         self.intermediates = intermediates

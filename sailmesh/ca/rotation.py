@@ -10,6 +10,10 @@ Which workload holds what is known from the CSRs themselves: each response carri
 names its instance in the request's metadata (bookkeeping only; the identity still comes from the token or
 certificate). A step that would break a live workload is refused unless forced. The state is kept in the CA's
 directory (`next-root-cert.pem`, `next-ca-key.pem` 0600, `trust-bundle.pem`), so a restart resumes where it was.
+
+A CA shared by several control planes (Kubernetes replicas reading `istio-ca-secret`) does not choose its next root:
+it `follow`s the one found in the shared Secret (step 1 with that root, kept in memory: the Secret holds it),
+`promote`s it (step 2) and `drop_old` roots (step 3) when its driver (platform/kube/carotation.py) decides.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from sailmesh.ca.authority import (
     ROOT_CERT,
     TRUST_BUNDLE,
     CertificateAuthority,
+    check_signer,
     key_pem,
     load_certs,
     load_private_key,
@@ -38,6 +43,7 @@ from sailmesh.ca.authority import (
     root_certificate,
     write_private,
 )
+from sailmesh.ca.template import SigningKey
 from sailmesh.errors import CertificateError
 
 log = logging.getLogger("sailmesh.ca")
@@ -92,7 +98,8 @@ class RootRotation:
     def _folder(self) -> Path:
         if self.authority.folder is None:
             raise CertificateError("root rotation works on the self-signed CA only; a plug-in CA (cacerts) is "
-                                   "rotated by replacing its files")
+                                   "rotated by replacing its files, and Kubernetes replicas' shared root by "
+                                   "changing the Secret istio-ca-secret (every replica follows it)")
         return self.authority.folder
 
     def status(self) -> dict[str, Any]:
@@ -162,8 +169,53 @@ class RootRotation:
                      ", ".join(fingerprint(r) for r in dropped))
         return self.status()
 
+    # -- a root chosen elsewhere (a shared CA) --------------------------------------------------------------------
+    @property
+    def pending(self) -> x509.Certificate | None:
+        """The root trusted but not signing yet (between steps 1 and 2), if any."""
+        return self._next[0] if self._next else None
+
+    def follow(self, root: x509.Certificate, key: SigningKey, also: list[x509.Certificate] | None = None) -> None:
+        """Step 1 with a root chosen elsewhere: `root` (and the roots in `also`) join the trust bundle; signing stays
+        with the current root until `promote`. CertificateError when the key does not match or it is no CA."""
+        ca = self.authority
+        check_signer(root, key)
+        self._next = root, key
+        ca.trust(_unique([*ca.roots, root, *(also or [])]))
+        log.info("root rotation: new root %s from the shared CA added to the trust bundle (not signing yet)",
+                 fingerprint(root))
+
+    def promote(self) -> None:
+        """Step 2 for a followed root: sign with it; every root trusted so far stays trusted."""
+        if self._next is None:
+            raise CertificateError("no followed root to sign with")
+        root, key = self._next
+        self._next = None
+        self.authority.use(root, key, [], [root, *(r for r in self.authority.roots if r != root)])
+        log.info("root rotation: signing with the shared CA's new root %s; the old root stays trusted",
+                 fingerprint(root))
+
+    def drop_old(self, keep: list[x509.Certificate] | None = None) -> list[x509.Certificate]:
+        """Step 3 for a followed root: trust the signing root (and `keep`) only; the roots dropped."""
+        ca = self.authority
+        roots = _unique([ca.signing_cert, *(keep or [])]) if ca.signing_cert in ca.roots else [*ca.roots]
+        dropped = [r for r in ca.roots if r not in roots]
+        if dropped:
+            ca.trust(roots)
+            log.info("root rotation: old root(s) %s dropped from the trust bundle",
+                     ", ".join(fingerprint(r) for r in dropped))
+        return dropped
+
     @staticmethod
     def _write_bundle(folder: Path, roots: list[x509.Certificate]) -> None:
         tmp = folder / (TRUST_BUNDLE + ".tmp")
         tmp.write_text("".join(pem(r) for r in roots))
         tmp.replace(folder / TRUST_BUNDLE)
+
+
+def _unique(certs: list[x509.Certificate]) -> list[x509.Certificate]:
+    out: list[x509.Certificate] = []
+    for c in certs:
+        if c not in out:
+            out.append(c)
+    return out

@@ -40,6 +40,7 @@ from sailmesh.generate.gatewayapi.reader import GatewayApiReader
 from sailmesh.metrics import CitadelMetrics, Registry
 from sailmesh.platform import workload_file
 from sailmesh.platform.kube import KubePlatform
+from sailmesh.platform.kube.casecret import CA_SECRET
 from sailmesh.registry.aggregate import AggregateRegistry
 from sailmesh.registry.jwks import JwksFetcher, wanted_uris
 from sailmesh.registry.model import Workload
@@ -167,6 +168,7 @@ class ControlPlane:
                                 push_throttle=self.settings.push_throttle,
                                 streams_per_s=self.settings.xds_streams_per_s)
         cacerts = self.opts.cacerts_dir
+        shared = None
         if self.kube is not None and not cacerts:  # replicas share one CA: istio-ca-secret (or cacerts), as istiod
             shared = await self.kube.shared_ca(self.snapshot.mesh.trust_domain, self.opts.state_dir)
             cacerts = str(shared.folder) if shared is not None else ""
@@ -178,6 +180,8 @@ class ControlPlane:
         self.server.authorize = self.identity.authorize_proxy
         if self.kube is not None:  # agents in pods prove themselves with service-account tokens (TokenReview)
             self.identity.accept_platform_tokens(self.kube.token_reviewer())
+            if shared is not None and shared.secret == CA_SECRET:  # a root rotated in the Secret: every replica
+                self.kube.follow_ca_root(self.identity.rotation, self.identity.bundle_changed)
             if self.opts.leader_lease_s > 0:  # replicas: the Lease holder does the writes
                 self.kube.elect(self.opts.leader_lease_s)
             # Gateway API status, a gateway per Gateway (as Istio's gateway controllers): the Lease holder's

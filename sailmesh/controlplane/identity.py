@@ -73,10 +73,15 @@ class MeshIdentity:
         serving certificates are re-issued (new handshakes verify clients with the new bundle)."""
         status = self.rotation.step(phase, force) if phase != "status" else self.rotation.status()
         if phase != "status":
-            self._publish_bundle()
-            self.serving.renew_now()
-            self.bootstrap_serving.renew_now()
+            self.bundle_changed()
         return status
+
+    def bundle_changed(self) -> None:
+        """After a rotation step: publish the trust bundle and re-issue the control plane's own serving certificates
+        (new handshakes verify clients with the new bundle, and present a certificate of the signing root)."""
+        self._publish_bundle()
+        self.serving.renew_now()
+        self.bootstrap_serving.renew_now()
 
     def accept_platform_tokens(self, verifier: TokenVerifier) -> None:
         """Also accept a platform's tokens for first CSRs (Kubernetes: service-account tokens through TokenReview);

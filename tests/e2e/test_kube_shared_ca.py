@@ -28,6 +28,7 @@ from cryptography.exceptions import InvalidSignature
 from sailmesh.agent.identity import WorkloadCertificate
 from sailmesh.ca.authority import CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT, key_pem, new_root_key, pem, root_certificate
 from sailmesh.controlplane.app import ControlPlane
+from sailmesh.platform.kube.carotation import FollowTimings
 from sailmesh.settings import MeshDefaults, Settings
 from sailmesh.testing.kube_cluster import KubeCluster
 from tests.e2e import kube_support as ks
@@ -39,11 +40,15 @@ NS = "kt-ca-apps"
 
 
 @contextlib.asynccontextmanager
-async def replicas(kube: KubeCluster, tmp: pathlib.Path, root_namespace: str, count: int
-                   ) -> AsyncIterator[list[ControlPlane]]:
-    """`count` control planes on the cluster, started at the same time (each its own state dir)."""
-    cps = [ControlPlane(ks.options(kube, tmp / f"cp{i}", leader_lease_s=3.0), Settings(mesh=MeshDefaults(
+async def replicas(kube: KubeCluster, tmp: pathlib.Path, root_namespace: str, count: int,
+                   ca_timings: FollowTimings | None = None, **opts: object) -> AsyncIterator[list[ControlPlane]]:
+    """`count` control planes on the cluster, started at the same time (each its own state dir; `opts` are more
+    ControlPlaneOptions, `ca_timings` how they follow a root rotated in istio-ca-secret)."""
+    cps = [ControlPlane(ks.options(kube, tmp / f"cp{i}", leader_lease_s=3.0, **opts), Settings(mesh=MeshDefaults(
         root_namespace=root_namespace))) for i in range(count)]
+    for cp in cps:
+        if ca_timings is not None and cp.kube is not None:
+            cp.kube.ca_timings = ca_timings
     try:
         await asyncio.gather(*(cp.start() for cp in cps))
         yield cps

@@ -7,7 +7,7 @@ import pytest
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from sailmesh.ca.authority import CertificateAuthority
+from sailmesh.ca.authority import CertificateAuthority, new_root_key, root_certificate
 from sailmesh.ca.rotation import RootRotation
 from sailmesh.ca.service import CertificateService
 from sailmesh.ca.tokens import JoinTokens
@@ -105,3 +105,32 @@ def test_an_agent_that_does_not_name_itself_is_not_counted(setup):
     _, _, rotation, renew = setup
     renew("")
     assert rotation.status()["instances"] == 0
+
+
+def test_a_root_chosen_elsewhere_is_followed_trusted_first_then_signing_then_alone(setup):
+    # a shared CA (replicas reading istio-ca-secret): the root comes from the Secret, not from `add`
+    _, ca, rotation, renew = setup
+    old = ca.roots[0]
+    key = new_root_key()
+    new = root_certificate(key, "cluster.local")
+    kept = root_certificate(new_root_key(), "cluster.local")  # a root the Secret's root-cert.pem lists
+    rotation.follow(new, key, [kept])
+    assert rotation.pending == new and ca.signing_cert == old  # trusted, not signing
+    assert ca.roots == [old, new, kept]
+    assert signed_by(renew("foo/sleep-0"), old)
+    rotation.promote()
+    assert rotation.pending is None and ca.signing_cert == new
+    assert ca.roots == [new, old, kept]  # the signing root first; the old one still trusted
+    assert signed_by(renew("foo/sleep-0"), new)
+    assert rotation.drop_old([kept]) == [old]
+    assert ca.roots == [new, kept]
+    with pytest.raises(CertificateError, match="no followed root"):
+        rotation.promote()
+
+
+def test_a_followed_root_must_be_a_ca_with_its_own_key(setup):
+    _, ca, rotation, _ = setup
+    before = list(ca.roots)
+    with pytest.raises(CertificateError, match="does not match"):
+        rotation.follow(root_certificate(new_root_key(), "cluster.local"), new_root_key())
+    assert ca.roots == before and rotation.pending is None

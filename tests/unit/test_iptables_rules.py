@@ -1,5 +1,6 @@
 """istio-iptables' rule text: Istio's chain names and rule order (its tools/istio-iptables golden files, REDIRECT
-mode, IPv4, no DNS capture), from the flags the injector writes."""
+mode, IPv4, no DNS capture), from the flags the injector writes; DNS capture, IPv6 and TPROXY are in
+test_iptables_dns_ipv6_tproxy.py."""
 
 from __future__ import annotations
 
@@ -78,12 +79,12 @@ def test_included_ports_are_redirected_one_rule_each(capsys: pytest.CaptureFixtu
 
 
 def test_ip_ranges_exclusions_before_inclusions_then_return() -> None:
-    # ip-range.golden's order (without its DNS rules): 127.0.0.1, excluded ranges, included ranges, RETURN
+    # ip-range.golden's order (without its DNS rules): 127.0.0.1, excluded ranges, included ranges (Istio's current
+    # golden has no trailing `-j RETURN`: falling off the chain's end returns anyway)
     rules = build(CaptureConfig(outbound_ip_ranges_include="9.9.0.0/16", outbound_ip_ranges_exclude="1.1.0.0/16"))
-    assert rules.rules[-4:] == ["-A ISTIO_OUTPUT -d 127.0.0.1/32 -j RETURN",
+    assert rules.rules[-3:] == ["-A ISTIO_OUTPUT -d 127.0.0.1/32 -j RETURN",
                                 "-A ISTIO_OUTPUT -d 1.1.0.0/16 -j RETURN",
-                                "-A ISTIO_OUTPUT -d 9.9.0.0/16 -j ISTIO_REDIRECT",
-                                "-A ISTIO_OUTPUT -j RETURN"]
+                                "-A ISTIO_OUTPUT -d 9.9.0.0/16 -j ISTIO_REDIRECT"]
     # no -i: nothing outbound is captured (no ISTIO_REDIRECT jump at all)
     assert not any(r.endswith("-j ISTIO_REDIRECT") for r in build(CaptureConfig()).rules)
 
@@ -118,12 +119,14 @@ def test_kubevirt_and_excluded_interfaces() -> None:
 
 def test_ipv6_and_unparsable_ranges_are_reported_not_silently_dropped() -> None:
     rules = build(CaptureConfig(outbound_ip_ranges_include="10.0.0.0/8,fd00::/8,bogus"))
-    assert rules.notes == ["-i: skipping IPv6 range fd00::/8 (IPv4 rules only)", "-i: ignoring 'bogus': not a CIDR"]
+    assert rules.notes == ["-i: IPv6 range fd00::/8 unused: IPv6 capture is off (the pod has no IPv6 address; "
+                           "--dual-stack)", "-i: ignoring 'bogus': not a CIDR"]
     assert "-A ISTIO_OUTPUT -d 10.0.0.0/8 -j ISTIO_REDIRECT" in rules.rules
 
 
 @pytest.mark.parametrize("cfg, message", [
-    (CaptureConfig(interception_mode="TPROXY"), "only REDIRECT"),
+    (CaptureConfig(interception_mode="tproxy"), "expected REDIRECT or TPROXY"),
+    (CaptureConfig(interception_mode="TPROXY", inbound_ports_include="*", tproxy_mark="0x539"), "-t: '0x539'"),
     (CaptureConfig(proxy_port="15001x"), "-p: '15001x' is not a port"),
     (CaptureConfig(outbound_ports_exclude="70000"), "-o: '70000' is not a port"),
     (CaptureConfig(outbound_ip_ranges_exclude="*"), "-x: '*'"),
@@ -136,9 +139,10 @@ def test_invalid_settings_are_refused(cfg: CaptureConfig, message: str) -> None:
 
 def test_flags_that_would_change_the_rules_but_are_not_implemented_are_refused(
         capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["istio-iptables", "--redirect-dns", "--dry-run"]) == 2
-    assert "--redirect-dns: not implemented" in capsys.readouterr().err
-    # Istio's TPROXY annotation reaches istio-init as `-m TPROXY`: refused, not installed as REDIRECT
+    assert main(["istio-iptables", "--drop-invalid", "--dry-run"]) == 2
+    assert "--drop-invalid: not implemented" in capsys.readouterr().err
+    # Istio's TPROXY annotation reaches istio-init as `-m TPROXY`: installed as TPROXY (mangle), not as REDIRECT
     args = iptables_args({"sidecar.istio.io/interceptionMode": "TPROXY"}, InjectionConfig())
-    assert main([*args, "--dry-run"]) == 2
-    assert "only REDIRECT interception is implemented" in capsys.readouterr().err
+    assert main([*args, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "-A ISTIO_INBOUND -p tcp -j ISTIO_TPROXY" in out and "# ip -4 rule add fwmark 1337 lookup 133" in out

@@ -55,7 +55,7 @@ class SharedCa:
     created: bool  # this replica created istio-ca-secret
 
 
-def _decode(secret: Mapping[str, Any]) -> dict[str, str]:
+def decode(secret: Mapping[str, Any]) -> dict[str, str]:
     data = secret.get("data") or {}
     out: dict[str, str] = {}
     for k, v in data.items():
@@ -118,7 +118,7 @@ async def shared_ca(conn: KubeConnection, namespace: str, trust_domain: str, fol
     in it, so it always does; a control plane outside the cluster may have none: it keeps its own root then)."""
     plugin = await _get_secret(conn, namespace, PLUGIN_SECRET)
     if plugin is not None:
-        files = _decode(plugin)
+        files = decode(plugin)
         files.update({TLS_NAMES[k]: v for k, v in files.items() if k in TLS_NAMES and TLS_NAMES[k] not in files})
         write_layout(folder, files)
         log.info("CA: the plug-in Secret %s/%s (takes precedence over %s)", namespace, PLUGIN_SECRET, CA_SECRET)
@@ -152,5 +152,5 @@ async def shared_ca(conn: KubeConnection, namespace: str, trust_domain: str, fol
                 raise PlatformError(f"Secret {namespace}/{CA_SECRET} conflicted on create, then was gone") from e
     if not created:
         log.info("CA: the self-signed root from Secret %s/%s", namespace, CA_SECRET)
-    write_layout(folder, _decode(secret))
+    write_layout(folder, decode(secret))
     return SharedCa(folder, CA_SECRET, created)

@@ -17,11 +17,13 @@ import contextlib
 import logging
 import pathlib
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sailmesh.api.kinds import GATEWAY_API, KINDS
+from sailmesh.ca.rotation import RootRotation
 from sailmesh.errors import PlatformError
+from sailmesh.platform.kube.carotation import FollowTimings, RootFollower
 from sailmesh.platform.kube.casecret import SharedCa, shared_ca
 from sailmesh.platform.kube.client import KubeConnection, connect
 from sailmesh.platform.kube.gatewaydeploy import GatewayDeployer
@@ -116,6 +118,8 @@ class KubePlatform:
         self._ca_temp: tempfile.TemporaryDirectory[str] | None = None
         self.gateway_status: GatewayStatusWriter | None = None
         self.gateway_deployer: GatewayDeployer | None = None
+        self.ca_timings = FollowTimings()  # root rotation through istio-ca-secret (before follow_ca_root)
+        self.ca_follower: RootFollower | None = None
 
     def _informer(self, resource: KubeResource, handler: Any, namespace: str = "", field_selector: str = ""
                   ) -> Informer:
@@ -197,6 +201,17 @@ class KubePlatform:
             self._ca_temp = self._ca_temp or tempfile.TemporaryDirectory(prefix="sailmesh-kube-ca-")
             folder, local = pathlib.Path(self._ca_temp.name) / "ca", None
         return await shared_ca(self.conn, self.root_namespace, trust_domain, folder, local)
+
+    def follow_ca_root(self, rotation: RootRotation, changed: Callable[[], None]) -> RootFollower:
+        """Follow the root in istio-ca-secret (after start() and shared_ca()): when it changes, this replica's CA
+        trusts the new root, signs with it once the bundle is out, then drops the old one (carotation.py)."""
+        if self.conn is None:
+            raise PlatformError("the Kubernetes platform is not started")
+        follower = RootFollower(self.conn, self.root_namespace, rotation, changed, self.ca_timings)
+        self.ca_follower = follower
+        key = KubeResource("", "", "ca-root-follower", "ca-root-follower")
+        self._tasks[key] = asyncio.create_task(follower.run(), name="kube-ca-root-follower")
+        return follower
 
     def run_gateway_controllers(self, status_of: StatusOf, domain_suffix: str, injection: InjectionConfig) -> None:
         """The Gateway API's writers (after start() and elect()): status of every Gateway API object, a gateway per
