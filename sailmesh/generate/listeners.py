@@ -22,6 +22,7 @@ from sailmesh.generate.filters import Direction, FilterContext, ext_authz, http_
 from sailmesh.generate.gateway import ChainSpec, gateway_tcp_routes, gateway_tls_ports, gateways_for, http_servers
 from sailmesh.generate.gateway_tls import downstream_tls_context
 from sailmesh.generate.httproute import route_action_defaults
+from sailmesh.generate.names import gateway_bind_port as gateway_bind_port  # re-exported: names.py has no protobufs
 from sailmesh.generate.peer_authn import workload_policy
 from sailmesh.generate.scope import egress_ports, inbound_ports, ingress_listeners
 from sailmesh.generate.tcproute import egress_tcp_clusters
@@ -37,7 +38,6 @@ TCP_PROXY_NAME = "envoy.filters.network.tcp_proxy"
 TLS_TRANSPORT_SOCKET = "envoy.transport_sockets.tls"
 SNI_CLUSTER = lc.Filter(name="envoy.filters.network.sni_cluster", typed_config=pack(sni_cluster_pb2.SniCluster()))
 SIDECAR_INGRESS_TLS = frozenset({"SIMPLE", "MUTUAL"})  # Istio: the modes a Sidecar ingress listener supports
-PRIVILEGED_PORT_SHIFT = 8000  # gateway server ports below 1024 bind port + 8000 (like Istio's 80 -> 8080)
 
 
 def http_connection_manager(
@@ -227,11 +227,6 @@ def outbound_tcp_proxy(snapshot: MeshSnapshot, proxy: ProxyView, stat_prefix: st
     observability(tp, snapshot, proxy, resolve.CLIENT)
     with_metrics_log(tp, snapshot, proxy, telemetry.SOURCE)
     return lc.Filter(name=TCP_PROXY_NAME, typed_config=pack(tp))
-
-
-def gateway_bind_port(port: int) -> int:
-    """The port a gateway server binds: ports below 1024 move up by 8000 (no root needed)."""
-    return port + PRIVILEGED_PORT_SHIFT if port < 1024 else port
 
 
 def gateway_listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> list[listener_pb2.Listener]:
