@@ -368,3 +368,14 @@ def test_a_gateway_tcp_server_names_the_virtual_service_of_its_tcp_proxy() -> No
     assert out["route"]["config"] == "db-gw.default", out["route"]
     out["source"], out["notes"] = {"proxy": "istio-ingressgateway", "identity": "-"}, []
     assert "   route from VirtualService db-gw.default" in explain.render(out), explain.render(out)
+    # a TLS server terminating TLS into the VirtualService's tcp route: the same on its chain
+    term = gateway_and_vs('{port: {number: 9443, name: tls, protocol: TLS}, hosts: ["*"], '
+                          'tls: {mode: SIMPLE, credentialName: db-cert}}', "db-term", '"*"') + """\
+  tcp:
+  - match: [{port: 9443}]
+    route: [{destination: {host: db, port: {number: 27017}}}]
+"""
+    gw = dump(db_snapshot(term), gateway_proxy())
+    out = explain_tcp.explain(explain_tcp.tcp_request("tls://127.0.0.1:9443", sni="db.example.com"), gw, {}, "",
+                              "127.0.0.1", {}, {}, False)
+    assert out["route"]["config"] == "db-term.default", out
