@@ -84,6 +84,16 @@ def _answer_here(args: argparse.Namespace, request: dict[str, Any]) -> tuple[int
     return analyze_api.answer(request, live, {})
 
 
+def _files_alone(args: argparse.Namespace, request: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
+    """`--use-live=false`: a running control plane analyzes the files alone (its analyzers are loaded already;
+    analyze_api uses neither its live config nor its mesh config then); None when no mesh runs here or it cannot
+    be reached (the files are then analyzed in this process, as before, and nothing about it is said)."""
+    try:
+        return _ask_control_plane(args, request)
+    except PlatformError:
+        return None
+
+
 def _rank(level: str) -> int:
     return LEVEL_NAMES.index(level) if level in LEVEL_NAMES else 0
 
@@ -130,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     request, errors = asked
     found = None
     try:
-        found = _ask_control_plane(args, request) if args.use_live else None
+        found = _ask_control_plane(args, request) if args.use_live else _files_alone(args, request)
         if found is None:
             found = _answer_here(args, request)
     except PlatformError as e:

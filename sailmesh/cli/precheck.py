@@ -20,7 +20,7 @@ from sailmesh.cli.common import state_dir
 from sailmesh.cli.up import add_mesh_options, options, refuse_if_running
 from sailmesh.cli.version import envoy_version
 from sailmesh.errors import AgentError, PlatformError
-from sailmesh.platform.local import LocalMesh
+from sailmesh.platform.portplan import assign_free_ports, planned_ports
 from sailmesh.platform.ports import check_free
 from sailmesh.processes import envoy_binary
 
@@ -59,10 +59,11 @@ def _state_dir(sd: str) -> list[Check]:
 def checks(args: argparse.Namespace) -> list[Check]:
     sd = state_dir(args)
     out = [_envoy(), *_state_dir(sd)]
-    mesh = LocalMesh(options(args, args.dirs), settings_mod.load(), say=lambda _: None)
+    opts = options(args, args.dirs)
+    assign_free_ports(opts)  # as LocalMesh does
     try:
-        ports = mesh.planned_ports()
-        out.append(Check("config", True, f"{len(args.dirs)} path(s) parse; {len(mesh.instances)} workload "
+        instances, ports = planned_ports(opts, settings_mod.load())
+        out.append(Check("config", True, f"{len(args.dirs)} path(s) parse; {len(instances)} workload "
                                          f"instance(s) planned" if args.dirs else
                          "no -f given: only the control plane's and gateway's ports are checked"))
     except PlatformError as e:

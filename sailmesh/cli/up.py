@@ -11,14 +11,18 @@ import asyncio
 import contextlib
 import os
 import signal
+from typing import TYPE_CHECKING
 
 from sailmesh import settings as settings_mod
 from sailmesh.cli.common import add_state_dir, fail, sailmesh_command, state_dir
 from sailmesh.errors import PlatformError
 from sailmesh.platform import egress
-from sailmesh.platform.local import LocalMesh, MeshOptions
+from sailmesh.platform.portplan import MeshOptions
 from sailmesh.platform.state import MeshState, pid_alive
 from sailmesh.platform.stop import is_recorded
+
+if TYPE_CHECKING:  # the supervisor is imported where a mesh starts: `x precheck` shares these options without it
+    from sailmesh.platform.local import LocalMesh
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -120,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
     sdir = state_dir(args)
     if msg := refuse_if_running(sdir):
         return fail(msg)
+    from sailmesh.platform.local import LocalMesh
     mesh = LocalMesh(options(args, args.dirs), settings_mod.load(), say=lambda s: print(s, flush=True))
     banner = [f"control plane API: {mesh.api_url}   xDS: {mesh.xds_address}", f"logs: {mesh.logs_dir}"]
     return asyncio.run(serve(mesh, banner))

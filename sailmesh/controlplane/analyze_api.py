@@ -8,7 +8,9 @@ and prints, without loading the analyzers, YAML or Envoy's protos (they cost 0.5
 The answer to the same question about the same live mesh is remembered: asking again costs a lookup.
 
 Request:  {"files": [{"name": PATH, "text": TEXT}], "meshConfig": YAML text or null, "suppress": ["CODE=RES"],
-           "useLive": true}
+           "useLive": true}; `"useLive": false` (`analyze -f F --use-live=false`): the files alone, without the
+           live config and without this control plane's mesh config (Istio's defaults unless meshConfig is sent),
+           the same answer the CLI computes itself when no mesh runs.
 Answer:   {"messages": [{code, documentationUrl, level, message, origin, reference, namespace, text}],
            "notes": [{"namespace", "text"}], "errors": [parse/validation errors]}; 400 {"errors", "field"} for a
            request the CLI should have refused (`field` names it: suppress, meshConfig, files).
@@ -59,7 +61,8 @@ def answer(body: Any, live_docs: list[dict[str, Any]], mesh_config: Mapping[str,
         rules = parse_suppressions(suppress)
     except ConfigError as e:
         return _refused("suppress", str(e))
-    mesh = dict(mesh_config)
+    use_live = bool(body.get("useLive", True))
+    mesh = dict(mesh_config) if use_live else {}  # files alone: Istio's defaults unless meshConfig is given
     text = body.get("meshConfig")
     if text is not None:
         try:
@@ -70,7 +73,7 @@ def answer(body: Any, live_docs: list[dict[str, Any]], mesh_config: Mapping[str,
             return _refused("meshConfig", "mesh config must be a YAML mapping")
         mesh = given
     loaded = load_texts(files)
-    live = live_resources(live_docs) if body.get("useLive", True) else []
+    live = live_resources(live_docs) if use_live else []
     given = {r.key for r in loaded.resources}
     resources = [*(r for r in live if r.key not in given), *loaded.resources]
     messages = []

@@ -88,8 +88,8 @@ def outbound_listener(listeners: Mapping[str, Any], port: int, sidecar: bool) ->
     bound = [(n, lis) for n, lis in listeners.items() if _address(lis)[1] == port
              and any(_hcm(c) for c in lis.get("filter_chains", []))]
     if not sidecar:
-        if not bound and port < 1024:  # a Gateway server on 80 binds 8080 here (generate.listeners.gateway_bind_port)
-            from sailmesh.generate.listeners import gateway_bind_port
+        if not bound and port < 1024:  # a Gateway server on 80 binds 8080 here (generate.names.gateway_bind_port)
+            from sailmesh.generate.names import gateway_bind_port
 
             return outbound_listener(listeners, gateway_bind_port(port), sidecar)
         return bound[0] if bound else None

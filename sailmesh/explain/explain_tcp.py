@@ -18,6 +18,7 @@ from typing import Any
 
 from sailmesh.explain import explain_steps as steps
 from sailmesh.explain import routematch
+from sailmesh.explain.refs import config_ref
 from sailmesh.explain.routematch import Request
 
 TCP_PROXY = "envoy.filters.network.tcp_proxy"
@@ -76,7 +77,7 @@ def _tcp_destinations(chain: Mapping[str, Any]) -> list[routematch.Destination]:
 
 
 def _gateway_listener(listeners: Mapping[str, Any], port: int) -> tuple[str, dict[str, Any]] | None:
-    from sailmesh.generate.listeners import gateway_bind_port
+    from sailmesh.generate.names import gateway_bind_port
 
     for p in (port, gateway_bind_port(port)):
         for name, lis in listeners.items():
@@ -140,7 +141,7 @@ def explain(req: Request, source: Mapping[str, Any], envoy_clusters: Mapping[str
             return out
         dests = _tcp_destinations(chain)
         out["route"] = {"name": "tcp_proxy", "timeout": "-", "retries": "none", "faults": [], "other": [],
-                        "config": "-"}
+                        "config": config_ref(chain.get("metadata"))}  # the chain's `istio.config`, as a route's
     out["clusters"] = [steps._cluster(d, source, envoy_clusters, principal, source_ip, destinations, names, req)
                        for d in dests]
     out["result"] = _result(out["clusters"])

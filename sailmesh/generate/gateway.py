@@ -19,7 +19,7 @@ from sailmesh.api.models.networking import (
 )
 from sailmesh.api.resource import Resource
 from sailmesh.generate import credentials, gateway_tls, names
-from sailmesh.generate.httproute import RouteContext, destination_cluster, virtual_service_routes
+from sailmesh.generate.httproute import RouteContext, config_path, destination_cluster, virtual_service_routes
 from sailmesh.generate.scope import virtual_services
 from sailmesh.generate.tcproute import WeightedClusters, tcp_destinations
 from sailmesh.snapshot.index import gateway_ref, vs_hosts
@@ -62,15 +62,16 @@ def tcp_servers(gw: Resource) -> list[tuple[int, list[str]]]:
     return out
 
 
-def gateway_tcp_routes(snapshot: MeshSnapshot, proxy: ProxyView) -> dict[int, list[tuple[str, int]]]:
-    """Server port -> (cluster, weight) for each Gateway TCP server with an applicable VirtualService `tcp` route.
+def gateway_tcp_routes(snapshot: MeshSnapshot, proxy: ProxyView) -> dict[int, tuple[WeightedClusters, Resource]]:
+    """Server port -> ((cluster, weight), the VirtualService) for each Gateway TCP server with an applicable
+    VirtualService `tcp` route.
 
     The oldest VirtualService bound to the Gateway whose hosts intersect the server's hosts wins;
     ports that also carry an HTTP server are left to HTTP.
     """
     suffix = snapshot.mesh.domain_suffix
     http_ports = {p for gw in gateways_for(snapshot, proxy) for p, *_ in http_servers(gw)}
-    out: dict[int, list[tuple[str, int]]] = {}
+    out: dict[int, tuple[WeightedClusters, Resource]] = {}
     for gw in gateways_for(snapshot, proxy):
         ref = f"{gw.namespace}/{gw.name}"
         for port, server_hosts in tcp_servers(gw):
@@ -83,7 +84,7 @@ def gateway_tcp_routes(snapshot: MeshSnapshot, proxy: ProxyView) -> dict[int, li
                     continue
                 found = tcp_destinations(vs, ctx)
                 if found:
-                    out[port] = found
+                    out[port] = (found, vs)
                     break
     return out
 
@@ -213,6 +214,7 @@ class ChainSpec:
     route: str = ""
     clusters: WeightedClusters = field(default_factory=list)
     auto_passthrough: bool = False  # AUTO_PASSTHROUGH: sni_cluster picks the cluster the SNI names
+    config: str = ""  # the VirtualService of a tcp_proxy chain (Istio's `istio.config` path: httproute.config_path)
 
 
 def tls_servers(gw: Resource) -> list[TlsServer]:
@@ -278,18 +280,18 @@ def passthrough_chains(snapshot: MeshSnapshot, proxy: ProxyView, server: TlsServ
                     continue
                 sni = tuple(dict.fromkeys(s for s in m.sni_hosts or () if any(hosts_match(s, a) for a in allowed)))
                 if sni:
-                    out.append(ChainSpec(sni, None, clusters=dests))
+                    out.append(ChainSpec(sni, None, clusters=dests, config=config_path(vs)))
     return out
 
 
-def _terminated_tcp(snapshot: MeshSnapshot, proxy: ProxyView, server: TlsServer) -> WeightedClusters | None:
+def _terminated_tcp(snapshot: MeshSnapshot, proxy: ProxyView, server: TlsServer) -> ChainSpec | None:
     """A TLS server that terminates TLS forwards the plaintext stream by the oldest bound VirtualService's `tcp`."""
     gw = server.gateway
     ctx = RouteContext(snapshot, proxy, server.port, gateway=f"{gw.namespace}/{gw.name}")
     for vs in _bound_virtual_services(snapshot, proxy, server):
         found = tcp_destinations(vs, ctx)
         if found:
-            return found
+            return ChainSpec(sni_names(server.hosts), server.tls, clusters=found, config=config_path(vs))
     return None
 
 
@@ -309,8 +311,8 @@ def gateway_tls_ports(snapshot: MeshSnapshot, proxy: ProxyView) -> dict[int, lis
                 if server.protocol == "HTTPS":
                     chains = [ChainSpec(sni_names(server.hosts), server.tls, route=server.route)]
                 else:
-                    clusters = _terminated_tcp(snapshot, proxy, server)
-                    chains = [ChainSpec(sni_names(server.hosts), server.tls, clusters=clusters)] if clusters else []
+                    terminated = _terminated_tcp(snapshot, proxy, server)
+                    chains = [terminated] if terminated is not None else []
             elif server.mode == "PASSTHROUGH":
                 chains = passthrough_chains(snapshot, proxy, server)
             else:  # AUTO_PASSTHROUGH: no VirtualService, the SNI names the cluster (Istio's SNI-DNAT)

@@ -21,7 +21,8 @@ from sailmesh.generate.common import ads, pack, socket_address
 from sailmesh.generate.filters import Direction, FilterContext, ext_authz, http_filters
 from sailmesh.generate.gateway import ChainSpec, gateway_tcp_routes, gateway_tls_ports, gateways_for, http_servers
 from sailmesh.generate.gateway_tls import downstream_tls_context
-from sailmesh.generate.httproute import route_action_defaults
+from sailmesh.generate.httproute import config_path, route_action_defaults
+from sailmesh.generate.names import gateway_bind_port as gateway_bind_port  # re-exported: names.py has no protobufs
 from sailmesh.generate.peer_authn import workload_policy
 from sailmesh.generate.scope import egress_ports, inbound_ports, ingress_listeners
 from sailmesh.generate.tcproute import egress_tcp_clusters
@@ -37,7 +38,6 @@ TCP_PROXY_NAME = "envoy.filters.network.tcp_proxy"
 TLS_TRANSPORT_SOCKET = "envoy.transport_sockets.tls"
 SNI_CLUSTER = lc.Filter(name="envoy.filters.network.sni_cluster", typed_config=pack(sni_cluster_pb2.SniCluster()))
 SIDECAR_INGRESS_TLS = frozenset({"SIMPLE", "MUTUAL"})  # Istio: the modes a Sidecar ingress listener supports
-PRIVILEGED_PORT_SHIFT = 8000  # gateway server ports below 1024 bind port + 8000 (like Istio's 80 -> 8080)
 
 
 def http_connection_manager(
@@ -229,9 +229,11 @@ def outbound_tcp_proxy(snapshot: MeshSnapshot, proxy: ProxyView, stat_prefix: st
     return lc.Filter(name=TCP_PROXY_NAME, typed_config=pack(tp))
 
 
-def gateway_bind_port(port: int) -> int:
-    """The port a gateway server binds: ports below 1024 move up by 8000 (no root needed)."""
-    return port + PRIVILEGED_PORT_SHIFT if port < 1024 else port
+def _config_metadata(fc: lc.FilterChain, config: str) -> None:
+    """Istio's `istio.config` filter chain metadata: the VirtualService a TCP/TLS chain comes from (Istio sets it on
+    its TLS/TCP route chains, util.BuildConfigInfoMetadata); explain and proxy-config name it."""
+    if config:
+        fc.metadata.filter_metadata["istio"].update({"config": config})
 
 
 def gateway_listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> list[listener_pb2.Listener]:
@@ -250,11 +252,11 @@ def gateway_listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> list[listener
         out.append(
             _listener(names.listener_name("0.0.0.0", port), proxy.ip, gateway_bind_port(port), base_pb2.OUTBOUND, nf)
         )
-    for port, clusters in sorted(gateway_tcp_routes(snapshot, proxy).items()):
+    for port, (clusters, vs) in sorted(gateway_tcp_routes(snapshot, proxy).items()):
         nf = outbound_tcp_proxy(snapshot, proxy, f"outbound_0.0.0.0_{port}", clusters)
-        out.append(
-            _listener(names.listener_name("0.0.0.0", port), proxy.ip, gateway_bind_port(port), base_pb2.OUTBOUND, nf)
-        )
+        lis = _listener(names.listener_name("0.0.0.0", port), proxy.ip, gateway_bind_port(port), base_pb2.OUTBOUND, nf)
+        _config_metadata(lis.filter_chains[0], config_path(vs))
+        out.append(lis)
     for port, chains in sorted(gateway_tls_ports(snapshot, proxy).items()):
         out.append(_gateway_tls_listener(snapshot, proxy, port, chains))
     return out
@@ -286,6 +288,7 @@ def _gateway_tls_listener(snapshot: MeshSnapshot, proxy: ProxyView, port: int,
             nf = outbound_tcp_proxy(snapshot, proxy, f"outbound_0.0.0.0_{port}", chain.clusters)
         filters = [SNI_CLUSTER, nf] if chain.auto_passthrough else [nf]
         fc = lc.FilterChain(filters=filters, filter_chain_match=lc.FilterChainMatch(server_names=chain.server_names))
+        _config_metadata(fc, chain.config)
         if chain.tls is not None:
             fc.transport_socket.name = TLS_TRANSPORT_SOCKET
             fc.transport_socket.typed_config.CopyFrom(pack(downstream_tls_context(chain.tls)))

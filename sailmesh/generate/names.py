@@ -12,6 +12,12 @@ BLOCK_ALL_VHOST = "block_all"
 ISTIO_SERVER_NAME = "istio-envoy"
 HTTP_PROTOCOLS = frozenset({"HTTP", "HTTP2", "GRPC", "GRPC-WEB", "HTTP_PROXY"})
 H2_PROTOCOLS = frozenset({"HTTP2", "GRPC", "GRPC-WEB"})
+PRIVILEGED_PORT_SHIFT = 8000  # gateway server ports below 1024 bind port + 8000 (like Istio's 80 -> 8080)
+
+
+def gateway_bind_port(port: int) -> int:
+    """The port a gateway server binds: ports below 1024 move up by 8000 (no root needed)."""
+    return port + PRIVILEGED_PORT_SHIFT if port < 1024 else port
 
 
 def outbound_cluster(port: int, subset: str, host: str) -> str:

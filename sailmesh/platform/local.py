@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from sailmesh.agent.health import PROXY_READY_PATH
-from sailmesh.api.parse import load_paths
 from sailmesh.api.resource import Resource
 from sailmesh.errors import PlatformError
 from sailmesh.platform import egress, workload_file
@@ -23,46 +22,29 @@ from sailmesh.platform import state as mesh_state
 from sailmesh.platform.forwarder import Client, Forwarder, NameTable
 from sailmesh.platform.gateways import GatewayDeployments, terminate
 from sailmesh.platform.kubelet import AppProber, Hooks, startup_key
-from sailmesh.platform.ports import Port, check_free, gateway_ports
-from sailmesh.platform.restart import BackOff, log_tail, should_restart
+from sailmesh.platform.portplan import (
+    GATEWAY_LABELS,
+    MeshOptions,
+    assign_free_ports,
+    load_and_plan,
+    mesh_ports,
+    planned_ports,
+)
+from sailmesh.platform.ports import Port, check_free
+from sailmesh.platform.restart import log_tail, should_restart
 from sailmesh.platform.stop import STOP_ORDER
-from sailmesh.platform.workloads import Instance, app_env, instance_record, mesh_labels, plan, registry_workload
-from sailmesh.processes import PID_HEADER, die_with_parent, free_port, proc_cmdline, proc_start_time
+from sailmesh.platform.workloads import Instance, app_env, instance_record, mesh_labels, registry_workload
+from sailmesh.processes import PID_HEADER, die_with_parent, proc_cmdline, proc_start_time
 from sailmesh.registry.model import TLS_MODE_ISTIO, TLS_MODE_LABEL
 from sailmesh.registry.services import service_from_kube
 from sailmesh.settings import Settings
 
-GATEWAY_LABELS = {"istio": "ingressgateway", "app": "istio-ingressgateway"}
 # what takes an instance out of the endpoints: its app or sidecar is down, its readiness probe fails, its startup
 # probe has not passed, its sidecar drains
 PARTS = ("", ".sidecar", ".probe", ".startup", ".sidecar.drain")
 MIN_DRAIN_S = 1.0  # a sidecar drains at least this long: its endpoint leaves the other proxies before it closes
 DRAIN_POLL_S = 0.1
 KILL_GRACE_S = 30.0  # a Pod's default terminationGracePeriodSeconds: SIGTERM, then SIGKILL after it
-
-
-@dataclass
-class MeshOptions:
-    """How to run an embedded mesh."""
-
-    config_dirs: Sequence[str]
-    state_dir: str
-    base_ip: str = "127.0.10.2"  # first workload address
-    gateway_ip: str = "127.0.0.1"  # gateway listeners, admin and readiness bind here
-    cp_host: str = "127.0.0.1"
-    xds_port: int = 15010
-    http_port: int = 15014
-    delta: bool = False
-    ready_timeout: float = 60.0
-    extra_agent_args: Sequence[str] = field(default_factory=tuple)
-    xds_tls_port: int = 0  # ADS over mTLS (0 = a free port)
-    ca_port: int = 0  # the CA's first-CSR port (0 = a free port)
-    dns_port: int = 0  # the mesh's DNS (udp) that Envoys resolve DNS clusters with (0 = a free port)
-    xds_plaintext: bool = False  # proxies use the plaintext loopback ADS port instead (debugging)
-    min_cert_ttl_s: float = 60.0  # the CA's floor (tests lower it)
-    cert_ttl_s: float = 0.0  # the lifetime agents ask for (0 = the CA's default, 24 h)
-    backoff: BackOff = field(default_factory=BackOff)  # restarts of crashed processes
-    egress_gateway_ip: str = ""  # run Istio's istio-egressgateway on this address ("" = none, Istio's default profile)
 
 
 @dataclass
@@ -102,12 +84,7 @@ class LocalMesh:
         self.fatal_reason = ""
         self.forwarder: Forwarder | None = None  # the plain proxy of workloads without a sidecar
         self.cp_state_dir = os.path.join(opts.state_dir, "controlplane")
-        if not opts.xds_tls_port:
-            opts.xds_tls_port = free_port()
-        if not opts.ca_port:
-            opts.ca_port = free_port()
-        if not opts.dns_port:
-            opts.dns_port = free_port(opts.cp_host, udp=True)
+        assign_free_ports(opts)
 
     @property
     def api_url(self) -> str:
@@ -262,13 +239,10 @@ class LocalMesh:
 
     async def _start(self) -> None:
         opts = self.opts
-        loaded = load_paths(opts.config_dirs)
-        if loaded.errors:
-            raise PlatformError("cannot read the mesh directory:\n  " + "\n  ".join(str(e) for e in loaded.errors))
-        self.instances = plan(loaded.resources, opts.base_ip, free_port)
+        resources, self.instances = load_and_plan(opts)
         self._down.update(startup_key(i) for i in self.instances if i.startup_probe is not None)
         os.makedirs(opts.state_dir, exist_ok=True)
-        check_free(self._ports(loaded.resources))
+        check_free(mesh_ports(opts, self.settings.proxy, resources, self.instances))
         self._write_workloads()
         env = dict(os.environ)
 
@@ -306,7 +280,7 @@ class LocalMesh:
                 labels=egress.LABELS, sa=egress.SERVICE_ACCOUNT, app_ports={}), env, opts.egress_gateway_ip)
             waits.append(self._wait_http(f"http://{opts.egress_gateway_ip}:{self.settings.proxy.health}/healthz/ready",
                                          "egress gateway", egw))
-        await self._start_forwarder(loaded.resources)
+        await self._start_forwarder(resources)
         tasks = [asyncio.create_task(w) for w in [*waits, *(self._start_instance(i, env) for i in self.instances)]]
         try:
             await asyncio.gather(*tasks)
@@ -359,36 +333,8 @@ class LocalMesh:
 
     def planned_ports(self) -> list[Port]:
         """Every address:port start() would check and bind for this config, without starting anything."""
-        loaded = load_paths(self.opts.config_dirs)
-        if loaded.errors:
-            raise PlatformError("cannot read the mesh directory:\n  " + "\n  ".join(str(e) for e in loaded.errors))
-        self.instances = plan(loaded.resources, self.opts.base_ip, free_port)
-        return self._ports(loaded.resources)
-
-    def _ports(self, resources: Sequence[Resource]) -> list[Port]:
-        """Every address:port this mesh's processes will listen on."""
-        o, px = self.opts, self.settings.proxy
-        out = [Port(o.cp_host, o.http_port, "control plane HTTP API", "--http-port"),
-               Port(o.cp_host, o.xds_tls_port, "control plane xDS (mTLS)", "--xds-tls-port"),
-               Port(o.cp_host, o.ca_port, "control plane CA (first CSRs)", "--ca-port")]
-        if o.xds_plaintext:
-            out.append(Port("127.0.0.1", o.xds_port, "control plane xDS (plaintext)", "--xds-port"))
-        proxy_ports = [(px.admin, "admin"), (px.agent_metrics, "metrics"), (px.health, "health"), (px.stats, "stats")]
-        out += [Port(o.gateway_ip, n, f"ingress gateway {what}", "--gateway-ip") for n, what in proxy_ports]
-        out += [Port(o.gateway_ip, n, "ingress gateway listener", "--gateway-ip")
-                for n in gateway_ports(resources, GATEWAY_LABELS)]
-        if o.egress_gateway_ip:
-            out += [Port(o.egress_gateway_ip, n, f"egress gateway {what}", "--egress-gateway-ip")
-                    for n, what in proxy_ports]
-        for inst in self.instances:
-            who = f"{inst.namespace}/{inst.name}"
-            if inst.sidecar:
-                out += [Port(inst.ip, n, f"sidecar of {who} ({what})", "--base-ip")
-                        for n, what in [*proxy_ports, (px.outbound, "outbound"), (px.inbound, "inbound")]]
-            else:
-                out.append(Port(inst.ip, px.outbound, f"forwarder of {who}", "--base-ip"))
-            out += [Port(inst.ip, ap, f"app {who}", "--base-ip") for ap in inst.app_ports.values()]
-        return out
+        self.instances, ports = planned_ports(self.opts, self.settings)
+        return ports
 
     def _write_workloads(self) -> None:
         """The workload file the control plane watches: an instance whose app or sidecar is down is unhealthy."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from sailmesh.api.resource import Resource
 from sailmesh.errors import PlatformError
-from sailmesh.generate.listeners import gateway_bind_port
+from sailmesh.generate.names import gateway_bind_port
 from sailmesh.processes import proc_cmdline
 
 

@@ -7,7 +7,8 @@ same connection) through the client's sidecar; where the outcome is deterministi
 - RequestAuthentication + an ALLOW on requestPrincipals and a claim: no token 403, a token of another key 401,
   an expired token 401, a valid token with the claim 200, without it 403 (Istio's documented answers);
 - a RateLimit of N requests per hour for one x-user value: explain's bucket size, then N x 200 and a 429;
-- a VirtualService tcp route to subset v2: explain names tcp-echo-v2, and the echo says v2.
+- a VirtualService tcp route to subset v2: explain names tcp-echo-v2, and the echo says v2; the same through the
+  ingress gateway's TCP server (Gateway + VirtualService tcp route), where explain names that VirtualService too.
 Fault percentages below 100% and CUSTOM providers are not deterministic here (unit tests cover them).
 """
 
@@ -162,6 +163,25 @@ spec:
   hosts: [tcp-echo]
   tcp: [{route: [{destination: {host: tcp-echo, subset: v2}, weight: 100}]}]
 """
+GATEWAY_TCP_PORT = 31400  # Istio's tcp-echo task's gateway port (above 1024: the gateway binds it as it is)
+GATEWAY_TCP = f"""\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: tcp-echo-gateway, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers: [{{port: {{number: {GATEWAY_TCP_PORT}, name: tcp, protocol: TCP}}, hosts: ["*"]}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: tcp-echo-gw, namespace: default}}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/tcp-echo-gateway]
+  tcp:
+  - match: [{{port: {GATEWAY_TCP_PORT}}}]
+    route: [{{destination: {{host: tcp-echo, subset: v2, port: {{number: 9000}}}}}}]
+"""
 
 
 @pytest.fixture(scope="module")
@@ -294,18 +314,29 @@ def echo_through(ip: str, authority: str, data: bytes) -> bytes:
                 break
             head += chunk
         assert head.startswith(b"HTTP/1.1 200"), head
-        s.sendall(data)
-        got = b""
-        while len(got) < len(data) + 3:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            got += chunk
-        return got
+        return echoed(s, data)
+
+
+def echoed(s: socket.socket, data: bytes) -> bytes:
+    """Send data on a connected socket; the echo's answer (`vN:` + data)."""
+    s.sendall(data)
+    got = b""
+    while len(got) < len(data) + 3:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def echo_direct(ip: str, port: int, data: bytes) -> bytes:
+    """A plain TCP connection to ip:port (a gateway's TCP server); the echo's answer."""
+    with socket.create_connection((ip, port), timeout=20) as s:
+        return echoed(s, data)
 
 
 def test_tcp_route_to_a_subset_as_the_echo_answers(mesh: RunningMesh, tmp_path: Any) -> None:
-    with applied(mesh, str(tmp_path / "tcp.yaml"), TCP_ROUTE):
+    with applied(mesh, str(tmp_path / "tcp.yaml"), TCP_ROUTE + "---\n" + GATEWAY_TCP):
         ex = explain(mesh, "tcp://tcp-echo:9000")
         assert [c["name"] for c in ex["clusters"]] == ["outbound|9000|v2|tcp-echo.default.svc.cluster.local"], ex
         pods = {e["proxy"].split(".")[0] for c in ex["clusters"] for e in c["endpoints"]}
@@ -316,4 +347,12 @@ def test_tcp_route_to_a_subset_as_the_echo_answers(mesh: RunningMesh, tmp_path: 
                                                                         check=True).stdout
         ip = client_ip(mesh)
         answers = {echo_through(ip, "tcp-echo:9000", b"hello") for _ in range(4)}
+        assert answers == {b"v2:hello"}, answers
+        # the gateway's tcp_proxy chain names its VirtualService too (issue 11), and the echo agrees on v2
+        gw = json.loads(mesh.cli("explain", "--from", "istio-ingressgateway",
+                                 f"tcp://{mesh.gateway_ip}:{GATEWAY_TCP_PORT}", "-o", "json", check=True).stdout)
+        assert [c["name"] for c in gw["clusters"]] == ["outbound|9000|v2|tcp-echo.default.svc.cluster.local"], gw
+        assert gw["route"]["config"] == "tcp-echo-gw.default", gw["route"]
+        assert "connection forwarded to tcp-echo-v2-0" in gw["result"], gw["result"]
+        answers = {echo_direct(mesh.gateway_ip, GATEWAY_TCP_PORT, b"hello") for _ in range(4)}
         assert answers == {b"v2:hello"}, answers

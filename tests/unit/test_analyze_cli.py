@@ -180,3 +180,27 @@ def test_suppress_rules_and_annotation(tmp_path, capsys):
     f2 = write(tmp_path, "annotated.yaml", SVC, annotated)
     capsys.readouterr()
     assert main(["analyze", "-f", f2]) == 0
+
+
+FOO_AP = """apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: allow-nothing, namespace: foo}
+spec: {}
+"""
+
+
+def test_files_alone_at_the_control_plane_use_neither_its_live_config_nor_its_mesh_config() -> None:
+    """`analyze -f F --use-live=false` sent to a running control plane (issue 11) answers what the CLI answers
+    alone: the live resources are not analyzed, and the control plane's own mesh config is not used (Istio's
+    defaults: a selector-less policy in foo is no mesh-wide policy, so it selects no workload: IST0127)."""
+    from sailmesh.controlplane import analyze_api
+
+    live = [yaml.safe_load(VS_BAD_SUBSET) | {"metadata": {"name": "reviews", "namespace": "default"}}]
+    files = [{"name": "ap.yaml", "text": FOO_AP}]
+    cp_mesh = {"rootNamespace": "foo"}
+    alone = analyze_api.answer({"files": files, "useLive": False}, live, cp_mesh)
+    assert alone == analyze_api.answer({"files": files, "useLive": False}, [], {})
+    assert alone[0] == 200 and {m["code"] for m in alone[1]["messages"]} == {"IST0127"}, alone
+    with_live = analyze_api.answer({"files": files, "useLive": True}, live, cp_mesh)
+    codes = {m["code"] for m in with_live[1]["messages"]}
+    assert codes == {"IST0101"}, codes  # the live VS's subset; foo is the root namespace: the policy is mesh-wide

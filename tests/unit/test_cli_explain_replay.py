@@ -277,20 +277,26 @@ spec:
   host: db
   subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
 """
-GW_TLS = """\
+
+def gateway_and_vs(server: str, vs: str, hosts: str) -> str:
+    """The ingress gateway's Gateway `gw` with one server, and VirtualService `vs` bound to it (its routes follow)."""
+    return f"""\
 apiVersion: networking.istio.io/v1
 kind: Gateway
-metadata: {name: gw, namespace: istio-system}
-spec:
-  selector: {istio: ingressgateway}
-  servers: [{port: {number: 8443, name: tls, protocol: TLS}, hosts: ["*.example.com"], tls: {mode: PASSTHROUGH}}]
+metadata: {{name: gw, namespace: istio-system}}
+spec: {{selector: {{istio: ingressgateway}}, servers: [{server}]}}
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
-metadata: {name: db-tls, namespace: default}
+metadata: {{name: {vs}, namespace: default}}
 spec:
-  hosts: ["db.example.com"]
+  hosts: [{hosts}]
   gateways: [istio-system/gw]
+"""
+
+
+GW_TLS = gateway_and_vs('{port: {number: 8443, name: tls, protocol: TLS}, hosts: ["*.example.com"], '
+                        'tls: {mode: PASSTHROUGH}}', "db-tls", '"db.example.com"') + """\
   tls:
   - match: [{sniHosts: [db.example.com], port: 8443}]
     route: [{destination: {host: db, port: {number: 27017}}}]
@@ -334,6 +340,42 @@ def test_tls_passthrough_at_a_gateway_by_sni() -> None:
                               "127.0.0.1", {}, {}, False)
     assert out["clusters"][0]["name"] == "outbound|27017||db.default.svc.cluster.local", out
     assert "server name 'db.example.com'" in out["filter_chain"]["reason"], out
+    assert out["route"]["config"] == "db-tls.default", out["route"]  # the chain's `istio.config` metadata
     other = explain_tcp.explain(explain_tcp.tcp_request("tls://127.0.0.1:8443", sni="www.other.org"), gw, {}, "",
                                 "127.0.0.1", {}, {}, False)
     assert "no filter chain" in other["result"], other
+
+
+GW_TCP = gateway_and_vs('{port: {number: 31400, name: tcp, protocol: TCP}, hosts: ["*"]}', "db-gw", '"*"') + """\
+  tcp:
+  - match: [{port: 31400}]
+    route: [{destination: {host: db, subset: v1, port: {number: 27017}}}]
+"""
+
+
+def test_a_gateway_tcp_server_names_the_virtual_service_of_its_tcp_proxy() -> None:
+    """Issue 11: a gateway's tcp_proxy chain (Gateway TCP server + VirtualService `tcp` route) carries Istio's
+    `istio.config` filter chain metadata (util.BuildConfigInfoMetadata, as Istio sets on TCP/TLS route chains), so
+    explain names the VirtualService as it does for HTTP routes and sidecar tunnels."""
+    snap = db_snapshot(GW_TCP, TCP)
+    gw = dump(snap, gateway_proxy())
+    chain = next(lis for lis in gw["listeners"].values() if lis["address"]["socket_address"]["port_value"] == 31400)
+    assert chain["filter_chains"][0]["metadata"]["filter_metadata"]["istio"]["config"] == \
+        "/apis/networking.istio.io/v1/namespaces/default/virtual-service/db-gw", chain
+    out = explain_tcp.explain(explain_tcp.tcp_request("tcp://127.0.0.1:31400"), gw, {}, "", "127.0.0.1", {}, {},
+                              False)
+    assert [c["name"] for c in out["clusters"]] == ["outbound|27017|v1|db.default.svc.cluster.local"], out
+    assert out["route"]["config"] == "db-gw.default", out["route"]
+    out["source"], out["notes"] = {"proxy": "istio-ingressgateway", "identity": "-"}, []
+    assert "   route from VirtualService db-gw.default" in explain.render(out), explain.render(out)
+    # a TLS server terminating TLS into the VirtualService's tcp route: the same on its chain
+    term = gateway_and_vs('{port: {number: 9443, name: tls, protocol: TLS}, hosts: ["*"], '
+                          'tls: {mode: SIMPLE, credentialName: db-cert}}', "db-term", '"*"') + """\
+  tcp:
+  - match: [{port: 9443}]
+    route: [{destination: {host: db, port: {number: 27017}}}]
+"""
+    gw = dump(db_snapshot(term), gateway_proxy())
+    out = explain_tcp.explain(explain_tcp.tcp_request("tls://127.0.0.1:9443", sni="db.example.com"), gw, {}, "",
+                              "127.0.0.1", {}, {}, False)
+    assert out["route"]["config"] == "db-term.default", out

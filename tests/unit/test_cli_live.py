@@ -268,9 +268,13 @@ async def test_analyze_is_answered_by_the_control_plane(mesh, tmp_path) -> None:
     await await_for(lambda: asyncio.sleep(0, len(cp.snapshot.workloads) == 2), what="workloads in the snapshot")
     bad = tmp_path / "bad.yaml"
     bad.write_text(BAD_TIMEOUT)
-    for args in (("analyze",), ("analyze", "-f", str(bad)), ("analyze", "-A", "-o", "json")):
+    # (--use-live=false too: the files alone, analyzed by the running control plane: issue 11)
+    for args in (("analyze",), ("analyze", "-f", str(bad)), ("analyze", "-A", "-o", "json"),
+                 ("analyze", "-f", str(bad), "--use-live=false")):
         mods = await asyncio.to_thread(imported, *args, state_dir=state)
         assert "sailmesh.cli.analyze" in mods and not heavy(mods), (args, heavy(mods))
+    rc, out, _ = await _cli("analyze", "-f", str(bad), "--use-live=false", "--state-dir", state)
+    assert rc == 79 and f"(VirtualService default/ratings {bad}:8)" in out, out
     rc, out, err = await _cli("analyze", "-f", str(bad), "--state-dir", state)
     assert rc == 79, (out, err)
     # istioctl's IST0106 on the file's line of the field (line 8: `timeout: 5x`)

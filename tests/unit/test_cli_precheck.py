@@ -52,3 +52,19 @@ def test_a_taken_port_names_its_holder(tmp_path: pathlib.Path, capsys: pytest.Ca
                      "--gateway-ip", f"{random_loopback_block()}.1"])
     out = capsys.readouterr().out
     assert code == 1 and "FAIL  ports free" in out and f"127.0.0.1:{port}" in out and "--http-port" in out, out
+
+
+def test_precheck_plans_ports_without_the_process_supervisor(tmp_path: pathlib.Path) -> None:
+    """Issue 11: `x precheck` imports the port planning (platform/portplan.py), not platform/local.py and what it
+    pulls in (aiohttp, the forwarder, the gateways' Envoy config generators); a module list, not a timing."""
+    from tests.unit.test_cli_startup import heavy, imported
+
+    block = random_loopback_block()
+    mods = imported("x", "precheck", "-f", os.path.join(BOOKINFO, "mesh"), "-f", os.path.join(BOOKINFO, "networking"),
+                    "--base-ip", f"{block}.2", "--gateway-ip", f"{block}.1", "--http-port", str(free_port()),
+                    "--xds-tls-port", str(free_port()), "--ca-port", str(free_port()),
+                    state_dir=str(tmp_path / "state"))
+    assert "sailmesh.platform.portplan" in mods and "sailmesh.platform.local" not in mods
+    # YAML is the config it parses; of the generators only names.py (a gateway's bind port, no protobufs)
+    rest = heavy(mods - {"sailmesh.generate", "sailmesh.generate.names"}, allowed=("yaml",))
+    assert not rest, rest
