@@ -24,7 +24,7 @@ from sailmesh.server.source import Generated, ResourceSource
 from sailmesh.server.throttle import PushSlots
 from sailmesh.xds.logtext import printable
 from sailmesh.xds.push import PushRequest
-from sailmesh.xds.types import CLUSTER, short_name
+from sailmesh.xds.types import CLUSTER, ENDPOINT, short_name
 
 log = logging.getLogger("sailmesh.server")
 
@@ -235,12 +235,19 @@ class Connection:
     async def run(self, send: Send) -> None:
         """Serve requests first, then the merged push type by type, until closed.
 
-        Within a push, after clusters are sent the rest of the push waits for their ACK (or NACK, or
-        CLUSTER_ACK_TIMEOUT_S), so listeners and routes never reach the proxy before the clusters they use.
-        Requests are still served while waiting; pushes arriving meanwhile merge into the next one.
+        Within a push, after clusters (and their endpoints) are sent the rest of the push waits for the clusters'
+        ACK (or NACK, or CLUSTER_ACK_TIMEOUT_S), so listeners and routes never reach the proxy before the clusters
+        they use. Requests are still served while waiting; pushes arriving meanwhile merge into the next one.
+        Endpoints do not wait for that ACK, and over SotW a push that sends clusters sends the endpoints after them
+        even when unchanged: Envoy keeps an updated EDS cluster warming until an EDS response names it (xDS
+        protocol, "Resource warming") and ACKs the clusters only then, while its EDS request for the updated
+        cluster repeats the names it has, which reads as an ACK. Without this a DestinationRule or
+        PeerAuthentication change waited for the cluster's initial_fetch_timeout (15 s). Istio's full push also
+        sends clusters, then endpoints, without waiting in between.
         """
         inflight: list[str] = []
         push: PendingPush | None = None
+        clusters_sent = False
         while not self._closed:
             if self._requests:
                 request = self._requests.popleft()
@@ -254,12 +261,15 @@ class Connection:
                 self._awaiting = None
             # A push's responses go out only while this connection holds a push slot (the throttle); without
             # one it is queued, keeps serving requests and is woken when a slot is granted.
-            if self._awaiting is None and (inflight or self._pending is not None) \
+            held = self._awaiting is not None and not (inflight and inflight[0] == ENDPOINT)
+            if not held and (inflight or self._pending is not None) \
                     and self.slots.claim(self, self._wake.set, front=bool(inflight)):
                 if not inflight and self._pending is not None:
                     push, self._pending = self._pending, None
                     self.pushes += 1
-                    inflight = [t for t in ordered(self.types) if push.wants(t)]
+                    inflight = [t for t in ordered(self.types)
+                                if push.wants(t) or (t == ENDPOINT and not self.delta and push.wants(CLUSTER))]
+                    clusters_sent = False
                 if inflight and push is not None:
                     type_url = inflight.pop(0)
                     # Mark the wait before sending: the proxy may read (and ACK) the clusters before this
@@ -273,15 +283,17 @@ class Connection:
                     # gives its budget bytes back: a stalled stream must not hold up everyone's pushes
                     stalled = asyncio.get_running_loop().call_later(self.budget.stall_s, self.slots.release, self)
                     try:
-                        sent = await self.respond(self.types[type_url], send, force=False, started=push.started)
+                        resend = type_url == ENDPOINT and clusters_sent and not self.delta
+                        sent = await self.respond(self.types[type_url], send, force=resend, started=push.started)
                     finally:
                         stalled.cancel()
+                    clusters_sent = clusters_sent or (type_url == CLUSTER and sent)
                     if sent:
                         self.metrics.push_time.observe(time.monotonic() - began, type=type_label(type_url))
                     if holds_back and not sent and self._awaiting == CLUSTER:
                         self._awaiting = None
                     continue
-            if not inflight or self._awaiting is not None:
+            if not inflight or held:
                 self.slots.release(self)  # done sending, or waiting for the clusters' ACK: let another push go
             # Nothing to do until a request, a push or the ACK deadline (no await between check and clear).
             self._wake.clear()

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import yaml
 
 from sailmesh.platform.state import MeshState
 from sailmesh.testing.mesh import RunningMesh, httpbin_demo
@@ -180,6 +181,12 @@ def test_every_security_policy_file_applies_and_envoy_acks_it(
                      what=f"every proxy to ACK {path.name} document {i + 1}")
             applied += 1
         assert api(mesh, "/api/v1/rejected")["rejected"] == []
-        for i in reversed(range(len(documents(path)))):  # one file at a time, as the tasks do
-            mesh.cli("delete", "-f", str(tmp_path / f"{path.stem}-{i}.yaml"))
+        # one file at a time, as the tasks do: its resources deleted together (one CLI call, one push; a task
+        # file may define one resource twice, the second replacing the first: named once)
+        named: dict[tuple[str, str, str], str] = {}
+        for i, doc in enumerate(documents(path)):
+            meta = yaml.safe_load(doc)
+            key = (meta["kind"], meta["metadata"].get("namespace", ""), meta["metadata"]["name"])
+            named.setdefault(key, str(tmp_path / f"{path.stem}-{i}.yaml"))
+        mesh.cli("delete", *(a for f in named.values() for a in ("-f", f)), check=True)
     print(f"\n{applied} documents from {len(files)} files applied; every proxy ACKed each")

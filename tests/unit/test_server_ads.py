@@ -387,6 +387,49 @@ async def test_push_waits_for_the_cluster_ack_before_listeners(server, source):
         call.cancel()
 
 
+async def test_a_changed_cluster_gets_its_unchanged_endpoints_again(server, source, monkeypatch):
+    """Envoy keeps an updated EDS cluster warming until an EDS response names it (xDS protocol, "Resource
+    warming") and ACKs the clusters only then; its EDS request repeats the names it has, an ACK to the server. So
+    a push that sends clusters sends the endpoints right after them, unchanged, without waiting for the clusters'
+    ACK; a push whose clusters are byte-identical sends neither."""
+    monkeypatch.setattr("sailmesh.server.connection.CLUSTER_ACK_TIMEOUT_S", 60.0)
+    async with grpc.aio.insecure_channel(target(server)) as channel:
+        call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources()
+        first = discovery_pb2.DiscoveryRequest(type_url=CLUSTER)
+        first.node.id = "p1"
+        await call.write(first)
+        cds = await call.read()
+        await call.write(discovery_pb2.DiscoveryRequest(type_url=CLUSTER, version_info=cds.version_info,
+                                                        response_nonce=cds.nonce))
+        await call.write(discovery_pb2.DiscoveryRequest(type_url=ENDPOINT, resource_names=["c1"]))
+        eds = await call.read()
+        await call.write(discovery_pb2.DiscoveryRequest(type_url=ENDPOINT, version_info=eds.version_info,
+                                                        resource_names=["c1"], response_nonce=eds.nonce))
+        await synced_on_server(server, "p1", (CLUSTER, ENDPOINT))
+        changed = eds_cluster("c1")
+        changed.connect_timeout.seconds = 7  # a DestinationRule's connection pool, say; endpoints unchanged
+        source.set(CLUSTER, {"c1": changed})
+        server.push(PushRequest(version=source.version(), type_urls=frozenset({CLUSTER})))  # a PeerAuthentication's
+        cds2 = await asyncio.wait_for(call.read(), 5)
+        assert cds2.type_url == CLUSTER
+        await call.write(discovery_pb2.DiscoveryRequest(type_url=ENDPOINT, version_info=eds.version_info,
+                                                        resource_names=["c1"], response_nonce=eds.nonce))
+        eds2 = await asyncio.wait_for(call.read(), 5)  # the clusters are not ACKed yet
+        assert eds2.type_url == ENDPOINT and eds2.nonce != eds.nonce
+        assert [r.value for r in eds2.resources] == [r.value for r in eds.resources]
+        await call.write(discovery_pb2.DiscoveryRequest(type_url=CLUSTER, version_info=cds2.version_info,
+                                                        response_nonce=cds2.nonce))
+        await call.write(discovery_pb2.DiscoveryRequest(type_url=ENDPOINT, version_info=eds2.version_info,
+                                                        resource_names=["c1"], response_nonce=eds2.nonce))
+        await synced_on_server(server, "p1", (CLUSTER, ENDPOINT))
+        sent = status(server, "p1").types[ENDPOINT].responses
+        source.set(CLUSTER, {"c1": changed})  # same bytes: no clusters sent, so no endpoints either
+        server.push(PushRequest(version=source.version()))
+        await idle(server, "p1")
+        assert status(server, "p1").types[ENDPOINT].responses == sent
+        call.cancel()
+
+
 async def test_push_goes_on_when_clusters_are_never_acked(server, source, monkeypatch):
     monkeypatch.setattr("sailmesh.server.connection.CLUSTER_ACK_TIMEOUT_S", 0.2)
     async with grpc.aio.insecure_channel(target(server)) as channel:
