@@ -31,8 +31,9 @@ KIND_TYPES: dict[str, frozenset[str]] = {
     "Telemetry": frozenset({LISTENER, CLUSTER}),  # access logs and tracers on listeners, collector clusters
     "AuthorizationPolicy": frozenset({LISTENER}),  # RBAC / ext_authz filters live in the listeners
     "RateLimit": frozenset({LISTENER}),  # local_ratelimit filters in the inbound and gateway listeners
-    # only the mesh ConfigMap matters to proxies, and a change of the mesh config is caught above
-    "ConfigMap": frozenset(),
+    # the mesh ConfigMap (a change of the mesh config is caught above); a Gateway API frontendValidation's CA
+    # ConfigMap, served to its gateway over ADS (configmap://, generate/gateway_tls.py)
+    "ConfigMap": frozenset({SECRET}),
     # jwt_authn lives in the listeners' HTTP filter chains (keys inlined from the snapshot's fetched key sets)
     "RequestAuthentication": frozenset({LISTENER}),
     JWKS_KIND: frozenset({LISTENER}),

@@ -43,16 +43,18 @@ def selects(dr: Resource, proxy: ProxyView) -> bool:
     return ws is not None and dr.namespace == proxy.namespace and selector_matches(ws.match_labels or {}, proxy.labels)
 
 
-def granted_secrets(snapshot: MeshSnapshot, gateway_ns: str) -> Callable[[str, str], Resource | None]:
+def granted_secrets(snapshot: MeshSnapshot, gateway_ns: str, kind: str = "Secret"
+                    ) -> Callable[[str, str], Resource | None]:
     """`(ns, name) -> Secret` for the Secrets of other namespaces a gateway of `gateway_ns` may read: those a
     ReferenceGrant in their namespace opens to Gateways of `gateway_ns` (the Gateway API's cross-namespace
-    certificateRefs; Istio's SecretAllowed), else None."""
+    certificateRefs; Istio's SecretAllowed), else None. With `kind` ConfigMap: the ConfigMaps of its own namespace
+    and the granted ones of others (a frontendValidation caCertificateRef)."""
     grants = snapshot.of_kind("ReferenceGrant")
 
     def get(ns: str, name: str) -> Resource | None:
-        if not grant_allows(grants, "Gateway", gateway_ns, "Secret", ns, name):
+        if (kind == "Secret" or ns != gateway_ns) and not grant_allows(grants, "Gateway", gateway_ns, kind, ns, name):
             return None
-        return next((r for r in snapshot.of_kind("Secret") if r.namespace == ns and r.name == name), None)
+        return next((r for r in snapshot.of_kind(kind) if r.namespace == ns and r.name == name), None)
 
     return get
 

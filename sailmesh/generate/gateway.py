@@ -343,4 +343,6 @@ def gateway_secrets(snapshot: MeshSnapshot, proxy: ProxyView) -> list[secret_pb2
         return []
     secrets = {r.name: r for r in snapshot.of_kind("Secret") if r.namespace == proxy.namespace}
     granted = credentials.granted_secrets(snapshot, proxy.namespace)
-    return [s for n in wanted if (s := gateway_tls.secret_resource(n, secrets, proxy.namespace, granted)) is not None]
+    config_map = credentials.granted_secrets(snapshot, proxy.namespace, "ConfigMap")
+    return [s for n in wanted
+            if (s := gateway_tls.secret_resource(n, secrets, proxy.namespace, granted, config_map)) is not None]

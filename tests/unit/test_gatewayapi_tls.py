@@ -1,0 +1,235 @@
+"""Gateway API listener TLS and route attachment as Istio's conversion.go translates them (generate/gatewayapi/
+listener_tls.py): several certificateRefs (Istio 1.27+: up to 2, served side by side), frontendValidation's
+caCertificateRefs (Istio's buildCaCertificateReference: MUTUAL with a `configmap://` or `kubernetes-gateway://`
+caCertCredentialName), `tls.options` (gateway.istio.io/tls-terminate-mode, tls-cipher-suites), allowedRoutes
+selector matchExpressions (metav1.LabelSelectorAsSelector), backendRef filters (header modifiers only, else the
+route is refused) and sessionPersistence (ignored by Istio, reported so)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2
+
+from sailmesh.api.models.networking import ServerTLSSettings
+from sailmesh.api.resource import ResourceKey
+from sailmesh.generate import enforcement, gateway_tls
+from sailmesh.generate.gateway import gateway_secrets
+from sailmesh.generate.gatewayapi.convert import Converted, label_selector_matches
+from sailmesh.snapshot.model import ProxyView
+from tests.unit.test_gatewayapi_convert import GATEWAY, parent_conditions, resources, route, run
+from tests.unit.test_generate_support import make_snapshot
+
+CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIBclientca\n-----END CERTIFICATE-----\n"
+PROXY = ProxyView(id="router~127.0.0.2~gw-istio-0.infra~infra.svc.cluster.local", type="router", ip="127.0.0.2",
+                  namespace="infra", workload_name="gw-istio-0",
+                  labels={"gateway.networking.k8s.io/gateway-name": "gw"})
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def secret(name: str, ns: str = "infra", ca: bool = False) -> str:
+    extra = f", ca.crt: {b64(CA_PEM)}" if ca else ""
+    return f"""
+apiVersion: v1
+kind: Secret
+type: kubernetes.io/tls
+metadata: {{name: {name}, namespace: {ns}}}
+data: {{tls.crt: {b64('CERT-' + name)}, tls.key: {b64('KEY-' + name)}{extra}}}
+"""
+
+
+CA_MAP = f"""
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: client-ca, namespace: infra}}
+data: {{ca.crt: {CA_PEM!r}}}
+""".replace("'", '"')
+
+
+def gateway(tls: str) -> str:
+    return f"""
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: infra}}
+spec:
+  gatewayClassName: istio
+  listeners:
+  - name: https
+    port: 443
+    protocol: HTTPS
+    tls: {tls}
+"""
+
+
+def server_tls(out: Converted) -> dict[str, Any] | None:
+    servers = [g.spec["servers"][0] for g in out.gateways]
+    return servers[0].get("tls") if servers else None
+
+
+def listener(out: Converted) -> dict[str, tuple[str, str]]:
+    status = out.status[ResourceKey("KubernetesGateway", "infra", "gw")]["listeners"][0]
+    return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+
+
+def served(out: Converted, *texts: str) -> dict[str, secret_pb2.Secret]:
+    config = [*out.gateways, *(r for t in texts for r in resources(t))]
+    return {s.name: s for s in gateway_secrets(make_snapshot(config), PROXY)}
+
+
+def test_two_certificate_refs_are_served_side_by_side() -> None:
+    """Istio 1.27's buildTLS: 2 usable refs -> credentialNames (Envoy picks the certificate the client's
+    signature algorithms allow, an RSA and an ECDSA one on one chain)."""
+    texts = (gateway("{certificateRefs: [{name: rsa}, {name: ecdsa}]}"), secret("rsa"), secret("ecdsa"))
+    out = run(*texts)
+    assert server_tls(out) == {"mode": "SIMPLE", "credentialNames": ["rsa", "ecdsa"]}
+    assert listener(out)["ResolvedRefs"] == ("True", "ResolvedRefs")
+    assert set(served(out, *texts)) == {"kubernetes://rsa", "kubernetes://ecdsa"}
+    ctx = gateway_tls.downstream_tls_context(ServerTLSSettings(mode="SIMPLE", credential_names=("rsa", "ecdsa")))
+    assert [s.name for s in ctx.common_tls_context.tls_certificate_sds_secret_configs] == ["kubernetes://rsa",
+                                                                                         "kubernetes://ecdsa"]
+
+
+def test_an_unusable_second_ref_is_dropped_and_three_refs_are_refused() -> None:
+    out = run(gateway("{certificateRefs: [{name: rsa}, {name: missing}]}"), secret("rsa"))
+    assert server_tls(out) == {"mode": "SIMPLE", "credentialName": "rsa"}
+    assert listener(out)["ResolvedRefs"] == ("True", "ResolvedRefs")  # Istio: one usable ref is enough
+    out = run(gateway("{certificateRefs: [{name: a}, {name: b}, {name: c}]}"), secret("a"), secret("b"), secret("c"))
+    assert server_tls(out) is None and not out.gateways
+    assert listener(out)["ResolvedRefs"] == ("False", "InvalidCertificateRef")
+    assert listener(out)["Programmed"] == ("False", "Invalid")
+
+
+def test_frontend_validation_with_a_config_map_is_mutual_tls() -> None:
+    texts = (gateway("{certificateRefs: [{name: cert}], frontendValidation: {caCertificateRefs: "
+                     "[{group: '', kind: ConfigMap, name: client-ca}]}}"), secret("cert"), CA_MAP)
+    out = run(*texts)
+    assert server_tls(out) == {"mode": "MUTUAL", "credentialName": "cert",
+                               "caCertCredentialName": "configmap://infra/client-ca-cacert"}
+    assert listener(out)["Accepted"] == ("True", "Accepted")
+    ca = served(out, *texts)["configmap://infra/client-ca-cacert"]
+    assert ca.validation_context.trusted_ca.inline_bytes == CA_PEM.encode()
+    ctx = gateway_tls.downstream_tls_context(ServerTLSSettings(
+        mode="MUTUAL", credential_name="cert", ca_cert_credential_name="configmap://infra/client-ca-cacert"))
+    assert isinstance(ctx, tls_pb2.DownstreamTlsContext) and ctx.require_client_certificate.value
+    validation = ctx.common_tls_context.combined_validation_context.validation_context_sds_secret_config
+    assert validation.name == "configmap://infra/client-ca-cacert"
+
+
+def test_frontend_validation_with_a_secret_and_optional_mutual() -> None:
+    texts = (gateway("{certificateRefs: [{name: cert}], options: {gateway.istio.io/tls-terminate-mode: "
+                     "OPTIONAL_MUTUAL}, frontendValidation: {caCertificateRefs: [{group: '', kind: Secret, "
+                     "name: ca-holder}]}}"), secret("cert"), secret("ca-holder", ca=True))
+    out = run(*texts)
+    assert server_tls(out) == {"mode": "OPTIONAL_MUTUAL", "credentialName": "cert",
+                               "caCertCredentialName": "kubernetes-gateway://infra/ca-holder-cacert"}
+    ca = served(out, *texts)["kubernetes-gateway://infra/ca-holder-cacert"]
+    assert ca.validation_context.trusted_ca.inline_bytes == CA_PEM.encode()
+
+
+def test_bad_frontend_validation_is_not_accepted_and_builds_no_server() -> None:
+    """Istio reports Accepted=False NoValidCACertificate (and ResolvedRefs with the reason); it would still serve
+    the listener without client validation, sailmesh builds no server instead (fails closed)."""
+    two = "{caCertificateRefs: [{group: '', kind: ConfigMap, name: a}, {group: '', kind: ConfigMap, name: b}]}"
+    cases = {
+        two: "InvalidCACertificateRef",
+        "{caCertificateRefs: [{group: '', kind: ConfigMap, name: nowhere}]}": "InvalidCACertificateRef",
+        "{caCertificateRefs: [{group: example.com, kind: Bundle, name: x}]}": "InvalidCACertificateKind",
+        "{caCertificateRefs: [{group: '', kind: ConfigMap, name: client-ca, namespace: other}]}": "RefNotPermitted",
+    }
+    for validation, reason in cases.items():
+        out = run(gateway(f"{{certificateRefs: [{{name: cert}}], frontendValidation: {validation}}}"),
+                  secret("cert"), CA_MAP)
+        assert not out.gateways, validation
+        conds = listener(out)
+        assert conds["Accepted"] == ("False", "NoValidCACertificate"), validation
+        assert conds["ResolvedRefs"] == ("False", reason), validation
+
+
+def test_terminate_mode_and_cipher_suite_options() -> None:
+    out = run(gateway("{certificateRefs: [{name: cert}], options: {gateway.istio.io/tls-terminate-mode: MUTUAL, "
+                      "gateway.istio.io/tls-cipher-suites: 'ECDHE-RSA-AES128-GCM-SHA256, bogus, "
+                      "AES256-GCM-SHA384'}}"), secret("cert"))
+    assert server_tls(out) == {"mode": "MUTUAL", "credentialName": "cert",
+                               "cipherSuites": ["ECDHE-RSA-AES128-GCM-SHA256", "AES256-GCM-SHA384"]}
+    out = run(gateway("{options: {gateway.istio.io/tls-terminate-mode: ISTIO_MUTUAL}}"))
+    assert server_tls(out) == {"mode": "ISTIO_MUTUAL"}
+    out = run(gateway("{options: {gateway.istio.io/tls-terminate-mode: ISTIO_SIMPLE}}"))
+    assert server_tls(out) == {"mode": "SIMPLE", "credentialName": "builtin://"}
+    ctx = gateway_tls.downstream_tls_context(ServerTLSSettings(mode="SIMPLE", credential_name="builtin://"))
+    assert [s.name for s in ctx.common_tls_context.tls_certificate_sds_secret_configs] == ["default"]
+    assert not ctx.require_client_certificate.value
+    assert gateway_tls.credential_names(ServerTLSSettings(mode="SIMPLE", credential_name="builtin://")) == []
+
+
+def test_only_options_istio_ignores_are_reported() -> None:
+    (gw,) = resources(gateway("{certificateRefs: [{name: a}, {name: b}], options: {gateway.istio.io/tls-"
+                              "terminate-mode: MUTUAL, example.com/other: x}, frontendValidation: "
+                              "{caCertificateRefs: [{group: '', kind: ConfigMap, name: c}]}}"))
+    (note,) = enforcement.not_enforced(gw)
+    assert note.endswith("accepted, not enforced: spec.listeners[0].tls.options[example.com/other] (ignored, as "
+                         "Istio ignores it)"), note
+
+
+NAMESPACES = """
+apiVersion: v1
+kind: Namespace
+metadata: {name: apps, labels: {team: blue, env: prod}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: other, labels: {team: red}}
+"""
+
+
+def test_allowed_routes_match_expressions() -> None:
+    """metav1.LabelSelectorAsSelector semantics (Istio's namespacesFromSelector)."""
+    labels = {"team": "blue", "env": "prod"}
+    assert label_selector_matches({"matchExpressions": [{"key": "team", "operator": "In", "values": ["blue"]}]},
+                                  labels)
+    assert not label_selector_matches({"matchExpressions": [{"key": "team", "operator": "NotIn",
+                                                             "values": ["blue"]}]}, labels)
+    assert label_selector_matches({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["x"]}]},
+                                  labels)  # NotIn also matches a missing label
+    assert label_selector_matches({"matchLabels": {"env": "prod"},
+                                   "matchExpressions": [{"key": "team", "operator": "Exists"}]}, labels)
+    assert not label_selector_matches({"matchExpressions": [{"key": "env", "operator": "DoesNotExist"}]}, labels)
+    assert not label_selector_matches({"matchExpressions": [{"key": "team", "operator": "In"}]}, labels)  # invalid
+    gw = GATEWAY.replace("{from: All}", "{from: Selector, selector: {matchExpressions: [{key: team, operator: In, "
+                                        "values: [blue, green]}]}}")
+    other = route("  rules: [{backendRefs: [{name: a, port: 80}]}]", name="o").replace("namespace: apps",
+                                                                                      "namespace: other")
+    out = run(gw, NAMESPACES, route("  rules: [{backendRefs: [{name: a, port: 80}]}]"), other)
+    assert parent_conditions(out, ResourceKey("HTTPRoute", "apps", "r"))["Accepted"] == ("True", "Accepted")
+    assert parent_conditions(out, ResourceKey("HTTPRoute", "other", "o"))["Accepted"] == \
+        ("False", "NotAllowedByListeners")
+    (note,) = enforcement.not_enforced(resources(gw)[0]) or ["none"]
+    assert note == "none"
+
+
+def test_backend_ref_filters_other_than_header_modifiers_refuse_the_route() -> None:
+    """Istio's buildHTTPDestination: RequestHeaderModifier / ResponseHeaderModifier only, else "unsupported filter
+    type"; the route is not accepted (before: accepted with the filter reported as not enforced)."""
+    text = route("""  rules:
+  - backendRefs:
+    - name: a
+      port: 80
+      filters: [{type: RequestMirror, requestMirror: {backendRef: {name: b, port: 80}}}]
+""")
+    out = run(text)
+    conds = out.status[ResourceKey("HTTPRoute", "apps", "r")]["parents"][0]["conditions"]
+    (accepted,) = [c for c in conds if c["type"] == "Accepted"]
+    assert accepted["status"] == "False" and "unsupported filter type 'RequestMirror'" in accepted["message"]
+    assert enforcement.not_enforced(resources(text)[0]) == []
+
+
+def test_session_persistence_is_reported_as_ignored_like_istio() -> None:
+    text = route("""  rules:
+  - backendRefs: [{name: a, port: 80}]
+    sessionPersistence: {sessionName: s, type: Cookie}
+""")
+    (note,) = enforcement.not_enforced(resources(text)[0])
+    assert note.endswith("spec.rules[0].sessionPersistence (ignored, as Istio ignores it)"), note
