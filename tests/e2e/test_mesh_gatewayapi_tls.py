@@ -5,7 +5,10 @@
   ECDSA suites gets the ECDSA certificate, one that offers only RSA suites the RSA one (TLS 1.2, where the suite
   decides the certificate type);
 - `allowedRoutes.namespaces.selector.matchExpressions`: a route from a namespace the selector does not select is
-  not attached (its status says NotAllowedByListeners) and its hostname is not routed.
+  not attached (its status says NotAllowedByListeners) and its hostname is not routed;
+- `infrastructure.labels`: the gateway process carries them (as Istio's gateway pods do), so an
+  AuthorizationPolicy selecting one of them applies at that gateway;
+- `addresses` with one IPAddress (Istio: the gateway Service's loadBalancerIP): the gateway listens there.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import pathlib
+import random
 import socket
 import ssl
 from collections.abc import Iterator
@@ -55,22 +59,35 @@ data: {{tls.crt: {b64(pair[0])}, tls.key: {b64(pair[1])}}}
 
 
 def manifests(server: tuple[bytes, bytes], rsa_pair: tuple[bytes, bytes], ecdsa_pair: tuple[bytes, bytes],
-              client_ca_pem: bytes) -> str:
+              client_ca_pem: bytes, address: str) -> str:
     ca_text = client_ca_pem.decode().replace("\n", "\\n")
-    return f"""apiVersion: v1
+    routes = "".join(f"""---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {team}, namespace: {team}-apps}}
+spec:
+  parentRefs: [{{name: secure, namespace: default, sectionName: http}}]
+  hostnames: [{team}.example.com]
+  rules: [{{backendRefs: [{{name: httpbin, namespace: default, port: 8000}}]}}]
+""" for team in ("blue", "red"))
+    return f"""apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: edge-deny, namespace: default}}
+spec:
+  selector: {{matchLabels: {{sailmesh.test/tier: edge}}}}
+  action: DENY
+  rules: [{{to: [{{operation: {{paths: ["/deny"]}}}}]}}]
+---
+apiVersion: v1
 kind: Service
 metadata: {{name: httpbin, namespace: default}}
-spec:
-  ports: [{{name: http, port: 8000, targetPort: 8080}}]
-  selector: {{app: httpbin}}
+spec: {{ports: [{{name: http, port: 8000, targetPort: 8080}}], selector: {{app: httpbin}}}}
 ---
 apiVersion: local.sailmesh.io/v1alpha1
 kind: LocalWorkload
-metadata: {{name: httpbin, namespace: default, labels: {{app: httpbin, version: v1}}}}
-spec:
-  command: ["python", "-m", "sailmesh.samples.httpbin.app"]
-  ports: [{{name: http, containerPort: 8080, protocol: HTTP}}]
-  sidecar: true
+metadata: {{name: httpbin, namespace: default, labels: {{app: httpbin}}}}
+spec: {{command: [python, -m, sailmesh.samples.httpbin.app], sidecar: true,
+        ports: [{{name: http, containerPort: 8080, protocol: HTTP}}]}}
 {tls_secret("mtls-credential", server)}{tls_secret("rsa-credential", rsa_pair)}\
 {tls_secret("ecdsa-credential", ecdsa_pair)}---
 apiVersion: v1
@@ -100,6 +117,8 @@ kind: Gateway
 metadata: {{name: secure, namespace: default}}
 spec:
   gatewayClassName: sailmesh
+  infrastructure: {{labels: {{sailmesh.test/tier: edge}}}}
+  addresses: [{{type: IPAddress, value: "{address}"}}]
   listeners:
   - name: mtls
     port: 443
@@ -129,30 +148,12 @@ spec:
   parentRefs: [{{name: secure, sectionName: mtls}}, {{name: secure, sectionName: dual}}]
   rules:
   - backendRefs: [{{name: httpbin, port: 8000}}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {{name: blue, namespace: blue-apps}}
-spec:
-  parentRefs: [{{name: secure, namespace: default, sectionName: http}}]
-  hostnames: [blue.example.com]
-  rules:
-  - backendRefs: [{{name: httpbin, namespace: default, port: 8000}}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {{name: red, namespace: red-apps}}
-spec:
-  parentRefs: [{{name: secure, namespace: default, sectionName: http}}]
-  hostnames: [red.example.com]
-  rules:
-  - backendRefs: [{{name: httpbin, namespace: default, port: 8000}}]
-"""
+{routes}"""
 
 
 class Setup:
-    def __init__(self, mesh: RunningMesh, root: pathlib.Path, certs: dict[str, bytes]) -> None:
-        self.mesh, self.root, self.certs = mesh, root, certs
+    def __init__(self, mesh: RunningMesh, root: pathlib.Path, certs: dict[str, bytes], requested: str) -> None:
+        self.mesh, self.root, self.certs, self.requested = mesh, root, certs, requested
 
     def address(self) -> str:
         def found() -> str | None:
@@ -180,11 +181,13 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         (root / f"{name}.key").write_bytes(key)
         (root / f"{name}.key").chmod(0o600)
     config = tmp_path_factory.mktemp("gwapi-tls-config")
+    requested = f"127.{random.randint(10, 250)}.{random.randint(1, 250)}.77"  # a loopback address no one uses
     (config / "gateway-api.yaml").write_text(manifests(server, rsa_pair, ecdsa_pair,
-                                                       client_ca[0].public_bytes(serialization.Encoding.PEM)))
+                                                       client_ca[0].public_bytes(serialization.Encoding.PEM),
+                                                       requested))
     m = RunningMesh(str(tmp_path_factory.mktemp("gwapi-tls-state")), dirs=[str(config)])
     try:
-        yield Setup(m, root, {"rsa": rsa_pair[0], "ecdsa": ecdsa_pair[0]})
+        yield Setup(m, root, {"rsa": rsa_pair[0], "ecdsa": ecdsa_pair[0]}, requested)
     finally:
         m.stop()
 
@@ -251,3 +254,18 @@ def test_match_expressions_attach_only_selected_namespaces(setup: Setup) -> None
     assert accepted == ("False", "NotAllowedByListeners")
     listeners = setup.status("gateway.gateway.networking.k8s.io", "default", "secure")["listeners"]
     assert {lst["name"]: lst["attachedRoutes"] for lst in listeners}["http"] == 1
+
+
+def test_infrastructure_labels_reach_the_gateway_process(setup: Setup) -> None:
+    """The policy selects the label the Gateway's infrastructure gives its gateway: /deny is refused there (403,
+    Envoy's RBAC), other paths pass."""
+    ip = setup.address()
+    assert until(lambda: http(ip, 8080, "blue.example.com", "/deny")[0] == 403 or None,
+                 "the DENY policy selecting the infrastructure label")
+    assert http(ip, 8080, "blue.example.com", "/status/418")[0] == 418
+
+
+def test_the_gateway_listens_on_its_requested_address(setup: Setup) -> None:
+    assert setup.address() == setup.requested
+    assert until(lambda: http(setup.requested, 8080, "blue.example.com", "/status/418")[0] == 418 or None,
+                 "the blue route on the requested address")

@@ -46,6 +46,28 @@ def deployment_name(gateway: str) -> str:
     return f"{gateway}-istio"
 
 
+def requested_address(spec: Mapping[str, Any]) -> str:
+    """The IP a managed Gateway asks for: its one `spec.addresses` entry of type IPAddress (the default type), which
+    Istio gives the gateway's Service as loadBalancerIP (its IsManaged: none or one IP address is a managed
+    Gateway; a Hostname or several addresses name an existing deployment Istio does not manage), else ""."""
+    addresses = spec.get("addresses") or []
+    if len(addresses) != 1 or (addresses[0].get("type") or "IPAddress") != "IPAddress":
+        return ""
+    return str(addresses[0].get("value") or "")
+
+
+def infrastructure(gateway: Mapping[str, Any], key: str) -> dict[str, str]:
+    """The labels (`key` "labels") or annotations a Gateway's deployment and pods get, as Istio's
+    extractInfrastructureMetadata: `spec.infrastructure.<key>` without the keys under `gateway.networking.k8s.io/`,
+    else the Gateway's own metadata (PILOT_ENABLE_GATEWAY_API_COPY_LABELS_ANNOTATIONS, on by default).
+    `gateway` is the whole object (apiVersion, metadata, spec)."""
+    infra = ((gateway.get("spec") or {}).get("infrastructure") or {}).get(key)
+    if isinstance(infra, Mapping):
+        return {str(k): str(v) for k, v in infra.items() if not str(k).startswith(f"{GATEWAY_API}/")}
+    own = (gateway.get("metadata") or {}).get(key)
+    return {str(k): str(v) for k, v in own.items()} if isinstance(own, Mapping) else {}
+
+
 @dataclass
 class Listener:
     gateway: Resource
