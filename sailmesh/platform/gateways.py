@@ -4,13 +4,17 @@ Istio's deployment controller gives every Gateway of its class a Deployment and 
 `<gateway>-istio`; here the supervisor does the same with a local process. It follows the control plane's Gateways
 (`/api/v1/resources?kind=KubernetesGateway`, polled) and starts or stops gateways as they come and go.
 
-Addresses: each gateway gets a loopback address of its own, the first free one after the ingress gateway's
-(127.0.0.1 -> 127.0.0.2, 127.0.0.3, ...; a taken address or a workload's is skipped), because a proxy also binds
-Envoy's admin (15000), health (15021), stats (15090) and metrics (15020) ports on its address, which `proxy-config`
-and `explain` find there. Listener ports follow the ingress gateway's rule: below 1024 they move up by 8000
-(port 80 -> 8080, 443 -> 8443), so the Gateway's listener 80 answers on 127.0.0.2:8080. The Gateway's
-status.addresses and its Programmed condition (`sailmesh get gateway.gateway.networking.k8s.io NAME -o yaml`) say
-where it listens.
+Labels: Istio's, plus the Gateway's `spec.infrastructure.labels` (as on Istio's gateway pods); a change of them
+restarts the gateway, as Istio's deployment controller rolls the pods.
+
+Addresses: each gateway gets a loopback address of its own: the one IPAddress of the Gateway's `spec.addresses`
+when that is a free loopback address (Istio makes it the Service's loadBalancerIP), else the first free one after
+the ingress gateway's (127.0.0.1 -> 127.0.0.2, 127.0.0.3, ...; a taken address or a workload's is skipped),
+because a proxy also binds Envoy's admin (15000), health (15021), stats (15090) and metrics (15020) ports on its
+address, which `proxy-config` and `explain` find there. Listener ports follow the ingress gateway's rule: below
+1024 they move up by 8000 (port 80 -> 8080, 443 -> 8443), so the Gateway's listener 80 answers on 127.0.0.2:8080.
+The Gateway's status.addresses and its Programmed condition (`sailmesh get gateway.gateway.networking.k8s.io NAME
+-o yaml`) say where it listens.
 """
 
 from __future__ import annotations
