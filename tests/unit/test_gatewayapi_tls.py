@@ -233,3 +233,20 @@ def test_session_persistence_is_reported_as_ignored_like_istio() -> None:
 """)
     (note,) = enforcement.not_enforced(resources(text)[0])
     assert note.endswith("spec.rules[0].sessionPersistence (ignored, as Istio ignores it)"), note
+
+
+def test_a_ca_config_map_change_reaches_the_gateway_secrets() -> None:
+    """The CA ConfigMap is served over ADS: its change pushes secrets while a gateway names it (any other
+    ConfigMap change pushes nothing, test_api_meshconfig)."""
+    from sailmesh.api.change import Change
+    from sailmesh.generate.affect import affected_types
+    from sailmesh.xds.types import SECRET
+
+    texts = (gateway("{certificateRefs: [{name: cert}], frontendValidation: {caCertificateRefs: "
+                     "[{group: '', kind: ConfigMap, name: client-ca}]}}"), secret("cert"), CA_MAP)
+    out = run(*texts)
+    snap = make_snapshot([*out.gateways, *(r for t in texts for r in resources(t))])
+    (cm,) = [r for r in snap.of_kind("ConfigMap")]
+    assert SECRET in affected_types(Change.of(cm.key), snap, snap)
+    plain = make_snapshot([r for t in texts for r in resources(t)])
+    assert SECRET not in affected_types(Change.of(cm.key), plain, plain)
