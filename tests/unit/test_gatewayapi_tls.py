@@ -101,6 +101,8 @@ def test_an_unusable_second_ref_is_dropped_and_three_refs_are_refused() -> None:
     assert server_tls(out) is None and not out.gateways
     assert listener(out)["ResolvedRefs"] == ("False", "InvalidCertificateRef")
     assert listener(out)["Programmed"] == ("False", "Invalid")
+    out = run(gateway("{options: {example.com/x: y}}"))  # Terminate with no certificate at all: no server
+    assert not out.gateways and listener(out)["ResolvedRefs"] == ("False", "InvalidCertificateRef")
 
 
 def test_frontend_validation_with_a_config_map_is_mutual_tls() -> None:

@@ -7,7 +7,8 @@
   cipherSuites (Istio's FilterCipherSuites). Istio reads no other option (generate/gatewayapi/unenforced says so).
 - certificateRefs: at most 2 (Istio 1.27+: an RSA and an ECDSA certificate served on one chain, credentialNames);
   each a Secret, of another namespace only with a ReferenceGrant there. Refs that cannot be used are dropped as
-  long as one can; with none usable the listener's ResolvedRefs says why (its first problem).
+  long as one can; with none usable the listener's ResolvedRefs says why (its first problem). With no ref at all
+  (options only) Istio builds a server without a certificate; sailmesh builds none (InvalidCertificateRef).
 - frontendValidation.caCertificateRefs (the Gateway API v1.3 listener field; Istio 1.28 reads the same from the
   Gateway's `tls.frontend`): one ConfigMap or Secret (cross-namespace with a ReferenceGrant) -> MUTUAL with
   `caCertCredentialName` `configmap://<ns>/<name>-cacert` / `kubernetes-gateway://<ns>/<name>-cacert`; the
@@ -129,6 +130,8 @@ def build(tls: Mapping[str, Any], r: Refs) -> ListenerTls:
     if len(refs) > MAX_CERTIFICATES:
         return ListenerTls(None, ("InvalidCertificateRef", "TLS mode can only support up to 2 server certificates"))
     creds, problem = _certificates(refs, r)
+    if not creds:  # (only options): Istio builds a server with no certificate; sailmesh builds none
+        return ListenerTls(None, ("InvalidCertificateRef", "no certificateRefs: the listener has no certificate"))
     if len(creds) == 1:
         out["credentialName"] = creds[0]
     elif creds:
