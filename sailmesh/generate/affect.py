@@ -5,6 +5,7 @@ from __future__ import annotations
 from sailmesh.api.change import Change
 from sailmesh.api.models import model_of
 from sailmesh.api.models.networking import Gateway, Sidecar
+from sailmesh.generate.credentials import client_credentials
 from sailmesh.generate.gateway_tls import CONFIGMAP_PREFIX
 from sailmesh.registry.jwks import JWKS_KIND
 from sailmesh.registry.model import TLS_MODE_ISTIO, TLS_MODE_LABEL
@@ -62,10 +63,13 @@ def _ingress_credentials(snapshot: MeshSnapshot) -> bool:
 
 
 def _config_map_cas(snapshot: MeshSnapshot) -> bool:
-    """Whether a gateway server takes its client CA from a ConfigMap (a Gateway API frontendValidation's
-    `configmap://` caCertCredentialName, served over ADS by generate/gateway_tls.py)."""
+    """Whether a proxy takes a CA from a ConfigMap (served over ADS by generate/gateway_tls.py): a gateway server's
+    client CA (a Gateway API frontendValidation's `configmap://` caCertCredentialName) or a DestinationRule's (a
+    BackendTLSPolicy's `configmap://` credentialName)."""
     return any(server.tls is not None and (server.tls.ca_cert_credential_name or "").startswith(CONFIGMAP_PREFIX)
-               for gw in snapshot.of_kind("Gateway") for server in model_of(gw, Gateway).servers or ())
+               for gw in snapshot.of_kind("Gateway") for server in model_of(gw, Gateway).servers or ()) or \
+        any(n.startswith(CONFIGMAP_PREFIX) for dr in snapshot.of_kind("DestinationRule")
+            for n in client_credentials(dr))
 
 
 def affected_types(change: Change, previous: MeshSnapshot, current: MeshSnapshot) -> frozenset[str]:

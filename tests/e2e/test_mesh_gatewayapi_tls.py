@@ -8,7 +8,9 @@
   not attached (its status says NotAllowedByListeners) and its hostname is not routed;
 - `infrastructure.labels`: the gateway process carries them (as Istio's gateway pods do), so an
   AuthorizationPolicy selecting one of them applies at that gateway;
-- `addresses` with one IPAddress (Istio: the gateway Service's loadBalancerIP): the gateway listens there.
+- `addresses` with one IPAddress (Istio: the gateway Service's loadBalancerIP): the gateway listens there;
+- BackendTLSPolicy (v1alpha3): the gateway originates TLS to a TLS-only backend, verifying it with the CA of the
+  policy's ConfigMap and the policy's hostname as SNI.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from sailmesh.testing.mesh import RunningMesh
-from tests.e2e.test_mesh_gateway_tls import b64, issue, make_ca
+from tests.e2e.test_mesh_gateway_tls import TLS_BACKEND, b64, issue, make_ca
 from tests.e2e.test_mesh_gatewayapi_listeners import http, until
 
 pytestmark = pytest.mark.e2e
@@ -59,8 +61,9 @@ data: {{tls.crt: {b64(pair[0])}, tls.key: {b64(pair[1])}}}
 
 
 def manifests(server: tuple[bytes, bytes], rsa_pair: tuple[bytes, bytes], ecdsa_pair: tuple[bytes, bytes],
-              client_ca_pem: bytes, address: str) -> str:
+              client_ca_pem: bytes, address: str, root: pathlib.Path) -> str:
     ca_text = client_ca_pem.decode().replace("\n", "\\n")
+    backend_ca = (root / "ca.pem").read_text().replace("\n", "\\n")
     routes = "".join(f"""---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -94,6 +97,40 @@ apiVersion: v1
 kind: ConfigMap
 metadata: {{name: client-ca, namespace: default}}
 data: {{ca.crt: "{ca_text}"}}
+---
+# a backend that speaks TLS only, with a certificate for nginx.example.com from the example.com CA
+apiVersion: v1
+kind: Service
+metadata: {{name: my-nginx, namespace: default}}
+spec: {{ports: [{{name: https, port: 443, targetPort: 8443}}], selector: {{run: my-nginx}}}}
+---
+apiVersion: local.sailmesh.io/v1alpha1
+kind: LocalWorkload
+metadata: {{name: my-nginx, namespace: default, labels: {{run: my-nginx}}}}
+spec: {{command: [python, "{root / 'backend.py'}"], sidecar: false,
+        env: {{CERT_FILE: "{root / 'nginx.crt'}", KEY_FILE: "{root / 'nginx.key'}"}},
+        ports: [{{name: https, containerPort: 8443, protocol: TCP}}]}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: backend-ca, namespace: default}}
+data: {{ca.crt: "{backend_ca}"}}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha3
+kind: BackendTLSPolicy
+metadata: {{name: my-nginx-tls, namespace: default}}
+spec:
+  targetRefs: [{{group: "", kind: Service, name: my-nginx}}]
+  validation:
+    caCertificateRefs: [{{group: "", kind: ConfigMap, name: backend-ca}}]
+    hostname: nginx.example.com
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: to-nginx, namespace: default}}
+spec:
+  parentRefs: [{{name: secure, sectionName: backend}}]
+  rules: [{{backendRefs: [{{name: my-nginx, port: 443}}]}}]
 ---
 apiVersion: v1
 kind: Namespace
@@ -133,6 +170,9 @@ spec:
     protocol: HTTPS
     hostname: dual.example.com
     tls: {{mode: Terminate, certificateRefs: [{{name: rsa-credential}}, {{name: ecdsa-credential}}]}}
+  - name: backend
+    port: 81
+    protocol: HTTP
   - name: http
     port: 80
     protocol: HTTP
@@ -182,9 +222,13 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         (root / f"{name}.key").chmod(0o600)
     config = tmp_path_factory.mktemp("gwapi-tls-config")
     requested = f"127.{random.randint(10, 250)}.{random.randint(1, 250)}.77"  # a loopback address no one uses
+    nginx = issue(ca, "nginx.example.com")
+    (root / "nginx.crt").write_bytes(nginx[0])
+    (root / "nginx.key").write_bytes(nginx[1])
+    (root / "backend.py").write_text(TLS_BACKEND)
     (config / "gateway-api.yaml").write_text(manifests(server, rsa_pair, ecdsa_pair,
                                                        client_ca[0].public_bytes(serialization.Encoding.PEM),
-                                                       requested))
+                                                       requested, root))
     m = RunningMesh(str(tmp_path_factory.mktemp("gwapi-tls-state")), dirs=[str(config)])
     try:
         yield Setup(m, root, {"rsa": rsa_pair[0], "ecdsa": ecdsa_pair[0]}, requested)
@@ -269,3 +313,14 @@ def test_the_gateway_listens_on_its_requested_address(setup: Setup) -> None:
     assert setup.address() == setup.requested
     assert until(lambda: http(setup.requested, 8080, "blue.example.com", "/status/418")[0] == 418 or None,
                  "the blue route on the requested address")
+
+
+def test_backend_tls_policy_originates_verified_tls(setup: Setup) -> None:
+    """Istio's BackendTLSPolicy conversion: a DestinationRule with `tls: SIMPLE`, SNI = the policy's hostname and
+    the ConfigMap's CA; the gateway reaches the TLS-only backend over HTTP->TLS, and the policy is Accepted."""
+    ip = setup.address()
+    got = until(lambda: (r := http(ip, 8081, "anything.example", "/")) and r[0] == 200 and r,
+                "the TLS-only backend through the gateway (listener 81 -> 8081)")
+    assert isinstance(got, tuple) and got[2] == "Welcome to nginx!"
+    (ancestor,) = setup.status("backendtlspolicy", "default", "my-nginx-tls")["ancestors"]
+    assert {c["type"]: c["status"] for c in ancestor["conditions"]} == {"Accepted": "True"}

@@ -19,14 +19,14 @@ from sailmesh.api import attachment
 from sailmesh.api.kinds import GATEWAY_API, KUBERNETES_GATEWAY
 from sailmesh.api.resource import Resource, ResourceKey, Source
 from sailmesh.generate.gateway_tls import secret_data
-from sailmesh.generate.gatewayapi import hostnames, listener_tls
+from sailmesh.generate.gatewayapi import backend_tls, hostnames, listener_tls
 from sailmesh.generate.gatewayapi.rules import RuleContext, http_routes, l4_routes, service_host
 from sailmesh.generate.gatewayapi.status import Status, condition, route_parent_status
 
 Config = Mapping[str, tuple[Resource, ...]]
 ROUTE_KINDS = ("HTTPRoute", "GRPCRoute", "TCPRoute", "TLSRoute")
 INPUT_KINDS = frozenset({*ROUTE_KINDS, "GatewayClass", KUBERNETES_GATEWAY, "ReferenceGrant", "Service", "Namespace",
-                         "Secret", "ServiceEntry", "ConfigMap"})
+                         "Secret", "ServiceEntry", "ConfigMap", "BackendTLSPolicy"})
 CONTROLLERS = ("istio.io/gateway-controller", "sailmesh.io/gateway-controller")
 BUILTIN_CLASSES = {"istio": CONTROLLERS[0], "sailmesh": CONTROLLERS[1]}  # Istio creates its class; so do we
 GATEWAY_NAME_LABEL = attachment.GATEWAY_NAME_LABEL
@@ -105,6 +105,7 @@ class Converted:
 
     gateways: tuple[Resource, ...] = ()
     virtual_services: tuple[Resource, ...] = ()
+    destination_rules: tuple[Resource, ...] = ()  # of BackendTLSPolicies (backend_tls)
     status: dict[ResourceKey, Status] = field(default_factory=dict)
 
 
@@ -387,6 +388,12 @@ def convert(config: Config, domain_suffix: str) -> Converted:
             parents.append(route_parent_status(ref, True, "Accepted", "Route was valid", ctx.problems, route))
         out.status[route.key] = {"parents": parents}
     out.virtual_services = _http_virtual_services(vs_routes) + _l4_virtual_services(l4)
+    rules, policy_status = backend_tls.convert(
+        config.get("BackendTLSPolicy", ()), index.services, domain_suffix, SUFFIX,
+        lambda ns, name: index.config_maps.get((ns, name)),
+        lambda name, ns, kind, spec: _generated(kind, name, ns, spec))
+    out.destination_rules = tuple(rules)
+    out.status.update(policy_status)
     for (ns, name), listeners in by_gateway.items():
         gw = next(g for g in config.get(KUBERNETES_GATEWAY, ()) if g.namespace == ns and g.name == name)
         out.status[gw.key] = _gateway_status(gw, listeners, index, domain_suffix)
