@@ -86,7 +86,11 @@ class GatewayApiReader:
                                                          or before.destination_rules or after.gateways
                                                          or after.virtual_services or after.destination_rules):
             return change
-        return change.merge(Change(frozenset(ResourceKey(k, "", _MARK) for k in GENERATED_KINDS)))
+        # the generated DestinationRules (BackendTLSPolicy) only when they changed: a DestinationRule change
+        # rebuilds clusters everywhere, which a route change should not cost
+        kinds = GENERATED_KINDS if before.destination_rules is not after.destination_rules \
+            else tuple(k for k in GENERATED_KINDS if k != "DestinationRule")
+        return change.merge(Change(frozenset(ResourceKey(k, "", _MARK) for k in kinds)))
 
     def status(self, resource: Resource, gateway_proxies: Iterable[tuple[str, str, Mapping[str, str]]] = ()
                ) -> dict[str, Any] | None:
