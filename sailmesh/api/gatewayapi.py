@@ -368,6 +368,32 @@ def check_reference_grant(spec: dict[str, Any], problems: Problems) -> None:
                 _str(ref, "name", where, problems)
 
 
+def check_backend_tls_policy(spec: dict[str, Any], problems: Problems) -> None:
+    """v1alpha3 BackendTLSPolicy: targetRefs (1-16, group/kind/name), validation.hostname, and exactly one of
+    caCertificateRefs (at most 8) and wellKnownCACertificates (System) - the CRD's schema and CEL rules."""
+    for i, ref in enumerate(_list(spec.get("targetRefs"), "spec.targetRefs", problems, lo=1, hi=16)):
+        where = f"spec.targetRefs[{i}]"
+        ref = _obj(ref, where, problems)
+        _str(ref, "group", where, problems, required=True)
+        _str(ref, "kind", where, problems, required=True)
+        _str(ref, "name", where, problems, required=True)
+    validation = _obj(spec.get("validation"), "spec.validation", problems, required=True)
+    _str(validation, "hostname", "spec.validation", problems, required=True)
+    refs = _list(validation.get("caCertificateRefs"), "spec.validation.caCertificateRefs", problems, hi=8)
+    known = _str(validation, "wellKnownCACertificates", "spec.validation", problems, enum=("System",))
+    if refs and known:
+        problems.append(("spec.validation", "must not contain both CACertificateRefs and WellKnownCACertificates"))
+    if not refs and not known:
+        problems.append(("spec.validation", "must specify either CACertificateRefs or WellKnownCACertificates"))
+    for i, san in enumerate(_list(validation.get("subjectAltNames"), "spec.validation.subjectAltNames", problems,
+                                  hi=5)):
+        where = f"spec.validation.subjectAltNames[{i}]"
+        san = _obj(san, where, problems)
+        kind = _str(san, "type", where, problems, required=True, enum=("Hostname", "URI"))
+        if kind and not san.get(kind.lower() if kind == "Hostname" else "uri"):
+            problems.append((where, f"SubjectAltName element must contain {kind}, if Type is set to {kind}"))
+
+
 CHECKS: dict[str, Callable[[dict[str, Any], Problems], None]] = {
     "GatewayClass": check_gateway_class,
     KUBERNETES_GATEWAY: check_gateway,
@@ -376,6 +402,7 @@ CHECKS: dict[str, Callable[[dict[str, Any], Problems], None]] = {
     "TCPRoute": check_tcp_route,
     "TLSRoute": check_tls_route,
     "ReferenceGrant": check_reference_grant,
+    "BackendTLSPolicy": check_backend_tls_policy,
 }
 
 

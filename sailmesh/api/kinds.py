@@ -78,6 +78,7 @@ KINDS: tuple[KindInfo, ...] = (
     KindInfo(GATEWAY_API, "TCPRoute", ("v1alpha2",)),
     KindInfo(GATEWAY_API, "TLSRoute", ("v1alpha2",)),
     KindInfo(GATEWAY_API, "ReferenceGrant", ("v1beta1",)),
+    KindInfo(GATEWAY_API, "BackendTLSPolicy", ("v1alpha3",)),
 )
 
 _BY_GROUP_KIND: dict[tuple[str, str], KindInfo] = {(k.group, k.kind): k for k in KINDS}

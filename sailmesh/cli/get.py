@@ -47,6 +47,7 @@ ALIASES = {
     "httproute": "HTTPRoute", "httproutes": "HTTPRoute", "grpcroute": "GRPCRoute", "grpcroutes": "GRPCRoute",
     "tcproute": "TCPRoute", "tcproutes": "TCPRoute", "tlsroute": "TLSRoute", "tlsroutes": "TLSRoute",
     "referencegrant": "ReferenceGrant", "referencegrants": "ReferenceGrant", "refgrant": "ReferenceGrant",
+    "backendtlspolicy": "BackendTLSPolicy", "backendtlspolicies": "BackendTLSPolicy", "btlspolicy": "BackendTLSPolicy",
     "all": "",
 }
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from sailmesh.api.change import Change
 from sailmesh.api.models import model_of
-from sailmesh.api.models.networking import Sidecar
+from sailmesh.api.models.networking import Gateway, Sidecar
+from sailmesh.generate.credentials import client_credentials
+from sailmesh.generate.gateway_tls import CONFIGMAP_PREFIX
 from sailmesh.registry.jwks import JWKS_KIND
 from sailmesh.registry.model import TLS_MODE_ISTIO, TLS_MODE_LABEL
 from sailmesh.snapshot.build import ENDPOINT_KINDS, changed_endpoints
@@ -31,7 +33,8 @@ KIND_TYPES: dict[str, frozenset[str]] = {
     "Telemetry": frozenset({LISTENER, CLUSTER}),  # access logs and tracers on listeners, collector clusters
     "AuthorizationPolicy": frozenset({LISTENER}),  # RBAC / ext_authz filters live in the listeners
     "RateLimit": frozenset({LISTENER}),  # local_ratelimit filters in the inbound and gateway listeners
-    # only the mesh ConfigMap matters to proxies, and a change of the mesh config is caught above
+    # only the mesh ConfigMap matters to proxies, and a change of the mesh config is caught above (and a Gateway API
+    # frontendValidation's CA ConfigMap: _config_map_cas)
     "ConfigMap": frozenset(),
     # jwt_authn lives in the listeners' HTTP filter chains (keys inlined from the snapshot's fetched key sets)
     "RequestAuthentication": frozenset({LISTENER}),
@@ -59,6 +62,16 @@ def _ingress_credentials(snapshot: MeshSnapshot) -> bool:
                for sc in snapshot.of_kind("Sidecar") for il in model_of(sc, Sidecar).ingress or ())
 
 
+def _config_map_cas(snapshot: MeshSnapshot) -> bool:
+    """Whether a proxy takes a CA from a ConfigMap (served over ADS by generate/gateway_tls.py): a gateway server's
+    client CA (a Gateway API frontendValidation's `configmap://` caCertCredentialName) or a DestinationRule's (a
+    BackendTLSPolicy's `configmap://` credentialName)."""
+    return any(server.tls is not None and (server.tls.ca_cert_credential_name or "").startswith(CONFIGMAP_PREFIX)
+               for gw in snapshot.of_kind("Gateway") for server in model_of(gw, Gateway).servers or ()) or \
+        any(n.startswith(CONFIGMAP_PREFIX) for dr in snapshot.of_kind("DestinationRule")
+            for n in client_credentials(dr))
+
+
 def affected_types(change: Change, previous: MeshSnapshot, current: MeshSnapshot) -> frozenset[str]:
     """The xDS types whose resources may differ between the two snapshots because of `change`."""
     if change.full:
@@ -70,6 +83,8 @@ def affected_types(change: Change, previous: MeshSnapshot, current: MeshSnapshot
         types |= KIND_TYPES.get(kind, EVERY_TYPE)
     if "Sidecar" in change.kinds and (_ingress_credentials(previous) or _ingress_credentials(current)):
         types.add(SECRET)  # a Sidecar ingress listener's credentialName secrets (generate/credentials.py)
+    if "ConfigMap" in change.kinds and (_config_map_cas(previous) or _config_map_cas(current)):
+        types.add(SECRET)
     if change.kinds & ENDPOINT_KINDS:
         if current.services is not previous.services and current.services != previous.services:
             return EVERY_TYPE

@@ -65,9 +65,14 @@ def sidecar_secrets(snapshot: MeshSnapshot, proxy: ProxyView) -> list[secret_pb2
     sc = snapshot.index.sidecar(proxy)
     ingress = model_of(sc, Sidecar).ingress if sc is not None else None
     wanted = dict.fromkeys(n for il in ingress or () for n in gateway_tls.credential_names(il.tls))
-    wanted.update(dict.fromkeys(n for dr in snapshot.of_kind("DestinationRule") if selects(dr, proxy)
-                                for n in client_credentials(dr)))
+    wanted.update(dict.fromkeys(n for dr in snapshot.of_kind("DestinationRule") for n in client_credentials(dr)
+                                if selects(dr, proxy) or n.startswith(gateway_tls.CONFIGMAP_PREFIX)))
     if not wanted:
         return []
     secrets = {r.name: r for r in snapshot.of_kind("Secret") if r.namespace == proxy.namespace}
-    return [s for n in wanted if (s := gateway_tls.secret_resource(n, secrets, proxy.namespace)) is not None]
+
+    def config_map(ns: str, name: str) -> Resource | None:  # ConfigMap CAs: any proxy may read them (Istio's sds.go)
+        return next((r for r in snapshot.of_kind("ConfigMap") if r.namespace == ns and r.name == name), None)
+
+    return [s for n in wanted
+            if (s := gateway_tls.secret_resource(n, secrets, proxy.namespace, config_map=config_map)) is not None]

@@ -345,4 +345,10 @@ def gateway_secrets(snapshot: MeshSnapshot, proxy: ProxyView) -> list[secret_pb2
         return []
     secrets = {r.name: r for r in snapshot.of_kind("Secret") if r.namespace == proxy.namespace}
     granted = credentials.granted_secrets(snapshot, proxy.namespace)
-    return [s for n in wanted if (s := gateway_tls.secret_resource(n, secrets, proxy.namespace, granted)) is not None]
+    # ConfigMap CAs: Istio's sds.go serves them unconditionally (the conversion checked a frontendValidation's
+    # ReferenceGrant; a BackendTLSPolicy's ConfigMap is in its Service's namespace)
+    def config_map(ns: str, name: str) -> Resource | None:
+        return next((r for r in snapshot.of_kind("ConfigMap") if r.namespace == ns and r.name == name), None)
+
+    return [s for n in wanted
+            if (s := gateway_tls.secret_resource(n, secrets, proxy.namespace, granted, config_map)) is not None]

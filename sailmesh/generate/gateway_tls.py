@@ -33,6 +33,9 @@ CREDENTIAL_PREFIX = "kubernetes://"  # Istio's credentials.KubernetesSecretTypeU
 # Istio's credentials.KubernetesGatewaySecretTypeURI: a Gateway API certificateRef `<ns>/<name>`, which may name
 # another namespace when a ReferenceGrant there allows it (generate/gatewayapi/convert.py writes it so)
 GATEWAY_CREDENTIAL_PREFIX = "kubernetes-gateway://"
+# Istio's KubernetesConfigMapType: a Gateway API frontendValidation caCertificateRef to a ConfigMap `<ns>/<name>-cacert`
+CONFIGMAP_PREFIX = "configmap://"
+BUILTIN_CREDENTIAL = "builtin://"  # Istio's BuiltinGatewaySecretTypeURI: the proxy's own workload certificate
 CA_SUFFIX = "-cacert"  # Istio's SdsCaSuffix
 WORKLOAD_CERT = "default"
 ROOT_CERT = "ROOTCA"
@@ -72,8 +75,9 @@ def credential_secret(name: str) -> secret_pb2.SdsSecretConfig:
 
 
 def _sds_name(credential: str) -> str:
-    """The SDS resource name of a credentialName (`kubernetes-gateway://...` names are already SDS names)."""
-    return credential if credential.startswith(GATEWAY_CREDENTIAL_PREFIX) else CREDENTIAL_PREFIX + credential
+    """The SDS resource name of a credentialName (`kubernetes-gateway://...`, `configmap://...` names already are)."""
+    return credential if credential.startswith((GATEWAY_CREDENTIAL_PREFIX, CONFIGMAP_PREFIX)) \
+        else CREDENTIAL_PREFIX + credential
 
 
 def _san_matchers(sans: tuple[str, ...] | None) -> list[common_pb2.SubjectAltNameMatcher]:
@@ -92,7 +96,7 @@ def downstream_tls_context(tls: ServerTLSSettings) -> tls_pb2.DownstreamTlsConte
     ctx.require_client_certificate.value = mode in ("MUTUAL", "ISTIO_MUTUAL")
     common = ctx.common_tls_context
     sans = _san_matchers(tls.subject_alt_names)
-    if mode == "ISTIO_MUTUAL":
+    if mode == "ISTIO_MUTUAL" or tls.credential_name == BUILTIN_CREDENTIAL:
         common.tls_certificate_sds_secret_configs.append(sds_secret(WORKLOAD_CERT))
         combined = common.combined_validation_context
         combined.default_validation_context.match_typed_subject_alt_names.extend(sans)
@@ -142,8 +146,12 @@ def filtered_cipher_suites(suites: tuple[str, ...] | None) -> list[str]:
 
 
 def _ca_credential(tls: ServerTLSSettings) -> str:
-    """The credential a MUTUAL server's client CA comes from: `<first name>-cacert` (caCertCredentialName is
-    reported as not enforced)."""
+    """The credential a MUTUAL server's client CA comes from: `<first name>-cacert`, or a Gateway API
+    frontendValidation's `configmap://` / `kubernetes-gateway://<ns>/<name>-cacert` (generate/gatewayapi writes
+    caCertCredentialName only so; on an Istio Gateway it is still reported as not enforced)."""
+    ca = tls.ca_cert_credential_name or ""
+    if ca.startswith((CONFIGMAP_PREFIX, GATEWAY_CREDENTIAL_PREFIX)):
+        return ca
     first = (tls.credential_names or ())[:1] or (tls.credential_name or "",)
     return first[0] + CA_SUFFIX
 
@@ -151,11 +159,11 @@ def _ca_credential(tls: ServerTLSSettings) -> str:
 def credential_names(tls: ServerTLSSettings | None) -> list[str]:
     """The ADS secret names a server's TLS settings reference (`kubernetes://name`, `...-cacert`)."""
     if tls is None or not (tls.credential_name or tls.credential_names) or mode_of(tls) not in TERMINATING or \
-            mode_of(tls) == "ISTIO_MUTUAL":
+            mode_of(tls) == "ISTIO_MUTUAL" or tls.credential_name == BUILTIN_CREDENTIAL:
         return []
     out = [_sds_name(n) for n in (tls.credential_names or ()) or (tls.credential_name or "",)]
     if mode_of(tls) in ("MUTUAL", "OPTIONAL_MUTUAL"):
-        out.append(CREDENTIAL_PREFIX + _ca_credential(tls))
+        out.append(_sds_name(_ca_credential(tls)))
     return out
 
 
@@ -181,17 +189,30 @@ def _inline(value: bytes) -> base_pb2.DataSource:
 
 
 def secret_resource(name: str, secrets: Mapping[str, Resource], namespace: str,
-                    granted: Callable[[str, str], Resource | None] | None = None) -> secret_pb2.Secret | None:
+                    granted: Callable[[str, str], Resource | None] | None = None,
+                    config_map: Callable[[str, str], Resource | None] | None = None) -> secret_pb2.Secret | None:
     """The SDS Secret for one ADS name (`kubernetes://x` or `kubernetes://x-cacert`; `x` may be `<namespace>/name`)
     from the Secrets of the gateway's namespace, None when that Secret or its keys are missing (Envoy keeps the
     listener warming) or it names another namespace (a gateway reads only its own namespace's Secrets).
     `kubernetes-gateway://<ns>/<name>` (a Gateway API certificateRef) may name another namespace: `granted(ns,
-    name)` gives that Secret when a ReferenceGrant lets the gateway read it (Istio's SecretAllowed)."""
+    name)` gives that Secret when a ReferenceGrant lets the gateway read it (Istio's SecretAllowed). A name ending
+    in `-cacert` there, or `configmap://<ns>/<name>-cacert` (`config_map(ns, name)`, own namespace or granted), is
+    the client CA of a Gateway API frontendValidation."""
+    if name.startswith(CONFIGMAP_PREFIX):
+        ns, _, credential = name[len(CONFIGMAP_PREFIX):].partition("/")
+        cm = config_map(ns, credential.removesuffix(CA_SUFFIX)) if config_map is not None else None
+        data = (cm.raw or {}).get("data") if cm is not None else None
+        return _ca_secret(name, {str(k): str(v).encode() for k, v in data.items()} if isinstance(data, Mapping)
+                          else {})
     if name.startswith(GATEWAY_CREDENTIAL_PREFIX):
         ns, _, credential = name[len(GATEWAY_CREDENTIAL_PREFIX):].partition("/")
-        if ns == namespace:
-            return _certificate(name, secrets.get(credential))
-        return _certificate(name, granted(ns, credential) if granted is not None else None)
+        ca = credential.endswith(CA_SUFFIX)
+        credential = credential.removesuffix(CA_SUFFIX) if ca else credential
+        found = secrets.get(credential) if ns == namespace else granted(ns, credential) if granted is not None \
+            else None
+        if ca:
+            return _ca_secret(name, secret_data(found) if found is not None else {})
+        return _certificate(name, found)
     if not name.startswith(CREDENTIAL_PREFIX):
         return None
     credential = name[len(CREDENTIAL_PREFIX):]
@@ -206,14 +227,18 @@ def secret_resource(name: str, secrets: Mapping[str, Resource], namespace: str,
             res = secrets.get(candidate)
             if res is None:
                 continue
-            data = secret_data(res)
-            ca = next((data[k] for k in _CA_KEYS if data.get(k)), None)
-            if ca is None:
-                return None
-            return secret_pb2.Secret(name=name, validation_context=common_pb2.CertificateValidationContext(
-                trusted_ca=_inline(ca)))
+            return _ca_secret(name, secret_data(res))
         return None
     return _certificate(name, secrets.get(credential))
+
+
+def _ca_secret(name: str, data: Mapping[str, bytes]) -> secret_pb2.Secret | None:
+    """A validation-context secret from the CA key of a Secret's or ConfigMap's data (None without one)."""
+    ca = next((data[k] for k in _CA_KEYS if data.get(k)), None)
+    if ca is None:
+        return None
+    return secret_pb2.Secret(name=name, validation_context=common_pb2.CertificateValidationContext(
+        trusted_ca=_inline(ca)))
 
 
 def _certificate(name: str, res: Resource | None) -> secret_pb2.Secret | None:

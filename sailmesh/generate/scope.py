@@ -38,7 +38,8 @@ def destination_rule(snapshot: MeshSnapshot, proxy_ns: str, service: Service,
     """The DestinationRule for a service as Istio picks it for a proxy of `proxy_ns` with `labels`.
 
     Lookup order: the proxy's namespace, the service's namespace, the root namespace; inside each,
-    an exact host beats the most specific wildcard; ties go to the oldest rule. A rule with a workloadSelector
+    an exact host beats the most specific wildcard; several rules for that host are merged as Istio merges them
+    (snapshot/drmerge.py). A rule with a workloadSelector
     applies only to the matching proxies of its own namespace and comes before the rules without one
     (SnapshotIndex.destination_rule).
     """

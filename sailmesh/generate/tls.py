@@ -213,6 +213,8 @@ def upstream_credential_names(tls: ClientTLSSettings | None) -> list[str]:
     client certificate, MUTUAL) and `kubernetes://<name>-cacert` (the CA, unless insecureSkipVerify)."""
     if tls is None or not tls.credential_name or tls.mode not in ("SIMPLE", "MUTUAL"):
         return []
+    if "://" in tls.credential_name:  # a BackendTLSPolicy's `configmap://<ns>/<name>` (or `invalid://`): a CA only
+        return [] if tls.insecure_skip_verify else [tls.credential_name + CREDENTIAL_CA_SUFFIX]
     out = [CREDENTIAL_PREFIX + tls.credential_name] if tls.mode == "MUTUAL" else []
     if not tls.insecure_skip_verify:
         out.append(CREDENTIAL_PREFIX + tls.credential_name + CREDENTIAL_CA_SUFFIX)
@@ -255,7 +257,9 @@ def apply_upstream_tls(
     """
     if tls is not None and tls.mode in ("SIMPLE", "MUTUAL"):
         if tls.credential_name:
-            if credentials:
+            # Istio's cluster_tls.go: a ConfigMap CA (a BackendTLSPolicy's `configmap://`) is no privileged
+            # credential, so sidecars use it whatever the rule's selector
+            if credentials or tls.credential_name.startswith("configmap://"):
                 c.transport_socket.CopyFrom(transport_socket(credential_upstream(tls, svc.hostname, http2)))
             return
         ctx = file_upstream(tls, svc.hostname, http2)

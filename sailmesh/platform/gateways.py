@@ -4,13 +4,17 @@ Istio's deployment controller gives every Gateway of its class a Deployment and 
 `<gateway>-istio`; here the supervisor does the same with a local process. It follows the control plane's Gateways
 (`/api/v1/resources?kind=KubernetesGateway`, polled) and starts or stops gateways as they come and go.
 
-Addresses: each gateway gets a loopback address of its own, the first free one after the ingress gateway's
-(127.0.0.1 -> 127.0.0.2, 127.0.0.3, ...; a taken address or a workload's is skipped), because a proxy also binds
-Envoy's admin (15000), health (15021), stats (15090) and metrics (15020) ports on its address, which `proxy-config`
-and `explain` find there. Listener ports follow the ingress gateway's rule: below 1024 they move up by 8000
-(port 80 -> 8080, 443 -> 8443), so the Gateway's listener 80 answers on 127.0.0.2:8080. The Gateway's
-status.addresses and its Programmed condition (`sailmesh get gateway.gateway.networking.k8s.io NAME -o yaml`) say
-where it listens.
+Labels: Istio's, plus the Gateway's `spec.infrastructure.labels` (as on Istio's gateway pods); a change of them
+restarts the gateway, as Istio's deployment controller rolls the pods.
+
+Addresses: each gateway gets a loopback address of its own: the one IPAddress of the Gateway's `spec.addresses`
+when that is a free loopback address (Istio makes it the Service's loadBalancerIP), else the first free one after
+the ingress gateway's (127.0.0.1 -> 127.0.0.2, 127.0.0.3, ...; a taken address or a workload's is skipped),
+because a proxy also binds Envoy's admin (15000), health (15021), stats (15090) and metrics (15020) ports on its
+address, which `proxy-config` and `explain` find there. Listener ports follow the ingress gateway's rule: below
+1024 they move up by 8000 (port 80 -> 8080, 443 -> 8443), so the Gateway's listener 80 answers on 127.0.0.2:8080.
+The Gateway's status.addresses and its Programmed condition (`sailmesh get gateway.gateway.networking.k8s.io NAME
+-o yaml`) say where it listens.
 """
 
 from __future__ import annotations
@@ -21,14 +25,14 @@ import ipaddress
 import os
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Collection
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import aiohttp
 
 from sailmesh.errors import PlatformError
-from sailmesh.generate.gatewayapi.convert import GATEWAY_NAME_LABEL, deployment_name
+from sailmesh.generate.gatewayapi.convert import GATEWAY_NAME_LABEL, deployment_name, infrastructure, requested_address
 from sailmesh.registry.model import TLS_MODE_ISTIO, TLS_MODE_LABEL
 
 POLL_S = 0.5
@@ -55,11 +59,23 @@ class Deployment:
     gateway: str
     ip: str
     proc: Any
+    want: Wanted | None = None  # what it was started with
 
 
-def gateway_labels(gateway: str) -> dict[str, str]:
-    """The labels Istio puts on a Gateway's deployment (the generated Istio Gateways select the first)."""
-    return {GATEWAY_NAME_LABEL: gateway, "istio.io/gateway-name": gateway, TLS_MODE_LABEL: TLS_MODE_ISTIO}
+@dataclass(frozen=True)
+class Wanted:
+    """What a Gateway asks of its gateway: the infrastructure labels (convert.infrastructure) and the address of
+    its `spec.addresses` (convert.requested_address; Istio's loadBalancerIP), "" to let the platform pick one."""
+
+    labels: Mapping[str, str] = field(default_factory=dict)
+    address: str = ""
+
+
+def gateway_labels(gateway: str, infra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The labels Istio puts on a Gateway's deployment (the generated Istio Gateways select the first): the
+    Gateway's infrastructure labels (convert.infrastructure), then Istio's own, which win."""
+    return {**(infra or {}), GATEWAY_NAME_LABEL: gateway, "istio.io/gateway-name": gateway,
+            TLS_MODE_LABEL: TLS_MODE_ISTIO}
 
 
 def _address_free(ip: str, ports: Collection[int]) -> bool:
@@ -100,8 +116,9 @@ class GatewayDeployments:
         self.proxy_ports = proxy_ports
         self.running: dict[tuple[str, str], Deployment] = {}
 
-    async def wanted(self, session: aiohttp.ClientSession) -> set[tuple[str, str]] | None:
-        """(namespace, name) of the Gateways the control plane programs (those with a status); None if unknown."""
+    async def wanted(self, session: aiohttp.ClientSession) -> dict[tuple[str, str], Wanted] | None:
+        """(namespace, name) of the Gateways the control plane programs (those with a status) -> what they ask
+        of their gateway; None if unknown."""
         try:
             with open(self.supervisor.api_token_file, encoding="utf-8") as fh:
                 token = fh.read().strip()
@@ -112,25 +129,46 @@ class GatewayDeployments:
                 body = await r.json()
         except (TimeoutError, OSError, aiohttp.ClientError, ValueError):
             return None
-        out = set()
+        out = {}
         for item in body.get("items") or ():
             meta = item.get("metadata") or {}
             if item.get("status"):
-                out.add((str(meta.get("namespace", "default")), str(meta.get("name", ""))))
+                out[(str(meta.get("namespace", "default")), str(meta.get("name", "")))] = Wanted(
+                    infrastructure(item, "labels"), requested_address(item.get("spec") or {}))
         return out
 
-    async def reconcile(self, wanted: set[tuple[str, str]]) -> None:
-        for key in sorted(set(self.running) - wanted):
-            dep = self.running.pop(key)
-            self.supervisor.say(f"stopping gateway {key[0]}/{deployment_name(key[1])} (its Gateway is gone)")
-            self.retire(dep.proc)
-        for ns, name in sorted(wanted - set(self.running)):
+    async def reconcile(self, wanted: Collection[tuple[str, str]] | Mapping[tuple[str, str], Wanted]) -> None:
+        """Start a gateway per wanted Gateway, stop those whose Gateway is gone, and restart one whose labels or
+        address changed (Istio's deployment controller rolls its pods then)."""
+        wants = {key: wanted[key] if isinstance(wanted, Mapping) else Wanted() for key in wanted}
+        for key in sorted(self.running):
+            dep = self.running[key]
+            if key not in wants or (dep.want or Wanted()) != wants[key]:
+                del self.running[key]
+                why = "its Gateway is gone" if key not in wants else "its labels or address changed"
+                self.supervisor.say(f"stopping gateway {key[0]}/{deployment_name(key[1])} ({why})")
+                self.retire(dep.proc)
+        for ns, name in sorted(set(wants) - set(self.running)):
+            want = wants[(ns, name)]
             used = {*self.taken(), *(d.ip for d in self.running.values())}
-            ip = next_address(self.first_ip, used, self.proxy_ports)
+            ip = self._address(ns, name, want.address, used)
             self.supervisor.say(f"starting gateway {ns}/{deployment_name(name)} for Gateway {ns}/{name} on {ip} "
                                 "(listener ports below 1024 + 8000)")
-            proc = await self.spawn(ns, name, gateway_labels(name), ip)
-            self.running[(ns, name)] = Deployment(ns, name, ip, proc)
+            proc = await self.spawn(ns, name, gateway_labels(name, want.labels), ip)
+            self.running[(ns, name)] = Deployment(ns, name, ip, proc, want)
+
+    def _address(self, ns: str, name: str, requested: str, used: Collection[str]) -> str:
+        """The Gateway's requested address when it is a free loopback address, else the next free one (said)."""
+        if requested:
+            try:
+                loopback = ipaddress.ip_address(requested).is_loopback
+            except ValueError:
+                loopback = False
+            if loopback and requested not in used and _address_free(requested, self.proxy_ports):
+                return requested
+            self.supervisor.say(f"warning: Gateway {ns}/{name} asks for address {requested}, which is not a free "
+                                "loopback address here; it gets the next free one")
+        return next_address(self.first_ip, used, self.proxy_ports)
 
     async def run(self) -> None:
         """Follow the control plane's Gateways until cancelled."""

@@ -18,6 +18,7 @@ from sailmesh.api.models.networking import DestinationRule, Sidecar, VirtualServ
 from sailmesh.api.resource import Resource
 from sailmesh.registry.model import Service, Workload
 from sailmesh.settings import MeshDefaults
+from sailmesh.snapshot import drmerge
 
 if TYPE_CHECKING:
     from sailmesh.snapshot.model import ProxyView
@@ -160,9 +161,10 @@ class SnapshotIndex:
         # DestinationRule answers depend on the rules, the services and the mesh only
         self._rules: dict[str, list[tuple[str, Resource]]] | None = None
         self._dr: dict[tuple[str, str], tuple[list[tuple[Mapping[str, str], Resource]], Resource | None]] = {}
+        self._merged: dict[tuple[int, ...], list[Resource]] = {}  # consolidated rules per list of rules
         if previous is not None and previous.of_kind("DestinationRule") is self.of_kind("DestinationRule") \
                 and previous.services is services and previous.mesh == mesh:
-            self._rules, self._dr = previous._rules_by_ns(), previous._dr
+            self._rules, self._dr, self._merged = previous._rules_by_ns(), previous._dr, previous._merged
         self._vs: dict[tuple[str, str], list[Resource]] = {}
         self._by_host: dict[Hashable, tuple[list[Resource], HostTable]] = {}
         self._all_open: bool | None = None
@@ -411,9 +413,10 @@ class SnapshotIndex:
                          labels: Mapping[str, str] | None = None) -> Resource | None:
         """The rule for `service` seen by a proxy of `proxy_ns` with `labels` (Istio's PushContext.destinationRule
         then SidecarScope.DestinationRule): the first namespace of (proxy's, service's, root) with a rule for the
-        most specific matching host decides; there, the oldest rule whose workloadSelector matches the proxy's
-        labels (selector rules apply in their own namespace only, Istio keeps them private), else the oldest
-        without selector, else none (Istio does not fall back to the next namespace then)."""
+        most specific matching host decides; there, its rules merged as Istio merges them (drmerge), the first
+        whose workloadSelector matches the proxy's labels (selector rules apply in their own namespace only, Istio
+        keeps them private), else the last without selector, else none (Istio does not fall back to the next
+        namespace then)."""
         key = (proxy_ns, service.hostname)
         found = self._dr.get(key)
         if found is None:
@@ -438,8 +441,12 @@ class SnapshotIndex:
             if best is None:
                 continue
             chosen = [dr for host, dr in rules[ns] if host == best[1] and self._rule_visible(dr, ns, proxy_ns)]
-            selected = [(sel, dr) for dr in chosen if (sel := _dr_selector(dr)) is not None]
-            return selected, next((dr for dr in chosen if _dr_selector(dr) is None), None)
+            merged = self._merged.get(key := tuple(id(dr) for dr in chosen))
+            if merged is None:  # several rules for the host: merged as Istio's mergeDestinationRule (drmerge)
+                merged = self._merged[key] = drmerge.consolidate(chosen)
+            selected = [(sel, dr) for dr in merged if (sel := _dr_selector(dr)) is not None]
+            # Istio's SidecarScope.DestinationRule: the last consolidated rule without a selector is the catch-all
+            return selected, next((dr for dr in reversed(merged) if _dr_selector(dr) is None), None)
         return [], None
 
     @staticmethod
@@ -461,10 +468,7 @@ class SnapshotIndex:
         return self._dr_sel
 
 
-def _dr_selector(dr: Resource) -> Mapping[str, str] | None:
-    """A DestinationRule's workloadSelector matchLabels ({} for an empty selector), None without one."""
-    ws = model_of(dr, DestinationRule).workload_selector
-    return None if ws is None else dict(ws.match_labels or {})
+_dr_selector = drmerge.selector  # a DestinationRule's workloadSelector matchLabels, None without one
 
 
 def bound_gateways(vs: Resource) -> set[str]:

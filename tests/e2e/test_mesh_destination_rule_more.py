@@ -1,5 +1,6 @@
 """DestinationRule fields the sidecars act on since session 7, through real Envoy: `loadBalancer.simple: PASSTHROUGH`
-and `workloadSelector` (with client `tls.credentialName` at the selected sidecars).
+and `workloadSelector` (with client `tls.credentialName` at the selected sidecars); since session 8 several rules for
+one host merged as Istio merges them.
 
 The "external" servers run in this test on a loopback address no mesh process uses; ServiceEntries make them
 mesh services (their endpoints are that address), so the mesh's DNS answers their hosts with it.
@@ -63,6 +64,19 @@ spec:
   resolution: STATIC
   endpoints: [{address: {ADDRESS}, ports: {http: {MTLS_PORT}}}]
 ---
+# two endpoints told apart by a label: version a is the "eds" server, version b the "resolved" one
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: versions}
+spec:
+  hosts: [versions.example.test]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  endpoints:
+  - {address: {ADDRESS}, ports: {http: {EDS_PORT}}, labels: {version: a}}
+  - {address: {ADDRESS}, ports: {http: {RESOLVED_PORT}}, labels: {version: b}}
+---
 apiVersion: v1
 kind: Secret
 metadata: {name: client-credential, namespace: default}
@@ -95,6 +109,23 @@ spec:
       mode: MUTUAL
       credentialName: client-credential
       sni: my-nginx.example.test
+"""
+
+# Two rules for one host, each with one subset, and a route to the second rule's subset: Istio merges the rules
+# (PushContext.mergeDestinationRule: "Unique subsets (based on subset name) are concatenated"), so subset b exists.
+MERGED = "".join(f"""\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: versions-{v}}}
+spec: {{host: versions.example.test, subsets: [{{name: {v}, labels: {{version: {v}}}}}]}}
+---
+""" for v in "ab") + """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: versions}
+spec:
+  hosts: [versions.example.test]
+  http: [{route: [{destination: {host: versions.example.test, subset: b}}]}]
 """
 
 
@@ -205,3 +236,20 @@ def test_workload_selector_originates_mtls_with_a_credential_for_the_selected_si
         mesh.delete_text(tmp_path, "selected-mtls")
     # without the rule, neither sidecar originates TLS
     wait_for(lambda: _get(mesh, "sleep", url)[0] == 503, timeout=60, interval=0.5, what="no TLS without the rule")
+
+
+def test_two_rules_for_one_host_are_merged(mesh: RunningMesh, tmp_path: pathlib.Path) -> None:
+    """Subset `b` is defined by the second rule only; with the rules merged (Istio's mergeDestinationRule) the route
+    to it reaches only the version-b endpoint ("resolved"). Before, only the oldest rule applied: no subset b cluster,
+    503."""
+    url = "http://versions.example.test/"
+    mesh.apply_text(tmp_path, "merged", MERGED)
+    try:
+        wait_for(lambda: _get(mesh, "sleep", url)[1].get("server") == "resolved", timeout=60, interval=0.5,
+                 what="the route to the second rule's subset")
+        seen = [_get(mesh, "sleep", url)[1].get("server") for _ in range(20)]
+        assert seen == ["resolved"] * 20, seen
+        names = {c["name"] for c in _clusters(mesh, "sleep")}
+        assert {"outbound|80|a|versions.example.test", "outbound|80|b|versions.example.test"} <= names
+    finally:
+        mesh.delete_text(tmp_path, "merged")

@@ -107,11 +107,11 @@ def test_bad_input_is_a_clear_error_with_line(text, line, needle):
 
 
 def test_unknown_kinds_are_visible_not_dropped():
-    # (HTTPRoute was the example here until the Gateway API was served; BackendTLSPolicy is not)
-    r = parse_text("apiVersion: gateway.networking.k8s.io/v1alpha3\nkind: BackendTLSPolicy\nmetadata: {name: r}\n",
+    # (HTTPRoute, then BackendTLSPolicy were the example here until they were served; UDPRoute is not, as in Istio)
+    r = parse_text("apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: UDPRoute\nmetadata: {name: r}\n",
                    "r.yaml")
-    assert [x.kind for x in r.unknown] == ["BackendTLSPolicy"] and not r.resources
-    assert "BackendTLSPolicy" in str(r.errors[0]) and "r.yaml:1" in str(r.errors[0])
+    assert [x.kind for x in r.unknown] == ["UDPRoute"] and not r.resources
+    assert "UDPRoute" in str(r.errors[0]) and "r.yaml:1" in str(r.errors[0])
 
 
 def test_duplicates_across_files(tmp_path):

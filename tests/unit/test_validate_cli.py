@@ -67,12 +67,12 @@ def test_json_output_and_several_inputs(tmp_path, capsys):
 
 
 def test_missing_file_and_unknown_kind(tmp_path, capsys):
-    # (HTTPRoute was the example until the Gateway API was served; BackendTLSPolicy is not)
-    (tmp_path / "route.yaml").write_text("apiVersion: gateway.networking.k8s.io/v1alpha3\nkind: BackendTLSPolicy\n"
+    # (HTTPRoute, then BackendTLSPolicy were the example until they were served; UDPRoute is not, as in Istio)
+    (tmp_path / "route.yaml").write_text("apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: UDPRoute\n"
                                           "metadata: {name: r}\n")
     assert main(["validate", "-f", str(tmp_path / "route.yaml"), "-f", str(tmp_path / "nope")]) == 1
     out = capsys.readouterr().out
-    assert "route.yaml:1: unknown kind 'BackendTLSPolicy'" in out and "no such file or directory" in out
+    assert "route.yaml:1: unknown kind 'UDPRoute'" in out and "no such file or directory" in out
 
 
 def test_subprocess(tmp_path):

@@ -18,15 +18,15 @@ from typing import Any
 from sailmesh.api import attachment
 from sailmesh.api.kinds import GATEWAY_API, KUBERNETES_GATEWAY
 from sailmesh.api.resource import Resource, ResourceKey, Source
-from sailmesh.generate.gateway_tls import GATEWAY_CREDENTIAL_PREFIX
-from sailmesh.generate.gatewayapi import hostnames
+from sailmesh.generate.gateway_tls import secret_data
+from sailmesh.generate.gatewayapi import backend_tls, hostnames, listener_tls
 from sailmesh.generate.gatewayapi.rules import RuleContext, http_routes, l4_routes, service_host
 from sailmesh.generate.gatewayapi.status import Status, condition, route_parent_status
 
 Config = Mapping[str, tuple[Resource, ...]]
 ROUTE_KINDS = ("HTTPRoute", "GRPCRoute", "TCPRoute", "TLSRoute")
 INPUT_KINDS = frozenset({*ROUTE_KINDS, "GatewayClass", KUBERNETES_GATEWAY, "ReferenceGrant", "Service", "Namespace",
-                         "Secret", "ServiceEntry"})
+                         "Secret", "ServiceEntry", "ConfigMap", "BackendTLSPolicy"})
 CONTROLLERS = ("istio.io/gateway-controller", "sailmesh.io/gateway-controller")
 BUILTIN_CLASSES = {"istio": CONTROLLERS[0], "sailmesh": CONTROLLERS[1]}  # Istio creates its class; so do we
 GATEWAY_NAME_LABEL = attachment.GATEWAY_NAME_LABEL
@@ -46,12 +46,35 @@ def deployment_name(gateway: str) -> str:
     return f"{gateway}-istio"
 
 
+def requested_address(spec: Mapping[str, Any]) -> str:
+    """The IP a managed Gateway asks for: its one `spec.addresses` entry of type IPAddress (the default type), which
+    Istio gives the gateway's Service as loadBalancerIP (its IsManaged: none or one IP address is a managed
+    Gateway; a Hostname or several addresses name an existing deployment Istio does not manage), else ""."""
+    addresses = spec.get("addresses") or []
+    if len(addresses) != 1 or (addresses[0].get("type") or "IPAddress") != "IPAddress":
+        return ""
+    return str(addresses[0].get("value") or "")
+
+
+def infrastructure(gateway: Mapping[str, Any], key: str) -> dict[str, str]:
+    """The labels (`key` "labels") or annotations a Gateway's deployment and pods get, as Istio's
+    extractInfrastructureMetadata: `spec.infrastructure.<key>` without the keys under `gateway.networking.k8s.io/`,
+    else the Gateway's own metadata (PILOT_ENABLE_GATEWAY_API_COPY_LABELS_ANNOTATIONS, on by default).
+    `gateway` is the whole object (apiVersion, metadata, spec)."""
+    infra = ((gateway.get("spec") or {}).get("infrastructure") or {}).get(key)
+    if isinstance(infra, Mapping):
+        return {str(k): str(v) for k, v in infra.items() if not str(k).startswith(f"{GATEWAY_API}/")}
+    own = (gateway.get("metadata") or {}).get(key)
+    return {str(k): str(v) for k, v in own.items()} if isinstance(own, Mapping) else {}
+
+
 @dataclass
 class Listener:
     gateway: Resource
     spec: Mapping[str, Any]
     index: int
     attached: int = 0
+    tls: listener_tls.ListenerTls | None = None  # HTTPS and TLS listeners: the server's tls and its problem
 
     @property
     def ref(self) -> str:
@@ -82,6 +105,7 @@ class Converted:
 
     gateways: tuple[Resource, ...] = ()
     virtual_services: tuple[Resource, ...] = ()
+    destination_rules: tuple[Resource, ...] = ()  # of BackendTLSPolicies (backend_tls)
     status: dict[ResourceKey, Status] = field(default_factory=dict)
 
 
@@ -121,7 +145,8 @@ class _Index:
         self.entries = [(r.namespace, [str(h) for h in r.spec.get("hosts") or ()],
                          [str(e) for e in r.spec.get("exportTo") or ()]) for r in config.get("ServiceEntry", ())]
         self.ns_labels = {r.name: dict(r.labels) for r in config.get("Namespace", ())}
-        self.secrets = {(r.namespace, r.name) for r in config.get("Secret", ())}
+        self.secrets = {(r.namespace, r.name): r for r in config.get("Secret", ())}
+        self.config_maps = {(r.namespace, r.name): r for r in config.get("ConfigMap", ())}
         self.grants = config.get("ReferenceGrant", ())
         self.classes = {r.name: str(r.spec.get("controllerName", "")) for r in config.get("GatewayClass", ())}
 
@@ -140,6 +165,18 @@ class _Index:
                 return True
         return False
 
+    def refs(self, gateway_ns: str) -> listener_tls.Refs:
+        """What a Gateway's listener TLS references resolve against."""
+        def ca_data(kind: str, ns: str, name: str) -> Mapping[str, Any] | None:
+            if kind == "Secret":
+                found = self.secrets.get((ns, name))
+                return secret_data(found) if found is not None else None
+            cm = self.config_maps.get((ns, name))
+            data = (cm.raw or {}).get("data") if cm is not None else None
+            return (data if isinstance(data, Mapping) else {}) if cm is not None else None
+
+        return listener_tls.Refs(gateway_ns, lambda ns, name: (ns, name) in self.secrets, ca_data, self.grant_allows)
+
     def controller(self, class_name: str) -> str:
         return self.classes.get(class_name) or BUILTIN_CLASSES.get(class_name, "")
 
@@ -150,11 +187,33 @@ class _Index:
         if origin == "All":
             return True
         if origin == "Selector":
-            wanted = (ns.get("selector") or {}).get("matchLabels") or {}
-            labels = self.ns_labels.get(route_ns, {"kubernetes.io/metadata.name": route_ns})
+            labels = dict(self.ns_labels.get(route_ns, {}))
             labels.setdefault("kubernetes.io/metadata.name", route_ns)
-            return all(labels.get(k) == v for k, v in wanted.items())
+            return label_selector_matches(ns.get("selector") or {}, labels)
         return route_ns == listener.gateway.namespace
+
+
+def label_selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    """A Kubernetes LabelSelector (matchLabels and matchExpressions, ANDed) against a namespace's labels, as Istio's
+    namespacesFromSelector runs metav1.LabelSelectorAsSelector: In / NotIn need values (NotIn also matches a missing
+    label), Exists / DoesNotExist take none; an invalid selector matches no namespace."""
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expr in selector.get("matchExpressions") or ():
+        key, op, values = str(expr.get("key", "")), expr.get("operator"), [str(v) for v in expr.get("values") or ()]
+        if (op in ("In", "NotIn") and not values) or (op in ("Exists", "DoesNotExist") and values):
+            return False
+        if op == "In":
+            ok = key in labels and labels[key] in values
+        elif op == "NotIn":
+            ok = key not in labels or labels[key] not in values
+        elif op in ("Exists", "DoesNotExist"):
+            ok = (key in labels) == (op == "Exists")
+        else:
+            return False
+        if not ok:
+            return False
+    return True
 
 
 TLS_PROTOCOLS = frozenset({"HTTPS", "TLS"})  # one TLS listener on a port serves both by SNI
@@ -201,38 +260,20 @@ def _gateway_servers(gw: Resource, index: _Index, out: Converted) -> list[Listen
             continue  # UDP and custom protocols, conflicted listeners: reported in the listener's status
         server: dict[str, Any] = {"port": {"number": int(spec["port"]), "name": lst.name, "protocol": protocol},
                                   "hosts": [f"*/{lst.hostname or '*'}"]}
-        tls = spec.get("tls") or {}
         if lst.protocol in ("HTTPS", "TLS"):
-            if tls.get("mode") == "Passthrough":
-                server["tls"] = {"mode": "PASSTHROUGH"}
-            else:
-                ref = (tls.get("certificateRefs") or [{}])[0]
-                ref_ns = str(ref.get("namespace") or gw.namespace)
-                # Istio's buildSecretReference: `kubernetes-gateway://<ns>/<name>`, readable from another namespace
-                # when a ReferenceGrant there allows it (checked again when the secret is served)
-                credential = str(ref.get("name", "")) if ref_ns == gw.namespace \
-                    else f"{GATEWAY_CREDENTIAL_PREFIX}{ref_ns}/{ref.get('name', '')}"
-                server["tls"] = {"mode": "SIMPLE", "credentialName": credential}
+            # Istio's buildTLS (listener_tls): certificateRefs as `<name>` / `kubernetes-gateway://<ns>/<name>`
+            # (readable from another namespace when a ReferenceGrant there allows it, checked again when served)
+            lst.tls = listener_tls.build(spec.get("tls") or {}, index.refs(gw.namespace))
+            if lst.tls.tls is None:  # fails closed: no server (the listener's status says why)
+                listeners.append(lst)
+                continue
+            server["tls"] = lst.tls.tls
         ig = _generated("Gateway", istio_gateway_name(gw.name, lst.name), gw.namespace,
                         {"selector": {GATEWAY_NAME_LABEL: gw.name}, "servers": [server]},
                         created=(gw.raw.get("metadata") or {}).get("creationTimestamp"))
         out.gateways += (ig,)
         listeners.append(lst)
     return listeners
-
-
-def _certificate_problem(lst: Listener, index: _Index) -> tuple[str, str] | None:
-    """ResolvedRefs of a listener: its certificateRefs must name a Secret it may read (reason, message)."""
-    for ref in (lst.spec.get("tls") or {}).get("certificateRefs") or ():
-        kind, ns, name = ref.get("kind", "Secret"), ref.get("namespace") or lst.gateway.namespace, ref.get("name")
-        if (ref.get("group") or "") not in ("", "core") or kind != "Secret":
-            return "InvalidCertificateRef", f"invalid certificate reference {kind} {name}: only Secrets are supported"
-        if ns != lst.gateway.namespace and not index.grant_allows("Gateway", lst.gateway.namespace, "Secret",
-                                                                  ns, str(name)):
-            return "RefNotPermitted", f"certificate reference {ns}/{name} not permitted by any ReferenceGrant"
-        if (ns, name) not in index.secrets:
-            return "InvalidCertificateRef", f"invalid certificate reference /Secret/{name}.{ns}, secret not found"
-    return None
 
 
 def _parent_key(ref: Mapping[str, Any], route_ns: str) -> tuple[str, str, str]:
@@ -347,6 +388,12 @@ def convert(config: Config, domain_suffix: str) -> Converted:
             parents.append(route_parent_status(ref, True, "Accepted", "Route was valid", ctx.problems, route))
         out.status[route.key] = {"parents": parents}
     out.virtual_services = _http_virtual_services(vs_routes) + _l4_virtual_services(l4)
+    rules, policy_status = backend_tls.convert(
+        config.get("BackendTLSPolicy", ()), index.services, domain_suffix, SUFFIX,
+        lambda ns, name: index.config_maps.get((ns, name)),
+        lambda name, ns, kind, spec: _generated(kind, name, ns, spec))
+    out.destination_rules = tuple(rules)
+    out.status.update(policy_status)
     for (ns, name), listeners in by_gateway.items():
         gw = next(g for g in config.get(KUBERNETES_GATEWAY, ()) if g.namespace == ns and g.name == name)
         out.status[gw.key] = _gateway_status(gw, listeners, index, domain_suffix)
@@ -450,9 +497,12 @@ def _gateway_status(gw: Resource, listeners: list[Listener], index: _Index, suff
                       condition("Programmed", False, "Invalid", "Unsupported protocol", gen)]
             kinds = ()
         else:
-            problem = _certificate_problem(lst, index)
-            conds += [condition("Accepted", True, "Accepted", "No errors found", gen),
-                      condition("Programmed", problem is None, "Programmed" if problem is None else "Invalid",
+            problem = lst.tls.problem if lst.tls is not None else None
+            if lst.tls is not None and lst.tls.ca_problem and problem is not None:  # Istio's NoValidCACertificate
+                conds.append(condition("Accepted", False, "NoValidCACertificate", problem[1], gen))
+            else:
+                conds.append(condition("Accepted", True, "Accepted", "No errors found", gen))
+            conds += [condition("Programmed", problem is None, "Programmed" if problem is None else "Invalid",
                                 "No errors found" if problem is None else "Bad TLS configuration", gen),
                       condition("ResolvedRefs", problem is None, problem[0] if problem else "ResolvedRefs",
                                 problem[1] if problem else "No errors found", gen)]

@@ -19,8 +19,8 @@ from sailmesh.generate.listeners import gateway_bind_port
 from sailmesh.store.base import ConfigReader, Rejections
 from sailmesh.store.base import Resources as ResourceList
 
-GENERATED_KINDS = ("Gateway", "VirtualService")
-GATEWAY_API_KINDS = frozenset({*ROUTE_KINDS, "GatewayClass", KUBERNETES_GATEWAY})
+GENERATED_KINDS = ("Gateway", "VirtualService", "DestinationRule")
+GATEWAY_API_KINDS = frozenset({*ROUTE_KINDS, "GatewayClass", KUBERNETES_GATEWAY, "BackendTLSPolicy"})
 _MARK = "<gateway-api>"  # the name of the change keys that stand for "the generated resources of this kind"
 
 
@@ -51,14 +51,17 @@ class GatewayApiReader:
                 fresh.gateways = old.gateways
             if fresh.virtual_services == old.virtual_services:
                 fresh.virtual_services = old.virtual_services
+            if fresh.destination_rules == old.destination_rules:
+                fresh.destination_rules = old.destination_rules
             self._converted, self._revision = fresh, self.store.revision
         return self._converted
 
     def _generated(self, kind: str | None) -> tuple[Resource, ...]:
         c = self.converted()
         if kind is None:
-            return c.gateways + c.virtual_services
-        return c.gateways if kind == "Gateway" else c.virtual_services if kind == "VirtualService" else ()
+            return c.gateways + c.virtual_services + c.destination_rules
+        return {"Gateway": c.gateways, "VirtualService": c.virtual_services,
+                "DestinationRule": c.destination_rules}.get(kind, ())
 
     def list(self, kind: str | None = None) -> ResourceList:
         extra = self._generated(kind)
@@ -80,9 +83,14 @@ class GatewayApiReader:
             return change
         before, after = self._converted, self.converted()
         if not change.kinds & GATEWAY_API_KINDS and not (before.gateways or before.virtual_services
-                                                         or after.gateways or after.virtual_services):
+                                                         or before.destination_rules or after.gateways
+                                                         or after.virtual_services or after.destination_rules):
             return change
-        return change.merge(Change(frozenset(ResourceKey(k, "", _MARK) for k in GENERATED_KINDS)))
+        # the generated DestinationRules (BackendTLSPolicy) only when they changed: a DestinationRule change
+        # rebuilds clusters everywhere, which a route change should not cost
+        kinds = GENERATED_KINDS if before.destination_rules is not after.destination_rules \
+            else tuple(k for k in GENERATED_KINDS if k != "DestinationRule")
+        return change.merge(Change(frozenset(ResourceKey(k, "", _MARK) for k in kinds)))
 
     def status(self, resource: Resource, gateway_proxies: Iterable[tuple[str, str, Mapping[str, str]]] = ()
                ) -> dict[str, Any] | None:

@@ -117,7 +117,7 @@ def weighted(refs: list[Mapping[str, Any]], ctx: RuleContext, with_filters: bool
             for f in ref.get("filters") or ():
                 key = {"RequestHeaderModifier": "request", "ResponseHeaderModifier": "response"}.get(f.get("type"))
                 ops = header_ops(f.get("requestHeaderModifier") or f.get("responseHeaderModifier"))
-                if key and ops:  # other backendRef filters: generate/gatewayapi/unenforced.py reports them
+                if key and ops:  # other backendRef filter types refuse the rule (backend_filter_error)
                     headers[key] = ops
             if headers:
                 rd["headers"] = headers
@@ -269,6 +269,19 @@ def _filters(route: dict[str, Any], rule: Mapping[str, Any], ctx: RuleContext) -
     return None
 
 
+BACKEND_FILTERS = ("RequestHeaderModifier", "ResponseHeaderModifier")
+
+
+def backend_filter_error(rule: Mapping[str, Any]) -> str | None:
+    """Istio's buildHTTPDestination / buildGRPCDestination take only header modifiers as backendRef filters; any
+    other type refuses the route ("unsupported filter type"), as a rule filter Istio does not know does."""
+    for ref in rule.get("backendRefs") or ():
+        for f in ref.get("filters") or ():
+            if f.get("type") not in BACKEND_FILTERS:
+                return f"unsupported filter type {f.get('type')!r}"
+    return None
+
+
 def _backends(route: dict[str, Any], refs: list[Mapping[str, Any]], ctx: RuleContext) -> None:
     """route + the Gateway API's 500 for the share of requests that would go to unusable backends."""
     if "redirect" in route:
@@ -306,7 +319,7 @@ def http_routes(route_name: str, rule: Mapping[str, Any], index: int, ctx: RuleC
     """The Istio HTTPRoutes of one rule: one per match (Istio sorts on match[0], so each route has one), all
     sharing the rule's actions; the second value is why the rule is refused (unsupported filter), else None."""
     base: dict[str, Any] = {"name": str(rule.get("name") or f"{ctx.namespace}.{route_name}.{index}")}
-    error = _filters(base, rule, ctx)
+    error = _filters(base, rule, ctx) or backend_filter_error(rule)
     if error:
         return [], error
     _backends(base, list(rule.get("backendRefs") or ()), ctx)

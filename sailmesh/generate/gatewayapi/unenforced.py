@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from sailmesh.generate.gatewayapi import tls_options
+
 
 def _items(node: Any, key: str) -> list[Any]:
     found = node.get(key) if isinstance(node, dict) else None
@@ -12,37 +14,40 @@ def _items(node: Any, key: str) -> list[Any]:
 
 
 def gateway(spec: Any) -> Iterator[str]:
-    for key in ("addresses", "infrastructure", "backendTLS"):
-        if isinstance(spec, dict) and spec.get(key):
-            yield f"spec.{key}"
+    if isinstance(spec, dict) and spec.get("backendTLS"):
+        yield "spec.backendTLS"
+    addresses = spec.get("addresses") if isinstance(spec, dict) else None
+    if isinstance(addresses, list) and addresses and (
+            len(addresses) > 1 or (addresses[0].get("type") or "IPAddress") != "IPAddress"):
+        # one IPAddress is the gateway's address (generate/gatewayapi/convert.requested_address)
+        yield "spec.addresses (Istio's unmanaged gateway, a Hostname or several addresses naming an existing " \
+              "deployment, is not supported)"
+    infra = spec.get("infrastructure") if isinstance(spec, dict) else None
+    if isinstance(infra, dict):  # labels: on the gateway's pods (Kubernetes) or process (embedded mesh)
+        if infra.get("parametersRef"):
+            yield "spec.infrastructure.parametersRef"
+        if infra.get("annotations"):
+            yield "spec.infrastructure.annotations (set on the gateway's Kubernetes objects; the embedded mesh's " \
+                  "gateway process has none)"
     for i, lst in enumerate(_items(spec, "listeners")):
         where = f"spec.listeners[{i}]"
         if lst.get("protocol") not in ("HTTP", "HTTPS", "TLS", "TCP"):
             yield f"{where}.protocol: {lst.get('protocol')} (no listener is built)"
-        tls = lst.get("tls") or {}
-        for key in ("options", "frontendValidation"):
-            if tls.get(key):
-                yield f"{where}.tls.{key}"
-        refs = tls.get("certificateRefs") or []
-        if len(refs) > 1:
-            yield f"{where}.tls.certificateRefs[1:] (the first certificate is served)"
-        ns = ((lst.get("allowedRoutes") or {}).get("namespaces") or {}).get("selector") or {}
-        if ns.get("matchExpressions"):
-            yield f"{where}.allowedRoutes.namespaces.selector.matchExpressions (matchLabels only)"
+        options = (lst.get("tls") or {}).get("options") or {}
+        for key, value in options.items() if isinstance(options, dict) else ():
+            if key not in tls_options.READ_OPTIONS:  # Istio's buildTLS reads these two only
+                yield f"{where}.tls.options[{key}] (ignored, as Istio ignores it)"
+            elif key == tls_options.TERMINATE_MODE_KEY and value not in tls_options.TERMINATE_MODES:
+                yield f"{where}.tls.options[{key}]: {value} (ignored, as Istio ignores it: SIMPLE)"
 
 
 def _route(spec: Any) -> Iterator[str]:
+    # Istio's conversion does not read sessionPersistence (no cookie or header affinity is set up for it)
     if isinstance(spec, dict) and spec.get("sessionPersistence"):
-        yield "spec.sessionPersistence"
+        yield "spec.sessionPersistence (ignored, as Istio ignores it)"
     for i, rule in enumerate(_items(spec, "rules")):
-        where = f"spec.rules[{i}]"
-        for key in ("sessionPersistence",):
-            if rule.get(key):
-                yield f"{where}.{key}"
-        for j, ref in enumerate(_items(rule, "backendRefs")):
-            for k, f in enumerate(_items(ref, "filters")):
-                if f.get("type") not in ("RequestHeaderModifier", "ResponseHeaderModifier"):
-                    yield f"{where}.backendRefs[{j}].filters[{k}]: {f.get('type')}"
+        if rule.get("sessionPersistence"):
+            yield f"spec.rules[{i}].sessionPersistence (ignored, as Istio ignores it)"
 
 
 def http_route(spec: Any) -> Iterator[str]:

@@ -8,7 +8,9 @@ As istiod (pilot/pkg/config/kube/gateway/deploymentcontroller.go, gatewayclass.g
   its namespace, owned by the Gateway (ownerReferences: Kubernetes' garbage collector removes them with it), its
   pods labelled `gateway.networking.k8s.io/gateway-name: <gateway>` (what the generated Istio Gateway selects);
   the Service's type is LoadBalancer unless the Gateway's annotation `networking.istio.io/service-type` says
-  otherwise, one port per listener port plus status-port 15021.
+  otherwise, one port per listener port plus status-port 15021; the Gateway's `spec.infrastructure` labels and
+  annotations (else its own, convert.infrastructure) go on every object and on the pods, Istio's own labels win;
+  one IPAddress in `spec.addresses` is the LoadBalancer Service's `loadBalancerIP`.
 Objects are written with server-side apply (field manager istio.io/gateway-controller), again only when what
 they should be changes. Difference from Istio: the gateway process is a router-mode `sailmesh agent` (the same
 container the install's ingress gateway runs), and listener ports below 1024 are served 8000 higher (targetPort),
@@ -27,7 +29,13 @@ import httpx2 as httpx
 
 from sailmesh.api.kinds import GATEWAY_API, KUBERNETES_GATEWAY
 from sailmesh.api.resource import Resource, ResourceKey
-from sailmesh.generate.gatewayapi.convert import BUILTIN_CLASSES, GATEWAY_NAME_LABEL, deployment_name
+from sailmesh.generate.gatewayapi.convert import (
+    BUILTIN_CLASSES,
+    GATEWAY_NAME_LABEL,
+    deployment_name,
+    infrastructure,
+    requested_address,
+)
 from sailmesh.generate.gatewayapi.status import CONTROLLER_NAME
 from sailmesh.generate.listeners import gateway_bind_port
 from sailmesh.install.manifests import Values, gateway
@@ -65,13 +73,20 @@ def gateway_objects(gw: Resource, control_namespace: str, injection: InjectionCo
                        or "LoadBalancer")
     values = Values(namespace=control_namespace, image=injection.image)
     objs = gateway(values, name, DEFAULT_CLASS, ports, service_type)
-    labels = {GATEWAY_NAME_LABEL: gw.name, ISTIO_GATEWAY_NAME: gw.name}
+    infra = infrastructure({**gw.raw, "spec": gw.spec}, "labels")
+    # Istio's template leaves these out of the copied annotations
+    annotations = {k: v for k, v in infrastructure({**gw.raw, "spec": gw.spec}, "annotations").items()
+                   if k not in ("kubectl.kubernetes.io/last-applied-configuration", "gateway.istio.io/name-override",
+                                "gateway.istio.io/service-account", "gateway.istio.io/controller-version")}
+    labels = {**infra, GATEWAY_NAME_LABEL: gw.name, ISTIO_GATEWAY_NAME: gw.name}
     uid = str((gw.raw.get("metadata") or {}).get("uid") or "")
     owner = {"apiVersion": gw.api_version, "kind": "Gateway", "name": gw.name, "uid": uid, "controller": True}
     for obj in objs:
         meta = obj["metadata"]
         meta["namespace"] = gw.namespace
         meta["labels"] = {**labels, "app": name}
+        if annotations:
+            meta["annotations"] = {**(meta.get("annotations") or {}), **annotations}
         if uid:
             meta["ownerReferences"] = [owner]
         if obj["kind"] == "Deployment":
@@ -79,6 +94,8 @@ def gateway_objects(gw: Resource, control_namespace: str, injection: InjectionCo
             template = obj["spec"]["template"]["metadata"]
             template["labels"] = {k: v for k, v in template["labels"].items() if k != "istio"} | labels | {
                 "app": name, "service.istio.io/canonical-name": name}
+            if annotations:
+                template["annotations"] = {**(template.get("annotations") or {}), **annotations}
             for container in obj["spec"]["template"]["spec"]["containers"]:  # the proxy's own labels: the pod's
                 command = container.get("command") or []
                 if "--labels" in command:
@@ -86,6 +103,8 @@ def gateway_objects(gw: Resource, control_namespace: str, injection: InjectionCo
                         f"{k}={v}" for k, v in sorted(template["labels"].items()))
         elif obj["kind"] == "Service":
             obj["spec"]["selector"] = {GATEWAY_NAME_LABEL: gw.name}
+            if requested_address(gw.spec) and service_type == "LoadBalancer":  # Istio's kube-gateway.yaml
+                obj["spec"]["loadBalancerIP"] = requested_address(gw.spec)
     return objs
 
 

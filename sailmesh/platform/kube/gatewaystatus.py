@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 StatusOf = Callable[[Resource], "dict[str, Any] | None"]
 PLURALS = {"GatewayClass": "gatewayclasses", KUBERNETES_GATEWAY: "gateways", "HTTPRoute": "httproutes",
            "GRPCRoute": "grpcroutes", "TCPRoute": "tcproutes", "TLSRoute": "tlsroutes",
-           "ReferenceGrant": "referencegrants"}
+           "ReferenceGrant": "referencegrants", "BackendTLSPolicy": "backendtlspolicies"}
 
 
 def _now() -> str:

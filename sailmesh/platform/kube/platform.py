@@ -48,7 +48,8 @@ NODES = KubeResource("", "v1", "nodes", "Node", False)
 NAMESPACES = KubeResource("", "v1", "namespaces", "Namespace", False)
 MESH_CONFIGMAP = "istio"
 # the Gateway API kinds the mesh converts (generate/gatewayapi/), as written in their CRDs
-GATEWAY_API_KINDS = ("GatewayClass", "Gateway", "HTTPRoute", "GRPCRoute", "TCPRoute", "TLSRoute", "ReferenceGrant")
+GATEWAY_API_KINDS = ("GatewayClass", "Gateway", "HTTPRoute", "GRPCRoute", "TCPRoute", "TLSRoute", "ReferenceGrant",
+                     "BackendTLSPolicy")
 
 
 def istio_kinds(crd: Mapping[str, Any]) -> KubeResource | None:
