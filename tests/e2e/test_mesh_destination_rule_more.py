@@ -245,8 +245,12 @@ def test_two_rules_for_one_host_are_merged(mesh: RunningMesh, tmp_path: pathlib.
     url = "http://versions.example.test/"
     mesh.apply_text(tmp_path, "merged", MERGED)
     try:
-        wait_for(lambda: _get(mesh, "sleep", url)[1].get("server") == "resolved", timeout=60, interval=0.5,
-                 what="the route to the second rule's subset")
+        # before the rules and the route are in force the service balances over both endpoints, so one "resolved"
+        # answer proves nothing: wait for the subset's cluster, then for ten answers in a row from it
+        wait_for(lambda: "outbound|80|b|versions.example.test" in {c["name"] for c in _clusters(mesh, "sleep")},
+                 timeout=60, interval=0.5, what="the second rule's subset cluster")
+        wait_for(lambda: all(_get(mesh, "sleep", url)[1].get("server") == "resolved" for _ in range(10)),
+                 timeout=60, interval=0.5, what="the route to the second rule's subset")
         seen = [_get(mesh, "sleep", url)[1].get("server") for _ in range(20)]
         assert seen == ["resolved"] * 20, seen
         names = {c["name"] for c in _clusters(mesh, "sleep")}
