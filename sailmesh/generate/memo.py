@@ -61,6 +61,7 @@ class Memos:
         self.max_entries = max_entries
         self.route_scopes: OrderedDict[Hashable, Any] = OrderedDict()
         self.max_scopes = 4096
+        self.scope_inserts = 0
         self._route_inserts = 0
 
     def routes_inserted(self, currency: Callable[[], Callable[[Any], bool]]) -> None:

@@ -288,13 +288,17 @@ def _other_inputs(snapshot: MeshSnapshot) -> tuple[object, ...]:
             *(v for k, v in sorted(snapshot.config.items()) if k != "VirtualService"))
 
 
+def _same(a: tuple[object, ...], b: tuple[object, ...]) -> bool:
+    """The same objects, position by position."""
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+
+
 def _changed_hosts(snapshot: MeshSnapshot, prev: ScopeRoutes) -> set[str] | None:
     """The service hosts whose virtual hosts may differ from `prev`'s, or None when anything else may have
     changed: other inputs, a root or delegate VirtualService, a wildcard host, or many VirtualServices."""
     if prev.services is not snapshot.services:
         return None
-    others = _other_inputs(snapshot)
-    if len(others) != len(prev.others) or any(a is not b for a, b in zip(others, prev.others, strict=True)):
+    if not _same(_other_inputs(snapshot), prev.others):
         return None
     vss = snapshot.of_kind("VirtualService")
     if vss is prev.vss:
@@ -342,10 +346,17 @@ def _service_vhosts(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos,
                 fresh_proxy = _fresh(proxy_domains, proxy_used)
                 items.append((svc.hostname, port, fresh_port, _vh(vname, fresh_port, entry),
                               fresh_proxy, _vh(vname, fresh_proxy, entry)))
-    memos.route_scopes[okey] = ScopeRoutes(snapshot, items, tcp_services)
-    memos.route_scopes.move_to_end(okey)
-    if len(memos.route_scopes) > memos.max_scopes:
-        memos.route_scopes.popitem(last=False)
+    scopes = memos.route_scopes
+    scopes[okey] = current = ScopeRoutes(snapshot, items, tcp_services)
+    scopes.move_to_end(okey)
+    if len(scopes) > memos.max_scopes:
+        scopes.popitem(last=False)
+    memos.scope_inserts += 1
+    if memos.scope_inserts >= len(scopes) // 8 + 64:  # now and then (O(1) per insert): drop the scopes whose
+        memos.scope_inserts = 0  # services or other inputs were superseded (never reusable; they pin old config)
+        for key in [k for k, v in scopes.items()
+                    if v.services is not current.services or not _same(v.others, current.others)]:
+            del scopes[key]
     return items, tcp_services
 
 

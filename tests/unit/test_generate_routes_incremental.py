@@ -96,3 +96,12 @@ def test_a_virtual_service_change_keeps_the_other_hosts_virtual_hosts() -> None:
             assert item[3] != before[key][3]  # rebuilt: its VirtualService changed
         else:
             assert item is before[key]  # reused as it was, not looked up again
+
+
+def test_scopes_of_superseded_services_do_not_accumulate() -> None:
+    """A scope's virtual hosts pin the services and config they were built from; scopes whose inputs were
+    superseded are dropped now and then instead of piling up to the memo's bound (the soak's kind of leak)."""
+    gen = Generator()
+    for k in range(150):  # each snapshot has new services objects, each proxy its own namespace (scope)
+        gen.resources(bookinfo(version=k + 1), sidecar(f"c-{k}", "127.0.9.1", ns=f"ns-{k}", app="c"), ROUTE)
+    assert len(gen.memos.route_scopes) < 80
