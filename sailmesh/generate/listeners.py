@@ -78,22 +78,22 @@ def http_connection_manager(
     return h
 
 
-def observability(msg: HCM | tcp_proxy_pb2.TcpProxy, snapshot: MeshSnapshot, proxy: ProxyView, mode: str) -> None:
-    """Access logs and (HCMs) tracing from the Telemetry API or the mesh config; mode CLIENT (outbound, gateway)
-    or SERVER (inbound)."""
-    eff = resolve.for_proxy(snapshot, proxy)
+def observability(msg: HCM | tcp_proxy_pb2.TcpProxy, snapshot: MeshSnapshot, proxy: ProxyView, mode: str,
+                  eff: resolve.EffectiveTelemetry) -> None:
+    """Access logs and (HCMs) tracing from the proxy's Telemetry (`eff`, resolve.for_proxy) or the mesh config;
+    mode CLIENT (outbound, gateway) or SERVER (inbound)."""
     msg.access_log.extend(access_log.access_logs(eff, snapshot.mesh_config, mode))
     if msg.DESCRIPTOR.full_name == HCM.DESCRIPTOR.full_name:
         tracing.configure(msg, eff, snapshot.mesh_config, mode, namespace=proxy.namespace, labels=proxy.labels,
                           workload_name=proxy.workload_name, gateway=proxy.type == "router")
 
 
-def with_metrics_log(h: HCM | tcp_proxy_pb2.TcpProxy, snapshot: MeshSnapshot, proxy: ProxyView, reporter: str,
-                     services: list[str] | None = None, tunnels: bool = False) -> None:
+def with_metrics_log(h: HCM | tcp_proxy_pb2.TcpProxy, snapshot: MeshSnapshot, proxy: ProxyView,
+                     eff: resolve.EffectiveTelemetry, reporter: str, services: list[str] | None = None,
+                     tunnels: bool = False) -> None:
     """Istio's standard metrics: stream this listener's requests (connections) to the agent, which counts them,
     with the Telemetry API's metric overrides of the side; TCP connections (and CONNECT `tunnels`) are also
     reported periodically while open. Call it after observability() (the user's logs skip periodic entries)."""
-    eff = resolve.for_proxy(snapshot, proxy)
     policy = telemetry.metrics_policy(eff, snapshot.mesh_config,
                                       resolve.CLIENT if reporter == telemetry.SOURCE else resolve.SERVER)
     if policy is None:
@@ -124,14 +124,15 @@ def _listener(name: str, ip: str, port: int, direction: int, network_filter: lc.
     )
 
 
-def virtual_outbound(snapshot: MeshSnapshot, proxy: ProxyView, port: int) -> listener_pb2.Listener:
+def virtual_outbound(snapshot: MeshSnapshot, proxy: ProxyView, port: int,
+                     eff: resolve.EffectiveTelemetry) -> listener_pb2.Listener:
     """`virtualOutbound`: the explicit HTTP proxy apps reach through HTTP_PROXY, routed by `http_proxy` (RDS)."""
-    filters = http_filters(FilterContext(snapshot, proxy, Direction.OUTBOUND, port))
+    filters = http_filters(FilterContext(snapshot, proxy, Direction.OUTBOUND, port, eff))
     h = http_connection_manager(
         "outbound_0.0.0.0_" + str(port), filters, rds=names.HTTP_PROXY_ROUTE, connect=True
     )
-    observability(h, snapshot, proxy, resolve.CLIENT)
-    with_metrics_log(h, snapshot, proxy, telemetry.SOURCE, tunnels=True)
+    observability(h, snapshot, proxy, resolve.CLIENT, eff)
+    with_metrics_log(h, snapshot, proxy, eff, telemetry.SOURCE, tunnels=True)
     return _listener(
         names.VIRTUAL_OUTBOUND, proxy.ip, port, base_pb2.OUTBOUND, lc.Filter(name=HCM_NAME, typed_config=pack(h))
     )
@@ -156,7 +157,8 @@ def inbound_route_config(snapshot: MeshSnapshot, proxy: ProxyView, port: int) ->
     )
 
 
-def inbound_listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> list[listener_pb2.Listener]:
+def inbound_listeners(snapshot: MeshSnapshot, proxy: ProxyView,
+                      eff: resolve.EffectiveTelemetry) -> list[listener_pb2.Listener]:
     """One listener per container port on proxy.ip:<port>: HCM for HTTP ports, tcp_proxy otherwise, in the
     filter chains of the port's PeerAuthentication mode (tls.inbound_chains)."""
     out = []
@@ -170,16 +172,16 @@ def inbound_listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> list[listener
         http = names.is_http(protocol)
         if http:
             h = http_connection_manager(
-                f"inbound_0.0.0.0_{port}", http_filters(FilterContext(snapshot, proxy, Direction.INBOUND, port)),
+                f"inbound_0.0.0.0_{port}", http_filters(FilterContext(snapshot, proxy, Direction.INBOUND, port, eff)),
                 route_config=inbound_route_config(snapshot, proxy, port), inbound=True,
             )
-            observability(h, snapshot, proxy, resolve.SERVER)
-            with_metrics_log(h, snapshot, proxy, telemetry.DESTINATION, services)
+            observability(h, snapshot, proxy, resolve.SERVER, eff)
+            with_metrics_log(h, snapshot, proxy, eff, telemetry.DESTINATION, services)
             nf = lc.Filter(name=HCM_NAME, typed_config=pack(h))
         else:
             tp = tcp_proxy_pb2.TcpProxy(stat_prefix=cluster, cluster=cluster)
-            observability(tp, snapshot, proxy, resolve.SERVER)
-            with_metrics_log(tp, snapshot, proxy, telemetry.DESTINATION, services)
+            observability(tp, snapshot, proxy, resolve.SERVER, eff)
+            with_metrics_log(tp, snapshot, proxy, eff, telemetry.DESTINATION, services)
             nf = lc.Filter(name=TCP_PROXY_NAME, typed_config=pack(tp))
             before = ext_authz.tcp_filters(snapshot, proxy)  # AuthorizationPolicy on a TCP port
         il = ingress.get(port)
@@ -216,7 +218,7 @@ def _ingress_tls_chain(tls: ServerTLSSettings, nf: lc.Filter) -> lc.FilterChain:
 
 
 def outbound_tcp_proxy(snapshot: MeshSnapshot, proxy: ProxyView, stat_prefix: str,
-                       clusters: Sequence[tuple[str, int]]) -> lc.Filter:
+                       clusters: Sequence[tuple[str, int]], eff: resolve.EffectiveTelemetry) -> lc.Filter:
     """A client-side tcp_proxy to one cluster or weighted clusters, with tracing/access logs and the metrics log."""
     tp = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix)
     if len(clusters) == 1:
@@ -224,8 +226,8 @@ def outbound_tcp_proxy(snapshot: MeshSnapshot, proxy: ProxyView, stat_prefix: st
     else:
         for c, w in clusters:
             tp.weighted_clusters.clusters.add(name=c, weight=w)
-    observability(tp, snapshot, proxy, resolve.CLIENT)
-    with_metrics_log(tp, snapshot, proxy, telemetry.SOURCE)
+    observability(tp, snapshot, proxy, resolve.CLIENT, eff)
+    with_metrics_log(tp, snapshot, proxy, eff, telemetry.SOURCE)
     return lc.Filter(name=TCP_PROXY_NAME, typed_config=pack(tp))
 
 
@@ -236,34 +238,35 @@ def _config_metadata(fc: lc.FilterChain, config: str) -> None:
         fc.metadata.filter_metadata["istio"].update({"config": config})
 
 
-def gateway_listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> list[listener_pb2.Listener]:
+def gateway_listeners(snapshot: MeshSnapshot, proxy: ProxyView,
+                      eff: resolve.EffectiveTelemetry) -> list[listener_pb2.Listener]:
     """One listener per Gateway server port on the gateway's address: HCM with RDS `http.<port>` for HTTP
     servers, tcp_proxy to the VirtualService `tcp` route's clusters for TCP servers."""
     ports = sorted({p for gw in gateways_for(snapshot, proxy) for p, *_ in http_servers(gw)})
     out = []
     for port in ports:
         h = http_connection_manager(
-            f"outbound_0.0.0.0_{port}", http_filters(FilterContext(snapshot, proxy, Direction.GATEWAY, port)),
+            f"outbound_0.0.0.0_{port}", http_filters(FilterContext(snapshot, proxy, Direction.GATEWAY, port, eff)),
             rds=names.gateway_route(port), remote_address=True,
         )
-        observability(h, snapshot, proxy, resolve.CLIENT)
-        with_metrics_log(h, snapshot, proxy, telemetry.SOURCE)  # gateways report as the source, as Istio's do
+        observability(h, snapshot, proxy, resolve.CLIENT, eff)
+        with_metrics_log(h, snapshot, proxy, eff, telemetry.SOURCE)  # gateways report as the source, as Istio's do
         nf = lc.Filter(name=HCM_NAME, typed_config=pack(h))
         out.append(
             _listener(names.listener_name("0.0.0.0", port), proxy.ip, gateway_bind_port(port), base_pb2.OUTBOUND, nf)
         )
     for port, (clusters, vs) in sorted(gateway_tcp_routes(snapshot, proxy).items()):
-        nf = outbound_tcp_proxy(snapshot, proxy, f"outbound_0.0.0.0_{port}", clusters)
+        nf = outbound_tcp_proxy(snapshot, proxy, f"outbound_0.0.0.0_{port}", clusters, eff)
         lis = _listener(names.listener_name("0.0.0.0", port), proxy.ip, gateway_bind_port(port), base_pb2.OUTBOUND, nf)
         _config_metadata(lis.filter_chains[0], config_path(vs))
         out.append(lis)
     for port, chains in sorted(gateway_tls_ports(snapshot, proxy).items()):
-        out.append(_gateway_tls_listener(snapshot, proxy, port, chains))
+        out.append(_gateway_tls_listener(snapshot, proxy, port, chains, eff))
     return out
 
 
-def _gateway_tls_listener(snapshot: MeshSnapshot, proxy: ProxyView, port: int,
-                          chains: list[ChainSpec]) -> listener_pb2.Listener:
+def _gateway_tls_listener(snapshot: MeshSnapshot, proxy: ProxyView, port: int, chains: list[ChainSpec],
+                          eff: resolve.EffectiveTelemetry) -> listener_pb2.Listener:
     """A gateway HTTPS/TLS port: tls_inspector, one filter chain per server (SNI server_names), terminating TLS
     into an HCM (RDS `https.<port>...`) or a tcp_proxy, or passing TLS through by SNI to a tcp_proxy."""
     listener = listener_pb2.Listener(
@@ -274,18 +277,18 @@ def _gateway_tls_listener(snapshot: MeshSnapshot, proxy: ProxyView, port: int,
     for chain in chains:
         if chain.route:
             h = http_connection_manager(
-                f"outbound_0.0.0.0_{port}", http_filters(FilterContext(snapshot, proxy, Direction.GATEWAY, port)),
+                f"outbound_0.0.0.0_{port}", http_filters(FilterContext(snapshot, proxy, Direction.GATEWAY, port, eff)),
                 rds=chain.route, remote_address=True,
             )
-            observability(h, snapshot, proxy, resolve.CLIENT)
-            with_metrics_log(h, snapshot, proxy, telemetry.SOURCE)  # gateways report as the source, as Istio's do
+            observability(h, snapshot, proxy, resolve.CLIENT, eff)
+            with_metrics_log(h, snapshot, proxy, eff, telemetry.SOURCE)  # gateways report as the source, as Istio's do
             nf = lc.Filter(name=HCM_NAME, typed_config=pack(h))
         elif chain.auto_passthrough:
             # Istio's buildOutboundAutoPassthroughFilterStack: sni_cluster sets the cluster from the SNI
             # (`outbound_.PORT_.SUBSET_.HOST`, the router's SNI-DNAT clusters), the tcp_proxy's own is BlackHole
-            nf = outbound_tcp_proxy(snapshot, proxy, names.BLACKHOLE_CLUSTER, [(names.BLACKHOLE_CLUSTER, 100)])
+            nf = outbound_tcp_proxy(snapshot, proxy, names.BLACKHOLE_CLUSTER, [(names.BLACKHOLE_CLUSTER, 100)], eff)
         else:
-            nf = outbound_tcp_proxy(snapshot, proxy, f"outbound_0.0.0.0_{port}", chain.clusters)
+            nf = outbound_tcp_proxy(snapshot, proxy, f"outbound_0.0.0.0_{port}", chain.clusters, eff)
         filters = [SNI_CLUSTER, nf] if chain.auto_passthrough else [nf]
         fc = lc.FilterChain(filters=filters, filter_chain_match=lc.FilterChainMatch(server_names=chain.server_names))
         _config_metadata(fc, chain.config)
@@ -299,15 +302,17 @@ def _gateway_tls_listener(snapshot: MeshSnapshot, proxy: ProxyView, port: int,
 def build_listeners(
     snapshot: MeshSnapshot, proxy: ProxyView, ports: ProxyPorts | None = None
 ) -> list[listener_pb2.Listener]:
-    """Every listener of a proxy."""
+    """Every listener of a proxy; its Telemetry is resolved once here, for all of them."""
+    eff = resolve.for_proxy(snapshot, proxy)
     if proxy.type == "router":
-        return gateway_listeners(snapshot, proxy)
+        return gateway_listeners(snapshot, proxy, eff)
     ports = ports or ProxyPorts()
-    return [virtual_outbound(snapshot, proxy, ports.outbound), *inbound_listeners(snapshot, proxy),
-            *egress_listeners(snapshot, proxy)]
+    return [virtual_outbound(snapshot, proxy, ports.outbound, eff), *inbound_listeners(snapshot, proxy, eff),
+            *egress_listeners(snapshot, proxy, eff)]
 
 
-def egress_listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> list[listener_pb2.Listener]:
+def egress_listeners(snapshot: MeshSnapshot, proxy: ProxyView,
+                     eff: resolve.EffectiveTelemetry) -> list[listener_pb2.Listener]:
     """Sidecar egress listeners with a `port` (Istio's explicit egress listeners, what captureMode NONE apps call):
     `<bind>_<port>` on the bind address (default the proxy's), HTTP ports routed by the port's route config
     (RDS `<port>`), other ports tcp_proxied to the one service of their hosts with that port (tcp routes applied)."""
@@ -315,15 +320,15 @@ def egress_listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> list[listener_
     for bind, port, protocol, hosts in egress_ports(snapshot, proxy):
         if names.is_http(protocol):
             h = http_connection_manager(f"outbound_{bind}_{port}",
-                                        http_filters(FilterContext(snapshot, proxy, Direction.OUTBOUND, port)),
+                                        http_filters(FilterContext(snapshot, proxy, Direction.OUTBOUND, port, eff)),
                                         rds=names.port_route(port))
-            observability(h, snapshot, proxy, resolve.CLIENT)
-            with_metrics_log(h, snapshot, proxy, telemetry.SOURCE)
+            observability(h, snapshot, proxy, resolve.CLIENT, eff)
+            with_metrics_log(h, snapshot, proxy, eff, telemetry.SOURCE)
             nf = lc.Filter(name=HCM_NAME, typed_config=pack(h))
         else:
             clusters = egress_tcp_clusters(snapshot, proxy, port, hosts)
             if not clusters:
                 continue
-            nf = outbound_tcp_proxy(snapshot, proxy, f"outbound_{bind}_{port}", clusters)
+            nf = outbound_tcp_proxy(snapshot, proxy, f"outbound_{bind}_{port}", clusters, eff)
         out.append(_listener(names.listener_name(bind, port), bind, port, base_pb2.OUTBOUND, nf))
     return out

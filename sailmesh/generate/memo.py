@@ -47,6 +47,8 @@ class Memos:
     - `domains`: a service port's virtual host domains, per "proxy in the service's namespace or not".
     - `envoy_filters`: an EnvoyFilter's patches with their values built, per resource.
     - `patched`: a proxy's resources of one type with its EnvoyFilter patches applied, per (parts, patches).
+    - `route_scopes`: per outbound key, the service virtual hosts its route configurations were last assembled
+      from (routes.ScopeRoutes): a VirtualService change rebuilds its own hosts' only.
     """
 
     def __init__(self, max_entries: int = 100_000) -> None:
@@ -57,6 +59,9 @@ class Memos:
         self.envoy_filters = IdentityMemo(10_000)
         self.patched = IdentityMemo(10_000)
         self.max_entries = max_entries
+        self.route_scopes: OrderedDict[Hashable, Any] = OrderedDict()
+        self.max_scopes = 4096
+        self.scope_inserts = 0
         self._route_inserts = 0
 
     def routes_inserted(self, currency: Callable[[], Callable[[Any], bool]]) -> None:

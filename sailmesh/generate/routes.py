@@ -181,13 +181,17 @@ def connect_route(cluster: str | list[tuple[str, int]], name: str) -> rc.Route:
     return rc.Route(name=name, match=rc.RouteMatch(connect_matcher={}), route=action)
 
 
-def _tcp_vhosts(snapshot: MeshSnapshot, proxy: ProxyView, used: set[str]) -> list[bytes]:
+def _tcp_services(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Service]:
+    """The visible services with a non-HTTP port (TCP, TLS, ...)."""
+    return [svc for svc in visible_services(snapshot, proxy)
+            if any(not names.is_http(p.protocol) for p in unique_ports(svc))]
+
+
+def _tcp_vhosts(snapshot: MeshSnapshot, proxy: ProxyView, services: list[Service], used: set[str]) -> list[bytes]:
     """`http_proxy` virtual hosts that tunnel CONNECT `host:port` to non-HTTP service ports (TCP, TLS, ...)."""
     out = []
-    for svc in visible_services(snapshot, proxy):
+    for svc in services:
         tcp_ports = [p for p in unique_ports(svc) if not names.is_http(p.protocol)]
-        if not tcp_ports:
-            continue
         aliases = names.host_aliases(svc.hostname, svc.namespace, proxy.namespace, snapshot.mesh.domain_suffix)
         for p in tcp_ports:
             clusters, vs = service_tcp_route_from(RouteContext(snapshot, proxy, p.port), svc)
@@ -259,29 +263,140 @@ def _route_config(name: str, vhosts: list[bytes]) -> Prepacked:
     return Prepacked(name, any_pb2.Any(type_url=ROUTE, value=value))
 
 
+# One service port's virtual hosts in a scope's route configurations: (hostname, port, the domains of its
+# per-port virtual host, that virtual host, the domains of its http_proxy virtual host, that one); None: no domain.
+ScopeItem = tuple[str, int, tuple[str, ...] | None, bytes | None, tuple[str, ...] | None, bytes | None]
+
+
+class ScopeRoutes:
+    """The service virtual hosts a scope's route configurations were assembled from, and the inputs they were
+    assembled at: the next snapshot that only changed VirtualServices of plain service hosts reuses the rest."""
+
+    __slots__ = ("items", "others", "services", "tcp_services", "vss")
+
+    def __init__(self, snapshot: MeshSnapshot, items: list[ScopeItem], tcp_services: list[Service]) -> None:
+        self.items = items
+        self.tcp_services = tcp_services
+        self.services = snapshot.services
+        self.vss = snapshot.of_kind("VirtualService")
+        self.others = _other_inputs(snapshot)
+
+
+def _other_inputs(snapshot: MeshSnapshot) -> tuple[object, ...]:
+    """Every input of the route configurations but the VirtualServices (compared by identity)."""
+    return (snapshot.mesh, snapshot.mesh_config,
+            *(v for k, v in sorted(snapshot.config.items()) if k != "VirtualService"))
+
+
+def _same(a: tuple[object, ...], b: tuple[object, ...]) -> bool:
+    """The same objects, position by position."""
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+
+
+def _changed_hosts(snapshot: MeshSnapshot, prev: ScopeRoutes) -> set[str] | None:
+    """The service hosts whose virtual hosts may differ from `prev`'s, or None when anything else may have
+    changed: other inputs, a root or delegate VirtualService, a wildcard host, or many VirtualServices."""
+    if prev.services is not snapshot.services:
+        return None
+    if not _same(_other_inputs(snapshot), prev.others):
+        return None
+    vss = snapshot.of_kind("VirtualService")
+    if vss is prev.vss:
+        return set()
+    old, new = {id(v): v for v in prev.vss}, {id(v): v for v in vss}
+    changed = [v for k, v in old.items() if k not in new] + [v for k, v in new.items() if k not in old]
+    if len(changed) > 64:
+        return None
+    hosts: set[str] = set()
+    for vs in changed:
+        vs_hosts = snapshot.index.hosts_of(vs)
+        if not vs_hosts or is_root(vs) or any("*" in h for h in vs_hosts):
+            return None
+        hosts.update(vs_hosts)
+    return hosts
+
+
+def _service_vhosts(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos,
+                    okey: Hashable) -> tuple[list[ScopeItem], list[Service]]:
+    """Every visible service port's virtual hosts (and the services with TCP ports), reusing the scope's previous
+    ones where their inputs are the same (a VirtualService change rebuilds its hosts only, not the scope's
+    thousand others)."""
+    prev: ScopeRoutes | None = memos.route_scopes.get(okey)
+    hosts = _changed_hosts(snapshot, prev) if prev is not None else None
+    if prev is not None and hosts is not None:
+        items, tcp_services = list(prev.items), prev.tcp_services
+        for k, (hostname, port, port_domains, _old, proxy_domains, _old_proxy) in enumerate(items):
+            if hostname in hosts:
+                svc = snapshot.services[hostname]
+                entry = _memo_entry(snapshot, proxy, svc, port, memos, okey)
+                vname = names.vhost_name(hostname, port)
+                items[k] = (hostname, port, port_domains, _vh(vname, port_domains, entry),
+                            proxy_domains, _vh(vname, proxy_domains, entry))
+    else:
+        items, tcp_services = [], _tcp_services(snapshot, proxy)
+        used_per_port: dict[int, set[str]] = {}
+        proxy_used: set[str] = set()
+        for svc in visible_services(snapshot, proxy):
+            for port in _http_ports(svc):
+                entry = _memo_entry(snapshot, proxy, svc, port, memos, okey)
+                vname = names.vhost_name(svc.hostname, port)
+                port_domains, proxy_domains = _domains(snapshot, proxy, svc, port, memos)
+                used = used_per_port.setdefault(port, set())
+                fresh_port = _fresh(port_domains, used)
+                fresh_proxy = _fresh(proxy_domains, proxy_used)
+                items.append((svc.hostname, port, fresh_port, _vh(vname, fresh_port, entry),
+                              fresh_proxy, _vh(vname, fresh_proxy, entry)))
+    scopes = memos.route_scopes
+    scopes[okey] = current = ScopeRoutes(snapshot, items, tcp_services)
+    scopes.move_to_end(okey)
+    if len(scopes) > memos.max_scopes:
+        scopes.popitem(last=False)
+    memos.scope_inserts += 1
+    if memos.scope_inserts >= len(scopes) // 8 + 64:  # now and then (O(1) per insert): drop the scopes whose
+        memos.scope_inserts = 0  # services or other inputs were superseded (never reusable; they pin old config)
+        for key in [k for k, v in scopes.items()
+                    if v.services is not current.services or not _same(v.others, current.others)]:
+            del scopes[key]
+    return items, tcp_services
+
+
+def _vh(vname: str, domains: tuple[str, ...] | None, entry: MemoEntry) -> bytes | None:
+    """A service port's virtual host with exactly these (fresh) domains, from the entry's memo."""
+    return None if domains is None else _vhost(vname, domains, entry.routes, set(), entry.vhosts)
+
+
+def _fresh(domains: tuple[str, ...], used: set[str]) -> tuple[str, ...] | None:
+    """The domains no earlier virtual host took (marked taken now), None when none is left."""
+    if used.isdisjoint(domains):
+        fresh = domains  # the usual case: the same tuple object (the virtual host memo is keyed by it)
+    else:
+        fresh = tuple(d for d in dict.fromkeys(domains) if d not in used)
+    used.update(fresh)
+    return fresh or None
+
+
 def sidecar_routes(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> list[Prepacked]:
     """A route config per outbound HTTP port (`9080`) and the combined `http_proxy` config, packed."""
     per_port: dict[int, list[bytes]] = {}
     used_per_port: dict[int, set[str]] = {}
     proxy_hosts: list[bytes] = []
     proxy_used: set[str] = set()
-    okey = snapshot.index.outbound_key(proxy)
-    for svc in visible_services(snapshot, proxy):
-        for port in _http_ports(svc):
-            entry = _memo_entry(snapshot, proxy, svc, port, memos, okey)
-            vname = names.vhost_name(svc.hostname, port)
-            used = used_per_port.setdefault(port, set())
-            port_domains, proxy_domains = _domains(snapshot, proxy, svc, port, memos)
-            vh = _vhost(vname, port_domains, entry.routes, used, entry.vhosts)
-            if vh is not None:
-                per_port.setdefault(port, []).append(vh)
-            vh = _vhost(vname, proxy_domains, entry.routes, proxy_used, entry.vhosts)
-            if vh is not None:
-                proxy_hosts.append(vh)
+    items, tcp_services = _service_vhosts(snapshot, proxy, memos, snapshot.index.outbound_key(proxy))
+    extra = snapshot.index.non_service_hosts(proxy)
+    track = bool(extra or tcp_services)  # the domains taken matter only to virtual hosts added after these
+    for _host, port, port_domains, vh, proxy_domains, pvh in items:
+        if port_domains is not None and vh is not None:
+            if track:
+                used_per_port.setdefault(port, set()).update(port_domains)
+            per_port.setdefault(port, []).append(vh)
+        if proxy_domains is not None and pvh is not None:
+            if track:
+                proxy_used.update(proxy_domains)
+            proxy_hosts.append(pvh)
     for port in egress_http_ports(snapshot, proxy):  # a Sidecar egress listener's RDS must exist
         per_port.setdefault(port, [])
-    _non_service_hosts(snapshot, proxy, per_port, used_per_port, proxy_hosts, proxy_used)
-    proxy_hosts.extend(_tcp_vhosts(snapshot, proxy, proxy_used))
+    _non_service_hosts(snapshot, proxy, extra, per_port, used_per_port, proxy_hosts, proxy_used)
+    proxy_hosts.extend(_tcp_vhosts(snapshot, proxy, tcp_services, proxy_used))
     fallback = _fallback_field(outbound_policy(snapshot, proxy))
     out = [_route_config(names.port_route(port), [*vhosts, fallback]) for port, vhosts in sorted(per_port.items())]
     out.append(_route_config(names.HTTP_PROXY_ROUTE, [*proxy_hosts, fallback]))
@@ -289,19 +404,18 @@ def sidecar_routes(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> li
 
 
 def _non_service_hosts(
-    snapshot: MeshSnapshot, proxy: ProxyView, per_port: dict[int, list[bytes]],
-    used_per_port: dict[int, set[str]], proxy_hosts: list[bytes], proxy_used: set[str],
+    snapshot: MeshSnapshot, proxy: ProxyView, extra: list[tuple[Resource, list[str]]],
+    per_port: dict[int, list[bytes]], used_per_port: dict[int, set[str]], proxy_hosts: list[bytes],
+    proxy_used: set[str],
 ) -> None:
-    """Virtual hosts for VirtualService hosts that are no service (Istio adds them on every HTTP port).
+    """Virtual hosts for VirtualService hosts that are no service (Istio adds them on every HTTP port); `extra`:
+    SnapshotIndex.non_service_hosts.
 
     Wildcard hosts only apply to the services they match, and `*` would shadow allow_any: both are skipped.
     """
     ports = sorted(per_port) or [80]
-    idx = snapshot.index
-    for vs in idx.mesh_virtual_services(proxy):
-        for h in dict.fromkeys(idx.hosts_of(vs)):
-            if "*" in h or h in snapshot.services:
-                continue
+    for vs, hosts in extra:
+        for h in hosts:
             for port in ports:
                 ctx = RouteContext(snapshot, proxy, port)
                 translated = virtual_service_routes(vs, ctx)

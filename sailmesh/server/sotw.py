@@ -83,13 +83,13 @@ class SotwConnection(Connection):
         if generated is None:
             return False
         names = None if st.wildcard else _subscribed(st.names)
-        count, digests, bodies = 0, [], []
+        count, digests, chosen_parts = 0, [], []
         for part in generated.parts:  # each part hashed and encoded once, whoever shares it
             chosen, part_digest = self.hashes.subset(part, names)
             if chosen:
                 count += len(chosen)
                 digests.append(part_digest)
-                bodies.append(self.hashes.encoded(chosen))
+                chosen_parts.append(chosen)
         digest = digests[0] if len(digests) == 1 else b"".join(digests) if digests else _EMPTY_DIGEST
         if digest == st.nacked_digest:
             return False  # the proxy rejected exactly this: do not send it again
@@ -99,8 +99,10 @@ class SotwConnection(Connection):
         # Versions never repeat on a stream (next_version), so neither do these nonces; and proxies given the same
         # resources at the same version get the same response bytes: built once, not copied per proxy.
         nonce = f"{version}-{digest[:6].hex()}"
+        # The parts are encoded only when the response is not shared yet: a body kept for a response every proxy
+        # of a scope gets would be a second copy of its bytes.
         response = self.hashes.response((st.type_url, version, digest), lambda: b"".join((
-            length_delimited(1, version.encode()), *bodies,
+            length_delimited(1, version.encode()), *map(self.hashes.encoded, chosen_parts),
             length_delimited(4, st.type_url.encode()), length_delimited(5, nonce.encode()))))
         size = len(response)
         lease = self.budget.try_lease(size) or await self.budget.lease(size)  # inline budget.hold()

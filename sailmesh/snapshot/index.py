@@ -167,6 +167,7 @@ class SnapshotIndex:
             self._rules, self._dr, self._merged = previous._rules_by_ns(), previous._dr, previous._merged
         self._vs: dict[tuple[str, str], list[Resource]] = {}
         self._by_host: dict[Hashable, tuple[list[Resource], HostTable]] = {}
+        self._non_service: dict[int, tuple[list[Resource], list[tuple[Resource, list[str]]]]] = {}
         self._all_open: bool | None = None
         self._bound_to: dict[str, list[tuple[Resource, list[str], bool]]] = {}
         self._mesh_ns: dict[str, list[tuple[int, Resource, list[str], bool]]] | None = None
@@ -380,6 +381,20 @@ class SnapshotIndex:
     def mesh_virtual_services(self, proxy: ProxyView) -> list[Resource]:
         """Mesh VirtualServices the proxy imports (exportTo and its Sidecar's egress hosts), oldest first."""
         return self._imported(proxy)[0]
+
+    def non_service_hosts(self, proxy: ProxyView) -> list[tuple[Resource, list[str]]]:
+        """The mesh VirtualServices the proxy imports that name hosts which are no service and no wildcard, with
+        those hosts, oldest first (a sidecar gets a virtual host for each); once per import table, not per proxy."""
+        imported = self._imported(proxy)[0]
+        hit = self._non_service.get(id(imported))
+        if hit is None or hit[0] is not imported:
+            found = []
+            for vs in imported:
+                hosts = [h for h in dict.fromkeys(self.hosts_of(vs)) if "*" not in h and h not in self.services]
+                if hosts:
+                    found.append((vs, hosts))
+            hit = self._non_service[id(imported)] = (imported, found)
+        return hit[1]
 
     def hosts_of(self, vs: Resource) -> list[str]:
         """A VirtualService's hosts as FQDNs (computed once per snapshot)."""

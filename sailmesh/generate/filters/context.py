@@ -1,4 +1,4 @@
-"""What a filter builder is given: the snapshot, the proxy, the listener's direction and port."""
+"""What a filter builder is given: the snapshot, the proxy, the listener's direction and port, its Telemetry."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import enum
 from dataclasses import dataclass
 
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView
+from sailmesh.telemetry import resolve
 
 
 class Direction(enum.StrEnum):
@@ -24,3 +25,9 @@ class FilterContext:
     proxy: ProxyView
     direction: Direction
     port: int  # the listener's port: the container port inbound, the server port on a gateway, 15001 outbound
+    # the proxy's Telemetry, resolved once per proxy by the listener builder and shared by all its chains
+    telemetry: resolve.EffectiveTelemetry | None = None
+
+    def effective_telemetry(self) -> resolve.EffectiveTelemetry:
+        """The Telemetry in effect for the proxy (resolved here only when the caller did not pass it)."""
+        return self.telemetry if self.telemetry is not None else resolve.for_proxy(self.snapshot, self.proxy)

@@ -35,6 +35,6 @@ def grpc_stats(ctx: FilterContext) -> list[hcm_pb2.HttpFilter]:
     Istio adds it on ports declared gRPC; here on every inbound and gateway chain, where it passes any request
     that is not gRPC (so gRPC on a port declared HTTP is counted too)."""
     mode = resolve.SERVER if ctx.direction == Direction.INBOUND else resolve.CLIENT
-    if metrics_policy(resolve.for_proxy(ctx.snapshot, ctx.proxy), ctx.snapshot.mesh_config, mode) is None:
+    if metrics_policy(ctx.effective_telemetry(), ctx.snapshot.mesh_config, mode) is None:
         return []
     return [grpc_stats_filter()]
