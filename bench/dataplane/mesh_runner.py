@@ -11,7 +11,8 @@ import asyncio
 
 from sailmesh import settings as settings_mod
 from sailmesh.cli.up import serve
-from sailmesh.platform.local import LocalMesh, MeshOptions
+from sailmesh.platform.local import LocalMesh
+from sailmesh.platform.portplan import MeshOptions
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

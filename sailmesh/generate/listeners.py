@@ -22,7 +22,7 @@ from sailmesh.generate.filters import Direction, FilterContext, ext_authz, http_
 from sailmesh.generate.gateway import ChainSpec, gateway_tcp_routes, gateway_tls_ports, gateways_for, http_servers
 from sailmesh.generate.gateway_tls import downstream_tls_context
 from sailmesh.generate.httproute import config_path, route_action_defaults
-from sailmesh.generate.names import gateway_bind_port as gateway_bind_port  # re-exported: names.py has no protobufs
+from sailmesh.generate.names import gateway_bind_port
 from sailmesh.generate.peer_authn import workload_policy
 from sailmesh.generate.scope import egress_ports, inbound_ports, ingress_listeners
 from sailmesh.generate.tcproute import egress_tcp_clusters

@@ -6,7 +6,8 @@ import pathlib
 
 from sailmesh.api.parse import parse_text
 from sailmesh.platform import egress
-from sailmesh.platform.local import LocalMesh, MeshOptions
+from sailmesh.platform.local import LocalMesh
+from sailmesh.platform.portplan import MeshOptions
 from sailmesh.registry.services import service_from_kube
 from sailmesh.settings import load
 

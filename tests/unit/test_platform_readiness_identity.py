@@ -12,7 +12,8 @@ from aiohttp import web
 
 from sailmesh import settings as settings_mod
 from sailmesh.errors import PlatformError
-from sailmesh.platform.local import LocalMesh, MeshOptions
+from sailmesh.platform.local import LocalMesh
+from sailmesh.platform.portplan import MeshOptions
 from sailmesh.processes import PID_HEADER, free_port
 
 

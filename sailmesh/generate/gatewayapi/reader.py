@@ -15,7 +15,7 @@ from sailmesh.api.change import Change
 from sailmesh.api.kinds import KUBERNETES_GATEWAY
 from sailmesh.api.resource import Resource, ResourceKey
 from sailmesh.generate.gatewayapi.convert import GATEWAY_NAME_LABEL, INPUT_KINDS, ROUTE_KINDS, Converted, convert
-from sailmesh.generate.listeners import gateway_bind_port
+from sailmesh.generate.names import gateway_bind_port
 from sailmesh.store.base import ConfigReader, Rejections
 from sailmesh.store.base import Resources as ResourceList
 

@@ -37,7 +37,7 @@ from sailmesh.generate.gatewayapi.convert import (
     requested_address,
 )
 from sailmesh.generate.gatewayapi.status import CONTROLLER_NAME
-from sailmesh.generate.listeners import gateway_bind_port
+from sailmesh.generate.names import gateway_bind_port
 from sailmesh.install.manifests import Values, gateway
 from sailmesh.platform.kube.client import KubeApiError, KubeConnection
 from sailmesh.platform.kube.store import KubeStore
