@@ -16,7 +16,7 @@ import pytest
 
 from sailmesh.processes import free_port
 from sailmesh.testing.mesh import RunningMesh
-from sailmesh.testing.waiting import wait_for
+from sailmesh.testing.waiting import DeadlineExceeded, wait_for
 from tests.conftest import CONFORMANCE
 
 pytestmark = pytest.mark.e2e
@@ -193,12 +193,24 @@ def check_one_trace(mesh: RunningMesh, received: Callable[[], list[dict[str, Any
                     trace_id_hex_len: int) -> None:
     """Send THE request and check its trace: spans as Zipkin v2 JSON dicts (traceId, id, parentId, kind, name,
     tags), whichever collector received them."""
-    # tracing is configured once the mesh reports spans (with traffic while the config arrives); then THE request
-    def spans_arrive() -> bool:
+    hops = {("productpage", "SERVER"), ("productpage", "CLIENT"), ("reviews", "SERVER"), ("reviews", "CLIENT"),
+            ("ratings", "SERVER")}
+
+    def whole(trace_id: str) -> list[dict[str, Any]] | None:
+        """Every hop's span of one trace (each proxy exports its own batches, so they arrive at different times)."""
+        spans = [s for s in received() if s["traceId"] == trace_id]
+        sides = {(tag(s, "istio.canonical_service"), s.get("kind")) for s in spans}
+        return spans if hops <= sides and len(spans) >= 8 else None
+
+    # tracing is configured once a whole trace reaches the collector (traffic while the config arrives). Any span
+    # is not enough: after a provider switch, a connection opened before it stays on the old listener's tracer
+    # until it drains, so one proxy can export to the new collector while another hop still sends to the old one.
+    def whole_trace_arrives() -> bool:
         with NO_PROXY.open(mesh.gateway_url() + "/productpage", timeout=30) as r:
             assert r.status == 200
-        return any("istio.canonical_service" in s.get("tags", {}) for s in received())
-    wait_for(spans_arrive, timeout=120, interval=1.0, what="spans from the mesh")  # a mesh-config push, then batches
+        return any(whole(t) for t in {s["traceId"] for s in received()
+                                      if "istio.canonical_service" in s.get("tags", {})})
+    wait_for(whole_trace_arrives, timeout=120, interval=1.0, what="a whole trace from the mesh")
     # the gateway is the edge: it makes its own x-request-id (Envoy ignores a client's there), so THE request
     # is found by a marker in its URL
     with NO_PROXY.open(mesh.gateway_url() + f"/productpage?m={marker}", timeout=30) as r:
@@ -206,16 +218,18 @@ def check_one_trace(mesh: RunningMesh, received: Callable[[], list[dict[str, Any
 
     def trace() -> list[dict[str, Any]] | None:
         mine = [s for s in received() if marker in tag(s, "http.url")]
-        if not mine:
-            return None
-        spans = [s for s in received() if s["traceId"] == mine[0]["traceId"]]
-        # every hop's span (each proxy exports its own batches, so they arrive at different times)
-        sides = {(tag(s, "istio.canonical_service"), s.get("kind")) for s in spans}
-        hops = {("productpage", "SERVER"), ("productpage", "CLIENT"), ("reviews", "SERVER"), ("reviews", "CLIENT"),
-                ("ratings", "SERVER")}
-        return spans if hops <= sides and len(spans) >= 8 else None
+        return whole(mine[0]["traceId"]) if mine else None
 
-    spans: list[dict[str, Any]] = wait_for(trace, timeout=30, interval=0.5, what="the request's trace")
+    def seen() -> str:  # what arrived of THE request's trace, for the failure message
+        mine = [s for s in received() if marker in tag(s, "http.url")]
+        spans = [s for s in received() if mine and s["traceId"] == mine[0]["traceId"]]
+        return repr(sorted((tag(s, "istio.canonical_service"), str(s.get("kind"))) for s in spans))
+
+    try:
+        found = wait_for(trace, timeout=30, interval=0.5, what="the request's trace")
+    except DeadlineExceeded as e:
+        raise AssertionError(f"{e}; its spans that arrived (service, kind): {seen()}") from e
+    spans: list[dict[str, Any]] = found or []
     assert {s["traceId"] for s in spans} == {spans[0]["traceId"]}
     assert len(spans[0]["traceId"]) == trace_id_hex_len  # 128-bit
     by_id = {s["id"]: s for s in spans}
