@@ -130,8 +130,11 @@ class LeaderElector:
         last_renew = self.clock()
         while True:
             await asyncio.sleep(self.timings.retry_period)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for returns the result when the renewal completes
+            # as the task is cancelled, and the cancellation is lost (the elector then never stops)
             try:
-                renewed = await asyncio.wait_for(self._try(), self.timings.renew_deadline)
+                async with asyncio.timeout(self.timings.renew_deadline):
+                    renewed = await self._try()
             except TimeoutError:
                 renewed = False
             if renewed:
