@@ -83,17 +83,32 @@ def _listeners(config: dict[str, Any]) -> Iterator[dict[str, Any]]:
             yield state["listener"]
 
 
+# istioctl's words for the ALPN lists Istio's chains match (istioctl/pkg/writer/envoy/configdump/listener.go)
+_ALPN_WORDS = {
+    ("http/1.0", "http/1.1", "h2c", "istio-http/1.0", "istio-http/1.1", "istio-h2"): "App: HTTP TLS",
+    ("istio", "istio-http/1.0", "istio-http/1.1", "istio-h2"): "App: Istio HTTP Plain",
+    ("istio-peer-exchange", "istio"): "App: TCP TLS",
+    ("http/1.0", "http/1.1", "h2c"): "App: HTTP",
+}
+
+
 def _chain_match(chain: dict[str, Any]) -> str:
+    """A chain's match as istioctl words it: SNI, transport, application protocols, destination address/port."""
     m = chain.get("filter_chain_match") or {}
     out = []
+    if m.get("server_names"):
+        out.append("SNI: " + ",".join(m["server_names"]))
     if m.get("transport_protocol"):
         out.append(f"Trans: {m['transport_protocol']}")
     if m.get("application_protocols"):
-        out.append("App: " + ",".join(m["application_protocols"]))
-    if m.get("server_names"):
-        out.append("SNI: " + ",".join(m["server_names"]))
-    if m.get("destination_port"):
-        out.append(f"Port: {m['destination_port']}")
+        alpn = tuple(m["application_protocols"])
+        out.append(_ALPN_WORDS.get(alpn, "App: " + ",".join(alpn)))
+    port = f":{m['destination_port']}" if m.get("destination_port") else ""
+    if m.get("prefix_ranges"):
+        out.append("Addr: " + ",".join(f"{r.get('address_prefix', '')}/{r.get('prefix_len', 0)}"
+                                        for r in m["prefix_ranges"]) + port)
+    elif port:
+        out.append(f"Addr: *{port}")
     return "; ".join(out) or "ALL"
 
 
@@ -113,8 +128,10 @@ def _chain_destination(chain: dict[str, Any]) -> str:
     return "-"
 
 
-def listener_rows(config: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
-    """istioctl's listener table: one row per filter chain (ADDRESSES, PORT, MATCH, DESTINATION; then the name)."""
+def listener_rows(config: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
+    """istioctl's listener table: one row per filter chain (ADDRESSES, PORT, MATCH, DESTINATION), then the
+    listener's name and the config the chain comes from (Istio's `istio.config` chain metadata: the
+    VirtualService of a gateway's TCP/TLS chain, as NAME.NAMESPACE; "-" when none)."""
     rows = []
     for lis in _listeners(config):
         sock = lis.get("address", {}).get("socket_address", {})
@@ -123,7 +140,7 @@ def listener_rows(config: dict[str, Any]) -> list[tuple[str, str, str, str, str]
             chains = [*chains, lis["default_filter_chain"]]
         for chain in chains or [{}]:
             rows.append((str(sock.get("address", "")), str(sock.get("port_value", "")), _chain_match(chain),
-                         _chain_destination(chain), str(lis.get("name", ""))))
+                         _chain_destination(chain), str(lis.get("name", "")), config_ref(chain.get("metadata"))))
     return sorted(rows, key=lambda r: (int(r[1] or 0), r[0], r[2]))
 
 

@@ -5,6 +5,7 @@ does through a port-forward, and prints istioctl's tables, or the raw dump with 
 
   sailmesh proxy-config cluster productpage-v1-0 --fqdn reviews.default.svc.cluster.local
   sailmesh proxy-config route productpage-v1-0 --name 9080 -o json
+  sailmesh proxy-config listener istio-ingressgateway --port 31400   # each chain: match, destination, VirtualService
   sailmesh proxy-config log reviews-v1-0 --level rbac:debug
 """
 
@@ -98,8 +99,9 @@ def render(section: str, args: argparse.Namespace, config: dict[str, Any], clust
                      *((r.fqdn, r.port, r.subset, r.direction, r.type, r.destination_rule)
                        for r in dump.cluster_rows(config) if _match(args, r))])
     elif section == "listener":
-        print_table([("ADDRESSES", "PORT", "MATCH", "DESTINATION"),
-                     *(r[:4] for r in dump.listener_rows(config)
+        # istioctl's columns, then the VirtualService a chain comes from (as its route table names it)
+        print_table([("ADDRESSES", "PORT", "MATCH", "DESTINATION", "VIRTUAL SERVICE"),
+                     *((*r[:4], r[5]) for r in dump.listener_rows(config)
                        if (not args.port or r[1] == str(args.port)) and (not args.name or r[4] == args.name))])
     elif section == "route":
         print_table([("NAME", "VHOST NAME", "DOMAINS", "MATCH", "VIRTUAL SERVICE"),
