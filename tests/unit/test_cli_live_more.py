@@ -1,4 +1,6 @@
-"""`sailmesh apply` against a live control plane does only its own work (issue 11: "well under a second").
+"""The CLI against a live control plane (issue 11): apply does only its own work ("well under a second"), and
+unknown kinds and missing names are errors that name what exists.
+
 
 Measured in session 9 (docs/troubleshooting.md): the control plane answers an apply or a dry run in 10-60 ms on
 the demo mesh; the command's wall time was its own CPU (importing and running Istio's validators, which the
@@ -134,3 +136,17 @@ async def test_a_refused_apply_names_the_field_line(mesh, tmp_path: pathlib.Path
         assert f"{f}:9: VirtualService default/reviews: spec.http[0].route[0].weight" in err, (dry_run, err)
         assert err.rstrip().endswith("error: nothing was changed"), err
     assert cp.store.get("VirtualService", "default", "reviews") is None
+
+
+async def test_unknown_kinds_and_missing_proxies_are_errors_naming_what_exists(mesh) -> None:  # type: ignore[no-untyped-def]
+    _, state = mesh
+    for verb in (("get", "foo"), ("delete", "foo", "x")):
+        rc, out, err = await _cli(*verb, "--state-dir", state)
+        assert rc == 1 and not out and 'unknown kind "foo"; known kinds: ' in err, (verb, err)
+        assert "VirtualService" in err and "DestinationRule" in err, err
+    # kinds as kubectl takes them: alias, plural, any case
+    for kind in ("vs", "VirtualServices", "virtualservice"):
+        rc, out, err = await _cli("get", kind, "--state-dir", state)
+        assert rc == 0 and out.strip() == "No resources found.", (kind, out, err)
+    rc, out, err = await _cli("proxy-status", "nope", "--state-dir", state)
+    assert rc == 1 and 'no connected proxy matches "nope" (connected: none)' in err, err
