@@ -21,11 +21,13 @@ import sys
 import pytest
 
 from sailmesh import settings as settings_mod
+from sailmesh.cli.describe import describe_service
 from sailmesh.cli.main import main
 from sailmesh.controlplane.app import ControlPlane, ControlPlaneOptions
 from sailmesh.platform.state import MeshState
 from sailmesh.processes import free_port
 from sailmesh.testing.waiting import await_for
+from tests.unit.test_generate_support import resources
 
 VS = """apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -54,6 +56,7 @@ VALIDATORS = ("sailmesh.api.validate", "sailmesh.api.rules")
 PROBE = """
 import contextlib, io, sys
 args = sys.argv[1:]
+from sailmesh.cli.describe import describe_service
 from sailmesh.cli.main import main
 with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.redirect_stderr(io.StringIO()) as err:
     code = main(args)
@@ -150,3 +153,35 @@ async def test_unknown_kinds_and_missing_proxies_are_errors_naming_what_exists(m
         assert rc == 0 and out.strip() == "No resources found.", (kind, out, err)
     rc, out, err = await _cli("proxy-status", "nope", "--state-dir", state)
     assert rc == 1 and 'no connected proxy matches "nope" (connected: none)' in err, err
+
+
+BOOKINFO_GATEWAY_VS = """apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: default}
+spec: {selector: {app: reviews}, ports: [{name: http, port: 9080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: productpage, namespace: default}
+spec: {selector: {app: productpage}, ports: [{name: http, port: 9080}]}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: bookinfo, namespace: default}
+spec:
+  hosts: ["*"]
+  gateways: [bookinfo-gateway]
+  http: [{match: [{uri: {exact: /productpage}}], route: [{destination: {host: productpage, port: {number: 9080}}}]}]
+"""
+
+
+def test_describe_names_a_gateway_virtual_service_only_for_the_service_it_routes_to() -> None:
+    # Bookinfo's gateway VirtualService has hosts "*" (the names clients use at the gateway), bound only to the
+    # gateway: it routes to productpage and says nothing about the mesh's requests to reviews. It was listed,
+    # "Exposed through Gateway bookinfo-gateway", under reviews too.
+    live = resources(BOOKINFO_GATEWAY_VS)
+    reviews = "\n".join(describe_service(live, "reviews", "default"))
+    assert "VirtualService" not in reviews and "Exposed" not in reviews, reviews
+    productpage = describe_service(live, "productpage", "default")
+    assert "VirtualService: bookinfo.default (gateways: bookinfo-gateway)" in productpage, productpage
+    assert "   Exposed through Gateway bookinfo-gateway" in productpage, productpage
