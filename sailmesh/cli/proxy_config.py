@@ -82,6 +82,24 @@ def admin(ip: str, port: int, path: str, method: str = "GET") -> bytes:
         raise PlatformError(f"cannot read Envoy's admin interface at {ip}:{port}: {e}") from e
 
 
+def _listener_port(listener: dict[str, Any]) -> str:
+    return str(listener.get("address", {}).get("socket_address", {}).get("port_value", ""))
+
+
+def selected(args: argparse.Namespace, config: dict[str, Any], clusters: dict[str, Any]) -> Any:
+    """What `-o json|yaml` prints: with a filter (--fqdn, --port, --name, ...), the clusters, listeners or route
+    configurations it selects, as istioctl prints them (a list); without one, the section's dump."""
+    filtered = any((args.fqdn, args.port, args.subset, args.direction, args.name))
+    if args.section == "cluster" and filtered:
+        return [c for c in dump.clusters_of(config) if _match(args, dump.cluster_row(c))]
+    if args.section == "listener" and filtered:
+        return [li for li in dump.listeners_of(config) if (not args.port or _listener_port(li) == str(args.port))
+                and (not args.name or li.get("name") == args.name)]
+    if args.section == "route" and filtered:
+        return [rc for rc in dump.route_configs_of(config) if not args.name or rc.get("name") == args.name]
+    return dump.section(config, clusters, args.section)
+
+
 def _match(args: argparse.Namespace, row: dump.ClusterRow) -> bool:
     return (not args.fqdn or row.fqdn == args.fqdn) and (not args.port or row.port == str(args.port)) \
         and (not args.subset or row.subset == args.subset) and (not args.direction or row.direction == args.direction)
@@ -139,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     except PlatformError as e:
         return fail(str(e))
     if args.output != "table" or args.section == "bootstrap":
-        _print_data(dump.section(config, clusters, args.section), args.output)
+        _print_data(selected(args, config, clusters), args.output)
         return 0
     for i, section in enumerate(_sections(args)):
         if args.section == "all":

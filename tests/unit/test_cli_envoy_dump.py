@@ -15,7 +15,7 @@ from cryptography.x509.oid import NameOID
 from google.protobuf import json_format
 
 from sailmesh.cli import envoy_dump
-from sailmesh.cli.proxy_config import add_arguments, render
+from sailmesh.cli.proxy_config import add_arguments, render, selected
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView
 from sailmesh.xds.types import CLUSTER, LISTENER, ROUTE
 from tests.unit.test_generate_support import (
@@ -182,3 +182,19 @@ def test_proxy_status_diff_finds_what_differs_and_only_subscribed_routes() -> No
     diff = envoy_dump.differences(held["clusters"], changed, "cluster")
     assert diff[0] == f"--- control plane cluster {name}" and any(line.startswith("+") and "99s" in line
                                                                     for line in diff)
+
+
+def test_json_output_with_a_filter_is_the_selected_resources() -> None:
+    # istioctl proxy-config cluster P --fqdn F -o json prints the clusters the filter selects, not the whole dump
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    dump = _dump()
+    args = parser.parse_args(["cluster", "p", "--fqdn", "reviews.default.svc.cluster.local", "--subset", "v2",
+                              "-o", "json"])
+    assert [c["name"] for c in selected(args, dump, {})] == ["outbound|9080|v2|reviews.default.svc.cluster.local"]
+    args = parser.parse_args(["listener", "p", "--port", "15001", "-o", "yaml"])
+    assert [li["name"] for li in selected(args, dump, {})] == ["virtualOutbound"]
+    args = parser.parse_args(["route", "p", "--name", "http_proxy", "-o", "json"])
+    assert [rc["name"] for rc in selected(args, dump, {})] == ["http_proxy"]
+    unfiltered = selected(parser.parse_args(["cluster", "p", "-o", "json"]), dump, {})
+    assert unfiltered["@type"].endswith("ClustersConfigDump")  # no filter: the section's dump, as before
