@@ -185,3 +185,32 @@ def test_describe_names_a_gateway_virtual_service_only_for_the_service_it_routes
     productpage = describe_service(live, "productpage", "default")
     assert "VirtualService: bookinfo.default (gateways: bookinfo-gateway)" in productpage, productpage
     assert "   Exposed through Gateway bookinfo-gateway" in productpage, productpage
+
+
+VS_TO_V2 = """apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default, labels: {team: books}}
+spec:
+  hosts: [reviews]
+  http: [{route: [{destination: {host: reviews, subset: v2}}]}]
+"""
+
+
+async def test_describe_shows_the_resource_and_what_the_mesh_says_about_it(mesh, tmp_path: pathlib.Path) -> None:  # type: ignore[no-untyped-def]
+    # kubectl's habit `describe KIND NAME` (issue 11): the resource, then the analyzers' messages about it
+    _, state = mesh
+    f = tmp_path / "vs.yaml"
+    f.write_text(VS_TO_V2)
+    rc, _, _ = await _cli("apply", "-f", str(f), "--state-dir", state)
+    assert rc == 0
+    rc, out, err = await _cli("describe", "vs", "reviews", "--state-dir", state)
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert lines[:3] == ["Name:        reviews", "Namespace:   default", "Labels:      team=books"], out
+    assert "Kind:        VirtualService" in lines and lines[lines.index("Spec:") + 1:][:2] == ["  hosts:", "  - reviews"], out
+    assert any(line.startswith("  Error [IST0101] (VirtualService default/reviews") and '"reviews+v2"' in line
+               for line in lines[lines.index("Analysis:"):]), out
+    rc, _, err = await _cli("describe", "virtualservices", "nope", "--state-dir", state)
+    assert rc == 1 and 'VirtualService "nope" not found in namespace default; there: reviews' in err, err
+    rc, _, err = await _cli("describe", "foo", "x", "--state-dir", state)
+    assert rc == 1 and 'unknown kind "foo"' in err, err
