@@ -24,7 +24,7 @@ from sailmesh import settings as settings_mod
 from sailmesh.cli.describe import describe_service
 from sailmesh.cli.main import main
 from sailmesh.controlplane.app import ControlPlane, ControlPlaneOptions
-from sailmesh.platform.state import MeshState
+from sailmesh.platform.state import InstanceRecord, MeshState
 from sailmesh.processes import free_port
 from sailmesh.testing.waiting import await_for
 from tests.unit.test_generate_support import resources
@@ -207,10 +207,27 @@ async def test_describe_shows_the_resource_and_what_the_mesh_says_about_it(mesh,
     assert rc == 0, err
     lines = out.splitlines()
     assert lines[:3] == ["Name:        reviews", "Namespace:   default", "Labels:      team=books"], out
-    assert "Kind:        VirtualService" in lines and lines[lines.index("Spec:") + 1:][:2] == ["  hosts:", "  - reviews"], out
+    spec = lines[lines.index("Spec:") + 1:]
+    assert "Kind:        VirtualService" in lines and spec[:2] == ["  hosts:", "  - reviews"], out
     assert any(line.startswith("  Error [IST0101] (VirtualService default/reviews") and '"reviews+v2"' in line
                for line in lines[lines.index("Analysis:"):]), out
     rc, _, err = await _cli("describe", "virtualservices", "nope", "--state-dir", state)
     assert rc == 1 and 'VirtualService "nope" not found in namespace default; there: reviews' in err, err
     rc, _, err = await _cli("describe", "foo", "x", "--state-dir", state)
     assert rc == 1 and 'unknown kind "foo"' in err, err
+
+
+async def test_get_pods_lists_the_embedded_platforms_instances(mesh, tmp_path: pathlib.Path) -> None:  # type: ignore[no-untyped-def]
+    # kubectl's `get pods` on the embedded mesh: no Pod objects in the config, so the workload instances (what
+    # `analyze` counts as pods) answer, as `get workloads` lists them
+    _, state = mesh
+    with_pods = tmp_path / "with-pods"
+    saved = MeshState.load(state)
+    saved.instances = [InstanceRecord("reviews-v1-0", "reviews-v1", "default", "127.0.1.1", {"app": "reviews"},
+                                      "bookinfo-reviews")]
+    saved.save(str(with_pods))
+    rc, out, err = await _cli("get", "pods", "--state-dir", str(with_pods))
+    assert rc == 0, err
+    assert out.splitlines()[0].split()[:2] == ["NAME", "ADDRESS"] and "reviews-v1-0" in out, out
+    rc, out, _ = await _cli("get", "pods", "--state-dir", state)  # no instances there: kubectl's answer
+    assert rc == 0 and out.strip() == "No resources found."
