@@ -4,7 +4,7 @@ Reads the proxy's own Envoy admin interface (its config dump, /clusters for endp
 does through a port-forward, and prints istioctl's tables, or the raw dump with `-o json|yaml`.
 
   sailmesh proxy-config cluster productpage-v1-0 --fqdn reviews.default.svc.cluster.local
-  sailmesh proxy-config route productpage-v1-0 --name 9080 -o json
+  sailmesh proxy-config route istio-ingressgateway --name http.8080 -o json   # a sidecar's: --name http_proxy
   sailmesh proxy-config listener istio-ingressgateway --port 31400   # each chain: match, destination, VirtualService
   sailmesh proxy-config log reviews-v1-0 --level rbac:debug
 """
