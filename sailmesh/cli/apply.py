@@ -3,7 +3,7 @@
   sailmesh apply -f virtual-service-all-v1.yaml
   sailmesh apply -f networking/                     # every file of a directory
   cat vs.yaml | sailmesh apply -f -
-  sailmesh apply -f vs.yaml --dry-run=server        # what would change, and the analyzers' warnings
+  sailmesh apply -f vs.yaml --dry-run=server        # what would change (a diff), the analyzers' warnings
   sailmesh apply -f vs.yaml --dry-run=client        # only validate here (no mesh needed)
 """
 

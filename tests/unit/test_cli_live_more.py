@@ -231,3 +231,26 @@ async def test_get_pods_lists_the_embedded_platforms_instances(mesh, tmp_path: p
     assert out.splitlines()[0].split()[:2] == ["NAME", "ADDRESS"] and "reviews-v1-0" in out, out
     rc, out, _ = await _cli("get", "pods", "--state-dir", state)  # no instances there: kubectl's answer
     assert rc == 0 and out.strip() == "No resources found."
+
+
+async def test_a_server_dry_run_shows_what_would_change(mesh, tmp_path: pathlib.Path) -> None:  # type: ignore[no-untyped-def]
+    # issue 11: "--dry-run shows what would change": a resource in force gets the diff of its spec and labels
+    cp, state = mesh
+    f = tmp_path / "vs.yaml"
+    f.write_text(VS_TO_V2)
+    rc, out, _ = await _cli("apply", "-f", str(f), "--dry-run=server", "--state-dir", state)
+    assert rc == 0 and out.strip() == "VirtualService default/reviews created (dry run)", out  # all new: no diff
+    rc, _, _ = await _cli("apply", "-f", str(f), "--state-dir", state)
+    assert rc == 0
+    f.write_text(VS_TO_V2.replace("subset: v2", "subset: v3").replace("team: books", "team: reads"))
+    rc, out, _ = await _cli("apply", "-f", str(f), "--dry-run=server", "--state-dir", state)
+    assert rc == 0, out
+    assert out.splitlines()[0] == "VirtualService default/reviews configured (dry run)", out
+    changed = [line[4:] for line in out.splitlines()[1:] if line.startswith(("    -", "    +"))]
+    assert changed == ["--- in force", "+++ after apply", "-    team: books", "+    team: reads",
+                       "-        subset: v2", "+        subset: v3"], out
+    rc, out, _ = await _cli("apply", "-f", str(f), "--state-dir", state)
+    assert rc == 0 and cp.store.get("VirtualService", "default", "reviews").spec["http"][0]["route"][0][
+        "destination"]["subset"] == "v3"
+    rc, out, _ = await _cli("apply", "-f", str(f), "--dry-run=server", "--state-dir", state)
+    assert out.strip() == "VirtualService default/reviews unchanged (dry run)", out
