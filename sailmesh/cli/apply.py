@@ -3,17 +3,18 @@
   sailmesh apply -f virtual-service-all-v1.yaml
   sailmesh apply -f networking/                     # every file of a directory
   cat vs.yaml | sailmesh apply -f -
-  sailmesh apply -f vs.yaml --dry-run=server        # what would change, and the analyzers' warnings
+  sailmesh apply -f vs.yaml --dry-run=server        # what would change (a diff), the analyzers' warnings
+  sailmesh apply -f vs.yaml --dry-run=client        # only validate here (no mesh needed)
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from sailmesh.api.parse import LoadResult, load_paths, parse_text
-from sailmesh.api.validate import errors_only, validate
 from sailmesh.cli.apiclient import call
 from sailmesh.cli.common import add_state_dir, fail, running_mesh
 from sailmesh.errors import PlatformError
@@ -45,22 +46,24 @@ def load_inputs(files: list[str]) -> LoadResult:
     return result
 
 
-def documents(files: list[str], check: bool = True) -> tuple[list[dict[str, object]], list[str]]:
-    """The documents in files, each with where it came from, plus parse and (with check) validation errors.
+def field_errors(loaded: LoadResult) -> list[str]:
+    """Istio's validation of what was read, each error at its field's file and line (known only here).
 
-    Validation runs here first because only here are the field lines known; the control plane checks again.
+    Imported when needed: the validators are half of `apply`'s start-up CPU, and the control plane runs the same
+    validation on every apply, so the CLI asks for them only for --dry-run=client or to explain a refusal.
     """
-    loaded = load_inputs(files)
-    docs = [{"file": r.source.file, "line": r.source.line, "doc": dict(r.raw)} for r in loaded.resources]
-    errors = [str(e) for e in loaded.errors]
-    if check:
-        for r in loaded.resources:
-            errors.extend(str(i) for i in errors_only(validate(r)))
-    return docs, errors
+    from sailmesh.api.validate import errors_only, validate
+
+    return [str(i) for r in loaded.resources for i in errors_only(validate(r))]
 
 
-def post(args: argparse.Namespace, path: str, docs: list[dict[str, Any]]) -> int:
-    """Send documents to the control plane; print its lines, its warnings (stderr) and its errors (exit 1)."""
+def post(args: argparse.Namespace, path: str, docs: list[dict[str, Any]],
+         local_errors: Callable[[], list[str]] | None = None) -> int:
+    """Send documents to the control plane; print its lines, its warnings (stderr) and its errors (exit 1).
+
+    When it refuses them all (400) and `local_errors` finds errors here, those are printed instead: the same
+    validation, with each field's line in the file (the control plane knows only where each document starts).
+    """
     try:
         mesh = running_mesh(args)
         status, body = call(mesh.api_url, "POST", path,
@@ -73,14 +76,24 @@ def post(args: argparse.Namespace, path: str, docs: list[dict[str, Any]]) -> int
     for warning in body.get("warnings", []):
         print(f"Warning: {warning}", file=sys.stderr)
     if status != 200:
-        for message in body.get("errors", [f"HTTP {status}"]):
+        messages = body.get("errors", [f"HTTP {status}"])
+        if status == 400 and not body.get("results") and local_errors is not None:
+            messages = local_errors() or messages
+        for message in messages:
             print(message, file=sys.stderr)
         return fail("nothing was changed" if not body.get("results") else "some resources were not found")
     return 0
 
 
 def send(args: argparse.Namespace, path: str, verb_done: str, check: bool = True) -> int:
-    docs, errors = documents(args.files, check)
+    """Read the files and send them; with `check`, validated here for --dry-run=client, and otherwise by the
+    control plane first (it validates every apply anyway), here only to explain a refusal with field lines."""
+    loaded = load_inputs(args.files)
+    docs: list[dict[str, Any]] = [{"file": r.source.file, "line": r.source.line, "doc": dict(r.raw)}
+                                  for r in loaded.resources]
+    errors = [str(e) for e in loaded.errors]
+    if check and args.dry_run == "client":
+        errors += field_errors(loaded)
     if errors:
         for e in errors:
             print(e, file=sys.stderr)
@@ -89,11 +102,11 @@ def send(args: argparse.Namespace, path: str, verb_done: str, check: bool = True
         return fail("no resources found in " + ", ".join(args.files))
     if args.dry_run == "client":
         for d in docs:
-            doc: Any = d["doc"]
+            doc = d["doc"]
             meta = doc.get("metadata") or {}
             print(f"{doc.get('kind')} {meta.get('namespace', 'default')}/{meta.get('name')} {verb_done} (dry run)")
         return 0
-    return post(args, path, docs)
+    return post(args, path, docs, (lambda: field_errors(loaded)) if check else None)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -142,7 +142,8 @@ def _proxy_files(api_url: str, p: dict[str, Any], admin_port: int) -> dict[str, 
 def write(path: str, files: dict[str, str], secrets: list[str]) -> int:
     """The redacted archive; returns the number of files."""
     stamp = time.time()
-    with tarfile.open(path, "w:gz") as tar:
+    # gzip level 6 (the gzip tool's default) not 9: on the demo's 3.6 MB, 0.075 CPU s instead of 0.164, 3 % larger
+    with tarfile.open(path, "w:gz", compresslevel=6) as tar:
         for name, content in sorted(files.items()):
             data = redact.text(content, secrets).encode()
             info = tarfile.TarInfo(f"sailmesh-bug-report/{name}")

@@ -10,11 +10,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from sailmesh.api import kinds
 from sailmesh.api.resource import DEFAULT_NAMESPACE
 from sailmesh.cli.apply import add_dry_run, post, send
 from sailmesh.cli.common import add_state_dir, fail
-from sailmesh.cli.get import ALIASES
+from sailmesh.cli.get import kind_info, unknown_kind
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,12 +26,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_state_dir(parser)
 
 
-def kind_info(name: str) -> kinds.KindInfo | None:
-    """The kind a user typed (alias, plural, any case), as kubectl resolves it."""
-    wanted = ALIASES.get(name.lower(), name)
-    return next((k for k in kinds.KINDS if wanted.lower() in (k.kind.lower(), k.name.lower())), None)
-
-
 def run(args: argparse.Namespace) -> int:
     if args.files:
         if args.kind:
@@ -42,8 +35,7 @@ def run(args: argparse.Namespace) -> int:
         return fail("delete needs KIND NAME... (e.g. `sailmesh delete vs reviews`) or -f FILE")
     info = kind_info(args.kind)
     if info is None:
-        known = ", ".join(sorted(k.kind for k in kinds.KINDS))
-        return fail(f'unknown kind "{args.kind}"; known kinds: {known}')
+        return fail(unknown_kind(args.kind))
     docs: list[dict[str, Any]] = []
     for name in args.names:
         meta = {"name": name, **({"namespace": args.namespace} if info.namespaced else {})}

@@ -125,13 +125,17 @@ def describe_service(live: list[Resource], name: str, ns: str,
         targets = {resolve_short_name(str(d.get("destination", {}).get("host", "")), vs.namespace): d
                    for kind in ("http", "tcp", "tls") for rule in _spec(vs).get(kind) or []
                    for d in rule.get("route") or []}
-        if not any(hosts_match(h, fqdn) for h in hosts) and fqdn not in targets:
+        gateways = _spec(vs).get("gateways") or ["mesh"]
+        # A VirtualService applies to the service's callers in the mesh when it is bound to the mesh and its hosts
+        # name the service; one bound only to gateways (hosts: the names clients use there, often "*") only when
+        # it routes to the service: istioctl x describe names the ingress routes that reach the service.
+        captures = "mesh" in gateways and any(hosts_match(h, fqdn) for h in hosts)
+        if not captures and fqdn not in targets:
             continue
         related.add(vs.key)
-        gateways = _spec(vs).get("gateways") or ["mesh"]
         lines.append(f"VirtualService: {vs.name}.{vs.namespace} (gateways: {', '.join(gateways)})")
         lines += [f"   {r}" for r in _routes(vs)]
-        for gw in (g for g in gateways if g != "mesh"):
+        for gw in (g for g in gateways if g != "mesh" and fqdn in targets):
             lines.append(f"   Exposed through Gateway {gw}")
         for host, d in targets.items():
             sub = d.get("destination", {}).get("subset")

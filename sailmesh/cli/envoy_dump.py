@@ -50,7 +50,8 @@ class ClusterRow:
     destination_rule: str
 
 
-def _clusters(config: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def clusters_of(config: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every cluster of the dump (static, active, warming)."""
     part = config_of(config, "cluster")
     for key in ("static_clusters", "dynamic_active_clusters", "dynamic_warming_clusters"):
         for entry in part.get(key, []):
@@ -58,22 +59,25 @@ def _clusters(config: dict[str, Any]) -> Iterator[dict[str, Any]]:
                 yield entry["cluster"]
 
 
+def cluster_row(c: dict[str, Any]) -> ClusterRow:
+    """One cluster as istioctl's row: `outbound|9080|v1|reviews.default.svc.cluster.local` split into columns."""
+    name = str(c.get("name", ""))
+    kind = str(c.get("type") or (c.get("cluster_type") or {}).get("name", "")).rsplit(".", 1)[-1] or "EDS"
+    parts = name.split("|")
+    if len(parts) == 4:
+        direction, port, subset, fqdn = parts
+        return ClusterRow(fqdn or "", port, subset or "-", direction, kind, config_ref(c.get("metadata")))
+    return ClusterRow(name, "-", "-", "-", kind, "-")
+
+
 def cluster_rows(config: dict[str, Any]) -> list[ClusterRow]:
-    """istioctl's cluster table: `outbound|9080|v1|reviews.default.svc.cluster.local` split into its columns."""
-    rows = []
-    for c in _clusters(config):
-        name = str(c.get("name", ""))
-        kind = str(c.get("type") or (c.get("cluster_type") or {}).get("name", "")).rsplit(".", 1)[-1] or "EDS"
-        parts = name.split("|")
-        if len(parts) == 4:
-            direction, port, subset, fqdn = parts
-            rows.append(ClusterRow(fqdn or "", port, subset or "-", direction, kind, config_ref(c.get("metadata"))))
-        else:
-            rows.append(ClusterRow(name, "-", "-", "-", kind, "-"))
-    return sorted(rows, key=lambda r: (r.fqdn, r.port, r.subset, r.direction))
+    """istioctl's cluster table, sorted by service, port, subset, direction."""
+    return sorted((cluster_row(c) for c in clusters_of(config)),
+                  key=lambda r: (r.fqdn, r.port, r.subset, r.direction))
 
 
-def _listeners(config: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def listeners_of(config: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every listener of the dump (static, active or else warming)."""
     part = config_of(config, "listener")
     for entry in part.get("static_listeners", []):
         yield entry.get("listener", {})
@@ -83,17 +87,32 @@ def _listeners(config: dict[str, Any]) -> Iterator[dict[str, Any]]:
             yield state["listener"]
 
 
+# istioctl's words for the ALPN lists Istio's chains match (istioctl/pkg/writer/envoy/configdump/listener.go)
+_ALPN_WORDS = {
+    ("http/1.0", "http/1.1", "h2c", "istio-http/1.0", "istio-http/1.1", "istio-h2"): "App: HTTP TLS",
+    ("istio", "istio-http/1.0", "istio-http/1.1", "istio-h2"): "App: Istio HTTP Plain",
+    ("istio-peer-exchange", "istio"): "App: TCP TLS",
+    ("http/1.0", "http/1.1", "h2c"): "App: HTTP",
+}
+
+
 def _chain_match(chain: dict[str, Any]) -> str:
+    """A chain's match as istioctl words it: SNI, transport, application protocols, destination address/port."""
     m = chain.get("filter_chain_match") or {}
     out = []
+    if m.get("server_names"):
+        out.append("SNI: " + ",".join(m["server_names"]))
     if m.get("transport_protocol"):
         out.append(f"Trans: {m['transport_protocol']}")
     if m.get("application_protocols"):
-        out.append("App: " + ",".join(m["application_protocols"]))
-    if m.get("server_names"):
-        out.append("SNI: " + ",".join(m["server_names"]))
-    if m.get("destination_port"):
-        out.append(f"Port: {m['destination_port']}")
+        alpn = tuple(m["application_protocols"])
+        out.append(_ALPN_WORDS.get(alpn, "App: " + ",".join(alpn)))
+    port = f":{m['destination_port']}" if m.get("destination_port") else ""
+    if m.get("prefix_ranges"):
+        out.append("Addr: " + ",".join(f"{r.get('address_prefix', '')}/{r.get('prefix_len', 0)}"
+                                        for r in m["prefix_ranges"]) + port)
+    elif port:
+        out.append(f"Addr: *{port}")
     return "; ".join(out) or "ALL"
 
 
@@ -113,17 +132,19 @@ def _chain_destination(chain: dict[str, Any]) -> str:
     return "-"
 
 
-def listener_rows(config: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
-    """istioctl's listener table: one row per filter chain (ADDRESSES, PORT, MATCH, DESTINATION; then the name)."""
+def listener_rows(config: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
+    """istioctl's listener table: one row per filter chain (ADDRESSES, PORT, MATCH, DESTINATION), then the
+    listener's name and the config the chain comes from (Istio's `istio.config` chain metadata: the
+    VirtualService of a gateway's TCP/TLS chain, as NAME.NAMESPACE; "-" when none)."""
     rows = []
-    for lis in _listeners(config):
+    for lis in listeners_of(config):
         sock = lis.get("address", {}).get("socket_address", {})
         chains = lis.get("filter_chains", [])
         if lis.get("default_filter_chain"):
             chains = [*chains, lis["default_filter_chain"]]
         for chain in chains or [{}]:
             rows.append((str(sock.get("address", "")), str(sock.get("port_value", "")), _chain_match(chain),
-                         _chain_destination(chain), str(lis.get("name", ""))))
+                         _chain_destination(chain), str(lis.get("name", "")), config_ref(chain.get("metadata"))))
     return sorted(rows, key=lambda r: (int(r[1] or 0), r[0], r[2]))
 
 
@@ -136,13 +157,17 @@ def _route_match(route: dict[str, Any]) -> str:
     return "/*"
 
 
+def route_configs_of(config: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every route configuration of the dump (static, then dynamic)."""
+    part = config_of(config, "route")
+    for entry in [*part.get("static_route_configs", []), *part.get("dynamic_route_configs", [])]:
+        yield entry.get("route_config", {})
+
+
 def route_rows(config: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     """istioctl's route table: NAME, VHOST NAME, DOMAINS (first + count), MATCH, VIRTUAL SERVICE."""
-    part = config_of(config, "route")
     rows = []
-    entries = [*part.get("static_route_configs", []), *part.get("dynamic_route_configs", [])]
-    for entry in entries:
-        rc = entry.get("route_config", {})
+    for rc in route_configs_of(config):
         for vh in rc.get("virtual_hosts", []):
             domains = vh.get("domains", [])
             shown = domains[0] + (f" + {len(domains) - 1} more..." if len(domains) > 1 else "") if domains else ""

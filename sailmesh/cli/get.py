@@ -13,12 +13,15 @@ import datetime as dt
 import json
 import sys
 import urllib.parse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sailmesh.cli.apiclient import call
 from sailmesh.cli.common import add_state_dir, fail, print_table, running_mesh
 from sailmesh.errors import PlatformError
 from sailmesh.platform.state import InstanceRecord
+
+if TYPE_CHECKING:
+    from sailmesh.api.kinds import KindInfo
 
 ALIASES = {
     "vs": "VirtualService", "virtualservice": "VirtualService", "virtualservices": "VirtualService",
@@ -50,6 +53,26 @@ ALIASES = {
     "backendtlspolicy": "BackendTLSPolicy", "backendtlspolicies": "BackendTLSPolicy", "btlspolicy": "BackendTLSPolicy",
     "all": "",
 }
+
+
+def kind_info(name: str) -> KindInfo | None:
+    """The kind a user typed (alias, kind, plural, any case), as kubectl resolves it; None when there is none."""
+    from sailmesh.api import kinds
+
+    wanted = ALIASES.get(name.lower(), name).lower()
+    for candidate in (wanted, wanted.removesuffix("s"), wanted.removesuffix("es")):
+        found = next((k for k in kinds.KINDS if candidate in (k.kind.lower(), k.name.lower())), None)
+        if found is not None:
+            return found
+    return None
+
+
+def unknown_kind(name: str) -> str:
+    """What to say of a kind nobody knows: the kinds there are (and that aliases work)."""
+    from sailmesh.api import kinds
+
+    known = ", ".join(sorted({k.kind for k in kinds.KINDS}))
+    return f'unknown kind "{name}"; known kinds: {known} (and aliases such as vs, dr, gw)'
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -168,7 +191,12 @@ WORKLOADS = ("workloads", "workload", "wl")
 def run(args: argparse.Namespace) -> int:
     if args.kind.lower() in WORKLOADS:
         return run_workloads(args)
-    kind = ALIASES.get(args.kind.lower(), args.kind)
+    kind = ""  # `all`
+    if ALIASES.get(args.kind.lower()) != "":
+        info = kind_info(args.kind)
+        if info is None:
+            return fail(unknown_kind(args.kind))
+        kind = info.name  # the store's name (KubernetesGateway for the Gateway API's Gateway)
     query = {"kind": kind, "name": args.name}
     if args.namespace and not args.all_namespaces:
         query["namespace"] = args.namespace
@@ -179,6 +207,8 @@ def run(args: argparse.Namespace) -> int:
         return fail(str(e))
     if status != 200:
         return fail("; ".join((body or {}).get("errors", [f"HTTP {status}"])))
+    if kind == "Pod" and not body.get("items") and mesh.instances:
+        return run_workloads(args)  # the embedded platform's pods are its workload instances (analyze counts them so)
     items = [it for it in body.get("items", [])
              if not args.selector or selector_matches(args.selector, (it.get("metadata") or {}).get("labels") or {})]
     if args.name and not items:

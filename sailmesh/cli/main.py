@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "apply": ("apply", "apply config to the running mesh (like kubectl apply)"),
     "delete": ("delete", "delete config from the running mesh"),
     "get": ("get", "list config in the running mesh"),
+    "describe": ("describe_resource", "show one resource and what the mesh says about it (like kubectl describe)"),
     "proxy-status": ("proxy_status", "show every connected proxy and its sync state"),
     "version": ("version", "print the client, control plane and Envoy versions"),
     "x": ("x", "experimental: describe, flags, authz check, precheck"),

@@ -4,7 +4,8 @@ Reads the proxy's own Envoy admin interface (its config dump, /clusters for endp
 does through a port-forward, and prints istioctl's tables, or the raw dump with `-o json|yaml`.
 
   sailmesh proxy-config cluster productpage-v1-0 --fqdn reviews.default.svc.cluster.local
-  sailmesh proxy-config route productpage-v1-0 --name 9080 -o json
+  sailmesh proxy-config route istio-ingressgateway --name http.8080 -o json   # a sidecar's: --name http_proxy
+  sailmesh proxy-config listener istio-ingressgateway --port 31400   # each chain: match, destination, VirtualService
   sailmesh proxy-config log reviews-v1-0 --level rbac:debug
 """
 
@@ -81,6 +82,24 @@ def admin(ip: str, port: int, path: str, method: str = "GET") -> bytes:
         raise PlatformError(f"cannot read Envoy's admin interface at {ip}:{port}: {e}") from e
 
 
+def _listener_port(listener: dict[str, Any]) -> str:
+    return str(listener.get("address", {}).get("socket_address", {}).get("port_value", ""))
+
+
+def selected(args: argparse.Namespace, config: dict[str, Any], clusters: dict[str, Any]) -> Any:
+    """What `-o json|yaml` prints: with a filter (--fqdn, --port, --name, ...), the clusters, listeners or route
+    configurations it selects, as istioctl prints them (a list); without one, the section's dump."""
+    filtered = any((args.fqdn, args.port, args.subset, args.direction, args.name))
+    if args.section == "cluster" and filtered:
+        return [c for c in dump.clusters_of(config) if _match(args, dump.cluster_row(c))]
+    if args.section == "listener" and filtered:
+        return [li for li in dump.listeners_of(config) if (not args.port or _listener_port(li) == str(args.port))
+                and (not args.name or li.get("name") == args.name)]
+    if args.section == "route" and filtered:
+        return [rc for rc in dump.route_configs_of(config) if not args.name or rc.get("name") == args.name]
+    return dump.section(config, clusters, args.section)
+
+
 def _match(args: argparse.Namespace, row: dump.ClusterRow) -> bool:
     return (not args.fqdn or row.fqdn == args.fqdn) and (not args.port or row.port == str(args.port)) \
         and (not args.subset or row.subset == args.subset) and (not args.direction or row.direction == args.direction)
@@ -98,8 +117,9 @@ def render(section: str, args: argparse.Namespace, config: dict[str, Any], clust
                      *((r.fqdn, r.port, r.subset, r.direction, r.type, r.destination_rule)
                        for r in dump.cluster_rows(config) if _match(args, r))])
     elif section == "listener":
-        print_table([("ADDRESSES", "PORT", "MATCH", "DESTINATION"),
-                     *(r[:4] for r in dump.listener_rows(config)
+        # istioctl's columns, then the VirtualService a chain comes from (as its route table names it)
+        print_table([("ADDRESSES", "PORT", "MATCH", "DESTINATION", "VIRTUAL SERVICE"),
+                     *((*r[:4], r[5]) for r in dump.listener_rows(config)
                        if (not args.port or r[1] == str(args.port)) and (not args.name or r[4] == args.name))])
     elif section == "route":
         print_table([("NAME", "VHOST NAME", "DOMAINS", "MATCH", "VIRTUAL SERVICE"),
@@ -137,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     except PlatformError as e:
         return fail(str(e))
     if args.output != "table" or args.section == "bootstrap":
-        _print_data(dump.section(config, clusters, args.section), args.output)
+        _print_data(selected(args, config, clusters), args.output)
         return 0
     for i, section in enumerate(_sections(args)):
         if args.section == "all":

@@ -50,6 +50,9 @@ def run(args: argparse.Namespace) -> int:
     if status != 200:
         return fail(f"control plane answered HTTP {status}")
     rows = [p for p in body if args.proxy in p.get("proxy", "")]
+    if args.proxy and not rows:  # a name that matches nothing is an error naming what there is (as kubectl's)
+        names = sorted(str(p.get("name") or p.get("proxy", "")) for p in body)
+        return fail(f'no connected proxy matches "{args.proxy}" (connected: {", ".join(names) or "none"})')
     if args.output == "json":
         print(json.dumps(rows, indent=2))
         return 0

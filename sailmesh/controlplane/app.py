@@ -25,7 +25,7 @@ from sailmesh.api.resource import Resource, ResourceKey, Source
 from sailmesh.api.validate import errors_only, validate
 from sailmesh.ca.authority import CaOptions
 from sailmesh.ca.limits import CSR_PER_IDENTITY, Limit
-from sailmesh.controlplane import analyze_api, explain_api
+from sailmesh.controlplane import analyze_api, dryrun, explain_api
 from sailmesh.controlplane import live as live_mod
 from sailmesh.controlplane.debounce import Debouncer
 from sailmesh.controlplane.dns import DnsServer
@@ -406,6 +406,10 @@ class ControlPlane:
         out += [f"{k} unchanged{suffix}" for k in result.unchanged]
         out = [line + self._shadow_note(k) for line, k in
                zip(out, [*result.created, *result.updated, *result.unchanged], strict=True)]
+        if dry_run:  # what would change in each resource already in force (kubectl diff's answer)
+            new = {r.key: r for r in resources}
+            out = [line + dryrun.changes(self.store.get(k.kind, k.namespace, k.name), new[k])
+                   for line, k in zip(out, [*result.created, *result.updated, *result.unchanged], strict=True)]
         if not analyze:
             return Outcome(results=out, warnings=notes)
         # Analyze the mesh as it now is (dry run: with the resources in it), off the event loop.

@@ -43,6 +43,13 @@ SERVER_OPTIONS = [
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.http2.max_pings_without_data", 0),
+    # Envoy pings its xDS connection every 30 s (the bootstrap's connection_keepalive); gRPC's default policy
+    # allows a client one ping per 5 min on a stream without data and answers the third early one with GOAWAY
+    # too_many_pings: every proxy reconnected every ~2 min and was sent its whole config again. Istio's
+    # istiod allows a ping every 15 s, with or without a stream (keepalive.EnforcementPolicy MinTime 15 s,
+    # PermitWithoutStream true).
+    ("grpc.http2.min_ping_interval_without_data_ms", 15_000),
+    ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.server.max_pending_requests", MAX_PENDING_CALLS // 2),
     ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_CALLS),
     ("grpc.server_max_unrequested_time_in_server", MAX_UNREQUESTED_S),

@@ -356,3 +356,9 @@ def test_tcp_route_to_a_subset_as_the_echo_answers(mesh: RunningMesh, tmp_path: 
         assert "connection forwarded to tcp-echo-v2-0" in gw["result"], gw["result"]
         answers = {echo_direct(mesh.gateway_ip, GATEWAY_TCP_PORT, b"hello") for _ in range(4)}
         assert answers == {b"v2:hello"}, answers
+        # what the gateway's Envoy runs says so too: proxy-config's listener row names the VirtualService
+        table = mesh.cli("proxy-config", "listener", "istio-ingressgateway", "--port", str(GATEWAY_TCP_PORT),
+                         check=True).stdout
+        assert table.splitlines()[0].split()[-2:] == ["VIRTUAL", "SERVICE"], table
+        row = table.splitlines()[1].split()
+        assert row[-1] == "tcp-echo-gw.default" and "outbound|9000|v2|tcp-echo.default.svc.cluster.local" in row, table

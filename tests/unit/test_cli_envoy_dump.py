@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import base64
 import datetime as dt
 from typing import Any
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -13,8 +15,18 @@ from cryptography.x509.oid import NameOID
 from google.protobuf import json_format
 
 from sailmesh.cli import envoy_dump
+from sailmesh.cli.proxy_config import add_arguments, render, selected
+from sailmesh.snapshot.model import MeshSnapshot, ProxyView
 from sailmesh.xds.types import CLUSTER, LISTENER, ROUTE
-from tests.unit.test_generate_support import bookinfo, generate, sidecar
+from tests.unit.test_generate_support import (
+    bookinfo,
+    gateway_proxy,
+    generate,
+    make_snapshot,
+    resources,
+    service,
+    sidecar,
+)
 
 DR = """apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -30,9 +42,9 @@ spec: {hosts: [reviews], http: [{match: [{uri: {prefix: /api}}], route: [{destin
 ADMIN = "type.googleapis.com/envoy.admin.v3."
 
 
-def _dump() -> dict[str, Any]:
+def _dump(snap: MeshSnapshot | None = None, proxy: ProxyView | None = None) -> dict[str, Any]:
     """What Envoy's /config_dump shows for generated config (snake_case JSON, as the admin API prints it)."""
-    snap, proxy = bookinfo(DR, VS), sidecar()
+    snap, proxy = snap or bookinfo(DR, VS), proxy or sidecar()
 
     def entries(type_url: str, key: str) -> list[dict[str, Any]]:
         return [{key: json_format.MessageToDict(a, preserving_proto_field_name=True)}
@@ -68,6 +80,65 @@ def test_listener_rows_show_where_each_chain_goes() -> None:
     by_port = {r[1]: r for r in rows}
     assert by_port["15001"][4] == "virtualOutbound" and by_port["15001"][3].startswith("Route: ")
     assert by_port["9080"][3] == "Inline Route: /*"
+
+
+GATEWAY = """apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - {port: {number: 31400, name: tcp, protocol: TCP}, hosts: ["*"]}
+  - {port: {number: 443, name: tls, protocol: TLS}, hosts: [db.example.com], tls: {mode: PASSTHROUGH}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: tcp-echo}
+spec:
+  hosts: ["*"]
+  gateways: [gw]
+  tcp: [{match: [{port: 31400}], route: [{destination: {host: db, port: {number: 5432}}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db-tls, namespace: prod}
+spec:
+  hosts: [db.example.com]
+  gateways: [default/gw]
+  tls:
+  - match: [{port: 443, sniHosts: [db.example.com]}]
+    route: [{destination: {host: db.default.svc.cluster.local, port: {number: 5432}}}]
+"""
+
+
+def test_listener_rows_name_the_virtual_service_of_gateway_tcp_and_tls_chains(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # Istio's `istio.config` filter chain metadata (util.BuildConfigInfoMetadata) read back as NAME.NAMESPACE,
+    # the form istioctl's route table shows under VIRTUAL SERVICE
+    snap = make_snapshot(resources(GATEWAY), [service("db", ports=[(5432, "TCP")])])
+    dump = _dump(snap, gateway_proxy("127.0.0.9"))
+    rows = {r[1]: r for r in envoy_dump.listener_rows(dump)}
+    assert rows["31400"][2:] == ("ALL", "Cluster: outbound|5432||db.default.svc.cluster.local", "0.0.0.0_31400",
+                                 "tcp-echo.default")
+    assert rows["8443"][2:] == ("SNI: db.example.com", "Cluster: outbound|5432||db.default.svc.cluster.local",
+                                "0.0.0.0_443", "db-tls.prod")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    render("listener", parser.parse_args(["listener", "gw", "--port", "31400"]), dump, {})
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.split() == ["ADDRESSES", "PORT", "MATCH", "DESTINATION", "VIRTUAL", "SERVICE"]
+    assert row.split() == ["127.0.0.9", "31400", "ALL", "Cluster:", "outbound|5432||db.default.svc.cluster.local",
+                           "tcp-echo.default"]
+
+
+def test_listener_match_in_istioctls_words() -> None:
+    match = {"transport_protocol": "tls", "server_names": ["a.example"], "destination_port": 9080,
+             "application_protocols": ["istio-peer-exchange", "istio"]}
+    listener = {"name": "l", "address": {"socket_address": {"address": "0.0.0.0", "port_value": 15006}},
+                "filter_chains": [{"filter_chain_match": match}, {}]}
+    dump = {"configs": [{"@type": ADMIN + "ListenersConfigDump", "static_listeners": [{"listener": listener}]}]}
+    assert [r[2] for r in envoy_dump.listener_rows(dump)] == [
+        "ALL", "SNI: a.example; Trans: tls; App: TCP TLS; Addr: *:9080"]
 
 
 def test_secret_rows_read_the_certificate() -> None:
@@ -111,3 +182,19 @@ def test_proxy_status_diff_finds_what_differs_and_only_subscribed_routes() -> No
     diff = envoy_dump.differences(held["clusters"], changed, "cluster")
     assert diff[0] == f"--- control plane cluster {name}" and any(line.startswith("+") and "99s" in line
                                                                     for line in diff)
+
+
+def test_json_output_with_a_filter_is_the_selected_resources() -> None:
+    # istioctl proxy-config cluster P --fqdn F -o json prints the clusters the filter selects, not the whole dump
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    dump = _dump()
+    args = parser.parse_args(["cluster", "p", "--fqdn", "reviews.default.svc.cluster.local", "--subset", "v2",
+                              "-o", "json"])
+    assert [c["name"] for c in selected(args, dump, {})] == ["outbound|9080|v2|reviews.default.svc.cluster.local"]
+    args = parser.parse_args(["listener", "p", "--port", "15001", "-o", "yaml"])
+    assert [li["name"] for li in selected(args, dump, {})] == ["virtualOutbound"]
+    args = parser.parse_args(["route", "p", "--name", "http_proxy", "-o", "json"])
+    assert [rc["name"] for rc in selected(args, dump, {})] == ["http_proxy"]
+    unfiltered = selected(parser.parse_args(["cluster", "p", "-o", "json"]), dump, {})
+    assert unfiltered["@type"].endswith("ClustersConfigDump")  # no filter: the section's dump, as before

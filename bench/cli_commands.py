@@ -1,0 +1,96 @@
+"""Time the operating commands against a running mesh: wall, CPU and run-queue wait of each run (issue 11).
+
+    sailmesh demo --proxy-concurrency 1 &          # Bookinfo, then:
+    python -m bench.cli_commands --runs 3          # a markdown table, one row per command (docs/troubleshooting.md)
+    python -m bench.cli_commands --only apply      # the commands whose label contains "apply"
+    python -m bench.cli_commands --against DIR     # the sailmesh of `git archive REV sailmesh | tar -x -C DIR`
+
+Each run is a fresh interpreter running `sailmesh ARGS` in process; at exit it reports its CPU (user+sys) and the
+seconds its main thread was runnable but not running (/proc/self/schedstat), so a wall time on a loaded machine
+can be told apart from a wait inside the command. One unrecorded run precedes the recorded ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+# label -> the command (`sailmesh` is this interpreter's); P = productpage-v1-0, BI = the bundled Bookinfo sample
+BI = "sailmesh/samples/bookinfo"
+P = "productpage-v1-0"
+COMMANDS: list[tuple[str, str]] = [
+    ("--help", "--help"),
+    ("analyze", "analyze"),
+    ("analyze -f BI/networking", f"analyze -f {BI}/networking"),
+    ("analyze -f BI/networking --use-live=false", f"analyze -f {BI}/networking --use-live=false"),
+    ("explain --from P GET http://reviews:9080/reviews/0 -H end-user:jason",
+     f"explain --from {P} GET http://reviews:9080/reviews/0 -H end-user:jason"),
+    ("x authz check reviews-v1-0", "x authz check reviews-v1-0"),
+    ("x describe service reviews", "x describe service reviews"),
+    ("x flags UO", "x flags UO"),
+    ("proxy-status", "proxy-status"),
+    ("proxy-status P (diff against Envoy)", f"proxy-status {P}"),
+    *((f"proxy-config {s} P", f"proxy-config {s} {P}") for s in ("cluster", "listener", "route", "endpoint", "secret")),
+    ("get vs -o wide", "get vs -o wide"),
+    ("apply -f BI/networking/destination-rule-all.yaml --dry-run=server",
+     f"apply -f {BI}/networking/destination-rule-all.yaml --dry-run=server"),
+    ("apply -f BI/tasks/virtual-service-all-v1.yaml (1st creates, then unchanged)",
+     f"apply -f {BI}/tasks/virtual-service-all-v1.yaml"),
+    ("delete vs reviews --dry-run=server", "delete vs reviews --dry-run=server"),
+    ("version", "version"),
+    ("verify-install", "verify-install"),
+    ("bug-report -o R.tar.gz", "bug-report -o /tmp/sailmesh-bench-bug-report.tar.gz"),
+]
+
+# run in the child: `sailmesh ARGS`, then its CPU and run-queue wait on stderr
+CHILD = """
+import atexit, os, runpy, sys
+if os.environ.get("SAILMESH_BENCH_AGAINST"):  # before the current directory ('' on sys.path for -c)
+    sys.path.insert(0, os.environ["SAILMESH_BENCH_AGAINST"])
+def report():
+    t = os.times()
+    wait = int(open("/proc/self/schedstat").read().split()[1])
+    os.write(2, f"SCHED {t.user + t.system:.3f} {wait / 1e9:.3f}\\n".encode())
+atexit.register(report)
+sys.argv = ["sailmesh", *sys.argv[1:]]
+runpy.run_module("sailmesh", run_name="__main__", alter_sys=True)
+"""
+
+
+def run_once(args: list[str], against: str = "") -> tuple[float, float, float, str, int]:
+    """(wall s, CPU s, run-queue wait s, 1-min load before, exit code) of one run (of `against`'s sailmesh)."""
+    with open("/proc/loadavg", encoding="ascii") as f:
+        load = f.read().split()[0]
+    start = time.perf_counter()
+    env = {**os.environ, "SAILMESH_BENCH_AGAINST": against}
+    p = subprocess.run([sys.executable, "-c", CHILD, *args], capture_output=True, text=True, check=False, env=env)
+    wall = time.perf_counter() - start
+    sched = [line.split() for line in p.stderr.splitlines() if line.startswith("SCHED ")]
+    cpu, wait = (float(sched[-1][1]), float(sched[-1][2])) if sched else (float("nan"), float("nan"))
+    return wall, cpu, wait, load, p.returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--only", default="", help="only the commands whose label contains this")
+    parser.add_argument("--against", default="", help="run this directory's sailmesh package (an A/B's before)")
+    opts = parser.parse_args(argv)
+    print("| command | wall s | CPU s (user+sys) | run-queue wait s | load (1 min) | exit |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for label, command in COMMANDS:
+        if opts.only not in label:
+            continue
+        runs = [run_once(shlex.split(command), opts.against) for _ in range(opts.runs + 1)][1:]
+        cells = [" ".join(f"{r[i]:.2f}" for r in runs) for i in range(3)]
+        print(f"| `{label}` | {' | '.join(cells)} | {' '.join(r[3] for r in runs)} | "
+              f"{' '.join(str(r[4]) for r in runs)} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
