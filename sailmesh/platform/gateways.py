@@ -4,6 +4,9 @@ Istio's deployment controller gives every Gateway of its class a Deployment and 
 `<gateway>-istio`; here the supervisor does the same with a local process. It follows the control plane's Gateways
 (`/api/v1/resources?kind=KubernetesGateway`, polled) and starts or stops gateways as they come and go.
 
+A Gateway whose `spec.addresses` is a Hostname or several addresses is not deployed (Istio's manual deployment,
+generate/gatewayapi/addresses.py: it runs on the pods of the Services it names).
+
 Labels: Istio's, plus the Gateway's `spec.infrastructure.labels` (as on Istio's gateway pods); a change of them
 restarts the gateway, as Istio's deployment controller rolls the pods.
 
@@ -32,7 +35,8 @@ from typing import Any, Protocol
 import aiohttp
 
 from sailmesh.errors import PlatformError
-from sailmesh.generate.gatewayapi.convert import GATEWAY_NAME_LABEL, deployment_name, infrastructure, requested_address
+from sailmesh.generate.gatewayapi.addresses import is_managed, requested_address
+from sailmesh.generate.gatewayapi.convert import GATEWAY_NAME_LABEL, deployment_name, infrastructure
 from sailmesh.registry.model import TLS_MODE_ISTIO, TLS_MODE_LABEL
 
 POLL_S = 0.5
@@ -132,7 +136,7 @@ class GatewayDeployments:
         out = {}
         for item in body.get("items") or ():
             meta = item.get("metadata") or {}
-            if item.get("status"):
+            if item.get("status") and is_managed(item.get("spec") or {}):  # Istio deploys managed Gateways only
                 out[(str(meta.get("namespace", "default")), str(meta.get("name", "")))] = Wanted(
                     infrastructure(item, "labels"), requested_address(item.get("spec") or {}))
         return out

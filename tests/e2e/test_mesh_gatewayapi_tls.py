@@ -9,6 +9,8 @@
 - `infrastructure.labels`: the gateway process carries them (as Istio's gateway pods do), so an
   AuthorizationPolicy selecting one of them applies at that gateway;
 - `addresses` with one IPAddress (Istio: the gateway Service's loadBalancerIP): the gateway listens there;
+- `addresses` with a Hostname (Istio's manual deployment): the Gateway runs on the existing Service's pods (the
+  embedded ingress gateway), no gateway of its own is started;
 - BackendTLSPolicy (v1alpha3): the gateway originates TLS to a TLS-only backend, verifying it with the CA of the
   policy's ConfigMap and the policy's hostname as SNI.
 """
@@ -146,6 +148,7 @@ metadata: {{name: apps-to-httpbin, namespace: default}}
 spec:
   from:
   - {{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: blue-apps}}
+  - {{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: istio-system}}
   - {{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: red-apps}}
   to: [{{group: "", kind: Service, name: httpbin}}]
 ---
@@ -180,6 +183,27 @@ spec:
       namespaces:
         from: Selector
         selector: {{matchExpressions: [{{key: team, operator: In, values: [blue, green]}}]}}
+---
+# Istio's manual deployment: the Gateway names the ingress gateway's Service (short name: its own namespace)
+apiVersion: v1
+kind: Service
+metadata: {{name: istio-ingressgateway, namespace: istio-system}}
+spec: {{ports: [{{name: http2, port: 80, targetPort: 8080}}], selector: {{istio: ingressgateway}}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: manual, namespace: istio-system}}
+spec:
+  gatewayClassName: istio
+  addresses: [{{type: Hostname, value: istio-ingressgateway}}]
+  listeners: [{{name: http, port: 80, protocol: HTTP, hostname: manual.example.com}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: manual, namespace: istio-system}}
+spec:
+  parentRefs: [{{name: manual}}]
+  rules: [{{backendRefs: [{{name: httpbin, namespace: default, port: 8000}}]}}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -313,6 +337,22 @@ def test_the_gateway_listens_on_its_requested_address(setup: Setup) -> None:
     assert setup.address() == setup.requested
     assert until(lambda: http(setup.requested, 8080, "blue.example.com", "/status/418")[0] == 418 or None,
                  "the blue route on the requested address")
+
+
+def test_a_hostname_address_runs_the_gateway_on_the_existing_service(setup: Setup) -> None:
+    """Istio's manual deployment (IsManaged false, the gateway-service annotation): the listener is served by the
+    pods of Service istio-system/istio-ingressgateway (the embedded ingress gateway), not by a deployment of its
+    own; the status names that Service and the gateway's address."""
+    gateway_ip = setup.mesh.gateway_ip
+    assert until(lambda: http(gateway_ip, 8080, "manual.example.com", "/status/418")[0] == 418 or None,
+                 "the manual Gateway's route on the ingress gateway")
+    assert http(setup.address(), 8080, "manual.example.com", "/status/418")[0] == 404  # not on another gateway
+    status = setup.status("gateway.gateway.networking.k8s.io", "istio-system", "manual")
+    assert status["addresses"] == [{"type": "IPAddress", "value": gateway_ip}]
+    conds = {c["type"]: (c["status"], c["message"]) for c in status["conditions"]}
+    assert conds["Accepted"][0] == "True" and conds["Programmed"][0] == "True"
+    assert "istio-ingressgateway.istio-system.svc.cluster.local:80" in conds["Programmed"][1]
+    assert "manual-istio" not in setup.mesh.output()  # no gateway process was started for it
 
 
 def test_backend_tls_policy_originates_verified_tls(setup: Setup) -> None:

@@ -10,7 +10,8 @@ As istiod (pilot/pkg/config/kube/gateway/deploymentcontroller.go, gatewayclass.g
   the Service's type is LoadBalancer unless the Gateway's annotation `networking.istio.io/service-type` says
   otherwise, one port per listener port plus status-port 15021; the Gateway's `spec.infrastructure` labels and
   annotations (else its own, convert.infrastructure) go on every object and on the pods, Istio's own labels win;
-  one IPAddress in `spec.addresses` is the LoadBalancer Service's `loadBalancerIP`.
+  one IPAddress in `spec.addresses` is the LoadBalancer Service's `loadBalancerIP`; a Gateway with a Hostname or
+  several addresses is not deployed (Istio's IsManaged: it runs on existing Services, gatewayapi/addresses.py).
 Objects are written with server-side apply (field manager istio.io/gateway-controller), again only when what
 they should be changes. Difference from Istio: the gateway process is a router-mode `sailmesh agent` (the same
 container the install's ingress gateway runs), and listener ports below 1024 are served 8000 higher (targetPort),
@@ -29,12 +30,12 @@ import httpx2 as httpx
 
 from sailmesh.api.kinds import GATEWAY_API, KUBERNETES_GATEWAY
 from sailmesh.api.resource import Resource, ResourceKey
+from sailmesh.generate.gatewayapi.addresses import is_managed, requested_address
 from sailmesh.generate.gatewayapi.convert import (
     BUILTIN_CLASSES,
     GATEWAY_NAME_LABEL,
     deployment_name,
     infrastructure,
-    requested_address,
 )
 from sailmesh.generate.gatewayapi.status import CONTROLLER_NAME
 from sailmesh.generate.names import gateway_bind_port
@@ -155,7 +156,8 @@ class GatewayDeployer:
                 if not (isinstance(e, KubeApiError) and e.code == 409):
                     log.warning("GatewayClass %s not created: %s", DEFAULT_CLASS, e)
         for gw in self.store.list(KUBERNETES_GATEWAY):
-            if self.controller_of(str(gw.spec.get("gatewayClassName", ""))) != CONTROLLER_NAME:
+            if self.controller_of(str(gw.spec.get("gatewayClassName", ""))) != CONTROLLER_NAME \
+                    or not is_managed(gw.spec):  # Istio's manual deployment: the Gateway runs on existing Services
                 continue
             objs = gateway_objects(gw, self.control_namespace, self.injection)
             digest = json.dumps(objs, sort_keys=True)
