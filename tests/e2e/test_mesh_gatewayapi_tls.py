@@ -12,7 +12,9 @@
 - `addresses` with a Hostname (Istio's manual deployment): the Gateway runs on the existing Service's pods (the
   embedded ingress gateway), no gateway of its own is started;
 - BackendTLSPolicy (v1alpha3): the gateway originates TLS to a TLS-only backend, verifying it with the CA of the
-  policy's ConfigMap and the policy's hostname as SNI.
+  policy's ConfigMap and the policy's hostname as SNI;
+- the Gateway's `backendTLS.clientCertificateRef` (Gateway API v1.3): the gateway presents that certificate to a
+  backend that requires one (the backend names it); a gateway without it is refused there.
 """
 
 from __future__ import annotations
@@ -62,8 +64,18 @@ data: {{tls.crt: {b64(pair[0])}, tls.key: {b64(pair[1])}}}
 """
 
 
+# a backend that requires a client certificate from its CA (CLIENT_CA_FILE) and answers with the client's name
+MTLS_BACKEND = TLS_BACKEND.replace(
+    'ctx.load_cert_chain(os.environ["CERT_FILE"], os.environ["KEY_FILE"])',
+    'ctx.load_cert_chain(os.environ["CERT_FILE"], os.environ["KEY_FILE"])\n'
+    'ctx.verify_mode = ssl.CERT_REQUIRED\nctx.load_verify_locations(os.environ["CLIENT_CA_FILE"])').replace(
+    'body = os.environ.get("BODY", "Welcome to nginx!").encode()',
+    'body = ("client=" + dict(x[0] for x in s.getpeercert()["subject"])["commonName"]).encode()')
+assert MTLS_BACKEND != TLS_BACKEND
+
+
 def manifests(server: tuple[bytes, bytes], rsa_pair: tuple[bytes, bytes], ecdsa_pair: tuple[bytes, bytes],
-              client_ca_pem: bytes, address: str, root: pathlib.Path) -> str:
+              client_ca_pem: bytes, address: str, root: pathlib.Path, gateway_client: tuple[bytes, bytes]) -> str:
     ca_text = client_ca_pem.decode().replace("\n", "\\n")
     backend_ca = (root / "ca.pem").read_text().replace("\n", "\\n")
     routes = "".join(f"""---
@@ -94,7 +106,7 @@ metadata: {{name: httpbin, namespace: default, labels: {{app: httpbin}}}}
 spec: {{command: [python, -m, sailmesh.samples.httpbin.app], sidecar: true,
         ports: [{{name: http, containerPort: 8080, protocol: HTTP}}]}}
 {tls_secret("mtls-credential", server)}{tls_secret("rsa-credential", rsa_pair)}\
-{tls_secret("ecdsa-credential", ecdsa_pair)}---
+{tls_secret("ecdsa-credential", ecdsa_pair)}{tls_secret("gateway-client", gateway_client)}---
 apiVersion: v1
 kind: ConfigMap
 metadata: {{name: client-ca, namespace: default}}
@@ -127,6 +139,44 @@ spec:
     caCertificateRefs: [{{group: "", kind: ConfigMap, name: backend-ca}}]
     hostname: nginx.example.com
 ---
+# a backend that requires a client certificate (from backend-client-ca): the Gateway's backendTLS presents one
+apiVersion: v1
+kind: Service
+metadata: {{name: mtls-nginx, namespace: default}}
+spec: {{ports: [{{name: https, port: 443, targetPort: 8443}}], selector: {{run: mtls-nginx}}}}
+---
+apiVersion: local.sailmesh.io/v1alpha1
+kind: LocalWorkload
+metadata: {{name: mtls-nginx, namespace: default, labels: {{run: mtls-nginx}}}}
+spec: {{command: [python, "{root / 'mtls_backend.py'}"], sidecar: false,
+        env: {{CERT_FILE: "{root / 'mtls-nginx.crt'}", KEY_FILE: "{root / 'mtls-nginx.key'}",
+              CLIENT_CA_FILE: "{root / 'backend-client-ca.pem'}"}},
+        ports: [{{name: https, containerPort: 8443, protocol: TCP}}]}}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha3
+kind: BackendTLSPolicy
+metadata: {{name: mtls-nginx-tls, namespace: default}}
+spec:
+  targetRefs: [{{group: "", kind: Service, name: mtls-nginx}}]
+  validation:
+    caCertificateRefs: [{{group: "", kind: ConfigMap, name: backend-ca}}]
+    hostname: mtls-nginx.example.com
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: to-mtls-nginx, namespace: default}}
+spec:
+  parentRefs: [{{name: secure, sectionName: mtls-backend}}]
+  rules: [{{backendRefs: [{{name: mtls-nginx, port: 443}}]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: manual-mtls, namespace: istio-system}}
+spec:
+  parentRefs: [{{name: manual}}]
+  rules: [{{matches: [{{path: {{type: PathPrefix, value: /mtls}}}}],
+           backendRefs: [{{name: mtls-nginx, namespace: default, port: 443}}]}}]
+---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {{name: to-nginx, namespace: default}}
@@ -150,7 +200,7 @@ spec:
   - {{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: blue-apps}}
   - {{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: istio-system}}
   - {{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: red-apps}}
-  to: [{{group: "", kind: Service, name: httpbin}}]
+  to: [{{group: "", kind: Service, name: httpbin}}, {{group: "", kind: Service, name: mtls-nginx}}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
@@ -159,6 +209,7 @@ spec:
   gatewayClassName: sailmesh
   infrastructure: {{labels: {{sailmesh.test/tier: edge}}}}
   addresses: [{{type: IPAddress, value: "{address}"}}]
+  backendTLS: {{clientCertificateRef: {{name: gateway-client}}}}
   listeners:
   - name: mtls
     port: 443
@@ -175,6 +226,9 @@ spec:
     tls: {{mode: Terminate, certificateRefs: [{{name: rsa-credential}}, {{name: ecdsa-credential}}]}}
   - name: backend
     port: 81
+    protocol: HTTP
+  - name: mtls-backend
+    port: 82
     protocol: HTTP
   - name: http
     port: 80
@@ -250,9 +304,16 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     (root / "nginx.crt").write_bytes(nginx[0])
     (root / "nginx.key").write_bytes(nginx[1])
     (root / "backend.py").write_text(TLS_BACKEND)
+    backend_client_ca = make_ca("backend-client-ca")
+    (root / "backend-client-ca.pem").write_bytes(backend_client_ca[0].public_bytes(serialization.Encoding.PEM))
+    mtls_nginx = issue(ca, "mtls-nginx.example.com")
+    (root / "mtls-nginx.crt").write_bytes(mtls_nginx[0])
+    (root / "mtls-nginx.key").write_bytes(mtls_nginx[1])
+    (root / "mtls_backend.py").write_text(MTLS_BACKEND)
+    gateway_client = issue(backend_client_ca, "secure-gateway", client=True)
     (config / "gateway-api.yaml").write_text(manifests(server, rsa_pair, ecdsa_pair,
                                                        client_ca[0].public_bytes(serialization.Encoding.PEM),
-                                                       requested, root))
+                                                       requested, root, gateway_client))
     m = RunningMesh(str(tmp_path_factory.mktemp("gwapi-tls-state")), dirs=[str(config)])
     try:
         yield Setup(m, root, {"rsa": rsa_pair[0], "ecdsa": ecdsa_pair[0]}, requested)
@@ -364,3 +425,21 @@ def test_backend_tls_policy_originates_verified_tls(setup: Setup) -> None:
     assert isinstance(got, tuple) and got[2] == "Welcome to nginx!"
     (ancestor,) = setup.status("backendtlspolicy", "default", "my-nginx-tls")["ancestors"]
     assert {c["type"]: c["status"] for c in ancestor["conditions"]} == {"Accepted": "True"}
+
+
+def test_backend_tls_client_certificate_is_presented_to_a_backend_that_requires_one(setup: Setup) -> None:
+    """Gateway API v1.3 `backendTLS.clientCertificateRef`: the secure gateway presents the gateway-client Secret's
+    certificate (the backend answers with its CN) to mtls-nginx, whose TLS the BackendTLSPolicy sets up; the manual
+    Gateway (no backendTLS, on the ingress gateway) has no certificate to present and is refused (503)."""
+    ip = setup.address()
+    got = until(lambda: (r := http(ip, 8082, "anything.example", "/")) and r[0] == 200 and r,
+                "the mTLS backend through the secure gateway (listener 82 -> 8082)")
+    assert isinstance(got, tuple) and got[2] == "client=secure-gateway"
+    status = setup.status("gateway.gateway.networking.k8s.io", "default", "secure")
+    conds = {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+    assert conds["ResolvedRefs"] == ("True", "ResolvedRefs") and conds["Accepted"][0] == "True"
+    gateway_ip = setup.mesh.gateway_ip
+    assert until(lambda: http(gateway_ip, 8080, "manual.example.com", "/status/418")[0] == 418 or None,
+                 "the manual Gateway's route")
+    assert until(lambda: http(gateway_ip, 8080, "manual.example.com", "/mtls")[0] == 503 or None,
+                 "the mTLS backend refusing the ingress gateway (no client certificate)")

@@ -19,7 +19,7 @@ from sailmesh.api import attachment
 from sailmesh.api.kinds import GATEWAY_API, KUBERNETES_GATEWAY
 from sailmesh.api.resource import Resource, ResourceKey, Source
 from sailmesh.generate.gateway_tls import secret_data
-from sailmesh.generate.gatewayapi import addresses, backend_tls, hostnames, listener_tls
+from sailmesh.generate.gatewayapi import addresses, backend_client, backend_tls, hostnames, listener_tls
 from sailmesh.generate.gatewayapi.rules import RuleContext, http_routes, l4_routes, service_host
 from sailmesh.generate.gatewayapi.status import Status, condition, route_parent_status
 
@@ -410,11 +410,24 @@ def convert(config: Config, domain_suffix: str) -> Converted:
         config.get("BackendTLSPolicy", ()), index.services, domain_suffix, SUFFIX,
         lambda ns, name: index.config_maps.get((ns, name)),
         lambda name, ns, kind, spec: _generated(kind, name, ns, spec, created=backend_tls.GENERATED_CREATED))
-    out.destination_rules = tuple(rules)
     out.status.update(policy_status)
+    client_rules: dict[tuple[str, str], Resource] = {}
     for (ns, name), listeners in by_gateway.items():
         gw = next(g for g in config.get(KUBERNETES_GATEWAY, ()) if g.namespace == ns and g.name == name)
-        out.status[gw.key] = _gateway_status(gw, listeners, out.placements.get(gw.key), domain_suffix)
+        status = out.status[gw.key] = _gateway_status(gw, listeners, out.placements.get(gw.key), domain_suffix)
+        credential, problem = backend_client.client_certificate(
+            gw, lambda n, s: index.secrets.get((n, s)), index.grant_allows)
+        if problem is not None:  # the Gateway API's ResolvedRefs; the Gateway stays Accepted
+            status["conditions"].append(condition("ResolvedRefs", False, problem[0], problem[1], gw.generation))
+        elif credential:
+            status["conditions"].append(condition("ResolvedRefs", True, "ResolvedRefs", "All references resolved",
+                                                  gw.generation))
+            placed = out.placements.get(gw.key)
+            selectors = placed.selectors if placed is not None else [{GATEWAY_NAME_LABEL: gw.name}]
+            for dr in backend_client.rules(gw, credential, selectors, tuple(rules), lambda n, s, spec: _generated(
+                    "DestinationRule", n, s, spec, created=backend_tls.GENERATED_CREATED)):
+                client_rules.setdefault((dr.namespace, dr.name), dr)
+    out.destination_rules = (*rules, *client_rules.values())
     return out
 
 

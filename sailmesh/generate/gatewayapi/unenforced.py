@@ -14,8 +14,6 @@ def _items(node: Any, key: str) -> list[Any]:
 
 
 def gateway(spec: Any) -> Iterator[str]:
-    if isinstance(spec, dict) and spec.get("backendTLS"):
-        yield "spec.backendTLS"
     infra = spec.get("infrastructure") if isinstance(spec, dict) else None
     if isinstance(infra, dict):  # labels: on the gateway's pods (Kubernetes) or process (embedded mesh)
         if infra.get("parametersRef"):
