@@ -7,7 +7,8 @@
 - `allowedRoutes.namespaces.selector.matchExpressions`: a route from a namespace the selector does not select is
   not attached (its status says NotAllowedByListeners) and its hostname is not routed;
 - `infrastructure.labels`: the gateway process carries them (as Istio's gateway pods do), so an
-  AuthorizationPolicy selecting one of them applies at that gateway;
+  AuthorizationPolicy selecting one of them applies at that gateway; likewise the pod template labels of its
+  `infrastructure.parametersRef` ConfigMap's `deployment` overlay;
 - `addresses` with one IPAddress (Istio: the gateway Service's loadBalancerIP): the gateway listens there;
 - `addresses` with a Hostname (Istio's manual deployment): the Gateway runs on the existing Service's pods (the
   embedded ingress gateway), no gateway of its own is started;
@@ -94,6 +95,24 @@ spec:
   selector: {{matchLabels: {{sailmesh.test/tier: edge}}}}
   action: DENY
   rules: [{{to: [{{operation: {{paths: ["/deny"]}}}}]}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: params-deny, namespace: default}}
+spec:
+  selector: {{matchLabels: {{sailmesh.test/from-params: "yes"}}}}
+  action: DENY
+  rules: [{{to: [{{operation: {{paths: ["/params-deny"]}}}}]}}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: secure-options, namespace: default}}
+data:
+  deployment: |
+    spec:
+      template:
+        metadata:
+          labels: {{sailmesh.test/from-params: "yes"}}
 ---
 apiVersion: v1
 kind: Service
@@ -207,7 +226,9 @@ kind: Gateway
 metadata: {{name: secure, namespace: default}}
 spec:
   gatewayClassName: sailmesh
-  infrastructure: {{labels: {{sailmesh.test/tier: edge}}}}
+  infrastructure:
+    labels: {{sailmesh.test/tier: edge}}
+    parametersRef: {{group: "", kind: ConfigMap, name: secure-options}}
   addresses: [{{type: IPAddress, value: "{address}"}}]
   backendTLS: {{clientCertificateRef: {{name: gateway-client}}}}
   listeners:
@@ -392,6 +413,8 @@ def test_infrastructure_labels_reach_the_gateway_process(setup: Setup) -> None:
     assert until(lambda: http(ip, 8080, "blue.example.com", "/deny")[0] == 403 or None,
                  "the DENY policy selecting the infrastructure label")
     assert http(ip, 8080, "blue.example.com", "/status/418")[0] == 418
+    assert until(lambda: http(ip, 8080, "blue.example.com", "/params-deny")[0] == 403 or None,
+                 "the DENY policy selecting the parametersRef ConfigMap's pod template label")
 
 
 def test_the_gateway_listens_on_its_requested_address(setup: Setup) -> None:

@@ -186,3 +186,38 @@ def test_addresses_are_no_longer_reported_unenforced() -> None:
               "spec": {"gatewayClassName": "istio", "addresses": addresses,
                        "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}}
         assert enforcement.not_enforced(resource_from_dict(gw)) == []
+
+
+def test_kubernetes_status_gives_the_named_services_addresses() -> None:
+    """On Kubernetes (platform/kube/gatewaystatus.py) an unmanaged Gateway's addresses are those of the Services
+    its Hostnames name, by the rules of a managed Gateway's own Service (here a LoadBalancer's ingress IP and a
+    ClusterIP Service's host name); a Service not found is AddressNotUsable, as for a managed one."""
+    from sailmesh.platform.kube.gatewaystatus import GatewayStatusWriter
+
+    def svc(name: str, kind: str, ip: str = "") -> Any:
+        return resource_from_dict({"apiVersion": "v1", "kind": "Service",
+                                   "metadata": {"name": name, "namespace": "infra"},
+                                   "spec": {"type": kind, "ports": [{"port": 80}]},
+                                   "status": {"loadBalancer": {"ingress": [{"ip": ip}] if ip else []}}})
+
+    services = {"ingress": svc("ingress", "LoadBalancer", "203.0.113.9"), "edge": svc("edge", "ClusterIP")}
+
+    class Store:
+        def get(self, kind: str, ns: str, name: str) -> Any:
+            return services.get(name) if (kind, ns) == ("Service", "infra") else None
+
+    converted = {"conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "ok"},
+                                {"type": "Programmed", "status": "True", "reason": "Programmed", "message": "ok"}]}
+    writer = GatewayStatusWriter(None, Store(), lambda r: converted, "cluster.local")  # type: ignore[arg-type]
+    both = resource_from_dict({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+                               "metadata": {"name": "gw", "namespace": "infra"},
+                               "spec": {"gatewayClassName": "istio", "listeners": [],
+                                        "addresses": [{"type": "Hostname", "value": "ingress"},
+                                                      {"type": "Hostname", "value": "edge"}]}})
+    out = writer.desired(both)
+    assert out is not None and out["addresses"] == [{"type": "IPAddress", "value": "203.0.113.9"},
+                                                    {"type": "Hostname", "value": "edge.infra.svc.cluster.local"}]
+    assert out["conditions"] == converted["conditions"]
+    services.pop("edge")
+    out = writer.desired(both)
+    assert out is not None and out["conditions"][1]["reason"] == "AddressNotUsable"

@@ -19,7 +19,7 @@ from sailmesh.api import attachment
 from sailmesh.api.kinds import GATEWAY_API, KUBERNETES_GATEWAY
 from sailmesh.api.resource import Resource, ResourceKey, Source
 from sailmesh.generate.gateway_tls import secret_data
-from sailmesh.generate.gatewayapi import addresses, backend_client, backend_tls, hostnames, listener_tls
+from sailmesh.generate.gatewayapi import addresses, backend_client, backend_tls, hostnames, listener_tls, parameters
 from sailmesh.generate.gatewayapi.rules import RuleContext, http_routes, l4_routes, service_host
 from sailmesh.generate.gatewayapi.status import Status, condition, route_parent_status
 
@@ -415,6 +415,10 @@ def convert(config: Config, domain_suffix: str) -> Converted:
     for (ns, name), listeners in by_gateway.items():
         gw = next(g for g in config.get(KUBERNETES_GATEWAY, ()) if g.namespace == ns and g.name == name)
         status = out.status[gw.key] = _gateway_status(gw, listeners, out.placements.get(gw.key), domain_suffix)
+        _, bad_parameters = parameters.overlays(gw, lambda n, s: index.config_maps.get((n, s)))
+        if bad_parameters:  # the Gateway API's InvalidParameters (its deployment is left as it was)
+            status["conditions"][0] = condition("Accepted", False, parameters.INVALID_PARAMETERS, bad_parameters,
+                                                gw.generation)
         credential, problem = backend_client.client_certificate(
             gw, lambda n, s: index.secrets.get((n, s)), index.grant_allows)
         if problem is not None:  # the Gateway API's ResolvedRefs; the Gateway stays Accepted

@@ -16,8 +16,9 @@ def _items(node: Any, key: str) -> list[Any]:
 def gateway(spec: Any) -> Iterator[str]:
     infra = spec.get("infrastructure") if isinstance(spec, dict) else None
     if isinstance(infra, dict):  # labels: on the gateway's pods (Kubernetes) or process (embedded mesh)
-        if infra.get("parametersRef"):
-            yield "spec.infrastructure.parametersRef"
+        if infra.get("parametersRef"):  # generate/gatewayapi/parameters.py
+            yield "spec.infrastructure.parametersRef (its horizontalPodAutoscaler / podDisruptionBudget are not " \
+                  "created; the embedded mesh's gateway process takes only the deployment's pod template labels)"
         if infra.get("annotations"):
             yield "spec.infrastructure.annotations (set on the gateway's Kubernetes objects; the embedded mesh's " \
                   "gateway process has none)"
