@@ -48,3 +48,77 @@ async def test_configmaps_of_any_namespace_reach_the_config_and_follow_changes(
         assert not cp.list_resources("ConfigMap", "kt-cm", "istio-ca-root-cert")
         await kubectl(kube, "delete", "-n", "kt-cm", "configmap/backend-ca")
         await await_for(lambda: has(None), timeout=30, what="the deleted ConfigMap leaving the config")
+
+
+PARAMETERS = """
+{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kt-params"}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: gw-options, namespace: kt-params}
+data:
+  deployment: |
+    spec:
+      replicas: %d
+  service: |
+    metadata:
+      annotations: {example.com/lb: internal}
+    spec:
+      type: ClusterIP
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: kt-params}
+spec:
+  gatewayClassName: istio
+  infrastructure: {parametersRef: {group: "", kind: ConfigMap, name: gw-options}}
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: broken, namespace: kt-params}
+spec:
+  gatewayClassName: istio
+  infrastructure: {parametersRef: {group: "", kind: ConfigMap, name: nothere}}
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+"""
+
+
+async def test_parameters_ref_overlays_reach_the_gateway_objects(kube: KubeCluster, tmp_path: pathlib.Path) -> None:
+    """Istio's automated-deployment customization on the API server: the ConfigMap's `deployment` and `service`
+    overlays are merged into `edge-istio` (replicas, Service type and annotation), a change of the ConfigMap
+    follows; a Gateway naming a missing ConfigMap is not Accepted (InvalidParameters) and gets no deployment."""
+    import json
+
+    from tests.e2e.test_kube_gatewayapi import install_gateway_api_crds
+
+    await install_gateway_api_crds(kube)
+    # the Lease the gateway controllers' leader holds lives in the root namespace
+    await ks.kubectl(kube, "create", "namespace", "istio-system", check=False)
+    try:
+        async with control_plane(kube, tmp_path):
+            await kubectl(kube, "apply", "-f", "-", input=PARAMETERS % 2)
+
+            async def get(*args: str) -> dict[str, object]:
+                out = await ks.kubectl(kube, "get", *args, "-n", "kt-params", "-o", "json", check=False)
+                return dict(json.loads(out)) if out.strip() else {}
+
+            async def replicas(n: int) -> bool:
+                return (await get("deployment", "edge-istio")).get("spec", {}).get("replicas") == n  # type: ignore[union-attr]
+
+            await await_for(lambda: replicas(2), timeout=60, interval=0.5, what="edge-istio with 2 replicas")
+            svc = await get("service", "edge-istio")
+            assert svc["spec"]["type"] == "ClusterIP"  # type: ignore[index]
+            assert svc["metadata"]["annotations"]["example.com/lb"] == "internal"  # type: ignore[index]
+            await kubectl(kube, "apply", "-f", "-", input=PARAMETERS % 3)
+            await await_for(lambda: replicas(3), timeout=60, interval=0.5, what="the ConfigMap's change applied")
+
+            async def invalid() -> bool:
+                conds = {c["type"]: c for c in (await get("gateway", "broken")).get(
+                    "status", {}).get("conditions") or ()}  # type: ignore[union-attr]
+                return conds.get("Accepted", {}).get("reason") == "InvalidParameters"
+
+            await await_for(invalid, timeout=60, interval=0.5, what="Gateway broken Accepted=False InvalidParameters")
+            assert not await get("deployment", "broken-istio")
+    finally:
+        await ks.kubectl(kube, "delete", "namespace", "kt-params", "--wait=false", check=False)
