@@ -18,13 +18,20 @@ from tests.e2e.test_kube_apiserver import control_plane, kubectl
 pytestmark = pytest.mark.e2e
 kube = pytest.fixture(scope="module", name="kube")(ks.module_cluster)
 
-CA_MAP = """
-{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kt-cm"}}
+
+
+def namespace_and_config_map(ns: str, name: str) -> str:
+    """A Namespace and the head of a ConfigMap in it (its `data` follows)."""
+    return f"""
+{{"apiVersion": "v1", "kind": "Namespace", "metadata": {{"name": "{ns}"}}}}
 ---
 apiVersion: v1
 kind: ConfigMap
-metadata: {name: backend-ca, namespace: kt-cm}
-data: {ca.crt: "%s"}
+metadata: {{name: {name}, namespace: {ns}}}
+"""
+
+
+CA_MAP = namespace_and_config_map("kt-cm", "backend-ca") + """data: {ca.crt: "%s"}
 """
 
 
@@ -50,13 +57,7 @@ async def test_configmaps_of_any_namespace_reach_the_config_and_follow_changes(
         await await_for(lambda: has(None), timeout=30, what="the deleted ConfigMap leaving the config")
 
 
-PARAMETERS = """
-{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kt-params"}}
----
-apiVersion: v1
-kind: ConfigMap
-metadata: {name: gw-options, namespace: kt-params}
-data:
+PARAMETERS = namespace_and_config_map("kt-params", "gw-options") + """data:
   deployment: |
     spec:
       replicas: %d
