@@ -19,6 +19,7 @@ from sailmesh.api.models.networking import (
 )
 from sailmesh.api.resource import Resource
 from sailmesh.generate import credentials, gateway_tls, names
+from sailmesh.generate.gatewayapi.addresses import NAMESPACE_ANNOTATION as GATEWAY_NAMESPACE_ANNOTATION
 from sailmesh.generate.httproute import RouteContext, config_path, destination_cluster, virtual_service_routes
 from sailmesh.generate.scope import virtual_services
 from sailmesh.generate.tcproute import WeightedClusters, tcp_destinations
@@ -32,11 +33,13 @@ NO = wrappers_pb2.BoolValue(value=False)  # Istio never validates clusters in ro
 
 
 def gateways_for(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Resource]:
-    """Gateways whose selector matches the proxy's labels (any namespace, as Istio by default)."""
+    """Gateways whose selector matches the proxy's labels (any namespace, as Istio by default; a Gateway API
+    Gateway on existing Services only their namespace's, gatewayapi/addresses.py)."""
     out = []
     for gw in snapshot.of_kind("Gateway"):  # oldest first
         selector = model_of(gw, Gateway).selector
-        if selector is not None and selector_matches(selector, proxy.labels):
+        if selector is not None and selector_matches(selector, proxy.labels) \
+                and gw.annotations.get(GATEWAY_NAMESPACE_ANNOTATION, proxy.namespace) == proxy.namespace:
             out.append(gw)
     return out
 

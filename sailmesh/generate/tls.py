@@ -214,7 +214,9 @@ def upstream_credential_names(tls: ClientTLSSettings | None) -> list[str]:
     if tls is None or not tls.credential_name or tls.mode not in ("SIMPLE", "MUTUAL"):
         return []
     if "://" in tls.credential_name:  # a BackendTLSPolicy's `configmap://<ns>/<name>` (or `invalid://`): a CA only
-        return [] if tls.insecure_skip_verify else [tls.credential_name + CREDENTIAL_CA_SUFFIX]
+        # (MUTUAL: the Gateway API Gateway's backendTLS client certificate beside it, gatewayapi/backend_client.py)
+        own = [tls.client_credential_name] if tls.mode == "MUTUAL" and tls.client_credential_name else []
+        return own + ([] if tls.insecure_skip_verify else [tls.credential_name + CREDENTIAL_CA_SUFFIX])
     out = [CREDENTIAL_PREFIX + tls.credential_name] if tls.mode == "MUTUAL" else []
     if not tls.insecure_skip_verify:
         out.append(CREDENTIAL_PREFIX + tls.credential_name + CREDENTIAL_CA_SUFFIX)

@@ -4,8 +4,12 @@ Istio's deployment controller gives every Gateway of its class a Deployment and 
 `<gateway>-istio`; here the supervisor does the same with a local process. It follows the control plane's Gateways
 (`/api/v1/resources?kind=KubernetesGateway`, polled) and starts or stops gateways as they come and go.
 
-Labels: Istio's, plus the Gateway's `spec.infrastructure.labels` (as on Istio's gateway pods); a change of them
-restarts the gateway, as Istio's deployment controller rolls the pods.
+A Gateway whose `spec.addresses` is a Hostname or several addresses is not deployed (Istio's manual deployment,
+generate/gatewayapi/addresses.py: it runs on the pods of the Services it names).
+
+Labels: Istio's, plus the Gateway's `spec.infrastructure.labels` (as on Istio's gateway pods) and the pod
+template labels of its `infrastructure.parametersRef` ConfigMap's `deployment` overlay; a change of them restarts
+the gateway, as Istio's deployment controller rolls the pods.
 
 Addresses: each gateway gets a loopback address of its own: the one IPAddress of the Gateway's `spec.addresses`
 when that is a free loopback address (Istio makes it the Service's loadBalancerIP), else the first free one after
@@ -31,8 +35,11 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from sailmesh.api.resource import Resource
 from sailmesh.errors import PlatformError
-from sailmesh.generate.gatewayapi.convert import GATEWAY_NAME_LABEL, deployment_name, infrastructure, requested_address
+from sailmesh.generate.gatewayapi import parameters
+from sailmesh.generate.gatewayapi.addresses import is_managed, requested_address
+from sailmesh.generate.gatewayapi.convert import GATEWAY_NAME_LABEL, deployment_name, infrastructure
 from sailmesh.registry.model import TLS_MODE_ISTIO, TLS_MODE_LABEL
 
 POLL_S = 0.5
@@ -132,10 +139,38 @@ class GatewayDeployments:
         out = {}
         for item in body.get("items") or ():
             meta = item.get("metadata") or {}
-            if item.get("status"):
-                out[(str(meta.get("namespace", "default")), str(meta.get("name", "")))] = Wanted(
-                    infrastructure(item, "labels"), requested_address(item.get("spec") or {}))
+            if item.get("status") and is_managed(item.get("spec") or {}):  # Istio deploys managed Gateways only
+                ns = str(meta.get("namespace", "default"))
+                extra = await self._parameter_labels(session, token, ns, item)
+                if extra is None:
+                    return None
+                labels = {**infrastructure(item, "labels"), **extra}
+                out[(ns, str(meta.get("name", "")))] = Wanted(labels, requested_address(item.get("spec") or {}))
         return out
+
+    async def _parameter_labels(self, session: aiohttp.ClientSession, token: str, ns: str,
+                                item: Mapping[str, Any]) -> dict[str, str] | None:
+        """The pod template labels of the `deployment` overlay of the Gateway's infrastructure.parametersRef
+        ConfigMap (gatewayapi/parameters.py; nothing else of it applies to a process), {} without one, None when
+        the control plane did not answer."""
+        ref = ((item.get("spec") or {}).get("infrastructure") or {}).get("parametersRef")
+        if not isinstance(ref, Mapping) or ref.get("kind") != "ConfigMap" or (ref.get("group") or "") != "":
+            return {}
+        try:
+            async with session.get(f"{self.supervisor.api_url}/api/v1/resources",
+                                   params={"kind": "ConfigMap", "namespace": ns, "name": str(ref.get("name", ""))},
+                                   headers={"Authorization": f"Bearer {token}"}) as r:
+                if r.status != 200:
+                    return None
+                found = (await r.json()).get("items")
+        except (TimeoutError, OSError, aiohttp.ClientError, ValueError):
+            return None
+        if not found:
+            return {}
+        cm = Resource("v1", "ConfigMap", str(ref.get("name", "")), ns, {}, raw=found[0])
+        overlays, bad = parameters.overlays(Resource("gateway.networking.k8s.io/v1", "Gateway", "", ns,
+                                                     item.get("spec") or {}), lambda _ns, _name: cm)
+        return {} if bad else parameters.pod_labels(overlays)
 
     async def reconcile(self, wanted: Collection[tuple[str, str]] | Mapping[tuple[str, str], Wanted]) -> None:
         """Start a gateway per wanted Gateway, stop those whose Gateway is gone, and restart one whose labels or

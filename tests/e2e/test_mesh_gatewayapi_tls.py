@@ -7,10 +7,15 @@
 - `allowedRoutes.namespaces.selector.matchExpressions`: a route from a namespace the selector does not select is
   not attached (its status says NotAllowedByListeners) and its hostname is not routed;
 - `infrastructure.labels`: the gateway process carries them (as Istio's gateway pods do), so an
-  AuthorizationPolicy selecting one of them applies at that gateway;
+  AuthorizationPolicy selecting one of them applies at that gateway; likewise the pod template labels of its
+  `infrastructure.parametersRef` ConfigMap's `deployment` overlay;
 - `addresses` with one IPAddress (Istio: the gateway Service's loadBalancerIP): the gateway listens there;
+- `addresses` with a Hostname (Istio's manual deployment): the Gateway runs on the existing Service's pods (the
+  embedded ingress gateway), no gateway of its own is started;
 - BackendTLSPolicy (v1alpha3): the gateway originates TLS to a TLS-only backend, verifying it with the CA of the
-  policy's ConfigMap and the policy's hostname as SNI.
+  policy's ConfigMap and the policy's hostname as SNI;
+- the Gateway's `backendTLS.clientCertificateRef` (Gateway API v1.3): the gateway presents that certificate to a
+  backend that requires one (the backend names it); a gateway without it is refused there.
 """
 
 from __future__ import annotations
@@ -60,8 +65,18 @@ data: {{tls.crt: {b64(pair[0])}, tls.key: {b64(pair[1])}}}
 """
 
 
+# a backend that requires a client certificate from its CA (CLIENT_CA_FILE) and answers with the client's name
+MTLS_BACKEND = TLS_BACKEND.replace(
+    'ctx.load_cert_chain(os.environ["CERT_FILE"], os.environ["KEY_FILE"])',
+    'ctx.load_cert_chain(os.environ["CERT_FILE"], os.environ["KEY_FILE"])\n'
+    'ctx.verify_mode = ssl.CERT_REQUIRED\nctx.load_verify_locations(os.environ["CLIENT_CA_FILE"])').replace(
+    'body = os.environ.get("BODY", "Welcome to nginx!").encode()',
+    'body = ("client=" + dict(x[0] for x in s.getpeercert()["subject"])["commonName"]).encode()')
+assert MTLS_BACKEND != TLS_BACKEND
+
+
 def manifests(server: tuple[bytes, bytes], rsa_pair: tuple[bytes, bytes], ecdsa_pair: tuple[bytes, bytes],
-              client_ca_pem: bytes, address: str, root: pathlib.Path) -> str:
+              client_ca_pem: bytes, address: str, root: pathlib.Path, gateway_client: tuple[bytes, bytes]) -> str:
     ca_text = client_ca_pem.decode().replace("\n", "\\n")
     backend_ca = (root / "ca.pem").read_text().replace("\n", "\\n")
     routes = "".join(f"""---
@@ -81,6 +96,24 @@ spec:
   action: DENY
   rules: [{{to: [{{operation: {{paths: ["/deny"]}}}}]}}]
 ---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: params-deny, namespace: default}}
+spec:
+  selector: {{matchLabels: {{sailmesh.test/from-params: "yes"}}}}
+  action: DENY
+  rules: [{{to: [{{operation: {{paths: ["/params-deny"]}}}}]}}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: secure-options, namespace: default}}
+data:
+  deployment: |
+    spec:
+      template:
+        metadata:
+          labels: {{sailmesh.test/from-params: "yes"}}
+---
 apiVersion: v1
 kind: Service
 metadata: {{name: httpbin, namespace: default}}
@@ -92,7 +125,7 @@ metadata: {{name: httpbin, namespace: default, labels: {{app: httpbin}}}}
 spec: {{command: [python, -m, sailmesh.samples.httpbin.app], sidecar: true,
         ports: [{{name: http, containerPort: 8080, protocol: HTTP}}]}}
 {tls_secret("mtls-credential", server)}{tls_secret("rsa-credential", rsa_pair)}\
-{tls_secret("ecdsa-credential", ecdsa_pair)}---
+{tls_secret("ecdsa-credential", ecdsa_pair)}{tls_secret("gateway-client", gateway_client)}---
 apiVersion: v1
 kind: ConfigMap
 metadata: {{name: client-ca, namespace: default}}
@@ -125,6 +158,44 @@ spec:
     caCertificateRefs: [{{group: "", kind: ConfigMap, name: backend-ca}}]
     hostname: nginx.example.com
 ---
+# a backend that requires a client certificate (from backend-client-ca): the Gateway's backendTLS presents one
+apiVersion: v1
+kind: Service
+metadata: {{name: mtls-nginx, namespace: default}}
+spec: {{ports: [{{name: https, port: 443, targetPort: 8443}}], selector: {{run: mtls-nginx}}}}
+---
+apiVersion: local.sailmesh.io/v1alpha1
+kind: LocalWorkload
+metadata: {{name: mtls-nginx, namespace: default, labels: {{run: mtls-nginx}}}}
+spec: {{command: [python, "{root / 'mtls_backend.py'}"], sidecar: false,
+        env: {{CERT_FILE: "{root / 'mtls-nginx.crt'}", KEY_FILE: "{root / 'mtls-nginx.key'}",
+              CLIENT_CA_FILE: "{root / 'backend-client-ca.pem'}"}},
+        ports: [{{name: https, containerPort: 8443, protocol: TCP}}]}}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha3
+kind: BackendTLSPolicy
+metadata: {{name: mtls-nginx-tls, namespace: default}}
+spec:
+  targetRefs: [{{group: "", kind: Service, name: mtls-nginx}}]
+  validation:
+    caCertificateRefs: [{{group: "", kind: ConfigMap, name: backend-ca}}]
+    hostname: mtls-nginx.example.com
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: to-mtls-nginx, namespace: default}}
+spec:
+  parentRefs: [{{name: secure, sectionName: mtls-backend}}]
+  rules: [{{backendRefs: [{{name: mtls-nginx, port: 443}}]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: manual-mtls, namespace: istio-system}}
+spec:
+  parentRefs: [{{name: manual}}]
+  rules: [{{matches: [{{path: {{type: PathPrefix, value: /mtls}}}}],
+           backendRefs: [{{name: mtls-nginx, namespace: default, port: 443}}]}}]
+---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {{name: to-nginx, namespace: default}}
@@ -146,16 +217,20 @@ metadata: {{name: apps-to-httpbin, namespace: default}}
 spec:
   from:
   - {{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: blue-apps}}
+  - {{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: istio-system}}
   - {{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: red-apps}}
-  to: [{{group: "", kind: Service, name: httpbin}}]
+  to: [{{group: "", kind: Service, name: httpbin}}, {{group: "", kind: Service, name: mtls-nginx}}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {{name: secure, namespace: default}}
 spec:
   gatewayClassName: sailmesh
-  infrastructure: {{labels: {{sailmesh.test/tier: edge}}}}
+  infrastructure:
+    labels: {{sailmesh.test/tier: edge}}
+    parametersRef: {{group: "", kind: ConfigMap, name: secure-options}}
   addresses: [{{type: IPAddress, value: "{address}"}}]
+  backendTLS: {{clientCertificateRef: {{name: gateway-client}}}}
   listeners:
   - name: mtls
     port: 443
@@ -173,6 +248,9 @@ spec:
   - name: backend
     port: 81
     protocol: HTTP
+  - name: mtls-backend
+    port: 82
+    protocol: HTTP
   - name: http
     port: 80
     protocol: HTTP
@@ -180,6 +258,27 @@ spec:
       namespaces:
         from: Selector
         selector: {{matchExpressions: [{{key: team, operator: In, values: [blue, green]}}]}}
+---
+# Istio's manual deployment: the Gateway names the ingress gateway's Service (short name: its own namespace)
+apiVersion: v1
+kind: Service
+metadata: {{name: istio-ingressgateway, namespace: istio-system}}
+spec: {{ports: [{{name: http2, port: 80, targetPort: 8080}}], selector: {{istio: ingressgateway}}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: manual, namespace: istio-system}}
+spec:
+  gatewayClassName: istio
+  addresses: [{{type: Hostname, value: istio-ingressgateway}}]
+  listeners: [{{name: http, port: 80, protocol: HTTP, hostname: manual.example.com}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: manual, namespace: istio-system}}
+spec:
+  parentRefs: [{{name: manual}}]
+  rules: [{{backendRefs: [{{name: httpbin, namespace: default, port: 8000}}]}}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -226,9 +325,16 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     (root / "nginx.crt").write_bytes(nginx[0])
     (root / "nginx.key").write_bytes(nginx[1])
     (root / "backend.py").write_text(TLS_BACKEND)
+    backend_client_ca = make_ca("backend-client-ca")
+    (root / "backend-client-ca.pem").write_bytes(backend_client_ca[0].public_bytes(serialization.Encoding.PEM))
+    mtls_nginx = issue(ca, "mtls-nginx.example.com")
+    (root / "mtls-nginx.crt").write_bytes(mtls_nginx[0])
+    (root / "mtls-nginx.key").write_bytes(mtls_nginx[1])
+    (root / "mtls_backend.py").write_text(MTLS_BACKEND)
+    gateway_client = issue(backend_client_ca, "secure-gateway", client=True)
     (config / "gateway-api.yaml").write_text(manifests(server, rsa_pair, ecdsa_pair,
                                                        client_ca[0].public_bytes(serialization.Encoding.PEM),
-                                                       requested, root))
+                                                       requested, root, gateway_client))
     m = RunningMesh(str(tmp_path_factory.mktemp("gwapi-tls-state")), dirs=[str(config)])
     try:
         yield Setup(m, root, {"rsa": rsa_pair[0], "ecdsa": ecdsa_pair[0]}, requested)
@@ -307,12 +413,30 @@ def test_infrastructure_labels_reach_the_gateway_process(setup: Setup) -> None:
     assert until(lambda: http(ip, 8080, "blue.example.com", "/deny")[0] == 403 or None,
                  "the DENY policy selecting the infrastructure label")
     assert http(ip, 8080, "blue.example.com", "/status/418")[0] == 418
+    assert until(lambda: http(ip, 8080, "blue.example.com", "/params-deny")[0] == 403 or None,
+                 "the DENY policy selecting the parametersRef ConfigMap's pod template label")
 
 
 def test_the_gateway_listens_on_its_requested_address(setup: Setup) -> None:
     assert setup.address() == setup.requested
     assert until(lambda: http(setup.requested, 8080, "blue.example.com", "/status/418")[0] == 418 or None,
                  "the blue route on the requested address")
+
+
+def test_a_hostname_address_runs_the_gateway_on_the_existing_service(setup: Setup) -> None:
+    """Istio's manual deployment (IsManaged false, the gateway-service annotation): the listener is served by the
+    pods of Service istio-system/istio-ingressgateway (the embedded ingress gateway), not by a deployment of its
+    own; the status names that Service and the gateway's address."""
+    gateway_ip = setup.mesh.gateway_ip
+    assert until(lambda: http(gateway_ip, 8080, "manual.example.com", "/status/418")[0] == 418 or None,
+                 "the manual Gateway's route on the ingress gateway")
+    assert http(setup.address(), 8080, "manual.example.com", "/status/418")[0] == 404  # not on another gateway
+    status = setup.status("gateway.gateway.networking.k8s.io", "istio-system", "manual")
+    assert status["addresses"] == [{"type": "IPAddress", "value": gateway_ip}]
+    conds = {c["type"]: (c["status"], c["message"]) for c in status["conditions"]}
+    assert conds["Accepted"][0] == "True" and conds["Programmed"][0] == "True"
+    assert "istio-ingressgateway.istio-system.svc.cluster.local:80" in conds["Programmed"][1]
+    assert "manual-istio" not in setup.mesh.output()  # no gateway process was started for it
 
 
 def test_backend_tls_policy_originates_verified_tls(setup: Setup) -> None:
@@ -324,3 +448,21 @@ def test_backend_tls_policy_originates_verified_tls(setup: Setup) -> None:
     assert isinstance(got, tuple) and got[2] == "Welcome to nginx!"
     (ancestor,) = setup.status("backendtlspolicy", "default", "my-nginx-tls")["ancestors"]
     assert {c["type"]: c["status"] for c in ancestor["conditions"]} == {"Accepted": "True"}
+
+
+def test_backend_tls_client_certificate_is_presented_to_a_backend_that_requires_one(setup: Setup) -> None:
+    """Gateway API v1.3 `backendTLS.clientCertificateRef`: the secure gateway presents the gateway-client Secret's
+    certificate (the backend answers with its CN) to mtls-nginx, whose TLS the BackendTLSPolicy sets up; the manual
+    Gateway (no backendTLS, on the ingress gateway) has no certificate to present and is refused (503)."""
+    ip = setup.address()
+    got = until(lambda: (r := http(ip, 8082, "anything.example", "/")) and r[0] == 200 and r,
+                "the mTLS backend through the secure gateway (listener 82 -> 8082)")
+    assert isinstance(got, tuple) and got[2] == "client=secure-gateway"
+    status = setup.status("gateway.gateway.networking.k8s.io", "default", "secure")
+    conds = {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+    assert conds["ResolvedRefs"] == ("True", "ResolvedRefs") and conds["Accepted"][0] == "True"
+    gateway_ip = setup.mesh.gateway_ip
+    assert until(lambda: http(gateway_ip, 8080, "manual.example.com", "/status/418")[0] == 418 or None,
+                 "the manual Gateway's route")
+    assert until(lambda: http(gateway_ip, 8080, "manual.example.com", "/mtls")[0] == 503 or None,
+                 "the mTLS backend refusing the ingress gateway (no client certificate)")

@@ -19,7 +19,7 @@ from sailmesh.api import attachment
 from sailmesh.api.kinds import GATEWAY_API, KUBERNETES_GATEWAY
 from sailmesh.api.resource import Resource, ResourceKey, Source
 from sailmesh.generate.gateway_tls import secret_data
-from sailmesh.generate.gatewayapi import backend_tls, hostnames, listener_tls
+from sailmesh.generate.gatewayapi import addresses, backend_client, backend_tls, hostnames, listener_tls, parameters
 from sailmesh.generate.gatewayapi.rules import RuleContext, http_routes, l4_routes, service_host
 from sailmesh.generate.gatewayapi.status import Status, condition, route_parent_status
 
@@ -46,16 +46,6 @@ def deployment_name(gateway: str) -> str:
     return f"{gateway}-istio"
 
 
-def requested_address(spec: Mapping[str, Any]) -> str:
-    """The IP a managed Gateway asks for: its one `spec.addresses` entry of type IPAddress (the default type), which
-    Istio gives the gateway's Service as loadBalancerIP (its IsManaged: none or one IP address is a managed
-    Gateway; a Hostname or several addresses name an existing deployment Istio does not manage), else ""."""
-    addresses = spec.get("addresses") or []
-    if len(addresses) != 1 or (addresses[0].get("type") or "IPAddress") != "IPAddress":
-        return ""
-    return str(addresses[0].get("value") or "")
-
-
 def infrastructure(gateway: Mapping[str, Any], key: str) -> dict[str, str]:
     """The labels (`key` "labels") or annotations a Gateway's deployment and pods get, as Istio's
     extractInfrastructureMetadata: `spec.infrastructure.<key>` without the keys under `gateway.networking.k8s.io/`,
@@ -75,10 +65,16 @@ class Listener:
     index: int
     attached: int = 0
     tls: listener_tls.ListenerTls | None = None  # HTTPS and TLS listeners: the server's tls and its problem
+    more: tuple[str, ...] = ()  # the refs of its further Istio Gateways (an unmanaged Gateway's other Services)
 
     @property
     def ref(self) -> str:
         return f"{self.gateway.namespace}/{istio_gateway_name(self.gateway.name, self.name)}"
+
+    @property
+    def refs(self) -> list[str]:
+        """The Istio Gateways this listener became (what its routes' VirtualServices bind)."""
+        return [self.ref, *self.more]
 
     @property
     def name(self) -> str:
@@ -107,15 +103,18 @@ class Converted:
     virtual_services: tuple[Resource, ...] = ()
     destination_rules: tuple[Resource, ...] = ()  # of BackendTLSPolicies (backend_tls)
     status: dict[ResourceKey, Status] = field(default_factory=dict)
+    placements: dict[ResourceKey, addresses.Placement] = field(default_factory=dict)  # unmanaged Gateways'
 
 
 def _generated(kind: str, name: str, namespace: str, spec: dict[str, Any], labels: dict[str, str] | None = None,
-               created: Any = None) -> Resource:
+               created: Any = None, annotations: Mapping[str, str] | None = None) -> Resource:
     meta: dict[str, Any] = {"name": name, "namespace": namespace}
     if created:
         meta["creationTimestamp"] = created
+    if annotations:
+        meta["annotations"] = dict(annotations)
     raw = {"apiVersion": "networking.istio.io/v1", "kind": kind, "metadata": meta, "spec": spec}
-    return Resource("networking.istio.io/v1", kind, name, namespace, spec, labels or {}, {},
+    return Resource("networking.istio.io/v1", kind, name, namespace, spec, labels or {}, dict(annotations or {}),
                     Source(GENERATED), raw)
 
 
@@ -141,7 +140,8 @@ class _Index:
     """Lookups over the config the conversion reads."""
 
     def __init__(self, config: Config) -> None:
-        self.services = {(r.namespace, r.name) for r in config.get("Service", ())}
+        self.service_objects = {(r.namespace, r.name): r for r in config.get("Service", ())}
+        self.services = set(self.service_objects)
         self.entries = [(r.namespace, [str(h) for h in r.spec.get("hosts") or ()],
                          [str(e) for e in r.spec.get("exportTo") or ()]) for r in config.get("ServiceEntry", ())]
         self.ns_labels = {r.name: dict(r.labels) for r in config.get("Namespace", ())}
@@ -249,10 +249,24 @@ def listener_conflicts(gw: Resource) -> dict[str, str]:
     return out
 
 
-def _gateway_servers(gw: Resource, index: _Index, out: Converted) -> list[Listener]:
-    """The Istio Gateway of each listener; the Gateway's status (without attached route counts yet)."""
+def _gateway_servers(gw: Resource, index: _Index, suffix: str, out: Converted) -> list[Listener]:
+    """The Istio Gateway(s) of each listener; the Gateway's status (without attached route counts yet).
+
+    A managed Gateway's select its own deployment (the gateway-name label); an unmanaged one's (a Hostname or
+    several addresses, addresses.py) select the pods of the Services it names, one Istio Gateway per distinct
+    Service selector."""
     listeners = []
     conflicted = listener_conflicts(gw)
+    if addresses.is_managed(gw.spec):
+        selectors: list[dict[str, str]] = [{GATEWAY_NAME_LABEL: gw.name}]
+        notes: dict[str, str] = {}
+    else:
+        placed = addresses.placement(gw.namespace, gw.spec, suffix,
+                                     {key: svc.spec for key, svc in index.service_objects.items()})
+        out.placements[gw.key] = placed
+        selectors = placed.selectors
+        notes = {addresses.GATEWAY_SERVICE_ANNOTATION: ",".join(placed.services),
+                 addresses.NAMESPACE_ANNOTATION: gw.namespace}
     for i, spec in enumerate(gw.spec.get("listeners") or ()):
         lst = Listener(gw, spec, i)
         protocol = PROTOCOLS.get(lst.protocol, ("", ()))[0]
@@ -268,10 +282,13 @@ def _gateway_servers(gw: Resource, index: _Index, out: Converted) -> list[Listen
                 listeners.append(lst)
                 continue
             server["tls"] = lst.tls.tls
-        ig = _generated("Gateway", istio_gateway_name(gw.name, lst.name), gw.namespace,
-                        {"selector": {GATEWAY_NAME_LABEL: gw.name}, "servers": [server]},
-                        created=(gw.raw.get("metadata") or {}).get("creationTimestamp"))
-        out.gateways += (ig,)
+        for n, selector in enumerate(selectors):
+            name = istio_gateway_name(gw.name, lst.name) + (f"-svc{n}" if n else "")
+            ig = _generated("Gateway", name, gw.namespace, {"selector": selector, "servers": [server]},
+                            created=(gw.raw.get("metadata") or {}).get("creationTimestamp"), annotations=notes)
+            out.gateways += (ig,)
+            if n:
+                lst.more += (f"{gw.namespace}/{name}",)
         listeners.append(lst)
     return listeners
 
@@ -327,7 +344,7 @@ def convert(config: Config, domain_suffix: str) -> Converted:
         if index.controller(str(gw.spec.get("gatewayClassName", ""))) not in CONTROLLERS:
             continue  # another controller's Gateway: not ours to program or to report on
         others.discard((gw.namespace, gw.name))
-        by_gateway[(gw.namespace, gw.name)] = _gateway_servers(gw, index, out)
+        by_gateway[(gw.namespace, gw.name)] = _gateway_servers(gw, index, domain_suffix, out)
     # routes, oldest first (creationTimestamp, then namespace/name: the Gateway API's tie-break)
     vs_routes: dict[tuple[str, str, str, str, tuple[str, ...]], list[dict[str, Any]]] = {}
     vs_kind: dict[tuple[str, str, str, tuple[str, ...]], str] = {}  # the kind naming each merged VirtualService
@@ -387,16 +404,34 @@ def convert(config: Config, domain_suffix: str) -> Converted:
                         (route.name, converted, [str(h) for h in route.spec.get("hostnames") or ()]))
             parents.append(route_parent_status(ref, True, "Accepted", "Route was valid", ctx.problems, route))
         out.status[route.key] = {"parents": parents}
-    out.virtual_services = _http_virtual_services(vs_routes) + _l4_virtual_services(l4)
+    more = {lst.ref: lst.more for listeners in by_gateway.values() for lst in listeners if lst.more}
+    out.virtual_services = _http_virtual_services(vs_routes, more) + _l4_virtual_services(l4, more)
     rules, policy_status = backend_tls.convert(
         config.get("BackendTLSPolicy", ()), index.services, domain_suffix, SUFFIX,
         lambda ns, name: index.config_maps.get((ns, name)),
-        lambda name, ns, kind, spec: _generated(kind, name, ns, spec))
-    out.destination_rules = tuple(rules)
+        lambda name, ns, kind, spec: _generated(kind, name, ns, spec, created=backend_tls.GENERATED_CREATED))
     out.status.update(policy_status)
+    client_rules: dict[tuple[str, str], Resource] = {}
     for (ns, name), listeners in by_gateway.items():
         gw = next(g for g in config.get(KUBERNETES_GATEWAY, ()) if g.namespace == ns and g.name == name)
-        out.status[gw.key] = _gateway_status(gw, listeners, index, domain_suffix)
+        status = out.status[gw.key] = _gateway_status(gw, listeners, out.placements.get(gw.key), domain_suffix)
+        _, bad_parameters = parameters.overlays(gw, lambda n, s: index.config_maps.get((n, s)))
+        if bad_parameters:  # the Gateway API's InvalidParameters (its deployment is left as it was)
+            status["conditions"][0] = condition("Accepted", False, parameters.INVALID_PARAMETERS, bad_parameters,
+                                                gw.generation)
+        credential, problem = backend_client.client_certificate(
+            gw, lambda n, s: index.secrets.get((n, s)), index.grant_allows)
+        if problem is not None:  # the Gateway API's ResolvedRefs; the Gateway stays Accepted
+            status["conditions"].append(condition("ResolvedRefs", False, problem[0], problem[1], gw.generation))
+        elif credential:
+            status["conditions"].append(condition("ResolvedRefs", True, "ResolvedRefs", "All references resolved",
+                                                  gw.generation))
+            placed = out.placements.get(gw.key)
+            selectors = placed.selectors if placed is not None else [{GATEWAY_NAME_LABEL: gw.name}]
+            for dr in backend_client.rules(gw, credential, selectors, tuple(rules), lambda n, s, spec: _generated(
+                    "DestinationRule", n, s, spec, created=backend_tls.GENERATED_CREATED)):
+                client_rules.setdefault((dr.namespace, dr.name), dr)
+    out.destination_rules = (*rules, *client_rules.values())
     return out
 
 
@@ -447,11 +482,12 @@ def vs_name(*parts: str) -> str:
     return f"{base[:54].rstrip('-')}-{hashlib.sha256(base.encode()).hexdigest()[:8]}"
 
 
-def _http_virtual_services(groups: Mapping[tuple[str, str, str, str, tuple[str, ...]], list[dict[str, Any]]]
-                           ) -> tuple[Resource, ...]:
+def _http_virtual_services(groups: Mapping[tuple[str, str, str, str, tuple[str, ...]], list[dict[str, Any]]],
+                           more: Mapping[str, tuple[str, ...]]) -> tuple[Resource, ...]:
     out = []
     for (parent, ns, host, kind, export), routes in groups.items():
-        spec: dict[str, Any] = {"hosts": [host], "gateways": [parent], "http": sort_http_routes(routes)}
+        spec: dict[str, Any] = {"hosts": [host], "gateways": [parent, *more.get(parent, ())],
+                                "http": sort_http_routes(routes)}
         if export:
             spec["exportTo"] = list(export)
         name = vs_name(parent.partition("/")[2] if parent != "mesh" else "", _slug(host), kind.lower())
@@ -459,22 +495,24 @@ def _http_virtual_services(groups: Mapping[tuple[str, str, str, str, tuple[str, 
     return tuple(out)
 
 
-def _l4_virtual_services(groups: Mapping[tuple[str, str, str], list[tuple[str, list[dict[str, Any]], list[str]]]]
-                         ) -> tuple[Resource, ...]:
+def _l4_virtual_services(groups: Mapping[tuple[str, str, str], list[tuple[str, list[dict[str, Any]], list[str]]]],
+                         more: Mapping[str, tuple[str, ...]]) -> tuple[Resource, ...]:
     out = []
     for (parent, ns, kind), entries in groups.items():
+        gateways = [parent, *more.get(parent, ())]
         for name, routes, hosts in entries:
             if kind == "TCPRoute":
-                spec: dict[str, Any] = {"hosts": ["*"], "gateways": [parent], "tcp": routes}
+                spec: dict[str, Any] = {"hosts": ["*"], "gateways": gateways, "tcp": routes}
             else:
                 sni = hosts or ["*"]
-                spec = {"hosts": sni, "gateways": [parent],
+                spec = {"hosts": sni, "gateways": gateways,
                         "tls": [{"match": [{"sniHosts": sni}], **r} for r in routes]}
             out.append(_generated("VirtualService", vs_name(parent.partition("/")[2], name, kind.lower()), ns, spec))
     return tuple(out)
 
 
-def _gateway_status(gw: Resource, listeners: list[Listener], index: _Index, suffix: str) -> Status:
+def _gateway_status(gw: Resource, listeners: list[Listener], placed: addresses.Placement | None,
+                    suffix: str) -> Status:
     """Istio's Gateway status: Accepted, Programmed (with the service it is assigned to), each listener's."""
     gen = gw.generation
     ports = ",".join(str(spec.get("port")) for spec in gw.spec.get("listeners") or ())
@@ -510,7 +548,23 @@ def _gateway_status(gw: Resource, listeners: list[Listener], index: _Index, suff
         listener_status.append({"name": spec.get("name"), "attachedRoutes": lst.attached if lst else 0,
                                 "supportedKinds": [{"group": GATEWAY_API, "kind": k} for k in kinds],
                                 "conditions": conds})
-    return {"conditions": [condition("Accepted", True, "Accepted", "Resource accepted", gen),
-                           condition("Programmed", True, "Programmed",
-                                     f"Resource programmed, assigned to service(s) {service}:{ports}", gen)],
+    accepted = condition("Accepted", True, "Accepted", "Resource accepted", gen)
+    services = [service]
+    if placed is not None:  # Istio's manual deployment: the Services its Hostnames name
+        if placed.invalid:
+            accepted = condition("Accepted", False, addresses.INVALID_ADDRESS, placed.invalid, gen)
+        if placed.not_assigned:
+            return {"conditions": [accepted, condition("Programmed", False, addresses.ADDRESS_NOT_ASSIGNED,
+                                                       placed.not_assigned, gen)], "listeners": listener_status}
+        services = placed.services
+    assigned = _human_join([f"{s}:{ports}" for s in services])
+    message = f"Resource programmed, assigned to service(s) {assigned}" if assigned else "Resource programmed"
+    return {"conditions": [accepted, condition("Programmed", True, "Programmed", message, gen)],
             "listeners": listener_status}
+
+
+def _human_join(items: list[str]) -> str:
+    """Istio's humanReadableJoin: "a", "a and b", "a, b, and c"."""
+    if len(items) < 3:
+        return " and ".join(items)
+    return ", ".join(items[:-1]) + ", and " + items[-1]

@@ -101,10 +101,17 @@ class GatewayApiReader:
             return None
         if resource.kind != KUBERNETES_GATEWAY:
             return found
-        ips = sorted({ip for ip, ns, labels in gateway_proxies
-                      if ns == resource.namespace and labels.get(GATEWAY_NAME_LABEL) == resource.name})
+        placed = self.converted().placements.get(resource.key)
+        if placed is None:
+            ips = sorted({ip for ip, ns, labels in gateway_proxies
+                          if ns == resource.namespace and labels.get(GATEWAY_NAME_LABEL) == resource.name})
+        else:  # an unmanaged Gateway (addresses.py): the proxies of the Services its Hostnames name
+            ips = sorted({ip for ip, ns, labels in gateway_proxies if ns == resource.namespace and any(
+                all(labels.get(k) == v for k, v in sel.items()) for sel in placed.selectors)})
         out = dict(found)
         out["addresses"] = [{"type": "IPAddress", "value": ip} for ip in ips]
+        if placed is not None and not ips:  # Istio reports the Services' hostnames without external addresses
+            out["addresses"] = [{"type": "Hostname", "value": s} for s in placed.services]
         if ips:
             ports = [int(spec.get("port", 0)) for spec in resource.spec.get("listeners") or ()]
             mapping = ", ".join(f"{p} -> {ips[0]}:{gateway_bind_port(p)}" for p in dict.fromkeys(ports))

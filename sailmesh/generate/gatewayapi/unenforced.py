@@ -14,18 +14,11 @@ def _items(node: Any, key: str) -> list[Any]:
 
 
 def gateway(spec: Any) -> Iterator[str]:
-    if isinstance(spec, dict) and spec.get("backendTLS"):
-        yield "spec.backendTLS"
-    addresses = spec.get("addresses") if isinstance(spec, dict) else None
-    if isinstance(addresses, list) and addresses and (
-            len(addresses) > 1 or (addresses[0].get("type") or "IPAddress") != "IPAddress"):
-        # one IPAddress is the gateway's address (generate/gatewayapi/convert.requested_address)
-        yield "spec.addresses (Istio's unmanaged gateway, a Hostname or several addresses naming an existing " \
-              "deployment, is not supported)"
     infra = spec.get("infrastructure") if isinstance(spec, dict) else None
     if isinstance(infra, dict):  # labels: on the gateway's pods (Kubernetes) or process (embedded mesh)
-        if infra.get("parametersRef"):
-            yield "spec.infrastructure.parametersRef"
+        if infra.get("parametersRef"):  # generate/gatewayapi/parameters.py
+            yield "spec.infrastructure.parametersRef (its horizontalPodAutoscaler / podDisruptionBudget are not " \
+                  "created; the embedded mesh's gateway process takes only the deployment's pod template labels)"
         if infra.get("annotations"):
             yield "spec.infrastructure.annotations (set on the gateway's Kubernetes objects; the embedded mesh's " \
                   "gateway process has none)"

@@ -10,7 +10,10 @@ As istiod (pilot/pkg/config/kube/gateway/deploymentcontroller.go, gatewayclass.g
   the Service's type is LoadBalancer unless the Gateway's annotation `networking.istio.io/service-type` says
   otherwise, one port per listener port plus status-port 15021; the Gateway's `spec.infrastructure` labels and
   annotations (else its own, convert.infrastructure) go on every object and on the pods, Istio's own labels win;
-  one IPAddress in `spec.addresses` is the LoadBalancer Service's `loadBalancerIP`.
+  one IPAddress in `spec.addresses` is the LoadBalancer Service's `loadBalancerIP`; a Gateway with a Hostname or
+  several addresses is not deployed (Istio's IsManaged: it runs on existing Services, gatewayapi/addresses.py);
+  the `deployment`, `service` and `serviceAccount` overlays of `spec.infrastructure.parametersRef` (a ConfigMap)
+  are merged into those objects (gatewayapi/parameters.py).
 Objects are written with server-side apply (field manager istio.io/gateway-controller), again only when what
 they should be changes. Difference from Istio: the gateway process is a router-mode `sailmesh agent` (the same
 container the install's ingress gateway runs), and listener ports below 1024 are served 8000 higher (targetPort),
@@ -22,19 +25,20 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx2 as httpx
 
 from sailmesh.api.kinds import GATEWAY_API, KUBERNETES_GATEWAY
 from sailmesh.api.resource import Resource, ResourceKey
+from sailmesh.generate.gatewayapi import parameters
+from sailmesh.generate.gatewayapi.addresses import is_managed, requested_address
 from sailmesh.generate.gatewayapi.convert import (
     BUILTIN_CLASSES,
     GATEWAY_NAME_LABEL,
     deployment_name,
     infrastructure,
-    requested_address,
 )
 from sailmesh.generate.gatewayapi.status import CONTROLLER_NAME
 from sailmesh.generate.names import gateway_bind_port
@@ -59,8 +63,10 @@ def default_gateway_class() -> Obj:
             "spec": {"controllerName": CONTROLLER_NAME, "description": "The default Istio GatewayClass"}}
 
 
-def gateway_objects(gw: Resource, control_namespace: str, injection: InjectionConfig) -> list[Obj]:
-    """The ServiceAccount, Deployment and Service of a Gateway's own gateway."""
+def gateway_objects(gw: Resource, control_namespace: str, injection: InjectionConfig,
+                    overlays: Mapping[str, Mapping[str, Any]] | None = None) -> list[Obj]:
+    """The ServiceAccount, Deployment and Service of a Gateway's own gateway, with the `deployment`, `service` and
+    `serviceAccount` overlays of its infrastructure.parametersRef ConfigMap merged in (parameters.merge)."""
     name = deployment_name(gw.name)
     listener_ports = sorted({int(lst.get("port", 0)) for lst in gw.spec.get("listeners") or ()
                              if isinstance(lst.get("port"), int)})
@@ -105,7 +111,14 @@ def gateway_objects(gw: Resource, control_namespace: str, injection: InjectionCo
             obj["spec"]["selector"] = {GATEWAY_NAME_LABEL: gw.name}
             if requested_address(gw.spec) and service_type == "LoadBalancer":  # Istio's kube-gateway.yaml
                 obj["spec"]["loadBalancerIP"] = requested_address(gw.spec)
-    return objs
+    out = []
+    for obj in objs:
+        overlay = (overlays or {}).get(parameters.OVERLAY_KEYS.get(obj["kind"], ""))
+        if overlay:  # merged as a strategic merge patch; kind, name and namespace stay the gateway's
+            meta = {**(overlay.get("metadata") or {}), "name": obj["metadata"]["name"], "namespace": gw.namespace}
+            obj = parameters.merge(obj, {**overlay, "kind": obj["kind"], "metadata": meta})
+        out.append(obj)
+    return out
 
 
 def _path(obj: Obj) -> str:
@@ -155,9 +168,13 @@ class GatewayDeployer:
                 if not (isinstance(e, KubeApiError) and e.code == 409):
                     log.warning("GatewayClass %s not created: %s", DEFAULT_CLASS, e)
         for gw in self.store.list(KUBERNETES_GATEWAY):
-            if self.controller_of(str(gw.spec.get("gatewayClassName", ""))) != CONTROLLER_NAME:
+            if self.controller_of(str(gw.spec.get("gatewayClassName", ""))) != CONTROLLER_NAME \
+                    or not is_managed(gw.spec):  # Istio's manual deployment: the Gateway runs on existing Services
                 continue
-            objs = gateway_objects(gw, self.control_namespace, self.injection)
+            overlays, bad = parameters.overlays(gw, lambda ns, name: self.store.get("ConfigMap", ns, name))
+            if bad:  # the Gateway's status says why (InvalidParameters); its gateway is left as it was
+                continue
+            objs = gateway_objects(gw, self.control_namespace, self.injection, overlays)
             digest = json.dumps(objs, sort_keys=True)
             if self._applied.get(gw.key) == digest:
                 continue

@@ -8,7 +8,8 @@ only the cluster knows is added here, with Istio's rules (pilot/pkg/config/kube/
   for a LoadBalancer Service, else the Service's cluster host name (`<gateway>-istio.<ns>.svc.<suffix>`,
   type Hostname); a LoadBalancer still waiting for an address makes Programmed False (AddressNotAssigned,
   "address pending for hostname ..."), a missing Service makes it False (AddressNotUsable, "hostname ... not
-  found");
+  found"); a Gateway on existing Services (a Hostname address, Istio's manual deployment) gets those Services'
+  addresses by the same rules;
 - every condition carries lastTransitionTime (the CRDs require it): kept from the stored status while the
   condition's status is unchanged, else the time of this write.
 
@@ -30,6 +31,7 @@ import httpx2 as httpx
 
 from sailmesh.api.kinds import GATEWAY_API, KUBERNETES_GATEWAY, external_kind
 from sailmesh.api.resource import Resource, ResourceKey
+from sailmesh.generate.gatewayapi.addresses import gateway_services, is_managed
 from sailmesh.generate.gatewayapi.convert import deployment_name
 from sailmesh.generate.gatewayapi.reader import GATEWAY_API_KINDS
 from sailmesh.platform.kube.client import KubeApiError, KubeConnection
@@ -47,11 +49,12 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def gateway_addresses(gw: Resource, service: Resource | None, suffix: str, status: dict[str, Any]
-                      ) -> dict[str, Any]:
-    """`status` (the conversion's) with the Gateway's addresses and Programmed condition from its Service."""
+def gateway_addresses(gw: Resource, service: Resource | None, suffix: str, status: dict[str, Any],
+                      host: str = "") -> dict[str, Any]:
+    """`status` (the conversion's) with the Gateway's addresses and Programmed condition from its Service (`host`:
+    that Service's name, by default the gateway's own `<gateway>-istio`)."""
     out = dict(status)
-    host = f"{deployment_name(gw.name)}.{gw.namespace}.svc.{suffix}"
+    host = host or f"{deployment_name(gw.name)}.{gw.namespace}.svc.{suffix}"
     addresses: list[dict[str, str]] = []
     problem: tuple[str, str] | None = None
     if service is None:
@@ -129,10 +132,28 @@ class GatewayStatusWriter:
         status = self.status_of(r)
         if status is None:
             return None
-        if r.kind == KUBERNETES_GATEWAY:
+        if r.kind == KUBERNETES_GATEWAY and is_managed(r.spec):
             status = gateway_addresses(r, self.store.get("Service", r.namespace, deployment_name(r.name)),
                                        self.domain_suffix, status)
+        elif r.kind == KUBERNETES_GATEWAY:  # Istio's manual deployment: the addresses of the Services it names
+            status = self._unmanaged_addresses(r, status)
         return status
+
+    def _unmanaged_addresses(self, r: Resource, status: dict[str, Any]) -> dict[str, Any]:
+        """The addresses of each Service an unmanaged Gateway names (gatewayapi/addresses.py), as for a managed
+        one's own Service; the first problem decides Programmed unless the conversion already said it is not."""
+        hosts, _ = gateway_services(r.namespace, r.spec, self.domain_suffix)
+        found: list[dict[str, str]] = []
+        out = status
+        for host in hosts:
+            name, _, rest = host.partition(".")
+            svc = self.store.get("Service", r.namespace, name) \
+                if rest == f"{r.namespace}.svc.{self.domain_suffix}" else None
+            one = gateway_addresses(r, svc, self.domain_suffix, status, host)
+            found += [a for a in one["addresses"] if a not in found]
+            if out is status and one["conditions"] != status.get("conditions"):
+                out = one
+        return {**out, "addresses": found}
 
     async def reconcile(self) -> int:
         """Write every status that differs from the object's; the number written."""

@@ -5,8 +5,10 @@ Which resources are watched:
   version), and the Gateway API's GatewayClass, Gateway, HTTPRoute, GRPCRoute, TCPRoute, TLSRoute and
   ReferenceGrant when their CRDs are installed, found by a CRD informer: a CRD installed later starts being
   watched then;
-- core Services, Secrets (not service-account tokens; gateways' `credentialName`), and the ConfigMap `istio` in
-  the root namespace (mesh config) -> KubeStore;
+- core Services, Secrets (not service-account tokens; gateways' `credentialName`), and ConfigMaps (the mesh
+  config `istio` in the root namespace; the CAs a BackendTLSPolicy or a listener's frontendValidation names and a
+  Gateway's infrastructure.parametersRef, as Istio's gateway controller watches ConfigMaps) -> KubeStore, except
+  the two every namespace holds (`kube-root-ca.crt`, `istio-ca-root-cert`: never read, rewritten on rotation);
 - Pods, EndpointSlices, Nodes (locality) and Namespaces -> KubeRegistry.
 """
 
@@ -46,7 +48,8 @@ PODS = KubeResource("", "v1", "pods", "Pod")
 ENDPOINT_SLICES = KubeResource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
 NODES = KubeResource("", "v1", "nodes", "Node", False)
 NAMESPACES = KubeResource("", "v1", "namespaces", "Namespace", False)
-MESH_CONFIGMAP = "istio"
+# the ConfigMaps published into every namespace (kube-controller-manager's, the CA root's): not read by the mesh
+UNREAD_CONFIGMAPS = ("kube-root-ca.crt", "istio-ca-root-cert")
 # the Gateway API kinds the mesh converts (generate/gatewayapi/), as written in their CRDs
 GATEWAY_API_KINDS = ("GatewayClass", "Gateway", "HTTPRoute", "GRPCRoute", "TCPRoute", "TLSRoute", "ReferenceGrant",
                      "BackendTLSPolicy")
@@ -147,8 +150,8 @@ class KubePlatform:
         self.conn = connect(self.kubeconfig, self.context)
         self._informer(SERVICES, self.store)
         self._informer(SECRETS, self.store, field_selector="type!=kubernetes.io/service-account-token")
-        self._informer(CONFIGMAPS, self.store, namespace=self.root_namespace,
-                       field_selector=f"metadata.name={MESH_CONFIGMAP}")
+        self._informer(CONFIGMAPS, self.store,
+                       field_selector=",".join(f"metadata.name!={name}" for name in UNREAD_CONFIGMAPS))
         for r in (PODS, ENDPOINT_SLICES, NODES, NAMESPACES):
             self._informer(r, self.registry)
         self._informer(CRDS, _CrdWatcher(self))

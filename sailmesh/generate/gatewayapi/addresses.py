@@ -1,0 +1,110 @@
+"""A Gateway's `spec.addresses`, as Istio's gateway controller reads them (gatewaycommon.IsManaged and
+extractGatewayServices, pilot/pkg/config/kube/gateway, 1.27).
+
+- No address, or one of type IPAddress (the default type): a managed Gateway. Istio deploys `<gateway>-istio`
+  and gives its Service the IP as loadBalancerIP; the embedded mesh starts a gateway process that listens on the
+  IP when it is a free loopback address (platform/gateways.py).
+- Anything else (a Hostname, or several addresses): Istio's manual deployment. Nothing is deployed; each Hostname
+  names an existing Service (a short name is `<name>.<gateway ns>.svc.<suffix>`) and the Gateway's listeners
+  apply to the proxies that are instances of those Services in the Gateway's namespace (push_context's
+  mergeGateways with the `internal.istio.io/gateway-service` annotation). Here the generated Istio Gateway
+  selects those proxies by the Service's selector, limited to the Gateway's namespace (NAMESPACE_ANNOTATION,
+  read by generate/gateway.gateways_for). Addresses of another type are skipped and the Gateway is not Accepted
+  (InvalidAddress, "only Hostname is supported, ignoring [...]", a soft failure: the Hostnames still apply); a
+  Hostname naming no Service of the Gateway's namespace, or one without a selector, makes Programmed False
+  (AddressNotAssigned, Istio's ResolveGatewayInstances warnings).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+GATEWAY_SERVICE_ANNOTATION = "internal.istio.io/gateway-service"  # Istio's: the Services a Gateway runs on
+NAMESPACE_ANNOTATION = "internal.sailmesh.io/gateway-namespace"  # the only namespace whose proxies it selects
+INVALID_ADDRESS = "InvalidAddress"  # Istio's condition reason
+ADDRESS_NOT_ASSIGNED = "AddressNotAssigned"
+
+
+def _type(address: Mapping[str, Any]) -> str:
+    return str(address.get("type") or "IPAddress")
+
+
+def is_managed(spec: Mapping[str, Any]) -> bool:
+    """Istio's IsManaged: no address, or exactly one of type IPAddress."""
+    addresses = spec.get("addresses") or []
+    return not addresses or (len(addresses) == 1 and _type(addresses[0]) == "IPAddress")
+
+
+def requested_address(spec: Mapping[str, Any]) -> str:
+    """The IP a managed Gateway asks for: its one `spec.addresses` entry of type IPAddress, which Istio gives the
+    gateway's Service as loadBalancerIP, else ""."""
+    addresses = spec.get("addresses") or []
+    if len(addresses) != 1 or _type(addresses[0]) != "IPAddress":
+        return ""
+    return str(addresses[0].get("value") or "")
+
+
+def gateway_services(namespace: str, spec: Mapping[str, Any], suffix: str) -> tuple[list[str], list[str]]:
+    """(the FQDNs of the Services an unmanaged Gateway runs on, the values of its skipped non-Hostname
+    addresses), as Istio's extractGatewayServices (a name without a dot is a Service of the Gateway's namespace)."""
+    services: list[str] = []
+    skipped: list[str] = []
+    for addr in spec.get("addresses") or ():
+        value = str(addr.get("value") or "")
+        if _type(addr) != "Hostname":
+            skipped.append(value)
+            continue
+        services.append(value if "." in value else f"{value}.{namespace}.svc.{suffix}")
+    return services, skipped
+
+
+@dataclass
+class Placement:
+    """Where an unmanaged Gateway's listeners go: one selector per distinct Service selector (in address order),
+    the Service FQDNs, and what went wrong (Istio's condition messages)."""
+
+    services: list[str] = field(default_factory=list)
+    selectors: list[dict[str, str]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def invalid(self) -> str:
+        """The Accepted=False message (Go's %v of a string slice), "" when every address is a Hostname."""
+        return f"only Hostname is supported, ignoring [{' '.join(self.skipped)}]" if self.skipped else ""
+
+    @property
+    def not_assigned(self) -> str:
+        """The Programmed=False message, "" when every Hostname names a Service with instances."""
+        if not self.warnings:
+            return ""
+        resolved = [s for s in self.services if not any(f'"{s}"' in w for w in self.warnings)]
+        if resolved:
+            return (f"Assigned to service(s) {', '.join(resolved)}, but failed to assign to all requested "
+                    f"addresses: {'; '.join(self.warnings)}")
+        return f"Failed to assign to any requested addresses: {'; '.join(self.warnings)}"
+
+
+def placement(namespace: str, spec: Mapping[str, Any], suffix: str,
+              services: Mapping[tuple[str, str], Mapping[str, Any]]) -> Placement:
+    """An unmanaged Gateway's placement; `services` maps (namespace, name) to a Service's spec."""
+    fqdns, skipped = gateway_services(namespace, spec, suffix)
+    out = Placement(fqdns, [], skipped)
+    tail = f".svc.{suffix}"
+    for fqdn in fqdns:
+        name, _, rest = fqdn.partition(".")
+        svc_ns = rest[: -len(tail)] if rest.endswith(tail) else ""
+        found = services.get((svc_ns, name)) if svc_ns == namespace else None
+        if found is None:
+            others = sorted(ns for ns, n in services if n == name and ns == svc_ns and ns != namespace)
+            out.warnings.append(f'hostname "{fqdn}" not found in namespace "{namespace}", but it was found in '
+                                f'namespace(s) {", ".join(others)}' if others else f'hostname "{fqdn}" not found')
+            continue
+        selector = {str(k): str(v) for k, v in (found.get("selector") or {}).items()}
+        if not selector:
+            out.warnings.append(f'no instances found for hostname "{fqdn}"')
+        elif selector not in out.selectors:
+            out.selectors.append(selector)
+    return out
