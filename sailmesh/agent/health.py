@@ -11,7 +11,6 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from sailmesh.agent import grpchealth
 from sailmesh.agent.admin import EnvoyAdmin
 from sailmesh.errors import AgentError
 from sailmesh.processes import PID_HEADER
@@ -95,6 +94,8 @@ def probe_check(ip: str, probe: Mapping[str, Any]) -> Callable[[], Awaitable[str
         return tcp_app_check(ip, [port], timeout)
     if kind == "grpc":
         service = str(probe.get("service") or "")
+        # lazy: gRPC's import (~0.1 CPU s) is for grpc probes only; the `sailmesh up` supervisor imports this module
+        from sailmesh.agent import grpchealth
 
         async def grpc_check() -> str | None:
             why = await grpchealth.check(ip, port, service, timeout)

@@ -12,7 +12,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import watchfiles
 from aiohttp import web
@@ -32,15 +32,12 @@ from sailmesh.controlplane.dns import DnsServer
 from sailmesh.controlplane.http_api import Outcome, make_app
 from sailmesh.controlplane.identity import MeshIdentity
 from sailmesh.controlplane.source import MeshSource
-from sailmesh.controlplane.webhooks import Webhooks
 from sailmesh.errors import GenerationError, ParseError, RegistryError, SailmeshError, ValidationError
 from sailmesh.generate import authn, enforcement
 from sailmesh.generate.affect import push_request
 from sailmesh.generate.gatewayapi.reader import GatewayApiReader
 from sailmesh.metrics import CitadelMetrics, Registry
 from sailmesh.platform import workload_file
-from sailmesh.platform.kube import KubePlatform
-from sailmesh.platform.kube.casecret import CA_SECRET
 from sailmesh.registry.aggregate import AggregateRegistry
 from sailmesh.registry.jwks import JwksFetcher, wanted_uris
 from sailmesh.registry.model import Workload
@@ -56,6 +53,11 @@ from sailmesh.store.layered import LayeredStore
 from sailmesh.store.memory import MemoryStore
 from sailmesh.webhook.inject import InjectionConfig
 from sailmesh.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, short_name
+
+if TYPE_CHECKING:  # imported where used: the Kubernetes platform (which the webhooks use) costs ~0.27 CPU s to
+    # import, and the embedded mesh (every e2e test's control plane) has neither
+    from sailmesh.controlplane.webhooks import Webhooks
+    from sailmesh.platform.kube import KubePlatform
 
 log = logging.getLogger("sailmesh.controlplane")
 
@@ -116,8 +118,11 @@ class ControlPlane:
         self.validator: Validator = self._counted_validation
         self.files = [FileStore(d, self.validator) for d in opts.config_dirs]
         self.memory = MemoryStore(self.validator)
-        self.kube = KubePlatform(opts.kubeconfig, self.validator, settings.mesh.root_namespace) \
-            if opts.kubeconfig else None
+        self.kube: KubePlatform | None = None
+        if opts.kubeconfig:
+            from sailmesh.platform.kube import KubePlatform
+
+            self.kube = KubePlatform(opts.kubeconfig, self.validator, settings.mesh.root_namespace)
         kube_layer = [self.kube.store] if self.kube else []
         self.store = LayeredStore([*self.files, *kube_layer, self.memory])
         # what snapshots are built from: the store plus the Gateway API objects converted to Istio's kinds
@@ -179,6 +184,8 @@ class ControlPlane:
                                      csr_limit=Limit(self.opts.csr_rate, self.opts.csr_rate * 5))
         self.server.authorize = self.identity.authorize_proxy
         if self.kube is not None:  # agents in pods prove themselves with service-account tokens (TokenReview)
+            from sailmesh.platform.kube.casecret import CA_SECRET
+
             self.identity.accept_platform_tokens(self.kube.token_reviewer())
             if shared is not None and shared.secret == CA_SECRET:  # a root rotated in the Secret: every replica
                 self.kube.follow_ca_root(self.identity.rotation, self.identity.bundle_changed)
@@ -193,6 +200,8 @@ class ControlPlane:
         self.opts.xds_port = self.server.also_ports[0] if plaintext else 0
         self.opts.ca_port = await self.identity.serve_bootstrap(self.opts.host, self.opts.ca_port)
         if self.opts.webhook_port is not None:
+            from sailmesh.controlplane.webhooks import Webhooks
+
             elector = self.kube.elector if self.kube is not None else None
             self.webhooks = await Webhooks.start(
                 self.identity.authority, self.validator, self.opts.injection, self.opts.host, self.opts.webhook_port,

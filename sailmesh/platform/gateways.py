@@ -39,8 +39,10 @@ from sailmesh.api.resource import Resource
 from sailmesh.errors import PlatformError
 from sailmesh.generate.gatewayapi import parameters
 from sailmesh.generate.gatewayapi.addresses import is_managed, requested_address
-from sailmesh.generate.gatewayapi.convert import GATEWAY_NAME_LABEL, deployment_name, infrastructure
 from sailmesh.registry.model import TLS_MODE_ISTIO, TLS_MODE_LABEL
+
+# _convert_lazily: generate.gatewayapi.convert (and the protobufs its imports load, ~0.3 CPU s) is imported by the
+# functions that use it, once the control plane has a Gateway: every `sailmesh up` supervisor imports this module.
 
 POLL_S = 0.5
 MAX_GATEWAYS = 200
@@ -81,6 +83,7 @@ class Wanted:
 def gateway_labels(gateway: str, infra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The labels Istio puts on a Gateway's deployment (the generated Istio Gateways select the first): the
     Gateway's infrastructure labels (convert.infrastructure), then Istio's own, which win."""
+    from sailmesh.generate.gatewayapi.convert import GATEWAY_NAME_LABEL  # lazy: see _convert_lazily
     return {**(infra or {}), GATEWAY_NAME_LABEL: gateway, "istio.io/gateway-name": gateway,
             TLS_MODE_LABEL: TLS_MODE_ISTIO}
 
@@ -136,6 +139,7 @@ class GatewayDeployments:
                 body = await r.json()
         except (TimeoutError, OSError, aiohttp.ClientError, ValueError):
             return None
+        from sailmesh.generate.gatewayapi.convert import infrastructure  # see _convert_lazily
         out = {}
         for item in body.get("items") or ():
             meta = item.get("metadata") or {}
@@ -175,6 +179,7 @@ class GatewayDeployments:
     async def reconcile(self, wanted: Collection[tuple[str, str]] | Mapping[tuple[str, str], Wanted]) -> None:
         """Start a gateway per wanted Gateway, stop those whose Gateway is gone, and restart one whose labels or
         address changed (Istio's deployment controller rolls its pods then)."""
+        from sailmesh.generate.gatewayapi.convert import deployment_name  # see _convert_lazily
         wants = {key: wanted[key] if isinstance(wanted, Mapping) else Wanted() for key in wanted}
         for key in sorted(self.running):
             dep = self.running[key]

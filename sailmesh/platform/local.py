@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from sailmesh.agent.health import PROXY_READY_PATH
 from sailmesh.api.resource import Resource
 from sailmesh.errors import PlatformError
 from sailmesh.platform import egress, workload_file
@@ -320,6 +319,8 @@ class LocalMesh:
             agent.instance = inst
             self._save_state()
             if inst.hold_application:
+                from sailmesh.agent.health import PROXY_READY_PATH  # lazy: the agent's health module imports gRPC
+
                 await self._wait_http(f"{health}{PROXY_READY_PATH}", f"sidecar of {inst.name}", agent)
         app = await self._spawn(f"{inst.name}.{inst.namespace}", "app", inst.command,
                                 {**env, **app_env(inst, self.settings.proxy.outbound)}, inst.ip, inst.cwd)
