@@ -254,6 +254,12 @@ class Connection:
         Istio's full push also sends clusters, then endpoints, without waiting in between. Clusters only added or
         removed change the proxy's EDS names (a subscription change, answered at once), and clusters with the same
         bytes are not updated by Envoy: neither needs the endpoints again (`eds_warming`, set by respond()).
+
+        The push slot (the throttle) is held while a response is generated and while a write that the push
+        continues after is under way; the push's last write gives it back as it starts. Waiting for that write to
+        complete held the slots of a one-type push (a VirtualService's routes, endpoints) for a gRPC round trip
+        each: 500 proxies went through 100 slots in five waves, 130-260 ms of scoped p99 with no storm at all
+        (session 8). The bytes of writes under way stay bounded by the send budget (server/budget.py).
         """
         inflight: list[str] = []
         push: PendingPush | None = None
@@ -294,7 +300,9 @@ class Connection:
                     stalled = asyncio.get_running_loop().call_later(self.budget.stall_s, self.slots.release, self)
                     try:
                         resend = type_url == ENDPOINT and clusters_sent and self.eds_warming and not self.delta
-                        sent = await self.respond(self.types[type_url], send, force=resend, started=push.started)
+                        # the push's last response gives its slot back as its write starts (see run())
+                        out = send if inflight else self._handing_over(send)
+                        sent = await self.respond(self.types[type_url], out, force=resend, started=push.started)
                     finally:
                         stalled.cancel()
                     clusters_sent = clusters_sent or (type_url == CLUSTER and sent)
@@ -312,6 +320,13 @@ class Connection:
                     await asyncio.wait_for(self._wake.wait(), max(0.0, self._await_deadline - time.monotonic()))
             else:
                 await self._wake.wait()
+
+    def _handing_over(self, send: Send) -> Send:
+        """`send` that gives this connection's push slot back as the write starts."""
+        async def send_last(response: Message | bytes) -> None:
+            self.slots.release(self)
+            await send(response)
+        return send_last
 
     def next_nonce(self) -> str:
         self._nonce_seq += 1
