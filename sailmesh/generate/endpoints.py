@@ -3,6 +3,7 @@ each labelled with its tlsMode for auto mTLS."""
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable, Mapping, Sequence
 
 from envoy.config.core.v3 import base_pb2
@@ -140,7 +141,7 @@ class ScopeEndpoints:
     __slots__ = ("assignments", "endpoints", "ends", "others", "services")
 
     def __init__(self, others: tuple[object, ...], services: list[Service], endpoints: tuple[object, ...],
-                 ends: tuple[int, ...], assignments: tuple[Prepacked, ...]) -> None:
+                 ends: array[int], assignments: tuple[Prepacked, ...]) -> None:
         self.others, self.services, self.endpoints = others, services, endpoints
         self.ends, self.assignments = ends, assignments
 
@@ -169,7 +170,7 @@ def build_endpoints(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> l
     if prev is not None and not (_same(prev.others, others) and _same(prev.services, visible)):
         prev = None
     out: list[Prepacked] = []
-    ends: list[int] = []
+    ends = array("l")  # machine ints: a scope of 1,000 services holds no 1,000 int objects
     at = 0
     for k, svc in enumerate(visible):
         n = len(svc.ports)
@@ -180,7 +181,7 @@ def build_endpoints(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> l
         ends.append(len(out))
         at += n
     scopes = memos.endpoint_scopes
-    scopes[okey] = ScopeEndpoints(others, visible, eps_now, tuple(ends), tuple(out))
+    scopes[okey] = ScopeEndpoints(others, visible, eps_now, ends, tuple(out))
     scopes.move_to_end(okey)
     if len(scopes) > memos.max_scopes:
         scopes.popitem(last=False)
