@@ -26,6 +26,9 @@ from sailmesh.testing.waiting import random_loopback_block
 CLIENTS_PER_WORKER = 250
 QUIET_S = 0.15  # > the control plane's 100 ms debounce quiet period, so each change is pushed at once
 
+# How long a real Envoy's admin port may take to come up (Envoys start beside 500 busy clients)
+ENVOY_ADMIN_S = 60.0
+
 
 @dataclass(frozen=True)
 class CaseConfig:
@@ -73,7 +76,8 @@ class EnvoyProxy:
 
     async def version_texts(self, prefix: str) -> dict[str, str]:
         """Envoy's `*.version_text` readouts whose name contains prefix (e.g. `.rds.`): what it last accepted."""
-        _, text = await self.envoy.admin_get("/stats?filter=version_text")
+        # one stats walk over 3,503 clusters at --concurrency 1 passed the 5 s default twice on a loaded machine
+        _, text = await self.envoy.admin_get("/stats?filter=version_text", ENVOY_ADMIN_S)
         out = {}
         for line in text.splitlines():
             key, _, value = line.partition(": ")
@@ -214,7 +218,8 @@ class Case:
         self.envoys = [EnvoyProxy.make(self.mesh, k % self.cfg.services, k, block, self.cp.xds_port, self.workdir)
                        for k in range(n)]
         t0 = time.monotonic()
-        await asyncio.gather(*(ep.envoy.start() for ep in self.envoys))
+        # the admin port comes up late on a loaded machine (15 s, the e2e default, failed at load ~10): 60 s
+        await asyncio.gather(*(ep.envoy.start(timeout=ENVOY_ADMIN_S) for ep in self.envoys))
         await asyncio.gather(*(ep.envoy.wait_ready(timeout=self.cfg.sync_timeout) for ep in self.envoys))
         ready = time.monotonic() - t0
         deadline = time.monotonic() + 60

@@ -49,6 +49,8 @@ class Memos:
     - `patched`: a proxy's resources of one type with its EnvoyFilter patches applied, per (parts, patches).
     - `route_scopes`: per outbound key, the service virtual hosts its route configurations were last assembled
       from (routes.ScopeRoutes): a VirtualService change rebuilds its own hosts' only.
+    - `endpoint_scopes`: per outbound key, the assignments it was last built from (endpoints.ScopeEndpoints): an
+      endpoint change re-assembles the changed services' only.
     """
 
     def __init__(self, max_entries: int = 100_000) -> None:
@@ -62,6 +64,8 @@ class Memos:
         self.route_scopes: OrderedDict[Hashable, Any] = OrderedDict()
         self.max_scopes = 4096
         self.scope_inserts = 0
+        self.endpoint_scopes: OrderedDict[Hashable, Any] = OrderedDict()
+        self.endpoint_inserts = 0
         self._route_inserts = 0
 
     def routes_inserted(self, currency: Callable[[], Callable[[Any], bool]]) -> None:

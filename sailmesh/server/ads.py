@@ -303,8 +303,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
     async def _read(self, request_iterator: AsyncIterator[Message], conn: Connection) -> None:
         try:
             async for request in request_iterator:
-                self.limits.check_request(request)
-                conn.receive(request)
+                conn.receive(request, self.limits.check_request(request))
                 if conn.queued_requests >= self.limits.queued_requests:
                     await conn.room()
         except RequestRefused as e:

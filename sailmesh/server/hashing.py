@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 
 from google.protobuf.any_pb2 import Any as AnyProto
 
@@ -72,6 +72,21 @@ def _put(cache: OrderedDict[Hashable, bytes], key: Hashable, data: bytes, held: 
     return held
 
 
+# changed(): pairs of parts with this many resources or more (in the smaller) are compared once and remembered
+_DIFF_MEMO_FROM = 256
+_DIFF_MEMO_ENTRIES = 64
+
+
+def _differing(small: Mapping[str, AnyProto], large: Mapping[str, AnyProto]) -> frozenset[str]:
+    """The names of `small` also in `large` with other bytes."""
+    out = []
+    for name, anyp in small.items():
+        other = large.get(name)
+        if other is not None and other is not anyp and (other.value != anyp.value or other.type_url != anyp.type_url):
+            out.append(name)
+    return frozenset(out)
+
+
 class HashCache:
     """LRU caches keyed by object identity; entries hold their object (weakly when it allows) so ids stay unique."""
 
@@ -100,6 +115,47 @@ class HashCache:
         self.max_probation_bytes = max_probation_bytes
         self.hits = 0
         self.misses = 0
+        # One frozenset per distinct subscription: the proxies of a scope ask for the same thousands of EDS names,
+        # and each request brings new str objects; sharing them saves memory per proxy and re-hashing per push.
+        self._names: weakref.WeakValueDictionary[frozenset[str], frozenset[str]] = weakref.WeakValueDictionary()
+        # changed(): the names updated between two large parts, (old part, new part) -> names
+        self._diffs: OrderedDict[tuple[int, int], tuple[Callable[[], object], Callable[[], object], frozenset[str]]]
+        self._diffs = OrderedDict()
+
+    def changed(self, old: Sequence[Mapping[str, AnyProto]], new: Sequence[Mapping[str, AnyProto]]) -> set[str]:
+        """Names in both the `old` and the `new` parts whose resources differ (updated, not added or removed).
+        A part present in both (the same object) has not changed; a large pair of parts is compared once for
+        every proxy that holds it (the proxies of a scope share their outbound clusters)."""
+        out: set[str] = set()
+        gone = [p for p in old if not any(p is q for q in new)]
+        for part in new:
+            if any(part is q for q in old):
+                continue
+            for prev in gone:
+                out |= self._diff(prev, part)
+        return out
+
+    def _diff(self, a: Mapping[str, AnyProto], b: Mapping[str, AnyProto]) -> frozenset[str]:
+        small, large = (a, b) if len(a) <= len(b) else (b, a)
+        if len(small) < _DIFF_MEMO_FROM:
+            return _differing(small, large)
+        key = (id(a), id(b))
+        hit = self._diffs.get(key)
+        if hit is not None and hit[0]() is a and hit[1]() is b:
+            return hit[2]
+        result = _differing(small, large)
+        drop = lambda: self._diffs.pop(key, None)  # noqa: E731
+        self._diffs[key] = (_hold(a, drop), _hold(b, drop), result)
+        while len(self._diffs) > _DIFF_MEMO_ENTRIES:
+            self._diffs.popitem(last=False)
+        return result
+
+    def names(self, names: Iterable[str]) -> frozenset[str]:
+        """The names without `*` as the one frozenset with those names that this cache's connections share."""
+        if isinstance(names, frozenset) and self._names.get(names) is names:
+            return names
+        fs = frozenset(n for n in names if n != "*")
+        return self._names.setdefault(fs, fs)
 
     def subset(
         self, resources: Mapping[str, AnyProto], names: frozenset[str] | None

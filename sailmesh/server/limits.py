@@ -8,6 +8,7 @@ names per request; Istio node ids are under 300 characters, node metadata a few 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from envoy.service.discovery.v3 import discovery_pb2
@@ -59,25 +60,35 @@ class Limits:
                 raise RequestRefused("INVALID_ARGUMENT",
                                      f"node.metadata has {size} bytes, over {self.metadata_bytes}")
 
-    def check_request(self, request: Message) -> None:
-        """Any request (SotW or delta): bounded type URL and names; raises RequestRefused."""
+    def check_request(self, request: Message) -> list[str] | None:
+        """Any request (SotW or delta): bounded type URL and names; raises RequestRefused. Returns a SotW request's
+        resource names as a list (each access to the protobuf's repeated field makes new str objects: an ACK of
+        3,500 EDS names is read once, not once per check), None for a delta request."""
         type_url: str = request.type_url  # type: ignore[attr-defined]
         if len(type_url) > self.type_url:
             raise RequestRefused("INVALID_ARGUMENT",
                                  f"type_url has {len(type_url)} characters, over {self.type_url}")
         if isinstance(request, discovery_pb2.DiscoveryRequest):
-            lists = [request.resource_names]
-        else:
-            assert isinstance(request, discovery_pb2.DeltaDiscoveryRequest)
-            lists = [request.resource_names_subscribe, request.resource_names_unsubscribe,
-                     request.initial_resource_versions]
-        for names in lists:
-            if len(names) > self.names:
-                raise RequestRefused("RESOURCE_EXHAUSTED", f"{len(names)} resource names for "
-                                     f"{printable(type_url)} in one request, over {self.names}")
-            longest = max(map(len, names)) if names else 0
-            if longest > self.name:
-                raise RequestRefused("INVALID_ARGUMENT", f"a resource name of {longest} characters, over {self.name}")
+            self._check_names(type_url, request.resource_names)
+            names = list(request.resource_names)
+            self._check_lengths(names)
+            return names
+        assert isinstance(request, discovery_pb2.DeltaDiscoveryRequest)
+        for field in (request.resource_names_subscribe, request.resource_names_unsubscribe,
+                      request.initial_resource_versions):
+            self._check_names(type_url, field)
+            self._check_lengths(field)
+        return None
+
+    def _check_names(self, type_url: str, names: Collection[str]) -> None:
+        if len(names) > self.names:
+            raise RequestRefused("RESOURCE_EXHAUSTED", f"{len(names)} resource names for "
+                                 f"{printable(type_url)} in one request, over {self.names}")
+
+    def _check_lengths(self, names: Collection[str]) -> None:
+        longest = max(map(len, names)) if names else 0
+        if longest > self.name:
+            raise RequestRefused("INVALID_ARGUMENT", f"a resource name of {longest} characters, over {self.name}")
 
     def check_types(self, count: int) -> None:
         if count > self.types:

@@ -71,13 +71,13 @@ def test_field_bytes_are_bounded() -> None:
 
 def test_equal_subscriptions_share_one_frozenset() -> None:
     """500 proxies subscribing to the same 3,500 EDS names hold one set of names, not 500."""
-    from sailmesh.server.sotw import _subscribed
-
-    a = _subscribed([f"outbound|8080||svc-{i}" for i in range(100)] + ["*"])
-    b = _subscribed([f"outbound|8080||svc-{i}" for i in reversed(range(100))])
+    hashes = HashCache()  # the server's one cache, shared by its connections (no module-level table)
+    a = hashes.names([f"outbound|8080||svc-{i}" for i in range(100)] + ["*"])
+    b = hashes.names([f"outbound|8080||svc-{i}" for i in reversed(range(100))])
     assert a is b and "*" not in a and len(a) == 100
-    assert _subscribed(a) is a
-    assert _subscribed(["x"]) is not a
+    assert hashes.names(a) is a
+    assert hashes.names(["x"]) is not a
+    assert HashCache().names(a) == a  # another server's cache: equal names, its own set
 
 
 def test_bodies_of_subsets_go_with_their_mapping_and_are_bounded_by_bytes() -> None:

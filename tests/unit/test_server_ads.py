@@ -387,6 +387,23 @@ async def test_push_waits_for_the_cluster_ack_before_listeners(server, source):
         call.cancel()
 
 
+async def _clusters_and_endpoints_of_c1(server: AdsServer, channel: grpc.aio.Channel):
+    """A hand-driven SotW stream of "p1" with CDS and EDS (of c1) ACKed; returns the call and the EDS response."""
+    call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources()
+    first = discovery_pb2.DiscoveryRequest(type_url=CLUSTER)
+    first.node.id = "p1"
+    await call.write(first)
+    cds = await call.read()
+    await call.write(discovery_pb2.DiscoveryRequest(type_url=CLUSTER, version_info=cds.version_info,
+                                                    response_nonce=cds.nonce))
+    await call.write(discovery_pb2.DiscoveryRequest(type_url=ENDPOINT, resource_names=["c1"]))
+    eds = await call.read()
+    await call.write(discovery_pb2.DiscoveryRequest(type_url=ENDPOINT, version_info=eds.version_info,
+                                                    resource_names=["c1"], response_nonce=eds.nonce))
+    await synced_on_server(server, "p1", (CLUSTER, ENDPOINT))
+    return call, eds
+
+
 async def test_a_changed_cluster_gets_its_unchanged_endpoints_again(server, source, monkeypatch):
     """Envoy keeps an updated EDS cluster warming until an EDS response names it (xDS protocol, "Resource
     warming") and ACKs the clusters only then; its EDS request repeats the names it has, an ACK to the server. So
@@ -394,18 +411,7 @@ async def test_a_changed_cluster_gets_its_unchanged_endpoints_again(server, sour
     ACK; a push whose clusters are byte-identical sends neither."""
     monkeypatch.setattr("sailmesh.server.connection.CLUSTER_ACK_TIMEOUT_S", 60.0)
     async with grpc.aio.insecure_channel(target(server)) as channel:
-        call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources()
-        first = discovery_pb2.DiscoveryRequest(type_url=CLUSTER)
-        first.node.id = "p1"
-        await call.write(first)
-        cds = await call.read()
-        await call.write(discovery_pb2.DiscoveryRequest(type_url=CLUSTER, version_info=cds.version_info,
-                                                        response_nonce=cds.nonce))
-        await call.write(discovery_pb2.DiscoveryRequest(type_url=ENDPOINT, resource_names=["c1"]))
-        eds = await call.read()
-        await call.write(discovery_pb2.DiscoveryRequest(type_url=ENDPOINT, version_info=eds.version_info,
-                                                        resource_names=["c1"], response_nonce=eds.nonce))
-        await synced_on_server(server, "p1", (CLUSTER, ENDPOINT))
+        call, eds = await _clusters_and_endpoints_of_c1(server, channel)
         changed = eds_cluster("c1")
         changed.connect_timeout.seconds = 7  # a DestinationRule's connection pool, say; endpoints unchanged
         source.set(CLUSTER, {"c1": changed})
@@ -427,6 +433,31 @@ async def test_a_changed_cluster_gets_its_unchanged_endpoints_again(server, sour
         server.push(PushRequest(version=source.version()))
         await idle(server, "p1")
         assert status(server, "p1").types[ENDPOINT].responses == sent
+        call.cancel()
+
+
+async def test_clusters_added_beside_unchanged_ones_do_not_send_the_endpoints_again(server, source, monkeypatch):
+    """Only an updated EDS cluster warms until an EDS response names it: a push that adds a cluster and leaves the
+    proxy's EDS clusters byte-identical sends the clusters and no endpoints (the proxy's EDS request naming the
+    new cluster is a subscription change and is answered)."""
+    monkeypatch.setattr("sailmesh.server.connection.CLUSTER_ACK_TIMEOUT_S", 60.0)
+    async with grpc.aio.insecure_channel(target(server)) as channel:
+        call, eds = await _clusters_and_endpoints_of_c1(server, channel)
+        sent = status(server, "p1").types[ENDPOINT].responses
+        source.set(CLUSTER, {"c1": eds_cluster("c1"), "c2": eds_cluster("c2")})
+        server.push(PushRequest(version=source.version(), type_urls=frozenset({CLUSTER})))
+        cds2 = await asyncio.wait_for(call.read(), 5)
+        assert cds2.type_url == CLUSTER and len(cds2.resources) == 2
+        await call.write(discovery_pb2.DiscoveryRequest(type_url=CLUSTER, version_info=cds2.version_info,
+                                                        response_nonce=cds2.nonce))
+        await synced_on_server(server, "p1", (CLUSTER, ENDPOINT))
+        await idle(server, "p1")
+        assert status(server, "p1").types[ENDPOINT].responses == sent
+        await call.write(discovery_pb2.DiscoveryRequest(type_url=ENDPOINT, version_info=eds.version_info,
+                                                        resource_names=["c1", "c2"], response_nonce=eds.nonce))
+        eds2 = await asyncio.wait_for(call.read(), 5)
+        assert eds2.type_url == ENDPOINT and sorted(
+            endpoint_pb2.ClusterLoadAssignment.FromString(r.value).cluster_name for r in eds2.resources) == ["c1", "c2"]
         call.cancel()
 
 

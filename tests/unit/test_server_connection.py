@@ -52,6 +52,35 @@ async def test_a_changed_subscription_a_nack_or_a_stale_nonce_go_through_the_loo
     assert len(conn._requests) == 4 and not conn.types[ENDPOINT].acked_nonce
 
 
+async def test_an_ack_naming_the_same_resources_in_another_order_is_an_ack_and_one_swapped_name_is_not() -> None:
+    """An ACK is compared with the subscription without building a set of its names (the reader does this for every
+    ACK of thousands of EDS names); the answer must be the set comparison's: same names in any order = an ACK, as
+    many names with one of them different = a subscription change (xDS SotW: the request's names are the whole
+    subscription)."""
+    conn, sent = await _subscribed()
+    nonce = discovery_pb2.DiscoveryResponse.FromString(sent[0]).nonce
+    conn.receive(discovery_pb2.DiscoveryRequest(type_url=ENDPOINT, resource_names=["a", "b"], response_nonce=nonce))
+    await conn.handle_request(conn._requests.popleft(), _collect(sent))  # subscribe to a and b
+    st = conn.types[ENDPOINT]
+    assert st.names == {"a", "b"} and len(sent) == 2
+    response = discovery_pb2.DiscoveryResponse.FromString(sent[1])
+    conn.receive(discovery_pb2.DiscoveryRequest(type_url=ENDPOINT, resource_names=["b", "a"],
+                                                version_info=response.version_info, response_nonce=response.nonce))
+    assert not conn._requests and st.acked_nonce == response.nonce
+    conn.receive(discovery_pb2.DiscoveryRequest(type_url=ENDPOINT, resource_names=["a", "c"],
+                                                version_info=response.version_info, response_nonce=response.nonce))
+    assert len(conn._requests) == 1
+    await conn.handle_request(conn._requests.popleft(), _collect(sent))
+    assert st.names == {"a", "c"} and len(sent) == 3
+
+
+def _collect(sent: list[bytes]):
+    async def send(response: object) -> None:
+        assert isinstance(response, bytes)
+        sent.append(response)
+    return send
+
+
 async def test_wakeup_wakes_its_waiter_and_stays_set_until_cleared() -> None:
     wake = Wakeup()
     waiter = asyncio.create_task(wake.wait())

@@ -113,6 +113,24 @@ async def test_a_push_reaches_every_proxy_through_two_slots(throttled, source): 
     assert throttled.slots.busy == 0 and throttled.slots.queued == 0
 
 
+async def test_a_push_of_one_type_queues_nobody(source):  # noqa: F811
+    """The slot is held while a response is generated, not while the push's last write completes: a push of one
+    type (a VirtualService's routes) through one slot queues no connection (the writes' bytes are bounded by the
+    send budget). Waiting for each write held 500 proxies in five waves behind 100 slots (session 8)."""
+    srv = AdsServer(source, push_throttle=1)
+    await srv.serve("127.0.0.1", 0)
+    fleet = await start_fleet(f"127.0.0.1:{srv.port}", 12)
+    try:
+        await fleet.wait_synced(30)
+        source.set(ROUTE, {"r1": route("r1", "v2"), "r2": route("r2", "two")})
+        assert srv.push(PushRequest(version=source.version(), type_urls=frozenset({ROUTE}))) == 12
+        await fleet.wait_responses(ROUTE, [2] * 12, timeout=30)
+        assert srv.slots.waits == 0 and srv.slots.busy == 0
+    finally:
+        await fleet.close()
+        await srv.stop(0)
+
+
 async def test_streams_past_the_rate_are_refused_with_resource_exhausted(source):  # noqa: F811
     srv = AdsServer(source, streams_per_s=2)  # burst 1: 1 now, then one per 0.5 s, at most 1 s of waiting
     await srv.serve("127.0.0.1", 0)

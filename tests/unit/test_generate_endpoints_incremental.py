@@ -1,0 +1,75 @@
+"""An endpoint change re-assembles the assignments of the services whose endpoints changed only; every scope's
+assignments stay exactly what a fresh generator makes (issue 8: without Sidecar scoping each of 50 namespaces
+re-derived the subsets, DestinationRule and locality of all 1,000 services for a change of three)."""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+from sailmesh.generate.generator import Generator
+from sailmesh.snapshot.model import MeshSnapshot
+from sailmesh.xds.types import ENDPOINT
+from tests.unit.test_generate_support import bookinfo, sidecar
+
+REVIEWS = "reviews.default.svc.cluster.local"
+RATINGS = "ratings.default.svc.cluster.local"
+
+
+def without_first_endpoint(snap: MeshSnapshot, version: int, host: str) -> MeshSnapshot:
+    """`snap` with one endpoint of `host` gone; every other endpoint tuple stays the same object."""
+    endpoints = dict(snap.endpoints)
+    for key, eps in snap.endpoints.items():
+        if key[0] == host:
+            endpoints[key] = eps[1:]
+    return dataclasses.replace(snap, version=version, endpoints=endpoints)
+
+
+PROXIES = [sidecar("details-v1-0", "127.0.1.4", app="details", version="v1"),
+           sidecar("productpage-v1-0", "127.0.1.1", app="productpage", version="v1"),
+           sidecar("client-v1-0", "127.0.9.1", ns="bar", app="client", version="v1")]
+
+
+def test_assignments_after_endpoint_changes_are_what_a_fresh_generator_makes(conformance: pathlib.Path) -> None:
+    s1 = bookinfo(conformance / "bookinfo" / "destination-rule-all.yaml")
+    s2 = without_first_endpoint(s1, 2, REVIEWS)
+    s3 = without_first_endpoint(s2, 3, RATINGS)  # ratings' only endpoint: an empty assignment
+    s4 = dataclasses.replace(bookinfo(version=4), endpoints=s3.endpoints)  # the DestinationRules gone
+    gen = Generator()
+    for p in PROXIES:
+        gen.resources(s1, p, ENDPOINT)
+    for snap in (s2, s3, s4):
+        gen.advance(snap, {ENDPOINT})
+        for p in PROXIES:
+            assert gen.resources(snap, p, ENDPOINT) == Generator().resources(snap, p, ENDPOINT), (snap.version, p.id)
+
+
+def test_an_endpoint_change_assembles_the_changed_services_assignments_only(conformance: pathlib.Path) -> None:
+    s1 = bookinfo(conformance / "bookinfo" / "destination-rule-all.yaml")
+    s2 = without_first_endpoint(s1, 2, REVIEWS)
+    p = PROXIES[0]
+    gen = Generator()
+    everything = gen.resources(s1, p, ENDPOINT)
+    looked_up: list[str] = []
+    memo_get = gen.memos.assignments.get
+
+    def counted(key, held):  # the assignment memo is asked once per cluster assembled
+        looked_up.append(key[0])
+        return memo_get(key, held)
+
+    gen.memos.assignments.get = counted  # type: ignore[method-assign]
+    gen.advance(s2, {ENDPOINT})
+    after = gen.resources(s2, p, ENDPOINT)
+    assert sorted(looked_up) == sorted(n for n in everything if n.endswith(REVIEWS)) and len(looked_up) == 4
+    assert after.keys() == everything.keys()
+    assert all(after[n] is everything[n] for n in everything if not n.endswith(REVIEWS))
+    assert after[f"outbound|9080||{REVIEWS}"] != everything[f"outbound|9080||{REVIEWS}"]  # one endpoint fewer
+
+
+def test_scopes_of_superseded_config_do_not_accumulate() -> None:
+    """A scope's assignments pin the config and endpoints they were built from; scopes of superseded config are
+    dropped now and then instead of piling up to the memo's bound."""
+    gen = Generator()
+    for k in range(150):  # each snapshot has new config objects, each proxy its own namespace (scope)
+        gen.resources(bookinfo(version=k + 1), sidecar(f"c-{k}", "127.0.9.1", ns=f"ns-{k}", app="c"), ENDPOINT)
+    assert len(gen.memos.endpoint_scopes) < 80
