@@ -31,6 +31,7 @@ from sailmesh.controlplane.debounce import Debouncer
 from sailmesh.controlplane.dns import DnsServer
 from sailmesh.controlplane.http_api import Outcome, make_app
 from sailmesh.controlplane.identity import MeshIdentity
+from sailmesh.controlplane.nds import NameTableService
 from sailmesh.controlplane.source import MeshSource
 from sailmesh.controlplane.webhooks import Webhooks
 from sailmesh.errors import GenerationError, ParseError, RegistryError, SailmeshError, ValidationError
@@ -128,6 +129,7 @@ class ControlPlane:
         self.snapshot: MeshSnapshot | None = None
         self.source: MeshSource | None = None
         self.dns: DnsServer | None = None
+        self.names = NameTableService(lambda: self.snapshot)  # agents' DNS proxies (controlplane/nds.py)
         self.server: AdsServer | None = None
         self.identity: MeshIdentity | None = None
         self.webhooks: Webhooks | None = None
@@ -178,6 +180,7 @@ class ControlPlane:
                                      ips=["127.0.0.1", self.opts.host], metrics=self.citadel_metrics,
                                      csr_limit=Limit(self.opts.csr_rate, self.opts.csr_rate * 5))
         self.server.authorize = self.identity.authorize_proxy
+        self.names.authorize = self.identity.authorize_proxy  # the node bound to its certificate, as for ADS
         if self.kube is not None:  # agents in pods prove themselves with service-account tokens (TokenReview)
             self.identity.accept_platform_tokens(self.kube.token_reviewer())
             if shared is not None and shared.secret == CA_SECRET:  # a root rotated in the Secret: every replica
@@ -189,7 +192,7 @@ class ControlPlane:
         plaintext = [("127.0.0.1", self.opts.xds_port, None)] if self.opts.xds_plaintext else []
         self.opts.xds_tls_port = await self.server.serve(
             self.opts.host, self.opts.xds_tls_port, self.identity.credentials(),
-            handlers=[self.identity.grpc_handler()], also=plaintext)
+            handlers=[self.identity.grpc_handler(), self.names.handler()], also=plaintext)
         self.opts.xds_port = self.server.also_ports[0] if plaintext else 0
         self.opts.ca_port = await self.identity.serve_bootstrap(self.opts.host, self.opts.ca_port)
         if self.opts.webhook_port is not None:
@@ -277,6 +280,7 @@ class ControlPlane:
         cur = build(prev, self.config, self.registry, change, self.settings.mesh, jwks=self.jwks.keys())
         request = push_request(change, prev, cur)
         self.snapshot = cur
+        self.names.publish()
         self.source.update(cur, request)
         self._follow_config(cur, change)
         if request is not None:
