@@ -11,7 +11,7 @@ import os
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import watchfiles
@@ -202,6 +202,7 @@ class ControlPlane:
                 self.kube.conn if self.kube is not None else None, self.opts.webhook_sans,
                 start_writer=elector is None)
             self.opts.webhook_port = self.webhooks.server.port
+            self._inject_with_mesh(self.snapshot)
             if elector is not None and self.webhooks.writer is not None:  # replicas: only the leader writes
                 self.webhooks.writer.manager = elector.identity
                 elector.add_task("webhook-writer", self.webhooks.writer.lead)
@@ -312,6 +313,13 @@ class ControlPlane:
             # mesh config keys sailmesh does not read: said once per mesh config, never dropped silently
             log.warning("mesh config: accepted, not enforced: %s", ", ".join(snapshot.mesh_config.unmodelled))
         self._logged_mesh_config = snapshot.mesh_config
+        self._inject_with_mesh(snapshot)
+
+    def _inject_with_mesh(self, snapshot: MeshSnapshot) -> None:
+        """The injector follows the mesh config's defaultConfig.proxyMetadata (e.g. ISTIO_META_DNS_CAPTURE)."""
+        if self.webhooks is not None:
+            meta = snapshot.mesh_config.default_config.proxy_metadata or {}
+            self.webhooks.server.inject = replace(self.opts.injection, proxy_metadata=tuple(sorted(meta.items())))
 
     def _log_rejections(self) -> None:
         """Log each rejection once, when it first appears (a file fixed and broken again logs again)."""
