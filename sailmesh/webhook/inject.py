@@ -393,11 +393,18 @@ def apply_proxy_annotations(proxy: Obj, annotations: Mapping[str, str]) -> None:
         proxy["command"] += ["--log-level", annotations["sidecar.istio.io/logLevel"]]
 
 
-def not_acted_on(pod: Mapping[str, Any]) -> list[str]:
+# proxyMetadata keys something in sailmesh reads (istio-iptables and the agent); the others reach the containers'
+# environment but nothing acts on them (e.g. ISTIO_META_DNS_AUTO_ALLOCATE: no auto-allocated addresses)
+ACTED_ON_METADATA = (DNS_CAPTURE, "REDIRECT_DNS", "CAPTURE_ALL_DNS", "ISTIO_META_INTERCEPTION_MODE")
+
+
+def not_acted_on(pod: Mapping[str, Any], cfg: InjectionConfig | None = None) -> list[str]:
     """Warnings for the pod's Istio injection annotations that sailmesh accepts but does not act on
-    (`proxy.istio.io/config`: all but its proxyMetadata)."""
+    (`proxy.istio.io/config`: all but its proxyMetadata), and for proxyMetadata keys (the pod's and, with `cfg`,
+    the mesh's) nothing reads."""
     annotations = _strmap(_meta(pod).get("annotations"))
-    out = []
+    out = [f"proxyMetadata {k} is accepted, not acted on by sailmesh"
+           for k in sorted(proxy_metadata(annotations, cfg or InjectionConfig())) if k not in ACTED_ON_METADATA]
     for k in NOT_ACTED_ON:
         if k not in annotations:
             continue
