@@ -108,8 +108,8 @@ def alt_hosts(hostname: str, info: Any, namespace: str, domain_parts: Sequence[s
     """Istio's generateAltHosts: the names a Kubernetes service answers to, from the proxy's namespace."""
     out = {_fqdn(hostname)}
     domain = ".".join(domain_parts)
-    if not domain or not hostname.endswith(domain):
-        return out  # another cluster's domain: name.ns would be ambiguous
+    if not domain or not hostname.endswith(domain) or not info.shortname or not info.namespace:
+        return out  # another cluster's domain (name.ns would be ambiguous), or no short name (MCS hosts)
     out.add(_fqdn(f"{info.shortname}.{info.namespace}"))
     if namespace == info.namespace:
         out.add(_fqdn(info.shortname))

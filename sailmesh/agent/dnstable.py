@@ -81,6 +81,8 @@ class NameTableClient:
                     log.info("the name-table stream ended; reconnecting")
             except grpc.aio.AioRpcError as e:
                 log.warning("name-table stream: %s %s; retrying in %.1fs", e.code().name, e.details(), retry)
+            except (OSError, ValueError, grpc.aio.UsageError) as e:  # the loop must outlive one bad stream
+                log.warning("name-table stream failed: %s; retrying in %.1fs", e, retry)
             else:
                 retry = RETRY_MIN_S
             await asyncio.sleep(retry)

@@ -119,6 +119,17 @@ def test_known_name_without_that_record_is_noerror_other_types_go_upstream() -> 
     assert _ask(table, "cidr.example.com.") is None and _ask(table, "noip.default.svc.cluster.local.") is None
 
 
+def test_a_kubernetes_host_without_a_short_name_answers_only_its_own_name() -> None:
+    """MCS hosts (clusterset.local) carry no short name: no `name.ns.` variants, and never the root name."""
+    table = NameTable()
+    info = table.table["a.ns.svc.cluster.local"]  # in the proxy's domain, but no short name
+    info.ips.append("10.0.0.1")
+    info.registry = "Kubernetes"
+    lookup = lookup_table(table, "ns", "cluster.local", ())
+    assert lookup.hosts == {"a.ns.svc.cluster.local."}
+    assert _ask(lookup, ".") is None
+
+
 def test_wildcard_hosts_answer_the_names_below_them() -> None:
     table = _lookup()
     assert _addresses(_ask(table, "a.b.wild.example.com.")) == [("a.b.wild.example.com.", "A", ["240.0.0.3"])]
