@@ -79,6 +79,10 @@ def node(cfg: AgentConfig) -> dict[str, Any]:
         "ENVOY_STATUS_PORT": cfg.health_port,
         "ENVOY_PROMETHEUS_PORT": cfg.stats_port,
     }
+    if cfg.interception_mode != "REDIRECT":  # Istio's INTERCEPTION_MODE (REDIRECT when absent)
+        metadata["INTERCEPTION_MODE"] = cfg.interception_mode
+    if cfg.dns_capture:
+        metadata["DNS_CAPTURE"] = "true"
     return {"id": cfg.node_id, "cluster": cfg.node_cluster, "metadata": metadata}
 
 

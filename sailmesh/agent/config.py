@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from sailmesh.errors import AgentError
 
 PROXY_TYPES = ("sidecar", "router")
+INTERCEPTION_MODES = ("REDIRECT", "TPROXY", "NONE")
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,13 @@ class AgentConfig:
     cert_ttl_s: float = 0.0  # requested certificate lifetime (0 = the CA's default)
     xds_tls: bool = False  # xDS over mTLS with the workload certificate (the control plane's 15012)
     dns_address: str = ""  # the mesh's DNS (HOST:PORT, udp): Envoy's first resolver, then the system's
+    # Istio's DNS proxying (ISTIO_META_DNS_CAPTURE): the agent answers the mesh's names on dns_proxy_address (UDP and
+    # TCP) from the control plane's name table and forwards the rest to dns_upstreams ("" = resolv.conf's servers)
+    dns_capture: bool = False
+    dns_proxy_address: str = "127.0.0.1:15053"
+    dns_upstreams: str = ""
+    resolv_conf: str = "/etc/resolv.conf"
+    interception_mode: str = "REDIRECT"  # Istio's INTERCEPTION_MODE node metadata: REDIRECT, TPROXY or NONE
 
     def __post_init__(self) -> None:
         if self.proxy_type not in PROXY_TYPES:
@@ -64,6 +72,8 @@ class AgentConfig:
             raise AgentError("name and namespace are required")
         if self.drain_seconds < 0:
             raise AgentError("drain seconds must not be negative")
+        if self.interception_mode not in INTERCEPTION_MODES:
+            raise AgentError(f"interception mode must be one of {INTERCEPTION_MODES}, not {self.interception_mode!r}")
         if self.xds_tls and not self.token_file:
             raise AgentError("xDS over TLS needs a workload certificate: give a join token file")
 

@@ -14,7 +14,9 @@ from typing import Any
 from sailmesh.agent import bootstrap
 from sailmesh.agent.admin import EnvoyAdmin
 from sailmesh.agent.app import AppProcess, app_environment
-from sailmesh.agent.config import AgentConfig
+from sailmesh.agent.config import AgentConfig, parse_address
+from sailmesh.agent.dns import DnsProxy, ResolvConf, parse_upstreams, read_resolv_conf
+from sailmesh.agent.dnstable import NameTableClient
 from sailmesh.agent.envoy import EnvoyOptions, EnvoySupervisor
 from sailmesh.agent.health import HealthServer, Readiness, probe_check, tcp_app_check
 from sailmesh.agent.identity import CertificateManager, IdentityOptions, WorkloadCertificate
@@ -55,6 +57,17 @@ def write_bootstrap(cfg: AgentConfig, state_dir: Path, extra_static: dict[str, A
 def xds_secrets_dir(state_dir: Path) -> Path:
     """Where the agent keeps the certificate Envoy presents to the control plane (0700)."""
     return state_dir.resolve() / "xds-certs"
+
+
+def dns_proxy(cfg: AgentConfig, certs: CertificateManager | None) -> tuple[DnsProxy, NameTableClient] | None:
+    """Istio's DNS proxy and the stream of its name table, when DNS capture is on."""
+    if not cfg.dns_capture:
+        return None
+    resolv = read_resolv_conf(cfg.resolv_conf)
+    if cfg.dns_upstreams:
+        resolv = ResolvConf(parse_upstreams(cfg.dns_upstreams), resolv.search)
+    proxy = DnsProxy(cfg.namespace, cfg.domain_suffix, resolv)
+    return proxy, NameTableClient(cfg, proxy.update, lambda: certs.current if certs is not None else None)
 
 
 def certificate_manager(cfg: AgentConfig) -> CertificateManager | None:
@@ -152,6 +165,7 @@ async def run_agent(
                 write_xds_secrets(cert, xds_secrets_dir(state_dir))
 
             certs.on_change(for_xds)
+    dns = dns_proxy(cfg, certs)
     exit_code = 0
     waiters: list[asyncio.Task[Any]] = []
     try:
@@ -160,6 +174,9 @@ async def run_agent(
             certs.start()  # Envoy waits (warming) for secrets it references until the first certificate
             if cfg.xds_tls:  # but its bootstrap reads the xDS certificate file: that must exist first
                 await wait_first(certs, stop)
+        if dns is not None:
+            await dns[0].start(*parse_address(cfg.dns_proxy_address, 15053))
+            dns[1].start()
         await health.start()
         await status.start()
         await als.start()
@@ -188,6 +205,9 @@ async def run_agent(
             await app.stop()
         envoy_rc = await envoy.stop()
         log.info("envoy stopped (exit code %s)", envoy_rc)
+        if dns is not None:
+            await dns[1].stop()
+            await dns[0].close()
         await als.stop()
         await status.stop()
         await health.stop()

@@ -68,6 +68,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dns-address", default="", metavar="HOST:PORT",
                         help="the mesh's DNS server (udp): Envoy resolves DNS clusters there first, then with the "
                              "system's resolvers")
+    parser.add_argument("--dns-capture", action="store_true",
+                        default=os.environ.get("ISTIO_META_DNS_CAPTURE", "").lower() == "true",
+                        help="Istio's DNS proxying: answer the mesh's names on --dns-proxy-address, forward the rest "
+                             "(default: env ISTIO_META_DNS_CAPTURE=true)")
+    parser.add_argument("--dns-proxy-address", default="127.0.0.1:15053", metavar="HOST:PORT",
+                        help="where the DNS proxy listens, UDP and TCP (istio-iptables --redirect-dns sends there)")
+    parser.add_argument("--dns-upstreams", default="", metavar="IP[:PORT],...",
+                        help="forward other names there (default: the nameservers of /etc/resolv.conf)")
+    parser.add_argument("--interception-mode", choices=("REDIRECT", "TPROXY", "NONE"),
+                        default=os.environ.get("ISTIO_META_INTERCEPTION_MODE") or "REDIRECT",
+                        help="how traffic reaches Envoy (env ISTIO_META_INTERCEPTION_MODE): TPROXY makes the "
+                             "capture listeners transparent")
     parser.add_argument("-v", "--verbose", action="store_true", help="log the agent's own debug messages")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND... : the app to run and supervise")
 
@@ -113,6 +125,10 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         cert_ttl_s=args.cert_ttl,
         xds_tls=args.xds_tls,
         dns_address=args.dns_address,
+        dns_capture=args.dns_capture,
+        dns_proxy_address=args.dns_proxy_address,
+        dns_upstreams=args.dns_upstreams,
+        interception_mode=args.interception_mode,
     )
 
 

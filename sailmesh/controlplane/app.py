@@ -11,7 +11,7 @@ import os
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import watchfiles
@@ -31,6 +31,7 @@ from sailmesh.controlplane.debounce import Debouncer
 from sailmesh.controlplane.dns import DnsServer
 from sailmesh.controlplane.http_api import Outcome, make_app
 from sailmesh.controlplane.identity import MeshIdentity
+from sailmesh.controlplane.nds import NameTableService
 from sailmesh.controlplane.source import MeshSource
 from sailmesh.errors import GenerationError, ParseError, RegistryError, SailmeshError, ValidationError
 from sailmesh.generate import authn, enforcement
@@ -133,6 +134,7 @@ class ControlPlane:
         self.snapshot: MeshSnapshot | None = None
         self.source: MeshSource | None = None
         self.dns: DnsServer | None = None
+        self.names = NameTableService(lambda: self.snapshot)  # agents' DNS proxies (controlplane/nds.py)
         self.server: AdsServer | None = None
         self.identity: MeshIdentity | None = None
         self.webhooks: Webhooks | None = None
@@ -183,6 +185,7 @@ class ControlPlane:
                                      ips=["127.0.0.1", self.opts.host], metrics=self.citadel_metrics,
                                      csr_limit=Limit(self.opts.csr_rate, self.opts.csr_rate * 5))
         self.server.authorize = self.identity.authorize_proxy
+        self.names.authorize = self.identity.authorize_proxy  # the node bound to its certificate, as for ADS
         if self.kube is not None:  # agents in pods prove themselves with service-account tokens (TokenReview)
             from sailmesh.platform.kube.casecret import CA_SECRET
 
@@ -196,7 +199,7 @@ class ControlPlane:
         plaintext = [("127.0.0.1", self.opts.xds_port, None)] if self.opts.xds_plaintext else []
         self.opts.xds_tls_port = await self.server.serve(
             self.opts.host, self.opts.xds_tls_port, self.identity.credentials(),
-            handlers=[self.identity.grpc_handler()], also=plaintext)
+            handlers=[self.identity.grpc_handler(), self.names.handler()], also=plaintext)
         self.opts.xds_port = self.server.also_ports[0] if plaintext else 0
         self.opts.ca_port = await self.identity.serve_bootstrap(self.opts.host, self.opts.ca_port)
         if self.opts.webhook_port is not None:
@@ -208,6 +211,7 @@ class ControlPlane:
                 self.kube.conn if self.kube is not None else None, self.opts.webhook_sans,
                 start_writer=elector is None)
             self.opts.webhook_port = self.webhooks.server.port
+            self._inject_with_mesh(self.snapshot)
             if elector is not None and self.webhooks.writer is not None:  # replicas: only the leader writes
                 self.webhooks.writer.manager = elector.identity
                 elector.add_task("webhook-writer", self.webhooks.writer.lead)
@@ -286,6 +290,7 @@ class ControlPlane:
         cur = build(prev, self.config, self.registry, change, self.settings.mesh, jwks=self.jwks.keys())
         request = push_request(change, prev, cur)
         self.snapshot = cur
+        self.names.publish()
         self.source.update(cur, request)
         self._follow_config(cur, change)
         if request is not None:
@@ -317,6 +322,13 @@ class ControlPlane:
             # mesh config keys sailmesh does not read: said once per mesh config, never dropped silently
             log.warning("mesh config: accepted, not enforced: %s", ", ".join(snapshot.mesh_config.unmodelled))
         self._logged_mesh_config = snapshot.mesh_config
+        self._inject_with_mesh(snapshot)
+
+    def _inject_with_mesh(self, snapshot: MeshSnapshot) -> None:
+        """The injector follows the mesh config's defaultConfig.proxyMetadata (e.g. ISTIO_META_DNS_CAPTURE)."""
+        if self.webhooks is not None:
+            meta = snapshot.mesh_config.default_config.proxy_metadata or {}
+            self.webhooks.server.inject = replace(self.opts.injection, proxy_metadata=tuple(sorted(meta.items())))
 
     def _log_rejections(self) -> None:
         """Log each rejection once, when it first appears (a file fixed and broken again logs again)."""

@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
+
 from sailmesh import __version__
 from sailmesh.settings import ControlPlanePorts, MeshDefaults, ProxyPorts
 
@@ -67,6 +69,33 @@ class InjectionConfig:
     status_port: int = ProxyPorts().agent_metrics
     rewrite_probes: bool = True
     token_expiration_s: int = 43200
+    # the mesh config's defaultConfig.proxyMetadata (a pod's `proxy.istio.io/config` proxyMetadata wins per key)
+    proxy_metadata: tuple[tuple[str, str], ...] = ()
+
+
+PROXY_CONFIG = "proxy.istio.io/config"
+DNS_CAPTURE = "ISTIO_META_DNS_CAPTURE"
+
+
+def _proxy_config(annotations: Mapping[str, str]) -> Mapping[str, Any]:
+    """The pod's `proxy.istio.io/config` (a ProxyConfig in YAML); {} when absent or not a mapping."""
+    try:
+        raw = yaml.safe_load(annotations.get(PROXY_CONFIG) or "{}")
+    except yaml.YAMLError:
+        return {}
+    return raw if isinstance(raw, Mapping) else {}
+
+
+def proxy_metadata(annotations: Mapping[str, str], cfg: InjectionConfig) -> dict[str, str]:
+    """Istio's ProxyConfig.proxyMetadata for the pod: the mesh's defaultConfig, the pod annotation's keys over it."""
+    out = dict(cfg.proxy_metadata)
+    out.update(_strmap(_proxy_config(annotations).get("proxyMetadata")))
+    return out
+
+
+def interception_mode(annotations: Mapping[str, str], cfg: InjectionConfig) -> str:
+    """`sidecar.istio.io/interceptionMode`, else the mesh's (REDIRECT)."""
+    return annotations.get("sidecar.istio.io/interceptionMode", cfg.interception_mode)
 
 
 def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -161,7 +190,9 @@ def _exclude_inbound(status_port: int, excluded: str) -> str:
 
 
 def iptables_args(annotations: Mapping[str, str], cfg: InjectionConfig) -> list[str]:
-    """istio-init's arguments, exactly as Istio's sidecar template writes them."""
+    """istio-init's arguments, as Istio's sidecar template writes them; with DNS capture (proxyMetadata
+    ISTIO_META_DNS_CAPTURE=true) also `--redirect-dns`, which Istio's istio-iptables reads from that variable in
+    the init container's environment (set too, see init_container): the flag makes it visible in the pod spec."""
     def ann(key: str, default: str) -> str:
         return annotations.get(key, default)
 
@@ -183,6 +214,8 @@ def iptables_args(annotations: Mapping[str, str], cfg: InjectionConfig) -> list[
     key = "traffic.sidecar.istio.io/kubevirtInterfaces"
     if key in annotations:
         args += ["-k", annotations[key]]
+    if proxy_metadata(annotations, cfg).get(DNS_CAPTURE, "").lower() == "true":
+        args.append("--redirect-dns")
     args.append("--log_output_level=default:info")
     return args
 
@@ -241,6 +274,7 @@ def proxy_container(pod: Mapping[str, Any], labels: Mapping[str, str], probers: 
                     workload: str, cfg: InjectionConfig) -> Obj:
     """The native sidecar: `sailmesh agent` as an init container with restartPolicy Always."""
     ports = ProxyPorts()
+    annotations = _strmap(_meta(pod).get("annotations"))
     command = ["sailmesh", "agent", "--type", "sidecar", "--ip", "$(INSTANCE_IP)", "--name", "$(POD_NAME)",
                "--namespace", "$(POD_NAMESPACE)", "--service-account", "$(SERVICE_ACCOUNT)",
                "--labels", _labels_arg(labels), "--xds-address", cfg.discovery_address, "--xds-tls",
@@ -257,10 +291,11 @@ def proxy_container(pod: Mapping[str, Any], labels: Mapping[str, str], probers: 
         {"name": "ISTIO_META_APP_CONTAINERS", "value": ",".join(
             str(c.get("name")) for c in (pod.get("spec") or {}).get("containers") or ())},
         {"name": "ISTIO_META_CLUSTER_ID", "value": cfg.cluster_id},
-        {"name": "ISTIO_META_INTERCEPTION_MODE", "value": cfg.interception_mode},
+        {"name": "ISTIO_META_INTERCEPTION_MODE", "value": interception_mode(annotations, cfg)},
         {"name": "ISTIO_META_WORKLOAD_NAME", "value": workload},
         {"name": "TRUST_DOMAIN", "value": cfg.trust_domain},
     ]
+    env += [{"name": k, "value": v} for k, v in sorted(proxy_metadata(annotations, cfg).items())]
     if probers:
         env.append({"name": "ISTIO_KUBE_APP_PROBERS",
                     "value": json.dumps(probers, separators=(",", ":"), sort_keys=True)})
@@ -273,9 +308,7 @@ def proxy_container(pod: Mapping[str, Any], labels: Mapping[str, str], probers: 
                            "timeoutSeconds": 3, "failureThreshold": 4},
         "startupProbe": {"httpGet": {"path": "/healthz/ready", "port": ports.health}, "periodSeconds": 1,
                          "timeoutSeconds": 3, "failureThreshold": 600},
-        "securityContext": {"allowPrivilegeEscalation": False, "privileged": False,
-                            "capabilities": {"drop": ["ALL"]}, "readOnlyRootFilesystem": True,
-                            "runAsUser": cfg.proxy_uid, "runAsGroup": cfg.proxy_uid, "runAsNonRoot": True},
+        "securityContext": proxy_security_context(interception_mode(annotations, cfg), cfg),
         "volumeMounts": [
             {"name": "workload-socket", "mountPath": "/var/run/secrets/workload-spiffe-uds"},
             {"name": "credential-socket", "mountPath": "/var/run/secrets/credential-uds"},
@@ -289,10 +322,25 @@ def proxy_container(pod: Mapping[str, Any], labels: Mapping[str, str], probers: 
     }
 
 
+def proxy_security_context(mode: str, cfg: InjectionConfig) -> Obj:
+    """Istio's template: the proxy as UID 1337 without capabilities; in TPROXY mode as root in group 1337 with
+    NET_ADMIN (Envoy's transparent listeners set IP_TRANSPARENT; istio-iptables then excludes the proxy by GID)."""
+    if mode == "TPROXY":
+        return {"allowPrivilegeEscalation": False, "privileged": False,
+                "capabilities": {"add": ["NET_ADMIN"], "drop": ["ALL"]}, "readOnlyRootFilesystem": True,
+                "runAsUser": 0, "runAsGroup": cfg.proxy_uid, "runAsNonRoot": False}
+    return {"allowPrivilegeEscalation": False, "privileged": False, "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True, "runAsUser": cfg.proxy_uid, "runAsGroup": cfg.proxy_uid,
+            "runAsNonRoot": True}
+
+
 def init_container(annotations: Mapping[str, str], cfg: InjectionConfig) -> Obj:
-    """istio-init: the capture rules (needs NET_ADMIN/NET_RAW, runs as root, as Istio's)."""
+    """istio-init: the capture rules (needs NET_ADMIN/NET_RAW, runs as root, as Istio's); the proxyMetadata in
+    its environment, as Istio's template puts it there."""
+    metadata = proxy_metadata(annotations, cfg)
     return {
         "name": INIT_NAME, "image": cfg.image, "args": iptables_args(annotations, cfg),
+        **({"env": [{"name": k, "value": v} for k, v in sorted(metadata.items())]} if metadata else {}),
         "resources": {"requests": {"cpu": "10m", "memory": "40Mi"}, "limits": {"cpu": "2", "memory": "1Gi"}},
         "securityContext": {"allowPrivilegeEscalation": False, "privileged": False,
                             "capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]},
@@ -345,11 +393,30 @@ def apply_proxy_annotations(proxy: Obj, annotations: Mapping[str, str]) -> None:
         proxy["command"] += ["--log-level", annotations["sidecar.istio.io/logLevel"]]
 
 
-def not_acted_on(pod: Mapping[str, Any]) -> list[str]:
-    """Warnings for the pod's Istio injection annotations that sailmesh accepts but does not act on."""
+# proxyMetadata keys something in sailmesh reads (istio-iptables and the agent); the others reach the containers'
+# environment but nothing acts on them (e.g. ISTIO_META_DNS_AUTO_ALLOCATE: no auto-allocated addresses)
+ACTED_ON_METADATA = (DNS_CAPTURE, "REDIRECT_DNS", "CAPTURE_ALL_DNS", "ISTIO_META_INTERCEPTION_MODE")
+
+
+def not_acted_on(pod: Mapping[str, Any], cfg: InjectionConfig | None = None) -> list[str]:
+    """Warnings for the pod's Istio injection annotations that sailmesh accepts but does not act on
+    (`proxy.istio.io/config`: all but its proxyMetadata), and for proxyMetadata keys (the pod's and, with `cfg`,
+    the mesh's) nothing reads."""
     annotations = _strmap(_meta(pod).get("annotations"))
-    return [f"annotation {k} is accepted, not acted on by sailmesh's injector" for k in NOT_ACTED_ON
-            if k in annotations]
+    out = [f"proxyMetadata {k} is accepted, not acted on by sailmesh"
+           for k in sorted(proxy_metadata(annotations, cfg or InjectionConfig())) if k not in ACTED_ON_METADATA]
+    for k in NOT_ACTED_ON:
+        if k not in annotations:
+            continue
+        if k == PROXY_CONFIG:
+            fields = set(_proxy_config(annotations)) or {"?"}
+            if fields == {"proxyMetadata"}:
+                continue
+            out.append(f"annotation {k} is accepted, not acted on by sailmesh's injector"
+                       + (" (but its proxyMetadata)" if "proxyMetadata" in fields else ""))
+            continue
+        out.append(f"annotation {k} is accepted, not acted on by sailmesh's injector")
+    return out
 
 
 def inject_pod(pod: Mapping[str, Any], cfg: InjectionConfig, workload: str = "") -> Obj:
@@ -369,7 +436,7 @@ def inject_pod(pod: Mapping[str, Any], cfg: InjectionConfig, workload: str = "")
     proxy = proxy_container(out, labels, probers, workload, cfg)
     apply_proxy_annotations(proxy, annotations)
     # Istio's template: no istio-init when the interception mode is NONE (nothing to capture)
-    capture = annotations.get("sidecar.istio.io/interceptionMode", cfg.interception_mode) != "NONE"
+    capture = interception_mode(annotations, cfg) != "NONE"
     spec["initContainers"] = [*([init_container(annotations, cfg)] if capture else []), proxy,
                               *[c for c in spec.get("initContainers") or () if c.get("name") not in (
                                   INIT_NAME, PROXY_NAME)]]

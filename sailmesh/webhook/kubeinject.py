@@ -46,7 +46,7 @@ def inject_document(doc: Obj, cfg: InjectionConfig, namespace: str = "default",
     if doc.get("kind") == "Pod":
         needed, _ = injection_required(doc, ns)
         if needed and warnings is not None:
-            warnings.extend(f"Pod {ns}/{name}: {w}" for w in not_acted_on(doc))
+            warnings.extend(f"Pod {ns}/{name}: {w}" for w in not_acted_on(doc, cfg))
         return inject_pod(doc, cfg) if needed else doc
     found = _template(doc)
     if found is None:
@@ -55,7 +55,7 @@ def inject_document(doc: Obj, cfg: InjectionConfig, namespace: str = "default",
     if not injection_required(tmpl, ns)[0]:
         return doc
     if warnings is not None:
-        warnings.extend(f"{doc['kind']} {ns}/{name}: {w}" for w in not_acted_on(tmpl))
+        warnings.extend(f"{doc['kind']} {ns}/{name}: {w}" for w in not_acted_on(tmpl, cfg))
     key = TEMPLATE_PATHS[str(doc["kind"])][-1]
     parent[key] = inject_pod(tmpl, cfg, workload=name)
     return doc

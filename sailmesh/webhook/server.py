@@ -101,7 +101,7 @@ def inject_review(request: Mapping[str, Any], cfg: InjectionConfig
     if not needed:
         return [], why, []
     injected = inject_pod(pod, cfg, workload=workload_name(pod))
-    return json_patch(pod, injected), "injected", not_acted_on(pod)
+    return json_patch(pod, injected), "injected", not_acted_on(pod, cfg)
 
 
 class WebhookServer:

@@ -1,0 +1,51 @@
+"""The name table a proxy's DNS proxy answers from: Istio's BuildNameTable (pkg/dns/server/name_table.go).
+
+Pure: (snapshot, proxy) -> `istio.networking.nds.v1.NameTable`. For each service the proxy sees (exportTo and its
+Sidecar's egress hosts, as Istio's SidecarScope.Services()): its addresses (the cluster IPs of a Service, a
+ServiceEntry's `addresses`; CIDRs skipped); a service without an address that is Passthrough (a headless Service,
+a ServiceEntry with resolution NONE) gets its endpoints' addresses on its first port; any other service without an
+address is left out (nothing to answer with). Wildcard hosts go in as written: the agent answers names below them.
+Core Services carry registry `Kubernetes` with their short name and namespace, so the agent answers `name`,
+`name.ns`, `name.ns.svc` too; ServiceEntry hosts registry `External`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sailmesh.api.rules.values import is_ip
+from sailmesh.generate.scope import visible_services
+from sailmesh.snapshot.model import MeshSnapshot, ProxyView, Service
+from sailmesh.xds.nds import EXTERNAL, KUBERNETES, NameTable
+
+CLUSTERSET_SUFFIX = ".clusterset.local"  # Kubernetes MCS hosts: no short-name variants (Istio's exception)
+
+
+def registry(service: Service) -> str:
+    """Istio's registry name of a service: `Kubernetes` for a core Service, `External` for a ServiceEntry."""
+    return KUBERNETES if service.origin.startswith("Service ") else EXTERNAL
+
+
+def service_ips(snapshot: MeshSnapshot, service: Service) -> list[str]:
+    """The addresses the name resolves to (empty: leave the name out)."""
+    if service.addresses:
+        return [a for a in service.addresses if is_ip(a)]
+    if service.resolution != "NONE" or not service.ports:  # Istio: only Passthrough services use endpoints
+        return []
+    eps = snapshot.endpoints.get((service.hostname, service.ports[0].port), ())
+    return list(dict.fromkeys(e.address for e in eps if is_ip(e.address)))
+
+
+def build_name_table(snapshot: MeshSnapshot, proxy: ProxyView) -> Any:
+    """The proxy's NameTable (a protobuf message)."""
+    out = NameTable()
+    for service in visible_services(snapshot, proxy):
+        ips = service_ips(snapshot, service)
+        if not ips:
+            continue
+        info = out.table[service.hostname]
+        info.ips.extend(ips)
+        info.registry = registry(service)
+        if info.registry == KUBERNETES and not service.hostname.endswith(CLUSTERSET_SUFFIX):
+            info.shortname, info.namespace = service.name, service.namespace
+    return out
