@@ -37,16 +37,6 @@ _ISTIO_TAGS: tuple[tuple[str, str], ...] = (
     ("listener_address", r"^listener\.(((?:[_.[:digit:]]*|[_\[\]aAbBcCdDeEfF[:digit:]]*))\.)"),
     ("mongo_prefix", r"^mongo\.(.+?)\.(collection|cmd|cx_|op_|delays_|decoding_)(.*?)$"),
 )
-# The labels of Istio's standard metrics, extracted from `name=.=value;.;` segments of the stat name.
-_ISTIO_METRIC_LABELS = (
-    "reporter", "source_namespace", "source_workload", "source_workload_namespace", "source_principal",
-    "source_app", "source_version", "source_cluster", "destination_namespace", "destination_workload",
-    "destination_workload_namespace", "destination_principal", "destination_app", "destination_version",
-    "destination_service", "destination_service_name", "destination_service_namespace", "destination_port",
-    "destination_cluster", "request_protocol", "request_operation", "request_host", "response_flags",
-    "grpc_response_status", "connection_security_policy", "source_canonical_service",
-    "destination_canonical_service", "source_canonical_revision", "destination_canonical_revision",
-)  # fmt: skip
 
 
 def _duration(seconds: float) -> str:
@@ -270,10 +260,15 @@ def dns_resolver(dns_address: str, system: list[str]) -> dict[str, Any]:
 
 
 def stats_config() -> dict[str, Any]:
-    """Istio's tag extraction instead of Envoy's defaults."""
-    tags = [{"tag_name": name, "regex": regex} for name, regex in _ISTIO_TAGS]
-    tags += [{"tag_name": label, "regex": rf"({label}=\.=(.*?);\.;)"} for label in _ISTIO_METRIC_LABELS]
-    return {"use_all_default_tags": False, "stats_tags": tags}
+    """Istio's tag extraction for Envoy's own stats, instead of Envoy's defaults.
+
+    Not Istio's ~30 tags for its standard metrics' labels (`(reporter=\\.=(.*?);\\.;)`, ...): Istio's proxy names
+    those metrics' stats with `label=.=value;.;` segments in its istio.stats filter; here the agent counts them from
+    access logs, so no Envoy stat name carries such a segment. Unanchored, those regexes ran on every stat name
+    Envoy creates: ~45 ms of Envoy CPU per cluster (30 clusters: 1.5 CPU s at start-up against 0.3 s without them).
+    """
+    return {"use_all_default_tags": False,
+            "stats_tags": [{"tag_name": name, "regex": regex} for name, regex in _ISTIO_TAGS]}
 
 
 def build(cfg: AgentConfig, extra_static: dict[str, list[dict[str, Any]]] | None = None,

@@ -390,8 +390,10 @@ async def test_agent_supervises_the_app(tmp_path: Path, session: aiohttp.ClientS
     pod = await start_agent(tmp_path, ip, xds_port, ads, app_port, "--", sys.executable, "-c", app)
     try:
         await _wait_ready(pod, session)
-        await await_for(lambda: _status(session, f"http://{ip}:9080/"), timeout=10, what="app via Envoy")
-        assert await _status(session, f"http://{ip}:9080/") == 200
+        # any status is truthy: wait for the 200 (Envoy can be ready before the app it starts is listening: 503)
+        async def served() -> bool:
+            return await _status(session, f"http://{ip}:9080/") == 200
+        await await_for(served, timeout=10, what="app via Envoy")
         pod.proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(pod.proc.wait(), pod.drain_seconds + 5) == 0, pod.logs()
 
