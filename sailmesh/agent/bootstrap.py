@@ -69,7 +69,7 @@ def node(cfg: AgentConfig) -> dict[str, Any]:
         "ENVOY_STATUS_PORT": cfg.health_port,
         "ENVOY_PROMETHEUS_PORT": cfg.stats_port,
     }
-    if cfg.interception_mode != "REDIRECT":  # Istio's INTERCEPTION_MODE (REDIRECT when absent)
+    if cfg.interception_mode:  # Istio's INTERCEPTION_MODE; absent = not captured (the embedded mesh's sidecar)
         metadata["INTERCEPTION_MODE"] = cfg.interception_mode
     if cfg.dns_capture:
         metadata["DNS_CAPTURE"] = "true"

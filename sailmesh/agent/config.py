@@ -61,7 +61,9 @@ class AgentConfig:
     dns_proxy_address: str = "127.0.0.1:15053"
     dns_upstreams: str = ""
     resolv_conf: str = "/etc/resolv.conf"
-    interception_mode: str = "REDIRECT"  # Istio's INTERCEPTION_MODE node metadata: REDIRECT, TPROXY or NONE
+    # Istio's INTERCEPTION_MODE node metadata: REDIRECT, TPROXY or NONE; "" = not declared, the embedded mesh's
+    # sidecar reached on its own ports (a declared REDIRECT/TPROXY means istio-iptables captures the pod)
+    interception_mode: str = ""
 
     def __post_init__(self) -> None:
         if self.proxy_type not in PROXY_TYPES:
@@ -72,7 +74,7 @@ class AgentConfig:
             raise AgentError("name and namespace are required")
         if self.drain_seconds < 0:
             raise AgentError("drain seconds must not be negative")
-        if self.interception_mode not in INTERCEPTION_MODES:
+        if self.interception_mode and self.interception_mode not in INTERCEPTION_MODES:
             raise AgentError(f"interception mode must be one of {INTERCEPTION_MODES}, not {self.interception_mode!r}")
         if self.xds_tls and not self.token_file:
             raise AgentError("xDS over TLS needs a workload certificate: give a join token file")

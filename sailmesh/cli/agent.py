@@ -77,9 +77,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dns-upstreams", default="", metavar="IP[:PORT],...",
                         help="forward other names there (default: the nameservers of /etc/resolv.conf)")
     parser.add_argument("--interception-mode", choices=("REDIRECT", "TPROXY", "NONE"),
-                        default=os.environ.get("ISTIO_META_INTERCEPTION_MODE") or "REDIRECT",
-                        help="how traffic reaches Envoy (env ISTIO_META_INTERCEPTION_MODE): TPROXY makes the "
-                             "capture listeners transparent")
+                        default=os.environ.get("ISTIO_META_INTERCEPTION_MODE") or "",
+                        help="how istio-iptables captures the pod (env ISTIO_META_INTERCEPTION_MODE; default: "
+                             "not captured, apps reach the sidecar on its own ports): REDIRECT/TPROXY serve "
+                             "inbound on 15006's virtualInbound, TPROXY transparently")
     parser.add_argument("-v", "--verbose", action="store_true", help="log the agent's own debug messages")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND... : the app to run and supervise")
 

@@ -22,7 +22,7 @@ from sailmesh.api.models.networking import (
     PortTrafficPolicy,
     WarmupConfiguration,
 )
-from sailmesh.generate import locality, names
+from sailmesh.generate import capture, locality, names
 from sailmesh.generate.common import MAX_UINT32, Prepacked, ads, duration, go_duration, pack, u32
 from sailmesh.generate.endpoints import assignment, discovery, is_passthrough, select, subset_labels, unique_ports
 from sailmesh.generate.gateway import has_auto_passthrough
@@ -350,10 +350,14 @@ def _inbound(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Cluster]:
     if proxy.type != "sidecar":
         return []
     out = []
+    source = capture.inbound_source_address(proxy)  # 127.0.0.6 when REDIRECT-captured (capture.py)
     for port, address, app_port, protocol in inbound_endpoints(snapshot, proxy):
         name = names.inbound_cluster(port)
         c = _base(name)
         c.type = Cluster.STATIC
+        if source:
+            c.upstream_bind_config.source_address.address = source
+            c.upstream_bind_config.source_address.port_value = 0  # any port (Envoy wants the port set)
         c.load_assignment.CopyFrom(
             assignment(name, [Endpoint("", port, address, app_port)])  # a Sidecar ingress's defaultEndpoint
         )

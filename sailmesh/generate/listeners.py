@@ -16,7 +16,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import wrappers_pb2
 
 from sailmesh.api.models.networking import ServerTLSSettings
-from sailmesh.generate import names, tproxy
+from sailmesh.generate import capture, names
 from sailmesh.generate.common import ads, pack, socket_address
 from sailmesh.generate.filters import Direction, FilterContext, ext_authz, http_filters
 from sailmesh.generate.gateway import ChainSpec, gateway_tcp_routes, gateway_tls_ports, gateways_for, http_servers
@@ -307,9 +307,9 @@ def build_listeners(
     if proxy.type == "router":
         return gateway_listeners(snapshot, proxy, eff)
     ports = ports or ProxyPorts()
-    return tproxy.apply(proxy, [virtual_outbound(snapshot, proxy, ports.outbound, eff),
-                                *inbound_listeners(snapshot, proxy, eff), *egress_listeners(snapshot, proxy, eff)],
-                        ports.inbound)
+    return capture.apply(proxy, [virtual_outbound(snapshot, proxy, ports.outbound, eff),
+                                 *inbound_listeners(snapshot, proxy, eff), *egress_listeners(snapshot, proxy, eff)],
+                         ports.inbound)
 
 
 def egress_listeners(snapshot: MeshSnapshot, proxy: ProxyView,

@@ -7,11 +7,11 @@
   volume's audience and lifetime, bound to the pod (written 0600: the agent insists). Paths under a container's
   mountPath in its command, args and env point into the folder instead (there is no mount namespace here);
 - an injected pod (a container running `sailmesh agent`, a native sidecar or not) gets, instead of the iptables
-  capture its `istio-init` container would install (skipped: no network namespace here), the embedded platform's
-  explicit capture: the sidecar owns the container ports on the pod address and the app listens on a free port
-  (`--app-ports containerPort:appPort`), the app's HTTP_PROXY is the sidecar's 15001, and the agent reaches the
-  control plane at the test's addresses (`ControlPlaneAddresses`, the part cluster DNS and the istiod Service
-  play in a cluster).
+  capture its `istio-init` container would install (skipped: no network namespace here, so the agent is given no
+  ISTIO_META_INTERCEPTION_MODE: it is not captured), the embedded platform's explicit capture: the sidecar owns
+  the container ports on the pod address and the app listens on a free port (`--app-ports containerPort:appPort`),
+  the app's HTTP_PROXY is the sidecar's 15001, and the agent reaches the control plane at the test's addresses
+  (`ControlPlaneAddresses`, the part cluster DNS and the istiod Service play in a cluster).
 """
 
 from __future__ import annotations
@@ -249,6 +249,8 @@ async def plan_pod(conn: KubeConnection, pod: Obj, ip: str, folder: Path, progra
             continue
         agent_at = 3
         args = c.command
+        if plan.skipped:  # istio-init did not run: the sidecar is not captured, so it declares no interception mode
+            c.env.pop("ISTIO_META_INTERCEPTION_MODE", None)
         if control_plane is not None:
             at = _flag(args, "--xds-address")
             if at >= 0:

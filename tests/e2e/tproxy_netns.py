@@ -25,8 +25,9 @@ POD_IP, APP_PORT, SERVICE_PORT, CAPTURE_PORT, PROXY_GID = "10.77.0.1", 41000, 90
 CLIENT_IP = "127.0.0.1"
 
 
-def _app() -> None:
-    server = socket.create_server((POD_IP, APP_PORT))
+def app(host: str = POD_IP, port: int = APP_PORT) -> None:
+    """The app on host:port (a thread): one JSON body naming the peer address it saw."""
+    server = socket.create_server((host, port))
 
     def serve() -> None:
         while True:
@@ -50,7 +51,7 @@ def main(bootstrap: str, admin: int) -> dict[str, Any]:
     run("ip", "addr", "add", f"{POD_IP}/32", "dev", "lo")
     run("iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", POD_IP, "--dport", str(SERVICE_PORT),
         "-m", "owner", "!", "--gid-owner", str(PROXY_GID), "-j", "REDIRECT", "--to-ports", str(CAPTURE_PORT))
-    _app()
+    app()
     envoy = subprocess.Popen([envoy_binary(), "-c", bootstrap, "--disable-hot-restart", "-l", "warning"],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=_as_proxy_group)
     out: dict[str, Any] = {}

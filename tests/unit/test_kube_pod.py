@@ -3,6 +3,7 @@ folders, and an injected pod's explicit capture (app on a free port, --app-ports
 
 from __future__ import annotations
 
+import copy
 import sys
 from pathlib import Path
 from typing import Any
@@ -64,3 +65,13 @@ async def test_an_injected_pod_gets_explicit_capture_and_the_tests_control_plane
     assert (tmp_path / "volumes" / "istio-envoy").stat().st_mode & 0o777 == 0o700
     assert app.env["HTTP_PROXY"] == "http://127.9.9.2:15001" and app.env["HOST"] == "127.9.9.2"
     assert plan.readiness == ["http://127.9.9.2:15021/healthz/ready"]
+
+
+async def test_an_uncaptured_injected_pod_declares_no_interception_mode(tmp_path: Path) -> None:
+    """The injector's ISTIO_META_INTERCEPTION_MODE=REDIRECT says istio-init captures the pod; the test node skips
+    istio-init, so its agent must not declare it (it would serve inbound on 15006, which nothing redirects to)."""
+    pod = copy.deepcopy(POD)
+    pod["spec"]["initContainers"][1]["env"].append({"name": "ISTIO_META_INTERCEPTION_MODE", "value": "REDIRECT"})
+    plan = await plan_pod(None, pod, "127.9.9.2", tmp_path, container_command, None)  # type: ignore[arg-type]
+    assert plan.skipped == ["istio-init"]
+    assert "ISTIO_META_INTERCEPTION_MODE" not in plan.containers[0].env

@@ -1,0 +1,106 @@
+"""A sidecar whose traffic istio-iptables captures (node metadata INTERCEPTION_MODE, which the injector sets from
+the pod annotation `sidecar.istio.io/interceptionMode`), as Istio's listener builder serves it:
+
+- inbound TCP arrives on 15006 with its original destination kept (nat REDIRECT in REDIRECT mode, the mangle
+  table's TPROXY target in TPROXY mode): a `virtualInbound` listener on 0.0.0.0:15006 with Istio's listener filter
+  original_dst, whose filter chains are the proxy's inbound listeners' chains, each matched on its destination
+  port. The per-port inbound listeners then do not bind (`bind_to_port: false`): in a pod the app owns its port;
+- TPROXY mode only: `virtualOutbound` and `virtualInbound` are `transparent: true` (IP_TRANSPARENT: Envoy may
+  accept connections addressed elsewhere), and virtualInbound adds the original_src listener filter (mark 1337:
+  the app's replies are routed back to Envoy by the fwmark rule istio-iptables installs);
+- REDIRECT mode only: the inbound clusters connect from 127.0.0.6 (Istio's InboundPassthroughBindIpv4), the
+  source istio-iptables' ISTIO_OUTPUT lets through (`-s 127.0.0.6/32 -o lo -j RETURN`); otherwise Envoy's (UID
+  1337) connection to the app on the pod address would be redirected to 15006 again.
+
+A proxy without INTERCEPTION_MODE (the embedded mesh's sidecar, reached on its own ports) or with NONE is not
+captured and keeps its listeners as they are. Pure: listeners in, listeners out. Envoy needs CAP_NET_ADMIN for
+transparent sockets: the injector gives the TPROXY pod's proxy that capability (webhook/inject.py), as Istio's
+template.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from envoy.config.core.v3 import base_pb2
+from envoy.config.listener.v3 import listener_components_pb2 as lc
+from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
+from envoy.extensions.filters.listener.original_src.v3 import original_src_pb2
+from google.protobuf import wrappers_pb2
+
+from sailmesh.generate import names
+from sailmesh.generate.common import pack, socket_address
+from sailmesh.generate.tls import needs_tls_inspector, tls_inspector
+from sailmesh.snapshot.model import ProxyView
+
+TPROXY, REDIRECT = "TPROXY", "REDIRECT"
+CAPTURED = (REDIRECT, TPROXY)
+ORIGINAL_DST = "envoy.filters.listener.original_dst"
+ORIGINAL_SRC = "envoy.filters.listener.original_src"
+PROXY_MARK = 1337  # Istio's OriginalSrc mark: istio-iptables routes packets with it to the local table
+INBOUND_PASSTHROUGH_BIND = "127.0.0.6"  # Istio's InboundPassthroughBindIpv4
+
+
+def interception_mode(proxy: ProxyView) -> str:
+    """The proxy's declared interception mode, upper case ("" when it declares none: not captured)."""
+    return str(proxy.metadata.get("INTERCEPTION_MODE", "")).upper()
+
+
+def is_tproxy(proxy: ProxyView) -> bool:
+    """Whether the proxy's traffic is intercepted with TPROXY (Istio's GetInterceptionMode)."""
+    return interception_mode(proxy) == TPROXY
+
+
+def is_captured(proxy: ProxyView) -> bool:
+    """Whether istio-iptables captures the sidecar's traffic (REDIRECT or TPROXY declared in its node metadata)."""
+    return proxy.type == "sidecar" and interception_mode(proxy) in CAPTURED
+
+
+def inbound_source_address(proxy: ProxyView) -> str:
+    """The source the inbound clusters bind ("" = Envoy's choice): 127.0.0.6 for a REDIRECT-captured sidecar."""
+    return INBOUND_PASSTHROUGH_BIND if is_captured(proxy) and not is_tproxy(proxy) else ""
+
+
+def virtual_inbound(inbound: Sequence[listener_pb2.Listener], port: int, mode: str) -> listener_pb2.Listener:
+    """`virtualInbound` on 0.0.0.0:`port` serving every inbound listener's chains by destination port; `mode`
+    TPROXY makes it transparent and keeps the client's source address (original_src)."""
+    tproxy = mode == TPROXY
+    listener = listener_pb2.Listener(
+        name=names.VIRTUAL_INBOUND, address=socket_address("0.0.0.0", port), traffic_direction=base_pb2.INBOUND,
+        listener_filters=[lc.ListenerFilter(name=ORIGINAL_DST, typed_config=pack(original_dst_pb2.OriginalDst()))],
+    )
+    if tproxy:
+        listener.transparent.CopyFrom(wrappers_pb2.BoolValue(value=True))
+        listener.listener_filters.append(
+            lc.ListenerFilter(name=ORIGINAL_SRC, typed_config=pack(original_src_pb2.OriginalSrc(mark=PROXY_MARK))))
+    seen: set[str] = set()
+    for source in inbound:
+        dest_port = source.address.socket_address.port_value
+        for i, chain in enumerate(source.filter_chains):
+            fc = lc.FilterChain()
+            fc.CopyFrom(chain)
+            fc.filter_chain_match.destination_port.value = dest_port
+            name = fc.name or f"0.0.0.0_{dest_port}"
+            fc.name = name if name not in seen else f"{name}_{i}"  # chain names are unique in a listener
+            seen.add(fc.name)
+            listener.filter_chains.append(fc)
+    if needs_tls_inspector(list(listener.filter_chains)):
+        listener.listener_filters.append(tls_inspector())
+        listener.continue_on_listener_filters_timeout = True
+    return listener
+
+
+def apply(proxy: ProxyView, listeners: list[listener_pb2.Listener], inbound_port: int) -> list[listener_pb2.Listener]:
+    """The sidecar's listeners for its interception mode (unchanged when it is not captured)."""
+    if not is_captured(proxy):
+        return listeners
+    mode = interception_mode(proxy)
+    inbound = [lis for lis in listeners if lis.traffic_direction == base_pb2.INBOUND]
+    for lis in inbound:  # served through virtualInbound; the app binds its own port
+        lis.bind_to_port.value = False
+    if mode == TPROXY:
+        for lis in listeners:
+            if lis.name == names.VIRTUAL_OUTBOUND:
+                lis.transparent.value = True
+    return [*listeners, virtual_inbound(inbound, inbound_port, mode)]

@@ -1,0 +1,152 @@
+"""Run as root inside a fresh network namespace (`unshare -n python -m tests.e2e.redirect_netns BOOTSTRAP ADMIN --
+ISTIO_IPTABLES_ARGS`): a pod captured in Istio's REDIRECT mode, with a real Envoy on generated config.
+
+The "pod" namespace (this process) gets 10.77.0.1 on a veth to a "peer" namespace (10.77.0.2, a child
+`unshare -n ... --peer`); the app listens on 0.0.0.0:9080 itself, as in a pod (Envoy's per-port inbound listener
+must not bind it); the injector's istio-init args are applied with the real CLI (`sailmesh istio-iptables`, nat
+REDIRECT: inbound TCP to 15006); Envoy runs as UID/GID 1337 (the proxy's identity the rules leave alone). The peer
+sends `GET /reviews/0` to 10.77.0.1:9080. One JSON result on stdout: the answer, Envoy's virtualInbound and inbound
+cluster stats, and the app's view of the connection (its peer address: Envoy's 127.0.0.6 passthrough source).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+from sailmesh.processes import envoy_binary
+from sailmesh.testing.netns_capture import PEER_IF, PEER_IP, POD_IF, POD_IP, PROXY_ID
+from tests.e2e.tproxy_netns import app
+
+SERVICE_PORT = 9080
+HOST = "reviews.default.svc.cluster.local:9080"
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+
+def _up(iface: str, address: str) -> None:
+    _ip("addr", "add", f"{address}/24", "dev", iface)
+    _ip("link", "set", iface, "up")
+
+
+def get(host: str, port: int) -> dict[str, Any]:
+    """`GET /reviews/0` to host:port: status, server header and body (or the error)."""
+    try:
+        c = http.client.HTTPConnection(host, port, timeout=10)
+        c.request("GET", "/reviews/0", headers={"host": HOST})
+        r = c.getresponse()
+        return {"status": r.status, "server": r.getheader("server"), "body": r.read().decode(errors="replace")}
+    except OSError as e:
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
+def peer() -> int:
+    """The peer namespace: wait for its veth end, then answer `get HOST PORT` lines from stdin."""
+    _ip("link", "set", "lo", "up")
+    print("started", flush=True)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.if_nametoindex(PEER_IF)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                print(json.dumps({"error": "veth end never arrived"}), flush=True)
+                return 1
+            time.sleep(0.02)
+    _up(PEER_IF, PEER_IP)
+    print("ready", flush=True)
+    for line in sys.stdin:
+        words = line.split()
+        if len(words) == 3 and words[0] == "get":
+            print(json.dumps(get(words[1], int(words[2]))), flush=True)
+    return 0
+
+
+def _as_proxy() -> None:
+    os.setgroups([])
+    os.setgid(PROXY_ID)
+    os.setuid(PROXY_ID)
+
+
+def _admin(port: int, path: str) -> str:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    c.request("GET", path)
+    return c.getresponse().read().decode()
+
+
+def _wait_for_virtual_inbound(envoy: subprocess.Popen[bytes], admin: int) -> bool:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and envoy.poll() is None:
+        try:
+            statuses = json.loads(_admin(admin, "/listeners?format=json")).get("listener_statuses", ())
+            if any(s["name"] == "virtualInbound" for s in statuses):
+                return True
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    return False
+
+
+def pod(bootstrap: str, admin: int, iptables_args: list[str]) -> dict[str, Any]:
+    """The pod namespace: link the peer, start the app, capture, start Envoy as 1337, have the peer call 9080."""
+    _ip("link", "set", "lo", "up")
+    helper = subprocess.Popen(["unshare", "-n", sys.executable, "-m", "tests.e2e.redirect_netns", "--peer"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert helper.stdin is not None and helper.stdout is not None
+    work = tempfile.mkdtemp()
+    envoy: subprocess.Popen[bytes] | None = None
+    try:
+        if helper.stdout.readline().strip() != "started":
+            return {"error": "peer namespace did not start"}
+        _ip("link", "add", POD_IF, "type", "veth", "peer", "name", PEER_IF)
+        _ip("link", "set", PEER_IF, "netns", str(helper.pid))
+        _up(POD_IF, POD_IP)
+        if helper.stdout.readline().strip() != "ready":
+            return {"error": "peer not ready"}
+        app("0.0.0.0", SERVICE_PORT)  # as a pod's container listens: the whole pod's port
+        applied = subprocess.run([sys.executable, "-m", "sailmesh", *iptables_args],
+                                 capture_output=True, text=True, timeout=60)
+        if applied.returncode != 0:
+            return {"error": "istio-iptables failed", "stderr": applied.stderr[-3000:]}
+        os.chmod(work, 0o755)  # the proxy (UID 1337) reads its bootstrap
+        config = shutil.copy(bootstrap, os.path.join(work, "envoy.json"))
+        os.chmod(config, 0o644)
+        envoy = subprocess.Popen([envoy_binary(), "-c", config, "--disable-hot-restart", "-l", "warning"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=_as_proxy, cwd=work)
+        if not _wait_for_virtual_inbound(envoy, admin):
+            envoy.kill()
+            assert envoy.stdout is not None
+            return {"error": "envoy never served virtualInbound",
+                    "log": envoy.stdout.read().decode(errors="replace")[-3000:]}
+        helper.stdin.write(f"get {POD_IP} {SERVICE_PORT}\n")
+        helper.stdin.flush()
+        out: dict[str, Any] = json.loads(helper.stdout.readline())
+        out["virtual_inbound_stats"] = _admin(admin, "/stats?filter=^listener.0.0.0.0_15006.downstream_cx_total")
+        out["inbound_cluster_stats"] = _admin(admin, "/stats?filter=^cluster.inbound.9080...upstream_rq_total")
+        out["listeners"] = json.loads(_admin(admin, "/listeners?format=json"))
+        return out
+    finally:
+        if envoy is not None:
+            envoy.kill()
+            envoy.wait()
+        helper.kill()
+        helper.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--peer"]:
+        sys.exit(peer())
+    rest = sys.argv[3:]
+    print(json.dumps(pod(sys.argv[1], int(sys.argv[2]), rest[1:] if rest[:1] == ["--"] else rest)), flush=True)

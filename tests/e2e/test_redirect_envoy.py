@@ -1,0 +1,76 @@
+"""A pod captured in Istio's REDIRECT mode (the default interceptionMode) with a real Envoy on generated config: in
+private network namespaces (root), with the injector's istio-iptables rules, a peer's connection to the pod's 9080
+reaches the app (which owns 0.0.0.0:9080) through Envoy's virtualInbound on 15006."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+from types import MappingProxyType
+
+import pytest
+
+from sailmesh.processes import envoy_binary, free_port
+from sailmesh.testing.netns_capture import POD_IP
+from sailmesh.webhook.inject import InjectionConfig, iptables_args
+from tests.conftest import ROOT
+from tests.e2e.test_generate_envoy import static_bootstrap, write_bootstrap
+from tests.unit.test_generate_support import bookinfo, sidecar
+
+pytestmark = pytest.mark.e2e
+PATH = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
+
+
+def _redirect_bootstrap(tmp_path: pathlib.Path, admin: int) -> pathlib.Path:
+    # as in a pod: the app on its own port 9080, the node metadata the injected agent sends (REDIRECT)
+    proxy = dataclasses.replace(sidecar(name="reviews-v1-0", ip=POD_IP, app_ports={9080: 9080}),
+                                metadata=MappingProxyType({"INTERCEPTION_MODE": "REDIRECT"}))
+    return write_bootstrap(tmp_path, static_bootstrap(bookinfo(), proxy, admin))
+
+
+def test_envoy_validates_redirect_config(tmp_path: pathlib.Path) -> None:
+    path = _redirect_bootstrap(tmp_path, free_port())
+    r = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path), "--disable-hot-restart",
+                        "-l", "warning"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+
+
+def _unavailable() -> str:
+    if os.geteuid() != 0:
+        return "needs root: network namespaces, a veth pair, iptables, Envoy as UID 1337"
+    if shutil.which("iptables-restore", path=PATH) is None:
+        return "no iptables-restore (Debian's iptables package; scripts/test installs it when run as root)"
+    probe = subprocess.run(["unshare", "-n", "sh", "-c", "ip link add smp0 type veth peer name smp1 && "
+                            "iptables-restore --noflush </dev/null"],
+                           capture_output=True, text=True, timeout=30, env={**os.environ, "PATH": PATH})
+    return "" if probe.returncode == 0 else f"no network namespace with a veth and iptables: {probe.stderr[-300:]}"
+
+
+def test_captured_inbound_reaches_the_app_through_virtual_inbound(tmp_path: pathlib.Path) -> None:
+    reason = _unavailable()
+    if reason:
+        pytest.skip(reason)
+    path = _redirect_bootstrap(tmp_path, 15000)  # inside the private namespace: no other Envoy there
+    args = iptables_args({}, InjectionConfig())  # exactly the injected istio-init's: -m REDIRECT -b '*'
+    assert args[args.index("-m") + 1] == "REDIRECT"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": PATH}
+    done = subprocess.run(["unshare", "-n", sys.executable, "-m", "tests.e2e.redirect_netns", str(path), "15000",
+                           "--", *args], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    lines = done.stdout.strip().splitlines()
+    assert lines, f"no result (rc {done.returncode}): {done.stderr[-3000:]}"
+    got = json.loads(lines[-1])
+    assert got.get("status") == 200, got
+    body = json.loads(got["body"])
+    assert body["app"] == "reviews" and got["server"] == "istio-envoy"  # Envoy's inbound HCM answered
+    # it went through 15006 (virtualInbound) into the inbound cluster, which leaves from Istio's 127.0.0.6
+    assert "downstream_cx_total: 1" in got["virtual_inbound_stats"], got
+    assert "upstream_rq_total: 1" in got["inbound_cluster_stats"], got
+    assert body["peer"] == "127.0.0.6"
+    # the per-port inbound listener exists but binds nothing (the app owns 0.0.0.0:9080)
+    names = [s["name"] for s in got["listeners"]["listener_statuses"]]
+    assert f"{POD_IP}_9080" in names and "virtualInbound" in names
