@@ -4,7 +4,7 @@ each labelled with its tlsMode for auto mTLS."""
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2 as ec
@@ -16,7 +16,7 @@ from sailmesh.api.models.networking import DestinationRule, PortTrafficPolicy
 from sailmesh.api.resource import Resource
 from sailmesh.generate import locality, names
 from sailmesh.generate.common import Prepacked, socket_address, u32
-from sailmesh.generate.memo import Memos
+from sailmesh.generate.memo import Memos, same_objects
 from sailmesh.generate.policy import effective_policy
 from sailmesh.generate.scope import destination_rule, visible_services
 from sailmesh.generate.tls import endpoint_metadata
@@ -151,11 +151,6 @@ def _inputs(snapshot: MeshSnapshot) -> tuple[object, ...]:
     return (snapshot.mesh, snapshot.mesh_config, *(v for _k, v in sorted(snapshot.config.items())))
 
 
-def _same(a: Sequence[object], b: Sequence[object]) -> bool:
-    """The same objects, position by position."""
-    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
-
-
 def build_endpoints(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> list[Prepacked]:
     """A ClusterLoadAssignment for every EDS cluster the proxy has (outbound default and subset clusters).
 
@@ -167,7 +162,7 @@ def build_endpoints(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> l
     visible = visible_services(snapshot, proxy)
     eps_now = tuple(snapshot.endpoints.get((svc.hostname, p.port)) for svc in visible for p in svc.ports)
     prev: ScopeEndpoints | None = memos.endpoint_scopes.get(okey)
-    if prev is not None and not (_same(prev.others, others) and _same(prev.services, visible)):
+    if prev is not None and not (same_objects(prev.others, others) and same_objects(prev.services, visible)):
         prev = None
     out: list[Prepacked] = []
     ends = array("l")  # machine ints: a scope of 1,000 services holds no 1,000 int objects
@@ -188,7 +183,7 @@ def build_endpoints(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> l
     memos.endpoint_inserts += 1
     if memos.endpoint_inserts >= len(scopes) // 8 + 64:  # now and then (O(1) per insert): drop the scopes built
         memos.endpoint_inserts = 0  # from superseded config (never reusable; they pin old config and endpoints)
-        for key in [key for key, v in scopes.items() if not _same(v.others, others)]:
+        for key in [key for key, v in scopes.items() if not same_objects(v.others, others)]:
             del scopes[key]
     return out
 

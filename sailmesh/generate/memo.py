@@ -8,7 +8,7 @@ those inputs, so an id is never reused while its entry lives. Values are shared:
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 
@@ -80,3 +80,8 @@ class Memos:
         current = currency()
         for key in [k for k, entry in self.routes.items() if not current(entry)]:
             del self.routes[key]
+
+
+def same_objects(a: Sequence[object], b: Sequence[object]) -> bool:
+    """The same objects, position by position (what a memo was built from, unchanged)."""
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))

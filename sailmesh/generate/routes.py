@@ -22,7 +22,7 @@ from sailmesh.generate.httproute import (
     route_action_defaults,
     virtual_service_routes,
 )
-from sailmesh.generate.memo import Memos
+from sailmesh.generate.memo import Memos, same_objects
 from sailmesh.generate.scope import egress_http_ports, outbound_policy, visible_services
 from sailmesh.generate.tcproute import service_tcp_route_from
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView, Service
@@ -288,17 +288,12 @@ def _other_inputs(snapshot: MeshSnapshot) -> tuple[object, ...]:
             *(v for k, v in sorted(snapshot.config.items()) if k != "VirtualService"))
 
 
-def _same(a: tuple[object, ...], b: tuple[object, ...]) -> bool:
-    """The same objects, position by position."""
-    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
-
-
 def _changed_hosts(snapshot: MeshSnapshot, prev: ScopeRoutes) -> set[str] | None:
     """The service hosts whose virtual hosts may differ from `prev`'s, or None when anything else may have
     changed: other inputs, a root or delegate VirtualService, a wildcard host, or many VirtualServices."""
     if prev.services is not snapshot.services:
         return None
-    if not _same(_other_inputs(snapshot), prev.others):
+    if not same_objects(_other_inputs(snapshot), prev.others):
         return None
     vss = snapshot.of_kind("VirtualService")
     if vss is prev.vss:
@@ -355,7 +350,7 @@ def _service_vhosts(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos,
     if memos.scope_inserts >= len(scopes) // 8 + 64:  # now and then (O(1) per insert): drop the scopes whose
         memos.scope_inserts = 0  # services or other inputs were superseded (never reusable; they pin old config)
         for key in [k for k, v in scopes.items()
-                    if v.services is not current.services or not _same(v.others, current.others)]:
+                    if v.services is not current.services or not same_objects(v.others, current.others)]:
             del scopes[key]
     return items, tcp_services
 
