@@ -115,7 +115,8 @@ class EnvoySupervisor:
             delay = min(self.options.backoff_max_s, self.options.backoff_initial_s * 2 ** (quick_failures - 1))
             log.warning("envoy exited unexpectedly with code %s after %.1fs; restarting in %.2fs", rc, lived, delay)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._stopping.wait()
                 return  # stop() was called while we waited
             try:
                 self._proc = await self._spawn()
@@ -169,7 +170,8 @@ class EnvoySupervisor:
             with contextlib.suppress(ProcessLookupError):
                 proc.terminate()
             try:
-                await asyncio.wait_for(proc.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await proc.wait()
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()

@@ -75,7 +75,8 @@ def tcp_app_check(ip: str, ports: Sequence[int], timeout: float = 1.0) -> Callab
     async def check() -> str | None:
         for port in ports:
             try:
-                _, w = await asyncio.wait_for(asyncio.open_connection(ip, port), timeout)
+                async with asyncio.timeout(timeout):
+                    _, w = await asyncio.open_connection(ip, port)
             except (TimeoutError, OSError):
                 return f"app is not listening on {ip}:{port}"
             w.close()

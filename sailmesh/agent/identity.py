@@ -231,5 +231,6 @@ class CertificateManager:
                 callback(cert)
             self.first.set()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.bundle_changed.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self.bundle_changed.wait()
 

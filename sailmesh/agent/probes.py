@@ -43,7 +43,8 @@ def prober(ip: str, path: str, spec: Any) -> Prober:
 
         async def tcp() -> tuple[int, str]:
             try:
-                _, w = await asyncio.wait_for(asyncio.open_connection(ip, port), timeout)
+                async with asyncio.timeout(timeout):
+                    _, w = await asyncio.open_connection(ip, port)
             except (TimeoutError, OSError) as e:
                 return 500, f"tcp {ip}:{port}: {str(e) or type(e).__name__}"
             w.close()

@@ -231,7 +231,8 @@ class Collector:
     async def first_graph(self, timeout: float) -> None:
         """Wait (up to timeout) until there is a graph to show."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._ready.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._ready.wait()
 
     def latest(self) -> dict[str, Any] | None:
         return self.history[-1] if self.history else None

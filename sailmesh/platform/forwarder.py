@@ -203,8 +203,8 @@ class Forwarder:
             raise ForwardError(f"{host}:{port}: no endpoint")
         dest_host, dest_port = random.choice(found) if found else (host, port)
         local = (client.address, 0) if _loopback(dest_host) else None
-        return await asyncio.wait_for(
-            asyncio.open_connection(dest_host, dest_port, local_addr=local), CONNECT_TIMEOUT)
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            return await asyncio.open_connection(dest_host, dest_port, local_addr=local)
 
     async def stop(self) -> None:
         """Close every listener (open connections end with their peers)."""
@@ -212,7 +212,8 @@ class Forwarder:
             s.close()
         for s in self._servers:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(s.wait_closed(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await s.wait_closed()
         self._servers.clear()
 
 

@@ -64,7 +64,8 @@ def exec_check(inst: Instance, field: str, probe: Probe, env: Mapping[str, str] 
         except OSError as e:
             return f"{what}: {e}"
         try:
-            out, _ = await asyncio.wait_for(proc.communicate(), probe.timeout_s)
+            async with asyncio.timeout(probe.timeout_s):
+                out, _ = await proc.communicate()
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)

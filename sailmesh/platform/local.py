@@ -436,7 +436,8 @@ class LocalMesh:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(p.proc.pid, signal.SIGTERM)
         try:
-            await asyncio.wait_for(p.proc.wait(), grace)
+            async with asyncio.timeout(grace):
+                await p.proc.wait()
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(p.proc.pid, signal.SIGKILL)

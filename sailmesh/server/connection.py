@@ -317,7 +317,8 @@ class Connection:
             self._wake.clear()
             if self._awaiting is not None:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), max(0.0, self._await_deadline - time.monotonic()))
+                    async with asyncio.timeout(max(0.0, self._await_deadline - time.monotonic())):
+                        await self._wake.wait()
             else:
                 await self._wake.wait()
 

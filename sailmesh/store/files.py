@@ -154,7 +154,8 @@ class FileStore:
                 level = logging.WARNING if self.watch_failures == 1 else logging.DEBUG
                 log.log(level, "watching config directory %s failed (%s); keeping the last config", self.root, e)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), self.rescan_ms / 1000)
+                    async with asyncio.timeout(self.rescan_ms / 1000):
+                        await self._stop.wait()
 
     async def _watch_once(self) -> None:
         assert self._stop is not None

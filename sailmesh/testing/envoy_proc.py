@@ -181,7 +181,8 @@ class EnvoyProcess:
         with contextlib.suppress(ProcessLookupError):
             proc.terminate()
         try:
-            await asyncio.wait_for(proc.wait(), ENVOY_STOP_TIMEOUT)
+            async with asyncio.timeout(ENVOY_STOP_TIMEOUT):
+                await proc.wait()
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()

@@ -113,3 +113,32 @@ async def test_pushes_are_serialised_and_survive_failures(rec_and: tuple[Recorde
 
 async def _true(value: bool) -> bool:
     return value
+
+
+@pytest.mark.parametrize("steps", range(8))
+async def test_close_while_a_change_wakes_the_settling_wait_still_stops(steps: int) -> None:
+    """A cancellation that arrives in the same loop step as the wake-up is not lost.
+
+    Python 3.11's asyncio.wait_for swallows a cancellation that arrives as the awaited event completes; the
+    settle loop would then wait again and close() would never return. The race depends on how far the
+    settle loop got, so it is tried after each number of loop steps.
+    """
+    rec = Recorder()
+    d: Debouncer[frozenset[str]] = Debouncer(rec.push, union, Debounce(after_s=30.0, max_s=60.0))
+    d.start()
+    d.submit(frozenset({"a"}))  # leading edge: pushed at once
+
+    async def leading_pushed() -> bool:
+        return rec.items() == [frozenset({"a"})]
+
+    await await_for(leading_pushed, timeout=5.0, what="the leading push")
+    d.submit(frozenset({"b"}))  # within after_s of the last change: settles for 30 s
+    for _ in range(steps):
+        await asyncio.sleep(0)
+    d.submit(frozenset({"c"}))  # wakes the settle loop ...
+    closing = asyncio.create_task(d.close())  # ... in the same step as the cancellation
+    done, _ = await asyncio.wait({closing}, timeout=5.0)  # a hang detector, not a timing goal
+    if closing not in done:
+        await d.close()  # cancel once more so the loop does not outlive the test
+    assert closing in done, "close() hung: the settle loop lost its cancellation"
+    assert rec.items() == [frozenset({"a"})]
