@@ -81,7 +81,8 @@ def served_certificate(ip: str, port: int) -> x509.Certificate:
 @pytest.fixture
 async def control_plane():
     state = tempfile.mkdtemp(prefix="smcp")
-    opts = ControlPlaneOptions(xds_port=0, http_port=free_port(), xds_tls_port=0, state_dir=state, min_cert_ttl_s=2)
+    opts = ControlPlaneOptions(xds_port=0, http_port=free_port(), xds_tls_port=0, ca_port=0, state_dir=state,
+                               min_cert_ttl_s=2)
     cp = ControlPlane(opts, Settings())
     await cp.start()
     try:
