@@ -130,3 +130,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     def key(item: pytest.Item) -> float:
         return -expected_seconds(item.path.relative_to(ROOT).as_posix() if item.path.is_relative_to(ROOT) else "")
     items.sort(key=key)
+
+
+# -- the table's source: seconds per file, printed at the end of a run of many files --------------------------------
+_FILE_S: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    path = report.nodeid.split("::", 1)[0]
+    _FILE_S[path] = _FILE_S.get(path, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Seconds per test file (setup + call + teardown on its worker), longest first: refresh EXPECTED_FILE_S."""
+    if len(_FILE_S) < 20:  # a targeted run: nothing to learn about the suite's order
+        return
+    terminalreporter.write_sep("-", "seconds per test file, longest 60 (EXPECTED_FILE_S in tests/conftest.py)")
+    for path, seconds in sorted(_FILE_S.items(), key=lambda kv: -kv[1])[:60]:
+        terminalreporter.write_line(f"{seconds:8.1f}  {path}")
