@@ -1,4 +1,5 @@
-"""Listeners: the sidecar's HTTP-proxy `virtualOutbound` and per-port inbound listeners; gateway server ports."""
+"""Listeners: the sidecar's HTTP-proxy `virtualOutbound` (a captured sidecar's catch-all and per-port outbound ones)
+and per-port inbound listeners; gateway server ports."""
 
 from __future__ import annotations
 
@@ -18,14 +19,15 @@ from google.protobuf import wrappers_pb2
 from sailmesh.api.models.networking import ServerTLSSettings
 from sailmesh.generate import capture, names
 from sailmesh.generate.common import ads, pack, socket_address
+from sailmesh.generate.endpoints import unique_ports
 from sailmesh.generate.filters import Direction, FilterContext, ext_authz, http_filters
 from sailmesh.generate.gateway import ChainSpec, gateway_tcp_routes, gateway_tls_ports, gateways_for, http_servers
 from sailmesh.generate.gateway_tls import downstream_tls_context
-from sailmesh.generate.httproute import config_path, route_action_defaults
+from sailmesh.generate.httproute import RouteContext, config_path, route_action_defaults
 from sailmesh.generate.names import gateway_bind_port
 from sailmesh.generate.peer_authn import workload_policy
-from sailmesh.generate.scope import egress_ports, inbound_ports, ingress_listeners
-from sailmesh.generate.tcproute import egress_tcp_clusters
+from sailmesh.generate.scope import egress_ports, inbound_ports, ingress_listeners, outbound_policy, visible_services
+from sailmesh.generate.tcproute import egress_tcp_clusters, service_tcp_route_from
 from sailmesh.generate.tls import has_mesh_identity, inbound_chains, needs_tls_inspector, tls_inspector
 from sailmesh.settings import ProxyPorts
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView
@@ -307,9 +309,68 @@ def build_listeners(
     if proxy.type == "router":
         return gateway_listeners(snapshot, proxy, eff)
     ports = ports or ProxyPorts()
-    return capture.apply(proxy, [virtual_outbound(snapshot, proxy, ports.outbound, eff),
-                                 *inbound_listeners(snapshot, proxy, eff), *egress_listeners(snapshot, proxy, eff)],
-                         ports.inbound)
+    egress = egress_listeners(snapshot, proxy, eff)
+    outbound = captured_outbound(snapshot, proxy, ports.outbound, eff, {li.name for li in egress}) \
+        if capture.is_captured(proxy) else [virtual_outbound(snapshot, proxy, ports.outbound, eff)]
+    return capture.apply(proxy, [*outbound, *inbound_listeners(snapshot, proxy, eff), *egress], ports.inbound)
+
+
+def captured_outbound(snapshot: MeshSnapshot, proxy: ProxyView, port: int, eff: resolve.EffectiveTelemetry,
+                      taken: set[str]) -> list[listener_pb2.Listener]:
+    """A captured sidecar's outbound listeners, as Istio's (capture.py): the catch-all `virtualOutbound` on
+    0.0.0.0:`port`, and per visible service port a listener that binds nothing, reached through it by original
+    destination: `0.0.0.0_PORT` for HTTP ports (an HCM with RDS `PORT`: the route config by Host, VIPs included,
+    ending in allow_any or block_all), `VIP_PORT` for each ClusterIP of a TCP port (a tcp_proxy to the service's
+    tcp route), `0.0.0.0_PORT` for a TCP port of a service without one (unless an HTTP port took it: the first
+    service by name wins, as Istio's listener conflicts). `taken`: Sidecar egress listener names, which win."""
+    catch_all = capture.catch_all_cluster(outbound_policy(snapshot, proxy))
+    out = [capture.virtual_outbound(
+        port, capture.interception_mode(proxy),
+        outbound_tcp_proxy(snapshot, proxy, names.BLACKHOLE_CLUSTER, [(names.BLACKHOLE_CLUSTER, 100)], eff),
+        outbound_tcp_proxy(snapshot, proxy, catch_all, [(catch_all, 100)], eff))]
+    services = visible_services(snapshot, proxy)
+    http_ports = sorted({p.port for svc in services for p in unique_ports(svc) if names.is_http(p.protocol)})
+    for p in http_ports:
+        name = names.listener_name("0.0.0.0", p)
+        if name in taken:
+            continue
+        h = http_connection_manager(f"outbound_0.0.0.0_{p}",
+                                    http_filters(FilterContext(snapshot, proxy, Direction.OUTBOUND, p, eff)),
+                                    rds=names.port_route(p))
+        observability(h, snapshot, proxy, resolve.CLIENT, eff)
+        with_metrics_log(h, snapshot, proxy, eff, telemetry.SOURCE)
+        taken.add(name)
+        out.append(capture.not_bound(_listener(name, "0.0.0.0", p, base_pb2.OUTBOUND,
+                                               lc.Filter(name=HCM_NAME, typed_config=pack(h)))))
+    for svc in services:
+        for sp in unique_ports(svc):
+            if names.is_http(sp.protocol):
+                continue
+            for ip in _listener_addresses(svc.addresses):
+                name = names.listener_name(ip, sp.port)
+                if name in taken:
+                    continue
+                taken.add(name)
+                clusters, vs = service_tcp_route_from(RouteContext(snapshot, proxy, sp.port), svc)
+                nf = outbound_tcp_proxy(snapshot, proxy, clusters[0][0] if len(clusters) == 1 else f"outbound_{name}",
+                                        clusters, eff)
+                lis = capture.not_bound(_listener(name, ip, sp.port, base_pb2.OUTBOUND, nf))
+                _config_metadata(lis.filter_chains[0], config_path(vs) if vs is not None else "")
+                out.append(lis)
+    return out
+
+
+def _listener_addresses(addresses: Sequence[str]) -> list[str]:
+    """The listener addresses of a TCP service port: its VIPs (a host CIDR as its address; wider ServiceEntry
+    CIDRs get no listener of their own: their traffic takes the catch-all), 0.0.0.0 when it has none."""
+    if not addresses:
+        return ["0.0.0.0"]
+    out = []
+    for a in addresses:
+        ip, _, bits = a.partition("/")
+        if not bits or bits == ("128" if ":" in ip else "32"):
+            out.append(ip)
+    return out
 
 
 def egress_listeners(snapshot: MeshSnapshot, proxy: ProxyView,

@@ -83,5 +83,8 @@ class ProxyView:
 
     @cached_property
     def scope_key(self) -> tuple[object, ...]:
-        """Proxies with equal scope keys get identical outbound config (cache key part); computed once."""
-        return (self.type, self.namespace, tuple(sorted(self.labels.items())))
+        """Proxies with equal scope keys get identical outbound config (cache key part); computed once. A declared
+        interception mode is part of it (a captured sidecar's listeners and PassthroughCluster differ)."""
+        key = (self.type, self.namespace, tuple(sorted(self.labels.items())))
+        mode = self.metadata.get("INTERCEPTION_MODE")
+        return (*key, str(mode).upper()) if mode else key

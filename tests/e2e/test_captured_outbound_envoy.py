@@ -1,0 +1,99 @@
+"""A pod captured in Istio's REDIRECT mode calls out through a real Envoy on generated config: in private network
+namespaces (root), with the injector's own istio-iptables args, the app's call to a service's ClusterIP goes through
+virtualOutbound (15001) to the service's per-port listener and route, a destination with no listener passes through
+(PassthroughCluster, ORIGINAL_DST), and the proxy's own traffic (UID 1337) is not captured."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import subprocess
+import sys
+from types import MappingProxyType
+
+import pytest
+
+from sailmesh.processes import envoy_binary, free_port
+from sailmesh.snapshot.model import MeshSnapshot, ProxyView
+from sailmesh.testing.netns_capture import PEER_IP, POD_IP
+from sailmesh.webhook.inject import InjectionConfig, iptables_args
+from tests.conftest import ROOT
+from tests.e2e.outbound_netns import CLUSTER_IP
+from tests.e2e.test_generate_envoy import static_bootstrap, write_bootstrap
+from tests.e2e.test_redirect_envoy import PATH, _unavailable
+from tests.unit.test_generate_support import make_snapshot, resources, service, sidecar, workload
+
+pytestmark = pytest.mark.e2e
+ROUTE_HEADER = "x-captured-route"
+REVIEWS_VS = f"""
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: reviews, namespace: default}}
+spec:
+  hosts: [reviews]
+  http:
+  - headers: {{response: {{add: {{{ROUTE_HEADER}: reviews-vs}}}}}}
+    route:
+    - destination: {{host: reviews}}
+"""
+REVIEWS_CLUSTER = "cluster.outbound|9080||reviews.default.svc.cluster.local.upstream_rq_total"
+PASSTHROUGH = "cluster.PassthroughCluster.upstream_cx_total"
+
+
+def _mesh() -> tuple[MeshSnapshot, ProxyView]:
+    """The pod (productpage, captured, REDIRECT) and reviews behind ClusterIP 10.96.0.12 with its one endpoint in
+    the peer namespace."""
+    services = [service("productpage"), service("reviews", addresses=(CLUSTER_IP,))]
+    workloads = [workload("productpage-v1-0", POD_IP, app="productpage", version="v1"),
+                 workload("reviews-v1-0", PEER_IP, app="reviews", version="v1")]
+    proxy = dataclasses.replace(sidecar(name="productpage-v1-0", ip=POD_IP, app_ports={9080: 9080}),
+                                metadata=MappingProxyType({"INTERCEPTION_MODE": "REDIRECT"}))
+    return make_snapshot(resources(REVIEWS_VS), services, workloads), proxy
+
+
+def _bootstrap(tmp_path: pathlib.Path, admin: int) -> pathlib.Path:
+    snapshot, proxy = _mesh()
+    return write_bootstrap(tmp_path, static_bootstrap(snapshot, proxy, admin))
+
+
+def test_envoy_validates_captured_outbound_config(tmp_path: pathlib.Path) -> None:
+    path = _bootstrap(tmp_path, free_port())
+    r = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path), "--disable-hot-restart",
+                        "-l", "warning"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+
+
+def test_captured_app_reaches_a_cluster_ip_through_envoy_and_unknown_destinations_pass_through(
+        tmp_path: pathlib.Path) -> None:
+    reason = _unavailable()
+    if reason:
+        pytest.skip(reason)
+    path = _bootstrap(tmp_path, 15000)  # inside the private namespace: no other Envoy there
+    args = iptables_args({}, InjectionConfig())  # exactly the injected istio-init's: -p 15001 -u 1337 -m REDIRECT
+    assert args[args.index("-p") + 1] == "15001" and args[args.index("-u") + 1] == "1337"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": PATH}
+    done = subprocess.run(["unshare", "-n", sys.executable, "-m", "tests.e2e.outbound_netns", str(path), "15000",
+                           "--", *args], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    lines = done.stdout.strip().splitlines()
+    assert lines, f"no result (rc {done.returncode}): {done.stderr[-3000:]}"
+    got = json.loads(lines[-1])
+    assert "error" not in got, got
+    svc = got["service"]
+    assert svc.get("status") == 200, got
+    # the VirtualService's route answered (its response header), through Envoy's outbound HCM, to the endpoint
+    assert svc["headers"].get(ROUTE_HEADER) == "reviews-vs" and svc["headers"].get("server") == "istio-envoy"
+    body = json.loads(svc["body"])
+    assert body["app"] == "reviews" and body["peer"] == POD_IP
+    after = got["stats_after_service"]
+    assert after[REVIEWS_CLUSTER] == 1 and after["listener.0.0.0.0_9080.downstream_cx_total"] == 1, after
+    assert after[PASSTHROUGH] == 0
+    # no listener for the peer's 8080: the catch-all chain sends it to its original destination
+    assert got["passthrough"].get("listener") == "peer-8080", got
+    assert got["stats_after_passthrough"][PASSTHROUGH] == 1
+    # the proxy's own connection (UID 1337) goes straight out, not through Envoy
+    assert got["proxy_own"].get("listener") == "peer-8080" and got["proxy_own"]["uid"] == 1337, got
+    assert got["stats_after_proxy_own"][PASSTHROUGH] == 1
+    names = {s["name"] for s in got["listeners"]["listener_statuses"]}
+    assert {"virtualOutbound", "0.0.0.0_9080", "virtualInbound"} <= names
