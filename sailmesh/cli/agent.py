@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ports = settings.ProxyPorts()
     cp = settings.ControlPlanePorts()
     parser.add_argument("--type", dest="proxy_type", choices=("sidecar", "router"), default="sidecar")
-    parser.add_argument("--ip", required=True, help="the pod ip: a loopback address such as 127.0.1.2")
+    parser.add_argument("--ip", required=True, help="the pod ip: a loopback address such as 127.0.1.2 in the "
+                        "embedded mesh; a pod on a network (with an interception mode) gives its own")
     parser.add_argument("--name", required=True, help="pod name, e.g. reviews-v1-0")
     parser.add_argument("--namespace", default=settings.MeshDefaults().default_namespace)
     parser.add_argument("--labels", default="", help="pod labels, e.g. app=reviews,version=v1")
