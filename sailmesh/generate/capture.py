@@ -15,6 +15,9 @@ the pod annotation `sidecar.istio.io/interceptionMode`), as Istio's listener bui
   takes to PassthroughCluster (outboundTrafficPolicy ALLOW_ANY) or BlackHoleCluster (REGISTRY_ONLY), and the
   listen port itself to BlackHoleCluster. PassthroughCluster is ORIGINAL_DST here (the destination is known),
   not the embedded mesh's dynamic forward proxy; listeners.captured_outbound builds the per-port listeners;
+- inbound TCP to a port the proxy has no listener for passes through (Istio's buildInboundPassthroughChains):
+  virtualInbound's last chains, in the workload's PeerAuthentication mode, send it to InboundPassthroughCluster
+  (ORIGINAL_DST: the app's port at the address it was sent to);
 - REDIRECT mode only: the inbound clusters connect from 127.0.0.6 (Istio's InboundPassthroughBindIpv4), the
   source istio-iptables' ISTIO_OUTPUT lets through (`-s 127.0.0.6/32 -o lo -j RETURN`); otherwise Envoy's (UID
   1337) connection to the app on the pod address would be redirected to 15006 again.
@@ -35,6 +38,7 @@ from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
 from envoy.extensions.filters.listener.original_src.v3 import original_src_pb2
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 from google.protobuf import wrappers_pb2
 
@@ -51,6 +55,8 @@ PROXY_MARK = 1337  # Istio's OriginalSrc mark: istio-iptables routes packets wit
 INBOUND_PASSTHROUGH_BIND = "127.0.0.6"  # Istio's InboundPassthroughBindIpv4
 BLACKHOLE_CHAIN = "virtualOutbound-blackhole"  # Istio's VirtualOutboundBlackholeFilterChainName
 CATCH_ALL_CHAIN = "virtualOutbound-catchall-tcp"  # Istio's VirtualOutboundCatchAllTCPFilterChainName
+INBOUND_BLACKHOLE_CHAIN = "virtualInbound-blackhole"  # Istio's VirtualInboundBlackholeFilterChainName
+TCP_PROXY = "envoy.filters.network.tcp_proxy"
 HTTP_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 
@@ -120,9 +126,12 @@ def original_dst(c: Cluster, source: str = "") -> Cluster:
     return c
 
 
-def virtual_inbound(inbound: Sequence[listener_pb2.Listener], port: int, mode: str) -> listener_pb2.Listener:
-    """`virtualInbound` on 0.0.0.0:`port` serving every inbound listener's chains by destination port; `mode`
-    TPROXY makes it transparent and keeps the client's source address (original_src)."""
+def virtual_inbound(inbound: Sequence[listener_pb2.Listener], port: int, mode: str,
+                    passthrough: Sequence[lc.FilterChain] = ()) -> listener_pb2.Listener:
+    """`virtualInbound` on 0.0.0.0:`port` serving every inbound listener's chains by destination port, then
+    Istio's `virtualInbound-blackhole` (destination `port` itself) and the `passthrough` chains (no destination
+    port: every other port, to InboundPassthroughCluster); `mode` TPROXY makes it transparent and keeps the
+    client's source address (original_src)."""
     tproxy = mode == TPROXY
     listener = listener_pb2.Listener(
         name=names.VIRTUAL_INBOUND, address=socket_address("0.0.0.0", port), traffic_direction=base_pb2.INBOUND,
@@ -143,18 +152,26 @@ def virtual_inbound(inbound: Sequence[listener_pb2.Listener], port: int, mode: s
             fc.name = name if name not in seen else f"{name}_{i}"  # chain names are unique in a listener
             seen.add(fc.name)
             listener.filter_chains.append(fc)
+    blackhole = tcp_proxy_pb2.TcpProxy(stat_prefix=names.BLACKHOLE_CLUSTER, cluster=names.BLACKHOLE_CLUSTER)
+    listener.filter_chains.append(lc.FilterChain(
+        name=INBOUND_BLACKHOLE_CHAIN, filter_chain_match=lc.FilterChainMatch(
+            destination_port=wrappers_pb2.UInt32Value(value=port)),
+        filters=[lc.Filter(name=TCP_PROXY, typed_config=pack(blackhole))]))
+    listener.filter_chains.extend(passthrough)
     if needs_tls_inspector(list(listener.filter_chains)):
         listener.listener_filters.append(tls_inspector())
         listener.continue_on_listener_filters_timeout = True
     return listener
 
 
-def apply(proxy: ProxyView, listeners: list[listener_pb2.Listener], inbound_port: int) -> list[listener_pb2.Listener]:
-    """The sidecar's listeners for its interception mode (unchanged when it is not captured)."""
+def apply(proxy: ProxyView, listeners: list[listener_pb2.Listener], inbound_port: int,
+          passthrough: Sequence[lc.FilterChain] = ()) -> list[listener_pb2.Listener]:
+    """The sidecar's listeners for its interception mode (unchanged when it is not captured); `passthrough`:
+    virtualInbound's chains for ports without a listener."""
     if not is_captured(proxy):
         return listeners
     mode = interception_mode(proxy)
     inbound = [lis for lis in listeners if lis.traffic_direction == base_pb2.INBOUND]
     for lis in inbound:  # served through virtualInbound; the app binds its own port
         lis.bind_to_port.value = False
-    return [*listeners, virtual_inbound(inbound, inbound_port, mode)]
+    return [*listeners, virtual_inbound(inbound, inbound_port, mode, passthrough)]

@@ -322,7 +322,9 @@ def build_inbound(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Cluster]:
     eff = resolve.for_proxy(snapshot, proxy)
     dnat = sni_dnat_clusters(snapshot, proxy) if proxy.type == "router" and has_auto_passthrough(snapshot, proxy) \
         else []
-    return [*_inbound(snapshot, proxy), *tracing.collector_clusters(eff, snapshot.mesh_config), *dnat]
+    passthrough = [capture.original_dst(_base(names.INBOUND_PASSTHROUGH_CLUSTER), capture.inbound_source_address(proxy))
+                   ] if capture.is_captured(proxy) else []  # Istio's buildInboundPassthroughCluster
+    return [*_inbound(snapshot, proxy), *passthrough, *tracing.collector_clusters(eff, snapshot.mesh_config), *dnat]
 
 
 def sni_dnat_clusters(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Cluster]:

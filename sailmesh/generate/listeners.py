@@ -194,11 +194,7 @@ def inbound_listeners(snapshot: MeshSnapshot, proxy: ProxyView,
             chains = [_ingress_tls_chain(tls, nf)]
         else:
             chains = inbound_chains(policy.for_port(port), http, identity, nf)
-        for fc in chains:  # the TCP RBAC filters go before the tcp_proxy of every chain that serves the app
-            if before and fc.filters and fc.filters[-1] == nf:
-                filters = [*before, *fc.filters]
-                del fc.filters[:]
-                fc.filters.extend(filters)
+        _before_app(chains, before, nf)
         del listener.filter_chains[:]
         listener.filter_chains.extend(chains)
         if needs_tls_inspector(chains):
@@ -312,7 +308,38 @@ def build_listeners(
     egress = egress_listeners(snapshot, proxy, eff)
     outbound = captured_outbound(snapshot, proxy, ports.outbound, eff, {li.name for li in egress}) \
         if capture.is_captured(proxy) else [virtual_outbound(snapshot, proxy, ports.outbound, eff)]
-    return capture.apply(proxy, [*outbound, *inbound_listeners(snapshot, proxy, eff), *egress], ports.inbound)
+    passthrough = inbound_passthrough_chains(snapshot, proxy, eff) if capture.is_captured(proxy) else []
+    return capture.apply(proxy, [*outbound, *inbound_listeners(snapshot, proxy, eff), *egress], ports.inbound,
+                         passthrough)
+
+
+def inbound_passthrough_chains(snapshot: MeshSnapshot, proxy: ProxyView,
+                               eff: resolve.EffectiveTelemetry) -> list[lc.FilterChain]:
+    """Istio's virtualInbound passthrough chains (buildInboundPassthroughChains), for a captured sidecar: a
+    connection to a port without an inbound listener goes on to where it was sent (InboundPassthroughCluster),
+    in the chains of the workload's PeerAuthentication mode (port-level modes name listener ports), with the
+    access and metrics logs and the TCP authorization filters of any inbound TCP port."""
+    cluster = names.INBOUND_PASSTHROUGH_CLUSTER
+    tp = tcp_proxy_pb2.TcpProxy(stat_prefix=cluster, cluster=cluster)
+    observability(tp, snapshot, proxy, resolve.SERVER, eff)
+    with_metrics_log(tp, snapshot, proxy, eff, telemetry.DESTINATION, backed_services(snapshot, proxy))
+    nf = lc.Filter(name=TCP_PROXY_NAME, typed_config=pack(tp))
+    policy = workload_policy(snapshot, proxy.namespace, proxy.labels)
+    chains = inbound_chains(policy.mode, False, has_mesh_identity(proxy), nf)
+    before = ext_authz.tcp_filters(snapshot, proxy)
+    for i, fc in enumerate(chains):
+        fc.name = names.VIRTUAL_INBOUND if i == 0 else f"{names.VIRTUAL_INBOUND}-{i}"
+    _before_app(chains, before, nf)
+    return chains
+
+
+def _before_app(chains: list[lc.FilterChain], before: list[lc.Filter], nf: lc.Filter) -> None:
+    """Put the TCP RBAC filters `before` the tcp_proxy `nf` of every chain that serves the app."""
+    for fc in chains:
+        if before and fc.filters and fc.filters[-1] == nf:
+            filters = [*before, *fc.filters]
+            del fc.filters[:]
+            fc.filters.extend(filters)
 
 
 def captured_outbound(snapshot: MeshSnapshot, proxy: ProxyView, port: int, eff: resolve.EffectiveTelemetry,

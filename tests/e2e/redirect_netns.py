@@ -5,8 +5,10 @@ The "pod" namespace (this process) gets 10.77.0.1 on a veth to a "peer" namespac
 `unshare -n ... --peer`); the app listens on 0.0.0.0:9080 itself, as in a pod (Envoy's per-port inbound listener
 must not bind it); the injector's istio-init args are applied with the real CLI (`sailmesh istio-iptables`, nat
 REDIRECT: inbound TCP to 15006); Envoy runs as UID/GID 1337 (the proxy's identity the rules leave alone). The peer
-sends `GET /reviews/0` to 10.77.0.1:9080. One JSON result on stdout: the answer, Envoy's virtualInbound and inbound
-cluster stats, and the app's view of the connection (its peer address: Envoy's 127.0.0.6 passthrough source).
+sends `GET /reviews/0` to 10.77.0.1:9080, then to 7070 (the app listens there too, but no service declares it: no
+inbound listener, the passthrough). One JSON result on stdout: the answers, Envoy's virtualInbound, inbound cluster
+and InboundPassthroughCluster stats, and the app's view of each connection (its peer address: Envoy's 127.0.0.6
+passthrough source).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from sailmesh.testing.netns_capture import PEER_IF, PEER_IP, POD_IF, POD_IP, PRO
 from tests.e2e.tproxy_netns import app
 
 SERVICE_PORT = 9080
+UNLISTED_PORT = 7070
 HOST = "reviews.default.svc.cluster.local:9080"
 
 
@@ -121,6 +124,7 @@ def pod(bootstrap: str, admin: int, iptables_args: list[str]) -> dict[str, Any]:
         if helper.stdout.readline().strip() != "ready":
             return {"error": "peer not ready"}
         app("0.0.0.0", SERVICE_PORT)  # as a pod's container listens: the whole pod's port
+        app("0.0.0.0", UNLISTED_PORT)  # a port the pod's services do not declare: no inbound listener
         applied = subprocess.run([sys.executable, "-m", "sailmesh", *iptables_args],
                                  capture_output=True, text=True, timeout=60)
         if applied.returncode != 0:
@@ -140,6 +144,11 @@ def pod(bootstrap: str, admin: int, iptables_args: list[str]) -> dict[str, Any]:
         out: dict[str, Any] = json.loads(helper.stdout.readline())
         out["virtual_inbound_stats"] = admin_get(admin, "/stats?filter=^listener.0.0.0.0_15006.downstream_cx_total")
         out["inbound_cluster_stats"] = admin_get(admin, "/stats?filter=^cluster.inbound.9080...upstream_rq_total")
+        helper.stdin.write(f"get {POD_IP} {UNLISTED_PORT}\n")
+        helper.stdin.flush()
+        out["unlisted"] = json.loads(helper.stdout.readline())
+        out["inbound_passthrough_stats"] = admin_get(
+            admin, "/stats?filter=^cluster.InboundPassthroughCluster.upstream_cx_total$")
         out["listeners"] = json.loads(admin_get(admin, "/listeners?format=json"))
         return out
     finally:
