@@ -73,6 +73,8 @@ def node(cfg: AgentConfig) -> dict[str, Any]:
         metadata["INTERCEPTION_MODE"] = cfg.interception_mode
     if cfg.dns_capture:
         metadata["DNS_CAPTURE"] = "true"
+    if cfg.dns_auto_allocate:
+        metadata["DNS_AUTO_ALLOCATE"] = "true"
     return {"id": cfg.node_id, "cluster": cfg.node_cluster, "metadata": metadata}
 
 

@@ -58,6 +58,7 @@ class AgentConfig:
     # Istio's DNS proxying (ISTIO_META_DNS_CAPTURE): the agent answers the mesh's names on dns_proxy_address (UDP and
     # TCP) from the control plane's name table and forwards the rest to dns_upstreams ("" = resolv.conf's servers)
     dns_capture: bool = False
+    dns_auto_allocate: bool = False  # Istio's ISTIO_META_DNS_AUTO_ALLOCATE (effective with dns_capture)
     dns_proxy_address: str = "127.0.0.1:15053"
     dns_upstreams: str = ""
     resolv_conf: str = "/etc/resolv.conf"

@@ -17,7 +17,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import wrappers_pb2
 
 from sailmesh.api.models.networking import ServerTLSSettings
-from sailmesh.generate import capture, names
+from sailmesh.generate import autoallocate, capture, names
 from sailmesh.generate.common import ads, pack, socket_address
 from sailmesh.generate.endpoints import unique_ports
 from sailmesh.generate.filters import Direction, FilterContext, ext_authz, http_filters
@@ -356,6 +356,7 @@ def captured_outbound(snapshot: MeshSnapshot, proxy: ProxyView, port: int, eff: 
         outbound_tcp_proxy(snapshot, proxy, names.BLACKHOLE_CLUSTER, [(names.BLACKHOLE_CLUSTER, 100)], eff),
         outbound_tcp_proxy(snapshot, proxy, catch_all, [(catch_all, 100)], eff))]
     services = visible_services(snapshot, proxy)
+    auto = autoallocate.for_proxy(snapshot, proxy)  # ServiceEntries' 240.240.x.y VIPs (DNS auto-allocation)
     http_ports = sorted({p.port for svc in services for p in unique_ports(svc) if names.is_http(p.protocol)})
     for p in http_ports:
         name = names.listener_name("0.0.0.0", p)
@@ -373,7 +374,7 @@ def captured_outbound(snapshot: MeshSnapshot, proxy: ProxyView, port: int, eff: 
         for sp in unique_ports(svc):
             if names.is_http(sp.protocol):
                 continue
-            for ip in _listener_addresses(svc.addresses):
+            for ip in _listener_addresses(autoallocate.addresses(svc, auto)):
                 name = names.listener_name(ip, sp.port)
                 if name in taken:
                     continue

@@ -9,18 +9,23 @@ Core Services carry registry `Kubernetes` with their short name and namespace, s
 `name.ns`, `name.ns.svc` too; ServiceEntry hosts registry `External`. A headless Service's endpoints whose pod
 has a subdomain also get the pod's own name, as Kubernetes DNS names it and Istio adds it:
 `<hostname>.<subdomain>.<ns>.svc.<domain>` (hostname: spec.hostname, else the pod name; a StatefulSet's
-`mysql-0.mysql.default.svc.cluster.local`), short name `<hostname>.<subdomain>`, its one address.
+`mysql-0.mysql.default.svc.cluster.local`), short name `<hostname>.<subdomain>`, its one address. A proxy using
+DNS auto-allocation (autoallocate.py) gets a ServiceEntry host without addresses at its 240.240.x.y address.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from sailmesh.api.rules.values import is_ip
+from sailmesh.generate import autoallocate
 from sailmesh.generate.scope import visible_services
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView, Service, Workload
 from sailmesh.xds.nds import EXTERNAL, KUBERNETES, NameTable
 
+EMPTY: Mapping[str, str] = MappingProxyType({})
 CLUSTERSET_SUFFIX = ".clusterset.local"  # Kubernetes MCS hosts: no short-name variants (Istio's exception)
 
 
@@ -29,10 +34,11 @@ def registry(service: Service) -> str:
     return KUBERNETES if service.origin.startswith("Service ") else EXTERNAL
 
 
-def service_ips(snapshot: MeshSnapshot, service: Service) -> list[str]:
-    """The addresses the name resolves to (empty: leave the name out)."""
-    if service.addresses:
-        return [a for a in service.addresses if is_ip(a)]
+def service_ips(snapshot: MeshSnapshot, service: Service, auto: Mapping[str, str] = EMPTY) -> list[str]:
+    """The addresses the name resolves to (empty: leave the name out); `auto`: the proxy's auto-allocated ones."""
+    own = autoallocate.addresses(service, auto)
+    if own:
+        return [a for a in own if is_ip(a)]
     if service.resolution != "NONE" or not service.ports:  # Istio: only Passthrough services use endpoints
         return []
     eps = snapshot.endpoints.get((service.hostname, service.ports[0].port), ())
@@ -60,8 +66,9 @@ def build_name_table(snapshot: MeshSnapshot, proxy: ProxyView) -> Any:
     """The proxy's NameTable (a protobuf message)."""
     out = NameTable()
     pods: dict[str, Workload] | None = None
+    auto = autoallocate.for_proxy(snapshot, proxy)
     for service in visible_services(snapshot, proxy):
-        ips = service_ips(snapshot, service)
+        ips = service_ips(snapshot, service, auto)
         if not ips:
             continue
         if not service.addresses and registry(service) == KUBERNETES:  # headless: its pods' own names
