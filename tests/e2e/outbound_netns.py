@@ -29,7 +29,8 @@ from tests.e2e.tproxy_netns import app
 
 CLUSTER_IP, SERVICE_PORT, OTHER_PORT = "10.96.0.12", 9080, 8080
 STATS = ("^cluster.outbound.9080..reviews.default.svc.cluster.local.upstream_rq_total$",
-         "^cluster.PassthroughCluster.upstream_cx_total$", "^listener.0.0.0.0_9080.downstream_cx_total$")
+         "^cluster.PassthroughCluster.upstream_cx_total$", "^listener.0.0.0.0_9080.downstream_cx_total$",
+         "^cluster.BlackHoleCluster.upstream_cx_none_healthy$")
 
 
 def call_clusterip() -> dict[str, Any]:

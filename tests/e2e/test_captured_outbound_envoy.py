@@ -12,6 +12,7 @@ import pathlib
 import subprocess
 import sys
 from types import MappingProxyType
+from typing import Any
 
 import pytest
 
@@ -24,6 +25,7 @@ from tests.e2e.outbound_netns import CLUSTER_IP
 from tests.e2e.test_generate_envoy import static_bootstrap, write_bootstrap
 from tests.e2e.test_redirect_envoy import PATH, _unavailable
 from tests.unit.test_generate_support import make_snapshot, resources, service, sidecar, workload
+from tests.unit.test_generate_uncaptured_golden import REGISTRY_ONLY
 
 pytestmark = pytest.mark.e2e
 ROUTE_HEADER = "x-captured-route"
@@ -42,7 +44,7 @@ REVIEWS_CLUSTER = "cluster.outbound|9080||reviews.default.svc.cluster.local.upst
 PASSTHROUGH = "cluster.PassthroughCluster.upstream_cx_total"
 
 
-def _mesh() -> tuple[MeshSnapshot, ProxyView]:
+def _mesh(*config: str) -> tuple[MeshSnapshot, ProxyView]:
     """The pod (productpage, captured, REDIRECT) and reviews behind ClusterIP 10.96.0.12 with its one endpoint in
     the peer namespace."""
     services = [service("productpage"), service("reviews", addresses=(CLUSTER_IP,))]
@@ -50,11 +52,11 @@ def _mesh() -> tuple[MeshSnapshot, ProxyView]:
                  workload("reviews-v1-0", PEER_IP, app="reviews", version="v1")]
     proxy = dataclasses.replace(sidecar(name="productpage-v1-0", ip=POD_IP, app_ports={9080: 9080}),
                                 metadata=MappingProxyType({"INTERCEPTION_MODE": "REDIRECT"}))
-    return make_snapshot(resources(REVIEWS_VS), services, workloads), proxy
+    return make_snapshot(resources(REVIEWS_VS, *config), services, workloads), proxy
 
 
-def _bootstrap(tmp_path: pathlib.Path, admin: int) -> pathlib.Path:
-    snapshot, proxy = _mesh()
+def _bootstrap(tmp_path: pathlib.Path, admin: int, *config: str) -> pathlib.Path:
+    snapshot, proxy = _mesh(*config)
     return write_bootstrap(tmp_path, static_bootstrap(snapshot, proxy, admin))
 
 
@@ -65,12 +67,7 @@ def test_envoy_validates_captured_outbound_config(tmp_path: pathlib.Path) -> Non
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
 
 
-def test_captured_app_reaches_a_cluster_ip_through_envoy_and_unknown_destinations_pass_through(
-        tmp_path: pathlib.Path) -> None:
-    reason = _unavailable()
-    if reason:
-        pytest.skip(reason)
-    path = _bootstrap(tmp_path, 15000)  # inside the private namespace: no other Envoy there
+def _run(path: pathlib.Path) -> dict[str, Any]:
     args = iptables_args({}, InjectionConfig())  # exactly the injected istio-init's: -p 15001 -u 1337 -m REDIRECT
     assert args[args.index("-p") + 1] == "15001" and args[args.index("-u") + 1] == "1337"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": PATH}
@@ -78,8 +75,17 @@ def test_captured_app_reaches_a_cluster_ip_through_envoy_and_unknown_destination
                            "--", *args], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
     lines = done.stdout.strip().splitlines()
     assert lines, f"no result (rc {done.returncode}): {done.stderr[-3000:]}"
-    got = json.loads(lines[-1])
+    got: dict[str, Any] = json.loads(lines[-1])
     assert "error" not in got, got
+    return got
+
+
+def test_captured_app_reaches_a_cluster_ip_through_envoy_and_unknown_destinations_pass_through(
+        tmp_path: pathlib.Path) -> None:
+    reason = _unavailable()
+    if reason:
+        pytest.skip(reason)
+    got = _run(_bootstrap(tmp_path, 15000))  # inside the private namespace: no other Envoy there
     svc = got["service"]
     assert svc.get("status") == 200, got
     # the VirtualService's route answered (its response header), through Envoy's outbound HCM, to the endpoint
@@ -97,3 +103,18 @@ def test_captured_app_reaches_a_cluster_ip_through_envoy_and_unknown_destination
     assert got["stats_after_proxy_own"][PASSTHROUGH] == 1
     names = {s["name"] for s in got["listeners"]["listener_statuses"]}
     assert {"virtualOutbound", "0.0.0.0_9080", "virtualInbound"} <= names
+
+
+def test_registry_only_closes_unknown_destinations_but_not_the_proxys_own(tmp_path: pathlib.Path) -> None:
+    """outboundTrafficPolicy REGISTRY_ONLY (a Sidecar here): the catch-all chain goes to BlackHoleCluster, so the
+    app's connection to the peer's 8080 is closed unanswered, while the service still answers and the proxy's own
+    (UID 1337) connection still leaves uncaptured."""
+    reason = _unavailable()
+    if reason:
+        pytest.skip(reason)
+    got = _run(_bootstrap(tmp_path, 15000, REGISTRY_ONLY))
+    assert got["service"].get("status") == 200, got
+    assert "listener" not in got["passthrough"], got
+    after = got["stats_after_passthrough"]
+    assert after["cluster.BlackHoleCluster.upstream_cx_none_healthy"] == 1 and after[PASSTHROUGH] == 0, after
+    assert got["proxy_own"].get("listener") == "peer-8080", got
