@@ -60,6 +60,10 @@ def peer() -> int:
     return 0
 
 
+def _proxy_group() -> None:
+    os.setgid(PROXY_ID)
+
+
 def _stats(admin: int) -> dict[str, int]:
     out = {}
     for pattern in STATS:
@@ -93,8 +97,12 @@ def pod(bootstrap: str, admin: int, iptables_args: list[str]) -> dict[str, Any]:
         os.chmod(work, 0o755)  # the proxy (UID 1337) reads its bootstrap
         config = shutil.copy(bootstrap, os.path.join(work, "envoy.json"))
         os.chmod(config, 0o644)
+        # REDIRECT: the proxy runs as UID/GID 1337; TPROXY: as root in group 1337 (Istio's template: NET_ADMIN for
+        # the transparent listeners), which istio-iptables' owner rules leave alone by group
+        tproxy = iptables_args[iptables_args.index("-m") + 1] == "TPROXY" if "-m" in iptables_args else False
         envoy = subprocess.Popen([envoy_binary(), "-c", config, "--disable-hot-restart", "-l", "warning"],
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=as_proxy, cwd=work)
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 preexec_fn=_proxy_group if tproxy else as_proxy, cwd=work)
         if not wait_for_listener(envoy, admin, "virtualOutbound"):
             envoy.kill()
             assert envoy.stdout is not None

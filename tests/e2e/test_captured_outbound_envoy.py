@@ -44,19 +44,19 @@ REVIEWS_CLUSTER = "cluster.outbound|9080||reviews.default.svc.cluster.local.upst
 PASSTHROUGH = "cluster.PassthroughCluster.upstream_cx_total"
 
 
-def _mesh(*config: str) -> tuple[MeshSnapshot, ProxyView]:
-    """The pod (productpage, captured, REDIRECT) and reviews behind ClusterIP 10.96.0.12 with its one endpoint in
+def _mesh(*config: str, mode: str = "REDIRECT") -> tuple[MeshSnapshot, ProxyView]:
+    """The pod (productpage, captured in `mode`) and reviews behind ClusterIP 10.96.0.12 with its one endpoint in
     the peer namespace."""
     services = [service("productpage"), service("reviews", addresses=(CLUSTER_IP,))]
     workloads = [workload("productpage-v1-0", POD_IP, app="productpage", version="v1"),
                  workload("reviews-v1-0", PEER_IP, app="reviews", version="v1")]
     proxy = dataclasses.replace(sidecar(name="productpage-v1-0", ip=POD_IP, app_ports={9080: 9080}),
-                                metadata=MappingProxyType({"INTERCEPTION_MODE": "REDIRECT"}))
+                                metadata=MappingProxyType({"INTERCEPTION_MODE": mode}))
     return make_snapshot(resources(REVIEWS_VS, *config), services, workloads), proxy
 
 
-def _bootstrap(tmp_path: pathlib.Path, admin: int, *config: str) -> pathlib.Path:
-    snapshot, proxy = _mesh(*config)
+def _bootstrap(tmp_path: pathlib.Path, admin: int, *config: str, mode: str = "REDIRECT") -> pathlib.Path:
+    snapshot, proxy = _mesh(*config, mode=mode)
     return write_bootstrap(tmp_path, static_bootstrap(snapshot, proxy, admin))
 
 
@@ -67,9 +67,11 @@ def test_envoy_validates_captured_outbound_config(tmp_path: pathlib.Path) -> Non
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
 
 
-def _run(path: pathlib.Path) -> dict[str, Any]:
-    args = iptables_args({}, InjectionConfig())  # exactly the injected istio-init's: -p 15001 -u 1337 -m REDIRECT
+def _run(path: pathlib.Path, mode: str = "REDIRECT") -> dict[str, Any]:
+    # exactly the injected istio-init's: -p 15001 -u 1337 -m MODE
+    args = iptables_args({"sidecar.istio.io/interceptionMode": mode}, InjectionConfig())
     assert args[args.index("-p") + 1] == "15001" and args[args.index("-u") + 1] == "1337"
+    assert args[args.index("-m") + 1] == mode
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": PATH}
     done = subprocess.run(["unshare", "-n", sys.executable, "-m", "tests.e2e.outbound_netns", str(path), "15000",
                            "--", *args], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
@@ -80,12 +82,15 @@ def _run(path: pathlib.Path) -> dict[str, Any]:
     return got
 
 
+@pytest.mark.parametrize("mode", ["REDIRECT", "TPROXY"])
 def test_captured_app_reaches_a_cluster_ip_through_envoy_and_unknown_destinations_pass_through(
-        tmp_path: pathlib.Path) -> None:
+        tmp_path: pathlib.Path, mode: str) -> None:
+    """Both interception modes (TPROXY: outbound is still nat REDIRECT to 15001, virtualOutbound transparent,
+    Envoy as root in group 1337)."""
     reason = _unavailable()
     if reason:
         pytest.skip(reason)
-    got = _run(_bootstrap(tmp_path, 15000))  # inside the private namespace: no other Envoy there
+    got = _run(_bootstrap(tmp_path, 15000, mode=mode), mode)  # in the private namespace: no other Envoy there
     svc = got["service"]
     assert svc.get("status") == 200, got
     # the VirtualService's route answered (its response header), through Envoy's outbound HCM, to the endpoint
@@ -99,7 +104,7 @@ def test_captured_app_reaches_a_cluster_ip_through_envoy_and_unknown_destination
     assert got["passthrough"].get("listener") == "peer-8080", got
     assert got["stats_after_passthrough"][PASSTHROUGH] == 1
     # the proxy's own connection (UID 1337) goes straight out, not through Envoy
-    assert got["proxy_own"].get("listener") == "peer-8080" and got["proxy_own"]["uid"] == 1337, got
+    assert got["proxy_own"].get("listener") == "peer-8080" and got["proxy_own"]["uid"] == 1337, got  # UID and GID
     assert got["stats_after_proxy_own"][PASSTHROUGH] == 1
     names = {s["name"] for s in got["listeners"]["listener_statuses"]}
     assert {"virtualOutbound", "0.0.0.0_9080", "virtualInbound"} <= names
