@@ -7,7 +7,8 @@ The "pod" namespace (this process) gets 10.77.0.1 on a veth to a "peer" namespac
 0.0.0.0:9080 (the service's endpoint; the ClusterIP 10.96.0.12 exists only in the mesh's config) and a plain TCP
 listener on 8080 that no service names. The injector's istio-init args are applied with the real CLI; Envoy runs
 as UID/GID 1337. The app (root) then calls the reviews ClusterIP, connects to the peer's 8080 (no listener: the
-passthrough), and a process running as 1337 connects there too (the proxy's own traffic, not captured). One JSON
+passthrough), a process running as 1337 connects there too (the proxy's own traffic, not captured), and the app
+calls the peer's 9080 by address (the HTTP listener of 9080, no route for that host: allow_any or block_all). One JSON
 result on stdout: the answers and Envoy's stats and listeners.
 """
 
@@ -33,10 +34,11 @@ STATS = ("^cluster.outbound.9080..reviews.default.svc.cluster.local.upstream_rq_
          "^cluster.BlackHoleCluster.upstream_cx_none_healthy$")
 
 
-def call_clusterip() -> dict[str, Any]:
-    """`GET /reviews/0` to the reviews ClusterIP, as an app resolving `reviews` would: the Host is the VIP."""
+def call(host: str = CLUSTER_IP) -> dict[str, Any]:
+    """`GET /reviews/0` to host:9080 (the reviews ClusterIP, as an app resolving `reviews` would: the Host is the
+    VIP; or the peer's own address, a host no route names)."""
     try:
-        c = http.client.HTTPConnection(CLUSTER_IP, SERVICE_PORT, timeout=10)
+        c = http.client.HTTPConnection(host, SERVICE_PORT, timeout=10)
         c.request("GET", "/reviews/0")
         r = c.getresponse()
         return {"status": r.status, "headers": {k.lower(): v for k, v in r.getheaders()},
@@ -108,12 +110,14 @@ def pod(bootstrap: str, admin: int, iptables_args: list[str]) -> dict[str, Any]:
             assert envoy.stdout is not None
             return {"error": "envoy never served virtualOutbound",
                     "log": envoy.stdout.read().decode(errors="replace")[-3000:]}
-        out: dict[str, Any] = {"service": call_clusterip()}
+        out: dict[str, Any] = {"service": call()}
         out["stats_after_service"] = _stats(admin)
         out["passthrough"] = connect(PEER_IP, OTHER_PORT)
         out["stats_after_passthrough"] = _stats(admin)
         out["proxy_own"] = connect_as(PROXY_ID, PROXY_ID, PEER_IP, OTHER_PORT)
         out["stats_after_proxy_own"] = _stats(admin)
+        out["http_unknown_host"] = call(PEER_IP)  # port 9080 has an HTTP listener, its routes not this host
+        out["stats_after_http_unknown_host"] = _stats(admin)
         out["listeners"] = json.loads(admin_get(admin, "/listeners?format=json"))
         return out
     finally:

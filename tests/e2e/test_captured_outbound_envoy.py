@@ -106,6 +106,10 @@ def test_captured_app_reaches_a_cluster_ip_through_envoy_and_unknown_destination
     # the proxy's own connection (UID 1337) goes straight out, not through Envoy
     assert got["proxy_own"].get("listener") == "peer-8080" and got["proxy_own"]["uid"] == 1337, got  # UID and GID
     assert got["stats_after_proxy_own"][PASSTHROUGH] == 1
+    # HTTP to a host no route names, on a port with an HTTP listener: Istio's allow_any route, PassthroughCluster
+    unknown = got["http_unknown_host"]
+    assert unknown.get("status") == 200 and unknown["headers"].get("server") == "istio-envoy", got
+    assert ROUTE_HEADER not in unknown["headers"] and got["stats_after_http_unknown_host"][PASSTHROUGH] == 2
     names = {s["name"] for s in got["listeners"]["listener_statuses"]}
     assert {"virtualOutbound", "0.0.0.0_9080", "virtualInbound"} <= names
 
@@ -123,3 +127,4 @@ def test_registry_only_closes_unknown_destinations_but_not_the_proxys_own(tmp_pa
     after = got["stats_after_passthrough"]
     assert after["cluster.BlackHoleCluster.upstream_cx_none_healthy"] == 1 and after[PASSTHROUGH] == 0, after
     assert got["proxy_own"].get("listener") == "peer-8080", got
+    assert got["http_unknown_host"].get("status") == 502, got  # Istio's block_all route
