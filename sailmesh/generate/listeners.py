@@ -16,7 +16,8 @@ from envoy.extensions.filters.network.sni_cluster.v3 import sni_cluster_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import wrappers_pb2
 
-from sailmesh.api.models.networking import ServerTLSSettings
+from sailmesh.api.models import model_of
+from sailmesh.api.models.networking import ServerTLSSettings, Sidecar
 from sailmesh.generate import autoallocate, capture, names
 from sailmesh.generate.common import ads, pack, socket_address
 from sailmesh.generate.endpoints import unique_ports
@@ -306,6 +307,8 @@ def build_listeners(
         return gateway_listeners(snapshot, proxy, eff)
     ports = ports or ProxyPorts()
     egress = egress_listeners(snapshot, proxy, eff)
+    if capture.is_captured(proxy):
+        egress = captured_egress(snapshot, proxy, egress)
     outbound = captured_outbound(snapshot, proxy, ports.outbound, eff, {li.name for li in egress}) \
         if capture.is_captured(proxy) else [virtual_outbound(snapshot, proxy, ports.outbound, eff)]
     passthrough = inbound_passthrough_chains(snapshot, proxy, eff) if capture.is_captured(proxy) else []
@@ -385,6 +388,33 @@ def captured_outbound(snapshot: MeshSnapshot, proxy: ProxyView, port: int, eff: 
                 lis = capture.not_bound(_listener(name, ip, sp.port, base_pb2.OUTBOUND, nf))
                 _config_metadata(lis.filter_chains[0], config_path(vs) if vs is not None else "")
                 out.append(lis)
+    return out
+
+
+def captured_egress(snapshot: MeshSnapshot, proxy: ProxyView,
+                    egress: list[listener_pb2.Listener]) -> list[listener_pb2.Listener]:
+    """A captured sidecar's Sidecar egress listeners, as Istio's bindToPort rule: with the default captureMode the
+    listener binds nothing (iptables brings the traffic through virtualOutbound) on its `bind`, else 0.0.0.0
+    (`0.0.0.0_PORT`); with captureMode NONE it binds its `bind`, else 127.0.0.1. (Bound on the pod address, it
+    would collide with an app listening on that port.)"""
+    sc = snapshot.index.sidecar(proxy)
+    specs: dict[int, tuple[str, str]] = {}  # port -> (explicit bind, captureMode) of its first egress listener
+    for e in (model_of(sc, Sidecar).egress or ()) if sc is not None else ():
+        if e.port is not None and e.port.number:
+            specs.setdefault(e.port.number, (e.bind or "", (e.capture_mode or "").upper()))
+    out, seen = [], set()
+    for lis in egress:
+        port = lis.address.socket_address.port_value
+        bind, mode = specs.get(port, ("", ""))
+        address = bind or ("127.0.0.1" if mode == "NONE" else "0.0.0.0")
+        if names.listener_name(address, port) in seen:
+            continue  # two egress listeners now on one address: the first wins, as Istio's conflicts
+        seen.add(names.listener_name(address, port))
+        moved = listener_pb2.Listener()
+        moved.CopyFrom(lis)
+        moved.name = names.listener_name(address, port)
+        moved.address.socket_address.address = address
+        out.append(moved if mode == "NONE" else capture.not_bound(moved))
     return out
 
 

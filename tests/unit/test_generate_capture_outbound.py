@@ -137,3 +137,32 @@ def test_captured_passthrough_cluster_is_original_dst_and_uncaptured_keeps_the_f
     assert plain["PassthroughCluster"].cluster_type.name == "envoy.clusters.dynamic_forward_proxy"
     plain_lis = generated(snapshot, _proxy(), LISTENER, listener_pb2.Listener)
     assert "0.0.0.0_9080" not in plain_lis and not plain_lis["virtualOutbound"].HasField("use_original_dst")
+
+
+def _egress_sidecar(port: int, bind: str = "", capture_mode: str = "") -> str:
+    extra = (f"\n    bind: '{bind}'" if bind else "") + (f"\n    captureMode: {capture_mode}" if capture_mode else "")
+    return f"""
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: default, namespace: default}}
+spec:
+  egress:
+  - port: {{number: {port}, protocol: HTTP, name: http}}
+    hosts: ["./*"]{extra}
+  - hosts: ["./*"]
+"""
+
+
+def test_sidecar_egress_listeners_follow_istios_bind_to_port_rule_when_captured() -> None:
+    """Istio's buildSidecarOutboundListeners: in a captured pod an egress listener with the default captureMode
+    binds nothing (`0.0.0.0_PORT`, or its `bind`), reached through virtualOutbound; captureMode NONE binds its
+    `bind`, else 127.0.0.1. An uncaptured sidecar keeps it on its own address, bound."""
+    lis = _listeners("REDIRECT", _egress_sidecar(9081))
+    assert lis["0.0.0.0_9081"].bind_to_port.value is False and "10.77.0.1_9081" not in lis
+    assert lis["0.0.0.0_9081"].address.socket_address.address == "0.0.0.0"
+    explicit = _listeners("REDIRECT", _egress_sidecar(9081, bind="127.0.0.2"))["127.0.0.2_9081"]
+    assert explicit.bind_to_port.value is False
+    none = _listeners("REDIRECT", _egress_sidecar(9081, capture_mode="NONE"))["127.0.0.1_9081"]
+    assert not none.HasField("bind_to_port") and none.address.socket_address.address == "127.0.0.1"
+    plain = generated(_snapshot(_egress_sidecar(9081)), _proxy(), LISTENER, listener_pb2.Listener)
+    assert "10.77.0.1_9081" in plain and not plain["10.77.0.1_9081"].HasField("bind_to_port")
