@@ -73,6 +73,8 @@ def node(cfg: AgentConfig) -> dict[str, Any]:
         metadata["INTERCEPTION_MODE"] = cfg.interception_mode
     if cfg.dns_capture:
         metadata["DNS_CAPTURE"] = "true"
+    if cfg.dns_auto_allocate:
+        metadata["DNS_AUTO_ALLOCATE"] = "true"
     return {"id": cfg.node_id, "cluster": cfg.node_cluster, "metadata": metadata}
 
 
@@ -178,7 +180,8 @@ def prometheus_cluster(cfg: AgentConfig) -> dict[str, Any]:
         "connect_timeout": "0.250s",
         "load_assignment": {
             "cluster_name": PROMETHEUS_CLUSTER,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket_address(cfg.ip, cfg.admin_port)}}]}],
+            "endpoints": [{"lb_endpoints": [
+                {"endpoint": {"address": _socket_address(cfg.admin_host, cfg.admin_port)}}]}],
         },
     }
 
@@ -284,7 +287,7 @@ def build(cfg: AgentConfig, extra_static: dict[str, list[dict[str, Any]]] | None
     return {
         **resolver,
         "node": node(cfg),
-        "admin": {"address": _socket_address(cfg.ip, cfg.admin_port)},
+        "admin": {"address": _socket_address(cfg.admin_host, cfg.admin_port)},
         "static_resources": {
             "listeners": [prometheus_listener(cfg), *extra.get("listeners", [])],
             "clusters": [xds_cluster(cfg, xds_secrets_dir), *sds, prometheus_cluster(cfg), *als,

@@ -58,6 +58,7 @@ class AgentConfig:
     # Istio's DNS proxying (ISTIO_META_DNS_CAPTURE): the agent answers the mesh's names on dns_proxy_address (UDP and
     # TCP) from the control plane's name table and forwards the rest to dns_upstreams ("" = resolv.conf's servers)
     dns_capture: bool = False
+    dns_auto_allocate: bool = False  # Istio's ISTIO_META_DNS_AUTO_ALLOCATE (effective with dns_capture)
     dns_proxy_address: str = "127.0.0.1:15053"
     dns_upstreams: str = ""
     resolv_conf: str = "/etc/resolv.conf"
@@ -68,8 +69,11 @@ class AgentConfig:
     def __post_init__(self) -> None:
         if self.proxy_type not in PROXY_TYPES:
             raise AgentError(f"proxy type must be one of {PROXY_TYPES}, not {self.proxy_type!r}")
-        if not self.ip.startswith("127."):
-            raise AgentError(f"admin and health endpoints bind the pod ip, which must be loopback: {self.ip!r}")
+        if not self.ip.startswith("127.") and not self.interception_mode:
+            # the embedded mesh's pods are loopback addresses; a pod on a real network declares its interception
+            # mode (the injector's ISTIO_META_INTERCEPTION_MODE), and its admin then binds 127.0.0.1 (admin_host)
+            raise AgentError(f"the embedded mesh's pod ip must be loopback (give an interception mode for a "
+                             f"pod on a network): {self.ip!r}")
         if not self.name or not self.namespace:
             raise AgentError("name and namespace are required")
         if self.drain_seconds < 0:
@@ -95,9 +99,15 @@ class AgentConfig:
         return f"{self.app}.{self.namespace}"
 
     @property
+    def admin_host(self) -> str:
+        """Where Envoy's admin interface binds: the (loopback) pod ip in the embedded mesh, 127.0.0.1 in a pod
+        with a network address, as Istio's (admin is never exposed off the pod)."""
+        return self.ip if self.ip.startswith("127.") else "127.0.0.1"
+
+    @property
     def admin_url(self) -> str:
         """Base URL of this Envoy's admin interface."""
-        return f"http://{self.ip}:{self.admin_port}"
+        return f"http://{self.admin_host}:{self.admin_port}"
 
     @property
     def app_metrics_url(self) -> str:

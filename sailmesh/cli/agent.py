@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ports = settings.ProxyPorts()
     cp = settings.ControlPlanePorts()
     parser.add_argument("--type", dest="proxy_type", choices=("sidecar", "router"), default="sidecar")
-    parser.add_argument("--ip", required=True, help="the pod ip: a loopback address such as 127.0.1.2")
+    parser.add_argument("--ip", required=True, help="the pod ip: a loopback address such as 127.0.1.2 in the "
+                        "embedded mesh; a pod on a network (with an interception mode) gives its own")
     parser.add_argument("--name", required=True, help="pod name, e.g. reviews-v1-0")
     parser.add_argument("--namespace", default=settings.MeshDefaults().default_namespace)
     parser.add_argument("--labels", default="", help="pod labels, e.g. app=reviews,version=v1")
@@ -72,6 +73,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=os.environ.get("ISTIO_META_DNS_CAPTURE", "").lower() == "true",
                         help="Istio's DNS proxying: answer the mesh's names on --dns-proxy-address, forward the rest "
                              "(default: env ISTIO_META_DNS_CAPTURE=true)")
+    parser.add_argument("--dns-auto-allocate", action="store_true",
+                        default=os.environ.get("ISTIO_META_DNS_AUTO_ALLOCATE", "").lower() == "true",
+                        help="with --dns-capture: ServiceEntry hosts without addresses resolve to 240.240.x.y VIPs "
+                             "(default: env ISTIO_META_DNS_AUTO_ALLOCATE=true)")
     parser.add_argument("--dns-proxy-address", default="127.0.0.1:15053", metavar="HOST:PORT",
                         help="where the DNS proxy listens, UDP and TCP (istio-iptables --redirect-dns sends there)")
     parser.add_argument("--dns-upstreams", default="", metavar="IP[:PORT],...",
@@ -127,6 +132,7 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         xds_tls=args.xds_tls,
         dns_address=args.dns_address,
         dns_capture=args.dns_capture,
+        dns_auto_allocate=args.dns_auto_allocate,
         dns_proxy_address=args.dns_proxy_address,
         dns_upstreams=args.dns_upstreams,
         interception_mode=args.interception_mode,

@@ -8,6 +8,16 @@ the pod annotation `sidecar.istio.io/interceptionMode`), as Istio's listener bui
 - TPROXY mode only: `virtualOutbound` and `virtualInbound` are `transparent: true` (IP_TRANSPARENT: Envoy may
   accept connections addressed elsewhere), and virtualInbound adds the original_src listener filter (mark 1337:
   the app's replies are routed back to Envoy by the fwmark rule istio-iptables installs);
+- outbound TCP arrives on 15001 (nat REDIRECT to ISTIO_REDIRECT; the proxy's own UID 1337 is left alone, so
+  Envoy's upstream connections are not captured again): `virtualOutbound` on 0.0.0.0:15001 is Istio's catch-all,
+  `use_original_dst` (Envoy hands each connection to the listener bound, without binding, to its original
+  destination: `VIP_PORT` for a TCP service's ClusterIP, else `0.0.0.0_PORT`), whose chains send what no listener
+  takes to PassthroughCluster (outboundTrafficPolicy ALLOW_ANY) or BlackHoleCluster (REGISTRY_ONLY), and the
+  listen port itself to BlackHoleCluster. PassthroughCluster is ORIGINAL_DST here (the destination is known),
+  not the embedded mesh's dynamic forward proxy; listeners.captured_outbound builds the per-port listeners;
+- inbound TCP to a port the proxy has no listener for passes through (Istio's buildInboundPassthroughChains):
+  virtualInbound's last chains, in the workload's PeerAuthentication mode, send it to InboundPassthroughCluster
+  (ORIGINAL_DST: the app's port at the address it was sent to);
 - REDIRECT mode only: the inbound clusters connect from 127.0.0.6 (Istio's InboundPassthroughBindIpv4), the
   source istio-iptables' ISTIO_OUTPUT lets through (`-s 127.0.0.6/32 -o lo -j RETURN`); otherwise Envoy's (UID
   1337) connection to the app on the pod address would be redirected to 15006 again.
@@ -22,11 +32,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from envoy.config.cluster.v3.cluster_pb2 import Cluster
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
 from envoy.extensions.filters.listener.original_src.v3 import original_src_pb2
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 from google.protobuf import wrappers_pb2
 
 from sailmesh.generate import names
@@ -40,6 +53,11 @@ ORIGINAL_DST = "envoy.filters.listener.original_dst"
 ORIGINAL_SRC = "envoy.filters.listener.original_src"
 PROXY_MARK = 1337  # Istio's OriginalSrc mark: istio-iptables routes packets with it to the local table
 INBOUND_PASSTHROUGH_BIND = "127.0.0.6"  # Istio's InboundPassthroughBindIpv4
+BLACKHOLE_CHAIN = "virtualOutbound-blackhole"  # Istio's VirtualOutboundBlackholeFilterChainName
+CATCH_ALL_CHAIN = "virtualOutbound-catchall-tcp"  # Istio's VirtualOutboundCatchAllTCPFilterChainName
+INBOUND_BLACKHOLE_CHAIN = "virtualInbound-blackhole"  # Istio's VirtualInboundBlackholeFilterChainName
+TCP_PROXY = "envoy.filters.network.tcp_proxy"
+HTTP_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 
 def interception_mode(proxy: ProxyView) -> str:
@@ -62,9 +80,58 @@ def inbound_source_address(proxy: ProxyView) -> str:
     return INBOUND_PASSTHROUGH_BIND if is_captured(proxy) and not is_tproxy(proxy) else ""
 
 
-def virtual_inbound(inbound: Sequence[listener_pb2.Listener], port: int, mode: str) -> listener_pb2.Listener:
-    """`virtualInbound` on 0.0.0.0:`port` serving every inbound listener's chains by destination port; `mode`
-    TPROXY makes it transparent and keeps the client's source address (original_src)."""
+def catch_all_cluster(policy: str) -> str:
+    """Where virtualOutbound sends a connection no listener takes: Istio's outboundTrafficPolicy ALLOW_ANY
+    (the default) PassthroughCluster, REGISTRY_ONLY BlackHoleCluster."""
+    return names.BLACKHOLE_CLUSTER if policy == "REGISTRY_ONLY" else names.PASSTHROUGH_CLUSTER
+
+
+def virtual_outbound(port: int, mode: str, blackhole: lc.Filter, catch_all: lc.Filter) -> listener_pb2.Listener:
+    """Istio's `virtualOutbound` for a captured sidecar: 0.0.0.0:`port`, `use_original_dst`, a chain for the
+    listen port itself (`blackhole`: a connection must be redirected here, not sent here) and the catch-all
+    chain (`catch_all`: a tcp_proxy to catch_all_cluster); transparent in TPROXY mode."""
+    listener = listener_pb2.Listener(
+        name=names.VIRTUAL_OUTBOUND, address=socket_address("0.0.0.0", port), traffic_direction=base_pb2.OUTBOUND,
+        use_original_dst=wrappers_pb2.BoolValue(value=True),
+        filter_chains=[
+            lc.FilterChain(name=BLACKHOLE_CHAIN, filters=[blackhole],
+                           filter_chain_match=lc.FilterChainMatch(
+                               destination_port=wrappers_pb2.UInt32Value(value=port))),
+            lc.FilterChain(name=CATCH_ALL_CHAIN, filters=[catch_all]),
+        ],
+    )
+    if mode == TPROXY:
+        listener.transparent.value = True
+    return listener
+
+
+def not_bound(listener: listener_pb2.Listener) -> listener_pb2.Listener:
+    """The listener, reached only through a capture listener's hand-off (`bind_to_port: false`)."""
+    listener.bind_to_port.value = False
+    return listener
+
+
+def original_dst(c: Cluster, source: str = "") -> Cluster:
+    """`c` made Istio's passthrough cluster (buildDefaultPassthroughCluster): ORIGINAL_DST, CLUSTER_PROVIDED,
+    the client's HTTP protocol upstream; `source` binds its connections (the inbound passthrough's 127.0.0.6)."""
+    c.type = Cluster.ORIGINAL_DST
+    c.lb_policy = Cluster.CLUSTER_PROVIDED
+    opts = hpo.HttpProtocolOptions()
+    opts.use_downstream_protocol_config.http_protocol_options.SetInParent()
+    opts.use_downstream_protocol_config.http2_protocol_options.SetInParent()
+    c.typed_extension_protocol_options[HTTP_OPTIONS_KEY].CopyFrom(pack(opts))
+    if source:
+        c.upstream_bind_config.source_address.address = source
+        c.upstream_bind_config.source_address.port_value = 0
+    return c
+
+
+def virtual_inbound(inbound: Sequence[listener_pb2.Listener], port: int, mode: str,
+                    passthrough: Sequence[lc.FilterChain] = ()) -> listener_pb2.Listener:
+    """`virtualInbound` on 0.0.0.0:`port` serving every inbound listener's chains by destination port, then
+    Istio's `virtualInbound-blackhole` (destination `port` itself) and the `passthrough` chains (no destination
+    port: every other port, to InboundPassthroughCluster); `mode` TPROXY makes it transparent and keeps the
+    client's source address (original_src)."""
     tproxy = mode == TPROXY
     listener = listener_pb2.Listener(
         name=names.VIRTUAL_INBOUND, address=socket_address("0.0.0.0", port), traffic_direction=base_pb2.INBOUND,
@@ -85,22 +152,26 @@ def virtual_inbound(inbound: Sequence[listener_pb2.Listener], port: int, mode: s
             fc.name = name if name not in seen else f"{name}_{i}"  # chain names are unique in a listener
             seen.add(fc.name)
             listener.filter_chains.append(fc)
+    blackhole = tcp_proxy_pb2.TcpProxy(stat_prefix=names.BLACKHOLE_CLUSTER, cluster=names.BLACKHOLE_CLUSTER)
+    listener.filter_chains.append(lc.FilterChain(
+        name=INBOUND_BLACKHOLE_CHAIN, filter_chain_match=lc.FilterChainMatch(
+            destination_port=wrappers_pb2.UInt32Value(value=port)),
+        filters=[lc.Filter(name=TCP_PROXY, typed_config=pack(blackhole))]))
+    listener.filter_chains.extend(passthrough)
     if needs_tls_inspector(list(listener.filter_chains)):
         listener.listener_filters.append(tls_inspector())
         listener.continue_on_listener_filters_timeout = True
     return listener
 
 
-def apply(proxy: ProxyView, listeners: list[listener_pb2.Listener], inbound_port: int) -> list[listener_pb2.Listener]:
-    """The sidecar's listeners for its interception mode (unchanged when it is not captured)."""
+def apply(proxy: ProxyView, listeners: list[listener_pb2.Listener], inbound_port: int,
+          passthrough: Sequence[lc.FilterChain] = ()) -> list[listener_pb2.Listener]:
+    """The sidecar's listeners for its interception mode (unchanged when it is not captured); `passthrough`:
+    virtualInbound's chains for ports without a listener."""
     if not is_captured(proxy):
         return listeners
     mode = interception_mode(proxy)
     inbound = [lis for lis in listeners if lis.traffic_direction == base_pb2.INBOUND]
     for lis in inbound:  # served through virtualInbound; the app binds its own port
         lis.bind_to_port.value = False
-    if mode == TPROXY:
-        for lis in listeners:
-            if lis.name == names.VIRTUAL_OUTBOUND:
-                lis.transparent.value = True
-    return [*listeners, virtual_inbound(inbound, inbound_port, mode)]
+    return [*listeners, virtual_inbound(inbound, inbound_port, mode, passthrough)]

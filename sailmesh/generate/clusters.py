@@ -276,7 +276,8 @@ def outbound_cluster(
 
 def build_outbound(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> list[Cluster | Prepacked]:
     """Every outbound cluster of the services visible to the proxy, plus BlackHole and Passthrough."""
-    out: list[Cluster | Prepacked] = [_fixed(memos, blackhole), _fixed(memos, passthrough)]
+    catch_all = original_dst_passthrough if capture.is_captured(proxy) else passthrough
+    out: list[Cluster | Prepacked] = [_fixed(memos, blackhole), _fixed(memos, catch_all)]
     identity = has_mesh_identity(proxy)
     auto = auto_mtls_enabled(snapshot)
     router = proxy.type == "router"  # gateways originate TLS with DestinationRule credentialNames (Istio)
@@ -321,7 +322,9 @@ def build_inbound(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Cluster]:
     eff = resolve.for_proxy(snapshot, proxy)
     dnat = sni_dnat_clusters(snapshot, proxy) if proxy.type == "router" and has_auto_passthrough(snapshot, proxy) \
         else []
-    return [*_inbound(snapshot, proxy), *tracing.collector_clusters(eff, snapshot.mesh_config), *dnat]
+    passthrough = [capture.original_dst(_base(names.INBOUND_PASSTHROUGH_CLUSTER), capture.inbound_source_address(proxy))
+                   ] if capture.is_captured(proxy) else []  # Istio's buildInboundPassthroughCluster
+    return [*_inbound(snapshot, proxy), *passthrough, *tracing.collector_clusters(eff, snapshot.mesh_config), *dnat]
 
 
 def sni_dnat_clusters(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Cluster]:
@@ -384,6 +387,11 @@ def passthrough() -> Cluster:
     c = _base(names.PASSTHROUGH_CLUSTER)
     _forward_proxy(c)
     return c
+
+
+def original_dst_passthrough() -> Cluster:
+    """A captured sidecar's `PassthroughCluster`: Istio's ORIGINAL_DST cluster (capture.py)."""
+    return capture.original_dst(_base(names.PASSTHROUGH_CLUSTER))
 
 
 def _forward_proxy(c: Cluster) -> None:

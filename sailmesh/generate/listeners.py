@@ -1,4 +1,5 @@
-"""Listeners: the sidecar's HTTP-proxy `virtualOutbound` and per-port inbound listeners; gateway server ports."""
+"""Listeners: the sidecar's HTTP-proxy `virtualOutbound` (a captured sidecar's catch-all and per-port outbound ones)
+and per-port inbound listeners; gateway server ports."""
 
 from __future__ import annotations
 
@@ -15,17 +16,19 @@ from envoy.extensions.filters.network.sni_cluster.v3 import sni_cluster_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import wrappers_pb2
 
-from sailmesh.api.models.networking import ServerTLSSettings
-from sailmesh.generate import capture, names
+from sailmesh.api.models import model_of
+from sailmesh.api.models.networking import ServerTLSSettings, Sidecar
+from sailmesh.generate import autoallocate, capture, names
 from sailmesh.generate.common import ads, pack, socket_address
+from sailmesh.generate.endpoints import unique_ports
 from sailmesh.generate.filters import Direction, FilterContext, ext_authz, http_filters
 from sailmesh.generate.gateway import ChainSpec, gateway_tcp_routes, gateway_tls_ports, gateways_for, http_servers
 from sailmesh.generate.gateway_tls import downstream_tls_context
-from sailmesh.generate.httproute import config_path, route_action_defaults
+from sailmesh.generate.httproute import RouteContext, config_path, route_action_defaults
 from sailmesh.generate.names import gateway_bind_port
 from sailmesh.generate.peer_authn import workload_policy
-from sailmesh.generate.scope import egress_ports, inbound_ports, ingress_listeners
-from sailmesh.generate.tcproute import egress_tcp_clusters
+from sailmesh.generate.scope import egress_ports, inbound_ports, ingress_listeners, outbound_policy, visible_services
+from sailmesh.generate.tcproute import egress_tcp_clusters, service_tcp_route_from
 from sailmesh.generate.tls import has_mesh_identity, inbound_chains, needs_tls_inspector, tls_inspector
 from sailmesh.settings import ProxyPorts
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView
@@ -192,11 +195,7 @@ def inbound_listeners(snapshot: MeshSnapshot, proxy: ProxyView,
             chains = [_ingress_tls_chain(tls, nf)]
         else:
             chains = inbound_chains(policy.for_port(port), http, identity, nf)
-        for fc in chains:  # the TCP RBAC filters go before the tcp_proxy of every chain that serves the app
-            if before and fc.filters and fc.filters[-1] == nf:
-                filters = [*before, *fc.filters]
-                del fc.filters[:]
-                fc.filters.extend(filters)
+        _before_app(chains, before, nf)
         del listener.filter_chains[:]
         listener.filter_chains.extend(chains)
         if needs_tls_inspector(chains):
@@ -307,9 +306,129 @@ def build_listeners(
     if proxy.type == "router":
         return gateway_listeners(snapshot, proxy, eff)
     ports = ports or ProxyPorts()
-    return capture.apply(proxy, [virtual_outbound(snapshot, proxy, ports.outbound, eff),
-                                 *inbound_listeners(snapshot, proxy, eff), *egress_listeners(snapshot, proxy, eff)],
-                         ports.inbound)
+    egress = egress_listeners(snapshot, proxy, eff)
+    if capture.is_captured(proxy):
+        egress = captured_egress(snapshot, proxy, egress)
+    outbound = captured_outbound(snapshot, proxy, ports.outbound, eff, {li.name for li in egress}) \
+        if capture.is_captured(proxy) else [virtual_outbound(snapshot, proxy, ports.outbound, eff)]
+    passthrough = inbound_passthrough_chains(snapshot, proxy, eff) if capture.is_captured(proxy) else []
+    return capture.apply(proxy, [*outbound, *inbound_listeners(snapshot, proxy, eff), *egress], ports.inbound,
+                         passthrough)
+
+
+def inbound_passthrough_chains(snapshot: MeshSnapshot, proxy: ProxyView,
+                               eff: resolve.EffectiveTelemetry) -> list[lc.FilterChain]:
+    """Istio's virtualInbound passthrough chains (buildInboundPassthroughChains), for a captured sidecar: a
+    connection to a port without an inbound listener goes on to where it was sent (InboundPassthroughCluster),
+    in the chains of the workload's PeerAuthentication mode (port-level modes name listener ports), with the
+    access and metrics logs and the TCP authorization filters of any inbound TCP port."""
+    cluster = names.INBOUND_PASSTHROUGH_CLUSTER
+    tp = tcp_proxy_pb2.TcpProxy(stat_prefix=cluster, cluster=cluster)
+    observability(tp, snapshot, proxy, resolve.SERVER, eff)
+    with_metrics_log(tp, snapshot, proxy, eff, telemetry.DESTINATION, backed_services(snapshot, proxy))
+    nf = lc.Filter(name=TCP_PROXY_NAME, typed_config=pack(tp))
+    policy = workload_policy(snapshot, proxy.namespace, proxy.labels)
+    chains = inbound_chains(policy.mode, False, has_mesh_identity(proxy), nf)
+    before = ext_authz.tcp_filters(snapshot, proxy)
+    for i, fc in enumerate(chains):
+        fc.name = names.VIRTUAL_INBOUND if i == 0 else f"{names.VIRTUAL_INBOUND}-{i}"
+    _before_app(chains, before, nf)
+    return chains
+
+
+def _before_app(chains: list[lc.FilterChain], before: list[lc.Filter], nf: lc.Filter) -> None:
+    """Put the TCP RBAC filters `before` the tcp_proxy `nf` of every chain that serves the app."""
+    for fc in chains:
+        if before and fc.filters and fc.filters[-1] == nf:
+            filters = [*before, *fc.filters]
+            del fc.filters[:]
+            fc.filters.extend(filters)
+
+
+def captured_outbound(snapshot: MeshSnapshot, proxy: ProxyView, port: int, eff: resolve.EffectiveTelemetry,
+                      taken: set[str]) -> list[listener_pb2.Listener]:
+    """A captured sidecar's outbound listeners, as Istio's (capture.py): the catch-all `virtualOutbound` on
+    0.0.0.0:`port`, and per visible service port a listener that binds nothing, reached through it by original
+    destination: `0.0.0.0_PORT` for HTTP ports (an HCM with RDS `PORT`: the route config by Host, VIPs included,
+    ending in allow_any or block_all), `VIP_PORT` for each ClusterIP of a TCP port (a tcp_proxy to the service's
+    tcp route), `0.0.0.0_PORT` for a TCP port of a service without one (unless an HTTP port took it: the first
+    service by name wins, as Istio's listener conflicts). `taken`: Sidecar egress listener names, which win."""
+    catch_all = capture.catch_all_cluster(outbound_policy(snapshot, proxy))
+    out = [capture.virtual_outbound(
+        port, capture.interception_mode(proxy),
+        outbound_tcp_proxy(snapshot, proxy, names.BLACKHOLE_CLUSTER, [(names.BLACKHOLE_CLUSTER, 100)], eff),
+        outbound_tcp_proxy(snapshot, proxy, catch_all, [(catch_all, 100)], eff))]
+    services = visible_services(snapshot, proxy)
+    auto = autoallocate.for_proxy(snapshot, proxy)  # ServiceEntries' 240.240.x.y VIPs (DNS auto-allocation)
+    http_ports = sorted({p.port for svc in services for p in unique_ports(svc) if names.is_http(p.protocol)})
+    for p in http_ports:
+        name = names.listener_name("0.0.0.0", p)
+        if name in taken:
+            continue
+        h = http_connection_manager(f"outbound_0.0.0.0_{p}",
+                                    http_filters(FilterContext(snapshot, proxy, Direction.OUTBOUND, p, eff)),
+                                    rds=names.port_route(p))
+        observability(h, snapshot, proxy, resolve.CLIENT, eff)
+        with_metrics_log(h, snapshot, proxy, eff, telemetry.SOURCE)
+        taken.add(name)
+        out.append(capture.not_bound(_listener(name, "0.0.0.0", p, base_pb2.OUTBOUND,
+                                               lc.Filter(name=HCM_NAME, typed_config=pack(h)))))
+    for svc in services:
+        for sp in unique_ports(svc):
+            if names.is_http(sp.protocol):
+                continue
+            for ip in _listener_addresses(autoallocate.addresses(svc, auto)):
+                name = names.listener_name(ip, sp.port)
+                if name in taken:
+                    continue
+                taken.add(name)
+                clusters, vs = service_tcp_route_from(RouteContext(snapshot, proxy, sp.port), svc)
+                nf = outbound_tcp_proxy(snapshot, proxy, clusters[0][0] if len(clusters) == 1 else f"outbound_{name}",
+                                        clusters, eff)
+                lis = capture.not_bound(_listener(name, ip, sp.port, base_pb2.OUTBOUND, nf))
+                _config_metadata(lis.filter_chains[0], config_path(vs) if vs is not None else "")
+                out.append(lis)
+    return out
+
+
+def captured_egress(snapshot: MeshSnapshot, proxy: ProxyView,
+                    egress: list[listener_pb2.Listener]) -> list[listener_pb2.Listener]:
+    """A captured sidecar's Sidecar egress listeners, as Istio's bindToPort rule: with the default captureMode the
+    listener binds nothing (iptables brings the traffic through virtualOutbound) on its `bind`, else 0.0.0.0
+    (`0.0.0.0_PORT`); with captureMode NONE it binds its `bind`, else 127.0.0.1. (Bound on the pod address, it
+    would collide with an app listening on that port.)"""
+    sc = snapshot.index.sidecar(proxy)
+    specs: dict[int, tuple[str, str]] = {}  # port -> (explicit bind, captureMode) of its first egress listener
+    for e in (model_of(sc, Sidecar).egress or ()) if sc is not None else ():
+        if e.port is not None and e.port.number:
+            specs.setdefault(e.port.number, (e.bind or "", (e.capture_mode or "").upper()))
+    out, seen = [], set()
+    for lis in egress:
+        port = lis.address.socket_address.port_value
+        bind, mode = specs.get(port, ("", ""))
+        address = bind or ("127.0.0.1" if mode == "NONE" else "0.0.0.0")
+        if names.listener_name(address, port) in seen:
+            continue  # two egress listeners now on one address: the first wins, as Istio's conflicts
+        seen.add(names.listener_name(address, port))
+        moved = listener_pb2.Listener()
+        moved.CopyFrom(lis)
+        moved.name = names.listener_name(address, port)
+        moved.address.socket_address.address = address
+        out.append(moved if mode == "NONE" else capture.not_bound(moved))
+    return out
+
+
+def _listener_addresses(addresses: Sequence[str]) -> list[str]:
+    """The listener addresses of a TCP service port: its VIPs (a host CIDR as its address; wider ServiceEntry
+    CIDRs get no listener of their own: their traffic takes the catch-all), 0.0.0.0 when it has none."""
+    if not addresses:
+        return ["0.0.0.0"]
+    out = []
+    for a in addresses:
+        ip, _, bits = a.partition("/")
+        if not bits or bits == ("128" if ":" in ip else "32"):
+            out.append(ip)
+    return out
 
 
 def egress_listeners(snapshot: MeshSnapshot, proxy: ProxyView,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 BLACKHOLE_CLUSTER = "BlackHoleCluster"
 PASSTHROUGH_CLUSTER = "PassthroughCluster"
+INBOUND_PASSTHROUGH_CLUSTER = "InboundPassthroughCluster"  # a captured sidecar's inbound ports without a listener
 VIRTUAL_OUTBOUND = "virtualOutbound"
 VIRTUAL_INBOUND = "virtualInbound"
 HTTP_PROXY_ROUTE = "http_proxy"  # the combined route config of the explicit HTTP-proxy listener

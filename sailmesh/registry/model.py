@@ -78,6 +78,10 @@ class Workload:
     # "namespace/name" of the one Service this workload serves, chosen by name, not by selector: a Kubernetes
     # EndpointSlice endpoint without a Pod (its `ports` map is keyed by service port name). "" for all others.
     service: str = ""
+    # a Kubernetes pod's DNS name parts (spec.hostname, default the pod name, and spec.subdomain): a headless
+    # Service's name table holds `<hostname>.<subdomain>.<ns>.svc.<domain>` for it (Istio's BuildNameTable)
+    hostname: str = ""
+    subdomain: str = ""
 
 
 @dataclass(frozen=True)

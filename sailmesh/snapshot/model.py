@@ -66,6 +66,9 @@ class MeshSnapshot:
         return self.config.get(kind, ())
 
 
+SCOPE_METADATA = ("INTERCEPTION_MODE", "DNS_CAPTURE", "DNS_AUTO_ALLOCATE")  # node metadata the config depends on
+
+
 @dataclass(frozen=True)
 class ProxyView:
     """Who a proxy is, as it told us in its xDS node (id + metadata)."""
@@ -83,5 +86,9 @@ class ProxyView:
 
     @cached_property
     def scope_key(self) -> tuple[object, ...]:
-        """Proxies with equal scope keys get identical outbound config (cache key part); computed once."""
-        return (self.type, self.namespace, tuple(sorted(self.labels.items())))
+        """Proxies with equal scope keys get identical outbound config (cache key part); computed once. A declared
+        interception mode and DNS auto-allocation are part of it (a captured sidecar's listeners and PassthroughCluster
+        differ; auto-allocated VIPs add listeners)."""
+        key = (self.type, self.namespace, tuple(sorted(self.labels.items())))
+        extra = tuple(str(self.metadata.get(k, "")).upper() for k in SCOPE_METADATA)
+        return (*key, *extra) if any(extra) else key

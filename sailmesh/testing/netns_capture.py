@@ -164,9 +164,10 @@ def connect_as(uid: int, gid: int, host: str, port: int) -> dict[str, Any]:
     return _as_proxy(lambda: connect(host, port))
 
 
-def agent_dns() -> int:
-    """The agent's DNS proxy stand-in: a child as UID/GID 1337 (its sockets are the proxy's) on 127.0.0.1:15053,
-    UDP and TCP, as Istio's agent listens; returns its pid once it listens."""
+def fork_as_proxy(serve: Callable[[Callable[[], None]], None]) -> int:
+    """A child process running `serve(ready)` as the sidecar's UID/GID 1337 (its sockets are the proxy's, which
+    istio-iptables leaves alone); returns the child's pid once it called `ready()`. `serve` returns only when the
+    child should exit."""
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -175,21 +176,34 @@ def agent_dns() -> int:
             os.setgroups([])
             os.setgid(PROXY_ID)
             os.setuid(PROXY_ID)
-            listen_udp("127.0.0.1", AGENT_DNS, "agent-dns-udp")
-            tcp = _bind(socket.AF_INET, socket.SOCK_STREAM, "127.0.0.1", AGENT_DNS)
-            tcp.listen(16)
-            threading.Thread(target=_serve, args=(tcp, "agent-dns-tcp"), daemon=True).start()
-            os.write(write, b"ready")
-            os.close(write)
-            while True:
-                time.sleep(3600)
+
+            def ready() -> None:
+                os.write(write, b"ready")
+                os.close(write)
+
+            serve(ready)
         finally:
             os._exit(0)
     os.close(write)
     with os.fdopen(read, "rb") as r:
         if r.read() != b"ready":
-            raise RuntimeError("the agent's DNS stand-in did not start")
+            raise RuntimeError("the proxy's child process did not start")
     return pid
+
+
+def agent_dns() -> int:
+    """The agent's DNS proxy stand-in: a child as UID/GID 1337 on 127.0.0.1:15053, UDP and TCP, as Istio's agent
+    listens; returns its pid once it listens."""
+    def serve(ready: Callable[[], None]) -> None:
+        listen_udp("127.0.0.1", AGENT_DNS, "agent-dns-udp")
+        tcp = _bind(socket.AF_INET, socket.SOCK_STREAM, "127.0.0.1", AGENT_DNS)
+        tcp.listen(16)
+        threading.Thread(target=_serve, args=(tcp, "agent-dns-tcp"), daemon=True).start()
+        ready()
+        while True:
+            time.sleep(3600)
+
+    return fork_as_proxy(serve)
 
 
 def _ip(*args: str) -> None:

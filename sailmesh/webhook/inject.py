@@ -394,8 +394,9 @@ def apply_proxy_annotations(proxy: Obj, annotations: Mapping[str, str]) -> None:
 
 
 # proxyMetadata keys something in sailmesh reads (istio-iptables and the agent); the others reach the containers'
-# environment but nothing acts on them (e.g. ISTIO_META_DNS_AUTO_ALLOCATE: no auto-allocated addresses)
-ACTED_ON_METADATA = (DNS_CAPTURE, "REDIRECT_DNS", "CAPTURE_ALL_DNS", "ISTIO_META_INTERCEPTION_MODE")
+# environment but nothing acts on them
+ACTED_ON_METADATA = (DNS_CAPTURE, "REDIRECT_DNS", "CAPTURE_ALL_DNS", "ISTIO_META_INTERCEPTION_MODE",
+                     "ISTIO_META_DNS_AUTO_ALLOCATE")
 
 
 def not_acted_on(pod: Mapping[str, Any], cfg: InjectionConfig | None = None) -> list[str]:

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import dns.flags
@@ -28,9 +29,10 @@ import dns.rdatatype
 import dns.rrset
 
 from sailmesh.agent.dns import DnsProxy, read_resolv_conf
+from sailmesh.testing.netns_capture import fork_as_proxy
 from sailmesh.xds.nds import NameTable
 
-RESOLVER, PROXY_ID, AGENT_PORT = "10.77.0.2", 1337, 15053
+RESOLVER, AGENT_PORT = "10.77.0.2", 15053
 SEARCH = "default.svc.cluster.local svc.cluster.local cluster.local"
 MESH = {"reviews.default.svc.cluster.local": "10.96.0.10", "api.example.com": "240.0.0.1"}
 OUTSIDE = "outside.test."
@@ -73,37 +75,24 @@ def resolver(seen: list[str]) -> None:
 
 def agent_dns() -> int:
     """The agent's DNS proxy in a child as UID/GID 1337 with a name table; returns its pid once it listens."""
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(read)
-            os.setgroups([])
-            os.setgid(PROXY_ID)
-            os.setuid(PROXY_ID)
-            async def serve() -> None:
-                proxy = DnsProxy("default", "cluster.local", read_resolv_conf())
-                table = NameTable()
-                for host, ip in MESH.items():
-                    info = table.table[host]
-                    info.ips.append(ip)
-                    info.registry = "External" if "example" in host else "Kubernetes"
-                    if info.registry == "Kubernetes":
-                        info.shortname, info.namespace = host.split(".")[0], "default"
-                proxy.update(table)
-                await proxy.start("127.0.0.1", AGENT_PORT)
-                os.write(write, b"ready")
-                os.close(write)
-                await asyncio.Event().wait()
+    def run(ready: Callable[[], None]) -> None:
+        async def serve() -> None:
+            proxy = DnsProxy("default", "cluster.local", read_resolv_conf())
+            table = NameTable()
+            for host, ip in MESH.items():
+                info = table.table[host]
+                info.ips.append(ip)
+                info.registry = "External" if "example" in host else "Kubernetes"
+                if info.registry == "Kubernetes":
+                    info.shortname, info.namespace = host.split(".")[0], "default"
+            proxy.update(table)
+            await proxy.start("127.0.0.1", AGENT_PORT)
+            ready()
+            await asyncio.Event().wait()
 
-            asyncio.run(serve())
-        finally:
-            os._exit(0)
-    os.close(write)
-    with os.fdopen(read, "rb") as r:
-        if r.read() != b"ready":
-            raise RuntimeError("the agent's DNS proxy did not start")
-    return pid
+        asyncio.run(serve())
+
+    return fork_as_proxy(run)
 
 
 def _lookup(name: str) -> list[str] | str:

@@ -5,8 +5,10 @@ The "pod" namespace (this process) gets 10.77.0.1 on a veth to a "peer" namespac
 `unshare -n ... --peer`); the app listens on 0.0.0.0:9080 itself, as in a pod (Envoy's per-port inbound listener
 must not bind it); the injector's istio-init args are applied with the real CLI (`sailmesh istio-iptables`, nat
 REDIRECT: inbound TCP to 15006); Envoy runs as UID/GID 1337 (the proxy's identity the rules leave alone). The peer
-sends `GET /reviews/0` to 10.77.0.1:9080. One JSON result on stdout: the answer, Envoy's virtualInbound and inbound
-cluster stats, and the app's view of the connection (its peer address: Envoy's 127.0.0.6 passthrough source).
+sends `GET /reviews/0` to 10.77.0.1:9080, then to 7070 (the app listens there too, but no service declares it: no
+inbound listener, the passthrough). One JSON result on stdout: the answers, Envoy's virtualInbound, inbound cluster
+and InboundPassthroughCluster stats, and the app's view of each connection (its peer address: Envoy's 127.0.0.6
+passthrough source).
 """
 
 from __future__ import annotations
@@ -27,16 +29,17 @@ from sailmesh.testing.netns_capture import PEER_IF, PEER_IP, POD_IF, POD_IP, PRO
 from tests.e2e.tproxy_netns import app
 
 SERVICE_PORT = 9080
+UNLISTED_PORT = 7070
 HOST = "reviews.default.svc.cluster.local:9080"
 
 
-def _ip(*args: str) -> None:
+def ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
 
 
-def _up(iface: str, address: str) -> None:
-    _ip("addr", "add", f"{address}/24", "dev", iface)
-    _ip("link", "set", iface, "up")
+def up(iface: str, address: str) -> None:
+    ip("addr", "add", f"{address}/24", "dev", iface)
+    ip("link", "set", iface, "up")
 
 
 def get(host: str, port: int) -> dict[str, Any]:
@@ -50,21 +53,26 @@ def get(host: str, port: int) -> dict[str, Any]:
         return {"error": f"{type(e).__name__}: {e}"}
 
 
+def wait_for_link(iface: str) -> bool:
+    """Whether `iface` arrived in this namespace within 20 s (the pod side moves the veth end here)."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.if_nametoindex(iface)
+            return True
+        except OSError:
+            time.sleep(0.02)
+    return False
+
+
 def peer() -> int:
     """The peer namespace: wait for its veth end, then answer `get HOST PORT` lines from stdin."""
-    _ip("link", "set", "lo", "up")
+    ip("link", "set", "lo", "up")
     print("started", flush=True)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            socket.if_nametoindex(PEER_IF)
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                print(json.dumps({"error": "veth end never arrived"}), flush=True)
-                return 1
-            time.sleep(0.02)
-    _up(PEER_IF, PEER_IP)
+    if not wait_for_link(PEER_IF):
+        print(json.dumps({"error": "veth end never arrived"}), flush=True)
+        return 1
+    up(PEER_IF, PEER_IP)
     print("ready", flush=True)
     for line in sys.stdin:
         words = line.split()
@@ -73,24 +81,25 @@ def peer() -> int:
     return 0
 
 
-def _as_proxy() -> None:
+def as_proxy() -> None:
     os.setgroups([])
     os.setgid(PROXY_ID)
     os.setuid(PROXY_ID)
 
 
-def _admin(port: int, path: str) -> str:
+def admin_get(port: int, path: str) -> str:
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     c.request("GET", path)
     return c.getresponse().read().decode()
 
 
-def _wait_for_virtual_inbound(envoy: subprocess.Popen[bytes], admin: int) -> bool:
+def wait_for_listener(envoy: subprocess.Popen[bytes], admin: int, name: str) -> bool:
+    """Whether Envoy serves listener `name` within 30 s (False when it exits first)."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and envoy.poll() is None:
         try:
-            statuses = json.loads(_admin(admin, "/listeners?format=json")).get("listener_statuses", ())
-            if any(s["name"] == "virtualInbound" for s in statuses):
+            statuses = json.loads(admin_get(admin, "/listeners?format=json")).get("listener_statuses", ())
+            if any(s["name"] == name for s in statuses):
                 return True
         except (OSError, ValueError):
             pass
@@ -100,7 +109,7 @@ def _wait_for_virtual_inbound(envoy: subprocess.Popen[bytes], admin: int) -> boo
 
 def pod(bootstrap: str, admin: int, iptables_args: list[str]) -> dict[str, Any]:
     """The pod namespace: link the peer, start the app, capture, start Envoy as 1337, have the peer call 9080."""
-    _ip("link", "set", "lo", "up")
+    ip("link", "set", "lo", "up")
     helper = subprocess.Popen(["unshare", "-n", sys.executable, "-m", "tests.e2e.redirect_netns", "--peer"],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert helper.stdin is not None and helper.stdout is not None
@@ -109,12 +118,13 @@ def pod(bootstrap: str, admin: int, iptables_args: list[str]) -> dict[str, Any]:
     try:
         if helper.stdout.readline().strip() != "started":
             return {"error": "peer namespace did not start"}
-        _ip("link", "add", POD_IF, "type", "veth", "peer", "name", PEER_IF)
-        _ip("link", "set", PEER_IF, "netns", str(helper.pid))
-        _up(POD_IF, POD_IP)
+        ip("link", "add", POD_IF, "type", "veth", "peer", "name", PEER_IF)
+        ip("link", "set", PEER_IF, "netns", str(helper.pid))
+        up(POD_IF, POD_IP)
         if helper.stdout.readline().strip() != "ready":
             return {"error": "peer not ready"}
         app("0.0.0.0", SERVICE_PORT)  # as a pod's container listens: the whole pod's port
+        app("0.0.0.0", UNLISTED_PORT)  # a port the pod's services do not declare: no inbound listener
         applied = subprocess.run([sys.executable, "-m", "sailmesh", *iptables_args],
                                  capture_output=True, text=True, timeout=60)
         if applied.returncode != 0:
@@ -123,8 +133,8 @@ def pod(bootstrap: str, admin: int, iptables_args: list[str]) -> dict[str, Any]:
         config = shutil.copy(bootstrap, os.path.join(work, "envoy.json"))
         os.chmod(config, 0o644)
         envoy = subprocess.Popen([envoy_binary(), "-c", config, "--disable-hot-restart", "-l", "warning"],
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=_as_proxy, cwd=work)
-        if not _wait_for_virtual_inbound(envoy, admin):
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=as_proxy, cwd=work)
+        if not wait_for_listener(envoy, admin, "virtualInbound"):
             envoy.kill()
             assert envoy.stdout is not None
             return {"error": "envoy never served virtualInbound",
@@ -132,9 +142,14 @@ def pod(bootstrap: str, admin: int, iptables_args: list[str]) -> dict[str, Any]:
         helper.stdin.write(f"get {POD_IP} {SERVICE_PORT}\n")
         helper.stdin.flush()
         out: dict[str, Any] = json.loads(helper.stdout.readline())
-        out["virtual_inbound_stats"] = _admin(admin, "/stats?filter=^listener.0.0.0.0_15006.downstream_cx_total")
-        out["inbound_cluster_stats"] = _admin(admin, "/stats?filter=^cluster.inbound.9080...upstream_rq_total")
-        out["listeners"] = json.loads(_admin(admin, "/listeners?format=json"))
+        out["virtual_inbound_stats"] = admin_get(admin, "/stats?filter=^listener.0.0.0.0_15006.downstream_cx_total")
+        out["inbound_cluster_stats"] = admin_get(admin, "/stats?filter=^cluster.inbound.9080...upstream_rq_total")
+        helper.stdin.write(f"get {POD_IP} {UNLISTED_PORT}\n")
+        helper.stdin.flush()
+        out["unlisted"] = json.loads(helper.stdout.readline())
+        out["inbound_passthrough_stats"] = admin_get(
+            admin, "/stats?filter=^cluster.InboundPassthroughCluster.upstream_cx_total$")
+        out["listeners"] = json.loads(admin_get(admin, "/listeners?format=json"))
         return out
     finally:
         if envoy is not None:

@@ -1,6 +1,7 @@
 """A pod captured in Istio's REDIRECT mode (the default interceptionMode) with a real Envoy on generated config: in
 private network namespaces (root), with the injector's istio-iptables rules, a peer's connection to the pod's 9080
-reaches the app (which owns 0.0.0.0:9080) through Envoy's virtualInbound on 15006."""
+reaches the app (which owns 0.0.0.0:9080) through Envoy's virtualInbound on 15006, and a connection to a port no
+service declares passes through to the app (InboundPassthroughCluster)."""
 
 from __future__ import annotations
 
@@ -71,6 +72,12 @@ def test_captured_inbound_reaches_the_app_through_virtual_inbound(tmp_path: path
     assert "downstream_cx_total: 1" in got["virtual_inbound_stats"], got
     assert "upstream_rq_total: 1" in got["inbound_cluster_stats"], got
     assert body["peer"] == "127.0.0.6"
+    # a port with no inbound listener passes through virtualInbound (Istio's InboundPassthroughCluster), from the
+    # passthrough source too
+    unlisted = got["unlisted"]
+    assert unlisted.get("status") == 200, got
+    assert json.loads(unlisted["body"])["peer"] == "127.0.0.6" and unlisted.get("server") != "istio-envoy"
+    assert "upstream_cx_total: 1" in got["inbound_passthrough_stats"], got
     # the per-port inbound listener exists but binds nothing (the app owns 0.0.0.0:9080)
     names = [s["name"] for s in got["listeners"]["listener_statuses"]]
     assert f"{POD_IP}_9080" in names and "virtualInbound" in names

@@ -9,10 +9,12 @@ import pytest
 
 from sailmesh.agent.admin import EnvoyAdmin
 from sailmesh.agent.app import app_environment
+from sailmesh.agent.bootstrap import build
 from sailmesh.agent.config import AgentConfig, parse_address, parse_app_ports, parse_labels
 from sailmesh.agent.envoy import EnvoyOptions, EnvoySupervisor
 from sailmesh.cli import agent as cli
 from sailmesh.errors import AgentError
+from sailmesh.webhook.inject import InjectionConfig, proxy_container
 
 
 def test_parse_labels() -> None:
@@ -80,3 +82,40 @@ def test_app_environment() -> None:
     assert env["HTTP_PROXY"] == env["http_proxy"] == "http://127.0.5.6:15001"
     router = app_environment(AgentConfig(ip="127.0.5.6", name="gw-0", proxy_type="router"))
     assert "HTTP_PROXY" not in router
+
+
+def test_a_pod_on_a_network_may_have_a_non_loopback_ip_when_it_declares_its_interception_mode() -> None:
+    """An injected agent gets the pod's real address (`--ip $(INSTANCE_IP)`, status.podIP) and the injector's
+    ISTIO_META_INTERCEPTION_MODE: any declared mode (REDIRECT, TPROXY, Istio's NONE) is a pod on a network and
+    may use it; the embedded mesh (no mode) keeps the loopback rule. Envoy's admin then binds 127.0.0.1 (Istio's
+    localhost admin), never the pod address."""
+    for mode in ("REDIRECT", "TPROXY", "NONE"):
+        cfg = AgentConfig(ip="10.244.1.5", name="reviews-v1-0", interception_mode=mode)
+        assert cfg.node_id == "sidecar~10.244.1.5~reviews-v1-0.default~default.svc.cluster.local"
+        assert (cfg.admin_host, cfg.admin_url) == ("127.0.0.1", "http://127.0.0.1:15000")
+    with pytest.raises(AgentError, match="loopback"):
+        AgentConfig(ip="10.244.1.5", name="reviews-v1-0")
+    embedded = AgentConfig(ip="127.0.1.3", name="reviews-v1-0")
+    assert (embedded.admin_host, embedded.admin_url) == ("127.0.1.3", "http://127.0.1.3:15000")
+
+
+def test_the_injected_agent_command_builds_a_config_on_the_pod_ip(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The injector's own container command and env, with the values the kubelet would fill in, give a config
+    (before this, the agent refused the pod ip and an injected pod's proxy never started)."""
+    pod = {"metadata": {"name": "reviews-v1-0", "namespace": "default"},
+           "spec": {"containers": [{"name": "reviews", "ports": [{"containerPort": 9080}]}]}}
+    container = proxy_container(pod, {"app": "reviews"}, {}, "reviews-v1", InjectionConfig())
+    values = {"INSTANCE_IP": "10.244.1.5", "POD_NAME": "reviews-v1-0", "POD_NAMESPACE": "default",
+              "SERVICE_ACCOUNT": "bookinfo-reviews"}
+    for e in container["env"]:
+        if "value" in e:
+            monkeypatch.setenv(e["name"], e["value"])
+    argv = [values.get(a[2:-1], a) if a.startswith("$(") else a for a in container["command"][2:]]
+    p = argparse.ArgumentParser()
+    cli.add_arguments(p)
+    cfg = cli.config_from_args(p.parse_args(argv))
+    assert (cfg.ip, cfg.interception_mode) == ("10.244.1.5", "REDIRECT")
+    boot = build(cfg)
+    assert boot["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+    stats = next(li for li in boot["static_resources"]["listeners"] if li["name"] == "prometheus_stats")
+    assert stats["address"]["socket_address"]["address"] == "10.244.1.5"  # Prometheus scrapes the pod's 15090

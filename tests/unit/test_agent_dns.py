@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import dns.flags
 import dns.message
 import dns.rcode
@@ -172,3 +174,26 @@ def test_resolv_conf_and_upstreams(tmp_path) -> None:  # type: ignore[no-untyped
                                                                     ("10.0.0.1", 53))
     with pytest.raises(AgentError):
         parse_upstreams("dns.example.com:53")
+
+
+def test_headless_service_pods_with_a_subdomain_get_their_own_names() -> None:
+    """Istio's BuildNameTable adds, for a headless Service's endpoints whose pod has a subdomain (a StatefulSet's
+    pods: hostname = pod name, subdomain = the service), `<hostname>.<subdomain>.<ns>.svc.<domain>` with the pod's
+    one address and short name `<hostname>.<subdomain>`, as Kubernetes DNS names them; the service keeps all."""
+    pods = [dataclasses.replace(workload("mysql-0", "10.244.0.7", app="mysql"), hostname="mysql-0", subdomain="mysql"),
+            dataclasses.replace(workload("mysql-1", "10.244.0.8", app="mysql"), hostname="mysql-1", subdomain="mysql"),
+            workload("mysql-x", "10.244.0.9", app="mysql")]  # no subdomain: only in the service's answer
+    snap = make_snapshot(services=[service("mysql", resolution="NONE", origin="Service default/mysql")],
+                         workloads=pods)
+    table = build_name_table(snap, sidecar())
+    got = {h: (list(i.ips), i.registry, i.shortname, i.namespace) for h, i in table.table.items()}
+    assert got == {
+        "mysql.default.svc.cluster.local": (["10.244.0.7", "10.244.0.8", "10.244.0.9"], "Kubernetes", "mysql",
+                                            "default"),
+        "mysql-0.mysql.default.svc.cluster.local": (["10.244.0.7"], "Kubernetes", "mysql-0.mysql", "default"),
+        "mysql-1.mysql.default.svc.cluster.local": (["10.244.0.8"], "Kubernetes", "mysql-1.mysql", "default"),
+    }
+    lookup = lookup_table(table, "default", "cluster.local", SEARCH)
+    assert _addresses(_ask(lookup, "mysql-0.mysql.default.svc.cluster.local.")) == \
+        [("mysql-0.mysql.default.svc.cluster.local.", "A", ["10.244.0.7"])]
+    assert _addresses(_ask(lookup, "mysql-1.mysql.default."))[0][2] == ["10.244.0.8"]

@@ -7,8 +7,10 @@ import dataclasses
 from types import MappingProxyType
 
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.listener.original_src.v3 import original_src_pb2
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from sailmesh.agent.bootstrap import node
 from sailmesh.agent.config import AgentConfig
@@ -42,9 +44,9 @@ def test_tproxy_listeners_are_transparent_and_inbound_keeps_the_original_source(
     src = original_src_pb2.OriginalSrc()
     assert vin.listener_filters[1].typed_config.Unpack(src) and src.mark == 1337
     per_port = lis["127.0.1.3_9080"]
-    assert [c.filter_chain_match.destination_port.value for c in vin.filter_chains] == \
-        [9080] * len(per_port.filter_chains)
-    assert [c.filters for c in vin.filter_chains] == [c.filters for c in per_port.filter_chains]
+    ported = vin.filter_chains[:len(per_port.filter_chains)]  # then the blackhole and passthrough chains
+    assert [c.filter_chain_match.destination_port.value for c in ported] == [9080] * len(per_port.filter_chains)
+    assert [c.filters for c in ported] == [c.filters for c in per_port.filter_chains]
     assert len({c.name for c in vin.filter_chains}) == len(vin.filter_chains)  # unique names, as Envoy wants
 
 
@@ -56,7 +58,7 @@ def test_redirect_captured_sidecar_serves_inbound_on_virtual_inbound() -> None:
     """Istio's REDIRECT mode (the default interceptionMode): nat REDIRECT sends inbound TCP to 15006, so
     virtualInbound on 0.0.0.0:15006 with the original_dst listener filter only (not transparent, no original_src:
     those are TPROXY's) serves each inbound port's chains by destination port; the per-port listeners do not bind
-    (the app owns its port in a pod); virtualOutbound is untouched."""
+    (the app owns its port in a pod)."""
     lis = _listeners(REDIRECT)
     vin = lis["virtualInbound"]
     assert not vin.HasField("transparent")
@@ -65,10 +67,10 @@ def test_redirect_captured_sidecar_serves_inbound_on_virtual_inbound() -> None:
     assert "envoy.filters.listener.original_src" not in [f.name for f in vin.listener_filters]
     per_port = lis["127.0.1.3_9080"]
     assert per_port.bind_to_port.value is False and per_port.HasField("bind_to_port")
-    assert [c.filter_chain_match.destination_port.value for c in vin.filter_chains] == \
-        [9080] * len(per_port.filter_chains)
-    assert [c.filters for c in vin.filter_chains] == [c.filters for c in per_port.filter_chains]
-    assert lis["virtualOutbound"] == _listeners()["virtualOutbound"]
+    ported = vin.filter_chains[:len(per_port.filter_chains)]  # then the blackhole and passthrough chains
+    assert [c.filter_chain_match.destination_port.value for c in ported] == [9080] * len(per_port.filter_chains)
+    assert [c.filters for c in ported] == [c.filters for c in per_port.filter_chains]
+    assert lis["virtualOutbound"].use_original_dst.value is True  # Istio's catch-all (test_generate_capture_outbound)
 
 
 def test_redirect_mode_inbound_clusters_leave_from_the_passthrough_source() -> None:
@@ -103,3 +105,51 @@ def test_the_agent_declares_the_mode_only_when_it_is_given() -> None:
     for mode in ("REDIRECT", "TPROXY", "NONE"):
         cfg = dataclasses.replace(base, interception_mode=mode)
         assert node(cfg)["metadata"]["INTERCEPTION_MODE"] == mode
+
+
+STRICT = """
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: default}
+spec:
+  mtls: {mode: STRICT}
+"""
+
+
+def _passthrough_chains(vin: listener_pb2.Listener) -> list[lc.FilterChain]:
+    return [c for c in vin.filter_chains
+            if c.name.startswith("virtualInbound") and c.name != "virtualInbound-blackhole"]
+
+
+def test_inbound_ports_without_a_listener_pass_through() -> None:
+    """Istio's virtualInbound: after the listener ports' chains, `virtualInbound-blackhole` (destination port 15006
+    itself) and the passthrough chains (no destination port: any other port) to InboundPassthroughCluster, an
+    ORIGINAL_DST cluster leaving from 127.0.0.6 in REDIRECT mode (buildInboundPassthroughCluster); TPROXY keeps
+    the client's source (original_src); an uncaptured sidecar has neither."""
+    vin = _listeners(REDIRECT)["virtualInbound"]
+    names = [c.name for c in vin.filter_chains]
+    black = vin.filter_chains[names.index("virtualInbound-blackhole")]
+    assert black.filter_chain_match.destination_port.value == 15006
+    passthrough = _passthrough_chains(vin)
+    assert [c.name for c in passthrough] == ["virtualInbound"]  # no mesh identity: plaintext only
+    assert not passthrough[0].filter_chain_match.HasField("destination_port")
+    tp = tcp_proxy_pb2.TcpProxy()
+    assert passthrough[0].filters[-1].typed_config.Unpack(tp) and tp.cluster == "InboundPassthroughCluster"
+    clusters = generated(bookinfo(), _proxy(REDIRECT), CLUSTER, cluster_pb2.Cluster)
+    c = clusters["InboundPassthroughCluster"]
+    assert (c.type, c.lb_policy) == (cluster_pb2.Cluster.ORIGINAL_DST, cluster_pb2.Cluster.CLUSTER_PROVIDED)
+    assert c.upstream_bind_config.source_address.address == "127.0.0.6"
+    tproxy = generated(bookinfo(), _proxy(TPROXY), CLUSTER, cluster_pb2.Cluster)["InboundPassthroughCluster"]
+    assert not tproxy.HasField("upstream_bind_config")
+    assert "InboundPassthroughCluster" not in generated(bookinfo(), _proxy(), CLUSTER, cluster_pb2.Cluster)
+
+
+def test_inbound_passthrough_follows_the_workloads_peer_authentication() -> None:
+    """Istio builds the passthrough chains with the workload's mTLS mode: STRICT takes only mesh mTLS there too
+    (a plaintext connection to an unlisted port matches no chain and is closed)."""
+    proxy = dataclasses.replace(_proxy(REDIRECT), labels={"app": "reviews", "version": "v1",
+                                                          "security.istio.io/tlsMode": "istio"})
+    vin = generated(bookinfo(STRICT), proxy, LISTENER, listener_pb2.Listener)["virtualInbound"]
+    passthrough = _passthrough_chains(vin)
+    assert passthrough and all(c.filter_chain_match.transport_protocol == "tls" for c in passthrough)
+    assert all(c.HasField("transport_socket") for c in passthrough)

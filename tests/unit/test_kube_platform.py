@@ -206,3 +206,16 @@ def test_kube_build_caches_outside_the_repo_and_reports_what_is_missing(
     gomod = ("replace (\n\tk8s.io/api => ./staging/src/k8s.io/api\n"
              "\tk8s.io/apiserver => ./staging/src/k8s.io/apiserver\n")
     assert kube_build.staging_modules(gomod + "\tk8s.io/x => k8s.io/x v1.0.0\n)") == ["k8s.io/api", "k8s.io/apiserver"]
+
+
+def test_a_pod_with_a_subdomain_carries_its_dns_name_parts() -> None:
+    """Kubernetes names a pod `<hostname>.<subdomain>...` when spec.subdomain is set (hostname: spec.hostname, else
+    the pod name); the name table of its headless Service uses them (Istio's endpoint builder reads the same)."""
+    reg = KubeRegistry()
+    sts = pod("mysql-0", "10.0.0.7")
+    sts["spec"] = {**sts["spec"], "subdomain": "mysql"}
+    named = pod("db", "10.0.0.8")
+    named["spec"] = {**named["spec"], "subdomain": "mysql", "hostname": "primary"}
+    reg.listed(PODS, [sts, named, pod("web-1", "10.0.0.5")])
+    ws = {w.name: (w.hostname, w.subdomain) for w in reg.workloads()}
+    assert ws == {"mysql-0": ("mysql-0", "mysql"), "db": ("primary", "mysql"), "web-1": ("", "")}

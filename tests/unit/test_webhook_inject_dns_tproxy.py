@@ -32,9 +32,9 @@ def test_dns_capture_from_the_pods_proxy_config_reaches_istio_init_and_the_agent
     assert not_acted_on(pod(annotations=both)) == [
         "proxyMetadata A is accepted, not acted on by sailmesh",
         "annotation proxy.istio.io/config is accepted, not acted on by sailmesh's injector (but its proxyMetadata)"]
-    auto = InjectionConfig(proxy_metadata=(("ISTIO_META_DNS_AUTO_ALLOCATE", "true"),))
-    assert not_acted_on(pod(annotations=DNS), auto) == [  # the mesh's metadata too
-        "proxyMetadata ISTIO_META_DNS_AUTO_ALLOCATE is accepted, not acted on by sailmesh"]
+    auto = InjectionConfig(proxy_metadata=(("ISTIO_META_DNS_AUTO_ALLOCATE", "true"), ("X_OTHER", "1")))
+    assert not_acted_on(pod(annotations=DNS), auto) == [  # the mesh's metadata too (auto-allocation is acted on)
+        "proxyMetadata X_OTHER is accepted, not acted on by sailmesh"]
     plain = _containers(inject_pod(pod(), CFG))
     assert "--redirect-dns" not in plain["istio-init"]["args"] and "env" not in plain["istio-init"]
     assert "ISTIO_META_DNS_CAPTURE" not in _env(plain["istio-proxy"])

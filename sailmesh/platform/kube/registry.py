@@ -162,11 +162,14 @@ class KubeRegistry:
             if not ip or status.get("phase") in ("Succeeded", "Failed"):
                 continue
             labels = _labels(pod)
+            spec = pod.get("spec") or {}
+            subdomain = str(spec.get("subdomain") or "")
             out.append(Workload(
                 name=name, namespace=ns, address=ip, labels=MappingProxyType(labels),
-                service_account=str((pod.get("spec") or {}).get("serviceAccountName") or "default"),
+                service_account=str(spec.get("serviceAccountName") or "default"),
                 locality=self._locality(pod), network=self._network(ns, labels), healthy=pod_ready(pod),
                 origin=f"Pod {ns}/{name}", ports=MappingProxyType(_named_ports(pod)),
+                hostname=str(spec.get("hostname") or name) if subdomain else "", subdomain=subdomain,
             ))
         return out
 

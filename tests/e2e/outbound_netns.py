@@ -1,0 +1,136 @@
+"""Run as root inside a fresh network namespace (`unshare -n python -m tests.e2e.outbound_netns BOOTSTRAP ADMIN --
+ISTIO_IPTABLES_ARGS`): the outbound side of a pod captured in Istio's REDIRECT mode, with a real Envoy on
+generated config.
+
+The "pod" namespace (this process) gets 10.77.0.1 on a veth to a "peer" namespace (10.77.0.2, a child
+`unshare -n ... --peer`) and a default route through the peer, as a pod has; the peer runs the reviews app on
+0.0.0.0:9080 (the service's endpoint; the ClusterIP 10.96.0.12 exists only in the mesh's config) and a plain TCP
+listener on 8080 that no service names. The injector's istio-init args are applied with the real CLI; Envoy runs
+as UID/GID 1337. The app (root) then calls the reviews ClusterIP, connects to the peer's 8080 (no listener: the
+passthrough), a process running as 1337 connects there too (the proxy's own traffic, not captured), and the app
+calls the peer's 9080 by address (the HTTP listener of 9080, no route for that host: allow_any or block_all). One JSON
+result on stdout: the answers and Envoy's stats and listeners.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from typing import Any
+
+from sailmesh.processes import envoy_binary
+from sailmesh.testing.netns_capture import PEER_IF, PEER_IP, POD_IF, POD_IP, PROXY_ID, connect, connect_as, listen
+from tests.e2e.redirect_netns import admin_get, as_proxy, ip, up, wait_for_link, wait_for_listener
+from tests.e2e.tproxy_netns import app
+
+CLUSTER_IP, SERVICE_PORT, OTHER_PORT = "10.96.0.12", 9080, 8080
+STATS = ("^cluster.outbound.9080..reviews.default.svc.cluster.local.upstream_rq_total$",
+         "^cluster.PassthroughCluster.upstream_cx_total$", "^listener.0.0.0.0_9080.downstream_cx_total$",
+         "^cluster.BlackHoleCluster.upstream_cx_none_healthy$")
+
+
+def call(host: str = CLUSTER_IP) -> dict[str, Any]:
+    """`GET /reviews/0` to host:9080 (the reviews ClusterIP, as an app resolving `reviews` would: the Host is the
+    VIP; or the peer's own address, a host no route names)."""
+    try:
+        c = http.client.HTTPConnection(host, SERVICE_PORT, timeout=10)
+        c.request("GET", "/reviews/0")
+        r = c.getresponse()
+        return {"status": r.status, "headers": {k.lower(): v for k, v in r.getheaders()},
+                "body": r.read().decode(errors="replace")}
+    except OSError as e:
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
+def peer() -> int:
+    """The peer namespace: the reviews app on 9080 and a plain listener on 8080, then wait to be killed."""
+    ip("link", "set", "lo", "up")
+    print("started", flush=True)
+    if not wait_for_link(PEER_IF):
+        print(json.dumps({"error": "veth end never arrived"}), flush=True)
+        return 1
+    up(PEER_IF, PEER_IP)
+    app("0.0.0.0", SERVICE_PORT)
+    listen({OTHER_PORT: "peer-8080"})
+    print("ready", flush=True)
+    sys.stdin.read()  # until the pod side closes our stdin
+    return 0
+
+
+def _proxy_group() -> None:
+    os.setgid(PROXY_ID)
+
+
+def _stats(admin: int) -> dict[str, int]:
+    out = {}
+    for pattern in STATS:
+        for line in admin_get(admin, f"/stats?filter={pattern}").splitlines():
+            name, _, value = line.partition(": ")
+            out[name] = int(value)
+    return out
+
+
+def pod(bootstrap: str, admin: int, iptables_args: list[str]) -> dict[str, Any]:
+    """The pod namespace: link the peer, capture, start Envoy as 1337, call out every way."""
+    ip("link", "set", "lo", "up")
+    helper = subprocess.Popen(["unshare", "-n", sys.executable, "-m", "tests.e2e.outbound_netns", "--peer"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert helper.stdin is not None and helper.stdout is not None
+    work = tempfile.mkdtemp()
+    envoy: subprocess.Popen[bytes] | None = None
+    try:
+        if helper.stdout.readline().strip() != "started":
+            return {"error": "peer namespace did not start"}
+        ip("link", "add", POD_IF, "type", "veth", "peer", "name", PEER_IF)
+        ip("link", "set", PEER_IF, "netns", str(helper.pid))
+        up(POD_IF, POD_IP)
+        ip("route", "add", "default", "via", PEER_IP)  # the ClusterIP is routed off the pod, as in a cluster
+        if helper.stdout.readline().strip() != "ready":
+            return {"error": "peer not ready"}
+        applied = subprocess.run([sys.executable, "-m", "sailmesh", *iptables_args],
+                                 capture_output=True, text=True, timeout=60)
+        if applied.returncode != 0:
+            return {"error": "istio-iptables failed", "stderr": applied.stderr[-3000:]}
+        os.chmod(work, 0o755)  # the proxy (UID 1337) reads its bootstrap
+        config = shutil.copy(bootstrap, os.path.join(work, "envoy.json"))
+        os.chmod(config, 0o644)
+        # REDIRECT: the proxy runs as UID/GID 1337; TPROXY: as root in group 1337 (Istio's template: NET_ADMIN for
+        # the transparent listeners), which istio-iptables' owner rules leave alone by group
+        tproxy = iptables_args[iptables_args.index("-m") + 1] == "TPROXY" if "-m" in iptables_args else False
+        envoy = subprocess.Popen([envoy_binary(), "-c", config, "--disable-hot-restart", "-l", "warning"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 preexec_fn=_proxy_group if tproxy else as_proxy, cwd=work)
+        if not wait_for_listener(envoy, admin, "virtualOutbound"):
+            envoy.kill()
+            assert envoy.stdout is not None
+            return {"error": "envoy never served virtualOutbound",
+                    "log": envoy.stdout.read().decode(errors="replace")[-3000:]}
+        out: dict[str, Any] = {"service": call()}
+        out["stats_after_service"] = _stats(admin)
+        out["passthrough"] = connect(PEER_IP, OTHER_PORT)
+        out["stats_after_passthrough"] = _stats(admin)
+        out["proxy_own"] = connect_as(PROXY_ID, PROXY_ID, PEER_IP, OTHER_PORT)
+        out["stats_after_proxy_own"] = _stats(admin)
+        out["http_unknown_host"] = call(PEER_IP)  # port 9080 has an HTTP listener, its routes not this host
+        out["stats_after_http_unknown_host"] = _stats(admin)
+        out["listeners"] = json.loads(admin_get(admin, "/listeners?format=json"))
+        return out
+    finally:
+        if envoy is not None:
+            envoy.kill()
+            envoy.wait()
+        helper.kill()
+        helper.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--peer"]:
+        sys.exit(peer())
+    rest = sys.argv[3:]
+    print(json.dumps(pod(sys.argv[1], int(sys.argv[2]), rest[1:] if rest[:1] == ["--"] else rest)), flush=True)

@@ -1,0 +1,130 @@
+"""A pod captured in Istio's REDIRECT mode calls out through a real Envoy on generated config: in private network
+namespaces (root), with the injector's own istio-iptables args, the app's call to a service's ClusterIP goes through
+virtualOutbound (15001) to the service's per-port listener and route, a destination with no listener passes through
+(PassthroughCluster, ORIGINAL_DST), and the proxy's own traffic (UID 1337) is not captured."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import subprocess
+import sys
+from types import MappingProxyType
+from typing import Any
+
+import pytest
+
+from sailmesh.processes import envoy_binary, free_port
+from sailmesh.snapshot.model import MeshSnapshot, ProxyView
+from sailmesh.testing.netns_capture import PEER_IP, POD_IP
+from sailmesh.webhook.inject import InjectionConfig, iptables_args
+from tests.conftest import ROOT
+from tests.e2e.outbound_netns import CLUSTER_IP
+from tests.e2e.test_generate_envoy import static_bootstrap, write_bootstrap
+from tests.e2e.test_redirect_envoy import PATH, _unavailable
+from tests.unit.test_generate_support import make_snapshot, resources, service, sidecar, workload
+from tests.unit.test_generate_uncaptured_golden import REGISTRY_ONLY
+
+pytestmark = pytest.mark.e2e
+ROUTE_HEADER = "x-captured-route"
+REVIEWS_VS = f"""
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: reviews, namespace: default}}
+spec:
+  hosts: [reviews]
+  http:
+  - headers: {{response: {{add: {{{ROUTE_HEADER}: reviews-vs}}}}}}
+    route:
+    - destination: {{host: reviews}}
+"""
+REVIEWS_CLUSTER = "cluster.outbound|9080||reviews.default.svc.cluster.local.upstream_rq_total"
+PASSTHROUGH = "cluster.PassthroughCluster.upstream_cx_total"
+
+
+def _mesh(*config: str, mode: str = "REDIRECT") -> tuple[MeshSnapshot, ProxyView]:
+    """The pod (productpage, captured in `mode`) and reviews behind ClusterIP 10.96.0.12 with its one endpoint in
+    the peer namespace."""
+    services = [service("productpage"), service("reviews", addresses=(CLUSTER_IP,))]
+    workloads = [workload("productpage-v1-0", POD_IP, app="productpage", version="v1"),
+                 workload("reviews-v1-0", PEER_IP, app="reviews", version="v1")]
+    proxy = dataclasses.replace(sidecar(name="productpage-v1-0", ip=POD_IP, app_ports={9080: 9080}),
+                                metadata=MappingProxyType({"INTERCEPTION_MODE": mode}))
+    return make_snapshot(resources(REVIEWS_VS, *config), services, workloads), proxy
+
+
+def _bootstrap(tmp_path: pathlib.Path, admin: int, *config: str, mode: str = "REDIRECT") -> pathlib.Path:
+    snapshot, proxy = _mesh(*config, mode=mode)
+    return write_bootstrap(tmp_path, static_bootstrap(snapshot, proxy, admin))
+
+
+def test_envoy_validates_captured_outbound_config(tmp_path: pathlib.Path) -> None:
+    path = _bootstrap(tmp_path, free_port())
+    r = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path), "--disable-hot-restart",
+                        "-l", "warning"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+
+
+def _run(path: pathlib.Path, mode: str = "REDIRECT") -> dict[str, Any]:
+    # exactly the injected istio-init's: -p 15001 -u 1337 -m MODE
+    args = iptables_args({"sidecar.istio.io/interceptionMode": mode}, InjectionConfig())
+    assert args[args.index("-p") + 1] == "15001" and args[args.index("-u") + 1] == "1337"
+    assert args[args.index("-m") + 1] == mode
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": PATH}
+    done = subprocess.run(["unshare", "-n", sys.executable, "-m", "tests.e2e.outbound_netns", str(path), "15000",
+                           "--", *args], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    lines = done.stdout.strip().splitlines()
+    assert lines, f"no result (rc {done.returncode}): {done.stderr[-3000:]}"
+    got: dict[str, Any] = json.loads(lines[-1])
+    assert "error" not in got, got
+    return got
+
+
+@pytest.mark.parametrize("mode", ["REDIRECT", "TPROXY"])
+def test_captured_app_reaches_a_cluster_ip_through_envoy_and_unknown_destinations_pass_through(
+        tmp_path: pathlib.Path, mode: str) -> None:
+    """Both interception modes (TPROXY: outbound is still nat REDIRECT to 15001, virtualOutbound transparent,
+    Envoy as root in group 1337)."""
+    reason = _unavailable()
+    if reason:
+        pytest.skip(reason)
+    got = _run(_bootstrap(tmp_path, 15000, mode=mode), mode)  # in the private namespace: no other Envoy there
+    svc = got["service"]
+    assert svc.get("status") == 200, got
+    # the VirtualService's route answered (its response header), through Envoy's outbound HCM, to the endpoint
+    assert svc["headers"].get(ROUTE_HEADER) == "reviews-vs" and svc["headers"].get("server") == "istio-envoy"
+    body = json.loads(svc["body"])
+    assert body["app"] == "reviews" and body["peer"] == POD_IP
+    after = got["stats_after_service"]
+    assert after[REVIEWS_CLUSTER] == 1 and after["listener.0.0.0.0_9080.downstream_cx_total"] == 1, after
+    assert after[PASSTHROUGH] == 0
+    # no listener for the peer's 8080: the catch-all chain sends it to its original destination
+    assert got["passthrough"].get("listener") == "peer-8080", got
+    assert got["stats_after_passthrough"][PASSTHROUGH] == 1
+    # the proxy's own connection (UID 1337) goes straight out, not through Envoy
+    assert got["proxy_own"].get("listener") == "peer-8080" and got["proxy_own"]["uid"] == 1337, got  # UID and GID
+    assert got["stats_after_proxy_own"][PASSTHROUGH] == 1
+    # HTTP to a host no route names, on a port with an HTTP listener: Istio's allow_any route, PassthroughCluster
+    unknown = got["http_unknown_host"]
+    assert unknown.get("status") == 200 and unknown["headers"].get("server") == "istio-envoy", got
+    assert ROUTE_HEADER not in unknown["headers"] and got["stats_after_http_unknown_host"][PASSTHROUGH] == 2
+    names = {s["name"] for s in got["listeners"]["listener_statuses"]}
+    assert {"virtualOutbound", "0.0.0.0_9080", "virtualInbound"} <= names
+
+
+def test_registry_only_closes_unknown_destinations_but_not_the_proxys_own(tmp_path: pathlib.Path) -> None:
+    """outboundTrafficPolicy REGISTRY_ONLY (a Sidecar here): the catch-all chain goes to BlackHoleCluster, so the
+    app's connection to the peer's 8080 is closed unanswered, while the service still answers and the proxy's own
+    (UID 1337) connection still leaves uncaptured."""
+    reason = _unavailable()
+    if reason:
+        pytest.skip(reason)
+    got = _run(_bootstrap(tmp_path, 15000, REGISTRY_ONLY))
+    assert got["service"].get("status") == 200, got
+    assert "listener" not in got["passthrough"], got
+    after = got["stats_after_passthrough"]
+    assert after["cluster.BlackHoleCluster.upstream_cx_none_healthy"] == 1 and after[PASSTHROUGH] == 0, after
+    assert got["proxy_own"].get("listener") == "peer-8080", got
+    assert got["http_unknown_host"].get("status") == 502, got  # Istio's block_all route
