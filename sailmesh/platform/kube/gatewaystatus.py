@@ -149,11 +149,19 @@ class GatewayStatusWriter:
             name, _, rest = host.partition(".")
             svc = self.store.get("Service", r.namespace, name) \
                 if rest == f"{r.namespace}.svc.{self.domain_suffix}" else None
+            if svc is None and self._entry_host(r.namespace, host):  # an internal host: Istio reports its name
+                found += [a for a in ({"type": "Hostname", "value": host},) if a not in found]
+                continue
             one = gateway_addresses(r, svc, self.domain_suffix, status, host)
             found += [a for a in one["addresses"] if a not in found]
             if out is status and one["conditions"] != status.get("conditions"):
                 out = one
         return {**out, "addresses": found}
+
+    def _entry_host(self, namespace: str, host: str) -> bool:
+        """Whether a ServiceEntry of `namespace` has `host` (Istio's HostnameAndNamespace holds both kinds)."""
+        return any(r.namespace == namespace and host in (r.spec.get("hosts") or ())
+                   for r in self.store.list("ServiceEntry"))
 
     async def reconcile(self) -> int:
         """Write every status that differs from the object's; the number written."""
