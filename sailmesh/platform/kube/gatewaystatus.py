@@ -96,7 +96,10 @@ def with_times(desired: dict[str, Any], current: Mapping[str, Any], now: str) ->
     out = dict(desired)
     if "conditions" in desired:
         out["conditions"] = _conditions_with_times(desired["conditions"], current.get("conditions"), now)
-    for key, name_of in (("listeners", lambda x: x.get("name")), ("parents", lambda x: repr(x.get("parentRef")))):
+    # per-listener, per-route-parent and per-policy-ancestor (BackendTLSPolicy) conditions: each needs its time (the
+    # CRDs require lastTransitionTime; a status without one is refused with 422)
+    for key, name_of in (("listeners", lambda x: x.get("name")), ("parents", lambda x: repr(x.get("parentRef"))),
+                         ("ancestors", lambda x: repr(x.get("ancestorRef")))):
         if key not in desired:
             continue
         old = {name_of(x): x for x in current.get(key) or () if isinstance(x, Mapping)}
