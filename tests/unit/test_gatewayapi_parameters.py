@@ -137,6 +137,33 @@ def test_the_deployer_applies_them_and_deletes_a_removed_one() -> None:
     asyncio.run(deployer.reconcile())
     assert ("PATCH", "/apis/policy/v1/namespaces/infra/poddisruptionbudgets/gw-istio") in sent
     assert ("DELETE", "/apis/autoscaling/v2/namespaces/infra/horizontalpodautoscalers/gw-istio") in sent
+    assert deployer.applies == 2
+
+
+def test_a_refused_delete_does_not_fail_the_gateway() -> None:
+    """A ClusterRole installed before these kinds may refuse the delete (403): the gateway's own objects are
+    applied all the same, and not again and again."""
+    from sailmesh.platform.kube.client import KubeApiError
+
+    class Conn:
+        async def send_json(self, *args: Any) -> dict[str, Any]:
+            return {}
+
+        async def delete(self, path: str) -> None:
+            raise KubeApiError(403, "Forbidden", "poddisruptionbudgets is forbidden")
+
+    class Store:
+        def list(self, kind: str) -> list[Any]:
+            return [resource_from_dict(gateway())]
+
+        def get(self, kind: str, ns: str, name: str) -> Any:
+            return resource_from_dict(PARAMS) if kind == "ConfigMap" else object() if kind == "GatewayClass" else None
+
+    deployer = GatewayDeployer(Conn(), Store(), "istio-system", InjectionConfig(), lambda: True)  # type: ignore[arg-type]
+    deployer.controller_of = lambda name: "istio.io/gateway-controller"  # type: ignore[method-assign]
+    asyncio.run(deployer.reconcile())
+    asyncio.run(deployer.reconcile())
+    assert deployer.applies == 1
 
 
 def test_bad_references_are_invalid_parameters() -> None:

@@ -208,7 +208,11 @@ class GatewayDeployer:
                 await self.conn.send_json("PATCH", _path(obj), obj, "application/apply-patch+yaml", params)
             for kind in parameters.OPTIONAL_KINDS.keys() - kinds:  # its key left the ConfigMap (or never was)
                 gone = {"kind": kind, "metadata": {"namespace": gw.namespace, "name": deployment_name(gw.name)}}
-                await self.conn.delete(_path(gone))  # a missing one is no error
+                try:
+                    await self.conn.delete(_path(gone))  # a missing one is no error
+                except KubeApiError as e:  # e.g. a ClusterRole from before these kinds: the gateway itself is fine
+                    log.warning("%s %s/%s of Gateway %s not deleted: %s", kind, gw.namespace,
+                                deployment_name(gw.name), gw.name, e)
         except (KubeApiError, httpx.HTTPError) as e:
             log.warning("gateway %s/%s for Gateway %s not applied: %s", gw.namespace, deployment_name(gw.name),
                         gw.name, e)
