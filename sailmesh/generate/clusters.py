@@ -213,33 +213,42 @@ def _dns_endpoints(
     return chosen
 
 
-def _original_destination(c: Cluster, svc: Service, port: ServicePort) -> None:
-    """Istio's PASSTHROUGH (an ORIGINAL_DST cluster): the connection goes where the caller's name resolves, at the
-    port the caller dialled, with no load balancing over the service's endpoints.
+def _original_destination(c: Cluster, svc: Service, port: ServicePort, captured: bool) -> None:
+    """Istio's PASSTHROUGH (an ORIGINAL_DST cluster): the connection goes to the address the caller asked for, at
+    the port the caller dialled, with no load balancing over the service's endpoints (docs/translation.md).
 
-    An explicitly proxied request has no original destination (it was sent to the sidecar), so the sidecar
-    resolves the service's name as the caller would: a LOGICAL_DNS cluster on `<host>:<service port>`, resolved
-    through the mesh's DNS (controlplane/dns.py, the agents' first resolver), connecting to the first address
-    returned, as a client does with its resolver's answer. No ClusterLoadAssignment is sent for it.
+    Captured (istio-iptables redirects the app's connection): Istio's plain ORIGINAL_DST cluster, the connection's
+    original destination. Explicitly proxied, the connection's destination is the sidecar itself, so what the
+    caller asked for is the request's authority: on an HTTP port of a service with addresses (VIPs the vhost
+    matches) a dynamic forward proxy cluster connects to that authority, an address as is, a name through the
+    mesh's DNS. Otherwise only the service's names reach the cluster: a LOGICAL_DNS cluster on
+    `<host>:<service port>` resolves the name as the caller would (the mesh's DNS, the first address). No
+    ClusterLoadAssignment is sent for any of them.
     """
-    c.type = Cluster.LOGICAL_DNS
-    c.dns_lookup_family = Cluster.V4_ONLY
-    c.respect_dns_ttl = True
-    c.load_assignment.CopyFrom(assignment(c.name, [Endpoint(svc.hostname, port.port, svc.hostname, port.port)]))
+    if captured:
+        c.type = Cluster.ORIGINAL_DST
+    elif names.is_http(port.protocol) and svc.addresses:
+        _forward_proxy(c)
+    else:
+        c.type = Cluster.LOGICAL_DNS
+        c.dns_lookup_family = Cluster.V4_ONLY
+        c.respect_dns_ttl = True
+        c.load_assignment.CopyFrom(assignment(c.name, [Endpoint(svc.hostname, port.port, svc.hostname, port.port)]))
 
 
 def outbound_cluster(
     snapshot: MeshSnapshot, svc: Service, port: ServicePort, subset: str, labels: Mapping[str, str],
     policy: PortTrafficPolicy, *, client_has_identity: bool = False, service_mode: str | None = None,
-    credentials: bool = False,
+    credentials: bool = False, captured: bool = False,
 ) -> Cluster:
-    """One `outbound|port|subset|host` cluster; TLS as tls.apply_upstream_tls decides (DestinationRule, auto mTLS)."""
+    """One `outbound|port|subset|host` cluster; TLS as tls.apply_upstream_tls decides (DestinationRule, auto mTLS).
+    `captured`: the proxy's traffic is intercepted (PASSTHROUGH is then Istio's plain ORIGINAL_DST)."""
     name = names.outbound_cluster(port.port, subset, svc.hostname)
     c = _base(name)
     kind = discovery(snapshot, svc)
     if kind != "forward" and is_passthrough(policy):
         kind = "passthrough"
-        _original_destination(c, svc, port)
+        _original_destination(c, svc, port, captured)
     elif kind == "forward":
         _forward_proxy(c)
     elif kind == "dns":
@@ -265,7 +274,8 @@ def outbound_cluster(
     if kind == "forward":
         c.lb_policy = Cluster.CLUSTER_PROVIDED  # the forward proxy picks the host itself
     elif kind == "passthrough":
-        c.lb_policy = Cluster.ROUND_ROBIN  # one host: the address the name resolves to (nothing to balance)
+        # ORIGINAL_DST and forward proxy clusters pick the host themselves; LOGICAL_DNS has one (nothing to balance)
+        c.lb_policy = Cluster.ROUND_ROBIN if c.type == Cluster.LOGICAL_DNS else Cluster.CLUSTER_PROVIDED
     # forward proxy and passthrough clusters have no endpoints to match (Istio's ORIGINAL_DST hosts carry no
     # tlsMode metadata either, so auto mTLS sends them plaintext)
     apply_upstream_tls(c, snapshot, svc, port.port, subset, policy.tls,
@@ -281,6 +291,7 @@ def build_outbound(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> li
     identity = has_mesh_identity(proxy)
     auto = auto_mtls_enabled(snapshot)
     router = proxy.type == "router"  # gateways originate TLS with DestinationRule credentialNames (Istio)
+    captured = capture.is_captured(proxy)
     for svc in visible_services(snapshot, proxy):
         dr = destination_rule(snapshot, proxy.namespace, svc, proxy.labels)
         # a cluster depends on the service, its DestinationRule, its endpoints (DNS clusters, NONE; the service
@@ -291,7 +302,7 @@ def build_outbound(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> li
         # Istio reads a rule's client credentialName at gateways, and at sidecars only for rules with a
         # workloadSelector (buildUpstreamClusterTLSContext)
         credentials = router or (dr is not None and model_of(dr, DestinationRule).workload_selector is not None)
-        ids = (*map(id, held), identity, auto, mode, credentials)
+        ids = (*map(id, held), identity, auto, mode, credentials, captured)
         for port in unique_ports(svc):
             for subset, labels in subset_labels(snapshot, proxy.namespace, svc, proxy.labels):
                 key = (port.port, subset, ids)
@@ -299,7 +310,8 @@ def build_outbound(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> li
                 if c is None:
                     policy = effective_policy(dr, subset, port.port)
                     msg = outbound_cluster(snapshot, svc, port, subset, labels, policy,
-                                           client_has_identity=identity, service_mode=mode, credentials=credentials)
+                                           client_has_identity=identity, service_mode=mode, credentials=credentials,
+                                           captured=captured)
                     c = Prepacked.of(msg.name, msg)
                     memos.clusters.put(key, held, c)
                 out.append(c)

@@ -92,6 +92,11 @@ def rbac(v: Values) -> list[Obj]:
          "verbs": ["get", "watch", "list", "update", "patch", "create", "delete"]},
         {"apiGroups": [""], "resources": ["services", "serviceaccounts"],
          "verbs": ["get", "watch", "list", "update", "patch", "create", "delete"]},
+        # the parametersRef ConfigMap's horizontalPodAutoscaler / podDisruptionBudget (Istio's same ClusterRole)
+        {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"],
+         "verbs": ["get", "watch", "list", "update", "patch", "create", "delete"]},
+        {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"],
+         "verbs": ["get", "watch", "list", "update", "patch", "create", "delete"]},
     ]
     role = f"istiod-{ns}"
     return [

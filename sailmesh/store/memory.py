@@ -39,7 +39,13 @@ def _same_content(a: Resource, b: Resource) -> bool:
     """Equal as config (spec and the other top-level fields, labels, annotations, apiVersion); generation and
     source do not count."""
     return (a.api_version, a.spec, a.labels, a.annotations) == (b.api_version, b.spec, b.labels, b.annotations) \
-        and _body(a) == _body(b)
+        and _body(a) == _body(b) and _status_read(a) == _status_read(b)
+
+
+def _status_read(r: Resource) -> Any:
+    """The status the mesh reads as config: a Service's (its load balancer's ingress addresses are a Gateway's
+    addresses, platform/kube/gatewaystatus.py); no other kind's."""
+    return (r.raw or {}).get("status") if r.kind == "Service" and isinstance(r.raw, Mapping) else None
 
 
 def _with_metadata(resource: Resource, created: str, generation: int) -> Resource:

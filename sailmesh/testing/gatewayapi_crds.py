@@ -7,6 +7,9 @@ fetched once from $GOPROXY's first proxy (proxy.golang.org by default), checked 
 unpacked to $SAILMESH_KUBE_CACHE/../gateway-api/<version>/ (~/.cache/sailmesh/gateway-api/<version>/).
 
     python -m sailmesh.testing.gatewayapi_crds     # fetch now; prints the folder
+
+Kube e2e tests install the standard channel, and the experimental channel's extra kinds where they need them
+(experimental_only: BackendTLSPolicy v1alpha3 is experimental in v1.3).
 """
 
 from __future__ import annotations
@@ -70,6 +73,14 @@ def fetch(timeout_s: float = 120.0) -> Path:
         return target
     tmp.rename(target)
     return target
+
+
+def experimental_only(folder: Path | None = None) -> list[Path]:
+    """The experimental channel's CRD files of kinds the standard channel lacks (BackendTLSPolicy, TCPRoute,
+    TLSRoute, ...): installed beside the standard CRDs, they leave the standard kinds' CRDs as they are."""
+    base = folder or cache_dir()
+    standard = {p.name for p in (base / "standard").glob("*.yaml")}
+    return sorted(p for p in (base / "experimental").glob("*.yaml") if p.name not in standard)
 
 
 def available(channel: str = "standard") -> tuple[Path | None, str]:

@@ -56,8 +56,8 @@ class OutsideServers:
         self.address = f"127.{random.randint(10, 250)}.{random.randint(1, 250)}.{last_octet}"
         self.servers: dict[str, http.server.ThreadingHTTPServer] = {}
 
-    def add(self, key: str, name: str, tls: ssl.SSLContext | None = None) -> None:
-        srv = http.server.ThreadingHTTPServer((self.address, 0), _Echo)
+    def add(self, key: str, name: str, tls: ssl.SSLContext | None = None, port: int = 0) -> None:
+        srv = http.server.ThreadingHTTPServer((self.address, port), _Echo)
         srv.name, srv.scheme = name, "https" if tls else "http"  # type: ignore[attr-defined]
         if tls is not None:
             srv.socket = tls.wrap_socket(srv.socket, server_side=True)

@@ -68,13 +68,15 @@ async def test_bookinfo_gateway_api_on_the_api_server_status_and_traffic(kube: K
     for ns in ("istio-system", NS):
         await ks.kubectl(kube, "create", "namespace", ns, check=False)
     await ks.wait_service_account(kube, NS)
+    # another module of this worker's shared cluster may have left the class created and Accepted: nothing to write
+    existed = conditions(await get_json(kube, "gatewayclass", "istio")).get("Accepted", {}).get("status") == "True"
     try:
-        await run(kube, tmp_path)
+        await run(kube, tmp_path, 0 if existed else 1)
     finally:  # the cluster may be shared with other modules: leave no Gateway (nor its gateway) behind
         await ks.kubectl(kube, "delete", "namespace", NS, "--wait=false", check=False)
 
 
-async def run(kube: KubeCluster, tmp_path: pathlib.Path) -> None:
+async def run(kube: KubeCluster, tmp_path: pathlib.Path, class_writes_min: int) -> None:
     with control_plane_process(kube, tmp_path, free_port()) as (http, xds, ca), ks.short_dir("kg-") as short:
         await await_for(lambda: asyncio.to_thread(_ready, http), timeout=120, what="the control plane ready")
         async with ks.running_node(kube, "node-gwapi", random_loopback_block(), short) as node:
@@ -151,4 +153,4 @@ async def run(kube: KubeCluster, tmp_path: pathlib.Path) -> None:
             writes = log.count(f"wrote the status of Gateway {NS}/bookinfo-gateway")
             class_writes = log.count("wrote the status of GatewayClass istio")
             print(f"status writes: Gateway {writes}, GatewayClass {class_writes}")
-            assert 2 <= writes <= 8 and 1 <= class_writes <= 3
+            assert 2 <= writes <= 8 and class_writes_min <= class_writes <= 3

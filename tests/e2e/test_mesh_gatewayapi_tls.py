@@ -280,6 +280,32 @@ spec:
   parentRefs: [{{name: manual}}]
   rules: [{{backendRefs: [{{name: httpbin, namespace: default, port: 8000}}]}}]
 ---
+# the same with a ServiceEntry host whose workloadSelector selects the ingress gateway (Istio's
+# ResolveGatewayInstances finds ServiceEntry hosts too)
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: edge, namespace: istio-system}}
+spec:
+  hosts: [edge.gateway.internal]
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  workloadSelector: {{labels: {{istio: ingressgateway}}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: manual-se, namespace: istio-system}}
+spec:
+  gatewayClassName: istio
+  addresses: [{{type: Hostname, value: edge.gateway.internal}}]
+  listeners: [{{name: http, port: 80, protocol: HTTP, hostname: manual-se.example.com}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: manual-se, namespace: istio-system}}
+spec:
+  parentRefs: [{{name: manual-se}}]
+  rules: [{{backendRefs: [{{name: httpbin, namespace: default, port: 8000}}]}}]
+---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {{name: tls-routes, namespace: default}}
@@ -437,6 +463,20 @@ def test_a_hostname_address_runs_the_gateway_on_the_existing_service(setup: Setu
     assert conds["Accepted"][0] == "True" and conds["Programmed"][0] == "True"
     assert "istio-ingressgateway.istio-system.svc.cluster.local:80" in conds["Programmed"][1]
     assert "manual-istio" not in setup.mesh.output()  # no gateway process was started for it
+
+
+def test_a_hostname_address_naming_a_service_entry_runs_on_its_workloads(setup: Setup) -> None:
+    """Istio's ResolveGatewayInstances looks a Hostname up among Service and ServiceEntry hosts of the Gateway's
+    namespace: the ServiceEntry's workloadSelector picks the embedded ingress gateway, which serves the route; the
+    status reports the host by name (an internal host with no load-balancer address)."""
+    gateway_ip = setup.mesh.gateway_ip
+    assert until(lambda: http(gateway_ip, 8080, "manual-se.example.com", "/status/418")[0] == 418 or None,
+                 "the ServiceEntry-placed Gateway's route on the ingress gateway")
+    status = setup.status("gateway.gateway.networking.k8s.io", "istio-system", "manual-se")
+    conds = {c["type"]: (c["status"], c["message"]) for c in status["conditions"]}
+    assert conds["Programmed"] == ("True", "Resource programmed, assigned to service(s) edge.gateway.internal:80"
+                                   f" (embedded mesh: listener port 80 -> {gateway_ip}:8080)"), conds
+    assert status["addresses"] == [{"type": "IPAddress", "value": gateway_ip}]
 
 
 def test_backend_tls_policy_originates_verified_tls(setup: Setup) -> None:

@@ -206,6 +206,9 @@ def test_kubernetes_status_gives_the_named_services_addresses() -> None:
         def get(self, kind: str, ns: str, name: str) -> Any:
             return services.get(name) if (kind, ns) == ("Service", "infra") else None
 
+        def list(self, kind: str) -> tuple[Any, ...]:
+            return ()  # no ServiceEntry
+
     converted = {"conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "ok"},
                                 {"type": "Programmed", "status": "True", "reason": "Programmed", "message": "ok"}]}
     writer = GatewayStatusWriter(None, Store(), lambda r: converted, "cluster.local")  # type: ignore[arg-type]
@@ -221,3 +224,70 @@ def test_kubernetes_status_gives_the_named_services_addresses() -> None:
     services.pop("edge")
     out = writer.desired(both)
     assert out is not None and out["conditions"][1]["reason"] == "AddressNotUsable"
+
+
+def entry(name: str, ns: str, host: str, selector: str = "") -> str:
+    return f"""---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  hosts: [{host}]
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: STATIC{f'''
+  workloadSelector: {{labels: {selector}}}''' if selector else ""}
+"""
+
+
+ENTRIES = (entry("edge-se", "infra", "edge.example.internal", "{app: edge-vm}")
+           + entry("bare-se", "infra", "bare.example.internal") + entry("far-se", "other", "far.example.internal"))
+
+
+def test_a_hostname_naming_a_service_entry_host_runs_on_its_workloads() -> None:
+    """Istio's ResolveGatewayInstances looks the Hostname up in ServiceIndex.HostnameAndNamespace (Services and
+    ServiceEntries alike, in the Gateway's namespace): a ServiceEntry host places the Gateway on the workloads its
+    workloadSelector selects."""
+    out = run(INGRESS, ENTRIES, gateway("[{type: Hostname, value: edge.example.internal}]"), ROUTE)
+    (ig,) = out.gateways
+    assert ig.spec["selector"] == {"app": "edge-vm"}
+    assert ig.annotations["internal.istio.io/gateway-service"] == "edge.example.internal"
+    assert conditions(out)["Programmed"] == (
+        "True", "Programmed", "Resource programmed, assigned to service(s) edge.example.internal:80")
+
+
+def test_service_entry_hosts_without_workloads_or_in_another_namespace_are_not_assigned() -> None:
+    """A ServiceEntry without workloadSelector has no proxy instances ("no instances found"); one of another
+    namespace is reported as found there (ResolveGatewayInstances' messages)."""
+    out = run(INGRESS, ENTRIES, gateway("[{type: Hostname, value: bare.example.internal}, "
+                                        "{type: Hostname, value: far.example.internal}]"))
+    assert out.gateways == ()
+    assert conditions(out)["Programmed"] == (
+        "False", "AddressNotAssigned",
+        'Failed to assign to any requested addresses: no instances found for hostname "bare.example.internal"; '
+        'hostname "far.example.internal" not found in namespace "infra", but it was found in namespace(s) other')
+
+
+def test_kubernetes_status_reports_a_service_entry_host_by_name() -> None:
+    """Istio's reportGatewayStatus gives an internal host without external addresses as type Hostname."""
+    from sailmesh.platform.kube.gatewaystatus import GatewayStatusWriter
+
+    se = resource_from_dict({"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
+                             "metadata": {"name": "edge-se", "namespace": "infra"},
+                             "spec": {"hosts": ["edge.example.internal"], "ports": [{"number": 80, "name": "h"}]}})
+
+    class Store:
+        def get(self, kind: str, ns: str, name: str) -> Any:
+            return None
+
+        def list(self, kind: str) -> tuple[Any, ...]:
+            return (se,) if kind == "ServiceEntry" else ()
+
+    converted = {"conditions": [{"type": "Programmed", "status": "True", "reason": "Programmed", "message": "ok"}]}
+    writer = GatewayStatusWriter(None, Store(), lambda r: converted, "cluster.local")  # type: ignore[arg-type]
+    gw = resource_from_dict({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+                             "metadata": {"name": "gw", "namespace": "infra"},
+                             "spec": {"gatewayClassName": "istio", "listeners": [],
+                                      "addresses": [{"type": "Hostname", "value": "edge.example.internal"}]}})
+    out = writer.desired(gw)
+    assert out is not None and out["addresses"] == [{"type": "Hostname", "value": "edge.example.internal"}]
+    assert out["conditions"] == converted["conditions"]

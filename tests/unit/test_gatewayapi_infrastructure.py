@@ -79,6 +79,8 @@ def test_only_parameters_ref_and_embedded_annotations_are_reported() -> None:
     (note,) = enforcement.not_enforced(resource_from_dict(gw({**INFRA, "parametersRef": {
         "group": "", "kind": "ConfigMap", "name": "params"}})))
     assert "spec.infrastructure.parametersRef" in note and "spec.infrastructure.annotations (set on" in note
+    # the HPA / PDB keys are enforced on Kubernetes (platform/kube/gatewaydeploy.py), not in the embedded mesh
+    assert "no horizontalPodAutoscaler / podDisruptionBudget" in note and "on Kubernetes every key applies" in note
 
 
 def test_one_ip_address_is_the_gateway_address() -> None:

@@ -1,6 +1,7 @@
 """A Gateway's `spec.infrastructure.parametersRef`, Istio's customization of its automated deployment: a
 ConfigMap of the Gateway's namespace whose `deployment`, `service` and `serviceAccount` keys are merged into the
-generated objects as strategic merge patches; a bad reference is the Gateway API's InvalidParameters (the Gateway
+generated objects as strategic merge patches, and whose `horizontalPodAutoscaler` / `podDisruptionBudget` keys add
+those objects (Istio's kube-gateway template); a bad reference is the Gateway API's InvalidParameters (the Gateway
 not Accepted, its deployment left alone); the embedded gateway process takes the pod template labels."""
 
 from __future__ import annotations
@@ -72,6 +73,97 @@ def test_kubernetes_objects_get_the_overlays() -> None:
     assert objs["Service"]["metadata"]["name"] == "gw-istio"
     assert objs["ServiceAccount"]["metadata"]["annotations"]["example.com/role"] == "gateway"
     assert pod_labels(found) == {"tier": "edge"}
+
+
+def test_autoscaler_and_disruption_budget_only_when_their_keys_are_set() -> None:
+    """Istio's kube-gateway template: an autoscaling/v2 HorizontalPodAutoscaler on the gateway's Deployment with
+    maxReplicas 1 and a policy/v1 PodDisruptionBudget selecting its pods, both `<gateway>-istio` and owned by the
+    Gateway, each created only when the ConfigMap has its key; the overlay is merged in."""
+    gw = resource_from_dict(gateway())
+    both = {"horizontalPodAutoscaler": {"spec": {"minReplicas": 2, "maxReplicas": 5}},
+            "podDisruptionBudget": {"spec": {"minAvailable": 1}}}
+    objs = {o["kind"]: o for o in gateway_objects(gw, "istio-system", InjectionConfig(), both)}
+    hpa, pdb = objs["HorizontalPodAutoscaler"], objs["PodDisruptionBudget"]
+    assert hpa["apiVersion"] == "autoscaling/v2" and pdb["apiVersion"] == "policy/v1"
+    assert hpa["spec"] == {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "gw-istio"},
+                           "minReplicas": 2, "maxReplicas": 5}
+    assert pdb["spec"] == {"selector": {"matchLabels": {"gateway.networking.k8s.io/gateway-name": "gw"}},
+                           "minAvailable": 1}
+    for obj in (hpa, pdb):
+        meta = obj["metadata"]
+        assert (meta["name"], meta["namespace"]) == ("gw-istio", "infra")
+        assert meta["ownerReferences"][0]["kind"] == "Gateway"
+        assert meta["labels"]["gateway.networking.k8s.io/gateway-name"] == "gw"
+    assert "replicas" not in objs["Deployment"]["spec"]  # the autoscaler owns it (Istio's template sets none)
+    # without the keys: neither object, and the Deployment keeps its replica count
+    plain = {o["kind"]: o for o in gateway_objects(gw, "istio-system", InjectionConfig(), {})}
+    assert set(plain) == {"ServiceAccount", "Deployment", "Service"}
+    assert plain["Deployment"]["spec"]["replicas"] == 1
+    only_pdb = [o["kind"] for o in gateway_objects(gw, "istio-system", InjectionConfig(), {"podDisruptionBudget": {}})]
+    assert "PodDisruptionBudget" in only_pdb and "HorizontalPodAutoscaler" not in only_pdb
+
+
+def test_the_deployer_applies_them_and_deletes_a_removed_one() -> None:
+    """Server-side apply to autoscaling/v2 and policy/v1; a key no longer in the ConfigMap deletes its object."""
+    sent: list[tuple[str, str]] = []
+
+    class Conn:
+        async def send_json(self, method: str, path: str, body: Any, *args: Any) -> dict[str, Any]:
+            sent.append((method, path))
+            return {}
+
+        async def delete(self, path: str) -> None:
+            sent.append(("DELETE", path))
+
+    data = {"horizontalPodAutoscaler": "spec: {maxReplicas: 3}\n"}
+
+    class Store:
+        def list(self, kind: str) -> list[Any]:
+            return [resource_from_dict(gateway())]
+
+        def get(self, kind: str, ns: str, name: str) -> Any:
+            if kind == "ConfigMap":
+                return resource_from_dict({**PARAMS, "data": data})
+            return object() if kind == "GatewayClass" else None
+
+    deployer = GatewayDeployer(Conn(), Store(), "istio-system", InjectionConfig(), lambda: True)  # type: ignore[arg-type]
+    deployer.controller_of = lambda name: "istio.io/gateway-controller"  # type: ignore[method-assign]
+    asyncio.run(deployer.reconcile())
+    assert ("PATCH", "/apis/autoscaling/v2/namespaces/infra/horizontalpodautoscalers/gw-istio") in sent
+    assert ("DELETE", "/apis/policy/v1/namespaces/infra/poddisruptionbudgets/gw-istio") in sent
+    sent.clear()
+    data.pop("horizontalPodAutoscaler")
+    data["podDisruptionBudget"] = "spec: {maxUnavailable: 1}\n"
+    asyncio.run(deployer.reconcile())
+    assert ("PATCH", "/apis/policy/v1/namespaces/infra/poddisruptionbudgets/gw-istio") in sent
+    assert ("DELETE", "/apis/autoscaling/v2/namespaces/infra/horizontalpodautoscalers/gw-istio") in sent
+    assert deployer.applies == 2
+
+
+def test_a_refused_delete_does_not_fail_the_gateway() -> None:
+    """A ClusterRole installed before these kinds may refuse the delete (403): the gateway's own objects are
+    applied all the same, and not again and again."""
+    from sailmesh.platform.kube.client import KubeApiError
+
+    class Conn:
+        async def send_json(self, *args: Any) -> dict[str, Any]:
+            return {}
+
+        async def delete(self, path: str) -> None:
+            raise KubeApiError(403, "Forbidden", "poddisruptionbudgets is forbidden")
+
+    class Store:
+        def list(self, kind: str) -> list[Any]:
+            return [resource_from_dict(gateway())]
+
+        def get(self, kind: str, ns: str, name: str) -> Any:
+            return resource_from_dict(PARAMS) if kind == "ConfigMap" else object() if kind == "GatewayClass" else None
+
+    deployer = GatewayDeployer(Conn(), Store(), "istio-system", InjectionConfig(), lambda: True)  # type: ignore[arg-type]
+    deployer.controller_of = lambda name: "istio.io/gateway-controller"  # type: ignore[method-assign]
+    asyncio.run(deployer.reconcile())
+    asyncio.run(deployer.reconcile())
+    assert deployer.applies == 1
 
 
 def test_bad_references_are_invalid_parameters() -> None:

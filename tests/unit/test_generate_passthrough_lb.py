@@ -1,16 +1,34 @@
 """DestinationRule `loadBalancer.simple: PASSTHROUGH` (Istio: "forward the connection to the original IP address
 requested by the caller without doing any form of load balancing", an ORIGINAL_DST cluster). Explicitly proxied
 requests carry no original destination, so the cluster resolves the service's name as the caller would (through
-the mesh's DNS) and connects to that address at the port the caller dialled: LOGICAL_DNS, no EDS."""
+the mesh's DNS) and connects to that address at the port the caller dialled: LOGICAL_DNS, no EDS. A service with
+addresses (VIPs its virtual host matches) gets a dynamic forward proxy cluster on HTTP ports: the request's
+authority (an address as is) is where the connection goes. A captured sidecar gets Istio's plain ORIGINAL_DST.
+
+docs/translation.md "Clusters"."""
 
 from __future__ import annotations
 
+import dataclasses
+from types import MappingProxyType
+
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.extensions.clusters.dynamic_forward_proxy.v3 import cluster_pb2 as dfp_cluster_pb2
 
 from sailmesh.generate.enforcement import not_enforced
+from sailmesh.snapshot.model import Endpoint, MeshSnapshot, Service
 from sailmesh.xds.types import CLUSTER, ENDPOINT
-from tests.unit.test_generate_support import bookinfo, generated, resources, sidecar
+from tests.unit.test_generate_support import (
+    bookinfo,
+    bookinfo_services,
+    bookinfo_workloads,
+    generated,
+    make_snapshot,
+    resources,
+    service,
+    sidecar,
+)
 
 C = cluster_pb2.Cluster
 REVIEWS = "reviews.default.svc.cluster.local"
@@ -50,3 +68,47 @@ def test_passthrough_cluster_gets_no_assignment() -> None:
 def test_passthrough_is_enforced() -> None:
     (rule,) = resources(RULE)
     assert not_enforced(rule) == []
+
+
+# A service with addresses (a ServiceEntry's `addresses`): its virtual host matches requests for those addresses
+INSTANCES = "instances.example.test"
+ADDRESSED_RULE = """apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: instances, namespace: default}
+spec:
+  host: instances.example.test
+  trafficPolicy: {loadBalancer: {simple: PASSTHROUGH}}
+"""
+
+
+def _addressed() -> MeshSnapshot:
+    svc = Service(hostname=INSTANCES, name=INSTANCES, namespace="default",
+                  ports=service("x", ports=[(8080, "HTTP"), (9000, "TCP")]).ports, resolution="STATIC",
+                  mesh_external=True, addresses=("127.0.77.1", "127.0.77.2"))
+    eps = [Endpoint(INSTANCES, p, f"127.0.77.{i}", p) for p in (8080, 9000) for i in (1, 2)]
+    return make_snapshot(resources(ADDRESSED_RULE), [*bookinfo_services(), svc], bookinfo_workloads(),
+                         extra_endpoints=eps)
+
+
+def test_passthrough_on_an_addressed_http_port_forwards_to_the_requested_authority() -> None:
+    got = generated(_addressed(), sidecar(), CLUSTER, C)
+    c = got[f"outbound|8080||{INSTANCES}"]
+    assert c.cluster_type.name == "envoy.clusters.dynamic_forward_proxy"
+    config = dfp_cluster_pb2.ClusterConfig()
+    c.cluster_type.typed_config.Unpack(config)
+    assert config.dns_cache_config.name == "dynamic_forward_proxy_cache_config"  # the HCM filter's cache
+    assert c.lb_policy == C.CLUSTER_PROVIDED and not c.HasField("load_assignment")
+    assert not c.transport_socket_matches and not c.HasField("transport_socket")
+    # a TCP port has no authority: the name resolved as the caller would
+    assert got[f"outbound|9000||{INSTANCES}"].type == C.LOGICAL_DNS
+
+
+def test_passthrough_at_a_captured_sidecar_is_istios_original_dst() -> None:
+    """Istio's applyLoadBalancer for PASSTHROUGH: ClusterDiscoveryType ORIGINAL_DST, LbPolicy CLUSTER_PROVIDED, no
+    load assignment; the connection goes where the app connected (istio-iptables kept it)."""
+    captured = dataclasses.replace(sidecar(), metadata=MappingProxyType({"INTERCEPTION_MODE": "REDIRECT"}))
+    for snapshot, name in ((bookinfo(RULE), f"outbound|9080|v2|{REVIEWS}"),
+                           (_addressed(), f"outbound|8080||{INSTANCES}")):
+        c = generated(snapshot, captured, CLUSTER, C)[name]
+        assert c.type == C.ORIGINAL_DST and c.lb_policy == C.CLUSTER_PROVIDED, name
+        assert not c.HasField("load_assignment") and not c.HasField("eds_cluster_config"), name

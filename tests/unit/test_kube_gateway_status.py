@@ -112,6 +112,11 @@ def test_condition_times_are_kept_while_the_status_is_unchanged() -> None:
     routes = {"parents": [{"parentRef": {"name": "gw"}, "conditions": CONVERTED["conditions"]}]}
     stamped = with_times(routes, {}, "T1")
     assert with_times(routes, stamped, "T2") == stamped
+    # a BackendTLSPolicy's ancestors too: the CRD requires lastTransitionTime (the API server answered 422 without)
+    policy = {"ancestors": [{"ancestorRef": {"kind": "Service", "name": "svc"}, "conditions": CONVERTED["conditions"]}]}
+    stamped = with_times(policy, {}, "T1")
+    assert [c["lastTransitionTime"] for c in stamped["ancestors"][0]["conditions"]] == ["T1", "T1"]
+    assert with_times(policy, stamped, "T2") == stamped
 
 
 def test_a_gateway_gets_its_own_deployment_and_service_selected_by_its_name() -> None:

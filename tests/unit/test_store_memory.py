@@ -128,3 +128,23 @@ def test_kinds_without_spec_change_with_their_data(kind_and_body: tuple[str, str
     assert res.updated and s.revision == 2
     got = s.get(kind, "istio-system", "istio")
     assert got is not None and "/tmp/b" in str(got.raw)
+
+
+def test_a_service_status_change_is_an_update() -> None:
+    """A LoadBalancer Service getting its ingress address (a status write on Kubernetes) changes what a Gateway
+    reports as its address (platform/kube/gatewaystatus.py): an update, not "unchanged"; other kinds' status is not
+    config (a Gateway's status written by the control plane must not come back as a change)."""
+    def doc(kind: str, ip: str) -> Resource:
+        spec = "spec: {type: LoadBalancer, ports: [{port: 80}]}" if kind == "Service" else \
+            "spec: {gatewayClassName: istio, listeners: [{name: http, port: 80, protocol: HTTP}]}"
+        version = "v1" if kind == "Service" else "gateway.networking.k8s.io/v1"
+        text = (f"apiVersion: {version}\nkind: {kind}\nmetadata: {{name: gw, namespace: default}}\n{spec}\n"
+                f"status: {{loadBalancer: {{ingress: [{{ip: '{ip}'}}]}}, addresses: [{{value: '{ip}'}}]}}\n")
+        return parse_text(text, "x.yaml").resources[0]
+
+    s = MemoryStore()
+    s.apply([doc("Service", ""), doc("Gateway", "")])
+    res = s.apply([doc("Service", "203.0.113.7"), doc("Gateway", "203.0.113.7")])
+    assert len(res.updated) == 1 and res.updated[0].kind == "Service"
+    got = s.get("Service", "default", "gw")
+    assert got is not None and "203.0.113.7" in str(got.raw)

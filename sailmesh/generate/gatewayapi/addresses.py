@@ -5,19 +5,21 @@ extractGatewayServices, pilot/pkg/config/kube/gateway, 1.27).
   and gives its Service the IP as loadBalancerIP; the embedded mesh starts a gateway process that listens on the
   IP when it is a free loopback address (platform/gateways.py).
 - Anything else (a Hostname, or several addresses): Istio's manual deployment. Nothing is deployed; each Hostname
-  names an existing Service (a short name is `<name>.<gateway ns>.svc.<suffix>`) and the Gateway's listeners
-  apply to the proxies that are instances of those Services in the Gateway's namespace (push_context's
-  mergeGateways with the `internal.istio.io/gateway-service` annotation). Here the generated Istio Gateway
-  selects those proxies by the Service's selector, limited to the Gateway's namespace (NAMESPACE_ANNOTATION,
-  read by generate/gateway.gateways_for). Addresses of another type are skipped and the Gateway is not Accepted
+  names an existing Service or ServiceEntry host of the Gateway's namespace (Istio's ResolveGatewayInstances looks
+  the name up in ServiceIndex.HostnameAndNamespace, which holds both; a short name is `<name>.<gateway
+  ns>.svc.<suffix>`; a ServiceEntry's instances are the workloads its `workloadSelector` selects) and the Gateway's
+  listeners apply to the proxies that are instances of those Services in the Gateway's namespace (push_context's
+  mergeGateways with the `internal.istio.io/gateway-service` annotation). Here the generated Istio Gateway selects
+  those proxies by the Service's selector, limited to the Gateway's namespace (NAMESPACE_ANNOTATION, read by
+  generate/gateway.gateways_for). Addresses of another type are skipped and the Gateway is not Accepted
   (InvalidAddress, "only Hostname is supported, ignoring [...]", a soft failure: the Hostnames still apply); a
-  Hostname naming no Service of the Gateway's namespace, or one without a selector, makes Programmed False
-  (AddressNotAssigned, Istio's ResolveGatewayInstances warnings).
+  Hostname naming no Service or ServiceEntry of the Gateway's namespace, or one without a selector, makes Programmed
+  False (AddressNotAssigned, Istio's ResolveGatewayInstances warnings).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,22 +89,46 @@ class Placement:
         return f"Failed to assign to any requested addresses: {'; '.join(self.warnings)}"
 
 
+def entry_hosts(entries: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[str, dict[str, Mapping[str, Any]]]:
+    """host -> namespace -> the ServiceEntry spec with that host there (the first one), from (namespace, spec)."""
+    out: dict[str, dict[str, Mapping[str, Any]]] = {}
+    for ns, spec in entries:
+        for host in spec.get("hosts") or ():
+            out.setdefault(str(host), {}).setdefault(ns, spec)
+    return out
+
+
+def _selector(fqdn: str, namespace: str, suffix: str, services: Mapping[tuple[str, str], Mapping[str, Any]],
+              entries: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> tuple[Mapping[str, Any] | None, list[str]]:
+    """(the selector of the Service or ServiceEntry `fqdn` names in `namespace`, or None and the other namespaces
+    that have it)."""
+    tail = f".svc.{suffix}"
+    name, _, rest = fqdn.partition(".")
+    svc_ns = rest[: -len(tail)] if rest.endswith(tail) else ""
+    found = services.get((svc_ns, name)) if svc_ns == namespace else None
+    if found is not None:
+        return found.get("selector") or {}, []
+    entry = entries.get(fqdn, {}).get(namespace)
+    if entry is not None:
+        return (entry.get("workloadSelector") or {}).get("labels") or {}, []
+    others = {ns for ns, n in services if n == name and ns == svc_ns and ns != namespace}
+    return None, sorted(others | set(entries.get(fqdn, {})))
+
+
 def placement(namespace: str, spec: Mapping[str, Any], suffix: str,
-              services: Mapping[tuple[str, str], Mapping[str, Any]]) -> Placement:
-    """An unmanaged Gateway's placement; `services` maps (namespace, name) to a Service's spec."""
+              services: Mapping[tuple[str, str], Mapping[str, Any]],
+              entries: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None) -> Placement:
+    """An unmanaged Gateway's placement; `services` maps (namespace, name) to a Service's spec, `entries` a
+    ServiceEntry host to its specs by namespace (entry_hosts)."""
     fqdns, skipped = gateway_services(namespace, spec, suffix)
     out = Placement(fqdns, [], skipped)
-    tail = f".svc.{suffix}"
     for fqdn in fqdns:
-        name, _, rest = fqdn.partition(".")
-        svc_ns = rest[: -len(tail)] if rest.endswith(tail) else ""
-        found = services.get((svc_ns, name)) if svc_ns == namespace else None
+        found, others = _selector(fqdn, namespace, suffix, services, entries or {})
         if found is None:
-            others = sorted(ns for ns, n in services if n == name and ns == svc_ns and ns != namespace)
             out.warnings.append(f'hostname "{fqdn}" not found in namespace "{namespace}", but it was found in '
                                 f'namespace(s) {", ".join(others)}' if others else f'hostname "{fqdn}" not found')
             continue
-        selector = {str(k): str(v) for k, v in (found.get("selector") or {}).items()}
+        selector = {str(k): str(v) for k, v in found.items()}
         if not selector:
             out.warnings.append(f'no instances found for hostname "{fqdn}"')
         elif selector not in out.selectors:

@@ -144,6 +144,7 @@ class _Index:
         self.services = set(self.service_objects)
         self.entries = [(r.namespace, [str(h) for h in r.spec.get("hosts") or ()],
                          [str(e) for e in r.spec.get("exportTo") or ()]) for r in config.get("ServiceEntry", ())]
+        self.entry_hosts = addresses.entry_hosts((r.namespace, r.spec) for r in config.get("ServiceEntry", ()))
         self.ns_labels = {r.name: dict(r.labels) for r in config.get("Namespace", ())}
         self.secrets = {(r.namespace, r.name): r for r in config.get("Secret", ())}
         self.config_maps = {(r.namespace, r.name): r for r in config.get("ConfigMap", ())}
@@ -262,7 +263,8 @@ def _gateway_servers(gw: Resource, index: _Index, suffix: str, out: Converted) -
         notes: dict[str, str] = {}
     else:
         placed = addresses.placement(gw.namespace, gw.spec, suffix,
-                                     {key: svc.spec for key, svc in index.service_objects.items()})
+                                     {key: svc.spec for key, svc in index.service_objects.items()},
+                                     index.entry_hosts)
         out.placements[gw.key] = placed
         selectors = placed.selectors
         notes = {addresses.GATEWAY_SERVICE_ANNOTATION: ",".join(placed.services),

@@ -2,8 +2,10 @@
 
 As Istio's deployment controller reads it: a ConfigMap of the Gateway's namespace (group "", kind ConfigMap)
 whose keys hold YAML overlays, applied to the generated objects as Kubernetes strategic merge patches:
-`deployment`, `service`, `serviceAccount` (and `horizontalPodAutoscaler` / `podDisruptionBudget`, which make
-Istio create those objects - not done here: reported "accepted, not enforced"). A reference of another kind, a
+`deployment`, `service`, `serviceAccount`, and `horizontalPodAutoscaler` / `podDisruptionBudget`, whose presence
+makes Istio create those objects too (Istio's kube-gateway template: an autoscaling/v2 HorizontalPodAutoscaler
+targeting the Deployment with maxReplicas 1, a policy/v1 PodDisruptionBudget selecting the gateway's pods, each
+named `<gateway>-istio`, the overlay merged in). A reference of another kind, a
 missing ConfigMap or an overlay that is not a YAML mapping: the Gateway is not Accepted (the Gateway API's
 `InvalidParameters`, GatewayInfrastructure.ParametersRef) and its deployment is left as it was.
 
@@ -26,8 +28,10 @@ import yaml
 from sailmesh.api.resource import Resource
 
 INVALID_PARAMETERS = "InvalidParameters"  # the Gateway API's GatewayReasonInvalidParameters
-OVERLAY_KEYS = {"Deployment": "deployment", "Service": "service", "ServiceAccount": "serviceAccount"}
-NOT_APPLIED_KEYS = ("horizontalPodAutoscaler", "podDisruptionBudget")
+OVERLAY_KEYS = {"Deployment": "deployment", "Service": "service", "ServiceAccount": "serviceAccount",
+                "HorizontalPodAutoscaler": "horizontalPodAutoscaler", "PodDisruptionBudget": "podDisruptionBudget"}
+OPTIONAL_KINDS = {"HorizontalPodAutoscaler": "autoscaling/v2", "PodDisruptionBudget": "policy/v1"}  # only if set
+NOT_APPLIED_KEYS = ("horizontalPodAutoscaler", "podDisruptionBudget")  # in the embedded mesh (no autoscaler)
 _MERGE_KEYS = ("name", "containerPort", "port", "mountPath")
 
 

@@ -17,8 +17,9 @@ def gateway(spec: Any) -> Iterator[str]:
     infra = spec.get("infrastructure") if isinstance(spec, dict) else None
     if isinstance(infra, dict):  # labels: on the gateway's pods (Kubernetes) or process (embedded mesh)
         if infra.get("parametersRef"):  # generate/gatewayapi/parameters.py
-            yield "spec.infrastructure.parametersRef (its horizontalPodAutoscaler / podDisruptionBudget are not " \
-                  "created; the embedded mesh's gateway process takes only the deployment's pod template labels)"
+            yield "spec.infrastructure.parametersRef (in the embedded mesh the gateway process takes only the " \
+                  "deployment's pod template labels: no horizontalPodAutoscaler / podDisruptionBudget, there is no " \
+                  "autoscaler; on Kubernetes every key applies)"
         if infra.get("annotations"):
             yield "spec.infrastructure.annotations (set on the gateway's Kubernetes objects; the embedded mesh's " \
                   "gateway process has none)"

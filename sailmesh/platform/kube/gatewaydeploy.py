@@ -13,7 +13,11 @@ As istiod (pilot/pkg/config/kube/gateway/deploymentcontroller.go, gatewayclass.g
   one IPAddress in `spec.addresses` is the LoadBalancer Service's `loadBalancerIP`; a Gateway with a Hostname or
   several addresses is not deployed (Istio's IsManaged: it runs on existing Services, gatewayapi/addresses.py);
   the `deployment`, `service` and `serviceAccount` overlays of `spec.infrastructure.parametersRef` (a ConfigMap)
-  are merged into those objects (gatewayapi/parameters.py).
+  are merged into those objects (gatewayapi/parameters.py); its `horizontalPodAutoscaler` / `podDisruptionBudget`
+  keys add an autoscaling/v2 HorizontalPodAutoscaler (scaleTargetRef the Deployment, maxReplicas 1) / a policy/v1
+  PodDisruptionBudget (selecting the gateway's pods) named `<gateway>-istio`, the overlay merged in, as Istio's
+  kube-gateway template; with an autoscaler the Deployment leaves `replicas` to it (Istio's template sets none),
+  and a key removed from the ConfigMap deletes its object.
 Objects are written with server-side apply (field manager istio.io/gateway-controller), again only when what
 they should be changes. Difference from Istio: the gateway process is a router-mode `sailmesh agent` (the same
 container the install's ingress gateway runs), and listener ports below 1024 are served 8000 higher (targetPort),
@@ -78,7 +82,7 @@ def gateway_objects(gw: Resource, control_namespace: str, injection: InjectionCo
     service_type = str((gw.raw.get("metadata") or {}).get("annotations", {}).get(SERVICE_TYPE_ANNOTATION)
                        or "LoadBalancer")
     values = Values(namespace=control_namespace, image=injection.image)
-    objs = gateway(values, name, DEFAULT_CLASS, ports, service_type)
+    objs = gateway(values, name, DEFAULT_CLASS, ports, service_type) + _optional_objects(gw, overlays or {})
     infra = infrastructure({**gw.raw, "spec": gw.spec}, "labels")
     # Istio's template leaves these out of the copied annotations
     annotations = {k: v for k, v in infrastructure({**gw.raw, "spec": gw.spec}, "annotations").items()
@@ -97,6 +101,8 @@ def gateway_objects(gw: Resource, control_namespace: str, injection: InjectionCo
             meta["ownerReferences"] = [owner]
         if obj["kind"] == "Deployment":
             obj["spec"]["selector"] = {"matchLabels": {GATEWAY_NAME_LABEL: gw.name}}
+            if "horizontalPodAutoscaler" in (overlays or {}):  # the autoscaler owns the replica count
+                obj["spec"].pop("replicas", None)
             template = obj["spec"]["template"]["metadata"]
             template["labels"] = {k: v for k, v in template["labels"].items() if k != "istio"} | labels | {
                 "app": name, "service.istio.io/canonical-name": name}
@@ -121,10 +127,23 @@ def gateway_objects(gw: Resource, control_namespace: str, injection: InjectionCo
     return out
 
 
+def _optional_objects(gw: Resource, overlays: Mapping[str, Mapping[str, Any]]) -> list[Obj]:
+    """The HorizontalPodAutoscaler and PodDisruptionBudget of Istio's kube-gateway template, each only when the
+    parametersRef ConfigMap has its key (metadata is filled in by gateway_objects, as for the others)."""
+    name = deployment_name(gw.name)
+    specs = {"HorizontalPodAutoscaler": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                                            "name": name}, "maxReplicas": 1},
+             "PodDisruptionBudget": {"selector": {"matchLabels": {GATEWAY_NAME_LABEL: gw.name}}}}
+    return [{"apiVersion": version, "kind": kind, "metadata": {"name": name}, "spec": specs[kind]}
+            for kind, version in parameters.OPTIONAL_KINDS.items() if parameters.OVERLAY_KEYS[kind] in overlays]
+
+
 def _path(obj: Obj) -> str:
     kind, ns, name = obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"]
     if kind == "Deployment":
         return f"/apis/apps/v1/namespaces/{ns}/deployments/{name}"
+    if kind in parameters.OPTIONAL_KINDS:
+        return f"/apis/{parameters.OPTIONAL_KINDS[kind]}/namespaces/{ns}/{kind.lower()}s/{name}"
     return f"/api/v1/namespaces/{ns}/{kind.lower()}s/{name}"
 
 
@@ -183,14 +202,22 @@ class GatewayDeployer:
 
     async def _apply(self, gw: Resource, objs: list[Obj]) -> bool:
         params = {"fieldManager": FIELD_MANAGER, "force": "true"}
+        kinds = {obj["kind"] for obj in objs}
         try:
             for obj in objs:
                 await self.conn.send_json("PATCH", _path(obj), obj, "application/apply-patch+yaml", params)
+            for kind in parameters.OPTIONAL_KINDS.keys() - kinds:  # its key left the ConfigMap (or never was)
+                gone = {"kind": kind, "metadata": {"namespace": gw.namespace, "name": deployment_name(gw.name)}}
+                try:
+                    await self.conn.delete(_path(gone))  # a missing one is no error
+                except KubeApiError as e:  # e.g. a ClusterRole from before these kinds: the gateway itself is fine
+                    log.warning("%s %s/%s of Gateway %s not deleted: %s", kind, gw.namespace,
+                                deployment_name(gw.name), gw.name, e)
         except (KubeApiError, httpx.HTTPError) as e:
             log.warning("gateway %s/%s for Gateway %s not applied: %s", gw.namespace, deployment_name(gw.name),
                         gw.name, e)
             return False
         self.applies += 1
-        log.info("applied gateway %s/%s (ServiceAccount, Deployment, Service) for Gateway %s", gw.namespace,
-                 deployment_name(gw.name), gw.name)
+        log.info("applied gateway %s/%s (%s) for Gateway %s", gw.namespace, deployment_name(gw.name),
+                 ", ".join(obj["kind"] for obj in objs), gw.name)
         return True

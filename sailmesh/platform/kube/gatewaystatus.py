@@ -96,7 +96,10 @@ def with_times(desired: dict[str, Any], current: Mapping[str, Any], now: str) ->
     out = dict(desired)
     if "conditions" in desired:
         out["conditions"] = _conditions_with_times(desired["conditions"], current.get("conditions"), now)
-    for key, name_of in (("listeners", lambda x: x.get("name")), ("parents", lambda x: repr(x.get("parentRef")))):
+    # per-listener, per-route-parent and per-policy-ancestor (BackendTLSPolicy) conditions: each needs its time (the
+    # CRDs require lastTransitionTime; a status without one is refused with 422)
+    for key, name_of in (("listeners", lambda x: x.get("name")), ("parents", lambda x: repr(x.get("parentRef"))),
+                         ("ancestors", lambda x: repr(x.get("ancestorRef")))):
         if key not in desired:
             continue
         old = {name_of(x): x for x in current.get(key) or () if isinstance(x, Mapping)}
@@ -149,11 +152,19 @@ class GatewayStatusWriter:
             name, _, rest = host.partition(".")
             svc = self.store.get("Service", r.namespace, name) \
                 if rest == f"{r.namespace}.svc.{self.domain_suffix}" else None
+            if svc is None and self._entry_host(r.namespace, host):  # an internal host: Istio reports its name
+                found += [a for a in ({"type": "Hostname", "value": host},) if a not in found]
+                continue
             one = gateway_addresses(r, svc, self.domain_suffix, status, host)
             found += [a for a in one["addresses"] if a not in found]
             if out is status and one["conditions"] != status.get("conditions"):
                 out = one
         return {**out, "addresses": found}
+
+    def _entry_host(self, namespace: str, host: str) -> bool:
+        """Whether a ServiceEntry of `namespace` has `host` (Istio's HostnameAndNamespace holds both kinds)."""
+        return any(r.namespace == namespace and host in (r.spec.get("hosts") or ())
+                   for r in self.store.list("ServiceEntry"))
 
     async def reconcile(self) -> int:
         """Write every status that differs from the object's; the number written."""
