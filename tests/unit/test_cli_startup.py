@@ -33,7 +33,10 @@ print("\\n".join(sorted(sys.modules)))
 
 # ("envoy" itself is also the package that ships the Envoy binary, which `version` asks: its protos are *_pb2)
 HEAVY = ("grpc", "google.protobuf", "envoy.config", "envoy.extensions", "envoy.type", "udpa", "xds", "aiohttp",
-         "cryptography", "yaml", "sailmesh.generate", "sailmesh.controlplane", "sailmesh.analysis", "sailmesh.server")
+         "cryptography", "yaml", "sailmesh.generate", "sailmesh.controlplane", "sailmesh.analysis", "sailmesh.server",
+         # urllib.request brings http.client, the email package and ssl (~0.08 CPU s): plain-HTTP calls to the
+         # control plane and Envoy's admin go through cli.rawhttp; ssl loads only for the remote (https) API
+         "urllib.request", "http.client", "email", "ssl")
 
 
 def imported(*args: str, state_dir: str = "") -> set[str]:
