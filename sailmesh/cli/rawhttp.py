@@ -52,7 +52,9 @@ def request(url: str, method: str = "GET", body: bytes | None = None, headers: d
              *(f"{k}: {v}" for k, v in (headers or {}).items())]
     if body is not None or method not in ("GET", "HEAD"):
         lines.append(f"Content-Length: {len(body or b'')}")
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+    # an ASCII host as bytes: getaddrinfo would otherwise load the idna codec (stringprep, unicodedata) for it
+    name: str | bytes = host.encode("ascii") if host.isascii() else host
+    with socket.create_connection((name, port), timeout=timeout) as sock:  # type: ignore[arg-type]
         sock.sendall("\r\n".join(lines).encode("latin-1") + b"\r\n\r\n" + (body or b""))
         chunks = []
         while data := sock.recv(1 << 16):

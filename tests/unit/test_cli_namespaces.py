@@ -8,6 +8,7 @@ import json
 import os
 import pathlib
 
+from sailmesh.cli.common import write_controlplane_record
 from sailmesh.platform.state import InstanceRecord, MeshState
 from sailmesh.processes import proc_start_time
 from tests.unit.test_cli_live_more import _cli, mesh  # noqa: F401  (the fixture: a control plane + its state)
@@ -132,3 +133,20 @@ async def test_analyze_missing_file_is_an_error_despite_live_findings(mesh, tmp_
     assert err.strip() == f"Error: {missing}: no such file or directory", err
     rc, out, err = await _cli("analyze", "-f", str(f), "-f", str(missing), "--state-dir", state)
     assert (rc, out) == (1, "") and str(missing) in err, (rc, out, err)
+
+
+async def test_commands_find_a_standalone_control_plane_by_its_record(mesh, tmp_path: pathlib.Path) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    # `sailmesh controlplane` (no `up`/`demo`, e.g. with --kubeconfig) records its API URL in its state dir; the
+    # commands find it there (--state-dir CP_STATE), or under controlplane/ of the default state dir
+    cp, state = mesh
+    cp_state = tmp_path / "sm" / "controlplane"
+    cp_state.mkdir(parents=True)
+    (cp_state / "api-token").write_text(cp.identity.api_token_path.read_text())
+    write_controlplane_record(str(cp_state), MeshState.load(state).api_url)
+    await _applied(state, tmp_path)
+    for where in (cp_state, cp_state.parent):
+        rc, out, err = await _cli("get", "vs", "-A", "--state-dir", str(where))
+        assert rc == 0 and "reviews" in out, (where, out, err)
+    (cp_state / "controlplane.json").write_text('{"apiUrl": "http://127.0.0.1:1", "pid": 999999999}')
+    rc, _, err = await _cli("get", "vs", "--state-dir", str(cp_state))  # its process is gone: nothing runs there
+    assert rc == 1 and "no running mesh found" in err and "sailmesh controlplane" in err, err
