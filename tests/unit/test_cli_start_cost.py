@@ -1,9 +1,12 @@
-"""cli.rawhttp: the CLI's plain-HTTP client (control plane API, Envoy admin) without urllib's http.client, email
-and ssl imports (issue 11: a command's CPU is mostly its start-up; under load that is its wall time)."""
+"""What a command costs besides its work (issue 11: under load a command's wall time is its CPU waiting for a
+CPU, and most of that CPU is start-up): cli.rawhttp, the plain-HTTP client (control plane API, Envoy admin)
+without urllib's http.client, email and ssl imports, and the Envoy version cache that spares `version` and
+`bug-report` starting Envoy."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import subprocess
 import sys
@@ -87,3 +90,24 @@ async def test_commands_against_a_control_plane_load_no_urllib_or_ssl(mesh, args
     loaded = [m for m in modules.split()[1:] if m.split(".")[0] in ("ssl", "email") or m in (
         "urllib.request", "http.client")]
     assert not loaded, loaded
+
+
+def test_the_envoy_version_cache_keeps_every_binary(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    # two installs (two venvs' Envoy packages) each asking `version`: with one entry in the cache they replaced
+    # each other's and every `version` / `bug-report` started Envoy again (seen in a bug-report profile)
+    from sailmesh.cli import version
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    binaries = []
+    for name in ("a", "b"):
+        b = tmp_path / name / "envoy"
+        b.parent.mkdir()
+        b.write_text(f"#!/bin/sh\necho 'envoy  version: abc/1.40.{len(binaries)}/Clean/RELEASE/BoringSSL'\n")
+        b.chmod(0o755)
+        binaries.append(b)
+    for b in (*binaries, *binaries):
+        monkeypatch.setattr(version, "envoy_binary", lambda b=b: str(b))
+        assert version.envoy_version() == f"1.40.{binaries.index(b)}"
+        b.chmod(0o644)  # no longer runnable: the second round must come from the cache
+    cached = json.loads((tmp_path / "cache" / "sailmesh" / "envoy-version.json").read_text())
+    assert sorted(cached.values()) == ["1.40.0", "1.40.1"], cached
