@@ -68,6 +68,21 @@ def call(api_url: str, method: str, path: str, body: Any = None, timeout: float 
     return _remote(api_url, path, method, data, headers, timeout, cert_dir)
 
 
+def get_text(api_url: str, path: str, timeout: float = 30.0) -> tuple[int, str]:
+    """A GET's (status, body) as the control plane sent it (its JSON text, not parsed and dumped again: what
+    bug-report archives)."""
+    if api_url.startswith("https://"):
+        status, body = call(api_url, "GET", path, timeout=timeout)
+        return status, json.dumps(body, indent=1)
+    token = _tokens.get(api_url, "")
+    try:
+        status, raw = rawhttp.request(api_url + path, headers={"Authorization": f"Bearer {token}"} if token else {},
+                                      timeout=timeout)
+    except OSError as e:
+        raise PlatformError(f"cannot reach the control plane at {api_url}: {e}") from e
+    return status, raw.decode("utf-8", "replace")
+
+
 def _remote(api_url: str, path: str, method: str, data: bytes | None, headers: dict[str, str], timeout: float,
             cert_dir: str) -> tuple[int, Any]:
     """`call` on the remote (https) API, with urllib and the admin client certificate."""
