@@ -4,6 +4,8 @@
   sailmesh get dr reviews -o yaml
   sailmesh get vs -l app=reviews -o wide
   sailmesh get workloads -A
+  sailmesh get ns -L istio-injection            # the mesh's namespaces (NAME, STATUS, AGE, a label's column)
+  sailmesh get pod reviews-v1-0 -o json         # a v1 Pod (a v1 List without NAME)
 """
 
 from __future__ import annotations
