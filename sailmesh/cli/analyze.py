@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -18,7 +19,8 @@ from sailmesh.cli.apiclient import call
 from sailmesh.cli.common import add_state_dir, running_mesh
 from sailmesh.errors import PlatformError
 
-# istioctl's exit codes (cmd/istioctl: ExitIncorrectUsage, ExitDataError, ExitAnalyzerFoundIssues).
+# istioctl's exit codes (cmd/istioctl: ExitUnknownError, ExitIncorrectUsage, ExitDataError, ExitAnalyzerFoundIssues).
+EXIT_UNKNOWN = 1
 EXIT_USAGE = 64
 EXIT_DATA_ERROR = 65
 EXIT_FOUND_ISSUES = 79
@@ -115,8 +117,29 @@ def render(messages: list[dict[str, Any]], fmt: str) -> str:
     return "\n".join(str(m["text"]) for m in messages)
 
 
+def _missing(paths: list[str]) -> list[str]:
+    """The -f paths that cannot be opened at all (istioctl's gatherFiles stats and opens each one first)."""
+    out = []
+    for p in paths:
+        if not os.path.exists(p):
+            out.append(f"{p}: no such file or directory")
+        elif not os.access(p, os.R_OK | (os.X_OK if os.path.isdir(p) else 0)):
+            out.append(f"{p}: permission denied")
+    return out
+
+
 def _request(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]] | int:
-    """What to ask (the files' text, -S rules, the mesh config's text) and the files that could not be read."""
+    """What to ask (the files' text, -S rules, the mesh config's text) and the files that could not be parsed.
+
+    A path that does not exist (or cannot be opened) ends the command before any analysis, exit 1: istioctl
+    returns gatherFiles' error (`stat missing.yaml: no such file or directory`), which is its ExitUnknownError,
+    neither the analyzer-findings code (79) nor the data-error code (65, for files it read but could not parse).
+    """
+    missing = _missing(list(args.filename))
+    if missing:
+        for m in missing:
+            print(f"Error: {m}", file=sys.stderr)
+        return EXIT_UNKNOWN
     texts, unreadable = read_paths(args.filename)
     mesh_text = None
     if args.mesh_config_file:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import shutil
 import sys
 from collections.abc import Sequence
 
 from sailmesh import settings as settings_mod
 from sailmesh.cli.apiclient import remember_token
+from sailmesh.errors import PlatformError
 from sailmesh.platform.state import MeshState
 
 
@@ -25,9 +26,51 @@ def state_dir(args: argparse.Namespace) -> str:
     return args.state_dir or settings_mod.load().state_dir
 
 
+# What `sailmesh controlplane` writes into its state dir while it serves (its API URL and pid), so the operating
+# commands find a control plane that runs without `up`/`demo` (e.g. on Kubernetes, `--kubeconfig`): `--state-dir`
+# names that state dir, or the default one holds it under controlplane/ (the control plane's default state dir).
+CONTROLPLANE_RECORD = "controlplane.json"
+
+
+def write_controlplane_record(cp_state_dir: str, api_url: str) -> str:
+    """Record this process as the control plane serving `api_url` from `cp_state_dir`; the record's path."""
+    path = os.path.join(cp_state_dir, CONTROLPLANE_RECORD)
+    os.makedirs(cp_state_dir, exist_ok=True)
+    with open(path + ".tmp", "w", encoding="utf-8") as fh:
+        json.dump({"apiUrl": api_url, "pid": os.getpid()}, fh)
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def _standalone_control_plane(sdir: str) -> MeshState | None:
+    """The control plane a CONTROLPLANE_RECORD in `sdir` (or `sdir`/controlplane) names, if its process lives."""
+    from sailmesh.platform.state import pid_alive
+
+    for folder in (sdir, os.path.join(sdir, "controlplane")):
+        try:
+            with open(os.path.join(folder, CONTROLPLANE_RECORD), encoding="utf-8") as fh:
+                record = json.load(fh)
+            api_url, pid = str(record["apiUrl"]), int(record["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if pid_alive(pid):
+            return MeshState(supervisor_pid=pid, api_url=api_url, xds_address="",
+                             api_token_file=os.path.join(folder, "api-token"))
+    return None
+
+
 def running_mesh(args: argparse.Namespace) -> MeshState:
-    """The running mesh's state; its API token is remembered for every later API call of this command."""
-    mesh = MeshState.load(state_dir(args))
+    """The running mesh's state (or a standalone control plane's, as a mesh without instances); its API token is
+    remembered for every later API call of this command."""
+    sdir = state_dir(args)
+    try:
+        mesh = MeshState.load(sdir)
+    except PlatformError as e:
+        found = _standalone_control_plane(sdir)
+        if found is None:
+            raise PlatformError(f"{e} (or a control plane: `sailmesh controlplane`, then --state-dir its state "
+                                "dir)") from None
+        mesh = found
     remember_token(mesh.api_url, mesh.api_token())
     return mesh
 
@@ -49,6 +92,8 @@ def sailmesh_command() -> str:
     """How the user can run this sailmesh from their shell: `sailmesh` when PATH finds this one, else the venv's
     entry point (e.g. `.venv/bin/sailmesh`, relative to the user's shell's directory: scripts/demo passes it as
     SAILMESH_SHELL_CWD), else `python -m sailmesh` with this interpreter."""
+    import shutil  # (bz2, lzma, fnmatch): only `up` / `demo` print this
+
     here = os.path.join(os.path.dirname(sys.executable), "sailmesh")
     found = shutil.which("sailmesh")
     if found and os.path.realpath(found) == os.path.realpath(here):

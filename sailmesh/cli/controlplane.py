@@ -2,12 +2,15 @@
 
   sailmesh controlplane --config-dir mesh/ --workload-file workloads.json   (`sailmesh up` runs it for you)
   sailmesh controlplane --kubeconfig ~/.kube/config    # config and workloads from Kubernetes
+  sailmesh proxy-status                                # the operating commands find it (its state dir's
+                                                       # controlplane.json; --state-dir DIR for another one)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -15,7 +18,7 @@ import signal
 
 from sailmesh import settings as settings_mod
 from sailmesh.ca.limits import CSR_PER_IDENTITY
-from sailmesh.cli.common import fail
+from sailmesh.cli.common import fail, write_controlplane_record
 from sailmesh.controlplane.app import ControlPlane, ControlPlaneOptions
 from sailmesh.dashboard.app import make_app as dashboard_app
 from sailmesh.errors import SailmeshError
@@ -109,8 +112,15 @@ async def _serve(cp: ControlPlane) -> int:
         await cp.stop()
         return fail(f"control plane failed to start: {e}")
     tune_gc()
-    await stop.wait()
-    await cp.stop()
+    host = cp.opts.host if cp.opts.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    host = f"[{host}]" if ":" in host else host
+    record = write_controlplane_record(cp.opts.state_dir, f"http://{host}:{cp.opts.http_port}")  # for the CLI
+    try:
+        await stop.wait()
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(record)
+        await cp.stop()
     return 0
 
 

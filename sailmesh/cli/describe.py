@@ -215,7 +215,7 @@ def live_mesh(args: argparse.Namespace) -> tuple[list[Resource], list[dict[str, 
     return live, (list(found.get("items", [])) if status == 200 and isinstance(found, dict) else None)
 
 
-LIVE_SOURCE = "<live mesh>"  # as controlplane.live names it
+LIVE_SOURCE = ""  # as controlplane.live names it: a live resource has no file
 
 
 def run(args: argparse.Namespace) -> int:

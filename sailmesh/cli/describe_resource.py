@@ -4,6 +4,7 @@
   sailmesh describe dr reviews -n default
   sailmesh describe service reviews              # a Service or a workload: what applies to it (as `x describe`)
   sailmesh describe pod reviews-v1-0
+  sailmesh describe ns default                   # the namespace, its mTLS mode, Sidecar, policies and workloads
 
 A Service or a workload (pod) is described as `sailmesh x describe` describes it (VirtualServices, subsets,
 gateways, mTLS mode, policies, warnings). Any other kind as kubectl shows it: name, namespace, labels,
@@ -75,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
     info = kind_info(args.kind)
     if info is None:
         return fail(unknown_kind(args.kind))
+    if info.kind == "Namespace":
+        return describe_namespace(args)
     query = {"kind": info.name, "name": args.name, **({"namespace": args.namespace} if info.namespaced else {})}
     try:
         mesh = running_mesh(args)
@@ -92,4 +95,23 @@ def run(args: argparse.Namespace) -> int:
         return fail(str(e))
     messages = list(found.get("items", [])) if status == 200 and isinstance(found, dict) else []
     sys.stdout.write("\n".join(render(body["items"][0], body, messages)) + "\n")
+    return 0
+
+
+def describe_namespace(args: argparse.Namespace) -> int:
+    """`describe ns NAME`: the namespace as kubectl shows it, then the PeerAuthentication, Sidecar,
+    AuthorizationPolicies and RequestAuthentications that apply there, its workloads, services and config."""
+    from sailmesh.cli import namespaces
+
+    try:
+        mesh = running_mesh(args)
+        found, items, proxies = namespaces.namespaces(mesh)
+        ns = next((n for n in found if (n.get("metadata") or {}).get("name") == args.name), None)
+        if ns is None:
+            there = ", ".join(str((n.get("metadata") or {}).get("name")) for n in found)
+            return fail(f'namespaces "{args.name}" not found; there: {there or "none"}')
+        pods = namespaces.pods(mesh) if mesh.instances else [it for it in items if it.get("kind") == "Pod"]
+    except PlatformError as e:
+        return fail(str(e))
+    sys.stdout.write("\n".join(namespaces.describe(ns, items, pods, proxies)) + "\n")
     return 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import difflib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -246,6 +245,7 @@ def dynamic_resources(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def differences(want: dict[str, Any], got: dict[str, Any], kind: str) -> list[str]:
     """A unified diff (control plane's view first) of the resources that differ; [] when they match."""
+    import difflib  # only `proxy-status PROXY` diffs
     out: list[str] = []
     for name in sorted(set(want) | set(got)):
         a, b = want.get(name), got.get(name)

@@ -4,6 +4,8 @@
   sailmesh get dr reviews -o yaml
   sailmesh get vs -l app=reviews -o wide
   sailmesh get workloads -A
+  sailmesh get ns -L istio-injection            # the mesh's namespaces (NAME, STATUS, AGE, a label's column)
+  sailmesh get pod reviews-v1-0 -o json         # a v1 Pod (a v1 List without NAME)
 """
 
 from __future__ import annotations
@@ -84,6 +86,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", choices=("table", "wide", "yaml", "json"), default="table")
     parser.add_argument("-l", "--selector", default="",
                         help="label selector, kubectl's forms: app=reviews,version!=v1,canary (key exists)")
+    parser.add_argument("-L", "--label-columns", action="append", default=[], metavar="KEY",
+                        help="a column with each object's value of this label (namespaces: `get ns -L "
+                             "istio-injection`, as Istio's docs use it)")
+    parser.add_argument("--show-labels", action="store_true", help="a LABELS column (namespaces)")
     add_state_dir(parser)
 
 
@@ -197,6 +203,8 @@ def run(args: argparse.Namespace) -> int:
         if info is None:
             return fail(unknown_kind(args.kind))
         kind = info.name  # the store's name (KubernetesGateway for the Gateway API's Gateway)
+    if kind == "Namespace":
+        return run_namespaces(args)
     query = {"kind": kind, "name": args.name}
     if args.namespace and not args.all_namespaces:
         query["namespace"] = args.namespace
@@ -207,8 +215,8 @@ def run(args: argparse.Namespace) -> int:
         return fail(str(e))
     if status != 200:
         return fail("; ".join((body or {}).get("errors", [f"HTTP {status}"])))
-    if kind == "Pod" and not body.get("items") and mesh.instances:
-        return run_workloads(args)  # the embedded platform's pods are its workload instances (analyze counts them so)
+    if kind == "Pod" and not body.get("items"):  # the platform's pods: workload instances (analyze counts them so)
+        return run_pods(args, mesh)
     items = [it for it in body.get("items", [])
              if not args.selector or selector_matches(args.selector, (it.get("metadata") or {}).get("labels") or {})]
     if args.name and not items:
@@ -284,4 +292,76 @@ def run_workloads(args: argparse.Namespace) -> int:
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     for r in rows:
         print("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+def _selects(args: argparse.Namespace, namespaced: bool = True) -> Any:
+    """The predicate of NAME, -n/-A and -l over kubectl-shaped objects."""
+    def selected(it: dict[str, Any]) -> bool:
+        meta = it.get("metadata") or {}
+        return ((not namespaced or args.all_namespaces or meta.get("namespace") == (args.namespace or "default"))
+                and (not args.name or meta.get("name") == args.name)
+                and (not args.selector or selector_matches(args.selector, meta.get("labels") or {})))
+    return selected
+
+
+def run_pods(args: argparse.Namespace, mesh: Any) -> int:
+    """`get pods`: the embedded platform's instances (the `get workloads` table), or on a control plane without
+    them (Kubernetes) the live view's Pods; `-o json|yaml` prints v1 Pods either way."""
+    from sailmesh.cli import namespaces
+
+    try:
+        if args.output in ("json", "yaml"):
+            return namespaces.run_pods(args, mesh, _selects(args))
+        if mesh.instances:
+            return run_workloads(args)
+        found = [p for p in namespaces.pods(mesh) if _selects(args)(p)]
+    except PlatformError as e:
+        return fail(str(e))
+    if args.name and not found:
+        return fail(f'pods "{args.name}" not found')
+    if not found:
+        print("No resources found.")
+        return 0
+    rows: list[tuple[str, ...]] = [("NAMESPACE", "NAME", "ADDRESS", "SERVICE ACCOUNT", "SIDECAR", "LABELS")]
+    for p in found:
+        meta = p.get("metadata") or {}
+        labels = ",".join(f"{k}={v}" for k, v in sorted((meta.get("labels") or {}).items())) or "<none>"
+        rows.append((str(meta.get("namespace", "")), str(meta.get("name", "")),
+                     str((p.get("status") or {}).get("podIP", "")),
+                     str((p.get("spec") or {}).get("serviceAccountName", "default")),
+                     "true" if namespaces.has_sidecar(p) else "false", labels))
+    print_table(rows if args.all_namespaces else [r[1:] for r in rows])
+    return 0
+
+
+def run_namespaces(args: argparse.Namespace) -> int:
+    """`get ns [NAME]`: the namespaces of the mesh's workloads, services, config and proxies, as kubectl lists
+    them (NAME, STATUS, AGE; `--show-labels`' labels under -o wide)."""
+    from sailmesh.cli import namespaces
+
+    try:
+        found = [n for n in namespaces.namespaces(running_mesh(args))[0] if _selects(args, namespaced=False)(n)]
+    except PlatformError as e:
+        return fail(str(e))
+    if args.name and not found:
+        return fail(f'namespaces "{args.name}" not found')
+    if args.output in ("json", "yaml"):
+        namespaces.print_objects(found, args.output, bool(args.name))
+        return 0
+    if not found:
+        print("No resources found.")
+        return 0
+    shown = args.show_labels or args.output == "wide"
+    keys = [k for group in args.label_columns for k in group.split(",") if k]
+    rows: list[tuple[str, ...]] = [("NAME", "STATUS", "AGE", *(k.upper() for k in keys),
+                                    *(("LABELS",) if shown else ()))]
+    for n in found:
+        meta = n.get("metadata") or {}
+        have = meta.get("labels") or {}
+        labels = ",".join(f"{k}={v}" for k, v in sorted(have.items())) or "<none>"
+        rows.append((str(meta.get("name")), str((n.get("status") or {}).get("phase", "Active")),
+                     age(str(meta.get("creationTimestamp", ""))), *(str(have.get(k, "")) for k in keys),
+                     *((labels,) if shown else ())))
+    print_table(rows)
     return 0

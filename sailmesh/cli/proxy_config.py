@@ -14,20 +14,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 from sailmesh.cli import envoy_dump as dump
+from sailmesh.cli import rawhttp
 from sailmesh.cli.apiclient import call
 from sailmesh.cli.common import add_state_dir, fail, print_table, running_mesh
 from sailmesh.errors import PlatformError
 from sailmesh.settings import ProxyPorts
 
 SECTIONS = ("cluster", "listener", "route", "endpoint", "secret", "bootstrap", "log", "all")
-NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,13 +71,15 @@ def find_proxy(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def admin(ip: str, port: int, path: str, method: str = "GET") -> bytes:
-    """A request to the proxy's Envoy admin interface (loopback)."""
-    req = urllib.request.Request(f"http://{ip}:{port}{path}", method=method)
+    """A request to the proxy's Envoy admin interface (loopback); PlatformError unless it answers 2xx."""
     try:
-        with NO_PROXY.open(req, timeout=10) as r:
-            return bytes(r.read())
-    except (urllib.error.URLError, OSError) as e:
+        status, body = rawhttp.request(f"http://{ip}:{port}{path}", method, timeout=10)
+    except OSError as e:
         raise PlatformError(f"cannot read Envoy's admin interface at {ip}:{port}: {e}") from e
+    if not 200 <= status < 300:
+        raise PlatformError(f"cannot read Envoy's admin interface at {ip}:{port}: HTTP {status} for {path}: "
+                            f"{body[:200].decode('utf-8', 'replace').strip()}")
+    return body
 
 
 def _listener_port(listener: dict[str, Any]) -> str:

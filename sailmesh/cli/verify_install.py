@@ -14,15 +14,15 @@ import argparse
 import datetime as dt
 import json
 import os
-import urllib.error
 from typing import Any
 
 from cryptography import x509
 
+from sailmesh.cli import rawhttp
 from sailmesh.cli.apiclient import call
 from sailmesh.cli.checks import Check, report
 from sailmesh.cli.common import add_state_dir, fail, running_mesh, state_dir
-from sailmesh.cli.proxy_config import NO_PROXY, admin
+from sailmesh.cli.proxy_config import admin
 from sailmesh.cli.proxy_status import COLUMNS, status_word
 from sailmesh.cli.version import envoy_version
 from sailmesh.errors import PlatformError
@@ -88,11 +88,8 @@ def _proxy(name: str, ip: str, port: int, root_serial: str, local: str) -> list[
 def _ready(api_url: str) -> int:
     """The control plane's /ready status (plain text, not JSON); 0 when it does not answer."""
     try:
-        with NO_PROXY.open(api_url + "/ready", timeout=5) as r:
-            return int(r.status)
-    except urllib.error.HTTPError as e:
-        return int(e.code)
-    except (urllib.error.URLError, OSError):
+        return rawhttp.request(api_url + "/ready", timeout=5)[0]
+    except (OSError, ValueError):  # ValueError: not an http:// URL (the remote API answers /ready to nobody)
         return 0
 
 

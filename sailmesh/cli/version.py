@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_state_dir(parser)
 
 
+CACHED_BINARIES = 16  # Envoy binaries whose version the cache keeps
+
+
 def _cache_file() -> str:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "sailmesh", "envoy-version.json")
@@ -39,13 +42,15 @@ def envoy_version() -> str:
     except (AgentError, OSError) as e:
         return f"unknown ({e})"
     key = f"{os.path.realpath(binary)}:{st.st_size}:{st.st_mtime_ns}"
+    cached: dict[str, str] = {}
     try:
         with open(_cache_file(), encoding="utf-8") as fh:
-            cached = json.load(fh)
-        if isinstance(cached, dict) and isinstance(cached.get(key), str):
-            return str(cached[key])
+            found = json.load(fh)
+        cached = {str(k): v for k, v in found.items() if isinstance(v, str)} if isinstance(found, dict) else {}
     except (OSError, ValueError):
         pass
+    if key in cached:
+        return cached[key]
     try:
         out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.TimeoutExpired) as e:
@@ -55,8 +60,11 @@ def envoy_version() -> str:
         try:
             os.makedirs(os.path.dirname(_cache_file()), exist_ok=True)
             tmp = f"{_cache_file()}.{os.getpid()}"
+            # every binary's answer (the last CACHED_BINARIES): with one entry, two installs (two venvs' Envoy
+            # packages) took turns replacing it and each `version` or `bug-report` started Envoy again
+            kept = dict(list(cached.items())[-(CACHED_BINARIES - 1):]) if CACHED_BINARIES > 1 else {}
             with open(tmp, "w", encoding="utf-8") as fh:
-                json.dump({key: version}, fh)
+                json.dump({**kept, key: version}, fh)
             os.replace(tmp, _cache_file())
         except OSError:
             pass  # no cache: the next run asks Envoy again

@@ -18,7 +18,9 @@ from sailmesh.api.parse import resource_from_dict
 from sailmesh.api.resource import Resource, ResourceKey, Source
 from sailmesh.registry.model import Workload
 
-LIVE_SOURCE = "<live mesh>"
+# A live resource has no file: its analyzer messages name it as istioctl names a cluster's resource,
+# `(VirtualService default/reviews)`, without the file:line a resource read from a file gets.
+LIVE_SOURCE = ""
 PROXY_CONTAINER = "istio-proxy"
 
 

@@ -144,16 +144,23 @@ def test_mesh_config_file_changes_result(tmp_path, capsys):
 
 
 def test_unreadable_input_is_reported_without_traceback(tmp_path, capsys):
-    """Bad YAML, binary and missing files: reported on stderr, exit 65 (istioctl's ExitDataError)."""
+    """Bad YAML and binary files: reported on stderr, exit 65 (istioctl's ExitDataError, for input it read but
+    could not parse); a missing file: an error naming it, exit 1 and no analysis (istioctl's gatherFiles returns
+    the stat error, which is its ExitUnknownError)."""
     bad = tmp_path / "bad.yaml"
     bad.write_text("kind: [unclosed\n")
     binary = tmp_path / "bin.yaml"
     binary.write_bytes(b"\xff\xfe\x00\x01")
-    rc = main(["analyze", "-f", str(bad), "-f", str(binary), "-f", str(tmp_path / "missing.yaml")])
+    rc = main(["analyze", "-f", str(bad), "-f", str(binary), "--use-live=false"])
     err = capsys.readouterr().err
     assert rc == 65
-    assert "bad.yaml" in err and "bin.yaml" in err and "missing.yaml" in err
+    assert "bad.yaml" in err and "bin.yaml" in err
     assert "Traceback" not in err
+    missing = tmp_path / "missing.yaml"
+    rc = main(["analyze", "-f", str(bad), "-f", str(missing)])
+    out, err = capsys.readouterr()
+    assert rc == 1 and not out, (rc, out)
+    assert err.strip() == f"Error: {missing}: no such file or directory", err
     assert main(["analyze"]) == 64
 
 

@@ -54,3 +54,16 @@ def test_known_key_lines_do_not_break_the_pem_pattern() -> None:
     pem = pem_key()
     out = redact.text(f"log\n{pem}\n", pem_key().splitlines())
     assert "PRIVATE KEY" not in out and all(line not in out for line in pem.splitlines()[1:-1])
+
+
+def test_a_base64_key_is_found_at_every_alignment_and_case() -> None:
+    # text() skips a pattern's scan when the text cannot match it (cheap substring checks): a base64 blob holding
+    # a private key anywhere (after 0, 1 or 2 bytes of a 3-byte group) and `BEARER` in any case still go
+    pem = pem_key()
+    for prefix in ("", "x", "xy", "xyz", "certificate and "):
+        blob = base64.b64encode((prefix + pem).encode()).decode()
+        out = redact.text(json.dumps({"inline_bytes": blob}))
+        assert blob[:100] not in out and "[redacted base64 private key]" in out, prefix
+    assert redact.text("AUTHORIZATION: BEARER abcdefghij") == "AUTHORIZATION: BEARER [redacted token]"
+    blob = base64.b64encode(b"public data " * 20).decode()
+    assert redact.text(blob) == blob  # not a key: stays

@@ -33,7 +33,11 @@ print("\\n".join(sorted(sys.modules)))
 
 # ("envoy" itself is also the package that ships the Envoy binary, which `version` asks: its protos are *_pb2)
 HEAVY = ("grpc", "google.protobuf", "envoy.config", "envoy.extensions", "envoy.type", "udpa", "xds", "aiohttp",
-         "cryptography", "yaml", "sailmesh.generate", "sailmesh.controlplane", "sailmesh.analysis", "sailmesh.server")
+         "cryptography", "yaml", "sailmesh.generate", "sailmesh.controlplane", "sailmesh.analysis", "sailmesh.server",
+         # urllib.request brings http.client, the email package and ssl (~0.08 CPU s): plain-HTTP calls to the
+         # control plane and Envoy's admin go through cli.rawhttp (ssl itself also comes with asyncio, which
+         # `x precheck` uses; test_cli_start_cost checks the commands against a running mesh load none of it)
+         "urllib.request", "http.client", "email")
 
 
 def imported(*args: str, state_dir: str = "") -> set[str]:
