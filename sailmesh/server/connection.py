@@ -57,9 +57,12 @@ class WatchState:
     nacked_digest: bytes = b""
     push_started: float | None = None  # earliest unACKed push request time (convergence)
     client_versions: dict[str, str] = field(default_factory=dict)  # delta: what the client holds
-    # SotW clusters: the parts last sent (the source's shared mappings, referenced, not copied), to tell which
-    # clusters a push updates
+    # SotW clusters and endpoints: the parts last sent (the source's shared mappings, referenced, not copied), to
+    # tell which resources a push updates
     sent_parts: tuple[Mapping[str, AnyProto], ...] = ()
+    # SotW endpoints: the parts and the subscription the last response was built from (sotw.py: an endpoint push
+    # sends only the assignments it updates)
+    sent_names: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
