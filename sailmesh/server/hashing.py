@@ -14,17 +14,22 @@ from sailmesh.xds.wire import length_delimited as length_delimited
 
 
 def digest_resources(resources: Mapping[str, AnyProto]) -> bytes:
-    """A stable hash of a set of packed resources (their names, type URLs and serialized bytes)."""
-    h = hashlib.blake2b(digest_size=16)
+    """A stable hash of a set of packed resources (their names, type URLs and serialized bytes).
+
+    SHA-256 (first 16 bytes): with the CPU's SHA instructions it hashes ~2.5x faster than BLAKE2b here, and
+    without Sidecar scoping every VirtualService change hashes each namespace's 2 MB route configuration.
+    """
+    h = hashlib.sha256()
     for name in sorted(resources):
         anyp = resources[name]
+        value = anyp.value  # a copy each time it is read
         h.update(name.encode())
         h.update(b"\0")
         h.update(anyp.type_url.encode())
         h.update(b"\0")
-        h.update(len(anyp.value).to_bytes(8, "little"))
-        h.update(anyp.value)
-    return h.digest()
+        h.update(len(value).to_bytes(8, "little"))
+        h.update(value)
+    return h.digest()[:16]
 
 
 RESOURCES_FIELD = 2  # DiscoveryResponse.resources (repeated google.protobuf.Any)
