@@ -227,6 +227,8 @@ class Worker:
         loop = asyncio.get_running_loop()
         self._sync_done = loop.create_future()
         self._sync_left = {p["id"] for p in proxies}
+        if not self._sync_left:
+            self._sync_done.set_result(None)  # nothing to connect in this batch
         for p in proxies:
             c = LeanClient(target, p["id"], p["metadata"], self.on_ack)
             self.clients[c.node_id] = c
