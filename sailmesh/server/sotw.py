@@ -29,21 +29,58 @@ def _is_wildcard(type_url: str, names: list[str]) -> bool:
     return "*" in names or (type_url in WILDCARD_TYPES and not names)
 
 
+def _names_part(request: discovery_pb2.DiscoveryRequest, data: bytes) -> bytes | None:
+    """The bytes of `data` between its version (field 1) and its type URL and nonce (fields 4, 5), as protobuf
+    serializers write a request without a node or an error: its names (field 3). None for any other layout.
+
+    Two requests with the same names part and these fields parse to the same names (a field repeated inside the
+    part is overridden by the same trailing fields in both), so an ACK whose part equals that of an ACK already
+    found to keep the subscription keeps it too, without reading 3,500 names (an unscoped EDS ACK)."""
+    version = request.version_info
+    head = length_delimited(1, version.encode()) if version else b""
+    tail = length_delimited(4, request.type_url.encode()) + length_delimited(5, request.response_nonce.encode())
+    if len(data) < len(head) + len(tail) or not data.startswith(head) or not data.endswith(tail):
+        return None
+    return data[len(head):len(data) - len(tail)]
+
+
 class SotwConnection(Connection):
     """A StreamAggregatedResources stream."""
 
     delta = False
 
-    def try_ack(self, request: Message, names: list[str] | None = None) -> bool:
-        assert isinstance(request, discovery_pb2.DiscoveryRequest)
+    def _ack_state(self, request: discovery_pb2.DiscoveryRequest) -> WatchState | None:
+        """The type's state if `request` answers its current response without an error (an ACK, maybe with
+        other names)."""
         st = self.types.get(request.type_url)
         if st is None or not request.response_nonce or request.response_nonce != st.sent_nonce \
                 or request.HasField("error_detail"):
+            return None
+        return st
+
+    def try_ack_raw(self, request: Message, data: bytes) -> bool:
+        assert isinstance(request, discovery_pb2.DiscoveryRequest)
+        if self._requests:
+            return False  # requests are served in order
+        st = self._ack_state(request)
+        if st is None or st.names_bytes is None or request.HasField("node"):
+            return False
+        if _names_part(request, data) != st.names_bytes:
+            return False
+        self.on_ack(st, request.version_info, request.response_nonce)
+        return True
+
+    def try_ack(self, request: Message, names: list[str] | None = None, data: bytes | None = None) -> bool:
+        assert isinstance(request, discovery_pb2.DiscoveryRequest)
+        st = self._ack_state(request)
+        if st is None:
             return False
         if names is None:
             names = list(request.resource_names)
         if not self._unchanged(st, names):
             return False  # the subscription changed: the loop answers
+        if data is not None and not request.HasField("node"):
+            st.names_bytes = _names_part(request, data)  # these names keep the subscription
         self.on_ack(st, request.version_info, request.response_nonce)
         return True
 
@@ -67,6 +104,7 @@ class SotwConnection(Connection):
             st = self.watch(type_url)
             st.wildcard = _is_wildcard(type_url, names)
             st.names = self.hashes.names(names)
+            st.names_bytes = None
             await self.respond(st, send, force=True, started=None)
             return
         if request.response_nonce != st.sent_nonce:
@@ -79,6 +117,7 @@ class SotwConnection(Connection):
         self.on_ack(st, request.version_info, request.response_nonce)
         if not self._unchanged(st, names):
             st.wildcard, st.names = _is_wildcard(type_url, names), self.hashes.names(names)
+            st.names_bytes = None
             await self.respond(st, send, force=True, started=None)
 
     def _updates_eds_clusters(self, st: WatchState, parts: tuple[Mapping[str, AnyProto], ...]) -> bool:
