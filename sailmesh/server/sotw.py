@@ -80,7 +80,8 @@ class SotwConnection(Connection):
         if not self._unchanged(st, names):
             return False  # the subscription changed: the loop answers
         if data is not None and not request.HasField("node"):
-            st.names_bytes = _names_part(request, data)  # these names keep the subscription
+            part = _names_part(request, data)  # these names keep the subscription
+            st.names_bytes = None if part is None else self.hashes.shared(part)
         self.on_ack(st, request.version_info, request.response_nonce)
         return True
 
