@@ -159,6 +159,9 @@ class LeanClient:
                 async for resp in stub.StreamAggregatedResources(self._requests()):
                     self._on_response(resp)
                     backoff = RETRY_BASE_S
+                    # not kept while waiting for the next one: each simulated proxy held its last response (a
+                    # 2.5 MB route configuration at 5,000 services), 7 MB per proxy in the 5,000 / 2,000 case
+                    del resp
                 if self._closing:
                     return
                 self.error = "stream closed by the server"
@@ -227,6 +230,8 @@ class Worker:
         loop = asyncio.get_running_loop()
         self._sync_done = loop.create_future()
         self._sync_left = {p["id"] for p in proxies}
+        if not self._sync_left:
+            self._sync_done.set_result(None)  # nothing to connect in this batch
         for p in proxies:
             c = LeanClient(target, p["id"], p["metadata"], self.on_ack)
             self.clients[c.node_id] = c

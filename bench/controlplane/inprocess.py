@@ -30,7 +30,7 @@ from sailmesh.api.resource import Source
 from sailmesh.controlplane.source import MeshSource
 from sailmesh.generate.affect import push_request
 from sailmesh.platform import workload_file
-from sailmesh.registry.workloads import LocalRegistry
+from sailmesh.registry.workloads import LocalRegistry, workload_key
 from sailmesh.server.hashing import HashCache
 from sailmesh.server.metrics import XdsMetrics
 from sailmesh.server.sotw import SotwConnection
@@ -41,7 +41,8 @@ from sailmesh.store.memory import MemoryStore
 from sailmesh.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
 
-async def run(services: int, proxies: int, scoping: bool, changes: int, profile: bool) -> dict[str, Any]:
+async def run(services: int, proxies: int, scoping: bool, changes: int, profile: bool,
+              kind: str = "routes") -> dict[str, Any]:
     mesh = make_mesh(tempfile.mkdtemp(prefix="sailmesh-inprocess-"), services, scoping)
     files = FileStore(mesh.config_dir, lambda _r: [])
     await files.start()
@@ -67,24 +68,37 @@ async def run(services: int, proxies: int, scoping: bool, changes: int, profile:
         for type_url in (CLUSTER, LISTENER, ENDPOINT, ROUTE):  # Envoy's order; EDS/RDS by the names it needs
             names = [] if type_url in (CLUSTER, LISTENER) else list(source.generate(conn.handle, type_url).resources)
             await conn.handle_request(discovery_pb2.DiscoveryRequest(type_url=type_url, resource_names=names), send)
+            st = conn.types[type_url]
+            conn.on_ack(st, st.sent_version, st.sent_nonce)
         conns.append(conn)
     first_push = time.perf_counter() - t0
     profiler = cProfile.Profile() if profile else None
     samples = []
     for k in range(changes):
-        doc = mesh.virtual_service_doc(k % min(SHARED_SERVICES, services), change=k + 1)
+        i = k % min(SHARED_SERVICES, services)
         t0, c0 = time.perf_counter(), time.process_time()
         if profiler:
             profiler.enable()
-        resource = resource_from_dict(doc, Source("bench", 0))
-        memory.commit([resource], [])
-        change = Change.of(resource.key)
+        if kind == "routes":
+            resource = resource_from_dict(mesh.virtual_service_doc(i, change=k + 1), Source("bench", 0))
+            memory.commit([resource], [])
+            change = Change.of(resource.key)
+        else:  # a v3 workload of a shared service comes (even changes) and goes (odd ones), as in the benchmark
+            w = mesh.workload(i, "v3", 9)
+            if k % 2:
+                registry.unregister(w.name, w.namespace)
+            else:
+                registry.register(w)
+            change = Change.of(workload_key(w.name, w.namespace))
         previous, snapshot = snapshot, build(snapshot, store, registry, change)
         source.update(snapshot, push_request(change, previous, snapshot))
         t1 = time.perf_counter()
         responses = 0
+        type_url = ROUTE if kind == "routes" else ENDPOINT
         for conn in conns:
-            responses += await conn.respond(conn.types[ROUTE], send, force=False, started=None)
+            st = conn.types[type_url]
+            responses += await conn.respond(st, send, force=False, started=None)
+            conn.on_ack(st, st.sent_version, st.sent_nonce)  # the proxy ACKs, as Envoy does
         if profiler:
             profiler.disable()
         samples.append({"build_ms": (t1 - t0) * 1e3, "responses_ms": (time.perf_counter() - t1) * 1e3,
@@ -107,11 +121,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sidecar-scoping", choices=["on", "off"], default="on")
     p.add_argument("--changes", type=int, default=10)
     p.add_argument("--profile", action="store_true", help="cProfile the changes (slows them down)")
+    p.add_argument("--kind", choices=["routes", "endpoints"], default="routes",
+                   help="VirtualService changes (RDS pushes) or workload changes (EDS pushes, ACKed)")
     p.add_argument("--json", help="where to write the result document")
     a = p.parse_args(argv)
-    res = asyncio.run(run(a.services, a.proxies, a.sidecar_scoping == "on", a.changes, a.profile))
+    res = asyncio.run(run(a.services, a.proxies, a.sidecar_scoping == "on", a.changes, a.profile, a.kind))
+    what = "VirtualService change" if a.kind == "routes" else "endpoint change"
     print(f"in-process, {a.services} services / {a.proxies} proxies, Sidecar scoping {a.sidecar_scoping}: "
-          f"VirtualService change: snapshot build {res['median_build_ms']:.1f} ms, responses to every proxy "
+          f"{what}: snapshot build {res['median_build_ms']:.1f} ms, responses to every proxy "
           f"{res['median_responses_ms']:.1f} ms, CPU {res['median_cpu_ms']:.1f} ms (medians of {a.changes}); "
           f"first push {res['first_push_s']:.2f} s")
     if a.json:

@@ -16,7 +16,7 @@ ADS server hashes and encodes each distinct part once.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from google.protobuf import any_pb2, message
@@ -33,7 +33,9 @@ from sailmesh.generate.routes import build_routes
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView
 from sailmesh.xds.types import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SECRET, short_name
 
-Builder = Callable[[MeshSnapshot, ProxyView, Memos], Sequence[message.Message | Prepacked]]
+# A builder returns messages (or Prepacked resources) to pack, or a mapping it packed already (name -> Any)
+Builder = Callable[[MeshSnapshot, ProxyView, Memos],
+                   Sequence[message.Message | Prepacked] | Mapping[str, any_pb2.Any]]
 
 
 def outbound_scope(snapshot: MeshSnapshot, proxy: ProxyView) -> Hashable:
@@ -145,7 +147,9 @@ class Generator:
                 hit = self._entries.get(key)
                 if hit is None:
                     self.misses += 1
-                    hit = self._intern(part.name, packed(part.build(snapshot, proxy, self.memos)))
+                    built = part.build(snapshot, proxy, self.memos)
+                    hit = self._intern(part.name, PackedResources(built) if isinstance(built, Mapping)
+                                       else packed(built))
                     self._entries[key] = hit
                 else:
                     self.hits += 1

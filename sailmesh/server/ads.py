@@ -81,11 +81,18 @@ def _serialize(response: Message | bytes) -> bytes:
     return response if isinstance(response, bytes) else response.SerializeToString()
 
 
+def _sotw_request(data: bytes) -> tuple[discovery_pb2.DiscoveryRequest, bytes]:
+    """A SotW request with its bytes: an ACK that repeats the last verified subscription byte for byte is taken
+    without reading its names (SotwConnection.try_ack_raw)."""
+    return discovery_pb2.DiscoveryRequest.FromString(data), data
+
+
 def _register(servicer: ads_pb2_grpc.AggregatedDiscoveryServiceServicer, server: grpc.aio.Server) -> None:
-    """ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server with a pass-through response serializer."""
+    """ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server with a pass-through response serializer
+    (and SotW requests that keep their bytes)."""
     handlers = {
         "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
-            servicer.StreamAggregatedResources, request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+            servicer.StreamAggregatedResources, request_deserializer=_sotw_request,
             response_serializer=_serialize),
         "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
             servicer.DeltaAggregatedResources, request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
@@ -191,7 +198,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
 
     # -- the two RPCs --
     async def StreamAggregatedResources(
-        self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest], context: Context
+        self, request_iterator: AsyncIterator[tuple[discovery_pb2.DiscoveryRequest, bytes]], context: Context
     ) -> None:
         await self._serve_stream(request_iterator, context, delta=False)
 
@@ -201,7 +208,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         await self._serve_stream(request_iterator, context, delta=True)
 
     async def _serve_stream(
-        self, request_iterator: AsyncIterator[Message], context: Context, *, delta: bool
+        self, request_iterator: AsyncIterator[Any], context: Context, *, delta: bool
     ) -> None:
         if not await self.stream_rate.admit():
             self._rate_limited(context.peer())
@@ -210,7 +217,9 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
             first = await anext(aiter(request_iterator))
         except StopAsyncIteration:
             return
-        node = first.node  # type: ignore[attr-defined]
+        if not delta:
+            first = first[0]
+        node = first.node
         if not node.id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first request must carry node.id")
         try:
@@ -243,7 +252,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         self.metrics.connected.inc()
         log.info("proxy %s connected (%s, %s)", shown, printable(conn_id), "delta" if delta else "sotw")
         conn.enqueue_request(first)
-        reader = asyncio.create_task(self._read(request_iterator, conn))
+        reader = asyncio.create_task(self._read(request_iterator, conn, delta=delta))
         ending: tuple[grpc.StatusCode, str] | None = None
         try:
             await conn.run(self._writer(context))
@@ -300,10 +309,13 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
 
         return write
 
-    async def _read(self, request_iterator: AsyncIterator[Message], conn: Connection) -> None:
+    async def _read(self, request_iterator: AsyncIterator[Any], conn: Connection, *, delta: bool = False) -> None:
         try:
-            async for request in request_iterator:
-                conn.receive(request, self.limits.check_request(request))
+            async for item in request_iterator:
+                request, data = (item, None) if delta else item
+                if data is not None and conn.try_ack_raw(request, data):
+                    continue  # an ACK repeating the subscription byte for byte: nothing else to check
+                conn.receive(request, self.limits.check_request(request), data)
                 if conn.queued_requests >= self.limits.queued_requests:
                     await conn.room()
         except RequestRefused as e:

@@ -17,23 +17,38 @@ MAX_INFLIGHT_BYTES = 64 * 2**20
 # to every well-behaved proxy until they were cut. The stalled bytes stay in memory until the write completes or
 # the stream's write timeout (server/ads.py) cuts it; `stalled` counts such leases.
 STALL_S = 1.0
+# ... but only while the bytes of stalled writes still under way stay under STALLED_LIMITS budgets: at 5,000
+# services / 2,000 proxies every clusters response is its own 10 MB, a write under load takes longer than STALL_S,
+# and giving every slow write's bytes back let the first push put gigabytes in gRPC's buffers (and in the
+# proxies' receive buffers). Past it a slow write keeps its bytes until it completes or its stream's write timeout
+# cuts it.
+STALLED_LIMITS = 4  # max stalled bytes = this x the budget's limit
 
 
 class Lease:
     """Bytes taken from a budget for one response; given back by release(), or early when the write stalls."""
 
-    __slots__ = ("_budget", "_n", "_timer")
+    __slots__ = ("_budget", "_n", "_stalled_in", "_timer")
 
     def __init__(self, budget: SendBudget, n: int, stall_s: float) -> None:
         self._budget: SendBudget | None = budget
         self._n = n
+        self._stalled_in: SendBudget | None = None  # the budget counting this lease's bytes as stalled
         self._timer = asyncio.get_running_loop().call_later(stall_s, self._stalled)
 
     def _stalled(self) -> None:
         budget = self._budget
-        if budget is not None:
-            budget.stalled += 1
-            self._give_back()
+        if budget is None:
+            return
+        if budget.stalled_bytes and budget.stalled_bytes + self._n > budget.max_stalled:
+            # too many bytes stalled already: keep these until the write completes (or another stalled one
+            # does: look again then)
+            self._timer = asyncio.get_running_loop().call_later(budget.stall_s, self._stalled)
+            return
+        budget.stalled += 1
+        budget.stalled_bytes += self._n
+        self._stalled_in = budget
+        self._give_back()
 
     def _give_back(self) -> None:
         budget, self._budget = self._budget, None
@@ -43,18 +58,24 @@ class Lease:
     def release(self) -> None:
         """The write is done (or failed): give the bytes back unless the stall timer already did."""
         self._timer.cancel()
+        stalled, self._stalled_in = self._stalled_in, None
+        if stalled is not None:
+            stalled.stalled_bytes -= self._n
         self._give_back()
 
 
 class SendBudget:
     """Grants bytes first come, first served; a response larger than the whole budget goes alone."""
 
-    def __init__(self, limit: int = MAX_INFLIGHT_BYTES, stall_s: float = STALL_S) -> None:
+    def __init__(self, limit: int = MAX_INFLIGHT_BYTES, stall_s: float = STALL_S,
+                 max_stalled: int | None = None) -> None:
         self.limit = limit
         self.stall_s = stall_s
+        self.max_stalled = STALLED_LIMITS * limit if max_stalled is None else max_stalled
         self.used = 0
         self.waits = 0  # how often a response had to wait (for tests and the debug endpoints)
         self.stalled = 0  # how often a blocked write gave its bytes back before it completed
+        self.stalled_bytes = 0  # the bytes of those writes while they are still under way
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
 
     def _fits(self, n: int) -> bool:

@@ -57,9 +57,14 @@ class WatchState:
     nacked_digest: bytes = b""
     push_started: float | None = None  # earliest unACKed push request time (convergence)
     client_versions: dict[str, str] = field(default_factory=dict)  # delta: what the client holds
-    # SotW clusters: the parts last sent (the source's shared mappings, referenced, not copied), to tell which
-    # clusters a push updates
+    # SotW clusters and endpoints: the parts last sent (the source's shared mappings, referenced, not copied), to
+    # tell which resources a push updates
     sent_parts: tuple[Mapping[str, AnyProto], ...] = ()
+    # SotW endpoints: the parts and the subscription the last response was built from (sotw.py: an endpoint push
+    # sends only the assignments it updates)
+    sent_names: frozenset[str] | None = None
+    # SotW: the names part of the last ACK's bytes that was found to keep the subscription (sotw.py try_ack_raw)
+    names_bytes: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -202,11 +207,16 @@ class Connection:
     def queued_requests(self) -> int:
         return len(self._requests)
 
-    def receive(self, request: Message, names: list[str] | None = None) -> None:
+    def receive(self, request: Message, names: list[str] | None = None, data: bytes | None = None) -> None:
         """A request from the proxy: a plain ACK is recorded at once, anything else queued for the loop. `names`:
-        a SotW request's resource names already read (Limits.check_request)."""
-        if self._requests or not self.try_ack(request, names):
+        a SotW request's resource names already read (Limits.check_request); `data`: its bytes."""
+        if self._requests or not self.try_ack(request, names, data):
             self.enqueue_request(request)
+
+    def try_ack_raw(self, request: Message, data: bytes) -> bool:
+        """Record `request` if it is an ACK whose names are, byte for byte, those of the last ACK found to keep the
+        subscription (no names read); False: read and check it as any other request."""
+        return False
 
     def enqueue_push(self, request: PushRequest, now: float) -> None:
         if self._pending is None:
@@ -402,9 +412,9 @@ class Connection:
         self.metrics.pushes.inc(type=type_label(st.type_url))
 
     # -- protocol specific --
-    def try_ack(self, request: Message, names: list[str] | None = None) -> bool:
+    def try_ack(self, request: Message, names: list[str] | None = None, data: bytes | None = None) -> bool:
         """Record `request` if it only ACKs the current response (nothing to send); False: the loop handles it.
-        `names`: a SotW request's resource names, if already read."""
+        `names`: a SotW request's resource names, if already read; `data`: its bytes, if kept."""
         return False
 
     async def handle_request(self, request: Message, send: Send) -> None:

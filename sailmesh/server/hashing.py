@@ -6,6 +6,7 @@ import hashlib
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from typing import TypeVar
 
 from google.protobuf.any_pb2 import Any as AnyProto
 
@@ -13,17 +14,22 @@ from sailmesh.xds.wire import length_delimited as length_delimited
 
 
 def digest_resources(resources: Mapping[str, AnyProto]) -> bytes:
-    """A stable hash of a set of packed resources (their names, type URLs and serialized bytes)."""
-    h = hashlib.blake2b(digest_size=16)
+    """A stable hash of a set of packed resources (their names, type URLs and serialized bytes).
+
+    SHA-256 (first 16 bytes): with the CPU's SHA instructions it hashes ~2.5x faster than BLAKE2b here, and
+    without Sidecar scoping every VirtualService change hashes each namespace's 2 MB route configuration.
+    """
+    h = hashlib.sha256()
     for name in sorted(resources):
         anyp = resources[name]
+        value = anyp.value  # a copy each time it is read
         h.update(name.encode())
         h.update(b"\0")
         h.update(anyp.type_url.encode())
         h.update(b"\0")
-        h.update(len(anyp.value).to_bytes(8, "little"))
-        h.update(anyp.value)
-    return h.digest()
+        h.update(len(value).to_bytes(8, "little"))
+        h.update(value)
+    return h.digest()[:16]
 
 
 RESOURCES_FIELD = 2  # DiscoveryResponse.resources (repeated google.protobuf.Any)
@@ -75,6 +81,7 @@ def _put(cache: OrderedDict[Hashable, bytes], key: Hashable, data: bytes, held: 
 # changed(): pairs of parts with this many resources or more (in the smaller) are compared once and remembered
 _DIFF_MEMO_FROM = 256
 _DIFF_MEMO_ENTRIES = 64
+_SHARED_BYTES_ENTRIES = 256
 
 
 def _differing(small: Mapping[str, AnyProto], large: Mapping[str, AnyProto]) -> frozenset[str]:
@@ -85,6 +92,39 @@ def _differing(small: Mapping[str, AnyProto], large: Mapping[str, AnyProto]) -> 
         if other is not None and other is not anyp and (other.value != anyp.value or other.type_url != anyp.type_url):
             out.append(name)
     return frozenset(out)
+
+
+def _updated_only(old: Mapping[str, AnyProto], new: Mapping[str, AnyProto]) -> frozenset[str] | None:
+    """The names of `new` whose resources differ from `old`'s, or None when the two do not have the same names."""
+    if len(old) != len(new):
+        return None
+    out = []
+    for name, anyp in new.items():
+        prev = old.get(name)
+        if prev is None:
+            return None
+        if prev is not anyp and (prev.value != anyp.value or prev.type_url != anyp.type_url):
+            out.append(name)
+    return frozenset(out)
+
+
+_Parts = Mapping[str, AnyProto]
+T = TypeVar("T")
+
+
+def _pair_memo(memo: OrderedDict[tuple[int, int], tuple[Callable[[], object], Callable[[], object], T]],
+               a: _Parts, b: _Parts, compute: Callable[[_Parts, _Parts], T]) -> T:
+    """compute(a, b), remembered for the pair (by identity, while both live) in a small LRU."""
+    key = (id(a), id(b))
+    hit = memo.get(key)
+    if hit is not None and hit[0]() is a and hit[1]() is b:
+        return hit[2]
+    result = compute(a, b)
+    drop = lambda: memo.pop(key, None)  # noqa: E731
+    memo[key] = (_hold(a, drop), _hold(b, drop), result)
+    while len(memo) > _DIFF_MEMO_ENTRIES:
+        memo.popitem(last=False)
+    return result
 
 
 class HashCache:
@@ -121,6 +161,12 @@ class HashCache:
         # changed(): the names updated between two large parts, (old part, new part) -> names
         self._diffs: OrderedDict[tuple[int, int], tuple[Callable[[], object], Callable[[], object], frozenset[str]]]
         self._diffs = OrderedDict()
+        self._sizes: OrderedDict[int, tuple[Callable[[], object], int]] = OrderedDict()  # size()
+        self._shared: OrderedDict[bytes, bytes] = OrderedDict()  # shared()
+        # updated_only(): (old part, new part) -> the names updated, None when names came or went
+        self._updates: OrderedDict[tuple[int, int],
+                                   tuple[Callable[[], object], Callable[[], object], frozenset[str] | None]]
+        self._updates = OrderedDict()
 
     def changed(self, old: Sequence[Mapping[str, AnyProto]], new: Sequence[Mapping[str, AnyProto]]) -> set[str]:
         """Names in both the `old` and the `new` parts whose resources differ (updated, not added or removed).
@@ -135,20 +181,24 @@ class HashCache:
                 out |= self._diff(prev, part)
         return out
 
+    def updated_only(self, old: Sequence[Mapping[str, AnyProto]],
+                     new: Sequence[Mapping[str, AnyProto]]) -> frozenset[str] | None:
+        """The names whose resources differ between `old` and `new` when that is all that differs (the same names
+        in both, one part replaced by one other); None when names were added or removed, or several parts changed.
+        A pair of parts is compared once for every proxy holding it."""
+        gone = [p for p in old if not any(p is q for q in new)]
+        came = [p for p in new if not any(p is q for q in old)]
+        if not gone and not came:
+            return frozenset()
+        if len(gone) != 1 or len(came) != 1:
+            return None
+        return _pair_memo(self._updates, gone[0], came[0], _updated_only)
+
     def _diff(self, a: Mapping[str, AnyProto], b: Mapping[str, AnyProto]) -> frozenset[str]:
         small, large = (a, b) if len(a) <= len(b) else (b, a)
         if len(small) < _DIFF_MEMO_FROM:
             return _differing(small, large)
-        key = (id(a), id(b))
-        hit = self._diffs.get(key)
-        if hit is not None and hit[0]() is a and hit[1]() is b:
-            return hit[2]
-        result = _differing(small, large)
-        drop = lambda: self._diffs.pop(key, None)  # noqa: E731
-        self._diffs[key] = (_hold(a, drop), _hold(b, drop), result)
-        while len(self._diffs) > _DIFF_MEMO_ENTRIES:
-            self._diffs.popitem(last=False)
-        return result
+        return _pair_memo(self._diffs, a, b, lambda _a, _b: _differing(small, large))
 
     def names(self, names: Iterable[str]) -> frozenset[str]:
         """The names without `*` as the one frozenset with those names that this cache's connections share."""
@@ -252,6 +302,35 @@ class HashCache:
         self._asked.pop(key, None)
         self._response_bytes = _put(self._responses, key, data, self._response_bytes, self.max_response_bytes)
         return data
+
+    def shared(self, data: bytes) -> bytes:
+        """One bytes object for equal bytes kept by many connections (the names part of 500 proxies' EDS ACKs,
+        150 kB each without Sidecar scoping); the most recent distinct values only."""
+        hit = self._shared.get(data)
+        if hit is not None:
+            self._shared.move_to_end(data)
+            return hit
+        self._shared[data] = data
+        while len(self._shared) > _SHARED_BYTES_ENTRIES:
+            self._shared.popitem(last=False)
+        return data
+
+    def peek(self, key: Hashable) -> bytes | None:
+        """The response cached under `key` (shared or on probation), without counting it as asked for."""
+        hit = self._responses.get(key)
+        return hit if hit is not None else self._probation.get(key)
+
+    def size(self, resources: Mapping[str, AnyProto]) -> int:
+        """About the bytes encoded() makes of `resources` (their Any bytes and tags), without encoding them."""
+        key = id(resources)
+        hit = self._sizes.get(key)
+        if hit is not None and hit[0]() is resources:
+            return hit[1]
+        n = sum(len(a.value) + len(a.type_url) + 16 for a in resources.values())
+        self._sizes[key] = (_hold(resources, lambda: self._sizes.pop(key, None)), n)
+        while len(self._sizes) > self.max_entries:
+            self._sizes.popitem(last=False)
+        return n
 
     def held_bytes(self) -> int:
         """The bytes this cache holds: encoded resources (with the Anys they keep alive), bodies and responses."""

@@ -29,21 +29,59 @@ def _is_wildcard(type_url: str, names: list[str]) -> bool:
     return "*" in names or (type_url in WILDCARD_TYPES and not names)
 
 
+def _names_part(request: discovery_pb2.DiscoveryRequest, data: bytes) -> bytes | None:
+    """The bytes of `data` between its version (field 1) and its type URL and nonce (fields 4, 5), as protobuf
+    serializers write a request without a node or an error: its names (field 3). None for any other layout.
+
+    Two requests with the same names part and these fields parse to the same names (a field repeated inside the
+    part is overridden by the same trailing fields in both), so an ACK whose part equals that of an ACK already
+    found to keep the subscription keeps it too, without reading 3,500 names (an unscoped EDS ACK)."""
+    version = request.version_info
+    head = length_delimited(1, version.encode()) if version else b""
+    tail = length_delimited(4, request.type_url.encode()) + length_delimited(5, request.response_nonce.encode())
+    if len(data) < len(head) + len(tail) or not data.startswith(head) or not data.endswith(tail):
+        return None
+    return data[len(head):len(data) - len(tail)]
+
+
 class SotwConnection(Connection):
     """A StreamAggregatedResources stream."""
 
     delta = False
 
-    def try_ack(self, request: Message, names: list[str] | None = None) -> bool:
-        assert isinstance(request, discovery_pb2.DiscoveryRequest)
+    def _ack_state(self, request: discovery_pb2.DiscoveryRequest) -> WatchState | None:
+        """The type's state if `request` answers its current response without an error (an ACK, maybe with
+        other names)."""
         st = self.types.get(request.type_url)
         if st is None or not request.response_nonce or request.response_nonce != st.sent_nonce \
                 or request.HasField("error_detail"):
+            return None
+        return st
+
+    def try_ack_raw(self, request: Message, data: bytes) -> bool:
+        assert isinstance(request, discovery_pb2.DiscoveryRequest)
+        if self._requests:
+            return False  # requests are served in order
+        st = self._ack_state(request)
+        if st is None or st.names_bytes is None or request.HasField("node"):
+            return False
+        if _names_part(request, data) != st.names_bytes:
+            return False
+        self.on_ack(st, request.version_info, request.response_nonce)
+        return True
+
+    def try_ack(self, request: Message, names: list[str] | None = None, data: bytes | None = None) -> bool:
+        assert isinstance(request, discovery_pb2.DiscoveryRequest)
+        st = self._ack_state(request)
+        if st is None:
             return False
         if names is None:
             names = list(request.resource_names)
         if not self._unchanged(st, names):
             return False  # the subscription changed: the loop answers
+        if data is not None and not request.HasField("node"):
+            part = _names_part(request, data)  # these names keep the subscription
+            st.names_bytes = None if part is None else self.hashes.shared(part)
         self.on_ack(st, request.version_info, request.response_nonce)
         return True
 
@@ -67,6 +105,7 @@ class SotwConnection(Connection):
             st = self.watch(type_url)
             st.wildcard = _is_wildcard(type_url, names)
             st.names = self.hashes.names(names)
+            st.names_bytes = None
             await self.respond(st, send, force=True, started=None)
             return
         if request.response_nonce != st.sent_nonce:
@@ -79,6 +118,7 @@ class SotwConnection(Connection):
         self.on_ack(st, request.version_info, request.response_nonce)
         if not self._unchanged(st, names):
             st.wildcard, st.names = _is_wildcard(type_url, names), self.hashes.names(names)
+            st.names_bytes = None
             await self.respond(st, send, force=True, started=None)
 
     def _updates_eds_clusters(self, st: WatchState, parts: tuple[Mapping[str, AnyProto], ...]) -> bool:
@@ -92,6 +132,26 @@ class SotwConnection(Connection):
             return True
         updated = self.hashes.changed(st.sent_parts, parts)
         return bool(updated) and (eds.wildcard or not eds.names.isdisjoint(updated))
+
+    def _updated_only(self, st: WatchState, parts: tuple[Mapping[str, AnyProto], ...],
+                      names: frozenset[str] | None) -> frozenset[str] | None:
+        """The subscribed endpoint assignments a push updates, when sending only them brings the proxy to the
+        new state: it ACKed the last response, built for the same subscription, and the push adds or removes no
+        assignment. None: send them all.
+
+        Over SotW only listeners and clusters are state-of-the-world; a ClusterLoadAssignment left out of a
+        response is kept by the proxy (xDS protocol, "Grouping Resources into Responses"), and Istio's
+        incremental EDS push sends only the updated services' assignments. Without Sidecar scoping each proxy
+        subscribes to the endpoints of every cluster (3,500 at 1,000 services): a change of one service's
+        workloads re-sent all of them to every proxy."""
+        if names is None or not st.sent_parts or st.sent_names is not names or st.acked_nonce != st.sent_nonce \
+                or st.acked_version != st.sent_version:
+            return None
+        updated = self.hashes.updated_only(st.sent_parts, parts)
+        if updated is None:
+            return None
+        subscribed = updated & names
+        return subscribed or None
 
     async def respond(self, st: WatchState, send: Send, *, force: bool, started: float | None) -> bool:
         generated = self.generate(st.type_url)
@@ -112,21 +172,30 @@ class SotwConnection(Connection):
             if st.type_url == CLUSTER and st.sent_parts:
                 st.sent_parts = generated.parts  # the same bytes; hold the current mappings, not older ones
             return False  # byte-identical to what the proxy has
+        updated = None if force or st.type_url != ENDPOINT else self._updated_only(st, generated.parts, names)
         if st.type_url == CLUSTER:
             self.eds_warming = self._updates_eds_clusters(st, generated.parts)
             st.sent_parts = generated.parts
+        elif st.type_url == ENDPOINT:
+            st.sent_parts, st.sent_names = generated.parts, names
+        if updated is not None:
+            chosen_parts = [c for c in (self.hashes.subset(part, updated)[0] for part in generated.parts) if c]
         version = self.next_version(st)
         # Versions never repeat on a stream (next_version), so neither do these nonces; and proxies given the same
         # resources at the same version get the same response bytes: built once, not copied per proxy.
         nonce = f"{version}-{digest[:6].hex()}"
         # The parts are encoded only when the response is not shared yet: a body kept for a response every proxy
         # of a scope gets would be a second copy of its bytes.
-        response = self.hashes.response((st.type_url, version, digest), lambda: b"".join((
-            length_delimited(1, version.encode()), *map(self.hashes.encoded, chosen_parts),
-            length_delimited(4, st.type_url.encode()), length_delimited(5, nonce.encode()))))
-        size = len(response)
+        key = (st.type_url, version, digest, updated)
+        # The bytes are leased before a response is built: a first push to 2,000 proxies built every proxy's
+        # clusters response (megabytes each, its own) and then waited for the budget, all of them held at once.
+        cached = self.hashes.peek(key)
+        size = len(cached) if cached is not None else sum(map(self.hashes.size, chosen_parts)) + 64 + len(nonce)
         lease = self.budget.try_lease(size) or await self.budget.lease(size)  # inline budget.hold()
         try:
+            response = self.hashes.response(key, lambda: b"".join((
+                length_delimited(1, version.encode()), *map(self.hashes.encoded, chosen_parts),
+                length_delimited(4, st.type_url.encode()), length_delimited(5, nonce.encode()))))
             st.sent_digest = digest
             self.mark_sent(st, version, nonce, count, started)
             try:

@@ -291,7 +291,14 @@ class AdsClient:
                 type_url=t, version_info=rec.version, response_nonce=resp.nonce, resource_names=sorted(rec.names),
                 error_detail=status_pb2.Status(code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message=detail)))
             return
-        rec.resources = got
+        if t in WILDCARD_TYPES:
+            rec.resources = got
+        else:
+            # Like Envoy: over SotW only listeners and clusters are state-of-the-world; a subscribed endpoint
+            # assignment or route configuration left out of a response is kept (xDS protocol, "Grouping
+            # Resources into Responses").
+            kept = {n: a for n, a in rec.resources.items() if n in rec.names and n not in got}
+            rec.resources = {**kept, **got} if kept else got
         rec.version = resp.version_info
         self._touch(rec, now)
         await self.send(discovery_pb2.DiscoveryRequest(

@@ -387,8 +387,10 @@ async def test_push_waits_for_the_cluster_ack_before_listeners(server, source):
         call.cancel()
 
 
-async def _clusters_and_endpoints_of_c1(server: AdsServer, channel: grpc.aio.Channel):
-    """A hand-driven SotW stream of "p1" with CDS and EDS (of c1) ACKed; returns the call and the EDS response."""
+async def _clusters_and_endpoints_of_c1(server: AdsServer, channel: grpc.aio.Channel, names: tuple[str, ...] = ("c1",),
+                                        ack: bool = True):
+    """A hand-driven SotW stream of "p1" with CDS and EDS (of c1, or `names`) ACKed (the EDS response only if
+    `ack`); returns the call and the EDS response."""
     call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources()
     first = discovery_pb2.DiscoveryRequest(type_url=CLUSTER)
     first.node.id = "p1"
@@ -396,10 +398,12 @@ async def _clusters_and_endpoints_of_c1(server: AdsServer, channel: grpc.aio.Cha
     cds = await call.read()
     await call.write(discovery_pb2.DiscoveryRequest(type_url=CLUSTER, version_info=cds.version_info,
                                                     response_nonce=cds.nonce))
-    await call.write(discovery_pb2.DiscoveryRequest(type_url=ENDPOINT, resource_names=["c1"]))
+    await call.write(discovery_pb2.DiscoveryRequest(type_url=ENDPOINT, resource_names=names))
     eds = await call.read()
+    if not ack:
+        return call, eds
     await call.write(discovery_pb2.DiscoveryRequest(type_url=ENDPOINT, version_info=eds.version_info,
-                                                    resource_names=["c1"], response_nonce=eds.nonce))
+                                                    resource_names=names, response_nonce=eds.nonce))
     await synced_on_server(server, "p1", (CLUSTER, ENDPOINT))
     return call, eds
 
