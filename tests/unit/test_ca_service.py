@@ -3,7 +3,9 @@ without the token's value (Istio's CreateCertificate answers UNAUTHENTICATED whe
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
@@ -16,26 +18,43 @@ from sailmesh.ca.service import (
     IstioCertificateRequest,
     IstioCertificateResponse,
     ServingCredentials,
+    blocking_handler,
     client_call,
     handler,
 )
 from sailmesh.ca.tokens import JoinTokens
+from sailmesh.errors import AuthenticationError
 
 SLEEP = "spiffe://cluster.local/ns/foo/sa/sleep"
 
 
-@pytest.fixture
-async def ca_server(tmp_path):
+@pytest.fixture(params=["aio", "blocking"])
+async def ca_server(tmp_path, request):
+    """The service on grpc.aio (15012) and on the synchronous server the first-CSR port (15013) runs."""
     ca = CertificateAuthority.self_signed(tmp_path)
     tokens = JoinTokens(tmp_path / "tokens.json")
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers((handler(CertificateService(ca, tokens)),))
-    port = server.add_secure_port("127.0.0.1:0", ServingCredentials(ca).credentials())
-    await server.start()
+    service = CertificateService(ca, tokens)
+    if request.param == "aio":
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers((handler(service),))
+    else:
+        service.loop = asyncio.get_running_loop()
+        pool = ThreadPoolExecutor(2)
+        sync_server = grpc.server(pool, handlers=[blocking_handler(service)])
+    credentials = ServingCredentials(ca).credentials()
+    port = (server if request.param == "aio" else sync_server).add_secure_port("127.0.0.1:0", credentials)
+    if request.param == "aio":
+        await server.start()
+    else:
+        sync_server.start()
     channel = grpc.aio.secure_channel(f"127.0.0.1:{port}", grpc.ssl_channel_credentials(ca.trust_bundle().encode()))
-    yield ca, tokens, client_call(channel)
+    yield ca, tokens, client_call(channel), service
     await channel.close()
-    await server.stop(0)
+    if request.param == "aio":
+        await server.stop(0)
+    else:
+        await asyncio.to_thread(sync_server.stop(0).wait, 5)
+        pool.shutdown()
 
 
 def test_messages_have_istios_field_numbers():
@@ -46,7 +65,7 @@ def test_messages_have_istios_field_numbers():
 
 
 async def test_a_token_gets_its_identity_signed(ca_server):
-    ca, tokens, create = ca_server
+    ca, tokens, create, _ = ca_server
     token = tokens.issue("foo", "sleep")
     csr, _ = make_csr(SLEEP)
     response = await create(IstioCertificateRequest(csr=csr.decode(), validity_duration=3600),
@@ -61,7 +80,7 @@ async def test_a_token_gets_its_identity_signed(ca_server):
 
 async def test_another_identity_no_token_and_unknown_token_are_refused_without_logging_the_token(ca_server, caplog):
     caplog.set_level(logging.DEBUG)
-    _, tokens, create = ca_server
+    _, tokens, create, _ = ca_server
     token = tokens.issue("foo", "sleep")
     csr, _ = make_csr("spiffe://cluster.local/ns/bar/sa/httpbin")
     with pytest.raises(grpc.aio.AioRpcError) as e:
@@ -80,6 +99,36 @@ async def test_another_identity_no_token_and_unknown_token_are_refused_without_l
     refusals = [r for r in caplog.records if "CSR refused" in r.getMessage()]
     assert len(refusals) == 4 and "ns/bar/sa/httpbin" in refusals[0].getMessage()
     assert token not in caplog.text and "smjt.guessed" not in caplog.text
+
+
+async def test_a_platform_token_is_verified_on_the_event_loop_and_signs_its_identity(ca_server):
+    # on the synchronous port the verifier (async: Kubernetes TokenReview) runs on the control plane's loop
+    _, _, create, service = ca_server
+    loop = asyncio.get_running_loop()
+    seen: list[tuple[str, bool]] = []
+
+    class Verifier:
+        async def verify(self, token: str) -> tuple[str, str]:
+            seen.append((token, asyncio.get_running_loop() is loop))
+            if token != "k8s-token":
+                raise AuthenticationError("TokenReview: not authenticated")
+            return "foo", "sleep"
+
+    service.token_verifier = Verifier()
+    response = await create(IstioCertificateRequest(csr=make_csr(SLEEP)[0].decode()),
+                            metadata=(("authorization", "Bearer k8s-token"),))
+    leaf = x509.load_pem_x509_certificate(response.cert_chain[0].encode())
+    assert leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.UniformResourceIdentifier) == [SLEEP]
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await create(IstioCertificateRequest(csr=make_csr(SLEEP)[0].decode()),
+                     metadata=(("authorization", "Bearer forged"),))
+    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.aio.AioRpcError) as e:  # a platform token proves only its own identity
+        await create(IstioCertificateRequest(csr=make_csr("spiffe://cluster.local/ns/bar/sa/httpbin")[0].decode()),
+                     metadata=(("authorization", "Bearer k8s-token"),))
+    assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert seen == [("k8s-token", True), ("forged", True), ("k8s-token", True)]
 
 
 def test_citadel_counters_count_requests_and_issued_certificates(tmp_path):
