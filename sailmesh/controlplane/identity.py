@@ -42,9 +42,11 @@ API_TOKEN_FILE = "api-token"  # 0600: whoever can read it is the control plane's
 # Remote callers of the HTTP API prove this identity with a client certificate the mesh CA signed (`sailmesh x ca
 # admin-cert`); no join token can be issued for it, so no workload can hold it.
 ADMIN_NAMESPACE, ADMIN_SERVICE_ACCOUNT = "istio-system", "sailmesh-admin"
-# The first-CSR port's worker threads (a synchronous grpc server: less CPU per CSR than grpc.aio; the signing holds
-# the GIL, so more threads would only wait for it).
-CA_PORT_THREADS = 4
+# The first-CSR port's worker threads (a synchronous grpc server: less CPU per CSR than grpc.aio). The signing holds
+# the GIL, so more threads only wait for it: 2 cost the least CPU per CSR (1-8 measured, docs/benchmarks.md). With a
+# platform's token verifier (Kubernetes TokenReview) a thread waits on the API server for each such CSR: more of them.
+CA_PORT_THREADS = 2
+CA_PORT_THREADS_WITH_PLATFORM_TOKENS = 8
 
 
 class MeshIdentity:
@@ -113,11 +115,12 @@ class MeshIdentity:
         (join token) cannot present a certificate, and grpcio cannot ask for one only if given (Go's
         VerifyClientCertIfGiven, which istiod uses on 15012). Returns the bound port.
 
-        A synchronous grpc server with CA_PORT_THREADS workers, not grpc.aio: it costs less CPU per CSR (no task,
+        A synchronous grpc server with a few worker threads, not grpc.aio: it costs less CPU per CSR (no task,
         futures and event-loop wake-ups per call; docs/benchmarks.md, session 10). A platform token is still
         verified on this event loop."""
         self.certificates.loop = asyncio.get_running_loop()
-        pool = ThreadPoolExecutor(CA_PORT_THREADS, thread_name_prefix="ca-port")
+        threads = CA_PORT_THREADS if self.certificates.token_verifier is None else CA_PORT_THREADS_WITH_PLATFORM_TOKENS
+        pool = ThreadPoolExecutor(threads, thread_name_prefix="ca-port")
         server = grpc.server(pool, handlers=[blocking_handler(self.certificates)],
                              options=[NO_PORT_REUSE])  # a second control plane must fail to bind
         try:
