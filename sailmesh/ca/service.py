@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -44,7 +45,8 @@ SERVICE = "istio.v1.auth.IstioCertificateService"
 METHOD = "CreateCertificate"
 FULL_METHOD = f"/{SERVICE}/{METHOD}"
 BEARER = "bearer "
-PLATFORM_VERIFY_TIMEOUT_S = 30.0  # a platform token check (TokenReview) from a worker thread, then refused
+SIGNERS = 2
+PLATFORM_VERIFY_TIMEOUT_S = 20.0  # a platform token check (TokenReview) from a worker thread, then refused
 
 
 def _build_messages() -> tuple[type[Message], type[Message]]:
@@ -133,6 +135,9 @@ class CertificateService:
         self.holders = holders  # which instance holds which bundle and root (root rotation waits on it)
         self.token_verifier: TokenVerifier | None = None  # a platform's tokens beside the join tokens
         self.loop: asyncio.AbstractEventLoop | None = None  # where the verifier runs (set by the first-CSR port)
+        # How many worker threads sign at once (the rest wait here without CPU): signing holds the GIL, and more
+        # threads signing at once cost more CPU per CSR (docs/benchmarks.md, session 10).
+        self.signers = threading.BoundedSemaphore(SIGNERS)
         self.requested = 0
         self.signed = 0
         self.refused = 0
@@ -253,7 +258,8 @@ class CertificateService:
                 proved = self._platform_identity_from_thread(token)
             except AuthenticationError as e:
                 context.abort(*self.unauthenticated(context, e))
-        chain, code, message = self.answer(request, context, token, peer_spiffe_ids(context), proved)
+        with self.signers:
+            chain, code, message = self.answer(request, context, token, peer_spiffe_ids(context), proved)
         if code is not None:
             context.abort(code, message)
         return IstioCertificateResponse(cert_chain=chain)

@@ -42,11 +42,13 @@ API_TOKEN_FILE = "api-token"  # 0600: whoever can read it is the control plane's
 # Remote callers of the HTTP API prove this identity with a client certificate the mesh CA signed (`sailmesh x ca
 # admin-cert`); no join token can be issued for it, so no workload can hold it.
 ADMIN_NAMESPACE, ADMIN_SERVICE_ACCOUNT = "istio-system", "sailmesh-admin"
-# The first-CSR port's worker threads (a synchronous grpc server: less CPU per CSR than grpc.aio). The signing holds
-# the GIL, so more threads only wait for it: 2 cost the least CPU per CSR (1-8 measured, docs/benchmarks.md). With a
-# platform's token verifier (Kubernetes TokenReview) a thread waits on the API server for each such CSR: more of them.
-CA_PORT_THREADS = 2
-CA_PORT_THREADS_WITH_PLATFORM_TOKENS = 8
+# The first-CSR port's worker threads (a synchronous grpc server: less CPU per CSR than grpc.aio). grpc's synchronous
+# server gives a call its thread when the call starts, before the request arrives: a caller that never sends one
+# holds a thread until its connection is closed. So: many threads (only `ca.service.SIGNERS` of them sign at once,
+# the rest wait without CPU), and every connection is closed after 20 s plus 10 s of grace for the calls in flight
+# (an agent opens a connection per CSR): a stalled call holds its thread at most ~30 s.
+CA_PORT_THREADS = 32
+CA_PORT_OPTIONS = [("grpc.max_connection_age_ms", 20_000), ("grpc.max_connection_age_grace_ms", 10_000)]
 
 
 class MeshIdentity:
@@ -119,10 +121,9 @@ class MeshIdentity:
         futures and event-loop wake-ups per call; docs/benchmarks.md, session 10). A platform token is still
         verified on this event loop."""
         self.certificates.loop = asyncio.get_running_loop()
-        threads = CA_PORT_THREADS if self.certificates.token_verifier is None else CA_PORT_THREADS_WITH_PLATFORM_TOKENS
-        pool = ThreadPoolExecutor(threads, thread_name_prefix="ca-port")
+        pool = ThreadPoolExecutor(CA_PORT_THREADS, thread_name_prefix="ca-port")
         server = grpc.server(pool, handlers=[blocking_handler(self.certificates)],
-                             options=[NO_PORT_REUSE])  # a second control plane must fail to bind
+                             options=[NO_PORT_REUSE, *CA_PORT_OPTIONS])  # NO_PORT_REUSE: a second CP fails to bind
         try:
             bound = server.add_secure_port(f"{host}:{port}", self.bootstrap_serving.credentials())
         except RuntimeError:

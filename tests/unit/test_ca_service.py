@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -147,3 +148,40 @@ def test_citadel_counters_count_requests_and_issued_certificates(tmp_path):
         service.create(csr.decode(), 3600, tokens.issue("bar", "other"), ())  # asks for another identity
     text = registry.render()
     assert "citadel_server_csr_count 2.0" in text and "citadel_server_success_cert_issuance_count 1.0" in text
+
+
+async def test_callers_that_never_send_their_request_do_not_block_first_csrs(tmp_path):
+    # grpc's synchronous server (the first-CSR port) gives a call a thread before its request arrives: a few
+    # stalled callers (no credentials needed) must not take every thread
+    from sailmesh.ca.authority import CaOptions
+    from sailmesh.ca.service import FULL_METHOD
+    from sailmesh.controlplane.identity import MeshIdentity
+
+    identity = MeshIdentity(str(tmp_path), "", CaOptions(), ["127.0.0.1"])
+    port = await identity.serve_bootstrap("127.0.0.1", 0)
+    release = threading.Event()
+
+    def never():
+        release.wait()
+        yield from ()
+
+    credentials = grpc.ssl_channel_credentials(identity.authority.trust_bundle().encode())
+    stalled = [grpc.secure_channel(f"127.0.0.1:{port}", credentials) for _ in range(4)]
+    calls = []  # kept: a call whose future is collected is cancelled
+    try:
+        for channel in stalled:  # a call started, its request never sent
+            await asyncio.to_thread(grpc.channel_ready_future(channel).result, 10)
+            calls.append(channel.stream_unary(
+                FULL_METHOD, request_serializer=IstioCertificateRequest.SerializeToString,
+                response_deserializer=IstioCertificateResponse.FromString).future(never()))
+        await asyncio.sleep(1.0)  # the calls reach the server (no way to see them arrive from here)
+        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", credentials) as channel:
+            token = identity.tokens.issue("foo", "sleep")
+            response = await client_call(channel)(IstioCertificateRequest(csr=make_csr(SLEEP)[0].decode()),
+                                                  metadata=(("authorization", f"Bearer {token}"),), timeout=10)
+        assert len(response.cert_chain) == 2
+    finally:
+        release.set()
+        for channel in stalled:
+            channel.close()
+        await identity.stop()
