@@ -10,7 +10,7 @@ A platform may add a `TokenVerifier` (on Kubernetes: a projected service-account
 server's TokenReview, platform/kube/tokenreview.py): a bearer token that is not a join token goes to it, and the
 identity it returns is the one signed for. Join tokens keep working beside it.
 
-The first-CSR port (15013) runs the service on a synchronous grpc server (`blocking_handler`: a few worker threads
+The first-CSR port (15013) runs the service on a synchronous grpc server (`blocking_handler`: worker threads
 polling grpc's completion queue): per call it costs less CPU than grpc.aio's task, futures and event-loop
 wake-ups (docs/benchmarks.md, session 10). The same service also answers on 15012 through grpc.aio (`handler`),
 so its state (counters, limits, the CA, tokens, holders) is changed under the CA's lock.
