@@ -14,7 +14,6 @@ import hashlib
 import ipaddress
 import logging
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,19 +150,11 @@ class CertificateAuthority:
                  roots: list[x509.Certificate], options: CaOptions | None = None) -> None:
         self.options = options or CaOptions()
         self.folder: Path | None = None  # the self-signed root's directory (root rotation works there only)
-        # Held while the signing state changes (root rotation, on the event loop) and by the certificate service
-        # around a signature (also from the first-CSR port's threads), so a CSR sees one signing state.
-        self.lock = threading.RLock()
         self.use(signing_cert, signing_key, intermediates, roots)
 
     def use(self, signing_cert: x509.Certificate, signing_key: SigningKey, intermediates: list[x509.Certificate],
             roots: list[x509.Certificate]) -> None:
         """Sign with `signing_cert` from now on and trust `roots` (root rotation changes both, in steps)."""
-        with self.lock:
-            self._use(signing_cert, signing_key, intermediates, roots)
-
-    def _use(self, signing_cert: x509.Certificate, signing_key: SigningKey, intermediates: list[x509.Certificate],
-             roots: list[x509.Certificate]) -> None:
         check_signer(signing_cert, signing_key)
         self.signing_cert = signing_cert
         self._key = signing_key

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import logging
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,21 +72,16 @@ class Holders:
     """The latest certificate of each instance that named itself in its CSR, as long as it is valid."""
 
     by_instance: dict[str, Holder] = field(default_factory=dict)
-    # recorded from the first-CSR port's threads, read on the event loop
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def record(self, instance: str, bundle: str, issuer: str, not_after: datetime.datetime) -> None:
         if instance:
-            holder = Holder(bundle, issuer, not_after.timestamp())
-            with self._lock:
-                self.by_instance[instance] = holder
+            self.by_instance[instance] = Holder(bundle, issuer, not_after.timestamp())
 
     def live(self) -> dict[str, Holder]:
         now = time.time()
-        with self._lock:
-            for name in [n for n, h in self.by_instance.items() if h.not_after <= now]:
-                del self.by_instance[name]
-            return dict(self.by_instance)
+        for name in [n for n, h in self.by_instance.items() if h.not_after <= now]:
+            del self.by_instance[name]
+        return dict(self.by_instance)
 
 
 class RootRotation:

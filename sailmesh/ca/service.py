@@ -9,19 +9,11 @@ and sailmesh agents are wire-compatible). The caller proves its identity with a 
 A platform may add a `TokenVerifier` (on Kubernetes: a projected service-account token checked with the API
 server's TokenReview, platform/kube/tokenreview.py): a bearer token that is not a join token goes to it, and the
 identity it returns is the one signed for. Join tokens keep working beside it.
-
-The first-CSR port (15013) runs the service on a synchronous grpc server (`blocking_handler`: worker threads
-polling grpc's completion queue): per call it costs less CPU than grpc.aio's task, futures and event-loop
-wake-ups (docs/benchmarks.md, session 10). The same service also answers on 15012 through grpc.aio (`handler`),
-so its state (counters, limits, the CA, tokens, holders) is changed under the CA's lock.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -45,8 +37,6 @@ SERVICE = "istio.v1.auth.IstioCertificateService"
 METHOD = "CreateCertificate"
 FULL_METHOD = f"/{SERVICE}/{METHOD}"
 BEARER = "bearer "
-SIGNERS = 2
-PLATFORM_VERIFY_TIMEOUT_S = 20.0  # a platform token check (TokenReview) from a worker thread, then refused
 
 
 def _build_messages() -> tuple[type[Message], type[Message]]:
@@ -78,7 +68,6 @@ def _build_messages() -> tuple[type[Message], type[Message]]:
 IstioCertificateRequest, IstioCertificateResponse = _build_messages()
 
 Context = grpc.aio.ServicerContext[Any, Any]
-AnyContext = Context | grpc.ServicerContext  # grpc.aio's (15012) or the synchronous server's (15013)
 
 
 def bearer_token(metadata: Sequence[tuple[str, str | bytes]] | Any) -> str:
@@ -97,11 +86,10 @@ def instance_of(request: Any) -> str:
     return value.string_value[:253] if value is not None else ""
 
 
-def peer_issued_at(context: AnyContext) -> float:
+def peer_issued_at(context: Context) -> float:
     """When the caller's verified client certificate was issued (its notBefore plus the CA's backdating); 0 if
     there is none to read."""
-    properties: Any = context.auth_context()  # the stubs of the two contexts disagree; both give lists of bytes
-    pems: list[bytes] = list(properties.get("x509_pem_cert") or ())
+    pems = list(context.auth_context().get("x509_pem_cert") or ())
     try:
         cert = x509.load_pem_x509_certificate(pems[0]) if pems else None
     except ValueError:
@@ -109,7 +97,7 @@ def peer_issued_at(context: AnyContext) -> float:
     return (cert.not_valid_before_utc + BACKDATE).timestamp() if cert is not None else 0.0
 
 
-def peer_spiffe_ids(context: AnyContext) -> list[str]:
+def peer_spiffe_ids(context: Context) -> list[str]:
     """The SPIFFE IDs of the caller's verified client certificate (empty without one)."""
     ids = (i.decode(errors="replace") for i in (context.peer_identities() or ()))
     return [i for i in ids if i.startswith("spiffe://")]
@@ -134,10 +122,6 @@ class CertificateService:
         self.failed_auth = RateLimiter(failed_auth_limit)  # per caller address
         self.holders = holders  # which instance holds which bundle and root (root rotation waits on it)
         self.token_verifier: TokenVerifier | None = None  # a platform's tokens beside the join tokens
-        self.loop: asyncio.AbstractEventLoop | None = None  # where the verifier runs (set by the first-CSR port)
-        # How many worker threads sign at once (the rest wait here without CPU): signing holds the GIL, and more
-        # threads signing at once cost more CPU per CSR (docs/benchmarks.md, session 10).
-        self.signers = threading.BoundedSemaphore(SIGNERS)
         self.requested = 0
         self.signed = 0
         self.refused = 0
@@ -163,14 +147,10 @@ class CertificateService:
                 return identity
         raise AuthenticationError("no join token (authorization: Bearer) and no client certificate of this mesh")
 
-    def is_platform_token(self, token: str) -> bool:
-        """Whether `token` goes to the platform's verifier (there is one, and it is not a join token)."""
-        return bool(token) and self.token_verifier is not None and not token.startswith(TOKEN_PREFIX)
-
     async def platform_identity(self, token: str) -> Identity | None:
         """The identity a platform token proves through the verifier (None: no verifier, or a join token);
         AuthenticationError when the verifier refuses it or it names a reserved identity."""
-        if not self.is_platform_token(token) or self.token_verifier is None:
+        if not token or self.token_verifier is None or token.startswith(TOKEN_PREFIX):
             return None
         namespace, service_account = await self.token_verifier.verify(token)
         if (namespace, service_account) in self.tokens.reserved:
@@ -182,123 +162,68 @@ class CertificateService:
                peer_issued_at: float = 0.0, proved: Identity | None = None) -> list[str]:
         """Sign `csr` for `proved` (a platform token's identity) or what the token / certificate proves; the chain
         leaf first, root last. Raises AuthenticationError, IdentityError, CertificateError, RateLimitedError."""
+        self.requested += 1
+        identity = proved or self.caller_identity(token, peer_ids, peer_issued_at)
+        wait = self.csr_limiter.take(identity.uri)
+        if wait:
+            raise RateLimitedError(f"too many CSRs for {identity.uri}; retry in {wait:.1f}s", wait)
         ca = self.authority
-        with ca.lock:  # called from the event loop (15012) and the first-CSR port's threads (15013)
-            self.requested += 1
-            identity = proved or self.caller_identity(token, peer_ids, peer_issued_at)
-            wait = self.csr_limiter.take(identity.uri)
-            if wait:
-                raise RateLimitedError(f"too many CSRs for {identity.uri}; retry in {wait:.1f}s", wait)
-            bundle, signing = ca.bundle_id, ca.signing_id  # before signing: what this response carries
-            issued = ca.sign_csr(csr, identity, float(validity_s))
-            if self.holders is not None:
-                self.holders.record(instance, bundle, signing, issued.not_after)
-            self.signed += 1
-            return list(issued.chain)
+        bundle, signing = ca.bundle_id, ca.signing_id  # before signing: what this response carries
+        issued = ca.sign_csr(csr, identity, float(validity_s))
+        if self.holders is not None:
+            self.holders.record(instance, bundle, signing, issued.not_after)
+        self.signed += 1
+        return list(issued.chain)
 
-    def answer(self, request: Any, context: AnyContext, token: str, peer_ids: Sequence[str],
-               proved: Identity | None) -> tuple[list[str], grpc.StatusCode | None, str]:
-        """Sign the request's CSR: (chain, None, ""), or ([], the status a refusal answers with, its message); the
-        refusal is logged (peer and identity, never the token)."""
+    async def CreateCertificate(self, request: Any, context: Context) -> Any:
         started = time.perf_counter() if log.isEnabledFor(logging.DEBUG) else 0.0
+        token = bearer_token(context.invocation_metadata())
+        peer_ids = peer_spiffe_ids(context)
         try:
+            proved = await self.platform_identity(token)
             chain = self.create(request.csr, int(request.validity_duration), token, peer_ids, instance_of(request),
                                 peer_issued_at(context) if peer_ids and not token else 0.0, proved)
         except AuthenticationError as e:
-            return [], *self.unauthenticated(context, e)
+            # Failed authentications per address: beyond the allowance they answer RESOURCE_EXHAUSTED (logged once
+            # per hundred). A valid credential is never held back: every local caller shares 127.0.0.1, and one
+            # misbehaving process must not lock the others out.
+            address = peer_address(context.peer())
+            wait = self.failed_auth.take(address)
+            if wait:
+                if self.failed_auth.refused % 100 == 1:
+                    self._refuse(context, "rate limited", e)
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                    f"too many failed authentications from {address}; retry in {wait:.1f}s")
+            self._refuse(context, "unauthenticated", e)
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"request authenticate failure: {e}")
         except RateLimitedError as e:
             self._refuse(context, "rate limited", e)
-            return [], grpc.StatusCode.RESOURCE_EXHAUSTED, str(e)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
         except IdentityError as e:
             self._refuse(context, "permission denied", e)
-            return [], grpc.StatusCode.PERMISSION_DENIED, str(e)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
         except CertificateError as e:
             self._refuse(context, "invalid request", e)
-            return [], grpc.StatusCode.INVALID_ARGUMENT, str(e)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         if started:
             log.debug("signed a certificate for %s in %.1f ms", peer_ids or "a token holder",
                       (time.perf_counter() - started) * 1000)
-        return chain, None, ""
-
-    def unauthenticated(self, context: AnyContext, error: AuthenticationError) -> tuple[grpc.StatusCode, str]:
-        """The status a failed authentication answers with. Failed authentications per address: beyond the
-        allowance they answer RESOURCE_EXHAUSTED (logged once per hundred). A valid credential is never held back:
-        every local caller shares 127.0.0.1, and one misbehaving process must not lock the others out."""
-        address = peer_address(context.peer())
-        with self.authority.lock:
-            wait = self.failed_auth.take(address)
-            refused = self.failed_auth.refused
-        if wait:
-            if refused % 100 == 1:
-                self._refuse(context, "rate limited", error)
-            return (grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"too many failed authentications from {address}; retry in {wait:.1f}s")
-        self._refuse(context, "unauthenticated", error)
-        return grpc.StatusCode.UNAUTHENTICATED, f"request authenticate failure: {error}"
-
-    async def CreateCertificate(self, request: Any, context: Context) -> Any:
-        """The RPC on grpc.aio (15012: renewals by certificate, and first CSRs where the server has one port)."""
-        token = bearer_token(context.invocation_metadata())
-        try:
-            proved = await self.platform_identity(token)
-        except AuthenticationError as e:
-            await context.abort(*self.unauthenticated(context, e))
-        chain, code, message = self.answer(request, context, token, peer_spiffe_ids(context), proved)
-        if code is not None:
-            await context.abort(code, message)
         return IstioCertificateResponse(cert_chain=chain)
 
-    def create_certificate_blocking(self, request: Any, context: grpc.ServicerContext) -> Any:
-        """The RPC on a synchronous grpc server's worker thread (the first-CSR port). A platform token is checked
-        by the verifier on the event loop `loop` (the thread waits, up to PLATFORM_VERIFY_TIMEOUT_S)."""
-        token = bearer_token(context.invocation_metadata())
-        proved = None
-        if self.is_platform_token(token):
-            try:
-                proved = self._platform_identity_from_thread(token)
-            except AuthenticationError as e:
-                context.abort(*self.unauthenticated(context, e))
-        with self.signers:
-            chain, code, message = self.answer(request, context, token, peer_spiffe_ids(context), proved)
-        if code is not None:
-            context.abort(code, message)
-        return IstioCertificateResponse(cert_chain=chain)
-
-    def _platform_identity_from_thread(self, token: str) -> Identity | None:
-        if self.loop is None:
-            raise AuthenticationError("platform tokens are not checked on this port (no event loop)")
-        future = asyncio.run_coroutine_threadsafe(self.platform_identity(token), self.loop)
-        try:
-            return future.result(PLATFORM_VERIFY_TIMEOUT_S)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise AuthenticationError(f"the platform token was not verified within {PLATFORM_VERIFY_TIMEOUT_S:.0f}s"
-                                      ) from None
-
-    def _refuse(self, context: AnyContext, what: str, error: Exception) -> None:
+    def _refuse(self, context: Context, what: str, error: Exception) -> None:
         # The error texts never contain the token; log the peer so an operator can find the caller.
-        with self.authority.lock:
-            self.refused += 1
+        self.refused += 1
         log.warning("CSR refused (%s) from %s: %s", what, context.peer(), error)
-
-
-def _generic_handler(behavior: Callable[..., Any]) -> grpc.GenericRpcHandler:
-    method = grpc.unary_unary_rpc_method_handler(
-        behavior,
-        request_deserializer=IstioCertificateRequest.FromString,
-        response_serializer=IstioCertificateResponse.SerializeToString,
-    )
-    return grpc.method_handlers_generic_handler(SERVICE, {METHOD: method})
 
 
 def handler(service: CertificateService) -> grpc.GenericRpcHandler:
     """The generic gRPC handler for `service` (add it to a grpc.aio.Server)."""
-    return _generic_handler(service.CreateCertificate)
-
-
-def blocking_handler(service: CertificateService) -> grpc.GenericRpcHandler:
-    """The same service for a synchronous grpc.Server (its handler runs in the server's worker threads)."""
-    return _generic_handler(service.create_certificate_blocking)
+    method = grpc.unary_unary_rpc_method_handler(
+        service.CreateCertificate,
+        request_deserializer=IstioCertificateRequest.FromString,
+        response_serializer=IstioCertificateResponse.SerializeToString,
+    )
+    return grpc.method_handlers_generic_handler(SERVICE, {METHOD: method})
 
 
 def client_call(channel: grpc.aio.Channel) -> Callable[..., Any]:

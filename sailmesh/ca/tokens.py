@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import secrets
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -52,7 +51,6 @@ class JoinTokens:
         self._clock = clock
         self._grants: dict[str, TokenGrant] = {}
         self._revoked: dict[str, float] = {}  # "ns/sa" -> when its tokens were last revoked
-        self._lock = threading.Lock()  # checked from the first-CSR port's threads, issued on the event loop
         self.reserved: set[tuple[str, str]] = set()  # identities no token may prove (the API's admin identity)
         if self.path is not None and self.path.exists():
             mode = self.path.stat().st_mode & 0o777
@@ -79,9 +77,8 @@ class JoinTokens:
                                    "identity); no join token is issued for it")
         token = TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
         now = self._clock()
-        with self._lock:
-            self._grants[digest(token)] = TokenGrant(namespace, service_account, now, now + ttl_s if ttl_s else 0.0)
-            self._save()
+        self._grants[digest(token)] = TokenGrant(namespace, service_account, now, now + ttl_s if ttl_s else 0.0)
+        self._save()
         log.info("issued a join token for ns/%s/sa/%s%s", namespace, service_account,
                  f" valid {ttl_s:.0f}s" if ttl_s else "")
         return token
@@ -93,22 +90,19 @@ class JoinTokens:
         if grant is None:
             raise AuthenticationError("unknown or revoked join token" if token else "no join token")
         if grant.expires_at and self._clock() >= grant.expires_at:
-            with self._lock:
-                self._grants.pop(key, None)
-                self._save()
+            del self._grants[key]
+            self._save()
             raise AuthenticationError(f"expired join token (ns/{grant.namespace}/sa/{grant.service_account})")
         return grant
 
     def revoke(self, namespace: str, service_account: str) -> int:
         """Revoke every token of one identity, and certificate renewals by certificates issued until now; how many
         tokens."""
-        with self._lock:
-            gone = [h for h, g in self._grants.items()
-                    if (g.namespace, g.service_account) == (namespace, service_account)]
-            for h in gone:
-                del self._grants[h]
-            self._revoked[f"{namespace}/{service_account}"] = self._clock()
-            self._save()
+        gone = [h for h, g in self._grants.items() if (g.namespace, g.service_account) == (namespace, service_account)]
+        for h in gone:
+            del self._grants[h]
+        self._revoked[f"{namespace}/{service_account}"] = self._clock()
+        self._save()
         log.warning("revoked %d join token(s) of ns/%s/sa/%s", len(gone), namespace, service_account)
         return len(gone)
 

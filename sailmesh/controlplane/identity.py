@@ -3,14 +3,12 @@ the token that authenticates the local CLI to its HTTP API."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import hmac
 import logging
 import secrets
 import ssl
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -21,14 +19,7 @@ from sailmesh.api.identity import Identity, parse_spiffe_id, spiffe_id
 from sailmesh.ca.authority import CaOptions, CertificateAuthority, issued_by, write_private
 from sailmesh.ca.limits import CSR_PER_IDENTITY, Limit
 from sailmesh.ca.rotation import RootRotation
-from sailmesh.ca.service import (
-    CONTROL_PLANE_DNS,
-    CertificateService,
-    ServingCredentials,
-    TokenVerifier,
-    blocking_handler,
-    handler,
-)
+from sailmesh.ca.service import CONTROL_PLANE_DNS, CertificateService, ServingCredentials, TokenVerifier, handler
 from sailmesh.ca.tokens import JoinTokens
 from sailmesh.errors import ValidationError, XdsError
 from sailmesh.metrics import CitadelMetrics
@@ -42,13 +33,6 @@ API_TOKEN_FILE = "api-token"  # 0600: whoever can read it is the control plane's
 # Remote callers of the HTTP API prove this identity with a client certificate the mesh CA signed (`sailmesh x ca
 # admin-cert`); no join token can be issued for it, so no workload can hold it.
 ADMIN_NAMESPACE, ADMIN_SERVICE_ACCOUNT = "istio-system", "sailmesh-admin"
-# The first-CSR port's worker threads (a synchronous grpc server: less CPU per CSR than grpc.aio). grpc's synchronous
-# server gives a call its thread when the call starts, before the request arrives: a caller that never sends one
-# holds a thread until its connection is closed. So: many threads (only `ca.service.SIGNERS` of them sign at once,
-# the rest wait without CPU), and every connection is closed after 20 s plus 10 s of grace for the calls in flight
-# (an agent opens a connection per CSR): a stalled call holds its thread at most ~30 s.
-CA_PORT_THREADS = 32
-CA_PORT_OPTIONS = [("grpc.max_connection_age_ms", 20_000), ("grpc.max_connection_age_grace_ms", 10_000)]
 
 
 class MeshIdentity:
@@ -71,8 +55,7 @@ class MeshIdentity:
         self.certificates = CertificateService(self.authority, self.tokens, metrics, self.rotation.holders, csr_limit)
         self.serving = ServingCredentials(self.authority, ips, require_client_auth=True)  # xDS on 15012
         self.bootstrap_serving = ServingCredentials(self.authority, ips)  # first CSR: no client cert yet
-        self._bootstrap_server: grpc.Server | None = None
-        self._bootstrap_pool: ThreadPoolExecutor | None = None
+        self._bootstrap_server: grpc.aio.Server | None = None
         self.api_token_path = self.state_dir / API_TOKEN_FILE
         self.api_token = secrets.token_urlsafe(32)
         write_private(self.api_token_path, self.api_token.encode())  # a new one each start
@@ -115,22 +98,12 @@ class MeshIdentity:
     async def serve_bootstrap(self, host: str, port: int) -> int:
         """The certificate service alone on its own TLS port without client certificates: a workload's first CSR
         (join token) cannot present a certificate, and grpcio cannot ask for one only if given (Go's
-        VerifyClientCertIfGiven, which istiod uses on 15012). Returns the bound port.
-
-        A synchronous grpc server with a few worker threads, not grpc.aio: it costs less CPU per CSR (no task,
-        futures and event-loop wake-ups per call; docs/benchmarks.md, session 10). A platform token is still
-        verified on this event loop."""
-        self.certificates.loop = asyncio.get_running_loop()
-        pool = ThreadPoolExecutor(CA_PORT_THREADS, thread_name_prefix="ca-port")
-        server = grpc.server(pool, handlers=[blocking_handler(self.certificates)],
-                             options=[NO_PORT_REUSE, *CA_PORT_OPTIONS])  # NO_PORT_REUSE: a second CP fails to bind
-        try:
-            bound = server.add_secure_port(f"{host}:{port}", self.bootstrap_serving.credentials())
-        except RuntimeError:
-            pool.shutdown(wait=False)
-            raise
-        server.start()
-        self._bootstrap_server, self._bootstrap_pool = server, pool
+        VerifyClientCertIfGiven, which istiod uses on 15012). Returns the bound port."""
+        server = grpc.aio.server(options=[NO_PORT_REUSE])  # a second control plane must fail to bind
+        server.add_generic_rpc_handlers((self.grpc_handler(),))
+        bound = server.add_secure_port(f"{host}:{port}", self.bootstrap_serving.credentials())
+        await server.start()
+        self._bootstrap_server = server
         return bound
 
     def authorize_proxy(self, node: object, identities: tuple[str, ...], secure: bool) -> None:
@@ -207,13 +180,8 @@ class MeshIdentity:
         return bool(token) and hmac.compare_digest(token.encode(), self.api_token.encode())
 
     async def stop(self) -> None:
-        server, self._bootstrap_server = self._bootstrap_server, None
-        if server is not None:
-            stopped = server.stop(0)  # cancels the calls in flight; the event is set when the server is down
-            await asyncio.to_thread(stopped.wait, 5.0)
-        pool, self._bootstrap_pool = self._bootstrap_pool, None
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+        if self._bootstrap_server is not None:
+            await self._bootstrap_server.stop(0)
         self.close()
 
     def close(self) -> None:
