@@ -54,11 +54,15 @@ def sign_only(count: int, rsa_count: int) -> dict[str, Any]:
 
 
 SHAPES = ("one_channel", "channel_per_csr")
+# What "per core" means in every figure here: CSRs divided by the CPU-seconds (user + system, every thread, from
+# /proc/PID/stat) the control-plane process spent while signing them, not wall-clock seconds on one core.
+PER_CORE = "CSRs per CPU-second of the control-plane process (user+system time of all its threads, /proc/PID/stat)"
 TTL_S = 24 * 3600  # what the agent asks for by default (validity_duration)
 
 
 class CaTarget:
-    """A real control plane's CA port with a join token for bench/client (`root`: the checkout it runs from)."""
+    """A real control plane's CA port with a join token for bench/client (`root`: the checkout it runs from, with
+    its own venv's Python when it has one, `root/.venv/bin/python`)."""
 
     def __init__(self, work_dir: str, root: str = "") -> None:
         os.makedirs(os.path.join(work_dir, "config"), exist_ok=True)
@@ -68,8 +72,11 @@ class CaTarget:
         saved = procs.ROOT
         procs.ROOT = root or saved  # the control plane's PYTHONPATH and working directory
         try:
+            venv_python = os.path.join(root, ".venv", "bin", "python") if root else ""
             self.cp = ControlPlaneProc(os.path.join(work_dir, "config"), workloads, os.path.join(work_dir, "cp.log"),
-                                       extra=["--csr-rate", "0"])
+                                       extra=["--csr-rate", "0"],
+                                       python=venv_python if os.path.exists(venv_python) else "")
+            self.python = self.cp.proc.args[0]
         finally:
             procs.ROOT = saved
         self.token = ""
@@ -149,7 +156,8 @@ async def against(other_root: str, batches: int, batch_size: int, concurrency: i
              "other": CaTarget(os.path.join(work_dir, "other"), other_root)}
     try:
         await asyncio.gather(*(t.start() for t in sides.values()))
-        out: dict[str, Any] = {}
+        out: dict[str, Any] = {"per_core": PER_CORE, "load_start": round(os.getloadavg()[0], 1),
+                               "python": {name: t.python for name, t in sides.items()}}
         for shape in shapes:
             cpu: dict[str, list[float]] = {name: [] for name in sides}
             for b in range(batches):
@@ -160,6 +168,7 @@ async def against(other_root: str, batches: int, batch_size: int, concurrency: i
                                  "per_cpu_second": round(n / sum(c), 1),
                                  "per_cpu_second_by_batch": [round(batch_size / x) for x in c]}
                           for name, c in cpu.items()}
+        out["load_end"] = round(os.getloadavg()[0], 1)
         return out
     finally:
         for t in sides.values():
@@ -169,22 +178,29 @@ async def against(other_root: str, batches: int, batch_size: int, concurrency: i
 def run(count: int = 1000, rsa_count: int = 100, grpc_count: int = 2000, concurrency: int = 16,
         work_dir: str = "", profile_dir: str = "") -> dict[str, Any]:
     """Both measurements, as one JSON-able document."""
+    load_start = round(os.getloadavg()[0], 1)
     with tempfile.TemporaryDirectory() as tmp:
         return {"sign_only": sign_only(count, rsa_count),
                 "grpc": asyncio.run(over_grpc(grpc_count, concurrency, work_dir or os.path.join(tmp, "cp"),
                                               profile_dir)),
-                "target_per_core": 1000}
+                "target_per_core": 1000, "per_core": PER_CORE,
+                "load": [load_start, round(os.getloadavg()[0], 1)]}
 
 
 def render(doc: dict[str, Any]) -> str:
     s, g = doc["sign_only"], doc["grpc"]
+    load = doc.get("load")
     return "\n".join([
-        "CSRs signed per second per core (target >= 1,000)",
+        "CSRs signed per second per core (target >= 1,000 through the service on one channel)",
+        "  per core = CSRs per CPU-second: the CA alone, this process's CPU time; through the service, the "
+        "control-plane process's user+system time, all threads (/proc/PID/stat)"
+        + (f"; load average {load[0]} -> {load[1]}" if load else ""),
         f"  CA alone, ECDSA P-256 CSRs: {s['ecdsa_p256']['per_cpu_second']:.0f}/CPU-s "
         f"({s['ecdsa_p256']['csrs']} CSRs)",
         f"  CA alone, RSA 2048 CSRs:    {s['rsa_2048']['per_cpu_second']:.0f}/CPU-s ({s['rsa_2048']['csrs']} CSRs)",
-        *(f"  control plane over gRPC+TLS with join tokens, {label}: {g[shape]['per_cpu_second'] or 0:.0f}/CPU-s "
-          f"of the control plane, {g[shape]['per_wall_second']:.0f}/s wall ({g[shape]['csrs']} CSRs, "
+        *(f"  control plane's first-CSR port (gRPC+TLS, join token), {label}: "
+          f"{g[shape]['per_cpu_second'] or 0:.0f}/CPU-s of the control plane, "
+          f"{g[shape]['per_wall_second']:.0f}/s wall ({g[shape]['csrs']} CSRs, "
           f"{g[shape]['concurrency']} in flight{', py-spy attached' if g[shape]['profiled'] else ''})"
           for shape, label in (("one_channel", "one channel"), ("channel_per_csr", "a channel per CSR (the agent)"))),
     ])

@@ -45,7 +45,7 @@ class ControlPlaneProc:
     """`sailmesh controlplane` as a subprocess (honest CPU and RSS figures), on free loopback ports."""
 
     def __init__(self, config_dir: str, workload_file: str, log_path: str, trace_path: str = "",
-                 extra: Sequence[str] = ()) -> None:
+                 extra: Sequence[str] = (), python: str = "") -> None:
         self.xds_port = free_port()
         self.http_port = free_port()
         self.ca_port = free_port()
@@ -58,7 +58,7 @@ class ControlPlaneProc:
         if trace_path:
             environ["SAILMESH_BENCH_TRACE"] = trace_path
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", *cmd, "--config-dir", config_dir,
+            [python or sys.executable, "-m", *cmd, "--config-dir", config_dir,
              "--workload-file", workload_file, "--xds-port", str(self.xds_port), "--http-port", str(self.http_port),
              "--xds-tls-port", "0", "--ca-port", str(self.ca_port), "--xds-plaintext", "--state-dir", self.state_dir,
              *extra],

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, SignatureAlgorithmOID
 
 from sailmesh.api.identity import Identity
 from sailmesh.ca.template import SigningKey, WorkloadTemplate, pem_certificate
@@ -257,12 +257,12 @@ class CertificateAuthority:
         data = csr_pem.encode() if isinstance(csr_pem, str) else csr_pem
         try:
             csr = x509.load_pem_x509_csr(data)
-            valid = csr.is_signature_valid
-        except (ValueError, InvalidSignature, TypeError) as e:
+            public_key = csr.public_key()
+            valid = signature_valid(csr, public_key)
+        except (ValueError, InvalidSignature, TypeError, UnsupportedAlgorithm) as e:
             raise CertificateError(f"the CSR cannot be parsed: {e}") from None
         if not valid:
             raise CertificateError("the CSR's signature does not verify")
-        public_key = csr.public_key()
         if isinstance(public_key, ec.EllipticCurvePublicKey):
             if not isinstance(public_key.curve, ec.SECP256R1 | ec.SECP384R1):
                 raise CertificateError(f"unsupported ECDSA curve {public_key.curve.name} (P-256 or P-384)")
@@ -322,6 +322,31 @@ class CertificateAuthority:
             .sign(self._key, hashes.SHA256())
         )
         return IssuedCertificate((pem(cert), *self._chain_tail), now - BACKDATE, not_after), key_pem(key)
+
+
+# The CSR signature algorithms verified with the key already loaded; any other goes to is_signature_valid.
+_ECDSA = {SignatureAlgorithmOID.ECDSA_WITH_SHA256: ec.ECDSA(hashes.SHA256()),
+          SignatureAlgorithmOID.ECDSA_WITH_SHA384: ec.ECDSA(hashes.SHA384()),
+          SignatureAlgorithmOID.ECDSA_WITH_SHA512: ec.ECDSA(hashes.SHA512())}
+_RSA_PKCS1 = {SignatureAlgorithmOID.RSA_WITH_SHA256: hashes.SHA256(), SignatureAlgorithmOID.RSA_WITH_SHA384:
+              hashes.SHA384(), SignatureAlgorithmOID.RSA_WITH_SHA512: hashes.SHA512()}
+_PKCS1 = padding.PKCS1v15()
+
+
+def signature_valid(csr: x509.CertificateSigningRequest, public_key: object) -> bool:
+    """The CSR's proof of possession, as `csr.is_signature_valid` checks it, with its key already loaded (the
+    property loads the key again: a second public-key parse per CSR)."""
+    algorithm = csr.signature_algorithm_oid
+    try:
+        if isinstance(public_key, ec.EllipticCurvePublicKey) and algorithm in _ECDSA:
+            public_key.verify(csr.signature, csr.tbs_certrequest_bytes, _ECDSA[algorithm])
+        elif isinstance(public_key, rsa.RSAPublicKey) and algorithm in _RSA_PKCS1:
+            public_key.verify(csr.signature, csr.tbs_certrequest_bytes, _PKCS1, _RSA_PKCS1[algorithm])
+        else:
+            return csr.is_signature_valid
+    except InvalidSignature:
+        return False
+    return True
 
 
 def issued_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:

@@ -10,7 +10,7 @@ import stat
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from sailmesh.api.identity import Identity
@@ -87,6 +87,32 @@ def test_rsa_2048_is_accepted_and_small_keys_are_not(tmp_path):
         ca.sign_csr(csr_for(SLEEP.uri, rsa.generate_private_key(65537, 1024)), SLEEP)
     with pytest.raises(CertificateError, match="parsed"):
         ca.sign_csr("not a csr", SLEEP)
+
+
+def tampered(csr_pem: str) -> str:
+    """The same CSR with the signature's last byte changed (still parses; proves nothing)."""
+    der = bytearray(x509.load_pem_x509_csr(csr_pem.encode()).public_bytes(serialization.Encoding.DER))
+    der[-1] ^= 0x01
+    return x509.load_der_x509_csr(bytes(der)).public_bytes(serialization.Encoding.PEM).decode()
+
+
+@pytest.mark.parametrize("key, hash_, pad", [
+    (ec.generate_private_key(ec.SECP256R1()), hashes.SHA256(), None),
+    (ec.generate_private_key(ec.SECP384R1()), hashes.SHA384(), None),
+    (rsa.generate_private_key(65537, 2048), hashes.SHA256(), None),
+    (rsa.generate_private_key(65537, 2048), hashes.SHA256(),  # RSA-PSS: checked by is_signature_valid
+     padding.PSS(padding.MGF1(hashes.SHA256()), padding.PSS.DIGEST_LENGTH)),
+], ids=["ecdsa-p256-sha256", "ecdsa-p384-sha384", "rsa-pkcs1-sha256", "rsa-pss"])
+def test_the_csr_must_prove_possession_of_its_key(tmp_path, key, hash_, pad):
+    # Istio's CA checks the CSR's signature (x509.CertificateRequest.CheckSignature) before signing
+    ca = CertificateAuthority.self_signed(tmp_path)
+    builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([])).add_extension(
+        x509.SubjectAlternativeName([x509.UniformResourceIdentifier(SLEEP.uri)]), critical=True)
+    good = builder.sign(key, hash_, rsa_padding=pad).public_bytes(serialization.Encoding.PEM).decode()
+    cert = x509.load_pem_x509_certificate(ca.sign_csr(good, SLEEP).cert_pem.encode())
+    assert cert.public_key().public_numbers() == key.public_key().public_numbers()
+    with pytest.raises(CertificateError, match="signature does not verify"):
+        ca.sign_csr(tampered(good), SLEEP)
 
 
 def test_ttl_default_floor_and_maximum(tmp_path):
