@@ -3,7 +3,7 @@ starting anything. `sailmesh x precheck` imports this, not platform/local.py (th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from sailmesh.api.parse import load_paths
@@ -42,12 +42,24 @@ class MeshOptions:
     egress_gateway_ip: str = ""  # run Istio's istio-egressgateway on this address ("" = none, Istio's default profile)
 
 
-def assign_free_ports(opts: MeshOptions) -> None:
-    """The control plane's ports left at 0 become free ports now (so they can be checked and printed)."""
+def assign_free_ports(opts: MeshOptions, pick: Callable[[], int] = free_port) -> None:
+    """The control plane's ports left at 0 become free ports now (so they can be checked and printed).
+
+    A port the options already name is never picked again: a port freed after a probe can be handed out by the
+    next probe (e.g. the caller's own free_port() for --http-port), and the port check would then refuse the mesh.
+    """
+    taken = {opts.http_port, opts.xds_port if opts.xds_plaintext else 0, opts.xds_tls_port, opts.ca_port}
+
+    def fresh() -> int:
+        while (port := pick()) in taken:
+            pass
+        taken.add(port)
+        return port
+
     if not opts.xds_tls_port:
-        opts.xds_tls_port = free_port()
+        opts.xds_tls_port = fresh()
     if not opts.ca_port:
-        opts.ca_port = free_port()
+        opts.ca_port = fresh()
     if not opts.dns_port:
         opts.dns_port = free_port(opts.cp_host, udp=True)
 

@@ -144,10 +144,11 @@ def test_passthrough_reaches_the_instance_asked_for(mesh: RunningMesh, tmp_path:
         got_b = [_server(mesh, b_url) for _ in range(30)]
         assert got_a == ["a"] * 30, got_a
         assert got_b == ["b"] * 30, got_b
-        # by name: the address the mesh's DNS answers first (its addresses sorted), as a client's own connect
-        first = "a" if sorted([instances.a.address, instances.b.address])[0] == instances.a.address else "b"
+        # by name: one of the addresses the mesh's DNS answers, as a client's own connect, and no balancing over
+        # the service's instances. Which one is the resolver's choice (getaddrinfo's RFC 6724 sorting can put
+        # either loopback address first; a CI run got b where the DNS answer listed a first).
         by_name = [_server(mesh, name_url) for _ in range(20)]
-        assert by_name == [first] * 20, by_name
+        assert len(set(by_name)) == 1 and by_name[0] in ("a", "b"), by_name
     finally:
         mesh.delete_text(tmp_path, "passthrough")
     seen.clear()
