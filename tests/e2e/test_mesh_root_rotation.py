@@ -67,6 +67,10 @@ def test_root_rotation_keeps_traffic_flowing(mesh: RunningMesh) -> None:
                      what=f"{name}'s Envoy to trust both roots")
         assert serial_of(ca_dir / "root-cert.pem") == old  # nothing signed with the new root yet
         assert status(mesh)["next step"] == "switch"
+        # every live workload (the ingress gateway too, not only the two sidecars above) reported the new bundle:
+        # the switch is refused until then (CI once switched while the gateway's agent had not renewed yet)
+        wait_for(lambda: "(0 without the current bundle" in status(mesh)["live workloads"], timeout=60,
+                 interval=0.5, what="every live workload to report the new trust bundle")
         # 2. switch: refused by nobody (every live workload holds the bundle), then agents renew onto the new root.
         mesh.cli("x", "ca", "rotate-root", "--step", "switch", check=True)
         assert serial_of(ca_dir / "root-cert.pem") == new
