@@ -136,16 +136,20 @@ async def test_streams_past_the_rate_are_refused_with_resource_exhausted(source)
     await srv.serve("127.0.0.1", 0)
     raws = [Raw(srv.port) for _ in range(8)]  # streams that send nothing: the limit applies before the first read
     try:
-        for r in raws:
+        raced: set[int] = set()
+        for i, r in enumerate(raws):
             try:
                 await r.send(node=base_pb2.Node(id="p"), type_url=CLUSTER)
             except asyncio.InvalidStateError:
                 pass  # refused before this write (the limit applies before the first read): ended() reads why
+            except grpc.aio.AioRpcError:
+                raced.add(i)  # refused while this write was under way: the client's core ends the call INTERNAL
         ended = await asyncio.gather(*(r.ended(timeout=0.5) for r in raws), return_exceptions=True)
         refused = [e for e in ended if isinstance(e, tuple)]
         # at most 3-4 admitted (now, +0.5 s, +1 s, and one more if the clock moved): they stay open
         assert 4 <= len(refused) <= 5, ended
-        assert all(e == (grpc.StatusCode.RESOURCE_EXHAUSTED, "request rate limit exceeded") for e in refused)
+        assert all(e == (grpc.StatusCode.RESOURCE_EXHAUSTED, "request rate limit exceeded")
+                   for i, e in enumerate(ended) if isinstance(e, tuple) and i not in raced), (ended, raced)
         assert srv.stream_rate.refused == len(refused)
         assert sample(srv, "sailmesh_xds_streams_rate_limited") == len(refused)
     finally:
