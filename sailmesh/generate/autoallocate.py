@@ -8,13 +8,13 @@ services with no address, a non-wildcard host and a resolution other than NONE; 
 slots are then numbered from 1 in order, skipping numbers divisible by 255 (no .0 address), and number x is
 `240.240.<x / 255>.<x % 255>`. Istio feeds the candidates in its registry's order; sailmesh in (namespace,
 hostname) order, which only matters when two keys collide. A proxy uses the addresses when it declares both
-DNS_CAPTURE and DNS_AUTO_ALLOCATE (Istio's GetAddressForProxy). Pure.
+DNS_CAPTURE and DNS_AUTO_ALLOCATE (Istio's GetAddressForProxy). Pure, no cache: computed
+only for proxies that use it, over the snapshot's few ServiceEntry candidates.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import lru_cache
 
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView, Service
 
@@ -37,7 +37,6 @@ def is_candidate(service: Service) -> bool:
             and service.resolution != "NONE")
 
 
-@lru_cache(maxsize=16)
 def allocate(keys: tuple[str, ...]) -> Mapping[str, str]:
     """`namespace/hostname` -> its 240.240.x.y address, for the candidates' keys in order."""
     slots: dict[int, str] = {}
