@@ -22,6 +22,7 @@ from sailmesh.api.models.networking import (
     PortTrafficPolicy,
     WarmupConfiguration,
 )
+from sailmesh.api.resource import Resource
 from sailmesh.generate import capture, locality, names
 from sailmesh.generate.common import MAX_UINT32, Prepacked, ads, duration, go_duration, pack, u32
 from sailmesh.generate.endpoints import assignment, discovery, is_passthrough, select, subset_labels, unique_ports
@@ -312,10 +313,17 @@ def build_outbound(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> li
                     msg = outbound_cluster(snapshot, svc, port, subset, labels, policy,
                                            client_has_identity=identity, service_mode=mode, credentials=credentials,
                                            captured=captured)
+                    if dr is not None:  # Istio's AddConfigInfoMetadata: istioctl's DESTINATION RULE column
+                        msg.metadata.filter_metadata["istio"].update({"config": dr_config_path(dr)})
                     c = Prepacked.of(msg.name, msg)
                     memos.clusters.put(key, held, c)
                 out.append(c)
     return out
+
+
+def dr_config_path(dr: Resource) -> str:
+    """Istio's `istio.config` cluster metadata: the DestinationRule a cluster's policy comes from."""
+    return f"/apis/networking.istio.io/v1/namespaces/{dr.namespace}/destination-rule/{dr.name}"
 
 
 def _fixed(memos: Memos, make: Callable[[], Cluster]) -> Prepacked:

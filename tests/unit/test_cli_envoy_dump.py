@@ -68,6 +68,18 @@ def test_cluster_rows_split_istios_cluster_names() -> None:
     assert any(r.direction == "inbound" and r.port == "9080" for r in rows)
 
 
+def test_cluster_rows_name_the_destination_rule() -> None:
+    # istioctl's DESTINATION RULE column reads the cluster's `istio.config` metadata, which Istio's cluster builder
+    # sets from the DestinationRule in force (AddConfigInfoMetadata); a service without one shows "-"
+    rows = envoy_dump.cluster_rows(_dump())
+    reviews = {r.subset: r.destination_rule for r in rows
+               if r.fqdn == "reviews.default.svc.cluster.local" and r.direction == "outbound"}
+    assert reviews == {"-": "reviews.default", "v1": "reviews.default", "v2": "reviews.default"}
+    ratings = [r.destination_rule for r in rows if r.fqdn == "ratings.default.svc.cluster.local"
+               and r.direction == "outbound"]
+    assert ratings == ["-"]
+
+
 def test_route_rows_name_the_virtual_service_and_matches() -> None:
     rows = [r for r in envoy_dump.route_rows(_dump())
             if r[0] == "9080" and r[1] == "reviews.default.svc.cluster.local:9080"]
