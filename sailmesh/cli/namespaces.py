@@ -2,7 +2,8 @@
 
 The embedded mesh has no Namespace or Pod objects: its namespaces are those its workloads, services, config and
 connected proxies are in, each labelled `istio-injection=enabled|disabled` as the control plane's live view says
-(`/api/v1/live`, what `analyze` reads), and its pods are the workload instances the platform runs (the mesh's
+(`/api/v1/live`, what `analyze` reads; on Kubernetes the live view carries the API server's Namespaces with their
+own labels), and its pods are the workload instances the platform runs (the mesh's
 state file) or, for a control plane without one (on Kubernetes), the live view's Pods. A namespace's age is the
 age of the oldest object in it (kubectl's AGE of a Namespace is its own creation; the embedded mesh creates none).
 """

@@ -488,7 +488,8 @@ class ControlPlane:
         proxied = {c.node_id.split("~")[1] for c in (self.server.connections() if self.server else ())
                    if c.node_id.count("~") == 3}
         workloads = self.snapshot.workloads if self.snapshot else ()
-        return live_mod.live_documents(self.store.list(), workloads, proxied)
+        namespaces = self.kube.registry.namespaces() if self.kube is not None else ()
+        return live_mod.live_documents(self.store.list(), workloads, proxied, namespaces)
 
     async def delete_documents(self, docs: list[dict[str, Any]], dry_run: bool = False,
                                analyze: bool = False) -> Outcome:

@@ -4,7 +4,8 @@
 becomes a Pod with its labels and service account, with an `istio-proxy` container when its sidecar is connected
 (and `sidecar.istio.io/inject: "false"` when it has none, which is how the user chose it), so subset and selector
 checks (IST0173, ...) see the pods that really run. A Namespace is labelled `istio-injection=enabled` when one of
-its workloads has a sidecar, `disabled` otherwise, unless the config defines the Namespace itself.
+its workloads has a sidecar, `disabled` otherwise, unless the config defines the Namespace itself or the platform
+has it (Kubernetes: the API server's Namespace with its own labels).
 """
 
 from __future__ import annotations
@@ -41,12 +42,19 @@ def workload_pod(w: Workload, has_proxy: bool) -> dict[str, Any]:
     }
 
 
-def live_documents(config: Iterable[Resource], workloads: Iterable[Workload],
-                   proxied_ips: Collection[str]) -> list[dict[str, Any]]:
-    """Config in force plus the workloads as Pods and their Namespaces (raw documents, as `get -o json` shows)."""
+def live_documents(config: Iterable[Resource], workloads: Iterable[Workload], proxied_ips: Collection[str],
+                   namespaces: Iterable[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
+    """Config in force plus the workloads as Pods and their Namespaces (raw documents, as `get -o json` shows).
+    `namespaces`: the platform's own Namespace objects (Kubernetes'), shown as they are instead of inferred."""
     config = list(config)
     docs = [document(r) for r in config]
     have = {r.key for r in config}
+    for ns_obj in namespaces:
+        name = str((ns_obj.get("metadata") or {}).get("name") or "")
+        if name and ResourceKey("Namespace", "", name) not in have:
+            have.add(ResourceKey("Namespace", "", name))
+            docs.append({"apiVersion": "v1", "kind": "Namespace", **{k: v for k, v in ns_obj.items()
+                                                                      if k in ("metadata", "spec", "status")}})
     injected: dict[str, bool] = {}
     for w in workloads:
         has_proxy = w.address in proxied_ips

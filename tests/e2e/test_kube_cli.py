@@ -74,6 +74,8 @@ async def test_read_only_commands_against_a_kubernetes_control_plane(kube: KubeC
     for ns in ("istio-system", NS):
         await kubectl(kube, "create", "namespace", ns, check=False)
     await kubectl(kube, "label", "namespace", NS, "istio-injection=enabled")
+    await kubectl(kube, "create", "namespace", "cli-quiet", check=False)  # no workload, config or proxy in it
+    await kubectl(kube, "label", "namespace", "cli-quiet", "team=payments")
     await wait_service_account(kube, NS)
     # `sailmesh controlplane --kubeconfig` as its own process, every port free (test_kube_bookinfo's replica)
     with replica_process(kube, tmp_path, free_port()) as cp, short_dir("kc-") as short:
@@ -118,6 +120,12 @@ async def commands(kube: KubeCluster, state: pathlib.Path, ips: dict[str, str]) 
     assert rc == 0, err
     rows = {r.split()[0]: r.split() for r in out.splitlines()[1:]}
     assert rows[NS][1] == "Active" and rows[NS][-1] == "enabled", out  # the Namespace's own label
+    # on Kubernetes the API server's Namespaces are listed as they are, not inferred from workloads: one with
+    # nothing of the mesh in it is there, with its own labels
+    rc, out, err = await sailmesh(state, "get", "ns", "-L", "team")
+    assert rc == 0, err
+    rows = {r.split()[0]: r.split() for r in out.splitlines()[1:]}
+    assert rows["cli-quiet"][-1] == "payments" and "kube-system" in rows, out
 
     rc, out, err = await sailmesh(state, "get", "pods", "-n", NS)
     assert rc == 0, err

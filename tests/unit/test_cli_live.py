@@ -59,6 +59,18 @@ def test_workloads_become_pods_and_namespaces() -> None:
     assert labels == {"default": {"istio-injection": "enabled"}, "legacy": {"istio-injection": "disabled"}}
 
 
+def test_the_platforms_namespaces_are_shown_as_they_are() -> None:
+    # Kubernetes: a Namespace's labels are its own (kubectl label), not inferred from whether its pods have sidecars
+    w = Workload("reviews-v1-0", "default", "127.0.1.1", {"app": "reviews"})
+    kube_ns = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default", "labels": {"team": "a"}},
+                "status": {"phase": "Active"}},
+               {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "quiet"}}]
+    docs = live_documents([], [w], {"127.0.1.1"}, kube_ns)
+    ns = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Namespace"}
+    assert set(ns) == {"default", "quiet"}
+    assert ns["default"]["metadata"]["labels"] == {"team": "a"} and ns["default"]["status"] == {"phase": "Active"}
+
+
 async def _cli(*argv: str, stdin: str = "") -> tuple[int, str, str]:
     def run() -> tuple[int, str, str]:
         out, err, old = io.StringIO(), io.StringIO(), (sys.stdout, sys.stderr, sys.stdin)

@@ -105,6 +105,10 @@ class KubeRegistry:
         ns = self._namespaces.get(namespace)
         return MappingProxyType(_labels(ns) if ns else {})
 
+    def namespaces(self) -> tuple[Obj, ...]:
+        """The API server's Namespace objects as listed/watched (their own labels: `istio-injection`, ...)."""
+        return tuple(self._namespaces[k] for k in sorted(self._namespaces))
+
     # -- informer handler -------------------------------------------------------------------------
     def _table(self, resource: KubeResource) -> dict[Any, Obj]:
         tables: dict[str, dict[Any, Obj]] = {"Pod": self._pods, "EndpointSlice": self._slices,
