@@ -89,11 +89,13 @@ async def wait_first(certs: CertificateManager, stop: asyncio.Event) -> None:
         w.cancel()
 
 
-async def _drain(envoy: EnvoySupervisor, cfg: AgentConfig, hurry: asyncio.Event | None) -> None:
-    """Drain Envoy (readiness is already 503) until no request is in flight, the drain time passes, or hurry."""
-    log.info("shutting down: readiness 503, draining Envoy for up to %.1fs", cfg.drain_seconds)
+async def _drain(envoy: EnvoySupervisor, cfg: AgentConfig, hurry: asyncio.Event | None, minimum: float) -> None:
+    """Drain Envoy (readiness is already 503) until no request is in flight (and at least `minimum` seconds
+    passed), the drain time passes, or hurry."""
+    log.info("shutting down: readiness 503, draining Envoy for up to %.1fs (at least %.1fs)", cfg.drain_seconds,
+             minimum)
     drain = asyncio.create_task(envoy.drain(inbound_only=cfg.proxy_type == "sidecar", timeout=cfg.drain_seconds,
-                                            minimum=cfg.min_drain_seconds))
+                                            minimum=minimum))
     hurried = asyncio.create_task((hurry or asyncio.Event()).wait())
     await asyncio.wait([drain, hurried], return_when=asyncio.FIRST_COMPLETED)
     for task in (hurried, drain):
@@ -115,10 +117,12 @@ async def run_agent(
     require_xds: bool = True,
     envoy_log_to_file: bool = True,
     extra_static: dict[str, Any] | None = None,
+    whole_mesh: asyncio.Event | None = None,
 ) -> int:
     """Run until `stop` is set (or Envoy gives up, or the app exits); drain; return the exit code.
 
-    `hurry` (a second signal) cuts the drain wait short.
+    `hurry` (a second signal) cuts the drain wait short; `whole_mesh` set (SIGINT: the mesh itself is stopping, no
+    other proxy will route here again) drains in-flight requests without the minimum drain time.
     """
     path = write_bootstrap(cfg, state_dir, extra_static)
     draining = state_dir / DRAINING_FILE
@@ -196,7 +200,8 @@ async def run_agent(
             exit_code = 0 if rc == 0 else 1
         readiness.draining = True
         draining.write_text("")
-        await _drain(envoy, cfg, hurry)
+        await _drain(envoy, cfg, hurry, 0.0 if whole_mesh is not None and whole_mesh.is_set()
+                     else cfg.min_drain_seconds)
     finally:
         for w in waiters:
             w.cancel()
@@ -220,17 +225,21 @@ async def run_agent(
 
 
 async def serve(cfg: AgentConfig, state_dir: Path, command: Sequence[str] = ()) -> int:
-    """run_agent with SIGTERM/SIGINT wired: the first drains, a second stops at once."""
-    stop, hurry = asyncio.Event(), asyncio.Event()
+    """run_agent with SIGTERM/SIGINT wired: the first drains, a second stops at once. SIGTERM is a pod going away
+    while the mesh runs on (the drain lasts at least --min-drain-seconds, time for its endpoint to leave the other
+    proxies); SIGINT (Ctrl-C, the platform stopping the whole mesh) only waits for the requests in flight."""
+    stop, hurry, whole_mesh = asyncio.Event(), asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
 
-    def on_signal() -> None:
+    def on_signal(sig: signal.Signals) -> None:
+        if not stop.is_set() and sig == signal.SIGINT:
+            whole_mesh.set()
         (hurry if stop.is_set() else stop).set()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal)
+        loop.add_signal_handler(sig, on_signal, sig)
     try:
-        return await run_agent(cfg, state_dir, stop, hurry, command)
+        return await run_agent(cfg, state_dir, stop, hurry, command, whole_mesh=whole_mesh)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(ValueError, RuntimeError):

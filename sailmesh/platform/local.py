@@ -31,7 +31,7 @@ from sailmesh.platform.portplan import (
 )
 from sailmesh.platform.ports import Port, check_free
 from sailmesh.platform.restart import log_tail, should_restart
-from sailmesh.platform.stop import STOP_ORDER
+from sailmesh.platform.stop import STOP_ORDER, stop_signal
 from sailmesh.platform.workloads import Instance, app_env, instance_record, mesh_labels, registry_workload
 from sailmesh.processes import PID_HEADER, die_with_parent, proc_cmdline, proc_start_time
 from sailmesh.registry.model import TLS_MODE_ISTIO, TLS_MODE_LABEL
@@ -41,7 +41,11 @@ from sailmesh.settings import Settings
 # what takes an instance out of the endpoints: its app or sidecar is down, its readiness probe fails, its startup
 # probe has not passed, its sidecar drains
 PARTS = ("", ".sidecar", ".probe", ".startup", ".sidecar.drain")
-MIN_DRAIN_S = 1.0  # a sidecar drains at least this long: its endpoint leaves the other proxies before it closes
+# a sidecar that goes away while the mesh runs on drains at least this long, time for its endpoint to leave the
+# other proxies before it closes (Istio's MINIMUM_DRAIN_DURATION, 5 s there); 1 s was too short for a loaded 2-core
+# machine (CI: a client's retries found no live endpoint 1.2 s after a replica's SIGTERM). Stopping the whole mesh
+# skips it (platform.stop.stop_signal).
+MIN_DRAIN_S = 2.5
 DRAIN_POLL_S = 0.1
 KILL_GRACE_S = 30.0  # a Pod's default terminationGracePeriodSeconds: SIGTERM, then SIGKILL after it
 
@@ -532,7 +536,7 @@ class LocalMesh:
             group = [p for p in self.procs if p.role in roles and p.proc.returncode is None]
             for p in group:  # each leads its own process group: an app's children get the signal too
                 with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(p.proc.pid, signal.SIGTERM)
+                    os.killpg(p.proc.pid, stop_signal(p.role))
             if group:
                 await asyncio.wait([asyncio.create_task(p.proc.wait()) for p in group], timeout=grace)
                 for p in group:

@@ -17,6 +17,12 @@ from sailmesh.processes import proc_cmdline, proc_start_time
 STOP_ORDER: tuple[tuple[str, ...], ...] = (("gateway", "agent"), ("app",), ("controlplane",))
 
 
+def stop_signal(role: str) -> int:
+    """The signal that stops a process of `role` when the whole mesh stops: proxies get SIGINT, which drains their
+    requests in flight without the minimum drain (no other proxy will route to them again), the rest SIGTERM."""
+    return signal.SIGINT if role in STOP_ORDER[0] else signal.SIGTERM
+
+
 def is_same_process(pid: int, start_time: int, cmdline: Sequence[str]) -> bool:
     """True when `pid` is still the process that was recorded (not exited, not a recycled pid)."""
     if pid <= 0 or not pid_alive(pid):
@@ -42,7 +48,8 @@ def _signal(rec: ProcessRecord, sig: int) -> None:
 
 def stop_recorded(records: Sequence[ProcessRecord], grace: float = 15.0,
                   say: Callable[[str], None] = print) -> tuple[list[ProcessRecord], list[ProcessRecord]]:
-    """Stop every recorded process still running as recorded, in STOP_ORDER: SIGTERM, then SIGKILL after `grace`.
+    """Stop every recorded process still running as recorded, in STOP_ORDER: stop_signal, then SIGKILL after
+    `grace`.
 
     Returns (stopped, skipped): skipped are records whose pid now names another process (never signalled).
     """
@@ -60,7 +67,7 @@ def stop_recorded(records: Sequence[ProcessRecord], grace: float = 15.0,
             elif pid_alive(rec.pid):
                 skipped.append(rec)
         for rec in group:
-            _signal(rec, signal.SIGTERM)
+            _signal(rec, stop_signal(rec.role))
         deadline = time.monotonic() + grace
         while any(is_recorded(r) for r in group) and time.monotonic() < deadline:
             time.sleep(0.05)

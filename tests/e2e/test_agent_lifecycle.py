@@ -490,3 +490,29 @@ async def test_envoy_dies_with_a_killed_agent(pod: Pod, session: aiohttp.ClientS
             return True
 
     await await_for(lambda: asyncio.sleep(0, envoy_gone()), timeout=5, what="Envoy killed with its agent")
+
+
+@pytest.mark.parametrize(("sig", "minimum"), [(signal.SIGTERM, "20.0"), (signal.SIGINT, "0.0")])
+async def test_sigint_stops_without_the_minimum_drain(
+    tmp_path: Path, mesh: tuple[str, int, TinyAds, Backend, int], session: aiohttp.ClientSession,
+    sig: signal.Signals, minimum: str,
+) -> None:
+    # SIGTERM: a pod going away while the mesh runs on drains at least --min-drain-seconds (Istio's
+    # MINIMUM_DRAIN_DURATION: time for its endpoint to leave the other proxies); SIGINT, what the platform sends
+    # when the whole mesh stops, only waits for the requests in flight
+    ip, app_port, ads, _backend, xds_port = mesh
+    pod = await start_agent(tmp_path, ip, xds_port, ads, app_port, "--min-drain-seconds", "20")
+    try:
+        await _wait_ready(pod, session)
+        pod.proc.send_signal(sig)
+        line = f"(at least {minimum}s)"
+        await await_for(lambda: asyncio.sleep(0, line in (pod.state / "agent.log").read_text()), timeout=10,
+                        what=f"the agent's drain line {line!r}")
+        if sig == signal.SIGINT:
+            assert await asyncio.wait_for(pod.proc.wait(), 15) == 0, pod.logs()
+            assert "drained: no request in flight" in (pod.state / "agent.log").read_text(), pod.logs()
+        else:
+            await asyncio.sleep(1)  # nothing is in flight: only the minimum keeps it draining
+            assert pod.proc.returncode is None, pod.logs()
+    finally:
+        await _kill(pod)

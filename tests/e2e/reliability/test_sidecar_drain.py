@@ -34,12 +34,22 @@ def test_every_sidecar_sigtermed_one_by_one_under_traffic(tmp_path: pathlib.Path
             traffic.stop()
         report("every sidecar SIGTERMed one by one (web-0, web-1, client-0)", traffic)
         print("windows (SIGTERM -> ready again):", windows)
-        client_start, client_end = windows[2]
-        # while a web replica's sidecar drained: nothing failed
-        assert [f for f in traffic.failures if not client_start <= f[0] <= client_end] == [], traffic.summary()
-        # while the client's own sidecar was going and coming back: refusals, and connection resets at its exit
-        assert all(client_start <= t <= client_end for t in traffic.refused), traffic.summary()
-        assert not [f for f in traffic.failures if f[1].startswith("HTTP")], traffic.summary()
-        assert "drained: no request in flight" in "".join(
-            open(os.path.join(mesh.state_dir, "logs", f"{n}.default.sidecar.log"), encoding="utf-8").read()
-            for n in ("web-0", "web-1"))
+        try:
+            _check(mesh.state_dir, traffic, windows)
+        except AssertionError:  # what each process logged: which hop failed, when the endpoint left the EDS
+            for log in sorted(pathlib.Path(mesh.state_dir, "logs").glob("*.log")):
+                print(f"--- {log.name} (last 40 lines)")
+                print("\n".join(log.read_text(errors="replace").splitlines()[-40:]))
+            raise
+
+
+def _check(state_dir: str, traffic: Traffic, windows: list[tuple[float, float]]) -> None:
+    client_start, client_end = windows[2]
+    # while a web replica's sidecar drained: nothing failed
+    assert [f for f in traffic.failures if not client_start <= f[0] <= client_end] == [], traffic.summary()
+    # while the client's own sidecar was going and coming back: refusals, and connection resets at its exit
+    assert all(client_start <= t <= client_end for t in traffic.refused), traffic.summary()
+    assert not [f for f in traffic.failures if f[1].startswith("HTTP")], traffic.summary()
+    assert "drained: no request in flight" in "".join(
+        open(os.path.join(state_dir, "logs", f"{n}.default.sidecar.log"), encoding="utf-8").read()
+        for n in ("web-0", "web-1"))
