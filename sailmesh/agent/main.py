@@ -9,14 +9,12 @@ import logging
 import signal
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sailmesh.agent import bootstrap
 from sailmesh.agent.admin import EnvoyAdmin
 from sailmesh.agent.app import AppProcess, app_environment
 from sailmesh.agent.config import AgentConfig, parse_address
-from sailmesh.agent.dns import DnsProxy, ResolvConf, parse_upstreams, read_resolv_conf
-from sailmesh.agent.dnstable import NameTableClient
 from sailmesh.agent.envoy import EnvoyOptions, EnvoySupervisor
 from sailmesh.agent.health import HealthServer, Readiness, probe_check, tcp_app_check
 from sailmesh.agent.identity import CertificateManager, IdentityOptions, WorkloadCertificate
@@ -25,6 +23,10 @@ from sailmesh.agent.sds import SdsServer, socket_path, write_xds_secrets
 from sailmesh.agent.status import METRICS_PATH, StatusServer
 from sailmesh.agent.telemetry import AccessLogServer, IstioMetrics, local_workload
 from sailmesh.settings import ControlPlanePorts
+
+if TYPE_CHECKING:
+    from sailmesh.agent.dns import DnsProxy
+    from sailmesh.agent.dnstable import NameTableClient
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,11 @@ def dns_proxy(cfg: AgentConfig, certs: CertificateManager | None) -> tuple[DnsPr
     """Istio's DNS proxy and the stream of its name table, when DNS capture is on."""
     if not cfg.dns_capture:
         return None
+    # only here: dnspython's query modules load an HTTP/2 client stack (DNS over HTTPS), ~0.2 CPU s of every
+    # agent's start where the agent serves no DNS (the embedded mesh, a VM without capture)
+    from sailmesh.agent.dns import DnsProxy, ResolvConf, parse_upstreams, read_resolv_conf
+    from sailmesh.agent.dnstable import NameTableClient
+
     resolv = read_resolv_conf(cfg.resolv_conf)
     if cfg.dns_upstreams:
         resolv = ResolvConf(parse_upstreams(cfg.dns_upstreams), resolv.search)
