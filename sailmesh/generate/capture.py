@@ -44,6 +44,7 @@ from google.protobuf import wrappers_pb2
 
 from sailmesh.generate import names
 from sailmesh.generate.common import pack, socket_address
+from sailmesh.generate.sniffing import http_inspector, needs_http_inspector
 from sailmesh.generate.tls import needs_tls_inspector, tls_inspector
 from sailmesh.snapshot.model import ProxyView
 
@@ -158,9 +159,15 @@ def virtual_inbound(inbound: Sequence[listener_pb2.Listener], port: int, mode: s
             destination_port=wrappers_pb2.UInt32Value(value=port)),
         filters=[lc.Filter(name=TCP_PROXY, typed_config=pack(blackhole))]))
     listener.filter_chains.extend(passthrough)
-    if needs_tls_inspector(list(listener.filter_chains)):
+    sniffed = [s.address.socket_address.port_value for s in inbound if needs_http_inspector(s.filter_chains)]
+    if needs_tls_inspector(list(listener.filter_chains)) or sniffed or needs_http_inspector(passthrough):
         listener.listener_filters.append(tls_inspector())
         listener.continue_on_listener_filters_timeout = True
+    if needs_http_inspector(passthrough):  # every port but the declared ones that do not sniff
+        declared = {s.address.socket_address.port_value for s in inbound} | {port}
+        listener.listener_filters.append(http_inspector(skip=declared - set(sniffed)))
+    elif sniffed:  # only the ports that sniff (Istio's filter_disabled on virtualInbound's inspectors)
+        listener.listener_filters.append(http_inspector(only=sniffed))
     return listener
 
 

@@ -18,7 +18,7 @@ from google.protobuf import wrappers_pb2
 
 from sailmesh.api.models import model_of
 from sailmesh.api.models.networking import ServerTLSSettings, Sidecar
-from sailmesh.generate import autoallocate, capture, names
+from sailmesh.generate import autoallocate, capture, names, sniffing
 from sailmesh.generate.common import ads, pack, socket_address
 from sailmesh.generate.endpoints import unique_ports
 from sailmesh.generate.filters import Direction, FilterContext, ext_authz, http_filters
@@ -27,11 +27,12 @@ from sailmesh.generate.gateway_tls import downstream_tls_context
 from sailmesh.generate.httproute import RouteContext, config_path, route_action_defaults
 from sailmesh.generate.names import gateway_bind_port
 from sailmesh.generate.peer_authn import workload_policy
+from sailmesh.generate.routes import allow_any_vhost, block_all_vhost
 from sailmesh.generate.scope import egress_ports, inbound_ports, ingress_listeners, outbound_policy, visible_services
 from sailmesh.generate.tcproute import egress_tcp_clusters, service_tcp_route_from
 from sailmesh.generate.tls import has_mesh_identity, inbound_chains, needs_tls_inspector, tls_inspector
 from sailmesh.settings import ProxyPorts
-from sailmesh.snapshot.model import MeshSnapshot, ProxyView
+from sailmesh.snapshot.model import MeshSnapshot, ProxyView, Service
 from sailmesh.telemetry import access_log, resolve, tracing
 from sailmesh.telemetry import standard as telemetry
 
@@ -169,18 +170,16 @@ def inbound_listeners(snapshot: MeshSnapshot, proxy: ProxyView,
     identity = has_mesh_identity(proxy)
     services = backed_services(snapshot, proxy)
     ingress = ingress_listeners(snapshot, proxy)
+    sniff_ok = capture.is_captured(proxy)  # protocol sniffing: captured sidecars (the golden keeps the rest)
     for port, _app_port, protocol in inbound_ports(snapshot, proxy):
         cluster = names.inbound_cluster(port)
         before: list[lc.Filter] = []
         http = names.is_http(protocol)
+        sniffed: lc.Filter | None = None  # a sniffed port's HCM, next to its TCP chain
+        if sniff_ok and sniffing.is_sniffed(protocol):
+            sniffed = _inbound_hcm(snapshot, proxy, port, eff, services)
         if http:
-            h = http_connection_manager(
-                f"inbound_0.0.0.0_{port}", http_filters(FilterContext(snapshot, proxy, Direction.INBOUND, port, eff)),
-                route_config=inbound_route_config(snapshot, proxy, port), inbound=True,
-            )
-            observability(h, snapshot, proxy, resolve.SERVER, eff)
-            with_metrics_log(h, snapshot, proxy, eff, telemetry.DESTINATION, services)
-            nf = lc.Filter(name=HCM_NAME, typed_config=pack(h))
+            nf = _inbound_hcm(snapshot, proxy, port, eff, services)
         else:
             tp = tcp_proxy_pb2.TcpProxy(stat_prefix=cluster, cluster=cluster)
             observability(tp, snapshot, proxy, resolve.SERVER, eff)
@@ -193,17 +192,33 @@ def inbound_listeners(snapshot: MeshSnapshot, proxy: ProxyView,
         tls = il.tls if il is not None else None
         if tls is not None and (tls.mode or "").upper() in SIDECAR_INGRESS_TLS:
             chains = [_ingress_tls_chain(tls, nf)]
+        elif sniffed is not None:
+            chains = sniffing.inbound_chains(policy.for_port(port), identity, sniffed, nf)
         else:
             chains = inbound_chains(policy.for_port(port), http, identity, nf)
         _before_app(chains, before, nf)
         del listener.filter_chains[:]
         listener.filter_chains.extend(chains)
-        if needs_tls_inspector(chains):
+        if needs_tls_inspector(chains) or sniffing.needs_http_inspector(chains):
             listener.listener_filters.append(tls_inspector())
             # a server-first protocol sends nothing for the inspector to read: carry on as plaintext after the timeout
             listener.continue_on_listener_filters_timeout = True
+        if sniffing.needs_http_inspector(chains):
+            listener.listener_filters.append(sniffing.http_inspector())
         out.append(listener)
     return out
+
+
+def _inbound_hcm(snapshot: MeshSnapshot, proxy: ProxyView, port: int, eff: resolve.EffectiveTelemetry,
+                 services: list[str]) -> lc.Filter:
+    """An inbound port's HCM (Istio's inline inbound route config to `inbound|port||`), with its logs."""
+    h = http_connection_manager(
+        f"inbound_0.0.0.0_{port}", http_filters(FilterContext(snapshot, proxy, Direction.INBOUND, port, eff)),
+        route_config=inbound_route_config(snapshot, proxy, port), inbound=True,
+    )
+    observability(h, snapshot, proxy, resolve.SERVER, eff)
+    with_metrics_log(h, snapshot, proxy, eff, telemetry.DESTINATION, services)
+    return lc.Filter(name=HCM_NAME, typed_config=pack(h))
 
 
 def _ingress_tls_chain(tls: ServerTLSSettings, nf: lc.Filter) -> lc.FilterChain:
@@ -387,8 +402,28 @@ def captured_outbound(snapshot: MeshSnapshot, proxy: ProxyView, port: int, eff: 
                                         clusters, eff)
                 lis = capture.not_bound(_listener(name, ip, sp.port, base_pb2.OUTBOUND, nf))
                 _config_metadata(lis.filter_chains[0], config_path(vs) if vs is not None else "")
+                if sniffing.is_sniffed(sp.protocol):
+                    lis = sniffing.outbound_listener(lis, _sniffed_http(snapshot, proxy, svc, ip, sp.port, eff))
                 out.append(lis)
     return out
+
+
+def _sniffed_http(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, ip: str, port: int,
+                  eff: resolve.EffectiveTelemetry) -> lc.Filter:
+    """The HCM of a sniffed outbound listener's HTTP chain (sniffing.py): the service's virtual host inline, named
+    as Istio's RDS (`host:port` on the service's address; `PORT` on the wildcard, which ends in allow_any or
+    block_all)."""
+    wildcard = ip == "0.0.0.0"
+    fallback = None
+    if wildcard:
+        fallback = block_all_vhost() if outbound_policy(snapshot, proxy) == "REGISTRY_ONLY" else allow_any_vhost()
+    name = names.port_route(port) if wildcard else f"{svc.hostname}:{port}"
+    h = http_connection_manager(f"outbound_{ip}_{port}",
+                                http_filters(FilterContext(snapshot, proxy, Direction.OUTBOUND, port, eff)),
+                                route_config=sniffing.service_route_config(snapshot, proxy, svc, port, name, fallback))
+    observability(h, snapshot, proxy, resolve.CLIENT, eff)
+    with_metrics_log(h, snapshot, proxy, eff, telemetry.SOURCE)
+    return lc.Filter(name=HCM_NAME, typed_config=pack(h))
 
 
 def captured_egress(snapshot: MeshSnapshot, proxy: ProxyView,

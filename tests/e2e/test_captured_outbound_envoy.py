@@ -21,7 +21,7 @@ from sailmesh.snapshot.model import MeshSnapshot, ProxyView
 from sailmesh.testing.netns_capture import PEER_IP, POD_IP
 from sailmesh.webhook.inject import InjectionConfig, iptables_args
 from tests.conftest import ROOT
-from tests.e2e.outbound_netns import CLUSTER_IP
+from tests.e2e.outbound_netns import CLUSTER_IP, ECHO_HEADER, ECHO_IP, ECHO_PORT
 from tests.e2e.test_generate_envoy import static_bootstrap, write_bootstrap
 from tests.e2e.test_redirect_envoy import PATH, _unavailable
 from tests.unit.test_generate_support import make_snapshot, resources, service, sidecar, workload
@@ -40,6 +40,21 @@ spec:
     route:
     - destination: {{host: reviews}}
 """
+ECHO_VS = f"""
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: echo, namespace: default}}
+spec:
+  hosts: [echo]
+  http:
+  - match: [{{headers: {{{ECHO_HEADER}: {{exact: header-route}}}}}}]
+    headers: {{response: {{add: {{{ROUTE_HEADER}: echo-header-route}}}}}}
+    route:
+    - destination: {{host: echo}}
+  - route:
+    - destination: {{host: echo}}
+"""
+ECHO = "echo.default.svc.cluster.local"
 REVIEWS_CLUSTER = "cluster.outbound|9080||reviews.default.svc.cluster.local.upstream_rq_total"
 PASSTHROUGH = "cluster.PassthroughCluster.upstream_cx_total"
 
@@ -47,12 +62,14 @@ PASSTHROUGH = "cluster.PassthroughCluster.upstream_cx_total"
 def _mesh(*config: str, mode: str = "REDIRECT") -> tuple[MeshSnapshot, ProxyView]:
     """The pod (productpage, captured in `mode`) and reviews behind ClusterIP 10.96.0.12 with its one endpoint in
     the peer namespace."""
-    services = [service("productpage"), service("reviews", addresses=(CLUSTER_IP,))]
+    services = [service("productpage"), service("reviews", addresses=(CLUSTER_IP,)),
+                service("echo", ports=((ECHO_PORT, "UNKNOWN"),), addresses=(ECHO_IP,))]  # protocol not declared
     workloads = [workload("productpage-v1-0", POD_IP, app="productpage", version="v1"),
-                 workload("reviews-v1-0", PEER_IP, app="reviews", version="v1")]
+                 workload("reviews-v1-0", PEER_IP, app="reviews", version="v1"),
+                 workload("echo-v1-0", PEER_IP, app="echo", version="v1")]
     proxy = dataclasses.replace(sidecar(name="productpage-v1-0", ip=POD_IP, app_ports={9080: 9080}),
                                 metadata=MappingProxyType({"INTERCEPTION_MODE": mode}))
-    return make_snapshot(resources(REVIEWS_VS, *config), services, workloads), proxy
+    return make_snapshot(resources(REVIEWS_VS, ECHO_VS, *config), services, workloads), proxy
 
 
 def _bootstrap(tmp_path: pathlib.Path, admin: int, *config: str, mode: str = "REDIRECT") -> pathlib.Path:
@@ -128,3 +145,23 @@ def test_registry_only_closes_unknown_destinations_but_not_the_proxys_own(tmp_pa
     assert after["cluster.BlackHoleCluster.upstream_cx_none_healthy"] == 1 and after[PASSTHROUGH] == 0, after
     assert got["proxy_own"].get("listener") == "peer-8080", got
     assert got["http_unknown_host"].get("status") == 502, got  # Istio's block_all route
+
+
+def test_a_port_without_a_declared_protocol_is_sniffed_http_routed_and_raw_tcp_passed(tmp_path: pathlib.Path) -> None:
+    """Istio's protocol sniffing (ListenerProtocolAuto): the echo service's 7070 declares no protocol, so its listener
+    on the ClusterIP inspects each connection: an HTTP request takes the HTTP chain (the VirtualService's header
+    route answers with its response header; one request on the HTTP chain), a raw TCP line on the same port takes
+    the TCP chain (echoed back; the HCM would have answered 400), both on the echo cluster."""
+    reason = _unavailable()
+    if reason:
+        pytest.skip(reason)
+    got = _run(_bootstrap(tmp_path, 15000))
+    sniffed = got["sniffed_http"]
+    assert sniffed.get("status") == 200, got
+    assert sniffed["headers"].get(ROUTE_HEADER) == "echo-header-route", sniffed
+    assert json.loads(sniffed["body"]) == {"app": "echo", "method": "GET", "path": "/sniffed"}
+    assert got["sniffed_raw"].get("answer") == "raw:ping-raw-tcp\n", got
+    after = got["stats_after_sniffed"]
+    assert after[f"http.outbound_{ECHO_IP}_{ECHO_PORT}.downstream_rq_total"] == 1, after
+    assert after[f"tcp.outbound|{ECHO_PORT}||{ECHO}.downstream_cx_total"] == 1, after  # the TCP chain, once
+    assert after[f"cluster.outbound|{ECHO_PORT}||{ECHO}.upstream_cx_total"] == 2, after
