@@ -142,9 +142,11 @@ def virtual_outbound(snapshot: MeshSnapshot, proxy: ProxyView, port: int,
     )
 
 
-def inbound_route_config(snapshot: MeshSnapshot, proxy: ProxyView, port: int) -> route_pb2.RouteConfiguration:
-    """Istio's inline inbound route config: everything to `inbound|port||`, no timeout."""
-    cluster = names.inbound_cluster(port)
+def inbound_route_config(snapshot: MeshSnapshot, proxy: ProxyView, port: int,
+                         cluster: str = "") -> route_pb2.RouteConfiguration:
+    """Istio's inline inbound route config: everything to `inbound|port||` (or `cluster`: the passthrough's
+    InboundPassthroughCluster, port 0), no timeout."""
+    cluster = cluster or names.inbound_cluster(port)
     action = rc.RouteAction(cluster=cluster)
     route_action_defaults(action, 0)
     return route_pb2.RouteConfiguration(
@@ -334,19 +336,30 @@ def build_listeners(
 def inbound_passthrough_chains(snapshot: MeshSnapshot, proxy: ProxyView,
                                eff: resolve.EffectiveTelemetry) -> list[lc.FilterChain]:
     """Istio's virtualInbound passthrough chains (buildInboundPassthroughChains), for a captured sidecar: a
-    connection to a port without an inbound listener goes on to where it was sent (InboundPassthroughCluster),
-    in the chains of the workload's PeerAuthentication mode (port-level modes name listener ports), with the
-    access and metrics logs and the TCP authorization filters of any inbound TCP port."""
+    connection to a port without an inbound listener goes on to where it was sent (InboundPassthroughCluster), in
+    the Auto chains of the workload's PeerAuthentication mode (sniffing.inbound_chains; port-level modes name
+    listener ports): HTTP ones `virtualInbound-catchall-http` (an HCM with Istio's inline route config
+    `InboundPassthroughCluster`), TCP ones `virtualInbound`, with the access and metrics logs and the TCP
+    authorization filters of any inbound TCP port."""
     cluster = names.INBOUND_PASSTHROUGH_CLUSTER
+    services = backed_services(snapshot, proxy)
     tp = tcp_proxy_pb2.TcpProxy(stat_prefix=cluster, cluster=cluster)
     observability(tp, snapshot, proxy, resolve.SERVER, eff)
-    with_metrics_log(tp, snapshot, proxy, eff, telemetry.DESTINATION, backed_services(snapshot, proxy))
+    with_metrics_log(tp, snapshot, proxy, eff, telemetry.DESTINATION, services)
     nf = lc.Filter(name=TCP_PROXY_NAME, typed_config=pack(tp))
+    h = http_connection_manager(cluster, http_filters(FilterContext(snapshot, proxy, Direction.INBOUND, 0, eff)),
+                                route_config=inbound_route_config(snapshot, proxy, 0, cluster), inbound=True)
+    observability(h, snapshot, proxy, resolve.SERVER, eff)
+    with_metrics_log(h, snapshot, proxy, eff, telemetry.DESTINATION, services)
+    hcm = lc.Filter(name=HCM_NAME, typed_config=pack(h))
     policy = workload_policy(snapshot, proxy.namespace, proxy.labels)
-    chains = inbound_chains(policy.mode, False, has_mesh_identity(proxy), nf)
+    chains = sniffing.inbound_chains(policy.mode, has_mesh_identity(proxy), hcm, nf)
     before = ext_authz.tcp_filters(snapshot, proxy)
-    for i, fc in enumerate(chains):
-        fc.name = names.VIRTUAL_INBOUND if i == 0 else f"{names.VIRTUAL_INBOUND}-{i}"
+    seen: dict[str, int] = {}
+    for fc in chains:
+        base = capture.INBOUND_CATCH_ALL_HTTP_CHAIN if fc.filters[-1] == hcm else names.VIRTUAL_INBOUND
+        fc.name = base if base not in seen else f"{base}-{seen[base]}"  # chain names are unique in a listener
+        seen[base] = seen.get(base, 0) + 1
     _before_app(chains, before, nf)
     return chains
 

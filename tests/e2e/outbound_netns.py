@@ -29,7 +29,7 @@ from typing import Any
 
 from sailmesh.processes import envoy_binary
 from sailmesh.testing.netns_capture import PEER_IF, PEER_IP, POD_IF, POD_IP, PROXY_ID, connect, connect_as, listen
-from tests.e2e.redirect_netns import admin_get, as_proxy, ip, up, wait_for_link, wait_for_listener
+from tests.e2e.redirect_netns import admin_get, as_proxy, ip, raw, up, wait_for_link, wait_for_listener
 from tests.e2e.tproxy_netns import app
 
 CLUSTER_IP, SERVICE_PORT, OTHER_PORT = "10.96.0.12", 9080, 8080
@@ -105,12 +105,7 @@ def call_echo() -> dict[str, Any]:
 
 def raw_echo() -> dict[str, Any]:
     """A raw TCP line to the same ClusterIP and port, and what came back."""
-    try:
-        with socket.create_connection((ECHO_IP, ECHO_PORT), timeout=10) as s:
-            s.sendall(b"ping-raw-tcp\n")
-            return {"answer": s.makefile("rb").readline().decode(errors="replace")}
-    except OSError as e:
-        return {"error": f"{type(e).__name__}: {e}"}
+    return raw(ECHO_IP, ECHO_PORT, b"ping-raw-tcp\n")
 
 
 def peer() -> int:

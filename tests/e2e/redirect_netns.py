@@ -6,9 +6,10 @@ The "pod" namespace (this process) gets 10.77.0.1 on a veth to a "peer" namespac
 must not bind it); the injector's istio-init args are applied with the real CLI (`sailmesh istio-iptables`, nat
 REDIRECT: inbound TCP to 15006); Envoy runs as UID/GID 1337 (the proxy's identity the rules leave alone). The peer
 sends `GET /reviews/0` to 10.77.0.1:9080, then to 7070 (the app listens there too, but no service declares it: no
-inbound listener, the passthrough). One JSON result on stdout: the answers, Envoy's virtualInbound, inbound cluster
-and InboundPassthroughCluster stats, and the app's view of each connection (its peer address: Envoy's 127.0.0.6
-passthrough source).
+inbound listener, the passthrough: Istio's HTTP catch-all chain), then a raw TCP line there (the TCP passthrough
+chain), then both to 7071 (a service port without a declared protocol: sniffed). One JSON result on stdout: the
+answers, Envoy's virtualInbound, inbound cluster and InboundPassthroughCluster stats, and the app's view of each
+connection (its peer address: Envoy's 127.0.0.6 passthrough source).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from tests.e2e.tproxy_netns import app
 
 SERVICE_PORT = 9080
 UNLISTED_PORT = 7070
+SNIFFED_PORT = 7071  # a service port whose protocol is not declared
 HOST = "reviews.default.svc.cluster.local:9080"
 
 
@@ -49,6 +51,16 @@ def get(host: str, port: int) -> dict[str, Any]:
         c.request("GET", "/reviews/0", headers={"host": HOST})
         r = c.getresponse()
         return {"status": r.status, "server": r.getheader("server"), "body": r.read().decode(errors="replace")}
+    except OSError as e:
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
+def raw(host: str, port: int, line: bytes = b"raw tcp line\r\n\r\n") -> dict[str, Any]:
+    """A raw TCP `line` to host:port and the first line that comes back (the app answers anything with HTTP)."""
+    try:
+        with socket.create_connection((host, port), timeout=10) as s:
+            s.sendall(line)
+            return {"answer": s.makefile("rb").readline().decode(errors="replace")}
     except OSError as e:
         return {"error": f"{type(e).__name__}: {e}"}
 
@@ -76,8 +88,8 @@ def peer() -> int:
     print("ready", flush=True)
     for line in sys.stdin:
         words = line.split()
-        if len(words) == 3 and words[0] == "get":
-            print(json.dumps(get(words[1], int(words[2]))), flush=True)
+        if len(words) == 3 and words[0] in ("get", "raw"):
+            print(json.dumps((get if words[0] == "get" else raw)(words[1], int(words[2]))), flush=True)
     return 0
 
 
@@ -125,6 +137,7 @@ def pod(bootstrap: str, admin: int, iptables_args: list[str]) -> dict[str, Any]:
             return {"error": "peer not ready"}
         app("0.0.0.0", SERVICE_PORT)  # as a pod's container listens: the whole pod's port
         app("0.0.0.0", UNLISTED_PORT)  # a port the pod's services do not declare: no inbound listener
+        app("0.0.0.0", SNIFFED_PORT)
         applied = subprocess.run([sys.executable, "-m", "sailmesh", *iptables_args],
                                  capture_output=True, text=True, timeout=60)
         if applied.returncode != 0:
@@ -149,6 +162,14 @@ def pod(bootstrap: str, admin: int, iptables_args: list[str]) -> dict[str, Any]:
         out["unlisted"] = json.loads(helper.stdout.readline())
         out["inbound_passthrough_stats"] = admin_get(
             admin, "/stats?filter=^cluster.InboundPassthroughCluster.upstream_cx_total$")
+        for name, command in (("unlisted_raw", f"raw {POD_IP} {UNLISTED_PORT}"),
+                              ("sniffed", f"get {POD_IP} {SNIFFED_PORT}"),
+                              ("sniffed_raw", f"raw {POD_IP} {SNIFFED_PORT}")):
+            helper.stdin.write(command + "\n")
+            helper.stdin.flush()
+            out[name] = json.loads(helper.stdout.readline())
+        out["chain_stats"] = admin_get(admin, "/stats?filter=^(http|tcp).(InboundPassthroughCluster|inbound).*"
+                                              "(downstream_rq_total|downstream_cx_total)$")
         out["listeners"] = json.loads(admin_get(admin, "/listeners?format=json"))
         return out
     finally:

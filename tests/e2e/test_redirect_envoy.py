@@ -20,8 +20,9 @@ from sailmesh.processes import envoy_binary, free_port
 from sailmesh.testing.netns_capture import POD_IP
 from sailmesh.webhook.inject import InjectionConfig, iptables_args
 from tests.conftest import ROOT
+from tests.e2e.redirect_netns import SNIFFED_PORT
 from tests.e2e.test_generate_envoy import static_bootstrap, write_bootstrap
-from tests.unit.test_generate_support import bookinfo, sidecar
+from tests.unit.test_generate_support import bookinfo_services, bookinfo_workloads, make_snapshot, service, sidecar
 
 pytestmark = pytest.mark.e2e
 PATH = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
@@ -31,7 +32,11 @@ def _redirect_bootstrap(tmp_path: pathlib.Path, admin: int) -> pathlib.Path:
     # as in a pod: the app on its own port 9080, the node metadata the injected agent sends (REDIRECT)
     proxy = dataclasses.replace(sidecar(name="reviews-v1-0", ip=POD_IP, app_ports={9080: 9080}),
                                 metadata=MappingProxyType({"INTERCEPTION_MODE": "REDIRECT"}))
-    return write_bootstrap(tmp_path, static_bootstrap(bookinfo(), proxy, admin))
+    # reviews also serves 7071 for a service that declares no protocol there (sniffed)
+    services = [*bookinfo_services(), service("reviews-sniffed", ports=((SNIFFED_PORT, "UNKNOWN"),),
+                                              selector={"app": "reviews"})]
+    snapshot = make_snapshot((), services, bookinfo_workloads())
+    return write_bootstrap(tmp_path, static_bootstrap(snapshot, proxy, admin))
 
 
 def test_envoy_validates_redirect_config(tmp_path: pathlib.Path) -> None:
@@ -73,11 +78,21 @@ def test_captured_inbound_reaches_the_app_through_virtual_inbound(tmp_path: path
     assert "upstream_rq_total: 1" in got["inbound_cluster_stats"], got
     assert body["peer"] == "127.0.0.6"
     # a port with no inbound listener passes through virtualInbound (Istio's InboundPassthroughCluster), from the
-    # passthrough source too
+    # passthrough source too; an HTTP request there takes Istio's `virtualInbound-catchall-http` chain (an HCM:
+    # Envoy's server header, one request on its stats), a raw TCP line the TCP passthrough chain
     unlisted = got["unlisted"]
     assert unlisted.get("status") == 200, got
-    assert json.loads(unlisted["body"])["peer"] == "127.0.0.6" and unlisted.get("server") != "istio-envoy"
+    assert json.loads(unlisted["body"])["peer"] == "127.0.0.6" and unlisted.get("server") == "istio-envoy"
     assert "upstream_cx_total: 1" in got["inbound_passthrough_stats"], got
+    assert got["unlisted_raw"].get("answer", "").startswith("HTTP/1.1 200"), got
+    stats = dict(line.split(": ") for line in got["chain_stats"].splitlines())
+    assert stats["http.InboundPassthroughCluster.downstream_rq_total"] == "1", stats
+    assert stats["tcp.InboundPassthroughCluster.downstream_cx_total"] == "1", stats
+    # a declared port without a declared protocol is sniffed: HTTP by its inbound HCM, a raw line by its TCP chain
+    assert got["sniffed"].get("status") == 200 and got["sniffed"].get("server") == "istio-envoy", got
+    assert got["sniffed_raw"].get("answer", "").startswith("HTTP/1.1 200"), got
+    assert stats[f"http.inbound_0.0.0.0_{SNIFFED_PORT}.downstream_rq_total"] == "1", stats
+    assert stats[f"tcp.inbound|{SNIFFED_PORT}||.downstream_cx_total"] == "1", stats
     # the per-port inbound listener exists but binds nothing (the app owns 0.0.0.0:9080)
     names = [s["name"] for s in got["listeners"]["listener_statuses"]]
     assert f"{POD_IP}_9080" in names and "virtualInbound" in names

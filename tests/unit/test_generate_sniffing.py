@@ -14,6 +14,7 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
+from sailmesh.generate.sniffing import http_inspector
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView
 from sailmesh.xds.types import LISTENER
 from tests.unit.test_generate_support import generated, make_snapshot, resources, service, sidecar, workload
@@ -130,12 +131,13 @@ def test_inbound_sniffed_port_permissive_chains_are_istios_auto_options() -> Non
         ("raw_buffer", (), "tcp", False),
         ("tls", (), "tcp", False),
     ]
-    # virtualInbound serves them on 7000 and runs the http_inspector for 7000 only (filter_disabled: not 7000)
+    # virtualInbound serves them on 7000 and runs the http_inspector there too (it skips only 15006 itself: the
+    # passthrough's HTTP catch-all sniffs every other port)
     ported = [fc for fc in vin.filter_chains if fc.filter_chain_match.destination_port.value == 7000]
     assert [fc.filters for fc in ported] == [fc.filters for fc in port.filter_chains]
     [inspector] = [f for f in vin.listener_filters if f.name == HTTP_INSPECTOR]
-    rule = inspector.filter_disabled.not_match.destination_port_range
-    assert (rule.start, rule.end) == (7000, 7001)
+    rule = inspector.filter_disabled.destination_port_range
+    assert (rule.start, rule.end) == (15006, 15007)
     assert TLS_INSPECTOR in [f.name for f in vin.listener_filters]
 
 
@@ -146,3 +148,14 @@ def test_inbound_sniffed_port_strict_and_plaintext_chains() -> None:
     plain, _ = _inbound()  # no mesh identity: plaintext HTTP by ALPN, else TCP
     assert _shape(plain) == [("raw_buffer", ("http/1.1", "h2c"), "hcm", False), ("raw_buffer", (), "tcp", False)]
     assert [f.name for f in plain.listener_filters] == [TLS_INSPECTOR, HTTP_INSPECTOR]
+
+
+def test_http_inspector_port_predicates_are_envoys_match_sets() -> None:
+    """`filter_disabled` as Envoy's ListenerFilterChainMatchPredicate: one port a destination_port_range, several an
+    or_match (a match set takes two rules or more); `only` negates it."""
+    one = http_inspector(skip=[15006]).filter_disabled
+    assert (one.destination_port_range.start, one.destination_port_range.end) == (15006, 15007)
+    only = http_inspector(only=[7001, 7000]).filter_disabled.not_match.or_match
+    assert [(r.destination_port_range.start, r.destination_port_range.end) for r in only.rules] == [
+        (7000, 7001), (7001, 7002)]
+    assert not http_inspector().HasField("filter_disabled")
