@@ -416,13 +416,14 @@ def captured_outbound(snapshot: MeshSnapshot, proxy: ProxyView, port: int, eff: 
                 lis = capture.not_bound(_listener(name, ip, sp.port, base_pb2.OUTBOUND, nf))
                 _config_metadata(lis.filter_chains[0], config_path(vs) if vs is not None else "")
                 if sniffing.is_sniffed(sp.protocol):
-                    lis = sniffing.outbound_listener(lis, _sniffed_http(snapshot, proxy, svc, ip, sp.port, eff))
+                    http = _sniffed_http(snapshot, proxy, svc, ip, sp.port, eff, autoallocate.addresses(svc, auto))
+                    lis = sniffing.outbound_listener(lis, http)
                 out.append(lis)
     return out
 
 
 def _sniffed_http(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, ip: str, port: int,
-                  eff: resolve.EffectiveTelemetry) -> lc.Filter:
+                  eff: resolve.EffectiveTelemetry, addresses: Sequence[str]) -> lc.Filter:
     """The HCM of a sniffed outbound listener's HTTP chain (sniffing.py): the service's virtual host inline, named
     as Istio's RDS (`host:port` on the service's address; `PORT` on the wildcard, which ends in allow_any or
     block_all)."""
@@ -433,7 +434,8 @@ def _sniffed_http(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, ip: st
     name = names.port_route(port) if wildcard else f"{svc.hostname}:{port}"
     h = http_connection_manager(f"outbound_{ip}_{port}",
                                 http_filters(FilterContext(snapshot, proxy, Direction.OUTBOUND, port, eff)),
-                                route_config=sniffing.service_route_config(snapshot, proxy, svc, port, name, fallback))
+                                route_config=sniffing.service_route_config(snapshot, proxy, svc, port, name, fallback,
+                                                                                addresses))
     observability(h, snapshot, proxy, resolve.CLIENT, eff)
     with_metrics_log(h, snapshot, proxy, eff, telemetry.SOURCE)
     return lc.Filter(name=HCM_NAME, typed_config=pack(h))

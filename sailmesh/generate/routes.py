@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from google.protobuf import any_pb2, wrappers_pb2
 
 from sailmesh.api.resource import Resource
-from sailmesh.generate import names
+from sailmesh.generate import autoallocate, names
 from sailmesh.generate.common import Prepacked
 from sailmesh.generate.delegate import delegates_of, is_root
 from sailmesh.generate.endpoints import unique_ports
@@ -118,16 +118,19 @@ def _current_in(snapshot: MeshSnapshot) -> Callable[[MemoEntry], bool]:
 
 
 def _domains(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, port: int,
-             memos: Memos) -> tuple[tuple[str, ...], tuple[str, ...]]:
+             memos: Memos, auto: Mapping[str, str] | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(per-port route config domains, http_proxy domains) of a service port, deduplicated; they depend on the
-    proxy only through whether it is in the service's namespace (the short-name alias)."""
+    proxy only through whether it is in the service's namespace (the short-name alias) and, for a proxy using DNS
+    auto-allocation (`auto`: autoallocate.for_proxy), the service's 240.240.x.y address (Istio's
+    GetAddressForProxy: a Host header naming the VIP routes too)."""
     same_ns = proxy.namespace == svc.namespace
-    key = ("domains", id(svc), port, same_ns, id(snapshot.mesh))
+    vips = autoallocate.addresses(svc, auto) if auto else svc.addresses
+    key = ("domains", id(svc), port, same_ns, id(snapshot.mesh), *(() if vips is svc.addresses else vips))
     held = (svc, snapshot.mesh)
     hit: tuple[tuple[str, ...], tuple[str, ...]] | None = memos.domains.get(key, held)
     if hit is None:
         aliases = names.host_aliases(svc.hostname, svc.namespace, proxy.namespace, snapshot.mesh.domain_suffix)
-        aliases += list(svc.addresses)
+        aliases += list(vips)
         hit = (tuple(dict.fromkeys(names.domains_with_port(aliases, port, plain=True))),
                tuple(dict.fromkeys(names.domains_with_port(aliases, port, plain=port == 80))))
         memos.domains.put(key, held, hit)
@@ -331,11 +334,12 @@ def _service_vhosts(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos,
         items, tcp_services = [], _tcp_services(snapshot, proxy)
         used_per_port: dict[int, set[str]] = {}
         proxy_used: set[str] = set()
+        auto = autoallocate.for_proxy(snapshot, proxy)  # DNS auto-allocated VIPs (the outbound key holds the flags)
         for svc in visible_services(snapshot, proxy):
             for port in _http_ports(svc):
                 entry = _memo_entry(snapshot, proxy, svc, port, memos, okey)
                 vname = names.vhost_name(svc.hostname, port)
-                port_domains, proxy_domains = _domains(snapshot, proxy, svc, port, memos)
+                port_domains, proxy_domains = _domains(snapshot, proxy, svc, port, memos, auto)
                 used = used_per_port.setdefault(port, set())
                 fresh_port = _fresh(port_domains, used)
                 fresh_proxy = _fresh(proxy_domains, proxy_used)

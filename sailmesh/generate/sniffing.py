@@ -24,7 +24,7 @@ Pure: protobufs in, protobufs out.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.listener.v3 import listener_pb2
@@ -83,11 +83,12 @@ def needs_http_inspector(chains: Iterable[lc.FilterChain]) -> bool:
     return any(set(fc.filter_chain_match.application_protocols) & set(PLAINTEXT_HTTP_ALPNS) for fc in chains)
 
 
-def service_route_config(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, port: int,
-                         name: str, fallback: rc.VirtualHost | None) -> route_pb2.RouteConfiguration:
-    """The route config of a sniffed service port: its virtual host `host:port` (its names and addresses, with and
-    without the port; the oldest VirtualService for its host, else the default route), then `fallback` (the
-    wildcard listener's allow_any/block_all; none for a listener on the service's own address, as Istio's)."""
+def service_route_config(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, port: int, name: str,
+                         fallback: rc.VirtualHost | None, addresses: Sequence[str]) -> route_pb2.RouteConfiguration:
+    """The route config of a sniffed service port: its virtual host `host:port` (its names and `addresses`, its
+    own or DNS auto-allocated, with and without the port; the oldest VirtualService for its host, else the
+    default route), then `fallback` (the wildcard listener's allow_any/block_all; none for a listener on the
+    service's own address, as Istio's)."""
     ctx = RouteContext(snapshot, proxy, port)
     routes: list[rc.Route] = []
     for vs in snapshot.index.mesh_virtual_services_for(proxy, svc.hostname):
@@ -97,7 +98,7 @@ def service_route_config(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service,
     if not routes:
         routes = [default_route(names.outbound_cluster(port, "", svc.hostname), ctx, svc.hostname)]
     aliases = names.host_aliases(svc.hostname, svc.namespace, proxy.namespace, snapshot.mesh.domain_suffix)
-    domains = list(dict.fromkeys(names.domains_with_port([*aliases, *svc.addresses], port, plain=True)))
+    domains = list(dict.fromkeys(names.domains_with_port([*aliases, *addresses], port, plain=True)))
     vhost = rc.VirtualHost(name=names.vhost_name(svc.hostname, port), domains=domains, routes=routes,
                            include_request_attempt_count=True)
     config = route_pb2.RouteConfiguration(name=name, virtual_hosts=[vhost],
