@@ -42,11 +42,14 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 from google.protobuf import wrappers_pb2
 
+from sailmesh.api.models import model_of
+from sailmesh.api.models.networking import Sidecar
 from sailmesh.generate import names
 from sailmesh.generate.common import pack, socket_address
+from sailmesh.generate.scope import outbound_policy
 from sailmesh.generate.sniffing import http_inspector, needs_http_inspector
 from sailmesh.generate.tls import needs_tls_inspector, tls_inspector
-from sailmesh.snapshot.model import ProxyView
+from sailmesh.snapshot.model import MeshSnapshot, ProxyView
 
 TPROXY, REDIRECT = "TPROXY", "REDIRECT"
 CAPTURED = (REDIRECT, TPROXY)
@@ -82,10 +85,27 @@ def inbound_source_address(proxy: ProxyView) -> str:
     return INBOUND_PASSTHROUGH_BIND if is_captured(proxy) and not is_tproxy(proxy) else ""
 
 
-def catch_all_cluster(policy: str) -> str:
+def catch_all_cluster(policy: str, egress: str = "") -> str:
     """Where virtualOutbound sends a connection no listener takes: Istio's outboundTrafficPolicy ALLOW_ANY
-    (the default) PassthroughCluster, REGISTRY_ONLY BlackHoleCluster."""
-    return names.BLACKHOLE_CLUSTER if policy == "REGISTRY_ONLY" else names.PASSTHROUGH_CLUSTER
+    (the default) PassthroughCluster, or the Sidecar's egress proxy's cluster (`egress`: egress_proxy_cluster),
+    REGISTRY_ONLY BlackHoleCluster (buildOutboundCatchAllNetworkFiltersOnly)."""
+    if policy == "REGISTRY_ONLY":
+        return names.BLACKHOLE_CLUSTER
+    return egress or names.PASSTHROUGH_CLUSTER
+
+
+def egress_proxy_cluster(snapshot: MeshSnapshot, proxy: ProxyView) -> str:
+    """The cluster of the proxy's Sidecar `outboundTrafficPolicy.egressProxy` under ALLOW_ANY ("" without one),
+    which takes PassthroughCluster's place for unknown destinations (Istio's buildCatchAllVirtualHost and
+    buildOutboundCatchAllNetworkFiltersOnly): GetDestinationCluster(egressProxy, nil, 0), `outbound|PORT|SUBSET|HOST`
+    with the host as written (name it by its FQDN). MeshConfig's outboundTrafficPolicy has only `mode` (as Istio's)."""
+    sc = snapshot.index.sidecar(proxy)
+    policy = model_of(sc, Sidecar).outbound_traffic_policy if sc is not None else None
+    dest = policy.egress_proxy if policy is not None else None
+    if dest is None or not dest.host or outbound_policy(snapshot, proxy) != "ALLOW_ANY":
+        return ""
+    port = (dest.port.number or 0) if dest.port is not None else 0
+    return names.outbound_cluster(port, dest.subset or "", dest.host)
 
 
 def virtual_outbound(port: int, mode: str, blackhole: lc.Filter, catch_all: lc.Filter) -> listener_pb2.Listener:

@@ -381,7 +381,8 @@ def captured_outbound(snapshot: MeshSnapshot, proxy: ProxyView, port: int, eff: 
     ending in allow_any or block_all), `VIP_PORT` for each ClusterIP of a TCP port (a tcp_proxy to the service's
     tcp route), `0.0.0.0_PORT` for a TCP port of a service without one (unless an HTTP port took it: the first
     service by name wins, as Istio's listener conflicts). `taken`: Sidecar egress listener names, which win."""
-    catch_all = capture.catch_all_cluster(outbound_policy(snapshot, proxy))
+    catch_all = capture.catch_all_cluster(outbound_policy(snapshot, proxy),
+                                          capture.egress_proxy_cluster(snapshot, proxy))
     out = [capture.virtual_outbound(
         port, capture.interception_mode(proxy),
         outbound_tcp_proxy(snapshot, proxy, names.BLACKHOLE_CLUSTER, [(names.BLACKHOLE_CLUSTER, 100)], eff),
@@ -430,7 +431,8 @@ def _sniffed_http(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, ip: st
     wildcard = ip == "0.0.0.0"
     fallback = None
     if wildcard:
-        fallback = block_all_vhost() if outbound_policy(snapshot, proxy) == "REGISTRY_ONLY" else allow_any_vhost()
+        fallback = block_all_vhost() if outbound_policy(snapshot, proxy) == "REGISTRY_ONLY" else \
+            allow_any_vhost(capture.egress_proxy_cluster(snapshot, proxy))
     name = names.port_route(port) if wildcard else f"{svc.hostname}:{port}"
     h = http_connection_manager(f"outbound_{ip}_{port}",
                                 http_filters(FilterContext(snapshot, proxy, Direction.OUTBOUND, port, eff)),

@@ -11,6 +11,7 @@ from google.protobuf import any_pb2, wrappers_pb2
 
 from sailmesh.api.resource import Resource
 from sailmesh.generate import autoallocate, names
+from sailmesh.generate.capture import egress_proxy_cluster
 from sailmesh.generate.common import Prepacked
 from sailmesh.generate.delegate import delegates_of, is_root
 from sailmesh.generate.endpoints import unique_ports
@@ -156,15 +157,17 @@ def _http_ports(svc: Service) -> list[int]:
     return [p.port for p in unique_ports(svc) if names.is_http(p.protocol)]
 
 
-def allow_any_vhost() -> rc.VirtualHost:
-    """Istio's `allow_any` virtual host: unknown hosts go to PassthroughCluster (outboundTrafficPolicy ALLOW_ANY)."""
-    action = rc.RouteAction(cluster=names.PASSTHROUGH_CLUSTER)
+def allow_any_vhost(egress: str = "") -> rc.VirtualHost:
+    """Istio's `allow_any` virtual host: unknown hosts go to PassthroughCluster (outboundTrafficPolicy ALLOW_ANY),
+    or to the Sidecar's egress proxy's cluster (`egress`: capture.egress_proxy_cluster)."""
+    cluster = egress or names.PASSTHROUGH_CLUSTER
+    action = rc.RouteAction(cluster=cluster)
     route_action_defaults(action, 0)  # no timeout, as Istio's allow_any route
     return rc.VirtualHost(
         name=names.ALLOW_ANY_VHOST,
         domains=["*"],
         routes=[
-            connect_route(names.PASSTHROUGH_CLUSTER, names.ALLOW_ANY_VHOST),
+            connect_route(cluster, names.ALLOW_ANY_VHOST),
             rc.Route(name=names.ALLOW_ANY_VHOST, match=rc.RouteMatch(prefix="/"), route=action),
         ],
     )
@@ -251,9 +254,14 @@ def _vhost(name: str, domains: list[str] | tuple[str, ...], routes: bytes, used:
     return hit
 
 
-def _fallback_field(policy: str) -> bytes:
-    """The last virtual host (`allow_any` or `block_all`) as a RouteConfiguration.virtual_hosts field."""
-    return _BLOCK_ALL_FIELD if policy == "REGISTRY_ONLY" else _ALLOW_ANY_FIELD
+def _fallback_field(policy: str, egress: str = "") -> bytes:
+    """The last virtual host (`allow_any` or `block_all`) as a RouteConfiguration.virtual_hosts field; `egress`: the
+    Sidecar's egress proxy's cluster, in place of PassthroughCluster."""
+    if policy == "REGISTRY_ONLY":
+        return _BLOCK_ALL_FIELD
+    if egress:
+        return length_delimited(_RC_VHOSTS, allow_any_vhost(egress).SerializeToString(deterministic=True))
+    return _ALLOW_ANY_FIELD
 
 
 _ALLOW_ANY_FIELD = length_delimited(_RC_VHOSTS, allow_any_vhost().SerializeToString(deterministic=True))
@@ -396,7 +404,7 @@ def sidecar_routes(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> li
         per_port.setdefault(port, [])
     _non_service_hosts(snapshot, proxy, extra, per_port, used_per_port, proxy_hosts, proxy_used)
     proxy_hosts.extend(_tcp_vhosts(snapshot, proxy, tcp_services, proxy_used))
-    fallback = _fallback_field(outbound_policy(snapshot, proxy))
+    fallback = _fallback_field(outbound_policy(snapshot, proxy), egress_proxy_cluster(snapshot, proxy))
     out = [_route_config(names.port_route(port), [*vhosts, fallback]) for port, vhosts in sorted(per_port.items())]
     out.append(_route_config(names.HTTP_PROXY_ROUTE, [*proxy_hosts, fallback]))
     return out

@@ -35,7 +35,8 @@ from tests.e2e.tproxy_netns import app
 CLUSTER_IP, SERVICE_PORT, OTHER_PORT = "10.96.0.12", 9080, 8080
 ECHO_IP, ECHO_PORT = "10.96.0.13", 7070  # a service port whose protocol is not declared
 ECHO_HEADER = "x-echo-route"
-STATS = ("^cluster.outbound.7070..echo.default.svc.cluster.local.upstream_(cx|rq)_total$",
+STATS = ("^cluster.outbound.8080..egress.default.svc.cluster.local.upstream_cx_total$",
+         "^cluster.outbound.7070..echo.default.svc.cluster.local.upstream_(cx|rq)_total$",
          "^http.outbound_10.96.0.13_7070.downstream_rq_total$",
          "^tcp.outbound.7070..echo.default.svc.cluster.local.downstream_cx_total$",
          "^cluster.outbound.9080..reviews.default.svc.cluster.local.upstream_rq_total$",

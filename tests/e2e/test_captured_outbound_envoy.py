@@ -24,6 +24,7 @@ from tests.conftest import ROOT
 from tests.e2e.outbound_netns import CLUSTER_IP, ECHO_HEADER, ECHO_IP, ECHO_PORT
 from tests.e2e.test_generate_envoy import static_bootstrap, write_bootstrap
 from tests.e2e.test_redirect_envoy import PATH, _unavailable
+from tests.unit.test_generate_capture_outbound import egress_proxy_sidecar
 from tests.unit.test_generate_support import make_snapshot, resources, service, sidecar, workload
 from tests.unit.test_generate_uncaptured_golden import REGISTRY_ONLY
 
@@ -63,10 +64,12 @@ def _mesh(*config: str, mode: str = "REDIRECT") -> tuple[MeshSnapshot, ProxyView
     """The pod (productpage, captured in `mode`) and reviews behind ClusterIP 10.96.0.12 with its one endpoint in
     the peer namespace."""
     services = [service("productpage"), service("reviews", addresses=(CLUSTER_IP,)),
-                service("echo", ports=((ECHO_PORT, "UNKNOWN"),), addresses=(ECHO_IP,))]  # protocol not declared
+                service("echo", ports=((ECHO_PORT, "UNKNOWN"),), addresses=(ECHO_IP,)),  # protocol not declared
+                service("egress", ports=((8080, "TCP"),), addresses=("10.96.0.14",))]  # an egress proxy's stand-in
     workloads = [workload("productpage-v1-0", POD_IP, app="productpage", version="v1"),
                  workload("reviews-v1-0", PEER_IP, app="reviews", version="v1"),
-                 workload("echo-v1-0", PEER_IP, app="echo", version="v1")]
+                 workload("echo-v1-0", PEER_IP, app="echo", version="v1"),
+                 workload("egress-0", PEER_IP, app="egress")]
     proxy = dataclasses.replace(sidecar(name="productpage-v1-0", ip=POD_IP, app_ports={9080: 9080}),
                                 metadata=MappingProxyType({"INTERCEPTION_MODE": mode}))
     return make_snapshot(resources(REVIEWS_VS, ECHO_VS, *config), services, workloads), proxy
@@ -165,3 +168,23 @@ def test_a_port_without_a_declared_protocol_is_sniffed_http_routed_and_raw_tcp_p
     assert after[f"http.outbound_{ECHO_IP}_{ECHO_PORT}.downstream_rq_total"] == 1, after
     assert after[f"tcp.outbound|{ECHO_PORT}||{ECHO}.downstream_cx_total"] == 1, after  # the TCP chain, once
     assert after[f"cluster.outbound|{ECHO_PORT}||{ECHO}.upstream_cx_total"] == 2, after
+
+
+EGRESS_PROXY = egress_proxy_sidecar("egress.default.svc.cluster.local", 8080)
+EGRESS = "cluster.outbound|8080||egress.default.svc.cluster.local.upstream_cx_total"
+
+
+def test_sidecar_egress_proxy_receives_the_unknown_destinations(tmp_path: pathlib.Path) -> None:
+    """Istio's Sidecar outboundTrafficPolicy.egressProxy (ALLOW_ANY): the app's connection to a destination no
+    listener takes goes to the egress proxy's cluster (here the peer's 8080 listener, behind the egress service),
+    not PassthroughCluster, and so does an HTTP request for an unknown host (allow_any)."""
+    reason = _unavailable()
+    if reason:
+        pytest.skip(reason)
+    got = _run(_bootstrap(tmp_path, 15000, EGRESS_PROXY))
+    assert got["service"].get("status") == 200, got
+    assert got["passthrough"].get("listener") == "peer-8080", got
+    after = got["stats_after_passthrough"]
+    assert after[EGRESS] == 1 and after[PASSTHROUGH] == 0, after
+    assert got["stats_after_http_unknown_host"][EGRESS] == 2, got
+    assert got["stats_after_http_unknown_host"][PASSTHROUGH] == 0, got

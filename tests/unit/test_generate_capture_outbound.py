@@ -166,3 +166,35 @@ def test_sidecar_egress_listeners_follow_istios_bind_to_port_rule_when_captured(
     assert not none.HasField("bind_to_port") and none.address.socket_address.address == "127.0.0.1"
     plain = generated(_snapshot(_egress_sidecar(9081)), _proxy(), LISTENER, listener_pb2.Listener)
     assert "10.77.0.1_9081" in plain and not plain["10.77.0.1_9081"].HasField("bind_to_port")
+
+
+def egress_proxy_sidecar(host: str, port: int) -> str:
+    """The namespace's Sidecar: ALLOW_ANY with an egress proxy `host:port`."""
+    return f"""
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: default, namespace: default}}
+spec:
+  outboundTrafficPolicy:
+    mode: ALLOW_ANY
+    egressProxy: {{host: {host}, port: {{number: {port}}}}}
+"""
+
+
+EGRESS_PROXY = egress_proxy_sidecar("mongodb.default.svc.cluster.local", 27017)
+
+
+def test_sidecar_egress_proxy_takes_the_passthroughs_place() -> None:
+    """Istio's Sidecar `outboundTrafficPolicy.egressProxy` under ALLOW_ANY (buildOutboundCatchAllNetworkFiltersOnly,
+    buildCatchAllVirtualHost): unknown destinations go to the egress proxy's cluster
+    (GetDestinationCluster: `outbound|PORT|SUBSET|HOST`) instead of PassthroughCluster, on the virtualOutbound
+    catch-all TCP chain and in the `allow_any` virtual host of every HTTP route config; uncaptured sidecars' too."""
+    egress = "outbound|27017||mongodb.default.svc.cluster.local"
+    catch_all = _listeners("REDIRECT", EGRESS_PROXY)["virtualOutbound"].filter_chains[1]
+    assert (_tcp_proxy(catch_all).cluster, _tcp_proxy(catch_all).stat_prefix) == (egress, egress)
+    for mode in ("REDIRECT", ""):
+        routes = generated(_snapshot(EGRESS_PROXY), _proxy(mode), ROUTE, route_pb2.RouteConfiguration)
+        for name in ("9080", "http_proxy"):
+            allow_any = routes[name].virtual_hosts[-1]
+            assert allow_any.name == "allow_any" and {r.route.cluster for r in allow_any.routes} == {egress}
+    assert egress in generated(_snapshot(EGRESS_PROXY), _proxy("REDIRECT"), CLUSTER, cluster_pb2.Cluster)
