@@ -57,6 +57,7 @@ ORIGINAL_DST = "envoy.filters.listener.original_dst"
 ORIGINAL_SRC = "envoy.filters.listener.original_src"
 PROXY_MARK = 1337  # Istio's OriginalSrc mark: istio-iptables routes packets with it to the local table
 INBOUND_PASSTHROUGH_BIND = "127.0.0.6"  # Istio's InboundPassthroughBindIpv4
+INBOUND_PASSTHROUGH_BIND_V6 = "::6"  # Istio's InboundPassthroughBindIpv6
 BLACKHOLE_CHAIN = "virtualOutbound-blackhole"  # Istio's VirtualOutboundBlackholeFilterChainName
 CATCH_ALL_CHAIN = "virtualOutbound-catchall-tcp"  # Istio's VirtualOutboundCatchAllTCPFilterChainName
 INBOUND_BLACKHOLE_CHAIN = "virtualInbound-blackhole"  # Istio's VirtualInboundBlackholeFilterChainName
@@ -80,9 +81,27 @@ def is_captured(proxy: ProxyView) -> bool:
     return proxy.type == "sidecar" and interception_mode(proxy) in CAPTURED
 
 
+def is_ipv6(proxy: ProxyView) -> bool:
+    """Whether the proxy's pod is IPv6-only (its address is IPv6; Istio's GetIPMode IPv6)."""
+    return ":" in proxy.ip
+
+
+def wildcard(proxy: ProxyView) -> str:
+    """The captured sidecar's wildcard address (Istio's getWildcardsAndLocalHost): `::` for an IPv6-only pod."""
+    return "::" if is_ipv6(proxy) else "0.0.0.0"
+
+
+def localhost(proxy: ProxyView) -> str:
+    """The captured sidecar's loopback address (Istio's getWildcardsAndLocalHost): `::1` for an IPv6-only pod."""
+    return "::1" if is_ipv6(proxy) else "127.0.0.1"
+
+
 def inbound_source_address(proxy: ProxyView) -> str:
-    """The source the inbound clusters bind ("" = Envoy's choice): 127.0.0.6 for a REDIRECT-captured sidecar."""
-    return INBOUND_PASSTHROUGH_BIND if is_captured(proxy) and not is_tproxy(proxy) else ""
+    """The source the inbound clusters bind ("" = Envoy's choice): 127.0.0.6 (an IPv6-only pod: ::6, which
+    istio-iptables puts on lo and lets through) for a REDIRECT-captured sidecar."""
+    if not is_captured(proxy) or is_tproxy(proxy):
+        return ""
+    return INBOUND_PASSTHROUGH_BIND_V6 if is_ipv6(proxy) else INBOUND_PASSTHROUGH_BIND
 
 
 def catch_all_cluster(policy: str, egress: str = "") -> str:
@@ -108,12 +127,13 @@ def egress_proxy_cluster(snapshot: MeshSnapshot, proxy: ProxyView) -> str:
     return names.outbound_cluster(port, dest.subset or "", dest.host)
 
 
-def virtual_outbound(port: int, mode: str, blackhole: lc.Filter, catch_all: lc.Filter) -> listener_pb2.Listener:
+def virtual_outbound(port: int, mode: str, blackhole: lc.Filter, catch_all: lc.Filter,
+                     address: str = "0.0.0.0") -> listener_pb2.Listener:
     """Istio's `virtualOutbound` for a captured sidecar: 0.0.0.0:`port`, `use_original_dst`, a chain for the
     listen port itself (`blackhole`: a connection must be redirected here, not sent here) and the catch-all
     chain (`catch_all`: a tcp_proxy to catch_all_cluster); transparent in TPROXY mode."""
     listener = listener_pb2.Listener(
-        name=names.VIRTUAL_OUTBOUND, address=socket_address("0.0.0.0", port), traffic_direction=base_pb2.OUTBOUND,
+        name=names.VIRTUAL_OUTBOUND, address=socket_address(address, port), traffic_direction=base_pb2.OUTBOUND,
         use_original_dst=wrappers_pb2.BoolValue(value=True),
         filter_chains=[
             lc.FilterChain(name=BLACKHOLE_CHAIN, filters=[blackhole],
@@ -149,14 +169,14 @@ def original_dst(c: Cluster, source: str = "") -> Cluster:
 
 
 def virtual_inbound(inbound: Sequence[listener_pb2.Listener], port: int, mode: str,
-                    passthrough: Sequence[lc.FilterChain] = ()) -> listener_pb2.Listener:
+                    passthrough: Sequence[lc.FilterChain] = (), address: str = "0.0.0.0") -> listener_pb2.Listener:
     """`virtualInbound` on 0.0.0.0:`port` serving every inbound listener's chains by destination port, then
     Istio's `virtualInbound-blackhole` (destination `port` itself) and the `passthrough` chains (no destination
     port: every other port, to InboundPassthroughCluster); `mode` TPROXY makes it transparent and keeps the
     client's source address (original_src)."""
     tproxy = mode == TPROXY
     listener = listener_pb2.Listener(
-        name=names.VIRTUAL_INBOUND, address=socket_address("0.0.0.0", port), traffic_direction=base_pb2.INBOUND,
+        name=names.VIRTUAL_INBOUND, address=socket_address(address, port), traffic_direction=base_pb2.INBOUND,
         listener_filters=[lc.ListenerFilter(name=ORIGINAL_DST, typed_config=pack(original_dst_pb2.OriginalDst()))],
     )
     if tproxy:
@@ -202,4 +222,4 @@ def apply(proxy: ProxyView, listeners: list[listener_pb2.Listener], inbound_port
     inbound = [lis for lis in listeners if lis.traffic_direction == base_pb2.INBOUND]
     for lis in inbound:  # served through virtualInbound; the app binds its own port
         lis.bind_to_port.value = False
-    return [*listeners, virtual_inbound(inbound, inbound_port, mode, passthrough)]
+    return [*listeners, virtual_inbound(inbound, inbound_port, mode, passthrough, wildcard(proxy))]

@@ -383,30 +383,31 @@ def captured_outbound(snapshot: MeshSnapshot, proxy: ProxyView, port: int, eff: 
     service by name wins, as Istio's listener conflicts). `taken`: Sidecar egress listener names, which win."""
     catch_all = capture.catch_all_cluster(outbound_policy(snapshot, proxy),
                                           capture.egress_proxy_cluster(snapshot, proxy))
+    wild = capture.wildcard(proxy)  # `::` for an IPv6-only pod
     out = [capture.virtual_outbound(
         port, capture.interception_mode(proxy),
         outbound_tcp_proxy(snapshot, proxy, names.BLACKHOLE_CLUSTER, [(names.BLACKHOLE_CLUSTER, 100)], eff),
-        outbound_tcp_proxy(snapshot, proxy, catch_all, [(catch_all, 100)], eff))]
+        outbound_tcp_proxy(snapshot, proxy, catch_all, [(catch_all, 100)], eff), wild)]
     services = visible_services(snapshot, proxy)
     auto = autoallocate.for_proxy(snapshot, proxy)  # ServiceEntries' 240.240.x.y VIPs (DNS auto-allocation)
     http_ports = sorted({p.port for svc in services for p in unique_ports(svc) if names.is_http(p.protocol)})
     for p in http_ports:
-        name = names.listener_name("0.0.0.0", p)
+        name = names.listener_name(wild, p)
         if name in taken:
             continue
-        h = http_connection_manager(f"outbound_0.0.0.0_{p}",
+        h = http_connection_manager(f"outbound_{wild}_{p}",
                                     http_filters(FilterContext(snapshot, proxy, Direction.OUTBOUND, p, eff)),
                                     rds=names.port_route(p))
         observability(h, snapshot, proxy, resolve.CLIENT, eff)
         with_metrics_log(h, snapshot, proxy, eff, telemetry.SOURCE)
         taken.add(name)
-        out.append(capture.not_bound(_listener(name, "0.0.0.0", p, base_pb2.OUTBOUND,
+        out.append(capture.not_bound(_listener(name, wild, p, base_pb2.OUTBOUND,
                                                lc.Filter(name=HCM_NAME, typed_config=pack(h)))))
     for svc in services:
         for sp in unique_ports(svc):
             if names.is_http(sp.protocol):
                 continue
-            for ip in _listener_addresses(autoallocate.addresses(svc, auto)):
+            for ip in _listener_addresses(autoallocate.addresses(svc, auto), wild):
                 name = names.listener_name(ip, sp.port)
                 if name in taken:
                     continue
@@ -428,7 +429,7 @@ def _sniffed_http(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, ip: st
     """The HCM of a sniffed outbound listener's HTTP chain (sniffing.py): the service's virtual host inline, named
     as Istio's RDS (`host:port` on the service's address; `PORT` on the wildcard, which ends in allow_any or
     block_all)."""
-    wildcard = ip == "0.0.0.0"
+    wildcard = ip == capture.wildcard(proxy)
     fallback = None
     if wildcard:
         fallback = block_all_vhost() if outbound_policy(snapshot, proxy) == "REGISTRY_ONLY" else \
@@ -458,7 +459,7 @@ def captured_egress(snapshot: MeshSnapshot, proxy: ProxyView,
     for lis in egress:
         port = lis.address.socket_address.port_value
         bind, mode = specs.get(port, ("", ""))
-        address = bind or ("127.0.0.1" if mode == "NONE" else "0.0.0.0")
+        address = bind or (capture.localhost(proxy) if mode == "NONE" else capture.wildcard(proxy))
         if names.listener_name(address, port) in seen:
             continue  # two egress listeners now on one address: the first wins, as Istio's conflicts
         seen.add(names.listener_name(address, port))
@@ -470,11 +471,11 @@ def captured_egress(snapshot: MeshSnapshot, proxy: ProxyView,
     return out
 
 
-def _listener_addresses(addresses: Sequence[str]) -> list[str]:
+def _listener_addresses(addresses: Sequence[str], wild: str = "0.0.0.0") -> list[str]:
     """The listener addresses of a TCP service port: its VIPs (a host CIDR as its address; wider ServiceEntry
-    CIDRs get no listener of their own: their traffic takes the catch-all), 0.0.0.0 when it has none."""
+    CIDRs get no listener of their own: their traffic takes the catch-all), the wildcard `wild` when it has none."""
     if not addresses:
-        return ["0.0.0.0"]
+        return [wild]
     out = []
     for a in addresses:
         ip, _, bits = a.partition("/")

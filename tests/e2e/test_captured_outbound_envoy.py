@@ -188,3 +188,15 @@ def test_sidecar_egress_proxy_receives_the_unknown_destinations(tmp_path: pathli
     assert after[EGRESS] == 1 and after[PASSTHROUGH] == 0, after
     assert got["stats_after_http_unknown_host"][EGRESS] == 2, got
     assert got["stats_after_http_unknown_host"][PASSTHROUGH] == 0, got
+
+
+def test_envoy_validates_an_ipv6_only_captured_pods_config(tmp_path: pathlib.Path) -> None:
+    """An IPv6-only pod's captured config (virtual listeners on `::`, `::_PORT` listeners, ::6 passthrough source)
+    is accepted by Envoy as it is."""
+    snapshot, proxy = _mesh()
+    proxy = dataclasses.replace(proxy, ip="fd00::77:1")
+    path = write_bootstrap(tmp_path, static_bootstrap(snapshot, proxy, free_port()))
+    r = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path), "--disable-hot-restart",
+                        "-l", "warning"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+    assert '"::_9080"' in path.read_text() or "::_9080" in path.read_text()

@@ -198,3 +198,23 @@ def test_sidecar_egress_proxy_takes_the_passthroughs_place() -> None:
             allow_any = routes[name].virtual_hosts[-1]
             assert allow_any.name == "allow_any" and {r.route.cluster for r in allow_any.routes} == {egress}
     assert egress in generated(_snapshot(EGRESS_PROXY), _proxy("REDIRECT"), CLUSTER, cluster_pb2.Cluster)
+
+
+def test_ipv6_only_pod_gets_ipv6_wildcards_and_passthrough_source() -> None:
+    """Istio's getWildcardsAndLocalHost for an IPv6-only proxy (GetIPMode IPv6): virtualOutbound, virtualInbound
+    and the per-port wildcard listeners on `::` (named `::_PORT`), captureMode NONE egress on `::1`; the REDIRECT
+    inbound clusters and InboundPassthroughCluster leave from ::6 (InboundPassthroughBindIpv6); IPv4 pods as before."""
+    proxy = dataclasses.replace(_proxy("REDIRECT"), ip="fd00::77:1")
+    lis = generated(_snapshot(), proxy, LISTENER, listener_pb2.Listener)
+    assert lis["virtualOutbound"].address.socket_address.address == "::"
+    assert lis["virtualInbound"].address.socket_address.address == "::"
+    assert lis["::_9080"].address.socket_address.address == "::" and lis["::_9080"].bind_to_port.value is False
+    assert lis["::_6379"].address.socket_address.address == "::"  # a TCP service without a VIP
+    assert "0.0.0.0_9080" not in lis
+    clusters = generated(_snapshot(), proxy, CLUSTER, cluster_pb2.Cluster)
+    assert clusters["InboundPassthroughCluster"].upstream_bind_config.source_address.address == "::6"
+    assert clusters["inbound|9080||"].upstream_bind_config.source_address.address == "::6"
+    v4 = generated(_snapshot(), _proxy("REDIRECT"), CLUSTER, cluster_pb2.Cluster)
+    assert v4["InboundPassthroughCluster"].upstream_bind_config.source_address.address == "127.0.0.6"
+    none = generated(_snapshot(_egress_sidecar(9999, capture_mode="NONE")), proxy, LISTENER, listener_pb2.Listener)
+    assert none["::1_9999"].address.socket_address.address == "::1"
