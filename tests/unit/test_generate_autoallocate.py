@@ -12,7 +12,7 @@ from envoy.config.route.v3 import route_pb2
 
 from sailmesh.agent.bootstrap import node
 from sailmesh.agent.config import AgentConfig
-from sailmesh.generate.autoallocate import allocate, fnv1a32
+from sailmesh.generate.autoallocate import allocate, fnv1a32, ipv6_form
 from sailmesh.generate.nametable import build_name_table
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView, Service, ServicePort
 from sailmesh.xds.types import LISTENER, ROUTE
@@ -94,3 +94,14 @@ def test_http_route_domains_name_the_auto_allocated_address() -> None:
     assert {vip, f"{vip}:8080"} <= set(vhost.domains)
     plain = generated(snap, _proxy(), ROUTE, route_pb2.RouteConfiguration)["8080"]
     assert not any(d.startswith("240.240.") for v in plain.virtual_hosts for d in v.domains)
+
+
+def test_ipv6_only_proxies_get_istios_ipv6_form() -> None:
+    """Istio's setAutoAllocatedIPs: 240.240.a.b has the twin `2001:2::f0f0:%x` (a = 0) or `2001:2::f0f0:%x%x`;
+    GetAddressForProxy gives an IPv6-only proxy that one (its name table answers it)."""
+    assert ipv6_form("240.240.0.1") == "2001:2::f0f0:1" and ipv6_form("240.240.0.251") == "2001:2::f0f0:fb"
+    assert ipv6_form("240.240.3.10") == "2001:2::f0f0:3a"
+    snap = _snapshot()
+    v4 = build_name_table(snap, _proxy(**AUTO)).table["db.example.com"].ips[0]
+    v6_proxy = dataclasses.replace(_proxy(**AUTO), ip="fd00::77:1")
+    assert list(build_name_table(snap, v6_proxy).table["db.example.com"].ips) == [ipv6_form(v4)]
