@@ -74,10 +74,22 @@ def uses_auto_allocation(proxy: ProxyView) -> bool:
     return all(str(proxy.metadata.get(k, "")).lower() == "true" for k in ("DNS_CAPTURE", "DNS_AUTO_ALLOCATE"))
 
 
+def ipv6_form(ipv4: str) -> str:
+    """The IPv6 twin of an auto-allocated 240.240.a.b address, as Istio's setAutoAllocatedIPs writes it:
+    `2001:2::f0f0:%x` of b when a is 0, else `2001:2::f0f0:%x%x` of a and b (hex digits run together)."""
+    a, b = (int(o) for o in ipv4.split(".")[2:])
+    return f"2001:2::f0f0:{b:x}" if a == 0 else f"2001:2::f0f0:{a:x}{b:x}"
+
+
 def for_proxy(snapshot: MeshSnapshot, proxy: ProxyView) -> Mapping[str, str]:
-    """Hostname -> auto-allocated address as the proxy sees them (empty unless it uses auto-allocation); compute
-    it once per proxy and pass it to addresses()."""
-    return allocated(snapshot) if uses_auto_allocation(proxy) else {}
+    """Hostname -> auto-allocated address as the proxy sees them (empty unless it uses auto-allocation; the IPv6
+    form for an IPv6-only proxy, as Istio's GetAddressForProxy); compute it once per proxy and pass it to
+    addresses()."""
+    if not uses_auto_allocation(proxy):
+        return {}
+    if ":" in proxy.ip:
+        return {host: ipv6_form(v4) for host, v4 in allocated(snapshot).items()}
+    return allocated(snapshot)
 
 
 def addresses(service: Service, auto: Mapping[str, str]) -> tuple[str, ...]:

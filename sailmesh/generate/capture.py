@@ -42,10 +42,14 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 from google.protobuf import wrappers_pb2
 
+from sailmesh.api.models import model_of
+from sailmesh.api.models.networking import Sidecar
 from sailmesh.generate import names
 from sailmesh.generate.common import pack, socket_address
+from sailmesh.generate.scope import outbound_policy
+from sailmesh.generate.sniffing import http_inspector, needs_http_inspector
 from sailmesh.generate.tls import needs_tls_inspector, tls_inspector
-from sailmesh.snapshot.model import ProxyView
+from sailmesh.snapshot.model import MeshSnapshot, ProxyView
 
 TPROXY, REDIRECT = "TPROXY", "REDIRECT"
 CAPTURED = (REDIRECT, TPROXY)
@@ -53,9 +57,11 @@ ORIGINAL_DST = "envoy.filters.listener.original_dst"
 ORIGINAL_SRC = "envoy.filters.listener.original_src"
 PROXY_MARK = 1337  # Istio's OriginalSrc mark: istio-iptables routes packets with it to the local table
 INBOUND_PASSTHROUGH_BIND = "127.0.0.6"  # Istio's InboundPassthroughBindIpv4
+INBOUND_PASSTHROUGH_BIND_V6 = "::6"  # Istio's InboundPassthroughBindIpv6
 BLACKHOLE_CHAIN = "virtualOutbound-blackhole"  # Istio's VirtualOutboundBlackholeFilterChainName
 CATCH_ALL_CHAIN = "virtualOutbound-catchall-tcp"  # Istio's VirtualOutboundCatchAllTCPFilterChainName
 INBOUND_BLACKHOLE_CHAIN = "virtualInbound-blackhole"  # Istio's VirtualInboundBlackholeFilterChainName
+INBOUND_CATCH_ALL_HTTP_CHAIN = "virtualInbound-catchall-http"  # Istio's VirtualInboundCatchAllHTTPFilterChainName
 TCP_PROXY = "envoy.filters.network.tcp_proxy"
 HTTP_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
@@ -75,23 +81,59 @@ def is_captured(proxy: ProxyView) -> bool:
     return proxy.type == "sidecar" and interception_mode(proxy) in CAPTURED
 
 
+def is_ipv6(proxy: ProxyView) -> bool:
+    """Whether the proxy's pod is IPv6-only (its address is IPv6; Istio's GetIPMode IPv6)."""
+    return ":" in proxy.ip
+
+
+def wildcard(proxy: ProxyView) -> str:
+    """The captured sidecar's wildcard address (Istio's getWildcardsAndLocalHost): `::` for an IPv6-only pod."""
+    return "::" if is_ipv6(proxy) else "0.0.0.0"
+
+
+def localhost(proxy: ProxyView) -> str:
+    """The captured sidecar's loopback address (Istio's getWildcardsAndLocalHost): `::1` for an IPv6-only pod."""
+    return "::1" if is_ipv6(proxy) else "127.0.0.1"
+
+
 def inbound_source_address(proxy: ProxyView) -> str:
-    """The source the inbound clusters bind ("" = Envoy's choice): 127.0.0.6 for a REDIRECT-captured sidecar."""
-    return INBOUND_PASSTHROUGH_BIND if is_captured(proxy) and not is_tproxy(proxy) else ""
+    """The source the inbound clusters bind ("" = Envoy's choice): 127.0.0.6 (an IPv6-only pod: ::6, which
+    istio-iptables puts on lo and lets through) for a REDIRECT-captured sidecar."""
+    if not is_captured(proxy) or is_tproxy(proxy):
+        return ""
+    return INBOUND_PASSTHROUGH_BIND_V6 if is_ipv6(proxy) else INBOUND_PASSTHROUGH_BIND
 
 
-def catch_all_cluster(policy: str) -> str:
+def catch_all_cluster(policy: str, egress: str = "") -> str:
     """Where virtualOutbound sends a connection no listener takes: Istio's outboundTrafficPolicy ALLOW_ANY
-    (the default) PassthroughCluster, REGISTRY_ONLY BlackHoleCluster."""
-    return names.BLACKHOLE_CLUSTER if policy == "REGISTRY_ONLY" else names.PASSTHROUGH_CLUSTER
+    (the default) PassthroughCluster, or the Sidecar's egress proxy's cluster (`egress`: egress_proxy_cluster),
+    REGISTRY_ONLY BlackHoleCluster (buildOutboundCatchAllNetworkFiltersOnly)."""
+    if policy == "REGISTRY_ONLY":
+        return names.BLACKHOLE_CLUSTER
+    return egress or names.PASSTHROUGH_CLUSTER
 
 
-def virtual_outbound(port: int, mode: str, blackhole: lc.Filter, catch_all: lc.Filter) -> listener_pb2.Listener:
+def egress_proxy_cluster(snapshot: MeshSnapshot, proxy: ProxyView) -> str:
+    """The cluster of the proxy's Sidecar `outboundTrafficPolicy.egressProxy` under ALLOW_ANY ("" without one),
+    which takes PassthroughCluster's place for unknown destinations (Istio's buildCatchAllVirtualHost and
+    buildOutboundCatchAllNetworkFiltersOnly): GetDestinationCluster(egressProxy, nil, 0), `outbound|PORT|SUBSET|HOST`
+    with the host as written (name it by its FQDN). MeshConfig's outboundTrafficPolicy has only `mode` (as Istio's)."""
+    sc = snapshot.index.sidecar(proxy)
+    policy = model_of(sc, Sidecar).outbound_traffic_policy if sc is not None else None
+    dest = policy.egress_proxy if policy is not None else None
+    if dest is None or not dest.host or outbound_policy(snapshot, proxy) != "ALLOW_ANY":
+        return ""
+    port = (dest.port.number or 0) if dest.port is not None else 0
+    return names.outbound_cluster(port, dest.subset or "", dest.host)
+
+
+def virtual_outbound(port: int, mode: str, blackhole: lc.Filter, catch_all: lc.Filter,
+                     address: str = "0.0.0.0") -> listener_pb2.Listener:
     """Istio's `virtualOutbound` for a captured sidecar: 0.0.0.0:`port`, `use_original_dst`, a chain for the
     listen port itself (`blackhole`: a connection must be redirected here, not sent here) and the catch-all
     chain (`catch_all`: a tcp_proxy to catch_all_cluster); transparent in TPROXY mode."""
     listener = listener_pb2.Listener(
-        name=names.VIRTUAL_OUTBOUND, address=socket_address("0.0.0.0", port), traffic_direction=base_pb2.OUTBOUND,
+        name=names.VIRTUAL_OUTBOUND, address=socket_address(address, port), traffic_direction=base_pb2.OUTBOUND,
         use_original_dst=wrappers_pb2.BoolValue(value=True),
         filter_chains=[
             lc.FilterChain(name=BLACKHOLE_CHAIN, filters=[blackhole],
@@ -127,14 +169,14 @@ def original_dst(c: Cluster, source: str = "") -> Cluster:
 
 
 def virtual_inbound(inbound: Sequence[listener_pb2.Listener], port: int, mode: str,
-                    passthrough: Sequence[lc.FilterChain] = ()) -> listener_pb2.Listener:
+                    passthrough: Sequence[lc.FilterChain] = (), address: str = "0.0.0.0") -> listener_pb2.Listener:
     """`virtualInbound` on 0.0.0.0:`port` serving every inbound listener's chains by destination port, then
     Istio's `virtualInbound-blackhole` (destination `port` itself) and the `passthrough` chains (no destination
     port: every other port, to InboundPassthroughCluster); `mode` TPROXY makes it transparent and keeps the
     client's source address (original_src)."""
     tproxy = mode == TPROXY
     listener = listener_pb2.Listener(
-        name=names.VIRTUAL_INBOUND, address=socket_address("0.0.0.0", port), traffic_direction=base_pb2.INBOUND,
+        name=names.VIRTUAL_INBOUND, address=socket_address(address, port), traffic_direction=base_pb2.INBOUND,
         listener_filters=[lc.ListenerFilter(name=ORIGINAL_DST, typed_config=pack(original_dst_pb2.OriginalDst()))],
     )
     if tproxy:
@@ -158,9 +200,15 @@ def virtual_inbound(inbound: Sequence[listener_pb2.Listener], port: int, mode: s
             destination_port=wrappers_pb2.UInt32Value(value=port)),
         filters=[lc.Filter(name=TCP_PROXY, typed_config=pack(blackhole))]))
     listener.filter_chains.extend(passthrough)
-    if needs_tls_inspector(list(listener.filter_chains)):
+    sniffed = [s.address.socket_address.port_value for s in inbound if needs_http_inspector(s.filter_chains)]
+    if needs_tls_inspector(list(listener.filter_chains)) or sniffed or needs_http_inspector(passthrough):
         listener.listener_filters.append(tls_inspector())
         listener.continue_on_listener_filters_timeout = True
+    if needs_http_inspector(passthrough):  # every port but the declared ones that do not sniff
+        declared = {s.address.socket_address.port_value for s in inbound} | {port}
+        listener.listener_filters.append(http_inspector(skip=declared - set(sniffed)))
+    elif sniffed:  # only the ports that sniff (Istio's filter_disabled on virtualInbound's inspectors)
+        listener.listener_filters.append(http_inspector(only=sniffed))
     return listener
 
 
@@ -174,4 +222,4 @@ def apply(proxy: ProxyView, listeners: list[listener_pb2.Listener], inbound_port
     inbound = [lis for lis in listeners if lis.traffic_direction == base_pb2.INBOUND]
     for lis in inbound:  # served through virtualInbound; the app binds its own port
         lis.bind_to_port.value = False
-    return [*listeners, virtual_inbound(inbound, inbound_port, mode, passthrough)]
+    return [*listeners, virtual_inbound(inbound, inbound_port, mode, passthrough, wildcard(proxy))]

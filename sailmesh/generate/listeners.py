@@ -18,7 +18,7 @@ from google.protobuf import wrappers_pb2
 
 from sailmesh.api.models import model_of
 from sailmesh.api.models.networking import ServerTLSSettings, Sidecar
-from sailmesh.generate import autoallocate, capture, names
+from sailmesh.generate import autoallocate, capture, names, sniffing
 from sailmesh.generate.common import ads, pack, socket_address
 from sailmesh.generate.endpoints import unique_ports
 from sailmesh.generate.filters import Direction, FilterContext, ext_authz, http_filters
@@ -27,11 +27,12 @@ from sailmesh.generate.gateway_tls import downstream_tls_context
 from sailmesh.generate.httproute import RouteContext, config_path, route_action_defaults
 from sailmesh.generate.names import gateway_bind_port
 from sailmesh.generate.peer_authn import workload_policy
+from sailmesh.generate.routes import allow_any_vhost, block_all_vhost
 from sailmesh.generate.scope import egress_ports, inbound_ports, ingress_listeners, outbound_policy, visible_services
 from sailmesh.generate.tcproute import egress_tcp_clusters, service_tcp_route_from
 from sailmesh.generate.tls import has_mesh_identity, inbound_chains, needs_tls_inspector, tls_inspector
 from sailmesh.settings import ProxyPorts
-from sailmesh.snapshot.model import MeshSnapshot, ProxyView
+from sailmesh.snapshot.model import MeshSnapshot, ProxyView, Service
 from sailmesh.telemetry import access_log, resolve, tracing
 from sailmesh.telemetry import standard as telemetry
 
@@ -141,9 +142,11 @@ def virtual_outbound(snapshot: MeshSnapshot, proxy: ProxyView, port: int,
     )
 
 
-def inbound_route_config(snapshot: MeshSnapshot, proxy: ProxyView, port: int) -> route_pb2.RouteConfiguration:
-    """Istio's inline inbound route config: everything to `inbound|port||`, no timeout."""
-    cluster = names.inbound_cluster(port)
+def inbound_route_config(snapshot: MeshSnapshot, proxy: ProxyView, port: int,
+                         cluster: str = "") -> route_pb2.RouteConfiguration:
+    """Istio's inline inbound route config: everything to `inbound|port||` (or `cluster`: the passthrough's
+    InboundPassthroughCluster, port 0), no timeout."""
+    cluster = cluster or names.inbound_cluster(port)
     action = rc.RouteAction(cluster=cluster)
     route_action_defaults(action, 0)
     return route_pb2.RouteConfiguration(
@@ -169,18 +172,16 @@ def inbound_listeners(snapshot: MeshSnapshot, proxy: ProxyView,
     identity = has_mesh_identity(proxy)
     services = backed_services(snapshot, proxy)
     ingress = ingress_listeners(snapshot, proxy)
+    sniff_ok = capture.is_captured(proxy)  # protocol sniffing: captured sidecars (the golden keeps the rest)
     for port, _app_port, protocol in inbound_ports(snapshot, proxy):
         cluster = names.inbound_cluster(port)
         before: list[lc.Filter] = []
         http = names.is_http(protocol)
+        sniffed: lc.Filter | None = None  # a sniffed port's HCM, next to its TCP chain
+        if sniff_ok and sniffing.is_sniffed(protocol):
+            sniffed = _inbound_hcm(snapshot, proxy, port, eff, services)
         if http:
-            h = http_connection_manager(
-                f"inbound_0.0.0.0_{port}", http_filters(FilterContext(snapshot, proxy, Direction.INBOUND, port, eff)),
-                route_config=inbound_route_config(snapshot, proxy, port), inbound=True,
-            )
-            observability(h, snapshot, proxy, resolve.SERVER, eff)
-            with_metrics_log(h, snapshot, proxy, eff, telemetry.DESTINATION, services)
-            nf = lc.Filter(name=HCM_NAME, typed_config=pack(h))
+            nf = _inbound_hcm(snapshot, proxy, port, eff, services)
         else:
             tp = tcp_proxy_pb2.TcpProxy(stat_prefix=cluster, cluster=cluster)
             observability(tp, snapshot, proxy, resolve.SERVER, eff)
@@ -193,17 +194,33 @@ def inbound_listeners(snapshot: MeshSnapshot, proxy: ProxyView,
         tls = il.tls if il is not None else None
         if tls is not None and (tls.mode or "").upper() in SIDECAR_INGRESS_TLS:
             chains = [_ingress_tls_chain(tls, nf)]
+        elif sniffed is not None:
+            chains = sniffing.inbound_chains(policy.for_port(port), identity, sniffed, nf)
         else:
             chains = inbound_chains(policy.for_port(port), http, identity, nf)
         _before_app(chains, before, nf)
         del listener.filter_chains[:]
         listener.filter_chains.extend(chains)
-        if needs_tls_inspector(chains):
+        if needs_tls_inspector(chains) or sniffing.needs_http_inspector(chains):
             listener.listener_filters.append(tls_inspector())
             # a server-first protocol sends nothing for the inspector to read: carry on as plaintext after the timeout
             listener.continue_on_listener_filters_timeout = True
+        if sniffing.needs_http_inspector(chains):
+            listener.listener_filters.append(sniffing.http_inspector())
         out.append(listener)
     return out
+
+
+def _inbound_hcm(snapshot: MeshSnapshot, proxy: ProxyView, port: int, eff: resolve.EffectiveTelemetry,
+                 services: list[str]) -> lc.Filter:
+    """An inbound port's HCM (Istio's inline inbound route config to `inbound|port||`), with its logs."""
+    h = http_connection_manager(
+        f"inbound_0.0.0.0_{port}", http_filters(FilterContext(snapshot, proxy, Direction.INBOUND, port, eff)),
+        route_config=inbound_route_config(snapshot, proxy, port), inbound=True,
+    )
+    observability(h, snapshot, proxy, resolve.SERVER, eff)
+    with_metrics_log(h, snapshot, proxy, eff, telemetry.DESTINATION, services)
+    return lc.Filter(name=HCM_NAME, typed_config=pack(h))
 
 
 def _ingress_tls_chain(tls: ServerTLSSettings, nf: lc.Filter) -> lc.FilterChain:
@@ -319,19 +336,30 @@ def build_listeners(
 def inbound_passthrough_chains(snapshot: MeshSnapshot, proxy: ProxyView,
                                eff: resolve.EffectiveTelemetry) -> list[lc.FilterChain]:
     """Istio's virtualInbound passthrough chains (buildInboundPassthroughChains), for a captured sidecar: a
-    connection to a port without an inbound listener goes on to where it was sent (InboundPassthroughCluster),
-    in the chains of the workload's PeerAuthentication mode (port-level modes name listener ports), with the
-    access and metrics logs and the TCP authorization filters of any inbound TCP port."""
+    connection to a port without an inbound listener goes on to where it was sent (InboundPassthroughCluster), in
+    the Auto chains of the workload's PeerAuthentication mode (sniffing.inbound_chains; port-level modes name
+    listener ports): HTTP ones `virtualInbound-catchall-http` (an HCM with Istio's inline route config
+    `InboundPassthroughCluster`), TCP ones `virtualInbound`, with the access and metrics logs and the TCP
+    authorization filters of any inbound TCP port."""
     cluster = names.INBOUND_PASSTHROUGH_CLUSTER
+    services = backed_services(snapshot, proxy)
     tp = tcp_proxy_pb2.TcpProxy(stat_prefix=cluster, cluster=cluster)
     observability(tp, snapshot, proxy, resolve.SERVER, eff)
-    with_metrics_log(tp, snapshot, proxy, eff, telemetry.DESTINATION, backed_services(snapshot, proxy))
+    with_metrics_log(tp, snapshot, proxy, eff, telemetry.DESTINATION, services)
     nf = lc.Filter(name=TCP_PROXY_NAME, typed_config=pack(tp))
+    h = http_connection_manager(cluster, http_filters(FilterContext(snapshot, proxy, Direction.INBOUND, 0, eff)),
+                                route_config=inbound_route_config(snapshot, proxy, 0, cluster), inbound=True)
+    observability(h, snapshot, proxy, resolve.SERVER, eff)
+    with_metrics_log(h, snapshot, proxy, eff, telemetry.DESTINATION, services)
+    hcm = lc.Filter(name=HCM_NAME, typed_config=pack(h))
     policy = workload_policy(snapshot, proxy.namespace, proxy.labels)
-    chains = inbound_chains(policy.mode, False, has_mesh_identity(proxy), nf)
+    chains = sniffing.inbound_chains(policy.mode, has_mesh_identity(proxy), hcm, nf)
     before = ext_authz.tcp_filters(snapshot, proxy)
-    for i, fc in enumerate(chains):
-        fc.name = names.VIRTUAL_INBOUND if i == 0 else f"{names.VIRTUAL_INBOUND}-{i}"
+    seen: dict[str, int] = {}
+    for fc in chains:
+        base = capture.INBOUND_CATCH_ALL_HTTP_CHAIN if fc.filters[-1] == hcm else names.VIRTUAL_INBOUND
+        fc.name = base if base not in seen else f"{base}-{seen[base]}"  # chain names are unique in a listener
+        seen[base] = seen.get(base, 0) + 1
     _before_app(chains, before, nf)
     return chains
 
@@ -353,31 +381,33 @@ def captured_outbound(snapshot: MeshSnapshot, proxy: ProxyView, port: int, eff: 
     ending in allow_any or block_all), `VIP_PORT` for each ClusterIP of a TCP port (a tcp_proxy to the service's
     tcp route), `0.0.0.0_PORT` for a TCP port of a service without one (unless an HTTP port took it: the first
     service by name wins, as Istio's listener conflicts). `taken`: Sidecar egress listener names, which win."""
-    catch_all = capture.catch_all_cluster(outbound_policy(snapshot, proxy))
+    catch_all = capture.catch_all_cluster(outbound_policy(snapshot, proxy),
+                                          capture.egress_proxy_cluster(snapshot, proxy))
+    wild = capture.wildcard(proxy)  # `::` for an IPv6-only pod
     out = [capture.virtual_outbound(
         port, capture.interception_mode(proxy),
         outbound_tcp_proxy(snapshot, proxy, names.BLACKHOLE_CLUSTER, [(names.BLACKHOLE_CLUSTER, 100)], eff),
-        outbound_tcp_proxy(snapshot, proxy, catch_all, [(catch_all, 100)], eff))]
+        outbound_tcp_proxy(snapshot, proxy, catch_all, [(catch_all, 100)], eff), wild)]
     services = visible_services(snapshot, proxy)
     auto = autoallocate.for_proxy(snapshot, proxy)  # ServiceEntries' 240.240.x.y VIPs (DNS auto-allocation)
     http_ports = sorted({p.port for svc in services for p in unique_ports(svc) if names.is_http(p.protocol)})
     for p in http_ports:
-        name = names.listener_name("0.0.0.0", p)
+        name = names.listener_name(wild, p)
         if name in taken:
             continue
-        h = http_connection_manager(f"outbound_0.0.0.0_{p}",
+        h = http_connection_manager(f"outbound_{wild}_{p}",
                                     http_filters(FilterContext(snapshot, proxy, Direction.OUTBOUND, p, eff)),
                                     rds=names.port_route(p))
         observability(h, snapshot, proxy, resolve.CLIENT, eff)
         with_metrics_log(h, snapshot, proxy, eff, telemetry.SOURCE)
         taken.add(name)
-        out.append(capture.not_bound(_listener(name, "0.0.0.0", p, base_pb2.OUTBOUND,
+        out.append(capture.not_bound(_listener(name, wild, p, base_pb2.OUTBOUND,
                                                lc.Filter(name=HCM_NAME, typed_config=pack(h)))))
     for svc in services:
         for sp in unique_ports(svc):
             if names.is_http(sp.protocol):
                 continue
-            for ip in _listener_addresses(autoallocate.addresses(svc, auto)):
+            for ip in _listener_addresses(autoallocate.addresses(svc, auto), wild):
                 name = names.listener_name(ip, sp.port)
                 if name in taken:
                     continue
@@ -387,8 +417,31 @@ def captured_outbound(snapshot: MeshSnapshot, proxy: ProxyView, port: int, eff: 
                                         clusters, eff)
                 lis = capture.not_bound(_listener(name, ip, sp.port, base_pb2.OUTBOUND, nf))
                 _config_metadata(lis.filter_chains[0], config_path(vs) if vs is not None else "")
+                if sniffing.is_sniffed(sp.protocol):
+                    http = _sniffed_http(snapshot, proxy, svc, ip, sp.port, eff, autoallocate.addresses(svc, auto))
+                    lis = sniffing.outbound_listener(lis, http)
                 out.append(lis)
     return out
+
+
+def _sniffed_http(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, ip: str, port: int,
+                  eff: resolve.EffectiveTelemetry, addresses: Sequence[str]) -> lc.Filter:
+    """The HCM of a sniffed outbound listener's HTTP chain (sniffing.py): the service's virtual host inline, named
+    as Istio's RDS (`host:port` on the service's address; `PORT` on the wildcard, which ends in allow_any or
+    block_all)."""
+    wildcard = ip == capture.wildcard(proxy)
+    fallback = None
+    if wildcard:
+        fallback = block_all_vhost() if outbound_policy(snapshot, proxy) == "REGISTRY_ONLY" else \
+            allow_any_vhost(capture.egress_proxy_cluster(snapshot, proxy))
+    name = names.port_route(port) if wildcard else f"{svc.hostname}:{port}"
+    h = http_connection_manager(f"outbound_{ip}_{port}",
+                                http_filters(FilterContext(snapshot, proxy, Direction.OUTBOUND, port, eff)),
+                                route_config=sniffing.service_route_config(snapshot, proxy, svc, port, name, fallback,
+                                                                                addresses))
+    observability(h, snapshot, proxy, resolve.CLIENT, eff)
+    with_metrics_log(h, snapshot, proxy, eff, telemetry.SOURCE)
+    return lc.Filter(name=HCM_NAME, typed_config=pack(h))
 
 
 def captured_egress(snapshot: MeshSnapshot, proxy: ProxyView,
@@ -406,7 +459,7 @@ def captured_egress(snapshot: MeshSnapshot, proxy: ProxyView,
     for lis in egress:
         port = lis.address.socket_address.port_value
         bind, mode = specs.get(port, ("", ""))
-        address = bind or ("127.0.0.1" if mode == "NONE" else "0.0.0.0")
+        address = bind or (capture.localhost(proxy) if mode == "NONE" else capture.wildcard(proxy))
         if names.listener_name(address, port) in seen:
             continue  # two egress listeners now on one address: the first wins, as Istio's conflicts
         seen.add(names.listener_name(address, port))
@@ -418,11 +471,11 @@ def captured_egress(snapshot: MeshSnapshot, proxy: ProxyView,
     return out
 
 
-def _listener_addresses(addresses: Sequence[str]) -> list[str]:
+def _listener_addresses(addresses: Sequence[str], wild: str = "0.0.0.0") -> list[str]:
     """The listener addresses of a TCP service port: its VIPs (a host CIDR as its address; wider ServiceEntry
-    CIDRs get no listener of their own: their traffic takes the catch-all), 0.0.0.0 when it has none."""
+    CIDRs get no listener of their own: their traffic takes the catch-all), the wildcard `wild` when it has none."""
     if not addresses:
-        return ["0.0.0.0"]
+        return [wild]
     out = []
     for a in addresses:
         ip, _, bits = a.partition("/")

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from google.protobuf import any_pb2, wrappers_pb2
 
 from sailmesh.api.resource import Resource
-from sailmesh.generate import names
+from sailmesh.generate import autoallocate, names
+from sailmesh.generate.capture import egress_proxy_cluster
 from sailmesh.generate.common import Prepacked
 from sailmesh.generate.delegate import delegates_of, is_root
 from sailmesh.generate.endpoints import unique_ports
@@ -118,16 +119,19 @@ def _current_in(snapshot: MeshSnapshot) -> Callable[[MemoEntry], bool]:
 
 
 def _domains(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, port: int,
-             memos: Memos) -> tuple[tuple[str, ...], tuple[str, ...]]:
+             memos: Memos, auto: Mapping[str, str] | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(per-port route config domains, http_proxy domains) of a service port, deduplicated; they depend on the
-    proxy only through whether it is in the service's namespace (the short-name alias)."""
+    proxy only through whether it is in the service's namespace (the short-name alias) and, for a proxy using DNS
+    auto-allocation (`auto`: autoallocate.for_proxy), the service's 240.240.x.y address (Istio's
+    GetAddressForProxy: a Host header naming the VIP routes too)."""
     same_ns = proxy.namespace == svc.namespace
-    key = ("domains", id(svc), port, same_ns, id(snapshot.mesh))
+    vips = autoallocate.addresses(svc, auto) if auto else svc.addresses
+    key = ("domains", id(svc), port, same_ns, id(snapshot.mesh), *(() if vips is svc.addresses else vips))
     held = (svc, snapshot.mesh)
     hit: tuple[tuple[str, ...], tuple[str, ...]] | None = memos.domains.get(key, held)
     if hit is None:
         aliases = names.host_aliases(svc.hostname, svc.namespace, proxy.namespace, snapshot.mesh.domain_suffix)
-        aliases += list(svc.addresses)
+        aliases += list(vips)
         hit = (tuple(dict.fromkeys(names.domains_with_port(aliases, port, plain=True))),
                tuple(dict.fromkeys(names.domains_with_port(aliases, port, plain=port == 80))))
         memos.domains.put(key, held, hit)
@@ -153,15 +157,17 @@ def _http_ports(svc: Service) -> list[int]:
     return [p.port for p in unique_ports(svc) if names.is_http(p.protocol)]
 
 
-def allow_any_vhost() -> rc.VirtualHost:
-    """Istio's `allow_any` virtual host: unknown hosts go to PassthroughCluster (outboundTrafficPolicy ALLOW_ANY)."""
-    action = rc.RouteAction(cluster=names.PASSTHROUGH_CLUSTER)
+def allow_any_vhost(egress: str = "") -> rc.VirtualHost:
+    """Istio's `allow_any` virtual host: unknown hosts go to PassthroughCluster (outboundTrafficPolicy ALLOW_ANY),
+    or to the Sidecar's egress proxy's cluster (`egress`: capture.egress_proxy_cluster)."""
+    cluster = egress or names.PASSTHROUGH_CLUSTER
+    action = rc.RouteAction(cluster=cluster)
     route_action_defaults(action, 0)  # no timeout, as Istio's allow_any route
     return rc.VirtualHost(
         name=names.ALLOW_ANY_VHOST,
         domains=["*"],
         routes=[
-            connect_route(names.PASSTHROUGH_CLUSTER, names.ALLOW_ANY_VHOST),
+            connect_route(cluster, names.ALLOW_ANY_VHOST),
             rc.Route(name=names.ALLOW_ANY_VHOST, match=rc.RouteMatch(prefix="/"), route=action),
         ],
     )
@@ -248,9 +254,14 @@ def _vhost(name: str, domains: list[str] | tuple[str, ...], routes: bytes, used:
     return hit
 
 
-def _fallback_field(policy: str) -> bytes:
-    """The last virtual host (`allow_any` or `block_all`) as a RouteConfiguration.virtual_hosts field."""
-    return _BLOCK_ALL_FIELD if policy == "REGISTRY_ONLY" else _ALLOW_ANY_FIELD
+def _fallback_field(policy: str, egress: str = "") -> bytes:
+    """The last virtual host (`allow_any` or `block_all`) as a RouteConfiguration.virtual_hosts field; `egress`: the
+    Sidecar's egress proxy's cluster, in place of PassthroughCluster."""
+    if policy == "REGISTRY_ONLY":
+        return _BLOCK_ALL_FIELD
+    if egress:
+        return length_delimited(_RC_VHOSTS, allow_any_vhost(egress).SerializeToString(deterministic=True))
+    return _ALLOW_ANY_FIELD
 
 
 _ALLOW_ANY_FIELD = length_delimited(_RC_VHOSTS, allow_any_vhost().SerializeToString(deterministic=True))
@@ -331,11 +342,12 @@ def _service_vhosts(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos,
         items, tcp_services = [], _tcp_services(snapshot, proxy)
         used_per_port: dict[int, set[str]] = {}
         proxy_used: set[str] = set()
+        auto = autoallocate.for_proxy(snapshot, proxy)  # DNS auto-allocated VIPs (the outbound key holds the flags)
         for svc in visible_services(snapshot, proxy):
             for port in _http_ports(svc):
                 entry = _memo_entry(snapshot, proxy, svc, port, memos, okey)
                 vname = names.vhost_name(svc.hostname, port)
-                port_domains, proxy_domains = _domains(snapshot, proxy, svc, port, memos)
+                port_domains, proxy_domains = _domains(snapshot, proxy, svc, port, memos, auto)
                 used = used_per_port.setdefault(port, set())
                 fresh_port = _fresh(port_domains, used)
                 fresh_proxy = _fresh(proxy_domains, proxy_used)
@@ -392,7 +404,7 @@ def sidecar_routes(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> li
         per_port.setdefault(port, [])
     _non_service_hosts(snapshot, proxy, extra, per_port, used_per_port, proxy_hosts, proxy_used)
     proxy_hosts.extend(_tcp_vhosts(snapshot, proxy, tcp_services, proxy_used))
-    fallback = _fallback_field(outbound_policy(snapshot, proxy))
+    fallback = _fallback_field(outbound_policy(snapshot, proxy), egress_proxy_cluster(snapshot, proxy))
     out = [_route_config(names.port_route(port), [*vhosts, fallback]) for port, vhosts in sorted(per_port.items())]
     out.append(_route_config(names.HTTP_PROXY_ROUTE, [*proxy_hosts, fallback]))
     return out

@@ -8,8 +8,10 @@ The "pod" namespace (this process) gets 10.77.0.1 on a veth to a "peer" namespac
 listener on 8080 that no service names. The injector's istio-init args are applied with the real CLI; Envoy runs
 as UID/GID 1337. The app (root) then calls the reviews ClusterIP, connects to the peer's 8080 (no listener: the
 passthrough), a process running as 1337 connects there too (the proxy's own traffic, not captured), and the app
-calls the peer's 9080 by address (the HTTP listener of 9080, no route for that host: allow_any or block_all). One JSON
-result on stdout: the answers and Envoy's stats and listeners.
+calls the peer's 9080 by address (the HTTP listener of 9080, no route for that host: allow_any or block_all). The
+echo service (ClusterIP 10.96.0.13, port 7070 with no declared protocol: sniffed) has the peer's 7070, which answers
+HTTP requests and echoes raw TCP: the app sends it an HTTP request and a raw TCP line. One JSON result on stdout:
+the answers and Envoy's stats and listeners.
 """
 
 from __future__ import annotations
@@ -18,18 +20,26 @@ import http.client
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from typing import Any
 
 from sailmesh.processes import envoy_binary
 from sailmesh.testing.netns_capture import PEER_IF, PEER_IP, POD_IF, POD_IP, PROXY_ID, connect, connect_as, listen
-from tests.e2e.redirect_netns import admin_get, as_proxy, ip, up, wait_for_link, wait_for_listener
+from tests.e2e.redirect_netns import admin_get, as_proxy, ip, raw, up, wait_for_link, wait_for_listener
 from tests.e2e.tproxy_netns import app
 
 CLUSTER_IP, SERVICE_PORT, OTHER_PORT = "10.96.0.12", 9080, 8080
-STATS = ("^cluster.outbound.9080..reviews.default.svc.cluster.local.upstream_rq_total$",
+ECHO_IP, ECHO_PORT = "10.96.0.13", 7070  # a service port whose protocol is not declared
+ECHO_HEADER = "x-echo-route"
+STATS = ("^cluster.outbound.8080..egress.default.svc.cluster.local.upstream_cx_total$",
+         "^cluster.outbound.7070..echo.default.svc.cluster.local.upstream_(cx|rq)_total$",
+         "^http.outbound_10.96.0.13_7070.downstream_rq_total$",
+         "^tcp.outbound.7070..echo.default.svc.cluster.local.downstream_cx_total$",
+         "^cluster.outbound.9080..reviews.default.svc.cluster.local.upstream_rq_total$",
          "^cluster.PassthroughCluster.upstream_cx_total$", "^listener.0.0.0.0_9080.downstream_cx_total$",
          "^cluster.BlackHoleCluster.upstream_cx_none_healthy$")
 
@@ -47,6 +57,58 @@ def call(host: str = CLUSTER_IP) -> dict[str, Any]:
         return {"error": f"{type(e).__name__}: {e}"}
 
 
+def _serve_echo(conn: socket.socket) -> None:
+    """HTTP/1.1 requests answered with a JSON body (the method and path seen), anything else echoed as `raw:...`."""
+    with conn:
+        data = conn.recv(65536)
+        if not data.split(b" ", 1)[0].isupper() or b"HTTP/1." not in data:
+            while data:
+                conn.sendall(b"raw:" + data)
+                data = conn.recv(65536)
+            return
+        while data:
+            while b"\r\n\r\n" not in data:
+                more = conn.recv(65536)
+                if not more:
+                    return
+                data += more
+            head, _, data = data.partition(b"\r\n\r\n")
+            method, path = head.split(b" ")[:2]
+            body = json.dumps({"app": "echo", "method": method.decode(), "path": path.decode()}).encode()
+            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+                         + str(len(body)).encode() + b"\r\n\r\n" + body)
+            data = data or conn.recv(65536)
+
+
+def echo_server(port: int = ECHO_PORT) -> None:
+    """The echo service's endpoint on 0.0.0.0:`port` (threads)."""
+    server = socket.create_server(("0.0.0.0", port))
+
+    def accept() -> None:
+        while True:
+            conn, _ = server.accept()
+            threading.Thread(target=_serve_echo, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+
+
+def call_echo() -> dict[str, Any]:
+    """An HTTP request to the echo ClusterIP with the header its VirtualService routes on."""
+    try:
+        c = http.client.HTTPConnection(ECHO_IP, ECHO_PORT, timeout=10)
+        c.request("GET", "/sniffed", headers={ECHO_HEADER: "header-route"})
+        r = c.getresponse()
+        return {"status": r.status, "headers": {k.lower(): v for k, v in r.getheaders()},
+                "body": r.read().decode(errors="replace")}
+    except OSError as e:
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
+def raw_echo() -> dict[str, Any]:
+    """A raw TCP line to the same ClusterIP and port, and what came back."""
+    return raw(ECHO_IP, ECHO_PORT, b"ping-raw-tcp\n")
+
+
 def peer() -> int:
     """The peer namespace: the reviews app on 9080 and a plain listener on 8080, then wait to be killed."""
     ip("link", "set", "lo", "up")
@@ -56,6 +118,7 @@ def peer() -> int:
         return 1
     up(PEER_IF, PEER_IP)
     app("0.0.0.0", SERVICE_PORT)
+    echo_server()
     listen({OTHER_PORT: "peer-8080"})
     print("ready", flush=True)
     sys.stdin.read()  # until the pod side closes our stdin
@@ -118,6 +181,9 @@ def pod(bootstrap: str, admin: int, iptables_args: list[str]) -> dict[str, Any]:
         out["stats_after_proxy_own"] = _stats(admin)
         out["http_unknown_host"] = call(PEER_IP)  # port 9080 has an HTTP listener, its routes not this host
         out["stats_after_http_unknown_host"] = _stats(admin)
+        out["sniffed_http"] = call_echo()
+        out["sniffed_raw"] = raw_echo()
+        out["stats_after_sniffed"] = _stats(admin)
         out["listeners"] = json.loads(admin_get(admin, "/listeners?format=json"))
         return out
     finally:

@@ -6,9 +6,11 @@ The "pod" namespace (this process) gets 10.77.0.1 on a veth to a "peer" namespac
 must not bind it); the injector's istio-init args are applied with the real CLI (`sailmesh istio-iptables`, nat
 REDIRECT: inbound TCP to 15006); Envoy runs as UID/GID 1337 (the proxy's identity the rules leave alone). The peer
 sends `GET /reviews/0` to 10.77.0.1:9080, then to 7070 (the app listens there too, but no service declares it: no
-inbound listener, the passthrough). One JSON result on stdout: the answers, Envoy's virtualInbound, inbound cluster
-and InboundPassthroughCluster stats, and the app's view of each connection (its peer address: Envoy's 127.0.0.6
-passthrough source).
+inbound listener, the passthrough: Istio's HTTP catch-all chain), then a raw TCP line there (the TCP passthrough
+chain), then both to 7071 (a service port without a declared protocol: sniffed). One JSON result on stdout: the
+answers, Envoy's virtualInbound, inbound cluster and InboundPassthroughCluster stats, and the app's view of each
+connection (its peer address: Envoy's 127.0.0.6 passthrough source). With REDIRECT_NETNS_IPV6=1 in the
+environment the pod and the peer are IPv6-only (fd77::1, fd77::2): the app sees ::6.
 """
 
 from __future__ import annotations
@@ -25,12 +27,15 @@ import time
 from typing import Any
 
 from sailmesh.processes import envoy_binary
-from sailmesh.testing.netns_capture import PEER_IF, PEER_IP, POD_IF, POD_IP, PROXY_ID
+from sailmesh.testing.netns_capture import PEER_IF, PEER_IP, PEER_IP6, POD_IF, POD_IP, POD_IP6, PROXY_ID
 from tests.e2e.tproxy_netns import app
 
 SERVICE_PORT = 9080
 UNLISTED_PORT = 7070
+SNIFFED_PORT = 7071  # a service port whose protocol is not declared
 HOST = "reviews.default.svc.cluster.local:9080"
+IPV6 = os.environ.get("REDIRECT_NETNS_IPV6") == "1"  # an IPv6-only pod and peer
+POD, PEER, ANY = (POD_IP6, PEER_IP6, "::") if IPV6 else (POD_IP, PEER_IP, "0.0.0.0")
 
 
 def ip(*args: str) -> None:
@@ -38,17 +43,30 @@ def ip(*args: str) -> None:
 
 
 def up(iface: str, address: str) -> None:
-    ip("addr", "add", f"{address}/24", "dev", iface)
+    if ":" in address:
+        ip("-6", "addr", "add", f"{address}/64", "dev", iface, "nodad")  # usable at once (no duplicate detection)
+    else:
+        ip("addr", "add", f"{address}/24", "dev", iface)
     ip("link", "set", iface, "up")
 
 
 def get(host: str, port: int) -> dict[str, Any]:
     """`GET /reviews/0` to host:port: status, server header and body (or the error)."""
     try:
-        c = http.client.HTTPConnection(host, port, timeout=10)
+        c = http.client.HTTPConnection(host, port, timeout=10)  # an IPv6 literal as it is (the port is given)
         c.request("GET", "/reviews/0", headers={"host": HOST})
         r = c.getresponse()
         return {"status": r.status, "server": r.getheader("server"), "body": r.read().decode(errors="replace")}
+    except OSError as e:
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
+def raw(host: str, port: int, line: bytes = b"raw tcp line\r\n\r\n") -> dict[str, Any]:
+    """A raw TCP `line` to host:port and the first line that comes back (the app answers anything with HTTP)."""
+    try:
+        with socket.create_connection((host, port), timeout=10) as s:
+            s.sendall(line)
+            return {"answer": s.makefile("rb").readline().decode(errors="replace")}
     except OSError as e:
         return {"error": f"{type(e).__name__}: {e}"}
 
@@ -72,12 +90,12 @@ def peer() -> int:
     if not wait_for_link(PEER_IF):
         print(json.dumps({"error": "veth end never arrived"}), flush=True)
         return 1
-    up(PEER_IF, PEER_IP)
+    up(PEER_IF, PEER)
     print("ready", flush=True)
     for line in sys.stdin:
         words = line.split()
-        if len(words) == 3 and words[0] == "get":
-            print(json.dumps(get(words[1], int(words[2]))), flush=True)
+        if len(words) == 3 and words[0] in ("get", "raw"):
+            print(json.dumps((get if words[0] == "get" else raw)(words[1], int(words[2]))), flush=True)
     return 0
 
 
@@ -120,11 +138,12 @@ def pod(bootstrap: str, admin: int, iptables_args: list[str]) -> dict[str, Any]:
             return {"error": "peer namespace did not start"}
         ip("link", "add", POD_IF, "type", "veth", "peer", "name", PEER_IF)
         ip("link", "set", PEER_IF, "netns", str(helper.pid))
-        up(POD_IF, POD_IP)
+        up(POD_IF, POD)
         if helper.stdout.readline().strip() != "ready":
             return {"error": "peer not ready"}
-        app("0.0.0.0", SERVICE_PORT)  # as a pod's container listens: the whole pod's port
-        app("0.0.0.0", UNLISTED_PORT)  # a port the pod's services do not declare: no inbound listener
+        app(ANY, SERVICE_PORT)  # as a pod's container listens: the whole pod's port
+        app(ANY, UNLISTED_PORT)  # a port the pod's services do not declare: no inbound listener
+        app(ANY, SNIFFED_PORT)
         applied = subprocess.run([sys.executable, "-m", "sailmesh", *iptables_args],
                                  capture_output=True, text=True, timeout=60)
         if applied.returncode != 0:
@@ -139,16 +158,24 @@ def pod(bootstrap: str, admin: int, iptables_args: list[str]) -> dict[str, Any]:
             assert envoy.stdout is not None
             return {"error": "envoy never served virtualInbound",
                     "log": envoy.stdout.read().decode(errors="replace")[-3000:]}
-        helper.stdin.write(f"get {POD_IP} {SERVICE_PORT}\n")
+        helper.stdin.write(f"get {POD} {SERVICE_PORT}\n")
         helper.stdin.flush()
         out: dict[str, Any] = json.loads(helper.stdout.readline())
-        out["virtual_inbound_stats"] = admin_get(admin, "/stats?filter=^listener.0.0.0.0_15006.downstream_cx_total")
+        out["virtual_inbound_stats"] = admin_get(admin, "/stats?filter=^listener.*_15006.downstream_cx_total$")
         out["inbound_cluster_stats"] = admin_get(admin, "/stats?filter=^cluster.inbound.9080...upstream_rq_total")
-        helper.stdin.write(f"get {POD_IP} {UNLISTED_PORT}\n")
+        helper.stdin.write(f"get {POD} {UNLISTED_PORT}\n")
         helper.stdin.flush()
         out["unlisted"] = json.loads(helper.stdout.readline())
         out["inbound_passthrough_stats"] = admin_get(
             admin, "/stats?filter=^cluster.InboundPassthroughCluster.upstream_cx_total$")
+        for name, command in (("unlisted_raw", f"raw {POD} {UNLISTED_PORT}"),
+                              ("sniffed", f"get {POD} {SNIFFED_PORT}"),
+                              ("sniffed_raw", f"raw {POD} {SNIFFED_PORT}")):
+            helper.stdin.write(command + "\n")
+            helper.stdin.flush()
+            out[name] = json.loads(helper.stdout.readline())
+        out["chain_stats"] = admin_get(admin, "/stats?filter=^(http|tcp).(InboundPassthroughCluster|inbound).*"
+                                              "(downstream_rq_total|downstream_cx_total)$")
         out["listeners"] = json.loads(admin_get(admin, "/listeners?format=json"))
         return out
     finally:

@@ -21,9 +21,10 @@ from sailmesh.snapshot.model import MeshSnapshot, ProxyView
 from sailmesh.testing.netns_capture import PEER_IP, POD_IP
 from sailmesh.webhook.inject import InjectionConfig, iptables_args
 from tests.conftest import ROOT
-from tests.e2e.outbound_netns import CLUSTER_IP
+from tests.e2e.outbound_netns import CLUSTER_IP, ECHO_HEADER, ECHO_IP, ECHO_PORT
 from tests.e2e.test_generate_envoy import static_bootstrap, write_bootstrap
 from tests.e2e.test_redirect_envoy import PATH, _unavailable
+from tests.unit.test_generate_capture_outbound import egress_proxy_sidecar
 from tests.unit.test_generate_support import make_snapshot, resources, service, sidecar, workload
 from tests.unit.test_generate_uncaptured_golden import REGISTRY_ONLY
 
@@ -40,6 +41,21 @@ spec:
     route:
     - destination: {{host: reviews}}
 """
+ECHO_VS = f"""
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: echo, namespace: default}}
+spec:
+  hosts: [echo]
+  http:
+  - match: [{{headers: {{{ECHO_HEADER}: {{exact: header-route}}}}}}]
+    headers: {{response: {{add: {{{ROUTE_HEADER}: echo-header-route}}}}}}
+    route:
+    - destination: {{host: echo}}
+  - route:
+    - destination: {{host: echo}}
+"""
+ECHO = "echo.default.svc.cluster.local"
 REVIEWS_CLUSTER = "cluster.outbound|9080||reviews.default.svc.cluster.local.upstream_rq_total"
 PASSTHROUGH = "cluster.PassthroughCluster.upstream_cx_total"
 
@@ -47,12 +63,16 @@ PASSTHROUGH = "cluster.PassthroughCluster.upstream_cx_total"
 def _mesh(*config: str, mode: str = "REDIRECT") -> tuple[MeshSnapshot, ProxyView]:
     """The pod (productpage, captured in `mode`) and reviews behind ClusterIP 10.96.0.12 with its one endpoint in
     the peer namespace."""
-    services = [service("productpage"), service("reviews", addresses=(CLUSTER_IP,))]
+    services = [service("productpage"), service("reviews", addresses=(CLUSTER_IP,)),
+                service("echo", ports=((ECHO_PORT, "UNKNOWN"),), addresses=(ECHO_IP,)),  # protocol not declared
+                service("egress", ports=((8080, "TCP"),), addresses=("10.96.0.14",))]  # an egress proxy's stand-in
     workloads = [workload("productpage-v1-0", POD_IP, app="productpage", version="v1"),
-                 workload("reviews-v1-0", PEER_IP, app="reviews", version="v1")]
+                 workload("reviews-v1-0", PEER_IP, app="reviews", version="v1"),
+                 workload("echo-v1-0", PEER_IP, app="echo", version="v1"),
+                 workload("egress-0", PEER_IP, app="egress")]
     proxy = dataclasses.replace(sidecar(name="productpage-v1-0", ip=POD_IP, app_ports={9080: 9080}),
                                 metadata=MappingProxyType({"INTERCEPTION_MODE": mode}))
-    return make_snapshot(resources(REVIEWS_VS, *config), services, workloads), proxy
+    return make_snapshot(resources(REVIEWS_VS, ECHO_VS, *config), services, workloads), proxy
 
 
 def _bootstrap(tmp_path: pathlib.Path, admin: int, *config: str, mode: str = "REDIRECT") -> pathlib.Path:
@@ -128,3 +148,55 @@ def test_registry_only_closes_unknown_destinations_but_not_the_proxys_own(tmp_pa
     assert after["cluster.BlackHoleCluster.upstream_cx_none_healthy"] == 1 and after[PASSTHROUGH] == 0, after
     assert got["proxy_own"].get("listener") == "peer-8080", got
     assert got["http_unknown_host"].get("status") == 502, got  # Istio's block_all route
+
+
+def test_a_port_without_a_declared_protocol_is_sniffed_http_routed_and_raw_tcp_passed(tmp_path: pathlib.Path) -> None:
+    """Istio's protocol sniffing (ListenerProtocolAuto): the echo service's 7070 declares no protocol, so its listener
+    on the ClusterIP inspects each connection: an HTTP request takes the HTTP chain (the VirtualService's header
+    route answers with its response header; one request on the HTTP chain), a raw TCP line on the same port takes
+    the TCP chain (echoed back; the HCM would have answered 400), both on the echo cluster."""
+    reason = _unavailable()
+    if reason:
+        pytest.skip(reason)
+    got = _run(_bootstrap(tmp_path, 15000))
+    sniffed = got["sniffed_http"]
+    assert sniffed.get("status") == 200, got
+    assert sniffed["headers"].get(ROUTE_HEADER) == "echo-header-route", sniffed
+    assert json.loads(sniffed["body"]) == {"app": "echo", "method": "GET", "path": "/sniffed"}
+    assert got["sniffed_raw"].get("answer") == "raw:ping-raw-tcp\n", got
+    after = got["stats_after_sniffed"]
+    assert after[f"http.outbound_{ECHO_IP}_{ECHO_PORT}.downstream_rq_total"] == 1, after
+    assert after[f"tcp.outbound|{ECHO_PORT}||{ECHO}.downstream_cx_total"] == 1, after  # the TCP chain, once
+    assert after[f"cluster.outbound|{ECHO_PORT}||{ECHO}.upstream_cx_total"] == 2, after
+
+
+EGRESS_PROXY = egress_proxy_sidecar("egress.default.svc.cluster.local", 8080)
+EGRESS = "cluster.outbound|8080||egress.default.svc.cluster.local.upstream_cx_total"
+
+
+def test_sidecar_egress_proxy_receives_the_unknown_destinations(tmp_path: pathlib.Path) -> None:
+    """Istio's Sidecar outboundTrafficPolicy.egressProxy (ALLOW_ANY): the app's connection to a destination no
+    listener takes goes to the egress proxy's cluster (here the peer's 8080 listener, behind the egress service),
+    not PassthroughCluster, and so does an HTTP request for an unknown host (allow_any)."""
+    reason = _unavailable()
+    if reason:
+        pytest.skip(reason)
+    got = _run(_bootstrap(tmp_path, 15000, EGRESS_PROXY))
+    assert got["service"].get("status") == 200, got
+    assert got["passthrough"].get("listener") == "peer-8080", got
+    after = got["stats_after_passthrough"]
+    assert after[EGRESS] == 1 and after[PASSTHROUGH] == 0, after
+    assert got["stats_after_http_unknown_host"][EGRESS] == 2, got
+    assert got["stats_after_http_unknown_host"][PASSTHROUGH] == 0, got
+
+
+def test_envoy_validates_an_ipv6_only_captured_pods_config(tmp_path: pathlib.Path) -> None:
+    """An IPv6-only pod's captured config (virtual listeners on `::`, `::_PORT` listeners, ::6 passthrough source)
+    is accepted by Envoy as it is."""
+    snapshot, proxy = _mesh()
+    proxy = dataclasses.replace(proxy, ip="fd00::77:1")
+    path = write_bootstrap(tmp_path, static_bootstrap(snapshot, proxy, free_port()))
+    r = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path), "--disable-hot-restart",
+                        "-l", "warning"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+    assert '"::_9080"' in path.read_text() or "::_9080" in path.read_text()

@@ -13,25 +13,31 @@ import shutil
 import subprocess
 import sys
 from types import MappingProxyType
+from typing import Any
 
 import pytest
 
 from sailmesh.processes import envoy_binary, free_port
-from sailmesh.testing.netns_capture import POD_IP
+from sailmesh.testing.netns_capture import POD_IP, POD_IP6
 from sailmesh.webhook.inject import InjectionConfig, iptables_args
 from tests.conftest import ROOT
+from tests.e2e.redirect_netns import SNIFFED_PORT
 from tests.e2e.test_generate_envoy import static_bootstrap, write_bootstrap
-from tests.unit.test_generate_support import bookinfo, sidecar
+from tests.unit.test_generate_support import bookinfo_services, bookinfo_workloads, make_snapshot, service, sidecar
 
 pytestmark = pytest.mark.e2e
 PATH = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
 
 
-def _redirect_bootstrap(tmp_path: pathlib.Path, admin: int) -> pathlib.Path:
+def _redirect_bootstrap(tmp_path: pathlib.Path, admin: int, ip: str = POD_IP) -> pathlib.Path:
     # as in a pod: the app on its own port 9080, the node metadata the injected agent sends (REDIRECT)
-    proxy = dataclasses.replace(sidecar(name="reviews-v1-0", ip=POD_IP, app_ports={9080: 9080}),
+    proxy = dataclasses.replace(sidecar(name="reviews-v1-0", ip=ip, app_ports={9080: 9080}),
                                 metadata=MappingProxyType({"INTERCEPTION_MODE": "REDIRECT"}))
-    return write_bootstrap(tmp_path, static_bootstrap(bookinfo(), proxy, admin))
+    # reviews also serves 7071 for a service that declares no protocol there (sniffed)
+    services = [*bookinfo_services(), service("reviews-sniffed", ports=((SNIFFED_PORT, "UNKNOWN"),),
+                                              selector={"app": "reviews"})]
+    snapshot = make_snapshot((), services, bookinfo_workloads())
+    return write_bootstrap(tmp_path, static_bootstrap(snapshot, proxy, admin))
 
 
 def test_envoy_validates_redirect_config(tmp_path: pathlib.Path) -> None:
@@ -52,19 +58,39 @@ def _unavailable() -> str:
     return "" if probe.returncode == 0 else f"no network namespace with a veth and iptables: {probe.stderr[-300:]}"
 
 
-def test_captured_inbound_reaches_the_app_through_virtual_inbound(tmp_path: pathlib.Path) -> None:
-    reason = _unavailable()
-    if reason:
-        pytest.skip(reason)
-    path = _redirect_bootstrap(tmp_path, 15000)  # inside the private namespace: no other Envoy there
+def _run(tmp_path: pathlib.Path, ipv6: bool = False) -> dict[str, Any]:
+    path = _redirect_bootstrap(tmp_path, 15000, POD_IP6 if ipv6 else POD_IP)  # in the private namespace: no other Envoy
     args = iptables_args({}, InjectionConfig())  # exactly the injected istio-init's: -m REDIRECT -b '*'
     assert args[args.index("-m") + 1] == "REDIRECT"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": PATH}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": PATH, "REDIRECT_NETNS_IPV6": "1" if ipv6 else ""}
     done = subprocess.run(["unshare", "-n", sys.executable, "-m", "tests.e2e.redirect_netns", str(path), "15000",
                            "--", *args], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
     lines = done.stdout.strip().splitlines()
     assert lines, f"no result (rc {done.returncode}): {done.stderr[-3000:]}"
-    got = json.loads(lines[-1])
+    got: dict[str, Any] = json.loads(lines[-1])
+    return got
+
+
+def test_ipv6_only_pod_is_served_on_ipv6_wildcards_from_the_ipv6_passthrough_source(tmp_path: pathlib.Path) -> None:
+    """An IPv6-only pod (Istio's getWildcardsAndLocalHost IPv6, InboundPassthroughBindIpv6): virtualInbound on
+    `[::]:15006` takes the peer's IPv6 connection (ip6tables REDIRECT), the inbound cluster reaches the app from ::6,
+    and a port no service declares passes through from ::6 too."""
+    reason = _unavailable()
+    if reason:
+        pytest.skip(reason)
+    got = _run(tmp_path, ipv6=True)
+    assert got.get("status") == 200, got
+    assert json.loads(got["body"])["peer"] == "::6" and got["server"] == "istio-envoy"
+    assert "upstream_rq_total: 1" in got["inbound_cluster_stats"], got
+    assert got["unlisted"].get("status") == 200 and json.loads(got["unlisted"]["body"])["peer"] == "::6", got
+    assert got["unlisted_raw"].get("answer", "").startswith("HTTP/1.1 200"), got
+
+
+def test_captured_inbound_reaches_the_app_through_virtual_inbound(tmp_path: pathlib.Path) -> None:
+    reason = _unavailable()
+    if reason:
+        pytest.skip(reason)
+    got = _run(tmp_path)
     assert got.get("status") == 200, got
     body = json.loads(got["body"])
     assert body["app"] == "reviews" and got["server"] == "istio-envoy"  # Envoy's inbound HCM answered
@@ -73,11 +99,21 @@ def test_captured_inbound_reaches_the_app_through_virtual_inbound(tmp_path: path
     assert "upstream_rq_total: 1" in got["inbound_cluster_stats"], got
     assert body["peer"] == "127.0.0.6"
     # a port with no inbound listener passes through virtualInbound (Istio's InboundPassthroughCluster), from the
-    # passthrough source too
+    # passthrough source too; an HTTP request there takes Istio's `virtualInbound-catchall-http` chain (an HCM:
+    # Envoy's server header, one request on its stats), a raw TCP line the TCP passthrough chain
     unlisted = got["unlisted"]
     assert unlisted.get("status") == 200, got
-    assert json.loads(unlisted["body"])["peer"] == "127.0.0.6" and unlisted.get("server") != "istio-envoy"
+    assert json.loads(unlisted["body"])["peer"] == "127.0.0.6" and unlisted.get("server") == "istio-envoy"
     assert "upstream_cx_total: 1" in got["inbound_passthrough_stats"], got
+    assert got["unlisted_raw"].get("answer", "").startswith("HTTP/1.1 200"), got
+    stats = dict(line.split(": ") for line in got["chain_stats"].splitlines())
+    assert stats["http.InboundPassthroughCluster.downstream_rq_total"] == "1", stats
+    assert stats["tcp.InboundPassthroughCluster.downstream_cx_total"] == "1", stats
+    # a declared port without a declared protocol is sniffed: HTTP by its inbound HCM, a raw line by its TCP chain
+    assert got["sniffed"].get("status") == 200 and got["sniffed"].get("server") == "istio-envoy", got
+    assert got["sniffed_raw"].get("answer", "").startswith("HTTP/1.1 200"), got
+    assert stats[f"http.inbound_0.0.0.0_{SNIFFED_PORT}.downstream_rq_total"] == "1", stats
+    assert stats[f"tcp.inbound|{SNIFFED_PORT}||.downstream_cx_total"] == "1", stats
     # the per-port inbound listener exists but binds nothing (the app owns 0.0.0.0:9080)
     names = [s["name"] for s in got["listeners"]["listener_statuses"]]
     assert f"{POD_IP}_9080" in names and "virtualInbound" in names

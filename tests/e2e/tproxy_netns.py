@@ -27,7 +27,7 @@ CLIENT_IP = "127.0.0.1"
 
 def app(host: str = POD_IP, port: int = APP_PORT) -> None:
     """The app on host:port (a thread): one JSON body naming the peer address it saw."""
-    server = socket.create_server((host, port))
+    server = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
 
     def serve() -> None:
         while True:

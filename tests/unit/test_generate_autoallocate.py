@@ -8,13 +8,14 @@ import dataclasses
 from types import MappingProxyType
 
 from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
 
 from sailmesh.agent.bootstrap import node
 from sailmesh.agent.config import AgentConfig
-from sailmesh.generate.autoallocate import allocate, fnv1a32
+from sailmesh.generate.autoallocate import allocate, fnv1a32, ipv6_form
 from sailmesh.generate.nametable import build_name_table
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView, Service, ServicePort
-from sailmesh.xds.types import LISTENER
+from sailmesh.xds.types import LISTENER, ROUTE
 from tests.unit.test_generate_support import generated, make_snapshot, sidecar
 
 AUTO = {"DNS_CAPTURE": "true", "DNS_AUTO_ALLOCATE": "true"}
@@ -78,3 +79,29 @@ def test_the_agent_declares_auto_allocation_when_given() -> None:
     cfg = AgentConfig(ip="127.0.0.1", name="p", dns_capture=True, dns_auto_allocate=True)
     assert node(cfg)["metadata"]["DNS_AUTO_ALLOCATE"] == "true"
     assert "DNS_AUTO_ALLOCATE" not in node(AgentConfig(ip="127.0.0.1", name="p"))["metadata"]
+
+
+def test_http_route_domains_name_the_auto_allocated_address() -> None:
+    """Istio's generateVirtualHostDomains uses GetAddressForProxy: for a proxy with DNS capture and
+    auto-allocation an HTTP ServiceEntry host's virtual host also matches its 240.240.x.y VIP (a request whose Host
+    header is the VIP, as an app that resolved the name through the agent sends it, is routed); other proxies'
+    domains are unchanged."""
+    web = dataclasses.replace(_se("web.example.com", port=8080), ports=(ServicePort(8080, "http", "HTTP"),))
+    snap = make_snapshot(services=[web, _se("db.example.com")])
+    vip = build_name_table(snap, _proxy(**AUTO)).table["web.example.com"].ips[0]
+    auto = generated(snap, _proxy(**AUTO), ROUTE, route_pb2.RouteConfiguration)["8080"]
+    [vhost] = [v for v in auto.virtual_hosts if v.name == "web.example.com:8080"]
+    assert {vip, f"{vip}:8080"} <= set(vhost.domains)
+    plain = generated(snap, _proxy(), ROUTE, route_pb2.RouteConfiguration)["8080"]
+    assert not any(d.startswith("240.240.") for v in plain.virtual_hosts for d in v.domains)
+
+
+def test_ipv6_only_proxies_get_istios_ipv6_form() -> None:
+    """Istio's setAutoAllocatedIPs: 240.240.a.b has the twin `2001:2::f0f0:%x` (a = 0) or `2001:2::f0f0:%x%x`;
+    GetAddressForProxy gives an IPv6-only proxy that one (its name table answers it)."""
+    assert ipv6_form("240.240.0.1") == "2001:2::f0f0:1" and ipv6_form("240.240.0.251") == "2001:2::f0f0:fb"
+    assert ipv6_form("240.240.3.10") == "2001:2::f0f0:3a"
+    snap = _snapshot()
+    v4 = build_name_table(snap, _proxy(**AUTO)).table["db.example.com"].ips[0]
+    v6_proxy = dataclasses.replace(_proxy(**AUTO), ip="fd00::77:1")
+    assert list(build_name_table(snap, v6_proxy).table["db.example.com"].ips) == [ipv6_form(v4)]

@@ -10,6 +10,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.listener.original_src.v3 import original_src_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from sailmesh.agent.bootstrap import node
@@ -131,10 +132,11 @@ def test_inbound_ports_without_a_listener_pass_through() -> None:
     black = vin.filter_chains[names.index("virtualInbound-blackhole")]
     assert black.filter_chain_match.destination_port.value == 15006
     passthrough = _passthrough_chains(vin)
-    assert [c.name for c in passthrough] == ["virtualInbound"]  # no mesh identity: plaintext only
-    assert not passthrough[0].filter_chain_match.HasField("destination_port")
+    # no mesh identity: plaintext only, Istio's HTTP catch-all (http_inspector's ALPN) and the TCP one
+    assert [c.name for c in passthrough] == ["virtualInbound-catchall-http", "virtualInbound"]
+    assert not any(c.filter_chain_match.HasField("destination_port") for c in passthrough)
     tp = tcp_proxy_pb2.TcpProxy()
-    assert passthrough[0].filters[-1].typed_config.Unpack(tp) and tp.cluster == "InboundPassthroughCluster"
+    assert passthrough[1].filters[-1].typed_config.Unpack(tp) and tp.cluster == "InboundPassthroughCluster"
     clusters = generated(bookinfo(), _proxy(REDIRECT), CLUSTER, cluster_pb2.Cluster)
     c = clusters["InboundPassthroughCluster"]
     assert (c.type, c.lb_policy) == (cluster_pb2.Cluster.ORIGINAL_DST, cluster_pb2.Cluster.CLUSTER_PROVIDED)
@@ -153,3 +155,27 @@ def test_inbound_passthrough_follows_the_workloads_peer_authentication() -> None
     passthrough = _passthrough_chains(vin)
     assert passthrough and all(c.filter_chain_match.transport_protocol == "tls" for c in passthrough)
     assert all(c.HasField("transport_socket") for c in passthrough)
+
+
+def test_inbound_passthrough_has_istios_http_catch_all_chain() -> None:
+    """Istio's `virtualInbound-catchall-http` (buildInboundPassthroughChains with the Auto options): plaintext
+    HTTP/1.1 or h2c to a port without a listener (the http_inspector's ALPN) goes through an HCM whose inline route
+    config `InboundPassthroughCluster` (virtual host `inbound|http|0`) sends it to InboundPassthroughCluster;
+    virtualInbound runs the http_inspector for every port but the declared ones that do not sniff (and 15006)."""
+    vin = _listeners(REDIRECT)["virtualInbound"]
+    http = _passthrough_chains(vin)[0]
+    assert list(http.filter_chain_match.application_protocols) == ["http/1.1", "h2c"]
+    h = hcm_pb2.HttpConnectionManager()
+    assert http.filters[-1].typed_config.Unpack(h) and h.stat_prefix == "InboundPassthroughCluster"
+    assert h.route_config.name == "InboundPassthroughCluster"
+    [vhost] = h.route_config.virtual_hosts
+    assert (vhost.name, list(vhost.domains)) == ("inbound|http|0", ["*"])
+    assert vhost.routes[0].route.cluster == "InboundPassthroughCluster"
+    [inspector] = [f for f in vin.listener_filters if f.name == "envoy.filters.listener.http_inspector"]
+    skipped = {r.destination_port_range.start for r in inspector.filter_disabled.or_match.rules}
+    assert skipped == {9080, 15006}  # reviews' declared HTTP port and the capture port itself
+    mesh = dataclasses.replace(_proxy(REDIRECT), labels={"app": "reviews", "version": "v1",
+                                                         "security.istio.io/tlsMode": "istio"})
+    permissive = _passthrough_chains(generated(bookinfo(), mesh, LISTENER, listener_pb2.Listener)["virtualInbound"])
+    assert [c.name for c in permissive] == ["virtualInbound-catchall-http", "virtualInbound-catchall-http-1",
+                                            "virtualInbound", "virtualInbound-1", "virtualInbound-2"]

@@ -166,3 +166,55 @@ def test_sidecar_egress_listeners_follow_istios_bind_to_port_rule_when_captured(
     assert not none.HasField("bind_to_port") and none.address.socket_address.address == "127.0.0.1"
     plain = generated(_snapshot(_egress_sidecar(9081)), _proxy(), LISTENER, listener_pb2.Listener)
     assert "10.77.0.1_9081" in plain and not plain["10.77.0.1_9081"].HasField("bind_to_port")
+
+
+def egress_proxy_sidecar(host: str, port: int) -> str:
+    """The namespace's Sidecar: ALLOW_ANY with an egress proxy `host:port`."""
+    return f"""
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: default, namespace: default}}
+spec:
+  outboundTrafficPolicy:
+    mode: ALLOW_ANY
+    egressProxy: {{host: {host}, port: {{number: {port}}}}}
+"""
+
+
+EGRESS_PROXY = egress_proxy_sidecar("mongodb.default.svc.cluster.local", 27017)
+
+
+def test_sidecar_egress_proxy_takes_the_passthroughs_place() -> None:
+    """Istio's Sidecar `outboundTrafficPolicy.egressProxy` under ALLOW_ANY (buildOutboundCatchAllNetworkFiltersOnly,
+    buildCatchAllVirtualHost): unknown destinations go to the egress proxy's cluster
+    (GetDestinationCluster: `outbound|PORT|SUBSET|HOST`) instead of PassthroughCluster, on the virtualOutbound
+    catch-all TCP chain and in the `allow_any` virtual host of every HTTP route config; uncaptured sidecars' too."""
+    egress = "outbound|27017||mongodb.default.svc.cluster.local"
+    catch_all = _listeners("REDIRECT", EGRESS_PROXY)["virtualOutbound"].filter_chains[1]
+    assert (_tcp_proxy(catch_all).cluster, _tcp_proxy(catch_all).stat_prefix) == (egress, egress)
+    for mode in ("REDIRECT", ""):
+        routes = generated(_snapshot(EGRESS_PROXY), _proxy(mode), ROUTE, route_pb2.RouteConfiguration)
+        for name in ("9080", "http_proxy"):
+            allow_any = routes[name].virtual_hosts[-1]
+            assert allow_any.name == "allow_any" and {r.route.cluster for r in allow_any.routes} == {egress}
+    assert egress in generated(_snapshot(EGRESS_PROXY), _proxy("REDIRECT"), CLUSTER, cluster_pb2.Cluster)
+
+
+def test_ipv6_only_pod_gets_ipv6_wildcards_and_passthrough_source() -> None:
+    """Istio's getWildcardsAndLocalHost for an IPv6-only proxy (GetIPMode IPv6): virtualOutbound, virtualInbound
+    and the per-port wildcard listeners on `::` (named `::_PORT`), captureMode NONE egress on `::1`; the REDIRECT
+    inbound clusters and InboundPassthroughCluster leave from ::6 (InboundPassthroughBindIpv6); IPv4 pods as before."""
+    proxy = dataclasses.replace(_proxy("REDIRECT"), ip="fd00::77:1")
+    lis = generated(_snapshot(), proxy, LISTENER, listener_pb2.Listener)
+    assert lis["virtualOutbound"].address.socket_address.address == "::"
+    assert lis["virtualInbound"].address.socket_address.address == "::"
+    assert lis["::_9080"].address.socket_address.address == "::" and lis["::_9080"].bind_to_port.value is False
+    assert lis["::_6379"].address.socket_address.address == "::"  # a TCP service without a VIP
+    assert "0.0.0.0_9080" not in lis
+    clusters = generated(_snapshot(), proxy, CLUSTER, cluster_pb2.Cluster)
+    assert clusters["InboundPassthroughCluster"].upstream_bind_config.source_address.address == "::6"
+    assert clusters["inbound|9080||"].upstream_bind_config.source_address.address == "::6"
+    v4 = generated(_snapshot(), _proxy("REDIRECT"), CLUSTER, cluster_pb2.Cluster)
+    assert v4["InboundPassthroughCluster"].upstream_bind_config.source_address.address == "127.0.0.6"
+    none = generated(_snapshot(_egress_sidecar(9999, capture_mode="NONE")), proxy, LISTENER, listener_pb2.Listener)
+    assert none["::1_9999"].address.socket_address.address == "::1"

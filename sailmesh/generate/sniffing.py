@@ -1,0 +1,155 @@
+"""Istio's protocol sniffing for a captured sidecar: a service port whose protocol is not declared (no `http-`/`tcp-`
+name prefix, no appProtocol, not a well-known server-first port: registry/protocol.py's UNKNOWN) is served by one
+listener that tells HTTP from TCP per connection, as Istio's listener builder does (ListenerProtocolAuto):
+
+- listener filters `envoy.filters.listener.tls_inspector` and `envoy.filters.listener.http_inspector` (the latter
+  sets the connection's application protocol to `http/1.0`, `http/1.1` or `h2c` when the first bytes are HTTP);
+  `listener_filters_timeout` is the mesh's `protocolDetectionTimeout`, 0s by default (no timeout: a server-first
+  protocol on an undeclared port waits, as Istio documents; declare such ports);
+- outbound (listener.go buildSidecarOutboundListener, Auto): the service's TCP chain as the listener's default
+  filter chain, and an HTTP chain matched by `application_protocols` [http/1.1, h2c] (Istio's plaintextHTTPALPNs
+  without HTTP/1.0, its default) and `transport_protocol: raw_buffer`, an HCM routing by Host. Istio names that
+  route config `host:port` for a listener bound to the service's address (the service's own virtual hosts, no
+  catch-all) and `PORT` on the wildcard (every service of the port, then allow_any/block_all); sailmesh serves
+  the same virtual hosts inline in the HCM (`route_config` of that name), so nothing new goes over RDS;
+- inbound (filterchain_options.go getFilterChainMatchOptions, Auto): PERMISSIVE: mTLS + `istio-http/*` ALPN ->
+  HTTP, plaintext + http/1.1|h2c -> HTTP, mTLS + `istio-peer-exchange`|`istio` -> TCP, plaintext -> TCP, other TLS
+  -> TCP (the app's own TLS); STRICT: mTLS + `istio-http/*` -> HTTP, mTLS -> TCP; DISABLE: plaintext HTTP ALPNs ->
+  HTTP, plaintext -> TCP. sailmesh's client sidecars offer `istio-peer-exchange`, `istio` over mTLS (upstream
+  Envoy has no `istio.alpn` filter), so mesh mTLS to a sniffed port is served by the TCP chain: routing happened
+  at the client; the server's HTTP chain serves plaintext clients.
+
+Pure: protobufs in, protobufs out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from envoy.config.listener.v3 import listener_components_pb2 as lc
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2
+from google.protobuf import wrappers_pb2
+
+from sailmesh.generate import names
+from sailmesh.generate.common import pack
+from sailmesh.generate.httproute import RouteContext, default_route, virtual_service_routes
+from sailmesh.generate.peer_authn import DISABLE, STRICT
+from sailmesh.generate.tls import (
+    ALPN_IN_MESH,
+    RAW_BUFFER_TRANSPORT,
+    TLS_TRANSPORT,
+    istio_mutual_downstream,
+    tls_inspector,
+    transport_socket,
+)
+from sailmesh.generate.tls import inbound_chains as tls_inbound_chains
+from sailmesh.snapshot.model import MeshSnapshot, ProxyView, Service
+
+HTTP_INSPECTOR = "envoy.filters.listener.http_inspector"
+SNIFFED = frozenset({"UNKNOWN", ""})  # Istio's UnsupportedProtocol: the proxy detects the protocol
+PLAINTEXT_HTTP_ALPNS = ("http/1.1", "h2c")  # Istio's plaintextHTTPALPNs (HTTP10 off, its default)
+MTLS_HTTP_ALPNS = ("istio-http/1.0", "istio-http/1.1", "istio-h2")  # Istio's mtlsHTTPALPNs
+MTLS_TCP_ALPNS = ALPN_IN_MESH  # Istio's mtlsTCPWithMxcALPNs: istio-peer-exchange, istio
+
+
+def is_sniffed(protocol: str) -> bool:
+    """Whether a port's protocol is detected by the proxy (not declared)."""
+    return protocol.upper() in SNIFFED
+
+
+def http_inspector(only: Iterable[int] = (), skip: Iterable[int] = ()) -> lc.ListenerFilter:
+    """The http_inspector listener filter; `only`: run it only for connections to these destination ports, `skip`:
+    not for these (`filter_disabled`: Istio's virtualInbound inspects only the ports that sniff)."""
+    f = lc.ListenerFilter(name=HTTP_INSPECTOR, typed_config=pack(http_inspector_pb2.HttpInspector()))
+    ports = sorted(set(only) or set(skip))
+    if ports:
+        _ports_predicate(f.filter_disabled.not_match if set(only) else f.filter_disabled, ports)
+    return f
+
+
+def _ports_predicate(pred: lc.ListenerFilterChainMatchPredicate, ports: list[int]) -> None:
+    """`pred` made "the destination port is one of `ports`" (a match set needs two rules or more)."""
+    rules = [pred] if len(ports) == 1 else [pred.or_match.rules.add() for _ in ports]
+    for rule, p in zip(rules, ports, strict=True):
+        rule.destination_port_range.start = p
+        rule.destination_port_range.end = p + 1
+
+
+def needs_http_inspector(chains: Iterable[lc.FilterChain]) -> bool:
+    """Whether a chain is matched on an application protocol only the http_inspector sets (plaintext HTTP)."""
+    return any(set(fc.filter_chain_match.application_protocols) & set(PLAINTEXT_HTTP_ALPNS) for fc in chains)
+
+
+def service_route_config(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, port: int, name: str,
+                         fallback: rc.VirtualHost | None, addresses: Sequence[str]) -> route_pb2.RouteConfiguration:
+    """The route config of a sniffed service port: its virtual host `host:port` (its names and `addresses`, its
+    own or DNS auto-allocated, with and without the port; the oldest VirtualService for its host, else the
+    default route), then `fallback` (the wildcard listener's allow_any/block_all; none for a listener on the
+    service's own address, as Istio's)."""
+    ctx = RouteContext(snapshot, proxy, port)
+    routes: list[rc.Route] = []
+    for vs in snapshot.index.mesh_virtual_services_for(proxy, svc.hostname):
+        routes = virtual_service_routes(vs, ctx)
+        if routes:
+            break
+    if not routes:
+        routes = [default_route(names.outbound_cluster(port, "", svc.hostname), ctx, svc.hostname)]
+    aliases = names.host_aliases(svc.hostname, svc.namespace, proxy.namespace, snapshot.mesh.domain_suffix)
+    domains = list(dict.fromkeys(names.domains_with_port([*aliases, *addresses], port, plain=True)))
+    vhost = rc.VirtualHost(name=names.vhost_name(svc.hostname, port), domains=domains, routes=routes,
+                           include_request_attempt_count=True)
+    config = route_pb2.RouteConfiguration(name=name, virtual_hosts=[vhost],
+                                          validate_clusters=wrappers_pb2.BoolValue(value=False))
+    if fallback is not None:
+        config.virtual_hosts.append(fallback)
+    return config
+
+
+def outbound_listener(listener: listener_pb2.Listener, http: lc.Filter) -> listener_pb2.Listener:
+    """`listener` (its one chain: the service's TCP chain) made Istio's sniffed outbound listener: the TCP chain as
+    the default filter chain, an HTTP chain (`http`, an HCM) for plaintext HTTP/1.1 and h2c, both inspectors."""
+    tcp = listener.filter_chains[0]
+    listener.default_filter_chain.CopyFrom(tcp)
+    del listener.filter_chains[:]
+    listener.filter_chains.append(lc.FilterChain(
+        filter_chain_match=lc.FilterChainMatch(application_protocols=PLAINTEXT_HTTP_ALPNS,
+                                               transport_protocol=RAW_BUFFER_TRANSPORT),
+        filters=[http]))
+    listener.listener_filters.extend([tls_inspector(), http_inspector()])
+    listener.listener_filters_timeout.FromSeconds(0)  # the mesh's protocolDetectionTimeout, 0s by default
+    return listener
+
+
+# (transport protocol, ALPN values, HTTP chain, terminate mTLS) per chain: Istio's Auto FilterChainMatchOptions
+_Spec = tuple[str, tuple[str, ...], bool, bool]
+_PERMISSIVE: tuple[_Spec, ...] = (
+    (TLS_TRANSPORT, MTLS_HTTP_ALPNS, True, True),
+    (RAW_BUFFER_TRANSPORT, PLAINTEXT_HTTP_ALPNS, True, False),
+    (TLS_TRANSPORT, MTLS_TCP_ALPNS, False, True),
+    (RAW_BUFFER_TRANSPORT, (), False, False),
+    (TLS_TRANSPORT, (), False, False),
+)
+_STRICT: tuple[_Spec, ...] = ((TLS_TRANSPORT, MTLS_HTTP_ALPNS, True, True), (TLS_TRANSPORT, (), False, True))
+_PLAINTEXT: tuple[_Spec, ...] = ((RAW_BUFFER_TRANSPORT, PLAINTEXT_HTTP_ALPNS, True, False),
+                                 (RAW_BUFFER_TRANSPORT, (), False, False))
+
+
+def inbound_chains(mode: str, has_identity: bool, http: lc.Filter, tcp: lc.Filter) -> list[lc.FilterChain]:
+    """The filter chains of a sniffed inbound port under a PeerAuthentication mode (Istio's Auto options): `http`
+    the HCM, `tcp` the tcp_proxy (the caller puts the TCP authorization filters before it). Without a mesh
+    identity: plaintext, except that STRICT refuses (as tls.inbound_chains)."""
+    if not has_identity and mode == STRICT:
+        return tls_inbound_chains(mode, False, False, tcp)  # the one refusing chain
+    specs = _PLAINTEXT if not has_identity or mode == DISABLE else _STRICT if mode == STRICT else _PERMISSIVE
+    out = []
+    for transport, alpns, is_http, terminate in specs:
+        fc = lc.FilterChain(filter_chain_match=lc.FilterChainMatch(transport_protocol=transport,
+                                                                   application_protocols=alpns),
+                            filters=[http if is_http else tcp])
+        if terminate:
+            fc.transport_socket.CopyFrom(transport_socket(istio_mutual_downstream(is_http)))
+        out.append(fc)
+    return out

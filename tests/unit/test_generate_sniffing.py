@@ -1,0 +1,161 @@
+"""Protocol sniffing for a captured sidecar (generate/sniffing.py), as Istio builds it for a port whose protocol is
+not declared (ListenerProtocolAuto): outbound (listener.go buildSidecarOutboundListener) the TCP chain as the
+default filter chain and an HTTP chain matched on application_protocols [http/1.1, h2c] (plaintextHTTPALPNs),
+tls_inspector + http_inspector, listener_filters_timeout = protocolDetectionTimeout (0s); inbound
+(filterchain_options.go) the Auto chains of each PeerAuthentication mode; uncaptured sidecars unchanged."""
+
+from __future__ import annotations
+
+import dataclasses
+from types import MappingProxyType
+
+from envoy.config.listener.v3 import listener_components_pb2 as lc
+from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+
+from sailmesh.generate.sniffing import http_inspector
+from sailmesh.snapshot.model import MeshSnapshot, ProxyView
+from sailmesh.xds.types import LISTENER
+from tests.unit.test_generate_support import generated, make_snapshot, resources, service, sidecar, workload
+from tests.unit.test_generate_uncaptured_golden import REGISTRY_ONLY
+
+HTTP_INSPECTOR = "envoy.filters.listener.http_inspector"
+TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
+ECHO = "echo.default.svc.cluster.local"
+ECHO_VS = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: echo, namespace: default}
+spec:
+  hosts: [echo]
+  http:
+  - match: [{headers: {x-version: {exact: v2}}}]
+    route: [{destination: {host: echo, subset: v2}}]
+  - route: [{destination: {host: echo}}]
+"""
+STRICT = """
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: default}
+spec: {mtls: {mode: STRICT}}
+"""
+
+
+def _snapshot(*config: str, address: bool = True) -> MeshSnapshot:
+    """echo (port 7000, protocol not declared; a ClusterIP unless `address` is False) with its workload, the
+    captured client and a TCP service."""
+    services = [service("echo", ports=((7000, "UNKNOWN"),), addresses=("10.96.0.40",) if address else ()),
+                service("db", ports=((5432, "TCP"),), addresses=("10.96.0.41",))]
+    workloads = [workload("echo-v1-0", "10.77.0.9", app="echo", version="v1"),
+                 workload("client-v1-0", "10.77.0.1", app="client", version="v1")]
+    return make_snapshot(resources(*config), services, workloads)
+
+
+def _proxy(name: str = "client-v1-0", ip: str = "10.77.0.1", mode: str = "REDIRECT", **labels: str) -> ProxyView:
+    proxy = sidecar(name=name, ip=ip, app_ports={}, **(labels or {"app": name.split("-")[0], "version": "v1"}))
+    return dataclasses.replace(proxy, metadata=MappingProxyType({"INTERCEPTION_MODE": mode})) if mode else proxy
+
+
+def _listeners(snapshot: MeshSnapshot, proxy: ProxyView) -> dict[str, listener_pb2.Listener]:
+    return generated(snapshot, proxy, LISTENER, listener_pb2.Listener)
+
+
+def _hcm(fc: lc.FilterChain) -> hcm_pb2.HttpConnectionManager:
+    h = hcm_pb2.HttpConnectionManager()
+    assert fc.filters[-1].typed_config.Unpack(h)
+    return h
+
+
+def _tcp(fc: lc.FilterChain) -> tcp_proxy_pb2.TcpProxy:
+    tp = tcp_proxy_pb2.TcpProxy()
+    assert fc.filters[-1].typed_config.Unpack(tp)
+    return tp
+
+
+def test_outbound_sniffed_port_on_a_cluster_ip_has_an_http_chain_and_the_tcp_default() -> None:
+    lis = _listeners(_snapshot(ECHO_VS), _proxy())["10.96.0.40_7000"]
+    assert lis.bind_to_port.value is False  # reached through virtualOutbound, as the TCP listeners
+    assert [f.name for f in lis.listener_filters] == [TLS_INSPECTOR, HTTP_INSPECTOR]
+    assert lis.listener_filters_timeout.ToSeconds() == 0 and lis.HasField("listener_filters_timeout")
+    [http] = lis.filter_chains
+    assert list(http.filter_chain_match.application_protocols) == ["http/1.1", "h2c"]
+    assert http.filter_chain_match.transport_protocol == "raw_buffer"
+    rc = _hcm(http).route_config
+    # Istio's route for a sniffed listener on the service's address: `host:port`, its own virtual host, no catch-all
+    assert rc.name == f"{ECHO}:7000" and [v.name for v in rc.virtual_hosts] == [f"{ECHO}:7000"]
+    assert {"echo", "10.96.0.40", "10.96.0.40:7000", ECHO} <= set(rc.virtual_hosts[0].domains)
+    first = rc.virtual_hosts[0].routes[0]  # the VirtualService's header route applies
+    assert first.match.headers[0].name == "x-version" and first.route.cluster == f"outbound|7000|v2|{ECHO}"
+    assert _tcp(lis.default_filter_chain).cluster == f"outbound|7000||{ECHO}"
+
+
+def test_outbound_sniffed_port_without_an_address_is_on_the_wildcard_and_ends_in_the_catch_all() -> None:
+    lis = _listeners(_snapshot(address=False), _proxy())["0.0.0.0_7000"]
+    rc = _hcm(lis.filter_chains[0]).route_config
+    assert rc.name == "7000" and [v.name for v in rc.virtual_hosts] == [f"{ECHO}:7000", "allow_any"]
+    blocked = _listeners(_snapshot(REGISTRY_ONLY, address=False), _proxy())["0.0.0.0_7000"]
+    assert _hcm(blocked.filter_chains[0]).route_config.virtual_hosts[-1].name == "block_all"
+
+
+def test_declared_tcp_ports_and_uncaptured_sidecars_do_not_sniff() -> None:
+    lis = _listeners(_snapshot(), _proxy())
+    assert not lis["10.96.0.41_5432"].listener_filters and not lis["10.96.0.41_5432"].HasField("default_filter_chain")
+    for listener in _listeners(_snapshot(), _proxy(mode="")).values():
+        assert HTTP_INSPECTOR not in [f.name for f in listener.listener_filters], listener.name
+    echo = _listeners(_snapshot(), _proxy("echo-v1-0", "10.77.0.9", mode=""))
+    assert HTTP_INSPECTOR not in [f.name for f in echo["10.77.0.9_7000"].listener_filters]
+
+
+def _inbound(*config: str, **labels: str) -> tuple[listener_pb2.Listener, listener_pb2.Listener]:
+    lis = _listeners(_snapshot(*config), _proxy("echo-v1-0", "10.77.0.9", **labels))
+    return lis["10.77.0.9_7000"], lis["virtualInbound"]
+
+
+def _shape(lis: listener_pb2.Listener) -> list[tuple[str, tuple[str, ...], str, bool]]:
+    """(transport, ALPNs, HCM or tcp_proxy, terminates TLS) per chain."""
+    return [(fc.filter_chain_match.transport_protocol, tuple(fc.filter_chain_match.application_protocols),
+             "hcm" if fc.filters[-1].name.endswith("http_connection_manager") else "tcp",
+             fc.HasField("transport_socket")) for fc in lis.filter_chains]
+
+
+MESH = {"app": "echo", "version": "v1", "security.istio.io/tlsMode": "istio"}
+
+
+def test_inbound_sniffed_port_permissive_chains_are_istios_auto_options() -> None:
+    port, vin = _inbound(**MESH)
+    assert _shape(port) == [
+        ("tls", ("istio-http/1.0", "istio-http/1.1", "istio-h2"), "hcm", True),
+        ("raw_buffer", ("http/1.1", "h2c"), "hcm", False),
+        ("tls", ("istio-peer-exchange", "istio"), "tcp", True),
+        ("raw_buffer", (), "tcp", False),
+        ("tls", (), "tcp", False),
+    ]
+    # virtualInbound serves them on 7000 and runs the http_inspector there too (it skips only 15006 itself: the
+    # passthrough's HTTP catch-all sniffs every other port)
+    ported = [fc for fc in vin.filter_chains if fc.filter_chain_match.destination_port.value == 7000]
+    assert [fc.filters for fc in ported] == [fc.filters for fc in port.filter_chains]
+    [inspector] = [f for f in vin.listener_filters if f.name == HTTP_INSPECTOR]
+    rule = inspector.filter_disabled.destination_port_range
+    assert (rule.start, rule.end) == (15006, 15007)
+    assert TLS_INSPECTOR in [f.name for f in vin.listener_filters]
+
+
+def test_inbound_sniffed_port_strict_and_plaintext_chains() -> None:
+    strict, _ = _inbound(STRICT, **MESH)
+    assert _shape(strict) == [("tls", ("istio-http/1.0", "istio-http/1.1", "istio-h2"), "hcm", True),
+                              ("tls", (), "tcp", True)]
+    plain, _ = _inbound()  # no mesh identity: plaintext HTTP by ALPN, else TCP
+    assert _shape(plain) == [("raw_buffer", ("http/1.1", "h2c"), "hcm", False), ("raw_buffer", (), "tcp", False)]
+    assert [f.name for f in plain.listener_filters] == [TLS_INSPECTOR, HTTP_INSPECTOR]
+
+
+def test_http_inspector_port_predicates_are_envoys_match_sets() -> None:
+    """`filter_disabled` as Envoy's ListenerFilterChainMatchPredicate: one port a destination_port_range, several an
+    or_match (a match set takes two rules or more); `only` negates it."""
+    one = http_inspector(skip=[15006]).filter_disabled
+    assert (one.destination_port_range.start, one.destination_port_range.end) == (15006, 15007)
+    only = http_inspector(only=[7001, 7000]).filter_disabled.not_match.or_match
+    assert [(r.destination_port_range.start, r.destination_port_range.end) for r in only.rules] == [
+        (7000, 7001), (7001, 7002)]
+    assert not http_inspector().HasField("filter_disabled")
