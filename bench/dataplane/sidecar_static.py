@@ -344,6 +344,29 @@ def stats_logger_instead(cfg: Config) -> None:
                                                     preserving_proto_field_name=True)
 
 
+def stream_instead(cfg: Config) -> None:
+    """HTTP metrics streamed to the agent, one access-log entry per request (main's design before session 11)
+    instead of Envoy's stats logger: the A/B within one run."""
+    from google.protobuf import json_format
+
+    from sailmesh.telemetry.names import KEY_SEPARATOR
+    from sailmesh.telemetry.standard import http_access_log
+
+    for hcm in _all_hcms(cfg):
+        out = []
+        for al in hcm.get("access_log", []):
+            if al.get("name") == "envoy.access_loggers.http_grpc":
+                continue  # the CONNECT-only stream: the one below streams every request
+            if al.get("name") == "envoy.access_loggers.stats":
+                counters = al["typed_config"].get("counters") or al["typed_config"]["histograms"]
+                key = next(t["value_format"] for t in counters[0]["stat"]["tags"] if t["name"] == "k")
+                reporter, services = key.split(KEY_SEPARATOR)[:2]
+                al = json_format.MessageToDict(http_access_log(reporter, [s for s in services.split(",") if s]),
+                                               preserving_proto_field_name=True)
+            out.append(al)
+        hcm["access_log"] = out
+
+
 def stats_logger_body_bytes(cfg: Config) -> None:
     """The stats logger with body bytes (%BYTES_RECEIVED% / %BYTES_SENT%) instead of Istio's request.total_size /
     response.total_size (two CEL evaluations per request): what the CEL costs."""
@@ -359,6 +382,7 @@ def stats_logger_body_bytes(cfg: Config) -> None:
 METRICS_VARIANTS: list[tuple[str, Callable[[Config], None] | None]] = [
     ("sidecar config (static copy)", None),
     ("stats access logger instead of the stream", stats_logger_instead),
+    ("access-log stream instead of the stats logger", stream_instead),
     ("stats access logger, body bytes (no CEL)", stats_logger_body_bytes),
     ("no access-log stream (peer headers kept)", drop_access_log_stream),
     ("no peer headers (access-log stream kept)", drop_peer_headers),

@@ -8,7 +8,7 @@ status, response flags, the TLS peers' URI SANs) and the Telemetry overrides' ex
 No message per request leaves Envoy: the agent turns these series into
 istio_* families with Istio's labels when its status port is scraped (agent/istio_stats.py). Envoy's default
 histogram buckets are Istio's (0.5 ms ... 3,600,000), so the bootstrap needs no bucket settings; histograms
-reach Envoy's page at each stats flush (5 s), as in Istio.
+reach Envoy's page at each stats flush (the agent's bootstrap: every second).
 
 TCP connections (and CONNECT tunnels) keep the access-log stream (telemetry/standard.py): their periodic reports
 carry each connection's totals so far, which a stats counter would add again each time, and a connection counts

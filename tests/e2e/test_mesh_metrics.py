@@ -184,7 +184,7 @@ def test_both_reporters_of_every_hop_count_the_same_requests_with_istios_labels(
     assert (src["source_principal"], src["destination_principal"]) == (
         "spiffe://cluster.local/ns/default/sa/bookinfo-reviews", "spiffe://cluster.local/ns/default/sa/bookinfo-ratings")
     # The histograms count the same requests, in Istio's (Envoy's default) buckets. Envoy keeps them (its stats
-    # access logger) and merges histograms into its page at each stats flush (every 5 s, as in Istio): wait for it.
+    # access logger) and merges histograms into its page at each stats flush (every second here): wait for it.
     def histogram_caught_up() -> dict[str, dict[Series, float]] | None:
         got = istio_samples(reviews["v2"])
         return got if got["istio_request_duration_milliseconds_count"].get(series) == \

@@ -29,6 +29,7 @@ from sailmesh.telemetry.standard import (
     metadata_exchange_filters,
     parse_log_name,
 )
+from sailmesh.telemetry.stats_logger import key_format
 from tests.unit.test_generate_listeners import hcm_of, listeners
 from tests.unit.test_generate_support import bookinfo, sidecar
 
@@ -100,8 +101,7 @@ def test_listeners_keep_istios_http_metrics_in_envoys_stats_logger_naming_the_re
     cfg = stats_pb2.Config()
     assert stats.name == "envoy.access_loggers.stats" and stats.typed_config.Unpack(cfg)
     tags = {t.name: t.value_format for t in cfg.counters[0].stat.tags}
-    assert tags["r"] == "source" and tags["cl"] == "%UPSTREAM_CLUSTER%" and tags["pu"] == "%UPSTREAM_PEER_URI_SAN%"
-    assert "svc" not in tags and tags["gm"] == "%FILTER_STATE(envoy.filters.http.grpc_stats:PLAIN)%"
+    assert tags["k"] == key_format(SOURCE, ()) and tags["gm"] == "%FILTER_STATE(envoy.filters.http.grpc_stats:PLAIN)%"
     methods = [f.header_filter.header for f in stats.filter.and_filter.filters if f.HasField("header_filter")]
     assert [(h.name, h.string_match.exact, h.invert_match) for h in methods] == [(":method", "CONNECT", True)]
     grpc_cfg = als_cfg.HttpGrpcAccessLogConfig()
@@ -112,10 +112,8 @@ def test_listeners_keep_istios_http_metrics_in_envoys_stats_logger_naming_the_re
     (inbound_listener,) = [lo for lo in ls.values() if lo.traffic_direction == base_pb2.INBOUND]
     (log,) = hcm_of(inbound_listener).access_log
     assert log.typed_config.Unpack(cfg) and not log.HasField("filter")
-    tags = {t.name: t.value_format for t in cfg.counters[0].stat.tags}
-    assert (tags["r"], tags["svc"], tags["pu"]) == (DESTINATION, "reviews.default.svc.cluster.local",
-                                                    "%DOWNSTREAM_PEER_URI_SAN%")
-    assert "cl" not in tags and "au" not in tags  # one service backs it: the destination service is known
+    key = {t.name: t.value_format for t in cfg.counters[0].stat.tags}["k"]
+    assert key == key_format(DESTINATION, ["reviews.default.svc.cluster.local"])
 
 
 def test_log_names_round_trip() -> None:

@@ -185,9 +185,9 @@ metrics:
     inbound = hcm_of(inbound_listener)
     assert inbound.access_log[-1].typed_config.Unpack(stats) and not inbound.HasField("access_log_options")
     tags = {t.name: t.value_format for t in stats.counters[0].stat.tags}
-    assert tags["r"] == DESTINATION and overrides.decode(tags["ov"]).disabled == {"REQUEST_DURATION"}
+    assert tags["k"].startswith(DESTINATION + "\n") and overrides.decode(tags["ov"]).disabled == {"REQUEST_DURATION"}
     assert "request_duration_milliseconds" not in {h.stat.name for h in stats.histograms}
-    assert not [t for t in tags if t.startswith("x")]
+    assert set(tags) == {"k", "ov", "gm"}  # no expression on the SERVER side
 
 
 def test_metrics_off_when_all_metrics_disabled_and_tcp_reports_every_5s_by_default() -> None:
