@@ -1,11 +1,12 @@
-"""Istio's standard metrics in Envoy config: peer-metadata headers and the access-log stream the agent counts.
+"""Istio's standard metrics in Envoy config: peer-metadata headers, Envoy's stats logger, the access-log stream.
 
-Upstream Envoy has no `istio.stats` filter, and its own stats cannot carry per-request dimensions (the peer's
-workload, response flags). So each HTTP connection manager and tcp_proxy streams one access-log entry per
-request / connection (Envoy's gRPC access-log service, batched) to its agent, which counts them into
-istio_requests_total & co. (sailmesh/agent/telemetry.py). The log name tells the agent who reports:
-`istio|source` (a sidecar's outbound listener, a gateway) or `istio|destination|<service FQDNs>` (an inbound
-listener and the services its workload backs, to name `destination_service`).
+Upstream Envoy has no `istio.stats` filter. HTTP requests are counted by Envoy's stats access logger
+(telemetry/stats_logger.py; the agent renames the series at scrape time, agent/istio_stats.py). TCP connections
+and CONNECT tunnels stream one access-log entry per connection event (Envoy's gRPC access-log service, batched)
+to the agent, which counts them (sailmesh/agent/telemetry.py): their periodic reports carry totals so far. The log
+name tells the agent who reports: `istio|source` (a sidecar's outbound listener, a gateway) or
+`istio|destination|<service FQDNs>` (an inbound listener and the services its workload backs, to name
+`destination_service`).
 
 Metadata exchange with two stock filters (Istio's `istio.metadata_exchange` does the same in one):
 header_mutation sets this proxy's `x-envoy-peer-metadata(-id)` on requests (outbound) or responses (inbound),
