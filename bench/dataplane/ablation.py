@@ -132,7 +132,7 @@ def measure(url: str, host: str | None, pids: list[int], rate: float, conns: int
 
 
 def run(duration: float, rounds: int, rate: float, conns: int, concurrency: int, warmup: float,
-        features: Features | Literal["metrics"] = "default") -> dict[str, Any]:
+        features: Features | Literal["metrics"] = "default", only: tuple[str, ...] = ()) -> dict[str, Any]:
     """All variants, interleaved rounds; returns per-variant medians (and every round's sample)."""
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="sailmesh-ablation-"))
     cap = capture(workdir, concurrency, "default" if features == "metrics" else features)  # metrics: on (3)
@@ -148,6 +148,9 @@ def run(duration: float, rounds: int, rate: float, conns: int, concurrency: int,
                                preexec_fn=DIE_WITH_HARNESS)
     clients = make(sidecar_static.to_static(cap.client))
     servers = make(sidecar_static.to_static(cap.server))
+    if only:  # --only: the variants whose names start with one of these (fewer, longer rounds on a busy machine)
+        keep = [i for i, (n, _) in enumerate(clients) if n.startswith(only)]
+        clients, servers = [clients[i] for i in keep], [servers[i] for i in keep]
     names = [n for n, _ in clients] + ["minimal static pair (set-up 2)"]
     samples: dict[str, list[dict[str, float]]] = {n: [] for n in names}
     url = f"http://{cap.client_ip}:15001/"
@@ -199,9 +202,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--features", choices=["default", "demo", "metrics"], default="default",
                    help="strip the sidecar features of set-up (3), or what set-up (4)'s demo policy adds, or "
                         "(metrics) each part of Istio's metrics alone")
+    p.add_argument("--only", action="append", default=[], metavar="PREFIX",
+                   help="measure only the variants whose names start with PREFIX (repeatable; the minimal static "
+                        "pair always runs)")
     p.add_argument("--json", type=pathlib.Path)
     a = p.parse_args(argv)
-    res = run(a.duration, a.rounds, a.rate, a.connections, a.envoy_concurrency, a.warmup, a.features)
+    res = run(a.duration, a.rounds, a.rate, a.connections, a.envoy_concurrency, a.warmup, a.features,
+              tuple(a.only))
     title = "variant (alone)" if a.features == "metrics" else "variant (cumulative)"
     print(f"{title:48} {'CPU µs/req':>10} {'agents':>7} {'p50':>7} {'p90':>7} {'p99':>7}")
     for name, r in res.items():

@@ -324,9 +324,66 @@ def file_log_instead(cfg: Config) -> None:
                     "path": "/dev/null", "log_format": {"text_format_source": {"inline_string": FILE_LOG_FORMAT}}}}
 
 
+def stats_logger_instead(cfg: Config) -> None:
+    """HTTP metrics kept by Envoy's stats access logger (telemetry/stats_logger.py) instead of the stream (what
+    sailmesh generates since session 11; on a copy captured from an older mesh, the stream's loggers are replaced).
+    """
+    from google.protobuf import json_format
+
+    from sailmesh.telemetry.names import parse_stream
+    from sailmesh.telemetry.stats_logger import http_stats_log
+
+    for hcm in _all_hcms(cfg):
+        logs = hcm.get("access_log", [])
+        for i, al in enumerate(logs):
+            if al.get("name") != "envoy.access_loggers.http_grpc":
+                continue
+            stream = parse_stream(al["typed_config"]["common_config"].get("log_name", ""))
+            if stream is not None:
+                logs[i] = json_format.MessageToDict(http_stats_log(stream[0], stream[1]),
+                                                    preserving_proto_field_name=True)
+
+
+def stream_instead(cfg: Config) -> None:
+    """HTTP metrics streamed to the agent, one access-log entry per request (main's design before session 11)
+    instead of Envoy's stats logger: the A/B within one run."""
+    from google.protobuf import json_format
+
+    from sailmesh.telemetry.names import KEY_SEPARATOR
+    from sailmesh.telemetry.standard import http_access_log
+
+    for hcm in _all_hcms(cfg):
+        out = []
+        for al in hcm.get("access_log", []):
+            if al.get("name") == "envoy.access_loggers.http_grpc":
+                continue  # the CONNECT-only stream: the one below streams every request
+            if al.get("name") == "envoy.access_loggers.stats":
+                counters = al["typed_config"].get("counters") or al["typed_config"]["histograms"]
+                key = next(t["value_format"] for t in counters[0]["stat"]["tags"] if t["name"] == "k")
+                reporter, services = key.split(KEY_SEPARATOR)[:2]
+                al = json_format.MessageToDict(http_access_log(reporter, [s for s in services.split(",") if s]),
+                                               preserving_proto_field_name=True)
+            out.append(al)
+        hcm["access_log"] = out
+
+
+def stats_logger_body_bytes(cfg: Config) -> None:
+    """The stats logger with body bytes (%BYTES_RECEIVED% / %BYTES_SENT%) instead of Istio's request.total_size /
+    response.total_size (two CEL evaluations per request): what the CEL costs."""
+    stats_logger_instead(cfg)
+    for hcm in _all_hcms(cfg):
+        for al in hcm.get("access_log", []):
+            for h in al.get("typed_config", {}).get("histograms", []):
+                if "total_size" in h.get("value_format", ""):
+                    h["value_format"] = "%BYTES_RECEIVED%" if "request" in h["value_format"] else "%BYTES_SENT%"
+
+
 # Alternatives (each applied to the copy alone, not cumulative): what each part of the metrics costs.
 METRICS_VARIANTS: list[tuple[str, Callable[[Config], None] | None]] = [
     ("sidecar config (static copy)", None),
+    ("stats access logger instead of the stream", stats_logger_instead),
+    ("access-log stream instead of the stats logger", stream_instead),
+    ("stats access logger, body bytes (no CEL)", stats_logger_body_bytes),
     ("no access-log stream (peer headers kept)", drop_access_log_stream),
     ("no peer headers (access-log stream kept)", drop_peer_headers),
     ("access-log stream, 16 KiB buffer (Envoy's default)", default_log_buffer),

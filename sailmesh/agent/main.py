@@ -18,10 +18,11 @@ from sailmesh.agent.config import AgentConfig, parse_address
 from sailmesh.agent.envoy import EnvoyOptions, EnvoySupervisor
 from sailmesh.agent.health import HealthServer, Readiness, probe_check, tcp_app_check
 from sailmesh.agent.identity import CertificateManager, IdentityOptions, WorkloadCertificate
+from sailmesh.agent.istio_stats import EnvoyIstioStats
 from sailmesh.agent.probes import app_health_handler, parse_app_probers
 from sailmesh.agent.sds import SdsServer, socket_path, write_xds_secrets
 from sailmesh.agent.status import METRICS_PATH, StatusServer
-from sailmesh.agent.telemetry import AccessLogServer, IstioMetrics, local_workload
+from sailmesh.agent.telemetry import ISTIO_BUCKETS, AccessLogServer, IstioMetrics, local_workload
 from sailmesh.settings import ControlPlanePorts
 
 if TYPE_CHECKING:
@@ -165,6 +166,7 @@ async def run_agent(
     istio_metrics = IstioMetrics(local_workload(cfg.name, cfg.namespace, dict(cfg.labels), cfg.cluster_id),
                                  cfg.domain_suffix)
     status.metrics.add_collector(istio_metrics)
+    status.envoy_page = EnvoyIstioStats(istio_metrics, ISTIO_BUCKETS).take
     als = AccessLogServer(istio_metrics, als_socket_path(cfg, state_dir))
     app = AppProcess(command, app_environment(cfg)) if command else None
     sds = SdsServer(socket_path(state_dir))

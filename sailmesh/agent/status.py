@@ -33,6 +33,7 @@ class StatusServer:
         restarts: Callable[[], int],
         app_metrics_url: str = "",
         app_health: Callable[[web.Request], Awaitable[web.Response]] | None = None,
+        envoy_page: Callable[[str], str] | None = None,
     ) -> None:
         if not host.startswith("127."):
             raise AgentError(f"the status endpoint binds loopback only, not {host!r}")
@@ -43,6 +44,8 @@ class StatusServer:
         self.app_metrics_url = app_metrics_url
         self.quit_event = quit_event
         self.app_health = app_health  # the app's rewritten probes (agent/probes.py), when it has any
+        # takes Istio's metrics kept by Envoy off its page before the agent's own are rendered (agent/istio_stats.py)
+        self.envoy_page = envoy_page
         # The agent's own metrics, after Envoy's and the app's on the merged page.
         self.metrics = Registry()
         m = self.metrics
@@ -75,6 +78,8 @@ class StatusServer:
             self._scrape(self.app_metrics_url) if self.app_metrics_url else asyncio.sleep(0, None),
             self.readiness.check(),
         )
+        if envoy_text is not None and self.envoy_page is not None:
+            envoy_text = self.envoy_page(envoy_text)
         parts = [p.rstrip("\n") + "\n" for p in (envoy_text, app_text) if p]
         self._ready_gauge.set(int(reason is None))
         self._envoy_up.set(int(envoy_text is not None))

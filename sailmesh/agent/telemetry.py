@@ -71,6 +71,7 @@ CONNECT_METHOD = 6
 TCP_PERIODIC, TCP_CONNECTION_END, DOWNSTREAM_PERIODIC = 2, 3, 5
 _MAX_OPEN = 100_000  # connections whose byte counts so far are remembered (periodic reports)
 _BUCKETS = tuple(float(b) for b in ENVOY_DEFAULT_BUCKETS)
+ISTIO_BUCKETS = _BUCKETS  # Istio's (Envoy's default) histogram buckets
 _NB = len(_BUCKETS) + 1
 
 
@@ -129,6 +130,8 @@ class IstioMetrics:
         self._open: dict[tuple[Any, ...], tuple[int, int]] = {}
         self._policies: dict[str, str] = {}  # reporter -> the overrides of its newest stream
         self.entries = 0
+        # HTTP rows kept by Envoy's stats access logger, read at the last scrape (agent/istio_stats.py)
+        self.envoy_http: dict[tuple[Any, ...], list[Any]] = {}
 
     # -- labels -------------------------------------------------------------------------------------
     def _fqdn(self, host: str) -> str:
@@ -184,6 +187,11 @@ class IstioMetrics:
         if len(self._resolved) < 100_000:
             self._resolved[raw] = labels
         return labels
+
+    def resolve(self, raw: tuple[Any, ...], http: bool) -> tuple[str, ...]:
+        """Istio's label values from a raw key (reporter, services, peer metadata, cluster, authority, protocol,
+        code, gRPC status, flags, peer URI, own URI)."""
+        return self._resolve(raw, http)
 
     @staticmethod
     def _peer_md(common: Any) -> str:
@@ -323,7 +331,7 @@ class IstioMetrics:
     def collect(self) -> Iterator[Metric]:
         """prometheus_client's Collector interface: Istio's eight standard metrics, after the overrides (a
         removed label merges the series that differed only by it)."""
-        http = list(self._http.items())
+        http = list(self._http.items()) + list(self.envoy_http.items())
         grpc = [item for item in http if item[0][0][_PROTOCOL] == "grpc"]
         for metric, i, text in _HTTP_METRICS:
             merged: dict[tuple[tuple[str, str], ...], list[Any]] = {}
@@ -449,4 +457,5 @@ def local_workload(pod: str, namespace: str, labels: dict[str, str], cluster: st
     return peer.workload_info(peer.workload_of_pod(pod), namespace, labels, cluster)
 
 
-__all__ = ["DESTINATION", "SOURCE", "AccessLogServer", "IstioMetrics", "local_workload", "response_flags"]
+__all__ = ["DESTINATION", "ISTIO_BUCKETS", "SOURCE", "AccessLogServer", "IstioMetrics", "local_workload",
+           "response_flags"]

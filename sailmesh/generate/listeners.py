@@ -108,8 +108,10 @@ def with_metrics_log(h: HCM | tcp_proxy_pb2.TcpProxy, snapshot: MeshSnapshot, pr
             telemetry.exclude_periodic(user_log)
         h.access_log_options.access_log_flush_interval.FromNanoseconds(
             int(telemetry.reporting_interval(eff) * 1e9))
-    log = telemetry.tcp_access_log if tcp else telemetry.http_access_log
-    h.access_log.append(log(reporter, services or (), policy))
+    if tcp:
+        h.access_log.append(telemetry.tcp_access_log(reporter, services or (), policy))
+    else:  # Envoy's stats access logger (CONNECT tunnels: the stream)
+        h.access_log.extend(telemetry.http_metrics_logs(reporter, services or (), policy, tunnels))
 
 
 def backed_services(snapshot: MeshSnapshot, proxy: ProxyView) -> list[str]:

@@ -11,6 +11,16 @@ SOURCE, DESTINATION = "source", "destination"
 # Custom tags of the source reporter's entries: the upstream TLS peer (Istio's source-side principals).
 UPSTREAM_PEER_TAG, UPSTREAM_LOCAL_TAG = "istio.upstream_peer", "istio.upstream_local"
 
+# Envoy's stats access logger (telemetry/stats_logger.py): its prefix on Envoy's page, its tags (short: Envoy formats
+# and interns them per request and stat).
+STAT_PREFIX = "sailmesh_istio"  # Envoy's page: envoy_sailmesh_istio_<metric>{tags}
+ENVOY_PREFIX = "envoy_" + STAT_PREFIX + "_"
+T_KEY, T_GRPC_MESSAGES, T_POLICY, T_EXPR = "k", "gm", "ov", "x"
+# The key tag's fields, in order: reporter, services, peer metadata, upstream cluster, authority, content type,
+# response code, gRPC status, response flags, the TLS peer's and our URI SANs.
+KEY_SEPARATOR = "\n"
+KEY_FIELDS = 11
+
 
 def log_name(reporter: str, services: Sequence[str] = (), policy: str = "") -> str:
     """`istio|source`, `istio|destination|reviews.default.svc.cluster.local,...`, or either with the metric

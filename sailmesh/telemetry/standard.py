@@ -1,11 +1,12 @@
-"""Istio's standard metrics in Envoy config: peer-metadata headers and the access-log stream the agent counts.
+"""Istio's standard metrics in Envoy config: peer-metadata headers, Envoy's stats logger, the access-log stream.
 
-Upstream Envoy has no `istio.stats` filter, and its own stats cannot carry per-request dimensions (the peer's
-workload, response flags). So each HTTP connection manager and tcp_proxy streams one access-log entry per
-request / connection (Envoy's gRPC access-log service, batched) to its agent, which counts them into
-istio_requests_total & co. (sailmesh/agent/telemetry.py). The log name tells the agent who reports:
-`istio|source` (a sidecar's outbound listener, a gateway) or `istio|destination|<service FQDNs>` (an inbound
-listener and the services its workload backs, to name `destination_service`).
+Upstream Envoy has no `istio.stats` filter. HTTP requests are counted by Envoy's stats access logger
+(telemetry/stats_logger.py; the agent renames the series at scrape time, agent/istio_stats.py). TCP connections
+and CONNECT tunnels stream one access-log entry per connection event (Envoy's gRPC access-log service, batched)
+to the agent, which counts them (sailmesh/agent/telemetry.py): their periodic reports carry totals so far. The log
+name tells the agent who reports: `istio|source` (a sidecar's outbound listener, a gateway) or
+`istio|destination|<service FQDNs>` (an inbound listener and the services its workload backs, to name
+`destination_service`).
 
 Metadata exchange with two stock filters (Istio's `istio.metadata_exchange` does the same in one):
 header_mutation sets this proxy's `x-envoy-peer-metadata(-id)` on requests (outbound) or responses (inbound),
@@ -20,17 +21,19 @@ from collections.abc import Mapping, Sequence
 from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
 from envoy.config.core.v3 import base_pb2, config_source_pb2, grpc_service_pb2
+from envoy.config.route.v3 import route_components_pb2
 from envoy.data.accesslog.v3 import accesslog_pb2 as data_accesslog_pb2
 from envoy.extensions.access_loggers.grpc.v3 import als_pb2
 from envoy.extensions.filters.http.grpc_stats.v3 import config_pb2 as grpc_stats_pb2
 from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
 from envoy.extensions.filters.http.header_to_metadata.v3 import header_to_metadata_pb2 as h2m
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.type.matcher.v3 import string_pb2
 from envoy.type.tracing.v3 import custom_tag_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 
 from sailmesh.api.meshconfig import MeshConfig
-from sailmesh.telemetry import overrides, peer
+from sailmesh.telemetry import overrides, peer, stats_logger
 from sailmesh.telemetry.names import (
     ALS_CLUSTER,
     DESTINATION,
@@ -44,7 +47,8 @@ from sailmesh.telemetry.names import (
 )
 from sailmesh.telemetry.resolve import CLIENT, METRICS_KINDS, EffectiveTelemetry, fetch_provider
 
-__all__ = ["ALS_CLUSTER", "DESTINATION", "LOG_PREFIX", "SOURCE", "exclude_periodic", "http_access_log", "log_name",
+__all__ = ["ALS_CLUSTER", "DESTINATION", "LOG_PREFIX", "SOURCE", "exclude_periodic", "http_access_log",
+           "http_metrics_logs", "log_name",
            "metadata_exchange_filters", "metrics_policy", "parse_log_name", "tcp_access_log"]
 
 HTTP_GRPC_LOGGER = "envoy.access_loggers.http_grpc"
@@ -85,11 +89,14 @@ def reporting_interval(eff: EffectiveTelemetry) -> float:
     return got[0] if got else TCP_REPORTING_INTERVAL_S
 
 
+def _not_periodic() -> accesslog_pb2.AccessLogFilter:
+    types = [data_accesslog_pb2.AccessLogType.Value(t) for t in PERIODIC_TYPES]
+    return accesslog_pb2.AccessLogFilter(log_type_filter=accesslog_pb2.LogTypeFilter(types=types, exclude=True))
+
+
 def exclude_periodic(al: accesslog_pb2.AccessLog) -> None:
     """Keep a user's access log to one line per request / connection when periodic flushing is on for metrics."""
-    types = [data_accesslog_pb2.AccessLogType.Value(t) for t in PERIODIC_TYPES]
-    not_periodic = accesslog_pb2.AccessLogFilter(log_type_filter=accesslog_pb2.LogTypeFilter(types=types,
-                                                                                             exclude=True))
+    not_periodic = _not_periodic()
     if al.HasField("filter"):
         both = accesslog_pb2.AccessLogFilter()
         both.and_filter.filters.extend([al.filter, not_periodic])
@@ -139,6 +146,27 @@ def tcp_access_log(reporter: str, services: Sequence[str] = (),
     the connection is open (tcp_proxy's access_log_flush_interval), one at the close."""
     cfg = als_pb2.TcpGrpcAccessLogConfig(common_config=_common(reporter, services, policy))
     return accesslog_pb2.AccessLog(name=TCP_GRPC_LOGGER, typed_config=_pack(cfg))
+
+
+def _connect(invert: bool) -> accesslog_pb2.AccessLogFilter:
+    """Requests whose method is (or, inverted, is not) CONNECT: a tunnelled TCP stream."""
+    match = route_components_pb2.HeaderMatcher(name=":method", invert_match=invert,
+                                               string_match=string_pb2.StringMatcher(exact="CONNECT"))
+    return accesslog_pb2.AccessLogFilter(header_filter=accesslog_pb2.HeaderFilter(header=match))
+
+
+def http_metrics_logs(reporter: str, services: Sequence[str] = (), policy: overrides.Policy = overrides.NO_POLICY,
+                      tunnels: bool = False) -> list[accesslog_pb2.AccessLog]:
+    """An HTTP connection manager's loggers for Istio's metrics: Envoy's stats access logger counts requests
+    (telemetry/stats_logger.py); where CONNECT tunnels TCP streams (`tunnels`), those stay on the stream to the
+    agent (TCP metrics, reported periodically), and the stats logger skips them and the periodic entries."""
+    if not tunnels:
+        return [stats_logger.http_stats_log(reporter, services, policy)]
+    requests_only = accesslog_pb2.AccessLogFilter()
+    requests_only.and_filter.filters.extend([_connect(invert=True), _not_periodic()])
+    stream = http_access_log(reporter, services, policy)
+    stream.filter.CopyFrom(_connect(invert=False))
+    return [stats_logger.http_stats_log(reporter, services, policy, requests_only), stream]
 
 
 def grpc_stats_filter() -> hcm_pb2.HttpFilter:

@@ -183,10 +183,13 @@ def test_both_reporters_of_every_hop_count_the_same_requests_with_istios_labels(
         "reviews-v2", "ratings.default.svc.cluster.local", "unknown")
     assert (src["source_principal"], src["destination_principal"]) == (
         "spiffe://cluster.local/ns/default/sa/bookinfo-reviews", "spiffe://cluster.local/ns/default/sa/bookinfo-ratings")
-    # The histograms count the same requests, in Istio's (Envoy's default) buckets.
-    samples = istio_samples(reviews["v2"])
-    count = samples["istio_request_duration_milliseconds_count"][series]
-    assert count == samples["istio_requests_total"][series]
+    # The histograms count the same requests, in Istio's (Envoy's default) buckets. Envoy keeps them (its stats
+    # access logger) and merges histograms into its page at each stats flush (every second here): wait for it.
+    def histogram_caught_up() -> dict[str, dict[Series, float]] | None:
+        got = istio_samples(reviews["v2"])
+        return got if got["istio_request_duration_milliseconds_count"].get(series) == \
+            got["istio_requests_total"][series] else None
+    samples = wait_for(histogram_caught_up, timeout=20, what="the duration histogram to count the same requests")
     buckets = sorted(float(dict(k)["le"]) for k in samples["istio_request_duration_milliseconds_bucket"]
                      if dict(k)["reporter"] == "source")
     assert buckets[:5] == [0.5, 1, 5, 10, 25] and buckets[-2:] == [3600000, float("inf")]

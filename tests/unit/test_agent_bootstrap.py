@@ -104,6 +104,15 @@ def test_stats_tags_use_istios_names() -> None:
     assert not {"reporter", "destination_service", "source_workload"} & names
 
 
+def test_stats_flush_every_second_so_istios_histograms_keep_up_with_the_counters() -> None:
+    # Istio's HTTP metrics are Envoy histograms (the stats access logger): merged into the page at each flush
+    b = bootstrap.build(_cfg())
+    assert b["stats_flush_interval"] == "1s"
+    boot = bootstrap_pb2.Bootstrap()
+    json_format.ParseDict(b, boot)
+    assert boot.stats_flush_interval.seconds == 1
+
+
 def test_overload_manager_caps_downstream_connections() -> None:
     b = bootstrap.build(_cfg(max_downstream_connections=1234))
     (mon,) = b["overload_manager"]["resource_monitors"]

@@ -23,6 +23,7 @@ from sailmesh.generate.affect import affected_types
 from sailmesh.snapshot.model import MeshSnapshot
 from sailmesh.store.base import sort_by_creation
 from sailmesh.telemetry import access_log, resolve, standard
+from sailmesh.telemetry.stats_logger import STATS_LOGGER
 from sailmesh.xds.types import CLUSTER, LISTENER
 from tests.unit.test_generate_support import bookinfo, gateway_proxy, generated, resources, service, sidecar
 
@@ -197,9 +198,10 @@ def filters_of(listener: listener_pb2.Listener) -> tuple[str, object]:
 
 
 def user_logs(msg: object) -> list[Any]:
-    """The access logs the user configured (not the gRPC stream Istio's standard metrics are counted from)."""
+    """The access logs the user configured (not Envoy's stats logger or the gRPC stream that Istio's standard
+    metrics are counted with)."""
     return [al for al in msg.access_log  # type: ignore[attr-defined]
-            if al.name not in (standard.HTTP_GRPC_LOGGER, standard.TCP_GRPC_LOGGER)]
+            if al.name not in (standard.HTTP_GRPC_LOGGER, standard.TCP_GRPC_LOGGER, STATS_LOGGER)]
 
 
 def test_mesh_config_access_log_file_text_and_json() -> None:

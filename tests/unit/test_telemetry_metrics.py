@@ -10,6 +10,7 @@ import grpc
 from envoy.config.core.v3 import base_pb2
 from envoy.data.accesslog.v3 import accesslog_pb2 as al
 from envoy.extensions.access_loggers.grpc.v3 import als_pb2 as als_cfg
+from envoy.extensions.access_loggers.stats.v3 import stats_pb2
 from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
 from envoy.extensions.filters.http.header_to_metadata.v3 import header_to_metadata_pb2 as h2m
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
@@ -28,6 +29,7 @@ from sailmesh.telemetry.standard import (
     metadata_exchange_filters,
     parse_log_name,
 )
+from sailmesh.telemetry.stats_logger import key_format
 from tests.unit.test_generate_listeners import hcm_of, listeners
 from tests.unit.test_generate_support import bookinfo, sidecar
 
@@ -92,20 +94,26 @@ def test_metadata_exchange_strips_the_peer_header_and_overwrites_ours() -> None:
     assert all(r.remove for r in read.request_rules) and not read.response_rules
 
 
-def test_listeners_stream_access_logs_naming_the_reporter() -> None:
+def test_listeners_keep_istios_http_metrics_in_envoys_stats_logger_naming_the_reporter() -> None:
     ls = listeners(bookinfo(), sidecar("reviews-v2-0", "127.0.1.4", app="reviews", version="v2"))
     out = hcm_of(ls["virtualOutbound"])
-    (log,) = out.access_log
-    cfg = als_cfg.HttpGrpcAccessLogConfig()
-    log.typed_config.Unpack(cfg)
-    assert log.name == "envoy.access_loggers.http_grpc" and cfg.common_config.log_name == "istio|source"
-    assert cfg.common_config.grpc_service.envoy_grpc.cluster_name == "sailmesh_als"
-    assert list(cfg.additional_response_trailers_to_log) == ["grpc-status"]
-    assert list(cfg.common_config.filter_state_objects_to_log) == ["envoy.filters.http.grpc_stats"]
+    stats, stream = out.access_log  # the explicit proxy: requests in Envoy's stats, CONNECT tunnels on the stream
+    cfg = stats_pb2.Config()
+    assert stats.name == "envoy.access_loggers.stats" and stats.typed_config.Unpack(cfg)
+    tags = {t.name: t.value_format for t in cfg.counters[0].stat.tags}
+    assert tags["k"] == key_format(SOURCE, ()) and tags["gm"] == "%FILTER_STATE(envoy.filters.http.grpc_stats:PLAIN)%"
+    methods = [f.header_filter.header for f in stats.filter.and_filter.filters if f.HasField("header_filter")]
+    assert [(h.name, h.string_match.exact, h.invert_match) for h in methods] == [(":method", "CONNECT", True)]
+    grpc_cfg = als_cfg.HttpGrpcAccessLogConfig()
+    stream.typed_config.Unpack(grpc_cfg)
+    assert stream.name == "envoy.access_loggers.http_grpc" and grpc_cfg.common_config.log_name == "istio|source"
+    assert grpc_cfg.common_config.grpc_service.envoy_grpc.cluster_name == "sailmesh_als"
+    assert not stream.filter.header_filter.header.invert_match  # CONNECT only
     (inbound_listener,) = [lo for lo in ls.values() if lo.traffic_direction == base_pb2.INBOUND]
-    inbound = hcm_of(inbound_listener)
-    inbound.access_log[0].typed_config.Unpack(cfg)
-    assert parse_log_name(cfg.common_config.log_name) == (DESTINATION, ("reviews.default.svc.cluster.local",))
+    (log,) = hcm_of(inbound_listener).access_log
+    assert log.typed_config.Unpack(cfg) and not log.HasField("filter")
+    key = {t.name: t.value_format for t in cfg.counters[0].stat.tags}["k"]
+    assert key == key_format(DESTINATION, ["reviews.default.svc.cluster.local"])
 
 
 def test_log_names_round_trip() -> None:

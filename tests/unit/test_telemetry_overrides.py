@@ -6,6 +6,7 @@ from __future__ import annotations
 from envoy.config.core.v3 import base_pb2
 from envoy.data.accesslog.v3 import accesslog_pb2 as al
 from envoy.extensions.access_loggers.grpc.v3 import als_pb2 as als_cfg
+from envoy.extensions.access_loggers.stats.v3 import stats_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from sailmesh.agent.telemetry import IstioMetrics, local_workload
@@ -176,17 +177,23 @@ metrics:
     assert tags == {overrides.tag_key(0): "%CEL(request.host)%", UPSTREAM_PEER_TAG: "%UPSTREAM_PEER_URI_SAN%",
                     UPSTREAM_LOCAL_TAG: "%UPSTREAM_LOCAL_URI_SAN%"}
     assert out.access_log_options.access_log_flush_interval.seconds == 2  # CONNECT tunnels: periodic
+    stats = stats_pb2.Config()  # the requests themselves: Envoy's stats logger, the overrides as tags
+    assert out.access_log[0].typed_config.Unpack(stats)
+    tags = {t.name: t.value_format for t in stats.counters[0].stat.tags}
+    assert tags["x0"] == "%CEL(request.host)%" and overrides.decode(tags["ov"]) == overrides.decode(policy)
     (inbound_listener,) = [lo for lo in ls.values() if lo.traffic_direction == base_pb2.INBOUND]
     inbound = hcm_of(inbound_listener)
-    common, (reporter, _, policy) = _stream(inbound.access_log[-1])
-    assert reporter == DESTINATION and overrides.decode(policy).disabled == {"REQUEST_DURATION"}
-    assert not common.custom_tags and not inbound.HasField("access_log_options")
+    assert inbound.access_log[-1].typed_config.Unpack(stats) and not inbound.HasField("access_log_options")
+    tags = {t.name: t.value_format for t in stats.counters[0].stat.tags}
+    assert tags["k"].startswith(DESTINATION + "\n") and overrides.decode(tags["ov"]).disabled == {"REQUEST_DURATION"}
+    assert "request_duration_milliseconds" not in {h.stat.name for h in stats.histograms}
+    assert set(tags) == {"k", "ov", "gm"}  # no expression on the SERVER side
 
 
 def test_metrics_off_when_all_metrics_disabled_and_tcp_reports_every_5s_by_default() -> None:
     off = telemetry("m", "istio-system", "metrics: [{overrides: [{match: {metric: ALL_METRICS}, disabled: true}]}]")
     ls = listeners(bookinfo(off), sidecar("reviews-v2-0", "127.0.1.4", app="reviews", version="v2"))
-    assert not [a for a in hcm_of(ls["virtualOutbound"]).access_log if "grpc" in a.name]
+    assert not [a for a in hcm_of(ls["virtualOutbound"]).access_log if "grpc" in a.name or "stats" in a.name]
     ls = listeners(bookinfo(), sidecar("reviews-v2-0", "127.0.1.4", app="reviews", version="v2"))
     assert hcm_of(ls["virtualOutbound"]).access_log_options.access_log_flush_interval.seconds == 5
     assert tcp_proxy_pb2.TcpProxy.TcpAccessLogOptions().access_log_flush_interval is not None
