@@ -50,9 +50,14 @@ def own_scope(_snapshot: MeshSnapshot, proxy: ProxyView) -> Hashable:
 
 class PackedResources(dict[str, any_pb2.Any]):
     """One part's generated resources (name -> packed Any), shared and immutable; the ADS server's caches can
-    reference it weakly."""
+    reference it weakly. `content`: what determines every resource's bytes, in order (Prepacked.content), when
+    the builder said so, else None."""
 
-    __slots__ = ("__weakref__",)
+    __slots__ = ("__weakref__", "content")
+
+    def __init__(self, *args: object, content: tuple[Hashable, ...] | None = None) -> None:
+        super().__init__(*args)
+        self.content = content
 
 
 @dataclass(frozen=True)
@@ -90,12 +95,19 @@ def packed(messages: Iterable[message.Message | Prepacked]) -> PackedResources:
     """Messages (or Prepacked resources) packed into Anys, keyed by resource name; a duplicate name is a
     generator bug and raises GenerationError."""
     out = PackedResources()
+    contents: list[Hashable] | None = []
     for m in messages:
         name = _name(m)
         if name in out:
             kind = m.packed.type_url.rpartition(".")[2] if isinstance(m, Prepacked) else m.DESCRIPTOR.full_name
             raise GenerationError(f"duplicate {kind} named {name!r}")
         out[name] = m.packed if isinstance(m, Prepacked) else pack(m)
+        if contents is not None:
+            if isinstance(m, Prepacked) and m.content is not None:
+                contents.append(m.content)
+            else:
+                contents = None
+    out.content = tuple(contents) if contents else None
     return out
 
 
@@ -186,8 +198,13 @@ class Generator:
         return result
 
     def _intern(self, name: str, part: PackedResources) -> PackedResources:
-        """The live part with exactly these names and Any objects, else `part` (registered as that content)."""
-        key = (name, tuple(part), tuple(map(id, part.values())))
+        """The live part with exactly these names and Any objects, or with the same names and equal contents (its
+        builder said what determines each resource's bytes: route configurations, whose scopes differ but see
+        the same virtual hosts), else `part` (registered as that content)."""
+        if part.content is not None:
+            key: tuple[object, ...] = (name, "content", tuple(part), part.content)
+        else:
+            key = (name, "ids", tuple(part), tuple(map(id, part.values())))
         hit = self._interned.get(key)
         if hit is not None:
             return hit

@@ -258,9 +258,15 @@ _BLOCK_ALL_FIELD = length_delimited(_RC_VHOSTS, block_all_vhost().SerializeToStr
 
 
 def _route_config(name: str, vhosts: list[bytes]) -> Prepacked:
-    """A RouteConfiguration assembled from serialized virtual hosts, packed (`validate_clusters: false`)."""
-    value = b"".join((length_delimited(_RC_NAME, name.encode()), *vhosts, _RC_NO_VALIDATE))
-    return Prepacked(name, any_pb2.Any(type_url=ROUTE, value=value))
+    """A RouteConfiguration assembled from serialized virtual hosts, packed (`validate_clusters: false`).
+
+    Its content is the name and the virtual host fields, which are all its bytes: scopes that assemble equal
+    ones (sidecars of one namespace in other localities, namespaces with no service of their own) share one
+    resource through the generator's interning. Mostly the same bytes objects (the virtual host memo), so
+    hashing and comparing the content is cheap."""
+    fields = tuple(vhosts)
+    value = b"".join((length_delimited(_RC_NAME, name.encode()), *fields, _RC_NO_VALIDATE))
+    return Prepacked(name, any_pb2.Any(type_url=ROUTE, value=value), (name, fields))
 
 
 # One service port's virtual hosts in a scope's route configurations: (hostname, port, the domains of its
