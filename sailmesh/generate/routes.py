@@ -376,8 +376,10 @@ def _fresh(domains: tuple[str, ...], used: set[str]) -> tuple[str, ...] | None:
     return fresh or None
 
 
-def sidecar_routes(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> list[Prepacked]:
-    """A route config per outbound HTTP port (`9080`) and the combined `http_proxy` config, packed."""
+def sidecar_routes(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos, *, port_routes: bool = True,
+                   http_proxy: bool = True) -> list[Prepacked]:
+    """A route config per outbound HTTP port (`9080`) and the combined `http_proxy` config, packed (only the
+    ones asked for: the generator caches them as two parts; their virtual hosts are built once per scope)."""
     per_port: dict[int, list[bytes]] = {}
     used_per_port: dict[int, set[str]] = {}
     proxy_hosts: list[bytes] = []
@@ -399,8 +401,10 @@ def sidecar_routes(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> li
     _non_service_hosts(snapshot, proxy, extra, per_port, used_per_port, proxy_hosts, proxy_used)
     proxy_hosts.extend(_tcp_vhosts(snapshot, proxy, tcp_services, proxy_used))
     fallback = _fallback_field(outbound_policy(snapshot, proxy))
-    out = [_route_config(names.port_route(port), [*vhosts, fallback]) for port, vhosts in sorted(per_port.items())]
-    out.append(_route_config(names.HTTP_PROXY_ROUTE, [*proxy_hosts, fallback]))
+    out = [_route_config(names.port_route(port), [*vhosts, fallback])
+           for port, vhosts in sorted(per_port.items()) if port_routes]
+    if http_proxy:
+        out.append(_route_config(names.HTTP_PROXY_ROUTE, [*proxy_hosts, fallback]))
     return out
 
 
@@ -433,9 +437,16 @@ def _non_service_hosts(
                     proxy_hosts.append(vh)
 
 
-def build_routes(snapshot: MeshSnapshot, proxy: ProxyView,
-                 memos: Memos) -> list[route_pb2.RouteConfiguration] | list[Prepacked]:
-    """Every route configuration of a proxy."""
+def build_port_routes(snapshot: MeshSnapshot, proxy: ProxyView,
+                      memos: Memos) -> list[route_pb2.RouteConfiguration] | list[Prepacked]:
+    """Every route configuration of a proxy but a sidecar's `http_proxy` one (gateways: all of theirs)."""
     if proxy.type == "router":
         return gateway_routes(snapshot, proxy)
-    return sidecar_routes(snapshot, proxy, memos)
+    return sidecar_routes(snapshot, proxy, memos, http_proxy=False)
+
+
+def build_http_proxy_route(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> list[Prepacked]:
+    """A sidecar's `http_proxy` route configuration (gateways have none)."""
+    if proxy.type == "router":
+        return []
+    return sidecar_routes(snapshot, proxy, memos, port_routes=False)

@@ -36,7 +36,7 @@ def test_namespaces_with_the_same_visible_virtual_hosts_share_one_route_configur
     b = sidecar("client-b-0", "127.0.2.2", ns="team-b", app="client-b")
     assert snap.index.outbound_key(a) != snap.index.outbound_key(b)  # two scopes, built separately
     pa, pb = gen.generate(snap, a, ROUTE), gen.generate(snap, b, ROUTE)
-    assert len(pa) == len(pb) == 1 and pa[0] is pb[0]  # one part object: hashed and encoded once by the server
+    assert len(pa) == len(pb) == 2 and all(x is y for x, y in zip(pa, pb, strict=True))  # hashed, encoded once
     ra, rb = gen.resources(snap, a, ROUTE), gen.resources(snap, b, ROUTE)
     assert ra.keys() == rb.keys() and all(ra[n] is rb[n] for n in ra)
     for p in (a, b):  # sharing never changes what a proxy gets
@@ -69,3 +69,18 @@ def test_sidecars_of_a_namespace_in_other_localities_share_their_route_configura
     ra, rb = gen.resources(snap, a, ROUTE), gen.resources(snap, b, ROUTE)
     assert all(ra[n] is rb[n] for n in ra)
     assert rb == generate(snap, b, ROUTE)
+
+
+def test_a_subscription_to_http_proxy_alone_builds_no_per_port_configuration() -> None:
+    # An uncaptured sidecar's only outbound listener is the explicit HTTP proxy (RDS `http_proxy`): the per-port
+    # configurations (megabytes per namespace without Sidecar scoping) are built when someone subscribes to one.
+    snap, gen = mesh(), Generator()
+    p = sidecar("client-a-0", "127.0.2.1", ns="team-a", app="client-a")
+    parts = gen.generate(snap, p, ROUTE, frozenset({"http_proxy"}))
+    assert [set(part) for part in parts] == [{"http_proxy"}] and gen.misses == 1
+    full = gen.resources(snap, p, ROUTE)  # every configuration (config dumps, proxy-config): the rest built now
+    assert set(full) == {"9080", "http_proxy"} and full["http_proxy"] is parts[0]["http_proxy"]
+    assert full == generate(snap, p, ROUTE)
+    both = gen.generate(snap, p, ROUTE, frozenset({"http_proxy", "9080"}))
+    assert sorted(n for part in both for n in part) == ["9080", "http_proxy"]
+    assert [set(part) for part in gen.generate(snap, p, ROUTE, frozenset({"9080"}))] == [{"9080"}]
