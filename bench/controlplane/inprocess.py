@@ -22,6 +22,7 @@ from typing import Any
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
+from bench.controlplane.clients import CDS, LDS, referenced
 from bench.controlplane.mesh import SHARED_SERVICES, make_mesh
 from bench.jsonout import to_json
 from sailmesh.api.change import Change
@@ -65,9 +66,15 @@ async def run(services: int, proxies: int, scoping: bool, changes: int, profile:
         node = base_pb2.Node(id=spec.node_id)
         node.metadata.update(spec.metadata)
         conn = SotwConnection(spec.node_id, node, source.proxy_connected(node), source, metrics, hashes)
-        for type_url in (CLUSTER, LISTENER, ENDPOINT, ROUTE):  # Envoy's order; EDS/RDS by the names it needs
-            names = [] if type_url in (CLUSTER, LISTENER) else list(source.generate(conn.handle, type_url).resources)
+        got: dict[str, list[Any]] = {}
+        for type_url in (CLUSTER, LISTENER, ENDPOINT, ROUTE):  # Envoy's order; EDS/RDS by the names it needs:
+            # those its clusters and listeners reference (an uncaptured sidecar's listeners: RDS http_proxy only)
+            names = [] if type_url in (CLUSTER, LISTENER) else \
+                sorted(referenced(CDS if type_url == ENDPOINT else LDS, got[CLUSTER if type_url == ENDPOINT
+                                                                        else LISTENER]))
             await conn.handle_request(discovery_pb2.DiscoveryRequest(type_url=type_url, resource_names=names), send)
+            if type_url in (CLUSTER, LISTENER):
+                got[type_url] = list(source.generate(conn.handle, type_url).resources.values())
             st = conn.types[type_url]
             conn.on_ack(st, st.sent_version, st.sent_nonce)
         conns.append(conn)

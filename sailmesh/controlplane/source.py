@@ -44,10 +44,10 @@ class MeshSource:
             self.proxies.pop(id(handle), None)
             log.debug("proxy disconnected: %s", printable(handle.id))
 
-    def generate(self, handle: object, type_url: str) -> Generated:
+    def generate(self, handle: object, type_url: str, names: frozenset[str] | None = None) -> Generated:
         """Raises GenerationError; the server then keeps the proxy's last config and reports the error."""
         assert isinstance(handle, ProxyView)
-        return Generated(parts=self.generator.generate(self.snapshot, handle, type_url))
+        return Generated(parts=self.generator.generate(self.snapshot, handle, type_url, names))
 
     def version(self) -> str:
         return str(self.snapshot.version)

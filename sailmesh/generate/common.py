@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 from envoy.config.core.v3 import address_pb2, config_source_pb2
@@ -51,10 +52,13 @@ def pack(msg: message.Message) -> any_pb2.Any:
 
 @dataclass(frozen=True)
 class Prepacked:
-    """A resource a generator assembled already serialized: its name and its Any."""
+    """A resource a generator assembled already serialized: its name and its Any; `content`, when given, is a
+    hashable value that determines the Any's bytes (equal contents, byte-identical resources), so the generator
+    can share one resource between scopes that built it separately."""
 
     name: str
     packed: any_pb2.Any
+    content: Hashable | None = None
 
     @staticmethod
     def of(name: str, msg: message.Message) -> Prepacked:

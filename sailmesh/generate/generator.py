@@ -29,7 +29,8 @@ from sailmesh.generate.envoyfilter import PatchSet, patch_resources, patch_set
 from sailmesh.generate.gateway import gateway_secrets
 from sailmesh.generate.listeners import backed_services, build_listeners
 from sailmesh.generate.memo import Memos
-from sailmesh.generate.routes import build_routes
+from sailmesh.generate.names import HTTP_PROXY_ROUTE
+from sailmesh.generate.routes import build_http_proxy_route, build_port_routes
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView
 from sailmesh.xds.types import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SECRET, short_name
 
@@ -50,18 +51,33 @@ def own_scope(_snapshot: MeshSnapshot, proxy: ProxyView) -> Hashable:
 
 class PackedResources(dict[str, any_pb2.Any]):
     """One part's generated resources (name -> packed Any), shared and immutable; the ADS server's caches can
-    reference it weakly."""
+    reference it weakly. `content`: what determines every resource's bytes, in order (Prepacked.content), when
+    the builder said so, else None."""
 
-    __slots__ = ("__weakref__",)
+    __slots__ = ("__weakref__", "content")
+
+    def __init__(self, *args: object, content: tuple[Hashable, ...] | None = None) -> None:
+        super().__init__(*args)
+        self.content = content
 
 
 @dataclass(frozen=True)
 class Part:
-    """One cached slice of a type's resources."""
+    """One cached slice of a type's resources. `holds`: whether the part can hold any of these resource names
+    (None: it may hold any); a proxy that subscribed to none of them is not built this part at all."""
 
     name: str
     build: Builder
     scope: Callable[[MeshSnapshot, ProxyView], Hashable]
+    holds: Callable[[frozenset[str]], bool] | None = None
+
+
+def _holds_http_proxy(names: frozenset[str]) -> bool:
+    return HTTP_PROXY_ROUTE in names
+
+
+def _holds_other_routes(names: frozenset[str]) -> bool:
+    return len(names) > 1 or HTTP_PROXY_ROUTE not in names
 
 
 # The type table, in Istio's push order (xds.types.PUSH_ORDER). SECRET: the workload certificates come from the
@@ -74,7 +90,11 @@ TYPES: dict[str, tuple[Part, ...]] = {
     ),
     ENDPOINT: (Part("endpoints", build_endpoints, outbound_scope),),
     LISTENER: (Part("listeners", lambda s, p, _m: build_listeners(s, p), own_scope),),
-    ROUTE: (Part("routes", build_routes, outbound_scope),),
+    # A sidecar's `http_proxy` route configuration apart from its per-port ones: the explicit HTTP-proxy listener
+    # (an uncaptured sidecar's only outbound one) asks for `http_proxy` alone, and without Sidecar scoping each
+    # per-port configuration is megabytes per namespace that nobody would fetch.
+    ROUTE: (Part("routes", build_port_routes, outbound_scope, _holds_other_routes),
+            Part("http-proxy-route", build_http_proxy_route, outbound_scope, _holds_http_proxy)),
     SECRET: (Part("gateway-secrets", lambda s, p, _m: gateway_secrets(s, p), own_scope),),
 }
 assert tuple(TYPES) == PUSH_ORDER, "the type table must list the types in push order"
@@ -90,12 +110,19 @@ def packed(messages: Iterable[message.Message | Prepacked]) -> PackedResources:
     """Messages (or Prepacked resources) packed into Anys, keyed by resource name; a duplicate name is a
     generator bug and raises GenerationError."""
     out = PackedResources()
+    contents: list[Hashable] | None = []
     for m in messages:
         name = _name(m)
         if name in out:
             kind = m.packed.type_url.rpartition(".")[2] if isinstance(m, Prepacked) else m.DESCRIPTOR.full_name
             raise GenerationError(f"duplicate {kind} named {name!r}")
         out[name] = m.packed if isinstance(m, Prepacked) else pack(m)
+        if contents is not None:
+            if isinstance(m, Prepacked) and m.content is not None:
+                contents.append(m.content)
+            else:
+                contents = None
+    out.content = tuple(contents) if contents else None
     return out
 
 
@@ -131,15 +158,22 @@ class Generator:
         self._retired = {k: v for k, v in self._entries.items() if k not in kept}
         self._entries = kept
 
-    def generate(self, snapshot: MeshSnapshot, proxy: ProxyView, type_url: str) -> tuple[PackedResources, ...]:
+    def generate(self, snapshot: MeshSnapshot, proxy: ProxyView, type_url: str,
+                 names: frozenset[str] | None = None) -> tuple[PackedResources, ...]:
         """The resources of type_url for proxy at snapshot, as parts with disjoint names, each shared by the
-        proxies of its scope: treat them as immutable. Raises GenerationError (unknown type, a builder failing)."""
+        proxies of its scope: treat them as immutable. `names`: the proxy subscribed to these only (None: to
+        every resource), so parts that cannot hold any of them are left out; the caller still picks the names.
+        Raises GenerationError (unknown type, a builder failing)."""
         parts = TYPES.get(type_url)
         if parts is None:
             raise UnservedTypeError(f"resource type {type_url} is not served")
         if snapshot.version != self._version:
             self.advance(snapshot, None)  # an unannounced snapshot counts as a full change
         epoch = self._epochs[type_url]
+        patches = patch_set(snapshot, proxy, self.memos.envoy_filters) if snapshot.of_kind("EnvoyFilter") else None
+        patched = patches is not None and patches.touches(type_url)
+        if names is not None and not patched:  # patches may read or add any resource: then every part
+            parts = tuple(p for p in parts if p.holds is None or p.holds(names))
         out = []
         for part in parts:
             try:
@@ -159,8 +193,7 @@ class Generator:
                 raise GenerationError(f"generating {short_name(type_url)} for {proxy.id}: "
                                       f"{type(e).__name__}: {e}") from e
             out.append(hit)
-        patches = patch_set(snapshot, proxy, self.memos.envoy_filters) if snapshot.of_kind("EnvoyFilter") else None
-        if patches is not None and patches.touches(type_url):
+        if patched and patches is not None:
             return (self._patched(snapshot, proxy, type_url, tuple(out), patches),)
         return tuple(out)
 
@@ -186,8 +219,13 @@ class Generator:
         return result
 
     def _intern(self, name: str, part: PackedResources) -> PackedResources:
-        """The live part with exactly these names and Any objects, else `part` (registered as that content)."""
-        key = (name, tuple(part), tuple(map(id, part.values())))
+        """The live part with exactly these names and Any objects, or with the same names and equal contents (its
+        builder said what determines each resource's bytes: route configurations, whose scopes differ but see
+        the same virtual hosts), else `part` (registered as that content)."""
+        if part.content is not None:
+            key: tuple[object, ...] = (name, "content", tuple(part), part.content)
+        else:
+            key = (name, "ids", tuple(part), tuple(map(id, part.values())))
         hit = self._interned.get(key)
         if hit is not None:
             return hit

@@ -269,9 +269,15 @@ _BLOCK_ALL_FIELD = length_delimited(_RC_VHOSTS, block_all_vhost().SerializeToStr
 
 
 def _route_config(name: str, vhosts: list[bytes]) -> Prepacked:
-    """A RouteConfiguration assembled from serialized virtual hosts, packed (`validate_clusters: false`)."""
-    value = b"".join((length_delimited(_RC_NAME, name.encode()), *vhosts, _RC_NO_VALIDATE))
-    return Prepacked(name, any_pb2.Any(type_url=ROUTE, value=value))
+    """A RouteConfiguration assembled from serialized virtual hosts, packed (`validate_clusters: false`).
+
+    Its content is the name and the virtual host fields, which are all its bytes: scopes that assemble equal
+    ones (sidecars of one namespace in other localities, namespaces with no service of their own) share one
+    resource through the generator's interning. Mostly the same bytes objects (the virtual host memo), so
+    hashing and comparing the content is cheap."""
+    fields = tuple(vhosts)
+    value = b"".join((length_delimited(_RC_NAME, name.encode()), *fields, _RC_NO_VALIDATE))
+    return Prepacked(name, any_pb2.Any(type_url=ROUTE, value=value), (name, fields))
 
 
 # One service port's virtual hosts in a scope's route configurations: (hostname, port, the domains of its
@@ -382,8 +388,10 @@ def _fresh(domains: tuple[str, ...], used: set[str]) -> tuple[str, ...] | None:
     return fresh or None
 
 
-def sidecar_routes(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> list[Prepacked]:
-    """A route config per outbound HTTP port (`9080`) and the combined `http_proxy` config, packed."""
+def sidecar_routes(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos, *, port_routes: bool = True,
+                   http_proxy: bool = True) -> list[Prepacked]:
+    """A route config per outbound HTTP port (`9080`) and the combined `http_proxy` config, packed (only the
+    ones asked for: the generator caches them as two parts; their virtual hosts are built once per scope)."""
     per_port: dict[int, list[bytes]] = {}
     used_per_port: dict[int, set[str]] = {}
     proxy_hosts: list[bytes] = []
@@ -405,8 +413,10 @@ def sidecar_routes(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> li
     _non_service_hosts(snapshot, proxy, extra, per_port, used_per_port, proxy_hosts, proxy_used)
     proxy_hosts.extend(_tcp_vhosts(snapshot, proxy, tcp_services, proxy_used))
     fallback = _fallback_field(outbound_policy(snapshot, proxy), egress_proxy_cluster(snapshot, proxy))
-    out = [_route_config(names.port_route(port), [*vhosts, fallback]) for port, vhosts in sorted(per_port.items())]
-    out.append(_route_config(names.HTTP_PROXY_ROUTE, [*proxy_hosts, fallback]))
+    out = [_route_config(names.port_route(port), [*vhosts, fallback])
+           for port, vhosts in sorted(per_port.items()) if port_routes]
+    if http_proxy:
+        out.append(_route_config(names.HTTP_PROXY_ROUTE, [*proxy_hosts, fallback]))
     return out
 
 
@@ -439,9 +449,16 @@ def _non_service_hosts(
                     proxy_hosts.append(vh)
 
 
-def build_routes(snapshot: MeshSnapshot, proxy: ProxyView,
-                 memos: Memos) -> list[route_pb2.RouteConfiguration] | list[Prepacked]:
-    """Every route configuration of a proxy."""
+def build_port_routes(snapshot: MeshSnapshot, proxy: ProxyView,
+                      memos: Memos) -> list[route_pb2.RouteConfiguration] | list[Prepacked]:
+    """Every route configuration of a proxy but a sidecar's `http_proxy` one (gateways: all of theirs)."""
     if proxy.type == "router":
         return gateway_routes(snapshot, proxy)
-    return sidecar_routes(snapshot, proxy, memos)
+    return sidecar_routes(snapshot, proxy, memos, http_proxy=False)
+
+
+def build_http_proxy_route(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> list[Prepacked]:
+    """A sidecar's `http_proxy` route configuration (gateways have none)."""
+    if proxy.type == "router":
+        return []
+    return sidecar_routes(snapshot, proxy, memos, port_routes=False)

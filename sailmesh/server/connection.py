@@ -352,11 +352,12 @@ class Connection:
         st.base_version = base
         return base
 
-    def generate(self, type_url: str) -> Generated | None:
-        """The source's resources, or None when it failed: the proxy keeps its last config of this type, the
-        error is logged once (until it changes or clears) and shown by proxy-status."""
+    def generate(self, type_url: str, names: frozenset[str] | None = None) -> Generated | None:
+        """The source's resources (`names`: the subscription, None for wildcard), or None when it failed: the
+        proxy keeps its last config of this type, the error is logged once (until it changes or clears) and
+        shown by proxy-status."""
         try:
-            generated = self.source.generate(self.handle, type_url)
+            generated = self.source.generate(self.handle, type_url, names)
         except UnservedTypeError:
             # Istio answers nothing for a type it has no generator for; the proxy's initial fetch times out.
             if type_url not in self.errors:

@@ -154,10 +154,10 @@ class SotwConnection(Connection):
         return subscribed or None
 
     async def respond(self, st: WatchState, send: Send, *, force: bool, started: float | None) -> bool:
-        generated = self.generate(st.type_url)
+        names = None if st.wildcard else self.hashes.names(st.names)
+        generated = self.generate(st.type_url, names)
         if generated is None:
             return False
-        names = None if st.wildcard else self.hashes.names(st.names)
         count, digests, chosen_parts = 0, [], []
         for part in generated.parts:  # each part hashed and encoded once, whoever shares it
             chosen, part_digest = self.hashes.subset(part, names)

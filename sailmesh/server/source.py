@@ -50,8 +50,10 @@ class ResourceSource(Protocol):
         """Forget a proxy."""
         ...
 
-    def generate(self, handle: object, type_url: str) -> Generated:
-        """Every resource of type_url for this proxy at the current snapshot (the server filters names)."""
+    def generate(self, handle: object, type_url: str, names: frozenset[str] | None = None) -> Generated:
+        """Every resource of type_url for this proxy at the current snapshot (the server filters names).
+        `names`: the proxy subscribed to these only (None: wildcard); a source may leave out parts that hold
+        none of them."""
         ...
 
     def version(self) -> str:

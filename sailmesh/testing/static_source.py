@@ -51,7 +51,7 @@ class StaticSource:
     def proxy_disconnected(self, handle: object) -> None:
         self.connected.pop(str(handle), None)
 
-    def generate(self, handle: object, type_url: str) -> Generated:
+    def generate(self, handle: object, type_url: str, names: frozenset[str] | None = None) -> Generated:
         self.generated += 1
         return Generated(self._resources.get(type_url, MappingProxyType({})))
 

@@ -487,7 +487,7 @@ async def test_generation_error_keeps_the_last_config(server, source, monkeypatc
         before = len(client.responses(CLUSTER))
         real = source.generate
 
-        def failing(handle, type_url):
+        def failing(handle, type_url, names=None):
             if type_url == CLUSTER:
                 raise GenerationError("cluster c1: broken config")
             return real(handle, type_url)
