@@ -12,9 +12,11 @@ extractGatewayServices, pilot/pkg/config/kube/gateway, 1.27).
   mergeGateways with the `internal.istio.io/gateway-service` annotation). Here the generated Istio Gateway selects
   those proxies by the Service's selector, limited to the Gateway's namespace (NAMESPACE_ANNOTATION, read by
   generate/gateway.gateways_for). Addresses of another type are skipped and the Gateway is not Accepted
-  (InvalidAddress, "only Hostname is supported, ignoring [...]", a soft failure: the Hostnames still apply); a
-  Hostname naming no Service or ServiceEntry of the Gateway's namespace, or one without a selector, makes Programmed
-  False (AddressNotAssigned, Istio's ResolveGatewayInstances warnings).
+  (InvalidAddress, "only Hostname is supported, ignoring [...]", a soft failure: the Hostnames still apply).
+  Istio's ResolveGatewayInstances warnings (sorted) make Programmed False, and its reason is Istio's
+  reportGatewayStatus rule: a Hostname naming no Service or ServiceEntry of the Gateway's namespace is unusable
+  (AddressNotUsable); otherwise (one without a selector: "no instances found") AddressNotAssigned. The Kubernetes
+  status writer (platform/kube/gatewaystatus.py) keeps this verdict, so both platforms give the same reason.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from typing import Any
 GATEWAY_SERVICE_ANNOTATION = "internal.istio.io/gateway-service"  # Istio's: the Services a Gateway runs on
 NAMESPACE_ANNOTATION = "internal.sailmesh.io/gateway-namespace"  # the only namespace whose proxies it selects
 INVALID_ADDRESS = "InvalidAddress"  # Istio's condition reason
-ADDRESS_NOT_ASSIGNED = "AddressNotAssigned"
+ADDRESS_NOT_ASSIGNED = "AddressNotAssigned"  # Istio: every warning leaves the addresses usable
+ADDRESS_NOT_USABLE = "AddressNotUsable"  # Istio: some Hostname was not found (foundUnusable)
 
 
 def _type(address: Mapping[str, Any]) -> str:
@@ -71,6 +74,12 @@ class Placement:
     selectors: list[dict[str, str]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    unusable: bool = False  # Istio's foundUnusable: a Hostname names nothing in the Gateway's namespace
+
+    @property
+    def reason(self) -> str:
+        """The Programmed=False reason (Istio's reportGatewayStatus: allUsable -> AddressNotAssigned)."""
+        return ADDRESS_NOT_USABLE if self.unusable else ADDRESS_NOT_ASSIGNED
 
     @property
     def invalid(self) -> str:
@@ -83,10 +92,11 @@ class Placement:
         if not self.warnings:
             return ""
         resolved = [s for s in self.services if not any(f'"{s}"' in w for w in self.warnings)]
+        warnings = "; ".join(sorted(self.warnings))  # ResolveGatewayInstances sorts them
         if resolved:
             return (f"Assigned to service(s) {', '.join(resolved)}, but failed to assign to all requested "
-                    f"addresses: {'; '.join(self.warnings)}")
-        return f"Failed to assign to any requested addresses: {'; '.join(self.warnings)}"
+                    f"addresses: {warnings}")
+        return f"Failed to assign to any requested addresses: {warnings}"
 
 
 def entry_hosts(entries: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[str, dict[str, Mapping[str, Any]]]:
@@ -125,8 +135,10 @@ def placement(namespace: str, spec: Mapping[str, Any], suffix: str,
     for fqdn in fqdns:
         found, others = _selector(fqdn, namespace, suffix, services, entries or {})
         if found is None:
+            quoted = ", ".join(f'"{ns}"' for ns in others)  # Istio quotes each namespace
             out.warnings.append(f'hostname "{fqdn}" not found in namespace "{namespace}", but it was found in '
-                                f'namespace(s) {", ".join(others)}' if others else f'hostname "{fqdn}" not found')
+                                f'namespace(s) {quoted}' if others else f'hostname "{fqdn}" not found')
+            out.unusable = True
             continue
         selector = {str(k): str(v) for k, v in found.items()}
         if not selector:
