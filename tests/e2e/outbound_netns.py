@@ -29,6 +29,7 @@ from tests.e2e.redirect_netns import admin_get, as_proxy, ip, up, wait_for_link,
 from tests.e2e.tproxy_netns import app
 
 CLUSTER_IP, SERVICE_PORT, OTHER_PORT = "10.96.0.12", 9080, 8080
+OWN_CLUSTER_IP = "--own-cluster-ip"
 STATS = ("^cluster.outbound.9080..reviews.default.svc.cluster.local.upstream_rq_total$",
          "^cluster.PassthroughCluster.upstream_cx_total$", "^listener.0.0.0.0_9080.downstream_cx_total$",
          "^cluster.BlackHoleCluster.upstream_cx_none_healthy$")
@@ -47,14 +48,18 @@ def call(host: str = CLUSTER_IP) -> dict[str, Any]:
         return {"error": f"{type(e).__name__}: {e}"}
 
 
-def peer() -> int:
-    """The peer namespace: the reviews app on 9080 and a plain listener on 8080, then wait to be killed."""
+def peer(own_cluster_ip: bool = False) -> int:
+    """The peer namespace: the reviews app on 9080 and a plain listener on 8080, then wait to be killed;
+    `own_cluster_ip`: the ClusterIP is also the peer's address (a connection to it lands there, as kube-proxy's
+    DNAT would land it on a pod: what an ORIGINAL_DST cluster connects to)."""
     ip("link", "set", "lo", "up")
     print("started", flush=True)
     if not wait_for_link(PEER_IF):
         print(json.dumps({"error": "veth end never arrived"}), flush=True)
         return 1
     up(PEER_IF, PEER_IP)
+    if own_cluster_ip:
+        ip("addr", "add", f"{CLUSTER_IP}/32", "dev", PEER_IF)
     app("0.0.0.0", SERVICE_PORT)
     listen({OTHER_PORT: "peer-8080"})
     print("ready", flush=True)
@@ -75,10 +80,11 @@ def _stats(admin: int) -> dict[str, int]:
     return out
 
 
-def pod(bootstrap: str, admin: int, iptables_args: list[str]) -> dict[str, Any]:
+def pod(bootstrap: str, admin: int, iptables_args: list[str], own_cluster_ip: bool = False) -> dict[str, Any]:
     """The pod namespace: link the peer, capture, start Envoy as 1337, call out every way."""
     ip("link", "set", "lo", "up")
-    helper = subprocess.Popen(["unshare", "-n", sys.executable, "-m", "tests.e2e.outbound_netns", "--peer"],
+    helper = subprocess.Popen(["unshare", "-n", sys.executable, "-m", "tests.e2e.outbound_netns", "--peer",
+                               *([OWN_CLUSTER_IP] if own_cluster_ip else [])],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert helper.stdin is not None and helper.stdout is not None
     work = tempfile.mkdtemp()
@@ -119,6 +125,7 @@ def pod(bootstrap: str, admin: int, iptables_args: list[str]) -> dict[str, Any]:
         out["http_unknown_host"] = call(PEER_IP)  # port 9080 has an HTTP listener, its routes not this host
         out["stats_after_http_unknown_host"] = _stats(admin)
         out["listeners"] = json.loads(admin_get(admin, "/listeners?format=json"))
+        out["clusters"] = json.loads(admin_get(admin, "/clusters?format=json"))  # the hosts each cluster used
         return out
     finally:
         if envoy is not None:
@@ -131,6 +138,8 @@ def pod(bootstrap: str, admin: int, iptables_args: list[str]) -> dict[str, Any]:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--peer"]:
-        sys.exit(peer())
-    rest = sys.argv[3:]
-    print(json.dumps(pod(sys.argv[1], int(sys.argv[2]), rest[1:] if rest[:1] == ["--"] else rest)), flush=True)
+        sys.exit(peer(OWN_CLUSTER_IP in sys.argv[2:]))
+    own = sys.argv[1:2] == [OWN_CLUSTER_IP]  # `--own-cluster-ip BOOTSTRAP ADMIN -- ARGS`
+    argv = sys.argv[2:] if own else sys.argv[1:]
+    rest = argv[2:]
+    print(json.dumps(pod(argv[0], int(argv[1]), rest[1:] if rest[:1] == ["--"] else rest, own)), flush=True)
