@@ -324,3 +324,23 @@ def test_programmed_reason_follows_istios_rule_on_both_platforms() -> None:
         kube = writer.desired(gw)
         assert kube is not None
         assert {c["type"]: c for c in kube["conditions"]}["Programmed"] == embedded, value
+
+
+def test_a_listener_port_the_service_lacks_is_unusable_with_istios_hint() -> None:
+    """Istio's ResolveGatewayInstances: a listener port that is not a port of the named Service is "port N not found
+    for hostname", with a hint naming the service ports that target N as a workload port; either makes the
+    addresses unusable (reportGatewayStatus: AddressNotUsable). The Gateway still runs on the Service's pods."""
+    targeted = service("edge", "infra", "{app: edge}").replace("{port: 80, name: http}",
+                                                               "{port: 80, name: http, targetPort: 8080}")
+    hinted = gateway("[{type: Hostname, value: edge}]").replace("port: 80", "port: 8080")
+    out = run(targeted, hinted)
+    assert conditions(out)["Programmed"] == (
+        "False", "AddressNotUsable",
+        'Failed to assign to any requested addresses: port 8080 not found for hostname '
+        '"edge.infra.svc.cluster.local" (hint: the service port should be specified, not the workload port. Did you '
+        'mean one of these ports: [80]?)')
+    assert [g.spec["selector"] for g in out.gateways] == [{"app": "edge"}]
+    plain = run(INGRESS, gateway("[{type: Hostname, value: edge}]").replace("port: 80", "port: 9999"))
+    assert conditions(plain)["Programmed"][1:] == (
+        "AddressNotUsable",
+        'Failed to assign to any requested addresses: port 9999 not found for hostname "edge.infra.svc.cluster.local"')

@@ -14,8 +14,10 @@ extractGatewayServices, pilot/pkg/config/kube/gateway, 1.27).
   generate/gateway.gateways_for). Addresses of another type are skipped and the Gateway is not Accepted
   (InvalidAddress, "only Hostname is supported, ignoring [...]", a soft failure: the Hostnames still apply).
   Istio's ResolveGatewayInstances warnings (sorted) make Programmed False, and its reason is Istio's
-  reportGatewayStatus rule: a Hostname naming no Service or ServiceEntry of the Gateway's namespace is unusable
-  (AddressNotUsable); otherwise (one without a selector: "no instances found") AddressNotAssigned. The Kubernetes
+  reportGatewayStatus rule: a Hostname naming no Service or ServiceEntry of the Gateway's namespace, or a listener
+  port the named Service lacks ("port N not found for hostname", with Istio's hint when a service port targets N:
+  only ports are compared, not endpoints), is unusable (AddressNotUsable); otherwise (one without a selector: "no
+  instances found", once per listener port) AddressNotAssigned. The Kubernetes
   status writer (platform/kube/gatewaystatus.py) keeps this verdict, so both platforms give the same reason.
 """
 
@@ -108,32 +110,66 @@ def entry_hosts(entries: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[str, d
     return out
 
 
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _service_ports(found: Mapping[str, Any], entry: bool) -> list[tuple[int | None, int | None]]:
+    """(service port, the workload port it targets when known: a number) of a Service or ServiceEntry spec."""
+    out = []
+    for p in found.get("ports") or ():
+        if isinstance(p, Mapping):
+            number = _int(p.get("number" if entry else "port"))
+            out.append((number, _int(p.get("targetPort")) if p.get("targetPort") is not None else number))
+    return out
+
+
 def _selector(fqdn: str, namespace: str, suffix: str, services: Mapping[tuple[str, str], Mapping[str, Any]],
-              entries: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> tuple[Mapping[str, Any] | None, list[str]]:
+              entries: Mapping[str, Mapping[str, Mapping[str, Any]]],
+              ) -> tuple[Mapping[str, Any] | None, list[str], list[tuple[int | None, int | None]]]:
     """(the selector of the Service or ServiceEntry `fqdn` names in `namespace`, or None and the other namespaces
-    that have it)."""
+    that have it; its ports)."""
     tail = f".svc.{suffix}"
     name, _, rest = fqdn.partition(".")
     svc_ns = rest[: -len(tail)] if rest.endswith(tail) else ""
     found = services.get((svc_ns, name)) if svc_ns == namespace else None
     if found is not None:
-        return found.get("selector") or {}, []
+        return found.get("selector") or {}, [], _service_ports(found, False)
     entry = entries.get(fqdn, {}).get(namespace)
     if entry is not None:
-        return (entry.get("workloadSelector") or {}).get("labels") or {}, []
+        return (entry.get("workloadSelector") or {}).get("labels") or {}, [], _service_ports(entry, True)
     others = {ns for ns, n in services if n == name and ns == svc_ns and ns != namespace}
-    return None, sorted(others | set(entries.get(fqdn, {})))
+    return None, sorted(others | set(entries.get(fqdn, {}))), []
+
+
+def _port_warnings(fqdn: str, listener_ports: list[int], ports: list[tuple[int | None, int | None]]) -> list[str]:
+    """Istio's ResolveGatewayInstances for a Hostname with instances: each listener port the Service does not have
+    is unusable, with a hint when it is a workload port (a service port targets it; Go's %v of the ports)."""
+    out = []
+    for port in listener_ports:
+        if any(number == port for number, _ in ports):
+            continue
+        hint = sorted({str(number) for number, target in ports if target == port and number is not None})
+        out.append(f'port {port} not found for hostname "{fqdn}" (hint: the service port should be specified, not '
+                   f'the workload port. Did you mean one of these ports: [{" ".join(hint)}]?)' if hint
+                   else f'port {port} not found for hostname "{fqdn}"')
+    return out
 
 
 def placement(namespace: str, spec: Mapping[str, Any], suffix: str,
               services: Mapping[tuple[str, str], Mapping[str, Any]],
               entries: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None) -> Placement:
     """An unmanaged Gateway's placement; `services` maps (namespace, name) to a Service's spec, `entries` a
-    ServiceEntry host to its specs by namespace (entry_hosts)."""
+    ServiceEntry host to its specs by namespace (entry_hosts). Istio's warnings per distinct listener port."""
     fqdns, skipped = gateway_services(namespace, spec, suffix)
     out = Placement(fqdns, [], skipped)
+    listener_ports = sorted({p for lst in spec.get("listeners") or () if isinstance(lst, Mapping)
+                             if (p := _int(lst.get("port"))) is not None})
     for fqdn in fqdns:
-        found, others = _selector(fqdn, namespace, suffix, services, entries or {})
+        found, others, ports = _selector(fqdn, namespace, suffix, services, entries or {})
         if found is None:
             quoted = ", ".join(f'"{ns}"' for ns in others)  # Istio quotes each namespace
             out.warnings.append(f'hostname "{fqdn}" not found in namespace "{namespace}", but it was found in '
@@ -141,8 +177,12 @@ def placement(namespace: str, spec: Mapping[str, Any], suffix: str,
             out.unusable = True
             continue
         selector = {str(k): str(v) for k, v in found.items()}
-        if not selector:
-            out.warnings.append(f'no instances found for hostname "{fqdn}"')
-        elif selector not in out.selectors:
+        if not selector:  # Istio: once per listener port
+            out.warnings += [f'no instances found for hostname "{fqdn}"'] * max(1, len(listener_ports))
+            continue
+        missing = _port_warnings(fqdn, listener_ports, ports)
+        out.warnings += missing
+        out.unusable = out.unusable or bool(missing)
+        if selector not in out.selectors:
             out.selectors.append(selector)
     return out
