@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TypeAlias
 
+import msgspec
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 from envoy.extensions.clusters.dynamic_forward_proxy.v3 import cluster_pb2 as dfp_cluster_pb2
 from envoy.extensions.common.dynamic_forward_proxy.v3 import dns_cache_pb2
@@ -20,6 +21,7 @@ from sailmesh.api.models.networking import (
     LoadBalancerSettings,
     OutlierDetection,
     PortTrafficPolicy,
+    Sidecar,
     WarmupConfiguration,
 )
 from sailmesh.api.resource import Resource
@@ -417,8 +419,38 @@ def _inbound(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Cluster]:
             opts = _protocol_options(protocol, None)
             if opts is not None:
                 c.typed_extension_protocol_options[HTTP_OPTIONS_KEY].CopyFrom(pack(opts))
+        pool = _inbound_pool(snapshot, proxy, port)
+        if pool is not None:
+            _apply_pool(c, protocol, pool)
         out.append(c)
     return out
+
+
+def _inbound_pool(snapshot: MeshSnapshot, proxy: ProxyView, port: int) -> ConnectionPoolSettings | None:
+    """An inbound cluster's connection pool as Istio's buildInboundCluster picks it: the Sidecar ingress listener's
+    on that port, else the Sidecar's `inboundConnectionPool` (SidecarScope.InboundConnectionPoolForPort), else the
+    port-level merged `connectionPool` of the DestinationRule of a service of the proxy's namespace selecting it on
+    that port (the first by host name; Istio: "choice of inbound cluster is arbitrary"). Inbound clusters take only
+    the pool's limits, timeouts and keepalive, not an HTTP/2 upgrade (Istio applies that outbound only)."""
+    sc = snapshot.index.sidecar(proxy)
+    pool: ConnectionPoolSettings | None = None
+    if sc is not None:
+        spec = model_of(sc, Sidecar)
+        pool = next((il.connection_pool for il in spec.ingress or ()
+                     if il.port is not None and il.port.number == port and il.connection_pool is not None),
+                    spec.inbound_connection_pool)
+    if pool is None:
+        for svc in sorted(snapshot.index.services_in(proxy.namespace), key=lambda s: s.hostname):
+            if not svc.selector or any(proxy.labels.get(k) != v for k, v in svc.selector.items()):
+                continue
+            sp = next((p for p in svc.ports if (p.target_port or p.port) == port), None)
+            dr = destination_rule(snapshot, proxy.namespace, svc, proxy.labels) if sp is not None else None
+            if sp is not None and dr is not None:
+                pool = effective_policy(dr, "", sp.port).connection_pool
+                break
+    if pool is None or pool.http is None or not pool.http.h2_upgrade_policy:
+        return pool
+    return msgspec.structs.replace(pool, http=msgspec.structs.replace(pool.http, h2_upgrade_policy=None))
 
 
 def blackhole() -> Cluster:
