@@ -56,9 +56,13 @@ def _gateway(spec: Any) -> Iterator[str]:
             if _at(server, "tls", key) and not (_at(server, "tls", "credentialName")
                                                 or _at(server, "tls", "credentialNames")):
                 yield f"spec.servers[{i}].tls.{key} (without credentialName)"
-        for key in ("caCertCredentialName", "tlsCertificates", "caCrl", "ecdhCurves"):
+        for key in ("caCertCredentialName", "tlsCertificates", "ecdhCurves"):
             if _at(server, "tls", key):
                 yield f"spec.servers[{i}].tls.{key}"
+        # translated for certificate files and ISTIO_MUTUAL; with credentialName(s) Istio does not read it either
+        credentials = _at(server, "tls", "credentialName") or _at(server, "tls", "credentialNames")
+        if _at(server, "tls", "caCrl") and credentials:
+            yield f"spec.servers[{i}].tls.caCrl (with credentialName: Istio ignores it too)"
 
 
 def _sidecar(spec: Any) -> Iterator[str]:
