@@ -205,8 +205,11 @@ async def routed_through_the_gateway(kube: KubeCluster, gateway: str) -> None:
         return await asyncio.to_thread(reviews_served_by, url, jason) == "v2"
 
     await await_for(routed, timeout=120, interval=0.5, what="the HTTPRoute's header match at the gateway")
-    route = await get_json(kube, "httproute", "reviews-gw", "-n", NS)
-    [parent] = route["status"]["parents"]
+
+    async def parents() -> list[Any] | None:  # the Lease holder writes the status apart from the config push
+        return ((await get_json(kube, "httproute", "reviews-gw", "-n", NS)).get("status") or {}).get("parents")
+
+    [parent] = await await_for(parents, timeout=60, interval=0.5, what="the HTTPRoute's status")
     assert {c["type"]: c["status"] for c in parent["conditions"]} == {"Accepted": "True", "ResolvedRefs": "True"}
     with_header = [await asyncio.to_thread(reviews_served_by, url, jason) for _ in range(20)]
     assert with_header == ["v2"] * 20, with_header
