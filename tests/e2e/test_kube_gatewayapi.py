@@ -145,10 +145,13 @@ async def run(kube: KubeCluster, tmp_path: pathlib.Path, class_writes_min: int) 
                 return len(await pods_ready(kube, NS)) == 7
 
             await await_for(all_ready, timeout=300, interval=1.0, what="Bookinfo's six pods and the gateway Ready")
-            gateway_ip = next(r.ip for (ns, name), r in node.pods.items()
-                              if ns == NS and name.startswith("bookinfo-gateway-istio"))
-            _, body = await await_for(lambda: _ok(f"http://{gateway_ip}:8080/productpage"), timeout=120,
-                                      interval=0.5, what="/productpage 200 through the Gateway's gateway")
+
+            async def productpage() -> tuple[int, str] | None:  # at the gateway's current pod (see gateway_pod_ip)
+                ip = await gateway_pod_ip(kube)
+                return await _ok(f"http://{ip}:8080/productpage") if ip else None
+
+            _, body = await await_for(productpage, timeout=120, interval=0.5,
+                                      what="/productpage 200 through the Gateway's gateway")
             assert "Comedy of Errors" in body
 
             # the status is written when it changes, not again for its own watch event (which would write it
@@ -159,7 +162,7 @@ async def run(kube: KubeCluster, tmp_path: pathlib.Path, class_writes_min: int) 
             print(f"status writes: Gateway {writes}, GatewayClass {class_writes}")
             assert 2 <= writes <= 8 and class_writes_min <= class_writes <= 3
 
-            await routed_through_the_gateway(kube, f"http://{gateway_ip}:8080")
+            await routed_through_the_gateway(kube)
 
 
 REVIEWS_ROUTE = """
@@ -192,17 +195,30 @@ def reviews_served_by(url: str, headers: dict[str, str] | None = None) -> str:
     return "v1" if rating is None else {"black": "v2", "red": "v3"}.get(str(rating.get("color")), "")
 
 
-async def routed_through_the_gateway(kube: KubeCluster, gateway: str) -> None:
+async def gateway_pod_ip(kube: KubeCluster) -> str | None:
+    """The address of the Gateway's Ready pod (its Deployment rolls out a new pod, at a new address, when the
+    service-type annotation changes its template: the address /productpage used may be gone by now)."""
+    pods = (await get_json(kube, "pods", "-n", NS, "-l", "gateway.networking.k8s.io/gateway-name=bookinfo-gateway"))
+    ready = [p["status"].get("podIP") for p in pods.get("items") or () if not p["metadata"].get("deletionTimestamp")
+             and {c["type"]: c["status"] for c in p["status"].get("conditions") or ()}.get("Ready") == "True"]
+    return ready[0] if len(ready) == 1 and ready[0] else None
+
+
+async def routed_through_the_gateway(kube: KubeCluster) -> None:
     """Requests through the Gateway's deployment follow an HTTPRoute's header match and backendRef weights (Gateway
     API HTTPRoute: a rule with more header matches takes precedence over one with the same path and fewer; traffic
     is split over backendRefs in proportion to their weights). Istio's bookinfo-versions.yaml gives each reviews
     version its Service."""
     await ks.kubectl(kube, "apply", "-n", NS, "-f", str(BOOKINFO / "platform-kube" / "bookinfo-versions.yaml"))
     await ks.kubectl(kube, "apply", "-n", NS, "-f", "-", input=REVIEWS_ROUTE)
-    url, jason = f"{gateway}/reviews/0", {"end-user": "jason"}
+    jason = {"end-user": "jason"}
+    url = ""
 
     async def routed() -> bool:
-        return await asyncio.to_thread(reviews_served_by, url, jason) == "v2"
+        nonlocal url
+        ip = await gateway_pod_ip(kube)
+        url = f"http://{ip}:8080/reviews/0"
+        return ip is not None and await asyncio.to_thread(reviews_served_by, url, jason) == "v2"
 
     await await_for(routed, timeout=120, interval=0.5, what="the HTTPRoute's header match at the gateway")
 
