@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TypeAlias
 
+import msgspec
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 from envoy.extensions.clusters.dynamic_forward_proxy.v3 import cluster_pb2 as dfp_cluster_pb2
 from envoy.extensions.common.dynamic_forward_proxy.v3 import dns_cache_pb2
@@ -20,6 +21,7 @@ from sailmesh.api.models.networking import (
     LoadBalancerSettings,
     OutlierDetection,
     PortTrafficPolicy,
+    Sidecar,
     WarmupConfiguration,
 )
 from sailmesh.api.resource import Resource
@@ -40,6 +42,11 @@ DEFAULT_CONNECT_TIMEOUT_S = 10.0  # MeshConfig.connectTimeout default
 DEFAULT_RING_SIZE = 1024  # Istio's minimumRingSize default
 HTTP_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 DFP_CACHE = "dynamic_forward_proxy_cache_config"
+# A PASSTHROUGH forward proxy cluster's short names: filter_metadata[PASSTHROUGH_METADATA][PASSTHROUGH_HOSTS] maps
+# each alias a client may write (`reviews:9080`, `reviews.default:9080`, ...) to `<FQDN>:<port>`, the name the
+# outbound HCM's set_filter_state gives the forward proxy to resolve (filters/basic.py: passthrough_host)
+PASSTHROUGH_METADATA = "sailmesh"
+PASSTHROUGH_HOSTS = "passthrough_hosts"
 NO_WARMUP = WarmupConfiguration()
 NO_TCP_POOL = ConnectionPoolTCP()
 NO_HTTP_POOL = ConnectionPoolHTTP()
@@ -214,6 +221,20 @@ def _dns_endpoints(
     return chosen
 
 
+def _short_names(c: Cluster, svc: Service, port: ServicePort, proxy_namespace: str, suffix: str) -> None:
+    """Record on a forward proxy PASSTHROUGH cluster the aliases of the service a client in `proxy_namespace` may
+    write (Istio's generateVirtualHostDomains: the names that reach its virtual host), each with and without the
+    port, mapped to `<FQDN>:<port>`: what a pod's search list (`<ns>.svc.<suffix> svc.<suffix> <suffix>`) would
+    resolve them to. Envoy's resolver has no search list, so the forward proxy resolves the FQDN instead of the
+    name as written (the Host header is left as the client sent it)."""
+    target = f"{svc.hostname}:{port.port}"
+    aliases = names.host_aliases(svc.hostname, svc.namespace, proxy_namespace, suffix)[1:]
+    if not aliases:
+        return
+    hosts = {alias: target for alias in names.domains_with_port(aliases, port.port, plain=True)}
+    c.metadata.filter_metadata[PASSTHROUGH_METADATA].update({PASSTHROUGH_HOSTS: hosts})
+
+
 def _original_destination(c: Cluster, svc: Service, port: ServicePort, captured: bool) -> None:
     """Istio's PASSTHROUGH (an ORIGINAL_DST cluster): the connection goes to the address the caller asked for, at
     the port the caller dialled, with no load balancing over the service's endpoints (docs/translation.md).
@@ -240,16 +261,19 @@ def _original_destination(c: Cluster, svc: Service, port: ServicePort, captured:
 def outbound_cluster(
     snapshot: MeshSnapshot, svc: Service, port: ServicePort, subset: str, labels: Mapping[str, str],
     policy: PortTrafficPolicy, *, client_has_identity: bool = False, service_mode: str | None = None,
-    credentials: bool = False, captured: bool = False,
+    credentials: bool = False, captured: bool = False, proxy_namespace: str = "",
 ) -> Cluster:
     """One `outbound|port|subset|host` cluster; TLS as tls.apply_upstream_tls decides (DestinationRule, auto mTLS).
-    `captured`: the proxy's traffic is intercepted (PASSTHROUGH is then Istio's plain ORIGINAL_DST)."""
+    `captured`: the proxy's traffic is intercepted (PASSTHROUGH is then Istio's plain ORIGINAL_DST);
+    `proxy_namespace`: the client's, for the short names an explicit PASSTHROUGH cluster resolves."""
     name = names.outbound_cluster(port.port, subset, svc.hostname)
     c = _base(name)
     kind = discovery(snapshot, svc)
     if kind != "forward" and is_passthrough(policy):
         kind = "passthrough"
         _original_destination(c, svc, port, captured)
+        if c.HasField("cluster_type"):  # the forward proxy (explicit mode, HTTP port of a service with addresses)
+            _short_names(c, svc, port, proxy_namespace, snapshot.mesh.domain_suffix)
     elif kind == "forward":
         _forward_proxy(c)
     elif kind == "dns":
@@ -303,7 +327,9 @@ def build_outbound(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> li
         # Istio reads a rule's client credentialName at gateways, and at sidecars only for rules with a
         # workloadSelector (buildUpstreamClusterTLSContext)
         credentials = router or (dr is not None and model_of(dr, DestinationRule).workload_selector is not None)
-        ids = (*map(id, held), identity, auto, mode, credentials, captured)
+        # the proxy's namespace matters only to a PASSTHROUGH cluster's short names (the service's own namespace)
+        short = svc.namespace == proxy.namespace if svc.addresses and _names_passthrough(dr) else None
+        ids = (*map(id, held), identity, auto, mode, credentials, captured, short)
         for port in unique_ports(svc):
             for subset, labels in subset_labels(snapshot, proxy.namespace, svc, proxy.labels):
                 key = (port.port, subset, ids)
@@ -312,7 +338,7 @@ def build_outbound(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> li
                     policy = effective_policy(dr, subset, port.port)
                     msg = outbound_cluster(snapshot, svc, port, subset, labels, policy,
                                            client_has_identity=identity, service_mode=mode, credentials=credentials,
-                                           captured=captured)
+                                           captured=captured, proxy_namespace=proxy.namespace)
                     if dr is not None:  # Istio's AddConfigInfoMetadata: istioctl's DESTINATION RULE column
                         msg.metadata.filter_metadata["istio"].update({"config": dr_config_path(dr)})
                     c = Prepacked.of(msg.name, msg)
@@ -324,6 +350,18 @@ def build_outbound(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> li
 def dr_config_path(dr: Resource) -> str:
     """Istio's `istio.config` cluster metadata: the DestinationRule a cluster's policy comes from."""
     return f"/apis/networking.istio.io/v1/namespaces/{dr.namespace}/destination-rule/{dr.name}"
+
+
+def _names_passthrough(dr: Resource | None) -> bool:
+    """Whether a DestinationRule says `loadBalancer.simple: PASSTHROUGH` anywhere (top level, a port, a subset)."""
+    if dr is None:
+        return False
+    spec = model_of(dr, DestinationRule)
+    for tp in (spec.traffic_policy, *(s.traffic_policy for s in spec.subsets or ())):
+        if tp is not None and any(lb is not None and lb.simple == "PASSTHROUGH" for lb in (
+                tp.load_balancer, *(p.load_balancer for p in tp.port_level_settings or ()))):
+            return True
+    return False
 
 
 def _fixed(memos: Memos, make: Callable[[], Cluster]) -> Prepacked:
@@ -388,8 +426,38 @@ def _inbound(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Cluster]:
             opts = _protocol_options(protocol, None)
             if opts is not None:
                 c.typed_extension_protocol_options[HTTP_OPTIONS_KEY].CopyFrom(pack(opts))
+        pool = _inbound_pool(snapshot, proxy, port)
+        if pool is not None:
+            _apply_pool(c, protocol, pool)
         out.append(c)
     return out
+
+
+def _inbound_pool(snapshot: MeshSnapshot, proxy: ProxyView, port: int) -> ConnectionPoolSettings | None:
+    """An inbound cluster's connection pool as Istio's buildInboundCluster picks it: the Sidecar ingress listener's
+    on that port, else the Sidecar's `inboundConnectionPool` (SidecarScope.InboundConnectionPoolForPort), else the
+    port-level merged `connectionPool` of the DestinationRule of a service of the proxy's namespace selecting it on
+    that port (the first by host name; Istio: "choice of inbound cluster is arbitrary"). Inbound clusters take only
+    the pool's limits, timeouts and keepalive, not an HTTP/2 upgrade (Istio applies that outbound only)."""
+    sc = snapshot.index.sidecar(proxy)
+    pool: ConnectionPoolSettings | None = None
+    if sc is not None:
+        spec = model_of(sc, Sidecar)
+        pool = next((il.connection_pool for il in spec.ingress or ()
+                     if il.port is not None and il.port.number == port and il.connection_pool is not None),
+                    spec.inbound_connection_pool)
+    if pool is None:
+        for svc in sorted(snapshot.index.services_in(proxy.namespace), key=lambda s: s.hostname):
+            if not svc.selector or any(proxy.labels.get(k) != v for k, v in svc.selector.items()):
+                continue
+            sp = next((p for p in svc.ports if (p.target_port or p.port) == port), None)
+            dr = destination_rule(snapshot, proxy.namespace, svc, proxy.labels) if sp is not None else None
+            if sp is not None and dr is not None:
+                pool = effective_policy(dr, "", sp.port).connection_pool
+                break
+    if pool is None or pool.http is None or not pool.http.h2_upgrade_policy:
+        return pool
+    return msgspec.structs.replace(pool, http=msgspec.structs.replace(pool.http, h2_upgrade_policy=None))
 
 
 def blackhole() -> Cluster:

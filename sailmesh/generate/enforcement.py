@@ -56,16 +56,19 @@ def _gateway(spec: Any) -> Iterator[str]:
             if _at(server, "tls", key) and not (_at(server, "tls", "credentialName")
                                                 or _at(server, "tls", "credentialNames")):
                 yield f"spec.servers[{i}].tls.{key} (without credentialName)"
-        for key in ("caCertCredentialName", "tlsCertificates", "caCrl", "ecdhCurves"):
+        for key in ("caCertCredentialName", "tlsCertificates", "ecdhCurves"):
             if _at(server, "tls", key):
                 yield f"spec.servers[{i}].tls.{key}"
+        # translated for certificate files and ISTIO_MUTUAL; with credentialName(s) Istio does not read it either
+        credentials = _at(server, "tls", "credentialName") or _at(server, "tls", "credentialNames")
+        if _at(server, "tls", "caCrl") and credentials:
+            yield f"spec.servers[{i}].tls.caCrl (with credentialName: Istio ignores it too)"
 
 
 def _sidecar(spec: Any) -> Iterator[str]:
     for i, ingress in enumerate(_list(spec, "ingress")):
-        for key in ("captureMode", "connectionPool"):  # bind and tls (SIMPLE/MUTUAL, files) are translated
-            if _at(ingress, key) is not None:
-                yield f"spec.ingress[{i}].{key}"
+        if _at(ingress, "captureMode") is not None:  # bind, tls (SIMPLE/MUTUAL, files), connectionPool translated
+            yield f"spec.ingress[{i}].captureMode"
         if _at(ingress, "tls") is not None and str(_at(ingress, "tls", "mode") or "") not in ("SIMPLE", "MUTUAL"):
             yield f"spec.ingress[{i}].tls.mode: {_at(ingress, 'tls', 'mode')} (SIMPLE and MUTUAL only, as Istio)"
         if str(_at(ingress, "defaultEndpoint") or "").startswith("unix://"):
@@ -73,8 +76,6 @@ def _sidecar(spec: Any) -> Iterator[str]:
     for i, egress in enumerate(_list(spec, "egress")):
         if _at(egress, "captureMode") not in (None, "NONE"):  # embedded mode captures nothing: every app is NONE
             yield f"spec.egress[{i}].captureMode: {_at(egress, 'captureMode')} (no traffic capture here)"
-    if _at(spec, "inboundConnectionPool") is not None:
-        yield "spec.inboundConnectionPool"
 
 
 def _envoy_filter(spec: Any) -> Iterator[str]:

@@ -101,6 +101,8 @@ def downstream_tls_context(tls: ServerTLSSettings) -> tls_pb2.DownstreamTlsConte
         combined = common.combined_validation_context
         combined.default_validation_context.match_typed_subject_alt_names.extend(sans)
         combined.validation_context_sds_secret_config.CopyFrom(sds_secret(ROOT_CERT))
+        if tls.ca_crl:  # Istio's ApplyToCommonTLSContext: the CRL file checks the client certificates
+            combined.default_validation_context.crl.filename = tls.ca_crl
     elif tls.credential_name or tls.credential_names:
         # Istio's ApplyCredentialSDSToServerCommonTLSContext: credentialNames (an RSA and an ECDSA certificate, say)
         # are served side by side; a MUTUAL server verifies clients with the first one's CA
@@ -121,6 +123,8 @@ def downstream_tls_context(tls: ServerTLSSettings) -> tls_pb2.DownstreamTlsConte
         if mode in ("MUTUAL", "OPTIONAL_MUTUAL") and tls.ca_certificates:
             common.validation_context.trusted_ca.filename = tls.ca_certificates
             common.validation_context.match_typed_subject_alt_names.extend(sans)
+            if tls.ca_crl:
+                common.validation_context.crl.filename = tls.ca_crl
     lo = (tls.min_protocol_version or "TLS_AUTO").upper()
     hi = (tls.max_protocol_version or "TLS_AUTO").upper()
     if tls.cipher_suites or lo != "TLS_AUTO" or hi != "TLS_AUTO":

@@ -35,6 +35,7 @@ from tests.e2e.tproxy_netns import app
 CLUSTER_IP, SERVICE_PORT, OTHER_PORT = "10.96.0.12", 9080, 8080
 ECHO_IP, ECHO_PORT = "10.96.0.13", 7070  # a service port whose protocol is not declared
 ECHO_HEADER = "x-echo-route"
+OWN_CLUSTER_IP = "--own-cluster-ip"
 STATS = ("^cluster.outbound.8080..egress.default.svc.cluster.local.upstream_cx_total$",
          "^cluster.outbound.7070..echo.default.svc.cluster.local.upstream_(cx|rq)_total$",
          "^http.outbound_10.96.0.13_7070.downstream_rq_total$",
@@ -109,14 +110,18 @@ def raw_echo() -> dict[str, Any]:
     return raw(ECHO_IP, ECHO_PORT, b"ping-raw-tcp\n")
 
 
-def peer() -> int:
-    """The peer namespace: the reviews app on 9080 and a plain listener on 8080, then wait to be killed."""
+def peer(own_cluster_ip: bool = False) -> int:
+    """The peer namespace: the reviews app on 9080 and a plain listener on 8080, then wait to be killed;
+    `own_cluster_ip`: the ClusterIP is also the peer's address (a connection to it lands there, as kube-proxy's
+    DNAT would land it on a pod: what an ORIGINAL_DST cluster connects to)."""
     ip("link", "set", "lo", "up")
     print("started", flush=True)
     if not wait_for_link(PEER_IF):
         print(json.dumps({"error": "veth end never arrived"}), flush=True)
         return 1
     up(PEER_IF, PEER_IP)
+    if own_cluster_ip:
+        ip("addr", "add", f"{CLUSTER_IP}/32", "dev", PEER_IF)
     app("0.0.0.0", SERVICE_PORT)
     echo_server()
     listen({OTHER_PORT: "peer-8080"})
@@ -138,10 +143,11 @@ def _stats(admin: int) -> dict[str, int]:
     return out
 
 
-def pod(bootstrap: str, admin: int, iptables_args: list[str]) -> dict[str, Any]:
+def pod(bootstrap: str, admin: int, iptables_args: list[str], own_cluster_ip: bool = False) -> dict[str, Any]:
     """The pod namespace: link the peer, capture, start Envoy as 1337, call out every way."""
     ip("link", "set", "lo", "up")
-    helper = subprocess.Popen(["unshare", "-n", sys.executable, "-m", "tests.e2e.outbound_netns", "--peer"],
+    helper = subprocess.Popen(["unshare", "-n", sys.executable, "-m", "tests.e2e.outbound_netns", "--peer",
+                               *([OWN_CLUSTER_IP] if own_cluster_ip else [])],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert helper.stdin is not None and helper.stdout is not None
     work = tempfile.mkdtemp()
@@ -185,6 +191,7 @@ def pod(bootstrap: str, admin: int, iptables_args: list[str]) -> dict[str, Any]:
         out["sniffed_raw"] = raw_echo()
         out["stats_after_sniffed"] = _stats(admin)
         out["listeners"] = json.loads(admin_get(admin, "/listeners?format=json"))
+        out["clusters"] = json.loads(admin_get(admin, "/clusters?format=json"))  # the hosts each cluster used
         return out
     finally:
         if envoy is not None:
@@ -197,6 +204,8 @@ def pod(bootstrap: str, admin: int, iptables_args: list[str]) -> dict[str, Any]:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--peer"]:
-        sys.exit(peer())
-    rest = sys.argv[3:]
-    print(json.dumps(pod(sys.argv[1], int(sys.argv[2]), rest[1:] if rest[:1] == ["--"] else rest)), flush=True)
+        sys.exit(peer(OWN_CLUSTER_IP in sys.argv[2:]))
+    own = sys.argv[1:2] == [OWN_CLUSTER_IP]  # `--own-cluster-ip BOOTSTRAP ADMIN -- ARGS`
+    argv = sys.argv[2:] if own else sys.argv[1:]
+    rest = argv[2:]
+    print(json.dumps(pod(argv[0], int(argv[1]), rest[1:] if rest[:1] == ["--"] else rest, own)), flush=True)

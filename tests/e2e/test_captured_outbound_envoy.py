@@ -60,14 +60,14 @@ REVIEWS_CLUSTER = "cluster.outbound|9080||reviews.default.svc.cluster.local.upst
 PASSTHROUGH = "cluster.PassthroughCluster.upstream_cx_total"
 
 
-def _mesh(*config: str, mode: str = "REDIRECT") -> tuple[MeshSnapshot, ProxyView]:
+def _mesh(*config: str, mode: str = "REDIRECT", reviews_ip: str = PEER_IP) -> tuple[MeshSnapshot, ProxyView]:
     """The pod (productpage, captured in `mode`) and reviews behind ClusterIP 10.96.0.12 with its one endpoint in
-    the peer namespace."""
+    the peer namespace (at `reviews_ip`)."""
     services = [service("productpage"), service("reviews", addresses=(CLUSTER_IP,)),
                 service("echo", ports=((ECHO_PORT, "UNKNOWN"),), addresses=(ECHO_IP,)),  # protocol not declared
                 service("egress", ports=((8080, "TCP"),), addresses=("10.96.0.14",))]  # an egress proxy's stand-in
     workloads = [workload("productpage-v1-0", POD_IP, app="productpage", version="v1"),
-                 workload("reviews-v1-0", PEER_IP, app="reviews", version="v1"),
+                 workload("reviews-v1-0", reviews_ip, app="reviews", version="v1"),
                  workload("echo-v1-0", PEER_IP, app="echo", version="v1"),
                  workload("egress-0", PEER_IP, app="egress")]
     proxy = dataclasses.replace(sidecar(name="productpage-v1-0", ip=POD_IP, app_ports={9080: 9080}),
@@ -75,8 +75,9 @@ def _mesh(*config: str, mode: str = "REDIRECT") -> tuple[MeshSnapshot, ProxyView
     return make_snapshot(resources(REVIEWS_VS, ECHO_VS, *config), services, workloads), proxy
 
 
-def _bootstrap(tmp_path: pathlib.Path, admin: int, *config: str, mode: str = "REDIRECT") -> pathlib.Path:
-    snapshot, proxy = _mesh(*config, mode=mode)
+def _bootstrap(tmp_path: pathlib.Path, admin: int, *config: str, mode: str = "REDIRECT",
+               reviews_ip: str = PEER_IP) -> pathlib.Path:
+    snapshot, proxy = _mesh(*config, mode=mode, reviews_ip=reviews_ip)
     return write_bootstrap(tmp_path, static_bootstrap(snapshot, proxy, admin))
 
 
@@ -87,14 +88,14 @@ def test_envoy_validates_captured_outbound_config(tmp_path: pathlib.Path) -> Non
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
 
 
-def _run(path: pathlib.Path, mode: str = "REDIRECT") -> dict[str, Any]:
+def _run(path: pathlib.Path, mode: str = "REDIRECT", *flags: str) -> dict[str, Any]:
     # exactly the injected istio-init's: -p 15001 -u 1337 -m MODE
     args = iptables_args({"sidecar.istio.io/interceptionMode": mode}, InjectionConfig())
     assert args[args.index("-p") + 1] == "15001" and args[args.index("-u") + 1] == "1337"
     assert args[args.index("-m") + 1] == mode
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": PATH}
-    done = subprocess.run(["unshare", "-n", sys.executable, "-m", "tests.e2e.outbound_netns", str(path), "15000",
-                           "--", *args], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    done = subprocess.run(["unshare", "-n", sys.executable, "-m", "tests.e2e.outbound_netns", *flags, str(path),
+                           "15000", "--", *args], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
     lines = done.stdout.strip().splitlines()
     assert lines, f"no result (rc {done.returncode}): {done.stderr[-3000:]}"
     got: dict[str, Any] = json.loads(lines[-1])

@@ -10,7 +10,9 @@ Istio's Bookinfo getting-started task does it:
   without one; after the task's `kubectl annotate gateway bookinfo-gateway networking.istio.io/service-type=
   ClusterIP` it is Programmed=True with the Service's host name as its address, and the HTTPRoute's parent is
   Accepted with its references resolved;
-- /productpage answers 200 through that gateway.
+- /productpage answers 200 through that gateway;
+- an HTTPRoute on that Gateway with a header match (`end-user: jason` -> reviews-v2) and weighted backendRefs
+  (reviews-v1:reviews-v3 = 1:3) routes requests through the gateway's deployment as the client sees it.
 
 The Bookinfo pods are not injected here (the namespace has no injection label): the gateway reaches them in plain
 text, as Istio's auto mTLS does for workloads without a sidecar.
@@ -19,8 +21,10 @@ text, as Istio's auto mTLS does for workloads without a sidecar.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import pathlib
+import urllib.request
 from typing import Any
 
 import pytest
@@ -32,7 +36,7 @@ from sailmesh.testing.kube_pod import ControlPlaneAddresses
 from sailmesh.testing.waiting import await_for, random_loopback_block
 from tests.conftest import CONFORMANCE
 from tests.e2e import kube_support as ks
-from tests.e2e.test_kube_bookinfo import _ok, _ready, control_plane_process, pods_ready
+from tests.e2e.test_kube_bookinfo import _ok, _ready, control_plane_process, get, pods_ready
 
 pytestmark = pytest.mark.e2e
 kube = pytest.fixture(scope="module", name="kube")(ks.module_cluster)
@@ -141,10 +145,13 @@ async def run(kube: KubeCluster, tmp_path: pathlib.Path, class_writes_min: int) 
                 return len(await pods_ready(kube, NS)) == 7
 
             await await_for(all_ready, timeout=300, interval=1.0, what="Bookinfo's six pods and the gateway Ready")
-            gateway_ip = next(r.ip for (ns, name), r in node.pods.items()
-                              if ns == NS and name.startswith("bookinfo-gateway-istio"))
-            _, body = await await_for(lambda: _ok(f"http://{gateway_ip}:8080/productpage"), timeout=120,
-                                      interval=0.5, what="/productpage 200 through the Gateway's gateway")
+
+            async def productpage() -> tuple[int, str] | None:  # at the gateway's current pod (see gateway_pod_ip)
+                ip = await gateway_pod_ip(kube)
+                return await _ok(f"http://{ip}:8080/productpage") if ip else None
+
+            _, body = await await_for(productpage, timeout=120, interval=0.5,
+                                      what="/productpage 200 through the Gateway's gateway")
             assert "Comedy of Errors" in body
 
             # the status is written when it changes, not again for its own watch event (which would write it
@@ -154,3 +161,75 @@ async def run(kube: KubeCluster, tmp_path: pathlib.Path, class_writes_min: int) 
             class_writes = log.count("wrote the status of GatewayClass istio")
             print(f"status writes: Gateway {writes}, GatewayClass {class_writes}")
             assert 2 <= writes <= 8 and class_writes_min <= class_writes <= 3
+
+            await routed_through_the_gateway(kube)
+
+
+REVIEWS_ROUTE = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: reviews-gw}
+spec:
+  parentRefs: [{name: bookinfo-gateway}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /reviews}, headers: [{name: end-user, value: jason}]}]
+    backendRefs: [{name: reviews-v2, port: 9080}]
+  - matches: [{path: {type: PathPrefix, value: /reviews}}]
+    backendRefs: [{name: reviews-v1, port: 9080, weight: 1}, {name: reviews-v3, port: 9080, weight: 3}]
+"""
+
+
+def reviews_served_by(url: str, headers: dict[str, str] | None = None) -> str:
+    """v1, v2 or v3: the reviews version that answered GET url (its pod name, else its stars: v1 none, v2 black,
+    v3 red); "" on failure."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    opener.addheaders = list((headers or {}).items())
+    status, body = get(url, opener)
+    if status != 200:
+        return ""
+    doc = json.loads(body)
+    pod = str(doc.get("podname", ""))
+    if pod.startswith("reviews-v"):
+        return pod[len("reviews-"):len("reviews-") + 2]
+    rating = (doc.get("reviews") or [{}])[0].get("rating")
+    return "v1" if rating is None else {"black": "v2", "red": "v3"}.get(str(rating.get("color")), "")
+
+
+async def gateway_pod_ip(kube: KubeCluster) -> str | None:
+    """The address of the Gateway's Ready pod (its Deployment rolls out a new pod, at a new address, when the
+    service-type annotation changes its template: the address /productpage used may be gone by now)."""
+    pods = (await get_json(kube, "pods", "-n", NS, "-l", "gateway.networking.k8s.io/gateway-name=bookinfo-gateway"))
+    ready = [p["status"].get("podIP") for p in pods.get("items") or () if not p["metadata"].get("deletionTimestamp")
+             and {c["type"]: c["status"] for c in p["status"].get("conditions") or ()}.get("Ready") == "True"]
+    return ready[0] if len(ready) == 1 and ready[0] else None
+
+
+async def routed_through_the_gateway(kube: KubeCluster) -> None:
+    """Requests through the Gateway's deployment follow an HTTPRoute's header match and backendRef weights (Gateway
+    API HTTPRoute: a rule with more header matches takes precedence over one with the same path and fewer; traffic
+    is split over backendRefs in proportion to their weights). Istio's bookinfo-versions.yaml gives each reviews
+    version its Service."""
+    await ks.kubectl(kube, "apply", "-n", NS, "-f", str(BOOKINFO / "platform-kube" / "bookinfo-versions.yaml"))
+    await ks.kubectl(kube, "apply", "-n", NS, "-f", "-", input=REVIEWS_ROUTE)
+    jason = {"end-user": "jason"}
+    url = ""
+
+    async def routed() -> bool:
+        nonlocal url
+        ip = await gateway_pod_ip(kube)
+        url = f"http://{ip}:8080/reviews/0"
+        return ip is not None and await asyncio.to_thread(reviews_served_by, url, jason) == "v2"
+
+    await await_for(routed, timeout=120, interval=0.5, what="the HTTPRoute's header match at the gateway")
+
+    async def parents() -> list[Any] | None:  # the Lease holder writes the status apart from the config push
+        return ((await get_json(kube, "httproute", "reviews-gw", "-n", NS)).get("status") or {}).get("parents")
+
+    [parent] = await await_for(parents, timeout=60, interval=0.5, what="the HTTPRoute's status")
+    assert {c["type"]: c["status"] for c in parent["conditions"]} == {"Accepted": "True", "ResolvedRefs": "True"}
+    with_header = [await asyncio.to_thread(reviews_served_by, url, jason) for _ in range(20)]
+    assert with_header == ["v2"] * 20, with_header
+    # weights 1:3 over 200 requests: v3 expected 150 (sd 6.1); +-27 (4.4 sd) excludes an even split (100)
+    split = collections.Counter([await asyncio.to_thread(reviews_served_by, url) for _ in range(200)])
+    print(f"reviews through the Gateway, weights v1:v3 = 1:3: {dict(split)}")
+    assert set(split) == {"v1", "v3"} and 123 <= split["v3"] <= 177, split

@@ -207,9 +207,9 @@ async def test_unmanaged_gateways_run_on_existing_services(kube: KubeCluster, tm
             missing = await await_for(lambda: status("manual-missing"), timeout=60, interval=0.5,
                                       what="manual-missing's status")
             programmed = {c["type"]: c for c in missing["conditions"]}["Programmed"]
-            # the Kubernetes status writer's reason for a Service not found (as for a managed Gateway's own)
+            # Istio's reportGatewayStatus: a Hostname not found is unusable (the embedded mesh says the same)
             assert (programmed["status"], programmed["reason"]) == ("False", "AddressNotUsable")
-            assert f"hostname 'nothere.{suffix}' not found" in programmed["message"], programmed
+            assert f'hostname "nothere.{suffix}" not found' in programmed["message"], programmed
             for name in ("manual", "manual-lb", "manual-se", "manual-missing"):  # nothing deployed for them
                 assert not await get_json(kube, "deployment", f"{name}-istio", "-n", "kt-manual")
     finally:

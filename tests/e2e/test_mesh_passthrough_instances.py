@@ -50,6 +50,24 @@ spec:
   location: MESH_EXTERNAL
   resolution: STATIC
   endpoints: [{address: {A}}, {address: {B}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: named}
+spec:
+  clusterIP: 10.96.77.7
+  selector: {app: named}
+  ports: [{port: {PORT}, name: http, targetPort: {PORT}}]
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: named-a}
+spec: {address: {A}, labels: {app: named}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: named-b}
+spec: {address: {B}, labels: {app: named}}
 """
 
 PASSTHROUGH = """\
@@ -62,6 +80,9 @@ spec:
     loadBalancer:
       simple: PASSTHROUGH
 """
+
+
+NAMED_PASSTHROUGH = PASSTHROUGH.replace("instances.example.test", "named").replace("instances", "named")
 
 
 class Instances:
@@ -103,16 +124,21 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, instances: Instances) -> Iter
         yield m
 
 
-def _server(mesh: RunningMesh, url: str) -> str:
-    """The name of the echo server a GET through sleep's sidecar (its HTTP_PROXY) reached ("" on failure)."""
+def _echo(mesh: RunningMesh, url: str) -> dict:  # type: ignore[type-arg]
+    """What the echo server a GET through sleep's sidecar (its HTTP_PROXY) reached answered ({} on failure)."""
     inst = find_instance(MeshState.load(mesh.state_dir), "sleep", "default")
     assert inst is not None
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": inst.env["HTTP_PROXY"]}))
     try:
         with opener.open(url, timeout=10) as r:
-            return str(json.loads(r.read()).get("server", ""))
+            return dict(json.loads(r.read()))
     except (urllib.error.URLError, OSError, ValueError):
-        return ""
+        return {}
+
+
+def _server(mesh: RunningMesh, url: str) -> str:
+    """The name of the echo server a GET through sleep's sidecar reached ("" on failure)."""
+    return str(_echo(mesh, url).get("server", ""))
 
 
 def _cluster(mesh: RunningMesh, name: str) -> dict:  # type: ignore[type-arg]
@@ -122,6 +148,14 @@ def _cluster(mesh: RunningMesh, name: str) -> dict:  # type: ignore[type-arg]
                        timeout=5) as r:
         found = [c["cluster"] for c in json.loads(r.read())["configs"] if c["cluster"]["name"] == name]
     return found[0] if found else {}
+
+
+def _apply(mesh: RunningMesh, tmp_path: pathlib.Path, name: str, rule: str, cluster: str) -> None:
+    """Apply a PASSTHROUGH rule and wait until sleep's sidecar has its forward proxy cluster."""
+    mesh.apply_text(tmp_path, name, rule)
+    wait_for(lambda: _cluster(mesh, cluster).get("cluster_type", {}).get("name")
+             == "envoy.clusters.dynamic_forward_proxy", timeout=60, interval=0.5,
+             what="the PASSTHROUGH cluster at sleep's sidecar")
 
 
 def test_passthrough_reaches_the_instance_asked_for(mesh: RunningMesh, tmp_path: pathlib.Path,
@@ -134,11 +168,8 @@ def test_passthrough_reaches_the_instance_asked_for(mesh: RunningMesh, tmp_path:
     seen: set[str] = set()
     wait_for(lambda: seen.add(_server(mesh, a_url)) or {"a", "b"} <= seen, timeout=90, interval=0.1,
              what="requests for a's address balanced over both instances before the rule")
-    mesh.apply_text(tmp_path, "passthrough", PASSTHROUGH)
+    _apply(mesh, tmp_path, "passthrough", PASSTHROUGH, cluster)
     try:
-        wait_for(lambda: _cluster(mesh, cluster).get("cluster_type", {}).get("name")
-                 == "envoy.clusters.dynamic_forward_proxy", timeout=60, interval=0.5,
-                 what="the PASSTHROUGH cluster at sleep's sidecar")
         # every request reaches the instance it names, never the other one
         got_a = [_server(mesh, a_url) for _ in range(30)]
         got_b = [_server(mesh, b_url) for _ in range(30)]
@@ -154,6 +185,34 @@ def test_passthrough_reaches_the_instance_asked_for(mesh: RunningMesh, tmp_path:
     seen.clear()
     wait_for(lambda: seen.add(_server(mesh, b_url)) or {"a", "b"} <= seen, timeout=90, interval=0.1,
              what="balanced again after the rule is deleted")
+
+
+def test_passthrough_by_short_name_resolves_as_the_search_list_would(mesh: RunningMesh, tmp_path: pathlib.Path,
+                                                                      instances: Instances) -> None:
+    """A Kubernetes Service with a ClusterIP (`named`, in sleep's namespace; its endpoints instances a and b): with
+    PASSTHROUGH, `http://named:PORT` (and `named.default`, `named.default.svc`) reaches the address the FQDN
+    resolves to, as a pod's search list (`default.svc.cluster.local svc.cluster.local cluster.local`) would make
+    the client's own connect; the app's Host header arrives as it wrote it. Before session 11 these answered 503
+    (Envoy's resolver has no search list)."""
+    port = instances.port
+    short = [f"http://named:{port}/", f"http://named.default:{port}/", f"http://named.default.svc:{port}/"]
+    fqdn = f"http://named.default.svc.cluster.local:{port}/"
+    seen: set[str] = set()  # without the rule: the short name is the Service's, balanced over its endpoints
+    wait_for(lambda: seen.add(_server(mesh, short[0])) or {"a", "b"} <= seen, timeout=90, interval=0.1,
+             what="requests by the short name balanced over both endpoints before the rule")
+    cluster = f"outbound|{port}||named.default.svc.cluster.local"
+    _apply(mesh, tmp_path, "named-passthrough", NAMED_PASSTHROUGH, cluster)
+    try:
+        by_fqdn = [_server(mesh, fqdn) for _ in range(10)]
+        assert len(set(by_fqdn)) == 1 and by_fqdn[0] in ("a", "b"), by_fqdn
+        for url in short:
+            got = [_echo(mesh, url) for _ in range(10)]
+            # every request answered (not 503) by the instance the FQDN resolves to: no balancing
+            assert [g.get("server") for g in got] == by_fqdn, (url, got)
+            host = url.removeprefix("http://").rstrip("/")
+            assert {{k.lower(): v for k, v in g["headers"].items()}.get("host") for g in got} == {host}, (url, got)
+    finally:
+        mesh.delete_text(tmp_path, "named-passthrough")
 
 
 def test_a_captured_sidecars_original_dst_cluster_is_accepted_by_envoy(tmp_path: pathlib.Path) -> None:

@@ -98,17 +98,18 @@ def test_ip_addresses_beside_a_hostname_are_skipped_and_reported() -> None:
 
 
 def test_unknown_or_selectorless_services_are_not_assigned() -> None:
-    """Istio's ResolveGatewayInstances warnings: Programmed False AddressNotAssigned; a Service of another
-    namespace does not count (mergeGateways matches instances in the Gateway's namespace)."""
+    """Istio's ResolveGatewayInstances warnings (sorted, other namespaces quoted): Programmed False; a Service of
+    another namespace does not count (mergeGateways matches instances in the Gateway's namespace). A Hostname not
+    found makes the reason AddressNotUsable (Istio's reportGatewayStatus: foundUnusable)."""
     out = run(INGRESS, gateway("[{type: Hostname, value: nothere}, {type: Hostname, value: bare}, "
                                "{type: Hostname, value: elsewhere.other.svc.cluster.local}]"))
     assert out.gateways == ()
     status, reason, message = conditions(out)["Programmed"]
-    assert (status, reason) == ("False", "AddressNotAssigned")
-    assert message == ('Failed to assign to any requested addresses: hostname "nothere.infra.svc.cluster.local" '
-                       'not found; no instances found for hostname "bare.infra.svc.cluster.local"; hostname '
-                       '"elsewhere.other.svc.cluster.local" not found in namespace "infra", but it was found in '
-                       'namespace(s) other')
+    assert (status, reason) == ("False", "AddressNotUsable")
+    assert message == ('Failed to assign to any requested addresses: hostname "elsewhere.other.svc.cluster.local" '
+                       'not found in namespace "infra", but it was found in namespace(s) "other"; hostname '
+                       '"nothere.infra.svc.cluster.local" not found; no instances found for hostname '
+                       '"bare.infra.svc.cluster.local"')
     partial = run(INGRESS, gateway("[{type: Hostname, value: ingress}, {type: Hostname, value: nothere}]"))
     assert conditions(partial)["Programmed"][2].startswith(
         "Assigned to service(s) ingress.infra.svc.cluster.local, but failed to assign to all requested addresses")
@@ -262,9 +263,9 @@ def test_service_entry_hosts_without_workloads_or_in_another_namespace_are_not_a
                                         "{type: Hostname, value: far.example.internal}]"))
     assert out.gateways == ()
     assert conditions(out)["Programmed"] == (
-        "False", "AddressNotAssigned",
-        'Failed to assign to any requested addresses: no instances found for hostname "bare.example.internal"; '
-        'hostname "far.example.internal" not found in namespace "infra", but it was found in namespace(s) other')
+        "False", "AddressNotUsable",
+        'Failed to assign to any requested addresses: hostname "far.example.internal" not found in namespace '
+        '"infra", but it was found in namespace(s) "other"; no instances found for hostname "bare.example.internal"')
 
 
 def test_kubernetes_status_reports_a_service_entry_host_by_name() -> None:
@@ -291,3 +292,55 @@ def test_kubernetes_status_reports_a_service_entry_host_by_name() -> None:
     out = writer.desired(gw)
     assert out is not None and out["addresses"] == [{"type": "Hostname", "value": "edge.example.internal"}]
     assert out["conditions"] == converted["conditions"]
+
+
+def test_programmed_reason_follows_istios_rule_on_both_platforms() -> None:
+    """Istio's reportGatewayStatus (pilot/pkg/config/kube/gateway): Programmed False is AddressNotAssigned when every
+    warning of ResolveGatewayInstances leaves the addresses usable ("no instances found for hostname", "address
+    pending"), AddressNotUsable when one is not (a Hostname not found in the Gateway's namespace). The embedded
+    conversion and the Kubernetes status writer (which keeps the conversion's verdict) give the same reason."""
+    from sailmesh.platform.kube.gatewaystatus import GatewayStatusWriter
+
+    class Store:  # the API server has the same Services as the embedded config (none for "nothere")
+        def get(self, kind: str, ns: str, name: str) -> Any:
+            return resource_from_dict({"apiVersion": "v1", "kind": "Service",
+                                       "metadata": {"name": name, "namespace": ns}, "spec": {"ports": []}}) \
+                if (kind, ns, name) == ("Service", "infra", "bare") else None
+
+        def list(self, kind: str) -> tuple[Any, ...]:
+            return ()
+
+    cases = {"nothere": "AddressNotUsable", "bare": "AddressNotAssigned",
+             "elsewhere.other.svc.cluster.local": "AddressNotUsable"}
+    for value, want in cases.items():
+        converted = run(INGRESS, gateway(f"[{{type: Hostname, value: {value}}}]")).status[KEY]
+        embedded = {c["type"]: c for c in converted["conditions"]}["Programmed"]
+        assert (embedded["status"], embedded["reason"]) == ("False", want), (value, embedded)
+        writer = GatewayStatusWriter(None, Store(), lambda r, s=converted: s, "cluster.local")  # type: ignore
+        gw = resource_from_dict({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+                                 "metadata": {"name": "gw", "namespace": "infra"},
+                                 "spec": {"gatewayClassName": "istio", "listeners": [],
+                                          "addresses": [{"type": "Hostname", "value": value}]}})
+        kube = writer.desired(gw)
+        assert kube is not None
+        assert {c["type"]: c for c in kube["conditions"]}["Programmed"] == embedded, value
+
+
+def test_a_listener_port_the_service_lacks_is_unusable_with_istios_hint() -> None:
+    """Istio's ResolveGatewayInstances: a listener port that is not a port of the named Service is "port N not found
+    for hostname", with a hint naming the service ports that target N as a workload port; either makes the
+    addresses unusable (reportGatewayStatus: AddressNotUsable). The Gateway still runs on the Service's pods."""
+    targeted = service("edge", "infra", "{app: edge}").replace("{port: 80, name: http}",
+                                                               "{port: 80, name: http, targetPort: 8080}")
+    hinted = gateway("[{type: Hostname, value: edge}]").replace("port: 80", "port: 8080")
+    out = run(targeted, hinted)
+    assert conditions(out)["Programmed"] == (
+        "False", "AddressNotUsable",
+        'Failed to assign to any requested addresses: port 8080 not found for hostname '
+        '"edge.infra.svc.cluster.local" (hint: the service port should be specified, not the workload port. Did you '
+        'mean one of these ports: [80]?)')
+    assert [g.spec["selector"] for g in out.gateways] == [{"app": "edge"}]
+    plain = run(INGRESS, gateway("[{type: Hostname, value: edge}]").replace("port: 80", "port: 9999"))
+    assert conditions(plain)["Programmed"][1:] == (
+        "AddressNotUsable",
+        'Failed to assign to any requested addresses: port 9999 not found for hostname "edge.infra.svc.cluster.local"')

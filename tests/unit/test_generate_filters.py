@@ -15,6 +15,7 @@ from tests.unit.test_generate_support import bookinfo, gateway_proxy, sidecar
 
 FAULT, CORS = "envoy.filters.http.fault", "envoy.filters.http.cors"
 DFP, ROUTER = "envoy.filters.http.dynamic_forward_proxy", "envoy.filters.http.router"
+SFS = "envoy.filters.http.set_filter_state"  # an explicit sidecar's PASSTHROUGH short names (outbound only)
 REQUEST_AUTHN = """
 apiVersion: security.istio.io/v1
 kind: RequestAuthentication
@@ -33,9 +34,9 @@ def names_for(direction: Direction, table: tuple[FilterSlot, ...] = HTTP_FILTERS
 
 def test_todays_chains_in_istios_order() -> None:
     # metadata exchange first (Istio's order), grpc_stats where gRPC arrives as HTTP/2 (Istio's place: after
-    # RBAC, before fault), fault and CORS (configured per route), the forward proxy, the router last; inbound only
-    # exchanges metadata, counts gRPC messages and routes.
-    assert names_for(Direction.OUTBOUND) == [*MX, FAULT, CORS, DFP, ROUTER]
+    # RBAC, before fault), fault and CORS (configured per route), the forward proxy (after the host it resolves for
+    # a PASSTHROUGH short name), the router last; inbound only exchanges metadata, counts gRPC messages and routes.
+    assert names_for(Direction.OUTBOUND) == [*MX, FAULT, CORS, SFS, DFP, ROUTER]
     assert names_for(Direction.GATEWAY) == [*MX, GRPC_STATS, FAULT, CORS, DFP, ROUTER]
     assert names_for(Direction.INBOUND) == [*MX, GRPC_STATS, ROUTER]
 
@@ -73,7 +74,7 @@ def test_a_new_filter_is_one_slot_at_its_place() -> None:
     assert names_for(Direction.INBOUND, table) == [*MX, GRPC_STATS, "envoy.filters.http.rbac", ROUTER]
     assert names_for(Direction.GATEWAY, table) == [*MX, GRPC_STATS, FAULT, "envoy.filters.http.rbac", CORS, DFP,
                                                    ROUTER]
-    assert names_for(Direction.OUTBOUND, table) == [*MX, FAULT, CORS, DFP, ROUTER]  # not applied outbound
+    assert names_for(Direction.OUTBOUND, table) == [*MX, FAULT, CORS, SFS, DFP, ROUTER]  # not applied outbound
     assert {c.direction for c in seen} == {Direction.INBOUND, Direction.GATEWAY}
     # a builder with nothing to add (no policy for this port) leaves no trace
     ctx = FilterContext(bookinfo(), sidecar(), Direction.INBOUND, 7000)

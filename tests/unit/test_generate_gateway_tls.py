@@ -320,3 +320,30 @@ def test_credential_names_serve_several_certificates_and_pin_clients() -> None:
     assert set(secrets) == {"kubernetes://httpbin-credential", "kubernetes://httpbin-ecdsa",
                             "kubernetes://httpbin-credential-cacert"}
     assert not_enforced(resources(two)[0]) == []
+
+
+def test_ca_crl_checks_client_certificates_with_files_and_istio_mutual() -> None:
+    """Istio's BuildListenerTLSContext: `caCrl` goes into the validation context (ApplyToCommonTLSContext) for
+    certificate files and ISTIO_MUTUAL; the credentialName branch does not read it (reported as such)."""
+    from sailmesh.api.models.networking import ServerTLSSettings
+    from sailmesh.generate.gateway_tls import downstream_tls_context
+
+    files = downstream_tls_context(ServerTLSSettings(mode="MUTUAL", server_certificate="/c", private_key="/k",
+                                                     ca_certificates="/ca", ca_crl="/crl.pem"))
+    assert files.common_tls_context.validation_context.crl.filename == "/crl.pem"
+    mesh = downstream_tls_context(ServerTLSSettings(mode="ISTIO_MUTUAL", ca_crl="/crl.pem"))
+    assert mesh.common_tls_context.combined_validation_context.default_validation_context.crl.filename == "/crl.pem"
+    text = """apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: ["*"]
+    tls: {mode: MUTUAL, TLS}
+"""
+    assert not_enforced(resources(text.replace("TLS", "serverCertificate: /c, privateKey: /k, caCertificates: /ca, "
+                                                      "caCrl: /crl.pem"))[0]) == []
+    assert not_enforced(resources(text.replace("TLS", "credentialName: c, caCrl: /crl.pem"))[0]) == [
+        "Gateway default/gw: accepted, not enforced: spec.servers[0].tls.caCrl (with credentialName: Istio ignores "
+        "it too)"]

@@ -50,8 +50,8 @@ def test_virtual_outbound_is_an_http_proxy_on_15001() -> None:
     assert h.http_protocol_options.accept_http_10  # Python's http.client tunnels with HTTP/1.0 CONNECT
     assert [f.name for f in h.http_filters] == [
         "istio.metadata_exchange.read", "istio.metadata_exchange.add",  # Istio's order: metadata exchange first
-        "envoy.filters.http.fault", "envoy.filters.http.cors", "envoy.filters.http.dynamic_forward_proxy",
-        "envoy.filters.http.router"]  # router last, fault before it
+        "envoy.filters.http.fault", "envoy.filters.http.cors", "envoy.filters.http.set_filter_state",
+        "envoy.filters.http.dynamic_forward_proxy", "envoy.filters.http.router"]  # router last, fault before it
     assert h.use_remote_address.value is False  # sidecars
     assert h.generate_request_id.value
     assert h.forward_client_cert_details == HCM.SANITIZE_SET

@@ -112,3 +112,68 @@ def test_passthrough_at_a_captured_sidecar_is_istios_original_dst() -> None:
         c = generated(snapshot, captured, CLUSTER, C)[name]
         assert c.type == C.ORIGINAL_DST and c.lb_policy == C.CLUSTER_PROVIDED, name
         assert not c.HasField("load_assignment") and not c.HasField("eds_cluster_config"), name
+
+
+# A Kubernetes Service with a ClusterIP: its virtual host matches `reviews:9080` from default's sidecars
+CLUSTER_IP_RULE = ADDRESSED_RULE.replace("instances.example.test", "reviews").replace("instances", "reviews")
+
+
+def _cluster_ip() -> MeshSnapshot:
+    services = [dataclasses.replace(s, addresses=("10.96.0.9",)) if s.name == "reviews" else s
+                for s in bookinfo_services()]
+    return make_snapshot(resources(CLUSTER_IP_RULE), services, bookinfo_workloads())
+
+
+def test_passthrough_short_names_map_to_the_fqdn_as_a_search_list_would() -> None:
+    """A pod's search list (`<ns>.svc.cluster.local svc.cluster.local cluster.local`) resolves `reviews`,
+    `reviews.default` and `reviews.default.svc` to the Service; Envoy's resolver has none, so the forward proxy
+    cluster carries those names (Istio's generateVirtualHostDomains: exactly the ones reaching its virtual host)
+    mapped to `<FQDN>:<port>`, which the outbound chain's set_filter_state hands the forward proxy."""
+    from google.protobuf.json_format import MessageToDict
+
+    from sailmesh.generate.clusters import PASSTHROUGH_HOSTS, PASSTHROUGH_METADATA
+
+    def hosts(proxy: object) -> dict[str, str]:
+        c = generated(_cluster_ip(), proxy, CLUSTER, C)[f"outbound|9080||{REVIEWS}"]  # type: ignore[arg-type]
+        assert c.cluster_type.name == "envoy.clusters.dynamic_forward_proxy"
+        return dict(MessageToDict(c.metadata.filter_metadata[PASSTHROUGH_METADATA]).get(PASSTHROUGH_HOSTS, {}))
+
+    target = f"{REVIEWS}:9080"
+    assert hosts(sidecar()) == {n: target for n in ("reviews", "reviews:9080", "reviews.default.svc",
+                                                     "reviews.default.svc:9080", "reviews.default",
+                                                     "reviews.default:9080")}
+    # from another namespace the bare short name is not the Service's (Istio leaves it out of the domains)
+    other = hosts(sidecar("client-v1-0", "127.0.9.1", ns="bar", app="client", version="v1"))
+    assert "reviews" not in other and "reviews:9080" not in other and other["reviews.default:9080"] == target
+    # without the rule: no forward proxy, no map
+    plain = generated(make_snapshot((), bookinfo_services(), bookinfo_workloads()), sidecar(), CLUSTER, C)
+    assert not plain[f"outbound|9080||{REVIEWS}"].metadata.filter_metadata.get(PASSTHROUGH_METADATA)
+
+
+def test_the_outbound_chain_hands_the_short_names_fqdn_to_the_forward_proxy() -> None:
+    """set_filter_state (`envoy.upstream.dynamic_host`, skipped when empty) just before the forward proxy filter,
+    which reads it; neither at a captured sidecar (ORIGINAL_DST) nor on the inbound side."""
+    from envoy.extensions.filters.http.dynamic_forward_proxy.v3 import dynamic_forward_proxy_pb2 as dfp
+    from envoy.extensions.filters.http.set_filter_state.v3 import set_filter_state_pb2 as sfs
+
+    from sailmesh.generate.filters.basic import DFP_FILTER, PASSTHROUGH_HOST_CEL, SET_FILTER_STATE_FILTER
+    from sailmesh.generate.filters.chain import http_filters
+    from sailmesh.generate.filters.context import Direction, FilterContext
+
+    snap = _cluster_ip()
+    chain = http_filters(FilterContext(snap, sidecar(), Direction.OUTBOUND, 15001))
+    names = [f.name for f in chain]
+    assert names.index(SET_FILTER_STATE_FILTER) == names.index(DFP_FILTER) - 1
+    config = sfs.Config()
+    chain[names.index(SET_FILTER_STATE_FILTER)].typed_config.Unpack(config)
+    (value,) = config.on_request_headers
+    assert value.object_key == "envoy.upstream.dynamic_host" and value.skip_if_empty
+    assert value.format_string.text_format_source.inline_string == PASSTHROUGH_HOST_CEL
+    proxy = dfp.FilterConfig()
+    chain[names.index(DFP_FILTER)].typed_config.Unpack(proxy)
+    assert proxy.allow_dynamic_host_from_filter_state
+    captured = dataclasses.replace(sidecar(), metadata=MappingProxyType({"INTERCEPTION_MODE": "REDIRECT"}))
+    assert SET_FILTER_STATE_FILTER not in [f.name for f in http_filters(
+        FilterContext(snap, captured, Direction.OUTBOUND, 15001))]
+    assert SET_FILTER_STATE_FILTER not in [f.name for f in http_filters(
+        FilterContext(snap, sidecar(), Direction.INBOUND, 9080))]

@@ -94,7 +94,7 @@ def test_gateway_addresses_follow_istio_rules() -> None:
     programmed = out["conditions"][1]
     assert (programmed["status"], programmed["reason"]) == ("False", "AddressNotAssigned")
     assert programmed["message"] == (f"Assigned to service(s) {host}:80, but failed to assign to all requested "
-                                     f"addresses: address pending for hostname '{host}'")
+                                     f'addresses: address pending for hostname "{host}"')
     # no Service: AddressNotUsable
     out = gateway_addresses(_gw(), None, "cluster.local", CONVERTED)
     assert out["conditions"][1]["reason"] == "AddressNotUsable" and out["addresses"] == []

@@ -358,6 +358,7 @@ class ServerTLSSettings(Model, frozen=True):
     credential_name: str | None = None
     credential_names: tuple[str, ...] | None = None
     ca_cert_credential_name: str | None = None
+    ca_crl: str | None = None
     subject_alt_names: tuple[str, ...] | None = None
     verify_certificate_spki: tuple[str, ...] | None = None
     verify_certificate_hash: tuple[str, ...] | None = None

@@ -2,25 +2,38 @@
 
 fault and CORS are always present (as in Istio) and configured per route, so a VirtualService that
 adds a fault or CORS policy changes only routes (RDS), never the listener. The dynamic forward proxy
-acts only on requests routed to forward-proxy clusters (PassthroughCluster, resolution NONE services).
+acts only on requests routed to forward-proxy clusters (PassthroughCluster, resolution NONE services, PASSTHROUGH).
+An explicit sidecar's outbound chain also sets the host the forward proxy resolves for a short name of a
+PASSTHROUGH service (`passthrough_host`); the map lives in that cluster's metadata, so a DestinationRule change
+pushes clusters only, never this listener.
 """
 
 from __future__ import annotations
 
+from envoy.extensions.filters.common.set_filter_state.v3 import value_pb2 as sfs_value
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.dynamic_forward_proxy.v3 import dynamic_forward_proxy_pb2 as dfp
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.http.set_filter_state.v3 import set_filter_state_pb2 as sfs
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
-from sailmesh.generate.clusters import dns_cache_config
+from sailmesh.generate import capture
+from sailmesh.generate.clusters import PASSTHROUGH_HOSTS, PASSTHROUGH_METADATA, dns_cache_config
 from sailmesh.generate.common import pack
-from sailmesh.generate.filters.context import FilterContext
+from sailmesh.generate.filters.context import Direction, FilterContext
 from sailmesh.generate.httproute import CORS_FILTER as CORS_FILTER
 from sailmesh.generate.httproute import FAULT_FILTER as FAULT_FILTER
 
 ROUTER_FILTER = "envoy.filters.http.router"
 DFP_FILTER = "envoy.filters.http.dynamic_forward_proxy"
+SET_FILTER_STATE_FILTER = "envoy.filters.http.set_filter_state"
+DYNAMIC_HOST = "envoy.upstream.dynamic_host"  # Envoy's well-known key the forward proxy resolves instead of the Host
+# The route's cluster's short-name map (clusters._short_names) looked up by the request's authority; "" (skipped)
+# for any other authority or cluster, so the forward proxy resolves the Host as before
+_HOSTS = f"xds.cluster_metadata.filter_metadata['{PASSTHROUGH_METADATA}']['{PASSTHROUGH_HOSTS}']"
+PASSTHROUGH_HOST_CEL = (f"%CEL('{PASSTHROUGH_METADATA}' in xds.cluster_metadata.filter_metadata && "
+                        f"request.host in {_HOSTS} ? {_HOSTS}[request.host] : '')%")
 
 
 def typed_filter(name: str, msg: object) -> hcm_pb2.HttpFilter:
@@ -38,9 +51,28 @@ def cors(_ctx: FilterContext) -> list[hcm_pb2.HttpFilter]:
     return [typed_filter(CORS_FILTER, cors_pb2.Cors())]
 
 
-def dynamic_forward_proxy(_ctx: FilterContext) -> list[hcm_pb2.HttpFilter]:
-    """envoy.filters.http.dynamic_forward_proxy with the DNS cache PassthroughCluster shares."""
-    return [typed_filter(DFP_FILTER, dfp.FilterConfig(dns_cache_config=dns_cache_config()))]
+def _resolves_short_names(ctx: FilterContext) -> bool:
+    """An explicit sidecar's outbound chain (captured sidecars' PASSTHROUGH is ORIGINAL_DST; gateways have no
+    namespace search list)."""
+    return ctx.direction == Direction.OUTBOUND and ctx.proxy.type != "router" and not capture.is_captured(ctx.proxy)
+
+
+def passthrough_host(ctx: FilterContext) -> list[hcm_pb2.HttpFilter]:
+    """set_filter_state: a request by a short name (`reviews:9080`) of a PASSTHROUGH service makes the forward proxy
+    resolve `<FQDN>:<port>`, as a pod's DNS search list would (Envoy's resolver has none)."""
+    if not _resolves_short_names(ctx):
+        return []
+    value = sfs_value.FilterStateValue(object_key=DYNAMIC_HOST, skip_if_empty=True)
+    value.format_string.text_format_source.inline_string = PASSTHROUGH_HOST_CEL
+    return [typed_filter(SET_FILTER_STATE_FILTER, sfs.Config(on_request_headers=[value]))]
+
+
+def dynamic_forward_proxy(ctx: FilterContext) -> list[hcm_pb2.HttpFilter]:
+    """envoy.filters.http.dynamic_forward_proxy with the DNS cache PassthroughCluster shares (reading the host
+    `passthrough_host` sets, where that filter is present)."""
+    config = dfp.FilterConfig(dns_cache_config=dns_cache_config(),
+                              allow_dynamic_host_from_filter_state=_resolves_short_names(ctx))
+    return [typed_filter(DFP_FILTER, config)]
 
 
 def router(_ctx: FilterContext) -> list[hcm_pb2.HttpFilter]:

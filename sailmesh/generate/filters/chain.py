@@ -3,7 +3,8 @@
 Istio's order (pilot/pkg/networking/core/listener.go, buildHTTPConnectionManager): metadata exchange,
 ext_authz (CUSTOM authorization), authn (jwt_authn, then istio_authn), RBAC (DENY, then ALLOW), grpc-web,
 grpc-stats, ALPN (not inbound), fault, CORS, telemetry (stats), router last. sailmesh's dynamic forward
-proxy (the explicit HTTP proxy's pass-through) sits just before the router.
+proxy (the explicit HTTP proxy's pass-through), after the set_filter_state naming the host it resolves for a
+PASSTHROUGH service's short name, sits just before the router.
 
 A new filter is one slot at its place in `HTTP_FILTERS`: JWT authn and RBAC before fault, telemetry after
 CORS, local rate limit before the router (where Istio's EnvoyFilter examples insert it). A builder returns
@@ -48,6 +49,7 @@ HTTP_FILTERS: tuple[FilterSlot, ...] = (
     FilterSlot(GRPC_STATS_FILTER, INBOUND_AND_GATEWAY, telemetry.grpc_stats),  # Istio's grpc-stats place
     FilterSlot(basic.FAULT_FILTER, OUTBOUND_AND_GATEWAY, basic.fault),
     FilterSlot(basic.CORS_FILTER, OUTBOUND_AND_GATEWAY, basic.cors),
+    FilterSlot(basic.SET_FILTER_STATE_FILTER, frozenset({Direction.OUTBOUND}), basic.passthrough_host),
     FilterSlot(basic.DFP_FILTER, OUTBOUND_AND_GATEWAY, basic.dynamic_forward_proxy),
     # sailmesh's RateLimit: where Istio's local rate-limit task inserts local_ratelimit (before the router)
     FilterSlot(ratelimit.LOCAL_RATELIMIT_FILTER, INBOUND_AND_GATEWAY, ratelimit.rate_limit_filters),

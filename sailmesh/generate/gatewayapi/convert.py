@@ -556,7 +556,7 @@ def _gateway_status(gw: Resource, listeners: list[Listener], placed: addresses.P
         if placed.invalid:
             accepted = condition("Accepted", False, addresses.INVALID_ADDRESS, placed.invalid, gen)
         if placed.not_assigned:
-            return {"conditions": [accepted, condition("Programmed", False, addresses.ADDRESS_NOT_ASSIGNED,
+            return {"conditions": [accepted, condition("Programmed", False, placed.reason,
                                                        placed.not_assigned, gen)], "listeners": listener_status}
         services = placed.services
     assigned = _human_join([f"{s}:{ports}" for s in services])

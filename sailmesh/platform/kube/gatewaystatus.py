@@ -58,7 +58,7 @@ def gateway_addresses(gw: Resource, service: Resource | None, suffix: str, statu
     addresses: list[dict[str, str]] = []
     problem: tuple[str, str] | None = None
     if service is None:
-        problem = "AddressNotUsable", f"Failed to assign to any requested addresses: hostname {host!r} not found"
+        problem = "AddressNotUsable", f'Failed to assign to any requested addresses: hostname "{host}" not found'
     elif (service.spec.get("type") or "ClusterIP") == "LoadBalancer":
         ingress = ((service.raw.get("status") or {}).get("loadBalancer") or {}).get("ingress") or ()
         for i in ingress:
@@ -71,7 +71,7 @@ def gateway_addresses(gw: Resource, service: Resource | None, suffix: str, statu
                 (c for c in status.get("conditions") or () if c.get("type") == "Programmed"), {})
             assigned = str(programmed.get("message", "")).replace("Resource programmed, assigned", "Assigned")
             problem = "AddressNotAssigned", (f"{assigned}, but failed to assign to all requested addresses: "
-                                             f"address pending for hostname {host!r}")
+                                             f'address pending for hostname "{host}"')
     else:
         addresses.append({"type": "Hostname", "value": host})
     out["addresses"] = addresses
@@ -144,10 +144,13 @@ class GatewayStatusWriter:
 
     def _unmanaged_addresses(self, r: Resource, status: dict[str, Any]) -> dict[str, Any]:
         """The addresses of each Service an unmanaged Gateway names (gatewayapi/addresses.py), as for a managed
-        one's own Service; the first problem decides Programmed unless the conversion already said it is not."""
+        one's own Service; the first problem decides Programmed unless the conversion already said it is not
+        (its reason and message, Istio's rule for both platforms, are kept then)."""
         hosts, _ = gateway_services(r.namespace, r.spec, self.domain_suffix)
         found: list[dict[str, str]] = []
         out = status
+        programmed = [c for c in status.get("conditions") or () if c.get("type") == "Programmed"]
+        decided = bool(programmed) and programmed[0].get("status") == "False"
         for host in hosts:
             name, _, rest = host.partition(".")
             svc = self.store.get("Service", r.namespace, name) \
@@ -157,7 +160,7 @@ class GatewayStatusWriter:
                 continue
             one = gateway_addresses(r, svc, self.domain_suffix, status, host)
             found += [a for a in one["addresses"] if a not in found]
-            if out is status and one["conditions"] != status.get("conditions"):
+            if not decided and out is status and one["conditions"] != status.get("conditions"):
                 out = one
         return {**out, "addresses": found}
 
