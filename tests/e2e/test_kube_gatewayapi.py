@@ -198,10 +198,18 @@ def reviews_served_by(url: str, headers: dict[str, str] | None = None) -> str:
 async def gateway_pod_ip(kube: KubeCluster) -> str | None:
     """The address of the Gateway's Ready pod (its Deployment rolls out a new pod, at a new address, when the
     service-type annotation changes its template: the address /productpage used may be gone by now)."""
+    # only once the rollout is over (the Deployment's status says every replica is updated and ready, and one pod is
+    # left): a pod picked while the old one still answered was deleted under the traffic (CI: RemoteDisconnected)
+    dep = await get_json(kube, "deployment", "bookinfo-gateway-istio", "-n", NS)
+    st = dep.get("status") or {}
+    if st.get("observedGeneration") != dep["metadata"].get("generation") or \
+            not st.get("replicas") == st.get("updatedReplicas") == st.get("readyReplicas") == 1:
+        return None
     pods = (await get_json(kube, "pods", "-n", NS, "-l", "gateway.networking.k8s.io/gateway-name=bookinfo-gateway"))
-    ready = [p["status"].get("podIP") for p in pods.get("items") or () if not p["metadata"].get("deletionTimestamp")
+    items = list(pods.get("items") or ())
+    ready = [p["status"].get("podIP") for p in items if not p["metadata"].get("deletionTimestamp")
              and {c["type"]: c["status"] for c in p["status"].get("conditions") or ()}.get("Ready") == "True"]
-    return ready[0] if len(ready) == 1 and ready[0] else None
+    return ready[0] if len(items) == 1 and len(ready) == 1 and ready[0] else None
 
 
 async def routed_through_the_gateway(kube: KubeCluster) -> None:
