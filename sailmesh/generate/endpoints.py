@@ -130,6 +130,14 @@ def is_passthrough(policy: PortTrafficPolicy) -> bool:
     return lb is not None and lb.simple == "PASSTHROUGH"
 
 
+def forwards_by_authority(snapshot: MeshSnapshot, svc: Service, port: ServicePort, policy: PortTrafficPolicy) -> bool:
+    """Whether an explicitly proxied PASSTHROUGH cluster of this port is a dynamic forward proxy to the request's
+    authority (clusters._original_destination: an HTTP port of a service with addresses), which resolves a short
+    name through the outbound chain's set_filter_state (enabled only on routes to such clusters)."""
+    return (discovery(snapshot, svc) != "forward" and is_passthrough(policy) and names.is_http(port.protocol)
+            and bool(svc.addresses))
+
+
 def unique_ports(svc: Service) -> tuple[ServicePort, ...]:
     """A service's ports, the first of each number (invalid duplicates must not duplicate clusters)."""
     return svc.unique_ports

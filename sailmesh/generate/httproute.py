@@ -35,6 +35,7 @@ from sailmesh.api.resource import Resource
 from sailmesh.generate import names
 from sailmesh.generate.common import duration, fractional, go_duration, pack, u32
 from sailmesh.generate.delegate import is_root, merged_http
+from sailmesh.generate.endpoints import forwards_by_authority
 from sailmesh.generate.policy import effective_policy
 from sailmesh.generate.scope import destination_rule
 from sailmesh.snapshot.index import MESH_GATEWAY, gateway_ref
@@ -42,6 +43,8 @@ from sailmesh.snapshot.model import MeshSnapshot, ProxyView
 
 FAULT_FILTER = "envoy.filters.http.fault"
 CORS_FILTER = "envoy.filters.http.cors"
+# disabled in the outbound chain (filters/basic.py: passthrough_host); enabled by routes to PASSTHROUGH forward proxies
+SET_FILTER_STATE_FILTER = "envoy.filters.http.set_filter_state"
 DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
 DEFAULT_RETRY_ATTEMPTS = 2
 REDIRECT_CODES = {
@@ -337,6 +340,33 @@ def _mirrors(http: HTTPRoute, vs_ns: str, ctx: RouteContext) -> list[rc.RouteAct
 # ---- whole routes --------------------------------------------------------------------------------------
 
 
+def _resolves_short_names(cluster: str, ctx: RouteContext) -> bool:
+    """Whether `cluster` is a PASSTHROUGH service's dynamic forward proxy (explicit mode), whose short names the
+    outbound chain's set_filter_state maps to the FQDN (clusters._short_names)."""
+    if "|" not in cluster:
+        return False
+    _, port, subset, host = names.parse_cluster(cluster)
+    svc = ctx.snapshot.services.get(host)
+    sp = next((p for p in svc.ports if p.port == port), None) if svc is not None else None
+    if svc is None or sp is None:
+        return False
+    dr = destination_rule(ctx.snapshot, ctx.proxy.namespace, svc, ctx.proxy.labels)
+    return forwards_by_authority(ctx.snapshot, svc, sp, effective_policy(dr, subset, port))
+
+
+def enable_short_names(route: rc.Route, ctx: RouteContext) -> None:
+    """Turn on the outbound chain's set_filter_state (disabled there by default, so no other request pays its CEL
+    look-up) for a route to a PASSTHROUGH forward proxy cluster: Envoy's FilterConfig with an empty `config`
+    enables a filter the connection manager marks `disabled`. Chains without the filter (captured sidecars,
+    gateways) ignore the entry (`is_optional`)."""
+    action = route.route
+    clusters = [action.cluster] if action.cluster else [c.name for c in action.weighted_clusters.clusters]
+    if any(_resolves_short_names(c, ctx) for c in clusters):
+        enable = rc.FilterConfig(is_optional=True)
+        enable.config.SetInParent()
+        route.typed_per_filter_config[SET_FILTER_STATE_FILTER].CopyFrom(pack(enable))
+
+
 def route_action_defaults(action: rc.RouteAction, timeout_s: float) -> None:
     """Istio's timeout handling: route timeout (0s = disabled) also caps gRPC's grpc-timeout header."""
     action.timeout.CopyFrom(duration(timeout_s))
@@ -351,12 +381,14 @@ def default_route(cluster: str, ctx: RouteContext, decorator_host: str) -> rc.Ro
     retry = retry_policy(None)
     if retry is not None:
         action.retry_policy.CopyFrom(retry)
-    return rc.Route(
+    route = rc.Route(
         name="default",
         match=rc.RouteMatch(prefix="/"),
         route=action,
         decorator=rc.Decorator(operation=f"{decorator_host}:{ctx.port}/*"),
     )
+    enable_short_names(route, ctx)
+    return route
 
 
 def _action(http: HTTPRoute, vs_ns: str, ctx: RouteContext, route: rc.Route) -> None:
@@ -418,6 +450,7 @@ def _action(http: HTTPRoute, vs_ns: str, ctx: RouteContext, route: rc.Route) -> 
         if rewrite.authority:
             action.host_rewrite_literal = rewrite.authority
     action.request_mirror_policies.extend(_mirrors(http, vs_ns, ctx))
+    enable_short_names(route, ctx)
     if first:
         _, port, _, host = names.parse_cluster(first) if "|" in first else ("", ctx.port, "", first)
         route.decorator.operation = f"{host}:{port}/*"

@@ -234,3 +234,26 @@ def test_a_captured_sidecars_original_dst_cluster_is_accepted_by_envoy(tmp_path:
     r = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path), "--disable-hot-restart",
                         "-l", "warning"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+
+
+def test_a_route_enabling_the_short_name_filter_is_accepted_where_the_chain_lacks_it(tmp_path: pathlib.Path) -> None:
+    """Routes to a PASSTHROUGH forward proxy enable the outbound chain's disabled set_filter_state (FilterConfig
+    with an empty `config`); routes are shared by sidecars whatever their capture, so a captured sidecar (whose
+    chain has no such filter) gets the entry too: real Envoy accepts that config (`is_optional`)."""
+    from google.protobuf.json_format import MessageToDict
+
+    from sailmesh.generate.filters.basic import SET_FILTER_STATE_FILTER
+    from sailmesh.processes import envoy_binary, free_port
+    from tests.e2e.test_generate_envoy import static_bootstrap, write_bootstrap
+    from tests.unit.test_generate_passthrough_lb import _cluster_ip
+    from tests.unit.test_generate_support import sidecar
+
+    captured = dataclasses.replace(sidecar(), metadata=MappingProxyType({"INTERCEPTION_MODE": "REDIRECT"}))
+    for proxy in (captured, sidecar()):
+        b = static_bootstrap(_cluster_ip(), proxy, free_port())
+        text = str(MessageToDict(b))
+        assert SET_FILTER_STATE_FILTER in text  # the route entry (and, explicit, the disabled filter)
+        path = write_bootstrap(tmp_path, b)
+        r = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path), "--disable-hot-restart",
+                            "-l", "warning"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, (proxy.metadata, r.stdout[-3000:], r.stderr[-3000:])

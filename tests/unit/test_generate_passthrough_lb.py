@@ -152,7 +152,8 @@ def test_passthrough_short_names_map_to_the_fqdn_as_a_search_list_would() -> Non
 
 def test_the_outbound_chain_hands_the_short_names_fqdn_to_the_forward_proxy() -> None:
     """set_filter_state (`envoy.upstream.dynamic_host`, skipped when empty) just before the forward proxy filter,
-    which reads it; neither at a captured sidecar (ORIGINAL_DST) nor on the inbound side."""
+    which reads it, disabled unless a route enables it; neither at a captured sidecar (ORIGINAL_DST) nor on the
+    inbound side."""
     from envoy.extensions.filters.http.dynamic_forward_proxy.v3 import dynamic_forward_proxy_pb2 as dfp
     from envoy.extensions.filters.http.set_filter_state.v3 import set_filter_state_pb2 as sfs
 
@@ -169,6 +170,7 @@ def test_the_outbound_chain_hands_the_short_names_fqdn_to_the_forward_proxy() ->
     (value,) = config.on_request_headers
     assert value.object_key == "envoy.upstream.dynamic_host" and value.skip_if_empty
     assert value.format_string.text_format_source.inline_string == PASSTHROUGH_HOST_CEL
+    assert chain[names.index(SET_FILTER_STATE_FILTER)].disabled  # enabled only by routes to PASSTHROUGH services
     proxy = dfp.FilterConfig()
     chain[names.index(DFP_FILTER)].typed_config.Unpack(proxy)
     assert proxy.allow_dynamic_host_from_filter_state
@@ -177,3 +179,37 @@ def test_the_outbound_chain_hands_the_short_names_fqdn_to_the_forward_proxy() ->
         FilterContext(snap, captured, Direction.OUTBOUND, 15001))]
     assert SET_FILTER_STATE_FILTER not in [f.name for f in http_filters(
         FilterContext(snap, sidecar(), Direction.INBOUND, 9080))]
+
+
+def test_only_routes_to_a_passthrough_forward_proxy_enable_the_short_name_filter() -> None:
+    """Envoy's HttpFilter `disabled` + the route's FilterConfig with an empty `config` (which enables it): the CEL
+    look-up runs only for requests routed to a PASSTHROUGH service's forward proxy cluster, never for other
+    services' requests, and not at all without such a rule."""
+    from envoy.config.route.v3 import route_components_pb2 as rc
+    from envoy.config.route.v3 import route_pb2
+
+    from sailmesh.generate.filters.basic import SET_FILTER_STATE_FILTER
+    from sailmesh.xds.types import ROUTE
+
+    def enabled(snapshot: MeshSnapshot) -> dict[str, bool]:
+        out: dict[str, bool] = {}
+        for rcfg in generated(snapshot, sidecar(), ROUTE, route_pb2.RouteConfiguration).values():
+            for vh in rcfg.virtual_hosts:
+                for r in vh.routes:
+                    if r.route.cluster:
+                        cfg = r.typed_per_filter_config.get(SET_FILTER_STATE_FILTER)
+                        on = cfg is not None and cfg.Is(rc.FilterConfig.DESCRIPTOR)
+                        if on:
+                            fc = rc.FilterConfig()
+                            cfg.Unpack(fc)
+                            assert fc.HasField("config") and not fc.config.type_url and not fc.disabled
+                            assert fc.is_optional  # chains without the filter (captured, gateways) ignore it
+                        out[r.route.cluster] = out.get(r.route.cluster, False) or on
+        return out
+
+    got = enabled(_cluster_ip())
+    assert got[f"outbound|9080||{REVIEWS}"]
+    others = {c: on for c, on in got.items() if "reviews" not in c}
+    assert others and not any(others.values()), others
+    plain = enabled(make_snapshot((), bookinfo_services(), bookinfo_workloads()))
+    assert plain and not any(plain.values())

@@ -4,8 +4,9 @@ fault and CORS are always present (as in Istio) and configured per route, so a V
 adds a fault or CORS policy changes only routes (RDS), never the listener. The dynamic forward proxy
 acts only on requests routed to forward-proxy clusters (PassthroughCluster, resolution NONE services, PASSTHROUGH).
 An explicit sidecar's outbound chain also sets the host the forward proxy resolves for a short name of a
-PASSTHROUGH service (`passthrough_host`); the map lives in that cluster's metadata, so a DestinationRule change
-pushes clusters only, never this listener.
+PASSTHROUGH service (`passthrough_host`): the filter is disabled by default and enabled only by routes to such
+clusters (httproute.enable_short_names), so no other request pays its CEL look-up; the name map lives in that
+cluster's metadata, so a DestinationRule change pushes clusters and routes, never this listener.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from sailmesh.generate.common import pack
 from sailmesh.generate.filters.context import Direction, FilterContext
 from sailmesh.generate.httproute import CORS_FILTER as CORS_FILTER
 from sailmesh.generate.httproute import FAULT_FILTER as FAULT_FILTER
+from sailmesh.generate.httproute import SET_FILTER_STATE_FILTER as SET_FILTER_STATE_FILTER
 
 ROUTER_FILTER = "envoy.filters.http.router"
 DFP_FILTER = "envoy.filters.http.dynamic_forward_proxy"
-SET_FILTER_STATE_FILTER = "envoy.filters.http.set_filter_state"
 DYNAMIC_HOST = "envoy.upstream.dynamic_host"  # Envoy's well-known key the forward proxy resolves instead of the Host
 # The route's cluster's short-name map (clusters._short_names) looked up by the request's authority; "" (skipped)
 # for any other authority or cluster, so the forward proxy resolves the Host as before
@@ -59,12 +60,15 @@ def _resolves_short_names(ctx: FilterContext) -> bool:
 
 def passthrough_host(ctx: FilterContext) -> list[hcm_pb2.HttpFilter]:
     """set_filter_state: a request by a short name (`reviews:9080`) of a PASSTHROUGH service makes the forward proxy
-    resolve `<FQDN>:<port>`, as a pod's DNS search list would (Envoy's resolver has none)."""
+    resolve `<FQDN>:<port>`, as a pod's DNS search list would (Envoy's resolver has none). Disabled unless the
+    request's route enables it."""
     if not _resolves_short_names(ctx):
         return []
     value = sfs_value.FilterStateValue(object_key=DYNAMIC_HOST, skip_if_empty=True)
     value.format_string.text_format_source.inline_string = PASSTHROUGH_HOST_CEL
-    return [typed_filter(SET_FILTER_STATE_FILTER, sfs.Config(on_request_headers=[value]))]
+    out = typed_filter(SET_FILTER_STATE_FILTER, sfs.Config(on_request_headers=[value]))
+    out.disabled = True  # enabled per route (httproute.enable_short_names)
+    return [out]
 
 
 def dynamic_forward_proxy(ctx: FilterContext) -> list[hcm_pb2.HttpFilter]:

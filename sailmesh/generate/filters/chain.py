@@ -4,7 +4,7 @@ Istio's order (pilot/pkg/networking/core/listener.go, buildHTTPConnectionManager
 ext_authz (CUSTOM authorization), authn (jwt_authn, then istio_authn), RBAC (DENY, then ALLOW), grpc-web,
 grpc-stats, ALPN (not inbound), fault, CORS, telemetry (stats), router last. sailmesh's dynamic forward
 proxy (the explicit HTTP proxy's pass-through), after the set_filter_state naming the host it resolves for a
-PASSTHROUGH service's short name, sits just before the router.
+PASSTHROUGH service's short name (disabled unless the request's route enables it), sits just before the router.
 
 A new filter is one slot at its place in `HTTP_FILTERS`: JWT authn and RBAC before fault, telemetry after
 CORS, local rate limit before the router (where Istio's EnvoyFilter examples insert it). A builder returns
