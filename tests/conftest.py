@@ -39,7 +39,7 @@ def conformance() -> pathlib.Path:
 # longest files of its "seconds per test file" summary, printed at the end of every full run).
 EXPECTED_FILE_S: dict[str, float] = {
     "tests/e2e/reliability/test_soak.py": 129,
-    "tests/e2e/test_mesh_cert_rotation.py": 97,
+    "tests/e2e/test_mesh_cert_rotation.py": 68,
     "tests/e2e/test_kube_controlplane_wait.py": 68,
     "tests/e2e/test_kube_bookinfo.py": 67,
     "tests/e2e/test_bench_smoke.py": 62,
