@@ -81,6 +81,7 @@ class CaTarget:
             procs.ROOT = saved
         self.token = ""
         self.root_pem = b""
+        self.last_threads: dict[str, float] = {}  # the last batch's CPU seconds by thread name ("main": event loop)
 
     async def start(self) -> None:
         await self.cp.wait_ready()
@@ -115,8 +116,10 @@ class CaTarget:
                     async with grpc.aio.secure_channel(target, creds) as ch:
                         await client_call(ch)(request(csr, i), metadata=metadata)
 
-            cpu, wall = self.cp.cpu(), time.perf_counter()
+            cpu, wall, threads = self.cp.cpu(), time.perf_counter(), procs.thread_cpu_seconds(self.cp.pid)
             await asyncio.gather(*(worker() for _ in range(concurrency)))
+            after = procs.thread_cpu_seconds(self.cp.pid)
+            self.last_threads = {name: after[name] - threads.get(name, 0.0) for name in after}
             return self.cp.cpu() - cpu, time.perf_counter() - wall
 
 
@@ -140,7 +143,9 @@ async def over_grpc(count: int, concurrency: int, work_dir: str, profile_dir: st
             profile = await stop_profiler(profiler) if profiler is not None else None
             out[shape] = {"csrs": count, "concurrency": concurrency, "controlplane_cpu_s": round(cpu, 2),
                           "wall_s": round(wall, 2), "per_cpu_second": round(count / cpu, 1) if cpu else None,
-                          "per_wall_second": round(count / wall, 1), "profiled": profile is not None}
+                          "per_wall_second": round(count / wall, 1), "profiled": profile is not None,
+                          "threads_us_per_csr": {name: round(c / count * 1e6) for name, c in
+                                                 sorted(ca.last_threads.items(), key=lambda kv: -kv[1]) if c > 0}}
             if profile is not None:
                 out[shape]["profile"] = profile
         return out
@@ -201,7 +206,8 @@ def render(doc: dict[str, Any]) -> str:
         *(f"  control plane's first-CSR port (gRPC+TLS, join token), {label}: "
           f"{g[shape]['per_cpu_second'] or 0:.0f}/CPU-s of the control plane, "
           f"{g[shape]['per_wall_second']:.0f}/s wall ({g[shape]['csrs']} CSRs, "
-          f"{g[shape]['concurrency']} in flight{', py-spy attached' if g[shape]['profiled'] else ''})"
+          f"{g[shape]['concurrency']} in flight{', py-spy attached' if g[shape]['profiled'] else ''}); us of CPU "
+          "per CSR by thread: " + ", ".join(f"{k} {v}" for k, v in g[shape].get("threads_us_per_csr", {}).items())
           for shape, label in (("one_channel", "one channel"), ("channel_per_csr", "a channel per CSR (the agent)"))),
     ])
 
