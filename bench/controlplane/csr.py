@@ -81,6 +81,7 @@ class CaTarget:
             procs.ROOT = saved
         self.token = ""
         self.root_pem = b""
+        self.last_threads: dict[str, float] = {}  # the last batch's CPU seconds by thread name ("main": event loop)
 
     async def start(self) -> None:
         await self.cp.wait_ready()
@@ -115,8 +116,10 @@ class CaTarget:
                     async with grpc.aio.secure_channel(target, creds) as ch:
                         await client_call(ch)(request(csr, i), metadata=metadata)
 
-            cpu, wall = self.cp.cpu(), time.perf_counter()
+            cpu, wall, threads = self.cp.cpu(), time.perf_counter(), procs.thread_cpu_seconds(self.cp.pid)
             await asyncio.gather(*(worker() for _ in range(concurrency)))
+            after = procs.thread_cpu_seconds(self.cp.pid)
+            self.last_threads = {name: after[name] - threads.get(name, 0.0) for name in after}
             return self.cp.cpu() - cpu, time.perf_counter() - wall
 
 
@@ -140,7 +143,9 @@ async def over_grpc(count: int, concurrency: int, work_dir: str, profile_dir: st
             profile = await stop_profiler(profiler) if profiler is not None else None
             out[shape] = {"csrs": count, "concurrency": concurrency, "controlplane_cpu_s": round(cpu, 2),
                           "wall_s": round(wall, 2), "per_cpu_second": round(count / cpu, 1) if cpu else None,
-                          "per_wall_second": round(count / wall, 1), "profiled": profile is not None}
+                          "per_wall_second": round(count / wall, 1), "profiled": profile is not None,
+                          "threads_us_per_csr": {name: round(c / count * 1e6) for name, c in
+                                                 sorted(ca.last_threads.items(), key=lambda kv: -kv[1]) if c > 0}}
             if profile is not None:
                 out[shape]["profile"] = profile
         return out
@@ -201,23 +206,70 @@ def render(doc: dict[str, Any]) -> str:
         *(f"  control plane's first-CSR port (gRPC+TLS, join token), {label}: "
           f"{g[shape]['per_cpu_second'] or 0:.0f}/CPU-s of the control plane, "
           f"{g[shape]['per_wall_second']:.0f}/s wall ({g[shape]['csrs']} CSRs, "
-          f"{g[shape]['concurrency']} in flight{', py-spy attached' if g[shape]['profiled'] else ''})"
+          f"{g[shape]['concurrency']} in flight{', py-spy attached' if g[shape]['profiled'] else ''}); us of CPU "
+          "per CSR by thread: " + ", ".join(f"{k} {v}" for k, v in g[shape].get("threads_us_per_csr", {}).items())
           for shape, label in (("one_channel", "one channel"), ("channel_per_csr", "a channel per CSR (the agent)"))),
     ])
 
 
+def profile_create(count: int, top: int = 25) -> str:
+    """The certificate service's whole per-request path in this process (request parsed from its wire bytes, join
+    token, limits, CSR parse and verification, certificate built, signed and PEM-encoded, bookkeeping), `count`
+    CSRs timed without a profiler (CPU time), then once more under cProfile: the functions by own time."""
+    import cProfile
+    import io
+    import pstats
+
+    from sailmesh.ca.limits import Limit
+    from sailmesh.ca.rotation import Holders
+    from sailmesh.ca.service import CertificateService, instance_of
+    from sailmesh.ca.tokens import JoinTokens
+
+    with tempfile.TemporaryDirectory() as d:
+        tokens = JoinTokens()
+        token = tokens.issue(IDENTITY.namespace, IDENTITY.service_account)
+        service = CertificateService(CertificateAuthority.self_signed(d), tokens, None, Holders(),
+                                     csr_limit=Limit(rate=0, burst=0))  # `--csr-rate 0`, as the bench runs the CA
+        wire = []
+        for i, csr in enumerate(_csrs(count)):
+            req: Any = IstioCertificateRequest(csr=csr, validity_duration=TTL_S)
+            req.metadata.update({INSTANCE_KEY: f"bench/client-{i}"})
+            wire.append(req.SerializeToString())
+
+        def loop() -> None:
+            for data in wire:
+                r: Any = IstioCertificateRequest.FromString(data)
+                service.create(r.csr, int(r.validity_duration), token, [], instance_of(r))
+
+        cpu = time.process_time()
+        loop()
+        cpu = time.process_time() - cpu
+        profiler = cProfile.Profile(time.process_time)  # CPU time: preemption on a busy machine is not counted
+        profiler.runcall(loop)
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(top)
+        return (f"{count} CSRs through CertificateService.create: {cpu / count * 1e6:.0f} us CPU each unprofiled "
+                f"({count / cpu:.0f} per CPU-second); load average {os.getloadavg()[0]:.1f}\n{out.getvalue()}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`python -m bench.controlplane.csr --against DIR`: this checkout against another, interleaved."""
+    """`python -m bench.controlplane.csr --against DIR`: this checkout against another, interleaved;
+    `--cprofile N`: the service's per-request path in-process under cProfile."""
     import argparse
     import json
 
     p = argparse.ArgumentParser(prog="python -m bench.controlplane.csr", description=main.__doc__)
-    p.add_argument("--against", required=True, metavar="DIR", help="another checkout's root (git archive REV)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--against", metavar="DIR", help="another checkout's root (git archive REV)")
+    what.add_argument("--cprofile", type=int, metavar="N", help="profile N CSRs through the service in-process")
     p.add_argument("--batches", type=int, default=6)
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--shape", choices=SHAPES, action="append", help="only these shapes (default: both)")
     a = p.parse_args(argv)
+    if a.cprofile:
+        print(profile_create(a.cprofile))
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         doc = asyncio.run(against(os.path.abspath(a.against), a.batches, a.batch_size, a.concurrency, tmp,
                                   tuple(a.shape or SHAPES)))

@@ -30,6 +30,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """utime + stime per thread of a process, summed by thread name; the main thread (the event loop's in the
+    control plane) is "main"."""
+    out: dict[str, float] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", encoding="ascii", errors="replace") as fh:
+                text = fh.read()
+        except OSError:  # the thread ended meanwhile
+            continue
+        name = "main" if tid == str(pid) else text[text.index("(") + 1:text.rindex(")")]
+        fields = text.rpartition(")")[2].split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return out
+
+
 def rss_bytes(pid: int) -> int:
     with open(f"/proc/{pid}/statm", encoding="ascii") as fh:
         return int(fh.read().split()[1]) * PAGE

@@ -26,12 +26,13 @@ from typing import Any, Literal
 from bench.dataplane import loadgen, mesh_config, procstat, sidecar_static
 from bench.dataplane.mesh import mesh_pair_factory
 from bench.dataplane.mesh_config import Features
-from bench.dataplane.setups import ROOT, Backend, SetupContext, start_backend
+from bench.dataplane.setups import ROOT, Backend, SetupContext, start_backend, static_mtls_sides
 from bench.static_envoy import DIE_WITH_HARNESS, EnvoyProcess, start_static_pair
 from sailmesh.processes import envoy_binary
 from sailmesh.testing.waiting import wait_for
 
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+STATIC_MTLS = "static mTLS pair (set-up 2m)"
 
 
 @dataclass
@@ -132,12 +133,13 @@ def measure(url: str, host: str | None, pids: list[int], rate: float, conns: int
 
 
 def run(duration: float, rounds: int, rate: float, conns: int, concurrency: int, warmup: float,
-        features: Features | Literal["metrics"] = "default", only: tuple[str, ...] = ()) -> dict[str, Any]:
+        features: Features | Literal["metrics", "tls"] = "default", only: tuple[str, ...] = ()) -> dict[str, Any]:
     """All variants, interleaved rounds; returns per-variant medians (and every round's sample)."""
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="sailmesh-ablation-"))
-    cap = capture(workdir, concurrency, "default" if features == "metrics" else features)  # metrics: on (3)
-    if features == "metrics":
-        make = functools.partial(sidecar_static.alternative_configs, variants=sidecar_static.METRICS_VARIANTS)
+    cap = capture(workdir, concurrency, "demo" if features == "demo" else "default")  # metrics, tls: on (3)
+    if features in ("metrics", "tls"):
+        make = functools.partial(sidecar_static.alternative_configs, variants=sidecar_static.METRICS_VARIANTS
+                                 if features == "metrics" else sidecar_static.TLS_VARIANTS)
     else:
         make = functools.partial(sidecar_static.variant_configs, variants=sidecar_static.DEMO_VARIANTS
                                  if features == "demo" else sidecar_static.VARIANTS)
@@ -152,6 +154,8 @@ def run(duration: float, rounds: int, rate: float, conns: int, concurrency: int,
         keep = [i for i, (n, _) in enumerate(clients) if n.startswith(only)]
         clients, servers = [clients[i] for i in keep], [servers[i] for i in keep]
     names = [n for n, _ in clients] + ["minimal static pair (set-up 2)"]
+    if features == "tls":
+        names.append(STATIC_MTLS)
     samples: dict[str, list[dict[str, float]]] = {n: [] for n in names}
     url = f"http://{cap.client_ip}:15001/"
     stop_als, rx_pid = als_receivers([clients[0][1], servers[0][1]], env)
@@ -162,8 +166,9 @@ def run(duration: float, rounds: int, rate: float, conns: int, concurrency: int,
             order = names[rnd % len(names):] + names[: rnd % len(names)]
             for name in order:
                 print(f"... round {rnd + 1}/{rounds}: {name}", file=sys.stderr, flush=True)
-                if name.startswith("minimal"):  # bench/static_envoy.py serves admin on 127.0.0.1 only
-                    pair = start_static_pair(local_backend.port, workdir / "static", concurrency)
+                if name.startswith("minimal") or name == STATIC_MTLS:  # admin on 127.0.0.1 only
+                    pair = start_static_pair(local_backend.port, workdir / "static", concurrency,
+                                             mtls=static_mtls_sides() if name == STATIC_MTLS else None)
                     try:
                         samples[name].append(measure(f"http://127.0.0.1:{pair.a.listen_port}/", None,
                                                      [pair.a.pid, pair.b.pid], rate, conns, duration, warmup))
@@ -199,9 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--connections", type=int, default=16)
     p.add_argument("--envoy-concurrency", type=int, default=1)
     p.add_argument("--warmup", type=float, default=2.0)
-    p.add_argument("--features", choices=["default", "demo", "metrics"], default="default",
+    p.add_argument("--features", choices=["default", "demo", "metrics", "tls"], default="default",
                    help="strip the sidecar features of set-up (3), or what set-up (4)'s demo policy adds, or "
-                        "(metrics) each part of Istio's metrics alone")
+                        "(metrics) each part of Istio's metrics alone, or (tls) the mTLS hop's alternatives "
+                        "next to the static mTLS pair")
     p.add_argument("--only", action="append", default=[], metavar="PREFIX",
                    help="measure only the variants whose names start with PREFIX (repeatable; the minimal static "
                         "pair always runs)")
@@ -209,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     res = run(a.duration, a.rounds, a.rate, a.connections, a.envoy_concurrency, a.warmup, a.features,
               tuple(a.only))
-    title = "variant (alone)" if a.features == "metrics" else "variant (cumulative)"
+    title = "variant (alone)" if a.features in ("metrics", "tls") else "variant (cumulative)"
     print(f"{title:48} {'CPU µs/req':>10} {'agents':>7} {'p50':>7} {'p90':>7} {'p99':>7}")
     for name, r in res.items():
         print(f"{name:48} {r['cpu_us_per_req']:10.1f} {r.get('agents_cpu_us_per_req', 0.0):7.1f} "

@@ -108,16 +108,22 @@ def static_pair(backend: Backend, ctx: SetupContext) -> SetupHandle:
     )
 
 
-def static_mtls_pair(backend: Backend, ctx: SetupContext) -> SetupHandle:
-    """(2m) the static pair with a mutual-TLS hop between A and B, TLS set as the sidecars set it: the floor for
-    the mesh pair's mTLS (issue 9's "mTLS pair against the static mTLS Envoy pair")."""
-    from bench.dataplane.sidecar_static import static_secrets  # the CA and certificates the A/B copies use
+def static_mtls_sides() -> tuple[MtlsSide, MtlsSide]:
+    """(2m)'s two TLS ends, A's client side and B's server side, with certificates from the CA the ablation's
+    static copies use (bench/dataplane/sidecar_static.py)."""
+    from bench.dataplane.sidecar_static import static_secrets
     from sailmesh.api.identity import Identity
 
     client, server = Identity("cluster.local", "default", "bench-a"), Identity("cluster.local", "default", "bench-b")
-    mtls = (MtlsSide(server=False, secrets=static_secrets(client), peer_uri=server.uri),
+    return (MtlsSide(server=False, secrets=static_secrets(client), peer_uri=server.uri),
             MtlsSide(server=True, secrets=static_secrets(server), peer_uri=client.uri))
-    pair = start_static_pair(backend.port, ctx.workdir / "static-mtls", ctx.envoy_concurrency, backend.host, mtls)
+
+
+def static_mtls_pair(backend: Backend, ctx: SetupContext) -> SetupHandle:
+    """(2m) the static pair with a mutual-TLS hop between A and B, TLS set as the sidecars set it: the floor for
+    the mesh pair's mTLS (issue 9's "mTLS pair against the static mTLS Envoy pair")."""
+    pair = start_static_pair(backend.port, ctx.workdir / "static-mtls", ctx.envoy_concurrency, backend.host,
+                             static_mtls_sides())
     return SetupHandle(
         url=f"http://{backend.host}:{pair.a.listen_port}/",
         envoy_pids={"envoy-a": pair.a.pid, "envoy-b": pair.b.pid},

@@ -392,6 +392,55 @@ METRICS_VARIANTS: list[tuple[str, Callable[[Config], None] | None]] = [
 ]
 
 
+def _tls_contexts(cfg: Config) -> Iterator[Config]:
+    for ts in _transport_sockets(cfg):
+        ctx = ts.get("typed_config", {})
+        if str(ctx.get("@type", "")).rsplit(".", 1)[-1] in TLS_CONTEXTS:
+            yield ctx
+
+
+def static_pair_tls(cfg: Config) -> None:
+    """The hop's TLS set as the static mTLS pair sets it (bench/static_envoy.py MtlsSide): the server without
+    Istio's TLS 1.2 cipher list and with the static pair's ALPN (so `istio` is negotiated, as there)."""
+    for ctx in _tls_contexts(cfg):
+        common = ctx.get("common_tls_context", {})
+        common.get("tls_params", {}).pop("cipher_suites", None)
+        if ctx["@type"].endswith("DownstreamTlsContext"):
+            common["alpn_protocols"] = ["istio-http/1.1", "istio", "http/1.1"]
+
+
+def plaintext_hop(cfg: Config) -> None:
+    """No TLS between the copies: the client's clusters keep only their plaintext socket (the server's PERMISSIVE
+    plaintext chain answers), everything else as in the sidecar."""
+    for c in cfg["static_resources"]["clusters"]:
+        matches = c.get("transport_socket_matches")
+        if matches:
+            c["transport_socket_matches"] = [m for m in matches if not str(
+                m.get("transport_socket", {}).get("typed_config", {}).get("@type", "")).endswith("UpstreamTlsContext")]
+        ts = c.get("transport_socket", {})
+        if str(ts.get("typed_config", {}).get("@type", "")).endswith("UpstreamTlsContext"):
+            c.pop("transport_socket")
+
+
+def drop_xfcc(cfg: Config) -> None:
+    """No X-Forwarded-Client-Cert: the HCMs sanitize it instead of setting the peer's certificate details (the
+    header Istio's server sidecar adds over mTLS; measured only, it is Istio's behaviour)."""
+    for hcm in _all_hcms(cfg):
+        hcm.pop("set_current_client_cert_details", None)
+        if "forward_client_cert_details" in hcm:
+            hcm["forward_client_cert_details"] = "SANITIZE"
+
+
+# Alternatives for the mTLS hop, next to the minimal static pair and the static mTLS pair (issue 9's floor).
+TLS_VARIANTS: list[tuple[str, Callable[[Config], None] | None]] = [
+    ("sidecar config (static copy)", None),
+    ("static mTLS pair's TLS settings on the hop", static_pair_tls),
+    ("plaintext hop (TLS off, all else kept)", plaintext_hop),
+    ("no XFCC (mTLS kept)", drop_xfcc),
+    ("no Istio metrics", drop_istio_metrics),
+]
+
+
 def alternative_configs(base: Config, variants: list[tuple[str, Callable[[Config], None] | None]]
                         ) -> list[tuple[str, Config]]:
     """Each variant applied to its own copy of `base` (not cumulative)."""

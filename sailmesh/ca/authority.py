@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, SignatureAlgorithmOID
 
 from sailmesh.api.identity import Identity
-from sailmesh.ca.template import SigningKey, WorkloadTemplate, pem_certificate
+from sailmesh.ca.template import SigningKey, WorkloadTemplate, pem_certificate, request_p256_spki
 from sailmesh.errors import CertificateError, IdentityError
 
 log = logging.getLogger("sailmesh.ca")
@@ -286,7 +286,8 @@ class CertificateAuthority:
         not_after = min(now + datetime.timedelta(seconds=self.ttl(ttl_s)), self._signing_not_after)
         serial = x509.random_serial_number()
         if self._template is not None and uri.isascii():
-            leaf = pem_certificate(self._template.sign(serial, not_before, not_after, public_key, uri))
+            spki = request_p256_spki(csr.tbs_certrequest_bytes)  # the key as the CSR carries it: no re-encoding
+            leaf = pem_certificate(self._template.sign(serial, not_before, not_after, public_key, uri, spki))
         else:
             leaf = pem(
                 self._workload_base

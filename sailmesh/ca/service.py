@@ -178,11 +178,11 @@ class CertificateService:
     async def CreateCertificate(self, request: Any, context: Context) -> Any:
         started = time.perf_counter() if log.isEnabledFor(logging.DEBUG) else 0.0
         token = bearer_token(context.invocation_metadata())
-        peer_ids = peer_spiffe_ids(context)
+        peer_ids = [] if token else peer_spiffe_ids(context)  # a token decides the identity: no certificate read
         try:
-            proved = await self.platform_identity(token)
+            proved = await self.platform_identity(token) if token and self.token_verifier is not None else None
             chain = self.create(request.csr, int(request.validity_duration), token, peer_ids, instance_of(request),
-                                peer_issued_at(context) if peer_ids and not token else 0.0, proved)
+                                peer_issued_at(context) if peer_ids else 0.0, proved)
         except AuthenticationError as e:
             # Failed authentications per address: beyond the allowance they answer RESOURCE_EXHAUSTED (logged once
             # per hundred). A valid credential is never held back: every local caller shares 127.0.0.1, and one

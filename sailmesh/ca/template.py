@@ -9,8 +9,8 @@ bytes `CertificateBuilder` encodes for the same inputs, or the CA keeps using th
 
 from __future__ import annotations
 
-import base64
 import datetime
+from binascii import b2a_base64
 from collections.abc import Callable, Sequence
 
 from cryptography import x509
@@ -80,10 +80,37 @@ def uri_san(uri: str) -> bytes:
 
 
 def pem_certificate(der: bytes) -> str:
-    """A certificate as PEM text (64-character lines, as OpenSSL and cryptography write it)."""
-    b64 = base64.b64encode(der).decode()
-    lines = "\n".join(b64[i:i + 64] for i in range(0, len(b64), 64))
-    return f"-----BEGIN CERTIFICATE-----\n{lines}\n-----END CERTIFICATE-----\n"
+    """A certificate as PEM text (64-character lines, as OpenSSL and cryptography write it: 48 bytes a line)."""
+    body = b"".join([b2a_base64(der[i:i + 48]) for i in range(0, len(der), 48)])
+    return f"-----BEGIN CERTIFICATE-----\n{body.decode()}-----END CERTIFICATE-----\n"
+
+
+# SubjectPublicKeyInfo of an uncompressed P-256 key (RFC 5480), up to the point's 64 bytes: id-ecPublicKey,
+# prime256v1, BIT STRING of 66 bytes, no unused bits, 0x04 (uncompressed).
+P256_SPKI_HEAD = bytes.fromhex("3059301306072a8648ce3d020106082a8648ce3d030107034200" "04")
+P256_SPKI_LEN = len(P256_SPKI_HEAD) + 64
+
+
+def _after(der: bytes, i: int) -> int:
+    """Where the DER element starting at `i` ends."""
+    n = der[i + 1]
+    if n < 0x80:
+        return i + 2 + n
+    k = n & 0x7F
+    return i + 2 + k + int.from_bytes(der[i + 2:i + 2 + k], "big")
+
+
+def request_p256_spki(request_info: bytes) -> bytes:
+    """The SubjectPublicKeyInfo of a CSR's CertificationRequestInfo (RFC 2986: version, subject, key, attributes)
+    when it is an uncompressed P-256 key, byte for byte what cryptography's `public_bytes` encodes for it (the
+    caller has parsed and verified the request: the point is on the curve); b"" for any other key or encoding."""
+    try:
+        start = 2 if request_info[1] < 0x80 else 2 + (request_info[1] & 0x7F)  # inside the outer SEQUENCE
+        start = _after(request_info, _after(request_info, start))  # past version and subject
+    except IndexError:
+        return b""
+    spki = request_info[start:start + P256_SPKI_LEN]
+    return spki if len(spki) == P256_SPKI_LEN and spki.startswith(P256_SPKI_HEAD) else b""
 
 
 class WorkloadTemplate:
@@ -115,9 +142,10 @@ class WorkloadTemplate:
             tlv(0xA3, tlv(0x30, self._fixed + uri_san(uri))))))
 
     def sign(self, serial: int, not_before: datetime.datetime, not_after: datetime.datetime,
-             public_key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey, uri: str) -> bytes:
-        """A signed workload certificate, DER."""
-        spki = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+             public_key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey, uri: str, spki: bytes = b"") -> bytes:
+        """A signed workload certificate, DER (`spki`: the key's SubjectPublicKeyInfo DER when already known)."""
+        spki = spki or public_key.public_bytes(serialization.Encoding.DER,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo)
         tbs = self.tbs(serial, not_before, not_after, spki, uri)
         return tlv(0x30, tbs + self._algorithm + tlv(0x03, b"\x00" + self._sign(tbs)))
 

@@ -98,3 +98,41 @@ def test_citadel_counters_count_requests_and_issued_certificates(tmp_path):
         service.create(csr.decode(), 3600, tokens.issue("bar", "other"), ())  # asks for another identity
     text = registry.render()
     assert "citadel_server_csr_count 2.0" in text and "citadel_server_success_cert_issuance_count 1.0" in text
+
+
+class _TokenContext:
+    """The parts of a grpc.aio servicer context the handler reads for a join-token caller; reading the channel's
+    peer identities or auth context is counted."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.certificate_reads = 0
+
+    def invocation_metadata(self):
+        return (("authorization", f"Bearer {self.token}"),)
+
+    def peer_identities(self):
+        self.certificate_reads += 1
+        return None
+
+    def auth_context(self):
+        self.certificate_reads += 1
+        return {}
+
+    def peer(self):
+        return "ipv4:127.0.0.1:1"
+
+
+async def test_a_token_caller_is_signed_without_reading_the_channels_certificate(tmp_path):
+    """The token decides the identity (a certificate on the same channel is not consulted), so the handler does not
+    read the channel's peer identities per request: the first-CSR port's per-request path does only what it uses."""
+    ca = CertificateAuthority.self_signed(tmp_path)
+    tokens = JoinTokens(tmp_path / "tokens.json")
+    context = _TokenContext(tokens.issue("foo", "sleep"))
+    csr, _ = make_csr(SLEEP)
+    response = await CertificateService(ca, tokens).CreateCertificate(IstioCertificateRequest(csr=csr.decode()),
+                                                                      context)
+    leaf = x509.load_pem_x509_certificate(response.cert_chain[0].encode())
+    assert leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.UniformResourceIdentifier) == [SLEEP]
+    assert context.certificate_reads == 0

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from sailmesh.ca.template import WorkloadTemplate, integer, pem_certificate, time_der, tlv
+from sailmesh.ca.template import WorkloadTemplate, integer, pem_certificate, request_p256_spki, time_der, tlv
 
 URI = "spiffe://cluster.local/ns/foo/sa/sleep"
 
@@ -80,3 +80,34 @@ def test_der_primitives():
     assert integer(128) == b"\x02\x02\x00\x80"
     assert time_der(datetime.datetime(2049, 12, 31, 23, 59, 59, tzinfo=datetime.UTC)) == b"\x17\x0d491231235959Z"
     assert time_der(datetime.datetime(2050, 1, 1, tzinfo=datetime.UTC)) == b"\x18\x0f20500101000000Z"
+
+
+@pytest.mark.parametrize("key", [ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP384R1()),
+                                 rsa.generate_private_key(65537, 2048)], ids=["p256", "p384", "rsa2048"])
+@pytest.mark.parametrize("subject", [x509.Name([]), x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME,
+                                                                                   "o" * 150)])],
+                         ids=["empty-subject", "long-subject"])
+def test_the_csr_key_is_reused_as_encoded_only_for_canonical_p256(key, subject):
+    """The CA copies a CSR's P-256 key into the certificate as the CSR encodes it: it must be byte for byte what
+    `public_bytes` encodes (any other key, or a subject whose length needs the long DER form, is handled)."""
+    csr = (x509.CertificateSigningRequestBuilder().subject_name(subject)
+           .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(URI)]), critical=True)
+           .sign(key, hashes.SHA256()))
+    spki = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    taken = request_p256_spki(csr.tbs_certrequest_bytes)
+    assert taken == (spki if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp256r1" else b"")
+
+
+def test_a_compressed_or_truncated_key_is_not_reused():
+    """A compressed P-256 point (valid X.509, but not what `public_bytes` writes) and a cut request are re-encoded."""
+    point = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.CompressedPoint)
+    algorithm = tlv(0x30, bytes.fromhex("06072a8648ce3d0201") + bytes.fromhex("06082a8648ce3d030107"))
+    compressed = tlv(0x30, algorithm + tlv(0x03, b"\x00" + point))
+    info = tlv(0x30, integer(0) + tlv(0x30, b"") + compressed + b"\xa0\x00")
+    assert request_p256_spki(info) == b""
+    good = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([])).sign(
+        ec.generate_private_key(ec.SECP256R1()), hashes.SHA256()).tbs_certrequest_bytes
+    assert request_p256_spki(good) != b""
+    for cut in (1, 5, 20, 40):
+        assert request_p256_spki(good[:cut]) == b""
