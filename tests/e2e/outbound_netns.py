@@ -29,7 +29,7 @@ from typing import Any
 
 from sailmesh.processes import envoy_binary
 from sailmesh.testing.netns_capture import PEER_IF, PEER_IP, POD_IF, POD_IP, PROXY_ID, connect, connect_as, listen
-from tests.e2e.redirect_netns import admin_get, as_proxy, ip, raw, up, wait_for_link, wait_for_listener
+from tests.e2e.redirect_netns import admin_get, as_proxy, ip, join_pod, raw, up, wait_for_listener
 from tests.e2e.tproxy_netns import app
 
 CLUSTER_IP, SERVICE_PORT, OTHER_PORT = "10.96.0.12", 9080, 8080
@@ -45,12 +45,12 @@ STATS = ("^cluster.outbound.8080..egress.default.svc.cluster.local.upstream_cx_t
          "^cluster.BlackHoleCluster.upstream_cx_none_healthy$")
 
 
-def call(host: str = CLUSTER_IP) -> dict[str, Any]:
-    """`GET /reviews/0` to host:9080 (the reviews ClusterIP, as an app resolving `reviews` would: the Host is the
-    VIP; or the peer's own address, a host no route names)."""
+def http_get(host: str, port: int, path: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """`GET path` to host:port (the Host header is host:port, as an app dialling that address sends): status,
+    lower-cased headers and body, or the error."""
     try:
-        c = http.client.HTTPConnection(host, SERVICE_PORT, timeout=10)
-        c.request("GET", "/reviews/0")
+        c = http.client.HTTPConnection(host, port, timeout=10)
+        c.request("GET", path, headers=headers or {})
         r = c.getresponse()
         return {"status": r.status, "headers": {k.lower(): v for k, v in r.getheaders()},
                 "body": r.read().decode(errors="replace")}
@@ -58,8 +58,15 @@ def call(host: str = CLUSTER_IP) -> dict[str, Any]:
         return {"error": f"{type(e).__name__}: {e}"}
 
 
-def _serve_echo(conn: socket.socket) -> None:
-    """HTTP/1.1 requests answered with a JSON body (the method and path seen), anything else echoed as `raw:...`."""
+def call(host: str = CLUSTER_IP) -> dict[str, Any]:
+    """`GET /reviews/0` to host:9080 (the reviews ClusterIP, as an app resolving `reviews` would: the Host is the
+    VIP; or the peer's own address, a host no route names)."""
+    return http_get(host, SERVICE_PORT, "/reviews/0")
+
+
+def _serve_echo(conn: socket.socket, headers: bool = False) -> None:
+    """HTTP/1.1 requests answered with a JSON body (the method and path seen; `headers`: and the request headers,
+    lower-cased), anything else echoed as `raw:...`."""
     with conn:
         data = conn.recv(65536)
         if not data.split(b" ", 1)[0].isupper() or b"HTTP/1." not in data:
@@ -74,35 +81,32 @@ def _serve_echo(conn: socket.socket) -> None:
                     return
                 data += more
             head, _, data = data.partition(b"\r\n\r\n")
-            method, path = head.split(b" ")[:2]
-            body = json.dumps({"app": "echo", "method": method.decode(), "path": path.decode()}).encode()
+            first, *lines = head.decode(errors="replace").split("\r\n")
+            method, path = first.split(" ")[:2]
+            answer: dict[str, Any] = {"app": "echo", "method": method, "path": path}
+            if headers:
+                answer["headers"] = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines)}
+            body = json.dumps(answer).encode()
             conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
                          + str(len(body)).encode() + b"\r\n\r\n" + body)
             data = data or conn.recv(65536)
 
 
-def echo_server(port: int = ECHO_PORT) -> None:
-    """The echo service's endpoint on 0.0.0.0:`port` (threads)."""
+def echo_server(port: int = ECHO_PORT, headers: bool = False) -> None:
+    """The echo service's endpoint on 0.0.0.0:`port` (threads; `headers`: answers show the request headers)."""
     server = socket.create_server(("0.0.0.0", port))
 
     def accept() -> None:
         while True:
             conn, _ = server.accept()
-            threading.Thread(target=_serve_echo, args=(conn,), daemon=True).start()
+            threading.Thread(target=_serve_echo, args=(conn, headers), daemon=True).start()
 
     threading.Thread(target=accept, daemon=True).start()
 
 
 def call_echo() -> dict[str, Any]:
     """An HTTP request to the echo ClusterIP with the header its VirtualService routes on."""
-    try:
-        c = http.client.HTTPConnection(ECHO_IP, ECHO_PORT, timeout=10)
-        c.request("GET", "/sniffed", headers={ECHO_HEADER: "header-route"})
-        r = c.getresponse()
-        return {"status": r.status, "headers": {k.lower(): v for k, v in r.getheaders()},
-                "body": r.read().decode(errors="replace")}
-    except OSError as e:
-        return {"error": f"{type(e).__name__}: {e}"}
+    return http_get(ECHO_IP, ECHO_PORT, "/sniffed", {ECHO_HEADER: "header-route"})
 
 
 def raw_echo() -> dict[str, Any]:
@@ -114,12 +118,8 @@ def peer(own_cluster_ip: bool = False) -> int:
     """The peer namespace: the reviews app on 9080 and a plain listener on 8080, then wait to be killed;
     `own_cluster_ip`: the ClusterIP is also the peer's address (a connection to it lands there, as kube-proxy's
     DNAT would land it on a pod: what an ORIGINAL_DST cluster connects to)."""
-    ip("link", "set", "lo", "up")
-    print("started", flush=True)
-    if not wait_for_link(PEER_IF):
-        print(json.dumps({"error": "veth end never arrived"}), flush=True)
+    if not join_pod(PEER_IP):
         return 1
-    up(PEER_IF, PEER_IP)
     if own_cluster_ip:
         ip("addr", "add", f"{CLUSTER_IP}/32", "dev", PEER_IF)
     app("0.0.0.0", SERVICE_PORT)

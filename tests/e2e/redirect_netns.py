@@ -83,14 +83,22 @@ def wait_for_link(iface: str) -> bool:
     return False
 
 
-def peer() -> int:
-    """The peer namespace: wait for its veth end, then answer `get HOST PORT` lines from stdin."""
+def join_pod(address: str) -> bool:
+    """The peer side's start: lo up, `started` on stdout (the pod side then moves the veth end here), the veth end
+    up with `address`; False (and a JSON error on stdout) when the veth never arrived."""
     ip("link", "set", "lo", "up")
     print("started", flush=True)
     if not wait_for_link(PEER_IF):
         print(json.dumps({"error": "veth end never arrived"}), flush=True)
+        return False
+    up(PEER_IF, address)
+    return True
+
+
+def peer() -> int:
+    """The peer namespace: wait for its veth end, then answer `get HOST PORT` lines from stdin."""
+    if not join_pod(PEER):
         return 1
-    up(PEER_IF, PEER)
     print("ready", flush=True)
     for line in sys.stdin:
         words = line.split()
