@@ -123,11 +123,12 @@ class ControlPlane:
         if opts.kubeconfig:
             from sailmesh.platform.kube import KubePlatform
 
-            self.kube = KubePlatform(opts.kubeconfig, self.validator, settings.mesh.root_namespace)
+            self.kube = KubePlatform(opts.kubeconfig, self.validator, settings.mesh.root_namespace,
+                                     gateway_api=settings.gateway_api)
         kube_layer = [self.kube.store] if self.kube else []
         self.store = LayeredStore([*self.files, *kube_layer, self.memory])
         # what snapshots are built from: the store plus the Gateway API objects converted to Istio's kinds
-        self.config = GatewayApiReader(self.store, settings.mesh.domain_suffix)
+        self.config = GatewayApiReader(self.store, settings.mesh.domain_suffix, settings.gateway_api.enabled)
         # local workloads, plus Kubernetes' Pods and EndpointSlices when there is an API server
         self.registry = AggregateRegistry(LocalRegistry(), *([self.kube.registry] if self.kube else []))
         self.jwks = JwksFetcher()  # RequestAuthentication jwksUri key sets, fetched here and inlined (as istiod)

@@ -35,6 +35,7 @@ from sailmesh.platform.kube.lease import LeaderElector, LeaseTimings
 from sailmesh.platform.kube.registry import KubeRegistry
 from sailmesh.platform.kube.store import KubeStore
 from sailmesh.platform.kube.tokenreview import TokenReviewer
+from sailmesh.settings import GatewayApiSwitches
 from sailmesh.store.base import Validator, no_validation
 from sailmesh.webhook.inject import InjectionConfig
 
@@ -55,10 +56,11 @@ GATEWAY_API_KINDS = ("GatewayClass", "Gateway", "HTTPRoute", "GRPCRoute", "TCPRo
                      "BackendTLSPolicy")
 
 
-def istio_kinds(crd: Mapping[str, Any]) -> KubeResource | None:
+def istio_kinds(crd: Mapping[str, Any], gateway_api: bool = True) -> KubeResource | None:
     """The resource a CRD defines when the mesh reads it, or None: an Istio CRD (group *.istio.io) at its served
     v1, else its storage version; a Gateway API CRD (gateway.networking.k8s.io) of a kind the mesh converts, at
-    the first of the versions sailmesh reads (api/kinds.py) that the CRD serves."""
+    the first of the versions sailmesh reads (api/kinds.py) that the CRD serves, unless `gateway_api` is off
+    (Istio's PILOT_ENABLE_GATEWAY_API=false: those kinds are not watched at all)."""
     spec = crd.get("spec") or {}
     group = str(spec.get("group") or "")
     names = spec.get("names") or {}
@@ -67,6 +69,8 @@ def istio_kinds(crd: Mapping[str, Any]) -> KubeResource | None:
         return None
     chosen: Mapping[str, Any] | None
     if group == GATEWAY_API:
+        if not gateway_api:
+            return None
         info = next((k for k in KINDS if k.group == GATEWAY_API and k.kind == names["kind"]), None)
         if info is None or info.kind not in GATEWAY_API_KINDS:
             return None
@@ -95,7 +99,7 @@ class _CrdWatcher:
             self.upserted(resource, o)
 
     def upserted(self, resource: KubeResource, obj: Obj) -> None:
-        found = istio_kinds(obj)
+        found = istio_kinds(obj, self.platform.gateway_api.enabled)
         if found is not None:
             self.platform.watch_config(found)
 
@@ -107,8 +111,10 @@ class KubePlatform:
     """Config and workloads from one API server. start() lists everything once; stop() ends every watch."""
 
     def __init__(self, kubeconfig: str, validator: Validator = no_validation, root_namespace: str = "istio-system",
-                 context: str | None = None, watch_timeout_s: int = 300) -> None:
+                 context: str | None = None, watch_timeout_s: int = 300,
+                 gateway_api: GatewayApiSwitches | None = None) -> None:
         self.kubeconfig = kubeconfig
+        self.gateway_api = gateway_api or GatewayApiSwitches()  # Istio's PILOT_ENABLE_GATEWAY_API* switches
         self.context = context
         self.root_namespace = root_namespace
         self.watch_timeout_s = watch_timeout_s
@@ -219,15 +225,27 @@ class KubePlatform:
 
     def run_gateway_controllers(self, status_of: StatusOf, domain_suffix: str, injection: InjectionConfig) -> None:
         """The Gateway API's writers (after start() and elect()): status of every Gateway API object, a gateway per
-        Gateway and the default GatewayClass; run by the Lease holder (or at once without an election)."""
+        Gateway and the default GatewayClass; run by the Lease holder (or at once without an election). Each as
+        Istio's switch says (self.gateway_api): none without the Gateway API, status with
+        PILOT_ENABLE_GATEWAY_API_STATUS, gateways with ..._DEPLOYMENT_CONTROLLER, the class with
+        ..._GATEWAYCLASS_CONTROLLER."""
         if self.conn is None:
             raise PlatformError("the Kubernetes platform is not started")
-        self.gateway_status = GatewayStatusWriter(self.conn, self.store, status_of, domain_suffix)
-        self.gateway_deployer = GatewayDeployer(self.conn, self.store, self.root_namespace, injection,
-                                                lambda: any(r.group == GATEWAY_API and r.kind == "GatewayClass"
-                                                            for r in self.informers))
-        for name, lead in (("gateway-status", self.gateway_status.lead),
-                           ("gateway-deployer", self.gateway_deployer.lead)):
+        switches = self.gateway_api
+        if not switches.enabled:
+            return
+        writers = []
+        if switches.status:
+            self.gateway_status = GatewayStatusWriter(self.conn, self.store, status_of, domain_suffix)
+            writers.append(("gateway-status", self.gateway_status.lead))
+        if switches.deployment_controller or switches.gatewayclass_controller:
+            self.gateway_deployer = GatewayDeployer(self.conn, self.store, self.root_namespace, injection,
+                                                    lambda: any(r.group == GATEWAY_API and r.kind == "GatewayClass"
+                                                                for r in self.informers),
+                                                    deploy=switches.deployment_controller,
+                                                    default_class=switches.gatewayclass_controller)
+            writers.append(("gateway-deployer", self.gateway_deployer.lead))
+        for name, lead in writers:
             if self.elector is not None:
                 self.elector.add_task(name, lead)
             else:
