@@ -4,7 +4,7 @@ Which resources are watched:
 - every kind of every CustomResourceDefinition whose group ends in `istio.io` (its served v1, else its storage
   version), and the Gateway API's GatewayClass, Gateway, HTTPRoute, GRPCRoute, TCPRoute, TLSRoute and
   ReferenceGrant when their CRDs are installed, found by a CRD informer: a CRD installed later starts being
-  watched then;
+  watched then, a deleted one stops its watch (its objects leave the store);
 - core Services, Secrets (not service-account tokens; gateways' `credentialName`), and ConfigMaps (the mesh
   config `istio` in the root namespace; the CAs a BackendTLSPolicy or a listener's frontendValidation names and a
   Gateway's infrastructure.parametersRef, as Istio's gateway controller watches ConfigMaps) -> KubeStore, except
@@ -89,22 +89,39 @@ def istio_kinds(crd: Mapping[str, Any], gateway_api: bool = True) -> KubeResourc
 
 
 class _CrdWatcher:
-    """Starts an informer for each Istio CRD that appears (CRDs are not removed from the watch set)."""
+    """Keeps an informer for each Istio (and Gateway API) CRD: started when the CRD appears, moved when an update
+    changes the version the mesh reads, stopped when the CRD goes (its objects leave the store), as istiod's
+    informers follow CRDs."""
 
     def __init__(self, platform: KubePlatform) -> None:
         self.platform = platform
 
     def listed(self, resource: KubeResource, objs: list[Obj]) -> None:
+        present = set()
         for o in objs:
-            self.upserted(resource, o)
+            found = istio_kinds(o, self.platform.gateway_api.enabled)
+            if found is not None:
+                present.add((found.group, found.plural))
+                self.platform.watch_config(found)
+        for watched in self.platform.config_kinds():  # CRDs deleted while nobody watched (a re-list after 410)
+            if (watched.group, watched.plural) not in present:
+                self.platform.unwatch_config(watched)
 
     def upserted(self, resource: KubeResource, obj: Obj) -> None:
         found = istio_kinds(obj, self.platform.gateway_api.enabled)
+        for watched in self.platform.config_kinds():  # the same CRD at another version: watch the new one
+            if found is not None and (watched.group, watched.plural) == (found.group, found.plural) \
+                    and watched != found:
+                self.platform.unwatch_config(watched, keep_objects=True)
         if found is not None:
             self.platform.watch_config(found)
 
     def deleted(self, resource: KubeResource, obj: Obj) -> None:
-        return None  # the kind's own informer sees its objects go
+        spec = obj.get("spec") or {}
+        group, plural = str(spec.get("group") or ""), str((spec.get("names") or {}).get("plural") or "")
+        for watched in self.platform.config_kinds():
+            if (watched.group, watched.plural) == (group, plural):
+                self.platform.unwatch_config(watched)
 
 
 class KubePlatform:
@@ -122,6 +139,7 @@ class KubePlatform:
         self.registry = KubeRegistry()
         self.conn: KubeConnection | None = None
         self.informers: dict[KubeResource, Informer] = {}
+        self._config_kinds: set[KubeResource] = set()  # the informers a CRD started (_CrdWatcher)
         self._tasks: dict[KubeResource, asyncio.Task[None]] = {}
         self.elector: LeaderElector | None = None
         self._election: asyncio.Task[None] | None = None
@@ -144,8 +162,28 @@ class KubePlatform:
         if resource in self.informers or self.conn is None:
             return
         inf = self._informer(resource, self.store)
+        self._config_kinds.add(resource)
         self._tasks[resource] = asyncio.create_task(inf.run(), name=f"kube-watch-{resource.plural}")
         log.info("watching %s.%s", resource.plural, resource.group)
+
+    def unwatch_config(self, resource: KubeResource, keep_objects: bool = False) -> None:
+        """Stop watching a kind whose CRD went (its objects leave the store) or moved to another version
+        (`keep_objects`: the new version's informer re-lists them)."""
+        if resource not in self._config_kinds:
+            return
+        self._config_kinds.discard(resource)
+        self.informers.pop(resource, None)
+        task = self._tasks.pop(resource, None)
+        if task is not None:
+            task.cancel()
+        if not keep_objects:
+            self.store.listed(resource, [])
+        log.info("stopped watching %s.%s/%s (its CRD %s)", resource.plural, resource.group, resource.version,
+                 "changed version" if keep_objects else "was deleted")
+
+    def config_kinds(self) -> list[KubeResource]:
+        """The kinds watched because a CRD defines them."""
+        return sorted(self._config_kinds, key=lambda r: (r.group, r.plural, r.version))
 
     async def start(self, timeout_s: float | None = None, log_every_s: float = 10.0) -> None:
         """Connect, start every informer, and wait until each has listed once.
