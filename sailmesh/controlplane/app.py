@@ -93,6 +93,7 @@ class ControlPlaneOptions:
     csr_rate: float = CSR_PER_IDENTITY.rate  # CSRs a second per identity, bursts of 5x (0 = no limit)
     api_mtls_address: str = ""  # host:port of the HTTP API for remote callers over mTLS ("" = off; port 0 = any)
     kubeconfig: str = ""  # config and workloads also from this Kubernetes API server ("in-cluster": the pod's SA)
+    kube_context: str | None = None  # the kubeconfig's context (None: its current-context)
     leader_lease_s: float = 15.0  # with kubeconfig: the replicas' Lease duration (client-go's 15 s; 0 = no election)
     # admission webhooks (validation + injection, TLS) on host:port; None: off, 0: any free port. With a
     # kubeconfig the caBundle is patched into the webhook configurations (controlplane/webhooks.py).
@@ -124,7 +125,7 @@ class ControlPlane:
             from sailmesh.platform.kube import KubePlatform
 
             self.kube = KubePlatform(opts.kubeconfig, self.validator, settings.mesh.root_namespace,
-                                     gateway_api=settings.gateway_api)
+                                     context=opts.kube_context, gateway_api=settings.gateway_api)
         kube_layer = [self.kube.store] if self.kube else []
         self.store = LayeredStore([*self.files, *kube_layer, self.memory])
         # what snapshots are built from: the store plus the Gateway API objects converted to Istio's kinds
