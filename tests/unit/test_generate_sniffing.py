@@ -214,3 +214,25 @@ def test_http_inspector_port_predicates_are_envoys_match_sets() -> None:
     assert [(r.destination_port_range.start, r.destination_port_range.end) for r in only.rules] == [
         (7000, 7001), (7001, 7002)]
     assert not http_inspector().HasField("filter_disabled")
+
+
+def test_ipv6_cluster_ips_are_route_domains_in_host_header_form() -> None:
+    """Istio's generateVirtualHostDomains adds a VIP with its port through util.DomainName (Go's net.JoinHostPort):
+    an IPv6 ClusterIP is matched as a Host header carries it, `[fd00:10:96::c]:9080`, on a declared HTTP port's
+    route config and on a sniffed port's (before: `fd00:10:96::c:9080`, which no client sends: the request fell to
+    allow_any, or 404 on the VIP's own listener)."""
+    from envoy.config.route.v3 import route_pb2
+
+    from sailmesh.xds.types import ROUTE
+
+    services = [service("reviews", addresses=("fd00:10:96::c",)),
+                service("echo", ports=((7000, "UNKNOWN"),), addresses=("fd00:10:96::d",))]
+    workloads = [workload("reviews-v1-0", "fd77::2", app="reviews"), workload("echo-v1-0", "fd77::2", app="echo")]
+    snapshot = make_snapshot((), services, workloads)
+    proxy = _proxy(ip="fd77::1")
+    routes = generated(snapshot, proxy, ROUTE, route_pb2.RouteConfiguration)
+    [reviews] = [v for v in routes["9080"].virtual_hosts if v.name.startswith("reviews")]
+    assert "[fd00:10:96::c]:9080" in reviews.domains and "fd00:10:96::c:9080" not in reviews.domains
+    lis = _listeners(snapshot, proxy)["fd00:10:96::d_7000"]
+    domains = _hcm(lis.filter_chains[0]).route_config.virtual_hosts[0].domains
+    assert {"fd00:10:96::d", "[fd00:10:96::d]:7000"} <= set(domains), domains
