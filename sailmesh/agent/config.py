@@ -65,6 +65,9 @@ class AgentConfig:
     # Istio's INTERCEPTION_MODE node metadata: REDIRECT, TPROXY or NONE; "" = not declared, the embedded mesh's
     # sidecar reached on its own ports (a declared REDIRECT/TPROXY means istio-iptables captures the pod)
     interception_mode: str = ""
+    # the pod's addresses of the other family, declared after `ip` in INSTANCE_IPS (a dual-stack pod: Istio's
+    # ISTIO_DUAL_STACK agent; the control plane then serves both wildcards)
+    extra_ips: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.proxy_type not in PROXY_TYPES:

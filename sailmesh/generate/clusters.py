@@ -388,7 +388,7 @@ def build_inbound(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Cluster]:
     eff = resolve.for_proxy(snapshot, proxy)
     dnat = sni_dnat_clusters(snapshot, proxy) if proxy.type == "router" and has_auto_passthrough(snapshot, proxy) \
         else []
-    passthrough = [capture.original_dst(_base(names.INBOUND_PASSTHROUGH_CLUSTER), capture.inbound_source_address(proxy))
+    passthrough = [capture.bind_source(capture.original_dst(_base(names.INBOUND_PASSTHROUGH_CLUSTER)), proxy)
                    ] if capture.is_captured(proxy) else []  # Istio's buildInboundPassthroughCluster
     return [*_inbound(snapshot, proxy), *passthrough, *tracing.collector_clusters(eff, snapshot.mesh_config), *dnat]
 
@@ -419,15 +419,12 @@ def _inbound(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Cluster]:
     if proxy.type != "sidecar":
         return []
     out = []
-    source = capture.inbound_source_address(proxy)  # 127.0.0.6 when REDIRECT-captured (capture.py)
     captured = capture.is_captured(proxy)
     for port, address, app_port, protocol in inbound_endpoints(snapshot, proxy):
         name = names.inbound_cluster(port)
         c = _base(name)
         c.type = Cluster.STATIC
-        if source:
-            c.upstream_bind_config.source_address.address = source
-            c.upstream_bind_config.source_address.port_value = 0  # any port (Envoy wants the port set)
+        capture.bind_source(c, proxy)  # 127.0.0.6 (and ::6) when REDIRECT-captured (capture.py)
         c.load_assignment.CopyFrom(
             assignment(name, [Endpoint("", port, address, app_port)])  # a Sidecar ingress's defaultEndpoint
         )
