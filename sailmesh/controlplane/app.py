@@ -33,7 +33,7 @@ from sailmesh.controlplane.http_api import Outcome, make_app
 from sailmesh.controlplane.identity import MeshIdentity
 from sailmesh.controlplane.nds import NameTableService
 from sailmesh.controlplane.source import MeshSource
-from sailmesh.errors import GenerationError, ParseError, RegistryError, SailmeshError, ValidationError
+from sailmesh.errors import CertificateError, GenerationError, ParseError, RegistryError, SailmeshError, ValidationError
 from sailmesh.generate import authn, enforcement
 from sailmesh.generate.affect import push_request
 from sailmesh.generate.gatewayapi.reader import GatewayApiReader
@@ -397,6 +397,12 @@ class ControlPlane:
         return self.identity.tokens.revoke(namespace, service_account)
 
     def rotate_root(self, phase: str, force: bool = False) -> dict[str, Any]:
+        if phase != "status" and self.kube is not None and self.kube.ca_follower is not None:
+            # one replica stepping its own root would leave the others' behind: the Secret is the rotation's start
+            raise CertificateError(
+                "this control plane's root is the istio-ca-secret Secret every replica shares: rotate it by "
+                "replacing the Secret's ca-cert.pem and ca-key.pem (docs/kubernetes.md, \"Rotating the shared "
+                "root\"); every replica then takes the steps itself (`sailmesh x ca status` shows them)")
         assert self.identity is not None
         return self.identity.rotate_root(phase, force)
 

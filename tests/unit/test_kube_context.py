@@ -1,5 +1,6 @@
-"""`sailmesh controlplane --kubeconfig PATH --context NAME`: the control plane talks to the API server of the named
-kubeconfig context, not the file's current-context (kubectl's and istioctl's `--context`)."""
+"""The control plane on Kubernetes without a server: `--kubeconfig PATH --context NAME` talks to the API server of the
+named kubeconfig context, not the file's current-context (kubectl's and istioctl's `--context`); a replica on the
+shared istio-ca-secret root refuses to rotate its own root."""
 
 from __future__ import annotations
 
@@ -44,3 +45,20 @@ def test_the_named_context_picks_its_api_server(tmp_path: pathlib.Path) -> None:
             await current.close()
 
     assert asyncio.run(servers()) == ("https://127.0.0.2:7443", "https://127.0.0.1:6443")
+
+
+def test_a_replica_on_the_shared_root_refuses_to_rotate_its_own(tmp_path: pathlib.Path) -> None:
+    """With istio-ca-secret followed (replicas share one root), `x ca rotate-root` on one replica would leave the
+    others' roots behind: it is refused (409 through the API) and says the Secret is where a rotation starts;
+    `status` still answers."""
+    import pytest
+
+    from sailmesh.errors import CertificateError
+
+    cp = ControlPlane(ControlPlaneOptions(kubeconfig=str(_kubeconfig(tmp_path / "config")),
+                                          state_dir=str(tmp_path / "state")), Settings())
+    assert cp.kube is not None
+    cp.kube.ca_follower = object()  # type: ignore[assignment]  # following istio-ca-secret
+    for phase in ("add", "switch", "drop"):
+        with pytest.raises(CertificateError, match="istio-ca-secret"):
+            cp.rotate_root(phase)
