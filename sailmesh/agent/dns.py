@@ -230,8 +230,9 @@ class DnsProxy:
     """The UDP and TCP servers, the current lookup table and the upstream forwarding."""
 
     def __init__(self, namespace: str, domain_suffix: str, resolv: ResolvConf,
-                 timeout: float = UPSTREAM_TIMEOUT_S) -> None:
+                 timeout: float = UPSTREAM_TIMEOUT_S, parallel: bool = False) -> None:
         self.namespace, self.domain_suffix, self.resolv, self.timeout = namespace, domain_suffix, resolv, timeout
+        self.parallel = parallel  # Istio's DNS_FORWARD_PARALLEL: ask every upstream at once, the first answer wins
         self.table: LookupTable | None = None
         self.names: Any = None  # the last NameTable (debugging)
         self._udp: asyncio.DatagramTransport | None = None
@@ -277,22 +278,41 @@ class DnsProxy:
             task.cancel()
 
     async def resolve(self, query: dns.message.Message, tcp: bool) -> dns.message.Message:
-        """The response to one query: from the table, else from the first upstream that answers."""
+        """The response to one query: from the table, else from the upstreams: one after the other, the first that
+        answers (Istio's queryUpstream), or all at once with the first answer winning (queryUpstreamParallel)."""
         local = answer_from_table(self.table, query)
         if local is not None:
             return local
         self.forwarded += 1
-        for host, port in self.resolv.servers:
+        servers = self.resolv.servers
+        if self.parallel and len(servers) > 1:
+            pending = [asyncio.ensure_future(self._ask(query, host, port, tcp)) for host, port in servers]
             try:
-                if tcp:
-                    return await dns.asyncquery.tcp(query, host, timeout=self.timeout, port=port)
-                return await dns.asyncquery.udp(query, host, timeout=self.timeout, port=port,
-                                                ignore_unexpected=True)
-            except (OSError, dns.exception.DNSException) as e:
-                log.info("DNS upstream %s:%d failed: %s", host, port, e)
+                for done in asyncio.as_completed(pending):
+                    answer = await done
+                    if answer is not None:
+                        return answer
+            finally:
+                for task in pending:
+                    task.cancel()
+        else:
+            for host, port in servers:
+                answer = await self._ask(query, host, port, tcp)
+                if answer is not None:
+                    return answer
         response = dns.message.make_response(query)
         response.set_rcode(dns.rcode.SERVFAIL)
         return response
+
+    async def _ask(self, query: dns.message.Message, host: str, port: int, tcp: bool) -> dns.message.Message | None:
+        """One upstream's answer over the protocol the query came in on (None when it fails)."""
+        try:
+            if tcp:
+                return await dns.asyncquery.tcp(query, host, timeout=self.timeout, port=port)
+            return await dns.asyncquery.udp(query, host, timeout=self.timeout, port=port, ignore_unexpected=True)
+        except (OSError, dns.exception.DNSException) as e:
+            log.info("DNS upstream %s:%d failed: %s", host, port, e)
+            return None
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

@@ -74,7 +74,7 @@ def dns_proxy(cfg: AgentConfig, certs: CertificateManager | None) -> tuple[DnsPr
     resolv = read_resolv_conf(cfg.resolv_conf)
     if cfg.dns_upstreams:
         resolv = ResolvConf(parse_upstreams(cfg.dns_upstreams), resolv.search)
-    proxy = DnsProxy(cfg.namespace, cfg.domain_suffix, resolv)
+    proxy = DnsProxy(cfg.namespace, cfg.domain_suffix, resolv, parallel=cfg.dns_forward_parallel)
     return proxy, NameTableClient(cfg, proxy.update, lambda: certs.current if certs is not None else None)
 
 

@@ -82,6 +82,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where the DNS proxy listens, UDP and TCP (istio-iptables --redirect-dns sends there)")
     parser.add_argument("--dns-upstreams", default="", metavar="IP[:PORT],...",
                         help="forward other names there (default: the nameservers of /etc/resolv.conf)")
+    parser.add_argument("--dns-forward-parallel", action="store_true",
+                        default=os.environ.get("DNS_FORWARD_PARALLEL", "").lower() == "true",
+                        help="send a forwarded query to every upstream at once and answer with the first reply "
+                             "(Istio's DNS_FORWARD_PARALLEL; default: one after the other)")
     parser.add_argument("--interception-mode", choices=("REDIRECT", "TPROXY", "NONE"),
                         default=os.environ.get("ISTIO_META_INTERCEPTION_MODE") or "",
                         help="how istio-iptables captures the pod (env ISTIO_META_INTERCEPTION_MODE; default: "
@@ -141,6 +145,7 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         dns_auto_allocate=args.dns_auto_allocate,
         dns_proxy_address=args.dns_proxy_address,
         dns_upstreams=args.dns_upstreams,
+        dns_forward_parallel=args.dns_forward_parallel,
         interception_mode=args.interception_mode,
         extra_ips=tuple(podips.ipv6_addresses()) if args.dual_stack and args.interception_mode in (
             "REDIRECT", "TPROXY") and ":" not in args.ip else (),
