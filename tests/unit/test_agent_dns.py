@@ -249,3 +249,36 @@ def test_forwarding_asks_upstreams_in_turn_or_all_at_once_with_dns_forward_paral
     assert took >= 1.4
     addresses, _took, fast_asked = asyncio.run(_forwarded(parallel=True))
     assert addresses == ["192.0.2.2"] and fast_asked == 1  # only asking both at once lets the fast one win
+
+
+def test_istios_agent_dns_metrics_count_queries_forwards_and_failures() -> None:
+    """Istio's agent DNS metrics (pkg/dns/client/monitoring.go, `istio_agent_` prefix): every query counts in
+    dns_requests_total; a query the table does not answer in dns_upstream_requests_total and the round's duration;
+    one no upstream answers (SERVFAIL) in dns_upstream_failures_total."""
+    from sailmesh.agent.dns import DnsMetrics
+    from sailmesh.metrics import Registry
+
+    async def run() -> str:
+        loop = asyncio.get_running_loop()
+        up_t, _up = await loop.create_datagram_endpoint(lambda: _Upstream("192.0.2.2", 0.0), ("127.0.0.1", 0))
+        registry = Registry()
+        servers = (("127.0.0.1", up_t.get_extra_info("sockname")[1]),)
+        proxy = DnsProxy("default", "cluster.local", ResolvConf(servers), metrics=DnsMetrics(registry))
+        proxy.update(build_name_table(_snapshot(), sidecar()))
+        try:
+            await proxy.resolve(dns.message.make_query("reviews.default.svc.cluster.local.", "A"), tcp=False)
+            await proxy.resolve(dns.message.make_query("example.org.", "A"), tcp=False)
+            proxy.resolv = ResolvConf((("127.0.0.1", 9),), ())  # discard port: nothing answers
+            proxy.timeout = 0.3
+            failed = await proxy.resolve(dns.message.make_query("example.net.", "A"), tcp=False)
+            assert failed.rcode() == dns.rcode.SERVFAIL
+            return registry.render()
+        finally:
+            up_t.close()
+
+    page = asyncio.run(run())
+    assert "istio_agent_dns_requests_total 3.0" in page
+    assert "istio_agent_dns_upstream_requests_total 2.0" in page
+    assert "istio_agent_dns_upstream_failures_total 1.0" in page
+    assert "istio_agent_dns_upstream_request_duration_seconds_count 2.0" in page
+    assert 'istio_agent_dns_upstream_request_duration_seconds_bucket{le="0.005"}' in page
