@@ -20,7 +20,10 @@ the pod annotation `sidecar.istio.io/interceptionMode`), as Istio's listener bui
   (ORIGINAL_DST: the app's port at the address it was sent to);
 - REDIRECT mode only: the inbound clusters connect from 127.0.0.6 (Istio's InboundPassthroughBindIpv4), the
   source istio-iptables' ISTIO_OUTPUT lets through (`-s 127.0.0.6/32 -o lo -j RETURN`); otherwise Envoy's (UID
-  1337) connection to the app on the pod address would be redirected to 15006 again.
+  1337) connection to the app on the pod address would be redirected to 15006 again;
+- IP families (Istio's getWildcardsAndLocalHost by GetIPMode): an IPv6-only pod's wildcards are `::` / `::1` and
+  its inbound source ::6; a dual-stack pod (both families in INSTANCE_IPS) keeps the IPv4 ones and adds `::` / `::1`
+  as each wildcard listener's additional address and ::6 as the inbound clusters' extra source.
 
 A proxy without INTERCEPTION_MODE (the embedded mesh's sidecar, reached on its own ports) or with NONE is not
 captured and keeps its listeners as they are. Pure: listeners in, listeners out. Envoy needs CAP_NET_ADMIN for
