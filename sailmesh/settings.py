@@ -55,6 +55,32 @@ class Debounce:
     max_s: float = 10.0
 
 
+_GO_TRUE = ("1", "t", "T", "TRUE", "true", "True")  # Go's strconv.ParseBool, as Istio's env.Register reads booleans
+_GO_FALSE = ("0", "f", "F", "FALSE", "false", "False")
+
+
+def istio_bool(name: str, default: bool) -> bool:
+    """An Istio boolean environment variable under its own name (no SAILMESH_ prefix: the same manifests set it for
+    istiod and sailmesh); unset, empty or unreadable keeps the default, as Istio's env.Register."""
+    raw = os.environ.get(name, "")
+    return True if raw in _GO_TRUE else False if raw in _GO_FALSE else default
+
+
+@dataclass(frozen=True)
+class GatewayApiSwitches:
+    """Istio's Gateway API switches (pilot/pkg/features), each true by default: `enabled` PILOT_ENABLE_GATEWAY_API
+    (the Gateway API is read and converted at all), `status` PILOT_ENABLE_GATEWAY_API_STATUS (its status is
+    written), `deployment_controller` PILOT_ENABLE_GATEWAY_API_DEPLOYMENT_CONTROLLER (a gateway per Gateway),
+    `gatewayclass_controller` PILOT_ENABLE_GATEWAY_API_GATEWAYCLASS_CONTROLLER (the default GatewayClass)."""
+
+    enabled: bool = field(default_factory=lambda: istio_bool("PILOT_ENABLE_GATEWAY_API", True))
+    status: bool = field(default_factory=lambda: istio_bool("PILOT_ENABLE_GATEWAY_API_STATUS", True))
+    deployment_controller: bool = field(
+        default_factory=lambda: istio_bool("PILOT_ENABLE_GATEWAY_API_DEPLOYMENT_CONTROLLER", True))
+    gatewayclass_controller: bool = field(
+        default_factory=lambda: istio_bool("PILOT_ENABLE_GATEWAY_API_GATEWAYCLASS_CONTROLLER", True))
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable, grouped."""
@@ -63,6 +89,7 @@ class Settings:
     controlplane: ControlPlanePorts = field(default_factory=ControlPlanePorts)
     proxy: ProxyPorts = field(default_factory=ProxyPorts)
     debounce: Debounce = field(default_factory=Debounce)
+    gateway_api: GatewayApiSwitches = field(default_factory=GatewayApiSwitches)
     state_dir: str = field(default_factory=lambda: _env("STATE_DIR", os.path.expanduser("~/.sailmesh")))
     envoy_path: str = field(default_factory=lambda: _env("ENVOY", ""))
     log_level: str = field(default_factory=lambda: _env("LOG_LEVEL", "info"))

@@ -60,7 +60,7 @@ def node(cfg: AgentConfig) -> dict[str, Any]:
         "NAME": cfg.name,
         "LABELS": dict(cfg.labels),
         "SERVICE_ACCOUNT": cfg.service_account,
-        "INSTANCE_IPS": cfg.ip,
+        "INSTANCE_IPS": ",".join((cfg.ip, *cfg.extra_ips)),
         "APP_PORTS": cfg.app_ports_text,
         "PROXY_TYPE": cfg.proxy_type,
         "WORKLOAD_NAME": cfg.labels.get("app.kubernetes.io/name") or cfg.app,

@@ -61,10 +61,14 @@ class AgentConfig:
     dns_auto_allocate: bool = False  # Istio's ISTIO_META_DNS_AUTO_ALLOCATE (effective with dns_capture)
     dns_proxy_address: str = "127.0.0.1:15053"
     dns_upstreams: str = ""
+    dns_forward_parallel: bool = False  # Istio's DNS_FORWARD_PARALLEL: every upstream at once, the first answer wins
     resolv_conf: str = "/etc/resolv.conf"
     # Istio's INTERCEPTION_MODE node metadata: REDIRECT, TPROXY or NONE; "" = not declared, the embedded mesh's
     # sidecar reached on its own ports (a declared REDIRECT/TPROXY means istio-iptables captures the pod)
     interception_mode: str = ""
+    # the pod's addresses of the other family, declared after `ip` in INSTANCE_IPS (a dual-stack pod: Istio's
+    # ISTIO_DUAL_STACK agent; the control plane then serves both wildcards)
+    extra_ips: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.proxy_type not in PROXY_TYPES:

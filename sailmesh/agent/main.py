@@ -28,6 +28,7 @@ from sailmesh.settings import ControlPlanePorts
 if TYPE_CHECKING:
     from sailmesh.agent.dns import DnsProxy
     from sailmesh.agent.dnstable import NameTableClient
+    from sailmesh.metrics import Registry
 
 log = logging.getLogger(__name__)
 
@@ -62,19 +63,21 @@ def xds_secrets_dir(state_dir: Path) -> Path:
     return state_dir.resolve() / "xds-certs"
 
 
-def dns_proxy(cfg: AgentConfig, certs: CertificateManager | None) -> tuple[DnsProxy, NameTableClient] | None:
+def dns_proxy(cfg: AgentConfig, certs: CertificateManager | None,
+              metrics: Registry | None = None) -> tuple[DnsProxy, NameTableClient] | None:
     """Istio's DNS proxy and the stream of its name table, when DNS capture is on."""
     if not cfg.dns_capture:
         return None
     # only here: dnspython's query modules load an HTTP/2 client stack (DNS over HTTPS), ~0.2 CPU s of every
     # agent's start where the agent serves no DNS (the embedded mesh, a VM without capture)
-    from sailmesh.agent.dns import DnsProxy, ResolvConf, parse_upstreams, read_resolv_conf
+    from sailmesh.agent.dns import DnsMetrics, DnsProxy, ResolvConf, parse_upstreams, read_resolv_conf
     from sailmesh.agent.dnstable import NameTableClient
 
     resolv = read_resolv_conf(cfg.resolv_conf)
     if cfg.dns_upstreams:
         resolv = ResolvConf(parse_upstreams(cfg.dns_upstreams), resolv.search)
-    proxy = DnsProxy(cfg.namespace, cfg.domain_suffix, resolv)
+    proxy = DnsProxy(cfg.namespace, cfg.domain_suffix, resolv, parallel=cfg.dns_forward_parallel,
+                     metrics=DnsMetrics(metrics) if metrics is not None else None)
     return proxy, NameTableClient(cfg, proxy.update, lambda: certs.current if certs is not None else None)
 
 
@@ -178,7 +181,7 @@ async def run_agent(
                 write_xds_secrets(cert, xds_secrets_dir(state_dir))
 
             certs.on_change(for_xds)
-    dns = dns_proxy(cfg, certs)
+    dns = dns_proxy(cfg, certs, status.metrics)  # Istio's istio_agent_dns_* on the merged page
     exit_code = 0
     waiters: list[asyncio.Task[Any]] = []
     try:

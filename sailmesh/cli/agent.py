@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from sailmesh import settings
+from sailmesh.agent import podips
 from sailmesh.agent.config import AgentConfig, parse_address, parse_app_ports, parse_labels
 from sailmesh.agent.main import serve
 from sailmesh.errors import AgentError
@@ -81,11 +82,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where the DNS proxy listens, UDP and TCP (istio-iptables --redirect-dns sends there)")
     parser.add_argument("--dns-upstreams", default="", metavar="IP[:PORT],...",
                         help="forward other names there (default: the nameservers of /etc/resolv.conf)")
+    parser.add_argument("--dns-forward-parallel", action="store_true",
+                        default=os.environ.get("DNS_FORWARD_PARALLEL", "").lower() == "true",
+                        help="send a forwarded query to every upstream at once and answer with the first reply "
+                             "(Istio's DNS_FORWARD_PARALLEL; default: one after the other)")
     parser.add_argument("--interception-mode", choices=("REDIRECT", "TPROXY", "NONE"),
                         default=os.environ.get("ISTIO_META_INTERCEPTION_MODE") or "",
                         help="how istio-iptables captures the pod (env ISTIO_META_INTERCEPTION_MODE; default: "
                              "not captured, apps reach the sidecar on its own ports): REDIRECT/TPROXY serve "
                              "inbound on 15006's virtualInbound, TPROXY transparently")
+    parser.add_argument("--dual-stack", action="store_true",
+                        default=os.environ.get("ISTIO_DUAL_STACK", "").lower() == "true",
+                        help="with --interception-mode REDIRECT/TPROXY and an IPv4 --ip: also declare the pod's "
+                             "global IPv6 addresses (/proc/net/if_inet6) in INSTANCE_IPS, so it is served on both "
+                             "wildcards (Istio's ISTIO_DUAL_STACK; default: env ISTIO_DUAL_STACK=true)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log the agent's own debug messages")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND... : the app to run and supervise")
 
@@ -135,7 +145,10 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         dns_auto_allocate=args.dns_auto_allocate,
         dns_proxy_address=args.dns_proxy_address,
         dns_upstreams=args.dns_upstreams,
+        dns_forward_parallel=args.dns_forward_parallel,
         interception_mode=args.interception_mode,
+        extra_ips=tuple(podips.ipv6_addresses()) if args.dual_stack and args.interception_mode in (
+            "REDIRECT", "TPROXY") and ":" not in args.ip else (),
     )
 
 

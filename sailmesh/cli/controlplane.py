@@ -60,6 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kubeconfig", default="", metavar="PATH",
                         help="also take config and workloads from this Kubernetes API server (list + watch); "
                              "`in-cluster` uses the pod's service account")
+    parser.add_argument("--context", default=None, metavar="NAME",
+                        help="with --kubeconfig: the kubeconfig context to use (default: its current-context)")
     parser.add_argument("--leader-lease-seconds", type=float, default=15.0, metavar="S",
                         help="with --kubeconfig: the Lease duration of the replicas' leader election (client-go's "
                              "15 s; renew deadline and retry period in its proportions; 0 = no election)")
@@ -135,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
                                xds_plaintext=args.xds_plaintext, ca_port=args.ca_port,
                                mesh_config_file=args.mesh_config, dns_port=args.dns_port,
                                csr_rate=args.csr_rate, api_mtls_address=args.api_mtls, kubeconfig=args.kubeconfig,
-                               leader_lease_s=args.leader_lease_seconds,
+                               kube_context=args.context, leader_lease_s=args.leader_lease_seconds,
                                webhook_port=args.webhook_port if args.webhook_port is not None else (
                                    settings.controlplane.webhook if args.kubeconfig else None),
                                webhook_sans=tuple(args.webhook_san),

@@ -33,7 +33,7 @@ from sailmesh.controlplane.http_api import Outcome, make_app
 from sailmesh.controlplane.identity import MeshIdentity
 from sailmesh.controlplane.nds import NameTableService
 from sailmesh.controlplane.source import MeshSource
-from sailmesh.errors import GenerationError, ParseError, RegistryError, SailmeshError, ValidationError
+from sailmesh.errors import CertificateError, GenerationError, ParseError, RegistryError, SailmeshError, ValidationError
 from sailmesh.generate import authn, enforcement
 from sailmesh.generate.affect import push_request
 from sailmesh.generate.gatewayapi.reader import GatewayApiReader
@@ -93,6 +93,7 @@ class ControlPlaneOptions:
     csr_rate: float = CSR_PER_IDENTITY.rate  # CSRs a second per identity, bursts of 5x (0 = no limit)
     api_mtls_address: str = ""  # host:port of the HTTP API for remote callers over mTLS ("" = off; port 0 = any)
     kubeconfig: str = ""  # config and workloads also from this Kubernetes API server ("in-cluster": the pod's SA)
+    kube_context: str | None = None  # the kubeconfig's context (None: its current-context)
     leader_lease_s: float = 15.0  # with kubeconfig: the replicas' Lease duration (client-go's 15 s; 0 = no election)
     # admission webhooks (validation + injection, TLS) on host:port; None: off, 0: any free port. With a
     # kubeconfig the caBundle is patched into the webhook configurations (controlplane/webhooks.py).
@@ -123,11 +124,12 @@ class ControlPlane:
         if opts.kubeconfig:
             from sailmesh.platform.kube import KubePlatform
 
-            self.kube = KubePlatform(opts.kubeconfig, self.validator, settings.mesh.root_namespace)
+            self.kube = KubePlatform(opts.kubeconfig, self.validator, settings.mesh.root_namespace,
+                                     context=opts.kube_context, gateway_api=settings.gateway_api)
         kube_layer = [self.kube.store] if self.kube else []
         self.store = LayeredStore([*self.files, *kube_layer, self.memory])
         # what snapshots are built from: the store plus the Gateway API objects converted to Istio's kinds
-        self.config = GatewayApiReader(self.store, settings.mesh.domain_suffix)
+        self.config = GatewayApiReader(self.store, settings.mesh.domain_suffix, settings.gateway_api.enabled)
         # local workloads, plus Kubernetes' Pods and EndpointSlices when there is an API server
         self.registry = AggregateRegistry(LocalRegistry(), *([self.kube.registry] if self.kube else []))
         self.jwks = JwksFetcher()  # RequestAuthentication jwksUri key sets, fetched here and inlined (as istiod)
@@ -395,6 +397,12 @@ class ControlPlane:
         return self.identity.tokens.revoke(namespace, service_account)
 
     def rotate_root(self, phase: str, force: bool = False) -> dict[str, Any]:
+        if phase != "status" and self.kube is not None and self.kube.ca_follower is not None:
+            # one replica stepping its own root would leave the others' behind: the Secret is the rotation's start
+            raise CertificateError(
+                "this control plane's root is the istio-ca-secret Secret every replica shares: rotate it by "
+                "replacing the Secret's ca-cert.pem and ca-key.pem (docs/kubernetes.md, \"Rotating the shared "
+                "root\"); every replica then takes the steps itself (`sailmesh x ca status` shows them)")
         assert self.identity is not None
         return self.identity.rotate_root(phase, force)
 

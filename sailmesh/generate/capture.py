@@ -20,7 +20,10 @@ the pod annotation `sidecar.istio.io/interceptionMode`), as Istio's listener bui
   (ORIGINAL_DST: the app's port at the address it was sent to);
 - REDIRECT mode only: the inbound clusters connect from 127.0.0.6 (Istio's InboundPassthroughBindIpv4), the
   source istio-iptables' ISTIO_OUTPUT lets through (`-s 127.0.0.6/32 -o lo -j RETURN`); otherwise Envoy's (UID
-  1337) connection to the app on the pod address would be redirected to 15006 again.
+  1337) connection to the app on the pod address would be redirected to 15006 again;
+- IP families (Istio's getWildcardsAndLocalHost by GetIPMode): an IPv6-only pod's wildcards are `::` / `::1` and
+  its inbound source ::6; a dual-stack pod (both families in INSTANCE_IPS) keeps the IPv4 ones and adds `::` / `::1`
+  as each wildcard listener's additional address and ::6 as the inbound clusters' extra source.
 
 A proxy without INTERCEPTION_MODE (the embedded mesh's sidecar, reached on its own ports) or with NONE is not
 captured and keeps its listeners as they are. Pure: listeners in, listeners out. Envoy needs CAP_NET_ADMIN for
@@ -86,6 +89,12 @@ def is_ipv6(proxy: ProxyView) -> bool:
     return ":" in proxy.ip
 
 
+def is_dual_stack(proxy: ProxyView) -> bool:
+    """Whether the pod has IPv4 and IPv6 addresses (Istio's GetIPMode Dual: its agent declares both in INSTANCE_IPS,
+    which Istio's agent does with ISTIO_DUAL_STACK)."""
+    return proxy.ip_mode == "Dual"
+
+
 def wildcard(proxy: ProxyView) -> str:
     """The captured sidecar's wildcard address (Istio's getWildcardsAndLocalHost): `::` for an IPv6-only pod."""
     return "::" if is_ipv6(proxy) else "0.0.0.0"
@@ -94,6 +103,36 @@ def wildcard(proxy: ProxyView) -> str:
 def localhost(proxy: ProxyView) -> str:
     """The captured sidecar's loopback address (Istio's getWildcardsAndLocalHost): `::1` for an IPv6-only pod."""
     return "::1" if is_ipv6(proxy) else "127.0.0.1"
+
+
+def extra_inbound_sources(proxy: ProxyView) -> list[str]:
+    """The other family's source for the inbound clusters of a dual-stack REDIRECT pod (Envoy's
+    `extra_source_addresses`: an IPv6 connection leaves from ::6, an IPv4 one from 127.0.0.6; Istio's dual-stack
+    InboundPassthroughBindIpv6)."""
+    return [INBOUND_PASSTHROUGH_BIND_V6] if inbound_source_address(proxy) and is_dual_stack(proxy) else []
+
+
+def bind_source(c: Cluster, proxy: ProxyView) -> Cluster:
+    """`c` connecting from the inbound source address (and its other-family one): see inbound_source_address."""
+    source = inbound_source_address(proxy)
+    if source:
+        c.upstream_bind_config.source_address.address = source
+        c.upstream_bind_config.source_address.port_value = 0  # any port (Envoy wants the port set)
+        for extra in extra_inbound_sources(proxy):
+            added = c.upstream_bind_config.extra_source_addresses.add()
+            added.address.address, added.address.port_value = extra, 0
+    return c
+
+
+def with_dual_stack_wildcards(listener: listener_pb2.Listener) -> listener_pb2.Listener:
+    """A dual-stack pod's listener on an IPv4 wildcard or loopback address also listens on the IPv6 one, same port
+    (Istio's getWildcardsAndLocalHost for Dual: `0.0.0.0` + `::`, `127.0.0.1` + `::1`, the second as the
+    listener's additional address)."""
+    sa = listener.address.socket_address
+    other = {"0.0.0.0": "::", "127.0.0.1": "::1"}.get(sa.address)
+    if other and not listener.additional_addresses:
+        listener.additional_addresses.add().address.CopyFrom(socket_address(other, sa.port_value))
+    return listener
 
 
 def inbound_source_address(proxy: ProxyView) -> str:
@@ -153,18 +192,15 @@ def not_bound(listener: listener_pb2.Listener) -> listener_pb2.Listener:
     return listener
 
 
-def original_dst(c: Cluster, source: str = "") -> Cluster:
+def original_dst(c: Cluster) -> Cluster:
     """`c` made Istio's passthrough cluster (buildDefaultPassthroughCluster): ORIGINAL_DST, CLUSTER_PROVIDED,
-    the client's HTTP protocol upstream; `source` binds its connections (the inbound passthrough's 127.0.0.6)."""
+    the client's HTTP protocol upstream (bind_source makes the inbound one leave from 127.0.0.6)."""
     c.type = Cluster.ORIGINAL_DST
     c.lb_policy = Cluster.CLUSTER_PROVIDED
     opts = hpo.HttpProtocolOptions()
     opts.use_downstream_protocol_config.http_protocol_options.SetInParent()
     opts.use_downstream_protocol_config.http2_protocol_options.SetInParent()
     c.typed_extension_protocol_options[HTTP_OPTIONS_KEY].CopyFrom(pack(opts))
-    if source:
-        c.upstream_bind_config.source_address.address = source
-        c.upstream_bind_config.source_address.port_value = 0
     return c
 
 
@@ -222,4 +258,7 @@ def apply(proxy: ProxyView, listeners: list[listener_pb2.Listener], inbound_port
     inbound = [lis for lis in listeners if lis.traffic_direction == base_pb2.INBOUND]
     for lis in inbound:  # served through virtualInbound; the app binds its own port
         lis.bind_to_port.value = False
-    return [*listeners, virtual_inbound(inbound, inbound_port, mode, passthrough, wildcard(proxy))]
+    out = [*listeners, virtual_inbound(inbound, inbound_port, mode, passthrough, wildcard(proxy))]
+    if is_dual_stack(proxy):
+        out = [with_dual_stack_wildcards(lis) for lis in out]
+    return out

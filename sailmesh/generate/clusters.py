@@ -33,6 +33,7 @@ from sailmesh.generate.memo import Memos
 from sailmesh.generate.peer_authn import namespace_mode
 from sailmesh.generate.policy import effective_policy
 from sailmesh.generate.scope import destination_rule, inbound_endpoints, visible_services
+from sailmesh.generate.sniffing import is_sniffed
 from sailmesh.generate.tls import apply_upstream_tls, auto_mtls_enabled, has_mesh_identity, sni_for
 from sailmesh.snapshot.model import Endpoint, MeshSnapshot, ProxyView, Service, ServicePort
 from sailmesh.telemetry import resolve, tracing
@@ -141,10 +142,14 @@ def _apply_outlier(c: Cluster, od: OutlierDetection | None) -> None:
     c.common_lb_config.healthy_panic_threshold.CopyFrom(percent_pb2.Percent(value=float(od.min_health_percent or 0)))
 
 
-def _protocol_options(protocol: str, pool: ConnectionPoolSettings | None) -> hpo.HttpProtocolOptions | None:
+def _protocol_options(protocol: str, pool: ConnectionPoolSettings | None,
+                      sniffed: bool = False) -> hpo.HttpProtocolOptions | None:
+    """The cluster's HTTP options; `sniffed`: a captured sidecar's port whose protocol the proxy detects, which
+    speaks upstream the protocol the client spoke (Istio's setUpstreamProtocol: setUseDownstreamProtocol for a
+    sidecar's IsUnsupported port; a TCP connection on the same cluster ignores it)."""
     http = (pool.http if pool is not None else None) or NO_HTTP_POOL
     tcp = (pool.tcp if pool is not None else None) or NO_TCP_POOL
-    if not names.is_http(protocol):
+    if not names.is_http(protocol) and not sniffed:
         return None
     opts = hpo.HttpProtocolOptions()
     common = opts.common_http_protocol_options
@@ -155,7 +160,10 @@ def _protocol_options(protocol: str, pool: ConnectionPoolSettings | None) -> hpo
     if tcp.max_connection_duration:
         common.max_connection_duration.CopyFrom(go_duration(tcp.max_connection_duration))
     h2 = protocol.upper() in names.H2_PROTOCOLS or http.h2_upgrade_policy == "UPGRADE"
-    if http.use_client_protocol:
+    if sniffed:  # Istio's shouldH2Upgrade upgrades declared HTTP ports only
+        opts.use_downstream_protocol_config.http_protocol_options.SetInParent()
+        opts.use_downstream_protocol_config.http2_protocol_options.SetInParent()
+    elif http.use_client_protocol:
         opts.use_downstream_protocol_config.SetInParent()
     elif h2:
         h2opts = opts.explicit_http_config.http2_protocol_options
@@ -167,7 +175,7 @@ def _protocol_options(protocol: str, pool: ConnectionPoolSettings | None) -> hpo
     return opts
 
 
-def _apply_pool(c: Cluster, protocol: str, pool: ConnectionPoolSettings | None) -> None:
+def _apply_pool(c: Cluster, protocol: str, pool: ConnectionPoolSettings | None, sniffed: bool = False) -> None:
     tcp = (pool.tcp if pool is not None else None) or NO_TCP_POOL
     http = (pool.http if pool is not None else None) or NO_HTTP_POOL
     t = c.circuit_breakers.thresholds[0]
@@ -191,14 +199,14 @@ def _apply_pool(c: Cluster, protocol: str, pool: ConnectionPoolSettings | None) 
             k.keepalive_time.value = int(go_duration(ka.time).seconds)
         if ka.interval:
             k.keepalive_interval.value = int(go_duration(ka.interval).seconds)
-    opts = _protocol_options(protocol, pool)
+    opts = _protocol_options(protocol, pool, sniffed)
     if opts is not None:
         c.typed_extension_protocol_options[HTTP_OPTIONS_KEY].CopyFrom(pack(opts))
 
 
-def _apply_policy(c: Cluster, protocol: str, policy: PortTrafficPolicy) -> None:
+def _apply_policy(c: Cluster, protocol: str, policy: PortTrafficPolicy, sniffed: bool = False) -> None:
     _apply_lb(c, policy.load_balancer)
-    _apply_pool(c, protocol, policy.connection_pool)
+    _apply_pool(c, protocol, policy.connection_pool, sniffed)
     _apply_outlier(c, policy.outlier_detection)
 
 
@@ -292,7 +300,7 @@ def outbound_cluster(
     c.metadata.filter_metadata["istio"].update(
         {"services": [{"host": svc.hostname, "name": svc.name, "namespace": svc.namespace}], "subset": subset}
     )
-    _apply_policy(c, port.protocol, policy)
+    _apply_policy(c, port.protocol, policy, captured and is_sniffed(port.protocol))
     lb = locality.setting(snapshot, policy)
     if lb is not None and lb.distribute:  # Istio: distribute weights localities (applyLocalityLoadBalancer)
         c.common_lb_config.locality_weighted_lb_config.SetInParent()
@@ -380,7 +388,7 @@ def build_inbound(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Cluster]:
     eff = resolve.for_proxy(snapshot, proxy)
     dnat = sni_dnat_clusters(snapshot, proxy) if proxy.type == "router" and has_auto_passthrough(snapshot, proxy) \
         else []
-    passthrough = [capture.original_dst(_base(names.INBOUND_PASSTHROUGH_CLUSTER), capture.inbound_source_address(proxy))
+    passthrough = [capture.bind_source(capture.original_dst(_base(names.INBOUND_PASSTHROUGH_CLUSTER)), proxy)
                    ] if capture.is_captured(proxy) else []  # Istio's buildInboundPassthroughCluster
     return [*_inbound(snapshot, proxy), *passthrough, *tracing.collector_clusters(eff, snapshot.mesh_config), *dnat]
 
@@ -411,24 +419,22 @@ def _inbound(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Cluster]:
     if proxy.type != "sidecar":
         return []
     out = []
-    source = capture.inbound_source_address(proxy)  # 127.0.0.6 when REDIRECT-captured (capture.py)
+    captured = capture.is_captured(proxy)
     for port, address, app_port, protocol in inbound_endpoints(snapshot, proxy):
         name = names.inbound_cluster(port)
         c = _base(name)
         c.type = Cluster.STATIC
-        if source:
-            c.upstream_bind_config.source_address.address = source
-            c.upstream_bind_config.source_address.port_value = 0  # any port (Envoy wants the port set)
+        capture.bind_source(c, proxy)  # 127.0.0.6 (and ::6) when REDIRECT-captured (capture.py)
         c.load_assignment.CopyFrom(
             assignment(name, [Endpoint("", port, address, app_port)])  # a Sidecar ingress's defaultEndpoint
         )
-        if names.is_http(protocol):
-            opts = _protocol_options(protocol, None)
-            if opts is not None:
-                c.typed_extension_protocol_options[HTTP_OPTIONS_KEY].CopyFrom(pack(opts))
+        sniffed = captured and is_sniffed(protocol)  # the app is spoken to in the client's protocol
+        opts = _protocol_options(protocol, None, sniffed)
+        if opts is not None:
+            c.typed_extension_protocol_options[HTTP_OPTIONS_KEY].CopyFrom(pack(opts))
         pool = _inbound_pool(snapshot, proxy, port)
         if pool is not None:
-            _apply_pool(c, protocol, pool)
+            _apply_pool(c, protocol, pool, sniffed)
         out.append(c)
     return out
 

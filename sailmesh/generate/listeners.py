@@ -427,8 +427,8 @@ def captured_outbound(snapshot: MeshSnapshot, proxy: ProxyView, port: int, eff: 
 
 
 def _sniffed_http(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, ip: str, port: int,
-                  eff: resolve.EffectiveTelemetry, addresses: Sequence[str]) -> lc.Filter:
-    """The HCM of a sniffed outbound listener's HTTP chain (sniffing.py): the service's virtual host inline, named
+                  eff: resolve.EffectiveTelemetry, addresses: Sequence[str]) -> HCM:
+    """The HCM of a sniffed outbound listener's HTTP chains (sniffing.py): the service's virtual host inline, named
     as Istio's RDS (`host:port` on the service's address; `PORT` on the wildcard, which ends in allow_any or
     block_all)."""
     wildcard = ip == capture.wildcard(proxy)
@@ -443,7 +443,7 @@ def _sniffed_http(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, ip: st
                                                                                 addresses))
     observability(h, snapshot, proxy, resolve.CLIENT, eff)
     with_metrics_log(h, snapshot, proxy, eff, telemetry.SOURCE)
-    return lc.Filter(name=HCM_NAME, typed_config=pack(h))
+    return h
 
 
 def captured_egress(snapshot: MeshSnapshot, proxy: ProxyView,

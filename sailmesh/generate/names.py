@@ -81,10 +81,11 @@ def host_aliases(hostname: str, service_ns: str, proxy_ns: str, domain_suffix: s
 
 
 def domains_with_port(names: list[str], port: int, plain: bool) -> list[str]:
-    """Each name with `:port`, and (if plain) also without, in Istio's order (name, name:port)."""
+    """Each name with `:port`, and (if plain) also without, in Istio's order (name, name:port). An IPv6 address
+    takes the port as a Host header carries it, `[fd00::c]:9080` (Istio's util.DomainName: net.JoinHostPort)."""
     out: list[str] = []
     for n in names:
         if plain:
             out.append(n)
-        out.append(f"{n}:{port}")
+        out.append(f"[{n}]:{port}" if ":" in n else f"{n}:{port}")
     return out

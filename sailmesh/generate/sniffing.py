@@ -7,17 +7,23 @@ listener that tells HTTP from TCP per connection, as Istio's listener builder do
   `listener_filters_timeout` is the mesh's `protocolDetectionTimeout`, 0s by default (no timeout: a server-first
   protocol on an undeclared port waits, as Istio documents; declare such ports);
 - outbound (listener.go buildSidecarOutboundListener, Auto): the service's TCP chain as the listener's default
-  filter chain, and an HTTP chain matched by `application_protocols` [http/1.1, h2c] (Istio's plaintextHTTPALPNs
+  filter chain, and HTTP chains matched by `application_protocols` http/1.1 and h2c (Istio's plaintextHTTPALPNs
   without HTTP/1.0, its default) and `transport_protocol: raw_buffer`, an HCM routing by Host. Istio names that
   route config `host:port` for a listener bound to the service's address (the service's own virtual hosts, no
   catch-all) and `PORT` on the wildcard (every service of the port, then allow_any/block_all); sailmesh serves
   the same virtual hosts inline in the HCM (`route_config` of that name), so nothing new goes over RDS;
+- the client's ALPN towards the server (Istio's `istio.alpn` HTTP filter, on every outbound HCM, sets the
+  upstream ALPN from the protocol the route's cluster speaks for the request: `istio-http/1.0|1.1` or `istio-h2`,
+  then `istio`): upstream Envoy has no `istio.alpn`, so each sniffed HTTP chain gets an HTTP filter of that name
+  that is Envoy's `set_filter_state` writing the well-known `envoy.network.application_protocols` (the upstream
+  ALPN override): `istio-http/1.1,istio` on the http/1.1 chain, `istio-h2,istio` on the h2c chain (the sniffed
+  port's cluster speaks the client's protocol: `use_downstream_protocol_config`, clusters.py). Mesh mTLS to a
+  sniffed port then lands on the server's HTTP chain, as between Istio's sidecars;
 - inbound (filterchain_options.go getFilterChainMatchOptions, Auto): PERMISSIVE: mTLS + `istio-http/*` ALPN ->
   HTTP, plaintext + http/1.1|h2c -> HTTP, mTLS + `istio-peer-exchange`|`istio` -> TCP, plaintext -> TCP, other TLS
   -> TCP (the app's own TLS); STRICT: mTLS + `istio-http/*` -> HTTP, mTLS -> TCP; DISABLE: plaintext HTTP ALPNs ->
-  HTTP, plaintext -> TCP. sailmesh's client sidecars offer `istio-peer-exchange`, `istio` over mTLS (upstream
-  Envoy has no `istio.alpn` filter), so mesh mTLS to a sniffed port is served by the TCP chain: routing happened
-  at the client; the server's HTTP chain serves plaintext clients.
+  HTTP, plaintext -> TCP. A client's TCP chain offers `istio-peer-exchange`, `istio` (the cluster's ALPN) and
+  lands on the server's TCP chain.
 
 Pure: protobufs in, protobufs out.
 """
@@ -30,7 +36,10 @@ from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.common.set_filter_state.v3 import value_pb2 as sfs_value
+from envoy.extensions.filters.http.set_filter_state.v3 import set_filter_state_pb2 as sfs
 from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from google.protobuf import wrappers_pb2
 
 from sailmesh.generate import names
@@ -49,10 +58,19 @@ from sailmesh.generate.tls import inbound_chains as tls_inbound_chains
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView, Service
 
 HTTP_INSPECTOR = "envoy.filters.listener.http_inspector"
+HCM_NAME = "envoy.filters.network.http_connection_manager"
 SNIFFED = frozenset({"UNKNOWN", ""})  # Istio's UnsupportedProtocol: the proxy detects the protocol
 PLAINTEXT_HTTP_ALPNS = ("http/1.1", "h2c")  # Istio's plaintextHTTPALPNs (HTTP10 off, its default)
 MTLS_HTTP_ALPNS = ("istio-http/1.0", "istio-http/1.1", "istio-h2")  # Istio's mtlsHTTPALPNs
 MTLS_TCP_ALPNS = ALPN_IN_MESH  # Istio's mtlsTCPWithMxcALPNs: istio-peer-exchange, istio
+# what Istio's istio.alpn filter offers upstream per protocol (mtlsHTTP11ALPN, mtlsHTTP2ALPN)
+MTLS_HTTP11_ALPN = ("istio-http/1.1", "istio")
+MTLS_HTTP2_ALPN = ("istio-h2", "istio")
+ALPN_FILTER = "istio.alpn"  # Istio's filter name (EnvoyFilter patches name it); here Envoy's set_filter_state
+SET_FILTER_STATE = "envoy.filters.http.set_filter_state"
+APPLICATION_PROTOCOLS = "envoy.network.application_protocols"  # Envoy's well-known upstream ALPN override
+# the sniffed HTTP chains: (the protocol the http_inspector found, the ALPN offered upstream for it)
+HTTP_CHAINS = (("http/1.1", MTLS_HTTP11_ALPN), ("h2c", MTLS_HTTP2_ALPN))
 
 
 def is_sniffed(protocol: str) -> bool:
@@ -108,16 +126,36 @@ def service_route_config(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service,
     return config
 
 
-def outbound_listener(listener: listener_pb2.Listener, http: lc.Filter) -> listener_pb2.Listener:
+def alpn_override(alpns: Sequence[str]) -> hcm_pb2.HttpFilter:
+    """Istio's `istio.alpn` for one upstream protocol: the request's upstream connection offers `alpns` (Envoy's
+    set_filter_state writing `envoy.network.application_protocols`; only TLS upstreams read it)."""
+    value = sfs_value.FilterStateValue(object_key=APPLICATION_PROTOCOLS)
+    value.format_string.text_format_source.inline_string = ",".join(alpns)
+    return hcm_pb2.HttpFilter(name=ALPN_FILTER, typed_config=pack(sfs.Config(on_request_headers=[value])))
+
+
+def with_alpn_override(http: hcm_pb2.HttpConnectionManager, alpns: Sequence[str]) -> hcm_pb2.HttpConnectionManager:
+    """A copy of `http` with `alpn_override(alpns)` just before its router (the last filter)."""
+    out = hcm_pb2.HttpConnectionManager()
+    out.CopyFrom(http)
+    filters = list(out.http_filters)
+    del out.http_filters[:]
+    out.http_filters.extend([*filters[:-1], alpn_override(alpns), *filters[-1:]])
+    return out
+
+
+def outbound_listener(listener: listener_pb2.Listener, http: hcm_pb2.HttpConnectionManager) -> listener_pb2.Listener:
     """`listener` (its one chain: the service's TCP chain) made Istio's sniffed outbound listener: the TCP chain as
-    the default filter chain, an HTTP chain (`http`, an HCM) for plaintext HTTP/1.1 and h2c, both inspectors."""
+    the default filter chain, an HTTP chain (`http`) for plaintext HTTP/1.1 and one for h2c, each offering its
+    protocol's Istio ALPN upstream, both inspectors."""
     tcp = listener.filter_chains[0]
     listener.default_filter_chain.CopyFrom(tcp)
     del listener.filter_chains[:]
-    listener.filter_chains.append(lc.FilterChain(
-        filter_chain_match=lc.FilterChainMatch(application_protocols=PLAINTEXT_HTTP_ALPNS,
-                                               transport_protocol=RAW_BUFFER_TRANSPORT),
-        filters=[http]))
+    for inspected, alpns in HTTP_CHAINS:
+        listener.filter_chains.append(lc.FilterChain(
+            filter_chain_match=lc.FilterChainMatch(application_protocols=[inspected],
+                                                   transport_protocol=RAW_BUFFER_TRANSPORT),
+            filters=[lc.Filter(name=HCM_NAME, typed_config=pack(with_alpn_override(http, alpns)))]))
     listener.listener_filters.extend([tls_inspector(), http_inspector()])
     listener.listener_filters_timeout.FromSeconds(0)  # the mesh's protocolDetectionTimeout, 0s by default
     return listener

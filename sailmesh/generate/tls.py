@@ -3,7 +3,8 @@ contexts, auto mTLS on outbound clusters and the inbound filter chains of each P
 
 Everything here mirrors Istio's pilot (the functions named in each docstring) with upstream Envoy: Istio's own
 filters (metadata exchange, the `istio.alpn` override) do not exist there, so the client offers the ALPN
-`istio-peer-exchange`, `istio` (+ `h2`) and the server matches the mTLS filter chain on Istio's ALPN values.
+`istio-peer-exchange`, `istio` (+ `h2`) and the server matches the mTLS filter chain on Istio's ALPN values (a
+captured sidecar's sniffed HTTP chains override it with `istio-http/1.1` / `istio-h2`: sniffing.py).
 
 A proxy takes part in mesh mTLS only when it has a mesh identity: its labels carry Istio's injection label
 `security.istio.io/tlsMode: istio` (the agent then serves the `default` and `ROOTCA` secrets over SDS on the

@@ -85,10 +85,20 @@ class ProxyView:
     istio_version: str = ""  # ISTIO_VERSION from the node metadata (EnvoyFilter proxyVersion)
 
     @cached_property
+    def ip_mode(self) -> str:
+        """Istio's GetIPMode: `IPv4`, `IPv6` or `Dual` from the proxy's addresses (node metadata INSTANCE_IPS, comma
+        separated, as an agent in a dual-stack pod declares them, and its own address)."""
+        ips = [self.ip, *(a.strip() for a in str(self.metadata.get("INSTANCE_IPS", "")).split(",") if a.strip())]
+        v6 = {":" in a for a in ips}
+        return "Dual" if v6 == {True, False} else "IPv6" if True in v6 else "IPv4"
+
+    @cached_property
     def scope_key(self) -> tuple[object, ...]:
         """Proxies with equal scope keys get identical outbound config (cache key part); computed once. A declared
         interception mode and DNS auto-allocation are part of it (a captured sidecar's listeners and PassthroughCluster
-        differ; auto-allocated VIPs add listeners)."""
+        differ; auto-allocated VIPs add listeners), and so is an IP mode other than IPv4 (wildcards and sources)."""
         key = (self.type, self.namespace, tuple(sorted(self.labels.items())))
         extra = tuple(str(self.metadata.get(k, "")).upper() for k in SCOPE_METADATA)
+        if self.ip_mode != "IPv4":
+            extra = (*extra, self.ip_mode)
         return (*key, *extra) if any(extra) else key

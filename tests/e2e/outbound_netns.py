@@ -11,7 +11,8 @@ passthrough), a process running as 1337 connects there too (the proxy's own traf
 calls the peer's 9080 by address (the HTTP listener of 9080, no route for that host: allow_any or block_all). The
 echo service (ClusterIP 10.96.0.13, port 7070 with no declared protocol: sniffed) has the peer's 7070, which answers
 HTTP requests and echoes raw TCP: the app sends it an HTTP request and a raw TCP line. One JSON result on stdout:
-the answers and Envoy's stats and listeners.
+the answers and Envoy's stats and listeners. With OUTBOUND_NETNS_IPV6=1 in the environment the pod and the peer are
+IPv6-only (fd77::1, fd77::2) and the ClusterIPs are fd00:10:96::c (reviews) and fd00:10:96::d (echo).
 """
 
 from __future__ import annotations
@@ -28,29 +29,44 @@ import threading
 from typing import Any
 
 from sailmesh.processes import envoy_binary
-from sailmesh.testing.netns_capture import PEER_IF, PEER_IP, POD_IF, POD_IP, PROXY_ID, connect, connect_as, listen
-from tests.e2e.redirect_netns import admin_get, as_proxy, ip, raw, up, wait_for_link, wait_for_listener
+from sailmesh.testing.netns_capture import (
+    PEER_IF,
+    PEER_IP,
+    PEER_IP6,
+    POD_IF,
+    POD_IP,
+    POD_IP6,
+    PROXY_ID,
+    connect,
+    connect_as,
+    listen,
+)
+from tests.e2e.redirect_netns import admin_get, as_proxy, ip, join_pod, raw, up, wait_for_listener
 from tests.e2e.tproxy_netns import app
 
 CLUSTER_IP, SERVICE_PORT, OTHER_PORT = "10.96.0.12", 9080, 8080
 ECHO_IP, ECHO_PORT = "10.96.0.13", 7070  # a service port whose protocol is not declared
+CLUSTER_IP6, ECHO_IP6 = "fd00:10:96::c", "fd00:10:96::d"  # the same services' ClusterIPs for an IPv6-only pod
+IPV6 = os.environ.get("OUTBOUND_NETNS_IPV6") == "1"  # an IPv6-only pod and peer (fd77::1, fd77::2)
+POD, PEER, CLUSTER, ECHO, ANY = (POD_IP6, PEER_IP6, CLUSTER_IP6, ECHO_IP6, "::") if IPV6 else (
+    POD_IP, PEER_IP, CLUSTER_IP, ECHO_IP, "0.0.0.0")
 ECHO_HEADER = "x-echo-route"
 OWN_CLUSTER_IP = "--own-cluster-ip"
 STATS = ("^cluster.outbound.8080..egress.default.svc.cluster.local.upstream_cx_total$",
          "^cluster.outbound.7070..echo.default.svc.cluster.local.upstream_(cx|rq)_total$",
-         "^http.outbound_10.96.0.13_7070.downstream_rq_total$",
+         "^http.outbound_.*_7070.downstream_rq_total$",
          "^tcp.outbound.7070..echo.default.svc.cluster.local.downstream_cx_total$",
          "^cluster.outbound.9080..reviews.default.svc.cluster.local.upstream_rq_total$",
          "^cluster.PassthroughCluster.upstream_cx_total$", "^listener.0.0.0.0_9080.downstream_cx_total$",
          "^cluster.BlackHoleCluster.upstream_cx_none_healthy$")
 
 
-def call(host: str = CLUSTER_IP) -> dict[str, Any]:
-    """`GET /reviews/0` to host:9080 (the reviews ClusterIP, as an app resolving `reviews` would: the Host is the
-    VIP; or the peer's own address, a host no route names)."""
+def http_get(host: str, port: int, path: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """`GET path` to host:port (the Host header is host:port, as an app dialling that address sends): status,
+    lower-cased headers and body, or the error."""
     try:
-        c = http.client.HTTPConnection(host, SERVICE_PORT, timeout=10)
-        c.request("GET", "/reviews/0")
+        c = http.client.HTTPConnection(host, port, timeout=10)
+        c.request("GET", path, headers=headers or {})
         r = c.getresponse()
         return {"status": r.status, "headers": {k.lower(): v for k, v in r.getheaders()},
                 "body": r.read().decode(errors="replace")}
@@ -58,8 +74,15 @@ def call(host: str = CLUSTER_IP) -> dict[str, Any]:
         return {"error": f"{type(e).__name__}: {e}"}
 
 
-def _serve_echo(conn: socket.socket) -> None:
-    """HTTP/1.1 requests answered with a JSON body (the method and path seen), anything else echoed as `raw:...`."""
+def call(host: str = CLUSTER) -> dict[str, Any]:
+    """`GET /reviews/0` to host:9080 (the reviews ClusterIP, as an app resolving `reviews` would: the Host is the
+    VIP; or the peer's own address, a host no route names)."""
+    return http_get(host, SERVICE_PORT, "/reviews/0")
+
+
+def _serve_echo(conn: socket.socket, headers: bool = False) -> None:
+    """HTTP/1.1 requests answered with a JSON body (the method and path seen; `headers`: and the request headers,
+    lower-cased), anything else echoed as `raw:...`."""
     with conn:
         data = conn.recv(65536)
         if not data.split(b" ", 1)[0].isupper() or b"HTTP/1." not in data:
@@ -74,55 +97,48 @@ def _serve_echo(conn: socket.socket) -> None:
                     return
                 data += more
             head, _, data = data.partition(b"\r\n\r\n")
-            method, path = head.split(b" ")[:2]
-            body = json.dumps({"app": "echo", "method": method.decode(), "path": path.decode()}).encode()
+            first, *lines = head.decode(errors="replace").split("\r\n")
+            method, path = first.split(" ")[:2]
+            answer: dict[str, Any] = {"app": "echo", "method": method, "path": path}
+            if headers:
+                answer["headers"] = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines)}
+            body = json.dumps(answer).encode()
             conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
                          + str(len(body)).encode() + b"\r\n\r\n" + body)
             data = data or conn.recv(65536)
 
 
-def echo_server(port: int = ECHO_PORT) -> None:
-    """The echo service's endpoint on 0.0.0.0:`port` (threads)."""
-    server = socket.create_server(("0.0.0.0", port))
+def echo_server(port: int = ECHO_PORT, headers: bool = False) -> None:
+    """The echo service's endpoint on 0.0.0.0:`port` (threads; `headers`: answers show the request headers)."""
+    server = socket.create_server((ANY, port), family=socket.AF_INET6 if IPV6 else socket.AF_INET)
 
     def accept() -> None:
         while True:
             conn, _ = server.accept()
-            threading.Thread(target=_serve_echo, args=(conn,), daemon=True).start()
+            threading.Thread(target=_serve_echo, args=(conn, headers), daemon=True).start()
 
     threading.Thread(target=accept, daemon=True).start()
 
 
 def call_echo() -> dict[str, Any]:
     """An HTTP request to the echo ClusterIP with the header its VirtualService routes on."""
-    try:
-        c = http.client.HTTPConnection(ECHO_IP, ECHO_PORT, timeout=10)
-        c.request("GET", "/sniffed", headers={ECHO_HEADER: "header-route"})
-        r = c.getresponse()
-        return {"status": r.status, "headers": {k.lower(): v for k, v in r.getheaders()},
-                "body": r.read().decode(errors="replace")}
-    except OSError as e:
-        return {"error": f"{type(e).__name__}: {e}"}
+    return http_get(ECHO, ECHO_PORT, "/sniffed", {ECHO_HEADER: "header-route"})
 
 
 def raw_echo() -> dict[str, Any]:
     """A raw TCP line to the same ClusterIP and port, and what came back."""
-    return raw(ECHO_IP, ECHO_PORT, b"ping-raw-tcp\n")
+    return raw(ECHO, ECHO_PORT, b"ping-raw-tcp\n")
 
 
 def peer(own_cluster_ip: bool = False) -> int:
     """The peer namespace: the reviews app on 9080 and a plain listener on 8080, then wait to be killed;
     `own_cluster_ip`: the ClusterIP is also the peer's address (a connection to it lands there, as kube-proxy's
     DNAT would land it on a pod: what an ORIGINAL_DST cluster connects to)."""
-    ip("link", "set", "lo", "up")
-    print("started", flush=True)
-    if not wait_for_link(PEER_IF):
-        print(json.dumps({"error": "veth end never arrived"}), flush=True)
+    if not join_pod(PEER):
         return 1
-    up(PEER_IF, PEER_IP)
     if own_cluster_ip:
         ip("addr", "add", f"{CLUSTER_IP}/32", "dev", PEER_IF)
-    app("0.0.0.0", SERVICE_PORT)
+    app(ANY, SERVICE_PORT)
     echo_server()
     listen({OTHER_PORT: "peer-8080"})
     print("ready", flush=True)
@@ -157,8 +173,8 @@ def pod(bootstrap: str, admin: int, iptables_args: list[str], own_cluster_ip: bo
             return {"error": "peer namespace did not start"}
         ip("link", "add", POD_IF, "type", "veth", "peer", "name", PEER_IF)
         ip("link", "set", PEER_IF, "netns", str(helper.pid))
-        up(POD_IF, POD_IP)
-        ip("route", "add", "default", "via", PEER_IP)  # the ClusterIP is routed off the pod, as in a cluster
+        up(POD_IF, POD)
+        ip(*(["-6"] if IPV6 else []), "route", "add", "default", "via", PEER)  # ClusterIPs are routed off the pod
         if helper.stdout.readline().strip() != "ready":
             return {"error": "peer not ready"}
         applied = subprocess.run([sys.executable, "-m", "sailmesh", *iptables_args],
@@ -181,11 +197,11 @@ def pod(bootstrap: str, admin: int, iptables_args: list[str], own_cluster_ip: bo
                     "log": envoy.stdout.read().decode(errors="replace")[-3000:]}
         out: dict[str, Any] = {"service": call()}
         out["stats_after_service"] = _stats(admin)
-        out["passthrough"] = connect(PEER_IP, OTHER_PORT)
+        out["passthrough"] = connect(PEER, OTHER_PORT)
         out["stats_after_passthrough"] = _stats(admin)
-        out["proxy_own"] = connect_as(PROXY_ID, PROXY_ID, PEER_IP, OTHER_PORT)
+        out["proxy_own"] = connect_as(PROXY_ID, PROXY_ID, PEER, OTHER_PORT)
         out["stats_after_proxy_own"] = _stats(admin)
-        out["http_unknown_host"] = call(PEER_IP)  # port 9080 has an HTTP listener, its routes not this host
+        out["http_unknown_host"] = call(PEER)  # port 9080 has an HTTP listener, its routes not this host
         out["stats_after_http_unknown_host"] = _stats(admin)
         out["sniffed_http"] = call_echo()
         out["sniffed_raw"] = raw_echo()

@@ -10,7 +10,8 @@ inbound listener, the passthrough: Istio's HTTP catch-all chain), then a raw TCP
 chain), then both to 7071 (a service port without a declared protocol: sniffed). One JSON result on stdout: the
 answers, Envoy's virtualInbound, inbound cluster and InboundPassthroughCluster stats, and the app's view of each
 connection (its peer address: Envoy's 127.0.0.6 passthrough source). With REDIRECT_NETNS_IPV6=1 in the
-environment the pod and the peer are IPv6-only (fd77::1, fd77::2): the app sees ::6.
+environment the pod and the peer are IPv6-only (fd77::1, fd77::2): the app sees ::6. With REDIRECT_NETNS_DUAL=1
+both have both addresses (the apps listen on both wildcards) and the peer also calls fd77::1:9080.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ UNLISTED_PORT = 7070
 SNIFFED_PORT = 7071  # a service port whose protocol is not declared
 HOST = "reviews.default.svc.cluster.local:9080"
 IPV6 = os.environ.get("REDIRECT_NETNS_IPV6") == "1"  # an IPv6-only pod and peer
+DUAL = os.environ.get("REDIRECT_NETNS_DUAL") == "1"  # a dual-stack pod and peer: IPv4 first, IPv6 too
 POD, PEER, ANY = (POD_IP6, PEER_IP6, "::") if IPV6 else (POD_IP, PEER_IP, "0.0.0.0")
 
 
@@ -47,6 +49,8 @@ def up(iface: str, address: str) -> None:
         ip("-6", "addr", "add", f"{address}/64", "dev", iface, "nodad")  # usable at once (no duplicate detection)
     else:
         ip("addr", "add", f"{address}/24", "dev", iface)
+        if DUAL:  # and the IPv6 address of the same side
+            ip("-6", "addr", "add", f"{POD_IP6 if address == POD_IP else PEER_IP6}/64", "dev", iface, "nodad")
     ip("link", "set", iface, "up")
 
 
@@ -83,14 +87,22 @@ def wait_for_link(iface: str) -> bool:
     return False
 
 
-def peer() -> int:
-    """The peer namespace: wait for its veth end, then answer `get HOST PORT` lines from stdin."""
+def join_pod(address: str) -> bool:
+    """The peer side's start: lo up, `started` on stdout (the pod side then moves the veth end here), the veth end
+    up with `address`; False (and a JSON error on stdout) when the veth never arrived."""
     ip("link", "set", "lo", "up")
     print("started", flush=True)
     if not wait_for_link(PEER_IF):
         print(json.dumps({"error": "veth end never arrived"}), flush=True)
+        return False
+    up(PEER_IF, address)
+    return True
+
+
+def peer() -> int:
+    """The peer namespace: wait for its veth end, then answer `get HOST PORT` lines from stdin."""
+    if not join_pod(PEER):
         return 1
-    up(PEER_IF, PEER)
     print("ready", flush=True)
     for line in sys.stdin:
         words = line.split()
@@ -141,9 +153,10 @@ def pod(bootstrap: str, admin: int, iptables_args: list[str]) -> dict[str, Any]:
         up(POD_IF, POD)
         if helper.stdout.readline().strip() != "ready":
             return {"error": "peer not ready"}
-        app(ANY, SERVICE_PORT)  # as a pod's container listens: the whole pod's port
-        app(ANY, UNLISTED_PORT)  # a port the pod's services do not declare: no inbound listener
-        app(ANY, SNIFFED_PORT)
+        for port in (SERVICE_PORT, UNLISTED_PORT, SNIFFED_PORT):  # 9080 as a pod's container listens: the whole
+            app(ANY, port)  # pod's port; 7070 no service declares (no inbound listener); 7071 sniffed
+            if DUAL:
+                app("::", port)
         applied = subprocess.run([sys.executable, "-m", "sailmesh", *iptables_args],
                                  capture_output=True, text=True, timeout=60)
         if applied.returncode != 0:
@@ -176,6 +189,10 @@ def pod(bootstrap: str, admin: int, iptables_args: list[str]) -> dict[str, Any]:
             out[name] = json.loads(helper.stdout.readline())
         out["chain_stats"] = admin_get(admin, "/stats?filter=^(http|tcp).(InboundPassthroughCluster|inbound).*"
                                               "(downstream_rq_total|downstream_cx_total)$")
+        for name, port in (("ipv6", SERVICE_PORT), ("ipv6_unlisted", UNLISTED_PORT)) if DUAL else ():
+            helper.stdin.write(f"get {POD_IP6} {port}\n")  # the same pod ports over IPv6
+            helper.stdin.flush()
+            out[name] = json.loads(helper.stdout.readline())
         out["listeners"] = json.loads(admin_get(admin, "/listeners?format=json"))
         return out
     finally:

@@ -9,6 +9,7 @@ import contextlib
 import shutil
 import struct
 import tempfile
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -181,6 +182,12 @@ async def test_agent_answers_mesh_names_and_forwards_the_rest(control_plane: Con
             assert addresses(await query(dns_port, OUTSIDE, tcp)) == ["192.0.2.7"]
             assert (await query(dns_port, "nope.test.", tcp)).rcode() == dns.rcode.NXDOMAIN
         assert upstream.seen == [("udp", OUTSIDE), ("udp", "nope.test."), ("tcp", OUTSIDE), ("tcp", "nope.test.")]
+        # Istio's agent DNS metrics on the merged page (an NXDOMAIN from upstream is an answer, not a failure)
+        page = await asyncio.to_thread(lambda: urllib.request.urlopen(
+            f"http://{cfg.ip}:{cfg.status_port}/stats/prometheus", timeout=10).read().decode())
+        assert "istio_agent_dns_upstream_requests_total 4.0" in page, page[-3000:]
+        assert "istio_agent_dns_upstream_failures_total 0.0" in page
+        assert "istio_agent_dns_upstream_request_duration_seconds_count 4.0" in page
 
         # A new ServiceEntry reaches the running proxy's table (the stream pushes each change)
         outcome = await cp.apply_documents([{"doc": service_entry("new", "new.example.com", "240.0.0.9")}])

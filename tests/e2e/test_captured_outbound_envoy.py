@@ -18,10 +18,10 @@ import pytest
 
 from sailmesh.processes import envoy_binary, free_port
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView
-from sailmesh.testing.netns_capture import PEER_IP, POD_IP
+from sailmesh.testing.netns_capture import PEER_IP, PEER_IP6, POD_IP, POD_IP6
 from sailmesh.webhook.inject import InjectionConfig, iptables_args
 from tests.conftest import ROOT
-from tests.e2e.outbound_netns import CLUSTER_IP, ECHO_HEADER, ECHO_IP, ECHO_PORT
+from tests.e2e.outbound_netns import CLUSTER_IP, CLUSTER_IP6, ECHO_HEADER, ECHO_IP, ECHO_IP6, ECHO_PORT
 from tests.e2e.test_generate_envoy import static_bootstrap, write_bootstrap
 from tests.e2e.test_redirect_envoy import PATH, _unavailable
 from tests.unit.test_generate_capture_outbound import egress_proxy_sidecar
@@ -60,24 +60,27 @@ REVIEWS_CLUSTER = "cluster.outbound|9080||reviews.default.svc.cluster.local.upst
 PASSTHROUGH = "cluster.PassthroughCluster.upstream_cx_total"
 
 
-def _mesh(*config: str, mode: str = "REDIRECT", reviews_ip: str = PEER_IP) -> tuple[MeshSnapshot, ProxyView]:
+def _mesh(*config: str, mode: str = "REDIRECT", reviews_ip: str = PEER_IP,
+          ipv6: bool = False) -> tuple[MeshSnapshot, ProxyView]:
     """The pod (productpage, captured in `mode`) and reviews behind ClusterIP 10.96.0.12 with its one endpoint in
-    the peer namespace (at `reviews_ip`)."""
-    services = [service("productpage"), service("reviews", addresses=(CLUSTER_IP,)),
-                service("echo", ports=((ECHO_PORT, "UNKNOWN"),), addresses=(ECHO_IP,)),  # protocol not declared
+    the peer namespace (at `reviews_ip`); `ipv6`: an IPv6-only mesh (pod fd77::1, peer fd77::2, IPv6 ClusterIPs)."""
+    pod, peer = (POD_IP6, PEER_IP6) if ipv6 else (POD_IP, reviews_ip)
+    services = [service("productpage"), service("reviews", addresses=(CLUSTER_IP6 if ipv6 else CLUSTER_IP,)),
+                service("echo", ports=((ECHO_PORT, "UNKNOWN"),),  # protocol not declared
+                        addresses=(ECHO_IP6 if ipv6 else ECHO_IP,)),
                 service("egress", ports=((8080, "TCP"),), addresses=("10.96.0.14",))]  # an egress proxy's stand-in
-    workloads = [workload("productpage-v1-0", POD_IP, app="productpage", version="v1"),
-                 workload("reviews-v1-0", reviews_ip, app="reviews", version="v1"),
-                 workload("echo-v1-0", PEER_IP, app="echo", version="v1"),
+    workloads = [workload("productpage-v1-0", pod, app="productpage", version="v1"),
+                 workload("reviews-v1-0", peer, app="reviews", version="v1"),
+                 workload("echo-v1-0", PEER_IP6 if ipv6 else PEER_IP, app="echo", version="v1"),
                  workload("egress-0", PEER_IP, app="egress")]
-    proxy = dataclasses.replace(sidecar(name="productpage-v1-0", ip=POD_IP, app_ports={9080: 9080}),
+    proxy = dataclasses.replace(sidecar(name="productpage-v1-0", ip=pod, app_ports={9080: 9080}),
                                 metadata=MappingProxyType({"INTERCEPTION_MODE": mode}))
     return make_snapshot(resources(REVIEWS_VS, ECHO_VS, *config), services, workloads), proxy
 
 
 def _bootstrap(tmp_path: pathlib.Path, admin: int, *config: str, mode: str = "REDIRECT",
-               reviews_ip: str = PEER_IP) -> pathlib.Path:
-    snapshot, proxy = _mesh(*config, mode=mode, reviews_ip=reviews_ip)
+               reviews_ip: str = PEER_IP, ipv6: bool = False) -> pathlib.Path:
+    snapshot, proxy = _mesh(*config, mode=mode, reviews_ip=reviews_ip, ipv6=ipv6)
     return write_bootstrap(tmp_path, static_bootstrap(snapshot, proxy, admin))
 
 
@@ -88,12 +91,12 @@ def test_envoy_validates_captured_outbound_config(tmp_path: pathlib.Path) -> Non
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
 
 
-def _run(path: pathlib.Path, mode: str = "REDIRECT", *flags: str) -> dict[str, Any]:
+def _run(path: pathlib.Path, mode: str = "REDIRECT", *flags: str, ipv6: bool = False) -> dict[str, Any]:
     # exactly the injected istio-init's: -p 15001 -u 1337 -m MODE
     args = iptables_args({"sidecar.istio.io/interceptionMode": mode}, InjectionConfig())
     assert args[args.index("-p") + 1] == "15001" and args[args.index("-u") + 1] == "1337"
     assert args[args.index("-m") + 1] == mode
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": PATH}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": PATH, "OUTBOUND_NETNS_IPV6": "1" if ipv6 else ""}
     done = subprocess.run(["unshare", "-n", sys.executable, "-m", "tests.e2e.outbound_netns", *flags, str(path),
                            "15000", "--", *args], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
     lines = done.stdout.strip().splitlines()
@@ -201,3 +204,27 @@ def test_envoy_validates_an_ipv6_only_captured_pods_config(tmp_path: pathlib.Pat
                         "-l", "warning"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
     assert '"::_9080"' in path.read_text() or "::_9080" in path.read_text()
+
+
+def test_an_ipv6_only_pod_reaches_services_by_their_ipv6_cluster_ips(tmp_path: pathlib.Path) -> None:
+    """An IPv6-only pod (Istio's getWildcardsAndLocalHost for GetIPMode IPv6; istio-iptables finds the pod's IPv6
+    address and writes the rules with ip6tables): the app's GET to reviews' IPv6 ClusterIP goes through
+    `[::]:15001` (virtualOutbound) to the `::_9080` listener and the VirtualService's route, reaching the endpoint
+    from the pod's IPv6 address; the sniffed echo port routes HTTP by its header route and echoes a raw TCP line;
+    a connection to the peer's 8080 (no listener) passes through (ORIGINAL_DST) and the proxy's own does not."""
+    reason = _unavailable()
+    if reason:
+        pytest.skip(reason)
+    got = _run(_bootstrap(tmp_path, 15000, ipv6=True), ipv6=True)
+    svc = got["service"]
+    assert svc.get("status") == 200, got
+    assert svc["headers"].get(ROUTE_HEADER) == "reviews-vs" and svc["headers"].get("server") == "istio-envoy"
+    assert json.loads(svc["body"]) == {"app": "reviews", "peer": POD_IP6}
+    assert got["stats_after_service"][REVIEWS_CLUSTER] == 1 and got["stats_after_service"][PASSTHROUGH] == 0
+    assert got["passthrough"].get("listener") == "peer-8080" and got["stats_after_passthrough"][PASSTHROUGH] == 1
+    assert got["proxy_own"].get("listener") == "peer-8080" and got["stats_after_proxy_own"][PASSTHROUGH] == 1
+    sniffed = got["sniffed_http"]
+    assert sniffed.get("status") == 200 and sniffed["headers"].get(ROUTE_HEADER) == "echo-header-route", got
+    assert got["sniffed_raw"].get("answer") == "raw:ping-raw-tcp\n", got
+    names = {s["name"] for s in got["listeners"]["listener_statuses"]}
+    assert {"virtualOutbound", "::_9080", f"{ECHO_IP6}_{ECHO_PORT}"} <= names, names

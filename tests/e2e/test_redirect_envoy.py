@@ -29,10 +29,12 @@ pytestmark = pytest.mark.e2e
 PATH = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
 
 
-def _redirect_bootstrap(tmp_path: pathlib.Path, admin: int, ip: str = POD_IP) -> pathlib.Path:
-    # as in a pod: the app on its own port 9080, the node metadata the injected agent sends (REDIRECT)
+def _redirect_bootstrap(tmp_path: pathlib.Path, admin: int, ip: str = POD_IP, dual: bool = False) -> pathlib.Path:
+    # as in a pod: the app on its own port 9080, the node metadata the injected agent sends (REDIRECT; a dual-stack
+    # pod's agent declares both addresses)
+    meta = {"INTERCEPTION_MODE": "REDIRECT", **({"INSTANCE_IPS": f"{ip},{POD_IP6}"} if dual else {})}
     proxy = dataclasses.replace(sidecar(name="reviews-v1-0", ip=ip, app_ports={9080: 9080}),
-                                metadata=MappingProxyType({"INTERCEPTION_MODE": "REDIRECT"}))
+                                metadata=MappingProxyType(meta))
     # reviews also serves 7071 for a service that declares no protocol there (sniffed)
     services = [*bookinfo_services(), service("reviews-sniffed", ports=((SNIFFED_PORT, "UNKNOWN"),),
                                               selector={"app": "reviews"})]
@@ -58,11 +60,15 @@ def _unavailable() -> str:
     return "" if probe.returncode == 0 else f"no network namespace with a veth and iptables: {probe.stderr[-300:]}"
 
 
-def _run(tmp_path: pathlib.Path, ipv6: bool = False) -> dict[str, Any]:
-    path = _redirect_bootstrap(tmp_path, 15000, POD_IP6 if ipv6 else POD_IP)  # in the private namespace: no other Envoy
+def _run(tmp_path: pathlib.Path, ipv6: bool = False, dual: bool = False) -> dict[str, Any]:
+    # in the private namespace: no other Envoy
+    path = _redirect_bootstrap(tmp_path, 15000, POD_IP6 if ipv6 else POD_IP, dual)
     args = iptables_args({}, InjectionConfig())  # exactly the injected istio-init's: -m REDIRECT -b '*'
     assert args[args.index("-m") + 1] == "REDIRECT"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": PATH, "REDIRECT_NETNS_IPV6": "1" if ipv6 else ""}
+    if dual:  # Istio's ISTIO_DUAL_STACK for istio-init: both families captured
+        args = [*args, "--dual-stack"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": PATH, "REDIRECT_NETNS_IPV6": "1" if ipv6 else "",
+           "REDIRECT_NETNS_DUAL": "1" if dual else ""}
     done = subprocess.run(["unshare", "-n", sys.executable, "-m", "tests.e2e.redirect_netns", str(path), "15000",
                            "--", *args], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
     lines = done.stdout.strip().splitlines()
@@ -84,6 +90,30 @@ def test_ipv6_only_pod_is_served_on_ipv6_wildcards_from_the_ipv6_passthrough_sou
     assert "upstream_rq_total: 1" in got["inbound_cluster_stats"], got
     assert got["unlisted"].get("status") == 200 and json.loads(got["unlisted"]["body"])["peer"] == "::6", got
     assert got["unlisted_raw"].get("answer", "").startswith("HTTP/1.1 200"), got
+
+
+def test_dual_stack_pod_is_served_on_both_wildcards_from_both_passthrough_sources(tmp_path: pathlib.Path) -> None:
+    """A dual-stack pod (its agent declares both addresses: Istio's GetIPMode Dual with ISTIO_DUAL_STACK;
+    istio-iptables `--dual-stack` captures both families): virtualInbound listens on 0.0.0.0:15006 and, as its
+    additional address, [::]:15006 (Istio's getWildcardsAndLocalHost for Dual), so the peer's IPv4 and IPv6
+    connections to 9080 both reach the app (sailmesh's inbound cluster connects to the pod's first address, IPv4,
+    from 127.0.0.6; Istio's is ORIGINAL_DST), and an IPv6 connection to a port no service declares passes through
+    InboundPassthroughCluster from ::6 (Envoy's extra_source_addresses beside 127.0.0.6: Istio's
+    InboundPassthroughBindIpv6). Without the IPv6 wildcard the IPv6 connections are refused."""
+    reason = _unavailable()
+    if reason:
+        pytest.skip(reason)
+    got = _run(tmp_path, dual=True)
+    assert got.get("status") == 200 and got["server"] == "istio-envoy", got
+    assert json.loads(got["body"])["peer"] == "127.0.0.6"
+    v6 = got["ipv6"]
+    assert v6.get("status") == 200 and v6["server"] == "istio-envoy", got
+    assert json.loads(v6["body"])["peer"] == "127.0.0.6"
+    unlisted = got["ipv6_unlisted"]
+    assert unlisted.get("status") == 200 and json.loads(unlisted["body"])["peer"] == "::6", got
+    [vin] = [s for s in got["listeners"]["listener_statuses"] if s["name"] == "virtualInbound"]
+    assert vin["local_address"]["socket_address"]["address"] == "0.0.0.0", vin
+    assert [a["socket_address"]["address"] for a in vin.get("additional_local_addresses", ())] == ["::"], vin
 
 
 def test_captured_inbound_reaches_the_app_through_virtual_inbound(tmp_path: pathlib.Path) -> None:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 import dns.flags
 import dns.message
 import dns.rcode
 import dns.rdatatype
+import dns.rrset
 import pytest
 
 from sailmesh.agent.dns import (
+    DnsProxy,
     LookupTable,
+    ResolvConf,
     answer_from_table,
     lookup_table,
     parse_upstreams,
@@ -197,3 +201,84 @@ def test_headless_service_pods_with_a_subdomain_get_their_own_names() -> None:
     assert _addresses(_ask(lookup, "mysql-0.mysql.default.svc.cluster.local.")) == \
         [("mysql-0.mysql.default.svc.cluster.local.", "A", ["10.244.0.7"])]
     assert _addresses(_ask(lookup, "mysql-1.mysql.default."))[0][2] == ["10.244.0.8"]
+
+
+class _Upstream(asyncio.DatagramProtocol):
+    """A UDP DNS server answering every A query with `address` after `delay` seconds."""
+
+    def __init__(self, address: str, delay: float) -> None:
+        self.address, self.delay = address, delay
+        self.transport: asyncio.DatagramTransport | None = None
+        self.asked = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.asked += 1
+        query = dns.message.from_wire(data)
+        response = dns.message.make_response(query)
+        response.answer.append(dns.rrset.from_text(query.question[0].name, 30, "IN", "A", self.address))
+        asyncio.get_running_loop().call_later(self.delay, lambda: self.transport.sendto(  # type: ignore[union-attr]
+            response.to_wire(), addr))
+
+
+async def _forwarded(parallel: bool) -> tuple[list[str], float, int]:
+    loop = asyncio.get_running_loop()
+    slow_t, _slow = await loop.create_datagram_endpoint(lambda: _Upstream("192.0.2.1", 1.5), ("127.0.0.1", 0))
+    fast_t, fast = await loop.create_datagram_endpoint(lambda: _Upstream("192.0.2.2", 0.0), ("127.0.0.1", 0))
+    servers = tuple(("127.0.0.1", t.get_extra_info("sockname")[1]) for t in (slow_t, fast_t))
+    try:
+        proxy = DnsProxy("default", "cluster.local", ResolvConf(servers), parallel=parallel)
+        proxy.update(NameTable())  # a table (empty): before the first one the proxy answers SERVFAIL itself
+        started = loop.time()
+        answer = await proxy.resolve(dns.message.make_query("example.org.", "A"), tcp=False)
+        took = loop.time() - started
+        return [rr.address for rrset in answer.answer for rr in rrset], took, fast.asked
+    finally:
+        slow_t.close()
+        fast_t.close()
+
+
+def test_forwarding_asks_upstreams_in_turn_or_all_at_once_with_dns_forward_parallel() -> None:
+    """Istio's DNS proxy forwards to the resolv.conf nameservers one after the other (queryUpstream: the first that
+    answers, here the slow first one), or with DNS_FORWARD_PARALLEL to all at once, the first reply winning
+    (queryUpstreamParallel: the fast second one, without waiting for the slow)."""
+    addresses, took, fast_asked = asyncio.run(_forwarded(parallel=False))
+    assert addresses == ["192.0.2.1"] and fast_asked == 0  # waited for the slow one (1.5 s < the 5 s timeout)
+    assert took >= 1.4
+    addresses, _took, fast_asked = asyncio.run(_forwarded(parallel=True))
+    assert addresses == ["192.0.2.2"] and fast_asked == 1  # only asking both at once lets the fast one win
+
+
+def test_istios_agent_dns_metrics_count_queries_forwards_and_failures() -> None:
+    """Istio's agent DNS metrics (pkg/dns/client/monitoring.go, `istio_agent_` prefix): every query counts in
+    dns_requests_total; a query the table does not answer in dns_upstream_requests_total and the round's duration;
+    one no upstream answers (SERVFAIL) in dns_upstream_failures_total."""
+    from sailmesh.agent.dns import DnsMetrics
+    from sailmesh.metrics import Registry
+
+    async def run() -> str:
+        loop = asyncio.get_running_loop()
+        up_t, _up = await loop.create_datagram_endpoint(lambda: _Upstream("192.0.2.2", 0.0), ("127.0.0.1", 0))
+        registry = Registry()
+        servers = (("127.0.0.1", up_t.get_extra_info("sockname")[1]),)
+        proxy = DnsProxy("default", "cluster.local", ResolvConf(servers), metrics=DnsMetrics(registry))
+        proxy.update(build_name_table(_snapshot(), sidecar()))
+        try:
+            await proxy.resolve(dns.message.make_query("reviews.default.svc.cluster.local.", "A"), tcp=False)
+            await proxy.resolve(dns.message.make_query("example.org.", "A"), tcp=False)
+            proxy.resolv = ResolvConf((("127.0.0.1", 9),), ())  # discard port: nothing answers
+            proxy.timeout = 0.3
+            failed = await proxy.resolve(dns.message.make_query("example.net.", "A"), tcp=False)
+            assert failed.rcode() == dns.rcode.SERVFAIL
+            return registry.render()
+        finally:
+            up_t.close()
+
+    page = asyncio.run(run())
+    assert "istio_agent_dns_requests_total 3.0" in page
+    assert "istio_agent_dns_upstream_requests_total 2.0" in page
+    assert "istio_agent_dns_upstream_failures_total 1.0" in page
+    assert "istio_agent_dns_upstream_request_duration_seconds_count 2.0" in page
+    assert 'istio_agent_dns_upstream_request_duration_seconds_bucket{le="0.005"}' in page

@@ -9,14 +9,17 @@ from __future__ import annotations
 import dataclasses
 from types import MappingProxyType
 
+from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.filters.http.set_filter_state.v3 import set_filter_state_pb2 as sfs
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 
 from sailmesh.generate.sniffing import http_inspector
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView
-from sailmesh.xds.types import LISTENER
+from sailmesh.xds.types import CLUSTER, LISTENER
 from tests.unit.test_generate_support import generated, make_snapshot, resources, service, sidecar, workload
 from tests.unit.test_generate_uncaptured_golden import REGISTRY_ONLY
 
@@ -78,9 +81,10 @@ def test_outbound_sniffed_port_on_a_cluster_ip_has_an_http_chain_and_the_tcp_def
     assert lis.bind_to_port.value is False  # reached through virtualOutbound, as the TCP listeners
     assert [f.name for f in lis.listener_filters] == [TLS_INSPECTOR, HTTP_INSPECTOR]
     assert lis.listener_filters_timeout.ToSeconds() == 0 and lis.HasField("listener_filters_timeout")
-    [http] = lis.filter_chains
-    assert list(http.filter_chain_match.application_protocols) == ["http/1.1", "h2c"]
-    assert http.filter_chain_match.transport_protocol == "raw_buffer"
+    http, h2c = lis.filter_chains
+    assert [list(fc.filter_chain_match.application_protocols) for fc in (http, h2c)] == [["http/1.1"], ["h2c"]]
+    assert {fc.filter_chain_match.transport_protocol for fc in (http, h2c)} == {"raw_buffer"}
+    assert _hcm(http).route_config == _hcm(h2c).route_config
     rc = _hcm(http).route_config
     # Istio's route for a sniffed listener on the service's address: `host:port`, its own virtual host, no catch-all
     assert rc.name == f"{ECHO}:7000" and [v.name for v in rc.virtual_hosts] == [f"{ECHO}:7000"]
@@ -96,6 +100,57 @@ def test_outbound_sniffed_port_without_an_address_is_on_the_wildcard_and_ends_in
     assert rc.name == "7000" and [v.name for v in rc.virtual_hosts] == [f"{ECHO}:7000", "allow_any"]
     blocked = _listeners(_snapshot(REGISTRY_ONLY, address=False), _proxy())["0.0.0.0_7000"]
     assert _hcm(blocked.filter_chains[0]).route_config.virtual_hosts[-1].name == "block_all"
+
+
+def _alpn_override(h: hcm_pb2.HttpConnectionManager) -> str | None:
+    """The ALPN list the HCM's `istio.alpn` (Envoy's set_filter_state) gives the upstream connection."""
+    for f in h.http_filters:
+        if f.name == "istio.alpn":
+            config = sfs.Config()
+            assert f.typed_config.Unpack(config)
+            [value] = config.on_request_headers
+            assert value.object_key == "envoy.network.application_protocols"
+            return value.format_string.text_format_source.inline_string
+    return None
+
+
+def test_outbound_sniffed_chains_offer_istios_http_alpn_upstream_per_protocol() -> None:
+    """Istio's istio.alpn filter (xdsfilters.Alpn: mtlsHTTP11ALPN `istio-http/1.1, istio`, mtlsHTTP2ALPN
+    `istio-h2, istio` by the upstream protocol, which for a sniffed port's cluster is the client's): the http/1.1
+    chain offers the first, the h2c chain the second, just before the router; the TCP chain offers the cluster's
+    own `istio-peer-exchange, istio`. So the server's Auto chains (mTLS + istio-http/* -> HTTP) see HTTP."""
+    lis = _listeners(_snapshot(ECHO_VS), _proxy())["10.96.0.40_7000"]
+    http, h2c = (_hcm(fc) for fc in lis.filter_chains)
+    assert (_alpn_override(http), _alpn_override(h2c)) == ("istio-http/1.1,istio", "istio-h2,istio")
+    for h in (http, h2c):
+        assert [f.name for f in h.http_filters][-2:] == ["istio.alpn", "envoy.filters.http.router"]
+    assert lis.default_filter_chain.filters[-1].name.endswith("tcp_proxy")
+
+
+def _cluster_options(snapshot: MeshSnapshot, proxy: ProxyView, name: str) -> hpo.HttpProtocolOptions | None:
+    c = generated(snapshot, proxy, CLUSTER, cluster_pb2.Cluster)[name]
+    key = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    if key not in c.typed_extension_protocol_options:
+        return None
+    opts = hpo.HttpProtocolOptions()
+    assert c.typed_extension_protocol_options[key].Unpack(opts)
+    return opts
+
+
+def test_sniffed_ports_clusters_speak_the_clients_protocol_on_captured_sidecars_only() -> None:
+    """Istio's setUpstreamProtocol: a sidecar's cluster for a port whose protocol is not declared (IsUnsupported)
+    gets use_downstream_protocol_config (HTTP/1.1 and HTTP/2 options), outbound and inbound, so an h2c request goes
+    upstream as HTTP/2; a declared TCP port's cluster gets no HTTP options; uncaptured sidecars keep the sniffed port
+    TCP (no options)."""
+    snapshot = _snapshot()
+    for proxy, name in ((_proxy(), f"outbound|7000||{ECHO}"), (_proxy("echo-v1-0", "10.77.0.9"), "inbound|7000||")):
+        opts = _cluster_options(snapshot, proxy, name)
+        assert opts is not None, name
+        down = opts.use_downstream_protocol_config
+        assert down.HasField("http_protocol_options") and down.HasField("http2_protocol_options"), name
+    assert _cluster_options(snapshot, _proxy(), "outbound|5432||db.default.svc.cluster.local") is None
+    assert _cluster_options(snapshot, _proxy(mode=""), f"outbound|7000||{ECHO}") is None
+    assert _cluster_options(snapshot, _proxy("echo-v1-0", "10.77.0.9", mode=""), "inbound|7000||") is None
 
 
 def test_declared_tcp_ports_and_uncaptured_sidecars_do_not_sniff() -> None:
@@ -159,3 +214,25 @@ def test_http_inspector_port_predicates_are_envoys_match_sets() -> None:
     assert [(r.destination_port_range.start, r.destination_port_range.end) for r in only.rules] == [
         (7000, 7001), (7001, 7002)]
     assert not http_inspector().HasField("filter_disabled")
+
+
+def test_ipv6_cluster_ips_are_route_domains_in_host_header_form() -> None:
+    """Istio's generateVirtualHostDomains adds a VIP with its port through util.DomainName (Go's net.JoinHostPort):
+    an IPv6 ClusterIP is matched as a Host header carries it, `[fd00:10:96::c]:9080`, on a declared HTTP port's
+    route config and on a sniffed port's (before: `fd00:10:96::c:9080`, which no client sends: the request fell to
+    allow_any, or 404 on the VIP's own listener)."""
+    from envoy.config.route.v3 import route_pb2
+
+    from sailmesh.xds.types import ROUTE
+
+    services = [service("reviews", addresses=("fd00:10:96::c",)),
+                service("echo", ports=((7000, "UNKNOWN"),), addresses=("fd00:10:96::d",))]
+    workloads = [workload("reviews-v1-0", "fd77::2", app="reviews"), workload("echo-v1-0", "fd77::2", app="echo")]
+    snapshot = make_snapshot((), services, workloads)
+    proxy = _proxy(ip="fd77::1")
+    routes = generated(snapshot, proxy, ROUTE, route_pb2.RouteConfiguration)
+    [reviews] = [v for v in routes["9080"].virtual_hosts if v.name.startswith("reviews")]
+    assert "[fd00:10:96::c]:9080" in reviews.domains and "fd00:10:96::c:9080" not in reviews.domains
+    lis = _listeners(snapshot, proxy)["fd00:10:96::d_7000"]
+    domains = _hcm(lis.filter_chains[0]).route_config.virtual_hosts[0].domains
+    assert {"fd00:10:96::d", "[fd00:10:96::d]:7000"} <= set(domains), domains

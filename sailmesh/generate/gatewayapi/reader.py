@@ -27,9 +27,10 @@ _MARK = "<gateway-api>"  # the name of the change keys that stand for "the gener
 class GatewayApiReader:
     """A ConfigReader: `store`'s resources plus the converted Gateway API objects (recomputed per store revision)."""
 
-    def __init__(self, store: ConfigReader, domain_suffix: str) -> None:
+    def __init__(self, store: ConfigReader, domain_suffix: str, enabled: bool = True) -> None:
         self.store = store
         self.domain_suffix = domain_suffix
+        self.enabled = enabled  # Istio's PILOT_ENABLE_GATEWAY_API: off, the Gateway API objects convert to nothing
         self._revision = -1
         self._converted = Converted()
 
@@ -42,7 +43,7 @@ class GatewayApiReader:
         they are equal, so snapshots and their indexes see the same objects."""
         if self.store.revision != self._revision:
             config = {k: tuple(self.store.list(k)) for k in INPUT_KINDS}
-            if not any(config.get(k) for k in GATEWAY_API_KINDS):
+            if not self.enabled or not any(config.get(k) for k in GATEWAY_API_KINDS):
                 fresh = Converted()
             else:
                 fresh = convert(config, self.domain_suffix)

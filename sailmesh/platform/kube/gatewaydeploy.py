@@ -151,8 +151,10 @@ class GatewayDeployer:
     """Keeps a gateway per Istio-class Gateway and the default GatewayClass (`lead()` while leading)."""
 
     def __init__(self, conn: KubeConnection, store: KubeStore, control_namespace: str, injection: InjectionConfig,
-                 has_gateway_api: Callable[[], bool]) -> None:
+                 has_gateway_api: Callable[[], bool], deploy: bool = True, default_class: bool = True) -> None:
         self.conn = conn
+        self.deploy = deploy  # Istio's PILOT_ENABLE_GATEWAY_API_DEPLOYMENT_CONTROLLER
+        self.default_class = default_class  # Istio's PILOT_ENABLE_GATEWAY_API_GATEWAYCLASS_CONTROLLER
         self.store = store
         self.control_namespace = control_namespace
         self.injection = injection
@@ -179,14 +181,14 @@ class GatewayDeployer:
     async def reconcile(self) -> None:
         if not self.has_gateway_api():
             return
-        if self.store.get("GatewayClass", "", DEFAULT_CLASS) is None:
+        if self.default_class and self.store.get("GatewayClass", "", DEFAULT_CLASS) is None:
             try:
                 await self.conn.send_json("POST", f"/apis/{GATEWAY_API}/v1/gatewayclasses", default_gateway_class())
                 log.info("created the default GatewayClass %s", DEFAULT_CLASS)
             except (KubeApiError, httpx.HTTPError) as e:
                 if not (isinstance(e, KubeApiError) and e.code == 409):
                     log.warning("GatewayClass %s not created: %s", DEFAULT_CLASS, e)
-        for gw in self.store.list(KUBERNETES_GATEWAY):
+        for gw in self.store.list(KUBERNETES_GATEWAY) if self.deploy else ():
             if self.controller_of(str(gw.spec.get("gatewayClassName", ""))) != CONTROLLER_NAME \
                     or not is_managed(gw.spec):  # Istio's manual deployment: the Gateway runs on existing Services
                 continue

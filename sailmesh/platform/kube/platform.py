@@ -4,7 +4,7 @@ Which resources are watched:
 - every kind of every CustomResourceDefinition whose group ends in `istio.io` (its served v1, else its storage
   version), and the Gateway API's GatewayClass, Gateway, HTTPRoute, GRPCRoute, TCPRoute, TLSRoute and
   ReferenceGrant when their CRDs are installed, found by a CRD informer: a CRD installed later starts being
-  watched then;
+  watched then, a deleted one stops its watch (its objects leave the store);
 - core Services, Secrets (not service-account tokens; gateways' `credentialName`), and ConfigMaps (the mesh
   config `istio` in the root namespace; the CAs a BackendTLSPolicy or a listener's frontendValidation names and a
   Gateway's infrastructure.parametersRef, as Istio's gateway controller watches ConfigMaps) -> KubeStore, except
@@ -35,6 +35,7 @@ from sailmesh.platform.kube.lease import LeaderElector, LeaseTimings
 from sailmesh.platform.kube.registry import KubeRegistry
 from sailmesh.platform.kube.store import KubeStore
 from sailmesh.platform.kube.tokenreview import TokenReviewer
+from sailmesh.settings import GatewayApiSwitches
 from sailmesh.store.base import Validator, no_validation
 from sailmesh.webhook.inject import InjectionConfig
 
@@ -55,10 +56,11 @@ GATEWAY_API_KINDS = ("GatewayClass", "Gateway", "HTTPRoute", "GRPCRoute", "TCPRo
                      "BackendTLSPolicy")
 
 
-def istio_kinds(crd: Mapping[str, Any]) -> KubeResource | None:
+def istio_kinds(crd: Mapping[str, Any], gateway_api: bool = True) -> KubeResource | None:
     """The resource a CRD defines when the mesh reads it, or None: an Istio CRD (group *.istio.io) at its served
     v1, else its storage version; a Gateway API CRD (gateway.networking.k8s.io) of a kind the mesh converts, at
-    the first of the versions sailmesh reads (api/kinds.py) that the CRD serves."""
+    the first of the versions sailmesh reads (api/kinds.py) that the CRD serves, unless `gateway_api` is off
+    (Istio's PILOT_ENABLE_GATEWAY_API=false: those kinds are not watched at all)."""
     spec = crd.get("spec") or {}
     group = str(spec.get("group") or "")
     names = spec.get("names") or {}
@@ -67,6 +69,8 @@ def istio_kinds(crd: Mapping[str, Any]) -> KubeResource | None:
         return None
     chosen: Mapping[str, Any] | None
     if group == GATEWAY_API:
+        if not gateway_api:
+            return None
         info = next((k for k in KINDS if k.group == GATEWAY_API and k.kind == names["kind"]), None)
         if info is None or info.kind not in GATEWAY_API_KINDS:
             return None
@@ -85,30 +89,49 @@ def istio_kinds(crd: Mapping[str, Any]) -> KubeResource | None:
 
 
 class _CrdWatcher:
-    """Starts an informer for each Istio CRD that appears (CRDs are not removed from the watch set)."""
+    """Keeps an informer for each Istio (and Gateway API) CRD: started when the CRD appears, moved when an update
+    changes the version the mesh reads, stopped when the CRD goes (its objects leave the store), as istiod's
+    informers follow CRDs."""
 
     def __init__(self, platform: KubePlatform) -> None:
         self.platform = platform
 
     def listed(self, resource: KubeResource, objs: list[Obj]) -> None:
+        present = set()
         for o in objs:
-            self.upserted(resource, o)
+            found = istio_kinds(o, self.platform.gateway_api.enabled)
+            if found is not None:
+                present.add((found.group, found.plural))
+                self.platform.watch_config(found)
+        for watched in self.platform.config_kinds():  # CRDs deleted while nobody watched (a re-list after 410)
+            if (watched.group, watched.plural) not in present:
+                self.platform.unwatch_config(watched)
 
     def upserted(self, resource: KubeResource, obj: Obj) -> None:
-        found = istio_kinds(obj)
+        found = istio_kinds(obj, self.platform.gateway_api.enabled)
+        for watched in self.platform.config_kinds():  # the same CRD at another version: watch the new one
+            if found is not None and (watched.group, watched.plural) == (found.group, found.plural) \
+                    and watched != found:
+                self.platform.unwatch_config(watched, keep_objects=True)
         if found is not None:
             self.platform.watch_config(found)
 
     def deleted(self, resource: KubeResource, obj: Obj) -> None:
-        return None  # the kind's own informer sees its objects go
+        spec = obj.get("spec") or {}
+        group, plural = str(spec.get("group") or ""), str((spec.get("names") or {}).get("plural") or "")
+        for watched in self.platform.config_kinds():
+            if (watched.group, watched.plural) == (group, plural):
+                self.platform.unwatch_config(watched)
 
 
 class KubePlatform:
     """Config and workloads from one API server. start() lists everything once; stop() ends every watch."""
 
     def __init__(self, kubeconfig: str, validator: Validator = no_validation, root_namespace: str = "istio-system",
-                 context: str | None = None, watch_timeout_s: int = 300) -> None:
+                 context: str | None = None, watch_timeout_s: int = 300,
+                 gateway_api: GatewayApiSwitches | None = None) -> None:
         self.kubeconfig = kubeconfig
+        self.gateway_api = gateway_api or GatewayApiSwitches()  # Istio's PILOT_ENABLE_GATEWAY_API* switches
         self.context = context
         self.root_namespace = root_namespace
         self.watch_timeout_s = watch_timeout_s
@@ -116,6 +139,7 @@ class KubePlatform:
         self.registry = KubeRegistry()
         self.conn: KubeConnection | None = None
         self.informers: dict[KubeResource, Informer] = {}
+        self._config_kinds: set[KubeResource] = set()  # the informers a CRD started (_CrdWatcher)
         self._tasks: dict[KubeResource, asyncio.Task[None]] = {}
         self.elector: LeaderElector | None = None
         self._election: asyncio.Task[None] | None = None
@@ -138,8 +162,28 @@ class KubePlatform:
         if resource in self.informers or self.conn is None:
             return
         inf = self._informer(resource, self.store)
+        self._config_kinds.add(resource)
         self._tasks[resource] = asyncio.create_task(inf.run(), name=f"kube-watch-{resource.plural}")
         log.info("watching %s.%s", resource.plural, resource.group)
+
+    def unwatch_config(self, resource: KubeResource, keep_objects: bool = False) -> None:
+        """Stop watching a kind whose CRD went (its objects leave the store) or moved to another version
+        (`keep_objects`: the new version's informer re-lists them)."""
+        if resource not in self._config_kinds:
+            return
+        self._config_kinds.discard(resource)
+        self.informers.pop(resource, None)
+        task = self._tasks.pop(resource, None)
+        if task is not None:
+            task.cancel()
+        if not keep_objects:
+            self.store.listed(resource, [])
+        log.info("stopped watching %s.%s/%s (its CRD %s)", resource.plural, resource.group, resource.version,
+                 "changed version" if keep_objects else "was deleted")
+
+    def config_kinds(self) -> list[KubeResource]:
+        """The kinds watched because a CRD defines them."""
+        return sorted(self._config_kinds, key=lambda r: (r.group, r.plural, r.version))
 
     async def start(self, timeout_s: float | None = None, log_every_s: float = 10.0) -> None:
         """Connect, start every informer, and wait until each has listed once.
@@ -219,15 +263,27 @@ class KubePlatform:
 
     def run_gateway_controllers(self, status_of: StatusOf, domain_suffix: str, injection: InjectionConfig) -> None:
         """The Gateway API's writers (after start() and elect()): status of every Gateway API object, a gateway per
-        Gateway and the default GatewayClass; run by the Lease holder (or at once without an election)."""
+        Gateway and the default GatewayClass; run by the Lease holder (or at once without an election). Each as
+        Istio's switch says (self.gateway_api): none without the Gateway API, status with
+        PILOT_ENABLE_GATEWAY_API_STATUS, gateways with ..._DEPLOYMENT_CONTROLLER, the class with
+        ..._GATEWAYCLASS_CONTROLLER."""
         if self.conn is None:
             raise PlatformError("the Kubernetes platform is not started")
-        self.gateway_status = GatewayStatusWriter(self.conn, self.store, status_of, domain_suffix)
-        self.gateway_deployer = GatewayDeployer(self.conn, self.store, self.root_namespace, injection,
-                                                lambda: any(r.group == GATEWAY_API and r.kind == "GatewayClass"
-                                                            for r in self.informers))
-        for name, lead in (("gateway-status", self.gateway_status.lead),
-                           ("gateway-deployer", self.gateway_deployer.lead)):
+        switches = self.gateway_api
+        if not switches.enabled:
+            return
+        writers = []
+        if switches.status:
+            self.gateway_status = GatewayStatusWriter(self.conn, self.store, status_of, domain_suffix)
+            writers.append(("gateway-status", self.gateway_status.lead))
+        if switches.deployment_controller or switches.gatewayclass_controller:
+            self.gateway_deployer = GatewayDeployer(self.conn, self.store, self.root_namespace, injection,
+                                                    lambda: any(r.group == GATEWAY_API and r.kind == "GatewayClass"
+                                                                for r in self.informers),
+                                                    deploy=switches.deployment_controller,
+                                                    default_class=switches.gatewayclass_controller)
+            writers.append(("gateway-deployer", self.gateway_deployer.lead))
+        for name, lead in writers:
             if self.elector is not None:
                 self.elector.add_task(name, lead)
             else:
