@@ -51,17 +51,24 @@ def _virtual_service(spec: Any) -> Iterator[str]:
 
 
 def _gateway(spec: Any) -> Iterator[str]:
+    # what Istio's BuildListenerTLSContext does not read either, for the server's certificate source and mode
     for i, server in enumerate(_list(spec, "servers")):
+        tls = _at(server, "tls")
+        mode = str(_at(tls, "mode") or "PASSTHROUGH").upper()
+        credentials = _at(tls, "credentialName") or _at(tls, "credentialNames")
         for key in ("verifyCertificateSpki", "verifyCertificateHash"):  # enforced with credential(s) only
-            if _at(server, "tls", key) and not (_at(server, "tls", "credentialName")
-                                                or _at(server, "tls", "credentialNames")):
-                yield f"spec.servers[{i}].tls.{key} (without credentialName)"
-        for key in ("caCertCredentialName", "tlsCertificates", "ecdhCurves"):
-            if _at(server, "tls", key):
-                yield f"spec.servers[{i}].tls.{key}"
+            if _at(tls, key) and not credentials:
+                yield f"spec.servers[{i}].tls.{key} (without credentialName: Istio ignores it too)"
+        if _at(tls, "caCertCredentialName") and not (credentials and mode in ("MUTUAL", "OPTIONAL_MUTUAL")):
+            yield f"spec.servers[{i}].tls.caCertCredentialName (read with credentialName(s) and MUTUAL or " \
+                  "OPTIONAL_MUTUAL only, as Istio)"
+        if mode == "ISTIO_MUTUAL":
+            for key in ("minProtocolVersion", "maxProtocolVersion", "cipherSuites", "ecdhCurves"):
+                if _at(tls, key):
+                    yield f"spec.servers[{i}].tls.{key} (ISTIO_MUTUAL: Istio ignores it too)"
         # translated for certificate files and ISTIO_MUTUAL; with credentialName(s) Istio does not read it either
-        credentials = _at(server, "tls", "credentialName") or _at(server, "tls", "credentialNames")
-        if _at(server, "tls", "caCrl") and credentials:
+        # (the Secret's own `crl` / `ca.crl` key is served with its CA)
+        if _at(tls, "caCrl") and credentials:
             yield f"spec.servers[{i}].tls.caCrl (with credentialName: Istio ignores it too)"
 
 

@@ -349,6 +349,14 @@ class Port(Model, frozen=True):
     target_port: int | None = None
 
 
+class ServerTLSCertificate(Model, frozen=True):
+    """One entry of `tls.tlsCertificates` (files; Istio reads the server's own caCertificates, not this one's)."""
+
+    server_certificate: str | None = None
+    private_key: str | None = None
+    ca_certificates: str | None = None
+
+
 class ServerTLSSettings(Model, frozen=True):
     https_redirect: bool | None = None
     mode: str | None = None
@@ -365,6 +373,9 @@ class ServerTLSSettings(Model, frozen=True):
     min_protocol_version: str | None = None
     max_protocol_version: str | None = None
     cipher_suites: tuple[str, ...] | None = None
+    ecdh_curves: tuple[str, ...] | None = None
+    tls_certificates: tuple[ServerTLSCertificate, ...] | None = None
+    insecure_skip_verify: bool | None = None
 
 
 class Server(Model, frozen=True):
