@@ -44,10 +44,16 @@ def _list(spec: Any, *path: str) -> list[Any]:
 
 
 def _virtual_service(spec: Any) -> Iterator[str]:
-    for i, rule in enumerate(_list(spec, "tls")):
-        for j, match in enumerate(_list(rule, "match")):
-            if _at(match, "destinationSubnets"):
-                yield f"spec.tls[{i}].match[{j}].destinationSubnets"
+    # destinationSubnets: a filter chain on the original destination address (listeners.py _subnet_chains), which
+    # only a captured sidecar has; an explicit-proxy sidecar's CONNECT names a host (Istio's gateways ignore it too)
+    for kind in ("tls", "tcp"):
+        for i, rule in enumerate(_list(spec, kind)):
+            for j, match in enumerate(_list(rule, "match")):
+                if _at(match, "destinationSubnets"):
+                    yield f"spec.{kind}[{i}].match[{j}].destinationSubnets (matched by captured sidecars only: an " \
+                          "explicit-proxy sidecar skips the match)"
+                if kind == "tcp" and _at(match, "sourceSubnet"):
+                    yield f"spec.tcp[{i}].match[{j}].sourceSubnet (ignored, as Istio ignores it)"
 
 
 def _gateway(spec: Any) -> Iterator[str]:

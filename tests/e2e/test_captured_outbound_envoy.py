@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from sailmesh.processes import envoy_binary, free_port
-from sailmesh.snapshot.model import MeshSnapshot, ProxyView
+from sailmesh.snapshot.model import MeshSnapshot, ProxyView, Service
 from sailmesh.testing.netns_capture import PEER_IP, POD_IP
 from sailmesh.webhook.inject import InjectionConfig, iptables_args
 from tests.conftest import ROOT
@@ -60,12 +60,14 @@ REVIEWS_CLUSTER = "cluster.outbound|9080||reviews.default.svc.cluster.local.upst
 PASSTHROUGH = "cluster.PassthroughCluster.upstream_cx_total"
 
 
-def _mesh(*config: str, mode: str = "REDIRECT", reviews_ip: str = PEER_IP) -> tuple[MeshSnapshot, ProxyView]:
+def _mesh(*config: str, mode: str = "REDIRECT", reviews_ip: str = PEER_IP,
+          extra: tuple[Service, ...] = ()) -> tuple[MeshSnapshot, ProxyView]:
     """The pod (productpage, captured in `mode`) and reviews behind ClusterIP 10.96.0.12 with its one endpoint in
     the peer namespace (at `reviews_ip`)."""
     services = [service("productpage"), service("reviews", addresses=(CLUSTER_IP,)),
                 service("echo", ports=((ECHO_PORT, "UNKNOWN"),), addresses=(ECHO_IP,)),  # protocol not declared
-                service("egress", ports=((8080, "TCP"),), addresses=("10.96.0.14",))]  # an egress proxy's stand-in
+                service("egress", ports=((8080, "TCP"),), addresses=("10.96.0.14",)),  # an egress proxy's stand-in
+                *extra]
     workloads = [workload("productpage-v1-0", POD_IP, app="productpage", version="v1"),
                  workload("reviews-v1-0", reviews_ip, app="reviews", version="v1"),
                  workload("echo-v1-0", PEER_IP, app="echo", version="v1"),
@@ -76,8 +78,8 @@ def _mesh(*config: str, mode: str = "REDIRECT", reviews_ip: str = PEER_IP) -> tu
 
 
 def _bootstrap(tmp_path: pathlib.Path, admin: int, *config: str, mode: str = "REDIRECT",
-               reviews_ip: str = PEER_IP) -> pathlib.Path:
-    snapshot, proxy = _mesh(*config, mode=mode, reviews_ip=reviews_ip)
+               reviews_ip: str = PEER_IP, extra: tuple[Service, ...] = ()) -> pathlib.Path:
+    snapshot, proxy = _mesh(*config, mode=mode, reviews_ip=reviews_ip, extra=extra)
     return write_bootstrap(tmp_path, static_bootstrap(snapshot, proxy, admin))
 
 
@@ -169,6 +171,35 @@ def test_a_port_without_a_declared_protocol_is_sniffed_http_routed_and_raw_tcp_p
     assert after[f"http.outbound_{ECHO_IP}_{ECHO_PORT}.downstream_rq_total"] == 1, after
     assert after[f"tcp.outbound|{ECHO_PORT}||{ECHO}.downstream_cx_total"] == 1, after  # the TCP chain, once
     assert after[f"cluster.outbound|{ECHO_PORT}||{ECHO}.upstream_cx_total"] == 2, after
+
+
+SUBNETS_VS = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: subnets, namespace: default}
+spec:
+  hosts: [subnet-db]
+  tcp:
+  - match: [{destinationSubnets: [10.99.0.0/16]}]
+    route: [{destination: {host: subnet-db}}]
+  - match: [{destinationSubnets: [10.77.0.2/32]}]
+    route: [{destination: {host: egress}}]
+  - route: [{destination: {host: subnet-db}}]
+"""
+
+
+def test_destination_subnets_route_by_the_original_destination_address(tmp_path: pathlib.Path) -> None:
+    """VirtualService `tcp` match destinationSubnets (Istio's runtime predicate: a filter chain with prefix_ranges
+    on the listener of a TCP service without a VIP, `0.0.0.0_8080` here): the app's connection to the peer's 8080
+    is captured, and of the routes for 10.99.0.0/16 and 10.77.0.2/32 the second takes it (the egress service,
+    whose endpoint is the peer's 8080 listener); the others lead to subnet-db, which has no endpoint."""
+    reason = _unavailable()
+    if reason:
+        pytest.skip(reason)
+    got = _run(_bootstrap(tmp_path, 15000, SUBNETS_VS, extra=(service("subnet-db", ports=((8080, "TCP"),)),)))
+    assert got["passthrough"].get("listener") == "peer-8080", got
+    after = got["stats_after_passthrough"]
+    assert after[EGRESS] == 1 and after[PASSTHROUGH] == 0, after
 
 
 EGRESS_PROXY = egress_proxy_sidecar("egress.default.svc.cluster.local", 8080)

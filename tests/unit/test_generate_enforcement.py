@@ -23,7 +23,9 @@ spec:
   tls: [{match: [{sniHosts: [r], destinationSubnets: [10.0.0.0/8]}], route: [{destination: {host: r}}]}]
 """)
     # delegate (generate/delegate.py) and retryRemoteLocalities (httproute.retry_policy) are translated
-    assert vs == ["VirtualService default/r: accepted, not enforced: spec.tls[0].match[0].destinationSubnets"]
+    assert vs == [
+        "VirtualService default/r: accepted, not enforced: spec.tls[0].match[0].destinationSubnets (matched by "
+        "captured sidecars only: an explicit-proxy sidecar skips the match)"]
     dr = notes("""apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: r, namespace: default}
@@ -81,7 +83,7 @@ spec:
 
 def test_gateway_tls_is_translated_and_its_gaps_named() -> None:
     """Gateway TLS servers (AUTO_PASSTHROUGH included) and VirtualService `tls` routes bound to a gateway are
-    translated (no note); destinationSubnets is still named."""
+    translated (no note); destinationSubnets is named where it cannot act (explicit-proxy sidecars)."""
     assert notes("""apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata: {name: g, namespace: default}
@@ -108,7 +110,8 @@ metadata: {name: r, namespace: default}
 spec:
   hosts: [b.example.com]
   tls: [{match: [{sniHosts: [b.example.com], destinationSubnets: [10.0.0.0/8]}], route: [{destination: {host: b}}]}]
-""") == ["VirtualService default/r: accepted, not enforced: spec.tls[0].match[0].destinationSubnets"]
+""") == ["VirtualService default/r: accepted, not enforced: spec.tls[0].match[0].destinationSubnets (matched by "
+        "captured sidecars only: an explicit-proxy sidecar skips the match)"]
     assert notes("""apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata: {name: g, namespace: default}
