@@ -79,16 +79,13 @@ def _gateway(spec: Any) -> Iterator[str]:
 
 
 def _sidecar(spec: Any) -> Iterator[str]:
+    # captureMode, bind, tls (SIMPLE/MUTUAL, files), connectionPool are translated (captureMode as Istio's
+    # getBindToPort / egress bindToPort rule: an uncaptured sidecar binds its egress listeners whatever the mode)
     for i, ingress in enumerate(_list(spec, "ingress")):
-        if _at(ingress, "captureMode") is not None:  # bind, tls (SIMPLE/MUTUAL, files), connectionPool translated
-            yield f"spec.ingress[{i}].captureMode"
         if _at(ingress, "tls") is not None and str(_at(ingress, "tls", "mode") or "") not in ("SIMPLE", "MUTUAL"):
             yield f"spec.ingress[{i}].tls.mode: {_at(ingress, 'tls', 'mode')} (SIMPLE and MUTUAL only, as Istio)"
         if str(_at(ingress, "defaultEndpoint") or "").startswith("unix://"):
             yield f"spec.ingress[{i}].defaultEndpoint: unix:// (no listener is built)"
-    for i, egress in enumerate(_list(spec, "egress")):
-        if _at(egress, "captureMode") not in (None, "NONE"):  # embedded mode captures nothing: every app is NONE
-            yield f"spec.egress[{i}].captureMode: {_at(egress, 'captureMode')} (no traffic capture here)"
 
 
 def _envoy_filter(spec: Any) -> Iterator[str]:

@@ -210,8 +210,20 @@ def inbound_listeners(snapshot: MeshSnapshot, proxy: ProxyView,
             listener.continue_on_listener_filters_timeout = True
         if sniffing.needs_http_inspector(chains):
             listener.listener_filters.append(sniffing.http_inspector())
+        _ingress_bind_to_port(listener, proxy, il.capture_mode if il is not None else None)
         out.append(listener)
     return out
+
+
+def _ingress_bind_to_port(listener: listener_pb2.Listener, proxy: ProxyView, capture_mode: str | None) -> None:
+    """Istio's getBindToPort for a Sidecar ingress listener: captureMode NONE binds the port even in a captured pod
+    (an explicit `bind_to_port: true`, which keeps the listener out of virtualInbound: capture.apply), IPTABLES
+    binds nothing even in an uncaptured one (only redirected traffic could reach it), DEFAULT follows the proxy."""
+    mode = (capture_mode or "DEFAULT").upper()
+    if mode == "NONE" and capture.is_captured(proxy):
+        listener.bind_to_port.value = True
+    elif mode == "IPTABLES" and not capture.is_captured(proxy):
+        listener.bind_to_port.value = False
 
 
 def _inbound_hcm(snapshot: MeshSnapshot, proxy: ProxyView, port: int, eff: resolve.EffectiveTelemetry,

@@ -173,6 +173,37 @@ def test_a_port_without_a_declared_protocol_is_sniffed_http_routed_and_raw_tcp_p
     assert after[f"cluster.outbound|{ECHO_PORT}||{ECHO}.upstream_cx_total"] == 2, after
 
 
+def _egress_on_echo_port(capture_mode: str) -> str:
+    return f"""
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: default, namespace: default}}
+spec:
+  egress:
+  - port: {{number: {ECHO_PORT}, protocol: HTTP, name: http}}
+    captureMode: {capture_mode}
+    hosts: ["./*"]
+  - hosts: ["./*"]
+"""
+
+
+@pytest.mark.parametrize(("capture_mode", "through_envoy"), [("IPTABLES", True), ("DEFAULT", True), ("NONE", False)])
+def test_sidecar_egress_capture_mode_decides_what_takes_captured_traffic(
+        tmp_path: pathlib.Path, capture_mode: str, through_envoy: bool) -> None:
+    """Istio's Sidecar egress captureMode in a captured pod: IPTABLES or DEFAULT, the egress listener on 7070 binds
+    nothing and takes what iptables redirects (the app's HTTP call to the peer's 7070 is answered through Envoy's
+    HCM: server istio-envoy, allow_any); NONE binds it on 127.0.0.1, so the captured call to the peer passes through
+    as TCP, untouched (the echo server's own answer)."""
+    reason = _unavailable()
+    if reason:
+        pytest.skip(reason)
+    got = _run(_bootstrap(tmp_path, 15000, _egress_on_echo_port(capture_mode)))
+    echo = got["peer_echo"]
+    assert echo.get("status") == 200, got
+    assert json.loads(echo["body"])["path"] == "/egress-listener"
+    assert (echo["headers"].get("server") == "istio-envoy") is through_envoy, echo
+
+
 SUBNETS_VS = """
 apiVersion: networking.istio.io/v1
 kind: VirtualService

@@ -279,3 +279,32 @@ spec:
     assert _tcp_proxy(subnet).cluster == "outbound|6379||redis.default.svc.cluster.local"
     assert _tcp_proxy(default).cluster == "outbound|443||secure.default.svc.cluster.local"
     assert [f.name for f in lis.listener_filters] == ["envoy.filters.listener.tls_inspector"]
+
+
+def _ingress_sidecar(capture_mode: str) -> str:
+    return f"""
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: default, namespace: default}}
+spec:
+  ingress:
+  - port: {{number: 7000, protocol: HTTP, name: http}}
+    defaultEndpoint: 127.0.0.1:9080
+    captureMode: {capture_mode}
+"""
+
+
+def test_sidecar_ingress_capture_mode_follows_istios_get_bind_to_port() -> None:
+    """Istio's getBindToPort: an ingress listener with captureMode NONE binds its port in a captured pod too (a
+    listener of its own on the pod address, not a chain of virtualInbound); IPTABLES binds nothing even in an
+    uncaptured sidecar; DEFAULT follows the proxy (captured: through virtualInbound)."""
+    none = _listeners("REDIRECT", _ingress_sidecar("NONE"))
+    assert none["10.77.0.1_7000"].bind_to_port.value is True
+    assert not any(c.filter_chain_match.destination_port.value == 7000 for c in none["virtualInbound"].filter_chains)
+    default = _listeners("REDIRECT", _ingress_sidecar("DEFAULT"))
+    assert default["10.77.0.1_7000"].bind_to_port.value is False
+    assert any(c.filter_chain_match.destination_port.value == 7000 for c in default["virtualInbound"].filter_chains)
+    plain = generated(_snapshot(_ingress_sidecar("IPTABLES")), _proxy(), LISTENER, listener_pb2.Listener)
+    assert plain["10.77.0.1_7000"].HasField("bind_to_port") and not plain["10.77.0.1_7000"].bind_to_port.value
+    assert not generated(_snapshot(_ingress_sidecar("NONE")), _proxy(), LISTENER,
+                         listener_pb2.Listener)["10.77.0.1_7000"].HasField("bind_to_port")
