@@ -94,8 +94,11 @@ def _envoy_filter(spec: Any) -> Iterator[str]:
             yield f"spec.{key} (binds no proxy)"
     for i, cp in enumerate(_list(spec, "configPatches")):
         apply_to = _at(cp, "applyTo")
-        if apply_to in ("EXTENSION_CONFIG", "BOOTSTRAP"):
-            yield f"spec.configPatches[{i}].applyTo: {apply_to}"
+        if apply_to == "BOOTSTRAP":  # istiod applied these only through BOOTSTRAP_XDS_AGENT, since removed
+            yield f"spec.configPatches[{i}].applyTo: BOOTSTRAP (ignored, as Istio ignores it)"
+        operation = _at(cp, "patch", "operation")
+        if apply_to == "EXTENSION_CONFIG" and operation != "ADD":  # Istio's InsertedExtensionConfigurations
+            yield f"spec.configPatches[{i}].patch.operation: {operation} (EXTENSION_CONFIG: Istio serves ADD only)"
         if _at(cp, "match", "context") == "WAYPOINT":
             yield f"spec.configPatches[{i}].match.context: WAYPOINT (no waypoints here)"
 

@@ -40,8 +40,11 @@ spec:
 kind: EnvoyFilter
 metadata: {name: f, namespace: default}
 spec: {configPatches: [{applyTo: BOOTSTRAP, patch: {operation: MERGE, value: {}}},
-                       {applyTo: CLUSTER, patch: {operation: ADD, value: {name: x}}}]}
-""") == ["EnvoyFilter default/f: accepted, not enforced: spec.configPatches[0].applyTo: BOOTSTRAP"]
+                       {applyTo: CLUSTER, patch: {operation: ADD, value: {name: x}}},
+                       {applyTo: EXTENSION_CONFIG, patch: {operation: ADD, value: {name: y}}},
+                       {applyTo: EXTENSION_CONFIG, patch: {operation: MERGE, value: {name: y}}}]}
+""") == ["EnvoyFilter default/f: accepted, not enforced: spec.configPatches[0].applyTo: BOOTSTRAP (ignored, as Istio "
+         "ignores it), spec.configPatches[3].patch.operation: MERGE (EXTENSION_CONFIG: Istio serves ADD only)"]
 
 
 def test_translated_config_has_no_note() -> None:
