@@ -214,7 +214,8 @@ def _headers(holder: Any, headers: Headers | None) -> None:
 
 
 def retry_policy(spec: HTTPRetry | None) -> rc.RetryPolicy | None:
-    """Istio's retry.ConvertPolicy: the default policy unless overridden; `attempts: 0` disables retries."""
+    """Istio's retry.ConvertPolicy: the default policy unless overridden; `attempts: 0` disables retries;
+    `retryIgnorePreviousHosts: false` drops the previous_hosts predicate, `backoff` is the base interval."""
     if spec is not None and spec.attempts == 0:
         return None
     p = rc.RetryPolicy(
@@ -253,6 +254,10 @@ def retry_policy(spec: HTTPRetry | None) -> rc.RetryPolicy | None:
         p.retry_on = ",".join(on)
         del p.retriable_status_codes[:]
         p.retriable_status_codes.extend(codes)
+    if spec.retry_ignore_previous_hosts is False:  # set: honoured (true keeps the default previous_hosts predicate)
+        del p.retry_host_predicate[:]
+    if spec.backoff:
+        p.retry_back_off.base_interval.CopyFrom(go_duration(spec.backoff))
     return p
 
 

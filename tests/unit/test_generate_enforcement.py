@@ -136,3 +136,47 @@ spec:
   workloadSelector: {matchLabels: {app: a}}
   trafficPolicy: {tls: {mode: MUTUAL, credentialName: c}}
 """) == []
+
+
+def test_audit_gaps_of_destination_rules_and_http_routes_are_named() -> None:
+    """The field-by-field audit (docs/translation.md "Audit"): DestinationRule traffic-policy fields Istio's cluster
+    builder reads and sailmesh does not yet, at every level (policy, subsets, port-level), and HTTPRoute fault /
+    redirect fields, are named instead of being dropped silently; retries' `backoff` and `retryIgnorePreviousHosts`
+    are translated (no note)."""
+    assert notes("""apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: r, namespace: default}
+spec:
+  host: r
+  trafficPolicy:
+    retryBudget: {percent: {value: 10}}
+    portLevelSettings: [{port: {number: 80}, outlierDetection: {outlierDetectionHttpErrorCodes: [500]}}]
+  subsets: [{name: v1, trafficPolicy: {tls: {mode: SIMPLE, caCrl: /x}}}]
+""") == ["DestinationRule default/r: accepted, not enforced: spec.trafficPolicy.retryBudget, "
+         "spec.subsets[0].trafficPolicy.tls.caCrl, "
+         "spec.trafficPolicy.portLevelSettings[0].outlierDetection.outlierDetectionHttpErrorCodes"]
+    assert notes("""apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: r, namespace: default}
+spec:
+  hosts: [r]
+  http:
+  - route: [{destination: {host: r}}]
+    retries: {attempts: 2, backoff: 1s, retryIgnorePreviousHosts: false}
+    fault: {abort: {http2Error: CANCEL, percentage: {value: 1}}}
+""") == ["VirtualService default/r: accepted, not enforced: spec.http[0].fault.abort.http2Error"]
+
+
+def test_retry_backoff_and_ignore_previous_hosts_as_istio() -> None:
+    """Istio's retry.ConvertPolicy: `backoff` -> retry_back_off.base_interval; `retryIgnorePreviousHosts: false`
+    removes the default previous_hosts predicate, true (or unset) keeps it."""
+    from sailmesh.api.models.networking import HTTPRetry
+    from sailmesh.generate.httproute import retry_policy
+
+    p = retry_policy(HTTPRetry(attempts=2, backoff="250ms", retry_ignore_previous_hosts=False))
+    assert p is not None and p.retry_back_off.base_interval.ToMilliseconds() == 250
+    assert list(p.retry_host_predicate) == []
+    kept = retry_policy(HTTPRetry(attempts=2, retry_ignore_previous_hosts=True))
+    assert kept is not None and [h.name for h in kept.retry_host_predicate] == [
+        "envoy.retry_host_predicates.previous_hosts"]
+    assert not kept.HasField("retry_back_off")

@@ -75,6 +75,8 @@ class HTTPRetry(Model, frozen=True):
     per_try_timeout: Duration | None = None
     retry_on: str | None = None
     retry_remote_localities: bool | None = None
+    retry_ignore_previous_hosts: bool | None = None
+    backoff: Duration | None = None
 
 
 class Delay(Model, frozen=True):
