@@ -75,7 +75,8 @@ def _http_routes(spec: Any) -> Iterator[str]:
 # DestinationRule traffic-policy fields the cluster builder does not read yet (docs/translation.md audit)
 _DR_POLICY_GAPS = (("loadBalancer", "backendUtilization"), ("loadBalancer", "zoneAwareLbSetting"),
                    ("loadBalancer", "consistentHash", "httpCookie", "attributes"),
-                   ("outlierDetection", "outlierDetectionHttpErrorCodes"), ("retryBudget",), ("tls", "caCrl"),
+                   ("outlierDetection", "outlierDetectionHttpErrorCodes"), ("tls", "caCrl"),
+                   ("retryBudget", "budgetInterval"),  # Envoy 1.40's RetryBudget has no budget_interval
                    ("connectionPool", "http", "http2KeepAlive"), ("tunnel",), ("proxyProtocol",))
 
 
@@ -86,10 +87,13 @@ def _destination_rule(spec: Any) -> Iterator[str]:
     for where, policy in list(policies):
         policies += [(f"{where}.portLevelSettings[{j}]", pl) for j, pl in
                      enumerate(_list(policy, "portLevelSettings") if isinstance(policy, Mapping) else [])]
+    pooled = any(_at(policy, "connectionPool") is not None for _where, policy in policies)
     for where, policy in policies:
         for path in _DR_POLICY_GAPS:
             if _at(policy, *path) is not None:
                 yield f"{where}.{'.'.join(path)}"
+        if _at(policy, "retryBudget") is not None and not pooled:  # Istio's applyConnectionPool applies it
+            yield f"{where}.retryBudget (without a connectionPool: Istio ignores it too)"
 
 
 def _gateway(spec: Any) -> Iterator[str]:

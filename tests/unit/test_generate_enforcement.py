@@ -152,8 +152,8 @@ spec:
     retryBudget: {percent: {value: 10}}
     portLevelSettings: [{port: {number: 80}, outlierDetection: {outlierDetectionHttpErrorCodes: [500]}}]
   subsets: [{name: v1, trafficPolicy: {tls: {mode: SIMPLE, caCrl: /x}}}]
-""") == ["DestinationRule default/r: accepted, not enforced: spec.trafficPolicy.retryBudget, "
-         "spec.subsets[0].trafficPolicy.tls.caCrl, "
+""") == ["DestinationRule default/r: accepted, not enforced: spec.trafficPolicy.retryBudget (without a connectionPool: "
+         "Istio ignores it too), spec.subsets[0].trafficPolicy.tls.caCrl, "
          "spec.trafficPolicy.portLevelSettings[0].outlierDetection.outlierDetectionHttpErrorCodes"]
     assert notes("""apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -180,3 +180,36 @@ def test_retry_backoff_and_ignore_previous_hosts_as_istio() -> None:
     assert kept is not None and [h.name for h in kept.retry_host_predicate] == [
         "envoy.retry_host_predicates.previous_hosts"]
     assert not kept.HasField("retry_back_off")
+
+
+def test_retry_budget_as_istio_apply_retry_budget() -> None:
+    """Istio's applyRetryBudget, called from applyConnectionPool: beside a connectionPool the default thresholds get
+    the budget (percent, default 20; minRetryConcurrency, default 3); a subset's budget replaces the policy's
+    (MergeTrafficPolicy); without a connectionPool nothing is set (and the note says Istio ignores it too)."""
+    from envoy.config.cluster.v3 import cluster_pb2
+
+    from sailmesh.xds.types import CLUSTER
+    from tests.unit.test_generate_support import bookinfo, generated, sidecar
+
+    dr = """apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  trafficPolicy:
+    connectionPool: {tcp: {maxConnections: 10}}
+    retryBudget: {percent: {value: 35}}
+  subsets:
+  - {name: v2, labels: {version: v2}, trafficPolicy: {retryBudget: {minRetryConcurrency: 7, budgetInterval: 2s}}}
+"""
+    clusters = generated(bookinfo(dr), sidecar(), CLUSTER, cluster_pb2.Cluster)
+    top = clusters["outbound|9080||reviews.default.svc.cluster.local"].circuit_breakers.thresholds[0].retry_budget
+    assert (top.budget_percent.value, top.min_retry_concurrency.value) == (35.0, 3)
+    v2 = clusters["outbound|9080|v2|reviews.default.svc.cluster.local"].circuit_breakers.thresholds[0].retry_budget
+    assert (v2.budget_percent.value, v2.min_retry_concurrency.value) == (20.0, 7)
+    assert notes(dr) == ["DestinationRule default/reviews: accepted, not enforced: "
+                         "spec.subsets[0].trafficPolicy.retryBudget.budgetInterval"]
+    bare = generated(bookinfo(dr.replace("connectionPool: {tcp: {maxConnections: 10}}", "tls: {mode: DISABLE}")),
+                     sidecar(), CLUSTER, cluster_pb2.Cluster)
+    assert not bare["outbound|9080||reviews.default.svc.cluster.local"].circuit_breakers.thresholds[0].HasField(
+        "retry_budget")

@@ -303,12 +303,20 @@ class ClientTLSSettings(Model, frozen=True):
     client_credential_name: str | None = None
 
 
+class RetryBudget(Model, frozen=True):
+    percent: Percent | None = None
+    min_retry_concurrency: int | None = None
+    budget_interval: Duration | None = None
+
+
 class PortTrafficPolicy(Model, frozen=True):
     port: PortSelector | None = None
     load_balancer: LoadBalancerSettings | None = None
     connection_pool: ConnectionPoolSettings | None = None
     outlier_detection: OutlierDetection | None = None
     tls: ClientTLSSettings | None = None
+    # not a port-level field in Istio: set on the merged policy only (generate/policy.effective_policy)
+    retry_budget: RetryBudget | None = None
 
 
 class TrafficPolicy(Model, frozen=True):
@@ -317,6 +325,7 @@ class TrafficPolicy(Model, frozen=True):
     outlier_detection: OutlierDetection | None = None
     tls: ClientTLSSettings | None = None
     port_level_settings: tuple[PortTrafficPolicy, ...] | None = None
+    retry_budget: RetryBudget | None = None
     tunnel: Mapping[str, Any] | None = None
     proxy_protocol: Mapping[str, Any] | None = None
 
