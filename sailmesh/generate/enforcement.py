@@ -61,13 +61,9 @@ def _http_routes(spec: Any) -> Iterator[str]:
     # fields of Istio's HTTPRoute that the translation does not read yet (found by the docs/translation.md audit)
     for i, rule in enumerate(_list(spec, "http")):
         for path in (("fault", "abort", "http2Error"), ("fault", "delay", "exponentialDelay"),
-                     ("redirect", "prefixRewrite"), ("redirect", "derivePort"), ("corsPolicy", "unmatchedPreflights"),
-                     ("directResponse", "body", "bytes")):
+                     ("corsPolicy", "unmatchedPreflights"), ("directResponse", "body", "bytes")):
             if _at(rule, *path) is not None:
                 yield f"spec.http[{i}].{'.'.join(path)}"
-        for j, match in enumerate(_list(rule, "match")):
-            if _at(match, "statPrefix") is not None:
-                yield f"spec.http[{i}].match[{j}].statPrefix"
         if _at(rule, "mirror_percent") is not None:  # Istio's json name; sailmesh reads `mirrorPercent`
             yield f"spec.http[{i}].mirror_percent (use mirrorPercentage)"
 

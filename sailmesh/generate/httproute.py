@@ -369,7 +369,9 @@ def _action(http: HTTPRoute, vs_ns: str, ctx: RouteContext, route: rc.Route) -> 
     if http.redirect is not None:
         r = http.redirect
         red = route.redirect
-        if r.uri and r.uri.startswith(PREFIX_REDIRECT):
+        if r.prefix_rewrite:  # Istio's translateRedirect: prefixRewrite before uri
+            red.prefix_rewrite = r.prefix_rewrite
+        elif r.uri and r.uri.startswith(PREFIX_REDIRECT):
             # Istio's translateRedirect: `%PREFIX()%/x` swaps the matched prefix (the Gateway API's RequestRedirect
             # ReplacePrefixMatch, which Istio's gateway conversion writes so)
             red.prefix_rewrite = r.uri[len(PREFIX_REDIRECT):]
@@ -377,8 +379,13 @@ def _action(http: HTTPRoute, vs_ns: str, ctx: RouteContext, route: rc.Route) -> 
             red.path_redirect = r.uri
         if r.authority:
             red.host_redirect = r.authority
-        if r.port:
-            red.port_redirect = r.port
+        if r.port or r.derive_port:
+            # Istio: FROM_REQUEST_PORT is the port the routes are built for (FROM_PROTOCOL_DEFAULT: Envoy's default),
+            # and an explicit :80 for http or :443 for https is left out (the scheme: the redirect's, else http;
+            # Istio takes https on a TLS server, which sailmesh's route context does not carry)
+            port = r.port or (ctx.port if r.derive_port == "FROM_REQUEST_PORT" else 0)
+            if (port, r.scheme or "http") not in ((80, "http"), (443, "https")):
+                red.port_redirect = port
         if r.scheme:
             red.scheme_redirect = r.scheme
         red.response_code = REDIRECT_CODES.get(r.effective_code, rc.RedirectAction.MOVED_PERMANENTLY)
@@ -455,6 +462,8 @@ def translate_http(vs: Resource, http: HTTPRoute, ctx: RouteContext) -> list[rc.
         base = http.name or ""
         mname = m.name or ""
         r.name = f"{base}.{mname}" if base and mname else (base or mname)
+        if m.stat_prefix:  # Istio's translateRoute: the match's statPrefix names the route's stats
+            r.stat_prefix = m.stat_prefix
         out.append(r)
     return out
 

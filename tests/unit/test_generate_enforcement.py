@@ -213,3 +213,35 @@ spec:
                      sidecar(), CLUSTER, cluster_pb2.Cluster)
     assert not bare["outbound|9080||reviews.default.svc.cluster.local"].circuit_breakers.thresholds[0].HasField(
         "retry_budget")
+
+
+def test_redirect_prefix_rewrite_derive_port_and_match_stat_prefix_as_istio() -> None:
+    """Istio's translateRedirect: prefixRewrite before uri, derivePort FROM_REQUEST_PORT -> the route's port, no
+    explicit :80 for http / :443 for https; translateRoute: a match's statPrefix becomes the route's stat_prefix."""
+    from envoy.config.route.v3 import route_pb2
+
+    from sailmesh.xds.types import ROUTE
+    from tests.unit.test_generate_support import bookinfo, generated, sidecar
+
+    vs = """apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {prefix: /old}, statPrefix: old-api}]
+    redirect: {prefixRewrite: /new, uri: /ignored, derivePort: FROM_REQUEST_PORT}
+  - match: [{uri: {prefix: /tls}}]
+    redirect: {scheme: https, port: 443}
+  - match: [{uri: {prefix: /alt}}]
+    redirect: {port: 8443}
+  - route: [{destination: {host: reviews}}]
+"""
+    assert notes(vs) == []
+    routes = generated(bookinfo(vs), sidecar(), ROUTE, route_pb2.RouteConfiguration)
+    [vh] = [v for v in routes["9080"].virtual_hosts if v.name == "reviews.default.svc.cluster.local:9080"]
+    old, tls, alt = vh.routes[:3]
+    assert old.stat_prefix == "old-api"
+    assert (old.redirect.prefix_rewrite, old.redirect.path_redirect, old.redirect.port_redirect) == ("/new", "", 9080)
+    assert (tls.redirect.scheme_redirect, tls.redirect.port_redirect) == ("https", 0)
+    assert alt.redirect.port_redirect == 8443 and not alt.stat_prefix

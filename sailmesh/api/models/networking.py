@@ -109,6 +109,7 @@ class HTTPRewrite(Model, frozen=True):
 
 class HTTPRedirect(Model, frozen=True):
     uri: str | None = None
+    prefix_rewrite: str | None = None
     authority: str | None = None
     port: int | None = None
     derive_port: str | None = None
