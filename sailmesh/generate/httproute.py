@@ -5,6 +5,7 @@ Reads the typed models (api.models.networking) the store built when the VirtualS
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from typing import Any
 
@@ -319,6 +320,8 @@ def cors_policy(spec: CorsPolicy | None) -> cors_pb2.CorsPolicy | None:
         out.max_age = str(int(spec.max_age.seconds))
     if spec.allow_credentials is not None:
         out.allow_credentials.CopyFrom(wrappers_pb2.BoolValue(value=spec.allow_credentials))
+    if (spec.unmatched_preflights or "").upper() == "IGNORE":  # Istio's forwardNotMatchingPreflights (else true,
+        out.forward_not_matching_preflights.value = False    # Envoy's default, left unset here)
     out.filter_enabled.default_value.CopyFrom(fractional(100.0))
     return out
 
@@ -395,6 +398,8 @@ def _action(http: HTTPRoute, vs_ns: str, ctx: RouteContext, route: rc.Route) -> 
         route.direct_response.status = direct.status or 200
         if direct.body is not None and direct.body.string:
             route.direct_response.body.inline_string = direct.body.string
+        elif direct.body is not None and direct.body.bytes:  # Istio's HTTPBody_Bytes: inline bytes (base64 in YAML)
+            route.direct_response.body.inline_bytes = base64.b64decode(direct.body.bytes)
         return
     dests = [(d, d.destination) for d in http.route or () if d.destination is not None]
     action = route.route

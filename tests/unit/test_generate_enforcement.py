@@ -164,7 +164,8 @@ spec:
   - route: [{destination: {host: r}}]
     retries: {attempts: 2, backoff: 1s, retryIgnorePreviousHosts: false}
     fault: {abort: {http2Error: CANCEL, percentage: {value: 1}}}
-""") == ["VirtualService default/r: accepted, not enforced: spec.http[0].fault.abort.http2Error"]
+""") == ["VirtualService default/r: accepted, not enforced: spec.http[0].fault.abort.http2Error (ignored, as Istio "
+         "ignores it)"]
 
 
 def test_retry_backoff_and_ignore_previous_hosts_as_istio() -> None:
@@ -245,3 +246,33 @@ spec:
     assert (old.redirect.prefix_rewrite, old.redirect.path_redirect, old.redirect.port_redirect) == ("/new", "", 9080)
     assert (tls.redirect.scheme_redirect, tls.redirect.port_redirect) == ("https", 0)
     assert alt.redirect.port_redirect == 8443 and not alt.stat_prefix
+
+
+def test_cors_unmatched_preflights_and_direct_response_bytes_as_istio() -> None:
+    """Istio's forwardNotMatchingPreflights (IGNORE -> false; otherwise Envoy's default true) and
+    translateDirectResponse's HTTPBody_Bytes (inline bytes; base64 in YAML)."""
+    from envoy.config.route.v3 import route_pb2
+    from envoy.extensions.filters.http.cors.v3 import cors_pb2
+
+    from sailmesh.xds.types import ROUTE
+    from tests.unit.test_generate_support import bookinfo, generated, sidecar
+
+    vs = """apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {prefix: /raw}}]
+    directResponse: {status: 200, body: {bytes: aGVsbG8=}}
+  - route: [{destination: {host: reviews}}]
+    corsPolicy: {allowOrigins: [{exact: "https://a.example"}], unmatchedPreflights: IGNORE}
+"""
+    assert notes(vs) == []
+    routes = generated(bookinfo(vs), sidecar(), ROUTE, route_pb2.RouteConfiguration)
+    [vh] = [v for v in routes["9080"].virtual_hosts if v.name == "reviews.default.svc.cluster.local:9080"]
+    raw, routed = vh.routes[:2]
+    assert raw.direct_response.body.inline_bytes == b"hello"
+    cors = cors_pb2.CorsPolicy()
+    assert routed.typed_per_filter_config["envoy.filters.http.cors"].Unpack(cors)
+    assert cors.HasField("forward_not_matching_preflights") and not cors.forward_not_matching_preflights.value
