@@ -64,8 +64,6 @@ def _http_routes(spec: Any) -> Iterator[str]:
         for path in (("fault", "abort", "http2Error"), ("fault", "delay", "exponentialDelay")):
             if _at(rule, *path) is not None:
                 yield f"spec.http[{i}].{'.'.join(path)} (ignored, as Istio ignores it)"
-        if _at(rule, "mirror_percent") is not None:  # Istio's json name; sailmesh reads `mirrorPercent`
-            yield f"spec.http[{i}].mirror_percent (use mirrorPercentage)"
 
 
 # DestinationRule traffic-policy fields the cluster builder does not read yet (docs/translation.md audit)

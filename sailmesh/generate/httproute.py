@@ -336,7 +336,8 @@ def _mirrors(http: HTTPRoute, vs_ns: str, ctx: RouteContext) -> list[rc.RouteAct
     out = []
     for dest, pct in specs:
         p = rc.RouteAction.RequestMirrorPolicy(cluster=destination_cluster(dest, vs_ns, ctx))
-        fallback = float(http.mirror_percent if http.mirror_percent is not None else 100)
+        legacy = http.mirror_percent if http.mirror_percent is not None else http.mirror_percent_alt
+        fallback = float(legacy if legacy is not None else 100)
         p.runtime_fraction.default_value.CopyFrom(fractional(_percent(pct, fallback)))
         out.append(p)
     return out

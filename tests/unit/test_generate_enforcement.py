@@ -276,3 +276,28 @@ spec:
     cors = cors_pb2.CorsPolicy()
     assert routed.typed_per_filter_config["envoy.filters.http.cors"].Unpack(cors)
     assert cors.HasField("forward_not_matching_preflights") and not cors.forward_not_matching_preflights.value
+
+
+def test_mirror_percent_as_the_crd_spells_it() -> None:
+    """The deprecated `mirror_percent` (the CRD's altName; Istio's protojson reads it and `mirrorPercent`): the
+    mirror's runtime fraction, as Istio's MirrorPercent."""
+    from envoy.config.route.v3 import route_pb2
+
+    from sailmesh.xds.types import ROUTE
+    from tests.unit.test_generate_support import bookinfo, generated, sidecar
+
+    vs = """apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - route: [{destination: {host: reviews}}]
+    mirror: {host: ratings}
+    mirror_percent: 30
+"""
+    assert notes(vs) == []
+    routes = generated(bookinfo(vs), sidecar(), ROUTE, route_pb2.RouteConfiguration)
+    [vh] = [v for v in routes["9080"].virtual_hosts if v.name == "reviews.default.svc.cluster.local:9080"]
+    [mirror] = vh.routes[0].route.request_mirror_policies
+    assert mirror.runtime_fraction.default_value.numerator == 300000  # 30% in millionths

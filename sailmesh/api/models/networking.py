@@ -166,7 +166,9 @@ class HTTPRoute(Model, frozen=True):
     mirror: Destination | None = None
     mirrors: tuple[HTTPMirrorPolicy, ...] | None = None
     mirror_percentage: Percent | None = None
-    mirror_percent: int | None = None  # deprecated
+    mirror_percent: int | None = None  # deprecated; the JSON name protojson reads
+    # the same field as the CRD names it (`+kubebuilder:altName=mirror_percent`; Istio's protojson reads both)
+    mirror_percent_alt: int | None = msgspec.field(default=None, name="mirror_percent")
     cors_policy: CorsPolicy | None = None
     headers: Headers | None = None
 
