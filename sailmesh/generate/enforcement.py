@@ -69,7 +69,7 @@ def _http_routes(spec: Any) -> Iterator[str]:
 # DestinationRule traffic-policy fields the cluster builder does not read yet (docs/translation.md audit)
 _DR_POLICY_GAPS = (("loadBalancer", "zoneAwareLbSetting"),
                    ("loadBalancer", "consistentHash", "httpCookie", "attributes"),
-                   ("outlierDetection", "outlierDetectionHttpErrorCodes"), ("tls", "caCrl"),
+                   ("tls", "caCrl"),
                    ("retryBudget", "budgetInterval"),  # Envoy 1.40's RetryBudget has no budget_interval
                    ("connectionPool", "http", "http2KeepAlive"), ("tunnel",), ("proxyProtocol",))
 

@@ -263,3 +263,43 @@ def test_envoy_validates_an_ipv6_only_captured_pods_config(tmp_path: pathlib.Pat
                         "-l", "warning"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
     assert '"::_9080"' in path.read_text() or "::_9080" in path.read_text()
+
+
+AUDIT_DR = """
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  trafficPolicy:
+    connectionPool: {tcp: {maxConnections: 10}}
+    retryBudget: {percent: {value: 35}, minRetryConcurrency: 4}
+    outlierDetection: {consecutive5xxErrors: 3, outlierDetectionHttpErrorCodes: [500, 503]}
+"""
+AUDIT_VS = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: productpage-audit, namespace: default}
+spec:
+  hosts: [productpage]
+  http:
+  - match: [{uri: {prefix: /old}, statPrefix: old-api}]
+    redirect: {prefixRewrite: /new, derivePort: FROM_REQUEST_PORT}
+  - match: [{uri: {prefix: /raw}}]
+    directResponse: {status: 200, body: {bytes: aGVsbG8=}}
+  - route: [{destination: {host: productpage}}]
+    retries: {attempts: 2, backoff: 100ms, retryIgnorePreviousHosts: false}
+    corsPolicy: {allowOrigins: [{exact: "https://a.example"}], unmatchedPreflights: IGNORE}
+"""
+
+
+def test_envoy_accepts_the_fields_the_audit_translated(tmp_path: pathlib.Path) -> None:
+    """Real Envoy (`--mode validate`) takes what the session-12 audit added: retryBudget and the outlier error
+    matcher on a cluster, a route's stat_prefix, a prefix-rewriting redirect on the request port, direct-response
+    bytes, retry backoff without the previous_hosts predicate, CORS forward_not_matching_preflights."""
+    path = _bootstrap(tmp_path, free_port(), AUDIT_DR, AUDIT_VS)
+    text = path.read_text()
+    assert "old-api" in text and "retryBudget" in text and "errorMatcher" in text, text[:2000]
+    r = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path), "--disable-hot-restart",
+                        "-l", "warning"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])

@@ -153,8 +153,7 @@ spec:
     portLevelSettings: [{port: {number: 80}, outlierDetection: {outlierDetectionHttpErrorCodes: [500]}}]
   subsets: [{name: v1, trafficPolicy: {tls: {mode: SIMPLE, caCrl: /x}}}]
 """) == ["DestinationRule default/r: accepted, not enforced: spec.trafficPolicy.retryBudget (without a connectionPool: "
-         "Istio ignores it too), spec.subsets[0].trafficPolicy.tls.caCrl, "
-         "spec.trafficPolicy.portLevelSettings[0].outlierDetection.outlierDetectionHttpErrorCodes"]
+         "Istio ignores it too), spec.subsets[0].trafficPolicy.tls.caCrl"]
     assert notes("""apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: r, namespace: default}
@@ -301,3 +300,38 @@ spec:
     [vh] = [v for v in routes["9080"].virtual_hosts if v.name == "reviews.default.svc.cluster.local:9080"]
     [mirror] = vh.routes[0].route.request_mirror_policies
     assert mirror.runtime_fraction.default_value.numerator == 300000  # 30% in millionths
+
+
+def test_outlier_detection_http_error_codes_as_istio() -> None:
+    """Istio's applyOutlierDetectionErrorCodes: the HTTP protocol options' outlier error matcher, a `:status` exact
+    match per code, or'ed; one code is the predicate itself."""
+    from envoy.config.cluster.v3 import cluster_pb2
+    from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
+
+    from sailmesh.xds.types import CLUSTER
+    from tests.unit.test_generate_support import bookinfo, generated, sidecar
+
+    dr = """apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  trafficPolicy: {outlierDetection: {consecutive5xxErrors: 3, outlierDetectionHttpErrorCodes: [500, 503]}}
+  subsets:
+  - {name: v2, labels: {version: v2}, trafficPolicy: {outlierDetection: {outlierDetectionHttpErrorCodes: [502]}}}
+"""
+    assert notes(dr) == []
+    clusters = generated(bookinfo(dr), sidecar(), CLUSTER, cluster_pb2.Cluster)
+
+    def matcher(name: str) -> object:
+        opts = hpo.HttpProtocolOptions()
+        clusters[name].typed_extension_protocol_options[
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].Unpack(opts)
+        return opts.outlier_detection.error_matcher
+
+    both = matcher("outbound|9080||reviews.default.svc.cluster.local")
+    assert [r.http_response_headers_match.headers[0].string_match.exact for r in both.or_match.rules] == [
+        "500", "503"]
+    one = matcher("outbound|9080|v2|reviews.default.svc.cluster.local")
+    assert one.http_response_headers_match.headers[0].name == ":status"
+    assert one.http_response_headers_match.headers[0].string_match.exact == "502"

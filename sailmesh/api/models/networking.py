@@ -252,6 +252,7 @@ class OutlierDetection(Model, frozen=True):
     base_ejection_time: Duration | None = None
     max_ejection_percent: int | None = None
     min_health_percent: int | None = None
+    outlier_detection_http_error_codes: tuple[int, ...] | None = None
 
 
 class HTTPCookie(Model, frozen=True):
