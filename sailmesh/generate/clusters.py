@@ -166,6 +166,10 @@ def _protocol_options(protocol: str, pool: ConnectionPoolSettings | None) -> hpo
         h2opts.SetInParent()
         if http.max_concurrent_streams:
             h2opts.max_concurrent_streams.value = http.max_concurrent_streams
+        keepalive = http.http2_keep_alive or {}  # Istio's applyConnectionPool: HTTP/2 PING keepalive
+        for key in ("interval", "timeout"):
+            if keepalive.get(key):
+                getattr(h2opts.connection_keepalive, key).CopyFrom(go_duration(str(keepalive[key])))
     else:
         opts.explicit_http_config.http_protocol_options.SetInParent()
     return opts

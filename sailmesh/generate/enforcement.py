@@ -68,10 +68,9 @@ def _http_routes(spec: Any) -> Iterator[str]:
 
 # DestinationRule traffic-policy fields the cluster builder does not read yet (docs/translation.md audit)
 _DR_POLICY_GAPS = (("loadBalancer", "zoneAwareLbSetting"),
-                   ("loadBalancer", "consistentHash", "httpCookie", "attributes"),
                    ("tls", "caCrl"),
                    ("retryBudget", "budgetInterval"),  # Envoy 1.40's RetryBudget has no budget_interval
-                   ("connectionPool", "http", "http2KeepAlive"), ("tunnel",), ("proxyProtocol",))
+                   ("tunnel",), ("proxyProtocol",))
 
 
 def _destination_rule(spec: Any) -> Iterator[str]:

@@ -176,6 +176,8 @@ def hash_policies(cluster: str, ctx: RouteContext) -> list[rc.RouteAction.HashPo
             hp.cookie.path = cookie.path
         if cookie.ttl:
             hp.cookie.ttl.CopyFrom(go_duration(cookie.ttl))
+        for attr in cookie.attributes or ():  # Istio's consistentHashToHashPolicy: the generated cookie's attributes
+            hp.cookie.attributes.add(name=attr.name or "", value=attr.value or "")
     elif ch.use_source_ip:
         hp.connection_properties.source_ip = True
     elif ch.http_query_parameter_name:

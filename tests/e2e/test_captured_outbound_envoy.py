@@ -272,7 +272,10 @@ metadata: {name: reviews, namespace: default}
 spec:
   host: reviews
   trafficPolicy:
-    connectionPool: {tcp: {maxConnections: 10}}
+    connectionPool:
+      tcp: {maxConnections: 10}
+      http: {h2UpgradePolicy: UPGRADE, http2KeepAlive: {interval: 10s, timeout: 3s}}
+    loadBalancer: {consistentHash: {httpCookie: {name: user, ttl: 60s, attributes: [{name: SameSite, value: Lax}]}}}
     retryBudget: {percent: {value: 35}, minRetryConcurrency: 4}
     outlierDetection: {consecutive5xxErrors: 3, outlierDetectionHttpErrorCodes: [500, 503]}
 """
@@ -296,10 +299,12 @@ spec:
 def test_envoy_accepts_the_fields_the_audit_translated(tmp_path: pathlib.Path) -> None:
     """Real Envoy (`--mode validate`) takes what the session-12 audit added: retryBudget and the outlier error
     matcher on a cluster, a route's stat_prefix, a prefix-rewriting redirect on the request port, direct-response
-    bytes, retry backoff without the previous_hosts predicate, CORS forward_not_matching_preflights."""
+    bytes, retry backoff without the previous_hosts predicate, CORS forward_not_matching_preflights, cookie hash
+    attributes, HTTP/2 connection keepalive."""
     path = _bootstrap(tmp_path, free_port(), AUDIT_DR, AUDIT_VS)
     text = path.read_text()
-    assert "old-api" in text and "retryBudget" in text and "errorMatcher" in text, text[:2000]
+    for field in ("old-api", "retryBudget", "errorMatcher", "connectionKeepalive", "SameSite"):
+        assert field in text, field
     r = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path), "--disable-hot-restart",
                         "-l", "warning"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])

@@ -335,3 +335,36 @@ spec:
     one = matcher("outbound|9080|v2|reviews.default.svc.cluster.local")
     assert one.http_response_headers_match.headers[0].name == ":status"
     assert one.http_response_headers_match.headers[0].string_match.exact == "502"
+
+
+def test_cookie_attributes_and_http2_keepalive_as_istio() -> None:
+    """Istio's consistentHashToHashPolicy copies httpCookie.attributes onto the cookie hash policy; its
+    applyConnectionPool sets http2KeepAlive's interval/timeout as the HTTP/2 options' connection_keepalive."""
+    from envoy.config.cluster.v3 import cluster_pb2
+    from envoy.config.route.v3 import route_pb2
+    from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
+
+    from sailmesh.xds.types import CLUSTER, ROUTE
+    from tests.unit.test_generate_support import bookinfo, generated, sidecar
+
+    dr = """apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  trafficPolicy:
+    loadBalancer:
+      consistentHash: {httpCookie: {name: user, ttl: 60s, attributes: [{name: SameSite, value: Strict}]}}
+    connectionPool: {http: {h2UpgradePolicy: UPGRADE, http2KeepAlive: {interval: 10s, timeout: 3s}}}
+"""
+    assert notes(dr) == []
+    snap = bookinfo(dr)
+    routes = generated(snap, sidecar(), ROUTE, route_pb2.RouteConfiguration)
+    [vh] = [v for v in routes["9080"].virtual_hosts if v.name == "reviews.default.svc.cluster.local:9080"]
+    [hp] = vh.routes[0].route.hash_policy
+    assert [(a.name, a.value) for a in hp.cookie.attributes] == [("SameSite", "Strict")]
+    opts = hpo.HttpProtocolOptions()
+    generated(snap, sidecar(), CLUSTER, cluster_pb2.Cluster)["outbound|9080||reviews.default.svc.cluster.local"] \
+        .typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].Unpack(opts)
+    ka = opts.explicit_http_config.http2_protocol_options.connection_keepalive
+    assert (ka.interval.seconds, ka.timeout.seconds) == (10, 3)

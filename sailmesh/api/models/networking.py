@@ -255,10 +255,16 @@ class OutlierDetection(Model, frozen=True):
     outlier_detection_http_error_codes: tuple[int, ...] | None = None
 
 
+class CookieAttribute(Model, frozen=True):
+    name: str | None = None
+    value: str | None = None
+
+
 class HTTPCookie(Model, frozen=True):
     name: str | None = None
     path: str | None = None
     ttl: Duration | None = None
+    attributes: tuple[CookieAttribute, ...] | None = None
 
 
 class RingHash(Model, frozen=True):
