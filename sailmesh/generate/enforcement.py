@@ -68,7 +68,6 @@ def _http_routes(spec: Any) -> Iterator[str]:
 
 # DestinationRule traffic-policy fields the cluster builder does not read yet (docs/translation.md audit)
 _DR_POLICY_GAPS = (("loadBalancer", "zoneAwareLbSetting"),
-                   ("tls", "caCrl"),
                    ("retryBudget", "budgetInterval"),  # Envoy 1.40's RetryBudget has no budget_interval
                    ("tunnel",), ("proxyProtocol",))
 
@@ -87,6 +86,9 @@ def _destination_rule(spec: Any) -> Iterator[str]:
         for path in _DR_POLICY_GAPS:
             if _at(policy, *path) is not None:
                 yield f"{where}.{'.'.join(path)}"
+        if _at(policy, "tls", "caCrl") and (_at(policy, "tls", "credentialName") or
+                                            _at(policy, "tls", "insecureSkipVerify")):
+            yield f"{where}.tls.caCrl (with credentialName or insecureSkipVerify: Istio ignores it too)"
         if _at(policy, "retryBudget") is not None and not pooled:  # Istio's applyConnectionPool applies it
             yield f"{where}.retryBudget (without a connectionPool: Istio ignores it too)"
 

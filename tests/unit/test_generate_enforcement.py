@@ -153,7 +153,15 @@ spec:
     portLevelSettings: [{port: {number: 80}, outlierDetection: {outlierDetectionHttpErrorCodes: [500]}}]
   subsets: [{name: v1, trafficPolicy: {tls: {mode: SIMPLE, caCrl: /x}}}]
 """) == ["DestinationRule default/r: accepted, not enforced: spec.trafficPolicy.retryBudget (without a connectionPool: "
-         "Istio ignores it too), spec.subsets[0].trafficPolicy.tls.caCrl"]
+         "Istio ignores it too)"]
+    assert notes("""apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: r, namespace: default}
+spec:
+  host: r
+  trafficPolicy: {tls: {mode: SIMPLE, credentialName: c, caCrl: /crl.pem}}
+""") == ["DestinationRule default/r: accepted, not enforced: spec.trafficPolicy.tls.caCrl (with credentialName or "
+         "insecureSkipVerify: Istio ignores it too)"]
     assert notes("""apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: r, namespace: default}
@@ -368,3 +376,12 @@ spec:
         .typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].Unpack(opts)
     ka = opts.explicit_http_config.http2_protocol_options.connection_keepalive
     assert (ka.interval.seconds, ka.timeout.seconds) == (10, 3)
+
+
+def test_client_tls_ca_crl_checks_the_servers_certificate() -> None:
+    """Istio's buildUpstreamTLSContext (certificate files): `caCrl` joins the validation context."""
+    from sailmesh.api.models.networking import ClientTLSSettings
+    from sailmesh.generate.tls import file_upstream
+
+    ctx = file_upstream(ClientTLSSettings(mode="SIMPLE", ca_certificates="/ca.pem", ca_crl="/crl.pem"), "a", False)
+    assert ctx is not None and ctx.common_tls_context.validation_context.crl.filename == "/crl.pem"

@@ -308,6 +308,7 @@ class ClientTLSSettings(Model, frozen=True):
     subject_alt_names: tuple[str, ...] | None = None
     sni: str | None = None
     insecure_skip_verify: bool | None = None
+    ca_crl: str | None = None
     # not Istio's: set only on the rules generated for a Gateway API Gateway's backendTLS.clientCertificateRef
     # (generate/gatewayapi/backend_client.py), the client certificate beside a `configmap://` CA credentialName
     client_credential_name: str | None = None
