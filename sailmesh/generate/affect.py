@@ -12,12 +12,13 @@ from sailmesh.registry.model import TLS_MODE_ISTIO, TLS_MODE_LABEL
 from sailmesh.snapshot.build import ENDPOINT_KINDS, changed_endpoints
 from sailmesh.snapshot.model import MeshSnapshot
 from sailmesh.xds.push import PushRequest
-from sailmesh.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
+from sailmesh.xds.types import CLUSTER, ENDPOINT, EXTENSION_CONFIG, LISTENER, ROUTE, SECRET
 
 EVERY_TYPE = frozenset({CLUSTER, ENDPOINT, LISTENER, ROUTE})  # what the generators make from most config
 # Secrets: workload certificates come from the agent's SDS; over ADS only credentialName secrets (gateways'; and
 # sidecars' for Sidecar ingress TLS and selecting DestinationRules, generate/credentials.py)
 WITH_SECRETS = EVERY_TYPE | {SECRET}
+EVERY_SERVED_TYPE = WITH_SECRETS | {EXTENSION_CONFIG}  # ECDS: EnvoyFilter EXTENSION_CONFIG patches only
 # Config kinds whose changes alter only some xDS types (what the generators read them for); any other kind can
 # alter every type.
 KIND_TYPES: dict[str, frozenset[str]] = {
@@ -38,6 +39,7 @@ KIND_TYPES: dict[str, frozenset[str]] = {
     "ConfigMap": frozenset(),
     # jwt_authn lives in the listeners' HTTP filter chains (keys inlined from the snapshot's fetched key sets)
     "RequestAuthentication": frozenset({LISTENER}),
+    "EnvoyFilter": EVERY_TYPE | {EXTENSION_CONFIG},  # patches to any generated type, and ECDS values
     JWKS_KIND: frozenset({LISTENER}),
     # inbound filter chains; namespace/mesh DISABLE turns the clients' auto mTLS off (clusters)
     "PeerAuthentication": frozenset({LISTENER, CLUSTER}),
@@ -75,7 +77,7 @@ def _config_map_cas(snapshot: MeshSnapshot) -> bool:
 def affected_types(change: Change, previous: MeshSnapshot, current: MeshSnapshot) -> frozenset[str]:
     """The xDS types whose resources may differ between the two snapshots because of `change`."""
     if change.full:
-        return WITH_SECRETS
+        return EVERY_SERVED_TYPE
     if current.mesh != previous.mesh or current.mesh_config is not previous.mesh_config:
         return EVERY_TYPE
     types: set[str] = set()

@@ -255,8 +255,11 @@ def apply(proxy: ProxyView, listeners: list[listener_pb2.Listener], inbound_port
     if not is_captured(proxy):
         return listeners
     mode = interception_mode(proxy)
-    inbound = [lis for lis in listeners if lis.traffic_direction == base_pb2.INBOUND]
-    for lis in inbound:  # served through virtualInbound; the app binds its own port
+    # served through virtualInbound (the app binds its own port), except a Sidecar ingress listener with captureMode
+    # NONE, which says `bind_to_port: true` (listeners._ingress_bind_to_port) and stays a listener of its own
+    inbound = [lis for lis in listeners if lis.traffic_direction == base_pb2.INBOUND
+               and not (lis.HasField("bind_to_port") and lis.bind_to_port.value)]
+    for lis in inbound:
         lis.bind_to_port.value = False
     out = [*listeners, virtual_inbound(inbound, inbound_port, mode, passthrough, wildcard(proxy))]
     if is_dual_stack(proxy):

@@ -7,9 +7,12 @@ from typing import TypeAlias
 
 import msgspec
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
+from envoy.config.common.matcher.v3 import matcher_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.clusters.dynamic_forward_proxy.v3 import cluster_pb2 as dfp_cluster_pb2
 from envoy.extensions.common.dynamic_forward_proxy.v3 import dns_cache_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
+from envoy.type.matcher.v3 import string_pb2
 from envoy.type.v3 import percent_pb2
 
 from sailmesh.api.models import model_of
@@ -21,6 +24,7 @@ from sailmesh.api.models.networking import (
     LoadBalancerSettings,
     OutlierDetection,
     PortTrafficPolicy,
+    RetryBudget,
     Sidecar,
     WarmupConfiguration,
 )
@@ -170,6 +174,10 @@ def _protocol_options(protocol: str, pool: ConnectionPoolSettings | None,
         h2opts.SetInParent()
         if http.max_concurrent_streams:
             h2opts.max_concurrent_streams.value = http.max_concurrent_streams
+        keepalive = http.http2_keep_alive or {}  # Istio's applyConnectionPool: HTTP/2 PING keepalive
+        for key in ("interval", "timeout"):
+            if keepalive.get(key):
+                getattr(h2opts.connection_keepalive, key).CopyFrom(go_duration(str(keepalive[key])))
     else:
         opts.explicit_http_config.http_protocol_options.SetInParent()
     return opts
@@ -208,6 +216,33 @@ def _apply_policy(c: Cluster, protocol: str, policy: PortTrafficPolicy, sniffed:
     _apply_lb(c, policy.load_balancer)
     _apply_pool(c, protocol, policy.connection_pool, sniffed)
     _apply_outlier(c, policy.outlier_detection)
+    if policy.connection_pool is not None and policy.retry_budget is not None:
+        _apply_retry_budget(c, policy.retry_budget)
+    codes = policy.outlier_detection.outlier_detection_http_error_codes if policy.outlier_detection else None
+    if codes and HTTP_OPTIONS_KEY in c.typed_extension_protocol_options:
+        _apply_outlier_error_codes(c, codes)
+
+
+def _apply_outlier_error_codes(c: Cluster, codes: tuple[int, ...]) -> None:
+    """Istio's applyOutlierDetectionErrorCodes: the HTTP protocol options' outlier error matcher, a `:status` exact
+    match per code (or'ed). On HTTP clusters (a TCP cluster sees no status to match)."""
+    rules = [matcher_pb2.MatchPredicate(http_response_headers_match=matcher_pb2.HttpHeadersMatch(headers=[
+        rc.HeaderMatcher(name=":status", string_match=string_pb2.StringMatcher(exact=str(code)))])) for code in codes]
+    predicate = rules[0] if len(rules) == 1 else matcher_pb2.MatchPredicate(
+        or_match=matcher_pb2.MatchPredicate.MatchSet(rules=rules))
+    opts = hpo.HttpProtocolOptions()
+    c.typed_extension_protocol_options[HTTP_OPTIONS_KEY].Unpack(opts)
+    opts.outlier_detection.error_matcher.CopyFrom(predicate)
+    c.typed_extension_protocol_options[HTTP_OPTIONS_KEY].CopyFrom(pack(opts))
+
+
+def _apply_retry_budget(c: Cluster, budget: RetryBudget) -> None:
+    """Istio's applyRetryBudget (only beside a connectionPool, as applyConnectionPool calls it): the budget's
+    percent (default 20) and minRetryConcurrency (default 3) on the default thresholds; Envoy 1.40 has no
+    budget_interval (reported)."""
+    rb = c.circuit_breakers.thresholds[0].retry_budget
+    rb.budget_percent.value = budget.percent.value if budget.percent is not None else 20.0
+    rb.min_retry_concurrency.value = budget.min_retry_concurrency or 3
 
 
 def is_http2(c: Cluster) -> bool:

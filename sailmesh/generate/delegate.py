@@ -28,8 +28,8 @@ from sailmesh.snapshot.model import MeshSnapshot
 
 _replace = msgspec.structs.replace
 # the HTTPRoute fields a delegate route takes from its root route when it leaves them unset (mergeHTTPRoute)
-INHERITED = ("rewrite", "timeout", "retries", "fault", "mirror", "mirror_percent", "mirror_percentage",
-             "cors_policy", "headers")
+INHERITED = ("rewrite", "timeout", "retries", "fault", "mirror", "mirror_percent", "mirror_percent_alt",
+             "mirror_percentage", "cors_policy", "headers")
 
 
 def is_root(vs: Resource) -> bool:

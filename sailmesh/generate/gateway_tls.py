@@ -59,7 +59,8 @@ VALID_CIPHER_SUITES = frozenset({
 })
 # Secret keys, as Istio's extractCertInfo/extractRoot read them: generic first, then kubernetes.io/tls
 _CERT_KEYS = (("cert", "key"), ("tls.crt", "tls.key"))
-_CA_KEYS = ("cacert", "ca.crt")
+_CA_KEYS = (("cacert", "crl"), ("ca.crt", "ca.crl"))  # the CA and the revocation list that goes with it
+_OCSP_STAPLE_KEY = "tls.ocsp-staple"  # read beside tls.crt/tls.key only, as Istio's ExtractCertInfo
 
 
 def mode_of(tls: ServerTLSSettings | None) -> str:
@@ -75,8 +76,9 @@ def credential_secret(name: str) -> secret_pb2.SdsSecretConfig:
 
 
 def _sds_name(credential: str) -> str:
-    """The SDS resource name of a credentialName (`kubernetes-gateway://...`, `configmap://...` names already are)."""
-    return credential if credential.startswith((GATEWAY_CREDENTIAL_PREFIX, CONFIGMAP_PREFIX)) \
+    """Istio's credentials.ToResourceName: the SDS resource name of a credentialName (`kubernetes://...`,
+    `kubernetes-gateway://...` and `configmap://...` names already are one)."""
+    return credential if credential.startswith((CREDENTIAL_PREFIX, GATEWAY_CREDENTIAL_PREFIX, CONFIGMAP_PREFIX)) \
         else CREDENTIAL_PREFIX + credential
 
 
@@ -89,11 +91,15 @@ def _san_matchers(sans: tuple[str, ...] | None) -> list[common_pb2.SubjectAltNam
 
 
 def downstream_tls_context(tls: ServerTLSSettings) -> tls_pb2.DownstreamTlsContext:
-    """The DownstreamTlsContext of a TLS-terminating gateway server (SIMPLE, MUTUAL, OPTIONAL_MUTUAL,
-    ISTIO_MUTUAL)."""
+    """The DownstreamTlsContext of a TLS-terminating gateway server (SIMPLE, MUTUAL, OPTIONAL_MUTUAL, ISTIO_MUTUAL),
+    as Istio's BuildListenerTLSContext: the certificates by source (mesh certificate, credentials, files), client
+    validation for MUTUAL, OPTIONAL_MUTUAL and ISTIO_MUTUAL (`insecureSkipVerify`: ACCEPT_UNTRUSTED), and the
+    server's TLS parameters (protocol versions, cipher suites, ECDH curves) for SIMPLE/MUTUAL/OPTIONAL_MUTUAL only
+    (Istio's isSimpleOrMutual: an ISTIO_MUTUAL server keeps Envoy's defaults)."""
     mode = mode_of(tls)
     ctx = tls_pb2.DownstreamTlsContext(common_tls_context=tls_pb2.CommonTlsContext(alpn_protocols=ALPN_HTTP))
     ctx.require_client_certificate.value = mode in ("MUTUAL", "ISTIO_MUTUAL")
+    validate_client = mode in ("MUTUAL", "ISTIO_MUTUAL", "OPTIONAL_MUTUAL")
     common = ctx.common_tls_context
     sans = _san_matchers(tls.subject_alt_names)
     if mode == "ISTIO_MUTUAL" or tls.credential_name == BUILTIN_CREDENTIAL:
@@ -103,9 +109,11 @@ def downstream_tls_context(tls: ServerTLSSettings) -> tls_pb2.DownstreamTlsConte
         combined.validation_context_sds_secret_config.CopyFrom(sds_secret(ROOT_CERT))
         if tls.ca_crl:  # Istio's ApplyToCommonTLSContext: the CRL file checks the client certificates
             combined.default_validation_context.crl.filename = tls.ca_crl
+        _skip_verify(tls, combined.default_validation_context)
     elif tls.credential_name or tls.credential_names:
         # Istio's ApplyCredentialSDSToServerCommonTLSContext: credentialNames (an RSA and an ECDSA certificate, say)
-        # are served side by side; a MUTUAL server verifies clients with the first one's CA
+        # are served side by side; a MUTUAL server verifies clients with the first one's CA, or with
+        # caCertCredentialName's when it is set
         names = list(tls.credential_names or ()) or [tls.credential_name or ""]
         common.tls_certificate_sds_secret_configs.extend(credential_secret(n) for n in names)
         if mode in ("MUTUAL", "OPTIONAL_MUTUAL"):
@@ -114,26 +122,59 @@ def downstream_tls_context(tls: ServerTLSSettings) -> tls_pb2.DownstreamTlsConte
             default.match_typed_subject_alt_names.extend(sans)
             default.verify_certificate_spki.extend(tls.verify_certificate_spki or ())
             default.verify_certificate_hash.extend(tls.verify_certificate_hash or ())
+            _skip_verify(tls, default)
             combined.validation_context_sds_secret_config.CopyFrom(credential_secret(_ca_credential(tls)))
     else:
-        common.tls_certificates.append(common_pb2.TlsCertificate(
-            certificate_chain=base_pb2.DataSource(filename=tls.server_certificate or ""),
-            private_key=base_pb2.DataSource(filename=tls.private_key or ""),
-        ))
-        if mode in ("MUTUAL", "OPTIONAL_MUTUAL") and tls.ca_certificates:
-            common.validation_context.trusted_ca.filename = tls.ca_certificates
-            common.validation_context.match_typed_subject_alt_names.extend(sans)
+        # Istio's ApplyToCommonTLSContext with certificate files: every `tlsCertificates` entry (an RSA and an ECDSA
+        # certificate), else serverCertificate/privateKey; without files, the proxy's own certificate (`default`)
+        pairs = [(c.server_certificate or "", c.private_key or "") for c in tls.tls_certificates or ()] or \
+            [(tls.server_certificate or "", tls.private_key or "")]
+        for cert, key in pairs:
+            if cert and key:
+                common.tls_certificates.append(common_pb2.TlsCertificate(
+                    certificate_chain=base_pb2.DataSource(filename=cert),
+                    private_key=base_pb2.DataSource(filename=key)))
+            else:
+                common.tls_certificate_sds_secret_configs.append(sds_secret(WORKLOAD_CERT))
+        if validate_client:
+            # the server's caCertificates verify clients (Istio: "Envoy does not support client validation using
+            # multiple CA certificates", so an entry's own caCertificates is not read); without one, the mesh root
+            if tls.ca_certificates:
+                validation = common.validation_context
+                validation.trusted_ca.filename = tls.ca_certificates
+            else:
+                combined = common.combined_validation_context
+                combined.validation_context_sds_secret_config.CopyFrom(sds_secret(ROOT_CERT))
+                validation = combined.default_validation_context
+            validation.match_typed_subject_alt_names.extend(sans)
             if tls.ca_crl:
-                common.validation_context.crl.filename = tls.ca_crl
+                validation.crl.filename = tls.ca_crl
+            _skip_verify(tls, validation)
+    if mode in ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL"):
+        _apply_server_tls_settings(tls, common)
+    return ctx
+
+
+def _skip_verify(tls: ServerTLSSettings, validation: common_pb2.CertificateValidationContext) -> None:
+    """`insecureSkipVerify`: the client certificate is checked but an untrusted one is let through (Istio's
+    ACCEPT_UNTRUSTED; what Gateway API's AllowInsecureFallback needs)."""
+    if tls.insecure_skip_verify:
+        validation.trust_chain_verification = common_pb2.CertificateValidationContext.ACCEPT_UNTRUSTED
+
+
+def _apply_server_tls_settings(tls: ServerTLSSettings, common: tls_pb2.CommonTlsContext) -> None:
+    """Istio's applyServerTLSSettings: minimum/maximum protocol version, ECDH curves and cipher suites, each only
+    when set (TlsParameters appear only then)."""
     lo = (tls.min_protocol_version or "TLS_AUTO").upper()
     hi = (tls.max_protocol_version or "TLS_AUTO").upper()
-    if tls.cipher_suites or lo != "TLS_AUTO" or hi != "TLS_AUTO":
-        common.tls_params.CopyFrom(common_pb2.TlsParameters(
-            tls_minimum_protocol_version=_PROTOCOLS.get(lo, common_pb2.TlsParameters.TLS_AUTO),
-            tls_maximum_protocol_version=_PROTOCOLS.get(hi, common_pb2.TlsParameters.TLS_AUTO),
-            cipher_suites=filtered_cipher_suites(tls.cipher_suites),
-        ))
-    return ctx
+    suites = filtered_cipher_suites(tls.cipher_suites)
+    if not (suites or tls.ecdh_curves or lo != "TLS_AUTO" or hi != "TLS_AUTO"):
+        return
+    params = common.tls_params
+    params.tls_minimum_protocol_version = _PROTOCOLS.get(lo, common_pb2.TlsParameters.TLS_AUTO)
+    params.tls_maximum_protocol_version = _PROTOCOLS.get(hi, common_pb2.TlsParameters.TLS_AUTO)
+    params.cipher_suites.extend(suites)
+    params.ecdh_curves.extend(tls.ecdh_curves or ())
 
 
 def valid_cipher_suite(suite: str) -> bool:
@@ -150,12 +191,12 @@ def filtered_cipher_suites(suites: tuple[str, ...] | None) -> list[str]:
 
 
 def _ca_credential(tls: ServerTLSSettings) -> str:
-    """The credential a MUTUAL server's client CA comes from: `<first name>-cacert`, or a Gateway API
-    frontendValidation's `configmap://` / `kubernetes-gateway://<ns>/<name>-cacert` (generate/gatewayapi writes
-    caCertCredentialName only so; on an Istio Gateway it is still reported as not enforced)."""
-    ca = tls.ca_cert_credential_name or ""
-    if ca.startswith((CONFIGMAP_PREFIX, GATEWAY_CREDENTIAL_PREFIX)):
-        return ca
+    """The credential a MUTUAL server's client CA comes from (Istio's ApplyCredentialSDSToServerCommonTLSContext):
+    `caCertCredentialName` when set ("takes precedence over CA certificates in the Secret referenced with
+    credentialName(s)": `configmap://<ns>/<name>`, `kubernetes://...`, a Gateway API `kubernetes-gateway://...`,
+    or a plain Secret name), else `<first credential name>-cacert`."""
+    if tls.ca_cert_credential_name:
+        return tls.ca_cert_credential_name
     first = (tls.credential_names or ())[:1] or (tls.credential_name or "",)
     return first[0] + CA_SUFFIX
 
@@ -237,12 +278,15 @@ def secret_resource(name: str, secrets: Mapping[str, Resource], namespace: str,
 
 
 def _ca_secret(name: str, data: Mapping[str, bytes]) -> secret_pb2.Secret | None:
-    """A validation-context secret from the CA key of a Secret's or ConfigMap's data (None without one)."""
-    ca = next((data[k] for k in _CA_KEYS if data.get(k)), None)
-    if ca is None:
-        return None
-    return secret_pb2.Secret(name=name, validation_context=common_pb2.CertificateValidationContext(
-        trusted_ca=_inline(ca)))
+    """A validation-context secret from the CA key of a Secret's or ConfigMap's data, with the CRL stored beside it
+    (`cacert`+`crl` or `ca.crt`+`ca.crl`: Istio's ExtractRoot and toEnvoyCaSecret); None without a CA."""
+    for ca_key, crl_key in _CA_KEYS:
+        if data.get(ca_key):
+            ctx = common_pb2.CertificateValidationContext(trusted_ca=_inline(data[ca_key]))
+            if data.get(crl_key):
+                ctx.crl.CopyFrom(_inline(data[crl_key]))
+            return secret_pb2.Secret(name=name, validation_context=ctx)
+    return None
 
 
 def _certificate(name: str, res: Resource | None) -> secret_pb2.Secret | None:
@@ -252,6 +296,9 @@ def _certificate(name: str, res: Resource | None) -> secret_pb2.Secret | None:
     data = secret_data(res)
     for cert_key, key_key in _CERT_KEYS:
         if data.get(cert_key) and data.get(key_key):
-            return secret_pb2.Secret(name=name, tls_certificate=common_pb2.TlsCertificate(
-                certificate_chain=_inline(data[cert_key]), private_key=_inline(data[key_key])))
+            cert = common_pb2.TlsCertificate(certificate_chain=_inline(data[cert_key]),
+                                             private_key=_inline(data[key_key]))
+            if cert_key == "tls.crt" and data.get(_OCSP_STAPLE_KEY):  # Istio's toEnvoyTLSSecret: the OCSP staple
+                cert.ocsp_staple.CopyFrom(_inline(data[_OCSP_STAPLE_KEY]))
+            return secret_pb2.Secret(name=name, tls_certificate=cert)
     return None

@@ -25,14 +25,14 @@ from sailmesh.errors import GenerationError, UnservedTypeError
 from sailmesh.generate.clusters import build_inbound, build_outbound
 from sailmesh.generate.common import Prepacked, pack
 from sailmesh.generate.endpoints import build_endpoints
-from sailmesh.generate.envoyfilter import PatchSet, patch_resources, patch_set
+from sailmesh.generate.envoyfilter import PatchSet, extension_configs, patch_resources, patch_set
 from sailmesh.generate.gateway import gateway_secrets
 from sailmesh.generate.listeners import backed_services, build_listeners
 from sailmesh.generate.memo import Memos
 from sailmesh.generate.names import HTTP_PROXY_ROUTE
 from sailmesh.generate.routes import build_http_proxy_route, build_port_routes
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView
-from sailmesh.xds.types import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SECRET, short_name
+from sailmesh.xds.types import CLUSTER, ENDPOINT, EXTENSION_CONFIG, LISTENER, PUSH_ORDER, ROUTE, SECRET, short_name
 
 # A builder returns messages (or Prepacked resources) to pack, or a mapping it packed already (name -> Any)
 Builder = Callable[[MeshSnapshot, ProxyView, Memos],
@@ -96,6 +96,9 @@ TYPES: dict[str, tuple[Part, ...]] = {
     ROUTE: (Part("routes", build_port_routes, outbound_scope, _holds_other_routes),
             Part("http-proxy-route", build_http_proxy_route, outbound_scope, _holds_http_proxy)),
     SECRET: (Part("gateway-secrets", lambda s, p, _m: gateway_secrets(s, p), own_scope),),
+    # ECDS: the TypedExtensionConfigs of the proxy's EnvoyFilter EXTENSION_CONFIG patches (Istio's EcdsGenerator)
+    EXTENSION_CONFIG: (Part("extension-configs", lambda s, p, m: extension_configs(s, p, m.envoy_filters),
+                            own_scope),),
 }
 assert tuple(TYPES) == PUSH_ORDER, "the type table must list the types in push order"
 

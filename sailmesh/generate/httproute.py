@@ -5,6 +5,7 @@ Reads the typed models (api.models.networking) the store built when the VirtualS
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from typing import Any
 
@@ -178,6 +179,8 @@ def hash_policies(cluster: str, ctx: RouteContext) -> list[rc.RouteAction.HashPo
             hp.cookie.path = cookie.path
         if cookie.ttl:
             hp.cookie.ttl.CopyFrom(go_duration(cookie.ttl))
+        for attr in cookie.attributes or ():  # Istio's consistentHashToHashPolicy: the generated cookie's attributes
+            hp.cookie.attributes.add(name=attr.name or "", value=attr.value or "")
     elif ch.use_source_ip:
         hp.connection_properties.source_ip = True
     elif ch.http_query_parameter_name:
@@ -217,7 +220,8 @@ def _headers(holder: Any, headers: Headers | None) -> None:
 
 
 def retry_policy(spec: HTTPRetry | None) -> rc.RetryPolicy | None:
-    """Istio's retry.ConvertPolicy: the default policy unless overridden; `attempts: 0` disables retries."""
+    """Istio's retry.ConvertPolicy: the default policy unless overridden; `attempts: 0` disables retries;
+    `retryIgnorePreviousHosts: false` drops the previous_hosts predicate, `backoff` is the base interval."""
     if spec is not None and spec.attempts == 0:
         return None
     p = rc.RetryPolicy(
@@ -256,6 +260,10 @@ def retry_policy(spec: HTTPRetry | None) -> rc.RetryPolicy | None:
         p.retry_on = ",".join(on)
         del p.retriable_status_codes[:]
         p.retriable_status_codes.extend(codes)
+    if spec.retry_ignore_previous_hosts is False:  # set: honoured (true keeps the default previous_hosts predicate)
+        del p.retry_host_predicate[:]
+    if spec.backoff:
+        p.retry_back_off.base_interval.CopyFrom(go_duration(spec.backoff))
     return p
 
 
@@ -317,6 +325,8 @@ def cors_policy(spec: CorsPolicy | None) -> cors_pb2.CorsPolicy | None:
         out.max_age = str(int(spec.max_age.seconds))
     if spec.allow_credentials is not None:
         out.allow_credentials.CopyFrom(wrappers_pb2.BoolValue(value=spec.allow_credentials))
+    if (spec.unmatched_preflights or "").upper() == "IGNORE":  # Istio's forwardNotMatchingPreflights (else true,
+        out.forward_not_matching_preflights.value = False    # Envoy's default, left unset here)
     out.filter_enabled.default_value.CopyFrom(fractional(100.0))
     return out
 
@@ -331,7 +341,8 @@ def _mirrors(http: HTTPRoute, vs_ns: str, ctx: RouteContext) -> list[rc.RouteAct
     out = []
     for dest, pct in specs:
         p = rc.RouteAction.RequestMirrorPolicy(cluster=destination_cluster(dest, vs_ns, ctx))
-        fallback = float(http.mirror_percent if http.mirror_percent is not None else 100)
+        legacy = http.mirror_percent if http.mirror_percent is not None else http.mirror_percent_alt
+        fallback = float(legacy if legacy is not None else 100)
         p.runtime_fraction.default_value.CopyFrom(fractional(_percent(pct, fallback)))
         out.append(p)
     return out
@@ -396,7 +407,9 @@ def _action(http: HTTPRoute, vs_ns: str, ctx: RouteContext, route: rc.Route) -> 
     if http.redirect is not None:
         r = http.redirect
         red = route.redirect
-        if r.uri and r.uri.startswith(PREFIX_REDIRECT):
+        if r.prefix_rewrite:  # Istio's translateRedirect: prefixRewrite before uri
+            red.prefix_rewrite = r.prefix_rewrite
+        elif r.uri and r.uri.startswith(PREFIX_REDIRECT):
             # Istio's translateRedirect: `%PREFIX()%/x` swaps the matched prefix (the Gateway API's RequestRedirect
             # ReplacePrefixMatch, which Istio's gateway conversion writes so)
             red.prefix_rewrite = r.uri[len(PREFIX_REDIRECT):]
@@ -404,8 +417,13 @@ def _action(http: HTTPRoute, vs_ns: str, ctx: RouteContext, route: rc.Route) -> 
             red.path_redirect = r.uri
         if r.authority:
             red.host_redirect = r.authority
-        if r.port:
-            red.port_redirect = r.port
+        if r.port or r.derive_port:
+            # Istio: FROM_REQUEST_PORT is the port the routes are built for (FROM_PROTOCOL_DEFAULT: Envoy's default),
+            # and an explicit :80 for http or :443 for https is left out (the scheme: the redirect's, else http;
+            # Istio takes https on a TLS server, which sailmesh's route context does not carry)
+            port = r.port or (ctx.port if r.derive_port == "FROM_REQUEST_PORT" else 0)
+            if (port, r.scheme or "http") not in ((80, "http"), (443, "https")):
+                red.port_redirect = port
         if r.scheme:
             red.scheme_redirect = r.scheme
         red.response_code = REDIRECT_CODES.get(r.effective_code, rc.RedirectAction.MOVED_PERMANENTLY)
@@ -415,6 +433,8 @@ def _action(http: HTTPRoute, vs_ns: str, ctx: RouteContext, route: rc.Route) -> 
         route.direct_response.status = direct.status or 200
         if direct.body is not None and direct.body.string:
             route.direct_response.body.inline_string = direct.body.string
+        elif direct.body is not None and direct.body.bytes:  # Istio's HTTPBody_Bytes: inline bytes (base64 in YAML)
+            route.direct_response.body.inline_bytes = base64.b64decode(direct.body.bytes)
         return
     dests = [(d, d.destination) for d in http.route or () if d.destination is not None]
     action = route.route
@@ -483,6 +503,8 @@ def translate_http(vs: Resource, http: HTTPRoute, ctx: RouteContext) -> list[rc.
         base = http.name or ""
         mname = m.name or ""
         r.name = f"{base}.{mname}" if base and mname else (base or mname)
+        if m.stat_prefix:  # Istio's translateRoute: the match's statPrefix names the route's stats
+            r.stat_prefix = m.stat_prefix
         out.append(r)
     return out
 

@@ -3,10 +3,11 @@ and per-port inbound listeners; gateway server ports."""
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from typing import TypeAlias
 
-from envoy.config.core.v3 import base_pb2, protocol_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, protocol_pb2
 from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -29,7 +30,7 @@ from sailmesh.generate.names import gateway_bind_port
 from sailmesh.generate.peer_authn import workload_policy
 from sailmesh.generate.routes import allow_any_vhost, block_all_vhost
 from sailmesh.generate.scope import egress_ports, inbound_ports, ingress_listeners, outbound_policy, visible_services
-from sailmesh.generate.tcproute import egress_tcp_clusters, service_tcp_route_from
+from sailmesh.generate.tcproute import egress_tcp_clusters, service_tcp_route_from, subnet_routes
 from sailmesh.generate.tls import has_mesh_identity, inbound_chains, needs_tls_inspector, tls_inspector
 from sailmesh.settings import ProxyPorts
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView, Service
@@ -209,8 +210,20 @@ def inbound_listeners(snapshot: MeshSnapshot, proxy: ProxyView,
             listener.continue_on_listener_filters_timeout = True
         if sniffing.needs_http_inspector(chains):
             listener.listener_filters.append(sniffing.http_inspector())
+        _ingress_bind_to_port(listener, proxy, il.capture_mode if il is not None else None)
         out.append(listener)
     return out
+
+
+def _ingress_bind_to_port(listener: listener_pb2.Listener, proxy: ProxyView, capture_mode: str | None) -> None:
+    """Istio's getBindToPort for a Sidecar ingress listener: captureMode NONE binds the port even in a captured pod
+    (an explicit `bind_to_port: true`, which keeps the listener out of virtualInbound: capture.apply), IPTABLES
+    binds nothing even in an uncaptured one (only redirected traffic could reach it), DEFAULT follows the proxy."""
+    mode = (capture_mode or "DEFAULT").upper()
+    if mode == "NONE" and capture.is_captured(proxy):
+        listener.bind_to_port.value = True
+    elif mode == "IPTABLES" and not capture.is_captured(proxy):
+        listener.bind_to_port.value = False
 
 
 def _inbound_hcm(snapshot: MeshSnapshot, proxy: ProxyView, port: int, eff: resolve.EffectiveTelemetry,
@@ -422,8 +435,44 @@ def captured_outbound(snapshot: MeshSnapshot, proxy: ProxyView, port: int, eff: 
                 if sniffing.is_sniffed(sp.protocol):
                     http = _sniffed_http(snapshot, proxy, svc, ip, sp.port, eff, autoallocate.addresses(svc, auto))
                     lis = sniffing.outbound_listener(lis, http)
+                else:
+                    _subnet_chains(lis, snapshot, proxy, svc, sp.port, eff)
                 out.append(lis)
     return out
+
+
+def _subnet_chains(lis: listener_pb2.Listener, snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, port: int,
+                   eff: resolve.EffectiveTelemetry) -> None:
+    """Istio's runtime destination-subnet predicates on a captured TCP/TLS service listener: a filter chain per
+    `tcp`/`tls` route with destinationSubnets (prefix_ranges on the original destination address; a `tls` match's
+    sniHosts as server_names, read by the tls_inspector), before the listener's default chain."""
+    chains = []
+    for route in subnet_routes(RouteContext(snapshot, proxy, port), svc):
+        ranges = [r for r in (_cidr_range(s) for s in route.subnets) if r is not None]
+        if not ranges:
+            continue
+        stat = route.clusters[0][0] if len(route.clusters) == 1 else f"outbound_{lis.name}_subnet"
+        fc = lc.FilterChain(filter_chain_match=lc.FilterChainMatch(prefix_ranges=ranges, server_names=route.sni),
+                            filters=[outbound_tcp_proxy(snapshot, proxy, stat, route.clusters, eff)])
+        _config_metadata(fc, config_path(route.vs))
+        chains.append(fc)
+    if not chains:
+        return
+    default = list(lis.filter_chains)
+    del lis.filter_chains[:]
+    lis.filter_chains.extend([*chains, *default])
+    if any(fc.filter_chain_match.server_names for fc in chains):
+        lis.listener_filters.append(tls_inspector())
+
+
+def _cidr_range(value: str) -> address_pb2.CidrRange | None:
+    """A destinationSubnets entry (an address or a CIDR) as Envoy's CidrRange; None when it is neither."""
+    try:
+        iface = ipaddress.ip_interface(value)
+    except ValueError:
+        return None
+    return address_pb2.CidrRange(address_prefix=str(iface.ip),
+                                 prefix_len=wrappers_pb2.UInt32Value(value=iface.network.prefixlen))
 
 
 def _sniffed_http(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, ip: str, port: int,

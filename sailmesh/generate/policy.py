@@ -21,6 +21,8 @@ def _port_components(policy: TrafficPolicy | None, port: int) -> dict[str, Any]:
     for pls in policy.port_level_settings or ():
         if pls.port is not None and pls.port.number == port:
             out.update({k: v for k in COMPONENTS if (v := getattr(pls, k)) is not None})
+    if policy.retry_budget is not None:  # a policy-level field only; a subset's replaces it (MergeTrafficPolicy)
+        out["retry_budget"] = policy.retry_budget
     return out
 
 

@@ -1,7 +1,10 @@
 """VirtualService `tcp` routes (and `tls` routes on TLS ports) -> the cluster choice of a CONNECT tunnel (or a
-gateway's tcp_proxy)."""
+gateway's tcp_proxy), and the destination-subnet routes a captured sidecar matches on the original destination
+address (`subnet_routes`: Istio's runtime predicates, filter chains with prefix_ranges)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from sailmesh.api.hosts import hosts_match, resolve_short_name, selector_matches
 from sailmesh.api.models import model_of
@@ -18,8 +21,19 @@ WeightedClusters = list[tuple[str, int]]
 TLS_PROTOCOLS = frozenset({"TLS", "HTTPS"})
 
 
+@dataclass(frozen=True)
+class SubnetRoute:
+    """A route taken only for connections to `subnets` (and, for a `tls` match, with an SNI of `sni`)."""
+
+    subnets: tuple[str, ...]
+    sni: tuple[str, ...]
+    clusters: WeightedClusters
+    vs: Resource
+
+
 def _tcp_match_applies(m: L4MatchAttributes | TLSMatchAttributes, ctx: RouteContext, vs_ns: str) -> bool:
-    """Istio L4MatchAttributes: port, sourceLabels, sourceNamespace, gateways (destinationSubnets ignored)."""
+    """Istio's matchTCP / matchTLS, the static predicates: port, sourceLabels, sourceNamespace, gateways
+    (destinationSubnets is a runtime predicate: `subnet_routes`)."""
     if m.port and m.port != ctx.port:
         return False
     if not selector_matches(m.source_labels, ctx.proxy.labels):
@@ -29,12 +43,15 @@ def _tcp_match_applies(m: L4MatchAttributes | TLSMatchAttributes, ctx: RouteCont
     return not m.gateways or ctx.gateway in {gateway_ref(g, vs_ns) for g in m.gateways}
 
 
-def tcp_destinations(vs: Resource, ctx: RouteContext) -> WeightedClusters | None:
-    """(cluster, weight) of the first `tcp` route of a VirtualService whose match applies; None when none does."""
+def tcp_destinations(vs: Resource, ctx: RouteContext, runtime: bool = False) -> WeightedClusters | None:
+    """(cluster, weight) of the first `tcp` route of a VirtualService whose match applies; None when none does.
+    `runtime` (sidecars): a match with destinationSubnets does not apply here, it only builds a subnet route (Istio's
+    buildSidecarOutboundTCPFilterChainOpts); gateways ignore destinationSubnets, as Istio's l4SingleMatch."""
     vs_ns = vs.namespace
     for tcp in model_of(vs, VirtualService).tcp or ():
         matches = tcp.match or ()
-        if matches and not any(_tcp_match_applies(m, ctx, vs_ns) for m in matches):
+        if matches and not any(_tcp_match_applies(m, ctx, vs_ns) and not (runtime and m.destination_subnets)
+                               for m in matches):
             continue
         out = [(destination_cluster(d.destination, vs_ns, ctx), d.weight or 0)
                for d in tcp.route or () if d.destination is not None]
@@ -58,6 +75,8 @@ def tls_destinations(vs: Resource, ctx: RouteContext, host: str) -> WeightedClus
     for tls in model_of(vs, VirtualService).tls or ():
         for m in tls.match or ():
             sni = [resolve_short_name(s, vs.namespace, ctx.suffix) for s in m.sni_hosts or ()]
+            if m.destination_subnets:
+                continue  # a subnet route's (subnet_routes)
             if _tcp_match_applies(m, ctx, vs.namespace) and any(hosts_match(host, s) for s in sni):
                 out = _weighted(vs, ctx, tls)
                 if out:
@@ -78,10 +97,49 @@ def service_tcp_route_from(ctx: RouteContext, svc: Service) -> tuple[WeightedClu
             if found:
                 return found, vs
     for vs in vss:
-        found = tcp_destinations(vs, ctx)
+        found = tcp_destinations(vs, ctx, runtime=True)
         if found:
             return found, vs
     return [(names.outbound_cluster(ctx.port, "", svc.hostname), 100)], None
+
+
+def subnet_routes(ctx: RouteContext, svc: Service) -> list[SubnetRoute]:
+    """The destination-subnet routes of a service port for a captured sidecar, in order (Istio's
+    buildSidecarOutboundTLSFilterChainOpts / buildSidecarOutboundTCPFilterChainOpts, the runtime predicates): on a
+    TLS/HTTPS port one per applicable `tls` match with destinationSubnets (its sniHosts with it, each runtime match
+    once); on other ports, `tcp` routes up to the first one that applies to every destination, each with the
+    subnets of its applicable matches."""
+    vss = ctx.snapshot.index.mesh_virtual_services_for(ctx.proxy, svc.hostname)
+    protocol = next((p.protocol for p in svc.ports if p.port == ctx.port), "")
+    out: list[SubnetRoute] = []
+    if (protocol or "").upper() in TLS_PROTOCOLS:
+        seen: set[tuple[tuple[str, ...], tuple[str, ...]]] = set()
+        for vs in vss:
+            for tls in model_of(vs, VirtualService).tls or ():
+                for m in tls.match or ():
+                    if not m.destination_subnets or not _tcp_match_applies(m, ctx, vs.namespace):
+                        continue
+                    sni = tuple(resolve_short_name(s, vs.namespace, ctx.suffix) for s in m.sni_hosts or ())
+                    key = (sni, tuple(m.destination_subnets))
+                    clusters = _weighted(vs, ctx, tls)
+                    if key not in seen and clusters:
+                        seen.add(key)
+                        out.append(SubnetRoute(key[1], sni, clusters, vs))
+        return out
+    for vs in vss:
+        for tcp in model_of(vs, VirtualService).tcp or ():
+            applying = [m for m in tcp.match or () if _tcp_match_applies(m, ctx, vs.namespace)]
+            clusters = [(destination_cluster(d.destination, vs.namespace, ctx), d.weight or 0)
+                        for d in tcp.route or () if d.destination is not None]
+            clusters = [(c, w) for c, w in clusters if w > 0] if len(clusters) > 1 else clusters
+            if not clusters:
+                continue
+            if not tcp.match or any(not m.destination_subnets for m in applying):
+                return out  # this route takes every other destination (the listener's default chain)
+            subnets = tuple(s for m in applying for s in m.destination_subnets or ())
+            if subnets:
+                out.append(SubnetRoute(subnets, (), clusters, vs))
+    return out
 
 
 def egress_tcp_clusters(snapshot: MeshSnapshot, proxy: ProxyView, port: int,

@@ -196,6 +196,8 @@ def file_upstream(tls: ClientTLSSettings, host: str, http2: bool) -> tls_pb2.Ups
         # Istio verifies against the OS trust store when no caCertificates are given
         vc.trusted_ca.filename = tls.ca_certificates or SYSTEM_CA_BUNDLE
         _san_matchers(vc, tls.subject_alt_names or ())
+        if tls.ca_crl:  # Istio's buildUpstreamTLSContext: the CRL file checks the server's certificate
+            vc.crl.filename = tls.ca_crl
     if tls.mode == "MUTUAL":
         cert = common.tls_certificates.add()
         cert.certificate_chain.filename = tls.client_certificate or ""

@@ -125,6 +125,19 @@ def call_echo() -> dict[str, Any]:
     return http_get(ECHO, ECHO_PORT, "/sniffed", {ECHO_HEADER: "header-route"})
 
 
+def call_peer_echo() -> dict[str, Any]:
+    """An HTTP request to the peer's own echo port (no service has that address): what a Sidecar egress listener
+    on 7070 takes when it binds nothing (captureMode DEFAULT/IPTABLES), the passthrough when it is bound (NONE)."""
+    try:
+        c = http.client.HTTPConnection(PEER_IP, ECHO_PORT, timeout=10)
+        c.request("GET", "/egress-listener")
+        r = c.getresponse()
+        return {"status": r.status, "headers": {k.lower(): v for k, v in r.getheaders()},
+                "body": r.read().decode(errors="replace")}
+    except (OSError, http.client.HTTPException) as e:
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
 def raw_echo() -> dict[str, Any]:
     """A raw TCP line to the same ClusterIP and port, and what came back."""
     return raw(ECHO, ECHO_PORT, b"ping-raw-tcp\n")
@@ -206,6 +219,7 @@ def pod(bootstrap: str, admin: int, iptables_args: list[str], own_cluster_ip: bo
         out["sniffed_http"] = call_echo()
         out["sniffed_raw"] = raw_echo()
         out["stats_after_sniffed"] = _stats(admin)
+        out["peer_echo"] = call_peer_echo()
         out["listeners"] = json.loads(admin_get(admin, "/listeners?format=json"))
         out["clusters"] = json.loads(admin_get(admin, "/clusters?format=json"))  # the hosts each cluster used
         return out

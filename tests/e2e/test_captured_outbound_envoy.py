@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from sailmesh.processes import envoy_binary, free_port
-from sailmesh.snapshot.model import MeshSnapshot, ProxyView
+from sailmesh.snapshot.model import MeshSnapshot, ProxyView, Service
 from sailmesh.testing.netns_capture import PEER_IP, PEER_IP6, POD_IP, POD_IP6
 from sailmesh.webhook.inject import InjectionConfig, iptables_args
 from tests.conftest import ROOT
@@ -61,14 +61,15 @@ PASSTHROUGH = "cluster.PassthroughCluster.upstream_cx_total"
 
 
 def _mesh(*config: str, mode: str = "REDIRECT", reviews_ip: str = PEER_IP,
-          ipv6: bool = False) -> tuple[MeshSnapshot, ProxyView]:
+          ipv6: bool = False, extra: tuple[Service, ...] = ()) -> tuple[MeshSnapshot, ProxyView]:
     """The pod (productpage, captured in `mode`) and reviews behind ClusterIP 10.96.0.12 with its one endpoint in
     the peer namespace (at `reviews_ip`); `ipv6`: an IPv6-only mesh (pod fd77::1, peer fd77::2, IPv6 ClusterIPs)."""
     pod, peer = (POD_IP6, PEER_IP6) if ipv6 else (POD_IP, reviews_ip)
     services = [service("productpage"), service("reviews", addresses=(CLUSTER_IP6 if ipv6 else CLUSTER_IP,)),
                 service("echo", ports=((ECHO_PORT, "UNKNOWN"),),  # protocol not declared
                         addresses=(ECHO_IP6 if ipv6 else ECHO_IP,)),
-                service("egress", ports=((8080, "TCP"),), addresses=("10.96.0.14",))]  # an egress proxy's stand-in
+                service("egress", ports=((8080, "TCP"),), addresses=("10.96.0.14",)),  # an egress proxy's stand-in
+                *extra]
     workloads = [workload("productpage-v1-0", pod, app="productpage", version="v1"),
                  workload("reviews-v1-0", peer, app="reviews", version="v1"),
                  workload("echo-v1-0", PEER_IP6 if ipv6 else PEER_IP, app="echo", version="v1"),
@@ -79,8 +80,8 @@ def _mesh(*config: str, mode: str = "REDIRECT", reviews_ip: str = PEER_IP,
 
 
 def _bootstrap(tmp_path: pathlib.Path, admin: int, *config: str, mode: str = "REDIRECT",
-               reviews_ip: str = PEER_IP, ipv6: bool = False) -> pathlib.Path:
-    snapshot, proxy = _mesh(*config, mode=mode, reviews_ip=reviews_ip, ipv6=ipv6)
+               reviews_ip: str = PEER_IP, ipv6: bool = False, extra: tuple[Service, ...] = ()) -> pathlib.Path:
+    snapshot, proxy = _mesh(*config, mode=mode, reviews_ip=reviews_ip, ipv6=ipv6, extra=extra)
     return write_bootstrap(tmp_path, static_bootstrap(snapshot, proxy, admin))
 
 
@@ -174,6 +175,66 @@ def test_a_port_without_a_declared_protocol_is_sniffed_http_routed_and_raw_tcp_p
     assert after[f"cluster.outbound|{ECHO_PORT}||{ECHO}.upstream_cx_total"] == 2, after
 
 
+def _egress_on_echo_port(capture_mode: str) -> str:
+    return f"""
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: default, namespace: default}}
+spec:
+  egress:
+  - port: {{number: {ECHO_PORT}, protocol: HTTP, name: http}}
+    captureMode: {capture_mode}
+    hosts: ["./*"]
+  - hosts: ["./*"]
+"""
+
+
+@pytest.mark.parametrize(("capture_mode", "through_envoy"), [("IPTABLES", True), ("DEFAULT", True), ("NONE", False)])
+def test_sidecar_egress_capture_mode_decides_what_takes_captured_traffic(
+        tmp_path: pathlib.Path, capture_mode: str, through_envoy: bool) -> None:
+    """Istio's Sidecar egress captureMode in a captured pod: IPTABLES or DEFAULT, the egress listener on 7070 binds
+    nothing and takes what iptables redirects (the app's HTTP call to the peer's 7070 is answered through Envoy's
+    HCM: server istio-envoy, allow_any); NONE binds it on 127.0.0.1, so the captured call to the peer passes through
+    as TCP, untouched (the echo server's own answer)."""
+    reason = _unavailable()
+    if reason:
+        pytest.skip(reason)
+    got = _run(_bootstrap(tmp_path, 15000, _egress_on_echo_port(capture_mode)))
+    echo = got["peer_echo"]
+    assert echo.get("status") == 200, got
+    assert json.loads(echo["body"])["path"] == "/egress-listener"
+    assert (echo["headers"].get("server") == "istio-envoy") is through_envoy, echo
+
+
+SUBNETS_VS = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: subnets, namespace: default}
+spec:
+  hosts: [subnet-db]
+  tcp:
+  - match: [{destinationSubnets: [10.99.0.0/16]}]
+    route: [{destination: {host: subnet-db}}]
+  - match: [{destinationSubnets: [10.77.0.2/32]}]
+    route: [{destination: {host: egress}}]
+  - route: [{destination: {host: subnet-db}}]
+"""
+
+
+def test_destination_subnets_route_by_the_original_destination_address(tmp_path: pathlib.Path) -> None:
+    """VirtualService `tcp` match destinationSubnets (Istio's runtime predicate: a filter chain with prefix_ranges
+    on the listener of a TCP service without a VIP, `0.0.0.0_8080` here): the app's connection to the peer's 8080
+    is captured, and of the routes for 10.99.0.0/16 and 10.77.0.2/32 the second takes it (the egress service,
+    whose endpoint is the peer's 8080 listener); the others lead to subnet-db, which has no endpoint."""
+    reason = _unavailable()
+    if reason:
+        pytest.skip(reason)
+    got = _run(_bootstrap(tmp_path, 15000, SUBNETS_VS, extra=(service("subnet-db", ports=((8080, "TCP"),)),)))
+    assert got["passthrough"].get("listener") == "peer-8080", got
+    after = got["stats_after_passthrough"]
+    assert after[EGRESS] == 1 and after[PASSTHROUGH] == 0, after
+
+
 EGRESS_PROXY = egress_proxy_sidecar("egress.default.svc.cluster.local", 8080)
 EGRESS = "cluster.outbound|8080||egress.default.svc.cluster.local.upstream_cx_total"
 
@@ -228,3 +289,48 @@ def test_an_ipv6_only_pod_reaches_services_by_their_ipv6_cluster_ips(tmp_path: p
     assert got["sniffed_raw"].get("answer") == "raw:ping-raw-tcp\n", got
     names = {s["name"] for s in got["listeners"]["listener_statuses"]}
     assert {"virtualOutbound", "::_9080", f"{ECHO_IP6}_{ECHO_PORT}"} <= names, names
+
+
+AUDIT_DR = """
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  trafficPolicy:
+    connectionPool:
+      tcp: {maxConnections: 10}
+      http: {h2UpgradePolicy: UPGRADE, http2KeepAlive: {interval: 10s, timeout: 3s}}
+    loadBalancer: {consistentHash: {httpCookie: {name: user, ttl: 60s, attributes: [{name: SameSite, value: Lax}]}}}
+    retryBudget: {percent: {value: 35}, minRetryConcurrency: 4}
+    outlierDetection: {consecutive5xxErrors: 3, outlierDetectionHttpErrorCodes: [500, 503]}
+"""
+AUDIT_VS = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: productpage-audit, namespace: default}
+spec:
+  hosts: [productpage]
+  http:
+  - match: [{uri: {prefix: /old}, statPrefix: old-api}]
+    redirect: {prefixRewrite: /new, derivePort: FROM_REQUEST_PORT}
+  - match: [{uri: {prefix: /raw}}]
+    directResponse: {status: 200, body: {bytes: aGVsbG8=}}
+  - route: [{destination: {host: productpage}}]
+    retries: {attempts: 2, backoff: 100ms, retryIgnorePreviousHosts: false}
+    corsPolicy: {allowOrigins: [{exact: "https://a.example"}], unmatchedPreflights: IGNORE}
+"""
+
+
+def test_envoy_accepts_the_fields_the_audit_translated(tmp_path: pathlib.Path) -> None:
+    """Real Envoy (`--mode validate`) takes what the session-12 audit added: retryBudget and the outlier error
+    matcher on a cluster, a route's stat_prefix, a prefix-rewriting redirect on the request port, direct-response
+    bytes, retry backoff without the previous_hosts predicate, CORS forward_not_matching_preflights, cookie hash
+    attributes, HTTP/2 connection keepalive."""
+    path = _bootstrap(tmp_path, free_port(), AUDIT_DR, AUDIT_VS)
+    text = path.read_text()
+    for field in ("old-api", "retryBudget", "errorMatcher", "connectionKeepalive", "SameSite"):
+        assert field in text, field
+    r = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path), "--disable-hot-restart",
+                        "-l", "warning"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])

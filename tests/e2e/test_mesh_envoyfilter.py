@@ -123,3 +123,50 @@ def test_local_rate_limit_task_answers_429(mesh: RunningMesh, tmp_path) -> None:
         with NO_PROXY.open(f"http://{p['address']}:15000/config_dump?resource=dynamic_listeners", timeout=5) as r:
             dump = r.read().decode()
         assert ("envoy.filters.http.local_ratelimit" in dump) == p["name"].startswith("productpage"), p["name"]
+
+
+# Istio's ECDS shape (pilot/pkg/xds/testdata/ecds.yaml): the filter's configuration is an EXTENSION_CONFIG patch,
+# the HTTP filter refers to it by name through config_discovery; here on the ingress gateway
+ECDS_LUA = """\
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: gateway-ecds-lua, namespace: istio-system}
+spec:
+  workloadSelector: {labels: {istio: ingressgateway}}
+  configPatches:
+  - applyTo: EXTENSION_CONFIG
+    patch:
+      operation: ADD
+      value:
+        name: gateway-lua
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua
+          default_source_code:
+            inline_string: "function envoy_on_response(h) h:headers():add('x-ecds-lua', 'VALUE') end"
+  - applyTo: HTTP_FILTER
+    match:
+      context: GATEWAY
+      listener: {filterChain: {filter: {name: envoy.filters.network.http_connection_manager,
+                                        subFilter: {name: envoy.filters.http.router}}}}
+    patch:
+      operation: INSERT_BEFORE
+      value:
+        name: gateway-lua
+        config_discovery:
+          config_source: {ads: {}}
+          type_urls: [type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua]
+"""
+
+
+def test_extension_config_reaches_the_gateway_over_ecds(mesh: RunningMesh, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """EnvoyFilter EXTENSION_CONFIG served over ECDS (Istio's EcdsGenerator): the gateway's HTTP filter asks for
+    `gateway-lua` by name and runs it (every answer carries its header, whatever productpage's limiter says);
+    changing the patch's value reaches the running filter."""
+    url = mesh.gateway_url() + "/productpage"
+    for value in ("one", "two"):
+        path = tmp_path / f"ecds-{value}.yaml"
+        path.write_text(ECDS_LUA.replace("VALUE", value))
+        r = mesh.cli("apply", "-f", str(path))
+        assert r.returncode == 0 and "accepted, not enforced" not in r.stderr, r.stderr
+        wait_for(lambda v=value: status(url)[1].get("x-ecds-lua") == v, timeout=90, interval=0.3,  # type: ignore[misc]
+                 what=f"the ECDS filter's header {value}")

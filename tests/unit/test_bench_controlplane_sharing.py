@@ -10,7 +10,7 @@ from sailmesh.api.change import Change
 from sailmesh.api.resource import ResourceKey
 from sailmesh.generate.affect import affected_types
 from sailmesh.generate.generator import Generator
-from sailmesh.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
+from sailmesh.xds.types import CLUSTER, ENDPOINT, EXTENSION_CONFIG, LISTENER, ROUTE, SECRET
 from tests.unit.test_generate_support import bookinfo, generate, sidecar
 
 SOURCE_LABELS_VS = """
@@ -95,7 +95,7 @@ def test_a_virtual_service_change_regenerates_routes_only() -> None:
     s3 = dataclasses.replace(s2, version=3)
     sidecar_change = Change.of(ResourceKey("Sidecar", "default", "x"))
     assert affected_types(sidecar_change, s2, s3) == {CLUSTER, ENDPOINT, LISTENER, ROUTE}
-    assert affected_types(Change.everything(), s2, s3) == {CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET}
+    assert affected_types(Change.everything(), s2, s3) == {CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, EXTENSION_CONFIG}
 
 
 def test_the_same_parts_are_returned_until_their_type_changes() -> None:

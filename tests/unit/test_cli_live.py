@@ -214,7 +214,8 @@ spec: {configPatches: [{applyTo: BOOTSTRAP, patch: {operation: MERGE, value: {}}
 
 async def test_accepted_not_enforced_is_said_by_apply_analyze_and_get(mesh) -> None:  # type: ignore[no-untyped-def]
     _, state = mesh
-    note = "EnvoyFilter default/lua: accepted, not enforced: spec.configPatches[0].applyTo: BOOTSTRAP"
+    note = ("EnvoyFilter default/lua: accepted, not enforced: spec.configPatches[0].applyTo: BOOTSTRAP (ignored, as "
+            "Istio ignores it)")
     rc, out, err = await _cli("apply", "-f", "-", "--state-dir", state, stdin=ENVOY_FILTER)
     assert rc == 0 and "EnvoyFilter default/lua created" in out and f"Warning: {note}" in err
     rc, _, err = await _cli("analyze", "--state-dir", state)

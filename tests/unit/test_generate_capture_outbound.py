@@ -218,3 +218,93 @@ def test_ipv6_only_pod_gets_ipv6_wildcards_and_passthrough_source() -> None:
     assert v4["InboundPassthroughCluster"].upstream_bind_config.source_address.address == "127.0.0.6"
     none = generated(_snapshot(_egress_sidecar(9999, capture_mode="NONE")), proxy, LISTENER, listener_pb2.Listener)
     assert none["::1_9999"].address.socket_address.address == "::1"
+
+
+SUBNET_VS = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: subnets, namespace: default}
+spec:
+  hosts: [redis, mongodb]
+  tcp:
+  - match:
+    - {destinationSubnets: [10.77.0.2/32, 10.78.0.0/16]}
+    - {destinationSubnets: [10.79.0.5], sourceLabels: {app: x}}
+    route: [{destination: {host: mongodb}}]
+  - match: [{port: 6379}]
+    route: [{destination: {host: redis, subset: v2}}]
+  - route: [{destination: {host: mongodb, subset: never}}]
+"""
+
+
+def test_destination_subnets_become_filter_chains_on_the_original_destination() -> None:
+    """Istio's buildSidecarOutboundTCPFilterChainOpts (runtime predicates): the applicable matches' destinationSubnets
+    of a `tcp` route make a filter chain with those prefix_ranges before the listener's default chain, which is the
+    first route applying to every destination (routes after it are never reached); a match whose static predicates
+    (sourceLabels) fail adds nothing. The route choice without captured traffic skips subnet matches."""
+    lis = _listeners("REDIRECT", SUBNET_VS)["0.0.0.0_6379"]
+    subnet, default = lis.filter_chains
+    assert [(r.address_prefix, r.prefix_len.value) for r in subnet.filter_chain_match.prefix_ranges] == [
+        ("10.77.0.2", 32), ("10.78.0.0", 16)]
+    assert _tcp_proxy(subnet).cluster == "outbound|27017||mongodb.default.svc.cluster.local"
+    assert subnet.metadata.filter_metadata["istio"]["config"].endswith("/subnets")
+    assert not default.HasField("filter_chain_match")
+    assert _tcp_proxy(default).cluster == "outbound|6379|v2|redis.default.svc.cluster.local"
+    # on mongodb's VIP listener (port 27017: the port match fails) the catch-all third route is the default
+    mongo = _listeners("REDIRECT", SUBNET_VS)["10.96.0.30_27017"]
+    assert [_tcp_proxy(c).cluster for c in mongo.filter_chains] == [
+        "outbound|27017||mongodb.default.svc.cluster.local", "outbound|27017|never|mongodb.default.svc.cluster.local"]
+
+
+def test_tls_destination_subnets_match_the_sni_and_the_address() -> None:
+    """Istio's buildSidecarOutboundTLSFilterChainOpts: a `tls` match with destinationSubnets gives a chain matching
+    its sniHosts (server_names, read by a tls_inspector) and its subnets; without one the port keeps its chain."""
+    tls_vs = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: secure, namespace: default}
+spec:
+  hosts: [secure]
+  tls:
+  - match: [{sniHosts: [secure], destinationSubnets: [10.96.0.40/32]}]
+    route: [{destination: {host: redis, port: {number: 6379}}}]
+"""
+    snap = _snapshot(tls_vs)
+    snap = make_snapshot(resources(tls_vs), [*snap.services.values(), service("secure", ports=((443, "TLS"),),
+                                                                    addresses=("10.96.0.40",))])
+    lis = generated(snap, _proxy("REDIRECT"), LISTENER, listener_pb2.Listener)["10.96.0.40_443"]
+    subnet, default = lis.filter_chains
+    assert list(subnet.filter_chain_match.server_names) == ["secure.default.svc.cluster.local"]
+    assert subnet.filter_chain_match.prefix_ranges[0].address_prefix == "10.96.0.40"
+    assert _tcp_proxy(subnet).cluster == "outbound|6379||redis.default.svc.cluster.local"
+    assert _tcp_proxy(default).cluster == "outbound|443||secure.default.svc.cluster.local"
+    assert [f.name for f in lis.listener_filters] == ["envoy.filters.listener.tls_inspector"]
+
+
+def _ingress_sidecar(capture_mode: str) -> str:
+    return f"""
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: default, namespace: default}}
+spec:
+  ingress:
+  - port: {{number: 7000, protocol: HTTP, name: http}}
+    defaultEndpoint: 127.0.0.1:9080
+    captureMode: {capture_mode}
+"""
+
+
+def test_sidecar_ingress_capture_mode_follows_istios_get_bind_to_port() -> None:
+    """Istio's getBindToPort: an ingress listener with captureMode NONE binds its port in a captured pod too (a
+    listener of its own on the pod address, not a chain of virtualInbound); IPTABLES binds nothing even in an
+    uncaptured sidecar; DEFAULT follows the proxy (captured: through virtualInbound)."""
+    none = _listeners("REDIRECT", _ingress_sidecar("NONE"))
+    assert none["10.77.0.1_7000"].bind_to_port.value is True
+    assert not any(c.filter_chain_match.destination_port.value == 7000 for c in none["virtualInbound"].filter_chains)
+    default = _listeners("REDIRECT", _ingress_sidecar("DEFAULT"))
+    assert default["10.77.0.1_7000"].bind_to_port.value is False
+    assert any(c.filter_chain_match.destination_port.value == 7000 for c in default["virtualInbound"].filter_chains)
+    plain = generated(_snapshot(_ingress_sidecar("IPTABLES")), _proxy(), LISTENER, listener_pb2.Listener)
+    assert plain["10.77.0.1_7000"].HasField("bind_to_port") and not plain["10.77.0.1_7000"].bind_to_port.value
+    assert not generated(_snapshot(_ingress_sidecar("NONE")), _proxy(), LISTENER,
+                         listener_pb2.Listener)["10.77.0.1_7000"].HasField("bind_to_port")

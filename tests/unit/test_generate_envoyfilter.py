@@ -266,3 +266,57 @@ def test_bookinfo_ratelimit_sample_patches_the_gateway() -> None:
     gw = type(gw)(**{**gw.__dict__, "labels": {"istio": "ingressgateway"}}) if "istio" not in gw.labels else gw
     cs = generated(snap, gw, CLUSTER, cluster_pb2.Cluster)
     assert cs["rate_limit_cluster"].type == cluster_pb2.Cluster.STRICT_DNS
+
+
+ECDS_LUA = """\
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: ecds-lua, namespace: default}
+spec:
+  workloadSelector: {labels: {app: productpage}}
+  configPatches:
+  - applyTo: EXTENSION_CONFIG
+    patch:
+      operation: ADD
+      value:
+        name: ecds-lua
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua
+          default_source_code: {inline_string: "function envoy_on_response(h) h:headers():add('x-ecds', 'lua') end"}
+  - applyTo: EXTENSION_CONFIG
+    patch: {operation: ADD, value: {name: ecds-lua, typed_config: {"@type": type.googleapis.com/google.protobuf.Empty}}}
+  - applyTo: HTTP_FILTER
+    match: {context: SIDECAR_INBOUND, listener: {filterChain: {filter: {name: envoy.filters.network.http_connection_manager}}}}
+    patch:
+      operation: INSERT_BEFORE
+      value:
+        name: ecds-lua
+        config_discovery:
+          config_source: {ads: {}}
+          type_urls: [type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua]
+"""
+
+
+def test_extension_config_is_served_over_ecds() -> None:
+    """Istio's EcdsGenerator / InsertedExtensionConfigurations: an EXTENSION_CONFIG patch with operation ADD is a
+    TypedExtensionConfig served over ECDS (the first of a name) to the proxies the EnvoyFilter selects, which an
+    HTTP filter's `config_discovery` asks for by name; other proxies get none."""
+    from envoy.config.core.v3 import extension_pb2
+    from envoy.extensions.filters.http.lua.v3 import lua_pb2
+
+    from sailmesh.xds.types import EXTENSION_CONFIG
+
+    snap = bookinfo(ECDS_LUA)
+    configs = generated(snap, sidecar(), EXTENSION_CONFIG, extension_pb2.TypedExtensionConfig)
+    assert list(configs) == ["ecds-lua"]
+    lua = lua_pb2.Lua()
+    assert configs["ecds-lua"].typed_config.Unpack(lua)
+    assert "x-ecds" in lua.default_source_code.inline_string
+    assert generated(snap, sidecar("details-v1-0", "127.0.1.2"), EXTENSION_CONFIG,
+                     extension_pb2.TypedExtensionConfig) == {}
+    listeners = generated(snap, sidecar(), LISTENER, listener_pb2.Listener)
+    h = hcm_pb2.HttpConnectionManager()
+    [inbound] = [li for n, li in listeners.items() if n.endswith("_9080") and li.traffic_direction == 1]
+    inbound.filter_chains[0].filters[-1].typed_config.Unpack(h)
+    [ecds] = [f for f in h.http_filters if f.name == "ecds-lua"]
+    assert ecds.config_discovery.config_source.HasField("ads")

@@ -4,6 +4,7 @@ PASSTHROUGH by SNI from VirtualService `tls` routes, TLS parameters, httpsRedire
 from __future__ import annotations
 
 import base64
+import json
 
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -347,3 +348,100 @@ spec:
     assert not_enforced(resources(text.replace("TLS", "credentialName: c, caCrl: /crl.pem"))[0]) == [
         "Gateway default/gw: accepted, not enforced: spec.servers[0].tls.caCrl (with credentialName: Istio ignores "
         "it too)"]
+
+
+def test_ca_cert_credential_name_takes_precedence_over_the_credentials_ca() -> None:
+    """Istio's caCertCredentialName ("For mutual TLS, the name of the secret or the configmap that holds CA
+    certificates. Takes precedence over CA certificates in the Secret referenced with credentialName(s)"):
+    ApplyCredentialSDSToServerCommonTLSContext validates clients with ToResourceName(caCertCredentialName); istiod's
+    SDS reads a `-cacert` name as a CA (that Secret, else the CA key of the name without the suffix) with the CRL
+    beside it (ExtractRoot: `cacert`+`crl`), and a `configmap://<ns>/<name>` from that ConfigMap."""
+    crl = b"-----BEGIN X509 CRL-----\nMIIB\n-----END X509 CRL-----\n"
+    ca_secret = ("apiVersion: v1\nkind: Secret\nmetadata: {name: client-ca-cacert, namespace: istio-system}\n"
+                 f"data: {{cacert: {b64(CA)}, crl: {b64(crl)}}}\n")
+    config_map = ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm-ca, namespace: istio-system}\n"
+                  f"data: {{ca.crt: {json.dumps(CA.decode())}}}\n")
+    for ca_name, sds_name in (("client-ca-cacert", "kubernetes://client-ca-cacert"),
+                              ("kubernetes://client-ca-cacert", "kubernetes://client-ca-cacert"),
+                              ("configmap://istio-system/cm-ca", "configmap://istio-system/cm-ca")):
+        gw = SIMPLE.replace("mode: SIMPLE", f"mode: MUTUAL, caCertCredentialName: '{ca_name}'")
+        snap = make_snapshot(resources(gw, HTTPBIN_VS, TLS_SECRET, ca_secret, config_map), SERVICES)
+        ctx = tls_context(generated(snap, gateway_proxy(), LISTENER, listener_pb2.Listener)["0.0.0.0_443"]
+                          .filter_chains[0])
+        combined = ctx.common_tls_context.combined_validation_context
+        assert combined.validation_context_sds_secret_config.name == sds_name
+        secrets = generated(snap, gateway_proxy(), SECRET, secret_pb2.Secret)
+        assert set(secrets) == {"kubernetes://httpbin-credential", sds_name}  # not httpbin-credential-cacert
+        validation = secrets[sds_name].validation_context
+        assert validation.trusted_ca.inline_bytes == CA
+        assert validation.crl.inline_bytes == (b"" if sds_name.startswith("configmap") else crl)
+        assert not_enforced(resources(gw)[0]) == []
+    # Istio reads it with credentialName(s) and MUTUAL/OPTIONAL_MUTUAL only
+    simple = SIMPLE.replace("mode: SIMPLE", "mode: SIMPLE, caCertCredentialName: client-ca-cacert")
+    assert not_enforced(resources(simple)[0]) == [
+        "Gateway default/gw: accepted, not enforced: spec.servers[0].tls.caCertCredentialName (read with "
+        "credentialName(s) and MUTUAL or OPTIONAL_MUTUAL only, as Istio)"]
+
+
+def test_the_credentials_own_crl_and_ocsp_staple_are_served() -> None:
+    """Istio's credentialName Secret keys: `ca.crl` beside `ca.crt` revokes client certificates
+    (toEnvoyCaSecret), `tls.ocsp-staple` beside tls.crt/tls.key is stapled (toEnvoyTLSSecret)."""
+    staple = b"\x30\x03\x0a\x01\x00"
+    secret = TLS_SECRET.replace("}\n", f", ca.crl: {b64(b'CRL')}, tls.ocsp-staple: {b64(staple)}}}\n")
+    mutual = SIMPLE.replace("mode: SIMPLE", "mode: MUTUAL")
+    secrets = generated(make_snapshot(resources(mutual, HTTPBIN_VS, secret), SERVICES), gateway_proxy(), SECRET,
+                        secret_pb2.Secret)
+    assert secrets["kubernetes://httpbin-credential"].tls_certificate.ocsp_staple.inline_bytes == staple
+    assert secrets["kubernetes://httpbin-credential-cacert"].validation_context.crl.inline_bytes == b"CRL"
+
+
+def test_tls_certificates_ecdh_curves_and_insecure_skip_verify() -> None:
+    """Istio's BuildListenerTLSContext: `tlsCertificates` serves every file pair on one chain (an RSA and an ECDSA
+    certificate), clients verified with the server's caCertificates; applyServerTLSSettings sets `ecdhCurves` for
+    SIMPLE/MUTUAL/OPTIONAL_MUTUAL; `insecureSkipVerify` lets an untrusted client certificate through
+    (ACCEPT_UNTRUSTED) on every source; an ISTIO_MUTUAL server takes none of the TLS parameters."""
+    gw = gateway("""  - port: {number: 443, name: https-files, protocol: HTTPS}
+    hosts: [a.example.com]
+    tls:
+      mode: MUTUAL
+      tlsCertificates:
+      - {serverCertificate: /rsa.pem, privateKey: /rsa.key}
+      - {serverCertificate: /ecdsa.pem, privateKey: /ecdsa.key, caCertificates: /ignored.pem}
+      caCertificates: /ca.pem
+      ecdhCurves: [P-384, X25519]
+      insecureSkipVerify: true
+  - port: {number: 443, name: https-cred, protocol: HTTPS}
+    hosts: [b.example.com]
+    tls: {mode: MUTUAL, credentialName: c, insecureSkipVerify: true}
+  - port: {number: 443, name: https-mesh, protocol: HTTPS}
+    hosts: [c.example.com]
+    tls: {mode: ISTIO_MUTUAL, minProtocolVersion: TLSV1_3, ecdhCurves: [P-384], insecureSkipVerify: true}
+""")
+    a, b, c = listeners(gw)["0.0.0.0_443"].filter_chains
+    files = tls_context(a).common_tls_context
+    assert [(t.certificate_chain.filename, t.private_key.filename) for t in files.tls_certificates] == [
+        ("/rsa.pem", "/rsa.key"), ("/ecdsa.pem", "/ecdsa.key")]
+    assert files.validation_context.trusted_ca.filename == "/ca.pem"
+    assert files.validation_context.trust_chain_verification == common_pb2.CertificateValidationContext.ACCEPT_UNTRUSTED
+    assert list(files.tls_params.ecdh_curves) == ["P-384", "X25519"]
+    assert files.tls_params.tls_minimum_protocol_version == common_pb2.TlsParameters.TLS_AUTO
+    cred = tls_context(b).common_tls_context.combined_validation_context.default_validation_context
+    assert cred.trust_chain_verification == common_pb2.CertificateValidationContext.ACCEPT_UNTRUSTED
+    mesh = tls_context(c).common_tls_context
+    assert not mesh.HasField("tls_params")
+    assert mesh.combined_validation_context.default_validation_context.trust_chain_verification == \
+        common_pb2.CertificateValidationContext.ACCEPT_UNTRUSTED
+    assert not_enforced(resources(gw)[0]) == [
+        "Gateway default/gw: accepted, not enforced: spec.servers[2].tls.minProtocolVersion (ISTIO_MUTUAL: Istio "
+        "ignores it too), spec.servers[2].tls.ecdhCurves (ISTIO_MUTUAL: Istio ignores it too)"]
+
+
+def test_a_server_without_certificate_files_serves_the_proxy_certificate() -> None:
+    """Istio's ApplyToCommonTLSContext falls back to the SDS names `default` (no certificate path) and `ROOTCA`
+    (MUTUAL without caCertificates), the proxy's own certificate and the mesh root, from the agent."""
+    from sailmesh.api.models.networking import ServerTLSSettings
+    from sailmesh.generate.gateway_tls import downstream_tls_context
+
+    ctx = downstream_tls_context(ServerTLSSettings(mode="MUTUAL")).common_tls_context
+    assert [s.name for s in ctx.tls_certificate_sds_secret_configs] == ["default"]
+    assert ctx.combined_validation_context.validation_context_sds_secret_config.name == "ROOTCA"

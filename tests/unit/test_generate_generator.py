@@ -14,7 +14,7 @@ from sailmesh.generate.affect import affected_types, push_request
 from sailmesh.generate.generator import Generator, Part
 from sailmesh.registry.workloads import workload_key
 from sailmesh.xds.push import PushRequest
-from sailmesh.xds.types import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SECRET
+from sailmesh.xds.types import CLUSTER, ENDPOINT, EXTENSION_CONFIG, LISTENER, PUSH_ORDER, ROUTE, SECRET
 from tests.unit.test_generate_support import (
     bookinfo,
     bookinfo_services,
@@ -146,7 +146,9 @@ def test_push_request_per_kind() -> None:
     gw = Change.of(ResourceKey("Gateway", "default", "g"))
     assert affected_types(gw, s1, s2) == {LISTENER, ROUTE, SECRET}  # SECRET: the credentialName secrets it names
     assert affected_types(Change.of(ResourceKey("Sidecar", "default", "s")), s1, s2) == set(TYPES)
-    assert affected_types(Change.everything(), s1, s2) == {*TYPES, SECRET}
+    assert affected_types(Change.everything(), s1, s2) == {*TYPES, SECRET, EXTENSION_CONFIG}
+    ef = Change.of(ResourceKey("EnvoyFilter", "default", "f"))
+    assert affected_types(ef, s1, s2) == {*TYPES, EXTENSION_CONFIG}  # ECDS: EXTENSION_CONFIG patches
     assert affected_types(Change.of(ResourceKey("Secret", "istio-system", "c")), s1, s2) == {SECRET}
     # a workload change that moved no endpoint pushes nothing
     assert push_request(Change.of(workload_key("reviews-v1-0", "default")), s1, s2) is None

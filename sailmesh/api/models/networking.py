@@ -75,6 +75,8 @@ class HTTPRetry(Model, frozen=True):
     per_try_timeout: Duration | None = None
     retry_on: str | None = None
     retry_remote_localities: bool | None = None
+    retry_ignore_previous_hosts: bool | None = None
+    backoff: Duration | None = None
 
 
 class Delay(Model, frozen=True):
@@ -107,6 +109,7 @@ class HTTPRewrite(Model, frozen=True):
 
 class HTTPRedirect(Model, frozen=True):
     uri: str | None = None
+    prefix_rewrite: str | None = None
     authority: str | None = None
     port: int | None = None
     derive_port: str | None = None
@@ -163,7 +166,9 @@ class HTTPRoute(Model, frozen=True):
     mirror: Destination | None = None
     mirrors: tuple[HTTPMirrorPolicy, ...] | None = None
     mirror_percentage: Percent | None = None
-    mirror_percent: int | None = None  # deprecated
+    mirror_percent: int | None = None  # deprecated; the JSON name protojson reads
+    # the same field as the CRD names it (`+kubebuilder:altName=mirror_percent`; Istio's protojson reads both)
+    mirror_percent_alt: int | None = msgspec.field(default=None, name="mirror_percent")
     cors_policy: CorsPolicy | None = None
     headers: Headers | None = None
 
@@ -247,12 +252,19 @@ class OutlierDetection(Model, frozen=True):
     base_ejection_time: Duration | None = None
     max_ejection_percent: int | None = None
     min_health_percent: int | None = None
+    outlier_detection_http_error_codes: tuple[int, ...] | None = None
+
+
+class CookieAttribute(Model, frozen=True):
+    name: str | None = None
+    value: str | None = None
 
 
 class HTTPCookie(Model, frozen=True):
     name: str | None = None
     path: str | None = None
     ttl: Duration | None = None
+    attributes: tuple[CookieAttribute, ...] | None = None
 
 
 class RingHash(Model, frozen=True):
@@ -296,9 +308,16 @@ class ClientTLSSettings(Model, frozen=True):
     subject_alt_names: tuple[str, ...] | None = None
     sni: str | None = None
     insecure_skip_verify: bool | None = None
+    ca_crl: str | None = None
     # not Istio's: set only on the rules generated for a Gateway API Gateway's backendTLS.clientCertificateRef
     # (generate/gatewayapi/backend_client.py), the client certificate beside a `configmap://` CA credentialName
     client_credential_name: str | None = None
+
+
+class RetryBudget(Model, frozen=True):
+    percent: Percent | None = None
+    min_retry_concurrency: int | None = None
+    budget_interval: Duration | None = None
 
 
 class PortTrafficPolicy(Model, frozen=True):
@@ -307,6 +326,8 @@ class PortTrafficPolicy(Model, frozen=True):
     connection_pool: ConnectionPoolSettings | None = None
     outlier_detection: OutlierDetection | None = None
     tls: ClientTLSSettings | None = None
+    # not a port-level field in Istio: set on the merged policy only (generate/policy.effective_policy)
+    retry_budget: RetryBudget | None = None
 
 
 class TrafficPolicy(Model, frozen=True):
@@ -315,6 +336,7 @@ class TrafficPolicy(Model, frozen=True):
     outlier_detection: OutlierDetection | None = None
     tls: ClientTLSSettings | None = None
     port_level_settings: tuple[PortTrafficPolicy, ...] | None = None
+    retry_budget: RetryBudget | None = None
     tunnel: Mapping[str, Any] | None = None
     proxy_protocol: Mapping[str, Any] | None = None
 
@@ -349,6 +371,14 @@ class Port(Model, frozen=True):
     target_port: int | None = None
 
 
+class ServerTLSCertificate(Model, frozen=True):
+    """One entry of `tls.tlsCertificates` (files; Istio reads the server's own caCertificates, not this one's)."""
+
+    server_certificate: str | None = None
+    private_key: str | None = None
+    ca_certificates: str | None = None
+
+
 class ServerTLSSettings(Model, frozen=True):
     https_redirect: bool | None = None
     mode: str | None = None
@@ -365,6 +395,9 @@ class ServerTLSSettings(Model, frozen=True):
     min_protocol_version: str | None = None
     max_protocol_version: str | None = None
     cipher_suites: tuple[str, ...] | None = None
+    ecdh_curves: tuple[str, ...] | None = None
+    tls_certificates: tuple[ServerTLSCertificate, ...] | None = None
+    insecure_skip_verify: bool | None = None
 
 
 class Server(Model, frozen=True):

@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 INSERT_OPS = frozenset({"INSERT_BEFORE", "INSERT_AFTER", "INSERT_FIRST"})
 INSERTABLE = frozenset({"HTTP_FILTER", "NETWORK_FILTER", "HTTP_ROUTE", "LISTENER_FILTER"})
 MERGE_OPS = frozenset({"MERGE", "MERGE_AND_REPLACE_LIST"})
-# the applyTo values whose patches change each xDS type (EXTENSION_CONFIG and BOOTSTRAP: not served here)
+# the applyTo values whose patches change each xDS type (EXTENSION_CONFIG: its own type, `extension_configs`;
+# BOOTSTRAP: Istio applies none since its BOOTSTRAP_XDS_AGENT feature was removed)
 TYPE_APPLY_TO: dict[str, frozenset[str]] = {
     LISTENER: frozenset({"LISTENER", "FILTER_CHAIN", "NETWORK_FILTER", "HTTP_FILTER", "LISTENER_FILTER",
                          # inbound route configurations are inline in the inbound listeners
@@ -154,3 +155,16 @@ def patch_set(snapshot: MeshSnapshot, proxy: ProxyView, compiled: IdentityMemo) 
             if _proxy_matches(cp, proxy):
                 by.setdefault(cp.apply_to, []).append(cp)
     return PatchSet({k: tuple(v) for k, v in by.items()}, tuple(chosen)) if by else None
+
+
+def extension_configs(snapshot: MeshSnapshot, proxy: ProxyView, compiled: IdentityMemo) -> list[message.Message]:
+    """Istio's InsertedExtensionConfigurations, served over ECDS: the TypedExtensionConfig values of the proxy's
+    EXTENSION_CONFIG patches with operation ADD, in patch order (a later one of the same name is dropped: ECDS
+    names are unique); an HTTP filter's `config_discovery` (another patch, usually) asks for them by name."""
+    patches = patch_set(snapshot, proxy, compiled) if snapshot.of_kind("EnvoyFilter") else None
+    out: dict[str, message.Message] = {}
+    for cp in patches.of("EXTENSION_CONFIG") if patches is not None else ():
+        name = getattr(cp.value, "name", "")
+        if cp.operation == "ADD" and name and name not in out:
+            out[name] = cp.value  # type: ignore[assignment]
+    return list(out.values())
