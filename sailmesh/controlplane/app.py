@@ -7,14 +7,12 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-import watchfiles
 from aiohttp import web
 from google.protobuf import json_format
 
@@ -33,15 +31,14 @@ from sailmesh.controlplane.http_api import Outcome, make_app
 from sailmesh.controlplane.identity import MeshIdentity
 from sailmesh.controlplane.nds import NameTableService
 from sailmesh.controlplane.source import MeshSource
-from sailmesh.errors import CertificateError, GenerationError, ParseError, RegistryError, SailmeshError, ValidationError
+from sailmesh.controlplane.workloads import WorkloadFileFollower
+from sailmesh.errors import CertificateError, GenerationError, ParseError, SailmeshError, ValidationError
 from sailmesh.generate import authn, enforcement
 from sailmesh.generate.affect import push_request
 from sailmesh.generate.gatewayapi.reader import GatewayApiReader
 from sailmesh.metrics import CitadelMetrics, Registry
-from sailmesh.platform import workload_file
 from sailmesh.registry.aggregate import AggregateRegistry
 from sailmesh.registry.jwks import JwksFetcher, wanted_uris
-from sailmesh.registry.model import Workload
 from sailmesh.registry.workloads import LocalRegistry
 from sailmesh.server.ads import AdsServer
 from sailmesh.server.metrics import XdsMetrics
@@ -132,6 +129,8 @@ class ControlPlane:
         self.config = GatewayApiReader(self.store, settings.mesh.domain_suffix, settings.gateway_api.enabled)
         # local workloads, plus Kubernetes' Pods and EndpointSlices when there is an API server
         self.registry = AggregateRegistry(LocalRegistry(), *([self.kube.registry] if self.kube else []))
+        self.workload_file = (WorkloadFileFollower(opts.workload_file, self.registry.local)
+                              if opts.workload_file else None)
         self.jwks = JwksFetcher()  # RequestAuthentication jwksUri key sets, fetched here and inlined (as istiod)
         self.snapshot: MeshSnapshot | None = None
         self.source: MeshSource | None = None
@@ -168,7 +167,8 @@ class ControlPlane:
             await self.kube.start()
         # Kubernetes changes arrive while start() goes on: watch them from before the first build
         early = [self.registry.watch(), self.kube.store.watch()] if self.kube is not None else []
-        self._load_workloads()
+        if self.workload_file is not None:
+            self.workload_file.load()
         self.snapshot = build(None, self.config, self.registry, Change.everything(), self.settings.mesh,
                               self.mesh_file, jwks=self.jwks.keys())
         self._follow_config(self.snapshot, Change.everything())
@@ -224,8 +224,8 @@ class ControlPlane:
         for sub in [*(fs.watch() for fs in self.files), self.memory.watch(), *(early or [self.registry.watch()]),
                     self.jwks.watch()]:
             self._tasks.append(asyncio.create_task(self._pump(sub)))
-        if self.opts.workload_file:
-            self._tasks.append(asyncio.create_task(self._watch_workload_file()))
+        if self.workload_file is not None:
+            self._tasks.append(asyncio.create_task(self.workload_file.follow()))
         self.debouncer.start()
         mounts = {prefix: factory(self) for prefix, factory in self._mounts.items()}
         self._runner = web.AppRunner(make_app(self, mounts), access_log=None)
@@ -338,41 +338,6 @@ class ControlPlane:
         for text in sorted(current - self._logged_rejections):
             log.warning("rejected: %s", text)
         self._logged_rejections = current
-
-    # -- local workloads --------------------------------------------------------------------------
-    def _load_workloads(self) -> None:
-        """Register what the workload file declares now (start-up: before the first snapshot)."""
-        wanted = self._read_workloads()
-        if wanted is not None:
-            self._apply_workloads(wanted)
-
-    def _read_workloads(self) -> dict[tuple[str, str], Workload] | None:
-        if not self.opts.workload_file:
-            return None
-        try:
-            return {(w.namespace, w.name): w for w in workload_file.read(self.opts.workload_file)}
-        except RegistryError as e:
-            log.error("%s", e)
-            return None
-
-    def _apply_workloads(self, wanted: dict[tuple[str, str], Workload]) -> None:
-        """Make the registry hold exactly `wanted`; unchanged workloads publish nothing."""
-        for w in self.registry.local.workloads():  # the file declares local workloads only
-            if (w.namespace, w.name) not in wanted:
-                self.registry.local.unregister(w.name, w.namespace)
-        for w in wanted.values():
-            self.registry.local.register(w)
-
-    async def _watch_workload_file(self) -> None:
-        path = os.path.abspath(self.opts.workload_file)
-        folder = os.path.dirname(path)
-        # The platform replaces the file atomically (os.replace), so one event is one complete file: a short
-        # debounce (every millisecond here is convergence time), and the parse off the event loop.
-        async for _ in watchfiles.awatch(folder, watch_filter=lambda _c, p: os.path.abspath(p) == path,
-                                         debounce=5, step=5):
-            wanted = await asyncio.to_thread(self._read_workloads)
-            if wanted is not None:
-                self._apply_workloads(wanted)
 
     # -- HTTP API backend ---------------------------------------------------------------------------
     def is_ready(self) -> bool:
