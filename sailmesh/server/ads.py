@@ -81,10 +81,10 @@ def _serialize(response: Message | bytes) -> bytes:
     return response if isinstance(response, bytes) else response.SerializeToString()
 
 
-def _sotw_request(data: bytes) -> tuple[discovery_pb2.DiscoveryRequest, bytes]:
-    """A SotW request with its bytes: an ACK that repeats the last verified subscription byte for byte is taken
-    without reading its names (SotwConnection.try_ack_raw)."""
-    return discovery_pb2.DiscoveryRequest.FromString(data), data
+def _sotw_request(data: bytes) -> bytes:
+    """A SotW request is read as its bytes and parsed only when needed: an ACK that repeats the last verified
+    subscription byte for byte is taken without parsing it (SotwConnection.try_ack_bytes)."""
+    return data
 
 
 def _register(servicer: ads_pb2_grpc.AggregatedDiscoveryServiceServicer, server: grpc.aio.Server) -> None:
@@ -214,11 +214,11 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         # Requests are read with context.read(), never through request_iterator: grpc.aio's iterator holds the last
         # request it yielded while it waits for the next, and so did this server's reading loop (one unscoped EDS
         # ACK names every cluster: 0.2 MB at 1,000 services, 1 MB at 5,000, per connection, parsed and as bytes).
-        first: Any = await context.read()  # a SotW request comes with its bytes (_sotw_request)
+        first: Any = await context.read()  # a SotW request comes as its bytes (_sotw_request)
         if first is grpc.aio.EOF:
             return
         if not delta:
-            first = first[0]
+            first = discovery_pb2.DiscoveryRequest.FromString(first)
         node = first.node
         if not node.id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first request must carry node.id")
@@ -312,10 +312,13 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
 
     def _take(self, conn: Connection, item: Any, delta: bool) -> None:
         """One request read from the stream: recorded (an ACK) or queued for the connection's loop."""
-        request, data = (item, None) if delta else item
-        if data is not None and conn.try_ack_raw(request, data):
-            return  # an ACK repeating the subscription byte for byte: nothing else to check
-        conn.receive(request, self.limits.check_request(request), data)
+        if delta:
+            conn.receive(item, self.limits.check_request(item))
+            return
+        if conn.try_ack_bytes(item):
+            return  # the ACK of a current response repeating the subscription byte for byte: nothing else to check
+        request = discovery_pb2.DiscoveryRequest.FromString(item)
+        conn.receive(request, self.limits.check_request(request), item)
 
     async def _read(self, context: Context, conn: Connection, *, delta: bool = False) -> None:
         try:
