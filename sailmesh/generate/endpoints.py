@@ -149,8 +149,11 @@ class ScopeEndpoints:
 
 
 def _inputs(snapshot: MeshSnapshot) -> tuple[object, ...]:
-    """Everything but the services and endpoints an outbound scope's assignments read (compared by identity)."""
-    return (snapshot.mesh, snapshot.mesh_config, *(v for _k, v in sorted(snapshot.config.items())))
+    """Everything but the services and endpoints an outbound scope's assignments read (compared by identity): of the
+    config, the DestinationRules only (subsets, locality load balancing, PASSTHROUGH; SnapshotIndex.destination_rule
+    answers from them, the services and the mesh). All config kinds were compared: a VirtualService change (pushed
+    as routes only) made the next endpoint change re-assemble every service of every scope."""
+    return (snapshot.mesh, snapshot.mesh_config, snapshot.of_kind("DestinationRule"))
 
 
 def build_endpoints(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> dict[str, AnyProto]:
