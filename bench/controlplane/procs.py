@@ -149,6 +149,7 @@ class ClientWorker:
         # responses of megabytes (5,000 services) are mmapped and unmapped when freed, not kept by the heap; the
         # worker also trims after each connect (clients.py): the harness's memory, never the control plane's
         environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(256 * 1024))
+        environ.setdefault("MALLOC_ARENA_MAX", "2")  # gRPC's threads' arenas held freed message buffers
         with open(stderr_path, "ab") as err:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "bench.controlplane.clients",

@@ -39,7 +39,8 @@ class CaseConfig:
     real_envoys: int
     sync_timeout: float = 600.0
     change_timeout: float = 120.0
-    profile_dir: str = ""  # record py-spy stacks of the control plane (whole case) into this directory
+    profile_dir: str = ""  # record py-spy stacks of the control plane into this directory (whole case; and each kind
+    # of changes alone)
     trace: bool = False  # run bench.controlplane.trace (timestamps of each push's stages) instead of the CLI
     # first push: connect the clients in batches of this many, each batch after the previous one synced (0: all
     # at once). Without Sidecar scoping at 5,000 services each proxy's clusters are 10 MB: 2,000 simulated
@@ -224,10 +225,12 @@ class Case:
         r["mb_per_proxy"] = (rss1 - rss0) / 2**20 / max(1, cfg.proxies)
         # the harness's own memory (its worker processes, not the control plane's figure)
         r["clients_rss_mb"] = self._clients_rss()
+        log(f"memory after the first push: control plane {r['rss_mb']:.0f} MiB ({r['rss_0_proxies_mb']:.0f} with 0 "
+            f"proxies): {r['mb_per_proxy']:.3f} MB per proxy; simulated proxies {r['clients_rss_mb']:.0f} MiB")
 
         # -- convergence after VirtualService changes (RDS) and endpoint changes (EDS only) --
-        r["vs_change"] = await self._changes("rds", self._vs_change, cfg.changes)
-        r["endpoint_change"] = await self._changes("eds", self._endpoint_change, cfg.changes)
+        r["vs_change"] = await self._profiled("rds", self._changes("rds", self._vs_change, cfg.changes))
+        r["endpoint_change"] = await self._profiled("eds", self._changes("eds", self._endpoint_change, cfg.changes))
         r["server_metrics"] = {
             "pilot_proxy_convergence_time": stats.histogram_by_type(await cp.get("/metrics"),
                                                                     "pilot_proxy_convergence_time"),
@@ -238,6 +241,19 @@ class Case:
         r["mb_per_proxy_end"] = (r["rss_end_mb"] - r["rss_0_proxies_mb"]) / max(1, cfg.proxies)
         if self.envoys:
             await self._check_envoys_synced()
+
+    async def _profiled(self, phase: str, run: Any) -> dict[str, Any]:
+        """Await `run` (one kind of changes) with py-spy recording the control plane into a file of its own (the whole
+        case's profile is mostly the first push)."""
+        if not self.cfg.profile_dir or self.cp is None:
+            return dict(await run)
+        prof = await start_profiler(self.cp.pid, self.cfg.profile_dir, f"{_case_name(self.cfg)}-{phase}")
+        try:
+            out = dict(await run)
+        finally:
+            summary = await stop_profiler(prof)
+        out["profile"] = summary
+        return out
 
     def _clients_rss(self) -> float:
         """RSS of the simulated proxies' worker processes in MiB."""
