@@ -8,9 +8,16 @@ import dataclasses
 import pathlib
 
 from sailmesh.generate.generator import Generator
-from sailmesh.snapshot.model import MeshSnapshot
+from sailmesh.snapshot.model import Endpoint, MeshSnapshot
 from sailmesh.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
-from tests.unit.test_generate_support import bookinfo, sidecar
+from tests.unit.test_generate_support import (
+    bookinfo,
+    bookinfo_services,
+    bookinfo_workloads,
+    make_snapshot,
+    service,
+    sidecar,
+)
 
 REVIEWS = "reviews.default.svc.cluster.local"
 RATINGS = "ratings.default.svc.cluster.local"
@@ -100,3 +107,21 @@ def test_a_route_change_before_an_endpoint_change_does_not_reassemble_every_serv
     after = gen.resources(s3, p, ENDPOINT)
     assert sorted(looked_up) == sorted(n for n in before if n.endswith(REVIEWS))
     assert after == Generator().resources(s3, p, ENDPOINT)
+
+
+def test_a_service_that_gains_or_loses_its_clusters_assignments_on_an_endpoint_change() -> None:
+    """A resolution NONE service without a selector forwards (no assignment) until it has endpoints, then uses EDS:
+    an endpoint change can add or remove a service's assignments, and the scope's other services stay in place."""
+    host = "ext.default.svc.cluster.local"
+    services = [*bookinfo_services(), service("ext", selector={}, resolution="NONE")]
+    s1 = make_snapshot((), services, bookinfo_workloads())
+    ep = Endpoint(service=host, service_port=9080, address="127.0.7.1", port=9080)
+    s2 = dataclasses.replace(s1, version=2, endpoints={**s1.endpoints, (host, 9080): (ep,)})
+    s3 = dataclasses.replace(s2, version=3, endpoints={**s2.endpoints, (host, 9080): ()})
+    gen = Generator()
+    p = PROXIES[0]
+    assert f"outbound|9080||{host}" not in gen.resources(s1, p, ENDPOINT)
+    for snap in (s2, s3):
+        gen.advance(snap, {ENDPOINT})
+        assert gen.resources(snap, p, ENDPOINT) == Generator().resources(snap, p, ENDPOINT), snap.version
+    assert f"outbound|9080||{host}" in Generator().resources(s2, p, ENDPOINT)
