@@ -146,10 +146,10 @@ class ClientWorker:
     @classmethod
     async def start(cls, stderr_path: str) -> ClientWorker:
         environ = env()
-        # responses of megabytes (5,000 services) are mmapped and unmapped when freed, not kept by the heap; the
-        # worker also trims after each connect (clients.py): the harness's memory, never the control plane's
-        environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(256 * 1024))
-        environ.setdefault("MALLOC_ARENA_MAX", "2")  # gRPC's threads' arenas held freed message buffers
+        # gRPC's threads' arenas held freed message buffers; the worker also trims after each connect and after a
+        # wait that left it large (clients.py): the harness's memory, never the control plane's. (A fixed mmap
+        # threshold cost the clients a page fault per page of every large response: not used.)
+        environ.setdefault("MALLOC_ARENA_MAX", "2")
         with open(stderr_path, "ab") as err:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "bench.controlplane.clients",
