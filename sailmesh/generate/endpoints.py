@@ -241,7 +241,7 @@ def _update_scope(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos, prev: 
         return ScopeEndpoints(prev.others, prev.services, snapshot.endpoints, prev.ends, prev.assignments,
                               prev.packed)
     pieces: list[tuple[Prepacked, ...] | list[Prepacked]] = []
-    packed = dict(prev.packed)
+    packed: dict[str, AnyProto] | None = dict(prev.packed)  # in the assignments' order, as a fresh build has it
     ends = prev.ends
     at, sizes = 0, {}
     for k in changed:
@@ -250,15 +250,16 @@ def _update_scope(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos, prev: 
         pieces.append(prev.assignments[at:start])
         pieces.append(fresh)
         at = end
-        for p in prev.assignments[start:end]:
-            del packed[p.name]
-        for p in fresh:
-            if p.name in packed:
-                raise GenerationError(f"duplicate ClusterLoadAssignment named {p.name!r}")
-            packed[p.name] = p.packed
+        if packed is not None and [p.name for p in prev.assignments[start:end]] == [p.name for p in fresh]:
+            for p in fresh:  # the same clusters: replaced in place, the order kept
+                packed[p.name] = p.packed
+        else:
+            packed = None  # clusters came or went: packed again below
         sizes[k] = len(fresh)
     pieces.append(prev.assignments[at:])
     assignments = tuple(itertools.chain.from_iterable(pieces))
+    if packed is None:
+        packed = _packed(assignments)
     if any(size != ends[k] - (ends[k - 1] if k else 0) for k, size in sizes.items()):
         # a service's cluster count changed (resolution NONE: forwarding <-> EDS): where each one ends, again
         ends = array("l")
