@@ -44,6 +44,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--connect-batch", type=int, default=0, metavar="N",
                    help="first push: connect the simulated proxies N at a time, each batch after the last synced "
                         "(default 0: all at once; the 5,000 / 2,000 case without Sidecar scoping needs it here)")
+    p.add_argument("--control-plane-from", default="", metavar="DIR",
+                   help="run the control plane of another checkout (e.g. `git archive main | tar -x -C DIR`) under "
+                        "this harness: the fair A/B on a shared machine is alternating runs with and without it")
     p.add_argument("--csr", action="store_true", help="only measure CSRs signed per second per core")
     p.add_argument("--no-csr", action="store_true", help="skip the CSR measurement (run with every mode otherwise)")
     p.add_argument("--keep-dir", default="", help="keep each case's files and logs under this directory")
@@ -69,7 +72,8 @@ def cases_from_args(a: argparse.Namespace) -> list[CaseConfig]:
         pairs = [(services[min(i, len(services) - 1)], proxies[min(i, len(proxies) - 1)]) for i in range(n)]
     modes = {"both": [False, True], "on": [True], "off": [False]}[scoping]
     return [CaseConfig(s, p, m, changes, envoys, sync_timeout=a.sync_timeout, profile_dir=a.profile, trace=a.trace,
-                       connect_batch=a.connect_batch)
+                       connect_batch=a.connect_batch,
+                       control_plane_root=os.path.abspath(a.control_plane_from) if a.control_plane_from else "")
             for s, p in pairs for m in modes]
 
 
@@ -82,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     doc = {"meta": {"mode": mode, "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
                     "command": "python -m bench.controlplane " + shlex.join(sys.argv[1:] if argv is None else argv),
                     "machine": machine,
-                    "notes": ["control plane: `python -m sailmesh controlplane` subprocess (CPU and RSS from /proc)",
+                    "notes": [*([f"control plane from {a.control_plane_from}"] if a.control_plane_from else []),
+                              "control plane: `python -m sailmesh controlplane` subprocess (CPU and RSS from /proc)",
                               "lean ADS clients (SotW, ACK at once, follow EDS/RDS) in worker processes of up to "
                               "250 each, sharing the 2 cores with the control plane"]},
            "cases": []}

@@ -51,9 +51,9 @@ def rss_bytes(pid: int) -> int:
         return int(fh.read().split()[1]) * PAGE
 
 
-def env() -> dict[str, str]:
+def env(root: str = ROOT) -> dict[str, str]:
     e = dict(os.environ)
-    e["PYTHONPATH"] = ROOT + (os.pathsep + e["PYTHONPATH"] if e.get("PYTHONPATH") else "")
+    e["PYTHONPATH"] = root + (os.pathsep + e["PYTHONPATH"] if e.get("PYTHONPATH") else "")
     return e
 
 
@@ -61,7 +61,7 @@ class ControlPlaneProc:
     """`sailmesh controlplane` as a subprocess (honest CPU and RSS figures), on free loopback ports."""
 
     def __init__(self, config_dir: str, workload_file: str, log_path: str, trace_path: str = "",
-                 extra: Sequence[str] = (), python: str = "") -> None:
+                 extra: Sequence[str] = (), python: str = "", root: str = "") -> None:
         self.xds_port = free_port()
         self.http_port = free_port()
         self.ca_port = free_port()
@@ -70,7 +70,9 @@ class ControlPlaneProc:
         self._log = open(log_path, "wb")
         self.trace_path = trace_path
         cmd = ["bench.controlplane.trace"] if trace_path else ["sailmesh", "controlplane"]
-        environ = env()
+        # root: another checkout's control plane (an A/B against e.g. `git archive main`), this harness driving it
+        root = root or ROOT
+        environ = env(root)
         if trace_path:
             environ["SAILMESH_BENCH_TRACE"] = trace_path
         self.proc = subprocess.Popen(
@@ -78,7 +80,7 @@ class ControlPlaneProc:
              "--workload-file", workload_file, "--xds-port", str(self.xds_port), "--http-port", str(self.http_port),
              "--xds-tls-port", "0", "--ca-port", str(self.ca_port), "--xds-plaintext", "--state-dir", self.state_dir,
              *extra],
-            stdout=self._log, stderr=subprocess.STDOUT, env=environ, cwd=ROOT, start_new_session=True)
+            stdout=self._log, stderr=subprocess.STDOUT, env=environ, cwd=root, start_new_session=True)
         self.pid = self.proc.pid
         self.api = f"http://127.0.0.1:{self.http_port}"
         self.target = f"127.0.0.1:{self.xds_port}"
@@ -159,11 +161,16 @@ class ClientWorker:
 
     @classmethod
     async def start(cls, stderr_path: str) -> ClientWorker:
+        environ = env()
+        # gRPC's threads' arenas held freed message buffers; the worker also trims after each connect and after a
+        # wait that left it large (clients.py): the harness's memory, never the control plane's. (A fixed mmap
+        # threshold cost the clients a page fault per page of every large response: not used.)
+        environ.setdefault("MALLOC_ARENA_MAX", "2")
         with open(stderr_path, "ab") as err:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bench.controlplane.clients", stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE, stderr=err, env=env(), cwd=ROOT, limit=256 * 1024 * 1024,
-                start_new_session=True)
+                sys.executable, "-m", "bench.controlplane.clients",
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=err, env=environ, cwd=ROOT,
+                limit=256 * 1024 * 1024, start_new_session=True)
         _LIVE_WORKERS.add(proc.pid)
         return cls(proc)
 

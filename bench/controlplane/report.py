@@ -37,6 +37,10 @@ def render_case(c: dict[str, Any]) -> list[str]:
     fp = c["first_push"]
     lines.append(f"control plane start-up {c['startup_s']:.2f} s; first full push to all proxies "
                  f"{fp['all_synced_s']:.2f} s (p50 {fp['p50_s']:.2f} s), {fp['cpu_s']:.1f} CPU s")
+    if "clients_cpu_s" in fp:
+        lines.append(f"  the simulated proxies: {fp['clients_cpu_s']:.1f} CPU s during the first push, "
+                     f"{c.get('clients_rss_mb', math.nan):.0f} MiB RSS once synced (the harness, not the control "
+                     "plane)")
     if fp.get("clients_that_reconnected"):
         lines.append(f"  {fp['clients_that_reconnected']} clients had their stream fail and reconnected, e.g. "
                      f"{fp['reconnect_example']}")
@@ -58,7 +62,9 @@ def render_case(c: dict[str, Any]) -> list[str]:
     if "push_stages" in c:
         lines += trace.render(c["push_stages"])
     lines.append(f"memory: RSS {c['rss_0_proxies_mb']:.1f} MiB with 0 proxies, {c['rss_mb']:.1f} MiB with "
-                 f"{c['proxies']}: {c['mb_per_proxy']:.3f} MB per proxy")
+                 f"{c['proxies']}: {c['mb_per_proxy']:.3f} MB per proxy"
+                 + (f"; {c['rss_end_mb']:.1f} MiB after the changes: {c['mb_per_proxy_end']:.3f} MB per proxy"
+                    if "mb_per_proxy_end" in c else ""))
     if "envoys" in c:
         e = c["envoys"]
         lines.append(f"real Envoys: {e['count']} ready in {e['ready_s']:.2f} s, same resources as their lean twins: "

@@ -18,7 +18,7 @@ from typing import Any
 from bench.controlplane import stats, trace
 from bench.controlplane.errors import BenchError
 from bench.controlplane.mesh import SHARED_SERVICES, ProxySpec, SyntheticMesh, make_mesh
-from bench.controlplane.procs import ClientWorker, ControlPlaneProc, cpu_seconds
+from bench.controlplane.procs import ClientWorker, ControlPlaneProc, cpu_seconds, rss_bytes
 from bench.controlplane.profile import Profiler, start_profiler, stop_profiler
 from sailmesh.testing.envoy_proc import EnvoyProcess, ads_bootstrap
 from sailmesh.testing.waiting import random_loopback_block
@@ -39,12 +39,14 @@ class CaseConfig:
     real_envoys: int
     sync_timeout: float = 600.0
     change_timeout: float = 120.0
-    profile_dir: str = ""  # record py-spy stacks of the control plane (whole case) into this directory
+    profile_dir: str = ""  # record py-spy stacks of the control plane into this directory (whole case; and each kind
+    # of changes alone)
     trace: bool = False  # run bench.controlplane.trace (timestamps of each push's stages) instead of the CLI
     # first push: connect the clients in batches of this many, each batch after the previous one synced (0: all
     # at once). Without Sidecar scoping at 5,000 services each proxy's clusters are 10 MB: 2,000 simulated
     # proxies receiving theirs at once held more memory than this machine has, on the proxies' side too.
     connect_batch: int = 0
+    control_plane_root: str = ""  # run another checkout's control plane (A/B against e.g. `git archive main`)
 
 
 def log(msg: str) -> None:
@@ -156,7 +158,8 @@ class Case:
 
         t = time.monotonic()
         self.cp = cp = ControlPlaneProc(mesh.config_dir, mesh.workload_file, str(self.workdir / "controlplane.log"),
-                                        str(self.workdir / "trace.json") if cfg.trace else "")
+                                        str(self.workdir / "trace.json") if cfg.trace else "",
+                                        root=cfg.control_plane_root)
         await cp.wait_ready()
         r["startup_s"] = time.monotonic() - t
         if cfg.profile_dir:
@@ -175,10 +178,15 @@ class Case:
         # -- first full push: connect every client at once (or a batch at a time), until each has ACKed CDS, EDS,
         # LDS and RDS --
         t0 = time.monotonic()
+        clients_cpu0 = sum(cpu_seconds(w.pid) for w in self.workers)
         replies = []
+        by_batch = []
         for part in batches:
             if len(batches) > 1:
-                log(f"connecting {len(part)} clients ({len(replies) // max(1, n_workers) * batch} connected)")
+                done = len(replies) // max(1, n_workers) * batch
+                by_batch.append({"synced": done, "cp_rss_mb": cp.rss() / 2**20, "clients_rss_mb": self._clients_rss()})
+                log(f"connecting {len(part)} clients ({done} connected; control plane RSS "
+                    f"{by_batch[-1]['cp_rss_mb']:.0f} MiB, simulated proxies {by_batch[-1]['clients_rss_mb']:.0f} MiB)")
             shares = [part[k::n_workers] for k in range(n_workers)]
             replies += await asyncio.gather(*(
                 w.call({"cmd": "connect", "target": cp.target, "timeout": cfg.sync_timeout,
@@ -198,7 +206,10 @@ class Case:
         retries = {k: v for rep in replies for k, v in rep.get("retries", {}).items()}
         r["first_push"] = {"all_synced_s": max(times) if times else 0.0, "p50_s": stats.percentile(times, 50),
                            "cpu_s": cpu1 - cpu0, "clients_that_reconnected": len(retries),
-                           "reconnect_example": next(iter(retries.values()), None)}
+                           "reconnect_example": next(iter(retries.values()), None),
+                           "clients_cpu_s": sum(cpu_seconds(w.pid) for w in self.workers) - clients_cpu0}
+        if by_batch:
+            r["first_push"]["by_batch"] = by_batch
         sizes = {t: sorted(c.get(t, 0) for c in counts.values()) for t in ("cds", "eds", "lds", "rds")}
         r["resources_per_proxy"] = {t: {"min": v[0], "max": v[-1]} for t, v in sizes.items() if v}
         log(f"first full push to {len(synced)} clients: {r['first_push']['all_synced_s']:.2f} s, "
@@ -212,17 +223,41 @@ class Case:
         rss1 = cp.rss()
         r["rss_mb"] = rss1 / 2**20
         r["mb_per_proxy"] = (rss1 - rss0) / 2**20 / max(1, cfg.proxies)
+        # the harness's own memory (its worker processes, not the control plane's figure)
+        r["clients_rss_mb"] = self._clients_rss()
+        log(f"memory after the first push: control plane {r['rss_mb']:.0f} MiB ({r['rss_0_proxies_mb']:.0f} with 0 "
+            f"proxies): {r['mb_per_proxy']:.3f} MB per proxy; simulated proxies {r['clients_rss_mb']:.0f} MiB")
 
         # -- convergence after VirtualService changes (RDS) and endpoint changes (EDS only) --
-        r["vs_change"] = await self._changes("rds", self._vs_change, cfg.changes)
-        r["endpoint_change"] = await self._changes("eds", self._endpoint_change, cfg.changes)
+        r["vs_change"] = await self._profiled("rds", self._changes("rds", self._vs_change, cfg.changes))
+        r["endpoint_change"] = await self._profiled("eds", self._changes("eds", self._endpoint_change, cfg.changes))
         r["server_metrics"] = {
             "pilot_proxy_convergence_time": stats.histogram_by_type(await cp.get("/metrics"),
                                                                     "pilot_proxy_convergence_time"),
         }
         r["rss_end_mb"] = cp.rss() / 2**20
+        # after the changes: what each connection holds between pushes (its last requests too), not only after the
+        # first push
+        r["mb_per_proxy_end"] = (r["rss_end_mb"] - r["rss_0_proxies_mb"]) / max(1, cfg.proxies)
         if self.envoys:
             await self._check_envoys_synced()
+
+    async def _profiled(self, phase: str, run: Any) -> dict[str, Any]:
+        """Await `run` (one kind of changes) with py-spy recording the control plane into a file of its own (the whole
+        case's profile is mostly the first push)."""
+        if not self.cfg.profile_dir or self.cp is None:
+            return dict(await run)
+        prof = await start_profiler(self.cp.pid, self.cfg.profile_dir, f"{_case_name(self.cfg)}-{phase}")
+        try:
+            out = dict(await run)
+        finally:
+            summary = await stop_profiler(prof)
+        out["profile"] = summary
+        return out
+
+    def _clients_rss(self) -> float:
+        """RSS of the simulated proxies' worker processes in MiB."""
+        return sum(rss_bytes(w.pid) for w in self.workers) / 2**20
 
     # -- Envoys --
     async def _start_envoys(self, n: int, counts: dict[str, dict[str, int]]) -> None:

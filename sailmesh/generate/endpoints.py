@@ -3,6 +3,7 @@ each labelled with its tlsMode for auto mTLS."""
 
 from __future__ import annotations
 
+import itertools
 from array import array
 from collections.abc import Iterable, Mapping
 
@@ -25,6 +26,7 @@ from sailmesh.generate.tls import endpoint_metadata
 from sailmesh.snapshot.model import Endpoint, MeshSnapshot, ProxyView, Service, ServicePort
 
 DNS_RESOLUTIONS = frozenset({"DNS", "DNS_ROUND_ROBIN"})
+EndpointMap = Mapping[tuple[str, int], tuple[Endpoint, ...]]  # MeshSnapshot.endpoints
 
 
 def discovery(snapshot: MeshSnapshot, svc: Service) -> str:
@@ -144,50 +146,68 @@ def unique_ports(svc: Service) -> tuple[ServicePort, ...]:
 
 
 class ScopeEndpoints:
-    """One outbound scope's assignments and what they were built from (Memos.endpoint_scopes): its visible
-    services in order, the endpoints of each of their ports (flat, service by service), where each service's
-    assignments end in `assignments`, and the other inputs (config, mesh settings)."""
+    """One outbound scope's assignments and what they were built from (Memos.endpoint_scopes): the snapshot's
+    endpoint map, its visible services in order (and each one's position by host), where each service's
+    assignments end in `assignments`, the same assignments packed by name, and the other inputs (the mesh and the
+    DestinationRules)."""
 
-    __slots__ = ("assignments", "endpoints", "ends", "others", "services")
+    __slots__ = ("assignments", "endpoints", "ends", "others", "packed", "position", "services")
 
-    def __init__(self, others: tuple[object, ...], services: list[Service], endpoints: tuple[object, ...],
-                 ends: array[int], assignments: tuple[Prepacked, ...]) -> None:
+    def __init__(self, others: tuple[object, ...], services: list[Service], endpoints: EndpointMap,
+                 ends: array[int], assignments: tuple[Prepacked, ...], packed: dict[str, AnyProto]) -> None:
         self.others, self.services, self.endpoints = others, services, endpoints
-        self.ends, self.assignments = ends, assignments
+        self.ends, self.assignments, self.packed = ends, assignments, packed
+        self.position = {svc.hostname: k for k, svc in enumerate(services)}
 
 
 def _inputs(snapshot: MeshSnapshot) -> tuple[object, ...]:
-    """Everything but the services and endpoints an outbound scope's assignments read (compared by identity)."""
-    return (snapshot.mesh, snapshot.mesh_config, *(v for _k, v in sorted(snapshot.config.items())))
+    """Everything but the services and endpoints an outbound scope's assignments read (compared by identity): of the
+    config, the DestinationRules only (subsets, locality load balancing, PASSTHROUGH; SnapshotIndex.destination_rule
+    answers from them, the services and the mesh). All config kinds were compared: a VirtualService change (pushed
+    as routes only) made the next endpoint change re-assemble every service of every scope."""
+    return (snapshot.mesh, snapshot.mesh_config, snapshot.of_kind("DestinationRule"))
+
+
+def _changed_hosts(memos: Memos, old: EndpointMap, new: EndpointMap) -> frozenset[str]:
+    """The hosts with an endpoint tuple that is not the same object in both maps (found once per pair of maps and
+    shared by every scope: snapshots keep the tuples of unchanged services)."""
+    key = (id(old), id(new))
+    hit = memos.endpoint_changes.get(key)
+    if hit is not None and hit[0] is old and hit[1] is new:
+        return hit[2]
+    get = old.get
+    hosts = {k[0] for k, v in new.items() if get(k) is not v}
+    hosts.update(k[0] for k in old if k not in new)
+    out = frozenset(hosts)
+    memos.endpoint_changes[key] = (old, new, out)
+    while len(memos.endpoint_changes) > 4:
+        memos.endpoint_changes.pop(next(iter(memos.endpoint_changes)))
+    return out
 
 
 def build_endpoints(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> dict[str, AnyProto]:
     """A ClusterLoadAssignment for every EDS cluster the proxy has (outbound default and subset clusters).
 
     A scope keeps what it was last built from: after an endpoint change only the services whose endpoints changed
-    are assembled again (without Sidecar scoping every namespace re-derived the subsets, DestinationRule and
-    locality of all 1,000 services for a change of three). Returned packed, by name: the generator's general
-    packing read each of the 3,500 assignments' names again in each of the 50 scopes per endpoint change."""
+    are assembled again, found from the hosts whose endpoint tuples changed (shared by the scopes) without walking
+    the scope's services (without Sidecar scoping each of 25-50 namespaces walked all 1,000 services for a change
+    of one). Returned packed, by name: the generator's general packing read each of the 3,500 assignments' names
+    again in each scope per endpoint change."""
     okey = snapshot.index.outbound_key(proxy)
     others = _inputs(snapshot)
     visible = visible_services(snapshot, proxy)
-    eps_now = tuple(snapshot.endpoints.get((svc.hostname, p.port)) for svc in visible for p in svc.ports)
     prev: ScopeEndpoints | None = memos.endpoint_scopes.get(okey)
     if prev is not None and not (same_objects(prev.others, others) and same_objects(prev.services, visible)):
         prev = None
-    out: list[Prepacked] = []
-    ends = array("l")  # machine ints: a scope of 1,000 services holds no 1,000 int objects
-    at = 0
-    for k, svc in enumerate(visible):
-        n = len(svc.ports)
-        if prev is not None and all(prev.endpoints[j] is eps_now[j] for j in range(at, at + n)):
-            out.extend(prev.assignments[prev.ends[k - 1] if k else 0:prev.ends[k]])
-        else:
-            out.extend(_service_assignments(snapshot, proxy, memos, svc))
-        ends.append(len(out))
-        at += n
+    if prev is None:
+        built = _build_scope(snapshot, proxy, memos, others, visible)
+    elif prev.endpoints is snapshot.endpoints:
+        built = prev
+    else:
+        built = _update_scope(snapshot, proxy, memos, prev,
+                              _changed_hosts(memos, prev.endpoints, snapshot.endpoints))
     scopes = memos.endpoint_scopes
-    scopes[okey] = ScopeEndpoints(others, visible, eps_now, ends, tuple(out))
+    scopes[okey] = built
     scopes.move_to_end(okey)
     if len(scopes) > memos.max_scopes:
         scopes.popitem(last=False)
@@ -196,6 +216,10 @@ def build_endpoints(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> d
         memos.endpoint_inserts = 0  # from superseded config (never reusable; they pin old config and endpoints)
         for key in [key for key, v in scopes.items() if not same_objects(v.others, others)]:
             del scopes[key]
+    return built.packed
+
+
+def _packed(out: tuple[Prepacked, ...]) -> dict[str, AnyProto]:
     packed = {p.name: p.packed for p in out}
     if len(packed) != len(out):
         seen: set[str] = set()
@@ -204,6 +228,53 @@ def build_endpoints(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> d
                 raise GenerationError(f"duplicate ClusterLoadAssignment named {p.name!r}")
             seen.add(p.name)
     return packed
+
+
+def _build_scope(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos, others: tuple[object, ...],
+                 visible: list[Service]) -> ScopeEndpoints:
+    out: list[Prepacked] = []
+    ends = array("l")  # machine ints: a scope of 1,000 services holds no 1,000 int objects
+    for svc in visible:
+        out.extend(_service_assignments(snapshot, proxy, memos, svc))
+        ends.append(len(out))
+    assignments = tuple(out)
+    return ScopeEndpoints(others, visible, snapshot.endpoints, ends, assignments, _packed(assignments))
+
+
+def _update_scope(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos, prev: ScopeEndpoints,
+                  hosts: frozenset[str]) -> ScopeEndpoints:
+    """`prev` with the assignments of its services on `hosts` assembled again (the rest: the same objects)."""
+    changed = sorted(k for k in map(prev.position.get, hosts) if k is not None)
+    if not changed:
+        return ScopeEndpoints(prev.others, prev.services, snapshot.endpoints, prev.ends, prev.assignments,
+                              prev.packed)
+    pieces: list[tuple[Prepacked, ...] | list[Prepacked]] = []
+    packed: dict[str, AnyProto] | None = dict(prev.packed)  # in the assignments' order, as a fresh build has it
+    ends = prev.ends
+    at, sizes = 0, {}
+    for k in changed:
+        start, end = (ends[k - 1] if k else 0), ends[k]
+        fresh = _service_assignments(snapshot, proxy, memos, prev.services[k])
+        pieces.append(prev.assignments[at:start])
+        pieces.append(fresh)
+        at = end
+        if packed is not None and [p.name for p in prev.assignments[start:end]] == [p.name for p in fresh]:
+            for p in fresh:  # the same clusters: replaced in place, the order kept
+                packed[p.name] = p.packed
+        else:
+            packed = None  # clusters came or went: packed again below
+        sizes[k] = len(fresh)
+    pieces.append(prev.assignments[at:])
+    assignments = tuple(itertools.chain.from_iterable(pieces))
+    if packed is None:
+        packed = _packed(assignments)
+    if any(size != ends[k] - (ends[k - 1] if k else 0) for k, size in sizes.items()):
+        # a service's cluster count changed (resolution NONE: forwarding <-> EDS): where each one ends, again
+        ends = array("l")
+        for k in range(len(prev.services)):
+            size = sizes.get(k, prev.ends[k] - (prev.ends[k - 1] if k else 0))
+            ends.append((ends[-1] if ends else 0) + size)
+    return ScopeEndpoints(prev.others, prev.services, snapshot.endpoints, ends, assignments, packed)
 
 
 def _service_assignments(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos, svc: Service) -> list[Prepacked]:

@@ -63,8 +63,11 @@ class WatchState:
     # SotW endpoints: the parts and the subscription the last response was built from (sotw.py: an endpoint push
     # sends only the assignments it updates)
     sent_names: frozenset[str] | None = None
-    # SotW: the names part of the last ACK's bytes that was found to keep the subscription (sotw.py try_ack_raw)
+    # SotW: the names part of the last ACK's bytes that was found to keep the subscription (sotw.py try_ack_bytes)
     names_bytes: bytes | None = None
+    # SotW: the bytes of an ACK of the last response before and after its names (sotw.py try_ack_bytes)
+    ack_head: bytes = b""
+    ack_tail: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -213,9 +216,10 @@ class Connection:
         if self._requests or not self.try_ack(request, names, data):
             self.enqueue_request(request)
 
-    def try_ack_raw(self, request: Message, data: bytes) -> bool:
-        """Record `request` if it is an ACK whose names are, byte for byte, those of the last ACK found to keep the
-        subscription (no names read); False: read and check it as any other request."""
+    def try_ack_bytes(self, data: bytes) -> bool:
+        """Record the request serialized in `data` if it is, byte for byte, the ACK of a type's current response
+        with the names of the last ACK found to keep the subscription (the request is not even parsed); False:
+        parse it and handle it as any other request."""
         return False
 
     def enqueue_push(self, request: PushRequest, now: float) -> None:

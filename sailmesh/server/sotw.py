@@ -58,17 +58,31 @@ class SotwConnection(Connection):
             return None
         return st
 
-    def try_ack_raw(self, request: Message, data: bytes) -> bool:
-        assert isinstance(request, discovery_pb2.DiscoveryRequest)
+    def try_ack_bytes(self, data: bytes) -> bool:
+        """The ACK of a type's current response is its version, the names part, its type URL and its nonce, in
+        protobuf's field order (as Envoy writes it): bytes equal to those parse to exactly that request, so it is
+        recorded without parsing it. An unscoped EDS ACK names every cluster (0.17 MB at 1,000 services): parsing
+        500 of them took ~0.1 s of CPU per endpoint push."""
         if self._requests:
             return False  # requests are served in order
-        st = self._ack_state(request)
-        if st is None or st.names_bytes is None or request.HasField("node"):
-            return False
-        if _names_part(request, data) != st.names_bytes:
-            return False
-        self.on_ack(st, request.version_info, request.response_nonce)
-        return True
+        size = len(data)
+        for st in self.types.values():
+            names = st.names_bytes
+            if names is None or not st.sent_nonce or len(names) >= size:
+                continue
+            head = st.ack_head
+            if len(head) + len(names) + len(st.ack_tail) != size or not data.endswith(st.ack_tail) \
+                    or not data.startswith(head) or not data.startswith(names, len(head)):
+                continue
+            self.on_ack(st, st.sent_version, st.sent_nonce)
+            return True
+        return False
+
+    def mark_sent(self, st: WatchState, version: str, nonce: str, count: int, started: float | None) -> None:
+        super().mark_sent(st, version, nonce, count, started)
+        # what an ACK of this response looks like around its names (try_ack_bytes)
+        st.ack_head = length_delimited(1, version.encode()) if version else b""
+        st.ack_tail = length_delimited(4, st.type_url.encode()) + length_delimited(5, nonce.encode())
 
     def try_ack(self, request: Message, names: list[str] | None = None, data: bytes | None = None) -> bool:
         assert isinstance(request, discovery_pb2.DiscoveryRequest)

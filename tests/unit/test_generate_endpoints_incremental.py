@@ -8,9 +8,16 @@ import dataclasses
 import pathlib
 
 from sailmesh.generate.generator import Generator
-from sailmesh.snapshot.model import MeshSnapshot
-from sailmesh.xds.types import ENDPOINT
-from tests.unit.test_generate_support import bookinfo, sidecar
+from sailmesh.snapshot.model import Endpoint, MeshSnapshot
+from sailmesh.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from tests.unit.test_generate_support import (
+    bookinfo,
+    bookinfo_services,
+    bookinfo_workloads,
+    make_snapshot,
+    service,
+    sidecar,
+)
 
 REVIEWS = "reviews.default.svc.cluster.local"
 RATINGS = "ratings.default.svc.cluster.local"
@@ -41,7 +48,8 @@ def test_assignments_after_endpoint_changes_are_what_a_fresh_generator_makes(con
     for snap in (s2, s3, s4):
         gen.advance(snap, {ENDPOINT})
         for p in PROXIES:
-            assert gen.resources(snap, p, ENDPOINT) == Generator().resources(snap, p, ENDPOINT), (snap.version, p.id)
+            got, fresh = gen.resources(snap, p, ENDPOINT), Generator().resources(snap, p, ENDPOINT)
+            assert got == fresh and list(got) == list(fresh), (snap.version, p.id)  # in the same order too
 
 
 def test_an_endpoint_change_assembles_the_changed_services_assignments_only(conformance: pathlib.Path) -> None:
@@ -73,3 +81,49 @@ def test_scopes_of_superseded_config_do_not_accumulate() -> None:
     for k in range(150):  # each snapshot has new config objects, each proxy its own namespace (scope)
         gen.resources(bookinfo(version=k + 1), sidecar(f"c-{k}", "127.0.9.1", ns=f"ns-{k}", app="c"), ENDPOINT)
     assert len(gen.memos.endpoint_scopes) < 80
+
+
+def test_a_route_change_before_an_endpoint_change_does_not_reassemble_every_service(conformance: pathlib.Path) -> None:
+    """What a scope's assignments read of the config is the DestinationRules (and the mesh): a VirtualService change
+    (pushed as routes only, so the scopes are not rebuilt then) made the next endpoint change re-assemble every
+    service of every scope (1,000 services x 25 namespaces in the benchmark: its endpoint p99 was that push)."""
+    rules = conformance / "bookinfo" / "destination-rule-all.yaml"
+    s1 = bookinfo(rules)
+    routed = bookinfo(conformance / "bookinfo" / "virtual-service-reviews-v3.yaml")
+    s2 = dataclasses.replace(s1, version=2, config=dict(s1.config, VirtualService=routed.of_kind("VirtualService")))
+    s3 = without_first_endpoint(s2, 3, REVIEWS)
+    p = PROXIES[0]
+    gen = Generator()
+    before = gen.resources(s1, p, ENDPOINT)
+    gen.advance(s2, {CLUSTER, LISTENER, ROUTE})  # routes only: the endpoint scopes are not asked for
+    looked_up: list[str] = []
+    memo_get = gen.memos.assignments.get
+
+    def counted(key, held):
+        looked_up.append(key[0])
+        return memo_get(key, held)
+
+    gen.memos.assignments.get = counted  # type: ignore[method-assign]
+    gen.advance(s3, {ENDPOINT})
+    after = gen.resources(s3, p, ENDPOINT)
+    assert sorted(looked_up) == sorted(n for n in before if n.endswith(REVIEWS))
+    assert after == Generator().resources(s3, p, ENDPOINT)
+
+
+def test_a_service_that_gains_or_loses_its_clusters_assignments_on_an_endpoint_change() -> None:
+    """A resolution NONE service without a selector forwards (no assignment) until it has endpoints, then uses EDS:
+    an endpoint change can add or remove a service's assignments, and the scope's other services stay in place."""
+    host = "ext.default.svc.cluster.local"
+    services = [*bookinfo_services(), service("ext", selector={}, resolution="NONE")]
+    s1 = make_snapshot((), services, bookinfo_workloads())
+    ep = Endpoint(service=host, service_port=9080, address="127.0.7.1", port=9080)
+    s2 = dataclasses.replace(s1, version=2, endpoints={**s1.endpoints, (host, 9080): (ep,)})
+    s3 = dataclasses.replace(s2, version=3, endpoints={**s2.endpoints, (host, 9080): ()})
+    gen = Generator()
+    p = PROXIES[0]
+    assert f"outbound|9080||{host}" not in gen.resources(s1, p, ENDPOINT)
+    for snap in (s2, s3):
+        gen.advance(snap, {ENDPOINT})
+        got, fresh = gen.resources(snap, p, ENDPOINT), Generator().resources(snap, p, ENDPOINT)
+        assert got == fresh and list(got) == list(fresh), snap.version
+    assert f"outbound|9080||{host}" in Generator().resources(s2, p, ENDPOINT)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import sys
 
 import grpc
 import pytest
@@ -14,6 +16,7 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
+from sailmesh.server import ads
 from sailmesh.server.ads import AdsServer
 from sailmesh.testing.ads_client import AdsClient, start_fleet
 from sailmesh.testing.static_source import StaticSource, pack
@@ -588,3 +591,31 @@ async def test_a_burst_of_streams_is_queued_not_cancelled(server):
         finally:
             for c in calls:
                 c.cancel()
+
+
+async def test_a_request_is_not_held_once_it_is_handled(source, monkeypatch):
+    """The server keeps no request it has handled while it waits for the next one. grpc.aio's request iterator
+    holds the last request it yielded until the next arrives, and the reading loop's variables did too: one
+    unscoped EDS ACK names every cluster (0.2 MB at 1,000 services, 1 MB at 5,000), held parsed and as bytes by
+    every connection between pushes (the benchmark's control plane: 260 MB more at 500 proxies after its endpoint
+    changes)."""
+    seen: list[bytes] = []
+
+    def keep(data: bytes) -> bytes:
+        seen.append(data)
+        return data
+
+    monkeypatch.setattr(ads, "_sotw_request", keep)
+    srv = AdsServer(source)
+    await srv.serve("127.0.0.1", 0)
+    try:
+        async with grpc.aio.insecure_channel(target(srv)) as channel:
+            call, _cds, _lds = await _raw_sotw(srv, channel, "p1")
+            await synced_on_server(srv, "p1", (CLUSTER, LISTENER))
+            assert len(seen) == 4  # CDS, its ACK, LDS, its ACK: the last one handled (an ACK)
+            last = seen[-1]
+            gc.collect()
+            assert sys.getrefcount(last) == 3  # `seen`, `last` and getrefcount's argument: nothing in the server
+            call.cancel()
+    finally:
+        await srv.stop(0)

@@ -128,3 +128,32 @@ async def test_an_ack_with_other_names_of_the_same_length_is_a_subscription_chan
         assert _ports(eds3) == {"c1": 8080, "c3": 8080}
         assert ads.status(server, "p1").types[ENDPOINT].names == ("c1", "c3")
         call.cancel()
+
+
+async def test_an_ack_repeating_the_verified_names_is_taken_from_its_bytes_and_anything_else_is_not(server, source):
+    """An ACK of the current response whose names repeat, byte for byte, the last ACK found to keep the subscription
+    is recorded without parsing it (an unscoped EDS ACK names every cluster); a NACK, a stale nonce, other names or
+    another type's bytes are left to the parsed path."""
+    async with grpc.aio.insecure_channel(ads.target(server)) as channel:
+        call, _eds = await ads._clusters_and_endpoints_of_c1(server, channel, NAMES)
+        conn = next(c for c in server._connections.values() if c.node_id == "p1")
+        await _push(server, source, {"c1": 8080, "c2": 9090, "c3": 8080})
+        eds2 = await asyncio.wait_for(call.read(), 5)
+
+        def ack(**fields: object) -> bytes:
+            req = dict(type_url=ENDPOINT, version_info=eds2.version_info, resource_names=NAMES,
+                       response_nonce=eds2.nonce)
+            req.update(fields)
+            return discovery_pb2.DiscoveryRequest(**req).SerializeToString()
+
+        nack = discovery_pb2.DiscoveryRequest.FromString(ack())
+        nack.error_detail.message = "rejected"
+        for other in (nack.SerializeToString(), ack(response_nonce="stale"), ack(resource_names=["c1", "c2"]),
+                      ack(type_url=CLUSTER), ack(version_info="other"), ack() + b"\x10\x01"):
+            assert not conn.try_ack_bytes(other)
+        st = conn.types[ENDPOINT]
+        assert st.acked_nonce != eds2.nonce
+        assert conn.try_ack_bytes(ack())
+        assert (st.acked_version, st.acked_nonce) == (eds2.version_info, eds2.nonce)
+        await ads.synced_on_server(server, "p1", (CLUSTER, ENDPOINT))
+        call.cancel()
