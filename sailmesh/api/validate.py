@@ -25,6 +25,7 @@ DEPRECATED_FIELDS: dict[tuple[str, str], str] = {
     ("DestinationRule", "consecutiveErrors"): "outlierDetection.consecutiveErrors is deprecated and ignored for HTTP;"
                                               " use consecutive5xxErrors (or consecutiveGatewayErrors)",
     ("VirtualService", "mirrorPercent"): "mirrorPercent is deprecated; use mirrorPercentage",
+    ("VirtualService", "mirror_percent"): "mirror_percent is deprecated; use mirrorPercentage",
 }
 
 SpecCheck = Callable[[IssueSink, dict[str, Any]], None]

@@ -97,25 +97,29 @@ while True:
 """
 
 
-def manifests(certs: dict[str, KeyPair], ca_pem: bytes, client_ca_pem: bytes, backend_dir: pathlib.Path) -> str:
-    httpbin_cert, httpbin_key = certs["httpbin"]
-    mtls_cert, mtls_key = certs["mtls"]
-    return f"""apiVersion: v1
+# httpbin behind a sidecar (Service + LocalWorkload), the backend of the gateway TLS tests
+HTTPBIN = """apiVersion: v1
 kind: Service
-metadata: {{name: httpbin, namespace: default, labels: {{app: httpbin}}}}
+metadata: {name: httpbin, namespace: default, labels: {app: httpbin}}
 spec:
-  ports: [{{name: http, port: 8000, targetPort: 8080}}]
-  selector: {{app: httpbin}}
+  ports: [{name: http, port: 8000, targetPort: 8080}]
+  selector: {app: httpbin}
 ---
 apiVersion: local.sailmesh.io/v1alpha1
 kind: LocalWorkload
-metadata: {{name: httpbin, namespace: default, labels: {{app: httpbin, version: v1}}}}
+metadata: {name: httpbin, namespace: default, labels: {app: httpbin, version: v1}}
 spec:
   command: ["python", "-m", "sailmesh.samples.httpbin.app"]
-  ports: [{{name: http, containerPort: 8080, protocol: HTTP}}]
+  ports: [{name: http, containerPort: 8080, protocol: HTTP}]
   sidecar: true
 ---
-apiVersion: v1
+"""
+
+
+def manifests(certs: dict[str, KeyPair], ca_pem: bytes, client_ca_pem: bytes, backend_dir: pathlib.Path) -> str:
+    httpbin_cert, httpbin_key = certs["httpbin"]
+    mtls_cert, mtls_key = certs["mtls"]
+    return f"""{HTTPBIN}apiVersion: v1
 kind: Service
 metadata: {{name: my-nginx, namespace: default, labels: {{run: my-nginx}}}}
 spec:

@@ -19,7 +19,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from sailmesh.testing.mesh import RunningMesh
 from sailmesh.testing.waiting import wait_for
-from tests.e2e.test_mesh_gateway_tls import b64, issue, make_ca, needs_curl
+from tests.e2e.test_mesh_gateway_tls import HTTPBIN, b64, issue, make_ca, needs_curl
 
 pytestmark = pytest.mark.e2e
 
@@ -81,22 +81,9 @@ metadata: {{name: {name}, namespace: istio-system}}
 data: {{tls.crt: {b64(crt)}, tls.key: {b64(key)}, ca.crt: {b64(ca)}}}
 ---
 """
-    return f"""apiVersion: v1
-kind: Service
-metadata: {{name: httpbin, namespace: default, labels: {{app: httpbin}}}}
-spec:
-  ports: [{{name: http, port: 8000, targetPort: 8080}}]
-  selector: {{app: httpbin}}
----
-apiVersion: local.sailmesh.io/v1alpha1
-kind: LocalWorkload
-metadata: {{name: httpbin, namespace: default, labels: {{app: httpbin, version: v1}}}}
-spec:
-  command: ["python", "-m", "sailmesh.samples.httpbin.app"]
-  ports: [{{name: http, containerPort: 8080, protocol: HTTP}}]
-  sidecar: true
----
-{tls_secret("caref-credential", "caref", pki.stranger_ca_pem)}{tls_secret("skip-credential", "skip", pki.client_ca_pem)}
+    secrets = tls_secret("caref-credential", "caref", pki.stranger_ca_pem) + tls_secret(
+        "skip-credential", "skip", pki.client_ca_pem)
+    return f"""{HTTPBIN}{secrets}
 # a generic Secret holding only a CA and its CRL (Istio's `cacert` / `crl` keys)
 apiVersion: v1
 kind: Secret

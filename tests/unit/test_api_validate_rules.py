@@ -79,6 +79,8 @@ def test_gateway_names(gateway, needle):
     (GOOD_ROUTE + "    fault: {abort: {httpStatus: 700, percentage: {value: 10}}}\n", "HTTP status 700 is not"),
     (GOOD_ROUTE + "    fault: {delay: {percentage: {value: 150}, fixedDelay: 1s}}\n", "is neither 0.0, nor"),
     (GOOD_ROUTE + "    mirror: {host: m}\n    mirrorPercentage: {value: 101}\n", "max value of 100"),
+    # the CRD's altName spelling of the deprecated mirrorPercent (Istio's protojson reads both)
+    (GOOD_ROUTE + "    mirror: {host: m}\n    mirror_percent: 101\n", "max value of 100"),
     ("  - route:\n    - destination: {host: reviews, subset: V_1}\n", "subset name is invalid: V_1"),
     ("  - route:\n    - destination: {host: '*'}\n", "invalid destination host *"),
     ("  - route:\n    - destination: {host: reviews, port: {number: 70000}}\n", "range 1..65535"),

@@ -220,12 +220,13 @@ def _check_direct_response(sink: IssueSink, path: str, direct: Any) -> None:
 
 
 def _check_mirrors(sink: IssueSink, path: str, r: dict[str, Any]) -> None:
-    """The mirrorPercent / mirrorPercentage bounds, validateDestination(mirror) and validateHTTPMirrors."""
-    if "mirrorPercent" in r:
-        v = r["mirrorPercent"]
-        v = dict_of(v).get("value", 0) if isinstance(v, dict) else v
-        if isinstance(v, int | float) and v > 100:
-            sink.add(f"{path}.mirrorPercent", f"mirror_percent must have a max value of 100 (it has {v})")
+    """The mirrorPercent (or mirror_percent) / mirrorPercentage bounds, validateDestination(mirror) and validateHTTPMirrors."""
+    for key in ("mirrorPercent", "mirror_percent"):  # the CRD's altName spelling too (Istio's protojson reads both)
+        if key in r:
+            v = r[key]
+            v = dict_of(v).get("value", 0) if isinstance(v, dict) else v
+            if isinstance(v, int | float) and v > 100:
+                sink.add(f"{path}.{key}", f"mirror_percent must have a max value of 100 (it has {v})")
     if "mirrorPercentage" in r:
         v = dict_of(r["mirrorPercentage"]).get("value", 0)
         if isinstance(v, int | float) and v > 100:
