@@ -74,6 +74,7 @@ def install() -> None:
     from sailmesh.controlplane import app
     from sailmesh.controlplane.debounce import Debouncer
     from sailmesh.controlplane.source import MeshSource
+    from sailmesh.controlplane.workloads import WorkloadFileFollower
     from sailmesh.server.ads import AdsServer
     from sailmesh.server.connection import Connection
     from sailmesh.server.sotw import SotwConnection
@@ -99,7 +100,7 @@ def install() -> None:
     def load_after(_out: Any, self: Any) -> None:
         _workload_reads.append((_stages.get("trigger", now()), now()))
 
-    _wrap_sync(app.ControlPlane, "_read_workloads", load_before, load_after)  # runs in a thread for file changes
+    _wrap_sync(WorkloadFileFollower, "read", load_before, load_after)  # runs in a thread for file changes
 
     def submit_before(self: Any, item: Any) -> None:
         if self._pending is None and "submit" not in _stages:
