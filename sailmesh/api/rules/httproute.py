@@ -220,7 +220,7 @@ def _check_direct_response(sink: IssueSink, path: str, direct: Any) -> None:
 
 
 def _check_mirrors(sink: IssueSink, path: str, r: dict[str, Any]) -> None:
-    """The mirrorPercent (or mirror_percent) / mirrorPercentage bounds, validateDestination(mirror) and validateHTTPMirrors."""
+    """mirrorPercent (or mirror_percent) and mirrorPercentage bounds, validateDestination(mirror), mirrors."""
     for key in ("mirrorPercent", "mirror_percent"):  # the CRD's altName spelling too (Istio's protojson reads both)
         if key in r:
             v = r[key]
