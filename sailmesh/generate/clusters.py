@@ -31,7 +31,15 @@ from sailmesh.api.models.networking import (
 from sailmesh.api.resource import Resource
 from sailmesh.generate import capture, locality, names
 from sailmesh.generate.common import MAX_UINT32, Prepacked, ads, duration, go_duration, pack, u32
-from sailmesh.generate.endpoints import assignment, discovery, is_passthrough, select, subset_labels, unique_ports
+from sailmesh.generate.endpoints import (
+    assignment,
+    authority_reaches,
+    discovery,
+    is_passthrough,
+    select,
+    subset_labels,
+    unique_ports,
+)
 from sailmesh.generate.gateway import has_auto_passthrough
 from sailmesh.generate.memo import Memos
 from sailmesh.generate.peer_authn import namespace_mode
@@ -292,7 +300,7 @@ def _original_destination(c: Cluster, svc: Service, port: ServicePort, captured:
     """
     if captured:
         c.type = Cluster.ORIGINAL_DST
-    elif names.is_http(port.protocol) and svc.addresses:
+    elif authority_reaches(svc, port):
         _forward_proxy(c)
     else:
         c.type = Cluster.LOGICAL_DNS

@@ -136,8 +136,13 @@ def forwards_by_authority(snapshot: MeshSnapshot, svc: Service, port: ServicePor
     """Whether an explicitly proxied PASSTHROUGH cluster of this port is a dynamic forward proxy to the request's
     authority (clusters._original_destination: an HTTP port of a service with addresses), which resolves a short
     name through the outbound chain's set_filter_state (enabled only on routes to such clusters)."""
-    return (discovery(snapshot, svc) != "forward" and is_passthrough(policy) and names.is_http(port.protocol)
-            and bool(svc.addresses))
+    return discovery(snapshot, svc) != "forward" and is_passthrough(policy) and authority_reaches(svc, port)
+
+
+def authority_reaches(svc: Service, port: ServicePort) -> bool:
+    """Whether an explicitly proxied request's authority can name where it goes: an HTTP port of a service with
+    addresses (VIPs its virtual host matches), so a PASSTHROUGH cluster there forwards to the authority."""
+    return names.is_http(port.protocol) and bool(svc.addresses)
 
 
 def unique_ports(svc: Service) -> tuple[ServicePort, ...]:

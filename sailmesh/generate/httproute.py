@@ -29,6 +29,7 @@ from sailmesh.api.models.networking import (
     HTTPMatchRequest,
     HTTPRetry,
     HTTPRoute,
+    PortTrafficPolicy,
     StringMatch,
     VirtualService,
 )
@@ -40,7 +41,7 @@ from sailmesh.generate.endpoints import forwards_by_authority
 from sailmesh.generate.policy import effective_policy
 from sailmesh.generate.scope import destination_rule
 from sailmesh.snapshot.index import MESH_GATEWAY, gateway_ref
-from sailmesh.snapshot.model import MeshSnapshot, ProxyView
+from sailmesh.snapshot.model import MeshSnapshot, ProxyView, Service
 
 FAULT_FILTER = "envoy.filters.http.fault"
 CORS_FILTER = "envoy.filters.http.cors"
@@ -158,14 +159,23 @@ def destination_cluster(dest: Destination, vs_ns: str, ctx: RouteContext) -> str
     return names.outbound_cluster(port, dest.subset or "", host)
 
 
-def hash_policies(cluster: str, ctx: RouteContext) -> list[rc.RouteAction.HashPolicy]:
-    """The consistentHash of the destination's DestinationRule (subset and port aware) as route hash policies."""
+def _destination(cluster: str, ctx: RouteContext) -> tuple[Service, int, PortTrafficPolicy] | None:
+    """An `outbound|port|subset|host` cluster's service, port and the DestinationRule policy the proxy applies to it
+    (subset and port aware); None for an unknown service."""
     _, port, subset, host = names.parse_cluster(cluster)
     svc = ctx.snapshot.services.get(host)
     if svc is None:
-        return []
+        return None
     dr = destination_rule(ctx.snapshot, ctx.proxy.namespace, svc, ctx.proxy.labels)
-    lb = effective_policy(dr, subset, port).load_balancer
+    return svc, port, effective_policy(dr, subset, port)
+
+
+def hash_policies(cluster: str, ctx: RouteContext) -> list[rc.RouteAction.HashPolicy]:
+    """The consistentHash of the destination's DestinationRule (subset and port aware) as route hash policies."""
+    dest = _destination(cluster, ctx)
+    if dest is None:
+        return []
+    lb = dest[2].load_balancer
     ch = lb.consistent_hash if lb is not None else None
     if ch is None:
         return []
@@ -354,15 +364,12 @@ def _mirrors(http: HTTPRoute, vs_ns: str, ctx: RouteContext) -> list[rc.RouteAct
 def _resolves_short_names(cluster: str, ctx: RouteContext) -> bool:
     """Whether `cluster` is a PASSTHROUGH service's dynamic forward proxy (explicit mode), whose short names the
     outbound chain's set_filter_state maps to the FQDN (clusters._short_names)."""
-    if "|" not in cluster:
+    dest = _destination(cluster, ctx) if "|" in cluster else None
+    if dest is None:
         return False
-    _, port, subset, host = names.parse_cluster(cluster)
-    svc = ctx.snapshot.services.get(host)
-    sp = next((p for p in svc.ports if p.port == port), None) if svc is not None else None
-    if svc is None or sp is None:
-        return False
-    dr = destination_rule(ctx.snapshot, ctx.proxy.namespace, svc, ctx.proxy.labels)
-    return forwards_by_authority(ctx.snapshot, svc, sp, effective_policy(dr, subset, port))
+    svc, port, policy = dest
+    sp = next((p for p in svc.ports if p.port == port), None)
+    return sp is not None and forwards_by_authority(ctx.snapshot, svc, sp, policy)
 
 
 def enable_short_names(route: rc.Route, ctx: RouteContext) -> None:
