@@ -96,14 +96,19 @@ def text(url: str) -> str:
         return r.read().decode()
 
 
+def cluster_stat(ip: str, stat: str) -> int:
+    """The client sidecar's counter `cluster.<httpbin>.<stat>` from its admin `/stats`."""
+    for line in text(f"http://{ip}:15000/stats?filter={stat}").splitlines():
+        name, _, value = line.partition(": ")
+        if name == f"cluster.{CLUSTER}.{stat}":
+            return int(value)
+    raise AssertionError(f"no {stat} stat for {CLUSTER}")
+
+
 def overflow_count(ip: str) -> int:
     """The client sidecar's `cluster.<httpbin>.upstream_rq_pending_overflow` (the task's `pilot-agent request GET
     stats | grep httpbin | grep pending`)."""
-    for line in text(f"http://{ip}:15000/stats?filter=upstream_rq_pending_overflow").splitlines():
-        name, _, value = line.partition(": ")
-        if name == f"cluster.{CLUSTER}.upstream_rq_pending_overflow":
-            return int(value)
-    raise AssertionError(f"no pending overflow stat for {CLUSTER}")
+    return cluster_stat(ip, "upstream_rq_pending_overflow")
 
 
 def uo_requests(ip: str) -> float:
@@ -129,14 +134,22 @@ def test_concurrent_load_trips_the_breaker(mesh: RunningMesh) -> None:
     """Concurrent connections overflow the one pending request: a mix of 200 and 503, the overflow counted."""
     ip = fortio_ip(mesh)
     before = overflow_count(ip)
+    ejections_before = cluster_stat(ip, "outlier_detection.ejections_enforced_total")
     result: dict = {}  # type: ignore[type-arg]
     for _ in range(5):  # scheduling on a busy machine can serialise a round; the breaker must show within five
         result = load(mesh, 3, 30)
         if result["codes"].get("503") and result["codes"].get("200"):
             break
     codes = result["codes"]
-    print("load -c 3 -n 30:", result, "overflow stat:", overflow_count(ip) - before)
+    ejected = cluster_stat(ip, "outlier_detection.ejections_enforced_total") - ejections_before
+    print("load -c 3 -n 30:", result, "overflow stat:", overflow_count(ip) - before, "ejections:", ejected)
     assert set(codes) == {"200", "503"}, result
-    assert result["overloaded"] == codes["503"], result  # every 503 is Envoy's overflow answer
+    assert result["overloaded"] > 0, result
+    if result["overloaded"] != codes["503"]:
+        # The task's DestinationRule ejects its only host on one upstream 5xx (consecutive5xxErrors: 1, 100% of
+        # hosts, 3 minutes; Istio sets no panic threshold, so the ejected host is not used): the 503s after
+        # that are "no healthy upstream" (flag UH), not overflow. Any 503 the breaker did not answer must be
+        # explained by such an ejection (seen once in CI, 3 UO and 24 UH of 30: a busy upstream answering 5xx).
+        assert ejected > 0, result
     assert overflow_count(ip) > before
     wait_for(lambda: uo_requests(ip) > 0, timeout=20, interval=0.5, what="503 with flag UO in the client's metrics")
