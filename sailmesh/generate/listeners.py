@@ -17,6 +17,7 @@ from envoy.extensions.filters.network.sni_cluster.v3 import sni_cluster_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import wrappers_pb2
 
+from sailmesh.api.meshconfig import TLSDefaults
 from sailmesh.api.models import model_of
 from sailmesh.api.models.networking import ServerTLSSettings, Sidecar
 from sailmesh.generate import autoallocate, capture, names, sniffing
@@ -173,6 +174,7 @@ def inbound_listeners(snapshot: MeshSnapshot, proxy: ProxyView,
     out = []
     policy = workload_policy(snapshot, proxy.namespace, proxy.labels)
     identity = has_mesh_identity(proxy)
+    mtls = snapshot.mesh_config.mesh_mtls
     services = backed_services(snapshot, proxy)
     ingress = ingress_listeners(snapshot, proxy)
     sniff_ok = capture.is_captured(proxy)  # protocol sniffing: captured sidecars (the golden keeps the rest)
@@ -196,11 +198,11 @@ def inbound_listeners(snapshot: MeshSnapshot, proxy: ProxyView,
         listener = _listener(names.listener_name(bind, port), bind, port, base_pb2.INBOUND, nf)
         tls = il.tls if il is not None else None
         if tls is not None and (tls.mode or "").upper() in SIDECAR_INGRESS_TLS:
-            chains = [_ingress_tls_chain(tls, nf)]
+            chains = [_ingress_tls_chain(tls, nf, snapshot.mesh_config.tls_defaults)]
         elif sniffed is not None:
-            chains = sniffing.inbound_chains(policy.for_port(port), identity, sniffed, nf)
+            chains = sniffing.inbound_chains(policy.for_port(port), identity, sniffed, nf, mtls)
         else:
-            chains = inbound_chains(policy.for_port(port), http, identity, nf)
+            chains = inbound_chains(policy.for_port(port), http, identity, nf, mtls)
         _before_app(chains, before, nf)
         del listener.filter_chains[:]
         listener.filter_chains.extend(chains)
@@ -238,13 +240,13 @@ def _inbound_hcm(snapshot: MeshSnapshot, proxy: ProxyView, port: int, eff: resol
     return lc.Filter(name=HCM_NAME, typed_config=pack(h))
 
 
-def _ingress_tls_chain(tls: ServerTLSSettings, nf: lc.Filter) -> lc.FilterChain:
+def _ingress_tls_chain(tls: ServerTLSSettings, nf: lc.Filter, defaults: TLSDefaults) -> lc.FilterChain:
     """A Sidecar ingress listener's `tls` (Istio: TLS termination at the sidecar for clients outside the mesh,
     SIMPLE or MUTUAL with the files it names): the port's one filter chain, TLS only, in place of the
     PeerAuthentication chains (a plaintext or mesh-mTLS client matches nothing and is closed)."""
     fc = lc.FilterChain(filter_chain_match=lc.FilterChainMatch(transport_protocol="tls"), filters=[nf])
     fc.transport_socket.name = TLS_TRANSPORT_SOCKET
-    fc.transport_socket.typed_config.CopyFrom(pack(downstream_tls_context(tls)))
+    fc.transport_socket.typed_config.CopyFrom(pack(downstream_tls_context(tls, defaults)))
     return fc
 
 
@@ -325,7 +327,8 @@ def _gateway_tls_listener(snapshot: MeshSnapshot, proxy: ProxyView, port: int, c
         _config_metadata(fc, chain.config)
         if chain.tls is not None:
             fc.transport_socket.name = TLS_TRANSPORT_SOCKET
-            fc.transport_socket.typed_config.CopyFrom(pack(downstream_tls_context(chain.tls)))
+            fc.transport_socket.typed_config.CopyFrom(
+                pack(downstream_tls_context(chain.tls, snapshot.mesh_config.tls_defaults)))
         listener.filter_chains.append(fc)
     return listener
 
@@ -368,7 +371,7 @@ def inbound_passthrough_chains(snapshot: MeshSnapshot, proxy: ProxyView,
     with_metrics_log(h, snapshot, proxy, eff, telemetry.DESTINATION, services)
     hcm = lc.Filter(name=HCM_NAME, typed_config=pack(h))
     policy = workload_policy(snapshot, proxy.namespace, proxy.labels)
-    chains = sniffing.inbound_chains(policy.mode, has_mesh_identity(proxy), hcm, nf)
+    chains = sniffing.inbound_chains(policy.mode, has_mesh_identity(proxy), hcm, nf, snapshot.mesh_config.mesh_mtls)
     before = ext_authz.tcp_filters(snapshot, proxy)
     seen: dict[str, int] = {}
     for fc in chains:

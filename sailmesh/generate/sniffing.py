@@ -42,6 +42,7 @@ from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_p
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from google.protobuf import wrappers_pb2
 
+from sailmesh.api.meshconfig import MeshMTLS
 from sailmesh.generate import names
 from sailmesh.generate.common import pack
 from sailmesh.generate.httproute import RouteContext, default_route, virtual_service_routes
@@ -175,12 +176,13 @@ _PLAINTEXT: tuple[_Spec, ...] = ((RAW_BUFFER_TRANSPORT, PLAINTEXT_HTTP_ALPNS, Tr
                                  (RAW_BUFFER_TRANSPORT, (), False, False))
 
 
-def inbound_chains(mode: str, has_identity: bool, http: lc.Filter, tcp: lc.Filter) -> list[lc.FilterChain]:
+def inbound_chains(mode: str, has_identity: bool, http: lc.Filter, tcp: lc.Filter,
+                   mtls: MeshMTLS = MeshMTLS()) -> list[lc.FilterChain]:
     """The filter chains of a sniffed inbound port under a PeerAuthentication mode (Istio's Auto options): `http`
     the HCM, `tcp` the tcp_proxy (the caller puts the TCP authorization filters before it). Without a mesh
     identity: plaintext, except that STRICT refuses (as tls.inbound_chains)."""
     if not has_identity and mode == STRICT:
-        return tls_inbound_chains(mode, False, False, tcp)  # the one refusing chain
+        return tls_inbound_chains(mode, False, False, tcp, mtls)  # the one refusing chain
     specs = _PLAINTEXT if not has_identity or mode == DISABLE else _STRICT if mode == STRICT else _PERMISSIVE
     out = []
     for transport, alpns, is_http, terminate in specs:
@@ -188,6 +190,6 @@ def inbound_chains(mode: str, has_identity: bool, http: lc.Filter, tcp: lc.Filte
                                                                    application_protocols=alpns),
                             filters=[http if is_http else tcp])
         if terminate:
-            fc.transport_socket.CopyFrom(transport_socket(istio_mutual_downstream(is_http)))
+            fc.transport_socket.CopyFrom(transport_socket(istio_mutual_downstream(is_http, mtls)))
         out.append(fc)
     return out
