@@ -11,9 +11,10 @@ CIPHER_SUITES = frozenset({
     "AES128-GCM-SHA256", "AES256-GCM-SHA384", "AES128-SHA", "AES256-SHA", "DES-CBC3-SHA",
 })
 
-# The groups Envoy's BoringSSL accepts in TlsParameters.ecdh_curves (any other name makes Envoy reject the listener
-# or cluster, so the mesh config refuses it first)
-ECDH_CURVES = frozenset({"P-224", "P-256", "P-384", "P-521", "X25519", "X25519Kyber768Draft00", "X25519MLKEM768"})
+# The groups this Envoy's BoringSSL accepts in TlsParameters.ecdh_curves (checked with `envoy --mode validate`; any
+# other name, e.g. P-224 or X25519Kyber768Draft00, makes Envoy reject the listener or cluster, so validation refuses
+# it before it reaches a proxy)
+ECDH_CURVES = frozenset({"P-256", "P-384", "P-521", "X25519", "X25519MLKEM768", "MLKEM1024"})
 
 
 def valid_cipher_suite(suite: str) -> bool:

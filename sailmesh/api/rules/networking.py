@@ -28,7 +28,7 @@ from sailmesh.api.rules.values import (
     unix_address_error,
     wildcard_domain_error,
 )
-from sailmesh.api.tlsnames import valid_cipher_suite
+from sailmesh.api.tlsnames import ECDH_CURVES, valid_cipher_suite
 
 UNIX = "unix://"
 
@@ -94,6 +94,11 @@ def server_tls_issues(sink: IssueSink, path: str, tls: Any) -> None:
         sink.warn(f"{path}.cipherSuites", f"ignoring invalid cipher suites: [{' '.join(invalid)}]")
     if dups:
         sink.warn(f"{path}.cipherSuites", f"ignoring duplicate cipher suites: [{' '.join(dups)}]")
+    curves = sorted({c for c in list_of(t.get("ecdhCurves")) if not isinstance(c, str) or c not in ECDH_CURVES},
+                    key=str)
+    if curves:  # Istio passes them to Envoy, which rejects the whole listener: refused here instead
+        sink.add(f"{path}.ecdhCurves", f"unknown ECDH curve(s) {', '.join(map(str, curves))} "
+                                       f"(known: {', '.join(sorted(ECDH_CURVES))})")
     if mode == "ISTIO_MUTUAL":
         for f, what in (("serverCertificate", "server certificate"), ("privateKey", "private key"),
                         ("caCertificates", "CA bundle"), ("tlsCertificates", "tlsCertificates"),
