@@ -21,6 +21,7 @@ from sailmesh.api.meshconfig import TLSDefaults
 from sailmesh.api.models import model_of
 from sailmesh.api.models.networking import ServerTLSSettings, Sidecar
 from sailmesh.generate import autoallocate, capture, names, sniffing
+from sailmesh.generate.alpn import is_sniffed
 from sailmesh.generate.common import ads, pack, socket_address
 from sailmesh.generate.endpoints import unique_ports
 from sailmesh.generate.filters import Direction, FilterContext, ext_authz, http_filters
@@ -183,7 +184,7 @@ def inbound_listeners(snapshot: MeshSnapshot, proxy: ProxyView,
         before: list[lc.Filter] = []
         http = names.is_http(protocol)
         sniffed: lc.Filter | None = None  # a sniffed port's HCM, next to its TCP chain
-        if sniff_ok and sniffing.is_sniffed(protocol):
+        if sniff_ok and is_sniffed(protocol):
             sniffed = _inbound_hcm(snapshot, proxy, port, eff, services)
         if http:
             nf = _inbound_hcm(snapshot, proxy, port, eff, services)
@@ -435,7 +436,7 @@ def captured_outbound(snapshot: MeshSnapshot, proxy: ProxyView, port: int, eff: 
                                         clusters, eff)
                 lis = capture.not_bound(_listener(name, ip, sp.port, base_pb2.OUTBOUND, nf))
                 _config_metadata(lis.filter_chains[0], config_path(vs) if vs is not None else "")
-                if sniffing.is_sniffed(sp.protocol):
+                if is_sniffed(sp.protocol):
                     http = _sniffed_http(snapshot, proxy, svc, ip, sp.port, eff, autoallocate.addresses(svc, auto))
                     lis = sniffing.outbound_listener(lis, http)
                 else:
