@@ -31,7 +31,7 @@ from sailmesh.api.models.security import JWTRule
 from sailmesh.generate import authn
 from sailmesh.generate.common import pack
 from sailmesh.generate.filters.context import FilterContext
-from sailmesh.registry.jwks import parse_key_set
+from sailmesh.registry.jwks import parse_key_set, rule_key
 from sailmesh.snapshot.model import MeshSnapshot
 
 JWT_FILTER = "envoy.filters.http.jwt_authn"
@@ -51,8 +51,10 @@ FAKE_JWKS = (
 
 
 def key_set(rule: JWTRule, snapshot: MeshSnapshot) -> str:
-    """The JWKS text inlined for a rule: its `jwks`, the fetched key set of its `jwksUri`, else FAKE_JWKS."""
-    text = rule.jwks or (snapshot.jwks.get(rule.jwks_uri) if rule.jwks_uri else None)
+    """The JWKS text inlined for a rule: its `jwks`, the fetched key set of its `jwksUri` (or of its issuer's OpenID
+    discovery document), else FAKE_JWKS."""
+    key = rule_key(rule.jwks, rule.jwks_uri, rule.issuer)
+    text = rule.jwks or (snapshot.jwks.get(key) if key is not None else None)
     if not text:
         return FAKE_JWKS
     try:
