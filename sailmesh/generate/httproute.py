@@ -15,7 +15,7 @@ from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.extensions.retry.priority.previous_priorities.v3 import previous_priorities_config_pb2
-from envoy.type.matcher.v3 import regex_pb2, string_pb2
+from envoy.type.matcher.v3 import metadata_pb2, regex_pb2, string_pb2, value_pb2
 from google.protobuf import wrappers_pb2
 
 from sailmesh.api.hosts import resolve_short_name, selector_matches
@@ -34,8 +34,10 @@ from sailmesh.api.models.networking import (
     VirtualService,
 )
 from sailmesh.api.resource import Resource
+from sailmesh.api.rules.values import routing_claims
 from sailmesh.generate import names
 from sailmesh.generate.alpn import ALPN_FILTER, is_sniffed
+from sailmesh.generate.authz_model import JWT_FILTER, JWT_PAYLOAD, metadata_list
 from sailmesh.generate.common import duration, fractional, go_duration, pack, u32
 from sailmesh.generate.delegate import is_root, merged_http
 from sailmesh.generate.endpoints import forwards_by_authority
@@ -105,6 +107,18 @@ def header_matcher(name: str, spec: StringMatch | None, invert: bool = False) ->
     return h
 
 
+def claim_matcher(claims: list[str], spec: StringMatch | None, invert: bool) -> metadata_pb2.MetadataMatcher:
+    """`@request.auth.claims.<a>.<b>` as Istio's MetadataMatcherForJWTClaims (with Envoy's jwt_authn): the claim
+    under the verified payload jwt_authn wrote (`envoy.filters.http.jwt_authn` / payload / a / b), a list holding a
+    match or a matching value; an empty StringMatch means "present"; `withoutHeaders` inverts it. Only gateways
+    re-select the route after jwt_authn (clear_route_cache, filters/jwt.py), as in Istio."""
+    sm = string_matcher(spec) if spec is not None else None
+    value = value_pb2.ValueMatcher(present_match=True) if sm is None else value_pb2.ValueMatcher(string_match=sm)
+    out = metadata_list(JWT_FILTER, [JWT_PAYLOAD, *claims], value, True)
+    out.invert = invert
+    return out
+
+
 def _match_applies(m: HTTPMatchRequest, ctx: RouteContext, vs_ns: str) -> bool:
     if m.port and m.port != ctx.port:
         return False
@@ -132,10 +146,13 @@ def route_match(m: HTTPMatchRequest) -> rc.RouteMatch:
     for spec, header in ((m.method, ":method"), (m.authority, ":authority"), (m.scheme, ":scheme")):
         if spec is not None:
             out.headers.append(header_matcher(header, spec))
-    for name, sm in sorted((m.headers or {}).items()):
-        out.headers.append(header_matcher(name, sm))
-    for name, sm in sorted((m.without_headers or {}).items()):
-        out.headers.append(header_matcher(name, sm, invert=True))
+    for headers, invert in ((m.headers, False), (m.without_headers, True)):
+        for name, sm in sorted((headers or {}).items()):
+            claims = routing_claims(name)
+            if claims is None:
+                out.headers.append(header_matcher(name, sm, invert=invert))
+            else:  # JWT claim-based routing (Istio's translateMetadataMatch): the verified payload, not a header
+                out.dynamic_metadata.append(claim_matcher(claims, sm, invert))
     for name, sm in sorted((m.query_params or {}).items()):
         q = rc.QueryParameterMatcher(name=name)
         matcher = string_matcher(sm)

@@ -132,8 +132,10 @@ class KeyServer:
         self.httpd.server_close()
 
 
-def status(url: str, token: str | None = None, header: str = "Authorization", prefix: str = "Bearer ") -> int:
-    req = urllib.request.Request(url, headers={header: prefix + token} if token is not None else {})
+def status(url: str, token: str | None = None, header: str = "Authorization", prefix: str = "Bearer ",
+           host: str | None = None) -> int:
+    headers = {header: prefix + token} if token is not None else {}
+    req = urllib.request.Request(url, headers=headers | ({"Host": host} if host else {}))
     try:
         with NO_PROXY.open(req, timeout=10) as r:
             r.read()
@@ -240,3 +242,31 @@ def test_sidecar_inbound_with_istios_sample_tokens(mesh: RunningMesh, tmp_path: 
     assert status(url) == 200
     forged = tokens["demo.jwt"]["token"].rsplit(".", 1)[0] + "." + b64(b"\x00" * 256)
     assert status(url, forged) == 401
+
+
+def test_gateway_routes_on_verified_jwt_claims(mesh: RunningMesh, keys: dict[str, Key],
+                                               tmp_path: pathlib.Path) -> None:
+    """Istio's JWT claim-based routing task (istio.io tasks/security/authentication/jwt-route): a VirtualService
+    bound to the ingress gateway matches `@request.auth.claims.groups`; a token whose verified `groups` holds
+    group1 is routed (200), one without it, a forged one or none gets no route (404; the forged one 401)."""
+    key = keys["inline"]
+    iss = "https://claims.sailmesh.test"
+    apply(mesh, tmp_path, request_authentication("claims-jwt", "istio-system", {"istio": "ingressgateway"}, [
+        {"issuer": iss, "jwks": key.jwks()}]))
+    apply(mesh, tmp_path, json.dumps({
+        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": "claims", "namespace": "default"},
+        "spec": {"hosts": ["claims.example"], "gateways": ["gw"], "http": [{
+            "match": [{"uri": {"prefix": "/details"},
+                       "headers": {"@request.auth.claims.groups": {"exact": "group1"}}}],
+            "route": [{"destination": {"host": "details", "port": {"number": 9080}}}]}]}}))
+    url = mesh.gateway_url() + "/details/0"
+
+    def code(token: str | None) -> int:
+        return status(url, token, host="claims.example")
+    member = key.sign(iss=iss, groups=["group1", "group2"])
+    wait_for(lambda: code(member) == 200, timeout=30, interval=0.2, what="the claim route for group1")
+    assert code(key.sign(iss=iss, groups="group1")) == 200  # a plain string claim matches too
+    assert code(key.sign(iss=iss, groups=["group2"])) == 404  # verified, but not in group1: no route
+    assert code(None) == 404  # no token, no claims
+    assert code(keys["stranger"].sign(kid="inline", iss=iss, groups=["group1"])) == 401  # forged: refused
