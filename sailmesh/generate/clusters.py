@@ -47,6 +47,7 @@ from sailmesh.generate.policy import effective_policy
 from sailmesh.generate.scope import destination_rule, inbound_endpoints, visible_services
 from sailmesh.generate.sniffing import is_sniffed
 from sailmesh.generate.tls import apply_upstream_tls, auto_mtls_enabled, has_mesh_identity, sni_for
+from sailmesh.generate.upstream_l4 import apply_proxy_protocol
 from sailmesh.snapshot.model import Endpoint, MeshSnapshot, ProxyView, Service, ServicePort
 from sailmesh.telemetry import resolve, tracing
 
@@ -357,6 +358,7 @@ def outbound_cluster(
     apply_upstream_tls(c, snapshot, svc, port.port, subset, policy.tls,
                        client_has_identity=client_has_identity and kind not in ("forward", "passthrough"),
                        service_mode=service_mode, http2=is_http2(c), credentials=credentials)
+    apply_proxy_protocol(c, policy.proxy_protocol)
     return c
 
 

@@ -326,8 +326,9 @@ class PortTrafficPolicy(Model, frozen=True):
     connection_pool: ConnectionPoolSettings | None = None
     outlier_detection: OutlierDetection | None = None
     tls: ClientTLSSettings | None = None
-    # not a port-level field in Istio: set on the merged policy only (generate/policy.effective_policy)
+    # not port-level fields in Istio: set on the merged policy only (generate/policy.effective_policy)
     retry_budget: RetryBudget | None = None
+    proxy_protocol: Mapping[str, Any] | None = None
 
 
 class TrafficPolicy(Model, frozen=True):
