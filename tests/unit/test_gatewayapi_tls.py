@@ -148,7 +148,8 @@ def test_allow_insecure_fallback_asks_for_a_certificate_and_lets_an_untrusted_on
         .trust_chain_verification == ctx.common_tls_context.combined_validation_context.default_validation_context \
         .ACCEPT_UNTRUSTED
     out = run(gateway(f"{{certificateRefs: [{{name: cert}}], options: {{gateway.istio.io/tls-terminate-mode: "
-                      f"MUTUAL}}, frontendValidation: {{{ref}, mode: AllowInsecureFallback}}}}"), secret("cert"), CA_MAP)
+                      f"MUTUAL}}, frontendValidation: {{{ref}, mode: AllowInsecureFallback}}}}"), secret("cert"),
+              CA_MAP)
     assert server_tls(out) == {"mode": "MUTUAL", "credentialName": "cert",
                                "caCertCredentialName": "configmap://infra/client-ca-cacert"}
     out = run(gateway(f"{{certificateRefs: [{{name: cert}}], frontendValidation: {{{ref}, mode: AllowValidOnly}}}}"),

@@ -13,9 +13,10 @@
   Gateway's `tls.frontend`): one ConfigMap or Secret (cross-namespace with a ReferenceGrant) -> MUTUAL with
   `caCertCredentialName` `configmap://<ns>/<name>-cacert` / `kubernetes-gateway://<ns>/<name>-cacert`; the
   terminate-mode option may still make it OPTIONAL_MUTUAL; its `mode: AllowInsecureFallback` (Gateway API v1.4) ->
-  OPTIONAL_MUTUAL with `insecureSkipVerify` (Istio's buildTLS; a terminate-mode option overrides it). More than one, another kind, or a missing one: the
-  listener is not Accepted (NoValidCACertificate) as Istio reports it - and, unlike Istio, which then serves the
-  listener without client validation, no server is built (it fails closed).
+  OPTIONAL_MUTUAL with `insecureSkipVerify` (Istio's buildTLS; a terminate-mode option overrides it). More than
+  one, another kind, or a missing one: the listener is not Accepted (NoValidCACertificate) as Istio reports it -
+  and, unlike Istio, which then serves the listener without client validation, no server is built (it fails
+  closed).
 """
 
 from __future__ import annotations
