@@ -346,7 +346,14 @@ def outbound_cluster(
     )
     _apply_policy(c, port.protocol, policy, captured and is_sniffed(port.protocol))
     lb = locality.setting(snapshot, policy)
-    if lb is not None and lb.distribute:  # Istio: distribute weights localities (applyLocalityLoadBalancer)
+    if isinstance(lb, locality.ZoneAwareSetting):  # Istio's ZoneAwareLBSettings.ApplyToCluster
+        zone = c.common_lb_config.zone_aware_lb_config
+        zone.SetInParent()
+        if lb.min_cluster_size is not None:
+            zone.min_cluster_size.value = lb.min_cluster_size
+        if not lb.enabled:
+            zone.routing_enabled.value = 0  # suppresses Envoy's own zone-aware routing
+    elif lb is not None and lb.distribute:  # Istio: distribute weights localities (applyLocalityLoadBalancer)
         c.common_lb_config.locality_weighted_lb_config.SetInParent()
     if kind == "forward":
         c.lb_policy = Cluster.CLUSTER_PROVIDED  # the forward proxy picks the host itself

@@ -84,10 +84,6 @@ def _destination_rule(spec: Any) -> Iterator[str]:
         for path in _DR_POLICY_GAPS:
             if _at(policy, *path) is not None:
                 yield f"{where}.{'.'.join(path)}"
-        # Istio's ZoneAwareLBSettings is Envoy's zone-aware routing, which acts only with the proxy's own service as
-        # the bootstrap's local cluster (Istio's ISTIO_META_ENABLE_SELF_DISCOVERY): no sidecar here has one
-        if _at(policy, "loadBalancer", "zoneAwareLbSetting") is not None:
-            yield f"{where}.loadBalancer.zoneAwareLbSetting (needs a local cluster in the proxy's bootstrap)"
         # tunnels are tcp_proxy's tunneling_config (upstream_l4); an explicit-proxy sidecar forwards its clients'
         # CONNECT to the rule's target instead, which cannot become a POST
         if _at(policy, "tunnel", "protocol") == "POST":

@@ -149,3 +149,34 @@ def test_failover_priority_labels_and_locality_enter_the_outbound_key() -> None:
     assert plain.index.outbound_key(a) != plain.index.outbound_key(client("r1/z2", team="x"))
     keyed = snap(dr("{failoverPriority: [team]}"))
     assert keyed.index.outbound_key(a) != keyed.index.outbound_key(b)
+
+
+def zone_dr(setting: str, outlier: bool = False) -> str:
+    policy = "    outlierDetection: {consecutive5xxErrors: 1}\n" if outlier else ""
+    return ("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews, namespace: default}\n"
+            f"spec:\n  host: reviews\n  trafficPolicy:\n{policy}    loadBalancer:\n"
+            f"      localityLbSetting: {{enabled: true}}\n      zoneAwareLbSetting: {setting}\n")
+
+
+def test_zone_aware_buckets_by_region_without_outlier_detection() -> None:
+    """Istio's GetEffectiveLbSetting (zoneAwareLbSetting before localityLbSetting) and ApplyZoneAwareLoadBalancer:
+    failover forced (no outlier detection needed), regions only: every zone of the proxy's region priority 0, a
+    `failover` target of it next, any other region last; the cluster gets Envoy's zone_aware_lb_config
+    (ZoneAwareLBSettings.ApplyToCluster: minClusterSize; `enabled: false` -> routing_enabled 0% and no priorities)."""
+    assert priorities(snap(zone_dr("{}"))) == {"127.0.1.3": (0, 1), "127.0.1.4": (0, 1), "127.0.1.5": (1, 1),
+                                               "127.0.1.6": (1, 1)}
+    got = priorities(snap(zone_dr("{failover: [{from: r1, to: r3}]}", outlier=True)))
+    assert got == {"127.0.1.3": (0, 1), "127.0.1.4": (0, 1), "127.0.1.6": (1, 1), "127.0.1.5": (2, 1)}
+    got = priorities(snap(zone_dr("{failoverPriority: [topology.kubernetes.io/zone]}")))
+    assert got == {"127.0.1.3": (0, 1), "127.0.1.5": (1, 1), "127.0.1.6": (1, 1), "127.0.1.4": (2, 1)}
+    c = generated(snap(zone_dr("{minClusterSize: 2}")), client(), CLUSTER, cluster_pb2.Cluster)[CLUSTER_NAME]
+    zone = c.common_lb_config.zone_aware_lb_config
+    assert c.common_lb_config.HasField("zone_aware_lb_config") and zone.min_cluster_size.value == 2
+    assert not zone.HasField("routing_enabled")
+    off = snap(zone_dr("{enabled: false, failover: [{from: r1, to: r3}]}", outlier=True))
+    assert {p for p, _ in priorities(off).values()} == {0}
+    zone = generated(off, client(), CLUSTER, cluster_pb2.Cluster)[CLUSTER_NAME].common_lb_config.zone_aware_lb_config
+    assert zone.HasField("routing_enabled") and zone.routing_enabled.value == 0 and not zone.HasField(
+        "min_cluster_size")
+    [rule] = resources(zone_dr("{}"))
+    assert enforcement.not_enforced(rule) == []

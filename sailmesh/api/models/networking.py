@@ -295,6 +295,7 @@ class LoadBalancerSettings(Model, frozen=True):
     simple: str | None = None
     consistent_hash: ConsistentHashLB | None = None
     locality_lb_setting: Mapping[str, Any] | None = None
+    zone_aware_lb_setting: Mapping[str, Any] | None = None
     warmup_duration_secs: Duration | None = None
     warmup: WarmupConfiguration | None = None
 
