@@ -30,6 +30,7 @@ from sailmesh.api.models.networking import (
 )
 from sailmesh.api.resource import Resource
 from sailmesh.generate import capture, locality, names
+from sailmesh.generate.alpn import is_sniffed
 from sailmesh.generate.common import MAX_UINT32, Prepacked, ads, duration, go_duration, pack, u32
 from sailmesh.generate.endpoints import (
     assignment,
@@ -45,7 +46,6 @@ from sailmesh.generate.memo import Memos
 from sailmesh.generate.peer_authn import namespace_mode
 from sailmesh.generate.policy import effective_policy
 from sailmesh.generate.scope import destination_rule, inbound_endpoints, visible_services
-from sailmesh.generate.sniffing import is_sniffed
 from sailmesh.generate.tls import apply_upstream_tls, auto_mtls_enabled, has_mesh_identity, sni_for
 from sailmesh.generate.upstream_l4 import apply_proxy_protocol
 from sailmesh.snapshot.model import Endpoint, MeshSnapshot, ProxyView, Service, ServicePort

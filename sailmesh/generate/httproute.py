@@ -35,6 +35,7 @@ from sailmesh.api.models.networking import (
 )
 from sailmesh.api.resource import Resource
 from sailmesh.generate import names
+from sailmesh.generate.alpn import ALPN_FILTER, is_sniffed
 from sailmesh.generate.common import duration, fractional, go_duration, pack, u32
 from sailmesh.generate.delegate import is_root, merged_http
 from sailmesh.generate.endpoints import forwards_by_authority
@@ -386,6 +387,33 @@ def enable_short_names(route: rc.Route, ctx: RouteContext) -> None:
         route.typed_per_filter_config[SET_FILTER_STATE_FILTER].CopyFrom(pack(enable))
 
 
+def _sniffed_mesh_destination(cluster: str, ctx: RouteContext) -> bool:
+    """Whether `cluster` is a service port whose protocol the server sniffs, reached over mesh mTLS when TLS is used
+    at all (no DestinationRule `tls`, or ISTIO_MUTUAL): its upstream connection may take Istio's HTTP ALPN."""
+    dest = _destination(cluster, ctx) if "|" in cluster else None
+    if dest is None:
+        return False
+    svc, port, policy = dest
+    sp = next((p for p in svc.ports if p.port == port), None)
+    return sp is not None and is_sniffed(sp.protocol) and (policy.tls is None or policy.tls.mode == "ISTIO_MUTUAL")
+
+
+def enable_alpn_override(route: rc.Route, ctx: RouteContext) -> None:
+    """Istio's `istio.alpn` at a gateway, for a route whose every cluster is a sniffed service port over mesh mTLS:
+    the gateway's HCM carries the filter disabled (filters/basic.py: gateway_alpn) and this route enables it, so the
+    upstream connection offers `istio-http/1.1, istio` (a gateway's cluster for such a port speaks HTTP/1.1: Istio's
+    setUpstreamProtocol uses the downstream protocol for sidecars only) and a sniffing server serves it on its HTTP
+    chain. Istio's filter skips clusters whose TLS is not Istio's by their metadata; here no other route enables it."""
+    if ctx.proxy.type != "router":
+        return
+    action = route.route
+    clusters = [action.cluster] if action.cluster else [c.name for c in action.weighted_clusters.clusters]
+    if clusters and all(_sniffed_mesh_destination(c, ctx) for c in clusters):
+        enable = rc.FilterConfig(is_optional=True)
+        enable.config.SetInParent()
+        route.typed_per_filter_config[ALPN_FILTER].CopyFrom(pack(enable))
+
+
 def route_action_defaults(action: rc.RouteAction, timeout_s: float) -> None:
     """Istio's timeout handling: route timeout (0s = disabled) also caps gRPC's grpc-timeout header."""
     action.timeout.CopyFrom(duration(timeout_s))
@@ -479,6 +507,7 @@ def _action(http: HTTPRoute, vs_ns: str, ctx: RouteContext, route: rc.Route) -> 
             action.host_rewrite_literal = rewrite.authority
     action.request_mirror_policies.extend(_mirrors(http, vs_ns, ctx))
     enable_short_names(route, ctx)
+    enable_alpn_override(route, ctx)
     if first:
         _, port, _, host = names.parse_cluster(first) if "|" in first else ("", ctx.port, "", first)
         route.decorator.operation = f"{host}:{port}/*"

@@ -17,9 +17,11 @@ from envoy.extensions.filters.network.sni_cluster.v3 import sni_cluster_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import wrappers_pb2
 
+from sailmesh.api.meshconfig import TLSDefaults
 from sailmesh.api.models import model_of
 from sailmesh.api.models.networking import ServerTLSSettings, Sidecar
 from sailmesh.generate import autoallocate, capture, names, sniffing
+from sailmesh.generate.alpn import is_sniffed
 from sailmesh.generate.common import ads, pack, socket_address
 from sailmesh.generate.endpoints import unique_ports
 from sailmesh.generate.filters import Direction, FilterContext, ext_authz, http_filters
@@ -174,6 +176,7 @@ def inbound_listeners(snapshot: MeshSnapshot, proxy: ProxyView,
     out = []
     policy = workload_policy(snapshot, proxy.namespace, proxy.labels)
     identity = has_mesh_identity(proxy)
+    mtls = snapshot.mesh_config.mesh_mtls
     services = backed_services(snapshot, proxy)
     ingress = ingress_listeners(snapshot, proxy)
     sniff_ok = capture.is_captured(proxy)  # protocol sniffing: captured sidecars (the golden keeps the rest)
@@ -182,7 +185,7 @@ def inbound_listeners(snapshot: MeshSnapshot, proxy: ProxyView,
         before: list[lc.Filter] = []
         http = names.is_http(protocol)
         sniffed: lc.Filter | None = None  # a sniffed port's HCM, next to its TCP chain
-        if sniff_ok and sniffing.is_sniffed(protocol):
+        if sniff_ok and is_sniffed(protocol):
             sniffed = _inbound_hcm(snapshot, proxy, port, eff, services)
         if http:
             nf = _inbound_hcm(snapshot, proxy, port, eff, services)
@@ -197,11 +200,11 @@ def inbound_listeners(snapshot: MeshSnapshot, proxy: ProxyView,
         listener = _listener(names.listener_name(bind, port), bind, port, base_pb2.INBOUND, nf)
         tls = il.tls if il is not None else None
         if tls is not None and (tls.mode or "").upper() in SIDECAR_INGRESS_TLS:
-            chains = [_ingress_tls_chain(tls, nf)]
+            chains = [_ingress_tls_chain(tls, nf, snapshot.mesh_config.tls_defaults)]
         elif sniffed is not None:
-            chains = sniffing.inbound_chains(policy.for_port(port), identity, sniffed, nf)
+            chains = sniffing.inbound_chains(policy.for_port(port), identity, sniffed, nf, mtls)
         else:
-            chains = inbound_chains(policy.for_port(port), http, identity, nf)
+            chains = inbound_chains(policy.for_port(port), http, identity, nf, mtls)
         _before_app(chains, before, nf)
         del listener.filter_chains[:]
         listener.filter_chains.extend(chains)
@@ -239,13 +242,13 @@ def _inbound_hcm(snapshot: MeshSnapshot, proxy: ProxyView, port: int, eff: resol
     return lc.Filter(name=HCM_NAME, typed_config=pack(h))
 
 
-def _ingress_tls_chain(tls: ServerTLSSettings, nf: lc.Filter) -> lc.FilterChain:
+def _ingress_tls_chain(tls: ServerTLSSettings, nf: lc.Filter, defaults: TLSDefaults) -> lc.FilterChain:
     """A Sidecar ingress listener's `tls` (Istio: TLS termination at the sidecar for clients outside the mesh,
     SIMPLE or MUTUAL with the files it names): the port's one filter chain, TLS only, in place of the
     PeerAuthentication chains (a plaintext or mesh-mTLS client matches nothing and is closed)."""
     fc = lc.FilterChain(filter_chain_match=lc.FilterChainMatch(transport_protocol="tls"), filters=[nf])
     fc.transport_socket.name = TLS_TRANSPORT_SOCKET
-    fc.transport_socket.typed_config.CopyFrom(pack(downstream_tls_context(tls)))
+    fc.transport_socket.typed_config.CopyFrom(pack(downstream_tls_context(tls, defaults)))
     return fc
 
 
@@ -330,7 +333,8 @@ def _gateway_tls_listener(snapshot: MeshSnapshot, proxy: ProxyView, port: int, c
         _config_metadata(fc, chain.config)
         if chain.tls is not None:
             fc.transport_socket.name = TLS_TRANSPORT_SOCKET
-            fc.transport_socket.typed_config.CopyFrom(pack(downstream_tls_context(chain.tls)))
+            fc.transport_socket.typed_config.CopyFrom(
+                pack(downstream_tls_context(chain.tls, snapshot.mesh_config.tls_defaults)))
         listener.filter_chains.append(fc)
     return listener
 
@@ -373,7 +377,7 @@ def inbound_passthrough_chains(snapshot: MeshSnapshot, proxy: ProxyView,
     with_metrics_log(h, snapshot, proxy, eff, telemetry.DESTINATION, services)
     hcm = lc.Filter(name=HCM_NAME, typed_config=pack(h))
     policy = workload_policy(snapshot, proxy.namespace, proxy.labels)
-    chains = sniffing.inbound_chains(policy.mode, has_mesh_identity(proxy), hcm, nf)
+    chains = sniffing.inbound_chains(policy.mode, has_mesh_identity(proxy), hcm, nf, snapshot.mesh_config.mesh_mtls)
     before = ext_authz.tcp_filters(snapshot, proxy)
     seen: dict[str, int] = {}
     for fc in chains:
@@ -437,7 +441,7 @@ def captured_outbound(snapshot: MeshSnapshot, proxy: ProxyView, port: int, eff: 
                                         clusters, eff)
                 lis = capture.not_bound(_listener(name, ip, sp.port, base_pb2.OUTBOUND, nf))
                 _config_metadata(lis.filter_chains[0], config_path(vs) if vs is not None else "")
-                if sniffing.is_sniffed(sp.protocol):
+                if is_sniffed(sp.protocol):
                     http = _sniffed_http(snapshot, proxy, svc, ip, sp.port, eff, autoallocate.addresses(svc, auto))
                     lis = sniffing.outbound_listener(lis, http)
                 else:
