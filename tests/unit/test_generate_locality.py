@@ -14,6 +14,7 @@ from envoy.extensions.retry.priority.previous_priorities.v3 import previous_prio
 from sailmesh.api import locality as loc
 from sailmesh.api.models import build
 from sailmesh.api.models.networking import WorkloadEntry
+from sailmesh.api.validate import errors_only, validate
 from sailmesh.generate import enforcement
 from sailmesh.generate.generator import Generator
 from sailmesh.registry.workloads import workload_from_spec
@@ -155,7 +156,7 @@ def zone_dr(setting: str, outlier: bool = False) -> str:
     policy = "    outlierDetection: {consecutive5xxErrors: 1}\n" if outlier else ""
     return ("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews, namespace: default}\n"
             f"spec:\n  host: reviews\n  trafficPolicy:\n{policy}    loadBalancer:\n"
-            f"      localityLbSetting: {{enabled: true}}\n      zoneAwareLbSetting: {setting}\n")
+            f"      zoneAwareLbSetting: {setting}\n")
 
 
 def test_zone_aware_buckets_by_region_without_outlier_detection() -> None:
@@ -167,8 +168,13 @@ def test_zone_aware_buckets_by_region_without_outlier_detection() -> None:
                                                "127.0.1.6": (1, 1)}
     got = priorities(snap(zone_dr("{failover: [{from: r1, to: r3}]}", outlier=True)))
     assert got == {"127.0.1.3": (0, 1), "127.0.1.4": (0, 1), "127.0.1.6": (1, 1), "127.0.1.5": (2, 1)}
-    got = priorities(snap(zone_dr("{failoverPriority: [topology.kubernetes.io/zone]}")))
+    # failoverPriority labels (not topology ones: validation refuses those for zone-aware) split first
+    got = priorities(snap(zone_dr("{failoverPriority: [zone]}", outlier=True)), client(zone="z1"))
     assert got == {"127.0.1.3": (0, 1), "127.0.1.5": (1, 1), "127.0.1.6": (1, 1), "127.0.1.4": (2, 1)}
+    for setting in ("{}", "{failover: [{from: r1, to: r3}]}", "{failoverPriority: [zone]}", "{minClusterSize: 2}",
+                    "{enabled: false, failover: [{from: r1, to: r3}]}"):
+        [rule] = resources(zone_dr(setting, outlier=True))
+        assert errors_only(validate(rule)) == [], setting
     c = generated(snap(zone_dr("{minClusterSize: 2}")), client(), CLUSTER, cluster_pb2.Cluster)[CLUSTER_NAME]
     zone = c.common_lb_config.zone_aware_lb_config
     assert c.common_lb_config.HasField("zone_aware_lb_config") and zone.min_cluster_size.value == 2
