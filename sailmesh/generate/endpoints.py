@@ -94,7 +94,8 @@ def _locality_lb(snapshot: MeshSnapshot, proxy: ProxyView, dr: Resource | None, 
     """What locality load balancing needs for one cluster of this proxy (None: it does not apply): the setting,
     whether outlier detection allows failover, the proxy's locality and the labels failoverPriority reads."""
     own = loc.from_labels(proxy.labels)
-    if not own or (dr is None and snapshot.mesh_config.locality_lb_setting is None):
+    mesh = snapshot.mesh_config
+    if not own or (dr is None and mesh.locality_lb_setting is None and mesh.zone_aware_lb_setting is None):
         return None  # no rule with outlier detection or distribute can apply
     policy = effective_policy(dr, subset, port)
     lb = locality.setting(snapshot, policy)

@@ -74,13 +74,15 @@ def _enabled(raw: Mapping[str, Any]) -> bool:
 def setting(snapshot: MeshSnapshot, policy: PortTrafficPolicy) -> Setting | None:
     """Istio's GetEffectiveLbSetting: the DestinationRule's zoneAwareLbSetting (even with `enabled: false`, which
     then turns Envoy's zone-aware routing off), else its localityLbSetting (None when it says `enabled: false`),
-    else the mesh's (enabled unless it says otherwise)."""
+    else the mesh's zoneAwareLbSetting, else the mesh's localityLbSetting (enabled unless it says otherwise)."""
     lb = policy.load_balancer
     if lb is not None and lb.zone_aware_lb_setting is not None:
         return ZoneAwareSetting.of(lb.zone_aware_lb_setting)
     raw = lb.locality_lb_setting if lb is not None else None
     if raw is not None:
         return LocalitySetting.of(raw) if _enabled(raw) else None
+    if snapshot.mesh_config.zone_aware_lb_setting is not None:
+        return ZoneAwareSetting.of(snapshot.mesh_config.zone_aware_lb_setting)
     mesh = snapshot.mesh_config.locality_lb_setting
     if mesh is None:
         return ENABLED

@@ -186,3 +186,20 @@ def test_zone_aware_buckets_by_region_without_outlier_detection() -> None:
         "min_cluster_size")
     [rule] = resources(zone_dr("{}"))
     assert enforcement.not_enforced(rule) == []
+
+
+def test_mesh_zone_aware_setting_applies_to_rules_without_their_own() -> None:
+    """GetEffectiveLbSetting: the mesh's zoneAwareLbSetting comes after the rule's own settings and before the
+    mesh's localityLbSetting; it applies to services without a DestinationRule too."""
+    from sailmesh.api import meshconfig
+
+    mesh = meshconfig.from_mapping({"zoneAwareLbSetting": {"minClusterSize": 3}})
+    assert mesh.unmodelled == ()
+    bare = dataclasses.replace(snap(), mesh_config=mesh)
+    assert priorities(bare) == {"127.0.1.3": (0, 1), "127.0.1.4": (0, 1), "127.0.1.5": (1, 1), "127.0.1.6": (1, 1)}
+    c = generated(bare, client(), CLUSTER, cluster_pb2.Cluster)[CLUSTER_NAME]
+    assert c.common_lb_config.zone_aware_lb_config.min_cluster_size.value == 3
+    own = dataclasses.replace(snap(dr("{enabled: false}")), mesh_config=mesh)  # the rule's locality setting wins
+    assert {p for p, _ in priorities(own).values()} == {0}
+    assert not generated(own, client(), CLUSTER, cluster_pb2.Cluster)[CLUSTER_NAME].common_lb_config.HasField(
+        "zone_aware_lb_config")
