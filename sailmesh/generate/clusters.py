@@ -380,9 +380,10 @@ def build_outbound(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> li
     for svc in visible_services(snapshot, proxy):
         dr = destination_rule(snapshot, proxy.namespace, svc, proxy.labels)
         # a cluster depends on the service, its DestinationRule, its endpoints (DNS clusters, NONE; the service
-        # accounts mTLS verifies), the mesh, and for mTLS on the client's identity and the service's namespace mode
+        # accounts mTLS verifies), the mesh and its mesh config (locality settings, TLS defaults), and for mTLS on the
+        # client's identity and the service's namespace mode
         eps = tuple(snapshot.endpoints.get((svc.hostname, p.port), ()) for p in svc.ports)
-        held = (svc, dr, snapshot.mesh, *eps)
+        held = (svc, dr, snapshot.mesh, snapshot.mesh_config, *eps)
         mode = namespace_mode(snapshot, svc.namespace) if identity else None
         # Istio reads a rule's client credentialName at gateways, and at sidecars only for rules with a
         # workloadSelector (buildUpstreamClusterTLSContext)

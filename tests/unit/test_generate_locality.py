@@ -203,3 +203,19 @@ def test_mesh_zone_aware_setting_applies_to_rules_without_their_own() -> None:
     assert {p for p, _ in priorities(own).values()} == {0}
     assert not generated(own, client(), CLUSTER, cluster_pb2.Cluster)[CLUSTER_NAME].common_lb_config.HasField(
         "zone_aware_lb_config")
+
+
+def test_a_mesh_config_change_rebuilds_memoized_clusters() -> None:
+    """The outbound cluster memo holds the mesh config too: a snapshot that changes only the mesh's
+    zoneAwareLbSetting (everything else the same objects) gets clusters built from it, not the memoized ones."""
+    from sailmesh.api import meshconfig
+
+    gen = Generator()
+    before = snap()
+    after = dataclasses.replace(before, mesh_config=meshconfig.from_mapping({"zoneAwareLbSetting": {}}),
+                                version=before.version + 1)
+    again = dataclasses.replace(before, version=before.version + 2)
+    for s, zone_aware in ((before, False), (after, True), (again, False)):
+        c = cluster_pb2.Cluster()
+        gen.resources(s, client(), CLUSTER)[CLUSTER_NAME].Unpack(c)
+        assert c.common_lb_config.HasField("zone_aware_lb_config") is zone_aware
