@@ -227,6 +227,8 @@ class MeshConfig(Model, frozen=True):
     outbound_traffic_policy: OutboundTrafficPolicy = OutboundTrafficPolicy()
     # Istio's mesh-wide LocalityLoadBalancerSetting (unset: enabled, default failover); read by generate/locality.py
     locality_lb_setting: Mapping[str, Any] | None = None
+    # Istio's mesh-wide ZoneAwareLoadBalancerSetting (unset: off; set, it wins over localityLbSetting); locality.py
+    zone_aware_lb_setting: Mapping[str, Any] | None = None
     default_config: ProxyConfig = ProxyConfig()
     extension_providers: tuple[ExtensionProvider, ...] = ()
     default_providers: DefaultProviders = DefaultProviders()

@@ -72,6 +72,7 @@ class RouteContext:
     proxy: ProxyView
     port: int
     gateway: str = MESH_GATEWAY
+    tls: bool = False  # a gateway server with `tls` (Istio's RouteOptions.IsTLS): redirects default to https
 
     @property
     def suffix(self) -> str:
@@ -471,10 +472,10 @@ def _action(http: HTTPRoute, vs_ns: str, ctx: RouteContext, route: rc.Route) -> 
             red.host_redirect = r.authority
         if r.port or r.derive_port:
             # Istio: FROM_REQUEST_PORT is the port the routes are built for (FROM_PROTOCOL_DEFAULT: Envoy's default),
-            # and an explicit :80 for http or :443 for https is left out (the scheme: the redirect's, else http;
-            # Istio takes https on a TLS server, which sailmesh's route context does not carry)
+            # and an explicit :80 for http or :443 for https is left out (the scheme: the redirect's, else https
+            # on a gateway server with `tls`, else http)
             port = r.port or (ctx.port if r.derive_port == "FROM_REQUEST_PORT" else 0)
-            if (port, r.scheme or "http") not in ((80, "http"), (443, "https")):
+            if (port, r.scheme or ("https" if ctx.tls else "http")) not in ((80, "http"), (443, "https")):
                 red.port_redirect = port
         if r.scheme:
             red.scheme_redirect = r.scheme

@@ -34,6 +34,7 @@ from sailmesh.generate.routes import allow_any_vhost, block_all_vhost
 from sailmesh.generate.scope import egress_ports, inbound_ports, ingress_listeners, outbound_policy, visible_services
 from sailmesh.generate.tcproute import egress_tcp_clusters, service_tcp_route_from, subnet_routes
 from sailmesh.generate.tls import has_mesh_identity, inbound_chains, needs_tls_inspector, tls_inspector
+from sailmesh.generate.upstream_l4 import tunneling_config
 from sailmesh.settings import ProxyPorts
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView, Service
 from sailmesh.telemetry import access_log, resolve, tracing
@@ -253,13 +254,17 @@ def _ingress_tls_chain(tls: ServerTLSSettings, nf: lc.Filter, defaults: TLSDefau
 
 def outbound_tcp_proxy(snapshot: MeshSnapshot, proxy: ProxyView, stat_prefix: str,
                        clusters: Sequence[tuple[str, int]], eff: resolve.EffectiveTelemetry) -> lc.Filter:
-    """A client-side tcp_proxy to one cluster or weighted clusters, with tracing/access logs and the metrics log."""
+    """A client-side tcp_proxy to one cluster or weighted clusters, with tracing/access logs and the metrics log,
+    tunnelled through HTTP CONNECT/POST when the destination's DestinationRule says so (upstream_l4)."""
     tp = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix)
     if len(clusters) == 1:
         tp.cluster = clusters[0][0]
     else:
         for c, w in clusters:
             tp.weighted_clusters.clusters.add(name=c, weight=w)
+    tunnel = tunneling_config(snapshot, proxy, clusters)
+    if tunnel is not None:
+        tp.tunneling_config.CopyFrom(tunnel)
     observability(tp, snapshot, proxy, resolve.CLIENT, eff)
     with_metrics_log(tp, snapshot, proxy, eff, telemetry.SOURCE)
     return lc.Filter(name=TCP_PROXY_NAME, typed_config=pack(tp))
