@@ -280,7 +280,8 @@ def _config_metadata(fc: lc.FilterChain, config: str) -> None:
 def gateway_listeners(snapshot: MeshSnapshot, proxy: ProxyView,
                       eff: resolve.EffectiveTelemetry) -> list[listener_pb2.Listener]:
     """One listener per Gateway server port on the gateway's address: HCM with RDS `http.<port>` for HTTP
-    servers, tcp_proxy to the VirtualService `tcp` route's clusters for TCP servers."""
+    servers, tcp_proxy to the VirtualService `tcp` route's clusters for TCP servers (after the AuthorizationPolicy's
+    TCP filters: CUSTOM, AUDIT, DENY, ALLOW, as Istio's gateway network filters)."""
     ports = sorted({p for gw in gateways_for(snapshot, proxy) for p, *_ in http_servers(gw)})
     out = []
     for port in ports:
@@ -294,10 +295,12 @@ def gateway_listeners(snapshot: MeshSnapshot, proxy: ProxyView,
         out.append(
             _listener(names.listener_name("0.0.0.0", port), proxy.ip, gateway_bind_port(port), base_pb2.OUTBOUND, nf)
         )
+    authz_tcp = ext_authz.tcp_filters(snapshot, proxy)  # AuthorizationPolicy on the gateway's TCP servers
     for port, (clusters, vs) in sorted(gateway_tcp_routes(snapshot, proxy).items()):
         nf = outbound_tcp_proxy(snapshot, proxy, f"outbound_0.0.0.0_{port}", clusters, eff)
         lis = _listener(names.listener_name("0.0.0.0", port), proxy.ip, gateway_bind_port(port), base_pb2.OUTBOUND, nf)
         _config_metadata(lis.filter_chains[0], config_path(vs))
+        _before_app(list(lis.filter_chains), authz_tcp, nf)
         out.append(lis)
     for port, chains in sorted(gateway_tls_ports(snapshot, proxy).items()):
         out.append(_gateway_tls_listener(snapshot, proxy, port, chains, eff))
@@ -307,7 +310,9 @@ def gateway_listeners(snapshot: MeshSnapshot, proxy: ProxyView,
 def _gateway_tls_listener(snapshot: MeshSnapshot, proxy: ProxyView, port: int, chains: list[ChainSpec],
                           eff: resolve.EffectiveTelemetry) -> listener_pb2.Listener:
     """A gateway HTTPS/TLS port: tls_inspector, one filter chain per server (SNI server_names), terminating TLS
-    into an HCM (RDS `https.<port>...`) or a tcp_proxy, or passing TLS through by SNI to a tcp_proxy."""
+    into an HCM (RDS `https.<port>...`) or a tcp_proxy, or passing TLS through by SNI to a tcp_proxy (those TCP
+    chains behind the AuthorizationPolicy's network filters, as Istio's gateway network filter stack)."""
+    authz_tcp = ext_authz.tcp_filters(snapshot, proxy)
     listener = listener_pb2.Listener(
         name=names.listener_name("0.0.0.0", port), address=socket_address(proxy.ip, gateway_bind_port(port)),
         traffic_direction=base_pb2.OUTBOUND,
@@ -329,6 +334,8 @@ def _gateway_tls_listener(snapshot: MeshSnapshot, proxy: ProxyView, port: int, c
         else:
             nf = outbound_tcp_proxy(snapshot, proxy, f"outbound_0.0.0.0_{port}", chain.clusters, eff)
         filters = [SNI_CLUSTER, nf] if chain.auto_passthrough else [nf]
+        if not chain.route:  # TCP (passed-through or terminated TLS): the AuthorizationPolicy's TCP filters first
+            filters = [*authz_tcp, *filters]
         fc = lc.FilterChain(filters=filters, filter_chain_match=lc.FilterChainMatch(server_names=chain.server_names))
         _config_metadata(fc, chain.config)
         if chain.tls is not None:

@@ -28,7 +28,8 @@ while True:
     threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()
 """
 
-MESH = """apiVersion: v1
+# the tcp-echo Service and its workload (echo.py beside the config)
+TCP_ECHO = """apiVersion: v1
 kind: Service
 metadata: {name: tcp-echo}
 spec:
@@ -43,7 +44,8 @@ spec:
   ports: [{name: tcp, containerPort: 9000, protocol: TCP}]
   readinessProbe: {tcpSocket: {port: 9000}}
 ---
-apiVersion: local.sailmesh.io/v1alpha1
+"""
+MESH = TCP_ECHO + """apiVersion: local.sailmesh.io/v1alpha1
 kind: LocalWorkload
 metadata: {name: client, labels: {app: client, version: v1}}
 spec:

@@ -306,7 +306,7 @@ def network_filters(snapshot: MeshSnapshot, selected: authz.Selected,
 
 
 def tcp_filters(snapshot: MeshSnapshot, proxy: ProxyView) -> list[lc.Filter]:
-    """The network filters before tcp_proxy on a sidecar's TCP inbound port, in Istio's order
+    """The network filters before tcp_proxy on a sidecar's TCP inbound port or a gateway's TCP server, in Istio's order
     (buildCompleteNetworkFilters): CUSTOM (gRPC providers), then AUDIT, DENY, ALLOW RBAC."""
     selected = authz.select(snapshot, proxy)
     if not selected:
