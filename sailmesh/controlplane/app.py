@@ -23,9 +23,10 @@ from sailmesh.api.resource import Resource, ResourceKey, Source
 from sailmesh.api.validate import errors_only, validate
 from sailmesh.ca.authority import CaOptions
 from sailmesh.ca.limits import CSR_PER_IDENTITY, Limit
-from sailmesh.controlplane import analyze_api, dryrun, explain_api
+from sailmesh.controlplane import analyze_api, dryrun, explain_api, istiostatus
 from sailmesh.controlplane import live as live_mod
 from sailmesh.controlplane.debounce import Debouncer
+from sailmesh.controlplane.distribution import DistributionTracker
 from sailmesh.controlplane.dns import DnsServer
 from sailmesh.controlplane.http_api import Outcome, make_app
 from sailmesh.controlplane.identity import MeshIdentity
@@ -139,6 +140,7 @@ class ControlPlane:
         self.server: AdsServer | None = None
         self.identity: MeshIdentity | None = None
         self.webhooks: Webhooks | None = None
+        self.distribution: DistributionTracker | None = None  # which proxies hold each Istio object (Reconciled)
         self.debouncer: Debouncer[Change] = Debouncer(self._push, Change.merge, settings.debounce)
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
@@ -198,6 +200,7 @@ class ControlPlane:
                 self.kube.elect(self.opts.leader_lease_s)
             # Gateway API status, a gateway per Gateway (as Istio's gateway controllers): the Lease holder's
             self.kube.run_gateway_controllers(self.config.status, self.settings.mesh.domain_suffix, self.opts.injection)
+            self.distribution = istiostatus.start(self)  # Istio kinds' status (PILOT_ENABLE_STATUS, ..._ANALYSIS)
         plaintext = [("127.0.0.1", self.opts.xds_port, None)] if self.opts.xds_plaintext else []
         self.opts.xds_tls_port = await self.server.serve(
             self.opts.host, self.opts.xds_tls_port, self.identity.credentials(),
@@ -295,6 +298,9 @@ class ControlPlane:
         self.names.publish()
         self.source.update(cur, request)
         self._follow_config(cur, change)
+        if self.distribution is not None:
+            self.distribution.built(cur.version, request is not None,
+                                    self.kube.store.keys() if change.full and self.kube else change.keys)
         if request is not None:
             self.pushes += 1
             self.server.push(request)

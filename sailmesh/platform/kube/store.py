@@ -32,6 +32,12 @@ class KubeStore(MemoryStore):
     def __init__(self, validator: Validator = no_validation) -> None:
         super().__init__(validator)
         self._rejected: dict[ResourceKey, Rejection] = {}
+        self._generations: dict[ResourceKey, int] = {}  # the API server's generation (the store counts its own)
+
+    def api_generation(self, key: ResourceKey) -> int | None:
+        """The object's generation on the API server (it changes with the spec, never with the status); None when the
+        store does not hold the object."""
+        return self._generations.get(key) if self.get(key.kind, key.namespace, key.name) is not None else None
 
     def rejected(self) -> Rejections:
         return list(self._rejected.values())
@@ -86,4 +92,6 @@ class KubeStore(MemoryStore):
             log.warning("%s", self._rejected[r.key])
             return None
         self._rejected.pop(r.key, None)
+        generation = obj.get("metadata", {}).get("generation")
+        self._generations[r.key] = generation if isinstance(generation, int) else 0
         return r

@@ -1,0 +1,89 @@
+"""What the Lease holder writes in the status of the API server's Istio objects, by Istio's switches: the analyzers'
+messages (PILOT_ENABLE_ANALYSIS) and the distribution progress of each object's generation (PILOT_ENABLE_STATUS
+with PILOT_ENABLE_CONFIG_DISTRIBUTION_TRACKING); platform/kube/istiostatus.py writes them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from sailmesh.analysis.registry import analyze
+from sailmesh.api.resource import Resource, ResourceKey
+from sailmesh.controlplane import live as live_mod
+from sailmesh.controlplane.distribution import DistributionTracker
+from sailmesh.platform.kube.istiostatus import StatusParts, validation_message
+from sailmesh.server.connection import ConnectionStatus
+from sailmesh.settings import IstioStatusSwitches
+
+if TYPE_CHECKING:
+    from sailmesh.controlplane.app import ControlPlane
+
+
+def messages_by_object(docs: list[dict[str, Any]], mesh_config: Mapping[str, Any]
+                       ) -> dict[ResourceKey, tuple[dict[str, Any], ...]]:
+    """The analyzers' messages about the live mesh, as validationMessages entries, per object."""
+    out: dict[ResourceKey, list[dict[str, Any]]] = {}
+    for d in analyze(live_mod.resources(docs), mesh_config):
+        if d.resource is not None:
+            out.setdefault(d.resource.key, []).append(
+                validation_message(d.code, d.level, d.type.documentation_url))
+    return {k: tuple(v) for k, v in out.items()}
+
+
+class IstioStatusParts:
+    """Computes each Istio object's StatusParts; the analysis runs off the event loop, once per snapshot version
+    and proxy count."""
+
+    def __init__(self, switches: IstioStatusSwitches, tracker: DistributionTracker,
+                 objects: Callable[[], Iterable[Resource]], connections: Callable[[], list[ConnectionStatus]],
+                 live_documents: Callable[[], list[dict[str, Any]]], mesh_config: Callable[[], Mapping[str, Any]],
+                 version: Callable[[], int]) -> None:
+        self.switches = switches
+        self.tracker = tracker
+        self.objects = objects
+        self.connections = connections
+        self.live_documents = live_documents
+        self.mesh_config = mesh_config
+        self.version = version
+        self._analysis: tuple[tuple[int, int], dict[ResourceKey, tuple[dict[str, Any], ...]]] | None = None
+
+    async def _messages(self, conns: int) -> dict[ResourceKey, tuple[dict[str, Any], ...]]:
+        key = (self.version(), conns)
+        if self._analysis is None or self._analysis[0] != key:
+            found = await asyncio.to_thread(messages_by_object, self.live_documents(), self.mesh_config())
+            self._analysis = (key, found)
+        return self._analysis[1]
+
+    async def parts(self) -> dict[ResourceKey, StatusParts]:
+        conns = self.connections()
+        messages = await self._messages(len(conns)) if self.switches.analysis else None
+        out = {}
+        for r in self.objects():
+            out[r.key] = StatusParts(
+                messages=messages.get(r.key, ()) if messages is not None else None,
+                progress=self.tracker.progress(r.key, conns) if self.switches.reconciled else None)
+        return out
+
+
+def start(cp: ControlPlane) -> DistributionTracker | None:
+    """Run the status writer of the control plane's Kubernetes platform when one of Istio's switches asks for it
+    (after the platform's election); the tracker its pushes must feed (`built`), or None."""
+    switches, kube = cp.settings.istio_status, cp.kube
+    if kube is None or not (switches.analysis or switches.reconciled):
+        return None
+    assert cp.snapshot is not None and cp.server is not None
+    server = cp.server
+    tracker = DistributionTracker(kube.store.api_generation)
+    tracker.built(cp.snapshot.version, True, [r.key for r, _ in kube.istio_objects()])
+
+    def objects() -> list[Resource]:
+        return [r for r, _ in kube.istio_objects()]
+
+    def version() -> int:
+        return cp.snapshot.version if cp.snapshot is not None else 0
+
+    parts = IstioStatusParts(switches, tracker, objects, server.connections, cp.live_documents,
+                             lambda: cp.mesh_file, version)
+    kube.run_istio_status(parts.parts)
+    return tracker
