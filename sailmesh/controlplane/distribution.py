@@ -56,10 +56,17 @@ class DistributionTracker:
         """(generation, snapshot version) of a tracked object."""
         return self._since.get(key)
 
-    def progress(self, key: ResourceKey, conns: Iterable[ConnectionStatus]) -> tuple[int, int] | None:
-        """(proxies holding the object's current generation, proxies connected); None for an untracked object."""
+    def progress(self, key: ResourceKey, conns: Iterable[ConnectionStatus],
+                 counted: dict[int, int] | None = None) -> tuple[int, int] | None:
+        """(proxies holding the object's current generation, proxies connected); None for an untracked object.
+        `counted`: proxies holding each snapshot version, filled as found (objects of one version share the count:
+        one pass over the proxies per version, not per object)."""
         found = self._since.get(key)
         if found is None:
             return None
-        listed = list(conns)
-        return sum(1 for c in listed if holds(c, found[1])), len(listed)
+        listed = conns if isinstance(conns, list) else list(conns)
+        counts = counted if counted is not None else {}
+        version = found[1]
+        if version not in counts:
+            counts[version] = sum(1 for c in listed if holds(c, version))
+        return counts[version], len(listed)

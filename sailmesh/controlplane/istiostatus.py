@@ -59,10 +59,11 @@ class IstioStatusParts:
         conns = self.connections()
         messages = await self._messages(len(conns)) if self.switches.analysis else None
         out = {}
+        counted: dict[int, int] = {}  # proxies holding each snapshot version (shared by its objects)
         for r in self.objects():
             out[r.key] = StatusParts(
                 messages=messages.get(r.key, ()) if messages is not None else None,
-                progress=self.tracker.progress(r.key, conns) if self.switches.reconciled else None)
+                progress=self.tracker.progress(r.key, conns, counted) if self.switches.reconciled else None)
         return out
 
 

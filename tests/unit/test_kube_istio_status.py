@@ -104,6 +104,9 @@ def test_the_tracker_dates_a_generation_by_the_last_push() -> None:
     t.built(6, True, [KEY])
     assert t.since(KEY) == (3, 6)
     assert t.progress(KEY, [conn("6", lds=("n", "6", True)), conn("5", lds=("n", "5", True))]) == (1, 2)
+    counted: dict[int, int] = {}
+    assert t.progress(KEY, [conn("6", lds=("n", "6", True))], counted) == (1, 1) and counted == {6: 1}
+    assert t.progress(KEY, [conn("5", lds=("n", "5", True))], counted) == (1, 1)  # one count per version a round
     del gens[KEY]
     t.built(7, True, [KEY])
     assert t.since(KEY) is None and t.progress(KEY, []) is None
