@@ -63,7 +63,8 @@ class IstioStatusParts:
         for r in self.objects():
             out[r.key] = StatusParts(
                 messages=messages.get(r.key, ()) if messages is not None else None,
-                progress=self.tracker.progress(r.key, conns, counted) if self.switches.reconciled else None)
+                progress=self.tracker.progress(r.key, conns, counted) if self.switches.reconciled else None,
+                generation=self.tracker.generation_of(r.key))
         return out
 
 

@@ -99,6 +99,7 @@ async def test_the_leader_writes_analysis_messages_and_reconciled_as_istio_and_n
 
         obj = await await_for(written, timeout=30, interval=0.3, what="validationMessages and Reconciled 1/1")
         assert obj["metadata"]["generation"] == 1  # a status write is no spec change
+        assert obj["status"]["observedGeneration"] == "1"  # Istio's status manager writes the generation too
         # settled: no write and no push follow from the writer's own writes
         assert cp.kube is not None
         pushes, rv = cp.pushes, obj["metadata"]["resourceVersion"]
@@ -137,7 +138,7 @@ spec:
             obj = await route(kube)
             cond = reconciled(obj)
             return obj["metadata"]["generation"] == 2 and "validationMessages" not in obj["status"] \
-                and cond is not None and cond["status"] == "True"
+                and cond is not None and cond["status"] == "True" and obj["status"]["observedGeneration"] == "2"
 
         await await_for(cleared, timeout=30, interval=0.3, what="the messages cleared for generation 2")
     await ks.kubectl(kube, "delete", "namespace", NS, "--wait=false")

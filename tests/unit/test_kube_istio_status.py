@@ -72,6 +72,9 @@ def test_desired_status_sets_and_clears_messages_and_skips_progress_without_prox
     assert desired_status({}, StatusParts(messages=(IST0101,)), "t") == {"validationMessages": [IST0101]}
     assert desired_status({}, StatusParts(progress=(0, 0)), "t") == {}  # Istio writes only for TotalInstances > 0
     assert desired_status({}, StatusParts(), "t") == {}  # both switches off: nothing
+    # Istio's status manager: observedGeneration, the object's generation (int64: a string in proto3 JSON)
+    assert desired_status({}, StatusParts(messages=(), generation=3), "t") == {"observedGeneration": "3"}
+    assert desired_status({}, StatusParts(generation=3), "t") == {}
 
 
 def conn(idle: str, **types: tuple[str, str, bool]) -> ConnectionStatus:
@@ -141,7 +144,7 @@ class FakeConn:
 async def test_the_writer_patches_the_status_subresource_once_and_clears_what_went() -> None:
     """A status write changes nothing the writer reads: the next rounds write nothing (no loop)."""
     r: Resource = resource_from_dict(vs_obj(status={"validationMessages": [IST0101]}))
-    parts = {KEY: StatusParts(messages=(), progress=(1, 1))}
+    parts = {KEY: StatusParts(messages=(), progress=(1, 1), generation=1)}
 
     async def parts_of() -> dict[ResourceKey, StatusParts]:
         return parts
@@ -154,8 +157,9 @@ async def test_the_writer_patches_the_status_subresource_once_and_clears_what_we
     assert body["status"]["validationMessages"] is None  # merge patch: the messages went
     [cond] = body["status"]["conditions"]
     assert (cond["type"], cond["status"], cond["message"]) == ("Reconciled", "True", "1/1 proxies up to date.")
+    assert body["status"]["observedGeneration"] == "1"
     assert await writer.reconcile() == 0 and await writer.reconcile() == 0
-    parts = {KEY: StatusParts(messages=(IST0101,), progress=(1, 2))}
+    parts = {KEY: StatusParts(messages=(IST0101,), progress=(1, 2), generation=1)}
     assert await writer.reconcile() == 1
     status = fake.sent[-1][2]["status"]
     assert status["validationMessages"] == [IST0101] and status["conditions"][0]["status"] == "False"

@@ -9,7 +9,9 @@ Two parts, each behind Istio's own switch (settings.IstioStatusSwitches), as ist
   Istio's distribution controller): status "True" once every connected proxy ACKed a push holding the object's
   current generation, message `N/M proxies up to date.`, lastProbeTime and lastTransitionTime the time of the
   write; written only when its status or message changes (Istio's ReconcileStatuses), only for an object some
-  proxy could hold (M > 0), and other conditions are kept.
+  proxy could hold (M > 0), and other conditions are kept;
+- `observedGeneration`: the object's metadata.generation these describe (Istio's status manager sets it on every
+  write: IstioGenerationProvider.SetObservedGeneration), an int64 in proto3 JSON, so a string.
 
 Writes go to the status subresource (a JSON merge patch) only when the status differs from what this replica last
 wrote (else from the object's): a status write changes no generation, so it triggers no push and no other write.
@@ -43,6 +45,7 @@ class StatusParts:
 
     messages: tuple[Mapping[str, Any], ...] | None = None
     progress: tuple[int, int] | None = None
+    generation: int | None = None  # the object's metadata.generation the parts are about (observedGeneration)
 
 
 def validation_message(code: str, level: str, documentation_url: str) -> dict[str, Any]:
@@ -78,6 +81,8 @@ def desired_status(current: Mapping[str, Any], parts: StatusParts, now: str) -> 
             out.pop("validationMessages", None)
     if parts.progress is not None and parts.progress[1] > 0:
         out["conditions"] = reconciled_conditions(current.get("conditions"), *parts.progress, now)
+    if parts.generation is not None and (parts.messages is not None or parts.progress is not None):
+        out["observedGeneration"] = str(parts.generation)  # int64 in proto3 JSON, as Istio's status manager writes
     return out
 
 
