@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -58,6 +59,8 @@ def build(force: bool = False) -> tuple[Path, float | None]:
     if not Path(go).exists():
         raise RuntimeError("no Go toolchain: helm is built from its Go module")
     t.parent.mkdir(parents=True, exist_ok=True)
+    for stale in t.parent.glob(".partial-*"):  # an earlier run that was killed (its binary never counts)
+        shutil.rmtree(stale, ignore_errors=True)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix=".partial-", dir=t.parent) as scratch:
         env = {**go_env(), "GOBIN": scratch}
@@ -78,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--check", action="store_true", help="only say whether helm is there")
     p.add_argument("--force", action="store_true", help="rebuild even when cached")
     a = p.parse_args(argv)
+    # `timeout` (scripts/test) ends a long first build with SIGTERM: leave through the cleanups (scratch folder)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if a.check:
         found = binary()
         print(f"helm: {found}" if found else f"no helm on PATH nor in {target()}")

@@ -60,6 +60,8 @@ def test_a_failed_build_leaves_no_binary_that_looks_finished(
     """go failing after writing its output, or a binary that is not the release asked for: nothing in place."""
     monkeypatch.setenv("FAKE_GO_EXIT", exit_code)
     monkeypatch.setenv("FAKE_HELM_SAYS", says)
+    (helm_build.cache_dir() / ".partial-killed").mkdir(parents=True)  # a run killed before: cleared
+    (helm_build.cache_dir() / ".partial-killed" / "helm").write_text("half")
     with pytest.raises(RuntimeError):
         helm_build.build()
     assert not helm_build.target().exists()
