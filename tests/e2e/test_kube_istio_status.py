@@ -142,3 +142,57 @@ spec:
 
         await await_for(cleared, timeout=30, interval=0.3, what="the messages cleared for generation 2")
     await ks.kubectl(kube, "delete", "namespace", NS, "--wait=false")
+
+
+async def test_the_leader_adds_up_every_replicas_distribution_report(kube: KubeCluster, tmp_path: pathlib.Path) -> None:
+    """Istio's distribution reports: each replica publishes a ConfigMap `<replica>-distribution` (label
+    internal.istio.io/distribution-report) with its proxies and how many hold each object's generation; the leader
+    adds them up, so Reconciled counts the proxies of every replica (before: the leader's own only)."""
+    ns = "kt-status2"
+    for name in ("istio-system", ns):
+        await ks.kubectl(kube, "create", "namespace", name, check=False)
+    on = IstioStatusSwitches(False, True, True)
+    cps = [ControlPlane(ks.options(kube, tmp_path / f"cp{i}", xds_plaintext=True, xds_port=0, leader_lease_s=3.0),
+                        Settings(istio_status=on)) for i in range(2)]
+    await asyncio.gather(*(cp.start() for cp in cps))
+    try:
+        async with running_envoy(ads_bootstrap(f"sidecar~127.0.0.31~a.{ns}~{ns}.svc.cluster.local",
+                                               cps[0].opts.xds_port), tmp_path / "envoy-a"), \
+                running_envoy(ads_bootstrap(f"sidecar~127.0.0.32~b.{ns}~{ns}.svc.cluster.local",
+                                            cps[1].opts.xds_port), tmp_path / "envoy-b"):
+            await ks.kubectl(kube, "apply", "-f", "-", input=ROUTE.replace(NS, ns))
+
+            async def condition(status: str, message: str) -> bool:
+                obj = json.loads(await ks.kubectl(kube, "get", "-n", ns, "virtualservice/route", "-o", "json"))
+                cond = reconciled(obj)
+                return cond is not None and (cond["status"], cond["message"]) == (status, message)
+
+            async def both() -> bool:
+                return await condition("True", "2/2 proxies up to date.")
+
+            await await_for(both, timeout=60, interval=0.3, what="Reconciled 2/2 over both replicas' proxies")
+            listed = json.loads(await ks.kubectl(kube, "get", "configmaps", "-n", "istio-system", "-l",
+                                                 "internal.istio.io/distribution-report=true", "-o", "json"))
+            assert len(listed["items"]) == 2
+            # a proxy that refuses the listeners, on the replica that does not lead: counted by the leader too
+            follower = next(cp for cp in cps if cp.kube is not None and cp.kube.elector is not None
+                            and not cp.kube.elector.is_leader)
+            nack = AdsClient(f"127.0.0.1:{follower.opts.xds_port}", f"sidecar~127.0.0.33~c.{ns}~{ns}.svc.cluster.local",
+                             nack=lambda t, _got: "refused by the test" if t == LISTENER else None)
+            async with nack:
+                async def two_of_three() -> bool:
+                    return await condition("False", "2/3 proxies up to date.")
+
+                await await_for(two_of_three, timeout=60, interval=0.3, what="Reconciled False, 2/3")
+            await await_for(both, timeout=60, interval=0.3, what="Reconciled True again, 2/2")
+    finally:
+        for cp in cps:
+            await cp.stop()
+
+    async def reports_gone() -> bool:  # each replica deletes its report when it stops
+        out = await ks.kubectl(kube, "get", "configmaps", "-n", "istio-system", "-l",
+                               "internal.istio.io/distribution-report=true", "-o", "name")
+        return not out.strip()
+
+    await await_for(reports_gone, timeout=30, interval=0.5, what="the reports deleted")
+    await ks.kubectl(kube, "delete", "namespace", ns, "--wait=false")

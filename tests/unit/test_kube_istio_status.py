@@ -164,3 +164,31 @@ async def test_the_writer_patches_the_status_subresource_once_and_clears_what_we
     status = fake.sent[-1][2]["status"]
     assert status["validationMessages"] == [IST0101] and status["conditions"][0]["status"] == "False"
     assert await writer.reconcile() == 0
+
+
+def test_distribution_reports_add_up_as_istios_leader() -> None:
+    """Istio's DistributionReport (reporter, dataPlaneCount, inProgressResources keyed by
+    group/version/plural/namespace/name/generation) and writeAllStatus: per object, the acked and connected proxies
+    of every report naming it; a reporter not heard from for a minute (StaleInterval) is left out."""
+    from sailmesh.platform.kube.distreport import add_up, report, resource_string
+
+    r = resource_from_dict(vs_obj(generation=2))
+    key = resource_string(VS, r, 2)
+    assert key == "networking.istio.io/v1/virtualservices/web/route/2"
+    a, b = report("istiod-a", 2, {key: 2}), report("istiod-b", 3, {key: 1})
+    assert a == {"reporter": "istiod-a", "dataPlaneCount": 2, "inProgressResources": {key: 2}}
+    assert add_up([(a, 100.0), (b, 100.0)], now=110.0) == {key: (3, 5)}
+    assert add_up([(a, 100.0), (b, 40.0)], now=110.0) == {key: (2, 2)}  # b is stale
+    assert add_up([(a, 100.0), (report("istiod-c", 4, {}), 100.0)], now=110.0) == {key: (2, 2)}  # c names none
+
+
+def test_report_configmaps_are_no_config_and_their_names_are_valid() -> None:
+    from sailmesh.platform.kube.distreport import LABEL, DistributionReports
+
+    store = KubeStore()
+    cm = {"apiVersion": "v1", "kind": "ConfigMap",
+          "metadata": {"name": "istiod-a-distribution", "namespace": "istio-system", "labels": {LABEL: "true"}},
+          "data": {"distribution-report": "reporter: istiod-a\n"}}
+    store.upserted(KubeResource("", "v1", "configmaps", "ConfigMap"), cm)
+    assert store.keys() == set() and store.rejected() == []
+    assert DistributionReports(None, "istio-system", "Host_1a2b3c4d").name == "host-1a2b3c4d-distribution"  # type: ignore[arg-type]

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import pathlib
 import tempfile
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 from sailmesh.api.kinds import GATEWAY_API, KINDS
@@ -304,6 +304,10 @@ class KubePlatform:
             self._tasks[KubeResource("", "", "istio-status", "istio-status")] = asyncio.create_task(
                 writer.lead(), name="istio-status")
         return writer
+
+    def background(self, name: str, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run `work` on every replica (not only the leader) until stop()."""
+        self._tasks[KubeResource("", "", name, name)] = asyncio.create_task(work(), name=name)
 
     def istio_objects(self) -> list[tuple[Resource, KubeResource]]:
         """Every object of an Istio kind (a CRD group ending in istio.io) in the store, with where it lives."""

@@ -18,6 +18,7 @@ from sailmesh.store.base import Rejection, Rejections, Validator, no_validation
 from sailmesh.store.memory import MemoryStore
 
 log = logging.getLogger(__name__)
+REPORT_LABEL = "internal.istio.io/distribution-report"  # a replica's distribution report (distreport.py)
 
 
 def _source(obj: Obj) -> Source:
@@ -78,7 +79,10 @@ class KubeStore(MemoryStore):
         return ResourceKey(kind, str(meta.get("namespace") or ""), str(meta.get("name") or ""))
 
     def _accepted(self, obj: Obj) -> Resource | None:
-        """The object as a Resource when it parses and validates; else recorded in rejected()."""
+        """The object as a Resource when it parses and validates; else recorded in rejected(). A replica's
+        distribution report (a ConfigMap, distreport.py) is no config: None, and not a rejection."""
+        if obj.get("kind") == "ConfigMap" and ((obj.get("metadata") or {}).get("labels") or {}).get(REPORT_LABEL):
+            return None
         obj.get("metadata", {}).pop("managedFields", None)  # bulky and never read
         src = _source(obj)
         try:
