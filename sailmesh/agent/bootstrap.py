@@ -87,12 +87,14 @@ def _file_sds(name: str, path: str) -> dict[str, Any]:
 
 def xds_tls(secrets_dir: str) -> dict[str, Any]:
     """mTLS to the control plane: the workload certificate from a file-based SDS response the agent keeps
-    current (`xds-cert`, `xds-root`), and the control plane must present istiod.istio-system.svc."""
+    current (`xds-cert`, `xds-root`), and the control plane must present istiod.istio-system.svc. TLS 1.2 to 1.3:
+    Envoy's upstream maximum is 1.2 by default, and Istio's xDS connection (its agent's, Go's TLS) negotiates 1.3."""
     return {"name": "envoy.transport_sockets.tls", "typed_config": {
         "@type": UPSTREAM_TLS,
         "sni": CONTROL_PLANE_SAN,
         "common_tls_context": {
             "alpn_protocols": ["h2"],
+            "tls_params": {"tls_minimum_protocol_version": "TLSv1_2", "tls_maximum_protocol_version": "TLSv1_3"},
             "tls_certificate_sds_secret_configs": [_file_sds("xds-cert", f"{secrets_dir}/xds-cert.json")],
             "combined_validation_context": {
                 "default_validation_context": {"match_typed_subject_alt_names": [

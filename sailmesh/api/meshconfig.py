@@ -18,6 +18,7 @@ import msgspec
 import yaml
 
 from sailmesh.api.models.base import Duration, Model, build
+from sailmesh.api.tlsnames import ECDH_CURVES, valid_cipher_suite
 from sailmesh.errors import ModelError, ParseError
 
 MESH_CONFIGMAP = "istio"  # Istio's mesh ConfigMap: name `istio` in the root namespace, key `mesh`
@@ -191,6 +192,26 @@ class OutboundTrafficPolicy(Model, frozen=True):
     mode: str = "ALLOW_ANY"  # or REGISTRY_ONLY
 
 
+class TLSConfig(Model, frozen=True):
+    """meshMTLS / tlsDefaults (Istio's MeshConfig.TLSConfig), only the keys Istio acts on for each: `meshMTLS`
+    (ISTIO_MUTUAL, the server side) takes minProtocolVersion and cipherSuites ("Mesh mTLS does not respect ECDH
+    curves"); `tlsDefaults` (every other TLS) takes ecdhCurves and cipherSuites only. A key Istio ignores is not
+    declared, so it is reported with the other unmodelled keys."""
+
+    cipher_suites: tuple[str, ...] = ()
+
+
+class MeshMTLS(TLSConfig, frozen=True):
+    min_protocol_version: str = "TLS_AUTO"  # TLS_AUTO (TLS 1.2) | TLSV1_2 | TLSV1_3
+
+
+class TLSDefaults(TLSConfig, frozen=True):
+    ecdh_curves: tuple[str, ...] = ()
+
+
+TLS_PROTOCOLS = ("TLS_AUTO", "TLSV1_2", "TLSV1_3")
+
+
 class MeshConfig(Model, frozen=True):
     """The mesh-wide settings, Istio's defaults where a field is unset (istio.io MeshConfig reference)."""
 
@@ -206,9 +227,13 @@ class MeshConfig(Model, frozen=True):
     outbound_traffic_policy: OutboundTrafficPolicy = OutboundTrafficPolicy()
     # Istio's mesh-wide LocalityLoadBalancerSetting (unset: enabled, default failover); read by generate/locality.py
     locality_lb_setting: Mapping[str, Any] | None = None
+    # Istio's mesh-wide ZoneAwareLoadBalancerSetting (unset: off; set, it wins over localityLbSetting); locality.py
+    zone_aware_lb_setting: Mapping[str, Any] | None = None
     default_config: ProxyConfig = ProxyConfig()
     extension_providers: tuple[ExtensionProvider, ...] = ()
     default_providers: DefaultProviders = DefaultProviders()
+    mesh_mtls: MeshMTLS = msgspec.field(default=MeshMTLS(), name="meshMTLS")
+    tls_defaults: TLSDefaults = TLSDefaults()
     # dotted paths of keys given but not modelled here ("accepted, not enforced"); not read from YAML
     unmodelled: tuple[str, ...] = msgspec.field(default=(), name="__unmodelled")
 
@@ -270,6 +295,17 @@ def from_mapping(raw: Mapping[str, Any], source: str = "mesh config") -> MeshCon
     if model.outbound_traffic_policy.mode not in ("ALLOW_ANY", "REGISTRY_ONLY"):
         raise ModelError(source, "outboundTrafficPolicy.mode",
                          f"must be ALLOW_ANY or REGISTRY_ONLY, got {model.outbound_traffic_policy.mode!r}")
+    if model.mesh_mtls.min_protocol_version not in TLS_PROTOCOLS:
+        raise ModelError(source, "meshMTLS.minProtocolVersion",
+                         f"must be one of {', '.join(TLS_PROTOCOLS)}, got {model.mesh_mtls.min_protocol_version!r}")
+    for where, tlsc in (("meshMTLS", model.mesh_mtls), ("tlsDefaults", model.tls_defaults)):
+        bad = [c for c in tlsc.cipher_suites if not valid_cipher_suite(c)]
+        if bad:
+            raise ModelError(source, f"{where}.cipherSuites", f"unknown cipher suite(s) {', '.join(bad)}")
+    bad = [c for c in model.tls_defaults.ecdh_curves if c not in ECDH_CURVES]
+    if bad:
+        raise ModelError(source, "tlsDefaults.ecdhCurves",
+                         f"unknown ECDH curve(s) {', '.join(bad)} (known: {', '.join(sorted(ECDH_CURVES))})")
     extra = tuple(_unmodelled(raw, MeshConfig))
     return msgspec.structs.replace(model, unmodelled=extra) if extra else model
 

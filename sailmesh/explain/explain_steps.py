@@ -294,6 +294,17 @@ def authorization(chain: Mapping[str, Any], req: Request, conn: rbaceval.Connect
     return out
 
 
+def _claims_for_routing(hcm: Mapping[str, Any], req: Request) -> dict[str, Any]:
+    """A gateway's jwt_authn payload for the request's token, as the routes see it after the filter cleared the route
+    cache (JWT claim-based routing); {} without a filter or a verified token."""
+    for f in hcm.get("http_filters", []):
+        if f.get("name") == explain_jwt.JWT_FILTER:
+            jwt = explain_jwt.authenticate(explain_filters.plain(f.get("typed_config", {})), req, None)
+            if jwt.allowed and jwt.payload:
+                return {explain_jwt.JWT_FILTER: {jwt.metadata_key: jwt.payload}}
+    return {}
+
+
 def explain(req: Request, source: Mapping[str, Any], envoy_clusters: Mapping[str, Any], principal: str,
             source_ip: str, destinations: Mapping[str, Mapping[str, Any]],
             names: Mapping[str, str], sidecar: bool = True) -> dict[str, Any]:
@@ -319,7 +330,7 @@ def explain(req: Request, source: Mapping[str, Any], envoy_clusters: Mapping[str
     if rdata is None:
         out["error"] = f"route config {rname!r} is not in the control plane's config for this proxy"
         return out
-    sel = routematch.select_route(route_config(rdata), req)
+    sel = routematch.select_route(route_config(rdata), req, {} if sidecar else _claims_for_routing(hcm, req))
     out["virtual_host"] = {"name": sel.virtual_host.name if sel.virtual_host else "", "reason": sel.host_reason}
     out["routes_tried"] = [{"index": v.index, "name": v.name, "matched": v.matched, "reason": v.reason}
                            for v in sel.tried]

@@ -14,16 +14,19 @@ and are said so.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from envoy.config.core.v3 import address_pb2
 from envoy.config.rbac.v3 import rbac_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
-from envoy.type.matcher.v3 import metadata_pb2, string_pb2, value_pb2
+from envoy.type.matcher.v3 import string_pb2, value_pb2
 
 from sailmesh.explain.routematch import Request, header_match, string_match
+from sailmesh.explain.routematch import lookup_metadata as _lookup
+from sailmesh.explain.routematch import metadata_match as metadata_match
+from sailmesh.explain.routematch import value_match as value_match
 
 JWT_FILTER = "envoy.filters.http.jwt_authn"  # its verified payload is metadata the simulation knows
 ACTIONS = {rbac_pb2.RBAC.ALLOW: "ALLOW", rbac_pb2.RBAC.DENY: "DENY", rbac_pb2.RBAC.LOG: "AUDIT"}
@@ -103,42 +106,6 @@ def matches(m: rbac_pb2.Permission | rbac_pb2.Principal, req: Request, conn: Con
         return ok
     conn.unknown.append(f"{type(m).__name__.lower()} {kind}")
     return False
-
-
-def _lookup(metadata: Mapping[str, Mapping[str, Any]], md: metadata_pb2.MetadataMatcher) -> Any:
-    node: Any = metadata.get(md.filter)
-    for seg in md.path:
-        node = node.get(seg.key) if isinstance(node, Mapping) else None
-    return node
-
-
-def value_match(v: value_pb2.ValueMatcher, value: Any) -> bool:
-    """envoy.type.matcher.v3.ValueMatcher against a metadata value (JSON-like)."""
-    kind = v.WhichOneof("match_pattern")
-    if kind == "null_match":
-        return value is None
-    if kind == "present_match":
-        return value is not None
-    if kind == "string_match":
-        return isinstance(value, str) and string_match(v.string_match, value)
-    if kind == "bool_match":
-        return isinstance(value, bool) and value == v.bool_match
-    if kind == "double_match":
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            return False
-        d = v.double_match
-        return bool(value == d.exact if d.WhichOneof("match_pattern") == "exact"
-                    else d.range.start <= value < d.range.end)
-    if kind == "list_match":
-        return isinstance(value, list) and any(value_match(v.list_match.one_of, x) for x in value)
-    if kind == "or_match":
-        return any(value_match(x, value) for x in v.or_match.value_matchers)
-    return False
-
-
-def metadata_match(md: metadata_pb2.MetadataMatcher, metadata: Mapping[str, Mapping[str, Any]]) -> bool:
-    """A MetadataMatcher against the dynamic metadata (missing value: only null/absent matchers hold)."""
-    return bool(value_match(md.value, _lookup(metadata, md)) != md.invert)
 
 
 def policy_matches(policy: rbac_pb2.Policy, req: Request, conn: Connection) -> bool:

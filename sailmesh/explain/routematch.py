@@ -20,11 +20,12 @@ import re
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
-from envoy.type.matcher.v3 import string_pb2
+from envoy.type.matcher.v3 import metadata_pb2, string_pb2, value_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import duration_pb2
 
@@ -246,8 +247,46 @@ def query_match(q: rc.QueryParameterMatcher, req: Request) -> tuple[bool, str]:
     return string_match(q.string_match, value), f"query {q.name} {_describe_string(q.string_match)} (is {value!r})"
 
 
-def route_match(route: rc.Route, req: Request) -> tuple[bool, str]:
-    """All of a route's conditions; the reason names the first that failed, or every one that held."""
+def lookup_metadata(metadata: Mapping[str, Mapping[str, Any]], md: metadata_pb2.MetadataMatcher) -> Any:
+    node: Any = metadata.get(md.filter)
+    for seg in md.path:
+        node = node.get(seg.key) if isinstance(node, Mapping) else None
+    return node
+
+
+def value_match(v: value_pb2.ValueMatcher, value: Any) -> bool:
+    """envoy.type.matcher.v3.ValueMatcher against a metadata value (JSON-like)."""
+    kind = v.WhichOneof("match_pattern")
+    if kind == "null_match":
+        return value is None
+    if kind == "present_match":
+        return value is not None
+    if kind == "string_match":
+        return isinstance(value, str) and string_match(v.string_match, value)
+    if kind == "bool_match":
+        return isinstance(value, bool) and value == v.bool_match
+    if kind == "double_match":
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return False
+        d = v.double_match
+        return bool(value == d.exact if d.WhichOneof("match_pattern") == "exact"
+                    else d.range.start <= value < d.range.end)
+    if kind == "list_match":
+        return isinstance(value, list) and any(value_match(v.list_match.one_of, x) for x in value)
+    if kind == "or_match":
+        return any(value_match(x, value) for x in v.or_match.value_matchers)
+    return False
+
+
+def metadata_match(md: metadata_pb2.MetadataMatcher, metadata: Mapping[str, Mapping[str, Any]]) -> bool:
+    """A MetadataMatcher against the dynamic metadata (missing value: only null/absent matchers hold)."""
+    return bool(value_match(md.value, lookup_metadata(metadata, md)) != md.invert)
+
+
+def route_match(route: rc.Route, req: Request,
+                metadata: Mapping[str, Mapping[str, Any]] | None = None) -> tuple[bool, str]:
+    """All of a route's conditions; the reason names the first that failed, or every one that held. `metadata`:
+    the dynamic metadata the filters before the router wrote (a gateway's jwt_authn payload: claim routes)."""
     m = route.match
     ok, what = path_match(m, req)
     held = [what]
@@ -263,6 +302,14 @@ def route_match(route: rc.Route, req: Request) -> tuple[bool, str]:
         if not ok:
             return False, f"{what} does not match"
         held.append(what)
+    for md in m.dynamic_metadata:
+        path = "/".join(seg.key for seg in md.path)
+        value = lookup_metadata(metadata or {}, md)
+        shown = "absent" if value is None else repr(value)
+        what = f"{'no ' if md.invert else ''}{md.filter} metadata {path} (JWT claim; {shown})"
+        if not metadata_match(md, metadata or {}):
+            return False, f"{what} does not match"
+        held.append(what)
     if m.HasField("grpc"):
         ok = (req.header("content-type") or "").startswith("application/grpc")
         if not ok:
@@ -273,14 +320,15 @@ def route_match(route: rc.Route, req: Request) -> tuple[bool, str]:
     return True, "; ".join(held)
 
 
-def select_route(config: route_pb2.RouteConfiguration, req: Request) -> Selection:
+def select_route(config: route_pb2.RouteConfiguration, req: Request,
+                 metadata: Mapping[str, Mapping[str, Any]] | None = None) -> Selection:
     """Envoy's route selection for `req`: virtual host by authority, then the first matching route."""
     vh, why = select_virtual_host(config, req.authority)
     if vh is None:
         return Selection(None, why, (), None)
     tried = []
     for i, r in enumerate(vh.routes):
-        ok, reason = route_match(r, req)
+        ok, reason = route_match(r, req, metadata)
         verdict = Verdict(i, r.name or f"#{i}", ok, reason, r)
         tried.append(verdict)
         if ok:

@@ -7,6 +7,7 @@ from sailmesh.api.models import model_of
 from sailmesh.api.models.networking import Gateway, Sidecar
 from sailmesh.generate.credentials import client_credentials
 from sailmesh.generate.gateway_tls import CONFIGMAP_PREFIX
+from sailmesh.generate.upstream_l4 import has_tunnel
 from sailmesh.registry.jwks import JWKS_KIND
 from sailmesh.registry.model import TLS_MODE_ISTIO, TLS_MODE_LABEL
 from sailmesh.snapshot.build import ENDPOINT_KINDS, changed_endpoints
@@ -87,6 +88,8 @@ def affected_types(change: Change, previous: MeshSnapshot, current: MeshSnapshot
         types.add(SECRET)  # a Sidecar ingress listener's credentialName secrets (generate/credentials.py)
     if "ConfigMap" in change.kinds and (_config_map_cas(previous) or _config_map_cas(current)):
         types.add(SECRET)
+    if "DestinationRule" in change.kinds and (has_tunnel(previous) or has_tunnel(current)):
+        types.add(LISTENER)  # a rule's `tunnel` is the outbound tcp_proxy's tunneling_config (upstream_l4)
     if change.kinds & ENDPOINT_KINDS:
         if current.services is not previous.services and current.services != previous.services:
             return EVERY_TYPE

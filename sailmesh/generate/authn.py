@@ -24,6 +24,7 @@ from sailmesh.api.models import model_of
 from sailmesh.api.models.security import JWTRule, RequestAuthentication
 from sailmesh.api.resource import Resource
 from sailmesh.errors import ModelError
+from sailmesh.registry.jwks import discoverable
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView
 
 KIND = "RequestAuthentication"
@@ -78,9 +79,9 @@ def not_enforced(resources: Iterable[Resource]) -> list[str]:
             out.append(f"{where}: targetRef(s) of kind {', '.join(kinds)} accepted, not enforced (they bind "
                        "waypoints, which sailmesh does not run; a Gateway targetRef binds that Gateway's proxy)")
         for i, rule in enumerate(spec.jwt_rules or ()):
-            if not rule.jwks and not rule.jwks_uri:
-                out.append(f"{where}: jwtRules[{i}] has neither jwks nor jwksUri; OpenID discovery of the issuer's "
-                           "keys is not supported, so its tokens are rejected")
+            if not rule.jwks and not rule.jwks_uri and not discoverable(rule.issuer):
+                out.append(f"{where}: jwtRules[{i}] has neither jwks nor jwksUri and its issuer is no http(s) URL "
+                           "to discover its keys from (OpenID discovery), so its tokens are rejected")
             if rule.presence:
                 out.append(f"{where}: jwtRules[{i}].presence accepted, not enforced")
     return out

@@ -30,6 +30,7 @@ from sailmesh.api.models.networking import (
 )
 from sailmesh.api.resource import Resource
 from sailmesh.generate import capture, locality, names
+from sailmesh.generate.alpn import is_sniffed
 from sailmesh.generate.common import MAX_UINT32, Prepacked, ads, duration, go_duration, pack, u32
 from sailmesh.generate.endpoints import (
     assignment,
@@ -45,8 +46,8 @@ from sailmesh.generate.memo import Memos
 from sailmesh.generate.peer_authn import namespace_mode
 from sailmesh.generate.policy import effective_policy
 from sailmesh.generate.scope import destination_rule, inbound_endpoints, visible_services
-from sailmesh.generate.sniffing import is_sniffed
 from sailmesh.generate.tls import apply_upstream_tls, auto_mtls_enabled, has_mesh_identity, sni_for
+from sailmesh.generate.upstream_l4 import apply_proxy_protocol
 from sailmesh.snapshot.model import Endpoint, MeshSnapshot, ProxyView, Service, ServicePort
 from sailmesh.telemetry import resolve, tracing
 
@@ -345,7 +346,14 @@ def outbound_cluster(
     )
     _apply_policy(c, port.protocol, policy, captured and is_sniffed(port.protocol))
     lb = locality.setting(snapshot, policy)
-    if lb is not None and lb.distribute:  # Istio: distribute weights localities (applyLocalityLoadBalancer)
+    if isinstance(lb, locality.ZoneAwareSetting):  # Istio's ZoneAwareLBSettings.ApplyToCluster
+        zone = c.common_lb_config.zone_aware_lb_config
+        zone.SetInParent()
+        if lb.min_cluster_size is not None:
+            zone.min_cluster_size.value = lb.min_cluster_size
+        if not lb.enabled:
+            zone.routing_enabled.value = 0  # suppresses Envoy's own zone-aware routing
+    elif lb is not None and lb.distribute:  # Istio: distribute weights localities (applyLocalityLoadBalancer)
         c.common_lb_config.locality_weighted_lb_config.SetInParent()
     if kind == "forward":
         c.lb_policy = Cluster.CLUSTER_PROVIDED  # the forward proxy picks the host itself
@@ -357,6 +365,7 @@ def outbound_cluster(
     apply_upstream_tls(c, snapshot, svc, port.port, subset, policy.tls,
                        client_has_identity=client_has_identity and kind not in ("forward", "passthrough"),
                        service_mode=service_mode, http2=is_http2(c), credentials=credentials)
+    apply_proxy_protocol(c, policy.proxy_protocol)
     return c
 
 
@@ -371,9 +380,10 @@ def build_outbound(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> li
     for svc in visible_services(snapshot, proxy):
         dr = destination_rule(snapshot, proxy.namespace, svc, proxy.labels)
         # a cluster depends on the service, its DestinationRule, its endpoints (DNS clusters, NONE; the service
-        # accounts mTLS verifies), the mesh, and for mTLS on the client's identity and the service's namespace mode
+        # accounts mTLS verifies), the mesh and its mesh config (locality settings, TLS defaults), and for mTLS on the
+        # client's identity and the service's namespace mode
         eps = tuple(snapshot.endpoints.get((svc.hostname, p.port), ()) for p in svc.ports)
-        held = (svc, dr, snapshot.mesh, *eps)
+        held = (svc, dr, snapshot.mesh, snapshot.mesh_config, *eps)
         mode = namespace_mode(snapshot, svc.namespace) if identity else None
         # Istio reads a rule's client credentialName at gateways, and at sidecars only for rules with a
         # workloadSelector (buildUpstreamClusterTLSContext)

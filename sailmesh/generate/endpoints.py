@@ -94,12 +94,14 @@ def _locality_lb(snapshot: MeshSnapshot, proxy: ProxyView, dr: Resource | None, 
     """What locality load balancing needs for one cluster of this proxy (None: it does not apply): the setting,
     whether outlier detection allows failover, the proxy's locality and the labels failoverPriority reads."""
     own = loc.from_labels(proxy.labels)
-    if not own or (dr is None and snapshot.mesh_config.locality_lb_setting is None):
+    mesh = snapshot.mesh_config
+    if not own or (dr is None and mesh.locality_lb_setting is None and mesh.zone_aware_lb_setting is None):
         return None  # no rule with outlier detection or distribute can apply
     policy = effective_policy(dr, subset, port)
     lb = locality.setting(snapshot, policy)
     failover = policy.outlier_detection is not None
-    if lb is None or not (lb.distribute or failover):
+    zone_aware = isinstance(lb, locality.ZoneAwareSetting) and lb.enabled  # priorities whatever the outliers
+    if lb is None or not (lb.distribute or failover or zone_aware):
         return None
     labels = tuple((n, proxy.labels.get(n)) for n in (p.partition("=")[0] for p in lb.failover_priority))
     return (lb, failover, own, labels)
@@ -108,7 +110,7 @@ def _locality_lb(snapshot: MeshSnapshot, proxy: ProxyView, dr: Resource | None, 
 def _shaped(cluster: str, endpoints: list[Endpoint], proxy: ProxyView,
             shape: tuple[object, ...]) -> endpoint_pb2.ClusterLoadAssignment:
     lb, failover, own, _ = shape
-    assert isinstance(lb, locality.LocalitySetting) and isinstance(own, str)
+    assert isinstance(lb, locality.LocalitySetting | locality.ZoneAwareSetting) and isinstance(own, str)
     gs = locality.apply(locality.groups(endpoints), own, proxy.labels, lb, bool(failover))
     return endpoint_pb2.ClusterLoadAssignment(cluster_name=cluster, endpoints=[_group_endpoints(g) for g in gs])
 

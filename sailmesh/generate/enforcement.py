@@ -67,9 +67,7 @@ def _http_routes(spec: Any) -> Iterator[str]:
 
 
 # DestinationRule traffic-policy fields the cluster builder does not read yet (docs/translation.md audit)
-_DR_POLICY_GAPS = (("loadBalancer", "zoneAwareLbSetting"),
-                   ("retryBudget", "budgetInterval"),  # Envoy 1.40's RetryBudget has no budget_interval
-                   ("tunnel",), ("proxyProtocol",))
+_DR_POLICY_GAPS = (("retryBudget", "budgetInterval"),)  # Envoy 1.40's RetryBudget has no budget_interval
 
 
 def _destination_rule(spec: Any) -> Iterator[str]:
@@ -86,6 +84,11 @@ def _destination_rule(spec: Any) -> Iterator[str]:
         for path in _DR_POLICY_GAPS:
             if _at(policy, *path) is not None:
                 yield f"{where}.{'.'.join(path)}"
+        # tunnels are tcp_proxy's tunneling_config (upstream_l4); an explicit-proxy sidecar forwards its clients'
+        # CONNECT to the rule's target instead, which cannot become a POST
+        if _at(policy, "tunnel", "protocol") == "POST":
+            yield f"{where}.tunnel.protocol: POST (TCP listeners only: an explicit-proxy sidecar's CONNECT clients " \
+                  "are not tunnelled)"
         if _at(policy, "tls", "caCrl") and (_at(policy, "tls", "credentialName") or
                                             _at(policy, "tls", "insecureSkipVerify")):
             yield f"{where}.tls.caCrl (with credentialName or insecureSkipVerify: Istio ignores it too)"

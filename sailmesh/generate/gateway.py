@@ -44,14 +44,14 @@ def gateways_for(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Resource]:
     return out
 
 
-def http_servers(gw: Resource) -> list[tuple[int, list[str], bool]]:
-    """(port number, hosts, tls.httpsRedirect) of each plain-HTTP server of a Gateway."""
+def http_servers(gw: Resource) -> list[tuple[int, list[str], bool, bool]]:
+    """(port number, hosts, tls.httpsRedirect, has a `tls` block) of each plain-HTTP server of a Gateway."""
     out = []
     for server in model_of(gw, Gateway).servers or ():
         port = server.port
         if port is not None and (port.protocol or "").upper() in GATEWAY_HTTP_PROTOCOLS and port.number:
             redirect = bool(server.tls is not None and server.tls.https_redirect)
-            out.append((port.number, list(server.hosts or ()), redirect))
+            out.append((port.number, list(server.hosts or ()), redirect, server.tls is not None))
     return out
 
 
@@ -105,11 +105,12 @@ def _narrower(a: str, b: str) -> str:
 
 
 def _server_virtual_hosts(snapshot: MeshSnapshot, proxy: ProxyView, gw: Resource, port: int,
-                          server_hosts: list[str] | tuple[str, ...]) -> dict[str, list[rc.Route]]:
-    """host -> routes of the VirtualServices bound to `gw` whose hosts meet the server's hosts (creation order)."""
+                          server_hosts: list[str] | tuple[str, ...], tls: bool) -> dict[str, list[rc.Route]]:
+    """host -> routes of the VirtualServices bound to `gw` whose hosts meet the server's hosts (creation order);
+    `tls`: the server has a `tls` block (Istio's RouteOptions.IsTLS, `server.Tls != nil`)."""
     suffix = snapshot.mesh.domain_suffix
     ref = f"{gw.namespace}/{gw.name}"
-    ctx = RouteContext(snapshot, proxy, port, gateway=ref)
+    ctx = RouteContext(snapshot, proxy, port, gateway=ref, tls=tls)
     hosts: dict[str, list[rc.Route]] = {}
     for vs in virtual_services(snapshot, proxy.namespace, ref):
         matched: list[str] = []
@@ -164,9 +165,9 @@ def gateway_routes(snapshot: MeshSnapshot, proxy: ProxyView) -> list[route_pb2.R
     by_port: dict[int, dict[str, list[rc.Route]]] = {}
     redirect: set[tuple[int, str]] = set()  # (port, host) served by a server with tls.httpsRedirect
     for gw in gateways_for(snapshot, proxy):
-        for port, server_hosts, https_redirect in http_servers(gw):
+        for port, server_hosts, https_redirect, tls in http_servers(gw):
             hosts = by_port.setdefault(port, {})
-            for h, routes in _server_virtual_hosts(snapshot, proxy, gw, port, server_hosts).items():
+            for h, routes in _server_virtual_hosts(snapshot, proxy, gw, port, server_hosts, tls).items():
                 hosts.setdefault(h, []).extend(routes)
                 if https_redirect:
                     redirect.add((port, h))
@@ -177,7 +178,7 @@ def gateway_routes(snapshot: MeshSnapshot, proxy: ProxyView) -> list[route_pb2.R
             if server.protocol != "HTTPS" or server.mode not in gateway_tls.TERMINATING or server.route in seen:
                 continue
             seen.add(server.route)
-            hosts = _server_virtual_hosts(snapshot, proxy, gw, server.port, server.hosts)
+            hosts = _server_virtual_hosts(snapshot, proxy, gw, server.port, server.hosts, True)
             out.append(_route_config(server.route, server.port, hosts, set()))
     return out
 

@@ -24,8 +24,10 @@ from envoy.config.core.v3 import base_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from envoy.type.matcher.v3 import string_pb2
 
+from sailmesh.api.meshconfig import TLSDefaults
 from sailmesh.api.models.networking import ServerTLSSettings
 from sailmesh.api.resource import Resource
+from sailmesh.api.tlsnames import valid_cipher_suite
 from sailmesh.generate.common import ads
 from sailmesh.generate.tls import sds_secret
 
@@ -50,13 +52,6 @@ _PROTOCOLS = {
     "TLSV1_2": common_pb2.TlsParameters.TLSv1_2,
     "TLSV1_3": common_pb2.TlsParameters.TLSv1_3,
 }
-# Istio's security.ValidCipherSuites (BoringSSL's names without PSK): what Gateway cipherSuites may name
-VALID_CIPHER_SUITES = frozenset({
-    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
-    "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
-    "ECDHE-ECDSA-AES128-SHA", "ECDHE-RSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA", "ECDHE-RSA-AES256-SHA",
-    "AES128-GCM-SHA256", "AES256-GCM-SHA384", "AES128-SHA", "AES256-SHA", "DES-CBC3-SHA",
-})
 # Secret keys, as Istio's extractCertInfo/extractRoot read them: generic first, then kubernetes.io/tls
 _CERT_KEYS = (("cert", "key"), ("tls.crt", "tls.key"))
 _CA_KEYS = (("cacert", "crl"), ("ca.crt", "ca.crl"))  # the CA and the revocation list that goes with it
@@ -90,12 +85,14 @@ def _san_matchers(sans: tuple[str, ...] | None) -> list[common_pb2.SubjectAltNam
     return out
 
 
-def downstream_tls_context(tls: ServerTLSSettings) -> tls_pb2.DownstreamTlsContext:
+def downstream_tls_context(tls: ServerTLSSettings,
+                           defaults: TLSDefaults = TLSDefaults()) -> tls_pb2.DownstreamTlsContext:
     """The DownstreamTlsContext of a TLS-terminating gateway server (SIMPLE, MUTUAL, OPTIONAL_MUTUAL, ISTIO_MUTUAL),
     as Istio's BuildListenerTLSContext: the certificates by source (mesh certificate, credentials, files), client
     validation for MUTUAL, OPTIONAL_MUTUAL and ISTIO_MUTUAL (`insecureSkipVerify`: ACCEPT_UNTRUSTED), and the
     server's TLS parameters (protocol versions, cipher suites, ECDH curves) for SIMPLE/MUTUAL/OPTIONAL_MUTUAL only
-    (Istio's isSimpleOrMutual: an ISTIO_MUTUAL server keeps Envoy's defaults)."""
+    (Istio's isSimpleOrMutual: an ISTIO_MUTUAL server keeps Envoy's defaults); the mesh config's `tlsDefaults`
+    cipher suites and ECDH curves where the server sets none."""
     mode = mode_of(tls)
     ctx = tls_pb2.DownstreamTlsContext(common_tls_context=tls_pb2.CommonTlsContext(alpn_protocols=ALPN_HTTP))
     ctx.require_client_certificate.value = mode in ("MUTUAL", "ISTIO_MUTUAL")
@@ -151,7 +148,7 @@ def downstream_tls_context(tls: ServerTLSSettings) -> tls_pb2.DownstreamTlsConte
                 validation.crl.filename = tls.ca_crl
             _skip_verify(tls, validation)
     if mode in ("SIMPLE", "MUTUAL", "OPTIONAL_MUTUAL"):
-        _apply_server_tls_settings(tls, common)
+        _apply_server_tls_settings(tls, common, defaults)
     return ctx
 
 
@@ -162,26 +159,22 @@ def _skip_verify(tls: ServerTLSSettings, validation: common_pb2.CertificateValid
         validation.trust_chain_verification = common_pb2.CertificateValidationContext.ACCEPT_UNTRUSTED
 
 
-def _apply_server_tls_settings(tls: ServerTLSSettings, common: tls_pb2.CommonTlsContext) -> None:
+def _apply_server_tls_settings(tls: ServerTLSSettings, common: tls_pb2.CommonTlsContext,
+                               defaults: TLSDefaults) -> None:
     """Istio's applyServerTLSSettings: minimum/maximum protocol version, ECDH curves and cipher suites, each only
-    when set (TlsParameters appear only then)."""
+    when set (TlsParameters appear only then); curves and suites fall back to the mesh config's `tlsDefaults`
+    ("Configuration of TLS for all traffic except for ISTIO_MUTUAL mode")."""
     lo = (tls.min_protocol_version or "TLS_AUTO").upper()
     hi = (tls.max_protocol_version or "TLS_AUTO").upper()
-    suites = filtered_cipher_suites(tls.cipher_suites)
-    if not (suites or tls.ecdh_curves or lo != "TLS_AUTO" or hi != "TLS_AUTO"):
+    suites = filtered_cipher_suites(tls.cipher_suites or defaults.cipher_suites)
+    curves = tls.ecdh_curves or defaults.ecdh_curves
+    if not (suites or curves or lo != "TLS_AUTO" or hi != "TLS_AUTO"):
         return
     params = common.tls_params
     params.tls_minimum_protocol_version = _PROTOCOLS.get(lo, common_pb2.TlsParameters.TLS_AUTO)
     params.tls_maximum_protocol_version = _PROTOCOLS.get(hi, common_pb2.TlsParameters.TLS_AUTO)
     params.cipher_suites.extend(suites)
-    params.ecdh_curves.extend(tls.ecdh_curves or ())
-
-
-def valid_cipher_suite(suite: str) -> bool:
-    """Istio's security.IsValidCipherSuite: a known name, `ALL`, or an expression starting with an operator."""
-    if suite in ("", "ALL") or not suite[0].isalnum():
-        return True
-    return suite in VALID_CIPHER_SUITES
+    params.ecdh_curves.extend(curves)
 
 
 def filtered_cipher_suites(suites: tuple[str, ...] | None) -> list[str]:

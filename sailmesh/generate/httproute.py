@@ -15,7 +15,7 @@ from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.extensions.retry.priority.previous_priorities.v3 import previous_priorities_config_pb2
-from envoy.type.matcher.v3 import regex_pb2, string_pb2
+from envoy.type.matcher.v3 import metadata_pb2, regex_pb2, string_pb2, value_pb2
 from google.protobuf import wrappers_pb2
 
 from sailmesh.api.hosts import resolve_short_name, selector_matches
@@ -34,7 +34,10 @@ from sailmesh.api.models.networking import (
     VirtualService,
 )
 from sailmesh.api.resource import Resource
+from sailmesh.api.rules.values import routing_claims
 from sailmesh.generate import names
+from sailmesh.generate.alpn import ALPN_FILTER, is_sniffed
+from sailmesh.generate.authz_model import JWT_FILTER, JWT_PAYLOAD, metadata_list
 from sailmesh.generate.common import duration, fractional, go_duration, pack, u32
 from sailmesh.generate.delegate import is_root, merged_http
 from sailmesh.generate.endpoints import forwards_by_authority
@@ -69,6 +72,7 @@ class RouteContext:
     proxy: ProxyView
     port: int
     gateway: str = MESH_GATEWAY
+    tls: bool = False  # a gateway server with `tls` (Istio's RouteOptions.IsTLS): redirects default to https
 
     @property
     def suffix(self) -> str:
@@ -104,6 +108,18 @@ def header_matcher(name: str, spec: StringMatch | None, invert: bool = False) ->
     return h
 
 
+def claim_matcher(claims: list[str], spec: StringMatch | None, invert: bool) -> metadata_pb2.MetadataMatcher:
+    """`@request.auth.claims.<a>.<b>` as Istio's MetadataMatcherForJWTClaims (with Envoy's jwt_authn): the claim
+    under the verified payload jwt_authn wrote (`envoy.filters.http.jwt_authn` / payload / a / b), a list holding a
+    match or a matching value; an empty StringMatch means "present"; `withoutHeaders` inverts it. Only gateways
+    re-select the route after jwt_authn (clear_route_cache, filters/jwt.py), as in Istio."""
+    sm = string_matcher(spec) if spec is not None else None
+    value = value_pb2.ValueMatcher(present_match=True) if sm is None else value_pb2.ValueMatcher(string_match=sm)
+    out = metadata_list(JWT_FILTER, [JWT_PAYLOAD, *claims], value, True)
+    out.invert = invert
+    return out
+
+
 def _match_applies(m: HTTPMatchRequest, ctx: RouteContext, vs_ns: str) -> bool:
     if m.port and m.port != ctx.port:
         return False
@@ -131,10 +147,13 @@ def route_match(m: HTTPMatchRequest) -> rc.RouteMatch:
     for spec, header in ((m.method, ":method"), (m.authority, ":authority"), (m.scheme, ":scheme")):
         if spec is not None:
             out.headers.append(header_matcher(header, spec))
-    for name, sm in sorted((m.headers or {}).items()):
-        out.headers.append(header_matcher(name, sm))
-    for name, sm in sorted((m.without_headers or {}).items()):
-        out.headers.append(header_matcher(name, sm, invert=True))
+    for headers, invert in ((m.headers, False), (m.without_headers, True)):
+        for name, sm in sorted((headers or {}).items()):
+            claims = routing_claims(name)
+            if claims is None:
+                out.headers.append(header_matcher(name, sm, invert=invert))
+            else:  # JWT claim-based routing (Istio's translateMetadataMatch): the verified payload, not a header
+                out.dynamic_metadata.append(claim_matcher(claims, sm, invert))
     for name, sm in sorted((m.query_params or {}).items()):
         q = rc.QueryParameterMatcher(name=name)
         matcher = string_matcher(sm)
@@ -385,6 +404,33 @@ def enable_short_names(route: rc.Route, ctx: RouteContext) -> None:
         route.typed_per_filter_config[SET_FILTER_STATE_FILTER].CopyFrom(pack(enable))
 
 
+def _sniffed_mesh_destination(cluster: str, ctx: RouteContext) -> bool:
+    """Whether `cluster` is a service port whose protocol the server sniffs, reached over mesh mTLS when TLS is used
+    at all (no DestinationRule `tls`, or ISTIO_MUTUAL): its upstream connection may take Istio's HTTP ALPN."""
+    dest = _destination(cluster, ctx) if "|" in cluster else None
+    if dest is None:
+        return False
+    svc, port, policy = dest
+    sp = next((p for p in svc.ports if p.port == port), None)
+    return sp is not None and is_sniffed(sp.protocol) and (policy.tls is None or policy.tls.mode == "ISTIO_MUTUAL")
+
+
+def enable_alpn_override(route: rc.Route, ctx: RouteContext) -> None:
+    """Istio's `istio.alpn` at a gateway, for a route whose every cluster is a sniffed service port over mesh mTLS:
+    the gateway's HCM carries the filter disabled (filters/basic.py: gateway_alpn) and this route enables it, so the
+    upstream connection offers `istio-http/1.1, istio` (a gateway's cluster for such a port speaks HTTP/1.1: Istio's
+    setUpstreamProtocol uses the downstream protocol for sidecars only) and a sniffing server serves it on its HTTP
+    chain. Istio's filter skips clusters whose TLS is not Istio's by their metadata; here no other route enables it."""
+    if ctx.proxy.type != "router":
+        return
+    action = route.route
+    clusters = [action.cluster] if action.cluster else [c.name for c in action.weighted_clusters.clusters]
+    if clusters and all(_sniffed_mesh_destination(c, ctx) for c in clusters):
+        enable = rc.FilterConfig(is_optional=True)
+        enable.config.SetInParent()
+        route.typed_per_filter_config[ALPN_FILTER].CopyFrom(pack(enable))
+
+
 def route_action_defaults(action: rc.RouteAction, timeout_s: float) -> None:
     """Istio's timeout handling: route timeout (0s = disabled) also caps gRPC's grpc-timeout header."""
     action.timeout.CopyFrom(duration(timeout_s))
@@ -426,10 +472,10 @@ def _action(http: HTTPRoute, vs_ns: str, ctx: RouteContext, route: rc.Route) -> 
             red.host_redirect = r.authority
         if r.port or r.derive_port:
             # Istio: FROM_REQUEST_PORT is the port the routes are built for (FROM_PROTOCOL_DEFAULT: Envoy's default),
-            # and an explicit :80 for http or :443 for https is left out (the scheme: the redirect's, else http;
-            # Istio takes https on a TLS server, which sailmesh's route context does not carry)
+            # and an explicit :80 for http or :443 for https is left out (the scheme: the redirect's, else https
+            # on a gateway server with `tls`, else http)
             port = r.port or (ctx.port if r.derive_port == "FROM_REQUEST_PORT" else 0)
-            if (port, r.scheme or "http") not in ((80, "http"), (443, "https")):
+            if (port, r.scheme or ("https" if ctx.tls else "http")) not in ((80, "http"), (443, "https")):
                 red.port_redirect = port
         if r.scheme:
             red.scheme_redirect = r.scheme
@@ -478,6 +524,7 @@ def _action(http: HTTPRoute, vs_ns: str, ctx: RouteContext, route: rc.Route) -> 
             action.host_rewrite_literal = rewrite.authority
     action.request_mirror_policies.extend(_mirrors(http, vs_ns, ctx))
     enable_short_names(route, ctx)
+    enable_alpn_override(route, ctx)
     if first:
         _, port, _, host = names.parse_cluster(first) if "|" in first else ("", ctx.port, "", first)
         route.decorator.operation = f"{host}:{port}/*"

@@ -17,9 +17,11 @@ from envoy.extensions.filters.network.sni_cluster.v3 import sni_cluster_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import wrappers_pb2
 
+from sailmesh.api.meshconfig import TLSDefaults
 from sailmesh.api.models import model_of
 from sailmesh.api.models.networking import ServerTLSSettings, Sidecar
 from sailmesh.generate import autoallocate, capture, names, sniffing
+from sailmesh.generate.alpn import is_sniffed
 from sailmesh.generate.common import ads, pack, socket_address
 from sailmesh.generate.endpoints import unique_ports
 from sailmesh.generate.filters import Direction, FilterContext, ext_authz, http_filters
@@ -31,6 +33,7 @@ from sailmesh.generate.peer_authn import workload_policy
 from sailmesh.generate.scope import egress_ports, inbound_ports, ingress_listeners, outbound_policy, visible_services
 from sailmesh.generate.tcproute import egress_tcp_clusters, service_tcp_route_from, subnet_routes
 from sailmesh.generate.tls import has_mesh_identity, inbound_chains, needs_tls_inspector, tls_inspector
+from sailmesh.generate.upstream_l4 import tunneling_config
 from sailmesh.settings import ProxyPorts
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView, Service
 from sailmesh.telemetry import access_log, resolve, tracing
@@ -172,6 +175,7 @@ def inbound_listeners(snapshot: MeshSnapshot, proxy: ProxyView,
     out = []
     policy = workload_policy(snapshot, proxy.namespace, proxy.labels)
     identity = has_mesh_identity(proxy)
+    mtls = snapshot.mesh_config.mesh_mtls
     services = backed_services(snapshot, proxy)
     ingress = ingress_listeners(snapshot, proxy)
     sniff_ok = capture.is_captured(proxy)  # protocol sniffing: captured sidecars (the golden keeps the rest)
@@ -180,7 +184,7 @@ def inbound_listeners(snapshot: MeshSnapshot, proxy: ProxyView,
         before: list[lc.Filter] = []
         http = names.is_http(protocol)
         sniffed: lc.Filter | None = None  # a sniffed port's HCM, next to its TCP chain
-        if sniff_ok and sniffing.is_sniffed(protocol):
+        if sniff_ok and is_sniffed(protocol):
             sniffed = _inbound_hcm(snapshot, proxy, port, eff, services)
         if http:
             nf = _inbound_hcm(snapshot, proxy, port, eff, services)
@@ -195,11 +199,11 @@ def inbound_listeners(snapshot: MeshSnapshot, proxy: ProxyView,
         listener = _listener(names.listener_name(bind, port), bind, port, base_pb2.INBOUND, nf)
         tls = il.tls if il is not None else None
         if tls is not None and (tls.mode or "").upper() in SIDECAR_INGRESS_TLS:
-            chains = [_ingress_tls_chain(tls, nf)]
+            chains = [_ingress_tls_chain(tls, nf, snapshot.mesh_config.tls_defaults)]
         elif sniffed is not None:
-            chains = sniffing.inbound_chains(policy.for_port(port), identity, sniffed, nf)
+            chains = sniffing.inbound_chains(policy.for_port(port), identity, sniffed, nf, mtls)
         else:
-            chains = inbound_chains(policy.for_port(port), http, identity, nf)
+            chains = inbound_chains(policy.for_port(port), http, identity, nf, mtls)
         _before_app(chains, before, nf)
         del listener.filter_chains[:]
         listener.filter_chains.extend(chains)
@@ -237,25 +241,29 @@ def _inbound_hcm(snapshot: MeshSnapshot, proxy: ProxyView, port: int, eff: resol
     return lc.Filter(name=HCM_NAME, typed_config=pack(h))
 
 
-def _ingress_tls_chain(tls: ServerTLSSettings, nf: lc.Filter) -> lc.FilterChain:
+def _ingress_tls_chain(tls: ServerTLSSettings, nf: lc.Filter, defaults: TLSDefaults) -> lc.FilterChain:
     """A Sidecar ingress listener's `tls` (Istio: TLS termination at the sidecar for clients outside the mesh,
     SIMPLE or MUTUAL with the files it names): the port's one filter chain, TLS only, in place of the
     PeerAuthentication chains (a plaintext or mesh-mTLS client matches nothing and is closed)."""
     fc = lc.FilterChain(filter_chain_match=lc.FilterChainMatch(transport_protocol="tls"), filters=[nf])
     fc.transport_socket.name = TLS_TRANSPORT_SOCKET
-    fc.transport_socket.typed_config.CopyFrom(pack(downstream_tls_context(tls)))
+    fc.transport_socket.typed_config.CopyFrom(pack(downstream_tls_context(tls, defaults)))
     return fc
 
 
 def outbound_tcp_proxy(snapshot: MeshSnapshot, proxy: ProxyView, stat_prefix: str,
                        clusters: Sequence[tuple[str, int]], eff: resolve.EffectiveTelemetry) -> lc.Filter:
-    """A client-side tcp_proxy to one cluster or weighted clusters, with tracing/access logs and the metrics log."""
+    """A client-side tcp_proxy to one cluster or weighted clusters, with tracing/access logs and the metrics log,
+    tunnelled through HTTP CONNECT/POST when the destination's DestinationRule says so (upstream_l4)."""
     tp = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix)
     if len(clusters) == 1:
         tp.cluster = clusters[0][0]
     else:
         for c, w in clusters:
             tp.weighted_clusters.clusters.add(name=c, weight=w)
+    tunnel = tunneling_config(snapshot, proxy, clusters)
+    if tunnel is not None:
+        tp.tunneling_config.CopyFrom(tunnel)
     observability(tp, snapshot, proxy, resolve.CLIENT, eff)
     with_metrics_log(tp, snapshot, proxy, eff, telemetry.SOURCE)
     return lc.Filter(name=TCP_PROXY_NAME, typed_config=pack(tp))
@@ -324,7 +332,8 @@ def _gateway_tls_listener(snapshot: MeshSnapshot, proxy: ProxyView, port: int, c
         _config_metadata(fc, chain.config)
         if chain.tls is not None:
             fc.transport_socket.name = TLS_TRANSPORT_SOCKET
-            fc.transport_socket.typed_config.CopyFrom(pack(downstream_tls_context(chain.tls)))
+            fc.transport_socket.typed_config.CopyFrom(
+                pack(downstream_tls_context(chain.tls, snapshot.mesh_config.tls_defaults)))
         listener.filter_chains.append(fc)
     return listener
 
@@ -367,7 +376,7 @@ def inbound_passthrough_chains(snapshot: MeshSnapshot, proxy: ProxyView,
     with_metrics_log(h, snapshot, proxy, eff, telemetry.DESTINATION, services)
     hcm = lc.Filter(name=HCM_NAME, typed_config=pack(h))
     policy = workload_policy(snapshot, proxy.namespace, proxy.labels)
-    chains = sniffing.inbound_chains(policy.mode, has_mesh_identity(proxy), hcm, nf)
+    chains = sniffing.inbound_chains(policy.mode, has_mesh_identity(proxy), hcm, nf, snapshot.mesh_config.mesh_mtls)
     before = ext_authz.tcp_filters(snapshot, proxy)
     seen: dict[str, int] = {}
     for fc in chains:
@@ -431,7 +440,7 @@ def captured_outbound(snapshot: MeshSnapshot, proxy: ProxyView, port: int, eff: 
                                         clusters, eff)
                 lis = capture.not_bound(_listener(name, ip, sp.port, base_pb2.OUTBOUND, nf))
                 _config_metadata(lis.filter_chains[0], config_path(vs) if vs is not None else "")
-                if sniffing.is_sniffed(sp.protocol):
+                if is_sniffed(sp.protocol):
                     http = _sniffed_http(snapshot, proxy, svc, ip, sp.port, eff)
                     lis = sniffing.outbound_listener(lis, http)
                 else:

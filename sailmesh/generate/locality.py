@@ -1,8 +1,12 @@
 """Locality load balancing as Istio applies it to a proxy's endpoints (pilot/pkg/networking/core/loadbalancer:
 ApplyLocalityLoadBalancer, applyLocalityWeights, applyLocalityFailover, applyFailoverPriorities).
 
-The setting is the DestinationRule's `loadBalancer.localityLbSetting` (after Istio's port/subset merge), else the
-mesh's `localityLbSetting` (enabled when unset). `distribute` reweights localities for proxies in its `from`
+The setting is the DestinationRule's `loadBalancer.zoneAwareLbSetting`, else its `localityLbSetting` (after Istio's
+port/subset merge), else the mesh's `localityLbSetting` (enabled when unset): Istio's GetEffectiveLbSetting.
+Zone-aware (ZoneAwareLBSettings, unless `enabled: false`): endpoints get priorities whatever the outlier detection,
+`failoverPriority` labels first, then by region only (the proxy's region, a `failover` target of it, any other), so
+every zone of the proxy's region shares priority 0, where Envoy's zone-aware routing (the cluster's
+`zone_aware_lb_config`) balances them. `distribute` reweights localities for proxies in its `from`
 (the cluster then uses Envoy's locality-weighted LB); otherwise, only when the cluster has outlier detection
 (without it Envoy never leaves priority 0), endpoints get priorities: `failoverPriority` labels first, then
 region/zone/subzone proximity to the proxy with `failover` region pairs.
@@ -40,17 +44,45 @@ class LocalitySetting:
 ENABLED = LocalitySetting()
 
 
+@dataclass(frozen=True)
+class ZoneAwareSetting:
+    """Istio's ZoneAwareLoadBalancerSetting, read from its YAML mapping (`enabled` unset: on)."""
+
+    enabled: bool = True
+    failover: tuple[tuple[str, str], ...] = ()
+    failover_priority: tuple[str, ...] = ()
+    min_cluster_size: int | None = None
+
+    @classmethod
+    def of(cls, raw: Mapping[str, Any]) -> ZoneAwareSetting:
+        base = LocalitySetting.of(raw)
+        size = raw.get("minClusterSize")
+        return cls(raw.get("enabled") is not False, base.failover,
+                   base.failover_priority if raw.get("enabled") is not False else (),
+                   int(size) if size is not None else None)
+
+    distribute = ()  # (never: zone-aware has no distribute)
+
+
+Setting = LocalitySetting | ZoneAwareSetting
+
+
 def _enabled(raw: Mapping[str, Any]) -> bool:
     return raw.get("enabled") is not False
 
 
-def setting(snapshot: MeshSnapshot, policy: PortTrafficPolicy) -> LocalitySetting | None:
-    """Istio's getLocalityLbSetting: the DestinationRule's (None when it says `enabled: false`), else the mesh's
-    (enabled unless it says otherwise)."""
+def setting(snapshot: MeshSnapshot, policy: PortTrafficPolicy) -> Setting | None:
+    """Istio's GetEffectiveLbSetting: the DestinationRule's zoneAwareLbSetting (even with `enabled: false`, which
+    then turns Envoy's zone-aware routing off), else its localityLbSetting (None when it says `enabled: false`),
+    else the mesh's zoneAwareLbSetting, else the mesh's localityLbSetting (enabled unless it says otherwise)."""
     lb = policy.load_balancer
+    if lb is not None and lb.zone_aware_lb_setting is not None:
+        return ZoneAwareSetting.of(lb.zone_aware_lb_setting)
     raw = lb.locality_lb_setting if lb is not None else None
     if raw is not None:
         return LocalitySetting.of(raw) if _enabled(raw) else None
+    if snapshot.mesh_config.zone_aware_lb_setting is not None:
+        return ZoneAwareSetting.of(snapshot.mesh_config.zone_aware_lb_setting)
     mesh = snapshot.mesh_config.locality_lb_setting
     if mesh is None:
         return ENABLED
@@ -79,12 +111,18 @@ def groups(endpoints: Sequence[Endpoint]) -> list[Group]:
     return out
 
 
-def apply(gs: list[Group], proxy_locality: str, proxy_labels: Mapping[str, str], lb: LocalitySetting | None,
+def apply(gs: list[Group], proxy_locality: str, proxy_labels: Mapping[str, str], lb: Setting | None,
           failover_enabled: bool) -> list[Group]:
-    """Istio's ApplyLocalityLoadBalancer on the groups of one ClusterLoadAssignment (a proxy without a locality
-    gets them as they are)."""
+    """Istio's ApplyLocalityLoadBalancer (ApplyZoneAwareLoadBalancer for zone-aware settings) on the groups of one
+    ClusterLoadAssignment (a proxy without a locality gets them as they are)."""
     if lb is None or not proxy_locality:
         return gs
+    if isinstance(lb, ZoneAwareSetting):
+        if not lb.enabled:
+            return gs
+        if lb.failover_priority:
+            gs = _failover_priority(gs, proxy_labels, lb.failover_priority)
+        return _regions(gs, proxy_locality, lb.failover)
     if lb.distribute:
         return _distribute(gs, proxy_locality, lb.distribute)
     if not failover_enabled:
@@ -137,6 +175,22 @@ def _failover(gs: list[Group], proxy_locality: str, pairs: tuple[tuple[str, str]
                         p = 4
                     break
         g.priority = g.priority * 5 + p
+    return _renumber(gs)
+
+
+def _regions(gs: list[Group], proxy_locality: str, pairs: tuple[tuple[str, str], ...]) -> list[Group]:
+    """applyZoneAwareRegionalFailover: by region only, 0 the proxy's, 1 the `failover` target of the first pair
+    from it, 2 any other, after any failoverPriority ones."""
+    region = loc.split(proxy_locality)[0]
+    for g in gs:
+        theirs = loc.split(g.locality)[0]
+        p = 0 if theirs == region else 2
+        if p:
+            for source, target in pairs:
+                if source == region:
+                    p = 1 if theirs == target else 2
+                    break
+        g.priority = g.priority * 3 + p
     return _renumber(gs)
 
 

@@ -39,7 +39,8 @@ class IdentityMemo:
 class Memos:
     """The generators' memos, one per Generator.
 
-    - `clusters`: an outbound cluster, packed, per (port, subset, its service, DestinationRule, endpoints, mesh);
+    - `clusters`: an outbound cluster, packed, per (port, subset, its service, DestinationRule, endpoints, mesh,
+      mesh config);
       it does not depend on the proxy, so every scope and snapshot with the same inputs shares it.
     - `assignments`: a ClusterLoadAssignment, packed, per (cluster name, endpoints tuple, subset labels).
     - `routes`: a service port's serialized routes and virtual hosts per what they read from the proxy

@@ -10,6 +10,8 @@ from sailmesh.api.resource import Resource
 
 # The parts of a TrafficPolicy that port-level settings and subsets replace as a whole.
 COMPONENTS = ("load_balancer", "connection_pool", "outlier_detection", "tls")
+# TrafficPolicy fields with no port-level form: port-level settings keep them, a subset's replace them
+POLICY_LEVEL = ("retry_budget", "proxy_protocol")
 NO_POLICY = PortTrafficPolicy()
 
 
@@ -21,8 +23,9 @@ def _port_components(policy: TrafficPolicy | None, port: int) -> dict[str, Any]:
     for pls in policy.port_level_settings or ():
         if pls.port is not None and pls.port.number == port:
             out.update({k: v for k in COMPONENTS if (v := getattr(pls, k)) is not None})
-    if policy.retry_budget is not None:  # a policy-level field only; a subset's replaces it (MergeTrafficPolicy)
-        out["retry_budget"] = policy.retry_budget
+    for key in POLICY_LEVEL:  # policy-level fields only; a subset's replaces it (MergeTrafficPolicy)
+        if (value := getattr(policy, key)) is not None:
+            out[key] = value
     return out
 
 

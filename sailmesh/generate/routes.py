@@ -11,6 +11,7 @@ from google.protobuf import any_pb2, wrappers_pb2
 
 from sailmesh.api.resource import Resource
 from sailmesh.generate import autoallocate, names
+from sailmesh.generate.alpn import is_sniffed
 from sailmesh.generate.capture import egress_proxy_cluster, is_captured, listener_addresses, wildcard
 from sailmesh.generate.common import Prepacked
 from sailmesh.generate.delegate import delegates_of, is_root
@@ -25,8 +26,8 @@ from sailmesh.generate.httproute import (
 )
 from sailmesh.generate.memo import Memos, same_objects
 from sailmesh.generate.scope import egress_http_ports, outbound_policy, visible_services
-from sailmesh.generate.sniffing import is_sniffed
 from sailmesh.generate.tcproute import service_tcp_route_from
+from sailmesh.generate.upstream_l4 import tunneling_config
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView, Service
 from sailmesh.xds.types import ROUTE
 from sailmesh.xds.wire import length_delimited, varint_field
@@ -197,9 +198,17 @@ def allow_any_vhost(egress: str = "") -> rc.VirtualHost:
     )
 
 
-def connect_route(cluster: str | list[tuple[str, int]], name: str) -> rc.Route:
-    """CONNECT tunnelling (HTTPS_PROXY clients, TCP services) to a cluster (or weighted clusters)."""
-    action = rc.RouteAction(upgrade_configs=[rc.RouteAction.UpgradeConfig(upgrade_type="CONNECT", connect_config={})])
+def connect_route(cluster: str | list[tuple[str, int]], name: str, tunnel: str = "") -> rc.Route:
+    """CONNECT tunnelling (HTTPS_PROXY clients, TCP services) to a cluster (or weighted clusters): the sidecar
+    terminates the CONNECT and sends the bytes on. With a DestinationRule `tunnel` (`tunnel`: its
+    `targetHost:targetPort`) the CONNECT goes on to the cluster instead, naming the rule's target (Envoy proxies a
+    CONNECT it does not terminate)."""
+    upgrade = rc.RouteAction.UpgradeConfig(upgrade_type="CONNECT")
+    if tunnel:
+        action = rc.RouteAction(upgrade_configs=[upgrade], host_rewrite_literal=tunnel)
+    else:
+        upgrade.connect_config.SetInParent()
+        action = rc.RouteAction(upgrade_configs=[upgrade])
     if isinstance(cluster, str):
         action.cluster = cluster
     elif len(cluster) == 1:
@@ -225,7 +234,8 @@ def _tcp_vhosts(snapshot: MeshSnapshot, proxy: ProxyView, services: list[Service
         aliases = names.host_aliases(svc.hostname, svc.namespace, proxy.namespace, snapshot.mesh.domain_suffix)
         for p in tcp_ports:
             clusters, vs = service_tcp_route_from(RouteContext(snapshot, proxy, p.port), svc)
-            route = connect_route(clusters, "connect")
+            tunnel = tunneling_config(snapshot, proxy, clusters)  # a CONNECT tunnel only: POST is reported
+            route = connect_route(clusters, "connect", tunnel.hostname if tunnel and not tunnel.use_post else "")
             if vs is not None:  # which VirtualService (explain and proxy-config name it, as for HTTP routes)
                 route.metadata.filter_metadata["istio"].update({"config": config_path(vs)})
             vname = names.vhost_name(svc.hostname, p.port)

@@ -34,11 +34,11 @@ from collections.abc import Iterable, Sequence
 
 from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.listener.v3 import listener_pb2
-from envoy.extensions.filters.common.set_filter_state.v3 import value_pb2 as sfs_value
-from envoy.extensions.filters.http.set_filter_state.v3 import set_filter_state_pb2 as sfs
 from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
+from sailmesh.api.meshconfig import MeshMTLS
+from sailmesh.generate.alpn import MTLS_HTTP2_ALPN, MTLS_HTTP11_ALPN, alpn_override
 from sailmesh.generate.common import pack
 from sailmesh.generate.peer_authn import DISABLE, STRICT
 from sailmesh.generate.tls import (
@@ -53,23 +53,11 @@ from sailmesh.generate.tls import inbound_chains as tls_inbound_chains
 
 HTTP_INSPECTOR = "envoy.filters.listener.http_inspector"
 HCM_NAME = "envoy.filters.network.http_connection_manager"
-SNIFFED = frozenset({"UNKNOWN", ""})  # Istio's UnsupportedProtocol: the proxy detects the protocol
 PLAINTEXT_HTTP_ALPNS = ("http/1.1", "h2c")  # Istio's plaintextHTTPALPNs (HTTP10 off, its default)
 MTLS_HTTP_ALPNS = ("istio-http/1.0", "istio-http/1.1", "istio-h2")  # Istio's mtlsHTTPALPNs
 MTLS_TCP_ALPNS = ALPN_IN_MESH  # Istio's mtlsTCPWithMxcALPNs: istio-peer-exchange, istio
-# what Istio's istio.alpn filter offers upstream per protocol (mtlsHTTP11ALPN, mtlsHTTP2ALPN)
-MTLS_HTTP11_ALPN = ("istio-http/1.1", "istio")
-MTLS_HTTP2_ALPN = ("istio-h2", "istio")
-ALPN_FILTER = "istio.alpn"  # Istio's filter name (EnvoyFilter patches name it); here Envoy's set_filter_state
-SET_FILTER_STATE = "envoy.filters.http.set_filter_state"
-APPLICATION_PROTOCOLS = "envoy.network.application_protocols"  # Envoy's well-known upstream ALPN override
 # the sniffed HTTP chains: (the protocol the http_inspector found, the ALPN offered upstream for it)
 HTTP_CHAINS = (("http/1.1", MTLS_HTTP11_ALPN), ("h2c", MTLS_HTTP2_ALPN))
-
-
-def is_sniffed(protocol: str) -> bool:
-    """Whether a port's protocol is detected by the proxy (not declared)."""
-    return protocol.upper() in SNIFFED
 
 
 def http_inspector(only: Iterable[int] = (), skip: Iterable[int] = ()) -> lc.ListenerFilter:
@@ -93,14 +81,6 @@ def _ports_predicate(pred: lc.ListenerFilterChainMatchPredicate, ports: list[int
 def needs_http_inspector(chains: Iterable[lc.FilterChain]) -> bool:
     """Whether a chain is matched on an application protocol only the http_inspector sets (plaintext HTTP)."""
     return any(set(fc.filter_chain_match.application_protocols) & set(PLAINTEXT_HTTP_ALPNS) for fc in chains)
-
-
-def alpn_override(alpns: Sequence[str]) -> hcm_pb2.HttpFilter:
-    """Istio's `istio.alpn` for one upstream protocol: the request's upstream connection offers `alpns` (Envoy's
-    set_filter_state writing `envoy.network.application_protocols`; only TLS upstreams read it)."""
-    value = sfs_value.FilterStateValue(object_key=APPLICATION_PROTOCOLS)
-    value.format_string.text_format_source.inline_string = ",".join(alpns)
-    return hcm_pb2.HttpFilter(name=ALPN_FILTER, typed_config=pack(sfs.Config(on_request_headers=[value])))
 
 
 def with_alpn_override(http: hcm_pb2.HttpConnectionManager, alpns: Sequence[str]) -> hcm_pb2.HttpConnectionManager:
@@ -144,12 +124,13 @@ _PLAINTEXT: tuple[_Spec, ...] = ((RAW_BUFFER_TRANSPORT, PLAINTEXT_HTTP_ALPNS, Tr
                                  (RAW_BUFFER_TRANSPORT, (), False, False))
 
 
-def inbound_chains(mode: str, has_identity: bool, http: lc.Filter, tcp: lc.Filter) -> list[lc.FilterChain]:
+def inbound_chains(mode: str, has_identity: bool, http: lc.Filter, tcp: lc.Filter,
+                   mtls: MeshMTLS = MeshMTLS()) -> list[lc.FilterChain]:
     """The filter chains of a sniffed inbound port under a PeerAuthentication mode (Istio's Auto options): `http`
     the HCM, `tcp` the tcp_proxy (the caller puts the TCP authorization filters before it). Without a mesh
     identity: plaintext, except that STRICT refuses (as tls.inbound_chains)."""
     if not has_identity and mode == STRICT:
-        return tls_inbound_chains(mode, False, False, tcp)  # the one refusing chain
+        return tls_inbound_chains(mode, False, False, tcp, mtls)  # the one refusing chain
     specs = _PLAINTEXT if not has_identity or mode == DISABLE else _STRICT if mode == STRICT else _PERMISSIVE
     out = []
     for transport, alpns, is_http, terminate in specs:
@@ -157,6 +138,6 @@ def inbound_chains(mode: str, has_identity: bool, http: lc.Filter, tcp: lc.Filte
                                                                    application_protocols=alpns),
                             filters=[http if is_http else tcp])
         if terminate:
-            fc.transport_socket.CopyFrom(transport_socket(istio_mutual_downstream(is_http)))
+            fc.transport_socket.CopyFrom(transport_socket(istio_mutual_downstream(is_http, mtls)))
         out.append(fc)
     return out

@@ -26,6 +26,7 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tl
 from google.protobuf import duration_pb2, struct_pb2, wrappers_pb2
 
 from sailmesh.api.identity import spiffe_id
+from sailmesh.api.meshconfig import MeshMTLS, TLSDefaults
 from sailmesh.api.models.networking import ClientTLSSettings
 from sailmesh.generate import names
 from sailmesh.generate.common import ads, pack
@@ -151,14 +152,16 @@ def istio_mutual_upstream(sans: Sequence[str], sni: str, http2: bool) -> tls_pb2
     return ctx
 
 
-def istio_mutual_downstream(http: bool) -> tls_pb2.DownstreamTlsContext:
+def istio_mutual_downstream(http: bool, mtls: MeshMTLS = MeshMTLS()) -> tls_pb2.DownstreamTlsContext:
     """The server side of Istio mTLS (authn/utils BuildInboundTLS): client certificate required and verified
-    against ROOTCA, TLS 1.2 minimum (meshMTLS.minProtocolVersion default) to 1.3, Istio's cipher suites."""
+    against ROOTCA, TLS 1.2 minimum (the mesh config's `meshMTLS.minProtocolVersion`: TLSV1_3 raises it) to 1.3,
+    Istio's cipher suites (`meshMTLS.cipherSuites` replace them)."""
     ctx = tls_pb2.DownstreamTlsContext(require_client_certificate=wrappers_pb2.BoolValue(value=True))
     common = ctx.common_tls_context
     common.alpn_protocols.extend(ALPN_HTTP if http else ALPN_DOWNSTREAM_WITH_MXC)
-    common.tls_params.CopyFrom(TlsParams(cipher_suites=SUPPORTED_CIPHERS,
-                                         tls_minimum_protocol_version=TlsParams.TLSv1_2,
+    minimum = TlsParams.TLSv1_3 if mtls.min_protocol_version == "TLSV1_3" else TlsParams.TLSv1_2
+    common.tls_params.CopyFrom(TlsParams(cipher_suites=mtls.cipher_suites or SUPPORTED_CIPHERS,
+                                         tls_minimum_protocol_version=minimum,
                                          tls_maximum_protocol_version=TlsParams.TLSv1_3))
     _mesh_certificates(common, ())
     return ctx
@@ -172,24 +175,28 @@ def raw_buffer() -> base_pb2.TransportSocket:
     return base_pb2.TransportSocket(name=RAW_BUFFER_SOCKET, typed_config=pack(raw_buffer_pb2.RawBuffer()))
 
 
-def _origination(tls: ClientTLSSettings, host: str) -> tls_pb2.UpstreamTlsContext:
+def _origination(tls: ClientTLSSettings, host: str, defaults: TLSDefaults) -> tls_pb2.UpstreamTlsContext:
     """The part every DestinationRule SIMPLE/MUTUAL context shares: SNI (the rule's, else a host without
-    wildcards) and TLS 1.2 to 1.3."""
+    wildcards), TLS 1.2 to 1.3, and the mesh config's `tlsDefaults` ECDH curves and cipher suites (Istio:
+    "Configuration of TLS for all traffic except for ISTIO_MUTUAL mode")."""
     ctx = tls_pb2.UpstreamTlsContext()
     sni = tls.sni or ("" if "*" in host else host)
     if sni:
         ctx.sni = sni
     ctx.common_tls_context.tls_params.CopyFrom(TlsParams(tls_minimum_protocol_version=TlsParams.TLSv1_2,
-                                                         tls_maximum_protocol_version=TlsParams.TLSv1_3))
+                                                         tls_maximum_protocol_version=TlsParams.TLSv1_3,
+                                                         ecdh_curves=defaults.ecdh_curves,
+                                                         cipher_suites=defaults.cipher_suites))
     return ctx
 
 
-def file_upstream(tls: ClientTLSSettings, host: str, http2: bool) -> tls_pb2.UpstreamTlsContext | None:
+def file_upstream(tls: ClientTLSSettings, host: str, http2: bool,
+                  defaults: TLSDefaults = TLSDefaults()) -> tls_pb2.UpstreamTlsContext | None:
     """DestinationRule SIMPLE/MUTUAL: TLS origination with the files named in the rule (constructUpstreamTLS).
     None for MUTUAL without a client certificate and key (Istio refuses to build it)."""
     if tls.mode == "MUTUAL" and not (tls.client_certificate and tls.private_key):
         return None
-    ctx = _origination(tls, host)
+    ctx = _origination(tls, host, defaults)
     common = ctx.common_tls_context
     if not tls.insecure_skip_verify:
         vc = common.validation_context
@@ -226,11 +233,12 @@ def upstream_credential_names(tls: ClientTLSSettings | None) -> list[str]:
     return out
 
 
-def credential_upstream(tls: ClientTLSSettings, host: str, http2: bool) -> tls_pb2.UpstreamTlsContext:
+def credential_upstream(tls: ClientTLSSettings, host: str, http2: bool,
+                        defaults: TLSDefaults = TLSDefaults()) -> tls_pb2.UpstreamTlsContext:
     """DestinationRule SIMPLE/MUTUAL with `credentialName`: Istio's ApplyCustomSDSToClientCommonTLSContext, the
     client certificate (MUTUAL) and the CA (combined validation context, the rule's SANs) over SDS from the
     control plane (`kubernetes://<name>`, `kubernetes://<name>-cacert`), as the gateway's server credentials."""
-    ctx = _origination(tls, host)
+    ctx = _origination(tls, host, defaults)
     common = ctx.common_tls_context
     for name in upstream_credential_names(tls):
         secret = secret_pb2.SdsSecretConfig(name=name, sds_config=ads())
@@ -265,9 +273,10 @@ def apply_upstream_tls(
             # Istio's cluster_tls.go: a ConfigMap CA (a BackendTLSPolicy's `configmap://`) is no privileged
             # credential, so sidecars use it whatever the rule's selector
             if credentials or tls.credential_name.startswith("configmap://"):
-                c.transport_socket.CopyFrom(transport_socket(credential_upstream(tls, svc.hostname, http2)))
+                c.transport_socket.CopyFrom(transport_socket(
+                    credential_upstream(tls, svc.hostname, http2, snapshot.mesh_config.tls_defaults)))
             return
-        ctx = file_upstream(tls, svc.hostname, http2)
+        ctx = file_upstream(tls, svc.hostname, http2, snapshot.mesh_config.tls_defaults)
         if ctx is not None:
             c.transport_socket.CopyFrom(transport_socket(ctx))
         return
@@ -313,7 +322,8 @@ _PERMISSIVE_TCP: tuple[ChainSpec, ...] = (*_PERMISSIVE_HTTP, (TLS_TRANSPORT, (),
 _STRICT: tuple[ChainSpec, ...] = ((TLS_TRANSPORT, (), True),)
 
 
-def inbound_chains(mode: str, http: bool, has_identity: bool, network_filter: lc.Filter) -> list[lc.FilterChain]:
+def inbound_chains(mode: str, http: bool, has_identity: bool, network_filter: lc.Filter,
+                   mtls: MeshMTLS = MeshMTLS()) -> list[lc.FilterChain]:
     """The filter chains of one inbound port under a PeerAuthentication mode (Istio's getFilterChainMatchOptions).
 
     PERMISSIVE: mTLS (tls + Istio ALPN) and plaintext on the same port (TCP ports also pass the app's own TLS);
@@ -335,7 +345,7 @@ def inbound_chains(mode: str, http: bool, has_identity: bool, network_filter: lc
                                                                    application_protocols=alpns),
                             filters=[network_filter])
         if terminate:
-            fc.transport_socket.CopyFrom(transport_socket(istio_mutual_downstream(http)))
+            fc.transport_socket.CopyFrom(transport_socket(istio_mutual_downstream(http, mtls)))
         out.append(fc)
     return out
 

@@ -9,6 +9,11 @@ PILOT_JWT_PUB_KEY_REFRESH_INTERVAL, 20 minutes), and retries a failure after 1 s
 refresh-on-failure back-off). A key set that arrives or changes is published as a Change of kind `JWKS_KIND` (name =
 the URI); `snapshot.build` copies `keys()` into the snapshot and the generators inline it from there.
 
+A rule with an `issuer` but neither `jwks` nor `jwksUri` is resolved as Istio's resolveJwksURIUsingOpenID does: the
+issuer's OpenID discovery document (`<issuer>/.well-known/openid-configuration`) names the `jwks_uri`, fetched next;
+such a rule is wanted under the key `discovery_key(issuer)` (rule_key), refreshed like any other. Only an issuer that
+is an http(s) URL is looked up (any other is no URL to discover from: its tokens are rejected, reported at apply).
+
 Failure is closed, as in Istio: a URI with no key set yet (never fetched, unreachable, not a JWKS) is absent from
 `keys()`, and the jwt_authn builder inlines a key set nobody holds a private key for, so every token is rejected
 (401) while requests without a token pass, as they would with the real keys. A refresh that fails keeps the last
@@ -38,6 +43,8 @@ log = logging.getLogger(__name__)
 
 JWKS_KIND = "JwksKeySet"  # kind of the ResourceKeys that name fetched key sets in change sets (name = the URI)
 DEFAULT_TIMEOUT = 5.0  # Istio's JWTRule.timeout default
+OPENID_PREFIX = "openid-discovery:"  # keys of rules resolved through their issuer's OpenID discovery document
+OPENID_CONFIGURATION = "/.well-known/openid-configuration"  # Istio's openIDDiscoveryCfgURLSuffix
 MAX_BODY = 1 << 20  # a key set is a few KB; refuse to hold more than 1 MiB of anyone's answer
 
 
@@ -45,10 +52,30 @@ def jwks_key(uri: str) -> ResourceKey:
     return ResourceKey(JWKS_KIND, "", uri)
 
 
+def discovery_key(issuer: str) -> str:
+    """The key of the key set found through `issuer`'s OpenID discovery document."""
+    return OPENID_PREFIX + issuer
+
+
+def discoverable(issuer: str | None) -> bool:
+    """Whether an issuer is a URL its OpenID discovery document can be fetched from."""
+    return bool(issuer) and str(issuer).startswith(("https://", "http://"))
+
+
+def rule_key(jwks: str | None, jwks_uri: str | None, issuer: str | None) -> str | None:
+    """Where a rule's key set comes from: None for an inline `jwks` (Istio's BuildLocalJwks: it wins), else its
+    `jwksUri`, else its issuer's OpenID discovery (discovery_key), else None (no key set: tokens rejected)."""
+    if jwks:
+        return None
+    if jwks_uri:
+        return jwks_uri
+    return discovery_key(str(issuer)) if discoverable(issuer) else None
+
+
 def wanted_uris(resources: Iterable[Resource]) -> dict[str, float]:
-    """jwksUri -> fetch timeout (seconds) for every rule of these RequestAuthentications that has no inline `jwks`
-    (an inline key set wins, as in Istio's BuildLocalJwks, so its URI is never fetched). The shortest timeout wins
-    when several rules share a URI."""
+    """Key -> fetch timeout (seconds) for every rule of these RequestAuthentications whose key set is fetched
+    (rule_key: its jwksUri, or its issuer's OpenID discovery). The shortest timeout wins when several rules share
+    a key."""
     out: dict[str, float] = {}
     for r in resources:
         try:
@@ -56,9 +83,10 @@ def wanted_uris(resources: Iterable[Resource]) -> dict[str, float]:
         except ModelError:
             continue
         for rule in spec.jwt_rules or ():
-            if rule.jwks_uri and not rule.jwks:
+            key = rule_key(rule.jwks, rule.jwks_uri, rule.issuer)
+            if key is not None:
                 timeout = rule.timeout.seconds if rule.timeout is not None else DEFAULT_TIMEOUT
-                out[rule.jwks_uri] = min(out.get(rule.jwks_uri, timeout), timeout)
+                out[key] = min(out.get(key, timeout), timeout)
     return out
 
 
@@ -150,16 +178,26 @@ class JwksFetcher:
 
     async def _fetch(self, uri: str, timeout: float) -> str:
         self.fetches += 1
+        if uri.startswith(OPENID_PREFIX):  # Istio's resolveJwksURIUsingOpenID: the discovery document's jwks_uri
+            issuer = uri[len(OPENID_PREFIX):]
+            doc = json.loads(await self._get(issuer.rstrip("/") + OPENID_CONFIGURATION, timeout))
+            jwks_uri = doc.get("jwks_uri") if isinstance(doc, dict) else None
+            if not isinstance(jwks_uri, str) or not discoverable(jwks_uri):
+                raise ValueError(f"the OpenID discovery document of {issuer} names no http(s) jwks_uri")
+            uri = jwks_uri
+        return parse_key_set(await self._get(uri, timeout))
+
+    async def _get(self, url: str, timeout: float) -> bytes:
         if self._session is None:
             self._session = aiohttp.ClientSession()
-        async with self._session.get(uri, timeout=aiohttp.ClientTimeout(total=timeout),
+        async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=timeout),
                                      allow_redirects=True) as resp:
             if not 200 <= resp.status < 300:
-                raise ValueError(f"HTTP status {resp.status}")
+                raise ValueError(f"HTTP status {resp.status} from {url}")
             body = await resp.content.read(MAX_BODY + 1)
             if len(body) > MAX_BODY:
-                raise ValueError(f"answer larger than {MAX_BODY} bytes")
-        return parse_key_set(body)
+                raise ValueError(f"answer larger than {MAX_BODY} bytes from {url}")
+        return body
 
     def _set(self, uri: str, text: str | None) -> None:
         keys = dict(self._keys)

@@ -1,6 +1,7 @@
 """Run as root inside a fresh network namespace (`unshare -n python -m tests.e2e.sniffing_mtls_netns CLIENT SERVER --
 ISTIO_IPTABLES_ARGS`): two captured pods, each with a real Envoy on generated config and mesh mutual TLS between
-them, for protocol sniffing across the mesh.
+them, for protocol sniffing across the mesh, and a gateway Envoy (its own generated config, UID 1337 beside the
+client pod's, admin 15100, HTTP on 8080) routing to the server's sniffed port.
 
 The "client" pod (this process, 10.77.0.1) and the "server" pod (a child `unshare -n ... --server`, 10.77.0.2) are
 joined by a veth. Each applies the injector's istio-iptables args with the real CLI and runs Envoy as UID/GID 1337
@@ -9,7 +10,8 @@ that answers HTTP/1.1 requests with what it got (method, path, headers) and echo
 outbound_netns's echo), and
 the gRPC echo sample (7072). The client's app calls the echo ClusterIP 10.96.0.13 over HTTP/1.1 (a path the
 server's AuthorizationPolicy allows, one it does not), sends a raw TCP line to its 7071 and makes a gRPC call (h2c)
-to the grpc ClusterIP 10.96.0.15:7072. One JSON result on stdout: the answers and both Envoys' stats.
+to the grpc ClusterIP 10.96.0.15:7072; it also calls the gateway's 10.77.0.1:8080 (`/allowed/gateway`). One JSON
+result on stdout: the answers and the Envoys' stats.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from tests.e2e.redirect_netns import admin_get, as_proxy, ip, join_pod, raw, up,
 ECHO_IP, GRPC_IP = "10.96.0.13", "10.96.0.15"
 HTTP_PORT, RAW_PORT, GRPC_PORT = 7070, 7071, 7072  # none declares a protocol: all sniffed
 ADMIN = 15000
+GATEWAY_ADMIN, GATEWAY_PORT = 15100, 8080
 STATS = r"^(http\.inbound_|tcp\.(in|out)bound|http\.outbound_|cluster\.(in|out)bound\|70|http\..*rbac)"
 
 
@@ -46,23 +49,24 @@ def _wait_port(port: int) -> bool:
     return False
 
 
-def _stats() -> dict[str, int]:
+def _stats(admin: int = ADMIN) -> dict[str, int]:
     out = {}
-    for line in admin_get(ADMIN, "/stats?filter=" + STATS.replace("|", "%7C")).splitlines():
+    for line in admin_get(admin, "/stats?filter=" + STATS.replace("|", "%7C")).splitlines():
         name, _, value = line.partition(": ")
         if value.isdigit():
             out[name] = int(value)
     return out
 
 
-def _start_envoy(bootstrap: str, work: str, ready: str) -> tuple[subprocess.Popen[bytes] | None, str]:
+def _start_envoy(bootstrap: str, work: str, ready: str,
+                 admin: int = ADMIN) -> tuple[subprocess.Popen[bytes] | None, str]:
     """Envoy as UID/GID 1337 on `bootstrap`; (the process, "") once it serves listener `ready`, else (None, log)."""
     os.chmod(work, 0o755)  # the proxy reads its bootstrap
     config = shutil.copy(bootstrap, os.path.join(work, "envoy.json"))
     os.chmod(config, 0o644)
     envoy = subprocess.Popen([envoy_binary(), "-c", config, "--disable-hot-restart", "-l", "warning"],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=as_proxy, cwd=work)
-    if wait_for_listener(envoy, ADMIN, ready):
+    if wait_for_listener(envoy, admin, ready):
         return envoy, ""
     envoy.kill()
     assert envoy.stdout is not None
@@ -131,15 +135,17 @@ def grpc_call() -> dict[str, Any]:
         channel.close()
 
 
-def client(client_bootstrap: str, server_bootstrap: str, iptables_args: list[str]) -> dict[str, Any]:
-    """The client pod: start the server pod, link it, capture, start Envoy as 1337, call the server every way."""
+def client(client_bootstrap: str, server_bootstrap: str, gateway_bootstrap: str,
+           iptables_args: list[str]) -> dict[str, Any]:
+    """The client pod: start the server pod, link it, capture, start Envoy and the gateway as 1337, call the server
+    every way."""
     ip("link", "set", "lo", "up")
     helper = subprocess.Popen(["unshare", "-n", sys.executable, "-m", "tests.e2e.sniffing_mtls_netns", "--server",
                                server_bootstrap, "--", *iptables_args],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert helper.stdin is not None and helper.stdout is not None
-    work = tempfile.mkdtemp()
-    envoy = None
+    work, gateway_work = tempfile.mkdtemp(), tempfile.mkdtemp()
+    envoy = gateway = None
     try:
         if helper.stdout.readline().strip() != "started":
             return {"error": "server namespace did not start"}
@@ -156,18 +162,24 @@ def client(client_bootstrap: str, server_bootstrap: str, iptables_args: list[str
         envoy, log = _start_envoy(client_bootstrap, work, "virtualOutbound")
         if envoy is None:
             return {"error": "client envoy never served virtualOutbound", "log": log}
+        gateway, log = _start_envoy(gateway_bootstrap, gateway_work, f"0.0.0.0_{GATEWAY_PORT}", GATEWAY_ADMIN)
+        if gateway is None:
+            return {"error": "gateway envoy never served its listener", "log": log}
         out: dict[str, Any] = {"allowed": get("/allowed/x"), "denied": get("/denied")}
         out["raw"] = raw(ECHO_IP, RAW_PORT, b"ping-raw-tcp\n")
         out["grpc"] = grpc_call()
+        out["gateway"] = http_get(POD_IP, GATEWAY_PORT, "/allowed/gateway")  # the gateway binds the pod IP
         out["client_stats"] = _stats()
+        out["gateway_stats"] = _stats(GATEWAY_ADMIN)
         helper.stdin.write("stats\n")
         helper.stdin.flush()
         out["server_stats"] = json.loads(helper.stdout.readline())
         return out
     finally:
-        if envoy is not None:
-            envoy.kill()
-            envoy.wait()
+        for proxy in (envoy, gateway):
+            if proxy is not None:
+                proxy.kill()
+                proxy.wait()
         helper.stdin.close()
         try:
             helper.wait(timeout=10)
@@ -175,11 +187,13 @@ def client(client_bootstrap: str, server_bootstrap: str, iptables_args: list[str
             helper.kill()
             helper.wait()
         shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(gateway_work, ignore_errors=True)
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--server"]:
         rest = sys.argv[3:]
         sys.exit(server(sys.argv[2], rest[1:] if rest[:1] == ["--"] else rest))
-    rest = sys.argv[3:]
-    print(json.dumps(client(sys.argv[1], sys.argv[2], rest[1:] if rest[:1] == ["--"] else rest)), flush=True)
+    rest = sys.argv[4:]
+    print(json.dumps(client(sys.argv[1], sys.argv[2], sys.argv[3], rest[1:] if rest[:1] == ["--"] else rest)),
+          flush=True)

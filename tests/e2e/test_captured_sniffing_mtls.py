@@ -5,7 +5,8 @@ chains (mTLS + istio-http/* -> HTTP) serve the request as HTTP: its HTTP Authori
 allowed, one denied with Istio's 403), the app sees the client's SPIFFE ID in XFCC, and a gRPC call (h2c) to a port
 with no declared protocol goes upstream as HTTP/2 on both sidecars (Istio's setUseDownstreamProtocol for
 IsUnsupported ports). A raw TCP line on a sniffed port still takes both TCP chains (ALPN `istio-peer-exchange,
-istio`)."""
+istio`). A gateway routing to the sniffed port offers Istio's `istio-http/1.1` ALPN too (Istio's ALPN filter on
+gateway HCMs), so the server serves its request on the HTTP chain (XFCC names the gateway)."""
 
 from __future__ import annotations
 
@@ -25,16 +26,26 @@ from sailmesh.snapshot.model import ProxyView
 from sailmesh.testing.netns_capture import PEER_IP, POD_IP
 from sailmesh.webhook.inject import InjectionConfig, iptables_args
 from tests.conftest import ROOT
-from tests.e2e.sniffing_mtls_netns import ADMIN, ECHO_IP, GRPC_IP, GRPC_PORT, HTTP_PORT, RAW_PORT
+from tests.e2e.sniffing_mtls_netns import (
+    ADMIN,
+    ECHO_IP,
+    GATEWAY_ADMIN,
+    GATEWAY_PORT,
+    GRPC_IP,
+    GRPC_PORT,
+    HTTP_PORT,
+    RAW_PORT,
+)
 from tests.e2e.test_generate_envoy import static_bootstrap, write_bootstrap
 from tests.e2e.test_mtls_envoy import Authority, with_static_secrets
 from tests.e2e.test_redirect_envoy import PATH, _unavailable
-from tests.unit.test_generate_support import make_snapshot, resources, service, sidecar
+from tests.unit.test_generate_support import gateway_proxy, make_snapshot, resources, service, sidecar
 
 pytestmark = pytest.mark.e2e
 TLS_MODE = "security.istio.io/tlsMode"
 CLIENT_ID = "spiffe://cluster.local/ns/default/sa/client"
 SERVER_ID = "spiffe://cluster.local/ns/default/sa/echo"
+GATEWAY_ID = "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway"
 ECHO = "echo.default.svc.cluster.local"
 GRPC = "grpc.default.svc.cluster.local"
 POLICY = f"""
@@ -45,9 +56,28 @@ spec:
   selector: {{matchLabels: {{app: echo}}}}
   action: ALLOW
   rules:
-  - from: [{{source: {{principals: [cluster.local/ns/default/sa/client]}}}}]
+  - from: [{{source: {{principals: [cluster.local/ns/default/sa/client,
+                                  cluster.local/ns/istio-system/sa/istio-ingressgateway]}}}}]
     to: [{{operation: {{ports: ["{HTTP_PORT}"], paths: ["/allowed*"]}}}}]
   - to: [{{operation: {{ports: ["{RAW_PORT}", "{GRPC_PORT}"]}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: {GATEWAY_PORT}, name: http, protocol: HTTP}}
+    hosts: ['*']
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: echo-ingress, namespace: istio-system}}
+spec:
+  hosts: ['*']
+  gateways: [gw]
+  http:
+  - route: [{{destination: {{host: echo.default.svc.cluster.local, port: {{number: {HTTP_PORT}}}}}}}]
 """
 
 
@@ -58,7 +88,12 @@ def _proxy(name: str, ip: str, app_ports: dict[int, int], app: str) -> ProxyView
                                metadata=MappingProxyType({"INTERCEPTION_MODE": "REDIRECT"}))
 
 
-def _bootstraps(tmp_path: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+def _with_identity(proxy: ProxyView) -> ProxyView:
+    """A gateway holding the mesh certificate (tlsMode istio, as the injected gateway pod): it originates mesh mTLS."""
+    return dataclasses.replace(proxy, labels=MappingProxyType({**proxy.labels, TLS_MODE: "istio"}))
+
+
+def _bootstraps(tmp_path: pathlib.Path) -> tuple[pathlib.Path, ...]:
     services = [service("echo", ports=((HTTP_PORT, "UNKNOWN"), (RAW_PORT, "UNKNOWN")), addresses=(ECHO_IP,)),
                 service("grpc", ports=((GRPC_PORT, "UNKNOWN"),), addresses=(GRPC_IP,), selector={"app": "echo"}),
                 service("client", ports=((80, "HTTP"),))]
@@ -70,21 +105,24 @@ def _bootstraps(tmp_path: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
     authority = Authority()
     ports = {p: p for p in (HTTP_PORT, RAW_PORT, GRPC_PORT)}
     out = []
-    for name, proxy, spiffe in (("client", _proxy("client-v1-0", POD_IP, {}, "client"), CLIENT_ID),
-                                ("server", _proxy("echo-v1-0", PEER_IP, ports, "echo"), SERVER_ID)):
+    for name, proxy, spiffe, admin in (
+            ("client", _proxy("client-v1-0", POD_IP, {}, "client"), CLIENT_ID, ADMIN),
+            ("server", _proxy("echo-v1-0", PEER_IP, ports, "echo"), SERVER_ID, ADMIN),
+            ("gateway", _with_identity(gateway_proxy(POD_IP)), GATEWAY_ID, GATEWAY_ADMIN)):
         d = tmp_path / name
         d.mkdir()
-        b = with_static_secrets(static_bootstrap(snapshot, proxy, ADMIN), authority, authority.issue(spiffe))
+        b = with_static_secrets(static_bootstrap(snapshot, proxy, admin), authority, authority.issue(spiffe))
         out.append(write_bootstrap(d, b))
-    return out[0], out[1]
+    return tuple(out)
 
 
 def _run(tmp_path: pathlib.Path) -> dict[str, Any]:
-    client, server = _bootstraps(tmp_path)
+    client, server, gateway = _bootstraps(tmp_path)
     args = iptables_args({}, InjectionConfig())  # exactly the injected istio-init's: -m REDIRECT
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": PATH}
     done = subprocess.run(["unshare", "-n", sys.executable, "-m", "tests.e2e.sniffing_mtls_netns", str(client),
-                           str(server), "--", *args], capture_output=True, text=True, timeout=180, cwd=ROOT, env=env)
+                           str(server), str(gateway), "--", *args], capture_output=True, text=True, timeout=180,
+                          cwd=ROOT, env=env)
     lines = done.stdout.strip().splitlines()
     assert lines, f"no result (rc {done.returncode}): {done.stderr[-3000:]}"
     got: dict[str, Any] = json.loads(lines[-1])
@@ -107,7 +145,12 @@ def test_mesh_mtls_to_sniffed_ports_is_served_as_http_with_the_clients_protocol(
     assert f"URI={CLIENT_ID}" in xfcc and f"By={SERVER_ID}" in xfcc, body["headers"]
     denied = got["denied"]
     assert denied.get("status") == 403 and denied["body"] == "RBAC: access denied", got  # Istio's HTTP denial
-    assert server[f"http.inbound_0.0.0.0_{HTTP_PORT}.downstream_rq_total"] == 2, server
+    # the gateway's request to the sniffed port: Istio's ALPN, so the server's HTTP chain (XFCC names the gateway)
+    via_gateway = got["gateway"]
+    assert via_gateway.get("status") == 200, got
+    assert got["gateway_stats"][f"cluster.outbound|{HTTP_PORT}||{ECHO}.tlsMode-istio.total_match_count"] == 1, got
+    assert f"URI={GATEWAY_ID}" in json.loads(via_gateway["body"])["headers"].get("x-forwarded-client-cert", ""), got
+    assert server[f"http.inbound_0.0.0.0_{HTTP_PORT}.downstream_rq_total"] == 3, server
     assert server.get(f"tcp.inbound|{HTTP_PORT}||.downstream_cx_total", 0) == 0, server
     assert client[f"http.outbound_{ECHO_IP}_{HTTP_PORT}.downstream_rq_total"] == 2, client
     # gRPC (h2c) on a sniffed port: HTTP/2 from the app to the client sidecar, between the sidecars, and to the app

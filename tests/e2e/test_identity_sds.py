@@ -163,6 +163,12 @@ async def test_envoy_gets_its_certificate_over_sds_and_picks_up_a_rotation(contr
 
         (conn,) = await await_for(connected, timeout=30, what="the proxy's xDS stream over mTLS")
         assert SLEEP in conn.identities
+        # ... in TLS 1.3, as Istio's xDS connection (Envoy's upstream default maximum is 1.2)
+        async with aiohttp.ClientSession(trust_env=False) as s, \
+                s.get(cfg.admin_url + "/stats?filter=^cluster.xds-grpc.ssl.versions") as r:
+            versions = dict(line.split(": ") for line in (await r.text()).splitlines())
+        assert int(versions.get("cluster.xds-grpc.ssl.versions.TLSv1.3", 0)) >= 1, versions
+        assert int(versions.get("cluster.xds-grpc.ssl.versions.TLSv1.2", 0)) == 0, versions
         # The key never left the agent: only the 0600 file Envoy reads for its xDS connection holds it (base64).
         key_b64 = base64.b64encode(b"-----BEGIN PRIVATE KEY-----")[:24]
         holders = [p for p in state_dir.rglob("*") if p.is_file() and key_b64 in p.read_bytes()]

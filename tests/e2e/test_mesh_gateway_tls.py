@@ -341,6 +341,39 @@ def test_https_redirect_answers_301(mesh: RunningMesh, pki: Pki) -> None:
     wait_for(redirected, timeout=60, interval=0.5, what="the 301 redirect")
 
 
+REDIRECT = """apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: httpbin-moved, namespace: default}
+spec:
+  hosts: [httpbin.example.com]
+  gateways: [mygateway]
+  http:
+  - match: [{uri: {prefix: /moved}}]
+    redirect: {uri: /status/418, derivePort: FROM_REQUEST_PORT}
+"""
+
+
+@needs_curl
+def test_a_redirect_on_the_tls_server_derives_https_without_443(mesh: RunningMesh, pki: Pki,
+                                                                tmp_path: pathlib.Path) -> None:
+    """Istio's ApplyRedirect on a TLS server (RouteOptions.IsTLS): the scheme defaults to https, so the derived port
+    443 (the server's) is the scheme's default and not rewritten: the Location keeps the authority the client sent
+    (here :8443, where the embedded gateway binds port 443). Taking http as the scheme, the port was rewritten to
+    :443, where nothing listens."""
+    mesh.apply_text(tmp_path, "moved", REDIRECT)
+    try:
+        def location() -> str:
+            r = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", "--max-time",
+                                "10", "--resolve", f"httpbin.example.com:8443:{mesh.gateway_ip}", "--noproxy", "*",
+                                "--cacert", pki.path("ca.pem"), "https://httpbin.example.com:8443/moved"],
+                               capture_output=True, text=True, timeout=30)
+            return r.stdout if r.stdout.startswith("301") else ""
+        got = wait_for(location, timeout=60, interval=0.5, what="the redirect on the HTTPS server")
+        assert got == "301 https://httpbin.example.com:8443/status/418", got
+    finally:
+        mesh.delete_text(tmp_path, "moved")
+
+
 def test_no_gap_reported_and_no_key_logged(mesh: RunningMesh, pki: Pki) -> None:
     """The Gateway and the tls VirtualService are translated: no accepted-not-enforced note for them; and no log
     of the mesh (control plane, agents, Envoys) carries a private key, in PEM or base64."""

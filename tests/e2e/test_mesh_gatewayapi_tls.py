@@ -240,6 +240,16 @@ spec:
       mode: Terminate
       certificateRefs: [{{name: mtls-credential}}]
       frontendValidation: {{caCertificateRefs: [{{group: "", kind: ConfigMap, name: client-ca}}]}}
+  - name: fallback
+    port: 445
+    protocol: HTTPS
+    hostname: mtls.example.com
+    tls:
+      mode: Terminate
+      certificateRefs: [{{name: mtls-credential}}]
+      frontendValidation:
+        caCertificateRefs: [{{group: "", kind: ConfigMap, name: client-ca}}]
+        mode: AllowInsecureFallback
   - name: dual
     port: 444
     protocol: HTTPS
@@ -310,7 +320,8 @@ apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {{name: tls-routes, namespace: default}}
 spec:
-  parentRefs: [{{name: secure, sectionName: mtls}}, {{name: secure, sectionName: dual}}]
+  parentRefs: [{{name: secure, sectionName: mtls}}, {{name: secure, sectionName: dual}},
+               {{name: secure, sectionName: fallback}}]
   rules:
   - backendRefs: [{{name: httpbin, port: 8000}}]
 {routes}"""
@@ -397,6 +408,16 @@ def test_frontend_validation_requires_a_client_certificate_from_the_ca(setup: Se
     (mtls,) = [lst for lst in status["listeners"] if lst["name"] == "mtls"]
     assert {c["type"]: c["status"] for c in mtls["conditions"]} == {"Accepted": "True", "Programmed": "True",
                                                                      "ResolvedRefs": "True"}
+
+
+def test_allow_insecure_fallback_lets_any_client_through(setup: Setup) -> None:
+    """Istio's buildTLS for frontendValidation `mode: AllowInsecureFallback`: OPTIONAL_MUTUAL with insecureSkipVerify,
+    so a client with the CA's certificate, one with a certificate from another CA, and one with none all get 418
+    (the same validation with the default mode refuses the latter two: the test above)."""
+    ip = setup.address()
+    for cert in ("client", "stranger", ""):
+        assert until(lambda c=cert: status_over_tls(ip, 8445, "mtls.example.com", client_context(setup, c)) == 418
+                     or None, f"418 on the fallback listener (445 -> 8445) with {cert or 'no'} certificate")
 
 
 def served_certificate(ip: str, suites: str) -> bytes:

@@ -100,7 +100,8 @@ class Key:
 
 
 class KeyServer:
-    """A JWKS endpoint on loopback, served from a thread (the control plane fetches it, not Envoy)."""
+    """A JWKS endpoint on loopback, served from a thread (the control plane fetches it, not Envoy), and an OpenID
+    provider's discovery document naming it (`issuer` + /.well-known/openid-configuration)."""
 
     def __init__(self, body: str) -> None:
         self.body = body
@@ -109,6 +110,8 @@ class KeyServer:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 data = outer.body.encode()
+                if self.path == "/idp/.well-known/openid-configuration":
+                    data = json.dumps({"issuer": outer.issuer, "jwks_uri": outer.url}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -120,6 +123,7 @@ class KeyServer:
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/jwks.json"
+        self.issuer = f"http://127.0.0.1:{self.httpd.server_address[1]}/idp"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
@@ -128,8 +132,10 @@ class KeyServer:
         self.httpd.server_close()
 
 
-def status(url: str, token: str | None = None, header: str = "Authorization", prefix: str = "Bearer ") -> int:
-    req = urllib.request.Request(url, headers={header: prefix + token} if token is not None else {})
+def status(url: str, token: str | None = None, header: str = "Authorization", prefix: str = "Bearer ",
+           host: str | None = None) -> int:
+    headers = {header: prefix + token} if token is not None else {}
+    req = urllib.request.Request(url, headers=headers | ({"Host": host} if host else {}))
     try:
         with NO_PROXY.open(req, timeout=10) as r:
             r.read()
@@ -188,6 +194,7 @@ def test_gateway_tokens_inline_remote_and_unreachable_keys(
         {"issuer": REMOTE_ISS, "jwksUri": key_server.url},
         {"issuer": DEAD_ISS, "jwksUri": f"http://127.0.0.1:{dead_port}/jwks.json", "timeout": "1s"},
         {"issuer": "https://params.sailmesh.test", "jwks": inline.jwks(), "fromParams": ["access_token"]},
+        {"issuer": key_server.issuer},  # no jwks, no jwksUri: Istio's OpenID discovery of the issuer's keys
     ]))
     # the policy is in force once an expired token is refused
     expired = inline.sign(iss=INLINE_ISS, aud=AUDIENCE, exp=int(time.time()) - 600, iat=int(time.time()) - 1200)
@@ -207,6 +214,10 @@ def test_gateway_tokens_inline_remote_and_unreachable_keys(
     wait_for(lambda: status(url, remote.sign(iss=REMOTE_ISS)) == 200, timeout=30, interval=0.2,
              what="the key set fetched from the jwksUri")
     assert status(url, inline.sign(kid="remote", iss=REMOTE_ISS)) == 401  # right kid, wrong key
+    # only an issuer: its discovery document names the key server's jwks_uri (Istio's resolveJwksURIUsingOpenID)
+    wait_for(lambda: status(url, remote.sign(iss=key_server.issuer)) == 200, timeout=30, interval=0.2,
+             what="the key set found through the issuer's OpenID discovery document")
+    assert status(url, stranger.sign(kid="remote", iss=key_server.issuer)) == 401
     # an unreachable jwksUri fails closed: its tokens are all rejected, requests without one still pass
     assert status(url, inline.sign(iss=DEAD_ISS)) == 401
     assert status(url, remote.sign(iss=DEAD_ISS)) == 401
@@ -231,3 +242,31 @@ def test_sidecar_inbound_with_istios_sample_tokens(mesh: RunningMesh, tmp_path: 
     assert status(url) == 200
     forged = tokens["demo.jwt"]["token"].rsplit(".", 1)[0] + "." + b64(b"\x00" * 256)
     assert status(url, forged) == 401
+
+
+def test_gateway_routes_on_verified_jwt_claims(mesh: RunningMesh, keys: dict[str, Key],
+                                               tmp_path: pathlib.Path) -> None:
+    """Istio's JWT claim-based routing task (istio.io tasks/security/authentication/jwt-route): a VirtualService
+    bound to the ingress gateway matches `@request.auth.claims.groups`; a token whose verified `groups` holds
+    group1 is routed (200), one without it, a forged one or none gets no route (404; the forged one 401)."""
+    key = keys["inline"]
+    iss = "https://claims.sailmesh.test"
+    apply(mesh, tmp_path, request_authentication("claims-jwt", "istio-system", {"istio": "ingressgateway"}, [
+        {"issuer": iss, "jwks": key.jwks()}]))
+    apply(mesh, tmp_path, json.dumps({
+        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": "claims", "namespace": "default"},
+        "spec": {"hosts": ["claims.example"], "gateways": ["gw"], "http": [{
+            "match": [{"uri": {"prefix": "/details"},
+                       "headers": {"@request.auth.claims.groups": {"exact": "group1"}}}],
+            "route": [{"destination": {"host": "details", "port": {"number": 9080}}}]}]}}))
+    url = mesh.gateway_url() + "/details/0"
+
+    def code(token: str | None) -> int:
+        return status(url, token, host="claims.example")
+    member = key.sign(iss=iss, groups=["group1", "group2"])
+    wait_for(lambda: code(member) == 200, timeout=30, interval=0.2, what="the claim route for group1")
+    assert code(key.sign(iss=iss, groups="group1")) == 200  # a plain string claim matches too
+    assert code(key.sign(iss=iss, groups=["group2"])) == 404  # verified, but not in group1: no route
+    assert code(None) == 404  # no token, no claims
+    assert code(keys["stranger"].sign(kid="inline", iss=iss, groups=["group1"])) == 401  # forged: refused

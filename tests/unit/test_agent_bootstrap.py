@@ -81,6 +81,21 @@ def test_xds_cluster_speaks_http2_to_the_control_plane() -> None:
     assert bootstrap.xds_cluster(_cfg(xds_host="istiod.example"))["type"] == "STRICT_DNS"
 
 
+def test_xds_tls_allows_tls_1_3() -> None:
+    """Envoy's upstream TLS maximum defaults to 1.2; the xDS connection goes to 1.3, as Istio's (its agent's Go TLS)
+    does. Parsed as Envoy's UpstreamTlsContext, so the enum names are Envoy's."""
+    from envoy.config.core.v3 import base_pb2
+    from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
+
+    socket = json_format.ParseDict(bootstrap.xds_cluster(_cfg(), "/secrets")["transport_socket"],
+                                   base_pb2.TransportSocket())
+    ctx = tls_pb2.UpstreamTlsContext()
+    socket.typed_config.Unpack(ctx)
+    params = ctx.common_tls_context.tls_params
+    assert (params.tls_minimum_protocol_version, params.tls_maximum_protocol_version) == (
+        common_pb2.TlsParameters.TLSv1_2, common_pb2.TlsParameters.TLSv1_3)
+
+
 @pytest.mark.parametrize(("delta", "api_type"), [(False, "GRPC"), (True, "DELTA_GRPC")])
 def test_ads_config(delta: bool, api_type: str) -> None:
     d = bootstrap.dynamic_resources(_cfg(delta=delta, initial_fetch_timeout_s=2.5))

@@ -132,6 +132,31 @@ def test_frontend_validation_with_a_secret_and_optional_mutual() -> None:
     assert ca.validation_context.trusted_ca.inline_bytes == CA_PEM.encode()
 
 
+def test_allow_insecure_fallback_asks_for_a_certificate_and_lets_an_untrusted_one_through() -> None:
+    """Istio's buildTLS: validation mode AllowInsecureFallback -> OPTIONAL_MUTUAL with insecureSkipVerify (Envoy's
+    ACCEPT_UNTRUSTED); the terminate-mode option overrides the mode and turns insecureSkipVerify off."""
+    ref = "caCertificateRefs: [{group: '', kind: ConfigMap, name: client-ca}]"
+    out = run(gateway(f"{{certificateRefs: [{{name: cert}}], frontendValidation: {{{ref}, "
+                      "mode: AllowInsecureFallback}}"), secret("cert"), CA_MAP)
+    assert server_tls(out) == {"mode": "OPTIONAL_MUTUAL", "credentialName": "cert", "insecureSkipVerify": True,
+                               "caCertCredentialName": "configmap://infra/client-ca-cacert"}
+    ctx = gateway_tls.downstream_tls_context(ServerTLSSettings(
+        mode="OPTIONAL_MUTUAL", credential_name="cert", insecure_skip_verify=True,
+        ca_cert_credential_name="configmap://infra/client-ca-cacert"))
+    assert isinstance(ctx, tls_pb2.DownstreamTlsContext) and not ctx.require_client_certificate.value
+    assert ctx.common_tls_context.combined_validation_context.default_validation_context \
+        .trust_chain_verification == ctx.common_tls_context.combined_validation_context.default_validation_context \
+        .ACCEPT_UNTRUSTED
+    out = run(gateway(f"{{certificateRefs: [{{name: cert}}], options: {{gateway.istio.io/tls-terminate-mode: "
+                      f"MUTUAL}}, frontendValidation: {{{ref}, mode: AllowInsecureFallback}}}}"), secret("cert"),
+              CA_MAP)
+    assert server_tls(out) == {"mode": "MUTUAL", "credentialName": "cert",
+                               "caCertCredentialName": "configmap://infra/client-ca-cacert"}
+    out = run(gateway(f"{{certificateRefs: [{{name: cert}}], frontendValidation: {{{ref}, mode: AllowValidOnly}}}}"),
+              secret("cert"), CA_MAP)
+    assert server_tls(out)["mode"] == "MUTUAL" and "insecureSkipVerify" not in server_tls(out)
+
+
 def test_bad_frontend_validation_is_not_accepted_and_builds_no_server() -> None:
     """Istio reports Accepted=False NoValidCACertificate (and ResolvedRefs with the reason); it would still serve
     the listener without client validation, sailmesh builds no server instead (fails closed)."""

@@ -44,6 +44,8 @@ def test_todays_chains_in_istios_order() -> None:
 # Slots that build nothing until a policy applies (AuthorizationPolicy); CUSTOM also builds its shadow RBAC filter.
 POLICY_SLOTS = {"envoy.filters.http.ext_authz": {"envoy.filters.http.rbac", "envoy.filters.http.ext_authz"},
                 "envoy.filters.http.rbac": {"envoy.filters.http.rbac"},
+                # a gateway's ALPN override: only when some service port sniffs its protocol (none in Bookinfo)
+                "istio.alpn": {"istio.alpn"},
                 # RateLimit: header mutations around it for a sourcePrincipal key (none without a RateLimit)
                 "envoy.filters.http.local_ratelimit": {"envoy.filters.http.local_ratelimit",
                                                        "envoy.filters.http.header_mutation"}}

@@ -445,3 +445,32 @@ def test_a_server_without_certificate_files_serves_the_proxy_certificate() -> No
     ctx = downstream_tls_context(ServerTLSSettings(mode="MUTUAL")).common_tls_context
     assert [s.name for s in ctx.tls_certificate_sds_secret_configs] == ["default"]
     assert ctx.combined_validation_context.validation_context_sds_secret_config.name == "ROOTCA"
+
+
+def test_a_redirect_on_a_tls_server_derives_the_https_default_port() -> None:
+    """Istio's ApplyRedirect with RouteOptions.IsTLS (`server.Tls != nil`): without a scheme the redirect's scheme is
+    https on a TLS server, so a derived (FROM_REQUEST_PORT) or explicit port 443 is left out, and 80 is kept; on a
+    plain HTTP server it is http (80 left out, 443 kept)."""
+    vs = """apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: httpbin, namespace: default}
+spec:
+  hosts: [httpbin.example.com]
+  gateways: [gw]
+  http:
+  - match: [{uri: {prefix: /derived}}]
+    redirect: {uri: /d, derivePort: FROM_REQUEST_PORT}
+  - match: [{uri: {prefix: /eighty}}]
+    redirect: {uri: /e, port: 80}
+"""
+    plain = gateway("""  - port: {number: 443, name: http, protocol: HTTP}
+    hosts: [httpbin.example.com]
+""")
+    tls = generated(make_snapshot(resources(SIMPLE, vs), SERVICES), gateway_proxy(), ROUTE,
+                    route_pb2.RouteConfiguration)["https.443.https.gw.default"]
+    derived, eighty = tls.virtual_hosts[0].routes
+    assert (derived.redirect.port_redirect, eighty.redirect.port_redirect) == (0, 80)
+    http = generated(make_snapshot(resources(plain, vs), SERVICES), gateway_proxy(), ROUTE,
+                     route_pb2.RouteConfiguration)["http.443"]
+    derived, eighty = http.virtual_hosts[0].routes
+    assert (derived.redirect.port_redirect, eighty.redirect.port_redirect) == (443, 0)

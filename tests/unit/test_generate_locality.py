@@ -14,6 +14,7 @@ from envoy.extensions.retry.priority.previous_priorities.v3 import previous_prio
 from sailmesh.api import locality as loc
 from sailmesh.api.models import build
 from sailmesh.api.models.networking import WorkloadEntry
+from sailmesh.api.validate import errors_only, validate
 from sailmesh.generate import enforcement
 from sailmesh.generate.generator import Generator
 from sailmesh.registry.workloads import workload_from_spec
@@ -149,3 +150,72 @@ def test_failover_priority_labels_and_locality_enter_the_outbound_key() -> None:
     assert plain.index.outbound_key(a) != plain.index.outbound_key(client("r1/z2", team="x"))
     keyed = snap(dr("{failoverPriority: [team]}"))
     assert keyed.index.outbound_key(a) != keyed.index.outbound_key(b)
+
+
+def zone_dr(setting: str, outlier: bool = False) -> str:
+    policy = "    outlierDetection: {consecutive5xxErrors: 1}\n" if outlier else ""
+    return ("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews, namespace: default}\n"
+            f"spec:\n  host: reviews\n  trafficPolicy:\n{policy}    loadBalancer:\n"
+            f"      zoneAwareLbSetting: {setting}\n")
+
+
+def test_zone_aware_buckets_by_region_without_outlier_detection() -> None:
+    """Istio's GetEffectiveLbSetting (zoneAwareLbSetting before localityLbSetting) and ApplyZoneAwareLoadBalancer:
+    failover forced (no outlier detection needed), regions only: every zone of the proxy's region priority 0, a
+    `failover` target of it next, any other region last; the cluster gets Envoy's zone_aware_lb_config
+    (ZoneAwareLBSettings.ApplyToCluster: minClusterSize; `enabled: false` -> routing_enabled 0% and no priorities)."""
+    assert priorities(snap(zone_dr("{}"))) == {"127.0.1.3": (0, 1), "127.0.1.4": (0, 1), "127.0.1.5": (1, 1),
+                                               "127.0.1.6": (1, 1)}
+    got = priorities(snap(zone_dr("{failover: [{from: r1, to: r3}]}", outlier=True)))
+    assert got == {"127.0.1.3": (0, 1), "127.0.1.4": (0, 1), "127.0.1.6": (1, 1), "127.0.1.5": (2, 1)}
+    # failoverPriority labels (not topology ones: validation refuses those for zone-aware) split first
+    got = priorities(snap(zone_dr("{failoverPriority: [zone]}", outlier=True)), client(zone="z1"))
+    assert got == {"127.0.1.3": (0, 1), "127.0.1.5": (1, 1), "127.0.1.6": (1, 1), "127.0.1.4": (2, 1)}
+    for setting in ("{}", "{failover: [{from: r1, to: r3}]}", "{failoverPriority: [zone]}", "{minClusterSize: 2}",
+                    "{enabled: false, failover: [{from: r1, to: r3}]}"):
+        [rule] = resources(zone_dr(setting, outlier=True))
+        assert errors_only(validate(rule)) == [], setting
+    c = generated(snap(zone_dr("{minClusterSize: 2}")), client(), CLUSTER, cluster_pb2.Cluster)[CLUSTER_NAME]
+    zone = c.common_lb_config.zone_aware_lb_config
+    assert c.common_lb_config.HasField("zone_aware_lb_config") and zone.min_cluster_size.value == 2
+    assert not zone.HasField("routing_enabled")
+    off = snap(zone_dr("{enabled: false, failover: [{from: r1, to: r3}]}", outlier=True))
+    assert {p for p, _ in priorities(off).values()} == {0}
+    zone = generated(off, client(), CLUSTER, cluster_pb2.Cluster)[CLUSTER_NAME].common_lb_config.zone_aware_lb_config
+    assert zone.HasField("routing_enabled") and zone.routing_enabled.value == 0 and not zone.HasField(
+        "min_cluster_size")
+    [rule] = resources(zone_dr("{}"))
+    assert enforcement.not_enforced(rule) == []
+
+
+def test_mesh_zone_aware_setting_applies_to_rules_without_their_own() -> None:
+    """GetEffectiveLbSetting: the mesh's zoneAwareLbSetting comes after the rule's own settings and before the
+    mesh's localityLbSetting; it applies to services without a DestinationRule too."""
+    from sailmesh.api import meshconfig
+
+    mesh = meshconfig.from_mapping({"zoneAwareLbSetting": {"minClusterSize": 3}})
+    assert mesh.unmodelled == ()
+    bare = dataclasses.replace(snap(), mesh_config=mesh)
+    assert priorities(bare) == {"127.0.1.3": (0, 1), "127.0.1.4": (0, 1), "127.0.1.5": (1, 1), "127.0.1.6": (1, 1)}
+    c = generated(bare, client(), CLUSTER, cluster_pb2.Cluster)[CLUSTER_NAME]
+    assert c.common_lb_config.zone_aware_lb_config.min_cluster_size.value == 3
+    own = dataclasses.replace(snap(dr("{enabled: false}")), mesh_config=mesh)  # the rule's locality setting wins
+    assert {p for p, _ in priorities(own).values()} == {0}
+    assert not generated(own, client(), CLUSTER, cluster_pb2.Cluster)[CLUSTER_NAME].common_lb_config.HasField(
+        "zone_aware_lb_config")
+
+
+def test_a_mesh_config_change_rebuilds_memoized_clusters() -> None:
+    """The outbound cluster memo holds the mesh config too: a snapshot that changes only the mesh's
+    zoneAwareLbSetting (everything else the same objects) gets clusters built from it, not the memoized ones."""
+    from sailmesh.api import meshconfig
+
+    gen = Generator()
+    before = snap()
+    after = dataclasses.replace(before, mesh_config=meshconfig.from_mapping({"zoneAwareLbSetting": {}}),
+                                version=before.version + 1)
+    again = dataclasses.replace(before, version=before.version + 2)
+    for s, zone_aware in ((before, False), (after, True), (again, False)):
+        c = cluster_pb2.Cluster()
+        gen.resources(s, client(), CLUSTER)[CLUSTER_NAME].Unpack(c)
+        assert c.common_lb_config.HasField("zone_aware_lb_config") is zone_aware

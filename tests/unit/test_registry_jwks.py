@@ -1,6 +1,7 @@
 """The control plane's JWKS fetcher against a local HTTP server: fetch, change events, refresh, failing closed.
 
-Istio's behaviour matched (pilot/pkg/model/jwks_resolver.go): istiod fetches each jwksUri, refreshes it in the
+Istio's behaviour matched (pilot/pkg/model/jwks_resolver.go): istiod fetches each jwksUri (or, without one, the
+jwks_uri its issuer's OpenID discovery document names), refreshes it in the
 background, pushes when a key set changes, keeps the last good key set when a refresh fails, and retries a failed
 fetch with a back-off; a URI with no key set is served as a key set that rejects every token.
 """
@@ -15,7 +16,16 @@ import pytest
 from aiohttp import web
 
 from sailmesh.api.change import Change
-from sailmesh.registry.jwks import FetchTimes, JwksFetcher, jwks_key, parse_key_set
+from sailmesh.api.parse import parse_text
+from sailmesh.registry.jwks import (
+    FetchTimes,
+    JwksFetcher,
+    discovery_key,
+    jwks_key,
+    parse_key_set,
+    rule_key,
+    wanted_uris,
+)
 from sailmesh.store.base import Subscription
 
 KEYS_A = json.dumps({"keys": [{"kty": "oct", "kid": "a", "k": "c2VjcmV0"}]})
@@ -118,3 +128,64 @@ def test_parse_key_set() -> None:
     for bad in (b"{}", b'{"keys": []}', b"[]", b"not json"):
         with pytest.raises(ValueError):
             parse_key_set(bad)
+
+
+@pytest.fixture
+async def issuer() -> AsyncIterator[tuple[KeyServer, dict[str, object], str]]:
+    """An OpenID provider on loopback: its discovery document (which the test may change) and its key set."""
+    ks = KeyServer()
+    discovery: dict[str, object] = {}
+
+    async def openid(_req: web.Request) -> web.Response:
+        return web.json_response(discovery)
+    app = web.Application()
+    app.router.add_get("/realm/.well-known/openid-configuration", openid)
+    app.router.add_get("/realm/certs", ks.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/realm"  # type: ignore[union-attr]
+    discovery.update({"issuer": base, "jwks_uri": base + "/certs"})
+    yield ks, discovery, base
+    await runner.cleanup()
+
+
+async def test_an_issuer_without_jwks_uri_is_resolved_by_openid_discovery(
+        issuer: tuple[KeyServer, dict[str, object], str]) -> None:
+    """Istio's resolveJwksURIUsingOpenID: `<issuer>/.well-known/openid-configuration` names the jwks_uri (a trailing
+    slash on the issuer is not doubled); a document without an http(s) jwks_uri yields no keys (fails closed)."""
+    ks, discovery, base = issuer
+    fetcher = JwksFetcher(FetchTimes(refresh=0.05, retry_first=0.05))
+    sub = fetcher.watch()
+    key = discovery_key(base + "/")
+    try:
+        fetcher.want({key: 5.0})
+        assert (await next_change(sub)).keys == {jwks_key(key)}
+        assert fetcher.keys() == {key: KEYS_A} and ks.hits >= 1
+        discovery["jwks_uri"] = "file:///etc/passwd"  # no http(s) jwks_uri: the last good key set is kept
+        failures = fetcher.failures
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while fetcher.failures < failures + 1 and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        assert fetcher.failures > failures and fetcher.keys() == {key: KEYS_A}
+    finally:
+        await fetcher.close()
+
+
+def test_rules_want_their_jwks_uri_or_their_issuers_discovery() -> None:
+    """An inline `jwks` wins; then `jwksUri`; then an http(s) issuer's OpenID discovery; else nothing to fetch."""
+    assert rule_key('{"keys": []}', "https://k.example/jwks", "https://i.example") is None
+    assert rule_key(None, "https://k.example/jwks", "https://i.example") == "https://k.example/jwks"
+    assert rule_key(None, None, "https://i.example") == discovery_key("https://i.example")
+    assert rule_key(None, None, "testing@secure.istio.io") is None
+    ra = parse_text("""apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: ra, namespace: default}
+spec:
+  jwtRules:
+  - {issuer: "https://i.example", timeout: 2s}
+  - {issuer: "testing@secure.istio.io"}
+""", "<test>").resources
+    assert wanted_uris(ra) == {discovery_key("https://i.example"): 2.0}

@@ -290,6 +290,9 @@ GATEWAY = [
      "warn: TLS version below TLSV1_2 require setting compatible ciphers"),
     (gw_server(HTTPS + "  tls: {mode: SIMPLE, credentialName: c, cipherSuites: [NOT-A-CIPHER]}"),
      "warn: ignoring invalid cipher suites"),
+    # sailmesh, not Istio: an ECDH curve this Envoy does not know would make it reject the whole listener
+    (gw_server(HTTPS + "  tls: {mode: SIMPLE, credentialName: c, ecdhCurves: [P-384, X25519MLKEM768]}"), None),
+    (gw_server(HTTPS + "  tls: {mode: SIMPLE, credentialName: c, ecdhCurves: [P-224]}"), "unknown ECDH curve(s) P-224"),
     # validateServer: TLS settings against the port protocol
     (gw_server("- port: {number: 80, name: http, protocol: HTTP}\n  hosts: ['*']\n  tls: {httpsRedirect: true}"), None),
     (gw_server("- port: {number: 80, name: http, protocol: HTTP}\n  hosts: ['*']\n  tls: {mode: SIMPLE, "

@@ -295,6 +295,7 @@ class LoadBalancerSettings(Model, frozen=True):
     simple: str | None = None
     consistent_hash: ConsistentHashLB | None = None
     locality_lb_setting: Mapping[str, Any] | None = None
+    zone_aware_lb_setting: Mapping[str, Any] | None = None
     warmup_duration_secs: Duration | None = None
     warmup: WarmupConfiguration | None = None
 
@@ -326,8 +327,9 @@ class PortTrafficPolicy(Model, frozen=True):
     connection_pool: ConnectionPoolSettings | None = None
     outlier_detection: OutlierDetection | None = None
     tls: ClientTLSSettings | None = None
-    # not a port-level field in Istio: set on the merged policy only (generate/policy.effective_policy)
+    # not port-level fields in Istio: set on the merged policy only (generate/policy.effective_policy)
     retry_budget: RetryBudget | None = None
+    proxy_protocol: Mapping[str, Any] | None = None
 
 
 class TrafficPolicy(Model, frozen=True):

@@ -28,14 +28,8 @@ from sailmesh.api.rules.values import (
     unix_address_error,
     wildcard_domain_error,
 )
+from sailmesh.api.tlsnames import ECDH_CURVES, valid_cipher_suite
 
-# security.ValidCipherSuites (BoringSSL names Gateway cipherSuites may use)
-CIPHER_SUITES = frozenset({
-    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
-    "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
-    "ECDHE-ECDSA-AES128-SHA", "ECDHE-RSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA", "ECDHE-RSA-AES256-SHA",
-    "AES128-GCM-SHA256", "AES256-GCM-SHA384", "AES128-SHA", "AES256-SHA", "DES-CBC3-SHA",
-})
 UNIX = "unix://"
 
 
@@ -93,13 +87,18 @@ def server_tls_issues(sink: IssueSink, path: str, tls: Any) -> None:
     if t.get("minProtocolVersion") in ("TLSV1_0", "TLSV1_1") and not ciphers:
         sink.warn(path, "TLS version below TLSV1_2 require setting compatible ciphers as by default they no longer "
                         "include compatible ciphers.")
-    invalid = sorted({c for c in ciphers if c and c != "ALL" and c[0].isalnum() and c not in CIPHER_SUITES})
+    invalid = sorted({c for c in ciphers if not valid_cipher_suite(c)})
     valid = [c for c in ciphers if c not in invalid]
     dups = sorted({c for c in valid if valid.count(c) > 1})
     if invalid:
         sink.warn(f"{path}.cipherSuites", f"ignoring invalid cipher suites: [{' '.join(invalid)}]")
     if dups:
         sink.warn(f"{path}.cipherSuites", f"ignoring duplicate cipher suites: [{' '.join(dups)}]")
+    curves = sorted({c for c in list_of(t.get("ecdhCurves")) if not isinstance(c, str) or c not in ECDH_CURVES},
+                    key=str)
+    if curves:  # Istio passes them to Envoy, which rejects the whole listener: refused here instead
+        sink.add(f"{path}.ecdhCurves", f"unknown ECDH curve(s) {', '.join(map(str, curves))} "
+                                       f"(known: {', '.join(sorted(ECDH_CURVES))})")
     if mode == "ISTIO_MUTUAL":
         for f, what in (("serverCertificate", "server certificate"), ("privateKey", "private key"),
                         ("caCertificates", "CA bundle"), ("tlsCertificates", "tlsCertificates"),

@@ -220,12 +220,22 @@ def check_labels(sink: IssueSink, path: str, labels: Any) -> None:
         sink.add(path, err)
 
 
+def routing_claims(name: str) -> list[str] | None:
+    """Istio's jwt.ToRoutingClaim(name): the claim path of `@request.auth.claims.a.b` or `@request.auth.claims[a][b]`
+    (["a", "b"]), None for any other header name."""
+    if not name.lower().startswith(JWT_CLAIM_HEADER):
+        return None
+    rest = name[len(JWT_CLAIM_HEADER):]
+    if rest.startswith(".") and len(rest) > 1:
+        return rest[1:].split(".")
+    if rest.startswith("[") and rest.endswith("]") and len(rest) > 2:
+        return rest[1:-1].split("][")
+    return None
+
+
 def is_jwt_claim_header(name: str) -> bool:
     """jwt.ToRoutingClaim(name).Match: `@request.auth.claims.a.b` or `@request.auth.claims[a][b]`."""
-    if not name.lower().startswith(JWT_CLAIM_HEADER):
-        return False
-    rest = name[len(JWT_CLAIM_HEADER):]
-    return (rest.startswith(".") and len(rest) > 1) or (rest.startswith("[") and rest.endswith("]") and len(rest) > 2)
+    return routing_claims(name) is not None
 
 
 def header_name_or_claim_error(name: str) -> str | None:

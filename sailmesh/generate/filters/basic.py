@@ -20,6 +20,8 @@ from envoy.extensions.filters.http.set_filter_state.v3 import set_filter_state_p
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
 from sailmesh.generate import capture
+from sailmesh.generate.alpn import ALPN_FILTER as ALPN_FILTER
+from sailmesh.generate.alpn import MTLS_HTTP11_ALPN, alpn_override, is_sniffed
 from sailmesh.generate.clusters import PASSTHROUGH_HOSTS, PASSTHROUGH_METADATA, dns_cache_config
 from sailmesh.generate.common import pack
 from sailmesh.generate.filters.context import Direction, FilterContext
@@ -56,6 +58,15 @@ def _resolves_short_names(ctx: FilterContext) -> bool:
     """An explicit sidecar's outbound chain (captured sidecars' PASSTHROUGH is ORIGINAL_DST; gateways have no
     namespace search list)."""
     return ctx.direction == Direction.OUTBOUND and ctx.proxy.type != "router" and not capture.is_captured(ctx.proxy)
+
+
+def gateway_alpn(ctx: FilterContext) -> list[hcm_pb2.HttpFilter]:
+    """Istio's `istio.alpn` on a gateway's HCM (alpn.py), disabled: routes to a sniffed service port over mesh mTLS
+    enable it (httproute.enable_alpn_override). Only when some service port sniffs its protocol, so other gateways'
+    config is unchanged."""
+    if not any(is_sniffed(p.protocol) for svc in ctx.snapshot.services.values() for p in svc.ports):
+        return []
+    return [alpn_override(MTLS_HTTP11_ALPN, disabled=True)]
 
 
 def passthrough_host(ctx: FilterContext) -> list[hcm_pb2.HttpFilter]:

@@ -47,6 +47,8 @@ HTTP_FILTERS: tuple[FilterSlot, ...] = (
     FilterSlot(jwt.JWT_FILTER, INBOUND_AND_GATEWAY, jwt.jwt_authn),
     FilterSlot(rbac.RBAC_FILTER, INBOUND_AND_GATEWAY, rbac.rbac),  # AUDIT, DENY, ALLOW
     FilterSlot(GRPC_STATS_FILTER, INBOUND_AND_GATEWAY, telemetry.grpc_stats),  # Istio's grpc-stats place
+    # Istio's ALPN place; sidecars' sniffed chains add theirs (sniffing.py), gateways enable it per route
+    FilterSlot(basic.ALPN_FILTER, frozenset({Direction.GATEWAY}), basic.gateway_alpn),
     FilterSlot(basic.FAULT_FILTER, OUTBOUND_AND_GATEWAY, basic.fault),
     FilterSlot(basic.CORS_FILTER, OUTBOUND_AND_GATEWAY, basic.cors),
     FilterSlot(basic.SET_FILTER_STATE_FILTER, frozenset({Direction.OUTBOUND}), basic.passthrough_host),

@@ -14,6 +14,9 @@ Istio's translation (pilot/pkg/security/authn/policy_applier.go, convertToEnvoyJ
   lets providers that share a token location pass); a request without a token passes (an AuthorizationPolicy with
   requestPrincipals is what requires one); an invalid token gets Envoy's 401. bypass_cors_preflight is on.
 
+At gateways every provider clears the route cache after verifying (Istio's JWT claim-based routing, gateways only),
+so a VirtualService match on `@request.auth.claims.*` (httproute.claim_matcher) is decided on the verified payload.
+
 Every verified payload goes to dynamic metadata `envoy.filters.http.jwt_authn` under the key `payload`, as Istio
 writes it, so AuthorizationPolicy's requestPrincipals and request.auth.* keys read `[payload, iss]`,
 `[payload, sub]`, ... exactly as Istio's generated RBAC does (../shared/conformance/authz-builder goldens).
@@ -30,8 +33,8 @@ from google.protobuf import empty_pb2
 from sailmesh.api.models.security import JWTRule
 from sailmesh.generate import authn
 from sailmesh.generate.common import pack
-from sailmesh.generate.filters.context import FilterContext
-from sailmesh.registry.jwks import parse_key_set
+from sailmesh.generate.filters.context import Direction, FilterContext
+from sailmesh.registry.jwks import parse_key_set, rule_key
 from sailmesh.snapshot.model import MeshSnapshot
 
 JWT_FILTER = "envoy.filters.http.jwt_authn"
@@ -51,8 +54,10 @@ FAKE_JWKS = (
 
 
 def key_set(rule: JWTRule, snapshot: MeshSnapshot) -> str:
-    """The JWKS text inlined for a rule: its `jwks`, the fetched key set of its `jwksUri`, else FAKE_JWKS."""
-    text = rule.jwks or (snapshot.jwks.get(rule.jwks_uri) if rule.jwks_uri else None)
+    """The JWKS text inlined for a rule: its `jwks`, the fetched key set of its `jwksUri` (or of its issuer's OpenID
+    discovery document), else FAKE_JWKS."""
+    key = rule_key(rule.jwks, rule.jwks_uri, rule.issuer)
+    text = rule.jwks or (snapshot.jwks.get(key) if key is not None else None)
     if not text:
         return FAKE_JWKS
     try:
@@ -61,9 +66,12 @@ def key_set(rule: JWTRule, snapshot: MeshSnapshot) -> str:
         return FAKE_JWKS
 
 
-def provider(rule: JWTRule, snapshot: MeshSnapshot) -> jwt_pb2.JwtProvider:
-    """One rule as a jwt_authn provider (Istio's field mapping, the payload under `payload`)."""
+def provider(rule: JWTRule, snapshot: MeshSnapshot, clear_route_cache: bool = False) -> jwt_pb2.JwtProvider:
+    """One rule as a jwt_authn provider (Istio's field mapping, the payload under `payload`); `clear_route_cache`
+    at gateways, so routes matching `@request.auth.claims` see the verified payload (istio/istio#35747: JWT
+    claim-based routing is for gateways; sidecars keep the route they picked)."""
     p = jwt_pb2.JwtProvider(
+        clear_route_cache=clear_route_cache,
         issuer=rule.issuer or "",
         audiences=list(rule.audiences or ()),
         forward=bool(rule.forward_original_token),
@@ -90,7 +98,8 @@ def _any(*reqs: jwt_pb2.JwtRequirement) -> jwt_pb2.JwtRequirement:
     return jwt_pb2.JwtRequirement(requires_any=jwt_pb2.JwtRequirementOrList(requirements=list(reqs)))
 
 
-def authentication(rules: tuple[JWTRule, ...], snapshot: MeshSnapshot) -> jwt_pb2.JwtAuthentication | None:
+def authentication(rules: tuple[JWTRule, ...], snapshot: MeshSnapshot,
+                   clear_route_cache: bool = False) -> jwt_pb2.JwtAuthentication | None:
     """The filter config for these rules (in issuer order), None when there are none."""
     if not rules:
         return None
@@ -102,7 +111,7 @@ def authentication(rules: tuple[JWTRule, ...], snapshot: MeshSnapshot) -> jwt_pb
         every = jwt_pb2.JwtRequirement(requires_all=jwt_pb2.JwtRequirementAndList(requirements=inner))
         requires = _any(*(_name(i) for i in range(len(rules))), every)
     return jwt_pb2.JwtAuthentication(
-        providers={f"origins-{i}": provider(rule, snapshot) for i, rule in enumerate(rules)},
+        providers={f"origins-{i}": provider(rule, snapshot, clear_route_cache) for i, rule in enumerate(rules)},
         rules=[jwt_pb2.RequirementRule(match=rc.RouteMatch(prefix="/"), requires=requires)],
         bypass_cors_preflight=True,
     )
@@ -110,7 +119,8 @@ def authentication(rules: tuple[JWTRule, ...], snapshot: MeshSnapshot) -> jwt_pb
 
 def jwt_authn(ctx: FilterContext) -> list[hcm_pb2.HttpFilter]:
     """envoy.filters.http.jwt_authn for the proxy's RequestAuthentications; no filter when none applies."""
-    config = authentication(authn.jwt_rules(ctx.snapshot, ctx.proxy), ctx.snapshot)
+    config = authentication(authn.jwt_rules(ctx.snapshot, ctx.proxy), ctx.snapshot,
+                            clear_route_cache=ctx.direction == Direction.GATEWAY)
     if config is None:
         return []
     return [hcm_pb2.HttpFilter(name=JWT_FILTER, typed_config=pack(config))]

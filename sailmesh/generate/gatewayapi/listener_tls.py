@@ -12,9 +12,11 @@
 - frontendValidation.caCertificateRefs (the Gateway API v1.3 listener field; Istio 1.28 reads the same from the
   Gateway's `tls.frontend`): one ConfigMap or Secret (cross-namespace with a ReferenceGrant) -> MUTUAL with
   `caCertCredentialName` `configmap://<ns>/<name>-cacert` / `kubernetes-gateway://<ns>/<name>-cacert`; the
-  terminate-mode option may still make it OPTIONAL_MUTUAL. More than one, another kind, or a missing one: the
-  listener is not Accepted (NoValidCACertificate) as Istio reports it - and, unlike Istio, which then serves the
-  listener without client validation, no server is built (it fails closed).
+  terminate-mode option may still make it OPTIONAL_MUTUAL; its `mode: AllowInsecureFallback` (Gateway API v1.4) ->
+  OPTIONAL_MUTUAL with `insecureSkipVerify` (Istio's buildTLS; a terminate-mode option overrides it). More than
+  one, another kind, or a missing one: the listener is not Accepted (NoValidCACertificate) as Istio reports it -
+  and, unlike Istio, which then serves the listener without client validation, no server is built (it fails
+  closed).
 """
 
 from __future__ import annotations
@@ -142,6 +144,11 @@ def build(tls: Mapping[str, Any], r: Refs) -> ListenerTls:
         if problem is not None:
             return ListenerTls(None, problem)
         out["mode"] = "OPTIONAL_MUTUAL" if terminate == "OPTIONAL_MUTUAL" else "MUTUAL"
+        if validation.get("mode") == "AllowInsecureFallback" and terminate not in ("MUTUAL", "OPTIONAL_MUTUAL"):
+            # Istio's buildTLS: OPTIONAL_MUTUAL with insecureSkipVerify (a client certificate is asked for, an
+            # untrusted one let through: ACCEPT_UNTRUSTED); a terminate-mode option overrides both
+            out["mode"] = "OPTIONAL_MUTUAL"
+            out["insecureSkipVerify"] = True
         out["caCertCredentialName"] = ca
     suites = filtered_cipher_suites(tuple(s.strip() for s in str(options.get(CIPHER_SUITES_KEY) or "").split(",")
                                           if s.strip()))
