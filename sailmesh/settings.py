@@ -82,6 +82,23 @@ class GatewayApiSwitches:
 
 
 @dataclass(frozen=True)
+class IstioStatusSwitches:
+    """Istio's switches for the status of its own kinds (pilot/pkg/features), each false by default: `analysis`
+    PILOT_ENABLE_ANALYSIS (analysis messages in `status.validationMessages`), `status` PILOT_ENABLE_STATUS and
+    `distribution_tracking` PILOT_ENABLE_CONFIG_DISTRIBUTION_TRACKING (both on: the `Reconciled` condition)."""
+
+    analysis: bool = field(default_factory=lambda: istio_bool("PILOT_ENABLE_ANALYSIS", False))
+    status: bool = field(default_factory=lambda: istio_bool("PILOT_ENABLE_STATUS", False))
+    distribution_tracking: bool = field(
+        default_factory=lambda: istio_bool("PILOT_ENABLE_CONFIG_DISTRIBUTION_TRACKING", False))
+
+    @property
+    def reconciled(self) -> bool:
+        """Whether the Reconciled condition is written (Istio: EnableStatus && EnableDistributionTracking)."""
+        return self.status and self.distribution_tracking
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything configurable, grouped."""
 
@@ -90,6 +107,7 @@ class Settings:
     proxy: ProxyPorts = field(default_factory=ProxyPorts)
     debounce: Debounce = field(default_factory=Debounce)
     gateway_api: GatewayApiSwitches = field(default_factory=GatewayApiSwitches)
+    istio_status: IstioStatusSwitches = field(default_factory=IstioStatusSwitches)
     state_dir: str = field(default_factory=lambda: _env("STATE_DIR", os.path.expanduser("~/.sailmesh")))
     envoy_path: str = field(default_factory=lambda: _env("ENVOY", ""))
     log_level: str = field(default_factory=lambda: _env("LOG_LEVEL", "info"))

@@ -4,6 +4,8 @@
   sailmesh x ca rotate-root            # add a new root, wait until every workload holds it, switch signing to
                                        # it, wait until every workload renewed onto it, drop the old root
   sailmesh x ca rotate-root --step add|switch|drop [--force]   # one step only
+                                       # (Kubernetes replicas: writes a new root into istio-ca-secret; every
+                                       # replica then takes the steps itself)
   sailmesh x ca admin-cert DIR         # a client certificate for remote callers of the API (key made here)
   sailmesh x token revoke NS SA        # revoke every join token of one identity
 """
@@ -106,6 +108,11 @@ def run(args: argparse.Namespace) -> int:
             code, status = _rotate(api, step, args.force)
             if code != 200:
                 return fail(f"step {step}: " + "; ".join(status.get("errors", [])))
+            if status.get("shared"):  # Kubernetes replicas: the new root went into istio-ca-secret
+                print(f"new root {status['written'][:16]} written into Secret istio-ca-secret: every replica trusts "
+                      "it now, signs with it once its workloads hold it, then drops the old root (`sailmesh x ca "
+                      "status` shows the steps)")
+                return 0
             print(f"step {step}: done")
         _show(status)
         return 0

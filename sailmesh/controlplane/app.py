@@ -23,9 +23,11 @@ from sailmesh.api.resource import Resource, ResourceKey, Source
 from sailmesh.api.validate import errors_only, validate
 from sailmesh.ca.authority import CaOptions
 from sailmesh.ca.limits import CSR_PER_IDENTITY, Limit
-from sailmesh.controlplane import analyze_api, dryrun, explain_api
+from sailmesh.ca.rotation import fingerprint
+from sailmesh.controlplane import analyze_api, dryrun, explain_api, istiostatus
 from sailmesh.controlplane import live as live_mod
 from sailmesh.controlplane.debounce import Debouncer
+from sailmesh.controlplane.distribution import DistributionTracker
 from sailmesh.controlplane.dns import DnsServer
 from sailmesh.controlplane.http_api import Outcome, make_app
 from sailmesh.controlplane.identity import MeshIdentity
@@ -139,6 +141,7 @@ class ControlPlane:
         self.server: AdsServer | None = None
         self.identity: MeshIdentity | None = None
         self.webhooks: Webhooks | None = None
+        self.distribution: DistributionTracker | None = None  # which proxies hold each Istio object (Reconciled)
         self.debouncer: Debouncer[Change] = Debouncer(self._push, Change.merge, settings.debounce)
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
@@ -198,6 +201,7 @@ class ControlPlane:
                 self.kube.elect(self.opts.leader_lease_s)
             # Gateway API status, a gateway per Gateway (as Istio's gateway controllers): the Lease holder's
             self.kube.run_gateway_controllers(self.config.status, self.settings.mesh.domain_suffix, self.opts.injection)
+            self.distribution = istiostatus.start(self)  # Istio kinds' status (PILOT_ENABLE_STATUS, ..._ANALYSIS)
         plaintext = [("127.0.0.1", self.opts.xds_port, None)] if self.opts.xds_plaintext else []
         self.opts.xds_tls_port = await self.server.serve(
             self.opts.host, self.opts.xds_tls_port, self.identity.credentials(),
@@ -295,6 +299,9 @@ class ControlPlane:
         self.names.publish()
         self.source.update(cur, request)
         self._follow_config(cur, change)
+        if self.distribution is not None:
+            self.distribution.built(cur.version, request is not None,
+                                    self.kube.store.keys() if change.full and self.kube else change.keys)
         if request is not None:
             self.pushes += 1
             self.server.push(request)
@@ -361,15 +368,20 @@ class ControlPlane:
         assert self.identity is not None
         return self.identity.tokens.revoke(namespace, service_account)
 
-    def rotate_root(self, phase: str, force: bool = False) -> dict[str, Any]:
-        if phase != "status" and self.kube is not None and self.kube.ca_follower is not None:
-            # one replica stepping its own root would leave the others' behind: the Secret is the rotation's start
-            raise CertificateError(
-                "this control plane's root is the istio-ca-secret Secret every replica shares: rotate it by "
-                "replacing the Secret's ca-cert.pem and ca-key.pem (docs/kubernetes.md, \"Rotating the shared "
-                "root\"); every replica then takes the steps itself (`sailmesh x ca status` shows them)")
+    async def rotate_root(self, phase: str, force: bool = False) -> dict[str, Any]:
         assert self.identity is not None
-        return self.identity.rotate_root(phase, force)
+        follower = self.kube.ca_follower if self.kube is not None else None
+        if phase == "status" or follower is None:
+            return self.identity.rotate_root(phase, force)
+        # replicas share istio-ca-secret: a rotation starts by writing a new root there, and every replica (this one
+        # too) then takes trust, sign and drop itself (platform/kube/carotation.py); one replica stepping its own
+        # root would leave the others' behind
+        if phase != "add":
+            raise CertificateError(
+                f"on replicas sharing istio-ca-secret each replica takes the {phase!r} step itself once its "
+                "workloads followed the last one (`sailmesh x ca status` shows the steps)")
+        root = await follower.start_rotation(self.identity.authority.options.trust_domain)
+        return {**self.identity.rotate_root("status"), "shared": True, "written": fingerprint(root)}
 
     def _resources(self, docs: list[dict[str, Any]]) -> tuple[list[Resource], list[str]]:
         out, errors = [], []

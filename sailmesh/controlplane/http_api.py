@@ -73,7 +73,7 @@ class Backend(Protocol):
 
     def revoke_join_tokens(self, namespace: str, service_account: str) -> int: ...
 
-    def rotate_root(self, phase: str, force: bool = False) -> dict[str, Any]: ...
+    async def rotate_root(self, phase: str, force: bool = False) -> dict[str, Any]: ...
 
     async def apply_documents(self, docs: list[dict[str, Any]], dry_run: bool = False,
                               analyze: bool = False) -> Outcome: ...
@@ -334,7 +334,7 @@ def make_app(backend: Backend, mounts: Mapping[str, web.Application] | None = No
         if not isinstance(phase, str) or not isinstance(body, dict):
             return _json({"errors": ["expected {\"phase\": \"add\"|\"switch\"|\"drop\"|\"status\"}"]}, 400)
         try:
-            return _json(backend.rotate_root(phase, bool(body.get("force"))))
+            return _json(await backend.rotate_root(phase, bool(body.get("force"))))
         except CertificateError as e:
             return _json({"errors": [str(e)]}, 409)
 

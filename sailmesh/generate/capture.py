@@ -95,6 +95,20 @@ def is_dual_stack(proxy: ProxyView) -> bool:
     return proxy.ip_mode == "Dual"
 
 
+def listener_addresses(addresses: Sequence[str], wild: str = "0.0.0.0") -> list[str]:
+    """The outbound listener addresses of a non-HTTP service port: its VIPs (a host CIDR as its address; wider
+    ServiceEntry CIDRs get no listener of their own: their traffic takes the catch-all), the wildcard `wild` when it
+    has none."""
+    if not addresses:
+        return [wild]
+    out = []
+    for a in addresses:
+        ip, _, bits = a.partition("/")
+        if not bits or bits == ("128" if ":" in ip else "32"):
+            out.append(ip)
+    return out
+
+
 def wildcard(proxy: ProxyView) -> str:
     """The captured sidecar's wildcard address (Istio's getWildcardsAndLocalHost): `::` for an IPv6-only pod."""
     return "::" if is_ipv6(proxy) else "0.0.0.0"

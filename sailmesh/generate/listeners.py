@@ -30,7 +30,6 @@ from sailmesh.generate.gateway_tls import downstream_tls_context
 from sailmesh.generate.httproute import RouteContext, config_path, route_action_defaults
 from sailmesh.generate.names import gateway_bind_port
 from sailmesh.generate.peer_authn import workload_policy
-from sailmesh.generate.routes import allow_any_vhost, block_all_vhost
 from sailmesh.generate.scope import egress_ports, inbound_ports, ingress_listeners, outbound_policy, visible_services
 from sailmesh.generate.tcproute import egress_tcp_clusters, service_tcp_route_from, subnet_routes
 from sailmesh.generate.tls import has_mesh_identity, inbound_chains, needs_tls_inspector, tls_inspector
@@ -438,7 +437,7 @@ def captured_outbound(snapshot: MeshSnapshot, proxy: ProxyView, port: int, eff: 
         for sp in unique_ports(svc):
             if names.is_http(sp.protocol):
                 continue
-            for ip in _listener_addresses(autoallocate.addresses(svc, auto), wild):
+            for ip in capture.listener_addresses(autoallocate.addresses(svc, auto), wild):
                 name = names.listener_name(ip, sp.port)
                 if name in taken:
                     continue
@@ -449,7 +448,7 @@ def captured_outbound(snapshot: MeshSnapshot, proxy: ProxyView, port: int, eff: 
                 lis = capture.not_bound(_listener(name, ip, sp.port, base_pb2.OUTBOUND, nf))
                 _config_metadata(lis.filter_chains[0], config_path(vs) if vs is not None else "")
                 if is_sniffed(sp.protocol):
-                    http = _sniffed_http(snapshot, proxy, svc, ip, sp.port, eff, autoallocate.addresses(svc, auto))
+                    http = _sniffed_http(snapshot, proxy, svc, ip, sp.port, eff)
                     lis = sniffing.outbound_listener(lis, http)
                 else:
                     _subnet_chains(lis, snapshot, proxy, svc, sp.port, eff)
@@ -492,20 +491,14 @@ def _cidr_range(value: str) -> address_pb2.CidrRange | None:
 
 
 def _sniffed_http(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, ip: str, port: int,
-                  eff: resolve.EffectiveTelemetry, addresses: Sequence[str]) -> HCM:
-    """The HCM of a sniffed outbound listener's HTTP chains (sniffing.py): the service's virtual host inline, named
-    as Istio's RDS (`host:port` on the service's address; `PORT` on the wildcard, which ends in allow_any or
-    block_all)."""
-    wildcard = ip == capture.wildcard(proxy)
-    fallback = None
-    if wildcard:
-        fallback = block_all_vhost() if outbound_policy(snapshot, proxy) == "REGISTRY_ONLY" else \
-            allow_any_vhost(capture.egress_proxy_cluster(snapshot, proxy))
-    name = names.port_route(port) if wildcard else f"{svc.hostname}:{port}"
+                  eff: resolve.EffectiveTelemetry) -> HCM:
+    """The HCM of a sniffed outbound listener's HTTP chains (sniffing.py), its routes over RDS with Istio's names:
+    `host:port` on the service's address (routes.sniffed_service_routes), `PORT` on the wildcard (the per-port
+    route config, ending in allow_any or block_all)."""
+    name = names.port_route(port) if ip == capture.wildcard(proxy) else names.vhost_name(svc.hostname, port)
     h = http_connection_manager(f"outbound_{ip}_{port}",
                                 http_filters(FilterContext(snapshot, proxy, Direction.OUTBOUND, port, eff)),
-                                route_config=sniffing.service_route_config(snapshot, proxy, svc, port, name, fallback,
-                                                                                addresses))
+                                rds=name)
     observability(h, snapshot, proxy, resolve.CLIENT, eff)
     with_metrics_log(h, snapshot, proxy, eff, telemetry.SOURCE)
     return h
@@ -535,19 +528,6 @@ def captured_egress(snapshot: MeshSnapshot, proxy: ProxyView,
         moved.name = names.listener_name(address, port)
         moved.address.socket_address.address = address
         out.append(moved if mode == "NONE" else capture.not_bound(moved))
-    return out
-
-
-def _listener_addresses(addresses: Sequence[str], wild: str = "0.0.0.0") -> list[str]:
-    """The listener addresses of a TCP service port: its VIPs (a host CIDR as its address; wider ServiceEntry
-    CIDRs get no listener of their own: their traffic takes the catch-all), the wildcard `wild` when it has none."""
-    if not addresses:
-        return [wild]
-    out = []
-    for a in addresses:
-        ip, _, bits = a.partition("/")
-        if not bits or bits == ("128" if ":" in ip else "32"):
-            out.append(ip)
     return out
 
 

@@ -11,7 +11,8 @@ from google.protobuf import any_pb2, wrappers_pb2
 
 from sailmesh.api.resource import Resource
 from sailmesh.generate import autoallocate, names
-from sailmesh.generate.capture import egress_proxy_cluster
+from sailmesh.generate.alpn import is_sniffed
+from sailmesh.generate.capture import egress_proxy_cluster, is_captured, listener_addresses, wildcard
 from sailmesh.generate.common import Prepacked
 from sailmesh.generate.delegate import delegates_of, is_root
 from sailmesh.generate.endpoints import unique_ports
@@ -154,8 +155,31 @@ def _service_routes(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, port
     return [default_route(names.outbound_cluster(port, "", svc.hostname), ctx, svc.hostname)]
 
 
-def _http_ports(svc: Service) -> list[int]:
-    return [p.port for p in unique_ports(svc) if names.is_http(p.protocol)]
+def _http_ports(svc: Service, sniffed: bool = False) -> list[int]:
+    """The ports whose virtual hosts the per-port and http_proxy route configs hold: HTTP ones and, for a captured
+    sidecar (`sniffed`), those whose protocol it detects (Istio: IsHTTP, or protocol sniffing for the port)."""
+    return [p.port for p in unique_ports(svc) if names.is_http(p.protocol) or (sniffed and is_sniffed(p.protocol))]
+
+
+def sniffed_service_routes(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos,
+                           okey: Hashable) -> list[Prepacked]:
+    """A captured sidecar's route config `host:port` for each sniffed service port with a listener on the service's
+    own address (Istio's buildSidecarOutboundHTTPRouteConfig for a `host:port` name: of the port's virtual hosts the
+    service's alone, its domains `*` since the address already chose it, no allow_any/block_all). A service without
+    an address is served on the wildcard listener, whose `PORT` route config holds its virtual host."""
+    auto = autoallocate.for_proxy(snapshot, proxy)
+    wild = wildcard(proxy)
+    out = []
+    for svc in visible_services(snapshot, proxy):
+        if wild in listener_addresses(autoallocate.addresses(svc, auto), wild):
+            continue
+        for p in unique_ports(svc):
+            if is_sniffed(p.protocol):
+                name = names.vhost_name(svc.hostname, p.port)
+                entry = _memo_entry(snapshot, proxy, svc, p.port, memos, okey)
+                vhost = _vhost(name, ("*",), entry.routes, set())
+                out.append(_route_config(name, [vhost] if vhost is not None else []))
+    return out
 
 
 def allow_any_vhost(egress: str = "") -> rc.VirtualHost:
@@ -359,8 +383,9 @@ def _service_vhosts(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos,
         used_per_port: dict[int, set[str]] = {}
         proxy_used: set[str] = set()
         auto = autoallocate.for_proxy(snapshot, proxy)  # DNS auto-allocated VIPs (the outbound key holds the flags)
+        sniffed = is_captured(proxy)  # its undeclared ports are sniffed: HTTP virtual hosts too (the key holds it)
         for svc in visible_services(snapshot, proxy):
-            for port in _http_ports(svc):
+            for port in _http_ports(svc, sniffed):
                 entry = _memo_entry(snapshot, proxy, svc, port, memos, okey)
                 vname = names.vhost_name(svc.hostname, port)
                 port_domains, proxy_domains = _domains(snapshot, proxy, svc, port, memos, auto)
@@ -425,6 +450,8 @@ def sidecar_routes(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos, *, po
     fallback = _fallback_field(outbound_policy(snapshot, proxy), egress_proxy_cluster(snapshot, proxy))
     out = [_route_config(names.port_route(port), [*vhosts, fallback])
            for port, vhosts in sorted(per_port.items()) if port_routes]
+    if port_routes and is_captured(proxy):
+        out += sniffed_service_routes(snapshot, proxy, memos, snapshot.index.outbound_key(proxy))
     if http_proxy:
         out.append(_route_config(names.HTTP_PROXY_ROUTE, [*proxy_hosts, fallback]))
     return out

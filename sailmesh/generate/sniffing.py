@@ -9,9 +9,9 @@ listener that tells HTTP from TCP per connection, as Istio's listener builder do
 - outbound (listener.go buildSidecarOutboundListener, Auto): the service's TCP chain as the listener's default
   filter chain, and HTTP chains matched by `application_protocols` http/1.1 and h2c (Istio's plaintextHTTPALPNs
   without HTTP/1.0, its default) and `transport_protocol: raw_buffer`, an HCM routing by Host. Istio names that
-  route config `host:port` for a listener bound to the service's address (the service's own virtual hosts, no
-  catch-all) and `PORT` on the wildcard (every service of the port, then allow_any/block_all); sailmesh serves
-  the same virtual hosts inline in the HCM (`route_config` of that name), so nothing new goes over RDS;
+  route config `host:port` for a listener bound to the service's address (the service's virtual host alone, its
+  domains `*`, no catch-all: routes.sniffed_service_routes) and `PORT` on the wildcard (every HTTP or sniffed
+  service of the port, then allow_any/block_all); both over RDS, as Istio's;
 - the client's ALPN towards the server (Istio's `istio.alpn` HTTP filter, on every outbound HCM, sets the
   upstream ALPN from the protocol the route's cluster speaks for the request: `istio-http/1.0|1.1` or `istio-h2`,
   then `istio`): upstream Envoy has no `istio.alpn`, so each sniffed HTTP chain gets an HTTP filter of that name
@@ -34,17 +34,12 @@ from collections.abc import Iterable, Sequence
 
 from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.listener.v3 import listener_pb2
-from envoy.config.route.v3 import route_components_pb2 as rc
-from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
-from google.protobuf import wrappers_pb2
 
 from sailmesh.api.meshconfig import MeshMTLS
-from sailmesh.generate import names
 from sailmesh.generate.alpn import MTLS_HTTP2_ALPN, MTLS_HTTP11_ALPN, alpn_override
 from sailmesh.generate.common import pack
-from sailmesh.generate.httproute import RouteContext, default_route, virtual_service_routes
 from sailmesh.generate.peer_authn import DISABLE, STRICT
 from sailmesh.generate.tls import (
     ALPN_IN_MESH,
@@ -55,7 +50,6 @@ from sailmesh.generate.tls import (
     transport_socket,
 )
 from sailmesh.generate.tls import inbound_chains as tls_inbound_chains
-from sailmesh.snapshot.model import MeshSnapshot, ProxyView, Service
 
 HTTP_INSPECTOR = "envoy.filters.listener.http_inspector"
 HCM_NAME = "envoy.filters.network.http_connection_manager"
@@ -87,31 +81,6 @@ def _ports_predicate(pred: lc.ListenerFilterChainMatchPredicate, ports: list[int
 def needs_http_inspector(chains: Iterable[lc.FilterChain]) -> bool:
     """Whether a chain is matched on an application protocol only the http_inspector sets (plaintext HTTP)."""
     return any(set(fc.filter_chain_match.application_protocols) & set(PLAINTEXT_HTTP_ALPNS) for fc in chains)
-
-
-def service_route_config(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, port: int, name: str,
-                         fallback: rc.VirtualHost | None, addresses: Sequence[str]) -> route_pb2.RouteConfiguration:
-    """The route config of a sniffed service port: its virtual host `host:port` (its names and `addresses`, its
-    own or DNS auto-allocated, with and without the port; the oldest VirtualService for its host, else the
-    default route), then `fallback` (the wildcard listener's allow_any/block_all; none for a listener on the
-    service's own address, as Istio's)."""
-    ctx = RouteContext(snapshot, proxy, port)
-    routes: list[rc.Route] = []
-    for vs in snapshot.index.mesh_virtual_services_for(proxy, svc.hostname):
-        routes = virtual_service_routes(vs, ctx)
-        if routes:
-            break
-    if not routes:
-        routes = [default_route(names.outbound_cluster(port, "", svc.hostname), ctx, svc.hostname)]
-    aliases = names.host_aliases(svc.hostname, svc.namespace, proxy.namespace, snapshot.mesh.domain_suffix)
-    domains = list(dict.fromkeys(names.domains_with_port([*aliases, *addresses], port, plain=True)))
-    vhost = rc.VirtualHost(name=names.vhost_name(svc.hostname, port), domains=domains, routes=routes,
-                           include_request_attempt_count=True)
-    config = route_pb2.RouteConfiguration(name=name, virtual_hosts=[vhost],
-                                          validate_clusters=wrappers_pb2.BoolValue(value=False))
-    if fallback is not None:
-        config.virtual_hosts.append(fallback)
-    return config
 
 
 def with_alpn_override(http: hcm_pb2.HttpConnectionManager, alpns: Sequence[str]) -> hcm_pb2.HttpConnectionManager:

@@ -114,6 +114,9 @@ class ConnectionStatus:
     peer: str = ""  # gRPC peer address, e.g. ipv4:127.0.0.1:41234
     identities: tuple[str, ...] = ()  # TLS peer identities (client certificate SANs), empty on plaintext
     queued_requests: int = 0  # requests read and not yet served (bounded by Limits.queued_requests)
+    # the source version this connection had caught up with when it last had nothing to send (every push and
+    # request up to it served): with every type ACKed, the proxy holds that version's config (distribution.py)
+    idle_version: str = ""
 
 
 class Wakeup:
@@ -193,6 +196,7 @@ class Connection:
         self.eds_warming = True
         self._nonce_prefix = secrets.token_hex(4)
         self._nonce_seq = 0
+        self.idle_version = ""  # see ConnectionStatus.idle_version
 
     # -- queueing (called from the reader task and from AdsServer.push; never blocks) --
     def enqueue_request(self, request: Message) -> None:
@@ -327,6 +331,8 @@ class Connection:
                     continue
             if not inflight or held:
                 self.slots.release(self)  # done sending, or waiting for the clusters' ACK: let another push go
+            if not inflight and self._pending is None and not self._requests:
+                self.idle_version = self.source.version()  # every push up to the source's version is served
             # Nothing to do until a request, a push or the ACK deadline (no await between check and clear).
             self._wake.clear()
             if self._awaiting is not None:
@@ -450,4 +456,4 @@ class Connection:
         }
         return ConnectionStatus(self.conn_id, self.node_id, self.node.cluster, self.connected_at, self.delta, types,
                                 self.pushes, short_name(self._awaiting) if self._awaiting else "", self.peer,
-                                self.identities, len(self._requests))
+                                self.identities, len(self._requests), self.idle_version)

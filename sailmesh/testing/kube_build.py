@@ -66,7 +66,8 @@ def missing_reason() -> str:
             "run `python -m sailmesh.testing.kube_build` (scripts/test does)")
 
 
-def _go_env() -> dict[str, str]:
+def go_env() -> dict[str, str]:
+    """The environment of every Go build here (helm_build.py's too)."""
     env = dict(os.environ)
     # Two shared cores: one package at a time, and no toolchain download.
     env.setdefault("GOFLAGS", "-p=1 -buildvcs=false -trimpath")
@@ -75,11 +76,13 @@ def _go_env() -> dict[str, str]:
     return env
 
 
-def _run(cmd: list[str], cwd: Path, log: Path) -> None:
+def run_logged(cmd: list[str], cwd: Path, log: Path, env: dict[str, str] | None = None) -> None:
+    """Run a Go command niced, its output appended to `log`; RuntimeError with the log's tail when it fails."""
     with log.open("a") as out:
         out.write(f"$ {' '.join(cmd)}\n")
         out.flush()
-        proc = subprocess.run(["nice", "-n", "10", *cmd], cwd=cwd, env=_go_env(), stdout=out, stderr=subprocess.STDOUT,
+        proc = subprocess.run(["nice", "-n", "10", *cmd], cwd=cwd, env=env or go_env(), stdout=out,
+                              stderr=subprocess.STDOUT,
                               preexec_fn=partial(die_with_parent, signal.SIGTERM))  # a timed-out build stops
     if proc.returncode != 0:
         tail = log.read_text()[-3000:]
@@ -87,7 +90,7 @@ def _run(cmd: list[str], cwd: Path, log: Path) -> None:
 
 
 def _module_file(go: str, mod: str, version: str, work: Path, log: Path) -> str:
-    out = subprocess.run([go, "mod", "download", "-json", f"{mod}@{version}"], cwd=work, env=_go_env(),
+    out = subprocess.run([go, "mod", "download", "-json", f"{mod}@{version}"], cwd=work, env=go_env(),
                          capture_output=True, text=True, check=False)
     with log.open("a") as f:
         f.write(out.stdout + out.stderr)
@@ -120,13 +123,13 @@ def _build_kube(go: str, work: Path, out: Path, log: Path, cmd: str = "kube-apis
     _scratch(d, "sailmesh.local/kubebuild", {"k8s.io/kubernetes": KUBE_VERSION}, staging,
              "//go:build tools\n\npackage tools\n\nimport (\n\t_ \"k8s.io/kubernetes/cmd/kube-apiserver\"\n"
              "\t_ \"k8s.io/kubernetes/cmd/kube-controller-manager\"\n)\n")
-    _run([go, "mod", "tidy", "-e"], d, log)
+    run_logged([go, "mod", "tidy", "-e"], d, log)
     # what the release build stamps in (hack/lib/version.sh), so /version and kubectl's skew check see the release
     minor = KUBE_VERSION.split(".")[1]
     stamp = " ".join(f"-X k8s.io/{pkg}.{k}={v}" for pkg in ("component-base/version", "client-go/pkg/version")
                      for k, v in (("gitVersion", KUBE_VERSION), ("gitMajor", "1"), ("gitMinor", minor),
                                   ("gitTreeState", "clean")))
-    _run([go, "build", f"-ldflags=-s -w {stamp}", "-o", str(out), f"k8s.io/kubernetes/cmd/{cmd}"], d, log)
+    run_logged([go, "build", f"-ldflags=-s -w {stamp}", "-o", str(out), f"k8s.io/kubernetes/cmd/{cmd}"], d, log)
 
 
 def _build_kcm(go: str, work: Path, out: Path, log: Path) -> None:
@@ -138,8 +141,8 @@ def _build_etcd(go: str, work: Path, out: Path, log: Path) -> None:
     _scratch(d, "sailmesh.local/etcdbuild", {"go.etcd.io/etcd/server/v3": ETCD_VERSION},
              {m: ETCD_VERSION for m in ETCD_SIBLINGS},
              "//go:build tools\n\npackage tools\n\nimport _ \"go.etcd.io/etcd/server/v3\"\n")
-    _run([go, "mod", "tidy", "-e"], d, log)
-    _run([go, "build", "-ldflags=-s -w", "-o", str(out), "go.etcd.io/etcd/server/v3"], d, log)
+    run_logged([go, "mod", "tidy", "-e"], d, log)
+    run_logged([go, "build", "-ldflags=-s -w", "-o", str(out), "go.etcd.io/etcd/server/v3"], d, log)
 
 
 def build(force: bool = False) -> tuple[KubeBinaries, dict[str, float]]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
 import urllib.request
@@ -22,7 +21,7 @@ from dataclasses import dataclass
 import pytest
 
 from sailmesh.processes import die_with_parent, free_port
-from sailmesh.testing import kube_build
+from sailmesh.testing import helm_build, kube_build
 from sailmesh.testing.kube_cluster import KubeCluster, kubectl_binary
 from sailmesh.testing.waiting import wait_for
 
@@ -291,8 +290,7 @@ def test_uninstall_removes_the_install_and_purge_the_crds(mesh: Installed) -> No
 
 
 def _helm() -> str | None:
-    cached = pathlib.Path(os.path.expanduser("~/.cache/sailmesh/helm/helm"))
-    return shutil.which("helm") or (str(cached) if cached.exists() else None)
+    return helm_build.binary()  # PATH's helm, else the one scripts/test built into ~/.cache/sailmesh/helm
 
 
 def test_the_helm_chart_installs_and_uninstalls_on_the_api_server(mesh: Installed) -> None:
@@ -300,11 +298,17 @@ def test_the_helm_chart_installs_and_uninstalls_on_the_api_server(mesh: Installe
     plane patches the chart's webhook configurations too; `helm uninstall` removes them (Helm keeps CRDs)."""
     helm = _helm()
     if helm is None:
-        pytest.skip("no helm binary (PATH or ~/.cache/sailmesh/helm/helm: go install helm.sh/helm/v3/cmd/helm)")
+        pytest.skip("no helm binary (PATH or ~/.cache/sailmesh/helm/helm: python -m sailmesh.testing.helm_build, "
+                    "which scripts/test runs)")
     kube = mesh.kube
     env = {**os.environ, "KUBECONFIG": str(kube.kubeconfig), "HELM_CACHE_HOME": str(mesh.workdir / "hc"),
            "HELM_CONFIG_HOME": str(mesh.workdir / "hf"), "HELM_DATA_HOME": str(mesh.workdir / "hd")}
     chart = pathlib.Path(__file__).resolve().parents[2] / "charts" / "sailmesh"
+
+    if kube.kubectl("get", "deploy", "istiod", "-n", "istio-system", check=False).returncode == 0:
+        # run alone (-k): purge as the test before this one does
+        purged = sailmesh("uninstall", "--purge", "--kubeconfig", str(kube.kubeconfig))
+        assert purged.returncode == 0, purged.stderr
 
     def wait_namespace_gone() -> bool:  # the purge deleted istio-system; it must be gone before Helm re-creates it
         return kube.kubectl("get", "namespace", "istio-system", check=False).returncode != 0

@@ -142,3 +142,45 @@ async def test_replicas_trust_a_rotated_root_before_signing_with_it_then_drop_th
     # the Secret is the operator's: no replica rewrote it
     data = (await secret(kube, root_ns, "istio-ca-secret"))["data"]
     assert isinstance(data, dict) and data[CA_CERT] == patch[CA_CERT]
+
+
+@pytest.mark.timeout(300)
+async def test_a_replicas_rotate_root_writes_a_new_root_into_the_secret_that_every_replica_follows(
+        kube: KubeCluster, tmp_path: pathlib.Path) -> None:
+    """`sailmesh x ca rotate-root` on one replica (the API's `add` step): it writes a new self-signed root and its
+    key into istio-ca-secret, and every replica, this one too, then takes trust, sign and drop from its watch as
+    for an operator's change; a second rotation while this one is under way is refused, and so are one-replica
+    `switch`/`drop` steps. (Before: every phase but `status` was refused.)"""
+    from sailmesh.errors import CertificateError
+
+    root_ns = "kt-rot2"
+    await ks.kubectl(kube, "create", "namespace", root_ns)
+    async with replicas(kube, tmp_path / "cd", root_ns, 2, FAST) as [c, d]:
+        [old] = bundle(c)
+        out = await c.rotate_root("add")
+        assert out["shared"] is True
+        data = (await secret(kube, root_ns, "istio-ca-secret"))["data"]
+        assert isinstance(data, dict)
+        [new] = x509.load_pem_x509_certificates(base64.b64decode(data[CA_CERT]))
+        assert fingerprint(new) == out["written"] and new != old
+        await until(lambda: steps(c)[:1] == steps(d)[:1] == [("trust", fingerprint(new))],
+                    "both replicas trust the written root")
+        assert bundle(c) == bundle(d) == [old, new]
+        for replica in (c, d):
+            with pytest.raises(CertificateError, match=r"under way|taken up"):
+                await replica.rotate_root("add")
+            with pytest.raises(CertificateError, match="takes the 'switch' step itself"):
+                await replica.rotate_root("switch")
+        # no live workloads and no istio-ca-root-cert here: both sign with the new root once settled, then drop
+        for cp in (c, d):
+            assert cp.kube is not None and cp.kube.ca_follower is not None
+            cp.kube.ca_follower.timings = dataclasses.replace(FAST, drop_after_s=0.0)
+        await until(lambda: bundle(c) == bundle(d) == [new], "both replicas on the new root alone")
+        assert steps(c) == steps(d) == [("trust", fingerprint(new)), ("sign", fingerprint(new)),
+                                        ("drop", fingerprint(new))]
+        assert c.identity is not None and c.identity.authority.signing_cert == new
+        # the rotation is over: the next one may start (from any replica)
+        again = await d.rotate_root("add")
+        assert again["written"] != out["written"]
+        await until(lambda: len(steps(c)) == 4 and steps(c)[3] == ("trust", again["written"]),
+                    "the next rotation followed")

@@ -125,6 +125,16 @@ def test_known_name_without_that_record_is_noerror_other_types_go_upstream() -> 
     assert _ask(table, "cidr.example.com.") is None and _ask(table, "noip.default.svc.cluster.local.") is None
 
 
+def test_reverse_lookups_of_mesh_addresses_go_upstream_as_istios() -> None:
+    """Istio's agent answers no PTR from its table (LookupTable.lookupHost: only A/AAAA, "TODO: handle PTR records
+    for reverse dns lookups"; an in-addr.arpa name is not in allHosts): a reverse lookup of a mesh address, or a PTR
+    question for a mesh name, goes to the upstream resolvers."""
+    table = _lookup()
+    assert _ask(table, "10.0.96.10.in-addr.arpa.", "PTR") is None
+    assert _ask(table, "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa.", "PTR") is None
+    assert _ask(table, "api.example.com.", "PTR") is None
+
+
 def test_a_kubernetes_host_without_a_short_name_answers_only_its_own_name() -> None:
     """MCS hosts (clusterset.local) carry no short name: no `name.ns.` variants, and never the root name."""
     table = NameTable()

@@ -66,7 +66,7 @@ async def test_renewals_use_the_certificate_and_follow_the_bundle(cp: ControlPla
         await wait_until(lambda: len(seen) == 2)
         assert seen[1].serial != seen[0].serial and certs.rotations == 1
         assert "trying the join token" not in caplog.text  # renewed with the certificate on the mTLS port
-        assert cp.rotate_root("status")["instances"] == 1  # the CA knows this instance holds the bundle
+        assert (await cp.rotate_root("status"))["instances"] == 1  # the CA knows this instance holds the bundle
         # revoked: the certificate no longer renews, and the expired token does not either
         await asyncio.sleep(1.1)
         cp.identity.tokens.revoke("foo", "sleep")

@@ -12,6 +12,7 @@ from types import MappingProxyType
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.http.set_filter_state.v3 import set_filter_state_pb2 as sfs
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
@@ -19,7 +20,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 
 from sailmesh.generate.sniffing import http_inspector
 from sailmesh.snapshot.model import MeshSnapshot, ProxyView
-from sailmesh.xds.types import CLUSTER, LISTENER
+from sailmesh.xds.types import CLUSTER, LISTENER, ROUTE
 from tests.unit.test_generate_support import generated, make_snapshot, resources, service, sidecar, workload
 from tests.unit.test_generate_uncaptured_golden import REGISTRY_ONLY
 
@@ -84,22 +85,42 @@ def test_outbound_sniffed_port_on_a_cluster_ip_has_an_http_chain_and_the_tcp_def
     http, h2c = lis.filter_chains
     assert [list(fc.filter_chain_match.application_protocols) for fc in (http, h2c)] == [["http/1.1"], ["h2c"]]
     assert {fc.filter_chain_match.transport_protocol for fc in (http, h2c)} == {"raw_buffer"}
-    assert _hcm(http).route_config == _hcm(h2c).route_config
-    rc = _hcm(http).route_config
-    # Istio's route for a sniffed listener on the service's address: `host:port`, its own virtual host, no catch-all
-    assert rc.name == f"{ECHO}:7000" and [v.name for v in rc.virtual_hosts] == [f"{ECHO}:7000"]
-    assert {"echo", "10.96.0.40", "10.96.0.40:7000", ECHO} <= set(rc.virtual_hosts[0].domains)
+    # Istio's RDS name for a sniffed listener on the service's address (listener.go): `host:port`, not inline
+    assert [(_hcm(fc).rds.route_config_name, _hcm(fc).HasField("route_config")) for fc in (http, h2c)] == \
+        [(f"{ECHO}:7000", False)] * 2
+    assert _hcm(http).rds.config_source.HasField("ads")
+    routes = _routes(_snapshot(ECHO_VS), _proxy())
+    # buildSidecarOutboundHTTPRouteConfig for `host:port`: the service's virtual host alone, domains `*`
+    # (getVirtualHostsForSniffedServicePort), no catch-all
+    rc = routes[f"{ECHO}:7000"]
+    assert [(v.name, list(v.domains)) for v in rc.virtual_hosts] == [(f"{ECHO}:7000", ["*"])]
     first = rc.virtual_hosts[0].routes[0]  # the VirtualService's header route applies
     assert first.match.headers[0].name == "x-version" and first.route.cluster == f"outbound|7000|v2|{ECHO}"
+    # the port's own route config holds the sniffed service too (Istio: HTTP or sniffed ports), with its domains
+    [vh] = [v for v in routes["7000"].virtual_hosts if v.name == f"{ECHO}:7000"]
+    assert {"echo", "10.96.0.40", "10.96.0.40:7000", ECHO} <= set(vh.domains)
     assert _tcp(lis.default_filter_chain).cluster == f"outbound|7000||{ECHO}"
 
 
+def _routes(snapshot: MeshSnapshot, proxy: ProxyView) -> dict[str, route_pb2.RouteConfiguration]:
+    return generated(snapshot, proxy, ROUTE, route_pb2.RouteConfiguration)
+
+
+def test_an_uncaptured_sidecar_gets_no_route_config_for_a_sniffed_port() -> None:
+    routes = _routes(_snapshot(ECHO_VS), _proxy(mode=""))
+    assert "7000" not in routes and f"{ECHO}:7000" not in routes  # its port stays TCP (the golden digests)
+
+
 def test_outbound_sniffed_port_without_an_address_is_on_the_wildcard_and_ends_in_the_catch_all() -> None:
+    """Istio's RDS name on the wildcard listener: the port (`7000`), ending in allow_any or block_all; no
+    `host:port` route config for a service without an address."""
     lis = _listeners(_snapshot(address=False), _proxy())["0.0.0.0_7000"]
-    rc = _hcm(lis.filter_chains[0]).route_config
-    assert rc.name == "7000" and [v.name for v in rc.virtual_hosts] == [f"{ECHO}:7000", "allow_any"]
-    blocked = _listeners(_snapshot(REGISTRY_ONLY, address=False), _proxy())["0.0.0.0_7000"]
-    assert _hcm(blocked.filter_chains[0]).route_config.virtual_hosts[-1].name == "block_all"
+    assert _hcm(lis.filter_chains[0]).rds.route_config_name == "7000"
+    routes = _routes(_snapshot(address=False), _proxy())
+    assert [v.name for v in routes["7000"].virtual_hosts] == [f"{ECHO}:7000", "allow_any"]
+    assert f"{ECHO}:7000" not in routes
+    blocked = _routes(_snapshot(REGISTRY_ONLY, address=False), _proxy())
+    assert blocked["7000"].virtual_hosts[-1].name == "block_all"
 
 
 def _alpn_override(h: hcm_pb2.HttpConnectionManager) -> str | None:
@@ -233,6 +254,5 @@ def test_ipv6_cluster_ips_are_route_domains_in_host_header_form() -> None:
     routes = generated(snapshot, proxy, ROUTE, route_pb2.RouteConfiguration)
     [reviews] = [v for v in routes["9080"].virtual_hosts if v.name.startswith("reviews")]
     assert "[fd00:10:96::c]:9080" in reviews.domains and "fd00:10:96::c:9080" not in reviews.domains
-    lis = _listeners(snapshot, proxy)["fd00:10:96::d_7000"]
-    domains = _hcm(lis.filter_chains[0]).route_config.virtual_hosts[0].domains
-    assert {"fd00:10:96::d", "[fd00:10:96::d]:7000"} <= set(domains), domains
+    [echo] = [v for v in routes["7000"].virtual_hosts if v.name.startswith("echo")]
+    assert {"fd00:10:96::d", "[fd00:10:96::d]:7000"} <= set(echo.domains), echo.domains

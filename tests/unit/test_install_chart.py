@@ -12,7 +12,6 @@ import functools
 import os
 import pathlib
 import re
-import shutil
 import subprocess
 from typing import Any
 
@@ -21,6 +20,7 @@ import yaml
 
 from sailmesh.install import chart
 from sailmesh.install.manifests import Values, generate
+from sailmesh.testing import helm_build
 
 CHART = pathlib.Path(__file__).resolve().parents[2] / "charts" / "sailmesh"
 ACTION = re.compile(r"\{\{(-?)\s*(.*?)\s*(-?)\}\}", re.S)
@@ -118,15 +118,15 @@ def test_the_chart_renders_to_manifest_generate(profile: str, webhook_url: str) 
 
 
 def _helm() -> str | None:
-    cached = pathlib.Path(os.path.expanduser("~/.cache/sailmesh/helm/helm"))
-    return shutil.which("helm") or (str(cached) if cached.exists() else None)
+    return helm_build.binary()  # PATH's helm, else the one scripts/test built into ~/.cache/sailmesh/helm
 
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))
 def test_helm_template_renders_to_manifest_generate(profile: str, tmp_path: pathlib.Path) -> None:
     helm = _helm()
     if helm is None:
-        pytest.skip("no helm binary (PATH or ~/.cache/sailmesh/helm/helm: go install helm.sh/helm/v3/cmd/helm)")
+        pytest.skip("no helm binary (PATH or ~/.cache/sailmesh/helm/helm: python -m sailmesh.testing.helm_build, "
+                    "which scripts/test runs)")
     values = tmp_path / "values.yaml"
     values.write_text(yaml.safe_dump(PROFILES[profile]))
     env = {**os.environ, "HELM_CACHE_HOME": str(tmp_path / "c"), "HELM_CONFIG_HOME": str(tmp_path / "f"),
@@ -135,3 +135,16 @@ def test_helm_template_renders_to_manifest_generate(profile: str, tmp_path: path
                           "-f", str(values)], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert sorted(_docs(out.stdout), key=_key) == _expected(profile)
+
+
+def test_helm_lint_passes(tmp_path: pathlib.Path) -> None:
+    """`helm lint` of the committed chart: no error and no warning (INFO lines, such as the missing icon, allowed)."""
+    helm = _helm()
+    if helm is None:
+        pytest.skip("no helm binary (PATH or ~/.cache/sailmesh/helm/helm: python -m sailmesh.testing.helm_build, "
+                    "which scripts/test runs)")
+    env = {**os.environ, "HELM_CACHE_HOME": str(tmp_path / "c"), "HELM_CONFIG_HOME": str(tmp_path / "f"),
+           "HELM_DATA_HOME": str(tmp_path / "d")}
+    out = subprocess.run([helm, "lint", str(CHART)], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "[WARNING]" not in out.stdout and "[ERROR]" not in out.stdout, out.stdout

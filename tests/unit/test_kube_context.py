@@ -47,18 +47,44 @@ def test_the_named_context_picks_its_api_server(tmp_path: pathlib.Path) -> None:
     assert asyncio.run(servers()) == ("https://127.0.0.2:7443", "https://127.0.0.1:6443")
 
 
-def test_a_replica_on_the_shared_root_refuses_to_rotate_its_own(tmp_path: pathlib.Path) -> None:
-    """With istio-ca-secret followed (replicas share one root), `x ca rotate-root` on one replica would leave the
-    others' roots behind: it is refused (409 through the API) and says the Secret is where a rotation starts;
-    `status` still answers."""
+def test_a_replica_on_the_shared_root_starts_a_rotation_in_the_secret_and_leaves_the_steps_to_every_replica(
+        tmp_path: pathlib.Path) -> None:
+    """With istio-ca-secret followed (replicas share one root), `x ca rotate-root` on one replica writes a new root
+    into the Secret (every replica, this one too, then takes trust, sign and drop itself): the `add` step goes to
+    the follower; `switch` and `drop` are refused (409 through the API), since stepping one replica's root alone
+    would leave the others' behind; `status` still answers."""
     import pytest
 
+    from sailmesh.ca.authority import new_root_key, root_certificate
+    from sailmesh.ca.rotation import fingerprint
     from sailmesh.errors import CertificateError
 
     cp = ControlPlane(ControlPlaneOptions(kubeconfig=str(_kubeconfig(tmp_path / "config")),
                                           state_dir=str(tmp_path / "state")), Settings())
     assert cp.kube is not None
-    cp.kube.ca_follower = object()  # type: ignore[assignment]  # following istio-ca-secret
-    for phase in ("add", "switch", "drop"):
-        with pytest.raises(CertificateError, match="istio-ca-secret"):
-            cp.rotate_root(phase)
+    from sailmesh.ca.authority import CaOptions
+    from sailmesh.controlplane.identity import MeshIdentity
+
+    cp.identity = MeshIdentity(str(tmp_path / "state"), "", CaOptions(), ["127.0.0.1"])
+    new = root_certificate(new_root_key(), "cluster.local")
+
+    class Follower:
+        asked: list[str] = []
+
+        async def start_rotation(self, trust_domain: str) -> object:
+            self.asked.append(trust_domain)
+            return new
+
+    follower = Follower()
+    cp.kube.ca_follower = follower  # type: ignore[assignment]  # following istio-ca-secret
+
+    async def steps() -> dict[str, object]:
+        for phase in ("switch", "drop"):
+            with pytest.raises(CertificateError, match="takes the"):
+                await cp.rotate_root(phase)
+        assert (await cp.rotate_root("status"))["phase"] == "add"
+        return await cp.rotate_root("add")
+
+    out = asyncio.run(steps())
+    assert follower.asked == ["cluster.local"]
+    assert out["shared"] is True and out["written"] == fingerprint(new)

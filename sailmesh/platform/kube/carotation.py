@@ -15,6 +15,11 @@ wrote a new one), each replica runs the embedded rotation's three steps (sailmes
    the old roots leave the bundle, except those the Secret's `root-cert.pem` lists (the operator's way to keep a
    root trusted, also across restarts: a replica that starts reads ca-cert.pem plus root-cert.pem).
 
+A replica's `sailmesh x ca rotate-root` (RootFollower.start_rotation) starts the same: it makes a new self-signed
+root and writes it with its key into the Secret (a merge patch carrying the resourceVersion it read, so of two
+replicas rotating at once one gets 409), refusing while a rotation is under way; its own watch then takes step 1
+like every other replica's.
+
 Istio's istiod reloads a changed istio-ca-secret and signs with it at once (SelfSignedCARootCertRotator); the
 trust-first order here is the security issue's requirement (no workload may get a certificate its peers cannot
 verify yet). A plug-in `cacerts` Secret is not followed (its files are the operator's, as for istiod).
@@ -23,6 +28,7 @@ verify yet). A plug-in `cacerts` Secret is not followed (its files are the opera
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import time
@@ -34,7 +40,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from sailmesh.ca.authority import CA_CERT, CA_KEY, ROOT_CERT, check_signer
+from sailmesh.ca.authority import CA_CERT, CA_KEY, ROOT_CERT, check_signer, key_pem, new_root_key, pem, root_certificate
 from sailmesh.ca.rotation import RootRotation, fingerprint
 from sailmesh.ca.template import SigningKey
 from sailmesh.errors import CertificateError, PlatformError
@@ -126,6 +132,45 @@ class RootFollower:
         self.rotation.follow(found.cert, found.key, found.listed)
         self._step("trust", found.cert)
         self._task = asyncio.create_task(self._rotate(found.cert), name="ca-root-rotation")
+
+    def rotating(self) -> bool:
+        """Whether a rotation is under way here (a root trusted and not signing yet, or the old one not dropped)."""
+        return self.rotation.pending is not None or (self._task is not None and not self._task.done())
+
+    async def start_rotation(self, trust_domain: str) -> x509.Certificate:
+        """A replica-initiated rotation: a new self-signed root and its key written into the Secret, which every
+        replica (this one too) then follows; CertificateError while a rotation is under way or when the Secret
+        changed meanwhile."""
+        if self.rotating():
+            raise CertificateError("a root rotation is under way (`sailmesh x ca status` shows its steps); start "
+                                   "the next one after its old root was dropped")
+        path = f"/api/v1/namespaces/{self.namespace}/secrets/{CA_SECRET}"
+        try:
+            current: dict[str, Any] = await self.conn.get_json(path)
+        except KubeApiError as e:
+            raise CertificateError(f"Secret {self.namespace}/{CA_SECRET} cannot be read: {e}") from None
+        try:
+            held = parse(current).cert
+        except (PlatformError, CertificateError):
+            held = None  # not a usable CA: writing a usable one is what the operator would do too
+        if held is not None and held != self.rotation.authority.signing_cert:
+            raise CertificateError(f"Secret {self.namespace}/{CA_SECRET} holds root {fingerprint(held)}, which this "
+                                   "replica has not taken up yet: a rotation has just started")
+        key = new_root_key()
+        root = root_certificate(key, trust_domain)
+        patch = {"metadata": {"resourceVersion": str((current.get("metadata") or {}).get("resourceVersion", ""))},
+                 "data": {CA_CERT: base64.b64encode(pem(root).encode()).decode(),
+                          CA_KEY: base64.b64encode(key_pem(key)).decode()}}
+        try:
+            await self.conn.send_json("PATCH", path, patch, "application/merge-patch+json")
+        except KubeApiError as e:
+            if e.code == 409:
+                raise CertificateError(f"Secret {self.namespace}/{CA_SECRET} changed meanwhile (another replica or "
+                                       "an operator rotated it): look at `sailmesh x ca status`") from None
+            raise CertificateError(f"Secret {self.namespace}/{CA_SECRET} not written: {e}") from None
+        log.info("CA: wrote the new root %s into Secret %s/%s; every replica follows it", fingerprint(root),
+                 self.namespace, CA_SECRET)
+        return root
 
     def deleted(self, resource: KubeResource, obj: Obj) -> None:
         log.warning("CA: Secret %s/%s was deleted; this replica keeps signing with its root (a restart would "

@@ -19,10 +19,11 @@ import contextlib
 import logging
 import pathlib
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 from sailmesh.api.kinds import GATEWAY_API, KINDS
+from sailmesh.api.resource import Resource, ResourceKey
 from sailmesh.ca.rotation import RootRotation
 from sailmesh.errors import PlatformError
 from sailmesh.platform.kube.carotation import FollowTimings, RootFollower
@@ -31,6 +32,7 @@ from sailmesh.platform.kube.client import KubeConnection, connect
 from sailmesh.platform.kube.gatewaydeploy import GatewayDeployer
 from sailmesh.platform.kube.gatewaystatus import GatewayStatusWriter, StatusOf
 from sailmesh.platform.kube.informer import Informer, KubeResource, Obj
+from sailmesh.platform.kube.istiostatus import IstioStatusWriter, StatusParts
 from sailmesh.platform.kube.lease import LeaderElector, LeaseTimings
 from sailmesh.platform.kube.registry import KubeRegistry
 from sailmesh.platform.kube.store import KubeStore
@@ -288,6 +290,29 @@ class KubePlatform:
                 self.elector.add_task(name, lead)
             else:
                 self._tasks[KubeResource("", "", name, name)] = asyncio.create_task(lead(), name=name)
+
+    def run_istio_status(self, parts_of: Callable[[], Awaitable[Mapping[ResourceKey, StatusParts]]]
+                         ) -> IstioStatusWriter:
+        """The status writer of the Istio kinds (after start() and elect()), run by the Lease holder (or at once
+        without an election); the caller decides what it writes (istiostatus.py)."""
+        if self.conn is None:
+            raise PlatformError("the Kubernetes platform is not started")
+        writer = IstioStatusWriter(self.conn, self.istio_objects, parts_of)
+        if self.elector is not None:
+            self.elector.add_task("istio-status", writer.lead)
+        else:
+            self._tasks[KubeResource("", "", "istio-status", "istio-status")] = asyncio.create_task(
+                writer.lead(), name="istio-status")
+        return writer
+
+    def background(self, name: str, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run `work` on every replica (not only the leader) until stop()."""
+        self._tasks[KubeResource("", "", name, name)] = asyncio.create_task(work(), name=name)
+
+    def istio_objects(self) -> list[tuple[Resource, KubeResource]]:
+        """Every object of an Istio kind (a CRD group ending in istio.io) in the store, with where it lives."""
+        return [(r, kind) for kind in self.config_kinds() if kind.group.endswith("istio.io")
+                for r in self.store.list(kind.kind)]
 
     def token_reviewer(self) -> TokenReviewer:
         """A TokenReview verifier on this platform's connection (after start())."""

@@ -18,6 +18,7 @@ from sailmesh.store.base import Rejection, Rejections, Validator, no_validation
 from sailmesh.store.memory import MemoryStore
 
 log = logging.getLogger(__name__)
+REPORT_LABEL = "internal.istio.io/distribution-report"  # a replica's distribution report (distreport.py)
 
 
 def _source(obj: Obj) -> Source:
@@ -32,6 +33,12 @@ class KubeStore(MemoryStore):
     def __init__(self, validator: Validator = no_validation) -> None:
         super().__init__(validator)
         self._rejected: dict[ResourceKey, Rejection] = {}
+        self._generations: dict[ResourceKey, int] = {}  # the API server's generation (the store counts its own)
+
+    def api_generation(self, key: ResourceKey) -> int | None:
+        """The object's generation on the API server (it changes with the spec, never with the status); None when the
+        store does not hold the object."""
+        return self._generations.get(key) if self.get(key.kind, key.namespace, key.name) is not None else None
 
     def rejected(self) -> Rejections:
         return list(self._rejected.values())
@@ -72,7 +79,10 @@ class KubeStore(MemoryStore):
         return ResourceKey(kind, str(meta.get("namespace") or ""), str(meta.get("name") or ""))
 
     def _accepted(self, obj: Obj) -> Resource | None:
-        """The object as a Resource when it parses and validates; else recorded in rejected()."""
+        """The object as a Resource when it parses and validates; else recorded in rejected(). A replica's
+        distribution report (a ConfigMap, distreport.py) is no config: None, and not a rejection."""
+        if obj.get("kind") == "ConfigMap" and ((obj.get("metadata") or {}).get("labels") or {}).get(REPORT_LABEL):
+            return None
         obj.get("metadata", {}).pop("managedFields", None)  # bulky and never read
         src = _source(obj)
         try:
@@ -86,4 +96,6 @@ class KubeStore(MemoryStore):
             log.warning("%s", self._rejected[r.key])
             return None
         self._rejected.pop(r.key, None)
+        generation = obj.get("metadata", {}).get("generation")
+        self._generations[r.key] = generation if isinstance(generation, int) else 0
         return r
