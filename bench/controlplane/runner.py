@@ -25,6 +25,9 @@ from sailmesh.testing.waiting import random_loopback_block
 
 CLIENTS_PER_WORKER = 250
 QUIET_S = 0.15  # > the control plane's 100 ms debounce quiet period, so each change is pushed at once
+# The control plane's memory is read this long after the last push: what it keeps between pushes (it gives its free
+# heap back to the system after a second without pushes: sailmesh/controlplane/trim.py)
+SETTLE_S = 2.5
 
 # How long a real Envoy's admin port may take to come up (Envoys start beside 500 busy clients)
 ENVOY_ADMIN_S = 60.0
@@ -219,7 +222,7 @@ class Case:
         if n_envoys:
             await self._start_envoys(n_envoys, counts)
 
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(SETTLE_S)
         rss1 = cp.rss()
         r["rss_mb"] = rss1 / 2**20
         r["mb_per_proxy"] = (rss1 - rss0) / 2**20 / max(1, cfg.proxies)
@@ -235,6 +238,7 @@ class Case:
             "pilot_proxy_convergence_time": stats.histogram_by_type(await cp.get("/metrics"),
                                                                     "pilot_proxy_convergence_time"),
         }
+        await asyncio.sleep(SETTLE_S)
         r["rss_end_mb"] = cp.rss() / 2**20
         # after the changes: what each connection holds between pushes (its last requests too), not only after the
         # first push

@@ -33,6 +33,7 @@ from sailmesh.controlplane.http_api import Outcome, make_app
 from sailmesh.controlplane.identity import MeshIdentity
 from sailmesh.controlplane.nds import NameTableService
 from sailmesh.controlplane.source import MeshSource
+from sailmesh.controlplane.trim import IdleTrim, malloc_trim
 from sailmesh.controlplane.workloads import WorkloadFileFollower
 from sailmesh.errors import CertificateError, GenerationError, ParseError, SailmeshError, ValidationError
 from sailmesh.generate import authn, enforcement
@@ -139,6 +140,7 @@ class ControlPlane:
         self.dns: DnsServer | None = None
         self.names = NameTableService(lambda: self.snapshot)  # agents' DNS proxies (controlplane/nds.py)
         self.server: AdsServer | None = None
+        self.trim: IdleTrim | None = None  # the allocator's free pages back to the system after pushes (trim.py)
         self.identity: MeshIdentity | None = None
         self.webhooks: Webhooks | None = None
         self.distribution: DistributionTracker | None = None  # which proxies hold each Istio object (Reconciled)
@@ -231,6 +233,9 @@ class ControlPlane:
         if self.workload_file is not None:
             self._tasks.append(asyncio.create_task(self.workload_file.follow()))
         self.debouncer.start()
+        server = self.server
+        self.trim = IdleTrim(lambda: server.budget.granted, malloc_trim())
+        self.trim.start()
         mounts = {prefix: factory(self) for prefix, factory in self._mounts.items()}
         self._runner = web.AppRunner(make_app(self, mounts), access_log=None)
         await self._runner.setup()
@@ -268,6 +273,8 @@ class ControlPlane:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         await self.debouncer.close()
+        if self.trim is not None:
+            await self.trim.close()
         await self.jwks.close()
         if self.dns is not None:
             self.dns.close()

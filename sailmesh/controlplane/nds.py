@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -23,7 +24,7 @@ from google.protobuf import json_format
 
 from sailmesh.errors import XdsError
 from sailmesh.generate.nametable import build_name_table
-from sailmesh.snapshot.model import MeshSnapshot
+from sailmesh.snapshot.model import MeshSnapshot, ProxyView
 from sailmesh.snapshot.node import proxy_view_from_node
 from sailmesh.xds.nds import NAME_TABLE_TYPE, NDS_METHOD, NDS_SERVICE
 
@@ -50,17 +51,21 @@ class NameTableService:
     def handler(self) -> grpc.GenericRpcHandler:
         """The generic gRPC handler (add it to the ADS server's handlers)."""
         method = grpc.stream_stream_rpc_method_handler(
-            self.stream, request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+            self.stream, request_deserializer=_parse_request,
             response_serializer=discovery_pb2.DiscoveryResponse.SerializeToString)
         return grpc.method_handlers_generic_handler(NDS_SERVICE, {NDS_METHOD: method})
 
-    async def stream(self, requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
-        """One agent's stream."""
-        try:
-            first = await anext(aiter(requests))
-        except StopAsyncIteration:
+    async def stream(self, requests: AsyncIterator[Any], context: Any) -> None:
+        """One agent's stream. Requests are read with context.read() and responses written with context.write(),
+        and the stream keeps only the digest of the table it sent: grpc.aio's request iterator holds the last
+        request it yielded until the next one comes, and its loop over a handler's yielded responses the last
+        response until the next is yielded; the table, its bytes and the response were all held by every stream
+        between changes (as the ADS server held each proxy's last request before session 12)."""
+        first: Any = await context.read()
+        if first is grpc.aio.EOF:
             return
         node = first.node
+        del first
         if not node.id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first request must carry node.id")
         identities = tuple(i.decode(errors="replace") for i in (context.peer_identities() or ()))
@@ -76,23 +81,13 @@ class NameTableService:
             return
         changed, ended = asyncio.Event(), asyncio.Event()
         self._waiters.add(changed)
-        reader = asyncio.create_task(self._read(requests, node.id, ended, changed))
+        reader = asyncio.create_task(self._read(context, node.id, ended, changed))
         self.streams += 1
-        sent = b""
+        sent = b""  # the digest of the last table sent
         try:
             while not ended.is_set():
                 changed.clear()
-                snapshot = self.current()
-                if snapshot is not None:
-                    table = build_name_table(snapshot, proxy)
-                    body = table.SerializeToString(deterministic=True)
-                    if body != sent:
-                        response = discovery_pb2.DiscoveryResponse(
-                            version_info=str(snapshot.version), type_url=NAME_TABLE_TYPE,
-                            nonce=str(next(self._nonces)))
-                        response.resources.add(type_url=NAME_TABLE_TYPE, value=body)
-                        sent = body
-                        yield response
+                sent = await self._send_changed(context, proxy, sent)
                 await changed.wait()
         finally:
             self.streams -= 1
@@ -101,16 +96,36 @@ class NameTableService:
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
 
+    async def _send_changed(self, context: Any, proxy: ProxyView, sent: bytes) -> bytes:
+        """Write the proxy's table if its digest is not `sent`; returns the digest of the table the agent has."""
+        snapshot = self.current()
+        if snapshot is None:
+            return sent
+        body = build_name_table(snapshot, proxy).SerializeToString(deterministic=True)
+        digest = hashlib.blake2b(body, digest_size=16).digest()
+        if digest != sent:
+            response = discovery_pb2.DiscoveryResponse(version_info=str(snapshot.version), type_url=NAME_TABLE_TYPE,
+                                                       nonce=str(next(self._nonces)))
+            response.resources.add(type_url=NAME_TABLE_TYPE, value=body)
+            await context.write(response)
+        return digest
+
     @staticmethod
-    async def _read(requests: AsyncIterator[Any], node_id: str, ended: asyncio.Event, changed: asyncio.Event) -> None:
+    async def _read(context: Any, node_id: str, ended: asyncio.Event, changed: asyncio.Event) -> None:
         """ACKs and NACKs (a NACK is logged: the agent keeps its last table); the end of the stream ends it."""
         try:
-            async for request in requests:
+            while (request := await context.read()) is not grpc.aio.EOF:
                 if request.HasField("error_detail"):
                     log.warning("proxy %s rejected name table %s: %s", node_id[:200], request.response_nonce,
                                 request.error_detail.message[:500])
-        except (grpc.aio.AioRpcError, asyncio.CancelledError):
+                del request  # not held while waiting for the next one
+        except (grpc.aio.AioRpcError, grpc.RpcError, asyncio.CancelledError, asyncio.InvalidStateError):
             pass
         finally:
             ended.set()
             changed.set()
+
+
+def _parse_request(data: bytes) -> discovery_pb2.DiscoveryRequest:
+    """The stream's request deserializer."""
+    return discovery_pb2.DiscoveryRequest.FromString(data)

@@ -178,17 +178,15 @@ def _inputs(snapshot: MeshSnapshot) -> tuple[object, ...]:
 def _changed_hosts(memos: Memos, old: EndpointMap, new: EndpointMap) -> frozenset[str]:
     """The hosts with an endpoint tuple that is not the same object in both maps (found once per pair of maps and
     shared by every scope: snapshots keep the tuples of unchanged services)."""
-    key = (id(old), id(new))
-    hit = memos.endpoint_changes.get(key)
-    if hit is not None and hit[0] is old and hit[1] is new:
-        return hit[2]
+    key = ("endpoints", id(old), id(new))
+    hit: frozenset[str] | None = memos.changes.get(key, (old, new))
+    if hit is not None:
+        return hit
     get = old.get
     hosts = {k[0] for k, v in new.items() if get(k) is not v}
     hosts.update(k[0] for k in old if k not in new)
     out = frozenset(hosts)
-    memos.endpoint_changes[key] = (old, new, out)
-    while len(memos.endpoint_changes) > 4:
-        memos.endpoint_changes.pop(next(iter(memos.endpoint_changes)))
+    memos.changes.put(key, (old, new), out)
     return out
 
 

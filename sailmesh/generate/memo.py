@@ -51,8 +51,9 @@ class Memos:
     - `route_scopes`: per outbound key, the service virtual hosts its route configurations were last assembled
       from (routes.ScopeRoutes): a VirtualService change rebuilds its own hosts' only.
     - `endpoint_scopes`: per outbound key, the assignments it was last built from (endpoints.ScopeEndpoints): an
-      endpoint change re-assembles the changed services' only (`endpoint_changes`: the hosts that changed between
-      two endpoint maps, found once for every scope).
+      endpoint change re-assembles the changed services' only.
+    - `changes`: what differs between two snapshots' inputs, found once for every scope that asks (the hosts whose
+      endpoints changed between two endpoint maps; the VirtualServices changed between two lists of them).
     """
 
     def __init__(self, max_entries: int = 100_000) -> None:
@@ -68,8 +69,7 @@ class Memos:
         self.scope_inserts = 0
         self.endpoint_scopes: OrderedDict[Hashable, Any] = OrderedDict()
         self.endpoint_inserts = 0
-        # (id(old endpoint map), id(new)) -> (old, new, hosts whose endpoints differ): endpoints._changed_hosts
-        self.endpoint_changes: dict[tuple[int, int], tuple[object, object, frozenset[str]]] = {}
+        self.changes = IdentityMemo(8)  # (what, id(old), id(new)) holding (old, new)
         self._route_inserts = 0
 
     def routes_inserted(self, currency: Callable[[], Callable[[Any], bool]]) -> None:

@@ -73,6 +73,7 @@ class SendBudget:
         self.stall_s = stall_s
         self.max_stalled = STALLED_LIMITS * limit if max_stalled is None else max_stalled
         self.used = 0
+        self.granted = 0  # bytes granted so far (how much the server has built: the control plane's idle trim)
         self.waits = 0  # how often a response had to wait (for tests and the debug endpoints)
         self.stalled = 0  # how often a blocked write gave its bytes back before it completed
         self.stalled_bytes = 0  # the bytes of those writes while they are still under way
@@ -85,6 +86,7 @@ class SendBudget:
         """Take `n` bytes now if nobody waits and they fit (the common case: no coroutine, no await)."""
         if not self._waiters and self._fits(n):
             self.used += n
+            self.granted += n
             return True
         return False
 
@@ -112,6 +114,7 @@ class SendBudget:
                 break
             self._waiters.popleft()
             self.used += m
+            self.granted += m
             fut.set_result(None)
 
     def try_lease(self, n: int) -> Lease | None:

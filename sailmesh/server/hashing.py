@@ -152,6 +152,7 @@ class HashCache:
         self._probation: OrderedDict[Hashable, bytes] = OrderedDict()
         self._probation_bytes = 0
         self._asked: OrderedDict[Hashable, None] = OrderedDict()  # keys built once (bytes kept or not)
+        self._generation: object = None  # the source version of the responses kept (response())
         self.max_probation_bytes = max_probation_bytes
         self.hits = 0
         self.misses = 0
@@ -274,8 +275,14 @@ class HashCache:
         if entry is not None and entry[1] is not None:
             self._body_bytes -= len(entry[1])
 
-    def response(self, key: Hashable, build: Callable[[], bytes]) -> bytes:
+    def response(self, key: Hashable, build: Callable[[], bytes], generation: object = None) -> bytes:
         """A whole serialized response, shared by the proxies that get it (same type, version and resources).
+
+        `generation`: the source version the response is stamped from, when it is the source's current one.
+        Response versions never repeat, so once a newer generation's response is asked for no older one can be:
+        the cache keeps the current generation's responses only (it kept 64 MB of responses nobody could ask for
+        after 40 changes at 1,000 services / 500 proxies, e.g. every namespace's routes of the last VirtualService
+        change after endpoint changes had moved the version on).
 
         A response enters the shared cache (bounded by bytes) when a second proxy asks for it; until then its
         key is remembered and its bytes wait in a small probation cache of recent ones (the proxies of a scope
@@ -283,6 +290,9 @@ class HashCache:
         proxy's clusters response is its own (its inbound cluster) and megabytes large: keeping those filled
         the shared cache with responses nobody asked for again (0.13 MB per proxy at 1,000 services / 500).
         """
+        if generation is not None and generation != self._generation:
+            self._generation = generation
+            self._drop_responses()
         hit = self._responses.get(key)
         if hit is not None:
             self._responses.move_to_end(key)
@@ -302,6 +312,13 @@ class HashCache:
         self._asked.pop(key, None)
         self._response_bytes = _put(self._responses, key, data, self._response_bytes, self.max_response_bytes)
         return data
+
+    def _drop_responses(self) -> None:
+        """Forget every response (shared, on probation, or only asked for once)."""
+        self._responses.clear()
+        self._probation.clear()
+        self._asked.clear()
+        self._response_bytes = self._probation_bytes = 0
 
     def shared(self, data: bytes) -> bytes:
         """One bytes object for equal bytes kept by many connections (the names part of 500 proxies' EDS ACKs,

@@ -207,9 +207,14 @@ class SotwConnection(Connection):
         size = len(cached) if cached is not None else sum(map(self.hashes.size, chosen_parts)) + 64 + len(nonce)
         lease = self.budget.try_lease(size) or await self.budget.lease(size)  # inline budget.hold()
         try:
-            response = self.hashes.response(key, lambda: b"".join((
-                length_delimited(1, version.encode()), *map(self.hashes.encoded, chosen_parts),
-                length_delimited(4, st.type_url.encode()), length_delimited(5, nonce.encode()))))
+            def build() -> bytes:
+                return b"".join((length_delimited(1, version.encode()), *map(self.hashes.encoded, chosen_parts),
+                                 length_delimited(4, st.type_url.encode()), length_delimited(5, nonce.encode())))
+
+            # Cached for the source's current version only: one stamped from an older version (the source moved on
+            # while this waited for the budget) is never asked for again.
+            current = self.source.version()
+            response = self.hashes.response(key, build, current) if st.base_version == current else build()
             st.sent_digest = digest
             self.mark_sent(st, version, nonce, count, started)
             try:
