@@ -143,3 +143,22 @@ def peer_metadata_constant(cfg: Config) -> None:
 
 
 CUT_VARIANTS += [("peer metadata stored as a constant", peer_metadata_constant)]
+
+
+def no_peer_id_header(cfg: Config) -> None:
+    """Only x-envoy-peer-metadata exchanged, not x-envoy-peer-metadata-id (sent nor read): what one header costs."""
+    for hcm in ss._all_hcms(cfg):
+        for f in hcm.get("http_filters", []):
+            tc = f.get("typed_config", {})
+            if f.get("name") == "istio.metadata_exchange.add":
+                for key in ("request_mutations", "response_mutations"):
+                    if key in tc["mutations"]:
+                        tc["mutations"][key] = [m for m in tc["mutations"][key]
+                                                if m["append"]["header"]["key"] != "x-envoy-peer-metadata-id"]
+            elif f.get("name") == "istio.metadata_exchange.read":
+                for key in ("request_rules", "response_rules"):
+                    if key in tc:
+                        tc[key] = [r for r in tc[key] if r["header"] != "x-envoy-peer-metadata-id"]
+
+
+CUT_VARIANTS += [("no x-envoy-peer-metadata-id header", no_peer_id_header)]
