@@ -19,11 +19,11 @@ import subprocess
 import sys
 import tempfile
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from bench.dataplane import loadgen, mesh_config, procstat, sidecar_static
+from bench.dataplane import loadgen, mesh_config, procstat, sidecar_cuts, sidecar_static
 from bench.dataplane.mesh import mesh_pair_factory
 from bench.dataplane.mesh_config import Features
 from bench.dataplane.setups import ROOT, Backend, SetupContext, start_backend, static_mtls_sides
@@ -67,13 +67,15 @@ def capture(workdir: pathlib.Path, concurrency: int, features: Features = "defau
 
 
 def start_copy(cfg: dict[str, Any], admin_ip: str, workdir: pathlib.Path, name: str,
-               concurrency: int) -> EnvoyProcess:
-    """Start one static copy and wait until its admin (on the pod IP) says it is ready."""
+               concurrency: int, wrapper: Sequence[str] = (), admin: str | None = None,
+               timeout: float = 20) -> EnvoyProcess:
+    """Start one static copy (under `wrapper`, e.g. valgrind, if given) and wait until its admin (on the pod IP,
+    port 15000 unless `admin` says host:port) says it is ready."""
     path = workdir / f"{name}.json"
     path.write_text(json.dumps(cfg))
     log = workdir / f"{name}.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([envoy_binary(), "-c", str(path), "--disable-hot-restart", "--concurrency",
+        proc = subprocess.Popen([*wrapper, envoy_binary(), "-c", str(path), "--disable-hot-restart", "--concurrency",
                                  str(concurrency), "--log-level", "warning", "--local-address-ip-version", "v4"],
                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 preexec_fn=DIE_WITH_HARNESS)
@@ -82,10 +84,10 @@ def start_copy(cfg: dict[str, Any], admin_ip: str, workdir: pathlib.Path, name: 
     def ready() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"{name} exited: {log.read_text()[-1500:]}")
-        return _NO_PROXY.open(f"http://{admin_ip}:15000/ready", timeout=1).status == 200
+        return _NO_PROXY.open(f"http://{admin or admin_ip + ':15000'}/ready", timeout=2).status == 200
 
     try:
-        wait_for(ready, timeout=20, what=f"{name} ready")
+        wait_for(ready, timeout=timeout, what=f"{name} ready")
     except BaseException:
         env.stop()
         raise
@@ -132,14 +134,19 @@ def measure(url: str, host: str | None, pids: list[int], rate: float, conns: int
             **{f"{k}_ms": v for k, v in r.percentiles_ms.items()}}
 
 
+# Feature groups whose variants each change the copy alone (not cumulative).
+ALTERNATIVES = {"metrics": sidecar_static.METRICS_VARIANTS, "tls": sidecar_static.TLS_VARIANTS,
+                "cuts": sidecar_cuts.CUT_VARIANTS}
+
+
 def run(duration: float, rounds: int, rate: float, conns: int, concurrency: int, warmup: float,
-        features: Features | Literal["metrics", "tls"] = "default", only: tuple[str, ...] = ()) -> dict[str, Any]:
+        features: Features | Literal["metrics", "tls", "cuts"] = "default", only: tuple[str, ...] = ()
+        ) -> dict[str, Any]:
     """All variants, interleaved rounds; returns per-variant medians (and every round's sample)."""
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="sailmesh-ablation-"))
-    cap = capture(workdir, concurrency, "demo" if features == "demo" else "default")  # metrics, tls: on (3)
-    if features in ("metrics", "tls"):
-        make = functools.partial(sidecar_static.alternative_configs, variants=sidecar_static.METRICS_VARIANTS
-                                 if features == "metrics" else sidecar_static.TLS_VARIANTS)
+    cap = capture(workdir, concurrency, "demo" if features == "demo" else "default")  # metrics, tls, cuts: on (3)
+    if features in ALTERNATIVES:
+        make = functools.partial(sidecar_static.alternative_configs, variants=ALTERNATIVES[features])
     else:
         make = functools.partial(sidecar_static.variant_configs, variants=sidecar_static.DEMO_VARIANTS
                                  if features == "demo" else sidecar_static.VARIANTS)
@@ -195,6 +202,12 @@ def run(duration: float, rounds: int, rate: float, conns: int, concurrency: int,
             for n in names}
 
 
+def write_json(path: pathlib.Path, args: argparse.Namespace, results: dict[str, Any]) -> None:
+    """The run's arguments, the load average at its end and its results, as JSON."""
+    path.write_text(json.dumps({"config": vars(args), "loadavg": os.getloadavg(), "results": results}, indent=2,
+                               default=str))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print one line per variant: CPU µs per request (both Envoys) and p50/p90/p99 (medians over rounds)."""
     p = argparse.ArgumentParser(prog="python -m bench.dataplane.ablation", description=__doc__)
@@ -204,10 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--connections", type=int, default=16)
     p.add_argument("--envoy-concurrency", type=int, default=1)
     p.add_argument("--warmup", type=float, default=2.0)
-    p.add_argument("--features", choices=["default", "demo", "metrics", "tls"], default="default",
+    p.add_argument("--features", choices=["default", "demo", "metrics", "tls", "cuts"], default="default",
                    help="strip the sidecar features of set-up (3), or what set-up (4)'s demo policy adds, or "
                         "(metrics) each part of Istio's metrics alone, or (tls) the mTLS hop's alternatives "
-                        "next to the static mTLS pair")
+                        "next to the static mTLS pair, or (cuts) every feature a request passes, one at a time")
     p.add_argument("--only", action="append", default=[], metavar="PREFIX",
                    help="measure only the variants whose names start with PREFIX (repeatable; the minimal static "
                         "pair always runs)")
@@ -215,14 +228,13 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     res = run(a.duration, a.rounds, a.rate, a.connections, a.envoy_concurrency, a.warmup, a.features,
               tuple(a.only))
-    title = "variant (alone)" if a.features in ("metrics", "tls") else "variant (cumulative)"
+    title = "variant (alone)" if a.features in ALTERNATIVES else "variant (cumulative)"
     print(f"{title:48} {'CPU µs/req':>10} {'agents':>7} {'p50':>7} {'p90':>7} {'p99':>7}")
     for name, r in res.items():
         print(f"{name:48} {r['cpu_us_per_req']:10.1f} {r.get('agents_cpu_us_per_req', 0.0):7.1f} "
               f"{r['p50_ms']:7.3f} {r['p90_ms']:7.3f} {r['p99_ms']:7.3f}")
     if a.json:
-        a.json.write_text(json.dumps({"config": vars(a) | {"json": str(a.json)}, "loadavg": os.getloadavg(),
-                                      "results": res}, indent=2))
+        write_json(a.json, a, res)
     return 0
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bench.dataplane import ablation, mesh_config, sidecar_static
+from bench.dataplane import ablation, mesh_config, sidecar_cuts, sidecar_static
 from bench.static_envoy import DIE_WITH_HARNESS
 from sailmesh.testing.waiting import wait_for
 from tests.conftest import ROOT
@@ -28,11 +28,12 @@ def _get(url: str, host: str) -> tuple[int, bytes]:
         return r.status, r.read()
 
 
-@pytest.mark.parametrize("features", ["default", "demo", "metrics"])
+@pytest.mark.parametrize("features", ["default", "demo", "metrics", "cuts"])
 def test_static_copies_of_the_sidecar_pair_serve_through_both(tmp_path: Path, features: str) -> None:
-    variants = {"demo": sidecar_static.DEMO_VARIANTS, "metrics": sidecar_static.METRICS_VARIANTS}.get(
-        features, sidecar_static.VARIANTS)
-    make = sidecar_static.alternative_configs if features == "metrics" else sidecar_static.variant_configs
+    variants = {"demo": sidecar_static.DEMO_VARIANTS, "metrics": sidecar_static.METRICS_VARIANTS,
+                "cuts": sidecar_cuts.CUT_VARIANTS}.get(features, sidecar_static.VARIANTS)
+    alone = features in ablation.ALTERNATIVES
+    make = sidecar_static.alternative_configs if alone else sidecar_static.variant_configs
     cap = ablation.capture(tmp_path, 1, "demo" if features == "demo" else "default")
     client, server = sidecar_static.to_static(cap.client), sidecar_static.to_static(cap.server)
     assert "dynamic_resources" not in client
@@ -46,8 +47,8 @@ def test_static_copies_of_the_sidecar_pair_serve_through_both(tmp_path: Path, fe
         clients, servers = make(client, variants), make(server, variants)
         assert len(clients) == len(variants)
         # the first (full sidecar config) and the last (everything stripped) variants both route; every
-        # alternative of the metrics set does
-        for i in range(len(clients)) if features == "metrics" else (0, len(clients) - 1):
+        # alternative of the metrics and cuts sets does
+        for i in range(len(clients)) if alone else (0, len(clients) - 1):
             srv = ablation.start_copy(servers[i][1], cap.server_ip, tmp_path, f"server-{i}", 1)
             try:
                 cli = ablation.start_copy(clients[i][1], cap.client_ip, tmp_path, f"client-{i}", 1)
@@ -62,6 +63,11 @@ def test_static_copies_of_the_sidecar_pair_serve_through_both(tmp_path: Path, fe
         backend.terminate()
         backend.wait(5)
     first, last = clients[0][1], clients[-1][1]
+    if features == "cuts":  # each variant changes the copy (a no-op would measure nothing)
+        unchanged = [n for (n, c), (_, sv) in zip(clients[1:], servers[1:], strict=True)
+                     if c == first and sv == servers[0][1]]
+        assert not unchanged
+        return
     if features == "metrics":  # alternatives: each changes only its part of the copy
         by_name = dict(clients)
         def buffers(cfg: dict[str, Any]) -> set[int]:
