@@ -44,7 +44,7 @@ from sailmesh.generate.endpoints import forwards_by_authority
 from sailmesh.generate.policy import effective_policy
 from sailmesh.generate.scope import destination_rule
 from sailmesh.snapshot.index import MESH_GATEWAY, gateway_ref
-from sailmesh.snapshot.model import MeshSnapshot, ProxyView, Service
+from sailmesh.snapshot.model import MeshSnapshot, ProxyView, Service, ServicePort
 
 FAULT_FILTER = "envoy.filters.http.fault"
 CORS_FILTER = "envoy.filters.http.cors"
@@ -380,39 +380,52 @@ def _mirrors(http: HTTPRoute, vs_ns: str, ctx: RouteContext) -> list[rc.RouteAct
 # ---- whole routes --------------------------------------------------------------------------------------
 
 
+def _destination_port(cluster: str, ctx: RouteContext) -> tuple[Service, ServicePort, PortTrafficPolicy] | None:
+    """_destination with the service port itself; None for a cluster that is no known service's port."""
+    dest = _destination(cluster, ctx) if "|" in cluster else None
+    if dest is None:
+        return None
+    svc, port, policy = dest
+    sp = next((p for p in svc.ports if p.port == port), None)
+    return (svc, sp, policy) if sp is not None else None
+
+
+def _route_clusters(route: rc.Route) -> list[str]:
+    action = route.route
+    return [action.cluster] if action.cluster else [c.name for c in action.weighted_clusters.clusters]
+
+
+def _enable_filter(route: rc.Route, name: str) -> None:
+    """Envoy's FilterConfig with an empty `config`: enables for this route a filter the connection manager marks
+    `disabled`; chains without the filter ignore the entry (`is_optional`)."""
+    enable = rc.FilterConfig(is_optional=True)
+    enable.config.SetInParent()
+    route.typed_per_filter_config[name].CopyFrom(pack(enable))
+
+
 def _resolves_short_names(cluster: str, ctx: RouteContext) -> bool:
     """Whether `cluster` is a PASSTHROUGH service's dynamic forward proxy (explicit mode), whose short names the
     outbound chain's set_filter_state maps to the FQDN (clusters._short_names)."""
-    dest = _destination(cluster, ctx) if "|" in cluster else None
-    if dest is None:
-        return False
-    svc, port, policy = dest
-    sp = next((p for p in svc.ports if p.port == port), None)
-    return sp is not None and forwards_by_authority(ctx.snapshot, svc, sp, policy)
+    dest = _destination_port(cluster, ctx)
+    return dest is not None and forwards_by_authority(ctx.snapshot, *dest)
 
 
 def enable_short_names(route: rc.Route, ctx: RouteContext) -> None:
     """Turn on the outbound chain's set_filter_state (disabled there by default, so no other request pays its CEL
-    look-up) for a route to a PASSTHROUGH forward proxy cluster: Envoy's FilterConfig with an empty `config`
-    enables a filter the connection manager marks `disabled`. Chains without the filter (captured sidecars,
-    gateways) ignore the entry (`is_optional`)."""
-    action = route.route
-    clusters = [action.cluster] if action.cluster else [c.name for c in action.weighted_clusters.clusters]
-    if any(_resolves_short_names(c, ctx) for c in clusters):
-        enable = rc.FilterConfig(is_optional=True)
-        enable.config.SetInParent()
-        route.typed_per_filter_config[SET_FILTER_STATE_FILTER].CopyFrom(pack(enable))
+    look-up) for a route to a PASSTHROUGH forward proxy cluster. Chains without the filter (captured sidecars,
+    gateways) ignore the entry."""
+    if any(_resolves_short_names(c, ctx) for c in _route_clusters(route)):
+        _enable_filter(route, SET_FILTER_STATE_FILTER)
 
 
 def _sniffed_mesh_destination(cluster: str, ctx: RouteContext) -> bool:
     """Whether `cluster` is a service port whose protocol the server sniffs, reached over mesh mTLS when TLS is used
     at all (no DestinationRule `tls`, or ISTIO_MUTUAL): its upstream connection may take Istio's HTTP ALPN."""
-    dest = _destination(cluster, ctx) if "|" in cluster else None
+    dest = _destination_port(cluster, ctx)
     if dest is None:
         return False
-    svc, port, policy = dest
-    sp = next((p for p in svc.ports if p.port == port), None)
-    return sp is not None and is_sniffed(sp.protocol) and (policy.tls is None or policy.tls.mode == "ISTIO_MUTUAL")
+    _svc, sp, policy = dest
+    return is_sniffed(sp.protocol) and (policy.tls is None or policy.tls.mode == "ISTIO_MUTUAL")
 
 
 def enable_alpn_override(route: rc.Route, ctx: RouteContext) -> None:
@@ -423,12 +436,9 @@ def enable_alpn_override(route: rc.Route, ctx: RouteContext) -> None:
     chain. Istio's filter skips clusters whose TLS is not Istio's by their metadata; here no other route enables it."""
     if ctx.proxy.type != "router":
         return
-    action = route.route
-    clusters = [action.cluster] if action.cluster else [c.name for c in action.weighted_clusters.clusters]
+    clusters = _route_clusters(route)
     if clusters and all(_sniffed_mesh_destination(c, ctx) for c in clusters):
-        enable = rc.FilterConfig(is_optional=True)
-        enable.config.SetInParent()
-        route.typed_per_filter_config[ALPN_FILTER].CopyFrom(pack(enable))
+        _enable_filter(route, ALPN_FILTER)
 
 
 def route_action_defaults(action: rc.RouteAction, timeout_s: float) -> None:

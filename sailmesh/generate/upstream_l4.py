@@ -15,6 +15,7 @@ from envoy.extensions.transport_sockets.proxy_protocol.v3 import upstream_proxy_
 from sailmesh.api.models import model_of
 from sailmesh.api.models.networking import DestinationRule
 from sailmesh.api.resource import Resource
+from sailmesh.generate import names
 from sailmesh.generate.common import pack
 from sailmesh.generate.scope import destination_rule
 from sailmesh.generate.tls import raw_buffer
@@ -72,7 +73,7 @@ def tunneling_config(snapshot: MeshSnapshot, proxy: ProxyView,
     is not a service's)."""
     if not clusters or not clusters[0][0].startswith(OUTBOUND_PREFIX):
         return None
-    _direction, _port, subset, host = clusters[0][0].split("|", 3)
+    _direction, _port, subset, host = names.parse_cluster(clusters[0][0])
     svc = snapshot.services.get(host)
     dr = destination_rule(snapshot, proxy.namespace, svc, proxy.labels) if svc is not None else None
     tunnel = _tunnel(dr, subset if len(clusters) == 1 else "") if dr is not None else None
