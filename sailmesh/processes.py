@@ -50,6 +50,21 @@ def free_port(host: str = "127.0.0.1", udp: bool = False) -> int:
         return int(s.getsockname()[1])
 
 
+def free_port_both(host: str = "127.0.0.1") -> int:
+    """A port free right now for both TCP and UDP on host (a DNS server's port)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind((host, 0))
+            port = int(tcp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind((host, port))
+                except OSError:
+                    continue
+                return port
+    raise OSError(f"no port free for both TCP and UDP on {host}")
+
+
 def die_with_parent(sig: int = signal.SIGKILL) -> None:
     """preexec_fn: the child gets `sig` when its parent dies, so nothing outlives its owner (Linux only).
 

@@ -26,7 +26,7 @@ import pytest
 from sailmesh.agent.config import AgentConfig
 from sailmesh.agent.main import run_agent
 from sailmesh.controlplane.app import ControlPlane, ControlPlaneOptions
-from sailmesh.processes import free_port
+from sailmesh.processes import free_port, free_port_both
 from sailmesh.settings import Settings
 from sailmesh.testing.waiting import await_for, random_loopback_block
 
@@ -145,7 +145,7 @@ async def test_agent_answers_mesh_names_and_forwards_the_rest(control_plane: Con
                       "options ndots:5\n")
     upstream = StubUpstream()
     await upstream.start()
-    dns_port = free_port(udp=True)
+    dns_port = free_port_both()  # the proxy listens on both: CI once found this port's TCP side taken
     cfg = AgentConfig(ip=f"{random_loopback_block()}.2", name="sleep-0", namespace="default",
                       service_account="sleep", xds_port=cp.opts.xds_tls_port, xds_tls=True,
                       ca_address=f"127.0.0.1:{cp.opts.ca_port}", ca_root_file=str(cp.identity.root_cert_path),

@@ -17,6 +17,7 @@ import json
 import pathlib
 import subprocess
 import sys
+from collections.abc import Callable
 
 import pytest
 
@@ -86,13 +87,14 @@ async def test_read_only_commands_against_a_kubernetes_control_plane(kube: KubeC
                 async with running_node(kube, "node-cli", block, short) as node:
                     node.control_plane = ControlPlaneAddresses(f"127.0.0.1:{cp.xds}", f"127.0.0.1:{cp.ca}")
                     await kubectl(kube, "apply", "-f", "-", input=APPS + "---" + CONFIG)
-                    await commands(kube, cp.state, {k[1]: r.ip for k, r in node.pods.items()})
+                    # the pods' addresses once they run (CI once read them right after the apply)
+                    await commands(kube, cp.state, lambda: {k[1]: r.ip for k, r in node.pods.items()})
         except BaseException:
             print(cp.log.read_text(errors="replace")[-6000:])
             raise
 
 
-async def commands(kube: KubeCluster, state: pathlib.Path, ips: dict[str, str]) -> None:
+async def commands(kube: KubeCluster, state: pathlib.Path, pod_ips: Callable[[], dict[str, str]]) -> None:
     async def synced() -> str | None:
         rc, out, _ = await sailmesh(state, "proxy-status")
         rows = [line.split() for line in out.splitlines()[1:]]
@@ -100,6 +102,7 @@ async def commands(kube: KubeCluster, state: pathlib.Path, ips: dict[str, str]) 
         return out if rc == 0 and len(ours) == 2 and all(r[2:6] == ["SYNCED"] * 4 for r in ours) else None
 
     out = await await_for(synced, timeout=240, interval=1.0, what="both injected pods' proxies SYNCED")
+    ips = pod_ips()  # both pods run: their proxies are connected
     assert out.splitlines()[0].split()[:2] == ["NAME", "TYPE"], out
     assert {r.split()[0] for r in out.splitlines()[1:]} >= {f"httpbin-1.{NS}", f"sleep-1.{NS}"}, out
 
