@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import sys
 import time
 from collections.abc import Iterable
@@ -68,12 +69,46 @@ def add_common(parser: argparse.ArgumentParser) -> None:
                              "through Service istiod")
 
 
+def add_settings(parser: argparse.ArgumentParser) -> None:
+    """install's and manifest generate's `--set` (what uninstall deletes does not depend on it)."""
+    parser.add_argument("--set", dest="settings", action="append", default=[], type=install_setting,
+                        metavar="values.pilot.env.NAME=VALUE",
+                        help="an environment variable of the control plane, istioctl's syntax (repeatable), e.g. "
+                             "values.pilot.env.PILOT_ENABLE_STATUS=true")
+
+
+PILOT_ENV = "values.pilot.env."
+# Istio's value paths that its chart turns into istiod's environment
+ENV_VALUES = {"values.global.istiod.enableAnalysis": "PILOT_ENABLE_ANALYSIS"}
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def install_setting(text: str) -> tuple[str, str]:
+    """One `--set PATH=VALUE` (istioctl's flag) as an environment variable of the control plane: Istio's
+    `values.pilot.env.NAME` and `values.global.istiod.enableAnalysis` (PILOT_ENABLE_ANALYSIS); other paths refused."""
+    path, eq, value = text.partition("=")
+    if not eq:
+        raise argparse.ArgumentTypeError(f"{text!r}: want PATH=VALUE")
+    if path in ENV_VALUES:
+        return ENV_VALUES[path], value
+    if not path.startswith(PILOT_ENV):
+        raise argparse.ArgumentTypeError(
+            f"{path!r}: only {PILOT_ENV}NAME and {', '.join(ENV_VALUES)} are supported (the control plane's "
+            "environment); other install values are flags of this command")
+    name = path[len(PILOT_ENV):]
+    if not ENV_NAME.fullmatch(name):
+        raise argparse.ArgumentTypeError(f"{path!r}: {name!r} is not an environment variable name")
+    return name, value
+
+
 def values_from(args: argparse.Namespace) -> Values:
-    return Values.for_profile(args.profile, namespace=args.namespace, image=args.image, webhook_url=args.webhook_url)
+    return Values.for_profile(args.profile, namespace=args.namespace, image=args.image, webhook_url=args.webhook_url,
+                              pilot_env=tuple(getattr(args, "settings", ())))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common(parser)
+    add_settings(parser)
     parser.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG", "~/.kube/config"), metavar="PATH")
     parser.add_argument("--context", default=None, help="the kubeconfig context (default: its current one)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the CRDs")

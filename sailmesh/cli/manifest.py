@@ -11,13 +11,14 @@ import argparse
 import sys
 
 from sailmesh.cli.common import fail
-from sailmesh.cli.install import add_common, dump_yaml, values_from
+from sailmesh.cli.install import add_common, add_settings, dump_yaml, values_from
 from sailmesh.install.manifests import generate
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=("generate",), help="generate: print the install's objects")
     add_common(parser)
+    add_settings(parser)
     parser.add_argument("--component", choices=("all", "crds", "control-plane"), default="all",
                         help="only the CRDs, only everything else, or all (default)")
 

@@ -19,6 +19,7 @@ from sailmesh.install.manifests import Values, gateway, generate, istiod, mesh_c
 from sailmesh.settings import ProxyPorts
 
 NS, IMAGE, ACCESS_LOG = "SAILMESHNS", "SAILMESHIMAGE", "SAILMESHACCESSLOG"
+ENV_NAME, ENV_VALUE = "SAILMESHENVNAME", "SAILMESHENVVALUE"  # one `pilot.env` entry, made a range over the map
 DEFAULT_CHART = pathlib.Path(__file__).resolve().parents[2] / "charts" / "sailmesh"
 
 CHART_YAML = f"""apiVersion: v2
@@ -44,6 +45,9 @@ egressGateway:
   enabled: false
 meshConfig:
   accessLogFile: ""
+pilot:
+  # the control plane's extra environment (Istio's values.pilot.env), e.g. PILOT_ENABLE_STATUS: "true"
+  env: {{}}
 """
 
 
@@ -72,9 +76,17 @@ def _client_config(text: str, path: str) -> str:
     return text.replace(block, templ)
 
 
+def _env_range(text: str) -> str:
+    """The placeholder env entry as Istio's chart writes `pilot.env`: a range over the map (Helm sorts its keys)."""
+    entry = f"        - name: {ENV_NAME}\n          value: {ENV_VALUE}\n"
+    assert entry in text
+    return text.replace(entry, "        {{- range $key, $val := .Values.pilot.env }}\n        - name: {{ $key }}\n"
+                               "          value: {{ $val | quote }}\n        {{- end }}\n")
+
+
 def templates() -> dict[str, str]:
     """templates/<file> -> text."""
-    v = Values(namespace=NS, image=IMAGE)
+    v = Values(namespace=NS, image=IMAGE, pilot_env=((ENV_NAME, ENV_VALUE),))
     mesh = mesh_config(v)
     assert '"accessLogFile": ""' in mesh["data"]["mesh"]
     mesh["data"]["mesh"] = mesh["data"]["mesh"].replace('"accessLogFile": ""', f'"accessLogFile": "{ACCESS_LOG}"')
@@ -88,7 +100,7 @@ def templates() -> dict[str, str]:
     return {
         "rbac.yaml": _dump(rbac(v)),
         "configmap.yaml": _dump([mesh]),
-        "istiod.yaml": _dump(istiod(v)),
+        "istiod.yaml": _env_range(_dump(istiod(v))),
         "ingressgateway.yaml": "{{- if .Values.ingressGateway.enabled }}\n" + _dump(ingress) + "{{- end }}\n",
         "egressgateway.yaml": "{{- if .Values.egressGateway.enabled }}\n" + _dump(egress) + "{{- end }}\n",
         "webhooks.yaml": hooks,

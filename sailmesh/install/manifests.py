@@ -36,6 +36,8 @@ class Values:
     ingress_gateway: bool = True
     egress_gateway: bool = False
     access_log: bool = False
+    # extra environment of the control plane's container (Istio's `values.pilot.env`, e.g. PILOT_ENABLE_STATUS)
+    pilot_env: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def for_profile(cls, profile: str, **over: Any) -> Values:
@@ -154,7 +156,9 @@ def istiod(v: Values) -> list[Obj]:
                                            "initialDelaySeconds": 1, "periodSeconds": 3, "timeoutSeconds": 5},
                         "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                                 {"name": "POD_NAMESPACE",
-                                 "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
+                                 "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                                # by name, as Helm ranges over the chart's `pilot.env` map
+                                *({"name": k, "value": val} for k, val in sorted(dict(v.pilot_env).items()))],
                         "resources": {"requests": {"cpu": "500m", "memory": "2048Mi"}},
                         "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                             "runAsNonRoot": True, "runAsUser": 1337, "runAsGroup": 1337,

@@ -102,6 +102,26 @@ def test_manifest_generate_prints_the_install(tmp_path: pathlib.Path) -> None:
     assert docs == generate(Values.for_profile("minimal"))
 
 
+def test_set_pilot_env_adds_the_control_planes_environment() -> None:
+    """istioctl's `--set values.pilot.env.NAME=VALUE` (how Istio's docs switch on PILOT_ENABLE_STATUS and friends)
+    adds the variable to istiod's container, and `values.global.istiod.enableAnalysis` PILOT_ENABLE_ANALYSIS (Istio's
+    chart does the same: its docs' install line for status works unchanged); any other value path is refused."""
+    out = subprocess.run([sys.executable, "-m", "sailmesh", "manifest", "generate", "--profile", "minimal",
+                          "--set", "values.pilot.env.PILOT_ENABLE_STATUS=true",
+                          "--set", "values.global.istiod.enableAnalysis=true"],
+                         capture_output=True, text=True, check=True).stdout
+    istiod = next(d for d in yaml.load_all(out, Loader=yaml.CSafeLoader) if d and d["kind"] == "Deployment")
+    env = istiod["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert env[2:] == [{"name": "PILOT_ENABLE_ANALYSIS", "value": "true"},
+                       {"name": "PILOT_ENABLE_STATUS", "value": "true"}]
+    for bad, says in (("values.global.hub=x", "only values.pilot.env.NAME and"),
+                      ("values.pilot.env.1X=y", "not an environment variable name"),
+                      ("values.pilot.env.X", "PATH=VALUE")):
+        done = subprocess.run([sys.executable, "-m", "sailmesh", "manifest", "generate", "--set", bad],
+                              capture_output=True, text=True)
+        assert done.returncode == 2 and says in done.stderr and not done.stdout, (bad, done.stderr)
+
+
 @pytest.mark.parametrize("profile", ["minimal", "default", "demo"])
 def test_the_installed_mesh_config_has_nothing_the_control_plane_would_not_act_on(profile: str) -> None:
     cm = next(o for o in generate(Values.for_profile(profile)) if o["kind"] == "ConfigMap")
