@@ -241,3 +241,31 @@ async def routed_through_the_gateway(kube: KubeCluster) -> None:
     split = collections.Counter([await asyncio.to_thread(reviews_served_by, url) for _ in range(200)])
     print(f"reviews through the Gateway, weights v1:v3 = 1:3: {dict(split)}")
     assert set(split) == {"v1", "v3"} and 123 <= split["v3"] <= 177, split
+    await another_controllers_parent_is_kept(kube, parent)
+
+
+async def another_controllers_parent_is_kept(kube: KubeCluster, ours: dict[str, Any]) -> None:
+    """A route attached to another implementation's Gateway too carries that controller's parent status; ours is
+    rewritten beside it, never over it (Istio's createRouteStatus: "we don't own this status, so keep it around")."""
+    other = {"parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "other-gw"},
+             "controllerName": "example.com/other-controller",
+             "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "theirs",
+                             "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 1}]}
+    await ks.kubectl(kube, "patch", "httproute", "reviews-gw", "-n", NS, "--subresource=status", "--type=merge",
+                     "-p", json.dumps({"status": {"parents": [other, ours]}}))
+    # a new generation of the route (one more rule, on a path nothing asks for): our parent status is written again
+    await ks.kubectl(kube, "apply", "-n", NS, "-f", "-", input=REVIEWS_ROUTE + """\
+  - matches: [{path: {type: PathPrefix, value: /never}}]
+    backendRefs: [{name: reviews-v1, port: 9080}]
+""")
+
+    async def rewritten() -> list[Any] | None:
+        route = await get_json(kube, "httproute", "reviews-gw", "-n", NS)
+        parents = (route.get("status") or {}).get("parents") or []
+        mine = [p for p in parents if p.get("controllerName") == "istio.io/gateway-controller"]
+        return parents if mine and all(c.get("observedGeneration") == route["metadata"]["generation"]
+                                       for c in mine[0]["conditions"]) else None
+
+    parents = await await_for(rewritten, timeout=60, interval=0.5, what="our parent status for the new generation")
+    assert parents[0] == other, parents  # untouched, first (Istio's order)
+    assert [p["controllerName"] for p in parents] == ["example.com/other-controller", "istio.io/gateway-controller"]

@@ -13,7 +13,7 @@ from sailmesh.api.resource import Resource, ResourceKey
 from sailmesh.ca.authority import CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT, CertificateAuthority
 from sailmesh.platform.kube.casecret import ca_secret_body, write_layout
 from sailmesh.platform.kube.gatewaydeploy import gateway_objects
-from sailmesh.platform.kube.gatewaystatus import gateway_addresses, with_times
+from sailmesh.platform.kube.gatewaystatus import gateway_addresses, with_others, with_times
 from sailmesh.platform.kube.informer import KubeResource
 from sailmesh.platform.kube.platform import istio_kinds
 from sailmesh.platform.kube.store import KubeStore
@@ -117,6 +117,17 @@ def test_condition_times_are_kept_while_the_status_is_unchanged() -> None:
     stamped = with_times(policy, {}, "T1")
     assert [c["lastTransitionTime"] for c in stamped["ancestors"][0]["conditions"]] == ["T1", "T1"]
     assert with_times(policy, stamped, "T2") == stamped
+
+
+def test_other_controllers_route_parents_and_policy_ancestors_are_kept_first() -> None:
+    """Istio's createRouteStatus: parents another controller wrote are kept, before ours; our own stale ones go."""
+    theirs = {"parentRef": {"name": "other-gw"}, "controllerName": "example.com/other", "conditions": []}
+    stale = {"parentRef": {"name": "gone"}, "controllerName": "istio.io/gateway-controller", "conditions": []}
+    ours = {"parentRef": {"name": "gw"}, "controllerName": "istio.io/gateway-controller", "conditions": []}
+    current = {"parents": [stale, theirs], "ancestors": [theirs]}
+    assert with_others({"parents": [ours]}, current) == {"parents": [theirs, ours]}
+    assert with_others({"ancestors": [ours]}, current) == {"ancestors": [theirs, ours]}
+    assert with_others({"conditions": []}, current) == {"conditions": []}  # a Gateway's own status: nothing added
 
 
 def test_a_gateway_gets_its_own_deployment_and_service_selected_by_its_name() -> None:

@@ -11,7 +11,10 @@ only the cluster knows is added here, with Istio's rules (pilot/pkg/config/kube/
   found"); a Gateway on existing Services (a Hostname address, Istio's manual deployment) gets those Services'
   addresses by the same rules;
 - every condition carries lastTransitionTime (the CRDs require it): kept from the stored status while the
-  condition's status is unchanged, else the time of this write.
+  condition's status is unchanged, else the time of this write;
+- a route's `parents` (a policy's `ancestors`) written by another controller (`controllerName` not Istio's) are
+  kept, before ours, as Istio's createRouteStatus keeps them: a route attached to two implementations' Gateways
+  shows both (a merge patch replaces the whole list, so they are written back as they were).
 
 Writes go to the status subresource (a JSON merge patch) and only when the status differs both from what the
 object has and from what this replica last wrote, so a write's own watch event does not cause another (as Istio's
@@ -34,6 +37,7 @@ from sailmesh.api.resource import Resource, ResourceKey
 from sailmesh.generate.gatewayapi.addresses import gateway_services, is_managed
 from sailmesh.generate.gatewayapi.convert import deployment_name
 from sailmesh.generate.gatewayapi.reader import GATEWAY_API_KINDS
+from sailmesh.generate.gatewayapi.status import CONTROLLER_NAME
 from sailmesh.platform.kube.client import KubeApiError, KubeConnection
 from sailmesh.platform.kube.store import KubeStore
 
@@ -109,6 +113,18 @@ def with_times(desired: dict[str, Any], current: Mapping[str, Any], now: str) ->
     return out
 
 
+def with_others(status: dict[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
+    """`status` with the route parents / policy ancestors of `current` that another controller wrote, first and
+    untouched (Istio: "we don't own this status, so keep it around")."""
+    out = dict(status)
+    for key in ("parents", "ancestors"):
+        if key in status:
+            others = [x for x in current.get(key) or ()
+                      if isinstance(x, Mapping) and x.get("controllerName") != CONTROLLER_NAME]
+            out[key] = [*others, *status[key]]
+    return out
+
+
 class GatewayStatusWriter:
     """Keeps the status of the API server's Gateway API objects as the conversion says (`lead()` while leading)."""
 
@@ -181,7 +197,7 @@ class GatewayStatusWriter:
             # condition times continue from what this replica last wrote: the store may not have seen that write
             # yet (its watch event comes later), and stamping "now" on a stale read would write again
             previous = self._written.get(r.key, current if isinstance(current, Mapping) else {})
-            status = with_times(desired, previous, now)
+            status = with_others(with_times(desired, previous, now), current if isinstance(current, Mapping) else {})
             if status == current or status == self._written.get(r.key):
                 continue
             if await self._write(r, status):
