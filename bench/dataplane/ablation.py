@@ -14,6 +14,7 @@ import functools
 import json
 import os
 import pathlib
+import shutil
 import statistics
 import subprocess
 import sys
@@ -166,6 +167,7 @@ def run(duration: float, rounds: int, rate: float, conns: int, concurrency: int,
     samples: dict[str, list[dict[str, float]]] = {n: [] for n in names}
     url = f"http://{cap.client_ip}:15001/"
     stop_als, rx_pid = als_receivers([clients[0][1], servers[0][1]], env)
+    ok = False
     try:
         wait_for(lambda: _NO_PROXY.open(f"http://{cap.server_ip}:{cap.app_port}/", timeout=1).status == 200,
                  timeout=15, what="backend")
@@ -193,11 +195,16 @@ def run(duration: float, rounds: int, rate: float, conns: int, concurrency: int,
                         cli.stop()
                 finally:
                     srv.stop()
+        ok = True
     finally:
         stop_als()
         for proc in (backend, local_proc):
             proc.terminate()
             proc.wait(5)
+        if ok:  # as the runner: configs and logs are kept only when something failed
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"ablation failed; Envoy configs and logs kept in {workdir}", file=sys.stderr)
     return {n: {**{k: statistics.median(s[k] for s in samples[n]) for k in samples[n][0]}, "rounds": samples[n]}
             for n in names}
 
