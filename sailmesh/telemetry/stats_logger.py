@@ -4,9 +4,9 @@ Each HTTP connection manager that reports gets one logger: three histograms (`re
 `request_bytes`, `response_bytes`; the duration's count is the request count) under the prefix `sailmesh_istio`
 (a counter `requests_total` only where a Telemetry override disables the duration histogram), tagged with
 the raw values Istio's labels derive from, joined in one tag (the reporter, the services, the peer's
-x-envoy-peer-metadata from dynamic metadata, the upstream cluster, :authority, content type, response code, gRPC
-status, response flags, the TLS peers' URI SANs) and the Telemetry overrides' expression values in their own.
-No message per request leaves Envoy: the agent turns these series into
+x-envoy-peer-metadata from dynamic metadata or filter state, the upstream cluster, :authority, content type,
+response code, gRPC status, response flags, the TLS peers' URI SANs) and the Telemetry overrides' expression
+values in their own. No message per request leaves Envoy: the agent turns these series into
 istio_* families with Istio's labels when its status port is scraped (agent/istio_stats.py). Envoy's default
 histogram buckets are Istio's (0.5 ms ... 3,600,000), so the bootstrap needs no bucket settings; histograms
 reach Envoy's page at each stats flush (the agent's bootstrap: every second).
@@ -59,7 +59,9 @@ def key_format(reporter: str, services: Sequence[str]) -> str:
     """One tag `k` with every raw input of Istio's labels, newline-separated (no header value, URI SAN or cluster
     name can hold a newline): Envoy formats, interns and joins one tag per stat instead of eleven."""
     side = "UPSTREAM" if reporter == SOURCE else "DOWNSTREAM"
-    fields = [reporter, ",".join(services), f"%DYNAMIC_METADATA({peer.PEER_NAMESPACE}:{peer.PEER_KEY})%",
+    peer_md = f"%DYNAMIC_METADATA({peer.PEER_NAMESPACE}:{peer.PEER_KEY})%" if reporter == SOURCE \
+        else f"%FILTER_STATE({peer.PEER_FILTER_STATE}:PLAIN)%"  # where the metadata exchange keeps it
+    fields = [reporter, ",".join(services), peer_md,
               "%UPSTREAM_CLUSTER%" if reporter == SOURCE else "",
               # the service the client asked for: outbound without a cluster, or inbound backing several services
               "%REQ(:AUTHORITY)%" if reporter == SOURCE or len(services) > 1 else "",

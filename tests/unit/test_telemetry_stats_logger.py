@@ -42,8 +42,8 @@ def test_the_logger_keeps_istios_four_http_metrics_with_one_key_tag_per_reporter
     assert _tags(cfg.histograms[0].stat) == {"k": key, "gm": "%FILTER_STATE(envoy.filters.http.grpc_stats:PLAIN)%"}
     assert all(_tags(h.stat) == {"k": key} for h in cfg.histograms[1:])
     # The destination reporter: the downstream TLS peer; no cluster; the authority only to choose among services.
-    one = key_format(DESTINATION, [RATINGS]).split("\n")
-    assert one[:5] == ["destination", RATINGS, "%DYNAMIC_METADATA(sailmesh.peer:metadata)%", "", ""]
+    one = key_format(DESTINATION, [RATINGS]).split("\n")  # the client's metadata: kept in filter state inbound
+    assert one[:5] == ["destination", RATINGS, "%FILTER_STATE(sailmesh.peer:PLAIN)%", "", ""]
     assert one[-2:] == ["%DOWNSTREAM_PEER_URI_SAN%", "%DOWNSTREAM_LOCAL_URI_SAN%"]
     assert key_format(DESTINATION, [RATINGS, "r2.default.svc.cluster.local"]).split("\n")[4] == "%REQ(:AUTHORITY)%"
     assert http_stats_log(SOURCE).name == "envoy.access_loggers.stats"
