@@ -216,6 +216,17 @@ def combined(cfg: Config) -> None:
     server_key_in_filter_state(cfg)
 
 
+def no_gm_without_grpc_stats(cfg: Config) -> None:
+    """No `gm` tag where the chain has no grpc_stats filter (the outbound sidecar: its value is always empty)."""
+    for hcm in ss._all_hcms(cfg):
+        if any(f.get("name") == "envoy.filters.http.grpc_stats" for f in hcm.get("http_filters", [])):
+            continue
+        for al in hcm.get("access_log", []):
+            if al.get("name") == STATS_LOGGER:
+                for stat in _stats(al["typed_config"]):
+                    stat["tags"] = [t for t in stat["tags"] if t["name"] != "gm"]
+
+
 MX_VARIANTS: list[tuple[str, Callable[[Config], None] | None]] = [
     ("sidecar config (static copy)", None),
     ("counter from the duration histogram", counter_from_histogram),
@@ -230,4 +241,5 @@ MX_VARIANTS: list[tuple[str, Callable[[Config], None] | None]] = [
     ("all three: counter, server filter state, client id", all_three),
     ("both: id header removed, not stored", id_removed_not_stored),
     ("counter from histogram + id header not stored", counter_and_id),
+    ("no gm tag without a grpc_stats filter", no_gm_without_grpc_stats),
 ]
