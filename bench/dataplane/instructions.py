@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bench.dataplane import mesh_config, sidecar_cuts, sidecar_static
+from bench.dataplane import mesh_config, metrics_cuts, sidecar_cuts, sidecar_static
 from bench.dataplane.ablation import STATIC_MTLS, Captured, als_receivers, capture, start_copy, write_json
 from bench.dataplane.errors import BenchError
 from bench.dataplane.setups import ROOT, start_backend, static_mtls_sides
@@ -126,8 +126,11 @@ def captured(workdir: pathlib.Path, keep: pathlib.Path | None) -> Captured:
 
 
 def run(requests: int, conns: int, variants: list[tuple[str, Callable[[Config], None] | None]],
-        statics: list[str], keep: pathlib.Path | None = None) -> dict[str, dict[str, float]]:
-    """Every variant once (instruction counts do not need rounds), then the static pairs."""
+        statics: list[str], keep: pathlib.Path | None = None,
+        stats_flush: float | None = None) -> dict[str, dict[str, float]]:
+    """Every variant once (instruction counts do not need rounds), then the static pairs. `stats_flush` (seconds)
+    replaces the copies' stats flush interval (the agent's 1 s): the flush is most of what the subtracted idle time
+    runs, and its share moves between passes by more than the smaller effects."""
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="sailmesh-instructions-"))
     cap = captured(workdir, keep)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -137,6 +140,9 @@ def run(requests: int, conns: int, variants: list[tuple[str, Callable[[Config], 
                                preexec_fn=DIE_WITH_HARNESS)
     clients = sidecar_static.alternative_configs(sidecar_static.to_static(cap.client), variants)
     servers = sidecar_static.alternative_configs(sidecar_static.to_static(cap.server), variants)
+    if stats_flush is not None:
+        for _, cfg in [*clients, *servers]:
+            cfg["stats_flush_interval"] = f"{stats_flush:g}s"
     stop_als, _ = als_receivers([clients[0][1], servers[0][1]], env)
     results: dict[str, dict[str, float]] = {}
     try:
@@ -178,6 +184,7 @@ def _measure_pair(workdir: pathlib.Path, cli_cfg: Config, srv_cfg: Config, cli_a
 FEATURES: dict[str, list[tuple[str, Callable[[Config], None] | None]]] = {
     "cuts": sidecar_cuts.CUT_VARIANTS,
     "metrics": sidecar_static.METRICS_VARIANTS,
+    "mx": metrics_cuts.MX_VARIANTS,
     "tls": sidecar_static.TLS_VARIANTS,
 }
 
@@ -194,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-static", action="store_true", help="skip the minimal and mTLS static pairs")
     p.add_argument("--capture", type=pathlib.Path, metavar="FILE",
                    help="reuse the mesh pair's config dumps from FILE (captured and written there when absent)")
+    p.add_argument("--stats-flush", type=float, metavar="SECONDS",
+                   help="the copies' stats flush interval instead of the agent's 1 s (less idle work to subtract)")
     p.add_argument("--json", type=pathlib.Path)
     a = p.parse_args(argv)
     if a.requests % a.connections:
@@ -203,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     variants = FEATURES[a.features]
     variants = [v for i, v in enumerate(variants) if i == 0 or not a.only or v[0].startswith(tuple(a.only))]
     res = run(a.requests, a.connections, variants, [] if a.no_static else [MINIMAL, STATIC_MTLS],
-              a.capture)
+              a.capture, a.stats_flush)
     base = next(iter(res.values()))["pair"]
     print(f"{'variant':52} {'client':>9} {'server':>9} {'pair':>9} {'vs copy':>8}  (instructions per request)")
     for name, r in res.items():

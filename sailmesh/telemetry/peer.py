@@ -19,9 +19,11 @@ from google.protobuf import struct_pb2
 
 PEER_METADATA_HEADER = "x-envoy-peer-metadata"
 PEER_ID_HEADER = "x-envoy-peer-metadata-id"
-# Dynamic metadata where the receiving sidecar keeps the peer's header (header_to_metadata, then logged).
+# Where the receiving sidecar keeps the peer's x-envoy-peer-metadata for the stats key: outbound in dynamic
+# metadata (header_to_metadata; also logged), inbound in filter state (set_filter_state, a string).
 PEER_NAMESPACE = "sailmesh.peer"
 PEER_KEY = "metadata"
+PEER_FILTER_STATE = "sailmesh.peer"
 DEFAULT_CLUSTER_ID = "Kubernetes"  # Istio's default cluster id on Kubernetes (the agent's CLUSTER_ID default)
 UNKNOWN = "unknown"
 

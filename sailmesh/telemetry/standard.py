@@ -10,8 +10,10 @@ name tells the agent who reports: `istio|source` (a sidecar's outbound listener,
 
 Metadata exchange with two stock filters (Istio's `istio.metadata_exchange` does the same in one):
 header_mutation sets this proxy's `x-envoy-peer-metadata(-id)` on requests (outbound) or responses (inbound),
-overwriting anything the app sent; header_to_metadata moves the peer's header into dynamic metadata (logged
-with the entry) and removes it, so the app never sees it.
+overwriting anything the app sent, and removes the peer's two headers from the other direction, so the app never
+sees them; before that, the peer's x-envoy-peer-metadata is kept for the stats key: inbound by set_filter_state
+(filter state `sailmesh.peer`), outbound by header_to_metadata (dynamic metadata `sailmesh.peer`, also logged
+with the CONNECT tunnels' entries).
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from envoy.config.core.v3 import base_pb2, config_source_pb2, grpc_service_pb2
 from envoy.config.route.v3 import route_components_pb2
 from envoy.data.accesslog.v3 import accesslog_pb2 as data_accesslog_pb2
 from envoy.extensions.access_loggers.grpc.v3 import als_pb2
+from envoy.extensions.filters.common.set_filter_state.v3 import value_pb2 as sfs_value
 from envoy.extensions.filters.http.grpc_stats.v3 import config_pb2 as grpc_stats_pb2
 from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
 from envoy.extensions.filters.http.header_to_metadata.v3 import header_to_metadata_pb2 as h2m
+from envoy.extensions.filters.http.set_filter_state.v3 import set_filter_state_pb2 as sfs
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.type.matcher.v3 import string_pb2
 from envoy.type.tracing.v3 import custom_tag_pb2
@@ -54,7 +58,7 @@ __all__ = ["ALS_CLUSTER", "DESTINATION", "LOG_PREFIX", "SOURCE", "exclude_period
 HTTP_GRPC_LOGGER = "envoy.access_loggers.http_grpc"
 TCP_GRPC_LOGGER = "envoy.access_loggers.tcp_grpc"
 MX_ADD_FILTER = "istio.metadata_exchange.add"  # header_mutation: our identity to the peer
-MX_READ_FILTER = "istio.metadata_exchange.read"  # header_to_metadata: the peer's identity, stripped
+MX_READ_FILTER = "istio.metadata_exchange.read"  # the peer's identity kept (set_filter_state / header_to_metadata)
 FLUSH_INTERVAL_S = 1  # entries reach the agent within about a second
 TCP_REPORTING_INTERVAL_S = 5.0  # Istio's default reporting interval of TCP metrics (open connections)
 PERIODIC_TYPES = ("TcpPeriodic", "DownstreamPeriodic")  # the periodic entries only the metrics stream wants
@@ -188,14 +192,17 @@ def _set_headers(pod: str, namespace: str, labels: Mapping[str, str], node_id: s
     ]
 
 
-def _read_rules() -> list[h2m.Config.Rule]:
-    kv = h2m.Config.KeyValuePair
-    return [
-        h2m.Config.Rule(header=peer.PEER_METADATA_HEADER, remove=True,
-                        on_header_present=kv(metadata_namespace=peer.PEER_NAMESPACE, key=peer.PEER_KEY)),
-        h2m.Config.Rule(header=peer.PEER_ID_HEADER, remove=True,
-                        on_header_present=kv(metadata_namespace=peer.PEER_NAMESPACE, key="id")),
-    ]
+def _remove(*headers: str) -> list[mutation_rules_pb2.HeaderMutation]:
+    return [mutation_rules_pb2.HeaderMutation(remove=h) for h in headers]
+
+
+def _keep_peer() -> sfs.Config:
+    """The client's x-envoy-peer-metadata as a string in filter state (the destination's stats key reads it)."""
+    value = sfs_value.FilterStateValue(object_key=peer.PEER_FILTER_STATE, factory_key="envoy.string",
+                                       skip_if_empty=True)
+    value.format_string.text_format_source.inline_string = f"%REQ({peer.PEER_METADATA_HEADER})%"
+    value.format_string.omit_empty_values = True
+    return sfs.Config(on_request_headers=[value])
 
 
 def metadata_exchange_filters(
@@ -203,14 +210,23 @@ def metadata_exchange_filters(
     cluster: str = peer.DEFAULT_CLUSTER_ID,
 ) -> list[hcm_pb2.HttpFilter]:
     """Istio's metadata exchange: inbound reads the client's identity from the request and answers with ours;
-    outbound (and gateways) send ours with the request and read the server's from the response."""
+    outbound (and gateways) send ours with the request and read the server's from the response. The peer's two
+    headers are removed by the filter that adds ours (on the other direction); only x-envoy-peer-metadata is kept
+    (nothing reads the id): inbound in filter state (set_filter_state, cheaper than header_to_metadata's dynamic
+    metadata), outbound in dynamic metadata (header_to_metadata: Envoy sets filter state from requests only; the
+    CONNECT tunnels' access-log entries carry it too). Cheaper per request than storing both headers with
+    header_to_metadata on both sides (docs/benchmarks.md, session 14); the same headers on the wire."""
     own = _set_headers(pod, namespace, labels, node_id, cluster)
+    theirs = _remove(peer.PEER_METADATA_HEADER, peer.PEER_ID_HEADER)
     if inbound:
-        read = h2m.Config(request_rules=_read_rules())
-        add = header_mutation_pb2.HeaderMutation(mutations=header_mutation_pb2.Mutations(response_mutations=own))
-        return [hcm_pb2.HttpFilter(name=MX_READ_FILTER, typed_config=_pack(read)),
+        add = header_mutation_pb2.HeaderMutation(mutations=header_mutation_pb2.Mutations(
+            request_mutations=theirs, response_mutations=own))
+        return [hcm_pb2.HttpFilter(name=MX_READ_FILTER, typed_config=_pack(_keep_peer())),
                 hcm_pb2.HttpFilter(name=MX_ADD_FILTER, typed_config=_pack(add))]
-    add = header_mutation_pb2.HeaderMutation(mutations=header_mutation_pb2.Mutations(request_mutations=own))
-    read = h2m.Config(response_rules=_read_rules())
+    add = header_mutation_pb2.HeaderMutation(mutations=header_mutation_pb2.Mutations(
+        request_mutations=own, response_mutations=theirs[1:]))
+    read = h2m.Config(response_rules=[h2m.Config.Rule(
+        header=peer.PEER_METADATA_HEADER, remove=True,
+        on_header_present=h2m.Config.KeyValuePair(metadata_namespace=peer.PEER_NAMESPACE, key=peer.PEER_KEY))])
     return [hcm_pb2.HttpFilter(name=MX_ADD_FILTER, typed_config=_pack(add)),
             hcm_pb2.HttpFilter(name=MX_READ_FILTER, typed_config=_pack(read))]

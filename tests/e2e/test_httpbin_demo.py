@@ -8,13 +8,17 @@ import json
 import shutil
 import subprocess
 import sys
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from sailmesh.telemetry import peer
 from sailmesh.testing.mesh import RunningMesh
 from sailmesh.testing.waiting import wait_for
+from tests.e2e.test_mesh_metrics import total
 
 pytestmark = pytest.mark.e2e
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -98,3 +102,58 @@ def test_ingress_gateway_routes_to_httpbin_in_foo(mesh: RunningMesh) -> None:
         assert r.status == 200
         assert "headers" in json.loads(r.read())
 
+
+
+def _agent(mesh: RunningMesh, instance: str) -> str:
+    """The address of a sidecar's agent (its status port 15020 serves Istio's metrics)."""
+    state = json.loads(Path(mesh.state_dir, "mesh.json").read_text())
+    (addr,) = [p["address"] for p in state["processes"] if p.get("role") == "agent" and p["name"].startswith(instance)]
+    return str(addr)
+
+
+def _fetch(mesh: RunningMesh, ns: str, url: str, headers: dict[str, str] | None = None) -> tuple[dict[str, str], str]:
+    """(response headers, body) of a GET from sleep in `ns` (through its sidecar, if it has one)."""
+    code = ("import json, sys, urllib.request; r = urllib.request.urlopen(urllib.request.Request(sys.argv[1], "
+            "headers=json.loads(sys.argv[2]))); print(json.dumps([dict(r.headers), r.read().decode()]))")
+    r = sm_exec(mesh, "sleep", ns, sys.executable, "-c", code, url, json.dumps(headers or {}))
+    assert r.returncode == 0, r.stderr
+    got, body = json.loads(r.stdout)
+    return {k.lower(): v for k, v in got.items()}, body
+
+
+def test_istios_metadata_exchange_on_the_wire_with_a_peer_without_our_sidecar(mesh: RunningMesh) -> None:
+    """Istio's metadata exchange (x-envoy-peer-metadata: base64 of a Struct of the node's metadata, and
+    x-envoy-peer-metadata-id) as an Istio proxy on the other side sees it: the client's sidecar sends both headers;
+    a response carrying an Istio server's headers names the destination in the client's metrics and reaches the app
+    without them; a request carrying an Istio client's headers names the source in the server's metrics and
+    reaches the app without them. httpbin in legacy (no sidecar) plays the Istio proxy."""
+    seen = headers_seen(mesh, "foo", "legacy")  # what an Istio server sidecar would receive from ours
+    sent = peer.decode(seen["X-Envoy-Peer-Metadata"])
+    assert (sent.workload, sent.namespace, sent.app) == ("sleep", "foo", "sleep")
+    assert seen["X-Envoy-Peer-Metadata-Id"].startswith("sidecar~")
+    assert not {"X-Envoy-Peer-Metadata", "X-Envoy-Peer-Metadata-Id"} & set(headers_seen(mesh, "foo", "bar"))
+    # an Istio server's answer: its metadata in the response headers (httpbin echoes them)
+    istio_server = peer.encode("ratings-v9-0", "legacy", {"app": "ratings", "version": "v9"}, cluster="other")
+    query = urllib.parse.urlencode({"x-envoy-peer-metadata": istio_server,
+                                    "x-envoy-peer-metadata-id": "sidecar~10.0.0.9~ratings-v9-0.legacy~legacy.svc"})
+    sleep_foo = _agent(mesh, "sleep-0.foo")
+
+    def client_reported() -> bool:
+        got, body = _fetch(mesh, "foo", f"http://httpbin.legacy:8000/response-headers?{query}")
+        assert "x-envoy-peer-metadata" not in got and "x-envoy-peer-metadata-id" not in got  # stripped
+        assert json.loads(body)["x-envoy-peer-metadata"] == istio_server  # (the app did answer with them)
+        return total(sleep_foo, reporter="source", destination_workload="ratings-v9", destination_version="v9",
+                     destination_app="ratings", destination_cluster="other",
+                     destination_workload_namespace="legacy") > 0
+    wait_for(client_reported, timeout=20, interval=1.0, what="the Istio server's workload on the client's metrics")
+    # an Istio client's request: legacy has no sidecar, so its headers go to bar's sidecar as they are
+    istio_client = peer.encode("reviews-v7-0", "legacy", {"app": "reviews", "version": "v7"})
+    httpbin_bar = _agent(mesh, "httpbin-0.bar")
+
+    def server_reported() -> bool:
+        _, body = _fetch(mesh, "legacy", "http://httpbin.bar:8000/headers",
+                         {"x-envoy-peer-metadata": istio_client, "x-envoy-peer-metadata-id": "sidecar~x"})
+        assert not {"X-Envoy-Peer-Metadata", "X-Envoy-Peer-Metadata-Id"} & set(json.loads(body)["headers"])
+        return total(httpbin_bar, reporter="destination", source_workload="reviews-v7", source_version="v7",
+                     source_app="reviews", source_workload_namespace="legacy") > 0
+    wait_for(server_reported, timeout=20, interval=1.0, what="the Istio client's workload on the server's metrics")

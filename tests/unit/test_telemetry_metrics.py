@@ -13,6 +13,7 @@ from envoy.extensions.access_loggers.grpc.v3 import als_pb2 as als_cfg
 from envoy.extensions.access_loggers.stats.v3 import stats_pb2
 from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
 from envoy.extensions.filters.http.header_to_metadata.v3 import header_to_metadata_pb2 as h2m
+from envoy.extensions.filters.http.set_filter_state.v3 import set_filter_state_pb2 as sfs
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 from google.protobuf import struct_pb2
@@ -78,20 +79,31 @@ def test_response_flags_are_envoys_short_codes() -> None:
 
 
 def test_metadata_exchange_strips_the_peer_header_and_overwrites_ours() -> None:
+    """Istio's wire protocol: both x-envoy-peer-metadata and x-envoy-peer-metadata-id go out with every request
+    (outbound) and response (inbound), and the peer's are stripped before the app sees them. Only the metadata
+    is kept: outbound in dynamic metadata, inbound in filter state (cheaper; session 14)."""
     outbound = metadata_exchange_filters(False, "productpage-v1-0", "default", {"app": "productpage"}, "sidecar~x")
     add = header_mutation_pb2.HeaderMutation()
     outbound[0].typed_config.Unpack(add)
     keys = {m.append.header.key: m.append for m in add.mutations.request_mutations}
     assert set(keys) == {"x-envoy-peer-metadata", "x-envoy-peer-metadata-id"}
     assert all(v.append_action == base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD for v in keys.values())
+    assert [m.remove for m in add.mutations.response_mutations] == ["x-envoy-peer-metadata-id"]
     read = h2m.Config()
     outbound[1].typed_config.Unpack(read)
-    assert [r.header for r in read.response_rules] == ["x-envoy-peer-metadata", "x-envoy-peer-metadata-id"]
-    assert all(r.remove for r in read.response_rules)  # the app never sees the peer's headers
+    assert [(r.header, r.remove, r.on_header_present.metadata_namespace, r.on_header_present.key)
+            for r in read.response_rules] == [("x-envoy-peer-metadata", True, "sailmesh.peer", "metadata")]
     inbound = metadata_exchange_filters(True, "reviews-v2-0", "default", {}, "sidecar~y")
-    read = h2m.Config()
-    inbound[0].typed_config.Unpack(read)
-    assert all(r.remove for r in read.request_rules) and not read.response_rules
+    assert [f.name for f in inbound] == ["istio.metadata_exchange.read", "istio.metadata_exchange.add"]
+    keep = sfs.Config()
+    assert inbound[0].typed_config.Unpack(keep)  # set_filter_state, before the add filter removes the header
+    (value,) = keep.on_request_headers
+    assert (value.object_key, value.factory_key, value.skip_if_empty) == ("sailmesh.peer", "envoy.string", True)
+    assert value.format_string.text_format_source.inline_string == "%REQ(x-envoy-peer-metadata)%"
+    add = header_mutation_pb2.HeaderMutation()
+    inbound[1].typed_config.Unpack(add)
+    assert [m.remove for m in add.mutations.request_mutations] == ["x-envoy-peer-metadata", "x-envoy-peer-metadata-id"]
+    assert {m.append.header.key for m in add.mutations.response_mutations} == set(keys)
 
 
 def test_listeners_keep_istios_http_metrics_in_envoys_stats_logger_naming_the_reporter() -> None:
@@ -100,7 +112,8 @@ def test_listeners_keep_istios_http_metrics_in_envoys_stats_logger_naming_the_re
     stats, stream = out.access_log  # the explicit proxy: requests in Envoy's stats, CONNECT tunnels on the stream
     cfg = stats_pb2.Config()
     assert stats.name == "envoy.access_loggers.stats" and stats.typed_config.Unpack(cfg)
-    tags = {t.name: t.value_format for t in cfg.counters[0].stat.tags}
+    assert not cfg.counters  # the duration histogram (first) counts the requests
+    tags = {t.name: t.value_format for t in cfg.histograms[0].stat.tags}
     assert tags["k"] == key_format(SOURCE, ()) and tags["gm"] == "%FILTER_STATE(envoy.filters.http.grpc_stats:PLAIN)%"
     methods = [f.header_filter.header for f in stats.filter.and_filter.filters if f.HasField("header_filter")]
     assert [(h.name, h.string_match.exact, h.invert_match) for h in methods] == [(":method", "CONNECT", True)]
@@ -112,7 +125,7 @@ def test_listeners_keep_istios_http_metrics_in_envoys_stats_logger_naming_the_re
     (inbound_listener,) = [lo for lo in ls.values() if lo.traffic_direction == base_pb2.INBOUND]
     (log,) = hcm_of(inbound_listener).access_log
     assert log.typed_config.Unpack(cfg) and not log.HasField("filter")
-    key = {t.name: t.value_format for t in cfg.counters[0].stat.tags}["k"]
+    key = {t.name: t.value_format for t in cfg.histograms[0].stat.tags}["k"]
     assert key == key_format(DESTINATION, ["reviews.default.svc.cluster.local"])
 
 

@@ -1,9 +1,10 @@
 """The standard metrics' HTTP filters: Istio's metadata exchange (first in the chain) and gRPC message counts.
 
-Two slots for the exchange, one filter each: `read` takes the peer's identity off requests (inbound) or responses
-(outbound, gateways) into dynamic metadata; `add` puts this proxy's on responses (inbound) or requests (outbound,
-gateways). A third, `grpc_stats`, counts each gRPC request's messages where gRPC arrives as HTTP/2 (inbound and
-gateways; the explicit outbound proxy tunnels gRPC with CONNECT), when Istio's metrics are on for that side.
+Two slots for the exchange, one filter each: `read` keeps the peer's identity from requests (inbound, in filter
+state) or responses (outbound, gateways: dynamic metadata); `add` puts this proxy's on responses (inbound) or
+requests (outbound, gateways) and removes the peer's from the other direction. A third, `grpc_stats`, counts
+each gRPC request's messages where gRPC arrives as HTTP/2 (inbound and gateways; the explicit outbound proxy
+tunnels gRPC with CONNECT), when Istio's metrics are on for that side.
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ def _filters(ctx: FilterContext) -> list[hcm_pb2.HttpFilter]:
 
 
 def read_peer(ctx: FilterContext) -> list[hcm_pb2.HttpFilter]:
-    """header_to_metadata: the peer's x-envoy-peer-metadata into dynamic metadata, removed from the message."""
+    """The peer's x-envoy-peer-metadata kept for the stats key: inbound set_filter_state (filter state), outbound
+    header_to_metadata (dynamic metadata, removed from the response)."""
     return [f for f in _filters(ctx) if f.name != MX_ADD_FILTER]
 
 
 def add_own(ctx: FilterContext) -> list[hcm_pb2.HttpFilter]:
-    """header_mutation: this proxy's x-envoy-peer-metadata(-id), overwriting whatever the app set."""
+    """header_mutation: this proxy's x-envoy-peer-metadata(-id), overwriting whatever the app set; the peer's
+    removed from the other direction."""
     return [f for f in _filters(ctx) if f.name == MX_ADD_FILTER]
 
 

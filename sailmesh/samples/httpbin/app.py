@@ -1,5 +1,5 @@
-"""httpbin: the endpoints of httpbin.org that Istio's docs use (/ip, /headers, /get, /post, /status, /delay,
-/anything), answering in httpbin.org's JSON shapes, so the security tasks' checks (status codes, the
+"""httpbin: the endpoints of httpbin.org that Istio's docs use (/ip, /headers, /response-headers, /get, /post,
+/status, /delay, /anything), answering in httpbin.org's JSON shapes, so the security tasks' checks (status codes, the
 X-Forwarded-Client-Cert header the server sidecar adds) read the same."""
 
 from __future__ import annotations
@@ -94,6 +94,15 @@ async def headers(request: web.Request) -> web.Response:
     return pretty({"headers": headers_dict(request.headers)})
 
 
+async def response_headers(request: web.Request) -> web.Response:
+    """GET /response-headers?k=v: each query parameter set as a response header, and echoed as JSON."""
+    args = args_dict(request)
+    resp = pretty(args)
+    for k, v in request.query.items():
+        resp.headers.add(k, v)
+    return resp
+
+
 async def user_agent(request: web.Request) -> web.Response:
     """GET /user-agent."""
     return pretty({"user-agent": request.headers.get("User-Agent", "")})
@@ -168,8 +177,8 @@ async def delay(request: web.Request) -> web.Response:
 
 async def index(request: web.Request) -> web.Response:
     """GET /: a short list of the endpoints."""
-    names = ["/ip", "/headers", "/user-agent", "/get", "/post", "/put", "/patch", "/delete", "/status/:code",
-             "/delay/:n", "/anything"]
+    names = ["/ip", "/headers", "/response-headers", "/user-agent", "/get", "/post", "/put", "/patch", "/delete",
+             "/status/:code", "/delay/:n", "/anything"]
     return web.Response(text="httpbin (sailmesh sample): " + " ".join(names) + "\n")
 
 
@@ -180,6 +189,7 @@ def make_app() -> web.Application:
     app.router.add_get("/ip", ip)
     app.router.add_get("/headers", headers)
     app.router.add_get("/user-agent", user_agent)
+    app.router.add_get("/response-headers", response_headers)
     app.router.add_get("/get", get)
     for method in ("POST", "PUT", "PATCH", "DELETE"):
         app.router.add_route(method, f"/{method.lower()}", with_body)
