@@ -345,7 +345,7 @@ def outbound_cluster(
         {"services": [{"host": svc.hostname, "name": svc.name, "namespace": svc.namespace}], "subset": subset}
     )
     _apply_policy(c, port.protocol, policy, captured and is_sniffed(port.protocol))
-    lb = locality.setting(snapshot, policy)
+    lb = locality.setting(snapshot, policy, svc)
     if isinstance(lb, locality.ZoneAwareSetting):  # Istio's ZoneAwareLBSettings.ApplyToCluster
         zone = c.common_lb_config.zone_aware_lb_config
         zone.SetInParent()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Mapping
 
 from sailmesh.cli.exec import find_instance
@@ -52,6 +53,24 @@ def via(mesh: RunningMesh, workload: str, namespace: str = "default") -> Get:
             return e.code, _json(e.read())
 
     return get
+
+
+# A sleeping client in locality r1/z1 (its topology labels), for the locality tests.
+CLIENT_IN_R1Z1 = """\
+apiVersion: local.sailmesh.io/v1alpha1
+kind: LocalWorkload
+metadata:
+  name: client
+  labels: {app: client, topology.kubernetes.io/region: r1, topology.kubernetes.io/zone: z1}
+spec:
+  command: ["python", "-m", "sailmesh.samples.httpbin.sleep"]
+"""
+
+
+def pods(get: Get, url: str, n: int) -> Counter[str]:
+    """Which pods answered n GETs of url (`HTTP <status>` for answers other than 200)."""
+    return Counter(str(body.get("pod")) if status == 200 else f"HTTP {status}"
+                   for status, body in (get(url) for _ in range(n)))
 
 
 def _json(raw: bytes) -> dict:  # type: ignore[type-arg]
