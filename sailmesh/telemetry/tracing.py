@@ -12,7 +12,10 @@ JSON to `/api/v2/spans`, 128-bit trace ids unless `enable64bitTraceId`, no share
 gateway spawns an upstream span (PILOT_SPAWN_UPSTREAM_SPAN_FOR_GATEWAY, on since Istio 1.28).
 
 Istio finds the collector as a registry service's outbound cluster; sailmesh adds one cluster per collector,
-`tracing|<port>||<host>` (STRICT_DNS, or STATIC for an IP), so the collector need not be a mesh service.
+`tracing|<port>||<host>` (STRICT_DNS, or STATIC for an IP), so the collector need not be a mesh service. A DNS
+collector does not wait for its first answer (`wait_for_warm_on_init: false`): Istio's default Zipkin address
+(`zipkin.istio-system:9411`, on unless the mesh config says `defaultConfig.tracing: {}`) names no host in a mesh
+without Zipkin, and the proxy must start and serve all the same (spans to it are dropped).
 """
 
 from __future__ import annotations
@@ -240,6 +243,9 @@ def collector_clusters(eff: EffectiveTelemetry, mesh: MeshConfig) -> list[cluste
         except ValueError:
             cl.type = cluster_pb2.Cluster.STRICT_DNS
             cl.dns_lookup_family = cluster_pb2.Cluster.V4_ONLY
+            # a collector whose name does not resolve (Istio's default zipkin.istio-system with no Zipkin installed)
+            # must not hold the proxy's initialization: the cluster is ready before its first DNS answer
+            cl.wait_for_warm_on_init.value = False
         cl.load_assignment.CopyFrom(endpoint_pb2.ClusterLoadAssignment(cluster_name=name, endpoints=[
             ec.LocalityLbEndpoints(lb_endpoints=[ec.LbEndpoint(endpoint=ec.Endpoint(address=address_pb2.Address(
                 socket_address=address_pb2.SocketAddress(address=host, port_value=port))))])]))
