@@ -12,41 +12,16 @@ import pytest
 
 from sailmesh.testing.mesh import RunningMesh
 from sailmesh.testing.waiting import wait_for
-from tests.e2e.traffic_support import APP, NO_PROXY, admin_ip, via
+from tests.e2e.traffic_support import NO_PROXY, WEB_AND_CLIENT, admin_ip, running, via
 
 pytestmark = pytest.mark.e2e
 
-MESH = """\
-apiVersion: v1
-kind: Service
-metadata: {name: web}
-spec:
-  ports: [{name: http, port: 8000, targetPort: 8000}]
-  selector: {app: web}
----
-apiVersion: local.sailmesh.io/v1alpha1
-kind: LocalWorkload
-metadata: {name: web, labels: {app: web}}
-spec:
-  command: ["python", "{APP}"]
-  ports: [{name: http, containerPort: 8000}]
----
-apiVersion: local.sailmesh.io/v1alpha1
-kind: LocalWorkload
-metadata: {name: client, labels: {app: client}}
-spec:
-  command: ["python", "-m", "sailmesh.samples.httpbin.sleep"]
-"""
 COLLECTOR = "tracing|9411||zipkin.istio-system"
 
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMesh]:
-    config = tmp_path_factory.mktemp("tracing-default-config")
-    app = config / "app.py"
-    app.write_text(APP)
-    (config / "mesh.yaml").write_text(MESH.replace("{APP}", str(app)))
-    with RunningMesh(str(tmp_path_factory.mktemp("tracing-default-state")), dirs=[str(config)]) as m:
+    with running(tmp_path_factory, "tracing-default", WEB_AND_CLIENT) as (m, _):
         yield m
 
 

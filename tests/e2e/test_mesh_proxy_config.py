@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from sailmesh.testing.mesh import RunningMesh
-from tests.e2e.traffic_support import APP, NO_PROXY, admin_ip
+from tests.e2e.traffic_support import NO_PROXY, WEB_AND_CLIENT, admin_ip, running
 
 pytestmark = pytest.mark.e2e
 
@@ -28,28 +28,12 @@ spec:
   selector: {matchLabels: {app: web}}
   concurrency: 3
 ---
-apiVersion: local.sailmesh.io/v1alpha1
-kind: LocalWorkload
-metadata: {name: web, labels: {app: web}}
-spec:
-  command: ["python", "{APP}"]
-  ports: [{name: http, containerPort: 8000}]
----
-apiVersion: local.sailmesh.io/v1alpha1
-kind: LocalWorkload
-metadata: {name: client, labels: {app: client}}
-spec:
-  command: ["python", "-m", "sailmesh.samples.httpbin.sleep"]
-"""
+""" + WEB_AND_CLIENT
 
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMesh]:
-    config = tmp_path_factory.mktemp("proxyconfig-config")
-    app = config / "app.py"
-    app.write_text(APP)
-    (config / "mesh.yaml").write_text(MESH.replace("{APP}", str(app)))
-    with RunningMesh(str(tmp_path_factory.mktemp("proxyconfig-state")), dirs=[str(config)]) as m:
+    with running(tmp_path_factory, "proxyconfig", MESH) as (m, _):
         yield m
 
 

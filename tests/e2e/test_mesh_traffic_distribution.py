@@ -15,7 +15,7 @@ import pytest
 
 from sailmesh.testing.mesh import RunningMesh
 from sailmesh.testing.waiting import wait_for
-from tests.e2e.traffic_support import APP, CLIENT_IN_R1Z1, Get, pods, via
+from tests.e2e.traffic_support import CLIENT_IN_R1Z1, Get, pods, running, via
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +34,7 @@ kind: LocalWorkload
 metadata: {{name: web-{name}, labels: {{app: web}}}}
 spec:
   command: ["python", "{{APP}}"]
-  env: {{FAIL_FILE: "{{FAIL}}-{name}"}}
+  env: {{FAIL_FILE: "{{CONFIG}}/fails-{name}"}}
   locality: {place}
   ports: [{{name: http, containerPort: 8000}}]
   readinessProbe: {{httpGet: {{path: /, port: 8000}}, periodSeconds: 1, failureThreshold: 1}}
@@ -54,13 +54,8 @@ spec:
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningMesh, str]]:
-    config = tmp_path_factory.mktemp("distribution-config")
-    fail = str(config / "fails")
-    app = config / "app.py"
-    app.write_text(APP)
-    (config / "mesh.yaml").write_text(MESH.replace("{APP}", str(app)).replace("{FAIL}", fail))
-    with RunningMesh(str(tmp_path_factory.mktemp("distribution-state")), dirs=[str(config)]) as m:
-        yield m, fail
+    with running(tmp_path_factory, "distribution", MESH) as (m, config):
+        yield m, str(config / "fails")
 
 
 def _pods(get: Get, n: int) -> Counter[str]:

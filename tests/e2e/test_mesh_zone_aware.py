@@ -15,7 +15,7 @@ import pytest
 
 from sailmesh.testing.mesh import RunningMesh
 from sailmesh.testing.waiting import wait_for
-from tests.e2e.traffic_support import APP, CLIENT_IN_R1Z1, NO_PROXY, Get, admin_ip, pods, via
+from tests.e2e.traffic_support import CLIENT_IN_R1Z1, NO_PROXY, Get, admin_ip, pods, running, via
 
 pytestmark = pytest.mark.e2e
 
@@ -52,11 +52,7 @@ CLUSTER = "outbound|8000||web.default.svc.cluster.local"
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMesh]:
-    config = tmp_path_factory.mktemp("zone-config")
-    app = config / "app.py"
-    app.write_text(APP)
-    (config / "mesh.yaml").write_text(MESH.replace("{APP}", str(app)))
-    with RunningMesh(str(tmp_path_factory.mktemp("zone-state")), dirs=[str(config)]) as m:
+    with running(tmp_path_factory, "zone", MESH) as (m, _):
         yield m
 
 
