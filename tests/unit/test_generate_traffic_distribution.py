@@ -13,6 +13,7 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 
 from sailmesh.api import locality as loc
 from sailmesh.api.meshconfig import from_mapping
+from sailmesh.generate.generator import Generator
 from sailmesh.registry.model import PREFER_SAME_NODE, PREFER_SAME_ZONE
 from sailmesh.registry.services import service_from_kube, services_from_entry, traffic_distribution
 from sailmesh.settings import MeshDefaults
@@ -121,3 +122,21 @@ def test_the_network_label_counts_first_and_enters_the_outbound_key() -> None:
     proxy = client("r1/z1", **{loc.NETWORK_LABEL: "n1"})
     assert priorities(s, proxy) == {"127.0.1.6": 0, "127.0.1.3": 1}
     assert s.index.outbound_key(proxy) != s.index.outbound_key(client("r1/z1", **{loc.NETWORK_LABEL: "n2"}))
+
+
+def test_a_service_gaining_the_field_rebuilds_memoized_assignments() -> None:
+    """One Generator (its memos kept, as the control plane's) over a snapshot without the field, then the next one whose
+    Service has it and whose endpoint tuples are the very same objects: the assignment follows the Service."""
+    gen, plain = Generator(), snap("")
+    with_field = dataclasses.replace(plain, version=2, services={
+        h: dataclasses.replace(s, traffic_distribution=PREFER_SAME_ZONE) if s.name == "reviews" else s
+        for h, s in plain.services.items()})
+    assert with_field.endpoints is plain.endpoints
+
+    def prios(s) -> dict[str, int]:  # type: ignore[no-untyped-def]
+        cla = endpoint_pb2.ClusterLoadAssignment()
+        gen.resources(s, client(), ENDPOINT)[CLUSTER_NAME].Unpack(cla)
+        return {e.endpoint.address.socket_address.address: g.priority for g in cla.endpoints for e in g.lb_endpoints}
+
+    assert set(prios(plain).values()) == {0}
+    assert prios(with_field) == {"127.0.1.3": 0, "127.0.1.4": 0, "127.0.1.5": 1, "127.0.1.6": 2}
