@@ -143,10 +143,7 @@ def _envoy_filter(spec: Any) -> Iterator[str]:
 
 
 def _proxy_config(spec: Any) -> Iterator[str]:
-    # concurrency: the embedded platform passes it to a proxy's Envoy as the proxy starts (platform/proxyconfig.py)
-    if _at(spec, "concurrency") is not None:
-        yield "spec.concurrency (applied when a proxy of the embedded mesh starts; the injection webhook does not " \
-              "apply it to Kubernetes pods)"
+    # concurrency: the embedded platform and the injection webhook give it to a proxy as it starts (api/proxyconfig)
     for key in ("environmentVariables", "image"):
         if _at(spec, key) is not None:
             yield f"spec.{key}"

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from sailmesh.api import proxyconfig as proxy_settings
 from sailmesh.api.resource import Resource
 from sailmesh.errors import PlatformError
 from sailmesh.platform import egress, proxyconfig, workload_file
@@ -232,8 +233,8 @@ class LocalMesh:
             args.append("--delta")
         # ProxyConfig `concurrency` as the proxy starts (Istio: workload > namespace > root namespace > the mesh
         # default, here `up --proxy-concurrency`, which the later flag overrides)
-        workers = proxyconfig.concurrency(await proxyconfig.fetch(self.api_url, self.api_token_file), namespace,
-                                          labels, self.settings.mesh.root_namespace)
+        workers = proxy_settings.concurrency(await proxyconfig.fetch(self.api_url, self.api_token_file), namespace,
+                                             labels, self.settings.mesh.root_namespace)
         extra = ("--concurrency", str(workers)) if workers is not None else ()
         return self._sailmesh(*args, *self.opts.extra_agent_args, *extra)
 
