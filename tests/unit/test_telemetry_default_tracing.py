@@ -13,8 +13,9 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 
 from sailmesh.api import meshconfig
 from sailmesh.snapshot.model import MeshSnapshot
+from sailmesh.telemetry.tracing import dns_name
 from sailmesh.xds.types import CLUSTER, LISTENER
-from tests.unit.test_generate_support import bookinfo, generated, sidecar
+from tests.unit.test_generate_support import bookinfo, generated, service, sidecar
 
 DEFAULT_CLUSTER = "tracing|9411||zipkin.istio-system"
 
@@ -45,14 +46,27 @@ def test_the_default_mesh_config_has_istios_zipkin_tracer() -> None:
     assert meshconfig.from_mapping({}) == mc  # an empty mesh config file is the default
 
 
-def test_an_unresolvable_collector_does_not_hold_the_proxy() -> None:
-    """The collector cluster is STRICT_DNS and does not wait for its first DNS answer (wait_for_warm_on_init false):
-    with no Zipkin in the mesh the name never resolves, and Envoy must finish initializing (listeners) without it."""
+def test_a_collector_that_names_no_service_makes_no_lookups() -> None:
+    """zipkin.istio-system is a Kubernetes short name: with no such service in the mesh it resolves nowhere, so its
+    cluster is STATIC without endpoints (spans dropped, no DNS lookups: failing lookups would push the mesh's DNS
+    server behind the system's in Envoy's resolver); once the service exists, the cluster resolves its FQDN
+    (STRICT_DNS, not waiting for its first answer). Names outside the mesh's domain resolve as they are."""
     c = generated(snap(), sidecar(), CLUSTER, cluster_pb2.Cluster)[DEFAULT_CLUSTER]
+    assert c.type == cluster_pb2.Cluster.STATIC and not c.load_assignment.endpoints
+    with_zipkin = bookinfo()
+    with_zipkin = dataclasses.replace(with_zipkin, services={
+        **with_zipkin.services, "zipkin.istio-system.svc.cluster.local": service("zipkin", "istio-system",
+                                                                                 ports=((9411, "HTTP"),))})
+    c = generated(with_zipkin, sidecar(), CLUSTER, cluster_pb2.Cluster)[DEFAULT_CLUSTER]
     assert c.type == cluster_pb2.Cluster.STRICT_DNS
     assert c.HasField("wait_for_warm_on_init") and not c.wait_for_warm_on_init.value
     address = c.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address
-    assert (address.address, address.port_value) == ("zipkin.istio-system", 9411)
+    assert (address.address, address.port_value) == ("zipkin.istio-system.svc.cluster.local", 9411)
+    s = snap()
+    assert [dns_name(s, h) for h in ("zipkin.example.com", "reviews.default.svc.cluster.local", "reviews.default",
+                                     "nothing.default", "nothing.default.svc.cluster.local", "example.com")] == [
+        "zipkin.example.com", "reviews.default.svc.cluster.local", "reviews.default.svc.cluster.local", None, None,
+        "example.com"]
 
 
 def test_default_config_tracing_replaces_the_default_whole() -> None:
