@@ -10,6 +10,8 @@ ZONE_LABEL = "topology.kubernetes.io/zone"
 SUBZONE_LABEL = "topology.istio.io/subzone"
 ISTIO_LOCALITY_LABEL = "istio-locality"  # region.zone.subzone (dots: label values cannot hold slashes)
 TOPOLOGY_LABELS = (REGION_LABEL, ZONE_LABEL, SUBZONE_LABEL)
+NETWORK_LABEL = "topology.istio.io/network"
+HOSTNAME_LABEL = "kubernetes.io/hostname"  # the node (Istio adds it for a pod's node)
 
 
 def split(locality: str) -> tuple[str, str, str]:

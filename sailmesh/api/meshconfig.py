@@ -179,10 +179,16 @@ class ProxyTracing(Model, frozen=True):
     zipkin: ZipkinAddress | None = None
 
 
+# Istio's DefaultProxyConfig tracer: Zipkin at zipkin.istio-system:9411. A mesh config's `defaultConfig.tracing`
+# replaces it whole (Istio applies defaultConfig field by field, each message whole), so `tracing: {}` turns it off.
+DEFAULT_ZIPKIN_ADDRESS = "zipkin.istio-system:9411"
+DEFAULT_PROXY_TRACING = ProxyTracing(zipkin=ZipkinAddress(address=DEFAULT_ZIPKIN_ADDRESS))
+
+
 class ProxyConfig(Model, frozen=True):
     """defaultConfig: the proxies' defaults."""
 
-    tracing: ProxyTracing | None = None
+    tracing: ProxyTracing | None = DEFAULT_PROXY_TRACING
     proxy_metadata: Mapping[str, str] | None = None
     drain_duration: Duration | None = None
     termination_drain_duration: Duration | None = None

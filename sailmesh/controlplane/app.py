@@ -312,10 +312,13 @@ class ControlPlane:
         self._inject_with_mesh(snapshot)
 
     def _inject_with_mesh(self, snapshot: MeshSnapshot) -> None:
-        """The injector follows the mesh config's defaultConfig.proxyMetadata (e.g. ISTIO_META_DNS_CAPTURE)."""
+        """The injector follows the mesh config's defaultConfig.proxyMetadata (e.g. ISTIO_META_DNS_CAPTURE) and the
+        ProxyConfig resources (their `concurrency`, Istio's EffectiveProxyConfig at injection)."""
         if self.webhooks is not None:
             meta = snapshot.mesh_config.default_config.proxy_metadata or {}
-            self.webhooks.server.inject = replace(self.opts.injection, proxy_metadata=tuple(sorted(meta.items())))
+            self.webhooks.server.inject = replace(
+                self.opts.injection, proxy_metadata=tuple(sorted(meta.items())),
+                proxy_configs=snapshot.of_kind("ProxyConfig"), root_namespace=snapshot.mesh_config.root_namespace)
 
     def _log_rejections(self) -> None:
         """Log each rejection once, when it first appears (a file fixed and broken again logs again)."""

@@ -345,7 +345,7 @@ def outbound_cluster(
         {"services": [{"host": svc.hostname, "name": svc.name, "namespace": svc.namespace}], "subset": subset}
     )
     _apply_policy(c, port.protocol, policy, captured and is_sniffed(port.protocol))
-    lb = locality.setting(snapshot, policy)
+    lb = locality.setting(snapshot, policy, svc)
     if isinstance(lb, locality.ZoneAwareSetting):  # Istio's ZoneAwareLBSettings.ApplyToCluster
         zone = c.common_lb_config.zone_aware_lb_config
         zone.SetInParent()
@@ -443,7 +443,8 @@ def build_inbound(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Cluster]:
         else []
     passthrough = [capture.bind_source(capture.original_dst(_base(names.INBOUND_PASSTHROUGH_CLUSTER)), proxy)
                    ] if capture.is_captured(proxy) else []  # Istio's buildInboundPassthroughCluster
-    return [*_inbound(snapshot, proxy), *passthrough, *tracing.collector_clusters(eff, snapshot.mesh_config), *dnat]
+    return [*_inbound(snapshot, proxy), *passthrough, *tracing.collector_clusters(eff, snapshot.mesh_config, snapshot),
+            *dnat]
 
 
 def sni_dnat_clusters(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Cluster]:

@@ -89,19 +89,22 @@ def assignment(cluster: str, endpoints: Iterable[Endpoint]) -> endpoint_pb2.Clus
     return endpoint_pb2.ClusterLoadAssignment(cluster_name=cluster, endpoints=locality_endpoints(endpoints))
 
 
-def _locality_lb(snapshot: MeshSnapshot, proxy: ProxyView, dr: Resource | None, subset: str,
+def _locality_lb(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, dr: Resource | None, subset: str,
                  port: int) -> tuple[object, ...] | None:
     """What locality load balancing needs for one cluster of this proxy (None: it does not apply): the setting,
     whether outlier detection allows failover, the proxy's locality and the labels failoverPriority reads."""
     own = loc.from_labels(proxy.labels)
     mesh = snapshot.mesh_config
-    if not own or (dr is None and mesh.locality_lb_setting is None and mesh.zone_aware_lb_setting is None):
-        return None  # no rule with outlier detection or distribute can apply
+    if not own or (dr is None and mesh.locality_lb_setting is None and mesh.zone_aware_lb_setting is None
+                   and not svc.traffic_distribution):
+        return None  # no rule with outlier detection or distribute, no traffic distribution can apply
     policy = effective_policy(dr, subset, port)
-    lb = locality.setting(snapshot, policy)
+    lb = locality.setting(snapshot, policy, svc)
     failover = policy.outlier_detection is not None
-    zone_aware = isinstance(lb, locality.ZoneAwareSetting) and lb.enabled  # priorities whatever the outliers
-    if lb is None or not (lb.distribute or failover or zone_aware):
+    # priorities whatever the outliers: zone-aware settings, a service's traffic distribution
+    forced = (isinstance(lb, locality.ZoneAwareSetting) and lb.enabled) or \
+        (isinstance(lb, locality.LocalitySetting) and lb.force_failover)
+    if lb is None or not (lb.distribute or failover or forced):
         return None
     labels = tuple((n, proxy.labels.get(n)) for n in (p.partition("=")[0] for p in lb.failover_priority))
     return (lb, failover, own, labels)
@@ -296,7 +299,7 @@ def _service_assignments(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos,
                 continue
             name = names.outbound_cluster(port.port, subset, svc.hostname)
             # locality LB makes an assignment depend on the proxy's locality (and failoverPriority labels)
-            shape = _locality_lb(snapshot, proxy, dr, subset, port.port)
+            shape = _locality_lb(snapshot, proxy, svc, dr, subset, port.port)
             key = (name, id(eps), tuple(sorted(labels.items())), shape)
             cla = memos.assignments.get(key, (eps,))
             if cla is None:

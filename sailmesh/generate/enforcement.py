@@ -21,7 +21,6 @@ NOT_ENFORCED = "accepted, not enforced"
 # Kinds validated and analyzed, but not translated at all.
 WHOLE_KINDS: dict[str, str] = {
     "WasmPlugin": "Wasm plugins are not loaded",
-    "ProxyConfig": "per-workload proxy settings are not applied",
 }
 
 
@@ -143,12 +142,20 @@ def _envoy_filter(spec: Any) -> Iterator[str]:
             yield f"spec.configPatches[{i}].match.context: WAYPOINT (no waypoints here)"
 
 
+def _proxy_config(spec: Any) -> Iterator[str]:
+    # concurrency: the embedded platform and the injection webhook give it to a proxy as it starts (api/proxyconfig)
+    for key in ("environmentVariables", "image"):
+        if _at(spec, key) is not None:
+            yield f"spec.{key}"
+
+
 FIELD_CHECKS: dict[str, Callable[[Any], Iterator[str]]] = {
     "EnvoyFilter": _envoy_filter,
     "VirtualService": _virtual_service,
     "DestinationRule": _destination_rule,
     "Gateway": _gateway,
     "Sidecar": _sidecar,
+    "ProxyConfig": _proxy_config,
     "KubernetesGateway": gatewayapi.gateway,  # the Gateway API's Gateway (api/kinds.py)
     "HTTPRoute": gatewayapi.http_route,
     "GRPCRoute": gatewayapi.grpc_route,

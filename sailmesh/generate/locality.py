@@ -2,7 +2,9 @@
 ApplyLocalityLoadBalancer, applyLocalityWeights, applyLocalityFailover, applyFailoverPriorities).
 
 The setting is the DestinationRule's `loadBalancer.zoneAwareLbSetting`, else its `localityLbSetting` (after Istio's
-port/subset merge), else the mesh's `localityLbSetting` (enabled when unset): Istio's GetEffectiveLbSetting.
+port/subset merge), else the service's traffic distribution (Kubernetes `trafficDistribution: PreferClose`: Istio's
+GetLocalityLbSetting turns it into failoverPriority labels with failover forced), else the mesh's `localityLbSetting`
+(enabled when unset): Istio's GetEffectiveLbSetting.
 Zone-aware (ZoneAwareLBSettings, unless `enabled: false`): endpoints get priorities whatever the outlier detection,
 `failoverPriority` labels first, then by region only (the proxy's region, a `failover` target of it, any other), so
 every zone of the proxy's region shares priority 0, where Envoy's zone-aware routing (the cluster's
@@ -21,7 +23,14 @@ from typing import Any
 
 from sailmesh.api import locality as loc
 from sailmesh.api.models.networking import PortTrafficPolicy
-from sailmesh.snapshot.model import Endpoint, MeshSnapshot
+from sailmesh.registry.model import PREFER_SAME_NODE, PREFER_SAME_ZONE
+from sailmesh.snapshot.model import Endpoint, MeshSnapshot, Service
+
+# Istio's GetLocalityLbSetting for a service's traffic distribution: failoverPriority labels, failover forced
+TRAFFIC_DISTRIBUTION_LABELS = {
+    PREFER_SAME_ZONE: (loc.NETWORK_LABEL, loc.REGION_LABEL, loc.ZONE_LABEL),
+    PREFER_SAME_NODE: (loc.NETWORK_LABEL, loc.REGION_LABEL, loc.ZONE_LABEL, loc.SUBZONE_LABEL, loc.HOSTNAME_LABEL),
+}
 
 
 @dataclass(frozen=True)
@@ -31,6 +40,7 @@ class LocalitySetting:
     distribute: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = ()
     failover: tuple[tuple[str, str], ...] = ()
     failover_priority: tuple[str, ...] = ()
+    force_failover: bool = False  # priorities without outlier detection (a service's traffic distribution)
 
     @classmethod
     def of(cls, raw: Mapping[str, Any]) -> LocalitySetting:
@@ -71,22 +81,33 @@ def _enabled(raw: Mapping[str, Any]) -> bool:
     return raw.get("enabled") is not False
 
 
-def setting(snapshot: MeshSnapshot, policy: PortTrafficPolicy) -> Setting | None:
+def setting(snapshot: MeshSnapshot, policy: PortTrafficPolicy, service: Service | None = None) -> Setting | None:
     """Istio's GetEffectiveLbSetting: the DestinationRule's zoneAwareLbSetting (even with `enabled: false`, which
     then turns Envoy's zone-aware routing off), else its localityLbSetting (None when it says `enabled: false`),
-    else the mesh's zoneAwareLbSetting, else the mesh's localityLbSetting (enabled unless it says otherwise)."""
+    else the service's traffic distribution (`traffic_distribution`), else the mesh's zoneAwareLbSetting, else the
+    mesh's localityLbSetting (enabled unless it says otherwise)."""
     lb = policy.load_balancer
     if lb is not None and lb.zone_aware_lb_setting is not None:
         return ZoneAwareSetting.of(lb.zone_aware_lb_setting)
     raw = lb.locality_lb_setting if lb is not None else None
     if raw is not None:
         return LocalitySetting.of(raw) if _enabled(raw) else None
+    if service is not None and service.traffic_distribution:
+        return traffic_distribution(service.traffic_distribution)
     if snapshot.mesh_config.zone_aware_lb_setting is not None:
         return ZoneAwareSetting.of(snapshot.mesh_config.zone_aware_lb_setting)
     mesh = snapshot.mesh_config.locality_lb_setting
     if mesh is None:
         return ENABLED
     return LocalitySetting.of(mesh) if _enabled(mesh) else None
+
+
+def traffic_distribution(value: str) -> LocalitySetting | None:
+    """Istio's GetLocalityLbSetting for a service's traffic distribution: PreferClose / PreferSameZone prefer the
+    proxy's network, region and zone in that order (Istio 1.27: the subzone no longer counts), PreferSameNode also
+    its subzone and node (`kubernetes.io/hostname`); failover applies without outlier detection."""
+    labels = TRAFFIC_DISTRIBUTION_LABELS.get(value)
+    return LocalitySetting(failover_priority=labels, force_failover=True) if labels else None
 
 
 @dataclass
@@ -121,14 +142,14 @@ def apply(gs: list[Group], proxy_locality: str, proxy_labels: Mapping[str, str],
         if not lb.enabled:
             return gs
         if lb.failover_priority:
-            gs = _failover_priority(gs, proxy_labels, lb.failover_priority)
+            gs = _failover_priority(gs, proxy_locality, proxy_labels, lb.failover_priority)
         return _regions(gs, proxy_locality, lb.failover)
     if lb.distribute:
         return _distribute(gs, proxy_locality, lb.distribute)
-    if not failover_enabled:
+    if not (failover_enabled or lb.force_failover):
         return gs
     if lb.failover_priority:
-        gs = _failover_priority(gs, proxy_labels, lb.failover_priority)
+        gs = _failover_priority(gs, proxy_locality, proxy_labels, lb.failover_priority)
         return _failover(gs, proxy_locality, lb.failover) if lb.failover else gs
     return _failover(gs, proxy_locality, lb.failover)
 
@@ -194,15 +215,17 @@ def _regions(gs: list[Group], proxy_locality: str, pairs: tuple[tuple[str, str],
     return _renumber(gs)
 
 
-def _label(e: Endpoint, key: str) -> str | None:
-    """An endpoint's label, with the topology labels Istio adds for its locality."""
-    value = e.labels.get(key)
+def _label(labels: Mapping[str, str], locality: str, key: str) -> str:
+    """An endpoint's or proxy's label, with the topology labels Istio adds for its locality (AugmentLabels); a
+    missing label reads "" (Go's map lookup)."""
+    value = labels.get(key)
     if value is None and key in loc.TOPOLOGY_LABELS:
-        value = loc.topology_labels(e.locality).get(key)
-    return value
+        value = loc.topology_labels(locality).get(key)
+    return value or ""
 
 
-def _failover_priority(gs: list[Group], proxy_labels: Mapping[str, str], labels: tuple[str, ...]) -> list[Group]:
+def _failover_priority(gs: list[Group], proxy_locality: str, proxy_labels: Mapping[str, str],
+                       labels: tuple[str, ...]) -> list[Group]:
     """applyFailoverPriorities: within each locality, endpoints split by how many of the listed labels (in order)
     they share with the proxy (`key=value` entries compare with that value instead of the proxy's)."""
     if not proxy_labels:
@@ -221,8 +244,8 @@ def _failover_priority(gs: list[Group], proxy_labels: Mapping[str, str], labels:
         for e in g.endpoints:
             prio = 0
             for j, name in enumerate(names):
-                want = overrides.get(name, proxy_labels.get(name))
-                if want != _label(e, name):
+                want = overrides.get(name, _label(proxy_labels, proxy_locality, name))
+                if want != _label(e.labels, e.locality, name):
                     prio = lowest - j
                     break
             by.setdefault(prio, []).append(e)

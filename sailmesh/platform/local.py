@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from sailmesh.api import proxyconfig as proxy_settings
 from sailmesh.api.resource import Resource
 from sailmesh.errors import PlatformError
-from sailmesh.platform import egress, workload_file
+from sailmesh.platform import egress, proxyconfig, workload_file
 from sailmesh.platform import state as mesh_state
 from sailmesh.platform.forwarder import Client, Forwarder, NameTable
 from sailmesh.platform.gateways import GatewayDeployments, terminate
@@ -230,7 +231,12 @@ class LocalMesh:
             args += ["--app-ports", ",".join(f"{k}:{v}" for k, v in sorted(app_ports.items()))]
         if self.opts.delta:
             args.append("--delta")
-        return self._sailmesh(*args, *self.opts.extra_agent_args)
+        # ProxyConfig `concurrency` as the proxy starts (Istio: workload > namespace > root namespace > the mesh
+        # default, here `up --proxy-concurrency`, which the later flag overrides)
+        workers = proxy_settings.concurrency(await proxyconfig.fetch(self.api_url, self.api_token_file), namespace,
+                                             labels, self.settings.mesh.root_namespace)
+        extra = ("--concurrency", str(workers)) if workers is not None else ()
+        return self._sailmesh(*args, *self.opts.extra_agent_args, *extra)
 
     async def start(self) -> None:
         """Start everything and wait until all of it is ready; on failure stop what started and raise."""

@@ -15,6 +15,8 @@ EMPTY: Mapping[str, str] = MappingProxyType({})
 TLS_MODE_LABEL = "security.istio.io/tlsMode"
 TLS_MODE_ISTIO = "istio"
 NO_PORTS: Mapping[str, int] = MappingProxyType({})
+PREFER_SAME_ZONE = "PreferSameZone"  # Kubernetes' PreferClose is its older name
+PREFER_SAME_NODE = "PreferSameNode"
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,9 @@ class Service:
     addresses: tuple[str, ...] = ()
     export_to: tuple[str, ...] = ("*",)
     origin: str = ""  # "Service default/reviews", "ServiceEntry default/external-svc"
+    # Istio's TrafficDistribution (Service spec.trafficDistribution, else the networking.istio.io/traffic-distribution
+    # annotation): PREFER_SAME_ZONE or PREFER_SAME_NODE prioritize endpoints by locality (generate/locality.py), "" none
+    traffic_distribution: str = ""
 
     def port(self, number: int) -> ServicePort | None:
         return next((p for p in self.ports if p.port == number), None)

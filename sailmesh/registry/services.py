@@ -13,13 +13,14 @@ from sailmesh.api.models.networking import ServiceEntry
 from sailmesh.api.resource import Resource
 from sailmesh.errors import ModelError
 from sailmesh.registry import protocol
-from sailmesh.registry.model import Service, ServicePort, Workload
+from sailmesh.registry.model import PREFER_SAME_NODE, PREFER_SAME_ZONE, Service, ServicePort, Workload
 from sailmesh.registry.workloads import workload_from_spec
 from sailmesh.settings import MeshDefaults
 
 log = logging.getLogger(__name__)
 
 EXPORT_TO_ANNOTATION = "networking.istio.io/exportTo"
+TRAFFIC_DISTRIBUTION_ANNOTATION = "networking.istio.io/traffic-distribution"
 Resolution = Literal["STATIC", "DNS", "DNS_ROUND_ROBIN", "NONE"]
 _RESOLUTIONS: tuple[Resolution, ...] = ("STATIC", "DNS", "DNS_ROUND_ROBIN", "NONE")
 
@@ -74,6 +75,20 @@ def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
+def traffic_distribution(spec_value: Any, annotations: Mapping[str, str]) -> str:
+    """Istio's GetTrafficDistribution: a Service's `spec.trafficDistribution` (PreferClose and PreferSameZone are one
+    value, PreferSameNode another), else the `networking.istio.io/traffic-distribution` annotation (the same values,
+    any case); "" for none or a value Istio does not know."""
+    if spec_value in ("PreferClose", PREFER_SAME_ZONE):
+        return PREFER_SAME_ZONE
+    if spec_value == PREFER_SAME_NODE:
+        return PREFER_SAME_NODE
+    note = str(annotations.get(TRAFFIC_DISTRIBUTION_ANNOTATION) or "").lower()
+    if note in ("preferclose", PREFER_SAME_ZONE.lower()):
+        return PREFER_SAME_ZONE
+    return PREFER_SAME_NODE if note == PREFER_SAME_NODE.lower() else ""
+
+
 def _spec(r: Resource) -> Mapping[str, Any]:
     return r.spec if isinstance(r.spec, Mapping) else {}
 
@@ -122,6 +137,7 @@ def service_from_kube(r: Resource, mesh: MeshDefaults) -> ServiceRecord:
         addresses=addresses,
         export_to=_export_to(r.annotations.get(EXPORT_TO_ANNOTATION)),
         origin=f"Service {r.namespace}/{r.name}",
+        traffic_distribution=traffic_distribution(spec.get("trafficDistribution"), r.annotations),
     )
     return ServiceRecord(svc, "Service", dns_name=dns_name)
 
@@ -160,6 +176,7 @@ def services_from_entry(r: Resource) -> list[ServiceRecord]:
         for i, e in enumerate(entry.endpoints or ())
         if e.address
     )
+    distribution = traffic_distribution(None, r.annotations)  # a ServiceEntry: the annotation only (Istio)
     out = []
     for host in entry.hosts or ():
         svc = Service(
@@ -174,6 +191,7 @@ def services_from_entry(r: Resource) -> list[ServiceRecord]:
             addresses=tuple(entry.addresses or ()),
             export_to=tuple(v for v in entry.export_to or () if v) or ("*",),
             origin=origin,
+            traffic_distribution=distribution,
         )
         dns = host if resolution in ("DNS", "DNS_ROUND_ROBIN") and not inline and not selector else ""
         out.append(ServiceRecord(svc, "ServiceEntry", inline=inline, dns_name="" if dns.startswith("*") else dns))

@@ -233,14 +233,17 @@ class SnapshotIndex:
                 matched = tuple(sel for sel in self._selectors
                                 if all(proxy.labels.get(k) == v for k, v in sel))
                 # the proxy's tlsMode label: whether its clusters may use mesh mTLS (generate/tls.py); its locality
-                # and the labels failoverPriority names: its endpoints' priorities (generate/locality.py); the
+                # and the labels failoverPriority (or a service's traffic distribution: network, node) names: its
+                # endpoints' priorities (generate/locality.py); the
                 # DestinationRule workloadSelectors of its namespace it matches (destination_rule); its declared
                 # interception mode (a captured sidecar's PassthroughCluster is ORIGINAL_DST)
                 rules = tuple(sel for sel in self.dr_selectors().get(proxy.namespace, ())
                               if all(proxy.labels.get(k) == v for k, v in sel))
                 hit = ("sidecar", proxy.namespace, None if sc is None else (sc.namespace, sc.name), matched,
                        proxy.labels.get("security.istio.io/tlsMode", ""), locality.from_labels(proxy.labels),
-                       tuple(proxy.labels.get(k) for k in self.priority_labels()), rules, proxy.scope_key[3:])
+                       tuple(proxy.labels.get(k) for k in self.priority_labels()),
+                       proxy.labels.get(locality.NETWORK_LABEL), proxy.labels.get(locality.HOSTNAME_LABEL), rules,
+                       proxy.scope_key[3:])
             self._outbound[key] = hit
         return hit
 

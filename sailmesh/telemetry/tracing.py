@@ -12,7 +12,12 @@ JSON to `/api/v2/spans`, 128-bit trace ids unless `enable64bitTraceId`, no share
 gateway spawns an upstream span (PILOT_SPAWN_UPSTREAM_SPAN_FOR_GATEWAY, on since Istio 1.28).
 
 Istio finds the collector as a registry service's outbound cluster; sailmesh adds one cluster per collector,
-`tracing|<port>||<host>` (STRICT_DNS, or STATIC for an IP), so the collector need not be a mesh service.
+`tracing|<port>||<host>` (STRICT_DNS, or STATIC for an IP), so the collector need not be a mesh service. A DNS
+collector does not wait for its first answer (`wait_for_warm_on_init: false`), a Kubernetes short name
+(`zipkin.istio-system`) resolves as the service's FQDN, and a name in the mesh's domain that names no service gets a
+STATIC cluster without endpoints (no lookup): Istio's default Zipkin address (`zipkin.istio-system:9411`, on unless
+the mesh config says `defaultConfig.tracing: {}`) names nothing in a mesh without Zipkin, and the proxy must start
+and serve all the same (spans to it are dropped).
 """
 
 from __future__ import annotations
@@ -22,7 +27,6 @@ import ipaddress
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import address_pb2, grpc_service_pb2, http_service_pb2, http_uri_pb2, protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2 as ec
-from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.trace.v3 import http_tracer_pb2, opentelemetry_pb2, zipkin_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.request_id.uuid.v3 import uuid_pb2
@@ -222,8 +226,30 @@ def _providers_in_use(eff: EffectiveTelemetry, mesh: MeshConfig) -> list[Extensi
     return [s.provider for s in (eff.tracing.client, eff.tracing.server) if not s.disabled and s.provider is not None]
 
 
-def collector_clusters(eff: EffectiveTelemetry, mesh: MeshConfig) -> list[cluster_pb2.Cluster]:
-    """The clusters the proxy's tracers send spans to (HTTP/2 for OTLP gRPC)."""
+def dns_name(snapshot: MeshSnapshot, host: str) -> str | None:
+    """The name a collector's DNS cluster resolves for `host`: a mesh service's hostname as it is; a Kubernetes
+    short name `name.namespace` of a mesh service as its FQDN (what the pod's search path makes of it; Envoy's
+    resolver has none); None for a name in the mesh's domain (`*.svc.<suffix>`, or `name.namespace` with the root
+    namespace or a namespace of the mesh's services) that names no service: it resolves nowhere, so no lookup is
+    made (each failing lookup also pushes the mesh's DNS server behind the system's in Envoy's c-ares channel, and
+    then mesh-only names stop resolving). Any other name (outside the mesh) as it is."""
+    services = snapshot.services
+    if host in services:
+        return host
+    suffix = f".svc.{snapshot.mesh.domain_suffix}"
+    name, dot, namespace = host.partition(".")
+    if dot and namespace and "." not in namespace:
+        if name + "." + namespace + suffix in services:
+            return name + "." + namespace + suffix
+        if namespace == snapshot.mesh_config.root_namespace or snapshot.index.services_in(namespace):
+            return None
+    return None if host.endswith(suffix) else host
+
+
+def collector_clusters(eff: EffectiveTelemetry, mesh: MeshConfig,
+                       snapshot: MeshSnapshot | None = None) -> list[cluster_pb2.Cluster]:
+    """The clusters the proxy's tracers send spans to (HTTP/2 for OTLP gRPC); with the snapshot, a DNS collector's
+    name as `dns_name` resolves it (a STATIC cluster without endpoints when it names nothing: spans are dropped)."""
     out: dict[str, cluster_pb2.Cluster] = {}
     for prov in _providers_in_use(eff, mesh):
         c = collector(prov)
@@ -234,15 +260,23 @@ def collector_clusters(eff: EffectiveTelemetry, mesh: MeshConfig) -> list[cluste
         if name in out:
             continue
         cl = cluster_pb2.Cluster(name=name, connect_timeout=duration_pb2.Duration(seconds=COLLECTOR_TIMEOUT_S))
+        address: str | None = host
         try:
             ipaddress.ip_address(host)
             cl.type = cluster_pb2.Cluster.STATIC
         except ValueError:
-            cl.type = cluster_pb2.Cluster.STRICT_DNS
-            cl.dns_lookup_family = cluster_pb2.Cluster.V4_ONLY
-        cl.load_assignment.CopyFrom(endpoint_pb2.ClusterLoadAssignment(cluster_name=name, endpoints=[
-            ec.LocalityLbEndpoints(lb_endpoints=[ec.LbEndpoint(endpoint=ec.Endpoint(address=address_pb2.Address(
-                socket_address=address_pb2.SocketAddress(address=host, port_value=port))))])]))
+            address = dns_name(snapshot, host) if snapshot is not None else host
+            cl.type = cluster_pb2.Cluster.STATIC if address is None else cluster_pb2.Cluster.STRICT_DNS
+            if address is not None:
+                cl.dns_lookup_family = cluster_pb2.Cluster.V4_ONLY
+                # a collector whose name does not resolve (yet) must not hold the proxy's initialization: the
+                # cluster is ready before its first DNS answer
+                cl.wait_for_warm_on_init.value = False
+        cl.load_assignment.cluster_name = name
+        if address is not None:
+            cl.load_assignment.endpoints.append(ec.LocalityLbEndpoints(lb_endpoints=[ec.LbEndpoint(
+                endpoint=ec.Endpoint(address=address_pb2.Address(
+                    socket_address=address_pb2.SocketAddress(address=address, port_value=port))))]))
         if grpc:
             opts = hpo.HttpProtocolOptions(explicit_http_config=hpo.HttpProtocolOptions.ExplicitHttpConfig(
                 http2_protocol_options=protocol_pb2.Http2ProtocolOptions()))

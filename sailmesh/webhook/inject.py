@@ -27,6 +27,8 @@ from typing import Any
 import yaml
 
 from sailmesh import __version__
+from sailmesh.api import proxyconfig
+from sailmesh.api.resource import Resource
 from sailmesh.settings import ControlPlanePorts, MeshDefaults, ProxyPorts
 
 Obj = dict[str, Any]
@@ -71,6 +73,9 @@ class InjectionConfig:
     token_expiration_s: int = 43200
     # the mesh config's defaultConfig.proxyMetadata (a pod's `proxy.istio.io/config` proxyMetadata wins per key)
     proxy_metadata: tuple[tuple[str, str], ...] = ()
+    # the ProxyConfig resources (oldest first) and the root namespace: a pod's proxy gets their `concurrency`
+    proxy_configs: tuple[Resource, ...] = ()
+    root_namespace: str = MeshDefaults().root_namespace
 
 
 PROXY_CONFIG = "proxy.istio.io/config"
@@ -271,7 +276,7 @@ def _env(name: str, field_path: str) -> Obj:
 
 
 def proxy_container(pod: Mapping[str, Any], labels: Mapping[str, str], probers: Mapping[str, Obj],
-                    workload: str, cfg: InjectionConfig) -> Obj:
+                    workload: str, cfg: InjectionConfig, namespace: str = "default") -> Obj:
     """The native sidecar: `sailmesh agent` as an init container with restartPolicy Always."""
     ports = ProxyPorts()
     annotations = _strmap(_meta(pod).get("annotations"))
@@ -282,6 +287,11 @@ def proxy_container(pod: Mapping[str, Any], labels: Mapping[str, str], probers: 
                "--state-dir", "/etc/istio/proxy"]
     if cfg.ca_address:
         command += ["--ca-address", cfg.ca_address]
+    # Istio's EffectiveProxyConfig (ProxyConfigs and the pod's proxy.istio.io/config), applied as the pod is made
+    workers = proxyconfig.concurrency(cfg.proxy_configs, namespace, labels, cfg.root_namespace,
+                                      _proxy_config(annotations))
+    if workers is not None:
+        command += ["--concurrency", str(workers)]
     app_ports = [p for c in (pod.get("spec") or {}).get("containers") or () for p in (c or {}).get("ports") or ()]
     env = [
         _env("POD_NAME", "metadata.name"), _env("POD_NAMESPACE", "metadata.namespace"),
@@ -401,8 +411,8 @@ ACTED_ON_METADATA = (DNS_CAPTURE, "REDIRECT_DNS", "CAPTURE_ALL_DNS", "ISTIO_META
 
 def not_acted_on(pod: Mapping[str, Any], cfg: InjectionConfig | None = None) -> list[str]:
     """Warnings for the pod's Istio injection annotations that sailmesh accepts but does not act on
-    (`proxy.istio.io/config`: all but its proxyMetadata), and for proxyMetadata keys (the pod's and, with `cfg`,
-    the mesh's) nothing reads."""
+    (`proxy.istio.io/config`: all but its proxyMetadata and concurrency), and for proxyMetadata keys (the pod's and,
+    with `cfg`, the mesh's) nothing reads."""
     annotations = _strmap(_meta(pod).get("annotations"))
     out = [f"proxyMetadata {k} is accepted, not acted on by sailmesh"
            for k in sorted(proxy_metadata(annotations, cfg or InjectionConfig())) if k not in ACTED_ON_METADATA]
@@ -411,17 +421,19 @@ def not_acted_on(pod: Mapping[str, Any], cfg: InjectionConfig | None = None) -> 
             continue
         if k == PROXY_CONFIG:
             fields = set(_proxy_config(annotations)) or {"?"}
-            if fields == {"proxyMetadata"}:
+            acted = sorted(fields & {"proxyMetadata", "concurrency"})
+            if not fields - set(acted):
                 continue
             out.append(f"annotation {k} is accepted, not acted on by sailmesh's injector"
-                       + (" (but its proxyMetadata)" if "proxyMetadata" in fields else ""))
+                       + (f" (but its {' and '.join(acted)})" if acted else ""))
             continue
         out.append(f"annotation {k} is accepted, not acted on by sailmesh's injector")
     return out
 
 
-def inject_pod(pod: Mapping[str, Any], cfg: InjectionConfig, workload: str = "") -> Obj:
-    """The pod with the sidecar injected (a new object; the input is not changed)."""
+def inject_pod(pod: Mapping[str, Any], cfg: InjectionConfig, workload: str = "", namespace: str = "") -> Obj:
+    """The pod with the sidecar injected (a new object; the input is not changed); `namespace` when the pod does
+    not name its own (an admission request's)."""
     out: Obj = copy.deepcopy(dict(pod))
     meta = out.setdefault("metadata", {})
     spec = out.setdefault("spec", {})
@@ -434,7 +446,7 @@ def inject_pod(pod: Mapping[str, Any], cfg: InjectionConfig, workload: str = "")
     name, rev = canonical_labels(labels, workload)
     labels.setdefault(TLS_MODE_LABEL, "istio")
     labels[CANONICAL_NAME], labels[CANONICAL_REVISION] = name, rev
-    proxy = proxy_container(out, labels, probers, workload, cfg)
+    proxy = proxy_container(out, labels, probers, workload, cfg, str(meta.get("namespace") or namespace or "default"))
     apply_proxy_annotations(proxy, annotations)
     # Istio's template: no istio-init when the interception mode is NONE (nothing to capture)
     capture = interception_mode(annotations, cfg) != "NONE"

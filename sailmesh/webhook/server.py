@@ -100,7 +100,7 @@ def inject_review(request: Mapping[str, Any], cfg: InjectionConfig
     needed, why = injection_required(pod, namespace)
     if not needed:
         return [], why, []
-    injected = inject_pod(pod, cfg, workload=workload_name(pod))
+    injected = inject_pod(pod, cfg, workload=workload_name(pod), namespace=namespace)
     return json_patch(pod, injected), "injected", not_acted_on(pod, cfg)
 
 

@@ -270,6 +270,33 @@ def test_kube_inject_output_applies_and_is_not_injected_twice(mesh: Installed) -
     assert _init_names(got) == ["istio-init", "istio-proxy"]
 
 
+PROXY_CONFIG = """
+apiVersion: networking.istio.io/v1beta1
+kind: ProxyConfig
+metadata: {name: workers, namespace: inj-on}
+spec:
+  selector: {matchLabels: {app: workers}}
+  concurrency: 3
+"""
+
+
+def test_a_proxy_config_sets_the_injected_agents_worker_count(mesh: Installed) -> None:
+    """Istio's EffectiveProxyConfig at injection: a ProxyConfig selecting the pod gives its agent `--concurrency`
+    (the webhook follows the control plane's config; pods are made until one is injected after it saw it)."""
+    kube = mesh.kube
+    kube.kubectl("apply", "-f", "-", input=PROXY_CONFIG)
+    made = iter(range(60))
+
+    def workers() -> str:
+        name = f"workers-{next(made)}"
+        _create(kube, "inj-on", _pod(name, {"app": "workers"}))
+        command = _get_pod(kube, "inj-on", name)["spec"]["initContainers"][1]["command"]  # type: ignore[index]
+        return str(command[command.index("--concurrency") + 1]) if "--concurrency" in command else ""
+    wait_for(lambda: workers() == "3", timeout=60, interval=1, what="an injected agent with --concurrency 3")
+    _create(kube, "inj-on", _pod("workers-other"))  # app: web, not selected: the agent's default
+    assert "--concurrency" not in _get_pod(kube, "inj-on", "workers-other")["spec"]["initContainers"][1]["command"]  # type: ignore[index]
+
+
 def test_uninstall_removes_the_install_and_purge_the_crds(mesh: Installed) -> None:
     kube = mesh.kube
     out = sailmesh("uninstall", "--kubeconfig", str(kube.kubeconfig))

@@ -73,6 +73,7 @@ apiVersion: v1
 kind: Service
 metadata: {name: web, namespace: kt-config}
 spec:
+  trafficDistribution: PreferClose
   ports: [{name: http, port: 80, targetPort: 9090}]
 ---
 apiVersion: discovery.k8s.io/v1
@@ -114,6 +115,9 @@ async def test_service_endpointslice_and_virtualservice_applied_with_kubectl_rea
         await await_for(arrived, timeout=30, what="Service, EndpointSlice and VirtualService in the snapshot")
         [vs] = cp.list_resources("VirtualService", "kt-config", "web-route")
         assert vs["spec"]["http"][0]["timeout"] == "3s"
+        # the API server keeps spec.trafficDistribution (Kubernetes 1.31+) and the registry reads it (Istio's
+        # GetTrafficDistribution: PreferClose is PreferSameZone)
+        assert cp.snapshot is not None and cp.snapshot.services[WEB].traffic_distribution == "PreferSameZone"
         await kubectl(kube, "delete", "-n", "kt-config", "virtualservice/web-route", "endpointslice/web-1",
                       "service/web")
 

@@ -18,7 +18,7 @@ import pytest
 
 from sailmesh.testing.mesh import RunningMesh
 from sailmesh.testing.waiting import wait_for
-from tests.e2e.traffic_support import APP, NO_PROXY, admin_ip, via
+from tests.e2e.traffic_support import APP, CLIENT_IN_R1Z1, NO_PROXY, admin_ip, via
 
 pytestmark = pytest.mark.e2e
 
@@ -51,14 +51,7 @@ spec:
   locality: r1/z2
   ports: [{name: http, containerPort: 8000}]
 ---
-apiVersion: local.sailmesh.io/v1alpha1
-kind: LocalWorkload
-metadata:
-  name: client
-  labels: {app: client, topology.kubernetes.io/region: r1, topology.kubernetes.io/zone: z1}
-spec:
-  command: ["python", "-m", "sailmesh.samples.httpbin.sleep"]
-"""
+""" + CLIENT_IN_R1Z1
 
 RULES = """\
 apiVersion: networking.istio.io/v1

@@ -15,7 +15,7 @@ import pytest
 
 from sailmesh.testing.mesh import RunningMesh
 from sailmesh.testing.waiting import wait_for
-from tests.e2e.traffic_support import APP, NO_PROXY, admin_ip, via
+from tests.e2e.traffic_support import CLIENT_IN_R1Z1, NO_PROXY, Get, admin_ip, pods, running, via
 
 pytestmark = pytest.mark.e2e
 
@@ -35,16 +35,7 @@ spec:
   command: ["python", "{{APP}}"]
   locality: {place}
   ports: [{{name: http, containerPort: 8000}}]
-""" for name, place in (("r1z1", "r1/z1"), ("r1z2", "r1/z2"), ("r2z1", "r2/z1"))) + """\
----
-apiVersion: local.sailmesh.io/v1alpha1
-kind: LocalWorkload
-metadata:
-  name: client
-  labels: {app: client, topology.kubernetes.io/region: r1, topology.kubernetes.io/zone: z1}
-spec:
-  command: ["python", "-m", "sailmesh.samples.httpbin.sleep"]
-"""
+""" for name, place in (("r1z1", "r1/z1"), ("r1z2", "r1/z2"), ("r2z1", "r2/z1"))) + "---\n" + CLIENT_IN_R1Z1
 
 ZONE_AWARE = """\
 apiVersion: networking.istio.io/v1
@@ -61,17 +52,12 @@ CLUSTER = "outbound|8000||web.default.svc.cluster.local"
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMesh]:
-    config = tmp_path_factory.mktemp("zone-config")
-    app = config / "app.py"
-    app.write_text(APP)
-    (config / "mesh.yaml").write_text(MESH.replace("{APP}", str(app)))
-    with RunningMesh(str(tmp_path_factory.mktemp("zone-state")), dirs=[str(config)]) as m:
+    with running(tmp_path_factory, "zone", MESH) as (m, _):
         yield m
 
 
-def _pods(get, n: int) -> Counter[str]:  # type: ignore[no-untyped-def]
-    return Counter(str(body.get("pod")) if status == 200 else f"HTTP {status}"
-                   for status, body in (get("http://web:8000/") for _ in range(n)))
+def _pods(get: Get, n: int) -> Counter[str]:
+    return pods(get, "http://web:8000/", n)
 
 
 def _zone_config(ip: str) -> dict | None:  # type: ignore[type-arg]

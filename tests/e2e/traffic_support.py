@@ -3,10 +3,15 @@ sent through a workload's sidecar (its HTTP_PROXY, as `sailmesh exec` gives it).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import pathlib
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+
+import pytest
 
 from sailmesh.cli.exec import find_instance
 from sailmesh.platform.state import MeshState
@@ -52,6 +57,60 @@ def via(mesh: RunningMesh, workload: str, namespace: str = "default") -> Get:
             return e.code, _json(e.read())
 
     return get
+
+
+# A sleeping client in locality r1/z1 (its topology labels), for the locality tests.
+CLIENT_IN_R1Z1 = """\
+apiVersion: local.sailmesh.io/v1alpha1
+kind: LocalWorkload
+metadata:
+  name: client
+  labels: {app: client, topology.kubernetes.io/region: r1, topology.kubernetes.io/zone: z1}
+spec:
+  command: ["python", "-m", "sailmesh.samples.httpbin.sleep"]
+"""
+
+
+# Service `web` on 8000, one `web` workload running APP, and a sleeping `client` (no locality).
+WEB_AND_CLIENT = """\
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  ports: [{name: http, port: 8000, targetPort: 8000}]
+  selector: {app: web}
+---
+apiVersion: local.sailmesh.io/v1alpha1
+kind: LocalWorkload
+metadata: {name: web, labels: {app: web}}
+spec:
+  command: ["python", "{APP}"]
+  ports: [{name: http, containerPort: 8000}]
+---
+apiVersion: local.sailmesh.io/v1alpha1
+kind: LocalWorkload
+metadata: {name: client, labels: {app: client}}
+spec:
+  command: ["python", "-m", "sailmesh.samples.httpbin.sleep"]
+"""
+
+
+@contextlib.contextmanager
+def running(factory: pytest.TempPathFactory, name: str, mesh_yaml: str) -> Iterator[tuple[RunningMesh, pathlib.Path]]:
+    """An embedded mesh of `mesh_yaml` (`{APP}` replaced by APP's path, `{CONFIG}` by the config directory), and
+    its config directory."""
+    config = factory.mktemp(f"{name}-config")
+    app = config / "app.py"
+    app.write_text(APP)
+    (config / "mesh.yaml").write_text(mesh_yaml.replace("{APP}", str(app)).replace("{CONFIG}", str(config)))
+    with RunningMesh(str(factory.mktemp(f"{name}-state")), dirs=[str(config)]) as m:
+        yield m, config
+
+
+def pods(get: Get, url: str, n: int) -> Counter[str]:
+    """Which pods answered n GETs of url (`HTTP <status>` for answers other than 200)."""
+    return Counter(str(body.get("pod")) if status == 200 else f"HTTP {status}"
+                   for status, body in (get(url) for _ in range(n)))
 
 
 def _json(raw: bytes) -> dict:  # type: ignore[type-arg]
