@@ -6,12 +6,17 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 
 from sailmesh.processes import free_port
-from sailmesh.testing.waiting import random_loopback_block, wait_for
+from sailmesh.testing.waiting import DeadlineExceeded, random_loopback_block, wait_for
 
 PORT_ATTEMPTS = 3  # a start whose picked port was taken before the mesh bound it is tried again on new ports
+
+
+class MeshExited(AssertionError):
+    """`sailmesh up`/`demo` exited before its workloads were ready."""
 
 
 class RunningMesh:
@@ -33,10 +38,10 @@ class RunningMesh:
         for attempt in range(PORT_ATTEMPTS):
             self._start()
             try:
-                wait_for(self._ready, timeout=ready_timeout, interval=0.1, what="the mesh to be ready")
+                self._wait_ready(ready_timeout)
                 return
             except BaseException as e:
-                taken = isinstance(e, AssertionError) and self._own_port_taken()
+                taken = isinstance(e, MeshExited) and self._own_port_taken()
                 self.stop()
                 if not taken or attempt == PORT_ATTEMPTS - 1:
                     raise
@@ -73,10 +78,17 @@ class RunningMesh:
         with open(self.log_path, encoding="utf-8", errors="replace") as fh:
             return fh.read()
 
-    def _ready(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"sailmesh exited with {self.proc.returncode}:\n{self.output()}")
-        return "are ready" in self.output()
+    def _wait_ready(self, timeout: float) -> None:
+        """Until the mesh says its workloads are ready; MeshExited at once if it exits first (a refused start), and
+        DeadlineExceeded after `timeout` seconds, each with its output."""
+        deadline = time.monotonic() + timeout
+        while "are ready" not in self.output():
+            if self.proc.poll() is not None:
+                raise MeshExited(f"sailmesh exited with {self.proc.returncode}:\n{self.output()}")
+            if time.monotonic() > deadline:
+                raise DeadlineExceeded(f"timed out after {timeout}s waiting for the mesh to be ready:\n"
+                                       f"{self.output()[-4000:]}")
+            time.sleep(0.1)
 
     def gateway_url(self, port: int = 8080) -> str:
         return f"http://{self.gateway_ip}:{port}"
