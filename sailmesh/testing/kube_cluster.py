@@ -165,6 +165,20 @@ class KubeCluster:
         return ctx
 
     def start(self, timeout: float = 90.0) -> KubeCluster:
+        """etcd, kube-apiserver and the controller manager, each on ports picked free just before; a start where
+        etcd or the API server could not bind a picked port (another process took it in between) is tried again on
+        new ports, with a fresh etcd data dir (3 attempts)."""
+        for attempt in range(PORT_ATTEMPTS):
+            try:
+                return self._start(timeout)
+            except RuntimeError as e:
+                if "address already in use" not in str(e) or attempt == PORT_ATTEMPTS - 1:
+                    raise
+                self.stop()
+                shutil.rmtree(self.workdir / "etcd", ignore_errors=True)
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> KubeCluster:
         started = time.monotonic()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._pki()
@@ -291,6 +305,7 @@ class KubeCluster:
         return sorted(out.split())
 
 
+PORT_ATTEMPTS = 3
 CONTROLLERS = (
     "deployment-controller", "replicaset-controller", "endpointslice-controller", "serviceaccount-controller",
     "serviceaccount-token-controller", "namespace-controller", "garbage-collector-controller",

@@ -6,10 +6,17 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 
 from sailmesh.processes import free_port
-from sailmesh.testing.waiting import random_loopback_block, wait_for
+from sailmesh.testing.waiting import DeadlineExceeded, random_loopback_block, wait_for
+
+PORT_ATTEMPTS = 3  # a start whose picked port was taken before the mesh bound it is tried again on new ports
+
+
+class MeshExited(AssertionError):
+    """`sailmesh up`/`demo` exited before its workloads were ready."""
 
 
 class RunningMesh:
@@ -22,27 +29,44 @@ class RunningMesh:
         self.gateway_ip = f"{block}.1"
         self.egress_gateway_ip = f"{block}.254" if egress_gateway else ""  # istio-egressgateway's address
         self.base_ip = f"{block}.2"
+        self.log_path = os.path.join(state_dir, "supervisor.log")
+        os.makedirs(state_dir, exist_ok=True)
+        self._args = ["demo"] if demo else ["up", *[a for d in dirs for a in ("-f", d)]]
+        self._args += ["--state-dir", state_dir, "--base-ip", self.base_ip, "--gateway-ip", self.gateway_ip, *extra]
+        if egress_gateway:
+            self._args += ["--egress-gateway-ip", self.egress_gateway_ip]
+        for attempt in range(PORT_ATTEMPTS):
+            self._start()
+            try:
+                self._wait_ready(ready_timeout)
+                return
+            except BaseException as e:
+                taken = isinstance(e, MeshExited) and self._own_port_taken()
+                self.stop()
+                if not taken or attempt == PORT_ATTEMPTS - 1:
+                    raise
+
+    def _start(self) -> None:
+        """Start `sailmesh up`/`demo` on four ports free right now (another process may take one before the mesh
+        binds it: _own_port_taken)."""
         self.xds_port = free_port()
         self.http_port = free_port()
         self.xds_tls_port = free_port()
         self.ca_port = free_port()
         self.api_url = f"http://127.0.0.1:{self.http_port}"
-        self.log_path = os.path.join(state_dir, "supervisor.log")
-        os.makedirs(state_dir, exist_ok=True)
-        args = ["demo"] if demo else ["up", *[a for d in dirs for a in ("-f", d)]]
-        args += ["--state-dir", state_dir, "--base-ip", self.base_ip, "--gateway-ip", self.gateway_ip,
-                 "--xds-port", str(self.xds_port), "--http-port", str(self.http_port),
-                 "--xds-tls-port", str(self.xds_tls_port), "--ca-port", str(self.ca_port), *extra]
-        if egress_gateway:
-            args += ["--egress-gateway-ip", self.egress_gateway_ip]
+        ports = ["--xds-port", str(self.xds_port), "--http-port", str(self.http_port),
+                 "--xds-tls-port", str(self.xds_tls_port), "--ca-port", str(self.ca_port)]
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "sailmesh", *args], stdout=self._log,
+        self.proc = subprocess.Popen([sys.executable, "-m", "sailmesh", *self._args, *ports], stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            wait_for(self._ready, timeout=ready_timeout, interval=0.1, what="the mesh to be ready")
-        except BaseException:
-            self.stop()
-            raise
+
+    def _own_port_taken(self) -> bool:
+        """The mesh refused to start because a port this harness picked for it was taken meanwhile (the platform's
+        port check: `address already in use on 127.0.0.1:<port>`): picked free, bound seconds later by the mesh,
+        and some other process's socket got it in between. Worth a new set of ports, not a failed test."""
+        lines = [line for line in self.output().splitlines() if "address already in use" in line]
+        return any(f"127.0.0.1:{port} " in line or f"('127.0.0.1', {port})" in line  # the check's, or a bind's
+                   for line in lines for port in (self.xds_port, self.http_port, self.xds_tls_port, self.ca_port))
 
     @property
     def api_headers(self) -> dict[str, str]:
@@ -54,10 +78,17 @@ class RunningMesh:
         with open(self.log_path, encoding="utf-8", errors="replace") as fh:
             return fh.read()
 
-    def _ready(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"sailmesh exited with {self.proc.returncode}:\n{self.output()}")
-        return "are ready" in self.output()
+    def _wait_ready(self, timeout: float) -> None:
+        """Until the mesh says its workloads are ready; MeshExited at once if it exits first (a refused start), and
+        DeadlineExceeded after `timeout` seconds, each with its output."""
+        deadline = time.monotonic() + timeout
+        while "are ready" not in self.output():
+            if self.proc.poll() is not None:
+                raise MeshExited(f"sailmesh exited with {self.proc.returncode}:\n{self.output()}")
+            if time.monotonic() > deadline:
+                raise DeadlineExceeded(f"timed out after {timeout}s waiting for the mesh to be ready:\n"
+                                       f"{self.output()[-4000:]}")
+            time.sleep(0.1)
 
     def gateway_url(self, port: int = 8080) -> str:
         return f"http://{self.gateway_ip}:{port}"

@@ -168,7 +168,7 @@ async def test_productpage_through_envoy_http_proxy(
         lines = access_log.read_text().splitlines() if access_log.exists() else []
         return lines if len(lines) >= 4 else []
 
-    lines = wait_for(logged, timeout=10, what="4 envoy access-log lines")
+    lines = wait_for(logged, timeout=30, what="4 envoy access-log lines")  # flushed every 1 s: a busy machine lags
     # Host-based routing of absolute-URI requests; end-user travels productpage -> reviews -> ratings, and the
     # x-request-id Envoy generated for the reviews call is the one reviews forwards to ratings.
     entries = [tuple(line.split(" ")) for line in lines]

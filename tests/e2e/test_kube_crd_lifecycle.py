@@ -73,7 +73,9 @@ async def test_a_deleted_crd_stops_its_watch_and_a_reinstalled_one_starts_it_at_
         await ks.kubectl(kube, "create", "-f", "-", input=crd)
         await ks.kubectl(kube, "wait", "--for=condition=Established", f"crd/{VS_CRD}", "--timeout=60s")
         await ks.kubectl(kube, "apply", "-f", "-", input=VS % "after")
-        await await_for(lambda: stored("after"), timeout=5, what="the VirtualService applied after the CRD came back")
+        # the CRD informer's event starts the watch (nothing re-discovers kinds periodically, so a missed event would
+        # never bring it): 30 s is for a busy machine, not for a slower mechanism
+        await await_for(lambda: stored("after"), timeout=30, what="the VirtualService applied after the CRD came back")
         assert _watched(platform)
     finally:
         await platform.stop()

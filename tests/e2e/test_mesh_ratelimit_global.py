@@ -5,6 +5,7 @@ with no configuration of its own: each descriptor carries its rule's limit), so 
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterator
 
@@ -103,12 +104,17 @@ def test_one_limit_across_replicas(mesh: RunningMesh) -> None:
             pods[body["pod"]] += 1
         return status in (200, 429)
 
+    # the service counts in fixed clock hours (as envoyproxy/ratelimit does): the whole count must fall in one hour,
+    # so it does not start in an hour's last 2 minutes (41 requests take seconds)
+    wait_for(lambda: int(time.time()) % 3600 < 3480, timeout=130, interval=1.0, what="not the end of a clock hour")
+    hour = int(time.time()) // 3600
     wait_for(first, timeout=60, interval=0.3, what="web behind the global limit")
     for _ in range(40):
         status, body = get("http://web/")
         seen[status] += 1
         if status == 200:
             pods[body["pod"]] += 1
+    assert int(time.time()) // 3600 == hour, "a new clock hour began during the count: its limit counts afresh"
     assert seen[200] == 4, seen  # one count for both replicas (4 per replica would admit 8)
     assert seen[429] >= 36, seen
     state = MeshState.load(mesh.state_dir)

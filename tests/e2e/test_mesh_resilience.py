@@ -111,8 +111,8 @@ def test_route_change_on_disk_reaches_every_sidecar(mesh: tuple[RunningMesh, str
         # the ingress gateway: Istio's rule); the deadline is generous, bench/ measures the speed
         for admin in proxy_admins(m):
             wait_for(lambda a=admin: "outbound|9080|v3|reviews.default.svc.cluster.local" in route_dump(a),
-                     timeout=10, what=f"v3 route in {admin}")
-        wait_for(lambda: traffic.colors[-5:] == ["red"] * 5, timeout=10, what="traffic on reviews v3")
+                     timeout=30, what=f"v3 route in {admin}")
+        wait_for(lambda: traffic.colors[-5:] == ["red"] * 5, timeout=30, what="traffic on reviews v3")
     assert traffic.failures == []
 
 
@@ -131,7 +131,7 @@ def test_invalid_config_under_traffic_changes_nothing(mesh: tuple[RunningMesh, s
             with NO_PROXY.open(urllib.request.Request(m.api_url + "/api/v1/rejected", headers=m.api_headers),
                                timeout=5) as r:
                 return [x for x in json.loads(r.read())["rejected"] if "weight" in x]
-        found = wait_for(rejected, timeout=10, what="the rejection to be reported")
+        found = wait_for(rejected, timeout=30, what="the rejection to be reported")
         assert "reviews-v3.yaml" in found[0] and "VirtualService default/reviews" in found[0]
         start = traffic.ok
         wait_for(lambda: traffic.ok > start + 20, timeout=20, what="more traffic")
@@ -148,7 +148,7 @@ def test_controlplane_crash_and_restart_fails_no_request(mesh: tuple[RunningMesh
     with open(os.path.join(m.state_dir, "mesh.json"), encoding="utf-8") as fh:
         cp_pid = next(p["pid"] for p in json.load(fh)["processes"] if p["role"] == "controlplane")
     with Traffic(url) as traffic:
-        wait_for(lambda: traffic.ok > 5, timeout=10, what="traffic flowing")
+        wait_for(lambda: traffic.ok > 5, timeout=30, what="traffic flowing")
         os.kill(cp_pid, signal.SIGKILL)
 
         def reconnected() -> bool:

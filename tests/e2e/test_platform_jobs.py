@@ -42,7 +42,9 @@ if os.environ.get("QUIT"):
         except OSError:
             break
         time.sleep(0.1)
-    time.sleep(3)  # the agent process exits just after its health port closes
+    # the agent process exits after its health port closed (Envoy, DNS, SDS stop first): seconds on a busy machine.
+    # The platform must see the sidecar exit before this app's own; nothing waits for the app's exit, so be generous
+    time.sleep(30)
 '''
 
 SLOW_APP = '''\
