@@ -8,6 +8,7 @@ namespace's route configuration three more times (the Any's serialized field, th
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 
 from envoy.config.core.v3 import base_pb2
@@ -17,10 +18,11 @@ from google.protobuf import any_pb2
 
 from sailmesh.controlplane.source import MeshSource
 from sailmesh.generate.generator import PackedResources
+from sailmesh.server.budget import SendBudget
 from sailmesh.server.hashing import HashCache
 from sailmesh.server.metrics import XdsMetrics
 from sailmesh.server.sotw import SotwConnection
-from sailmesh.xds.types import CLUSTER, ROUTE
+from sailmesh.xds.types import CLUSTER, ENDPOINT, ROUTE
 from tests.unit.test_generate_support import bookinfo, sidecar
 
 
@@ -118,3 +120,46 @@ def test_responses_of_an_older_version_are_dropped_once_the_source_moves_on() ->
 
     kept, now = asyncio.run(main())
     assert now == kept - 1  # the cache let go of it (the list's three references remain)
+
+
+def test_a_request_is_not_held_while_its_response_waits_for_the_send_budget() -> None:
+    """A connection lets go of a request, and of the names read from it, before its response waits for the send
+    budget. An unscoped EDS request names every cluster (1 MB at 5,000 services, parsed, and 17,500 str objects
+    read from it): a first push to 250 proxies held all of theirs while they waited, and once freed Python's
+    allocator kept ~250 MB of them as empty pools it never gives back."""
+    source = MeshSource(bookinfo())
+    p = sidecar()
+    names = sorted(source.generator.resources(source.snapshot, p, ENDPOINT))
+    assert len(names) > 3
+    budget = SendBudget(limit=1)
+    conn = SotwConnection(p.id, base_pb2.Node(id=p.id), p, source, XdsMetrics(), HashCache(), budget)
+    request = discovery_pb2.DiscoveryRequest(type_url=ENDPOINT, resource_names=names)
+    sent: list[bytes] = []
+
+    async def send(response: object) -> None:
+        assert isinstance(response, bytes)
+        sent.append(response)
+
+    def copies_of_names() -> int:
+        return sum(1 for o in gc.get_objects() if type(o) is list and o is not names and o == names)
+
+    async def main() -> tuple[int, int, int]:
+        held = budget.try_lease(1)  # the budget is taken: the response has to wait
+        assert held is not None
+        unheld = sys.getrefcount(request)
+        conn.enqueue_request(request)
+        task = asyncio.create_task(conn.run(send))
+        while not budget.waits:  # the connection read the request and waits for the budget
+            await asyncio.sleep(0)
+        refs, copies = sys.getrefcount(request) - unheld, copies_of_names()
+        held.release()
+        while not sent:
+            await asyncio.sleep(0)
+        conn.close()
+        await task
+        return refs, copies, len(sent)
+
+    refs, copies, n_sent = asyncio.run(main())
+    assert n_sent == 1  # the response went out once the budget allowed
+    assert refs == 0  # nothing in the connection holds the request while it waits
+    assert copies == 0  # nor a list of its names
