@@ -210,6 +210,12 @@ class Connection:
         control holds back a client that sends faster than its requests are served (its memory stays bounded)."""
         await self._room.wait()
 
+    def _next_request(self) -> Message:
+        request = self._requests.popleft()
+        if len(self._requests) < self.limits.queued_requests:
+            self._room.set()
+        return request
+
     @property
     def queued_requests(self) -> int:
         return len(self._requests)
@@ -284,10 +290,8 @@ class Connection:
         clusters_sent = False
         while not self._closed:
             if self._requests:
-                request = self._requests.popleft()
-                if len(self._requests) < self.limits.queued_requests:
-                    self._room.set()
-                await self.handle_request(request, send)
+                # handed over, not kept in this frame: handle_request lets go of it before waiting to send
+                await self.handle_request(self._next_request(), send)
                 continue
             if self._awaiting is not None and time.monotonic() >= self._await_deadline:
                 log.warning("%s did not ACK %s in %.0fs, pushing on", self.log_id, short_name(self._awaiting),

@@ -619,3 +619,36 @@ async def test_a_request_is_not_held_once_it_is_handled(source, monkeypatch):
             call.cancel()
     finally:
         await srv.stop(0)
+
+
+async def test_each_connections_read_buffer_is_bounded_and_large_requests_are_still_read(source, monkeypatch):
+    """The server's gRPC endpoint keeps at most MAX_READ_BUFFER_BYTES of read buffer per connection. Unbounded, it
+    sizes its next read by the largest burst read and keeps the unused part: after an unscoped EDS ACK (1 MB at
+    5,000 services) every connection kept ~1 MB of 64 KiB read slices between pushes (heaptrack at 2,000 services /
+    200 proxies: 5-7 slices per connection, 60-86 MB). A request many times the bound is still read whole."""
+    options: list[dict[str, object]] = []
+    real = grpc.aio.server
+
+    def server(*args, **kwargs):
+        options.append(dict(kwargs.get("options") or ()))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(grpc.aio, "server", server)
+    srv = AdsServer(source)
+    await srv.serve("127.0.0.1", 0)
+    try:
+        assert options and options[0].get("grpc.experimental.tcp_max_read_buffer_size") == ads.MAX_READ_BUFFER_BYTES
+        assert ads.MAX_READ_BUFFER_BYTES <= 64 * 1024
+        names = ["c1", *(f"outbound|8080||svc-{i}.ns-{i // 20}.svc.cluster.local" for i in range(20_000))]
+        async with grpc.aio.insecure_channel(target(srv)) as channel:
+            call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources()
+            request = discovery_pb2.DiscoveryRequest(type_url=ENDPOINT, resource_names=names)
+            request.node.id = "p1"
+            assert request.ByteSize() > 8 * ads.MAX_READ_BUFFER_BYTES  # ~1 MB, like an unscoped EDS request
+            await call.write(request)
+            response = await asyncio.wait_for(call.read(), 10)
+            assert response.type_url == ENDPOINT and len(response.resources) == 1  # c1: the one that exists
+            assert len(status(srv, "p1").types[ENDPOINT].names) == len(names)
+            call.cancel()
+    finally:
+        await srv.stop(0)
