@@ -46,7 +46,7 @@ def no_peer_metadata_tag(cfg: Config) -> None:
 
 
 def no_tracing(cfg: Config) -> None:
-    """HCMs without the tracing block (random sampling, custom tags, Istio's default Zipkin provider)."""
+    """HCMs without the tracing block (random sampling, custom tags; no provider in the bench mesh)."""
     for hcm in ss._all_hcms(cfg):
         hcm.pop("tracing", None)
 

@@ -179,16 +179,13 @@ class ProxyTracing(Model, frozen=True):
     zipkin: ZipkinAddress | None = None
 
 
-# Istio's DefaultProxyConfig tracer: Zipkin at zipkin.istio-system:9411. A mesh config's `defaultConfig.tracing`
-# replaces it whole (Istio applies defaultConfig field by field, each message whole), so `tracing: {}` turns it off.
-DEFAULT_ZIPKIN_ADDRESS = "zipkin.istio-system:9411"
-DEFAULT_PROXY_TRACING = ProxyTracing(zipkin=ZipkinAddress(address=DEFAULT_ZIPKIN_ADDRESS))
-
-
+# No tracer by default: Istio 1.22 removed DefaultProxyConfig's Zipkin tracer at zipkin.istio-system:9411 (upgrade
+# notes: "Default tracing to zipkin.istio-system.svc removed"; `--set compatibilityVersion=1.21` or an explicit
+# `defaultConfig.tracing.zipkin.address` brings it back). A mesh config's `defaultConfig.tracing` is taken whole.
 class ProxyConfig(Model, frozen=True):
     """defaultConfig: the proxies' defaults."""
 
-    tracing: ProxyTracing | None = DEFAULT_PROXY_TRACING
+    tracing: ProxyTracing | None = None
     proxy_metadata: Mapping[str, str] | None = None
     drain_duration: Duration | None = None
     termination_drain_duration: Duration | None = None

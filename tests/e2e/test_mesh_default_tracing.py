@@ -1,7 +1,8 @@
-"""Istio's default tracing through real Envoy, in a mesh without Zipkin: the default mesh config's Zipkin tracer
-(`zipkin.istio-system:9411`, a name that resolves nowhere here) is on every HCM and its collector cluster has no
-host, and the mesh serves all the same: listeners up, every request answered (sampled ones too: their spans go
-nowhere), and the B3 trace context reaches the application, as it does under Istio's defaults."""
+"""The legacy Zipkin tracer through real Envoy, in a mesh without Zipkin: Istio's pre-1.22 default address
+(`defaultConfig.tracing.zipkin.address: zipkin.istio-system:9411`, set explicitly, as `compatibilityVersion=1.21`
+does; Istio 1.22+ has no default tracer) names nothing here, so its collector cluster has no host, and the mesh
+serves all the same: listeners up, every request answered (sampled ones too: their spans go nowhere), and the B3
+trace context reaches the application."""
 
 from __future__ import annotations
 
@@ -17,11 +18,20 @@ from tests.e2e.traffic_support import NO_PROXY, WEB_AND_CLIENT, admin_ip, runnin
 pytestmark = pytest.mark.e2e
 
 COLLECTOR = "tracing|9411||zipkin.istio-system"
+MESH_CONFIG = """apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: |
+    defaultConfig:
+      tracing:
+        zipkin: {address: zipkin.istio-system:9411}
+"""
 
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMesh]:
-    with running(tmp_path_factory, "tracing-default", WEB_AND_CLIENT) as (m, _):
+    with running(tmp_path_factory, "tracing-default", WEB_AND_CLIENT, {"mesh-config.yaml": MESH_CONFIG}) as (m, _):
         yield m
 
 
@@ -30,8 +40,8 @@ def _admin(ip: str, path: str) -> str:
         return r.read().decode()
 
 
-def test_an_unresolvable_default_collector_breaks_nothing(mesh: RunningMesh) -> None:
-    """Istio's DefaultProxyConfig tracer: the collector cluster is there without a host (its name names no
+def test_an_unresolvable_legacy_collector_breaks_nothing(mesh: RunningMesh) -> None:
+    """The legacy Zipkin tracer: the collector cluster is there without a host (its name names no
     service), the outbound HCM names it, and 30 requests (10 forced sampled with `x-b3-sampled: 1`) all answer 200
     with the trace id Envoy created reaching the app. (tests/e2e/test_mesh_destination_rule_more.py's PASSTHROUGH
     test failed while this cluster looked the name up: Envoy's resolver then asked the system's DNS first.)"""

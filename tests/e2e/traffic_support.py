@@ -96,13 +96,16 @@ spec:
 
 
 @contextlib.contextmanager
-def running(factory: pytest.TempPathFactory, name: str, mesh_yaml: str) -> Iterator[tuple[RunningMesh, pathlib.Path]]:
+def running(factory: pytest.TempPathFactory, name: str, mesh_yaml: str,
+            files: dict[str, str] | None = None) -> Iterator[tuple[RunningMesh, pathlib.Path]]:
     """An embedded mesh of `mesh_yaml` (`{APP}` replaced by APP's path, `{CONFIG}` by the config directory), and
-    its config directory."""
+    its config directory; `files` are written there first (e.g. `mesh-config.yaml`)."""
     config = factory.mktemp(f"{name}-config")
     app = config / "app.py"
     app.write_text(APP)
     (config / "mesh.yaml").write_text(mesh_yaml.replace("{APP}", str(app)).replace("{CONFIG}", str(config)))
+    for file, text in (files or {}).items():
+        (config / file).write_text(text)
     with RunningMesh(str(factory.mktemp(f"{name}-state")), dirs=[str(config)]) as m:
         yield m, config
 
