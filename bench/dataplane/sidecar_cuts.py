@@ -93,7 +93,8 @@ def short_peer_headers(cfg: Config) -> None:
                 continue
             muts = f["typed_config"]["mutations"]
             for m in [*muts.get("request_mutations", []), *muts.get("response_mutations", [])]:
-                m["append"]["header"]["value"] = "AAAAAAAA"
+                if "append" in m:  # (the same filter also removes the peer's headers)
+                    m["append"]["header"]["value"] = "AAAAAAAA"
 
 
 def no_peer_header_add(cfg: Config) -> None:
@@ -120,10 +121,12 @@ def peer_headers_by_route_config(cfg: Config) -> None:
         muts = add["typed_config"]["mutations"]
         for key, out in (("request_mutations", "request_headers_to_add"),
                          ("response_mutations", "response_headers_to_add")):
-            if muts.get(key):
-                hcm["route_config"][out] = [{"header": m["append"]["header"],
-                                             "append_action": m["append"]["append_action"]} for m in muts[key]]
-        hcm["http_filters"] = [f for f in filters if f is not add]
+            if any("append" in m for m in muts.get(key, ())):
+                hcm["route_config"][out] = [{"header": m["append"]["header"], "append_action": m["append"][
+                    "append_action"]} for m in muts[key] if "append" in m]
+                muts[key] = [m for m in muts[key] if "append" not in m]  # the removals of the peer's stay
+        if not any(muts.get(k) for k in ("request_mutations", "response_mutations")):
+            hcm["http_filters"] = [f for f in filters if f is not add]
 
 
 CUT_VARIANTS += [
@@ -153,8 +156,8 @@ def no_peer_id_header(cfg: Config) -> None:
             if f.get("name") == "istio.metadata_exchange.add":
                 for key in ("request_mutations", "response_mutations"):
                     if key in tc["mutations"]:
-                        tc["mutations"][key] = [m for m in tc["mutations"][key]
-                                                if m["append"]["header"]["key"] != "x-envoy-peer-metadata-id"]
+                        tc["mutations"][key] = [m for m in tc["mutations"][key] if "append" not in m
+                                                or m["append"]["header"]["key"] != "x-envoy-peer-metadata-id"]
             elif f.get("name") == "istio.metadata_exchange.read":
                 for key in ("request_rules", "response_rules"):
                     if key in tc:

@@ -298,8 +298,8 @@ def build(cfg: AgentConfig, extra_static: dict[str, list[dict[str, Any]]] | None
         },
         "dynamic_resources": dynamic_resources(cfg),
         "stats_config": stats_config(),
-        # Istio's HTTP metrics are Envoy histograms (telemetry/stats_logger.py; the duration's count is
-        # istio_requests_total), merged into the page at each flush: every second (Envoy's default 5 s).
+        # Istio's HTTP metrics are Envoy histograms (telemetry/stats_logger.py), merged into the page at each flush:
+        # every second (Envoy's default 5 s) so the dashboard's per-scrape latency and the counters agree.
         "stats_flush_interval": STATS_FLUSH_INTERVAL,
         "overload_manager": {
             "resource_monitors": [

@@ -1,12 +1,9 @@
 """Istio's HTTP standard metrics from Envoy's own stats: the stats access logger's series, renamed at scrape time.
 
-Envoy keeps `envoy_sailmesh_istio_*` histograms tagged with raw request values (telemetry/stats_logger.py); the
-requests are the duration histogram's count, or a `requests_total` counter where an override disabled the
-duration (the counter wins where a series has both). When the status port is scraped, `take` removes those
-series from Envoy's page and turns them into rows of `IstioMetrics` (agent/telemetry.py), which resolves the tags
-into Istio's labels exactly as it does for access-log entries and serves them as istio_requests_total & co. with
-the rest of its families. The requests counted by the histogram reach the page at Envoy's stats flush (every
-second, agent/bootstrap.py), like the other histograms.
+Envoy keeps `envoy_sailmesh_istio_*` counters and histograms tagged with raw request values (telemetry/
+stats_logger.py). When the status port is scraped, `take` removes those series from Envoy's page and turns them
+into rows of `IstioMetrics` (agent/telemetry.py), which resolves the tags into Istio's labels exactly as it does
+for access-log entries and serves them as istio_requests_total & co. with the rest of its families.
 
 A change of the Telemetry overrides creates a new logger (a new `ov` tag) while the old listener drains, and
 Envoy keeps the old series as long as the old logger lives: per reporter, only the series of the overrides whose
@@ -30,7 +27,6 @@ if TYPE_CHECKING:
 
 _TYPE_LINE = "# TYPE " + ENVOY_PREFIX
 _HISTOGRAMS = {"request_duration_milliseconds": 1, "request_bytes": 3, "response_bytes": 5}  # row index
-_DURATION = _HISTOGRAMS["request_duration_milliseconds"]  # its count is the request count (no counter)
 _COUNTER = "requests_total"
 _IGNORED = (T_GRPC_MESSAGES, "le")
 
@@ -109,36 +105,33 @@ class EnvoyIstioStats:
         """Rows keyed like IstioMetrics' (labels, overrides, expression values) from the logger's series."""
         series: dict[tuple[tuple[str, str], ...], list[Any]] = {}
         cumulative: dict[tuple[tuple[tuple[str, str], ...], int], dict[float, float]] = {}
-        # per series: [requests, gRPC request messages, response messages] from the counter / the duration's count
-        counted: dict[tuple[tuple[str, str], ...], list[int]] = {}
-        by_duration: dict[tuple[tuple[str, str], ...], list[int]] = {}
         for fam in text_string_to_metric_families(text):
             for s in fam.samples:
                 name = s.name.removeprefix(ENVOY_PREFIX)
                 key = _key(s.labels)
                 if name == _COUNTER:
-                    series.get(key) or series.setdefault(key, self._new_row())
-                    _count(counted, key, int(s.value), s.labels.get(T_GRPC_MESSAGES, ""))
+                    row = series.get(key) or series.setdefault(key, self._new_row())
+                    n = int(s.value)
+                    row[0] += n
+                    msgs = s.labels.get(T_GRPC_MESSAGES, "")
+                    if "," in msgs:
+                        req, _, resp = msgs.partition(",")
+                        if req.isdigit() and resp.isdigit():
+                            row[7] += n * int(req)
+                            row[8] += n * int(resp)
                     continue
                 base, _, part = name.rpartition("_")
                 i = _HISTOGRAMS.get(base)
                 if i is None:
                     continue
                 row = series.get(key) or series.setdefault(key, self._new_row())
-                if part == "bucket":  # several series (gm) per key: their cumulative counts add up
-                    cum = cumulative.setdefault((key, i), {})
-                    le = float(s.labels.get("le", "+Inf"))
-                    cum[le] = cum.get(le, 0.0) + s.value
+                if part == "bucket":
+                    le = s.labels.get("le", "+Inf")
+                    cumulative.setdefault((key, i), {})[float(le)] = s.value
                 elif part == "sum":
                     row[i + 1] += s.value
-                elif part == "count" and i == _DURATION:
-                    _count(by_duration, key, int(s.value), s.labels.get(T_GRPC_MESSAGES, ""))
         for (key, i), cum in cumulative.items():
             series[key][i] = self._disjoint(cum)
-        for key, row in series.items():  # the counter where there is one (an override disabled the duration)
-            n = counted.get(key) or by_duration.get(key)
-            if n is not None:
-                row[0], row[7], row[8] = n
         series = self._monotonic(series)
         current = self._current_policies(series)
         out: dict[tuple[Any, ...], list[Any]] = {}
@@ -195,18 +188,6 @@ class EnvoyIstioStats:
 
 
 _MAX_SERIES = 100_000
-
-
-def _count(into: dict[tuple[tuple[str, str], ...], list[int]], key: tuple[tuple[str, str], ...], n: int,
-           messages: str) -> None:
-    """Add a series' requests and its gRPC message counts (`gm`: `<request>,<response>` per request, or empty)."""
-    row = into.get(key) or into.setdefault(key, [0, 0, 0])
-    row[0] += n
-    if "," in messages:
-        req, _, resp = messages.partition(",")
-        if req.isdigit() and resp.isdigit():
-            row[1] += n * int(req)
-            row[2] += n * int(resp)
 
 
 def _decreased(cur: list[Any], last: list[Any]) -> bool:

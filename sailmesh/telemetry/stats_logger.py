@@ -1,8 +1,7 @@
 """Istio's HTTP standard metrics kept by Envoy itself: the stats access logger (`envoy.access_loggers.stats`).
 
-Each HTTP connection manager that reports gets one logger: three histograms (`request_duration_milliseconds`,
-`request_bytes`, `response_bytes`; the duration's count is the request count) under the prefix `sailmesh_istio`
-(a counter `requests_total` only where a Telemetry override disables the duration histogram), tagged with
+Each HTTP connection manager that reports gets one logger: a counter (`requests_total`) and three histograms
+(`request_duration_milliseconds`, `request_bytes`, `response_bytes`) under the prefix `sailmesh_istio`, tagged with
 the raw values Istio's labels derive from, joined in one tag (the reporter, the services, the peer's
 x-envoy-peer-metadata from dynamic metadata or filter state, the upstream cluster, :authority, content type,
 response code, gRPC status, response flags, the TLS peers' URI SANs) and the Telemetry overrides' expression
@@ -81,26 +80,23 @@ def _tags(reporter: str, services: Sequence[str], policy: overrides.Policy) -> l
 
 def http_stats_config(reporter: str, services: Sequence[str] = (),
                       policy: overrides.Policy = overrides.NO_POLICY) -> stats_pb2.Config:
-    """The logger's config: the enabled metrics of the side, each with the same tags. The requests are counted by
-    the duration histogram (its count) when that is enabled, else by a counter: one stat fewer formatted per
-    request (each formats, encodes and looks up the key: ~25k instructions, docs/benchmarks.md). The stat that
-    counts also carries the grpc_stats filter's message counts `<request>,<response>` (empty if not gRPC)."""
+    """The logger's config: the enabled metrics of the side, each with the same tags (the requests counter also
+    with the grpc_stats filter's message counts `<request>,<response>`, empty for requests that are not gRPC)."""
     tags = _tags(reporter, services, policy)
     cfg = stats_pb2.Config(stat_prefix=STAT_PREFIX)
     grpc_messages = not all(m in policy.disabled for m in GRPC_MESSAGE_METRICS)
-    counting = "REQUEST_DURATION" if "REQUEST_DURATION" not in policy.disabled else "REQUEST_COUNT"
     for metric, (name, unit, value) in HTTP_STATS.items():
-        if metric == "REQUEST_COUNT" and counting != metric:
-            continue  # counted by the duration histogram (agent/istio_stats.py takes its count)
-        if metric in policy.disabled and not (metric == counting and grpc_messages):
-            continue  # the message counts ride on the counting stat: kept for them (hidden by the agent)
+        counted = metric == "REQUEST_COUNT"
+        if metric in policy.disabled and not (counted and grpc_messages):
+            continue  # the message counts ride on the requests counter: kept for them (hidden by the agent)
         stat = stats_pb2.Config.Stat(name=name, tags=tags)
-        if metric == counting and grpc_messages:
-            stat.tags.append(stats_pb2.Config.Tag(name=T_GRPC_MESSAGES,
-                                                  value_format=f"%FILTER_STATE({GRPC_STATS_FILTER}:PLAIN)%"))
-        if unit is None:
+        if counted:
+            if grpc_messages:
+                stat.tags.append(stats_pb2.Config.Tag(name=T_GRPC_MESSAGES,
+                                                      value_format=f"%FILTER_STATE({GRPC_STATS_FILTER}:PLAIN)%"))
             cfg.counters.append(stats_pb2.Config.Counter(stat=stat, value_fixed=wrappers_pb2.UInt64Value(value=1)))
         else:
+            assert unit is not None
             cfg.histograms.append(stats_pb2.Config.Histogram(stat=stat, unit=unit, value_format=value))
     return cfg
 

@@ -112,8 +112,7 @@ def test_listeners_keep_istios_http_metrics_in_envoys_stats_logger_naming_the_re
     stats, stream = out.access_log  # the explicit proxy: requests in Envoy's stats, CONNECT tunnels on the stream
     cfg = stats_pb2.Config()
     assert stats.name == "envoy.access_loggers.stats" and stats.typed_config.Unpack(cfg)
-    assert not cfg.counters  # the duration histogram (first) counts the requests
-    tags = {t.name: t.value_format for t in cfg.histograms[0].stat.tags}
+    tags = {t.name: t.value_format for t in cfg.counters[0].stat.tags}
     assert tags["k"] == key_format(SOURCE, ()) and tags["gm"] == "%FILTER_STATE(envoy.filters.http.grpc_stats:PLAIN)%"
     methods = [f.header_filter.header for f in stats.filter.and_filter.filters if f.HasField("header_filter")]
     assert [(h.name, h.string_match.exact, h.invert_match) for h in methods] == [(":method", "CONNECT", True)]
@@ -125,7 +124,7 @@ def test_listeners_keep_istios_http_metrics_in_envoys_stats_logger_naming_the_re
     (inbound_listener,) = [lo for lo in ls.values() if lo.traffic_direction == base_pb2.INBOUND]
     (log,) = hcm_of(inbound_listener).access_log
     assert log.typed_config.Unpack(cfg) and not log.HasField("filter")
-    key = {t.name: t.value_format for t in cfg.histograms[0].stat.tags}["k"]
+    key = {t.name: t.value_format for t in cfg.counters[0].stat.tags}["k"]
     assert key == key_format(DESTINATION, ["reviews.default.svc.cluster.local"])
 
 

@@ -179,7 +179,7 @@ metrics:
     assert out.access_log_options.access_log_flush_interval.seconds == 2  # CONNECT tunnels: periodic
     stats = stats_pb2.Config()  # the requests themselves: Envoy's stats logger, the overrides as tags
     assert out.access_log[0].typed_config.Unpack(stats)
-    tags = {t.name: t.value_format for t in stats.histograms[0].stat.tags}
+    tags = {t.name: t.value_format for t in stats.counters[0].stat.tags}
     assert tags["x0"] == "%CEL(request.host)%" and overrides.decode(tags["ov"]) == overrides.decode(policy)
     (inbound_listener,) = [lo for lo in ls.values() if lo.traffic_direction == base_pb2.INBOUND]
     inbound = hcm_of(inbound_listener)

@@ -23,11 +23,9 @@ def _tags(stat: stats_pb2.Config.Stat) -> dict[str, str]:
 
 
 def test_the_logger_keeps_istios_four_http_metrics_with_one_key_tag_per_reporter() -> None:
-    """Three stats per request, not four: the duration histogram's count is istio_requests_total (each stat formats,
-    encodes and looks up the key: docs/benchmarks.md, session 14)."""
     cfg = http_stats_config(SOURCE)
     assert cfg.stat_prefix == "sailmesh_istio"
-    assert not cfg.counters
+    assert [c.stat.name for c in cfg.counters] == ["requests_total"] and cfg.counters[0].value_fixed.value == 1
     # Istio's duration (ms, Envoy's %DURATION%) and sizes (request.total_size / response.total_size: headers + body)
     assert [(h.stat.name, h.unit, h.value_format) for h in cfg.histograms] == [
         ("request_duration_milliseconds", stats_pb2.Config.Histogram.Milliseconds, "%DURATION%"),
@@ -38,9 +36,8 @@ def test_the_logger_keeps_istios_four_http_metrics_with_one_key_tag_per_reporter
         "source", "", "%DYNAMIC_METADATA(sailmesh.peer:metadata)%", "%UPSTREAM_CLUSTER%", "%REQ(:AUTHORITY)%",
         "%REQ(CONTENT-TYPE):16%", "%RESPONSE_CODE%", "%GRPC_STATUS_NUMBER%", "%RESPONSE_FLAGS%",
         "%UPSTREAM_PEER_URI_SAN%", "%UPSTREAM_LOCAL_URI_SAN%"]
-    # the counting stat carries the gRPC message counts
-    assert _tags(cfg.histograms[0].stat) == {"k": key, "gm": "%FILTER_STATE(envoy.filters.http.grpc_stats:PLAIN)%"}
-    assert all(_tags(h.stat) == {"k": key} for h in cfg.histograms[1:])
+    assert _tags(cfg.counters[0].stat) == {"k": key, "gm": "%FILTER_STATE(envoy.filters.http.grpc_stats:PLAIN)%"}
+    assert all(_tags(h.stat) == {"k": key} for h in cfg.histograms)
     # The destination reporter: the downstream TLS peer; no cluster; the authority only to choose among services.
     one = key_format(DESTINATION, [RATINGS]).split("\n")  # the client's metadata: kept in filter state inbound
     assert one[:5] == ["destination", RATINGS, "%FILTER_STATE(sailmesh.peer:PLAIN)%", "", ""]
@@ -57,21 +54,14 @@ def test_overrides_drop_disabled_metrics_and_tag_expressions() -> None:
     ])
     cfg = http_stats_config(SOURCE, (), policy)
     assert [h.stat.name for h in cfg.histograms] == ["request_bytes", "response_bytes"]
-    # no duration histogram to count the requests: the counter does, with the message counts
-    assert [c.stat.name for c in cfg.counters] == ["requests_total"] and cfg.counters[0].value_fixed.value == 1
     tags = _tags(cfg.counters[0].stat)
     assert tags["x0"] == "%CEL(request.headers['x-user'])%" and overrides.decode(tags["ov"]) == overrides.decode(
         policy.encode())
-    assert "gm" in tags and all("gm" not in _tags(h.stat) for h in cfg.histograms)
-    # REQUEST_COUNT disabled: the duration histogram still counts (the agent hides the count) with the messages
-    cfg = http_stats_config(SOURCE, (), overrides.build([MetricOverride("REQUEST_COUNT", disabled=True)]))
-    assert not cfg.counters and "gm" in _tags(cfg.histograms[0].stat)
-    # the duration and the three counts disabled: the counter kept for the messages; all four: no counting stat
-    off = [MetricOverride(m, disabled=True) for m in ("REQUEST_DURATION", "REQUEST_COUNT")]
-    assert http_stats_config(SOURCE, (), overrides.build(off)).counters
-    off += [MetricOverride(m, disabled=True) for m in ("GRPC_REQUEST_MESSAGES", "GRPC_RESPONSE_MESSAGES")]
-    cfg = http_stats_config(SOURCE, (), overrides.build(off))
-    assert not cfg.counters and [h.stat.name for h in cfg.histograms] == ["request_bytes", "response_bytes"]
+    # REQUEST_COUNT disabled: the counter stays for the gRPC message counts (the agent hides it); all three: gone
+    off = overrides.build([MetricOverride(m, disabled=True) for m in ("REQUEST_COUNT", "GRPC_REQUEST_MESSAGES",
+                                                                      "GRPC_RESPONSE_MESSAGES")])
+    assert not http_stats_config(SOURCE, (), off).counters
+    assert http_stats_config(SOURCE, (), overrides.build([MetricOverride("REQUEST_COUNT", disabled=True)])).counters
 
 
 def _key(reporter: str, services: str = "", peer_md: str = "", cluster: str = "", authority: str = "",
@@ -186,38 +176,3 @@ def test_a_series_envoy_freed_with_its_listener_keeps_counting_up() -> None:
                            (_page(counter, series(1)), 10), (_page(counter, series(4)), 13)):
         stats.take(page)
         assert [v for _, v in _samples(m)["istio_requests_total"]] == [expected]
-
-
-def test_the_duration_histograms_count_is_istios_request_count() -> None:
-    """Istio's istio_requests_total counts every request its stats plugin reports; here the duration histogram,
-    recorded once per request, counts them: its count per series is the counter, its `gm` series (one per gRPC
-    message-count pair) add up in the buckets and multiply into the message counts."""
-    m = IstioMetrics(local_workload("reviews-v2-0", "default", {"app": "reviews", "version": "v2"}, "Kubernetes"))
-    stats = EnvoyIstioStats(m, ISTIO_BUCKETS)
-    src = 'k="{}"'.format(_key(SOURCE, peer_md=RATINGS_V1, cluster=f"outbound|9080||{RATINGS}"))
-    grpc = 'k="{}"'.format(_key(DESTINATION, services="reviews.default.svc.cluster.local",
-                                content_type="application/grpc", grpc="0"))
-    stats.take(_page(
-        "# TYPE envoy_sailmesh_istio_request_duration_milliseconds histogram",
-        *_histogram("request_duration_milliseconds", src + ',gm=""', [3, 7, 30]),
-        *_histogram("request_duration_milliseconds", grpc + ',gm="1,4"', [2, 2]),
-        *_histogram("request_duration_milliseconds", grpc + ',gm="1,1"', [40]),
-        "# TYPE envoy_sailmesh_istio_request_bytes histogram",
-        *_histogram("request_bytes", src, [100, 100, 100]),
-    ))
-    s = _samples(m)
-    assert sorted((lab["reporter"], v) for lab, v in s["istio_requests_total"]) == [("destination", 3), ("source", 3)]
-    assert [v for _, v in s["istio_request_messages_total"]] == [3]
-    assert [v for _, v in s["istio_response_messages_total"]] == [9]
-    buckets = {lab["le"]: v for lab, v in s["istio_request_duration_milliseconds_bucket"]
-               if lab["reporter"] == DESTINATION}
-    assert (buckets["1.0"], buckets["5.0"], buckets["50.0"], buckets["+Inf"]) == (0, 2, 3, 3)
-    assert [v for lab, v in s["istio_request_duration_milliseconds_sum"] if lab["reporter"] == DESTINATION] == [44]
-    # Envoy's config from an earlier control plane (a counter and the histogram): the counter, not both
-    m = IstioMetrics(local_workload("reviews-v2-0", "default", {"app": "reviews", "version": "v2"}, "Kubernetes"))
-    stats = EnvoyIstioStats(m, ISTIO_BUCKETS)
-    counter = "# TYPE envoy_sailmesh_istio_requests_total counter"
-    stats.take(_page(counter, f'envoy_sailmesh_istio_requests_total{{{src},gm=""}} 5',
-                     "# TYPE envoy_sailmesh_istio_request_duration_milliseconds histogram",
-                     *_histogram("request_duration_milliseconds", src + ',gm=""', [3, 7, 30, 1, 1])))
-    assert [v for lab, v in _samples(m)["istio_requests_total"] if lab["reporter"] == SOURCE] == [5]
