@@ -58,7 +58,7 @@ def render_case(c: dict[str, Any]) -> list[str]:
                      f"{ch['other_types_received'] or 'none'}")
         if "envoy" in ch:
             lines.append(f"  real Envoys applied it: p50 {_ms(ch['envoy']['p50_s'])} ms, "
-                         f"max {_ms(ch['envoy']['max_s'])} ms (admin stats polled every 5 ms)")
+                         f"max {_ms(ch['envoy']['max_s'])} ms (Envoy's update_time, read after the clients)")
     if "push_stages" in c:
         lines += trace.render(c["push_stages"])
     lines.append(f"memory: RSS {c['rss_0_proxies_mb']:.1f} MiB with 0 proxies, {c['rss_mb']:.1f} MiB with "
