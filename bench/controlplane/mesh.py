@@ -117,9 +117,6 @@ class SyntheticMesh:
         self.workloads = [self.workload(i, v, 0) for i in range(self.services) for v in ("v1", "v2")]
         workload_file.write(self.workload_file, self.workloads)
 
-    def write_workloads(self, extra: list[Workload]) -> None:
-        workload_file.write(self.workload_file, [*self.workloads, *extra])
-
 
 def make_mesh(workdir: str, services: int, sidecar_scoping: bool) -> SyntheticMesh:
     mesh = SyntheticMesh(services, sidecar_scoping, os.path.join(workdir, "config"),
