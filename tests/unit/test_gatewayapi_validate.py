@@ -3,6 +3,8 @@ adds the converted Istio config to what snapshots read (generate/gatewayapi/read
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from sailmesh.api.change import Change
@@ -112,3 +114,24 @@ def test_reader_adds_converted_config_and_widens_changes() -> None:
                                     ("127.0.0.3", "other", {"gateway.networking.k8s.io/gateway-name": "g"})])
     assert status is not None and status["addresses"] == [{"type": "IPAddress", "value": "127.0.0.2"}]
     assert "80 -> 127.0.0.2:8080" in status["conditions"][1]["message"]
+
+
+def test_the_reader_lists_the_other_inputs_only_when_gateway_api_objects_exist() -> None:
+    """A mesh without Gateway API objects converts to nothing without listing its Services, ServiceEntries, ... on
+    every revision (a VirtualService push at 1,000 services listed and sorted them all); with a Gateway, the
+    conversion still sees every input."""
+    listed: list[str | None] = []
+
+    class Counting(MemoryStore):
+        def list(self, kind: str | None = None) -> Any:
+            listed.append(kind)
+            return super().list(kind)
+
+    store = Counting()
+    store.apply(parse_text("apiVersion: v1\nkind: Service\nmetadata: {name: productpage}\n"
+                           "spec: {ports: [{port: 9080, name: http}]}\n").resources)
+    reader = GatewayApiReader(store, "cluster.local")
+    assert reader.list("VirtualService") == [] and "Service" not in listed
+    store.apply(parse_text(GW % "  - {name: http, port: 80, protocol: HTTP}" + "\n---\n" + ROUTE % (
+        "backendRefs: [{name: productpage, port: 9080}]")).resources)
+    assert [r.kind for r in reader.list("VirtualService")] == ["VirtualService"] and "Service" in listed

@@ -42,10 +42,13 @@ class GatewayApiReader:
         """The conversion of the store's current Gateway API objects; the previous generated objects are kept while
         they are equal, so snapshots and their indexes see the same objects."""
         if self.store.revision != self._revision:
-            config = {k: tuple(self.store.list(k)) for k in INPUT_KINDS}
-            if not self.enabled or not any(config.get(k) for k in GATEWAY_API_KINDS):
+            # the Gateway API kinds first: without any, the other inputs (every Service, ...) are not listed at
+            # all (listing and sorting them was ~5 ms of each VirtualService push at 1,000 services)
+            api = {k: tuple(self.store.list(k)) for k in GATEWAY_API_KINDS} if self.enabled else {}
+            if not any(api.values()):
                 fresh = Converted()
             else:
+                config = {**{k: tuple(self.store.list(k)) for k in INPUT_KINDS - GATEWAY_API_KINDS}, **api}
                 fresh = convert(config, self.domain_suffix)
             old = self._converted
             if fresh.gateways == old.gateways:
