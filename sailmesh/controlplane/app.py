@@ -212,6 +212,7 @@ class ControlPlane:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.opts.host, self.opts.http_port)
         await site.start()
+        self.opts.http_port = self._runner.addresses[0][1]  # as bound (0: any free port)
         if self.opts.api_mtls_address:
             self.opts.api_mtls_address = await self._serve_api_mtls(self.opts.api_mtls_address)
         self._ready = True
