@@ -55,7 +55,8 @@ def add_mesh_options(parser: argparse.ArgumentParser) -> None:
                         help="workload certificate lifetime the sidecars ask for, seconds (0 = 24 h)")
     parser.add_argument("--delta", action="store_true", help="sidecars use delta xDS (DELTA_GRPC)")
     parser.add_argument("--proxy-concurrency", type=int, default=0,
-                        help="Envoy worker threads per proxy (default: the agent's, 2); ProxyConfig concurrency wins")
+                        help="Envoy worker threads per proxy (default: the agent's, 2); the mesh config's "
+                             "defaultConfig.concurrency and ProxyConfig concurrency win")
 
 
 def options(args: argparse.Namespace, dirs: list[str]) -> MeshOptions:

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from sailmesh.api import proxyconfig as proxy_settings
 from sailmesh.api.resource import Resource
 from sailmesh.errors import PlatformError
 from sailmesh.platform import egress, proxyconfig, ready, workload_file
@@ -222,10 +221,10 @@ class LocalMesh:
             args += ["--app-ports", ",".join(f"{k}:{v}" for k, v in sorted(app_ports.items()))]
         if self.opts.delta:
             args.append("--delta")
-        # ProxyConfig `concurrency` as the proxy starts (Istio: workload > namespace > root namespace > the mesh
-        # default, here `up --proxy-concurrency`, which the later flag overrides)
-        workers = proxy_settings.concurrency(await proxyconfig.fetch(self.api_url, self.api_token_file), namespace,
-                                             labels, self.settings.mesh.root_namespace)
+        # `concurrency` as the proxy starts, Istio's EffectiveProxyConfig: workload ProxyConfig > namespace > root
+        # namespace > the mesh config's defaultConfig > Istio's built-in default, here the agent's 2 or
+        # `up --proxy-concurrency` (extra_agent_args), which the later flag overrides
+        workers = (await proxyconfig.fetch(self.api_url, self.api_token_file)).concurrency(namespace, labels)
         extra = ("--concurrency", str(workers)) if workers is not None else ()
         return self._sailmesh(*args, *self.opts.extra_agent_args, *extra)
 
