@@ -79,6 +79,7 @@ class LocalMesh:
         self.fatal_reason = ""
         self.forwarder: Forwarder | None = None  # the plain proxy of workloads without a sidecar
         self.cp_state_dir = os.path.join(opts.state_dir, "controlplane")
+        self.fetch_proxy_defaults = proxyconfig.fetch  # the control plane's ProxyConfigs + mesh default (tests count)
 
     @property
     def api_url(self) -> str:
@@ -200,8 +201,12 @@ class LocalMesh:
             fh.write(body["token"])
         return path
 
+    def _proxy_batch(self) -> proxyconfig.Batch:
+        """The control plane's proxy defaults, fetched once for the proxies started together."""
+        return proxyconfig.Batch(lambda: self.fetch_proxy_defaults(self.api_url, self.api_token_file))
+
     async def _agent_args(self, *, kind: str, ip: str, name: str, namespace: str, labels: dict[str, str], sa: str,
-                          app_ports: dict[int, int]) -> list[str]:
+                          app_ports: dict[int, int], batch: proxyconfig.Batch | None = None) -> list[str]:
         agent_dir = os.path.join(self.opts.state_dir, "proxies", f"{name}.{namespace}")
         args = [
             "agent", "--type", kind, "--ip", ip, "--name", name, "--namespace", namespace,
@@ -224,7 +229,8 @@ class LocalMesh:
         # `concurrency` as the proxy starts, Istio's EffectiveProxyConfig: workload ProxyConfig > namespace > root
         # namespace > the mesh config's defaultConfig > Istio's built-in default, here the agent's 2 or
         # `up --proxy-concurrency` (extra_agent_args), which the later flag overrides
-        workers = (await proxyconfig.fetch(self.api_url, self.api_token_file)).concurrency(namespace, labels)
+        defaults = await (batch or self._proxy_batch()).defaults()
+        workers = defaults.concurrency(namespace, labels)
         extra = ("--concurrency", str(workers)) if workers is not None else ()
         return self._sailmesh(*args, *self.opts.extra_agent_args, *extra)
 
@@ -253,13 +259,14 @@ class LocalMesh:
         await self._wait_http(f"{self.api_url}/ready", "control plane", cp)
         self.say(f"  control plane ready (xDS {self.xds_address}, API {self.api_url})")
 
+        batch = self._proxy_batch()  # one fetch of the proxy defaults for every proxy started below
         self.say(f"starting ingress gateway on {opts.gateway_ip}")
         gw = await self._spawn(
             "istio-ingressgateway", "gateway",
             await self._agent_args(kind="router", ip=opts.gateway_ip, name="istio-ingressgateway-0",
                              namespace="istio-system", labels={**GATEWAY_LABELS, TLS_MODE_LABEL: TLS_MODE_ISTIO},
                              sa="istio-ingressgateway",
-                             app_ports={}),
+                             app_ports={}, batch=batch),
             env, opts.gateway_ip,
         )
         waits = [self._wait_http(f"http://{opts.gateway_ip}:{self.settings.proxy.health}/healthz/ready",
@@ -268,12 +275,12 @@ class LocalMesh:
             self.say(f"starting egress gateway on {opts.egress_gateway_ip}")
             egw = await self._spawn(egress.NAME, "gateway", await self._agent_args(
                 kind="router", ip=opts.egress_gateway_ip, name=egress.POD, namespace=egress.NAMESPACE,
-                labels=egress.LABELS, sa=egress.SERVICE_ACCOUNT, app_ports={}), env,
+                labels=egress.LABELS, sa=egress.SERVICE_ACCOUNT, app_ports={}, batch=batch), env,
                 opts.egress_gateway_ip)
             waits.append(self._wait_http(f"http://{opts.egress_gateway_ip}:{self.settings.proxy.health}/healthz/ready",
                                          "egress gateway", egw))
         await self._start_forwarder(resources)
-        starts = [self._start_instance(i, env) for i in self.instances]
+        starts = [self._start_instance(i, env, batch) for i in self.instances]
         tasks = [asyncio.create_task(w) for w in [*waits, *starts]]
         try:
             await asyncio.gather(*tasks)
@@ -327,7 +334,7 @@ class LocalMesh:
         cp.address = self.api_url
         self._save_state()
 
-    async def _start_instance(self, inst: Instance, env: dict[str, str]) -> None:
+    async def _start_instance(self, inst: Instance, env: dict[str, str], batch: proxyconfig.Batch) -> None:
         """Start one instance's sidecar and app and wait until both are ready; with holdApplicationUntilProxyStarts
         (Istio's, on by default here) the app starts only once its sidecar is ready as a proxy."""
         self.say(f"starting {inst.namespace}/{inst.name} on {inst.ip}" + (" with sidecar" if inst.sidecar else ""))
@@ -338,7 +345,7 @@ class LocalMesh:
                 f"{inst.name}.{inst.namespace}.sidecar", "agent",
                 [*await self._agent_args(kind="sidecar", ip=inst.ip, name=inst.name, namespace=inst.namespace,
                                          labels=mesh_labels(inst), sa=inst.service_account,
-                                         app_ports=dict(inst.app_ports)), "--probe-app",
+                                         app_ports=dict(inst.app_ports), batch=batch), "--probe-app",
                  "--min-drain-seconds", str(MIN_DRAIN_S),
                  *(["--readiness-probe", inst.readiness_probe.to_json()]
                    if inst.readiness_probe and inst.readiness_probe.rewritten else []),

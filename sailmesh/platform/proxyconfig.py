@@ -1,10 +1,11 @@
 """What the control plane holds now for proxies the embedded platform starts (Istio's injector reads the same as it
 creates a pod): the ProxyConfig resources and the mesh config's defaultConfig.concurrency, from which
-api/proxyconfig.py picks a proxy's `concurrency`."""
+api/proxyconfig.py picks a proxy's `concurrency`. Fetched once per batch of proxies started together (`Batch`)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -48,3 +49,16 @@ async def fetch(api_url: str, token_file: str) -> ProxyDefaults:
         list(sort_by_creation(resource_from_dict(dict(i)) for i in items or () if isinstance(i, Mapping))),
         mesh if isinstance(mesh, int) and not isinstance(mesh, bool) else None, str(body.get("rootNamespace") or ""))
 
+
+class Batch:
+    """One fetch shared by the proxies started together (`sailmesh up`'s gateways and workloads): the first caller
+    fetches, the others wait for that answer; a proxy started later makes a new Batch (fresh config)."""
+
+    def __init__(self, get: Callable[[], Awaitable[ProxyDefaults]]) -> None:
+        self._get = get
+        self._answer: asyncio.Task[ProxyDefaults] | None = None
+
+    async def defaults(self) -> ProxyDefaults:
+        if self._answer is None:
+            self._answer = asyncio.ensure_future(self._get())
+        return await asyncio.shield(self._answer)
