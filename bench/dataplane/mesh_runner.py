@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         extra_agent_args=("--concurrency", str(a.concurrency), "--drain-seconds", str(a.drain_seconds)),
     )
     mesh = LocalMesh(opts, settings_mod.load(), say=lambda s: print(s, flush=True))
-    return asyncio.run(serve(mesh, [f"control plane API: {mesh.api_url}   xDS: {mesh.xds_address}"]))
+    return asyncio.run(serve(mesh, lambda: [f"control plane API: {mesh.api_url}   xDS: {mesh.xds_address}"]))
 
 
 if __name__ == "__main__":

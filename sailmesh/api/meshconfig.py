@@ -187,6 +187,9 @@ class ProxyConfig(Model, frozen=True):
 
     tracing: ProxyTracing | None = None
     proxy_metadata: Mapping[str, str] | None = None
+    # Envoy worker threads (0: one per core), the lowest level of Istio's EffectiveProxyConfig (api/proxyconfig.py):
+    # given to a proxy as it starts by the embedded platform and the injector
+    concurrency: int | None = None
     drain_duration: Duration | None = None
     termination_drain_duration: Duration | None = None
 
@@ -293,6 +296,9 @@ def from_mapping(raw: Mapping[str, Any], source: str = "mesh config") -> MeshCon
     if providers:
         raise ModelError(source, "extensionProviders", f"provider {providers[0].name!r} sets no provider kind "
                          f"(or only one sailmesh does not support: {', '.join(UNSUPPORTED_PROVIDER_KINDS)})")
+    if (model.default_config.concurrency or 0) < 0:
+        raise ModelError(source, "defaultConfig.concurrency",
+                         f"must be 0 (one worker per core) or more, got {model.default_config.concurrency}")
     if model.access_log_encoding not in ("TEXT", "JSON"):
         raise ModelError(source, "accessLogEncoding", f"must be TEXT or JSON, got {model.access_log_encoding!r}")
     if model.outbound_traffic_policy.mode not in ("ALLOW_ANY", "REGISTRY_ONLY"):

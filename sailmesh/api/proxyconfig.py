@@ -1,9 +1,9 @@
 """Istio's ProxyConfig for one proxy as it starts (pilot/pkg/model/proxy_config.go EffectiveProxyConfig), for the
-field sailmesh acts on, `concurrency`: the root namespace's ProxyConfig without a selector, over it the proxy's
-namespace's, over that the pod's `proxy.istio.io/config` annotation, over that the first ProxyConfig of its namespace
-whose `selector.matchLabels` the proxy's labels carry (each level: the oldest such resource). The embedded platform
-and the injection webhook pass the result to the agent (`--concurrency`); `environmentVariables` and `image` are
-reported by generate/enforcement.py."""
+field sailmesh acts on, `concurrency`: the mesh config's `defaultConfig`, over it the root namespace's ProxyConfig
+without a selector, over that the proxy's namespace's, over that the pod's `proxy.istio.io/config` annotation, over
+that the first ProxyConfig of its namespace whose `selector.matchLabels` the proxy's labels carry (each level: the
+oldest such resource). The embedded platform and the injection webhook pass the result to the agent
+(`--concurrency`); `environmentVariables` and `image` are reported by generate/enforcement.py."""
 
 from __future__ import annotations
 
@@ -27,9 +27,11 @@ def _spec(r: Resource) -> Mapping[str, Any]:
 
 
 def levels(configs: Iterable[Resource], namespace: str, labels: Mapping[str, str], root_namespace: str,
-           annotation: Mapping[str, Any] | None = None) -> list[Mapping[str, Any]]:
-    """The specs that apply to a proxy, lowest precedence first: root namespace, namespace, the pod's annotation,
-    workload. `configs` oldest first (Istio sorts ProxyConfigs by creation time and takes each level's first)."""
+           annotation: Mapping[str, Any] | None = None,
+           mesh_default: Mapping[str, Any] | None = None) -> list[Mapping[str, Any]]:
+    """The specs that apply to a proxy, lowest precedence first: the mesh config's defaultConfig, root namespace,
+    namespace, the pod's annotation, workload. `configs` oldest first (Istio sorts ProxyConfigs by creation time and
+    takes each level's first)."""
     ordered = [r for r in configs if r.kind == KIND]
 
     def first(ns: str, selected: bool) -> list[Mapping[str, Any]]:
@@ -40,7 +42,8 @@ def levels(configs: Iterable[Resource], namespace: str, labels: Mapping[str, str
                 return [_spec(r)]
         return []
 
-    out = first(root_namespace, False)
+    out = [mesh_default] if mesh_default else []
+    out += first(root_namespace, False)
     if namespace != root_namespace:
         out += first(namespace, False)
     if annotation:
@@ -54,10 +57,12 @@ def _workers(value: int) -> int:
 
 
 def concurrency(configs: Iterable[Resource], namespace: str, labels: Mapping[str, str], root_namespace: str,
-                annotation: Mapping[str, Any] | None = None) -> int | None:
-    """Istio's mergeWithPrecedence for `concurrency`: the most specific level that sets it (None: none does)."""
+                annotation: Mapping[str, Any] | None = None, mesh_concurrency: int | None = None) -> int | None:
+    """Istio's mergeWithPrecedence for `concurrency`: the most specific level that sets it, the mesh config's
+    `defaultConfig.concurrency` (mesh_concurrency) the least specific (None: no level sets it)."""
     found = None
-    for spec in levels(configs, namespace, labels, root_namespace, annotation):
+    mesh_default = {"concurrency": mesh_concurrency} if mesh_concurrency is not None else None
+    for spec in levels(configs, namespace, labels, root_namespace, annotation, mesh_default):
         value = spec.get("concurrency")
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             found = _workers(value)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -11,6 +10,7 @@ from collections.abc import Sequence
 from sailmesh import settings as settings_mod
 from sailmesh.cli.apiclient import remember_token
 from sailmesh.errors import PlatformError
+from sailmesh.platform import ready
 from sailmesh.platform.state import MeshState
 
 
@@ -26,35 +26,14 @@ def state_dir(args: argparse.Namespace) -> str:
     return args.state_dir or settings_mod.load().state_dir
 
 
-# What `sailmesh controlplane` writes into its state dir while it serves (its API URL and pid), so the operating
-# commands find a control plane that runs without `up`/`demo` (e.g. on Kubernetes, `--kubeconfig`): `--state-dir`
-# names that state dir, or the default one holds it under controlplane/ (the control plane's default state dir).
-CONTROLPLANE_RECORD = "controlplane.json"
-
-
-def write_controlplane_record(cp_state_dir: str, api_url: str) -> str:
-    """Record this process as the control plane serving `api_url` from `cp_state_dir`; the record's path."""
-    path = os.path.join(cp_state_dir, CONTROLPLANE_RECORD)
-    os.makedirs(cp_state_dir, exist_ok=True)
-    with open(path + ".tmp", "w", encoding="utf-8") as fh:
-        json.dump({"apiUrl": api_url, "pid": os.getpid()}, fh)
-    os.replace(path + ".tmp", path)
-    return path
-
-
 def _standalone_control_plane(sdir: str) -> MeshState | None:
-    """The control plane a CONTROLPLANE_RECORD in `sdir` (or `sdir`/controlplane) names, if its process lives."""
+    """The control plane whose ready record (platform/ready.py) is in `sdir` (or `sdir`/controlplane), if it lives."""
     from sailmesh.platform.state import pid_alive
 
     for folder in (sdir, os.path.join(sdir, "controlplane")):
-        try:
-            with open(os.path.join(folder, CONTROLPLANE_RECORD), encoding="utf-8") as fh:
-                record = json.load(fh)
-            api_url, pid = str(record["apiUrl"]), int(record["pid"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if pid_alive(pid):
-            return MeshState(supervisor_pid=pid, api_url=api_url, xds_address="",
+        record = ready.read(folder)
+        if record is not None and pid_alive(record.pid):
+            return MeshState(supervisor_pid=record.pid, api_url=record.api_url, xds_address="",
                              api_token_file=os.path.join(folder, "api-token"))
     return None
 

@@ -18,10 +18,11 @@ import signal
 
 from sailmesh import settings as settings_mod
 from sailmesh.ca.limits import CSR_PER_IDENTITY
-from sailmesh.cli.common import fail, write_controlplane_record
+from sailmesh.cli.common import fail
 from sailmesh.controlplane.app import ControlPlane, ControlPlaneOptions
 from sailmesh.dashboard.app import make_app as dashboard_app
 from sailmesh.errors import SailmeshError
+from sailmesh.platform import ready
 from sailmesh.webhook.inject import InjectionConfig
 
 
@@ -36,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also serve ADS without TLS or identity checks on 127.0.0.1 (debugging; off by default)")
     parser.add_argument("--ca-port", type=int, default=15013,
                         help="the certificate service for first CSRs (join token, TLS without client certificate)")
-    parser.add_argument("--http-port", type=int, default=15014, help="HTTP API and /metrics port")
+    parser.add_argument("--http-port", type=int, default=15014, help="HTTP API and /metrics port (0 = any free port)")
     parser.add_argument("--mesh-config", default="", metavar="FILE",
                         help="Istio mesh config YAML (MeshConfig); the ConfigMap istio in istio-system overlays it")
     parser.add_argument("--xds-tls-port", type=int, default=15012,
@@ -116,7 +117,9 @@ async def _serve(cp: ControlPlane) -> int:
     tune_gc()
     host = cp.opts.host if cp.opts.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
     host = f"[{host}]" if ":" in host else host
-    record = write_controlplane_record(cp.opts.state_dir, f"http://{host}:{cp.opts.http_port}")  # for the CLI
+    o = cp.opts  # every port as bound (0 asked for any free one): for the CLI and for `sailmesh up`
+    record = ready.write(o.state_dir, f"http://{host}:{o.http_port}", {
+        "http": o.http_port, "xdsTls": o.xds_tls_port, "ca": o.ca_port, "xds": o.xds_port, "dns": o.dns_port or 0})
     try:
         await stop.wait()
     finally:

@@ -62,8 +62,13 @@ def run(args: argparse.Namespace) -> int:
     mesh = LocalMesh(options(args, demo_dirs(not args.no_routing, args.sample)), settings_mod.load(),
                      say=lambda s: print(s, flush=True))
     if args.sample == "httpbin":
-        return asyncio.run(serve(mesh, httpbin_banner(mesh, args.gateway_ip)))
-    gw = f"http://{args.gateway_ip}:8080"
+        return asyncio.run(serve(mesh, lambda: httpbin_banner(mesh, args.gateway_ip)))
+    return asyncio.run(serve(mesh, lambda: bookinfo_banner(mesh, args.gateway_ip)))
+
+
+def bookinfo_banner(mesh: LocalMesh, gateway_ip: str) -> list[str]:
+    """What `sailmesh demo` prints once everything is ready."""
+    gw = f"http://{gateway_ip}:8080"
     banner = [
         "",
         "Bookinfo is up.",
@@ -75,5 +80,4 @@ def run(args: argparse.Namespace) -> int:
         "",
     ]
     cmd = sailmesh_command()  # the command that works from the user's shell (e.g. .venv/bin/sailmesh)
-    banner = [line.replace("sailmesh ", f"{cmd} ") for line in banner]
-    return asyncio.run(serve(mesh, banner))
+    return [line.replace("sailmesh ", f"{cmd} ") for line in banner]

@@ -20,7 +20,7 @@ from sailmesh.cli.common import state_dir
 from sailmesh.cli.up import add_mesh_options, options, refuse_if_running
 from sailmesh.cli.version import envoy_version
 from sailmesh.errors import AgentError, PlatformError
-from sailmesh.platform.portplan import assign_free_ports, planned_ports
+from sailmesh.platform.portplan import planned_ports
 from sailmesh.platform.ports import check_free
 from sailmesh.processes import envoy_binary
 
@@ -60,7 +60,6 @@ def checks(args: argparse.Namespace) -> list[Check]:
     sd = state_dir(args)
     out = [_envoy(), *_state_dir(sd)]
     opts = options(args, args.dirs)
-    assign_free_ports(opts)  # as LocalMesh does
     try:
         instances, ports = planned_ports(opts, settings_mod.load())
         out.append(Check("config", True, f"{len(args.dirs)} path(s) parse; {len(instances)} workload "
@@ -75,7 +74,10 @@ def checks(args: argparse.Namespace) -> list[Check]:
             check_free([p])
         except PlatformError as e:
             taken.append(str(e))
-    out.append(Check("ports free", not taken, f"{len(ports)} port(s) free" if not taken else "; ".join(taken),
+    any_port = [flag for flag, port in (("--http-port", opts.http_port), ("--xds-tls-port", opts.xds_tls_port),
+                                        ("--ca-port", opts.ca_port)) if not port]
+    chosen = f"; {', '.join(any_port)} 0: the control plane binds free ones as it starts" if any_port else ""
+    out.append(Check("ports free", not taken, f"{len(ports)} port(s) free{chosen}" if not taken else "; ".join(taken),
                      "the message names the holder and the option that moves the port"))
     return out
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import signal
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from sailmesh import settings as settings_mod
@@ -40,8 +41,10 @@ def add_mesh_options(parser: argparse.ArgumentParser) -> None:
                              "istio-egressgateway ports 80 and 443), as Istio's demo profile does")
     parser.add_argument("--egress-gateway-ip", default="",
                         help="address of the egress gateway (implies --egress-gateway; default: .254 of --gateway-ip)")
-    parser.add_argument("--xds-port", type=int, default=15010, help="control-plane plaintext xDS port")
-    parser.add_argument("--http-port", type=int, default=15014, help="control-plane HTTP API/monitoring port")
+    parser.add_argument("--xds-port", type=int, default=15010,
+                        help="control-plane plaintext xDS port, with --xds-plaintext (0 = a free port)")
+    parser.add_argument("--http-port", type=int, default=15014,
+                        help="control-plane HTTP API/monitoring port (0 = a free port)")
     parser.add_argument("--xds-tls-port", type=int, default=15012,
                         help="control-plane ADS + certificate service over TLS (0 = a free port)")
     parser.add_argument("--ca-port", type=int, default=15013, help="the CA's first-CSR port (0 = a free port)")
@@ -52,7 +55,8 @@ def add_mesh_options(parser: argparse.ArgumentParser) -> None:
                         help="workload certificate lifetime the sidecars ask for, seconds (0 = 24 h)")
     parser.add_argument("--delta", action="store_true", help="sidecars use delta xDS (DELTA_GRPC)")
     parser.add_argument("--proxy-concurrency", type=int, default=0,
-                        help="Envoy worker threads per proxy (default: the agent's, 2); ProxyConfig concurrency wins")
+                        help="Envoy worker threads per proxy (default: the agent's, 2); the mesh config's "
+                             "defaultConfig.concurrency and ProxyConfig concurrency win")
 
 
 def options(args: argparse.Namespace, dirs: list[str]) -> MeshOptions:
@@ -66,8 +70,9 @@ def options(args: argparse.Namespace, dirs: list[str]) -> MeshOptions:
     )
 
 
-async def serve(mesh: LocalMesh, banner: list[str]) -> int:
-    """Start the mesh, print the banner, run until a signal, stop cleanly."""
+async def serve(mesh: LocalMesh, banner: Callable[[], list[str]]) -> int:
+    """Start the mesh, print the banner (made once it runs: it names the ports the control plane bound), run until a
+    signal, stop cleanly."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -86,7 +91,7 @@ async def serve(mesh: LocalMesh, banner: list[str]) -> int:
         starting.result()
     except PlatformError as e:
         return fail(str(e))
-    for line in banner:
+    for line in banner():
         mesh.say(line)
     down = f"{sailmesh_command()} down" + ("" if mesh.opts.state_dir == settings_mod.load().state_dir
                                            else f" --state-dir {mesh.opts.state_dir}")
@@ -126,5 +131,5 @@ def run(args: argparse.Namespace) -> int:
         return fail(msg)
     from sailmesh.platform.local import LocalMesh
     mesh = LocalMesh(options(args, args.dirs), settings_mod.load(), say=lambda s: print(s, flush=True))
-    banner = [f"control plane API: {mesh.api_url}   xDS: {mesh.xds_address}", f"logs: {mesh.logs_dir}"]
-    return asyncio.run(serve(mesh, banner))
+    return asyncio.run(serve(mesh, lambda: [f"control plane API: {mesh.api_url}   xDS: {mesh.xds_address}",
+                                            f"logs: {mesh.logs_dir}"]))

@@ -212,6 +212,7 @@ class ControlPlane:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.opts.host, self.opts.http_port)
         await site.start()
+        self.opts.http_port = self._runner.addresses[0][1]  # as bound (0: any free port)
         if self.opts.api_mtls_address:
             self.opts.api_mtls_address = await self._serve_api_mtls(self.opts.api_mtls_address)
         self._ready = True
@@ -312,13 +313,14 @@ class ControlPlane:
         self._inject_with_mesh(snapshot)
 
     def _inject_with_mesh(self, snapshot: MeshSnapshot) -> None:
-        """The injector follows the mesh config's defaultConfig.proxyMetadata (e.g. ISTIO_META_DNS_CAPTURE) and the
-        ProxyConfig resources (their `concurrency`, Istio's EffectiveProxyConfig at injection)."""
+        """The injector follows the mesh config's defaultConfig.proxyMetadata (e.g. ISTIO_META_DNS_CAPTURE) and
+        `concurrency` under the ProxyConfig resources' (Istio's EffectiveProxyConfig at injection)."""
         if self.webhooks is not None:
-            meta = snapshot.mesh_config.default_config.proxy_metadata or {}
+            default = snapshot.mesh_config.default_config
             self.webhooks.server.inject = replace(
-                self.opts.injection, proxy_metadata=tuple(sorted(meta.items())),
-                proxy_configs=snapshot.of_kind("ProxyConfig"), root_namespace=snapshot.mesh_config.root_namespace)
+                self.opts.injection, proxy_metadata=tuple(sorted((default.proxy_metadata or {}).items())),
+                proxy_configs=snapshot.of_kind("ProxyConfig"), root_namespace=snapshot.mesh_config.root_namespace,
+                mesh_concurrency=default.concurrency)
 
     def _log_rejections(self) -> None:
         """Log each rejection once, when it first appears (a file fixed and broken again logs again)."""
@@ -478,6 +480,14 @@ class ControlPlane:
                 missing.append(f"{k} not found" + (f" (existing: {', '.join(existing)})" if existing
                                                   else f" (no {k.kind} exists)"))
         return Outcome(results=out, errors=missing, partial=bool(out))
+
+    def proxy_defaults(self) -> dict[str, Any]:
+        """What a proxy's settings come from as it starts (Istio's EffectiveProxyConfig), read from the store now:
+        the ProxyConfig resources, the mesh config's defaultConfig.concurrency and its root namespace."""
+        mesh = meshconfig.effective(self.mesh_file, tuple(self.store.list("ConfigMap")),
+                                    self.settings.mesh.root_namespace)
+        return {"proxyConfigs": [live_mod.document(r) for r in self.store.list("ProxyConfig")],
+                "meshConcurrency": mesh.default_config.concurrency, "rootNamespace": mesh.root_namespace}
 
     def list_resources(self, kind: str, namespace: str, name: str) -> list[dict[str, Any]]:
         return [self._with_status(live_mod.document(r), r) for r in self._matching(kind, namespace, name)]

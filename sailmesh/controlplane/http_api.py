@@ -85,6 +85,8 @@ class Backend(Protocol):
 
     def list_resources(self, kind: str, namespace: str, name: str) -> list[dict[str, Any]]: ...
 
+    def proxy_defaults(self) -> dict[str, Any]: ...
+
     def rejected(self) -> list[str]: ...
 
     def sync_status(self) -> list[dict[str, Any]]: ...
@@ -199,6 +201,9 @@ def make_app(backend: Backend, mounts: Mapping[str, web.Application] | None = No
         if notes is not None:
             body["notes"] = notes(*args)
         return _json(body)
+
+    async def proxy_defaults(_: web.Request) -> web.Response:
+        return _json(backend.proxy_defaults())
 
     async def analysis(_: web.Request) -> web.Response:
         found = getattr(backend, "analysis", None)  # the analyzers' messages on the live mesh (x describe)
@@ -361,6 +366,7 @@ def make_app(backend: Backend, mounts: Mapping[str, web.Application] | None = No
     app.router.add_post("/api/v1/apply", mutate(backend.apply_documents))
     app.router.add_post("/api/v1/delete", mutate(backend.delete_documents))
     app.router.add_get("/api/v1/resources", resources)
+    app.router.add_get("/api/v1/proxy-defaults", proxy_defaults)  # what the embedded platform starts a proxy with
     app.router.add_get("/api/v1/live", live)
     app.router.add_get("/api/v1/analysis", analysis)
     app.router.add_post("/api/v1/analyze", asked("analyze_files", "analyze"))

@@ -14,22 +14,14 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from sailmesh.api import proxyconfig as proxy_settings
 from sailmesh.api.resource import Resource
 from sailmesh.errors import PlatformError
-from sailmesh.platform import egress, proxyconfig, workload_file
+from sailmesh.platform import egress, proxyconfig, ready, workload_file
 from sailmesh.platform import state as mesh_state
 from sailmesh.platform.forwarder import Client, Forwarder, NameTable
 from sailmesh.platform.gateways import GatewayDeployments, terminate
 from sailmesh.platform.kubelet import AppProber, Hooks, startup_key
-from sailmesh.platform.portplan import (
-    GATEWAY_LABELS,
-    MeshOptions,
-    assign_free_ports,
-    load_and_plan,
-    mesh_ports,
-    planned_ports,
-)
+from sailmesh.platform.portplan import GATEWAY_LABELS, MeshOptions, load_and_plan, mesh_ports, planned_ports
 from sailmesh.platform.ports import Port, check_free
 from sailmesh.platform.restart import log_tail, should_restart
 from sailmesh.platform.stop import STOP_ORDER, stop_signal
@@ -80,7 +72,6 @@ class LocalMesh:
         self.logs_dir = os.path.join(opts.state_dir, "logs")
         self.workload_file = os.path.join(opts.state_dir, mesh_state.REGISTRY_FILE)
         self._stopping = False
-        self._cp_argv: list[str] = []
         self._down: set[str] = set()  # apps and sidecars not running/ready: their instance leaves the endpoints
         self._watchers: set[asyncio.Task[None]] = set()
         self._retired: set[str] = set()  # processes stopped on purpose while the mesh runs (not restarted)
@@ -88,7 +79,7 @@ class LocalMesh:
         self.fatal_reason = ""
         self.forwarder: Forwarder | None = None  # the plain proxy of workloads without a sidecar
         self.cp_state_dir = os.path.join(opts.state_dir, "controlplane")
-        assign_free_ports(opts)
+        self.fetch_proxy_defaults = proxyconfig.fetch  # the control plane's ProxyConfigs + mesh default (tests count)
 
     @property
     def api_url(self) -> str:
@@ -210,8 +201,12 @@ class LocalMesh:
             fh.write(body["token"])
         return path
 
+    def _proxy_batch(self) -> proxyconfig.Batch:
+        """The control plane's proxy defaults, fetched once for the proxies started together."""
+        return proxyconfig.Batch(lambda: self.fetch_proxy_defaults(self.api_url, self.api_token_file))
+
     async def _agent_args(self, *, kind: str, ip: str, name: str, namespace: str, labels: dict[str, str], sa: str,
-                          app_ports: dict[int, int]) -> list[str]:
+                          app_ports: dict[int, int], batch: proxyconfig.Batch | None = None) -> list[str]:
         agent_dir = os.path.join(self.opts.state_dir, "proxies", f"{name}.{namespace}")
         args = [
             "agent", "--type", kind, "--ip", ip, "--name", name, "--namespace", namespace,
@@ -231,10 +226,11 @@ class LocalMesh:
             args += ["--app-ports", ",".join(f"{k}:{v}" for k, v in sorted(app_ports.items()))]
         if self.opts.delta:
             args.append("--delta")
-        # ProxyConfig `concurrency` as the proxy starts (Istio: workload > namespace > root namespace > the mesh
-        # default, here `up --proxy-concurrency`, which the later flag overrides)
-        workers = proxy_settings.concurrency(await proxyconfig.fetch(self.api_url, self.api_token_file), namespace,
-                                             labels, self.settings.mesh.root_namespace)
+        # `concurrency` as the proxy starts, Istio's EffectiveProxyConfig: workload ProxyConfig > namespace > root
+        # namespace > the mesh config's defaultConfig > Istio's built-in default, here the agent's 2 or
+        # `up --proxy-concurrency` (extra_agent_args), which the later flag overrides
+        defaults = await (batch or self._proxy_batch()).defaults()
+        workers = defaults.concurrency(namespace, labels)
         extra = ("--concurrency", str(workers)) if workers is not None else ()
         return self._sailmesh(*args, *self.opts.extra_agent_args, *extra)
 
@@ -255,29 +251,22 @@ class LocalMesh:
         self._write_workloads()
         env = dict(os.environ)
 
-        self.say(f"starting control plane (xDS {self.xds_address}, API {self.api_url})")
-        cp_args = ["controlplane", "--host", opts.cp_host, "--xds-port", str(opts.xds_port),
-                   "--http-port", str(opts.http_port), "--workload-file", self.workload_file,
-                   "--xds-tls-port", str(opts.xds_tls_port), "--state-dir", self.cp_state_dir,
-                   "--min-cert-ttl", str(opts.min_cert_ttl_s), "--ca-port", str(opts.ca_port),
-                   "--dns-port", str(opts.dns_port)]
-        if opts.xds_plaintext:
-            cp_args.append("--xds-plaintext")
-        for d in [*opts.config_dirs, *([egress.write_config(opts.state_dir)] if opts.egress_gateway_ip else [])]:
-            cp_args += ["--config-dir", d]
-        self._cp_argv = self._sailmesh(*cp_args)
-        cp = await self._spawn("controlplane", "controlplane", self._cp_argv, env, self.api_url)
+        self.say("starting control plane")
+        ready.remove(self.cp_state_dir)
+        cp = await self._spawn("controlplane", "controlplane", self._sailmesh(*self._cp_args()), env, self.api_url)
         self._save_state()
+        await self._bound_ports(cp)
         await self._wait_http(f"{self.api_url}/ready", "control plane", cp)
-        self.say("  control plane ready")
+        self.say(f"  control plane ready (xDS {self.xds_address}, API {self.api_url})")
 
+        batch = self._proxy_batch()  # one fetch of the proxy defaults for every proxy started below
         self.say(f"starting ingress gateway on {opts.gateway_ip}")
         gw = await self._spawn(
             "istio-ingressgateway", "gateway",
             await self._agent_args(kind="router", ip=opts.gateway_ip, name="istio-ingressgateway-0",
                              namespace="istio-system", labels={**GATEWAY_LABELS, TLS_MODE_LABEL: TLS_MODE_ISTIO},
                              sa="istio-ingressgateway",
-                             app_ports={}),
+                             app_ports={}, batch=batch),
             env, opts.gateway_ip,
         )
         waits = [self._wait_http(f"http://{opts.gateway_ip}:{self.settings.proxy.health}/healthz/ready",
@@ -286,11 +275,13 @@ class LocalMesh:
             self.say(f"starting egress gateway on {opts.egress_gateway_ip}")
             egw = await self._spawn(egress.NAME, "gateway", await self._agent_args(
                 kind="router", ip=opts.egress_gateway_ip, name=egress.POD, namespace=egress.NAMESPACE,
-                labels=egress.LABELS, sa=egress.SERVICE_ACCOUNT, app_ports={}), env, opts.egress_gateway_ip)
+                labels=egress.LABELS, sa=egress.SERVICE_ACCOUNT, app_ports={}, batch=batch), env,
+                opts.egress_gateway_ip)
             waits.append(self._wait_http(f"http://{opts.egress_gateway_ip}:{self.settings.proxy.health}/healthz/ready",
                                          "egress gateway", egw))
         await self._start_forwarder(resources)
-        tasks = [asyncio.create_task(w) for w in [*waits, *(self._start_instance(i, env) for i in self.instances)]]
+        starts = [self._start_instance(i, env, batch) for i in self.instances]
+        tasks = [asyncio.create_task(w) for w in [*waits, *starts]]
         try:
             await asyncio.gather(*tasks)
         except BaseException:
@@ -308,7 +299,42 @@ class LocalMesh:
             f" ({', '.join(pending)}: waiting for the startupProbe, out of the endpoints until it passes)"
             if pending else ""))
 
-    async def _start_instance(self, inst: Instance, env: dict[str, str]) -> None:
+    def _cp_args(self) -> list[str]:
+        """The control plane's arguments; a port still 0 there is bound by the control plane (_bound_ports)."""
+        opts = self.opts
+        args = ["controlplane", "--host", opts.cp_host, "--xds-port", str(opts.xds_port),
+                "--http-port", str(opts.http_port), "--workload-file", self.workload_file,
+                "--xds-tls-port", str(opts.xds_tls_port), "--state-dir", self.cp_state_dir,
+                "--min-cert-ttl", str(opts.min_cert_ttl_s), "--ca-port", str(opts.ca_port),
+                "--dns-port", str(opts.dns_port)]
+        if opts.xds_plaintext:
+            args.append("--xds-plaintext")
+        for d in [*opts.config_dirs, *([egress.write_config(opts.state_dir)] if opts.egress_gateway_ip else [])]:
+            args += ["--config-dir", d]
+        return args
+
+    async def _bound_ports(self, cp: _Proc) -> None:
+        """The ports the control plane bound, from its ready record: a port left at 0 is bound by the control plane
+        itself (a free one, with no window for another process to take it between a pick and the bind), and the
+        agents, the state file and a restarted control plane (same ports: the proxies know them) use what it bound."""
+        deadline = time.monotonic() + self.opts.ready_timeout
+        while (record := ready.read(self.cp_state_dir)) is None or record.pid != cp.proc.pid:
+            if cp.proc.returncode is not None:
+                raise self._exited("control plane", cp)
+            if time.monotonic() > deadline:
+                raise PlatformError(f"control plane not ready after {self.opts.ready_timeout:.0f}s (no "
+                                    f"{ready.CONTROLPLANE_RECORD} in {self.cp_state_dir}); see {cp.log}")
+            await asyncio.sleep(0.05)
+        o, bound = self.opts, record.ports
+        o.http_port, o.xds_tls_port, o.ca_port = bound["http"], bound["xdsTls"], bound["ca"]
+        o.dns_port = bound.get("dns") or o.dns_port
+        if o.xds_plaintext:
+            o.xds_port = bound["xds"]
+        cp.argv = tuple(self._sailmesh(*self._cp_args()))  # what a restart runs
+        cp.address = self.api_url
+        self._save_state()
+
+    async def _start_instance(self, inst: Instance, env: dict[str, str], batch: proxyconfig.Batch) -> None:
         """Start one instance's sidecar and app and wait until both are ready; with holdApplicationUntilProxyStarts
         (Istio's, on by default here) the app starts only once its sidecar is ready as a proxy."""
         self.say(f"starting {inst.namespace}/{inst.name} on {inst.ip}" + (" with sidecar" if inst.sidecar else ""))
@@ -319,7 +345,7 @@ class LocalMesh:
                 f"{inst.name}.{inst.namespace}.sidecar", "agent",
                 [*await self._agent_args(kind="sidecar", ip=inst.ip, name=inst.name, namespace=inst.namespace,
                                          labels=mesh_labels(inst), sa=inst.service_account,
-                                         app_ports=dict(inst.app_ports)), "--probe-app",
+                                         app_ports=dict(inst.app_ports), batch=batch), "--probe-app",
                  "--min-drain-seconds", str(MIN_DRAIN_S),
                  *(["--readiness-probe", inst.readiness_probe.to_json()]
                    if inst.readiness_probe and inst.readiness_probe.rewritten else []),

@@ -3,7 +3,7 @@ starting anything. `sailmesh x precheck` imports this, not platform/local.py (th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sailmesh.api.parse import load_paths
@@ -32,36 +32,16 @@ class MeshOptions:
     delta: bool = False
     ready_timeout: float = 60.0
     extra_agent_args: Sequence[str] = field(default_factory=tuple)
-    xds_tls_port: int = 0  # ADS over mTLS (0 = a free port)
-    ca_port: int = 0  # the CA's first-CSR port (0 = a free port)
-    dns_port: int = 0  # the mesh's DNS (udp) that Envoys resolve DNS clusters with (0 = a free port)
+    # Each control-plane port left at 0 is bound by the control plane itself (port 0: a free one, no window for another
+    # process to take it) and read back from its ready record (platform/ready.py) before anything uses it.
+    xds_tls_port: int = 0  # ADS over mTLS
+    ca_port: int = 0  # the CA's first-CSR port
+    dns_port: int = 0  # the mesh's DNS (udp) that Envoys resolve DNS clusters with
     xds_plaintext: bool = False  # proxies use the plaintext loopback ADS port instead (debugging)
     min_cert_ttl_s: float = 60.0  # the CA's floor (tests lower it)
     cert_ttl_s: float = 0.0  # the lifetime agents ask for (0 = the CA's default, 24 h)
     backoff: BackOff = field(default_factory=BackOff)  # restarts of crashed processes
     egress_gateway_ip: str = ""  # run Istio's istio-egressgateway on this address ("" = none, Istio's default profile)
-
-
-def assign_free_ports(opts: MeshOptions, pick: Callable[[], int] = free_port) -> None:
-    """The control plane's ports left at 0 become free ports now (so they can be checked and printed).
-
-    A port the options already name is never picked again: a port freed after a probe can be handed out by the
-    next probe (e.g. the caller's own free_port() for --http-port), and the port check would then refuse the mesh.
-    """
-    taken = {opts.http_port, opts.xds_port if opts.xds_plaintext else 0, opts.xds_tls_port, opts.ca_port}
-
-    def fresh() -> int:
-        while (port := pick()) in taken:
-            pass
-        taken.add(port)
-        return port
-
-    if not opts.xds_tls_port:
-        opts.xds_tls_port = fresh()
-    if not opts.ca_port:
-        opts.ca_port = fresh()
-    if not opts.dns_port:
-        opts.dns_port = free_port(opts.cp_host, udp=True)
 
 
 def load_and_plan(opts: MeshOptions) -> tuple[Sequence[Resource], list[Instance]]:
@@ -75,11 +55,12 @@ def load_and_plan(opts: MeshOptions) -> tuple[Sequence[Resource], list[Instance]
 def mesh_ports(o: MeshOptions, px: ProxyPorts, resources: Sequence[Resource],
                instances: Sequence[Instance]) -> list[Port]:
     """Every address:port this mesh's processes will listen on."""
-    out = [Port(o.cp_host, o.http_port, "control plane HTTP API", "--http-port"),
-           Port(o.cp_host, o.xds_tls_port, "control plane xDS (mTLS)", "--xds-tls-port"),
-           Port(o.cp_host, o.ca_port, "control plane CA (first CSRs)", "--ca-port")]
-    if o.xds_plaintext:
-        out.append(Port("127.0.0.1", o.xds_port, "control plane xDS (plaintext)", "--xds-port"))
+    control_plane = [Port(o.cp_host, o.http_port, "control plane HTTP API", "--http-port"),
+                     Port(o.cp_host, o.xds_tls_port, "control plane xDS (mTLS)", "--xds-tls-port"),
+                     Port(o.cp_host, o.ca_port, "control plane CA (first CSRs)", "--ca-port"),
+                     *([Port("127.0.0.1", o.xds_port, "control plane xDS (plaintext)", "--xds-port")]
+                       if o.xds_plaintext else [])]
+    out = [p for p in control_plane if p.port]  # 0: the control plane binds a free one itself (nothing to check)
     proxy_ports = [(px.admin, "admin"), (px.agent_metrics, "metrics"), (px.health, "health"), (px.stats, "stats")]
     out += [Port(o.gateway_ip, n, f"ingress gateway {what}", "--gateway-ip") for n, what in proxy_ports]
     out += [Port(o.gateway_ip, n, "ingress gateway listener", "--gateway-ip")

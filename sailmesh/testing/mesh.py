@@ -9,10 +9,8 @@ import sys
 import time
 from collections.abc import Sequence
 
-from sailmesh.processes import free_port
+from sailmesh.platform import ready
 from sailmesh.testing.waiting import DeadlineExceeded, random_loopback_block, wait_for
-
-PORT_ATTEMPTS = 3  # a start whose picked port was taken before the mesh bound it is tried again on new ports
 
 
 class MeshExited(AssertionError):
@@ -35,38 +33,24 @@ class RunningMesh:
         self._args += ["--state-dir", state_dir, "--base-ip", self.base_ip, "--gateway-ip", self.gateway_ip, *extra]
         if egress_gateway:
             self._args += ["--egress-gateway-ip", self.egress_gateway_ip]
-        for attempt in range(PORT_ATTEMPTS):
-            self._start()
-            try:
-                self._wait_ready(ready_timeout)
-                return
-            except BaseException as e:
-                taken = isinstance(e, MeshExited) and self._own_port_taken()
-                self.stop()
-                if not taken or attempt == PORT_ATTEMPTS - 1:
-                    raise
-
-    def _start(self) -> None:
-        """Start `sailmesh up`/`demo` on four ports free right now (another process may take one before the mesh
-        binds it: _own_port_taken)."""
-        self.xds_port = free_port()
-        self.http_port = free_port()
-        self.xds_tls_port = free_port()
-        self.ca_port = free_port()
-        self.api_url = f"http://127.0.0.1:{self.http_port}"
-        ports = ["--xds-port", str(self.xds_port), "--http-port", str(self.http_port),
-                 "--xds-tls-port", str(self.xds_tls_port), "--ca-port", str(self.ca_port)]
+        # every control-plane port 0: the control plane binds free ones itself (no window for another process to
+        # take a port picked here), and they are read back from its ready record once the mesh is up
+        ports = ["--xds-port", "0", "--http-port", "0", "--xds-tls-port", "0", "--ca-port", "0"]
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "sailmesh", *self._args, *ports], stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
-
-    def _own_port_taken(self) -> bool:
-        """The mesh refused to start because a port this harness picked for it was taken meanwhile (the platform's
-        port check: `address already in use on 127.0.0.1:<port>`): picked free, bound seconds later by the mesh,
-        and some other process's socket got it in between. Worth a new set of ports, not a failed test."""
-        lines = [line for line in self.output().splitlines() if "address already in use" in line]
-        return any(f"127.0.0.1:{port} " in line or f"('127.0.0.1', {port})" in line  # the check's, or a bind's
-                   for line in lines for port in (self.xds_port, self.http_port, self.xds_tls_port, self.ca_port))
+        try:
+            self._wait_ready(ready_timeout)
+        except BaseException:
+            self.stop()
+            raise
+        record = ready.read(os.path.join(state_dir, "controlplane"))
+        if record is None:
+            self.stop()
+            raise MeshExited(f"the mesh is ready but its control plane left no ready record:\n{self.output()}")
+        self.http_port, self.xds_tls_port = record.ports["http"], record.ports["xdsTls"]
+        self.ca_port, self.xds_port = record.ports["ca"], record.ports["xds"]  # xds: 0 without --xds-plaintext
+        self.api_url = record.api_url
 
     @property
     def api_headers(self) -> dict[str, str]:

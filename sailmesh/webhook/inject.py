@@ -76,6 +76,7 @@ class InjectionConfig:
     # the ProxyConfig resources (oldest first) and the root namespace: a pod's proxy gets their `concurrency`
     proxy_configs: tuple[Resource, ...] = ()
     root_namespace: str = MeshDefaults().root_namespace
+    mesh_concurrency: int | None = None  # the mesh config's defaultConfig.concurrency, below every ProxyConfig
 
 
 PROXY_CONFIG = "proxy.istio.io/config"
@@ -287,9 +288,10 @@ def proxy_container(pod: Mapping[str, Any], labels: Mapping[str, str], probers: 
                "--state-dir", "/etc/istio/proxy"]
     if cfg.ca_address:
         command += ["--ca-address", cfg.ca_address]
-    # Istio's EffectiveProxyConfig (ProxyConfigs and the pod's proxy.istio.io/config), applied as the pod is made
+    # Istio's EffectiveProxyConfig (mesh defaultConfig, ProxyConfigs, the pod's proxy.istio.io/config), applied as
+    # the pod is made
     workers = proxyconfig.concurrency(cfg.proxy_configs, namespace, labels, cfg.root_namespace,
-                                      _proxy_config(annotations))
+                                      _proxy_config(annotations), cfg.mesh_concurrency)
     if workers is not None:
         command += ["--concurrency", str(workers)]
     app_ports = [p for c in (pod.get("spec") or {}).get("containers") or () for p in (c or {}).get("ports") or ()]

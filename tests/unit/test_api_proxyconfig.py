@@ -7,9 +7,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import pytest
+
+from sailmesh.api.meshconfig import from_mapping
 from sailmesh.api.parse import resource_from_dict
 from sailmesh.api.proxyconfig import concurrency
 from sailmesh.api.resource import Resource
+from sailmesh.errors import ModelError
 from sailmesh.generate import enforcement
 from sailmesh.store.base import sort_by_creation
 from sailmesh.webhook.inject import InjectionConfig, inject_pod, not_acted_on
@@ -84,3 +88,39 @@ def test_what_is_not_applied_is_reported() -> None:
     (only,) = resources("apiVersion: networking.istio.io/v1beta1\nkind: ProxyConfig\nmetadata: {name: q, "
                         "namespace: default}\nspec:\n  selector: {matchLabels: {app: web}}\n  concurrency: 2\n")
     assert enforcement.not_enforced(only) == []
+
+
+def test_the_mesh_configs_default_is_the_lowest_level() -> None:
+    """Istio's ProxyConfig reference (istio.io, networking/proxy-config: "If a ProxyConfig CR is defined that matches a
+    workload it will merge with its meshConfig.defaultConfig if that exists", each more specific level winning for
+    the fields it sets) and pilot/pkg/model/proxy_config.go EffectiveProxyConfig, which merges, highest first: the
+    workload-selecting ProxyConfig, the pod's proxy.istio.io/config, the namespace's ProxyConfig, the root
+    namespace's, then meshConfig.defaultConfig, then Istio's DefaultProxyConfig (here the agent's own default)."""
+    docs = [pc("mesh", ROOT, 1), pc("ns", "default", 3), pc("web", "default", 4, {"app": "web"})]
+    assert concurrency([], "default", {}, ROOT, mesh_concurrency=5) == 5  # nothing else: the mesh config's
+    assert concurrency([pc("ns", "default", 3)], "other", {}, ROOT, mesh_concurrency=5) == 5  # not that namespace
+    assert concurrency(docs[:1], "default", {}, ROOT, mesh_concurrency=5) == 1  # the root namespace's wins
+    assert concurrency(docs[1:2], "default", {}, ROOT, mesh_concurrency=5) == 3  # the namespace's wins
+    assert concurrency(docs, "default", {"app": "web"}, ROOT, mesh_concurrency=5) == 4  # the workload's wins
+    assert concurrency([], "default", {}, ROOT, {"concurrency": 6}, mesh_concurrency=5) == 6  # the annotation's
+    assert concurrency([], "default", {}, ROOT, mesh_concurrency=0) == (os.cpu_count() or 1)  # 0: every core
+    assert concurrency([], "default", {}, ROOT, mesh_concurrency=None) is None
+
+
+def test_the_injector_follows_the_mesh_configs_default() -> None:
+    """The webhook's EffectiveProxyConfig starts from meshConfig.defaultConfig.concurrency (same rule as above)."""
+    def command(c: InjectionConfig) -> list[str]:
+        return list(inject_pod(pod(), c)["spec"]["initContainers"][1]["command"])
+
+    meshwide = command(InjectionConfig(image="x", mesh_concurrency=5))
+    assert meshwide[meshwide.index("--concurrency") + 1] == "5"
+    over = command(InjectionConfig(image="x", mesh_concurrency=5, proxy_configs=(pc("ns", "default", 3),)))
+    assert over[over.index("--concurrency") + 1] == "3"
+
+
+def test_mesh_config_default_concurrency_is_modelled_and_checked() -> None:
+    """defaultConfig.concurrency is read (no longer "accepted, not enforced"); a negative count is refused."""
+    mc = from_mapping({"defaultConfig": {"concurrency": 3}})
+    assert mc.default_config.concurrency == 3 and mc.unmodelled == ()
+    with pytest.raises(ModelError, match=r"defaultConfig\.concurrency"):
+        from_mapping({"defaultConfig": {"concurrency": -1}})

@@ -8,7 +8,7 @@ import json
 import os
 import pathlib
 
-from sailmesh.cli.common import write_controlplane_record
+from sailmesh.platform.ready import write as write_controlplane_record
 from sailmesh.platform.state import InstanceRecord, MeshState
 from sailmesh.processes import proc_start_time
 from tests.unit.test_cli_live_more import _cli, mesh  # noqa: F401  (the fixture: a control plane + its state)

@@ -68,3 +68,12 @@ def test_precheck_plans_ports_without_the_process_supervisor(tmp_path: pathlib.P
     # YAML is the config it parses; of the generators only names.py (a gateway's bind port, no protobufs)
     rest = heavy(mods - {"sailmesh.generate", "sailmesh.generate.names"}, allowed=("yaml",))
     assert not rest, rest
+
+
+def test_ports_left_at_zero_are_said_not_checked(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Control-plane ports given as 0 are bound by the control plane itself as `up` starts it: precheck cannot check
+    a port nobody picked yet, and says so instead of checking one `up` would not use."""
+    code, out = precheck(capsys, "--state-dir", str(tmp_path / "state"), "--http-port", "0", "--xds-tls-port", "0")
+    assert code == 0, out
+    assert "--http-port, --xds-tls-port 0: the control plane binds free ones as it starts" in out, out
+    assert "127.0.0.1:0" not in out
