@@ -2,7 +2,9 @@
 
 Where it comes from, as in Istio: defaults <- the control plane's mesh config file (`sailmesh controlplane
 --mesh-config FILE`, Istio's `--meshConfig`) <- the `mesh` key of the ConfigMap `istio` in the root namespace
-(`istio-system`), merged field by field (maps merge, lists and scalars replace). It reaches the generators as
+(`istio-system`), each document applied over the one before as Istio's mesh.ApplyMeshConfig applies it (`merge`: a
+field given replaces the previous one whole, nested messages included, except `defaultConfig`, merged field by field
+with its own nested messages replaced, `proxyMetadata` merged key by key). It reaches the generators as
 `MeshSnapshot.mesh_config`; a change of it pushes every type to every proxy, as Istio's mesh-config change does.
 
 Keys Istio defines that are not modelled here are kept in `MeshConfig.unmodelled` (dotted paths), so that whoever
@@ -11,7 +13,7 @@ shows the mesh config can say "accepted, not enforced" for them instead of dropp
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -181,7 +183,8 @@ class ProxyTracing(Model, frozen=True):
 
 # No tracer by default: Istio 1.22 removed DefaultProxyConfig's Zipkin tracer at zipkin.istio-system:9411 (upgrade
 # notes: "Default tracing to zipkin.istio-system.svc removed"; `--set compatibilityVersion=1.21` or an explicit
-# `defaultConfig.tracing.zipkin.address` brings it back). A mesh config's `defaultConfig.tracing` is taken whole.
+# `defaultConfig.tracing.zipkin.address` brings it back). A mesh config's `defaultConfig.tracing` is taken whole, also
+# over an earlier layer's (merge_proxy_config).
 class ProxyConfig(Model, frozen=True):
     """defaultConfig: the proxies' defaults."""
 
@@ -280,11 +283,83 @@ def _model_types(tp: Any) -> list[type]:
 
 
 def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    """Istio's overlay of mesh config YAML: maps merge key by key, anything else in `over` replaces."""
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    """One mesh config document applied over the one before it, as Istio's mesh.ApplyMeshConfig ("all fields are
+    overrides, except proxy config is a merge"). Its protomarshal.ApplyYAML is golang/protobuf's jsonpb, which
+    unmarshals each field the YAML gives into a new value (decode.go: `m.NewField(fd)`, then `m.Set`): a field
+    given replaces the previous one whole, a nested message (`localityLbSetting`, `meshMTLS`, ...) included, and a
+    field given as null leaves it as it was. Then: `defaultConfig` merges (MergeProxyConfig, merge_proxy_config),
+    `defaultProviders` per field (ApplyYAML over the previous ones), `extensionProviders` by name (one of a name
+    already there takes its place, others are appended) and `trustDomainAliases` are the sorted union."""
+    out = _apply(base, over, MESH_MERGES)
+    before, given = base.get("trustDomainAliases") or [], out.get("trustDomainAliases") or []
+    if (before or given) and isinstance(before, list) and isinstance(given, list) \
+            and all(isinstance(x, str) for x in (*before, *given)):
+        out["trustDomainAliases"] = sorted({*before, *given})
     return out
+
+
+def merge_proxy_config(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """Istio's mesh.MergeProxyConfig: `over`'s fields replace `base`'s whole (ApplyYAML: a nested message such as
+    `tracing` is replaced, not merged key by key), except `proxyMetadata`, merged key by key (mergeMap), and
+    `proxyHeaders`, whose fields `over` leaves empty keep `base`'s (correctProxyHeaders)."""
+    return _apply(base, over, PROXY_CONFIG_MERGES)
+
+
+Merge = Callable[[Any, Any], Any]
+
+
+def _apply(base: Mapping[str, Any], over: Mapping[str, Any], merges: Mapping[str, Merge]) -> dict[str, Any]:
+    """`over`'s fields replace `base`'s (a null one is skipped, as jsonpb skips it); a field named in `merges` is
+    combined with the earlier value by its function instead when both are of the kind it merges."""
+    out = dict(base)
+    for key, value in over.items():
+        prev = out.get(key)
+        if value is None:
+            continue
+        how = merges.get(key)
+        if how is not None and prev is not None:
+            value = how(prev, value)
+        out[key] = value
+    return out
+
+
+def _maps(how: Callable[[Mapping[str, Any], Mapping[str, Any]], Any]) -> Merge:
+    """`how` for two maps; anything else: the new value (validation then names what is wrong)."""
+    return lambda prev, new: how(prev, new) if isinstance(prev, Mapping) and isinstance(new, Mapping) else new
+
+
+def _proxy_headers(prev: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """correctProxyHeaders: each of the new proxyHeaders' fields unless empty (a zero forwardedClientCert)."""
+    return {**prev, **{k: v for k, v in new.items()
+                       if v is not None and not (k == "forwardedClientCert" and v in ("UNDEFINED", 0))}}
+
+
+def _providers_by_name(prev: Any, new: Any) -> Any:
+    """ApplyMeshConfig's extension providers: each new one replaces the provider of the same name (the first, in
+    its place), or is appended."""
+    if not (isinstance(prev, list) and isinstance(new, list)):
+        return new
+    out = list(prev)
+    for p in new:
+        name = p.get("name") if isinstance(p, Mapping) else None
+        at = next((i for i, e in enumerate(out) if isinstance(e, Mapping) and name is not None
+                   and e.get("name") == name), None)
+        if at is None:
+            out.append(p)
+        else:
+            out[at] = p
+    return out
+
+
+PROXY_CONFIG_MERGES: Mapping[str, Merge] = {
+    "proxyMetadata": _maps(lambda prev, new: {**prev, **new}),  # mergeMap
+    "proxyHeaders": _maps(_proxy_headers),
+}
+MESH_MERGES: Mapping[str, Merge] = {
+    "defaultConfig": _maps(merge_proxy_config),
+    "defaultProviders": _maps(lambda prev, new: _apply(prev, new, {})),  # ApplyYAML over the previous ones
+    "extensionProviders": _providers_by_name,
+}
 
 
 def from_mapping(raw: Mapping[str, Any], source: str = "mesh config") -> MeshConfig:

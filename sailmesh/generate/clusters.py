@@ -8,6 +8,7 @@ from typing import TypeAlias
 import msgspec
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 from envoy.config.common.matcher.v3 import matcher_pb2
+from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.clusters.dynamic_forward_proxy.v3 import cluster_pb2 as dfp_cluster_pb2
 from envoy.extensions.common.dynamic_forward_proxy.v3 import dns_cache_pb2
@@ -33,11 +34,14 @@ from sailmesh.generate import capture, locality, names
 from sailmesh.generate.alpn import is_sniffed
 from sailmesh.generate.common import MAX_UINT32, Prepacked, ads, duration, go_duration, pack, u32
 from sailmesh.generate.endpoints import (
+    LocalityShape,
     assignment,
     authority_reaches,
     discovery,
     is_passthrough,
+    locality_lb,
     select,
+    shaped_endpoints,
     subset_labels,
     unique_ports,
 )
@@ -273,6 +277,24 @@ def _dns_endpoints(
     return chosen
 
 
+def _dns_assignment(name: str, svc: Service, chosen: list[Endpoint],
+                    shaped_for: tuple[ProxyView, LocalityShape] | None) -> ClusterLoadAssignment:
+    """A DNS cluster's inline load assignment: its endpoints grouped by locality and, for a proxy locality load
+    balancing applies to (`shaped_for`), with that proxy's priorities and weights, as the EDS path gives them
+    (Istio's applyLocalityLoadBalancer applies ApplyLocalityLoadBalancer to the cluster's LoadAssignment when it
+    has one; since Istio 1.30 failoverPriority too, #58674). LOGICAL_DNS (DNS_ROUND_ROBIN) takes exactly one
+    endpoint in one locality (Envoy refuses the cluster otherwise; Istio's validation refuses more than one
+    endpoint), so it is left as it is: priorities renumber to 0 and a weight among one locality changes nothing,
+    and a `distribute` not naming its locality would leave it no endpoint (Istio empties it; Envoy then rejects
+    the cluster)."""
+    if svc.resolution == "DNS_ROUND_ROBIN":
+        return assignment(name, chosen[:1])
+    if shaped_for is None:
+        return assignment(name, chosen)
+    proxy, shape = shaped_for
+    return ClusterLoadAssignment(cluster_name=name, endpoints=shaped_endpoints(chosen, proxy, shape))
+
+
 def _short_names(c: Cluster, svc: Service, port: ServicePort, proxy_namespace: str, suffix: str) -> None:
     """Record on a forward proxy PASSTHROUGH cluster the aliases of the service a client in `proxy_namespace` may
     write (Istio's generateVirtualHostDomains: the names that reach its virtual host), each with and without the
@@ -314,10 +336,12 @@ def outbound_cluster(
     snapshot: MeshSnapshot, svc: Service, port: ServicePort, subset: str, labels: Mapping[str, str],
     policy: PortTrafficPolicy, *, client_has_identity: bool = False, service_mode: str | None = None,
     credentials: bool = False, captured: bool = False, proxy_namespace: str = "",
+    shaped_for: tuple[ProxyView, LocalityShape] | None = None,
 ) -> Cluster:
     """One `outbound|port|subset|host` cluster; TLS as tls.apply_upstream_tls decides (DestinationRule, auto mTLS).
     `captured`: the proxy's traffic is intercepted (PASSTHROUGH is then Istio's plain ORIGINAL_DST);
-    `proxy_namespace`: the client's, for the short names an explicit PASSTHROUGH cluster resolves."""
+    `proxy_namespace`: the client's, for the short names an explicit PASSTHROUGH cluster resolves; `shaped_for`:
+    the proxy and its endpoints.locality_lb shape, for a DNS cluster's inline endpoints (_dns_assignment)."""
     name = names.outbound_cluster(port.port, subset, svc.hostname)
     c = _base(name)
     kind = discovery(snapshot, svc)
@@ -333,10 +357,7 @@ def outbound_cluster(
         c.dns_lookup_family = Cluster.V4_ONLY
         c.respect_dns_ttl = True
         eps = snapshot.endpoints.get((svc.hostname, port.port), ())
-        chosen = _dns_endpoints(svc, port, eps, labels)
-        if svc.resolution == "DNS_ROUND_ROBIN":
-            chosen = chosen[:1]  # LOGICAL_DNS takes exactly one endpoint
-        c.load_assignment.CopyFrom(assignment(name, chosen))
+        c.load_assignment.CopyFrom(_dns_assignment(name, svc, _dns_endpoints(svc, port, eps, labels), shaped_for))
     else:
         c.type = Cluster.EDS
         c.eds_cluster_config.eds_config.CopyFrom(ads())
@@ -391,15 +412,20 @@ def build_outbound(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos) -> li
         # the proxy's namespace matters only to a PASSTHROUGH cluster's short names (the service's own namespace)
         short = svc.namespace == proxy.namespace if svc.addresses and _names_passthrough(dr) else None
         ids = (*map(id, held), identity, auto, mode, credentials, captured, short)
+        dns = discovery(snapshot, svc) == "dns"
         for port in unique_ports(svc):
             for subset, labels in subset_labels(snapshot, proxy.namespace, svc, proxy.labels):
-                key = (port.port, subset, ids)
+                # a DNS cluster's inline endpoints carry the proxy's locality priorities (its locality and the
+                # labels failoverPriority reads, in the shape)
+                shape = locality_lb(snapshot, proxy, svc, dr, subset, port.port) if dns else None
+                key = (port.port, subset, ids, shape)
                 c = memos.clusters.get(key, held)
                 if c is None:
                     policy = effective_policy(dr, subset, port.port)
                     msg = outbound_cluster(snapshot, svc, port, subset, labels, policy,
                                            client_has_identity=identity, service_mode=mode, credentials=credentials,
-                                           captured=captured, proxy_namespace=proxy.namespace)
+                                           captured=captured, proxy_namespace=proxy.namespace,
+                                           shaped_for=(proxy, shape) if shape is not None else None)
                     if dr is not None:  # Istio's AddConfigInfoMetadata: istioctl's DESTINATION RULE column
                         msg.metadata.filter_metadata["istio"].update({"config": dr_config_path(dr)})
                     c = Prepacked.of(msg.name, msg)
@@ -457,7 +483,9 @@ def sni_dnat_clusters(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Cluster]
         dr = destination_rule(snapshot, proxy.namespace, svc, proxy.labels)
         for port in unique_ports(svc):
             for subset, labels in subset_labels(snapshot, proxy.namespace, svc, proxy.labels):
-                c = outbound_cluster(snapshot, svc, port, subset, labels, effective_policy(dr, subset, port.port))
+                shape = locality_lb(snapshot, proxy, svc, dr, subset, port.port)
+                c = outbound_cluster(snapshot, svc, port, subset, labels, effective_policy(dr, subset, port.port),
+                                     shaped_for=(proxy, shape) if shape is not None else None)
                 c.name = sni_for(port.port, subset, svc.hostname)
                 c.ClearField("transport_socket")
                 c.ClearField("transport_socket_matches")

@@ -89,16 +89,28 @@ def assignment(cluster: str, endpoints: Iterable[Endpoint]) -> endpoint_pb2.Clus
     return endpoint_pb2.ClusterLoadAssignment(cluster_name=cluster, endpoints=locality_endpoints(endpoints))
 
 
-def _locality_lb(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, dr: Resource | None, subset: str,
-                 port: int) -> tuple[object, ...] | None:
-    """What locality load balancing needs for one cluster of this proxy (None: it does not apply): the setting,
-    whether outlier detection allows failover, the proxy's locality and the labels failoverPriority reads."""
-    own = loc.from_labels(proxy.labels)
+LocalityShape = tuple[locality.Setting, bool, str, tuple[tuple[str, str | None], ...]]
+
+
+def locality_lb(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, dr: Resource | None, subset: str,
+                port: int) -> LocalityShape | None:
+    """locality_shape for one cluster of the service (`subset`, `port`), without merging the rule's policy when
+    nothing can apply."""
     mesh = snapshot.mesh_config
-    if not own or (dr is None and mesh.locality_lb_setting is None and mesh.zone_aware_lb_setting is None
-                   and not svc.traffic_distribution):
+    if not loc.from_labels(proxy.labels) or (dr is None and mesh.locality_lb_setting is None
+                                             and mesh.zone_aware_lb_setting is None and not svc.traffic_distribution):
         return None  # no rule with outlier detection or distribute, no traffic distribution can apply
-    policy = effective_policy(dr, subset, port)
+    return locality_shape(snapshot, proxy, svc, effective_policy(dr, subset, port))
+
+
+def locality_shape(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service,
+                   policy: PortTrafficPolicy) -> LocalityShape | None:
+    """What locality load balancing needs for one cluster of this proxy (None: it does not apply): the setting,
+    whether outlier detection allows failover, the proxy's locality and the labels failoverPriority reads (the
+    whole shape is hashable: it keys the memos of assignments and DNS clusters)."""
+    own = loc.from_labels(proxy.labels)
+    if not own:
+        return None
     lb = locality.setting(snapshot, policy, svc)
     failover = policy.outlier_detection is not None
     # priorities whatever the outliers: zone-aware settings, a service's traffic distribution
@@ -110,12 +122,13 @@ def _locality_lb(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, dr: Res
     return (lb, failover, own, labels)
 
 
-def _shaped(cluster: str, endpoints: list[Endpoint], proxy: ProxyView,
-            shape: tuple[object, ...]) -> endpoint_pb2.ClusterLoadAssignment:
+def shaped_endpoints(endpoints: list[Endpoint], proxy: ProxyView,
+                     shape: LocalityShape) -> list[ec.LocalityLbEndpoints]:
+    """The endpoints grouped by locality with the proxy's locality priorities and weights (locality.apply): the
+    LocalityLbEndpoints of an EDS assignment and of a DNS cluster's inline one alike."""
     lb, failover, own, _ = shape
-    assert isinstance(lb, locality.LocalitySetting | locality.ZoneAwareSetting) and isinstance(own, str)
-    gs = locality.apply(locality.groups(endpoints), own, proxy.labels, lb, bool(failover))
-    return endpoint_pb2.ClusterLoadAssignment(cluster_name=cluster, endpoints=[_group_endpoints(g) for g in gs])
+    gs = locality.apply(locality.groups(endpoints), own, proxy.labels, lb, failover)
+    return [_group_endpoints(g) for g in gs]
 
 
 def subset_labels(snapshot: MeshSnapshot, proxy_ns: str, service: Service,
@@ -299,12 +312,13 @@ def _service_assignments(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos,
                 continue
             name = names.outbound_cluster(port.port, subset, svc.hostname)
             # locality LB makes an assignment depend on the proxy's locality (and failoverPriority labels)
-            shape = _locality_lb(snapshot, proxy, svc, dr, subset, port.port)
+            shape = locality_lb(snapshot, proxy, svc, dr, subset, port.port)
             key = (name, id(eps), tuple(sorted(labels.items())), shape)
             cla = memos.assignments.get(key, (eps,))
             if cla is None:
                 chosen = select(eps, labels)
-                msg = assignment(name, chosen) if shape is None else _shaped(name, chosen, proxy, shape)
+                msg = assignment(name, chosen) if shape is None else endpoint_pb2.ClusterLoadAssignment(
+                    cluster_name=name, endpoints=shaped_endpoints(chosen, proxy, shape))
                 cla = Prepacked.of(name, msg)
                 memos.assignments.put(key, (eps,), cla)
             out.append(cla)

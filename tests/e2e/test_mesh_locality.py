@@ -6,7 +6,12 @@ two zones): a client in r1/z1 calls a service with endpoints in r1/z1 and r1/z2.
 - distribute: a client in r1/z1 with `{r1/z1/*: 80, r1/z2/*: 20}` sends about 80% of 1,000 requests to z1.
 - retryRemoteLocalities: with an ejection threshold never reached, a request whose first attempt fails in the
   local zone is retried in the remote one (client sees 200); without it, retries stay in the local zone (503).
-The localities come from LocalWorkload `locality` (servers) and the topology labels (client)."""
+- A DNS ServiceEntry (STRICT_DNS, endpoints inline in the cluster) whose two endpoints are names the mesh's DNS
+  resolves to the two zones' workloads, each with its `locality`: with outlier detection the same priorities as EDS
+  (Istio's applyLocalityLoadBalancer on the cluster's LoadAssignment): every request stays in the caller's zone
+  until that zone's endpoint is ejected, then fails over.
+The localities come from LocalWorkload `locality` (servers), ServiceEntry endpoint `locality` (DNS) and the topology
+labels (client)."""
 
 from __future__ import annotations
 
@@ -30,13 +35,35 @@ metadata: {{name: {name}}}
 spec:
   ports: [{{name: http, port: {port}, targetPort: 8000}}]
   selector: {{app: web}}
-""" for name, port in (("web", 8000), ("web-r", 9000), ("web-n", 9100), ("web-d", 9200)))
+""" for name, port in (("web", 8000), ("web-r", 9000), ("web-n", 9100), ("web-d", 9200))) + "".join(f"""\
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web-{zone}}}
+spec:
+  ports: [{{name: http, port: 8000, targetPort: 8000}}]
+  selector: {{app: web, zone: {zone}}}
+""" for zone in ("z1", "z2")) + """\
+---
+# resolved by Envoy through the mesh's DNS (web-z1... answers with web-z1's address): one endpoint per zone
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: web-dns}
+spec:
+  hosts: [web-dns.example.test]
+  location: MESH_EXTERNAL
+  resolution: DNS
+  ports: [{number: 9300, name: http, protocol: HTTP}]
+  endpoints:
+  - {address: web-z1.default.svc.cluster.local, ports: {http: 8000}, locality: r1/z1}
+  - {address: web-z2.default.svc.cluster.local, ports: {http: 8000}, locality: r1/z2}
+"""
 
 MESH = SERVICES + """\
 ---
 apiVersion: local.sailmesh.io/v1alpha1
 kind: LocalWorkload
-metadata: {name: web-z1, labels: {app: web}}
+metadata: {name: web-z1, labels: {app: web, zone: z1}}
 spec:
   command: ["python", "{APP}"]
   env: {FAIL_FILE: "{FAIL}"}
@@ -45,7 +72,7 @@ spec:
 ---
 apiVersion: local.sailmesh.io/v1alpha1
 kind: LocalWorkload
-metadata: {name: web-z2, labels: {app: web}}
+metadata: {name: web-z2, labels: {app: web, zone: z2}}
 spec:
   command: ["python", "{APP}"]
   locality: r1/z2
@@ -59,6 +86,14 @@ kind: DestinationRule
 metadata: {name: web}
 spec:
   host: web
+  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 5m, maxEjectionPercent: 100}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web-dns}
+spec:
+  host: web-dns.example.test
   trafficPolicy:
     outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 5m, maxEjectionPercent: 100}
 """ + "".join(f"""\
@@ -162,3 +197,27 @@ def test_distribute_splits_by_locality_weight(mesh: tuple[RunningMesh, str]) -> 
     # 80/20 over 1,000: the standard deviation is 12.6, so +-60 (4.7 sigma) holds by chance with p < 1e-5, and a
     # wrong split (50/50 without distribute, 100/0 with failover priorities) cannot meet it
     assert abs(z1 - 800) <= 60, got
+
+
+def test_dns_cluster_stays_local_then_fails_over(mesh: tuple[RunningMesh, str]) -> None:
+    """A STRICT_DNS cluster's inline endpoints get the EDS locality priorities (Istio's applyLocalityLoadBalancer
+    on `c.LoadAssignment`): Envoy resolves both names through the mesh's DNS, keeps z1 at priority 0 for this
+    client in r1/z1, and moves to z2 once z1's endpoint answers 5xx and is ejected."""
+    m, fail = mesh
+    get = via(m, "client")
+    url = "http://web-dns.example.test:9300/"
+    wait_for(lambda: get(url)[0] == 200, timeout=30, interval=0.3, what=f"{url} answering")
+    # both names resolve (Envoy's DNS hosts) before the priorities are judged
+    ip = admin_ip(m, "client")
+    cluster = "cluster.outbound|9300||web-dns.example.test"
+    wait_for(lambda: stat(ip, f"{cluster}.membership_total") == 2, timeout=30, interval=0.3, what="two DNS hosts")
+    assert answers(get, url, 40) == {(200, "web-z1-0"): 40}
+    with open(fail, "w", encoding="utf-8"):
+        pass
+    try:
+        wait_for(lambda: answers(get, url, 5) == {(200, "web-z2-0"): 5}, timeout=20, interval=0.2,
+                 what="DNS cluster failover to z2")
+        assert answers(get, url, 40) == {(200, "web-z2-0"): 40}
+        assert stat(ip, f"{cluster}.outlier_detection.ejections_active") == 1
+    finally:
+        os.unlink(fail)

@@ -70,11 +70,61 @@ def test_bad_mesh_config_names_the_field(mesh: str, field: str) -> None:
     assert e.value.resource == "mesh.yaml" and e.value.path == field
 
 
-def test_merge_overlays_maps_and_replaces_lists() -> None:
-    base = {"defaultConfig": {"tracing": {"sampling": 1}, "drainDuration": "5s"}, "extensionProviders": [{"name": "a"}]}
-    over = {"defaultConfig": {"tracing": {"sampling": 50}}, "extensionProviders": [{"name": "b"}]}
+def test_default_config_nested_messages_are_replaced_not_merged() -> None:
+    """Istio's mesh.MergeProxyConfig (pkg/config/mesh/mesh.go) applies the later document's defaultConfig with
+    protomarshal.ApplyYAML, i.e. golang/protobuf's jsonpb, which unmarshals each given field into a new value
+    (jsonpb/decode.go: `field := m.NewField(fd)` ... `m.Set(fd, v)`): `tracing` given again replaces the earlier
+    `tracing` whole (its zipkin address is gone), the fields not given (drainDuration) stay, and only
+    proxyMetadata merges key by key (mergeMap)."""
+    base = {"defaultConfig": {"tracing": {"sampling": 1, "zipkin": {"address": "zipkin.istio-system:9411"}},
+                              "drainDuration": "5s", "proxyMetadata": {"A": "1", "B": "1"}}}
+    over = {"defaultConfig": {"tracing": {"sampling": 50}, "proxyMetadata": {"B": "2", "C": "2"}}}
+    assert meshconfig.merge(base, over) == {"defaultConfig": {
+        "tracing": {"sampling": 50}, "drainDuration": "5s", "proxyMetadata": {"A": "1", "B": "2", "C": "2"}}}
+    mc = meshconfig.from_mapping(meshconfig.merge(base, over))
+    assert mc.default_config.tracing is not None and mc.default_config.tracing.zipkin is None
+    # correctProxyHeaders: a proxyHeaders field the later document leaves empty keeps the earlier one's
+    headers = meshconfig.merge({"defaultConfig": {"proxyHeaders": {"server": {"disabled": True},
+                                                                   "forwardedClientCert": "SANITIZE"}}},
+                               {"defaultConfig": {"proxyHeaders": {"requestId": {"disabled": True},
+                                                                   "forwardedClientCert": "UNDEFINED"}}})
+    assert headers["defaultConfig"]["proxyHeaders"] == {
+        "server": {"disabled": True}, "forwardedClientCert": "SANITIZE", "requestId": {"disabled": True}}
+
+
+def test_top_level_fields_are_overrides() -> None:
+    """Istio's ApplyMeshConfig: "all fields are overrides, except proxy config is a merge": a top-level message
+    given again replaces the earlier one whole (a localityLbSetting with `distribute` does not keep the earlier
+    `failover`), a null leaves the field as it was (jsonpb skips nulls), defaultProviders apply field by field,
+    extensionProviders merge by name (the same name replaces the provider in its place, a new one is appended)
+    and trustDomainAliases are the sorted union."""
+    base = {"localityLbSetting": {"failover": [{"from": "r1", "to": "r2"}]}, "accessLogFile": "/tmp/a",
+            "defaultProviders": {"tracing": ["a"], "metrics": ["prometheus"]},
+            "extensionProviders": [{"name": "a", "zipkin": {"service": "z", "port": 1}}, {"name": "b"}],
+            "trustDomainAliases": ["y.org", "x.org"]}
+    over = {"localityLbSetting": {"distribute": [{"from": "r1/*", "to": {"r1/*": 100}}]}, "accessLogFile": None,
+            "defaultProviders": {"tracing": ["c"]},
+            "extensionProviders": [{"name": "c"}, {"name": "a", "zipkin": {"service": "z2", "port": 2}}],
+            "trustDomainAliases": ["x.org", "w.org"]}
     assert meshconfig.merge(base, over) == {
-        "defaultConfig": {"tracing": {"sampling": 50}, "drainDuration": "5s"}, "extensionProviders": [{"name": "b"}]}
+        "localityLbSetting": {"distribute": [{"from": "r1/*", "to": {"r1/*": 100}}]}, "accessLogFile": "/tmp/a",
+        "defaultProviders": {"tracing": ["c"], "metrics": ["prometheus"]},
+        "extensionProviders": [{"name": "a", "zipkin": {"service": "z2", "port": 2}}, {"name": "b"}, {"name": "c"}],
+        "trustDomainAliases": ["w.org", "x.org", "y.org"]}
+
+
+def test_configmap_tracing_replaces_the_files() -> None:
+    """The same rule through the layers the control plane applies (api.meshconfig.effective: the file, then the
+    ConfigMap `istio`): the ConfigMap's defaultConfig.tracing replaces the file's, whose custom tags and Zipkin
+    address do not survive; the file's other defaultConfig fields do."""
+    file = {"defaultConfig": {"tracing": {"sampling": 5, "zipkin": {"address": "zipkin.example:9411"},
+                                          "customTags": {"a": {"literal": {"value": "1"}}}},
+                              "drainDuration": "7s"}}
+    cm = parse_text(configmap("defaultConfig:\n  tracing: {sampling: 20}")).resources
+    mc = meshconfig.effective(file, tuple(cm), "istio-system")
+    tracing = mc.default_config.tracing
+    assert tracing is not None and tracing.sampling == 20 and tracing.zipkin is None and tracing.custom_tags is None
+    assert mc.default_config.drain_duration is not None
 
 
 def test_configmap_overlays_the_file_and_a_change_pushes_everything() -> None:

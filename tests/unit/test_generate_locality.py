@@ -25,12 +25,12 @@ CLUSTER_NAME = "outbound|9080||reviews.default.svc.cluster.local"
 PLACES = {"127.0.1.3": "r1/z1", "127.0.1.4": "r1/z2", "127.0.1.5": "r2/z1", "127.0.1.6": "r3/z1"}
 
 
-def dr(lb: str = "", outlier: bool = True) -> str:
+def dr(lb: str = "", outlier: bool = True, host: str = "reviews") -> str:
     policy = "    outlierDetection: {consecutive5xxErrors: 1}\n" if outlier else ""
     if lb:
         policy += f"    loadBalancer:\n      localityLbSetting: {lb}\n"
     return ("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews, namespace: default}\n"
-            f"spec:\n  host: reviews\n  trafficPolicy:\n{policy}")
+            f"spec:\n  host: {host}\n  trafficPolicy:\n{policy}")
 
 
 def snap(*config: str):  # type: ignore[no-untyped-def]
