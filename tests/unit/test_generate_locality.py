@@ -111,6 +111,21 @@ def test_distribute_reweights_and_drops_unlisted_localities() -> None:
     assert len(priorities(s, client("r2/z1"))) == 4
 
 
+def test_locality_weighted_lb_config_where_istio_sets_it() -> None:
+    """Istio's applyLocalityLoadBalancer (pilot/pkg/networking/core/cluster_traffic_policy.go) sets the cluster's
+    locality_weighted_lb_config with `distribute`, and with failover enabled (outlier detection) when `failover` or
+    `failoverPriority` is set; otherwise not (it would change how LEAST_REQUEST picks hosts)."""
+    def weighted(rule: str) -> bool:
+        c = generated(snap(rule), client(), CLUSTER, cluster_pb2.Cluster)[CLUSTER_NAME]
+        return c.common_lb_config.HasField("locality_weighted_lb_config")
+
+    assert weighted(dr("{failover: [{from: r1, to: r2}]}"))
+    assert weighted(dr("{failoverPriority: [topology.kubernetes.io/zone]}"))
+    assert not weighted(dr("{failover: [{from: r1, to: r2}]}", outlier=False))  # failover needs outlier detection
+    assert not weighted(dr())  # outlier detection alone: proximity priorities, no weighted config
+    assert not weighted(dr("{enabled: true}"))
+
+
 def test_proxies_in_other_zones_do_not_share_assignments() -> None:
     s, gen = snap(dr()), Generator()
     a, b = gen.resources(s, client("r1/z1"), ENDPOINT), gen.resources(s, client("r1/z2"), ENDPOINT)
