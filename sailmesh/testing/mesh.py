@@ -50,6 +50,7 @@ class RunningMesh:
             raise MeshExited(f"the mesh is ready but its control plane left no ready record:\n{self.output()}")
         self.http_port, self.xds_tls_port = record.ports["http"], record.ports["xdsTls"]
         self.ca_port, self.xds_port = record.ports["ca"], record.ports["xds"]  # xds: 0 without --xds-plaintext
+        self.dns_port = record.ports.get("dns", 0)  # the mesh DNS (UDP and TCP), as bound
         self.api_url = record.api_url
 
     @property

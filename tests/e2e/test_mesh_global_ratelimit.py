@@ -97,12 +97,9 @@ def test_mesh_dns_answers_service_names_and_refuses_others(mesh: RunningMesh) ->
 
 
 def _dns_port(mesh: RunningMesh) -> int:
-    import json
-    with open(os.path.join(mesh.state_dir, "mesh.json"), encoding="utf-8") as fh:
-        state = json.load(fh)
-    cp = next(p for p in state["processes"] if p["role"] == "controlplane")
-    args = cp["cmdline"] if "cmdline" in cp else cp.get("argv", [])
-    return int(args[args.index("--dns-port") + 1])
+    """The mesh DNS's port as the control plane bound it (its ready record: `up` passes it port 0 to bind)."""
+    assert mesh.dns_port, "the control plane recorded no DNS port"
+    return mesh.dns_port
 
 
 def test_istio_global_rate_limit_sample_works_unchanged(mesh: RunningMesh) -> None:
