@@ -23,6 +23,7 @@ from typing import Any
 from bench.dataplane import sidecar_static as ss
 from bench.dataplane.errors import BenchError
 from bench.dataplane.wasm_build import wasm_path
+from sailmesh.api.identity import Identity
 
 Config = dict[str, Any]
 STATS_LOGGER = "envoy.access_loggers.stats"
@@ -45,19 +46,28 @@ class Side:
     services: str
     metadata: str
     node_id: str
+    local_san: str = ""
 
-    def configuration(self, noop: bool = False) -> str:
-        """The filter's plugin configuration (lib.rs `parse`: key=value lines)."""
-        return "\n".join(f"{k}={v}" for k, v in (("mode", "noop" if noop else self.mode), ("reporter", self.reporter),
-                                                  ("services", self.services), ("metadata", self.metadata),
-                                                  ("id", self.node_id)))
+    def configuration(self, noop: bool = False, work: str = "full") -> str:
+        """The filter's plugin configuration (lib.rs `parse`: key=value lines; `work` full, lean or headers)."""
+        return "\n".join(f"{k}={v}" for k, v in (
+            ("mode", "noop" if noop else self.mode), ("work", work), ("local_san", self.local_san),
+            ("reporter", self.reporter), ("services", self.services), ("metadata", self.metadata),
+            ("id", self.node_id)))
 
 
 def _named(filters: list[Config], name: str) -> Config | None:
     return next((f for f in filters if f.get("name") == name), None)
 
 
-def side_of(hcm: Config) -> Side | None:
+def local_san(cfg: Config) -> str:
+    """The copy's own URI SAN (its static `default` certificate's identity, bench/dataplane/sidecar_static.py)."""
+    meta = cfg.get("node", {}).get("metadata", {})
+    return Identity(ss.TRUST_DOMAIN, str(meta.get("NAMESPACE", "default")),
+                    str(meta.get("SERVICE_ACCOUNT", "default"))).uri
+
+
+def side_of(hcm: Config, san: str = "") -> Side | None:
     """The Wasm filter's settings for an HCM with the stock metadata exchange and a stats logger (else None)."""
     filters = hcm.get("http_filters", [])
     add = _named(filters, MX_ADD)
@@ -71,26 +81,26 @@ def side_of(hcm: Config) -> Side | None:
     stats = [*logger["typed_config"].get("counters", []), *logger["typed_config"].get("histograms", [])]
     key = next(t["value_format"] for t in stats[0]["stat"]["tags"] if t["name"] == "k")
     reporter, services = key.split("\n")[:2]
-    return Side("client" if client else "server", reporter, services, ours[PEER_MD], ours[PEER_ID])
+    return Side("client" if client else "server", reporter, services, ours[PEER_MD], ours[PEER_ID], san)
 
 
-def wasm_filter(side: Side, code: pathlib.Path, noop: bool = False) -> Config:
+def wasm_filter(side: Side, code: pathlib.Path, noop: bool = False, work: str = "full") -> Config:
     """envoy.filters.http.wasm running the bench filter under V8 (one VM per worker, shared by the listeners)."""
     return {"name": WASM_FILTER, "typed_config": {"@type": WASM_TYPE, "config": {
         "name": f"{ROOT_ID}_{side.mode}", "root_id": ROOT_ID,
         "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
-                          "value": side.configuration(noop)},
+                          "value": side.configuration(noop, work)},
         "vm_config": {"vm_id": VM_ID, "runtime": "envoy.wasm.runtime.v8", "allow_precompiled": True,
                       "code": {"local": {"filename": str(code)}}}}}}
 
 
-def with_wasm(cfg: Config, code: pathlib.Path, noop: bool = False) -> None:
+def with_wasm(cfg: Config, code: pathlib.Path, noop: bool = False, work: str = "full") -> None:
     """Replace the metadata-exchange filters and the stats logger by the Wasm filter, where the HCM has them
     (the filter takes the reading filter's place in the chain; other access logs stay)."""
     for hcm in _mx_hcms(cfg):
-        side = side_of(hcm)
+        side = side_of(hcm, local_san(cfg))
         assert side is not None
-        hcm["http_filters"] = [wasm_filter(side, code, noop) if f.get("name") == MX_READ else f
+        hcm["http_filters"] = [wasm_filter(side, code, noop, work) if f.get("name") == MX_READ else f
                                for f in hcm["http_filters"] if f.get("name") != MX_ADD]
         hcm["access_log"] = [al for al in hcm["access_log"] if al.get("name") != STATS_LOGGER]
         if not hcm["access_log"]:
@@ -111,9 +121,21 @@ def wasm_noop(cfg: Config) -> None:
     with_wasm(cfg, wasm_path(), noop=True)
 
 
+def wasm_lean(cfg: Config) -> None:
+    """The same key from fewer host properties (lib.rs `Work::Lean`)."""
+    with_wasm(cfg, wasm_path(), work="lean")
+
+
+def wasm_headers_only(cfg: Config) -> None:
+    """Diagnostic: the Wasm filter's metadata exchange alone, no stats (what the four stats cost in Wasm)."""
+    with_wasm(cfg, wasm_path(), work="headers")
+
+
 WASM_VARIANTS: list[tuple[str, Callable[[Config], None] | None]] = [
     ("sidecar config (static copy)", None),
     ("wasm: metadata exchange + 4 stats in a Wasm filter", wasm_stats),
+    ("wasm, fewer host properties (same key)", wasm_lean),
+    ("wasm, headers only: no stats (diagnostic)", wasm_headers_only),
     ("wasm, no-op (V8's fixed cost per request)", wasm_noop),
     ("no Istio metrics", ss.drop_istio_metrics),
 ]
@@ -139,10 +161,10 @@ def metric_counts(prometheus_text: str) -> dict[str, int]:
     return out
 
 
-def check(requests: int, capture: pathlib.Path | None) -> dict[str, Any]:
-    """Run the "wasm" variant's copies (no callgrind) and check it works: every request 200 without the peer's
-    headers reaching the caller, each side's stats keyed by the other side's metadata (read off the wire), each of
-    the four metrics counted once per request on both Envoys. Returns what it saw."""
+def check(requests: int, capture: pathlib.Path | None, work: str = "full") -> dict[str, Any]:
+    """Run the "wasm" variant's copies (`work` as lib.rs: full or lean; no callgrind) and check it works: every
+    request 200 without the peer's headers reaching the caller, each side's stats keyed by the other side's metadata
+    (read off the wire), each of the four metrics counted once per request on both Envoys. Returns what it saw."""
     import json
     import os
     import shutil
@@ -162,8 +184,8 @@ def check(requests: int, capture: pathlib.Path | None) -> dict[str, Any]:
     cli_cfg, srv_cfg = ss.to_static(cap.client), ss.to_static(cap.server)
     sides = {n: [side_of(h) for h in ss._all_hcms(c) if side_of(h)] for n, c in (("client", cli_cfg),
                                                                                ("server", srv_cfg))}
-    wasm_stats(cli_cfg)
-    wasm_stats(srv_cfg)
+    with_wasm(cli_cfg, wasm_path(), work=work)
+    with_wasm(srv_cfg, wasm_path(), work=work)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     backend = subprocess.Popen([sys.executable, "-m", "bench.backend", "--host", cap.server_ip, "--port",
                                 str(cap.app_port)], stdout=subprocess.DEVNULL, env=env, cwd=ROOT,
@@ -219,13 +241,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.dataplane.wasm_variant", description=__doc__)
     p.add_argument("--check", action="store_true")
     p.add_argument("--requests", type=int, default=50)
+    p.add_argument("--work", choices=["full", "lean"], default="full", help="the filter's per-request work")
     p.add_argument("--capture", type=pathlib.Path, metavar="FILE",
                    help="reuse the mesh pair's config dumps from FILE (captured and written there when absent)")
     a = p.parse_args(argv)
     if not a.check:
         print(wasm_path())
         return 0
-    seen = check(a.requests, a.capture)
+    seen = check(a.requests, a.capture, a.work)
     for name in ("client", "server"):
         print(f"{name}: {seen[name]['counts']}")
         for line in seen[name]["names"][:4]:

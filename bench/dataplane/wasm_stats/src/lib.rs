@@ -13,7 +13,8 @@
 //!   three histograms (duration ms, request bytes, response bytes) named by it: defined once per key (ids kept
 //!   in the VM), then incremented / recorded by id.
 //!
-//! `mode=noop` in the configuration makes every callback return at once: V8's fixed cost per request.
+//! `mode=noop` in the configuration makes every callback return at once: V8's fixed cost per request;
+//! `work=lean` takes fewer host properties for the same key, `work=headers` keeps no stats (diagnostics).
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -35,8 +36,22 @@ enum Mode {
     Noop,
 }
 
+/// How much of the per-request work the filter does (diagnostics: where a Wasm filter's cost goes).
+#[derive(Clone, Copy, PartialEq)]
+enum Work {
+    /// every label input from a host property, as Envoy's attributes name them
+    Full,
+    /// the same key with fewer host properties: the response code from `:status`, the duration from the VM's
+    /// clock, our own URI SAN from the configuration, the gRPC message counts only for gRPC requests
+    Lean,
+    /// the metadata exchange only, no stats
+    Headers,
+}
+
 struct Settings {
     mode: Mode,
+    work: Work,
+    local_san: String,
     reporter: String,
     services: String,
     metadata: String,
@@ -65,13 +80,17 @@ impl Context for Root {}
 fn parse(config: &str) -> Settings {
     let mut s = Settings {
         mode: Mode::Noop,
+        work: Work::Full,
+        local_san: String::new(),
         reporter: String::new(),
         services: String::new(),
         metadata: String::new(),
         id: String::new(),
     };
     for line in config.lines() {
-        let Some((k, v)) = line.split_once('=') else { continue };
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
         match k {
             "mode" => {
                 s.mode = match v {
@@ -80,6 +99,14 @@ fn parse(config: &str) -> Settings {
                     _ => Mode::Noop,
                 }
             }
+            "work" => {
+                s.work = match v {
+                    "lean" => Work::Lean,
+                    "headers" => Work::Headers,
+                    _ => Work::Full,
+                }
+            }
+            "local_san" => s.local_san = v.to_string(),
             "reporter" => s.reporter = v.to_string(),
             "services" => s.services = v.to_string(),
             "metadata" => s.metadata = v.to_string(),
@@ -94,7 +121,10 @@ impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         let raw = self.get_plugin_configuration().unwrap_or_default();
         let settings = parse(&String::from_utf8_lossy(&raw));
-        self.shared = Some(Rc::new(Shared { settings, metrics: RefCell::new(HashMap::new()) }));
+        self.shared = Some(Rc::new(Shared {
+            settings,
+            metrics: RefCell::new(HashMap::new()),
+        }));
         true
     }
 
@@ -103,7 +133,15 @@ impl RootContext for Root {
         if shared.settings.mode == Mode::Noop {
             return Some(Box::new(Noop));
         }
-        Some(Box::new(Stream { shared, peer: None, authority: None, content_type: None, grpc_status: None }))
+        Some(Box::new(Stream {
+            shared,
+            peer: None,
+            authority: None,
+            content_type: None,
+            grpc_status: None,
+            status: None,
+            start_ns: 0,
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -123,6 +161,15 @@ struct Stream {
     authority: Option<String>,
     content_type: Option<String>,
     grpc_status: Option<String>,
+    status: Option<String>,
+    start_ns: u64,
+}
+
+fn now_ns() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 fn int_property(ctx: &dyn Context, path: Vec<&str>) -> Option<i64> {
@@ -132,7 +179,9 @@ fn int_property(ctx: &dyn Context, path: Vec<&str>) -> Option<i64> {
 }
 
 fn str_property(ctx: &dyn Context, path: Vec<&str>) -> String {
-    ctx.get_property(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+    ctx.get_property(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
 }
 
 impl Stream {
@@ -140,12 +189,34 @@ impl Stream {
         let s = &self.shared.settings;
         let client = s.mode == Mode::Client;
         let side = if client { "upstream" } else { "connection" };
-        let cluster = if client { str_property(self, vec!["xds", "cluster_name"]) } else { String::new() };
-        let code = int_property(self, vec!["response", "code"]).unwrap_or(0);
+        let cluster = if client {
+            str_property(self, vec!["xds", "cluster_name"])
+        } else {
+            String::new()
+        };
+        let lean = s.work == Work::Lean;
+        let code = match (lean, &self.status) {
+            (true, Some(status)) => status.clone(),
+            _ => int_property(self, vec!["response", "code"])
+                .unwrap_or(0)
+                .to_string(),
+        };
         let flags = int_property(self, vec!["response", "flags"]).unwrap_or(0);
         let peer_san = str_property(self, vec![side, "uri_san_peer_certificate"]);
-        let local_san = str_property(self, vec![side, "uri_san_local_certificate"]);
-        let messages = str_property(self, vec!["filter_state", "envoy.filters.http.grpc_stats"]);
+        let local_san = if lean {
+            s.local_san.clone()
+        } else {
+            str_property(self, vec![side, "uri_san_local_certificate"])
+        };
+        let grpc = self
+            .content_type
+            .as_deref()
+            .is_some_and(|c| c.starts_with("application/grpc"));
+        let messages = if lean && !grpc {
+            String::new()
+        } else {
+            str_property(self, vec!["filter_state", "envoy.filters.http.grpc_stats"])
+        };
         let fields: [&str; 12] = [
             &s.reporter,
             &s.services,
@@ -153,7 +224,7 @@ impl Stream {
             &cluster,
             self.authority.as_deref().unwrap_or(""),
             self.content_type.as_deref().unwrap_or(""),
-            &code.to_string(),
+            &code,
             self.grpc_status.as_deref().unwrap_or(""),
             &flags.to_string(),
             &peer_san,
@@ -174,7 +245,9 @@ impl Stream {
         if let Some(ids) = self.shared.metrics.borrow().get(&key) {
             return Some(*ids);
         }
-        let define = |t: MetricType, name: &str| hostcalls::define_metric(t, &format!("{PREFIX}.{name};{key}")).ok();
+        let define = |t: MetricType, name: &str| {
+            hostcalls::define_metric(t, &format!("{PREFIX}.{name};{key}")).ok()
+        };
         let ids = [
             define(MetricType::Counter, "requests_total")?,
             define(MetricType::Histogram, "request_duration_milliseconds")?,
@@ -191,6 +264,9 @@ impl Context for Stream {}
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
         let s = &self.shared.settings;
+        if s.work == Work::Lean {
+            self.start_ns = now_ns();
+        }
         if s.mode == Mode::Client {
             self.set_http_request_header(PEER_MD, Some(&s.metadata)); // OVERWRITE_IF_EXISTS_OR_ADD, as today
             self.set_http_request_header(PEER_ID, Some(&s.id));
@@ -201,7 +277,11 @@ impl HttpContext for Stream {
             self.set_http_request_header(PEER_ID, None);
         }
         self.content_type = self.get_http_request_header("content-type").map(|mut c| {
-            c.truncate(c.char_indices().nth(CONTENT_TYPE_CHARS).map_or(c.len(), |(i, _)| i));
+            c.truncate(
+                c.char_indices()
+                    .nth(CONTENT_TYPE_CHARS)
+                    .map_or(c.len(), |(i, _)| i),
+            );
             c
         });
         Action::Continue
@@ -218,6 +298,9 @@ impl HttpContext for Stream {
             self.set_http_response_header(PEER_ID, Some(&s.id));
         }
         self.grpc_status = self.get_http_response_header("grpc-status");
+        if s.work == Work::Lean {
+            self.status = self.get_http_response_header(":status");
+        }
         Action::Continue
     }
 
@@ -229,7 +312,15 @@ impl HttpContext for Stream {
     }
 
     fn on_log(&mut self) {
-        let duration_ns = int_property(self, vec!["request", "duration"]).unwrap_or(0);
+        let work = self.shared.settings.work;
+        if work == Work::Headers {
+            return;
+        }
+        let duration_ns = if work == Work::Lean {
+            now_ns().saturating_sub(self.start_ns) as i64
+        } else {
+            int_property(self, vec!["request", "duration"]).unwrap_or(0)
+        };
         let req_bytes = int_property(self, vec!["request", "total_size"]).unwrap_or(0);
         let resp_bytes = int_property(self, vec!["response", "total_size"]).unwrap_or(0);
         let key = self.key();
