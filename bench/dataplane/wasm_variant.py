@@ -131,11 +131,19 @@ def wasm_headers_only(cfg: Config) -> None:
     with_wasm(cfg, wasm_path(), work="headers")
 
 
+def stock_exchange_only(cfg: Config) -> None:
+    """Diagnostic: the stock metadata exchange kept, no stats logger (other access logs kept): the comparator of
+    "wasm, headers only"."""
+    for hcm in _mx_hcms(cfg):
+        hcm["access_log"] = [al for al in hcm["access_log"] if al.get("name") != STATS_LOGGER]
+
+
 WASM_VARIANTS: list[tuple[str, Callable[[Config], None] | None]] = [
     ("sidecar config (static copy)", None),
     ("wasm: metadata exchange + 4 stats in a Wasm filter", wasm_stats),
     ("wasm, fewer host properties (same key)", wasm_lean),
     ("wasm, headers only: no stats (diagnostic)", wasm_headers_only),
+    ("stock exchange, no stats logger (diagnostic)", stock_exchange_only),
     ("wasm, no-op (V8's fixed cost per request)", wasm_noop),
     ("no Istio metrics", ss.drop_istio_metrics),
 ]

@@ -82,6 +82,14 @@ def test_wasm_variant_replaces_the_exchange_filters_and_the_stats_logger() -> No
                for h in _hcms(noop)[:2])
 
 
+def test_stock_exchange_only_drops_the_stats_logger_alone() -> None:
+    cfg = _cfg(_hcm(True))
+    wasm_variant.stock_exchange_only(cfg)
+    hcm = _hcms(cfg)[0]
+    assert [f["name"] for f in hcm["http_filters"]] == [f["name"] for f in _hcm(True)["http_filters"]]
+    assert [al["name"] for al in hcm["access_log"]] == ["envoy.access_loggers.http_grpc"]
+
+
 def test_metric_counts_reads_the_counter_and_histogram_counts() -> None:
     text = "\n".join([
         "# TYPE sailmesh_wasm_requests_total_source__abc counter",

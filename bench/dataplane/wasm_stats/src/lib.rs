@@ -16,11 +16,11 @@
 //! `mode=noop` in the configuration makes every callback return at once: V8's fixed cost per request;
 //! `work=lean` takes fewer host properties for the same key, `work=headers` keeps no stats (diagnostics).
 
+use hashbrown::HashMap; // foldhash: cheaper than std's SipHash over a ~600-byte key
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 
 const PEER_MD: &str = "x-envoy-peer-metadata";
@@ -44,7 +44,7 @@ enum Work {
     /// the same key with fewer host properties: the response code from `:status`, the duration from the VM's
     /// clock, our own URI SAN from the configuration, the gRPC message counts only for gRPC requests
     Lean,
-    /// the metadata exchange only, no stats
+    /// the metadata exchange only: no stats, no header read for the key
     Headers,
 }
 
@@ -270,11 +270,16 @@ impl HttpContext for Stream {
         if s.mode == Mode::Client {
             self.set_http_request_header(PEER_MD, Some(&s.metadata)); // OVERWRITE_IF_EXISTS_OR_ADD, as today
             self.set_http_request_header(PEER_ID, Some(&s.id));
-            self.authority = self.get_http_request_header(":authority");
         } else {
             self.peer = self.get_http_request_header(PEER_MD);
             self.set_http_request_header(PEER_MD, None);
             self.set_http_request_header(PEER_ID, None);
+        }
+        if s.work == Work::Headers {
+            return Action::Continue;
+        }
+        if s.mode == Mode::Client {
+            self.authority = self.get_http_request_header(":authority");
         }
         self.content_type = self.get_http_request_header("content-type").map(|mut c| {
             c.truncate(
@@ -297,6 +302,9 @@ impl HttpContext for Stream {
             self.set_http_response_header(PEER_MD, Some(&s.metadata));
             self.set_http_response_header(PEER_ID, Some(&s.id));
         }
+        if s.work == Work::Headers {
+            return Action::Continue;
+        }
         self.grpc_status = self.get_http_response_header("grpc-status");
         if s.work == Work::Lean {
             self.status = self.get_http_response_header(":status");
@@ -305,6 +313,9 @@ impl HttpContext for Stream {
     }
 
     fn on_http_response_trailers(&mut self, _n: usize) -> Action {
+        if self.shared.settings.work == Work::Headers {
+            return Action::Continue;
+        }
         if let Some(g) = self.get_http_response_trailer("grpc-status") {
             self.grpc_status = Some(g);
         }
