@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from bench.dataplane import loadgen, mesh_config, procstat, sidecar_cuts, sidecar_static
+from bench.dataplane import loadgen, mesh_config, procstat, sidecar_cuts, sidecar_static, wasm_variant
 from bench.dataplane.mesh import mesh_pair_factory
 from bench.dataplane.mesh_config import Features
 from bench.dataplane.setups import ROOT, Backend, SetupContext, start_backend, static_mtls_sides
@@ -137,11 +137,11 @@ def measure(url: str, host: str | None, pids: list[int], rate: float, conns: int
 
 # Feature groups whose variants each change the copy alone (not cumulative).
 ALTERNATIVES = {"metrics": sidecar_static.METRICS_VARIANTS, "tls": sidecar_static.TLS_VARIANTS,
-                "cuts": sidecar_cuts.CUT_VARIANTS}
+                "cuts": sidecar_cuts.CUT_VARIANTS, "wasm": wasm_variant.WASM_VARIANTS}
 
 
 def run(duration: float, rounds: int, rate: float, conns: int, concurrency: int, warmup: float,
-        features: Features | Literal["metrics", "tls", "cuts"] = "default", only: tuple[str, ...] = ()
+        features: Features | Literal["metrics", "tls", "cuts", "wasm"] = "default", only: tuple[str, ...] = ()
         ) -> dict[str, Any]:
     """All variants, interleaved rounds; returns per-variant medians (and every round's sample)."""
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="sailmesh-ablation-"))
@@ -162,7 +162,7 @@ def run(duration: float, rounds: int, rate: float, conns: int, concurrency: int,
         keep = [i for i, (n, _) in enumerate(clients) if n.startswith(only)]
         clients, servers = [clients[i] for i in keep], [servers[i] for i in keep]
     names = [n for n, _ in clients] + ["minimal static pair (set-up 2)"]
-    if features == "tls":
+    if features in ("tls", "wasm"):
         names.append(STATIC_MTLS)
     samples: dict[str, list[dict[str, float]]] = {n: [] for n in names}
     url = f"http://{cap.client_ip}:15001/"
@@ -224,10 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--connections", type=int, default=16)
     p.add_argument("--envoy-concurrency", type=int, default=1)
     p.add_argument("--warmup", type=float, default=2.0)
-    p.add_argument("--features", choices=["default", "demo", "metrics", "tls", "cuts"], default="default",
+    p.add_argument("--features", choices=["default", "demo", "metrics", "tls", "cuts", "wasm"], default="default",
                    help="strip the sidecar features of set-up (3), or what set-up (4)'s demo policy adds, or "
                         "(metrics) each part of Istio's metrics alone, or (tls) the mTLS hop's alternatives "
-                        "next to the static mTLS pair, or (cuts) every feature a request passes, one at a time")
+                        "next to the static mTLS pair, or (cuts) every feature a request passes, one at a time, "
+                        "or (wasm) Istio's metrics by a Wasm filter (bench/dataplane/wasm_variant.py)")
     p.add_argument("--only", action="append", default=[], metavar="PREFIX",
                    help="measure only the variants whose names start with PREFIX (repeatable; the minimal static "
                         "pair always runs)")

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bench.dataplane import mesh_config, metrics_cuts, sidecar_cuts, sidecar_static
+from bench.dataplane import mesh_config, metrics_cuts, sidecar_cuts, sidecar_static, wasm_variant
 from bench.dataplane.ablation import STATIC_MTLS, Captured, als_receivers, capture, start_copy, write_json
 from bench.dataplane.errors import BenchError
 from bench.dataplane.setups import ROOT, start_backend, static_mtls_sides
@@ -186,6 +186,7 @@ FEATURES: dict[str, list[tuple[str, Callable[[Config], None] | None]]] = {
     "metrics": sidecar_static.METRICS_VARIANTS,
     "mx": metrics_cuts.MX_VARIANTS,
     "tls": sidecar_static.TLS_VARIANTS,
+    "wasm": wasm_variant.WASM_VARIANTS,
 }
 
 
