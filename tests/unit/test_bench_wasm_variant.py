@@ -1,5 +1,5 @@
 """The Wasm-filter variant of the static sidecar copy (bench/dataplane/wasm_variant.py): config editing only, no
-Rust build (the build test skips where cargo or the wasm32-wasip1 target is missing)."""
+Rust build (tests/e2e/test_bench_wasm_build.py builds it)."""
 
 from __future__ import annotations
 
@@ -112,11 +112,3 @@ def test_toolchain_problem_names_what_is_missing(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(wasm_build.ToolchainMissing, match="cannot build the Wasm filter"):
         wasm_build.wasm_path()
     wasm_build.wasm_path.cache_clear()
-
-
-@pytest.mark.skipif(wasm_build.toolchain_problem() is not None, reason="no cargo or no wasm32-wasip1 target")
-def test_the_filter_builds() -> None:
-    """cargo builds the crate outside the repository (a few seconds cold, nothing when current)."""
-    path = wasm_build.wasm_path()
-    assert wasm_build.TARGET_DIR in path.parents
-    assert path.read_bytes()[:4] == b"\0asm"
