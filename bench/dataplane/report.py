@@ -59,21 +59,21 @@ def render(doc: dict[str, Any]) -> str:
         for n in r.get("notes", []):
             lines.append(f"{'':36} note: {n}")
     rat = doc["ratios"]
-    lines += ["", "latency ratios        " + "  ".join(f"{'p' + str(p):>6}" for p in PERCENTILES)]
+    lines += ["", "latency ratios                " + "  ".join(f"{'p' + str(p):>6}" for p in PERCENTILES)]
     for key, vals in rat["latency"].items():
-        lines.append(f"  {key:20}" + "  ".join(f"{_f(vals['p' + str(p)]):>6}" for p in PERCENTILES)
+        lines.append(f"  {key:28}" + "  ".join(f"{_f(vals['p' + str(p)]):>6}" for p in PERCENTILES)
                      + ("" if any(v is not None for v in vals.values()) else "   (skipped: set-up not available)"))
     lines.append("added latency vs direct (ms)")
     for key, vals in rat["added_ms"].items():
-        lines.append(f"  {key:20}" + "  ".join(f"{_f(vals['p' + str(p)], '{:.3f}'):>6}" for p in PERCENTILES))
+        lines.append(f"  {key:28}" + "  ".join(f"{_f(vals['p' + str(p)], '{:.3f}'):>6}" for p in PERCENTILES))
     lines.append("added-latency ratios")
     for key, vals in rat["added_ratio"].items():
-        lines.append(f"  {key:20}" + "  ".join(f"{_f(vals['p' + str(p)]):>6}" for p in PERCENTILES)
+        lines.append(f"  {key:28}" + "  ".join(f"{_f(vals['p' + str(p)]):>6}" for p in PERCENTILES)
                      + ("" if any(v is not None for v in vals.values()) else "   (skipped: set-up not available)"))
     lines += ["", "targets (Istio's published sidecar figures)"]
     for t in doc["targets"]:
         verdict = {True: "PASS", False: "FAIL", None: "n/a"}[t["pass"]]
-        lines.append(f"  {LABELS[t['setup']]:36} {t['target']:34} {_f(t['value'], '{:.3f}'):>8} "
+        lines.append(f"  {LABELS[t['setup']]:36} {t['target']:38} {_f(t['value'], '{:.3f}'):>8} "
                      f"<= {t['limit']:g} {t['unit']:5} {verdict}")
     st = doc["setups"].get("static", {})
     if st.get("available"):

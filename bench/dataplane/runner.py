@@ -160,7 +160,7 @@ def _start(name: str, factory: PairFactory | None, backend: Backend, ctx: SetupC
                          "reason": f"started but does not answer: {type(e).__name__}: {e}"}
         return
     transport = handle.transport
-    if name in ("mesh", "mesh_demo") and transport == "plaintext HTTP/1.1":
+    if name in analysis.MESH_SETUPS and transport == "plaintext HTTP/1.1":
         transport = DEFAULT_TRANSPORT_NOTE
     results[name] = {"label": analysis.LABELS[name], "available": True, "transport": transport,
                      "notes": list(handle.notes), "envoy_pids": dict(handle.envoy_pids)}
@@ -249,6 +249,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         factories: dict[str, PairFactory | None] = {
             "direct": direct, "static": static_pair, "static_mtls": static_mtls_pair,
             "mesh": cfg.mesh_provider("default"), "mesh_demo": cfg.mesh_provider("demo"),
+            "mesh_nometrics": cfg.mesh_provider("nometrics"),
         }
         for name, factory in factories.items():
             _start(name, factory, backend, ctx, handles, results)

@@ -137,6 +137,44 @@ def test_mesh_pair_against_the_static_mtls_pair() -> None:
     assert ("mesh_demo", "added latency p50 vs static mTLS pair") not in rows
 
 
+def test_pair_without_metrics_is_read_against_the_static_mtls_pair_only() -> None:
+    # (3n): the mTLS pair with Istio's metrics off by Telemetry; its ratio is issue 9's reading apart from the
+    # metrics (issue 10's), so only against the static mTLS pair
+    results = {"direct": _setup(0.2, 0.4, 1.0), "static": _setup(0.6, 1.0, 2.0),
+               "static_mtls": _setup(0.7, 1.2, 2.5), "mesh": _setup(0.8, 1.4, 3.0),
+               "mesh_nometrics": _setup(0.72, 1.3, 2.4, vcpu=0.21)}
+    rat = analysis.ratios(results)
+    assert rat["added_ms"]["mesh_nometrics"]["p50"] == pytest.approx(0.52)
+    assert rat["added_ratio"]["mesh_nometrics/static_mtls"]["p50"] == pytest.approx(1.04)  # 0.52 / 0.5
+    assert rat["added_ratio"]["mesh_nometrics/static_mtls"]["p90"] == pytest.approx(1.125)  # 0.9 / 0.8
+    assert rat["latency"]["mesh_nometrics/static_mtls"]["p99"] == pytest.approx(0.96)
+    assert "mesh_nometrics/static" not in rat["added_ratio"]
+    rows = {(t["setup"], t["target"]): t for t in analysis.targets(results, rat)}
+    assert rows[("mesh_nometrics", "added latency p50 vs static mTLS pair")]["pass"] is True
+    assert rows[("mesh_nometrics", "added latency p90 vs static mTLS pair")]["pass"] is False
+    assert ("mesh_nometrics", "added latency p50 vs static pair") not in rows
+    assert rows[("mesh_nometrics", "CPU per 1,000 rps per sidecar")]["pass"] is False
+
+
+def test_the_no_metrics_mesh_turns_istios_metrics_off_mesh_wide(tmp_path) -> None:
+    """(3n)'s directory: the two workloads plus the Telemetry of istio.io's "Disable metrics for all" example, which
+    sailmesh's Telemetry resolution reads as no standard metrics on either side."""
+    import yaml
+
+    from bench.dataplane import mesh_config
+    from sailmesh.api.meshconfig import MeshConfig
+    from sailmesh.telemetry.resolve import resolve_metrics
+
+    mesh_config.write(tmp_path, "nometrics")
+    docs = [d for f in sorted(tmp_path.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text())]
+    tel = [d for d in docs if d["kind"] == "Telemetry"]
+    assert [(t["metadata"]["namespace"], t["metadata"]["name"]) for t in tel] == [("istio-system", "mesh-default")]
+    assert resolve_metrics(tel[0]["spec"]["metrics"], MeshConfig()) == {}  # no provider left: no metrics
+    assert "prometheus" in resolve_metrics([], MeshConfig())  # what the default mesh has
+    mesh_config.write(tmp_path / "default", "default")
+    assert not [f for f in (tmp_path / "default").glob("*.yaml") if "Telemetry" in f.read_text()]
+
+
 def test_added_ratio_skipped_when_static_adds_nothing() -> None:
     results = {"direct": _setup(0.5, 1, 2), "static": _setup(0.5, 1, 2), "mesh": _setup(0.6, 1, 2)}
     assert analysis.ratios(results)["added_ratio"]["mesh/static"]["p50"] is None
