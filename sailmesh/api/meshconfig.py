@@ -181,6 +181,48 @@ class ProxyTracing(Model, frozen=True):
     zipkin: ZipkinAddress | None = None
 
 
+class HeaderSwitch(Model, frozen=True):
+    """proxyHeaders' requestId / attemptCount / envoyDebugHeaders: `disabled` (unset: the header is on)."""
+
+    disabled: bool | None = None
+
+
+class ServerHeader(Model, frozen=True):
+    """proxyHeaders.server: `disabled` leaves the upstream's `server` header as it is; `value` replaces Istio's."""
+
+    disabled: bool | None = None
+    value: str = ""
+
+
+class ClientCertDetails(Model, frozen=True):
+    """proxyHeaders.setCurrentClientCertDetails: which client-certificate fields XFCC carries (unset: Istio's
+    defaults, subject / URI / DNS on, cert / chain off)."""
+
+    subject: bool | None = None
+    cert: bool | None = None
+    chain: bool | None = None
+    dns: bool | None = None
+    uri: bool | None = None
+
+
+# Istio's ForwardClientCertDetails enum (mesh/v1alpha1/proxy.proto); UNDEFINED keeps APPEND_FORWARD
+FORWARD_CLIENT_CERT = ("UNDEFINED", "SANITIZE", "FORWARD_ONLY", "APPEND_FORWARD", "SANITIZE_SET",
+                       "ALWAYS_FORWARD_ONLY")
+
+
+class ProxyHeaders(Model, frozen=True):
+    """defaultConfig.proxyHeaders, the fields sailmesh acts on (generate/proxy_headers.py); the others
+    (`metadataExchangeHeaders`, `preserveHttp1HeaderCase`, `xForwardedHost`, `xForwardedPort`) stay unmodelled, so
+    they are reported "accepted, not enforced"."""
+
+    forwarded_client_cert: str | int | None = None
+    set_current_client_cert_details: ClientCertDetails | None = None
+    request_id: HeaderSwitch | None = None
+    server: ServerHeader | None = None
+    attempt_count: HeaderSwitch | None = None
+    envoy_debug_headers: HeaderSwitch | None = None
+
+
 # No tracer by default: Istio 1.22 removed DefaultProxyConfig's Zipkin tracer at zipkin.istio-system:9411 (upgrade
 # notes: "Default tracing to zipkin.istio-system.svc removed"; `--set compatibilityVersion=1.21` or an explicit
 # `defaultConfig.tracing.zipkin.address` brings it back). A mesh config's `defaultConfig.tracing` is taken whole, also
@@ -195,6 +237,7 @@ class ProxyConfig(Model, frozen=True):
     concurrency: int | None = None
     drain_duration: Duration | None = None
     termination_drain_duration: Duration | None = None
+    proxy_headers: ProxyHeaders | None = None
 
 
 class OutboundTrafficPolicy(Model, frozen=True):
@@ -374,6 +417,10 @@ def from_mapping(raw: Mapping[str, Any], source: str = "mesh config") -> MeshCon
     if (model.default_config.concurrency or 0) < 0:
         raise ModelError(source, "defaultConfig.concurrency",
                          f"must be 0 (one worker per core) or more, got {model.default_config.concurrency}")
+    fcc = model.default_config.proxy_headers.forwarded_client_cert if model.default_config.proxy_headers else None
+    if fcc is not None and not (fcc in FORWARD_CLIENT_CERT or (isinstance(fcc, int) and 0 <= fcc < 6)):
+        raise ModelError(source, "defaultConfig.proxyHeaders.forwardedClientCert",
+                         f"must be one of {', '.join(FORWARD_CLIENT_CERT)}, got {fcc!r}")
     if model.access_log_encoding not in ("TEXT", "JSON"):
         raise ModelError(source, "accessLogEncoding", f"must be TEXT or JSON, got {model.access_log_encoding!r}")
     if model.outbound_traffic_policy.mode not in ("ALLOW_ANY", "REGISTRY_ONLY"):

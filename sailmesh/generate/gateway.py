@@ -18,7 +18,7 @@ from sailmesh.api.models.networking import (
     VirtualService,
 )
 from sailmesh.api.resource import Resource
-from sailmesh.generate import credentials, gateway_tls, names
+from sailmesh.generate import credentials, gateway_tls, names, proxy_headers
 from sailmesh.generate.gatewayapi.addresses import NAMESPACE_ANNOTATION as GATEWAY_NAMESPACE_ANNOTATION
 from sailmesh.generate.httproute import RouteContext, config_path, destination_cluster, virtual_service_routes
 from sailmesh.generate.scope import virtual_services
@@ -130,13 +130,13 @@ def _server_virtual_hosts(snapshot: MeshSnapshot, proxy: ProxyView, gw: Resource
 
 
 def _route_config(name: str, port: int, hosts: dict[str, list[rc.Route]],
-                  redirect: set[tuple[int, str]]) -> route_pb2.RouteConfiguration:
+                  redirect: set[tuple[int, str]], attempts: bool) -> route_pb2.RouteConfiguration:
     vhosts = [
         rc.VirtualHost(
             name=names.vhost_name(h, port),
             domains=["*"] if h == "*" else [h, f"{h}:*"],
             routes=routes,
-            include_request_attempt_count=True,
+            include_request_attempt_count=attempts,  # proxyHeaders.attemptCount (Istio: on unless disabled)
             require_tls=rc.VirtualHost.ALL if (port, h) in redirect else rc.VirtualHost.NONE,
         )
         for h, routes in sorted(hosts.items(), key=lambda kv: (kv[0] == "*", kv[0]))
@@ -171,7 +171,9 @@ def gateway_routes(snapshot: MeshSnapshot, proxy: ProxyView) -> list[route_pb2.R
                 hosts.setdefault(h, []).extend(routes)
                 if https_redirect:
                     redirect.add((port, h))
-    out = [_route_config(names.gateway_route(port), port, hosts, redirect) for port, hosts in sorted(by_port.items())]
+    attempts = proxy_headers.attempt_count(snapshot.mesh_config)
+    out = [_route_config(names.gateway_route(port), port, hosts, redirect, attempts)
+           for port, hosts in sorted(by_port.items())]
     seen = {r.name for r in out}
     for gw in gateways_for(snapshot, proxy):
         for server in tls_servers(gw):
@@ -179,7 +181,7 @@ def gateway_routes(snapshot: MeshSnapshot, proxy: ProxyView) -> list[route_pb2.R
                 continue
             seen.add(server.route)
             hosts = _server_virtual_hosts(snapshot, proxy, gw, server.port, server.hosts, True)
-            out.append(_route_config(server.route, server.port, hosts, set()))
+            out.append(_route_config(server.route, server.port, hosts, set(), attempts))
     return out
 
 

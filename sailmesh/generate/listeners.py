@@ -17,10 +17,10 @@ from envoy.extensions.filters.network.sni_cluster.v3 import sni_cluster_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import wrappers_pb2
 
-from sailmesh.api.meshconfig import TLSDefaults
+from sailmesh.api.meshconfig import MeshConfig, TLSDefaults
 from sailmesh.api.models import model_of
 from sailmesh.api.models.networking import ServerTLSSettings, Sidecar
-from sailmesh.generate import autoallocate, capture, names, sniffing
+from sailmesh.generate import autoallocate, capture, names, proxy_headers, sniffing
 from sailmesh.generate.alpn import is_sniffed
 from sailmesh.generate.common import ads, pack, socket_address
 from sailmesh.generate.endpoints import unique_ports
@@ -40,6 +40,9 @@ from sailmesh.telemetry import access_log, resolve, tracing
 from sailmesh.telemetry import standard as telemetry
 
 HCM: TypeAlias = hcm_pb2.HttpConnectionManager
+INBOUND, OUTBOUND = proxy_headers.ListenerClass.SIDECAR_INBOUND, proxy_headers.ListenerClass.SIDECAR_OUTBOUND
+GATEWAY = proxy_headers.ListenerClass.GATEWAY
+ListenerClass = proxy_headers.ListenerClass
 HCM_NAME = "envoy.filters.network.http_connection_manager"
 TCP_PROXY_NAME = "envoy.filters.network.tcp_proxy"
 TLS_TRANSPORT_SOCKET = "envoy.transport_sockets.tls"
@@ -48,18 +51,16 @@ SIDECAR_INGRESS_TLS = frozenset({"SIMPLE", "MUTUAL"})  # Istio: the modes a Side
 
 
 def http_connection_manager(
-    stat_prefix: str, filters: list[hcm_pb2.HttpFilter], *, rds: str = "",
-    route_config: route_pb2.RouteConfiguration | None = None,
-    remote_address: bool = False, inbound: bool = False, connect: bool = False,
+    stat_prefix: str, filters: list[hcm_pb2.HttpFilter], mesh: MeshConfig, cls: ListenerClass, *, rds: str = "",
+    route_config: route_pb2.RouteConfiguration | None = None, connect: bool = False,
 ) -> HCM:
-    """An HCM with Istio's settings (x-request-id, XFCC, server name, path normalization, websockets)."""
+    """An HCM with Istio's settings for its listener class (x-request-id, XFCC and server name as the mesh config's
+    proxyHeaders say, the client's address used at gateways, path normalization, websockets)."""
     h = HCM(
         stat_prefix=stat_prefix,
         codec_type=HCM.AUTO,
         http_filters=filters,
-        use_remote_address=wrappers_pb2.BoolValue(value=remote_address),
-        generate_request_id=wrappers_pb2.BoolValue(value=True),
-        server_name=names.ISTIO_SERVER_NAME,
+        use_remote_address=wrappers_pb2.BoolValue(value=cls is ListenerClass.GATEWAY),
         normalize_path=wrappers_pb2.BoolValue(value=True),
         path_with_escaped_slashes_action=HCM.KEEP_UNCHANGED,
         upgrade_configs=[HCM.UpgradeConfig(upgrade_type="websocket")],
@@ -70,13 +71,7 @@ def http_connection_manager(
         h.upgrade_configs.append(HCM.UpgradeConfig(upgrade_type="CONNECT"))
         # Python's http.client (urllib's proxy support) sends `CONNECT host:port HTTP/1.0`.
         h.http_protocol_options.accept_http_10 = True
-    if inbound:
-        h.forward_client_cert_details = HCM.APPEND_FORWARD
-        h.set_current_client_cert_details.subject.value = True
-        h.set_current_client_cert_details.dns = True
-        h.set_current_client_cert_details.uri = True
-    else:
-        h.forward_client_cert_details = HCM.SANITIZE_SET
+    proxy_headers.apply(h, mesh, cls)
     if rds:
         h.rds.config_source.CopyFrom(ads())
         h.rds.route_config_name = rds
@@ -137,9 +132,8 @@ def virtual_outbound(snapshot: MeshSnapshot, proxy: ProxyView, port: int,
                      eff: resolve.EffectiveTelemetry) -> listener_pb2.Listener:
     """`virtualOutbound`: the explicit HTTP proxy apps reach through HTTP_PROXY, routed by `http_proxy` (RDS)."""
     filters = http_filters(FilterContext(snapshot, proxy, Direction.OUTBOUND, port, eff))
-    h = http_connection_manager(
-        "outbound_0.0.0.0_" + str(port), filters, rds=names.HTTP_PROXY_ROUTE, connect=True
-    )
+    h = http_connection_manager("outbound_0.0.0.0_" + str(port), filters, snapshot.mesh_config, OUTBOUND,
+                                rds=names.HTTP_PROXY_ROUTE, connect=True)
     observability(h, snapshot, proxy, resolve.CLIENT, eff)
     with_metrics_log(h, snapshot, proxy, eff, telemetry.SOURCE, tunnels=True)
     return _listener(
@@ -234,7 +228,7 @@ def _inbound_hcm(snapshot: MeshSnapshot, proxy: ProxyView, port: int, eff: resol
     """An inbound port's HCM (Istio's inline inbound route config to `inbound|port||`), with its logs."""
     h = http_connection_manager(
         f"inbound_0.0.0.0_{port}", http_filters(FilterContext(snapshot, proxy, Direction.INBOUND, port, eff)),
-        route_config=inbound_route_config(snapshot, proxy, port), inbound=True,
+        snapshot.mesh_config, INBOUND, route_config=inbound_route_config(snapshot, proxy, port),
     )
     observability(h, snapshot, proxy, resolve.SERVER, eff)
     with_metrics_log(h, snapshot, proxy, eff, telemetry.DESTINATION, services)
@@ -286,7 +280,7 @@ def gateway_listeners(snapshot: MeshSnapshot, proxy: ProxyView,
     for port in ports:
         h = http_connection_manager(
             f"outbound_0.0.0.0_{port}", http_filters(FilterContext(snapshot, proxy, Direction.GATEWAY, port, eff)),
-            rds=names.gateway_route(port), remote_address=True,
+            snapshot.mesh_config, GATEWAY, rds=names.gateway_route(port),
         )
         observability(h, snapshot, proxy, resolve.CLIENT, eff)
         with_metrics_log(h, snapshot, proxy, eff, telemetry.SOURCE)  # gateways report as the source, as Istio's do
@@ -321,7 +315,7 @@ def _gateway_tls_listener(snapshot: MeshSnapshot, proxy: ProxyView, port: int, c
         if chain.route:
             h = http_connection_manager(
                 f"outbound_0.0.0.0_{port}", http_filters(FilterContext(snapshot, proxy, Direction.GATEWAY, port, eff)),
-                rds=chain.route, remote_address=True,
+                snapshot.mesh_config, GATEWAY, rds=chain.route,
             )
             observability(h, snapshot, proxy, resolve.CLIENT, eff)
             with_metrics_log(h, snapshot, proxy, eff, telemetry.SOURCE)  # gateways report as the source, as Istio's do
@@ -378,7 +372,8 @@ def inbound_passthrough_chains(snapshot: MeshSnapshot, proxy: ProxyView,
     with_metrics_log(tp, snapshot, proxy, eff, telemetry.DESTINATION, services)
     nf = lc.Filter(name=TCP_PROXY_NAME, typed_config=pack(tp))
     h = http_connection_manager(cluster, http_filters(FilterContext(snapshot, proxy, Direction.INBOUND, 0, eff)),
-                                route_config=inbound_route_config(snapshot, proxy, 0, cluster), inbound=True)
+                                snapshot.mesh_config, INBOUND, route_config=inbound_route_config(snapshot, proxy, 0,
+                                                                                                 cluster))
     observability(h, snapshot, proxy, resolve.SERVER, eff)
     with_metrics_log(h, snapshot, proxy, eff, telemetry.DESTINATION, services)
     hcm = lc.Filter(name=HCM_NAME, typed_config=pack(h))
@@ -427,7 +422,7 @@ def captured_outbound(snapshot: MeshSnapshot, proxy: ProxyView, port: int, eff: 
             continue
         h = http_connection_manager(f"outbound_{wild}_{p}",
                                     http_filters(FilterContext(snapshot, proxy, Direction.OUTBOUND, p, eff)),
-                                    rds=names.port_route(p))
+                                    snapshot.mesh_config, OUTBOUND, rds=names.port_route(p))
         observability(h, snapshot, proxy, resolve.CLIENT, eff)
         with_metrics_log(h, snapshot, proxy, eff, telemetry.SOURCE)
         taken.add(name)
@@ -498,7 +493,7 @@ def _sniffed_http(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, ip: st
     name = names.port_route(port) if ip == capture.wildcard(proxy) else names.vhost_name(svc.hostname, port)
     h = http_connection_manager(f"outbound_{ip}_{port}",
                                 http_filters(FilterContext(snapshot, proxy, Direction.OUTBOUND, port, eff)),
-                                rds=name)
+                                snapshot.mesh_config, OUTBOUND, rds=name)
     observability(h, snapshot, proxy, resolve.CLIENT, eff)
     with_metrics_log(h, snapshot, proxy, eff, telemetry.SOURCE)
     return h
@@ -541,7 +536,7 @@ def egress_listeners(snapshot: MeshSnapshot, proxy: ProxyView,
         if names.is_http(protocol):
             h = http_connection_manager(f"outbound_{bind}_{port}",
                                         http_filters(FilterContext(snapshot, proxy, Direction.OUTBOUND, port, eff)),
-                                        rds=names.port_route(port))
+                                        snapshot.mesh_config, OUTBOUND, rds=names.port_route(port))
             observability(h, snapshot, proxy, resolve.CLIENT, eff)
             with_metrics_log(h, snapshot, proxy, eff, telemetry.SOURCE)
             nf = lc.Filter(name=HCM_NAME, typed_config=pack(h))

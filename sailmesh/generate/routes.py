@@ -10,7 +10,7 @@ from envoy.config.route.v3 import route_pb2
 from google.protobuf import any_pb2, wrappers_pb2
 
 from sailmesh.api.resource import Resource
-from sailmesh.generate import autoallocate, names
+from sailmesh.generate import autoallocate, names, proxy_headers
 from sailmesh.generate.alpn import is_sniffed
 from sailmesh.generate.capture import egress_proxy_cluster, is_captured, listener_addresses, wildcard
 from sailmesh.generate.common import Prepacked
@@ -57,7 +57,8 @@ class MemoEntry:
     def __init__(self, held: Held, routes: bytes):
         self.held = held  # the objects whose identity is in the key (kept alive so ids are not reused)
         self.routes = routes  # VirtualHost.routes fields
-        self.vhosts: dict[tuple[str, ...], bytes] = {}  # domains -> the virtual host as a RouteConfiguration field
+        # (attempt count header, domains) -> the virtual host as a RouteConfiguration field
+        self.vhosts: dict[tuple[bool, tuple[str, ...]], bytes] = {}
 
 
 def _route_reader(snapshot: MeshSnapshot, proxy: ProxyView, svc: Service, vss: tuple[Resource, ...],
@@ -169,6 +170,7 @@ def sniffed_service_routes(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memo
     an address is served on the wildcard listener, whose `PORT` route config holds its virtual host."""
     auto = autoallocate.for_proxy(snapshot, proxy)
     wild = wildcard(proxy)
+    attempts = proxy_headers.attempt_count(snapshot.mesh_config)
     out = []
     for svc in visible_services(snapshot, proxy):
         if wild in listener_addresses(autoallocate.addresses(svc, auto), wild):
@@ -177,14 +179,15 @@ def sniffed_service_routes(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memo
             if is_sniffed(p.protocol):
                 name = names.vhost_name(svc.hostname, p.port)
                 entry = _memo_entry(snapshot, proxy, svc, p.port, memos, okey)
-                vhost = _vhost(name, ("*",), entry.routes, set())
+                vhost = _vhost(name, ("*",), entry.routes, set(), attempts)
                 out.append(_route_config(name, [vhost] if vhost is not None else []))
     return out
 
 
-def allow_any_vhost(egress: str = "") -> rc.VirtualHost:
+def allow_any_vhost(egress: str = "", attempts: bool = True) -> rc.VirtualHost:
     """Istio's `allow_any` virtual host: unknown hosts go to PassthroughCluster (outboundTrafficPolicy ALLOW_ANY),
-    or to the Sidecar's egress proxy's cluster (`egress`: capture.egress_proxy_cluster)."""
+    or to the Sidecar's egress proxy's cluster (`egress`: capture.egress_proxy_cluster); with
+    `x-envoy-attempt-count` unless proxyHeaders.attemptCount is disabled (Istio's buildCatchAllVirtualHost)."""
     cluster = egress or names.PASSTHROUGH_CLUSTER
     action = rc.RouteAction(cluster=cluster)
     route_action_defaults(action, 0)  # no timeout, as Istio's allow_any route
@@ -195,6 +198,7 @@ def allow_any_vhost(egress: str = "") -> rc.VirtualHost:
             connect_route(cluster, names.ALLOW_ANY_VHOST),
             rc.Route(name=names.ALLOW_ANY_VHOST, match=rc.RouteMatch(prefix="/"), route=action),
         ],
+        include_request_attempt_count=attempts,
     )
 
 
@@ -228,6 +232,7 @@ def _tcp_services(snapshot: MeshSnapshot, proxy: ProxyView) -> list[Service]:
 
 def _tcp_vhosts(snapshot: MeshSnapshot, proxy: ProxyView, services: list[Service], used: set[str]) -> list[bytes]:
     """`http_proxy` virtual hosts that tunnel CONNECT `host:port` to non-HTTP service ports (TCP, TLS, ...)."""
+    attempts = proxy_headers.attempt_count(snapshot.mesh_config)
     out = []
     for svc in services:
         tcp_ports = [p for p in unique_ports(svc) if not names.is_http(p.protocol)]
@@ -240,14 +245,15 @@ def _tcp_vhosts(snapshot: MeshSnapshot, proxy: ProxyView, services: list[Service
                 route.metadata.filter_metadata["istio"].update({"config": config_path(vs)})
             vname = names.vhost_name(svc.hostname, p.port)
             vh = _vhost(vname, names.domains_with_port([*aliases, *svc.addresses], p.port, plain=False),
-                        _routes_field([route]), used)
+                        _routes_field([route]), used, attempts)
             if vh is not None:
                 out.append(vh)
     return out
 
 
-def block_all_vhost() -> rc.VirtualHost:
-    """Istio's `block_all` virtual host (outboundTrafficPolicy REGISTRY_ONLY): unknown hosts get 502."""
+def block_all_vhost(attempts: bool = True) -> rc.VirtualHost:
+    """Istio's `block_all` virtual host (outboundTrafficPolicy REGISTRY_ONLY): unknown hosts get 502 (Istio's
+    buildCatchAllVirtualHost, with `x-envoy-attempt-count` like allow_any)."""
     return rc.VirtualHost(
         name=names.BLOCK_ALL_VHOST,
         domains=["*"],
@@ -258,6 +264,7 @@ def block_all_vhost() -> rc.VirtualHost:
                 direct_response=rc.DirectResponseAction(status=502),
             )
         ],
+        include_request_attempt_count=attempts,
     )
 
 
@@ -266,10 +273,11 @@ def _routes_field(routes: list[rc.Route]) -> bytes:
     return b"".join(length_delimited(_VH_ROUTES, r.SerializeToString(deterministic=True)) for r in routes)
 
 
-def _vhost(name: str, domains: list[str] | tuple[str, ...], routes: bytes, used: set[str],
-           memo: dict[tuple[str, ...], bytes] | None = None) -> bytes | None:
+def _vhost(name: str, domains: list[str] | tuple[str, ...], routes: bytes, used: set[str], attempts: bool,
+           memo: dict[tuple[bool, tuple[str, ...]], bytes] | None = None) -> bytes | None:
     """A virtual host with the domains not used yet, as a RouteConfiguration.virtual_hosts field (None: no domain
-    left). `routes` are VirtualHost.routes fields; a tuple of `domains` must be free of duplicates."""
+    left). `routes` are VirtualHost.routes fields; a tuple of `domains` must be free of duplicates; `attempts`: the
+    mesh config's proxyHeaders.attemptCount (proxy_headers.attempt_count)."""
     if isinstance(domains, tuple) and used.isdisjoint(domains):
         fresh = domains  # the usual case: no earlier virtual host took any of them
     else:
@@ -277,29 +285,31 @@ def _vhost(name: str, domains: list[str] | tuple[str, ...], routes: bytes, used:
         if not fresh:
             return None
     used.update(fresh)
-    hit = memo.get(fresh) if memo is not None else None
+    hit = memo.get((attempts, fresh)) if memo is not None else None
     if hit is None:
         body = b"".join((length_delimited(_VH_NAME, name.encode()),
                          *(length_delimited(_VH_DOMAINS, d.encode()) for d in fresh),
-                         routes, varint_field(_VH_ATTEMPTS, 1)))
+                         routes, varint_field(_VH_ATTEMPTS, 1) if attempts else b""))
         hit = length_delimited(_RC_VHOSTS, body)
         if memo is not None:
-            memo[fresh] = hit
+            memo[(attempts, fresh)] = hit
     return hit
 
 
-def _fallback_field(policy: str, egress: str = "") -> bytes:
+def _fallback_field(policy: str, egress: str = "", attempts: bool = True) -> bytes:
     """The last virtual host (`allow_any` or `block_all`) as a RouteConfiguration.virtual_hosts field; `egress`: the
-    Sidecar's egress proxy's cluster, in place of PassthroughCluster."""
+    Sidecar's egress proxy's cluster, in place of PassthroughCluster; `attempts`: proxy_headers.attempt_count."""
     if policy == "REGISTRY_ONLY":
-        return _BLOCK_ALL_FIELD
+        return _BLOCK_ALL_FIELD[attempts]
     if egress:
-        return length_delimited(_RC_VHOSTS, allow_any_vhost(egress).SerializeToString(deterministic=True))
-    return _ALLOW_ANY_FIELD
+        return length_delimited(_RC_VHOSTS, allow_any_vhost(egress, attempts).SerializeToString(deterministic=True))
+    return _ALLOW_ANY_FIELD[attempts]
 
 
-_ALLOW_ANY_FIELD = length_delimited(_RC_VHOSTS, allow_any_vhost().SerializeToString(deterministic=True))
-_BLOCK_ALL_FIELD = length_delimited(_RC_VHOSTS, block_all_vhost().SerializeToString(deterministic=True))
+_ALLOW_ANY_FIELD = {a: length_delimited(_RC_VHOSTS, allow_any_vhost(attempts=a).SerializeToString(deterministic=True))
+                    for a in (False, True)}
+_BLOCK_ALL_FIELD = {a: length_delimited(_RC_VHOSTS, block_all_vhost(a).SerializeToString(deterministic=True))
+                    for a in (False, True)}
 
 
 def _route_config(name: str, vhosts: list[bytes]) -> Prepacked:
@@ -380,6 +390,7 @@ def _service_vhosts(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos,
     thousand others)."""
     prev: ScopeRoutes | None = memos.route_scopes.get(okey)
     hosts = _changed_hosts(snapshot, prev, memos) if prev is not None else None
+    attempts = proxy_headers.attempt_count(snapshot.mesh_config)  # a mesh config change rebuilds every item
     if prev is not None and hosts is not None:
         items, tcp_services = list(prev.items), prev.tcp_services
         for k, (hostname, port, port_domains, _old, proxy_domains, _old_proxy) in enumerate(items):
@@ -387,8 +398,8 @@ def _service_vhosts(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos,
                 svc = snapshot.services[hostname]
                 entry = _memo_entry(snapshot, proxy, svc, port, memos, okey)
                 vname = names.vhost_name(hostname, port)
-                items[k] = (hostname, port, port_domains, _vh(vname, port_domains, entry),
-                            proxy_domains, _vh(vname, proxy_domains, entry))
+                items[k] = (hostname, port, port_domains, _vh(vname, port_domains, entry, attempts),
+                            proxy_domains, _vh(vname, proxy_domains, entry, attempts))
     else:
         items, tcp_services = [], _tcp_services(snapshot, proxy)
         used_per_port: dict[int, set[str]] = {}
@@ -403,8 +414,8 @@ def _service_vhosts(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos,
                 used = used_per_port.setdefault(port, set())
                 fresh_port = _fresh(port_domains, used)
                 fresh_proxy = _fresh(proxy_domains, proxy_used)
-                items.append((svc.hostname, port, fresh_port, _vh(vname, fresh_port, entry),
-                              fresh_proxy, _vh(vname, fresh_proxy, entry)))
+                items.append((svc.hostname, port, fresh_port, _vh(vname, fresh_port, entry, attempts),
+                              fresh_proxy, _vh(vname, fresh_proxy, entry, attempts)))
     scopes = memos.route_scopes
     scopes[okey] = current = ScopeRoutes(snapshot, items, tcp_services)
     scopes.move_to_end(okey)
@@ -419,9 +430,9 @@ def _service_vhosts(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos,
     return items, tcp_services
 
 
-def _vh(vname: str, domains: tuple[str, ...] | None, entry: MemoEntry) -> bytes | None:
+def _vh(vname: str, domains: tuple[str, ...] | None, entry: MemoEntry, attempts: bool) -> bytes | None:
     """A service port's virtual host with exactly these (fresh) domains, from the entry's memo."""
-    return None if domains is None else _vhost(vname, domains, entry.routes, set(), entry.vhosts)
+    return None if domains is None else _vhost(vname, domains, entry.routes, set(), attempts, entry.vhosts)
 
 
 def _fresh(domains: tuple[str, ...], used: set[str]) -> tuple[str, ...] | None:
@@ -458,7 +469,8 @@ def sidecar_routes(snapshot: MeshSnapshot, proxy: ProxyView, memos: Memos, *, po
         per_port.setdefault(port, [])
     _non_service_hosts(snapshot, proxy, extra, per_port, used_per_port, proxy_hosts, proxy_used)
     proxy_hosts.extend(_tcp_vhosts(snapshot, proxy, tcp_services, proxy_used))
-    fallback = _fallback_field(outbound_policy(snapshot, proxy), egress_proxy_cluster(snapshot, proxy))
+    fallback = _fallback_field(outbound_policy(snapshot, proxy), egress_proxy_cluster(snapshot, proxy),
+                               proxy_headers.attempt_count(snapshot.mesh_config))
     out = [_route_config(names.port_route(port), [*vhosts, fallback])
            for port, vhosts in sorted(per_port.items()) if port_routes]
     if port_routes and is_captured(proxy):
@@ -479,6 +491,7 @@ def _non_service_hosts(
     Wildcard hosts only apply to the services they match, and `*` would shadow allow_any: both are skipped.
     """
     ports = sorted(per_port) or [80]
+    attempts = proxy_headers.attempt_count(snapshot.mesh_config)
     for vs, hosts in extra:
         for h in hosts:
             for port in ports:
@@ -489,10 +502,11 @@ def _non_service_hosts(
                 routes = _routes_field(translated)
                 vname = names.vhost_name(h, port)
                 vh = _vhost(vname, names.domains_with_port([h], port, plain=True), routes,
-                            used_per_port.setdefault(port, set()))
+                            used_per_port.setdefault(port, set()), attempts)
                 if vh is not None:
                     per_port.setdefault(port, []).append(vh)
-                vh = _vhost(vname, names.domains_with_port([h], port, plain=port == 80), routes, proxy_used)
+                vh = _vhost(vname, names.domains_with_port([h], port, plain=port == 80), routes, proxy_used,
+                            attempts)
                 if vh is not None:
                     proxy_hosts.append(vh)
 

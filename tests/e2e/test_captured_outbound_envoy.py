@@ -119,7 +119,7 @@ def test_captured_app_reaches_a_cluster_ip_through_envoy_and_unknown_destination
     svc = got["service"]
     assert svc.get("status") == 200, got
     # the VirtualService's route answered (its response header), through Envoy's outbound HCM, to the endpoint
-    assert svc["headers"].get(ROUTE_HEADER) == "reviews-vs" and svc["headers"].get("server") == "istio-envoy"
+    assert svc["headers"].get(ROUTE_HEADER) == "reviews-vs" and svc["headers"].get("server") == "envoy"
     body = json.loads(svc["body"])
     assert body["app"] == "reviews" and body["peer"] == POD_IP
     after = got["stats_after_service"]
@@ -133,7 +133,7 @@ def test_captured_app_reaches_a_cluster_ip_through_envoy_and_unknown_destination
     assert got["stats_after_proxy_own"][PASSTHROUGH] == 1
     # HTTP to a host no route names, on a port with an HTTP listener: Istio's allow_any route, PassthroughCluster
     unknown = got["http_unknown_host"]
-    assert unknown.get("status") == 200 and unknown["headers"].get("server") == "istio-envoy", got
+    assert unknown.get("status") == 200 and unknown["headers"].get("server") == "envoy", got
     assert ROUTE_HEADER not in unknown["headers"] and got["stats_after_http_unknown_host"][PASSTHROUGH] == 2
     names = {s["name"] for s in got["listeners"]["listener_statuses"]}
     assert {"virtualOutbound", "0.0.0.0_9080", "virtualInbound"} <= names
@@ -194,8 +194,8 @@ def test_sidecar_egress_capture_mode_decides_what_takes_captured_traffic(
         tmp_path: pathlib.Path, capture_mode: str, through_envoy: bool) -> None:
     """Istio's Sidecar egress captureMode in a captured pod: IPTABLES or DEFAULT, the egress listener on 7070 binds
     nothing and takes what iptables redirects (the app's HTTP call to the peer's 7070 is answered through Envoy's
-    HCM: server istio-envoy, allow_any); NONE binds it on 127.0.0.1, so the captured call to the peer passes through
-    as TCP, untouched (the echo server's own answer)."""
+    HCM: `server: envoy`, the outbound class's name, allow_any); NONE binds it on 127.0.0.1, so the captured call
+    to the peer passes through as TCP, untouched (the echo server's own answer)."""
     reason = _unavailable()
     if reason:
         pytest.skip(reason)
@@ -203,7 +203,7 @@ def test_sidecar_egress_capture_mode_decides_what_takes_captured_traffic(
     echo = got["peer_echo"]
     assert echo.get("status") == 200, got
     assert json.loads(echo["body"])["path"] == "/egress-listener"
-    assert (echo["headers"].get("server") == "istio-envoy") is through_envoy, echo
+    assert (echo["headers"].get("server") == "envoy") is through_envoy, echo
 
 
 SUBNETS_VS = """
@@ -279,7 +279,7 @@ def test_an_ipv6_only_pod_reaches_services_by_their_ipv6_cluster_ips(tmp_path: p
     got = _run(_bootstrap(tmp_path, 15000, ipv6=True), ipv6=True)
     svc = got["service"]
     assert svc.get("status") == 200, got
-    assert svc["headers"].get(ROUTE_HEADER) == "reviews-vs" and svc["headers"].get("server") == "istio-envoy"
+    assert svc["headers"].get(ROUTE_HEADER) == "reviews-vs" and svc["headers"].get("server") == "envoy"
     assert json.loads(svc["body"]) == {"app": "reviews", "peer": POD_IP6}
     assert got["stats_after_service"][REVIEWS_CLUSTER] == 1 and got["stats_after_service"][PASSTHROUGH] == 0
     assert got["passthrough"].get("listener") == "peer-8080" and got["stats_after_passthrough"][PASSTHROUGH] == 1

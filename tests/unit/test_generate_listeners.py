@@ -54,8 +54,10 @@ def test_virtual_outbound_is_an_http_proxy_on_15001() -> None:
         "envoy.filters.http.dynamic_forward_proxy", "envoy.filters.http.router"]  # router last, fault before it
     assert h.use_remote_address.value is False  # sidecars
     assert h.generate_request_id.value
-    assert h.forward_client_cert_details == HCM.SANITIZE_SET
-    assert h.server_name == "istio-envoy"
+    # Istio's GetProxyHeadersFromProxyConfig for the outbound class: Envoy's own server name ("envoy"), overwritten;
+    # no XFCC setting (Envoy's SANITIZE)
+    assert h.forward_client_cert_details == HCM.SANITIZE and not h.HasField("set_current_client_cert_details")
+    assert h.server_name == "" and h.server_header_transformation == HCM.OVERWRITE
 
 
 def test_inbound_http_listener_per_container_port() -> None:

@@ -19,7 +19,7 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.http.set_filter_state.v3 import set_filter_state_pb2 as sfs
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 
-from sailmesh.generate import capture
+from sailmesh.generate import capture, proxy_headers
 from sailmesh.generate.alpn import ALPN_FILTER as ALPN_FILTER
 from sailmesh.generate.alpn import MTLS_HTTP11_ALPN, alpn_override, is_sniffed
 from sailmesh.generate.clusters import PASSTHROUGH_HOSTS, PASSTHROUGH_METADATA, dns_cache_config
@@ -90,6 +90,8 @@ def dynamic_forward_proxy(ctx: FilterContext) -> list[hcm_pb2.HttpFilter]:
     return [typed_filter(DFP_FILTER, config)]
 
 
-def router(_ctx: FilterContext) -> list[hcm_pb2.HttpFilter]:
-    """envoy.filters.http.router: forwards the request; always the last filter."""
-    return [typed_filter(ROUTER_FILTER, router_pb2.Router())]
+def router(ctx: FilterContext) -> list[hcm_pb2.HttpFilter]:
+    """envoy.filters.http.router: forwards the request; always the last filter. proxyHeaders.envoyDebugHeaders
+    disabled suppresses its `x-envoy-*` headers (Istio's BuildRouterFilter, every listener class)."""
+    suppress = proxy_headers.for_class(ctx.snapshot.mesh_config, proxy_headers.ListenerClass.SIDECAR_OUTBOUND)
+    return [typed_filter(ROUTER_FILTER, router_pb2.Router(suppress_envoy_headers=suppress.suppress_debug_headers))]
