@@ -187,6 +187,12 @@ class HeaderSwitch(Model, frozen=True):
     disabled: bool | None = None
 
 
+class HeaderOptIn(Model, frozen=True):
+    """proxyHeaders.xForwardedPort: `enabled` (unset: off)."""
+
+    enabled: bool | None = None
+
+
 class ServerHeader(Model, frozen=True):
     """proxyHeaders.server: `disabled` leaves the upstream's `server` header as it is; `value` replaces Istio's."""
 
@@ -212,8 +218,8 @@ FORWARD_CLIENT_CERT = ("UNDEFINED", "SANITIZE", "FORWARD_ONLY", "APPEND_FORWARD"
 
 class ProxyHeaders(Model, frozen=True):
     """defaultConfig.proxyHeaders, the fields sailmesh acts on (generate/proxy_headers.py); the others
-    (`metadataExchangeHeaders`, `preserveHttp1HeaderCase`, `xForwardedHost`, `xForwardedPort`) stay unmodelled, so
-    they are reported "accepted, not enforced"."""
+    (`metadataExchangeHeaders`, `preserveHttp1HeaderCase`, `xForwardedHost`) stay unmodelled, so they are reported
+    "accepted, not enforced"."""
 
     forwarded_client_cert: str | int | None = None
     set_current_client_cert_details: ClientCertDetails | None = None
@@ -221,6 +227,7 @@ class ProxyHeaders(Model, frozen=True):
     server: ServerHeader | None = None
     attempt_count: HeaderSwitch | None = None
     envoy_debug_headers: HeaderSwitch | None = None
+    x_forwarded_port: HeaderOptIn | None = None
 
 
 # No tracer by default: Istio 1.22 removed DefaultProxyConfig's Zipkin tracer at zipkin.istio-system:9411 (upgrade

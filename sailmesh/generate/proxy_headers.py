@@ -7,6 +7,7 @@ Istio's pilot/pkg/networking/util/proxy_headers.go (GetProxyHeadersFromProxyConf
 - `requestId.disabled`: no x-request-id is generated (one already there is kept);
 - `attemptCount.disabled`: no `x-envoy-attempt-count` on outbound and gateway virtual hosts;
 - `envoyDebugHeaders.disabled`: the router filter suppresses its `x-envoy-*` headers (every class);
+- `xForwardedPort.enabled`: every HCM appends `x-forwarded-port` (Istio's buildHTTPConnectionManager);
 - `forwardedClientCert` / `setCurrentClientCertDetails`: the inbound HCM's XFCC mode (APPEND_FORWARD unless set;
   Istio's enum is Envoy's plus one) and its fields (subject, URI, DNS unless set false; cert, chain if set true).
 Istio takes these from the proxy's own ProxyConfig when its node metadata carries one, else the mesh config's
@@ -50,6 +51,7 @@ class HeaderSettings:
     generate_request_id: bool
     attempt_count: bool
     suppress_debug_headers: bool
+    x_forwarded_port: bool = False
 
 
 def _on(flag: bool | None, default: bool) -> bool:
@@ -86,6 +88,7 @@ def for_class(mesh: MeshConfig, cls: ListenerClass) -> HeaderSettings:
         generate_request_id=not (ph.request_id is not None and ph.request_id.disabled),
         attempt_count=not (ph.attempt_count is not None and ph.attempt_count.disabled),
         suppress_debug_headers=bool(ph.envoy_debug_headers is not None and ph.envoy_debug_headers.disabled),
+        x_forwarded_port=bool(ph.x_forwarded_port is not None and ph.x_forwarded_port.enabled),
     )
 
 
@@ -95,10 +98,10 @@ def attempt_count(mesh: MeshConfig) -> bool:
 
 
 def apply(h: hcm_pb2.HttpConnectionManager, mesh: MeshConfig, cls: ListenerClass) -> None:
-    """Set an HCM's server name, server header transformation, request IDs and XFCC as Istio's listener builders
-    do for `cls`: inbound from proxyHeaders; gateways SANITIZE_SET with subject, cert, DNS and URI (Istio's
-    buildGatewayConnectionManager: "Gateways do not use ProxyHeaders for XFCC"); outbound Envoy's default,
-    SANITIZE."""
+    """Set an HCM's server name, server header transformation, request IDs, x-forwarded-port and XFCC as Istio's
+    listener builders do for `cls`. XFCC: inbound from proxyHeaders; gateways SANITIZE_SET with subject, cert, DNS
+    and URI (Istio's buildGatewayConnectionManager: "Gateways do not use ProxyHeaders for XFCC"); outbound Envoy's
+    default, SANITIZE."""
     settings = for_class(mesh, cls)
     if settings.server_name:
         h.server_name = settings.server_name
@@ -106,6 +109,7 @@ def apply(h: hcm_pb2.HttpConnectionManager, mesh: MeshConfig, cls: ListenerClass
         h.ClearField("server_name")
     h.server_header_transformation = settings.server_transformation
     h.generate_request_id.value = settings.generate_request_id
+    h.append_x_forwarded_port = settings.x_forwarded_port
     d = h.set_current_client_cert_details
     if cls is ListenerClass.SIDECAR_INBOUND:
         h.forward_client_cert_details = settings.forward_client_cert

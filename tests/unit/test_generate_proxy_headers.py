@@ -10,7 +10,8 @@ mesh/v1alpha1/proxy.proto ProxyHeaders):
   gateway virtual hosts, the catch-all allow_any / block_all ones included;
 - `server.disabled`: no name, PASS_THROUGH; `server.value`: that name on every class;
 - `requestId.disabled`: generate_request_id false; `attemptCount.disabled`: no attempt count on virtual hosts;
-- `envoyDebugHeaders.disabled`: the router's suppress_envoy_headers;
+- `envoyDebugHeaders.disabled`: the router's suppress_envoy_headers; `xForwardedPort.enabled`: every HCM's
+  append_x_forwarded_port (off by default);
 - `forwardedClientCert`: the inbound mode (Istio's enum is Envoy's plus one), `setCurrentClientCertDetails` its
   fields (cert and chain only when set true).
 """
@@ -105,6 +106,7 @@ def test_defaults_per_listener_class() -> None:
     assert (d.subject.value, d.uri, d.dns, d.cert, d.chain) == (True, True, True, False, False)
     for h in (outbound, inbound):
         assert h.generate_request_id.value and not _router(h).suppress_envoy_headers
+        assert not h.append_x_forwarded_port
     gw = _hcm(generated(_gateway_snapshot(), gateway_proxy(), LISTENER, listener_pb2.Listener)["0.0.0.0_80"])
     assert (gw.server_name, gw.use_remote_address.value) == ("istio-envoy", True)
     assert gw.forward_client_cert_details == HCM.SANITIZE_SET
@@ -154,12 +156,13 @@ def test_every_header_turned_off() -> None:
                    for v in r.virtual_hosts)
 
 
-def test_server_value_names_every_class_and_cert_details_follow_the_settings() -> None:
+def test_server_value_names_every_class_x_forwarded_port_and_cert_details_follow_the_settings() -> None:
     raw = {"defaultConfig": {"proxyHeaders": {
-        "server": {"value": "my-server"}, "forwardedClientCert": "SANITIZE_SET",
+        "server": {"value": "my-server"}, "forwardedClientCert": "SANITIZE_SET", "xForwardedPort": {"enabled": True},
         "setCurrentClientCertDetails": {"subject": False, "cert": True, "chain": True, "dns": False}}}}
     outbound, inbound = _sidecar_hcms(with_mesh(bookinfo(), raw))
     assert outbound.server_name == inbound.server_name == "my-server"
+    assert outbound.append_x_forwarded_port and inbound.append_x_forwarded_port
     assert inbound.forward_client_cert_details == HCM.SANITIZE_SET
     d = inbound.set_current_client_cert_details
     assert (d.subject.value, d.uri, d.dns, d.cert, d.chain) == (False, True, False, True, True)
@@ -180,10 +183,10 @@ def test_an_unknown_forwarded_client_cert_is_refused_with_its_field() -> None:
 
 
 def test_fields_not_acted_on_are_reported() -> None:
-    """metadataExchangeHeaders, preserveHttp1HeaderCase, xForwardedHost and xForwardedPort: "accepted, not
-    enforced" (MeshConfig.unmodelled), the modelled ones are not listed."""
+    """metadataExchangeHeaders, preserveHttp1HeaderCase and xForwardedHost: "accepted, not enforced"
+    (MeshConfig.unmodelled), the modelled ones are not listed."""
     mesh = meshconfig.from_mapping({"defaultConfig": {"proxyHeaders": {
         "server": {"value": "x"}, "metadataExchangeHeaders": {"mode": "IN_MESH"}, "preserveHttp1HeaderCase": True,
         "xForwardedHost": {"enabled": True}, "xForwardedPort": {"enabled": True}}}})
     assert set(mesh.unmodelled) == {f"defaultConfig.proxyHeaders.{k}" for k in (
-        "metadataExchangeHeaders", "preserveHttp1HeaderCase", "xForwardedHost", "xForwardedPort")}
+        "metadataExchangeHeaders", "preserveHttp1HeaderCase", "xForwardedHost")}
