@@ -9,6 +9,7 @@ failures, so after one lookup of a name outside the mesh it asked the system's n
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
@@ -71,6 +72,11 @@ def test_mesh_only_names_keep_resolving_while_another_name_fails(mesh: RunningMe
     url = "http://web-dns.example.test:9300/"
     wait_for(lambda: get(url)[0] == 200, timeout=60, interval=0.3, what=f"{url} answering")
     ip = admin_ip(mesh, "client")
+    with NO_PROXY.open(f"http://{ip}:15000/config_dump", timeout=10) as r:
+        bootstrap = json.loads(r.read())["configs"][0]["bootstrap"]
+    resolvers = bootstrap["typed_dns_resolver_config"]["typed_config"]["resolvers"]
+    assert [(a["socket_address"]["address"], a["socket_address"]["port_value"]) for a in resolvers] == \
+        [("127.0.0.1", mesh.dns_port)]  # the mesh's DNS alone: nothing for c-ares to put before it
     start = stats(ip, f"{BROKEN}.")
     # Envoy re-resolves both every 5 s (its dns_refresh_rate; the mesh's TTL is 5 s too): watch the mesh-only
     # cluster until the failing name has been asked again four times (and the mesh-only name as often)
