@@ -67,9 +67,16 @@ async def _with_server(body: Callable[[DnsServer, Upstream, int], Awaitable[Any]
                        snapshot: MeshSnapshot | None = None, upstreams: list[Server] | None = None,
                        timeout: float = 2.0) -> Any:
     loop = asyncio.get_running_loop()
-    transport, upstream = await loop.create_datagram_endpoint(lambda: Upstream(delay=1.0), ("127.0.0.1", 0))
-    upstream_port = transport.get_extra_info("sockname")[1]
-    tcp = await asyncio.start_server(upstream.serve_tcp, "127.0.0.1", upstream_port)
+    for _ in range(20):  # a free UDP port whose TCP twin is free too
+        transport, upstream = await loop.create_datagram_endpoint(lambda: Upstream(delay=1.0), ("127.0.0.1", 0))
+        upstream_port = transport.get_extra_info("sockname")[1]
+        try:
+            tcp = await asyncio.start_server(upstream.serve_tcp, "127.0.0.1", upstream_port)
+            break
+        except OSError:
+            transport.close()
+    else:
+        raise AssertionError("no port free for both UDP and TCP")
     snap = snapshot or bookinfo()
     mine = [("127.0.0.1", upstream_port)] if upstreams is None else upstreams
     server = DnsServer(lambda: snap, upstreams=mine, timeout=timeout)
