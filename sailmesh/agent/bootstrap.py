@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from typing import Any
 
@@ -252,10 +253,16 @@ def system_resolvers(resolv_conf: str = "/etc/resolv.conf") -> list[str]:
 
 
 def dns_resolver(dns_address: str, system: list[str]) -> dict[str, Any]:
-    """Envoy's c-ares resolver asking the mesh's DNS first (service hostnames), then the system's nameservers:
-    the mesh answers REFUSED for other names and c-ares moves on to the next server."""
+    """Envoy's c-ares resolver asking only the mesh's DNS, which answers service hostnames and forwards other names
+    to the system's nameservers (controlplane/dns.py): with more than one server c-ares reorders them by failures,
+    and a system nameserver asked first answers NXDOMAIN for a mesh name. The mesh's DNS forwards only for loopback
+    clients, so a mesh DNS on another address is followed by the system's nameservers (it answers REFUSED for other
+    names, and c-ares asks the next one)."""
     host, _, port = dns_address.rpartition(":")
-    resolvers = [_socket_address(host, int(port))] + [_socket_address(ip, 53) for ip in system]
+    host = host.strip("[]")
+    resolvers = [_socket_address(host, int(port))]
+    if not _is_loopback(host):
+        resolvers += [_socket_address(ip, 53) for ip in system]
     for r in resolvers:
         r["socket_address"]["protocol"] = "UDP"
     return {"name": "envoy.network.dns_resolver.cares", "typed_config": {
@@ -263,6 +270,13 @@ def dns_resolver(dns_address: str, system: list[str]) -> dict[str, Any]:
         "resolvers": resolvers,
         "dns_resolver_options": {"no_default_search_domain": True},
     }}
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def stats_config() -> dict[str, Any]:

@@ -54,7 +54,7 @@ class AgentConfig:
     trust_domain: str = "cluster.local"
     cert_ttl_s: float = 0.0  # requested certificate lifetime (0 = the CA's default)
     xds_tls: bool = False  # xDS over mTLS with the workload certificate (the control plane's 15012)
-    dns_address: str = ""  # the mesh's DNS (HOST:PORT, udp): Envoy's first resolver, then the system's
+    dns_address: str = ""  # the mesh's DNS (HOST:PORT, udp): Envoy's only resolver (loopback; it forwards other names)
     # Istio's DNS proxying (ISTIO_META_DNS_CAPTURE): the agent answers the mesh's names on dns_proxy_address (UDP and
     # TCP) from the control plane's name table and forwards the rest to dns_upstreams ("" = resolv.conf's servers)
     dns_capture: bool = False

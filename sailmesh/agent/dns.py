@@ -8,24 +8,20 @@ first query a stub resolver with ndots:5 sends); `*.example.com` hosts answer na
 record of the asked type answers NOERROR with no answers (never NXDOMAIN: clients asking A and AAAA at once would
 take it for the whole name). Everything else (other names, other types) is forwarded as is to the nameservers of
 /etc/resolv.conf, over the protocol it came in on, one after the other; all failing answers SERVFAIL, as does any
-query before the first name table arrives (Istio's default when not listening on :53).
+query before the first name table arrives (Istio's default when not listening on :53). The listeners and the
+forwarding are sailmesh/dnsio.py's, shared with the control plane's mesh DNS.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import copy
 import ipaddress
 import logging
 import random
-import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import dns.asyncquery
-import dns.exception
 import dns.flags
 import dns.message
 import dns.name
@@ -35,6 +31,14 @@ import dns.rdatatype
 import dns.rrset
 
 from sailmesh.api.rules.values import is_ip
+from sailmesh.dnsio import (
+    UPSTREAM_TIMEOUT_S,
+    DnsListenError,
+    Listener,
+    ResolvConf,
+    forward,
+    servfail,
+)
 from sailmesh.errors import AgentError
 from sailmesh.metrics import Registry
 from sailmesh.xds.nds import KUBERNETES
@@ -42,37 +46,6 @@ from sailmesh.xds.nds import KUBERNETES
 log = logging.getLogger(__name__)
 
 TTL = 30  # Istio's defaultTTLInSeconds: low, so clients that honour it see the latest addresses
-UPSTREAM_TIMEOUT_S = 5.0
-MIN_UDP_SIZE, MAX_TCP_SIZE = 512, 65535
-
-
-@dataclass(frozen=True)
-class ResolvConf:
-    """The nameservers (host, port) and search domains the proxy forwards to and expands with."""
-
-    servers: tuple[tuple[str, int], ...] = ()
-    search: tuple[str, ...] = ()
-
-
-def read_resolv_conf(path: str = "/etc/resolv.conf") -> ResolvConf:
-    """Nameservers (port 53) and the search list (the last `search`/`domain` line wins, as in resolv.conf(5))."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            lines = fh.read().splitlines()
-    except OSError as e:
-        log.warning("cannot read %s: %s; unknown names get SERVFAIL", path, e)
-        return ResolvConf()
-    servers: list[tuple[str, int]] = []
-    search: list[str] = []
-    for line in lines:
-        parts = line.split()
-        if len(parts) < 2 or parts[0].startswith(("#", ";")):
-            continue
-        if parts[0] == "nameserver" and is_ip(parts[1]):
-            servers.append((parts[1], 53))
-        elif parts[0] in ("search", "domain"):
-            search = parts[1:]
-    return ResolvConf(tuple(servers), tuple(search))
 
 
 def parse_upstreams(text: str) -> tuple[tuple[str, int], ...]:
@@ -193,9 +166,7 @@ def lookup_table(table: Any, namespace: str, domain_suffix: str, search: Sequenc
 def answer_from_table(table: LookupTable | None, query: dns.message.Message) -> dns.message.Message | None:
     """The response when the table answers the query, None when it goes upstream."""
     if not query.question or table is None:
-        response = dns.message.make_response(query)
-        response.set_rcode(dns.rcode.SERVFAIL)
-        return response
+        return servfail(query)
     q = query.question[0]
     records = table.lookup(q.name.to_text(), int(q.rdtype))
     if records is None:
@@ -208,23 +179,6 @@ def answer_from_table(table: LookupTable | None, query: dns.message.Message) -> 
         response.answer.append(dns.rrset.from_text_list(owner, TTL, dns.rdataclass.IN,
                                                         dns.rdatatype.RdataType(rdtype), values))
     return response
-
-
-def to_wire(response: dns.message.Message, limit: int) -> bytes:
-    """The response's wire form within `limit` bytes; too big: the header and question with TC set."""
-    try:
-        return response.to_wire(max_size=limit)
-    except dns.exception.TooBig:
-        truncated = copy.copy(response)  # the caller's message stays whole
-        truncated.answer, truncated.authority, truncated.additional = [], [], []
-        truncated.flags |= dns.flags.TC
-        return truncated.to_wire(max_size=limit)
-
-
-def _limit(query: dns.message.Message, tcp: bool) -> int:
-    if tcp:
-        return MAX_TCP_SIZE
-    return max(MIN_UDP_SIZE, query.payload if query.edns >= 0 else MIN_UDP_SIZE)
 
 
 class DnsMetrics:
@@ -246,7 +200,7 @@ class DnsMetrics:
 
 
 class DnsProxy:
-    """The UDP and TCP servers, the current lookup table and the upstream forwarding."""
+    """The UDP and TCP servers (dnsio.Listener), the current lookup table and the upstream forwarding."""
 
     def __init__(self, namespace: str, domain_suffix: str, resolv: ResolvConf,
                  timeout: float = UPSTREAM_TIMEOUT_S, parallel: bool = False,
@@ -256,9 +210,7 @@ class DnsProxy:
         self.parallel = parallel  # Istio's DNS_FORWARD_PARALLEL: ask every upstream at once, the first answer wins
         self.table: LookupTable | None = None
         self.names: Any = None  # the last NameTable (debugging)
-        self._udp: asyncio.DatagramTransport | None = None
-        self._tcp: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._listener = Listener(lambda query, tcp, _client: self.resolve(query, tcp), "DNS proxy")
         self.port = 0
         self.forwarded = 0
 
@@ -270,33 +222,17 @@ class DnsProxy:
 
     async def start(self, host: str = "127.0.0.1", port: int = 15053) -> int:
         """Listen on host:port, UDP and TCP (port 0: one free port for both); returns the port."""
-        loop = asyncio.get_running_loop()
-        for _ in range(20 if port == 0 else 1):
-            transport, _p = await loop.create_datagram_endpoint(lambda: _Udp(self), local_addr=(host, port))
-            bound = int(transport.get_extra_info("sockname")[1])
-            try:
-                self._tcp = await asyncio.start_server(self._serve_tcp, host, bound)
-            except OSError as e:
-                transport.close()
-                if port:
-                    raise AgentError(f"DNS proxy: cannot listen on TCP {host}:{port}: {e}") from e
-                continue
-            self._udp, self.port = transport, bound
-            log.info("DNS proxy on %s:%d (udp, tcp); upstream %s, search %s", host, bound,
-                     ",".join(f"{h}:{p}" for h, p in self.resolv.servers) or "none", ",".join(self.resolv.search))
-            return bound
-        raise AgentError(f"DNS proxy: no port free for both UDP and TCP on {host}")
+        try:
+            self.port = await self._listener.start(host, port)
+        except DnsListenError as e:
+            raise AgentError(str(e)) from e
+        log.info("DNS proxy on %s:%d (udp, tcp); upstream %s, search %s", host, self.port,
+                 ",".join(f"{h}:{p}" for h, p in self.resolv.servers) or "none", ",".join(self.resolv.search))
+        return self.port
 
     async def close(self) -> None:
         """Stop serving (pending answers are cancelled)."""
-        if self._udp is not None:
-            self._udp.close()
-        if self._tcp is not None:
-            self._tcp.close()
-            with contextlib.suppress(Exception):
-                await self._tcp.wait_closed()
-        for task in list(self._tasks):
-            task.cancel()
+        await self._listener.close()
 
     async def resolve(self, query: dns.message.Message, tcp: bool) -> dns.message.Message:
         """The response to one query: from the table, else from the upstreams: one after the other, the first that
@@ -308,81 +244,10 @@ class DnsProxy:
             return local
         self.forwarded += 1
         started = asyncio.get_running_loop().time()
-        answer = await self._forward(query, tcp)
+        answer = await forward(query, self.resolv.servers, self.timeout, tcp, self.parallel)
         if self.metrics is not None:
             self.metrics.upstream_requests.inc()
             self.metrics.duration.observe(asyncio.get_running_loop().time() - started)
             if answer is None:
                 self.metrics.failures.inc()
-        if answer is not None:
-            return answer
-        response = dns.message.make_response(query)
-        response.set_rcode(dns.rcode.SERVFAIL)
-        return response
-
-    async def _forward(self, query: dns.message.Message, tcp: bool) -> dns.message.Message | None:
-        """The first answer of the upstreams (None when every one failed)."""
-        servers = self.resolv.servers
-        if self.parallel and len(servers) > 1:
-            pending = [asyncio.ensure_future(self._ask(query, host, port, tcp)) for host, port in servers]
-            try:
-                for done in asyncio.as_completed(pending):
-                    answer = await done
-                    if answer is not None:
-                        return answer
-            finally:
-                for task in pending:
-                    task.cancel()
-        else:
-            for host, port in servers:
-                answer = await self._ask(query, host, port, tcp)
-                if answer is not None:
-                    return answer
-        return None
-
-    async def _ask(self, query: dns.message.Message, host: str, port: int, tcp: bool) -> dns.message.Message | None:
-        """One upstream's answer over the protocol the query came in on (None when it fails)."""
-        try:
-            if tcp:
-                return await dns.asyncquery.tcp(query, host, timeout=self.timeout, port=port)
-            return await dns.asyncquery.udp(query, host, timeout=self.timeout, port=port, ignore_unexpected=True)
-        except (OSError, dns.exception.DNSException) as e:
-            log.info("DNS upstream %s:%d failed: %s", host, port, e)
-            return None
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _answer_udp(self, data: bytes, addr: Any) -> None:
-        try:
-            query = dns.message.from_wire(data)
-        except (dns.exception.DNSException, ValueError):
-            return  # not a DNS query: dropped, as a resolver does
-        response = await self.resolve(query, tcp=False)
-        if self._udp is not None and not self._udp.is_closing():
-            self._udp.sendto(to_wire(response, _limit(query, False)), addr)
-
-    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                (size,) = struct.unpack("!H", await reader.readexactly(2))
-                query = dns.message.from_wire(await reader.readexactly(size))
-                wire = to_wire(await self.resolve(query, tcp=True), MAX_TCP_SIZE)
-                writer.write(struct.pack("!H", len(wire)) + wire)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, dns.exception.DNSException, ValueError):
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-
-
-class _Udp(asyncio.DatagramProtocol):
-    def __init__(self, proxy: DnsProxy) -> None:
-        self.proxy = proxy
-
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        self.proxy._spawn(self.proxy._answer_udp(data, addr))
+        return answer if answer is not None else servfail(query)

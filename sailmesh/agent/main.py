@@ -70,8 +70,9 @@ def dns_proxy(cfg: AgentConfig, certs: CertificateManager | None,
         return None
     # only here: dnspython's query modules load an HTTP/2 client stack (DNS over HTTPS), ~0.2 CPU s of every
     # agent's start where the agent serves no DNS (the embedded mesh, a VM without capture)
-    from sailmesh.agent.dns import DnsMetrics, DnsProxy, ResolvConf, parse_upstreams, read_resolv_conf
+    from sailmesh.agent.dns import DnsMetrics, DnsProxy, parse_upstreams
     from sailmesh.agent.dnstable import NameTableClient
+    from sailmesh.dnsio import ResolvConf, read_resolv_conf
 
     resolv = read_resolv_conf(cfg.resolv_conf)
     if cfg.dns_upstreams:

@@ -68,8 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cert-ttl", type=float, default=0.0, help="requested certificate lifetime, seconds "
                         "(0 = the CA's default, 24 h)")
     parser.add_argument("--dns-address", default="", metavar="HOST:PORT",
-                        help="the mesh's DNS server (udp): Envoy resolves DNS clusters there first, then with the "
-                             "system's resolvers")
+                        help="the mesh's DNS server (udp): Envoy resolves DNS clusters only there (it forwards other "
+                             "names to the system's nameservers; not on loopback: the system's nameservers after it)")
     parser.add_argument("--dns-capture", action="store_true",
                         default=os.environ.get("ISTIO_META_DNS_CAPTURE", "").lower() == "true",
                         help="Istio's DNS proxying: answer the mesh's names on --dns-proxy-address, forward the rest "

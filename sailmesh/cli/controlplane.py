@@ -50,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-cert-ttl", type=float, default=60.0,
                         help="the shortest workload certificate lifetime the CA signs, seconds")
     parser.add_argument("--dns-port", type=int, default=None, metavar="PORT",
-                        help="serve the mesh's DNS (service hostnames -> endpoint addresses) on --host:PORT/udp, "
+                        help="serve the mesh's DNS (service hostnames -> endpoint addresses; other names forwarded "
+                             "to /etc/resolv.conf's nameservers for loopback clients) on --host:PORT, UDP and TCP, "
                              "for the hosts of Envoy's DNS clusters (0: any free port; default: off)")
     parser.add_argument("--csr-rate", type=float, default=CSR_PER_IDENTITY.rate,
                         help="CSRs a second per identity (namespace/service account), bursts of five times that; "

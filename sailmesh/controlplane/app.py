@@ -249,7 +249,7 @@ class ControlPlane:
             await self.trim.close()
         await self.jwks.close()
         if self.dns is not None:
-            self.dns.close()
+            await self.dns.close()
         if self.server is not None:
             await self.server.stop(0)
         for fs in self.files:

@@ -25,7 +25,7 @@ class ControlPlaneOptions:
     state_dir: str = ""  # the CA's root, join tokens and the API token ("" = ephemeral, for tests)
     cacerts_dir: str = ""  # a plug-in CA in Istio's cacerts layout instead of the self-signed root
     min_cert_ttl_s: float = 60.0  # the shortest certificate the CA signs (tests lower it)
-    dns_port: int | None = None  # the mesh's DNS (UDP, controlplane/dns.py) on host:port; None: off, 0: any port
+    dns_port: int | None = None  # the mesh's DNS (UDP+TCP, controlplane/dns.py) on host:port; None: off, 0: any port
     csr_rate: float = CSR_PER_IDENTITY.rate  # CSRs a second per identity, bursts of 5x (0 = no limit)
     api_mtls_address: str = ""  # host:port of the HTTP API for remote callers over mTLS ("" = off; port 0 = any)
     kubeconfig: str = ""  # config and workloads also from this Kubernetes API server ("in-cluster": the pod's SA)

@@ -36,7 +36,7 @@ class MeshOptions:
     # process to take it) and read back from its ready record (platform/ready.py) before anything uses it.
     xds_tls_port: int = 0  # ADS over mTLS
     ca_port: int = 0  # the CA's first-CSR port
-    dns_port: int = 0  # the mesh's DNS (udp) that Envoys resolve DNS clusters with
+    dns_port: int = 0  # the mesh's DNS (udp, tcp) that Envoys resolve DNS clusters with
     xds_plaintext: bool = False  # proxies use the plaintext loopback ADS port instead (debugging)
     min_cert_ttl_s: float = 60.0  # the CA's floor (tests lower it)
     cert_ttl_s: float = 0.0  # the lifetime agents ask for (0 = the CA's default, 24 h)

@@ -28,7 +28,8 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 
-from sailmesh.agent.dns import DnsProxy, read_resolv_conf
+from sailmesh.agent.dns import DnsProxy
+from sailmesh.dnsio import read_resolv_conf
 from sailmesh.testing.netns_capture import fork_as_proxy
 from sailmesh.xds.nds import NameTable
 

@@ -13,11 +13,14 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
+import dns.flags
 import dns.message
+import dns.query
 import dns.rcode
 import pytest
 
 from sailmesh.cli.demo import BOOKINFO
+from sailmesh.dnsio import read_resolv_conf
 from sailmesh.testing.mesh import RunningMesh
 from sailmesh.testing.waiting import wait_for
 
@@ -82,18 +85,24 @@ def status(url: str) -> int:
         return int(e.code)
 
 
-def test_mesh_dns_answers_service_names_and_refuses_others(mesh: RunningMesh) -> None:
+def test_mesh_dns_answers_service_names_and_forwards_others(mesh: RunningMesh) -> None:
     port = _dns_port(mesh)
     def ask(name: str) -> dns.message.Message:
         q = dns.message.make_query(name, "A")
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.settimeout(5)
+            s.settimeout(15)
             s.sendto(q.to_wire(), ("127.0.0.1", port))
             return dns.message.from_wire(s.recv(4096))
     r = ask("ratelimit.default.svc.cluster.local")
-    assert r.rcode() == dns.rcode.NOERROR and len(r.answer) == 1
+    assert r.rcode() == dns.rcode.NOERROR and len(r.answer) == 1 and r.flags & dns.flags.AA
     assert all(a.address.startswith("127.") for a in r.answer[0])
-    assert ask("example.com").rcode() == dns.rcode.REFUSED  # not the mesh's: the next resolver answers
+    tcp = dns.query.tcp(dns.message.make_query("ratelimit.default.svc.cluster.local", "A"), "127.0.0.1",
+                        timeout=5, port=port)
+    assert [a.address for a in tcp.answer[0]] == [a.address for a in r.answer[0]]  # TCP too
+    # not the mesh's: forwarded to the system's nameservers, whose NXDOMAIN comes back (RFC 6761: .invalid never
+    # resolves); SERVFAIL only on a machine with no nameserver to forward to
+    expected = dns.rcode.NXDOMAIN if read_resolv_conf().servers else dns.rcode.SERVFAIL
+    assert ask("nowhere.invalid").rcode() == expected
 
 
 def _dns_port(mesh: RunningMesh) -> int:

@@ -12,16 +12,8 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 
-from sailmesh.agent.dns import (
-    DnsProxy,
-    LookupTable,
-    ResolvConf,
-    answer_from_table,
-    lookup_table,
-    parse_upstreams,
-    read_resolv_conf,
-    to_wire,
-)
+from sailmesh.agent.dns import DnsProxy, LookupTable, answer_from_table, lookup_table, parse_upstreams
+from sailmesh.dnsio import ResolvConf, read_resolv_conf, to_wire
 from sailmesh.errors import AgentError
 from sailmesh.generate.nametable import build_name_table
 from sailmesh.snapshot.model import Endpoint, Service, ServicePort

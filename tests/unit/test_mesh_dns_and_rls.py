@@ -1,5 +1,5 @@
-"""The mesh's DNS answers (service hostnames -> endpoint addresses, REFUSED otherwise), the agent's resolver
-bootstrap, and the sample rate-limit service's matching and counting (envoyproxy/ratelimit's semantics)."""
+"""The mesh's DNS answers (service hostnames -> endpoint addresses, None for other names: forwarded), the agent's
+resolver bootstrap, and the sample rate-limit service's matching and counting (envoyproxy/ratelimit's semantics)."""
 
 from __future__ import annotations
 
@@ -25,17 +25,24 @@ def test_service_hostnames_resolve_to_endpoint_addresses() -> None:
     assert r.rcode() == dns.rcode.NOERROR and sorted(a.address for a in r.answer[0]) == found
     r = answer(snap, dns.message.make_query("reviews.default.svc.cluster.local", "AAAA"))
     assert r.rcode() == dns.rcode.NOERROR and not r.answer  # known name, no IPv6: empty, not a fall-through
-    assert answer(snap, dns.message.make_query("example.com", "A")).rcode() == dns.rcode.REFUSED
+    assert answer(snap, dns.message.make_query("example.com", "A")) is None  # not the mesh's: forwarded
 
 
-def test_agent_resolver_asks_the_mesh_first_then_the_system(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_agent_resolver_is_only_the_mesh_dns_on_loopback(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The mesh's DNS forwards other names for loopback clients, so Envoy gets no second server to reorder it
+    behind; one on another address does not forward, so the system's nameservers follow it."""
     conf = tmp_path / "resolv.conf"
     conf.write_text("# x\nnameserver 10.0.0.2\nnameserver fe80::1\nsearch example.com\n")
     assert system_resolvers(str(conf)) == ["10.0.0.2"]
     assert system_resolvers(str(tmp_path / "missing")) == []
-    cfg = dns_resolver("127.0.0.1:5353", ["10.0.0.2"])["typed_config"]
-    assert [(r["socket_address"]["address"], r["socket_address"]["port_value"]) for r in cfg["resolvers"]] == \
-        [("127.0.0.1", 5353), ("10.0.0.2", 53)]
+
+    def servers(address: str) -> list[tuple[str, int]]:
+        cfg = dns_resolver(address, ["10.0.0.2"])["typed_config"]
+        return [(r["socket_address"]["address"], r["socket_address"]["port_value"]) for r in cfg["resolvers"]]
+
+    assert servers("127.0.0.1:5353") == [("127.0.0.1", 5353)]
+    assert servers("[::1]:5353") == [("::1", 5353)]
+    assert servers("192.0.2.7:5353") == [("192.0.2.7", 5353), ("10.0.0.2", 53)]
 
 
 CONFIG = {"domain": "productpage-ratelimit", "descriptors": [
