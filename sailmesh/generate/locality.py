@@ -215,12 +215,15 @@ def _regions(gs: list[Group], proxy_locality: str, pairs: tuple[tuple[str, str],
     return _renumber(gs)
 
 
-def _label(labels: Mapping[str, str], locality: str, key: str) -> str:
-    """An endpoint's or proxy's label, with the topology labels Istio adds for its locality (AugmentLabels); a
-    missing label reads "" (Go's map lookup)."""
+def _label(labels: Mapping[str, str], locality: str, key: str, network: str = "") -> str:
+    """An endpoint's or proxy's label, with the labels Istio adds (AugmentLabels): the topology ones for its
+    locality, the network one for its network when it has no such label; a missing label reads "" (Go's map
+    lookup)."""
     value = labels.get(key)
     if value is None and key in loc.TOPOLOGY_LABELS:
         value = loc.topology_labels(locality).get(key)
+    elif not value and key == loc.NETWORK_LABEL:
+        value = network
     return value or ""
 
 
@@ -248,7 +251,7 @@ def _failover_priority(gs: list[Group], proxy_locality: str, proxy_labels: Mappi
             prio = adjust = 0
             for j, name in enumerate(names):
                 want = overrides.get(name, _label(proxy_labels, proxy_locality, name))
-                if want != _label(e.labels, e.locality, name):
+                if want != _label(e.labels, e.locality, name, e.network):
                     if j == 0 and network_first:
                         adjust = lowest
                         continue

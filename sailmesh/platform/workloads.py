@@ -160,10 +160,13 @@ def plan(
 
 
 def mesh_labels(inst: Instance) -> dict[str, str]:
-    """The labels the mesh sees for an instance: its locality's topology labels (as Istio adds them); with a
-    sidecar (whose agent serves its certificate over SDS), Istio's injected `security.istio.io/tlsMode: istio`,
-    which turns auto mTLS on towards it and from it."""
+    """The labels the mesh sees for an instance: its locality's topology labels and its network's
+    `topology.istio.io/network` unless labelled (as Istio's AugmentLabels adds them); with a sidecar (whose agent
+    serves its certificate over SDS), Istio's injected `security.istio.io/tlsMode: istio`, which turns auto mTLS
+    on towards it and from it."""
     labels = {**locality.topology_labels(inst.locality), **inst.labels}  # Istio's AugmentLabels for the locality
+    if inst.network and not labels.get(locality.NETWORK_LABEL):
+        labels[locality.NETWORK_LABEL] = inst.network
     if inst.sidecar:
         labels[TLS_MODE_LABEL] = TLS_MODE_ISTIO
     return labels

@@ -134,6 +134,11 @@ def test_network_first_in_failover_priority_is_preferred_not_required() -> None:
         "127.0.1.5": 0, "127.0.1.7": 1, "127.0.1.3": 2, "127.0.1.4": 2, "127.0.1.6": 2, "127.0.1.8": 2}
     assert ranks(f"{net}=n1, topology.kubernetes.io/region") == {
         "127.0.1.5": 0, "127.0.1.3": 1, "127.0.1.8": 1, "127.0.1.4": 2, "127.0.1.6": 2, "127.0.1.7": 2}
+    # an endpoint's network (WorkloadEntry `network`, a pod's namespace) is its network label unless it has one
+    # (Istio's AugmentLabels on endpoints)
+    wls = [dataclasses.replace(w, labels={"app": "reviews"}, network=places[w.address][0]) for w in wls]
+    assert ranks(both) == {"127.0.1.5": 0, "127.0.1.3": 1, "127.0.1.8": 1, "127.0.1.7": 2, "127.0.1.4": 3,
+                           "127.0.1.6": 3}
 
 
 def test_distribute_reweights_and_drops_unlisted_localities() -> None:
