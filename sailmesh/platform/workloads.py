@@ -55,6 +55,7 @@ class Instance:
     liveness_probe: Probe | None = None  # a failure restarts the app (by restart_policy)
     startup_probe: Probe | None = None  # until it passes: no liveness/readiness probing, out of the endpoints
     hold_application: bool = True  # Istio's holdApplicationUntilProxyStarts (on by default here)
+    socket_activation: bool = False  # the app gets its listening sockets (platform/listenfds.py)
     cwd: str | None = None  # the app's working directory: spec.workdir, else its config file's directory
 
     def probes(self) -> dict[str, Probe]:
@@ -153,6 +154,7 @@ def plan(
                     liveness_probe=probes["livenessProbe"],
                     startup_probe=probes["startupProbe"],
                     hold_application=hold,
+                    socket_activation=spec.get("socketActivation") is True,
                     cwd=cwd,
                 )
             )
