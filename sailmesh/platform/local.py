@@ -533,8 +533,13 @@ class LocalMesh:
         await asyncio.sleep(delay)
         if self._stopping:
             return
-        new = await (self._spawn_app(p.instance, p.env) if p.role == "app" and p.instance is not None
-                     else self._spawn(p.name, p.role, p.argv, p.env, p.address, p.cwd))
+        try:  # an app's port taken meanwhile (listenfds: a socket-activated app's is bound again here)
+            new = await (self._spawn_app(p.instance, p.env) if p.role == "app" and p.instance is not None
+                         else self._spawn(p.name, p.role, p.argv, p.env, p.address, p.cwd))
+        except (OSError, PlatformError) as e:
+            if not self._stopping:
+                self.say(f"error: cannot restart {p.role} {p.name}: {e}")
+            return
         new.failures, new.instance = failures, p.instance
         self.procs.remove(p)
         self._save_state()

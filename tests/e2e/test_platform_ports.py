@@ -142,7 +142,8 @@ async def test_app_ports_are_held_from_the_pick_until_the_app_has_them(
         return real_plan(resources, base_ip, pick)
 
     monkeypatch.setattr(portplan, "plan", racing_plan)
-    mesh = LocalMesh(opts, settings_mod.load(), say=lambda _s: None)
+    said: list[str] = []
+    mesh = LocalMesh(opts, settings_mod.load(), say=said.append)
     try:
         await mesh.start()
         assert not bound and len(refused) == 2
@@ -163,6 +164,18 @@ async def test_app_ports_are_held_from_the_pick_until_the_app_has_them(
                        and p.proc.returncode is None for p in mesh.procs) and _health(ip, port) == 200
         await asyncio.to_thread(wait_for, restarted, timeout=60, interval=0.2, what="the app restarted")
         assert pathlib.Path(activated.log).read_text().count("(socket passed by the supervisor)") == 2
+        # crashed again, and another program listens on its port before the restart (1 s, then 2 s of back-off):
+        # the supervisor cannot bind it, says so and leaves the app down
+        again = next(p for p in mesh.procs if p.role == "app" and p.instance is activated.instance)
+        os.killpg(again.proc.pid, signal.SIGKILL)
+        await again.proc.wait()
+        squatter = socket.socket()
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind((ip, port))
+        squatter.listen(1)
+        bound.append(squatter)
+        await asyncio.to_thread(wait_for, lambda: any("cannot restart app activated-0" in m for m in said),
+                                timeout=30, interval=0.2, what="the failed restart reported")
     finally:
         await mesh.stop(grace=10)
         for s in bound:
