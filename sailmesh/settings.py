@@ -12,15 +12,31 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(ENV_PREFIX + name, default)
 
 
+_GO_TRUE = ("1", "t", "T", "TRUE", "true", "True")  # Go's strconv.ParseBool, as Istio's env.Register reads booleans
+_GO_FALSE = ("0", "f", "F", "FALSE", "false", "False")
+
+
+def istio_bool(name: str, default: bool) -> bool:
+    """An Istio boolean environment variable under its own name (no SAILMESH_ prefix: the same manifests set it for
+    istiod and sailmesh); unset, empty or unreadable keeps the default, as Istio's env.Register."""
+    raw = os.environ.get(name, "")
+    return True if raw in _GO_TRUE else False if raw in _GO_FALSE else default
+
+
 @dataclass(frozen=True)
 class MeshDefaults:
-    """Mesh-wide identity and naming, as Istio's MeshConfig defaults them."""
+    """Mesh-wide identity and naming, as Istio's MeshConfig defaults them, and the pilot feature flags that shape
+    generated config (read from the environment at start, as istiod's pilot/pkg/features)."""
 
     trust_domain: str = "cluster.local"
     domain_suffix: str = "cluster.local"
     root_namespace: str = "istio-system"
     default_namespace: str = "default"
     outbound_traffic_policy: str = "ALLOW_ANY"  # MeshConfig.outboundTrafficPolicy.mode (or REGISTRY_ONLY)
+    # Istio's ENABLE_LOCALITY_WEIGHTED_LB_CONFIG (pilot/pkg/features/experimental.go, off): every outbound
+    # cluster under a locality (not zone-aware) setting, or none, gets locality_weighted_lb_config
+    locality_weighted_lb_config: bool = field(
+        default_factory=lambda: istio_bool("ENABLE_LOCALITY_WEIGHTED_LB_CONFIG", False))
 
 
 @dataclass(frozen=True)
@@ -53,17 +69,6 @@ class Debounce:
 
     after_s: float = 0.1
     max_s: float = 10.0
-
-
-_GO_TRUE = ("1", "t", "T", "TRUE", "true", "True")  # Go's strconv.ParseBool, as Istio's env.Register reads booleans
-_GO_FALSE = ("0", "f", "F", "FALSE", "false", "False")
-
-
-def istio_bool(name: str, default: bool) -> bool:
-    """An Istio boolean environment variable under its own name (no SAILMESH_ prefix: the same manifests set it for
-    istiod and sailmesh); unset, empty or unreadable keeps the default, as Istio's env.Register."""
-    raw = os.environ.get(name, "")
-    return True if raw in _GO_TRUE else False if raw in _GO_FALSE else default
 
 
 @dataclass(frozen=True)

@@ -374,10 +374,13 @@ def outbound_cluster(
             zone.min_cluster_size.value = lb.min_cluster_size
         if not lb.enabled:
             zone.routing_enabled.value = 0  # suppresses Envoy's own zone-aware routing
-    elif lb is not None and (lb.distribute or (
-            (c.HasField("outlier_detection") or lb.force_failover) and (lb.failover or lb.failover_priority))):
-        # Istio's applyLocalityLoadBalancer: locality-weighted LB with `distribute`, and with failover enabled
-        # (outlier detection, or forced by a traffic distribution) when `failover` or `failoverPriority` is set
+    elif snapshot.mesh.locality_weighted_lb_config or (lb is not None and (lb.distribute or (
+            (c.HasField("outlier_detection") or lb.force_failover) and (lb.failover or lb.failover_priority)))):
+        # Istio's LocalityLBSettings.ApplyToCluster: locality-weighted LB with `distribute`, and with failover
+        # enabled (outlier detection, or forced by a traffic distribution) when `failover` or `failoverPriority` is
+        # set; with ENABLE_LOCALITY_WEIGHTED_LB_CONFIG always, also when locality LB is off (Istio skips only its
+        # DYNAMIC_DNS forward proxy clusters, which sailmesh does not build; its ORIGINAL_DST ones get it, and so
+        # do the forward proxy clusters standing in for them here)
         c.common_lb_config.locality_weighted_lb_config.SetInParent()
     if kind == "forward":
         c.lb_policy = Cluster.CLUSTER_PROVIDED  # the forward proxy picks the host itself

@@ -215,19 +215,24 @@ def _regions(gs: list[Group], proxy_locality: str, pairs: tuple[tuple[str, str],
     return _renumber(gs)
 
 
-def _label(labels: Mapping[str, str], locality: str, key: str) -> str:
-    """An endpoint's or proxy's label, with the topology labels Istio adds for its locality (AugmentLabels); a
-    missing label reads "" (Go's map lookup)."""
+def _label(labels: Mapping[str, str], locality: str, key: str, network: str = "") -> str:
+    """An endpoint's or proxy's label, with the labels Istio adds (AugmentLabels): the topology ones for its
+    locality, the network one for its network when it has no such label; a missing label reads "" (Go's map
+    lookup)."""
     value = labels.get(key)
     if value is None and key in loc.TOPOLOGY_LABELS:
         value = loc.topology_labels(locality).get(key)
+    elif not value and key == loc.NETWORK_LABEL:
+        value = network
     return value or ""
 
 
 def _failover_priority(gs: list[Group], proxy_locality: str, proxy_labels: Mapping[str, str],
                        labels: tuple[str, ...]) -> list[Group]:
     """applyFailoverPriorities: within each locality, endpoints split by how many of the listed labels (in order)
-    they share with the proxy (`key=value` entries compare with that value instead of the proxy's)."""
+    they share with the proxy (`key=value` entries compare with that value instead of the proxy's). A bare
+    `topology.istio.io/network` first is preferred, not required (Istio 1.31, #60829): an endpoint on another
+    network ranks by the other labels too, behind every endpoint on the proxy's network (N added to its rank)."""
     if not proxy_labels:
         return gs
     names: list[str] = []
@@ -238,17 +243,21 @@ def _failover_priority(gs: list[Group], proxy_locality: str, proxy_labels: Mappi
         if sep:
             overrides[name] = value
     lowest = len(names)
+    network_first = bool(labels) and labels[0] == loc.NETWORK_LABEL
     out: list[Group] = []
     for g in gs:
         by: dict[int, list[Endpoint]] = {}
         for e in g.endpoints:
-            prio = 0
+            prio = adjust = 0
             for j, name in enumerate(names):
                 want = overrides.get(name, _label(proxy_labels, proxy_locality, name))
-                if want != _label(e.labels, e.locality, name):
+                if want != _label(e.labels, e.locality, name, e.network):
+                    if j == 0 and network_first:
+                        adjust = lowest
+                        continue
                     prio = lowest - j
                     break
-            by.setdefault(prio, []).append(e)
+            by.setdefault(prio + adjust, []).append(e)
         for prio in sorted(by):
             members = by[prio]
             out.append(Group(g.locality, members, sum(max(1, e.weight) for e in members), prio))

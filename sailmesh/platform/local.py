@@ -16,7 +16,7 @@ import aiohttp
 
 from sailmesh.api.resource import Resource
 from sailmesh.errors import PlatformError
-from sailmesh.platform import egress, proxyconfig, ready, workload_file
+from sailmesh.platform import egress, listenfds, proxyconfig, ready, workload_file
 from sailmesh.platform import state as mesh_state
 from sailmesh.platform.forwarder import Client, Forwarder, NameTable
 from sailmesh.platform.gateways import GatewayDeployments, terminate
@@ -80,6 +80,7 @@ class LocalMesh:
         self.forwarder: Forwarder | None = None  # the plain proxy of workloads without a sidecar
         self.cp_state_dir = os.path.join(opts.state_dir, "controlplane")
         self.fetch_proxy_defaults = proxyconfig.fetch  # the control plane's ProxyConfigs + mesh default (tests count)
+        self.app_ports = listenfds.PortReservations()  # the apps' ports, held from planning until their app starts
 
     @property
     def api_url(self) -> str:
@@ -92,7 +93,7 @@ class LocalMesh:
         return f"{self.opts.cp_host}:{self.opts.xds_tls_port}"
 
     async def _spawn(self, name: str, role: str, argv: Sequence[str], env: dict[str, str], address: str = "",
-                     cwd: str | None = None) -> _Proc:
+                     cwd: str | None = None, pass_fds: tuple[int, ...] = ()) -> _Proc:
         if self._stopping:
             raise PlatformError(f"not starting {name}: the mesh is stopping")
         os.makedirs(self.logs_dir, exist_ok=True)
@@ -102,7 +103,7 @@ class LocalMesh:
             # SIGTERM when the supervisor dies (even by SIGKILL): every child stops in its own clean way
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdout=fh, stderr=fh, stdin=asyncio.subprocess.DEVNULL, env=env, start_new_session=True, cwd=cwd,
-                preexec_fn=functools.partial(die_with_parent, signal.SIGTERM),
+                preexec_fn=functools.partial(die_with_parent, signal.SIGTERM), pass_fds=pass_fds,
             )
         finally:
             fh.close()
@@ -244,7 +245,7 @@ class LocalMesh:
 
     async def _start(self) -> None:
         opts = self.opts
-        resources, self.instances = load_and_plan(opts)
+        resources, self.instances = load_and_plan(opts, self.app_ports.pick)
         self._down.update(startup_key(i) for i in self.instances if i.startup_probe is not None)
         os.makedirs(opts.state_dir, exist_ok=True)
         check_free(mesh_ports(opts, self.settings.proxy, resources, self.instances))
@@ -358,15 +359,28 @@ class LocalMesh:
                 from sailmesh.agent.health import PROXY_READY_PATH  # lazy: the agent's health module imports gRPC
 
                 await self._wait_http(f"{health}{PROXY_READY_PATH}", f"sidecar of {inst.name}", agent)
-        app = await self._spawn(f"{inst.name}.{inst.namespace}", "app", inst.command,
-                                {**env, **app_env(inst, self.settings.proxy.outbound)}, inst.ip, inst.cwd)
-        app.instance = inst
+        app = await self._spawn_app(inst, {**env, **app_env(inst, self.settings.proxy.outbound)})
         self._save_state()
         self._probe(app)
         for ap in inst.app_ports.values():
             await self._wait_tcp(inst.ip, ap, f"app {inst.name}", app)
         if agent is not None:
             await self._wait_http(f"{health}/healthz/ready", f"sidecar of {inst.name}", agent)
+
+    async def _spawn_app(self, inst: Instance, env: dict[str, str]) -> _Proc:
+        """Start (or restart) an instance's app: with `socketActivation` its listening sockets passed as systemd
+        does (platform/listenfds.py), else its ports released for it to bind."""
+        name, ports = f"{inst.name}.{inst.namespace}", dict(inst.app_ports)
+        if not inst.socket_activation:
+            self.app_ports.release(inst.ip, *ports.values())
+            p = await self._spawn(name, "app", inst.command, env, inst.ip, inst.cwd)
+        else:
+            names = [next((d.name for d in inst.ports if d.container_port == cp and d.name), str(cp)) for cp in ports]
+            with self.app_ports.passed(inst.ip, list(ports.values()), names, inst.command, env) as (argv, e, fds):
+                p = await self._spawn(name, "app", argv, e, inst.ip, inst.cwd, pass_fds=fds)
+            p.argv, p.env = inst.command, env  # a restart passes sockets anew
+        p.instance = inst
+        return p
 
     def planned_ports(self) -> list[Port]:
         """Every address:port start() would check and bind for this config, without starting anything."""
@@ -519,7 +533,13 @@ class LocalMesh:
         await asyncio.sleep(delay)
         if self._stopping:
             return
-        new = await self._spawn(p.name, p.role, p.argv, p.env, p.address, p.cwd)
+        try:  # an app's port taken meanwhile (listenfds: a socket-activated app's is bound again here)
+            new = await (self._spawn_app(p.instance, p.env) if p.role == "app" and p.instance is not None
+                         else self._spawn(p.name, p.role, p.argv, p.env, p.address, p.cwd))
+        except (OSError, PlatformError) as e:
+            if not self._stopping:
+                self.say(f"error: cannot restart {p.role} {p.name}: {e}")
+            return
         new.failures, new.instance = failures, p.instance
         self.procs.remove(p)
         self._save_state()
@@ -562,6 +582,7 @@ class LocalMesh:
         if self._stopping:
             return
         self._stopping = True
+        self.app_ports.close()
         for task in list(self._watchers):
             task.cancel()
         for roles in STOP_ORDER:

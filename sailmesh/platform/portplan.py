@@ -3,7 +3,7 @@ starting anything. `sailmesh x precheck` imports this, not platform/local.py (th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from sailmesh.api.parse import load_paths
@@ -44,12 +44,14 @@ class MeshOptions:
     egress_gateway_ip: str = ""  # run Istio's istio-egressgateway on this address ("" = none, Istio's default profile)
 
 
-def load_and_plan(opts: MeshOptions) -> tuple[Sequence[Resource], list[Instance]]:
-    """The mesh directory's resources and the workload instances they declare."""
+def load_and_plan(opts: MeshOptions, pick_port: Callable[[str], int] = free_port,
+                  ) -> tuple[Sequence[Resource], list[Instance]]:
+    """The mesh directory's resources and the workload instances they declare (their apps' ports from pick_port:
+    the supervisor's holds them, listenfds.PortReservations)."""
     loaded = load_paths(opts.config_dirs)
     if loaded.errors:
         raise PlatformError("cannot read the mesh directory:\n  " + "\n  ".join(str(e) for e in loaded.errors))
-    return loaded.resources, plan(loaded.resources, opts.base_ip, free_port)
+    return loaded.resources, plan(loaded.resources, opts.base_ip, pick_port)
 
 
 def mesh_ports(o: MeshOptions, px: ProxyPorts, resources: Sequence[Resource],

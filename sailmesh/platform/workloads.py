@@ -55,6 +55,7 @@ class Instance:
     liveness_probe: Probe | None = None  # a failure restarts the app (by restart_policy)
     startup_probe: Probe | None = None  # until it passes: no liveness/readiness probing, out of the endpoints
     hold_application: bool = True  # Istio's holdApplicationUntilProxyStarts (on by default here)
+    socket_activation: bool = False  # the app gets its listening sockets (platform/listenfds.py)
     cwd: str | None = None  # the app's working directory: spec.workdir, else its config file's directory
 
     def probes(self) -> dict[str, Probe]:
@@ -153,6 +154,7 @@ def plan(
                     liveness_probe=probes["livenessProbe"],
                     startup_probe=probes["startupProbe"],
                     hold_application=hold,
+                    socket_activation=spec.get("socketActivation") is True,
                     cwd=cwd,
                 )
             )
@@ -160,10 +162,13 @@ def plan(
 
 
 def mesh_labels(inst: Instance) -> dict[str, str]:
-    """The labels the mesh sees for an instance: its locality's topology labels (as Istio adds them); with a
-    sidecar (whose agent serves its certificate over SDS), Istio's injected `security.istio.io/tlsMode: istio`,
-    which turns auto mTLS on towards it and from it."""
+    """The labels the mesh sees for an instance: its locality's topology labels and its network's
+    `topology.istio.io/network` unless labelled (as Istio's AugmentLabels adds them); with a sidecar (whose agent
+    serves its certificate over SDS), Istio's injected `security.istio.io/tlsMode: istio`, which turns auto mTLS
+    on towards it and from it."""
     labels = {**locality.topology_labels(inst.locality), **inst.labels}  # Istio's AugmentLabels for the locality
+    if inst.network and not labels.get(locality.NETWORK_LABEL):
+        labels[locality.NETWORK_LABEL] = inst.network
     if inst.sidecar:
         labels[TLS_MODE_LABEL] = TLS_MODE_ISTIO
     return labels

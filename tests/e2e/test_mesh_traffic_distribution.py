@@ -6,7 +6,6 @@ another region; a DestinationRule's `localityLbSetting` replaces the field (`ena
 
 from __future__ import annotations
 
-import os
 import pathlib
 from collections import Counter
 from collections.abc import Iterator
@@ -15,30 +14,12 @@ import pytest
 
 from sailmesh.testing.mesh import RunningMesh
 from sailmesh.testing.waiting import wait_for
-from tests.e2e.traffic_support import CLIENT_IN_R1Z1, Get, pods, running, via
+from tests.e2e.traffic_support import CLIENT_IN_R1Z1, Get, failing_while, located_web, pods, running, via
 
 pytestmark = pytest.mark.e2e
 
-MESH = """\
-apiVersion: v1
-kind: Service
-metadata: {name: web}
-spec:
-  trafficDistribution: PreferClose
-  ports: [{name: http, port: 8000, targetPort: 8000}]
-  selector: {app: web}
-""" + "".join(f"""\
----
-apiVersion: local.sailmesh.io/v1alpha1
-kind: LocalWorkload
-metadata: {{name: web-{name}, labels: {{app: web}}}}
-spec:
-  command: ["python", "{{APP}}"]
-  env: {{FAIL_FILE: "{{CONFIG}}/fails-{name}"}}
-  locality: {place}
-  ports: [{{name: http, containerPort: 8000}}]
-  readinessProbe: {{httpGet: {{path: /, port: 8000}}, periodSeconds: 1, failureThreshold: 1}}
-""" for name, place in (("r1z1", "r1/z1"), ("r1z2", "r1/z2"), ("r2z1", "r2/z1"))) + "---\n" + CLIENT_IN_R1Z1
+MESH = located_web((("r1z1", "r1/z1"), ("r1z2", "r1/z2"), ("r2z1", "r2/z1")), "PreferClose",
+                   failing=True) + "---\n" + CLIENT_IN_R1Z1
 
 LOCALITY_OFF = """\
 apiVersion: networking.istio.io/v1
@@ -53,16 +34,16 @@ spec:
 
 
 @pytest.fixture(scope="module")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningMesh, str]]:
-    with running(tmp_path_factory, "distribution", MESH) as (m, config):
-        yield m, str(config / "fails")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningMesh, pathlib.Path]]:
+    with running(tmp_path_factory, "distribution", MESH) as mesh_and_config:
+        yield mesh_and_config
 
 
 def _pods(get: Get, n: int) -> Counter[str]:
     return pods(get, "http://web:8000/", n)
 
 
-def test_prefer_close_keeps_traffic_in_the_callers_zone(mesh: tuple[RunningMesh, str]) -> None:
+def test_prefer_close_keeps_traffic_in_the_callers_zone(mesh: tuple[RunningMesh, pathlib.Path]) -> None:
     """Istio's GetLocalityLbSetting(PreferClose): failoverPriority [network, region, zone], forceFailover: the
     caller's zone alone has priority 0, without any DestinationRule. Without the field 60 requests would spread over
     three endpoints (all 60 in r1/z1 with probability (1/3)^60)."""
@@ -72,23 +53,19 @@ def test_prefer_close_keeps_traffic_in_the_callers_zone(mesh: tuple[RunningMesh,
     assert _pods(get, 60) == {"web-r1z1-0": 60}
 
 
-def test_fails_over_to_the_callers_region_then_comes_back(mesh: tuple[RunningMesh, str]) -> None:
+def test_fails_over_to_the_callers_region_then_comes_back(mesh: tuple[RunningMesh, pathlib.Path]) -> None:
     """The zone's endpoint fails its readiness probe and leaves EDS: priority 1 (the caller's region, r1/z2) takes
     every request, never r2 (priority 2); ready again, the caller's zone has it all back."""
-    m, fail = mesh
+    m, config = mesh
     get = via(m, "client")
-    marker = f"{fail}-r1z1"
-    with open(marker, "w", encoding="utf-8"):
-        pass
-    try:
+    with failing_while(config, "r1z1"):
         wait_for(lambda: _pods(get, 5) == {"web-r1z2-0": 5}, timeout=60, interval=0.5, what="failover to r1/z2")
         assert _pods(get, 40) == {"web-r1z2-0": 40}
-    finally:
-        os.unlink(marker)
     wait_for(lambda: _pods(get, 5) == {"web-r1z1-0": 5}, timeout=60, interval=0.5, what="back to r1/z1")
 
 
-def test_a_destination_rules_locality_setting_wins(mesh: tuple[RunningMesh, str], tmp_path: pathlib.Path) -> None:
+def test_a_destination_rules_locality_setting_wins(mesh: tuple[RunningMesh, pathlib.Path],
+                                                   tmp_path: pathlib.Path) -> None:
     """A DestinationRule's localityLbSetting replaces the Service's distribution: `enabled: false` spreads the
     requests over every zone and region again (r2's share of 90 is 0 with probability (2/3)^90 < 1e-15)."""
     m, _ = mesh

@@ -15,27 +15,11 @@ import pytest
 
 from sailmesh.testing.mesh import RunningMesh
 from sailmesh.testing.waiting import wait_for
-from tests.e2e.traffic_support import CLIENT_IN_R1Z1, NO_PROXY, Get, admin_ip, pods, running, via
+from tests.e2e.traffic_support import CLIENT_IN_R1Z1, NO_PROXY, Get, admin_ip, located_web, pods, running, via
 
 pytestmark = pytest.mark.e2e
 
-MESH = """\
-apiVersion: v1
-kind: Service
-metadata: {name: web}
-spec:
-  ports: [{name: http, port: 8000, targetPort: 8000}]
-  selector: {app: web}
-""" + "".join(f"""\
----
-apiVersion: local.sailmesh.io/v1alpha1
-kind: LocalWorkload
-metadata: {{name: web-{name}, labels: {{app: web}}}}
-spec:
-  command: ["python", "{{APP}}"]
-  locality: {place}
-  ports: [{{name: http, containerPort: 8000}}]
-""" for name, place in (("r1z1", "r1/z1"), ("r1z2", "r1/z2"), ("r2z1", "r2/z1"))) + "---\n" + CLIENT_IN_R1Z1
+MESH = located_web((("r1z1", "r1/z1"), ("r1z2", "r1/z2"), ("r2z1", "r2/z1"))) + "---\n" + CLIENT_IN_R1Z1
 
 ZONE_AWARE = """\
 apiVersion: networking.istio.io/v1

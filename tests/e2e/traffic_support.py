@@ -9,7 +9,7 @@ import pathlib
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import pytest
 
@@ -93,6 +93,37 @@ metadata: {name: client, labels: {app: client}}
 spec:
   command: ["python", "-m", "sailmesh.samples.httpbin.sleep"]
 """
+
+
+def located_web(places: Iterable[tuple[str, str]], distribution: str = "", failing: bool = False,
+                networks: Mapping[str, str] | None = None) -> str:
+    """Service `web` on 8000 (with `trafficDistribution` when given) and a `web-NAME` workload running APP per
+    (NAME, locality), on `networks[NAME]` when given; `failing`: each fails its readiness probe (and answers 503)
+    while `{CONFIG}/fails-NAME` exists (`failing_while`)."""
+    spec = f"  trafficDistribution: {distribution}\n" if distribution else ""
+    out = ("apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n" + spec
+           + "  ports: [{name: http, port: 8000, targetPort: 8000}]\n  selector: {app: web}\n")
+    for name, place in places:
+        out += (f"---\napiVersion: local.sailmesh.io/v1alpha1\nkind: LocalWorkload\n"
+                f"metadata: {{name: web-{name}, labels: {{app: web}}}}\nspec:\n  command: [\"python\", \"{{APP}}\"]\n"
+                f"  locality: {place}\n  ports: [{{name: http, containerPort: 8000}}]\n")
+        if (networks or {}).get(name):
+            out += f"  network: {(networks or {})[name]}\n"
+        if failing:
+            out += (f"  env: {{FAIL_FILE: \"{{CONFIG}}/fails-{name}\"}}\n"
+                    "  readinessProbe: {httpGet: {path: /, port: 8000}, periodSeconds: 1, failureThreshold: 1}\n")
+    return out
+
+
+@contextlib.contextmanager
+def failing_while(config: pathlib.Path | str, name: str) -> Iterator[None]:
+    """`web-NAME` of `located_web(..., failing=True)` fails its readiness probe inside the block."""
+    marker = pathlib.Path(config) / f"fails-{name}"
+    marker.touch()
+    try:
+        yield
+    finally:
+        marker.unlink()
 
 
 @contextlib.contextmanager

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.route.v3 import route_pb2
@@ -18,6 +19,7 @@ from sailmesh.api.validate import errors_only, validate
 from sailmesh.generate import enforcement
 from sailmesh.generate.generator import Generator
 from sailmesh.registry.workloads import workload_from_spec
+from sailmesh.settings import MeshDefaults
 from sailmesh.xds.types import CLUSTER, ENDPOINT, ROUTE
 from tests.unit.test_generate_support import generated, make_snapshot, resources, service, sidecar, workload
 
@@ -102,6 +104,43 @@ def test_failover_priority_labels_first() -> None:
     assert got["127.0.1.4"] == (0, 1) and got["127.0.1.3"] == (1, 1)
 
 
+def test_network_first_in_failover_priority_is_preferred_not_required() -> None:
+    """Istio 1.31 (#60829, pilot/pkg/networking/core/loadbalancer/loadbalancer.go applyFailoverPriorityPerLocality):
+    when `topology.istio.io/network` is the first failoverPriority label, a network mismatch does not end the
+    comparison: the endpoint ranks by the remaining labels, N added, so every endpoint on the proxy's network comes
+    first and those on other networks keep their own order (Istio's test "FailoverPriority including locality":
+    network, region, zone for a proxy n1/r2/z2 gives n1 r2 z2 0, n1 other region 1, n2 r2 z2 2, n2 other region
+    3). Before 1.31 (and with the network label anywhere else, or as `network=value`) a mismatch ends it."""
+    net = loc.NETWORK_LABEL
+    places = {"127.0.1.3": ("n1", "r1/z1"), "127.0.1.4": ("n2", "r1/z2"), "127.0.1.5": ("n1", "r2/z2"),
+              "127.0.1.6": ("n2", "r3/z3"), "127.0.1.7": ("n2", "r2/z2"), "127.0.1.8": ("n1", "r3/z3")}
+    wls = [dataclasses.replace(workload(f"reviews-{i}", ip, app="reviews", **{net: n}), locality=place)
+           for i, (ip, (n, place)) in enumerate(places.items())]
+
+    def ranks(labels: str, proxy_network: str = "n1") -> dict[str, int]:
+        s = make_snapshot(resources(dr(f"{{failoverPriority: [{labels}]}}")),
+                          [service("reviews"), service("productpage")], wls)
+        return {ip: p for ip, (p, _) in priorities(s, client("r2/z2", **{net: proxy_network})).items()}
+
+    both = f"{net}, topology.kubernetes.io/region, topology.kubernetes.io/zone"
+    assert ranks(both) == {"127.0.1.5": 0, "127.0.1.3": 1, "127.0.1.8": 1, "127.0.1.7": 2, "127.0.1.4": 3,
+                           "127.0.1.6": 3}
+    assert ranks(both, "n2") == {"127.0.1.7": 0, "127.0.1.4": 1, "127.0.1.6": 1, "127.0.1.5": 2, "127.0.1.3": 3,
+                                 "127.0.1.8": 3}
+    # network alone: the proxy's network, then the rest (as before)
+    assert ranks(net) == {ip: 0 if n == "n1" else 1 for ip, (n, _) in places.items()}
+    # not first, or with a value: a mismatch still ends the comparison (Istio compares the entry as written)
+    assert ranks(f"topology.kubernetes.io/region, {net}") == {
+        "127.0.1.5": 0, "127.0.1.7": 1, "127.0.1.3": 2, "127.0.1.4": 2, "127.0.1.6": 2, "127.0.1.8": 2}
+    assert ranks(f"{net}=n1, topology.kubernetes.io/region") == {
+        "127.0.1.5": 0, "127.0.1.3": 1, "127.0.1.8": 1, "127.0.1.4": 2, "127.0.1.6": 2, "127.0.1.7": 2}
+    # an endpoint's network (WorkloadEntry `network`, a pod's namespace) is its network label unless it has one
+    # (Istio's AugmentLabels on endpoints)
+    wls = [dataclasses.replace(w, labels={"app": "reviews"}, network=places[w.address][0]) for w in wls]
+    assert ranks(both) == {"127.0.1.5": 0, "127.0.1.3": 1, "127.0.1.8": 1, "127.0.1.7": 2, "127.0.1.4": 3,
+                           "127.0.1.6": 3}
+
+
 def test_distribute_reweights_and_drops_unlisted_localities() -> None:
     s = snap(dr("{distribute: [{from: r1/z1/*, to: {r1/z1/*: 80, r1/z2/*: 20}}]}", outlier=False))
     assert priorities(s) == {"127.0.1.3": (0, 80), "127.0.1.4": (0, 20)}
@@ -124,6 +163,42 @@ def test_locality_weighted_lb_config_where_istio_sets_it() -> None:
     assert not weighted(dr("{failover: [{from: r1, to: r2}]}", outlier=False))  # failover needs outlier detection
     assert not weighted(dr())  # outlier detection alone: proximity priorities, no weighted config
     assert not weighted(dr("{enabled: true}"))
+
+
+def test_enable_locality_weighted_lb_config_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Istio's ENABLE_LOCALITY_WEIGHTED_LB_CONFIG (pilot/pkg/features/experimental.go, default false; read in
+    pilot/pkg/networking/core/loadbalancer/loadbalancer.go LocalityLBSettings.ApplyToCluster): on, every outbound
+    cluster under a locality setting gets locality_weighted_lb_config, also with none (applyLoadBalancer falls back
+    to an empty LocalityLBSettings when locality LB is off), the passthrough ones too (Istio's ORIGINAL_DST: the
+    forward proxy cluster here); not a zone-aware one (zone_aware_lb_config instead), nor BlackHoleCluster. Off: as
+    above."""
+    monkeypatch.delenv("ENABLE_LOCALITY_WEIGHTED_LB_CONFIG", raising=False)
+    assert MeshDefaults().locality_weighted_lb_config is False
+    for raw, want in (("true", True), ("1", True), ("T", True), ("false", False), ("yes", False), ("", False)):
+        monkeypatch.setenv("ENABLE_LOCALITY_WEIGHTED_LB_CONFIG", raw)
+        assert MeshDefaults().locality_weighted_lb_config is want, raw
+    monkeypatch.delenv("ENABLE_LOCALITY_WEIGHTED_LB_CONFIG")
+
+    wls = [dataclasses.replace(workload(f"reviews-{i}", ip, app="reviews"), locality=place)
+           for i, (ip, place) in enumerate(PLACES.items())]
+    ext = service("ext", selector={}, resolution="NONE")  # no endpoints: Istio's ORIGINAL_DST (a forward proxy)
+
+    def weighted(flag: bool, *rules: str) -> dict[str, bool]:
+        s = make_snapshot(resources(*rules), [service("reviews"), service("productpage"), ext], wls)
+        s = dataclasses.replace(s, mesh=dataclasses.replace(s.mesh, locality_weighted_lb_config=flag))
+        cs = generated(s, client(), CLUSTER, cluster_pb2.Cluster)
+        return {n.split("|")[-1].split(".")[0]: c.common_lb_config.HasField("locality_weighted_lb_config")
+                for n, c in cs.items() if n.startswith("outbound|")}
+
+    assert weighted(False) == {"reviews": False, "productpage": False, "ext": False}
+    assert weighted(True) == {"reviews": True, "productpage": True, "ext": True}
+    assert weighted(True, dr("{enabled: false}", outlier=False))["reviews"]
+    assert weighted(True, dr("{failover: [{from: r1, to: r2}]}", outlier=False))["reviews"]
+    assert not weighted(False, dr("{failover: [{from: r1, to: r2}]}", outlier=False))["reviews"]
+    assert not weighted(True, zone_dr("{}"))["reviews"]
+    cs = generated(dataclasses.replace(snap(), mesh=dataclasses.replace(snap().mesh, locality_weighted_lb_config=True)),
+                   client(), CLUSTER, cluster_pb2.Cluster)
+    assert not cs["BlackHoleCluster"].common_lb_config.HasField("locality_weighted_lb_config")
 
 
 def test_proxies_in_other_zones_do_not_share_assignments() -> None:

@@ -63,7 +63,7 @@ def make_snapshot(config: Iterable[Resource] = (), services: Iterable[Service] =
                     eps[(s.hostname, p.port)].append(Endpoint(
                         service=s.hostname, service_port=p.port, address=w.address, port=p.target_port or p.port,
                         labels=w.labels, service_account=w.service_account, workload=f"{w.namespace}/{w.name}",
-                        locality=w.locality,
+                        locality=w.locality, network=w.network,
                         healthy=w.healthy))
     for e in extra_endpoints:
         eps.setdefault((e.service, e.service_port), []).append(e)

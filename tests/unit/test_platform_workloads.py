@@ -72,6 +72,18 @@ def test_named_ports_locality_network_and_weight_reach_the_registry(tmp_path: pa
     assert dict(w.app_ports) == {9080: 41000, 9000: 41000}
 
 
+def test_a_network_becomes_the_network_label_unless_labelled(tmp_path: pathlib.Path) -> None:
+    """Istio's AugmentLabels (pilot/pkg/serviceregistry/util/label/label.go): a workload's network is added as
+    `topology.istio.io/network` unless its labels already say one (the same labels are its sidecar's)."""
+    (w,) = through_the_workload_file(parse(NAMED_TARGET_PORT), tmp_path)
+    assert w.labels["topology.istio.io/network"] == "net-1"
+    labelled = NAMED_TARGET_PORT.replace("version: v1}", "version: v1, topology.istio.io/network: own}")
+    (w,) = through_the_workload_file(parse(labelled), tmp_path)
+    assert w.labels["topology.istio.io/network"] == "own"
+    (w,) = through_the_workload_file(parse(NAMED_TARGET_PORT.replace("  network: net-1\n", "")), tmp_path)
+    assert "topology.istio.io/network" not in w.labels
+
+
 def test_service_with_named_target_port_gets_local_endpoints(tmp_path: pathlib.Path) -> None:
     resources = parse(NAMED_TARGET_PORT)
     workloads = through_the_workload_file(resources, tmp_path)

@@ -12,7 +12,8 @@ from sailmesh.errors import ModelError, ParseError
 SERVICE_PROTOCOLS = frozenset({"TCP", "UDP", "SCTP"})
 LOCAL_WORKLOAD_FIELDS = frozenset({"command", "env", "serviceAccount", "ports", "replicas", "sidecar", "workdir",
                                    "readinessProbe", "livenessProbe", "startupProbe", "image", "locality",
-                                   "network", "weight", "restartPolicy", "holdApplicationUntilProxyStarts"})
+                                   "network", "weight", "restartPolicy", "holdApplicationUntilProxyStarts",
+                                   "socketActivation"})
 LOCAL_PORT_FIELDS = frozenset({"name", "containerPort", "protocol"})
 APP_PROTOCOLS = frozenset({"HTTP", "HTTPS", "HTTP2", "GRPC", "GRPC-WEB", "TCP", "TLS", "UDP", "MONGO", "REDIS",
                            "MYSQL", "THRIFT"})
@@ -95,8 +96,9 @@ def check_local_workload(sink: IssueSink, spec: Any) -> None:
     replicas = spec.get("replicas", 1)
     if not _is_int(replicas) or replicas < 0:
         sink.add("spec.replicas", f"replicas must be an integer >= 0, got {replicas!r}")
-    if "sidecar" in spec and not isinstance(spec["sidecar"], bool):
-        sink.add("spec.sidecar", "sidecar must be true or false")
+    for k in ("sidecar", "socketActivation"):
+        if k in spec and not isinstance(spec[k], bool):
+            sink.add(f"spec.{k}", f"{k} must be true or false")
     for k in ("locality", "network"):  # as a WorkloadEntry's: region/zone/subzone, and the network name
         if k in spec and not isinstance(spec[k], str):
             sink.add(f"spec.{k}", f"{k} must be a string")

@@ -86,18 +86,49 @@ def make_listen_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def inherited_socket(port: int) -> socket.socket | None:
+    """The listening socket for `port` the process was started with, systemd's way (sd_listen_fds: LISTEN_PID is
+    this process, LISTEN_FDS sockets from fd 3 on; `sailmesh up` passes them to a LocalWorkload with
+    `socketActivation: true`), else None. The variables are removed so that child processes do not read them."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return None
+    try:
+        count = int(os.environ.get("LISTEN_FDS", "0"))
+    except ValueError:
+        return None
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)
+    found = None
+    for fd in range(3, 3 + count):
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError:  # not a socket
+            continue
+        if found is None and sock.getsockname()[1] == port:
+            found = sock
+        else:
+            sock.close()
+    if found is not None:
+        found.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        found.listen(1024)  # the backlog make_listen_socket gives
+        found.setblocking(False)
+    return found
+
+
 async def serve(app: web.Application, service: str) -> None:
-    """Serve app on HOST:PORT until SIGTERM or SIGINT, logging every request to stderr."""
+    """Serve app on HOST:PORT (the inherited socket when started with one) until SIGTERM or SIGINT, logging every
+    request to stderr."""
     log = logging.getLogger(service)
     host, port = listen_address()
-    sock = make_listen_socket(host, port)
+    inherited = inherited_socket(port)
+    sock = inherited or make_listen_socket(host, port)
     runner = web.AppRunner(app, access_log=logging.getLogger(f"{service}.access"), access_log_format=ACCESS_LOG_FORMAT)
     await runner.setup()
     # aiohttp also sets TCP_NODELAY on every accepted connection (BaseProtocol.connection_made).
     site = web.SockSite(runner, sock)
     await site.start()
     bound = sock.getsockname()
-    log.info("listening on %s:%s", bound[0], bound[1])
+    log.info("listening on %s:%s%s", bound[0], bound[1], " (socket passed by the supervisor)" if inherited else "")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
