@@ -205,7 +205,7 @@ class ControlPlane:
             self._tasks.append(asyncio.create_task(self.workload_file.follow()))
         self.debouncer.start()
         server = self.server
-        self.trim = IdleTrim(lambda: server.budget.granted, malloc_trim())
+        self.trim = IdleTrim(lambda: server.budget.granted, malloc_trim(), quiet=server.hashes.quiet)
         self.trim.start()
         mounts = {prefix: factory(self) for prefix, factory in self._mounts.items()}
         self._runner = web.AppRunner(make_app(self, mounts), access_log=None)
