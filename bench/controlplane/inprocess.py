@@ -4,7 +4,9 @@ Builds the benchmark's synthetic mesh, connects N SotW connections to a MeshSour
 ADS server's connection classes, sending into a list instead of a gRPC stream), subscribes them like
 Envoy, then applies VirtualService changes and times the snapshot build and the responses to every proxy.
 What this leaves out of a real push (gRPC, the event loop's scheduling, reading the ACKs) is the rest of
-the convergence time; `--profile` prints cProfile's top functions for the changes.
+the convergence time; `--profile` prints cProfile's top functions for the changes. `--traced` measures the
+Python memory the control plane keeps per proxy with tracemalloc (exact where RSS on a shared machine is noisy,
+but it sees no C memory: upb messages, gRPC), after the first push and after the changes.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import pathlib
 import pstats
 import statistics
 import tempfile
 import time
+import tracemalloc
 from typing import Any
 
 from envoy.config.core.v3 import base_pb2
@@ -42,8 +46,15 @@ from sailmesh.store.memory import MemoryStore
 from sailmesh.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
 
+def _traced_mb() -> float:
+    gc.collect()
+    return tracemalloc.get_traced_memory()[0] / 1e6 if tracemalloc.is_tracing() else 0.0
+
+
 async def run(services: int, proxies: int, scoping: bool, changes: int, profile: bool,
-              kind: str = "routes") -> dict[str, Any]:
+              kind: str = "routes", traced: bool = False) -> dict[str, Any]:
+    if traced:
+        tracemalloc.start()
     mesh = make_mesh(tempfile.mkdtemp(prefix="sailmesh-inprocess-"), services, scoping)
     files = FileStore(mesh.config_dir, lambda _r: [])
     await files.start()
@@ -61,6 +72,7 @@ async def run(services: int, proxies: int, scoping: bool, changes: int, profile:
         sent.append(len(response) if isinstance(response, bytes) else 0)
 
     conns = []
+    traced_zero = _traced_mb()
     t0 = time.perf_counter()
     for spec in mesh.proxies(proxies):
         node = base_pb2.Node(id=spec.node_id)
@@ -79,6 +91,7 @@ async def run(services: int, proxies: int, scoping: bool, changes: int, profile:
             conn.on_ack(st, st.sent_version, st.sent_nonce)
         conns.append(conn)
     first_push = time.perf_counter() - t0
+    traced_first = _traced_mb()
     profiler = cProfile.Profile() if profile else None
     samples = []
     for k in range(changes):
@@ -110,6 +123,8 @@ async def run(services: int, proxies: int, scoping: bool, changes: int, profile:
             profiler.disable()
         samples.append({"build_ms": (t1 - t0) * 1e3, "responses_ms": (time.perf_counter() - t1) * 1e3,
                         "cpu_ms": (time.process_time() - c0) * 1e3, "responses": responses})
+    traced_end = _traced_mb()
+    tracemalloc.stop()
     await files.close()
     if profiler:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
@@ -118,7 +133,9 @@ async def run(services: int, proxies: int, scoping: bool, changes: int, profile:
             "first_push_s": first_push, "changes": samples,
             "median_build_ms": statistics.median(s["build_ms"] for s in samples),
             "median_responses_ms": statistics.median(s["responses_ms"] for s in samples),
-            "median_cpu_ms": statistics.median(s["cpu_ms"] for s in samples)}
+            "median_cpu_ms": statistics.median(s["cpu_ms"] for s in samples),
+            **({"traced_mb_per_proxy_first": (traced_first - traced_zero) / proxies,
+                "traced_mb_per_proxy_end": (traced_end - traced_zero) / proxies} if traced else {})}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,14 +147,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", action="store_true", help="cProfile the changes (slows them down)")
     p.add_argument("--kind", choices=["routes", "endpoints"], default="routes",
                    help="VirtualService changes (RDS pushes) or workload changes (EDS pushes, ACKed)")
+    p.add_argument("--traced", action="store_true",
+                   help="tracemalloc: Python memory kept per proxy (slows everything down; CPU figures not comparable)")
     p.add_argument("--json", help="where to write the result document")
     a = p.parse_args(argv)
-    res = asyncio.run(run(a.services, a.proxies, a.sidecar_scoping == "on", a.changes, a.profile, a.kind))
+    res = asyncio.run(run(a.services, a.proxies, a.sidecar_scoping == "on", a.changes, a.profile, a.kind, a.traced))
     what = "VirtualService change" if a.kind == "routes" else "endpoint change"
     print(f"in-process, {a.services} services / {a.proxies} proxies, Sidecar scoping {a.sidecar_scoping}: "
           f"{what}: snapshot build {res['median_build_ms']:.1f} ms, responses to every proxy "
           f"{res['median_responses_ms']:.1f} ms, CPU {res['median_cpu_ms']:.1f} ms (medians of {a.changes}); "
           f"first push {res['first_push_s']:.2f} s")
+    if a.traced:
+        print(f"traced Python memory per proxy: {res['traced_mb_per_proxy_first']:.4f} MB after the first push, "
+              f"{res['traced_mb_per_proxy_end']:.4f} MB after the changes")
     if a.json:
         pathlib.Path(a.json).write_text(to_json(res) + "\n")
     return 0

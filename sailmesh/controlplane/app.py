@@ -205,7 +205,7 @@ class ControlPlane:
             self._tasks.append(asyncio.create_task(self.workload_file.follow()))
         self.debouncer.start()
         server = self.server
-        self.trim = IdleTrim(lambda: server.budget.granted, malloc_trim())
+        self.trim = IdleTrim(lambda: server.budget.granted, malloc_trim(), quiet=server.hashes.quiet)
         self.trim.start()
         mounts = {prefix: factory(self) for prefix, factory in self._mounts.items()}
         self._runner = web.AppRunner(make_app(self, mounts), access_log=None)
@@ -482,11 +482,12 @@ class ControlPlane:
         return Outcome(results=out, errors=missing, partial=bool(out))
 
     def proxy_defaults(self) -> dict[str, Any]:
-        """What a proxy's settings come from as it starts (Istio's EffectiveProxyConfig), read from the store now:
-        the ProxyConfig resources, the mesh config's defaultConfig.concurrency and its root namespace."""
-        mesh = meshconfig.effective(self.mesh_file, tuple(self.store.list("ConfigMap")),
-                                    self.settings.mesh.root_namespace)
-        return {"proxyConfigs": [live_mod.document(r) for r in self.store.list("ProxyConfig")],
+        """What a proxy's settings come from as it starts (Istio's EffectiveProxyConfig), read from the snapshot the
+        pushes are made from (as the injector's, _inject_with_mesh), so a proxy starts with the config its xDS
+        reflects: the ProxyConfig resources, the mesh config's defaultConfig.concurrency and its root namespace."""
+        assert self.snapshot is not None  # the HTTP API serves only once start() built the first snapshot
+        mesh = self.snapshot.mesh_config
+        return {"proxyConfigs": [live_mod.document(r) for r in self.snapshot.of_kind("ProxyConfig")],
                 "meshConcurrency": mesh.default_config.concurrency, "rootNamespace": mesh.root_namespace}
 
     def list_resources(self, kind: str, namespace: str, name: str) -> list[dict[str, Any]]:

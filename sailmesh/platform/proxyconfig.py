@@ -1,5 +1,5 @@
-"""What the control plane holds now for proxies the embedded platform starts (Istio's injector reads the same as it
-creates a pod): the ProxyConfig resources and the mesh config's defaultConfig.concurrency, from which
+"""What the control plane's current snapshot holds for proxies the embedded platform starts (Istio's injector reads
+the same as it creates a pod): the ProxyConfig resources and the mesh config's defaultConfig.concurrency, from which
 api/proxyconfig.py picks a proxy's `concurrency`. Fetched once per batch of proxies started together (`Batch`)."""
 
 from __future__ import annotations

@@ -318,6 +318,16 @@ class HashCache:
         self._response_bytes = _put(self._responses, key, data, self._response_bytes, self.max_response_bytes)
         return data
 
+    def quiet(self) -> None:
+        """The pushes have gone quiet (controlplane/trim.py's IdleTrim, before it trims): forget the responses.
+
+        They are shared by the proxies a push answers; once it is over they are a second copy of what the
+        generator's cache holds as `Any`s (without Sidecar scoping each namespace's route configuration, 1.1 MB at
+        1,000 services, 5.4 MB at 5,000) until the version moves on. A proxy that asks later at the same version
+        gets a response built again, once: the second to ask shares it again. Encoded fields and bodies, parts of
+        the next push's responses, stay."""
+        self._drop_responses()
+
     def _drop_responses(self) -> None:
         """Forget every response (shared, on probation, or only asked for once)."""
         self._responses.clear()

@@ -25,6 +25,11 @@ if TYPE_CHECKING:
 
 MESH_GATEWAY = "mesh"
 _EVERYWHERE = ("every proxy",)  # the _imported key shared by proxies that import every mesh VirtualService
+# destination_rule's view of a host from a proxy namespace that holds no rule for it and that no rule for it exports
+# to by name: every such namespace gets the same answer ("*" is no namespace name; exportTo "*" covers it as any)
+ANY_NAMESPACE = "*"
+# one answer of destination_rule: the rules with a workloadSelector (in order) and the catch-all rule
+DrAnswer = tuple[list[tuple[Mapping[str, str], Resource]], Resource | None]
 # exact host -> [(order, VirtualService)], and [(order, wildcard host, VirtualService)]
 HostTable = tuple[dict[str, list[tuple[int, Resource]]], list[tuple[int, str, Resource]]]
 # (exportTo, bound gateways, FQDN hosts, sourceLabels selectors) of one VirtualService object
@@ -160,11 +165,16 @@ class SnapshotIndex:
             self._by_ns, self._sorted_ns = previous._by_ns, previous._sorted_ns
         # DestinationRule answers depend on the rules, the services and the mesh only
         self._rules: dict[str, list[tuple[str, Resource]]] | None = None
-        self._dr: dict[tuple[str, str], tuple[list[tuple[Mapping[str, str], Resource]], Resource | None]] = {}
+        # host -> answer for ANY_NAMESPACE; proxy namespace -> host -> answer for the hosts it sees apart (_dr_views)
+        self._dr_any: dict[str, DrAnswer] = {}
+        self._dr: dict[str, dict[str, DrAnswer]] = {}
+        self._dr_own: dict[str, tuple[frozenset[str], tuple[str, ...]]] | None = None
         self._merged: dict[tuple[int, ...], list[Resource]] = {}  # consolidated rules per list of rules
         if previous is not None and previous.of_kind("DestinationRule") is self.of_kind("DestinationRule") \
                 and previous.services is services and previous.mesh == mesh:
-            self._rules, self._dr, self._merged = previous._rules_by_ns(), previous._dr, previous._merged
+            self._rules, self._dr_any, self._dr, self._merged = \
+                previous._rules_by_ns(), previous._dr_any, previous._dr, previous._merged
+            self._dr_own = previous._dr_views()
         self._vs: dict[tuple[str, str], list[Resource]] = {}
         self._by_host: dict[Hashable, tuple[list[Resource], HostTable]] = {}
         self._non_service: dict[int, tuple[list[Resource], list[tuple[Resource, list[str]]]]] = {}
@@ -435,19 +445,46 @@ class SnapshotIndex:
         most specific matching host decides; there, its rules merged as Istio merges them (drmerge), the first
         whose workloadSelector matches the proxy's labels (selector rules apply in their own namespace only, Istio
         keeps them private), else the last without selector, else none (Istio does not fall back to the next
-        namespace then)."""
-        key = (proxy_ns, service.hostname)
-        found = self._dr.get(key)
-        if found is None:
-            found = self._dr[key] = self._candidates(proxy_ns, service)
+        namespace then).
+
+        Memoized per view and host: a proxy namespace none of whose own rules is for the host, and that no rule's
+        exportTo names, sees what any such namespace sees (ANY_NAMESPACE), so the answers for hosts of other
+        namespaces are kept once, not once per proxy namespace."""
+        host = service.hostname
+        own = (self._dr_own if self._dr_own is not None else self._dr_views()).get(proxy_ns)
+        if own is None or (host not in own[0] and not (own[1] and any(host_subset_of(host, w) for w in own[1]))):
+            found = self._dr_any.get(host)
+            if found is None:
+                found = self._dr_any[host] = self._candidates(ANY_NAMESPACE, service)
+        else:
+            answers = self._dr.get(proxy_ns)
+            if answers is None:
+                answers = self._dr[proxy_ns] = {}
+            found = answers.get(host)
+            if found is None:
+                found = answers[host] = self._candidates(proxy_ns, service)
         selected, catch_all = found
         for selector, dr in selected:
             if labels is not None and selector_matches(selector, labels):
                 return dr
         return catch_all
 
-    def _candidates(self, proxy_ns: str, service: Service) -> tuple[list[tuple[Mapping[str, str], Resource]],
-                                                                      Resource | None]:
+    def _dr_views(self) -> dict[str, tuple[frozenset[str], tuple[str, ...]]]:
+        """Per namespace that sees some DestinationRules apart from other namespaces, the exact and the wildcard
+        hosts of those rules: its own, and those whose exportTo names it (a host none of them covers is answered as
+        for ANY_NAMESPACE); computed once, taken over while the rules stay."""
+        if self._dr_own is None:
+            hosts: dict[str, tuple[dict[str, None], dict[str, None]]] = {}
+            for ns, rules in self._rules_by_ns().items():
+                for host, dr in rules:
+                    named = [n for n in model_of(dr, DestinationRule).export_to or () if n not in (".", "*", "~")]
+                    for viewer in (ns, *named):
+                        exact, wild = hosts.setdefault(viewer, ({}, {}))
+                        (wild if "*" in host else exact)[host] = None
+            self._dr_own = {ns: (frozenset(exact), tuple(wild)) for ns, (exact, wild) in hosts.items()}
+        return self._dr_own
+
+    def _candidates(self, proxy_ns: str, service: Service) -> DrAnswer:
         rules = self._rules_by_ns()
         for ns in (proxy_ns, service.namespace, self.mesh.root_namespace):
             best: tuple[int, str] | None = None

@@ -32,6 +32,30 @@ async def test_trims_once_activity_stops_and_at_most_max_wait_apart_under_consta
         await idle.close()
 
 
+async def test_the_quiet_hook_runs_before_each_trim_and_without_a_trim() -> None:
+    """The ADS server's response cache is told the pushes are quiet just before the trim, so the responses it lets
+    go of are among what the trim gives back; without glibc (no trim) it is still told."""
+    activity = [0]
+    calls: list[str] = []
+    idle = IdleTrim(lambda: activity[0], lambda: calls.append("trim"), period_s=0.02,
+                    quiet=lambda: calls.append("quiet"))
+    alone = IdleTrim(lambda: activity[0], None, period_s=0.02, quiet=lambda: calls.append("alone"))
+    idle.start()
+    alone.start()
+    try:
+        await asyncio.sleep(0.1)
+        assert calls == []
+        activity[0] += 1
+        async with asyncio.timeout(5):
+            while len(calls) < 3:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        assert sorted(calls) == ["alone", "quiet", "trim"] and calls.index("quiet") < calls.index("trim")
+    finally:
+        await idle.close()
+        await alone.close()
+
+
 # Runs in a fresh interpreter: a test worker's heap, shaped by every test before it, may already have given pages
 # back (glibc's dynamic mmap threshold, earlier trims), which would void the "still the process's" premise.
 HEAP_SCENARIO = """
