@@ -37,6 +37,9 @@ class MeshDefaults:
     # cluster under a locality (not zone-aware) setting, or none, gets locality_weighted_lb_config
     locality_weighted_lb_config: bool = field(
         default_factory=lambda: istio_bool("ENABLE_LOCALITY_WEIGHTED_LB_CONFIG", False))
+    # Istio's PILOT_ENABLE_METADATA_EXCHANGE (pilot/pkg/features/telemetry.go, on): false drops the metadata-exchange
+    # HTTP filters and `istio-peer-exchange` from the mTLS ALPN lists (Istio's ALPNInMesh, ALPNDownstream)
+    metadata_exchange: bool = field(default_factory=lambda: istio_bool("PILOT_ENABLE_METADATA_EXCHANGE", True))
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,9 @@ TARGET_ADDED_LATENCY_VS_STATIC = 1.1   # added latency of the sidecar pair <= 1.
 TARGET_VCPU_PER_1K_RPS = 0.20          # per sidecar
 TARGET_RSS_MB = 60.0                   # per sidecar
 
-SETUPS = ("direct", "static", "static_mtls", "mesh", "mesh_demo", "mesh_nometrics")
-MESH_SETUPS = ("mesh", "mesh_demo", "mesh_nometrics")  # the sailmesh pairs (a failure there is reported, not fatal)
+SETUPS = ("direct", "static", "static_mtls", "mesh", "mesh_demo", "mesh_nometrics", "mesh_notelemetry")
+# the sailmesh pairs (a failure there is reported, not fatal)
+MESH_SETUPS = ("mesh", "mesh_demo", "mesh_nometrics", "mesh_notelemetry")
 LABELS = {
     "direct": "(1) direct",
     "static": "(2) static Envoy pair",
@@ -22,6 +23,7 @@ LABELS = {
     "mesh": "(3) sailmesh pair",
     "mesh_demo": "(4) sailmesh pair + demo features",
     "mesh_nometrics": "(3n) sailmesh pair, metrics off",
+    "mesh_notelemetry": "(3t) sailmesh pair, telemetry off",
 }
 
 
@@ -65,11 +67,11 @@ def _lat(results: dict[str, Any], name: str, p: int) -> float | None:
 
 
 def ratios(results: dict[str, Any]) -> dict[str, Any]:
-    """(3)/(1), (3)/(2), (3)/(2m), (4)/(2), (3n)/(2m) per percentile; added latency vs direct and its ratios;
-    None = not measurable."""
+    """(3)/(1), (3)/(2), (3)/(2m), (4)/(2), (3n)/(2m), (3t)/(2m) per percentile; added latency vs direct and its
+    ratios; None = not measurable."""
     out: dict[str, Any] = {"latency": {}, "added_ms": {}, "added_ratio": {}}
     for num, den in (("mesh", "direct"), ("mesh", "static"), ("mesh", "static_mtls"), ("mesh_demo", "static"),
-                     ("mesh_nometrics", "static_mtls")):
+                     ("mesh_nometrics", "static_mtls"), ("mesh_notelemetry", "static_mtls")):
         out["latency"][f"{num}/{den}"] = {f"p{p}": _ratio(_lat(results, num, p), _lat(results, den, p))
                                           for p in PERCENTILES}
     for name in ("static", "static_mtls", *MESH_SETUPS):
@@ -79,7 +81,7 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
             added[f"p{p}"] = s - d if s is not None and d is not None else None
         out["added_ms"][name] = added
     for num, den in (("mesh", "static"), ("mesh_demo", "static"), ("mesh", "static_mtls"),
-                     ("mesh_nometrics", "static_mtls")):
+                     ("mesh_nometrics", "static_mtls"), ("mesh_notelemetry", "static_mtls")):
         out["added_ratio"][f"{num}/{den}"] = {
             f"p{p}": _ratio(out["added_ms"][num][f"p{p}"], out["added_ms"][den][f"p{p}"]) for p in PERCENTILES
         }
@@ -87,13 +89,14 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def targets(results: dict[str, Any], rat: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each target for set-ups (3), (4) and (3n): value, limit and pass (None = not measurable yet)."""
+    """Each target for set-ups (3), (4), (3n) and (3t): value, limit and pass (None = not measurable yet)."""
     rows: list[dict[str, Any]] = []
     for name in MESH_SETUPS:
         r = results.get(name) or {}
         avail = bool(r.get("available"))
         # the mesh pair against the plaintext static pair (issue 10's metrics target) and, being mTLS itself,
-        # against the static mTLS pair (issue 9's target); (3n), without Istio's metrics, against the latter only
+        # against the static mTLS pair (issue 9's target); (3n) and (3t), without Istio's metrics (and exchange),
+        # against the latter only
         for den, what in (("static", "static pair"), ("static_mtls", "static mTLS pair")):
             if f"{name}/{den}" not in rat["added_ratio"]:
                 continue

@@ -10,7 +10,8 @@ sidecar's HTTP-proxy listener (`<client pod IP>:15001`) the load generator talks
 DestinationRule subset with connection-pool settings) and says in `notes` what it leaves out.
 "nometrics" (set-up (3n)) adds a mesh-wide Telemetry that turns Istio's standard metrics off: the same
 mTLS pair without the metrics' stats logger (the peer-metadata exchange stays, as in Istio), so the mTLS
-pair's cost can be read apart from the metrics'.
+pair's cost can be read apart from the metrics'. "notelemetry" (set-up (3t)) also runs the control plane with
+Istio's PILOT_ENABLE_METADATA_EXCHANGE=false: none of Istio's telemetry is left on the request path.
 
 The mesh runs its own copy of the backend (the harness's Backend idles for (3)/(4)); the two sidecars'
 Envoys and agents are measured (the agent counts Istio's standard metrics from its Envoy's access logs, so
@@ -40,7 +41,6 @@ from bench.dataplane.errors import BenchError
 from bench.dataplane.mesh_config import Features
 from bench.dataplane.setups import ROOT, Backend, PairFactory, SetupContext, SetupHandle
 from bench.static_envoy import DIE_WITH_HARNESS
-from sailmesh.processes import free_port
 from sailmesh.testing.waiting import random_loopback_block, wait_for
 
 FactoryProvider = Callable[[Features], "PairFactory | None"]
@@ -144,13 +144,15 @@ def _routes_service(admin: str) -> bool:
     return f'"{mesh_config.HOST_HEADER}"' in body.decode()
 
 
-def _metrics_off(admin: str) -> bool:
+def _metrics_off(admin: str, no_exchange: bool = False) -> bool:
     """The sidecar's listeners (present once its routes are) keep none of Istio's metrics: no stats access
-    logger."""
+    logger (and, `no_exchange`, no metadata-exchange filter either)."""
+    from sailmesh.telemetry.standard import MX_ADD_FILTER
     from sailmesh.telemetry.stats_logger import STATS_LOGGER
 
     _, body = _get(admin + "/config_dump?resource=dynamic_listeners")
-    return STATS_LOGGER not in body.decode()
+    text = body.decode()
+    return STATS_LOGGER not in text and not (no_exchange and MX_ADD_FILTER in text)
 
 
 def _demo_applied(admin: str) -> bool:
@@ -169,9 +171,13 @@ def start_mesh_pair(features: Features, ctx: SetupContext) -> MeshPair:
     block = random_loopback_block()
     log = work / "mesh.log"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p))
+    if features == "notelemetry":
+        env.update(mesh_config.NO_MX_ENV)
     argv = [sys.executable, "-m", "bench.dataplane.mesh_runner", "-f", str(config), "--state-dir", str(state),
-            "--base-ip", f"{block}.2", "--gateway-ip", f"{block}.1", "--xds-port", str(free_port()),
-            "--http-port", str(free_port()), "--concurrency", str(ctx.envoy_concurrency)]
+            # ports 0: the control plane binds free ones itself (ports picked here and bound later could collide
+            # with the ones it binds at 0: a run failed so, its HTTP API on the port its xDS had taken)
+            "--base-ip", f"{block}.2", "--gateway-ip", f"{block}.1", "--xds-port", "0", "--http-port", "0",
+            "--concurrency", str(ctx.envoy_concurrency)]
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                 cwd=ROOT, preexec_fn=DIE_WITH_HARNESS)
@@ -196,10 +202,10 @@ def start_mesh_pair(features: Features, ctx: SetupContext) -> MeshPair:
         wait_for(lambda: _routes_service(admin), timeout=30, interval=0.1, what="client sidecar routes bench-backend")
         if features == "demo":
             wait_for(lambda: _demo_applied(admin), timeout=30, interval=0.1, what="retries and subset in the routes")
-        if features == "nometrics":
+        if features in ("nometrics", "notelemetry"):
             for ip in (client_ip, server_ip):
-                wait_for(lambda ip=ip: _metrics_off(pair.admin(ip)), timeout=30, interval=0.1,  # type: ignore[misc]
-                         what=f"no stats logger in {ip}'s listeners")
+                wait_for(lambda ip=ip: _metrics_off(pair.admin(ip), features == "notelemetry"),  # type: ignore[misc]
+                         timeout=30, interval=0.1, what=f"no stats logger in {ip}'s listeners")
         wait_for(lambda: _get(pair.url, mesh_config.HOST_HEADER) == (200, _expected_body()), timeout=30,
                  interval=0.1, what="a request through both sidecars")
     except BaseException:
@@ -230,15 +236,16 @@ def _notes(features: Features, pair: MeshPair, ctx: SetupContext) -> list[str]:
                      f"subset {mesh_config.SUBSET} with connectionPool limits; Envoy stats and Istio's standard "
                      "metrics (always on, in (3) too)")
         notes += [f"not in (4): {n}" for n in mesh_config.DEMO_LEFT_OUT]
-    if features == "nometrics":
+    if features in ("nometrics", "notelemetry"):
         notes.append(f"Istio's standard metrics off: mesh-wide Telemetry istio-system/"
                      f"{mesh_config.NO_METRICS_TELEMETRY} (prometheus, ALL_METRICS disabled); the peer-metadata "
-                     "exchange stays, as in Istio")
+                     "exchange stays, as in Istio" if features == "nometrics" else "exchange off too: the control "
+                     "plane runs with Istio's PILOT_ENABLE_METADATA_EXCHANGE=false")
     return notes
 
 
 def mesh_pair_factory(features: Features) -> PairFactory | None:
-    """The sailmesh sidecar pair for `features` ("default", "demo" or "nometrics")."""
+    """The sailmesh sidecar pair for `features` ("default", "demo", "nometrics" or "notelemetry")."""
 
     def factory(backend: Backend, ctx: SetupContext) -> SetupHandle:
         pair = start_mesh_pair(features, ctx)

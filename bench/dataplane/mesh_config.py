@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-Features = Literal["default", "demo", "nometrics"]
+Features = Literal["default", "demo", "nometrics", "notelemetry"]
 
 NAMESPACE = "default"
 SERVICE = "bench-backend"
@@ -24,6 +24,7 @@ DEMO_TIMEOUT = "10s"
 DEMO_POOL = {"tcp": {"maxConnections": 1024, "connectTimeout": "1s"},
              "http": {"http1MaxPendingRequests": 1024, "maxRequestsPerConnection": 0, "maxRetries": 16}}
 NO_METRICS_TELEMETRY = "mesh-default"
+NO_MX_ENV = {"PILOT_ENABLE_METADATA_EXCHANGE": "false"}  # Istio's pilot flag: no metadata-exchange filters
 DEMO_LEFT_OUT = [
     "AuthorizationPolicy (enforced by the mesh, not applied in this set-up)",
 ]
@@ -155,10 +156,11 @@ spec:
 
 def write(directory: Path, features: Features) -> None:
     """Write the mesh directory for `features` ("default": the workloads only; "demo": plus routing policy;
-    "nometrics": plus a mesh-wide Telemetry turning Istio's metrics off)."""
+    "nometrics": plus a mesh-wide Telemetry turning Istio's metrics off; "notelemetry": the same, and the mesh runs
+    with Istio's PILOT_ENABLE_METADATA_EXCHANGE=false, NO_MX_ENV, set by bench/dataplane/mesh.py)."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "bench.yaml").write_text(base_yaml())
     if features == "demo":
         (directory / "bench-demo.yaml").write_text(demo_yaml())
-    if features == "nometrics":
+    if features in ("nometrics", "notelemetry"):
         (directory / "bench-nometrics.yaml").write_text(no_metrics_yaml())

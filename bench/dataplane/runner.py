@@ -249,7 +249,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         factories: dict[str, PairFactory | None] = {
             "direct": direct, "static": static_pair, "static_mtls": static_mtls_pair,
             "mesh": cfg.mesh_provider("default"), "mesh_demo": cfg.mesh_provider("demo"),
-            "mesh_nometrics": cfg.mesh_provider("nometrics"),
+            "mesh_nometrics": cfg.mesh_provider("nometrics"), "mesh_notelemetry": cfg.mesh_provider("notelemetry"),
         }
         for name, factory in factories.items():
             _start(name, factory, backend, ctx, handles, results)

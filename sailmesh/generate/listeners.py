@@ -195,9 +195,10 @@ def inbound_listeners(snapshot: MeshSnapshot, proxy: ProxyView,
         if tls is not None and (tls.mode or "").upper() in SIDECAR_INGRESS_TLS:
             chains = [_ingress_tls_chain(tls, nf, snapshot.mesh_config.tls_defaults)]
         elif sniffed is not None:
-            chains = sniffing.inbound_chains(policy.for_port(port), identity, sniffed, nf, mtls)
+            chains = sniffing.inbound_chains(policy.for_port(port), identity, sniffed, nf, mtls,
+                                             snapshot.mesh.metadata_exchange)
         else:
-            chains = inbound_chains(policy.for_port(port), http, identity, nf, mtls)
+            chains = inbound_chains(policy.for_port(port), http, identity, nf, mtls, snapshot.mesh.metadata_exchange)
         _before_app(chains, before, nf)
         del listener.filter_chains[:]
         listener.filter_chains.extend(chains)
@@ -378,7 +379,8 @@ def inbound_passthrough_chains(snapshot: MeshSnapshot, proxy: ProxyView,
     with_metrics_log(h, snapshot, proxy, eff, telemetry.DESTINATION, services)
     hcm = lc.Filter(name=HCM_NAME, typed_config=pack(h))
     policy = workload_policy(snapshot, proxy.namespace, proxy.labels)
-    chains = sniffing.inbound_chains(policy.mode, has_mesh_identity(proxy), hcm, nf, snapshot.mesh_config.mesh_mtls)
+    chains = sniffing.inbound_chains(policy.mode, has_mesh_identity(proxy), hcm, nf, snapshot.mesh_config.mesh_mtls,
+                                     snapshot.mesh.metadata_exchange)
     before = ext_authz.tcp_filters(snapshot, proxy)
     seen: dict[str, int] = {}
     for fc in chains:

@@ -125,12 +125,12 @@ _PLAINTEXT: tuple[_Spec, ...] = ((RAW_BUFFER_TRANSPORT, PLAINTEXT_HTTP_ALPNS, Tr
 
 
 def inbound_chains(mode: str, has_identity: bool, http: lc.Filter, tcp: lc.Filter,
-                   mtls: MeshMTLS = MeshMTLS()) -> list[lc.FilterChain]:
+                   mtls: MeshMTLS = MeshMTLS(), mx: bool = True) -> list[lc.FilterChain]:
     """The filter chains of a sniffed inbound port under a PeerAuthentication mode (Istio's Auto options): `http`
     the HCM, `tcp` the tcp_proxy (the caller puts the TCP authorization filters before it). Without a mesh
     identity: plaintext, except that STRICT refuses (as tls.inbound_chains)."""
     if not has_identity and mode == STRICT:
-        return tls_inbound_chains(mode, False, False, tcp, mtls)  # the one refusing chain
+        return tls_inbound_chains(mode, False, False, tcp, mtls, mx)  # the one refusing chain
     specs = _PLAINTEXT if not has_identity or mode == DISABLE else _STRICT if mode == STRICT else _PERMISSIVE
     out = []
     for transport, alpns, is_http, terminate in specs:
@@ -138,6 +138,6 @@ def inbound_chains(mode: str, has_identity: bool, http: lc.Filter, tcp: lc.Filte
                                                                    application_protocols=alpns),
                             filters=[http if is_http else tcp])
         if terminate:
-            fc.transport_socket.CopyFrom(transport_socket(istio_mutual_downstream(is_http, mtls)))
+            fc.transport_socket.CopyFrom(transport_socket(istio_mutual_downstream(is_http, mtls, mx)))
         out.append(fc)
     return out

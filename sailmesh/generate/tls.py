@@ -49,6 +49,8 @@ ALPN_IN_MESH = ("istio-peer-exchange", "istio")
 ALPN_IN_MESH_H2 = ("istio-peer-exchange", "istio", "h2")
 ALPN_HTTP = ("h2", "http/1.1")  # the server's ALPN on HTTP ports (ALPNHttp)
 ALPN_DOWNSTREAM_WITH_MXC = ("istio-peer-exchange", "h2", "http/1.1")  # the server's ALPN on TCP ports
+# without metadata exchange (PILOT_ENABLE_METADATA_EXCHANGE=false): Istio's ALPNInMesh, ALPNInMeshH2, ALPNDownstream
+ALPN_IN_MESH_NO_MX, ALPN_IN_MESH_H2_NO_MX, ALPN_DOWNSTREAM = ("istio",), ("istio", "h2"), ("h2", "http/1.1")
 ALPN_H2_ONLY = ("h2",)
 # pilot/pkg/networking/core/listener.go: what the server's mTLS filter chains match on (allIstioMtlsALPNs).
 ALL_ISTIO_MTLS_ALPNS = ("istio", "istio-peer-exchange", "istio-http/1.0", "istio-http/1.1", "istio-h2")
@@ -140,25 +142,29 @@ def _mesh_certificates(common: common_pb2.CommonTlsContext, sans: Iterable[str])
     cvc.validation_context_sds_secret_config.CopyFrom(sds_secret(ROOTCA_SECRET))
 
 
-def istio_mutual_upstream(sans: Sequence[str], sni: str, http2: bool) -> tls_pb2.UpstreamTlsContext:
+def istio_mutual_upstream(sans: Sequence[str], sni: str, http2: bool, mx: bool = True) -> tls_pb2.UpstreamTlsContext:
     """The client side of Istio mTLS (cluster_tls.go, ISTIO_MUTUAL): TLS 1.2-1.3, mesh certificate, the
-    server's SPIFFE IDs verified when known, Istio's in-mesh ALPN."""
+    server's SPIFFE IDs verified when known, Istio's in-mesh ALPN (`istio-peer-exchange` first unless metadata
+    exchange is off, `mx`)."""
     ctx = tls_pb2.UpstreamTlsContext(sni=sni)
     common = ctx.common_tls_context
     common.tls_params.CopyFrom(TlsParams(tls_minimum_protocol_version=TlsParams.TLSv1_2,
                                          tls_maximum_protocol_version=TlsParams.TLSv1_3))
     _mesh_certificates(common, sans)
-    common.alpn_protocols.extend(ALPN_IN_MESH_H2 if http2 else ALPN_IN_MESH)
+    if mx:
+        common.alpn_protocols.extend(ALPN_IN_MESH_H2 if http2 else ALPN_IN_MESH)
+    else:
+        common.alpn_protocols.extend(ALPN_IN_MESH_H2_NO_MX if http2 else ALPN_IN_MESH_NO_MX)
     return ctx
 
 
-def istio_mutual_downstream(http: bool, mtls: MeshMTLS = MeshMTLS()) -> tls_pb2.DownstreamTlsContext:
+def istio_mutual_downstream(http: bool, mtls: MeshMTLS = MeshMTLS(), mx: bool = True) -> tls_pb2.DownstreamTlsContext:
     """The server side of Istio mTLS (authn/utils BuildInboundTLS): client certificate required and verified
     against ROOTCA, TLS 1.2 minimum (the mesh config's `meshMTLS.minProtocolVersion`: TLSV1_3 raises it) to 1.3,
     Istio's cipher suites (`meshMTLS.cipherSuites` replace them)."""
     ctx = tls_pb2.DownstreamTlsContext(require_client_certificate=wrappers_pb2.BoolValue(value=True))
     common = ctx.common_tls_context
-    common.alpn_protocols.extend(ALPN_HTTP if http else ALPN_DOWNSTREAM_WITH_MXC)
+    common.alpn_protocols.extend(ALPN_HTTP if http else ALPN_DOWNSTREAM_WITH_MXC if mx else ALPN_DOWNSTREAM)
     minimum = TlsParams.TLSv1_3 if mtls.min_protocol_version == "TLSV1_3" else TlsParams.TLSv1_2
     common.tls_params.CopyFrom(TlsParams(cipher_suites=mtls.cipher_suites or SUPPORTED_CIPHERS,
                                          tls_minimum_protocol_version=minimum,
@@ -284,7 +290,8 @@ def apply_upstream_tls(
         if not client_has_identity:
             return  # the proxy has no certificate to present (no SDS): nothing it could send
         sans = list(tls.subject_alt_names) if tls.subject_alt_names is not None else service_accounts(snapshot, svc)
-        ctx_m = istio_mutual_upstream(sans, tls.sni or sni_for(port, subset, svc.hostname), http2)
+        ctx_m = istio_mutual_upstream(sans, tls.sni or sni_for(port, subset, svc.hostname), http2,
+                                      snapshot.mesh.metadata_exchange)
         c.transport_socket.CopyFrom(transport_socket(ctx_m))
         return
     if tls is not None and tls.mode == "DISABLE":
@@ -292,7 +299,8 @@ def apply_upstream_tls(
     if (not client_has_identity or svc.mesh_external or not auto_mtls_enabled(snapshot)
             or service_mode == DISABLE):
         return
-    ctx_a = istio_mutual_upstream(service_accounts(snapshot, svc), sni_for(port, subset, svc.hostname), http2)
+    ctx_a = istio_mutual_upstream(service_accounts(snapshot, svc), sni_for(port, subset, svc.hostname), http2,
+                                  snapshot.mesh.metadata_exchange)
     match = struct_pb2.Struct()
     match.update({TLS_MODE_KEY: TLS_MODE_ISTIO})
     c.transport_socket_matches.add(name=f"{TLS_MODE_KEY}-{TLS_MODE_ISTIO}", match=match,
@@ -323,7 +331,7 @@ _STRICT: tuple[ChainSpec, ...] = ((TLS_TRANSPORT, (), True),)
 
 
 def inbound_chains(mode: str, http: bool, has_identity: bool, network_filter: lc.Filter,
-                   mtls: MeshMTLS = MeshMTLS()) -> list[lc.FilterChain]:
+                   mtls: MeshMTLS = MeshMTLS(), mx: bool = True) -> list[lc.FilterChain]:
     """The filter chains of one inbound port under a PeerAuthentication mode (Istio's getFilterChainMatchOptions).
 
     PERMISSIVE: mTLS (tls + Istio ALPN) and plaintext on the same port (TCP ports also pass the app's own TLS);
@@ -345,7 +353,7 @@ def inbound_chains(mode: str, http: bool, has_identity: bool, network_filter: lc
                                                                    application_protocols=alpns),
                             filters=[network_filter])
         if terminate:
-            fc.transport_socket.CopyFrom(transport_socket(istio_mutual_downstream(http, mtls)))
+            fc.transport_socket.CopyFrom(transport_socket(istio_mutual_downstream(http, mtls, mx)))
         out.append(fc)
     return out
 

@@ -31,8 +31,8 @@ def _check_measured(r: dict, rate: float) -> None:
     assert r["backend"]["cpu_s"] >= 0
 
 
-def test_smoke_cli_runs_all_six_setups(tmp_path) -> None:
-    """`--smoke` measures (1) direct, (2) the static pair, (2m) the static mTLS pair and (3)/(4)/(3n) the real
+def test_smoke_cli_runs_all_seven_setups(tmp_path) -> None:
+    """`--smoke` measures (1) direct, (2) the static pair, (2m) the static mTLS pair and (3)/(4)/(3n)/(3t) the real
     sailmesh sidecar pair."""
     out = tmp_path / "smoke.json"
     p = subprocess.run([sys.executable, "-m", "bench.dataplane", "--smoke", "--json", str(out)],
@@ -60,8 +60,8 @@ def test_smoke_cli_runs_all_six_setups(tmp_path) -> None:
         assert 0 < e["rss_anon_mb"] < e["peak_rss_mb"]
     # (No latency comparison between set-ups here: a smoke run lasts seconds, and timing belongs in the benchmark.
     # That the pair's requests went through both Envoys is the CPU check above.)
-    # (3), (4) and (3n): two real sailmesh sidecar Envoys each, measured like the static pair
-    for name in ("mesh", "mesh_demo", "mesh_nometrics"):
+    # (3), (4), (3n) and (3t): two real sailmesh sidecar Envoys each, measured like the static pair
+    for name in ("mesh", "mesh_demo", "mesh_nometrics", "mesh_notelemetry"):
         assert s[name]["available"] is True, s[name]
         _check_measured(s[name], rate)
         assert s[name]["transport"] == DEFAULT_TRANSPORT_NOTE
@@ -71,9 +71,11 @@ def test_smoke_cli_runs_all_six_setups(tmp_path) -> None:
             assert 5 < e["peak_rss_mb"] < 4 * TARGET_RSS_MB
     assert any("AuthorizationPolicy" in n for n in s["mesh_demo"]["notes"]), s["mesh_demo"]["notes"]
     assert any("ALL_METRICS disabled" in n for n in s["mesh_nometrics"]["notes"]), s["mesh_nometrics"]["notes"]
-    for key in ("mesh/direct", "mesh/static", "mesh/static_mtls", "mesh_demo/static", "mesh_nometrics/static_mtls"):
+    assert any("PILOT_ENABLE_METADATA_EXCHANGE=false" in n for n in s["mesh_notelemetry"]["notes"])
+    for key in ("mesh/direct", "mesh/static", "mesh/static_mtls", "mesh_demo/static", "mesh_nometrics/static_mtls",
+                "mesh_notelemetry/static_mtls"):
         assert all(v is not None and v > 0 for v in doc["ratios"]["latency"][key].values()), doc["ratios"]
-    for name in ("static", "static_mtls", "mesh", "mesh_demo", "mesh_nometrics"):
+    for name in ("static", "static_mtls", "mesh", "mesh_demo", "mesh_nometrics", "mesh_notelemetry"):
         assert doc["ratios"]["added_ms"][name]["p50"] is not None
     assert all(t["value"] is not None for t in doc["targets"] if "per sidecar" in t["target"]), doc["targets"]
     assert "(3) sailmesh pair" in p.stdout and "not available yet" not in p.stdout
@@ -91,7 +93,7 @@ def test_pluggable_pair_factory_fills_setups_3_and_4(tmp_path) -> None:
                     mesh_provider=provider,
                     loadgen="auto" if loadgen.tools_available()["wrk"] else "python")
     doc = run(cfg)
-    assert calls == ["default", "demo", "nometrics"]
+    assert calls == ["default", "demo", "nometrics", "notelemetry"]
     for name in ("direct", "static", "mesh", "mesh_demo"):
         _check_measured(doc["setups"][name], cfg.rate)
     assert doc["setups"]["mesh"]["transport"] == DEFAULT_TRANSPORT_NOTE

@@ -154,6 +154,10 @@ def test_pair_without_metrics_is_read_against_the_static_mtls_pair_only() -> Non
     assert rows[("mesh_nometrics", "added latency p90 vs static mTLS pair")]["pass"] is False
     assert ("mesh_nometrics", "added latency p50 vs static pair") not in rows
     assert rows[("mesh_nometrics", "CPU per 1,000 rps per sidecar")]["pass"] is False
+    results["mesh_notelemetry"] = _setup(0.74, 1.2, 2.5)
+    rat = analysis.ratios(results)
+    assert rat["added_ratio"]["mesh_notelemetry/static_mtls"]["p50"] == pytest.approx(1.08)  # 0.54 / 0.5
+    assert "mesh_notelemetry/static" not in rat["added_ratio"]
 
 
 def test_the_no_metrics_mesh_turns_istios_metrics_off_mesh_wide(tmp_path) -> None:
@@ -173,6 +177,9 @@ def test_the_no_metrics_mesh_turns_istios_metrics_off_mesh_wide(tmp_path) -> Non
     assert "prometheus" in resolve_metrics([], MeshConfig())  # what the default mesh has
     mesh_config.write(tmp_path / "default", "default")
     assert not [f for f in (tmp_path / "default").glob("*.yaml") if "Telemetry" in f.read_text()]
+    mesh_config.write(tmp_path / "notelemetry", "notelemetry")  # the same Telemetry; the exchange is an env flag
+    assert [f.name for f in (tmp_path / "notelemetry").glob("*.yaml") if "Telemetry" in f.read_text()]
+    assert mesh_config.NO_MX_ENV == {"PILOT_ENABLE_METADATA_EXCHANGE": "false"}
 
 
 def test_added_ratio_skipped_when_static_adds_nothing() -> None:

@@ -17,6 +17,10 @@ from sailmesh.telemetry.standard import MX_ADD_FILTER, grpc_stats_filter, metada
 
 
 def _filters(ctx: FilterContext) -> list[hcm_pb2.HttpFilter]:
+    """Both of the exchange's filters; none when Istio's PILOT_ENABLE_METADATA_EXCHANGE is false (Istio's
+    appendMxFilter: `if !features.MetadataExchange { return filters }`)."""
+    if not ctx.snapshot.mesh.metadata_exchange:
+        return []
     p = ctx.proxy
     return metadata_exchange_filters(ctx.direction == Direction.INBOUND, p.workload_name, p.namespace, p.labels, p.id)
 
