@@ -106,7 +106,11 @@ def test_dashboard_shows_bookinfo_and_an_abort_turns_ratings_red(mesh: RunningMe
 
         def all_hops() -> dict[str, Any] | None:
             g = last[0] = api_graph(base, token)
-            return g if all((e := edge(g, *h)) and e["rps"] > 0 for h in hops) else None
+            # the latency comes from the duration histogram, which Envoy publishes at its stats flush, up to a flush
+            # after the request counter (CI saw productpage's rate with no p99 yet): wait for both
+            first = edge(g, *hops[0])
+            return g if all((e := edge(g, *h)) and e["rps"] > 0 for h in hops) and first is not None \
+                and first["p99_ms"] is not None else None
 
         try:
             graph = wait_for(all_hops, timeout=90, interval=1.0, what="every Bookinfo hop in /api/graph")
