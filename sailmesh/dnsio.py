@@ -54,7 +54,7 @@ def read_resolv_conf(path: str = "/etc/resolv.conf") -> ResolvConf:
         with open(path, encoding="utf-8") as fh:
             lines = fh.read().splitlines()
     except OSError as e:
-        log.warning("cannot read %s: %s; names forwarded upstream get SERVFAIL", path, e)
+        log.warning("cannot read %s: %s; no upstream nameservers", path, e)
         return ResolvConf()
     servers: list[Server] = []
     search: list[str] = []

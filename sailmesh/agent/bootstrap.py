@@ -8,6 +8,7 @@ from typing import Any
 
 from sailmesh import __version__
 from sailmesh.agent.config import AgentConfig
+from sailmesh.dnsio import read_resolv_conf
 from sailmesh.telemetry.names import ALS_CLUSTER
 
 XDS_CLUSTER = "xds-grpc"
@@ -239,30 +240,20 @@ def dynamic_resources(cfg: AgentConfig) -> dict[str, Any]:
 
 def system_resolvers(resolv_conf: str = "/etc/resolv.conf") -> list[str]:
     """The IPv4 nameservers of the system's resolver configuration (none when it cannot be read)."""
-    try:
-        with open(resolv_conf, encoding="utf-8") as fh:
-            lines = fh.read().splitlines()
-    except OSError:
-        return []
-    out = []
-    for line in lines:
-        parts = line.split()
-        if len(parts) >= 2 and parts[0] == "nameserver" and _is_ip(parts[1]):
-            out.append(parts[1])
-    return out
+    return [host for host, _port in read_resolv_conf(resolv_conf).servers if _is_ip(host)]
 
 
-def dns_resolver(dns_address: str, system: list[str]) -> dict[str, Any]:
+def dns_resolver(dns_address: str, system: list[str] | None = None) -> dict[str, Any]:
     """Envoy's c-ares resolver asking only the mesh's DNS, which answers service hostnames and forwards other names
     to the system's nameservers (controlplane/dns.py): with more than one server c-ares reorders them by failures,
     and a system nameserver asked first answers NXDOMAIN for a mesh name. The mesh's DNS forwards only for loopback
     clients, so a mesh DNS on another address is followed by the system's nameservers (it answers REFUSED for other
-    names, and c-ares asks the next one)."""
+    names, and c-ares asks the next one). `system`: those nameservers (read from resolv.conf only when needed)."""
     host, _, port = dns_address.rpartition(":")
     host = host.strip("[]")
     resolvers = [_socket_address(host, int(port))]
     if not _is_loopback(host):
-        resolvers += [_socket_address(ip, 53) for ip in system]
+        resolvers += [_socket_address(ip, 53) for ip in (system if system is not None else system_resolvers())]
     for r in resolvers:
         r["socket_address"]["protocol"] = "UDP"
     return {"name": "envoy.network.dns_resolver.cares", "typed_config": {
@@ -299,7 +290,7 @@ def build(cfg: AgentConfig, extra_static: dict[str, list[dict[str, Any]]] | None
     extra = extra_static or {}
     sds = [sds_cluster(sds_socket)] if sds_socket else []
     als = [als_cluster(als_socket)] if als_socket else []
-    resolver = {"typed_dns_resolver_config": dns_resolver(cfg.dns_address, system_resolvers())} \
+    resolver = {"typed_dns_resolver_config": dns_resolver(cfg.dns_address)} \
         if cfg.dns_address else {}
     return {
         **resolver,
